@@ -1,0 +1,5 @@
+import sys
+
+from convmetrics.cli import main
+
+sys.exit(main())

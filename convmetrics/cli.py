@@ -1,0 +1,54 @@
+"""The `convmetrics` console script: one parser, subcommands registered by each package.
+
+Each package owns its subcommands in a `cli.py` exposing ``register(subparsers)``; the
+handlers import their heavy dependencies lazily so that `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from convmetrics import __version__
+
+#: Modules that contribute subcommands, in the order `--help` lists them.
+COMMAND_MODULES: tuple[str, ...] = (
+    "convmetrics.localkafka.cli",
+    "schemas.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="convmetrics",
+        description="Real-time closure metrics for team-inbox conversations, on Kafka.",
+    )
+    parser.add_argument("--version", action="version", version=f"convmetrics {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("CONVMETRICS_LOG_LEVEL", "INFO"),
+        help="logging level (env CONVMETRICS_LOG_LEVEL; default INFO)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=str(args.log_level).upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        result = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    return int(result or 0)

@@ -1,0 +1,82 @@
+"""The checks `convmetrics schemas check` runs over a schema folder (pure but for reading it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from schemas.compat import incompatibilities
+from schemas.exceptions import ContractError
+from schemas.registry import (
+    PINS_FILE,
+    SCHEMA_DIR,
+    Subject,
+    load_pins,
+    load_subject,
+    pin_key,
+    subject_names,
+)
+
+
+def check_subject(subject: Subject, pins: dict[str, str]) -> list[str]:
+    """Problems of one subject: changed or unpinned versions, and FULL_TRANSITIVE breaks."""
+    problems: list[str] = []
+    for v in subject.versions:
+        pinned = pins.get(pin_key(subject.name, v.version))
+        if pinned is None:
+            problems.append(
+                f"{subject.name} v{v.version}: not pinned in {PINS_FILE} "
+                f"(run `convmetrics schemas pin` once it is final)"
+            )
+        elif pinned != v.fingerprint_hex:
+            problems.append(
+                f"{subject.name} v{v.version}: published schema changed: fingerprint "
+                f"{v.fingerprint_hex} != pinned {pinned}; add a new version instead"
+            )
+    for w in subject.versions:
+        for r in subject.versions:
+            if w.version == r.version:
+                continue
+            for issue in incompatibilities(w.raw, r.raw):
+                problems.append(
+                    f"{subject.name}: data written with v{w.version} cannot be read with "
+                    f"v{r.version}: {issue}"
+                )
+    return problems
+
+
+def check_folder(schema_dir: Path = SCHEMA_DIR) -> tuple[list[Subject], list[str]]:
+    """All subjects of a folder and every problem found in it."""
+    pins = load_pins(schema_dir)
+    subjects: list[Subject] = []
+    problems: list[str] = []
+    for name in subject_names(schema_dir):
+        try:
+            subj = load_subject(name, schema_dir)
+        except ContractError as exc:
+            problems.append(str(exc))
+            continue
+        subjects.append(subj)
+        problems.extend(check_subject(subj, pins))
+    known = {pin_key(s.name, v.version) for s in subjects for v in s.versions}
+    problems.extend(
+        f"{key}: pinned in {PINS_FILE} but its file is gone; published versions stay"
+        for key in sorted(set(pins) - known)
+    )
+    return subjects, problems
+
+
+def pin_new_versions(schema_dir: Path = SCHEMA_DIR) -> list[str]:
+    """Pin versions that have no pin yet; never touch an existing pin. Returns added keys."""
+    pins = load_pins(schema_dir)
+    added: list[str] = []
+    for name in subject_names(schema_dir):
+        for v in load_subject(name, schema_dir).versions:
+            key = pin_key(name, v.version)
+            if key not in pins:
+                pins[key] = v.fingerprint_hex
+                added.append(key)
+    if added:
+        text = json.dumps(dict(sorted(pins.items())), indent=2) + "\n"
+        (schema_dir / PINS_FILE).write_text(text, encoding="utf-8")
+    return added
