@@ -19,6 +19,7 @@ from convmetrics import __version__
 COMMAND_MODULES: tuple[str, ...] = (
     "convmetrics.localkafka.cli",
     "schemas.cli",
+    "consumer.cli",
 )
 
 

@@ -111,7 +111,9 @@ class _Resolver:
         label = wn.get("__full", wn.get("type")) if isinstance(wn, dict) else "union"
         return self._fail(path, f"writer branch {label} matches no branch of the reader union")
 
-    def _record(self, w: dict[str, Any], wns: str | None, r: dict[str, Any], rns: str | None, path: str) -> bool:
+    def _record(
+        self, w: dict[str, Any], wns: str | None, r: dict[str, Any], rns: str | None, path: str
+    ) -> bool:
         wname, rname = w["__full"], r["__full"]
         aliases = {rname, *(str(a) for a in r.get("aliases", []))}
         if wname not in aliases and wname.rsplit(".", 1)[-1] != rname.rsplit(".", 1)[-1]:

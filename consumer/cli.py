@@ -1,0 +1,179 @@
+"""`convmetrics consume`, `convmetrics serve` and `convmetrics dlq replay`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+log = logging.getLogger("convmetrics.consumer")
+
+ENV_BOOTSTRAP = "CONVMETRICS_BOOTSTRAP_SERVERS"
+ENV_TOPIC = "CONVMETRICS_TOPIC"
+ENV_STORE = "CONVMETRICS_STORE"
+
+
+def _common(p: argparse.ArgumentParser, *, kafka: bool = True) -> None:
+    if kafka:
+        p.add_argument(
+            "--bootstrap-servers",
+            default=os.environ.get(ENV_BOOTSTRAP),
+            help=f"Kafka bootstrap servers (env {ENV_BOOTSTRAP})",
+        )
+        p.add_argument(
+            "--topic",
+            default=os.environ.get(ENV_TOPIC, "conversation-events"),
+            help=f"events topic (env {ENV_TOPIC}; default conversation-events)",
+        )
+    p.add_argument(
+        "--store",
+        default=os.environ.get(ENV_STORE, "sqlite:///convmetrics.db"),
+        help=f"store URL (env {ENV_STORE}; default sqlite:///convmetrics.db, "
+        "i.e. ./convmetrics.db; sqlite:////abs/path.db for an absolute path)",
+    )
+
+
+def register(sub: Any) -> None:
+    c = sub.add_parser(
+        "consume",
+        help="aggregate closure metrics from the events topic (consumer group)",
+        description="Join the consumer group, fold conversation events into closure metrics "
+        "and commit them with the partition offsets in one store transaction.",
+    )
+    _common(c)
+    c.add_argument("--group", default="closure-metrics", help="consumer group id (default closure-metrics)")
+    c.add_argument("--http-port", type=int, default=None, help="also serve the API on this port")
+    c.add_argument("--http-host", default="127.0.0.1", help="API bind address (default 127.0.0.1)")
+    c.add_argument("--flush-interval", type=float, default=1.0, help="seconds between commits (default 1)")
+    c.add_argument(
+        "--flush-events", type=int, default=50_000, help="commit after this many records (default 50000)"
+    )
+    c.add_argument("--retention-1m", type=float, default=2, help="days to keep 1-minute rows (default 2)")
+    c.add_argument("--retention-1h", type=float, default=90, help="days to keep 1-hour rows (default 90)")
+    c.add_argument(
+        "--retention-1d", type=float, default=None, help="days to keep 1-day rows (default: forever)"
+    )
+    c.add_argument(
+        "--dedupe-max-ids",
+        type=int,
+        default=2_000_000,
+        help="event ids remembered per partition, at most (default 2,000,000)",
+    )
+    c.add_argument(
+        "--dedupe-ttl-days", type=float, default=7, help="days of event time ids are kept (default 7)"
+    )
+    c.set_defaults(func=_consume)
+
+    s = sub.add_parser(
+        "serve",
+        help="serve the closure metrics API from a store",
+        description="GET /v1/closures?by=channel_type|account&window=1m|1h|1d|all"
+        "[&key=K][&from=T&to=T][&limit=N][&cursor=C]",
+    )
+    _common(s, kafka=False)
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8081, help="port (default 8081)")
+    s.set_defaults(func=_serve)
+
+    d = sub.add_parser("dlq", help="dead-letter topic tools")
+    actions = d.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
+    r = actions.add_parser(
+        "replay",
+        help="send dead-lettered records back to their source topic",
+        description="Reads <topic>.dlq from the beginning (or the group's "
+        "committed position) and produces each record, with its original "
+        "key, value and headers, to the topic it came from.",
+    )
+    _common(r)
+    r.add_argument(
+        "--group",
+        default="convmetrics-dlq-replay",
+        help="consumer group that remembers what was replayed (default convmetrics-dlq-replay)",
+    )
+    r.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=5.0,
+        help="stop after this many seconds without a DLQ record (default 5)",
+    )
+    r.set_defaults(func=_dlq_replay)
+
+
+def _days(d: float | None) -> int | None:
+    return None if d is None else int(d * 86400)
+
+
+def _need_bootstrap(args: argparse.Namespace) -> str:
+    if not args.bootstrap_servers:
+        print(
+            f"error: no Kafka: pass --bootstrap-servers or set {ENV_BOOTSTRAP} "
+            "(`convmetrics broker` starts a local one)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    return str(args.bootstrap_servers)
+
+
+def _consume(args: argparse.Namespace) -> int:
+    from consumer.runner import MetricsConsumer
+    from consumer.serving import serve_in_thread
+    from consumer.settings import ConsumerSettings
+    from consumer.store import Retention
+
+    settings = ConsumerSettings(
+        bootstrap_servers=_need_bootstrap(args),
+        topic=args.topic,
+        group=args.group,
+        store_url=args.store,
+        flush_events=args.flush_events,
+        flush_interval=args.flush_interval,
+        dedupe_max_ids=args.dedupe_max_ids,
+        dedupe_ttl=int(args.dedupe_ttl_days * 86400),
+        retention=Retention(_days(args.retention_1m), _days(args.retention_1h), _days(args.retention_1d)),
+        http_port=args.http_port,
+        http_host=args.http_host,
+    )
+    consumer = MetricsConsumer(settings)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: consumer.stop())
+    server = None
+    if args.http_port:
+        server, _ = serve_in_thread(args.store, args.http_host, args.http_port)
+        log.info("API on http://%s:%d/v1/closures", args.http_host, args.http_port)
+    log.info("consuming %s as group %s into %s", args.topic, args.group, args.store)
+    try:
+        consumer.run()
+    finally:
+        if server is not None:
+            server.should_exit = True
+    st = consumer.stats
+    log.info(
+        "stopped: %d records, %d folded, %d duplicates, %d dead-lettered, %d commits",
+        st.consumed,
+        st.folded,
+        st.duplicates,
+        st.dead_lettered,
+        st.commits,
+    )
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from consumer.serving import api_server
+
+    print(f"closure metrics API on http://{args.host}:{args.port}/v1/closures", flush=True)
+    api_server(args.store, args.host, args.port).run()
+    return 0
+
+
+def _dlq_replay(args: argparse.Namespace) -> int:
+    from consumer.replay import replay_dead_letters
+
+    n, skipped = replay_dead_letters(
+        _need_bootstrap(args), args.topic, group=args.group, idle_timeout=args.idle_timeout
+    )
+    print(f"replayed {n} record(s) from {args.topic}.dlq; {skipped} without a source header skipped")
+    return 0

@@ -1,0 +1,106 @@
+"""The slice of a conversation event the metrics need, read from a decoded Avro record.
+
+The consumer decodes with a projection of the contract (`READER_SCHEMA`): fastavro skips
+the fields it does not name, which makes decoding cheaper. The projection must stay
+resolvable from every shipped version; a unit test checks that with `schemas.compat`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Final, NamedTuple
+
+CREATED: Final = 0
+OPENED: Final = 1
+CLOSED: Final = 2
+SNOOZED: Final = 3
+ASSIGNED: Final = 4
+
+KINDS: Final[dict[str, int]] = {
+    "conversation.created": CREATED,
+    "conversation.opened": OPENED,
+    "conversation.closed": CLOSED,
+    "conversation.snoozed": SNOOZED,
+    "conversation.assigned": ASSIGNED,
+}
+KIND_NAMES: Final[dict[int, str]] = {v: k for k, v in KINDS.items()}
+#: The data.<verb>At field that holds each kind's event time.
+TIME_FIELDS: Final[dict[int, str]] = {
+    CREATED: "createdAt",
+    OPENED: "openedAt",
+    CLOSED: "closedAt",
+    SNOOZED: "snoozedAt",
+    ASSIGNED: "assignedAt",
+}
+
+_NULL_LONG: Final = {"type": ["null", "long"], "default": None}
+
+READER_SCHEMA: Final[dict[str, Any]] = {
+    "type": "record",
+    "name": "ConversationEvent",
+    "namespace": "io.convmetrics.events",
+    "fields": [
+        {"name": "event", "type": "string"},
+        {"name": "id", "type": "string"},
+        {"name": "account", "type": "long"},
+        {"name": "createdAt", "type": "long"},
+        {
+            "name": "data",
+            "type": {
+                "type": "record",
+                "name": "Conversation",
+                "fields": [
+                    {"name": "id", "type": "long"},
+                    {"name": "channelType", "type": "string"},
+                    {"name": "lastReadByAppUserAt", **_NULL_LONG},
+                    {"name": "lastInboundMessageAt", **_NULL_LONG},
+                    *({"name": f, **_NULL_LONG} for f in TIME_FIELDS.values()),
+                ],
+            },
+        },
+    ],
+}
+
+
+class Event(NamedTuple):
+    """One conversation event as the fold sees it."""
+
+    kind: int
+    event_hash: int  # 64-bit digest of the event id: the dedupe identity
+    account: int
+    conversation: int
+    channel_type: str
+    time: int  # event time, unix seconds
+    last_read: int | None = None
+    last_inbound: int | None = None
+
+    @property
+    def unread(self) -> bool:
+        """The customer's last message was never read by an agent."""
+        return self.last_inbound is not None and (
+            self.last_read is None or self.last_read < self.last_inbound
+        )
+
+
+def event_hash(event_id: str) -> int:
+    """Stable signed 64-bit digest of an event id (fits SQLite INTEGER)."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little", signed=True)
+
+
+def from_record(record: dict[str, Any]) -> Event | None:
+    """The Event of a decoded record, or None for an event type the metrics do not use."""
+    kind = KINDS.get(record["event"])
+    if kind is None:
+        return None
+    data = record["data"]
+    t = data.get(TIME_FIELDS[kind])
+    return Event(
+        kind,
+        event_hash(record["id"]),
+        record["account"],
+        data["id"],
+        data["channelType"],
+        record["createdAt"] if t is None else t,
+        data["lastReadByAppUserAt"],
+        data["lastInboundMessageAt"],
+    )

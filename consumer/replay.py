@@ -1,0 +1,55 @@
+"""`convmetrics dlq replay`: dead-lettered records back to their source topic."""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import Consumer, Producer
+
+from consumer.dlq import original_headers, source_of
+from consumer.exceptions import ConsumerError
+
+
+def replay_dead_letters(
+    bootstrap: str, topic: str, *, group: str, idle_timeout: float = 5.0
+) -> tuple[int, int]:
+    """Replay `<topic>.dlq` into the source topics; returns (replayed, skipped).
+
+    Progress is the replay group's committed offset, committed only after the producer
+    acknowledged everything before it, so an interrupted replay resumes without loss.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True})
+    replayed = skipped = 0
+    try:
+        consumer.subscribe([f"{topic}.dlq"])
+        last_seen = time.monotonic()
+        while time.monotonic() - last_seen < idle_timeout:
+            msgs = consumer.consume(1000, 0.5)
+            if not msgs:
+                continue
+            last_seen = time.monotonic()
+            for m in msgs:
+                if m.error():
+                    continue
+                src = source_of(m.headers())
+                if src is None:
+                    skipped += 1
+                    continue
+                producer.produce(src[0], key=m.key(), value=m.value(), headers=original_headers(m.headers()))
+                replayed += 1
+            if producer.flush(30):
+                raise ConsumerError(
+                    "the source topic did not acknowledge replayed records; nothing committed"
+                )
+            consumer.commit(asynchronous=False)
+    finally:
+        consumer.close()
+    return replayed, skipped

@@ -1,0 +1,269 @@
+"""The Kafka shell around the fold: poll -> decode -> fold -> commit to the store.
+
+Commit ("flush") is one ordered list of steps:
+  1. wait until every dead-letter record produced so far is acknowledged by Kafka;
+  2. in ONE store transaction: metric deltas, changed conversations, new dedupe ids and
+     each partition's next offset (the store, not Kafka, is the source of truth);
+  3. commit the same offsets to Kafka, asynchronously, only for lag monitoring.
+A crash before 2 replays from the store's offsets with the store's state; a crash after
+2 has nothing to replay. On assignment each partition resumes from the store's offset;
+on revocation everything pending is committed before the partition is let go.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from consumer.dlq import dead_letter_headers
+from consumer.exceptions import ConsumerError
+from consumer.fold import DedupeMemory, PartitionFold
+from consumer.model import READER_SCHEMA, from_record
+from consumer.settings import ConsumerSettings
+from consumer.store import PartitionCommit, Store, open_store
+from schemas import CONVERSATION_EVENT, Codec, DecodeError, subject
+from schemas.codec import parse_reader_schema
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stats:
+    """Counters since start, for logs, progress and the Prometheus exporter."""
+
+    consumed: int = 0
+    folded: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+    dead_lettered: int = 0
+    commits: int = 0
+    last_commit_seconds: float = 0.0
+    by_type: dict[str, int] = field(default_factory=dict)
+
+
+def new_fold(
+    store: Store, topic: str, partition: int, s: ConsumerSettings
+) -> tuple[PartitionFold, int | None]:
+    """A partition's fold restored from the store, and the offset to resume from."""
+    state = store.load_partition(topic, partition)
+    dedupe = DedupeMemory(s.dedupe_max_ids, s.dedupe_ttl)
+    if state.dedupe:
+        *older, (gen, newest, ids) = state.dedupe
+        dedupe.generation, dedupe.new, dedupe.new_time = gen, set(ids), newest
+        if older and older[-1][0] == gen - 1:
+            dedupe.old, dedupe.old_time = set(older[-1][2]), older[-1][1]
+    fold = PartitionFold(partition, dedupe, state.conversations, state.watermark)
+    return fold, state.next_offset
+
+
+def _partition(m: Message) -> int:
+    p = m.partition()
+    assert p is not None  # set on every consumed message
+    return p
+
+
+def _offset(m: Message) -> int:
+    o = m.offset()
+    assert o is not None
+    return o
+
+
+class MetricsConsumer:
+    """One member of the consumer group. `run()` until `stop()` (or a stop condition)."""
+
+    def __init__(self, settings: ConsumerSettings, *, store: Store | None = None) -> None:
+        self.s = settings
+        self.store = store or open_store(settings.store_url, retention=settings.retention)
+        check = getattr(self.store, "check_topic", None)
+        if check is not None:
+            check(settings.topic)
+        self.codec = Codec(subject(CONVERSATION_EVENT), reader_schema=parse_reader_schema(READER_SCHEMA))
+        self.folds: dict[int, PartitionFold] = {}
+        self.next_offsets: dict[int, int] = {}
+        self.stats = Stats()
+        self._stop = threading.Event()
+        self._pending = 0
+        self._last_commit = time.monotonic()
+        self._last_expire = time.monotonic()
+        self._dlq_errors: list[str] = []
+        base = {"bootstrap.servers": settings.bootstrap_servers, **settings.kafka}
+        self.consumer = Consumer(
+            {
+                **base,
+                "group.id": settings.group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "roundrobin",
+                "enable.partition.eof": False,
+                "fetch.max.bytes": 64 * 1024 * 1024,
+                "queued.max.messages.kbytes": 256 * 1024,
+            }
+        )
+        self.dlq = Producer({**base, "acks": "all", "enable.idempotence": True, "linger.ms": 5})
+
+    # -- loop -------------------------------------------------------------------------
+    def run(self, *, until: Callable[[MetricsConsumer], bool] | None = None) -> None:
+        self.consumer.subscribe(
+            [self.s.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        try:
+            while not self._stop.is_set():
+                msgs = self.consumer.consume(self.s.poll_batch, 0.2)
+                if msgs:
+                    self.process(msgs)
+                if self._pending >= self.s.flush_events or (
+                    time.monotonic() - self._last_commit >= self.s.flush_interval
+                ):
+                    self.commit()
+                if until is not None and until(self):
+                    break
+            self.commit()
+        finally:
+            self.consumer.close()
+            self.dlq.flush(10)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def process(self, msgs: list[Message]) -> None:
+        ok: list[Message] = []
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                if err.fatal():
+                    raise ConsumerError(f"fatal Kafka consumer error: {err}")
+                log.warning("Kafka consumer error: %s", err)
+                continue
+            ok.append(m)
+        values = [m.value() or b"" for m in ok]
+        decoded = self.codec.decode_many(values)
+        folds = self.folds
+        offsets = self.next_offsets
+        st = self.stats
+        for m, rec in zip(ok, decoded, strict=True):
+            p = _partition(m)
+            fold = folds.get(p)
+            if fold is None:  # revoked while the batch was in flight
+                continue
+            if isinstance(rec, DecodeError):
+                self._dead_letter(m, rec)
+            else:
+                ev = from_record(rec)
+                if ev is None:
+                    st.ignored += 1
+                elif fold.apply(ev):
+                    st.folded += 1
+                else:
+                    st.duplicates += 1
+            offsets[p] = _offset(m) + 1
+        st.consumed += len(ok)
+        self._pending += len(ok)
+
+    def _dead_letter(self, m: Message, error: DecodeError) -> None:
+        topic, p, off = m.topic() or self.s.topic, _partition(m), _offset(m)
+        log.warning("dead-lettering %s[%d]@%d: %s", topic, p, off, error)
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                self._dlq_errors.append(str(err))
+
+        self.dlq.produce(
+            self.s.dlq_topic,
+            key=m.key(),
+            value=m.value(),
+            headers=dead_letter_headers(m.headers(), error, topic, p, off),
+            on_delivery=delivered,
+        )
+        self.dlq.poll(0)
+        self.stats.dead_lettered += 1
+
+    # -- commit -----------------------------------------------------------------------
+    def commit(self) -> None:
+        """Steps 1-3 of the module docstring, for every partition with news."""
+        self._last_commit = time.monotonic()
+        if not self.next_offsets:
+            return
+        started = time.perf_counter()
+        remaining = self.dlq.flush(30)
+        if remaining or self._dlq_errors:
+            errors, self._dlq_errors = self._dlq_errors, []
+            raise ConsumerError(
+                f"dead-letter topic {self.s.dlq_topic} did not acknowledge {remaining} "
+                f"record(s) ({'; '.join(errors[:3])}): not committing past them"
+            )
+        expire = time.monotonic() - self._last_expire > 60
+        commits = []
+        for p, off in self.next_offsets.items():
+            fold = self.folds[p]
+            d = fold.dedupe
+            expired = fold.expire(self.s.conversation_ttl) if expire else []
+            commits.append(
+                PartitionCommit(
+                    p,
+                    fold.delta,
+                    off,
+                    fold.watermark,
+                    {k: fold.conversations[k] for k in fold.dirty},
+                    expired,
+                    d.unsaved,
+                    d.generation,
+                    d.new_time,
+                    d.generation - 1 if d.old else d.generation,
+                )
+            )
+        self.store.commit(self.s.topic, commits)
+        for c in commits:
+            fold = self.folds[c.partition]
+            fold.delta = type(fold.delta)()
+            fold.dirty.clear()
+            fold.dedupe.unsaved = []
+            fold.dedupe.maybe_rotate(fold.watermark)
+        if expire:
+            self._last_expire = time.monotonic()
+            self.store.purge()
+        self.consumer.commit(
+            offsets=[TopicPartition(self.s.topic, p, o) for p, o in self.next_offsets.items()],
+            asynchronous=True,
+        )
+        self.next_offsets.clear()
+        self._pending = 0
+        self.stats.commits += 1
+        self.stats.last_commit_seconds = time.perf_counter() - started
+
+    # -- rebalance --------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            fold, offset = new_fold(self.store, self.s.topic, tp.partition, self.s)
+            self.folds[tp.partition] = fold
+            tp.offset = OFFSET_BEGINNING if offset is None else offset
+        log.info("assigned %s", sorted((tp.partition, tp.offset) for tp in partitions))
+        consumer.assign(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.commit()
+        self._drop(partitions)
+        log.info("revoked %s", sorted(tp.partition for tp in partitions))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Another member may own these now: drop their uncommitted work, commit nothing."""
+        self._drop(partitions)
+        log.warning("lost %s: uncommitted work dropped", sorted(tp.partition for tp in partitions))
+
+    def _drop(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.folds.pop(tp.partition, None)
+            self.next_offsets.pop(tp.partition, None)

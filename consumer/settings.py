@@ -1,0 +1,32 @@
+"""One frozen settings object per consumer process, from flags and environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from consumer.store import Retention
+
+
+@dataclass(frozen=True)
+class ConsumerSettings:
+    bootstrap_servers: str
+    topic: str = "conversation-events"
+    group: str = "closure-metrics"
+    store_url: str = "sqlite:///convmetrics.db"
+    #: commit to the store after this many events or seconds, whichever comes first
+    flush_events: int = 50_000
+    flush_interval: float = 1.0
+    poll_batch: int = 10_000
+    #: dedupe memory per partition: at least half of this many ids, at most this many
+    dedupe_max_ids: int = 2_000_000
+    dedupe_ttl: int = 7 * 86400
+    #: forget a conversation after this much event time without events
+    conversation_ttl: int = 30 * 86400
+    retention: Retention = field(default_factory=Retention)
+    http_port: int | None = None
+    http_host: str = "127.0.0.1"
+    kafka: dict[str, str] = field(default_factory=dict)  # extra librdkafka settings
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.topic}.dlq"

@@ -1,0 +1,39 @@
+"""Time-to-close distributions as DDSketch bins: mergeable, retractable, 1% relative error.
+
+A row keeps its sketch as plain ``{bin index: count}``; the bin index comes from
+DDSketch's logarithmic mapping, and quantiles are read back through a real `DDSketch`,
+so the accuracy guarantee is the library's. Plain bins add and subtract exactly, which is
+what merging windows and partitions, and correcting a closure after a late event, need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Final
+
+from ddsketch import DDSketch
+from ddsketch.mapping import LogarithmicMapping
+
+RELATIVE_ACCURACY: Final = 0.01
+ZERO_BIN: Final = -(2**31)  # durations of 0 s (the mapping cannot take 0)
+QUANTILES: Final = (0.5, 0.9, 0.99)
+
+_MAPPING: Final = LogarithmicMapping(RELATIVE_ACCURACY)
+_key = _MAPPING.key
+
+
+def bin_of(seconds: int) -> int:
+    """Bin index of a non-negative duration."""
+    return ZERO_BIN if seconds <= 0 else _key(seconds)
+
+
+def quantiles(bins: Mapping[int, int] | Iterable[tuple[int, int]]) -> tuple[float, ...] | None:
+    """p50, p90, p99 of a bin map, or None when it holds nothing."""
+    items = bins.items() if isinstance(bins, Mapping) else bins
+    sketch = DDSketch(RELATIVE_ACCURACY)
+    for index, count in items:
+        if count > 0:
+            sketch.add(0.0 if index == ZERO_BIN else _MAPPING.value(index), float(count))
+    if sketch.count == 0:
+        return None
+    return tuple(float(sketch.get_quantile_value(q) or 0.0) for q in QUANTILES)

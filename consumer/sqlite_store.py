@@ -1,0 +1,281 @@
+"""SQLite store: embedded, one file, WAL; several processes may share it."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import defaultdict
+from typing import Any
+
+from consumer.exceptions import StoreError
+from consumer.fold import BY_ACCOUNT
+from consumer.sketch import quantiles
+from consumer.state_codec import decode_conversation, decode_ids, encode_conversation, encode_ids
+from consumer.store import MetricRow, PartitionCommit, PartitionState, Retention
+from consumer.windows import ALL, WINDOWS
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS metric_rows (
+    by TEXT NOT NULL, win TEXT NOT NULL, start INTEGER NOT NULL, key TEXT NOT NULL,
+    closures INTEGER NOT NULL, reopens INTEGER NOT NULL, closed_unread INTEGER NOT NULL,
+    ttc_count INTEGER NOT NULL, ttc_sum INTEGER NOT NULL, ttc_min INTEGER, ttc_max INTEGER,
+    PRIMARY KEY (by, win, start, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS metric_bins (
+    by TEXT NOT NULL, win TEXT NOT NULL, start INTEGER NOT NULL, key TEXT NOT NULL,
+    bin INTEGER NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (by, win, start, key, bin)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS closures (
+    event_hash INTEGER PRIMARY KEY, partition INTEGER NOT NULL, account INTEGER NOT NULL,
+    channel_type TEXT NOT NULL, closed_at INTEGER NOT NULL, ttc INTEGER);
+CREATE INDEX IF NOT EXISTS closures_by_channel ON closures (channel_type, closed_at);
+CREATE INDEX IF NOT EXISTS closures_by_account ON closures (account, closed_at);
+CREATE TABLE IF NOT EXISTS conversations (
+    partition INTEGER NOT NULL, account INTEGER NOT NULL, conversation INTEGER NOT NULL,
+    state BLOB NOT NULL, PRIMARY KEY (account, conversation)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS conversations_by_partition ON conversations (partition);
+CREATE TABLE IF NOT EXISTS dedupe (
+    partition INTEGER NOT NULL, generation INTEGER NOT NULL, newest INTEGER NOT NULL,
+    ids BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS dedupe_by_partition ON dedupe (partition, generation);
+CREATE TABLE IF NOT EXISTS offsets (
+    partition INTEGER PRIMARY KEY, next_offset INTEGER NOT NULL, watermark INTEGER NOT NULL);
+"""
+
+_UPSERT_ROW = """
+INSERT INTO metric_rows VALUES (?,?,?,?,?,?,?,?,?,?,?)
+ON CONFLICT DO UPDATE SET
+    closures = closures + excluded.closures,
+    reopens = reopens + excluded.reopens,
+    closed_unread = closed_unread + excluded.closed_unread,
+    ttc_count = ttc_count + excluded.ttc_count,
+    ttc_sum = ttc_sum + excluded.ttc_sum,
+    ttc_min = min(coalesce(ttc_min, excluded.ttc_min), coalesce(excluded.ttc_min, ttc_min)),
+    ttc_max = max(coalesce(ttc_max, excluded.ttc_max), coalesce(excluded.ttc_max, ttc_max))
+"""
+_UPSERT_BIN = """
+INSERT INTO metric_bins VALUES (?,?,?,?,?,?)
+ON CONFLICT DO UPDATE SET n = n + excluded.n
+"""
+_RECHECK = """
+UPDATE metric_rows SET (ttc_min, ttc_max) = (
+    SELECT min(ttc), max(ttc) FROM closures WHERE {col} = ? AND closed_at >= ? AND closed_at < ?)
+WHERE by = ? AND win = ? AND start = ? AND key = ?
+"""
+_ALL_TIME_END = 2**62
+
+
+class SqliteStore:
+    """The `Store` on SQLite. Thread-compatible, not thread-safe: one per thread."""
+
+    def __init__(self, path: str, *, retention: Retention | None = None) -> None:
+        self.path = path
+        self.retention = retention or Retention()
+        try:
+            self.db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=60000")
+            self.db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite store {path!r}: {exc}") from exc
+
+    def check_topic(self, topic: str) -> None:
+        """A store holds one topic's metrics; refuse to mix another in."""
+        with self._tx():
+            row = self.db.execute("SELECT value FROM meta WHERE name='topic'").fetchone()
+            if row is None:
+                self.db.execute("INSERT INTO meta VALUES ('topic', ?)", (topic,))
+            elif row[0] != topic:
+                raise StoreError(
+                    f"store {self.path} holds metrics of topic {row[0]!r}, not {topic!r}: "
+                    "use one store per topic"
+                )
+
+    def load_partition(self, topic: str, partition: int) -> PartitionState:
+        db = self.db
+        off = db.execute(
+            "SELECT next_offset, watermark FROM offsets WHERE partition=?", (partition,)
+        ).fetchone()
+        convs = {
+            (a, c): decode_conversation(blob)
+            for a, c, blob in db.execute(
+                "SELECT account, conversation, state FROM conversations WHERE partition=?",
+                (partition,),
+            )
+        }
+        chunks: dict[int, tuple[int, list[int]]] = {}
+        for gen, newest, blob in db.execute(
+            "SELECT generation, newest, ids FROM dedupe WHERE partition=? ORDER BY generation",
+            (partition,),
+        ):
+            t, ids = chunks.get(gen, (0, []))
+            ids.extend(decode_ids(blob))
+            chunks[gen] = (max(t, newest), ids)
+        return PartitionState(
+            None if off is None else off[0],
+            0 if off is None else off[1],
+            convs,
+            [(g, t, ids) for g, (t, ids) in sorted(chunks.items())],
+        )
+
+    def commit(self, topic: str, partitions: list[PartitionCommit]) -> None:
+        rows: list[tuple[Any, ...]] = []
+        bins: list[tuple[Any, ...]] = []
+        closures: list[tuple[Any, ...]] = []
+        recheck: set[tuple[str, str, str, int]] = set()
+        for p in partitions:
+            closures.extend(p.delta.closures.values())
+            for (by, key, win, start), r in p.delta.rows.items():
+                rows.append(
+                    (
+                        by,
+                        win,
+                        start,
+                        key,
+                        r.closures,
+                        r.reopens,
+                        r.closed_unread,
+                        r.ttc_count,
+                        r.ttc_sum,
+                        r.ttc_min,
+                        r.ttc_max,
+                    )
+                )
+                for b, n in r.bins.items():
+                    if n:
+                        bins.append((by, win, start, key, b, n))
+                if r.recheck:
+                    recheck.add((by, key, win, start))
+        with self._tx():
+            db = self.db
+            db.executemany(
+                "INSERT INTO closures VALUES (?,?,?,?,?,?) ON CONFLICT DO UPDATE SET ttc = excluded.ttc",
+                closures,
+            )
+            db.executemany(_UPSERT_ROW, rows)
+            db.executemany(_UPSERT_BIN, bins)
+            for by, key, win, start in recheck:
+                self._recheck(by, key, win, start)
+            for p in partitions:
+                self._commit_partition(p)
+
+    def _recheck(self, by: str, key: str, win: str, start: int) -> None:
+        size = WINDOWS[win]
+        lo, hi = (start, start + size) if size else (-_ALL_TIME_END, _ALL_TIME_END)
+        col = "account" if by == BY_ACCOUNT else "channel_type"
+        k: Any = int(key) if by == BY_ACCOUNT else key
+        self.db.execute(_RECHECK.format(col=col), (k, lo, hi, by, win, start, key))
+
+    def _commit_partition(self, p: PartitionCommit) -> None:
+        db = self.db
+        db.executemany(
+            "INSERT OR REPLACE INTO conversations VALUES (?,?,?,?)",
+            [(p.partition, a, c, encode_conversation(conv)) for (a, c), conv in p.conversations.items()],
+        )
+        db.executemany("DELETE FROM conversations WHERE account=? AND conversation=?", p.expired)
+        if p.dropped_before_generation is not None:
+            db.execute(
+                "DELETE FROM dedupe WHERE partition=? AND generation<?",
+                (p.partition, p.dropped_before_generation),
+            )
+        if p.new_ids:
+            db.execute(
+                "INSERT INTO dedupe VALUES (?,?,?,?)",
+                (p.partition, p.dedupe_generation, p.dedupe_time, encode_ids(p.new_ids)),
+            )
+        db.execute(
+            "INSERT OR REPLACE INTO offsets VALUES (?,?,?)",
+            (p.partition, p.next_offset, p.watermark),
+        )
+
+    def query(
+        self,
+        by: str,
+        window: str,
+        *,
+        key: str | None = None,
+        start_from: int | None = None,
+        start_to: int | None = None,
+        after: tuple[int, str] | None = None,
+        limit: int = 10_000,
+    ) -> list[MetricRow]:
+        where = ["by = ?", "win = ?"]
+        args: list[Any] = [by, window]
+        if key is not None:
+            where.append("key = ?")
+            args.append(key)
+        if start_from is not None:
+            where.append("start >= ?")
+            args.append(start_from)
+        if start_to is not None:
+            where.append("start < ?")
+            args.append(start_to)
+        if after is not None:
+            where.append("(start > ? OR (start = ? AND key > ?))")
+            args.extend([after[0], after[0], after[1]])
+        sql = (
+            "SELECT key, start, closures, reopens, closed_unread, ttc_count, ttc_sum, "
+            f"ttc_min, ttc_max FROM metric_rows WHERE {' AND '.join(where)} "
+            "ORDER BY start, key LIMIT ?"
+        )
+        found = self.db.execute(sql, [*args, limit]).fetchall()
+        if not found:
+            return []
+        sketches: dict[tuple[int, str], list[tuple[int, int]]] = defaultdict(list)
+        lo, hi = found[0][1], found[-1][1]
+        bin_sql = (
+            "SELECT start, key, bin, n FROM metric_bins WHERE by=? AND win=? AND start>=? "
+            "AND start<=?" + (" AND key=?" if key is not None else "")
+        )
+        bin_args: list[Any] = [by, window, lo, hi] + ([key] if key is not None else [])
+        wanted = {(r[1], r[0]) for r in found}
+        for start, k, b, n in self.db.execute(bin_sql, bin_args):
+            if (start, k) in wanted:
+                sketches[(start, k)].append((b, n))
+        return [
+            MetricRow(
+                by, k, window, start, c, ro, u, tc, ts, tmin, tmax, quantiles(sketches.get((start, k), []))
+            )
+            for k, start, c, ro, u, tc, ts, tmin, tmax in found
+        ]
+
+    def purge(self) -> int:
+        """Delete window rows older than their retention; returns rows deleted."""
+        newest = self.db.execute("SELECT max(watermark) FROM offsets").fetchone()[0]
+        if newest is None:
+            return 0
+        deleted = 0
+        with self._tx():
+            for win in WINDOWS:
+                keep = self.retention.for_window(win)
+                if keep is None or win == ALL:
+                    continue
+                horizon = newest - keep
+                for table in ("metric_rows", "metric_bins"):
+                    cur = self.db.execute(f"DELETE FROM {table} WHERE win=? AND start<?", (win, horizon))
+                    if table == "metric_rows":
+                        deleted += cur.rowcount
+        return deleted
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self.db)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error (a crash rolls back too)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.db.execute("COMMIT")
+        else:
+            self.db.execute("ROLLBACK")

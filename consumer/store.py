@@ -1,0 +1,107 @@
+"""The store interface: what the consumer commits and what the API reads.
+
+The store is the source of truth for offsets: one `commit` writes metric deltas, the
+changed conversations, new dedupe ids and each partition's next offset atomically, so a
+crash lands either before or after a commit, never inside one. SQLite is the embedded
+default; PostgreSQL is meant to drop in behind the same interface.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from consumer.exceptions import ConfigError
+from consumer.fold import Conversation, Delta
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long rows of each window size are kept, in seconds of event time (None: forever)."""
+
+    minute: int | None = 2 * 86400
+    hour: int | None = 90 * 86400
+    day: int | None = None
+    all: int | None = None
+
+    def for_window(self, window: str) -> int | None:
+        return {"1m": self.minute, "1h": self.hour, "1d": self.day, "all": self.all}[window]
+
+
+@dataclass
+class PartitionCommit:
+    """What one partition contributes to a commit."""
+
+    partition: int
+    delta: Delta
+    next_offset: int
+    watermark: int
+    conversations: dict[tuple[int, int], Conversation]  # changed ones only
+    expired: list[tuple[int, int]] = field(default_factory=list)
+    new_ids: list[int] = field(default_factory=list)
+    dedupe_generation: int = 0
+    dedupe_time: int = 0
+    dropped_before_generation: int | None = None
+
+
+@dataclass
+class PartitionState:
+    """What a consumer loads when it is assigned a partition."""
+
+    next_offset: int | None  # None: never committed, start from the earliest offset
+    watermark: int
+    conversations: dict[tuple[int, int], Conversation]
+    dedupe: list[tuple[int, int, list[int]]]  # (generation, newest event time, ids)
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    by: str
+    key: str
+    window: str
+    window_start: int
+    closures: int
+    reopens: int
+    closed_unread: int
+    ttc_count: int
+    ttc_sum: int
+    ttc_min: int | None
+    ttc_max: int | None
+    quantiles: tuple[float, ...] | None  # p50, p90, p99
+
+
+class Store(Protocol):
+    def load_partition(self, topic: str, partition: int) -> PartitionState: ...
+
+    def commit(self, topic: str, partitions: list[PartitionCommit]) -> None: ...
+
+    def query(
+        self,
+        by: str,
+        window: str,
+        *,
+        key: str | None = None,
+        start_from: int | None = None,
+        start_to: int | None = None,
+        after: tuple[int, str] | None = None,
+        limit: int = 10_000,
+    ) -> list[MetricRow]: ...
+
+    def purge(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def open_store(url: str, *, retention: Retention | None = None) -> Store:
+    """Open a store from a URL: `sqlite:///relative.db` or `sqlite:////absolute/path.db`."""
+    if url.startswith("sqlite:///"):
+        from consumer.sqlite_store import SqliteStore
+
+        # SQLAlchemy's convention: sqlite:///relative.db, sqlite:////absolute/path.db
+        path = url.removeprefix("sqlite:///")
+        if not path:
+            raise ConfigError(f"store URL {url!r} names no file: use sqlite:///metrics.db")
+        return SqliteStore(path, retention=retention or Retention())
+    raise ConfigError(
+        f"unsupported store URL {url!r}: use sqlite:///path/to/metrics.db (postgresql:// is planned)"
+    )
