@@ -1,0 +1,104 @@
+"""`convmetrics schemas check`: pins, FULL_TRANSITIVE compatibility, clear failures."""
+
+import copy
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from convmetrics.cli import main
+from schemas.compat import incompatibilities
+from schemas.registry import SCHEMA_DIR
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    dst = tmp_path / "schemas"
+    dst.mkdir()
+    shutil.copy(SCHEMA_DIR / "fingerprints.json", dst)
+    for sub in SCHEMA_DIR.iterdir():
+        if sub.is_dir() and any(sub.glob("*.avsc")):
+            shutil.copytree(sub, dst / sub.name)
+    return dst
+
+
+def _latest(folder: Path) -> tuple[int, dict[str, Any]]:
+    files = sorted(folder.glob("conversation_event/v*.avsc"), key=lambda p: int(p.stem[1:]))
+    return int(files[-1].stem[1:]), json.loads(files[-1].read_text())
+
+
+def _add_version(folder: Path, schema: dict[str, Any]) -> int:
+    n, _ = _latest(folder)
+    (folder / "conversation_event" / f"v{n + 1}.avsc").write_text(json.dumps(schema))
+    assert main(["schemas", "pin", "--dir", str(folder)]) == 0
+    return n + 1
+
+
+def test_shipped_schemas_pass(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schemas", "check"]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_new_field_without_default_is_rejected(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    n, schema = _latest(folder)
+    candidate = copy.deepcopy(schema)
+    candidate["fields"].append({"name": "priority", "type": "int"})
+    new = _add_version(folder, candidate)
+    assert main(["schemas", "check", "--dir", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert f"conversation_event: data written with v{n} cannot be read with v{new}" in err
+    assert "ConversationEvent.priority" in err and "no default" in err
+
+
+def test_optional_field_with_default_is_accepted(folder: Path) -> None:
+    _, schema = _latest(folder)
+    candidate = copy.deepcopy(schema)
+    candidate["fields"].append({"name": "priority", "type": ["null", "int"], "default": None})
+    _add_version(folder, candidate)
+    assert main(["schemas", "check", "--dir", str(folder)]) == 0
+
+
+def test_removing_a_required_field_breaks_backward_reading(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, schema = _latest(folder)
+    candidate = copy.deepcopy(schema)
+    candidate["fields"] = [f for f in candidate["fields"] if f["name"] != "account"]
+    _add_version(folder, candidate)
+    assert main(["schemas", "check", "--dir", str(folder)]) == 1
+    assert "ConversationEvent.account" in capsys.readouterr().err
+
+
+def test_changed_published_version_is_rejected(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = folder / "conversation_event" / "v1.avsc"
+    schema = json.loads(path.read_text())
+    schema["fields"][0]["doc"] = "docs do not change the canonical form"
+    path.write_text(json.dumps(schema))
+    assert main(["schemas", "check", "--dir", str(folder)]) == 0
+    schema["fields"].append({"name": "x", "type": ["null", "int"], "default": None})
+    path.write_text(json.dumps(schema))
+    assert main(["schemas", "check", "--dir", str(folder)]) == 1
+    assert "conversation_event v1: published schema changed" in capsys.readouterr().err
+
+
+def test_unpinned_version_is_rejected(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, schema = _latest(folder)
+    candidate = copy.deepcopy(schema)
+    candidate["fields"].append({"name": "p", "type": ["null", "int"], "default": None})
+    n, _ = _latest(folder)
+    (folder / "conversation_event" / f"v{n + 1}.avsc").write_text(json.dumps(candidate))
+    assert main(["schemas", "check", "--dir", str(folder)]) == 1
+    assert "not pinned" in capsys.readouterr().err
+
+
+def test_compat_rules() -> None:
+    rec = {"type": "record", "name": "R", "fields": [{"name": "a", "type": "int"}]}
+    promoted = {"type": "record", "name": "R", "fields": [{"name": "a", "type": "long"}]}
+    assert incompatibilities(rec, promoted) == []
+    assert incompatibilities(promoted, rec)[0].path == "R.a"
+    enum_w = {"type": "enum", "name": "E", "symbols": ["A", "B"]}
+    enum_r = {"type": "enum", "name": "E", "symbols": ["A"]}
+    assert incompatibilities(enum_w, enum_r)
+    assert incompatibilities(enum_w, {**enum_r, "default": "A"}) == []
+    assert incompatibilities("string", ["null", "string"]) == []
+    assert incompatibilities(["null", "string"], "string")
