@@ -1,0 +1,140 @@
+from consumer.fold import BY_ACCOUNT, BY_CHANNEL, DedupeMemory, PartitionFold, row_keys
+from consumer.model import ASSIGNED, CLOSED, CREATED, OPENED, Event
+
+
+def fold() -> PartitionFold:
+    return PartitionFold(0, DedupeMemory(1000, 7 * 86400))
+
+
+def ev(kind: int, h: int, t: int, *, conv: int = 1, account: int = 7, channel: str = "TELEGRAM",
+       read: int | None = None, inbound: int | None = None) -> Event:
+    return Event(kind, h, account, conv, channel, t, read, inbound)
+
+
+def all_row(f: PartitionFold, by: str = BY_CHANNEL, key: str = "TELEGRAM"):  # type: ignore[no-untyped-def]
+    return f.delta.rows[(by, key, "all", 0)]
+
+
+def test_row_keys_cover_two_groupings_and_four_windows() -> None:
+    keys = row_keys("VIBER", 3, 3 * 86400 + 3661)
+    assert (BY_CHANNEL, "VIBER", "1m", 3 * 86400 + 3660) in keys
+    assert (BY_ACCOUNT, "3", "1h", 3 * 86400 + 3600) in keys
+    assert (BY_ACCOUNT, "3", "1d", 3 * 86400) in keys
+    assert (BY_CHANNEL, "VIBER", "all", 0) in keys
+    assert len(set(keys)) == 8
+
+
+def test_time_to_close_from_latest_start_at_or_before_close() -> None:
+    f = fold()
+    f.apply(ev(CREATED, 1, 100))
+    f.apply(ev(ASSIGNED, 2, 150))
+    f.apply(ev(CLOSED, 3, 400))
+    r = all_row(f)
+    assert (r.closures, r.ttc_count, r.ttc_sum, r.ttc_min, r.ttc_max) == (1, 1, 300, 300, 300)
+
+
+def test_duplicates_count_once() -> None:
+    f = fold()
+    assert f.apply(ev(CLOSED, 3, 400))
+    assert not f.apply(ev(CLOSED, 3, 400))
+    assert all_row(f).closures == 1 and f.duplicates == 1
+
+
+def test_closure_without_start_counts_but_has_no_duration() -> None:
+    f = fold()
+    f.apply(ev(CLOSED, 3, 400))
+    r = all_row(f)
+    assert (r.closures, r.ttc_count) == (1, 0)
+
+
+def test_late_created_adds_the_duration() -> None:
+    f = fold()
+    f.apply(ev(CLOSED, 3, 400))
+    f.apply(ev(CREATED, 1, 100))
+    r = all_row(f)
+    assert (r.closures, r.ttc_count, r.ttc_sum) == (1, 1, 300)
+    assert not r.recheck
+
+
+def test_late_reopen_corrects_the_duration() -> None:
+    f = fold()
+    f.apply(ev(CREATED, 1, 100))
+    f.apply(ev(CLOSED, 2, 200))
+    f.apply(ev(CLOSED, 4, 1000))  # first seen with start 100: 900 s
+    f.apply(ev(OPENED, 3, 700))  # late: the second closure's start is 700: 300 s
+    r = all_row(f)
+    assert (r.closures, r.reopens, r.ttc_count, r.ttc_sum) == (2, 1, 2, 100 + 300)
+    assert r.recheck  # 900 was retracted: min/max come from the closures table
+    assert f.delta.closures[4][5] == 300
+
+
+def test_start_after_close_does_not_count() -> None:
+    f = fold()
+    f.apply(ev(CREATED, 1, 100))
+    f.apply(ev(CLOSED, 2, 200))
+    f.apply(ev(OPENED, 3, 500))
+    r = all_row(f)
+    assert (r.ttc_count, r.ttc_sum, r.reopens) == (1, 100, 1)
+
+
+def test_start_at_the_close_second_counts() -> None:
+    f = fold()
+    f.apply(ev(CLOSED, 2, 200))
+    f.apply(ev(OPENED, 3, 200))
+    r = all_row(f)
+    assert (r.ttc_count, r.ttc_sum, r.ttc_min) == (1, 0, 0)
+
+
+def test_unread_rule() -> None:
+    f = fold()
+    f.apply(ev(CLOSED, 1, 100, conv=1, read=None, inbound=50))  # never read: unread
+    f.apply(ev(CLOSED, 2, 100, conv=2, read=40, inbound=50))  # read before last message: unread
+    f.apply(ev(CLOSED, 3, 100, conv=3, read=50, inbound=50))  # read at it: read
+    f.apply(ev(CLOSED, 4, 100, conv=4, read=None, inbound=None))  # no inbound: not unread
+    assert all_row(f).closed_unread == 2
+
+
+def test_groups_by_the_closures_own_channel_and_account() -> None:
+    f = fold()
+    f.apply(ev(CLOSED, 1, 100, channel="NEW_CHANNEL_X", account=42))
+    assert all_row(f, BY_CHANNEL, "NEW_CHANNEL_X").closures == 1
+    assert all_row(f, BY_ACCOUNT, "42").closures == 1
+
+
+def test_late_event_updates_its_old_window() -> None:
+    f = fold()
+    f.apply(ev(CLOSED, 1, 10 * 86400, conv=1))
+    f.apply(ev(CLOSED, 2, 3 * 86400 + 5, conv=2))
+    assert f.delta.rows[(BY_CHANNEL, "TELEGRAM", "1d", 3 * 86400)].closures == 1
+    assert f.delta.rows[(BY_CHANNEL, "TELEGRAM", "1m", 3 * 86400)].closures == 1
+
+
+def test_dedupe_memory_is_bounded_by_size() -> None:
+    d = DedupeMemory(max_ids=4, ttl=10**9)
+    for h in range(3):
+        assert d.add(h, 0)
+    d.maybe_rotate(0)
+    assert d.generation == 1 and d.old == {0, 1, 2} and not d.new
+    assert not d.add(1, 0)  # still remembered in the old generation
+    for h in range(3, 6):
+        d.add(h, 0)
+    d.maybe_rotate(0)
+    assert 0 not in d.old and d.add(0, 0)  # forgotten after two generations
+
+
+def test_dedupe_memory_forgets_by_age() -> None:
+    d = DedupeMemory(max_ids=4, ttl=100)
+    d.add(1, 0)
+    d.add(2, 10)
+    d.maybe_rotate(0)
+    d.maybe_rotate(0)  # rotates once more only when full; old generation stays
+    assert 1 in d.old
+    assert d.maybe_rotate(1000) and not d.old
+
+
+def test_expire_forgets_idle_conversations() -> None:
+    f = fold()
+    f.apply(ev(CREATED, 1, 100, conv=1))
+    f.apply(ev(CREATED, 2, 100_000, conv=2))
+    assert f.expire(ttl=1000) == [(7, 1)]
+    assert list(f.conversations) == [(7, 2)]

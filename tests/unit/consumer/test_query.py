@@ -1,0 +1,62 @@
+import pytest
+
+from consumer.exceptions import QueryError
+from consumer.query import decode_cursor, encode_cursor, parse_query, response_json
+from consumer.store import MetricRow
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"window": "1h"}, "by must be"),
+        ({"by": "team", "window": "1h"}, "by must be"),
+        ({"by": "account", "window": "5m"}, "window must be"),
+        ({"by": "account", "window": "1h", "from": "yesterday"}, "from must be an integer"),
+        ({"by": "account", "window": "1h", "from": "10", "to": "5"}, "before from"),
+        ({"by": "account", "window": "all", "from": "10"}, "all-time"),
+        ({"by": "account", "window": "1h", "limit": "0"}, "limit must be"),
+        ({"by": "account", "window": "1h", "limit": "100001"}, "limit must be"),
+        ({"by": "account", "window": "1h", "key": "acme"}, "account id"),
+        ({"by": "account", "window": "1h", "cursor": "!!"}, "cursor"),
+        ({"by": "account", "window": "1h", "colour": "red"}, "unknown parameter"),
+    ],
+)
+def test_bad_parameters_say_what_is_wrong(params: dict[str, str], message: str) -> None:
+    with pytest.raises(QueryError, match=message):
+        parse_query(params)
+
+
+def test_good_parameters() -> None:
+    q = parse_query({"by": "channel_type", "window": "1m", "key": "VIBER", "from": "60", "to": "120", "limit": "5"})
+    assert (q.by, q.window, q.key, q.start_from, q.start_to, q.limit) == ("channel_type", "1m", "VIBER", 60, 120, 5)
+    assert parse_query({"by": "account", "window": "all"}).limit == 10_000
+
+
+def test_cursor_round_trips() -> None:
+    assert decode_cursor(encode_cursor(3600, "TELEGRAM")) == (3600, "TELEGRAM")
+
+
+def row(start: int, key: str, count: int = 2) -> MetricRow:
+    return MetricRow("channel_type", key, "1h", start, 3, 1, 1, count, 10 * count, 4, 16, (9.9, 16.3, 16.3))
+
+
+def test_response_shape_and_next_cursor() -> None:
+    q = parse_query({"by": "channel_type", "window": "1h", "limit": "1"})
+    body = response_json(q, [row(3600, "A"), row(3600, "B")])
+    assert body["by"] == "channel_type" and body["window"] == "1h"
+    (r,) = body["rows"]
+    assert r == {
+        "key": "A", "window_start": 3600, "window_end": 7200, "closures": 3, "reopens": 1, "closed_unread": 1,
+        "time_to_close": {"count": 2, "sum": 20, "min": 4, "max": 16, "mean": 10.0,
+                          "p50": 9.9, "p90": 16.0, "p99": 16.0},  # quantiles clamped to the exact max
+    }
+    assert decode_cursor(body["next"]) == (3600, "A")
+    assert response_json(q, [row(3600, "A")])["next"] is None
+
+
+def test_all_time_rows_have_null_bounds_and_empty_durations() -> None:
+    q = parse_query({"by": "channel_type", "window": "all"})
+    r = MetricRow("channel_type", "A", "all", 0, 1, 0, 0, 0, 0, None, None, None)
+    out = response_json(q, [r])["rows"][0]
+    assert out["window_start"] is None and out["window_end"] is None
+    assert out["time_to_close"]["mean"] is None and out["time_to_close"]["p50"] is None

@@ -1,0 +1,113 @@
+from pathlib import Path
+
+import pytest
+
+from consumer.exceptions import ConfigError, StoreError
+from consumer.fold import DedupeMemory, PartitionFold
+from consumer.model import CLOSED, CREATED, OPENED, Event
+from consumer.runner import new_fold
+from consumer.settings import ConsumerSettings
+from consumer.sqlite_store import SqliteStore
+from consumer.store import PartitionCommit, Retention, open_store
+
+
+def commit(store: SqliteStore, f: PartitionFold, next_offset: int) -> None:
+    d = f.dedupe
+    store.commit("events", [PartitionCommit(
+        f.partition, f.delta, next_offset, f.watermark, {k: f.conversations[k] for k in f.dirty},
+        [], d.unsaved, d.generation, d.new_time,
+    )])
+    f.delta = type(f.delta)()
+    f.dirty.clear()
+    d.unsaved = []
+
+
+def ev(kind: int, h: int, t: int, conv: int = 1) -> Event:
+    return Event(kind, h, 7, conv, "TELEGRAM", t, None, 5)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SqliteStore:
+    s = SqliteStore(str(tmp_path / "m.db"))
+    s.check_topic("events")
+    return s
+
+
+def test_commits_add_up_and_state_reloads(store: SqliteStore) -> None:
+    f = PartitionFold(3, DedupeMemory(100, 10**6))
+    f.apply(ev(CREATED, 1, 100))
+    f.apply(ev(CLOSED, 2, 400))
+    commit(store, f, 10)
+    f.apply(ev(CLOSED, 3, 500, conv=2))
+    commit(store, f, 12)
+    (row,) = store.query("channel_type", "all")
+    assert (row.closures, row.closed_unread, row.ttc_count, row.ttc_sum, row.ttc_min, row.ttc_max) == (
+        2, 2, 1, 300, 300, 300)
+    assert row.quantiles is not None and abs(row.quantiles[0] - 300) <= 3
+
+    settings = ConsumerSettings(bootstrap_servers="unused", topic="events", dedupe_max_ids=100)
+    restored, offset = new_fold(store, "events", 3, settings)
+    assert offset == 12
+    assert restored.conversations == f.conversations
+    assert not restored.apply(ev(CLOSED, 2, 400))  # the dedupe memory came back too
+    assert restored.watermark == 500
+
+
+def test_fresh_partition_starts_from_earliest(store: SqliteStore) -> None:
+    _, offset = new_fold(store, "events", 0, ConsumerSettings(bootstrap_servers="unused"))
+    assert offset is None
+
+
+def test_retracted_max_is_recomputed_exactly(store: SqliteStore) -> None:
+    f = PartitionFold(0, DedupeMemory(100, 10**6))
+    f.apply(ev(CREATED, 1, 100))
+    f.apply(ev(CLOSED, 2, 200))  # 100 s
+    f.apply(ev(CLOSED, 4, 1000))  # 900 s for now
+    commit(store, f, 3)
+    assert store.query("channel_type", "all")[0].ttc_max == 900
+    f.apply(ev(OPENED, 3, 700))  # late reopen: the second closure took 300 s
+    commit(store, f, 4)
+    (row,) = store.query("channel_type", "all")
+    assert (row.ttc_count, row.ttc_sum, row.ttc_min, row.ttc_max) == (2, 400, 100, 300)
+
+
+def test_query_pages_in_window_then_key_order(store: SqliteStore) -> None:
+    f = PartitionFold(0, DedupeMemory(1000, 10**6))
+    h = 0
+    for minute in range(3):
+        for ch in ("B", "A", "C"):
+            h += 1
+            f.apply(Event(CLOSED, h, 1, h, ch, 600 + 60 * minute))
+    commit(store, f, h)
+    rows = store.query("channel_type", "1m", limit=100)
+    assert [(r.window_start, r.key) for r in rows] == [
+        (s, k) for s in (600, 660, 720) for k in ("A", "B", "C")]
+    page = store.query("channel_type", "1m", after=(660, "A"), limit=2)
+    assert [(r.window_start, r.key) for r in page] == [(660, "B"), (660, "C")]
+    assert [r.key for r in store.query("channel_type", "1m", key="C")] == ["C"] * 3
+    assert [r.window_start for r in store.query("channel_type", "1m", key="C", start_from=660, start_to=720)] == [660]
+
+
+def test_purge_keeps_rows_by_window_retention(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "r.db"), retention=Retention(minute=3600, hour=None))
+    f = PartitionFold(0, DedupeMemory(1000, 10**6))
+    f.apply(Event(CLOSED, 1, 1, 1, "A", 0))
+    f.apply(Event(CLOSED, 2, 1, 2, "A", 10_000))
+    commit(store, f, 2)
+    assert store.purge() > 0
+    assert [r.window_start for r in store.query("channel_type", "1m")] == [9960]
+    assert [r.window_start for r in store.query("channel_type", "1h")] == [0, 7200]
+    assert store.query("channel_type", "all")[0].closures == 2
+
+
+def test_store_holds_one_topic(store: SqliteStore) -> None:
+    with pytest.raises(StoreError, match="one store per topic"):
+        store.check_topic("other")
+
+
+def test_store_urls(tmp_path: Path) -> None:
+    s = open_store(f"sqlite:///{tmp_path}/x.db")
+    s.close()
+    assert (tmp_path / "x.db").exists()
+    with pytest.raises(ConfigError, match="unsupported"):
+        open_store("mysql://x")
