@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from confluent_kafka import (
@@ -29,9 +30,10 @@ from confluent_kafka import (
 
 from consumer.dlq import dead_letter_headers
 from consumer.exceptions import ConsumerError
-from consumer.fold import DedupeMemory, PartitionFold
+from consumer.fold import DedupeMemory, Delta, PartitionFold
 from consumer.model import READER_SCHEMA, from_record
 from consumer.settings import ConsumerSettings
+from consumer.state_codec import encode_conversation
 from consumer.store import PartitionCommit, Store, open_store
 from schemas import CONVERSATION_EVENT, Codec, DecodeError, subject
 from schemas.codec import parse_reader_schema
@@ -98,6 +100,8 @@ class MetricsConsumer:
         self._last_commit = time.monotonic()
         self._last_expire = time.monotonic()
         self._dlq_errors: list[str] = []
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
+        self._in_flight: Future[None] | None = None
         base = {"bootstrap.servers": settings.bootstrap_servers, **settings.kafka}
         self.consumer = Consumer(
             {
@@ -126,13 +130,17 @@ class MetricsConsumer:
                 if self._pending >= self.s.flush_events or (
                     time.monotonic() - self._last_commit >= self.s.flush_interval
                 ):
-                    self.commit()
+                    self.commit(wait=False)
                 if until is not None and until(self):
                     break
             self.commit()
         finally:
-            self.consumer.close()
-            self.dlq.flush(10)
+            try:
+                self.wait_for_commit()
+            finally:
+                self._writer.shutdown()
+                self.consumer.close()
+                self.dlq.flush(10)
 
     def stop(self) -> None:
         self._stop.set()
@@ -192,12 +200,17 @@ class MetricsConsumer:
         self.stats.dead_lettered += 1
 
     # -- commit -----------------------------------------------------------------------
-    def commit(self) -> None:
-        """Steps 1-3 of the module docstring, for every partition with news."""
+    def commit(self, *, wait: bool = True) -> None:
+        """Steps 1-3 of the module docstring for every partition with news.
+
+        The snapshot is taken here, on the polling thread; the store transaction and the
+        Kafka offset commit run on the writer thread while the next batch is decoded and
+        folded (SQLite releases the GIL while it works). At most one commit is in flight.
+        """
         self._last_commit = time.monotonic()
+        self.wait_for_commit()
         if not self.next_offsets:
             return
-        started = time.perf_counter()
         remaining = self.dlq.flush(30)
         if remaining or self._dlq_errors:
             errors, self._dlq_errors = self._dlq_errors, []
@@ -206,46 +219,60 @@ class MetricsConsumer:
                 f"record(s) ({'; '.join(errors[:3])}): not committing past them"
             )
         expire = time.monotonic() - self._last_expire > 60
-        commits = []
-        for p, off in self.next_offsets.items():
-            fold = self.folds[p]
-            d = fold.dedupe
-            expired = fold.expire(self.s.conversation_ttl) if expire else []
-            commits.append(
-                PartitionCommit(
-                    p,
-                    fold.delta,
-                    off,
-                    fold.watermark,
-                    {k: fold.conversations[k] for k in fold.dirty},
-                    expired,
-                    d.unsaved,
-                    d.generation,
-                    d.new_time,
-                    d.generation - 1 if d.old else d.generation,
-                )
-            )
-        self.store.commit(self.s.topic, commits)
-        for c in commits:
-            fold = self.folds[c.partition]
-            fold.delta = type(fold.delta)()
-            fold.dirty.clear()
-            fold.dedupe.unsaved = []
-            fold.dedupe.maybe_rotate(fold.watermark)
         if expire:
             self._last_expire = time.monotonic()
+        commits = [self._snapshot(p, off, expire) for p, off in self.next_offsets.items()]
+        self.next_offsets = {}
+        self._pending = 0
+        self._in_flight = self._writer.submit(self._write, commits, expire)
+        if wait:
+            self.wait_for_commit()
+
+    def _snapshot(self, p: int, next_offset: int, expire: bool) -> PartitionCommit:
+        """Take partition p's pending work; the fold goes on with a fresh delta."""
+        fold = self.folds[p]
+        d = fold.dedupe
+        expired = fold.expire(self.s.conversation_ttl) if expire else []
+        conversations = fold.conversations
+        commit = PartitionCommit(
+            p,
+            fold.delta,
+            next_offset,
+            fold.watermark,
+            {k: encode_conversation(conversations[k]) for k in fold.dirty},
+            expired,
+            d.unsaved,
+            d.generation,
+            d.new_time,
+            d.generation - 1 if d.old else d.generation,
+        )
+        fold.delta = Delta()
+        fold.dirty = set()
+        d.unsaved = []
+        d.maybe_rotate(fold.watermark)
+        return commit
+
+    def _write(self, commits: list[PartitionCommit], purge: bool) -> None:
+        started = time.perf_counter()
+        self.store.commit(self.s.topic, commits)
+        if purge:
             self.store.purge()
         self.consumer.commit(
-            offsets=[TopicPartition(self.s.topic, p, o) for p, o in self.next_offsets.items()],
+            offsets=[TopicPartition(self.s.topic, c.partition, c.next_offset) for c in commits],
             asynchronous=True,
         )
-        self.next_offsets.clear()
-        self._pending = 0
         self.stats.commits += 1
         self.stats.last_commit_seconds = time.perf_counter() - started
 
+    def wait_for_commit(self) -> None:
+        """Block until the commit in flight (if any) is durable; re-raise its failure."""
+        if self._in_flight is not None:
+            future, self._in_flight = self._in_flight, None
+            future.result()
+
     # -- rebalance --------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.wait_for_commit()
         for tp in partitions:
             fold, offset = new_fold(self.store, self.s.topic, tp.partition, self.s)
             self.folds[tp.partition] = fold
@@ -260,6 +287,7 @@ class MetricsConsumer:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Another member may own these now: drop their uncommitted work, commit nothing."""
+        self.wait_for_commit()
         self._drop(partitions)
         log.warning("lost %s: uncommitted work dropped", sorted(tp.partition for tp in partitions))
 

@@ -9,7 +9,7 @@ from typing import Any
 from consumer.exceptions import StoreError
 from consumer.fold import BY_ACCOUNT
 from consumer.sketch import quantiles
-from consumer.state_codec import decode_conversation, decode_ids, encode_conversation, encode_ids
+from consumer.state_codec import decode_conversation, decode_ids, encode_ids
 from consumer.store import MetricRow, PartitionCommit, PartitionState, Retention
 from consumer.windows import ALL, WINDOWS
 
@@ -170,7 +170,7 @@ class SqliteStore:
         db = self.db
         db.executemany(
             "INSERT OR REPLACE INTO conversations VALUES (?,?,?,?)",
-            [(p.partition, a, c, encode_conversation(conv)) for (a, c), conv in p.conversations.items()],
+            [(p.partition, a, c, blob) for (a, c), blob in p.conversations.items()],
         )
         db.executemany("DELETE FROM conversations WHERE account=? AND conversation=?", p.expired)
         if p.dropped_before_generation is not None:

@@ -36,7 +36,7 @@ class PartitionCommit:
     delta: Delta
     next_offset: int
     watermark: int
-    conversations: dict[tuple[int, int], Conversation]  # changed ones only
+    conversations: dict[tuple[int, int], bytes]  # changed ones only, as state_codec bytes
     expired: list[tuple[int, int]] = field(default_factory=list)
     new_ids: list[int] = field(default_factory=list)
     dedupe_generation: int = 0

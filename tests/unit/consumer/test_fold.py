@@ -6,8 +6,17 @@ def fold() -> PartitionFold:
     return PartitionFold(0, DedupeMemory(1000, 7 * 86400))
 
 
-def ev(kind: int, h: int, t: int, *, conv: int = 1, account: int = 7, channel: str = "TELEGRAM",
-       read: int | None = None, inbound: int | None = None) -> Event:
+def ev(
+    kind: int,
+    h: int,
+    t: int,
+    *,
+    conv: int = 1,
+    account: int = 7,
+    channel: str = "TELEGRAM",
+    read: int | None = None,
+    inbound: int | None = None,
+) -> Event:
     return Event(kind, h, account, conv, channel, t, read, inbound)
 
 

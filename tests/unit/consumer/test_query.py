@@ -27,8 +27,17 @@ def test_bad_parameters_say_what_is_wrong(params: dict[str, str], message: str) 
 
 
 def test_good_parameters() -> None:
-    q = parse_query({"by": "channel_type", "window": "1m", "key": "VIBER", "from": "60", "to": "120", "limit": "5"})
-    assert (q.by, q.window, q.key, q.start_from, q.start_to, q.limit) == ("channel_type", "1m", "VIBER", 60, 120, 5)
+    q = parse_query(
+        {"by": "channel_type", "window": "1m", "key": "VIBER", "from": "60", "to": "120", "limit": "5"}
+    )
+    assert (q.by, q.window, q.key, q.start_from, q.start_to, q.limit) == (
+        "channel_type",
+        "1m",
+        "VIBER",
+        60,
+        120,
+        5,
+    )
     assert parse_query({"by": "account", "window": "all"}).limit == 10_000
 
 
@@ -46,9 +55,22 @@ def test_response_shape_and_next_cursor() -> None:
     assert body["by"] == "channel_type" and body["window"] == "1h"
     (r,) = body["rows"]
     assert r == {
-        "key": "A", "window_start": 3600, "window_end": 7200, "closures": 3, "reopens": 1, "closed_unread": 1,
-        "time_to_close": {"count": 2, "sum": 20, "min": 4, "max": 16, "mean": 10.0,
-                          "p50": 9.9, "p90": 16.0, "p99": 16.0},  # quantiles clamped to the exact max
+        "key": "A",
+        "window_start": 3600,
+        "window_end": 7200,
+        "closures": 3,
+        "reopens": 1,
+        "closed_unread": 1,
+        "time_to_close": {
+            "count": 2,
+            "sum": 20,
+            "min": 4,
+            "max": 16,
+            "mean": 10.0,
+            "p50": 9.9,
+            "p90": 16.0,
+            "p99": 16.0,
+        },  # quantiles clamped to the exact max
     }
     assert decode_cursor(body["next"]) == (3600, "A")
     assert response_json(q, [row(3600, "A")])["next"] is None

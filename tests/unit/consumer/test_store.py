@@ -8,15 +8,28 @@ from consumer.model import CLOSED, CREATED, OPENED, Event
 from consumer.runner import new_fold
 from consumer.settings import ConsumerSettings
 from consumer.sqlite_store import SqliteStore
+from consumer.state_codec import encode_conversation
 from consumer.store import PartitionCommit, Retention, open_store
 
 
 def commit(store: SqliteStore, f: PartitionFold, next_offset: int) -> None:
     d = f.dedupe
-    store.commit("events", [PartitionCommit(
-        f.partition, f.delta, next_offset, f.watermark, {k: f.conversations[k] for k in f.dirty},
-        [], d.unsaved, d.generation, d.new_time,
-    )])
+    store.commit(
+        "events",
+        [
+            PartitionCommit(
+                f.partition,
+                f.delta,
+                next_offset,
+                f.watermark,
+                {k: encode_conversation(f.conversations[k]) for k in f.dirty},
+                [],
+                d.unsaved,
+                d.generation,
+                d.new_time,
+            )
+        ],
+    )
     f.delta = type(f.delta)()
     f.dirty.clear()
     d.unsaved = []
@@ -42,7 +55,13 @@ def test_commits_add_up_and_state_reloads(store: SqliteStore) -> None:
     commit(store, f, 12)
     (row,) = store.query("channel_type", "all")
     assert (row.closures, row.closed_unread, row.ttc_count, row.ttc_sum, row.ttc_min, row.ttc_max) == (
-        2, 2, 1, 300, 300, 300)
+        2,
+        2,
+        1,
+        300,
+        300,
+        300,
+    )
     assert row.quantiles is not None and abs(row.quantiles[0] - 300) <= 3
 
     settings = ConsumerSettings(bootstrap_servers="unused", topic="events", dedupe_max_ids=100)
@@ -81,11 +100,14 @@ def test_query_pages_in_window_then_key_order(store: SqliteStore) -> None:
     commit(store, f, h)
     rows = store.query("channel_type", "1m", limit=100)
     assert [(r.window_start, r.key) for r in rows] == [
-        (s, k) for s in (600, 660, 720) for k in ("A", "B", "C")]
+        (s, k) for s in (600, 660, 720) for k in ("A", "B", "C")
+    ]
     page = store.query("channel_type", "1m", after=(660, "A"), limit=2)
     assert [(r.window_start, r.key) for r in page] == [(660, "B"), (660, "C")]
     assert [r.key for r in store.query("channel_type", "1m", key="C")] == ["C"] * 3
-    assert [r.window_start for r in store.query("channel_type", "1m", key="C", start_from=660, start_to=720)] == [660]
+    assert [
+        r.window_start for r in store.query("channel_type", "1m", key="C", start_from=660, start_to=720)
+    ] == [660]
 
 
 def test_purge_keeps_rows_by_window_retention(tmp_path: Path) -> None:

@@ -55,7 +55,12 @@ SEED_RECORD: dict[str, Any] = {
                     },
                 )
             },
-            {"user": (APP_USER, {"id": 1, "fullName": None, "displayName": None, "optimisedAvatarUrl": None})},
+            {
+                "user": (
+                    APP_USER,
+                    {"id": 1, "fullName": None, "displayName": None, "optimisedAvatarUrl": None},
+                )
+            },
         ],
     },
 }

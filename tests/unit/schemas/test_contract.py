@@ -60,7 +60,9 @@ def test_optional_field_with_default_is_accepted(folder: Path) -> None:
     assert main(["schemas", "check", "--dir", str(folder)]) == 0
 
 
-def test_removing_a_required_field_breaks_backward_reading(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_removing_a_required_field_breaks_backward_reading(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _, schema = _latest(folder)
     candidate = copy.deepcopy(schema)
     candidate["fields"] = [f for f in candidate["fields"] if f["name"] != "account"]
