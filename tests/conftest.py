@@ -1,0 +1,92 @@
+"""Shared fixtures: a session Kafka cluster, dedicated restartable brokers, fresh topics.
+
+The session cluster comes from :func:`convmetrics.localkafka.kafka_bootstrap`
+(``$CONVMETRICS_BOOTSTRAP_SERVERS``, else Docker, else a local JVM broker). When none
+can be had the fixture errors, so integration tests fail rather than skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from convmetrics.localkafka import LocalBroker, provider
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test under ``tests/integration/`` as ``integration``."""
+    for item in items:
+        if "integration" in Path(str(item.path)).parts:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster() -> Iterator[provider.KafkaCluster]:
+    """The session's Kafka cluster (``bootstrap_servers`` and ``kind``)."""
+    with provider.kafka_bootstrap() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_cluster: provider.KafkaCluster) -> str:
+    """``bootstrap.servers`` of the session's Kafka cluster."""
+    return kafka_cluster.bootstrap_servers
+
+
+@pytest.fixture
+def local_broker(tmp_path: Path) -> Iterator[Callable[..., LocalBroker]]:
+    """Factory: start a dedicated :class:`LocalBroker` (own port, own data dir).
+
+    Keyword arguments go to ``LocalBroker``; ``data_dir`` defaults to a fresh dir under
+    ``tmp_path`` (kept by pytest, so ``broker.log`` can be read after a failure). The
+    test may stop, kill and restart it; every broker is stopped at teardown.
+    """
+    brokers: list[LocalBroker] = []
+
+    def start(**kwargs: Any) -> LocalBroker:
+        kwargs.setdefault("data_dir", tmp_path / f"broker-{len(brokers)}")
+        broker = LocalBroker(**kwargs)
+        brokers.append(broker)
+        return broker.start()
+
+    yield start
+    for broker in brokers:
+        broker.close()
+
+
+@pytest.fixture
+def new_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
+    """Factory: ``new_topic(partitions=1, prefix="test") -> name`` of a fresh topic.
+
+    The topic exists with a leader for every partition when the call returns; topics
+    are deleted (best effort) at teardown so a shared external cluster stays tidy.
+    """
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    created: list[str] = []
+
+    def create(partitions: int = 1, *, prefix: str = "test") -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+        admin.create_topics([NewTopic(name, partitions, 1)])[name].result(timeout=30)
+        created.append(name)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            meta = admin.list_topics(topic=name, timeout=10).topics.get(name)
+            leaders = [] if meta is None or meta.error else [p.leader for p in meta.partitions.values()]
+            if len(leaders) == partitions and min(leaders) >= 0:
+                return name
+            time.sleep(0.1)
+        raise TimeoutError(f"topic {name} has no leader for every partition after 30 s")
+
+    yield create
+    if created:
+        with contextlib.suppress(Exception):
+            for future in admin.delete_topics(created, operation_timeout=10).values():
+                future.result(timeout=15)
