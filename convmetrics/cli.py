@@ -17,6 +17,7 @@ from convmetrics import __version__
 
 #: Modules that contribute subcommands, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
+    "convmetrics.generate_cli",
     "convmetrics.localkafka.cli",
     "schemas.cli",
     "consumer.cli",

@@ -1,0 +1,200 @@
+"""Brute-force reference of the closure-metrics contract (issue 4), for tests only.
+
+Deliberately simple and independent of the consumer: it reads the webhook JSON as
+generated or posted (dicts, not Avro records), keeps everything in memory and recomputes
+from scratch. Decisions the consumer must match:
+
+* Dedupe by envelope ``id``; the first occurrence in input order wins.
+* Only ``conversation.{created,opened,closed,assigned,snoozed}`` count; every other
+  event name (``message.created``, ``conversation_tag.created``, ...) is ignored.
+* Event time: ``data.<verb>At`` when present and not null, else the envelope's
+  ``createdAt``, else the envelope's ``<verb>_at`` (e.g. ``closed_at``).
+* A closure's group is its own envelope ``account`` and its own ``data.channelType``;
+  a reopen's group likewise comes from the ``conversation.opened`` event.
+* time_to_close: closedAt minus the latest time of a created/opened event of the same
+  (account, ``data.id``) with time <= closedAt, over the whole input whatever the arrival
+  order; a closure with no such event counts in ``closures`` only.
+* Keys are strings: the channel type as sent, the account as ``str(int)`` (``"42"``).
+* Windows ``1m``/``1h``/``1d`` are tumbling, aligned to the epoch:
+  ``window_start = t - t % size``; ``all`` has ``window_start`` None.
+* Exact quantiles are the *lower* quantile: the sorted value at index
+  ``floor(q * (n - 1))``, the rank DDSketch's ``get_quantile_value`` targets.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+#: Window name -> size in seconds (None: all time).
+WINDOWS: dict[str, int | None] = {"1m": 60, "1h": 3_600, "1d": 86_400, "all": None}
+#: Grouping dimensions.
+BY: tuple[str, ...] = ("channel_type", "account")
+#: Conversation events and the data field holding each one's time.
+TIME_FIELDS: dict[str, str] = {
+    "conversation.created": "createdAt",
+    "conversation.opened": "openedAt",
+    "conversation.closed": "closedAt",
+    "conversation.assigned": "assignedAt",
+    "conversation.snoozed": "snoozedAt",
+}
+
+#: (by, key, window, window_start)
+GroupKey = tuple[str, str, str, int | None]
+
+
+@dataclass
+class GroupTruth:
+    """Exact figures of one (by, key, window, window_start) row."""
+
+    closures: int = 0
+    reopens: int = 0
+    closed_unread: int = 0
+    durations: list[int] = field(default_factory=list)
+
+    @property
+    def ttc_count(self) -> int:
+        return len(self.durations)
+
+    @property
+    def ttc_sum(self) -> int:
+        return sum(self.durations)
+
+    @property
+    def ttc_min(self) -> int | None:
+        return min(self.durations) if self.durations else None
+
+    @property
+    def ttc_max(self) -> int | None:
+        return max(self.durations) if self.durations else None
+
+    @property
+    def ttc_mean(self) -> float | None:
+        return self.ttc_sum / len(self.durations) if self.durations else None
+
+    def quantile(self, q: float) -> int | None:
+        """Exact lower quantile of the durations (see module docstring)."""
+        return exact_quantile(self.durations, q)
+
+
+def exact_quantile(values: Iterable[int], q: float) -> int | None:
+    """Sorted value at index ``floor(q * (n - 1))``; None for no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"quantile must be in [0, 1], got {q}")
+    return ordered[math.floor(q * (len(ordered) - 1))]
+
+
+def within_relative_error(estimate: float, exact: float, rel: float = 0.01) -> bool:
+    """True when ``estimate`` is within ``rel`` relative error of ``exact``."""
+    return abs(estimate - exact) <= rel * abs(exact)
+
+
+def event_time(event: dict[str, Any]) -> int:
+    """The contract's event time of a conversation event."""
+    name = event["event"]
+    value = event["data"].get(TIME_FIELDS[name])
+    if value is None:
+        value = event.get("createdAt")
+    if value is None:
+        value = event.get(name.split(".", 1)[1] + "_at")
+    if value is None:
+        raise ValueError(f"event {event.get('id')!r} ({name}) carries no time")
+    return int(value)
+
+
+def is_unread(data: dict[str, Any]) -> bool:
+    """The customer's last message was never read by an agent."""
+    inbound, read = data.get("lastInboundMessageAt"), data.get("lastReadByAppUserAt")
+    return inbound is not None and (read is None or read < inbound)
+
+
+def dedupe(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Conversation events, first occurrence of each ``id`` only, input order kept."""
+    seen: set[str] = set()
+    kept: list[dict[str, Any]] = []
+    for event in events:
+        if event["id"] in seen:
+            continue
+        seen.add(event["id"])
+        if event.get("event") in TIME_FIELDS:
+            kept.append(event)
+    return kept
+
+
+def _group_keys(event: dict[str, Any], t: int) -> Iterator[GroupKey]:
+    keys = {"channel_type": str(event["data"]["channelType"]), "account": str(event["account"])}
+    for by in BY:
+        for window, size in WINDOWS.items():
+            yield by, keys[by], window, None if size is None else t - t % size
+
+
+def compute_truth(events: Iterable[dict[str, Any]]) -> dict[GroupKey, GroupTruth]:
+    """Every metric row the contract defines for ``events`` (webhook dicts, any order)."""
+    unique = dedupe(events)
+    starts: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for event in unique:
+        if event["event"] in ("conversation.created", "conversation.opened"):
+            starts[(int(event["account"]), int(event["data"]["id"]))].append(event_time(event))
+    rows: dict[GroupKey, GroupTruth] = defaultdict(GroupTruth)
+    for event in unique:
+        name, t = event["event"], event_time(event)
+        if name == "conversation.opened":
+            for key in _group_keys(event, t):
+                rows[key].reopens += 1
+        elif name == "conversation.closed":
+            conversation = (int(event["account"]), int(event["data"]["id"]))
+            before = [s for s in starts[conversation] if s <= t]
+            unread = is_unread(event["data"])
+            for key in _group_keys(event, t):
+                row = rows[key]
+                row.closures += 1
+                row.closed_unread += unread
+                if before:
+                    row.durations.append(t - max(before))
+    return dict(rows)
+
+
+def select(
+    truth: dict[GroupKey, GroupTruth], by: str, window: str
+) -> dict[tuple[str, int | None], GroupTruth]:
+    """The rows of one (by, window), keyed by (key, window_start)."""
+    return {(k[1], k[3]): v for k, v in truth.items() if k[0] == by and k[2] == window}
+
+
+def api_row(key: GroupKey, row: GroupTruth) -> dict[str, Any]:
+    """The row as ``GET /v1/closures`` returns it, quantiles exact (compare within 1%)."""
+    _, group, window, start = key
+    size = WINDOWS[window]
+    return {
+        "key": group,
+        "window_start": start,
+        "window_end": None if start is None or size is None else start + size,
+        "closures": row.closures,
+        "reopens": row.reopens,
+        "closed_unread": row.closed_unread,
+        "time_to_close": {
+            "count": row.ttc_count,
+            "sum": row.ttc_sum,
+            "min": row.ttc_min,
+            "max": row.ttc_max,
+            "mean": row.ttc_mean,
+            "p50": row.quantile(0.5),
+            "p90": row.quantile(0.9),
+            "p99": row.quantile(0.99),
+        },
+    }
+
+
+def load_ndjson(path: str | Path) -> list[dict[str, Any]]:
+    """Read an NDJSON file of webhooks (as written by ``convmetrics generate``)."""
+    with open(path, "rb") as handle:
+        return [orjson.loads(line) for line in handle if line.strip()]
