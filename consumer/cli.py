@@ -57,13 +57,23 @@ def register(sub: Any) -> None:
         "--retention-1d", type=float, default=None, help="days to keep 1-day rows (default: forever)"
     )
     c.add_argument(
-        "--dedupe-max-ids",
-        type=int,
-        default=2_000_000,
-        help="event ids remembered per partition, at most (default 2,000,000)",
+        "--conversation-ttl-days",
+        type=float,
+        default=30,
+        help="forget a conversation, and the event ids it remembers, after this many days of "
+        "event time without events (default 30)",
     )
     c.add_argument(
-        "--dedupe-ttl-days", type=float, default=7, help="days of event time ids are kept (default 7)"
+        "--dedupe-per-conversation",
+        type=int,
+        default=256,
+        help="event ids remembered per conversation, newest kept (default 256)",
+    )
+    c.add_argument(
+        "--max-conversations",
+        type=int,
+        default=5_000_000,
+        help="conversations kept per partition; beyond, the longest idle are forgotten (default 5,000,000)",
     )
     c.set_defaults(func=_consume)
 
@@ -130,8 +140,9 @@ def _consume(args: argparse.Namespace) -> int:
         store_url=args.store,
         flush_events=args.flush_events,
         flush_interval=args.flush_interval,
-        dedupe_max_ids=args.dedupe_max_ids,
-        dedupe_ttl=int(args.dedupe_ttl_days * 86400),
+        dedupe_per_conversation=args.dedupe_per_conversation,
+        conversation_ttl=int(args.conversation_ttl_days * 86400),
+        max_conversations=args.max_conversations,
         retention=Retention(_days(args.retention_1m), _days(args.retention_1h), _days(args.retention_1d)),
         http_port=args.http_port,
         http_host=args.http_host,

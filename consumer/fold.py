@@ -1,20 +1,27 @@
 """The aggregation fold: conversation events in, row deltas out. Pure: no I/O, no clock.
 
-`PartitionFold` owns what one Kafka partition needs to count each event once: its dedupe
-memory and the state of its conversations (a conversation's events share one partition,
-the gateway keys them so). Deltas of metric rows accumulate in the partition's `Delta` until
-the consumer commits them with the partition offsets in one store transaction.
+`PartitionFold` owns one Kafka partition's conversations (the gateway keys events by
+conversation, so all of a conversation's events share a partition). A conversation's
+state is a small JSON list, kept encoded (a compact str) while idle and decoded while a batch
+touches it, which keeps hundreds of thousands of conversations in little memory:
 
-time_to_close of a closure = closedAt minus the latest created/opened time of the same
-conversation at or before closedAt. A late created/opened event can change that for a
-closure already counted: the fold then retracts the old duration and adds the new one.
+    [last_time, starts, closures, seen]
+    starts   = sorted created/opened event times
+    closures = [[event_hash, closed_at, channel_type, start or null], ...]
+    seen     = event hashes already counted (the dedupe memory, newest last)
+
+time_to_close of a closure = closedAt minus the latest start of the conversation at or
+before closedAt. A late created/opened event can change that for a closure already
+counted: the fold then retracts the old duration and adds the new one.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right, insort
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
+
+import orjson
 
 from consumer.model import CLOSED, CREATED, OPENED, Event
 from consumer.sketch import bin_of
@@ -24,22 +31,19 @@ BY_CHANNEL: Final = "channel_type"
 BY_ACCOUNT: Final = "account"
 
 RowKey = tuple[str, str, str, int]  # (by, key, window, window_start)
+ConvKey = tuple[int, int]  # (account, conversation id)
+Conversation = list[Any]  # [last_time, starts, closures, seen], see the module docstring
+LAST, STARTS, CLOSURES, SEEN = 0, 1, 2, 3
+C_HASH, C_CLOSED, C_CHANNEL, C_START = 0, 1, 2, 3
 
 
 class RowDelta:
     """Changes to one metric row since the last commit."""
 
     __slots__ = (
-        "bins",
-        "closed_unread",
-        "closures",
-        "recheck",
-        "reopens",
-        "ttc_count",
-        "ttc_max",
-        "ttc_min",
-        "ttc_sum",
-    )
+        "bins", "closed_unread", "closures", "recheck", "reopens",
+        "ttc_count", "ttc_max", "ttc_min", "ttc_sum",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.closures = 0
@@ -69,45 +73,22 @@ class RowDelta:
         self.recheck = True
 
 
-@dataclass(slots=True)
-class Closure:
-    """A counted closure, kept so that a late start can correct its duration."""
-
-    event_hash: int
-    closed_at: int
-    channel_type: str
-    start: int | None  # the start its duration was computed from
-
-
-@dataclass(slots=True)
-class Conversation:
-    starts: list[int] = field(default_factory=list)  # sorted created/opened times
-    closures: list[Closure] = field(default_factory=list)
-    last_time: int = 0  # newest event time, for retention
-
-
-ClosureRow = tuple[int, int, int, str, int, int | None]
-# (event_hash, partition, account, channel_type, closed_at, ttc)
+ClosureRow = tuple[int, int, int, int, str, int, int | None]
+# (event_hash, partition, account, conversation, channel_type, closed_at, ttc)
 
 
 @dataclass
 class Delta:
-    """Everything the next commit writes besides offsets and per-partition state."""
+    """Metric changes of one partition since its last commit."""
 
     rows: dict[RowKey, RowDelta] = field(default_factory=dict)
     closures: dict[int, ClosureRow] = field(default_factory=dict)
-    events: int = 0
 
     def row(self, key: RowKey) -> RowDelta:
         r = self.rows.get(key)
         if r is None:
             r = self.rows[key] = RowDelta()
         return r
-
-    def clear(self) -> None:
-        self.rows.clear()
-        self.closures.clear()
-        self.events = 0
 
 
 def row_keys(channel_type: str, account: int, t: int) -> list[RowKey]:
@@ -123,97 +104,79 @@ def row_keys(channel_type: str, account: int, t: int) -> list[RowKey]:
     return keys
 
 
-class DedupeMemory:
-    """Event ids seen on a partition, bounded by size (two generations) and by age.
-
-    Remembers at least the newest `max_ids // 2` ids and at most `max_ids`; a generation
-    whose newest event time is older than `ttl` seconds behind the partition's newest
-    event is forgotten early. A redelivery older than that bound would count again.
-    """
-
-    def __init__(self, max_ids: int, ttl: int) -> None:
-        self.max_ids = max_ids
-        self.ttl = ttl
-        self.old: set[int] = set()
-        self.old_time = 0
-        self.new: set[int] = set()
-        self.new_time = 0
-        self.generation = 0
-        self.unsaved: list[int] = []
-
-    def add(self, h: int, t: int) -> bool:
-        """Remember `h`; False when it was already remembered (a duplicate)."""
-        if h in self.new or h in self.old:
-            return False
-        self.new.add(h)
-        self.unsaved.append(h)
-        if t > self.new_time:
-            self.new_time = t
-        return True
-
-    def maybe_rotate(self, watermark: int) -> bool:
-        """Start a new generation when due; True when the oldest one was dropped."""
-        dropped = False
-        if self.old and self.old_time < watermark - self.ttl:
-            self.old, self.old_time, dropped = set(), 0, True
-        if len(self.new) >= self.max_ids // 2:
-            self.old, self.old_time = self.new, self.new_time
-            self.new, self.new_time = set(), 0
-            self.generation += 1
-            dropped = True
-        return dropped
+def last_time_of(blob: str) -> int:
+    """A stored conversation's newest event time, without decoding all of it."""
+    return int(blob[1 : blob.index(",")])
 
 
 class PartitionFold:
-    """Applies one partition's events to its conversations and to its own pending Delta."""
+    """Applies one partition's events to its conversations and to its pending Delta.
+
+    Args:
+        partition: the Kafka partition.
+        idle: encoded conversations, as loaded from the store.
+        watermark: newest event time seen on the partition.
+        max_seen: event ids remembered per conversation (oldest forgotten first).
+    """
 
     def __init__(
         self,
         partition: int,
-        dedupe: DedupeMemory,
-        conversations: dict[tuple[int, int], Conversation] | None = None,
+        idle: dict[ConvKey, str] | None = None,
         watermark: int = 0,
+        *,
+        max_seen: int = 256,
     ) -> None:
         self.partition = partition
         self.delta = Delta()
-        self.dedupe = dedupe
-        self.conversations = conversations if conversations is not None else {}
-        self.dirty: set[tuple[int, int]] = set()
+        self.idle: dict[ConvKey, str] = idle if idle is not None else {}
+        self.hot: dict[ConvKey, Conversation] = {}  # touched since the last commit
         self.watermark = watermark
+        self.max_seen = max_seen
         self.duplicates = 0
+
+    def conversation(self, key: ConvKey) -> Conversation:
+        conv = self.hot.get(key)
+        if conv is None:
+            blob = self.idle.get(key)
+            conv = [0, [], [], []] if blob is None else orjson.loads(blob)
+            self.hot[key] = conv
+        return conv
 
     def apply(self, e: Event) -> bool:
         """Fold one event; False when it was a duplicate and changed nothing."""
-        if not self.dedupe.add(e.event_hash, e.time):
+        conv = self.conversation((e.account, e.conversation))
+        seen = conv[SEEN]
+        h = e.event_hash
+        if h in seen:
             self.duplicates += 1
             return False
+        seen.append(h)
+        if len(seen) > self.max_seen:
+            del seen[0]
         t = e.time
         if t > self.watermark:
             self.watermark = t
-        ck = (e.account, e.conversation)
-        conv = self.conversations.get(ck)
-        if conv is None:
-            conv = self.conversations[ck] = Conversation()
-        if t > conv.last_time:
-            conv.last_time = t
-        self.dirty.add(ck)
-        self.delta.events += 1
+        if t > conv[LAST]:
+            conv[LAST] = t
         kind = e.kind
         if kind == CLOSED:
             self._close(e, conv)
         elif kind in (CREATED, OPENED):
             if kind == OPENED:
+                row = self.delta.row
                 for k in row_keys(e.channel_type, e.account, t):
-                    self.delta.row(k).reopens += 1
-            insort(conv.starts, t)
-            if conv.closures:
-                self._correct(e.account, conv, t)
+                    row(k).reopens += 1
+            insort(conv[STARTS], t)
+            if conv[CLOSURES]:
+                self._correct(e.account, e.conversation, conv, t)
         return True
 
     def _close(self, e: Event, conv: Conversation) -> None:
         t = e.time
-        i = bisect_right(conv.starts, t)
-        start = conv.starts[i - 1] if i else None
+        starts = conv[STARTS]
+        i = bisect_right(starts, t)
+        start = starts[i - 1] if i else None
         ttc = None if start is None else t - start
         b = 0 if ttc is None else bin_of(ttc)
         unread = e.unread
@@ -225,39 +188,51 @@ class PartitionFold:
                 r.closed_unread += 1
             if ttc is not None:
                 r.add_ttc(ttc, b)
-        conv.closures.append(Closure(e.event_hash, t, e.channel_type, start))
-        self.delta.closures[e.event_hash] = (e.event_hash, self.partition, e.account, e.channel_type, t, ttc)
+        conv[CLOSURES].append([e.event_hash, t, e.channel_type, start])
+        self.delta.closures[e.event_hash] = (
+            e.event_hash, self.partition, e.account, e.conversation, e.channel_type, t, ttc,
+        )  # fmt: skip
 
-    def _correct(self, account: int, conv: Conversation, new_start: int) -> None:
+    def _correct(self, account: int, conversation: int, conv: Conversation, new_start: int) -> None:
         """A start at `new_start` arrived: fix closures whose latest start it now is."""
-        for c in conv.closures:
-            if c.closed_at < new_start or (c.start is not None and c.start >= new_start):
+        for c in conv[CLOSURES]:
+            closed_at, start = c[C_CLOSED], c[C_START]
+            if closed_at < new_start or (start is not None and start >= new_start):
                 continue
-            keys = row_keys(c.channel_type, account, c.closed_at)
-            if c.start is not None:
-                old = c.closed_at - c.start
+            keys = row_keys(c[C_CHANNEL], account, closed_at)
+            row = self.delta.row
+            if start is not None:
+                old = closed_at - start
                 ob = bin_of(old)
                 for k in keys:
-                    self.delta.row(k).retract_ttc(old, ob)
-            c.start = new_start
-            ttc = c.closed_at - new_start
+                    row(k).retract_ttc(old, ob)
+            c[C_START] = new_start
+            ttc = closed_at - new_start
             b = bin_of(ttc)
             for k in keys:
-                self.delta.row(k).add_ttc(ttc, b)
-            self.delta.closures[c.event_hash] = (
-                c.event_hash,
-                self.partition,
-                account,
-                c.channel_type,
-                c.closed_at,
-                ttc,
-            )
+                row(k).add_ttc(ttc, b)
+            self.delta.closures[c[C_HASH]] = (
+                c[C_HASH], self.partition, account, conversation, c[C_CHANNEL], closed_at, ttc,
+            )  # fmt: skip
 
-    def expire(self, ttl: int) -> list[tuple[int, int]]:
-        """Forget conversations idle for `ttl` seconds of event time; returns their keys."""
+    def take_changes(self) -> tuple[Delta, dict[ConvKey, str]]:
+        """Hand over the pending delta and the touched conversations, encoded; start afresh."""
+        delta, self.delta = self.delta, Delta()
+        # .decode(): orjson's bytes keep a 4 KiB buffer; the str is exactly as long as the JSON
+        changed = {k: orjson.dumps(c).decode() for k, c in self.hot.items()}
+        self.idle.update(changed)
+        self.hot = {}
+        return delta, changed
+
+    def expire(self, ttl: int, max_conversations: int | None = None) -> list[ConvKey]:
+        """Forget idle conversations: older than `ttl` seconds of event time, and the
+        longest-idle ones beyond `max_conversations`. Call between commits (no hot state)."""
         horizon = self.watermark - ttl
-        gone = [k for k, c in self.conversations.items() if c.last_time < horizon]
+        times = {k: last_time_of(b) for k, b in self.idle.items()}
+        gone = [k for k, t in times.items() if t < horizon]
+        if max_conversations is not None and len(times) - len(gone) > max_conversations:
+            keep = sorted((t, k) for k, t in times.items() if t >= horizon)
+            gone.extend(k for _, k in keep[: len(keep) - max_conversations])
         for k in gone:
-            del self.conversations[k]
-            self.dirty.discard(k)
+            del self.idle[k]
         return gone

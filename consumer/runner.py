@@ -30,10 +30,9 @@ from confluent_kafka import (
 
 from consumer.dlq import dead_letter_headers
 from consumer.exceptions import ConsumerError
-from consumer.fold import DedupeMemory, Delta, PartitionFold
+from consumer.fold import PartitionFold
 from consumer.model import READER_SCHEMA, from_record
 from consumer.settings import ConsumerSettings
-from consumer.state_codec import encode_conversation
 from consumer.store import PartitionCommit, Store, open_store
 from schemas import CONVERSATION_EVENT, Codec, DecodeError, subject
 from schemas.codec import parse_reader_schema
@@ -60,13 +59,7 @@ def new_fold(
 ) -> tuple[PartitionFold, int | None]:
     """A partition's fold restored from the store, and the offset to resume from."""
     state = store.load_partition(topic, partition)
-    dedupe = DedupeMemory(s.dedupe_max_ids, s.dedupe_ttl)
-    if state.dedupe:
-        *older, (gen, newest, ids) = state.dedupe
-        dedupe.generation, dedupe.new, dedupe.new_time = gen, set(ids), newest
-        if older and older[-1][0] == gen - 1:
-            dedupe.old, dedupe.old_time = set(older[-1][2]), older[-1][1]
-    fold = PartitionFold(partition, dedupe, state.conversations, state.watermark)
+    fold = PartitionFold(partition, state.conversations, state.watermark, max_seen=s.dedupe_per_conversation)
     return fold, state.next_offset
 
 
@@ -231,26 +224,9 @@ class MetricsConsumer:
     def _snapshot(self, p: int, next_offset: int, expire: bool) -> PartitionCommit:
         """Take partition p's pending work; the fold goes on with a fresh delta."""
         fold = self.folds[p]
-        d = fold.dedupe
-        expired = fold.expire(self.s.conversation_ttl) if expire else []
-        conversations = fold.conversations
-        commit = PartitionCommit(
-            p,
-            fold.delta,
-            next_offset,
-            fold.watermark,
-            {k: encode_conversation(conversations[k]) for k in fold.dirty},
-            expired,
-            d.unsaved,
-            d.generation,
-            d.new_time,
-            d.generation - 1 if d.old else d.generation,
-        )
-        fold.delta = Delta()
-        fold.dirty = set()
-        d.unsaved = []
-        d.maybe_rotate(fold.watermark)
-        return commit
+        delta, changed = fold.take_changes()
+        expired = fold.expire(self.s.conversation_ttl, self.s.max_conversations) if expire else []
+        return PartitionCommit(p, delta, next_offset, fold.watermark, changed, expired)
 
     def _write(self, commits: list[PartitionCommit], purge: bool) -> None:
         started = time.perf_counter()

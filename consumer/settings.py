@@ -17,11 +17,12 @@ class ConsumerSettings:
     flush_events: int = 50_000
     flush_interval: float = 1.0
     poll_batch: int = 10_000
-    #: dedupe memory per partition: at least half of this many ids, at most this many
-    dedupe_max_ids: int = 2_000_000
-    dedupe_ttl: int = 7 * 86400
-    #: forget a conversation after this much event time without events
+    #: event ids remembered per conversation (the dedupe memory lives with the conversation)
+    dedupe_per_conversation: int = 256
+    #: forget a conversation (its state and its event ids) after this much idle event time
     conversation_ttl: int = 30 * 86400
+    #: and beyond this many conversations per partition, forget the longest idle first
+    max_conversations: int | None = 5_000_000
     retention: Retention = field(default_factory=Retention)
     http_port: int | None = None
     http_host: str = "127.0.0.1"

@@ -9,7 +9,6 @@ from typing import Any
 from consumer.exceptions import StoreError
 from consumer.fold import BY_ACCOUNT
 from consumer.sketch import quantiles
-from consumer.state_codec import decode_conversation, decode_ids, encode_ids
 from consumer.store import MetricRow, PartitionCommit, PartitionState, Retention
 from consumer.windows import ALL, WINDOWS
 
@@ -26,17 +25,14 @@ CREATE TABLE IF NOT EXISTS metric_bins (
     PRIMARY KEY (by, win, start, key, bin)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS closures (
     event_hash INTEGER PRIMARY KEY, partition INTEGER NOT NULL, account INTEGER NOT NULL,
-    channel_type TEXT NOT NULL, closed_at INTEGER NOT NULL, ttc INTEGER);
+    conversation INTEGER NOT NULL, channel_type TEXT NOT NULL, closed_at INTEGER NOT NULL,
+    ttc INTEGER);
 CREATE INDEX IF NOT EXISTS closures_by_channel ON closures (channel_type, closed_at);
 CREATE INDEX IF NOT EXISTS closures_by_account ON closures (account, closed_at);
 CREATE TABLE IF NOT EXISTS conversations (
     partition INTEGER NOT NULL, account INTEGER NOT NULL, conversation INTEGER NOT NULL,
-    state BLOB NOT NULL, PRIMARY KEY (account, conversation)) WITHOUT ROWID;
+    state TEXT NOT NULL, PRIMARY KEY (account, conversation)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS conversations_by_partition ON conversations (partition);
-CREATE TABLE IF NOT EXISTS dedupe (
-    partition INTEGER NOT NULL, generation INTEGER NOT NULL, newest INTEGER NOT NULL,
-    ids BLOB NOT NULL);
-CREATE INDEX IF NOT EXISTS dedupe_by_partition ON dedupe (partition, generation);
 CREATE TABLE IF NOT EXISTS offsets (
     partition INTEGER PRIMARY KEY, next_offset INTEGER NOT NULL, watermark INTEGER NOT NULL);
 """
@@ -97,26 +93,13 @@ class SqliteStore:
             "SELECT next_offset, watermark FROM offsets WHERE partition=?", (partition,)
         ).fetchone()
         convs = {
-            (a, c): decode_conversation(blob)
+            (a, c): blob
             for a, c, blob in db.execute(
                 "SELECT account, conversation, state FROM conversations WHERE partition=?",
                 (partition,),
             )
         }
-        chunks: dict[int, tuple[int, list[int]]] = {}
-        for gen, newest, blob in db.execute(
-            "SELECT generation, newest, ids FROM dedupe WHERE partition=? ORDER BY generation",
-            (partition,),
-        ):
-            t, ids = chunks.get(gen, (0, []))
-            ids.extend(decode_ids(blob))
-            chunks[gen] = (max(t, newest), ids)
-        return PartitionState(
-            None if off is None else off[0],
-            0 if off is None else off[1],
-            convs,
-            [(g, t, ids) for g, (t, ids) in sorted(chunks.items())],
-        )
+        return PartitionState(None if off is None else off[0], 0 if off is None else off[1], convs)
 
     def commit(self, topic: str, partitions: list[PartitionCommit]) -> None:
         rows: list[tuple[Any, ...]] = []
@@ -149,7 +132,7 @@ class SqliteStore:
         with self._tx():
             db = self.db
             db.executemany(
-                "INSERT INTO closures VALUES (?,?,?,?,?,?) ON CONFLICT DO UPDATE SET ttc = excluded.ttc",
+                "INSERT INTO closures VALUES (?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET ttc = excluded.ttc",
                 closures,
             )
             db.executemany(_UPSERT_ROW, rows)
@@ -173,16 +156,6 @@ class SqliteStore:
             [(p.partition, a, c, blob) for (a, c), blob in p.conversations.items()],
         )
         db.executemany("DELETE FROM conversations WHERE account=? AND conversation=?", p.expired)
-        if p.dropped_before_generation is not None:
-            db.execute(
-                "DELETE FROM dedupe WHERE partition=? AND generation<?",
-                (p.partition, p.dropped_before_generation),
-            )
-        if p.new_ids:
-            db.execute(
-                "INSERT INTO dedupe VALUES (?,?,?,?)",
-                (p.partition, p.dedupe_generation, p.dedupe_time, encode_ids(p.new_ids)),
-            )
         db.execute(
             "INSERT OR REPLACE INTO offsets VALUES (?,?,?)",
             (p.partition, p.next_offset, p.watermark),

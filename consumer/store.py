@@ -1,7 +1,7 @@
 """The store interface: what the consumer commits and what the API reads.
 
 The store is the source of truth for offsets: one `commit` writes metric deltas, the
-changed conversations, new dedupe ids and each partition's next offset atomically, so a
+changed conversations (with their dedupe memory) and each partition's next offset atomically, so a
 crash lands either before or after a commit, never inside one. SQLite is the embedded
 default; PostgreSQL is meant to drop in behind the same interface.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from consumer.exceptions import ConfigError
-from consumer.fold import Conversation, Delta
+from consumer.fold import ConvKey, Delta
 
 
 @dataclass(frozen=True)
@@ -36,12 +36,8 @@ class PartitionCommit:
     delta: Delta
     next_offset: int
     watermark: int
-    conversations: dict[tuple[int, int], bytes]  # changed ones only, as state_codec bytes
-    expired: list[tuple[int, int]] = field(default_factory=list)
-    new_ids: list[int] = field(default_factory=list)
-    dedupe_generation: int = 0
-    dedupe_time: int = 0
-    dropped_before_generation: int | None = None
+    conversations: dict[ConvKey, str]  # changed ones, encoded (they carry the dedupe memory)
+    expired: list[ConvKey] = field(default_factory=list)
 
 
 @dataclass
@@ -50,8 +46,7 @@ class PartitionState:
 
     next_offset: int | None  # None: never committed, start from the earliest offset
     watermark: int
-    conversations: dict[tuple[int, int], Conversation]
-    dedupe: list[tuple[int, int, list[int]]]  # (generation, newest event time, ids)
+    conversations: dict[ConvKey, str]
 
 
 @dataclass(frozen=True)

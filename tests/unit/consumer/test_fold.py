@@ -1,9 +1,11 @@
-from consumer.fold import BY_ACCOUNT, BY_CHANNEL, DedupeMemory, PartitionFold, row_keys
+import orjson
+
+from consumer.fold import BY_ACCOUNT, BY_CHANNEL, PartitionFold, last_time_of, row_keys
 from consumer.model import ASSIGNED, CLOSED, CREATED, OPENED, Event
 
 
 def fold() -> PartitionFold:
-    return PartitionFold(0, DedupeMemory(1000, 7 * 86400))
+    return PartitionFold(0)
 
 
 def ev(
@@ -74,7 +76,7 @@ def test_late_reopen_corrects_the_duration() -> None:
     r = all_row(f)
     assert (r.closures, r.reopens, r.ttc_count, r.ttc_sum) == (2, 1, 2, 100 + 300)
     assert r.recheck  # 900 was retracted: min/max come from the closures table
-    assert f.delta.closures[4][5] == 300
+    assert f.delta.closures[4][6] == 300
 
 
 def test_start_after_close_does_not_count() -> None:
@@ -118,32 +120,46 @@ def test_late_event_updates_its_old_window() -> None:
     assert f.delta.rows[(BY_CHANNEL, "TELEGRAM", "1m", 3 * 86400)].closures == 1
 
 
-def test_dedupe_memory_is_bounded_by_size() -> None:
-    d = DedupeMemory(max_ids=4, ttl=10**9)
-    for h in range(3):
-        assert d.add(h, 0)
-    d.maybe_rotate(0)
-    assert d.generation == 1 and d.old == {0, 1, 2} and not d.new
-    assert not d.add(1, 0)  # still remembered in the old generation
-    for h in range(3, 6):
-        d.add(h, 0)
-    d.maybe_rotate(0)
-    assert 0 not in d.old and d.add(0, 0)  # forgotten after two generations
+def test_dedupe_memory_is_bounded_per_conversation() -> None:
+    f = PartitionFold(0, max_seen=3)
+    for h in range(1, 5):
+        assert f.apply(ev(CREATED, h, 100 + h))
+    assert not f.apply(ev(CREATED, 4, 104))  # remembered
+    assert f.apply(ev(CREATED, 1, 101))  # the oldest id was forgotten: counts again
+    assert f.duplicates == 1
 
 
-def test_dedupe_memory_forgets_by_age() -> None:
-    d = DedupeMemory(max_ids=4, ttl=100)
-    d.add(1, 0)
-    d.add(2, 10)
-    d.maybe_rotate(0)
-    d.maybe_rotate(0)  # rotates once more only when full; old generation stays
-    assert 1 in d.old
-    assert d.maybe_rotate(1000) and not d.old
+def test_dedupe_memory_survives_encoding() -> None:
+    f = fold()
+    f.apply(ev(CLOSED, 9, 400))
+    _, changed = f.take_changes()
+    g = PartitionFold(0, dict(changed), f.watermark)
+    assert not g.apply(ev(CLOSED, 9, 400))
+    assert g.delta.rows == {}
+
+
+def test_take_changes_hands_over_and_restarts() -> None:
+    f = fold()
+    f.apply(ev(CREATED, 1, 100))
+    delta, changed = f.take_changes()
+    assert not delta.rows and list(changed) == [(7, 1)]  # a creation alone changes no metric
+    assert orjson.loads(changed[(7, 1)])[1] == [100]
+    assert not f.delta.rows and not f.hot and f.idle == changed
+    assert last_time_of(changed[(7, 1)]) == 100
 
 
 def test_expire_forgets_idle_conversations() -> None:
     f = fold()
     f.apply(ev(CREATED, 1, 100, conv=1))
     f.apply(ev(CREATED, 2, 100_000, conv=2))
+    f.take_changes()
     assert f.expire(ttl=1000) == [(7, 1)]
-    assert list(f.conversations) == [(7, 2)]
+    assert list(f.idle) == [(7, 2)]
+
+
+def test_expire_bounds_the_number_of_conversations() -> None:
+    f = fold()
+    for c in range(5):
+        f.apply(ev(CREATED, c + 1, 1000 + c, conv=c))
+    f.take_changes()
+    assert sorted(f.expire(ttl=10**9, max_conversations=2)) == [(7, 0), (7, 1), (7, 2)]

@@ -3,36 +3,17 @@ from pathlib import Path
 import pytest
 
 from consumer.exceptions import ConfigError, StoreError
-from consumer.fold import DedupeMemory, PartitionFold
+from consumer.fold import PartitionFold
 from consumer.model import CLOSED, CREATED, OPENED, Event
 from consumer.runner import new_fold
 from consumer.settings import ConsumerSettings
 from consumer.sqlite_store import SqliteStore
-from consumer.state_codec import encode_conversation
 from consumer.store import PartitionCommit, Retention, open_store
 
 
 def commit(store: SqliteStore, f: PartitionFold, next_offset: int) -> None:
-    d = f.dedupe
-    store.commit(
-        "events",
-        [
-            PartitionCommit(
-                f.partition,
-                f.delta,
-                next_offset,
-                f.watermark,
-                {k: encode_conversation(f.conversations[k]) for k in f.dirty},
-                [],
-                d.unsaved,
-                d.generation,
-                d.new_time,
-            )
-        ],
-    )
-    f.delta = type(f.delta)()
-    f.dirty.clear()
-    d.unsaved = []
+    delta, changed = f.take_changes()
+    store.commit("events", [PartitionCommit(f.partition, delta, next_offset, f.watermark, changed)])
 
 
 def ev(kind: int, h: int, t: int, conv: int = 1) -> Event:
@@ -47,7 +28,7 @@ def store(tmp_path: Path) -> SqliteStore:
 
 
 def test_commits_add_up_and_state_reloads(store: SqliteStore) -> None:
-    f = PartitionFold(3, DedupeMemory(100, 10**6))
+    f = PartitionFold(3)
     f.apply(ev(CREATED, 1, 100))
     f.apply(ev(CLOSED, 2, 400))
     commit(store, f, 10)
@@ -64,10 +45,10 @@ def test_commits_add_up_and_state_reloads(store: SqliteStore) -> None:
     )
     assert row.quantiles is not None and abs(row.quantiles[0] - 300) <= 3
 
-    settings = ConsumerSettings(bootstrap_servers="unused", topic="events", dedupe_max_ids=100)
+    settings = ConsumerSettings(bootstrap_servers="unused", topic="events")
     restored, offset = new_fold(store, "events", 3, settings)
     assert offset == 12
-    assert restored.conversations == f.conversations
+    assert restored.idle == f.idle
     assert not restored.apply(ev(CLOSED, 2, 400))  # the dedupe memory came back too
     assert restored.watermark == 500
 
@@ -78,7 +59,7 @@ def test_fresh_partition_starts_from_earliest(store: SqliteStore) -> None:
 
 
 def test_retracted_max_is_recomputed_exactly(store: SqliteStore) -> None:
-    f = PartitionFold(0, DedupeMemory(100, 10**6))
+    f = PartitionFold(0)
     f.apply(ev(CREATED, 1, 100))
     f.apply(ev(CLOSED, 2, 200))  # 100 s
     f.apply(ev(CLOSED, 4, 1000))  # 900 s for now
@@ -91,7 +72,7 @@ def test_retracted_max_is_recomputed_exactly(store: SqliteStore) -> None:
 
 
 def test_query_pages_in_window_then_key_order(store: SqliteStore) -> None:
-    f = PartitionFold(0, DedupeMemory(1000, 10**6))
+    f = PartitionFold(0)
     h = 0
     for minute in range(3):
         for ch in ("B", "A", "C"):
@@ -112,7 +93,7 @@ def test_query_pages_in_window_then_key_order(store: SqliteStore) -> None:
 
 def test_purge_keeps_rows_by_window_retention(tmp_path: Path) -> None:
     store = SqliteStore(str(tmp_path / "r.db"), retention=Retention(minute=3600, hour=None))
-    f = PartitionFold(0, DedupeMemory(1000, 10**6))
+    f = PartitionFold(0)
     f.apply(Event(CLOSED, 1, 1, 1, "A", 0))
     f.apply(Event(CLOSED, 2, 1, 2, "A", 10_000))
     commit(store, f, 2)
