@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "convmetrics.localkafka.cli",
     "schemas.cli",
     "consumer.cli",
+    "producer.cli",
 )
 
 

@@ -1,0 +1,239 @@
+"""The HTTP shell: Starlette routes around `intake.prepare` and `EventPublisher`.
+
+Every answer is a promise to a sender that retries on anything but 2xx: a 202 is given
+only once Kafka acknowledged the write (acks=all); anything that might succeed later is
+503 with Retry-After; 410 is never answered (senders disable an endpoint on 410).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from producer.batch import parse_batch, parse_json
+from producer.exceptions import (
+    BodyTooLargeError,
+    DeliveryError,
+    GatewayError,
+    WebhookValidationError,
+)
+from producer.intake import Ignored, Prepared, prepare
+from producer.metrics import GatewayMetrics, MetricsMiddleware
+from producer.openapi import openapi_document
+from producer.publisher import Delivered, EventPublisher
+from producer.settings import GatewaySettings
+from producer.signature import verify_signature
+from producer.topics import ensure_topic
+from schemas import Codec, conversation_codec
+
+log = logging.getLogger(__name__)
+
+ROUTES = frozenset({"/webhooks", "/webhooks/batch", "/healthz", "/readyz", "/metrics", "/openapi.json"})
+
+
+def json_response(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+def error_response(exc: GatewayError) -> Response:
+    body: dict[str, Any] = {"error": type(exc).__name__, "detail": str(exc)}
+    headers: dict[str, str] = {}
+    if isinstance(exc, WebhookValidationError):
+        body["problems"] = [p.as_dict() for p in exc.problems]
+    if isinstance(exc, DeliveryError):
+        headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, BodyTooLargeError):
+        headers["Connection"] = "close"
+    return json_response(body, exc.status, headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused as soon as it grows past ``limit`` (Content-Length may lie)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLargeError(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLargeError(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Gateway:
+    """Route handlers and the state they share (one codec, one publisher, one registry)."""
+
+    def __init__(self, settings: GatewaySettings, publisher: EventPublisher | None = None) -> None:
+        self.settings = settings
+        self.keys = settings.signing_keys()
+        self.codec: Codec = conversation_codec()
+        self.metrics = GatewayMetrics(ROUTES)
+        self.publisher = publisher
+        self._openapi = orjson.dumps(openapi_document())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        s = self.settings
+        if not self.keys:
+            log.warning("no CONVMETRICS_WEBHOOK_SECRETS: unsigned webhooks are accepted")
+        if s.create_topic:
+            await asyncio.to_thread(
+                ensure_topic, s.bootstrap_servers, s.topic,
+                partitions=s.partitions, replication_factor=s.replication_factor,
+            )  # fmt: skip
+        if self.publisher is None:
+            self.publisher = EventPublisher(
+                s.producer_config(), s.topic, delivery_timeout=s.delivery_timeout, retry_after=s.retry_after
+            )
+        self.publisher.start(asyncio.get_running_loop())
+        log.info("gateway ready: topic %s on %s", s.topic, s.bootstrap_servers)
+        try:
+            yield
+        finally:
+            left = await asyncio.to_thread(self.publisher.close, s.delivery_timeout + 5)
+            log.info("gateway stopped; %d event(s) left undelivered", left)
+
+    # -- routes ------------------------------------------------------------------------
+    async def webhook(self, request: Request) -> Response:
+        try:
+            raw = await read_body(request, self.settings.max_body_bytes)
+            self._verify(request, raw)
+            item = prepare(parse_json(raw), self.codec)
+            if isinstance(item, Ignored):
+                self.metrics.ignored.inc()
+                return json_response({"id": item.id, "event": item.event, "ignored": True}, 202)
+            partition, offset = await self._publish(item)
+        except GatewayError as exc:
+            self.metrics.rejected.labels(str(exc.status)).inc()
+            return error_response(exc)
+        return json_response(self._accepted(item, partition, offset), 202)
+
+    async def webhook_batch(self, request: Request) -> Response:
+        try:
+            raw = await read_body(request, self.settings.max_batch_bytes)
+            self._verify(request, raw)
+            items = parse_batch(raw)
+        except GatewayError as exc:
+            return error_response(exc)
+        answers: list[dict[str, Any]] = []
+        waiting: list[tuple[dict[str, Any], Prepared, asyncio.Future[Delivered], float]] = []
+        ignored = 0
+        for it in items:
+            answer: dict[str, Any] = {"index": it.index, "line": it.line}
+            answers.append(answer)
+            try:
+                if it.error is not None:
+                    raise it.error
+                prepared = prepare(it.body, self.codec)
+                if isinstance(prepared, Ignored):
+                    ignored += 1
+                    answer.update(status=202, id=prepared.id, event=prepared.event, ignored=True)
+                    continue
+                assert self.publisher is not None
+                waiting.append(
+                    (answer, prepared, self.publisher.submit(*_args(prepared)), time.perf_counter())
+                )
+            except GatewayError as exc:
+                _fail(answer, exc)
+        for answer, prepared, future, started in waiting:  # all writes are in flight already
+            try:
+                partition, offset = await self.publisher.wait(future)  # type: ignore[union-attr]
+            except DeliveryError as exc:
+                _fail(answer, exc)
+                continue
+            self._count_produced(prepared, started)
+            answer.update(status=202, **self._accepted(prepared, partition, offset))
+        self.metrics.ignored.inc(ignored)
+        rejected = [a for a in answers if a["status"] != 202]
+        for a in rejected:
+            self.metrics.rejected.labels(str(a["status"])).inc()
+        retry = any(a["status"] == 503 for a in rejected)
+        status = 503 if retry else 207 if rejected else 202
+        body = {
+            "accepted": len(answers) - len(rejected) - ignored,
+            "ignored": ignored,
+            "rejected": len(rejected),
+            "items": answers,
+        }
+        return json_response(body, status, {"Retry-After": str(self.settings.retry_after)} if retry else None)
+
+    async def healthz(self, _request: Request) -> Response:
+        return json_response({"status": "ok"}, 200)
+
+    async def readyz(self, _request: Request) -> Response:
+        ok = self.publisher is not None and await asyncio.to_thread(self.publisher.broker_reachable)
+        if ok:
+            return json_response({"ready": True, "topic": self.settings.topic}, 200)
+        return json_response(
+            {"ready": False, "detail": f"Kafka at {self.settings.bootstrap_servers} unreachable"},
+            503,
+            {"Retry-After": str(self.settings.retry_after)},
+        )
+
+    async def metrics_endpoint(self, _request: Request) -> Response:
+        return Response(generate_latest(self.metrics.registry), 200, media_type=CONTENT_TYPE_LATEST)
+
+    async def openapi(self, _request: Request) -> Response:
+        return Response(self._openapi, 200, media_type="application/json")
+
+    # -- helpers -----------------------------------------------------------------------
+    def _verify(self, request: Request, raw: bytes) -> None:
+        if self.keys:
+            verify_signature(self.keys, request.headers, raw)
+
+    async def _publish(self, item: Prepared) -> Delivered:
+        assert self.publisher is not None
+        started = time.perf_counter()
+        delivered = await self.publisher.publish(*_args(item))
+        self._count_produced(item, started)
+        return delivered
+
+    def _count_produced(self, item: Prepared, started: float) -> None:
+        self.metrics.produce_latency.observe(time.perf_counter() - started)
+        self.metrics.produced.labels(item.event).inc()
+
+    def _accepted(self, item: Prepared, partition: int, offset: int) -> dict[str, Any]:
+        topic = self.settings.topic
+        return {"id": item.id, "event": item.event, "topic": topic, "partition": partition, "offset": offset}
+
+
+def _args(item: Prepared) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    return item.key, item.value, item.headers
+
+
+def _fail(answer: dict[str, Any], exc: GatewayError) -> None:
+    answer.update(status=exc.status, error=type(exc).__name__, detail=str(exc))
+    if isinstance(exc, WebhookValidationError):
+        answer["problems"] = [p.as_dict() for p in exc.problems]
+
+
+def create_app(settings: GatewaySettings, *, publisher: EventPublisher | None = None) -> ASGIApp:
+    """The ASGI app: Starlette routes wrapped in the request-metrics middleware."""
+    gw = Gateway(settings, publisher)
+    app = Starlette(
+        routes=[
+            Route("/webhooks", gw.webhook, methods=["POST"]),
+            Route("/webhooks/batch", gw.webhook_batch, methods=["POST"]),
+            Route("/healthz", gw.healthz, methods=["GET"]),
+            Route("/readyz", gw.readyz, methods=["GET"]),
+            Route("/metrics", gw.metrics_endpoint, methods=["GET"]),
+            Route("/openapi.json", gw.openapi, methods=["GET"]),
+        ],
+        lifespan=gw.lifespan,
+    )
+    app.state.gateway = gw
+    return MetricsMiddleware(app, gw.metrics)

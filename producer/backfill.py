@@ -1,0 +1,164 @@
+"""``convmetrics produce FILE``'s core: webhooks from a file to Kafka without HTTP.
+
+Same rules as ``POST /webhooks`` (`intake.prepare`), same durable producer settings;
+the file is read line by line when it is NDJSON, so its size is not bounded by memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from producer.batch import Item, iter_ndjson, parse_batch
+from producer.exceptions import GatewayError
+from producer.intake import Ignored, prepare
+from producer.settings import GatewaySettings
+from schemas import conversation_codec
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """One item of the file that was not produced, and why."""
+
+    index: int
+    line: int
+    id: str | None
+    status: int
+    reason: str
+
+
+@dataclass(slots=True)
+class Summary:
+    """What happened to every item of the file."""
+
+    items: int = 0
+    produced: int = 0
+    ignored: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.rejected
+
+
+def read_items(path: Path | str) -> Iterator[Item]:
+    """Items of a JSON-array or NDJSON file (``-`` reads standard input)."""
+    with _open(path) as fh:
+        head = fh.read(64)
+        if head.lstrip().startswith(b"["):
+            yield from parse_batch(head + fh.read())
+            return
+        lines = io.BytesIO(head + fh.readline())
+        yield from iter_ndjson(_chain(lines, fh))
+
+
+def count_lines(path: Path | str) -> int | None:
+    """Non-blank lines of an NDJSON file (a progress total); None for stdin or a JSON array."""
+    if str(path) == "-":
+        return None
+    with open(path, "rb") as fh:
+        if fh.read(64).lstrip().startswith(b"["):
+            return None
+        fh.seek(0)
+        return sum(1 for line in fh if line.strip())
+
+
+def produce_file(
+    path: Path | str,
+    settings: GatewaySettings,
+    *,
+    on_item: Callable[[Summary], None] | None = None,
+    poll_every: int = 1000,
+) -> Summary:
+    """Validate, encode and produce every webhook of ``path``; return the summary.
+
+    Items are produced as they are read and the call returns once every write was
+    acknowledged or failed (``settings.delivery_timeout`` bounds each one).
+    """
+    codec = conversation_codec()
+    producer = Producer(settings.producer_config())
+    summary = Summary()
+    pending: dict[int, Item] = {}
+
+    def delivered(item: Item, event_id: str) -> Callable[[KafkaError | None, Message], None]:
+        def report(err: KafkaError | None, _msg: Message) -> None:
+            pending.pop(item.index, None)
+            if err is None:
+                summary.produced += 1
+            else:
+                summary.rejected.append(
+                    Rejection(item.index, item.line, event_id, 503, f"Kafka: {err.str()}")
+                )
+            if on_item:
+                on_item(summary)
+
+        return report
+
+    for item in read_items(path):
+        summary.items += 1
+        try:
+            if item.error is not None:
+                raise item.error
+            prepared = prepare(item.body, codec)
+        except GatewayError as exc:
+            summary.rejected.append(Rejection(item.index, item.line, _id_of(item.body), exc.status, str(exc)))
+            if on_item:
+                on_item(summary)
+            continue
+        if isinstance(prepared, Ignored):
+            summary.ignored += 1
+            if on_item:
+                on_item(summary)
+            continue
+        pending[item.index] = item
+        _produce(producer, settings.topic, prepared.key, prepared.value, list(prepared.headers),
+                 delivered(item, prepared.id))  # fmt: skip
+        if summary.items % poll_every == 0:
+            producer.poll(0)
+    producer.flush(settings.delivery_timeout + 5)
+    for item in pending.values():  # never reported: count as failed, so the exit code says so
+        body_id = _id_of(item.body)
+        summary.rejected.append(
+            Rejection(item.index, item.line, body_id, 503, "no delivery report from Kafka")
+        )
+    summary.rejected.sort(key=lambda r: r.index)
+    return summary
+
+
+def _produce(
+    producer: Producer, topic: str, key: bytes, value: bytes, headers: list[tuple[str, str | bytes | None]],
+    callback: Callable[[KafkaError | None, Message], None],
+) -> None:  # fmt: skip
+    while True:
+        try:
+            producer.produce(topic, value, key, headers=headers, on_delivery=callback)
+            return
+        except BufferError:  # local queue full: let deliveries drain it
+            producer.poll(0.1)
+
+
+def _id_of(body: Any) -> str | None:
+    value = body.get("id") if isinstance(body, dict) else None
+    return value if isinstance(value, str) else None
+
+
+@contextlib.contextmanager
+def _open(path: Path | str) -> Iterator[IO[bytes]]:
+    if str(path) == "-":
+        import sys
+
+        yield sys.stdin.buffer
+    else:
+        with open(path, "rb") as fh:
+            yield fh
+
+
+def _chain(first: IO[bytes], rest: IO[bytes]) -> Iterator[bytes]:
+    yield from first
+    yield from rest

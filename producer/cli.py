@@ -1,0 +1,140 @@
+"""``convmetrics gateway`` and ``convmetrics produce FILE``: parse flags, call, report."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: Flags shared by both commands: (flag, settings field, type, help).
+_COMMON: tuple[tuple[str, str, Any, str], ...] = (
+    (
+        "--bootstrap-servers",
+        "bootstrap_servers",
+        str,
+        "Kafka bootstrap servers (CONVMETRICS_BOOTSTRAP_SERVERS)",
+    ),
+    ("--topic", "topic", str, "events topic (CONVMETRICS_TOPIC; default conversation-events)"),
+    ("--delivery-timeout", "delivery_timeout", float, "seconds to wait for acks=all (default 10)"),
+    ("--partitions", "partitions", int, "partitions when creating the topic (default 6)"),
+    ("--replication-factor", "replication_factor", int, "replication factor when creating it (default 1)"),
+)
+_GATEWAY: tuple[tuple[str, str, Any, str], ...] = (
+    ("--host", "host", str, "listen address (CONVMETRICS_HOST; default 0.0.0.0)"),
+    ("--port", "port", int, "listen port (CONVMETRICS_PORT; default 8080)"),
+    ("--webhook-secrets", "webhook_secrets", str, "comma-separated whsec_ secrets (prefer the env variable)"),
+    ("--max-body-bytes", "max_body_bytes", int, "body limit of POST /webhooks (default 1 MiB)"),
+    ("--max-batch-bytes", "max_batch_bytes", int, "body limit of POST /webhooks/batch (default 16 MiB)"),
+    ("--retry-after", "retry_after", int, "Retry-After seconds on 503 (default 5)"),
+)
+
+
+def register(subparsers: Any) -> None:
+    """Add ``gateway`` and ``produce`` to the ``convmetrics`` parser."""
+    gw = subparsers.add_parser(
+        "gateway",
+        help="HTTP webhook gateway: conversation webhooks in, Avro events out to Kafka",
+        description="Serve POST /webhooks and /webhooks/batch; answer 202 only once Kafka acknowledged.",
+    )
+    for flag, dest, typ, text in (*_COMMON, *_GATEWAY):
+        gw.add_argument(flag, dest=dest, type=typ, default=None, help=text)
+    gw.add_argument("--no-create-topic", dest="create_topic", action="store_false", default=None,
+                    help="do not create the topic at start")  # fmt: skip
+    gw.add_argument("--access-log", action="store_true", help="log every request")
+    gw.set_defaults(func=run_gateway)
+
+    prod = subparsers.add_parser(
+        "produce",
+        help="send a JSON or NDJSON file of webhooks to Kafka (no HTTP)",
+        description="Backfill: validate, encode and produce every webhook of FILE ('-' for stdin); "
+        "exit 1 listing the rejected items when any was rejected.",
+    )
+    prod.add_argument("file", help="JSON array or NDJSON file of webhooks, or -")
+    for flag, dest, typ, text in _COMMON:
+        prod.add_argument(flag, dest=dest, type=typ, default=None, help=text)
+    prod.add_argument("--no-progress", action="store_true", help="no progress bar")
+    prod.set_defaults(func=run_produce)
+
+
+def _settings(args: argparse.Namespace, fields: tuple[tuple[str, str, Any, str], ...]) -> Any:
+    from producer.settings import load_settings
+
+    overrides = {dest: getattr(args, dest, None) for _, dest, _, _ in fields}
+    if getattr(args, "create_topic", None) is not None:
+        overrides["create_topic"] = args.create_topic
+    return load_settings(**overrides)
+
+
+def run_gateway(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM/SIGINT; uvicorn drains in-flight requests, then the producer."""
+    import uvicorn
+
+    from producer.app import create_app
+    from producer.exceptions import GatewayError
+
+    try:
+        settings = _settings(args, (*_COMMON, *_GATEWAY))
+        app = create_app(settings)
+    except GatewayError as exc:
+        print(f"convmetrics gateway: {exc}", file=sys.stderr)
+        return 2
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+        lifespan="on", access_log=args.access_log, log_level=logging.getLogger().level,
+        backlog=4096, timeout_keep_alive=30,
+    )  # fmt: skip
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1
+
+
+def run_produce(args: argparse.Namespace) -> int:
+    """Produce the file; print a summary and every rejected item; 1 if any was rejected."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from producer.backfill import Summary, count_lines, produce_file
+    from producer.exceptions import GatewayError
+
+    console = Console(stderr=True)
+    try:
+        settings = _settings(args, _COMMON)
+        total = None if args.file == "-" else count_lines(Path(args.file))
+    except (GatewayError, OSError) as exc:
+        console.print(f"[red]convmetrics produce: {exc}")
+        return 2
+    progress = Progress(
+        TextColumn("[bold]producing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(), console=console, disable=args.no_progress,
+    )  # fmt: skip
+    task = progress.add_task("produce", total=total, detail="")
+
+    def on_item(s: Summary) -> None:
+        done = s.produced + s.ignored + len(s.rejected)
+        if done % 200 == 0 or done == total:
+            detail = f"produced {s.produced} ignored {s.ignored} rejected {len(s.rejected)}"
+            progress.update(task, completed=done, detail=detail)
+
+    try:
+        with progress:
+            summary = produce_file(Path(args.file) if args.file != "-" else "-", settings, on_item=on_item)
+            progress.update(task, completed=summary.items, total=summary.items)
+    except OSError as exc:
+        console.print(f"[red]convmetrics produce: cannot read {args.file}: {exc}")
+        return 2
+    out = Console()
+    out.print(
+        f"{summary.items} items: {summary.produced} produced to {settings.topic}, "
+        f"{summary.ignored} ignored (not conversation events), {len(summary.rejected)} rejected"
+    )
+    if summary.rejected:
+        table = Table("item", "line", "event id", "status", "reason", title="rejected")
+        for r in summary.rejected:
+            table.add_row(str(r.index), str(r.line), r.id or "-", str(r.status), r.reason)
+        out.print(table)
+    return 0 if summary.ok else 1

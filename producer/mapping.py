@@ -1,0 +1,92 @@
+"""Webhook -> Avro record of ``schemas/conversation_event``: pure functions, no I/O."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from producer.models import AppUser, ChannelUser, Conversation, Webhook
+
+#: The events that describe a conversation's lifecycle and go to Kafka. Every other
+#: event the platform sends (``message.created``, ``conversation_tag.created``, ...) is
+#: answered 202 and ignored.
+CONVERSATION_EVENTS: frozenset[str] = frozenset(
+    {
+        "conversation.created",
+        "conversation.opened",
+        "conversation.closed",
+        "conversation.snoozed",
+        "conversation.assigned",
+    }
+)
+
+NAMESPACE = "io.convmetrics.events"
+CHANNEL_USER = f"{NAMESPACE}.ChannelUser"
+APP_USER = f"{NAMESPACE}.AppUser"
+
+
+def is_conversation_event(event: str) -> bool:
+    """Whether an event of this name is produced (True) or ignored (False)."""
+    return event in CONVERSATION_EVENTS
+
+
+def event_key(webhook: Webhook) -> bytes:
+    """Kafka key ``"<account>:<conversation id>"``: one conversation, one partition."""
+    return f"{webhook.account}:{webhook.data.id}".encode()
+
+
+def to_record(webhook: Webhook) -> dict[str, Any]:
+    """The Avro record (the schema's exact fields) for a validated webhook."""
+    return {
+        "event": webhook.event,
+        "id": webhook.id,
+        "account": webhook.account,
+        "app": webhook.app,
+        "createdAt": webhook.createdAt,
+        "deliveryAttempts": webhook.deliveryAttempts,
+        "firstDeliveryAttempt": webhook.firstDeliveryAttempt,
+        "data": _conversation(webhook.data),
+    }
+
+
+def _conversation(c: Conversation) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "channelType": c.channelType,
+        "state": c.state,
+        "snoozedUntil": c.snoozedUntil,
+        "messageWindowExpiresAt": c.messageWindowExpiresAt,
+        "messageWindowExpiryConditions": [
+            json.dumps(x, separators=(",", ":"), ensure_ascii=False)
+            for x in c.messageWindowExpiryConditions or ()
+        ],
+        "lastReadByAppUserAt": c.lastReadByAppUserAt,
+        "lastInboundMessageAt": c.lastInboundMessageAt,
+        "createdAt": c.createdAt,
+        "openedAt": c.openedAt,
+        "closedAt": c.closedAt,
+        "assignedAt": c.assignedAt,
+        "snoozedAt": c.snoozedAt,
+        "channel": None if c.channel is None else {"id": c.channel.id},
+        "participants": [{"user": _user(p.user)} for p in c.participants or ()],
+    }
+
+
+def _user(user: ChannelUser | AppUser) -> tuple[str, dict[str, Any]]:
+    if isinstance(user, AppUser):
+        return APP_USER, {
+            "id": user.id,
+            "fullName": user.fullName,
+            "displayName": user.displayName,
+            "optimisedAvatarUrl": user.optimisedAvatarUrl,
+        }
+    return CHANNEL_USER, {
+        "id": user.id,
+        "name": user.name,
+        "firstName": user.firstName,
+        "lastName": user.lastName,
+        "displayName": user.displayName,
+        "avatarUrl": user.avatarUrl,
+        "optimisedAvatarUrl": user.optimisedAvatarUrl,
+        "identifiers": [{"sourceId": i.sourceId, "category": i.category} for i in user.identifiers],
+    }

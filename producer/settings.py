@@ -1,0 +1,80 @@
+"""The gateway's one settings object: ``CONVMETRICS_*`` variables, overridden by flags."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from producer.exceptions import SettingsError
+from producer.signature import parse_secret
+
+MIB = 1024 * 1024
+
+
+class GatewaySettings(BaseSettings):
+    """Frozen after start. Flags win over ``CONVMETRICS_<NAME>`` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="CONVMETRICS_", frozen=True, extra="ignore")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic: str = "conversation-events"
+    webhook_secrets: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    max_body_bytes: int = Field(default=MIB, gt=0)
+    max_batch_bytes: int = Field(default=16 * MIB, gt=0)
+    delivery_timeout: float = Field(default=10.0, gt=0, description="seconds to wait for acks=all")
+    retry_after: int = Field(default=5, ge=1, description="Retry-After seconds on 503")
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)
+    partitions: int = Field(default=6, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    linger_ms: float = Field(default=5.0, ge=0)
+    compression: str = "lz4"
+    create_topic: bool = True
+
+    @field_validator("webhook_secrets", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(s.strip() for s in value.split(",") if s.strip())
+        return value
+
+    @field_validator("webhook_secrets")
+    @classmethod
+    def _check(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for secret in value:
+            parse_secret(secret.get_secret_value())
+        return value
+
+    def signing_keys(self) -> list[bytes]:
+        """HMAC keys of the configured secrets (empty: signatures are not checked)."""
+        return [parse_secret(s.get_secret_value()) for s in self.webhook_secrets]
+
+    def producer_config(self) -> dict[str, Any]:
+        """librdkafka settings: durable (acks=all, idempotent), batched, bounded in time."""
+        return {
+            "bootstrap.servers": self.bootstrap_servers,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": self.linger_ms,
+            "compression.type": self.compression,
+            "message.timeout.ms": max(1, int(self.delivery_timeout * 1000)),
+            "socket.keepalive.enable": True,
+        }
+
+
+def load_settings(**overrides: Any) -> GatewaySettings:
+    """Settings from the environment with ``overrides`` (flags; None means not given).
+
+    Raises:
+        SettingsError: a value is invalid; the message names the setting.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return GatewaySettings(**given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise SettingsError(f"invalid gateway settings: {problems}") from None
