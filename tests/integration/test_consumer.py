@@ -1,0 +1,230 @@
+"""The consumer group against a real broker: exact totals through duplicates, late events,
+SIGKILL, rebalances and poison records (issue: consumer group)."""
+
+from __future__ import annotations
+
+import random
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer
+from support.pipeline import (
+    ConsumerProcess,
+    compare_with_truth,
+    produce_raw,
+    produce_webhooks,
+    wait_caught_up,
+    wait_progress,
+)
+from support.truth import compute_truth
+
+from consumer.dlq import H_ERROR_TYPE, H_OFFSET, H_PARTITION, H_TOPIC
+from convmetrics.generate import GenerateConfig, generate_webhooks
+from schemas import conversation_codec
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stream(seed: int, events: int) -> list[dict[str, Any]]:
+    cfg = GenerateConfig(
+        seed=seed,
+        events=events,
+        accounts=40,
+        conversations=max(events // 6, 10),
+        duplicate_rate=0.05,
+        late_rate=0.05,
+        unknown_channel_rate=0.05,
+        noise_rate=0.05,
+        alt_time_field_rate=0.1,
+        missing_time_rate=0.02,
+    )
+    return [dict(w) for w in generate_webhooks(cfg)]
+
+
+def with_gateway_retries(webhooks: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """A gateway retry after a lost acknowledgement puts the same event in the topic twice."""
+    rnd = random.Random(seed)
+    out: list[dict[str, Any]] = []
+    for w in webhooks:
+        out.append(w)
+        if rnd.random() < 0.03:
+            out.append(w)
+    return out
+
+
+@pytest.fixture
+def api_port() -> int:
+    return free_port()
+
+
+def test_generated_stream_matches_truth(
+    kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path, api_port: int
+) -> None:
+    webhooks = with_gateway_retries(stream(seed=11, events=30_000), seed=11)
+    truth = compute_truth(webhooks)
+    assert any(k[1] in ("WECHAT", "NEW_CHANNEL_X", "INSTAGRAM_DM", "KAKAOTALK") for k in truth)
+    topic = new_topic(6, prefix="exact")
+    produce_webhooks(kafka_bootstrap, topic, webhooks)
+    store = tmp_path / "m.db"
+    proc = ConsumerProcess(kafka_bootstrap, topic, store, tmp_path / "c.log", http_port=api_port)
+    try:
+        wait_caught_up(kafka_bootstrap, topic, store, [proc])
+        compare_with_truth(f"http://127.0.0.1:{api_port}", truth)
+    finally:
+        assert proc.stop() == 0, proc.tail()
+
+
+def test_sigkill_mid_stream_neither_loses_nor_double_counts(
+    kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path, api_port: int
+) -> None:
+    webhooks = with_gateway_retries(stream(seed=23, events=40_000), seed=23)
+    truth = compute_truth(webhooks)
+    topic = new_topic(6, prefix="sigkill")
+    store, log = tmp_path / "m.db", tmp_path / "c.log"
+    parts = [webhooks[i * len(webhooks) // 4 : (i + 1) * len(webhooks) // 4] for i in range(4)]
+    produced = 0
+    for part in parts[:3]:  # three crashes, each while records are still arriving
+        produced += produce_webhooks(kafka_bootstrap, topic, part)
+        proc = ConsumerProcess(kafka_bootstrap, topic, store, log, extra=["--flush-events", "1000"])
+        wait_progress(store, at_least=produced // 2)
+        proc.kill()
+    produce_webhooks(kafka_bootstrap, topic, parts[3])
+    proc = ConsumerProcess(kafka_bootstrap, topic, store, log, http_port=api_port)
+    try:
+        wait_caught_up(kafka_bootstrap, topic, store, [proc])
+        compare_with_truth(f"http://127.0.0.1:{api_port}", truth)
+    finally:
+        proc.stop()
+
+
+def test_two_consumers_rebalance_midway(
+    kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path, api_port: int
+) -> None:
+    webhooks = with_gateway_retries(stream(seed=37, events=40_000), seed=37)
+    truth = compute_truth(webhooks)
+    topic = new_topic(6, prefix="rebalance")
+    store = tmp_path / "m.db"
+    half = len(webhooks) // 2
+    produced = produce_webhooks(kafka_bootstrap, topic, webhooks[:half])
+    a = ConsumerProcess(kafka_bootstrap, topic, store, tmp_path / "a.log", extra=["--flush-events", "2000"])
+    wait_progress(store, at_least=produced // 3)
+    b = ConsumerProcess(kafka_bootstrap, topic, store, tmp_path / "b.log", http_port=api_port)
+    produce_webhooks(kafka_bootstrap, topic, webhooks[half:])
+    try:
+        wait_caught_up(kafka_bootstrap, topic, store, [a, b])
+        compare_with_truth(f"http://127.0.0.1:{api_port}", truth)
+        assert "assigned" in b.tail(200)  # b really took partitions over
+        assert "revoked" in a.tail(200)
+        # and when a leaves, b takes everything over; numbers stay exact
+        assert a.stop() == 0
+        more = stream(seed=38, events=3_000)
+        produce_webhooks(kafka_bootstrap, topic, more)
+        wait_caught_up(kafka_bootstrap, topic, store, [b])
+        compare_with_truth(f"http://127.0.0.1:{api_port}", compute_truth(webhooks + more))
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_poison_records_go_to_the_dlq_and_the_rest_still_counts(
+    kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path, api_port: int
+) -> None:
+    webhooks = stream(seed=41, events=5_000)
+    truth = compute_truth(webhooks)
+    topic = new_topic(3, prefix="poison")
+    good = conversation_codec().encode(
+        {
+            "event": "conversation.closed",
+            "id": "x",
+            "account": 1,
+            "app": 1,
+            "createdAt": 1,
+            "deliveryAttempts": 1,
+            "data": {"id": 1, "channelType": "TELEGRAM"},
+        }
+    )
+    poison = [
+        (b"k1", b"not avro at all"),
+        (b"k2", good[:20]),  # truncated
+        (b"k3", good[:2] + bytes.fromhex("0102030405060708") + good[10:]),  # unknown fingerprint
+    ]
+    produce_webhooks(kafka_bootstrap, topic, webhooks[: len(webhooks) // 2])
+    produce_raw(kafka_bootstrap, topic, poison)
+    produce_webhooks(kafka_bootstrap, topic, webhooks[len(webhooks) // 2 :])
+    store = tmp_path / "m.db"
+    proc = ConsumerProcess(kafka_bootstrap, topic, store, tmp_path / "c.log", http_port=api_port)
+    try:
+        wait_caught_up(kafka_bootstrap, topic, store, [proc])
+        compare_with_truth(f"http://127.0.0.1:{api_port}", truth)
+    finally:
+        proc.stop()
+
+    dead = read_all(kafka_bootstrap, f"{topic}.dlq", expect=3)
+    assert sorted((m.key(), m.value()) for m in dead) == sorted(poison)
+    kinds = set()
+    for m in dead:
+        h = dict(m.headers() or [])
+        assert h[H_TOPIC] == topic.encode()
+        assert int(h[H_PARTITION]) in range(3) and int(h[H_OFFSET]) >= 0
+        kinds.add(h[H_ERROR_TYPE])
+    assert kinds == {b"BadMagicError", b"TruncatedRecordError", b"UnknownFingerprintError"}
+
+    # `convmetrics dlq replay` sends them back where they came from, original headers only
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "convmetrics",
+            "dlq",
+            "replay",
+            "--bootstrap-servers",
+            kafka_bootstrap,
+            "--topic",
+            topic,
+            "--idle-timeout",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "replayed 3 record(s)" in out.stdout
+    tail = read_all(kafka_bootstrap, topic, expect=None)
+    replayed = [(m.key(), m.value()) for m in tail if (m.key(), m.value()) in poison]
+    assert sorted(replayed) == sorted(poison + poison)  # the originals and the replayed copies
+
+
+def read_all(bootstrap: str, topic: str, expect: int | None) -> list[Any]:
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{time.time_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    c.subscribe([topic])
+    got: list[Any] = []
+    idle_since = time.monotonic()
+    try:
+        while time.monotonic() - idle_since < 5:
+            msgs = [m for m in c.consume(1000, 0.5) if m.error() is None]
+            if msgs:
+                got.extend(msgs)
+                idle_since = time.monotonic()
+            if expect is not None and len(got) >= expect:
+                break
+    finally:
+        c.close()
+    return got

@@ -1,0 +1,209 @@
+"""Test helpers for whole-pipeline runs: produce webhooks, run real consumer processes,
+wait for them to catch up, and compare the API with the truth oracle."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from producer.intake import Prepared, prepare
+from schemas import conversation_codec
+from support.truth import GroupKey, GroupTruth, api_row, select, within_relative_error
+
+BYS = ("channel_type", "account")
+WINDOWS = ("1m", "1h", "1d", "all")
+
+
+def produce_webhooks(bootstrap: str, topic: str, webhooks: Iterable[dict[str, Any]]) -> int:
+    """Validate, encode and produce conversation webhooks as the gateway would."""
+    codec = conversation_codec()
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 20}
+    )
+    n = 0
+    for body in webhooks:
+        item = prepare(body, codec)
+        if isinstance(item, Prepared):
+            producer.produce(topic, key=item.key, value=item.value, headers=item.headers)
+            n += 1
+            if n % 1000 == 0:
+                producer.poll(0)
+    assert producer.flush(120) == 0, "broker did not acknowledge every record"
+    return n
+
+
+def produce_raw(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    for key, value in records:
+        producer.produce(topic, key=key, value=value)
+    assert producer.flush(60) == 0
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "offsets-probe"})
+    try:
+        meta = c.list_topics(topic, timeout=10).topics[topic]
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions}
+    finally:
+        c.close()
+
+
+def stored_offsets(store: Path) -> dict[int, int]:
+    if not store.exists():
+        return {}
+    db = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=30)
+    try:
+        return dict(db.execute("SELECT partition, next_offset FROM offsets").fetchall())
+    except sqlite3.OperationalError:
+        return {}
+    finally:
+        db.close()
+
+
+class ConsumerProcess:
+    """`convmetrics consume` as a real OS process (so that SIGKILL means SIGKILL)."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        store: Path,
+        log: Path,
+        *,
+        http_port: int | None = None,
+        group: str = "closure-metrics",
+        extra: list[str] | None = None,
+    ) -> None:
+        args = [
+            sys.executable,
+            "-m",
+            "convmetrics",
+            "consume",
+            "--bootstrap-servers",
+            bootstrap,
+            "--topic",
+            topic,
+            "--store",
+            f"sqlite:///{store}",
+            "--group",
+            group,
+            "--flush-interval",
+            "0.5",
+            *(extra or []),
+        ]
+        if http_port:
+            args += ["--http-port", str(http_port)]
+        self.log = log
+        self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            args, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+        self._log.close()
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+        return self.proc.returncode
+
+    def tail(self, n: int = 40) -> str:
+        lines = self.log.read_text(errors="replace").splitlines()
+        return "\n".join(lines[-n:])
+
+
+def wait_caught_up(
+    bootstrap: str, topic: str, store: Path, procs: list[ConsumerProcess], timeout: float = 180
+) -> None:
+    """Until the store's committed offsets reach the end of every partition."""
+    ends = end_offsets(bootstrap, topic)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = stored_offsets(store)
+        if all(got.get(p, 0) >= end for p, end in ends.items() if end > 0):
+            return
+        for proc in procs:
+            assert proc.alive(), f"consumer died:\n{proc.tail()}"
+        time.sleep(0.3)
+    logs = "\n---\n".join(p.tail() for p in procs)
+    raise AssertionError(
+        f"not caught up after {timeout}s: store {stored_offsets(store)} vs end {ends}\n{logs}"
+    )
+
+
+def wait_progress(store: Path, at_least: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sum(stored_offsets(store).values()) >= at_least:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"store never reached {at_least} committed records")
+
+
+def fetch_rows(api: str, by: str, window: str, limit: int = 5000) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    cursor = None
+    with httpx.Client(base_url=api, timeout=30) as client:
+        while True:
+            params: dict[str, Any] = {"by": by, "window": window, "limit": limit}
+            if cursor:
+                params["cursor"] = cursor
+            r = client.get("/v1/closures", params=params)
+            assert r.status_code == 200, r.text
+            body = r.json()
+            rows.extend(body["rows"])
+            cursor = body["next"]
+            if not cursor:
+                return rows
+
+
+def compare_with_truth(api: str, truth: dict[GroupKey, GroupTruth]) -> None:
+    """Every (by, window) of the API equals the oracle: counts exact, quantiles within 1%."""
+    for by in BYS:
+        for window in WINDOWS:
+            want = select(truth, by, window)
+            got = {(r["key"], r["window_start"]): r for r in fetch_rows(api, by, window)}
+            assert set(got) == set(want), (
+                f"{by}/{window}: missing {sorted(set(want) - set(got))[:5]}, "
+                f"extra {sorted(set(got) - set(want))[:5]}"
+            )
+            for k, row in want.items():
+                expect = api_row((by, k[0], window, k[1]), row)
+                actual = got[k]
+                label = f"{by}/{window}/{k}"
+                for f in ("closures", "reopens", "closed_unread", "window_end"):
+                    assert actual[f] == expect[f], f"{label}: {f} {actual[f]} != {expect[f]}"
+                a, e = actual["time_to_close"], expect["time_to_close"]
+                for f in ("count", "sum", "min", "max"):
+                    assert a[f] == e[f], f"{label}: time_to_close.{f} {a[f]} != {e[f]}"
+                if e["mean"] is None:
+                    assert a["mean"] is None, label
+                else:
+                    assert math.isclose(a["mean"], e["mean"], rel_tol=1e-9), label
+                for q in ("p50", "p90", "p99"):
+                    if e[q] is None:
+                        assert a[q] is None, label
+                    else:
+                        assert within_relative_error(a[q], e[q]), f"{label}: {q} {a[q]} vs exact {e[q]}"
