@@ -31,9 +31,9 @@ def parse_secret(secret: str) -> bytes:
         SettingsError: the part after the prefix is not base64.
     """
     text = secret.strip()
-    text = text.removeprefix(SECRET_PREFIX)
-    try:
-        key = base64.b64decode(text, validate=True)
+    text = text.removeprefix(SECRET_PREFIX).rstrip("=")
+    try:  # unpadded base64 is accepted, as the reference package does
+        key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError):
         raise SettingsError(
             "a webhook secret is not base64 (expected whsec_<base64>, as Standard Webhooks issues)"

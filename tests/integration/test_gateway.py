@@ -1,0 +1,340 @@
+"""The gateway as senders see it: a real `convmetrics gateway` process on the real broker.
+
+Every status code the README promises is asserted here, and every 202 is checked
+against what a consumer reads back from the topic.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from standardwebhooks.webhooks import Webhook as Reference
+
+from schemas import conversation_codec
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+SEED: dict[str, Any] = json.loads((FIXTURES / "seed_conversation_closed.json").read_text())
+EXPECTED: dict[str, Any] = json.loads((FIXTURES / "conversation_event" / "v1.json").read_text())
+SECRET = "whsec_" + base64.b64encode(b"gateway-test-secret-0123456789ab").decode()
+ROTATED = "whsec_" + base64.b64encode(b"gateway-test-secret-NEW-456789ab").decode()
+CODEC = conversation_codec()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class GatewayProcess:
+    """``python -m convmetrics gateway`` in a child process, ready when /healthz answers."""
+
+    def __init__(self, bootstrap: str, topic: str, *args: str, secrets: str | None = None) -> None:
+        self.topic = topic
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVMETRICS_")}
+        env.update(CONVMETRICS_BOOTSTRAP_SERVERS=bootstrap, CONVMETRICS_TOPIC=topic)
+        if secrets:
+            env["CONVMETRICS_WEBHOOK_SECRETS"] = secrets
+        self.log = Path(tempfile.mkstemp(prefix="gateway-", suffix=".log")[1])
+        cmd = [
+            sys.executable,
+            "-m",
+            "convmetrics",
+            "gateway",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([*cmd, "--partitions", "3", *args], env=env, stdout=out, stderr=out)
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"gateway exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"gateway did not answer /healthz in 60 s:\n{self.output()}")
+            time.sleep(0.1)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def seed(**changes: Any) -> dict[str, Any]:
+    body = copy.deepcopy(SEED)
+    body["id"] = str(uuid.uuid4())
+    body.update(changes)
+    return body
+
+
+def expected_for(body: dict[str, Any]) -> dict[str, Any]:
+    exp = copy.deepcopy(EXPECTED)
+    exp.update(id=body["id"], event=body["event"], account=body["account"])
+    exp["data"]["id"] = body["data"]["id"]
+    exp["data"]["channelType"] = body["data"]["channelType"]
+    return exp
+
+
+def signed(body: bytes, secret: str = SECRET, *, at: float | None = None) -> dict[str, str]:
+    msg_id = f"msg_{uuid.uuid4().hex}"
+    stamp = datetime.fromtimestamp(time.time() if at is None else at, tz=UTC)
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(stamp.timestamp())),
+        "webhook-signature": Reference(secret).sign(msg_id, stamp, body.decode()),
+    }
+
+
+def read_at(bootstrap: str, topic: str, partition: int, offset: int) -> Any:
+    """The message at (partition, offset), as the consumer side would read it."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4()}", "enable.auto.commit": False}
+    )
+    try:
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                return msg
+        raise AssertionError(f"nothing at {topic}[{partition}]@{offset}")
+    finally:
+        consumer.close()
+
+
+def topic_size(bootstrap: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4()}"})
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts)
+    finally:
+        consumer.close()
+
+
+def as_json(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+@pytest.fixture(scope="module")
+def gateway(kafka_bootstrap: str) -> Iterator[GatewayProcess]:
+    gw = GatewayProcess(kafka_bootstrap, f"gw-{uuid.uuid4().hex[:10]}", "--max-body-bytes", "65536")
+    yield gw
+    # uvicorn re-raises the SIGTERM it handled once shutdown is complete
+    assert gw.stop() in (0, -signal.SIGTERM), gw.output()
+    assert "Application shutdown complete" in gw.output()
+
+
+@pytest.fixture(scope="module")
+def signed_gateway(kafka_bootstrap: str) -> Iterator[GatewayProcess]:
+    gw = GatewayProcess(kafka_bootstrap, f"gws-{uuid.uuid4().hex[:10]}", secrets=f"{ROTATED},{SECRET}")
+    yield gw
+    gw.stop()
+
+
+def post(gw: GatewayProcess, body: Any, path: str = "/webhooks", **kw: Any) -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(f"{gw.url}{path}", content=content, timeout=30, **kw)
+
+
+def test_posted_webhook_is_acknowledged_durable_and_reads_back_equal(
+    gateway: GatewayProcess, kafka_bootstrap: str
+) -> None:
+    body = seed(account=7)
+    r = post(gateway, body)
+    assert r.status_code == 202, r.text
+    ack = r.json()
+    assert ack["id"] == body["id"] and ack["topic"] == gateway.topic and ack["event"] == "conversation.closed"
+    msg = read_at(kafka_bootstrap, gateway.topic, ack["partition"], ack["offset"])
+    assert as_json(CODEC.decode(msg.value())) == expected_for(body)
+    assert msg.key() == b"7:1"
+    assert dict(msg.headers())["convmetrics-event-type"] == b"conversation.closed"
+
+
+def test_one_conversation_stays_on_one_partition_in_order(gateway: GatewayProcess) -> None:
+    acks = [
+        post(gateway, seed(account=99, event=e)).json()
+        for e in ("conversation.created", "conversation.assigned", "conversation.closed")
+    ]
+    assert len({a["partition"] for a in acks}) == 1
+    assert [a["offset"] for a in acks] == sorted(a["offset"] for a in acks)
+
+
+@pytest.mark.parametrize("field", ["closed_at", "createdAt"])
+def test_both_envelope_time_names_are_accepted(
+    gateway: GatewayProcess, kafka_bootstrap: str, field: str
+) -> None:
+    body = seed()
+    body[field] = body.pop("createdAt")
+    r = post(gateway, body)
+    assert r.status_code == 202, r.text
+    decoded = CODEC.decode(
+        read_at(kafka_bootstrap, gateway.topic, r.json()["partition"], r.json()["offset"]).value()
+    )
+    assert decoded["createdAt"] == SEED["createdAt"]
+
+
+def test_unknown_extra_fields_dropped_and_unknown_channel_type_kept(
+    gateway: GatewayProcess, kafka_bootstrap: str
+) -> None:
+    body = seed(brandNew={"x": 1})
+    body["data"]["channelType"] = "QUANTUM_PIGEON"
+    body["data"]["participants"][0]["user"]["email"] = "a@b.c"
+    r = post(gateway, body)
+    assert r.status_code == 202, r.text
+    decoded = CODEC.decode(
+        read_at(kafka_bootstrap, gateway.topic, r.json()["partition"], r.json()["offset"]).value()
+    )
+    assert as_json(decoded) == expected_for(body)
+
+
+def test_malformed_json_is_400(gateway: GatewayProcess) -> None:
+    r = post(gateway, b'{"event": "conversation.closed",')
+    assert r.status_code == 400 and r.json()["error"] == "MalformedJSONError"
+
+
+def test_body_over_the_limit_is_413(gateway: GatewayProcess) -> None:
+    r = post(gateway, json.dumps(seed(pad="x" * 70_000)).encode())
+    assert r.status_code == 413
+
+
+def test_chunked_body_without_content_length_is_counted_while_streaming(gateway: GatewayProcess) -> None:
+    sent = 0
+
+    def chunks() -> Iterator[bytes]:
+        nonlocal sent
+        yield b'{"event":"conversation.closed","pad":"'
+        for _ in range(200):
+            sent += 4096
+            yield b"x" * 4096
+        yield b'"}'
+
+    r = httpx.post(f"{gateway.url}/webhooks", content=chunks(), timeout=30)
+    assert r.status_code == 413
+    assert "content-length" not in r.request.headers
+
+
+def test_chunked_body_within_the_limit_is_accepted(gateway: GatewayProcess) -> None:
+    raw = json.dumps(seed()).encode()
+    r = httpx.post(f"{gateway.url}/webhooks", content=iter([raw[:100], raw[100:]]), timeout=30)
+    assert r.status_code == 202, r.text
+
+
+def test_invalid_conversation_event_is_422_naming_the_field(gateway: GatewayProcess) -> None:
+    body = seed()
+    body["data"]["participants"][1]["user"]["id"] = "agent-one"
+    r = post(gateway, body)
+    assert r.status_code == 422
+    assert [p["loc"] for p in r.json()["problems"]] == ["data.participants.1.user.AppUser.id"]
+
+
+def test_non_conversation_event_is_202_ignored_counted_not_produced(
+    gateway: GatewayProcess, kafka_bootstrap: str
+) -> None:
+    before = topic_size(kafka_bootstrap, gateway.topic)
+    r = post(gateway, {"event": "message.created", "id": "m-1", "data": {"text": "hi"}})
+    assert r.status_code == 202 and r.json() == {"id": "m-1", "event": "message.created", "ignored": True}
+    assert topic_size(kafka_bootstrap, gateway.topic) == before
+    metrics = httpx.get(f"{gateway.url}/metrics").text
+    assert "convmetrics_gateway_events_ignored_total 1.0" in metrics
+
+
+def test_batch_answers_per_item(gateway: GatewayProcess, kafka_bootstrap: str) -> None:
+    good, bad = seed(), seed()
+    del bad["data"]["channelType"]
+    items = [good, bad, {"event": "mention.created", "id": "n1"}, seed(closed_at=5)]
+    r = post(gateway, items, "/webhooks/batch")
+    assert r.status_code == 207, r.text
+    out = r.json()
+    assert [i["status"] for i in out["items"]] == [202, 422, 202, 202]
+    assert (out["accepted"], out["ignored"], out["rejected"]) == (2, 1, 1)
+    assert out["items"][1]["problems"][0]["loc"] == "data.channelType"
+    assert out["items"][2]["ignored"] is True
+    first = out["items"][0]
+    msg = read_at(kafka_bootstrap, gateway.topic, first["partition"], first["offset"])
+    assert as_json(CODEC.decode(msg.value())) == expected_for(good)
+
+
+def test_ndjson_batch_all_good_is_202_and_bad_line_is_400_item(gateway: GatewayProcess) -> None:
+    lines = [json.dumps(seed()).encode() for _ in range(5)]
+    assert post(gateway, b"\n".join(lines), "/webhooks/batch").status_code == 202
+    r = post(gateway, b"\n".join([*lines[:2], b"{nope", lines[2]]), "/webhooks/batch")
+    assert r.status_code == 207
+    assert [(i["line"], i["status"]) for i in r.json()["items"]] == [(1, 202), (2, 202), (3, 400), (4, 202)]
+
+
+def test_operations_endpoints(gateway: GatewayProcess) -> None:
+    assert httpx.get(f"{gateway.url}/healthz").status_code == 200
+    ready = httpx.get(f"{gateway.url}/readyz", timeout=10)
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    metrics = httpx.get(f"{gateway.url}/metrics").text
+    for name in (
+        'convmetrics_gateway_requests_total{route="/webhooks",status="202"}',
+        'convmetrics_gateway_events_produced_total{event="conversation.closed"}',
+        "convmetrics_gateway_produce_latency_seconds_bucket",
+        "convmetrics_gateway_requests_in_flight",
+    ):
+        assert name in metrics
+    doc = httpx.get(f"{gateway.url}/openapi.json").json()
+    assert doc["paths"]["/webhooks"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert set(doc["paths"]["/webhooks"]["post"]["responses"]) == {"202", "400", "401", "413", "422", "503"}
+
+
+def test_signed_requests_are_verified_before_anything_is_produced(
+    signed_gateway: GatewayProcess, kafka_bootstrap: str
+) -> None:
+    gw = signed_gateway
+    raw = json.dumps(seed()).encode()
+    cases = {
+        "unsigned": {},
+        "wrong secret": signed(raw, "whsec_" + base64.b64encode(b"not-the-secret-not-the-secret!!").decode()),
+        "expired": signed(raw, at=time.time() - 600),
+        "malformed header": {**signed(raw), "webhook-signature": "v1;nonsense"},
+        "bad timestamp": {**signed(raw), "webhook-timestamp": "yesterday"},
+    }
+    for name, headers in cases.items():
+        r = post(gw, raw, headers=headers)
+        assert r.status_code == 401, (name, r.text)
+    assert post(gw, b"{not json", headers={}).status_code == 401  # checked before parsing
+    assert topic_size(kafka_bootstrap, gw.topic) == 0
+    assert post(gw, raw, headers=signed(raw)).status_code == 202
+    other = json.dumps(seed()).encode()
+    assert post(gw, other, headers=signed(other, ROTATED)).status_code == 202
+    batch = json.dumps([seed()]).encode()
+    assert post(gw, batch, "/webhooks/batch", headers=signed(batch)).status_code == 202
+    assert post(gw, batch, "/webhooks/batch").status_code == 401
+    assert topic_size(kafka_bootstrap, gw.topic) == 3

@@ -1,0 +1,66 @@
+"""JSON-array and NDJSON batch bodies; settings from the environment."""
+
+from __future__ import annotations
+
+import pytest
+
+from producer.backfill import count_lines, read_items
+from producer.batch import parse_batch
+from producer.exceptions import MalformedJSONError, SettingsError
+from producer.settings import GatewaySettings, load_settings
+
+
+def test_json_array_items_keep_their_positions() -> None:
+    items = parse_batch(b'  [{"a":1}, 2, "x"]')
+    assert [(i.index, i.body) for i in items] == [(0, {"a": 1}), (1, 2), (2, "x")]
+
+
+def test_ndjson_bad_line_costs_only_that_item() -> None:
+    items = parse_batch(b'{"a":1}\n\n{bad\r\n{"b":2}\n')
+    assert [(i.index, i.line, i.body) for i in items] == [(0, 1, {"a": 1}), (1, 3, None), (2, 4, {"b": 2})]
+    assert isinstance(items[1].error, MalformedJSONError)
+
+
+def test_truncated_json_array_is_malformed_as_a_whole() -> None:
+    with pytest.raises(MalformedJSONError):
+        parse_batch(b'[{"a":1},')
+
+
+def test_empty_body_is_an_empty_batch() -> None:
+    assert parse_batch(b"") == []
+
+
+def test_file_reader_handles_both_formats(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    nd = tmp_path / "x.ndjson"
+    nd.write_bytes(b'{"a":1}\n' + b'{"b":"' + b"y" * 100 + b'"}\n\n{"c":3}\n')
+    assert [i.body for i in read_items(nd)] == [{"a": 1}, {"b": "y" * 100}, {"c": 3}]
+    assert count_lines(nd) == 3
+    arr = tmp_path / "x.json"
+    arr.write_bytes(b'\n [{"a":1},{"b":2}]')
+    assert [i.body for i in read_items(arr)] == [{"a": 1}, {"b": 2}]
+    assert count_lines(arr) is None
+
+
+def test_settings_from_environment_with_comma_separated_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVMETRICS_WEBHOOK_SECRETS", "whsec_c2VjcmV0MQ==, whsec_c2VjcmV0Mg==")
+    monkeypatch.setenv("CONVMETRICS_TOPIC", "t1")
+    monkeypatch.setenv("CONVMETRICS_DELIVERY_TIMEOUT", "2.5")
+    s = load_settings(port=9999, topic=None)
+    assert s.topic == "t1" and s.port == 9999 and s.delivery_timeout == 2.5
+    assert s.signing_keys() == [b"secret1", b"secret2"]
+    assert "secret1" not in repr(s)
+    config = s.producer_config()
+    assert config["acks"] == "all" and config["enable.idempotence"] is True
+    assert config["message.timeout.ms"] == 2500
+    with pytest.raises(Exception):  # noqa: B017 - frozen
+        s.port = 1  # type: ignore[misc]
+
+
+def test_defaults_match_the_issue() -> None:
+    s = GatewaySettings()
+    assert (s.topic, s.max_body_bytes, s.partitions) == ("conversation-events", 1024 * 1024, 6)
+
+
+def test_invalid_setting_names_the_setting() -> None:
+    with pytest.raises(SettingsError, match="max_body_bytes"):
+        load_settings(max_body_bytes=0)

@@ -1,0 +1,180 @@
+"""Webhook JSON -> Avro record: the seed, both time-field names, open channel types, extras."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from producer.exceptions import WebhookValidationError
+from producer.intake import Ignored, Prepared, prepare
+from producer.mapping import CONVERSATION_EVENTS, event_key, is_conversation_event, to_record
+from producer.models import Webhook
+from schemas import conversation_codec
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+SEED: dict[str, Any] = json.loads((FIXTURES / "seed_conversation_closed.json").read_text())
+EXPECTED: dict[str, Any] = json.loads((FIXTURES / "conversation_event" / "v1.json").read_text())
+CODEC = conversation_codec()
+
+
+def seed() -> dict[str, Any]:
+    return copy.deepcopy(SEED)
+
+
+def as_json(value: Any) -> Any:
+    """Tuples (union branches) compare equal to the JSON fixture's lists."""
+    return json.loads(json.dumps(value))
+
+
+def test_seed_example_maps_to_the_pinned_record() -> None:
+    record = to_record(Webhook.model_validate(seed()))
+    assert as_json(record) == EXPECTED
+
+
+def test_seed_example_encodes_and_decodes_to_the_same_record() -> None:
+    prepared = prepare(seed(), CODEC)
+    assert isinstance(prepared, Prepared)
+    assert as_json(CODEC.decode(prepared.value)) == EXPECTED
+    assert prepared.key == b"1:1"
+    assert ("convmetrics-event-type", b"conversation.closed") in prepared.headers
+
+
+def test_participants_are_tagged_with_full_record_names() -> None:
+    users = to_record(Webhook.model_validate(seed()))["data"]["participants"]
+    assert [u["user"][0] for u in users] == [
+        "io.convmetrics.events.ChannelUser",
+        "io.convmetrics.events.AppUser",
+    ]
+
+
+@pytest.mark.parametrize("field", ["closed_at", "assigned_at", "opened_at", "created_at", "snoozed_at"])
+def test_envelope_time_named_verb_at_is_accepted(field: str) -> None:
+    body = seed()
+    body[field] = body.pop("createdAt")
+    assert Webhook.model_validate(body).createdAt == 1652968658
+
+
+def test_own_verb_at_wins_over_other_verb_at() -> None:
+    body = seed()
+    del body["createdAt"]
+    body["event"] = "conversation.assigned"
+    body["created_at"] = 1
+    body["assigned_at"] = 2
+    assert Webhook.model_validate(body).createdAt == 2
+
+
+def test_created_at_wins_when_both_names_are_present() -> None:
+    body = {**seed(), "closed_at": 5}
+    assert Webhook.model_validate(body).createdAt == 1652968658
+
+
+def test_missing_envelope_time_is_a_422_naming_created_at() -> None:
+    body = seed()
+    del body["createdAt"]
+    with pytest.raises(WebhookValidationError) as err:
+        prepare(body, CODEC)
+    assert [p.loc for p in err.value.problems] == ["createdAt"]
+    assert err.value.status == 422
+
+
+def test_unknown_channel_type_travels_under_its_own_name() -> None:
+    body = seed()
+    body["data"]["channelType"] = "BRAND_NEW_CHANNEL"
+    prepared = prepare(body, CODEC)
+    assert isinstance(prepared, Prepared)
+    assert CODEC.decode(prepared.value)["data"]["channelType"] == "BRAND_NEW_CHANNEL"
+
+
+def test_unknown_extra_fields_are_dropped() -> None:
+    body = seed()
+    body["surprise"] = {"a": 1}
+    body["data"]["newField"] = [1, 2]
+    body["data"]["participants"][0]["user"]["email"] = "x@example.com"
+    body["data"]["participants"][1]["extra"] = True
+    assert as_json(to_record(Webhook.model_validate(body))) == EXPECTED
+
+
+def test_message_window_conditions_become_compact_json_strings() -> None:
+    body = seed()
+    body["data"]["messageWindowExpiryConditions"] = [{"type": "WINDOW", "hours": 24}, "x", 3]
+    record = to_record(Webhook.model_validate(body))
+    assert record["data"]["messageWindowExpiryConditions"] == ['{"type":"WINDOW","hours":24}', '"x"', "3"]
+
+
+def test_data_time_field_in_snake_case_is_accepted() -> None:
+    body = seed()
+    body["data"]["closed_at"] = body["data"].pop("closedAt")
+    assert Webhook.model_validate(body).data.closedAt == 1652783952
+
+
+def test_nullable_lists_and_channel_may_be_null_or_absent() -> None:
+    body = seed()
+    body["data"]["messageWindowExpiryConditions"] = None
+    body["data"]["participants"] = None
+    del body["data"]["channel"]
+    data = to_record(Webhook.model_validate(body))["data"]
+    assert (
+        data["messageWindowExpiryConditions"] == [] and data["participants"] == [] and data["channel"] is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("mutate", "loc"),
+    [
+        (lambda b: b["data"].update(id="1"), "data.id"),
+        (lambda b: b.update(account=1.5), "account"),
+        (lambda b: b.update(account=True), "account"),
+        (lambda b: b.update(account=2**63), "account"),
+        (lambda b: b.update(deliveryAttempts=2**31), "deliveryAttempts"),
+        (lambda b: b["data"].pop("channelType"), "data.channelType"),
+        (lambda b: b["data"].update(channelType=""), "data.channelType"),
+        (lambda b: b.update(id=7), "id"),
+        (
+            lambda b: b["data"]["participants"][0]["user"].update(id="one"),
+            "data.participants.0.user.ChannelUser.id",
+        ),
+        (
+            lambda b: b["data"]["participants"][1]["user"].update(__typename="Robot"),
+            "data.participants.1.user",
+        ),
+        (
+            lambda b: b["data"]["participants"][0]["user"]["identifiers"][0].pop("category"),
+            "data.participants.0.user.ChannelUser.identifiers.0.category",
+        ),
+        (lambda b: b.pop("data"), "data"),
+    ],
+)
+def test_invalid_conversation_event_names_the_field_path(mutate: Any, loc: str) -> None:
+    body = seed()
+    mutate(body)
+    with pytest.raises(WebhookValidationError) as err:
+        prepare(body, CODEC)
+    assert loc in [p.loc for p in err.value.problems], err.value.problems
+    assert all(p.msg for p in err.value.problems)
+
+
+@pytest.mark.parametrize("event", ["message.created", "conversation_tag.created", "mention.created", "x"])
+def test_non_conversation_events_are_ignored_without_validation(event: str) -> None:
+    result = prepare({"event": event, "id": "abc", "whatever": [1]}, CODEC)
+    assert result == Ignored(event, "abc")
+    assert not is_conversation_event(event)
+
+
+@pytest.mark.parametrize("body", [[], "x", 1, None, {"id": "no event"}, {"event": 5}])
+def test_not_a_webhook_object_is_a_422(body: Any) -> None:
+    with pytest.raises(WebhookValidationError) as err:
+        prepare(body, CODEC)
+    assert err.value.problems[0].loc in {"", "event"}
+
+
+def test_every_conversation_event_is_produced_with_account_and_conversation_key() -> None:
+    for event in sorted(CONVERSATION_EVENTS):
+        body = {**seed(), "event": event, "account": 42}
+        body["data"]["id"] = 9
+        prepared = prepare(body, CODEC)
+        assert isinstance(prepared, Prepared) and prepared.event == event
+        assert prepared.key == event_key(Webhook.model_validate(body)) == b"42:9"
