@@ -130,7 +130,8 @@ def run_produce(args: argparse.Namespace) -> int:
     out = Console()
     out.print(
         f"{summary.items} items: {summary.produced} produced to {settings.topic}, "
-        f"{summary.ignored} ignored (not conversation events), {len(summary.rejected)} rejected"
+        f"{summary.ignored} ignored (not conversation events), {len(summary.rejected)} rejected",
+        soft_wrap=True,
     )
     if summary.rejected:
         table = Table("item", "line", "event id", "status", "reason", title="rejected")
