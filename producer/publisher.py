@@ -13,7 +13,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -28,7 +28,7 @@ POLL_SECONDS = 0.05
 WAIT_MARGIN = 1.0
 
 Delivered = tuple[int, int]
-_Report = tuple["asyncio.Future[Delivered]", KafkaError | None, int, int]
+_Report = tuple["asyncio.Future[Delivered]", KafkaError | None, int, int, float]
 
 
 class EventPublisher:
@@ -39,12 +39,21 @@ class EventPublisher:
         topic: the topic every event goes to.
         delivery_timeout: seconds a caller waits before `DeliveryTimeoutError`.
         retry_after: Retry-After seconds carried by the `DeliveryError` raised.
+        observe: called on the event loop with the seconds from submit to ack of
+            every acknowledged write (the produce latency histogram).
     """
 
     def __init__(
-        self, config: Mapping[str, Any], topic: str, *, delivery_timeout: float, retry_after: int = 5
+        self,
+        config: Mapping[str, Any],
+        topic: str,
+        *,
+        delivery_timeout: float,
+        retry_after: int = 5,
+        observe: Callable[[float], None] | None = None,
     ) -> None:
         self.topic = topic
+        self.observe = observe
         self.delivery_timeout = delivery_timeout
         self.retry_after = retry_after
         self._producer = Producer({**config, "error_cb": self._on_error})
@@ -95,10 +104,12 @@ class EventPublisher:
             )
         assert self._loop is not None, "EventPublisher.start() was not called"
         future: asyncio.Future[Delivered] = self._loop.create_future()
+        started = time.perf_counter()
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
             # Runs in the poll thread, which alone swaps self._reports: no lock needed.
-            self._reports.append((future, err, msg.partition() or 0, msg.offset() or 0))
+            latency = time.perf_counter() - started
+            self._reports.append((future, err, msg.partition() or 0, msg.offset() or 0, latency))
 
         try:
             self._producer.produce(self.topic, value, key, headers=list(headers), on_delivery=on_delivery)
@@ -120,12 +131,27 @@ class EventPublisher:
             DeliveryError: the broker (or librdkafka) reported a failed delivery.
         """
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self.delivery_timeout + WAIT_MARGIN)
+            async with asyncio.timeout(self.delivery_timeout + WAIT_MARGIN):
+                return await future
         except TimeoutError:
-            raise DeliveryTimeoutError(
-                f"no acknowledgement from Kafka within {self.delivery_timeout:g} s",
-                retry_after=self.retry_after,
-            ) from None
+            raise self.timeout_error() from None
+
+    async def wait_all(self, futures: Sequence[asyncio.Future[Delivered]]) -> None:
+        """Wait for many submitted writes at once; the ones still pending are cancelled.
+
+        Afterwards every future is done: a result, a `DeliveryError`, or cancelled
+        (no acknowledgement within the delivery timeout: see `timeout_error`).
+        """
+        if futures:
+            _, pending = await asyncio.wait(futures, timeout=self.delivery_timeout + WAIT_MARGIN)
+            for future in pending:
+                future.cancel()
+
+    def timeout_error(self) -> DeliveryTimeoutError:
+        """The error of a write that got no acknowledgement in time."""
+        return DeliveryTimeoutError(
+            f"no acknowledgement from Kafka within {self.delivery_timeout:g} s", retry_after=self.retry_after
+        )
 
     async def publish(self, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]]) -> Delivered:
         """Write one event and return its (partition, offset) once acked by the broker."""
@@ -152,7 +178,7 @@ class EventPublisher:
     def _hand_over(self, batch: list[_Report]) -> None:
         assert self._loop is not None
         with contextlib.suppress(RuntimeError):  # loop already closed: nobody waits any more
-            self._loop.call_soon_threadsafe(_resolve, batch, self.retry_after)
+            self._loop.call_soon_threadsafe(_resolve, batch, self.retry_after, self.observe)
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():
@@ -162,8 +188,10 @@ class EventPublisher:
             log.warning("Kafka: %s", err.str())
 
 
-def _resolve(batch: list[_Report], retry_after: int) -> None:
-    for future, err, partition, offset in batch:
+def _resolve(batch: list[_Report], retry_after: int, observe: Callable[[float], None] | None) -> None:
+    for future, err, partition, offset, latency in batch:
+        if err is None and observe is not None:
+            observe(latency)
         if future.done():
             continue
         if err is None:
