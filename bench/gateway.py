@@ -1,0 +1,344 @@
+"""Gateway benchmark against the real broker: single and batch POSTs, p99 at a fixed rate.
+
+    .venv/bin/python bench/gateway.py            # ~1.5 minutes; prints and writes bench/results/gateway.md
+
+Load comes from other processes: ``wrk`` (Debian package; installed with
+``apt-get install -y wrk`` when missing and running as root) for the closed-loop
+throughput runs, and this script's own open-loop generator (``loadgen``, asyncio in a
+child process) for the latency at a fixed rate, which wrk cannot hold. The baseline is
+a bare endpoint answering 202 without work on the same stack (Starlette, uvicorn,
+uvloop, httptools), measured in the same run; a bare FastAPI endpoint is measured too.
+Every 202 of the gateway was acknowledged by Kafka (acks=all): the run checks that the
+topic holds at least as many records as the gateway answered 202.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import copy
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED = json.loads((ROOT / "tests/fixtures/seed_conversation_closed.json").read_text())
+RESULTS = ROOT / "bench/results/gateway.md"
+BATCH_SIZE = 500
+CONNECTIONS = 64
+
+
+# -- servers under test ----------------------------------------------------------------
+def bare_app(kind: str) -> Any:
+    """An app whose POST /webhooks reads the body and answers 202, nothing else."""
+    if kind == "fastapi":
+        from fastapi import FastAPI, Request
+        from fastapi.responses import Response as FastResponse
+
+        api = FastAPI()
+
+        @api.post("/webhooks", status_code=202)
+        async def fast(request: Request) -> FastResponse:
+            await request.body()
+            return FastResponse(b"{}", 202, media_type="application/json")
+
+        return api
+    from starlette.applications import Starlette
+    from starlette.requests import Request as StarRequest
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    async def bare(request: StarRequest) -> Response:
+        await request.body()
+        return Response(b"{}", 202, media_type="application/json")
+
+    return Starlette(routes=[Route("/webhooks", bare, methods=["POST"])])
+
+
+def serve_bare(kind: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(bare_app(kind), host="127.0.0.1", port=port, loop="uvloop", http="httptools",
+                access_log=False, log_level="warning", backlog=4096)  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def server(cmd: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    log = tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log", delete=False)  # noqa: SIM115
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            sys.exit(f"server did not start: {' '.join(cmd)}\n{Path(log.name).read_text()}")
+        time.sleep(0.1)
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+# -- load --------------------------------------------------------------------------------
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0:
+        print("wrk missing: apt-get install -y wrk", file=sys.stderr)
+        subprocess.run(["apt-get", "install", "-y", "wrk"], check=False, capture_output=True)
+        found = shutil.which("wrk")
+    if not found:
+        sys.exit("wrk is needed: apt-get install -y wrk")
+    return found
+
+
+def event_template() -> str:
+    """One webhook as a Lua format string: %d for the event id and the conversation id."""
+    body = copy.deepcopy(SEED)
+    body["id"] = "00000000-0000-4000-8000-EVENTNUMBER"
+    body["data"]["id"] = 4242424242
+    text = json.dumps(body, separators=(",", ":"))
+    return text.replace("EVENTNUMBER", "%012d").replace("4242424242", "%d")
+
+
+def lua_single(path: str) -> str:
+    return f"""
+local n = 0
+local fmt = [==[{event_template()}]==]
+local headers = {{["Content-Type"] = "application/json"}}
+request = function()
+  n = n + 1
+  return wrk.format("POST", "{path}", headers, string.format(fmt, n, n % 10000))
+end
+"""
+
+
+def batch_body() -> bytes:
+    fmt = event_template()
+    return "\n".join(fmt % (i, i % 1000) for i in range(BATCH_SIZE)).encode()
+
+
+def run_wrk(
+    wrk: str, url: str, script: str, seconds: int, connections: int = CONNECTIONS
+) -> dict[str, float]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        fh.write(script)
+    cmd = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", fh.name, url]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    os.unlink(fh.name)
+
+    def ms(label: str) -> float:
+        m = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not m:
+            return float("nan")
+        return float(m[1]) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m[2]]
+
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]),  # type: ignore[index]
+        "requests": float(re.search(r"(\d+) requests in", out)[1]),  # type: ignore[index]
+        "p50": ms("50%"), "p90": ms("90%"), "p99": ms("99%"),
+        "non2xx": float(non2xx[1]) if non2xx else 0.0,
+        "socket_errors": 0.0 if not errors else float(sum(int(x) for x in re.findall(r"\d+", errors[1]))),
+    }  # fmt: skip
+
+
+async def _open_loop(port: int, rate: float, seconds: float, connections: int) -> dict[str, float]:
+    """Send ``rate`` req/s on a fixed schedule; latency counts from the scheduled time."""
+    fmt = event_template()
+    queue: asyncio.Queue[tuple[int, float]] = asyncio.Queue()
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while True:
+            i, scheduled = await queue.get()
+            if i < 0:
+                break
+            body = (fmt % (10**9 + i, i % 10000)).encode()
+            writer.write(b"POST /webhooks HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%b" % (len(body), body))  # fmt: skip
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: (\d+)", head)[1])  # type: ignore[index]
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - scheduled)
+            status = int(head[9:12])
+            statuses[status] = statuses.get(status, 0) + 1
+        writer.close()
+
+    tasks = [asyncio.create_task(worker()) for _ in range(connections)]
+    total = int(rate * seconds)
+    start = time.perf_counter() + 0.2
+    sent = 0
+    while sent < total:
+        due = min(total, int((time.perf_counter() - start) * rate) + 1)
+        for i in range(sent, due):
+            queue.put_nowait((i, start + i / rate))
+        sent = max(sent, due)
+        await asyncio.sleep(0.0005)
+    for _ in tasks:
+        queue.put_nowait((-1, 0.0))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - start
+    lat = sorted(latencies)
+
+    def pct(p: float) -> float:
+        return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000
+
+    return {
+        "achieved_rps": len(lat) / elapsed, "p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99),
+        "p999": pct(0.999), "max": lat[-1] * 1000, "ok": statuses.get(202, 0), "total": len(lat),
+    }  # fmt: skip
+
+
+def loadgen(port: int, rate: float, seconds: float) -> None:
+    import uvloop
+
+    print(json.dumps(uvloop.run(_open_loop(port, rate, seconds, connections=32))))
+
+
+def run_loadgen(port: int, rate: float, seconds: float) -> dict[str, float]:
+    cmd = [sys.executable, __file__, "loadgen", str(port), str(rate), str(seconds)]
+    result: dict[str, float] = json.loads(
+        subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    )
+    return result
+
+
+def events_acked(port: int) -> float:
+    """Events the gateway answered 202 for (single and batch), from its own metrics."""
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    return sum(float(m) for m in re.findall(r"events_produced_total\{[^}]*\} ([\d.e+]+)", text))
+
+
+def topic_records(bootstrap: str, topic: str) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-count"})
+    parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+    n = sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts)
+    c.close()
+    return n
+
+
+# -- the run -----------------------------------------------------------------------------
+def bench(seconds: int) -> None:
+    from convmetrics.localkafka import kafka_bootstrap
+
+    wrk = ensure_wrk()
+    with kafka_bootstrap() as cluster:
+        bootstrap, topic, port = cluster.bootstrap_servers, f"bench-{uuid.uuid4().hex[:8]}", free_port()
+        env = {**os.environ, "CONVMETRICS_BOOTSTRAP_SERVERS": bootstrap, "CONVMETRICS_TOPIC": topic}
+        cmd = [sys.executable, "-m", "convmetrics", "--log-level", "WARNING", "gateway",
+               "--host", "127.0.0.1", "--port", str(port), "--max-batch-bytes", str(16 << 20)]  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        batch_lua = ("wrk.method='POST'\nwrk.headers['Content-Type']='application/x-ndjson'\n"
+                     f"wrk.body=[==[{batch_body().decode()}]==]\nwrk.path='/webhooks/batch'\n")  # fmt: skip
+        r: dict[str, dict[str, float]] = {}
+        with server(cmd, port, env):
+            run_wrk(wrk, f"{url}/webhooks", lua_single("/webhooks"), 3)  # warm-up
+            r["single"] = run_wrk(wrk, f"{url}/webhooks", lua_single("/webhooks"), seconds)
+            print("single", r["single"], flush=True)
+            r["batch"] = run_wrk(wrk, f"{url}/webhooks/batch", batch_lua, seconds, connections=8)
+            print("batch", r["batch"], flush=True)
+            r["rate"] = run_loadgen(port, 2000, seconds)
+            print("2000/s", r["rate"], flush=True)
+            acked = events_acked(port)
+        records = topic_records(bootstrap, topic)
+        for kind in ("starlette", "fastapi"):
+            bare_port = free_port()
+            with server([sys.executable, __file__, "bare", kind, str(bare_port)], bare_port):
+                bare_url = f"http://127.0.0.1:{bare_port}/webhooks"
+                run_wrk(wrk, bare_url, lua_single("/webhooks"), 2)
+                r[f"bare_{kind}"] = run_wrk(wrk, bare_url, lua_single("/webhooks"), seconds)
+                print(f"bare {kind}", r[f"bare_{kind}"], flush=True)
+    report(r, acked=acked, records=records, kind=cluster.kind)
+
+
+def report(r: dict[str, dict[str, float]], *, acked: float, records: int, kind: str) -> None:
+    s, b, q = r["single"], r["batch"], r["rate"]
+    bare, fast = r["bare_starlette"], r["bare_fastapi"]
+    lines = [
+        f"Measured by `bench/gateway.py` on this {os.cpu_count()}-core machine, one gateway process "
+        f"(uvicorn + uvloop + httptools, Starlette), broker: {kind}, load from wrk (1 thread, "
+        f"{CONNECTIONS} connections) and an open-loop generator, all on the same cores.",
+        "",
+        "| run | throughput | p50 | p90 | p99 | target |",
+        "|---|---|---|---|---|---|",
+        f"| single-event POST /webhooks | {s['rps']:,.0f} req/s | {s['p50']:.1f} ms | "
+        f"{s['p90']:.1f} ms | {s['p99']:.1f} ms | ≥ 5,000/s |",
+        f"| batch POST /webhooks/batch ({BATCH_SIZE}/request, 8 conn.) | "
+        f"{b['rps'] * BATCH_SIZE:,.0f} events/s ({b['rps']:,.1f} req/s) | {b['p50']:.0f} ms | "
+        f"{b['p90']:.0f} ms | {b['p99']:.0f} ms | ≥ 25,000/s |",
+        f"| fixed rate 2,000 req/s (open loop, 32 conn.) | {q['achieved_rps']:,.0f} req/s | "
+        f"{q['p50']:.1f} ms | {q['p90']:.1f} ms | {q['p99']:.1f} ms (p99.9 {q['p999']:.1f}, "
+        f"max {q['max']:.0f}) | p99 ≤ 25 ms |",
+        f"| bare 202 endpoint, same stack (Starlette) | {bare['rps']:,.0f} req/s | {bare['p50']:.1f} ms | "
+        f"{bare['p90']:.1f} ms | {bare['p99']:.1f} ms | baseline |",
+        f"| bare 202 endpoint, FastAPI | {fast['rps']:,.0f} req/s | {fast['p50']:.1f} ms | "
+        f"{fast['p90']:.1f} ms | {fast['p99']:.1f} ms | comparison |",
+        "",
+        f"Gateway single POSTs run at **{s['rps'] / bare['rps']:.0%}** of the bare endpoint's rate "
+        f"(bare FastAPI: {fast['rps'] / bare['rps']:.0%} of bare Starlette). "
+        f"Every 202 is a Kafka acknowledgement (acks=all): the gateway answered 202 for {acked:,.0f} events "
+        f"and the topic holds {records:,} records. Non-2xx: single {s['non2xx']:.0f}, "
+        f"batch {b['non2xx']:.0f}; open-loop 202s {q['ok']:.0f}/{q['total']:.0f}.",
+    ]
+    assert records >= acked, f"topic has {records} records, fewer than the {acked:.0f} events answered 202"
+    text = "\n".join(lines) + "\n"
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(text)
+    print("\n" + text)
+    print(f"written to {RESULTS.relative_to(ROOT)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="cmd")
+    run = sub.add_parser("run", help="the benchmark (default)")
+    run.add_argument("--seconds", type=int, default=10, help="length of each measured run")
+    bare = sub.add_parser("bare", help="(internal) serve the bare endpoint")
+    bare.add_argument("kind", choices=["starlette", "fastapi"])
+    bare.add_argument("port", type=int)
+    gen = sub.add_parser("loadgen", help="(internal) open-loop load at a fixed rate")
+    gen.add_argument("port", type=int)
+    gen.add_argument("rate", type=float)
+    gen.add_argument("seconds", type=float)
+    args = parser.parse_args()
+    if args.cmd == "bare":
+        serve_bare(args.kind, args.port)
+    elif args.cmd == "loadgen":
+        loadgen(args.port, args.rate, args.seconds)
+    else:
+        bench(getattr(args, "seconds", 10))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main()
