@@ -75,6 +75,14 @@ def register(sub: Any) -> None:
         default=5_000_000,
         help="conversations kept per partition; beyond, the longest idle are forgotten (default 5,000,000)",
     )
+    c.add_argument(
+        "--kafka",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra librdkafka setting for the consumer and DLQ producer, repeatable "
+        "(e.g. --kafka session.timeout.ms=10000 --kafka security.protocol=SSL)",
+    )
     c.set_defaults(func=_consume)
 
     s = sub.add_parser(
@@ -127,6 +135,17 @@ def _need_bootstrap(args: argparse.Namespace) -> str:
     return str(args.bootstrap_servers)
 
 
+def _kafka_settings(pairs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            print(f"error: --kafka expects KEY=VALUE, got {pair!r}", file=sys.stderr)
+            raise SystemExit(2)
+        out[key.strip()] = value.strip()
+    return out
+
+
 def _consume(args: argparse.Namespace) -> int:
     from consumer.runner import MetricsConsumer
     from consumer.serving import serve_in_thread
@@ -145,6 +164,7 @@ def _consume(args: argparse.Namespace) -> int:
         max_conversations=args.max_conversations,
         retention=Retention(_days(args.retention_1m), _days(args.retention_1h), _days(args.retention_1d)),
         http_port=args.http_port,
+        kafka=_kafka_settings(args.kafka),
         http_host=args.http_host,
     )
     consumer = MetricsConsumer(settings)

@@ -94,7 +94,7 @@ class MetricsConsumer:
         self._last_expire = time.monotonic()
         self._dlq_errors: list[str] = []
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
-        self._in_flight: Future[None] | None = None
+        self._in_flight: Future[list[TopicPartition]] | None = None
         base = {"bootstrap.servers": settings.bootstrap_servers, **settings.kafka}
         self.consumer = Consumer(
             {
@@ -120,6 +120,8 @@ class MetricsConsumer:
                 msgs = self.consumer.consume(self.s.poll_batch, 0.2)
                 if msgs:
                     self.process(msgs)
+                if self._in_flight is not None and self._in_flight.done():
+                    self.wait_for_commit()
                 if self._pending >= self.s.flush_events or (
                     time.monotonic() - self._last_commit >= self.s.flush_interval
                 ):
@@ -228,23 +230,27 @@ class MetricsConsumer:
         expired = fold.expire(self.s.conversation_ttl, self.s.max_conversations) if expire else []
         return PartitionCommit(p, delta, next_offset, fold.watermark, changed, expired)
 
-    def _write(self, commits: list[PartitionCommit], purge: bool) -> None:
+    def _write(self, commits: list[PartitionCommit], purge: bool) -> list[TopicPartition]:
         started = time.perf_counter()
         self.store.commit(self.s.topic, commits)
         if purge:
             self.store.purge()
-        self.consumer.commit(
-            offsets=[TopicPartition(self.s.topic, c.partition, c.next_offset) for c in commits],
-            asynchronous=True,
-        )
         self.stats.commits += 1
         self.stats.last_commit_seconds = time.perf_counter() - started
+        return [TopicPartition(self.s.topic, c.partition, c.next_offset) for c in commits]
 
     def wait_for_commit(self) -> None:
-        """Block until the commit in flight (if any) is durable; re-raise its failure."""
+        """Block until the commit in flight (if any) is durable; re-raise its failure.
+
+        Then hand its offsets to Kafka (for lag monitoring only). This runs on the polling
+        thread: the Kafka consumer must not be called from the writer thread while the
+        polling thread sits in a rebalance callback.
+        """
         if self._in_flight is not None:
             future, self._in_flight = self._in_flight, None
-            future.result()
+            offsets = future.result()
+            if offsets:
+                self.consumer.commit(offsets=offsets, asynchronous=True)
 
     # -- rebalance --------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

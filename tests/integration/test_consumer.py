@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +67,27 @@ def api_port() -> int:
     return free_port()
 
 
+@pytest.fixture
+def spawn(kafka_bootstrap: str) -> Iterator[Callable[..., ConsumerProcess]]:
+    """Start `convmetrics consume` processes; every one is stopped at teardown, pass or fail."""
+    procs: list[ConsumerProcess] = []
+
+    def start(topic: str, store: Path, log: Path, **kwargs: Any) -> ConsumerProcess:
+        proc = ConsumerProcess(kafka_bootstrap, topic, store, log, **kwargs)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.stop(timeout=20)
+
+
 def test_generated_stream_matches_truth(
-    kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path, api_port: int
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    tmp_path: Path,
+    api_port: int,
+    spawn: Callable[..., ConsumerProcess],
 ) -> None:
     webhooks = with_gateway_retries(stream(seed=11, events=30_000), seed=11)
     truth = compute_truth(webhooks)
@@ -76,7 +95,7 @@ def test_generated_stream_matches_truth(
     topic = new_topic(6, prefix="exact")
     produce_webhooks(kafka_bootstrap, topic, webhooks)
     store = tmp_path / "m.db"
-    proc = ConsumerProcess(kafka_bootstrap, topic, store, tmp_path / "c.log", http_port=api_port)
+    proc = spawn(topic, store, tmp_path / "c.log", http_port=api_port)
     try:
         wait_caught_up(kafka_bootstrap, topic, store, [proc])
         compare_with_truth(f"http://127.0.0.1:{api_port}", truth)
@@ -85,7 +104,11 @@ def test_generated_stream_matches_truth(
 
 
 def test_sigkill_mid_stream_neither_loses_nor_double_counts(
-    kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path, api_port: int
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    tmp_path: Path,
+    api_port: int,
+    spawn: Callable[..., ConsumerProcess],
 ) -> None:
     webhooks = with_gateway_retries(stream(seed=23, events=40_000), seed=23)
     truth = compute_truth(webhooks)
@@ -95,11 +118,11 @@ def test_sigkill_mid_stream_neither_loses_nor_double_counts(
     produced = 0
     for part in parts[:3]:  # three crashes, each while records are still arriving
         produced += produce_webhooks(kafka_bootstrap, topic, part)
-        proc = ConsumerProcess(kafka_bootstrap, topic, store, log, extra=["--flush-events", "1000"])
+        proc = spawn(topic, store, log, extra=["--flush-events", "1000"])
         wait_progress(store, at_least=produced // 2)
         proc.kill()
     produce_webhooks(kafka_bootstrap, topic, parts[3])
-    proc = ConsumerProcess(kafka_bootstrap, topic, store, log, http_port=api_port)
+    proc = spawn(topic, store, log, http_port=api_port)
     try:
         wait_caught_up(kafka_bootstrap, topic, store, [proc])
         compare_with_truth(f"http://127.0.0.1:{api_port}", truth)
@@ -108,7 +131,11 @@ def test_sigkill_mid_stream_neither_loses_nor_double_counts(
 
 
 def test_two_consumers_rebalance_midway(
-    kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path, api_port: int
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    tmp_path: Path,
+    api_port: int,
+    spawn: Callable[..., ConsumerProcess],
 ) -> None:
     webhooks = with_gateway_retries(stream(seed=37, events=40_000), seed=37)
     truth = compute_truth(webhooks)
@@ -116,15 +143,15 @@ def test_two_consumers_rebalance_midway(
     store = tmp_path / "m.db"
     half = len(webhooks) // 2
     produced = produce_webhooks(kafka_bootstrap, topic, webhooks[:half])
-    a = ConsumerProcess(kafka_bootstrap, topic, store, tmp_path / "a.log", extra=["--flush-events", "2000"])
+    a = spawn(topic, store, tmp_path / "a.log", extra=["--flush-events", "2000"])
     wait_progress(store, at_least=produced // 3)
-    b = ConsumerProcess(kafka_bootstrap, topic, store, tmp_path / "b.log", http_port=api_port)
+    b = spawn(topic, store, tmp_path / "b.log", http_port=api_port)
+    b.wait_log("assigned [(")  # b took partitions over from a, a flushed before letting them go
+    a.wait_log("revoked")
     produce_webhooks(kafka_bootstrap, topic, webhooks[half:])
     try:
         wait_caught_up(kafka_bootstrap, topic, store, [a, b])
         compare_with_truth(f"http://127.0.0.1:{api_port}", truth)
-        assert "assigned" in b.tail(200)  # b really took partitions over
-        assert "revoked" in a.tail(200)
         # and when a leaves, b takes everything over; numbers stay exact
         assert a.stop() == 0
         more = stream(seed=38, events=3_000)
@@ -137,7 +164,11 @@ def test_two_consumers_rebalance_midway(
 
 
 def test_poison_records_go_to_the_dlq_and_the_rest_still_counts(
-    kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path, api_port: int
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    tmp_path: Path,
+    api_port: int,
+    spawn: Callable[..., ConsumerProcess],
 ) -> None:
     webhooks = stream(seed=41, events=5_000)
     truth = compute_truth(webhooks)
@@ -162,7 +193,7 @@ def test_poison_records_go_to_the_dlq_and_the_rest_still_counts(
     produce_raw(kafka_bootstrap, topic, poison)
     produce_webhooks(kafka_bootstrap, topic, webhooks[len(webhooks) // 2 :])
     store = tmp_path / "m.db"
-    proc = ConsumerProcess(kafka_bootstrap, topic, store, tmp_path / "c.log", http_port=api_port)
+    proc = spawn(topic, store, tmp_path / "c.log", http_port=api_port)
     try:
         wait_caught_up(kafka_bootstrap, topic, store, [proc])
         compare_with_truth(f"http://127.0.0.1:{api_port}", truth)

@@ -82,7 +82,7 @@ class ConsumerProcess:
         log: Path,
         *,
         http_port: int | None = None,
-        group: str = "closure-metrics",
+        group: str | None = None,
         extra: list[str] | None = None,
     ) -> None:
         args = [
@@ -97,9 +97,14 @@ class ConsumerProcess:
             "--store",
             f"sqlite:///{store}",
             "--group",
-            group,
+            group or f"metrics-{topic}",
             "--flush-interval",
             "0.5",
+            # a SIGKILLed member holds its partitions until its session times out
+            "--kafka",
+            "session.timeout.ms=6000",
+            "--kafka",
+            "heartbeat.interval.ms=1000",
             *(extra or []),
         ]
         if http_port:
@@ -110,6 +115,15 @@ class ConsumerProcess:
             args, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
         )
 
+    def wait_log(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log.read_text(errors="replace"):
+                return
+            assert self.alive(), f"consumer died:\n{self.tail()}"
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} never logged:\n{self.tail()}")
+
     def alive(self) -> bool:
         return self.proc.poll() is None
 
@@ -119,6 +133,7 @@ class ConsumerProcess:
         self._log.close()
 
     def stop(self, timeout: float = 60) -> int:
+        """SIGTERM, then SIGKILL after `timeout`; returns the exit code (-9 when killed)."""
         if self.alive():
             self.proc.send_signal(signal.SIGTERM)
             try:
