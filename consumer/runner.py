@@ -35,7 +35,6 @@ from consumer.model import READER_SCHEMA, from_record
 from consumer.settings import ConsumerSettings
 from consumer.store import PartitionCommit, Store, open_store
 from schemas import CONVERSATION_EVENT, Codec, DecodeError, subject
-from schemas.codec import parse_reader_schema
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +83,7 @@ class MetricsConsumer:
         check = getattr(self.store, "check_topic", None)
         if check is not None:
             check(settings.topic)
-        self.codec = Codec(subject(CONVERSATION_EVENT), reader_schema=parse_reader_schema(READER_SCHEMA))
+        self.codec = Codec(subject(CONVERSATION_EVENT), reader_schema=READER_SCHEMA)
         self.folds: dict[int, PartitionFold] = {}
         self.next_offsets: dict[int, int] = {}
         self.stats = Stats()
