@@ -17,3 +17,14 @@ class StoreError(ConsumerError):
 
 class QueryError(ConsumerError):
     """A metrics query with a bad parameter; the message says which and why."""
+
+
+class FencedError(StoreError):
+    """Another consumer claimed these partitions since this one did: its writes are refused."""
+
+    def __init__(self, partitions: list[int]) -> None:
+        self.partitions = partitions
+        super().__init__(
+            f"partition(s) {partitions} are owned by a newer consumer (a higher ownership epoch): "
+            "this consumer was fenced off and drops its state for them"
+        )

@@ -13,6 +13,8 @@ on revocation everything pending is committed before the partition is let go.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -23,13 +25,14 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
     KafkaError,
+    KafkaException,
     Message,
     Producer,
     TopicPartition,
 )
 
 from consumer.dlq import dead_letter_headers
-from consumer.exceptions import ConsumerError
+from consumer.exceptions import ConsumerError, FencedError
 from consumer.fold import PartitionFold
 from consumer.model import READER_SCHEMA, from_record
 from consumer.settings import ConsumerSettings
@@ -48,9 +51,13 @@ class Stats:
     duplicates: int = 0
     ignored: int = 0
     dead_lettered: int = 0
+    fenced: int = 0
     commits: int = 0
     last_commit_seconds: float = 0.0
+    #: folded events by type (conversation.closed, ...); duplicates not included
     by_type: dict[str, int] = field(default_factory=dict)
+    #: records behind the partition's high watermark, per assigned partition (refreshed every few s)
+    lag: dict[int, int] = field(default_factory=dict)
 
 
 def new_fold(
@@ -74,10 +81,21 @@ def _offset(m: Message) -> int:
     return o
 
 
-class MetricsConsumer:
-    """One member of the consumer group. `run()` until `stop()` (or a stop condition)."""
+CommitHook = Callable[[float, float, int], None]  # (flush seconds, store transaction seconds, records)
 
-    def __init__(self, settings: ConsumerSettings, *, store: Store | None = None) -> None:
+
+class MetricsConsumer:
+    """One member of the consumer group. `run()` until `stop()` (or a stop condition).
+
+    Args:
+        settings: the frozen settings of this process.
+        store: the store (default: opened from `settings.store_url`).
+        on_commit: called on the writer thread after each durable commit (for metrics).
+    """
+
+    def __init__(
+        self, settings: ConsumerSettings, *, store: Store | None = None, on_commit: CommitHook | None = None
+    ) -> None:
         self.s = settings
         self.store = store or open_store(settings.store_url, retention=settings.retention)
         check = getattr(self.store, "check_topic", None)
@@ -85,13 +103,20 @@ class MetricsConsumer:
             check(settings.topic)
         self.codec = Codec(subject(CONVERSATION_EVENT), reader_schema=READER_SCHEMA)
         self.folds: dict[int, PartitionFold] = {}
-        self.next_offsets: dict[int, int] = {}
+        self.epochs: dict[int, int] = {}
+        self.positions: dict[int, int] = {}  # next offset to process, per assigned partition
+        self.next_offsets: dict[int, int] = {}  # ... of records not committed to the store yet
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.on_commit = on_commit
+        self._fenced: list[int] = []
+        self._last_lag = 0.0
         self.stats = Stats()
         self._stop = threading.Event()
         self._pending = 0
         self._last_commit = time.monotonic()
         self._last_expire = time.monotonic()
         self._dlq_errors: list[str] = []
+        self._commit_started = 0.0
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
         self._in_flight: Future[list[TopicPartition]] | None = None
         base = {"bootstrap.servers": settings.bootstrap_servers, **settings.kafka}
@@ -125,6 +150,8 @@ class MetricsConsumer:
                     time.monotonic() - self._last_commit >= self.s.flush_interval
                 ):
                     self.commit(wait=False)
+                if time.monotonic() - self._last_lag >= 5:
+                    self._refresh_lag()
                 if until is not None and until(self):
                     break
             self.commit()
@@ -156,6 +183,7 @@ class MetricsConsumer:
         folds = self.folds
         offsets = self.next_offsets
         st = self.stats
+        by_type = st.by_type
         for m, rec in zip(ok, decoded, strict=True):
             p = _partition(m)
             fold = folds.get(p)
@@ -169,11 +197,27 @@ class MetricsConsumer:
                     st.ignored += 1
                 elif fold.apply(ev):
                     st.folded += 1
+                    name = rec["event"]
+                    by_type[name] = by_type.get(name, 0) + 1
                 else:
                     st.duplicates += 1
             offsets[p] = _offset(m) + 1
         st.consumed += len(ok)
         self._pending += len(ok)
+        self.positions.update(offsets)
+
+    def _refresh_lag(self) -> None:
+        """Lag per partition from the client's cached high watermarks (no broker round trip)."""
+        self._last_lag = time.monotonic()
+        lag: dict[int, int] = {}
+        for p, pos in self.positions.items():
+            try:
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(self.s.topic, p), cached=True)
+            except KafkaException:
+                continue
+            if high >= 0:
+                lag[p] = max(0, high - pos)
+        self.stats.lag = lag
 
     def _dead_letter(self, m: Message, error: DecodeError) -> None:
         topic, p, off = m.topic() or self.s.topic, _partition(m), _offset(m)
@@ -205,6 +249,7 @@ class MetricsConsumer:
         self.wait_for_commit()
         if not self.next_offsets:
             return
+        self._commit_started = time.perf_counter()
         remaining = self.dlq.flush(30)
         if remaining or self._dlq_errors:
             errors, self._dlq_errors = self._dlq_errors, []
@@ -227,15 +272,31 @@ class MetricsConsumer:
         fold = self.folds[p]
         delta, changed = fold.take_changes()
         expired = fold.expire(self.s.conversation_ttl, self.s.max_conversations) if expire else []
-        return PartitionCommit(p, delta, next_offset, fold.watermark, changed, expired)
+        return PartitionCommit(p, delta, next_offset, fold.watermark, changed, expired, self.epochs[p])
 
     def _write(self, commits: list[PartitionCommit], purge: bool) -> list[TopicPartition]:
+        """Writer thread: the store transaction. Partitions fenced off by a newer owner are
+        left out and the rest is committed; the polling thread then drops their state."""
         started = time.perf_counter()
-        self.store.commit(self.s.topic, commits)
+        while commits:
+            try:
+                self.store.commit(self.s.topic, commits)
+                break
+            except FencedError as exc:
+                log.warning("%s", exc)
+                self._fenced.extend(exc.partitions)
+                commits = [c for c in commits if c.partition not in exc.partitions]
+        store_seconds = time.perf_counter() - started
         if purge:
             self.store.purge()
         self.stats.commits += 1
         self.stats.last_commit_seconds = time.perf_counter() - started
+        if self.on_commit is not None:
+            self.on_commit(
+                time.perf_counter() - self._commit_started,
+                store_seconds,
+                sum(c.next_offset for c in commits),
+            )
         return [TopicPartition(self.s.topic, c.partition, c.next_offset) for c in commits]
 
     def wait_for_commit(self) -> None:
@@ -250,13 +311,23 @@ class MetricsConsumer:
             offsets = future.result()
             if offsets:
                 self.consumer.commit(offsets=offsets, asynchronous=True)
+            if self._fenced:
+                fenced, self._fenced = self._fenced, []
+                self.stats.fenced += len(fenced)
+                for p in fenced:  # until the group hands them back, their records are skipped
+                    self.folds.pop(p, None)
+                    self.next_offsets.pop(p, None)
+                    self.positions.pop(p, None)
 
     # -- rebalance --------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.wait_for_commit()
         for tp in partitions:
+            self.epochs[tp.partition] = self.store.claim(self.s.topic, tp.partition, self.owner)
             fold, offset = new_fold(self.store, self.s.topic, tp.partition, self.s)
             self.folds[tp.partition] = fold
+            if offset is not None:
+                self.positions[tp.partition] = offset
             tp.offset = OFFSET_BEGINNING if offset is None else offset
         log.info("assigned %s", sorted((tp.partition, tp.offset) for tp in partitions))
         consumer.assign(partitions)
@@ -276,3 +347,5 @@ class MetricsConsumer:
         for tp in partitions:
             self.folds.pop(tp.partition, None)
             self.next_offsets.pop(tp.partition, None)
+            self.positions.pop(tp.partition, None)
+            self.stats.lag.pop(tp.partition, None)

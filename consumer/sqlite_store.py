@@ -6,7 +6,7 @@ import sqlite3
 from collections import defaultdict
 from typing import Any
 
-from consumer.exceptions import StoreError
+from consumer.exceptions import FencedError, StoreError
 from consumer.fold import BY_ACCOUNT
 from consumer.sketch import quantiles
 from consumer.store import MetricRow, PartitionCommit, PartitionState, Retention
@@ -33,6 +33,8 @@ CREATE TABLE IF NOT EXISTS conversations (
     partition INTEGER NOT NULL, account INTEGER NOT NULL, conversation INTEGER NOT NULL,
     state TEXT NOT NULL, PRIMARY KEY (account, conversation)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS conversations_by_partition ON conversations (partition);
+CREATE TABLE IF NOT EXISTS owners (
+    partition INTEGER PRIMARY KEY, epoch INTEGER NOT NULL, owner TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS offsets (
     partition INTEGER PRIMARY KEY, next_offset INTEGER NOT NULL, watermark INTEGER NOT NULL);
 """
@@ -87,6 +89,15 @@ class SqliteStore:
                     "use one store per topic"
                 )
 
+    def claim(self, topic: str, partition: int, owner: str) -> int:
+        with self._tx():
+            row = self.db.execute(
+                "INSERT INTO owners VALUES (?, 1, ?) ON CONFLICT DO UPDATE "
+                "SET epoch = epoch + 1, owner = excluded.owner RETURNING epoch",
+                (partition, owner),
+            ).fetchone()
+        return int(row[0])
+
     def load_partition(self, topic: str, partition: int) -> PartitionState:
         db = self.db
         off = db.execute(
@@ -131,6 +142,7 @@ class SqliteStore:
                     recheck.add((by, key, win, start))
         with self._tx():
             db = self.db
+            self._check_epochs(partitions)
             db.executemany(
                 "INSERT INTO closures VALUES (?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET ttc = excluded.ttc",
                 closures,
@@ -141,6 +153,20 @@ class SqliteStore:
                 self._recheck(by, key, win, start)
             for p in partitions:
                 self._commit_partition(p)
+
+    def _check_epochs(self, partitions: list[PartitionCommit]) -> None:
+        if not partitions:
+            return
+        marks = ",".join("?" * len(partitions))
+        current = dict(
+            self.db.execute(
+                f"SELECT partition, epoch FROM owners WHERE partition IN ({marks})",
+                [p.partition for p in partitions],
+            ).fetchall()
+        )
+        fenced = [p.partition for p in partitions if current.get(p.partition, 0) > p.epoch]
+        if fenced:
+            raise FencedError(fenced)
 
     def _recheck(self, by: str, key: str, win: str, start: int) -> None:
         size = WINDOWS[win]

@@ -38,6 +38,7 @@ class PartitionCommit:
     watermark: int
     conversations: dict[ConvKey, str]  # changed ones, encoded (they carry the dedupe memory)
     expired: list[ConvKey] = field(default_factory=list)
+    epoch: int = 0  # the ownership epoch this consumer claimed; a commit under an older one is refused
 
 
 @dataclass
@@ -66,9 +67,17 @@ class MetricRow:
 
 
 class Store(Protocol):
+    def claim(self, topic: str, partition: int, owner: str) -> int:
+        """Become the partition's owner: bump and return its ownership epoch. Claim first,
+        then load: from then on the previous owner's commits for it are refused."""
+        ...
+
     def load_partition(self, topic: str, partition: int) -> PartitionState: ...
 
-    def commit(self, topic: str, partitions: list[PartitionCommit]) -> None: ...
+    def commit(self, topic: str, partitions: list[PartitionCommit]) -> None:
+        """All of it in one transaction, or nothing; FencedError names the partitions
+        whose epoch is no longer the newest (nothing is written then)."""
+        ...
 
     def query(
         self,

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer.exceptions import ConfigError, StoreError
+from consumer.exceptions import ConfigError, FencedError, StoreError
 from consumer.fold import PartitionFold
 from consumer.model import CLOSED, CREATED, OPENED, Event
 from consumer.runner import new_fold
@@ -114,3 +114,35 @@ def test_store_urls(tmp_path: Path) -> None:
     assert (tmp_path / "x.db").exists()
     with pytest.raises(ConfigError, match="unsupported"):
         open_store("mysql://x")
+
+
+def test_a_newer_claim_fences_the_old_owner(store: SqliteStore) -> None:
+    old_epoch = store.claim("events", 0, "old")
+    f = PartitionFold(0)
+    f.apply(ev(CLOSED, 2, 400))
+    delta, changed = f.take_changes()
+    new_epoch = store.claim("events", 0, "new")  # the partition moved while "old" was paused
+    assert new_epoch == old_epoch + 1
+    with pytest.raises(FencedError) as info:
+        store.commit("events", [PartitionCommit(0, delta, 1, f.watermark, changed, epoch=old_epoch)])
+    assert info.value.partitions == [0]
+    assert store.query("channel_type", "all") == []  # nothing of the fenced commit landed
+    assert store.load_partition("events", 0).next_offset is None
+    store.commit("events", [PartitionCommit(0, delta, 1, f.watermark, changed, epoch=new_epoch)])
+    assert store.query("channel_type", "all")[0].closures == 1
+
+
+def test_fencing_one_partition_refuses_the_whole_transaction(store: SqliteStore) -> None:
+    e0, e1 = store.claim("events", 0, "me"), store.claim("events", 1, "me")
+    store.claim("events", 1, "someone else")
+    f0, f1 = PartitionFold(0), PartitionFold(1)
+    f0.apply(ev(CLOSED, 1, 100))
+    f1.apply(ev(CLOSED, 2, 100, conv=2))
+    d0, c0 = f0.take_changes()
+    d1, c1 = f1.take_changes()
+    with pytest.raises(FencedError):
+        store.commit(
+            "events",
+            [PartitionCommit(0, d0, 1, 100, c0, epoch=e0), PartitionCommit(1, d1, 1, 100, c1, epoch=e1)],
+        )
+    assert store.query("channel_type", "all") == []
