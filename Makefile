@@ -11,7 +11,8 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: setup demo test lint typecheck unit integration bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml .ci/system-deps.sh
+	bash .ci/system-deps.sh
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"

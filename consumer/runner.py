@@ -81,7 +81,17 @@ def _offset(m: Message) -> int:
     return o
 
 
-CommitHook = Callable[[float, float, int], None]  # (flush seconds, store transaction seconds, records)
+@dataclass(frozen=True)
+class CommitReport:
+    """What one durable commit wrote, for metrics exporters and the metrics topic."""
+
+    partitions: list[PartitionCommit]  # what was committed (fenced partitions left out)
+    flush_seconds: float  # from the snapshot to durable
+    store_seconds: float  # the store transaction alone
+    fenced: list[int]
+
+
+CommitHook = Callable[[CommitReport], None]
 
 
 class MetricsConsumer:
@@ -90,7 +100,8 @@ class MetricsConsumer:
     Args:
         settings: the frozen settings of this process.
         store: the store (default: opened from `settings.store_url`).
-        on_commit: called on the writer thread after each durable commit (for metrics).
+        on_commit: called on the writer thread after each durable commit (metrics exporters,
+            the metrics topic); exceptions are logged, never propagated.
     """
 
     def __init__(
@@ -278,25 +289,27 @@ class MetricsConsumer:
         """Writer thread: the store transaction. Partitions fenced off by a newer owner are
         left out and the rest is committed; the polling thread then drops their state."""
         started = time.perf_counter()
+        fenced: list[int] = []
         while commits:
             try:
                 self.store.commit(self.s.topic, commits)
                 break
             except FencedError as exc:
                 log.warning("%s", exc)
-                self._fenced.extend(exc.partitions)
+                fenced.extend(exc.partitions)
                 commits = [c for c in commits if c.partition not in exc.partitions]
+        self._fenced.extend(fenced)
         store_seconds = time.perf_counter() - started
         if purge:
             self.store.purge()
         self.stats.commits += 1
         self.stats.last_commit_seconds = time.perf_counter() - started
         if self.on_commit is not None:
-            self.on_commit(
-                time.perf_counter() - self._commit_started,
-                store_seconds,
-                sum(c.next_offset for c in commits),
-            )
+            report = CommitReport(commits, time.perf_counter() - self._commit_started, store_seconds, fenced)
+            try:
+                self.on_commit(report)
+            except Exception:  # an exporter must never break the commit path
+                log.exception("commit hook failed")
         return [TopicPartition(self.s.topic, c.partition, c.next_offset) for c in commits]
 
     def wait_for_commit(self) -> None:

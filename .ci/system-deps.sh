@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# System packages the tests need (Debian). Idempotent: installs only what is missing.
+# Called by `make setup`; each line names the package and why.
+set -euo pipefail
+need=()
+# (lines are added here as features need system packages)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}"
+fi
