@@ -3,7 +3,7 @@
 # Called by `make setup`; each line names the package and why.
 set -euo pipefail
 need=()
-# (lines are added here as features need system packages)
+# one line per package:  dpkg -s PKG >/dev/null 2>&1 || need+=(PKG)   # why
 if [ ${#need[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
