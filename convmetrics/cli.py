@@ -17,11 +17,12 @@ from convmetrics import __version__
 
 #: Modules that contribute subcommands, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
+    "convmetrics.demo_cli",
+    "producer.cli",
+    "consumer.cli",
     "convmetrics.generate_cli",
     "convmetrics.localkafka.cli",
     "schemas.cli",
-    "consumer.cli",
-    "producer.cli",
 )
 
 

@@ -1,0 +1,265 @@
+"""`convmetrics demo`: the whole pipeline on one machine, with live numbers.
+
+Starts (or reuses) a Kafka broker, the gateway, the consumer with its API, streams
+generated webhooks through HTTP, then prints the closure metrics. Every process it
+starts is stopped on the way out, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from confluent_kafka import Consumer, TopicPartition
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from convmetrics.generate import GenerateConfig, generate_webhooks
+
+console = Console(stderr=True)
+
+
+class DemoError(Exception):
+    """The demo could not start or finish; the message says which part and why."""
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    events: int = 20_000
+    rate: float | None = None  # webhooks per second; None: as fast as the gateway takes them
+    keep_running: bool = False
+    batch: int = 200
+    seed: int = 1
+    topic: str = "conversation-events"
+    gateway_port: int | None = None
+    api_port: int | None = None
+    data_dir: Path | None = None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Child:
+    """A convmetrics subcommand as a child process, its output in a log file."""
+
+    def __init__(self, name: str, args: list[str], log: Path) -> None:
+        self.name, self.log = name, log
+        self._out = open(log, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "convmetrics", *args],
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
+        )
+
+    def check(self) -> None:
+        if self.proc.poll() is not None:
+            tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-20:])
+            raise DemoError(
+                f"{self.name} exited with {self.proc.returncode}; last lines of {self.log}:\n{tail}"
+            )
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._out.close()
+
+
+def wait_http(url: str, child: Child, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        child.check()
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise DemoError(f"{child.name} did not answer {url} within {timeout:.0f}s (log: {child.log})")
+
+
+@contextlib.contextmanager
+def kafka(data_dir: Path) -> Iterator[str]:
+    configured = os.environ.get("CONVMETRICS_BOOTSTRAP_SERVERS")
+    if configured:
+        console.print(f"Kafka: {configured} (CONVMETRICS_BOOTSTRAP_SERVERS)")
+        yield configured
+        return
+    from convmetrics.localkafka import LocalBroker
+
+    console.print("Kafka: starting a local broker (the first run downloads the Apache Kafka jars)")
+    with LocalBroker(data_dir=data_dir / "kafka", on_download=lambda m: console.print(m)) as broker:
+        broker.start()
+        console.print(f"Kafka: {broker.bootstrap_servers}")
+        yield broker.bootstrap_servers
+
+
+def stream(gateway: str, opts: DemoOptions) -> tuple[int, int, int]:
+    """POST generated webhooks in batches with a live progress bar: (accepted, ignored, rejected)."""
+    cfg = GenerateConfig(
+        seed=opts.seed, events=opts.events, accounts=50, conversations=max(opts.events // 5, 10)
+    )
+    accepted = ignored = rejected = 0
+    started = time.monotonic()
+    counts = (
+        "{task.fields[rate]:>6.0f}/s accepted {task.fields[ok]} ignored {task.fields[ign]} "
+        "rejected {task.fields[bad]}"
+    )
+    columns = (TextColumn("[bold]webhooks"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn(counts), TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=console) as bar, httpx.Client(base_url=gateway, timeout=60) as client:
+        task = bar.add_task("post", total=opts.events, rate=0.0, ok=0, ign=0, bad=0)
+        sent = 0
+        chunk: list[bytes] = []
+        for webhook in generate_webhooks(cfg):
+            chunk.append(orjson.dumps(webhook))
+            if len(chunk) < opts.batch:
+                continue
+            a, i, r = post_batch(client, chunk)
+            accepted, ignored, rejected, sent = accepted + a, ignored + i, rejected + r, sent + len(chunk)
+            chunk = []
+            elapsed = time.monotonic() - started
+            if opts.rate and sent / opts.rate > elapsed:
+                time.sleep(sent / opts.rate - elapsed)
+            rate = sent / max(time.monotonic() - started, 1e-9)
+            done = min(sent, opts.events)
+            bar.update(task, completed=done, rate=rate, ok=accepted, ign=ignored, bad=rejected)
+        if chunk:
+            a, i, r = post_batch(client, chunk)
+            accepted, ignored, rejected, sent = accepted + a, ignored + i, rejected + r, sent + len(chunk)
+        bar.update(task, total=sent, completed=sent, ok=accepted, ign=ignored, bad=rejected)
+    return accepted, ignored, rejected
+
+
+def post_batch(client: httpx.Client, lines: list[bytes]) -> tuple[int, int, int]:
+    """One NDJSON batch; a 503 (Kafka not acknowledging) is retried, as a webhook sender would."""
+    body = b"\n".join(lines)
+    for _ in range(30):
+        r = client.post("/webhooks/batch", content=body, headers={"content-type": "application/x-ndjson"})
+        if r.status_code != 503:
+            data: dict[str, Any] = r.json()
+            return int(data["accepted"]), int(data["ignored"]), int(data["rejected"])
+        time.sleep(float(r.headers.get("retry-after", "1")))
+    raise DemoError("the gateway kept answering 503: Kafka is not acknowledging writes")
+
+
+def wait_consumed(bootstrap: str, topic: str, store: Path, consumer: Child, timeout: float = 300) -> None:
+    """Until the store's committed offsets reach the end of every partition."""
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "convmetrics-demo-probe"})
+    try:
+        parts = probe.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+    finally:
+        probe.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        consumer.check()
+        if store.exists():
+            with (
+                contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db,
+                contextlib.suppress(sqlite3.OperationalError),
+            ):
+                done = dict(db.execute("SELECT partition, next_offset FROM offsets").fetchall())
+                if all(done.get(p, 0) >= end for p, end in ends.items()):
+                    return
+        time.sleep(0.2)
+    raise DemoError(f"the consumer did not catch up within {timeout:.0f}s (log: {consumer.log})")
+
+
+def print_table(api: str) -> None:
+    from rich.table import Table
+
+    rows = httpx.get(f"{api}/v1/closures", params={"by": "channel_type", "window": "all"}, timeout=30).json()[
+        "rows"
+    ]
+    table = Table(title="Closure metrics by channel type, all time")
+    for col in ("channel type", "closures", "reopens", "unread at close", "ttc p50", "ttc p90", "ttc p99"):
+        table.add_column(col, justify="left" if col == "channel type" else "right")
+    for r in sorted(rows, key=lambda r: -r["closures"]):
+        t = r["time_to_close"]
+        share = f"{100 * r['closed_unread'] / r['closures']:.0f}%" if r["closures"] else "-"
+        table.add_row(r["key"], str(r["closures"]), str(r["reopens"]), share,
+                      *(human(t[q]) for q in ("p50", "p90", "p99")))  # fmt: skip
+    Console().print(table)
+
+
+def human(seconds: float | None) -> str:
+    """A duration in its two largest units: 45s, 4m12s, 3h05m, 2d07h."""
+    if seconds is None:
+        return "-"
+    s = round(seconds)
+    for unit, size, sub, subsize in (("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1)):
+        if s >= size:
+            return f"{s // size}{unit}{(s % size) // subsize:02d}{sub}"
+    return f"{s}s"
+
+
+def run_demo(opts: DemoOptions) -> int:
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    tmp = None
+    if opts.data_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="convmetrics-demo-")
+        data = Path(tmp.name)
+    else:
+        data = opts.data_dir
+        data.mkdir(parents=True, exist_ok=True)
+    children: list[Child] = []
+    try:
+        with kafka(data) as bootstrap:
+            gw_port, api_port = opts.gateway_port or free_port(), opts.api_port or free_port()
+            gw_args = ["gateway", "--bootstrap-servers", bootstrap, "--topic", opts.topic,
+                       "--host", "127.0.0.1", "--port", str(gw_port)]  # fmt: skip
+            gateway = Child("gateway", gw_args, data / "gateway.log")
+            children.append(gateway)
+            wait_http(f"http://127.0.0.1:{gw_port}/readyz", gateway)
+            store = data / "metrics.db"
+            consumer = Child("consumer", ["consume", "--bootstrap-servers", bootstrap, "--topic", opts.topic,
+                                          "--store", f"sqlite:///{store}", "--http-port", str(api_port)],
+                             data / "consumer.log")  # fmt: skip
+            children.append(consumer)
+            api = f"http://127.0.0.1:{api_port}"
+            wait_http(f"{api}/healthz", consumer)
+            console.print(f"gateway: http://127.0.0.1:{gw_port}/webhooks   API: {api}/v1/closures   "
+                          f"dashboard: {api}/   logs: {data}")  # fmt: skip
+            accepted, ignored, rejected = stream(f"http://127.0.0.1:{gw_port}", opts)
+            console.print(f"sent: {accepted} accepted (durable in Kafka), {ignored} ignored "
+                          f"(not conversation events), {rejected} rejected")  # fmt: skip
+            wait_consumed(bootstrap, opts.topic, store, consumer)
+            print_table(api)
+            console.print(f"API: {api}/v1/closures?by=account&window=1h   dashboard: {api}/")
+            if opts.keep_running:
+                console.print("running; Ctrl-C stops everything")
+                while True:
+                    for child in children:
+                        child.check()
+                    time.sleep(1)
+        return 0
+    except KeyboardInterrupt:
+        console.print("stopping")
+        return 130
+    finally:
+        for child in reversed(children):
+            child.stop()
+        if tmp is not None:
+            tmp.cleanup()
