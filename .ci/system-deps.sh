@@ -4,6 +4,7 @@
 set -euo pipefail
 need=()
 # one line per package:  dpkg -s PKG >/dev/null 2>&1 || need+=(PKG)   # why
+dpkg -s postgresql >/dev/null 2>&1 || need+=(postgresql)   # a local PostgreSQL server for the store tests (initdb/pg_ctl, no Docker needed)
 if [ ${#need[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"

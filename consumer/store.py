@@ -97,7 +97,8 @@ class Store(Protocol):
 
 
 def open_store(url: str, *, retention: Retention | None = None) -> Store:
-    """Open a store from a URL: `sqlite:///relative.db` or `sqlite:////absolute/path.db`."""
+    """Open a store from a URL: `sqlite:///relative.db`, `sqlite:////absolute/path.db` or
+    `postgresql://user[:password]@host[:port]/database` (libpq's URL syntax)."""
     if url.startswith("sqlite:///"):
         from consumer.sqlite_store import SqliteStore
 
@@ -106,6 +107,11 @@ def open_store(url: str, *, retention: Retention | None = None) -> Store:
         if not path:
             raise ConfigError(f"store URL {url!r} names no file: use sqlite:///metrics.db")
         return SqliteStore(path, retention=retention or Retention())
+    if url.startswith(("postgresql://", "postgres://")):
+        from consumer.postgres_store import PostgresStore
+
+        return PostgresStore(url, retention=retention or Retention())
     raise ConfigError(
-        f"unsupported store URL {url!r}: use sqlite:///path/to/metrics.db (postgresql:// is planned)"
+        f"unsupported store URL {url!r}: use sqlite:///path/to/metrics.db "
+        "or postgresql://user@host:port/database"
     )

@@ -1,4 +1,9 @@
+"""The store suite. Every test taking `store` or `make_store` runs on each store: here on
+SQLite; tests/integration/test_postgres_store.py runs the same functions on PostgreSQL."""
+
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,7 +16,10 @@ from consumer.sqlite_store import SqliteStore
 from consumer.store import PartitionCommit, Retention, open_store
 
 
-def commit(store: SqliteStore, f: PartitionFold, next_offset: int) -> None:
+MakeStore = Callable[..., Any]  # (retention=None) -> a fresh, empty SqliteStore or PostgresStore
+
+
+def commit(store: Any, f: PartitionFold, next_offset: int) -> None:
     delta, changed = f.take_changes()
     store.commit("events", [PartitionCommit(f.partition, delta, next_offset, f.watermark, changed)])
 
@@ -21,13 +29,26 @@ def ev(kind: int, h: int, t: int, conv: int = 1) -> Event:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SqliteStore:
-    s = SqliteStore(str(tmp_path / "m.db"))
+def make_store(tmp_path: Path) -> Iterator[MakeStore]:
+    made: list[SqliteStore] = []
+
+    def make(retention: Retention | None = None) -> SqliteStore:
+        made.append(SqliteStore(str(tmp_path / f"m{len(made)}.db"), retention=retention))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+@pytest.fixture
+def store(make_store: MakeStore) -> Any:
+    s = make_store()
     s.check_topic("events")
     return s
 
 
-def test_commits_add_up_and_state_reloads(store: SqliteStore) -> None:
+def test_commits_add_up_and_state_reloads(store: Any) -> None:
     f = PartitionFold(3)
     f.apply(ev(CREATED, 1, 100))
     f.apply(ev(CLOSED, 2, 400))
@@ -53,12 +74,12 @@ def test_commits_add_up_and_state_reloads(store: SqliteStore) -> None:
     assert restored.watermark == 500
 
 
-def test_fresh_partition_starts_from_earliest(store: SqliteStore) -> None:
+def test_fresh_partition_starts_from_earliest(store: Any) -> None:
     _, offset = new_fold(store, "events", 0, ConsumerSettings(bootstrap_servers="unused"))
     assert offset is None
 
 
-def test_retracted_max_is_recomputed_exactly(store: SqliteStore) -> None:
+def test_retracted_max_is_recomputed_exactly(store: Any) -> None:
     f = PartitionFold(0)
     f.apply(ev(CREATED, 1, 100))
     f.apply(ev(CLOSED, 2, 200))  # 100 s
@@ -71,7 +92,7 @@ def test_retracted_max_is_recomputed_exactly(store: SqliteStore) -> None:
     assert (row.ttc_count, row.ttc_sum, row.ttc_min, row.ttc_max) == (2, 400, 100, 300)
 
 
-def test_query_pages_in_window_then_key_order(store: SqliteStore) -> None:
+def test_query_pages_in_window_then_key_order(store: Any) -> None:
     f = PartitionFold(0)
     h = 0
     for minute in range(3):
@@ -91,8 +112,8 @@ def test_query_pages_in_window_then_key_order(store: SqliteStore) -> None:
     ] == [660]
 
 
-def test_purge_keeps_rows_by_window_retention(tmp_path: Path) -> None:
-    store = SqliteStore(str(tmp_path / "r.db"), retention=Retention(minute=3600, hour=None))
+def test_purge_keeps_rows_by_window_retention(make_store: MakeStore) -> None:
+    store = make_store(retention=Retention(minute=3600, hour=None))
     f = PartitionFold(0)
     f.apply(Event(CLOSED, 1, 1, 1, "A", 0))
     f.apply(Event(CLOSED, 2, 1, 2, "A", 10_000))
@@ -103,7 +124,7 @@ def test_purge_keeps_rows_by_window_retention(tmp_path: Path) -> None:
     assert store.query("channel_type", "all")[0].closures == 2
 
 
-def test_store_holds_one_topic(store: SqliteStore) -> None:
+def test_store_holds_one_topic(store: Any) -> None:
     with pytest.raises(StoreError, match="one store per topic"):
         store.check_topic("other")
 
@@ -116,7 +137,7 @@ def test_store_urls(tmp_path: Path) -> None:
         open_store("mysql://x")
 
 
-def test_a_newer_claim_fences_the_old_owner(store: SqliteStore) -> None:
+def test_a_newer_claim_fences_the_old_owner(store: Any) -> None:
     old_epoch = store.claim("events", 0, "old")
     f = PartitionFold(0)
     f.apply(ev(CLOSED, 2, 400))
@@ -132,7 +153,7 @@ def test_a_newer_claim_fences_the_old_owner(store: SqliteStore) -> None:
     assert store.query("channel_type", "all")[0].closures == 1
 
 
-def test_fencing_one_partition_refuses_the_whole_transaction(store: SqliteStore) -> None:
+def test_fencing_one_partition_refuses_the_whole_transaction(store: Any) -> None:
     e0, e1 = store.claim("events", 0, "me"), store.claim("events", 1, "me")
     store.claim("events", 1, "someone else")
     f0, f1 = PartitionFold(0), PartitionFold(1)

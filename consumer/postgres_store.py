@@ -1,0 +1,447 @@
+"""PostgreSQL store: one database shared by consumer processes on several machines.
+
+Same tables and semantics as the SQLite store. What sharing adds:
+- a commit locks its partitions' `owners` rows (SELECT ... FOR UPDATE, in partition
+  order) before anything else, so a concurrent `claim` serializes against it: either the
+  commit lands first and the new owner loads it, or the claim lands first and the commit
+  is refused with `FencedError`;
+- metric rows are upserted additively (INSERT ... ON CONFLICT DO UPDATE is atomic), one
+  statement per table over arrays sorted by key, so two commits lock shared rows in the
+  same order; a deadlock or serialization failure is retried anyway;
+- a lost connection surfaces as `StoreUnavailableError` (transient: the caller retries
+  the same commit; the store reconnects by itself on the next call). A retried commit
+  whose offsets are already stored landed before the connection broke (its COMMIT was
+  not acknowledged): it is skipped, so nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from consumer.exceptions import FencedError, StoreError
+from consumer.fold import BY_ACCOUNT
+from consumer.sketch import quantiles
+from consumer.store import MetricRow, PartitionCommit, PartitionState, Retention
+from consumer.windows import ALL, WINDOWS
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS metric_rows (
+    by TEXT NOT NULL, win TEXT NOT NULL, start BIGINT NOT NULL, key TEXT COLLATE "C" NOT NULL,
+    closures BIGINT NOT NULL, reopens BIGINT NOT NULL, closed_unread BIGINT NOT NULL,
+    ttc_count BIGINT NOT NULL, ttc_sum BIGINT NOT NULL, ttc_min BIGINT, ttc_max BIGINT,
+    PRIMARY KEY (by, win, start, key));
+CREATE TABLE IF NOT EXISTS metric_bins (
+    by TEXT NOT NULL, win TEXT NOT NULL, start BIGINT NOT NULL, key TEXT COLLATE "C" NOT NULL,
+    bin INTEGER NOT NULL, n BIGINT NOT NULL,
+    PRIMARY KEY (by, win, start, key, bin));
+CREATE TABLE IF NOT EXISTS closures (
+    event_hash BIGINT PRIMARY KEY, partition INTEGER NOT NULL, account BIGINT NOT NULL,
+    conversation BIGINT NOT NULL, channel_type TEXT NOT NULL, closed_at BIGINT NOT NULL,
+    ttc BIGINT);
+CREATE INDEX IF NOT EXISTS closures_by_channel ON closures (channel_type, closed_at);
+CREATE INDEX IF NOT EXISTS closures_by_account ON closures (account, closed_at);
+CREATE TABLE IF NOT EXISTS conversations (
+    partition INTEGER NOT NULL, account BIGINT NOT NULL, conversation BIGINT NOT NULL,
+    state TEXT NOT NULL, PRIMARY KEY (account, conversation));
+CREATE INDEX IF NOT EXISTS conversations_by_partition ON conversations (partition);
+CREATE TABLE IF NOT EXISTS owners (
+    partition INTEGER PRIMARY KEY, epoch BIGINT NOT NULL, owner TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS offsets (
+    partition INTEGER PRIMARY KEY, next_offset BIGINT NOT NULL, watermark BIGINT NOT NULL);
+"""
+#: pg_advisory_xact_lock key: processes starting together create the schema one at a time
+_SCHEMA_LOCK = 0x636F6E766D6574
+
+_UPSERT_ROWS = """
+INSERT INTO metric_rows AS m
+SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::bigint[], %s::bigint[],
+                     %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])
+ON CONFLICT (by, win, start, key) DO UPDATE SET
+    closures = m.closures + excluded.closures,
+    reopens = m.reopens + excluded.reopens,
+    closed_unread = m.closed_unread + excluded.closed_unread,
+    ttc_count = m.ttc_count + excluded.ttc_count,
+    ttc_sum = m.ttc_sum + excluded.ttc_sum,
+    ttc_min = least(m.ttc_min, excluded.ttc_min),
+    ttc_max = greatest(m.ttc_max, excluded.ttc_max)
+"""
+_UPSERT_BINS = """
+INSERT INTO metric_bins AS b
+SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::int[], %s::bigint[])
+ON CONFLICT (by, win, start, key, bin) DO UPDATE SET n = b.n + excluded.n
+"""
+_UPSERT_CLOSURES = """
+INSERT INTO closures
+SELECT * FROM unnest(%s::bigint[], %s::int[], %s::bigint[], %s::bigint[], %s::text[], %s::bigint[],
+                     %s::bigint[])
+ON CONFLICT (event_hash) DO UPDATE SET ttc = excluded.ttc
+"""
+_UPSERT_CONVERSATIONS = """
+INSERT INTO conversations
+SELECT * FROM unnest(%s::int[], %s::bigint[], %s::bigint[], %s::text[])
+ON CONFLICT (account, conversation) DO UPDATE SET state = excluded.state, partition = excluded.partition
+"""
+_RECHECK = """
+UPDATE metric_rows SET (ttc_min, ttc_max) = (
+    SELECT min(ttc), max(ttc) FROM closures WHERE {col} = %s AND closed_at >= %s AND closed_at < %s)
+WHERE by = %s AND win = %s AND start = %s AND key = %s
+"""
+_ALL_TIME_END = 2**62
+#: retried inside the store: another transaction won a lock race
+_RACES = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+#: a server that answered but is going down, starting up or full: try again later
+_TRANSIENT_FATAL = ("starting up", "shutting down", "recovery mode", "too many clients", "not yet accepting")
+
+
+class StoreUnavailableError(StoreError):
+    """The database cannot be reached right now (refused, restarting, connection lost).
+
+    Transient: retry the same call later; the store reconnects by itself. Whether a
+    commit that failed this way landed is unknown until the retry, which skips it if so.
+    """
+
+
+class PostgresStore:
+    """The `Store` on PostgreSQL (psycopg 3, one connection). One per thread."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        retention: Retention | None = None,
+        connect_timeout: float = 5,
+        race_retries: int = 5,
+    ) -> None:
+        self.url = url
+        self.retention = retention or Retention()
+        self.connect_timeout = connect_timeout
+        self.race_retries = race_retries
+        self._conn: psycopg.Connection[Any] | None = None
+        self._run(self._create_schema)
+
+    # -- connection -------------------------------------------------------------------
+    def connection(self) -> psycopg.Connection[Any]:
+        """The live connection, reconnecting first when the last one broke."""
+        if self._conn is None or self._conn.closed:
+            try:
+                self._conn = psycopg.connect(
+                    self.url,
+                    autocommit=True,
+                    connect_timeout=max(1, int(self.connect_timeout)),
+                    application_name="convmetrics",
+                )
+            except psycopg.OperationalError as exc:
+                msg = str(exc)
+                if "FATAL:" in msg and not any(t in msg for t in _TRANSIENT_FATAL):
+                    raise StoreError(f"PostgreSQL store refused the connection: {msg}") from exc
+                raise StoreUnavailableError(f"PostgreSQL store unreachable: {msg}") from exc
+        return self._conn
+
+    def reconnect(self) -> None:
+        """Drop the connection; the next call opens a new one."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """`work` in one transaction; lock races retried, lost connections made transient."""
+        for attempt in range(self.race_retries + 1):
+            conn = self.connection()
+            try:
+                with conn.transaction():
+                    return work(conn)
+            except _RACES as exc:
+                if attempt == self.race_retries:
+                    raise StoreUnavailableError(f"PostgreSQL store: {exc} (after {attempt} retries)") from exc
+                log.info("PostgreSQL store: %s; retrying the transaction", exc)
+                time.sleep(0.05 * (attempt + 1))
+            except psycopg.Error as exc:
+                if conn.broken or conn.closed or isinstance(exc, psycopg.OperationalError):
+                    self.reconnect()
+                    raise StoreUnavailableError(f"PostgreSQL store connection lost: {exc}") from exc
+                raise StoreError(f"PostgreSQL store failed: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def _create_schema(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+        conn.execute(SCHEMA)
+
+    # -- ownership --------------------------------------------------------------------
+    def check_topic(self, topic: str) -> None:
+        """A database holds one topic's metrics; refuse to mix another in."""
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            conn.execute("INSERT INTO meta VALUES ('topic', %s) ON CONFLICT DO NOTHING", (topic,))
+            row = conn.execute("SELECT value FROM meta WHERE name='topic'").fetchone()
+            if row is not None and row[0] != topic:
+                raise StoreError(
+                    f"store {self._where()} holds metrics of topic {row[0]!r}, not {topic!r}: "
+                    "use one store per topic (a database each)"
+                )
+
+        self._run(work)
+
+    def claim(self, topic: str, partition: int, owner: str) -> int:
+        def work(conn: psycopg.Connection[Any]) -> int:
+            row = conn.execute(
+                "INSERT INTO owners VALUES (%s, 1, %s) ON CONFLICT (partition) DO UPDATE "
+                "SET epoch = owners.epoch + 1, owner = excluded.owner RETURNING epoch",
+                (partition, owner),
+            ).fetchone()
+            assert row is not None
+            return int(row[0])
+
+        return self._retrying(lambda: self._run(work), f"claim partition {partition}")
+
+    def load_partition(self, topic: str, partition: int) -> PartitionState:
+        def work(conn: psycopg.Connection[Any]) -> PartitionState:
+            off = conn.execute(
+                "SELECT next_offset, watermark FROM offsets WHERE partition=%s", (partition,)
+            ).fetchone()
+            convs = {
+                (a, c): blob
+                for a, c, blob in conn.execute(
+                    "SELECT account, conversation, state FROM conversations WHERE partition=%s", (partition,)
+                )
+            }
+            return PartitionState(None if off is None else off[0], 0 if off is None else off[1], convs)
+
+        return self._retrying(lambda: self._run(work), f"load partition {partition}")
+
+    def _retrying(self, call: Callable[[], T], what: str, patience: float = 120) -> T:
+        """Ownership calls run inside Kafka's rebalance callback: ride out a short outage."""
+        deadline, delay = time.monotonic() + patience, 0.2
+        while True:
+            try:
+                return call()
+            except StoreUnavailableError as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("%s: %s; retrying in %.1fs", what, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # -- commit -----------------------------------------------------------------------
+    def commit(self, topic: str, partitions: list[PartitionCommit]) -> None:
+        if not partitions:
+            return
+        batch = _Batch(partitions)
+        self._run(lambda conn: self._commit(conn, partitions, batch))
+
+    def _commit(
+        self, conn: psycopg.Connection[Any], partitions: list[PartitionCommit], batch: _Batch
+    ) -> None:
+        ids = sorted({p.partition for p in partitions})
+        epochs = dict(
+            conn.execute(
+                "SELECT partition, epoch FROM owners WHERE partition = ANY(%s) ORDER BY partition FOR UPDATE",
+                (ids,),
+            ).fetchall()
+        )
+        fenced = [p.partition for p in partitions if epochs.get(p.partition, 0) > p.epoch]
+        if fenced:
+            raise FencedError(fenced)
+        stored = dict(
+            conn.execute(
+                "SELECT partition, next_offset FROM offsets WHERE partition = ANY(%s)", (ids,)
+            ).fetchall()
+        )
+        if all(stored.get(p.partition, -1) >= p.next_offset for p in partitions):
+            log.warning("commit up to offsets %s was already stored: skipped", batch.offsets)
+            return
+        if batch.closures:
+            conn.execute(_UPSERT_CLOSURES, batch.columns(batch.closures, 7))
+        if batch.rows:
+            conn.execute(_UPSERT_ROWS, batch.columns(batch.rows, 11))
+        if batch.bins:
+            conn.execute(_UPSERT_BINS, batch.columns(batch.bins, 6))
+        with conn.cursor() as cur:
+            for col, params in batch.rechecks():
+                cur.execute(_RECHECK.format(col=col), params)
+        if batch.conversations:
+            conn.execute(_UPSERT_CONVERSATIONS, batch.columns(batch.conversations, 4))
+        if batch.expired:
+            conn.execute(
+                "DELETE FROM conversations WHERE (account, conversation) IN "
+                "(SELECT * FROM unnest(%s::bigint[], %s::bigint[]))",
+                batch.columns(batch.expired, 2),
+            )
+        conn.execute(
+            "INSERT INTO offsets SELECT * FROM unnest(%s::int[], %s::bigint[], %s::bigint[]) "
+            "ON CONFLICT (partition) DO UPDATE SET next_offset = excluded.next_offset, "
+            "watermark = excluded.watermark",
+            batch.columns(batch.offsets, 3),
+        )
+
+    # -- reading ----------------------------------------------------------------------
+    def query(
+        self,
+        by: str,
+        window: str,
+        *,
+        key: str | None = None,
+        start_from: int | None = None,
+        start_to: int | None = None,
+        after: tuple[int, str] | None = None,
+        limit: int = 10_000,
+    ) -> list[MetricRow]:
+        where = ["by = %s", "win = %s"]
+        args: list[Any] = [by, window]
+        if key is not None:
+            where.append("key = %s")
+            args.append(key)
+        if start_from is not None:
+            where.append("start >= %s")
+            args.append(start_from)
+        if start_to is not None:
+            where.append("start < %s")
+            args.append(start_to)
+        if after is not None:
+            where.append("(start, key) > (%s, %s)")
+            args.extend(after)
+        sql = (
+            "SELECT key, start, closures, reopens, closed_unread, ttc_count, ttc_sum, "
+            f"ttc_min, ttc_max FROM metric_rows WHERE {' AND '.join(where)} "
+            "ORDER BY start, key LIMIT %s"
+        )
+
+        def work(conn: psycopg.Connection[Any]) -> list[MetricRow]:
+            found = conn.execute(sql, [*args, limit]).fetchall()
+            if not found:
+                return []
+            sketches: dict[tuple[int, str], list[tuple[int, int]]] = defaultdict(list)
+            bin_sql = (
+                "SELECT start, key, bin, n FROM metric_bins WHERE by=%s AND win=%s AND start>=%s "
+                "AND start<=%s" + (" AND key=%s" if key is not None else "")
+            )
+            bin_args: list[Any] = [by, window, found[0][1], found[-1][1]] + ([key] if key is not None else [])
+            wanted = {(r[1], r[0]) for r in found}
+            for start, k, b, n in conn.execute(bin_sql, bin_args):
+                if (start, k) in wanted:
+                    sketches[(start, k)].append((b, n))
+            return [
+                MetricRow(
+                    by,
+                    k,
+                    window,
+                    start,
+                    c,
+                    ro,
+                    u,
+                    tc,
+                    ts,
+                    tmin,
+                    tmax,
+                    quantiles(sketches.get((start, k), [])),
+                )
+                for k, start, c, ro, u, tc, ts, tmin, tmax in found
+            ]
+
+        return self._run(work)
+
+    def purge(self) -> int:
+        """Delete window rows older than their retention; returns rows deleted."""
+
+        def work(conn: psycopg.Connection[Any]) -> int:
+            newest = conn.execute("SELECT max(watermark) FROM offsets").fetchone()
+            if newest is None or newest[0] is None:
+                return 0
+            deleted = 0
+            for win in WINDOWS:
+                keep = self.retention.for_window(win)
+                if keep is None or win == ALL:
+                    continue
+                horizon = newest[0] - keep
+                conn.execute("DELETE FROM metric_bins WHERE win=%s AND start<%s", (win, horizon))
+                deleted += conn.execute(
+                    "DELETE FROM metric_rows WHERE win=%s AND start<%s", (win, horizon)
+                ).rowcount
+            return deleted
+
+        return self._run(work)
+
+    def close(self) -> None:
+        self.reconnect()
+
+    def _where(self) -> str:
+        info = psycopg.conninfo.conninfo_to_dict(self.url)
+        return f"postgresql://{info.get('host', '')}:{info.get('port', '')}/{info.get('dbname', '')}"
+
+
+class _Batch:
+    """One commit's rows as sorted, merged columns (unnest wants one value per key)."""
+
+    def __init__(self, partitions: list[PartitionCommit]) -> None:
+        rows: dict[tuple[str, str, int, str], list[Any]] = {}
+        bins: dict[tuple[str, str, int, str, int], int] = defaultdict(int)
+        closures: dict[int, tuple[Any, ...]] = {}
+        self.recheck: set[tuple[str, str, str, int]] = set()
+        convs: dict[tuple[int, int], tuple[Any, ...]] = {}
+        expired: set[tuple[int, int]] = set()
+        for p in partitions:
+            for closure in p.delta.closures.values():
+                closures[closure[0]] = closure
+            for (by, key, win, start), r in p.delta.rows.items():
+                k = (by, win, start, key)
+                got = rows.get(k)
+                if got is None:
+                    rows[k] = [
+                        r.closures,
+                        r.reopens,
+                        r.closed_unread,
+                        r.ttc_count,
+                        r.ttc_sum,
+                        r.ttc_min,
+                        r.ttc_max,
+                    ]
+                else:
+                    for i, v in enumerate((r.closures, r.reopens, r.closed_unread, r.ttc_count, r.ttc_sum)):
+                        got[i] += v
+                    got[5] = _merge(min, got[5], r.ttc_min)
+                    got[6] = _merge(max, got[6], r.ttc_max)
+                for b, n in r.bins.items():
+                    bins[(*k, b)] += n
+                if r.recheck:
+                    self.recheck.add((by, key, win, start))
+            for (a, c), blob in p.conversations.items():
+                convs[(a, c)] = (p.partition, a, c, blob)
+            expired.update((a, c) for a, c in p.expired)
+        self.rows = [(*k, *v) for k, v in sorted(rows.items())]
+        self.bins = [(*k, n) for k, n in sorted(bins.items()) if n]
+        self.closures = [closures[h] for h in sorted(closures)]
+        self.conversations = [convs[k] for k in sorted(convs)]
+        self.expired = sorted(expired)
+        self.offsets = sorted((p.partition, p.next_offset, p.watermark) for p in partitions)
+
+    @staticmethod
+    def columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+        cols: list[list[Any]] = [[] for _ in range(width)]
+        for row in rows:
+            for i in range(width):
+                cols[i].append(row[i])
+        return cols
+
+    def rechecks(self) -> list[tuple[str, tuple[Any, ...]]]:
+        out = []
+        for by, key, win, start in sorted(self.recheck):
+            size = WINDOWS[win]
+            lo, hi = (start, start + size) if size else (-_ALL_TIME_END, _ALL_TIME_END)
+            col = "account" if by == BY_ACCOUNT else "channel_type"
+            k: Any = int(key) if by == BY_ACCOUNT else key
+            out.append((col, (k, lo, hi, by, win, start, key)))
+        return out
+
+
+def _merge(pick: Callable[[int, int], int], a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else pick(a, b)

@@ -1,0 +1,148 @@
+"""The store suite on PostgreSQL (the same test functions as tests/unit/consumer/test_store.py),
+then what only a shared server adds: concurrent writers, lost connections, in-doubt commits."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from support.postgres import FaultProxy, PostgresServer
+
+from consumer.exceptions import ConfigError, StoreError
+from consumer.fold import PartitionFold
+from consumer.model import CLOSED, CREATED, Event
+from consumer.postgres_store import PostgresStore, StoreUnavailableError
+from consumer.store import PartitionCommit, Retention, open_store
+from unit.consumer.test_store import (  # the shared suite, collected here again on PostgreSQL
+    MakeStore,
+    commit,
+    ev,
+    store,
+    test_a_newer_claim_fences_the_old_owner,
+    test_commits_add_up_and_state_reloads,
+    test_fencing_one_partition_refuses_the_whole_transaction,
+    test_fresh_partition_starts_from_earliest,
+    test_purge_keeps_rows_by_window_retention,
+    test_query_pages_in_window_then_key_order,
+    test_retracted_max_is_recomputed_exactly,
+    test_store_holds_one_topic,
+)
+
+__all__ = [
+    "store",
+    "test_a_newer_claim_fences_the_old_owner",
+    "test_commits_add_up_and_state_reloads",
+    "test_fencing_one_partition_refuses_the_whole_transaction",
+    "test_fresh_partition_starts_from_earliest",
+    "test_purge_keeps_rows_by_window_retention",
+    "test_query_pages_in_window_then_key_order",
+    "test_retracted_max_is_recomputed_exactly",
+    "test_store_holds_one_topic",
+]
+
+
+@pytest.fixture
+def make_store(postgres_url: str) -> Iterator[MakeStore]:
+    made: list[PostgresStore] = []
+
+    def make(retention: Retention | None = None) -> PostgresStore:
+        made.append(PostgresStore(postgres_url, retention=retention))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def test_open_store_takes_postgresql_urls(postgres_url: str, postgres: PostgresServer) -> None:
+    s = open_store(postgres_url)
+    assert isinstance(s, PostgresStore)
+    s.close()
+    bad = postgres_url.rsplit("/", 1)[0] + "/no_such_database"
+    with pytest.raises(StoreError, match="refused") as info:
+        open_store(bad)
+    assert not isinstance(info.value, StoreUnavailableError)  # a real mistake: not retried
+    with pytest.raises(ConfigError):
+        open_store("mysql://x")
+
+
+def test_concurrent_writers_lose_no_update(make_store: MakeStore) -> None:
+    """Processes on other partitions upsert the same metric rows at once: every add lands."""
+    writers, rounds = 4, 25
+
+    def write(p: int) -> None:
+        s = make_store()
+        epoch = s.claim("events", p, f"w{p}")
+        f = PartitionFold(p)
+        for r in range(rounds):
+            for i in range(20):
+                h = (p * 1_000_000) + r * 100 + i
+                # every writer touches the same channel rows, in a different order
+                f.apply(Event(CLOSED, h, 7 + i % 3, h, ("A", "B", "C")[(i + p) % 3], 60 * (i % 4)))
+            delta, changed = f.take_changes()
+            s.commit("events", [PartitionCommit(p, delta, r + 1, f.watermark, changed, epoch=epoch)])
+
+    threads = [threading.Thread(target=write, args=(p,)) for p in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    rows = make_store().query("channel_type", "all")
+    assert sum(r.closures for r in rows) == writers * rounds * 20
+
+
+def test_a_commit_whose_ack_was_lost_is_not_applied_twice(store: Any) -> None:
+    f = PartitionFold(0)
+    f.apply(ev(CREATED, 1, 100))
+    f.apply(ev(CLOSED, 2, 400))
+    delta, changed = f.take_changes()
+    c = PartitionCommit(0, delta, 2, f.watermark, changed)
+    store.commit("events", [c])
+    store.commit("events", [c])  # the retry of a commit that landed (its COMMIT ack was lost)
+    (row,) = store.query("channel_type", "all")
+    assert (row.closures, row.ttc_count, row.ttc_sum) == (1, 1, 300)
+
+
+def test_a_claim_waits_for_the_commit_holding_the_partition(make_store: MakeStore, postgres_url: str) -> None:
+    """The commit locks the owners row first: a claim in between serializes after it."""
+    s = make_store()
+    s.check_topic("events")
+    epoch = s.claim("events", 0, "old")
+    blocker = psycopg.connect(postgres_url)
+    blocker.execute("SELECT * FROM owners WHERE partition = 0 FOR UPDATE")  # as a commit in flight does
+    claimed: list[int] = []
+    t = threading.Thread(target=lambda: claimed.append(make_store().claim("events", 0, "new")))
+    t.start()
+    t.join(1.0)
+    assert t.is_alive() and not claimed  # blocked behind the "commit"
+    blocker.commit()
+    t.join(30)
+    assert claimed == [epoch + 1]
+    blocker.close()
+
+
+def test_lost_connection_is_transient_and_the_store_reconnects(
+    postgres: PostgresServer, postgres_url: str
+) -> None:
+    proxy = FaultProxy.to(postgres_url)
+    try:
+        s = PostgresStore(proxy.url(postgres_url), connect_timeout=2)
+        s.check_topic("events")
+        f = PartitionFold(0)
+        f.apply(ev(CLOSED, 2, 400))
+        delta, changed = f.take_changes()
+        c = PartitionCommit(0, delta, 1, f.watermark, changed)
+        proxy.cut()
+        with pytest.raises(StoreUnavailableError):
+            s.commit("events", [c])
+        with pytest.raises(StoreUnavailableError, match="unreachable"):  # refused while down
+            s.commit("events", [c])
+        proxy.open()
+        s.commit("events", [c])  # reconnected by itself
+        s.commit("events", [c])  # and a second try of the same commit changes nothing
+        assert s.query("channel_type", "all")[0].closures == 1
+    finally:
+        proxy.close()
