@@ -1,0 +1,61 @@
+"""From HTTP to the metrics API: webhooks posted to a real gateway, counted exactly by a
+real consumer, read back through /v1/closures."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from convmetrics.generate import GenerateConfig, generate_webhooks
+from support.gateway import GatewayProcess, free_port
+from support.pipeline import ConsumerProcess, compare_with_truth, wait_caught_up
+from support.truth import compute_truth
+
+
+@pytest.fixture
+def gateway(kafka_bootstrap: str, new_topic: Callable[..., str]) -> Iterator[GatewayProcess]:
+    gw = GatewayProcess(kafka_bootstrap, new_topic(6, prefix="e2e"))
+    yield gw
+    gw.stop()
+
+
+def post_one(client: httpx.Client, body: dict[str, Any]) -> None:
+    for _ in range(20):
+        r = client.post("/webhooks", content=orjson.dumps(body), headers={"content-type": "application/json"})
+        if r.status_code != 503:
+            assert r.status_code == 202, r.text
+            return
+    raise AssertionError("gateway kept answering 503")
+
+
+def test_webhooks_over_http_are_counted_exactly(
+    kafka_bootstrap: str, gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    cfg = GenerateConfig(seed=99, events=8_000, accounts=25, conversations=1_500, duplicate_rate=0.05,
+                         late_rate=0.05, unknown_channel_rate=0.05, noise_rate=0.05)  # fmt: skip
+    webhooks = [dict(w) for w in generate_webhooks(cfg)]
+    retried = random.Random(5).sample(webhooks, 200)  # senders retry after a lost answer
+    half = len(webhooks) // 2
+    with httpx.Client(base_url=gateway.url, timeout=60) as client:
+        with ThreadPoolExecutor(8) as pool:  # single webhooks, many in flight at once
+            list(pool.map(lambda b: post_one(client, b), webhooks[:half]))
+        rest = webhooks[half:] + retried
+        for i in range(0, len(rest), 500):  # and batches (NDJSON), as a backfill would
+            body = b"\n".join(orjson.dumps(w) for w in rest[i : i + 500])
+            r = client.post("/webhooks/batch", content=body, headers={"content-type": "application/x-ndjson"})
+            assert r.status_code == 202, r.text[:500]
+    api_port = free_port()
+    store = tmp_path / "m.db"
+    consumer = ConsumerProcess(kafka_bootstrap, gateway.topic, store, tmp_path / "c.log", http_port=api_port)
+    try:
+        wait_caught_up(kafka_bootstrap, gateway.topic, store, [consumer])
+        compare_with_truth(f"http://127.0.0.1:{api_port}", compute_truth(webhooks + retried))
+    finally:
+        assert consumer.stop() == 0, consumer.tail()

@@ -1,0 +1,72 @@
+"""A real `convmetrics gateway` process for tests (shared by gateway, pipeline and fault tests)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class GatewayProcess:
+    """``python -m convmetrics gateway`` in a child process, ready when /healthz answers."""
+
+    def __init__(self, bootstrap: str, topic: str, *args: str, secrets: str | None = None) -> None:
+        self.topic = topic
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVMETRICS_")}
+        env.update(CONVMETRICS_BOOTSTRAP_SERVERS=bootstrap, CONVMETRICS_TOPIC=topic)
+        if secrets:
+            env["CONVMETRICS_WEBHOOK_SECRETS"] = secrets
+        self.log = Path(tempfile.mkstemp(prefix="gateway-", suffix=".log")[1])
+        cmd = [
+            sys.executable,
+            "-m",
+            "convmetrics",
+            "gateway",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([*cmd, "--partitions", "3", *args], env=env, stdout=out, stderr=out)
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"gateway exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"gateway did not answer /healthz in 60 s:\n{self.output()}")
+            time.sleep(0.1)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
