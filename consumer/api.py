@@ -1,17 +1,23 @@
-"""HTTP API over the store: `GET /v1/closures`, `GET /healthz`."""
+"""HTTP API over the store: `/v1/closures`, `/v1/summary`, `/metrics`, `/healthz`, and the
+dashboard page at `/` (its assets under `/static/`, shipped in the package)."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from importlib.resources import files
 
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from consumer.exceptions import QueryError
+from consumer.overview import NewestWindows, channel_summary
+from consumer.prom import ClosureCollector
 from consumer.query import parse_query, response_json
 from consumer.store import Store
 
@@ -20,16 +26,27 @@ def _json(body: object, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-def create_app(open_store: Callable[[], Store]) -> Starlette:
-    """The API app; `open_store` is called once per worker thread (SQLite connections
-    must not be shared between threads)."""
+def create_app(open_store: Callable[[], Store], *, registry: CollectorRegistry | None = None) -> Starlette:
+    """The API app.
+
+    Args:
+        open_store: called once per worker thread (SQLite connections must not be shared
+            between threads).
+        registry: more Prometheus metrics for `/metrics` (the consumer process's own health,
+            when the API runs inside `consume`); closure metrics are always there.
+    """
     local = threading.local()
+    newest = NewestWindows()
 
     def store() -> Store:
         s: Store | None = getattr(local, "store", None)
         if s is None:
             s = local.store = open_store()
         return s
+
+    closure_registry = CollectorRegistry()
+    closure_registry.register(ClosureCollector(store, newest))
+    page = files("consumer").joinpath("static", "index.html").read_text(encoding="utf-8")
 
     def closures(request: Request) -> Response:
         try:
@@ -47,12 +64,30 @@ def create_app(open_store: Callable[[], Store]) -> Starlette:
         )
         return _json(response_json(q, rows))
 
+    def summary(request: Request) -> Response:
+        if request.query_params:
+            return _json({"error": "summary takes no parameters"}, 400)
+        return _json(channel_summary(store(), newest))
+
+    def metrics(request: Request) -> Response:
+        body = generate_latest(closure_registry)
+        if registry is not None:
+            body += generate_latest(registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
     def healthz(request: Request) -> Response:
         return _json({"status": "ok"})
 
+    def dashboard(request: Request) -> Response:
+        return HTMLResponse(page)
+
     return Starlette(
         routes=[
+            Route("/", dashboard, methods=["GET"]),
             Route("/v1/closures", closures, methods=["GET"]),
+            Route("/v1/summary", summary, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Mount("/static", StaticFiles(packages=[("consumer", "static")]), name="static"),
         ]
     )

@@ -5,19 +5,25 @@ from __future__ import annotations
 import threading
 
 import uvicorn
+from prometheus_client import CollectorRegistry
 
 from consumer.api import create_app
 from consumer.store import Retention, open_store
 
 
-def api_server(store_url: str, host: str, port: int) -> uvicorn.Server:
-    app = create_app(lambda: open_store(store_url, retention=Retention()))
+def api_server(
+    store_url: str, host: str, port: int, *, registry: CollectorRegistry | None = None
+) -> uvicorn.Server:
+    """`registry`: extra metrics for `/metrics` (the consumer's own, inside `consume`)."""
+    app = create_app(lambda: open_store(store_url, retention=Retention()), registry=registry)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     return uvicorn.Server(config)
 
 
-def serve_in_thread(store_url: str, host: str, port: int) -> tuple[uvicorn.Server, threading.Thread]:
-    server = api_server(store_url, host, port)
+def serve_in_thread(
+    store_url: str, host: str, port: int, *, registry: CollectorRegistry | None = None
+) -> tuple[uvicorn.Server, threading.Thread]:
+    server = api_server(store_url, host, port, registry=registry)
     # uvicorn installs signal handlers only on the main thread: the consumer keeps them
     thread = threading.Thread(target=server.run, name="api", daemon=True)
     thread.start()

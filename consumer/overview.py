@@ -1,0 +1,77 @@
+"""What the dashboard, `/metrics` and `convmetrics metrics --last` need beyond `/v1/closures`:
+the newest window of each size, and all-time totals. Built on `Store.query` alone, so any
+store implementation serves them."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from consumer.fold import BY_CHANNEL
+from consumer.query import MAX_LIMIT, row_json
+from consumer.store import MetricRow, Store
+from consumer.windows import ALL, SIZED
+
+
+def all_rows(store: Store, by: str, window: str, *, start_from: int | None = None) -> list[MetricRow]:
+    """Every row of (by, window) from `start_from` on, page by page."""
+    rows: list[MetricRow] = []
+    after: tuple[int, str] | None = None
+    while True:
+        page = store.query(by, window, start_from=start_from, after=after, limit=MAX_LIMIT)
+        rows.extend(page)
+        if len(page) < MAX_LIMIT:
+            return rows
+        after = (page[-1].window_start, page[-1].key)
+
+
+class NewestWindows:
+    """The newest window start of each size (1m, 1h, 1d), found top-down.
+
+    Every event updates a row of each size (by channel type and by account alike), so the
+    newest 1-minute window lies in the newest hour, which lies in the newest day: three
+    small queries instead of a scan of the 1-minute rows. The newest day only moves
+    forward while the store lives, so it is remembered as a lower bound for the next call;
+    thread-safe (one instance serves every API worker thread).
+    """
+
+    def __init__(self) -> None:
+        self._day_hint: int | None = None
+        self._lock = threading.Lock()
+
+    def find(self, store: Store) -> dict[str, int | None]:
+        with self._lock:
+            hint = self._day_hint
+        newest: dict[str, int | None] = {name: None for name, _ in SIZED}
+        days = all_rows(store, BY_CHANNEL, "1d", start_from=hint)
+        if not days and hint is not None:  # the store was replaced or purged: start over
+            days = all_rows(store, BY_CHANNEL, "1d")
+        if not days:
+            return newest
+        start = newest["1d"] = max(r.window_start for r in days)
+        with self._lock:
+            self._day_hint = start
+        for name, _ in SIZED[1::-1]:  # 1h, then 1m, each within the newest larger window
+            rows = all_rows(store, BY_CHANNEL, name, start_from=start)
+            if not rows:  # retention already dropped that size: nothing newer to find
+                break
+            start = newest[name] = max(r.window_start for r in rows)
+        return newest
+
+
+def channel_summary(store: Store, newest: NewestWindows) -> dict[str, Any]:
+    """`GET /v1/summary`: newest windows, all-time rows by channel type and their totals."""
+    rows = all_rows(store, BY_CHANNEL, ALL)
+    totals = {
+        "closures": sum(r.closures for r in rows),
+        "reopens": sum(r.reopens for r in rows),
+        "closed_unread": sum(r.closed_unread for r in rows),
+        "ttc_count": sum(r.ttc_count for r in rows),
+        "ttc_sum": sum(r.ttc_sum for r in rows),
+    }
+    count = totals["ttc_count"]
+    return {
+        "newest": newest.find(store),
+        "totals": {**totals, "ttc_mean": totals["ttc_sum"] / count if count else None},
+        "channel_types": [row_json(r) for r in rows],
+    }

@@ -1,0 +1,339 @@
+// Closure metrics dashboard: polls the JSON API (/v1/summary, /v1/closures) and redraws.
+// No build step, no dependencies but the vendored Chart.js. `?refresh=N` sets the polling
+// interval in seconds (default 5). `window.convmetrics` holds what the page last fetched.
+"use strict";
+
+(function () {
+  const params = new URLSearchParams(location.search);
+  const REFRESH_MS = Math.max(1, Number(params.get("refresh")) || 5) * 1000;
+  const SIZE = { "1m": 60, "1h": 3600 };
+  const SPAN = { "1m": 120, "1h": 48 }; // windows shown, ending with the newest one
+  const TABLE_ROWS = 100;
+  const PALETTE = [
+    "#2563eb", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6",
+    "#06b6d4", "#ec4899", "#84cc16", "#f97316", "#64748b",
+  ];
+
+  const state = {
+    window: "1h",
+    ttcKey: null,
+    search: "",
+    sort: { col: "closures", desc: true },
+    summary: null,
+    series: [], // /v1/closures rows by channel type for the shown windows
+    labels: [], // window starts shown on the time charts
+    accounts: [], // /v1/closures rows by account, all time
+    channels: [], // channel types, busiest first (fixes their colours)
+    refreshes: 0,
+    error: null,
+  };
+  window.convmetrics = state;
+
+  // -- formatting -------------------------------------------------------------------
+  const nf = new Intl.NumberFormat("en-US");
+  const count = (n) => nf.format(n);
+  const pct = (part, whole) => (whole ? ((100 * part) / whole).toFixed(1) + "%" : "–");
+  const pad = (n) => String(n).padStart(2, "0");
+
+  function duration(s) {
+    if (s === null || s === undefined) return "–";
+    s = Math.round(s);
+    if (s < 60) return s + "s";
+    if (s < 3600) return Math.floor(s / 60) + "m" + pad(s % 60) + "s";
+    if (s < 86400) return Math.floor(s / 3600) + "h" + pad(Math.floor((s % 3600) / 60)) + "m";
+    return Math.floor(s / 86400) + "d" + pad(Math.floor((s % 86400) / 3600)) + "h";
+  }
+
+  function utc(t, withDate) {
+    const d = new Date(t * 1000);
+    const hm = pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes());
+    return withDate ? pad(d.getUTCMonth() + 1) + "-" + pad(d.getUTCDate()) + " " + hm : hm;
+  }
+
+  function utcFull(t) {
+    return new Date(t * 1000).toISOString().slice(0, 16).replace("T", " ") + " UTC";
+  }
+
+  const escape = (s) =>
+    String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+
+  // -- data -------------------------------------------------------------------------
+  async function getJSON(path, query) {
+    const url = query ? path + "?" + new URLSearchParams(query) : path;
+    const r = await fetch(url, { cache: "no-store" });
+    const body = await r.json();
+    if (!r.ok) throw new Error(body.error || r.status + " " + r.statusText);
+    return body;
+  }
+
+  async function allRows(query) {
+    const rows = [];
+    let cursor = null;
+    do {
+      const q = Object.assign({ limit: "10000" }, query, cursor ? { cursor } : {});
+      const body = await getJSON("/v1/closures", q);
+      rows.push(...body.rows);
+      cursor = body.next;
+    } while (cursor);
+    return rows;
+  }
+
+  async function refresh() {
+    const summary = await getJSON("/v1/summary");
+    const w = state.window;
+    const newest = summary.newest[w];
+    let labels = [];
+    let series = [];
+    if (newest !== null) {
+      const from = newest - (SPAN[w] - 1) * SIZE[w];
+      for (let t = from; t <= newest; t += SIZE[w]) labels.push(t);
+      series = await allRows({ by: "channel_type", window: w, from: String(from) });
+    }
+    const accounts = await allRows({ by: "account", window: "all" });
+    const channels = summary.channel_types
+      .slice()
+      .sort((a, b) => b.closures - a.closures || (a.key < b.key ? -1 : 1))
+      .map((r) => r.key);
+    if (w !== state.window) return; // switched while fetching: the next poll draws it
+    Object.assign(state, { summary, labels, series, accounts, channels, error: null });
+    if (!state.ttcKey || !channels.includes(state.ttcKey)) state.ttcKey = channels[0] || null;
+    render();
+    state.refreshes += 1;
+  }
+
+  // -- charts -----------------------------------------------------------------------
+  const colour = (key) => PALETTE[Math.max(0, state.channels.indexOf(key)) % PALETTE.length];
+  const charts = {};
+
+  function chart(id, type, yTitle, yTick, stacked) {
+    return new Chart(document.getElementById(id), {
+      type,
+      data: { labels: [], datasets: [] },
+      options: {
+        animation: false,
+        responsive: true,
+        maintainAspectRatio: false,
+        interaction: { mode: "index", intersect: false },
+        plugins: {
+          legend: { position: "bottom", labels: { boxWidth: 12, boxHeight: 12 } },
+          tooltip: { callbacks: { label: (c) => c.dataset.label + ": " + (c.raw === null ? "–" : yTick(c.raw)) } },
+        },
+        scales: {
+          x: { stacked, grid: { display: false }, ticks: { maxRotation: 0, autoSkipPadding: 12 } },
+          y: { stacked, beginAtZero: true, title: { display: true, text: yTitle }, ticks: { callback: yTick } },
+        },
+        spanGaps: true,
+      },
+    });
+  }
+
+  function byWindow(rows) {
+    const m = new Map();
+    for (const r of rows) {
+      if (!m.has(r.window_start)) m.set(r.window_start, new Map());
+      m.get(r.window_start).set(r.key, r);
+    }
+    return m;
+  }
+
+  function drawCharts() {
+    const cells = byWindow(state.series);
+    const labels = state.labels.map((t) => utc(t, state.window === "1h"));
+    const at = (t, key) => (cells.get(t) || new Map()).get(key);
+
+    charts.closures.data = {
+      labels,
+      datasets: state.channels.map((key) => ({
+        label: key,
+        data: state.labels.map((t) => (at(t, key) ? at(t, key).closures : 0)),
+        backgroundColor: colour(key),
+        stack: "closures",
+      })),
+    };
+    charts.closures.update("none");
+
+    const key = state.ttcKey;
+    const ttc = (q) => state.labels.map((t) => (at(t, key) ? at(t, key).time_to_close[q] : null));
+    charts.ttc.data = {
+      labels,
+      datasets: [
+        { label: "p50", data: ttc("p50"), borderColor: colour(key), backgroundColor: colour(key), pointRadius: 2 },
+        { label: "p90", data: ttc("p90"), borderColor: colour(key), backgroundColor: colour(key),
+          borderDash: [6, 4], pointRadius: 2 },
+      ],
+    };
+    charts.ttc.update("none");
+
+    const share = state.labels.map((t) => {
+      let closed = 0;
+      let unread = 0;
+      for (const r of (cells.get(t) || new Map()).values()) {
+        closed += r.closures;
+        unread += r.closed_unread;
+      }
+      return closed ? (100 * unread) / closed : null;
+    });
+    charts.unread.data = {
+      labels,
+      datasets: [{ label: "all channel types", data: share, borderColor: "#ef4444",
+        backgroundColor: "rgba(239, 68, 68, 0.12)", fill: true, pointRadius: 2 }],
+    };
+    charts.unread.update("none");
+  }
+
+  // -- tables and numbers -----------------------------------------------------------
+  function setText(id, text) {
+    document.getElementById(id).textContent = text;
+  }
+
+  function drawKpis() {
+    const t = state.summary.totals;
+    setText("kpi-closures", count(t.closures));
+    setText("kpi-reopens", count(t.reopens));
+    setText("kpi-unread", count(t.closed_unread));
+    setText("kpi-unread-share", pct(t.closed_unread, t.closures) + " of closures");
+    setText("kpi-ttc-mean", duration(t.ttc_mean));
+    setText("kpi-ttc-count", "over " + count(t.ttc_count) + " timed closures");
+    setText("kpi-channels", count(state.channels.length));
+    setText("kpi-accounts", count(state.accounts.length));
+    const newest = state.summary.newest;
+    const upTo = newest["1m"] ?? newest["1h"] ?? newest["1d"];
+    setText("status", (upTo === null ? "No data yet" : "Data up to " + utcFull(upTo)) +
+      " · updated " + new Date().toLocaleTimeString() + " · refreshes every " + REFRESH_MS / 1000 + " s");
+    document.getElementById("status").classList.remove("error");
+  }
+
+  function cellsOf(r) {
+    const t = r.time_to_close;
+    return [
+      `<td class="num">${count(r.closures)}</td>`,
+      `<td class="num">${count(r.reopens)}</td>`,
+      `<td class="num">${pct(r.closed_unread, r.closures)}</td>`,
+      `<td class="num">${duration(t.p50)}</td>`,
+      `<td class="num">${duration(t.p90)}</td>`,
+      `<td class="num">${duration(t.mean)}</td>`,
+    ].join("");
+  }
+
+  function drawChannels() {
+    const rows = state.channels.map((k) => state.summary.channel_types.find((r) => r.key === k));
+    document.querySelector("#channels tbody").innerHTML = rows
+      .map((r) => `<tr data-key="${escape(r.key)}"><td><span class="swatch" style="background:${colour(r.key)}">` +
+        `</span>${escape(r.key)}</td>${cellsOf(r)}</tr>`)
+      .join("");
+  }
+
+  const SORT_VALUE = {
+    key: (r) => Number(r.key),
+    closures: (r) => r.closures,
+    reopens: (r) => r.reopens,
+    unread: (r) => (r.closures ? r.closed_unread / r.closures : -1),
+    p50: (r) => r.time_to_close.p50 ?? -1,
+    p90: (r) => r.time_to_close.p90 ?? -1,
+    mean: (r) => r.time_to_close.mean ?? -1,
+  };
+
+  function visibleAccounts() {
+    const q = state.search.trim();
+    const rows = q ? state.accounts.filter((r) => r.key.includes(q)) : state.accounts.slice();
+    const value = SORT_VALUE[state.sort.col];
+    const sign = state.sort.desc ? -1 : 1;
+    rows.sort((a, b) => sign * (value(a) - value(b)) || Number(a.key) - Number(b.key));
+    return rows;
+  }
+
+  function drawAccounts() {
+    const rows = visibleAccounts();
+    const shown = rows.slice(0, TABLE_ROWS);
+    document.querySelector("#accounts tbody").innerHTML = shown
+      .map((r) => `<tr data-key="${escape(r.key)}"><td>${escape(r.key)}</td>${cellsOf(r)}</tr>`)
+      .join("");
+    for (const th of document.querySelectorAll("#accounts th")) {
+      th.classList.toggle("sorted-desc", th.dataset.col === state.sort.col && state.sort.desc);
+      th.classList.toggle("sorted-asc", th.dataset.col === state.sort.col && !state.sort.desc);
+    }
+    const total = state.accounts.length;
+    const matched = state.search.trim() ? `${count(rows.length)} of ${count(total)} accounts match` :
+      `${count(total)} accounts`;
+    setText("accounts-note", rows.length > shown.length ? `${matched}; showing the first ${shown.length}` : matched);
+  }
+
+  function drawTtcChoices() {
+    const select = document.getElementById("ttc-key");
+    const have = Array.from(select.options).map((o) => o.value).join("\n");
+    if (have !== state.channels.join("\n")) {
+      select.innerHTML = state.channels.map((k) => `<option>${escape(k)}</option>`).join("");
+    }
+    select.value = state.ttcKey || "";
+  }
+
+  function render() {
+    drawKpis();
+    drawTtcChoices();
+    drawCharts();
+    drawChannels();
+    drawAccounts();
+  }
+
+  // -- wiring -----------------------------------------------------------------------
+  let timer = null;
+  let running = false;
+  let again = false;
+  async function poll() {
+    if (running) {
+      again = true; // e.g. the window switch while a refresh is in flight
+      return;
+    }
+    running = true;
+    clearTimeout(timer);
+    try {
+      await refresh();
+    } catch (err) {
+      state.error = String(err.message || err);
+      const status = document.getElementById("status");
+      status.textContent = "Cannot load metrics: " + state.error + " (retrying)";
+      status.classList.add("error");
+    }
+    running = false;
+    if (again) {
+      again = false;
+      poll();
+      return;
+    }
+    timer = setTimeout(poll, REFRESH_MS);
+  }
+
+  function start() {
+    Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
+    Chart.defaults.color = "#3e4c59";
+    charts.closures = chart("closures-chart", "bar", "closures", (v) => count(v), true);
+    charts.ttc = chart("ttc-chart", "line", "seconds to close", duration, false);
+    charts.unread = chart("unread-chart", "line", "% of closures unread", (v) => Number(v).toFixed(0) + "%", false);
+
+    for (const b of document.querySelectorAll(".switch button")) {
+      b.addEventListener("click", () => {
+        state.window = b.dataset.window;
+        for (const o of document.querySelectorAll(".switch button")) o.classList.toggle("on", o === b);
+        poll();
+      });
+    }
+    document.getElementById("ttc-key").addEventListener("change", (e) => {
+      state.ttcKey = e.target.value;
+      drawCharts();
+    });
+    document.getElementById("account-search").addEventListener("input", (e) => {
+      state.search = e.target.value;
+      drawAccounts();
+    });
+    for (const th of document.querySelectorAll("#accounts th")) {
+      th.addEventListener("click", () => {
+        const col = th.dataset.col;
+        state.sort = { col, desc: state.sort.col === col ? !state.sort.desc : col !== "key" };
+        drawAccounts();
+      });
+    }
+    poll();
+  }
+
+  start();
+})();

@@ -1,0 +1,150 @@
+"""The HTTP app: dashboard page and assets, `/v1/summary`, `/metrics` wiring, `/v1/closures`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.testclient import TestClient
+
+from consumer.api import create_app
+from consumer.fold import PartitionFold
+from consumer.model import CLOSED, CREATED, OPENED, Event
+from consumer.overview import NewestWindows
+from consumer.sqlite_store import SqliteStore
+from consumer.store import PartitionCommit
+
+DAY = 1_699_920_000  # a UTC midnight
+
+
+def fill(path: Path, events: list[Event], next_offset: int = 1) -> None:
+    store = SqliteStore(str(path))
+    store.check_topic("events")
+    fold = PartitionFold(0)
+    for e in events:
+        fold.apply(e)
+    delta, changed = fold.take_changes()
+    store.commit("events", [PartitionCommit(0, delta, next_offset, fold.watermark, changed)])
+    store.close()
+
+
+def ev(kind: int, h: int, t: int, *, account: int, conv: int, channel: str, unread: bool = False) -> Event:
+    return Event(kind, h, account, conv, channel, t, None, t - 5 if unread else None)
+
+
+EVENTS = [
+    ev(CREATED, 1, DAY, account=7, conv=1, channel="EMAIL"),
+    ev(CLOSED, 2, DAY + 300, account=7, conv=1, channel="EMAIL", unread=True),
+    ev(CREATED, 3, DAY + 3 * 3600, account=8, conv=2, channel="SMS"),
+    ev(CLOSED, 4, DAY + 3 * 3600 + 60, account=8, conv=2, channel="SMS"),
+    ev(OPENED, 5, DAY + 5 * 3600 + 30, account=7, conv=1, channel="EMAIL"),
+    ev(CLOSED, 6, DAY + 5 * 3600 + 90, account=7, conv=1, channel="EMAIL"),
+]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "m.db"
+    fill(path, EVENTS)
+    return path
+
+
+def client(db: Path, registry: CollectorRegistry | None = None) -> TestClient:
+    return TestClient(create_app(lambda: SqliteStore(str(db)), registry=registry))
+
+
+def test_dashboard_page_and_its_assets_ship_in_the_package(db: Path) -> None:
+    c = client(db)
+    page = c.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    for needle in ('id="closures-chart"', 'id="ttc-chart"', 'id="unread-chart"', 'id="account-search"'):
+        assert needle in page.text
+    for asset in ("/static/dashboard.js", "/static/dashboard.css", "/static/vendor/chart.umd.min.js"):
+        assert asset in page.text, f"{asset} not referenced"
+        r = c.get(asset)
+        assert r.status_code == 200 and len(r.content) > 1000, asset
+    assert "Chart.js v4" in c.get("/static/vendor/chart.umd.min.js").text
+    assert "MIT License" in c.get("/static/vendor/chart.js.LICENSE.md").text
+    assert "http://" not in page.text and "https://" not in page.text  # nothing from a CDN
+    assert c.get("/static/nothing.js").status_code == 404
+
+
+def test_summary_gives_newest_windows_and_all_time_totals(db: Path) -> None:
+    c = client(db)
+    body = c.get("/v1/summary").json()
+    assert body["newest"] == {"1d": DAY, "1h": DAY + 5 * 3600, "1m": DAY + 5 * 3600 + 60}
+    assert body["totals"] == {
+        "closures": 3,
+        "reopens": 1,
+        "closed_unread": 1,
+        "ttc_count": 3,
+        "ttc_sum": 300 + 60 + 60,
+        "ttc_mean": 140.0,
+    }
+    by_channel = c.get("/v1/closures", params={"by": "channel_type", "window": "all"}).json()["rows"]
+    assert body["channel_types"] == by_channel
+    assert [r["key"] for r in by_channel] == ["EMAIL", "SMS"]
+
+
+def test_summary_of_an_empty_store(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.db"
+    SqliteStore(str(empty)).close()
+    body = client(empty).get("/v1/summary").json()
+    assert body["newest"] == {"1m": None, "1h": None, "1d": None}
+    assert body["totals"]["closures"] == 0 and body["totals"]["ttc_mean"] is None
+    assert body["channel_types"] == []
+
+
+def test_summary_rejects_parameters(db: Path) -> None:
+    r = client(db).get("/v1/summary", params={"by": "account"})
+    assert r.status_code == 400 and "no parameters" in r.json()["error"]
+
+
+def test_newest_windows_move_forward_with_new_data(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    fill(path, EVENTS[:2])
+    store = SqliteStore(str(path))
+    newest = NewestWindows()
+    assert newest.find(store) == {"1m": DAY + 300, "1h": DAY, "1d": DAY}
+    later = DAY + 3 * 86400 + 7200 + 61
+    fill(path, [ev(CLOSED, 9, later, account=9, conv=9, channel="SMS")], next_offset=2)
+    assert newest.find(store) == {"1m": later - 1, "1h": later - 61, "1d": DAY + 3 * 86400}
+    # a late event in an old window does not move the newest windows back
+    fill(path, [ev(CLOSED, 10, DAY + 10, account=9, conv=10, channel="SMS")], next_offset=3)
+    assert newest.find(store)["1m"] == later - 1
+
+
+def test_metrics_serves_closure_metrics_and_the_extra_registry(db: Path) -> None:
+    extra = CollectorRegistry()
+    Counter("convmetrics_consumer_test_things", "things", registry=extra).inc(3)
+    r = client(db, extra).get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(r.text)
+        for s in fam.samples
+    }
+    assert samples[("convmetrics_closures_total", (("channel_type", "EMAIL"),))] == 2
+    assert samples[("convmetrics_closures_total", (("channel_type", "SMS"),))] == 1
+    assert samples[("convmetrics_consumer_test_things_total", ())] == 3
+    # no account label anywhere: label cardinality stays at the number of channel types
+    assert all("account" not in labels for _, labels in [(k[0], dict(k[1])) for k in samples])
+
+
+def test_metrics_without_extra_registry_has_no_consumer_metrics(db: Path) -> None:
+    text = client(db).get("/metrics").text
+    assert "convmetrics_closures_total" in text and "convmetrics_consumer_" not in text
+
+
+def test_closures_still_work_for_existing_callers(db: Path) -> None:
+    c = TestClient(create_app(lambda: SqliteStore(str(db))))  # positional, no registry
+    rows = c.get("/v1/closures", params={"by": "account", "window": "1h"}).json()["rows"]
+    assert [(r["key"], r["window_start"], r["closures"]) for r in rows] == [
+        ("7", DAY, 1),
+        ("8", DAY + 3 * 3600, 1),
+        ("7", DAY + 5 * 3600, 1),
+    ]
+    assert c.get("/v1/closures", params={"by": "team", "window": "1h"}).status_code == 400
+    assert c.get("/healthz").json() == {"status": "ok"}

@@ -1,0 +1,132 @@
+"""Prometheus exposition of the consumer's health and of the closure metrics, read back with
+prometheus_client's own parser."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from consumer.fold import PartitionFold
+from consumer.model import CLOSED, CREATED, Event
+from consumer.prom import ClosureCollector, ConsumerMetrics
+from consumer.query import row_json
+from consumer.runner import CommitReport, Stats
+from consumer.sqlite_store import SqliteStore
+from consumer.store import PartitionCommit
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(registry: CollectorRegistry) -> tuple[Samples, dict[str, str]]:
+    """Samples by (name, sorted labels), and each family's type."""
+    samples: Samples = {}
+    types: dict[str, str] = {}
+    for fam in text_string_to_metric_families(generate_latest(registry).decode()):
+        types[fam.name] = fam.type
+        for s in fam.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples, types
+
+
+def test_consumer_health_is_read_from_stats_at_scrape_time() -> None:
+    m = ConsumerMetrics()
+    stats = Stats(consumed=120, folded=100, duplicates=9, ignored=8, dead_lettered=3, fenced=2, commits=5)
+    stats.by_type = {"conversation.closed": 40, "conversation.created": 60}
+    stats.lag = {0: 7, 2: 0}
+    m.watch(lambda: stats)
+    got, types = scrape(m.registry)
+    assert got[("convmetrics_consumer_records_total", ())] == 120
+    assert got[("convmetrics_consumer_events_total", (("type", "conversation.closed"),))] == 40
+    assert got[("convmetrics_consumer_events_total", (("type", "conversation.created"),))] == 60
+    assert got[("convmetrics_consumer_duplicates_total", ())] == 9
+    assert got[("convmetrics_consumer_ignored_total", ())] == 8
+    assert got[("convmetrics_consumer_dead_lettered_total", ())] == 3
+    assert got[("convmetrics_consumer_fenced_partitions_total", ())] == 2
+    assert got[("convmetrics_consumer_commits_total", ())] == 5
+    assert got[("convmetrics_consumer_lag_records", (("partition", "0"),))] == 7
+    assert got[("convmetrics_consumer_lag_records", (("partition", "2"),))] == 0
+    assert types["convmetrics_consumer_lag_records"] == "gauge"
+    assert types["convmetrics_consumer_events"] == "counter"
+
+    stats.duplicates += 1  # a later scrape sees the new value: nothing is cached
+    stats.lag = {0: 0}
+    got, _ = scrape(m.registry)
+    assert got[("convmetrics_consumer_duplicates_total", ())] == 10
+    assert ("convmetrics_consumer_lag_records", (("partition", "2"),)) not in got
+
+
+def test_commit_hook_observes_flush_and_store_durations() -> None:
+    m = ConsumerMetrics()
+    for flush, store in ((0.004, 0.003), (0.2, 0.15), (3.0, 2.0)):
+        m.on_commit(CommitReport(partitions=[], flush_seconds=flush, store_seconds=store, fenced=[]))
+    got, types = scrape(m.registry)
+    assert types["convmetrics_consumer_flush_seconds"] == "histogram"
+    assert got[("convmetrics_consumer_flush_seconds_count", ())] == 3
+    assert got[("convmetrics_consumer_flush_seconds_sum", ())] == pytest.approx(3.204)
+    assert got[("convmetrics_consumer_flush_seconds_bucket", (("le", "0.005"),))] == 1
+    assert got[("convmetrics_consumer_store_transaction_seconds_count", ())] == 3
+    assert got[("convmetrics_consumer_store_transaction_seconds_bucket", (("le", "0.25"),))] == 2
+    # before watch(): the histograms are there, the counters are not yet
+    assert ("convmetrics_consumer_records_total", ()) not in got
+
+
+def test_registries_are_separate() -> None:
+    a, b = ConsumerMetrics(), ConsumerMetrics()  # two in one process must not clash
+    a.on_commit(CommitReport([], 1.0, 1.0, []))
+    assert scrape(b.registry)[0][("convmetrics_consumer_flush_seconds_count", ())] == 0
+
+
+def test_closure_metrics_per_channel_type_match_the_all_time_rows(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "m.db"))
+    store.check_topic("events")
+    fold = PartitionFold(0)
+    t0 = 1_700_000_000
+    for i in range(50):  # EMAIL: 50 timed closures, 10..500 s; every 5th unread
+        fold.apply(Event(CREATED, 2 * i, 1 + i % 3, i, "EMAIL", t0))
+        fold.apply(Event(CLOSED, 2 * i + 1, 1 + i % 3, i, "EMAIL", t0 + 10 * (i + 1), None,
+                         t0 if i % 5 == 0 else None))
+    fold.apply(Event(CLOSED, 999, 4, 999, "FAX", t0 + 5))  # a closure without a start: untimed
+    delta, changed = fold.take_changes()
+    store.commit("events", [PartitionCommit(0, delta, 101, fold.watermark, changed)])
+
+    registry = CollectorRegistry()
+    registry.register(ClosureCollector(lambda: store))
+    got, types = scrape(registry)
+    rows = {r["key"]: r for r in (row_json(x) for x in store.query("channel_type", "all"))}
+    assert types["convmetrics_time_to_close_seconds"] == "summary"
+    for key, row in rows.items():
+        ct = (("channel_type", key),)
+        assert got[("convmetrics_closures_total", ct)] == row["closures"]
+        assert got[("convmetrics_reopens_total", ct)] == row["reopens"]
+        assert got[("convmetrics_closed_unread_total", ct)] == row["closed_unread"]
+        ttc = row["time_to_close"]
+        assert got[("convmetrics_time_to_close_seconds_count", ct)] == ttc["count"]
+        assert got[("convmetrics_time_to_close_seconds_sum", ct)] == ttc["sum"]
+        for q, field in (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99")):
+            sample = ("convmetrics_time_to_close_seconds", (("channel_type", key), ("quantile", q)))
+            if ttc[field] is None:
+                assert sample not in got
+            else:
+                assert got[sample] == ttc[field]
+    assert got[("convmetrics_closures_total", (("channel_type", "EMAIL"),))] == 50
+    assert got[("convmetrics_closed_unread_total", (("channel_type", "EMAIL"),))] == 10
+    assert got[("convmetrics_time_to_close_seconds_sum", (("channel_type", "EMAIL"),))] == 10 * 50 * 51 / 2
+    assert got[("convmetrics_time_to_close_seconds", (("channel_type", "EMAIL"), ("quantile", "0.5")))] == (
+        pytest.approx(250, rel=0.03)
+    )
+    assert got[("convmetrics_time_to_close_seconds_count", (("channel_type", "FAX"),))] == 0
+    newest_minute = t0 + 500 - (t0 + 500) % 60
+    assert got[("convmetrics_newest_window_start_seconds", (("window", "1m"),))] == newest_minute
+    labels = {label for _, ls in got for label, _ in ls}
+    assert labels <= {"channel_type", "quantile", "window"}  # never an account label
+
+
+def test_closure_metrics_of_an_empty_store(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "m.db"))
+    registry = CollectorRegistry()
+    registry.register(ClosureCollector(lambda: store))
+    got, types = scrape(registry)
+    assert got == {} and "convmetrics_closures" in types
