@@ -4,6 +4,7 @@
 set -euo pipefail
 need=()
 # one line per package:  dpkg -s PKG >/dev/null 2>&1 || need+=(PKG)   # why
+dpkg -s chromium >/dev/null 2>&1 || need+=(chromium)   # headless browser for tests/integration/test_dashboard.py (driven by Playwright)
 dpkg -s postgresql >/dev/null 2>&1 || need+=(postgresql)   # a local PostgreSQL server for the store tests (initdb/pg_ctl, no Docker needed)
 if [ ${#need[@]} -gt 0 ]; then
   sudo_cmd=""
