@@ -287,9 +287,20 @@ class MetricsConsumer:
 
     def _write(self, commits: list[PartitionCommit], purge: bool) -> list[TopicPartition]:
         """Writer thread: the store transaction. Partitions fenced off by a newer owner are
-        left out and the rest is committed; the polling thread then drops their state."""
+        left out and the rest is committed; the polling thread then drops their state.
+
+        While the store is unreachable the same commit is retried with backoff (capped at
+        5 s); the polling thread waits at its next commit, so consumption pauses. A retried
+        commit that had in fact landed is recognised by its stored offsets and skipped by
+        the store. Past max.poll.interval.ms the group moves the partitions on; the
+        retried commit is then refused by the new owner's epoch (FencedError). Any other
+        error is a bug or a misconfiguration and is raised.
+        """
+        from consumer.postgres_store import StoreUnavailableError  # SQLite never raises it
+
         started = time.perf_counter()
         fenced: list[int] = []
+        attempt, delay = 0, 0.2
         while commits:
             try:
                 self.store.commit(self.s.topic, commits)
@@ -298,10 +309,31 @@ class MetricsConsumer:
                 log.warning("%s", exc)
                 fenced.extend(exc.partitions)
                 commits = [c for c in commits if c.partition not in exc.partitions]
+            except StoreUnavailableError as exc:
+                attempt += 1
+                if self._stop.is_set() and attempt > 10:
+                    log.error(
+                        "stopping with the store still unavailable: the last commit is dropped "
+                        "(its records are replayed from the store's offsets on restart)"
+                    )
+                    raise
+                log.warning(
+                    "store unavailable, commit attempt %d failed (%s): retrying the same commit in %.1fs",
+                    attempt,
+                    exc,
+                    delay,
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        if attempt:
+            log.warning("store available again: commit landed after %d retries", attempt)
         self._fenced.extend(fenced)
         store_seconds = time.perf_counter() - started
         if purge:
-            self.store.purge()
+            try:
+                self.store.purge()
+            except StoreUnavailableError as exc:  # retention catches up at the next purge
+                log.warning("purge skipped, store unavailable: %s", exc)
         self.stats.commits += 1
         self.stats.last_commit_seconds = time.perf_counter() - started
         if self.on_commit is not None:

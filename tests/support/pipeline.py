@@ -59,7 +59,16 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         c.close()
 
 
-def stored_offsets(store: Path) -> dict[int, int]:
+def stored_offsets(store: Path | str) -> dict[int, int]:
+    """Committed next offsets per partition, from a SQLite file or a postgresql:// URL."""
+    if isinstance(store, str):
+        import psycopg
+
+        try:
+            with psycopg.connect(store, connect_timeout=5) as conn:
+                return dict(conn.execute("SELECT partition, next_offset FROM offsets").fetchall())
+        except psycopg.Error:  # not created yet, or the test made the database unreachable
+            return {}
     if not store.exists():
         return {}
     db = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=30)
@@ -78,7 +87,7 @@ class ConsumerProcess:
         self,
         bootstrap: str,
         topic: str,
-        store: Path,
+        store: Path | str,
         log: Path,
         *,
         http_port: int | None = None,
@@ -95,7 +104,7 @@ class ConsumerProcess:
             "--topic",
             topic,
             "--store",
-            f"sqlite:///{store}",
+            store if isinstance(store, str) else f"sqlite:///{store}",  # a URL, or a SQLite file
             "--group",
             group or f"metrics-{topic}",
             "--flush-interval",
@@ -150,7 +159,7 @@ class ConsumerProcess:
 
 
 def wait_caught_up(
-    bootstrap: str, topic: str, store: Path, procs: list[ConsumerProcess], timeout: float = 180
+    bootstrap: str, topic: str, store: Path | str, procs: list[ConsumerProcess], timeout: float = 180
 ) -> None:
     """Until the store's committed offsets reach the end of every partition."""
     ends = end_offsets(bootstrap, topic)
@@ -168,7 +177,7 @@ def wait_caught_up(
     )
 
 
-def wait_progress(store: Path, at_least: int, timeout: float = 120) -> None:
+def wait_progress(store: Path | str, at_least: int, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if sum(stored_offsets(store).values()) >= at_least:

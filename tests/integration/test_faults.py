@@ -1,0 +1,288 @@
+"""Faults with several consumer processes sharing one store (issue: scale out).
+
+Three `convmetrics consume` processes in one group on a 6-partition topic; events flow in
+over HTTP through a `convmetrics gateway` process while a fault hits: SIGKILL of a
+consumer, a consumer frozen (SIGSTOP) past its session timeout then woken (the zombie
+must be fenced), the Kafka broker stopped and restarted, the database unreachable. After
+each, every total matches the truth oracle exactly. PostgreSQL and SQLite (several
+processes on one machine share the file) where the fault applies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from support.pipeline import ConsumerProcess, compare_with_truth, wait_caught_up, wait_progress
+from support.postgres import FaultProxy, PostgresServer, free_port
+from support.truth import compute_truth
+from test_consumer import stream
+
+from convmetrics.localkafka import LocalBroker
+
+SESSION_TIMEOUT_S = 6  # the consumers' session.timeout.ms (set by ConsumerProcess)
+
+
+class Gateway:
+    """`convmetrics gateway` as a process; `feed` posts webhooks in batches, retrying 503s."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = Path(tempfile.mkstemp(prefix="gateway-", suffix=".log")[1])
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVMETRICS_")}
+        cmd = [sys.executable, "-m", "convmetrics", "gateway", "--bootstrap-servers", bootstrap]
+        cmd += ["--topic", topic, "--host", "127.0.0.1", "--port", str(self.port), "--delivery-timeout", "3"]
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=out)
+        deadline = time.monotonic() + 60
+        while not self._healthy():
+            assert self.proc.poll() is None, f"gateway exited:\n{self.output()}"
+            assert time.monotonic() < deadline, f"gateway not healthy in 60 s:\n{self.output()}"
+            time.sleep(0.1)
+        self.posted = 0  # webhooks acknowledged so far (for pacing the faults)
+        self.retried = 0
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def feed(self, webhooks: list[dict[str, Any]], batch: int = 250, pause: float = 0.2) -> None:
+        """Post every webhook until the gateway accepts it (a 503 item is posted again)."""
+        with httpx.Client(base_url=self.url, timeout=60) as client:
+            for i in range(0, len(webhooks), batch):
+                todo = webhooks[i : i + batch]
+                deadline = time.monotonic() + 180
+                while todo:
+                    assert time.monotonic() < deadline, f"gateway kept refusing:\n{self.output()}"
+                    try:
+                        r = client.post("/webhooks/batch", content=json.dumps(todo).encode())
+                    except httpx.TransportError:
+                        time.sleep(1)
+                        continue
+                    if r.status_code not in (202, 207, 503):
+                        raise AssertionError(f"gateway answered {r.status_code}: {r.text[:500]}")
+                    items = r.json()["items"]
+                    bad = [it for it in items if it["status"] not in (202, 503)]
+                    assert not bad, bad[:3]
+                    again = [todo[it["index"]] for it in items if it["status"] == 503]
+                    self.posted += len(todo) - len(again)
+                    if again:
+                        self.retried += len(again)
+                        time.sleep(float(r.headers.get("retry-after", "1")))
+                    todo = again
+                time.sleep(pause)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+@dataclass
+class Run:
+    """One fault scenario: a gateway, consumers, a store, a feeder thread and the truth."""
+
+    bootstrap: str
+    topic: str
+    store: Path | str  # SQLite file, or the postgresql:// URL consumers use
+    watch: Path | str  # where the test reads committed offsets (the direct URL, never the proxy)
+    tmp: Path
+    webhooks: list[dict[str, Any]]
+    gateway: Gateway | None = None
+    consumers: list[ConsumerProcess] = field(default_factory=list)
+    api_port: int = field(default_factory=free_port)
+    feeder: threading.Thread | None = None
+    errors: list[BaseException] = field(default_factory=list)
+
+    def start(self, n: int = 3, extra: list[str] | None = None) -> None:
+        self.gateway = Gateway(self.bootstrap, self.topic)
+        for i in range(n):
+            self.consumers.append(
+                ConsumerProcess(
+                    self.bootstrap,
+                    self.topic,
+                    self.store,
+                    self.tmp / f"c{i}.log",
+                    http_port=self.api_port if i == 0 else None,
+                    extra=[*(extra or []), *(["--flush-interval", "5", "--flush-events", "10000000"] if i == 2 else [])],
+                )
+            )
+        for c in self.consumers:
+            c.wait_log("assigned [(")
+        self.feeder = threading.Thread(target=self._feed, daemon=True)
+        self.feeder.start()
+
+    def _feed(self) -> None:
+        assert self.gateway is not None
+        try:
+            self.gateway.feed(self.webhooks)
+        except BaseException as exc:
+            self.errors.append(exc)
+
+    def wait_posted(self, fraction: float) -> None:
+        assert self.gateway is not None
+        deadline = time.monotonic() + 120
+        while self.gateway.posted < fraction * len(self.webhooks):
+            assert not self.errors, self.errors
+            assert time.monotonic() < deadline, "the feeder stalled"
+            time.sleep(0.1)
+
+    def finish(self, alive: list[ConsumerProcess]) -> None:
+        """The feed done, every partition committed to its end: the totals are exact."""
+        assert self.feeder is not None
+        self.feeder.join(300)
+        assert not self.feeder.is_alive() and not self.errors, self.errors
+        wait_caught_up(self.bootstrap, self.topic, self.watch, alive, timeout=240)
+        compare_with_truth(f"http://127.0.0.1:{self.api_port}", compute_truth(self.webhooks))
+
+    def close(self) -> None:
+        for c in self.consumers:
+            with contextlib.suppress(Exception):
+                if c.proc.poll() is None:
+                    os.kill(c.proc.pid, signal.SIGCONT)
+                c.stop(timeout=20)
+        if self.gateway is not None:
+            self.gateway.stop()
+
+
+def create_topic(bootstrap: str, name: str, partitions: int = 6) -> str:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        meta = admin.list_topics(topic=name, timeout=10).topics.get(name)
+        if meta is not None and not meta.error and all(p.leader >= 0 for p in meta.partitions.values()):
+            if len(meta.partitions) == partitions:
+                return name
+        time.sleep(0.2)
+    raise TimeoutError(f"topic {name} has no leaders after 30 s")
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_run(
+    store_kind: str, postgres: PostgresServer, tmp_path: Path
+) -> Iterator[Callable[..., Run]]:
+    runs: list[Run] = []
+
+    def make(bootstrap: str, topic: str, seed: int, events: int = 24_000, proxy: FaultProxy | None = None) -> Run:
+        if store_kind == "postgresql":
+            url = postgres.new_database("faults")
+            store: Path | str = proxy.url(url) if proxy else url
+            watch: Path | str = url
+        else:
+            store = watch = tmp_path / "m.db"
+        run = Run(bootstrap, topic, store, watch, tmp_path, stream(seed=seed, events=events))
+        runs.append(run)
+        return run
+
+    yield make
+    for run in runs:
+        run.close()
+
+
+def test_sigkill_one_of_three_consumers(
+    kafka_bootstrap: str, new_topic: Callable[..., str], make_run: Callable[..., Run]
+) -> None:
+    run = make_run(kafka_bootstrap, new_topic(6, prefix="faults-kill"), seed=101)
+    run.start()
+    run.wait_posted(0.4)
+    run.consumers[1].kill()  # its partitions move on after the session timeout
+    run.finish([run.consumers[0], run.consumers[2]])
+
+
+def test_a_zombie_woken_after_its_session_expired_is_fenced(
+    kafka_bootstrap: str, new_topic: Callable[..., str], make_run: Callable[..., Run]
+) -> None:
+    run = make_run(kafka_bootstrap, new_topic(6, prefix="faults-zombie"), seed=103)
+    run.start()
+    zombie = run.consumers[2]  # commits every 5 s: there is uncommitted work when it freezes
+    run.wait_posted(0.3)
+    time.sleep(2)
+    os.kill(zombie.proc.pid, signal.SIGSTOP)
+    others = run.consumers[:2]
+    marks = [len(c.log.read_text(errors="replace")) for c in others]
+    deadline = time.monotonic() + SESSION_TIMEOUT_S * 5
+    while not all("assigned [(" in c.log.read_text(errors="replace")[m:] for c, m in zip(others, marks)):
+        assert time.monotonic() < deadline, "the group never moved the frozen member's partitions"
+        time.sleep(0.2)  # the survivors claimed its partitions (higher epochs)
+    time.sleep(2)
+    os.kill(zombie.proc.pid, signal.SIGCONT)
+    zombie.wait_log("fenced", timeout=60)  # its late commit was refused, its state dropped
+    run.finish(run.consumers)
+
+
+def test_broker_stopped_and_restarted_mid_stream(
+    local_broker: Callable[..., LocalBroker], make_run: Callable[..., Run]
+) -> None:
+    broker = local_broker()
+    topic = create_topic(broker.bootstrap_servers, "faults-broker")
+    run = make_run(broker.bootstrap_servers, topic, seed=107)
+    run.start()
+    run.wait_posted(0.35)
+    broker.stop()
+    time.sleep(8)  # the gateway answers 503 meanwhile; the feeder posts those again
+    broker.start()  # same port, same data dir
+    run.finish(run.consumers)
+    assert run.gateway is not None and run.gateway.retried > 0  # the outage was felt
+
+
+@pytest.mark.parametrize("store_kind", ["postgresql"])
+@pytest.mark.parametrize("outage", [8, 20], ids=["short", "past-max-poll-interval"])
+def test_database_unreachable_then_back(
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    make_run: Callable[..., Run],
+    postgres: PostgresServer,
+    store_kind: str,
+    outage: float,
+) -> None:
+    """Every connection cut and new ones refused for a while: consumers pause and retry the
+    same commit. Past max.poll.interval.ms (10 s here) they also lose their partitions,
+    rejoin and resume from the store's offsets; either way nothing is lost or counted twice."""
+    proxy = FaultProxy.to(postgres.url)
+    try:
+        run = make_run(kafka_bootstrap, new_topic(6, prefix="faults-db"), seed=109, proxy=proxy)
+        run.start(extra=["--kafka", "max.poll.interval.ms=10000"])
+        run.wait_posted(0.3)
+        assert isinstance(run.watch, str)
+        wait_progress(run.watch, at_least=1)
+        proxy.cut()
+        time.sleep(outage)
+        proxy.open()
+        run.finish(run.consumers)
+    finally:
+        proxy.close()
+    logs = [c.log.read_text(errors="replace") for c in run.consumers]
+    assert any("store unavailable" in log for log in logs), "no consumer noticed the outage"
+    assert any("commit landed after" in log for log in logs)
+    if outage > 10:
+        assert any("lost [" in log or "revoked" in log for log in logs), "\n---\n".join(logs)
