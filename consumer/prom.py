@@ -51,9 +51,7 @@ class _StatsCollector(Collector):
         for name in sorted(by_type):
             events.add_metric([name], by_type[name])
         yield events
-        yield _counter(
-            "convmetrics_consumer_duplicates", "Events dropped as already counted.", st.duplicates
-        )
+        yield _counter("convmetrics_consumer_duplicates", "Events dropped as already counted.", st.duplicates)
         yield _counter(
             "convmetrics_consumer_ignored", "Records that are not conversation events.", st.ignored
         )
@@ -159,8 +157,7 @@ class ClosureCollector(Collector):
         yield from (closures, reopens, unread, ttc)
         newest = GaugeMetricFamily(
             "convmetrics_newest_window_start_seconds",
-            "Start (unix s) of the newest window holding data, per window size: how far "
-            "event time has got.",
+            "Start (unix s) of the newest window holding data, per window size: how far event time has got.",
             labels=["window"],
         )
         for window, start in self._newest.find(store).items():

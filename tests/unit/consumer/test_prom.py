@@ -86,8 +86,11 @@ def test_closure_metrics_per_channel_type_match_the_all_time_rows(tmp_path: Path
     t0 = 1_700_000_000
     for i in range(50):  # EMAIL: 50 timed closures, 10..500 s; every 5th unread
         fold.apply(Event(CREATED, 2 * i, 1 + i % 3, i, "EMAIL", t0))
-        fold.apply(Event(CLOSED, 2 * i + 1, 1 + i % 3, i, "EMAIL", t0 + 10 * (i + 1), None,
-                         t0 if i % 5 == 0 else None))
+        fold.apply(
+            Event(
+                CLOSED, 2 * i + 1, 1 + i % 3, i, "EMAIL", t0 + 10 * (i + 1), None, t0 if i % 5 == 0 else None
+            )
+        )
     fold.apply(Event(CLOSED, 999, 4, 999, "FAX", t0 + 5))  # a closure without a start: untimed
     delta, changed = fold.take_changes()
     store.commit("events", [PartitionCommit(0, delta, 101, fold.watermark, changed)])

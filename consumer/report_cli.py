@@ -1,0 +1,275 @@
+"""`convmetrics metrics`: closure metrics as a terminal table (rich) or JSON, read from the
+store or from a running API."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from consumer.exceptions import ConsumerError, QueryError
+from consumer.query import ClosureQuery, parse_query
+from consumer.windows import ALL, WINDOWS
+
+ENV_STORE = "CONVMETRICS_STORE"
+ENV_API = "CONVMETRICS_API"
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_BY_FLAG = {"channel-type": "channel_type", "channel_type": "channel_type", "account": "account"}
+
+
+class ReportError(ConsumerError):
+    """The metrics could not be read (no store, API unreachable or refusing the query)."""
+
+
+def parse_duration(text: str) -> int:
+    """`90m`, `24h`, `7d`, `30s` (or plain seconds) -> seconds; argparse type."""
+    m = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text)
+    if not m or int(m.group(1)) == 0:
+        raise argparse.ArgumentTypeError(f"expected a duration like 90m, 24h or 7d, got {text!r}")
+    return int(m.group(1)) * _UNITS[m.group(2) or "s"]
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return n
+
+
+def human_duration(seconds: float | None) -> str:
+    """4m12s, 3h05m, 2d04h: two units, enough to compare at a glance."""
+    if seconds is None:
+        return "-"
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def last_windows_from(newest_start: int, size: int, last: int) -> int:
+    """Start of the oldest window overlapping the `last` seconds that end with the newest window."""
+    end = newest_start + size
+    return (end - last) - (end - last) % size
+
+
+def utc_text(t: int | None) -> str:
+    return "all time" if t is None else datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+class Source(Protocol):
+    def newest(self, window: str) -> int | None: ...
+
+    def rows(self, q: ClosureQuery) -> tuple[list[dict[str, Any]], bool]:
+        """Up to q.limit rows in API JSON shape, and whether more exist."""
+        ...
+
+
+class StoreSource:
+    def __init__(self, url: str) -> None:
+        from consumer.store import open_store
+
+        if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+            raise ReportError(f"no store at {url} (pass --store URL, or --api URL of a running API)")
+        self.store = open_store(url)
+
+    def newest(self, window: str) -> int | None:
+        from consumer.overview import NewestWindows
+
+        return NewestWindows().find(self.store)[window]
+
+    def rows(self, q: ClosureQuery) -> tuple[list[dict[str, Any]], bool]:
+        from consumer.query import row_json
+
+        found = self.store.query(q.by, q.window, key=q.key, start_from=q.start_from, limit=q.limit + 1)
+        return [row_json(r) for r in found[: q.limit]], len(found) > q.limit
+
+
+class ApiSource:
+    def __init__(self, base: str) -> None:
+        import httpx
+
+        self.base = base.rstrip("/")
+        self.client = httpx.Client(base_url=self.base, timeout=30)
+
+    def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        import httpx
+
+        try:
+            r = self.client.get(path, params=params)
+        except httpx.HTTPError as exc:
+            raise ReportError(f"cannot reach the API at {self.base}: {exc}") from None
+        if r.status_code != 200:
+            try:
+                reason = r.json().get("error", r.text)
+            except ValueError:
+                reason = r.text.strip()[:200]
+            raise ReportError(f"{self.base}{path} answered {r.status_code}: {reason}")
+        return r.json()
+
+    def newest(self, window: str) -> int | None:
+        newest: int | None = self._get("/v1/summary")["newest"][window]
+        return newest
+
+    def rows(self, q: ClosureQuery) -> tuple[list[dict[str, Any]], bool]:
+        rows: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"by": q.by, "window": q.window}
+        if q.key is not None:
+            params["key"] = q.key
+        if q.start_from is not None:
+            params["from"] = q.start_from
+        while True:
+            body = self._get("/v1/closures", {**params, "limit": min(10_000, q.limit - len(rows))})
+            rows.extend(body["rows"])
+            if not body["next"] or len(rows) >= q.limit:
+                return rows, bool(body["next"])
+            params["cursor"] = body["next"]
+
+
+@dataclass(frozen=True)
+class Report:
+    by: str
+    window: str
+    last: int | None
+    start_from: int | None
+    rows: list[dict[str, Any]]
+    truncated: bool
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "by": self.by,
+            "window": self.window,
+            "from": self.start_from,
+            "rows": self.rows,
+            "truncated": self.truncated,
+        }
+
+
+def build_report(source: Source, args: argparse.Namespace) -> Report:
+    by = _BY_FLAG[args.by]
+    if args.last is not None and args.window == ALL:
+        raise QueryError("--last needs a sized window (--window 1m, 1h or 1d), not all")
+    params = {"by": by, "window": args.window, "limit": str(args.limit)}
+    if args.key:
+        params["key"] = args.key
+    q = parse_query(params)  # the API's own validation and messages
+    start_from = None
+    if args.last is not None:
+        newest = source.newest(args.window)
+        size = WINDOWS[args.window]
+        assert size is not None
+        if newest is None:
+            return Report(by, args.window, args.last, None, [], False)
+        start_from = last_windows_from(newest, size, args.last)
+        q = parse_query({**params, "from": str(start_from)})
+    rows, truncated = source.rows(q)
+    return Report(by, args.window, args.last, start_from, rows, truncated)
+
+
+def render(report: Report) -> Any:
+    from rich.table import Table
+
+    by_label = "channel type" if report.by == "channel_type" else "account"
+    span = f", last {_span_text(report.last)}" if report.last else ""
+    window_label = "all time" if report.window == ALL else f"{report.window} windows"
+    table = Table(title=f"Closures by {by_label}, {window_label}{span}", title_justify="left")
+    table.add_column(by_label.capitalize(), no_wrap=True)
+    if report.window != ALL:
+        table.add_column("Window start (UTC)", no_wrap=True)
+    for name in ("Closures", "Reopens", "Unread", "TTC p50", "TTC p90"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for r in report.rows:
+        t = r["time_to_close"]
+        unread = f"{100 * r['closed_unread'] / r['closures']:.1f}%" if r["closures"] else "-"
+        cells = [str(r["key"])]
+        if report.window != ALL:
+            cells.append(utc_text(r["window_start"]))
+        cells += [
+            f"{r['closures']:,}",
+            f"{r['reopens']:,}",
+            unread,
+            human_duration(t["p50"]),
+            human_duration(t["p90"]),
+        ]
+        table.add_row(*cells)
+    return table
+
+
+def _span_text(seconds: int) -> str:
+    for unit in ("d", "h", "m"):
+        if seconds % _UNITS[unit] == 0:
+            return f"{seconds // _UNITS[unit]}{unit}"
+    return f"{seconds}s"
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "metrics",
+        help="print closure metrics as a table or JSON",
+        description="Print closure metrics per channel type or account and window, from the store "
+        "(default) or a running API. --last counts back from the NEWEST WINDOW IN THE DATA, not "
+        "from the clock, so replayed or historical data shows the same way.",
+    )
+    p.add_argument("--by", choices=["channel-type", "account"], default="channel-type", help="grouping")
+    p.add_argument("--window", choices=list(WINDOWS), default="1h", help="window size (default 1h)")
+    p.add_argument(
+        "--last",
+        type=parse_duration,
+        metavar="SPAN",
+        help="only the windows overlapping the last SPAN (e.g. 90m, 24h, 7d) up to the end of the "
+        "newest window in the data (not the current time)",
+    )
+    p.add_argument("--key", help="one channel type (e.g. EMAIL) or account id")
+    p.add_argument("--json", action="store_true", help="print JSON rows (the API's shape) instead")
+    p.add_argument(
+        "--limit", type=_positive, default=1000, help="at most this many rows, oldest first (default 1000)"
+    )
+    source = p.add_mutually_exclusive_group()
+    source.add_argument(
+        "--store",
+        help=f"store URL to read (env {ENV_STORE}; default sqlite:///convmetrics.db)",
+    )
+    source.add_argument(
+        "--api", help=f"base URL of a running API instead, e.g. http://127.0.0.1:8081 (env {ENV_API})"
+    )
+    p.set_defaults(func=_metrics)
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    import orjson
+    from rich.console import Console
+
+    api = args.api or (None if args.store else os.environ.get(ENV_API))
+    try:
+        source: Source = (
+            ApiSource(api)
+            if api
+            else StoreSource(args.store or os.environ.get(ENV_STORE, "sqlite:///convmetrics.db"))
+        )
+        report = build_report(source, args)
+    except ConsumerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, QueryError) else 1
+    if args.json:
+        sys.stdout.write(orjson.dumps(report.as_json()).decode() + "\n")
+    else:
+        Console().print(render(report))
+        if not report.rows:
+            print("no rows (the store holds no data for this query yet)", file=sys.stderr)
+    if report.truncated:
+        print(
+            f"note: only the first {len(report.rows)} rows; narrow with --last or --key, or raise --limit",
+            file=sys.stderr,
+        )
+    return 0

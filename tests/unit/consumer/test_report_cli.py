@@ -1,0 +1,172 @@
+"""`convmetrics metrics`: flags, --last arithmetic, formatting, and both sources agreeing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from consumer.api import create_app
+from consumer.fold import PartitionFold
+from consumer.model import CLOSED, CREATED, Event
+from consumer.report_cli import (
+    ApiSource,
+    StoreSource,
+    build_report,
+    human_duration,
+    last_windows_from,
+    parse_duration,
+)
+from consumer.sqlite_store import SqliteStore
+from consumer.store import PartitionCommit
+from convmetrics.cli import main
+
+H = 3600
+T0 = 1_699_920_000  # a UTC midnight: 2023-11-14 00:00
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    """Hours 0..29 after T0: EMAIL closes one conversation per hour (ttc 250 s, 1 in 3 unread),
+    SMS every other hour (ttc 2 h 5 min)."""
+    path = tmp_path / "m.db"
+    store = SqliteStore(str(path))
+    store.check_topic("events")
+    fold = PartitionFold(0)
+    h = 0
+    for hour in range(30):
+        t = T0 + hour * H + 600
+        h += 2
+        fold.apply(Event(CREATED, h, 1 + hour % 4, hour, "EMAIL", t - 250))
+        fold.apply(
+            Event(CLOSED, h + 1, 1 + hour % 4, hour, "EMAIL", t, None, t - 1 if hour % 3 == 0 else None)
+        )
+        if hour % 2 == 0:
+            fold.apply(Event(CREATED, 10_000 + h, 9, 1000 + hour, "SMS", t - 7500))
+            fold.apply(Event(CLOSED, 10_001 + h, 9, 1000 + hour, "SMS", t))
+    delta, changed = fold.take_changes()
+    store.commit("events", [PartitionCommit(0, delta, 1, fold.watermark, changed)])
+    store.close()
+    return path
+
+
+def args(**kw: object) -> argparse.Namespace:
+    base: dict[str, object] = {"by": "channel-type", "window": "1h", "last": None, "key": None, "limit": 1000}
+    return argparse.Namespace(**{**base, **kw})
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90m", 5400), ("24h", 86400), ("7d", 604800), ("45", 45), ("30s", 30)]
+)
+def test_durations_parse(text: str, seconds: int) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0h", "5x", "-1h", "1.5h", "h"])
+def test_bad_durations_are_refused(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="like 90m, 24h or 7d"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (None, "-"),
+        (0, "0s"),
+        (59.4, "59s"),
+        (60, "1m00s"),
+        (252, "4m12s"),
+        (3599, "59m59s"),
+        (3600, "1h00m"),
+        (7500, "2h05m"),
+        (86400 + 4 * H + 59, "1d04h"),
+    ],
+)
+def test_human_durations(seconds: float | None, text: str) -> None:
+    assert human_duration(seconds) == text
+
+
+def test_last_counts_whole_windows_back_from_the_newest() -> None:
+    assert last_windows_from(T0 + 23 * H, H, 24 * H) == T0  # 24 hourly windows
+    assert last_windows_from(T0 + 23 * H, H, 90 * 60) == T0 + 22 * H  # 90 min overlaps 2 hours
+    assert last_windows_from(T0, 86400, H) == T0  # shorter than a window: the newest one
+
+
+def test_store_report_with_last(db: Path) -> None:
+    report = build_report(StoreSource(f"sqlite:///{db}"), args(last=parse_duration("6h")))
+    starts = sorted({r["window_start"] for r in report.rows})
+    assert starts == [T0 + h * H for h in range(24, 30)]  # newest hour is 29
+    assert report.start_from == T0 + 24 * H and not report.truncated
+    email = [r for r in report.rows if r["key"] == "EMAIL"]
+    assert len(email) == 6 and all(r["closures"] == 1 for r in email)
+    assert len([r for r in report.rows if r["key"] == "SMS"]) == 3
+
+
+def test_store_and_api_sources_agree(db: Path) -> None:
+    api = ApiSource("http://testserver")
+    api.client = TestClient(create_app(lambda: SqliteStore(str(db))), base_url="http://testserver")
+    store = StoreSource(f"sqlite:///{db}")
+    for a in (args(), args(by="account", window="1d"), args(window="1m", last=3600), args(limit=7)):
+        assert build_report(api, a) == build_report(store, a), a
+    assert build_report(store, args(limit=7)).truncated
+
+
+def test_table_output(db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "160")
+    assert main(["metrics", "--store", f"sqlite:///{db}", "--last", "2h"]) == 0
+    out = capsys.readouterr().out
+    assert "Closures by channel type, 1h windows, last 2h" in out
+    assert "2023-11-15 05:00" in out  # hour 29 in UTC
+    email = next(line for line in out.splitlines() if "EMAIL" in line and "05:00" in line)
+    assert "4m10s" in email and "100.0%" not in email
+    sms = next(line for line in out.splitlines() if "SMS" in line)
+    assert "2h05m" in sms
+
+
+def test_json_output_is_the_api_row_shape(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(["metrics", "--store", f"sqlite:///{db}", "--by", "account", "--window", "all", "--json"]) == 0
+    )
+    body = json.loads(capsys.readouterr().out)
+    assert body["by"] == "account" and body["window"] == "all" and body["truncated"] is False
+    assert {r["key"]: r["closures"] for r in body["rows"]} == {"1": 8, "2": 8, "3": 7, "4": 7, "9": 15}
+    assert set(body["rows"][0]["time_to_close"]) == {
+        "count",
+        "sum",
+        "min",
+        "max",
+        "mean",
+        "p50",
+        "p90",
+        "p99",
+    }
+
+
+@pytest.mark.parametrize(
+    ("argv", "message", "code"),
+    [
+        (["--window", "all", "--last", "1h"], "--last needs a sized window", 2),
+        (["--by", "account", "--key", "acme"], "account id", 2),
+        (["--store", "sqlite:////no/such/dir/m.db"], "no store at", 1),
+        (["--api", "http://127.0.0.1:9"], "cannot reach the API", 1),
+    ],
+)
+def test_clear_errors(
+    db: Path, argv: list[str], message: str, code: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if "--store" not in argv and "--api" not in argv:
+        argv = [*argv, "--store", f"sqlite:///{db}"]
+    assert main(["metrics", *argv]) == code
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv", [["--by", "team"], ["--window", "5m"], ["--limit", "0"], ["--store", "x", "--api", "y"]]
+)
+def test_bad_flags_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["metrics", *argv])
+    assert exc.value.code == 2 and "error:" in capsys.readouterr().err
