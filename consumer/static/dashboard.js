@@ -9,10 +9,14 @@
   const SIZE = { "1m": 60, "1h": 3600 };
   const SPAN = { "1m": 120, "1h": 48 }; // windows shown, ending with the newest one
   const TABLE_ROWS = 100;
-  const PALETTE = [
-    "#2563eb", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6",
-    "#06b6d4", "#ec4899", "#84cc16", "#f97316", "#64748b",
+  const PALETTE = [ // 20 distinct colours, busiest channel types first
+    "#2563eb", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#06b6d4", "#ec4899", "#84cc16",
+    "#f97316", "#64748b", "#1e3a8a", "#a16207", "#065f46", "#991b1b", "#5b21b6", "#0e7490",
+    "#9d174d", "#3f6212", "#c2410c", "#94a3b8",
   ];
+  // tick steps for durations: ticks land on round minutes, hours and days
+  const DURATION_STEPS = [1, 5, 10, 30, 60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200,
+    86400, 172800, 604800];
 
   const state = {
     window: "1h",
@@ -162,6 +166,8 @@
           borderDash: [6, 4], pointRadius: 2 },
       ],
     };
+    const top = Math.max(0, ...charts.ttc.data.datasets.flatMap((d) => d.data.filter((v) => v !== null)));
+    charts.ttc.options.scales.y.ticks.stepSize = DURATION_STEPS.find((st) => top / st <= 6) || 604800;
     charts.ttc.update("none");
 
     const share = state.labels.map((t) => {

@@ -1,0 +1,255 @@
+"""The dashboard in a real browser (Debian's headless Chromium driven by Playwright) against a
+real pipeline: generated webhooks -> real broker -> `convmetrics consume --http-port`.
+
+The screenshot goes to $CONVMETRICS_ARTIFACTS (default artifacts/ in the repo)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import BrowserContext, Page, sync_playwright
+
+from convmetrics.generate import GenerateConfig, generate_webhooks
+from support.pipeline import ConsumerProcess, fetch_rows, produce_webhooks, wait_caught_up
+
+CHROMIUM = os.environ.get("CONVMETRICS_CHROMIUM", "/usr/bin/chromium")
+# The network is closed here: without these Chromium keeps dialling out (and logging refusals).
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(os.environ.get("CONVMETRICS_ARTIFACTS", Path(__file__).resolve().parents[2] / "artifacts"))
+HOUR = 3600
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def webhooks(seed: int, events: int, start: int) -> list[dict[str, Any]]:
+    cfg = GenerateConfig(
+        seed=seed,
+        events=events,
+        accounts=60,
+        conversations=events // 5,
+        start=start,
+        span=3 * 86400,
+        duplicate_rate=0.05,
+        late_rate=0.03,
+        unknown_channel_rate=0.03,
+        noise_rate=0.0,
+    )
+    return [dict(w) for w in generate_webhooks(cfg)]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[BrowserContext]:
+    """Debian's Chromium with a fresh profile (Playwright passes it as --user-data-dir)."""
+    assert Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM}: run .ci/system-deps.sh"
+    profile = tempfile.mkdtemp(prefix="convmetrics-chromium-")
+    try:
+        with sync_playwright() as pw:
+            context = pw.chromium.launch_persistent_context(
+                profile,
+                executable_path=CHROMIUM,
+                headless=True,
+                args=CHROMIUM_ARGS,
+                viewport={"width": 1360, "height": 900},
+            )
+            yield context
+            context.close()
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def pipeline(
+    kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
+) -> Iterator[Callable[[list[dict[str, Any]]], str]]:
+    """Start a consumer with the API on a fresh topic; `feed(webhooks)` produces and waits
+    until the store has everything; returns the API base URL."""
+    topic = new_topic(3, prefix="dashboard")
+    store = tmp_path / "metrics.db"
+    port = free_port()
+    proc = ConsumerProcess(kafka_bootstrap, topic, store, tmp_path / "consumer.log", http_port=port)
+
+    def feed(batch: list[dict[str, Any]]) -> str:
+        produce_webhooks(kafka_bootstrap, topic, batch)
+        wait_caught_up(kafka_bootstrap, topic, store, [proc])
+        return f"http://127.0.0.1:{port}"
+
+    try:
+        yield feed
+    finally:
+        proc.stop()
+
+
+def open_dashboard(browser: BrowserContext, api: str) -> Page:
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(f"{api}/?refresh=1")
+    page.wait_for_function("window.convmetrics && window.convmetrics.refreshes >= 1", timeout=30_000)
+    assert not errors, errors
+    return page
+
+
+def refreshed(page: Page) -> None:
+    """Wait for one more complete refresh than now."""
+    n = page.evaluate("window.convmetrics.refreshes")
+    page.wait_for_function(f"window.convmetrics.refreshes > {n}", timeout=30_000)
+
+
+def chart_data(page: Page, canvas: str) -> dict[str, Any]:
+    data: dict[str, Any] = page.evaluate(
+        """id => { const c = Chart.getChart(id);
+                   return {labels: c.data.labels,
+                           datasets: c.data.datasets.map(d => ({label: d.label, data: d.data}))}; }""",
+        canvas,
+    )
+    return data
+
+
+def painted_pixels(page: Page, canvas: str) -> int:
+    """Pixels the chart painted (not transparent): proof it drew, not just holds data."""
+    n: int = page.evaluate(
+        """id => { const c = document.getElementById(id);
+                   const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                   let n = 0; for (let i = 3; i < px.length; i += 4) if (px[i] > 0) n++; return n; }""",
+        canvas,
+    )
+    return n
+
+
+def expected_series(api: str, window: str, span: int) -> tuple[list[int], dict[tuple[int, str], Any]]:
+    size = {"1h": HOUR, "1m": 60}[window]
+    newest = httpx.get(f"{api}/v1/summary").json()["newest"][window]
+    starts = list(range(newest - (span - 1) * size, newest + 1, size))
+    rows = [r for r in fetch_rows(api, "channel_type", window) if r["window_start"] >= starts[0]]
+    return starts, {(r["window_start"], r["key"]): r for r in rows}
+
+
+def check_charts(page: Page, api: str, window: str, span: int) -> None:
+    starts, rows = expected_series(api, window, span)
+    assert page.evaluate("window.convmetrics.labels") == starts
+    closures = chart_data(page, "closures-chart")
+    keys = {k for _, k in rows}
+    assert {d["label"] for d in closures["datasets"]} >= keys
+    drawn = 0
+    for d in closures["datasets"]:
+        want = [rows[(t, d["label"])]["closures"] if (t, d["label"]) in rows else 0 for t in starts]
+        assert d["data"] == want, f"{window} closures of {d['label']}"
+        drawn += sum(want)
+    assert drawn == sum(r["closures"] for r in rows.values()) > 0
+
+    key = page.evaluate("window.convmetrics.ttcKey")
+    ttc = {d["label"]: d["data"] for d in chart_data(page, "ttc-chart")["datasets"]}
+    for q in ("p50", "p90"):
+        want_q = [rows[(t, key)]["time_to_close"][q] if (t, key) in rows else None for t in starts]
+        assert ttc[q] == want_q, f"{window} ttc {q} of {key}"
+    assert any(v is not None for v in ttc["p50"])
+
+    share = chart_data(page, "unread-chart")["datasets"][0]["data"]
+    for t, got in zip(starts, share, strict=True):
+        closed = sum(r["closures"] for (s, _), r in rows.items() if s == t)
+        unread = sum(r["closed_unread"] for (s, _), r in rows.items() if s == t)
+        assert got == (pytest.approx(100 * unread / closed) if closed else None), t
+    for canvas in ("closures-chart", "ttc-chart", "unread-chart"):
+        assert painted_pixels(page, canvas) > 2000, f"{canvas} drew nothing"
+
+
+def table(page: Page, selector: str) -> list[list[str]]:
+    rows: list[list[str]] = page.eval_on_selector_all(
+        f"{selector} tbody tr", "trs => trs.map(tr => Array.from(tr.cells).map(td => td.textContent))"
+    )
+    return rows
+
+
+def test_dashboard_draws_the_pipelines_numbers(
+    browser: BrowserContext, pipeline: Callable[[list[dict[str, Any]]], str]
+) -> None:
+    api = pipeline(webhooks(seed=11, events=12_000, start=1_714_000_000))
+    page = open_dashboard(browser, api)
+
+    # totals: the page's numbers are the API's
+    channels = fetch_rows(api, "channel_type", "all")
+    accounts = fetch_rows(api, "account", "all")
+    total = sum(r["closures"] for r in channels)
+    assert page.inner_text("#kpi-closures") == f"{total:,}"
+    assert page.inner_text("#kpi-reopens") == f"{sum(r['reopens'] for r in channels):,}"
+    assert page.inner_text("#kpi-unread") == f"{sum(r['closed_unread'] for r in channels):,}"
+    assert page.inner_text("#kpi-accounts") == str(len(accounts))
+    shown = {r[0]: int(r[1].replace(",", "")) for r in table(page, "#channels")}
+    assert shown == {r["key"]: r["closures"] for r in channels}
+
+    check_charts(page, api, "1h", 48)
+
+    # the account table: busiest first; search filters it, a header click sorts it
+    rows = table(page, "#accounts")
+    assert len(rows) == min(100, len(accounts))
+    busiest = max(accounts, key=lambda r: (r["closures"], -int(r["key"])))
+    assert rows[0][0] == busiest["key"] and rows[0][1] == f"{busiest['closures']:,}"
+    page.fill("#account-search", "4")
+    matching = sorted(r["key"] for r in accounts if "4" in r["key"])
+    filtered = table(page, "#accounts")
+    assert sorted(r[0] for r in filtered) == matching and len(matching) < len(accounts)
+    assert f"{len(matching)} of {len(accounts)} accounts match" in page.inner_text("#accounts-note")
+    page.fill("#account-search", "42")
+    (only,) = table(page, "#accounts")
+    a42 = next(r for r in accounts if r["key"] == "42")
+    assert only[:3] == ["42", f"{a42['closures']:,}", f"{a42['reopens']:,}"]
+    page.fill("#account-search", "")
+    page.click("#accounts th[data-col=key]")
+    assert [r[0] for r in table(page, "#accounts")][:3] == ["1", "2", "3"]
+    page.click("#accounts th[data-col=closures]")
+
+    # per minute: the last two hours of minutes, again equal to the API
+    page.click(".switch button[data-window='1m']")
+    page.wait_for_function("window.convmetrics.labels.length === 120", timeout=30_000)
+    refreshed(page)
+    check_charts(page, api, "1m", 120)
+    page.click(".switch button[data-window='1h']")
+    page.wait_for_function("window.convmetrics.labels.length === 48", timeout=30_000)
+    refreshed(page)
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "dashboard.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 20_000
+    page.close()
+
+
+def test_dashboard_follows_the_pipeline_live(
+    browser: BrowserContext, pipeline: Callable[[list[dict[str, Any]]], str]
+) -> None:
+    api = pipeline(webhooks(seed=21, events=3_000, start=1_714_000_000))
+    page = open_dashboard(browser, api)
+    before = page.inner_text("#kpi-closures")
+    assert before == f"{sum(r['closures'] for r in fetch_rows(api, 'channel_type', 'all')):,}"
+
+    pipeline(webhooks(seed=22, events=3_000, start=1_714_000_000 + 3 * 86400))  # later data arrives
+    after = f"{sum(r['closures'] for r in fetch_rows(api, 'channel_type', 'all')):,}"
+    assert after != before
+    page.wait_for_function(
+        f"document.getElementById('kpi-closures').textContent === '{after}'", timeout=30_000
+    )
+    refreshed(page)
+    check_charts(page, api, "1h", 48)  # the charts moved on to the new newest hour
+    page.close()
