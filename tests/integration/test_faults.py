@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -115,6 +116,7 @@ class Run:
     gateway: Gateway | None = None
     consumers: list[ConsumerProcess] = field(default_factory=list)
     api_port: int = field(default_factory=free_port)
+    zombie_store: str | None = None  # consumer 2's store URL when it differs (through a proxy)
     feeder: threading.Thread | None = None
     errors: list[BaseException] = field(default_factory=list)
 
@@ -125,7 +127,7 @@ class Run:
                 ConsumerProcess(
                     self.bootstrap,
                     self.topic,
-                    self.store,
+                    self.zombie_store if i == 2 and self.zombie_store else self.store,
                     self.tmp / f"c{i}.log",
                     http_port=self.api_port if i == 0 else None,
                     extra=[*(extra or []), *(["--flush-interval", "5", "--flush-events", "10000000"] if i == 2 else [])],
@@ -220,24 +222,50 @@ def test_sigkill_one_of_three_consumers(
 
 
 def test_a_zombie_woken_after_its_session_expired_is_fenced(
-    kafka_bootstrap: str, new_topic: Callable[..., str], make_run: Callable[..., Run]
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    make_run: Callable[..., Run],
+    store_kind: str,
+    postgres: PostgresServer,
 ) -> None:
+    """Consumer 2 freezes with a commit in flight (its store connection hung: PostgreSQL
+    through a stalled proxy, SQLite behind a write lock), past its session timeout. The
+    group moves its partitions, the survivors claim them; the zombie wakes and its late
+    commit is refused by the newer epochs. Nothing counts twice."""
+    proxy = FaultProxy.to(postgres.url)
     run = make_run(kafka_bootstrap, new_topic(6, prefix="faults-zombie"), seed=103)
+    if store_kind == "postgresql":
+        assert isinstance(run.store, str)
+        run.zombie_store = proxy.url(run.store)
     run.start()
-    zombie = run.consumers[2]  # commits every 5 s: there is uncommitted work when it freezes
+    zombie, others = run.consumers[2], run.consumers[:2]
     run.wait_posted(0.3)
-    time.sleep(2)
-    os.kill(zombie.proc.pid, signal.SIGSTOP)
-    others = run.consumers[:2]
-    marks = [len(c.log.read_text(errors="replace")) for c in others]
-    deadline = time.monotonic() + SESSION_TIMEOUT_S * 5
+    lock: sqlite3.Connection | None = None
+    try:
+        if store_kind == "postgresql":
+            proxy.stall()
+        else:
+            lock = sqlite3.connect(str(run.store), timeout=30, isolation_level=None)
+            lock.execute("BEGIN IMMEDIATE")
+        time.sleep(6)  # the zombie commits every 5 s: its next commit is now stuck in flight
+        os.kill(zombie.proc.pid, signal.SIGSTOP)
+        marks = [len(c.log.read_text(errors="replace")) for c in others]
+        time.sleep(SESSION_TIMEOUT_S + 4)  # the group expels the frozen member
+    finally:
+        proxy.resume()
+        if lock is not None:
+            lock.execute("ROLLBACK")
+            lock.close()
+    deadline = time.monotonic() + 60
     while not all("assigned [(" in c.log.read_text(errors="replace")[m:] for c, m in zip(others, marks)):
-        assert time.monotonic() < deadline, "the group never moved the frozen member's partitions"
-        time.sleep(0.2)  # the survivors claimed its partitions (higher epochs)
-    time.sleep(2)
+        assert time.monotonic() < deadline, "the survivors never took the frozen member's partitions"
+        time.sleep(0.2)  # they claimed its partitions: higher epochs
     os.kill(zombie.proc.pid, signal.SIGCONT)
     zombie.wait_log("fenced", timeout=60)  # its late commit was refused, its state dropped
-    run.finish(run.consumers)
+    try:
+        run.finish(run.consumers)
+    finally:
+        proxy.close()
 
 
 def test_broker_stopped_and_restarted_mid_stream(

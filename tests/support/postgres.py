@@ -186,6 +186,8 @@ class FaultProxy:
         self._listener: socket.socket | None = None
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
+        self._flowing = threading.Event()
+        self._flowing.set()
         self.open()
 
     def url(self, server_url: str) -> str:
@@ -220,7 +222,15 @@ class FaultProxy:
                 c.shutdown(socket.SHUT_RDWR)
             c.close()
 
+    def stall(self) -> None:
+        """Keep connections open but hold every byte sent until `resume` (a hung network)."""
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
     def close(self) -> None:
+        self.resume()
         self.cut()
 
     def _accept(self, lst: socket.socket) -> None:
@@ -242,12 +252,13 @@ class FaultProxy:
                     return
                 self._conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+                threading.Thread(target=_pipe, args=(a, b, self._flowing), daemon=True).start()
 
 
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
+def _pipe(src: socket.socket, dst: socket.socket, flowing: threading.Event) -> None:
     try:
         while data := src.recv(65536):
+            flowing.wait()
             dst.sendall(data)
     except OSError:
         pass
