@@ -38,6 +38,7 @@ from consumer.model import READER_SCHEMA, from_record
 from consumer.settings import ConsumerSettings
 from consumer.store import PartitionCommit, Store, open_store
 from schemas import CONVERSATION_EVENT, Codec, DecodeError, subject
+from schemas.topic_registry import TopicSchemaResolver
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,11 @@ class MetricsConsumer:
         check = getattr(self.store, "check_topic", None)
         if check is not None:
             check(settings.topic)
-        self.codec = Codec(subject(CONVERSATION_EVENT), reader_schema=READER_SCHEMA)
+        self.codec = Codec(
+            subject(CONVERSATION_EVENT),
+            reader_schema=READER_SCHEMA,
+            resolve_unknown=TopicSchemaResolver(settings.bootstrap_servers, timeout=5),
+        )
         self.folds: dict[int, PartitionFold] = {}
         self.epochs: dict[int, int] = {}
         self.positions: dict[int, int] = {}  # next offset to process, per assigned partition

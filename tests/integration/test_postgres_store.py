@@ -9,16 +9,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from support.postgres import FaultProxy, PostgresServer
-
-from consumer.exceptions import ConfigError, StoreError
-from consumer.fold import PartitionFold
-from consumer.model import CLOSED, CREATED, Event
-from consumer.postgres_store import PostgresStore, StoreUnavailableError
-from consumer.store import PartitionCommit, Retention, open_store
 from unit.consumer.test_store import (  # the shared suite, collected here again on PostgreSQL
     MakeStore,
-    commit,
     ev,
     store,
     test_a_newer_claim_fences_the_old_owner,
@@ -30,6 +22,13 @@ from unit.consumer.test_store import (  # the shared suite, collected here again
     test_retracted_max_is_recomputed_exactly,
     test_store_holds_one_topic,
 )
+
+from consumer.exceptions import ConfigError, StoreError
+from consumer.fold import PartitionFold
+from consumer.model import CLOSED, CREATED, Event
+from consumer.postgres_store import PostgresStore, StoreUnavailableError
+from consumer.store import PartitionCommit, Retention, open_store
+from support.postgres import FaultProxy, PostgresServer
 
 __all__ = [
     "store",

@@ -15,7 +15,6 @@ from consumer.settings import ConsumerSettings
 from consumer.sqlite_store import SqliteStore
 from consumer.store import PartitionCommit, Retention, open_store
 
-
 MakeStore = Callable[..., Any]  # (retention=None) -> a fresh, empty SqliteStore or PostgresStore
 
 
