@@ -1,0 +1,188 @@
+"""Consumer throughput on the PostgreSQL store with 1 and 2 processes, SQLite beside it.
+
+    .venv/bin/python bench/postgres.py [--events 300000]
+
+Pre-produces ``--events`` generated webhooks to a 6-partition topic (a local broker, or
+``$CONVMETRICS_BOOTSTRAP_SERVERS``), then runs ``convmetrics consume`` processes in one group
+on a fresh store until the offsets committed in the store reach the end of every
+partition: PostgreSQL with 1 and 2 processes (``$CONVMETRICS_POSTGRES_URL``, else a local
+server as in the tests), SQLite with 1 and 2. Events/s are counted from the first commit
+(group join and start-up excluded) to caught up. Prints a table and the 2-vs-1 ratios;
+writes bench/results/postgres.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import os
+import platform
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' PostgreSQL helper: same server, same way
+
+from convmetrics.generate import GenerateConfig, generate_webhooks  # noqa: E402
+from convmetrics.localkafka import LocalBroker  # noqa: E402
+from producer.intake import Prepared, prepare  # noqa: E402
+from schemas import conversation_codec  # noqa: E402
+from support.postgres import postgres_server  # noqa: E402
+
+
+@contextlib.contextmanager
+def kafka() -> Iterator[str]:
+    external = os.environ.get("CONVMETRICS_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    broker = LocalBroker().start()
+    try:
+        yield broker.bootstrap_servers
+    finally:
+        broker.close()
+
+
+def produce(bootstrap: str, events: int) -> tuple[str, int]:
+    topic = f"bench-pg-{uuid.uuid4().hex[:8]}"
+    AdminClient({"bootstrap.servers": bootstrap}).create_topics([NewTopic(topic, 6, 1)])[topic].result(30)
+    codec = conversation_codec()
+    cfg = GenerateConfig(seed=5, events=events, accounts=10_000, conversations=events // 4, noise_rate=0.0)
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 50, "compression.type": "lz4",
+                  "queue.buffering.max.messages": 500_000})  # fmt: skip
+    sent = 0
+    for body in generate_webhooks(cfg):
+        item = prepare(body, codec)
+        if not isinstance(item, Prepared):
+            continue
+        while True:
+            try:
+                p.produce(topic, item.value, item.key, headers=[*item.headers])
+                break
+            except BufferError:
+                p.poll(0.1)
+        sent += 1
+    assert p.flush(120) == 0
+    return topic, sent
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-probe"})
+    try:
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(6)}
+    finally:
+        c.close()
+
+
+def offsets_reader(store: str) -> Callable[[], int]:
+    if store.startswith("sqlite:///"):
+        path = store.removeprefix("sqlite:///")
+
+        def read_sqlite() -> int:
+            if not Path(path).exists():
+                return 0
+            try:
+                with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
+                    return int(db.execute("SELECT coalesce(sum(next_offset), 0) FROM offsets").fetchone()[0])
+            except sqlite3.OperationalError:
+                return 0
+
+        return read_sqlite
+
+    def read_pg() -> int:
+        try:
+            with psycopg.connect(store) as conn:
+                row = conn.execute("SELECT coalesce(sum(next_offset), 0) FROM offsets").fetchone()
+                return int(row[0]) if row else 0
+        except psycopg.Error:
+            return 0
+
+    return read_pg
+
+
+def run(bootstrap: str, topic: str, total: int, store: str, procs: int, logdir: Path) -> float:
+    """Events/s from the first commit to every partition committed to its end."""
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    cmd = [sys.executable, "-m", "convmetrics", "consume", "--bootstrap-servers", bootstrap, "--topic", topic,
+           "--store", store, "--group", group]  # fmt: skip
+    logs = [open(logdir / f"{group}-{i}.log", "wb") for i in range(procs)]  # noqa: SIM115
+    children = [subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT) for log in logs]
+    committed = offsets_reader(store)
+    try:
+        t0, n0 = None, 0
+        deadline = time.monotonic() + 1800
+        while time.monotonic() < deadline:
+            n = committed()
+            now = time.perf_counter()
+            if t0 is None and n > 0:
+                t0, n0 = now, n
+            if n >= total and t0 is not None:
+                return (total - n0) / (now - t0) if now > t0 else float("nan")
+            for c in children:
+                if c.poll() is not None:
+                    raise SystemExit(f"consumer exited {c.returncode}: see {logdir}")
+            time.sleep(0.05)
+        raise SystemExit("not caught up in 30 minutes")
+    finally:
+        for c in children:
+            c.terminate()
+        for c in children:
+            c.wait(60)
+        for log in logs:
+            log.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=300_000)
+    args = ap.parse_args()
+    logdir = Path(tempfile.mkdtemp(prefix="bench-pg-"))
+    with kafka() as bootstrap, postgres_server() as pg:
+        topic, total = produce(bootstrap, args.events)
+        assert sum(end_offsets(bootstrap, topic).values()) == total
+        figures: dict[tuple[str, int], float] = {}
+        for procs in (1, 2):
+            figures[("postgresql", procs)] = run(
+                bootstrap, topic, total, pg.new_database("bench"), procs, logdir
+            )
+            print(f"postgresql x{procs}: {figures[('postgresql', procs)]:,.0f} events/s", flush=True)
+            sqlite = f"sqlite:///{logdir}/bench-{procs}.db"
+            figures[("sqlite", procs)] = run(bootstrap, topic, total, sqlite, procs, logdir)
+            print(f"sqlite x{procs}: {figures[('sqlite', procs)]:,.0f} events/s", flush=True)
+        server = pg.kind
+    lines = [
+        "# Consumer throughput: PostgreSQL store, 1 and 2 processes (SQLite beside it)",
+        "",
+        f"`.venv/bin/python bench/postgres.py --events {args.events}` on {datetime.date.today()}, "
+        f"{platform.machine()}, {os.cpu_count()} CPUs (Kafka, PostgreSQL and the consumers share them); "
+        f"PostgreSQL: {server}; {total:,} events on 6 partitions; events/s from the first commit "
+        "to every partition committed to its end.",
+        "",
+        "| store | 1 process | 2 processes | 2 / 1 |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for store in ("postgresql", "sqlite"):
+        one, two = figures[(store, 1)], figures[(store, 2)]
+        lines.append(f"| {store} | {one:,.0f} | {two:,.0f} | {two / one:.2f} |")
+    pg1, sq1 = figures[("postgresql", 1)], figures[("sqlite", 1)]
+    lines += ["", f"PostgreSQL / SQLite, 1 process: {pg1 / sq1:.2f}", ""]
+    text = "\n".join(lines)
+    print(text)
+    out = ROOT / "bench" / "results" / "postgres.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
