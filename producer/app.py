@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -37,6 +38,7 @@ from producer.settings import GatewaySettings
 from producer.signature import verify_signature
 from producer.topics import ensure_topic
 from schemas import Codec, conversation_codec
+from schemas.topic_registry import publish_schemas
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,8 @@ class Gateway:
                 ensure_topic, s.bootstrap_servers, s.topic,
                 partitions=s.partitions, replication_factor=s.replication_factor,
             )  # fmt: skip
+            # so that consumers older than this gateway can read what it writes
+            await asyncio.to_thread(publish_schemas, s.bootstrap_servers, self.codec.subject)
         if self.publisher is None:
             self.publisher = EventPublisher(
                 s.producer_config(),
@@ -114,10 +118,11 @@ class Gateway:
 
     # -- routes ------------------------------------------------------------------------
     async def webhook(self, request: Request) -> Response:
+        received = time.time_ns() // 1_000_000
         try:
             raw = await read_body(request, self.settings.max_body_bytes)
             self._verify(request, raw)
-            item = prepare(parse_json(raw), self.codec)
+            item = prepare(parse_json(raw), self.codec, received_at_millis=received)
             if isinstance(item, Ignored):
                 self.metrics.ignored.inc()
                 return json_response({"id": item.id, "event": item.event, "ignored": True}, 202)
@@ -128,6 +133,7 @@ class Gateway:
         return json_response(self._accepted(item, partition, offset), 202)
 
     async def webhook_batch(self, request: Request) -> Response:
+        received = time.time_ns() // 1_000_000
         try:
             raw = await read_body(request, self.settings.max_batch_bytes)
             self._verify(request, raw)
@@ -145,7 +151,7 @@ class Gateway:
             try:
                 if it.error is not None:
                     raise it.error
-                prepared = prepare(it.body, self.codec)
+                prepared = prepare(it.body, self.codec, received_at_millis=received)
                 if isinstance(prepared, Ignored):
                     ignored += 1
                     answer.update(status=202, id=prepared.id, event=prepared.event, ignored=True)

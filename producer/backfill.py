@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,7 +106,7 @@ def produce_file(
         try:
             if item.error is not None:
                 raise item.error
-            prepared = prepare(item.body, codec)
+            prepared = prepare(item.body, codec, received_at_millis=time.time_ns() // 1_000_000)
         except GatewayError as exc:
             summary.rejected.append(Rejection(item.index, item.line, _id_of(item.body), exc.status, str(exc)))
             if on_item:

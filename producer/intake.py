@@ -36,8 +36,8 @@ class Prepared:
     headers: list[tuple[str, bytes]]
 
 
-def prepare(body: Any, codec: Codec) -> Prepared | Ignored:
-    """Validate, map and encode one webhook.
+def prepare(body: Any, codec: Codec, *, received_at_millis: int | None = None) -> Prepared | Ignored:
+    """Validate, map and encode one webhook (`received_at_millis`: when it arrived, unix ms).
 
     Raises:
         WebhookValidationError: the body is not a webhook object, or a conversation
@@ -59,7 +59,7 @@ def prepare(body: Any, codec: Codec) -> Prepared | Ignored:
     except ValidationError as exc:
         raise WebhookValidationError(problems_of(exc)) from None
     try:
-        value = codec.encode(to_record(webhook))
+        value = codec.encode(to_record(webhook, received_at_millis=received_at_millis))
     except EncodeError as exc:  # defensive: validation is meant to make this impossible
         raise WebhookValidationError([FieldProblem("", str(exc), "avro")]) from exc
     return Prepared(event, webhook.id, event_key(webhook), value, codec.headers(event))

@@ -35,8 +35,11 @@ def event_key(webhook: Webhook) -> bytes:
     return f"{webhook.account}:{webhook.data.id}".encode()
 
 
-def to_record(webhook: Webhook) -> dict[str, Any]:
-    """The Avro record (the schema's exact fields) for a validated webhook."""
+def to_record(webhook: Webhook, *, received_at_millis: int | None = None) -> dict[str, Any]:
+    """The Avro record (the schema's exact fields) for a validated webhook.
+
+    `received_at_millis`: when the gateway received it (unix ms), for the ingest-lag metric.
+    """
     return {
         "event": webhook.event,
         "id": webhook.id,
@@ -46,6 +49,7 @@ def to_record(webhook: Webhook) -> dict[str, Any]:
         "deliveryAttempts": webhook.deliveryAttempts,
         "firstDeliveryAttempt": webhook.firstDeliveryAttempt,
         "data": _conversation(webhook.data),
+        "receivedAtMillis": received_at_millis,
     }
 
 

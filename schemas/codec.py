@@ -9,9 +9,13 @@ more than one record (the participants' ChannelUser/AppUser), which is also the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import time
+from collections.abc import Callable, Mapping
 from io import BytesIO
 from typing import Any
+
+from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from schemas.exceptions import (
     BadMagicError,
@@ -52,6 +56,9 @@ class Codec:
         writer_version: version `encode` writes (default: latest).
         reader_schema: reader schema JSON for `decode` (default: the latest version). A
             projection (a subset of fields) is allowed and makes decoding cheaper.
+        resolve_unknown: where to look up a writer schema this build does not ship (a
+            record from a newer producer), e.g. `schemas.topic_registry.TopicSchemaResolver`.
+            Its answer is used only if its fingerprint matches.
     """
 
     def __init__(
@@ -60,12 +67,16 @@ class Codec:
         *,
         writer_version: int | None = None,
         reader_schema: Mapping[str, Any] | None = None,
+        resolve_unknown: Callable[[bytes], Mapping[str, Any] | None] | None = None,
     ) -> None:
         self.subject = subject
         self.writer = subject.latest if writer_version is None else subject.version(writer_version)
         self._write = make_writer(self.writer.raw)
         self._prefix = MAGIC + self.writer.fingerprint
         reader = subject.latest.raw if reader_schema is None else reader_schema
+        self._reader_raw = reader
+        self._resolve_unknown = resolve_unknown
+        self._misses: dict[bytes, float] = {}  # unknown fingerprint -> when to ask again
         self._known = [v.fingerprint_hex for v in subject.versions]
         self._readers: dict[bytes, Reader] = {
             v.fingerprint: make_reader(v.raw, None if v.raw == reader else reader) for v in subject.versions
@@ -90,9 +101,7 @@ class Codec:
 
     def decode(self, data: bytes) -> dict[str, Any]:
         fp, body = split_frame(data)
-        read = self._readers.get(fp)
-        if read is None:
-            raise UnknownFingerprintError(fp.hex(), self._known)
+        read = self._readers.get(fp) or self._learn(fp)
         buf = BytesIO(body)
         try:
             record: dict[str, Any] = read(buf)
@@ -107,6 +116,27 @@ class Codec:
                 f"(writer fingerprint {fp.hex()}): corrupt or wrongly framed"
             )
         return record
+
+    def _learn(self, fp: bytes) -> Reader:
+        """A reader for a writer schema this build lacks, if `resolve_unknown` knows it."""
+        if self._resolve_unknown is None or self._misses.get(fp, 0.0) > time.monotonic():
+            raise UnknownFingerprintError(fp.hex(), self._known)
+        raw = self._resolve_unknown(fp)
+        if raw is not None:
+            actual = bytes.fromhex(fingerprint(to_parsing_canonical_form(dict(raw)), "CRC-64-AVRO"))
+            if actual == fp:
+                try:
+                    read = make_reader(raw, None if raw == self._reader_raw else self._reader_raw)
+                except Exception as exc:  # fastavro: the writer cannot be resolved into our reader
+                    raise DecodeError(
+                        f"writer schema {fp.hex()} (found in the schema registry) cannot be read as "
+                        f"{self.subject.name}: {exc}"
+                    ) from exc
+                self._readers[fp] = read
+                self._known.append(f"{fp.hex()} (from the registry: {json.dumps(raw.get('name'))})")
+                return read
+        self._misses[fp] = time.monotonic() + 30.0  # do not ask again for every record
+        raise UnknownFingerprintError(fp.hex(), self._known)
 
     def decode_many(self, values: list[bytes]) -> list[dict[str, Any] | DecodeError]:
         """Decode a batch; each item is the record or the DecodeError for that value."""

@@ -29,7 +29,7 @@ _READ_OPTIONS = {
     "return_named_type": False,
     "return_named_type_override": False,
 }
-_WRITE_OPTIONS = {"strict": False, "strict_allow_default": True, "disable_tuple_notation": False}
+_WRITE_OPTIONS = {"strict": False, "strict_allow_default": False, "disable_tuple_notation": False}
 
 Reader = Callable[[BytesIO], Any]
 Writer = Callable[[Mapping[str, Any]], bytes]

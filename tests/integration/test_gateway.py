@@ -21,9 +21,9 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from standardwebhooks.webhooks import Webhook as Reference
-from support.gateway import GatewayProcess
 
 from schemas import conversation_codec
+from support.gateway import GatewayProcess
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 SEED: dict[str, Any] = json.loads((FIXTURES / "seed_conversation_closed.json").read_text())
@@ -85,7 +85,12 @@ def topic_size(bootstrap: str, topic: str) -> int:
 
 
 def as_json(value: Any) -> Any:
-    return json.loads(json.dumps(value))
+    """A decoded record as plain JSON; its receive time (v2) must be the gateway's 'now'."""
+    out = json.loads(json.dumps(value))
+    if isinstance(out, dict) and "receivedAtMillis" in out:
+        received = out.pop("receivedAtMillis")
+        assert abs(received - time.time() * 1000) < 300_000, f"receive time {received} is not now"
+    return out
 
 
 @pytest.fixture(scope="module")

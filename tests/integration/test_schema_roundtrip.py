@@ -74,6 +74,7 @@ def make_record(i: int) -> dict[str, object]:
         "deliveryAttempts": 1 + i % 2,
         "firstDeliveryAttempt": None,
         "data": data,
+        "receivedAtMillis": None if i % 3 else 1700000000000 + i,
     }
 
 

@@ -17,7 +17,11 @@ from schemas import conversation_codec
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 SEED: dict[str, Any] = json.loads((FIXTURES / "seed_conversation_closed.json").read_text())
-EXPECTED: dict[str, Any] = json.loads((FIXTURES / "conversation_event" / "v1.json").read_text())
+#: the seed as the v1 golden record, plus v2's receive time (None when not given)
+EXPECTED: dict[str, Any] = {
+    **json.loads((FIXTURES / "conversation_event" / "v1.json").read_text()),
+    "receivedAtMillis": None,
+}
 CODEC = conversation_codec()
 
 
@@ -41,6 +45,12 @@ def test_seed_example_encodes_and_decodes_to_the_same_record() -> None:
     assert as_json(CODEC.decode(prepared.value)) == EXPECTED
     assert prepared.key == b"1:1"
     assert ("convmetrics-event-type", b"conversation.closed") in prepared.headers
+
+
+def test_receive_time_is_recorded() -> None:
+    prepared = prepare(seed(), CODEC, received_at_millis=1652968659123)
+    assert isinstance(prepared, Prepared)
+    assert CODEC.decode(prepared.value)["receivedAtMillis"] == 1652968659123
 
 
 def test_participants_are_tagged_with_full_record_names() -> None:

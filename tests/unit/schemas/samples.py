@@ -15,8 +15,8 @@ TIME_FIELD = {
     "conversation.assigned": "assignedAt",
 }
 
-#: The seed example (shared/seeds/conversation-closed.md) as an Avro record.
-SEED_RECORD: dict[str, Any] = {
+#: The seed example (shared/seeds/conversation-closed.md) as a v1 Avro record.
+SEED_RECORD_V1: dict[str, Any] = {
     "event": "conversation.closed",
     "id": "30837b84-b007-46dd-943a-092513f69cd8",
     "account": 1,
@@ -64,6 +64,10 @@ SEED_RECORD: dict[str, Any] = {
         ],
     },
 }
+
+
+#: ... and as the latest version writes it: v2 adds the gateway's receive time.
+SEED_RECORD: dict[str, Any] = {**SEED_RECORD_V1, "receivedAtMillis": 1652968659123}
 
 
 def record(event: str, *, t: int = 1652783952, channel: str = "TELEGRAM", **data: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from schemas import (
     BadMagicError,
     Codec,
     EncodeError,
+    Subject,
     TruncatedRecordError,
     UnknownFingerprintError,
     conversation_codec,
@@ -131,3 +132,41 @@ def test_decode_many_isolates_bad_records(codec: Codec) -> None:
 def test_decode_many_matches_decode_for_a_block(codec: Codec) -> None:
     recs = [record(e, t=1700000000 + i) for i, e in enumerate(sorted(TIME_FIELD) * 20)]
     assert codec.decode_many([codec.encode(r) for r in recs]) == recs
+
+
+def test_v1_records_keep_decoding_with_the_new_code() -> None:
+    v1 = (FIXTURES / "conversation_event" / "v1.bin").read_bytes()
+    got = conversation_codec().decode(v1)
+    assert got["receivedAtMillis"] is None  # the v2 field's default
+    assert got["data"]["closedAt"] == SEED_RECORD["data"]["closedAt"]
+
+
+def test_an_older_build_reads_newer_records_through_the_resolver() -> None:
+    """The previous release knew only v1; a v2 record decodes once its schema is found."""
+    full = subject("conversation_event")
+    v1_only = Subject(full.name, full.versions[:1])
+    v2 = full.version(2)
+    data = Codec(full).encode(SEED_RECORD)
+    with pytest.raises(UnknownFingerprintError):
+        Codec(v1_only).decode(data)
+    asked: list[bytes] = []
+
+    def registry(fp: bytes) -> dict[str, object] | None:
+        asked.append(fp)
+        return v2.raw if fp == v2.fingerprint else None
+
+    old = Codec(v1_only, resolve_unknown=registry)
+    got = old.decode(data)
+    assert "receivedAtMillis" not in got  # decoded into the v1 reader schema
+    assert got == {k: v for k, v in SEED_RECORD.items() if k != "receivedAtMillis"}
+    old.decode(data)
+    assert asked == [v2.fingerprint]  # learned once
+
+
+def test_a_resolver_answer_with_the_wrong_fingerprint_is_refused() -> None:
+    full = subject("conversation_event")
+    data = Codec(full).encode(SEED_RECORD)
+    v1_only = Subject(full.name, full.versions[:1])
+    liar = Codec(v1_only, resolve_unknown=lambda fp: full.version(1).raw)
+    with pytest.raises(UnknownFingerprintError):
+        liar.decode(data)

@@ -1,0 +1,92 @@
+"""Writer schemas published to a compacted Kafka topic, for readers older than the writer.
+
+The shipped `schemas/` folder is the registry of this build. A record from a newer
+producer carries a fingerprint this build lacks; the gateway therefore publishes every
+schema it ships (key `<subject>:<fingerprint>`, value the schema JSON) to
+`_convmetrics-schemas` at start, and readers look unknown fingerprints up there. Values
+are trusted only when their own fingerprint matches the key's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from schemas.exceptions import SchemaError
+from schemas.registry import Subject
+
+SCHEMA_TOPIC = "_convmetrics-schemas"
+log = logging.getLogger(__name__)
+
+
+def publish_schemas(
+    bootstrap: str, subject: Subject, *, topic: str = SCHEMA_TOPIC, timeout: float = 30
+) -> None:
+    """Create the compacted schema topic if missing and put every shipped version in it."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    if topic not in admin.list_topics(timeout=timeout).topics:
+        futures = admin.create_topics([NewTopic(topic, 1, 1, config={"cleanup.policy": "compact"})])
+        try:
+            futures[topic].result(timeout)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise SchemaError(f"cannot create schema topic {topic}: {exc}") from exc
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True})
+    for v in subject.versions:
+        producer.produce(topic, key=f"{subject.name}:{v.fingerprint_hex}", value=json.dumps(v.raw))
+    if producer.flush(timeout):
+        raise SchemaError(f"schema topic {topic} did not acknowledge the schemas of {subject.name}")
+
+
+class TopicSchemaResolver:
+    """`Codec(resolve_unknown=...)`: reads the whole schema topic on a miss, caches it."""
+
+    def __init__(self, bootstrap: str, *, topic: str = SCHEMA_TOPIC, timeout: float = 10) -> None:
+        self.bootstrap, self.topic, self.timeout = bootstrap, topic, timeout
+        self._cache: dict[bytes, Mapping[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, fp: bytes) -> Mapping[str, Any] | None:
+        with self._lock:
+            if fp not in self._cache:
+                self._refresh()
+            return self._cache.get(fp)
+
+    def _refresh(self) -> None:
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"schema-reader-{uuid.uuid4()}",
+                      "enable.auto.commit": False})  # fmt: skip
+        try:
+            meta = c.list_topics(self.topic, timeout=self.timeout).topics.get(self.topic)
+            if meta is None or meta.error is not None:
+                return
+            ends = {}
+            for p in meta.partitions:
+                low, high = c.get_watermark_offsets(TopicPartition(self.topic, p), timeout=self.timeout)
+                if high > low:
+                    ends[p] = high
+            c.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in ends])
+            while ends:
+                m = c.poll(self.timeout)
+                if m is None:
+                    break
+                if m.error() is not None:
+                    continue
+                key = (m.key() or b"").decode(errors="replace")
+                try:
+                    self._cache[bytes.fromhex(key.rsplit(":", 1)[-1])] = json.loads(m.value() or b"null")
+                except ValueError:
+                    log.warning("ignoring a malformed record in %s: key %r", self.topic, key)
+                part, off = m.partition() or 0, m.offset()
+                if off is not None and off + 1 >= ends.get(part, 0):
+                    ends.pop(part, None)
+        except KafkaException as exc:
+            log.warning("cannot read schema topic %s: %s", self.topic, exc)
+        finally:
+            c.close()
