@@ -14,6 +14,10 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer
+
+from consumer.dlq import H_ERROR_TYPE, H_OFFSET, H_PARTITION, H_TOPIC
+from convmetrics.generate import GenerateConfig, generate_webhooks
+from schemas import conversation_codec
 from support.pipeline import (
     ConsumerProcess,
     compare_with_truth,
@@ -23,10 +27,6 @@ from support.pipeline import (
     wait_progress,
 )
 from support.truth import compute_truth
-
-from consumer.dlq import H_ERROR_TYPE, H_OFFSET, H_PARTITION, H_TOPIC
-from convmetrics.generate import GenerateConfig, generate_webhooks
-from schemas import conversation_codec
 
 
 def free_port() -> int:

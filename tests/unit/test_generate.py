@@ -10,7 +10,6 @@ from typing import Any
 
 import orjson
 import pytest
-from support.truth import TIME_FIELDS, compute_truth, dedupe, event_time, is_unread
 
 from convmetrics.cli import main
 from convmetrics.generate import (
@@ -22,6 +21,7 @@ from convmetrics.generate import (
     generate_webhooks,
     plan,
 )
+from support.truth import TIME_FIELDS, compute_truth, dedupe, event_time, is_unread
 
 # Keys of the platform's conversation.closed example (seeds/conversation-closed.md).
 ENVELOPE_KEYS = {"event", "id", "account", "app", "deliveryAttempts", "firstDeliveryAttempt", "data"}
