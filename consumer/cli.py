@@ -147,6 +147,7 @@ def _kafka_settings(pairs: list[str]) -> dict[str, str]:
 
 
 def _consume(args: argparse.Namespace) -> int:
+    from consumer.prom import ConsumerMetrics
     from consumer.runner import MetricsConsumer
     from consumer.serving import serve_in_thread
     from consumer.settings import ConsumerSettings
@@ -167,13 +168,16 @@ def _consume(args: argparse.Namespace) -> int:
         kafka=_kafka_settings(args.kafka),
         http_host=args.http_host,
     )
-    consumer = MetricsConsumer(settings)
+    metrics = ConsumerMetrics()
+    consumer = MetricsConsumer(settings, on_commit=metrics.on_commit)
+    metrics.watch(lambda: consumer.stats)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: consumer.stop())
     server = None
     if args.http_port:
-        server, _ = serve_in_thread(args.store, args.http_host, args.http_port)
-        log.info("API on http://%s:%d/v1/closures", args.http_host, args.http_port)
+        server, _ = serve_in_thread(args.store, args.http_host, args.http_port, registry=metrics.registry)
+        base = f"http://{args.http_host}:{args.http_port}"
+        log.info("API on %s/v1/closures, dashboard on %s/, Prometheus on %s/metrics", base, base, base)
     log.info("consuming %s as group %s into %s", args.topic, args.group, args.store)
     try:
         consumer.run()
@@ -195,7 +199,11 @@ def _consume(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from consumer.serving import api_server
 
-    print(f"closure metrics API on http://{args.host}:{args.port}/v1/closures", flush=True)
+    base = f"http://{args.host}:{args.port}"
+    print(
+        f"closure metrics API on {base}/v1/closures, dashboard on {base}/, Prometheus on {base}/metrics",
+        flush=True,
+    )
     api_server(args.store, args.host, args.port).run()
     return 0
 

@@ -12,8 +12,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from confluent_kafka import Consumer
+from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.dlq import H_ERROR_TYPE, H_OFFSET, H_PARTITION, H_TOPIC
 from convmetrics.generate import GenerateConfig, generate_webhooks
@@ -99,6 +101,22 @@ def test_generated_stream_matches_truth(
     try:
         wait_caught_up(kafka_bootstrap, topic, store, [proc])
         compare_with_truth(f"http://127.0.0.1:{api_port}", truth)
+        # the same process exposes its own health for Prometheus
+        families = {
+            f.name: f
+            for f in text_string_to_metric_families(httpx.get(f"http://127.0.0.1:{api_port}/metrics").text)
+        }
+        consumed = sum(
+            s.value for s in families["convmetrics_consumer_records"].samples if s.name.endswith("_total")
+        )
+        assert consumed == len(webhooks) - sum(
+            1 for w in webhooks if not w["event"].startswith("conversation.")
+        )
+        dups = sum(
+            s.value for s in families["convmetrics_consumer_duplicates"].samples if s.name.endswith("_total")
+        )
+        assert dups > 0
+        assert "convmetrics_consumer_store_transaction_seconds" in families
     finally:
         assert proc.stop() == 0, proc.tail()
 
