@@ -24,7 +24,7 @@ from typing import Any, Final
 import orjson
 
 from consumer.model import CLOSED, CREATED, OPENED, Event
-from consumer.sketch import bin_of
+from consumer.sketch import LAG_BASE, bin_of, lag_bin_of
 from consumer.windows import ALL, ALL_START, SIZED
 
 BY_CHANNEL: Final = "channel_type"
@@ -41,7 +41,7 @@ class RowDelta:
     """Changes to one metric row since the last commit."""
 
     __slots__ = (
-        "bins", "closed_unread", "closures", "recheck", "reopens",
+        "bins", "closed_unread", "closures", "lag_count", "lag_max", "lag_sum", "recheck", "reopens",
         "ttc_count", "ttc_max", "ttc_min", "ttc_sum",
     )  # fmt: skip
 
@@ -56,6 +56,9 @@ class RowDelta:
         self.bins: dict[int, int] = {}
         #: a duration was retracted: min/max must be recomputed from the closures table
         self.recheck = False
+        self.lag_count = 0  # ingest lag (receive time - event time), milliseconds
+        self.lag_sum = 0
+        self.lag_max: int | None = None
 
     def add_ttc(self, seconds: int, b: int) -> None:
         self.ttc_count += 1
@@ -65,6 +68,23 @@ class RowDelta:
         if self.ttc_max is None or seconds > self.ttc_max:
             self.ttc_max = seconds
         self.bins[b] = self.bins.get(b, 0) + 1
+
+    def add_lag(self, millis: int) -> None:
+        self.lag_count += 1
+        self.lag_sum += millis
+        if self.lag_max is None or millis > self.lag_max:
+            self.lag_max = millis
+        b = lag_bin_of(millis)
+        self.bins[b] = self.bins.get(b, 0) + 1
+
+    def merge_lag(self, other: RowDelta) -> None:
+        self.lag_count += other.lag_count
+        self.lag_sum += other.lag_sum
+        if other.lag_max is not None and (self.lag_max is None or other.lag_max > self.lag_max):
+            self.lag_max = other.lag_max
+        for b, n in other.bins.items():
+            if b >= LAG_BASE // 2:
+                self.bins[b] = self.bins.get(b, 0) + n
 
     def retract_ttc(self, seconds: int, b: int) -> None:
         self.ttc_count -= 1
@@ -89,6 +109,15 @@ class Delta:
         if r is None:
             r = self.rows[key] = RowDelta()
         return r
+
+    def roll_up_lag(self) -> None:
+        """The fold records ingest lag in 1-minute channel rows only (cheap per event);
+        this adds each of them to its 1-hour, 1-day and all-time rows."""
+        minute = [(k, r) for k, r in self.rows.items() if r.lag_count and k[2] == "1m"]
+        for (by, key, _, start), r in minute:
+            for name, size in SIZED[1:]:
+                self.row((by, key, name, start - start % size)).merge_lag(r)
+            self.row((by, key, ALL, ALL_START)).merge_lag(r)
 
 
 def row_keys(channel_type: str, account: int, t: int) -> list[RowKey]:
@@ -159,6 +188,8 @@ class PartitionFold:
             self.watermark = t
         if t > conv[LAST]:
             conv[LAST] = t
+        if e.received_ms is not None:
+            self.delta.row((BY_CHANNEL, e.channel_type, "1m", t - t % 60)).add_lag(e.received_ms - t * 1000)
         kind = e.kind
         if kind == CLOSED:
             self._close(e, conv)
@@ -218,6 +249,7 @@ class PartitionFold:
     def take_changes(self) -> tuple[Delta, dict[ConvKey, str]]:
         """Hand over the pending delta and the touched conversations, encoded; start afresh."""
         delta, self.delta = self.delta, Delta()
+        delta.roll_up_lag()
         # .decode(): orjson's bytes keep a 4 KiB buffer; the str is exactly as long as the JSON
         changed = {k: orjson.dumps(c).decode() for k, c in self.hot.items()}
         self.idle.update(changed)

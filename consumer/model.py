@@ -44,6 +44,7 @@ READER_SCHEMA: Final[dict[str, Any]] = {
         {"name": "id", "type": "string"},
         {"name": "account", "type": "long"},
         {"name": "createdAt", "type": "long"},
+        {"name": "receivedAtMillis", "type": ["null", "long"], "default": None},
         {
             "name": "data",
             "type": {
@@ -73,6 +74,7 @@ class Event(NamedTuple):
     time: int  # event time, unix seconds
     last_read: int | None = None
     last_inbound: int | None = None
+    received_ms: int | None = None  # when the gateway received it (v2 records), unix ms
 
     @property
     def unread(self) -> bool:
@@ -103,4 +105,5 @@ def from_record(record: dict[str, Any]) -> Event | None:
         record["createdAt"] if t is None else t,
         data["lastReadByAppUserAt"],
         data["lastInboundMessageAt"],
+        record["receivedAtMillis"],
     )

@@ -113,6 +113,22 @@ def row_json(row: MetricRow) -> dict[str, Any]:
             "p90": p90,
             "p99": p99,
         },
+        "ingest_lag": _lag_json(row),
+    }
+
+
+def _lag_json(row: MetricRow) -> dict[str, Any]:
+    """Gateway receive time minus event time, in seconds (channel-type rows; v2 records)."""
+    n = row.lag_count
+    qs = row.lag_quantiles if n else None
+    p50, p90, p99 = (min(q, row.lag_max or 0) / 1000 for q in qs) if qs else (None, None, None)
+    return {
+        "count": n,
+        "mean": row.lag_sum / n / 1000 if n else None,
+        "max": row.lag_max / 1000 if n and row.lag_max is not None else None,
+        "p50": p50,
+        "p90": p90,
+        "p99": p99,
     }
 
 

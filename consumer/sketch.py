@@ -16,6 +16,8 @@ from ddsketch.mapping import LogarithmicMapping
 
 RELATIVE_ACCURACY: Final = 0.01
 ZERO_BIN: Final = -(2**31)  # durations of 0 s (the mapping cannot take 0)
+#: ingest-lag bins (milliseconds) live in the same bin maps, shifted above every duration bin
+LAG_BASE: Final = 2**40
 QUANTILES: Final = (0.5, 0.9, 0.99)
 
 _MAPPING: Final = LogarithmicMapping(RELATIVE_ACCURACY)
@@ -27,11 +29,22 @@ def bin_of(seconds: int) -> int:
     return ZERO_BIN if seconds <= 0 else _key(seconds)
 
 
-def quantiles(bins: Mapping[int, int] | Iterable[tuple[int, int]]) -> tuple[float, ...] | None:
-    """p50, p90, p99 of a bin map, or None when it holds nothing."""
+def lag_bin_of(millis: int) -> int:
+    """Bin index of an ingest lag (negative lags, from clock skew, count as 0)."""
+    return LAG_BASE + (ZERO_BIN if millis <= 0 else _key(millis))
+
+
+def quantiles(
+    bins: Mapping[int, int] | Iterable[tuple[int, int]], *, lag: bool = False
+) -> tuple[float, ...] | None:
+    """p50, p90, p99 of the durations (or, with `lag`, the ingest lags) in a bin map, or None."""
     items = bins.items() if isinstance(bins, Mapping) else bins
     sketch = DDSketch(RELATIVE_ACCURACY)
     for index, count in items:
+        if (index >= LAG_BASE // 2) != lag:
+            continue
+        if lag:
+            index -= LAG_BASE
         if count > 0:
             sketch.add(0.0 if index == ZERO_BIN else _MAPPING.value(index), float(count))
     if sketch.count == 0:

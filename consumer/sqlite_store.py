@@ -18,6 +18,7 @@ CREATE TABLE IF NOT EXISTS metric_rows (
     by TEXT NOT NULL, win TEXT NOT NULL, start INTEGER NOT NULL, key TEXT NOT NULL,
     closures INTEGER NOT NULL, reopens INTEGER NOT NULL, closed_unread INTEGER NOT NULL,
     ttc_count INTEGER NOT NULL, ttc_sum INTEGER NOT NULL, ttc_min INTEGER, ttc_max INTEGER,
+    lag_count INTEGER NOT NULL, lag_sum INTEGER NOT NULL, lag_max INTEGER,
     PRIMARY KEY (by, win, start, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS metric_bins (
     by TEXT NOT NULL, win TEXT NOT NULL, start INTEGER NOT NULL, key TEXT NOT NULL,
@@ -40,8 +41,11 @@ CREATE TABLE IF NOT EXISTS offsets (
 """
 
 _UPSERT_ROW = """
-INSERT INTO metric_rows VALUES (?,?,?,?,?,?,?,?,?,?,?)
+INSERT INTO metric_rows VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 ON CONFLICT DO UPDATE SET
+    lag_count = lag_count + excluded.lag_count,
+    lag_sum = lag_sum + excluded.lag_sum,
+    lag_max = max(coalesce(lag_max, excluded.lag_max), coalesce(excluded.lag_max, lag_max)),
     closures = closures + excluded.closures,
     reopens = reopens + excluded.reopens,
     closed_unread = closed_unread + excluded.closed_unread,
@@ -120,21 +124,10 @@ class SqliteStore:
         for p in partitions:
             closures.extend(p.delta.closures.values())
             for (by, key, win, start), r in p.delta.rows.items():
-                rows.append(
-                    (
-                        by,
-                        win,
-                        start,
-                        key,
-                        r.closures,
-                        r.reopens,
-                        r.closed_unread,
-                        r.ttc_count,
-                        r.ttc_sum,
-                        r.ttc_min,
-                        r.ttc_max,
-                    )
-                )
+                rows.append((
+                    by, win, start, key, r.closures, r.reopens, r.closed_unread,
+                    r.ttc_count, r.ttc_sum, r.ttc_min, r.ttc_max, r.lag_count, r.lag_sum, r.lag_max,
+                ))  # fmt: skip
                 for b, n in r.bins.items():
                     if n:
                         bins.append((by, win, start, key, b, n))
@@ -214,7 +207,7 @@ class SqliteStore:
             args.extend([after[0], after[0], after[1]])
         sql = (
             "SELECT key, start, closures, reopens, closed_unread, ttc_count, ttc_sum, "
-            f"ttc_min, ttc_max FROM metric_rows WHERE {' AND '.join(where)} "
+            f"ttc_min, ttc_max, lag_count, lag_sum, lag_max FROM metric_rows WHERE {' AND '.join(where)} "
             "ORDER BY start, key LIMIT ?"
         )
         found = self.db.execute(sql, [*args, limit]).fetchall()
@@ -233,9 +226,24 @@ class SqliteStore:
                 sketches[(start, k)].append((b, n))
         return [
             MetricRow(
-                by, k, window, start, c, ro, u, tc, ts, tmin, tmax, quantiles(sketches.get((start, k), []))
+                by,
+                k,
+                window,
+                start,
+                c,
+                ro,
+                u,
+                tc,
+                ts,
+                tmin,
+                tmax,
+                quantiles(sketches.get((start, k), [])),
+                lc,
+                ls,
+                lmax,
+                quantiles(sketches.get((start, k), []), lag=True),
             )
-            for k, start, c, ro, u, tc, ts, tmin, tmax in found
+            for k, start, c, ro, u, tc, ts, tmin, tmax, lc, ls, lmax in found
         ]
 
     def purge(self) -> int:

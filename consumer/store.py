@@ -64,6 +64,10 @@ class MetricRow:
     ttc_min: int | None
     ttc_max: int | None
     quantiles: tuple[float, ...] | None  # p50, p90, p99
+    lag_count: int = 0  # ingest lag (gateway receive time - event time), milliseconds
+    lag_sum: int = 0
+    lag_max: int | None = None
+    lag_quantiles: tuple[float, ...] | None = None
 
 
 class Store(Protocol):

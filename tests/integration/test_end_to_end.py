@@ -4,6 +4,8 @@ real consumer, read back through /v1/closures."""
 from __future__ import annotations
 
 import random
+import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,8 +17,8 @@ import pytest
 
 from convmetrics.generate import GenerateConfig, generate_webhooks
 from support.gateway import GatewayProcess, free_port
-from support.pipeline import ConsumerProcess, compare_with_truth, wait_caught_up
-from support.truth import compute_truth
+from support.pipeline import ConsumerProcess, compare_with_truth, fetch_rows, wait_caught_up
+from support.truth import compute_truth, dedupe
 
 
 @pytest.fixture
@@ -57,5 +59,15 @@ def test_webhooks_over_http_are_counted_exactly(
     try:
         wait_caught_up(kafka_bootstrap, gateway.topic, store, [consumer])
         compare_with_truth(f"http://127.0.0.1:{api_port}", compute_truth(webhooks + retried))
+        # v2 records carry the gateway's receive time: ingest lag per channel type
+        rows = fetch_rows(f"http://127.0.0.1:{api_port}", "channel_type", "all")
+        lags = {r["key"]: r["ingest_lag"] for r in rows}
+        expected = Counter(
+            w["data"]["channelType"] for w in dedupe(webhooks) if w["event"].startswith("conversation.")
+        )
+        assert {k: v["count"] for k, v in lags.items()} == dict(expected)
+        now_lag = time.time() - cfg.start  # generated events are older than the run by about this
+        for lag in lags.values():
+            assert now_lag - 60 * 86400 < lag["p50"] <= lag["max"] < now_lag + 60
     finally:
         assert consumer.stop() == 0, consumer.tail()

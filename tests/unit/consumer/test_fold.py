@@ -163,3 +163,17 @@ def test_expire_bounds_the_number_of_conversations() -> None:
         f.apply(ev(CREATED, c + 1, 1000 + c, conv=c))
     f.take_changes()
     assert sorted(f.expire(ttl=10**9, max_conversations=2)) == [(7, 0), (7, 1), (7, 2)]
+
+
+def test_ingest_lag_per_channel_type_rolls_up_to_every_window() -> None:
+    f = fold()
+    f.apply(Event(CREATED, 1, 7, 1, "VIBER", 3600 + 10, None, None, (3600 + 10) * 1000 + 1500))
+    f.apply(Event(CLOSED, 2, 7, 1, "VIBER", 3600 + 70, None, None, (3600 + 70) * 1000 + 500))
+    f.apply(Event(CLOSED, 3, 7, 2, "VIBER", 3600 + 80))  # a v1 record: no receive time
+    delta, _ = f.take_changes()
+    for window, start in (("1m", 3600), ("1m", 3660), ("1h", 3600), ("1d", 0), ("all", 0)):
+        r = delta.rows[(BY_CHANNEL, "VIBER", window, start)]
+        assert r.lag_count == (1 if window == "1m" else 2), window
+    r = delta.rows[(BY_CHANNEL, "VIBER", "all", 0)]
+    assert (r.lag_sum, r.lag_max) == (2000, 1500)
+    assert not any(r.lag_count for k, r in delta.rows.items() if k[0] == BY_ACCOUNT)

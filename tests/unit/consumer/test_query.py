@@ -70,7 +70,8 @@ def test_response_shape_and_next_cursor() -> None:
             "p50": 9.9,
             "p90": 16.0,
             "p99": 16.0,
-        },  # quantiles clamped to the exact max
+        },
+        "ingest_lag": {"count": 0, "mean": None, "max": None, "p50": None, "p90": None, "p99": None},
     }
     assert decode_cursor(body["next"]) == (3600, "A")
     assert response_json(q, [row(3600, "A")])["next"] is None

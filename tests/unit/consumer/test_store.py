@@ -166,3 +166,15 @@ def test_fencing_one_partition_refuses_the_whole_transaction(store: Any) -> None
             [PartitionCommit(0, d0, 1, 100, c0, epoch=e0), PartitionCommit(1, d1, 1, 100, c1, epoch=e1)],
         )
     assert store.query("channel_type", "all") == []
+
+
+def test_ingest_lag_is_stored_and_summarised(store: SqliteStore) -> None:
+    f = PartitionFold(0)
+    for i, lag_ms in enumerate((100, 200, 300, 5000)):
+        f.apply(Event(CLOSED, i + 1, 7, i, "TELEGRAM", 600, None, None, 600_000 + lag_ms))
+    commit(store, f, 4)
+    (row,) = store.query("channel_type", "all")
+    assert (row.lag_count, row.lag_sum, row.lag_max) == (4, 5600, 5000)
+    assert row.lag_quantiles is not None
+    assert abs(row.lag_quantiles[0] - 200) <= 2  # lower median, within 1%
+    assert row.quantiles is None  # the lag bins do not leak into time to close
