@@ -76,6 +76,15 @@ def register(sub: Any) -> None:
         help="conversations kept per partition; beyond, the longest idle are forgotten (default 5,000,000)",
     )
     c.add_argument(
+        "--metrics-topic",
+        nargs="?",
+        const="conversation-closure-metrics",
+        default=None,
+        metavar="TOPIC",
+        help="after each commit, publish the changed metric rows (Avro, closure_metrics) to this "
+        "compacted topic (default name when given without one: conversation-closure-metrics)",
+    )
+    c.add_argument(
         "--kafka",
         action="append",
         default=[],
@@ -148,7 +157,7 @@ def _kafka_settings(pairs: list[str]) -> dict[str, str]:
 
 def _consume(args: argparse.Namespace) -> int:
     from consumer.prom import ConsumerMetrics
-    from consumer.runner import MetricsConsumer
+    from consumer.runner import CommitReport, MetricsConsumer
     from consumer.serving import serve_in_thread
     from consumer.settings import ConsumerSettings
     from consumer.store import Retention
@@ -169,7 +178,20 @@ def _consume(args: argparse.Namespace) -> int:
         http_host=args.http_host,
     )
     metrics = ConsumerMetrics()
-    consumer = MetricsConsumer(settings, on_commit=metrics.on_commit)
+    publisher = None
+    if args.metrics_topic:
+        from consumer.metrics_topic import MetricsTopicPublisher
+
+        publisher = MetricsTopicPublisher(
+            settings.bootstrap_servers, args.metrics_topic, kafka=settings.kafka
+        )
+
+    def on_commit(report: CommitReport) -> None:
+        metrics.on_commit(report)
+        if publisher is not None:
+            publisher.publish_pending(consumer.store)
+
+    consumer = MetricsConsumer(settings, on_commit=on_commit)
     metrics.watch(lambda: consumer.stats)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: consumer.stop())

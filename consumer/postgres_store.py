@@ -40,10 +40,13 @@ CREATE TABLE IF NOT EXISTS metric_rows (
     by TEXT NOT NULL, win TEXT NOT NULL, start BIGINT NOT NULL, key TEXT COLLATE "C" NOT NULL,
     closures BIGINT NOT NULL, reopens BIGINT NOT NULL, closed_unread BIGINT NOT NULL,
     ttc_count BIGINT NOT NULL, ttc_sum BIGINT NOT NULL, ttc_min BIGINT, ttc_max BIGINT,
+    lag_count BIGINT NOT NULL, lag_sum BIGINT NOT NULL, lag_max BIGINT,
+    seq BIGINT NOT NULL,  -- the commit that last changed the row (outbox of the metrics topic)
     PRIMARY KEY (by, win, start, key));
+CREATE INDEX IF NOT EXISTS metric_rows_by_seq ON metric_rows (seq);
 CREATE TABLE IF NOT EXISTS metric_bins (
     by TEXT NOT NULL, win TEXT NOT NULL, start BIGINT NOT NULL, key TEXT COLLATE "C" NOT NULL,
-    bin INTEGER NOT NULL, n BIGINT NOT NULL,
+    bin BIGINT NOT NULL, n BIGINT NOT NULL,
     PRIMARY KEY (by, win, start, key, bin));
 CREATE TABLE IF NOT EXISTS closures (
     event_hash BIGINT PRIMARY KEY, partition INTEGER NOT NULL, account BIGINT NOT NULL,
@@ -65,9 +68,14 @@ _SCHEMA_LOCK = 0x636F6E766D6574
 
 _UPSERT_ROWS = """
 INSERT INTO metric_rows AS m
-SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::bigint[], %s::bigint[],
-                     %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])
+SELECT u.*, %s::bigint FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::bigint[],
+                     %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],
+                     %s::bigint[], %s::bigint[], %s::bigint[]) AS u
 ON CONFLICT (by, win, start, key) DO UPDATE SET
+    seq = excluded.seq,
+    lag_count = m.lag_count + excluded.lag_count,
+    lag_sum = m.lag_sum + excluded.lag_sum,
+    lag_max = greatest(m.lag_max, excluded.lag_max),
     closures = m.closures + excluded.closures,
     reopens = m.reopens + excluded.reopens,
     closed_unread = m.closed_unread + excluded.closed_unread,
@@ -78,7 +86,7 @@ ON CONFLICT (by, win, start, key) DO UPDATE SET
 """
 _UPSERT_BINS = """
 INSERT INTO metric_bins AS b
-SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::int[], %s::bigint[])
+SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::bigint[], %s::bigint[])
 ON CONFLICT (by, win, start, key, bin) DO UPDATE SET n = b.n + excluded.n
 """
 _UPSERT_CLOSURES = """
@@ -263,7 +271,12 @@ class PostgresStore:
         if batch.closures:
             conn.execute(_UPSERT_CLOSURES, batch.columns(batch.closures, 7))
         if batch.rows:
-            conn.execute(_UPSERT_ROWS, batch.columns(batch.rows, 11))
+            seq = conn.execute(
+                "INSERT INTO meta VALUES ('commit_seq', '1') ON CONFLICT (name) DO UPDATE "
+                "SET value = (meta.value::bigint + 1)::text RETURNING value::bigint"
+            ).fetchone()
+            assert seq is not None
+            conn.execute(_UPSERT_ROWS, [seq[0], *batch.columns(batch.rows, 14)])
         if batch.bins:
             conn.execute(_UPSERT_BINS, batch.columns(batch.bins, 6))
         with conn.cursor() as cur:
@@ -312,7 +325,7 @@ class PostgresStore:
             args.extend(after)
         sql = (
             "SELECT key, start, closures, reopens, closed_unread, ttc_count, ttc_sum, "
-            f"ttc_min, ttc_max FROM metric_rows WHERE {' AND '.join(where)} "
+            f"ttc_min, ttc_max, lag_count, lag_sum, lag_max FROM metric_rows WHERE {' AND '.join(where)} "
             "ORDER BY start, key LIMIT %s"
         )
 
@@ -344,8 +357,12 @@ class PostgresStore:
                     tmin,
                     tmax,
                     quantiles(sketches.get((start, k), [])),
+                    lc,
+                    ls,
+                    lmax,
+                    quantiles(sketches.get((start, k), []), lag=True),
                 )
-                for k, start, c, ro, u, tc, ts, tmin, tmax in found
+                for k, start, c, ro, u, tc, ts, tmin, tmax, lc, ls, lmax in found
             ]
 
         return self._run(work)
@@ -370,6 +387,41 @@ class PostgresStore:
             return deleted
 
         return self._run(work)
+
+    # -- the outbox of the metrics topic -----------------------------------------------
+    def changed_since(self, seq: int, limit: int = 10_000) -> tuple[list[MetricRow], int]:
+        """Rows changed by commits after `seq` (oldest first) and the newest seq among them."""
+
+        def work(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+            return conn.execute(
+                "SELECT by, win, start, key, seq FROM metric_rows WHERE seq > %s ORDER BY seq LIMIT %s",
+                (seq, limit),
+            ).fetchall()
+
+        found = self._run(work)
+        rows = [
+            r
+            for by, win, start, key, _ in found
+            for r in self.query(by, win, key=key, start_from=start, start_to=start + 1)
+        ]
+        return rows, max((f[4] for f in found), default=seq)
+
+    def published_seq(self) -> int:
+        def work(conn: psycopg.Connection[Any]) -> int:
+            row = conn.execute("SELECT value FROM meta WHERE name='published_seq'").fetchone()
+            return 0 if row is None else int(row[0])
+
+        return self._run(work)
+
+    def mark_published(self, seq: int) -> None:
+        def work(conn: psycopg.Connection[Any]) -> None:
+            conn.execute(
+                "INSERT INTO meta VALUES ('published_seq', %s) ON CONFLICT (name) DO UPDATE "
+                "SET value = greatest(meta.value::bigint, excluded.value::bigint)::text",
+                (str(seq),),
+            )
+
+        self._run(work)
 
     def close(self) -> None:
         self.reconnect()
@@ -397,19 +449,17 @@ class _Batch:
                 got = rows.get(k)
                 if got is None:
                     rows[k] = [
-                        r.closures,
-                        r.reopens,
-                        r.closed_unread,
-                        r.ttc_count,
-                        r.ttc_sum,
-                        r.ttc_min,
-                        r.ttc_max,
-                    ]
+                        r.closures, r.reopens, r.closed_unread, r.ttc_count, r.ttc_sum, r.ttc_min, r.ttc_max,
+                        r.lag_count, r.lag_sum, r.lag_max,
+                    ]  # fmt: skip
                 else:
                     for i, v in enumerate((r.closures, r.reopens, r.closed_unread, r.ttc_count, r.ttc_sum)):
                         got[i] += v
                     got[5] = _merge(min, got[5], r.ttc_min)
                     got[6] = _merge(max, got[6], r.ttc_max)
+                    got[7] += r.lag_count
+                    got[8] += r.lag_sum
+                    got[9] = _merge(max, got[9], r.lag_max)
                 for b, n in r.bins.items():
                     bins[(*k, b)] += n
                 if r.recheck:

@@ -19,7 +19,9 @@ CREATE TABLE IF NOT EXISTS metric_rows (
     closures INTEGER NOT NULL, reopens INTEGER NOT NULL, closed_unread INTEGER NOT NULL,
     ttc_count INTEGER NOT NULL, ttc_sum INTEGER NOT NULL, ttc_min INTEGER, ttc_max INTEGER,
     lag_count INTEGER NOT NULL, lag_sum INTEGER NOT NULL, lag_max INTEGER,
+    seq INTEGER NOT NULL,  -- the commit that last changed the row (outbox of the metrics topic)
     PRIMARY KEY (by, win, start, key)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS metric_rows_by_seq ON metric_rows (seq);
 CREATE TABLE IF NOT EXISTS metric_bins (
     by TEXT NOT NULL, win TEXT NOT NULL, start INTEGER NOT NULL, key TEXT NOT NULL,
     bin INTEGER NOT NULL, n INTEGER NOT NULL,
@@ -41,8 +43,9 @@ CREATE TABLE IF NOT EXISTS offsets (
 """
 
 _UPSERT_ROW = """
-INSERT INTO metric_rows VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+INSERT INTO metric_rows VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 ON CONFLICT DO UPDATE SET
+    seq = excluded.seq,
     lag_count = lag_count + excluded.lag_count,
     lag_sum = lag_sum + excluded.lag_sum,
     lag_max = max(coalesce(lag_max, excluded.lag_max), coalesce(excluded.lag_max, lag_max)),
@@ -140,12 +143,47 @@ class SqliteStore:
                 "INSERT INTO closures VALUES (?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET ttc = excluded.ttc",
                 closures,
             )
-            db.executemany(_UPSERT_ROW, rows)
+            seq = self._next_seq()
+            db.executemany(_UPSERT_ROW, [(*r, seq) for r in rows])
             db.executemany(_UPSERT_BIN, bins)
             for by, key, win, start in recheck:
                 self._recheck(by, key, win, start)
             for p in partitions:
                 self._commit_partition(p)
+
+    def _next_seq(self) -> int:
+        row = self.db.execute(
+            "INSERT INTO meta VALUES ('commit_seq', '1') ON CONFLICT DO UPDATE "
+            "SET value = CAST(value AS INTEGER) + 1 RETURNING CAST(value AS INTEGER)"
+        ).fetchone()
+        return int(row[0])
+
+    def changed_since(self, seq: int, limit: int = 10_000) -> tuple[list[MetricRow], int]:
+        """Rows changed by commits after `seq` (oldest first) and the newest seq among them."""
+        found = self.db.execute(
+            "SELECT by, win, start, key, seq FROM metric_rows WHERE seq > ? ORDER BY seq LIMIT ?",
+            (seq, limit),
+        ).fetchall()
+        if not found:
+            return [], seq
+        rows = [
+            r
+            for by, win, start, key, _ in found
+            for r in self.query(by, win, key=key, start_from=start, start_to=start + 1)
+        ]
+        return rows, max(f[4] for f in found)
+
+    def published_seq(self) -> int:
+        row = self.db.execute("SELECT value FROM meta WHERE name='published_seq'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def mark_published(self, seq: int) -> None:
+        with self._tx():
+            self.db.execute(
+                "INSERT INTO meta VALUES ('published_seq', ?) ON CONFLICT DO UPDATE "
+                "SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                (str(seq),),
+            )
 
     def _check_epochs(self, partitions: list[PartitionCommit]) -> None:
         if not partitions:

@@ -168,7 +168,7 @@ def test_fencing_one_partition_refuses_the_whole_transaction(store: Any) -> None
     assert store.query("channel_type", "all") == []
 
 
-def test_ingest_lag_is_stored_and_summarised(store: SqliteStore) -> None:
+def test_ingest_lag_is_stored_and_summarised(store: Any) -> None:
     f = PartitionFold(0)
     for i, lag_ms in enumerate((100, 200, 300, 5000)):
         f.apply(Event(CLOSED, i + 1, 7, i, "TELEGRAM", 600, None, None, 600_000 + lag_ms))
@@ -178,3 +178,25 @@ def test_ingest_lag_is_stored_and_summarised(store: SqliteStore) -> None:
     assert row.lag_quantiles is not None
     assert abs(row.lag_quantiles[0] - 200) <= 2  # lower median, within 1%
     assert row.quantiles is None  # the lag bins do not leak into time to close
+
+
+def test_outbox_returns_rows_changed_since_the_last_publication(store: Any) -> None:
+    f = PartitionFold(0)
+    f.apply(ev(CLOSED, 1, 100))
+    commit(store, f, 1)
+    rows, seq = store.changed_since(store.published_seq())
+    assert len(rows) == 8 and seq >= 1  # 2 groupings x 4 windows
+    store.mark_published(seq)
+    assert store.changed_since(store.published_seq()) == ([], seq)
+    f.apply(ev(CLOSED, 2, 100_000, conv=2))  # another minute, hour and day; same all-time rows
+    commit(store, f, 2)
+    rows, newest = store.changed_since(store.published_seq())
+    assert newest > seq
+    assert {(r.by, r.window) for r in rows if r.window == "all"} == {
+        ("channel_type", "all"),
+        ("account", "all"),
+    }
+    assert all(r.window_start == 99_960 for r in rows if r.window == "1m")
+    store.mark_published(newest)
+    store.mark_published(seq)  # a late, older mark (another process) never moves publication back
+    assert store.published_seq() == newest

@@ -1,0 +1,86 @@
+"""The metrics topic for pipelines: the latest value per key equals the API, and a crash
+between commit and publication only republishes (upsert semantics)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer
+
+from convmetrics.generate import GenerateConfig, generate_webhooks
+from schemas import Codec, subject
+from support.gateway import free_port
+from support.pipeline import BYS, WINDOWS, ConsumerProcess, fetch_rows, produce_webhooks, wait_caught_up
+
+
+def latest_per_key(bootstrap: str, topic: str) -> tuple[dict[str, dict[str, Any]], int]:
+    codec = Codec(subject("closure_metrics"))
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{topic}-{free_port()}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
+    c.subscribe([topic])
+    latest: dict[str, dict[str, Any]] = {}
+    records, idle = 0, 0
+    try:
+        while idle < 6:
+            msgs = [m for m in c.consume(5000, 0.5) if m.error() is None]
+            idle = 0 if msgs else idle + 1
+            for m in msgs:
+                records += 1
+                latest[(m.key() or b"").decode()] = codec.decode(m.value() or b"")
+    finally:
+        c.close()
+    return latest, records
+
+
+def api_view(api: str) -> dict[str, dict[str, Any]]:
+    out = {}
+    for by in BYS:
+        for window in WINDOWS:
+            for r in fetch_rows(api, by, window):
+                start = "" if window == "all" else str(r["window_start"])
+                out[f"{by}|{r['key']}|{window}|{start}"] = r
+    return out
+
+
+def test_metrics_topic_holds_the_latest_value_of_every_row(
+    kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    cfg = GenerateConfig(
+        seed=3, events=8_000, accounts=15, conversations=1_200, late_rate=0.05, duplicate_rate=0.05
+    )
+    webhooks = [dict(w) for w in generate_webhooks(cfg)]
+    topic = new_topic(6, prefix="mtopic")
+    metrics_topic = f"{topic}-metrics"
+    store, port = tmp_path / "m.db", free_port()
+    half = len(webhooks) // 2
+    produce_webhooks(kafka_bootstrap, topic, webhooks[:half])
+    args = {"http_port": port, "extra": ["--metrics-topic", metrics_topic, "--flush-events", "2000"]}
+    first = ConsumerProcess(kafka_bootstrap, topic, store, tmp_path / "a.log", **args)
+    try:
+        wait_caught_up(kafka_bootstrap, topic, store, [first])
+    finally:
+        first.kill()  # possibly between a commit and its publication
+    produce_webhooks(kafka_bootstrap, topic, webhooks[half:])
+    second = ConsumerProcess(kafka_bootstrap, topic, store, tmp_path / "b.log", **args)
+    try:
+        wait_caught_up(kafka_bootstrap, topic, store, [second])
+        api = api_view(f"http://127.0.0.1:{port}")
+        deadline_rounds = 20
+        while True:  # publication follows the commit; give it a moment
+            latest, records = latest_per_key(kafka_bootstrap, metrics_topic)
+            if set(latest) == set(api) or deadline_rounds == 0:
+                break
+            deadline_rounds -= 1
+    finally:
+        second.stop()
+    assert set(latest) == set(api)
+    assert records >= len(api)
+    for key, row in api.items():
+        got = latest[key]
+        assert (got["closures"], got["reopens"], got["closedUnread"]) == (
+            row["closures"], row["reopens"], row["closed_unread"]), key  # fmt: skip
+        assert got["windowStart"] == row["window_start"] and got["windowEnd"] == row["window_end"]
+        for f in ("count", "sum", "min", "max", "mean", "p50", "p90", "p99"):
+            assert got["timeToClose"][f] == row["time_to_close"][f], (key, f)
