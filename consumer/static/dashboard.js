@@ -48,6 +48,11 @@
     return Math.floor(s / 86400) + "d" + pad(Math.floor((s % 86400) / 3600)) + "h";
   }
 
+  function lag(s) {
+    if (s === null || s === undefined) return "–";
+    return s < 10 ? s.toFixed(2) + "s" : duration(s);
+  }
+
   function utc(t, withDate) {
     const d = new Date(t * 1000);
     const hm = pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes());
@@ -225,7 +230,9 @@
     const rows = state.channels.map((k) => state.summary.channel_types.find((r) => r.key === k));
     document.querySelector("#channels tbody").innerHTML = rows
       .map((r) => `<tr data-key="${escape(r.key)}"><td><span class="swatch" style="background:${colour(r.key)}">` +
-        `</span>${escape(r.key)}</td>${cellsOf(r)}</tr>`)
+        `</span>${escape(r.key)}</td>${cellsOf(r)}` +
+        `<td class="num lag">${lag(r.ingest_lag && r.ingest_lag.p50)}</td>` +
+        `<td class="num lag">${lag(r.ingest_lag && r.ingest_lag.p99)}</td></tr>`)
       .join("");
   }
 

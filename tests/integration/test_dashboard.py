@@ -175,6 +175,20 @@ def check_charts(page: Page, api: str, window: str, span: int) -> None:
         assert painted_pixels(page, canvas) > 2000, f"{canvas} drew nothing"
 
 
+def lag_text(s: float) -> str:
+    """The page's formatting of an ingest lag (dashboard.js `lag`)."""
+    if s < 10:
+        return f"{s:.2f}s"
+    n = round(s)
+    if n < 60:
+        return f"{n}s"
+    if n < 3600:
+        return f"{n // 60}m{n % 60:02d}s"
+    if n < 86400:
+        return f"{n // 3600}h{(n % 3600) // 60:02d}m"
+    return f"{n // 86400}d{(n % 86400) // 3600:02d}h"
+
+
 def table(page: Page, selector: str) -> list[list[str]]:
     rows: list[list[str]] = page.eval_on_selector_all(
         f"{selector} tbody tr", "trs => trs.map(tr => Array.from(tr.cells).map(td => td.textContent))"
@@ -196,8 +210,14 @@ def test_dashboard_draws_the_pipelines_numbers(
     assert page.inner_text("#kpi-reopens") == f"{sum(r['reopens'] for r in channels):,}"
     assert page.inner_text("#kpi-unread") == f"{sum(r['closed_unread'] for r in channels):,}"
     assert page.inner_text("#kpi-accounts") == str(len(accounts))
-    shown = {r[0]: int(r[1].replace(",", "")) for r in table(page, "#channels")}
+    shown_rows = table(page, "#channels")
+    shown = {r[0]: int(r[1].replace(",", "")) for r in shown_rows}
     assert shown == {r["key"]: r["closures"] for r in channels}
+    # ingest lag (v2 records carry the gateway's receive time): the API's p50, as the page formats it
+    lag_p50 = {r["key"]: r["ingest_lag"]["p50"] for r in channels}
+    assert all(v is not None for v in lag_p50.values())
+    for r in shown_rows:
+        assert r[-2] == lag_text(lag_p50[r[0]]), r
 
     check_charts(page, api, "1h", 48)
 

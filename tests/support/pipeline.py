@@ -33,7 +33,7 @@ def produce_webhooks(bootstrap: str, topic: str, webhooks: Iterable[dict[str, An
     )
     n = 0
     for body in webhooks:
-        item = prepare(body, codec)
+        item = prepare(body, codec, received_at_millis=time.time_ns() // 1_000_000)
         if isinstance(item, Prepared):
             producer.produce(topic, key=item.key, value=item.value, headers=item.headers)
             n += 1
