@@ -1,0 +1,297 @@
+"""Head-to-head: our consumer against Quix Streams and Faust on the same pre-produced topic.
+
+    pip install -e ".[peers]"
+    .venv/bin/python bench/peers/run.py                  # 200,000 events, 6 partitions, 2 runs each
+    .venv/bin/python bench/peers/run.py --events 50000 --runs 1 --no-write
+
+One broker (``CONVMETRICS_BOOTSTRAP_SERVERS``, else a local one, see bench/common.py), one
+topic of generated events, then each implementation in its own process, one after
+another, ``--runs`` rounds: ours (full metrics), Quix Streams and Faust (the subset:
+closures per channel type per 1-minute event-time window, closures per account). Prints
+events/s (median of the runs) and the ratios ours/quix and ours/faust, cross-checks the
+peers' aggregates against a plain scan of the topic, and writes bench/results/peers.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata as md
+import json
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(HERE)]
+
+from common import bench_kafka, end_offsets, ensure_events, loadavg, machine, median  # noqa: E402
+from confluent_kafka import Consumer, TopicPartition, libversion  # noqa: E402
+from peerlib import RESULT_FILE, Tally, closure_of, minute_of, new_codec  # noqa: E402
+
+from convmetrics.generate import GenerateConfig  # noqa: E402
+
+RESULTS = ROOT / "bench/results/peers.md"
+PEERS = {"ours": "ours_peer.py", "quix": "quix_peer.py", "faust": "faust_peer.py"}
+LABELS = {
+    "ours": "convmetrics consumer (full metrics)",
+    "quix": "Quix Streams (subset)",
+    "faust": "Faust (subset)",
+}
+PACKAGES = ("quixstreams", "faust-streaming", "aiokafka", "confluent-kafka", "rocksdict", "fastavro")
+
+
+def gen_config(events: int) -> GenerateConfig:
+    """The shape bench/consumer.py uses: no noise events, so every record is a conversation event."""
+    return GenerateConfig(
+        seed=2024,
+        events=events,
+        accounts=10_000,
+        conversations=max(1, events // 4),
+        duplicate_rate=0.02,
+        late_rate=0.02,
+        unknown_channel_rate=0.01,
+        noise_rate=0.0,
+    )
+
+
+def expected(bootstrap: str, topic: str, ends: dict[int, int]) -> dict[str, Any]:
+    """The subset's answer from a plain scan of the topic (no dedupe, like the peers)."""
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"peers-scan-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+        }
+    )
+    c.assign([TopicPartition(topic, p, 0) for p in ends])
+    codec, tally, left = new_codec(), Tally(), sum(ends.values())
+    deadline = time.monotonic() + 300
+    while left > 0 and time.monotonic() < deadline:
+        for m in c.consume(10_000, 1.0):
+            if m.error() is not None:
+                continue
+            left -= 1
+            cl = closure_of(codec.decode(m.value() or b""))
+            if cl is not None:
+                k = (cl.channel_type, minute_of(cl.closed_at))
+                tally.per_minute[k] = tally.per_minute.get(k, 0) + 1
+                tally.per_account[cl.account] = tally.per_account.get(cl.account, 0) + 1
+    c.close()
+    if left:
+        raise SystemExit(f"scan of {topic} stopped with {left} records unread")
+    return tally.summary()
+
+
+def run_peer(
+    name: str, bootstrap: str, topic: str, ends: dict[int, int], options: list[str], timeout: float
+) -> dict[str, Any]:
+    """One process of one implementation, fresh group and state; its result line as a dict."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-peers-{name}-") as work:
+        group = f"bench-peers-{name}-{uuid.uuid4().hex[:8]}"
+        cmd = [
+            sys.executable,
+            str(HERE / PEERS[name]),
+            "--bootstrap",
+            bootstrap,
+            "--topic",
+            topic,
+            "--ends",
+            json.dumps(ends),
+            "--group",
+            group,
+            "--workdir",
+            work,
+            *(f"--option={o}" for o in options),
+        ]
+        log = Path(work) / "output.log"
+        started = time.perf_counter()
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+            )
+            try:
+                proc.wait(timeout=timeout)
+            except BaseException as exc:  # timeout or Ctrl-C: never leave the child running
+                proc.kill()
+                proc.wait()
+                if not isinstance(exc, subprocess.TimeoutExpired):
+                    raise
+                raise SystemExit(
+                    f"{name} did not finish in {timeout:.0f} s; output:\n{log.read_text()[-3000:]}"
+                ) from None
+        wall = time.perf_counter() - started
+        path = Path(work) / RESULT_FILE
+        if not path.exists():
+            raise SystemExit(
+                f"{name} exited {proc.returncode} without a result; output:\n{log.read_text()[-3000:]}"
+            )
+        result: dict[str, Any] = json.loads(path.read_text())
+        result["process_wall_s"] = wall
+        return result
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version(), "librdkafka": libversion()[0]}
+    for p in PACKAGES:
+        try:
+            found[p] = md.version(p)
+        except md.PackageNotFoundError:
+            found[p] = "not installed"
+    return found
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--partitions", type=int, default=6)
+    ap.add_argument("--runs", type=int, default=2, help="rounds; each implementation runs once per round")
+    ap.add_argument("--peers", default="ours,quix,faust", help="comma-separated subset of ours,quix,faust")
+    ap.add_argument("--faust-store", choices=("rocksdb", "memory"), default="rocksdb")
+    ap.add_argument("--quix-changelog", choices=("on", "off"), default="on")
+    ap.add_argument("--timeout", type=float, default=1800, help="seconds per process")
+    ap.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS.relative_to(ROOT)}")
+    args = ap.parse_args()
+    names = [n for n in args.peers.split(",") if n]
+    options = {
+        "ours": [],
+        "quix": [f"changelog={args.quix_changelog}"],
+        "faust": [f"store={args.faust_store}"],
+    }
+    command = shlex.join([".venv/bin/python", "bench/peers/run.py", *sys.argv[1:]])
+    load_start, date = loadavg(), datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"load average at start: {load_start}")
+    results: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    with bench_kafka() as (bootstrap, kind):
+        topic, total, produced = ensure_events(
+            bootstrap, "bench-peers", gen_config(args.events), args.partitions
+        )
+        ends = end_offsets(bootstrap, topic) or {}
+        print(
+            f"broker: {kind}; topic {topic}: {total:,} records in {len(ends)} partitions, "
+            + (f"produced in {produced:.1f} s" if produced else "cached")
+        )
+        want = expected(bootstrap, topic, ends)
+        print(f"expected subset (plain scan, no dedupe): {want}")
+        for i in range(args.runs):
+            for n in names:
+                r = run_peer(n, bootstrap, topic, ends, options[n], args.timeout)
+                results[n].append(r)
+                print(
+                    f"run {i + 1} {n:5}: {r['events_per_s']:>9,.0f} events/s  ({r['seconds']:.2f} s timed, "
+                    f"{r['process_wall_s']:.1f} s process)  "
+                    + json.dumps(
+                        {
+                            k: v
+                            for k, v in r.items()
+                            if k not in ("name", "events_per_s", "seconds", "process_wall_s")
+                        }
+                    )
+                )
+    load_end = loadavg()
+    eps = {n: median([r["events_per_s"] for r in rs]) for n, rs in results.items()}
+    checks = {
+        n: all(r["digest"] == want["digest"] and r["closures"] == want["closures"] for r in rs)
+        for n, rs in results.items()
+        if n != "ours"
+    }
+    print()
+    for n in names:
+        print(
+            f"{LABELS[n]:38} {eps[n]:>9,.0f} events/s (median of {len(results[n])})"
+            + (f"  aggregates match the scan: {checks[n]}" if n in checks else "")
+        )
+    ratios = {p: eps["ours"] / eps[p] for p in ("quix", "faust") if "ours" in eps and p in eps}
+    for p, ratio in ratios.items():
+        print(f"ours/{p}: {ratio:.2f}x" + ("  (target >= 3x)" if p == "quix" else ""))
+    print(
+        "ours runs its full metrics (all windows, by channel type and account, time-to-close sketches, "
+        "dedupe, exactly-once store commits); the peers only the subset."
+    )
+    print(f"load average at end: {load_end}")
+    if not args.no_write:
+        write_results(
+            args,
+            command,
+            date,
+            kind,
+            topic,
+            total,
+            want,
+            results,
+            eps,
+            ratios,
+            checks,
+            (load_start, load_end),
+        )
+        print(f"wrote {RESULTS.relative_to(ROOT)}")
+
+
+def write_results(
+    args: argparse.Namespace,
+    command: str,
+    date: str,
+    kind: str,
+    topic: str,
+    total: int,
+    want: dict[str, Any],
+    results: dict[str, list[dict[str, Any]]],
+    eps: dict[str, float],
+    ratios: dict[str, float],
+    checks: dict[str, bool],
+    load: tuple[str, str],
+) -> None:
+    m, v = machine(), versions()
+    rows = []
+    for n, rs in results.items():
+        runs = ", ".join(f"{r['events_per_s']:,.0f}" for r in rs)
+        note = {
+            "ours": "to the durable store commit of every end offset",
+            "quix": "to the last repartitioned closure counted; final checkpoint "
+            + ", ".join(f"{r['final_checkpoint_s']:.2f} s" for r in rs if r.get("final_checkpoint_s")),
+            "faust": "to the last forwarded closure counted; offset commits not waited for",
+        }[n]
+        rows.append(f"| {LABELS[n]} | **{eps[n]:,.0f}** | {runs} | {note} |")
+    match = "; ".join(f"{n}: {'yes' if ok else 'NO'}" for n, ok in checks.items())
+    ours = results.get("ours", [{}])[-1]
+    text = f"""# Peer benchmark: convmetrics consumer vs Quix Streams vs Faust
+
+Measured {date} by `{command}` (`bench/peers/run.py`; see `bench/peers/README.md`).
+
+- Machine: {m["nproc"]} cores ({m["cpu"]}), {m["ram"]} RAM, shared with other engineers' work;
+  load average {load[0]} at start, {load[1]} at end. Broker: {kind}, on the same cores.
+- Topic `{topic}`: {total:,} records, {args.partitions} partitions (`--events {args.events}`), every
+  implementation reading all of it from offset 0 with a fresh consumer group and fresh state.
+- Versions: {", ".join(f"{k} {val}" for k, val in v.items())}.
+
+| implementation | events/s (median) | runs | timed from the first record ... |
+|---|---|---|---|
+{chr(10).join(rows)}
+
+{"; ".join(f"**ours/{p}: {r:.2f}x**" for p, r in ratios.items())} (target: ours >= 3x Quix Streams).
+
+Not the same job: ours computes the full metrics (1m/1h/1d/all windows per channel type
+and per account, time-to-close sketches, reopen and unread counts, per-event dedupe, every
+closure row, exactly-once store commits to SQLite); Quix Streams and Faust compute only
+closures per channel type per 1-minute event-time window and closures per account, without
+dedupe. Ours, last run: {ours.get("consumed", 0):,} consumed, {ours.get("duplicates", 0):,} duplicates
+dropped, {ours.get("closures_folded", 0):,} closures folded, {ours.get("commits", 0)} store commits.
+
+Peers' aggregates equal a plain scan of the topic ({want["closures"]:,} closures, {want["windows"]:,}
+channel-minute windows, {want["accounts"]:,} accounts): {match}.
+Settings: Quix changelog {args.quix_changelog}, Faust store {args.faust_store}; see the README for
+what each implementation was given and what it was not.
+"""
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
