@@ -56,7 +56,8 @@ def kafka() -> Iterator[str]:
 
 def produce(bootstrap: str, events: int) -> tuple[str, int]:
     topic = f"bench-pg-{uuid.uuid4().hex[:8]}"
-    AdminClient({"bootstrap.servers": bootstrap}).create_topics([NewTopic(topic, 6, 1)])[topic].result(30)
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the topic exists
+    admin.create_topics([NewTopic(topic, 6, 1)])[topic].result(30)
     codec = conversation_codec()
     cfg = GenerateConfig(seed=5, events=events, accounts=10_000, conversations=events // 4, noise_rate=0.0)
     p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 50, "compression.type": "lz4",
@@ -148,6 +149,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=300_000)
     args = ap.parse_args()
     logdir = Path(tempfile.mkdtemp(prefix="bench-pg-"))
+    load_before = os.getloadavg()[0]
     with kafka() as bootstrap, postgres_server() as pg:
         topic, total = produce(bootstrap, args.events)
         assert sum(end_offsets(bootstrap, topic).values()) == total
@@ -176,7 +178,14 @@ def main() -> None:
         one, two = figures[(store, 1)], figures[(store, 2)]
         lines.append(f"| {store} | {one:,.0f} | {two:,.0f} | {two / one:.2f} |")
     pg1, sq1 = figures[("postgresql", 1)], figures[("sqlite", 1)]
-    lines += ["", f"PostgreSQL / SQLite, 1 process: {pg1 / sq1:.2f}", ""]
+    lines += [
+        "",
+        f"PostgreSQL / SQLite, 1 process: {pg1 / sq1:.2f}",
+        "",
+        f"Load average (1 min) before / after the run: {load_before:.1f} / {os.getloadavg()[0]:.1f}: "
+        "figures taken on a busy machine are lower bounds; compare the ratios.",
+        "",
+    ]
     text = "\n".join(lines)
     print(text)
     out = ROOT / "bench" / "results" / "postgres.md"
