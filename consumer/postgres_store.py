@@ -389,13 +389,17 @@ class PostgresStore:
         return self._run(work)
 
     # -- the outbox of the metrics topic -----------------------------------------------
-    def changed_since(self, seq: int, limit: int = 10_000) -> tuple[list[MetricRow], int]:
+    def changed_since(self, seq: int, commits: int = 20) -> tuple[list[MetricRow], int]:
         """Rows changed by commits after `seq` (oldest first) and the newest seq among them."""
 
         def work(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+            # whole commits only (a commit's rows share one seq): up to `commits` of them per call
+            first = conn.execute("SELECT min(seq) FROM metric_rows WHERE seq > %s", (seq,)).fetchone()
+            if first is None or first[0] is None:
+                return []
             return conn.execute(
-                "SELECT by, win, start, key, seq FROM metric_rows WHERE seq > %s ORDER BY seq LIMIT %s",
-                (seq, limit),
+                "SELECT by, win, start, key, seq FROM metric_rows WHERE seq >= %s AND seq < %s ORDER BY seq",
+                (first[0], first[0] + commits),
             ).fetchall()
 
         found = self._run(work)

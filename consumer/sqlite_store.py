@@ -158,11 +158,15 @@ class SqliteStore:
         ).fetchone()
         return int(row[0])
 
-    def changed_since(self, seq: int, limit: int = 10_000) -> tuple[list[MetricRow], int]:
+    def changed_since(self, seq: int, commits: int = 20) -> tuple[list[MetricRow], int]:
         """Rows changed by commits after `seq` (oldest first) and the newest seq among them."""
+        # whole commits only (a commit's rows share one seq): up to `commits` of them per call
+        first = self.db.execute("SELECT min(seq) FROM metric_rows WHERE seq > ?", (seq,)).fetchone()[0]
+        if first is None:
+            return [], seq
         found = self.db.execute(
-            "SELECT by, win, start, key, seq FROM metric_rows WHERE seq > ? ORDER BY seq LIMIT ?",
-            (seq, limit),
+            "SELECT by, win, start, key, seq FROM metric_rows WHERE seq >= ? AND seq < ? ORDER BY seq",
+            (first, first + commits),
         ).fetchall()
         if not found:
             return [], seq

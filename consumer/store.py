@@ -97,8 +97,9 @@ class Store(Protocol):
 
     def purge(self) -> int: ...
 
-    def changed_since(self, seq: int, limit: int = 10_000) -> tuple[list[MetricRow], int]:
-        """The outbox of the metrics topic: rows changed by commits after `seq`."""
+    def changed_since(self, seq: int, commits: int = 20) -> tuple[list[MetricRow], int]:
+        """The outbox of the metrics topic: rows changed by the (up to `commits`) commits
+        after `seq`, and the newest seq among them."""
         ...
 
     def published_seq(self) -> int: ...

@@ -200,3 +200,14 @@ def test_outbox_returns_rows_changed_since_the_last_publication(store: Any) -> N
     store.mark_published(newest)
     store.mark_published(seq)  # a late, older mark (another process) never moves publication back
     assert store.published_seq() == newest
+
+
+def test_outbox_skips_commits_that_changed_no_row(store: Any) -> None:
+    f = PartitionFold(0)
+    for i in range(30):  # creations change no metric row
+        f.apply(ev(CREATED, 100 + i, 50, conv=100 + i))
+        commit(store, f, i + 1)
+    f.apply(ev(CLOSED, 1, 100))
+    commit(store, f, 31)
+    rows, newest = store.changed_since(store.published_seq())
+    assert len(rows) == 8 and newest > 0
