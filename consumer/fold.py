@@ -111,12 +111,11 @@ class Delta:
         return r
 
     def roll_up_lag(self) -> None:
-        """The fold records ingest lag in 1-minute channel rows only (cheap per event);
-        this adds each of them to its 1-hour, 1-day and all-time rows."""
-        minute = [(k, r) for k, r in self.rows.items() if r.lag_count and k[2] == "1m"]
-        for (by, key, _, start), r in minute:
-            for name, size in SIZED[1:]:
-                self.row((by, key, name, start - start % size)).merge_lag(r)
+        """The fold records ingest lag in 1-hour channel rows only (cheap per event, and
+        few rows to write); this adds each of them to its 1-day and all-time rows."""
+        hourly = [(k, r) for k, r in self.rows.items() if r.lag_count and k[2] == "1h"]
+        for (by, key, _, start), r in hourly:
+            self.row((by, key, "1d", start - start % 86400)).merge_lag(r)
             self.row((by, key, ALL, ALL_START)).merge_lag(r)
 
 
@@ -189,7 +188,7 @@ class PartitionFold:
         if t > conv[LAST]:
             conv[LAST] = t
         if e.received_ms is not None:
-            self.delta.row((BY_CHANNEL, e.channel_type, "1m", t - t % 60)).add_lag(e.received_ms - t * 1000)
+            self.delta.row((BY_CHANNEL, e.channel_type, "1h", t - t % 3600)).add_lag(e.received_ms - t * 1000)
         kind = e.kind
         if kind == CLOSED:
             self._close(e, conv)
