@@ -157,14 +157,14 @@ class MetricsConsumer:
         )
         try:
             while not self._stop.is_set():
-                msgs = self.consumer.consume(self.s.poll_batch, 0.2)
+                msgs = self.consumer.consume(self.s.poll_batch, 0.1)
                 if msgs:
                     self.process(msgs)
                 if self._in_flight is not None and self._in_flight.done():
                     self.wait_for_commit()
-                if self._pending >= self.s.flush_events or (
-                    time.monotonic() - self._last_commit >= self.s.flush_interval
-                ):
+                behind = len(msgs) >= self.s.poll_batch
+                interval = self.s.backlog_flush_interval if behind else self.s.flush_interval
+                if self._pending >= self.s.flush_events or time.monotonic() - self._last_commit >= interval:
                     self.commit(wait=False)
                 if time.monotonic() - self._last_lag >= 5:
                     self._refresh_lag()
