@@ -74,7 +74,7 @@ def baseline(bootstrap: str, topic: str, total: int) -> float:
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-base-{uuid.uuid4().hex[:8]}",
                   "enable.auto.commit": False, "auto.offset.reset": "earliest",
                   "partition.assignment.strategy": "roundrobin", "enable.partition.eof": False,
-                  "fetch.max.bytes": 64 * 1024 * 1024, "queued.max.messages.kbytes": 256 * 1024})  # fmt: skip
+                  "fetch.max.bytes": 16 * 1024 * 1024, "queued.max.messages.kbytes": 32 * 1024})  # fmt: skip
     codec = Codec(subject(CONVERSATION_EVENT), reader_schema=READER_SCHEMA)
     c.subscribe([topic])
     left, first = total, None

@@ -144,8 +144,9 @@ class MetricsConsumer:
                 "auto.offset.reset": "earliest",
                 "partition.assignment.strategy": "roundrobin",
                 "enable.partition.eof": False,
-                "fetch.max.bytes": 64 * 1024 * 1024,
-                "queued.max.messages.kbytes": 256 * 1024,
+                # prefetch enough to keep the fold busy, but bounded: this memory counts too
+                "fetch.max.bytes": 16 * 1024 * 1024,
+                "queued.max.messages.kbytes": 32 * 1024,
             }
         )
         self.dlq = Producer({**base, "acks": "all", "enable.idempotence": True, "linger.ms": 5})

@@ -79,7 +79,7 @@ class SqliteStore:
             self.db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA cache_size=-65536")  # 64 MiB of pages: the upserts touch many
+            self.db.execute("PRAGMA cache_size=-16384")  # 16 MiB of pages: the upserts touch many
             self.db.execute("PRAGMA busy_timeout=60000")
             self.db.executescript(SCHEMA)
         except sqlite3.Error as exc:

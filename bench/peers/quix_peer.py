@@ -36,7 +36,7 @@ from quixstreams.models import TimestampType
 from quixstreams.models.serializers import Deserializer, SerializationContext
 
 # librdkafka fetch settings our consumer uses (consumer/runner.py), for equal footing.
-FETCH = {"fetch.max.bytes": 64 * 1024 * 1024, "queued.max.messages.kbytes": 256 * 1024}
+FETCH = {"fetch.max.bytes": 16 * 1024 * 1024, "queued.max.messages.kbytes": 32 * 1024}
 
 
 class AvroEventDeserializer(Deserializer):
