@@ -15,6 +15,14 @@ class StoreError(ConsumerError):
     """The store failed or holds something this version cannot read."""
 
 
+class StoreUnavailableError(StoreError):
+    """The database cannot be reached right now (refused, restarting, connection lost).
+
+    Transient: retry the same call later; the store reconnects by itself. Whether a
+    commit that failed this way landed is unknown until the retry, which skips it if so.
+    """
+
+
 class QueryError(ConsumerError):
     """A metrics query with a bad parameter; the message says which and why."""
 

@@ -25,10 +25,10 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 
-from consumer.exceptions import FencedError, StoreError
+from consumer.exceptions import FencedError, StoreError, StoreUnavailableError
 from consumer.fold import BY_ACCOUNT
 from consumer.sketch import quantiles
-from consumer.store import MetricRow, PartitionCommit, PartitionState, Retention
+from consumer.store import ROW_COLUMNS, MetricRow, PartitionCommit, PartitionState, Retention, row_filter
 from consumer.windows import ALL, WINDOWS
 
 log = logging.getLogger(__name__)
@@ -110,14 +110,6 @@ _ALL_TIME_END = 2**62
 _RACES = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 #: a server that answered but is going down, starting up or full: try again later
 _TRANSIENT_FATAL = ("starting up", "shutting down", "recovery mode", "too many clients", "not yet accepting")
-
-
-class StoreUnavailableError(StoreError):
-    """The database cannot be reached right now (refused, restarting, connection lost).
-
-    Transient: retry the same call later; the store reconnects by itself. Whether a
-    commit that failed this way landed is unknown until the retry, which skips it if so.
-    """
 
 
 class PostgresStore:
@@ -309,25 +301,10 @@ class PostgresStore:
         after: tuple[int, str] | None = None,
         limit: int = 10_000,
     ) -> list[MetricRow]:
-        where = ["by = %s", "win = %s"]
-        args: list[Any] = [by, window]
-        if key is not None:
-            where.append("key = %s")
-            args.append(key)
-        if start_from is not None:
-            where.append("start >= %s")
-            args.append(start_from)
-        if start_to is not None:
-            where.append("start < %s")
-            args.append(start_to)
-        if after is not None:
-            where.append("(start, key) > (%s, %s)")
-            args.extend(after)
-        sql = (
-            "SELECT key, start, closures, reopens, closed_unread, ttc_count, ttc_sum, "
-            f"ttc_min, ttc_max, lag_count, lag_sum, lag_max FROM metric_rows WHERE {' AND '.join(where)} "
-            "ORDER BY start, key LIMIT %s"
+        where, args = row_filter(
+            by, window, key=key, start_from=start_from, start_to=start_to, after=after, mark="%s"
         )
+        sql = f"SELECT {ROW_COLUMNS} FROM metric_rows WHERE {where} ORDER BY start, key LIMIT %s"
 
         def work(conn: psycopg.Connection[Any]) -> list[MetricRow]:
             found = conn.execute(sql, [*args, limit]).fetchall()

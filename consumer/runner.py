@@ -32,7 +32,7 @@ from confluent_kafka import (
 )
 
 from consumer.dlq import dead_letter_headers
-from consumer.exceptions import ConsumerError, FencedError
+from consumer.exceptions import ConsumerError, FencedError, StoreUnavailableError
 from consumer.fold import PartitionFold
 from consumer.model import READER_SCHEMA, from_record
 from consumer.settings import ConsumerSettings
@@ -302,7 +302,6 @@ class MetricsConsumer:
         retried commit is then refused by the new owner's epoch (FencedError). Any other
         error is a bug or a misconfiguration and is raised.
         """
-        from consumer.postgres_store import StoreUnavailableError  # SQLite never raises it
 
         started = time.perf_counter()
         fenced: list[int] = []

@@ -9,7 +9,7 @@ from typing import Any
 from consumer.exceptions import FencedError, StoreError
 from consumer.fold import BY_ACCOUNT
 from consumer.sketch import quantiles
-from consumer.store import MetricRow, PartitionCommit, PartitionState, Retention
+from consumer.store import ROW_COLUMNS, MetricRow, PartitionCommit, PartitionState, Retention, row_filter
 from consumer.windows import ALL, WINDOWS
 
 SCHEMA = """
@@ -234,25 +234,10 @@ class SqliteStore:
         after: tuple[int, str] | None = None,
         limit: int = 10_000,
     ) -> list[MetricRow]:
-        where = ["by = ?", "win = ?"]
-        args: list[Any] = [by, window]
-        if key is not None:
-            where.append("key = ?")
-            args.append(key)
-        if start_from is not None:
-            where.append("start >= ?")
-            args.append(start_from)
-        if start_to is not None:
-            where.append("start < ?")
-            args.append(start_to)
-        if after is not None:
-            where.append("(start > ? OR (start = ? AND key > ?))")
-            args.extend([after[0], after[0], after[1]])
-        sql = (
-            "SELECT key, start, closures, reopens, closed_unread, ttc_count, ttc_sum, "
-            f"ttc_min, ttc_max, lag_count, lag_sum, lag_max FROM metric_rows WHERE {' AND '.join(where)} "
-            "ORDER BY start, key LIMIT ?"
+        where, args = row_filter(
+            by, window, key=key, start_from=start_from, start_to=start_to, after=after, mark="?"
         )
+        sql = f"SELECT {ROW_COLUMNS} FROM metric_rows WHERE {where} ORDER BY start, key LIMIT ?"
         found = self.db.execute(sql, [*args, limit]).fetchall()
         if not found:
             return []

@@ -9,7 +9,7 @@ default; PostgreSQL is meant to drop in behind the same interface.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from consumer.exceptions import ConfigError
 from consumer.fold import ConvKey, Delta
@@ -68,6 +68,36 @@ class MetricRow:
     lag_sum: int = 0
     lag_max: int | None = None
     lag_quantiles: tuple[float, ...] | None = None
+
+
+#: the columns `query` reads, in the order `MetricRow` takes them after (by, key, window)
+ROW_COLUMNS = (
+    "key, start, closures, reopens, closed_unread, ttc_count, ttc_sum, ttc_min, ttc_max, "
+    "lag_count, lag_sum, lag_max"
+)
+
+
+def row_filter(
+    by: str,
+    window: str,
+    *,
+    key: str | None,
+    start_from: int | None,
+    start_to: int | None,
+    after: tuple[int, str] | None,
+    mark: str,
+) -> tuple[str, list[Any]]:
+    """The WHERE clause of a metrics query and its arguments (`mark`: the driver's placeholder)."""
+    where = [f"by = {mark}", f"win = {mark}"]
+    args: list[Any] = [by, window]
+    for clause, value in (("key = {}", key), ("start >= {}", start_from), ("start < {}", start_to)):
+        if value is not None:
+            where.append(clause.format(mark))
+            args.append(value)
+    if after is not None:  # the page after the cursor, in (window_start, key) order
+        where.append(f"(start, key) > ({mark}, {mark})")
+        args.extend(after)
+    return " AND ".join(where), args
 
 
 class Store(Protocol):

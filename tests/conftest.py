@@ -8,7 +8,6 @@ can be had the fixture errors, so integration tests fail rather than skip.
 from __future__ import annotations
 
 import contextlib
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 
 from convmetrics.localkafka import LocalBroker, provider
+from support.pipeline import create_topic
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -67,23 +67,15 @@ def new_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
     The topic exists with a leader for every partition when the call returns; topics
     are deleted (best effort) at teardown so a shared external cluster stays tidy.
     """
-    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+    from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     created: list[str] = []
 
     def create(partitions: int = 1, *, prefix: str = "test") -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:12]}"
-        admin.create_topics([NewTopic(name, partitions, 1)])[name].result(timeout=30)
         created.append(name)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            meta = admin.list_topics(topic=name, timeout=10).topics.get(name)
-            leaders = [] if meta is None or meta.error else [p.leader for p in meta.partitions.values()]
-            if len(leaders) == partitions and min(leaders) >= 0:
-                return name
-            time.sleep(0.1)
-        raise TimeoutError(f"topic {name} has no leader for every partition after 30 s")
+        return create_topic(kafka_bootstrap, name, partitions)
 
     yield create
     if created:

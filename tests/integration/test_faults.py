@@ -15,9 +15,6 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,45 +24,24 @@ from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from test_consumer import stream
 
 from convmetrics.localkafka import LocalBroker
-from support.pipeline import ConsumerProcess, compare_with_truth, wait_caught_up, wait_progress
+from support.gateway import GatewayProcess
+from support.pipeline import ConsumerProcess, compare_with_truth, create_topic, wait_caught_up, wait_progress
 from support.postgres import FaultProxy, PostgresServer, free_port
 from support.truth import compute_truth
 
 SESSION_TIMEOUT_S = 6  # the consumers' session.timeout.ms (set by ConsumerProcess)
 
 
-class Gateway:
+class Gateway(GatewayProcess):
     """`convmetrics gateway` as a process; `feed` posts webhooks in batches, retrying 503s."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = Path(tempfile.mkstemp(prefix="gateway-", suffix=".log")[1])
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVMETRICS_")}
-        cmd = [sys.executable, "-m", "convmetrics", "gateway", "--bootstrap-servers", bootstrap]
-        cmd += ["--topic", topic, "--host", "127.0.0.1", "--port", str(self.port), "--delivery-timeout", "3"]
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=out)
-        deadline = time.monotonic() + 60
-        while not self._healthy():
-            assert self.proc.poll() is None, f"gateway exited:\n{self.output()}"
-            assert time.monotonic() < deadline, f"gateway not healthy in 60 s:\n{self.output()}"
-            time.sleep(0.1)
+        super().__init__(bootstrap, topic, "--delivery-timeout", "3")
         self.posted = 0  # webhooks acknowledged so far (for pacing the faults)
         self.retried = 0
-
-    def _healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
 
     def feed(self, webhooks: list[dict[str, Any]], batch: int = 250, pause: float = 0.2) -> None:
         """Post every webhook until the gateway accepts it (a 503 item is posted again)."""
@@ -92,15 +68,6 @@ class Gateway:
                         time.sleep(float(r.headers.get("retry-after", "1")))
                     todo = again
                 time.sleep(pause)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
 
 
 @dataclass
@@ -172,19 +139,6 @@ class Run:
                 c.stop(timeout=20)
         if self.gateway is not None:
             self.gateway.stop()
-
-
-def create_topic(bootstrap: str, name: str, partitions: int = 6) -> str:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(timeout=30)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        meta = admin.list_topics(topic=name, timeout=10).topics.get(name)
-        leaders = [] if meta is None or meta.error else [p.leader for p in meta.partitions.values()]
-        if len(leaders) == partitions and min(leaders) >= 0:
-            return name
-        time.sleep(0.2)
-    raise TimeoutError(f"topic {name} has no leaders after 30 s")
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])

@@ -43,6 +43,22 @@ def produce_webhooks(bootstrap: str, topic: str, webhooks: Iterable[dict[str, An
     return n
 
 
+def create_topic(bootstrap: str, name: str, partitions: int = 6, timeout: float = 30) -> str:
+    """Create a topic and wait until every partition has a leader."""
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        meta = admin.list_topics(topic=name, timeout=10).topics.get(name)
+        leaders = [] if meta is None or meta.error else [p.leader for p in meta.partitions.values()]
+        if len(leaders) == partitions and min(leaders) >= 0:
+            return name
+        time.sleep(0.1)
+    raise TimeoutError(f"topic {name} has no leader for every partition after {timeout:.0f} s")
+
+
 def produce_raw(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
     for key, value in records:
