@@ -235,7 +235,8 @@ def run_demo(opts: DemoOptions) -> int:
             wait_http(f"http://127.0.0.1:{gw_port}/readyz", gateway)
             store = data / "metrics.db"
             consumer = Child("consumer", ["consume", "--bootstrap-servers", bootstrap, "--topic", opts.topic,
-                                          "--store", f"sqlite:///{store}", "--http-port", str(api_port)],
+                                          "--store", f"sqlite:///{store}", "--http-port", str(api_port),
+                                          "--metrics-topic"],
                              data / "consumer.log")  # fmt: skip
             children.append(consumer)
             api = f"http://127.0.0.1:{api_port}"
@@ -247,7 +248,10 @@ def run_demo(opts: DemoOptions) -> int:
                           f"(not conversation events), {rejected} rejected")  # fmt: skip
             wait_consumed(bootstrap, opts.topic, store, consumer)
             print_table(api)
-            console.print(f"API: {api}/v1/closures?by=account&window=1h   dashboard: {api}/")
+            console.print(
+                f"API: {api}/v1/closures?by=account&window=1h   dashboard: {api}/   "
+                f"Prometheus: {api}/metrics   metrics topic: conversation-closure-metrics"
+            )
             if opts.keep_running:
                 console.print("running; Ctrl-C stops everything")
                 while True:
