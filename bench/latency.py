@@ -265,7 +265,7 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace, kind: str, comm
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
-        label = f"{r['flush']:g} s" + (" (default)" if r["flush"] == 1.0 else "")
+        label = f"{r['flush']:g} s" + (" (default)" if r["flush"] == 0.25 else "")
         ok = "yes" if r["p99"] <= 1.0 and r["visible"] == r["probes"] else "**no**"
         lines.append(
             f"| {label} | {r['visible']:,}/{r['probes']:,} | {r['rate']:,.0f}/s | {ms(r['p50'])} | "
@@ -287,7 +287,7 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace, kind: str, comm
         f"shows it, so it includes sender lag and up to one poll period ({args.poll_ms} ms) plus a "
         "poll round trip of resolution: an upper bound.",
         "- The consumer makes closures visible only when it commits (every `--flush-interval`, "
-        "and it waits up to 0.2 s per poll for records), so latency is roughly the commit period "
+        "and it waits up to 0.1 s per poll for records), so latency is roughly the commit period "
         "plus the gateway's acks=all write; the interval is the main lever.",
         "- CPU busy is the share of all cores in use during the run (/proc/stat) and the share used "
         "by this script's process tree (gateway, consumer, sender, poller, local broker); the rest "
