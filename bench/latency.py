@@ -306,7 +306,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="webhooks per second (default 1000)")
     parser.add_argument("--seconds", type=int, default=60, help="length of each run (default 60)")
     parser.add_argument("--flush-intervals", type=float, nargs="+", default=[0.25, 1.0],
-                        help="consumer --flush-interval values, one run each (default 0.25, the default, and 1.0)")  # fmt: skip
+                        help="consumer --flush-interval values, one run each (default 0.25 1.0)")  # fmt: skip
     parser.add_argument("--probe-every", type=int, default=10, help="every Nth webhook is a probe")
     parser.add_argument("--poll-ms", type=int, default=25, help="poll period of /v1/closures (default 25)")
     args = parser.parse_args()
