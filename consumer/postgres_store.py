@@ -27,8 +27,16 @@ from psycopg import errors as pg_errors
 
 from consumer.exceptions import FencedError, StoreError, StoreUnavailableError
 from consumer.fold import BY_ACCOUNT
-from consumer.sketch import quantiles
-from consumer.store import ROW_COLUMNS, MetricRow, PartitionCommit, PartitionState, Retention, row_filter
+from consumer.store import (
+    ROW_COLUMNS,
+    MetricRow,
+    PartitionCommit,
+    PartitionState,
+    Retention,
+    bins_filter,
+    build_rows,
+    row_filter,
+)
 from consumer.windows import ALL, WINDOWS
 
 log = logging.getLogger(__name__)
@@ -310,37 +318,8 @@ class PostgresStore:
             found = conn.execute(sql, [*args, limit]).fetchall()
             if not found:
                 return []
-            sketches: dict[tuple[int, str], list[tuple[int, int]]] = defaultdict(list)
-            bin_sql = (
-                "SELECT start, key, bin, n FROM metric_bins WHERE by=%s AND win=%s AND start>=%s "
-                "AND start<=%s" + (" AND key=%s" if key is not None else "")
-            )
-            bin_args: list[Any] = [by, window, found[0][1], found[-1][1]] + ([key] if key is not None else [])
-            wanted = {(r[1], r[0]) for r in found}
-            for start, k, b, n in conn.execute(bin_sql, bin_args):
-                if (start, k) in wanted:
-                    sketches[(start, k)].append((b, n))
-            return [
-                MetricRow(
-                    by,
-                    k,
-                    window,
-                    start,
-                    c,
-                    ro,
-                    u,
-                    tc,
-                    ts,
-                    tmin,
-                    tmax,
-                    quantiles(sketches.get((start, k), [])),
-                    lc,
-                    ls,
-                    lmax,
-                    quantiles(sketches.get((start, k), []), lag=True),
-                )
-                for k, start, c, ro, u, tc, ts, tmin, tmax, lc, ls, lmax in found
-            ]
+            bin_sql, bin_args = bins_filter(by, window, key, found[0][1], found[-1][1], "%s")
+            return build_rows(by, window, found, conn.execute(bin_sql, bin_args))
 
         return self._run(work)
 

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import sqlite3
-from collections import defaultdict
 from typing import Any
 
 from consumer.exceptions import FencedError, StoreError
 from consumer.fold import BY_ACCOUNT
-from consumer.sketch import quantiles
-from consumer.store import ROW_COLUMNS, MetricRow, PartitionCommit, PartitionState, Retention, row_filter
+from consumer.store import (
+    ROW_COLUMNS,
+    MetricRow,
+    PartitionCommit,
+    PartitionState,
+    Retention,
+    bins_filter,
+    build_rows,
+    row_filter,
+)
 from consumer.windows import ALL, WINDOWS
 
 SCHEMA = """
@@ -241,38 +248,8 @@ class SqliteStore:
         found = self.db.execute(sql, [*args, limit]).fetchall()
         if not found:
             return []
-        sketches: dict[tuple[int, str], list[tuple[int, int]]] = defaultdict(list)
-        lo, hi = found[0][1], found[-1][1]
-        bin_sql = (
-            "SELECT start, key, bin, n FROM metric_bins WHERE by=? AND win=? AND start>=? "
-            "AND start<=?" + (" AND key=?" if key is not None else "")
-        )
-        bin_args: list[Any] = [by, window, lo, hi] + ([key] if key is not None else [])
-        wanted = {(r[1], r[0]) for r in found}
-        for start, k, b, n in self.db.execute(bin_sql, bin_args):
-            if (start, k) in wanted:
-                sketches[(start, k)].append((b, n))
-        return [
-            MetricRow(
-                by,
-                k,
-                window,
-                start,
-                c,
-                ro,
-                u,
-                tc,
-                ts,
-                tmin,
-                tmax,
-                quantiles(sketches.get((start, k), [])),
-                lc,
-                ls,
-                lmax,
-                quantiles(sketches.get((start, k), []), lag=True),
-            )
-            for k, start, c, ro, u, tc, ts, tmin, tmax, lc, ls, lmax in found
-        ]
+        bin_sql, bin_args = bins_filter(by, window, key, found[0][1], found[-1][1], "?")
+        return build_rows(by, window, found, self.db.execute(bin_sql, bin_args))
 
     def purge(self) -> int:
         """Delete window rows older than their retention; returns rows deleted."""

@@ -8,11 +8,14 @@ default; PostgreSQL is meant to drop in behind the same interface.
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from consumer.exceptions import ConfigError
 from consumer.fold import ConvKey, Delta
+from consumer.sketch import quantiles
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,34 @@ def row_filter(
         where.append(f"(start, key) > ({mark}, {mark})")
         args.extend(after)
     return " AND ".join(where), args
+
+
+def bins_filter(by: str, window: str, key: str | None, lo: int, hi: int, mark: str) -> tuple[str, list[Any]]:
+    """The query for the sketch bins of rows with window starts in [lo, hi]."""
+    sql = (
+        f"SELECT start, key, bin, n FROM metric_bins WHERE by={mark} AND win={mark} "
+        f"AND start>={mark} AND start<={mark}" + (f" AND key={mark}" if key is not None else "")
+    )
+    return sql, [by, window, lo, hi] + ([key] if key is not None else [])
+
+
+def build_rows(
+    by: str, window: str, found: list[tuple[Any, ...]], bins: Iterable[tuple[int, str, int, int]]
+) -> list[MetricRow]:
+    """MetricRows from `ROW_COLUMNS` tuples and the (start, key, bin, n) of their bins."""
+    wanted = {(r[1], r[0]) for r in found}
+    sketches: dict[tuple[int, str], list[tuple[int, int]]] = defaultdict(list)
+    for start, k, b, n in bins:
+        if (start, k) in wanted:
+            sketches[(start, k)].append((b, n))
+    rows = []
+    for k, start, c, ro, u, tc, ts, tmin, tmax, lc, ls, lmax in found:
+        sk = sketches.get((start, k), [])
+        rows.append(MetricRow(
+            by, k, window, start, c, ro, u, tc, ts, tmin, tmax, quantiles(sk),
+            lc, ls, lmax, quantiles(sk, lag=True),
+        ))  # fmt: skip
+    return rows
 
 
 class Store(Protocol):
