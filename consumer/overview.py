@@ -53,6 +53,8 @@ class NewestWindows:
             self._day_hint = start
         for name, _ in SIZED[1::-1]:  # 1h, then 1m, each within the newest larger window
             rows = all_rows(store, BY_CHANNEL, name, start_from=start)
+            if not rows and name == "1m":  # the newest hour may hold ingest lag only: look back
+                rows = all_rows(store, BY_CHANNEL, name, start_from=start - 2 * 86400)
             if not rows:  # retention already dropped that size: nothing newer to find
                 break
             start = newest[name] = max(r.window_start for r in rows)

@@ -58,7 +58,6 @@ def test_broker_stopped_is_503_with_retry_after_and_the_retry_lands_after_restar
         assert CODEC.decode(msg.value())["id"] == body["id"]
     finally:
         gw.stop()
-    assert "410" not in gw.output()
 
 
 def test_sigterm_answers_in_flight_requests_then_exits(kafka_bootstrap: str) -> None:
