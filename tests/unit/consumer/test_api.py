@@ -148,3 +148,13 @@ def test_closures_still_work_for_existing_callers(db: Path) -> None:
     ]
     assert c.get("/v1/closures", params={"by": "team", "window": "1h"}).status_code == 400
     assert c.get("/healthz").json() == {"status": "ok"}
+
+
+def test_newest_minute_is_found_past_an_hour_that_holds_only_ingest_lag(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    fill(path, EVENTS[:2])
+    lag_only = DAY + 5 * 3600 + 30  # a creation with a receive time: an hourly ingest-lag row, no closure
+    fill(path, [Event(CREATED, 77, 7, 77, "SMS", lag_only, None, None, lag_only * 1000 + 900)], next_offset=2)
+    newest = NewestWindows().find(SqliteStore(str(path)))
+    assert newest["1h"] == DAY + 5 * 3600  # the lag-only hour is the newest hour ...
+    assert newest["1m"] == DAY + 300  # ... and the newest minute with closures is still found
