@@ -202,9 +202,11 @@ def _consume(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: consumer.stop())
     server = None
-    if args.http_port:
-        server, _ = serve_in_thread(args.store, args.http_host, args.http_port, registry=metrics.registry)
-        base = f"http://{args.http_host}:{args.http_port}"
+    if settings.http_port:
+        server, _ = serve_in_thread(
+            settings.store_url, settings.http_host, settings.http_port, registry=metrics.registry
+        )
+        base = f"http://{settings.http_host}:{settings.http_port}"
         log.info("API on %s/v1/closures, dashboard on %s/, Prometheus on %s/metrics", base, base, base)
     log.info("consuming %s as group %s into %s", args.topic, args.group, args.store)
     try:

@@ -23,7 +23,6 @@ KINDS: Final[dict[str, int]] = {
     "conversation.snoozed": SNOOZED,
     "conversation.assigned": ASSIGNED,
 }
-KIND_NAMES: Final[dict[int, str]] = {v: k for k, v in KINDS.items()}
 #: The data.<verb>At field that holds each kind's event time.
 TIME_FIELDS: Final[dict[int, str]] = {
     CREATED: "createdAt",

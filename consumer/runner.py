@@ -54,7 +54,6 @@ class Stats:
     dead_lettered: int = 0
     fenced: int = 0
     commits: int = 0
-    last_commit_seconds: float = 0.0
     #: folded events by type (conversation.closed, ...); duplicates not included
     by_type: dict[str, int] = field(default_factory=dict)
     #: records behind the partition's high watermark, per assigned partition (refreshed every few s)
@@ -340,7 +339,6 @@ class MetricsConsumer:
             except StoreUnavailableError as exc:  # retention catches up at the next purge
                 log.warning("purge skipped, store unavailable: %s", exc)
         self.stats.commits += 1
-        self.stats.last_commit_seconds = time.perf_counter() - started
         if self.on_commit is not None:
             report = CommitReport(commits, time.perf_counter() - self._commit_started, store_seconds, fenced)
             try:

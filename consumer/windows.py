@@ -12,11 +12,6 @@ ALL: Final = "all"
 ALL_START: Final = 0
 
 
-def window_start(t: int, size: int) -> int:
-    """Start of the epoch-aligned window of `size` seconds holding `t` (floor, also below 0)."""
-    return t - t % size
-
-
 def window_bounds(window: str, start: int) -> tuple[int | None, int | None]:
     """(window_start, window_end) as the API shows them; (None, None) for all time."""
     size = WINDOWS[window]
