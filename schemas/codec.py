@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from io import BytesIO
 from typing import Any
 
 from fastavro.schema import fingerprint, to_parsing_canonical_form
@@ -24,7 +23,7 @@ from schemas.exceptions import (
     TruncatedRecordError,
     UnknownFingerprintError,
 )
-from schemas.fast import Reader, make_reader, make_writer
+from schemas.fast import READ_ERRORS, Reader, TrailingBytesError, make_reader, make_writer
 from schemas.registry import SchemaVersion, Subject
 
 MAGIC = b"\xc3\x01"
@@ -102,19 +101,18 @@ class Codec:
     def decode(self, data: bytes) -> dict[str, Any]:
         fp, body = split_frame(data)
         read = self._readers.get(fp) or self._learn(fp)
-        buf = BytesIO(body)
         try:
-            record: dict[str, Any] = read(buf)
-        except (EOFError, IndexError, ValueError, UnicodeDecodeError, MemoryError, OverflowError) as exc:
+            record: dict[str, Any] = read(body)
+        except TrailingBytesError as exc:
+            raise TruncatedRecordError(
+                f"Avro body of {len(body)} bytes has {exc}: corrupt or wrongly framed "
+                f"(writer fingerprint {fp.hex()})"
+            ) from exc
+        except READ_ERRORS as exc:
             raise TruncatedRecordError(
                 f"Avro body of {len(body)} bytes is truncated or corrupt "
                 f"(writer fingerprint {fp.hex()}): {exc!r}"
             ) from exc
-        if buf.tell() != len(body):
-            raise TruncatedRecordError(
-                f"Avro body has {len(body) - buf.tell()} trailing bytes after the record "
-                f"(writer fingerprint {fp.hex()}): corrupt or wrongly framed"
-            )
         return record
 
     def _learn(self, fp: bytes) -> Reader:

@@ -1,0 +1,62 @@
+"""The consumer's projection is decoded by cavro; it must read exactly what fastavro reads."""
+
+import random
+from io import BytesIO
+
+import fastavro
+import pytest
+
+from consumer.model import READER_SCHEMA
+from convmetrics.generate import GenerateConfig, generate_webhooks
+from producer.intake import Prepared, prepare
+from schemas import CONVERSATION_EVENT, Codec, DecodeError, TruncatedRecordError, subject
+from schemas.codec import HEADER_SIZE
+from schemas.fast import cavro, make_reader
+
+pytestmark = pytest.mark.skipif(cavro is None, reason="cavro not installed")  # it is a dependency
+
+
+def encoded(version: int, n: int = 1500) -> list[bytes]:
+    codec = Codec(subject(CONVERSATION_EVENT), writer_version=version)
+    out = []
+    for w in generate_webhooks(GenerateConfig(events=n, seed=version, noise_rate=0.0)):
+        p = prepare(w, codec, received_at_millis=1_700_000_000_123 if version > 1 else None)
+        if isinstance(p, Prepared):
+            out.append(p.value)
+    return out
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_projection_reads_what_fastavro_reads(version: int) -> None:
+    sub = subject(CONVERSATION_EVENT)
+    writer = sub.version(version).raw
+    fast = make_reader(writer, READER_SCHEMA)
+    parsed_w, parsed_r = fastavro.parse_schema(dict(writer)), fastavro.parse_schema(dict(READER_SCHEMA))
+    values = encoded(version)
+    assert len(values) > 1000
+    for v in values:
+        body = v[HEADER_SIZE:]
+        expected = fastavro.schemaless_reader(BytesIO(body), parsed_w, parsed_r)
+        assert fast(body) == expected
+
+
+def test_corrupt_bodies_are_typed_errors_never_crashes() -> None:
+    codec = Codec(subject(CONVERSATION_EVENT), reader_schema=READER_SCHEMA)
+    rng = random.Random(7)
+    values = encoded(2, 400)
+    outcomes = {"decoded": 0, "error": 0}
+    for v in values:
+        cut = v[: rng.randrange(HEADER_SIZE, len(v))]
+        with pytest.raises(TruncatedRecordError):
+            codec.decode(cut)
+        with pytest.raises(TruncatedRecordError, match="trailing"):
+            codec.decode(v + bytes([rng.randrange(256)]))
+        flipped = bytearray(v)
+        for _ in range(3):
+            flipped[rng.randrange(HEADER_SIZE, len(v))] = rng.randrange(256)
+        try:
+            codec.decode(bytes(flipped))
+            outcomes["decoded"] += 1
+        except DecodeError:
+            outcomes["error"] += 1
+    assert outcomes["error"] > 0  # flips that break the structure are caught as DecodeError
