@@ -23,14 +23,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from producer.batch import parse_batch, parse_json
+from producer.batch import Item, parse_batch, parse_json
 from producer.exceptions import (
     BodyTooLargeError,
     DeliveryError,
     GatewayError,
     WebhookValidationError,
 )
-from producer.intake import Ignored, Prepared, prepare
+from producer.intake import Ignored, Intake, Prepared
 from producer.metrics import GatewayMetrics, MetricsMiddleware
 from producer.openapi import openapi_document
 from producer.publisher import Delivered, EventPublisher
@@ -83,6 +83,7 @@ class Gateway:
         self.settings = settings
         self.keys = settings.signing_keys()
         self.codec: Codec = conversation_codec()
+        self.intake = Intake(self.codec)
         self.metrics = GatewayMetrics(ROUTES)
         self.publisher = publisher
         self._openapi = orjson.dumps(openapi_document())
@@ -122,7 +123,7 @@ class Gateway:
         try:
             raw = await read_body(request, self.settings.max_body_bytes)
             self._verify(request, raw)
-            item = prepare(parse_json(raw), self.codec, received_at_millis=received)
+            item = self.intake.prepare(parse_json(raw), received_at_millis=received)
             if isinstance(item, Ignored):
                 self.metrics.ignored.inc()
                 return json_response({"id": item.id, "event": item.event, "ignored": True}, 202)
@@ -140,45 +141,55 @@ class Gateway:
             items = parse_batch(raw)
         except GatewayError as exc:
             return error_response(exc)
-        answers: list[dict[str, Any]] = []
-        waiting: list[tuple[dict[str, Any], Prepared, asyncio.Future[Delivered]]] = []
-        ignored = 0
         publisher = self.publisher
         assert publisher is not None
-        for it in items:
-            answer: dict[str, Any] = {"index": it.index, "line": it.line}
-            answers.append(answer)
+        prepare, submit, topic = self.intake.prepare, publisher.submit, self.settings.topic
+        writes = publisher.open()
+        answers: list[dict[str, Any]] = []
+        sent: list[tuple[int, Item, Prepared]] = []  # (answer position, item, what was produced)
+        ignored = 0
+        for it in items:  # every write is handed to the producer before any is waited for
             try:
                 if it.error is not None:
                     raise it.error
-                prepared = prepare(it.body, self.codec, received_at_millis=received)
+                prepared = prepare(it.body, received_at_millis=received)
                 if isinstance(prepared, Ignored):
                     ignored += 1
-                    answer.update(status=202, id=prepared.id, event=prepared.event, ignored=True)
+                    answers.append({"index": it.index, "line": it.line, "status": 202,
+                                    "id": prepared.id, "event": prepared.event, "ignored": True})  # fmt: skip
                     continue
-                waiting.append((answer, prepared, publisher.submit(*_args(prepared))))
+                submit(writes, prepared.key, prepared.value, prepared.headers)
             except GatewayError as exc:
-                _fail(answer, exc)
-        await publisher.wait_all([future for _, _, future in waiting])  # all in flight at once
-        for answer, prepared, future in waiting:
-            if future.cancelled():
-                _fail(answer, publisher.timeout_error())
-            elif (error := future.exception()) is not None:
-                _fail(answer, error if isinstance(error, GatewayError) else publisher.timeout_error())
-            else:
-                partition, offset = future.result()
-                self.metrics.produced.labels(prepared.event).inc()
-                answer.update(status=202, **self._accepted(prepared, partition, offset))
+                answers.append(_failure(it, exc))
+                continue
+            sent.append((len(answers), it, prepared))
+            answers.append({})  # filled in once Kafka answered
+        outcomes = await publisher.wait(writes)  # slot order is the order of `sent`
+        produced: dict[str, int] = {}
+        rejected: dict[int, int] = {}
+        for (position, it, prepared), outcome in zip(sent, outcomes, strict=True):
+            if isinstance(outcome, DeliveryError):
+                answers[position] = _failure(it, outcome)
+                continue
+            answers[position] = {"index": it.index, "line": it.line, "status": 202, "id": prepared.id,
+                                 "event": prepared.event, "topic": topic, "partition": outcome[0],
+                                 "offset": outcome[1]}  # fmt: skip
+            produced[prepared.event] = produced.get(prepared.event, 0) + 1
+        for a in answers:
+            if a["status"] != 202:
+                rejected[a["status"]] = rejected.get(a["status"], 0) + 1
+        for event, n in produced.items():
+            self.metrics.produced.labels(event).inc(n)
         self.metrics.ignored.inc(ignored)
-        rejected = [a for a in answers if a["status"] != 202]
-        for a in rejected:
-            self.metrics.rejected.labels(str(a["status"])).inc()
-        retry = any(a["status"] == 503 for a in rejected)
-        status = 503 if retry else 207 if rejected else 202
+        for status, n in rejected.items():
+            self.metrics.rejected.labels(str(status)).inc(n)
+        n_rejected = sum(rejected.values())
+        retry = 503 in rejected
+        status = 503 if retry else 207 if n_rejected else 202
         body = {
-            "accepted": len(answers) - len(rejected) - ignored,
+            "accepted": len(answers) - n_rejected - ignored,
             "ignored": ignored,
-            "rejected": len(rejected),
+            "rejected": n_rejected,
             "items": answers,
         }
         return json_response(body, status, {"Retry-After": str(self.settings.retry_after)} if retry else None)
@@ -209,7 +220,7 @@ class Gateway:
 
     async def _publish(self, item: Prepared) -> Delivered:
         assert self.publisher is not None
-        delivered = await self.publisher.publish(*_args(item))
+        delivered = await self.publisher.publish(item.key, item.value, item.headers)
         self.metrics.produced.labels(item.event).inc()
         return delivered
 
@@ -218,14 +229,13 @@ class Gateway:
         return {"id": item.id, "event": item.event, "topic": topic, "partition": partition, "offset": offset}
 
 
-def _args(item: Prepared) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
-    return item.key, item.value, item.headers
-
-
-def _fail(answer: dict[str, Any], exc: GatewayError) -> None:
-    answer.update(status=exc.status, error=type(exc).__name__, detail=str(exc))
+def _failure(item: Item, exc: GatewayError) -> dict[str, Any]:
+    """The answer for a batch item that was not produced."""
+    answer: dict[str, Any] = {"index": item.index, "line": item.line, "status": exc.status,
+                              "error": type(exc).__name__, "detail": str(exc)}  # fmt: skip
     if isinstance(exc, WebhookValidationError):
         answer["problems"] = [p.as_dict() for p in exc.problems]
+    return answer
 
 
 def create_app(settings: GatewaySettings, *, publisher: EventPublisher | None = None) -> ASGIApp:

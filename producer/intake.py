@@ -6,15 +6,18 @@ that every path applies the same rules.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
+from producer.encoder import body_writer
 from producer.exceptions import FieldProblem, WebhookValidationError
-from producer.mapping import event_key, is_conversation_event, to_record
+from producer.mapping import CONVERSATION_EVENTS, to_record
 from producer.models import Webhook
 from schemas import Codec, EncodeError
+from schemas.codec import MAGIC
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +30,10 @@ class Ignored:
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A conversation event, encoded and ready to produce."""
+    """A conversation event, encoded and ready to produce.
+
+    ``headers`` is shared by every event of the same type: do not change it.
+    """
 
     event: str
     id: str
@@ -36,33 +42,64 @@ class Prepared:
     headers: list[tuple[str, bytes]]
 
 
-def prepare(body: Any, codec: Codec, *, received_at_millis: int | None = None) -> Prepared | Ignored:
-    """Validate, map and encode one webhook (`received_at_millis`: when it arrived, unix ms).
+class Intake:
+    """`prepare` for one codec, with what does not change per event worked out once."""
 
-    Raises:
-        WebhookValidationError: the body is not a webhook object, or a conversation
-            event whose fields do not validate (each problem names its field path).
-    """
-    if not isinstance(body, dict):
-        raise WebhookValidationError(
-            [FieldProblem("", f"expected a JSON object, got {_json_type(body)}", "object_type")]
-        )
-    event = body.get("event")
-    if not isinstance(event, str):
-        msg = "field required" if event is None else f"expected a string, got {_json_type(event)}"
-        raise WebhookValidationError([FieldProblem("event", msg, "missing" if event is None else "string")])
-    if not is_conversation_event(event):
-        raw_id = body.get("id")
-        return Ignored(event, raw_id if isinstance(raw_id, str) else None)
-    try:
-        webhook = Webhook.model_validate(body)
-    except ValidationError as exc:
-        raise WebhookValidationError(problems_of(exc)) from None
-    try:
-        value = codec.encode(to_record(webhook, received_at_millis=received_at_millis))
-    except EncodeError as exc:  # defensive: validation is meant to make this impossible
-        raise WebhookValidationError([FieldProblem("", str(exc), "avro")]) from exc
-    return Prepared(event, webhook.id, event_key(webhook), value, codec.headers(event))
+    def __init__(self, codec: Codec) -> None:
+        self.codec = codec
+        self._write_body = body_writer(codec)  # None: the reference path (record dict, fastavro)
+        self._prefix = MAGIC + codec.writer.fingerprint
+        self._headers = {event: codec.headers(event) for event in CONVERSATION_EVENTS}
+        self._validate = Webhook.__pydantic_validator__.validate_python
+
+    def prepare(self, body: Any, *, received_at_millis: int | None = None) -> Prepared | Ignored:
+        """Validate, map and encode one webhook (`received_at_millis`: when it arrived, unix ms).
+
+        Raises:
+            WebhookValidationError: the body is not a webhook object, or a conversation
+                event whose fields do not validate (each problem names its field path).
+        """
+        if not isinstance(body, dict):
+            raise WebhookValidationError(
+                [FieldProblem("", f"expected a JSON object, got {_json_type(body)}", "object_type")]
+            )
+        event = body.get("event")
+        if not isinstance(event, str):
+            msg = "field required" if event is None else f"expected a string, got {_json_type(event)}"
+            kind = "missing" if event is None else "string"
+            raise WebhookValidationError([FieldProblem("event", msg, kind)])
+        headers = self._headers.get(event)
+        if headers is None:  # not a conversation event
+            raw_id = body.get("id")
+            return Ignored(event, raw_id if isinstance(raw_id, str) else None)
+        try:
+            webhook: Webhook = self._validate(body)
+        except ValidationError as exc:
+            raise WebhookValidationError(problems_of(exc)) from None
+        value = None
+        if self._write_body is not None:
+            try:
+                value = self._prefix + self._write_body(webhook, received_at_millis)
+            except Exception:  # e.g. a lone surrogate: the reference path says why
+                value = None
+        if value is None:
+            try:
+                value = self.codec.encode(to_record(webhook, received_at_millis=received_at_millis))
+            except EncodeError as exc:  # defensive: validation is meant to make this impossible
+                raise WebhookValidationError([FieldProblem("", str(exc), "avro")]) from exc
+        key = f"{webhook.account}:{webhook.data.id}".encode()  # `mapping.event_key`
+        return Prepared(event, webhook.id, key, value, headers)
+
+
+_INTAKES: weakref.WeakKeyDictionary[Codec, Intake] = weakref.WeakKeyDictionary()
+
+
+def prepare(body: Any, codec: Codec, *, received_at_millis: int | None = None) -> Prepared | Ignored:
+    """`Intake.prepare` with ``codec`` (see there)."""
+    intake = _INTAKES.get(codec)
+    if intake is None:
+        intake = _INTAKES[codec] = Intake(codec)
+    return intake.prepare(body, received_at_millis=received_at_millis)
 
 
 def problems_of(exc: ValidationError) -> list[FieldProblem]:

@@ -1,9 +1,10 @@
 """`EventPublisher`: one shared idempotent Kafka producer for many concurrent requests.
 
 A background thread polls the producer; the delivery reports of one poll are handed to
-the event loop in one ``call_soon_threadsafe`` and resolve the futures the requests
-wait on. `submit` is synchronous, so writes submitted in order reach one partition in
-order (idempotence keeps that order across retries).
+the event loop in one ``call_soon_threadsafe``. A request's writes (one, or a whole
+batch) share one `Writes`, whose one future resolves when the last of them is answered:
+no future, callback or wake-up per event. `submit` is synchronous, so writes submitted
+in order reach one partition in order (idempotence keeps that order across retries).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -28,7 +29,26 @@ POLL_SECONDS = 0.05
 WAIT_MARGIN = 1.0
 
 Delivered = tuple[int, int]
-_Report = tuple["asyncio.Future[Delivered]", KafkaError | None, int, int, float]
+
+
+class Writes:
+    """The writes of one request, answered together: one future for all of them.
+
+    Touched only on the event loop (submits there, delivery reports handed over to it).
+    """
+
+    __slots__ = ("done", "left", "outcomes", "sealed")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        #: per slot: None until Kafka answered, then (partition, offset) or the error
+        self.outcomes: list[Delivered | DeliveryError | None] = []
+        self.left = 0  # submitted and not answered yet
+        self.sealed = False  # no more submits: `done` resolves when `left` reaches 0
+        self.done: asyncio.Future[None] = loop.create_future()
+
+
+_Report = tuple[Writes, int, KafkaError | None, int, int, float]
+_Headers = list[tuple[str, str | bytes | None]]
 
 
 class EventPublisher:
@@ -88,10 +108,13 @@ class EventPublisher:
         return left
 
     # -- writes ----------------------------------------------------------------------
-    def submit(
-        self, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]]
-    ) -> asyncio.Future[Delivered]:
-        """Hand one write to the producer now; the future resolves to (partition, offset).
+    def open(self) -> Writes:
+        """A group of writes (one request's) to `submit` to and then `wait` for."""
+        assert self._loop is not None, "EventPublisher.start() was not called"
+        return Writes(self._loop)
+
+    def submit(self, writes: Writes, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> int:
+        """Hand one write to the producer now; return its slot in ``writes.outcomes``.
 
         Raises:
             BrokerUnavailableError: shutting down, fatal producer error or full queue.
@@ -102,17 +125,18 @@ class EventPublisher:
             raise BrokerUnavailableError(
                 f"Kafka producer failed: {self._fatal}", retry_after=self.retry_after
             )
-        assert self._loop is not None, "EventPublisher.start() was not called"
-        future: asyncio.Future[Delivered] = self._loop.create_future()
+        slot = len(writes.outcomes)
         started = time.perf_counter()
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
             # Runs in the poll thread, which alone swaps self._reports: no lock needed.
             latency = time.perf_counter() - started
-            self._reports.append((future, err, msg.partition() or 0, msg.offset() or 0, latency))
+            self._reports.append((writes, slot, err, msg.partition() or 0, msg.offset() or 0, latency))
 
         try:
-            self._producer.produce(self.topic, value, key, headers=list(headers), on_delivery=on_delivery)
+            self._producer.produce(
+                self.topic, value, key, headers=cast(_Headers, headers), on_delivery=on_delivery
+            )
         except BufferError:
             raise BrokerUnavailableError(
                 "Kafka producer queue is full (broker slow or unreachable)", retry_after=self.retry_after
@@ -121,31 +145,31 @@ class EventPublisher:
             raise BrokerUnavailableError(
                 f"Kafka refused the write: {exc}", retry_after=self.retry_after
             ) from None
-        return future
+        writes.outcomes.append(None)
+        writes.left += 1
+        return slot
 
-    async def wait(self, future: asyncio.Future[Delivered]) -> Delivered:
-        """Wait for one submitted write, bounded by the delivery timeout.
+    async def wait(self, writes: Writes) -> list[Delivered | DeliveryError]:
+        """Wait, bounded by the delivery timeout, until Kafka answered every write submitted.
 
-        Raises:
-            DeliveryTimeoutError: no acknowledgement in time.
-            DeliveryError: the broker (or librdkafka) reported a failed delivery.
+        Returns:
+            One outcome per slot: (partition, offset) once acknowledged, the
+            `DeliveryError` Kafka reported, or `timeout_error` when no answer came in time.
         """
-        try:
-            async with asyncio.timeout(self.delivery_timeout + WAIT_MARGIN):
-                return await future
-        except TimeoutError:
-            raise self.timeout_error() from None
-
-    async def wait_all(self, futures: Sequence[asyncio.Future[Delivered]]) -> None:
-        """Wait for many submitted writes at once; the ones still pending are cancelled.
-
-        Afterwards every future is done: a result, a `DeliveryError`, or cancelled
-        (no acknowledgement within the delivery timeout: see `timeout_error`).
-        """
-        if futures:
-            _, pending = await asyncio.wait(futures, timeout=self.delivery_timeout + WAIT_MARGIN)
-            for future in pending:
-                future.cancel()
+        writes.sealed = True
+        if writes.left:
+            try:
+                async with asyncio.timeout(self.delivery_timeout + WAIT_MARGIN):
+                    await writes.done
+            except TimeoutError:
+                pass
+        timeout = None
+        outcomes: list[Delivered | DeliveryError] = []
+        for outcome in writes.outcomes:
+            if outcome is None:
+                outcome = timeout = timeout or self.timeout_error()
+            outcomes.append(outcome)
+        return outcomes
 
     def timeout_error(self) -> DeliveryTimeoutError:
         """The error of a write that got no acknowledgement in time."""
@@ -153,9 +177,19 @@ class EventPublisher:
             f"no acknowledgement from Kafka within {self.delivery_timeout:g} s", retry_after=self.retry_after
         )
 
-    async def publish(self, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]]) -> Delivered:
-        """Write one event and return its (partition, offset) once acked by the broker."""
-        return await self.wait(self.submit(key, value, headers))
+    async def publish(self, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> Delivered:
+        """Write one event and return its (partition, offset) once acked by the broker.
+
+        Raises:
+            BrokerUnavailableError: the producer refused the write.
+            DeliveryError: Kafka reported a failed delivery, or none in time.
+        """
+        writes = self.open()
+        self.submit(writes, key, value, headers)
+        (outcome,) = await self.wait(writes)
+        if isinstance(outcome, DeliveryError):
+            raise outcome
+        return outcome
 
     # -- health ----------------------------------------------------------------------
     def broker_reachable(self, timeout: float = 2.0) -> bool:
@@ -189,20 +223,19 @@ class EventPublisher:
 
 
 def _resolve(batch: list[_Report], retry_after: int, observe: Callable[[float], None] | None) -> None:
-    for future, err, partition, offset, latency in batch:
-        if err is None and observe is not None:
-            observe(latency)
-        if future.done():
-            continue
+    for writes, slot, err, partition, offset, latency in batch:
         if err is None:
-            future.set_result((partition, offset))
+            if observe is not None:
+                observe(latency)
+            writes.outcomes[slot] = (partition, offset)
         elif err.code() == KafkaError._MSG_TIMED_OUT:
-            future.set_exception(
-                DeliveryTimeoutError(
-                    f"Kafka did not acknowledge in time: {err.str()}", retry_after=retry_after
-                )
+            writes.outcomes[slot] = DeliveryTimeoutError(
+                f"Kafka did not acknowledge in time: {err.str()}", retry_after=retry_after
             )
         else:
-            future.set_exception(
-                DeliveryError(f"Kafka delivery failed: {err.str()}", retry_after=retry_after)
+            writes.outcomes[slot] = DeliveryError(
+                f"Kafka delivery failed: {err.str()}", retry_after=retry_after
             )
+        writes.left -= 1
+        if not writes.left and writes.sealed and not writes.done.done():
+            writes.done.set_result(None)

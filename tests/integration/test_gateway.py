@@ -232,6 +232,48 @@ def test_batch_answers_per_item(gateway: GatewayProcess, kafka_bootstrap: str) -
     assert as_json(CODEC.decode(msg.value())) == expected_for(good)
 
 
+def test_every_batch_answer_names_its_own_record(gateway: GatewayProcess, kafka_bootstrap: str) -> None:
+    """Many events of a batch share one wait: each answer still points at its own record."""
+    bodies: list[Any] = []
+    for i in range(300):
+        body = seed(account=i % 7)
+        body["data"]["id"] = i % 23
+        bodies.append(body if i % 50 else {"event": "message.created", "id": f"m{i}"})
+    bodies[3]["data"]["channelType"] = ""
+    r = post(gateway, b"\n".join(json.dumps(b).encode() for b in bodies), "/webhooks/batch")
+    assert r.status_code == 207, r.text
+    out = r.json()
+    assert (out["accepted"], out["ignored"], out["rejected"]) == (293, 6, 1)
+    wanted: dict[tuple[int, int], Any] = {}
+    for body, answer in zip(bodies, out["items"], strict=True):
+        assert answer["id"] == body["id"] if answer["status"] == 202 else answer["index"] == 3
+        if "offset" in answer:
+            wanted[(answer["partition"], answer["offset"])] = body
+    assert len(wanted) == 293  # no two answers share a record
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"t-{uuid.uuid4()}"})
+    try:
+        consumer.assign([TopicPartition(gateway.topic, p, min(o for q, o in wanted if q == p))
+                         for p in {p for p, _ in wanted}])  # fmt: skip
+        seen = 0
+        deadline = time.monotonic() + 30
+        while seen < len(wanted) and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error() is not None:
+                continue
+            sent = wanted.get((msg.partition() or 0, msg.offset() or 0))
+            if sent is None:
+                continue
+            seen += 1
+            record = CODEC.decode(msg.value() or b"")
+            assert (record["id"], record["account"], record["data"]["id"]) == (
+                sent["id"], sent["account"], sent["data"]["id"],
+            )  # fmt: skip
+            assert msg.key() == f"{sent['account']}:{sent['data']['id']}".encode()
+        assert seen == len(wanted)
+    finally:
+        consumer.close()
+
+
 def test_ndjson_batch_all_good_is_202_and_bad_line_is_400_item(gateway: GatewayProcess) -> None:
     lines = [json.dumps(seed()).encode() for _ in range(5)]
     assert post(gateway, b"\n".join(lines), "/webhooks/batch").status_code == 202
