@@ -37,66 +37,55 @@ def body_writer(codec: Codec) -> BodyWriter | None:
 def write_body(webhook: Webhook, received_at_millis: int | None) -> bytes:
     """The Avro body (no framing) of ``webhook`` with its receive time (unix ms, or None)."""
     out = bytearray()
-    _string(out, webhook.event)
-    _string(out, webhook.id)
-    _long(out, webhook.account)
-    _long(out, webhook.app)
-    _long(out, webhook.createdAt)
-    _long(out, webhook.deliveryAttempts)
-    _opt_long(out, webhook.firstDeliveryAttempt)
+    long, string = _long, _string
+    string(out, webhook.event)
+    string(out, webhook.id)
+    long(out, webhook.account)
+    long(out, webhook.app)
+    long(out, webhook.createdAt)
+    long(out, webhook.deliveryAttempts)
+    _opt_longs(out, (webhook.firstDeliveryAttempt,))
     c = webhook.data
-    _long(out, c.id)
-    _string(out, c.channelType)
-    _opt_string(out, c.state)
-    _opt_long(out, c.snoozedUntil)
-    _opt_long(out, c.messageWindowExpiresAt)
+    long(out, c.id)
+    string(out, c.channelType)
+    _opt_strings(out, (c.state,))
+    _opt_longs(out, (c.snoozedUntil, c.messageWindowExpiresAt))
     conditions = c.messageWindowExpiryConditions
     if conditions:
-        _long(out, len(conditions))
+        long(out, len(conditions))
         for x in conditions:  # the same text as `mapping.to_record`
-            _string(out, json.dumps(x, separators=(",", ":"), ensure_ascii=False))
+            string(out, json.dumps(x, separators=(",", ":"), ensure_ascii=False))
     out += _NULL
-    _opt_long(out, c.lastReadByAppUserAt)
-    _opt_long(out, c.lastInboundMessageAt)
-    _opt_long(out, c.createdAt)
-    _opt_long(out, c.openedAt)
-    _opt_long(out, c.closedAt)
-    _opt_long(out, c.assignedAt)
-    _opt_long(out, c.snoozedAt)
+    _opt_longs(out, (c.lastReadByAppUserAt, c.lastInboundMessageAt, c.createdAt, c.openedAt, c.closedAt,
+                     c.assignedAt, c.snoozedAt))  # fmt: skip
     if c.channel is None:
         out += _NULL
     else:
         out += _SECOND
-        _long(out, c.channel.id)
+        long(out, c.channel.id)
     participants = c.participants
     if participants:
-        _long(out, len(participants))
+        long(out, len(participants))
         for p in participants:
             user = p.user
             if isinstance(user, AppUser):
                 out += _SECOND  # branch 1: AppUser
-                _long(out, user.id)
-                _opt_string(out, user.fullName)
-                _opt_string(out, user.displayName)
-                _opt_string(out, user.optimisedAvatarUrl)
+                long(out, user.id)
+                _opt_strings(out, (user.fullName, user.displayName, user.optimisedAvatarUrl))
                 continue
             out += _NULL  # branch 0: ChannelUser
-            _long(out, user.id)
-            _opt_string(out, user.name)
-            _opt_string(out, user.firstName)
-            _opt_string(out, user.lastName)
-            _opt_string(out, user.displayName)
-            _opt_string(out, user.avatarUrl)
-            _opt_string(out, user.optimisedAvatarUrl)
+            long(out, user.id)
+            _opt_strings(out, (user.name, user.firstName, user.lastName, user.displayName, user.avatarUrl,
+                               user.optimisedAvatarUrl))  # fmt: skip
             identifiers = user.identifiers
             if identifiers:
-                _long(out, len(identifiers))
+                long(out, len(identifiers))
                 for i in identifiers:
-                    _string(out, i.sourceId)
-                    _string(out, i.category)
+                    string(out, i.sourceId)
+                    string(out, i.category)
             out += _NULL
     out += _NULL
-    _opt_long(out, received_at_millis)
+    _opt_longs(out, (received_at_millis,))
     return bytes(out)
 
 
@@ -118,17 +107,27 @@ def _string(out: bytearray, s: str) -> None:
     out += b
 
 
-def _opt_long(out: bytearray, n: int | None) -> None:
-    if n is None:
-        out += _NULL
-    else:
+def _opt_longs(out: bytearray, values: tuple[int | None, ...]) -> None:
+    """Fields of type ``["null", "long"]``, in order."""
+    for n in values:
+        if n is None:
+            out += _NULL
+            continue
         out += _SECOND
-        _long(out, n)
+        z = (n << 1) ^ (n >> 63)
+        while z >= 0x80:
+            out.append((z & 0x7F) | 0x80)
+            z >>= 7
+        out.append(z)
 
 
-def _opt_string(out: bytearray, s: str | None) -> None:
-    if s is None:
-        out += _NULL
-    else:
+def _opt_strings(out: bytearray, values: tuple[str | None, ...]) -> None:
+    """Fields of type ``["null", "string"]``, in order."""
+    for s in values:
+        if s is None:
+            out += _NULL
+            continue
         out += _SECOND
-        _string(out, s)
+        b = s.encode()
+        _long(out, len(b))
+        out += b

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -28,11 +28,11 @@ class Ignored:
     id: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Prepared:
+class Prepared(NamedTuple):
     """A conversation event, encoded and ready to produce.
 
-    ``headers`` is shared by every event of the same type: do not change it.
+    ``headers`` is shared by every event of the same type: do not change it. A named
+    tuple, not a dataclass: one is made per event, and this is 2x cheaper.
     """
 
     event: str
