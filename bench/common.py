@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from convmetrics.generate import GenerateConfig, generate_webhooks
@@ -84,7 +84,15 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int] | None:
         meta = c.list_topics(topic, timeout=10).topics.get(topic)
         if meta is None or meta.error is not None or not meta.partitions:
             return None
-        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions}
+        for attempt in range(30):  # a broker just started may not have elected leaders yet
+            try:
+                parts = [TopicPartition(topic, p) for p in meta.partitions]
+                return {tp.partition: c.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
+            except KafkaException:  # e.g. NOT_LEADER_FOR_PARTITION right after a start
+                if attempt == 29:
+                    raise
+                time.sleep(1)
+        return None
     finally:
         c.close()
 

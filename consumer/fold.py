@@ -24,7 +24,7 @@ from typing import Any, Final
 import orjson
 
 from consumer.model import CLOSED, CREATED, OPENED, Event
-from consumer.sketch import LAG_BASE, bin_of, lag_bin_of
+from consumer.sketch import bin_of, lag_bin_of
 from consumer.windows import ALL, ALL_START, SIZED
 
 BY_CHANNEL: Final = "channel_type"
@@ -69,22 +69,12 @@ class RowDelta:
             self.ttc_max = seconds
         self.bins[b] = self.bins.get(b, 0) + 1
 
-    def add_lag(self, millis: int) -> None:
+    def add_lag(self, millis: int, b: int) -> None:
         self.lag_count += 1
         self.lag_sum += millis
         if self.lag_max is None or millis > self.lag_max:
             self.lag_max = millis
-        b = lag_bin_of(millis)
         self.bins[b] = self.bins.get(b, 0) + 1
-
-    def merge_lag(self, other: RowDelta) -> None:
-        self.lag_count += other.lag_count
-        self.lag_sum += other.lag_sum
-        if other.lag_max is not None and (self.lag_max is None or other.lag_max > self.lag_max):
-            self.lag_max = other.lag_max
-        for b, n in other.bins.items():
-            if b >= LAG_BASE // 2:
-                self.bins[b] = self.bins.get(b, 0) + n
 
     def retract_ttc(self, seconds: int, b: int) -> None:
         self.ttc_count -= 1
@@ -96,27 +86,63 @@ class RowDelta:
 ClosureRow = tuple[int, int, int, int, str, int, int | None]
 # (event_hash, partition, account, conversation, channel_type, closed_at, ttc)
 
+Fact = tuple[str, int, int, int, int, int, int, int | None, int | None, int | None, int | None]
+"""What one folded event (or one correction) adds to the rows it falls in:
+
+    (channel_type, account, time, closures, reopens, closed_unread,
+     ttc_n, ttc, ttc_bin, lag_ms, lag_bin)
+
+ttc_n is +1 when a duration `ttc` is added, -1 when it is retracted (a late start
+corrected it), 0 when none. A fact with closures, reopens or ttc_n counts in all 8 rows
+of `row_keys`; lag_ms (gateway receive time - event time) counts in the channel type's
+1-hour, 1-day and all-time rows only. The fold only appends facts (cheap per event); the
+store aggregates them per row, in SQL for SQLite, with `Delta.rows` elsewhere."""
+
 
 @dataclass
 class Delta:
     """Metric changes of one partition since its last commit."""
 
-    rows: dict[RowKey, RowDelta] = field(default_factory=dict)
+    facts: list[Fact] = field(default_factory=list)
     closures: dict[int, ClosureRow] = field(default_factory=dict)
 
-    def row(self, key: RowKey) -> RowDelta:
-        r = self.rows.get(key)
-        if r is None:
-            r = self.rows[key] = RowDelta()
-        return r
+    @property
+    def rows(self) -> dict[RowKey, RowDelta]:
+        """The facts aggregated per metric row (computed on each access)."""
+        rows: dict[RowKey, RowDelta] = {}
 
-    def roll_up_lag(self) -> None:
-        """The fold records ingest lag in 1-hour channel rows only (cheap per event, and
-        few rows to write); this adds each of them to its 1-day and all-time rows."""
-        hourly = [(k, r) for k, r in self.rows.items() if r.lag_count and k[2] == "1h"]
-        for (by, key, _, start), r in hourly:
-            self.row((by, key, "1d", start - start % 86400)).merge_lag(r)
-            self.row((by, key, ALL, ALL_START)).merge_lag(r)
+        def row(key: RowKey) -> RowDelta:
+            r = rows.get(key)
+            if r is None:
+                r = rows[key] = RowDelta()
+            return r
+
+        for ch, acc, t, closures, reopens, unread, ttc_n, ttc, b, lag, lag_b in self.facts:
+            if closures or reopens or ttc_n:
+                for k in row_keys(ch, acc, t):
+                    r = row(k)
+                    r.closures += closures
+                    r.reopens += reopens
+                    r.closed_unread += unread
+                    if ttc_n > 0:
+                        r.add_ttc(ttc, b)  # type: ignore[arg-type]
+                    elif ttc_n < 0:
+                        r.retract_ttc(ttc, b)  # type: ignore[arg-type]
+            if lag is not None:
+                for k in lag_keys(ch, t):
+                    row(k).add_lag(lag, lag_b)  # type: ignore[arg-type]
+        return rows
+
+    def recheck(self) -> dict[RowKey, tuple[int, int]]:
+        """Rows that lost durations, with the least and greatest lost: where the row's min
+        (max) is not below (above) them, it must be recomputed from the closures."""
+        out: dict[RowKey, tuple[int, int]] = {}
+        for ch, acc, t, _, _, _, ttc_n, ttc, *_ in self.facts:
+            if ttc_n < 0 and ttc is not None:
+                for k in row_keys(ch, acc, t):
+                    lo, hi = out.get(k, (ttc, ttc))
+                    out[k] = (min(lo, ttc), max(hi, ttc))
+        return out
 
 
 def row_keys(channel_type: str, account: int, t: int) -> list[RowKey]:
@@ -130,6 +156,15 @@ def row_keys(channel_type: str, account: int, t: int) -> list[RowKey]:
     keys.append((BY_CHANNEL, channel_type, ALL, ALL_START))
     keys.append((BY_ACCOUNT, acc, ALL, ALL_START))
     return keys
+
+
+def lag_keys(channel_type: str, t: int) -> list[RowKey]:
+    """The rows an ingest lag counts in: the channel type's 1-hour, 1-day and all-time rows."""
+    return [
+        (BY_CHANNEL, channel_type, "1h", t - t % 3600),
+        (BY_CHANNEL, channel_type, "1d", t - t % 86400),
+        (BY_CHANNEL, channel_type, ALL, ALL_START),
+    ]
 
 
 def last_time_of(blob: str) -> int:
@@ -187,37 +222,38 @@ class PartitionFold:
             self.watermark = t
         if t > conv[LAST]:
             conv[LAST] = t
-        if e.received_ms is not None:
-            self.delta.row((BY_CHANNEL, e.channel_type, "1h", t - t % 3600)).add_lag(e.received_ms - t * 1000)
+        rec = e.received_ms
+        lag = None if rec is None else rec - t * 1000
+        lag_b = None if lag is None else lag_bin_of(lag)
         kind = e.kind
         if kind == CLOSED:
-            self._close(e, conv)
+            self._close(e, conv, lag, lag_b)
         elif kind in (CREATED, OPENED):
             if kind == OPENED:
-                row = self.delta.row
-                for k in row_keys(e.channel_type, e.account, t):
-                    row(k).reopens += 1
+                self.delta.facts.append((e.channel_type, e.account, t, 0, 1, 0, 0, None, None, lag, lag_b))
+            elif lag is not None:
+                self.delta.facts.append((e.channel_type, e.account, t, 0, 0, 0, 0, None, None, lag, lag_b))
             insort(conv[STARTS], t)
             if conv[CLOSURES]:
                 self._correct(e.account, e.conversation, conv, t)
+        elif lag is not None:
+            self.delta.facts.append((e.channel_type, e.account, t, 0, 0, 0, 0, None, None, lag, lag_b))
         return True
 
-    def _close(self, e: Event, conv: Conversation) -> None:
+    def _close(self, e: Event, conv: Conversation, lag: int | None, lag_b: int | None) -> None:
         t = e.time
         starts = conv[STARTS]
         i = bisect_right(starts, t)
         start = starts[i - 1] if i else None
-        ttc = None if start is None else t - start
-        b = 0 if ttc is None else bin_of(ttc)
-        unread = e.unread
-        row = self.delta.row
-        for k in row_keys(e.channel_type, e.account, t):
-            r = row(k)
-            r.closures += 1
-            if unread:
-                r.closed_unread += 1
-            if ttc is not None:
-                r.add_ttc(ttc, b)
+        li, lr = e.last_inbound, e.last_read
+        unread = 1 if li is not None and (lr is None or lr < li) else 0
+        if start is None:
+            self.delta.facts.append((e.channel_type, e.account, t, 1, 0, unread, 0, None, None, lag, lag_b))
+            ttc = None
+        else:
+            ttc = t - start
+            fact = (e.channel_type, e.account, t, 1, 0, unread, 1, ttc, bin_of(ttc), lag, lag_b)
+            self.delta.facts.append(fact)
         conv[CLOSURES].append([e.event_hash, t, e.channel_type, start])
         self.delta.closures[e.event_hash] = (
             e.event_hash, self.partition, e.account, e.conversation, e.channel_type, t, ttc,
@@ -229,18 +265,14 @@ class PartitionFold:
             closed_at, start = c[C_CLOSED], c[C_START]
             if closed_at < new_start or (start is not None and start >= new_start):
                 continue
-            keys = row_keys(c[C_CHANNEL], account, closed_at)
-            row = self.delta.row
+            ch = c[C_CHANNEL]
+            facts = self.delta.facts
             if start is not None:
                 old = closed_at - start
-                ob = bin_of(old)
-                for k in keys:
-                    row(k).retract_ttc(old, ob)
+                facts.append((ch, account, closed_at, 0, 0, 0, -1, old, bin_of(old), None, None))
             c[C_START] = new_start
             ttc = closed_at - new_start
-            b = bin_of(ttc)
-            for k in keys:
-                row(k).add_ttc(ttc, b)
+            facts.append((ch, account, closed_at, 0, 0, 0, 1, ttc, bin_of(ttc), None, None))
             self.delta.closures[c[C_HASH]] = (
                 c[C_HASH], self.partition, account, conversation, c[C_CHANNEL], closed_at, ttc,
             )  # fmt: skip
@@ -248,7 +280,6 @@ class PartitionFold:
     def take_changes(self) -> tuple[Delta, dict[ConvKey, str]]:
         """Hand over the pending delta and the touched conversations, encoded; start afresh."""
         delta, self.delta = self.delta, Delta()
-        delta.roll_up_lag()
         # .decode(): orjson's bytes keep a 4 KiB buffer; the str is exactly as long as the JSON
         changed = {k: orjson.dumps(c).decode() for k, c in self.hot.items()}
         self.idle.update(changed)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+import orjson
+
 from consumer.exceptions import FencedError, StoreError
-from consumer.fold import BY_ACCOUNT
+from consumer.fold import BY_ACCOUNT, BY_CHANNEL
 from consumer.store import (
     ROW_COLUMNS,
     MetricRow,
@@ -37,8 +39,11 @@ CREATE TABLE IF NOT EXISTS closures (
     event_hash INTEGER PRIMARY KEY, partition INTEGER NOT NULL, account INTEGER NOT NULL,
     conversation INTEGER NOT NULL, channel_type TEXT NOT NULL, closed_at INTEGER NOT NULL,
     ttc INTEGER);
-CREATE INDEX IF NOT EXISTS closures_by_channel ON closures (channel_type, closed_at);
-CREATE INDEX IF NOT EXISTS closures_by_account ON closures (account, closed_at);
+DROP INDEX IF EXISTS closures_by_channel;
+DROP INDEX IF EXISTS closures_by_account;
+-- covering (ttc included): recomputing a row's min/max after a retraction reads no table rows
+CREATE INDEX IF NOT EXISTS closures_by_channel_ttc ON closures (channel_type, closed_at, ttc);
+CREATE INDEX IF NOT EXISTS closures_by_account_ttc ON closures (account, closed_at, ttc);
 CREATE TABLE IF NOT EXISTS conversations (
     partition INTEGER NOT NULL, account INTEGER NOT NULL, conversation INTEGER NOT NULL,
     state TEXT NOT NULL, PRIMARY KEY (account, conversation)) WITHOUT ROWID;
@@ -49,8 +54,7 @@ CREATE TABLE IF NOT EXISTS offsets (
     partition INTEGER PRIMARY KEY, next_offset INTEGER NOT NULL, watermark INTEGER NOT NULL);
 """
 
-_UPSERT_ROW = """
-INSERT INTO metric_rows VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+_ON_ROW_CONFLICT = """
 ON CONFLICT DO UPDATE SET
     seq = excluded.seq,
     lag_count = lag_count + excluded.lag_count,
@@ -64,16 +68,112 @@ ON CONFLICT DO UPDATE SET
     ttc_min = min(coalesce(ttc_min, excluded.ttc_min), coalesce(excluded.ttc_min, ttc_min)),
     ttc_max = max(coalesce(ttc_max, excluded.ttc_max), coalesce(excluded.ttc_max, ttc_max))
 """
-_UPSERT_BIN = """
-INSERT INTO metric_bins VALUES (?,?,?,?,?,?)
+_ON_BIN_CONFLICT = """
 ON CONFLICT DO UPDATE SET n = n + excluded.n
 """
+#: one commit's facts (consumer.fold.Fact), aggregated into the metric tables in SQL, and
+#: the channel types' per-minute (lag: per-hour) partial aggregates that their bigger
+#: windows roll up from (a few thousand rows instead of every fact)
+_TEMP_TABLES = """
+CREATE TEMP TABLE IF NOT EXISTS facts (
+    ch TEXT NOT NULL, acc INTEGER NOT NULL, t INTEGER NOT NULL, c INTEGER NOT NULL,
+    o INTEGER NOT NULL, u INTEGER NOT NULL, tn INTEGER NOT NULL, ttc INTEGER, bin INTEGER,
+    lag INTEGER, lbin INTEGER);
+CREATE TEMP TABLE IF NOT EXISTS ch_rows (
+    ch TEXT, m INTEGER, c INTEGER, o INTEGER, u INTEGER, tn INTEGER, ts INTEGER, mn INTEGER,
+    mx INTEGER, lc INTEGER, ls INTEGER, lm INTEGER, counting INTEGER);
+CREATE TEMP TABLE IF NOT EXISTS ch_bins (ch TEXT, m INTEGER, bin INTEGER, n INTEGER);
+CREATE TEMP TABLE IF NOT EXISTS ch_lag_bins (ch TEXT, h INTEGER, bin INTEGER, n INTEGER);
+"""
+_CLEAR = (
+    "DELETE FROM temp.facts",
+    "DELETE FROM temp.ch_rows",
+    "DELETE FROM temp.ch_bins",
+    "DELETE FROM temp.ch_lag_bins",
+)
+_STAGE = """
+INSERT INTO temp.facts SELECT
+    value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7,
+    value->>8, value->>9, value->>10
+FROM json_each(?)
+"""
+_STAGE_CLOSURES = """
+INSERT INTO closures SELECT
+    value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6
+FROM json_each(?) WHERE true
+ON CONFLICT DO UPDATE SET ttc = excluded.ttc
+"""
+_STAGE_CONVERSATIONS = """
+INSERT OR REPLACE INTO conversations SELECT ?1, value->>0, value->>1, value->>2 FROM json_each(?2)
+"""
+_COUNTING = "(c <> 0 OR o <> 0 OR tn <> 0)"
+_TTC = (
+    "sum(c), sum(o), sum(u), sum(tn), coalesce(sum(tn * ttc), 0), "
+    "min(CASE WHEN tn > 0 THEN ttc END), max(CASE WHEN tn > 0 THEN ttc END)"
+)
+
+
+def _floor(col: str, size: int | None) -> str:
+    """`col` floored to its window's start (SQLite's % truncates towards 0); 0 for all time."""
+    return "0" if size is None else f"{col} - (({col} % {size}) + {size}) % {size}"
+
+
+def _aggregations() -> list[str]:
+    """The statements that add the staged facts to metric_rows (parameter ?1: the commit's
+    seq) and metric_bins, by the rules of `consumer.fold.Fact`. Channel types: one pass
+    over the facts into per-minute partials, rolled up per window. Accounts: one pass per
+    window over the counting facts (an account's minutes rarely share facts)."""
+    out = [
+        f"INSERT INTO temp.ch_rows SELECT ch, {_floor('t', 60)} AS m, sum(c), sum(o), sum(u), sum(tn), "
+        "sum(tn * ttc), min(CASE WHEN tn > 0 THEN ttc END), max(CASE WHEN tn > 0 THEN ttc END), "
+        f"count(lag), sum(lag), max(lag), max({_COUNTING}) FROM temp.facts GROUP BY ch, m",
+        f"INSERT INTO temp.ch_bins SELECT ch, {_floor('t', 60)} AS m, bin, sum(tn) FROM temp.facts "
+        "WHERE tn <> 0 GROUP BY ch, m, bin",
+        f"INSERT INTO temp.ch_lag_bins SELECT ch, {_floor('t', 3600)} AS h, lbin, count(*) FROM temp.facts "
+        "WHERE lag IS NOT NULL GROUP BY ch, h, lbin",
+    ]
+    for win, size in WINDOWS.items():
+        s = _floor("m", size)
+        if win == "1m":  # no lag in 1-minute rows, and no row for lag alone
+            out.append(
+                f"INSERT INTO metric_rows SELECT '{BY_CHANNEL}', '{win}', m, ch, c, o, u, tn, "
+                "coalesce(ts, 0), mn, mx, 0, 0, NULL, ?1 FROM temp.ch_rows WHERE counting" + _ON_ROW_CONFLICT
+            )
+        else:
+            out.append(
+                f"INSERT INTO metric_rows SELECT '{BY_CHANNEL}', '{win}', {s} AS s, ch, sum(c), sum(o), "
+                "sum(u), sum(tn), coalesce(sum(ts), 0), min(mn), max(mx), sum(lc), coalesce(sum(ls), 0), "
+                "max(lm), ?1 FROM temp.ch_rows GROUP BY s, ch" + _ON_ROW_CONFLICT
+            )
+            hs = _floor("h", size)
+            out.append(
+                f"INSERT INTO metric_bins SELECT '{BY_CHANNEL}', '{win}', {hs} AS s, ch, bin, sum(n) "
+                "FROM temp.ch_lag_bins GROUP BY s, ch, bin" + _ON_BIN_CONFLICT
+            )
+        out.append(
+            f"INSERT INTO metric_bins SELECT '{BY_CHANNEL}', '{win}', {s} AS s, ch, bin, sum(n) "
+            "FROM temp.ch_bins GROUP BY s, ch, bin HAVING sum(n) <> 0" + _ON_BIN_CONFLICT
+        )
+        s = _floor("t", size)
+        out.append(
+            f"INSERT INTO metric_rows SELECT '{BY_ACCOUNT}', '{win}', {s} AS s, CAST(acc AS TEXT) AS k, "
+            f"{_TTC}, 0, 0, NULL, ?1 FROM temp.facts WHERE {_COUNTING} GROUP BY s, acc" + _ON_ROW_CONFLICT
+        )
+        out.append(
+            f"INSERT INTO metric_bins SELECT '{BY_ACCOUNT}', '{win}', {s} AS s, CAST(acc AS TEXT) AS k, "
+            "bin, sum(tn) FROM temp.facts WHERE tn <> 0 GROUP BY s, acc, bin HAVING sum(tn) <> 0"
+            + _ON_BIN_CONFLICT
+        )
+    return out
+
+
 _RECHECK = """
 UPDATE metric_rows SET (ttc_min, ttc_max) = (
     SELECT min(ttc), max(ttc) FROM closures WHERE {col} = ? AND closed_at >= ? AND closed_at < ?)
-WHERE by = ? AND win = ? AND start = ? AND key = ?
+WHERE by = ? AND win = ? AND start = ? AND key = ? AND (ttc_min >= ? OR ttc_max <= ?)
 """
 _ALL_TIME_END = 2**62
+_AGGREGATE = _aggregations()
 
 
 class SqliteStore:
@@ -87,8 +187,13 @@ class SqliteStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA cache_size=-16384")  # 16 MiB of pages: the upserts touch many
+            # checkpoint every ~64 MiB of WAL, not 4: pages rewritten by several commits in
+            # between (all-time rows, busy conversations) are copied back once
+            self.db.execute("PRAGMA wal_autocheckpoint=16384")
             self.db.execute("PRAGMA busy_timeout=60000")
             self.db.executescript(SCHEMA)
+            self.db.execute("PRAGMA temp_store=MEMORY")
+            self.db.executescript(_TEMP_TABLES)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {path!r}: {exc}") from exc
 
@@ -128,34 +233,30 @@ class SqliteStore:
         return PartitionState(None if off is None else off[0], 0 if off is None else off[1], convs)
 
     def commit(self, topic: str, partitions: list[PartitionCommit]) -> None:
-        rows: list[tuple[Any, ...]] = []
-        bins: list[tuple[Any, ...]] = []
-        closures: list[tuple[Any, ...]] = []
-        recheck: set[tuple[str, str, str, int]] = set()
+        # Big batches go in as one JSON text per statement, not executemany: sqlite3 releases
+        # the GIL once per statement, so the polling thread keeps it between rows, and a
+        # writer re-taking it per row waits a switch interval (5 ms) each time.
+        closures = orjson.dumps([c for p in partitions for c in p.delta.closures.values()])
+        staged = [orjson.dumps(p.delta.facts) for p in partitions if p.delta.facts]
+        recheck: dict[tuple[str, str, str, int], tuple[int, int]] = {}
         for p in partitions:
-            closures.extend(p.delta.closures.values())
-            for (by, key, win, start), r in p.delta.rows.items():
-                rows.append((
-                    by, win, start, key, r.closures, r.reopens, r.closed_unread,
-                    r.ttc_count, r.ttc_sum, r.ttc_min, r.ttc_max, r.lag_count, r.lag_sum, r.lag_max,
-                ))  # fmt: skip
-                for b, n in r.bins.items():
-                    if n:
-                        bins.append((by, win, start, key, b, n))
-                if r.recheck:
-                    recheck.add((by, key, win, start))
+            for k, (lo, hi) in p.delta.recheck().items():
+                was = recheck.get(k)
+                recheck[k] = (lo, hi) if was is None else (min(lo, was[0]), max(hi, was[1]))
         with self._tx():
             db = self.db
             self._check_epochs(partitions)
-            db.executemany(
-                "INSERT INTO closures VALUES (?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET ttc = excluded.ttc",
-                closures,
-            )
-            seq = self._next_seq()
-            db.executemany(_UPSERT_ROW, [(*r, seq) for r in rows])
-            db.executemany(_UPSERT_BIN, bins)
-            for by, key, win, start in recheck:
-                self._recheck(by, key, win, start)
+            db.execute(_STAGE_CLOSURES, (closures,))
+            if staged:
+                seq = self._next_seq()
+                for sql in _CLEAR:
+                    db.execute(sql)
+                for payload in staged:
+                    db.execute(_STAGE, (payload,))
+                for sql in _AGGREGATE:
+                    db.execute(sql, (seq,) if "?1" in sql else ())
+            for (by, key, win, start), lost in recheck.items():
+                self._recheck(by, key, win, start, lost)
             for p in partitions:
                 self._commit_partition(p)
 
@@ -211,19 +312,18 @@ class SqliteStore:
         if fenced:
             raise FencedError(fenced)
 
-    def _recheck(self, by: str, key: str, win: str, start: int) -> None:
+    def _recheck(self, by: str, key: str, win: str, start: int, lost: tuple[int, int]) -> None:
         size = WINDOWS[win]
         lo, hi = (start, start + size) if size else (-_ALL_TIME_END, _ALL_TIME_END)
         col = "account" if by == BY_ACCOUNT else "channel_type"
         k: Any = int(key) if by == BY_ACCOUNT else key
-        self.db.execute(_RECHECK.format(col=col), (k, lo, hi, by, win, start, key))
+        self.db.execute(_RECHECK.format(col=col), (k, lo, hi, by, win, start, key, *lost))
 
     def _commit_partition(self, p: PartitionCommit) -> None:
         db = self.db
-        db.executemany(
-            "INSERT OR REPLACE INTO conversations VALUES (?,?,?,?)",
-            [(p.partition, a, c, blob) for (a, c), blob in p.conversations.items()],
-        )
+        if p.conversations:
+            changed = orjson.dumps([(a, c, blob) for (a, c), blob in p.conversations.items()])
+            db.execute(_STAGE_CONVERSATIONS, (p.partition, changed))
         db.executemany("DELETE FROM conversations WHERE account=? AND conversation=?", p.expired)
         db.execute(
             "INSERT OR REPLACE INTO offsets VALUES (?,?,?)",
