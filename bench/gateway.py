@@ -250,6 +250,7 @@ def bench(seconds: int) -> None:
     from convmetrics.localkafka import kafka_bootstrap
 
     wrk = ensure_wrk()
+    load_start, started = os.getloadavg(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     with kafka_bootstrap() as cluster:
         bootstrap, topic, port = cluster.bootstrap_servers, f"bench-{uuid.uuid4().hex[:8]}", free_port()
         env = {**os.environ, "CONVMETRICS_BOOTSTRAP_SERVERS": bootstrap, "CONVMETRICS_TOPIC": topic}
@@ -276,16 +277,23 @@ def bench(seconds: int) -> None:
                 run_wrk(wrk, bare_url, lua_single("/webhooks"), 2)
                 r[f"bare_{kind}"] = run_wrk(wrk, bare_url, lua_single("/webhooks"), seconds)
                 print(f"bare {kind}", r[f"bare_{kind}"], flush=True)
-    report(r, acked=acked, records=records, kind=cluster.kind)
+    loads = (load_start, os.getloadavg())
+    report(r, acked=acked, records=records, kind=cluster.kind, started=started, loads=loads, seconds=seconds)
 
 
-def report(r: dict[str, dict[str, float]], *, acked: float, records: int, kind: str) -> None:
+def report(
+    r: dict[str, dict[str, float]], *, acked: float, records: int, kind: str, started: str,
+    loads: tuple[tuple[float, ...], tuple[float, ...]], seconds: int,
+) -> None:  # fmt: skip
     s, b, q = r["single"], r["batch"], r["rate"]
     bare, fast = r["bare_starlette"], r["bare_fastapi"]
+    load = " / ".join(" ".join(f"{x:.2f}" for x in la) for la in loads)
     lines = [
-        f"Measured by `bench/gateway.py` on this {os.cpu_count()}-core machine, one gateway process "
+        f"Measured by `bench/gateway.py` on {started} (`.venv/bin/python bench/gateway.py run --seconds "
+        f"{seconds}`) on this {os.cpu_count()}-core machine, one gateway process "
         f"(uvicorn + uvloop + httptools, Starlette), broker: {kind}, load from wrk (1 thread, "
-        f"{CONNECTIONS} connections) and an open-loop generator, all on the same cores.",
+        f"{CONNECTIONS} connections) and an open-loop generator, all on the same cores. "
+        f"Load average (1, 5, 15 min) at start / end: {load} (the machine is shared: compare ratios).",
         "",
         "| run | throughput | p50 | p90 | p99 | target |",
         "|---|---|---|---|---|---|",
@@ -303,7 +311,8 @@ def report(r: dict[str, dict[str, float]], *, acked: float, records: int, kind: 
         f"{fast['p90']:.1f} ms | {fast['p99']:.1f} ms | comparison |",
         "",
         f"Gateway single POSTs run at **{s['rps'] / bare['rps']:.0%}** of the bare endpoint's rate "
-        f"(bare FastAPI: {fast['rps'] / bare['rps']:.0%} of bare Starlette). "
+        f"(bare FastAPI: {fast['rps'] / bare['rps']:.0%} of bare Starlette); batch events/s are "
+        f"**{b['rps'] * BATCH_SIZE / bare['rps']:.2f}x** the bare endpoint's requests/s. "
         f"Every 202 is a Kafka acknowledgement (acks=all): the gateway answered 202 for {acked:,.0f} events "
         f"and the topic holds {records:,} records. Non-2xx: single {s['non2xx']:.0f}, "
         f"batch {b['non2xx']:.0f}; open-loop 202s {q['ok']:.0f}/{q['total']:.0f}.",

@@ -2,8 +2,8 @@
 
 The reference path builds the record dict (`mapping.to_record`) and hands it to the
 codec (fastavro), whose generic writer dispatches on the schema for every field and
-tries union branches one by one: about 25 µs per event, the largest cost of the batch
-endpoint. This writes the same bytes straight from the model in about a third of that.
+tries union branches one by one: about 22 µs per event (with the dict), the largest cost
+of the batch endpoint. This writes the same bytes straight from the model in about 7 µs.
 
 It is written against one writer schema, pinned by fingerprint (`WRITES`): `body_writer`
 returns it only for a codec that writes that version, so a new schema version falls back
@@ -22,7 +22,7 @@ from schemas import Codec
 #: CRC-64-AVRO fingerprint (hex, as in ``schemas/fingerprints.json``) of the schema written here.
 WRITES = "cd456b1770781e0c"  # conversation_event v2
 
-BodyWriter = Callable[[Webhook, "int | None"], bytes]
+BodyWriter = Callable[[Webhook, int | None], bytes]
 
 _BYTE = [bytes((i,)) for i in range(128)]
 _NULL = b"\x00"  # union branch 0 (null); also the end of an array

@@ -3,7 +3,7 @@
 A background thread polls the producer; the delivery reports of one poll are handed to
 the event loop in one ``call_soon_threadsafe``. A request's writes (one, or a whole
 batch) share one `Writes`, whose one future resolves when the last of them is answered:
-no future, callback or wake-up per event. `submit` is synchronous, so writes submitted
+no future or wake-up per event. `submit` is synchronous, so writes submitted
 in order reach one partition in order (idempotence keeps that order across retries).
 """
 
