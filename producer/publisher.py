@@ -126,12 +126,12 @@ class EventPublisher:
                 f"Kafka producer failed: {self._fatal}", retry_after=self.retry_after
             )
         slot = len(writes.outcomes)
-        started = time.perf_counter()
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
             # Runs in the poll thread, which alone swaps self._reports: no lock needed.
-            latency = time.perf_counter() - started
-            self._reports.append((writes, slot, err, msg.partition() or 0, msg.offset() or 0, latency))
+            # latency(): librdkafka's own time from produce() to the acknowledgement
+            report = (writes, slot, err, msg.partition() or 0, msg.offset() or 0, msg.latency() or 0.0)
+            self._reports.append(report)
 
         try:
             self._producer.produce(
