@@ -14,7 +14,7 @@ class ConsumerSettings:
     group: str = "closure-metrics"
     store_url: str = "sqlite:///convmetrics.db"
     #: commit to the store after this many events or seconds, whichever comes first
-    flush_events: int = 50_000
+    flush_events: int = 20_000
     #: when caught up: a short interval keeps webhook-to-API latency low (p99 < 1 s)
     flush_interval: float = 0.25
     #: while behind (polls return full batches): fewer, bigger commits catch up faster

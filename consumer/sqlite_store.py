@@ -186,7 +186,7 @@ class SqliteStore:
             self.db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA cache_size=-16384")  # 16 MiB of pages: the upserts touch many
+            self.db.execute("PRAGMA cache_size=-8192")  # 8 MiB of pages (it counts in the RSS budget)
             # checkpoint every ~64 MiB of WAL, not 4: pages rewritten by several commits in
             # between (all-time rows, busy conversations) are copied back once
             self.db.execute("PRAGMA wal_autocheckpoint=16384")

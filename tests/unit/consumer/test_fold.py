@@ -144,7 +144,7 @@ def test_take_changes_hands_over_and_restarts() -> None:
     delta, changed = f.take_changes()
     assert not delta.rows and list(changed) == [(7, 1)]  # a creation alone changes no metric
     assert orjson.loads(changed[(7, 1)])[1] == [100]
-    assert not f.delta.rows and not f.hot and f.idle == changed
+    assert not f.delta.rows and not f.hot and f.conversations() == changed
     assert last_time_of(changed[(7, 1)]) == 100
 
 
@@ -154,7 +154,7 @@ def test_expire_forgets_idle_conversations() -> None:
     f.apply(ev(CREATED, 2, 100_000, conv=2))
     f.take_changes()
     assert f.expire(ttl=1000) == [(7, 1)]
-    assert list(f.idle) == [(7, 2)]
+    assert list(f.conversations()) == [(7, 2)]
 
 
 def test_expire_bounds_the_number_of_conversations() -> None:
@@ -177,3 +177,19 @@ def test_ingest_lag_per_channel_type_rolls_up_to_every_window() -> None:
     r = delta.rows[(BY_CHANNEL, "VIBER", "all", 0)]
     assert (r.lag_sum, r.lag_max) == (2000, 1500)
     assert not any(r.lag_count for k, r in delta.rows.items() if k[0] == BY_ACCOUNT)
+
+
+def test_conversation_keys_round_trip_small_and_huge_ids() -> None:
+    from consumer.fold import conv_key, mem_key
+
+    keys = [(0, 0), (7, 1), (2**31 - 1, 2**32 - 1), (2**31, 5), (5, 2**32), (-1, 3), (3, -1), (2**62, 2**62)]
+    for key in keys:
+        assert conv_key(mem_key(*key)) == key
+    f = fold()
+    f.apply(ev(CREATED, 1, 100, conv=2**40, account=2**33))
+    f.apply(ev(CLOSED, 2, 160, conv=2**40, account=2**33))
+    f.apply(ev(CLOSED, 3, 170, conv=2**32 - 1, account=2**31 - 1))
+    assert all_row(f, BY_ACCOUNT, str(2**33)).ttc_sum == 60
+    _, changed = f.take_changes()
+    assert set(changed) == {(2**33, 2**40), (2**31 - 1, 2**32 - 1)}
+    assert f.conversations().keys() == changed.keys()

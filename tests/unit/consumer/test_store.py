@@ -69,7 +69,7 @@ def test_commits_add_up_and_state_reloads(store: Any) -> None:
     settings = ConsumerSettings(bootstrap_servers="unused", topic="events")
     restored, offset = new_fold(store, "events", 3, settings)
     assert offset == 12
-    assert restored.idle == f.idle
+    assert restored.conversations() == f.conversations()
     assert not restored.apply(ev(CLOSED, 2, 400))  # the dedupe memory came back too
     assert restored.watermark == 500
 
@@ -255,7 +255,7 @@ def test_stored_rows_equal_the_folds_own_aggregate(store: Any) -> None:
         store.commit("events", [PartitionCommit(0, delta, piece, f.watermark, changed)])
     # exact min/max of every row, from the closures the conversations hold at the end
     durations: dict[tuple[str, str, str, int], list[int]] = {}
-    for (account, _), blob in f.idle.items():
+    for (account, _), blob in f.conversations().items():
         for _, closed_at, channel, start in orjson.loads(blob)[2]:
             if start is not None:
                 for k in row_keys(channel, account, closed_at):
