@@ -37,6 +37,8 @@ def _common(p: argparse.ArgumentParser, *, kafka: bool = True) -> None:
 
 
 def register(sub: Any) -> None:
+    from consumer.settings import ConsumerSettings
+
     c = sub.add_parser(
         "consume",
         help="aggregate closure metrics from the events topic (consumer group)",
@@ -52,10 +54,14 @@ def register(sub: Any) -> None:
         type=float,
         default=0.25,
         help="seconds between commits when caught up: bounds webhook-to-API latency (default 0.25); "
-        "while behind, commits come every 2 s or 50,000 records",
+        "while behind, commits come every 2 s or 20,000 records",
     )
     c.add_argument(
-        "--flush-events", type=int, default=50_000, help="commit after this many records (default 50000)"
+        "--flush-events",
+        type=int,
+        default=ConsumerSettings.flush_events,
+        help=f"commit after this many records (default {ConsumerSettings.flush_events}; more: fewer, "
+        "bigger commits, more memory)",
     )
     c.add_argument("--retention-1m", type=float, default=2, help="days to keep 1-minute rows (default 2)")
     c.add_argument("--retention-1h", type=float, default=90, help="days to keep 1-hour rows (default 90)")
