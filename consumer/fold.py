@@ -205,6 +205,11 @@ class PartitionFold:
         """The idle conversations, encoded, by (account, conversation id)."""
         return {conv_key(k): b for k, b in self.idle.items()}
 
+    def snapshot(self) -> bytes:
+        """Every idle conversation, encoded in one JSON text (see `decode_snapshot`).
+        Call between commits (no hot state)."""
+        return orjson.dumps([(k, b) for k, b in self.idle.items()])
+
     def conversation(self, key: MemKey) -> Conversation:
         conv = self.hot.get(key)
         if conv is None:
@@ -319,6 +324,11 @@ def mem_key(account: int, conversation: int) -> MemKey:
     if 0 <= account < _A_LIMIT and 0 <= conversation < _C_LIMIT:
         return (account << 32) | conversation
     return (account, conversation)
+
+
+def decode_snapshot(data: bytes | str) -> dict[ConvKey, str]:
+    """The conversations of a `PartitionFold.snapshot`."""
+    return {conv_key(k if isinstance(k, int) else tuple(k)): b for k, b in orjson.loads(data)}
 
 
 def conv_key(k: MemKey) -> ConvKey:

@@ -132,6 +132,8 @@ class MetricsConsumer:
             resolve_unknown=TopicSchemaResolver(settings.bootstrap_servers, timeout=5),
         )
         self.folds: dict[int, PartitionFold] = {}
+        self._snapshots = bool(getattr(self.store, "wants_snapshots", False))
+        self._logged: dict[int, int] = {}  # conversation records logged since the last snapshot
         self.epochs: dict[int, int] = {}
         self.positions: dict[int, int] = {}  # next offset to process, per assigned partition
         self.next_offsets: dict[int, int] = {}  # ... of records not committed to the store yet
@@ -309,7 +311,18 @@ class MetricsConsumer:
         fold = self.folds[p]
         delta, changed = fold.take_changes()
         expired = fold.expire(self.s.conversation_ttl, self.s.max_conversations) if expire else []
-        return PartitionCommit(p, delta, next_offset, fold.watermark, changed, expired, self.epochs[p])
+        snapshot = None
+        if self._snapshots:
+            # a store keeping a log of conversation changes gets a full snapshot once the log
+            # since the last one holds as many conversation records as the partition has
+            # (so a restart replays at most twice the state, and each state is written ~twice)
+            logged = self._logged.get(p, 0) + len(changed) + len(expired)
+            if logged >= max(len(fold.idle), 10_000):
+                snapshot, logged = fold.snapshot(), 0
+            self._logged[p] = logged
+        return PartitionCommit(
+            p, delta, next_offset, fold.watermark, changed, expired, self.epochs[p], snapshot
+        )
 
     def _write(self, commits: list[PartitionCommit], purge: bool) -> list[TopicPartition]:
         """Writer thread: the store transaction. Partitions fenced off by a newer owner are
@@ -396,6 +409,7 @@ class MetricsConsumer:
             self.epochs[tp.partition] = self.store.claim(self.s.topic, tp.partition, self.owner)
             fold, offset = new_fold(self.store, self.s.topic, tp.partition, self.s)
             self.folds[tp.partition] = fold
+            self._logged[tp.partition] = 0
             if offset is not None:
                 self.positions[tp.partition] = offset
             tp.offset = OFFSET_BEGINNING if offset is None else offset

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from consumer.exceptions import FencedError, StoreError
-from consumer.fold import BY_ACCOUNT, BY_CHANNEL
+from consumer.fold import BY_ACCOUNT, BY_CHANNEL, decode_snapshot
 from consumer.store import (
     ROW_COLUMNS,
     MetricRow,
@@ -48,6 +48,13 @@ CREATE TABLE IF NOT EXISTS conversations (
     partition INTEGER NOT NULL, account INTEGER NOT NULL, conversation INTEGER NOT NULL,
     state TEXT NOT NULL, PRIMARY KEY (account, conversation)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS conversations_by_partition ON conversations (partition);
+-- conversations live as a log of each commit's changes plus a snapshot per partition (one
+-- sequential insert per commit instead of a random B-tree upsert per conversation);
+-- the table above holds what stores written before the log still have (read under it)
+CREATE TABLE IF NOT EXISTS conversation_snapshots (partition INTEGER PRIMARY KEY, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS conversation_log (
+    id INTEGER PRIMARY KEY, partition INTEGER NOT NULL, changed TEXT NOT NULL, expired TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS conversation_log_by_partition ON conversation_log (partition, id);
 CREATE TABLE IF NOT EXISTS owners (
     partition INTEGER PRIMARY KEY, epoch INTEGER NOT NULL, owner TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS offsets (
@@ -102,9 +109,6 @@ INSERT INTO closures SELECT
     value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6
 FROM json_each(?) WHERE true
 ON CONFLICT DO UPDATE SET ttc = excluded.ttc
-"""
-_STAGE_CONVERSATIONS = """
-INSERT OR REPLACE INTO conversations SELECT ?1, value->>0, value->>1, value->>2 FROM json_each(?2)
 """
 _COUNTING = "(c <> 0 OR o <> 0 OR tn <> 0)"
 _TTC = (
@@ -179,6 +183,9 @@ _AGGREGATE = _aggregations()
 class SqliteStore:
     """The `Store` on SQLite. Thread-compatible, not thread-safe: one per thread."""
 
+    #: conversations are kept as a log plus snapshots: send `PartitionCommit.snapshot` now and then
+    wants_snapshots = True
+
     def __init__(self, path: str, *, retention: Retention | None = None) -> None:
         self.path = path
         self.retention = retention or Retention()
@@ -223,13 +230,25 @@ class SqliteStore:
         off = db.execute(
             "SELECT next_offset, watermark FROM offsets WHERE partition=?", (partition,)
         ).fetchone()
-        convs = {
-            (a, c): blob
-            for a, c, blob in db.execute(
-                "SELECT account, conversation, state FROM conversations WHERE partition=?",
-                (partition,),
-            )
-        }
+        snap = db.execute(
+            "SELECT state FROM conversation_snapshots WHERE partition=?", (partition,)
+        ).fetchone()
+        if snap is not None:
+            convs = decode_snapshot(snap[0])
+        else:
+            convs = {
+                (a, c): blob
+                for a, c, blob in db.execute(
+                    "SELECT account, conversation, state FROM conversations WHERE partition=?",
+                    (partition,),
+                )
+            }
+        for changed, expired in db.execute(
+            "SELECT changed, expired FROM conversation_log WHERE partition=? ORDER BY id", (partition,)
+        ):
+            convs.update(((a, c), blob) for a, c, blob in orjson.loads(changed))
+            for a, c in orjson.loads(expired):
+                convs.pop((a, c), None)
         return PartitionState(None if off is None else off[0], 0 if off is None else off[1], convs)
 
     def commit(self, topic: str, partitions: list[PartitionCommit]) -> None:
@@ -321,10 +340,21 @@ class SqliteStore:
 
     def _commit_partition(self, p: PartitionCommit) -> None:
         db = self.db
-        if p.conversations:
-            changed = orjson.dumps([(a, c, blob) for (a, c), blob in p.conversations.items()])
-            db.execute(_STAGE_CONVERSATIONS, (p.partition, changed))
-        db.executemany("DELETE FROM conversations WHERE account=? AND conversation=?", p.expired)
+        if p.snapshot is not None:  # it holds every change so far: the log starts afresh
+            db.execute(
+                "INSERT OR REPLACE INTO conversation_snapshots VALUES (?,?)", (p.partition, p.snapshot)
+            )
+            db.execute("DELETE FROM conversation_log WHERE partition=?", (p.partition,))
+            db.execute("DELETE FROM conversations WHERE partition=?", (p.partition,))
+        elif p.conversations or p.expired:
+            db.execute(
+                "INSERT INTO conversation_log (partition, changed, expired) VALUES (?,?,?)",
+                (
+                    p.partition,
+                    orjson.dumps([(a, c, blob) for (a, c), blob in p.conversations.items()]),
+                    orjson.dumps(p.expired),
+                ),
+            )
         db.execute(
             "INSERT OR REPLACE INTO offsets VALUES (?,?,?)",
             (p.partition, p.next_offset, p.watermark),

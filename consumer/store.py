@@ -42,6 +42,10 @@ class PartitionCommit:
     conversations: dict[ConvKey, str]  # changed ones, encoded (they carry the dedupe memory)
     expired: list[ConvKey] = field(default_factory=list)
     epoch: int = 0  # the ownership epoch this consumer claimed; a commit under an older one is refused
+    #: every conversation of the partition (`PartitionFold.snapshot`), sent now and then to a
+    #: store that keeps a log of changes plus snapshots (`wants_snapshots`): it may then keep
+    #: the snapshot instead of `conversations` and `expired`, which it already holds
+    snapshot: bytes | None = None
 
 
 @dataclass
