@@ -72,12 +72,13 @@ class RowDelta:
             self.ttc_max = seconds
         self.bins[b] = self.bins.get(b, 0) + 1
 
-    def add_lag(self, millis: int, b: int) -> None:
-        self.lag_count += 1
-        self.lag_sum += millis
-        if self.lag_max is None or millis > self.lag_max:
-            self.lag_max = millis
-        self.bins[b] = self.bins.get(b, 0) + 1
+    def add_lags(self, count: int, total: int, most: int, bins: dict[int, int]) -> None:
+        self.lag_count += count
+        self.lag_sum += total
+        if self.lag_max is None or most > self.lag_max:
+            self.lag_max = most
+        for b, n in bins.items():
+            self.bins[b] = self.bins.get(b, 0) + n
 
     def retract_ttc(self, seconds: int, b: int) -> None:
         self.ttc_count -= 1
@@ -89,17 +90,20 @@ class RowDelta:
 ClosureRow = tuple[int, int, int, int, str, int, int | None]
 # (event_hash, partition, account, conversation, channel_type, closed_at, ttc)
 
-Fact = tuple[str, int, int, int, int, int, int, int | None, int | None, int | None, int | None]
-"""What one folded event (or one correction) adds to the rows it falls in:
+Fact = tuple[str, int, int, int, int, int, int, int | None, int | None]
+"""What one closure, reopen or correction adds to the 8 rows of `row_keys` it falls in:
 
-    (channel_type, account, time, closures, reopens, closed_unread,
-     ttc_n, ttc, ttc_bin, lag_ms, lag_bin)
+    (channel_type, account, time, closures, reopens, closed_unread, ttc_n, ttc, ttc_bin)
 
 ttc_n is +1 when a duration `ttc` is added, -1 when it is retracted (a late start
-corrected it), 0 when none. A fact with closures, reopens or ttc_n counts in all 8 rows
-of `row_keys`; lag_ms (gateway receive time - event time) counts in the channel type's
-1-hour, 1-day and all-time rows only. The fold only appends facts (cheap per event); the
-store aggregates them per row, in SQL for SQLite, with `Delta.rows` elsewhere."""
+corrected it), 0 when none. The fold only appends facts (cheap per event); the store
+aggregates them per row, in SQL for SQLite, with `Delta.rows` elsewhere."""
+
+LagKey = tuple[str, int]  # (channel type, start of the event time's hour)
+Lags = list[Any]  # [count, sum, max, {lag bin: count}] of ingest lags, milliseconds
+"""Ingest lag (gateway receive time - event time) counts in the channel type's 1-hour,
+1-day and all-time rows only: the fold sums it per channel type and hour (few keys), and
+the store rolls those up."""
 
 
 @dataclass
@@ -108,6 +112,20 @@ class Delta:
 
     facts: list[Fact] = field(default_factory=list)
     closures: dict[int, ClosureRow] = field(default_factory=dict)
+    lags: dict[LagKey, Lags] = field(default_factory=dict)
+
+    def add_lag(self, channel_type: str, t: int, millis: int) -> None:
+        key = (channel_type, t - t % 3600)
+        agg = self.lags.get(key)
+        if agg is None:
+            agg = self.lags[key] = [0, 0, millis, {}]
+        agg[0] += 1
+        agg[1] += millis
+        if millis > agg[2]:
+            agg[2] = millis
+        bins = agg[3]
+        b = lag_bin_of(millis)
+        bins[b] = bins.get(b, 0) + 1
 
     @property
     def rows(self) -> dict[RowKey, RowDelta]:
@@ -120,20 +138,19 @@ class Delta:
                 r = rows[key] = RowDelta()
             return r
 
-        for ch, acc, t, closures, reopens, unread, ttc_n, ttc, b, lag, lag_b in self.facts:
-            if closures or reopens or ttc_n:
-                for k in row_keys(ch, acc, t):
-                    r = row(k)
-                    r.closures += closures
-                    r.reopens += reopens
-                    r.closed_unread += unread
-                    if ttc_n > 0:
-                        r.add_ttc(ttc, b)  # type: ignore[arg-type]
-                    elif ttc_n < 0:
-                        r.retract_ttc(ttc, b)  # type: ignore[arg-type]
-            if lag is not None:
-                for k in lag_keys(ch, t):
-                    row(k).add_lag(lag, lag_b)  # type: ignore[arg-type]
+        for ch, acc, t, closures, reopens, unread, ttc_n, ttc, b in self.facts:
+            for k in row_keys(ch, acc, t):
+                r = row(k)
+                r.closures += closures
+                r.reopens += reopens
+                r.closed_unread += unread
+                if ttc_n > 0:
+                    r.add_ttc(ttc, b)  # type: ignore[arg-type]
+                elif ttc_n < 0:
+                    r.retract_ttc(ttc, b)  # type: ignore[arg-type]
+        for (ch, hour), (n, total, most, bins) in self.lags.items():
+            for k in lag_keys(ch, hour):
+                row(k).add_lags(n, total, most, bins)
         return rows
 
     def recheck(self) -> dict[RowKey, tuple[int, int]]:
@@ -236,24 +253,20 @@ class PartitionFold:
         if t > conv[LAST]:
             conv[LAST] = t
         rec = e.received_ms
-        lag = None if rec is None else rec - t * 1000
-        lag_b = None if lag is None else lag_bin_of(lag)
+        if rec is not None:
+            self.delta.add_lag(e.channel_type, t, rec - t * 1000)
         kind = e.kind
         if kind == CLOSED:
-            self._close(e, conv, lag, lag_b)
+            self._close(e, conv)
         elif kind in (CREATED, OPENED):
             if kind == OPENED:
-                self.delta.facts.append((e.channel_type, e.account, t, 0, 1, 0, 0, None, None, lag, lag_b))
-            elif lag is not None:
-                self.delta.facts.append((e.channel_type, e.account, t, 0, 0, 0, 0, None, None, lag, lag_b))
+                self.delta.facts.append((e.channel_type, e.account, t, 0, 1, 0, 0, None, None))
             insort(conv[STARTS], t)
             if conv[CLOSURES]:
                 self._correct(e.account, e.conversation, conv, t)
-        elif lag is not None:
-            self.delta.facts.append((e.channel_type, e.account, t, 0, 0, 0, 0, None, None, lag, lag_b))
         return True
 
-    def _close(self, e: Event, conv: Conversation, lag: int | None, lag_b: int | None) -> None:
+    def _close(self, e: Event, conv: Conversation) -> None:
         t = e.time
         starts = conv[STARTS]
         i = bisect_right(starts, t)
@@ -261,12 +274,11 @@ class PartitionFold:
         li, lr = e.last_inbound, e.last_read
         unread = 1 if li is not None and (lr is None or lr < li) else 0
         if start is None:
-            self.delta.facts.append((e.channel_type, e.account, t, 1, 0, unread, 0, None, None, lag, lag_b))
+            self.delta.facts.append((e.channel_type, e.account, t, 1, 0, unread, 0, None, None))
             ttc = None
         else:
             ttc = t - start
-            fact = (e.channel_type, e.account, t, 1, 0, unread, 1, ttc, bin_of(ttc), lag, lag_b)
-            self.delta.facts.append(fact)
+            self.delta.facts.append((e.channel_type, e.account, t, 1, 0, unread, 1, ttc, bin_of(ttc)))
         conv[CLOSURES].append([e.event_hash, t, e.channel_type, start])
         self.delta.closures[e.event_hash] = (
             e.event_hash, self.partition, e.account, e.conversation, e.channel_type, t, ttc,
@@ -282,10 +294,10 @@ class PartitionFold:
             facts = self.delta.facts
             if start is not None:
                 old = closed_at - start
-                facts.append((ch, account, closed_at, 0, 0, 0, -1, old, bin_of(old), None, None))
+                facts.append((ch, account, closed_at, 0, 0, 0, -1, old, bin_of(old)))
             c[C_START] = new_start
             ttc = closed_at - new_start
-            facts.append((ch, account, closed_at, 0, 0, 0, 1, ttc, bin_of(ttc), None, None))
+            facts.append((ch, account, closed_at, 0, 0, 0, 1, ttc, bin_of(ttc)))
             self.delta.closures[c[C_HASH]] = (
                 c[C_HASH], self.partition, account, conversation, c[C_CHANNEL], closed_at, ttc,
             )  # fmt: skip

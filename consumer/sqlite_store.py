@@ -84,8 +84,7 @@ ON CONFLICT DO UPDATE SET n = n + excluded.n
 _TEMP_TABLES = """
 CREATE TEMP TABLE IF NOT EXISTS facts (
     ch TEXT NOT NULL, acc INTEGER NOT NULL, t INTEGER NOT NULL, c INTEGER NOT NULL,
-    o INTEGER NOT NULL, u INTEGER NOT NULL, tn INTEGER NOT NULL, ttc INTEGER, bin INTEGER,
-    lag INTEGER, lbin INTEGER);
+    o INTEGER NOT NULL, u INTEGER NOT NULL, tn INTEGER NOT NULL, ttc INTEGER, bin INTEGER);
 CREATE TEMP TABLE IF NOT EXISTS ch_rows (
     ch TEXT, m INTEGER, c INTEGER, o INTEGER, u INTEGER, tn INTEGER, ts INTEGER, mn INTEGER,
     mx INTEGER, lc INTEGER, ls INTEGER, lm INTEGER, counting INTEGER);
@@ -101,16 +100,22 @@ _CLEAR = (
 _STAGE = """
 INSERT INTO temp.facts SELECT
     value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7,
-    value->>8, value->>9, value->>10
+    value->>8
 FROM json_each(?)
 """
+#: the ingest-lag partials (consumer.fold.Lags): [channel type, hour, count, sum, max, {bin: n}]
+_STAGE_LAGS = (
+    """INSERT INTO temp.ch_rows SELECT value->>0, value->>1, 0, 0, 0, 0, NULL, NULL, NULL,
+        value->>2, value->>3, value->>4, 0 FROM json_each(?)""",
+    """INSERT INTO temp.ch_lag_bins SELECT l.value->>0, l.value->>1, b.key, b.value
+        FROM json_each(?) AS l, json_each(l.value->5) AS b""",
+)
 _STAGE_CLOSURES = """
 INSERT INTO closures SELECT
     value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6
 FROM json_each(?) WHERE true
 ON CONFLICT DO UPDATE SET ttc = excluded.ttc
 """
-_COUNTING = "(c <> 0 OR o <> 0 OR tn <> 0)"
 _TTC = (
     "sum(c), sum(o), sum(u), sum(tn), coalesce(sum(tn * ttc), 0), "
     "min(CASE WHEN tn > 0 THEN ttc END), max(CASE WHEN tn > 0 THEN ttc END)"
@@ -130,11 +135,9 @@ def _aggregations() -> list[str]:
     out = [
         f"INSERT INTO temp.ch_rows SELECT ch, {_floor('t', 60)} AS m, sum(c), sum(o), sum(u), sum(tn), "
         "sum(tn * ttc), min(CASE WHEN tn > 0 THEN ttc END), max(CASE WHEN tn > 0 THEN ttc END), "
-        f"count(lag), sum(lag), max(lag), max({_COUNTING}) FROM temp.facts GROUP BY ch, m",
+        "0, NULL, NULL, 1 FROM temp.facts GROUP BY ch, m",
         f"INSERT INTO temp.ch_bins SELECT ch, {_floor('t', 60)} AS m, bin, sum(tn) FROM temp.facts "
         "WHERE tn <> 0 GROUP BY ch, m, bin",
-        f"INSERT INTO temp.ch_lag_bins SELECT ch, {_floor('t', 3600)} AS h, lbin, count(*) FROM temp.facts "
-        "WHERE lag IS NOT NULL GROUP BY ch, h, lbin",
     ]
     for win, size in WINDOWS.items():
         s = _floor("m", size)
@@ -161,7 +164,7 @@ def _aggregations() -> list[str]:
         s = _floor("t", size)
         out.append(
             f"INSERT INTO metric_rows SELECT '{BY_ACCOUNT}', '{win}', {s} AS s, CAST(acc AS TEXT) AS k, "
-            f"{_TTC}, 0, 0, NULL, ?1 FROM temp.facts WHERE {_COUNTING} GROUP BY s, acc" + _ON_ROW_CONFLICT
+            f"{_TTC}, 0, 0, NULL, ?1 FROM temp.facts WHERE true GROUP BY s, acc" + _ON_ROW_CONFLICT
         )
         out.append(
             f"INSERT INTO metric_bins SELECT '{BY_ACCOUNT}', '{win}', {s} AS s, CAST(acc AS TEXT) AS k, "
@@ -257,6 +260,11 @@ class SqliteStore:
         # writer re-taking it per row waits a switch interval (5 ms) each time.
         closures = orjson.dumps([c for p in partitions for c in p.delta.closures.values()])
         staged = [orjson.dumps(p.delta.facts) for p in partitions if p.delta.facts]
+        lags = [
+            orjson.dumps([(*k, *agg) for k, agg in p.delta.lags.items()], option=orjson.OPT_NON_STR_KEYS)
+            for p in partitions
+            if p.delta.lags
+        ]
         recheck: dict[tuple[str, str, str, int], tuple[int, int]] = {}
         for p in partitions:
             for k, (lo, hi) in p.delta.recheck().items():
@@ -266,12 +274,15 @@ class SqliteStore:
             db = self.db
             self._check_epochs(partitions)
             db.execute(_STAGE_CLOSURES, (closures,))
-            if staged:
+            if staged or lags:
                 seq = self._next_seq()
                 for sql in _CLEAR:
                     db.execute(sql)
                 for payload in staged:
                     db.execute(_STAGE, (payload,))
+                for payload in lags:
+                    for sql in _STAGE_LAGS:
+                        db.execute(sql, (payload,))
                 for sql in _AGGREGATE:
                     db.execute(sql, (seq,) if "?1" in sql else ())
             for (by, key, win, start), lost in recheck.items():
