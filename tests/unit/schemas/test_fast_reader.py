@@ -51,6 +51,10 @@ def test_corrupt_bodies_are_typed_errors_never_crashes() -> None:
             codec.decode(cut)
         with pytest.raises(TruncatedRecordError, match="trailing"):
             codec.decode(v + bytes([rng.randrange(256)]))
+        # the batch path answers the same, item by item
+        batch = codec.decode_many([cut, v, v + b"\x00"])
+        assert isinstance(batch[0], TruncatedRecordError) and isinstance(batch[2], TruncatedRecordError)
+        assert batch[1] == codec.decode(v)
         flipped = bytearray(v)
         for _ in range(3):
             flipped[rng.randrange(HEADER_SIZE, len(v))] = rng.randrange(256)
