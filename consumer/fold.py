@@ -237,52 +237,42 @@ class PartitionFold:
 
     def apply(self, e: Event) -> bool:
         """Fold one event; False when it was a duplicate and changed nothing."""
-        a, c = e.account, e.conversation
+        kind, h, a, c, ch, t, last_read, last_inbound, rec = e
         conv = self.conversation((a << 32) | c if 0 <= a < _A_LIMIT and 0 <= c < _C_LIMIT else (a, c))
         seen = conv[SEEN]
-        h = e.event_hash
         if h in seen:
             self.duplicates += 1
             return False
         seen.append(h)
         if len(seen) > self.max_seen:
             del seen[0]
-        t = e.time
         if t > self.watermark:
             self.watermark = t
         if t > conv[LAST]:
             conv[LAST] = t
-        rec = e.received_ms
+        delta = self.delta
         if rec is not None:
-            self.delta.add_lag(e.channel_type, t, rec - t * 1000)
-        kind = e.kind
+            delta.add_lag(ch, t, rec - t * 1000)
         if kind == CLOSED:
-            self._close(e, conv)
+            starts = conv[STARTS]
+            i = bisect_right(starts, t)
+            start = starts[i - 1] if i else None
+            unread = 1 if last_inbound is not None and (last_read is None or last_read < last_inbound) else 0
+            if start is None:
+                delta.facts.append((ch, a, t, 1, 0, unread, 0, None, None))
+                ttc = None
+            else:
+                ttc = t - start
+                delta.facts.append((ch, a, t, 1, 0, unread, 1, ttc, bin_of(ttc)))
+            conv[CLOSURES].append([h, t, ch, start])
+            delta.closures[h] = (h, self.partition, a, c, ch, t, ttc)
         elif kind in (CREATED, OPENED):
             if kind == OPENED:
-                self.delta.facts.append((e.channel_type, e.account, t, 0, 1, 0, 0, None, None))
+                delta.facts.append((ch, a, t, 0, 1, 0, 0, None, None))
             insort(conv[STARTS], t)
             if conv[CLOSURES]:
-                self._correct(e.account, e.conversation, conv, t)
+                self._correct(a, c, conv, t)
         return True
-
-    def _close(self, e: Event, conv: Conversation) -> None:
-        t = e.time
-        starts = conv[STARTS]
-        i = bisect_right(starts, t)
-        start = starts[i - 1] if i else None
-        li, lr = e.last_inbound, e.last_read
-        unread = 1 if li is not None and (lr is None or lr < li) else 0
-        if start is None:
-            self.delta.facts.append((e.channel_type, e.account, t, 1, 0, unread, 0, None, None))
-            ttc = None
-        else:
-            ttc = t - start
-            self.delta.facts.append((e.channel_type, e.account, t, 1, 0, unread, 1, ttc, bin_of(ttc)))
-        conv[CLOSURES].append([e.event_hash, t, e.channel_type, start])
-        self.delta.closures[e.event_hash] = (
-            e.event_hash, self.partition, e.account, e.conversation, e.channel_type, t, ttc,
-        )  # fmt: skip
 
     def _correct(self, account: int, conversation: int, conv: Conversation, new_start: int) -> None:
         """A start at `new_start` arrived: fix closures whose latest start it now is."""

@@ -83,9 +83,12 @@ class Event(NamedTuple):
         )
 
 
+_blake2b = hashlib.blake2b
+
+
 def event_hash(event_id: str) -> int:
     """Stable signed 64-bit digest of an event id (fits SQLite INTEGER)."""
-    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little", signed=True)
+    return int.from_bytes(_blake2b(event_id.encode(), digest_size=8).digest(), "little", signed=True)
 
 
 def from_record(record: dict[str, Any]) -> Event | None:
@@ -97,7 +100,8 @@ def from_record(record: dict[str, Any]) -> Event | None:
     t = data.get(TIME_FIELDS[kind])
     return Event(
         kind,
-        event_hash(record["id"]),
+        # event_hash(), inlined: this runs for every record
+        int.from_bytes(_blake2b(record["id"].encode(), digest_size=8).digest(), "little", signed=True),
         record["account"],
         data["id"],
         data["channelType"],

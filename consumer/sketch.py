@@ -8,6 +8,7 @@ what merging windows and partitions, and correcting a closure after a late event
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Final
 
@@ -21,17 +22,21 @@ LAG_BASE: Final = 2**40
 QUANTILES: Final = (0.5, 0.9, 0.99)
 
 _MAPPING: Final = LogarithmicMapping(RELATIVE_ACCURACY)
-_key = _MAPPING.key
+# `_MAPPING.key(v)` is int(ceil(log2(v) * multiplier) + offset); the same arithmetic written
+# out here saves two Python calls per event (a unit test holds it equal to the library's)
+_MULTIPLIER: Final[float] = _MAPPING._multiplier
+_OFFSET: Final[float] = _MAPPING._offset
+_log, _ceil = math.log, math.ceil
 
 
 def bin_of(seconds: int) -> int:
     """Bin index of a non-negative duration."""
-    return ZERO_BIN if seconds <= 0 else _key(seconds)
+    return ZERO_BIN if seconds <= 0 else int(_ceil(_log(seconds, 2) * _MULTIPLIER) + _OFFSET)
 
 
 def lag_bin_of(millis: int) -> int:
     """Bin index of an ingest lag (negative lags, from clock skew, count as 0)."""
-    return LAG_BASE + (ZERO_BIN if millis <= 0 else _key(millis))
+    return LAG_BASE + (ZERO_BIN if millis <= 0 else int(_ceil(_log(millis, 2) * _MULTIPLIER) + _OFFSET))
 
 
 def quantiles(

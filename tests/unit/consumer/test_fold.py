@@ -193,3 +193,31 @@ def test_conversation_keys_round_trip_small_and_huge_ids() -> None:
     _, changed = f.take_changes()
     assert set(changed) == {(2**33, 2**40), (2**31 - 1, 2**32 - 1)}
     assert f.conversations().keys() == changed.keys()
+
+
+def test_sketch_bins_equal_the_librarys_mapping() -> None:
+    import random
+
+    from consumer.sketch import _MAPPING, LAG_BASE, ZERO_BIN, bin_of, lag_bin_of
+
+    rng = random.Random(3)
+    values = [1, 2, 3, 59, 60, 61, 3599, 3600, 86400, 2**31, 10**12] + [
+        rng.randrange(1, 10**9) for _ in range(20_000)
+    ]
+    for v in values:
+        assert bin_of(v) == _MAPPING.key(v), v
+        assert lag_bin_of(v) == LAG_BASE + _MAPPING.key(v), v
+    assert bin_of(0) == ZERO_BIN and lag_bin_of(-5) == LAG_BASE + ZERO_BIN
+
+
+def test_from_record_hashes_the_event_id_like_event_hash() -> None:
+    from consumer.model import event_hash, from_record
+
+    record = {
+        "event": "conversation.closed", "id": "9f1c2d3e-0000-4000-8000-000000000001", "account": 7,
+        "createdAt": 100, "receivedAtMillis": None,
+        "data": {"id": 1, "channelType": "VIBER", "lastReadByAppUserAt": None, "lastInboundMessageAt": None,
+                 "closedAt": 90},
+    }  # fmt: skip
+    e = from_record(record)
+    assert e is not None and e.event_hash == event_hash(record["id"]) and e.time == 90
