@@ -84,6 +84,7 @@ class Event(NamedTuple):
 
 
 _blake2b = hashlib.blake2b
+_new_event = tuple.__new__
 
 
 def event_hash(event_id: str) -> int:
@@ -98,15 +99,19 @@ def from_record(record: dict[str, Any]) -> Event | None:
         return None
     data = record["data"]
     t = data.get(TIME_FIELDS[kind])
-    return Event(
-        kind,
-        # event_hash(), inlined: this runs for every record
-        int.from_bytes(_blake2b(record["id"].encode(), digest_size=8).digest(), "little", signed=True),
-        record["account"],
-        data["id"],
-        data["channelType"],
-        record["createdAt"] if t is None else t,
-        data["lastReadByAppUserAt"],
-        data["lastInboundMessageAt"],
-        record["receivedAtMillis"],
+    # tuple.__new__ skips Event.__new__'s Python frame (this runs for every record)
+    return _new_event(
+        Event,
+        (
+            kind,
+            # event_hash(), inlined
+            int.from_bytes(_blake2b(record["id"].encode(), digest_size=8).digest(), "little", signed=True),
+            record["account"],
+            data["id"],
+            data["channelType"],
+            record["createdAt"] if t is None else t,
+            data["lastReadByAppUserAt"],
+            data["lastInboundMessageAt"],
+            record["receivedAtMillis"],
+        ),
     )
