@@ -45,7 +45,7 @@ LABELS = {
     "quix": "Quix Streams (subset)",
     "faust": "Faust (subset)",
 }
-PACKAGES = ("quixstreams", "faust-streaming", "aiokafka", "confluent-kafka", "rocksdict", "fastavro")
+PACKAGES = ("quixstreams", "faust-streaming", "aiokafka", "confluent-kafka", "rocksdict", "cavro", "fastavro")
 
 
 def gen_config(events: int) -> GenerateConfig:
