@@ -1,4 +1,4 @@
-"""The aggregation fold: conversation events in, row deltas out. Pure: no I/O, no clock.
+"""The aggregation fold: conversation events in, metric facts out. Pure: no I/O, no clock.
 
 `PartitionFold` owns one Kafka partition's conversations (the gateway keys events by
 conversation, so all of a conversation's events share a partition). A conversation's
@@ -13,6 +13,10 @@ touches it, which keeps hundreds of thousands of conversations in little memory:
 time_to_close of a closure = closedAt minus the latest start of the conversation at or
 before closedAt. A late created/opened event can change that for a closure already
 counted: the fold then retracts the old duration and adds the new one.
+
+What a commit hands to the store is a `Delta`: one `Fact` per closure, reopen or
+correction, ingest lag summed per channel type and hour, and the closures themselves. The
+store turns facts into metric rows (SQLite in SQL; `Delta.rows` is the same in Python).
 """
 
 from __future__ import annotations
