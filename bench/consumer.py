@@ -294,6 +294,9 @@ def report(args: argparse.Namespace, command: str, kind: str, total: int, base_s
         "store commit whose offsets reach the end of every partition; baseline and ours alternate. "
         "Peak RSS is the child's VmHWM (and wait4 ru_maxrss), MB = 10^6 bytes.",
     ]
+    if not (base_s and ours_s and mem):  # a partial run (--runs 0, --memory-events 0) is not a result
+        console.print(f"partial run: {RESULTS.relative_to(ROOT)} left as it was")
+        return
     RESULTS.write_text("\n".join(md) + "\n")
     console.print(f"wrote {RESULTS.relative_to(ROOT)}")
 
