@@ -226,10 +226,12 @@ class PartitionFold:
         """The idle conversations, encoded, by (account, conversation id)."""
         return {conv_key(k): b for k, b in self.idle.items()}
 
-    def snapshot(self) -> bytes:
-        """Every idle conversation, encoded in one JSON text (see `decode_snapshot`).
+    def snapshot(self, chunk: int = 100_000) -> list[bytes]:
+        """Every idle conversation, encoded as JSON texts of at most `chunk` conversations
+        each (see `decode_snapshot`; a store's values have size limits: SQLite's is 1 GB).
         Call between commits (no hot state)."""
-        return orjson.dumps([(k, b) for k, b in self.idle.items()])
+        items = list(self.idle.items())
+        return [orjson.dumps(items[i : i + chunk]) for i in range(0, len(items), chunk)] or [b"[]"]
 
     def conversation(self, key: MemKey) -> Conversation:
         conv = self.hot.get(key)
@@ -333,7 +335,7 @@ def mem_key(account: int, conversation: int) -> MemKey:
 
 
 def decode_snapshot(data: bytes | str) -> dict[ConvKey, str]:
-    """The conversations of a `PartitionFold.snapshot`."""
+    """The conversations of one chunk of a `PartitionFold.snapshot`."""
     return {conv_key(k if isinstance(k, int) else tuple(k)): b for k, b in orjson.loads(data)}
 
 

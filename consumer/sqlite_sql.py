@@ -38,7 +38,8 @@ CREATE INDEX IF NOT EXISTS conversations_by_partition ON conversations (partitio
 -- conversations live as a log of each commit's changes plus a snapshot per partition (one
 -- sequential insert per commit instead of a random B-tree upsert per conversation);
 -- the table above holds what stores written before the log still have (read under it)
-CREATE TABLE IF NOT EXISTS conversation_snapshots (partition INTEGER PRIMARY KEY, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS conversation_snapshot_chunks (
+    partition INTEGER NOT NULL, chunk INTEGER NOT NULL, state BLOB NOT NULL, PRIMARY KEY (partition, chunk));
 CREATE TABLE IF NOT EXISTS conversation_log (
     id INTEGER PRIMARY KEY, partition INTEGER NOT NULL, changed TEXT NOT NULL, expired TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS conversation_log_by_partition ON conversation_log (partition, id);

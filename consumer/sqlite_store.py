@@ -83,11 +83,13 @@ class SqliteStore:
         off = db.execute(
             "SELECT next_offset, watermark FROM offsets WHERE partition=?", (partition,)
         ).fetchone()
-        snap = db.execute(
-            "SELECT state FROM conversation_snapshots WHERE partition=?", (partition,)
-        ).fetchone()
-        if snap is not None:
-            convs = decode_snapshot(snap[0])
+        chunks = db.execute(
+            "SELECT state FROM conversation_snapshot_chunks WHERE partition=? ORDER BY chunk", (partition,)
+        ).fetchall()
+        if chunks:
+            convs = {}
+            for (chunk,) in chunks:
+                convs.update(decode_snapshot(chunk))
         else:
             convs = {
                 (a, c): blob
@@ -202,8 +204,10 @@ class SqliteStore:
     def _commit_partition(self, p: PartitionCommit) -> None:
         db = self.db
         if p.snapshot is not None:  # it holds every change so far: the log starts afresh
-            db.execute(
-                "INSERT OR REPLACE INTO conversation_snapshots VALUES (?,?)", (p.partition, p.snapshot)
+            db.execute("DELETE FROM conversation_snapshot_chunks WHERE partition=?", (p.partition,))
+            db.executemany(
+                "INSERT INTO conversation_snapshot_chunks VALUES (?,?,?)",
+                [(p.partition, i, chunk) for i, chunk in enumerate(p.snapshot)],
             )
             db.execute("DELETE FROM conversation_log WHERE partition=?", (p.partition,))
             db.execute("DELETE FROM conversations WHERE partition=?", (p.partition,))

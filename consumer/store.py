@@ -45,7 +45,7 @@ class PartitionCommit:
     #: every conversation of the partition (`PartitionFold.snapshot`), sent now and then to a
     #: store that keeps a log of changes plus snapshots (`wants_snapshots`): it may then keep
     #: the snapshot instead of `conversations` and `expired`, which it already holds
-    snapshot: bytes | None = None
+    snapshot: list[bytes] | None = None
 
 
 @dataclass

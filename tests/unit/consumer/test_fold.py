@@ -221,3 +221,19 @@ def test_from_record_hashes_the_event_id_like_event_hash() -> None:
     }  # fmt: skip
     e = from_record(record)
     assert e is not None and e.event_hash == event_hash(record["id"]) and e.time == 90
+
+
+def test_snapshot_chunks_hold_every_conversation_once() -> None:
+    from consumer.fold import decode_snapshot
+
+    f = fold()
+    for conv in range(10):
+        f.apply(ev(CREATED, conv, 100, conv=conv))
+    f.take_changes()
+    chunks = f.snapshot(chunk=3)
+    assert len(chunks) == 4
+    merged: dict[tuple[int, int], str] = {}
+    for c in chunks:
+        merged.update(decode_snapshot(c))
+    assert merged == f.conversations()
+    assert fold().snapshot() == [b"[]"]

@@ -296,7 +296,7 @@ def test_conversations_reload_through_logs_snapshots_and_expiry(store: Any) -> N
             f.apply(ev(CLOSED, h, 100 * step + conv + 50, conv=conv))
         delta, changed = f.take_changes()
         expired = f.expire(ttl=400) if step in (5, 8) else []
-        snapshot = f.snapshot() if step in (3, 6) else None
+        snapshot = f.snapshot(chunk=4) if step in (3, 6) else None  # several chunks
         store.commit(
             "events", [PartitionCommit(2, delta, step + 1, f.watermark, changed, expired, 0, snapshot)]
         )
