@@ -5,9 +5,10 @@ Same tables and semantics as the SQLite store. What sharing adds:
   order) before anything else, so a concurrent `claim` serializes against it: either the
   commit lands first and the new owner loads it, or the claim lands first and the commit
   is refused with `FencedError`;
-- metric rows are upserted additively (INSERT ... ON CONFLICT DO UPDATE is atomic), one
-  statement per table over arrays sorted by key, so two commits lock shared rows in the
-  same order; a deadlock or serialization failure is retried anyway;
+- metric rows are upserted additively (INSERT ... ON CONFLICT DO UPDATE is atomic), the
+  commit's facts aggregated on the server, one statement per grouping and window in a
+  fixed order, each in key order (`consumer.postgres_aggregate`), so two commits lock
+  shared rows in the same order; a deadlock or serialization failure is retried anyway;
 - a lost connection surfaces as `StoreUnavailableError` (transient: the caller retries
   the same commit; the store reconnects by itself on the next call). A retried commit
   whose offsets are already stored landed before the connection broke (its COMMIT was
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -27,6 +27,7 @@ from psycopg import errors as pg_errors
 
 from consumer.exceptions import FencedError, StoreError, StoreUnavailableError
 from consumer.fold import BY_ACCOUNT
+from consumer.postgres_aggregate import aggregate
 from consumer.store import (
     ROW_COLUMNS,
     MetricRow,
@@ -74,29 +75,6 @@ CREATE TABLE IF NOT EXISTS offsets (
 #: pg_advisory_xact_lock key: processes starting together create the schema one at a time
 _SCHEMA_LOCK = 0x636F6E766D6574
 
-_UPSERT_ROWS = """
-INSERT INTO metric_rows AS m
-SELECT u.*, %s::bigint FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::bigint[],
-                     %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],
-                     %s::bigint[], %s::bigint[], %s::bigint[]) AS u
-ON CONFLICT (by, win, start, key) DO UPDATE SET
-    seq = excluded.seq,
-    lag_count = m.lag_count + excluded.lag_count,
-    lag_sum = m.lag_sum + excluded.lag_sum,
-    lag_max = greatest(m.lag_max, excluded.lag_max),
-    closures = m.closures + excluded.closures,
-    reopens = m.reopens + excluded.reopens,
-    closed_unread = m.closed_unread + excluded.closed_unread,
-    ttc_count = m.ttc_count + excluded.ttc_count,
-    ttc_sum = m.ttc_sum + excluded.ttc_sum,
-    ttc_min = least(m.ttc_min, excluded.ttc_min),
-    ttc_max = greatest(m.ttc_max, excluded.ttc_max)
-"""
-_UPSERT_BINS = """
-INSERT INTO metric_bins AS b
-SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::bigint[], %s::bigint[])
-ON CONFLICT (by, win, start, key, bin) DO UPDATE SET n = b.n + excluded.n
-"""
 _UPSERT_CLOSURES = """
 INSERT INTO closures
 SELECT * FROM unnest(%s::bigint[], %s::int[], %s::bigint[], %s::bigint[], %s::text[], %s::bigint[],
@@ -250,6 +228,10 @@ class PostgresStore:
     def _commit(
         self, conn: psycopg.Connection[Any], partitions: list[PartitionCommit], batch: _Batch
     ) -> None:
+        # the schema's DDL (CREATE INDEX IF NOT EXISTS locks its table even when the index
+        # exists) takes this lock exclusively: a consumer starting up waits for commits in
+        # flight instead of deadlocking with them over table locks taken in another order
+        conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (_SCHEMA_LOCK,))
         ids = sorted({p.partition for p in partitions})
         epochs = dict(
             conn.execute(
@@ -270,15 +252,13 @@ class PostgresStore:
             return
         if batch.closures:
             conn.execute(_UPSERT_CLOSURES, batch.columns(batch.closures, 7))
-        if batch.rows:
+        if any(p.delta.facts or p.delta.lags for p in partitions):
             seq = conn.execute(
                 "INSERT INTO meta VALUES ('commit_seq', '1') ON CONFLICT (name) DO UPDATE "
                 "SET value = (meta.value::bigint + 1)::text RETURNING value::bigint"
             ).fetchone()
             assert seq is not None
-            conn.execute(_UPSERT_ROWS, [seq[0], *batch.columns(batch.rows, 14)])
-        if batch.bins:
-            conn.execute(_UPSERT_BINS, batch.columns(batch.bins, 6))
+            aggregate(conn, partitions, seq[0])
         with conn.cursor() as cur:
             for col, params in batch.rechecks():
                 cur.execute(_RECHECK.format(col=col), params)
@@ -392,11 +372,11 @@ class PostgresStore:
 
 
 class _Batch:
-    """One commit's rows as sorted, merged columns (unnest wants one value per key)."""
+    """One commit's closures, conversations and offsets as sorted, merged columns (unnest
+    wants one value per key); the metric rows are aggregated on the server
+    (`consumer.postgres_aggregate`)."""
 
     def __init__(self, partitions: list[PartitionCommit]) -> None:
-        rows: dict[tuple[str, str, int, str], list[Any]] = {}
-        bins: dict[tuple[str, str, int, str, int], int] = defaultdict(int)
         closures: dict[int, tuple[Any, ...]] = {}
         self.recheck: set[tuple[str, str, str, int]] = set()
         convs: dict[tuple[int, int], tuple[Any, ...]] = {}
@@ -404,31 +384,10 @@ class _Batch:
         for p in partitions:
             for closure in p.delta.closures.values():
                 closures[closure[0]] = closure
-            for (by, key, win, start), r in p.delta.rows.items():
-                k = (by, win, start, key)
-                got = rows.get(k)
-                if got is None:
-                    rows[k] = [
-                        r.closures, r.reopens, r.closed_unread, r.ttc_count, r.ttc_sum, r.ttc_min, r.ttc_max,
-                        r.lag_count, r.lag_sum, r.lag_max,
-                    ]  # fmt: skip
-                else:
-                    for i, v in enumerate((r.closures, r.reopens, r.closed_unread, r.ttc_count, r.ttc_sum)):
-                        got[i] += v
-                    got[5] = _merge(min, got[5], r.ttc_min)
-                    got[6] = _merge(max, got[6], r.ttc_max)
-                    got[7] += r.lag_count
-                    got[8] += r.lag_sum
-                    got[9] = _merge(max, got[9], r.lag_max)
-                for b, n in r.bins.items():
-                    bins[(*k, b)] += n
-                if r.recheck:
-                    self.recheck.add((by, key, win, start))
+            self.recheck.update(p.delta.recheck())
             for (a, c), blob in p.conversations.items():
                 convs[(a, c)] = (p.partition, a, c, blob)
             expired.update((a, c) for a, c in p.expired)
-        self.rows = [(*k, *v) for k, v in sorted(rows.items())]
-        self.bins = [(*k, n) for k, n in sorted(bins.items()) if n]
         self.closures = [closures[h] for h in sorted(closures)]
         self.conversations = [convs[k] for k in sorted(convs)]
         self.expired = sorted(expired)
@@ -451,7 +410,3 @@ class _Batch:
             k: Any = int(key) if by == BY_ACCOUNT else key
             out.append((col, (k, lo, hi, by, win, start, key)))
         return out
-
-
-def _merge(pick: Callable[[int, int], int], a: int | None, b: int | None) -> int | None:
-    return b if a is None else a if b is None else pick(a, b)
