@@ -244,6 +244,7 @@ class PartitionFold:
     def apply(self, e: Event) -> bool:
         """Fold one event; False when it was a duplicate and changed nothing."""
         kind, h, a, c, ch, t, last_read, last_inbound, rec = e
+        # mem_key(a, c), inlined: this runs for every event
         conv = self.conversation((a << 32) | c if 0 <= a < _A_LIMIT and 0 <= c < _C_LIMIT else (a, c))
         seen = conv[SEEN]
         if h in seen:

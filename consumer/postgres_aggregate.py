@@ -90,7 +90,8 @@ def _statements() -> list[str]:
 _AGGREGATE = _statements()
 
 
-def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+def columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows of `width` values as `width` lists, the shape `unnest` takes."""
     return [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
@@ -108,10 +109,10 @@ def aggregate(conn: psycopg.Connection[Any], partitions: list[PartitionCommit], 
     ]
     conn.execute(_TEMP)
     if facts:
-        conn.execute(_STAGE_FACTS, _columns(facts, 9))
+        conn.execute(_STAGE_FACTS, columns(facts, 9))
     if lags:
-        conn.execute(_STAGE_LAGS, _columns(lags, 5))
-        conn.execute(_STAGE_LAG_BINS, _columns(lag_bins, 4))
+        conn.execute(_STAGE_LAGS, columns(lags, 5))
+        conn.execute(_STAGE_LAG_BINS, columns(lag_bins, 4))
     for sql in _AGGREGATE:
         conn.execute(sql, {"seq": seq})
     return True

@@ -27,7 +27,7 @@ from psycopg import errors as pg_errors
 
 from consumer.exceptions import FencedError, StoreError, StoreUnavailableError
 from consumer.fold import BY_ACCOUNT
-from consumer.postgres_aggregate import aggregate
+from consumer.postgres_aggregate import aggregate, columns
 from consumer.store import (
     ROW_COLUMNS,
     MetricRow,
@@ -251,7 +251,7 @@ class PostgresStore:
             log.warning("commit up to offsets %s was already stored: skipped", batch.offsets)
             return
         if batch.closures:
-            conn.execute(_UPSERT_CLOSURES, batch.columns(batch.closures, 7))
+            conn.execute(_UPSERT_CLOSURES, columns(batch.closures, 7))
         if any(p.delta.facts or p.delta.lags for p in partitions):
             seq = conn.execute(
                 "INSERT INTO meta VALUES ('commit_seq', '1') ON CONFLICT (name) DO UPDATE "
@@ -263,18 +263,18 @@ class PostgresStore:
             for col, params in batch.rechecks():
                 cur.execute(_RECHECK.format(col=col), params)
         if batch.conversations:
-            conn.execute(_UPSERT_CONVERSATIONS, batch.columns(batch.conversations, 4))
+            conn.execute(_UPSERT_CONVERSATIONS, columns(batch.conversations, 4))
         if batch.expired:
             conn.execute(
                 "DELETE FROM conversations WHERE (account, conversation) IN "
                 "(SELECT * FROM unnest(%s::bigint[], %s::bigint[]))",
-                batch.columns(batch.expired, 2),
+                columns(batch.expired, 2),
             )
         conn.execute(
             "INSERT INTO offsets SELECT * FROM unnest(%s::int[], %s::bigint[], %s::bigint[]) "
             "ON CONFLICT (partition) DO UPDATE SET next_offset = excluded.next_offset, "
             "watermark = excluded.watermark",
-            batch.columns(batch.offsets, 3),
+            columns(batch.offsets, 3),
         )
 
     # -- reading ----------------------------------------------------------------------
@@ -392,14 +392,6 @@ class _Batch:
         self.conversations = [convs[k] for k in sorted(convs)]
         self.expired = sorted(expired)
         self.offsets = sorted((p.partition, p.next_offset, p.watermark) for p in partitions)
-
-    @staticmethod
-    def columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
-        cols: list[list[Any]] = [[] for _ in range(width)]
-        for row in rows:
-            for i in range(width):
-                cols[i].append(row[i])
-        return cols
 
     def rechecks(self) -> list[tuple[str, tuple[Any, ...]]]:
         out = []

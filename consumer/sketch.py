@@ -36,7 +36,7 @@ def bin_of(seconds: int) -> int:
 
 def lag_bin_of(millis: int) -> int:
     """Bin index of an ingest lag (negative lags, from clock skew, count as 0)."""
-    return LAG_BASE + (ZERO_BIN if millis <= 0 else int(_ceil(_log(millis, 2) * _MULTIPLIER) + _OFFSET))
+    return LAG_BASE + bin_of(millis)
 
 
 def quantiles(

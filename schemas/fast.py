@@ -66,7 +66,7 @@ READ_ERRORS: tuple[type[Exception], ...] = (
 )  # fmt: skip
 
 
-def _has_record_union(schema: Any, named: dict[str, Any] | None = None) -> bool:
+def _has_record_union(schema: Any) -> bool:
     """Whether a schema (raw JSON) holds a union with more than one record branch."""
     if isinstance(schema, list):
         records = [b for b in schema if isinstance(b, dict) and b.get("type") == "record"]
