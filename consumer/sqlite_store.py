@@ -13,6 +13,7 @@ from consumer.sqlite_sql import (
     AGGREGATE,
     ALL_TIME_END,
     CLEAR,
+    OUTBOX_INDEX,
     RECHECK,
     SCHEMA,
     STAGE,
@@ -42,6 +43,7 @@ class SqliteStore:
     def __init__(self, path: str, *, retention: Retention | None = None) -> None:
         self.path = path
         self.retention = retention or Retention()
+        self._outbox_indexed = False
         try:
             self.db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -151,6 +153,9 @@ class SqliteStore:
 
     def changed_since(self, seq: int, commits: int = 20) -> tuple[list[MetricRow], int]:
         """Rows changed by commits after `seq` (oldest first) and the newest seq among them."""
+        if not self._outbox_indexed:
+            self.db.execute(OUTBOX_INDEX)
+            self._outbox_indexed = True
         # whole commits only (a commit's rows share one seq): up to `commits` of them per call
         first = self.db.execute("SELECT min(seq) FROM metric_rows WHERE seq > ?", (seq,)).fetchone()[0]
         if first is None:

@@ -214,6 +214,28 @@ def test_outbox_skips_commits_that_changed_no_row(store: Any) -> None:
     assert len(rows) == 8 and newest > 0
 
 
+def test_sqlite_outbox_index_is_made_by_the_first_publication(tmp_path: Path) -> None:
+    """A store nobody publishes from keeps no seq index (it costs every upsert); the first
+    publication makes it and still finds the rows changed before it existed."""
+    store = SqliteStore(str(tmp_path / "m.db"))
+
+    def indexed() -> bool:
+        found = store.db.execute("SELECT 1 FROM sqlite_schema WHERE name='metric_rows_by_seq'")
+        return found.fetchone() is not None
+
+    f = PartitionFold(0)
+    f.apply(ev(CLOSED, 1, 100))
+    commit(store, f, 1)
+    assert not indexed()
+    rows, seq = store.changed_since(store.published_seq())
+    assert indexed() and len(rows) == 8 and seq >= 1
+    plan = " ".join(
+        str(r) for r in store.db.execute("EXPLAIN QUERY PLAN SELECT min(seq) FROM metric_rows WHERE seq > 0")
+    )
+    assert "metric_rows_by_seq" in plan
+    store.close()
+
+
 def test_stored_rows_equal_the_folds_own_aggregate(store: Any) -> None:
     """Whatever way a store aggregates the fold's facts (SQLite: in SQL), every row equals
     `Delta.rows` summed over the commits: a generated stream with duplicates, late events,
