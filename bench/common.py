@@ -46,6 +46,13 @@ def _kafka_holds(data_dir: Path) -> bool:
     return False
 
 
+#: Nothing expires on the bench broker. The generated events carry 2023 event times, and
+#: the peers' repartition topics (Quix Streams, Faust) keep the source timestamps: under the
+#: default 7-day retention the broker deleted their segments mid-run ("offset out of
+#: range"), and Quix Streams then waited forever for the closures it had lost.
+KEEP = {"log.retention.ms": "-1"}
+
+
 @contextlib.contextmanager
 def bench_kafka() -> Iterator[tuple[str, str]]:
     """Yield (bootstrap servers, kind): the configured cluster or a local broker, stopped on exit.
@@ -68,9 +75,10 @@ def bench_kafka() -> Iterator[tuple[str, str]]:
             busy = True
         if busy:
             print(f"{data_dir} is in use by another run: this run's topics go to a temp dir")
-            broker, kind = LocalBroker().start(), "local, temp data"
+            broker, kind = LocalBroker(extra_properties=KEEP).start(), "local, temp data"
         else:
-            broker, kind = LocalBroker(data_dir=data_dir).start(), f"local, data kept in {data_dir}"
+            broker = LocalBroker(data_dir=data_dir, extra_properties=KEEP).start()
+            kind = f"local, data kept in {data_dir}"
         try:
             yield broker.bootstrap_servers, kind
         finally:
