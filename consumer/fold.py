@@ -117,6 +117,8 @@ class Delta:
     facts: list[Fact] = field(default_factory=list)
     closures: dict[int, ClosureRow] = field(default_factory=dict)
     lags: dict[LagKey, Lags] = field(default_factory=dict)
+    #: the facts that retract a duration (also in `facts`): few, and all `recheck` reads
+    retractions: list[Fact] = field(default_factory=list)
 
     def add_lag(self, channel_type: str, t: int, millis: int) -> None:
         key = (channel_type, t - t % 3600)
@@ -161,7 +163,7 @@ class Delta:
         """Rows that lost durations, with the least and greatest lost: where the row's min
         (max) is not below (above) them, it must be recomputed from the closures."""
         out: dict[RowKey, tuple[int, int]] = {}
-        for ch, acc, t, _, _, _, ttc_n, ttc, *_ in self.facts:
+        for ch, acc, t, _, _, _, ttc_n, ttc, *_ in self.retractions:
             if ttc_n < 0 and ttc is not None:
                 for k in row_keys(ch, acc, t):
                     lo, hi = out.get(k, (ttc, ttc))
@@ -291,7 +293,9 @@ class PartitionFold:
             facts = self.delta.facts
             if start is not None:
                 old = closed_at - start
-                facts.append((ch, account, closed_at, 0, 0, 0, -1, old, bin_of(old)))
+                retraction: Fact = (ch, account, closed_at, 0, 0, 0, -1, old, bin_of(old))
+                facts.append(retraction)
+                self.delta.retractions.append(retraction)
             c[C_START] = new_start
             ttc = closed_at - new_start
             facts.append((ch, account, closed_at, 0, 0, 0, 1, ttc, bin_of(ttc)))
