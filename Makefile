@@ -8,6 +8,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+NATIVE := producer/encoder.native-sha256
 
 .PHONY: setup demo test lint typecheck unit integration bench clean
 
@@ -18,7 +19,12 @@ $(STAMP): pyproject.toml .ci/system-deps.sh
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
-setup: $(STAMP)
+# the gateway's Avro writer, compiled with mypyc next to its source (.ci/native.py)
+$(NATIVE): $(STAMP) producer/encoder.py .ci/native.py
+	$(BIN)/python .ci/native.py
+	@touch $(NATIVE)
+
+setup: $(STAMP) $(NATIVE)
 
 demo: setup
 	$(BIN)/convmetrics demo
@@ -45,3 +51,4 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -f producer/*.so producer/*.native-sha256

@@ -1,0 +1,158 @@
+"""Where a consumer's CPU goes, without Kafka: decode -> fold -> snapshot -> store commit.
+
+    .venv/bin/python bench/pipeline.py [--events 300000] [--flush 20000] [--statements]
+
+Generates webhooks (the consumer benchmark's mix: 10,000 accounts, events/4 conversations,
+redeliveries, late events, unknown channel types), encodes them through the gateway's
+intake, then runs the consumer's own steps on one thread, serially, on a fresh SQLite
+store: `Codec.decode_many` in batches of 10,000, `from_record` + `PartitionFold.apply`,
+`take_changes`/snapshots every ``--flush`` events, `SqliteStore.commit`. It prints the
+CPU time (thread time, so other work on the machine counts less) of each step per event,
+and with ``--statements`` the SQL statements of the commit that cost the most.
+
+In the real consumer the store commit runs on a second thread while the polling thread
+decodes and folds, and consuming from Kafka adds ~3 µs per record: compare the steps here
+with each other and between code versions, not with `bench/consumer.py`'s events/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from consumer.fold import PartitionFold  # noqa: E402
+from consumer.model import READER_SCHEMA, from_record  # noqa: E402
+from consumer.sqlite_store import SqliteStore  # noqa: E402
+from consumer.store import PartitionCommit  # noqa: E402
+from convmetrics.generate import GenerateConfig, generate_webhooks  # noqa: E402
+from producer.intake import Prepared, prepare  # noqa: E402
+from schemas import CONVERSATION_EVENT, Codec, subject  # noqa: E402
+
+PARTITIONS = 6
+
+
+class TimedConnection:
+    """Stands in for the store's sqlite3 connection and adds up the time of each statement."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self.seconds: collections.defaultdict[str, float] = collections.defaultdict(float)
+        self.calls: collections.Counter[str] = collections.Counter()
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        started = time.thread_time()
+        try:
+            return self.db.execute(sql, *args)
+        finally:
+            name = " ".join(sql.split())[:100]
+            self.seconds[name] += time.thread_time() - started
+            self.calls[name] += 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+
+def make_values(events: int) -> list[tuple[int, bytes]]:
+    """(partition, framed Avro value) of `events` generated conversation events."""
+    cfg = GenerateConfig(
+        seed=2024, events=events * 21 // 20, accounts=10_000, conversations=events // 4,
+        duplicate_rate=0.02, late_rate=0.02, unknown_channel_rate=0.01, noise_rate=0.0,
+    )  # fmt: skip
+    codec = Codec(subject(CONVERSATION_EVENT))
+    out: list[tuple[int, bytes]] = []
+    received = time.time_ns() // 1_000_000
+    for webhook in generate_webhooks(cfg):
+        p = prepare(webhook, codec, received_at_millis=received)
+        if isinstance(p, Prepared):
+            out.append((zlib.crc32(p.key) % PARTITIONS, p.value))
+            if len(out) >= events:
+                break
+    return out
+
+
+def run(values: list[tuple[int, bytes]], flush: int, statements: bool) -> None:
+    codec = Codec(subject(CONVERSATION_EVENT), reader_schema=READER_SCHEMA)
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+        store = SqliteStore(str(Path(tmp) / "metrics.db"))
+        timed = TimedConnection(store.db) if statements else None
+        if timed is not None:
+            store.db = timed  # type: ignore[assignment]
+        epochs = {p: store.claim("events", p, "bench") for p in range(PARTITIONS)}
+        folds = {p: PartitionFold(p) for p in range(PARTITIONS)}
+        logged: collections.Counter[int] = collections.Counter()
+        spent: collections.defaultdict[str, float] = collections.defaultdict(float)
+        offsets: dict[int, int] = {}
+
+        def commit() -> None:
+            started = time.thread_time()
+            commits = []
+            for p, offset in offsets.items():
+                fold = folds[p]
+                delta, changed = fold.take_changes()
+                logged[p] += len(changed)
+                snapshot = None
+                if logged[p] >= max(len(fold.idle), 10_000):  # the consumer's rule (runner._snapshot)
+                    snapshot, logged[p] = fold.snapshot(), 0
+                commits.append(
+                    PartitionCommit(p, delta, offset, fold.watermark, changed, [], epochs[p], snapshot)
+                )
+            offsets.clear()
+            mid = time.thread_time()
+            store.commit("events", commits)
+            spent["take_changes + snapshots"] += mid - started
+            spent["store commit (SQLite)"] += time.thread_time() - mid
+
+        pending = 0
+        for i in range(0, len(values), 10_000):
+            chunk = values[i : i + 10_000]
+            started = time.thread_time()
+            records = codec.decode_many([v for _, v in chunk])
+            mid = time.thread_time()
+            for j, ((p, _), rec) in enumerate(zip(chunk, records, strict=True)):
+                ev = from_record(rec) if isinstance(rec, dict) else None
+                if ev is not None:
+                    folds[p].apply(ev)
+                offsets[p] = i + j + 1
+            spent["decode (decode_many)"] += mid - started
+            spent["fold (from_record + apply)"] += time.thread_time() - mid
+            pending += len(chunk)
+            if pending >= flush:
+                commit()
+                pending = 0
+        commit()
+        n = len(values)
+        total = sum(spent.values())
+        print(f"{n:,} events, commits every {flush:,}: CPU per event")
+        for step, seconds in spent.items():
+            print(f"  {step:28} {seconds / n * 1e6:6.2f} µs  ({seconds / total:4.0%})")
+        print(f"  {'all':28} {total / n * 1e6:6.2f} µs")
+        if timed is not None:
+            print("costliest SQL statements of the commits (CPU s, calls):")
+            for sql, seconds in sorted(timed.seconds.items(), key=lambda kv: -kv[1])[:12]:
+                print(f"  {seconds:6.2f} s {timed.calls[sql]:5d}  {sql}")
+        store.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=300_000)
+    ap.add_argument("--flush", type=int, default=20_000, help="events per commit (the consumer's default)")
+    ap.add_argument("--statements", action="store_true", help="time each SQL statement of the commits")
+    args = ap.parse_args()
+    started = time.perf_counter()
+    values = make_values(args.events)
+    print(f"generated and encoded {len(values):,} events in {time.perf_counter() - started:.0f} s")
+    run(values, args.flush, args.statements)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""A compiled module (.ci/native.py, mypyc) is imported instead of its source: it must be
+built from that very source, or the tests and benchmarks would run stale code."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("producer", "consumer", "schemas", "convmetrics")
+
+
+def extension_modules() -> list[Path]:
+    """Sources that have a compiled extension beside them."""
+    found = []
+    for package in PACKAGES:
+        for so in sorted((ROOT / package).glob("*.cpython-*.so")):
+            source = so.with_name(so.name.split(".", 1)[0] + ".py")
+            if source.exists():
+                found.append(source)
+    return found
+
+
+def test_every_compiled_module_matches_its_source() -> None:
+    for source in extension_modules():
+        stamp = source.with_suffix(".native-sha256")
+        assert stamp.exists(), f"{source.name}: an extension without a build record; run `make setup`"
+        built_from = stamp.read_text().strip()
+        now = hashlib.sha256(source.read_bytes()).hexdigest()
+        assert built_from == now, f"{source} changed since it was compiled: run `make setup`"
+
+
+def test_the_compiled_encoder_is_the_one_imported_when_built() -> None:
+    if not list((ROOT / "producer").glob("encoder.cpython-*.so")):
+        return  # interpreted install (no C compiler): nothing to check
+    module = importlib.import_module("producer.encoder")
+    assert str(module.__file__).endswith(".so")
