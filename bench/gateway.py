@@ -14,6 +14,7 @@ topic holds at least as many records as the gateway answered 202.
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import copy
 import json
@@ -247,7 +248,7 @@ def topic_records(bootstrap: str, topic: str) -> int:
 
 
 # -- the run -----------------------------------------------------------------------------
-def bench(seconds: int) -> None:
+def bench(seconds: int, rounds: int) -> None:
     from convmetrics.localkafka import kafka_bootstrap
 
     wrk = ensure_wrk()
@@ -260,20 +261,25 @@ def bench(seconds: int) -> None:
         url = f"http://127.0.0.1:{port}"
         batch_lua = ("wrk.method='POST'\nwrk.headers['Content-Type']='application/x-ndjson'\n"
                      f"wrk.body=[==[{batch_body().decode()}]==]\nwrk.path='/webhooks/batch'\n")  # fmt: skip
-        r: dict[str, dict[str, float]] = {}
+        # the machine is shared and noisy: every measurement is taken `rounds` times and the
+        # report shows the median round, with every round's figure beside it
+        r: dict[str, list[dict[str, float]]] = collections.defaultdict(list)
         with server(cmd, port, env):
             run_wrk(wrk, f"{url}/webhooks", lua_single("/webhooks"), 3)  # warm-up
-            r["single"] = run_wrk(wrk, f"{url}/webhooks", lua_single("/webhooks"), seconds)
-            print("single", r["single"], flush=True)
-            # batch throughput is the best over a few sender concurrencies (all are reported):
-            # with more batches in flight each event costs the gateway more (memory, GC)
-            for conns in BATCH_CONNECTIONS:
-                r[f"batch_{conns}"] = run_wrk(
-                    wrk, f"{url}/webhooks/batch", batch_lua, seconds, connections=conns
-                )
-                print(f"batch, {conns} connections", r[f"batch_{conns}"], flush=True)
-            r["rate"] = run_loadgen(port, 2000, seconds)
-            print("2000/s", r["rate"], flush=True)
+            for i in range(rounds):
+                r["single"].append(run_wrk(wrk, f"{url}/webhooks", lua_single("/webhooks"), seconds))
+                print(f"round {i + 1}: single", r["single"][-1], flush=True)
+                # the latency at a fixed rate is measured in steady state, before the batch runs
+                # put ~1M events through the same broker (one JVM, serial GC) and gateway
+                r["rate"].append(run_loadgen(port, 2000, seconds))
+                print(f"round {i + 1}: 2000/s", r["rate"][-1], flush=True)
+                # batch throughput is the best over a few sender concurrencies (all reported):
+                # with more batches in flight each event costs the gateway more (memory, GC)
+                for conns in BATCH_CONNECTIONS:
+                    r[f"batch_{conns}"].append(
+                        run_wrk(wrk, f"{url}/webhooks/batch", batch_lua, seconds, connections=conns)
+                    )
+                    print(f"round {i + 1}: batch, {conns} connections", r[f"batch_{conns}"][-1], flush=True)
             acked = events_acked(port)
         records = topic_records(bootstrap, topic)
         for kind in ("starlette", "fastapi"):
@@ -281,25 +287,40 @@ def bench(seconds: int) -> None:
             with server([sys.executable, __file__, "bare", kind, str(bare_port)], bare_port):
                 bare_url = f"http://127.0.0.1:{bare_port}/webhooks"
                 run_wrk(wrk, bare_url, lua_single("/webhooks"), 2)
-                r[f"bare_{kind}"] = run_wrk(wrk, bare_url, lua_single("/webhooks"), seconds)
-                print(f"bare {kind}", r[f"bare_{kind}"], flush=True)
+                for i in range(rounds):
+                    r[f"bare_{kind}"].append(run_wrk(wrk, bare_url, lua_single("/webhooks"), seconds))
+                    print(f"round {i + 1}: bare {kind}", r[f"bare_{kind}"][-1], flush=True)
     loads = (load_start, os.getloadavg())
-    report(r, acked=acked, records=records, kind=cluster.kind, started=started, loads=loads, seconds=seconds)
+    report(r, acked=acked, records=records, kind=cluster.kind, started=started, loads=loads, seconds=seconds,
+           rounds=rounds)  # fmt: skip
+
+
+def median_run(runs: list[dict[str, float]], key: str) -> dict[str, float]:
+    """The run whose `key` is the median (the lower middle one for an even count)."""
+    return sorted(runs, key=lambda x: x[key])[(len(runs) - 1) // 2]
 
 
 def report(
-    r: dict[str, dict[str, float]], *, acked: float, records: int, kind: str, started: str,
-    loads: tuple[tuple[float, ...], tuple[float, ...]], seconds: int,
+    r: dict[str, list[dict[str, float]]], *, acked: float, records: int, kind: str, started: str,
+    loads: tuple[tuple[float, ...], tuple[float, ...]], seconds: int, rounds: int,
 ) -> None:  # fmt: skip
-    s, q = r["single"], r["rate"]
-    sweep = {c: r[f"batch_{c}"] for c in BATCH_CONNECTIONS}
-    best = max(sweep, key=lambda c: sweep[c]["rps"])
-    b = sweep[best]
-    bare, fast = r["bare_starlette"], r["bare_fastapi"]
+    s, q = median_run(r["single"], "rps"), median_run(r["rate"], "p99")
+    bare, fast = median_run(r["bare_starlette"], "rps"), median_run(r["bare_fastapi"], "rps")
+    # per round, the best sender concurrency; then the median round
+    best_of_round = [
+        max(((c, r[f"batch_{c}"][i]) for c in BATCH_CONNECTIONS), key=lambda cx: cx[1]["rps"])
+        for i in range(rounds)
+    ]
+    best, b = sorted(best_of_round, key=lambda cx: cx[1]["rps"])[(rounds - 1) // 2]
+
+    def each(runs: list[dict[str, float]], fmt: str) -> str:
+        return ", ".join(fmt.format(**x) for x in runs)
+
     load = " / ".join(" ".join(f"{x:.2f}" for x in la) for la in loads)
     lines = [
         f"Measured by `bench/gateway.py` on {started} (`.venv/bin/python bench/gateway.py run --seconds "
-        f"{seconds}`) on this {os.cpu_count()}-core machine, one gateway process "
+        f"{seconds} --rounds {rounds}`; each figure is the median of {rounds} "
+        f"rounds) on this {os.cpu_count()}-core machine, one gateway process "
         f"(uvicorn + uvloop + httptools, Starlette), broker: {kind}, load from wrk (1 thread, "
         f"{CONNECTIONS} connections) and an open-loop generator, all on the same cores. "
         f"Load average (1, 5, 15 min) at start / end: {load} (the machine is shared: compare ratios).",
@@ -325,11 +346,20 @@ def report(
         f"**{b['rps'] * BATCH_SIZE / bare['rps']:.2f}x** the bare endpoint's requests/s. "
         f"Every 202 is a Kafka acknowledgement (acks=all): the gateway answered 202 for {acked:,.0f} events "
         f"and the topic holds {records:,} records. Non-2xx: single {s['non2xx']:.0f}, "
-        f"batch {sum(x['non2xx'] for x in sweep.values()):.0f}; "
-        f"open-loop 202s {q['ok']:.0f}/{q['total']:.0f}.",
+        f"batch {sum(x['non2xx'] for c in BATCH_CONNECTIONS for x in r[f'batch_{c}']):.0f}; "
+        f"open-loop 202s {sum(x['ok'] for x in r['rate']):.0f}/{sum(x['total'] for x in r['rate']):.0f}.",
         "",
-        "Batch events/s by sender connections: "
-        + ", ".join(f"{c}: {x['rps'] * BATCH_SIZE:,.0f} (p99 {x['p99']:.0f} ms)" for c, x in sweep.items())
+        "Every round: single "
+        + each(r["single"], "{rps:,.0f}")
+        + " req/s; p99 at 2,000/s "
+        + each(r["rate"], "{p99:.1f}")
+        + " ms; bare Starlette "
+        + each(r["bare_starlette"], "{rps:,.0f}")
+        + " req/s; batch events/s by sender connections: "
+        + "; ".join(
+            f"{c}: " + ", ".join(f"{x['rps'] * BATCH_SIZE:,.0f}" for x in r[f"batch_{c}"])
+            for c in BATCH_CONNECTIONS
+        )
         + ".",
     ]
     assert records >= acked, f"topic has {records} records, fewer than the {acked:.0f} events answered 202"
@@ -347,6 +377,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="cmd")
     run = sub.add_parser("run", help="the benchmark (default)")
     run.add_argument("--seconds", type=int, default=10, help="length of each measured run")
+    run.add_argument("--rounds", type=int, default=3, help="rounds of every measurement (medians reported)")
     bare = sub.add_parser("bare", help="(internal) serve the bare endpoint")
     bare.add_argument("kind", choices=["starlette", "fastapi"])
     bare.add_argument("port", type=int)
@@ -360,7 +391,7 @@ def main() -> None:
     elif args.cmd == "loadgen":
         loadgen(args.port, args.rate, args.seconds)
     else:
-        bench(getattr(args, "seconds", 10))
+        bench(getattr(args, "seconds", 10), getattr(args, "rounds", 3))
 
 
 if __name__ == "__main__":
