@@ -42,7 +42,7 @@ from schemas.topic_registry import publish_schemas
 
 log = logging.getLogger(__name__)
 
-#: gc.set_threshold while serving: collect the youngest generation after 50,000 new objects.
+#: gc.set_threshold while serving: collect the youngest generation after 200,000 new objects.
 GC_THRESHOLDS = (200_000, 50, 100)
 ROUTES = frozenset({"/webhooks", "/webhooks/batch", "/healthz", "/readyz", "/metrics", "/openapi.json"})
 
