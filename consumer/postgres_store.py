@@ -52,7 +52,6 @@ CREATE TABLE IF NOT EXISTS metric_rows (
     lag_count BIGINT NOT NULL, lag_sum BIGINT NOT NULL, lag_max BIGINT,
     seq BIGINT NOT NULL,  -- the commit that last changed the row (outbox of the metrics topic)
     PRIMARY KEY (by, win, start, key));
-CREATE INDEX IF NOT EXISTS metric_rows_by_seq ON metric_rows (seq);
 CREATE TABLE IF NOT EXISTS metric_bins (
     by TEXT NOT NULL, win TEXT NOT NULL, start BIGINT NOT NULL, key TEXT COLLATE "C" NOT NULL,
     bin BIGINT NOT NULL, n BIGINT NOT NULL,
@@ -114,6 +113,7 @@ class PostgresStore:
         self.connect_timeout = connect_timeout
         self.race_retries = race_retries
         self._conn: psycopg.Connection[Any] | None = None
+        self._outbox_indexed = False
         self._run(self._create_schema)
 
     # -- connection -------------------------------------------------------------------
@@ -327,6 +327,16 @@ class PostgresStore:
     # -- the outbox of the metrics topic -----------------------------------------------
     def changed_since(self, seq: int, commits: int = 20) -> tuple[list[MetricRow], int]:
         """Rows changed by commits after `seq` (oldest first) and the newest seq among them."""
+        if not self._outbox_indexed:
+            # made by the first publication, not with the schema: kept up to date it costs
+            # every commit an index update per changed row, which a store nobody publishes
+            # from skips; `seq` is written either way. DDL under the schema lock (see commit).
+            def index(conn: psycopg.Connection[Any]) -> None:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                conn.execute("CREATE INDEX IF NOT EXISTS metric_rows_by_seq ON metric_rows (seq)")
+
+            self._run(index)
+            self._outbox_indexed = True
 
         def work(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
             # whole commits only (a commit's rows share one seq): up to `commits` of them per call

@@ -151,3 +151,21 @@ def test_lost_connection_is_transient_and_the_store_reconnects(
         assert s.query("channel_type", "all")[0].closures == 1
     finally:
         proxy.close()
+
+
+def test_outbox_index_is_made_by_the_first_publication(store: Any, postgres_url: str) -> None:
+    """As on SQLite: no seq index to keep up until something publishes; rows changed before
+    it existed are still found."""
+
+    def indexed() -> bool:
+        with psycopg.connect(postgres_url) as conn:
+            found = conn.execute("SELECT 1 FROM pg_indexes WHERE indexname = 'metric_rows_by_seq'")
+            return found.fetchone() is not None
+
+    f = PartitionFold(0)
+    f.apply(ev(CLOSED, 1, 100))
+    delta, changed = f.take_changes()
+    store.commit("events", [PartitionCommit(0, delta, 1, f.watermark, changed)])
+    assert not indexed()
+    rows, seq = store.changed_since(store.published_seq())
+    assert indexed() and len(rows) == 8 and seq >= 1
