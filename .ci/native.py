@@ -43,7 +43,7 @@ def build(module: str) -> bool:
     with tempfile.TemporaryDirectory(prefix="convmetrics-mypyc-") as tmp:
         # generated C and objects in a temp dir; the extension lands next to its source
         script = (
-            "import sys; from setuptools import setup; from mypyc.build import mypycify; "
+            "from setuptools import setup; from mypyc.build import mypycify; "
             f"setup(name='convmetrics-native', ext_modules=mypycify([{module!r}], target_dir={tmp!r}), "
             f"script_args=['build_ext', '--inplace', '--build-temp', {tmp!r}, '--build-lib', {tmp!r}])"
         )

@@ -163,11 +163,11 @@ class Delta:
         """Rows that lost durations, with the least and greatest lost: where the row's min
         (max) is not below (above) them, it must be recomputed from the closures."""
         out: dict[RowKey, tuple[int, int]] = {}
-        for ch, acc, t, _, _, _, ttc_n, ttc, *_ in self.retractions:
-            if ttc_n < 0 and ttc is not None:
-                for k in row_keys(ch, acc, t):
-                    lo, hi = out.get(k, (ttc, ttc))
-                    out[k] = (min(lo, ttc), max(hi, ttc))
+        for ch, acc, t, *_, ttc, _ in self.retractions:
+            assert ttc is not None  # a retraction always takes back a duration
+            for k in row_keys(ch, acc, t):
+                lo, hi = out.get(k, (ttc, ttc))
+                out[k] = (min(lo, ttc), max(hi, ttc))
         return out
 
 

@@ -29,6 +29,7 @@ from consumer.exceptions import FencedError, StoreError, StoreUnavailableError
 from consumer.fold import BY_ACCOUNT
 from consumer.postgres_aggregate import aggregate, columns
 from consumer.store import (
+    OUTBOX_INDEX,
     ROW_COLUMNS,
     MetricRow,
     PartitionCommit,
@@ -328,12 +329,11 @@ class PostgresStore:
     def changed_since(self, seq: int, commits: int = 20) -> tuple[list[MetricRow], int]:
         """Rows changed by commits after `seq` (oldest first) and the newest seq among them."""
         if not self._outbox_indexed:
-            # made by the first publication, not with the schema: kept up to date it costs
-            # every commit an index update per changed row, which a store nobody publishes
-            # from skips; `seq` is written either way. DDL under the schema lock (see commit).
+            # see OUTBOX_INDEX; DDL under the schema lock, like the schema itself
+
             def index(conn: psycopg.Connection[Any]) -> None:
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-                conn.execute("CREATE INDEX IF NOT EXISTS metric_rows_by_seq ON metric_rows (seq)")
+                conn.execute(OUTBOX_INDEX)
 
             self._run(index)
             self._outbox_indexed = True

@@ -168,8 +168,5 @@ UPDATE metric_rows SET (ttc_min, ttc_max) = (
     SELECT min(ttc), max(ttc) FROM closures WHERE {col} = ? AND closed_at >= ? AND closed_at < ?)
 WHERE by = ? AND win = ? AND start = ? AND key = ? AND (ttc_min >= ? OR ttc_max <= ?)
 """
-#: what the metrics-topic publisher reads rows by; `seq` is written either way, so an index
-#: made later finds every row changed since the last publication
-OUTBOX_INDEX = "CREATE INDEX IF NOT EXISTS metric_rows_by_seq ON metric_rows (seq)"
 ALL_TIME_END = 2**62
 AGGREGATE = _aggregations()

@@ -13,7 +13,6 @@ from consumer.sqlite_sql import (
     AGGREGATE,
     ALL_TIME_END,
     CLEAR,
-    OUTBOX_INDEX,
     RECHECK,
     SCHEMA,
     STAGE,
@@ -22,6 +21,7 @@ from consumer.sqlite_sql import (
     TEMP_TABLES,
 )
 from consumer.store import (
+    OUTBOX_INDEX,
     ROW_COLUMNS,
     MetricRow,
     PartitionCommit,
