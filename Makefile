@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml .ci/system-deps.sh
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
-# the gateway's Avro writer, compiled with mypyc next to its source (.ci/native.py)
-$(NATIVE): $(STAMP) producer/encoder.py .ci/native.py
+# the gateway's Avro writer (mypyc) and the consumer's fold (Rust), built in place (.ci/native.py)
+$(NATIVE): $(STAMP) producer/encoder.py .ci/native.py consumer/native/Cargo.toml consumer/native/Cargo.lock \
+		$(wildcard consumer/native/src/*.rs)
 	$(BIN)/python .ci/native.py
 	@touch $(NATIVE)
 
@@ -51,4 +52,4 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
-	rm -f producer/*.so producer/*.native-sha256
+	rm -f producer/*.so producer/*.native-sha256 consumer/*.so consumer/*.native-sha256

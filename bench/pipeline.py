@@ -100,7 +100,7 @@ def run(values: list[tuple[int, bytes]], flush: int, statements: bool) -> None:
                 delta, changed = fold.take_changes()
                 logged[p] += len(changed)
                 snapshot = None
-                if logged[p] >= max(len(fold.idle), 10_000):  # the consumer's rule (runner._snapshot)
+                if logged[p] >= max(len(fold), 10_000):  # the consumer's rule (runner._snapshot)
                     snapshot, logged[p] = fold.snapshot(), 0
                 commits.append(
                     PartitionCommit(p, delta, offset, fold.watermark, changed, [], epochs[p], snapshot)

@@ -22,12 +22,13 @@ store turns facts into metric rows (SQLite in SQL; `Delta.rows` is the same in P
 from __future__ import annotations
 
 from bisect import bisect_right, insort
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import orjson
 
-from consumer.model import CLOSED, CREATED, OPENED, Event
+from consumer.model import CLOSED, CREATED, KINDS, OPENED, Event, from_record
 from consumer.sketch import bin_of, lag_bin_of
 from consumer.windows import ALL, ALL_START, SIZED
 
@@ -224,6 +225,15 @@ class PartitionFold:
         self.max_seen = max_seen
         self.duplicates = 0
 
+    def __len__(self) -> int:
+        """Idle conversations."""
+        return len(self.idle)
+
+    @property
+    def hot_count(self) -> int:
+        """Conversations touched since the last `take_changes`."""
+        return len(self.hot)
+
     def conversations(self) -> dict[ConvKey, str]:
         """The idle conversations, encoded, by (account, conversation id)."""
         return {conv_key(k): b for k, b in self.idle.items()}
@@ -326,6 +336,68 @@ class PartitionFold:
                 del self.idle[k]
             gone.extend(over)
         return [conv_key(k) for k in gone]
+
+
+class Fold(Protocol):
+    """What the consumer needs of a partition's fold: `PartitionFold` here, or the same
+    compiled (`consumer.fold_native`)."""
+
+    @property
+    def partition(self) -> int: ...
+    @property
+    def delta(self) -> Delta: ...
+    @property
+    def duplicates(self) -> int: ...
+    @property
+    def hot_count(self) -> int: ...
+
+    watermark: int
+
+    def __len__(self) -> int: ...
+    def apply(self, e: Event, /) -> bool: ...
+    def take_changes(self) -> tuple[Delta, dict[ConvKey, str]]: ...
+    def expire(self, ttl: int, max_conversations: int | None = None) -> list[ConvKey]: ...
+    def snapshot(self, chunk: int = 100_000) -> list[bytes]: ...
+    def conversations(self) -> dict[ConvKey, str]: ...
+
+
+class _Message(Protocol):  # what apply_batch reads of a confluent_kafka.Message
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+
+
+BatchResult = tuple[list[int], int, int, list[int]]
+"""(events folded per kind, duplicates, ignored records, indices of undecodable records)"""
+
+
+def apply_batch(
+    folds: dict[int, Fold], msgs: Sequence[_Message], records: Sequence[object], offsets: dict[int, int]
+) -> BatchResult:
+    """Fold a consumed batch: `msgs[i]` decoded as `records[i]` (a dict, or the DecodeError
+    of a poison record). Messages of a partition without a fold (revoked meanwhile) are
+    skipped; `offsets[p]` becomes the offset after partition p's last message."""
+    if len(msgs) != len(records):
+        raise ValueError("apply_batch: as many records as messages, please")
+    folded = [0] * len(KINDS)
+    duplicates = ignored = 0
+    dead: list[int] = []
+    for i, (m, rec) in enumerate(zip(msgs, records, strict=True)):
+        p: int = m.partition()  # type: ignore[assignment]  # set on every consumed message
+        fold = folds.get(p)
+        if fold is None:
+            continue
+        if isinstance(rec, dict):
+            ev = from_record(rec)
+            if ev is None:
+                ignored += 1
+            elif fold.apply(ev):
+                folded[ev.kind] += 1
+            else:
+                duplicates += 1
+        else:
+            dead.append(i)
+        offsets[p] = m.offset() + 1  # type: ignore[operator]  # set on every consumed message
+    return folded, duplicates, ignored, dead
 
 
 _A_LIMIT: Final = 2**31

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("producer", "consumer", "schemas", "convmetrics")
@@ -36,3 +38,24 @@ def test_the_compiled_encoder_is_the_one_imported_when_built() -> None:
         return  # interpreted install (no C compiler): nothing to check
     module = importlib.import_module("producer.encoder")
     assert str(module.__file__).endswith(".so")
+
+
+def _native_build() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("native_build", ROOT / ".ci" / "native.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_built_crate_matches_its_sources() -> None:
+    build = _native_build()
+    for crate, module in build.CRATES.items():
+        built = sorted((ROOT / module).parent.glob((ROOT / module).name + ".cpython-*.so"))
+        if not built:
+            continue  # not built (no cargo): tests/unit/consumer/test_fold_native.py says where it must be
+        stamp = (ROOT / module).with_suffix(".native-sha256")
+        assert stamp.exists(), f"{built[0].name}: an extension without a build record; run `make setup`"
+        assert stamp.read_text().strip() == build.crate_digest(ROOT / crate), (
+            f"{crate} changed since it was built: run `make setup`"
+        )

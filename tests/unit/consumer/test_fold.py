@@ -1,11 +1,30 @@
-import orjson
+"""The fold's rules, run against each implementation: the reference (consumer.fold) and
+the compiled one (consumer/native) where it is built."""
 
-from consumer.fold import BY_ACCOUNT, BY_CHANNEL, PartitionFold, last_time_of, row_keys
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from consumer import fold_native
+from consumer.fold import BY_ACCOUNT, BY_CHANNEL, Fold, last_time_of, row_keys
 from consumer.model import ASSIGNED, CLOSED, CREATED, OPENED, Event
 
+IMPLEMENTATIONS = [k for k in (fold_native.PYTHON, fold_native.NATIVE) if k is not None]
+PartitionFold: Any = None  # the implementation under test (the fixture below sets it)
 
-def fold() -> PartitionFold:
-    return PartitionFold(0)
+
+@pytest.fixture(autouse=True, params=IMPLEMENTATIONS, ids=lambda k: k.name)
+def implementation(request: pytest.FixtureRequest) -> Iterator[None]:
+    global PartitionFold
+    PartitionFold = request.param.new
+    yield
+    PartitionFold = None
+
+
+def fold() -> Fold:
+    return PartitionFold(0)  # type: ignore[no-any-return]
 
 
 def ev(
@@ -22,7 +41,7 @@ def ev(
     return Event(kind, h, account, conv, channel, t, read, inbound)
 
 
-def all_row(f: PartitionFold, by: str = BY_CHANNEL, key: str = "TELEGRAM"):  # type: ignore[no-untyped-def]
+def all_row(f: Fold, by: str = BY_CHANNEL, key: str = "TELEGRAM"):  # type: ignore[no-untyped-def]
     return f.delta.rows[(by, key, "all", 0)]
 
 
@@ -144,7 +163,7 @@ def test_take_changes_hands_over_and_restarts() -> None:
     delta, changed = f.take_changes()
     assert not delta.rows and list(changed) == [(7, 1)]  # a creation alone changes no metric
     assert orjson.loads(changed[(7, 1)])[1] == [100]
-    assert not f.delta.rows and not f.hot and f.conversations() == changed
+    assert not f.delta.rows and not f.hot_count and f.conversations() == changed
     assert last_time_of(changed[(7, 1)]) == 100
 
 

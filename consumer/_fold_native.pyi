@@ -1,0 +1,39 @@
+# The compiled fold (consumer/native/src/lib.rs): the same interface as consumer.fold.
+from collections.abc import Sequence
+
+from consumer.fold import BatchResult, ConvKey, Delta
+from consumer.model import Event
+
+class PartitionFold:
+    partition: int
+    watermark: int
+    max_seen: int
+    duplicates: int
+    hot_count: int
+    delta: Delta
+    def __init__(
+        self,
+        partition: int,
+        idle: dict[ConvKey, str] | None = None,
+        watermark: int = 0,
+        *,
+        max_seen: int = 256,
+    ) -> None: ...
+    def __len__(self) -> int: ...
+    def apply(self, e: Event, /) -> bool: ...
+    def take_changes(self) -> tuple[Delta, dict[ConvKey, str]]: ...
+    def expire(self, ttl: int, max_conversations: int | None = None) -> list[ConvKey]: ...
+    def snapshot(self, chunk: int = 100_000) -> list[bytes]: ...
+    def conversations(self) -> dict[ConvKey, str]: ...
+
+def apply_batch(
+    folds: dict[int, PartitionFold],
+    msgs: Sequence[object],
+    records: Sequence[object],
+    offsets: dict[int, int],
+) -> BatchResult: ...
+def configure(
+    multiplier: float, offset: float, zero_bin: int, lag_base: int, delta_class: type[Delta]
+) -> None: ...
+def event_hash(event_id: str) -> int: ...
+def bin_of(seconds: int) -> int: ...

@@ -1,0 +1,59 @@
+"""Which fold the consumer runs: the compiled one (consumer/native, Rust) where it was
+built, else the reference `consumer.fold`. Both keep the same contract, state format and
+`Delta`; tests/unit/consumer/test_fold_native.py holds them equal on generated streams.
+
+`CONVMETRICS_FOLD=python` (or `native`) picks one by hand: `native` fails loudly when the
+extension is missing or stale, instead of running slower without saying so.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from consumer.exceptions import ConfigError
+from consumer.fold import Delta, Fold, apply_batch
+from consumer.fold import PartitionFold as PythonFold
+from consumer.sketch import _MULTIPLIER, _OFFSET, LAG_BASE, ZERO_BIN
+
+native: ModuleType | None
+try:
+    from consumer import _fold_native as _built
+except ImportError:  # not built (no Rust toolchain): the reference fold runs
+    native = None
+else:
+    _built.configure(_MULTIPLIER, _OFFSET, ZERO_BIN, LAG_BASE, Delta)
+    native = _built
+
+ENV = "CONVMETRICS_FOLD"
+
+
+@dataclass(frozen=True)
+class FoldKind:
+    """A fold implementation: its name, how to make a partition's fold, how to fold a batch."""
+
+    name: str
+    new: Callable[..., Fold]
+    apply_batch: Callable[..., Any]
+
+
+PYTHON = FoldKind("python", PythonFold, apply_batch)
+NATIVE = None if native is None else FoldKind("native", native.PartitionFold, native.apply_batch)
+
+
+def choose(preference: str | None = None) -> FoldKind:
+    """The fold to run: `preference` (or $CONVMETRICS_FOLD): native, python, or auto (the
+    compiled one where it was built)."""
+    want = (preference or os.environ.get(ENV) or "auto").lower()
+    if want == "python":
+        return PYTHON
+    if want == "native":
+        if NATIVE is None:
+            raise ConfigError(f"{ENV}=native but the compiled fold is not built: run `make setup`")
+        return NATIVE
+    if want != "auto":
+        raise ConfigError(f"{ENV} must be native, python or auto, not {want!r}")
+    return NATIVE or PYTHON

@@ -1,0 +1,669 @@
+//! The consumer's fold, compiled: `consumer/fold.py` is the reference and the contract.
+//!
+//! Same semantics, same state format (a conversation is the JSON text
+//! `[last_time, starts, closures, seen]`, snapshots are `[[key, text], ...]`), same
+//! `Delta` handed to the stores, so either implementation reads what the other wrote.
+//! What differs is where the work happens: the records' fields are read straight from the
+//! decoded dicts, the event id digest, the dedupe lookup, the bisection and the facts are
+//! native, and a whole consumed batch is folded by one call (`apply_batch`).
+//! `tests/unit/consumer/test_fold_native.py` holds both implementations equal.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::fmt::Write as _;
+use std::sync::OnceLock;
+
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use serde::{Deserialize, Serialize};
+
+const CREATED: u8 = 0;
+const OPENED: u8 = 1;
+const CLOSED: u8 = 2;
+const SNOOZED: u8 = 3;
+const ASSIGNED: u8 = 4;
+const KINDS: usize = 5;
+/// data.<verb>At of each kind, by kind (consumer.model.TIME_FIELDS)
+const TIME_FIELDS: [&str; KINDS] = ["createdAt", "openedAt", "closedAt", "snoozedAt", "assignedAt"];
+
+const A_LIMIT: i64 = 1 << 31;
+const C_LIMIT: i64 = 1 << 32;
+
+/// What `configure` is given once by consumer/fold_native.py: the sketch mapping's
+/// constants (so bins are the Python arithmetic's, bit for bit) and the Delta class.
+struct Config {
+    multiplier: f64,
+    offset: f64,
+    zero_bin: i64,
+    lag_base: i64,
+    delta_class: Py<PyAny>,
+}
+
+static CONFIG: OnceLock<Config> = OnceLock::new();
+
+fn config() -> PyResult<&'static Config> {
+    CONFIG
+        .get()
+        .ok_or_else(|| PyRuntimeError::new_err("consumer._fold_native used before configure()"))
+}
+
+/// consumer.sketch.bin_of: `int(ceil(log(seconds, 2) * multiplier) + offset)`; 0 s and
+/// less in the zero bin. CPython's log(x, 2) is log(x) / log(2), both from the C library.
+fn bin_of(cfg: &Config, seconds: i64) -> i64 {
+    if seconds <= 0 {
+        return cfg.zero_bin;
+    }
+    let l = (seconds as f64).ln() / 2f64.ln();
+    ((l * cfg.multiplier).ceil() + cfg.offset) as i64
+}
+
+fn floor_to(t: i64, size: i64) -> i64 {
+    t - t.rem_euclid(size)
+}
+
+struct Closure {
+    hash: i64,
+    closed: i64,
+    ch: u32,
+    start: Option<i64>,
+}
+
+#[derive(Default)]
+struct Conv {
+    last: i64,
+    starts: Vec<i64>,
+    closures: Vec<Closure>,
+    seen: Vec<i64>,
+}
+
+#[derive(Deserialize)]
+struct ConvIn(i64, Vec<i64>, Vec<(i64, i64, String, Option<i64>)>, Vec<i64>);
+
+#[derive(Serialize)]
+struct ConvOut<'a>(i64, &'a [i64], Vec<(i64, i64, &'a str, Option<i64>)>, &'a [i64]);
+
+struct Fact {
+    ch: u32,
+    acc: i64,
+    t: i64,
+    closures: u8,
+    reopens: u8,
+    unread: u8,
+    ttc_n: i8,
+    ttc: Option<i64>,
+    bin: Option<i64>,
+}
+
+struct ClosureRow {
+    account: i64,
+    conversation: i64,
+    ch: u32,
+    closed: i64,
+    ttc: Option<i64>,
+}
+
+struct Lag {
+    count: i64,
+    sum: i128,
+    max: i64,
+    bins: HashMap<i64, i64>,
+}
+
+#[derive(Default)]
+struct Pending {
+    facts: Vec<Fact>,
+    closures: HashMap<i64, ClosureRow>,
+    lags: HashMap<(u32, i64), Lag>,
+    retractions: Vec<usize>, // indices into facts
+}
+
+/// Channel type names, interned per fold: facts and closures carry an index.
+#[derive(Default)]
+struct Channels {
+    names: Vec<String>,
+    objects: Vec<Py<PyString>>,
+    ids: HashMap<String, u32>,
+}
+
+impl Channels {
+    fn id(&mut self, py: Python<'_>, name: &str) -> u32 {
+        if let Some(&i) = self.ids.get(name) {
+            return i;
+        }
+        let i = self.names.len() as u32;
+        self.names.push(name.to_owned());
+        self.objects.push(PyString::new(py, name).unbind());
+        self.ids.insert(name.to_owned(), i);
+        i
+    }
+}
+
+/// One event as the fold sees it (consumer.model.Event).
+struct Ev {
+    kind: u8,
+    hash: i64,
+    account: i64,
+    conversation: i64,
+    ch: u32,
+    time: i64,
+    last_read: Option<i64>,
+    last_inbound: Option<i64>,
+    received_ms: Option<i64>,
+}
+
+fn event_hash(id: &str) -> i64 {
+    let d = blake2b_simd::Params::new().hash_length(8).hash(id.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(d.as_bytes());
+    i64::from_le_bytes(b)
+}
+
+fn kind_of(name: &str) -> Option<u8> {
+    match name {
+        "conversation.created" => Some(CREATED),
+        "conversation.opened" => Some(OPENED),
+        "conversation.closed" => Some(CLOSED),
+        "conversation.snoozed" => Some(SNOOZED),
+        "conversation.assigned" => Some(ASSIGNED),
+        _ => None,
+    }
+}
+
+fn last_time_of(blob: &str) -> i64 {
+    let end = blob.find(',').unwrap_or(blob.len());
+    blob.get(1..end).and_then(|s| s.parse().ok()).unwrap_or(i64::MIN)
+}
+
+/// The snapshot key of a conversation (consumer.fold.mem_key): one int where it fits.
+fn write_mem_key(out: &mut String, (a, c): (i64, i64)) {
+    if (0..A_LIMIT).contains(&a) && (0..C_LIMIT).contains(&c) {
+        let _ = write!(out, "{}", (a << 32) | c);
+    } else {
+        let _ = write!(out, "[{a},{c}]");
+    }
+}
+
+/// Applies one partition's events to its conversations and to its pending Delta
+/// (consumer.fold.PartitionFold, whose docstrings hold for every method here).
+#[pyclass(module = "consumer._fold_native", name = "PartitionFold")]
+pub struct PartitionFold {
+    #[pyo3(get)]
+    partition: i64,
+    #[pyo3(get, set)]
+    watermark: i64,
+    #[pyo3(get, set)]
+    max_seen: usize,
+    #[pyo3(get)]
+    duplicates: i64,
+    idle: HashMap<(i64, i64), Box<str>>,
+    hot: HashMap<(i64, i64), Conv>,
+    pending: Pending,
+    channels: Channels,
+}
+
+impl PartitionFold {
+    fn parse(&mut self, py: Python<'_>, key: (i64, i64), blob: &str) -> PyResult<Conv> {
+        let c: ConvIn = serde_json::from_str(blob).map_err(|e| {
+            PyValueError::new_err(format!("stored state of conversation {key:?} is not a conversation: {e}"))
+        })?;
+        let closures = c
+            .2
+            .into_iter()
+            .map(|(hash, closed, ch, start)| Closure { hash, closed, ch: self.channels.id(py, &ch), start })
+            .collect();
+        Ok(Conv { last: c.0, starts: c.1, closures, seen: c.3 })
+    }
+
+    fn encode(&self, c: &Conv) -> String {
+        let closures = c
+            .closures
+            .iter()
+            .map(|x| (x.hash, x.closed, self.channels.names[x.ch as usize].as_str(), x.start))
+            .collect();
+        serde_json::to_string(&ConvOut(c.last, &c.starts, closures, &c.seen)).expect("JSON of ints and strings")
+    }
+
+    fn apply_event(&mut self, py: Python<'_>, e: &Ev) -> PyResult<bool> {
+        let cfg = config()?;
+        let key = (e.account, e.conversation);
+        if !self.hot.contains_key(&key) {
+            let conv = match self.idle.get(&key) {
+                Some(blob) => {
+                    let blob = blob.clone();
+                    self.parse(py, key, &blob)?
+                }
+                None => Conv::default(),
+            };
+            self.hot.insert(key, conv);
+        }
+        let Self { hot, pending, watermark, duplicates, max_seen, partition, .. } = self;
+        let conv = hot.get_mut(&key).expect("inserted above");
+        if conv.seen.contains(&e.hash) {
+            *duplicates += 1;
+            return Ok(false);
+        }
+        conv.seen.push(e.hash);
+        if conv.seen.len() > *max_seen {
+            conv.seen.remove(0);
+        }
+        let t = e.time;
+        if t > *watermark {
+            *watermark = t;
+        }
+        if t > conv.last {
+            conv.last = t;
+        }
+        if let Some(rec) = e.received_ms {
+            let millis = rec.saturating_sub(t.saturating_mul(1000));
+            let lag = pending
+                .lags
+                .entry((e.ch, floor_to(t, 3600)))
+                .or_insert_with(|| Lag { count: 0, sum: 0, max: millis, bins: HashMap::new() });
+            lag.count += 1;
+            lag.sum += millis as i128;
+            if millis > lag.max {
+                lag.max = millis;
+            }
+            *lag.bins.entry(cfg.lag_base + bin_of(cfg, millis)).or_insert(0) += 1;
+        }
+        let a = e.account;
+        if e.kind == CLOSED {
+            let i = conv.starts.partition_point(|&s| s <= t);
+            let start = if i > 0 { Some(conv.starts[i - 1]) } else { None };
+            let unread = match (e.last_inbound, e.last_read) {
+                (Some(inbound), Some(read)) => u8::from(read < inbound),
+                (Some(_), None) => 1,
+                (None, _) => 0,
+            };
+            let ttc = start.map(|s| t.saturating_sub(s));
+            pending.facts.push(Fact {
+                ch: e.ch,
+                acc: a,
+                t,
+                closures: 1,
+                reopens: 0,
+                unread,
+                ttc_n: i8::from(ttc.is_some()),
+                ttc,
+                bin: ttc.map(|d| bin_of(cfg, d)),
+            });
+            conv.closures.push(Closure { hash: e.hash, closed: t, ch: e.ch, start });
+            pending
+                .closures
+                .insert(e.hash, ClosureRow { account: a, conversation: e.conversation, ch: e.ch, closed: t, ttc });
+        } else if e.kind == CREATED || e.kind == OPENED {
+            if e.kind == OPENED {
+                pending.facts.push(Fact {
+                    ch: e.ch, acc: a, t, closures: 0, reopens: 1, unread: 0, ttc_n: 0, ttc: None, bin: None,
+                });
+            }
+            let i = conv.starts.partition_point(|&s| s <= t);
+            conv.starts.insert(i, t);
+            // a start at t: fix closures whose latest start it now is
+            for c in conv.closures.iter_mut() {
+                if c.closed < t || c.start.is_some_and(|s| s >= t) {
+                    continue;
+                }
+                if let Some(s) = c.start {
+                    let old = c.closed.saturating_sub(s);
+                    pending.retractions.push(pending.facts.len());
+                    pending.facts.push(Fact {
+                        ch: c.ch, acc: a, t: c.closed, closures: 0, reopens: 0, unread: 0, ttc_n: -1,
+                        ttc: Some(old), bin: Some(bin_of(cfg, old)),
+                    });
+                }
+                c.start = Some(t);
+                let ttc = c.closed.saturating_sub(t);
+                pending.facts.push(Fact {
+                    ch: c.ch, acc: a, t: c.closed, closures: 0, reopens: 0, unread: 0, ttc_n: 1,
+                    ttc: Some(ttc), bin: Some(bin_of(cfg, ttc)),
+                });
+                pending.closures.insert(
+                    c.hash,
+                    ClosureRow { account: a, conversation: e.conversation, ch: c.ch, closed: c.closed, ttc: Some(ttc) },
+                );
+            }
+        }
+        let _ = partition;
+        Ok(true)
+    }
+
+    /// The pending changes as a consumer.fold.Delta.
+    fn delta_object<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let cfg = config()?;
+        let ch = |i: u32| self.channels.objects[i as usize].clone_ref(py);
+        let facts: Vec<Bound<'py, PyTuple>> = self
+            .pending
+            .facts
+            .iter()
+            .map(|f| {
+                (ch(f.ch), f.acc, f.t, f.closures, f.reopens, f.unread, f.ttc_n, f.ttc, f.bin).into_pyobject(py)
+            })
+            .collect::<PyResult<_>>()?;
+        let retractions = PyList::new(py, self.pending.retractions.iter().map(|&i| facts[i].clone()))?;
+        let closures = PyDict::new(py);
+        for (h, c) in &self.pending.closures {
+            closures.set_item(h, (*h, self.partition, c.account, c.conversation, ch(c.ch), c.closed, c.ttc))?;
+        }
+        let lags = PyDict::new(py);
+        for ((c, hour), lag) in &self.pending.lags {
+            let bins = PyDict::new(py);
+            for (b, n) in &lag.bins {
+                bins.set_item(b, n)?;
+            }
+            let agg = PyList::new(py, [lag.count.into_pyobject(py)?.into_any(), lag.sum.into_pyobject(py)?.into_any(), lag.max.into_pyobject(py)?.into_any(), bins.into_any()])?;
+            lags.set_item((ch(*c), *hour), agg)?;
+        }
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("facts", PyList::new(py, facts)?)?;
+        kwargs.set_item("closures", closures)?;
+        kwargs.set_item("lags", lags)?;
+        kwargs.set_item("retractions", retractions)?;
+        cfg.delta_class.bind(py).call((), Some(&kwargs))
+    }
+
+    fn event_of(&mut self, py: Python<'_>, e: &Bound<'_, PyAny>) -> PyResult<Ev> {
+        let t = e.cast::<PyTuple>()?;
+        let ch: String = t.get_item(4)?.extract()?;
+        Ok(Ev {
+            kind: t.get_item(0)?.extract()?,
+            hash: t.get_item(1)?.extract()?,
+            account: t.get_item(2)?.extract()?,
+            conversation: t.get_item(3)?.extract()?,
+            ch: self.channels.id(py, &ch),
+            time: t.get_item(5)?.extract()?,
+            last_read: t.get_item(6)?.extract()?,
+            last_inbound: t.get_item(7)?.extract()?,
+            received_ms: t.get_item(8)?.extract()?,
+        })
+    }
+}
+
+/// Keys of a decoded record, interned once.
+struct Keys<'py> {
+    event: Bound<'py, PyString>,
+    id: Bound<'py, PyString>,
+    account: Bound<'py, PyString>,
+    created_at: Bound<'py, PyString>,
+    received: Bound<'py, PyString>,
+    data: Bound<'py, PyString>,
+    data_id: Bound<'py, PyString>,
+    channel: Bound<'py, PyString>,
+    last_read: Bound<'py, PyString>,
+    last_inbound: Bound<'py, PyString>,
+    times: Vec<Bound<'py, PyString>>,
+}
+
+impl<'py> Keys<'py> {
+    fn new(py: Python<'py>) -> Self {
+        Keys {
+            event: PyString::intern(py, "event"),
+            id: PyString::intern(py, "id"),
+            account: PyString::intern(py, "account"),
+            created_at: PyString::intern(py, "createdAt"),
+            received: PyString::intern(py, "receivedAtMillis"),
+            data: PyString::intern(py, "data"),
+            data_id: PyString::intern(py, "id"),
+            channel: PyString::intern(py, "channelType"),
+            last_read: PyString::intern(py, "lastReadByAppUserAt"),
+            last_inbound: PyString::intern(py, "lastInboundMessageAt"),
+            times: TIME_FIELDS.iter().map(|f| PyString::intern(py, f)).collect(),
+        }
+    }
+}
+
+fn item<'py>(d: &Bound<'py, PyDict>, k: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+    d.get_item(k)?.ok_or_else(|| pyo3::exceptions::PyKeyError::new_err(k.clone().unbind()))
+}
+
+/// consumer.model.from_record, on this fold's channel names; None for a kind not used.
+fn record_event(fold: &mut PartitionFold, py: Python<'_>, keys: &Keys<'_>, rec: &Bound<'_, PyDict>) -> PyResult<Option<Ev>> {
+    let name = item(rec, &keys.event)?;
+    let Some(kind) = kind_of(name.cast::<PyString>()?.to_str()?) else {
+        return Ok(None);
+    };
+    let data_any = item(rec, &keys.data)?;
+    let data = data_any.cast::<PyDict>()?;
+    let t: Option<i64> = match data.get_item(&keys.times[kind as usize])? {
+        Some(v) => v.extract()?,
+        None => None,
+    };
+    let time = match t {
+        Some(t) => t,
+        None => item(rec, &keys.created_at)?.extract()?,
+    };
+    let id = item(rec, &keys.id)?;
+    let ch_any = item(data, &keys.channel)?;
+    let ch = fold.channels.id(py, ch_any.cast::<PyString>()?.to_str()?);
+    Ok(Some(Ev {
+        kind,
+        hash: event_hash(id.cast::<PyString>()?.to_str()?),
+        account: item(rec, &keys.account)?.extract()?,
+        conversation: item(data, &keys.data_id)?.extract()?,
+        ch,
+        time,
+        last_read: item(data, &keys.last_read)?.extract()?,
+        last_inbound: item(data, &keys.last_inbound)?.extract()?,
+        received_ms: item(rec, &keys.received)?.extract()?,
+    }))
+}
+
+#[pymethods]
+impl PartitionFold {
+    #[new]
+    #[pyo3(signature = (partition, idle=None, watermark=0, *, max_seen=256))]
+    fn new(partition: i64, idle: Option<&Bound<'_, PyDict>>, watermark: i64, max_seen: usize) -> PyResult<Self> {
+        let mut map = HashMap::new();
+        if let Some(idle) = idle {
+            map.reserve(idle.len());
+            for (k, v) in idle.iter() {
+                let key: (i64, i64) = k.extract()?;
+                let blob: String = v.extract()?;
+                map.insert(key, blob.into_boxed_str());
+            }
+        }
+        Ok(PartitionFold {
+            partition,
+            watermark,
+            max_seen,
+            duplicates: 0,
+            idle: map,
+            hot: HashMap::new(),
+            pending: Pending::default(),
+            channels: Channels::default(),
+        })
+    }
+
+    /// Idle conversations (as `len(fold.idle)` of the Python fold).
+    fn __len__(&self) -> usize {
+        self.idle.len()
+    }
+
+    /// Conversations touched since the last `take_changes`.
+    #[getter]
+    fn hot_count(&self) -> usize {
+        self.hot.len()
+    }
+
+    /// The pending changes (a copy: the fold goes on with its own).
+    #[getter]
+    fn delta<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.delta_object(py)
+    }
+
+    fn apply(&mut self, py: Python<'_>, e: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let ev = self.event_of(py, e)?;
+        self.apply_event(py, &ev)
+    }
+
+    fn conversations<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new(py);
+        for (k, b) in &self.idle {
+            out.set_item(*k, &**b)?;
+        }
+        Ok(out)
+    }
+
+    #[pyo3(signature = (chunk=100_000))]
+    fn snapshot<'py>(&self, py: Python<'py>, chunk: usize) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        let chunk = chunk.max(1);
+        let mut out = Vec::new();
+        let mut text = String::new();
+        let mut n = 0;
+        for (k, b) in &self.idle {
+            text.push(if n == 0 { '[' } else { ',' });
+            text.push('[');
+            write_mem_key(&mut text, *k);
+            text.push(',');
+            text.push_str(&serde_json::to_string(&**b).expect("JSON of a str"));
+            text.push(']');
+            n += 1;
+            if n == chunk {
+                text.push(']');
+                out.push(PyBytes::new(py, text.as_bytes()));
+                text.clear();
+                n = 0;
+            }
+        }
+        if n > 0 {
+            text.push(']');
+            out.push(PyBytes::new(py, text.as_bytes()));
+        }
+        if out.is_empty() {
+            out.push(PyBytes::new(py, b"[]"));
+        }
+        Ok(out)
+    }
+
+    fn take_changes<'py>(&mut self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyDict>)> {
+        let delta = self.delta_object(py)?;
+        self.pending = Pending::default();
+        let changed = PyDict::new(py);
+        let hot = std::mem::take(&mut self.hot);
+        for (k, conv) in hot {
+            let text = self.encode(&conv);
+            changed.set_item(k, PyString::new(py, &text))?;
+            self.idle.insert(k, text.into_boxed_str());
+        }
+        Ok((delta, changed))
+    }
+
+    #[pyo3(signature = (ttl, max_conversations=None))]
+    fn expire(&mut self, ttl: i64, max_conversations: Option<usize>) -> Vec<(i64, i64)> {
+        let horizon = self.watermark.saturating_sub(ttl);
+        let mut gone: Vec<(i64, i64)> =
+            self.idle.iter().filter(|(_, b)| last_time_of(b) < horizon).map(|(k, _)| *k).collect();
+        gone.sort_unstable();
+        for k in &gone {
+            self.idle.remove(k);
+        }
+        if let Some(most) = max_conversations {
+            if self.idle.len() > most {
+                let mut by_age: Vec<(i64, (i64, i64))> = self.idle.iter().map(|(k, b)| (last_time_of(b), *k)).collect();
+                by_age.sort_unstable();
+                let over = by_age.len() - most;
+                for (_, k) in &by_age[..over] {
+                    self.idle.remove(k);
+                    gone.push(*k);
+                }
+            }
+        }
+        gone
+    }
+}
+
+/// Folds a consumed batch: `msgs[i]` (a confluent_kafka Message) decoded as `records[i]`
+/// (a dict, or the DecodeError of a poison record). Messages of a partition without a fold
+/// (revoked meanwhile) are skipped; `offsets[p]` becomes the offset after partition p's
+/// last message. Returns (events folded per kind, duplicates, ignored, indices of the
+/// poison records): consumer.fold.apply_batch is the same in Python.
+#[pyfunction]
+fn apply_batch<'py>(
+    py: Python<'py>,
+    folds: &Bound<'py, PyDict>,
+    msgs: &Bound<'py, PyList>,
+    records: &Bound<'py, PyList>,
+    offsets: &Bound<'py, PyDict>,
+) -> PyResult<(Vec<i64>, i64, i64, Vec<usize>)> {
+    if msgs.len() != records.len() {
+        return Err(PyValueError::new_err("apply_batch: as many records as messages, please"));
+    }
+    let keys = Keys::new(py);
+    let partition_name = PyString::intern(py, "partition");
+    let offset_name = PyString::intern(py, "offset");
+    let mut bound: HashMap<i64, Option<PyRefMut<'py, PartitionFold>>> = HashMap::new();
+    let mut last: HashMap<i64, i64> = HashMap::new();
+    let (mut folded, mut duplicates, mut ignored, mut dead) = (vec![0i64; KINDS], 0i64, 0i64, Vec::new());
+    for (i, (m, rec)) in msgs.iter().zip(records.iter()).enumerate() {
+        let p: i64 = m.call_method0(&partition_name)?.extract()?;
+        let slot = match bound.entry(p) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let fold = match folds.get_item(p)? {
+                    Some(f) => Some(f.cast_into::<PartitionFold>()?.try_borrow_mut()?),
+                    None => None,
+                };
+                e.insert(fold)
+            }
+        };
+        let Some(fold) = slot.as_mut() else {
+            continue; // revoked while the batch was in flight
+        };
+        match rec.cast::<PyDict>() {
+            Ok(d) => match record_event(fold, py, &keys, d)? {
+                None => ignored += 1,
+                Some(ev) => {
+                    if fold.apply_event(py, &ev)? {
+                        folded[ev.kind as usize] += 1;
+                    } else {
+                        duplicates += 1;
+                    }
+                }
+            },
+            Err(_) => dead.push(i),
+        }
+        let off: i64 = m.call_method0(&offset_name)?.extract()?;
+        last.insert(p, off + 1);
+    }
+    for (p, off) in last {
+        offsets.set_item(p, off)?;
+    }
+    Ok((folded, duplicates, ignored, dead))
+}
+
+/// Given once, before any fold: the DDSketch mapping's multiplier and offset, the zero and
+/// lag bin constants of consumer.sketch, and the consumer.fold.Delta class.
+#[pyfunction]
+fn configure(multiplier: f64, offset: f64, zero_bin: i64, lag_base: i64, delta_class: Py<PyAny>) -> PyResult<()> {
+    let cfg = Config { multiplier, offset, zero_bin, lag_base, delta_class };
+    if let Err(cfg) = CONFIG.set(cfg) {
+        let was = CONFIG.get().expect("set");
+        if (was.multiplier, was.offset, was.zero_bin, was.lag_base) != (cfg.multiplier, cfg.offset, cfg.zero_bin, cfg.lag_base) {
+            return Err(PyRuntimeError::new_err("consumer._fold_native configured twice, differently"));
+        }
+    }
+    Ok(())
+}
+
+/// consumer.model.event_hash (for tests: the digest must be the same).
+#[pyfunction(name = "event_hash")]
+fn event_hash_py(event_id: &str) -> i64 {
+    event_hash(event_id)
+}
+
+/// consumer.sketch.bin_of (for tests: the bins must be the same).
+#[pyfunction(name = "bin_of")]
+fn bin_of_py(seconds: i64) -> PyResult<i64> {
+    Ok(bin_of(config()?, seconds))
+}
+
+#[pymodule]
+fn _fold_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PartitionFold>()?;
+    m.add_function(wrap_pyfunction!(apply_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(configure, m)?)?;
+    m.add_function(wrap_pyfunction!(event_hash_py, m)?)?;
+    m.add_function(wrap_pyfunction!(bin_of_py, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,219 @@
+"""The compiled fold (consumer/native) equals the reference one (consumer.fold): the same
+batch results, deltas, conversation states, snapshots and expiries on generated streams
+(duplicates, late events, unknown channel types, poison records), and each reads the
+other's state."""
+
+from __future__ import annotations
+
+import shutil
+import zlib
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consumer import fold_native
+from consumer.fold import Delta, Fold, decode_snapshot
+from consumer.model import KINDS, READER_SCHEMA, Event
+from consumer.sketch import bin_of
+from convmetrics.generate import GenerateConfig, generate_webhooks
+from producer.intake import Prepared, prepare
+from schemas import CONVERSATION_EVENT, Codec, subject
+
+NATIVE = fold_native.NATIVE
+needs_native = pytest.mark.skipif(NATIVE is None, reason="compiled fold not built (no Rust toolchain)")
+PARTITIONS = 3
+
+
+def test_the_compiled_fold_is_built_where_rust_is() -> None:
+    # `make setup` builds it wherever cargo exists: a failed build must not hide here
+    if shutil.which("cargo") is not None:
+        assert NATIVE is not None, (
+            "cargo is installed but consumer._fold_native is not built: run `make setup`"
+        )
+        assert fold_native.choose().name == "native"
+
+
+@dataclass
+class Msg:
+    p: int
+    off: int
+
+    def partition(self) -> int:
+        return self.p
+
+    def offset(self) -> int:
+        return self.off
+
+
+def stream(events: int, seed: int) -> tuple[list[Msg], list[object]]:
+    """Generated webhooks through the gateway's intake and the consumer's decoder, spread
+    over partitions by key, with a few poison values among them."""
+    cfg = GenerateConfig(
+        seed=seed, events=events, accounts=40, conversations=events // 5, duplicate_rate=0.05,
+        late_rate=0.1, unknown_channel_rate=0.05, noise_rate=0.03,
+    )  # fmt: skip
+    writer = Codec(subject(CONVERSATION_EVENT))
+    values: list[bytes] = []
+    parts: list[int] = []
+    for i, webhook in enumerate(generate_webhooks(cfg)):
+        p = prepare(webhook, writer, received_at_millis=1_700_000_000_000 + i)
+        if isinstance(p, Prepared):
+            values.append(p.value)
+            parts.append(zlib.crc32(p.key) % PARTITIONS)
+        if i % 97 == 0:
+            values.append(b"\xc3\x01poison")
+            parts.append(i % PARTITIONS)
+    reader = Codec(subject(CONVERSATION_EVENT), reader_schema=READER_SCHEMA)
+    offsets = [0] * PARTITIONS
+    msgs = []
+    for p in parts:
+        msgs.append(Msg(p, offsets[p]))
+        offsets[p] += 1
+    return msgs, list(reader.decode_many(values))
+
+
+def same_delta(a: Delta, b: Delta) -> None:
+    assert a.facts == b.facts
+    assert a.closures == b.closures
+    assert a.lags == b.lags
+    assert a.retractions == b.retractions
+    assert a.rows.keys() == b.rows.keys()
+
+
+def run(kind: fold_native.FoldKind, msgs: list[Msg], records: list[object], batch: int) -> list[object]:
+    """Fold the stream in batches, taking changes after each and expiring now and then;
+    everything observable, in order."""
+    folds: dict[int, Fold] = {p: kind.new(p, max_seen=8) for p in range(PARTITIONS)}
+    seen: list[object] = []
+    offsets: dict[int, int] = {}
+    for i in range(0, len(msgs), batch):
+        result = kind.apply_batch(folds, msgs[i : i + batch], records[i : i + batch], offsets)
+        seen.append((result, dict(offsets)))
+        for p, f in sorted(folds.items()):
+            delta, changed = f.take_changes()
+            seen.append((p, delta, changed, f.watermark, f.duplicates, len(f)))
+            if i % (batch * 3) == 0:
+                seen.append(sorted(f.expire(ttl=3 * 86400, max_conversations=30)))
+    for p, f in sorted(folds.items()):
+        seen.append(
+            (p, f.conversations(), sorted(decode_snapshot(b"".join(f.snapshot(chunk=10**9))).items()))
+        )
+    return seen
+
+
+@needs_native
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_both_folds_see_the_same_on_a_generated_stream(seed: int) -> None:
+    assert NATIVE is not None
+    msgs, records = stream(3000, seed)
+    python = run(fold_native.PYTHON, msgs, records, 250)
+    native = run(NATIVE, msgs, records, 250)
+    assert len(python) == len(native)
+    folded = 0
+    for a, b in zip(python, native, strict=True):
+        if isinstance(a, tuple) and len(a) == 6 and isinstance(a[1], Delta):
+            assert isinstance(b, tuple) and isinstance(b[1], Delta)
+            same_delta(a[1], b[1])
+            assert (a[0], a[2:]) == (b[0], b[2:])
+            folded += len(a[1].facts)
+        else:
+            assert a == b
+    assert folded > 500  # the stream did exercise the fold
+
+
+@needs_native
+def test_each_fold_resumes_from_the_others_state() -> None:
+    assert NATIVE is not None
+    msgs, records = stream(2000, 7)
+    half = len(msgs) // 2
+    whole = {p: fold_native.PYTHON.new(p) for p in range(PARTITIONS)}
+    fold_native.PYTHON.apply_batch(whole, msgs, records, {})
+    for f in whole.values():
+        f.take_changes()
+    for first, second in ((fold_native.PYTHON, NATIVE), (NATIVE, fold_native.PYTHON)):
+        a = {p: first.new(p) for p in range(PARTITIONS)}
+        first.apply_batch(a, msgs[:half], records[:half], {})
+        for f in a.values():
+            f.take_changes()
+        restored = {
+            "snapshot": {
+                p: second.new(p, decode_snapshot(b"".join(a[p].snapshot())), a[p].watermark) for p in a
+            },
+            "conversations": {p: second.new(p, a[p].conversations(), a[p].watermark) for p in a},
+        }
+        for how, b in restored.items():
+            second.apply_batch(b, msgs[half:], records[half:], {})
+            for p in range(PARTITIONS):
+                b[p].take_changes()
+                assert b[p].conversations() == whole[p].conversations(), (first.name, second.name, how, p)
+                assert b[p].watermark == whole[p].watermark
+
+
+times = st.integers(min_value=-200, max_value=400)
+near = st.integers(min_value=0, max_value=3)  # read / inbound times: often equal
+events = st.lists(
+    st.tuples(
+        st.sampled_from(sorted(KINDS.values())),
+        st.integers(1, 30),
+        st.integers(0, 2),
+        st.integers(0, 3),
+        st.sampled_from(["VIBER", "WHATSAPP", "NEW_ONE", "ünï"]),
+        times,
+        st.none() | near,
+        st.none() | near,
+        st.none() | st.integers(-(10**6), 10**9),
+    ),
+    max_size=60,
+)
+
+
+@needs_native
+@settings(max_examples=300, deadline=None)
+@given(events, st.integers(1, 5))
+def test_both_folds_agree_event_by_event(stream: list[tuple[int, ...]], max_seen: int) -> None:
+    assert NATIVE is not None
+    py, nat = fold_native.PYTHON.new(0, max_seen=max_seen), NATIVE.new(0, max_seen=max_seen)
+    for i, e in enumerate(stream):
+        ev = Event(*e)  # type: ignore[arg-type]
+        assert py.apply(ev) == nat.apply(ev)
+        if i % 7 == 6:
+            (d1, c1), (d2, c2) = py.take_changes(), nat.take_changes()
+            same_delta(d1, d2)
+            assert c1 == c2
+    same_delta(py.delta, nat.delta)
+    assert (py.duplicates, py.watermark) == (nat.duplicates, nat.watermark)
+    py.take_changes()
+    nat.take_changes()
+    assert py.conversations() == nat.conversations()
+
+
+@needs_native
+def test_bins_and_digests_are_the_references() -> None:
+    import random
+
+    from consumer.model import event_hash
+
+    assert NATIVE is not None
+    native = fold_native.native
+    assert native is not None
+    rng = random.Random(5)
+    for v in [
+        -3,
+        0,
+        1,
+        2,
+        3,
+        59,
+        60,
+        3599,
+        86400,
+        2**31,
+        10**12,
+        *(rng.randrange(1, 10**10) for _ in range(50_000)),
+    ]:
+        assert native.bin_of(v) == bin_of(v), v
+    for i in range(2000):
+        text = f"evt-{i}-{rng.random()}-é漢"
+        assert native.event_hash(text) == event_hash(text)
