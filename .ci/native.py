@@ -99,7 +99,10 @@ def build_crate(crate_dir: str, module: str) -> bool:
         return True
     cargo = find_cargo()
     if cargo is None:
-        print(f"native: no cargo, {crate_dir} not built: the reference Python fold runs (slower)", file=sys.stderr)
+        print(
+            f"native: no cargo, {crate_dir} not built: the reference Python fold runs (slower)",
+            file=sys.stderr,
+        )
         return True
     for old in (target, stamp):
         old.unlink(missing_ok=True)

@@ -34,6 +34,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -99,7 +100,16 @@ class TimedConsumer(MetricsConsumer):
         self.first: float | None = None
         self.done: float | None = None
         self.writer_profile = cProfile.Profile() if profile else None
+        self.threads: dict[int, str] = {threading.get_native_id(): "polling"}
+        self.waited = 0.0  # polling thread: seconds waiting for the commit in flight
         super().__init__(settings, on_commit=self._on_commit)
+
+    def wait_for_commit(self) -> None:
+        started = time.perf_counter()
+        try:
+            super().wait_for_commit()
+        finally:
+            self.waited += time.perf_counter() - started
 
     def process(self, msgs: list[Message]) -> None:
         if self.first is None and msgs:
@@ -113,6 +123,7 @@ class TimedConsumer(MetricsConsumer):
             self.done = time.perf_counter()
 
     def _write(self, commits: list[PartitionCommit], purge: bool) -> list[TopicPartition]:
+        self.threads[threading.get_native_id()] = "store-writer"
         if self.writer_profile is None:
             return super()._write(commits, purge)
         self.writer_profile.enable()
@@ -130,6 +141,44 @@ def store_offsets(db: Path) -> dict[int, int]:
         return {}
 
 
+def thread_cpu(names: dict[int, str]) -> dict[str, float]:
+    """CPU seconds so far of this process's threads: those of `names` (native id -> name)
+    by name, librdkafka's (rdk:*) together, the rest as "other"."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            comm = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = names.get(int(task.name)) or ("librdkafka" if comm.startswith("rdk:") else "other")
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has spent busy (every process: the broker too)."""
+    cpu = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    idle = int(cpu[3]) + int(cpu[4])
+    return (sum(int(x) for x in cpu[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_split(before: dict[str, float], after: dict[str, float], busy: float, seconds: float) -> str:
+    """Where the CPU of a run went, in cores (CPU seconds / wall seconds)."""
+    used = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    ours_total = sum(used.values())
+    parts = [
+        f"{k} {v / seconds:.2f}"
+        for k, v in sorted(used.items(), key=lambda kv: -kv[1])
+        if v >= 0.05 * seconds
+    ]
+    return (
+        f"cores used: process {ours_total / seconds:.2f} ({', '.join(parts)}), "
+        f"rest of the machine (broker, ...) {(busy - ours_total) / seconds:.2f}"
+    )
+
+
 def ours(bootstrap: str, topic: str, ends: dict[int, int], profile: bool = False) -> tuple[float, str]:
     """Seconds from the first batch to aggregates committed up to every partition's end."""
     with tempfile.TemporaryDirectory(prefix="bench-consumer-") as tmp:
@@ -139,9 +188,19 @@ def ours(bootstrap: str, topic: str, ends: dict[int, int], profile: bool = False
         settings = ConsumerSettings(bootstrap, topic=topic, store_url=url, group=group, poll_batch=10_000)
         c = TimedConsumer(settings, ends, profile)
         poll_profile = cProfile.Profile() if profile else None
+        started = time.perf_counter()
         if poll_profile:
             poll_profile.enable()
-        c.run(until=lambda c: c.done is not None)  # type: ignore[attr-defined]
+        threads, busy = thread_cpu(c.threads), machine_busy()
+        after: list[tuple[dict[str, float], float]] = []
+
+        def finished(c: TimedConsumer) -> bool:  # read the threads' CPU before they end
+            if c.done is not None:
+                after.append((thread_cpu(c.threads), machine_busy()))
+            return c.done is not None
+
+        c.run(until=finished)  # type: ignore[arg-type]
+        threads_after, busy_after = after[0]
         if poll_profile:
             poll_profile.disable()
         assert c.first is not None and c.done is not None
@@ -150,7 +209,9 @@ def ours(bootstrap: str, topic: str, ends: dict[int, int], profile: bool = False
             raise SystemExit(f"store offsets {stored} short of the ends {ends}")
         st = c.stats
         info = f"consumed {st.consumed:,}, folded {st.folded:,}, duplicates {st.duplicates:,}, "
-        info += f"commits {st.commits}"
+        info += f"commits {st.commits}, fold {c.fold_kind.name}; "
+        info += cpu_split(threads, threads_after, busy_after - busy, time.perf_counter() - started)
+        info += f"; polling thread waited {c.waited:.1f} s for commits"
         if poll_profile and c.writer_profile:
             info += "\n" + top(poll_profile, "polling thread") + top(c.writer_profile, "store-writer thread")
         seconds = c.done - c.first

@@ -5,7 +5,8 @@
 Generates webhooks (the consumer benchmark's mix: 10,000 accounts, events/4 conversations,
 redeliveries, late events, unknown channel types), encodes them through the gateway's
 intake, then runs the consumer's own steps on one thread, serially, on a fresh SQLite
-store: `Codec.decode_many` in batches of 10,000, `from_record` + `PartitionFold.apply`,
+store: `Codec.decode_many` in batches of 10,000, the fold's `apply_batch` (the compiled
+fold where built; CONVMETRICS_FOLD=python for the reference one),
 `take_changes`/snapshots every ``--flush`` events, `SqliteStore.commit`. It prints the
 CPU time (thread time, so other work on the machine counts less) of each step per event,
 and with ``--statements`` the SQL statements of the commit that cost the most.
@@ -29,8 +30,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from consumer.fold import PartitionFold  # noqa: E402
-from consumer.model import READER_SCHEMA, from_record  # noqa: E402
+from consumer.fold_native import choose  # noqa: E402
+from consumer.model import READER_SCHEMA  # noqa: E402
 from consumer.sqlite_store import SqliteStore  # noqa: E402
 from consumer.store import PartitionCommit  # noqa: E402
 from convmetrics.generate import GenerateConfig, generate_webhooks  # noqa: E402
@@ -79,6 +80,21 @@ def make_values(events: int) -> list[tuple[int, bytes]]:
     return out
 
 
+class Msg:
+    """What apply_batch reads of a consumed message."""
+
+    __slots__ = ("_offset", "_partition")
+
+    def __init__(self, partition: int, offset: int) -> None:
+        self._partition, self._offset = partition, offset
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+
 def run(values: list[tuple[int, bytes]], flush: int, statements: bool) -> None:
     codec = Codec(subject(CONVERSATION_EVENT), reader_schema=READER_SCHEMA)
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
@@ -87,7 +103,9 @@ def run(values: list[tuple[int, bytes]], flush: int, statements: bool) -> None:
         if timed is not None:
             store.db = timed  # type: ignore[assignment]
         epochs = {p: store.claim("events", p, "bench") for p in range(PARTITIONS)}
-        folds = {p: PartitionFold(p) for p in range(PARTITIONS)}
+        kind = choose()
+        print(f"fold: {kind.name} (CONVMETRICS_FOLD=python|native picks one)")
+        folds = {p: kind.new(p) for p in range(PARTITIONS)}
         logged: collections.Counter[int] = collections.Counter()
         spent: collections.defaultdict[str, float] = collections.defaultdict(float)
         offsets: dict[int, int] = {}
@@ -117,13 +135,9 @@ def run(values: list[tuple[int, bytes]], flush: int, statements: bool) -> None:
             started = time.thread_time()
             records = codec.decode_many([v for _, v in chunk])
             mid = time.thread_time()
-            for j, ((p, _), rec) in enumerate(zip(chunk, records, strict=True)):
-                ev = from_record(rec) if isinstance(rec, dict) else None
-                if ev is not None:
-                    folds[p].apply(ev)
-                offsets[p] = i + j + 1
+            kind.apply_batch(folds, [Msg(p, i + j) for j, (p, _) in enumerate(chunk)], records, offsets)
             spent["decode (decode_many)"] += mid - started
-            spent["fold (from_record + apply)"] += time.thread_time() - mid
+            spent["fold (apply_batch)"] += time.thread_time() - mid
             pending += len(chunk)
             if pending >= flush:
                 commit()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -17,6 +18,8 @@ from consumer import fold_native
 from consumer.fold import Delta, Fold, decode_snapshot
 from consumer.model import KINDS, READER_SCHEMA, Event
 from consumer.sketch import bin_of
+from consumer.sqlite_store import SqliteStore
+from consumer.store import PartitionCommit
 from convmetrics.generate import GenerateConfig, generate_webhooks
 from producer.intake import Prepared, prepare
 from schemas import CONVERSATION_EVENT, Codec, subject
@@ -217,3 +220,32 @@ def test_bins_and_digests_are_the_references() -> None:
     for i in range(2000):
         text = f"evt-{i}-{rng.random()}-é漢"
         assert native.event_hash(text) == event_hash(text)
+
+
+@needs_native
+def test_sqlite_store_holds_the_same_either_way(tmp_path: Path) -> None:
+    """Committed through the reference fold or the compiled one: the same tables."""
+    assert NATIVE is not None
+    msgs, records = stream(4000, 9)
+    tables = []
+    for kind in (fold_native.PYTHON, NATIVE):
+        store = SqliteStore(str(tmp_path / f"{kind.name}.db"))
+        folds = {p: kind.new(p) for p in range(PARTITIONS)}
+        epochs = {p: store.claim("t", p, "test") for p in range(PARTITIONS)}
+        for i in range(0, len(msgs), 500):
+            offsets: dict[int, int] = {}
+            kind.apply_batch(folds, msgs[i : i + 500], records[i : i + 500], offsets)
+            commits = []
+            for p, off in offsets.items():
+                delta, changed = folds[p].take_changes()
+                commits.append(PartitionCommit(p, delta, off, folds[p].watermark, changed, [], epochs[p]))
+            store.commit("t", commits)
+        tables.append(
+            [
+                store.db.execute(f"SELECT * FROM {t} ORDER BY 1, 2, 3, 4, 5").fetchall()
+                for t in ("metric_rows", "metric_bins", "closures")
+            ]
+        )
+        store.close()
+    assert tables[0] == tables[1]
+    assert len(tables[0][0]) > 1000
