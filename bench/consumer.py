@@ -122,13 +122,13 @@ class TimedConsumer(MetricsConsumer):
         if self.done is None and all(self.committed[p] >= n for p, n in self.ends.items()):
             self.done = time.perf_counter()
 
-    def _write(self, commits: list[PartitionCommit], purge: bool) -> list[TopicPartition]:
+    def _write(self, commits: list[PartitionCommit], purge: bool, started: float) -> list[TopicPartition]:
         self.threads[threading.get_native_id()] = "store-writer"
         if self.writer_profile is None:
-            return super()._write(commits, purge)
+            return super()._write(commits, purge, started)
         self.writer_profile.enable()
         try:
-            return super()._write(commits, purge)
+            return super()._write(commits, purge, started)
         finally:
             self.writer_profile.disable()
 

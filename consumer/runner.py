@@ -18,6 +18,7 @@ import socket
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -75,6 +76,10 @@ def new_fold(
 
 
 _KIND_NAMES = {kind: name for name, kind in KINDS.items()}
+#: commits queued for the writer thread at once: with two, the writer goes from one to the
+#: next without waiting for the polling thread to take the changes (measured: writer busy
+#: ~73% of a backlog run with one)
+MAX_IN_FLIGHT = 2
 
 
 def _partition(m: Message) -> int:
@@ -155,9 +160,10 @@ class MetricsConsumer:
         self._last_commit = time.monotonic()
         self._last_expire = time.monotonic()
         self._dlq_errors: list[str] = []
-        self._commit_started = 0.0
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
-        self._in_flight: Future[list[TopicPartition]] | None = None
+        #: commits handed to the writer thread, oldest first (at most MAX_IN_FLIGHT)
+        self._in_flight: deque[Future[list[TopicPartition]]] = deque()
+        self._write_failed = False  # a commit failed: the ones queued after it must not land
         base = {"bootstrap.servers": settings.bootstrap_servers, **settings.kafka}
         self.consumer = Consumer(
             {
@@ -191,8 +197,8 @@ class MetricsConsumer:
                 msgs = self.consumer.consume(self.s.poll_batch, 0.1)
                 if msgs:
                     self.process(msgs)
-                if self._in_flight is not None and self._in_flight.done():
-                    self.wait_for_commit()
+                if self._in_flight and self._in_flight[0].done():
+                    self.wait_for_commit(keep=len(self._in_flight) - 1)
                 behind = len(msgs) >= self.s.poll_batch
                 interval = self.s.backlog_flush_interval if behind else self.s.flush_interval
                 if self._pending >= self.s.flush_events or time.monotonic() - self._last_commit >= interval:
@@ -284,13 +290,17 @@ class MetricsConsumer:
 
         The snapshot is taken here, on the polling thread; the store transaction and the
         Kafka offset commit run on the writer thread while the next batch is decoded and
-        folded (SQLite releases the GIL while it works). At most one commit is in flight.
+        folded (SQLite releases the GIL while it works). Up to MAX_IN_FLIGHT commits are
+        queued, so the writer starts the next one as soon as it is done with the last (the
+        writer thread runs them in order, and refuses the ones after a failed one).
         """
         self._last_commit = time.monotonic()
-        self.wait_for_commit()
+        self.wait_for_commit(keep=MAX_IN_FLIGHT - 1)
         if not self.next_offsets:
+            if wait:
+                self.wait_for_commit()
             return
-        self._commit_started = time.perf_counter()
+        started = time.perf_counter()
         remaining = self.dlq.flush(30)
         if remaining or self._dlq_errors:
             errors, self._dlq_errors = self._dlq_errors, []
@@ -304,7 +314,7 @@ class MetricsConsumer:
         commits = [self._snapshot(p, off, expire) for p, off in self.next_offsets.items()]
         self.next_offsets = {}
         self._pending = 0
-        self._in_flight = self._writer.submit(self._write, commits, expire)
+        self._in_flight.append(self._writer.submit(self._write, commits, expire, started))
         if wait:
             self.wait_for_commit()
 
@@ -326,7 +336,19 @@ class MetricsConsumer:
             p, delta, next_offset, fold.watermark, changed, expired, self.epochs[p], snapshot
         )
 
-    def _write(self, commits: list[PartitionCommit], purge: bool) -> list[TopicPartition]:
+    def _write(self, commits: list[PartitionCommit], purge: bool, started: float) -> list[TopicPartition]:
+        """Writer thread: one commit, unless an earlier one failed (this one builds on it)."""
+        if self._write_failed:
+            raise ConsumerError("an earlier store commit failed: the commits queued after it are dropped")
+        try:
+            return self._write_one(commits, purge, started)
+        except BaseException:
+            self._write_failed = True
+            raise
+
+    def _write_one(
+        self, commits: list[PartitionCommit], purge: bool, flush_started: float
+    ) -> list[TopicPartition]:
         """Writer thread: the store transaction. Partitions fenced off by a newer owner are
         left out and the rest is committed; the polling thread then drops their state.
 
@@ -377,22 +399,23 @@ class MetricsConsumer:
         self.stats.commits += 1
         _trim()
         if self.on_commit is not None:
-            report = CommitReport(commits, time.perf_counter() - self._commit_started, store_seconds, fenced)
+            report = CommitReport(commits, time.perf_counter() - flush_started, store_seconds, fenced)
             try:
                 self.on_commit(report)
             except Exception:  # an exporter must never break the commit path
                 log.exception("commit hook failed")
         return [TopicPartition(self.s.topic, c.partition, c.next_offset) for c in commits]
 
-    def wait_for_commit(self) -> None:
-        """Block until the commit in flight (if any) is durable; re-raise its failure.
+    def wait_for_commit(self, keep: int = 0) -> None:
+        """Block until all but the newest `keep` commits in flight are durable, oldest
+        first; re-raise a failure.
 
-        Then hand its offsets to Kafka (for lag monitoring only). This runs on the polling
+        Then hand their offsets to Kafka (for lag monitoring only). This runs on the polling
         thread: the Kafka consumer must not be called from the writer thread while the
         polling thread sits in a rebalance callback.
         """
-        if self._in_flight is not None:
-            future, self._in_flight = self._in_flight, None
+        while len(self._in_flight) > keep:
+            future = self._in_flight.popleft()
             offsets = future.result()
             if offsets:
                 self.consumer.commit(offsets=offsets, asynchronous=True)
