@@ -104,10 +104,10 @@ class TimedConsumer(MetricsConsumer):
         self.waited = 0.0  # polling thread: seconds waiting for the commit in flight
         super().__init__(settings, on_commit=self._on_commit)
 
-    def wait_for_commit(self) -> None:
+    def wait_for_commit(self, keep: int = 0) -> None:
         started = time.perf_counter()
         try:
-            super().wait_for_commit()
+            super().wait_for_commit(keep)
         finally:
             self.waited += time.perf_counter() - started
 

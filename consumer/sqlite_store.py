@@ -13,6 +13,7 @@ from consumer.sqlite_sql import (
     AGGREGATE,
     ALL_TIME_END,
     CLEAR,
+    OLD_CLOSURES_INDEX,
     RECHECK,
     SCHEMA,
     STAGE,
@@ -54,6 +55,9 @@ class SqliteStore:
             self.db.execute("PRAGMA wal_autocheckpoint=16384")
             self.db.execute("PRAGMA busy_timeout=60000")
             self.db.executescript(SCHEMA)
+            closures = self.db.execute("SELECT sql FROM sqlite_master WHERE name = 'closures'").fetchone()[0]
+            if "WITHOUT ROWID" not in closures.upper():  # a store made before the table was keyed by account
+                self.db.execute(OLD_CLOSURES_INDEX)
             self.db.execute("PRAGMA temp_store=MEMORY")
             self.db.executescript(TEMP_TABLES)
         except sqlite3.Error as exc:

@@ -349,3 +349,38 @@ def test_sqlite_reads_conversations_written_before_the_log(tmp_path: Path) -> No
     s.commit("events", [PartitionCommit(4, delta, 6, f.watermark, changed, snapshot=f.snapshot())])
     assert s.load_partition("events", 4).conversations == f.conversations()
     s.close()
+
+
+OLD_CLOSURES = """CREATE TABLE closures (
+    event_hash INTEGER PRIMARY KEY, partition INTEGER NOT NULL, account INTEGER NOT NULL,
+    conversation INTEGER NOT NULL, channel_type TEXT NOT NULL, closed_at INTEGER NOT NULL,
+    ttc INTEGER)"""
+
+
+@pytest.mark.parametrize("layout", ["keyed by account", "keyed by event hash (older stores)"])
+def test_sqlite_rechecks_account_rows_on_either_closures_layout(tmp_path: Path, layout: str) -> None:
+    import sqlite3
+
+    path = str(tmp_path / "m.db")
+    if layout.startswith("keyed by event hash"):
+        with sqlite3.connect(path) as db:
+            db.execute(OLD_CLOSURES)
+    s = SqliteStore(path)
+    s.check_topic("events")
+    indexes = {r[0] for r in s.db.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'closures'")}
+    assert ("closures_by_account_ttc" in indexes) == layout.startswith("keyed by event hash")
+    f = PartitionFold(0)
+    f.apply(ev(CREATED, 1, 100))
+    f.apply(ev(CLOSED, 2, 200))  # 100 s
+    f.apply(ev(CLOSED, 4, 1000))  # 900 s for now
+    commit(s, f, 3)
+    f.apply(ev(OPENED, 3, 700))  # late reopen: the second closure took 300 s, corrected in place
+    commit(s, f, 4)
+    for by, key in (("account", "7"), ("channel_type", "TELEGRAM")):
+        (row,) = s.query(by, "all", key=key)
+        assert (row.ttc_count, row.ttc_sum, row.ttc_min, row.ttc_max) == (2, 400, 100, 300), by
+    assert s.db.execute("SELECT event_hash, ttc FROM closures ORDER BY closed_at").fetchall() == [
+        (2, 100),
+        (4, 300),
+    ]
+    s.close()
