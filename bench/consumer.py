@@ -38,6 +38,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
@@ -92,6 +93,24 @@ def baseline(bootstrap: str, topic: str, total: int) -> float:
     return seconds
 
 
+class _TimedPolls:
+    """The Kafka consumer, with the seconds spent inside `consume` added up."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        self._consumer = consumer
+        self.seconds = 0.0
+
+    def consume(self, *args: Any) -> list[Message]:
+        started = time.perf_counter()
+        try:
+            return self._consumer.consume(*args)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._consumer, name)
+
+
 class TimedConsumer(MetricsConsumer):
     """MetricsConsumer that notes its first batch and the commit that reaches the ends."""
 
@@ -103,6 +122,7 @@ class TimedConsumer(MetricsConsumer):
         self.threads: dict[int, str] = {threading.get_native_id(): "polling"}
         self.waited = 0.0  # polling thread: seconds waiting for the commit in flight
         super().__init__(settings, on_commit=self._on_commit)
+        self.consumer = _TimedPolls(self.consumer)  # type: ignore[assignment]
 
     def wait_for_commit(self, keep: int = 0) -> None:
         started = time.perf_counter()
@@ -211,7 +231,9 @@ def ours(bootstrap: str, topic: str, ends: dict[int, int], profile: bool = False
         info = f"consumed {st.consumed:,}, folded {st.folded:,}, duplicates {st.duplicates:,}, "
         info += f"commits {st.commits}, fold {c.fold_kind.name}; "
         info += cpu_split(threads, threads_after, busy_after - busy, time.perf_counter() - started)
-        info += f"; polling thread waited {c.waited:.1f} s for commits"
+        info += (
+            f"; polling thread waited {c.waited:.1f} s for commits, {c.consumer.seconds:.1f} s in consume()"
+        )
         if poll_profile and c.writer_profile:
             info += "\n" + top(poll_profile, "polling thread") + top(c.writer_profile, "store-writer thread")
         seconds = c.done - c.first

@@ -32,6 +32,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from consumer.fold_native import choose  # noqa: E402
 from consumer.model import READER_SCHEMA  # noqa: E402
+from consumer.settings import ConsumerSettings  # noqa: E402
 from consumer.sqlite_store import SqliteStore  # noqa: E402
 from consumer.store import PartitionCommit  # noqa: E402
 from convmetrics.generate import GenerateConfig, generate_webhooks  # noqa: E402
@@ -159,7 +160,12 @@ def run(values: list[tuple[int, bytes]], flush: int, statements: bool) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=300_000)
-    ap.add_argument("--flush", type=int, default=20_000, help="events per commit (the consumer's default)")
+    ap.add_argument(
+        "--flush",
+        type=int,
+        default=ConsumerSettings.flush_events,
+        help="events per commit (the consumer's default)",
+    )
     ap.add_argument("--statements", action="store_true", help="time each SQL statement of the commits")
     args = ap.parse_args()
     started = time.perf_counter()

@@ -54,7 +54,7 @@ def register(sub: Any) -> None:
         type=float,
         default=0.25,
         help="seconds between commits when caught up: bounds webhook-to-API latency (default 0.25); "
-        "while behind, commits come every 2 s or 20,000 records",
+        "while behind, commits come every 2 s or --flush-events records",
     )
     c.add_argument(
         "--flush-events",

@@ -178,6 +178,10 @@ class MetricsConsumer:
                 "fetch.max.bytes": 8 * 1024 * 1024,
                 "queued.max.messages.kbytes": 4 * 1024,
                 "queued.min.messages": 20_000,
+                # ... and refilled at once: once the queue is full librdkafka waits this long
+                # before the next fetch (default 1000 ms), which starved the fold of records
+                # (measured: 10 s of 23 s inside consume(); 2.6 s with 10 ms)
+                "fetch.queue.backoff.ms": 10,
             }
         )
         self.dlq = Producer({**base, "acks": "all", "enable.idempotence": True, "linger.ms": 5})
