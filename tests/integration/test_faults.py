@@ -274,8 +274,11 @@ def test_database_unreachable_then_back(
     assert any("commit landed after" in log for log in logs)
     # librdkafka logs MAXPOLL when a member leaves the group for not polling in time
     left = [log for log in logs if "MAXPOLL|" in log and "assigned [(" in log[log.index("MAXPOLL|") :]]
-    if past_max_poll:  # each left the group; the group got going again (who gets which partitions is timing)
-        assert all("MAXPOLL|" in log for log in logs), "\n---\n".join(log[-3000:] for log in logs)
+    if past_max_poll:  # members left the group; it got going again (who gets which partitions is timing)
+        # A member whose polling thread waits for the stuck commit leaves the group. One with
+        # a commit queued but nothing newer to commit keeps polling (it waits only when a
+        # second commit would queue behind the stuck one), so not every member has to leave.
+        assert any("MAXPOLL|" in log for log in logs), "\n---\n".join(log[-3000:] for log in logs)
         assert left, "no member came back with partitions"
     else:
         assert not any("MAXPOLL|" in log or "lost [" in log for log in logs)
