@@ -35,7 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 MODULES = ["producer/encoder.py"]
 #: Rust crate -> the extension module it builds (cdylib `lib<name>.so`, name = module's last part)
 CRATES = {"consumer/native": "consumer/_fold_native"}
-CARGO_TARGET = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "convmetrics" / "cargo-target"
+#: per checkout: a target dir shared by two checkouts would hand one the other's library
+#: (cargo keeps one unhashed cdylib path per target dir)
+CARGO_TARGET = ROOT / "consumer" / "native" / "target"
 
 
 def digest(source: Path) -> str:
@@ -99,6 +101,8 @@ def build_crate(crate_dir: str, module: str) -> bool:
         return True
     cargo = find_cargo()
     if cargo is None:
+        for old in (target, stamp):  # a stale build must not be imported instead of the reference
+            old.unlink(missing_ok=True)
         print(
             f"native: no cargo, {crate_dir} not built: the reference Python fold runs (slower)",
             file=sys.stderr,

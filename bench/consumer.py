@@ -44,12 +44,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from common import bench_kafka, end_offsets, ensure_events, loadavg, machine, median, proc_status_kb  # noqa: E402
-from confluent_kafka import Consumer, Message, TopicPartition  # noqa: E402
+from confluent_kafka import Consumer, Message  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from consumer.model import READER_SCHEMA  # noqa: E402
-from consumer.runner import CommitReport, MetricsConsumer  # noqa: E402
+from consumer.runner import CommitReport, MetricsConsumer, WriteResult  # noqa: E402
 from consumer.settings import ConsumerSettings  # noqa: E402
 from consumer.store import PartitionCommit  # noqa: E402
 from convmetrics.generate import GenerateConfig  # noqa: E402
@@ -142,7 +142,7 @@ class TimedConsumer(MetricsConsumer):
         if self.done is None and all(self.committed[p] >= n for p, n in self.ends.items()):
             self.done = time.perf_counter()
 
-    def _write(self, commits: list[PartitionCommit], purge: bool, started: float) -> list[TopicPartition]:
+    def _write(self, commits: list[PartitionCommit], purge: bool, started: float) -> WriteResult:
         self.threads[threading.get_native_id()] = "store-writer"
         if self.writer_profile is None:
             return super()._write(commits, purge, started)

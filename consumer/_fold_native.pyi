@@ -5,12 +5,16 @@ from consumer.fold import BatchResult, ConvKey, Delta
 from consumer.model import Event
 
 class PartitionFold:
-    partition: int
     watermark: int
     max_seen: int
-    duplicates: int
-    hot_count: int
-    delta: Delta
+    @property
+    def partition(self) -> int: ...
+    @property
+    def duplicates(self) -> int: ...
+    @property
+    def hot_count(self) -> int: ...
+    @property
+    def delta(self) -> Delta: ...  # a copy of the pending changes
     def __init__(
         self,
         partition: int,

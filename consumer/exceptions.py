@@ -36,3 +36,7 @@ class FencedError(StoreError):
             f"partition(s) {partitions} are owned by a newer consumer (a higher ownership epoch): "
             "this consumer was fenced off and drops its state for them"
         )
+
+
+class RefusedCommitError(ConsumerError):
+    """A commit queued after one that failed: never written (it builds on the failed one)."""

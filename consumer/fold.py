@@ -330,7 +330,8 @@ class PartitionFold:
         for k in gone:
             del self.idle[k]
         if max_conversations is not None and len(self.idle) > max_conversations:
-            by_age = sorted(self.idle, key=lambda k: last_time_of(self.idle[k]))
+            # longest idle first, ties by (account, conversation id): the same in the compiled fold
+            by_age = sorted(self.idle, key=lambda k: (last_time_of(self.idle[k]), conv_key(k)))
             over = by_age[: len(by_age) - max_conversations]
             for k in over:
                 del self.idle[k]

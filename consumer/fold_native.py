@@ -3,11 +3,14 @@ built, else the reference `consumer.fold`. Both keep the same contract, state fo
 `Delta`; tests/unit/consumer/test_fold_native.py holds them equal on generated streams.
 
 `CONVMETRICS_FOLD=python` (or `native`) picks one by hand: `native` fails loudly when the
-extension is missing or stale, instead of running slower without saying so.
+extension is missing, instead of running slower without saying so. A built extension that
+cannot be loaded is an error, never a silent fallback; tests/unit/test_native.py fails when
+the extension is older than its sources.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,8 +25,10 @@ from consumer.sketch import _MULTIPLIER, _OFFSET, LAG_BASE, ZERO_BIN
 native: ModuleType | None
 try:
     from consumer import _fold_native as _built
-except ImportError:  # not built (no Rust toolchain): the reference fold runs
-    native = None
+except ImportError:
+    if importlib.util.find_spec("consumer._fold_native") is not None:
+        raise  # built, but this interpreter cannot load it: say so
+    native = None  # not built (no Rust toolchain): the reference fold runs
 else:
     _built.configure(_MULTIPLIER, _OFFSET, ZERO_BIN, LAG_BASE, Delta)
     native = _built

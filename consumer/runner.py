@@ -34,7 +34,7 @@ from confluent_kafka import (
 )
 
 from consumer.dlq import dead_letter_headers
-from consumer.exceptions import ConsumerError, FencedError, StoreUnavailableError
+from consumer.exceptions import ConsumerError, FencedError, RefusedCommitError, StoreUnavailableError
 from consumer.fold import Fold
 from consumer.fold_native import FoldKind, choose
 from consumer.model import KINDS, READER_SCHEMA
@@ -80,6 +80,8 @@ _KIND_NAMES = {kind: name for name, kind in KINDS.items()}
 #: next without waiting for the polling thread to take the changes (measured: writer busy
 #: ~73% of a backlog run with one)
 MAX_IN_FLIGHT = 2
+#: what a commit on the writer thread hands back: offsets for Kafka, partitions fenced off
+WriteResult = tuple[list[TopicPartition], list[int]]
 
 
 def _partition(m: Message) -> int:
@@ -152,7 +154,6 @@ class MetricsConsumer:
         self.next_offsets: dict[int, int] = {}  # ... of records not committed to the store yet
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.on_commit = on_commit
-        self._fenced: list[int] = []
         self._last_lag = 0.0
         self.stats = Stats()
         self._stop = threading.Event()
@@ -162,7 +163,7 @@ class MetricsConsumer:
         self._dlq_errors: list[str] = []
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
         #: commits handed to the writer thread, oldest first (at most MAX_IN_FLIGHT)
-        self._in_flight: deque[Future[list[TopicPartition]]] = deque()
+        self._in_flight: deque[Future[WriteResult]] = deque()
         self._write_failed = False  # a commit failed: the ones queued after it must not land
         base = {"bootstrap.servers": settings.bootstrap_servers, **settings.kafka}
         self.consumer = Consumer(
@@ -340,21 +341,22 @@ class MetricsConsumer:
             p, delta, next_offset, fold.watermark, changed, expired, self.epochs[p], snapshot
         )
 
-    def _write(self, commits: list[PartitionCommit], purge: bool, started: float) -> list[TopicPartition]:
+    def _write(self, commits: list[PartitionCommit], purge: bool, started: float) -> WriteResult:
         """Writer thread: one commit, unless an earlier one failed (this one builds on it)."""
         if self._write_failed:
-            raise ConsumerError("an earlier store commit failed: the commits queued after it are dropped")
+            raise RefusedCommitError(
+                "an earlier store commit failed: the commits queued after it are dropped"
+            )
         try:
             return self._write_one(commits, purge, started)
         except BaseException:
             self._write_failed = True
             raise
 
-    def _write_one(
-        self, commits: list[PartitionCommit], purge: bool, flush_started: float
-    ) -> list[TopicPartition]:
+    def _write_one(self, commits: list[PartitionCommit], purge: bool, flush_started: float) -> WriteResult:
         """Writer thread: the store transaction. Partitions fenced off by a newer owner are
-        left out and the rest is committed; the polling thread then drops their state.
+        left out and the rest is committed; the polling thread then drops their state
+        (they come back with the offsets to hand to Kafka).
 
         While the store is unreachable the same commit is retried with backoff (capped at
         5 s); the polling thread waits at its next commit, so consumption pauses. A retried
@@ -393,7 +395,6 @@ class MetricsConsumer:
                 delay = min(delay * 2, 5.0)
         if attempt:
             log.warning("store available again: commit landed after %d retries", attempt)
-        self._fenced.extend(fenced)
         store_seconds = time.perf_counter() - started
         if purge:
             try:
@@ -408,7 +409,7 @@ class MetricsConsumer:
                 self.on_commit(report)
             except Exception:  # an exporter must never break the commit path
                 log.exception("commit hook failed")
-        return [TopicPartition(self.s.topic, c.partition, c.next_offset) for c in commits]
+        return [TopicPartition(self.s.topic, c.partition, c.next_offset) for c in commits], fenced
 
     def wait_for_commit(self, keep: int = 0) -> None:
         """Block until all but the newest `keep` commits in flight are durable, oldest
@@ -420,16 +421,17 @@ class MetricsConsumer:
         """
         while len(self._in_flight) > keep:
             future = self._in_flight.popleft()
-            offsets = future.result()
+            try:
+                offsets, fenced = future.result()
+            except RefusedCommitError:  # the failure it follows was raised from its own commit
+                continue
             if offsets:
                 self.consumer.commit(offsets=offsets, asynchronous=True)
-            if self._fenced:
-                fenced, self._fenced = self._fenced, []
-                self.stats.fenced += len(fenced)
-                for p in fenced:  # until the group hands them back, their records are skipped
-                    self.folds.pop(p, None)
-                    self.next_offsets.pop(p, None)
-                    self.positions.pop(p, None)
+            for p in fenced:  # until the group hands them back, their records are skipped
+                if self.folds.pop(p, None) is not None:
+                    self.stats.fenced += 1
+                self.next_offsets.pop(p, None)
+                self.positions.pop(p, None)
 
     # -- rebalance --------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

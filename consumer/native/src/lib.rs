@@ -13,7 +13,7 @@ use std::collections::hash_map::Entry;
 use std::fmt::Write as _;
 use std::sync::OnceLock;
 
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use serde::{Deserialize, Serialize};
@@ -58,8 +58,8 @@ fn bin_of(cfg: &Config, seconds: i64) -> i64 {
     ((l * cfg.multiplier).ceil() + cfg.offset) as i64
 }
 
-fn floor_to(t: i64, size: i64) -> i64 {
-    t - t.rem_euclid(size)
+fn floor_to(t: i64, size: i64) -> PyResult<i64> {
+    t.checked_sub(t.rem_euclid(size)).ok_or_else(overflow)
 }
 
 struct Closure {
@@ -170,9 +170,19 @@ fn kind_of(name: &str) -> Option<u8> {
     }
 }
 
-fn last_time_of(blob: &str) -> i64 {
-    let end = blob.find(',').unwrap_or(blob.len());
-    blob.get(1..end).and_then(|s| s.parse().ok()).unwrap_or(i64::MIN)
+/// consumer.fold.last_time_of: a stored conversation's newest event time (ValueError, as
+/// there, when the text does not start like a conversation).
+fn last_time_of(blob: &str) -> PyResult<i64> {
+    blob.find(',')
+        .and_then(|end| blob.get(1..end))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| PyValueError::new_err(format!("not a stored conversation: {:.40}", blob)))
+}
+
+/// Event-time arithmetic beyond 64 bits fails loudly, as the reference's does when the
+/// value reaches the store (Python ints do not wrap; the store's integers are 64-bit).
+fn overflow() -> PyErr {
+    PyOverflowError::new_err("event time arithmetic outside the 64-bit range")
 }
 
 /// The snapshot key of a conversation (consumer.fold.mem_key): one int where it fits.
@@ -255,10 +265,10 @@ impl PartitionFold {
             conv.last = t;
         }
         if let Some(rec) = e.received_ms {
-            let millis = rec.saturating_sub(t.saturating_mul(1000));
+            let millis = t.checked_mul(1000).and_then(|ms| rec.checked_sub(ms)).ok_or_else(overflow)?;
             let lag = pending
                 .lags
-                .entry((e.ch, floor_to(t, 3600)))
+                .entry((e.ch, floor_to(t, 3600)?))
                 .or_insert_with(|| Lag { count: 0, sum: 0, max: millis, bins: HashMap::new() });
             lag.count += 1;
             lag.sum += millis as i128;
@@ -276,7 +286,10 @@ impl PartitionFold {
                 (Some(_), None) => 1,
                 (None, _) => 0,
             };
-            let ttc = start.map(|s| t.saturating_sub(s));
+            let ttc = match start {
+                Some(s) => Some(t.checked_sub(s).ok_or_else(overflow)?),
+                None => None,
+            };
             pending.facts.push(Fact {
                 ch: e.ch,
                 acc: a,
@@ -306,7 +319,7 @@ impl PartitionFold {
                     continue;
                 }
                 if let Some(s) = c.start {
-                    let old = c.closed.saturating_sub(s);
+                    let old = c.closed.checked_sub(s).ok_or_else(overflow)?;
                     pending.retractions.push(pending.facts.len());
                     pending.facts.push(Fact {
                         ch: c.ch, acc: a, t: c.closed, closures: 0, reopens: 0, unread: 0, ttc_n: -1,
@@ -314,7 +327,7 @@ impl PartitionFold {
                     });
                 }
                 c.start = Some(t);
-                let ttc = c.closed.saturating_sub(t);
+                let ttc = c.closed.checked_sub(t).ok_or_else(overflow)?;
                 pending.facts.push(Fact {
                     ch: c.ch, acc: a, t: c.closed, closures: 0, reopens: 0, unread: 0, ttc_n: 1,
                     ttc: Some(ttc), bin: Some(bin_of(cfg, ttc)),
@@ -549,18 +562,22 @@ impl PartitionFold {
         Ok((delta, changed))
     }
 
+    /// Longest idle first, ties by (account, conversation id): as the reference.
     #[pyo3(signature = (ttl, max_conversations=None))]
-    fn expire(&mut self, ttl: i64, max_conversations: Option<usize>) -> Vec<(i64, i64)> {
+    fn expire(&mut self, ttl: i64, max_conversations: Option<usize>) -> PyResult<Vec<(i64, i64)>> {
         let horizon = self.watermark.saturating_sub(ttl);
-        let mut gone: Vec<(i64, i64)> =
-            self.idle.iter().filter(|(_, b)| last_time_of(b) < horizon).map(|(k, _)| *k).collect();
+        let mut by_age: Vec<(i64, (i64, i64))> = Vec::with_capacity(self.idle.len());
+        for (k, b) in &self.idle {
+            by_age.push((last_time_of(b)?, *k));
+        }
+        let mut gone: Vec<(i64, i64)> = by_age.iter().filter(|(t, _)| *t < horizon).map(|(_, k)| *k).collect();
         gone.sort_unstable();
         for k in &gone {
             self.idle.remove(k);
         }
         if let Some(most) = max_conversations {
             if self.idle.len() > most {
-                let mut by_age: Vec<(i64, (i64, i64))> = self.idle.iter().map(|(k, b)| (last_time_of(b), *k)).collect();
+                by_age.retain(|(t, _)| *t >= horizon);
                 by_age.sort_unstable();
                 let over = by_age.len() - most;
                 for (_, k) in &by_age[..over] {
@@ -569,7 +586,7 @@ impl PartitionFold {
                 }
             }
         }
-        gone
+        Ok(gone)
     }
 }
 

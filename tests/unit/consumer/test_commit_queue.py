@@ -51,6 +51,12 @@ def test_a_commit_queued_after_a_failed_one_does_not_land() -> None:
         with pytest.raises(ConsumerError, match="earlier store commit failed"):
             second.result(10)
         assert store.calls == 1 and store.landed == []
+        # the polling thread sees the real failure, not the refusal that follows it
+        c._in_flight.extend([first, second])
+        with pytest.raises(RuntimeError, match="disk on fire"):
+            c.wait_for_commit()
+        c.wait_for_commit()  # the refused one is dropped quietly (shutdown re-raises nothing new)
+        assert not c._in_flight
     finally:
         c._writer.shutdown()
         c.consumer.close()

@@ -5,7 +5,7 @@ other's state."""
 
 from __future__ import annotations
 
-import shutil
+import importlib.util
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +31,13 @@ PARTITIONS = 3
 
 def test_the_compiled_fold_is_built_where_rust_is() -> None:
     # `make setup` builds it wherever cargo exists: a failed build must not hide here
-    if shutil.which("cargo") is not None:
+    spec = importlib.util.spec_from_file_location(
+        "native_build", Path(__file__).parents[3] / ".ci" / "native.py"
+    )
+    assert spec is not None and spec.loader is not None
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    if build.find_cargo() is not None:
         assert NATIVE is not None, (
             "cargo is installed but consumer._fold_native is not built: run `make setup`"
         )
@@ -249,3 +255,28 @@ def test_sqlite_store_holds_the_same_either_way(tmp_path: Path) -> None:
         store.close()
     assert tables[0] == tables[1]
     assert len(tables[0][0]) > 1000
+
+
+@needs_native
+def test_expiry_beyond_the_cap_breaks_ties_alike() -> None:
+    assert NATIVE is not None
+    gone = []
+    for kind in (fold_native.PYTHON, NATIVE):
+        f = kind.new(0)
+        for c in (5, 3, 9, 1, 7):  # all idle since the same second
+            f.apply(Event(KINDS["conversation.created"], c, 2, c, "VIBER", 1000))
+        f.take_changes()
+        gone.append(sorted(f.expire(ttl=10**9, max_conversations=2)))
+    assert gone[0] == gone[1] == [(2, 1), (2, 3), (2, 5)]
+
+
+@needs_native
+def test_the_compiled_fold_fails_loudly_where_the_reference_would() -> None:
+    assert NATIVE is not None
+    f = NATIVE.new(0, {(1, 1): "garbage"})
+    with pytest.raises(ValueError, match="not a stored conversation"):
+        f.expire(ttl=10)
+    g = NATIVE.new(0)
+    g.apply(Event(KINDS["conversation.created"], 1, 1, 1, "VIBER", -(2**63) + 5))
+    with pytest.raises(OverflowError):  # a duration beyond 64 bits: the store could not hold it
+        g.apply(Event(KINDS["conversation.closed"], 2, 1, 1, "VIBER", 2**63 - 1))
