@@ -51,5 +51,5 @@ bench: setup
 	$(BIN)/python bench/consumer.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info build
 	rm -f producer/*.so producer/*.native-sha256 consumer/*.so consumer/*.native-sha256

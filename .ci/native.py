@@ -37,7 +37,7 @@ MODULES = ["producer/encoder.py"]
 CRATES = {"consumer/native": "consumer/_fold_native"}
 #: per checkout: a target dir shared by two checkouts would hand one the other's library
 #: (cargo keeps one unhashed cdylib path per target dir)
-CARGO_TARGET = ROOT / "consumer" / "native" / "target"
+CARGO_TARGET = ROOT / "build" / "cargo-target"
 
 
 def digest(source: Path) -> str:
