@@ -40,3 +40,7 @@ class FencedError(StoreError):
 
 class RefusedCommitError(ConsumerError):
     """A commit queued after one that failed: never written (it builds on the failed one)."""
+
+
+class OutOfRangeEventError(ConsumerError):
+    """A decoded event whose times cannot be stored (64-bit overflow): dead-lettered."""

@@ -258,6 +258,7 @@ class PartitionFold:
         kind, h, a, c, ch, t, last_read, last_inbound, rec = e
         # mem_key(a, c), inlined: this runs for every event
         conv = self.conversation((a << 32) | c if 0 <= a < _A_LIMIT and 0 <= c < _C_LIMIT else (a, c))
+        check_range(e, conv)
         seen = conv[SEEN]
         if h in seen:
             self.duplicates += 1
@@ -339,6 +340,33 @@ class PartitionFold:
         return [conv_key(k) for k in gone]
 
 
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+
+
+def _in_i64(*values: int) -> None:
+    if any(not _I64_MIN <= v <= _I64_MAX for v in values):
+        raise OverflowError("event time arithmetic outside the 64-bit range")
+
+
+def check_range(e: Event, conv: Conversation) -> None:
+    """Refuse (OverflowError), before it changes anything, an event whose time arithmetic
+    leaves 64 bits: an ingest lag, a duration, a window start. The store's integers are
+    64-bit; such a record (nanoseconds sent as seconds, say) goes to the dead-letter topic."""
+    t = e.time
+    _in_i64(t - t % 86400)
+    if e.received_ms is not None:
+        _in_i64(t * 1000, e.received_ms - t * 1000)
+    if e.kind == CLOSED:
+        starts = conv[STARTS]
+        i = bisect_right(starts, t)
+        if i:
+            _in_i64(t - starts[i - 1])
+    elif e.kind in (CREATED, OPENED):
+        for c in conv[CLOSURES]:
+            if c[C_CLOSED] >= t and not (c[C_START] is not None and c[C_START] >= t):
+                _in_i64(c[C_CLOSED] - t)
+
+
 class Fold(Protocol):
     """What the consumer needs of a partition's fold: `PartitionFold` here, or the same
     compiled (`consumer.fold_native`)."""
@@ -376,7 +404,8 @@ def apply_batch(
 ) -> BatchResult:
     """Fold a consumed batch: `msgs[i]` decoded as `records[i]` (a dict, or the DecodeError
     of a poison record). Messages of a partition without a fold (revoked meanwhile) are
-    skipped; `offsets[p]` becomes the offset after partition p's last message."""
+    skipped; `offsets[p]` becomes the offset after partition p's last message. Poison
+    records (undecodable, or refused by `check_range`) come back as indices."""
     if len(msgs) != len(records):
         raise ValueError("apply_batch: as many records as messages, please")
     folded = [0] * len(KINDS)
@@ -391,10 +420,16 @@ def apply_batch(
             ev = from_record(rec)
             if ev is None:
                 ignored += 1
-            elif fold.apply(ev):
-                folded[ev.kind] += 1
             else:
-                duplicates += 1
+                try:
+                    applied = fold.apply(ev)
+                except OverflowError:  # out of range: a poison record, like an undecodable one
+                    dead.append(i)
+                else:
+                    if applied:
+                        folded[ev.kind] += 1
+                    else:
+                        duplicates += 1
         else:
             dead.append(i)
         offsets[p] = m.offset() + 1  # type: ignore[operator]  # set on every consumed message

@@ -34,7 +34,13 @@ from confluent_kafka import (
 )
 
 from consumer.dlq import dead_letter_headers
-from consumer.exceptions import ConsumerError, FencedError, RefusedCommitError, StoreUnavailableError
+from consumer.exceptions import (
+    ConsumerError,
+    FencedError,
+    OutOfRangeEventError,
+    RefusedCommitError,
+    StoreUnavailableError,
+)
 from consumer.fold import Fold
 from consumer.fold_native import FoldKind, choose
 from consumer.model import KINDS, READER_SCHEMA
@@ -80,6 +86,7 @@ _KIND_NAMES = {kind: name for name, kind in KINDS.items()}
 #: next without waiting for the polling thread to take the changes (measured: writer busy
 #: ~73% of a backlog run with one)
 MAX_IN_FLIGHT = 2
+OUT_OF_RANGE = "event time arithmetic (ingest lag, duration or window start) outside the 64-bit range"
 #: what a commit on the writer thread hands back: offsets for Kafka, partitions fenced off
 WriteResult = tuple[list[TopicPartition], list[int]]
 
@@ -244,8 +251,9 @@ class MetricsConsumer:
         )
         for i in dead:
             rec = decoded[i]
-            assert isinstance(rec, DecodeError)  # apply_batch folds every decoded dict
-            self._dead_letter(ok[i], rec)
+            self._dead_letter(
+                ok[i], rec if isinstance(rec, DecodeError) else OutOfRangeEventError(OUT_OF_RANGE)
+            )
         st = self.stats
         for kind, n in enumerate(folded):
             if n:
@@ -271,7 +279,7 @@ class MetricsConsumer:
                 lag[p] = max(0, high - pos)
         self.stats.lag = lag
 
-    def _dead_letter(self, m: Message, error: DecodeError) -> None:
+    def _dead_letter(self, m: Message, error: Exception) -> None:
         topic, p, off = m.topic() or self.s.topic, _partition(m), _offset(m)
         log.warning("dead-lettering %s[%d]@%d: %s", topic, p, off, error)
 

@@ -249,6 +249,7 @@ impl PartitionFold {
         }
         let Self { hot, pending, watermark, duplicates, max_seen, partition, .. } = self;
         let conv = hot.get_mut(&key).expect("inserted above");
+        check_range(e, conv)?;
         if conv.seen.contains(&e.hash) {
             *duplicates += 1;
             return Ok(false);
@@ -391,6 +392,29 @@ impl PartitionFold {
             received_ms: t.get_item(8)?.extract()?,
         })
     }
+}
+
+/// consumer.fold.check_range: an event whose time arithmetic leaves 64 bits (a lag, a
+/// duration, a window start) is refused before it changes anything (OverflowError).
+fn check_range(e: &Ev, conv: &Conv) -> PyResult<()> {
+    let t = e.time;
+    floor_to(t, 86400)?;
+    if let Some(rec) = e.received_ms {
+        t.checked_mul(1000).and_then(|ms| rec.checked_sub(ms)).ok_or_else(overflow)?;
+    }
+    if e.kind == CLOSED {
+        let i = conv.starts.partition_point(|&s| s <= t);
+        if i > 0 {
+            t.checked_sub(conv.starts[i - 1]).ok_or_else(overflow)?;
+        }
+    } else if e.kind == CREATED || e.kind == OPENED {
+        for c in &conv.closures {
+            if c.closed >= t && !c.start.is_some_and(|s| s >= t) {
+                c.closed.checked_sub(t).ok_or_else(overflow)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Keys of a decoded record, interned once.
@@ -594,7 +618,7 @@ impl PartitionFold {
 /// (a dict, or the DecodeError of a poison record). Messages of a partition without a fold
 /// (revoked meanwhile) are skipped; `offsets[p]` becomes the offset after partition p's
 /// last message. Returns (events folded per kind, duplicates, ignored, indices of the
-/// poison records): consumer.fold.apply_batch is the same in Python.
+/// poison records: undecodable, or out of range): consumer.fold.apply_batch in Python.
 #[pyfunction]
 fn apply_batch<'py>(
     py: Python<'py>,
@@ -630,13 +654,12 @@ fn apply_batch<'py>(
         match rec.cast::<PyDict>() {
             Ok(d) => match record_event(fold, py, &keys, d)? {
                 None => ignored += 1,
-                Some(ev) => {
-                    if fold.apply_event(py, &ev)? {
-                        folded[ev.kind as usize] += 1;
-                    } else {
-                        duplicates += 1;
-                    }
-                }
+                Some(ev) => match fold.apply_event(py, &ev) {
+                    Ok(true) => folded[ev.kind as usize] += 1,
+                    Ok(false) => duplicates += 1,
+                    Err(err) if err.is_instance_of::<PyOverflowError>(py) => dead.push(i),
+                    Err(err) => return Err(err),
+                },
             },
             Err(_) => dead.push(i),
         }

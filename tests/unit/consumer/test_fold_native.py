@@ -271,12 +271,36 @@ def test_expiry_beyond_the_cap_breaks_ties_alike() -> None:
 
 
 @needs_native
-def test_the_compiled_fold_fails_loudly_where_the_reference_would() -> None:
+def test_the_compiled_fold_refuses_unreadable_state() -> None:
     assert NATIVE is not None
     f = NATIVE.new(0, {(1, 1): "garbage"})
     with pytest.raises(ValueError, match="not a stored conversation"):
         f.expire(ttl=10)
-    g = NATIVE.new(0)
-    g.apply(Event(KINDS["conversation.created"], 1, 1, 1, "VIBER", -(2**63) + 5))
+
+
+def record(kind: str, event_id: str, t: int, received_ms: int | None = None) -> dict[str, object]:
+    """A decoded record (the consumer's projection) of conversation 1 of account 1."""
+    times = {f: None for f in ("createdAt", "openedAt", "closedAt", "snoozedAt", "assignedAt")}
+    times[kind.split(".")[1] + "At"] = t
+    data = {"id": 1, "channelType": "VIBER", "lastReadByAppUserAt": None, "lastInboundMessageAt": None}
+    return {"event": kind, "id": event_id, "account": 1, "createdAt": 0, "receivedAtMillis": received_ms,
+            "data": data | times}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "kind", [k for k in (fold_native.PYTHON, NATIVE) if k is not None], ids=lambda k: k.name
+)
+def test_events_whose_times_overflow_64_bits_are_poison_records(kind: fold_native.FoldKind) -> None:
+    f = kind.new(0)
+    assert f.apply(Event(KINDS["conversation.created"], 1, 1, 1, "VIBER", -(2**62)))
     with pytest.raises(OverflowError):  # a duration beyond 64 bits: the store could not hold it
-        g.apply(Event(KINDS["conversation.closed"], 2, 1, 1, "VIBER", 2**63 - 1))
+        f.apply(Event(KINDS["conversation.closed"], 2, 1, 1, "VIBER", 2**63 - 1))
+    assert f.watermark == 0 and not f.delta.facts  # refused before it changed anything
+    records = [
+        record("conversation.closed", "a", 2**63 - 1),  # duration overflows
+        record("conversation.opened", "b", 2**61, received_ms=2**62),  # lag: t * 1000 overflows
+        record("conversation.closed", "c", 100),
+    ]
+    offsets: dict[int, int] = {}
+    result = kind.apply_batch({0: f}, [Msg(0, i) for i in range(3)], records, offsets)
+    assert result == ([0, 0, 1, 0, 0], 0, 0, [0, 1]) and offsets == {0: 3}
