@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import importlib.util
 from pathlib import Path
-from types import ModuleType
+
+from support import native_build
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("producer", "consumer", "schemas", "convmetrics")
@@ -40,16 +40,8 @@ def test_the_compiled_encoder_is_the_one_imported_when_built() -> None:
     assert str(module.__file__).endswith(".so")
 
 
-def _native_build() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("native_build", ROOT / ".ci" / "native.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_every_built_crate_matches_its_sources() -> None:
-    build = _native_build()
+    build = native_build.load()
     for crate, module in build.CRATES.items():
         built = sorted((ROOT / module).parent.glob((ROOT / module).name + ".cpython-*.so"))
         if not built:

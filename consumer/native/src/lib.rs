@@ -212,19 +212,20 @@ pub struct PartitionFold {
     channels: Channels,
 }
 
-impl PartitionFold {
-    fn parse(&mut self, py: Python<'_>, key: (i64, i64), blob: &str) -> PyResult<Conv> {
-        let c: ConvIn = serde_json::from_str(blob).map_err(|e| {
-            PyValueError::new_err(format!("stored state of conversation {key:?} is not a conversation: {e}"))
-        })?;
-        let closures = c
-            .2
-            .into_iter()
-            .map(|(hash, closed, ch, start)| Closure { hash, closed, ch: self.channels.id(py, &ch), start })
-            .collect();
-        Ok(Conv { last: c.0, starts: c.1, closures, seen: c.3 })
-    }
+/// A stored conversation's JSON text, its channel names interned in `channels`.
+fn parse(channels: &mut Channels, py: Python<'_>, key: (i64, i64), blob: &str) -> PyResult<Conv> {
+    let c: ConvIn = serde_json::from_str(blob).map_err(|e| {
+        PyValueError::new_err(format!("stored state of conversation {key:?} is not a conversation: {e}"))
+    })?;
+    let closures = c
+        .2
+        .into_iter()
+        .map(|(hash, closed, ch, start)| Closure { hash, closed, ch: channels.id(py, &ch), start })
+        .collect();
+    Ok(Conv { last: c.0, starts: c.1, closures, seen: c.3 })
+}
 
+impl PartitionFold {
     fn encode(&self, c: &Conv) -> String {
         let closures = c
             .closures
@@ -239,15 +240,12 @@ impl PartitionFold {
         let key = (e.account, e.conversation);
         if !self.hot.contains_key(&key) {
             let conv = match self.idle.get(&key) {
-                Some(blob) => {
-                    let blob = blob.clone();
-                    self.parse(py, key, &blob)?
-                }
+                Some(blob) => parse(&mut self.channels, py, key, blob)?,
                 None => Conv::default(),
             };
             self.hot.insert(key, conv);
         }
-        let Self { hot, pending, watermark, duplicates, max_seen, partition, .. } = self;
+        let Self { hot, pending, watermark, duplicates, max_seen, .. } = self;
         let conv = hot.get_mut(&key).expect("inserted above");
         check_range(e, conv)?;
         if conv.seen.contains(&e.hash) {
@@ -339,7 +337,6 @@ impl PartitionFold {
                 );
             }
         }
-        let _ = partition;
         Ok(true)
     }
 
@@ -425,7 +422,6 @@ struct Keys<'py> {
     created_at: Bound<'py, PyString>,
     received: Bound<'py, PyString>,
     data: Bound<'py, PyString>,
-    data_id: Bound<'py, PyString>,
     channel: Bound<'py, PyString>,
     last_read: Bound<'py, PyString>,
     last_inbound: Bound<'py, PyString>,
@@ -441,7 +437,6 @@ impl<'py> Keys<'py> {
             created_at: PyString::intern(py, "createdAt"),
             received: PyString::intern(py, "receivedAtMillis"),
             data: PyString::intern(py, "data"),
-            data_id: PyString::intern(py, "id"),
             channel: PyString::intern(py, "channelType"),
             last_read: PyString::intern(py, "lastReadByAppUserAt"),
             last_inbound: PyString::intern(py, "lastInboundMessageAt"),
@@ -477,7 +472,7 @@ fn record_event(fold: &mut PartitionFold, py: Python<'_>, keys: &Keys<'_>, rec: 
         kind,
         hash: event_hash(id.cast::<PyString>()?.to_str()?),
         account: item(rec, &keys.account)?.extract()?,
-        conversation: item(data, &keys.data_id)?.extract()?,
+        conversation: item(data, &keys.id)?.extract()?,  // data.id: the conversation's id
         ch,
         time,
         last_read: item(data, &keys.last_read)?.extract()?,

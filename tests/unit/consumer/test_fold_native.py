@@ -5,7 +5,6 @@ other's state."""
 
 from __future__ import annotations
 
-import importlib.util
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from consumer.store import PartitionCommit
 from convmetrics.generate import GenerateConfig, generate_webhooks
 from producer.intake import Prepared, prepare
 from schemas import CONVERSATION_EVENT, Codec, subject
+from support import native_build
 
 NATIVE = fold_native.NATIVE
 needs_native = pytest.mark.skipif(NATIVE is None, reason="compiled fold not built (no Rust toolchain)")
@@ -31,13 +31,7 @@ PARTITIONS = 3
 
 def test_the_compiled_fold_is_built_where_rust_is() -> None:
     # `make setup` builds it wherever cargo exists: a failed build must not hide here
-    spec = importlib.util.spec_from_file_location(
-        "native_build", Path(__file__).parents[3] / ".ci" / "native.py"
-    )
-    assert spec is not None and spec.loader is not None
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
-    if build.find_cargo() is not None:
+    if native_build.load().find_cargo() is not None:
         assert NATIVE is not None, (
             "cargo is installed but consumer._fold_native is not built: run `make setup`"
         )
