@@ -16,13 +16,10 @@ CREATE TABLE IF NOT EXISTS metric_rows (
     ttc_count INTEGER NOT NULL, ttc_sum INTEGER NOT NULL, ttc_min INTEGER, ttc_max INTEGER,
     lag_count INTEGER NOT NULL, lag_sum INTEGER NOT NULL, lag_max INTEGER,
     seq INTEGER NOT NULL,  -- the commit that last changed the row (outbox of the metrics topic)
+    bins BLOB,  -- the row's sketch bins, time to close and ingest lag (consumer.sqlite_bins)
     PRIMARY KEY (by, win, start, key)) WITHOUT ROWID;
 -- metric_rows_by_seq (OUTBOX_INDEX) is made by the first publication, not here: kept up to
 -- date it costs a delete and an insert per changed row, which a store nobody publishes skips
-CREATE TABLE IF NOT EXISTS metric_bins (
-    by TEXT NOT NULL, win TEXT NOT NULL, start INTEGER NOT NULL, key TEXT NOT NULL,
-    bin INTEGER NOT NULL, n INTEGER NOT NULL,
-    PRIMARY KEY (by, win, start, key, bin)) WITHOUT ROWID;
 -- keyed by account and time: an account row's min/max recheck reads one range of it (ttc
 -- included), and each closure costs two B-tree inserts, not three (an event's account and
 -- closedAt never change, so the key names one closure as the event hash did)
@@ -70,10 +67,8 @@ ON CONFLICT DO UPDATE SET
     ttc_count = ttc_count + excluded.ttc_count,
     ttc_sum = ttc_sum + excluded.ttc_sum,
     ttc_min = min(coalesce(ttc_min, excluded.ttc_min), coalesce(excluded.ttc_min, ttc_min)),
-    ttc_max = max(coalesce(ttc_max, excluded.ttc_max), coalesce(excluded.ttc_max, ttc_max))
-"""
-ON_BIN_CONFLICT = """
-ON CONFLICT DO UPDATE SET n = n + excluded.n
+    ttc_max = max(coalesce(ttc_max, excluded.ttc_max), coalesce(excluded.ttc_max, ttc_max)),
+    bins = bins_merge(bins, excluded.bins)
 """
 #: one commit's facts (consumer.fold.Fact), aggregated into the metric tables in SQL, and
 #: the channel types' per-minute (lag: per-hour) partial aggregates that their bigger
@@ -84,15 +79,11 @@ CREATE TEMP TABLE IF NOT EXISTS facts (
     o INTEGER NOT NULL, u INTEGER NOT NULL, tn INTEGER NOT NULL, ttc INTEGER, bin INTEGER);
 CREATE TEMP TABLE IF NOT EXISTS ch_rows (
     ch TEXT, m INTEGER, c INTEGER, o INTEGER, u INTEGER, tn INTEGER, ts INTEGER, mn INTEGER,
-    mx INTEGER, lc INTEGER, ls INTEGER, lm INTEGER, counting INTEGER);
-CREATE TEMP TABLE IF NOT EXISTS ch_bins (ch TEXT, m INTEGER, bin INTEGER, n INTEGER);
-CREATE TEMP TABLE IF NOT EXISTS ch_lag_bins (ch TEXT, h INTEGER, bin INTEGER, n INTEGER);
+    mx INTEGER, lc INTEGER, ls INTEGER, lm INTEGER, counting INTEGER, b BLOB);
 """
 CLEAR = (
     "DELETE FROM temp.facts",
     "DELETE FROM temp.ch_rows",
-    "DELETE FROM temp.ch_bins",
-    "DELETE FROM temp.ch_lag_bins",
 )
 STAGE = """
 INSERT INTO temp.facts SELECT
@@ -101,12 +92,12 @@ INSERT INTO temp.facts SELECT
 FROM json_each(?)
 """
 #: the ingest-lag partials (consumer.fold.Lags): [channel type, hour, count, sum, max, {bin: n}]
-STAGE_LAGS = (
-    """INSERT INTO temp.ch_rows SELECT value->>0, value->>1, 0, 0, 0, 0, NULL, NULL, NULL,
-        value->>2, value->>3, value->>4, 0 FROM json_each(?)""",
-    """INSERT INTO temp.ch_lag_bins SELECT l.value->>0, l.value->>1, b.key, b.value
-        FROM json_each(?) AS l, json_each(l.value->5) AS b""",
-)
+STAGE_LAGS = """
+INSERT INTO temp.ch_rows SELECT l.value->>0, l.value->>1, 0, 0, 0, 0, NULL, NULL, NULL,
+    l.value->>2, l.value->>3, l.value->>4, 0,
+    (SELECT bins_pack(b.key, b.value) FROM json_each(l.value->5) AS b)
+FROM json_each(?) AS l
+"""
 STAGE_CLOSURES = """
 INSERT INTO closures SELECT
     value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6
@@ -126,49 +117,46 @@ def _floor(col: str, size: int | None) -> str:
 
 def _aggregations() -> list[str]:
     """The statements that add the staged facts to metric_rows (parameter ?1: the commit's
-    seq) and metric_bins, by the rules of `consumer.fold.Fact`. Channel types: one pass
-    over the facts into per-minute partials, rolled up per window. Accounts: one pass per
-    window over the counting facts (an account's minutes rarely share facts)."""
+    seq), bins included, by the rules of `consumer.fold.Fact`. Channel types: one pass over
+    the facts into per-minute partials, rolled up per window. Accounts: one pass per window
+    over the counting facts (an account's minutes rarely share facts)."""
     out = [
         f"INSERT INTO temp.ch_rows SELECT ch, {_floor('t', 60)} AS m, sum(c), sum(o), sum(u), sum(tn), "
         "sum(tn * ttc), min(CASE WHEN tn > 0 THEN ttc END), max(CASE WHEN tn > 0 THEN ttc END), "
-        "0, NULL, NULL, 1 FROM temp.facts GROUP BY ch, m",
-        f"INSERT INTO temp.ch_bins SELECT ch, {_floor('t', 60)} AS m, bin, sum(tn) FROM temp.facts "
-        "WHERE tn <> 0 GROUP BY ch, m, bin",
+        "0, NULL, NULL, 1, bins_pack(bin, tn) FROM temp.facts GROUP BY ch, m",
     ]
     for win, size in WINDOWS.items():
         s = _floor("m", size)
         if win == "1m":  # no lag in 1-minute rows, and no row for lag alone
             out.append(
                 f"INSERT INTO metric_rows SELECT '{BY_CHANNEL}', '{win}', m, ch, c, o, u, tn, "
-                "coalesce(ts, 0), mn, mx, 0, 0, NULL, ?1 FROM temp.ch_rows WHERE counting" + ON_ROW_CONFLICT
+                "coalesce(ts, 0), mn, mx, 0, 0, NULL, ?1, b FROM temp.ch_rows WHERE counting"
+                + ON_ROW_CONFLICT
             )
         else:
             out.append(
                 f"INSERT INTO metric_rows SELECT '{BY_CHANNEL}', '{win}', {s} AS s, ch, sum(c), sum(o), "
                 "sum(u), sum(tn), coalesce(sum(ts), 0), min(mn), max(mx), sum(lc), coalesce(sum(ls), 0), "
-                "max(lm), ?1 FROM temp.ch_rows GROUP BY s, ch" + ON_ROW_CONFLICT
+                "max(lm), ?1, bins_union(b) FROM temp.ch_rows GROUP BY s, ch" + ON_ROW_CONFLICT
             )
-            hs = _floor("h", size)
-            out.append(
-                f"INSERT INTO metric_bins SELECT '{BY_CHANNEL}', '{win}', {hs} AS s, ch, bin, sum(n) "
-                "FROM temp.ch_lag_bins GROUP BY s, ch, bin" + ON_BIN_CONFLICT
-            )
-        out.append(
-            f"INSERT INTO metric_bins SELECT '{BY_CHANNEL}', '{win}', {s} AS s, ch, bin, sum(n) "
-            "FROM temp.ch_bins GROUP BY s, ch, bin HAVING sum(n) <> 0" + ON_BIN_CONFLICT
-        )
         s = _floor("t", size)
         out.append(
             f"INSERT INTO metric_rows SELECT '{BY_ACCOUNT}', '{win}', {s} AS s, CAST(acc AS TEXT) AS k, "
-            f"{_TTC}, 0, 0, NULL, ?1 FROM temp.facts WHERE true GROUP BY s, acc" + ON_ROW_CONFLICT
-        )
-        out.append(
-            f"INSERT INTO metric_bins SELECT '{BY_ACCOUNT}', '{win}', {s} AS s, CAST(acc AS TEXT) AS k, "
-            "bin, sum(tn) FROM temp.facts WHERE tn <> 0 GROUP BY s, acc, bin HAVING sum(tn) <> 0"
-            + ON_BIN_CONFLICT
+            f"{_TTC}, 0, 0, NULL, ?1, bins_pack(bin, tn) FROM temp.facts WHERE true GROUP BY s, acc"
+            + ON_ROW_CONFLICT
         )
     return out
+
+
+#: a store made before bins lived in their rows: its metric_bins table folded into the rows
+#: (run in one transaction, functions registered; consumer.sqlite_store does it at open)
+MIGRATE_BINS = (
+    "ALTER TABLE metric_rows ADD COLUMN bins BLOB",
+    """UPDATE metric_rows SET bins = (SELECT bins_pack(b.bin, b.n) FROM metric_bins AS b
+        WHERE b.by = metric_rows.by AND b.win = metric_rows.win AND b.start = metric_rows.start
+        AND b.key = metric_rows.key)""",
+    "DROP TABLE metric_bins",
+)
 
 
 RECHECK = """

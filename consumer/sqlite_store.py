@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from typing import Any
 
@@ -9,10 +10,12 @@ import orjson
 
 from consumer.exceptions import FencedError, StoreError
 from consumer.fold import BY_ACCOUNT, decode_snapshot
+from consumer.sqlite_bins import register, unpack
 from consumer.sqlite_sql import (
     AGGREGATE,
     ALL_TIME_END,
     CLEAR,
+    MIGRATE_BINS,
     OLD_CLOSURES_INDEX,
     RECHECK,
     SCHEMA,
@@ -28,11 +31,12 @@ from consumer.store import (
     PartitionCommit,
     PartitionState,
     Retention,
-    bins_filter,
     build_rows,
     row_filter,
 )
 from consumer.windows import ALL, WINDOWS
+
+log = logging.getLogger(__name__)
 
 
 class SqliteStore:
@@ -54,7 +58,10 @@ class SqliteStore:
             # between (all-time rows, busy conversations) are copied back once
             self.db.execute("PRAGMA wal_autocheckpoint=16384")
             self.db.execute("PRAGMA busy_timeout=60000")
+            #: which bins functions the connection runs: "native" (compiled) or "python"
+            self.bins_functions = register(self.db, path)
             self.db.executescript(SCHEMA)
+            self._migrate_bins()
             closures = self.db.execute("SELECT sql FROM sqlite_master WHERE name = 'closures'").fetchone()[0]
             if "WITHOUT ROWID" not in closures.upper():  # a store made before the table was keyed by account
                 self.db.execute(OLD_CLOSURES_INDEX)
@@ -62,6 +69,22 @@ class SqliteStore:
             self.db.executescript(TEMP_TABLES)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {path!r}: {exc}") from exc
+
+    def _migrate_bins(self) -> None:
+        """A store written before bins lived in their rows gets them moved in, once (under
+        the write lock: a second process opening it meanwhile finds it done)."""
+
+        def migrated() -> bool:
+            return any(col[1] == "bins" for col in self.db.execute("PRAGMA table_info(metric_rows)"))
+
+        if migrated():
+            return
+        with self._tx():
+            if migrated():
+                return
+            log.info("store %s: moving sketch bins into their metric rows (once)", self.path)
+            for sql in MIGRATE_BINS:
+                self.db.execute(sql)
 
     def check_topic(self, topic: str) -> None:
         """A store holds one topic's metrics; refuse to mix another in."""
@@ -139,8 +162,7 @@ class SqliteStore:
                 for payload in staged:
                     db.execute(STAGE, (payload,))
                 for payload in lags:
-                    for sql in STAGE_LAGS:
-                        db.execute(sql, (payload,))
+                    db.execute(STAGE_LAGS, (payload,))
                 for sql in AGGREGATE:
                     db.execute(sql, (seq,) if "?1" in sql else ())
             for (by, key, win, start), lost in recheck.items():
@@ -248,12 +270,10 @@ class SqliteStore:
         where, args = row_filter(
             by, window, key=key, start_from=start_from, start_to=start_to, after=after, mark="?"
         )
-        sql = f"SELECT {ROW_COLUMNS} FROM metric_rows WHERE {where} ORDER BY start, key LIMIT ?"
+        sql = f"SELECT {ROW_COLUMNS}, bins FROM metric_rows WHERE {where} ORDER BY start, key LIMIT ?"
         found = self.db.execute(sql, [*args, limit]).fetchall()
-        if not found:
-            return []
-        bin_sql, bin_args = bins_filter(by, window, key, found[0][1], found[-1][1], "?")
-        return build_rows(by, window, found, self.db.execute(bin_sql, bin_args))
+        bins = [(r[1], r[0], b, n) for r in found if r[-1] is not None for b, n in unpack(r[-1])]
+        return build_rows(by, window, [r[:-1] for r in found], bins)
 
     def purge(self) -> int:
         """Delete window rows older than their retention; returns rows deleted."""
@@ -266,11 +286,8 @@ class SqliteStore:
                 keep = self.retention.for_window(win)
                 if keep is None or win == ALL:
                     continue
-                horizon = newest - keep
-                for table in ("metric_rows", "metric_bins"):
-                    cur = self.db.execute(f"DELETE FROM {table} WHERE win=? AND start<?", (win, horizon))
-                    if table == "metric_rows":
-                        deleted += cur.rowcount
+                cur = self.db.execute("DELETE FROM metric_rows WHERE win=? AND start<?", (win, newest - keep))
+                deleted += cur.rowcount
         return deleted
 
     def close(self) -> None:

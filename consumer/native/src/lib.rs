@@ -693,8 +693,12 @@ fn bin_of_py(seconds: i64) -> PyResult<i64> {
     Ok(bin_of(config()?, seconds))
 }
 
+mod bins_sql;
+
 #[pymodule]
 fn _fold_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(bins_sql::sqlite_filename, m)?)?;
+    m.add_function(wrap_pyfunction!(bins_sql::register_sqlite_bins, m)?)?;
     m.add_class::<PartitionFold>()?;
     m.add_function(wrap_pyfunction!(apply_batch, m)?)?;
     m.add_function(wrap_pyfunction!(configure, m)?)?;

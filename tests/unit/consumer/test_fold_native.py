@@ -5,8 +5,6 @@ other's state."""
 
 from __future__ import annotations
 
-import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -15,18 +13,15 @@ from hypothesis import strategies as st
 
 from consumer import fold_native
 from consumer.fold import Delta, Fold, decode_snapshot
-from consumer.model import KINDS, READER_SCHEMA, Event
+from consumer.model import KINDS, Event
 from consumer.sketch import bin_of
 from consumer.sqlite_store import SqliteStore
 from consumer.store import PartitionCommit
-from convmetrics.generate import GenerateConfig, generate_webhooks
-from producer.intake import Prepared, prepare
-from schemas import CONVERSATION_EVENT, Codec, subject
 from support import native_build
+from support.streams import PARTITIONS, Msg, stream
 
 NATIVE = fold_native.NATIVE
 needs_native = pytest.mark.skipif(NATIVE is None, reason="compiled fold not built (no Rust toolchain)")
-PARTITIONS = 3
 
 
 def test_the_compiled_fold_is_built_where_rust_is() -> None:
@@ -36,45 +31,6 @@ def test_the_compiled_fold_is_built_where_rust_is() -> None:
             "cargo is installed but consumer._fold_native is not built: run `make setup`"
         )
         assert fold_native.choose().name == "native"
-
-
-@dataclass
-class Msg:
-    p: int
-    off: int
-
-    def partition(self) -> int:
-        return self.p
-
-    def offset(self) -> int:
-        return self.off
-
-
-def stream(events: int, seed: int) -> tuple[list[Msg], list[object]]:
-    """Generated webhooks through the gateway's intake and the consumer's decoder, spread
-    over partitions by key, with a few poison values among them."""
-    cfg = GenerateConfig(
-        seed=seed, events=events, accounts=40, conversations=events // 5, duplicate_rate=0.05,
-        late_rate=0.1, unknown_channel_rate=0.05, noise_rate=0.03,
-    )  # fmt: skip
-    writer = Codec(subject(CONVERSATION_EVENT))
-    values: list[bytes] = []
-    parts: list[int] = []
-    for i, webhook in enumerate(generate_webhooks(cfg)):
-        p = prepare(webhook, writer, received_at_millis=1_700_000_000_000 + i)
-        if isinstance(p, Prepared):
-            values.append(p.value)
-            parts.append(zlib.crc32(p.key) % PARTITIONS)
-        if i % 97 == 0:
-            values.append(b"\xc3\x01poison")
-            parts.append(i % PARTITIONS)
-    reader = Codec(subject(CONVERSATION_EVENT), reader_schema=READER_SCHEMA)
-    offsets = [0] * PARTITIONS
-    msgs = []
-    for p in parts:
-        msgs.append(Msg(p, offsets[p]))
-        offsets[p] += 1
-    return msgs, list(reader.decode_many(values))
 
 
 def same_delta(a: Delta, b: Delta) -> None:
@@ -243,7 +199,7 @@ def test_sqlite_store_holds_the_same_either_way(tmp_path: Path) -> None:
         tables.append(
             [
                 store.db.execute(f"SELECT * FROM {t} ORDER BY 1, 2, 3, 4, 5").fetchall()
-                for t in ("metric_rows", "metric_bins", "closures")
+                for t in ("metric_rows", "closures")
             ]
         )
         store.close()

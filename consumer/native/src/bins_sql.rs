@@ -1,0 +1,264 @@
+//! The SQLite store's sketch-bin functions, compiled (consumer/sqlite_bins.py is the reference
+//! and holds the blob format): `bins_pack(bin, n)` and `bins_union(blob)` aggregates and
+//! `bins_merge(a, b)`, registered on the store's own `sqlite3.Connection`.
+//!
+//! They run inside `sqlite3_step`, which Python's sqlite3 calls without the GIL: merging a
+//! commit's bins into its rows takes no Python time at all. The SQLite functions are looked
+//! up in the libsqlite3 this process already loaded (`RTLD_NOLOAD`), never a second copy:
+//! two copies of SQLite on one file in one process break each other's POSIX locks.
+
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::sync::OnceLock;
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+
+type Ctx = c_void; // sqlite3_context
+type Val = c_void; // sqlite3_value
+type XFunc = unsafe extern "C" fn(*mut Ctx, c_int, *mut *mut Val);
+type XFinal = unsafe extern "C" fn(*mut Ctx);
+
+const SQLITE_OK: c_int = 0;
+const SQLITE_NULL: c_int = 5;
+const SQLITE_UTF8: c_int = 1;
+const SQLITE_DETERMINISTIC: c_int = 0x800;
+const RTLD_LAZY: c_int = 1;
+const RTLD_NOLOAD: c_int = 4;
+
+unsafe extern "C" {
+    fn dlopen(filename: *const c_char, flags: c_int) -> *mut c_void;
+    fn dlsym(handle: *mut c_void, symbol: *const c_char) -> *mut c_void;
+}
+
+#[allow(clippy::type_complexity)]
+struct Api {
+    create_function_v2: unsafe extern "C" fn(
+        *mut c_void, *const c_char, c_int, c_int, *mut c_void,
+        Option<XFunc>, Option<XFunc>, Option<XFinal>, Option<unsafe extern "C" fn(*mut c_void)>,
+    ) -> c_int,
+    aggregate_context: unsafe extern "C" fn(*mut Ctx, c_int) -> *mut c_void,
+    value_type: unsafe extern "C" fn(*mut Val) -> c_int,
+    value_int64: unsafe extern "C" fn(*mut Val) -> i64,
+    value_blob: unsafe extern "C" fn(*mut Val) -> *const c_void,
+    value_bytes: unsafe extern "C" fn(*mut Val) -> c_int,
+    result_blob64: unsafe extern "C" fn(*mut Ctx, *const c_void, u64, isize),
+    result_null: unsafe extern "C" fn(*mut Ctx),
+    result_error: unsafe extern "C" fn(*mut Ctx, *const c_char, c_int),
+    db_filename: unsafe extern "C" fn(*mut c_void, *const c_char) -> *const c_char,
+}
+
+static API: OnceLock<Result<Api, String>> = OnceLock::new();
+
+fn api() -> Result<&'static Api, String> {
+    API.get_or_init(|| unsafe {
+        let lib = dlopen(c"libsqlite3.so.0".as_ptr(), RTLD_LAZY | RTLD_NOLOAD);
+        if lib.is_null() {
+            return Err("libsqlite3.so.0 is not loaded in this process (SQLite built into Python?)".into());
+        }
+        macro_rules! sym {
+            ($name:literal) => {{
+                let p = dlsym(lib, CString::new($name).expect("no NUL").as_ptr());
+                if p.is_null() {
+                    return Err(format!("libsqlite3 has no {}", $name));
+                }
+                std::mem::transmute::<*mut c_void, _>(p)
+            }};
+        }
+        Ok(Api {
+            create_function_v2: sym!("sqlite3_create_function_v2"),
+            aggregate_context: sym!("sqlite3_aggregate_context"),
+            value_type: sym!("sqlite3_value_type"),
+            value_int64: sym!("sqlite3_value_int64"),
+            value_blob: sym!("sqlite3_value_blob"),
+            value_bytes: sym!("sqlite3_value_bytes"),
+            result_blob64: sym!("sqlite3_result_blob64"),
+            result_null: sym!("sqlite3_result_null"),
+            result_error: sym!("sqlite3_result_error"),
+            db_filename: sym!("sqlite3_db_filename"),
+        })
+    })
+    .as_ref()
+    .map_err(Clone::clone)
+}
+
+fn loaded() -> &'static Api {
+    api().expect("registered, so loaded")
+}
+
+/// (bin, n) pairs: sorted by bin, equal bins summed, zero counts dropped.
+fn normalize(mut pairs: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
+    pairs.sort_unstable_by_key(|p| p.0);
+    let mut out: Vec<(i64, i64)> = Vec::with_capacity(pairs.len());
+    for (b, n) in pairs {
+        match out.last_mut() {
+            Some(last) if last.0 == b => last.1 = last.1.wrapping_add(n),
+            _ => out.push((b, n)),
+        }
+    }
+    out.retain(|p| p.1 != 0);
+    out
+}
+
+/// Appends a blob's pairs; false when it is not a bins blob (length not a multiple of 16).
+unsafe fn read_blob(api: &Api, v: *mut Val, into: &mut Vec<(i64, i64)>) -> bool {
+    unsafe {
+        if (api.value_type)(v) == SQLITE_NULL {
+            return true;
+        }
+        let p = (api.value_blob)(v) as *const u8;
+        let len = (api.value_bytes)(v) as usize;
+        if len % 16 != 0 {
+            return false;
+        }
+        if len == 0 {
+            return true;
+        }
+        let bytes = std::slice::from_raw_parts(p, len);
+        into.extend(bytes.chunks_exact(16).map(|c| {
+            (
+                i64::from_le_bytes(c[..8].try_into().expect("8 bytes")),
+                i64::from_le_bytes(c[8..].try_into().expect("8 bytes")),
+            )
+        }));
+        true
+    }
+}
+
+unsafe fn result(api: &Api, ctx: *mut Ctx, pairs: Vec<(i64, i64)>) {
+    let pairs = normalize(pairs);
+    unsafe {
+        if pairs.is_empty() {
+            (api.result_null)(ctx);
+            return;
+        }
+        let mut out = Vec::with_capacity(pairs.len() * 16);
+        for (b, n) in pairs {
+            out.extend_from_slice(&b.to_le_bytes());
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        (api.result_blob64)(ctx, out.as_ptr() as *const c_void, out.len() as u64, -1); // SQLITE_TRANSIENT
+    }
+}
+
+unsafe fn bad_blob(api: &Api, ctx: *mut Ctx) {
+    unsafe { (api.result_error)(ctx, c"bins: not a sketch-bins blob (16-byte pairs)".as_ptr(), -1) }
+}
+
+/// The aggregate's pairs so far (None before the first step, when `create` is false).
+unsafe fn state(api: &Api, ctx: *mut Ctx, create: bool) -> Option<&'static mut Vec<(i64, i64)>> {
+    unsafe {
+        let size = if create { std::mem::size_of::<*mut Vec<(i64, i64)>>() as c_int } else { 0 };
+        let slot = (api.aggregate_context)(ctx, size) as *mut *mut Vec<(i64, i64)>;
+        if slot.is_null() {
+            return None;
+        }
+        if (*slot).is_null() {
+            if !create {
+                return None;
+            }
+            *slot = Box::into_raw(Box::new(Vec::new()));
+        }
+        Some(&mut **slot)
+    }
+}
+
+unsafe fn take_state(api: &Api, ctx: *mut Ctx) -> Vec<(i64, i64)> {
+    unsafe {
+        let slot = (api.aggregate_context)(ctx, 0) as *mut *mut Vec<(i64, i64)>;
+        if slot.is_null() || (*slot).is_null() {
+            return Vec::new();
+        }
+        let boxed = Box::from_raw(*slot);
+        *slot = std::ptr::null_mut();
+        *boxed
+    }
+}
+
+unsafe extern "C" fn pack_step(ctx: *mut Ctx, _n: c_int, argv: *mut *mut Val) {
+    let api = loaded();
+    unsafe {
+        let (b, n) = (*argv, *argv.add(1));
+        if (api.value_type)(b) == SQLITE_NULL || (api.value_type)(n) == SQLITE_NULL {
+            return;
+        }
+        let count = (api.value_int64)(n);
+        if count == 0 {
+            return;
+        }
+        if let Some(pairs) = state(api, ctx, true) {
+            pairs.push(((api.value_int64)(b), count));
+        }
+    }
+}
+
+unsafe extern "C" fn union_step(ctx: *mut Ctx, _n: c_int, argv: *mut *mut Val) {
+    let api = loaded();
+    unsafe {
+        let v = *argv;
+        if (api.value_type)(v) == SQLITE_NULL {
+            return;
+        }
+        if let Some(pairs) = state(api, ctx, true)
+            && !read_blob(api, v, pairs)
+        {
+            bad_blob(api, ctx);
+        }
+    }
+}
+
+unsafe extern "C" fn finish(ctx: *mut Ctx) {
+    let api = loaded();
+    unsafe {
+        let pairs = take_state(api, ctx);
+        result(api, ctx, pairs);
+    }
+}
+
+unsafe extern "C" fn merge(ctx: *mut Ctx, _n: c_int, argv: *mut *mut Val) {
+    let api = loaded();
+    let mut pairs = Vec::new();
+    unsafe {
+        if !read_blob(api, *argv, &mut pairs) || !read_blob(api, *argv.add(1), &mut pairs) {
+            bad_blob(api, ctx);
+            return;
+        }
+        result(api, ctx, pairs);
+    }
+}
+
+/// The file name SQLite has for a connection's main database ("" for an in-memory one), so
+/// the caller can check that `handle` really is the connection it means.
+#[pyfunction]
+pub fn sqlite_filename(handle: usize) -> PyResult<String> {
+    let api = api().map_err(PyRuntimeError::new_err)?;
+    let name = unsafe { (api.db_filename)(handle as *mut c_void, c"main".as_ptr()) };
+    if name.is_null() {
+        return Ok(String::new());
+    }
+    Ok(unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned())
+}
+
+/// Registers bins_pack, bins_union and bins_merge on the connection `handle` (a `sqlite3 *`).
+#[pyfunction]
+pub fn register_sqlite_bins(handle: usize) -> PyResult<()> {
+    let api = api().map_err(PyRuntimeError::new_err)?;
+    let db = handle as *mut c_void;
+    let flags = SQLITE_UTF8 | SQLITE_DETERMINISTIC;
+    let funcs: [(&CStr, c_int, Option<XFunc>, Option<XFunc>, Option<XFinal>); 3] = [
+        (c"bins_pack", 2, None, Some(pack_step), Some(finish)),
+        (c"bins_union", 1, None, Some(union_step), Some(finish)),
+        (c"bins_merge", 2, Some(merge), None, None),
+    ];
+    for (name, args, func, step, fin) in funcs {
+        let rc = unsafe {
+            (api.create_function_v2)(db, name.as_ptr(), args, flags, std::ptr::null_mut(), func, step, fin, None)
+        };
+        if rc != SQLITE_OK {
+            return Err(PyRuntimeError::new_err(format!(
+                "sqlite3_create_function_v2({}) failed: {rc}",
+                name.to_string_lossy()
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,153 @@
+"""Sketch bins inside their metric rows (consumer.sqlite_bins): the compiled SQL functions
+equal the reference ones, a store computes the same tables with either, and a store written
+before bins lived in their rows is migrated to the same answers."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consumer import fold_native, sqlite_bins
+from consumer.exceptions import StoreError
+from consumer.sqlite_store import SqliteStore
+from consumer.store import PartitionCommit
+from consumer.windows import WINDOWS
+from support import native_build
+from support.streams import stream
+
+NATIVE = fold_native.NATIVE
+needs_native = pytest.mark.skipif(NATIVE is None, reason="compiled functions not built (no Rust toolchain)")
+
+i64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+pairs = st.lists(
+    st.tuples(st.integers(min_value=-5, max_value=5) | i64, st.integers(-3, 3) | i64), max_size=30
+)
+
+
+def connection(kind: str) -> sqlite3.Connection:
+    db = sqlite3.connect(":memory:")
+    assert sqlite_bins.register(db, ":memory:", prefer=kind) == kind
+    return db
+
+
+def run_functions(db: sqlite3.Connection, groups: list[list[tuple[int, int]]]) -> list[object]:
+    """bins_pack per group, bins_union of the packs, bins_merge of the first two."""
+    db.execute("CREATE TEMP TABLE IF NOT EXISTS p (g INTEGER, b INTEGER, n INTEGER)")
+    db.execute("DELETE FROM p")
+    db.executemany("INSERT INTO p VALUES (?,?,?)", [(g, b, n) for g, ps in enumerate(groups) for b, n in ps])
+    packs = [
+        db.execute("SELECT bins_pack(b, n) FROM p WHERE g = ?", (g,)).fetchone()[0]
+        for g in range(len(groups))
+    ]
+    union = db.execute(
+        "SELECT bins_union(x) FROM (SELECT bins_pack(b, n) AS x FROM p GROUP BY g)"
+    ).fetchone()[0]
+    a, b = [*packs, None, None][:2]
+    merged = db.execute("SELECT bins_merge(?, ?)", (a, b)).fetchone()[0]
+    return [packs, union, merged]
+
+
+def test_the_compiled_functions_are_registered_where_built() -> None:
+    if native_build.load().find_cargo() is not None:
+        assert NATIVE is not None
+        db = sqlite3.connect(":memory:")
+        assert sqlite_bins.register(db, ":memory:") == "native"
+
+
+def test_reference_functions() -> None:
+    db = connection("python")
+    packs, union, merged = run_functions(db, [[(3, 2), (1, 5), (3, -2)], [(1, -5), (7, 1)], []])
+    assert [sqlite_bins.unpack(p) for p in packs] == [[(1, 5)], [(1, -5), (7, 1)], []]
+    assert packs[2] is None  # nothing left: NULL, not an empty blob
+    assert sqlite_bins.unpack(union) == [(7, 1)]  # 1: +5 - 5 cancels out
+    assert merged == union
+    assert db.execute("SELECT bins_merge(NULL, NULL)").fetchone()[0] is None
+
+
+@needs_native
+@settings(max_examples=300, deadline=None)
+@given(st.lists(pairs, max_size=4))
+def test_compiled_functions_equal_the_reference(groups: list[list[tuple[int, int]]]) -> None:
+    assert run_functions(connection("native"), groups) == run_functions(connection("python"), groups)
+
+
+@pytest.mark.parametrize("kind", ["python", *(["native"] if NATIVE else [])])
+def test_a_blob_that_is_not_bins_is_an_error(kind: str) -> None:
+    db = connection(kind)
+    with pytest.raises(sqlite3.Error):
+        db.execute("SELECT bins_merge(x'0102', NULL)").fetchone()
+    with pytest.raises(StoreError):
+        sqlite_bins.unpack(b"\x01\x02")
+
+
+def fill(store: SqliteStore, seed: int = 4) -> None:
+    """Commit a generated stream through the reference fold."""
+    msgs, records = stream(3000, seed)
+    kind = fold_native.PYTHON
+    folds = {p: kind.new(p) for p in range(3)}
+    epochs = {p: store.claim("t", p, "test") for p in range(3)}
+    for i in range(0, len(msgs), 400):
+        offsets: dict[int, int] = {}
+        kind.apply_batch(folds, msgs[i : i + 400], records[i : i + 400], offsets)
+        commits = []
+        for p, off in offsets.items():
+            delta, changed = folds[p].take_changes()
+            commits.append(PartitionCommit(p, delta, off, folds[p].watermark, changed, [], epochs[p]))
+        store.commit("t", commits)
+
+
+def answers(store: SqliteStore) -> list[object]:
+    return [store.query(by, win, limit=100_000) for by in ("channel_type", "account") for win in WINDOWS]
+
+
+@needs_native
+def test_the_store_holds_the_same_with_either_functions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tables = []
+    for kind in ("python", "native"):
+        monkeypatch.setenv(fold_native.ENV, kind)
+        store = SqliteStore(str(tmp_path / f"{kind}.db"))
+        assert store.bins_functions == kind
+        fill(store)
+        tables.append(store.db.execute("SELECT * FROM metric_rows ORDER BY 1, 2, 3, 4").fetchall())
+        store.close()
+    assert tables[0] == tables[1]
+    assert sum(r[-1] is not None for r in tables[0]) > 500
+
+
+OLD_LAYOUT = """
+CREATE TABLE metric_bins (
+    by TEXT NOT NULL, win TEXT NOT NULL, start INTEGER NOT NULL, key TEXT NOT NULL,
+    bin INTEGER NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (by, win, start, key, bin)) WITHOUT ROWID;
+"""
+
+
+def test_a_store_with_a_bins_table_is_migrated(tmp_path: Path) -> None:
+    path = str(tmp_path / "old.db")
+    store = SqliteStore(path)
+    fill(store)
+    before = answers(store)
+    rows = store.db.execute("SELECT * FROM metric_rows ORDER BY 1, 2, 3, 4").fetchall()
+    # back to the layout of stores written before: a bins table, no bins column
+    db = store.db
+    db.executescript(OLD_LAYOUT)
+    db.executemany(
+        "INSERT INTO metric_bins VALUES (?,?,?,?,?,?)",
+        [(r[0], r[1], r[2], r[3], b, n) for r in rows for b, n in sqlite_bins.unpack(r[-1])],
+    )
+    db.execute("ALTER TABLE metric_rows DROP COLUMN bins")
+    store.close()
+
+    again = SqliteStore(path)
+    assert answers(again) == before
+    assert again.db.execute("SELECT * FROM metric_rows ORDER BY 1, 2, 3, 4").fetchall() == rows
+    assert again.db.execute("SELECT name FROM sqlite_master WHERE name = 'metric_bins'").fetchone() is None
+    fill(again, seed=5)  # and it goes on taking commits
+    again.close()
+    assert answers(SqliteStore(path)) != before
