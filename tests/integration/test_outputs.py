@@ -3,6 +3,7 @@ real broker, `convmetrics serve`'s closure metrics and `convmetrics metrics` equ
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -19,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.prom import ConsumerMetrics
-from consumer.runner import MetricsConsumer
+from consumer.runner import GC_THRESHOLD, MetricsConsumer
 from consumer.serving import serve_in_thread
 from consumer.settings import ConsumerSettings
 from convmetrics.generate import GenerateConfig, generate_webhooks
@@ -208,9 +209,11 @@ def test_consumer_process_health_metrics(
     port = free_port()
     server, _ = serve_in_thread(settings.store_url, "127.0.0.1", port, registry=metrics.registry)
     runner = threading.Thread(target=consumer.run, name="consumer", daemon=True)
+    gc_threshold, switch = gc.get_threshold(), sys.getswitchinterval()
     runner.start()
     try:
         wait_caught_up(kafka_bootstrap, topic, store, [])
+        assert gc.get_threshold()[0] == GC_THRESHOLD  # the process-wide tuning, while it runs
         url = f"http://127.0.0.1:{port}/metrics"
         deadline = time.monotonic() + 30  # lag is refreshed every 5 s
         while True:
@@ -237,3 +240,5 @@ def test_consumer_process_health_metrics(
         consumer.stop()
         runner.join(60)
         server.should_exit = True
+    # ... given back when it stops (the consumer may run inside a bigger program)
+    assert (gc.get_threshold(), sys.getswitchinterval()) == (gc_threshold, switch)
