@@ -2,8 +2,11 @@
 
 Unknown extra fields are ignored (dropped). Integers are strict (no ``"1"`` strings, no
 floats, no booleans) and range-checked to Avro's ``long``/``int`` so that everything that
-validates also encodes. The envelope time may be named ``createdAt`` or ``<verb>_at``
-(``closed_at``, ``assigned_at``, ...): the platform's documents use both.
+validates also encodes. Event times (the envelope's and ``data``'s ``createdAt``,
+``openedAt``, ``closedAt``, ``assignedAt``, ``snoozedAt``) must be unix seconds from 1970 to
+9999: a time in milliseconds is refused (422) instead of counting in the year 55,000.
+The envelope time may be named ``createdAt`` or ``<verb>_at`` (``closed_at``,
+``assigned_at``, ...): the platform's documents use both.
 """
 
 from __future__ import annotations
@@ -14,6 +17,15 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, JsonValue, mode
 
 Long = Annotated[int, Field(strict=True, ge=-(2**63), le=2**63 - 1)]
 Int = Annotated[int, Field(strict=True, ge=-(2**31), le=2**31 - 1)]
+#: the last second of year 9999: event times beyond it are not unix seconds (a time in
+#: milliseconds or nanoseconds is); the consumer's arithmetic on them (window starts,
+#: ingest lag in milliseconds, time to close) would leave 64 bits or make absurd windows
+MAX_EVENT_TIME = 253_402_300_799
+#: an event time: what the metrics count by (the consumer dead-letters ones that overflow)
+EventTime = Annotated[
+    int,
+    Field(strict=True, ge=0, le=MAX_EVENT_TIME, description="unix seconds, 1970-01-01 to 9999-12-31"),
+]
 Text = Annotated[str, Field(strict=True)]
 OptText = Text | None
 
@@ -70,7 +82,7 @@ class Channel(_Model):
     id: Long
 
 
-def _time(camel: str) -> Any:
+def _time(camel: str) -> Any:  # an EventTime field, camelCase or snake_case
     return Field(default=None, validation_alias=AliasChoices(camel, _snake(camel)))
 
 
@@ -89,11 +101,11 @@ class Conversation(_Model):
     messageWindowExpiryConditions: list[JsonValue] | None = None
     lastReadByAppUserAt: Long | None = None
     lastInboundMessageAt: Long | None = None
-    createdAt: Long | None = _time("createdAt")
-    openedAt: Long | None = _time("openedAt")
-    closedAt: Long | None = _time("closedAt")
-    assignedAt: Long | None = _time("assignedAt")
-    snoozedAt: Long | None = _time("snoozedAt")
+    createdAt: EventTime | None = _time("createdAt")
+    openedAt: EventTime | None = _time("openedAt")
+    closedAt: EventTime | None = _time("closedAt")
+    assignedAt: EventTime | None = _time("assignedAt")
+    snoozedAt: EventTime | None = _time("snoozedAt")
     channel: Channel | None = None
     participants: list[Participant] | None = None
 
@@ -105,8 +117,9 @@ class Webhook(_Model):
     id: Annotated[Text, Field(min_length=1)]
     account: Long
     app: Long
-    createdAt: Long = Field(
-        description="Envelope time (unix seconds); `<verb>_at` (e.g. `closed_at`) is accepted instead."
+    createdAt: EventTime = Field(
+        description="Envelope time (unix seconds, 1970 to 9999); `<verb>_at` (e.g. `closed_at`) "
+        "is accepted instead."
     )
     deliveryAttempts: Int = 1
     firstDeliveryAttempt: Long | None = None

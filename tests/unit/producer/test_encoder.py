@@ -15,7 +15,7 @@ from producer.encoder import WRITES, body_writer, write_body
 from producer.exceptions import WebhookValidationError
 from producer.intake import Prepared, prepare
 from producer.mapping import to_record
-from producer.models import Webhook
+from producer.models import MAX_EVENT_TIME, Webhook
 from schemas import Codec, conversation_codec, subject
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
@@ -49,7 +49,8 @@ APP_USER = st.fixed_dictionaries(
     {"__typename": st.just("AppUser"), "id": LONG | SMALL},
     optional={k: opt(TEXT) for k in ("fullName", "displayName", "optimisedAvatarUrl")},
 )
-TIMES = ("createdAt", "openedAt", "closedAt", "assignedAt", "snoozedAt", "lastReadByAppUserAt")
+TIMES = ("createdAt", "openedAt", "closedAt", "assignedAt", "snoozedAt")  # event times, bounded
+EVENT_TIME = st.integers(min_value=0, max_value=MAX_EVENT_TIME)
 DATA = st.fixed_dictionaries(
     {"id": LONG | SMALL, "channelType": TEXT.filter(bool)},
     optional={
@@ -58,7 +59,8 @@ DATA = st.fixed_dictionaries(
         "messageWindowExpiresAt": opt(LONG),
         "messageWindowExpiryConditions": opt(st.lists(JSON, max_size=3)),
         "lastInboundMessageAt": opt(LONG | SMALL),
-        **{k: opt(LONG) for k in TIMES},
+        "lastReadByAppUserAt": opt(LONG),
+        **{k: opt(EVENT_TIME) for k in TIMES},
         "channel": opt(st.fixed_dictionaries({"id": LONG | SMALL})),
         "participants": opt(st.lists(st.fixed_dictionaries({"user": CHANNEL_USER | APP_USER}), max_size=4)),
     },
@@ -69,7 +71,7 @@ WEBHOOK = st.fixed_dictionaries(
         "id": TEXT.filter(bool),
         "account": LONG | SMALL,
         "app": LONG,
-        "createdAt": LONG,
+        "createdAt": EVENT_TIME,
         "data": DATA,
     },
     optional={"deliveryAttempts": INT | SMALL, "firstDeliveryAttempt": opt(LONG)},

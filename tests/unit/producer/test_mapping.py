@@ -12,7 +12,7 @@ import pytest
 from producer.exceptions import WebhookValidationError
 from producer.intake import Ignored, Prepared, prepare
 from producer.mapping import CONVERSATION_EVENTS, event_key, is_conversation_event, to_record
-from producer.models import Webhook
+from producer.models import MAX_EVENT_TIME, Webhook
 from schemas import conversation_codec
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
@@ -89,6 +89,37 @@ def test_missing_envelope_time_is_a_422_naming_created_at() -> None:
         prepare(body, CODEC)
     assert [p.loc for p in err.value.problems] == ["createdAt"]
     assert err.value.status == 422
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("createdAt", 1_652_968_658_000),  # milliseconds
+        ("createdAt", -1),
+        ("closed_at", 1_652_968_658_000_000_000),  # nanoseconds, under its snake_case name
+        ("data.closedAt", 1_652_968_658_123),
+        ("data.openedAt", 2**63 - 1),
+        ("data.createdAt", MAX_EVENT_TIME + 1),
+    ],
+)
+def test_an_event_time_that_is_not_unix_seconds_is_a_422(field: str, value: int) -> None:
+    body = seed()
+    if field == "closed_at":
+        del body["createdAt"]
+    target, name = (body["data"], field[5:]) if field.startswith("data.") else (body, field)
+    target[name] = value
+    with pytest.raises(WebhookValidationError) as err:
+        prepare(body, CODEC)
+    assert err.value.status == 422
+    loc = "createdAt" if field == "closed_at" else field
+    assert [p.loc for p in err.value.problems] == [loc], err.value.problems
+
+
+def test_event_times_from_1970_to_9999_pass() -> None:
+    for t in (0, 1_652_968_658, MAX_EVENT_TIME):
+        body = seed()
+        body["createdAt"] = body["data"]["closedAt"] = t
+        assert isinstance(prepare(body, CODEC), Prepared)
 
 
 def test_unknown_channel_type_travels_under_its_own_name() -> None:
