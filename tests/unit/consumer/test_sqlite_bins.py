@@ -4,6 +4,9 @@ before bins lived in their rows is migrated to the same answers."""
 
 from __future__ import annotations
 
+import dataclasses
+import gzip
+import json
 import sqlite3
 from pathlib import Path
 
@@ -151,3 +154,33 @@ def test_a_store_with_a_bins_table_is_migrated(tmp_path: Path) -> None:
     fill(again, seed=5)  # and it goes on taking commits
     again.close()
     assert answers(SqliteStore(path)) != before
+
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+
+
+@pytest.mark.parametrize("kind", ["python", *(["native"] if NATIVE else [])])
+def test_a_store_written_by_the_previous_release_answers_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """The dump of a store written by commit 9ffec5c (bins in their own table) and what its
+    `query` answered then, both made by that code: opened now, the store is migrated and
+    answers exactly the same, then takes new commits."""
+    monkeypatch.setenv(fold_native.ENV, kind)
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(gzip.decompress((FIXTURES / "sqlite-store-9ffec5c.sql.gz").read_bytes()).decode())
+    old.close()
+    expected = json.loads(gzip.decompress((FIXTURES / "sqlite-store-9ffec5c.answers.json.gz").read_bytes()))
+    store = SqliteStore(str(path))
+    as_json = [
+        (f"{by}/{win}", json.dumps([dataclasses.asdict(r) for r in store.query(by, win, limit=100_000)]))
+        for by in ("channel_type", "account")
+        for win in WINDOWS
+    ]
+    got = {k: json.loads(v) for k, v in as_json}
+    assert got == expected
+    assert sum(len(v) for v in got.values()) > 1000
+    store.check_topic("t")
+    fill(store, seed=8)
+    store.close()
