@@ -19,10 +19,12 @@ holds the two equal.
 
 from __future__ import annotations
 
+import _sqlite3
 import ctypes
 import logging
 import os
 import platform
+import re
 import sqlite3
 import struct
 import sys
@@ -33,21 +35,29 @@ from consumer.exceptions import StoreError
 log = logging.getLogger(__name__)
 
 _PAIR = struct.Struct("<qq")
-_I64 = 2**64
-
-
-def _wrap(n: int) -> int:
-    """Two's-complement int64, as the compiled functions add."""
-    n %= _I64
-    return n - _I64 if n >= 2**63 else n
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
 
 
 def normalize(pairs: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Sorted by bin, equal bins summed, zero counts dropped."""
+    """Sorted by bin, equal bins summed, zero counts dropped. A sum beyond 64 bits is an
+    error, as SQLite's own sum() makes it (the compiled functions do the same)."""
     sums: dict[int, int] = {}
-    for b, n in pairs:
-        sums[b] = sums.get(b, 0) + n
-    return [(b, _wrap(n)) for b, n in sorted(sums.items()) if _wrap(n) != 0]
+    for b, n in sorted(pairs):  # in bin order, as the compiled functions add
+        total = sums.get(b, 0) + n
+        if not _I64_MIN <= total <= _I64_MAX:
+            raise OverflowError("bins: a bin's count overflows 64 bits")
+        sums[b] = total
+    return [(b, n) for b, n in sums.items() if n != 0]
+
+
+def _integer(v: object) -> int:
+    """An integer argument: an int, or a text that is one (json_each's object keys are text)."""
+    if isinstance(v, int) and _I64_MIN <= v <= _I64_MAX:
+        return v
+    if isinstance(v, str) and _INTEGER_TEXT.fullmatch(v) and _I64_MIN <= int(v) <= _I64_MAX:
+        return int(v)
+    raise TypeError("bins_pack: bin and n must be integers")
 
 
 def pack(pairs: Iterable[tuple[int, int]]) -> bytes | None:
@@ -58,9 +68,9 @@ def pack(pairs: Iterable[tuple[int, int]]) -> bytes | None:
 
 def unpack(blob: bytes | None) -> list[tuple[int, int]]:
     """The (bin, n) pairs of a blob."""
-    if not blob:
+    if blob is None:
         return []
-    if len(blob) % _PAIR.size:
+    if not isinstance(blob, bytes) or len(blob) % _PAIR.size:
         raise StoreError("a metric row's bins are not a sketch-bins blob (16-byte pairs)")
     return list(_PAIR.iter_unpack(blob))
 
@@ -73,9 +83,9 @@ class _Pack:
     def __init__(self) -> None:
         self.pairs: list[tuple[int, int]] = []
 
-    def step(self, b: int | None, n: int | None) -> None:
-        if b is not None and n is not None and int(n) != 0:
-            self.pairs.append((int(b), int(n)))
+    def step(self, b: object, n: object) -> None:
+        if b is not None and n is not None and (count := _integer(n)) != 0:
+            self.pairs.append((_integer(b), count))
 
     def finalize(self) -> bytes | None:
         return pack(self.pairs)
@@ -110,24 +120,26 @@ def _handle(db: sqlite3.Connection) -> int | None:
 
 
 def register(db: sqlite3.Connection, path: str, *, prefer: str | None = None) -> str:
-    """Register the bins functions on `db` (opened on `path`): compiled where it can, else the
-    reference. Returns which ("native" or "python"). `prefer="python"` (or
-    $CONVMETRICS_FOLD=python) takes the reference."""
-    from consumer.fold_native import ENV, native
+    """Register the bins functions on `db` (opened on `path`): compiled where they were built
+    and this interpreter's connection is the known CPython one, else the reference. Returns
+    which ("native" or "python"). `prefer` (or $CONVMETRICS_FOLD) as for the fold: python,
+    native (an error when not built) or auto."""
+    from consumer.fold_native import choose, native
 
-    want = (prefer or os.environ.get(ENV) or "auto").lower()
-    handle = _handle(db) if native is not None and want != "python" else None
-    if handle is not None:
-        assert native is not None
+    handle = _handle(db) if choose(prefer).name == "native" else None
+    module = getattr(_sqlite3, "__file__", None)
+    if handle is not None and native is not None and module:
         try:
-            name = native.sqlite_filename(handle)
-        except RuntimeError as exc:  # no shared libsqlite3 in this process
+            name = native.sqlite_filename(handle, module)
+        except RuntimeError as exc:  # _sqlite3 does not export SQLite's functions
             log.warning("sqlite bins: compiled functions unavailable (%s); the Python ones run", exc)
         else:
             expected = "" if path in ("", ":memory:") else os.path.realpath(path)
             if (os.path.realpath(name) if name else "") == expected:
-                native.register_sqlite_bins(handle)
+                native.register_sqlite_bins(handle, module)
                 return "native"
-            log.warning("sqlite bins: unexpected connection layout; the Python functions run")
+            log.warning(
+                "sqlite bins: the connection's file is %r, not %r; the Python functions run", name, expected
+            )
     register_python(db)
     return "python"

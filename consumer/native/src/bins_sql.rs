@@ -4,8 +4,9 @@
 //!
 //! They run inside `sqlite3_step`, which Python's sqlite3 calls without the GIL: merging a
 //! commit's bins into its rows takes no Python time at all. The SQLite functions are looked
-//! up in the libsqlite3 this process already loaded (`RTLD_NOLOAD`), never a second copy:
-//! two copies of SQLite on one file in one process break each other's POSIX locks.
+//! up through Python's own `_sqlite3` module (`RTLD_NOLOAD`), never a second copy: two
+//! copies of SQLite on one file in one process break each other's POSIX locks, and a
+//! connection must only ever be handled by the functions of the copy that made it.
 
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::sync::OnceLock;
@@ -19,6 +20,9 @@ type XFunc = unsafe extern "C" fn(*mut Ctx, c_int, *mut *mut Val);
 type XFinal = unsafe extern "C" fn(*mut Ctx);
 
 const SQLITE_OK: c_int = 0;
+const SQLITE_INTEGER: c_int = 1;
+const SQLITE_TEXT: c_int = 3;
+const SQLITE_BLOB: c_int = 4;
 const SQLITE_NULL: c_int = 5;
 const SQLITE_UTF8: c_int = 1;
 const SQLITE_DETERMINISTIC: c_int = 0x800;
@@ -39,6 +43,7 @@ struct Api {
     aggregate_context: unsafe extern "C" fn(*mut Ctx, c_int) -> *mut c_void,
     value_type: unsafe extern "C" fn(*mut Val) -> c_int,
     value_int64: unsafe extern "C" fn(*mut Val) -> i64,
+    value_text: unsafe extern "C" fn(*mut Val) -> *const u8,
     value_blob: unsafe extern "C" fn(*mut Val) -> *const c_void,
     value_bytes: unsafe extern "C" fn(*mut Val) -> c_int,
     result_blob64: unsafe extern "C" fn(*mut Ctx, *const c_void, u64, isize),
@@ -49,11 +54,16 @@ struct Api {
 
 static API: OnceLock<Result<Api, String>> = OnceLock::new();
 
-fn api() -> Result<&'static Api, String> {
+/// SQLite's functions as Python's `_sqlite3` module (already loaded, at `module`) resolves
+/// them: dlsym on that module's handle searches it and the libraries it was linked with, so
+/// these are the very functions its connections use (its own copy when SQLite is built in
+/// and exported; an error, and the Python functions, when it is not exported).
+fn load(module: &str) -> Result<&'static Api, String> {
     API.get_or_init(|| unsafe {
-        let lib = dlopen(c"libsqlite3.so.0".as_ptr(), RTLD_LAZY | RTLD_NOLOAD);
+        let path = CString::new(module).map_err(|_| "module path with a NUL".to_string())?;
+        let lib = dlopen(path.as_ptr(), RTLD_LAZY | RTLD_NOLOAD);
         if lib.is_null() {
-            return Err("libsqlite3.so.0 is not loaded in this process (SQLite built into Python?)".into());
+            return Err(format!("{module} is not loaded in this process"));
         }
         macro_rules! sym {
             ($name:literal) => {{
@@ -69,6 +79,7 @@ fn api() -> Result<&'static Api, String> {
             aggregate_context: sym!("sqlite3_aggregate_context"),
             value_type: sym!("sqlite3_value_type"),
             value_int64: sym!("sqlite3_value_int64"),
+            value_text: sym!("sqlite3_value_text"),
             value_blob: sym!("sqlite3_value_blob"),
             value_bytes: sym!("sqlite3_value_bytes"),
             result_blob64: sym!("sqlite3_result_blob64"),
@@ -82,28 +93,51 @@ fn api() -> Result<&'static Api, String> {
 }
 
 fn loaded() -> &'static Api {
-    api().expect("registered, so loaded")
+    API.get().and_then(|a| a.as_ref().ok()).expect("registered, so loaded")
 }
 
-/// (bin, n) pairs: sorted by bin, equal bins summed, zero counts dropped.
-fn normalize(mut pairs: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
-    pairs.sort_unstable_by_key(|p| p.0);
+/// (bin, n) pairs: sorted by bin, equal bins summed, zero counts dropped; None when a sum
+/// leaves 64 bits (an error, as SQLite's own sum() makes it).
+fn normalize(mut pairs: Vec<(i64, i64)>) -> Option<Vec<(i64, i64)>> {
+    pairs.sort_unstable(); // by (bin, n): the reference adds in that order too
     let mut out: Vec<(i64, i64)> = Vec::with_capacity(pairs.len());
     for (b, n) in pairs {
         match out.last_mut() {
-            Some(last) if last.0 == b => last.1 = last.1.wrapping_add(n),
+            Some(last) if last.0 == b => last.1 = last.1.checked_add(n)?,
             _ => out.push((b, n)),
         }
     }
     out.retain(|p| p.1 != 0);
-    out
+    Some(out)
 }
 
-/// Appends a blob's pairs; false when it is not a bins blob (length not a multiple of 16).
+/// An integer argument: an INTEGER, or a TEXT that is one (json_each's object keys are
+/// TEXT); anything else is an error (None).
+unsafe fn integer(api: &Api, v: *mut Val) -> Option<i64> {
+    unsafe {
+        match (api.value_type)(v) {
+            SQLITE_INTEGER => Some((api.value_int64)(v)),
+            SQLITE_TEXT => {
+                let p = (api.value_text)(v);
+                let len = (api.value_bytes)(v) as usize;
+                if p.is_null() {
+                    return None;
+                }
+                std::str::from_utf8(std::slice::from_raw_parts(p, len)).ok()?.parse::<i64>().ok()
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Appends a blob's pairs; false when it is not a bins blob (not a BLOB, or its length not
+/// a multiple of 16).
 unsafe fn read_blob(api: &Api, v: *mut Val, into: &mut Vec<(i64, i64)>) -> bool {
     unsafe {
-        if (api.value_type)(v) == SQLITE_NULL {
-            return true;
+        match (api.value_type)(v) {
+            SQLITE_NULL => return true,
+            SQLITE_BLOB => {}
+            _ => return false,
         }
         let p = (api.value_blob)(v) as *const u8;
         let len = (api.value_bytes)(v) as usize;
@@ -125,8 +159,11 @@ unsafe fn read_blob(api: &Api, v: *mut Val, into: &mut Vec<(i64, i64)>) -> bool 
 }
 
 unsafe fn result(api: &Api, ctx: *mut Ctx, pairs: Vec<(i64, i64)>) {
-    let pairs = normalize(pairs);
     unsafe {
+        let Some(pairs) = normalize(pairs) else {
+            (api.result_error)(ctx, c"bins: a bin's count overflows 64 bits".as_ptr(), -1);
+            return;
+        };
         if pairs.is_empty() {
             (api.result_null)(ctx);
             return;
@@ -142,6 +179,10 @@ unsafe fn result(api: &Api, ctx: *mut Ctx, pairs: Vec<(i64, i64)>) {
 
 unsafe fn bad_blob(api: &Api, ctx: *mut Ctx) {
     unsafe { (api.result_error)(ctx, c"bins: not a sketch-bins blob (16-byte pairs)".as_ptr(), -1) }
+}
+
+unsafe fn bad_integer(api: &Api, ctx: *mut Ctx) {
+    unsafe { (api.result_error)(ctx, c"bins_pack: bin and n must be integers".as_ptr(), -1) }
 }
 
 /// The aggregate's pairs so far (None before the first step, when `create` is false).
@@ -181,12 +222,15 @@ unsafe extern "C" fn pack_step(ctx: *mut Ctx, _n: c_int, argv: *mut *mut Val) {
         if (api.value_type)(b) == SQLITE_NULL || (api.value_type)(n) == SQLITE_NULL {
             return;
         }
-        let count = (api.value_int64)(n);
+        let (Some(bin), Some(count)) = (integer(api, b), integer(api, n)) else {
+            bad_integer(api, ctx);
+            return;
+        };
         if count == 0 {
             return;
         }
         if let Some(pairs) = state(api, ctx, true) {
-            pairs.push(((api.value_int64)(b), count));
+            pairs.push((bin, count));
         }
     }
 }
@@ -227,10 +271,11 @@ unsafe extern "C" fn merge(ctx: *mut Ctx, _n: c_int, argv: *mut *mut Val) {
 }
 
 /// The file name SQLite has for a connection's main database ("" for an in-memory one), so
-/// the caller can check that `handle` really is the connection it means.
+/// the caller can check that `handle` really is the connection it means. `module`: the path
+/// of the loaded `_sqlite3` extension. Internal (consumer.sqlite_bins): a wrong handle crashes.
 #[pyfunction]
-pub fn sqlite_filename(handle: usize) -> PyResult<String> {
-    let api = api().map_err(PyRuntimeError::new_err)?;
+pub fn sqlite_filename(handle: usize, module: &str) -> PyResult<String> {
+    let api = load(module).map_err(PyRuntimeError::new_err)?;
     let name = unsafe { (api.db_filename)(handle as *mut c_void, c"main".as_ptr()) };
     if name.is_null() {
         return Ok(String::new());
@@ -238,10 +283,11 @@ pub fn sqlite_filename(handle: usize) -> PyResult<String> {
     Ok(unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned())
 }
 
-/// Registers bins_pack, bins_union and bins_merge on the connection `handle` (a `sqlite3 *`).
+/// Registers bins_pack, bins_union and bins_merge on the connection `handle` (a `sqlite3 *`
+/// of the `_sqlite3` at `module`). Internal (consumer.sqlite_bins): a wrong handle crashes.
 #[pyfunction]
-pub fn register_sqlite_bins(handle: usize) -> PyResult<()> {
-    let api = api().map_err(PyRuntimeError::new_err)?;
+pub fn register_sqlite_bins(handle: usize, module: &str) -> PyResult<()> {
+    let api = load(module).map_err(PyRuntimeError::new_err)?;
     let db = handle as *mut c_void;
     let flags = SQLITE_UTF8 | SQLITE_DETERMINISTIC;
     let funcs: [(&CStr, c_int, Option<XFunc>, Option<XFunc>, Option<XFinal>); 3] = [
