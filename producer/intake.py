@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from producer.encoder import body_writer
 from producer.exceptions import FieldProblem, WebhookValidationError
 from producer.mapping import CONVERSATION_EVENTS, to_record
-from producer.models import Webhook
+from producer.models import Webhook, envelope_time_key
 from schemas import Codec, EncodeError
 from schemas.codec import MAGIC
 
@@ -75,7 +75,7 @@ class Intake:
         try:
             webhook: Webhook = self._validate(body)
         except ValidationError as exc:
-            raise WebhookValidationError(problems_of(exc)) from None
+            raise WebhookValidationError(problems_of(exc, body)) from None
         value = None
         if self._write_body is not None:
             try:
@@ -102,12 +102,17 @@ def prepare(body: Any, codec: Codec, *, received_at_millis: int | None = None) -
     return intake.prepare(body, received_at_millis=received_at_millis)
 
 
-def problems_of(exc: ValidationError) -> list[FieldProblem]:
-    """Pydantic errors as dotted field paths (``data.participants.0.user.id``)."""
-    return [
-        FieldProblem(".".join(str(p) for p in err["loc"]), err["msg"], err["type"])
-        for err in exc.errors(include_url=False, include_input=False)
-    ]
+def problems_of(exc: ValidationError, body: dict[str, Any] | None = None) -> list[FieldProblem]:
+    """Pydantic errors as dotted field paths (``data.participants.0.user.id``). An envelope
+    time sent as ``<verb>_at`` is named so, not as the ``createdAt`` it was validated as."""
+    sent_as = envelope_time_key(body) if body is not None else None
+    problems = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = ".".join(str(p) for p in err["loc"])
+        problems.append(
+            FieldProblem(sent_as if loc == "createdAt" and sent_as else loc, err["msg"], err["type"])
+        )
+    return problems
 
 
 def _json_type(value: Any) -> str:
