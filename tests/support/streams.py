@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
+from consumer.fold_native import FoldKind
 from consumer.model import READER_SCHEMA
+from consumer.store import PartitionCommit
 from convmetrics.generate import GenerateConfig, generate_webhooks
 from producer.intake import Prepared, prepare
 from schemas import CONVERSATION_EVENT, Codec, subject
@@ -51,3 +54,17 @@ def stream(events: int, seed: int) -> tuple[list[Msg], list[object]]:
         msgs.append(Msg(p, offsets[p]))
         offsets[p] += 1
     return msgs, list(reader.decode_many(values))
+
+
+def commit_stream(store: Any, kind: FoldKind, msgs: list[Msg], records: list[object], batch: int) -> None:
+    """Fold the stream with `kind` in batches into `store`, one commit per batch."""
+    folds = {p: kind.new(p) for p in range(PARTITIONS)}
+    epochs = {p: store.claim("t", p, "test") for p in range(PARTITIONS)}
+    for i in range(0, len(msgs), batch):
+        offsets: dict[int, int] = {}
+        kind.apply_batch(folds, msgs[i : i + batch], records[i : i + batch], offsets)
+        commits = []
+        for p, off in offsets.items():
+            delta, changed = folds[p].take_changes()
+            commits.append(PartitionCommit(p, delta, off, folds[p].watermark, changed, [], epochs[p]))
+        store.commit("t", commits)

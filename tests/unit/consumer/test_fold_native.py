@@ -16,9 +16,8 @@ from consumer.fold import Delta, Fold, decode_snapshot
 from consumer.model import KINDS, Event
 from consumer.sketch import bin_of
 from consumer.sqlite_store import SqliteStore
-from consumer.store import PartitionCommit
 from support import native_build
-from support.streams import PARTITIONS, Msg, stream
+from support.streams import PARTITIONS, Msg, commit_stream, stream
 
 NATIVE = fold_native.NATIVE
 needs_native = pytest.mark.skipif(NATIVE is None, reason="compiled fold not built (no Rust toolchain)")
@@ -186,16 +185,7 @@ def test_sqlite_store_holds_the_same_either_way(tmp_path: Path) -> None:
     tables = []
     for kind in (fold_native.PYTHON, NATIVE):
         store = SqliteStore(str(tmp_path / f"{kind.name}.db"))
-        folds = {p: kind.new(p) for p in range(PARTITIONS)}
-        epochs = {p: store.claim("t", p, "test") for p in range(PARTITIONS)}
-        for i in range(0, len(msgs), 500):
-            offsets: dict[int, int] = {}
-            kind.apply_batch(folds, msgs[i : i + 500], records[i : i + 500], offsets)
-            commits = []
-            for p, off in offsets.items():
-                delta, changed = folds[p].take_changes()
-                commits.append(PartitionCommit(p, delta, off, folds[p].watermark, changed, [], epochs[p]))
-            store.commit("t", commits)
+        commit_stream(store, kind, msgs, records, 500)
         tables.append(
             [
                 store.db.execute(f"SELECT * FROM {t} ORDER BY 1, 2, 3, 4, 5").fetchall()

@@ -17,10 +17,9 @@ from hypothesis import strategies as st
 from consumer import fold_native, sqlite_bins
 from consumer.exceptions import StoreError
 from consumer.sqlite_store import SqliteStore
-from consumer.store import PartitionCommit
 from consumer.windows import WINDOWS
 from support import native_build
-from support.streams import stream
+from support.streams import commit_stream, stream
 
 NATIVE = fold_native.NATIVE
 needs_native = pytest.mark.skipif(NATIVE is None, reason="compiled functions not built (no Rust toolchain)")
@@ -118,17 +117,7 @@ def test_unpack_refuses_what_is_not_bins() -> None:
 def fill(store: SqliteStore, seed: int = 4) -> None:
     """Commit a generated stream through the reference fold."""
     msgs, records = stream(3000, seed)
-    kind = fold_native.PYTHON
-    folds = {p: kind.new(p) for p in range(3)}
-    epochs = {p: store.claim("t", p, "test") for p in range(3)}
-    for i in range(0, len(msgs), 400):
-        offsets: dict[int, int] = {}
-        kind.apply_batch(folds, msgs[i : i + 400], records[i : i + 400], offsets)
-        commits = []
-        for p, off in offsets.items():
-            delta, changed = folds[p].take_changes()
-            commits.append(PartitionCommit(p, delta, off, folds[p].watermark, changed, [], epochs[p]))
-        store.commit("t", commits)
+    commit_stream(store, fold_native.PYTHON, msgs, records, 400)
 
 
 def answers(store: SqliteStore) -> list[object]:
