@@ -31,6 +31,7 @@ import sys
 from collections.abc import Iterable
 
 from consumer.exceptions import StoreError
+from consumer.fold_native import choose, native
 
 log = logging.getLogger(__name__)
 
@@ -79,27 +80,25 @@ def merge(a: bytes | None, b: bytes | None) -> bytes | None:
     return pack([*unpack(a), *unpack(b)])
 
 
-class _Pack:
+class _Pairs:
+    """An aggregate that gathers (bin, n) pairs and packs them at the end."""
+
     def __init__(self) -> None:
         self.pairs: list[tuple[int, int]] = []
 
+    def finalize(self) -> bytes | None:
+        return pack(self.pairs)
+
+
+class _Pack(_Pairs):
     def step(self, b: object, n: object) -> None:
         if b is not None and n is not None and (count := _integer(n)) != 0:
             self.pairs.append((_integer(b), count))
 
-    def finalize(self) -> bytes | None:
-        return pack(self.pairs)
 
-
-class _Union:
-    def __init__(self) -> None:
-        self.pairs: list[tuple[int, int]] = []
-
+class _Union(_Pairs):
     def step(self, blob: bytes | None) -> None:
         self.pairs.extend(unpack(blob))
-
-    def finalize(self) -> bytes | None:
-        return pack(self.pairs)
 
 
 def register_python(db: sqlite3.Connection) -> None:
@@ -124,8 +123,6 @@ def register(db: sqlite3.Connection, path: str, *, prefer: str | None = None) ->
     and this interpreter's connection is the known CPython one, else the reference. Returns
     which ("native" or "python"). `prefer` (or $CONVMETRICS_FOLD) as for the fold: python,
     native (an error when not built) or auto."""
-    from consumer.fold_native import choose, native
-
     handle = _handle(db) if choose(prefer).name == "native" else None
     module = getattr(_sqlite3, "__file__", None)
     if handle is not None and native is not None and module:

@@ -31,7 +31,7 @@ from consumer.store import (
     PartitionCommit,
     PartitionState,
     Retention,
-    build_rows,
+    metric_row,
     row_filter,
 )
 from consumer.windows import ALL, WINDOWS
@@ -272,8 +272,7 @@ class SqliteStore:
         )
         sql = f"SELECT {ROW_COLUMNS}, bins FROM metric_rows WHERE {where} ORDER BY start, key LIMIT ?"
         found = self.db.execute(sql, [*args, limit]).fetchall()
-        bins = [(r[1], r[0], b, n) for r in found if r[-1] is not None for b, n in unpack(r[-1])]
-        return build_rows(by, window, [r[:-1] for r in found], bins)
+        return [metric_row(by, window, r[:-1], unpack(r[-1])) for r in found]
 
     def purge(self) -> int:
         """Delete window rows older than their retention; returns rows deleted."""

@@ -114,7 +114,8 @@ def row_filter(
 
 
 def bins_filter(by: str, window: str, key: str | None, lo: int, hi: int, mark: str) -> tuple[str, list[Any]]:
-    """The query for the sketch bins of rows with window starts in [lo, hi]."""
+    """The query for the sketch bins of rows with window starts in [lo, hi] (a store with a
+    bins table: PostgreSQL; SQLite keeps them in the rows)."""
     sql = (
         f"SELECT start, key, bin, n FROM metric_bins WHERE by={mark} AND win={mark} "
         f"AND start>={mark} AND start<={mark}" + (f" AND key={mark}" if key is not None else "")
@@ -131,14 +132,16 @@ def build_rows(
     for start, k, b, n in bins:
         if (start, k) in wanted:
             sketches[(start, k)].append((b, n))
-    rows = []
-    for k, start, c, ro, u, tc, ts, tmin, tmax, lc, ls, lmax in found:
-        sk = sketches.get((start, k), [])
-        rows.append(MetricRow(
-            by, k, window, start, c, ro, u, tc, ts, tmin, tmax, quantiles(sk),
-            lc, ls, lmax, quantiles(sk, lag=True),
-        ))  # fmt: skip
-    return rows
+    return [metric_row(by, window, r, sketches.get((r[1], r[0]), [])) for r in found]
+
+
+def metric_row(by: str, window: str, columns: tuple[Any, ...], bins: list[tuple[int, int]]) -> MetricRow:
+    """A MetricRow from its `ROW_COLUMNS` and its (bin, n) pairs."""
+    k, start, c, ro, u, tc, ts, tmin, tmax, lc, ls, lmax = columns
+    return MetricRow(
+        by, k, window, start, c, ro, u, tc, ts, tmin, tmax, quantiles(bins),
+        lc, ls, lmax, quantiles(bins, lag=True),
+    )  # fmt: skip
 
 
 class Store(Protocol):

@@ -69,7 +69,7 @@ fn load(module: &str) -> Result<&'static Api, String> {
             ($name:literal) => {{
                 let p = dlsym(lib, CString::new($name).expect("no NUL").as_ptr());
                 if p.is_null() {
-                    return Err(format!("libsqlite3 has no {}", $name));
+                    return Err(format!("{module} exports no {}", $name));
                 }
                 std::mem::transmute::<*mut c_void, _>(p)
             }};
@@ -185,18 +185,15 @@ unsafe fn bad_integer(api: &Api, ctx: *mut Ctx) {
     unsafe { (api.result_error)(ctx, c"bins_pack: bin and n must be integers".as_ptr(), -1) }
 }
 
-/// The aggregate's pairs so far (None before the first step, when `create` is false).
-unsafe fn state(api: &Api, ctx: *mut Ctx, create: bool) -> Option<&'static mut Vec<(i64, i64)>> {
+/// The aggregate's pairs so far, made at its first step (None: SQLite is out of memory).
+unsafe fn state(api: &Api, ctx: *mut Ctx) -> Option<&'static mut Vec<(i64, i64)>> {
     unsafe {
-        let size = if create { std::mem::size_of::<*mut Vec<(i64, i64)>>() as c_int } else { 0 };
+        let size = std::mem::size_of::<*mut Vec<(i64, i64)>>() as c_int;
         let slot = (api.aggregate_context)(ctx, size) as *mut *mut Vec<(i64, i64)>;
         if slot.is_null() {
             return None;
         }
         if (*slot).is_null() {
-            if !create {
-                return None;
-            }
             *slot = Box::into_raw(Box::new(Vec::new()));
         }
         Some(&mut **slot)
@@ -229,7 +226,7 @@ unsafe extern "C" fn pack_step(ctx: *mut Ctx, _n: c_int, argv: *mut *mut Val) {
         if count == 0 {
             return;
         }
-        if let Some(pairs) = state(api, ctx, true) {
+        if let Some(pairs) = state(api, ctx) {
             pairs.push((bin, count));
         }
     }
@@ -242,7 +239,7 @@ unsafe extern "C" fn union_step(ctx: *mut Ctx, _n: c_int, argv: *mut *mut Val) {
         if (api.value_type)(v) == SQLITE_NULL {
             return;
         }
-        if let Some(pairs) = state(api, ctx, true)
+        if let Some(pairs) = state(api, ctx)
             && !read_blob(api, v, pairs)
         {
             bad_blob(api, ctx);
