@@ -9,6 +9,7 @@ store's upserts on the benchmark stream.
 SQL functions (on every connection of the store):
     bins_pack(bin, n)  aggregate: the blob of the (bin, n) pairs of a group (NULLs and 0 skipped)
     bins_union(blob)   aggregate: the blobs of a group merged
+    bins_one(bin, n)   the blob of one pair (NULL when either is NULL or n is 0)
     bins_merge(a, b)   two blobs merged (NULL is empty)
 
 This module is the reference; the compiled twin (consumer/native/src/bins_sql.rs) runs
@@ -80,6 +81,11 @@ def merge(a: bytes | None, b: bytes | None) -> bytes | None:
     return pack([*unpack(a), *unpack(b)])
 
 
+def one(b: object, n: object) -> bytes | None:
+    """bins_one: the blob of one (bin, n) pair, as bins_pack makes it of a group of one."""
+    return None if b is None or n is None else pack([(_integer(b), _integer(n))])
+
+
 class _Pairs:
     """An aggregate that gathers (bin, n) pairs and packs them at the end."""
 
@@ -105,6 +111,7 @@ def register_python(db: sqlite3.Connection) -> None:
     """The reference functions, called through Python (slower: the GIL per row)."""
     db.create_aggregate("bins_pack", 2, _Pack)  # type: ignore[arg-type]
     db.create_aggregate("bins_union", 1, _Union)  # type: ignore[arg-type]
+    db.create_function("bins_one", 2, one, deterministic=True)
     db.create_function("bins_merge", 2, merge, deterministic=True)
 
 

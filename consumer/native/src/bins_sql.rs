@@ -1,6 +1,6 @@
 //! The SQLite store's sketch-bin functions, compiled (consumer/sqlite_bins.py is the reference
-//! and holds the blob format): `bins_pack(bin, n)` and `bins_union(blob)` aggregates and
-//! `bins_merge(a, b)`, registered on the store's own `sqlite3.Connection`.
+//! and holds the blob format): `bins_pack(bin, n)` and `bins_union(blob)` aggregates,
+//! `bins_one(bin, n)` and `bins_merge(a, b)`, registered on the store's own `sqlite3.Connection`.
 //!
 //! They run inside `sqlite3_step`, which Python's sqlite3 calls without the GIL: merging a
 //! commit's bins into its rows takes no Python time at all. The SQLite functions are looked
@@ -232,6 +232,24 @@ unsafe extern "C" fn pack_step(ctx: *mut Ctx, _n: c_int, argv: *mut *mut Val) {
     }
 }
 
+/// bins_one(bin, n): the blob of one pair (NULL when either is NULL or n is 0), a scalar
+/// for rows that take one fact each (merged into their rows by bins_merge).
+unsafe extern "C" fn one(ctx: *mut Ctx, _n: c_int, argv: *mut *mut Val) {
+    let api = loaded();
+    unsafe {
+        let (b, n) = (*argv, *argv.add(1));
+        if (api.value_type)(b) == SQLITE_NULL || (api.value_type)(n) == SQLITE_NULL {
+            (api.result_null)(ctx);
+            return;
+        }
+        let (Some(bin), Some(count)) = (integer(api, b), integer(api, n)) else {
+            bad_integer(api, ctx);
+            return;
+        };
+        result(api, ctx, vec![(bin, count)]);
+    }
+}
+
 unsafe extern "C" fn union_step(ctx: *mut Ctx, _n: c_int, argv: *mut *mut Val) {
     let api = loaded();
     unsafe {
@@ -280,15 +298,16 @@ pub fn sqlite_filename(handle: usize, module: &str) -> PyResult<String> {
     Ok(unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned())
 }
 
-/// Registers bins_pack, bins_union and bins_merge on the connection `handle` (a `sqlite3 *`
+/// Registers bins_pack, bins_one, bins_union and bins_merge on the connection `handle` (a `sqlite3 *`
 /// of the `_sqlite3` at `module`). Internal (consumer.sqlite_bins): a wrong handle crashes.
 #[pyfunction]
 pub fn register_sqlite_bins(handle: usize, module: &str) -> PyResult<()> {
     let api = load(module).map_err(PyRuntimeError::new_err)?;
     let db = handle as *mut c_void;
     let flags = SQLITE_UTF8 | SQLITE_DETERMINISTIC;
-    let funcs: [(&CStr, c_int, Option<XFunc>, Option<XFunc>, Option<XFinal>); 3] = [
+    let funcs: [(&CStr, c_int, Option<XFunc>, Option<XFunc>, Option<XFinal>); 4] = [
         (c"bins_pack", 2, None, Some(pack_step), Some(finish)),
+        (c"bins_one", 2, Some(one), None, None),
         (c"bins_union", 1, None, Some(union_step), Some(finish)),
         (c"bins_merge", 2, Some(merge), None, None),
     ];

@@ -45,7 +45,8 @@ def one(db: sqlite3.Connection, sql: str, args: tuple[object, ...] = ()) -> obje
 
 
 def run_functions(db: sqlite3.Connection, groups: list[list[tuple[int, int]]]) -> list[object]:
-    """bins_pack per group, bins_union of the packs, bins_merge of the first two."""
+    """bins_pack per group, bins_union of the packs, bins_merge of the first two, bins_one
+    of every pair."""
     db.execute("CREATE TEMP TABLE IF NOT EXISTS p (g INTEGER, b INTEGER, n INTEGER)")
     db.execute("DELETE FROM p")
     db.executemany("INSERT INTO p VALUES (?,?,?)", [(g, b, n) for g, ps in enumerate(groups) for b, n in ps])
@@ -53,7 +54,8 @@ def run_functions(db: sqlite3.Connection, groups: list[list[tuple[int, int]]]) -
     union = one(db, "SELECT bins_union(x) FROM (SELECT bins_pack(b, n) AS x FROM p GROUP BY g)")
     a, b = ([p for p in packs if p != "error"] + [None, None])[:2]
     merged = one(db, "SELECT bins_merge(?, ?)", (a, b))
-    return [packs, union, merged]
+    ones = [one(db, "SELECT bins_one(?, ?)", pair) for ps in groups for pair in ps]
+    return [packs, union, merged, ones]
 
 
 def test_the_compiled_functions_are_registered_where_built() -> None:
@@ -65,12 +67,15 @@ def test_the_compiled_functions_are_registered_where_built() -> None:
 
 def test_reference_functions() -> None:
     db = connection("python")
-    packs, union, merged = run_functions(db, [[(3, 2), (1, 5), (3, -2)], [(1, -5), (7, 1)], []])
+    packs, union, merged, ones = run_functions(db, [[(3, 2), (1, 5), (3, -2)], [(1, -5), (7, 1), (4, 0)], []])
     assert [sqlite_bins.unpack(p) for p in packs] == [[(1, 5)], [(1, -5), (7, 1)], []]
     assert packs[2] is None  # nothing left: NULL, not an empty blob
     assert sqlite_bins.unpack(union) == [(7, 1)]  # 1: +5 - 5 cancels out
     assert merged == union
     assert db.execute("SELECT bins_merge(NULL, NULL)").fetchone()[0] is None
+    assert [sqlite_bins.unpack(o) for o in ones] == [[(3, 2)], [(1, 5)], [(3, -2)], [(1, -5)], [(7, 1)], []]
+    assert ones[-1] is None  # a zero count: NULL, as bins_pack of it
+    assert db.execute("SELECT bins_one(NULL, 1), bins_one(1, NULL)").fetchone() == (None, None)
 
 
 @needs_native
@@ -95,6 +100,9 @@ KINDS = ["python", *(["native"] if NATIVE else [])]
         "SELECT bins_pack(1, 1.5)",
         "SELECT bins_pack(x'01', 1)",
         "SELECT bins_pack('99999999999999999999', 1)",  # beyond int64
+        "SELECT bins_one('x', 1)",
+        "SELECT bins_one(1, 1.5)",
+        "SELECT bins_one(x'01', 1)",
         "SELECT bins_pack(b, n) FROM (SELECT 1 AS b, 9223372036854775807 AS n UNION ALL SELECT 1, 1)",
     ],
 )
