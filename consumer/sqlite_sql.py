@@ -85,12 +85,18 @@ CLEAR = (
     "DELETE FROM temp.facts",
     "DELETE FROM temp.ch_rows",
 )
-STAGE = """
-INSERT INTO temp.facts SELECT
-    value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7,
-    value->>8
-FROM json_each(?)
-"""
+
+
+def _rows(columns: int, packed: bool) -> str:
+    """SELECT of a staged payload's rows: a blob of `pack_rows` read by the compiled
+    `packed_rows` table (no parsing per field), or a JSON array of arrays (the reference)."""
+    if packed:
+        return "SELECT " + ", ".join(f"c{i}" for i in range(columns)) + " FROM packed_rows(?)"
+    return "SELECT " + ", ".join(f"value->>{i}" for i in range(columns)) + " FROM json_each(?)"
+
+
+#: a commit's facts into temp.facts, by payload kind (packed: True)
+STAGE = {packed: f"INSERT INTO temp.facts {_rows(9, packed)}" for packed in (False, True)}
 #: the ingest-lag partials (consumer.fold.Lags): [channel type, hour, count, sum, max, {bin: n}]
 STAGE_LAGS = """
 INSERT INTO temp.ch_rows SELECT l.value->>0, l.value->>1, 0, 0, 0, 0, NULL, NULL, NULL,
@@ -98,21 +104,18 @@ INSERT INTO temp.ch_rows SELECT l.value->>0, l.value->>1, 0, 0, 0, 0, NULL, NULL
     (SELECT bins_pack(b.key, b.value) FROM json_each(l.value->5) AS b)
 FROM json_each(?) AS l
 """
-STAGE_CLOSURES = """
-INSERT INTO closures SELECT
-    value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6
-FROM json_each(?) WHERE true
-ON CONFLICT DO UPDATE SET ttc = excluded.ttc
-"""
+#: a commit's closures (consumer.fold.ClosureRow), by payload kind
+STAGE_CLOSURES = {
+    packed: f"INSERT INTO closures {_rows(7, packed)} WHERE true ON CONFLICT DO UPDATE SET ttc = excluded.ttc"
+    for packed in (False, True)
+}
 _TTC = (
     "sum(c), sum(o), sum(u), sum(tn), coalesce(sum(tn * ttc), 0), "
     "min(CASE WHEN tn > 0 THEN ttc END), max(CASE WHEN tn > 0 THEN ttc END)"
 )
 
 #: the same of one fact, for a row made of one fact (ON_ROW_CONFLICT adds up the rest)
-_TTC_ONE = (
-    "c, o, u, tn, coalesce(tn * ttc, 0), CASE WHEN tn > 0 THEN ttc END, CASE WHEN tn > 0 THEN ttc END"
-)
+_TTC_ONE = "c, o, u, tn, coalesce(tn * ttc, 0), CASE WHEN tn > 0 THEN ttc END, CASE WHEN tn > 0 THEN ttc END"
 #: the account windows whose rows take the facts one upsert each, the upsert adding up facts
 #: of one row (SQLite applies DO UPDATE to rows the same statement inserted): nearly every
 #: fact has its own 1-minute and 1-hour account row in a commit (99% and 89% on the benchmark

@@ -10,6 +10,7 @@ import orjson
 
 from consumer.exceptions import FencedError, StoreError
 from consumer.fold import BY_ACCOUNT, decode_snapshot
+from consumer.fold_native import native
 from consumer.sqlite_bins import register, unpack
 from consumer.sqlite_sql import (
     AGGREGATE,
@@ -139,8 +140,10 @@ class SqliteStore:
         # Big batches go in as one JSON text per statement, not executemany: sqlite3 releases
         # the GIL once per statement, so the polling thread keeps it between rows, and a
         # writer re-taking it per row waits a switch interval (5 ms) each time.
-        closures = orjson.dumps([c for p in partitions for c in p.delta.closures.values()])
-        staged = [orjson.dumps(p.delta.facts) for p in partitions if p.delta.facts]
+        packed = self.bins_functions == "native"  # packed_rows is registered with them
+        pack = _pack if packed else _json
+        closures = pack([c for p in partitions for c in p.delta.closures.values()], 7)
+        staged = [pack(p.delta.facts, 9) for p in partitions if p.delta.facts]
         lags = [
             orjson.dumps([(*k, *agg) for k, agg in p.delta.lags.items()], option=orjson.OPT_NON_STR_KEYS)
             for p in partitions
@@ -154,13 +157,13 @@ class SqliteStore:
         with self._tx():
             db = self.db
             self._check_epochs(partitions)
-            db.execute(STAGE_CLOSURES, (closures,))
+            db.execute(STAGE_CLOSURES[packed], (closures,))
             if staged or lags:
                 seq = self._next_seq()
                 for sql in CLEAR:
                     db.execute(sql)
                 for payload in staged:
-                    db.execute(STAGE, (payload,))
+                    db.execute(STAGE[packed], (payload,))
                 for payload in lags:
                     db.execute(STAGE_LAGS, (payload,))
                 for sql in AGGREGATE:
@@ -294,6 +297,16 @@ class SqliteStore:
 
     def _tx(self) -> _Transaction:
         return _Transaction(self.db)
+
+
+def _json(rows: list[Any], columns: int) -> bytes:
+    return orjson.dumps(rows)
+
+
+def _pack(rows: list[Any], columns: int) -> bytes:
+    assert native is not None  # the compiled bins functions are registered: it is built
+    packed: bytes = native.pack_rows(rows, columns)
+    return packed
 
 
 class _Transaction:

@@ -14,16 +14,18 @@ use std::sync::OnceLock;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
-type Ctx = c_void; // sqlite3_context
-type Val = c_void; // sqlite3_value
+use crate::packed_rows;
+
+pub(crate) type Ctx = c_void; // sqlite3_context
+pub(crate) type Val = c_void; // sqlite3_value
 type XFunc = unsafe extern "C" fn(*mut Ctx, c_int, *mut *mut Val);
 type XFinal = unsafe extern "C" fn(*mut Ctx);
 
-const SQLITE_OK: c_int = 0;
+pub(crate) const SQLITE_OK: c_int = 0;
 const SQLITE_INTEGER: c_int = 1;
 const SQLITE_TEXT: c_int = 3;
-const SQLITE_BLOB: c_int = 4;
-const SQLITE_NULL: c_int = 5;
+pub(crate) const SQLITE_BLOB: c_int = 4;
+pub(crate) const SQLITE_NULL: c_int = 5;
 const SQLITE_UTF8: c_int = 1;
 const SQLITE_DETERMINISTIC: c_int = 0x800;
 const RTLD_LAZY: c_int = 1;
@@ -35,21 +37,29 @@ unsafe extern "C" {
 }
 
 #[allow(clippy::type_complexity)]
-struct Api {
+pub(crate) struct Api {
     create_function_v2: unsafe extern "C" fn(
         *mut c_void, *const c_char, c_int, c_int, *mut c_void,
         Option<XFunc>, Option<XFunc>, Option<XFinal>, Option<unsafe extern "C" fn(*mut c_void)>,
     ) -> c_int,
     aggregate_context: unsafe extern "C" fn(*mut Ctx, c_int) -> *mut c_void,
-    value_type: unsafe extern "C" fn(*mut Val) -> c_int,
+    pub(crate) value_type: unsafe extern "C" fn(*mut Val) -> c_int,
     value_int64: unsafe extern "C" fn(*mut Val) -> i64,
     value_text: unsafe extern "C" fn(*mut Val) -> *const u8,
-    value_blob: unsafe extern "C" fn(*mut Val) -> *const c_void,
-    value_bytes: unsafe extern "C" fn(*mut Val) -> c_int,
+    pub(crate) value_blob: unsafe extern "C" fn(*mut Val) -> *const c_void,
+    pub(crate) value_bytes: unsafe extern "C" fn(*mut Val) -> c_int,
     result_blob64: unsafe extern "C" fn(*mut Ctx, *const c_void, u64, isize),
-    result_null: unsafe extern "C" fn(*mut Ctx),
+    pub(crate) result_null: unsafe extern "C" fn(*mut Ctx),
     result_error: unsafe extern "C" fn(*mut Ctx, *const c_char, c_int),
     db_filename: unsafe extern "C" fn(*mut c_void, *const c_char) -> *const c_char,
+    create_module_v2: unsafe extern "C" fn(
+        *mut c_void, *const c_char, *const packed_rows::Module, *mut c_void, Option<unsafe extern "C" fn(*mut c_void)>,
+    ) -> c_int,
+    pub(crate) declare_vtab: unsafe extern "C" fn(*mut c_void, *const c_char) -> c_int,
+    pub(crate) result_int64: unsafe extern "C" fn(*mut Ctx, i64),
+    pub(crate) result_text64: unsafe extern "C" fn(*mut Ctx, *const c_char, u64, isize, u8),
+    pub(crate) malloc: unsafe extern "C" fn(c_int) -> *mut c_void,
+    pub(crate) free: unsafe extern "C" fn(*mut c_void),
 }
 
 static API: OnceLock<Result<Api, String>> = OnceLock::new();
@@ -86,13 +96,19 @@ fn load(module: &str) -> Result<&'static Api, String> {
             result_null: sym!("sqlite3_result_null"),
             result_error: sym!("sqlite3_result_error"),
             db_filename: sym!("sqlite3_db_filename"),
+            create_module_v2: sym!("sqlite3_create_module_v2"),
+            declare_vtab: sym!("sqlite3_declare_vtab"),
+            result_int64: sym!("sqlite3_result_int64"),
+            result_text64: sym!("sqlite3_result_text64"),
+            malloc: sym!("sqlite3_malloc"),
+            free: sym!("sqlite3_free"),
         })
     })
     .as_ref()
     .map_err(Clone::clone)
 }
 
-fn loaded() -> &'static Api {
+pub(crate) fn loaded() -> &'static Api {
     API.get().and_then(|a| a.as_ref().ok()).expect("registered, so loaded")
 }
 
@@ -298,7 +314,7 @@ pub fn sqlite_filename(handle: usize, module: &str) -> PyResult<String> {
     Ok(unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned())
 }
 
-/// Registers bins_pack, bins_one, bins_union and bins_merge on the connection `handle` (a `sqlite3 *`
+/// Registers bins_pack, bins_one, bins_union, bins_merge and the packed_rows table on the connection `handle` (a `sqlite3 *`
 /// of the `_sqlite3` at `module`). Internal (consumer.sqlite_bins): a wrong handle crashes.
 #[pyfunction]
 pub fn register_sqlite_bins(handle: usize, module: &str) -> PyResult<()> {
@@ -321,6 +337,12 @@ pub fn register_sqlite_bins(handle: usize, module: &str) -> PyResult<()> {
                 name.to_string_lossy()
             )));
         }
+    }
+    let rc = unsafe {
+        (api.create_module_v2)(db, c"packed_rows".as_ptr(), &packed_rows::MODULE, std::ptr::null_mut(), None)
+    };
+    if rc != SQLITE_OK {
+        return Err(PyRuntimeError::new_err(format!("sqlite3_create_module_v2(packed_rows) failed: {rc}")));
     }
     Ok(())
 }

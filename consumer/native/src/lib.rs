@@ -694,11 +694,13 @@ fn bin_of_py(seconds: i64) -> PyResult<i64> {
 }
 
 mod bins_sql;
+mod packed_rows;
 
 #[pymodule]
 fn _fold_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(bins_sql::sqlite_filename, m)?)?;
     m.add_function(wrap_pyfunction!(bins_sql::register_sqlite_bins, m)?)?;
+    m.add_function(wrap_pyfunction!(packed_rows::pack_rows, m)?)?;
     m.add_class::<PartitionFold>()?;
     m.add_function(wrap_pyfunction!(apply_batch, m)?)?;
     m.add_function(wrap_pyfunction!(configure, m)?)?;
