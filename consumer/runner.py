@@ -118,12 +118,6 @@ def _libc_trim() -> Callable[[], None]:
 
 
 _trim = _libc_trim()
-#: seconds between malloc_trim calls (after a commit), so an idle consumer still hands freed
-#: memory back. A trim after every commit returned pages the next batch faulted straight in
-#: again: bench/consumer.py, 4 runs each alternating, 49,571-58,056 events/s trimming after
-#: every commit against 54,870-56,025 without trimming; peak RSS over 2M events 373 MB
-#: against 375 MB
-TRIM_INTERVAL = 60.0
 
 
 @dataclass(frozen=True)
@@ -182,7 +176,6 @@ class MetricsConsumer:
         #: commits handed to the writer thread, oldest first (at most MAX_IN_FLIGHT)
         self._in_flight: deque[Future[WriteResult]] = deque()
         self._write_failed = False  # a commit failed: the ones queued after it must not land
-        self._last_trim = 0.0  # writer thread: when it last called malloc_trim
         base = {"bootstrap.servers": settings.bootstrap_servers, **settings.kafka}
         self.consumer = Consumer(
             {
@@ -433,9 +426,7 @@ class MetricsConsumer:
             except StoreUnavailableError as exc:  # retention catches up at the next purge
                 log.warning("purge skipped, store unavailable: %s", exc)
         self.stats.commits += 1
-        if time.monotonic() - self._last_trim >= TRIM_INTERVAL:
-            self._last_trim = time.monotonic()
-            _trim()
+        _trim()
         if self.on_commit is not None:
             report = CommitReport(commits, time.perf_counter() - flush_started, store_seconds, fenced)
             try:
