@@ -249,17 +249,17 @@ class MetricsConsumer:
         self._stop.set()
 
     def process(self, msgs: list[Message]) -> None:
-        ok: list[Message] = []
-        for m in msgs:
-            err = m.error()
-            if err is not None:
+        ok = msgs
+        if bad := [m for m in msgs if m.error() is not None]:  # rare: the loop stays out of the way
+            for m in bad:
+                err = m.error()
+                assert err is not None
                 if err.code() == KafkaError._PARTITION_EOF:
                     continue
                 if err.fatal():
                     raise ConsumerError(f"fatal Kafka consumer error: {err}")
                 log.warning("Kafka consumer error: %s", err)
-                continue
-            ok.append(m)
+            ok = [m for m in msgs if m.error() is None]
         decoded = self.codec.decode_many([m.value() or b"" for m in ok])
         # messages of partitions revoked while the batch was in flight are skipped
         folded, duplicates, ignored, dead = self.fold_kind.apply_batch(

@@ -4,14 +4,17 @@ failed one (it builds on the failed one's deltas and offsets)."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError
 
 from consumer.exceptions import ConsumerError
 from consumer.fold import Delta
 from consumer.runner import MAX_IN_FLIGHT, MetricsConsumer
 from consumer.settings import ConsumerSettings
+from consumer.sqlite_store import SqliteStore
 from consumer.store import PartitionCommit
 
 
@@ -60,3 +63,44 @@ def test_a_commit_queued_after_a_failed_one_does_not_land() -> None:
     finally:
         c._writer.shutdown()
         c.consumer.close()
+
+
+class ErrMsg:
+    """A consumed message as far as `process` reads it: a value, or an error."""
+
+    def __init__(self, value: bytes | None = None, error: KafkaError | None = None) -> None:
+        self._value, self._error = value, error
+
+    def error(self) -> KafkaError | None:
+        return self._error
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return 0
+
+    def topic(self) -> str:
+        return "t"
+
+
+def test_error_messages_are_skipped_and_a_fatal_one_stops(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "m.db"))
+    c = MetricsConsumer(ConsumerSettings("127.0.0.1:1", topic="t"), store=store)
+    try:
+        eof = KafkaError(KafkaError._PARTITION_EOF)
+        transient = KafkaError(KafkaError._TRANSPORT)
+        c.process([ErrMsg(b"x"), ErrMsg(error=eof), ErrMsg(error=transient), ErrMsg(b"y")])  # type: ignore[list-item]
+        assert c.stats.consumed == 2  # the two values (partition 0 is not assigned: not folded)
+        c.process([ErrMsg(b"z")])  # type: ignore[list-item]
+        assert c.stats.consumed == 3
+        with pytest.raises(ConsumerError, match="fatal Kafka consumer error"):
+            c.process([ErrMsg(b"x"), ErrMsg(error=KafkaError(KafkaError._FATAL, fatal=True))])  # type: ignore[list-item]
+        assert c.stats.consumed == 3  # nothing of the failed batch counted
+    finally:
+        c._writer.shutdown()
+        c.consumer.close()
+        store.close()
