@@ -8,7 +8,7 @@
 //! native, and a whole consumed batch is folded by one call (`apply_batch`).
 //! `tests/unit/consumer/test_fold_native.py` holds both implementations equal.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::collections::hash_map::Entry;
 use std::fmt::Write as _;
 use std::sync::OnceLock;
