@@ -15,6 +15,8 @@ class PartitionFold:
     @property
     def hot_count(self) -> int: ...
     @property
+    def channel_names(self) -> int: ...
+    @property
     def delta(self) -> Delta: ...  # a copy of the pending changes
     def __init__(
         self,

@@ -119,12 +119,17 @@ struct Pending {
 }
 
 /// Channel type names, interned per fold: facts and closures carry an index.
+/// `take_changes` starts the table afresh once it holds more than MAX_CHANNEL_NAMES (nothing
+/// refers to an index then): a stream of ever-new unknown channel types cannot grow it
+/// without bound.
 #[derive(Default)]
 struct Channels {
     names: Vec<String>,
     objects: Vec<Py<PyString>>,
     ids: HashMap<String, u32>,
 }
+
+const MAX_CHANNEL_NAMES: usize = 4096;
 
 impl Channels {
     fn id(&mut self, py: Python<'_>, name: &str) -> u32 {
@@ -518,6 +523,12 @@ impl PartitionFold {
         self.hot.len()
     }
 
+    /// Channel type names interned now (at most MAX_CHANNEL_NAMES after `take_changes`).
+    #[getter]
+    fn channel_names(&self) -> usize {
+        self.channels.names.len()
+    }
+
     /// The pending changes (a copy: the fold goes on with its own).
     #[getter]
     fn delta<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -577,6 +588,9 @@ impl PartitionFold {
             let text = self.encode(&conv);
             changed.set_item(k, PyString::new(py, &text))?;
             self.idle.insert(k, text.into_boxed_str());
+        }
+        if self.channels.names.len() > MAX_CHANNEL_NAMES {
+            self.channels = Channels::default(); // pending and hot are empty: no index is left
         }
         Ok((delta, changed))
     }
