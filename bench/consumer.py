@@ -17,12 +17,17 @@ to a consume+decode-only loop in the same run, and peak RSS over a bigger stream
    (500,000 conversations, 10,000 accounts) until caught up; peak RSS from VmHWM and wait4.
 Prints a table and writes bench/results/consumer.md. ``--profile`` adds one cProfile'd
 "ours" run (polling thread and store-writer thread separately) and prints its top functions.
+``--phases`` prints, for each run of both loops, the polling thread's CPU time per event
+in each step (consume, decode with freeing the records, fold, take_changes, the rest), to
+compare the shared steps' cost in the two loops.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import cProfile
+import dataclasses
 import datetime
 import gc
 import io
@@ -70,7 +75,29 @@ def gen_config(events: int, conversations: int) -> GenerateConfig:
     )  # fmt: skip
 
 
-def baseline(bootstrap: str, topic: str, total: int) -> float:
+class Phases(collections.defaultdict[str, float]):
+    """Thread CPU seconds per step of the polling thread (``--phases``)."""
+
+    def __init__(self) -> None:
+        super().__init__(float)
+
+    def timed(self, step: str, fn: Any) -> Any:
+        def run(*args: Any) -> Any:
+            started = time.thread_time()
+            try:
+                return fn(*args)
+            finally:
+                self[step] += time.thread_time() - started
+
+        return run
+
+    def line(self, total: int, whole: float) -> str:
+        rest = whole - sum(self.values())
+        steps = [*self.items(), ("rest", rest), ("all", whole)]
+        return "thread CPU per event: " + ", ".join(f"{k} {v / total * 1e6:.2f} µs" for k, v in steps)
+
+
+def baseline(bootstrap: str, topic: str, total: int, phases: Phases | None = None) -> float:
     """Seconds to consume and decode every record, from the first batch received."""
     # Kafka client settings like MetricsConsumer's (consumer/runner.py) minus its callbacks,
     # with a bigger prefetch (it favours the baseline); the cyclic GC threshold the consumer
@@ -84,15 +111,24 @@ def baseline(bootstrap: str, topic: str, total: int) -> float:
     codec = Codec(subject(CONVERSATION_EVENT), reader_schema=READER_SCHEMA)
     c.subscribe([topic])
     left, first = total, None
+    consume, decode = c.consume, codec.decode_many
+    if phases is not None:
+        consume, decode = phases.timed("consume", consume), phases.timed("decode", decode)
+    cpu = 0.0
     while left > 0:
-        msgs = c.consume(10_000, 0.2)
+        msgs = consume(10_000, 0.2)
         if not msgs:
             continue
-        first = first or time.perf_counter()
+        if first is None:
+            first, cpu = time.perf_counter(), time.thread_time()
+            if phases is not None:
+                phases.clear()
         values = [m.value() or b"" for m in msgs if m.error() is None]
-        codec.decode_many(values)
+        decode(values)  # the records are freed inside the timed call
         left -= len(values)
     seconds = time.perf_counter() - (first or 0.0)
+    if phases is not None:
+        console.print("  baseline " + phases.line(total, time.thread_time() - cpu))
     gc.set_threshold(*gc_threshold)
     c.close()
     return seconds
@@ -101,16 +137,19 @@ def baseline(bootstrap: str, topic: str, total: int) -> float:
 class _TimedPolls:
     """The Kafka consumer, with the seconds spent inside `consume` added up."""
 
-    def __init__(self, consumer: Consumer) -> None:
+    def __init__(self, consumer: Consumer, phases: Phases | None = None) -> None:
         self._consumer = consumer
         self.seconds = 0.0
+        self._phases = phases
 
     def consume(self, *args: Any) -> list[Message]:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         try:
             return self._consumer.consume(*args)
         finally:
             self.seconds += time.perf_counter() - started
+            if self._phases is not None:
+                self._phases["consume"] += time.thread_time() - cpu
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._consumer, name)
@@ -119,15 +158,32 @@ class _TimedPolls:
 class TimedConsumer(MetricsConsumer):
     """MetricsConsumer that notes its first batch and the commit that reaches the ends."""
 
-    def __init__(self, settings: ConsumerSettings, ends: dict[int, int], profile: bool) -> None:
+    def __init__(
+        self, settings: ConsumerSettings, ends: dict[int, int], profile: bool, phases: Phases | None = None
+    ) -> None:
         self.ends, self.committed = ends, dict.fromkeys(ends, 0)
+        self.phases = phases
+        self.first_cpu = 0.0
         self.first: float | None = None
         self.done: float | None = None
         self.writer_profile = cProfile.Profile() if profile else None
         self.threads: dict[int, str] = {threading.get_native_id(): "polling"}
         self.waited = 0.0  # polling thread: seconds waiting for the commit in flight
         super().__init__(settings, on_commit=self._on_commit)
-        self.consumer = _TimedPolls(self.consumer)  # type: ignore[assignment]
+        self.consumer = _TimedPolls(self.consumer, phases)  # type: ignore[assignment]
+        if phases is not None:  # the decoded records are freed when process() returns
+            self.codec.decode_many = phases.timed("decode", self.codec.decode_many)  # type: ignore[method-assign]
+            self.fold_kind = dataclasses.replace(
+                self.fold_kind, apply_batch=phases.timed("fold", self.fold_kind.apply_batch)
+            )
+
+    def _take(self, p: int, next_offset: int, expire: bool) -> PartitionCommit:
+        started = time.thread_time()
+        try:
+            return super()._take(p, next_offset, expire)
+        finally:
+            if self.phases is not None:
+                self.phases["take"] += time.thread_time() - started
 
     def wait_for_commit(self, keep: int = 0) -> None:
         started = time.perf_counter()
@@ -138,7 +194,9 @@ class TimedConsumer(MetricsConsumer):
 
     def process(self, msgs: list[Message]) -> None:
         if self.first is None and msgs:
-            self.first = time.perf_counter()
+            self.first, self.first_cpu = time.perf_counter(), time.thread_time()
+            if self.phases is not None:
+                self.phases.clear()
         super().process(msgs)
 
     def _on_commit(self, report: CommitReport) -> None:
@@ -204,14 +262,16 @@ def cpu_split(before: dict[str, float], after: dict[str, float], busy: float, se
     )
 
 
-def ours(bootstrap: str, topic: str, ends: dict[int, int], profile: bool = False) -> tuple[float, str]:
+def ours(
+    bootstrap: str, topic: str, ends: dict[int, int], profile: bool = False, phases: Phases | None = None
+) -> tuple[float, str]:
     """Seconds from the first batch to aggregates committed up to every partition's end."""
     with tempfile.TemporaryDirectory(prefix="bench-consumer-") as tmp:
         db = Path(tmp) / "metrics.db"
         group = f"bench-ours-{uuid.uuid4().hex[:8]}"
         url = f"sqlite:///{db}"
         settings = ConsumerSettings(bootstrap, topic=topic, store_url=url, group=group, poll_batch=10_000)
-        c = TimedConsumer(settings, ends, profile)
+        c = TimedConsumer(settings, ends, profile, phases)
         poll_profile = cProfile.Profile() if profile else None
         started = time.perf_counter()
         if poll_profile:
@@ -222,6 +282,10 @@ def ours(bootstrap: str, topic: str, ends: dict[int, int], profile: bool = False
         def finished(c: TimedConsumer) -> bool:  # read the threads' CPU before they end
             if c.done is not None:
                 after.append((thread_cpu(c.threads), machine_busy()))
+                if c.phases is not None:
+                    console.print(
+                        "  ours     " + c.phases.line(st_consumed(c), time.thread_time() - c.first_cpu)
+                    )
             return c.done is not None
 
         c.run(until=finished)  # type: ignore[arg-type]
@@ -245,6 +309,10 @@ def ours(bootstrap: str, topic: str, ends: dict[int, int], profile: bool = False
         del c
         gc.collect()  # the consumer's DLQ producer goes with it (reference cycles), not at broker stop
         return seconds, info
+
+
+def st_consumed(c: TimedConsumer) -> int:
+    return max(1, c.stats.consumed)
 
 
 def top(prof: cProfile.Profile, title: str, n: int = 15) -> str:
@@ -297,6 +365,9 @@ def main() -> None:
     ap.add_argument("--memory-events", type=int, default=2_000_000, help="0 skips the memory run")
     ap.add_argument("--runs", type=int, default=3, help="runs of baseline and ours each, alternating")
     ap.add_argument("--profile", action="store_true", help="one extra cProfile'd run of ours")
+    ap.add_argument(
+        "--phases", action="store_true", help="print the polling thread's CPU per step in every run of both"
+    )
     args = ap.parse_args()
     command = shlex.join([".venv/bin/python", "bench/consumer.py", *sys.argv[1:]])
     load_start, started = loadavg(), time.perf_counter()
@@ -311,9 +382,9 @@ def main() -> None:
         console.print(f"{topic}: {total:,} records, {how}")
         ends = end_offsets(bootstrap, topic) or {}
         for i in range(args.runs):
-            base_s.append(baseline(bootstrap, topic, total))
+            base_s.append(baseline(bootstrap, topic, total, Phases() if args.phases else None))
             console.print(f"run {i + 1}: baseline {total / base_s[-1]:,.0f} events/s ({base_s[-1]:.2f} s)")
-            seconds, info = ours(bootstrap, topic, ends)
+            seconds, info = ours(bootstrap, topic, ends, phases=Phases() if args.phases else None)
             ours_s.append(seconds)
             console.print(f"run {i + 1}: ours {total / seconds:,.0f} events/s ({seconds:.2f} s; {info})")
         if args.profile:

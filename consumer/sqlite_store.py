@@ -59,7 +59,8 @@ class SqliteStore:
             # between (all-time rows, busy conversations) are copied back once
             self.db.execute("PRAGMA wal_autocheckpoint=16384")
             self.db.execute("PRAGMA busy_timeout=60000")
-            #: which bins functions the connection runs: "native" (compiled) or "python"
+            #: which bins functions the connection runs: "native" (compiled, and commits stage
+            #: packed rows for their packed_rows table) or "python" (commits stage JSON)
             self.bins_functions = register(self.db, path)
             self.db.executescript(SCHEMA)
             self._migrate_bins()
@@ -137,9 +138,10 @@ class SqliteStore:
         return PartitionState(None if off is None else off[0], 0 if off is None else off[1], convs)
 
     def commit(self, topic: str, partitions: list[PartitionCommit]) -> None:
-        # Big batches go in as one JSON text per statement, not executemany: sqlite3 releases
-        # the GIL once per statement, so the polling thread keeps it between rows, and a
-        # writer re-taking it per row waits a switch interval (5 ms) each time.
+        # Big batches go in as one payload per statement (packed rows, or JSON where the
+        # compiled functions are not registered), not executemany: sqlite3 releases the GIL
+        # once per statement, so the polling thread keeps it between rows, and a writer
+        # re-taking it per row waits a switch interval each time.
         packed = self.bins_functions == "native"  # packed_rows is registered with them
         pack = _pack if packed else _json
         closures = pack([c for p in partitions for c in p.delta.closures.values()], 7)
