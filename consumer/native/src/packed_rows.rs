@@ -16,7 +16,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyInt, PyList, PyString, PyTuple};
 
-use crate::bins_sql::{Api, Ctx, SQLITE_BLOB, SQLITE_NULL, SQLITE_OK, Val, loaded};
+use crate::bins_sql::{Api, Ctx, SQLITE_BLOB, SQLITE_NULL, SQLITE_OK, SQLITE_UTF8, Val, loaded};
 
 /// Columns a packed row may have (c0..c9 of the virtual table).
 pub const MAX_COLUMNS: usize = 10;
@@ -27,7 +27,6 @@ const TAG_TEXT: u8 = 2;
 const SQLITE_ERROR: c_int = 1;
 const SQLITE_CONSTRAINT: c_int = 19;
 const SQLITE_INDEX_CONSTRAINT_EQ: u8 = 2;
-const SQLITE_UTF8: u8 = 1;
 const SQLITE_TRANSIENT: isize = -1;
 
 /// Packs `rows` (a list of tuples or lists of `columns` items each: None, int within 64
@@ -380,7 +379,7 @@ unsafe extern "C" fn column(cursor: *mut Cursor, ctx: *mut Ctx, i: c_int) -> c_i
                 cursor.data.as_ptr().add(start) as *const c_char,
                 len as u64,
                 SQLITE_TRANSIENT,
-                SQLITE_UTF8,
+                SQLITE_UTF8 as u8,
             ),
         }
     }
