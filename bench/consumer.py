@@ -18,8 +18,9 @@ to a consume+decode-only loop in the same run, and peak RSS over a bigger stream
 Prints a table and writes bench/results/consumer.md. ``--profile`` adds one cProfile'd
 "ours" run (polling thread and store-writer thread separately) and prints its top functions.
 ``--phases`` prints, for each run of both loops, the polling thread's CPU time per event
-in each step (consume, decode with freeing the records, fold, take_changes, the rest), to
-compare the shared steps' cost in the two loops.
+in each step (consume; decode, in the baseline loop with freeing its records, which it
+drops at once; fold; take_changes; the rest: freeing the batch's Messages, in ours also
+its decoded records and the commit hand-over), to compare the shared steps' cost.
 """
 
 from __future__ import annotations
@@ -177,10 +178,10 @@ class TimedConsumer(MetricsConsumer):
                 self.fold_kind, apply_batch=phases.timed("fold", self.fold_kind.apply_batch)
             )
 
-    def _take(self, p: int, next_offset: int, expire: bool) -> PartitionCommit:
+    def _snapshot(self, p: int, next_offset: int, expire: bool) -> PartitionCommit:
         started = time.thread_time()
         try:
-            return super()._take(p, next_offset, expire)
+            return super()._snapshot(p, next_offset, expire)
         finally:
             if self.phases is not None:
                 self.phases["take"] += time.thread_time() - started
