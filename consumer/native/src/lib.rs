@@ -9,6 +9,9 @@
 //! `tests/unit/consumer/test_fold_native.py` holds both implementations equal.
 
 use foldhash::{HashMap, HashMapExt};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::collections::hash_map::Entry;
 use std::fmt::Write as _;
 use std::sync::OnceLock;
