@@ -27,7 +27,7 @@ from consumer.sketch import _MULTIPLIER, _OFFSET, LAG_BASE, ZERO_BIN
 #: heap made every allocation and free there slower (`malloc_consolidate` on each batch),
 #: which slowed consuming and decoding by a third (bench/consumer.py --phases). These make
 #: mimalloc hand freed memory back at once and commit memory as it is touched, for the RSS
-#: budget (peak over 2M events 390 MB with them, 416-423 without); read at its first use,
+#: budget (peak over 2M events 390-398 MB with them, 416-423 without); read at its first use,
 #: so set before the module loads; a value already in the environment wins.
 for _option, _value in (("PURGE_DELAY", "0"), ("ARENA_EAGER_COMMIT", "0"), ("EAGER_COMMIT", "0")):
     os.environ.setdefault(f"MIMALLOC_{_option}", _value)
