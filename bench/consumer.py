@@ -177,14 +177,7 @@ class TimedConsumer(MetricsConsumer):
             self.fold_kind = dataclasses.replace(
                 self.fold_kind, apply_batch=phases.timed("fold", self.fold_kind.apply_batch)
             )
-
-    def _snapshot(self, p: int, next_offset: int, expire: bool) -> PartitionCommit:
-        started = time.thread_time()
-        try:
-            return super()._snapshot(p, next_offset, expire)
-        finally:
-            if self.phases is not None:
-                self.phases["take"] += time.thread_time() - started
+            self._snapshot = phases.timed("take", self._snapshot)  # type: ignore[method-assign]
 
     def wait_for_commit(self, keep: int = 0) -> None:
         started = time.perf_counter()
@@ -285,7 +278,8 @@ def ours(
                 after.append((thread_cpu(c.threads), machine_busy()))
                 if c.phases is not None:
                     console.print(
-                        "  ours     " + c.phases.line(st_consumed(c), time.thread_time() - c.first_cpu)
+                        "  ours     "
+                        + c.phases.line(max(1, c.stats.consumed), time.thread_time() - c.first_cpu)
                     )
             return c.done is not None
 
@@ -310,10 +304,6 @@ def ours(
         del c
         gc.collect()  # the consumer's DLQ producer goes with it (reference cycles), not at broker stop
         return seconds, info
-
-
-def st_consumed(c: TimedConsumer) -> int:
-    return max(1, c.stats.consumed)
 
 
 def top(prof: cProfile.Profile, title: str, n: int = 15) -> str:

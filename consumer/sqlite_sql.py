@@ -155,17 +155,12 @@ def _aggregations() -> list[str]:
                 "max(lm), ?1, bins_union(b) FROM temp.ch_rows GROUP BY s, ch" + ON_ROW_CONFLICT
             )
         s = _floor("t", size)
-        if win in ACCOUNT_PER_FACT:
-            out.append(
-                f"INSERT INTO metric_rows SELECT '{BY_ACCOUNT}', '{win}', {s} AS s, CAST(acc AS TEXT) AS k, "
-                f"{_TTC_ONE}, 0, 0, NULL, ?1, bins_one(bin, tn) FROM temp.facts WHERE true" + ON_ROW_CONFLICT
-            )
-        else:
-            out.append(
-                f"INSERT INTO metric_rows SELECT '{BY_ACCOUNT}', '{win}', {s} AS s, CAST(acc AS TEXT) AS k, "
-                f"{_TTC}, 0, 0, NULL, ?1, bins_pack(bin, tn) FROM temp.facts WHERE true GROUP BY s, acc"
-                + ON_ROW_CONFLICT
-            )
+        one = win in ACCOUNT_PER_FACT
+        values, bins, group = (_TTC_ONE, "bins_one", "") if one else (_TTC, "bins_pack", " GROUP BY s, acc")
+        out.append(
+            f"INSERT INTO metric_rows SELECT '{BY_ACCOUNT}', '{win}', {s} AS s, CAST(acc AS TEXT) AS k, "
+            f"{values}, 0, 0, NULL, ?1, {bins}(bin, tn) FROM temp.facts WHERE true{group}" + ON_ROW_CONFLICT
+        )
     return out
 
 

@@ -14,7 +14,7 @@ use std::ffi::{c_char, c_int, c_void};
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyInt, PyList, PySequence, PyString, PyTuple};
 
 use crate::bins_sql::{Api, Ctx, SQLITE_BLOB, SQLITE_NULL, SQLITE_OK, SQLITE_UTF8, Val, loaded};
 
@@ -39,17 +39,17 @@ pub fn pack_rows<'py>(py: Python<'py>, rows: &Bound<'py, PyList>, columns: usize
     let mut out: Vec<u8> = Vec::with_capacity(4 + rows.len() * columns * 9);
     out.extend_from_slice(&(columns as u32).to_le_bytes());
     for row in rows.iter() {
-        let items: Vec<Bound<'py, PyAny>> = if let Ok(t) = row.cast::<PyTuple>() {
-            t.iter().collect()
-        } else if let Ok(l) = row.cast::<PyList>() {
-            l.iter().collect()
+        let items = if row.is_instance_of::<PyTuple>() || row.is_instance_of::<PyList>() {
+            row.cast::<PySequence>()?
         } else {
             return Err(PyTypeError::new_err("pack_rows: a row is a tuple or a list"));
         };
-        if items.len() != columns {
-            return Err(PyValueError::new_err(format!("pack_rows: a row of {} items, not {columns}", items.len())));
+        let len = items.len()?;
+        if len != columns {
+            return Err(PyValueError::new_err(format!("pack_rows: a row of {len} items, not {columns}")));
         }
-        for item in items {
+        for i in 0..len {
+            let item = items.get_item(i)?;
             if item.is_none() {
                 out.push(TAG_NULL);
             } else if let Ok(s) = item.cast::<PyString>() {
