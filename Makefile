@@ -32,6 +32,7 @@ demo: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 typecheck: setup
 	$(BIN)/mypy
@@ -52,4 +53,4 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info build
-	rm -f producer/*.so producer/*.native-sha256 consumer/*.so consumer/*.native-sha256
+	rm -f producer/*.so producer/*.native-sha256 consumer/fold/*.so consumer/fold/*.native-sha256

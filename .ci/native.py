@@ -3,9 +3,9 @@ compiled with mypyc) and the consumer's fold (consumer/native, a Rust crate, PyO
 
 Called by `make setup` after the Python packages are installed.
 
-The fold: `consumer/native` implements `consumer/fold.py`'s contract in Rust; cargo builds
+The fold: `consumer/native` implements `consumer/fold/reference.py`'s contract in Rust; cargo builds
 it (crates from crates.io, pinned by its Cargo.lock) into
-`consumer/_fold_native.<python tag>.so`, which `consumer.fold_native` picks over the
+`consumer/fold/_fold_native.<python tag>.so`, which `consumer.fold.native` picks over the
 reference fold. Where cargo exists a failed build fails the setup (a silent fallback would
 run and benchmark the slower fold); without cargo it warns and the reference fold runs.
 
@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = ["producer/encoder.py"]
 #: Rust crate -> the extension module it builds (cdylib `lib<name>.so`, name = module's last part)
-CRATES = {"consumer/native": "consumer/_fold_native"}
+CRATES = {"consumer/native": "consumer/fold/_fold_native"}
 #: per checkout: a target dir shared by two checkouts would hand one the other's library
 #: (cargo keeps one unhashed cdylib path per target dir)
 CARGO_TARGET = ROOT / "build" / "cargo-target"

@@ -54,10 +54,10 @@ from confluent_kafka import Consumer, Message  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from consumer.model import READER_SCHEMA  # noqa: E402
-from consumer.runner import GC_THRESHOLD, CommitReport, MetricsConsumer, WriteResult  # noqa: E402
-from consumer.settings import ConsumerSettings  # noqa: E402
+from consumer.fold.model import READER_SCHEMA  # noqa: E402
 from consumer.store import PartitionCommit  # noqa: E402
+from consumer.stream.runner import GC_THRESHOLD, CommitReport, MetricsConsumer, WriteResult  # noqa: E402
+from consumer.stream.settings import ConsumerSettings  # noqa: E402
 from convmetrics.generate import GenerateConfig  # noqa: E402
 from schemas import CONVERSATION_EVENT, Codec, subject  # noqa: E402
 

@@ -31,12 +31,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from consumer.fold_native import choose  # noqa: E402
-from consumer.model import READER_SCHEMA  # noqa: E402
-from consumer.runner import GC_THRESHOLD  # noqa: E402
-from consumer.settings import ConsumerSettings  # noqa: E402
-from consumer.sqlite_store import SqliteStore  # noqa: E402
+from consumer.fold.model import READER_SCHEMA  # noqa: E402
+from consumer.fold.native import choose  # noqa: E402
 from consumer.store import PartitionCommit  # noqa: E402
+from consumer.store.sqlite import SqliteStore  # noqa: E402
+from consumer.stream.runner import GC_THRESHOLD  # noqa: E402
+from consumer.stream.settings import ConsumerSettings  # noqa: E402
 from convmetrics.generate import GenerateConfig, generate_webhooks  # noqa: E402
 from producer.intake import Prepared, prepare  # noqa: E402
 from schemas import CONVERSATION_EVENT, Codec, subject  # noqa: E402

@@ -37,7 +37,7 @@ def _common(p: argparse.ArgumentParser, *, kafka: bool = True) -> None:
 
 
 def register(sub: Any) -> None:
-    from consumer.settings import ConsumerSettings
+    from consumer.stream.settings import ConsumerSettings
 
     c = sub.add_parser(
         "consume",
@@ -168,11 +168,11 @@ def _kafka_settings(pairs: list[str]) -> dict[str, str]:
 
 
 def _consume(args: argparse.Namespace) -> int:
-    from consumer.prom import ConsumerMetrics
-    from consumer.runner import CommitReport, MetricsConsumer
-    from consumer.serving import serve_in_thread
-    from consumer.settings import ConsumerSettings
+    from consumer.serve.server import serve_in_thread
     from consumer.store import Retention
+    from consumer.stream.exporter import ConsumerMetrics
+    from consumer.stream.runner import CommitReport, MetricsConsumer
+    from consumer.stream.settings import ConsumerSettings
 
     settings = ConsumerSettings(
         bootstrap_servers=_need_bootstrap(args),
@@ -192,7 +192,7 @@ def _consume(args: argparse.Namespace) -> int:
     metrics = ConsumerMetrics()
     publisher = None
     if args.metrics_topic:
-        from consumer.metrics_topic import MetricsTopicPublisher
+        from consumer.stream.metrics_topic import MetricsTopicPublisher
 
         publisher = MetricsTopicPublisher(
             settings.bootstrap_servers, args.metrics_topic, kafka=settings.kafka
@@ -233,7 +233,7 @@ def _consume(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from consumer.serving import api_server
+    from consumer.serve.server import api_server
 
     base = f"http://{args.host}:{args.port}"
     print(
@@ -245,7 +245,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _dlq_replay(args: argparse.Namespace) -> int:
-    from consumer.replay import replay_dead_letters
+    from consumer.stream.replay import replay_dead_letters
 
     n, skipped = replay_dead_letters(
         _need_bootstrap(args), args.topic, group=args.group, idle_timeout=args.idle_timeout

@@ -20,7 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "convmetrics.demo_cli",
     "producer.cli",
     "consumer.cli",
-    "consumer.report_cli",
+    "consumer.serve.report",
     "convmetrics.generate_cli",
     "convmetrics.localkafka.cli",
     "schemas.cli",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from consumer.model import READER_SCHEMA
+from consumer.fold.model import READER_SCHEMA
 from schemas import CONVERSATION_EVENT, Codec, subject
 
 CLOSED = "conversation.closed"

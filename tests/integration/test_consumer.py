@@ -17,7 +17,7 @@ import pytest
 from confluent_kafka import Consumer
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumer.dlq import H_ERROR_TYPE, H_OFFSET, H_PARTITION, H_TOPIC
+from consumer.stream.dlq import H_ERROR_TYPE, H_OFFSET, H_PARTITION, H_TOPIC
 from convmetrics.generate import GenerateConfig, generate_webhooks
 from schemas import conversation_codec
 from support.pipeline import (

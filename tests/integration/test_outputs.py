@@ -19,10 +19,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumer.prom import ConsumerMetrics
-from consumer.runner import GC_THRESHOLD, MetricsConsumer
-from consumer.serving import serve_in_thread
-from consumer.settings import ConsumerSettings
+from consumer.serve.server import serve_in_thread
+from consumer.stream.exporter import ConsumerMetrics
+from consumer.stream.runner import GC_THRESHOLD, MetricsConsumer
+from consumer.stream.settings import ConsumerSettings
 from convmetrics.generate import GenerateConfig, generate_webhooks
 from schemas import conversation_codec
 from support.pipeline import ConsumerProcess, fetch_rows, produce_raw, produce_webhooks, wait_caught_up

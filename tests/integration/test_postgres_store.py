@@ -28,9 +28,9 @@ from unit.consumer.test_store import (  # the shared suite, collected here again
 
 from consumer.exceptions import ConfigError, StoreError
 from consumer.fold import PartitionFold
-from consumer.model import CLOSED, CREATED, Event
-from consumer.postgres_store import PostgresStore, StoreUnavailableError
+from consumer.fold.model import CLOSED, CREATED, Event
 from consumer.store import PartitionCommit, Retention, open_store
+from consumer.store.postgres import PostgresStore, StoreUnavailableError
 from support.postgres import FaultProxy, PostgresServer
 
 __all__ = [

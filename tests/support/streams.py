@@ -7,8 +7,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from consumer.fold_native import FoldKind
-from consumer.model import READER_SCHEMA
+from consumer.fold.model import READER_SCHEMA
+from consumer.fold.native import FoldKind
 from consumer.store import PartitionCommit
 from convmetrics.generate import GenerateConfig, generate_webhooks
 from producer.intake import Prepared, prepare

@@ -303,7 +303,7 @@ unsafe extern "C" fn merge(ctx: *mut Ctx, _n: c_int, argv: *mut *mut Val) {
 
 /// The file name SQLite has for a connection's main database ("" for an in-memory one), so
 /// the caller can check that `handle` really is the connection it means. `module`: the path
-/// of the loaded `_sqlite3` extension. Internal (consumer.sqlite_bins): a wrong handle crashes.
+/// of the loaded `_sqlite3` extension. Internal (consumer.store.sqlite.bins): a wrong handle crashes.
 #[pyfunction]
 pub fn sqlite_filename(handle: usize, module: &str) -> PyResult<String> {
     let api = load(module).map_err(PyRuntimeError::new_err)?;
@@ -315,7 +315,7 @@ pub fn sqlite_filename(handle: usize, module: &str) -> PyResult<String> {
 }
 
 /// Registers bins_pack, bins_one, bins_union, bins_merge and the packed_rows table on the connection `handle` (a `sqlite3 *`
-/// of the `_sqlite3` at `module`). Internal (consumer.sqlite_bins): a wrong handle crashes.
+/// of the `_sqlite3` at `module`). Internal (consumer.store.sqlite.bins): a wrong handle crashes.
 #[pyfunction]
 pub fn register_sqlite_bins(handle: usize, module: &str) -> PyResult<()> {
     let api = load(module).map_err(PyRuntimeError::new_err)?;

@@ -27,7 +27,7 @@ const CLOSED: u8 = 2;
 const SNOOZED: u8 = 3;
 const ASSIGNED: u8 = 4;
 const KINDS: usize = 5;
-/// data.<verb>At of each kind, by kind (consumer.model.TIME_FIELDS)
+/// data.<verb>At of each kind, by kind (consumer.fold.model.TIME_FIELDS)
 const TIME_FIELDS: [&str; KINDS] = ["createdAt", "openedAt", "closedAt", "snoozedAt", "assignedAt"];
 
 const A_LIMIT: i64 = 1 << 31;
@@ -48,10 +48,10 @@ static CONFIG: OnceLock<Config> = OnceLock::new();
 fn config() -> PyResult<&'static Config> {
     CONFIG
         .get()
-        .ok_or_else(|| PyRuntimeError::new_err("consumer._fold_native used before configure()"))
+        .ok_or_else(|| PyRuntimeError::new_err("consumer.fold._fold_native used before configure()"))
 }
 
-/// consumer.sketch.bin_of: `int(ceil(log(seconds, 2) * multiplier) + offset)`; 0 s and
+/// consumer.fold.sketch.bin_of: `int(ceil(log(seconds, 2) * multiplier) + offset)`; 0 s and
 /// less in the zero bin. CPython's log(x, 2) is log(x) / log(2), both from the C library.
 fn bin_of(cfg: &Config, seconds: i64) -> i64 {
     if seconds <= 0 {
@@ -147,7 +147,7 @@ impl Channels {
     }
 }
 
-/// One event as the fold sees it (consumer.model.Event).
+/// One event as the fold sees it (consumer.fold.model.Event).
 struct Ev {
     kind: u8,
     hash: i64,
@@ -204,7 +204,7 @@ fn write_mem_key(out: &mut String, (a, c): (i64, i64)) {
 
 /// Applies one partition's events to its conversations and to its pending Delta
 /// (consumer.fold.PartitionFold, whose docstrings hold for every method here).
-#[pyclass(module = "consumer._fold_native", name = "PartitionFold")]
+#[pyclass(module = "consumer.fold._fold_native", name = "PartitionFold")]
 pub struct PartitionFold {
     #[pyo3(get)]
     partition: i64,
@@ -457,7 +457,7 @@ fn item<'py>(d: &Bound<'py, PyDict>, k: &Bound<'py, PyString>) -> PyResult<Bound
     d.get_item(k)?.ok_or_else(|| pyo3::exceptions::PyKeyError::new_err(k.clone().unbind()))
 }
 
-/// consumer.model.from_record, on this fold's channel names; None for a kind not used.
+/// consumer.fold.model.from_record, on this fold's channel names; None for a kind not used.
 fn record_event(fold: &mut PartitionFold, py: Python<'_>, keys: &Keys<'_>, rec: &Bound<'_, PyDict>) -> PyResult<Option<Ev>> {
     let name = item(rec, &keys.event)?;
     let Some(kind) = kind_of(name.cast::<PyString>()?.to_str()?) else {
@@ -685,7 +685,7 @@ fn apply_batch<'py>(
 }
 
 /// Given once, before any fold: the DDSketch mapping's multiplier and offset, the zero and
-/// lag bin constants of consumer.sketch, and the consumer.fold.Delta class.
+/// lag bin constants of consumer.fold.sketch, and the consumer.fold.Delta class.
 #[pyfunction]
 fn configure(multiplier: f64, offset: f64, zero_bin: i64, lag_base: i64, delta_class: Py<PyAny>) -> PyResult<()> {
     let cfg = Config { multiplier, offset, zero_bin, lag_base, delta_class };
@@ -698,13 +698,13 @@ fn configure(multiplier: f64, offset: f64, zero_bin: i64, lag_base: i64, delta_c
     Ok(())
 }
 
-/// consumer.model.event_hash (for tests: the digest must be the same).
+/// consumer.fold.model.event_hash (for tests: the digest must be the same).
 #[pyfunction(name = "event_hash")]
 fn event_hash_py(event_id: &str) -> i64 {
     event_hash(event_id)
 }
 
-/// consumer.sketch.bin_of (for tests: the bins must be the same).
+/// consumer.fold.sketch.bin_of (for tests: the bins must be the same).
 #[pyfunction(name = "bin_of")]
 fn bin_of_py(seconds: i64) -> PyResult<i64> {
     Ok(bin_of(config()?, seconds))

@@ -9,12 +9,12 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from consumer.api import create_app
 from consumer.fold import PartitionFold
-from consumer.model import CLOSED, CREATED, OPENED, Event
-from consumer.overview import NewestWindows
-from consumer.sqlite_store import SqliteStore
+from consumer.fold.model import CLOSED, CREATED, OPENED, Event
+from consumer.serve.api import create_app
+from consumer.serve.overview import NewestWindows
 from consumer.store import PartitionCommit
+from consumer.store.sqlite import SqliteStore
 
 DAY = 1_699_920_000  # a UTC midnight
 

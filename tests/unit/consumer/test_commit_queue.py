@@ -12,10 +12,10 @@ from confluent_kafka import KafkaError
 
 from consumer.exceptions import ConsumerError
 from consumer.fold import Delta
-from consumer.runner import MAX_IN_FLIGHT, MetricsConsumer
-from consumer.settings import ConsumerSettings
-from consumer.sqlite_store import SqliteStore
 from consumer.store import PartitionCommit
+from consumer.store.sqlite import SqliteStore
+from consumer.stream.runner import MAX_IN_FLIGHT, MetricsConsumer
+from consumer.stream.settings import ConsumerSettings
 
 
 class FlakyStore:

@@ -7,9 +7,10 @@ from typing import Any
 import orjson
 import pytest
 
-from consumer import fold_native
 from consumer.fold import BY_ACCOUNT, BY_CHANNEL, Fold, last_time_of, row_keys
-from consumer.model import ASSIGNED, CLOSED, CREATED, OPENED, Event
+from consumer.fold import native as fold_native
+from consumer.fold.model import ASSIGNED, CLOSED, CREATED, OPENED, Event
+from support.rows import delta_rows
 
 IMPLEMENTATIONS = [k for k in (fold_native.PYTHON, fold_native.NATIVE) if k is not None]
 PartitionFold: Any = None  # the implementation under test (the fixture below sets it)
@@ -42,7 +43,7 @@ def ev(
 
 
 def all_row(f: Fold, by: str = BY_CHANNEL, key: str = "TELEGRAM"):  # type: ignore[no-untyped-def]
-    return f.delta.rows[(by, key, "all", 0)]
+    return delta_rows(f.delta)[(by, key, "all", 0)]
 
 
 def test_row_keys_cover_two_groupings_and_four_windows() -> None:
@@ -135,8 +136,8 @@ def test_late_event_updates_its_old_window() -> None:
     f = fold()
     f.apply(ev(CLOSED, 1, 10 * 86400, conv=1))
     f.apply(ev(CLOSED, 2, 3 * 86400 + 5, conv=2))
-    assert f.delta.rows[(BY_CHANNEL, "TELEGRAM", "1d", 3 * 86400)].closures == 1
-    assert f.delta.rows[(BY_CHANNEL, "TELEGRAM", "1m", 3 * 86400)].closures == 1
+    assert delta_rows(f.delta)[(BY_CHANNEL, "TELEGRAM", "1d", 3 * 86400)].closures == 1
+    assert delta_rows(f.delta)[(BY_CHANNEL, "TELEGRAM", "1m", 3 * 86400)].closures == 1
 
 
 def test_dedupe_memory_is_bounded_per_conversation() -> None:
@@ -154,16 +155,16 @@ def test_dedupe_memory_survives_encoding() -> None:
     _, changed = f.take_changes()
     g = PartitionFold(0, dict(changed), f.watermark)
     assert not g.apply(ev(CLOSED, 9, 400))
-    assert g.delta.rows == {}
+    assert delta_rows(g.delta) == {}
 
 
 def test_take_changes_hands_over_and_restarts() -> None:
     f = fold()
     f.apply(ev(CREATED, 1, 100))
     delta, changed = f.take_changes()
-    assert not delta.rows and list(changed) == [(7, 1)]  # a creation alone changes no metric
+    assert not delta_rows(delta) and list(changed) == [(7, 1)]  # a creation alone changes no metric
     assert orjson.loads(changed[(7, 1)])[1] == [100]
-    assert not f.delta.rows and not f.hot_count and f.conversations() == changed
+    assert not delta_rows(f.delta) and not f.hot_count and f.conversations() == changed
     assert last_time_of(changed[(7, 1)]) == 100
 
 
@@ -191,11 +192,11 @@ def test_ingest_lag_per_channel_type_rolls_up_to_every_window() -> None:
     f.apply(Event(CLOSED, 3, 7, 2, "VIBER", 3600 + 80))  # a v1 record: no receive time
     delta, _ = f.take_changes()
     for window, start in (("1h", 3600), ("1d", 0), ("all", 0)):
-        assert delta.rows[(BY_CHANNEL, "VIBER", window, start)].lag_count == 2, window
-    assert not any(r.lag_count for k, r in delta.rows.items() if k[2] == "1m")  # hourly and up
-    r = delta.rows[(BY_CHANNEL, "VIBER", "all", 0)]
+        assert delta_rows(delta)[(BY_CHANNEL, "VIBER", window, start)].lag_count == 2, window
+    assert not any(r.lag_count for k, r in delta_rows(delta).items() if k[2] == "1m")  # hourly and up
+    r = delta_rows(delta)[(BY_CHANNEL, "VIBER", "all", 0)]
     assert (r.lag_sum, r.lag_max) == (2000, 1500)
-    assert not any(r.lag_count for k, r in delta.rows.items() if k[0] == BY_ACCOUNT)
+    assert not any(r.lag_count for k, r in delta_rows(delta).items() if k[0] == BY_ACCOUNT)
 
 
 def test_conversation_keys_round_trip_small_and_huge_ids() -> None:
@@ -217,7 +218,7 @@ def test_conversation_keys_round_trip_small_and_huge_ids() -> None:
 def test_sketch_bins_equal_the_librarys_mapping() -> None:
     import random
 
-    from consumer.sketch import _MAPPING, LAG_BASE, ZERO_BIN, bin_of, lag_bin_of
+    from consumer.fold.sketch import _MAPPING, LAG_BASE, ZERO_BIN, bin_of, lag_bin_of
 
     rng = random.Random(3)
     values = [1, 2, 3, 59, 60, 61, 3599, 3600, 86400, 2**31, 10**12] + [
@@ -230,7 +231,7 @@ def test_sketch_bins_equal_the_librarys_mapping() -> None:
 
 
 def test_from_record_hashes_the_event_id_like_event_hash() -> None:
-    from consumer.model import event_hash, from_record
+    from consumer.fold.model import event_hash, from_record
 
     record = {
         "event": "conversation.closed", "id": "9f1c2d3e-0000-4000-8000-000000000001", "account": 7,

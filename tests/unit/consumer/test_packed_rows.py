@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer import fold_native, sqlite_bins
+from consumer.fold import native as fold_native
+from consumer.store.sqlite import bins as sqlite_bins
 
 NATIVE = fold_native.NATIVE
 pytestmark = pytest.mark.skipif(NATIVE is None, reason="compiled functions not built (no Rust toolchain)")

@@ -10,12 +10,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.fold import PartitionFold
-from consumer.model import CLOSED, CREATED, Event
-from consumer.prom import ClosureCollector, ConsumerMetrics
-from consumer.query import row_json
-from consumer.runner import CommitReport, Stats
-from consumer.sqlite_store import SqliteStore
+from consumer.fold.model import CLOSED, CREATED, Event
+from consumer.serve.prom import ClosureCollector
 from consumer.store import PartitionCommit
+from consumer.store.render import row_json
+from consumer.store.sqlite import SqliteStore
+from consumer.stream.exporter import ConsumerMetrics
+from consumer.stream.runner import CommitReport, Stats
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

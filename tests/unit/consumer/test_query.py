@@ -1,7 +1,7 @@
 import pytest
 
 from consumer.exceptions import QueryError
-from consumer.query import decode_cursor, encode_cursor, parse_query, response_json
+from consumer.serve.query import decode_cursor, encode_cursor, parse_query, response_json
 from consumer.store import MetricRow
 
 

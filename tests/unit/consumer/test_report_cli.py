@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from consumer.api import create_app
 from consumer.fold import PartitionFold
-from consumer.model import CLOSED, CREATED, Event
-from consumer.report_cli import (
+from consumer.fold.model import CLOSED, CREATED, Event
+from consumer.serve.api import create_app
+from consumer.serve.report import (
     ApiSource,
     StoreSource,
     build_report,
@@ -20,8 +20,8 @@ from consumer.report_cli import (
     last_windows_from,
     parse_duration,
 )
-from consumer.sqlite_store import SqliteStore
 from consumer.store import PartitionCommit
+from consumer.store.sqlite import SqliteStore
 from convmetrics.cli import main
 
 H = 3600

@@ -1,4 +1,4 @@
-"""Sketch bins inside their metric rows (consumer.sqlite_bins): the compiled SQL functions
+"""Sketch bins inside their metric rows (consumer.store.sqlite.bins): the compiled SQL functions
 equal the reference ones, a store computes the same tables with either, and a store written
 before bins lived in their rows is migrated to the same answers."""
 
@@ -14,10 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer import fold_native, sqlite_bins
 from consumer.exceptions import StoreError
-from consumer.sqlite_store import SqliteStore
-from consumer.windows import WINDOWS
+from consumer.fold import native as fold_native
+from consumer.fold.windows import WINDOWS
+from consumer.store.sqlite import SqliteStore
+from consumer.store.sqlite import bins as sqlite_bins
 from support import native_build
 from support.streams import commit_stream, stream
 

@@ -10,11 +10,12 @@ import pytest
 
 from consumer.exceptions import ConfigError, FencedError, StoreError
 from consumer.fold import PartitionFold, row_keys
-from consumer.model import CLOSED, CREATED, OPENED, Event
-from consumer.runner import new_fold
-from consumer.settings import ConsumerSettings
-from consumer.sqlite_store import SqliteStore
+from consumer.fold.model import CLOSED, CREATED, OPENED, Event
 from consumer.store import PartitionCommit, Retention, open_store
+from consumer.store.sqlite import SqliteStore
+from consumer.stream.runner import new_fold
+from consumer.stream.settings import ConsumerSettings
+from support.rows import delta_rows
 
 MakeStore = Callable[..., Any]  # (retention=None) -> a fresh, empty SqliteStore or PostgresStore
 
@@ -240,9 +241,9 @@ def test_stored_rows_equal_the_folds_own_aggregate(store: Any) -> None:
     """Whatever way a store aggregates the fold's facts (SQLite: in SQL), every row equals
     `Delta.rows` summed over the commits: a generated stream with duplicates, late events,
     corrections, unknown channel types and ingest lag, committed in several pieces."""
-    from consumer.model import READER_SCHEMA, from_record
-    from consumer.sketch import quantiles
-    from consumer.windows import WINDOWS
+    from consumer.fold.model import READER_SCHEMA, from_record
+    from consumer.fold.sketch import quantiles
+    from consumer.fold.windows import WINDOWS
     from convmetrics.generate import GenerateConfig, generate_webhooks
     from producer.intake import Prepared, prepare
     from schemas import CONVERSATION_EVENT, Codec, subject
@@ -263,7 +264,7 @@ def test_stored_rows_equal_the_folds_own_aggregate(store: Any) -> None:
         for e in events[piece * len(events) // 4 : (piece + 1) * len(events) // 4]:
             f.apply(e)
         delta, changed = f.take_changes()
-        for k, r in delta.rows.items():
+        for k, r in delta_rows(delta).items():
             got = expected.setdefault(k, [0] * 7 + [None, None, None])
             for i, v in enumerate((r.closures, r.reopens, r.closed_unread, r.ttc_count, r.ttc_sum,
                                    r.lag_count, r.lag_sum)):  # fmt: skip

@@ -6,7 +6,7 @@ from io import BytesIO
 import fastavro
 import pytest
 
-from consumer.model import READER_SCHEMA
+from consumer.fold.model import READER_SCHEMA
 from convmetrics.generate import GenerateConfig, generate_webhooks
 from producer.intake import Prepared, prepare
 from schemas import CONVERSATION_EVENT, Codec, DecodeError, TruncatedRecordError, subject

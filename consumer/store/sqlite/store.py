@@ -10,9 +10,20 @@ import orjson
 
 from consumer.exceptions import FencedError, StoreError
 from consumer.fold import BY_ACCOUNT, decode_snapshot
-from consumer.fold_native import native
-from consumer.sqlite_bins import register, unpack
-from consumer.sqlite_sql import (
+from consumer.fold.native import native
+from consumer.fold.windows import ALL, WINDOWS
+from consumer.store.base import (
+    OUTBOX_INDEX,
+    ROW_COLUMNS,
+    MetricRow,
+    PartitionCommit,
+    PartitionState,
+    Retention,
+    metric_row,
+    row_filter,
+)
+from consumer.store.sqlite.bins import register, unpack
+from consumer.store.sqlite.sql import (
     AGGREGATE,
     ALL_TIME_END,
     CLEAR,
@@ -25,17 +36,6 @@ from consumer.sqlite_sql import (
     STAGE_LAGS,
     TEMP_TABLES,
 )
-from consumer.store import (
-    OUTBOX_INDEX,
-    ROW_COLUMNS,
-    MetricRow,
-    PartitionCommit,
-    PartitionState,
-    Retention,
-    metric_row,
-    row_filter,
-)
-from consumer.windows import ALL, WINDOWS
 
 log = logging.getLogger(__name__)
 

@@ -14,184 +14,40 @@ time_to_close of a closure = closedAt minus the latest start of the conversation
 before closedAt. A late created/opened event can change that for a closure already
 counted: the fold then retracts the old duration and adds the new one.
 
-What a commit hands to the store is a `Delta`: one `Fact` per closure, reopen or
-correction, ingest lag summed per channel type and hour, and the closures themselves. The
-store turns facts into metric rows (SQLite in SQL; `Delta.rows` is the same in Python).
+What a commit hands to the store is a `Delta` (`consumer.fold.delta`): one `Fact` per
+closure, reopen or correction, ingest lag summed per channel type and hour, and the
+closures themselves. The stores turn facts into metric rows in SQL.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right, insort
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Protocol
 
 import orjson
 
-from consumer.model import CLOSED, CREATED, KINDS, OPENED, Event, from_record
-from consumer.sketch import bin_of, lag_bin_of
-from consumer.windows import ALL, ALL_START, SIZED
-
-BY_CHANNEL: Final = "channel_type"
-BY_ACCOUNT: Final = "account"
-
-RowKey = tuple[str, str, str, int]  # (by, key, window, window_start)
-ConvKey = tuple[int, int]  # (account, conversation id)
-#: how the fold keys a conversation in memory: (account << 32) | id where both fit (one int
-#: object instead of a tuple and two ints: ~80 bytes less per conversation), else the tuple
-MemKey = int | ConvKey
-Conversation = list[Any]  # [last_time, starts, closures, seen], see the module docstring
-LAST, STARTS, CLOSURES, SEEN = 0, 1, 2, 3
-C_HASH, C_CLOSED, C_CHANNEL, C_START = 0, 1, 2, 3
-
-
-class RowDelta:
-    """Changes to one metric row since the last commit."""
-
-    __slots__ = (
-        "bins", "closed_unread", "closures", "lag_count", "lag_max", "lag_sum", "recheck", "reopens",
-        "ttc_count", "ttc_max", "ttc_min", "ttc_sum",
-    )  # fmt: skip
-
-    def __init__(self) -> None:
-        self.closures = 0
-        self.reopens = 0
-        self.closed_unread = 0
-        self.ttc_count = 0
-        self.ttc_sum = 0
-        self.ttc_min: int | None = None
-        self.ttc_max: int | None = None
-        self.bins: dict[int, int] = {}
-        #: a duration was retracted: min/max must be recomputed from the closures table
-        self.recheck = False
-        self.lag_count = 0  # ingest lag (receive time - event time), milliseconds
-        self.lag_sum = 0
-        self.lag_max: int | None = None
-
-    def add_ttc(self, seconds: int, b: int) -> None:
-        self.ttc_count += 1
-        self.ttc_sum += seconds
-        if self.ttc_min is None or seconds < self.ttc_min:
-            self.ttc_min = seconds
-        if self.ttc_max is None or seconds > self.ttc_max:
-            self.ttc_max = seconds
-        self.bins[b] = self.bins.get(b, 0) + 1
-
-    def add_lags(self, count: int, total: int, most: int, bins: dict[int, int]) -> None:
-        self.lag_count += count
-        self.lag_sum += total
-        if self.lag_max is None or most > self.lag_max:
-            self.lag_max = most
-        for b, n in bins.items():
-            self.bins[b] = self.bins.get(b, 0) + n
-
-    def retract_ttc(self, seconds: int, b: int) -> None:
-        self.ttc_count -= 1
-        self.ttc_sum -= seconds
-        self.bins[b] = self.bins.get(b, 0) - 1
-        self.recheck = True
-
-
-ClosureRow = tuple[int, int, int, int, str, int, int | None]
-# (event_hash, partition, account, conversation, channel_type, closed_at, ttc)
-
-Fact = tuple[str, int, int, int, int, int, int, int | None, int | None]
-"""What one closure, reopen or correction adds to the 8 rows of `row_keys` it falls in:
-
-    (channel_type, account, time, closures, reopens, closed_unread, ttc_n, ttc, ttc_bin)
-
-ttc_n is +1 when a duration `ttc` is added, -1 when it is retracted (a late start
-corrected it), 0 when none. The fold only appends facts (cheap per event); the store
-aggregates them per row, in SQL for SQLite, with `Delta.rows` elsewhere."""
-
-LagKey = tuple[str, int]  # (channel type, start of the event time's hour)
-Lags = list[Any]  # [count, sum, max, {lag bin: count}] of ingest lags, milliseconds
-"""Ingest lag (gateway receive time - event time) counts in the channel type's 1-hour,
-1-day and all-time rows only: the fold sums it per channel type and hour (few keys), and
-the store rolls those up."""
-
-
-@dataclass
-class Delta:
-    """Metric changes of one partition since its last commit."""
-
-    facts: list[Fact] = field(default_factory=list)
-    closures: dict[int, ClosureRow] = field(default_factory=dict)
-    lags: dict[LagKey, Lags] = field(default_factory=dict)
-    #: the facts that retract a duration (also in `facts`): few, and all `recheck` reads
-    retractions: list[Fact] = field(default_factory=list)
-
-    def add_lag(self, channel_type: str, t: int, millis: int) -> None:
-        key = (channel_type, t - t % 3600)
-        agg = self.lags.get(key)
-        if agg is None:
-            agg = self.lags[key] = [0, 0, millis, {}]
-        agg[0] += 1
-        agg[1] += millis
-        if millis > agg[2]:
-            agg[2] = millis
-        bins = agg[3]
-        b = lag_bin_of(millis)
-        bins[b] = bins.get(b, 0) + 1
-
-    @property
-    def rows(self) -> dict[RowKey, RowDelta]:
-        """The facts aggregated per metric row (computed on each access)."""
-        rows: dict[RowKey, RowDelta] = {}
-
-        def row(key: RowKey) -> RowDelta:
-            r = rows.get(key)
-            if r is None:
-                r = rows[key] = RowDelta()
-            return r
-
-        for ch, acc, t, closures, reopens, unread, ttc_n, ttc, b in self.facts:
-            for k in row_keys(ch, acc, t):
-                r = row(k)
-                r.closures += closures
-                r.reopens += reopens
-                r.closed_unread += unread
-                if ttc_n > 0:
-                    r.add_ttc(ttc, b)  # type: ignore[arg-type]
-                elif ttc_n < 0:
-                    r.retract_ttc(ttc, b)  # type: ignore[arg-type]
-        for (ch, hour), (n, total, most, bins) in self.lags.items():
-            for k in lag_keys(ch, hour):
-                row(k).add_lags(n, total, most, bins)
-        return rows
-
-    def recheck(self) -> dict[RowKey, tuple[int, int]]:
-        """Rows that lost durations, with the least and greatest lost: where the row's min
-        (max) is not below (above) them, it must be recomputed from the closures."""
-        out: dict[RowKey, tuple[int, int]] = {}
-        for ch, acc, t, *_, ttc, _ in self.retractions:
-            assert ttc is not None  # a retraction always takes back a duration
-            for k in row_keys(ch, acc, t):
-                lo, hi = out.get(k, (ttc, ttc))
-                out[k] = (min(lo, ttc), max(hi, ttc))
-        return out
-
-
-def row_keys(channel_type: str, account: int, t: int) -> list[RowKey]:
-    """The 8 rows an event at time `t` counts in: 2 groupings x (3 windows + all time)."""
-    acc = str(account)
-    keys: list[RowKey] = []
-    for name, size in SIZED:
-        start = t - t % size
-        keys.append((BY_CHANNEL, channel_type, name, start))
-        keys.append((BY_ACCOUNT, acc, name, start))
-    keys.append((BY_CHANNEL, channel_type, ALL, ALL_START))
-    keys.append((BY_ACCOUNT, acc, ALL, ALL_START))
-    return keys
-
-
-def lag_keys(channel_type: str, t: int) -> list[RowKey]:
-    """The rows an ingest lag counts in: the channel type's 1-hour, 1-day and all-time rows."""
-    return [
-        (BY_CHANNEL, channel_type, "1h", t - t % 3600),
-        (BY_CHANNEL, channel_type, "1d", t - t % 86400),
-        (BY_CHANNEL, channel_type, ALL, ALL_START),
-    ]
+from consumer.fold.delta import (
+    _A_LIMIT,
+    _C_LIMIT,
+    C_CHANNEL,
+    C_CLOSED,
+    C_HASH,
+    C_START,
+    CLOSURES,
+    LAST,
+    SEEN,
+    STARTS,
+    Conversation,
+    ConvKey,
+    Delta,
+    Fact,
+    MemKey,
+    conv_key,
+    mem_key,
+)
+from consumer.fold.model import CLOSED, CREATED, KINDS, OPENED, Event, from_record
+from consumer.fold.sketch import bin_of
 
 
 def last_time_of(blob: str) -> int:
@@ -369,7 +225,7 @@ def check_range(e: Event, conv: Conversation) -> None:
 
 class Fold(Protocol):
     """What the consumer needs of a partition's fold: `PartitionFold` here, or the same
-    compiled (`consumer.fold_native`)."""
+    compiled (`consumer.fold.native`)."""
 
     @property
     def partition(self) -> int: ...
@@ -436,22 +292,3 @@ def apply_batch(
     return folded, duplicates, ignored, dead
 
 
-_A_LIMIT: Final = 2**31
-_C_LIMIT: Final = 2**32
-
-
-def mem_key(account: int, conversation: int) -> MemKey:
-    """The in-memory key of a conversation (see `MemKey`)."""
-    if 0 <= account < _A_LIMIT and 0 <= conversation < _C_LIMIT:
-        return (account << 32) | conversation
-    return (account, conversation)
-
-
-def decode_snapshot(data: bytes | str) -> dict[ConvKey, str]:
-    """The conversations of one chunk of a `PartitionFold.snapshot`."""
-    return {conv_key(k if isinstance(k, int) else tuple(k)): b for k, b in orjson.loads(data)}
-
-
-def conv_key(k: MemKey) -> ConvKey:
-    """(account, conversation id) of an in-memory key."""
-    return k if isinstance(k, tuple) else (k >> 32, k & (_C_LIMIT - 1))

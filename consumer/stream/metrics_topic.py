@@ -17,8 +17,8 @@ from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from consumer.exceptions import ConsumerError
-from consumer.query import row_json
 from consumer.store import MetricRow, Store
+from consumer.store.render import row_json
 from schemas import Codec, subject
 
 METRICS_TOPIC = "conversation-closure-metrics"

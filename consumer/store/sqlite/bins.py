@@ -32,7 +32,7 @@ import sys
 from collections.abc import Iterable
 
 from consumer.exceptions import StoreError
-from consumer.fold_native import choose, native
+from consumer.fold.native import choose, native
 
 log = logging.getLogger(__name__)
 

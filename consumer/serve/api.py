@@ -16,9 +16,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from consumer.exceptions import QueryError
-from consumer.overview import NewestWindows, channel_summary
-from consumer.prom import ClosureCollector
-from consumer.query import parse_query, response_json
+from consumer.serve.overview import NewestWindows, channel_summary
+from consumer.serve.prom import ClosureCollector
+from consumer.serve.query import parse_query, response_json
 from consumer.store import Store
 
 
@@ -46,7 +46,7 @@ def create_app(open_store: Callable[[], Store], *, registry: CollectorRegistry |
 
     closure_registry = CollectorRegistry()
     closure_registry.register(ClosureCollector(store, newest))
-    page = files("consumer").joinpath("static", "index.html").read_text(encoding="utf-8")
+    page = files("consumer.serve").joinpath("static", "index.html").read_text(encoding="utf-8")
 
     def closures(request: Request) -> Response:
         try:
@@ -88,6 +88,6 @@ def create_app(open_store: Callable[[], Store], *, registry: CollectorRegistry |
             Route("/v1/summary", summary, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
-            Mount("/static", StaticFiles(packages=[("consumer", "static")]), name="static"),
+            Mount("/static", StaticFiles(packages=[("consumer.serve", "static")]), name="static"),
         ]
     )

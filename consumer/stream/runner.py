@@ -34,7 +34,6 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from consumer.dlq import dead_letter_headers
 from consumer.exceptions import (
     ConsumerError,
     FencedError,
@@ -43,10 +42,11 @@ from consumer.exceptions import (
     StoreUnavailableError,
 )
 from consumer.fold import Fold
-from consumer.fold_native import FoldKind, choose
-from consumer.model import KINDS, READER_SCHEMA
-from consumer.settings import ConsumerSettings
+from consumer.fold.model import KINDS, READER_SCHEMA
+from consumer.fold.native import FoldKind, choose
 from consumer.store import PartitionCommit, Store, open_store
+from consumer.stream.dlq import dead_letter_headers
+from consumer.stream.settings import ConsumerSettings
 from schemas import CONVERSATION_EVENT, Codec, DecodeError, subject
 from schemas.topic_registry import TopicSchemaResolver
 

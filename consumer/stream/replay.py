@@ -6,8 +6,8 @@ import time
 
 from confluent_kafka import Consumer, Producer
 
-from consumer.dlq import original_headers, source_of
 from consumer.exceptions import ConsumerError
+from consumer.stream.dlq import original_headers, source_of
 
 
 def replay_dead_letters(

@@ -7,7 +7,7 @@ import threading
 import uvicorn
 from prometheus_client import CollectorRegistry
 
-from consumer.api import create_app
+from consumer.serve.api import create_app
 from consumer.store import Retention, open_store
 
 

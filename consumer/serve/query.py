@@ -11,8 +11,9 @@ import orjson
 
 from consumer.exceptions import QueryError
 from consumer.fold import BY_ACCOUNT, BY_CHANNEL
+from consumer.fold.windows import ALL, WINDOWS
 from consumer.store import MetricRow
-from consumer.windows import ALL, WINDOWS, window_bounds
+from consumer.store.render import row_json
 
 DEFAULT_LIMIT = 10_000
 MAX_LIMIT = 100_000
@@ -81,55 +82,6 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
         return int(start), str(key)
     except (ValueError, TypeError) as exc:
         raise QueryError(f"cursor {cursor!r} is not one this API handed out") from exc
-
-
-def _clamp(q: float, lo: int | None, hi: int | None) -> float:
-    if lo is not None and q < lo:
-        return float(lo)
-    if hi is not None and q > hi:
-        return float(hi)
-    return q
-
-
-def row_json(row: MetricRow) -> dict[str, Any]:
-    start, end = window_bounds(row.window, row.window_start)
-    count = row.ttc_count
-    qs = row.quantiles if count else None
-    p50, p90, p99 = (_clamp(q, row.ttc_min, row.ttc_max) for q in qs) if qs else (None, None, None)
-    return {
-        "key": row.key,
-        "window_start": start,
-        "window_end": end,
-        "closures": row.closures,
-        "reopens": row.reopens,
-        "closed_unread": row.closed_unread,
-        "time_to_close": {
-            "count": count,
-            "sum": row.ttc_sum,
-            "min": row.ttc_min if count else None,
-            "max": row.ttc_max if count else None,
-            "mean": row.ttc_sum / count if count else None,
-            "p50": p50,
-            "p90": p90,
-            "p99": p99,
-        },
-        "ingest_lag": _lag_json(row),
-    }
-
-
-def _lag_json(row: MetricRow) -> dict[str, Any]:
-    """Gateway receive time minus event time, in seconds (channel-type rows; v2 records)."""
-    n = row.lag_count
-    qs = row.lag_quantiles if n else None
-    p50, p90, p99 = (min(q, row.lag_max or 0) / 1000 for q in qs) if qs else (None, None, None)
-    return {
-        "count": n,
-        "mean": row.lag_sum / n / 1000 if n else None,
-        "max": row.lag_max / 1000 if n and row.lag_max is not None else None,
-        "p50": p50,
-        "p90": p90,
-        "p99": p99,
-    }
 
 
 def response_json(q: ClosureQuery, rows: list[MetricRow]) -> dict[str, Any]:

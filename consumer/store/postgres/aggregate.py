@@ -14,8 +14,8 @@ from typing import Any
 import psycopg
 
 from consumer.fold import BY_ACCOUNT, BY_CHANNEL
-from consumer.store import PartitionCommit
-from consumer.windows import WINDOWS
+from consumer.fold.windows import WINDOWS
+from consumer.store.base import PartitionCommit
 
 _TEMP = """
 CREATE TEMP TABLE IF NOT EXISTS cm_facts (

@@ -3,7 +3,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from consumer.fold import BatchResult, ConvKey, Delta
-from consumer.model import Event
+from consumer.fold.model import Event
 
 class PartitionFold:
     watermark: int

@@ -7,7 +7,7 @@ Same tables and semantics as the SQLite store. What sharing adds:
   is refused with `FencedError`;
 - metric rows are upserted additively (INSERT ... ON CONFLICT DO UPDATE is atomic), the
   commit's facts aggregated on the server, one statement per grouping and window in a
-  fixed order, each in key order (`consumer.postgres_aggregate`), so two commits lock
+  fixed order, each in key order (`consumer.store.postgres.aggregate`), so two commits lock
   shared rows in the same order; a deadlock or serialization failure is retried anyway;
 - a lost connection surfaces as `StoreUnavailableError` (transient: the caller retries
   the same commit; the store reconnects by itself on the next call). A retried commit
@@ -27,8 +27,8 @@ from psycopg import errors as pg_errors
 
 from consumer.exceptions import FencedError, StoreError, StoreUnavailableError
 from consumer.fold import BY_ACCOUNT
-from consumer.postgres_aggregate import aggregate, columns
-from consumer.store import (
+from consumer.fold.windows import ALL, WINDOWS
+from consumer.store.base import (
     OUTBOX_INDEX,
     ROW_COLUMNS,
     MetricRow,
@@ -39,7 +39,7 @@ from consumer.store import (
     build_rows,
     row_filter,
 )
-from consumer.windows import ALL, WINDOWS
+from consumer.store.postgres.aggregate import aggregate, columns
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -384,7 +384,7 @@ class PostgresStore:
 class _Batch:
     """One commit's closures, conversations and offsets as sorted, merged columns (unnest
     wants one value per key); the metric rows are aggregated on the server
-    (`consumer.postgres_aggregate`)."""
+    (`consumer.store.postgres.aggregate`)."""
 
     def __init__(self, partitions: list[PartitionCommit]) -> None:
         closures: dict[int, tuple[Any, ...]] = {}

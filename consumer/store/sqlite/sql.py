@@ -1,12 +1,12 @@
 """The SQLite store's SQL: its tables, and the statements that aggregate a commit's facts.
 
-Kept apart from `consumer.sqlite_store` (the Python around them) so each reads on its own.
+Kept apart from `consumer.store.sqlite` (the Python around them) so each reads on its own.
 """
 
 from __future__ import annotations
 
 from consumer.fold import BY_ACCOUNT, BY_CHANNEL
-from consumer.windows import WINDOWS
+from consumer.fold.windows import WINDOWS
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -16,7 +16,7 @@ CREATE TABLE IF NOT EXISTS metric_rows (
     ttc_count INTEGER NOT NULL, ttc_sum INTEGER NOT NULL, ttc_min INTEGER, ttc_max INTEGER,
     lag_count INTEGER NOT NULL, lag_sum INTEGER NOT NULL, lag_max INTEGER,
     seq INTEGER NOT NULL,  -- the commit that last changed the row (outbox of the metrics topic)
-    bins BLOB,  -- the row's sketch bins, time to close and ingest lag (consumer.sqlite_bins)
+    bins BLOB,  -- the row's sketch bins, time to close and ingest lag (consumer.store.sqlite.bins)
     PRIMARY KEY (by, win, start, key)) WITHOUT ROWID;
 -- metric_rows_by_seq (OUTBOX_INDEX) is made by the first publication, not here: kept up to
 -- date it costs a delete and an insert per changed row, which a store nobody publishes skips
@@ -165,7 +165,7 @@ def _aggregations() -> list[str]:
 
 
 #: a store made before bins lived in their rows: its metric_bins table folded into the rows
-#: (run in one transaction, functions registered; consumer.sqlite_store does it at open)
+#: (run in one transaction, functions registered; consumer.store.sqlite does it at open)
 MIGRATE_BINS = (
     "ALTER TABLE metric_rows ADD COLUMN bins BLOB",
     """UPDATE metric_rows SET bins = (SELECT bins_pack(b.bin, b.n) FROM metric_bins AS b

@@ -20,7 +20,7 @@ from typing import Any
 from consumer.exceptions import ConfigError
 from consumer.fold import Delta, Fold, apply_batch
 from consumer.fold import PartitionFold as PythonFold
-from consumer.sketch import _MULTIPLIER, _OFFSET, LAG_BASE, ZERO_BIN
+from consumer.fold.sketch import _MULTIPLIER, _OFFSET, LAG_BASE, ZERO_BIN
 
 #: The compiled fold allocates with mimalloc, apart from the C heap that Python and
 #: librdkafka share: its hundreds of thousands of long-lived conversation states in glibc's
@@ -34,9 +34,9 @@ for _option, _value in (("PURGE_DELAY", "0"), ("ARENA_EAGER_COMMIT", "0"), ("EAG
 
 native: ModuleType | None
 try:
-    from consumer import _fold_native as _built
+    from consumer.fold import _fold_native as _built
 except ImportError:
-    if importlib.util.find_spec("consumer._fold_native") is not None:
+    if importlib.util.find_spec("consumer.fold._fold_native") is not None:
         raise  # built, but this interpreter cannot load it: say so
     native = None  # not built (no Rust toolchain): the reference fold runs
 else:

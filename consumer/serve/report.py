@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from consumer.exceptions import ConsumerError, QueryError
-from consumer.query import ClosureQuery, parse_query
-from consumer.windows import ALL, WINDOWS
+from consumer.fold.windows import ALL, WINDOWS
+from consumer.serve.query import ClosureQuery, parse_query
 
 ENV_STORE = "CONVMETRICS_STORE"
 ENV_API = "CONVMETRICS_API"
@@ -85,12 +85,12 @@ class StoreSource:
         self.store = open_store(url)
 
     def newest(self, window: str) -> int | None:
-        from consumer.overview import NewestWindows
+        from consumer.serve.overview import NewestWindows
 
         return NewestWindows().find(self.store)[window]
 
     def rows(self, q: ClosureQuery) -> tuple[list[dict[str, Any]], bool]:
-        from consumer.query import row_json
+        from consumer.store.render import row_json
 
         found = self.store.query(q.by, q.window, key=q.key, start_from=q.start_from, limit=q.limit + 1)
         return [row_json(r) for r in found[: q.limit]], len(found) > q.limit

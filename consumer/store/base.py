@@ -13,9 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from consumer.exceptions import ConfigError
 from consumer.fold import ConvKey, Delta
-from consumer.sketch import quantiles
+from consumer.fold.sketch import quantiles
 
 #: What the metrics-topic publisher reads rows by (the same SQL on both stores). Each store
 #: makes it at its first publication, not with its schema: kept up to date it costs every
@@ -181,24 +180,3 @@ class Store(Protocol):
     def mark_published(self, seq: int) -> None: ...
 
     def close(self) -> None: ...
-
-
-def open_store(url: str, *, retention: Retention | None = None) -> Store:
-    """Open a store from a URL: `sqlite:///relative.db`, `sqlite:////absolute/path.db` or
-    `postgresql://user[:password]@host[:port]/database` (libpq's URL syntax)."""
-    if url.startswith("sqlite:///"):
-        from consumer.sqlite_store import SqliteStore
-
-        # SQLAlchemy's convention: sqlite:///relative.db, sqlite:////absolute/path.db
-        path = url.removeprefix("sqlite:///")
-        if not path:
-            raise ConfigError(f"store URL {url!r} names no file: use sqlite:///metrics.db")
-        return SqliteStore(path, retention=retention or Retention())
-    if url.startswith(("postgresql://", "postgres://")):
-        from consumer.postgres_store import PostgresStore
-
-        return PostgresStore(url, retention=retention or Retention())
-    raise ConfigError(
-        f"unsupported store URL {url!r}: use sqlite:///path/to/metrics.db "
-        "or postgresql://user@host:port/database"
-    )

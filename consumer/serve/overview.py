@@ -8,9 +8,10 @@ import threading
 from typing import Any
 
 from consumer.fold import BY_CHANNEL
-from consumer.query import MAX_LIMIT, row_json
+from consumer.fold.windows import ALL, SIZED
+from consumer.serve.query import MAX_LIMIT
 from consumer.store import MetricRow, Store
-from consumer.windows import ALL, SIZED
+from consumer.store.render import row_json
 
 
 def all_rows(store: Store, by: str, window: str, *, start_from: int | None = None) -> list[MetricRow]:

@@ -1,0 +1,39 @@
+"""The pure core: conversation events in, metric facts out. No I/O, no clock.
+
+`reference` is the fold in Python (the one to read), `native` chooses between it and the
+compiled twin (`consumer/native`, Rust), `delta` is what a fold hands to the store, and
+`model`, `windows` and `sketch` are the event, the windows and the distributions. This
+package imports nothing else of the consumer but its errors.
+"""
+
+from consumer.fold.delta import (
+    BY_ACCOUNT,
+    BY_CHANNEL,
+    ClosureRow,
+    ConvKey,
+    Delta,
+    Fact,
+    conv_key,
+    decode_snapshot,
+    mem_key,
+    row_keys,
+)
+from consumer.fold.reference import BatchResult, Fold, PartitionFold, apply_batch, last_time_of
+
+__all__ = [
+    "BY_ACCOUNT",
+    "BY_CHANNEL",
+    "BatchResult",
+    "ClosureRow",
+    "ConvKey",
+    "Delta",
+    "Fact",
+    "Fold",
+    "PartitionFold",
+    "apply_batch",
+    "conv_key",
+    "decode_snapshot",
+    "last_time_of",
+    "mem_key",
+    "row_keys",
+]

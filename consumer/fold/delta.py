@@ -1,0 +1,115 @@
+"""What a fold hands to the store at a commit: facts, closures and ingest-lag partials.
+
+Pure data: the reference fold (`consumer.fold.reference`) and the compiled one both fill
+a `Delta`; the stores turn it into metric rows in SQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+
+from consumer.fold.sketch import lag_bin_of
+from consumer.fold.windows import ALL, ALL_START, SIZED
+
+BY_CHANNEL: Final = "channel_type"
+BY_ACCOUNT: Final = "account"
+
+RowKey = tuple[str, str, str, int]  # (by, key, window, window_start)
+ConvKey = tuple[int, int]  # (account, conversation id)
+#: how the fold keys a conversation in memory: (account << 32) | id where both fit (one int
+#: object instead of a tuple and two ints: ~80 bytes less per conversation), else the tuple
+MemKey = int | ConvKey
+Conversation = list[Any]  # [last_time, starts, closures, seen], see the module docstring
+LAST, STARTS, CLOSURES, SEEN = 0, 1, 2, 3
+C_HASH, C_CLOSED, C_CHANNEL, C_START = 0, 1, 2, 3
+
+
+ClosureRow = tuple[int, int, int, int, str, int, int | None]
+# (event_hash, partition, account, conversation, channel_type, closed_at, ttc)
+
+Fact = tuple[str, int, int, int, int, int, int, int | None, int | None]
+"""What one closure, reopen or correction adds to the 8 rows of `row_keys` it falls in:
+
+    (channel_type, account, time, closures, reopens, closed_unread, ttc_n, ttc, ttc_bin)
+
+ttc_n is +1 when a duration `ttc` is added, -1 when it is retracted (a late start
+corrected it), 0 when none. The fold only appends facts (cheap per event); the store
+aggregates them per row, in SQL."""
+
+LagKey = tuple[str, int]  # (channel type, start of the event time's hour)
+Lags = list[Any]  # [count, sum, max, {lag bin: count}] of ingest lags, milliseconds
+"""Ingest lag (gateway receive time - event time) counts in the channel type's 1-hour,
+1-day and all-time rows only: the fold sums it per channel type and hour (few keys), and
+the store rolls those up."""
+
+
+@dataclass
+class Delta:
+    """Metric changes of one partition since its last commit."""
+
+    facts: list[Fact] = field(default_factory=list)
+    closures: dict[int, ClosureRow] = field(default_factory=dict)
+    lags: dict[LagKey, Lags] = field(default_factory=dict)
+    #: the facts that retract a duration (also in `facts`): few, and all `recheck` reads
+    retractions: list[Fact] = field(default_factory=list)
+
+    def add_lag(self, channel_type: str, t: int, millis: int) -> None:
+        key = (channel_type, t - t % 3600)
+        agg = self.lags.get(key)
+        if agg is None:
+            agg = self.lags[key] = [0, 0, millis, {}]
+        agg[0] += 1
+        agg[1] += millis
+        if millis > agg[2]:
+            agg[2] = millis
+        bins = agg[3]
+        b = lag_bin_of(millis)
+        bins[b] = bins.get(b, 0) + 1
+
+    def recheck(self) -> dict[RowKey, tuple[int, int]]:
+        """Rows that lost durations, with the least and greatest lost: where the row's min
+        (max) is not below (above) them, it must be recomputed from the closures."""
+        out: dict[RowKey, tuple[int, int]] = {}
+        for ch, acc, t, *_, ttc, _ in self.retractions:
+            assert ttc is not None  # a retraction always takes back a duration
+            for k in row_keys(ch, acc, t):
+                lo, hi = out.get(k, (ttc, ttc))
+                out[k] = (min(lo, ttc), max(hi, ttc))
+        return out
+
+
+def row_keys(channel_type: str, account: int, t: int) -> list[RowKey]:
+    """The 8 rows an event at time `t` counts in: 2 groupings x (3 windows + all time)."""
+    acc = str(account)
+    keys: list[RowKey] = []
+    for name, size in SIZED:
+        start = t - t % size
+        keys.append((BY_CHANNEL, channel_type, name, start))
+        keys.append((BY_ACCOUNT, acc, name, start))
+    keys.append((BY_CHANNEL, channel_type, ALL, ALL_START))
+    keys.append((BY_ACCOUNT, acc, ALL, ALL_START))
+    return keys
+
+
+_A_LIMIT: Final = 2**31
+_C_LIMIT: Final = 2**32
+
+
+def mem_key(account: int, conversation: int) -> MemKey:
+    """The in-memory key of a conversation (see `MemKey`)."""
+    if 0 <= account < _A_LIMIT and 0 <= conversation < _C_LIMIT:
+        return (account << 32) | conversation
+    return (account, conversation)
+
+
+def decode_snapshot(data: bytes | str) -> dict[ConvKey, str]:
+    """The conversations of one chunk of a `PartitionFold.snapshot`."""
+    return {conv_key(k if isinstance(k, int) else tuple(k)): b for k, b in orjson.loads(data)}
+
+
+def conv_key(k: MemKey) -> ConvKey:
+    """(account, conversation id) of an in-memory key."""
+    return k if isinstance(k, tuple) else (k >> 32, k & (_C_LIMIT - 1))

@@ -1,0 +1,94 @@
+"""Test-only: a `Delta` aggregated per metric row in Python, by the rules the stores
+apply in SQL (the store suite holds both stores to it)."""
+
+from __future__ import annotations
+
+from consumer.fold import BY_CHANNEL, Delta
+from consumer.fold.delta import RowKey, row_keys
+from consumer.fold.windows import ALL, ALL_START
+
+
+class RowDelta:
+    """Changes to one metric row since the last commit."""
+
+    __slots__ = (
+        "bins", "closed_unread", "closures", "lag_count", "lag_max", "lag_sum", "recheck", "reopens",
+        "ttc_count", "ttc_max", "ttc_min", "ttc_sum",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.closures = 0
+        self.reopens = 0
+        self.closed_unread = 0
+        self.ttc_count = 0
+        self.ttc_sum = 0
+        self.ttc_min: int | None = None
+        self.ttc_max: int | None = None
+        self.bins: dict[int, int] = {}
+        #: a duration was retracted: min/max must be recomputed from the closures table
+        self.recheck = False
+        self.lag_count = 0  # ingest lag (receive time - event time), milliseconds
+        self.lag_sum = 0
+        self.lag_max: int | None = None
+
+    def add_ttc(self, seconds: int, b: int) -> None:
+        self.ttc_count += 1
+        self.ttc_sum += seconds
+        if self.ttc_min is None or seconds < self.ttc_min:
+            self.ttc_min = seconds
+        if self.ttc_max is None or seconds > self.ttc_max:
+            self.ttc_max = seconds
+        self.bins[b] = self.bins.get(b, 0) + 1
+
+    def add_lags(self, count: int, total: int, most: int, bins: dict[int, int]) -> None:
+        self.lag_count += count
+        self.lag_sum += total
+        if self.lag_max is None or most > self.lag_max:
+            self.lag_max = most
+        for b, n in bins.items():
+            self.bins[b] = self.bins.get(b, 0) + n
+
+    def retract_ttc(self, seconds: int, b: int) -> None:
+        self.ttc_count -= 1
+        self.ttc_sum -= seconds
+        self.bins[b] = self.bins.get(b, 0) - 1
+        self.recheck = True
+
+
+
+def delta_rows(delta: Delta) -> dict[RowKey, RowDelta]:
+    """The facts aggregated per metric row (computed on each access)."""
+    rows: dict[RowKey, RowDelta] = {}
+
+    def row(key: RowKey) -> RowDelta:
+        r = rows.get(key)
+        if r is None:
+            r = rows[key] = RowDelta()
+        return r
+
+    for ch, acc, t, closures, reopens, unread, ttc_n, ttc, b in delta.facts:
+        for k in row_keys(ch, acc, t):
+            r = row(k)
+            r.closures += closures
+            r.reopens += reopens
+            r.closed_unread += unread
+            if ttc_n > 0:
+                r.add_ttc(ttc, b)  # type: ignore[arg-type]
+            elif ttc_n < 0:
+                r.retract_ttc(ttc, b)  # type: ignore[arg-type]
+    for (ch, hour), (n, total, most, bins) in delta.lags.items():
+        for k in lag_keys(ch, hour):
+            row(k).add_lags(n, total, most, bins)
+    return rows
+
+
+
+def lag_keys(channel_type: str, t: int) -> list[RowKey]:
+    """The rows an ingest lag counts in: the channel type's 1-hour, 1-day and all-time rows."""
+    return [
+        (BY_CHANNEL, channel_type, "1h", t - t % 3600),
+        (BY_CHANNEL, channel_type, "1d", t - t % 86400),
+        (BY_CHANNEL, channel_type, ALL, ALL_START),
+    ]
+
+
