@@ -26,11 +26,11 @@ from unit.consumer.test_store import (  # the shared suite, collected here again
     test_store_holds_one_topic,
 )
 
-from consumer.exceptions import ConfigError, StoreError
+from consumer.exceptions import ConfigError, StoreError, StoreUnavailableError
 from consumer.fold import PartitionFold
 from consumer.fold.model import CLOSED, CREATED, Event
 from consumer.store import PartitionCommit, Retention, open_store
-from consumer.store.postgres import PostgresStore, StoreUnavailableError
+from consumer.store.postgres import PostgresStore
 from support.postgres import FaultProxy, PostgresServer
 
 __all__ = [
