@@ -201,7 +201,7 @@ def _consume(args: argparse.Namespace) -> int:
     def on_commit(report: CommitReport) -> None:
         metrics.on_commit(report)
         if publisher is not None:
-            publisher.publish_pending(consumer.store)
+            publisher.publish_pending(consumer.store, [p.partition for p in report.partitions])
 
     consumer = MetricsConsumer(settings, on_commit=on_commit)
     metrics.watch(lambda: consumer.stats)

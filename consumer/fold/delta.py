@@ -11,6 +11,7 @@ from typing import Any, Final
 
 import orjson
 
+from consumer.fold.registry import REGISTRY, Kind
 from consumer.fold.sketch import lag_bin_of
 from consumer.fold.windows import ALL, ALL_START, SIZED
 
@@ -31,13 +32,30 @@ ClosureRow = tuple[int, int, int, int, str, int, int | None]
 # (event_hash, partition, account, conversation, channel_type, closed_at, ttc)
 
 Fact = tuple[str, int, int, int, int, int, int, int | None, int | None]
-"""What one closure, reopen or correction adds to the 8 rows of `row_keys` it falls in:
+"""What one event (or a late correction) adds to the rows it falls in, one value per
+`FACT_FIELDS` (laid out by the registry):
 
     (channel_type, account, time, closures, reopens, closed_unread, ttc_n, ttc, ttc_bin)
 
-ttc_n is +1 when a duration `ttc` is added, -1 when it is retracted (a late start
-corrected it), 0 when none. The fold only appends facts (cheap per event); the store
-aggregates them per row, in SQL."""
+the dimensions, the event time, each counter's increment, and for a distribution its
+sign (`<column>_n`: +1 a value added, -1 retracted because a late event corrected it, 0
+none), value and sketch bin; a fact carries at most one distribution value. The fold only
+appends facts (cheap per event); the stores aggregate them per row in SQL."""
+
+#: the metrics that facts carry (the others are pre-aggregated partials, see `Lags`)
+FACT_METRICS: Final = tuple(
+    m for m in REGISTRY.metrics if m.partial_size is None and m.kind is not Kind.GAUGE
+)
+PARTIAL_METRICS: Final = tuple(m for m in REGISTRY.metrics if m.partial_size is not None)
+FACT_FIELDS: Final = (
+    *(d.name for d in REGISTRY.dimensions),
+    "t",
+    *(
+        c
+        for m in FACT_METRICS
+        for c in ((m.column,) if m.kind is Kind.COUNTER else (f"{m.column}_n", m.column, f"{m.column}_bin"))
+    ),
+)
 
 LagKey = tuple[str, int]  # (channel type, start of the event time's hour)
 Lags = list[Any]  # [count, sum, max, {lag bin: count}] of ingest lags, milliseconds

@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 from consumer.fold import BY_CHANNEL
+from consumer.fold.registry import REGISTRY, Kind
 from consumer.fold.windows import ALL, SIZED
 from consumer.serve.query import MAX_LIMIT
 from consumer.store import MetricRow, Store
@@ -65,16 +66,17 @@ class NewestWindows:
 def channel_summary(store: Store, newest: NewestWindows) -> dict[str, Any]:
     """`GET /v1/summary`: newest windows, all-time rows by channel type and their totals."""
     rows = all_rows(store, BY_CHANNEL, ALL)
-    totals = {
-        "closures": sum(r.closures for r in rows),
-        "reopens": sum(r.reopens for r in rows),
-        "closed_unread": sum(r.closed_unread for r in rows),
-        "ttc_count": sum(r.ttc_count for r in rows),
-        "ttc_sum": sum(r.ttc_sum for r in rows),
-    }
-    count = totals["ttc_count"]
+    totals: dict[str, Any] = {}
+    for m in REGISTRY.metrics:  # counters, and the exact distributions' count, sum and mean
+        if m.kind is Kind.COUNTER:
+            totals[m.name] = sum(r.values[m.column] or 0 for r in rows)
+        elif m.kind is Kind.DISTRIBUTION and m.exact_min:
+            count = sum(r.values[f"{m.column}_count"] or 0 for r in rows)
+            total = sum(r.values[f"{m.column}_sum"] or 0 for r in rows)
+            totals |= {f"{m.column}_count": count, f"{m.column}_sum": total}
+            totals[f"{m.column}_mean"] = total / count if count else None
     return {
         "newest": newest.find(store),
-        "totals": {**totals, "ttc_mean": totals["ttc_sum"] / count if count else None},
+        "totals": totals,
         "channel_types": [row_json(r) for r in rows],
     }

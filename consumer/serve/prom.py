@@ -11,10 +11,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from consumer.fold import BY_CHANNEL
+from consumer.fold.registry import REGISTRY, Kind
+from consumer.fold.registry import Metric as RegistryMetric
 from consumer.fold.windows import ALL
 from consumer.serve.overview import NewestWindows, all_rows
-from consumer.store import Store
-from consumer.store.render import row_json
+from consumer.store import MetricRow, Store
+from consumer.store.render import distribution_json
 
 QUANTILES = (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99"))
 
@@ -33,33 +35,18 @@ class ClosureCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         store = self._store()
-        rows = [row_json(r) for r in all_rows(store, BY_CHANNEL, ALL)]
+        rows = all_rows(store, BY_CHANNEL, ALL)
         label = ["channel_type"]
-        closures = CounterMetricFamily("convmetrics_closures", "Conversations closed.", labels=label)
-        reopens = CounterMetricFamily("convmetrics_reopens", "Conversations reopened.", labels=label)
-        unread = CounterMetricFamily(
-            "convmetrics_closed_unread",
-            "Closures whose customer's last message was never read.",
-            labels=label,
-        )
-        ttc = Metric(
-            "convmetrics_time_to_close_seconds",
-            "Seconds from the latest create or reopen to the close; quantiles from a sketch "
-            "with at most 1% relative error.",
-            "summary",
-        )
-        for row in rows:
-            key = row["key"]
-            closures.add_metric([key], row["closures"])
-            reopens.add_metric([key], row["reopens"])
-            unread.add_metric([key], row["closed_unread"])
-            t = row["time_to_close"]
-            for q, field in QUANTILES:
-                if t[field] is not None:
-                    ttc.add_sample(ttc.name, {"channel_type": key, "quantile": q}, t[field])
-            ttc.add_sample(ttc.name + "_count", {"channel_type": key}, t["count"])
-            ttc.add_sample(ttc.name + "_sum", {"channel_type": key}, t["sum"])
-        yield from (closures, reopens, unread, ttc)
+        for m in REGISTRY.metrics:
+            if not m.counts_in(BY_CHANNEL, ALL):
+                continue
+            if m.kind is Kind.COUNTER:
+                family = CounterMetricFamily(f"convmetrics_{m.name}", m.description, labels=label)
+                for row in rows:
+                    family.add_metric([row.key], row.values[m.column] or 0)
+                yield family
+            elif m.kind is Kind.DISTRIBUTION:
+                yield _summary(m, rows)
         newest = GaugeMetricFamily(
             "convmetrics_newest_window_start_seconds",
             "Start (unix s) of the newest window holding data, per window size: how far event time has got.",
@@ -69,3 +56,28 @@ class ClosureCollector(Collector):
             if start is not None:
                 newest.add_metric([window], start)
         yield newest
+
+
+#: a distribution's unit as Prometheus names it (base units: milliseconds are shown in seconds)
+_UNITS = {"s": "seconds", "ms": "seconds"}
+
+
+def _summary(m: RegistryMetric, rows: list[MetricRow]) -> Metric:
+    """A distribution as a Prometheus summary per channel type: its sketch quantiles (as
+    the API shows them), exact count and sum, in base units."""
+    unit = _UNITS.get(m.unit, m.unit)
+    summary = Metric(
+        f"convmetrics_{m.name}_{unit}",
+        f"{m.description} Quantiles from a sketch with at most 1% relative error.",
+        "summary",
+    )
+    for row in rows:
+        stats = distribution_json(row, m)
+        labels = {"channel_type": row.key}
+        for q, field in QUANTILES:
+            if stats[field] is not None:
+                summary.add_sample(summary.name, {**labels, "quantile": q}, stats[field])
+        summary.add_sample(summary.name + "_count", labels, row.values[f"{m.column}_count"] or 0)
+        total = row.values[f"{m.column}_sum"] or 0
+        summary.add_sample(summary.name + "_sum", labels, total if m.scale == 1 else total / m.scale)
+    return summary

@@ -14,13 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from consumer.fold import ConvKey, Delta
+from consumer.fold.registry import REGISTRY, Metric
 from consumer.fold.sketch import quantiles
 
 #: What the metrics-topic publisher reads rows by (the same SQL on both stores). Each store
 #: makes it at its first publication, not with its schema: kept up to date it costs every
 #: commit an index update per changed row, which a store nobody publishes from skips; `seq`
-#: is written either way, so the index finds every row changed since the last publication.
-OUTBOX_INDEX = "CREATE INDEX IF NOT EXISTS metric_rows_by_seq ON metric_rows (seq)"
+#: (the partition's offset after the commit) is written either way, so the index finds
+#: every row a partition changed since its last publication.
+OUTBOX_INDEX = "CREATE INDEX IF NOT EXISTS metric_rows_by_partition_seq ON metric_rows (partition, seq)"
 
 
 @dataclass(frozen=True)
@@ -64,29 +66,26 @@ class PartitionState:
 
 @dataclass(frozen=True)
 class MetricRow:
+    """One metric row, merged over its partitions: every registry column's value (counters;
+    distributions' count, sum, min, max) and the sketch bins of its distributions."""
+
     by: str
     key: str
     window: str
     window_start: int
-    closures: int
-    reopens: int
-    closed_unread: int
-    ttc_count: int
-    ttc_sum: int
-    ttc_min: int | None
-    ttc_max: int | None
-    quantiles: tuple[float, ...] | None  # p50, p90, p99
-    lag_count: int = 0  # ingest lag (gateway receive time - event time), milliseconds
-    lag_sum: int = 0
-    lag_max: int | None = None
-    lag_quantiles: tuple[float, ...] | None = None
+    values: dict[str, int | None]
+    bins: tuple[tuple[int, int], ...] = ()
 
+    def __getattr__(self, column: str) -> int | None:
+        """A column's value by name (`row.closures`, `row.ttc_count`)."""
+        try:
+            return self.__dict__["values"][column]  # type: ignore[no-any-return]
+        except KeyError:
+            raise AttributeError(column) from None
 
-#: the columns `query` reads, in the order `MetricRow` takes them after (by, key, window)
-ROW_COLUMNS = (
-    "key, start, closures, reopens, closed_unread, ttc_count, ttc_sum, ttc_min, ttc_max, "
-    "lag_count, lag_sum, lag_max"
-)
+    def quantiles(self, metric: Metric) -> tuple[float, ...] | None:
+        """p50, p90, p99 of a distribution from its sketch bins (None when it has none)."""
+        return quantiles([(b - metric.bin_base, n) for b, n in self.bins if metric.owns_bin(b)])
 
 
 def row_filter(
@@ -116,8 +115,9 @@ def bins_filter(by: str, window: str, key: str | None, lo: int, hi: int, mark: s
     """The query for the sketch bins of rows with window starts in [lo, hi] (a store with a
     bins table: PostgreSQL; SQLite keeps them in the rows)."""
     sql = (
-        f"SELECT start, key, bin, n FROM metric_bins WHERE by={mark} AND win={mark} "
+        f"SELECT start, key, bin, CAST(sum(n) AS BIGINT) FROM metric_bins WHERE by={mark} AND win={mark} "
         f"AND start>={mark} AND start<={mark}" + (f" AND key={mark}" if key is not None else "")
+        + " GROUP BY start, key, bin"
     )
     return sql, [by, window, lo, hi] + ([key] if key is not None else [])
 
@@ -125,7 +125,8 @@ def bins_filter(by: str, window: str, key: str | None, lo: int, hi: int, mark: s
 def build_rows(
     by: str, window: str, found: list[tuple[Any, ...]], bins: Iterable[tuple[int, str, int, int]]
 ) -> list[MetricRow]:
-    """MetricRows from `ROW_COLUMNS` tuples and the (start, key, bin, n) of their bins."""
+    """MetricRows from merged `query` tuples (key, start, values...) and the (start, key, bin,
+    n) of their bins."""
     wanted = {(r[1], r[0]) for r in found}
     sketches: dict[tuple[int, str], list[tuple[int, int]]] = defaultdict(list)
     for start, k, b, n in bins:
@@ -134,13 +135,13 @@ def build_rows(
     return [metric_row(by, window, r, sketches.get((r[1], r[0]), [])) for r in found]
 
 
-def metric_row(by: str, window: str, columns: tuple[Any, ...], bins: list[tuple[int, int]]) -> MetricRow:
-    """A MetricRow from its `ROW_COLUMNS` and its (bin, n) pairs."""
-    k, start, c, ro, u, tc, ts, tmin, tmax, lc, ls, lmax = columns
-    return MetricRow(
-        by, k, window, start, c, ro, u, tc, ts, tmin, tmax, quantiles(bins),
-        lc, ls, lmax, quantiles(bins, lag=True),
-    )  # fmt: skip
+_COLUMNS = REGISTRY.value_columns
+
+
+def metric_row(by: str, window: str, columns: tuple[Any, ...], bins: Iterable[tuple[int, int]]) -> MetricRow:
+    """A MetricRow from a merged `query` tuple (key, start, values...) and its (bin, n) pairs."""
+    values = dict(zip(_COLUMNS, columns[2:], strict=True))
+    return MetricRow(by, columns[0], window, columns[1], values, tuple(bins))
 
 
 class Store(Protocol):
@@ -170,13 +171,18 @@ class Store(Protocol):
 
     def purge(self) -> int: ...
 
-    def changed_since(self, seq: int, commits: int = 20) -> tuple[list[MetricRow], int]:
-        """The outbox of the metrics topic: rows changed by the (up to `commits`) commits
-        after `seq`, and the newest seq among them."""
+    def changed_since(
+        self, marks: dict[int, int], commits: int = 20
+    ) -> tuple[list[MetricRow], dict[int, int]]:
+        """The outbox of the metrics topic: the rows (merged over partitions) that the
+        partitions of `marks` changed in up to `commits` commits each after their mark,
+        and the marks that covers."""
         ...
 
-    def published_seq(self) -> int: ...
+    def published_marks(self, partitions: list[int]) -> dict[int, int]:
+        """How far the metrics topic got, per partition (0: nothing published)."""
+        ...
 
-    def mark_published(self, seq: int) -> None: ...
+    def mark_published(self, marks: dict[int, int]) -> None: ...
 
     def close(self) -> None: ...

@@ -1,9 +1,11 @@
-"""A metric row as JSON: the shape `/v1/closures`, the metrics topic and the reports share."""
+"""A metric row as JSON: the shape `/v1/closures`, the metrics topic and the reports share,
+built from the registry (a counter is a number; a distribution an object of its stats)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from consumer.fold.registry import REGISTRY, Kind, Metric, Registry
 from consumer.fold.windows import window_bounds
 from consumer.store.base import MetricRow
 
@@ -16,42 +18,45 @@ def _clamp(q: float, lo: int | None, hi: int | None) -> float:
     return q
 
 
-def row_json(row: MetricRow) -> dict[str, Any]:
-    start, end = window_bounds(row.window, row.window_start)
-    count = row.ttc_count
-    qs = row.quantiles if count else None
-    p50, p90, p99 = (_clamp(q, row.ttc_min, row.ttc_max) for q in qs) if qs else (None, None, None)
-    return {
-        "key": row.key,
-        "window_start": start,
-        "window_end": end,
-        "closures": row.closures,
-        "reopens": row.reopens,
-        "closed_unread": row.closed_unread,
-        "time_to_close": {
+def distribution_json(row: MetricRow, m: Metric) -> dict[str, Any]:
+    """count, sum, min, max, mean (exact) and p50, p90, p99 (sketch, clamped into the exact
+    range); null statistics when the count is 0. A distribution without `exact_min` shows
+    count, mean, max and quantiles (clamped to the max), divided by its `scale`."""
+    c = m.column
+    count = row.values[f"{c}_count"] or 0
+    total = row.values[f"{c}_sum"] or 0
+    lo, hi = row.values[f"{c}_min"], row.values[f"{c}_max"]
+    qs = row.quantiles(m) if count else None
+    if m.exact_min:
+        p50, p90, p99 = (_clamp(q, lo, hi) for q in qs) if qs else (None, None, None)
+        return {
             "count": count,
-            "sum": row.ttc_sum,
-            "min": row.ttc_min if count else None,
-            "max": row.ttc_max if count else None,
-            "mean": row.ttc_sum / count if count else None,
+            "sum": total,
+            "min": lo if count else None,
+            "max": hi if count else None,
+            "mean": total / count if count else None,
             "p50": p50,
             "p90": p90,
             "p99": p99,
-        },
-        "ingest_lag": _lag_json(row),
-    }
-
-
-def _lag_json(row: MetricRow) -> dict[str, Any]:
-    """Gateway receive time minus event time, in seconds (channel-type rows; v2 records)."""
-    n = row.lag_count
-    qs = row.lag_quantiles if n else None
-    p50, p90, p99 = (min(q, row.lag_max or 0) / 1000 for q in qs) if qs else (None, None, None)
+        }
+    s = m.scale
+    p50, p90, p99 = (min(q, hi or 0) / s for q in qs) if qs else (None, None, None)
     return {
-        "count": n,
-        "mean": row.lag_sum / n / 1000 if n else None,
-        "max": row.lag_max / 1000 if n and row.lag_max is not None else None,
+        "count": count,
+        "mean": total / count / s if count else None,
+        "max": hi / s if count and hi is not None else None,
         "p50": p50,
         "p90": p90,
         "p99": p99,
     }
+
+
+def row_json(row: MetricRow, registry: Registry = REGISTRY) -> dict[str, Any]:
+    start, end = window_bounds(row.window, row.window_start)
+    out: dict[str, Any] = {"key": row.key, "window_start": start, "window_end": end}
+    for m in registry.metrics:
+        if m.kind is Kind.COUNTER:
+            out[m.name] = row.values[m.column]
+        elif m.kind is Kind.DISTRIBUTION:
+            out[m.name] = distribution_json(row, m)
+    return out

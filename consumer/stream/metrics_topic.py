@@ -62,7 +62,8 @@ def ensure_compacted_topic(bootstrap: str, topic: str, partitions: int = 6, time
 
 
 class MetricsTopicPublisher:
-    """Call `publish_pending(store)` after each commit, on the thread that owns the store."""
+    """Call `publish_pending(store, partitions)` after each commit, on the thread that owns
+    the store."""
 
     def __init__(
         self, bootstrap: str, topic: str = METRICS_TOPIC, *, kafka: dict[str, str] | None = None
@@ -76,12 +77,14 @@ class MetricsTopicPublisher:
         })  # fmt: skip
         self.published = 0
 
-    def publish_pending(self, store: Store, *, timeout: float = 30) -> int:
-        """Publish what changed since the last publication; returns the number of rows."""
+    def publish_pending(self, store: Store, partitions: list[int], *, timeout: float = 30) -> int:
+        """Publish the rows these partitions changed since their last publication (each
+        consumer publishes its own partitions: no two write the same marks); returns the
+        number of rows."""
         total = 0
         while True:
-            seq = store.published_seq()
-            rows, newest = store.changed_since(seq)
+            marks = store.published_marks(partitions)
+            rows, newest = store.changed_since(marks)
             if not rows:
                 return total
             now_ms = time.time_ns() // 1_000_000

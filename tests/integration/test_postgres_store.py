@@ -20,10 +20,12 @@ from unit.consumer.test_store import (  # the shared suite, collected here again
     test_ingest_lag_is_stored_and_summarised,
     test_outbox_returns_rows_changed_since_the_last_publication,
     test_outbox_skips_commits_that_changed_no_row,
+    test_partitions_write_their_own_rows_and_queries_merge_them,
     test_purge_keeps_rows_by_window_retention,
     test_query_pages_in_window_then_key_order,
     test_retracted_max_is_recomputed_exactly,
     test_store_holds_one_topic,
+    test_stored_rows_equal_the_folds_own_aggregate,
 )
 
 from consumer.exceptions import ConfigError, StoreError, StoreUnavailableError
@@ -42,10 +44,12 @@ __all__ = [
     "test_ingest_lag_is_stored_and_summarised",
     "test_outbox_returns_rows_changed_since_the_last_publication",
     "test_outbox_skips_commits_that_changed_no_row",
+    "test_partitions_write_their_own_rows_and_queries_merge_them",
     "test_purge_keeps_rows_by_window_retention",
     "test_query_pages_in_window_then_key_order",
     "test_retracted_max_is_recomputed_exactly",
     "test_store_holds_one_topic",
+    "test_stored_rows_equal_the_folds_own_aggregate",
 ]
 
 
@@ -159,7 +163,7 @@ def test_outbox_index_is_made_by_the_first_publication(store: Any, postgres_url:
 
     def indexed() -> bool:
         with psycopg.connect(postgres_url) as conn:
-            found = conn.execute("SELECT 1 FROM pg_indexes WHERE indexname = 'metric_rows_by_seq'")
+            found = conn.execute("SELECT 1 FROM pg_indexes WHERE indexname = 'metric_rows_by_partition_seq'")
             return found.fetchone() is not None
 
     f = PartitionFold(0)
@@ -167,5 +171,5 @@ def test_outbox_index_is_made_by_the_first_publication(store: Any, postgres_url:
     delta, changed = f.take_changes()
     store.commit("events", [PartitionCommit(0, delta, 1, f.watermark, changed)])
     assert not indexed()
-    rows, seq = store.changed_since(store.published_seq())
-    assert indexed() and len(rows) == 8 and seq >= 1
+    rows, marks = store.changed_since(store.published_marks([0]))
+    assert indexed() and len(rows) == 8 and marks == {0: 1}

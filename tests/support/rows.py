@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from consumer.fold import BY_CHANNEL, Delta
 from consumer.fold.delta import RowKey, row_keys
+from consumer.fold.registry import REGISTRY
+from consumer.fold.sketch import bin_of
 from consumer.fold.windows import ALL, ALL_START
+from consumer.store import MetricRow
 
 
 class RowDelta:
@@ -92,3 +95,21 @@ def lag_keys(channel_type: str, t: int) -> list[RowKey]:
     ]
 
 
+
+
+def make_row(
+    by: str, key: str, window: str, start: int, durations: tuple[int, ...] = (), **values: int | None
+) -> MetricRow:
+    """A merged MetricRow as a store returns it: the given column values (the rest 0 or
+    None), time-to-close count/sum/min/max and bins from `durations`."""
+    row: dict[str, int | None] = {
+        c: None if c.endswith(("_min", "_max")) else 0 for c in REGISTRY.value_columns
+    }
+    bins: dict[int, int] = {}
+    if durations:
+        row |= {"ttc_count": len(durations), "ttc_sum": sum(durations)}
+        row |= {"ttc_min": min(durations), "ttc_max": max(durations)}
+        for d in durations:
+            bins[bin_of(d)] = bins.get(bin_of(d), 0) + 1
+    row |= values
+    return MetricRow(by, key, window, start, row, tuple(sorted(bins.items())))

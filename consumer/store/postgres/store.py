@@ -28,9 +28,9 @@ from psycopg import errors as pg_errors
 from consumer.exceptions import FencedError, StoreError, StoreUnavailableError
 from consumer.fold import BY_ACCOUNT
 from consumer.fold.windows import ALL, WINDOWS
+from consumer.store import sqlgen
 from consumer.store.base import (
     OUTBOX_INDEX,
-    ROW_COLUMNS,
     MetricRow,
     PartitionCommit,
     PartitionState,
@@ -46,17 +46,11 @@ T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS metric_rows (
-    by TEXT NOT NULL, win TEXT NOT NULL, start BIGINT NOT NULL, key TEXT COLLATE "C" NOT NULL,
-    closures BIGINT NOT NULL, reopens BIGINT NOT NULL, closed_unread BIGINT NOT NULL,
-    ttc_count BIGINT NOT NULL, ttc_sum BIGINT NOT NULL, ttc_min BIGINT, ttc_max BIGINT,
-    lag_count BIGINT NOT NULL, lag_sum BIGINT NOT NULL, lag_max BIGINT,
-    seq BIGINT NOT NULL,  -- the commit that last changed the row (outbox of the metrics topic)
-    PRIMARY KEY (by, win, start, key));
+""" + sqlgen.row_table(sqlgen.POSTGRES) + """;
 CREATE TABLE IF NOT EXISTS metric_bins (
     by TEXT NOT NULL, win TEXT NOT NULL, start BIGINT NOT NULL, key TEXT COLLATE "C" NOT NULL,
-    bin BIGINT NOT NULL, n BIGINT NOT NULL,
-    PRIMARY KEY (by, win, start, key, bin));
+    partition INTEGER NOT NULL, bin BIGINT NOT NULL, n BIGINT NOT NULL,
+    PRIMARY KEY (by, win, start, key, partition, bin));
 CREATE TABLE IF NOT EXISTS closures (
     event_hash BIGINT PRIMARY KEY, partition INTEGER NOT NULL, account BIGINT NOT NULL,
     conversation BIGINT NOT NULL, channel_type TEXT NOT NULL, closed_at BIGINT NOT NULL,
@@ -71,6 +65,18 @@ CREATE TABLE IF NOT EXISTS owners (
     partition INTEGER PRIMARY KEY, epoch BIGINT NOT NULL, owner TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS offsets (
     partition INTEGER PRIMARY KEY, next_offset BIGINT NOT NULL, watermark BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS published (partition INTEGER PRIMARY KEY, seq BIGINT NOT NULL);
+"""
+#: a database written before rows were keyed by partition: its rows become partition -1's
+#: (merged with the new ones at query time)
+_MIGRATE_PARTITION = """
+ALTER TABLE metric_rows ADD COLUMN partition INTEGER NOT NULL DEFAULT -1;
+ALTER TABLE metric_rows DROP CONSTRAINT metric_rows_pkey, ADD PRIMARY KEY (by, win, start, key, partition);
+ALTER TABLE metric_bins ADD COLUMN partition INTEGER NOT NULL DEFAULT -1;
+ALTER TABLE metric_bins DROP CONSTRAINT metric_bins_pkey,
+    ADD PRIMARY KEY (by, win, start, key, partition, bin);
+UPDATE metric_rows SET seq = 0;
+DROP INDEX IF EXISTS metric_rows_by_seq;
 """
 #: pg_advisory_xact_lock key: processes starting together create the schema one at a time
 _SCHEMA_LOCK = 0x636F6E766D6574
@@ -88,8 +94,9 @@ ON CONFLICT (account, conversation) DO UPDATE SET state = excluded.state, partit
 """
 _RECHECK = """
 UPDATE metric_rows SET (ttc_min, ttc_max) = (
-    SELECT min(ttc), max(ttc) FROM closures WHERE {col} = %s AND closed_at >= %s AND closed_at < %s)
-WHERE by = %s AND win = %s AND start = %s AND key = %s
+    SELECT min(ttc), max(ttc) FROM closures
+    WHERE {col} = %s AND closed_at >= %s AND closed_at < %s AND partition = %s)
+WHERE by = %s AND win = %s AND start = %s AND key = %s AND partition = %s
 """
 _ALL_TIME_END = 2**62
 #: retried inside the store: another transaction won a lock race
@@ -163,6 +170,18 @@ class PostgresStore:
     def _create_schema(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
         conn.execute(SCHEMA)
+        have = {
+            r[0]
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_name = 'metric_rows' AND table_schema = current_schema()"
+            )
+        }
+        if "partition" not in have:
+            log.info("store %s: keying metric rows by partition (once)", self._where())
+            conn.execute(_MIGRATE_PARTITION)
+        for sql in sqlgen.missing_columns(sqlgen.POSTGRES, have | {"partition"}):
+            conn.execute(sql)
 
     # -- ownership --------------------------------------------------------------------
     def check_topic(self, topic: str) -> None:
@@ -253,13 +272,7 @@ class PostgresStore:
             return
         if batch.closures:
             conn.execute(_UPSERT_CLOSURES, columns(batch.closures, 7))
-        if any(p.delta.facts or p.delta.lags for p in partitions):
-            seq = conn.execute(
-                "INSERT INTO meta VALUES ('commit_seq', '1') ON CONFLICT (name) DO UPDATE "
-                "SET value = (meta.value::bigint + 1)::text RETURNING value::bigint"
-            ).fetchone()
-            assert seq is not None
-            aggregate(conn, partitions, seq[0])
+        aggregate(conn, partitions)
         with conn.cursor() as cur:
             for col, params in batch.rechecks():
                 cur.execute(_RECHECK.format(col=col), params)
@@ -293,7 +306,7 @@ class PostgresStore:
         where, args = row_filter(
             by, window, key=key, start_from=start_from, start_to=start_to, after=after, mark="%s"
         )
-        sql = f"SELECT {ROW_COLUMNS} FROM metric_rows WHERE {where} ORDER BY start, key LIMIT %s"
+        sql = sqlgen.query(sqlgen.POSTGRES, where, "%s")
 
         def work(conn: psycopg.Connection[Any]) -> list[MetricRow]:
             found = conn.execute(sql, [*args, limit]).fetchall()
@@ -326,8 +339,11 @@ class PostgresStore:
         return self._run(work)
 
     # -- the outbox of the metrics topic -----------------------------------------------
-    def changed_since(self, seq: int, commits: int = 20) -> tuple[list[MetricRow], int]:
-        """Rows changed by commits after `seq` (oldest first) and the newest seq among them."""
+    def changed_since(
+        self, marks: dict[int, int], commits: int = 20
+    ) -> tuple[list[MetricRow], dict[int, int]]:
+        """Rows the partitions of `marks` changed after their marks (whole commits, up to
+        `commits` of each), merged over partitions, and the marks that covers."""
         if not self._outbox_indexed:
             # see OUTBOX_INDEX; DDL under the schema lock, like the schema itself
 
@@ -338,38 +354,50 @@ class PostgresStore:
             self._run(index)
             self._outbox_indexed = True
 
-        def work(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
-            # whole commits only (a commit's rows share one seq): up to `commits` of them per call
-            first = conn.execute("SELECT min(seq) FROM metric_rows WHERE seq > %s", (seq,)).fetchone()
-            if first is None or first[0] is None:
-                return []
-            return conn.execute(
-                "SELECT by, win, start, key, seq FROM metric_rows WHERE seq >= %s AND seq < %s ORDER BY seq",
-                (first[0], first[0] + commits),
-            ).fetchall()
+        def work(conn: psycopg.Connection[Any]) -> tuple[set[tuple[Any, ...]], dict[int, int]]:
+            changed: set[tuple[Any, ...]] = set()
+            newest = dict(marks)
+            for p, mark in marks.items():
+                seqs = conn.execute(
+                    "SELECT DISTINCT seq FROM metric_rows WHERE partition = %s AND seq > %s "
+                    "ORDER BY seq LIMIT %s",
+                    (p, mark, commits),
+                ).fetchall()
+                if not seqs:
+                    continue
+                upto = newest[p] = seqs[-1][0]
+                changed.update(
+                    conn.execute(
+                        "SELECT by, win, start, key FROM metric_rows "
+                        "WHERE partition = %s AND seq > %s AND seq <= %s",
+                        (p, mark, upto),
+                    ).fetchall()
+                )
+            return changed, newest
 
-        found = self._run(work)
+        found, newest = self._run(work)
         rows = [
             r
-            for by, win, start, key, _ in found
+            for by, win, start, key in sorted(found)
             for r in self.query(by, win, key=key, start_from=start, start_to=start + 1)
         ]
-        return rows, max((f[4] for f in found), default=seq)
+        return rows, newest
 
-    def published_seq(self) -> int:
-        def work(conn: psycopg.Connection[Any]) -> int:
-            row = conn.execute("SELECT value FROM meta WHERE name='published_seq'").fetchone()
-            return 0 if row is None else int(row[0])
+    def published_marks(self, partitions: list[int]) -> dict[int, int]:
+        def work(conn: psycopg.Connection[Any]) -> dict[int, int]:
+            found = dict(conn.execute("SELECT partition, seq FROM published").fetchall())
+            return {p: int(found.get(p, 0)) for p in partitions}
 
         return self._run(work)
 
-    def mark_published(self, seq: int) -> None:
+    def mark_published(self, marks: dict[int, int]) -> None:
         def work(conn: psycopg.Connection[Any]) -> None:
-            conn.execute(
-                "INSERT INTO meta VALUES ('published_seq', %s) ON CONFLICT (name) DO UPDATE "
-                "SET value = greatest(meta.value::bigint, excluded.value::bigint)::text",
-                (str(seq),),
-            )
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO published VALUES (%s, %s) ON CONFLICT (partition) DO UPDATE "
+                    "SET seq = greatest(published.seq, excluded.seq)",
+                    sorted(marks.items()),
+                )
 
         self._run(work)
 
@@ -388,13 +416,13 @@ class _Batch:
 
     def __init__(self, partitions: list[PartitionCommit]) -> None:
         closures: dict[int, tuple[Any, ...]] = {}
-        self.recheck: set[tuple[str, str, str, int]] = set()
+        self.recheck: set[tuple[int, str, str, str, int]] = set()
         convs: dict[tuple[int, int], tuple[Any, ...]] = {}
         expired: set[tuple[int, int]] = set()
         for p in partitions:
             for closure in p.delta.closures.values():
                 closures[closure[0]] = closure
-            self.recheck.update(p.delta.recheck())
+            self.recheck.update((p.partition, *k) for k in p.delta.recheck())
             for (a, c), blob in p.conversations.items():
                 convs[(a, c)] = (p.partition, a, c, blob)
             expired.update((a, c) for a, c in p.expired)
@@ -405,10 +433,10 @@ class _Batch:
 
     def rechecks(self) -> list[tuple[str, tuple[Any, ...]]]:
         out = []
-        for by, key, win, start in sorted(self.recheck):
+        for part, by, key, win, start in sorted(self.recheck):
             size = WINDOWS[win]
             lo, hi = (start, start + size) if size else (-_ALL_TIME_END, _ALL_TIME_END)
             col = "account" if by == BY_ACCOUNT else "channel_type"
             k: Any = int(key) if by == BY_ACCOUNT else key
-            out.append((col, (k, lo, hi, by, win, start, key)))
+            out.append((col, (k, lo, hi, part, by, win, start, key, part)))
         return out

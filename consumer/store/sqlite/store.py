@@ -10,11 +10,13 @@ import orjson
 
 from consumer.exceptions import FencedError, StoreError
 from consumer.fold import BY_ACCOUNT, decode_snapshot
+from consumer.fold.delta import FACT_FIELDS
 from consumer.fold.native import native
+from consumer.fold.registry import REGISTRY
 from consumer.fold.windows import ALL, WINDOWS
+from consumer.store import sqlgen
 from consumer.store.base import (
     OUTBOX_INDEX,
-    ROW_COLUMNS,
     MetricRow,
     PartitionCommit,
     PartitionState,
@@ -31,6 +33,7 @@ from consumer.store.sqlite.sql import (
     OLD_CLOSURES_INDEX,
     RECHECK,
     SCHEMA,
+    SCHEMA_ROWS,
     STAGE,
     STAGE_CLOSURES,
     STAGE_LAGS,
@@ -67,8 +70,10 @@ class SqliteStore:
             closures = self.db.execute("SELECT sql FROM sqlite_master WHERE name = 'closures'").fetchone()[0]
             if "WITHOUT ROWID" not in closures.upper():  # a store made before the table was keyed by account
                 self.db.execute(OLD_CLOSURES_INDEX)
+            self._migrate_partition()
             self.db.execute("PRAGMA temp_store=MEMORY")
-            self.db.executescript(TEMP_TABLES)
+            for sql in TEMP_TABLES:
+                self.db.execute(sql)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {path!r}: {exc}") from exc
 
@@ -87,6 +92,35 @@ class SqliteStore:
             log.info("store %s: moving sketch bins into their metric rows (once)", self.path)
             for sql in MIGRATE_BINS:
                 self.db.execute(sql)
+
+    def _columns(self, table: str) -> set[str]:
+        return {col[1] for col in self.db.execute(f"PRAGMA table_info({table})")}
+
+    def _migrate_partition(self) -> None:
+        """A store written before rows were keyed by partition keeps its rows as partition
+        -1's (merged with the new ones at query time); registry columns it lacks are added.
+        Once, under the write lock."""
+        if "partition" in self._columns("metric_rows"):
+            missing = sqlgen.missing_columns(sqlgen.SQLITE, self._columns("metric_rows"))
+            if missing:
+                with self._tx():
+                    for sql in sqlgen.missing_columns(sqlgen.SQLITE, self._columns("metric_rows")):
+                        self.db.execute(sql)
+            return
+        with self._tx():
+            if "partition" in self._columns("metric_rows"):
+                return
+            log.info("store %s: keying metric rows by partition (once)", self.path)
+            self.db.execute("ALTER TABLE metric_rows RENAME TO metric_rows_unpartitioned")
+            for sql in sqlgen.missing_columns(sqlgen.SQLITE, self._columns("metric_rows_unpartitioned")):
+                self.db.execute(sql.replace("metric_rows", "metric_rows_unpartitioned", 1))
+            self.db.execute(SCHEMA_ROWS)
+            cols = ", ".join(REGISTRY.value_columns)
+            self.db.execute(
+                f"INSERT INTO metric_rows (by, win, start, key, partition, {cols}, seq, bins) "
+                f"SELECT by, win, start, key, -1, {cols}, 0, bins FROM metric_rows_unpartitioned"
+            )
+            self.db.execute("DROP TABLE metric_rows_unpartitioned")
 
     def check_topic(self, topic: str) -> None:
         """A store holds one topic's metrics; refuse to mix another in."""
@@ -145,75 +179,78 @@ class SqliteStore:
         packed = self.bins_functions == "native"  # packed_rows is registered with them
         pack = _pack if packed else _json
         closures = pack([c for p in partitions for c in p.delta.closures.values()], 7)
-        staged = [pack(p.delta.facts, 9) for p in partitions if p.delta.facts]
+        # a partition's rows carry its offset after this commit as their seq (the outbox's order)
+        staged = [
+            (p.partition, p.next_offset, pack(p.delta.facts, _FACT_WIDTH))
+            for p in partitions
+            if p.delta.facts
+        ]
         lags = [
-            orjson.dumps([(*k, *agg) for k, agg in p.delta.lags.items()], option=orjson.OPT_NON_STR_KEYS)
+            (p.partition, p.next_offset, orjson.dumps(
+                [(*k, *agg) for k, agg in p.delta.lags.items()], option=orjson.OPT_NON_STR_KEYS))
             for p in partitions
             if p.delta.lags
-        ]
-        recheck: dict[tuple[str, str, str, int], tuple[int, int]] = {}
-        for p in partitions:
-            for k, (lo, hi) in p.delta.recheck().items():
-                was = recheck.get(k)
-                recheck[k] = (lo, hi) if was is None else (min(lo, was[0]), max(hi, was[1]))
+        ]  # fmt: skip
         with self._tx():
             db = self.db
             self._check_epochs(partitions)
             db.execute(STAGE_CLOSURES[packed], (closures,))
             if staged or lags:
-                seq = self._next_seq()
                 for sql in CLEAR:
                     db.execute(sql)
-                for payload in staged:
-                    db.execute(STAGE[packed], (payload,))
-                for payload in lags:
-                    db.execute(STAGE_LAGS, (payload,))
+                for part, seq, payload in staged:
+                    db.execute(STAGE[packed], (part, seq, payload))
+                for part, seq, payload in lags:
+                    db.execute(STAGE_LAGS, (part, seq, payload))
                 for sql in AGGREGATE:
-                    db.execute(sql, (seq,) if "?1" in sql else ())
-            for (by, key, win, start), lost in recheck.items():
-                self._recheck(by, key, win, start, lost)
+                    db.execute(sql)
+            for p in partitions:
+                for (by, key, win, start), lost in p.delta.recheck().items():
+                    self._recheck(p.partition, by, key, win, start, lost)
             for p in partitions:
                 self._commit_partition(p)
 
-    def _next_seq(self) -> int:
-        row = self.db.execute(
-            "INSERT INTO meta VALUES ('commit_seq', '1') ON CONFLICT DO UPDATE "
-            "SET value = CAST(value AS INTEGER) + 1 RETURNING CAST(value AS INTEGER)"
-        ).fetchone()
-        return int(row[0])
-
-    def changed_since(self, seq: int, commits: int = 20) -> tuple[list[MetricRow], int]:
-        """Rows changed by commits after `seq` (oldest first) and the newest seq among them."""
+    def changed_since(
+        self, marks: dict[int, int], commits: int = 20
+    ) -> tuple[list[MetricRow], dict[int, int]]:
+        """Rows the partitions of `marks` changed after their marks (whole commits, up to
+        `commits` of each), merged over partitions, and the marks that covers."""
         if not self._outbox_indexed:
             self.db.execute(OUTBOX_INDEX)
             self._outbox_indexed = True
-        # whole commits only (a commit's rows share one seq): up to `commits` of them per call
-        first = self.db.execute("SELECT min(seq) FROM metric_rows WHERE seq > ?", (seq,)).fetchone()[0]
-        if first is None:
-            return [], seq
-        found = self.db.execute(
-            "SELECT by, win, start, key, seq FROM metric_rows WHERE seq >= ? AND seq < ? ORDER BY seq",
-            (first, first + commits),
-        ).fetchall()
-        if not found:
-            return [], seq
+        changed: set[tuple[str, str, int, str]] = set()
+        newest = dict(marks)
+        for p, mark in marks.items():
+            seqs = self.db.execute(
+                "SELECT DISTINCT seq FROM metric_rows WHERE partition = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (p, mark, commits),
+            ).fetchall()
+            if not seqs:
+                continue
+            upto = newest[p] = seqs[-1][0]
+            changed.update(
+                self.db.execute(
+                    "SELECT by, win, start, key FROM metric_rows "
+                    "WHERE partition = ? AND seq > ? AND seq <= ?",
+                    (p, mark, upto),
+                ).fetchall()
+            )
         rows = [
             r
-            for by, win, start, key, _ in found
+            for by, win, start, key in sorted(changed)
             for r in self.query(by, win, key=key, start_from=start, start_to=start + 1)
         ]
-        return rows, max(f[4] for f in found)
+        return rows, newest
 
-    def published_seq(self) -> int:
-        row = self.db.execute("SELECT value FROM meta WHERE name='published_seq'").fetchone()
-        return 0 if row is None else int(row[0])
+    def published_marks(self, partitions: list[int]) -> dict[int, int]:
+        found = dict(self.db.execute("SELECT partition, seq FROM published").fetchall())
+        return {p: int(found.get(p, 0)) for p in partitions}
 
-    def mark_published(self, seq: int) -> None:
+    def mark_published(self, marks: dict[int, int]) -> None:
         with self._tx():
-            self.db.execute(
-                "INSERT INTO meta VALUES ('published_seq', ?) ON CONFLICT DO UPDATE "
-                "SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
-                (str(seq),),
+            self.db.executemany(
+                "INSERT INTO published VALUES (?, ?) ON CONFLICT DO UPDATE SET seq = max(seq, excluded.seq)",
+                list(marks.items()),
             )
 
     def _check_epochs(self, partitions: list[PartitionCommit]) -> None:
@@ -230,12 +267,15 @@ class SqliteStore:
         if fenced:
             raise FencedError(fenced)
 
-    def _recheck(self, by: str, key: str, win: str, start: int, lost: tuple[int, int]) -> None:
+    def _recheck(
+        self, partition: int, by: str, key: str, win: str, start: int, lost: tuple[int, int]
+    ) -> None:
         size = WINDOWS[win]
         lo, hi = (start, start + size) if size else (-ALL_TIME_END, ALL_TIME_END)
         col = "account" if by == BY_ACCOUNT else "channel_type"
         k: Any = int(key) if by == BY_ACCOUNT else key
-        self.db.execute(RECHECK.format(col=col), (k, lo, hi, by, win, start, key, *lost))
+        args = (k, lo, hi, partition, by, win, start, key, partition, *lost)
+        self.db.execute(RECHECK.format(col=col), args)
 
     def _commit_partition(self, p: PartitionCommit) -> None:
         db = self.db
@@ -275,8 +315,7 @@ class SqliteStore:
         where, args = row_filter(
             by, window, key=key, start_from=start_from, start_to=start_to, after=after, mark="?"
         )
-        sql = f"SELECT {ROW_COLUMNS}, bins FROM metric_rows WHERE {where} ORDER BY start, key LIMIT ?"
-        found = self.db.execute(sql, [*args, limit]).fetchall()
+        found = self.db.execute(sqlgen.query(sqlgen.SQLITE, where, "?"), [*args, limit]).fetchall()
         return [metric_row(by, window, r[:-1], unpack(r[-1])) for r in found]
 
     def purge(self) -> int:
@@ -299,6 +338,9 @@ class SqliteStore:
 
     def _tx(self) -> _Transaction:
         return _Transaction(self.db)
+
+
+_FACT_WIDTH = len(FACT_FIELDS)
 
 
 def _json(rows: list[Any], columns: int) -> bytes:

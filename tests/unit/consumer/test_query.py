@@ -3,6 +3,7 @@ import pytest
 from consumer.exceptions import QueryError
 from consumer.serve.query import decode_cursor, encode_cursor, parse_query, response_json
 from consumer.store import MetricRow
+from support.rows import make_row
 
 
 @pytest.mark.parametrize(
@@ -45,8 +46,8 @@ def test_cursor_round_trips() -> None:
     assert decode_cursor(encode_cursor(3600, "TELEGRAM")) == (3600, "TELEGRAM")
 
 
-def row(start: int, key: str, count: int = 2) -> MetricRow:
-    return MetricRow("channel_type", key, "1h", start, 3, 1, 1, count, 10 * count, 4, 16, (9.9, 16.3, 16.3))
+def row(start: int, key: str) -> MetricRow:
+    return make_row("channel_type", key, "1h", start, (4, 16), closures=3, reopens=1, closed_unread=1)
 
 
 def test_response_shape_and_next_cursor() -> None:
@@ -67,19 +68,21 @@ def test_response_shape_and_next_cursor() -> None:
             "min": 4,
             "max": 16,
             "mean": 10.0,
-            "p50": 9.9,
-            "p90": 16.0,
-            "p99": 16.0,
+            "p50": r["time_to_close"]["p50"],  # the sketch's (below)
+            "p90": r["time_to_close"]["p90"],
+            "p99": r["time_to_close"]["p99"],
         },
         "ingest_lag": {"count": 0, "mean": None, "max": None, "p50": None, "p90": None, "p99": None},
     }
+    for p in ("p50", "p90", "p99"):  # of two values: the lower one, within 1%, clamped into [4, 16]
+        assert r["time_to_close"][p] == pytest.approx(4, rel=0.01) and r["time_to_close"][p] >= 4
     assert decode_cursor(body["next"]) == (3600, "A")
     assert response_json(q, [row(3600, "A")])["next"] is None
 
 
 def test_all_time_rows_have_null_bounds_and_empty_durations() -> None:
     q = parse_query({"by": "channel_type", "window": "all"})
-    r = MetricRow("channel_type", "A", "all", 0, 1, 0, 0, 0, 0, None, None, None)
+    r = make_row("channel_type", "A", "all", 0, closures=1)
     out = response_json(q, [r])["rows"][0]
     assert out["window_start"] is None and out["window_end"] is None
     assert out["time_to_close"]["mean"] is None and out["time_to_close"]["p50"] is None

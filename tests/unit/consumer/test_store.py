@@ -11,6 +11,8 @@ import pytest
 from consumer.exceptions import ConfigError, FencedError, StoreError
 from consumer.fold import PartitionFold, row_keys
 from consumer.fold.model import CLOSED, CREATED, OPENED, Event
+from consumer.fold.registry import REGISTRY
+from consumer.fold.sketch import bin_of
 from consumer.store import PartitionCommit, Retention, open_store
 from consumer.store.sqlite import SqliteStore
 from consumer.stream.runner import new_fold
@@ -18,6 +20,8 @@ from consumer.stream.settings import ConsumerSettings
 from support.rows import delta_rows
 
 MakeStore = Callable[..., Any]  # (retention=None) -> a fresh, empty SqliteStore or PostgresStore
+
+TTC, LAG = REGISTRY.metric("time_to_close"), REGISTRY.metric("ingest_lag")
 
 
 def commit(store: Any, f: PartitionFold, next_offset: int) -> None:
@@ -65,7 +69,8 @@ def test_commits_add_up_and_state_reloads(store: Any) -> None:
         300,
         300,
     )
-    assert row.quantiles is not None and abs(row.quantiles[0] - 300) <= 3
+    qs = row.quantiles(TTC)
+    assert qs is not None and abs(qs[0] - 300) <= 3
 
     settings = ConsumerSettings(bootstrap_servers="unused", topic="events")
     restored, offset = new_fold(store, "events", 3, settings)
@@ -177,31 +182,33 @@ def test_ingest_lag_is_stored_and_summarised(store: Any) -> None:
     commit(store, f, 4)
     (row,) = store.query("channel_type", "all")
     assert (row.lag_count, row.lag_sum, row.lag_max) == (4, 5600, 5000)
-    assert row.lag_quantiles is not None
-    assert abs(row.lag_quantiles[0] - 200) <= 2  # lower median, within 1%
-    assert row.quantiles is None  # the lag bins do not leak into time to close
+    lag = row.quantiles(LAG)
+    assert lag is not None
+    assert abs(lag[0] - 200) <= 2  # lower median, within 1%
+    assert row.quantiles(TTC) is None  # the lag bins do not leak into time to close
 
 
 def test_outbox_returns_rows_changed_since_the_last_publication(store: Any) -> None:
     f = PartitionFold(0)
     f.apply(ev(CLOSED, 1, 100))
     commit(store, f, 1)
-    rows, seq = store.changed_since(store.published_seq())
-    assert len(rows) == 8 and seq >= 1  # 2 groupings x 4 windows
-    store.mark_published(seq)
-    assert store.changed_since(store.published_seq()) == ([], seq)
+    assert store.published_marks([0]) == {0: 0}
+    rows, marks = store.changed_since(store.published_marks([0]))
+    assert len(rows) == 8 and marks == {0: 1}  # 2 groupings x 4 windows; seq: the offset after
+    store.mark_published(marks)
+    assert store.changed_since(store.published_marks([0])) == ([], marks)
     f.apply(ev(CLOSED, 2, 100_000, conv=2))  # another minute, hour and day; same all-time rows
     commit(store, f, 2)
-    rows, newest = store.changed_since(store.published_seq())
-    assert newest > seq
+    rows, newest = store.changed_since(store.published_marks([0]))
+    assert newest == {0: 2}
     assert {(r.by, r.window) for r in rows if r.window == "all"} == {
         ("channel_type", "all"),
         ("account", "all"),
     }
     assert all(r.window_start == 99_960 for r in rows if r.window == "1m")
     store.mark_published(newest)
-    store.mark_published(seq)  # a late, older mark (another process) never moves publication back
-    assert store.published_seq() == newest
+    store.mark_published(marks)  # a late, older mark (another process) never moves publication back
+    assert store.published_marks([0, 1]) == {0: 2, 1: 0}
 
 
 def test_outbox_skips_commits_that_changed_no_row(store: Any) -> None:
@@ -211,8 +218,38 @@ def test_outbox_skips_commits_that_changed_no_row(store: Any) -> None:
         commit(store, f, i + 1)
     f.apply(ev(CLOSED, 1, 100))
     commit(store, f, 31)
-    rows, newest = store.changed_since(store.published_seq())
-    assert len(rows) == 8 and newest > 0
+    rows, newest = store.changed_since(store.published_marks([0]))
+    assert len(rows) == 8 and newest == {0: 31}
+
+
+def test_partitions_write_their_own_rows_and_queries_merge_them(store: Any) -> None:
+    """Two partitions' events in the same rows: each commit writes rows keyed by its own
+    partition (no row two consumers would both write), and a query merges them exactly;
+    the outbox of one partition names the merged rows."""
+    f0, f1 = PartitionFold(0), PartitionFold(1)
+    f0.apply(ev(CREATED, 1, 100))
+    f0.apply(ev(CLOSED, 2, 160))  # ttc 60
+    f1.apply(ev(CREATED, 3, 100, conv=2))
+    f1.apply(ev(CLOSED, 4, 400, conv=2))  # ttc 300; another conversation of account 7
+    commit(store, f0, 5)
+    commit(store, f1, 7)
+    (row,) = store.query("channel_type", "all")
+    assert (row.closures, row.ttc_count, row.ttc_sum, row.ttc_min, row.ttc_max) == (2, 2, 360, 60, 300)
+    assert row.bins == tuple(sorted([(bin_of(60), 1), (bin_of(300), 1)]))  # both partitions' bins
+    (acc,) = store.query("account", "1h", key="7")
+    assert acc.closures == 2
+    rows, marks = store.changed_since({1: 0})
+    assert marks == {1: 7} and {(r.by, r.window) for r in rows if r.window == "all"} == {
+        ("channel_type", "all"),
+        ("account", "all"),
+    }
+    (merged,) = [r for r in rows if r.by == "channel_type" and r.window == "all"]
+    assert merged.closures == 2  # the topic carries the merged row, not the partition's share
+    if isinstance(store, SqliteStore):
+        parts = store.db.execute(
+            "SELECT partition, closures FROM metric_rows WHERE by='channel_type' AND win='all' ORDER BY 1"
+        ).fetchall()
+        assert parts == [(0, 1), (1, 1)]
 
 
 def test_sqlite_outbox_index_is_made_by_the_first_publication(tmp_path: Path) -> None:
@@ -221,19 +258,22 @@ def test_sqlite_outbox_index_is_made_by_the_first_publication(tmp_path: Path) ->
     store = SqliteStore(str(tmp_path / "m.db"))
 
     def indexed() -> bool:
-        found = store.db.execute("SELECT 1 FROM sqlite_schema WHERE name='metric_rows_by_seq'")
+        found = store.db.execute("SELECT 1 FROM sqlite_schema WHERE name='metric_rows_by_partition_seq'")
         return found.fetchone() is not None
 
     f = PartitionFold(0)
     f.apply(ev(CLOSED, 1, 100))
     commit(store, f, 1)
     assert not indexed()
-    rows, seq = store.changed_since(store.published_seq())
-    assert indexed() and len(rows) == 8 and seq >= 1
+    rows, marks = store.changed_since(store.published_marks([0]))
+    assert indexed() and len(rows) == 8 and marks == {0: 1}
     plan = " ".join(
-        str(r) for r in store.db.execute("EXPLAIN QUERY PLAN SELECT min(seq) FROM metric_rows WHERE seq > 0")
+        str(r)
+        for r in store.db.execute(
+            "EXPLAIN QUERY PLAN SELECT DISTINCT seq FROM metric_rows WHERE partition = 0 AND seq > 0"
+        )
     )
-    assert "metric_rows_by_seq" in plan
+    assert "metric_rows_by_partition_seq" in plan
     store.close()
 
 
@@ -300,8 +340,8 @@ def test_stored_rows_equal_the_folds_own_aggregate(store: Any) -> None:
                     assert (r.ttc_min, r.ttc_max) == (want[8], want[9]), k
                 ttcs = durations.get(k)
                 assert (r.ttc_min, r.ttc_max) == ((min(ttcs), max(ttcs)) if ttcs else (None, None)), k
-                assert r.quantiles == quantiles(bins.get(k, {})), k
-                assert r.lag_quantiles == quantiles(bins.get(k, {}), lag=True), k
+                assert r.quantiles(TTC) == quantiles(bins.get(k, {})), k
+                assert r.quantiles(LAG) == quantiles(bins.get(k, {}), lag=True), k
                 checked += 1
     assert checked > 1000 and stale  # the stream exercised corrections too
 

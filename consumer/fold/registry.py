@@ -1,0 +1,185 @@
+"""The metric registry: the one place where a metric, a dimension and a grouping are declared.
+
+Everything downstream iterates over a `Registry` instead of naming metrics: the stores'
+tables and SQL (both dialects), `/v1/closures` JSON, Prometheus, the metrics topic, the
+`metrics` report and the dashboard's table. Adding a metric means a line here, a rule in
+the fold (the reference one and the compiled one) and its tests.
+
+Storage follows from the declaration: a counter is one column (`column`); a distribution
+is `<column>_count`, `_sum`, `_min`, `_max` plus its sketch bins, which live in the row's
+one bins blob (SQLite) or bins table (PostgreSQL) shifted by `bin_base`, so the
+distributions of a row never share a bin index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Final
+
+from consumer.fold.sketch import LAG_BASE
+from consumer.fold.windows import WINDOWS
+
+#: half the bin space of one distribution: bin indexes lie within +-BIN_SPAN of its bin_base
+BIN_SPAN: Final = LAG_BASE // 2
+
+
+class Kind(StrEnum):
+    COUNTER = "counter"
+    DISTRIBUTION = "distribution"
+    GAUGE = "gauge"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric.
+
+    Args:
+        name: its name in JSON, Prometheus and the registry (snake_case).
+        kind: counter, distribution or gauge.
+        unit: "1" for counts, "s" or "ms" for durations.
+        description: one sentence, for `/metrics` HELP, the docs and `--help`.
+        column: the store's column (counter) or column prefix (distribution).
+        groupings: the groupings it counts in (None: every one).
+        windows: the windows it counts in (None: every one).
+        bin_base: where its sketch bins start in a row's bin space (distributions).
+        scale: JSON shows values divided by this (1000: milliseconds shown as seconds).
+        exact_min: JSON shows the exact min and sum and clamps quantiles into [min, max];
+            without it (ingest lag, whose minimum is not kept) quantiles are clamped to the
+            max only and JSON shows count, mean, max and quantiles.
+        partial_size: the fold pre-aggregates it per dimensions and this many seconds of
+            event time (a `Delta` partial) instead of emitting a fact per event.
+    """
+
+    name: str
+    kind: Kind
+    unit: str
+    description: str
+    column: str = ""
+    groupings: tuple[str, ...] | None = None
+    windows: tuple[str, ...] | None = None
+    bin_base: int = 0
+    scale: int = 1
+    exact_min: bool = True
+    partial_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.column:
+            object.__setattr__(self, "column", self.name)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The store's columns of this metric, in order."""
+        if self.kind is Kind.DISTRIBUTION:
+            c = self.column
+            return (f"{c}_count", f"{c}_sum", f"{c}_min", f"{c}_max")
+        return (self.column,)
+
+    def owns_bin(self, b: int) -> bool:
+        """Whether a bin index of a row's bin space is this distribution's."""
+        return self.bin_base - BIN_SPAN <= b < self.bin_base + BIN_SPAN
+
+    def counts_in(self, grouping: str, window: str) -> bool:
+        return (self.groupings is None or grouping in self.groupings) and (
+            self.windows is None or window in self.windows
+        )
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """A field of the event that metrics are grouped by."""
+
+    name: str
+    type: type[int] | type[str]
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """A declared tuple of dimensions; a row's key is its values, as text (one dimension:
+    the value itself, `42` or `TELEGRAM`)."""
+
+    name: str
+    dimensions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Registry:
+    metrics: tuple[Metric, ...]
+    dimensions: tuple[Dimension, ...]
+    groupings: tuple[Grouping, ...]
+    windows: Mapping[str, int | None] = field(default_factory=lambda: dict(WINDOWS))
+
+    def __post_init__(self) -> None:
+        names = [m.name for m in self.metrics]
+        if len(set(names)) != len(names):
+            raise ValueError(f"metric names must be unique: {names}")
+        dims = {d.name for d in self.dimensions}
+        for g in self.groupings:
+            if missing := set(g.dimensions) - dims:
+                raise ValueError(f"grouping {g.name!r} names undeclared dimensions {sorted(missing)}")
+        for m in self.metrics:
+            unknown = set(m.groupings or ()) - {g.name for g in self.groupings}
+            if unknown or set(m.windows or ()) - set(self.windows):
+                raise ValueError(f"metric {m.name!r} names an undeclared grouping or window")
+
+    def metric(self, name: str) -> Metric:
+        for m in self.metrics:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+    def grouping(self, name: str) -> Grouping:
+        for g in self.groupings:
+            if g.name == name:
+                return g
+        raise KeyError(name)
+
+    @property
+    def counters(self) -> tuple[Metric, ...]:
+        return tuple(m for m in self.metrics if m.kind is Kind.COUNTER)
+
+    @property
+    def distributions(self) -> tuple[Metric, ...]:
+        return tuple(m for m in self.metrics if m.kind is Kind.DISTRIBUTION)
+
+    @property
+    def value_columns(self) -> tuple[str, ...]:
+        """Every metric's columns, in registry order."""
+        return tuple(c for m in self.metrics for c in m.columns)
+
+
+CHANNEL_TYPE: Final = "channel_type"
+ACCOUNT: Final = "account"
+
+REGISTRY: Final = Registry(
+    metrics=(
+        Metric("closures", Kind.COUNTER, "1", "Conversations closed (distinct conversation.closed events)."),
+        Metric("reopens", Kind.COUNTER, "1", "Conversations reopened (distinct conversation.opened events)."),
+        Metric(
+            "closed_unread", Kind.COUNTER, "1", "Closures whose customer's last message was never read."
+        ),
+        Metric(
+            "time_to_close",
+            Kind.DISTRIBUTION,
+            "s",
+            "Seconds from the latest create or reopen to the close.",
+            column="ttc",
+        ),
+        Metric(
+            "ingest_lag",
+            Kind.DISTRIBUTION,
+            "ms",
+            "Gateway receive time minus event time.",
+            column="lag",
+            groupings=(CHANNEL_TYPE,),
+            windows=("1h", "1d", "all"),
+            bin_base=LAG_BASE,
+            scale=1000,
+            exact_min=False,
+            partial_size=3600,
+        ),
+    ),
+    dimensions=(Dimension(CHANNEL_TYPE, str), Dimension(ACCOUNT, int)),
+    groupings=(Grouping(CHANNEL_TYPE, (CHANNEL_TYPE,)), Grouping(ACCOUNT, (ACCOUNT,))),
+)

@@ -1,0 +1,283 @@
+"""SQL generated from the metric registry, for both stores (one dialect object each).
+
+The metric rows are keyed by (grouping, window, start, key, partition): only the owner of
+a partition writes its rows, so the commits of different consumers never touch the same
+row, and queries merge a row's partitions (counts and sums add, min/max take the least and
+greatest, sketch bins add). A commit's facts (`consumer.fold.delta.FACT_FIELDS`) and
+pre-aggregated partials (`Delta.lags`) are staged in temporary tables, folded into
+per-minute (partials: per-hour) rows of each grouping, and rolled up into each window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from consumer.fold.delta import FACT_FIELDS, FACT_METRICS, PARTIAL_METRICS
+from consumer.fold.registry import REGISTRY, Grouping, Kind, Metric, Registry
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+    integer: str  # the column type of a 64-bit integer
+    text: str  # of a key (PostgreSQL: byte order, as SQLite compares)
+    #: the sketch bins live in the row as one blob (SQLite), else in the metric_bins table
+    bins_in_rows: bool
+
+    def floor(self, col: str, size: int | None) -> str:
+        """`col` floored to its window's start (both `%` truncate towards 0); 0 for all time."""
+        if size is None:
+            return "0"
+        return f"({col} - (({col} % {size}) + {size}) % {size})"
+
+    def least(self, a: str, b: str) -> str:
+        if self.name == "postgresql":
+            return f"least({a}, {b})"
+        return f"min(coalesce({a}, {b}), coalesce({b}, {a}))"
+
+    def greatest(self, a: str, b: str) -> str:
+        if self.name == "postgresql":
+            return f"greatest({a}, {b})"
+        return f"max(coalesce({a}, {b}), coalesce({b}, {a}))"
+
+
+SQLITE = Dialect("sqlite", "INTEGER", "TEXT", bins_in_rows=True)
+POSTGRES = Dialect("postgresql", "BIGINT", 'TEXT COLLATE "C"', bins_in_rows=False)
+
+ROW_KEY = ("by", "win", "start", "key", "partition")
+
+
+def merge_of(column: str, registry: Registry = REGISTRY) -> str:
+    """How a column merges across partitions and commits: sum, min or max."""
+    for m in registry.distributions:
+        if column == f"{m.column}_min":
+            return "min"
+        if column == f"{m.column}_max":
+            return "max"
+    return "sum"
+
+
+def row_table(d: Dialect, registry: Registry = REGISTRY) -> str:
+    cols = ",\n    ".join(
+        f"{c} {d.integer}" + ("" if merge_of(c, registry) != "sum" else " NOT NULL DEFAULT 0")
+        for c in registry.value_columns
+    )
+    bins = "bins BLOB,  -- the row's sketch bins (consumer.store.sqlite.bins)\n    " if d.bins_in_rows else ""
+    return f"""CREATE TABLE IF NOT EXISTS metric_rows (
+    by TEXT NOT NULL, win TEXT NOT NULL, start {d.integer} NOT NULL, key {d.text} NOT NULL,
+    partition INTEGER NOT NULL,  -- the Kafka partition whose events the row holds (-1: an older store's)
+    {cols},
+    seq {d.integer} NOT NULL,  -- the partition's offset after the commit that last changed the row
+    {bins}PRIMARY KEY (by, win, start, key, partition))"""
+
+
+def missing_columns(d: Dialect, have: set[str], registry: Registry = REGISTRY) -> list[str]:
+    """ALTER TABLE statements for registry columns a store made before them lacks."""
+    return [
+        f"ALTER TABLE metric_rows ADD COLUMN {c} {d.integer}"
+        + ("" if merge_of(c, registry) != "sum" else " NOT NULL DEFAULT 0")
+        for c in registry.value_columns
+        if c not in have
+    ]
+
+
+def merged_columns(registry: Registry = REGISTRY) -> str:
+    """The value columns of a row merged over its partitions (query side)."""
+    out = []
+    for c in registry.value_columns:
+        how = merge_of(c, registry)
+        out.append(f"CAST(sum({c}) AS BIGINT)" if how == "sum" else f"{how}({c})")
+    return ", ".join(out)
+
+
+def _key_expr(g: Grouping, prefix: str = "") -> str:
+    parts = [f"CAST({prefix}{dim} AS TEXT)" for dim in g.dimensions]
+    return parts[0] if len(parts) == 1 else " || '|' || ".join(parts)
+
+
+def _staging(d: Dialect, registry: Registry) -> list[str]:
+    """Temporary tables: the commit's facts, partials, and per-grouping minute rows."""
+    n = d.integer
+    on_commit = " ON COMMIT DELETE ROWS" if d.name == "postgresql" else ""
+    fact_cols = ", ".join(
+        f"{f} {'TEXT' if f == 'channel_type' else n}" for f in FACT_FIELDS
+    )
+    out = [f"CREATE TEMP TABLE IF NOT EXISTS cm_facts (part INTEGER, seq {n}, {fact_cols}){on_commit}"]
+    bins_col = ", b BLOB" if d.bins_in_rows else ""
+    for m in PARTIAL_METRICS:
+        out.append(
+            f"CREATE TEMP TABLE IF NOT EXISTS cm_partial_{m.column} (part INTEGER, seq {n}, "
+            f"channel_type TEXT, h {n}, n {n}, s {n}, mx {n}{bins_col}){on_commit}"
+        )
+        if not d.bins_in_rows:
+            out.append(
+                f"CREATE TEMP TABLE IF NOT EXISTS cm_partial_{m.column}_bins (part INTEGER, "
+                f"channel_type TEXT, h {n}, bin {n}, n {n}){on_commit}"
+            )
+    values = ", ".join(f"{c} {n}" for c in registry.value_columns)
+    for g in registry.groupings:
+        out.append(
+            f"CREATE TEMP TABLE IF NOT EXISTS cm_g_{g.name} (part INTEGER, seq {n}, k TEXT, m {n}, "
+            f"src INTEGER, {values}{bins_col}){on_commit}"
+        )
+        if not d.bins_in_rows:
+            out.append(
+                f"CREATE TEMP TABLE IF NOT EXISTS cm_g_{g.name}_bins (part INTEGER, k TEXT, m {n}, "
+                f"src INTEGER, bin {n}, n {n}){on_commit}"
+            )
+    return out
+
+
+def _fact_values(g: Grouping, registry: Registry) -> str:
+    """A grouping's minute-row values from the staged facts."""
+    out = []
+    for m in registry.metrics:
+        fact = m in FACT_METRICS and (m.groupings is None or g.name in m.groupings)
+        if m.kind is Kind.COUNTER:
+            out.append(f"sum({m.column})" if fact else "0")
+        elif fact:
+            c, cn = m.column, f"{m.column}_n"
+            out.append(
+                f"sum({cn}), coalesce(sum({cn} * {c}), 0), min(CASE WHEN {cn} > 0 THEN {c} END), "
+                f"max(CASE WHEN {cn} > 0 THEN {c} END)"
+            )
+        else:
+            out.append("0, 0, NULL, NULL")
+    return ", ".join(out)
+
+
+def _partial_values(p: Metric, registry: Registry) -> str:
+    out = []
+    for m in registry.metrics:
+        if m.kind is Kind.COUNTER:
+            out.append("0")
+        elif m is p:
+            out.append("n, s, NULL, mx")
+        else:
+            out.append("0, 0, NULL, NULL")
+    return ", ".join(out)
+
+
+def _fact_bins() -> tuple[str, str]:
+    """(bin, n) of a fact's distribution value (a fact carries at most one), in the row's
+    bin space (shifted by the metric's bin_base)."""
+    dists = [m for m in FACT_METRICS if m.kind is Kind.DISTRIBUTION]
+    bins = [f"CASE WHEN {m.column}_n <> 0 THEN {m.column}_bin + {m.bin_base} END" for m in dists]
+    ns = [f"CASE WHEN {m.column}_n <> 0 THEN {m.column}_n END" for m in dists]
+    if len(dists) == 1:
+        return bins[0], ns[0]
+    return f"coalesce({', '.join(bins)})", f"coalesce({', '.join(ns)})"
+
+
+def _sources(g: Grouping, window: str, registry: Registry) -> list[int]:
+    """Which staged sources hold metrics that count in (grouping, window): 0 the facts,
+    i + 1 the i-th partial metric."""
+    srcs = []
+    if any(m.counts_in(g.name, window) for m in FACT_METRICS):
+        srcs.append(0)
+    srcs += [i + 1 for i, m in enumerate(PARTIAL_METRICS) if m.counts_in(g.name, window)]
+    return srcs
+
+
+def _rolled_values(g: Grouping, window: str, registry: Registry) -> str:
+    out = []
+    for m in registry.metrics:
+        counts = m.counts_in(g.name, window)
+        for c in m.columns:
+            how = merge_of(c, registry)
+            if not counts:
+                out.append("0" if how == "sum" else "NULL")
+            elif how == "sum":
+                out.append(f"coalesce(sum({c}), 0)")
+            else:
+                out.append(f"{how}({c})")
+    return ", ".join(out)
+
+
+def _on_conflict(d: Dialect, registry: Registry) -> str:
+    sets = ["seq = excluded.seq"]
+    for c in registry.value_columns:
+        how = merge_of(c, registry)
+        if how == "sum":
+            sets.append(f"{c} = r.{c} + excluded.{c}")
+        elif how == "min":
+            sets.append(f"{c} = {d.least(f'r.{c}', f'excluded.{c}')}")
+        else:
+            sets.append(f"{c} = {d.greatest(f'r.{c}', f'excluded.{c}')}")
+    if d.bins_in_rows:
+        sets.append("bins = bins_merge(r.bins, excluded.bins)")
+    return f" ON CONFLICT ({', '.join(ROW_KEY)}) DO UPDATE SET " + ", ".join(sets)
+
+
+def aggregation(d: Dialect, registry: Registry = REGISTRY) -> list[str]:
+    """The statements that add the staged facts and partials to metric_rows (and, without
+    bins in the rows, metric_bins)."""
+    out: list[str] = []
+    cols = ", ".join((*ROW_KEY, *registry.value_columns, "seq", *(("bins",) if d.bins_in_rows else ())))
+    fbin, fn = _fact_bins()
+    for g in registry.groupings:
+        key = _key_expr(g)
+        bins = f", bins_pack({fbin}, {fn})" if d.bins_in_rows else ""
+        out.append(
+            f"INSERT INTO cm_g_{g.name} SELECT part, max(seq), {key} AS k, {d.floor('t', 60)} AS m, 0, "
+            f"{_fact_values(g, registry)}{bins} FROM cm_facts GROUP BY part, k, m"
+        )
+        if not d.bins_in_rows:
+            out.append(
+                f"INSERT INTO cm_g_{g.name}_bins SELECT part, {key} AS k, {d.floor('t', 60)} AS m, 0, "
+                f"{fbin} AS bin, sum({fn}) FROM cm_facts WHERE {fn} IS NOT NULL GROUP BY part, k, m, bin"
+            )
+        for i, p in enumerate(PARTIAL_METRICS):
+            if p.groupings is not None and g.name not in p.groupings:
+                continue
+            pkey = _key_expr(g)
+            pb = ", b" if d.bins_in_rows else ""
+            out.append(
+                f"INSERT INTO cm_g_{g.name} SELECT part, seq, {pkey}, h, {i + 1}, "
+                f"{_partial_values(p, registry)}{pb} FROM cm_partial_{p.column}"
+            )
+            if not d.bins_in_rows:
+                out.append(  # partials' bins are in the row's bin space already (lag_bin_of)
+                    f"INSERT INTO cm_g_{g.name}_bins SELECT part, {pkey}, h, {i + 1}, bin, n "
+                    f"FROM cm_partial_{p.column}_bins"
+                )
+        for window, size in registry.windows.items():
+            srcs = _sources(g, window, registry)
+            if not srcs:
+                continue
+            s = d.floor("m", size)
+            where = f"src IN ({', '.join(map(str, srcs))})"
+            union = ", bins_union(b)" if d.bins_in_rows else ""
+            out.append(
+                f"INSERT INTO metric_rows AS r ({cols}) SELECT '{g.name}', '{window}', {s} AS s, k, part, "
+                f"{_rolled_values(g, window, registry)}, max(seq){union} FROM cm_g_{g.name} "
+                f"WHERE {where} GROUP BY part, s, k ORDER BY part, s, k" + _on_conflict(d, registry)
+            )
+            if not d.bins_in_rows:
+                out.append(
+                    f"INSERT INTO metric_bins AS b SELECT '{g.name}', '{window}', {s} AS s, k, part, bin, "
+                    f"CAST(sum(n) AS BIGINT) FROM cm_g_{g.name}_bins WHERE {where} GROUP BY part, s, k, bin "
+                    "HAVING sum(n) <> 0 ORDER BY part, s, k, bin "
+                    "ON CONFLICT (by, win, start, key, partition, bin) DO UPDATE SET n = b.n + excluded.n"
+                )
+    return out
+
+
+def staging(d: Dialect, registry: Registry = REGISTRY) -> list[str]:
+    return _staging(d, registry)
+
+
+def clear(d: Dialect, registry: Registry = REGISTRY) -> list[str]:
+    """Empty the temporary tables (SQLite; PostgreSQL's empty themselves at commit)."""
+    tables = ["cm_facts", *(f"cm_partial_{m.column}" for m in PARTIAL_METRICS)]
+    tables += [f"cm_g_{g.name}" for g in registry.groupings]
+    return [f"DELETE FROM temp.{t}" for t in tables]
+
+
+def query(d: Dialect, where: str, mark: str, registry: Registry = REGISTRY) -> str:
+    """A metrics query: rows merged over their partitions, in (start, key) order."""
+    bins = ", bins_union(bins)" if d.bins_in_rows else ""
+    return (
+        f"SELECT key, start, {merged_columns(registry)}{bins} FROM metric_rows WHERE {where} "
+        f"GROUP BY start, key ORDER BY start, key LIMIT {mark}"
+    )
