@@ -1,14 +1,18 @@
-"""Consumer throughput on the PostgreSQL store with 1 and 2 processes, SQLite beside it.
+"""Consumer throughput on the PostgreSQL store with 1, 2 and 3 processes, SQLite beside it,
+and the lock waits PostgreSQL logs while they commit.
 
     .venv/bin/python bench/postgres.py [--events 300000]
 
 Pre-produces ``--events`` generated webhooks to a 6-partition topic (a local broker, or
 ``$CONVMETRICS_BOOTSTRAP_SERVERS``), then runs ``convmetrics consume`` processes in one group
 on a fresh store until the offsets committed in the store reach the end of every
-partition: PostgreSQL with 1 and 2 processes (``$CONVMETRICS_POSTGRES_URL``, else a local
+partition: PostgreSQL with 1, 2 and 3 processes (``$CONVMETRICS_POSTGRES_URL``, else a local
 server as in the tests), SQLite with 1 and 2. Events/s are counted from the first commit
-(group join and start-up excluded) to caught up. Prints a table and the 2-vs-1 ratios;
-writes bench/results/postgres.md.
+(group join and start-up excluded) to caught up. PostgreSQL runs with ``log_lock_waits=on``
+and ``deadlock_timeout=20ms`` (set by ``ALTER SYSTEM``): every transaction that waited more
+than 20 ms for a lock another consumer held logs a "still waiting for" line, counted per
+run from the local server's log (an external server's log is not read: "n/a"). Prints a
+table, the ratios and the counts; writes bench/results/postgres.md.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from convmetrics.generate import GenerateConfig, generate_webhooks  # noqa: E402
 from convmetrics.localkafka import LocalBroker  # noqa: E402
 from producer.intake import Prepared, prepare  # noqa: E402
 from schemas import conversation_codec  # noqa: E402
-from support.postgres import postgres_server  # noqa: E402
+from support.postgres import PostgresServer, postgres_server  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -144,6 +148,26 @@ def run(bootstrap: str, topic: str, total: int, store: str, procs: int, logdir: 
             log.close()
 
 
+def log_lock_waits(pg: PostgresServer) -> Callable[[], int | None]:
+    """Turn on lock-wait logging (20 ms); returns a counter of "still waiting for" lines
+    logged since the call (None where the server's log cannot be read)."""
+    with psycopg.connect(pg.url, autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET log_lock_waits = on")
+        conn.execute("ALTER SYSTEM SET deadlock_timeout = '20ms'")
+        conn.execute("SELECT pg_reload_conf()")
+    if pg.local is None:
+        return lambda: None
+    log = pg.local.log
+    start = log.stat().st_size
+
+    def count() -> int:
+        with open(log, "rb") as f:
+            f.seek(start)
+            return f.read().count(b"still waiting for")
+
+    return count
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=300_000)
@@ -154,11 +178,20 @@ def main() -> None:
         topic, total = produce(bootstrap, args.events)
         assert sum(end_offsets(bootstrap, topic).values()) == total
         figures: dict[tuple[str, int], float] = {}
-        for procs in (1, 2):
+        waits: dict[int, int | None] = {}
+        for procs in (1, 2, 3):
+            waited = log_lock_waits(pg)
             figures[("postgresql", procs)] = run(
                 bootstrap, topic, total, pg.new_database("bench"), procs, logdir
             )
-            print(f"postgresql x{procs}: {figures[('postgresql', procs)]:,.0f} events/s", flush=True)
+            waits[procs] = waited()
+            print(
+                f"postgresql x{procs}: {figures[('postgresql', procs)]:,.0f} events/s, "
+                f"lock waits logged: {waits[procs] if waits[procs] is not None else 'n/a'}",
+                flush=True,
+            )
+            if procs == 3:
+                break
             sqlite = f"sqlite:///{logdir}/bench-{procs}.db"
             figures[("sqlite", procs)] = run(bootstrap, topic, total, sqlite, procs, logdir)
             print(f"sqlite x{procs}: {figures[('sqlite', procs)]:,.0f} events/s", flush=True)
@@ -171,16 +204,22 @@ def main() -> None:
         f"PostgreSQL: {server}; {total:,} events on 6 partitions; events/s from the first commit "
         "to every partition committed to its end.",
         "",
-        "| store | 1 process | 2 processes | 2 / 1 |",
-        "| --- | ---: | ---: | ---: |",
+        "| store | 1 process | 2 processes | 3 processes | 2 / 1 |",
+        "| --- | ---: | ---: | ---: | ---: |",
     ]
     for store in ("postgresql", "sqlite"):
         one, two = figures[(store, 1)], figures[(store, 2)]
-        lines.append(f"| {store} | {one:,.0f} | {two:,.0f} | {two / one:.2f} |")
+        three = figures.get((store, 3))
+        shown3 = "-" if three is None else f"{three:,.0f}"
+        lines.append(f"| {store} | {one:,.0f} | {two:,.0f} | {shown3} | {two / one:.2f} |")
     pg1, sq1 = figures[("postgresql", 1)], figures[("sqlite", 1)]
+    shown = {p: "n/a" if w is None else str(w) for p, w in waits.items()}
     lines += [
         "",
         f"PostgreSQL / SQLite, 1 process: {pg1 / sq1:.2f}",
+        "",
+        "Lock waits PostgreSQL logged (log_lock_waits=on, deadlock_timeout=20ms, \"still waiting for\" "
+        f"lines) while 1, 2 and 3 processes consumed: {shown[1]}, {shown[2]}, {shown[3]}.",
         "",
         f"Load average (1 min) before / after the run: {load_before:.1f} / {os.getloadavg()[0]:.1f}: "
         "figures taken on a busy machine are lower bounds; compare the ratios.",

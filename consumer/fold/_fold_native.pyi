@@ -39,6 +39,8 @@ def apply_batch(
     records: Sequence[object],
     offsets: dict[int, int],
 ) -> BatchResult: ...
+FACT_FIELDS: tuple[str, ...]
+
 def configure(
     multiplier: float, offset: float, zero_bin: int, lag_base: int, delta_class: type[Delta]
 ) -> None: ...

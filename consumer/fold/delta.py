@@ -7,11 +7,12 @@ a `Delta`; the stores turn it into metric rows in SQL.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Final
 
 import orjson
 
-from consumer.fold.registry import REGISTRY, Kind
+from consumer.fold.registry import REGISTRY, Kind, Metric, Registry
 from consumer.fold.sketch import lag_bin_of
 from consumer.fold.windows import ALL, ALL_START, SIZED
 
@@ -37,25 +38,45 @@ Fact = tuple[str, int, int, int, int, int, int, int | None, int | None]
 
     (channel_type, account, time, closures, reopens, closed_unread, ttc_n, ttc, ttc_bin)
 
-the dimensions, the event time, each counter's increment, and for a distribution its
+the dimensions, the event time, each counter's increment (counters first, in registry
+order), and for each distribution its
 sign (`<column>_n`: +1 a value added, -1 retracted because a late event corrected it, 0
 none), value and sketch bin; a fact carries at most one distribution value. The fold only
 appends facts (cheap per event); the stores aggregate them per row in SQL."""
 
-#: the metrics that facts carry (the others are pre-aggregated partials, see `Lags`)
-FACT_METRICS: Final = tuple(
-    m for m in REGISTRY.metrics if m.partial_size is None and m.kind is not Kind.GAUGE
-)
-PARTIAL_METRICS: Final = tuple(m for m in REGISTRY.metrics if m.partial_size is not None)
-FACT_FIELDS: Final = (
-    *(d.name for d in REGISTRY.dimensions),
-    "t",
-    *(
-        c
-        for m in FACT_METRICS
-        for c in ((m.column,) if m.kind is Kind.COUNTER else (f"{m.column}_n", m.column, f"{m.column}_bin"))
-    ),
-)
+@dataclass(frozen=True)
+class FactLayout:
+    """Where each metric's values sit in a `Fact`, by a registry."""
+
+    registry: Registry
+    #: the metrics facts carry (the others are pre-aggregated partials, see `Lags`)
+    fact_metrics: tuple[Metric, ...]
+    partial_metrics: tuple[Metric, ...]
+    fields: tuple[str, ...]
+
+    def position(self, metric: str) -> int:
+        """Index of a counter's value, or of a distribution's sign (value and bin follow)."""
+        m = self.registry.metric(metric)
+        return self.fields.index(m.column if m.kind is Kind.COUNTER else f"{m.column}_n")
+
+
+@cache
+def layout_of(registry: Registry) -> FactLayout:
+    facts = tuple(m for m in registry.metrics if m.partial_size is None and m.kind is not Kind.GAUGE)
+    counters = [m for m in facts if m.kind is Kind.COUNTER]
+    dists = [m for m in facts if m.kind is Kind.DISTRIBUTION]
+    fields = (
+        *(d.name for d in registry.dimensions),
+        "t",
+        *(m.column for m in counters),
+        *(c for m in dists for c in (f"{m.column}_n", m.column, f"{m.column}_bin")),
+    )
+    partials = tuple(m for m in registry.metrics if m.partial_size is not None)
+    return FactLayout(registry, (*counters, *dists), partials, fields)
+
+
+LAYOUT: Final = layout_of(REGISTRY)
+FACT_FIELDS: Final = LAYOUT.fields
 
 LagKey = tuple[str, int]  # (channel type, start of the event time's hour)
 Lags = list[Any]  # [count, sum, max, {lag bin: count}] of ingest lags, milliseconds

@@ -20,6 +20,7 @@ from typing import Any
 from consumer.exceptions import ConfigError
 from consumer.fold import Delta, Fold, apply_batch
 from consumer.fold import PartitionFold as PythonFold
+from consumer.fold.delta import LAYOUT
 from consumer.fold.sketch import _MULTIPLIER, _OFFSET, LAG_BASE, ZERO_BIN
 
 #: The compiled fold allocates with mimalloc, apart from the C heap that Python and
@@ -40,6 +41,12 @@ except ImportError:
         raise  # built, but this interpreter cannot load it: say so
     native = None  # not built (no Rust toolchain): the reference fold runs
 else:
+    if tuple(_built.FACT_FIELDS) != LAYOUT.fields:
+        raise ConfigError(
+            f"the compiled fold emits facts {_built.FACT_FIELDS}, the metric registry lays them out "
+            f"as {LAYOUT.fields}: give consumer/native the new metric's rule too and rebuild "
+            "(make setup)"
+        )
     _built.configure(_MULTIPLIER, _OFFSET, ZERO_BIN, LAG_BASE, Delta)
     native = _built
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from bisect import bisect_right, insort
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 
@@ -44,9 +44,11 @@ from consumer.fold.delta import (
     Fact,
     MemKey,
     conv_key,
+    layout_of,
     mem_key,
 )
 from consumer.fold.model import CLOSED, CREATED, KINDS, OPENED, Event, from_record
+from consumer.fold.registry import REGISTRY, Kind, Registry
 from consumer.fold.sketch import bin_of
 
 
@@ -63,6 +65,8 @@ class PartitionFold:
         idle: encoded conversations, as loaded from the store.
         watermark: newest event time seen on the partition.
         max_seen: event ids remembered per conversation (oldest forgotten first).
+        registry: the metrics to fold: its counters count the events they declare, and its
+            facts have the registry's layout (`consumer.fold.delta.layout_of`).
     """
 
     def __init__(
@@ -72,8 +76,10 @@ class PartitionFold:
         watermark: int = 0,
         *,
         max_seen: int = 256,
+        registry: Registry = REGISTRY,
     ) -> None:
         self.partition = partition
+        self._facts = _FactMaker(registry)
         self.delta = Delta()
         self.idle: dict[MemKey, str] = {} if idle is None else {mem_key(*k): b for k, b in idle.items()}
         self.hot: dict[MemKey, Conversation] = {}  # touched since the last commit
@@ -133,21 +139,23 @@ class PartitionFold:
             starts = conv[STARTS]
             i = bisect_right(starts, t)
             start = starts[i - 1] if i else None
-            unread = 1 if last_inbound is not None and (last_read is None or last_read < last_inbound) else 0
-            if start is None:
-                delta.facts.append((ch, a, t, 1, 0, unread, 0, None, None))
-                ttc = None
-            else:
-                ttc = t - start
-                delta.facts.append((ch, a, t, 1, 0, unread, 1, ttc, bin_of(ttc)))
+            unread = last_inbound is not None and (last_read is None or last_read < last_inbound)
+            fact = self._facts.counted(kind, unread, ch, a, t)
+            ttc = None if start is None else t - start
+            if ttc is not None and self._facts.ttc is not None:
+                fact = self._facts.with_ttc(fact, ch, a, t, 1, ttc)
+            if fact is not None:
+                delta.facts.append(tuple(fact))
             conv[CLOSURES].append([h, t, ch, start])
             delta.closures[h] = (h, self.partition, a, c, ch, t, ttc)
-        elif kind in (CREATED, OPENED):
-            if kind == OPENED:
-                delta.facts.append((ch, a, t, 0, 1, 0, 0, None, None))
-            insort(conv[STARTS], t)
-            if conv[CLOSURES]:
-                self._correct(a, c, conv, t)
+        else:
+            fact = self._facts.counted(kind, False, ch, a, t)
+            if fact is not None:
+                delta.facts.append(tuple(fact))
+            if kind in (CREATED, OPENED):
+                insort(conv[STARTS], t)
+                if conv[CLOSURES]:
+                    self._correct(a, c, conv, t)
         return True
 
     def _correct(self, account: int, conversation: int, conv: Conversation, new_start: int) -> None:
@@ -160,12 +168,12 @@ class PartitionFold:
             facts = self.delta.facts
             if start is not None:
                 old = closed_at - start
-                retraction: Fact = (ch, account, closed_at, 0, 0, 0, -1, old, bin_of(old))
+                retraction: Fact = tuple(self._facts.with_ttc(None, ch, account, closed_at, -1, old))
                 facts.append(retraction)
                 self.delta.retractions.append(retraction)
             c[C_START] = new_start
             ttc = closed_at - new_start
-            facts.append((ch, account, closed_at, 0, 0, 0, 1, ttc, bin_of(ttc)))
+            facts.append(tuple(self._facts.with_ttc(None, ch, account, closed_at, 1, ttc)))
             self.delta.closures[c[C_HASH]] = (
                 c[C_HASH], self.partition, account, conversation, c[C_CHANNEL], closed_at, ttc,
             )  # fmt: skip
@@ -194,6 +202,57 @@ class PartitionFold:
                 del self.idle[k]
             gone.extend(over)
         return [conv_key(k) for k in gone]
+
+
+class _FactMaker:
+    """Facts laid out by a registry: its counters count the event types they declare
+    (`Metric.counts`, `Metric.when`); time to close goes in its own three fields."""
+
+    def __init__(self, registry: Registry) -> None:
+        layout = layout_of(registry)
+        self.dims = [d.name for d in registry.dimensions]
+        self.blank: list[Any] = [None] * len(layout.fields)
+        for i, f in enumerate(layout.fields):
+            if f not in self.dims and f != "t":
+                self.blank[i] = 0
+        for m in layout.fact_metrics:
+            if m.kind is Kind.DISTRIBUTION:
+                at = layout.position(m.name)
+                self.blank[at + 1 : at + 3] = [None, None]
+        #: event kind -> (position, condition) of the counters counting it
+        self.rules: dict[int, list[tuple[int, str | None]]] = {}
+        for m in layout.fact_metrics:
+            for name in m.counts:
+                self.rules.setdefault(KINDS[name], []).append((layout.position(m.name), m.when))
+        self.ttc = layout.position("time_to_close") if "ttc_n" in layout.fields else None
+        self.at = {name: layout.fields.index(name) for name in (*self.dims, "t")}
+
+    def _new(self, ch: str, account: int, t: int) -> list[Any]:
+        fact = self.blank.copy()
+        fact[self.at["channel_type"]] = ch
+        fact[self.at["account"]] = account
+        fact[self.at["t"]] = t
+        return fact
+
+    def counted(self, kind: int, unread: bool, ch: str, account: int, t: int) -> list[Any] | None:
+        """The counters' increments for one event, or None when no counter counts it."""
+        fact = None
+        for at, when in self.rules.get(kind, ()):
+            if when is None or (when == "unread" and unread):
+                if fact is None:
+                    fact = self._new(ch, account, t)
+                fact[at] += 1
+        return fact
+
+    def with_ttc(
+        self, fact: list[Any] | None, ch: str, account: int, t: int, sign: int, ttc: int
+    ) -> list[Any]:
+        """`fact` (or a new one) carrying a time to close added (sign 1) or retracted (-1)."""
+        if fact is None:
+            fact = self._new(ch, account, t)
+        assert self.ttc is not None
+        fact[self.ttc : self.ttc + 3] = [sign, ttc, bin_of(ttc)]
+        return fact
 
 
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1

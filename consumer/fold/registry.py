@@ -50,6 +50,9 @@ class Metric:
             max only and JSON shows count, mean, max and quantiles.
         partial_size: the fold pre-aggregates it per dimensions and this many seconds of
             event time (a `Delta` partial) instead of emitting a fact per event.
+        counts: a counter that counts events of these types (distinct event ids) needs no
+            rule of its own in the fold: both folds count it from this declaration.
+        when: ... and only those for which this named condition of `CONDITIONS` holds.
     """
 
     name: str
@@ -63,6 +66,8 @@ class Metric:
     scale: int = 1
     exact_min: bool = True
     partial_size: int | None = None
+    counts: tuple[str, ...] = ()
+    when: str | None = None
 
     def __post_init__(self) -> None:
         if not self.column:
@@ -108,7 +113,7 @@ class Registry:
     metrics: tuple[Metric, ...]
     dimensions: tuple[Dimension, ...]
     groupings: tuple[Grouping, ...]
-    windows: Mapping[str, int | None] = field(default_factory=lambda: dict(WINDOWS))
+    windows: Mapping[str, int | None] = field(default_factory=lambda: dict(WINDOWS), hash=False)
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.metrics]
@@ -119,6 +124,9 @@ class Registry:
             if missing := set(g.dimensions) - dims:
                 raise ValueError(f"grouping {g.name!r} names undeclared dimensions {sorted(missing)}")
         for m in self.metrics:
+            if m.when is not None and m.when not in CONDITIONS:
+                known = sorted(CONDITIONS)
+                raise ValueError(f"metric {m.name!r}: unknown condition {m.when!r}; known: {known}")
             unknown = set(m.groupings or ()) - {g.name for g in self.groupings}
             if unknown or set(m.windows or ()) - set(self.windows):
                 raise ValueError(f"metric {m.name!r} names an undeclared grouping or window")
@@ -149,15 +157,36 @@ class Registry:
         return tuple(c for m in self.metrics for c in m.columns)
 
 
+#: the conditions a counter may put on the events it counts (`Metric.when`); the compiled
+#: fold implements the same names
+CONDITIONS: Final = frozenset({"unread"})
+
 CHANNEL_TYPE: Final = "channel_type"
 ACCOUNT: Final = "account"
 
 REGISTRY: Final = Registry(
     metrics=(
-        Metric("closures", Kind.COUNTER, "1", "Conversations closed (distinct conversation.closed events)."),
-        Metric("reopens", Kind.COUNTER, "1", "Conversations reopened (distinct conversation.opened events)."),
         Metric(
-            "closed_unread", Kind.COUNTER, "1", "Closures whose customer's last message was never read."
+            "closures",
+            Kind.COUNTER,
+            "1",
+            "Conversations closed (distinct conversation.closed events).",
+            counts=("conversation.closed",),
+        ),
+        Metric(
+            "reopens",
+            Kind.COUNTER,
+            "1",
+            "Conversations reopened (distinct conversation.opened events).",
+            counts=("conversation.opened",),
+        ),
+        Metric(
+            "closed_unread",
+            Kind.COUNTER,
+            "1",
+            "Closures whose customer's last message was never read.",
+            counts=("conversation.closed",),
+            when="unread",
         ),
         Metric(
             "time_to_close",

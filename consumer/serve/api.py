@@ -53,7 +53,8 @@ def create_app(open_store: Callable[[], Store], *, registry: CollectorRegistry |
             q = parse_query(dict(request.query_params))
         except QueryError as exc:
             return _json({"error": str(exc)}, 400)
-        rows = store().query(
+        s = store()
+        rows = s.query(
             q.by,
             q.window,
             key=q.key,
@@ -62,7 +63,7 @@ def create_app(open_store: Callable[[], Store], *, registry: CollectorRegistry |
             after=q.after,
             limit=q.limit + 1,
         )
-        return _json(response_json(q, rows))
+        return _json(response_json(q, rows, s.registry))
 
     def summary(request: Request) -> Response:
         if request.query_params:

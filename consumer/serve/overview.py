@@ -8,7 +8,7 @@ import threading
 from typing import Any
 
 from consumer.fold import BY_CHANNEL
-from consumer.fold.registry import REGISTRY, Kind
+from consumer.fold.registry import Kind
 from consumer.fold.windows import ALL, SIZED
 from consumer.serve.query import MAX_LIMIT
 from consumer.store import MetricRow, Store
@@ -67,7 +67,8 @@ def channel_summary(store: Store, newest: NewestWindows) -> dict[str, Any]:
     """`GET /v1/summary`: newest windows, all-time rows by channel type and their totals."""
     rows = all_rows(store, BY_CHANNEL, ALL)
     totals: dict[str, Any] = {}
-    for m in REGISTRY.metrics:  # counters, and the exact distributions' count, sum and mean
+    registry = store.registry
+    for m in registry.metrics:  # counters, and the exact distributions' count, sum and mean
         if m.kind is Kind.COUNTER:
             totals[m.name] = sum(r.values[m.column] or 0 for r in rows)
         elif m.kind is Kind.DISTRIBUTION and m.exact_min:
@@ -78,5 +79,5 @@ def channel_summary(store: Store, newest: NewestWindows) -> dict[str, Any]:
     return {
         "newest": newest.find(store),
         "totals": totals,
-        "channel_types": [row_json(r) for r in rows],
+        "channel_types": [row_json(r, registry) for r in rows],
     }

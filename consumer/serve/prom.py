@@ -11,7 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from consumer.fold import BY_CHANNEL
-from consumer.fold.registry import REGISTRY, Kind
+from consumer.fold.registry import Kind
 from consumer.fold.registry import Metric as RegistryMetric
 from consumer.fold.windows import ALL
 from consumer.serve.overview import NewestWindows, all_rows
@@ -37,7 +37,7 @@ class ClosureCollector(Collector):
         store = self._store()
         rows = all_rows(store, BY_CHANNEL, ALL)
         label = ["channel_type"]
-        for m in REGISTRY.metrics:
+        for m in store.registry.metrics:
             if not m.counts_in(BY_CHANNEL, ALL):
                 continue
             if m.kind is Kind.COUNTER:

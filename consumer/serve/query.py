@@ -11,6 +11,7 @@ import orjson
 
 from consumer.exceptions import QueryError
 from consumer.fold import BY_ACCOUNT, BY_CHANNEL
+from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.windows import ALL, WINDOWS
 from consumer.store import MetricRow
 from consumer.store.render import row_json
@@ -84,14 +85,14 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
         raise QueryError(f"cursor {cursor!r} is not one this API handed out") from exc
 
 
-def response_json(q: ClosureQuery, rows: list[MetricRow]) -> dict[str, Any]:
+def response_json(q: ClosureQuery, rows: list[MetricRow], registry: Registry = REGISTRY) -> dict[str, Any]:
     """The response body; `rows` holds up to limit+1 rows (the extra one means: more)."""
     more = len(rows) > q.limit
     rows = rows[: q.limit]
     body: dict[str, Any] = {
         "by": q.by,
         "window": q.window,
-        "rows": [row_json(r) for r in rows],
+        "rows": [row_json(r, registry) for r in rows],
         "next": encode_cursor(rows[-1].window_start, rows[-1].key) if more and rows else None,
     }
     return body

@@ -93,7 +93,7 @@ class StoreSource:
         from consumer.store.render import row_json
 
         found = self.store.query(q.by, q.window, key=q.key, start_from=q.start_from, limit=q.limit + 1)
-        return [row_json(r) for r in found[: q.limit]], len(found) > q.limit
+        return [row_json(r, self.store.registry) for r in found[: q.limit]], len(found) > q.limit
 
 
 class ApiSource:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from consumer.fold import ConvKey, Delta
-from consumer.fold.registry import REGISTRY, Metric
+from consumer.fold.registry import REGISTRY, Metric, Registry
 from consumer.fold.sketch import quantiles
 
 #: What the metrics-topic publisher reads rows by (the same SQL on both stores). Each store
@@ -123,7 +123,11 @@ def bins_filter(by: str, window: str, key: str | None, lo: int, hi: int, mark: s
 
 
 def build_rows(
-    by: str, window: str, found: list[tuple[Any, ...]], bins: Iterable[tuple[int, str, int, int]]
+    by: str,
+    window: str,
+    found: list[tuple[Any, ...]],
+    bins: Iterable[tuple[int, str, int, int]],
+    registry: Registry = REGISTRY,
 ) -> list[MetricRow]:
     """MetricRows from merged `query` tuples (key, start, values...) and the (start, key, bin,
     n) of their bins."""
@@ -132,19 +136,25 @@ def build_rows(
     for start, k, b, n in bins:
         if (start, k) in wanted:
             sketches[(start, k)].append((b, n))
-    return [metric_row(by, window, r, sketches.get((r[1], r[0]), [])) for r in found]
+    return [metric_row(by, window, r, sketches.get((r[1], r[0]), []), registry) for r in found]
 
 
-_COLUMNS = REGISTRY.value_columns
-
-
-def metric_row(by: str, window: str, columns: tuple[Any, ...], bins: Iterable[tuple[int, int]]) -> MetricRow:
+def metric_row(
+    by: str,
+    window: str,
+    columns: tuple[Any, ...],
+    bins: Iterable[tuple[int, int]],
+    registry: Registry = REGISTRY,
+) -> MetricRow:
     """A MetricRow from a merged `query` tuple (key, start, values...) and its (bin, n) pairs."""
-    values = dict(zip(_COLUMNS, columns[2:], strict=True))
+    values = dict(zip(registry.value_columns, columns[2:], strict=True))
     return MetricRow(by, columns[0], window, columns[1], values, tuple(bins))
 
 
 class Store(Protocol):
+    #: the metrics the store holds: its columns, and what readers render
+    registry: Registry
+
     def claim(self, topic: str, partition: int, owner: str) -> int:
         """Become the partition's owner: bump and return its ownership epoch. Claim first,
         then load: from then on the previous owner's commits for it are refused."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from consumer.exceptions import ConfigError
+from consumer.fold.registry import REGISTRY, Registry
 from consumer.store.base import Retention, Store
 
 
-def open_store(url: str, *, retention: Retention | None = None) -> Store:
+def open_store(url: str, *, retention: Retention | None = None, registry: Registry = REGISTRY) -> Store:
     """Open a store from a URL: `sqlite:///relative.db`, `sqlite:////absolute/path.db` or
-    `postgresql://user[:password]@host[:port]/database` (libpq's URL syntax)."""
+    `postgresql://user[:password]@host[:port]/database` (libpq's URL syntax), holding the
+    metrics of `registry`."""
     if url.startswith("sqlite:///"):
         from consumer.store.sqlite import SqliteStore
 
@@ -16,11 +18,11 @@ def open_store(url: str, *, retention: Retention | None = None) -> Store:
         path = url.removeprefix("sqlite:///")
         if not path:
             raise ConfigError(f"store URL {url!r} names no file: use sqlite:///metrics.db")
-        return SqliteStore(path, retention=retention or Retention())
+        return SqliteStore(path, retention=retention or Retention(), registry=registry)
     if url.startswith(("postgresql://", "postgres://")):
         from consumer.store.postgres import PostgresStore
 
-        return PostgresStore(url, retention=retention or Retention())
+        return PostgresStore(url, retention=retention or Retention(), registry=registry)
     raise ConfigError(
         f"unsupported store URL {url!r}: use sqlite:///path/to/metrics.db "
         "or postgresql://user@host:port/database"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from consumer.fold.delta import FACT_FIELDS, FACT_METRICS, PARTIAL_METRICS
+from consumer.fold.delta import layout_of
 from consumer.fold.registry import REGISTRY, Grouping, Kind, Metric, Registry
 
 
@@ -95,16 +95,23 @@ def _key_expr(g: Grouping, prefix: str = "") -> str:
     return parts[0] if len(parts) == 1 else " || '|' || ".join(parts)
 
 
+def _type(registry: Registry, field: str, integer: str) -> str:
+    """The SQL type of a fact field: a text dimension's is TEXT, the rest are integers."""
+    for dim in registry.dimensions:
+        if dim.name == field:
+            return "TEXT" if dim.type is str else integer
+    return integer
+
+
 def _staging(d: Dialect, registry: Registry) -> list[str]:
     """Temporary tables: the commit's facts, partials, and per-grouping minute rows."""
     n = d.integer
     on_commit = " ON COMMIT DELETE ROWS" if d.name == "postgresql" else ""
-    fact_cols = ", ".join(
-        f"{f} {'TEXT' if f == 'channel_type' else n}" for f in FACT_FIELDS
-    )
+    layout = layout_of(registry)
+    fact_cols = ", ".join(f"{f} {_type(registry, f, n)}" for f in layout.fields)
     out = [f"CREATE TEMP TABLE IF NOT EXISTS cm_facts (part INTEGER, seq {n}, {fact_cols}){on_commit}"]
     bins_col = ", b BLOB" if d.bins_in_rows else ""
-    for m in PARTIAL_METRICS:
+    for m in layout.partial_metrics:
         out.append(
             f"CREATE TEMP TABLE IF NOT EXISTS cm_partial_{m.column} (part INTEGER, seq {n}, "
             f"channel_type TEXT, h {n}, n {n}, s {n}, mx {n}{bins_col}){on_commit}"
@@ -132,7 +139,7 @@ def _fact_values(g: Grouping, registry: Registry) -> str:
     """A grouping's minute-row values from the staged facts."""
     out = []
     for m in registry.metrics:
-        fact = m in FACT_METRICS and (m.groupings is None or g.name in m.groupings)
+        fact = m in layout_of(registry).fact_metrics and (m.groupings is None or g.name in m.groupings)
         if m.kind is Kind.COUNTER:
             out.append(f"sum({m.column})" if fact else "0")
         elif fact:
@@ -158,10 +165,10 @@ def _partial_values(p: Metric, registry: Registry) -> str:
     return ", ".join(out)
 
 
-def _fact_bins() -> tuple[str, str]:
+def _fact_bins(registry: Registry) -> tuple[str, str]:
     """(bin, n) of a fact's distribution value (a fact carries at most one), in the row's
     bin space (shifted by the metric's bin_base)."""
-    dists = [m for m in FACT_METRICS if m.kind is Kind.DISTRIBUTION]
+    dists = [m for m in layout_of(registry).fact_metrics if m.kind is Kind.DISTRIBUTION]
     bins = [f"CASE WHEN {m.column}_n <> 0 THEN {m.column}_bin + {m.bin_base} END" for m in dists]
     ns = [f"CASE WHEN {m.column}_n <> 0 THEN {m.column}_n END" for m in dists]
     if len(dists) == 1:
@@ -172,10 +179,11 @@ def _fact_bins() -> tuple[str, str]:
 def _sources(g: Grouping, window: str, registry: Registry) -> list[int]:
     """Which staged sources hold metrics that count in (grouping, window): 0 the facts,
     i + 1 the i-th partial metric."""
+    layout = layout_of(registry)
     srcs = []
-    if any(m.counts_in(g.name, window) for m in FACT_METRICS):
+    if any(m.counts_in(g.name, window) for m in layout.fact_metrics):
         srcs.append(0)
-    srcs += [i + 1 for i, m in enumerate(PARTIAL_METRICS) if m.counts_in(g.name, window)]
+    srcs += [i + 1 for i, m in enumerate(layout.partial_metrics) if m.counts_in(g.name, window)]
     return srcs
 
 
@@ -214,7 +222,7 @@ def aggregation(d: Dialect, registry: Registry = REGISTRY) -> list[str]:
     bins in the rows, metric_bins)."""
     out: list[str] = []
     cols = ", ".join((*ROW_KEY, *registry.value_columns, "seq", *(("bins",) if d.bins_in_rows else ())))
-    fbin, fn = _fact_bins()
+    fbin, fn = _fact_bins(registry)
     for g in registry.groupings:
         key = _key_expr(g)
         bins = f", bins_pack({fbin}, {fn})" if d.bins_in_rows else ""
@@ -227,7 +235,7 @@ def aggregation(d: Dialect, registry: Registry = REGISTRY) -> list[str]:
                 f"INSERT INTO cm_g_{g.name}_bins SELECT part, {key} AS k, {d.floor('t', 60)} AS m, 0, "
                 f"{fbin} AS bin, sum({fn}) FROM cm_facts WHERE {fn} IS NOT NULL GROUP BY part, k, m, bin"
             )
-        for i, p in enumerate(PARTIAL_METRICS):
+        for i, p in enumerate(layout_of(registry).partial_metrics):
             if p.groupings is not None and g.name not in p.groupings:
                 continue
             pkey = _key_expr(g)
@@ -269,7 +277,7 @@ def staging(d: Dialect, registry: Registry = REGISTRY) -> list[str]:
 
 def clear(d: Dialect, registry: Registry = REGISTRY) -> list[str]:
     """Empty the temporary tables (SQLite; PostgreSQL's empty themselves at commit)."""
-    tables = ["cm_facts", *(f"cm_partial_{m.column}" for m in PARTIAL_METRICS)]
+    tables = ["cm_facts", *(f"cm_partial_{m.column}" for m in layout_of(registry).partial_metrics)]
     tables += [f"cm_g_{g.name}" for g in registry.groupings]
     return [f"DELETE FROM temp.{t}" for t in tables]
 

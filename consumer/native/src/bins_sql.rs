@@ -39,8 +39,15 @@ unsafe extern "C" {
 #[allow(clippy::type_complexity)]
 pub(crate) struct Api {
     create_function_v2: unsafe extern "C" fn(
-        *mut c_void, *const c_char, c_int, c_int, *mut c_void,
-        Option<XFunc>, Option<XFunc>, Option<XFinal>, Option<unsafe extern "C" fn(*mut c_void)>,
+        *mut c_void,
+        *const c_char,
+        c_int,
+        c_int,
+        *mut c_void,
+        Option<XFunc>,
+        Option<XFunc>,
+        Option<XFinal>,
+        Option<unsafe extern "C" fn(*mut c_void)>,
     ) -> c_int,
     aggregate_context: unsafe extern "C" fn(*mut Ctx, c_int) -> *mut c_void,
     pub(crate) value_type: unsafe extern "C" fn(*mut Val) -> c_int,
@@ -53,7 +60,11 @@ pub(crate) struct Api {
     result_error: unsafe extern "C" fn(*mut Ctx, *const c_char, c_int),
     db_filename: unsafe extern "C" fn(*mut c_void, *const c_char) -> *const c_char,
     create_module_v2: unsafe extern "C" fn(
-        *mut c_void, *const c_char, *const packed_rows::Module, *mut c_void, Option<unsafe extern "C" fn(*mut c_void)>,
+        *mut c_void,
+        *const c_char,
+        *const packed_rows::Module,
+        *mut c_void,
+        Option<unsafe extern "C" fn(*mut c_void)>,
     ) -> c_int,
     pub(crate) declare_vtab: unsafe extern "C" fn(*mut c_void, *const c_char) -> c_int,
     pub(crate) result_int64: unsafe extern "C" fn(*mut Ctx, i64),
@@ -109,7 +120,9 @@ fn load(module: &str) -> Result<&'static Api, String> {
 }
 
 pub(crate) fn loaded() -> &'static Api {
-    API.get().and_then(|a| a.as_ref().ok()).expect("registered, so loaded")
+    API.get()
+        .and_then(|a| a.as_ref().ok())
+        .expect("registered, so loaded")
 }
 
 /// (bin, n) pairs: sorted by bin, equal bins summed, zero counts dropped; None when a sum
@@ -139,7 +152,10 @@ unsafe fn integer(api: &Api, v: *mut Val) -> Option<i64> {
                 if p.is_null() {
                     return None;
                 }
-                std::str::from_utf8(std::slice::from_raw_parts(p, len)).ok()?.parse::<i64>().ok()
+                std::str::from_utf8(std::slice::from_raw_parts(p, len))
+                    .ok()?
+                    .parse::<i64>()
+                    .ok()
             }
             _ => None,
         }
@@ -194,7 +210,13 @@ unsafe fn result(api: &Api, ctx: *mut Ctx, pairs: Vec<(i64, i64)>) {
 }
 
 unsafe fn bad_blob(api: &Api, ctx: *mut Ctx) {
-    unsafe { (api.result_error)(ctx, c"bins: not a sketch-bins blob (16-byte pairs)".as_ptr(), -1) }
+    unsafe {
+        (api.result_error)(
+            ctx,
+            c"bins: not a sketch-bins blob (16-byte pairs)".as_ptr(),
+            -1,
+        )
+    }
 }
 
 unsafe fn bad_integer(api: &Api, ctx: *mut Ctx) {
@@ -311,7 +333,9 @@ pub fn sqlite_filename(handle: usize, module: &str) -> PyResult<String> {
     if name.is_null() {
         return Ok(String::new());
     }
-    Ok(unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned())
+    Ok(unsafe { CStr::from_ptr(name) }
+        .to_string_lossy()
+        .into_owned())
 }
 
 /// Registers bins_pack, bins_one, bins_union, bins_merge and the packed_rows table on the connection `handle` (a `sqlite3 *`
@@ -329,7 +353,17 @@ pub fn register_sqlite_bins(handle: usize, module: &str) -> PyResult<()> {
     ];
     for (name, args, func, step, fin) in funcs {
         let rc = unsafe {
-            (api.create_function_v2)(db, name.as_ptr(), args, flags, std::ptr::null_mut(), func, step, fin, None)
+            (api.create_function_v2)(
+                db,
+                name.as_ptr(),
+                args,
+                flags,
+                std::ptr::null_mut(),
+                func,
+                step,
+                fin,
+                None,
+            )
         };
         if rc != SQLITE_OK {
             return Err(PyRuntimeError::new_err(format!(
@@ -339,10 +373,18 @@ pub fn register_sqlite_bins(handle: usize, module: &str) -> PyResult<()> {
         }
     }
     let rc = unsafe {
-        (api.create_module_v2)(db, c"packed_rows".as_ptr(), &packed_rows::MODULE, std::ptr::null_mut(), None)
+        (api.create_module_v2)(
+            db,
+            c"packed_rows".as_ptr(),
+            &packed_rows::MODULE,
+            std::ptr::null_mut(),
+            None,
+        )
     };
     if rc != SQLITE_OK {
-        return Err(PyRuntimeError::new_err(format!("sqlite3_create_module_v2(packed_rows) failed: {rc}")));
+        return Err(PyRuntimeError::new_err(format!(
+            "sqlite3_create_module_v2(packed_rows) failed: {rc}"
+        )));
     }
     Ok(())
 }

@@ -28,7 +28,13 @@ const SNOOZED: u8 = 3;
 const ASSIGNED: u8 = 4;
 const KINDS: usize = 5;
 /// data.<verb>At of each kind, by kind (consumer.fold.model.TIME_FIELDS)
-const TIME_FIELDS: [&str; KINDS] = ["createdAt", "openedAt", "closedAt", "snoozedAt", "assignedAt"];
+const TIME_FIELDS: [&str; KINDS] = [
+    "createdAt",
+    "openedAt",
+    "closedAt",
+    "snoozedAt",
+    "assignedAt",
+];
 
 const A_LIMIT: i64 = 1 << 31;
 const C_LIMIT: i64 = 1 << 32;
@@ -46,9 +52,9 @@ struct Config {
 static CONFIG: OnceLock<Config> = OnceLock::new();
 
 fn config() -> PyResult<&'static Config> {
-    CONFIG
-        .get()
-        .ok_or_else(|| PyRuntimeError::new_err("consumer.fold._fold_native used before configure()"))
+    CONFIG.get().ok_or_else(|| {
+        PyRuntimeError::new_err("consumer.fold._fold_native used before configure()")
+    })
 }
 
 /// consumer.fold.sketch.bin_of: `int(ceil(log(seconds, 2) * multiplier) + offset)`; 0 s and
@@ -81,10 +87,20 @@ struct Conv {
 }
 
 #[derive(Deserialize)]
-struct ConvIn(i64, Vec<i64>, Vec<(i64, i64, String, Option<i64>)>, Vec<i64>);
+struct ConvIn(
+    i64,
+    Vec<i64>,
+    Vec<(i64, i64, String, Option<i64>)>,
+    Vec<i64>,
+);
 
 #[derive(Serialize)]
-struct ConvOut<'a>(i64, &'a [i64], Vec<(i64, i64, &'a str, Option<i64>)>, &'a [i64]);
+struct ConvOut<'a>(
+    i64,
+    &'a [i64],
+    Vec<(i64, i64, &'a str, Option<i64>)>,
+    &'a [i64],
+);
 
 struct Fact {
     ch: u32,
@@ -161,7 +177,9 @@ struct Ev {
 }
 
 fn event_hash(id: &str) -> i64 {
-    let d = blake2b_simd::Params::new().hash_length(8).hash(id.as_bytes());
+    let d = blake2b_simd::Params::new()
+        .hash_length(8)
+        .hash(id.as_bytes());
     let mut b = [0u8; 8];
     b.copy_from_slice(d.as_bytes());
     i64::from_le_bytes(b)
@@ -223,14 +241,25 @@ pub struct PartitionFold {
 /// A stored conversation's JSON text, its channel names interned in `channels`.
 fn parse(channels: &mut Channels, py: Python<'_>, key: (i64, i64), blob: &str) -> PyResult<Conv> {
     let c: ConvIn = serde_json::from_str(blob).map_err(|e| {
-        PyValueError::new_err(format!("stored state of conversation {key:?} is not a conversation: {e}"))
+        PyValueError::new_err(format!(
+            "stored state of conversation {key:?} is not a conversation: {e}"
+        ))
     })?;
-    let closures = c
-        .2
-        .into_iter()
-        .map(|(hash, closed, ch, start)| Closure { hash, closed, ch: channels.id(py, &ch), start })
-        .collect();
-    Ok(Conv { last: c.0, starts: c.1, closures, seen: c.3 })
+    let closures =
+        c.2.into_iter()
+            .map(|(hash, closed, ch, start)| Closure {
+                hash,
+                closed,
+                ch: channels.id(py, &ch),
+                start,
+            })
+            .collect();
+    Ok(Conv {
+        last: c.0,
+        starts: c.1,
+        closures,
+        seen: c.3,
+    })
 }
 
 impl PartitionFold {
@@ -238,9 +267,17 @@ impl PartitionFold {
         let closures = c
             .closures
             .iter()
-            .map(|x| (x.hash, x.closed, self.channels.names[x.ch as usize].as_str(), x.start))
+            .map(|x| {
+                (
+                    x.hash,
+                    x.closed,
+                    self.channels.names[x.ch as usize].as_str(),
+                    x.start,
+                )
+            })
             .collect();
-        serde_json::to_string(&ConvOut(c.last, &c.starts, closures, &c.seen)).expect("JSON of ints and strings")
+        serde_json::to_string(&ConvOut(c.last, &c.starts, closures, &c.seen))
+            .expect("JSON of ints and strings")
     }
 
     fn apply_event(&mut self, py: Python<'_>, e: &Ev) -> PyResult<bool> {
@@ -253,7 +290,14 @@ impl PartitionFold {
             };
             self.hot.insert(key, conv);
         }
-        let Self { hot, pending, watermark, duplicates, max_seen, .. } = self;
+        let Self {
+            hot,
+            pending,
+            watermark,
+            duplicates,
+            max_seen,
+            ..
+        } = self;
         let conv = hot.get_mut(&key).expect("inserted above");
         check_range(e, conv)?;
         if conv.seen.contains(&e.hash) {
@@ -272,22 +316,36 @@ impl PartitionFold {
             conv.last = t;
         }
         if let Some(rec) = e.received_ms {
-            let millis = t.checked_mul(1000).and_then(|ms| rec.checked_sub(ms)).ok_or_else(overflow)?;
+            let millis = t
+                .checked_mul(1000)
+                .and_then(|ms| rec.checked_sub(ms))
+                .ok_or_else(overflow)?;
             let lag = pending
                 .lags
                 .entry((e.ch, floor_to(t, 3600)?))
-                .or_insert_with(|| Lag { count: 0, sum: 0, max: millis, bins: HashMap::new() });
+                .or_insert_with(|| Lag {
+                    count: 0,
+                    sum: 0,
+                    max: millis,
+                    bins: HashMap::new(),
+                });
             lag.count += 1;
             lag.sum += millis as i128;
             if millis > lag.max {
                 lag.max = millis;
             }
-            *lag.bins.entry(cfg.lag_base + bin_of(cfg, millis)).or_insert(0) += 1;
+            *lag.bins
+                .entry(cfg.lag_base + bin_of(cfg, millis))
+                .or_insert(0) += 1;
         }
         let a = e.account;
         if e.kind == CLOSED {
             let i = conv.starts.partition_point(|&s| s <= t);
-            let start = if i > 0 { Some(conv.starts[i - 1]) } else { None };
+            let start = if i > 0 {
+                Some(conv.starts[i - 1])
+            } else {
+                None
+            };
             let unread = match (e.last_inbound, e.last_read) {
                 (Some(inbound), Some(read)) => u8::from(read < inbound),
                 (Some(_), None) => 1,
@@ -308,14 +366,34 @@ impl PartitionFold {
                 ttc,
                 bin: ttc.map(|d| bin_of(cfg, d)),
             });
-            conv.closures.push(Closure { hash: e.hash, closed: t, ch: e.ch, start });
-            pending
-                .closures
-                .insert(e.hash, ClosureRow { account: a, conversation: e.conversation, ch: e.ch, closed: t, ttc });
+            conv.closures.push(Closure {
+                hash: e.hash,
+                closed: t,
+                ch: e.ch,
+                start,
+            });
+            pending.closures.insert(
+                e.hash,
+                ClosureRow {
+                    account: a,
+                    conversation: e.conversation,
+                    ch: e.ch,
+                    closed: t,
+                    ttc,
+                },
+            );
         } else if e.kind == CREATED || e.kind == OPENED {
             if e.kind == OPENED {
                 pending.facts.push(Fact {
-                    ch: e.ch, acc: a, t, closures: 0, reopens: 1, unread: 0, ttc_n: 0, ttc: None, bin: None,
+                    ch: e.ch,
+                    acc: a,
+                    t,
+                    closures: 0,
+                    reopens: 1,
+                    unread: 0,
+                    ttc_n: 0,
+                    ttc: None,
+                    bin: None,
                 });
             }
             let i = conv.starts.partition_point(|&s| s <= t);
@@ -329,19 +407,39 @@ impl PartitionFold {
                     let old = c.closed.checked_sub(s).ok_or_else(overflow)?;
                     pending.retractions.push(pending.facts.len());
                     pending.facts.push(Fact {
-                        ch: c.ch, acc: a, t: c.closed, closures: 0, reopens: 0, unread: 0, ttc_n: -1,
-                        ttc: Some(old), bin: Some(bin_of(cfg, old)),
+                        ch: c.ch,
+                        acc: a,
+                        t: c.closed,
+                        closures: 0,
+                        reopens: 0,
+                        unread: 0,
+                        ttc_n: -1,
+                        ttc: Some(old),
+                        bin: Some(bin_of(cfg, old)),
                     });
                 }
                 c.start = Some(t);
                 let ttc = c.closed.checked_sub(t).ok_or_else(overflow)?;
                 pending.facts.push(Fact {
-                    ch: c.ch, acc: a, t: c.closed, closures: 0, reopens: 0, unread: 0, ttc_n: 1,
-                    ttc: Some(ttc), bin: Some(bin_of(cfg, ttc)),
+                    ch: c.ch,
+                    acc: a,
+                    t: c.closed,
+                    closures: 0,
+                    reopens: 0,
+                    unread: 0,
+                    ttc_n: 1,
+                    ttc: Some(ttc),
+                    bin: Some(bin_of(cfg, ttc)),
                 });
                 pending.closures.insert(
                     c.hash,
-                    ClosureRow { account: a, conversation: e.conversation, ch: c.ch, closed: c.closed, ttc: Some(ttc) },
+                    ClosureRow {
+                        account: a,
+                        conversation: e.conversation,
+                        ch: c.ch,
+                        closed: c.closed,
+                        ttc: Some(ttc),
+                    },
                 );
             }
         }
@@ -357,13 +455,38 @@ impl PartitionFold {
             .facts
             .iter()
             .map(|f| {
-                (ch(f.ch), f.acc, f.t, f.closures, f.reopens, f.unread, f.ttc_n, f.ttc, f.bin).into_pyobject(py)
+                (
+                    ch(f.ch),
+                    f.acc,
+                    f.t,
+                    f.closures,
+                    f.reopens,
+                    f.unread,
+                    f.ttc_n,
+                    f.ttc,
+                    f.bin,
+                )
+                    .into_pyobject(py)
             })
             .collect::<PyResult<_>>()?;
-        let retractions = PyList::new(py, self.pending.retractions.iter().map(|&i| facts[i].clone()))?;
+        let retractions = PyList::new(
+            py,
+            self.pending.retractions.iter().map(|&i| facts[i].clone()),
+        )?;
         let closures = PyDict::new(py);
         for (h, c) in &self.pending.closures {
-            closures.set_item(h, (*h, self.partition, c.account, c.conversation, ch(c.ch), c.closed, c.ttc))?;
+            closures.set_item(
+                h,
+                (
+                    *h,
+                    self.partition,
+                    c.account,
+                    c.conversation,
+                    ch(c.ch),
+                    c.closed,
+                    c.ttc,
+                ),
+            )?;
         }
         let lags = PyDict::new(py);
         for ((c, hour), lag) in &self.pending.lags {
@@ -371,7 +494,15 @@ impl PartitionFold {
             for (b, n) in &lag.bins {
                 bins.set_item(b, n)?;
             }
-            let agg = PyList::new(py, [lag.count.into_pyobject(py)?.into_any(), lag.sum.into_pyobject(py)?.into_any(), lag.max.into_pyobject(py)?.into_any(), bins.into_any()])?;
+            let agg = PyList::new(
+                py,
+                [
+                    lag.count.into_pyobject(py)?.into_any(),
+                    lag.sum.into_pyobject(py)?.into_any(),
+                    lag.max.into_pyobject(py)?.into_any(),
+                    bins.into_any(),
+                ],
+            )?;
             lags.set_item((ch(*c), *hour), agg)?;
         }
         let kwargs = PyDict::new(py);
@@ -405,7 +536,9 @@ fn check_range(e: &Ev, conv: &Conv) -> PyResult<()> {
     let t = e.time;
     floor_to(t, 86400)?;
     if let Some(rec) = e.received_ms {
-        t.checked_mul(1000).and_then(|ms| rec.checked_sub(ms)).ok_or_else(overflow)?;
+        t.checked_mul(1000)
+            .and_then(|ms| rec.checked_sub(ms))
+            .ok_or_else(overflow)?;
     }
     if e.kind == CLOSED {
         let i = conv.starts.partition_point(|&s| s <= t);
@@ -448,17 +581,26 @@ impl<'py> Keys<'py> {
             channel: PyString::intern(py, "channelType"),
             last_read: PyString::intern(py, "lastReadByAppUserAt"),
             last_inbound: PyString::intern(py, "lastInboundMessageAt"),
-            times: TIME_FIELDS.iter().map(|f| PyString::intern(py, f)).collect(),
+            times: TIME_FIELDS
+                .iter()
+                .map(|f| PyString::intern(py, f))
+                .collect(),
         }
     }
 }
 
 fn item<'py>(d: &Bound<'py, PyDict>, k: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
-    d.get_item(k)?.ok_or_else(|| pyo3::exceptions::PyKeyError::new_err(k.clone().unbind()))
+    d.get_item(k)?
+        .ok_or_else(|| pyo3::exceptions::PyKeyError::new_err(k.clone().unbind()))
 }
 
 /// consumer.fold.model.from_record, on this fold's channel names; None for a kind not used.
-fn record_event(fold: &mut PartitionFold, py: Python<'_>, keys: &Keys<'_>, rec: &Bound<'_, PyDict>) -> PyResult<Option<Ev>> {
+fn record_event(
+    fold: &mut PartitionFold,
+    py: Python<'_>,
+    keys: &Keys<'_>,
+    rec: &Bound<'_, PyDict>,
+) -> PyResult<Option<Ev>> {
     let name = item(rec, &keys.event)?;
     let Some(kind) = kind_of(name.cast::<PyString>()?.to_str()?) else {
         return Ok(None);
@@ -480,7 +622,7 @@ fn record_event(fold: &mut PartitionFold, py: Python<'_>, keys: &Keys<'_>, rec: 
         kind,
         hash: event_hash(id.cast::<PyString>()?.to_str()?),
         account: item(rec, &keys.account)?.extract()?,
-        conversation: item(data, &keys.id)?.extract()?,  // data.id: the conversation's id
+        conversation: item(data, &keys.id)?.extract()?, // data.id: the conversation's id
         ch,
         time,
         last_read: item(data, &keys.last_read)?.extract()?,
@@ -493,7 +635,12 @@ fn record_event(fold: &mut PartitionFold, py: Python<'_>, keys: &Keys<'_>, rec: 
 impl PartitionFold {
     #[new]
     #[pyo3(signature = (partition, idle=None, watermark=0, *, max_seen=256))]
-    fn new(partition: i64, idle: Option<&Bound<'_, PyDict>>, watermark: i64, max_seen: usize) -> PyResult<Self> {
+    fn new(
+        partition: i64,
+        idle: Option<&Bound<'_, PyDict>>,
+        watermark: i64,
+        max_seen: usize,
+    ) -> PyResult<Self> {
         let mut map = HashMap::new();
         if let Some(idle) = idle {
             map.reserve(idle.len());
@@ -582,7 +729,10 @@ impl PartitionFold {
         Ok(out)
     }
 
-    fn take_changes<'py>(&mut self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyDict>)> {
+    fn take_changes<'py>(
+        &mut self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyDict>)> {
         let delta = self.delta_object(py)?;
         self.pending = Pending::default();
         let changed = PyDict::new(py);
@@ -606,7 +756,11 @@ impl PartitionFold {
         for (k, b) in &self.idle {
             by_age.push((last_time_of(b)?, *k));
         }
-        let mut gone: Vec<(i64, i64)> = by_age.iter().filter(|(t, _)| *t < horizon).map(|(_, k)| *k).collect();
+        let mut gone: Vec<(i64, i64)> = by_age
+            .iter()
+            .filter(|(t, _)| *t < horizon)
+            .map(|(_, k)| *k)
+            .collect();
         gone.sort_unstable();
         for k in &gone {
             self.idle.remove(k);
@@ -640,14 +794,17 @@ fn apply_batch<'py>(
     offsets: &Bound<'py, PyDict>,
 ) -> PyResult<(Vec<i64>, i64, i64, Vec<usize>)> {
     if msgs.len() != records.len() {
-        return Err(PyValueError::new_err("apply_batch: as many records as messages, please"));
+        return Err(PyValueError::new_err(
+            "apply_batch: as many records as messages, please",
+        ));
     }
     let keys = Keys::new(py);
     let partition_name = PyString::intern(py, "partition");
     let offset_name = PyString::intern(py, "offset");
     let mut bound: HashMap<i64, Option<PyRefMut<'py, PartitionFold>>> = HashMap::new();
     let mut last: HashMap<i64, i64> = HashMap::new();
-    let (mut folded, mut duplicates, mut ignored, mut dead) = (vec![0i64; KINDS], 0i64, 0i64, Vec::new());
+    let (mut folded, mut duplicates, mut ignored, mut dead) =
+        (vec![0i64; KINDS], 0i64, 0i64, Vec::new());
     for (i, (m, rec)) in msgs.iter().zip(records.iter()).enumerate() {
         let p: i64 = m.call_method0(&partition_name)?.extract()?;
         let slot = match bound.entry(p) {
@@ -687,12 +844,28 @@ fn apply_batch<'py>(
 /// Given once, before any fold: the DDSketch mapping's multiplier and offset, the zero and
 /// lag bin constants of consumer.fold.sketch, and the consumer.fold.Delta class.
 #[pyfunction]
-fn configure(multiplier: f64, offset: f64, zero_bin: i64, lag_base: i64, delta_class: Py<PyAny>) -> PyResult<()> {
-    let cfg = Config { multiplier, offset, zero_bin, lag_base, delta_class };
+fn configure(
+    multiplier: f64,
+    offset: f64,
+    zero_bin: i64,
+    lag_base: i64,
+    delta_class: Py<PyAny>,
+) -> PyResult<()> {
+    let cfg = Config {
+        multiplier,
+        offset,
+        zero_bin,
+        lag_base,
+        delta_class,
+    };
     if let Err(cfg) = CONFIG.set(cfg) {
         let was = CONFIG.get().expect("set");
-        if (was.multiplier, was.offset, was.zero_bin, was.lag_base) != (cfg.multiplier, cfg.offset, cfg.zero_bin, cfg.lag_base) {
-            return Err(PyRuntimeError::new_err("consumer._fold_native configured twice, differently"));
+        if (was.multiplier, was.offset, was.zero_bin, was.lag_base)
+            != (cfg.multiplier, cfg.offset, cfg.zero_bin, cfg.lag_base)
+        {
+            return Err(PyRuntimeError::new_err(
+                "consumer._fold_native configured twice, differently",
+            ));
         }
     }
     Ok(())
@@ -723,5 +896,21 @@ fn _fold_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(configure, m)?)?;
     m.add_function(wrap_pyfunction!(event_hash_py, m)?)?;
     m.add_function(wrap_pyfunction!(bin_of_py, m)?)?;
+    // the layout of the facts this fold emits: consumer/fold/native.py refuses to run it
+    // beside a registry whose layout (consumer.fold.delta.FACT_FIELDS) differs
+    m.add("FACT_FIELDS", FACT_FIELDS)?;
     Ok(())
 }
+
+/// The fields of a `Fact`, in order, as `Pending::facts` are handed over (`delta_object`).
+const FACT_FIELDS: (&str, &str, &str, &str, &str, &str, &str, &str, &str) = (
+    "channel_type",
+    "account",
+    "t",
+    "closures",
+    "reopens",
+    "closed_unread",
+    "ttc_n",
+    "ttc",
+    "ttc_bin",
+);

@@ -1,11 +1,11 @@
 //! Rows handed to the SQLite store in a binary blob instead of JSON: `pack_rows(rows, n)`
 //! packs a list of n-tuples (None, int or str each; a bool is its int), and the table-valued function
 //! `packed_rows(blob)` (an eponymous virtual table, registered with the bins functions on
-//! the store's connection) yields them as columns c0..c9. SQLite 3.40's `value->>i` parses
+//! the store's connection) yields them as columns c0..c23. SQLite 3.40's `value->>i` parses
 //! a JSON row's text again for each of its fields: staging a commit's facts and closures
 //! that way cost more than inserting them (bench/pipeline.py).
 //!
-//! Blob: u32 column count (1-10), then per row and column a tag byte: 0 NULL; 1 an int64
+//! Blob: u32 column count (1-24), then per row and column a tag byte: 0 NULL; 1 an int64
 //! (8 bytes); 2 a text (u32 byte length, UTF-8 bytes). All little-endian. Only `pack_rows`
 //! writes it; the reader checks every length and refuses a malformed blob (an SQL error,
 //! never a read out of bounds).
@@ -18,8 +18,9 @@ use pyo3::types::{PyBytes, PyInt, PyList, PySequence, PyString, PyTuple};
 
 use crate::bins_sql::{Api, Ctx, SQLITE_BLOB, SQLITE_NULL, SQLITE_OK, SQLITE_UTF8, Val, loaded};
 
-/// Columns a packed row may have (c0..c9 of the virtual table).
-pub const MAX_COLUMNS: usize = 10;
+/// Columns a packed row may have (c0..c23 of the virtual table): room for the registry's
+/// fact fields to grow (a fact is dimensions, time, counters and distribution triples).
+pub const MAX_COLUMNS: usize = 24;
 const DATA_COLUMN: c_int = MAX_COLUMNS as c_int; // the hidden `data` argument
 const TAG_NULL: u8 = 0;
 const TAG_INT: u8 = 1;
@@ -32,9 +33,15 @@ const SQLITE_TRANSIENT: isize = -1;
 /// Packs `rows` (a list of tuples or lists of `columns` items each: None, int within 64
 /// bits, str).
 #[pyfunction]
-pub fn pack_rows<'py>(py: Python<'py>, rows: &Bound<'py, PyList>, columns: usize) -> PyResult<Bound<'py, PyBytes>> {
+pub fn pack_rows<'py>(
+    py: Python<'py>,
+    rows: &Bound<'py, PyList>,
+    columns: usize,
+) -> PyResult<Bound<'py, PyBytes>> {
     if !(1..=MAX_COLUMNS).contains(&columns) {
-        return Err(PyValueError::new_err(format!("pack_rows: 1 to {MAX_COLUMNS} columns, not {columns}")));
+        return Err(PyValueError::new_err(format!(
+            "pack_rows: 1 to {MAX_COLUMNS} columns, not {columns}"
+        )));
     }
     let mut out: Vec<u8> = Vec::with_capacity(4 + rows.len() * columns * 9);
     out.extend_from_slice(&(columns as u32).to_le_bytes());
@@ -42,11 +49,15 @@ pub fn pack_rows<'py>(py: Python<'py>, rows: &Bound<'py, PyList>, columns: usize
         let items = if row.is_instance_of::<PyTuple>() || row.is_instance_of::<PyList>() {
             row.cast::<PySequence>()?
         } else {
-            return Err(PyTypeError::new_err("pack_rows: a row is a tuple or a list"));
+            return Err(PyTypeError::new_err(
+                "pack_rows: a row is a tuple or a list",
+            ));
         };
         let len = items.len()?;
         if len != columns {
-            return Err(PyValueError::new_err(format!("pack_rows: a row of {len} items, not {columns}")));
+            return Err(PyValueError::new_err(format!(
+                "pack_rows: a row of {len} items, not {columns}"
+            )));
         }
         for i in 0..len {
             let item = items.get_item(i)?;
@@ -54,11 +65,13 @@ pub fn pack_rows<'py>(py: Python<'py>, rows: &Bound<'py, PyList>, columns: usize
                 out.push(TAG_NULL);
             } else if let Ok(s) = item.cast::<PyString>() {
                 let text = s.to_str()?;
-                let len = u32::try_from(text.len()).map_err(|_| PyValueError::new_err("pack_rows: a text over 4 GiB"))?;
+                let len = u32::try_from(text.len())
+                    .map_err(|_| PyValueError::new_err("pack_rows: a text over 4 GiB"))?;
                 out.push(TAG_TEXT);
                 out.extend_from_slice(&len.to_le_bytes());
                 out.extend_from_slice(text.as_bytes());
-            } else if item.is_instance_of::<PyInt>() {  // bool too: 1 or 0, as JSON's true reads
+            } else if item.is_instance_of::<PyInt>() {
+                // bool too: 1 or 0, as JSON's true reads
                 out.push(TAG_INT);
                 out.extend_from_slice(&item.extract::<i64>()?.to_le_bytes());
             } else {
@@ -129,8 +142,14 @@ struct IndexInfo {
 }
 
 type Unused = Option<unsafe extern "C" fn()>;
-type Connect =
-    unsafe extern "C" fn(*mut c_void, *mut c_void, c_int, *const *const c_char, *mut *mut VTab, *mut *mut c_char) -> c_int;
+type Connect = unsafe extern "C" fn(
+    *mut c_void,
+    *mut c_void,
+    c_int,
+    *const *const c_char,
+    *mut *mut VTab,
+    *mut *mut c_char,
+) -> c_int;
 
 /// sqlite3_module, version 1 (the fields SQLite reads of a version-1 module, in order).
 #[repr(C)]
@@ -143,7 +162,9 @@ pub struct Module {
     destroy: Option<unsafe extern "C" fn(*mut VTab) -> c_int>,
     open: Option<unsafe extern "C" fn(*mut VTab, *mut *mut Cursor) -> c_int>,
     close: Option<unsafe extern "C" fn(*mut Cursor) -> c_int>,
-    filter: Option<unsafe extern "C" fn(*mut Cursor, c_int, *const c_char, c_int, *mut *mut Val) -> c_int>,
+    filter: Option<
+        unsafe extern "C" fn(*mut Cursor, c_int, *const c_char, c_int, *mut *mut Val) -> c_int,
+    >,
     next: Option<unsafe extern "C" fn(*mut Cursor) -> c_int>,
     eof: Option<unsafe extern "C" fn(*mut Cursor) -> c_int>,
     column: Option<unsafe extern "C" fn(*mut Cursor, *mut Ctx, c_int) -> c_int>,
@@ -191,11 +212,15 @@ unsafe extern "C" fn connect(
 ) -> c_int {
     let api = loaded();
     unsafe {
-        let rc = (api.declare_vtab)(db, c"CREATE TABLE x(c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, data HIDDEN)".as_ptr());
+        let rc = (api.declare_vtab)(db, c"CREATE TABLE x(c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, c20, c21, c22, c23, data HIDDEN)".as_ptr());
         if rc != SQLITE_OK {
             return rc;
         }
-        *out = Box::into_raw(Box::new(VTab { module: std::ptr::null(), n_ref: 0, err: std::ptr::null_mut() }));
+        *out = Box::into_raw(Box::new(VTab {
+            module: std::ptr::null(),
+            n_ref: 0,
+            err: std::ptr::null_mut(),
+        }));
     }
     SQLITE_OK
 }
@@ -215,8 +240,13 @@ unsafe extern "C" fn best_index(_vtab: *mut VTab, info: *mut IndexInfo) -> c_int
     unsafe {
         let info = &mut *info;
         let n = info.n_constraint.max(0) as usize;
-        let constraints = if n == 0 { &[][..] } else { std::slice::from_raw_parts(info.constraints, n) };
-        let on_data = |c: &IndexConstraint| c.column == DATA_COLUMN && c.op == SQLITE_INDEX_CONSTRAINT_EQ;
+        let constraints = if n == 0 {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts(info.constraints, n)
+        };
+        let on_data =
+            |c: &IndexConstraint| c.column == DATA_COLUMN && c.op == SQLITE_INDEX_CONSTRAINT_EQ;
         match constraints.iter().position(|c| on_data(c) && c.usable != 0) {
             Some(i) => {
                 let usage = &mut *info.usage.add(i);
@@ -293,14 +323,22 @@ unsafe extern "C" fn filter(
         match (api.value_type)(v) {
             SQLITE_NULL => return SQLITE_OK,
             SQLITE_BLOB => {}
-            _ => return fail(api, cursor, "packed_rows: the argument is not a blob of pack_rows"),
+            _ => {
+                return fail(
+                    api,
+                    cursor,
+                    "packed_rows: the argument is not a blob of pack_rows",
+                );
+            }
         }
         let len = (api.value_bytes)(v) as usize;
         let p = (api.value_blob)(v) as *const u8;
         if len < 4 || p.is_null() {
             return fail(api, cursor, "packed_rows: a blob without its header");
         }
-        cursor.data.extend_from_slice(std::slice::from_raw_parts(p, len));
+        cursor
+            .data
+            .extend_from_slice(std::slice::from_raw_parts(p, len));
         let columns = u32::from_le_bytes(cursor.data[..4].try_into().expect("4 bytes")) as usize;
         if !(1..=MAX_COLUMNS).contains(&columns) {
             return fail(api, cursor, "packed_rows: a blob with a bad column count");
@@ -356,7 +394,11 @@ unsafe extern "C" fn next(cursor: *mut Cursor) -> c_int {
             }
             None => {
                 cursor.eof = true;
-                fail(loaded(), cursor, "packed_rows: a malformed blob (truncated or a bad tag)")
+                fail(
+                    loaded(),
+                    cursor,
+                    "packed_rows: a malformed blob (truncated or a bad tag)",
+                )
             }
         }
     }
@@ -370,7 +412,11 @@ unsafe extern "C" fn column(cursor: *mut Cursor, ctx: *mut Ctx, i: c_int) -> c_i
     let api = loaded();
     unsafe {
         let cursor = &*cursor;
-        let cell = if (0..cursor.columns as c_int).contains(&i) { cursor.cells[i as usize] } else { Cell::Null };
+        let cell = if (0..cursor.columns as c_int).contains(&i) {
+            cursor.cells[i as usize]
+        } else {
+            Cell::Null
+        };
         match cell {
             Cell::Null => (api.result_null)(ctx),
             Cell::Int(n) => (api.result_int64)(ctx, n),

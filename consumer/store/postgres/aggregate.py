@@ -10,19 +10,39 @@ reshapes lists into columns.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import psycopg
 
-from consumer.fold.delta import FACT_FIELDS
+from consumer.fold.delta import layout_of
+from consumer.fold.registry import REGISTRY, Registry
 from consumer.store import sqlgen
 from consumer.store.base import PartitionCommit
 
-_TEMP = ";\n".join(sqlgen.staging(sqlgen.POSTGRES))
-_TYPES = ", ".join(
-    f"%s::{'text' if f == 'channel_type' else 'bigint'}[]" for f in FACT_FIELDS
-)
-_STAGE_FACTS = f"INSERT INTO cm_facts SELECT %s, %s, * FROM unnest({_TYPES})"
+
+@dataclass(frozen=True)
+class _Statements:
+    temp: str
+    stage_facts: str
+    aggregate: list[str]
+    fact_width: int
+
+
+@cache
+def _statements(registry: Registry) -> _Statements:
+    fields = layout_of(registry).fields
+    text = {d.name for d in registry.dimensions if d.type is str}
+    types = ", ".join(f"%s::{'text' if f in text else 'bigint'}[]" for f in fields)
+    return _Statements(
+        ";\n".join(sqlgen.staging(sqlgen.POSTGRES, registry)),
+        f"INSERT INTO cm_facts SELECT %s, %s, * FROM unnest({types})",
+        sqlgen.aggregation(sqlgen.POSTGRES, registry),
+        len(fields),
+    )
+
+
 _STAGE_LAGS = (
     "INSERT INTO cm_partial_lag SELECT %s, %s, * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], "
     "%s::bigint[], %s::bigint[])"
@@ -31,7 +51,6 @@ _STAGE_LAG_BINS = (
     "INSERT INTO cm_partial_lag_bins SELECT %s, * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], "
     "%s::bigint[])"
 )
-_AGGREGATE = sqlgen.aggregation(sqlgen.POSTGRES)
 
 
 def columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
@@ -39,21 +58,24 @@ def columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
     return [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
-def aggregate(conn: psycopg.Connection[Any], partitions: list[PartitionCommit]) -> bool:
+def aggregate(
+    conn: psycopg.Connection[Any], partitions: list[PartitionCommit], registry: Registry = REGISTRY
+) -> bool:
     """Add the partitions' facts and lags to the metric tables; False when there were none.
     A partition's rows take its offset after this commit as their seq (the outbox's order)."""
     if not any(p.delta.facts or p.delta.lags for p in partitions):
         return False
-    conn.execute(_TEMP)
+    sql = _statements(registry)
+    conn.execute(sql.temp)
     for p in partitions:
         seq = p.next_offset
         if p.delta.facts:
-            conn.execute(_STAGE_FACTS, [p.partition, seq, *columns(p.delta.facts, len(FACT_FIELDS))])
+            conn.execute(sql.stage_facts, [p.partition, seq, *columns(p.delta.facts, sql.fact_width)])
         if p.delta.lags:
             lags = [(ch, h, n, s, mx) for (ch, h), (n, s, mx, _) in p.delta.lags.items()]
             conn.execute(_STAGE_LAGS, [p.partition, seq, *columns(lags, 5)])
             bins = [(ch, h, b, n) for (ch, h), (*_, bs) in p.delta.lags.items() for b, n in bs.items()]
             conn.execute(_STAGE_LAG_BINS, [p.partition, *columns(bins, 4)])
-    for sql in _AGGREGATE:
-        conn.execute(sql)
+    for statement in sql.aggregate:
+        conn.execute(statement)
     return True

@@ -27,6 +27,7 @@ from psycopg import errors as pg_errors
 
 from consumer.exceptions import FencedError, StoreError, StoreUnavailableError
 from consumer.fold import BY_ACCOUNT
+from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.windows import ALL, WINDOWS
 from consumer.store import sqlgen
 from consumer.store.base import (
@@ -44,9 +45,9 @@ from consumer.store.postgres.aggregate import aggregate, columns
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+#: the tables beside the metric rows (`sqlgen.row_table` makes those, by the registry)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-""" + sqlgen.row_table(sqlgen.POSTGRES) + """;
 CREATE TABLE IF NOT EXISTS metric_bins (
     by TEXT NOT NULL, win TEXT NOT NULL, start BIGINT NOT NULL, key TEXT COLLATE "C" NOT NULL,
     partition INTEGER NOT NULL, bin BIGINT NOT NULL, n BIGINT NOT NULL,
@@ -115,8 +116,11 @@ class PostgresStore:
         retention: Retention | None = None,
         connect_timeout: float = 5,
         race_retries: int = 5,
+        registry: Registry = REGISTRY,
     ) -> None:
         self.url = url
+        #: the metrics this store holds (its columns and SQL follow from it)
+        self.registry = registry
         self.retention = retention or Retention()
         self.connect_timeout = connect_timeout
         self.race_retries = race_retries
@@ -170,6 +174,7 @@ class PostgresStore:
     def _create_schema(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
         conn.execute(SCHEMA)
+        conn.execute(sqlgen.row_table(sqlgen.POSTGRES, self.registry))
         have = {
             r[0]
             for r in conn.execute(
@@ -180,7 +185,7 @@ class PostgresStore:
         if "partition" not in have:
             log.info("store %s: keying metric rows by partition (once)", self._where())
             conn.execute(_MIGRATE_PARTITION)
-        for sql in sqlgen.missing_columns(sqlgen.POSTGRES, have | {"partition"}):
+        for sql in sqlgen.missing_columns(sqlgen.POSTGRES, have | {"partition"}, self.registry):
             conn.execute(sql)
 
     # -- ownership --------------------------------------------------------------------
@@ -272,7 +277,7 @@ class PostgresStore:
             return
         if batch.closures:
             conn.execute(_UPSERT_CLOSURES, columns(batch.closures, 7))
-        aggregate(conn, partitions)
+        aggregate(conn, partitions, self.registry)
         with conn.cursor() as cur:
             for col, params in batch.rechecks():
                 cur.execute(_RECHECK.format(col=col), params)
@@ -306,14 +311,14 @@ class PostgresStore:
         where, args = row_filter(
             by, window, key=key, start_from=start_from, start_to=start_to, after=after, mark="%s"
         )
-        sql = sqlgen.query(sqlgen.POSTGRES, where, "%s")
+        sql = sqlgen.query(sqlgen.POSTGRES, where, "%s", self.registry)
 
         def work(conn: psycopg.Connection[Any]) -> list[MetricRow]:
             found = conn.execute(sql, [*args, limit]).fetchall()
             if not found:
                 return []
             bin_sql, bin_args = bins_filter(by, window, key, found[0][1], found[-1][1], "%s")
-            return build_rows(by, window, found, conn.execute(bin_sql, bin_args))
+            return build_rows(by, window, found, conn.execute(bin_sql, bin_args), self.registry)
 
         return self._run(work)
 

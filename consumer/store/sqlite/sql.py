@@ -5,14 +5,16 @@ Kept apart from `consumer.store.sqlite` (the Python around them) so each reads o
 
 from __future__ import annotations
 
-from consumer.fold.delta import FACT_FIELDS
+from dataclasses import dataclass
+from functools import cache
+
+from consumer.fold.delta import layout_of
+from consumer.fold.registry import Registry
 from consumer.store import sqlgen
 
-SCHEMA_ROWS = sqlgen.row_table(sqlgen.SQLITE) + " WITHOUT ROWID"
-
+#: the tables beside the metric rows (`Statements.rows` makes those, by the registry)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-""" + SCHEMA_ROWS + """;
 -- metric_rows_by_seq (OUTBOX_INDEX) is made by the first publication, not here: kept up to
 -- date it costs a delete and an insert per changed row, which a store nobody publishes skips
 -- keyed by account and time: an account row's min/max recheck reads one range of it (ttc
@@ -52,11 +54,6 @@ OLD_CLOSURES_INDEX = (
     "CREATE INDEX IF NOT EXISTS closures_by_account_ttc ON closures (account, closed_at, ttc)"
 )
 
-#: the temporary tables a commit stages into (made once per connection)
-TEMP_TABLES = sqlgen.staging(sqlgen.SQLITE)
-CLEAR = sqlgen.clear(sqlgen.SQLITE)
-
-
 def _rows(columns: int, packed: bool, param: str = "?") -> str:
     """SELECT of a staged payload's rows: a blob of `pack_rows` read by the compiled
     `packed_rows` table (no parsing per field), or a JSON array of arrays (the reference)."""
@@ -65,12 +62,37 @@ def _rows(columns: int, packed: bool, param: str = "?") -> str:
     return "SELECT " + ", ".join(f"value->>{i}" for i in range(columns)) + f" FROM json_each({param})"
 
 
-_N = len(FACT_FIELDS)
-#: one partition's facts into cm_facts (?1 partition, ?2 its seq, ?3 the payload), by payload kind
-STAGE = {
-    packed: "INSERT INTO temp.cm_facts " + _rows(_N, packed, "?3").replace("SELECT ", "SELECT ?1, ?2, ", 1)
-    for packed in (False, True)
-}
+@dataclass(frozen=True)
+class Statements:
+    """The SQL that depends on the metric registry."""
+
+    rows: str  # the metric_rows table
+    temp_tables: list[str]  # what a commit stages into (made once per connection)
+    clear: list[str]  # empties them
+    #: one partition's facts into cm_facts (?1 partition, ?2 its seq, ?3 the payload), by payload kind
+    stage: dict[bool, str]
+    #: the statements that add the staged facts and partials to metric_rows
+    aggregate: list[str]
+    fact_width: int
+
+
+@cache
+def statements(registry: Registry) -> Statements:
+    width = len(layout_of(registry).fields)
+    return Statements(
+        rows=sqlgen.row_table(sqlgen.SQLITE, registry) + " WITHOUT ROWID",
+        temp_tables=sqlgen.staging(sqlgen.SQLITE, registry),
+        clear=sqlgen.clear(sqlgen.SQLITE, registry),
+        stage={
+            packed: "INSERT INTO temp.cm_facts "
+            + _rows(width, packed, "?3").replace("SELECT ", "SELECT ?1, ?2, ", 1)
+            for packed in (False, True)
+        },
+        aggregate=sqlgen.aggregation(sqlgen.SQLITE, registry),
+        fact_width=width,
+    )
+
+
 #: one partition's ingest-lag partials (consumer.fold.Lags): [channel type, hour, count, sum, max, {bin: n}]
 STAGE_LAGS = """
 INSERT INTO temp.cm_partial_lag SELECT ?1, ?2, l.value->>0, l.value->>1, l.value->>2, l.value->>3,
@@ -82,10 +104,6 @@ STAGE_CLOSURES = {
     packed: f"INSERT INTO closures {_rows(7, packed)} WHERE true ON CONFLICT DO UPDATE SET ttc = excluded.ttc"
     for packed in (False, True)
 }
-#: the statements that add the staged facts and partials to metric_rows
-AGGREGATE = sqlgen.aggregation(sqlgen.SQLITE)
-
-
 #: a store made before bins lived in their rows: its metric_bins table folded into the rows
 #: (run in one transaction, functions registered; consumer.store.sqlite does it at open)
 MIGRATE_BINS = (

@@ -10,9 +10,8 @@ import orjson
 
 from consumer.exceptions import FencedError, StoreError
 from consumer.fold import BY_ACCOUNT, decode_snapshot
-from consumer.fold.delta import FACT_FIELDS
 from consumer.fold.native import native
-from consumer.fold.registry import REGISTRY
+from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.windows import ALL, WINDOWS
 from consumer.store import sqlgen
 from consumer.store.base import (
@@ -26,18 +25,14 @@ from consumer.store.base import (
 )
 from consumer.store.sqlite.bins import register, unpack
 from consumer.store.sqlite.sql import (
-    AGGREGATE,
     ALL_TIME_END,
-    CLEAR,
     MIGRATE_BINS,
     OLD_CLOSURES_INDEX,
     RECHECK,
     SCHEMA,
-    SCHEMA_ROWS,
-    STAGE,
     STAGE_CLOSURES,
     STAGE_LAGS,
-    TEMP_TABLES,
+    statements,
 )
 
 log = logging.getLogger(__name__)
@@ -49,9 +44,14 @@ class SqliteStore:
     #: conversations are kept as a log plus snapshots: send `PartitionCommit.snapshot` now and then
     wants_snapshots = True
 
-    def __init__(self, path: str, *, retention: Retention | None = None) -> None:
+    def __init__(
+        self, path: str, *, retention: Retention | None = None, registry: Registry = REGISTRY
+    ) -> None:
         self.path = path
         self.retention = retention or Retention()
+        #: the metrics this store holds (its columns and SQL follow from it)
+        self.registry = registry
+        self.sql = statements(registry)
         self._outbox_indexed = False
         try:
             self.db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
@@ -66,13 +66,14 @@ class SqliteStore:
             #: packed rows for their packed_rows table) or "python" (commits stage JSON)
             self.bins_functions = register(self.db, path)
             self.db.executescript(SCHEMA)
+            self.db.execute(self.sql.rows)
             self._migrate_bins()
             closures = self.db.execute("SELECT sql FROM sqlite_master WHERE name = 'closures'").fetchone()[0]
             if "WITHOUT ROWID" not in closures.upper():  # a store made before the table was keyed by account
                 self.db.execute(OLD_CLOSURES_INDEX)
             self._migrate_partition()
             self.db.execute("PRAGMA temp_store=MEMORY")
-            for sql in TEMP_TABLES:
+            for sql in self.sql.temp_tables:
                 self.db.execute(sql)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {path!r}: {exc}") from exc
@@ -101,10 +102,11 @@ class SqliteStore:
         -1's (merged with the new ones at query time); registry columns it lacks are added.
         Once, under the write lock."""
         if "partition" in self._columns("metric_rows"):
-            missing = sqlgen.missing_columns(sqlgen.SQLITE, self._columns("metric_rows"))
+            missing = sqlgen.missing_columns(sqlgen.SQLITE, self._columns("metric_rows"), self.registry)
             if missing:
                 with self._tx():
-                    for sql in sqlgen.missing_columns(sqlgen.SQLITE, self._columns("metric_rows")):
+                    have = self._columns("metric_rows")
+                    for sql in sqlgen.missing_columns(sqlgen.SQLITE, have, self.registry):
                         self.db.execute(sql)
             return
         with self._tx():
@@ -112,10 +114,11 @@ class SqliteStore:
                 return
             log.info("store %s: keying metric rows by partition (once)", self.path)
             self.db.execute("ALTER TABLE metric_rows RENAME TO metric_rows_unpartitioned")
-            for sql in sqlgen.missing_columns(sqlgen.SQLITE, self._columns("metric_rows_unpartitioned")):
+            old = self._columns("metric_rows_unpartitioned")
+            for sql in sqlgen.missing_columns(sqlgen.SQLITE, old, self.registry):
                 self.db.execute(sql.replace("metric_rows", "metric_rows_unpartitioned", 1))
-            self.db.execute(SCHEMA_ROWS)
-            cols = ", ".join(REGISTRY.value_columns)
+            self.db.execute(self.sql.rows)
+            cols = ", ".join(self.registry.value_columns)
             self.db.execute(
                 f"INSERT INTO metric_rows (by, win, start, key, partition, {cols}, seq, bins) "
                 f"SELECT by, win, start, key, -1, {cols}, 0, bins FROM metric_rows_unpartitioned"
@@ -181,7 +184,7 @@ class SqliteStore:
         closures = pack([c for p in partitions for c in p.delta.closures.values()], 7)
         # a partition's rows carry its offset after this commit as their seq (the outbox's order)
         staged = [
-            (p.partition, p.next_offset, pack(p.delta.facts, _FACT_WIDTH))
+            (p.partition, p.next_offset, pack(p.delta.facts, self.sql.fact_width))
             for p in partitions
             if p.delta.facts
         ]
@@ -196,13 +199,13 @@ class SqliteStore:
             self._check_epochs(partitions)
             db.execute(STAGE_CLOSURES[packed], (closures,))
             if staged or lags:
-                for sql in CLEAR:
+                for sql in self.sql.clear:
                     db.execute(sql)
                 for part, seq, payload in staged:
-                    db.execute(STAGE[packed], (part, seq, payload))
+                    db.execute(self.sql.stage[packed], (part, seq, payload))
                 for part, seq, payload in lags:
                     db.execute(STAGE_LAGS, (part, seq, payload))
-                for sql in AGGREGATE:
+                for sql in self.sql.aggregate:
                     db.execute(sql)
             for p in partitions:
                 for (by, key, win, start), lost in p.delta.recheck().items():
@@ -315,8 +318,9 @@ class SqliteStore:
         where, args = row_filter(
             by, window, key=key, start_from=start_from, start_to=start_to, after=after, mark="?"
         )
-        found = self.db.execute(sqlgen.query(sqlgen.SQLITE, where, "?"), [*args, limit]).fetchall()
-        return [metric_row(by, window, r[:-1], unpack(r[-1])) for r in found]
+        query = sqlgen.query(sqlgen.SQLITE, where, "?", self.registry)
+        found = self.db.execute(query, [*args, limit]).fetchall()
+        return [metric_row(by, window, r[:-1], unpack(r[-1]), self.registry) for r in found]
 
     def purge(self) -> int:
         """Delete window rows older than their retention; returns rows deleted."""
@@ -338,9 +342,6 @@ class SqliteStore:
 
     def _tx(self) -> _Transaction:
         return _Transaction(self.db)
-
-
-_FACT_WIDTH = len(FACT_FIELDS)
 
 
 def _json(rows: list[Any], columns: int) -> bytes:

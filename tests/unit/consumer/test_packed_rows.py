@@ -72,7 +72,7 @@ GOOD = pack([("whatsapp", 1, None)], 3)
         b"",
         b"\x03\x00\x00",  # a short header
         b"\x00\x00\x00\x00",  # no columns
-        b"\x0b\x00\x00\x00",  # 11 columns
+        b"\x19\x00\x00\x00",  # 25 columns
         GOOD[:-1],  # truncated
         GOOD[:6],  # inside a text's length
         GOOD + b"\x07",  # a bad tag
@@ -96,7 +96,7 @@ def test_what_is_not_a_packed_blob_is_an_error(blob: object) -> None:
         (["x"], 1, TypeError),
         ([(2**63,)], 1, OverflowError),
         ([()], 0, ValueError),
-        ([(1,) * 11], 11, ValueError),
+        ([(1,) * 25], 25, ValueError),
     ],
 )
 def test_pack_rows_refuses_what_it_cannot_pack(rows: list[Any], columns: int, error: type[Exception]) -> None:

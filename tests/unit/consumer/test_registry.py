@@ -1,0 +1,106 @@
+"""The metric registry: a metric declared once reaches the store, the API and Prometheus.
+
+A test-only registry adds two counters (snoozes, assignments) declared with the events
+they count; the reference fold, the SQLite store, `/v1/closures`, `/v1/summary` and
+`/metrics` pick them up without a change to any of those modules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.testclient import TestClient
+
+from consumer.fold import PartitionFold
+from consumer.fold.delta import LAYOUT, layout_of
+from consumer.fold.model import ASSIGNED, CLOSED, CREATED, SNOOZED, Event
+from consumer.fold.registry import REGISTRY, Grouping, Kind, Metric, Registry
+from consumer.serve.api import create_app
+from consumer.store import PartitionCommit
+from consumer.store.sqlite import SqliteStore
+
+SNOOZES = Metric("snoozes", Kind.COUNTER, "1", "Conversations snoozed.", counts=("conversation.snoozed",))
+ASSIGNMENTS = Metric(
+    "assignments", Kind.COUNTER, "1", "Conversations assigned.", counts=("conversation.assigned",)
+)
+EXTENDED = dataclasses.replace(REGISTRY, metrics=(*REGISTRY.metrics, SNOOZES, ASSIGNMENTS))
+
+
+def ev(kind: int, h: int, t: int, conv: int, channel: str = "TELEGRAM", account: int = 7) -> Event:
+    return Event(kind, h, account, conv, channel, t, None, None)
+
+
+STREAM = [
+    ev(CREATED, 1, 1_000, conv=1),
+    ev(ASSIGNED, 2, 1_010, conv=1),
+    ev(SNOOZED, 3, 1_020, conv=1),
+    ev(SNOOZED, 3, 1_020, conv=1),  # a redelivery: counted once
+    ev(SNOOZED, 4, 1_030, conv=2, channel="VIBER", account=8),
+    ev(CLOSED, 5, 1_100, conv=1),
+]
+
+
+def fill(store: SqliteStore, registry: Registry) -> None:
+    fold = PartitionFold(0, registry=registry)
+    for e in STREAM:
+        fold.apply(e)
+    delta, changed = fold.take_changes()
+    store.commit("events", [PartitionCommit(0, delta, len(STREAM), fold.watermark, changed)])
+
+
+def test_the_production_layout_is_the_registrys() -> None:
+    assert LAYOUT.fields == (
+        "channel_type", "account", "t", "closures", "reopens", "closed_unread", "ttc_n", "ttc", "ttc_bin",
+    )  # fmt: skip
+    assert layout_of(EXTENDED).fields[3:7] == ("closures", "reopens", "closed_unread", "snoozes")
+
+
+def test_a_metric_added_to_a_registry_reaches_store_api_and_prometheus(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "m.db"), registry=EXTENDED)
+    store.check_topic("events")
+    fill(store, EXTENDED)
+
+    by_channel = {r.key: r for r in store.query("channel_type", "all")}
+    assert by_channel["TELEGRAM"].snoozes == 1 and by_channel["VIBER"].snoozes == 1
+    assert by_channel["TELEGRAM"].assignments == 1 and by_channel["VIBER"].assignments == 0
+    assert by_channel["TELEGRAM"].closures == 1 and by_channel["TELEGRAM"].ttc_sum == 100
+    (acc7,) = store.query("account", "1h", key="7")
+    assert (acc7.snoozes, acc7.assignments, acc7.closures) == (1, 1, 1)
+
+    app = TestClient(create_app(lambda: store))
+    rows = app.get("/v1/closures", params={"by": "channel_type", "window": "1h"}).json()["rows"]
+    assert [(r["key"], r["snoozes"], r["assignments"]) for r in rows] == [("TELEGRAM", 1, 1), ("VIBER", 1, 0)]
+    totals = app.get("/v1/summary").json()["totals"]
+    assert (totals["snoozes"], totals["assignments"], totals["closures"]) == (2, 1, 1)
+    families = {f.name: f for f in text_string_to_metric_families(app.get("/metrics").text)}
+    samples = {s.labels["channel_type"]: s.value for s in families["convmetrics_snoozes"].samples}
+    assert samples == {"TELEGRAM": 1.0, "VIBER": 1.0}
+    assert families["convmetrics_snoozes"].documentation == "Conversations snoozed."
+    store.close()
+
+
+def test_a_store_gains_the_columns_of_a_metric_added_later(tmp_path: Path) -> None:
+    """A store written with the production registry, opened with one more metric: the new
+    columns are added (0 for the rows before), the old numbers stay."""
+    path = str(tmp_path / "m.db")
+    old = SqliteStore(path)
+    fill(old, REGISTRY)
+    before = old.query("channel_type", "all")
+    old.close()
+    new = SqliteStore(path, registry=EXTENDED)
+    after = new.query("channel_type", "all")
+    assert [r.closures for r in after] == [r.closures for r in before]
+    assert [r.snoozes for r in after] == [0]
+    new.close()
+
+
+def test_a_registry_refuses_what_it_cannot_hold() -> None:
+    with pytest.raises(ValueError, match="unique"):
+        dataclasses.replace(REGISTRY, metrics=(*REGISTRY.metrics, REGISTRY.metrics[0]))
+    with pytest.raises(ValueError, match="undeclared dimensions"):
+        dataclasses.replace(REGISTRY, groupings=(Grouping("inbox", ("inbox",)),))
+    with pytest.raises(ValueError, match="unknown condition"):
+        dataclasses.replace(REGISTRY, metrics=(dataclasses.replace(SNOOZES, when="read"),))
