@@ -1,6 +1,14 @@
-//! The SQLite store's sketch-bin functions, compiled (consumer/sqlite_bins.py is the reference
-//! and holds the blob format): `bins_pack(bin, n)` and `bins_union(blob)` aggregates,
-//! `bins_one(bin, n)` and `bins_merge(a, b)`, registered on the store's own `sqlite3.Connection`.
+//! The SQLite store's sketch-bin functions, compiled (consumer/store/sqlite/bins.py is the
+//! reference and holds the blob format): `bins_pack(bin, n)` and `bins_union(blob)`
+//! aggregates, `bins_one(bin, n)` and `bins_merge(a, b)`, and the `packed_rows` table.
+//!
+//! They reach the store's connections through SQLite's documented interfaces only:
+//! `install_sqlite_auto_extension` hands SQLite an entry point with
+//! `sqlite3_auto_extension`, and SQLite itself calls it with the `sqlite3 *` of every
+//! connection opened afterwards in the process, where it registers the functions with
+//! `sqlite3_create_function_v2` and `sqlite3_create_module_v2`. Nothing reads Python's
+//! connection object (no interpreter struct layout is assumed); the Python side checks
+//! per connection that the functions are there, and registers its own where they are not.
 //!
 //! They run inside `sqlite3_step`, which Python's sqlite3 calls without the GIL: merging a
 //! commit's bins into its rows takes no Python time at all. The SQLite functions are looked
@@ -58,7 +66,6 @@ pub(crate) struct Api {
     result_blob64: unsafe extern "C" fn(*mut Ctx, *const c_void, u64, isize),
     pub(crate) result_null: unsafe extern "C" fn(*mut Ctx),
     result_error: unsafe extern "C" fn(*mut Ctx, *const c_char, c_int),
-    db_filename: unsafe extern "C" fn(*mut c_void, *const c_char) -> *const c_char,
     create_module_v2: unsafe extern "C" fn(
         *mut c_void,
         *const c_char,
@@ -71,6 +78,7 @@ pub(crate) struct Api {
     pub(crate) result_text64: unsafe extern "C" fn(*mut Ctx, *const c_char, u64, isize, u8),
     pub(crate) malloc: unsafe extern "C" fn(c_int) -> *mut c_void,
     pub(crate) free: unsafe extern "C" fn(*mut c_void),
+    auto_extension: unsafe extern "C" fn(Option<unsafe extern "C" fn()>) -> c_int,
 }
 
 static API: OnceLock<Result<Api, String>> = OnceLock::new();
@@ -106,13 +114,13 @@ fn load(module: &str) -> Result<&'static Api, String> {
             result_blob64: sym!("sqlite3_result_blob64"),
             result_null: sym!("sqlite3_result_null"),
             result_error: sym!("sqlite3_result_error"),
-            db_filename: sym!("sqlite3_db_filename"),
             create_module_v2: sym!("sqlite3_create_module_v2"),
             declare_vtab: sym!("sqlite3_declare_vtab"),
             result_int64: sym!("sqlite3_result_int64"),
             result_text64: sym!("sqlite3_result_text64"),
             malloc: sym!("sqlite3_malloc"),
             free: sym!("sqlite3_free"),
+            auto_extension: sym!("sqlite3_auto_extension"),
         })
     })
     .as_ref()
@@ -323,27 +331,9 @@ unsafe extern "C" fn merge(ctx: *mut Ctx, _n: c_int, argv: *mut *mut Val) {
     }
 }
 
-/// The file name SQLite has for a connection's main database ("" for an in-memory one), so
-/// the caller can check that `handle` really is the connection it means. `module`: the path
-/// of the loaded `_sqlite3` extension. Internal (consumer.store.sqlite.bins): a wrong handle crashes.
-#[pyfunction]
-pub fn sqlite_filename(handle: usize, module: &str) -> PyResult<String> {
-    let api = load(module).map_err(PyRuntimeError::new_err)?;
-    let name = unsafe { (api.db_filename)(handle as *mut c_void, c"main".as_ptr()) };
-    if name.is_null() {
-        return Ok(String::new());
-    }
-    Ok(unsafe { CStr::from_ptr(name) }
-        .to_string_lossy()
-        .into_owned())
-}
-
-/// Registers bins_pack, bins_one, bins_union, bins_merge and the packed_rows table on the connection `handle` (a `sqlite3 *`
-/// of the `_sqlite3` at `module`). Internal (consumer.store.sqlite.bins): a wrong handle crashes.
-#[pyfunction]
-pub fn register_sqlite_bins(handle: usize, module: &str) -> PyResult<()> {
-    let api = load(module).map_err(PyRuntimeError::new_err)?;
-    let db = handle as *mut c_void;
+/// Registers bins_pack, bins_one, bins_union, bins_merge and the packed_rows table on a
+/// connection (SQLite's `sqlite3 *`, as SQLite hands it to an auto extension).
+unsafe fn register_on(api: &Api, db: *mut c_void) -> Result<(), String> {
     let flags = SQLITE_UTF8 | SQLITE_DETERMINISTIC;
     let funcs: [(&CStr, c_int, Option<XFunc>, Option<XFunc>, Option<XFinal>); 4] = [
         (c"bins_pack", 2, None, Some(pack_step), Some(finish)),
@@ -366,10 +356,10 @@ pub fn register_sqlite_bins(handle: usize, module: &str) -> PyResult<()> {
             )
         };
         if rc != SQLITE_OK {
-            return Err(PyRuntimeError::new_err(format!(
+            return Err(format!(
                 "sqlite3_create_function_v2({}) failed: {rc}",
                 name.to_string_lossy()
-            )));
+            ));
         }
     }
     let rc = unsafe {
@@ -382,9 +372,44 @@ pub fn register_sqlite_bins(handle: usize, module: &str) -> PyResult<()> {
         )
     };
     if rc != SQLITE_OK {
-        return Err(PyRuntimeError::new_err(format!(
+        return Err(format!(
             "sqlite3_create_module_v2(packed_rows) failed: {rc}"
-        )));
+        ));
     }
     Ok(())
+}
+
+/// The entry point SQLite calls for each new connection (`sqlite3_auto_extension`'s
+/// documented signature: the connection, where to put an error message, the API routines).
+unsafe extern "C" fn entry(db: *mut c_void, _err: *mut *mut c_char, _api: *const c_void) -> c_int {
+    match API.get().and_then(|a| a.as_ref().ok()) {
+        Some(api) => match unsafe { register_on(api, db) } {
+            Ok(()) => SQLITE_OK,
+            Err(_) => 1, // SQLITE_ERROR: the connection opens, without the functions
+        },
+        None => SQLITE_OK,
+    }
+}
+
+static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+
+/// Makes SQLite (the copy Python's `_sqlite3` at `module` uses) register the functions on
+/// every connection opened from now on in this process. Idempotent.
+#[pyfunction]
+pub fn install_sqlite_auto_extension(module: &str) -> PyResult<()> {
+    INSTALLED
+        .get_or_init(|| {
+            let api = load(module)?;
+            type Entry =
+                unsafe extern "C" fn(*mut c_void, *mut *mut c_char, *const c_void) -> c_int;
+            let point = unsafe { std::mem::transmute::<Entry, unsafe extern "C" fn()>(entry) };
+            let rc = unsafe { (api.auto_extension)(Some(point)) };
+            if rc == SQLITE_OK {
+                Ok(())
+            } else {
+                Err(format!("sqlite3_auto_extension failed: {rc}"))
+            }
+        })
+        .clone()
+        .map_err(PyRuntimeError::new_err)
 }

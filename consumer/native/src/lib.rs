@@ -888,8 +888,10 @@ mod packed_rows;
 
 #[pymodule]
 fn _fold_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(bins_sql::sqlite_filename, m)?)?;
-    m.add_function(wrap_pyfunction!(bins_sql::register_sqlite_bins, m)?)?;
+    m.add_function(wrap_pyfunction!(
+        bins_sql::install_sqlite_auto_extension,
+        m
+    )?)?;
     m.add_function(wrap_pyfunction!(packed_rows::pack_rows, m)?)?;
     m.add_class::<PartitionFold>()?;
     m.add_function(wrap_pyfunction!(apply_batch, m)?)?;

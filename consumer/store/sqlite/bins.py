@@ -13,26 +13,24 @@ SQL functions (on every connection of the store):
     bins_merge(a, b)   two blobs merged (NULL is empty)
 
 This module is the reference; the compiled twin (consumer/native/src/bins_sql.rs) runs
-inside `sqlite3_step` without the GIL and is registered where it was built and the
-interpreter's connection layout is the known CPython one. tests/unit/consumer/test_sqlite_bins.py
-holds the two equal.
+inside `sqlite3_step` without the GIL. SQLite registers it on each new connection itself
+(`sqlite3_auto_extension`, installed by `install`): no interpreter internals are read, so
+it works on any CPython whose `_sqlite3` links a SQLite that exports its functions.
+tests/unit/consumer/test_sqlite_bins.py holds the two equal.
 """
 
 from __future__ import annotations
 
 import _sqlite3
-import ctypes
 import logging
 import os
-import platform
 import re
 import sqlite3
 import struct
-import sys
 from collections.abc import Iterable
 
 from consumer.exceptions import StoreError
-from consumer.fold.native import choose, native
+from consumer.fold.native import ENV, choose, native
 
 log = logging.getLogger(__name__)
 
@@ -115,35 +113,49 @@ def register_python(db: sqlite3.Connection) -> None:
     db.create_function("bins_merge", 2, merge, deterministic=True)
 
 
-def _handle(db: sqlite3.Connection) -> int | None:
-    """The `sqlite3 *` of a connection, on CPython's known layout (3.10-3.13: the first field
-    after the object header), else None."""
-    if platform.python_implementation() != "CPython" or not (3, 10) <= sys.version_info[:2] <= (3, 13):
-        return None
-    if hasattr(sys, "gettotalrefcount"):  # a debug build: another header size
-        return None
-    return ctypes.c_void_p.from_address(id(db) + object.__basicsize__).value
+def install() -> bool:
+    """Have SQLite register the compiled functions on every connection opened from now on
+    (`sqlite3_auto_extension`, in the SQLite that Python's `_sqlite3` uses); call before
+    connecting. False where the compiled part is not built or that SQLite does not export
+    its functions (a warning says why): connections then get the Python functions."""
+    global _installed
+    if _installed is None:
+        module = getattr(_sqlite3, "__file__", None)
+        _installed = False
+        if native is not None and module:
+            try:
+                native.install_sqlite_auto_extension(module)
+            except RuntimeError as exc:  # _sqlite3 does not export SQLite's functions
+                log.warning("sqlite bins: compiled functions unavailable (%s); the Python ones run", exc)
+            else:
+                _installed = True
+    return _installed
 
 
-def register(db: sqlite3.Connection, path: str, *, prefer: str | None = None) -> str:
-    """Register the bins functions on `db` (opened on `path`): compiled where they were built
-    and this interpreter's connection is the known CPython one, else the reference. Returns
-    which ("native" or "python"). `prefer` (or $CONVMETRICS_FOLD) as for the fold: python,
-    native (an error when not built) or auto."""
-    handle = _handle(db) if choose(prefer).name == "native" else None
-    module = getattr(_sqlite3, "__file__", None)
-    if handle is not None and native is not None and module:
-        try:
-            name = native.sqlite_filename(handle, module)
-        except RuntimeError as exc:  # _sqlite3 does not export SQLite's functions
-            log.warning("sqlite bins: compiled functions unavailable (%s); the Python ones run", exc)
-        else:
-            expected = "" if path in ("", ":memory:") else os.path.realpath(path)
-            if (os.path.realpath(name) if name else "") == expected:
-                native.register_sqlite_bins(handle, module)
-                return "native"
-            log.warning(
-                "sqlite bins: the connection's file is %r, not %r; the Python functions run", name, expected
-            )
-    register_python(db)
+_installed: bool | None = None
+
+
+def _compiled_present(db: sqlite3.Connection) -> bool:
+    """Whether SQLite registered the compiled functions on this connection."""
+    try:
+        db.execute("SELECT bins_one(1, 1)").fetchone()
+    except sqlite3.OperationalError:  # no such function: opened before install(), or another SQLite
+        return False
+    return True
+
+
+def register(db: sqlite3.Connection, *, prefer: str | None = None) -> str:
+    """Make sure `db` has the bins functions: the compiled ones where SQLite registered them
+    (`install` before connecting), else the reference. Returns which ("native" or "python").
+    `prefer` (or $CONVMETRICS_FOLD) as for the fold: python, native (an error when they
+    are not there) or auto."""
+    want = choose(prefer).name
+    if want == "native" and install() and _compiled_present(db):
+        return "native"
+    if want == "native" and (prefer or os.environ.get(ENV, "auto")).lower() == "native":
+        raise StoreError(
+            "CONVMETRICS_FOLD=native but SQLite's compiled bins functions are not on this connection "
+            "(not built, or Python's sqlite3 does not export SQLite's functions)"
+        )
+    register_python(db)  # replaces compiled ones of the same names, where SQLite added them
     return "python"

@@ -23,7 +23,7 @@ from consumer.store.base import (
     metric_row,
     row_filter,
 )
-from consumer.store.sqlite.bins import register, unpack
+from consumer.store.sqlite.bins import install, register, unpack
 from consumer.store.sqlite.sql import (
     ALL_TIME_END,
     MIGRATE_BINS,
@@ -54,6 +54,7 @@ class SqliteStore:
         self.sql = statements(registry)
         self._outbox_indexed = False
         try:
+            install()  # before connecting: SQLite adds the compiled bins functions to new connections
             self.db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
@@ -64,7 +65,7 @@ class SqliteStore:
             self.db.execute("PRAGMA busy_timeout=60000")
             #: which bins functions the connection runs: "native" (compiled, and commits stage
             #: packed rows for their packed_rows table) or "python" (commits stage JSON)
-            self.bins_functions = register(self.db, path)
+            self.bins_functions = register(self.db)
             self.db.executescript(SCHEMA)
             self.db.execute(self.sql.rows)
             self._migrate_bins()

@@ -24,8 +24,9 @@ tables = st.integers(1, 10).flatmap(
 
 
 def connection() -> sqlite3.Connection:
+    sqlite_bins.install()
     db = sqlite3.connect(":memory:")
-    assert sqlite_bins.register(db, ":memory:", prefer="native") == "native"
+    assert sqlite_bins.register(db, prefer="native") == "native"
     return db
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,9 @@ pairs = st.lists(
 
 
 def connection(kind: str) -> sqlite3.Connection:
+    sqlite_bins.install()
     db = sqlite3.connect(":memory:")
-    assert sqlite_bins.register(db, ":memory:", prefer=kind) == kind
+    assert sqlite_bins.register(db, prefer=kind) == kind
     return db
 
 
@@ -62,10 +64,27 @@ def run_functions(db: sqlite3.Connection, groups: list[list[tuple[int, int]]]) -
 
 
 def test_the_compiled_functions_are_registered_where_built() -> None:
+    """SQLite itself adds them to every connection opened after `install` (any thread: the
+    API's connections are opened on its worker threads); no interpreter internals read."""
     if native_build.load().find_cargo() is not None:
         assert NATIVE is not None
+        assert sqlite_bins.install()
         db = sqlite3.connect(":memory:")
-        assert sqlite_bins.register(db, ":memory:") == "native"
+        assert sqlite_bins.register(db) == "native"
+        found: list[object] = []
+        worker = threading.Thread(target=lambda: found.append(sqlite3.connect(":memory:").execute(
+            "SELECT hex(bins_one(3, 2))").fetchone()[0]))  # fmt: skip
+        worker.start()
+        worker.join()
+        assert found == ["03000000000000000200000000000000"]
+        assert "ctypes" not in Path(sqlite_bins.__file__).read_text()  # no object layout read
+
+
+def test_python_functions_where_the_compiled_ones_are_not_on_the_connection() -> None:
+    """CONVMETRICS_FOLD=python replaces the compiled functions by the reference ones."""
+    db = sqlite3.connect(":memory:")
+    assert sqlite_bins.register(db, prefer="python") == "python"
+    assert sqlite_bins.unpack(db.execute("SELECT bins_one(3, 2)").fetchone()[0]) == [(3, 2)]
 
 
 def test_reference_functions() -> None:

@@ -1,0 +1,159 @@
+"""Query cost of the API as the dashboard calls it, on a store with 10,000 accounts and a day
+of 1-minute rows on 6 partitions.
+
+    .venv/bin/python bench/query.py [--accounts 10000] [--closures-per-account 20] [--calls 40]
+
+Builds a SQLite store (the fold and the store, no Kafka: the store's contents are what
+matter) from a generated day: every account has conversations on several partitions,
+each created and closed within the day. Then serves it with `convmetrics serve`'s app on
+a real port (uvicorn, in a thread) and times, over HTTP, each request one dashboard
+refresh makes: `/v1/summary`, the channel types' rows of the shown hour (1-minute
+window) and of the shown day (1-hour window), and every account's all-time row (paged
+10,000 at a time). Prints p50/p99 per request; writes bench/results/query.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from consumer.fold import PartitionFold  # noqa: E402
+from consumer.fold.model import CLOSED, CREATED, Event  # noqa: E402
+from consumer.fold.native import choose  # noqa: E402
+from consumer.serve.server import serve_in_thread  # noqa: E402
+from consumer.store import PartitionCommit  # noqa: E402
+from consumer.store.sqlite import SqliteStore  # noqa: E402
+
+DAY = 1_700_006_400  # a UTC midnight
+CHANNELS = ["TELEGRAM", "VIBER", "LINE", "CLOUD_WABA", "TWILIO_SMS", "GBM", "VBM", "ABM"]
+PARTITIONS = 6
+
+
+def build(path: str, accounts: int, per_account: int, seed: int = 7) -> int:
+    """A day of conversations: returns the events folded."""
+    rnd = random.Random(seed)
+    kind = choose()
+    folds = {p: kind.new(p) if kind.name == "native" else PartitionFold(p) for p in range(PARTITIONS)}
+    events: list[tuple[int, Event]] = []
+    h = 0
+    for a in range(1, accounts + 1):
+        for c in range(per_account):
+            conv = a * 1000 + c
+            start = DAY + rnd.randrange(86_000)
+            ch = CHANNELS[(a + c) % len(CHANNELS)]
+            p = hash((a, conv)) % PARTITIONS
+            h += 2
+            events.append((p, Event(CREATED, h, a, conv, ch, start, None, None)))
+            closed = min(start + rnd.randrange(1, 7200), DAY + 86_399)
+            events.append((p, Event(CLOSED, h + 1, a, conv, ch, closed)))
+    events.sort(key=lambda pe: pe[1].time)
+    store = SqliteStore(path)
+    store.check_topic("bench")
+    offsets = dict.fromkeys(range(PARTITIONS), 0)
+    for i in range(0, len(events), 50_000):
+        for p, e in events[i : i + 50_000]:
+            folds[p].apply(e)
+            offsets[p] += 1
+        commits = []
+        for p, f in folds.items():
+            delta, changed = f.take_changes()
+            commits.append(PartitionCommit(p, delta, offsets[p], f.watermark, changed))
+        store.commit("bench", commits)
+    rows = store.db.execute("SELECT win, count(*) FROM metric_rows GROUP BY win").fetchall()
+    print("stored rows per window (with their partitions):", dict(rows), flush=True)
+    store.close()
+    return len(events)
+
+
+def timed(client: httpx.Client, path: str, params: dict[str, str]) -> float:
+    started = time.perf_counter()
+    query = dict(params)
+    while True:
+        r = client.get(path, params=query)
+        r.raise_for_status()
+        body = r.json()
+        if not body.get("next"):
+            break
+        query["cursor"] = body["next"]
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--accounts", type=int, default=10_000)
+    ap.add_argument("--closures-per-account", type=int, default=20)
+    ap.add_argument("--calls", type=int, default=40)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-query-"))
+    db = str(tmp / "m.db")
+    t0 = time.perf_counter()
+    n = build(db, args.accounts, args.closures_per_account)
+    print(f"built: {n:,} events in {time.perf_counter() - t0:.0f} s", flush=True)
+    server, _ = serve_in_thread(f"sqlite:///{db}", "127.0.0.1", 0)
+    while not server.started:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    newest_minute = DAY + 86_340
+    calls = {
+        "/v1/summary": ("/v1/summary", {}),
+        "/v1/closures channel types, 1m, the shown hour": (
+            "/v1/closures",
+            {"by": "channel_type", "window": "1m", "from": str(newest_minute - 59 * 60), "limit": "10000"},
+        ),
+        "/v1/closures channel types, 1h, the shown day": (
+            "/v1/closures",
+            {"by": "channel_type", "window": "1h", "from": str(DAY), "limit": "10000"},
+        ),
+        "/v1/closures accounts, all time (every page)": (
+            "/v1/closures",
+            {"by": "account", "window": "all", "limit": "10000"},
+        ),
+    }
+    results: dict[str, list[float]] = {name: [] for name in calls}
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+        for path, params in calls.values():  # warm: the first call opens the store
+            timed(client, path, params)
+        for _ in range(args.calls):
+            for name, (path, params) in calls.items():
+                results[name].append(timed(client, path, params))
+    server.should_exit = True
+
+    def p(xs: list[float], q: float) -> float:
+        return statistics.quantiles(xs, n=100, method="inclusive")[int(q) - 1] * 1000
+
+    lines = [
+        "# API query cost as the dashboard calls it",
+        "",
+        f"`.venv/bin/python bench/query.py --accounts {args.accounts} --closures-per-account "
+        f"{args.closures_per_account} --calls {args.calls}` on {datetime.date.today()}, "
+        f"{platform.machine()}, {os.cpu_count()} CPUs; SQLite store of {n:,} events over one day, "
+        f"{args.accounts:,} accounts, {len(CHANNELS)} channel types, {PARTITIONS} partitions; over HTTP "
+        "(uvicorn), one client, requests in sequence.",
+        "",
+        "| request | p50 ms | p99 ms | target p99 |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, xs in results.items():
+        lines.append(f"| {name} | {p(xs, 50):.1f} | {p(xs, 99):.1f} | 50 |")
+    lines += ["", f"Load average (1 min) at the end: {os.getloadavg()[0]:.1f}.", ""]
+    text = "\n".join(lines)
+    print(text)
+    out = ROOT / "bench" / "results" / "query.md"
+    out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
