@@ -56,7 +56,8 @@ from rich.table import Table  # noqa: E402
 
 from consumer.fold.model import READER_SCHEMA  # noqa: E402
 from consumer.store import PartitionCommit  # noqa: E402
-from consumer.stream.runner import GC_THRESHOLD, CommitReport, MetricsConsumer, WriteResult  # noqa: E402
+from consumer.stream.checkpoint import CommitReport, WriteResult  # noqa: E402
+from consumer.stream.runner import GC_THRESHOLD, MetricsConsumer  # noqa: E402
 from consumer.stream.settings import ConsumerSettings  # noqa: E402
 from convmetrics.generate import GenerateConfig  # noqa: E402
 from schemas import CONVERSATION_EVENT, Codec, subject  # noqa: E402
@@ -171,6 +172,8 @@ class TimedConsumer(MetricsConsumer):
         self.threads: dict[int, str] = {threading.get_native_id(): "polling"}
         self.waited = 0.0  # polling thread: seconds waiting for the commit in flight
         super().__init__(settings, on_commit=self._on_commit)
+        self._inner_write = self.writer.write
+        self.writer.write = self._timed_write  # type: ignore[method-assign]
         self.consumer = _TimedPolls(self.consumer, phases)  # type: ignore[assignment]
         if phases is not None:  # the decoded records are freed when process() returns
             self.codec.decode_many = phases.timed("decode", self.codec.decode_many)  # type: ignore[method-assign]
@@ -199,13 +202,14 @@ class TimedConsumer(MetricsConsumer):
         if self.done is None and all(self.committed[p] >= n for p, n in self.ends.items()):
             self.done = time.perf_counter()
 
-    def _write(self, commits: list[PartitionCommit], purge: bool, started: float) -> WriteResult:
+    def _timed_write(self, commits: list[PartitionCommit], purge: bool, started: float) -> WriteResult:
+        """The store writer's `write`, noting its thread and profiling it when asked."""
         self.threads[threading.get_native_id()] = "store-writer"
         if self.writer_profile is None:
-            return super()._write(commits, purge, started)
+            return self._inner_write(commits, purge, started)
         self.writer_profile.enable()
         try:
-            return super()._write(commits, purge, started)
+            return self._inner_write(commits, purge, started)
         finally:
             self.writer_profile.disable()
 

@@ -170,8 +170,9 @@ def _kafka_settings(pairs: list[str]) -> dict[str, str]:
 def _consume(args: argparse.Namespace) -> int:
     from consumer.serve.server import serve_in_thread
     from consumer.store import Retention
+    from consumer.stream.checkpoint import CommitReport
     from consumer.stream.exporter import ConsumerMetrics
-    from consumer.stream.runner import CommitReport, MetricsConsumer
+    from consumer.stream.runner import MetricsConsumer
     from consumer.stream.settings import ConsumerSettings
 
     settings = ConsumerSettings(

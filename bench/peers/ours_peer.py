@@ -15,7 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from confluent_kafka import Message
 from peerlib import child_args, emit, now, parse_ends
 
-from consumer.stream.runner import CommitReport, MetricsConsumer
+from consumer.stream.checkpoint import CommitReport
+from consumer.stream.runner import MetricsConsumer
 from consumer.stream.settings import ConsumerSettings
 
 

@@ -19,9 +19,7 @@ import socket
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from confluent_kafka import (
@@ -36,15 +34,13 @@ from confluent_kafka import (
 
 from consumer.exceptions import (
     ConsumerError,
-    FencedError,
     OutOfRangeEventError,
-    RefusedCommitError,
-    StoreUnavailableError,
 )
 from consumer.fold import Fold
 from consumer.fold.model import KINDS, READER_SCHEMA
 from consumer.fold.native import FoldKind, choose
 from consumer.store import PartitionCommit, Store, open_store
+from consumer.stream.checkpoint import MAX_IN_FLIGHT, CommitHook, CommitReport, StoreWriter
 from consumer.stream.dlq import dead_letter_headers
 from consumer.stream.settings import ConsumerSettings
 from schemas import CONVERSATION_EVENT, Codec, DecodeError, subject
@@ -86,13 +82,7 @@ _KIND_NAMES = {kind: name for name, kind in KINDS.items()}
 #: container allocations between two young-generation collections while consuming (the
 #: default is 700): a batch's decoded records are freed before a collection would trace them
 GC_THRESHOLD = 200_000
-#: commits queued for the writer thread at once: with two, the writer goes from one to the
-#: next without waiting for the polling thread to take the changes (measured: writer busy
-#: ~73% of a backlog run with one)
-MAX_IN_FLIGHT = 2
 OUT_OF_RANGE = "event time arithmetic (ingest lag, duration or window start) outside the 64-bit range"
-#: what a commit on the writer thread hands back: offsets for Kafka, partitions fenced off
-WriteResult = tuple[list[TopicPartition], list[int]]
 
 
 def _partition(m: Message) -> int:
@@ -105,32 +95,6 @@ def _offset(m: Message) -> int:
     o = m.offset()
     assert o is not None
     return o
-
-
-def _libc_trim() -> Callable[[], None]:
-    try:
-        import ctypes
-
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return lambda: None
-    return lambda: trim(0)
-
-
-_trim = _libc_trim()
-
-
-@dataclass(frozen=True)
-class CommitReport:
-    """What one durable commit wrote, for metrics exporters and the metrics topic."""
-
-    partitions: list[PartitionCommit]  # what was committed (fenced partitions left out)
-    flush_seconds: float  # from the snapshot to durable
-    store_seconds: float  # the store transaction alone
-    fenced: list[int]
-
-
-CommitHook = Callable[[CommitReport], None]
 
 
 class MetricsConsumer:
@@ -172,10 +136,7 @@ class MetricsConsumer:
         self._last_commit = time.monotonic()
         self._last_expire = time.monotonic()
         self._dlq_errors: list[str] = []
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
-        #: commits handed to the writer thread, oldest first (at most MAX_IN_FLIGHT)
-        self._in_flight: deque[Future[WriteResult]] = deque()
-        self._write_failed = False  # a commit failed: the ones queued after it must not land
+        self.writer = StoreWriter(self.store, settings.topic, self._stop, self._committed)
         base = {"bootstrap.servers": settings.bootstrap_servers, **settings.kafka}
         self.consumer = Consumer(
             {
@@ -226,8 +187,8 @@ class MetricsConsumer:
                 msgs = self.consumer.consume(self.s.poll_batch, 0.1)
                 if msgs:
                     self.process(msgs)
-                if self._in_flight and self._in_flight[0].done():
-                    self.wait_for_commit(keep=len(self._in_flight) - 1)
+                if self.writer.oldest_done():
+                    self.wait_for_commit(keep=len(self.writer.in_flight) - 1)
                 behind = len(msgs) >= self.s.poll_batch
                 interval = self.s.backlog_flush_interval if behind else self.s.flush_interval
                 if self._pending >= self.s.flush_events or time.monotonic() - self._last_commit >= interval:
@@ -241,7 +202,7 @@ class MetricsConsumer:
             try:
                 self.wait_for_commit()
             finally:
-                self._writer.shutdown()
+                self.writer.shutdown()
                 self.consumer.close()
                 self.dlq.flush(10)
 
@@ -343,7 +304,7 @@ class MetricsConsumer:
         commits = [self._snapshot(p, off, expire) for p, off in self.next_offsets.items()]
         self.next_offsets = {}
         self._pending = 0
-        self._in_flight.append(self._writer.submit(self._write, commits, expire, started))
+        self.writer.submit(commits, expire, started)
         if wait:
             self.wait_for_commit()
 
@@ -365,75 +326,11 @@ class MetricsConsumer:
             p, delta, next_offset, fold.watermark, changed, expired, self.epochs[p], snapshot
         )
 
-    def _write(self, commits: list[PartitionCommit], purge: bool, started: float) -> WriteResult:
-        """Writer thread: one commit, unless an earlier one failed (this one builds on it)."""
-        if self._write_failed:
-            raise RefusedCommitError(
-                "an earlier store commit failed: the commits queued after it are dropped"
-            )
-        try:
-            return self._write_one(commits, purge, started)
-        except BaseException:
-            self._write_failed = True
-            raise
-
-    def _write_one(self, commits: list[PartitionCommit], purge: bool, flush_started: float) -> WriteResult:
-        """Writer thread: the store transaction. Partitions fenced off by a newer owner are
-        left out and the rest is committed; the polling thread then drops their state
-        (they come back with the offsets to hand to Kafka).
-
-        While the store is unreachable the same commit is retried with backoff (capped at
-        5 s); the polling thread waits at its next commit, so consumption pauses. A retried
-        commit that had in fact landed is recognised by its stored offsets and skipped by
-        the store. Past max.poll.interval.ms the group moves the partitions on; the
-        retried commit is then refused by the new owner's epoch (FencedError). Any other
-        error is a bug or a misconfiguration and is raised.
-        """
-
-        started = time.perf_counter()
-        fenced: list[int] = []
-        attempt, delay = 0, 0.2
-        while commits:
-            try:
-                self.store.commit(self.s.topic, commits)
-                break
-            except FencedError as exc:
-                log.warning("%s", exc)
-                fenced.extend(exc.partitions)
-                commits = [c for c in commits if c.partition not in exc.partitions]
-            except StoreUnavailableError as exc:
-                attempt += 1
-                if self._stop.is_set() and attempt > 10:
-                    log.error(
-                        "stopping with the store still unavailable: the last commit is dropped "
-                        "(its records are replayed from the store's offsets on restart)"
-                    )
-                    raise
-                log.warning(
-                    "store unavailable, commit attempt %d failed (%s): retrying the same commit in %.1fs",
-                    attempt,
-                    exc,
-                    delay,
-                )
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        if attempt:
-            log.warning("store available again: commit landed after %d retries", attempt)
-        store_seconds = time.perf_counter() - started
-        if purge:
-            try:
-                self.store.purge()
-            except StoreUnavailableError as exc:  # retention catches up at the next purge
-                log.warning("purge skipped, store unavailable: %s", exc)
+    def _committed(self, report: CommitReport) -> None:
+        """Writer thread, after each durable commit: count it, then the caller's hook."""
         self.stats.commits += 1
-        _trim()
         if self.on_commit is not None:
-            report = CommitReport(commits, time.perf_counter() - flush_started, store_seconds, fenced)
-            try:
-                self.on_commit(report)
-            except Exception:  # an exporter must never break the commit path
-                log.exception("commit hook failed")
-        return [TopicPartition(self.s.topic, c.partition, c.next_offset) for c in commits], fenced
+            self.on_commit(report)
 
     def wait_for_commit(self, keep: int = 0) -> None:
         """Block until all but the newest `keep` commits in flight are durable, oldest
@@ -443,12 +340,7 @@ class MetricsConsumer:
         thread: the Kafka consumer must not be called from the writer thread while the
         polling thread sits in a rebalance callback.
         """
-        while len(self._in_flight) > keep:
-            future = self._in_flight.popleft()
-            try:
-                offsets, fenced = future.result()
-            except RefusedCommitError:  # the failure it follows was raised from its own commit
-                continue
+        for offsets, fenced in self.writer.results(keep):
             if offsets:
                 self.consumer.commit(offsets=offsets, asynchronous=True)
             for p in fenced:  # until the group hands them back, their records are skipped

@@ -16,10 +16,13 @@ from typing import Any
 
 import psycopg
 
+from consumer.fold import BY_ACCOUNT
 from consumer.fold.delta import layout_of
 from consumer.fold.registry import REGISTRY, Registry
+from consumer.fold.windows import WINDOWS
 from consumer.store import sqlgen
 from consumer.store.base import PartitionCommit
+from consumer.store.postgres.sql import ALL_TIME_END
 
 
 @dataclass(frozen=True)
@@ -79,3 +82,36 @@ def aggregate(
     for statement in sql.aggregate:
         conn.execute(statement)
     return True
+
+
+class Batch:
+    """One commit's closures, conversations and offsets as sorted, merged columns (unnest
+    wants one value per key); the metric rows are aggregated on the server
+    (`consumer.store.postgres.aggregate`)."""
+
+    def __init__(self, partitions: list[PartitionCommit]) -> None:
+        closures: dict[int, tuple[Any, ...]] = {}
+        self.recheck: set[tuple[int, str, str, str, int]] = set()
+        convs: dict[tuple[int, int], tuple[Any, ...]] = {}
+        expired: set[tuple[int, int]] = set()
+        for p in partitions:
+            for closure in p.delta.closures.values():
+                closures[closure[0]] = closure
+            self.recheck.update((p.partition, *k) for k in p.delta.recheck())
+            for (a, c), blob in p.conversations.items():
+                convs[(a, c)] = (p.partition, a, c, blob)
+            expired.update((a, c) for a, c in p.expired)
+        self.closures = [closures[h] for h in sorted(closures)]
+        self.conversations = [convs[k] for k in sorted(convs)]
+        self.expired = sorted(expired)
+        self.offsets = sorted((p.partition, p.next_offset, p.watermark) for p in partitions)
+
+    def rechecks(self) -> list[tuple[str, tuple[Any, ...]]]:
+        out = []
+        for part, by, key, win, start in sorted(self.recheck):
+            size = WINDOWS[win]
+            lo, hi = (start, start + size) if size else (-ALL_TIME_END, ALL_TIME_END)
+            col = "account" if by == BY_ACCOUNT else "channel_type"
+            k: Any = int(key) if by == BY_ACCOUNT else key
+            out.append((col, (k, lo, hi, part, by, win, start, key, part)))
+        return out

@@ -26,7 +26,6 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from consumer.exceptions import FencedError, StoreError, StoreUnavailableError
-from consumer.fold import BY_ACCOUNT
 from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.windows import ALL, WINDOWS
 from consumer.store import sqlgen
@@ -40,66 +39,19 @@ from consumer.store.base import (
     build_rows,
     row_filter,
 )
-from consumer.store.postgres.aggregate import aggregate, columns
+from consumer.store.postgres.aggregate import Batch, aggregate, columns
+from consumer.store.postgres.sql import (
+    MIGRATE_PARTITION,
+    RECHECK,
+    SCHEMA,
+    SCHEMA_LOCK,
+    UPSERT_CLOSURES,
+    UPSERT_CONVERSATIONS,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: the tables beside the metric rows (`sqlgen.row_table` makes those, by the registry)
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS metric_bins (
-    by TEXT NOT NULL, win TEXT NOT NULL, start BIGINT NOT NULL, key TEXT COLLATE "C" NOT NULL,
-    partition INTEGER NOT NULL, bin BIGINT NOT NULL, n BIGINT NOT NULL,
-    PRIMARY KEY (by, win, start, key, partition, bin));
-CREATE TABLE IF NOT EXISTS closures (
-    event_hash BIGINT PRIMARY KEY, partition INTEGER NOT NULL, account BIGINT NOT NULL,
-    conversation BIGINT NOT NULL, channel_type TEXT NOT NULL, closed_at BIGINT NOT NULL,
-    ttc BIGINT);
-CREATE INDEX IF NOT EXISTS closures_by_channel ON closures (channel_type, closed_at);
-CREATE INDEX IF NOT EXISTS closures_by_account ON closures (account, closed_at);
-CREATE TABLE IF NOT EXISTS conversations (
-    partition INTEGER NOT NULL, account BIGINT NOT NULL, conversation BIGINT NOT NULL,
-    state TEXT NOT NULL, PRIMARY KEY (account, conversation));
-CREATE INDEX IF NOT EXISTS conversations_by_partition ON conversations (partition);
-CREATE TABLE IF NOT EXISTS owners (
-    partition INTEGER PRIMARY KEY, epoch BIGINT NOT NULL, owner TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS offsets (
-    partition INTEGER PRIMARY KEY, next_offset BIGINT NOT NULL, watermark BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS published (partition INTEGER PRIMARY KEY, seq BIGINT NOT NULL);
-"""
-#: a database written before rows were keyed by partition: its rows become partition -1's
-#: (merged with the new ones at query time)
-_MIGRATE_PARTITION = """
-ALTER TABLE metric_rows ADD COLUMN partition INTEGER NOT NULL DEFAULT -1;
-ALTER TABLE metric_rows DROP CONSTRAINT metric_rows_pkey, ADD PRIMARY KEY (by, win, start, key, partition);
-ALTER TABLE metric_bins ADD COLUMN partition INTEGER NOT NULL DEFAULT -1;
-ALTER TABLE metric_bins DROP CONSTRAINT metric_bins_pkey,
-    ADD PRIMARY KEY (by, win, start, key, partition, bin);
-UPDATE metric_rows SET seq = 0;
-DROP INDEX IF EXISTS metric_rows_by_seq;
-"""
-#: pg_advisory_xact_lock key: processes starting together create the schema one at a time
-_SCHEMA_LOCK = 0x636F6E766D6574
-
-_UPSERT_CLOSURES = """
-INSERT INTO closures
-SELECT * FROM unnest(%s::bigint[], %s::int[], %s::bigint[], %s::bigint[], %s::text[], %s::bigint[],
-                     %s::bigint[])
-ON CONFLICT (event_hash) DO UPDATE SET ttc = excluded.ttc
-"""
-_UPSERT_CONVERSATIONS = """
-INSERT INTO conversations
-SELECT * FROM unnest(%s::int[], %s::bigint[], %s::bigint[], %s::text[])
-ON CONFLICT (account, conversation) DO UPDATE SET state = excluded.state, partition = excluded.partition
-"""
-_RECHECK = """
-UPDATE metric_rows SET (ttc_min, ttc_max) = (
-    SELECT min(ttc), max(ttc) FROM closures
-    WHERE {col} = %s AND closed_at >= %s AND closed_at < %s AND partition = %s)
-WHERE by = %s AND win = %s AND start = %s AND key = %s AND partition = %s
-"""
-_ALL_TIME_END = 2**62
 #: retried inside the store: another transaction won a lock race
 _RACES = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 #: a server that answered but is going down, starting up or full: try again later
@@ -172,7 +124,7 @@ class PostgresStore:
         raise AssertionError("unreachable")
 
     def _create_schema(self, conn: psycopg.Connection[Any]) -> None:
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
         conn.execute(SCHEMA)
         conn.execute(sqlgen.row_table(sqlgen.POSTGRES, self.registry))
         have = {
@@ -184,7 +136,7 @@ class PostgresStore:
         }
         if "partition" not in have:
             log.info("store %s: keying metric rows by partition (once)", self._where())
-            conn.execute(_MIGRATE_PARTITION)
+            conn.execute(MIGRATE_PARTITION)
         for sql in sqlgen.missing_columns(sqlgen.POSTGRES, have | {"partition"}, self.registry):
             conn.execute(sql)
 
@@ -247,16 +199,16 @@ class PostgresStore:
     def commit(self, topic: str, partitions: list[PartitionCommit]) -> None:
         if not partitions:
             return
-        batch = _Batch(partitions)
+        batch = Batch(partitions)
         self._run(lambda conn: self._commit(conn, partitions, batch))
 
     def _commit(
-        self, conn: psycopg.Connection[Any], partitions: list[PartitionCommit], batch: _Batch
+        self, conn: psycopg.Connection[Any], partitions: list[PartitionCommit], batch: Batch
     ) -> None:
         # the schema's DDL (CREATE INDEX IF NOT EXISTS locks its table even when the index
         # exists) takes this lock exclusively: a consumer starting up waits for commits in
         # flight instead of deadlocking with them over table locks taken in another order
-        conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (_SCHEMA_LOCK,))
+        conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (SCHEMA_LOCK,))
         ids = sorted({p.partition for p in partitions})
         epochs = dict(
             conn.execute(
@@ -276,13 +228,13 @@ class PostgresStore:
             log.warning("commit up to offsets %s was already stored: skipped", batch.offsets)
             return
         if batch.closures:
-            conn.execute(_UPSERT_CLOSURES, columns(batch.closures, 7))
+            conn.execute(UPSERT_CLOSURES, columns(batch.closures, 7))
         aggregate(conn, partitions, self.registry)
         with conn.cursor() as cur:
             for col, params in batch.rechecks():
-                cur.execute(_RECHECK.format(col=col), params)
+                cur.execute(RECHECK.format(col=col), params)
         if batch.conversations:
-            conn.execute(_UPSERT_CONVERSATIONS, columns(batch.conversations, 4))
+            conn.execute(UPSERT_CONVERSATIONS, columns(batch.conversations, 4))
         if batch.expired:
             conn.execute(
                 "DELETE FROM conversations WHERE (account, conversation) IN "
@@ -353,7 +305,7 @@ class PostgresStore:
             # see OUTBOX_INDEX; DDL under the schema lock, like the schema itself
 
             def index(conn: psycopg.Connection[Any]) -> None:
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
                 conn.execute(OUTBOX_INDEX)
 
             self._run(index)
@@ -412,36 +364,3 @@ class PostgresStore:
     def _where(self) -> str:
         info = psycopg.conninfo.conninfo_to_dict(self.url)
         return f"postgresql://{info.get('host', '')}:{info.get('port', '')}/{info.get('dbname', '')}"
-
-
-class _Batch:
-    """One commit's closures, conversations and offsets as sorted, merged columns (unnest
-    wants one value per key); the metric rows are aggregated on the server
-    (`consumer.store.postgres.aggregate`)."""
-
-    def __init__(self, partitions: list[PartitionCommit]) -> None:
-        closures: dict[int, tuple[Any, ...]] = {}
-        self.recheck: set[tuple[int, str, str, str, int]] = set()
-        convs: dict[tuple[int, int], tuple[Any, ...]] = {}
-        expired: set[tuple[int, int]] = set()
-        for p in partitions:
-            for closure in p.delta.closures.values():
-                closures[closure[0]] = closure
-            self.recheck.update((p.partition, *k) for k in p.delta.recheck())
-            for (a, c), blob in p.conversations.items():
-                convs[(a, c)] = (p.partition, a, c, blob)
-            expired.update((a, c) for a, c in p.expired)
-        self.closures = [closures[h] for h in sorted(closures)]
-        self.conversations = [convs[k] for k in sorted(convs)]
-        self.expired = sorted(expired)
-        self.offsets = sorted((p.partition, p.next_offset, p.watermark) for p in partitions)
-
-    def rechecks(self) -> list[tuple[str, tuple[Any, ...]]]:
-        out = []
-        for part, by, key, win, start in sorted(self.recheck):
-            size = WINDOWS[win]
-            lo, hi = (start, start + size) if size else (-_ALL_TIME_END, _ALL_TIME_END)
-            col = "account" if by == BY_ACCOUNT else "channel_type"
-            k: Any = int(key) if by == BY_ACCOUNT else key
-            out.append((col, (k, lo, hi, part, by, win, start, key, part)))
-        return out

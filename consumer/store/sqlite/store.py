@@ -24,9 +24,9 @@ from consumer.store.base import (
     row_filter,
 )
 from consumer.store.sqlite.bins import install, register, unpack
+from consumer.store.sqlite.migrate import Transaction, migrate_bins, migrate_partition
 from consumer.store.sqlite.sql import (
     ALL_TIME_END,
-    MIGRATE_BINS,
     OLD_CLOSURES_INDEX,
     RECHECK,
     SCHEMA,
@@ -68,63 +68,16 @@ class SqliteStore:
             self.bins_functions = register(self.db)
             self.db.executescript(SCHEMA)
             self.db.execute(self.sql.rows)
-            self._migrate_bins()
+            migrate_bins(self.db, self.path)
             closures = self.db.execute("SELECT sql FROM sqlite_master WHERE name = 'closures'").fetchone()[0]
             if "WITHOUT ROWID" not in closures.upper():  # a store made before the table was keyed by account
                 self.db.execute(OLD_CLOSURES_INDEX)
-            self._migrate_partition()
+            migrate_partition(self.db, self.path, self.registry)
             self.db.execute("PRAGMA temp_store=MEMORY")
             for sql in self.sql.temp_tables:
                 self.db.execute(sql)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {path!r}: {exc}") from exc
-
-    def _migrate_bins(self) -> None:
-        """A store written before bins lived in their rows gets them moved in, once (under
-        the write lock: a second process opening it meanwhile finds it done)."""
-
-        def migrated() -> bool:
-            return any(col[1] == "bins" for col in self.db.execute("PRAGMA table_info(metric_rows)"))
-
-        if migrated():
-            return
-        with self._tx():
-            if migrated():
-                return
-            log.info("store %s: moving sketch bins into their metric rows (once)", self.path)
-            for sql in MIGRATE_BINS:
-                self.db.execute(sql)
-
-    def _columns(self, table: str) -> set[str]:
-        return {col[1] for col in self.db.execute(f"PRAGMA table_info({table})")}
-
-    def _migrate_partition(self) -> None:
-        """A store written before rows were keyed by partition keeps its rows as partition
-        -1's (merged with the new ones at query time); registry columns it lacks are added.
-        Once, under the write lock."""
-        if "partition" in self._columns("metric_rows"):
-            missing = sqlgen.missing_columns(sqlgen.SQLITE, self._columns("metric_rows"), self.registry)
-            if missing:
-                with self._tx():
-                    have = self._columns("metric_rows")
-                    for sql in sqlgen.missing_columns(sqlgen.SQLITE, have, self.registry):
-                        self.db.execute(sql)
-            return
-        with self._tx():
-            if "partition" in self._columns("metric_rows"):
-                return
-            log.info("store %s: keying metric rows by partition (once)", self.path)
-            self.db.execute("ALTER TABLE metric_rows RENAME TO metric_rows_unpartitioned")
-            old = self._columns("metric_rows_unpartitioned")
-            for sql in sqlgen.missing_columns(sqlgen.SQLITE, old, self.registry):
-                self.db.execute(sql.replace("metric_rows", "metric_rows_unpartitioned", 1))
-            self.db.execute(self.sql.rows)
-            cols = ", ".join(self.registry.value_columns)
-            self.db.execute(
-                f"INSERT INTO metric_rows (by, win, start, key, partition, {cols}, seq, bins) "
-                f"SELECT by, win, start, key, -1, {cols}, 0, bins FROM metric_rows_unpartitioned"
-            )
-            self.db.execute("DROP TABLE metric_rows_unpartitioned")
 
     def check_topic(self, topic: str) -> None:
         """A store holds one topic's metrics; refuse to mix another in."""
@@ -341,8 +294,8 @@ class SqliteStore:
     def close(self) -> None:
         self.db.close()
 
-    def _tx(self) -> _Transaction:
-        return _Transaction(self.db)
+    def _tx(self) -> Transaction:
+        return Transaction(self.db)
 
 
 def _json(rows: list[Any], columns: int) -> bytes:
@@ -353,20 +306,3 @@ def _pack(rows: list[Any], columns: int) -> bytes:
     assert native is not None  # the compiled bins functions are registered: it is built
     packed: bytes = native.pack_rows(rows, columns)
     return packed
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error (a crash rolls back too)."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.db.execute("BEGIN IMMEDIATE")
-        return self.db
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.db.execute("COMMIT")
-        else:
-            self.db.execute("ROLLBACK")

@@ -14,7 +14,8 @@ from consumer.exceptions import ConsumerError
 from consumer.fold import Delta
 from consumer.store import PartitionCommit
 from consumer.store.sqlite import SqliteStore
-from consumer.stream.runner import MAX_IN_FLIGHT, MetricsConsumer
+from consumer.stream.checkpoint import MAX_IN_FLIGHT
+from consumer.stream.runner import MetricsConsumer
 from consumer.stream.settings import ConsumerSettings
 
 
@@ -46,8 +47,9 @@ def test_a_commit_queued_after_a_failed_one_does_not_land() -> None:
     store = FlakyStore()
     c = MetricsConsumer(ConsumerSettings("127.0.0.1:1", topic="t"), store=store)  # type: ignore[arg-type]
     try:
-        first = c._writer.submit(c._write, commit(10), False, 0.0)
-        second = c._writer.submit(c._write, commit(20), False, 0.0)
+        c.writer.submit(commit(10), False, 0.0)
+        c.writer.submit(commit(20), False, 0.0)
+        first, second = c.writer.in_flight
         store.release.set()
         with pytest.raises(RuntimeError, match="disk on fire"):
             first.result(10)
@@ -55,13 +57,12 @@ def test_a_commit_queued_after_a_failed_one_does_not_land() -> None:
             second.result(10)
         assert store.calls == 1 and store.landed == []
         # the polling thread sees the real failure, not the refusal that follows it
-        c._in_flight.extend([first, second])
         with pytest.raises(RuntimeError, match="disk on fire"):
             c.wait_for_commit()
         c.wait_for_commit()  # the refused one is dropped quietly (shutdown re-raises nothing new)
-        assert not c._in_flight
+        assert not c.writer.in_flight
     finally:
-        c._writer.shutdown()
+        c.writer.shutdown()
         c.consumer.close()
 
 
@@ -101,6 +102,6 @@ def test_error_messages_are_skipped_and_a_fatal_one_stops(tmp_path: Path) -> Non
             c.process([ErrMsg(b"x"), ErrMsg(error=KafkaError(KafkaError._FATAL, fatal=True))])  # type: ignore[list-item]
         assert c.stats.consumed == 3  # nothing of the failed batch counted
     finally:
-        c._writer.shutdown()
+        c.writer.shutdown()
         c.consumer.close()
         store.close()

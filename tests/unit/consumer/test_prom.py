@@ -15,8 +15,9 @@ from consumer.serve.prom import ClosureCollector
 from consumer.store import PartitionCommit
 from consumer.store.render import row_json
 from consumer.store.sqlite import SqliteStore
+from consumer.stream.checkpoint import CommitReport
 from consumer.stream.exporter import ConsumerMetrics
-from consumer.stream.runner import CommitReport, Stats
+from consumer.stream.runner import Stats
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

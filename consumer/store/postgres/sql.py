@@ -1,0 +1,60 @@
+"""The PostgreSQL store's own SQL: the tables beside the metric rows (those follow from
+the registry: `consumer.store.sqlgen`), the migration of older databases, the recheck."""
+
+from __future__ import annotations
+
+#: the tables beside the metric rows (`sqlgen.row_table` makes those, by the registry)
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS metric_bins (
+    by TEXT NOT NULL, win TEXT NOT NULL, start BIGINT NOT NULL, key TEXT COLLATE "C" NOT NULL,
+    partition INTEGER NOT NULL, bin BIGINT NOT NULL, n BIGINT NOT NULL,
+    PRIMARY KEY (by, win, start, key, partition, bin));
+CREATE TABLE IF NOT EXISTS closures (
+    event_hash BIGINT PRIMARY KEY, partition INTEGER NOT NULL, account BIGINT NOT NULL,
+    conversation BIGINT NOT NULL, channel_type TEXT NOT NULL, closed_at BIGINT NOT NULL,
+    ttc BIGINT);
+CREATE INDEX IF NOT EXISTS closures_by_channel ON closures (channel_type, closed_at);
+CREATE INDEX IF NOT EXISTS closures_by_account ON closures (account, closed_at);
+CREATE TABLE IF NOT EXISTS conversations (
+    partition INTEGER NOT NULL, account BIGINT NOT NULL, conversation BIGINT NOT NULL,
+    state TEXT NOT NULL, PRIMARY KEY (account, conversation));
+CREATE INDEX IF NOT EXISTS conversations_by_partition ON conversations (partition);
+CREATE TABLE IF NOT EXISTS owners (
+    partition INTEGER PRIMARY KEY, epoch BIGINT NOT NULL, owner TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS offsets (
+    partition INTEGER PRIMARY KEY, next_offset BIGINT NOT NULL, watermark BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS published (partition INTEGER PRIMARY KEY, seq BIGINT NOT NULL);
+"""
+#: a database written before rows were keyed by partition: its rows become partition -1's
+#: (merged with the new ones at query time)
+MIGRATE_PARTITION = """
+ALTER TABLE metric_rows ADD COLUMN partition INTEGER NOT NULL DEFAULT -1;
+ALTER TABLE metric_rows DROP CONSTRAINT metric_rows_pkey, ADD PRIMARY KEY (by, win, start, key, partition);
+ALTER TABLE metric_bins ADD COLUMN partition INTEGER NOT NULL DEFAULT -1;
+ALTER TABLE metric_bins DROP CONSTRAINT metric_bins_pkey,
+    ADD PRIMARY KEY (by, win, start, key, partition, bin);
+UPDATE metric_rows SET seq = 0;
+DROP INDEX IF EXISTS metric_rows_by_seq;
+"""
+#: pg_advisory_xact_lock key: processes starting together create the schema one at a time
+SCHEMA_LOCK = 0x636F6E766D6574
+
+UPSERT_CLOSURES = """
+INSERT INTO closures
+SELECT * FROM unnest(%s::bigint[], %s::int[], %s::bigint[], %s::bigint[], %s::text[], %s::bigint[],
+                     %s::bigint[])
+ON CONFLICT (event_hash) DO UPDATE SET ttc = excluded.ttc
+"""
+UPSERT_CONVERSATIONS = """
+INSERT INTO conversations
+SELECT * FROM unnest(%s::int[], %s::bigint[], %s::bigint[], %s::text[])
+ON CONFLICT (account, conversation) DO UPDATE SET state = excluded.state, partition = excluded.partition
+"""
+RECHECK = """
+UPDATE metric_rows SET (ttc_min, ttc_max) = (
+    SELECT min(ttc), max(ttc) FROM closures
+    WHERE {col} = %s AND closed_at >= %s AND closed_at < %s AND partition = %s)
+WHERE by = %s AND win = %s AND start = %s AND key = %s AND partition = %s
+"""
+ALL_TIME_END = 2**62

@@ -1,0 +1,73 @@
+"""Bringing a SQLite store written by an older release (or with fewer metrics) up to date,
+once, at open, under the write lock (a second process opening it meanwhile finds it done)."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+
+from consumer.fold.registry import Registry
+from consumer.store import sqlgen
+from consumer.store.sqlite.sql import MIGRATE_BINS, statements
+
+log = logging.getLogger(__name__)
+
+
+class Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error (a crash rolls back too)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.db.execute("COMMIT")
+        else:
+            self.db.execute("ROLLBACK")
+
+
+def columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {col[1] for col in db.execute(f"PRAGMA table_info({table})")}
+
+
+def migrate_bins(db: sqlite3.Connection, path: str) -> None:
+    """A store written before bins lived in their rows gets them moved in."""
+    if "bins" in columns(db, "metric_rows"):
+        return
+    with Transaction(db):
+        if "bins" in columns(db, "metric_rows"):
+            return
+        log.info("store %s: moving sketch bins into their metric rows (once)", path)
+        for sql in MIGRATE_BINS:
+            db.execute(sql)
+
+
+def migrate_partition(db: sqlite3.Connection, path: str, registry: Registry) -> None:
+    """A store written before rows were keyed by partition keeps its rows as partition -1's
+    (merged with the new ones at query time); registry columns a store lacks are added (0
+    for the rows written before)."""
+    if "partition" in columns(db, "metric_rows"):
+        if sqlgen.missing_columns(sqlgen.SQLITE, columns(db, "metric_rows"), registry):
+            with Transaction(db):
+                for sql in sqlgen.missing_columns(sqlgen.SQLITE, columns(db, "metric_rows"), registry):
+                    db.execute(sql)
+        return
+    with Transaction(db):
+        if "partition" in columns(db, "metric_rows"):
+            return
+        log.info("store %s: keying metric rows by partition (once)", path)
+        db.execute("ALTER TABLE metric_rows RENAME TO metric_rows_unpartitioned")
+        old = columns(db, "metric_rows_unpartitioned")
+        for sql in sqlgen.missing_columns(sqlgen.SQLITE, old, registry):
+            db.execute(sql.replace("metric_rows", "metric_rows_unpartitioned", 1))
+        db.execute(statements(registry).rows)
+        cols = ", ".join(registry.value_columns)
+        db.execute(
+            f"INSERT INTO metric_rows (by, win, start, key, partition, {cols}, seq, bins) "
+            f"SELECT by, win, start, key, -1, {cols}, 0, bins FROM metric_rows_unpartitioned"
+        )
+        db.execute("DROP TABLE metric_rows_unpartitioned")
