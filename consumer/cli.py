@@ -93,8 +93,19 @@ def register(sub: Any) -> None:
         const="conversation-closure-metrics",
         default=None,
         metavar="TOPIC",
-        help="after each commit, publish the changed metric rows (Avro, closure_metrics) to this "
-        "compacted topic (default name when given without one: conversation-closure-metrics)",
+        help="after each commit, publish the changed metric rows (Avro, closure_metrics v1: the "
+        "closure metrics by name, for its existing readers) to this compacted topic (default name "
+        "when given without one: conversation-closure-metrics); see --metric-rows-topic",
+    )
+    c.add_argument(
+        "--metric-rows-topic",
+        nargs="?",
+        const="conversation-metric-rows",
+        default=None,
+        metavar="TOPIC",
+        help="after each commit, publish the changed metric rows (Avro, metric_rows: every counter "
+        "and distribution by metric name, so new metrics need no new schema) to this compacted topic "
+        "(default name when given without one: conversation-metric-rows)",
     )
     c.add_argument(
         "--kafka",
@@ -191,17 +202,17 @@ def _consume(args: argparse.Namespace) -> int:
         http_host=args.http_host,
     )
     metrics = ConsumerMetrics()
-    publisher = None
-    if args.metrics_topic:
-        from consumer.stream.metrics_topic import MetricsTopicPublisher
+    from consumer.stream.metrics_topic import MetricsTopicPublisher
 
-        publisher = MetricsTopicPublisher(
-            settings.bootstrap_servers, args.metrics_topic, kafka=settings.kafka
-        )
+    publishers = [
+        MetricsTopicPublisher(settings.bootstrap_servers, topic, kafka=settings.kafka, value_subject=subj)
+        for topic, subj in ((args.metrics_topic, "closure_metrics"), (args.metric_rows_topic, "metric_rows"))
+        if topic
+    ]
 
     def on_commit(report: CommitReport) -> None:
         metrics.on_commit(report)
-        if publisher is not None:
+        for publisher in publishers:
             publisher.publish_pending(consumer.store, [p.partition for p in report.partitions])
 
     consumer = MetricsConsumer(settings, on_commit=on_commit)

@@ -1,27 +1,39 @@
 """Changed metric rows, published to a compacted Kafka topic for pipelines.
 
-After each durable commit the consumer publishes every row changed since the last
-publication (the store keeps the commit sequence of each row: an outbox), then records
-how far it got. A crash between the two republishes some rows: harmless, since the topic
-has upsert semantics (compacted; key = by|key|window|window_start; the latest value per
-key is the current one).
+After each durable commit the consumer publishes every row its partitions changed since
+their last publication (the store keeps, per row and partition, the partition's offset
+after the commit that last changed it: an outbox), then records how far it got. A crash
+between the two republishes some rows: harmless, since the topic has upsert semantics
+(compacted; key = grouping|key|window|window_start; the latest value per key is the
+current one).
+
+Two value formats, each its own subject and topic:
+- `metric_rows` (`--metric-rows-topic`, default `conversation-metric-rows`): generic over
+  the registry (maps of counters and distributions keyed by metric name), so a metric
+  added to the registry needs no new schema version;
+- `closure_metrics` (`--metrics-topic`, default `conversation-closure-metrics`): the
+  earlier fixed record, kept for the readers that have it; it carries the metrics it was
+  made with and no others.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from consumer.exceptions import ConsumerError
+from consumer.fold.registry import Registry
 from consumer.store import MetricRow, Store
 from consumer.store.render import row_json
 from schemas import Codec, subject
 
 METRICS_TOPIC = "conversation-closure-metrics"
+METRIC_ROWS_TOPIC = "conversation-metric-rows"
 log = logging.getLogger(__name__)
 
 
@@ -30,8 +42,36 @@ def metrics_key(row: MetricRow) -> str:
     return f"{row.by}|{row.key}|{row.window}|{start}"
 
 
-def metrics_record(row: MetricRow, now_ms: int) -> dict[str, Any]:
-    j = row_json(row)
+def metric_rows_record(row: MetricRow, registry: Registry, now_ms: int) -> dict[str, Any]:
+    """A row as a `metric_rows` record: every counter and distribution by metric name."""
+    j = row_json(row, registry)
+    dims = registry.grouping(row.by).dimensions
+    values = row.key.split("|") if len(dims) > 1 else [row.key]
+    distributions = {}
+    for m in registry.distributions:
+        d = j[m.name]
+        distributions[m.name] = {
+            "count": d["count"],
+            **{f: None if d.get(f) is None else float(d[f]) for f in _STATS},
+        }
+    return {
+        "grouping": row.by,
+        "key": dict(zip(dims, values, strict=True)),
+        "window": row.window,
+        "windowStart": j["window_start"],
+        "windowEnd": j["window_end"],
+        "counters": {m.name: j[m.name] for m in registry.counters},
+        "distributions": distributions,
+        "publishedAtMillis": now_ms,
+    }
+
+
+_STATS = ("sum", "min", "max", "mean", "p50", "p90", "p99")
+
+
+def metrics_record(row: MetricRow, registry: Registry, now_ms: int) -> dict[str, Any]:
+    """A row as a `closure_metrics` v1 record (the metrics that record names)."""
+    j = row_json(row, registry)
     return {
         "by": row.by,
         "key": row.key,
@@ -61,16 +101,30 @@ def ensure_compacted_topic(bootstrap: str, topic: str, partitions: int = 6, time
             raise ConsumerError(f"cannot create the metrics topic {topic}: {exc}") from exc
 
 
+#: value subject -> how a row becomes a record of it
+FORMATS: dict[str, Callable[[MetricRow, Registry, int], dict[str, Any]]] = {
+    "metric_rows": metric_rows_record,
+    "closure_metrics": metrics_record,
+}
+
+
 class MetricsTopicPublisher:
     """Call `publish_pending(store, partitions)` after each commit, on the thread that owns
-    the store."""
+    the store. `value_subject`: metric_rows (generic) or closure_metrics (the earlier record)."""
 
     def __init__(
-        self, bootstrap: str, topic: str = METRICS_TOPIC, *, kafka: dict[str, str] | None = None
+        self,
+        bootstrap: str,
+        topic: str = METRICS_TOPIC,
+        *,
+        kafka: dict[str, str] | None = None,
+        value_subject: str = "closure_metrics",
     ) -> None:
         self.topic = topic
+        self.subject = value_subject
+        self.record = FORMATS[value_subject]
         ensure_compacted_topic(bootstrap, topic)
-        self.codec = Codec(subject("closure_metrics"))
+        self.codec = Codec(subject(value_subject))
         self.producer = Producer({
             "bootstrap.servers": bootstrap, **(kafka or {}), "acks": "all", "enable.idempotence": True,
             "linger.ms": 20, "compression.type": "lz4",
@@ -88,12 +142,12 @@ class MetricsTopicPublisher:
             if not rows:
                 return total
             now_ms = time.time_ns() // 1_000_000
-            headers: list[tuple[str, str | bytes | None]] = list(self.codec.headers("closure_metrics"))
+            headers: list[tuple[str, str | bytes | None]] = list(self.codec.headers(self.subject))
             for row in rows:
                 self.producer.produce(
                     self.topic,
                     key=metrics_key(row),
-                    value=self.codec.encode(metrics_record(row, now_ms)),
+                    value=self.codec.encode(self.record(row, store.registry, now_ms)),
                     headers=headers,
                 )
                 self.producer.poll(0)

@@ -1,5 +1,6 @@
-"""The metrics topic for pipelines: the latest value per key equals the API, and a crash
-between commit and publication only republishes (upsert semantics)."""
+"""The metrics topics for pipelines (closure_metrics and the generic metric_rows): the
+latest value per key equals the API, and a crash between commit and publication only
+republishes (upsert semantics)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from support.gateway import free_port
 from support.pipeline import BYS, WINDOWS, ConsumerProcess, fetch_rows, produce_webhooks, wait_caught_up
 
 
-def latest_per_key(bootstrap: str, topic: str) -> tuple[dict[str, dict[str, Any]], int]:
-    codec = Codec(subject("closure_metrics"))
+def latest_per_key(
+    bootstrap: str, topic: str, value_subject: str = "closure_metrics"
+) -> tuple[dict[str, dict[str, Any]], int]:
+    codec = Codec(subject(value_subject))
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{topic}-{free_port()}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
     c.subscribe([topic])
@@ -52,11 +55,12 @@ def test_metrics_topic_holds_the_latest_value_of_every_row(
     )
     webhooks = [dict(w) for w in generate_webhooks(cfg)]
     topic = new_topic(6, prefix="mtopic")
-    metrics_topic = f"{topic}-metrics"
+    metrics_topic, rows_topic = f"{topic}-metrics", f"{topic}-rows"
     store, port = tmp_path / "m.db", free_port()
     half = len(webhooks) // 2
     produce_webhooks(kafka_bootstrap, topic, webhooks[:half])
-    args = {"http_port": port, "extra": ["--metrics-topic", metrics_topic, "--flush-events", "2000"]}
+    extra = ["--metrics-topic", metrics_topic, "--metric-rows-topic", rows_topic, "--flush-events", "2000"]
+    args = {"http_port": port, "extra": extra}
     first = ConsumerProcess(kafka_bootstrap, topic, store, tmp_path / "a.log", **args)
     try:
         wait_caught_up(kafka_bootstrap, topic, store, [first])
@@ -70,7 +74,8 @@ def test_metrics_topic_holds_the_latest_value_of_every_row(
         deadline_rounds = 20
         while True:  # publication follows the commit; give it a moment
             latest, records = latest_per_key(kafka_bootstrap, metrics_topic)
-            if set(latest) == set(api) or deadline_rounds == 0:
+            generic, _ = latest_per_key(kafka_bootstrap, rows_topic, "metric_rows")
+            if set(latest) == set(api) == set(generic) or deadline_rounds == 0:
                 break
             deadline_rounds -= 1
     finally:
@@ -84,3 +89,16 @@ def test_metrics_topic_holds_the_latest_value_of_every_row(
         assert got["windowStart"] == row["window_start"] and got["windowEnd"] == row["window_end"]
         for f in ("count", "sum", "min", "max", "mean", "p50", "p90", "p99"):
             assert got["timeToClose"][f] == row["time_to_close"][f], (key, f)
+    # the generic records: every counter and distribution by name, the same numbers
+    assert set(generic) == set(api)
+    for key, row in api.items():
+        got = generic[key]
+        grouping = key.split("|")[0]
+        assert got["grouping"] == grouping and got["key"] == {grouping: row["key"]}
+        assert got["windowStart"] == row["window_start"] and got["windowEnd"] == row["window_end"]
+        assert got["counters"] == {
+            "closures": row["closures"], "reopens": row["reopens"], "closed_unread": row["closed_unread"],
+        }  # fmt: skip
+        for name in ("time_to_close", "ingest_lag"):
+            for f, v in row[name].items():
+                assert got["distributions"][name][f] == v, (key, name, f)

@@ -1,8 +1,9 @@
 """The metric registry: a metric declared once reaches the store, the API and Prometheus.
 
 A test-only registry adds two counters (snoozes, assignments) declared with the events
-they count; the reference fold, the SQLite store, `/v1/closures`, `/v1/summary` and
-`/metrics` pick them up without a change to any of those modules.
+they count; the reference fold, the SQLite store, `/v1/closures`, `/v1/summary`,
+`/metrics` and the generic metrics-topic record pick them up without a change to any of
+those modules.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from consumer.fold.registry import REGISTRY, Grouping, Kind, Metric, Registry
 from consumer.serve.api import create_app
 from consumer.store import PartitionCommit
 from consumer.store.sqlite import SqliteStore
+from consumer.stream.metrics_topic import metric_rows_record
+from schemas import Codec, subject
 
 SNOOZES = Metric("snoozes", Kind.COUNTER, "1", "Conversations snoozed.", counts=("conversation.snoozed",))
 ASSIGNMENTS = Metric(
@@ -75,6 +78,10 @@ def test_a_metric_added_to_a_registry_reaches_store_api_and_prometheus(tmp_path:
     assert [(r["key"], r["snoozes"], r["assignments"]) for r in rows] == [("TELEGRAM", 1, 1), ("VIBER", 1, 0)]
     totals = app.get("/v1/summary").json()["totals"]
     assert (totals["snoozes"], totals["assignments"], totals["closures"]) == (2, 1, 1)
+    # the generic metrics-topic record carries it too, under the same schema version
+    codec = Codec(subject("metric_rows"))
+    record = codec.decode(codec.encode(metric_rows_record(by_channel["VIBER"], EXTENDED, 1)))
+    assert record["counters"]["snoozes"] == 1 and record["key"] == {"channel_type": "VIBER"}
     families = {f.name: f for f in text_string_to_metric_families(app.get("/metrics").text)}
     samples = {s.labels["channel_type"]: s.value for s in families["convmetrics_snoozes"].samples}
     assert samples == {"TELEGRAM": 1.0, "VIBER": 1.0}
