@@ -25,11 +25,10 @@ from consumer.fold.sketch import _MULTIPLIER, _OFFSET, LAG_BASE, ZERO_BIN
 
 #: The compiled fold allocates with mimalloc, apart from the C heap that Python and
 #: librdkafka share: its hundreds of thousands of long-lived conversation states in glibc's
-#: heap made every allocation and free there slower (`malloc_consolidate` on each batch),
-#: which slowed consuming and decoding by a third (bench/consumer.py --phases). These make
-#: mimalloc hand freed memory back at once and commit memory as it is touched, for the RSS
-#: budget (peak over 2M events 390-398 MB with them, 416-423 without); read at its first use,
-#: so set before the module loads; a value already in the environment wins.
+#: heap made every allocation and free there slower (`malloc_consolidate` on each batch;
+#: bench/results/history.md). These make mimalloc hand freed memory back at once and commit
+#: memory as it is touched, for the RSS budget; read at its first use, so set before the
+#: module loads; a value already in the environment wins.
 for _option, _value in (("PURGE_DELAY", "0"), ("ARENA_EAGER_COMMIT", "0"), ("EAGER_COMMIT", "0")):
     os.environ.setdefault(f"MIMALLOC_{_option}", _value)
 

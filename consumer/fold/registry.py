@@ -137,6 +137,12 @@ class Registry:
                 return m
         raise KeyError(name)
 
+    def dimension(self, name: str) -> Dimension:
+        for d in self.dimensions:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
     def grouping(self, name: str) -> Grouping:
         for g in self.groupings:
             if g.name == name:

@@ -10,7 +10,6 @@ from typing import Any
 import orjson
 
 from consumer.exceptions import QueryError
-from consumer.fold import BY_ACCOUNT, BY_CHANNEL
 from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.windows import ALL, WINDOWS
 from consumer.store import MetricRow
@@ -18,7 +17,18 @@ from consumer.store.render import row_json
 
 DEFAULT_LIMIT = 10_000
 MAX_LIMIT = 100_000
-_BY = {"channel_type": BY_CHANNEL, "channel-type": BY_CHANNEL, "account": BY_ACCOUNT}
+#: the groupings a query may name (`channel-type` spelled either way), from the registry
+_BY = {
+    **{g.name: g.name for g in REGISTRY.groupings},
+    **{g.name.replace("_", "-"): g.name for g in REGISTRY.groupings},
+}
+#: groupings whose one dimension is an integer: their keys must be integers
+_INT_KEYED = {
+    g.name
+    for g in REGISTRY.groupings
+    if len(g.dimensions) == 1 and REGISTRY.dimension(g.dimensions[0]).type is int
+}
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 _KNOWN = {"by", "window", "key", "from", "to", "limit", "cursor"}
 
 
@@ -38,9 +48,12 @@ def _int(params: Mapping[str, str], name: str) -> int | None:
     if raw is None or raw == "":
         return None
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise QueryError(f"{name} must be an integer (unix seconds for from/to), got {raw!r}") from None
+    if not _I64_MIN <= value <= _I64_MAX:
+        raise QueryError(f"{name} must fit in 64 bits, got {raw!r}")
+    return value
 
 
 def parse_query(params: Mapping[str, str]) -> ClosureQuery:
@@ -50,7 +63,8 @@ def parse_query(params: Mapping[str, str]) -> ClosureQuery:
         raise QueryError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(_KNOWN))}")
     by = _BY.get(params.get("by", ""))
     if by is None:
-        raise QueryError(f"by must be channel_type or account, got {params.get('by')!r}")
+        names = " or ".join(g.name for g in REGISTRY.groupings)
+        raise QueryError(f"by must be {names}, got {params.get('by')!r}")
     window = params.get("window", "")
     if window not in WINDOWS:
         raise QueryError(f"window must be one of {', '.join(WINDOWS)}, got {window!r}")
@@ -65,12 +79,17 @@ def parse_query(params: Mapping[str, str]) -> ClosureQuery:
     if not 1 <= limit <= MAX_LIMIT:
         raise QueryError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
     key = params.get("key") or None
-    if key is not None and by == BY_ACCOUNT and not key.lstrip("-").isdigit():
-        raise QueryError(f"key must be an account id (an integer) when by=account, got {key!r}")
+    if key is not None and by in _INT_KEYED and not _fits(key):
+        raise QueryError(f"key must be an {by} id (an integer) when by={by}, got {key!r}")
     cursor = params.get("cursor")
     return ClosureQuery(
         by, window, key, start_from, start_to, limit, decode_cursor(cursor) if cursor else None
     )
+
+
+def _fits(key: str) -> bool:
+    """An integer key within 64 bits."""
+    return key.lstrip("-").isdigit() and _I64_MIN <= int(key) <= _I64_MAX
 
 
 def encode_cursor(start: int, key: str) -> str:
@@ -80,7 +99,9 @@ def encode_cursor(start: int, key: str) -> str:
 def decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         start, key = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return int(start), str(key)
+        if not isinstance(start, int) or not _I64_MIN <= start <= _I64_MAX:
+            raise ValueError("window start out of range")
+        return start, str(key)
     except (ValueError, TypeError) as exc:
         raise QueryError(f"cursor {cursor!r} is not one this API handed out") from exc
 

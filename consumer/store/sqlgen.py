@@ -289,3 +289,14 @@ def query(d: Dialect, where: str, mark: str, registry: Registry = REGISTRY) -> s
         f"SELECT key, start, {merged_columns(registry)}{bins} FROM metric_rows WHERE {where} "
         f"GROUP BY start, key ORDER BY start, key LIMIT {mark}"
     )
+
+
+def key_filter(registry: Registry, grouping: str, key: str, mark: str) -> tuple[str, list[object]]:
+    """The closures matching a row's key: one `dimension = value` per dimension of its
+    grouping (the closures table has a column per dimension), values typed as declared."""
+    g = registry.grouping(grouping)
+    values = key.split("|") if len(g.dimensions) > 1 else [key]
+    args: list[object] = [
+        int(v) if registry.dimension(d).type is int else v for d, v in zip(g.dimensions, values, strict=True)
+    ]
+    return " AND ".join(f"{d} = {mark}" for d in g.dimensions), args

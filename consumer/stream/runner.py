@@ -147,13 +147,13 @@ class MetricsConsumer:
                 "partition.assignment.strategy": "roundrobin",
                 "enable.partition.eof": False,
                 # prefetch enough to keep the fold busy, but bounded: this memory counts too
-                # (librdkafka's defaults held ~90 MB of fetched records in a measured run)
+                # (librdkafka's defaults hold far more fetched records than the fold needs)
                 "fetch.max.bytes": 8 * 1024 * 1024,
                 "queued.max.messages.kbytes": 4 * 1024,
                 "queued.min.messages": 20_000,
                 # ... and refilled at once: once the queue is full librdkafka waits this long
                 # before the next fetch (default 1000 ms), which starved the fold of records
-                # (measured: 10 s of 23 s inside consume(); 2.6 s with 10 ms)
+                # (bench/results/history.md has the measurement)
                 "fetch.queue.backoff.ms": 10,
             }
         )
@@ -162,7 +162,7 @@ class MetricsConsumer:
     # -- loop -------------------------------------------------------------------------
     def run(self, *, until: Callable[[MetricsConsumer], bool] | None = None) -> None:
         # The store writer needs the GIL between its statements while this thread folds:
-        # a short switch interval hands it over in 0.5 ms instead of 5 (measured: +10% events/s).
+        # a short switch interval hands it over in 0.5 ms instead of 5 (bench/results/history.md).
         switch, gc_threshold = sys.getswitchinterval(), gc.get_threshold()
         try:
             sys.setswitchinterval(min(switch, 0.0005))

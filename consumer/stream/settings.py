@@ -14,8 +14,8 @@ class ConsumerSettings:
     group: str = "closure-metrics"
     store_url: str = "sqlite:///convmetrics.db"
     #: commit to the store after this many events or seconds, whichever comes first (a
-    #: bigger commit costs the store less per event: 45,000 events/s at 20,000 per commit,
-    #: 58,000 at 50,000, measured; it holds the RSS under 400 MB)
+    #: bigger commit costs the store less per event, and 50,000 still holds the RSS budget:
+    #: bench/results/history.md)
     flush_events: int = 50_000
     #: when caught up: a short interval keeps webhook-to-API latency low (p99 < 1 s)
     flush_interval: float = 0.25

@@ -16,7 +16,6 @@ from typing import Any
 
 import psycopg
 
-from consumer.fold import BY_ACCOUNT
 from consumer.fold.delta import layout_of
 from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.windows import WINDOWS
@@ -106,12 +105,12 @@ class Batch:
         self.expired = sorted(expired)
         self.offsets = sorted((p.partition, p.next_offset, p.watermark) for p in partitions)
 
-    def rechecks(self) -> list[tuple[str, tuple[Any, ...]]]:
+    def rechecks(self, registry: Registry) -> list[tuple[str, tuple[Any, ...]]]:
+        """(WHERE on the closures, arguments) of each row whose min/max must be recomputed."""
         out = []
         for part, by, key, win, start in sorted(self.recheck):
             size = WINDOWS[win]
             lo, hi = (start, start + size) if size else (-ALL_TIME_END, ALL_TIME_END)
-            col = "account" if by == BY_ACCOUNT else "channel_type"
-            k: Any = int(key) if by == BY_ACCOUNT else key
-            out.append((col, (k, lo, hi, part, by, win, start, key, part)))
+            where, keys = sqlgen.key_filter(registry, by, key, "%s")
+            out.append((where, (*keys, lo, hi, part, by, win, start, key, part)))
         return out

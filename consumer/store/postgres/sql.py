@@ -54,7 +54,7 @@ ON CONFLICT (account, conversation) DO UPDATE SET state = excluded.state, partit
 RECHECK = """
 UPDATE metric_rows SET (ttc_min, ttc_max) = (
     SELECT min(ttc), max(ttc) FROM closures
-    WHERE {col} = %s AND closed_at >= %s AND closed_at < %s AND partition = %s)
+    WHERE {where} AND closed_at >= %s AND closed_at < %s AND partition = %s)
 WHERE by = %s AND win = %s AND start = %s AND key = %s AND partition = %s
 """
 ALL_TIME_END = 2**62

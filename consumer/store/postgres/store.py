@@ -231,8 +231,8 @@ class PostgresStore:
             conn.execute(UPSERT_CLOSURES, columns(batch.closures, 7))
         aggregate(conn, partitions, self.registry)
         with conn.cursor() as cur:
-            for col, params in batch.rechecks():
-                cur.execute(RECHECK.format(col=col), params)
+            for where, params in batch.rechecks(self.registry):
+                cur.execute(RECHECK.format(where=where), params)
         if batch.conversations:
             conn.execute(UPSERT_CONVERSATIONS, columns(batch.conversations, 4))
         if batch.expired:

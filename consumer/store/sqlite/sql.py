@@ -119,7 +119,7 @@ MIGRATE_BINS = (
 RECHECK = """
 UPDATE metric_rows SET (ttc_min, ttc_max) = (
     SELECT min(ttc), max(ttc) FROM closures
-    WHERE {col} = ? AND closed_at >= ? AND closed_at < ? AND partition = ?)
+    WHERE {where} AND closed_at >= ? AND closed_at < ? AND partition = ?)
 WHERE by = ? AND win = ? AND start = ? AND key = ? AND partition = ? AND (ttc_min >= ? OR ttc_max <= ?)
 """
 ALL_TIME_END = 2**62

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from consumer.exceptions import FencedError, StoreError
-from consumer.fold import BY_ACCOUNT, decode_snapshot
+from consumer.fold import decode_snapshot
 from consumer.fold.native import native
 from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.windows import ALL, WINDOWS
@@ -229,10 +229,9 @@ class SqliteStore:
     ) -> None:
         size = WINDOWS[win]
         lo, hi = (start, start + size) if size else (-ALL_TIME_END, ALL_TIME_END)
-        col = "account" if by == BY_ACCOUNT else "channel_type"
-        k: Any = int(key) if by == BY_ACCOUNT else key
-        args = (k, lo, hi, partition, by, win, start, key, partition, *lost)
-        self.db.execute(RECHECK.format(col=col), args)
+        where, keys = sqlgen.key_filter(self.registry, by, key, "?")
+        args = (*keys, lo, hi, partition, by, win, start, key, partition, *lost)
+        self.db.execute(RECHECK.format(where=where), args)
 
     def _commit_partition(self, p: PartitionCommit) -> None:
         db = self.db

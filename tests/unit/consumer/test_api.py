@@ -158,3 +158,26 @@ def test_newest_minute_is_found_past_an_hour_that_holds_only_ingest_lag(tmp_path
     newest = NewestWindows().find(SqliteStore(str(path)))
     assert newest["1h"] == DAY + 5 * 3600  # the lag-only hour is the newest hour ...
     assert newest["1m"] == DAY + 300  # ... and the newest minute with closures is still found
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"from": "100000000000000000000"}, "from"),
+        ({"to": "-100000000000000000000"}, "to"),
+        ({"from": str(2**63)}, "from"),
+        ({"limit": str(2**64)}, "limit"),
+        ({"cursor": "WzFlMzAsIngiXQ"}, "cursor"),  # [1e30,"x"]: not a window start
+        ({"cursor": "WzEwMDAwMDAwMDAwMDAwMDAwMDAwMCwieCJd"}, "cursor"),  # beyond 64 bits
+    ],
+)
+def test_out_of_range_integers_are_a_400_naming_the_parameter(
+    db: Path, params: dict[str, str], named: str
+) -> None:
+    """Integers beyond SQLite's 64 bits were a 500 (OverflowError in the driver)."""
+    fill(db, EVENTS)
+    client = TestClient(create_app(lambda: SqliteStore(str(db))))
+    r = client.get("/v1/closures", params={"by": "channel_type", "window": "1h", **params})
+    assert r.status_code == 400 and named in r.json()["error"]
+    edge = client.get("/v1/closures", params={"by": "channel_type", "window": "1h", "from": str(2**63 - 1)})
+    assert edge.status_code == 200 and edge.json()["rows"] == []  # the largest 64-bit value is fine
