@@ -227,43 +227,46 @@ def run_demo(opts: DemoOptions) -> int:
     children: list[Child] = []
     try:
         with kafka(data) as bootstrap:
-            gw_port, api_port = opts.gateway_port or free_port(), opts.api_port or free_port()
-            gw_args = ["gateway", "--bootstrap-servers", bootstrap, "--topic", opts.topic,
-                       "--host", "127.0.0.1", "--port", str(gw_port)]  # fmt: skip
-            gateway = Child("gateway", gw_args, data / "gateway.log")
-            children.append(gateway)
-            wait_http(f"http://127.0.0.1:{gw_port}/readyz", gateway)
-            store = data / "metrics.db"
-            consumer = Child("consumer", ["consume", "--bootstrap-servers", bootstrap, "--topic", opts.topic,
-                                          "--store", f"sqlite:///{store}", "--http-port", str(api_port),
-                                          "--metrics-topic"],
-                             data / "consumer.log")  # fmt: skip
-            children.append(consumer)
-            api = f"http://127.0.0.1:{api_port}"
-            wait_http(f"{api}/healthz", consumer)
-            console.print(f"gateway: http://127.0.0.1:{gw_port}/webhooks   API: {api}/v1/closures   "
-                          f"dashboard: {api}/   logs: {data}")  # fmt: skip
-            accepted, ignored, rejected = stream(f"http://127.0.0.1:{gw_port}", opts)
-            console.print(f"sent: {accepted} accepted (durable in Kafka), {ignored} ignored "
-                          f"(not conversation events), {rejected} rejected")  # fmt: skip
-            wait_consumed(bootstrap, opts.topic, store, consumer)
-            print_table(api)
-            console.print(
-                f"API: {api}/v1/closures?by=account&window=1h   dashboard: {api}/   "
-                f"Prometheus: {api}/metrics   metrics topic: conversation-closure-metrics"
-            )
-            if opts.keep_running:
-                console.print("running; Ctrl-C stops everything")
-                while True:
-                    for child in children:
-                        child.check()
-                    time.sleep(1)
+            try:
+                gw_port, api_port = opts.gateway_port or free_port(), opts.api_port or free_port()
+                gw_args = ["gateway", "--bootstrap-servers", bootstrap, "--topic", opts.topic,
+                           "--host", "127.0.0.1", "--port", str(gw_port)]  # fmt: skip
+                gateway = Child("gateway", gw_args, data / "gateway.log")
+                children.append(gateway)
+                wait_http(f"http://127.0.0.1:{gw_port}/readyz", gateway)
+                store = data / "metrics.db"
+                consume = ["consume", "--bootstrap-servers", bootstrap, "--topic", opts.topic,
+                           "--store", f"sqlite:///{store}", "--http-port", str(api_port),
+                           "--metrics-topic", "--metric-rows-topic"]  # fmt: skip
+                consumer = Child("consumer", consume, data / "consumer.log")
+                children.append(consumer)
+                api = f"http://127.0.0.1:{api_port}"
+                wait_http(f"{api}/healthz", consumer)
+                console.print(f"gateway: http://127.0.0.1:{gw_port}/webhooks   API: {api}/v1/closures   "
+                              f"dashboard: {api}/   logs: {data}")  # fmt: skip
+                accepted, ignored, rejected = stream(f"http://127.0.0.1:{gw_port}", opts)
+                console.print(f"sent: {accepted} accepted (durable in Kafka), {ignored} ignored "
+                              f"(not conversation events), {rejected} rejected")  # fmt: skip
+                wait_consumed(bootstrap, opts.topic, store, consumer)
+                print_table(api)
+                console.print(
+                    f"API: {api}/v1/closures?by=account&window=1h   dashboard: {api}/   "
+                    f"Prometheus: {api}/metrics   metrics topics: conversation-metric-rows, "
+                    "conversation-closure-metrics"
+                )
+                if opts.keep_running:
+                    console.print("running; Ctrl-C stops everything")
+                    while True:
+                        for child in children:
+                            child.check()
+                        time.sleep(1)
+            finally:  # the children before the broker: they flush and leave the group through it
+                for child in reversed(children):
+                    child.stop()
         return 0
     except KeyboardInterrupt:
         console.print("stopping")
         return 130
     finally:
-        for child in reversed(children):
-            child.stop()
         if tmp is not None:
             tmp.cleanup()
