@@ -9,7 +9,7 @@ default; PostgreSQL is meant to drop in behind the same interface.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -149,6 +149,35 @@ def metric_row(
     """A MetricRow from a merged `query` tuple (key, start, values...) and its (bin, n) pairs."""
     values = dict(zip(registry.value_columns, columns[2:], strict=True))
     return MetricRow(by, columns[0], window, columns[1], values, tuple(bins))
+
+
+Fetch = Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
+
+
+def outbox_keys(
+    marks: dict[int, int], commits: int, fetch: Fetch, mark: str
+) -> tuple[set[tuple[str, str, int, str]], dict[int, int]]:
+    """The (grouping, window, start, key) of the rows the partitions of `marks` changed
+    after their marks, in whole commits (up to `commits` of each), and the marks that
+    covers. `fetch(sql, args)` runs a query in the store's dialect (`mark`: its placeholder)."""
+    changed: set[tuple[str, str, int, str]] = set()
+    newest = dict(marks)
+    for p, since in marks.items():
+        seqs = fetch(
+            f"SELECT DISTINCT seq FROM metric_rows WHERE partition = {mark} AND seq > {mark} "
+            f"ORDER BY seq LIMIT {mark}",
+            (p, since, commits),
+        )
+        if not seqs:
+            continue
+        upto = newest[p] = seqs[-1][0]
+        found = fetch(
+            f"SELECT by, win, start, key FROM metric_rows WHERE partition = {mark} AND seq > {mark} "
+            f"AND seq <= {mark}",
+            (p, since, upto),
+        )
+        changed.update((by, win, start, key) for by, win, start, key in found)
+    return changed, newest
 
 
 class Store(Protocol):

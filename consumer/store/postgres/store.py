@@ -37,6 +37,7 @@ from consumer.store.base import (
     Retention,
     bins_filter,
     build_rows,
+    outbox_keys,
     row_filter,
 )
 from consumer.store.postgres.aggregate import Batch, aggregate, columns
@@ -311,26 +312,8 @@ class PostgresStore:
             self._run(index)
             self._outbox_indexed = True
 
-        def work(conn: psycopg.Connection[Any]) -> tuple[set[tuple[Any, ...]], dict[int, int]]:
-            changed: set[tuple[Any, ...]] = set()
-            newest = dict(marks)
-            for p, mark in marks.items():
-                seqs = conn.execute(
-                    "SELECT DISTINCT seq FROM metric_rows WHERE partition = %s AND seq > %s "
-                    "ORDER BY seq LIMIT %s",
-                    (p, mark, commits),
-                ).fetchall()
-                if not seqs:
-                    continue
-                upto = newest[p] = seqs[-1][0]
-                changed.update(
-                    conn.execute(
-                        "SELECT by, win, start, key FROM metric_rows "
-                        "WHERE partition = %s AND seq > %s AND seq <= %s",
-                        (p, mark, upto),
-                    ).fetchall()
-                )
-            return changed, newest
+        def work(conn: psycopg.Connection[Any]) -> tuple[set[tuple[str, str, int, str]], dict[int, int]]:
+            return outbox_keys(marks, commits, lambda sql, args: conn.execute(sql, args).fetchall(), "%s")
 
         found, newest = self._run(work)
         rows = [

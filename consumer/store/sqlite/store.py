@@ -21,6 +21,7 @@ from consumer.store.base import (
     PartitionState,
     Retention,
     metric_row,
+    outbox_keys,
     row_filter,
 )
 from consumer.store.sqlite.bins import install, register, unpack
@@ -175,23 +176,9 @@ class SqliteStore:
         if not self._outbox_indexed:
             self.db.execute(OUTBOX_INDEX)
             self._outbox_indexed = True
-        changed: set[tuple[str, str, int, str]] = set()
-        newest = dict(marks)
-        for p, mark in marks.items():
-            seqs = self.db.execute(
-                "SELECT DISTINCT seq FROM metric_rows WHERE partition = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (p, mark, commits),
-            ).fetchall()
-            if not seqs:
-                continue
-            upto = newest[p] = seqs[-1][0]
-            changed.update(
-                self.db.execute(
-                    "SELECT by, win, start, key FROM metric_rows "
-                    "WHERE partition = ? AND seq > ? AND seq <= ?",
-                    (p, mark, upto),
-                ).fetchall()
-            )
+        changed, newest = outbox_keys(
+            marks, commits, lambda sql, args: self.db.execute(sql, args).fetchall(), "?"
+        )
         rows = [
             r
             for by, win, start, key in sorted(changed)
