@@ -138,10 +138,15 @@ def test_serve_exposes_closure_metrics_per_channel_type(serve: str) -> None:
         if ttc["count"]:
             assert samples[("convmetrics_time_to_close_seconds", (ct, ("quantile", "0.5")))] == ttc["p50"]
             assert samples[("convmetrics_time_to_close_seconds", (ct, ("quantile", "0.9")))] == ttc["p90"]
+        lag = r["ingest_lag"]  # every registry distribution of the grouping, in seconds
+        assert samples[("convmetrics_ingest_lag_seconds_count", (ct,))] == lag["count"]
+        if lag["count"]:
+            assert samples[("convmetrics_ingest_lag_seconds", (ct, ("quantile", "0.99")))] == lag["p99"]
     newest = httpx.get(f"{serve}/v1/summary").json()["newest"]
     assert labelled(samples, "convmetrics_newest_window_start_seconds", "window") == newest
     n_accounts = len(fetch_rows(serve, "account", "all"))
-    assert len(samples) < 10 * len(rows) + 10 < n_accounts * len(rows)  # per channel type, not account
+    # per channel type, not account: 3 counters and 2 summaries of up to 5 samples each
+    assert len(samples) <= 13 * len(rows) + 3 < n_accounts * len(rows)
     assert all(label != "account" for _, ls in samples for label, _ in ls)
 
 
