@@ -102,10 +102,15 @@ class Dimension:
 @dataclass(frozen=True)
 class Grouping:
     """A declared tuple of dimensions; a row's key is its values, as text (one dimension:
-    the value itself, `42` or `TELEGRAM`)."""
+    the value itself, `42` or `TELEGRAM`, several: joined by `|`).
+
+    `fine`: a storage hint: its keys are many (accounts), so the rows of its short windows
+    hold about one fact each; the SQLite store then upserts them per fact instead of
+    sorting the facts into per-minute rows first (`consumer.store.sqlgen`)."""
 
     name: str
     dimensions: tuple[str, ...]
+    fine: bool = False
 
 
 @dataclass(frozen=True)
@@ -216,5 +221,5 @@ REGISTRY: Final = Registry(
         ),
     ),
     dimensions=(Dimension(CHANNEL_TYPE, str), Dimension(ACCOUNT, int)),
-    groupings=(Grouping(CHANNEL_TYPE, (CHANNEL_TYPE,)), Grouping(ACCOUNT, (ACCOUNT,))),
+    groupings=(Grouping(CHANNEL_TYPE, (CHANNEL_TYPE,)), Grouping(ACCOUNT, (ACCOUNT,), fine=True)),
 )

@@ -45,6 +45,8 @@ SQLITE = Dialect("sqlite", "INTEGER", "TEXT", bins_in_rows=True)
 POSTGRES = Dialect("postgresql", "BIGINT", 'TEXT COLLATE "C"', bins_in_rows=False)
 
 ROW_KEY = ("by", "win", "start", "key", "partition")
+#: the facts are staged per grouping in rows of this many seconds (partials: their own size)
+STAGED = 60
 
 
 def merge_of(column: str, registry: Registry = REGISTRY) -> str:
@@ -217,6 +219,57 @@ def _on_conflict(d: Dialect, registry: Registry) -> str:
     return f" ON CONFLICT ({', '.join(ROW_KEY)}) DO UPDATE SET " + ", ".join(sets)
 
 
+#: windows whose rows a fine-grained grouping's facts each have to themselves, nearly
+PER_FACT_WINDOWS = ("1m", "1h")
+
+
+def _fine(d: Dialect, g: Grouping, registry: Registry, cols: str) -> list[str]:
+    """A fine-grained grouping (`Grouping.fine`, on SQLite, no partials): its short windows'
+    rows take one upsert per fact straight from the facts (SQLite's upsert adds up facts of
+    one row within a statement; PostgreSQL refuses that), its longer ones are grouped from
+    the facts: no per-minute staging, which would sort every fact for little merging."""
+    fbin, fn = _fact_bins(registry)
+    key = _key_expr(g)
+    out = []
+    for window, size in registry.windows.items():
+        if not any(m.counts_in(g.name, window) for m in layout_of(registry).fact_metrics):
+            continue
+        s = d.floor("t", size)
+        if window in PER_FACT_WINDOWS:
+            values = _fact_row_values(g, window, registry)
+            out.append(
+                f"INSERT INTO metric_rows AS r ({cols}) SELECT '{g.name}', '{window}', {s}, {key}, part, "
+                f"{values}, seq, bins_one({fbin}, {fn}) FROM cm_facts WHERE true" + _on_conflict(d, registry)
+            )
+        else:
+            values = _fact_values(g, registry)
+            out.append(
+                f"INSERT INTO metric_rows AS r ({cols}) SELECT '{g.name}', '{window}', {s} AS s, {key} AS k, "
+                f"part, {values}, max(seq), bins_pack({fbin}, {fn}) FROM cm_facts GROUP BY part, s, k"
+                + _on_conflict(d, registry)
+            )
+    return out
+
+
+def _fact_row_values(g: Grouping, window: str, registry: Registry) -> str:
+    """One fact's values as a row's (the upsert adds up the facts of a row)."""
+    out = []
+    facts = layout_of(registry).fact_metrics
+    for m in registry.metrics:
+        counts = m in facts and m.counts_in(g.name, window)
+        if m.kind is Kind.COUNTER:
+            out.append(m.column if counts else "0")
+        elif counts:
+            c, cn = m.column, f"{m.column}_n"
+            out.append(
+                f"{cn}, coalesce({cn} * {c}, 0), "
+                f"CASE WHEN {cn} > 0 THEN {c} END, CASE WHEN {cn} > 0 THEN {c} END"
+            )
+        else:
+            out.append("0, 0, NULL, NULL")
+    return ", ".join(out)
+
+
 def aggregation(d: Dialect, registry: Registry = REGISTRY) -> list[str]:
     """The statements that add the staged facts and partials to metric_rows (and, without
     bins in the rows, metric_bins)."""
@@ -224,15 +277,18 @@ def aggregation(d: Dialect, registry: Registry = REGISTRY) -> list[str]:
     cols = ", ".join((*ROW_KEY, *registry.value_columns, "seq", *(("bins",) if d.bins_in_rows else ())))
     fbin, fn = _fact_bins(registry)
     for g in registry.groupings:
+        if d.name == "sqlite" and g.fine and _sources(g, "1m", registry) == [0]:
+            out += _fine(d, g, registry, cols)
+            continue
         key = _key_expr(g)
         bins = f", bins_pack({fbin}, {fn})" if d.bins_in_rows else ""
         out.append(
-            f"INSERT INTO cm_g_{g.name} SELECT part, max(seq), {key} AS k, {d.floor('t', 60)} AS m, 0, "
+            f"INSERT INTO cm_g_{g.name} SELECT part, max(seq), {key} AS k, {d.floor('t', STAGED)} AS m, 0, "
             f"{_fact_values(g, registry)}{bins} FROM cm_facts GROUP BY part, k, m"
         )
         if not d.bins_in_rows:
             out.append(
-                f"INSERT INTO cm_g_{g.name}_bins SELECT part, {key} AS k, {d.floor('t', 60)} AS m, 0, "
+                f"INSERT INTO cm_g_{g.name}_bins SELECT part, {key} AS k, {d.floor('t', STAGED)} AS m, 0, "
                 f"{fbin} AS bin, sum({fn}) FROM cm_facts WHERE {fn} IS NOT NULL GROUP BY part, k, m, bin"
             )
         for i, p in enumerate(layout_of(registry).partial_metrics):
@@ -256,11 +312,23 @@ def aggregation(d: Dialect, registry: Registry = REGISTRY) -> list[str]:
             s = d.floor("m", size)
             where = f"src IN ({', '.join(map(str, srcs))})"
             union = ", bins_union(b)" if d.bins_in_rows else ""
-            out.append(
-                f"INSERT INTO metric_rows AS r ({cols}) SELECT '{g.name}', '{window}', {s} AS s, k, part, "
-                f"{_rolled_values(g, window, registry)}, max(seq){union} FROM cm_g_{g.name} "
-                f"WHERE {where} GROUP BY part, s, k ORDER BY part, s, k" + _on_conflict(d, registry)
-            )
+            if size == STAGED and len(srcs) == 1:  # the staged rows are this window's already
+                values = ", ".join(
+                    c if m.counts_in(g.name, window) else ("0" if merge_of(c, registry) == "sum" else "NULL")
+                    for m in registry.metrics
+                    for c in m.columns
+                )
+                out.append(
+                    f"INSERT INTO metric_rows AS r ({cols}) SELECT '{g.name}', '{window}', m, k, part, "
+                    f"{values}, seq{', b' if d.bins_in_rows else ''} FROM cm_g_{g.name} "
+                    f"WHERE {where}" + _on_conflict(d, registry)
+                )
+            else:
+                out.append(
+                    f"INSERT INTO metric_rows AS r ({cols}) SELECT '{g.name}', '{window}', {s} AS s, k, "
+                    f"part, {_rolled_values(g, window, registry)}, max(seq){union} FROM cm_g_{g.name} "
+                    f"WHERE {where} GROUP BY part, s, k ORDER BY part, s, k" + _on_conflict(d, registry)
+                )
             if not d.bins_in_rows:
                 out.append(
                     f"INSERT INTO metric_bins AS b SELECT '{g.name}', '{window}', {s} AS s, k, part, bin, "

@@ -172,4 +172,23 @@ def test_outbox_index_is_made_by_the_first_publication(store: Any, postgres_url:
     store.commit("events", [PartitionCommit(0, delta, 1, f.watermark, changed)])
     assert not indexed()
     rows, marks = store.changed_since(store.published_marks([0]))
-    assert indexed() and len(rows) == 8 and marks == {0: 1}
+    assert indexed() and len(rows) == 8 and marks == {0: 1}  # the partition's offset after the commit
+
+
+def test_each_partition_writes_only_its_own_rows(store: Any, postgres_url: str) -> None:
+    """Two partitions' commits touching the same metric rows write disjoint rows (keyed by
+    partition): concurrent consumers never wait on each other's row locks."""
+    f0, f1 = PartitionFold(0), PartitionFold(1)
+    f0.apply(ev(CLOSED, 1, 100))
+    f1.apply(ev(CLOSED, 2, 110, conv=2))
+    for f, offset in ((f0, 3), (f1, 4)):
+        delta, changed = f.take_changes()
+        store.commit("events", [PartitionCommit(f.partition, delta, offset, f.watermark, changed)])
+    with psycopg.connect(postgres_url) as conn:
+        parts = conn.execute(
+            "SELECT partition, closures, seq FROM metric_rows "
+            "WHERE by='channel_type' AND win='all' ORDER BY 1"
+        ).fetchall()
+    assert parts == [(0, 1, 3), (1, 1, 4)]  # seq: each partition's offset after its commit
+    (row,) = store.query("channel_type", "all")
+    assert row.closures == 2

@@ -115,11 +115,10 @@ MIGRATE_BINS = (
 )
 
 
-#: a row's min/max recomputed from its partition's closures after a retraction
+#: a row's min/max recomputed from the closures after a retraction
 RECHECK = """
 UPDATE metric_rows SET (ttc_min, ttc_max) = (
-    SELECT min(ttc), max(ttc) FROM closures
-    WHERE {where} AND closed_at >= ? AND closed_at < ? AND partition = ?)
+    SELECT min(ttc), max(ttc) FROM closures WHERE {where} AND closed_at >= ? AND closed_at < ?)
 WHERE by = ? AND win = ? AND start = ? AND key = ? AND partition = ? AND (ttc_min >= ? OR ttc_max <= ?)
 """
 ALL_TIME_END = 2**62

@@ -39,6 +39,13 @@ from consumer.store.sqlite.sql import (
 log = logging.getLogger(__name__)
 
 
+#: SQLite has one writer at a time (a commit holds the database's write lock), so keying
+#: rows by partition would only multiply them: every row sits under this one writer slot
+#: (as do the rows of stores written before rows had a partition), and its seq is the
+#: store-wide commit counter. PostgreSQL keys them by partition (consumer.store.sqlgen).
+ONE_WRITER = -1
+
+
 class SqliteStore:
     """The `Store` on SQLite. Thread-compatible, not thread-safe: one per thread."""
 
@@ -137,34 +144,33 @@ class SqliteStore:
         packed = self.bins_functions == "native"  # packed_rows is registered with them
         pack = _pack if packed else _json
         closures = pack([c for p in partitions for c in p.delta.closures.values()], 7)
-        # a partition's rows carry its offset after this commit as their seq (the outbox's order)
-        staged = [
-            (p.partition, p.next_offset, pack(p.delta.facts, self.sql.fact_width))
-            for p in partitions
-            if p.delta.facts
-        ]
+        staged = [pack(p.delta.facts, self.sql.fact_width) for p in partitions if p.delta.facts]
         lags = [
-            (p.partition, p.next_offset, orjson.dumps(
-                [(*k, *agg) for k, agg in p.delta.lags.items()], option=orjson.OPT_NON_STR_KEYS))
+            orjson.dumps([(*k, *agg) for k, agg in p.delta.lags.items()], option=orjson.OPT_NON_STR_KEYS)
             for p in partitions
             if p.delta.lags
-        ]  # fmt: skip
+        ]
+        recheck: dict[tuple[str, str, str, int], tuple[int, int]] = {}
+        for p in partitions:
+            for k, (lo, hi) in p.delta.recheck().items():
+                was = recheck.get(k)
+                recheck[k] = (lo, hi) if was is None else (min(lo, was[0]), max(hi, was[1]))
         with self._tx():
             db = self.db
             self._check_epochs(partitions)
             db.execute(STAGE_CLOSURES[packed], (closures,))
             if staged or lags:
+                seq = self._next_seq()
                 for sql in self.sql.clear:
                     db.execute(sql)
-                for part, seq, payload in staged:
-                    db.execute(self.sql.stage[packed], (part, seq, payload))
-                for part, seq, payload in lags:
-                    db.execute(STAGE_LAGS, (part, seq, payload))
+                for payload in staged:
+                    db.execute(self.sql.stage[packed], (ONE_WRITER, seq, payload))
+                for payload in lags:
+                    db.execute(STAGE_LAGS, (ONE_WRITER, seq, payload))
                 for sql in self.sql.aggregate:
                     db.execute(sql)
-            for p in partitions:
-                for (by, key, win, start), lost in p.delta.recheck().items():
-                    self._recheck(p.partition, by, key, win, start, lost)
+            for (by, key, win, start), lost in recheck.items():
+                self._recheck(by, key, win, start, lost)
             for p in partitions:
                 self._commit_partition(p)
 
@@ -186,9 +192,18 @@ class SqliteStore:
         ]
         return rows, newest
 
+    def _next_seq(self) -> int:
+        """The store-wide commit counter (SQLite has one writer at a time anyway)."""
+        row = self.db.execute(
+            "INSERT INTO meta VALUES ('commit_seq', '1') ON CONFLICT DO UPDATE "
+            "SET value = CAST(value AS INTEGER) + 1 RETURNING CAST(value AS INTEGER)"
+        ).fetchone()
+        return int(row[0])
+
     def published_marks(self, partitions: list[int]) -> dict[int, int]:
-        found = dict(self.db.execute("SELECT partition, seq FROM published").fetchall())
-        return {p: int(found.get(p, 0)) for p in partitions}
+        """One mark for the whole store: its rows are all the one writer's (ONE_WRITER)."""
+        found = self.db.execute("SELECT seq FROM published WHERE partition = ?", (ONE_WRITER,)).fetchone()
+        return {ONE_WRITER: 0 if found is None else int(found[0])}
 
     def mark_published(self, marks: dict[int, int]) -> None:
         with self._tx():
@@ -211,13 +226,11 @@ class SqliteStore:
         if fenced:
             raise FencedError(fenced)
 
-    def _recheck(
-        self, partition: int, by: str, key: str, win: str, start: int, lost: tuple[int, int]
-    ) -> None:
+    def _recheck(self, by: str, key: str, win: str, start: int, lost: tuple[int, int]) -> None:
         size = WINDOWS[win]
         lo, hi = (start, start + size) if size else (-ALL_TIME_END, ALL_TIME_END)
         where, keys = sqlgen.key_filter(self.registry, by, key, "?")
-        args = (*keys, lo, hi, partition, by, win, start, key, partition, *lost)
+        args = (*keys, lo, hi, by, win, start, key, ONE_WRITER, *lost)
         self.db.execute(RECHECK.format(where=where), args)
 
     def _commit_partition(self, p: PartitionCommit) -> None:
