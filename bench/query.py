@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the project before bench/ (its consumer.py)
 
 from consumer.fold import PartitionFold  # noqa: E402
 from consumer.fold.model import CLOSED, CREATED, Event  # noqa: E402
