@@ -137,7 +137,7 @@ class MetricsTopicPublisher:
         number of rows."""
         total = 0
         while True:
-            marks = store.published_marks(partitions)
+            marks = store.published_marks(partitions, self.topic)
             rows, newest = store.changed_since(marks)
             if not rows:
                 return total
@@ -153,7 +153,7 @@ class MetricsTopicPublisher:
                 self.producer.poll(0)
             if self.producer.flush(timeout):
                 raise ConsumerError(f"metrics topic {self.topic} did not acknowledge {len(rows)} rows")
-            store.mark_published(newest)
+            store.mark_published(newest, self.topic)
             total += len(rows)
             self.published += len(rows)
 

@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS owners (
     partition INTEGER PRIMARY KEY, epoch BIGINT NOT NULL, owner TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS offsets (
     partition INTEGER PRIMARY KEY, next_offset BIGINT NOT NULL, watermark BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS published (partition INTEGER PRIMARY KEY, seq BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS published_marks (
+    topic TEXT NOT NULL, partition INTEGER NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (topic, partition));
 """
 #: a database written before rows were keyed by partition: its rows become partition -1's
 #: (merged with the new ones at query time)

@@ -323,20 +323,21 @@ class PostgresStore:
         ]
         return rows, newest
 
-    def published_marks(self, partitions: list[int]) -> dict[int, int]:
+    def published_marks(self, partitions: list[int], topic: str = "") -> dict[int, int]:
         def work(conn: psycopg.Connection[Any]) -> dict[int, int]:
-            found = dict(conn.execute("SELECT partition, seq FROM published").fetchall())
+            sql = "SELECT partition, seq FROM published_marks WHERE topic = %s"
+            found = dict(conn.execute(sql, (topic,)).fetchall())
             return {p: int(found.get(p, 0)) for p in partitions}
 
         return self._run(work)
 
-    def mark_published(self, marks: dict[int, int]) -> None:
+    def mark_published(self, marks: dict[int, int], topic: str = "") -> None:
         def work(conn: psycopg.Connection[Any]) -> None:
             with conn.cursor() as cur:
                 cur.executemany(
-                    "INSERT INTO published VALUES (%s, %s) ON CONFLICT (partition) DO UPDATE "
-                    "SET seq = greatest(published.seq, excluded.seq)",
-                    sorted(marks.items()),
+                    "INSERT INTO published_marks VALUES (%s, %s, %s) ON CONFLICT (topic, partition) "
+                    "DO UPDATE SET seq = greatest(published_marks.seq, excluded.seq)",
+                    [(topic, p, seq) for p, seq in sorted(marks.items())],
                 )
 
         self._run(work)

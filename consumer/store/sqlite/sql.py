@@ -44,8 +44,9 @@ CREATE TABLE IF NOT EXISTS owners (
     partition INTEGER PRIMARY KEY, epoch INTEGER NOT NULL, owner TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS offsets (
     partition INTEGER PRIMARY KEY, next_offset INTEGER NOT NULL, watermark INTEGER NOT NULL);
--- how far the metrics topic got, per partition (the seq of the rows published last)
-CREATE TABLE IF NOT EXISTS published (partition INTEGER PRIMARY KEY, seq INTEGER NOT NULL);
+-- how far each metrics topic got, per partition (the seq of the rows published last)
+CREATE TABLE IF NOT EXISTS published_marks (
+    topic TEXT NOT NULL, partition INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (topic, partition));
 """
 
 #: stores made before the closures table was keyed by account: keyed by event hash, they

@@ -200,16 +200,19 @@ class SqliteStore:
         ).fetchone()
         return int(row[0])
 
-    def published_marks(self, partitions: list[int]) -> dict[int, int]:
-        """One mark for the whole store: its rows are all the one writer's (ONE_WRITER)."""
-        found = self.db.execute("SELECT seq FROM published WHERE partition = ?", (ONE_WRITER,)).fetchone()
+    def published_marks(self, partitions: list[int], topic: str = "") -> dict[int, int]:
+        """One mark per topic for the whole store: its rows are all the one writer's."""
+        found = self.db.execute(
+            "SELECT seq FROM published_marks WHERE topic = ? AND partition = ?", (topic, ONE_WRITER)
+        ).fetchone()
         return {ONE_WRITER: 0 if found is None else int(found[0])}
 
-    def mark_published(self, marks: dict[int, int]) -> None:
+    def mark_published(self, marks: dict[int, int], topic: str = "") -> None:
         with self._tx():
             self.db.executemany(
-                "INSERT INTO published VALUES (?, ?) ON CONFLICT DO UPDATE SET seq = max(seq, excluded.seq)",
-                list(marks.items()),
+                "INSERT INTO published_marks VALUES (?, ?, ?) "
+                "ON CONFLICT DO UPDATE SET seq = max(seq, excluded.seq)",
+                [(topic, p, seq) for p, seq in marks.items()],
             )
 
     def _check_epochs(self, partitions: list[PartitionCommit]) -> None:

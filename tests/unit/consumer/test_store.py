@@ -212,6 +212,10 @@ def test_outbox_returns_rows_changed_since_the_last_publication(store: Any) -> N
     store.mark_published(newest)
     store.mark_published(marks)  # a late, older mark (another process) never moves publication back
     assert store.published_marks([0]) == newest
+    # each topic has its own marks: a second topic still has everything to publish
+    assert set(store.published_marks([0], "another-topic").values()) == {0}
+    rows, _ = store.changed_since(store.published_marks([0], "another-topic"))
+    assert len(rows) == 14  # both commits' rows: 8, and a new minute, hour and day per grouping
 
 
 def test_outbox_skips_commits_that_changed_no_row(store: Any) -> None:
