@@ -277,7 +277,9 @@ def aggregation(d: Dialect, registry: Registry = REGISTRY) -> list[str]:
     cols = ", ".join((*ROW_KEY, *registry.value_columns, "seq", *(("bins",) if d.bins_in_rows else ())))
     fbin, fn = _fact_bins(registry)
     for g in registry.groupings:
-        if d.name == "sqlite" and g.fine and _sources(g, "1m", registry) == [0]:
+        partials = layout_of(registry).partial_metrics
+        has_partials = any(p.groupings is None or g.name in p.groupings for p in partials)
+        if d.name == "sqlite" and g.fine and not has_partials:
             out += _fine(d, g, registry, cols)
             continue
         key = _key_expr(g)
