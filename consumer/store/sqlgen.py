@@ -23,6 +23,9 @@ class Dialect:
     text: str  # of a key (PostgreSQL: byte order, as SQLite compares)
     #: the sketch bins live in the row as one blob (SQLite), else in the metric_bins table
     bins_in_rows: bool
+    #: one INSERT ... ON CONFLICT DO UPDATE may update a row it inserted itself (SQLite; not
+    #: PostgreSQL): a fine grouping's short windows can then take one upsert per fact
+    per_fact_upserts: bool
 
     def floor(self, col: str, size: int | None) -> str:
         """`col` floored to its window's start (both `%` truncate towards 0); 0 for all time."""
@@ -41,8 +44,8 @@ class Dialect:
         return f"max(coalesce({a}, {b}), coalesce({b}, {a}))"
 
 
-SQLITE = Dialect("sqlite", "INTEGER", "TEXT", bins_in_rows=True)
-POSTGRES = Dialect("postgresql", "BIGINT", 'TEXT COLLATE "C"', bins_in_rows=False)
+SQLITE = Dialect("sqlite", "INTEGER", "TEXT", bins_in_rows=True, per_fact_upserts=True)
+POSTGRES = Dialect("postgresql", "BIGINT", 'TEXT COLLATE "C"', bins_in_rows=False, per_fact_upserts=False)
 
 ROW_KEY = ("by", "win", "start", "key", "partition")
 #: the facts are staged per grouping in rows of this many seconds (partials: their own size)
@@ -105,7 +108,7 @@ def _type(registry: Registry, field: str, integer: str) -> str:
     return integer
 
 
-def _staging(d: Dialect, registry: Registry) -> list[str]:
+def staging(d: Dialect, registry: Registry = REGISTRY) -> list[str]:
     """Temporary tables: the commit's facts, partials, and per-grouping minute rows."""
     n = d.integer
     on_commit = " ON COMMIT DELETE ROWS" if d.name == "postgresql" else ""
@@ -224,10 +227,10 @@ PER_FACT_WINDOWS = ("1m", "1h")
 
 
 def _fine(d: Dialect, g: Grouping, registry: Registry, cols: str) -> list[str]:
-    """A fine-grained grouping (`Grouping.fine`, on SQLite, no partials): its short windows'
-    rows take one upsert per fact straight from the facts (SQLite's upsert adds up facts of
-    one row within a statement; PostgreSQL refuses that), its longer ones are grouped from
-    the facts: no per-minute staging, which would sort every fact for little merging."""
+    """A fine-grained grouping (`Grouping.fine`, no partials, `Dialect.per_fact_upserts`):
+    its short windows' rows take one upsert per fact straight from the facts, its longer
+    ones are grouped from the facts: no per-minute staging, which would sort every fact
+    for little merging."""
     fbin, fn = _fact_bins(registry)
     key = _key_expr(g)
     out = []
@@ -279,7 +282,7 @@ def aggregation(d: Dialect, registry: Registry = REGISTRY) -> list[str]:
     for g in registry.groupings:
         partials = layout_of(registry).partial_metrics
         has_partials = any(p.groupings is None or g.name in p.groupings for p in partials)
-        if d.name == "sqlite" and g.fine and not has_partials:
+        if d.per_fact_upserts and g.fine and not has_partials:
             out += _fine(d, g, registry, cols)
             continue
         key = _key_expr(g)
@@ -339,10 +342,6 @@ def aggregation(d: Dialect, registry: Registry = REGISTRY) -> list[str]:
                     "ON CONFLICT (by, win, start, key, partition, bin) DO UPDATE SET n = b.n + excluded.n"
                 )
     return out
-
-
-def staging(d: Dialect, registry: Registry = REGISTRY) -> list[str]:
-    return _staging(d, registry)
 
 
 def clear(d: Dialect, registry: Registry = REGISTRY) -> list[str]:

@@ -149,10 +149,9 @@ def register(db: sqlite3.Connection, *, prefer: str | None = None) -> str:
     (`install` before connecting), else the reference. Returns which ("native" or "python").
     `prefer` (or $CONVMETRICS_FOLD) as for the fold: python, native (an error when they
     are not there) or auto."""
-    want = choose(prefer).name
-    if want == "native" and install() and _compiled_present(db):
+    if choose(prefer).name == "native" and install() and _compiled_present(db):
         return "native"
-    if want == "native" and (prefer or os.environ.get(ENV, "auto")).lower() == "native":
+    if (prefer or os.environ.get(ENV) or "auto").lower() == "native":
         raise StoreError(
             "CONVMETRICS_FOLD=native but SQLite's compiled bins functions are not on this connection "
             "(not built, or Python's sqlite3 does not export SQLite's functions)"
