@@ -163,10 +163,28 @@ class Registry:
         return tuple(m for m in self.metrics if m.kind is Kind.DISTRIBUTION)
 
     @property
+    def rankable(self) -> tuple[str, ...]:
+        """What rows can be ranked by (`/v1/closures?sort=`): `key`; each counter; each
+        counter per another (`closed_unread/closures`, a share); each distribution's exact
+        `count`, `sum`, `min`, `max` and `mean` (`time_to_close.mean`). Quantiles are not:
+        ranking by one would read every row's sketch."""
+        counters = [m.name for m in self.counters]
+        stats = [
+            f"{m.name}.{s}"
+            for m in self.distributions
+            for s in (RANK_STATS if m.exact_min else ("count", "max", "mean"))
+        ]
+        ratios = [f"{a}/{b}" for a in counters for b in counters if a != b]
+        return ("key", *counters, *ratios, *stats)
+
+    @property
     def value_columns(self) -> tuple[str, ...]:
         """Every metric's columns, in registry order."""
         return tuple(c for m in self.metrics for c in m.columns)
 
+
+#: the exact statistics of a distribution that rows can be ranked by (`Registry.rankable`)
+RANK_STATS: Final = ("count", "sum", "min", "max", "mean")
 
 #: the conditions a counter may put on the events it counts (`Metric.when`); the compiled
 #: fold implements the same names

@@ -40,26 +40,28 @@ def lag_bin_of(millis: int) -> int:
 
 
 def quantiles(
-    bins: Mapping[int, int] | Iterable[tuple[int, int]], *, lag: bool = False
+    bins: Mapping[int, int] | Iterable[tuple[int, int]], *, lag: bool = False, base: int | None = None
 ) -> tuple[float, ...] | None:
-    """p50, p90, p99 of the durations (or, with `lag`, the ingest lags) in a bin map, or None.
+    """p50, p90, p99 of the durations (or, with `lag`, the ingest lags) in a bin map, or None;
+    `base`: of the distribution whose bins lie within +-LAG_BASE/2 of it (a row's bin space
+    holds several, `Metric.bin_base`).
 
     What `DDSketch.get_quantile_value` answers for a sketch holding these bins (the rank
     `q * (count - 1)` found in the zero bin, else by walking the bins in key order, the value
     its mapping gives the key), without building the sketch bin by bin: a query renders
     thousands of rows. `tests/unit/consumer/test_sketch.py` holds the two equal."""
     items = bins.items() if isinstance(bins, Mapping) else bins
+    if base is None:
+        base = LAG_BASE if lag else 0
+    lo, hi, zero_at = base - LAG_BASE // 2, base + LAG_BASE // 2, base + ZERO_BIN
     zero = 0
     keyed: list[tuple[int, int]] = []
-    for index, count in items:
-        if (index >= LAG_BASE // 2) != lag or count <= 0:
-            continue
-        if lag:
-            index -= LAG_BASE
-        if index == ZERO_BIN:
-            zero += count
-        else:
-            keyed.append((index, count))
+    for index, count in items:  # one pass, no calls: a row holds hundreds of bins
+        if lo <= index < hi and count > 0:
+            if index == zero_at:
+                zero += count
+            else:
+                keyed.append((index - base, count))
     keyed.sort()
     total = zero + sum(n for _, n in keyed)
     if total == 0:

@@ -16,7 +16,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from consumer.exceptions import QueryError
-from consumer.serve.overview import NewestWindows, channel_summary
+from consumer.serve.overview import channel_summary
 from consumer.serve.prom import ClosureCollector
 from consumer.serve.query import parse_query, response_json
 from consumer.store import Store
@@ -36,7 +36,6 @@ def create_app(open_store: Callable[[], Store], *, registry: CollectorRegistry |
             when the API runs inside `consume`); closure metrics are always there.
     """
     local = threading.local()
-    newest = NewestWindows()
 
     def store() -> Store:
         s: Store | None = getattr(local, "store", None)
@@ -45,7 +44,7 @@ def create_app(open_store: Callable[[], Store], *, registry: CollectorRegistry |
         return s
 
     closure_registry = CollectorRegistry()
-    closure_registry.register(ClosureCollector(store, newest))
+    closure_registry.register(ClosureCollector(store))
     page = files("consumer.serve").joinpath("static", "index.html").read_text(encoding="utf-8")
 
     def closures(request: Request) -> Response:
@@ -54,6 +53,9 @@ def create_app(open_store: Callable[[], Store], *, registry: CollectorRegistry |
         except QueryError as exc:
             return _json({"error": str(exc)}, 400)
         s = store()
+        if q.sort is not None:
+            ranked, total = s.rank(q.ranking())
+            return _json(response_json(q, ranked, s.registry, total))
         rows = s.query(
             q.by,
             q.window,
@@ -62,13 +64,14 @@ def create_app(open_store: Callable[[], Store], *, registry: CollectorRegistry |
             start_to=q.start_to,
             after=q.after,
             limit=q.limit + 1,
+            contains=q.contains,
         )
         return _json(response_json(q, rows, s.registry))
 
     def summary(request: Request) -> Response:
         if request.query_params:
             return _json({"error": "summary takes no parameters"}, 400)
-        return _json(channel_summary(store(), newest))
+        return _json(channel_summary(store()))
 
     def metrics(request: Request) -> Response:
         body = generate_latest(closure_registry)

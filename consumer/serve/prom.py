@@ -14,7 +14,7 @@ from consumer.fold import BY_CHANNEL
 from consumer.fold.registry import Kind
 from consumer.fold.registry import Metric as RegistryMetric
 from consumer.fold.windows import ALL
-from consumer.serve.overview import NewestWindows, all_rows
+from consumer.serve.overview import all_rows, newest_windows
 from consumer.store import MetricRow, Store
 from consumer.store.render import distribution_json
 
@@ -26,12 +26,10 @@ class ClosureCollector(Collector):
 
     Args:
         store: returns the store to read (called on the scraping thread).
-        newest: shared finder of the newest windows (remembers where to start looking).
     """
 
-    def __init__(self, store: Callable[[], Store], newest: NewestWindows | None = None) -> None:
+    def __init__(self, store: Callable[[], Store]) -> None:
         self._store = store
-        self._newest = newest or NewestWindows()
 
     def collect(self) -> Iterable[Metric]:
         store = self._store()
@@ -52,7 +50,7 @@ class ClosureCollector(Collector):
             "Start (unix s) of the newest window holding data, per window size: how far event time has got.",
             labels=["window"],
         )
-        for window, start in self._newest.find(store).items():
+        for window, start in newest_windows(store).items():
             if start is not None:
                 newest.add_metric([window], start)
         yield newest

@@ -13,6 +13,7 @@ from consumer.exceptions import QueryError
 from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.windows import ALL, WINDOWS
 from consumer.store import MetricRow
+from consumer.store.base import Ranking
 from consumer.store.render import row_json
 
 DEFAULT_LIMIT = 10_000
@@ -29,7 +30,7 @@ _INT_KEYED = {
     if len(g.dimensions) == 1 and REGISTRY.dimension(g.dimensions[0]).type is int
 }
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
-_KNOWN = {"by", "window", "key", "from", "to", "limit", "cursor"}
+_KNOWN = {"by", "window", "key", "from", "to", "limit", "cursor", "sort", "contains"}
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,26 @@ class ClosureQuery:
     start_to: int | None = None
     limit: int = DEFAULT_LIMIT
     after: tuple[int, str] | None = None
+    #: a ranked listing (`sort=-closures`): the value (`Registry.rankable`), its direction,
+    #: and the position of the page (ranked pages are handed out by position)
+    sort: str | None = None
+    descending: bool = False
+    offset: int = 0
+    contains: str | None = None  # only keys that contain this text
+
+    def ranking(self) -> Ranking:
+        assert self.sort is not None
+        return Ranking(
+            self.by,
+            self.window,
+            self.sort,
+            self.descending,
+            self.contains,
+            self.start_from,
+            self.start_to,
+            self.offset,
+            self.limit + 1,
+        )
 
 
 def _int(params: Mapping[str, str], name: str) -> int | None:
@@ -82,8 +103,22 @@ def parse_query(params: Mapping[str, str]) -> ClosureQuery:
     if key is not None and by in _INT_KEYED and not _fits(key):
         raise QueryError(f"key must be an {by} id (an integer) when by={by}, got {key!r}")
     cursor = params.get("cursor")
+    contains = params.get("contains") or None
+    sort = params.get("sort") or None
+    if sort is None:
+        after = decode_cursor(cursor) if cursor else None
+        return ClosureQuery(by, window, key, start_from, start_to, limit, after, contains=contains)
+    descending = sort.startswith("-")
+    value = sort.removeprefix("-")
+    if value not in REGISTRY.rankable:
+        raise QueryError(
+            f"sort must be one of {', '.join(REGISTRY.rankable)} (- before it: descending), got {sort!r}"
+        )
+    if key is not None:
+        raise QueryError("sort ranks many rows; with key there is one per window: leave one out")
+    offset = decode_rank_cursor(cursor) if cursor else 0
     return ClosureQuery(
-        by, window, key, start_from, start_to, limit, decode_cursor(cursor) if cursor else None
+        by, window, None, start_from, start_to, limit, None, value, descending, offset, contains
     )
 
 
@@ -106,14 +141,32 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
         raise QueryError(f"cursor {cursor!r} is not one this API handed out") from exc
 
 
-def response_json(q: ClosureQuery, rows: list[MetricRow], registry: Registry = REGISTRY) -> dict[str, Any]:
-    """The response body; `rows` holds up to limit+1 rows (the extra one means: more)."""
+def encode_rank_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps({"offset": offset})).decode().rstrip("=")
+
+
+def decode_rank_cursor(cursor: str) -> int:
+    try:
+        offset = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))["offset"]
+        if not isinstance(offset, int) or not 0 <= offset <= _I64_MAX:
+            raise ValueError("offset out of range")
+        return offset
+    except (ValueError, TypeError, KeyError) as exc:
+        raise QueryError(f"cursor {cursor!r} is not one this API handed out for a sorted listing") from exc
+
+
+def response_json(
+    q: ClosureQuery, rows: list[MetricRow], registry: Registry = REGISTRY, total: int | None = None
+) -> dict[str, Any]:
+    """The response body; `rows` holds up to limit+1 rows (the extra one means: more). A
+    ranked listing also says how it is sorted and how many rows match in all (`total`)."""
     more = len(rows) > q.limit
     rows = rows[: q.limit]
-    body: dict[str, Any] = {
-        "by": q.by,
-        "window": q.window,
-        "rows": [row_json(r, registry) for r in rows],
-        "next": encode_cursor(rows[-1].window_start, rows[-1].key) if more and rows else None,
-    }
+    body: dict[str, Any] = {"by": q.by, "window": q.window}
+    if q.sort is not None:
+        body |= {"sort": ("-" if q.descending else "") + q.sort, "total": total}
+        nxt = encode_rank_cursor(q.offset + q.limit) if more else None
+    else:
+        nxt = encode_cursor(rows[-1].window_start, rows[-1].key) if more and rows else None
+    body |= {"rows": [row_json(r, registry) for r in rows], "next": nxt}
     return body

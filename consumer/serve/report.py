@@ -85,9 +85,9 @@ class StoreSource:
         self.store = open_store(url)
 
     def newest(self, window: str) -> int | None:
-        from consumer.serve.overview import NewestWindows
+        from consumer.serve.overview import newest_windows
 
-        return NewestWindows().find(self.store)[window]
+        return newest_windows(self.store)[window]
 
     def rows(self, q: ClosureQuery) -> tuple[list[dict[str, Any]], bool]:
         from consumer.store.render import row_json

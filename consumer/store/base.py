@@ -16,6 +16,9 @@ from typing import Any, Protocol
 from consumer.fold import ConvKey, Delta
 from consumer.fold.registry import REGISTRY, Metric, Registry
 from consumer.fold.sketch import quantiles
+from consumer.store import sqlgen
+
+Fetch = Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
 
 #: What the metrics-topic publisher reads rows by (the same SQL on both stores). Each store
 #: makes it at its first publication, not with its schema: kept up to date it costs every
@@ -85,7 +88,7 @@ class MetricRow:
 
     def quantiles(self, metric: Metric) -> tuple[float, ...] | None:
         """p50, p90, p99 of a distribution from its sketch bins (None when it has none)."""
-        return quantiles([(b - metric.bin_base, n) for b, n in self.bins if metric.owns_bin(b)])
+        return quantiles(self.bins, base=metric.bin_base)
 
 
 def row_filter(
@@ -97,11 +100,20 @@ def row_filter(
     start_to: int | None,
     after: tuple[int, str] | None,
     mark: str,
+    contains: str | None = None,
+    position: str = "instr",
 ) -> tuple[str, list[Any]]:
-    """The WHERE clause of a metrics query and its arguments (`mark`: the driver's placeholder)."""
+    """The WHERE clause of a metrics query and its arguments (`mark`: the driver's
+    placeholder; `position`: its function that finds a text in a text, 1-based, exact)."""
     where = [f"by = {mark}", f"win = {mark}"]
     args: list[Any] = [by, window]
-    for clause, value in (("key = {}", key), ("start >= {}", start_from), ("start < {}", start_to)):
+    clauses = (
+        ("key = {}", key),
+        (f"{position}(key, {{}}) > 0", contains),
+        ("start >= {}", start_from),
+        ("start < {}", start_to),
+    )
+    for clause, value in clauses:
         if value is not None:
             where.append(clause.format(mark))
             args.append(value)
@@ -111,15 +123,75 @@ def row_filter(
     return " AND ".join(where), args
 
 
-def bins_filter(by: str, window: str, key: str | None, lo: int, hi: int, mark: str) -> tuple[str, list[Any]]:
-    """The query for the sketch bins of rows with window starts in [lo, hi] (a store with a
-    bins table: PostgreSQL; SQLite keeps them in the rows)."""
+@dataclass(frozen=True)
+class Ranking:
+    """A page of rows ranked by a value (`Registry.rankable`), for tables such as the
+    dashboard's accounts: the first `limit` rows from `offset` on, busiest first by default."""
+
+    by: str
+    window: str
+    value: str
+    descending: bool = True
+    contains: str | None = None  # only rows whose key contains this text
+    start_from: int | None = None
+    start_to: int | None = None
+    offset: int = 0
+    limit: int = 100
+
+
+def bins_filter(
+    by: str, window: str, key: str | None, lo: int, hi: int, mark: str, keys: list[str] | None = None
+) -> tuple[str, list[Any]]:
+    """The query for the sketch bins of rows with window starts in [lo, hi], of one key or
+    of a list of `keys` (a store with a bins table: PostgreSQL; SQLite keeps them in the rows)."""
     sql = (
         f"SELECT start, key, bin, CAST(sum(n) AS BIGINT) FROM metric_bins WHERE by={mark} AND win={mark} "
-        f"AND start>={mark} AND start<={mark}" + (f" AND key={mark}" if key is not None else "")
+        f"AND start>={mark} AND start<={mark}"
+        + (f" AND key={mark}" if key is not None else "")
+        + (f" AND key = ANY({mark})" if keys is not None else "")
         + " GROUP BY start, key, bin"
     )
-    return sql, [by, window, lo, hi] + ([key] if key is not None else [])
+    return sql, [by, window, lo, hi] + ([key] if key is not None else []) + (
+        [keys] if keys is not None else []
+    )
+
+
+#: the newest window start of (grouping, window): the primary key's order answers it at once
+NEWEST_START = "SELECT max(start) FROM metric_rows WHERE by = {mark} AND win = {mark}"
+
+#: the (start, key, bin, n) of the rows of (grouping, window, keys, starts lo..hi)
+PageBins = Callable[[str, str, list[str], int, int], Iterable[tuple[int, str, int, int]]]
+
+
+def rank_rows(
+    r: Ranking, registry: Registry, fetch: Fetch, page_bins: PageBins, mark: str, position: str
+) -> tuple[list[MetricRow], int]:
+    """`Store.rank` for a SQL store: one query ranks the merged rows (and counts them), then
+    only the page's rows read their sketch bins."""
+    where, args = row_filter(
+        r.by,
+        r.window,
+        key=None,
+        start_from=r.start_from,
+        start_to=r.start_to,
+        after=None,
+        mark=mark,
+        contains=r.contains,
+        position=position,
+    )
+    found = fetch(
+        sqlgen.ranked(registry, r.by, where, mark, r.value, r.descending), (*args, r.limit, r.offset)
+    )
+    if not found:  # past the end (or nothing at all): count what there is
+        counted = fetch(
+            f"SELECT count(*) FROM (SELECT 1 FROM metric_rows WHERE {where} GROUP BY start, key) g",
+            tuple(args),
+        )
+        return [], int(counted[0][0])
+    rows = [f[:-1] for f in found]
+    starts = [f[1] for f in rows]
+    bins = page_bins(r.by, r.window, sorted({f[0] for f in rows}), min(starts), max(starts))
+    return build_rows(r.by, r.window, rows, bins, registry), int(found[0][-1])
 
 
 def build_rows(
@@ -149,9 +221,6 @@ def metric_row(
     """A MetricRow from a merged `query` tuple (key, start, values...) and its (bin, n) pairs."""
     values = dict(zip(registry.value_columns, columns[2:], strict=True))
     return MetricRow(by, columns[0], window, columns[1], values, tuple(bins))
-
-
-Fetch = Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
 
 
 def outbox_keys(
@@ -206,7 +275,16 @@ class Store(Protocol):
         start_to: int | None = None,
         after: tuple[int, str] | None = None,
         limit: int = 10_000,
+        contains: str | None = None,
     ) -> list[MetricRow]: ...
+
+    def rank(self, ranking: Ranking) -> tuple[list[MetricRow], int]:
+        """A page of ranked rows and how many rows match in all."""
+        ...
+
+    def newest_start(self, by: str, window: str) -> int | None:
+        """The newest window start of (grouping, window) in the store (None: no row)."""
+        ...
 
     def purge(self) -> int: ...
 

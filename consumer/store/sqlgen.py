@@ -360,6 +360,51 @@ def query(d: Dialect, where: str, mark: str, registry: Registry = REGISTRY) -> s
     )
 
 
+def rank_value(registry: Registry, name: str) -> str:
+    """The SQL of a `Registry.rankable` value over a row's partitions (a KeyError for
+    anything else); shares and means are NULL where their divisor is 0."""
+
+    def per(num: str, den: str) -> str:
+        return f"CAST(sum({num}) AS DOUBLE PRECISION) / NULLIF(sum({den}), 0)"
+
+    if name not in registry.rankable or name == "key":
+        raise KeyError(name)
+    if "/" in name:
+        a, b = name.split("/")
+        return per(registry.metric(a).column, registry.metric(b).column)
+    if "." in name:
+        metric, stat = name.split(".")
+        c = registry.metric(metric).column
+        if stat == "mean":
+            return per(f"{c}_sum", f"{c}_count")
+        return f"{'sum' if stat in ('count', 'sum') else stat}({c}_{stat})"
+    return f"sum({registry.metric(name).column})"
+
+
+def key_order(registry: Registry, grouping: str) -> str:
+    """A grouping's keys in their natural order: numerically for one integer dimension."""
+    g = registry.grouping(grouping)
+    if len(g.dimensions) == 1 and registry.dimension(g.dimensions[0]).type is int:
+        return "CAST(key AS BIGINT)"
+    return "key"
+
+
+def ranked(registry: Registry, grouping: str, where: str, mark: str, value: str, descending: bool) -> str:
+    """A page of rows ranked by a `Registry.rankable` value (ties: start, then key), without
+    their bins, each with the count of all rows that match (the last column). NULL values
+    (a share of nothing) rank below every number, as in the dashboard."""
+    keys = key_order(registry, grouping)
+    if value == "key":
+        order = f"{keys} {'DESC' if descending else 'ASC'}, start"
+    else:
+        nulls = "NULLS LAST" if descending else "NULLS FIRST"
+        order = f"{rank_value(registry, value)} {'DESC' if descending else 'ASC'} {nulls}, start, {keys}"
+    return (
+        f"SELECT key, start, {merged_columns(registry)}, count(*) OVER () FROM metric_rows "
+        f"WHERE {where} GROUP BY start, key ORDER BY {order} LIMIT {mark} OFFSET {mark}"
+    )
+
+
 def key_filter(registry: Registry, grouping: str, key: str, mark: str) -> tuple[str, list[object]]:
     """The closures matching a row's key: one `dimension = value` per dimension of its
     grouping (the closures table has a column per dimension), values typed as declared."""

@@ -221,24 +221,37 @@ def test_dashboard_draws_the_pipelines_numbers(
 
     check_charts(page, api, "1h", 48)
 
-    # the account table: busiest first; search filters it, a header click sorts it
+    # the account table: busiest first; search filters it, a header click sorts it (the API
+    # ranks, searches and cuts the table: each change is a fetch, so wait for its drawing)
     rows = table(page, "#accounts")
     assert len(rows) == min(100, len(accounts))
     busiest = max(accounts, key=lambda r: (r["closures"], -int(r["key"])))
     assert rows[0][0] == busiest["key"] and rows[0][1] == f"{busiest['closures']:,}"
     page.fill("#account-search", "4")
     matching = sorted(r["key"] for r in accounts if "4" in r["key"])
+    note = f"{len(matching)} of {len(accounts)} accounts match"
+    page.wait_for_function(f"document.getElementById('accounts-note').textContent.startsWith('{note}')")
     filtered = table(page, "#accounts")
     assert sorted(r[0] for r in filtered) == matching and len(matching) < len(accounts)
-    assert f"{len(matching)} of {len(accounts)} accounts match" in page.inner_text("#accounts-note")
     page.fill("#account-search", "42")
+    page.wait_for_function("document.querySelectorAll('#accounts tbody tr').length === 1")
     (only,) = table(page, "#accounts")
     a42 = next(r for r in accounts if r["key"] == "42")
     assert only[:3] == ["42", f"{a42['closures']:,}", f"{a42['reopens']:,}"]
     page.fill("#account-search", "")
     page.click("#accounts th[data-col=key]")
+    first = "document.querySelector('#accounts tbody tr td').textContent"
+    page.wait_for_function(f"{first} === '1'")
     assert [r[0] for r in table(page, "#accounts")][:3] == ["1", "2", "3"]
+    page.click("#accounts th[data-col=unread]")  # the largest share of unread closures first
+    by_share = sorted(
+        accounts,
+        key=lambda r: (-r["closed_unread"] / r["closures"] if r["closures"] else 1.0, int(r["key"])),
+    )
+    page.wait_for_function(f"{first} === '{by_share[0]['key']}'")
+    assert [r[0] for r in table(page, "#accounts")][:5] == [r["key"] for r in by_share[:5]]
     page.click("#accounts th[data-col=closures]")
+    page.wait_for_function(f"{first} === '{busiest['key']}'")
 
     # per minute: the last two hours of minutes, again equal to the API
     page.click(".switch button[data-window='1m']")

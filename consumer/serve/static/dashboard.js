@@ -26,7 +26,9 @@
     summary: null,
     series: [], // /v1/closures rows by channel type for the shown windows
     labels: [], // window starts shown on the time charts
-    accounts: [], // /v1/closures rows by account, all time
+    accounts: [], // the account table's page: /v1/closures by account, all time, ranked by the API
+    accountsMatch: 0, // accounts that match the search
+    accountsTotal: 0, // all accounts
     channels: [], // channel types, busiest first (fixes their colours)
     refreshes: 0,
     error: null,
@@ -87,6 +89,40 @@
     return rows;
   }
 
+  // The account table is ranked, searched and cut to TABLE_ROWS by the API (`sort`,
+  // `contains`, `limit`): the page never loads every account. Each fetch has a number, so
+  // an answer that a newer search or sort overtook is dropped.
+  const SORT_PARAM = {
+    key: "key",
+    closures: "closures",
+    reopens: "reopens",
+    unread: "closed_unread/closures",
+    mean: "time_to_close.mean",
+  };
+  let accountFetches = 0;
+
+  async function fetchAccounts() {
+    const query = { by: "account", window: "all", limit: String(TABLE_ROWS) };
+    query.sort = (state.sort.desc ? "-" : "") + SORT_PARAM[state.sort.col];
+    const search = state.search.trim();
+    const page = await getJSON("/v1/closures", search ? Object.assign({ contains: search }, query) : query);
+    const all = search ? (await getJSON("/v1/closures", Object.assign({}, query, { limit: "1" }))).total : page.total;
+    return { accounts: page.rows, accountsMatch: page.total, accountsTotal: all };
+  }
+
+  async function redrawAccounts() {
+    const mine = ++accountFetches;
+    try {
+      const got = await fetchAccounts();
+      if (mine !== accountFetches) return; // a newer search or sort is on its way
+      Object.assign(state, got);
+      drawAccounts();
+      setText("kpi-accounts", count(state.accountsTotal));
+    } catch (err) {
+      setText("accounts-note", "Cannot load accounts: " + (err.message || err));
+    }
+  }
+
   async function refresh() {
     const summary = await getJSON("/v1/summary");
     const w = state.window;
@@ -98,13 +134,14 @@
       for (let t = from; t <= newest; t += SIZE[w]) labels.push(t);
       series = await allRows({ by: "channel_type", window: w, from: String(from) });
     }
-    const accounts = await allRows({ by: "account", window: "all" });
+    const mine = ++accountFetches;
+    const accounts = await fetchAccounts();
     const channels = summary.channel_types
       .slice()
       .sort((a, b) => b.closures - a.closures || (a.key < b.key ? -1 : 1))
       .map((r) => r.key);
     if (w !== state.window) return; // switched while fetching: the next poll draws it
-    Object.assign(state, { summary, labels, series, accounts, channels, error: null });
+    Object.assign(state, { summary, labels, series, channels, error: null }, mine === accountFetches ? accounts : {});
     if (!state.ttcKey || !channels.includes(state.ttcKey)) state.ttcKey = channels[0] || null;
     render();
     state.refreshes += 1;
@@ -206,7 +243,7 @@
     setText("kpi-ttc-mean", duration(t.ttc_mean));
     setText("kpi-ttc-count", "over " + count(t.ttc_count) + " timed closures");
     setText("kpi-channels", count(state.channels.length));
-    setText("kpi-accounts", count(state.accounts.length));
+    setText("kpi-accounts", count(state.accountsTotal));
     const newest = state.summary.newest;
     const upTo = newest["1m"] ?? newest["1h"] ?? newest["1d"];
     setText("status", (upTo === null ? "No data yet" : "Data up to " + utcFull(upTo)) +
@@ -236,28 +273,8 @@
       .join("");
   }
 
-  const SORT_VALUE = {
-    key: (r) => Number(r.key),
-    closures: (r) => r.closures,
-    reopens: (r) => r.reopens,
-    unread: (r) => (r.closures ? r.closed_unread / r.closures : -1),
-    p50: (r) => r.time_to_close.p50 ?? -1,
-    p90: (r) => r.time_to_close.p90 ?? -1,
-    mean: (r) => r.time_to_close.mean ?? -1,
-  };
-
-  function visibleAccounts() {
-    const q = state.search.trim();
-    const rows = q ? state.accounts.filter((r) => r.key.includes(q)) : state.accounts.slice();
-    const value = SORT_VALUE[state.sort.col];
-    const sign = state.sort.desc ? -1 : 1;
-    rows.sort((a, b) => sign * (value(a) - value(b)) || Number(a.key) - Number(b.key));
-    return rows;
-  }
-
   function drawAccounts() {
-    const rows = visibleAccounts();
-    const shown = rows.slice(0, TABLE_ROWS);
+    const shown = state.accounts;
     document.querySelector("#accounts tbody").innerHTML = shown
       .map((r) => `<tr data-key="${escape(r.key)}"><td>${escape(r.key)}</td>${cellsOf(r)}</tr>`)
       .join("");
@@ -265,10 +282,11 @@
       th.classList.toggle("sorted-desc", th.dataset.col === state.sort.col && state.sort.desc);
       th.classList.toggle("sorted-asc", th.dataset.col === state.sort.col && !state.sort.desc);
     }
-    const total = state.accounts.length;
-    const matched = state.search.trim() ? `${count(rows.length)} of ${count(total)} accounts match` :
+    const total = state.accountsTotal;
+    const matched = state.search.trim() ? `${count(state.accountsMatch)} of ${count(total)} accounts match` :
       `${count(total)} accounts`;
-    setText("accounts-note", rows.length > shown.length ? `${matched}; showing the first ${shown.length}` : matched);
+    setText("accounts-note",
+      state.accountsMatch > shown.length ? `${matched}; showing the first ${shown.length}` : matched);
   }
 
   function drawTtcChoices() {
@@ -336,13 +354,13 @@
     });
     document.getElementById("account-search").addEventListener("input", (e) => {
       state.search = e.target.value;
-      drawAccounts();
+      redrawAccounts();
     });
-    for (const th of document.querySelectorAll("#accounts th")) {
+    for (const th of document.querySelectorAll("#accounts th[data-col]")) {
       th.addEventListener("click", () => {
         const col = th.dataset.col;
         state.sort = { col, desc: state.sort.col === col ? !state.sort.desc : col !== "key" };
-        drawAccounts();
+        redrawAccounts();
       });
     }
     poll();

@@ -30,14 +30,17 @@ from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.windows import ALL, WINDOWS
 from consumer.store import sqlgen
 from consumer.store.base import (
+    NEWEST_START,
     OUTBOX_INDEX,
     MetricRow,
     PartitionCommit,
     PartitionState,
+    Ranking,
     Retention,
     bins_filter,
     build_rows,
     outbox_keys,
+    rank_rows,
     row_filter,
 )
 from consumer.store.postgres.aggregate import Batch, aggregate, columns
@@ -203,9 +206,7 @@ class PostgresStore:
         batch = Batch(partitions)
         self._run(lambda conn: self._commit(conn, partitions, batch))
 
-    def _commit(
-        self, conn: psycopg.Connection[Any], partitions: list[PartitionCommit], batch: Batch
-    ) -> None:
+    def _commit(self, conn: psycopg.Connection[Any], partitions: list[PartitionCommit], batch: Batch) -> None:
         # the schema's DDL (CREATE INDEX IF NOT EXISTS locks its table even when the index
         # exists) takes this lock exclusively: a consumer starting up waits for commits in
         # flight instead of deadlocking with them over table locks taken in another order
@@ -260,9 +261,18 @@ class PostgresStore:
         start_to: int | None = None,
         after: tuple[int, str] | None = None,
         limit: int = 10_000,
+        contains: str | None = None,
     ) -> list[MetricRow]:
         where, args = row_filter(
-            by, window, key=key, start_from=start_from, start_to=start_to, after=after, mark="%s"
+            by,
+            window,
+            key=key,
+            start_from=start_from,
+            start_to=start_to,
+            after=after,
+            mark="%s",
+            contains=contains,
+            position="strpos",
         )
         sql = sqlgen.query(sqlgen.POSTGRES, where, "%s", self.registry)
 
@@ -272,6 +282,25 @@ class PostgresStore:
                 return []
             bin_sql, bin_args = bins_filter(by, window, key, found[0][1], found[-1][1], "%s")
             return build_rows(by, window, found, conn.execute(bin_sql, bin_args), self.registry)
+
+        return self._run(work)
+
+    def newest_start(self, by: str, window: str) -> int | None:
+        def work(conn: psycopg.Connection[Any]) -> int | None:
+            row = conn.execute(NEWEST_START.format(mark="%s"), (by, window)).fetchone()
+            return None if row is None else row[0]
+
+        return self._run(work)
+
+    def rank(self, ranking: Ranking) -> tuple[list[MetricRow], int]:
+        def work(conn: psycopg.Connection[Any]) -> tuple[list[MetricRow], int]:
+            def page_bins(by: str, window: str, keys: list[str], lo: int, hi: int) -> list[Any]:
+                return conn.execute(*bins_filter(by, window, None, lo, hi, "%s", keys=keys)).fetchall()
+
+            def fetch(sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+                return conn.execute(sql, args).fetchall()
+
+            return rank_rows(ranking, self.registry, fetch, page_bins, "%s", "strpos")
 
         return self._run(work)
 

@@ -15,13 +15,16 @@ from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.windows import ALL, WINDOWS
 from consumer.store import sqlgen
 from consumer.store.base import (
+    NEWEST_START,
     OUTBOX_INDEX,
     MetricRow,
     PartitionCommit,
     PartitionState,
+    Ranking,
     Retention,
     metric_row,
     outbox_keys,
+    rank_rows,
     row_filter,
 )
 from consumer.store.sqlite.bins import install, register, unpack
@@ -270,13 +273,42 @@ class SqliteStore:
         start_to: int | None = None,
         after: tuple[int, str] | None = None,
         limit: int = 10_000,
+        contains: str | None = None,
     ) -> list[MetricRow]:
         where, args = row_filter(
-            by, window, key=key, start_from=start_from, start_to=start_to, after=after, mark="?"
+            by,
+            window,
+            key=key,
+            start_from=start_from,
+            start_to=start_to,
+            after=after,
+            mark="?",
+            contains=contains,
+            position="instr",
         )
         query = sqlgen.query(sqlgen.SQLITE, where, "?", self.registry)
         found = self.db.execute(query, [*args, limit]).fetchall()
         return [metric_row(by, window, r[:-1], unpack(r[-1]), self.registry) for r in found]
+
+    def newest_start(self, by: str, window: str) -> int | None:
+        found: int | None = self.db.execute(NEWEST_START.format(mark="?"), (by, window)).fetchone()[0]
+        return found
+
+    def rank(self, ranking: Ranking) -> tuple[list[MetricRow], int]:
+        def page_bins(
+            by: str, window: str, keys: list[str], lo: int, hi: int
+        ) -> list[tuple[int, str, int, int]]:
+            found = self.db.execute(
+                "SELECT start, key, bins_union(bins) FROM metric_rows WHERE by=? AND win=? AND start "
+                "BETWEEN ? AND ? AND key IN (SELECT value FROM json_each(?)) GROUP BY start, key",
+                (by, window, lo, hi, orjson.dumps(keys)),
+            )
+            return [(start, k, b, n) for start, k, blob in found for b, n in unpack(blob)]
+
+        def fetch(sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+            return self.db.execute(sql, args).fetchall()
+
+        return rank_rows(ranking, self.registry, fetch, page_bins, "?", "instr")
 
     def purge(self) -> int:
         """Delete window rows older than their retention; returns rows deleted."""

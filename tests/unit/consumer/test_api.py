@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 from consumer.fold import PartitionFold
 from consumer.fold.model import CLOSED, CREATED, OPENED, Event
 from consumer.serve.api import create_app
-from consumer.serve.overview import NewestWindows
+from consumer.serve.overview import newest_windows
 from consumer.store import PartitionCommit
 from consumer.store.sqlite import SqliteStore
 
@@ -106,14 +106,13 @@ def test_newest_windows_move_forward_with_new_data(tmp_path: Path) -> None:
     path = tmp_path / "m.db"
     fill(path, EVENTS[:2])
     store = SqliteStore(str(path))
-    newest = NewestWindows()
-    assert newest.find(store) == {"1m": DAY + 300, "1h": DAY, "1d": DAY}
+    assert newest_windows(store) == {"1m": DAY + 300, "1h": DAY, "1d": DAY}
     later = DAY + 3 * 86400 + 7200 + 61
     fill(path, [ev(CLOSED, 9, later, account=9, conv=9, channel="SMS")], next_offset=2)
-    assert newest.find(store) == {"1m": later - 1, "1h": later - 61, "1d": DAY + 3 * 86400}
+    assert newest_windows(store) == {"1m": later - 1, "1h": later - 61, "1d": DAY + 3 * 86400}
     # a late event in an old window does not move the newest windows back
     fill(path, [ev(CLOSED, 10, DAY + 10, account=9, conv=10, channel="SMS")], next_offset=3)
-    assert newest.find(store)["1m"] == later - 1
+    assert newest_windows(store)["1m"] == later - 1
 
 
 def test_metrics_serves_closure_metrics_and_the_extra_registry(db: Path) -> None:
@@ -155,7 +154,7 @@ def test_newest_minute_is_found_past_an_hour_that_holds_only_ingest_lag(tmp_path
     fill(path, EVENTS[:2])
     lag_only = DAY + 5 * 3600 + 30  # a creation with a receive time: an hourly ingest-lag row, no closure
     fill(path, [Event(CREATED, 77, 7, 77, "SMS", lag_only, None, None, lag_only * 1000 + 900)], next_offset=2)
-    newest = NewestWindows().find(SqliteStore(str(path)))
+    newest = newest_windows(SqliteStore(str(path)))
     assert newest["1h"] == DAY + 5 * 3600  # the lag-only hour is the newest hour ...
     assert newest["1m"] == DAY + 300  # ... and the newest minute with closures is still found
 
@@ -181,3 +180,19 @@ def test_out_of_range_integers_are_a_400_naming_the_parameter(
     assert r.status_code == 400 and named in r.json()["error"]
     edge = client.get("/v1/closures", params={"by": "channel_type", "window": "1h", "from": str(2**63 - 1)})
     assert edge.status_code == 200 and edge.json()["rows"] == []  # the largest 64-bit value is fine
+
+
+def test_closures_ranked_searched_and_paged(db: Path) -> None:
+    """`sort` ranks (with `total`), `contains` searches keys, `next` pages by position."""
+    c = client(db)
+    params = {"by": "account", "window": "all", "sort": "-closures", "limit": "1"}
+    first = c.get("/v1/closures", params=params).json()
+    assert (first["sort"], first["total"], [r["key"] for r in first["rows"]]) == ("-closures", 2, ["7"])
+    second = c.get("/v1/closures", params={**params, "cursor": first["next"]}).json()
+    assert [r["key"] for r in second["rows"]] == ["8"] and second["next"] is None
+    found = c.get("/v1/closures", params={**params, "contains": "8"}).json()
+    assert (found["total"], [r["key"] for r in found["rows"]]) == (1, ["8"])
+    plain = c.get("/v1/closures", params={"by": "account", "window": "all", "contains": "7"}).json()
+    assert list(plain) == ["by", "window", "rows", "next"] and [r["key"] for r in plain["rows"]] == ["7"]
+    bad = c.get("/v1/closures", params={**params, "sort": "p50"})
+    assert bad.status_code == 400 and "sort must be" in bad.json()["error"]

@@ -20,6 +20,14 @@ from support.rows import make_row
         ({"by": "account", "window": "1h", "key": "acme"}, "account id"),
         ({"by": "account", "window": "1h", "cursor": "!!"}, "cursor"),
         ({"by": "account", "window": "1h", "colour": "red"}, "unknown parameter"),
+        ({"by": "account", "window": "all", "sort": "-colour"}, "sort must be one of key, closures"),
+        ({"by": "account", "window": "all", "sort": "time_to_close.p50"}, "sort must be"),
+        ({"by": "account", "window": "all", "sort": "closures/closures"}, "sort must be"),
+        ({"by": "account", "window": "all", "sort": "closures", "key": "7"}, "leave one out"),
+        (
+            {"by": "account", "window": "all", "sort": "closures", "cursor": encode_cursor(0, "7")},
+            "sorted listing",
+        ),
     ],
 )
 def test_bad_parameters_say_what_is_wrong(params: dict[str, str], message: str) -> None:
@@ -40,6 +48,33 @@ def test_good_parameters() -> None:
         5,
     )
     assert parse_query({"by": "account", "window": "all"}).limit == 10_000
+
+
+def test_sort_and_contains() -> None:
+    q = parse_query({"by": "account", "window": "all", "sort": "-closed_unread/closures", "contains": "42"})
+    assert (q.sort, q.descending, q.offset, q.contains, q.key) == (
+        "closed_unread/closures",
+        True,
+        0,
+        "42",
+        None,
+    )
+    q = parse_query({"by": "account", "window": "all", "sort": "time_to_close.mean", "limit": "2"})
+    assert (q.sort, q.descending) == ("time_to_close.mean", False)
+    rows = [row(0, "1"), row(0, "2"), row(0, "3")]
+    body = response_json(q, rows, total=40)
+    assert list(body) == ["by", "window", "sort", "total", "rows", "next"]
+    assert (body["sort"], body["total"], [r["key"] for r in body["rows"]]) == (
+        "time_to_close.mean",
+        40,
+        ["1", "2"],
+    )
+    following = parse_query(
+        {"by": "account", "window": "all", "sort": "time_to_close.mean", "cursor": body["next"]}
+    )
+    assert following.offset == 2 and following.ranking().offset == 2 and following.ranking().limit == 10_001
+    assert response_json(q, rows[:2], total=2)["next"] is None
+    assert parse_query({"by": "channel_type", "window": "1h", "contains": "SM"}).contains == "SM"
 
 
 def test_cursor_round_trips() -> None:

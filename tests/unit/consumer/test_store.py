@@ -260,6 +260,63 @@ def test_partitions_write_their_own_rows_and_queries_merge_them(store: Any) -> N
         assert parts == [(-1, 2)]
 
 
+def test_rank_orders_searches_pages_and_counts_merged_rows(store: Any) -> None:
+    """`Store.rank` (the dashboard's account table): rows merged over partitions, ranked by
+    a counter, a share (NULL, a share of nothing, below every number) or a distribution's
+    mean, integer keys in numeric order, searched by key text, paged by position, counted."""
+    from consumer.store.base import Ranking
+
+    folds = {0: PartitionFold(0), 1: PartitionFold(1)}
+    h = 0
+
+    def conv(p: int, account: int, conv: int, closes: list[bool], t: int = 1000) -> None:
+        nonlocal h
+        h += 1
+        folds[p].apply(Event(CREATED, h, account, conv, "SMS", t, None, None))
+        for i, unread in enumerate(closes):
+            h += 2
+            t_close = t + 60 * (i + 1) * account
+            folds[p].apply(
+                Event(CLOSED, h, account, conv, "SMS", t_close, None, t_close - 5 if unread else None)
+            )
+            folds[p].apply(Event(OPENED, h + 1, account, conv, "SMS", t_close + 1))
+
+    conv(0, 3, 1, [True])
+    conv(1, 3, 2, [False, False])  # account 3 on two partitions: 3 closures, 1 unread
+    conv(0, 12, 3, [True, True])  # 2 closures, both unread
+    conv(1, 21, 4, [False])
+    h += 1
+    folds[0].apply(Event(OPENED, h, 2, 5, "SMS", 5000))  # account 2: a reopen, no closure
+    for p, f in folds.items():
+        commit(store, f, 10 + p)
+
+    def ranked(value: str, descending: bool = True, **kw: Any) -> tuple[list[str], int]:
+        rows, total = store.rank(Ranking("account", "all", value, descending, **kw))
+        return [r.key for r in rows], total
+
+    assert ranked("closures") == (["3", "12", "21", "2"], 4)
+    assert ranked("key", False) == (["2", "3", "12", "21"], 4)  # numerically, not as text
+    assert ranked("key") == (["21", "12", "3", "2"], 4)
+    assert ranked("closed_unread/closures") == (["12", "3", "21", "2"], 4)
+    assert ranked("closed_unread/closures", False) == (["2", "21", "3", "12"], 4)
+    assert ranked("time_to_close.mean", False)[0][:2] == ["2", "3"]  # no closes (NULL), then the soonest
+    assert ranked("closures", contains="2") == (["12", "21", "2"], 3)
+    assert ranked("closures", offset=2, limit=2) == (["21", "2"], 4)
+    assert ranked("closures", offset=10) == ([], 4)
+    assert ranked("closures", contains="9") == ([], 0)
+    rows, _ = store.rank(Ranking("account", "all", "closures", limit=1))
+    (top,) = rows
+    (same,) = store.query("account", "all", key="3")
+    assert top == same  # the page's rows are whole: merged values and sketch bins
+    assert top.closures == 3 and top.closed_unread == 1 and sum(n for _, n in top.bins) == 3
+    rows, total = store.rank(Ranking("channel_type", "1m", "closures", start_from=1100, start_to=1200))
+    assert total == len(rows) == 1
+    assert (rows[0].window_start, rows[0].closures) == (1140, 2)  # account 3's first closes
+    assert store.newest_start("channel_type", "1m") == 4980  # account 2's reopen
+    assert store.newest_start("account", "1d") == 0 and store.newest_start("account", "all") == 0
+    assert store.newest_start("inbox", "1m") is None
+
+
 def test_sqlite_outbox_index_is_made_by_the_first_publication(tmp_path: Path) -> None:
     """A store nobody publishes from keeps no seq index (it costs every upsert); the first
     publication makes it and still finds the rows changed before it existed."""
