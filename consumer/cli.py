@@ -9,6 +9,10 @@ import signal
 import sys
 from typing import Any
 
+from schemas.kafka import KafkaSettings, KafkaSettingsError
+from schemas.kafka import add_arguments as kafka_arguments
+from schemas.kafka import from_args as kafka_from_args
+
 log = logging.getLogger("convmetrics.consumer")
 
 ENV_BOOTSTRAP = "CONVMETRICS_BOOTSTRAP_SERVERS"
@@ -107,14 +111,7 @@ def register(sub: Any) -> None:
         "and distribution by metric name, so new metrics need no new schema) to this compacted topic "
         "(default name when given without one: conversation-metric-rows)",
     )
-    c.add_argument(
-        "--kafka",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra librdkafka setting for the consumer and DLQ producer, repeatable "
-        "(e.g. --kafka session.timeout.ms=10000 --kafka security.protocol=SSL)",
-    )
+    kafka_arguments(c)
     c.set_defaults(func=_consume)
 
     s = sub.add_parser(
@@ -138,6 +135,7 @@ def register(sub: Any) -> None:
         "key, value and headers, to the topic it came from.",
     )
     _common(r)
+    kafka_arguments(r)
     r.add_argument(
         "--group",
         default="convmetrics-dlq-replay",
@@ -167,15 +165,13 @@ def _need_bootstrap(args: argparse.Namespace) -> str:
     return str(args.bootstrap_servers)
 
 
-def _kafka_settings(pairs: list[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            print(f"error: --kafka expects KEY=VALUE, got {pair!r}", file=sys.stderr)
-            raise SystemExit(2)
-        out[key.strip()] = value.strip()
-    return out
+def _kafka_settings(args: argparse.Namespace) -> KafkaSettings:
+    """The Kafka client settings (flags, file, environment), or exit 2 naming the bad one."""
+    try:
+        return kafka_from_args(args)
+    except KafkaSettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _consume(args: argparse.Namespace) -> int:
@@ -198,7 +194,7 @@ def _consume(args: argparse.Namespace) -> int:
         max_conversations=args.max_conversations,
         retention=Retention(_days(args.retention_1m), _days(args.retention_1h), _days(args.retention_1d)),
         http_port=args.http_port,
-        kafka=_kafka_settings(args.kafka),
+        kafka=_kafka_settings(args),
         http_host=args.http_host,
     )
     metrics = ConsumerMetrics()
@@ -260,7 +256,11 @@ def _dlq_replay(args: argparse.Namespace) -> int:
     from consumer.stream.replay import replay_dead_letters
 
     n, skipped = replay_dead_letters(
-        _need_bootstrap(args), args.topic, group=args.group, idle_timeout=args.idle_timeout
+        _need_bootstrap(args),
+        args.topic,
+        group=args.group,
+        idle_timeout=args.idle_timeout,
+        kafka=_kafka_settings(args),
     )
     print(f"replayed {n} record(s) from {args.topic}.dlq; {skipped} without a source header skipped")
     return 0

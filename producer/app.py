@@ -98,10 +98,10 @@ class Gateway:
         if s.create_topic:
             await asyncio.to_thread(
                 ensure_topic, s.bootstrap_servers, s.topic,
-                partitions=s.partitions, replication_factor=s.replication_factor,
+                partitions=s.partitions, replication_factor=s.replication_factor, kafka=s.kafka,
             )  # fmt: skip
             # so that consumers older than this gateway can read what it writes
-            await asyncio.to_thread(publish_schemas, s.bootstrap_servers, self.codec.subject)
+            await asyncio.to_thread(publish_schemas, s.bootstrap_servers, self.codec.subject, kafka=s.kafka)
         if self.publisher is None:
             self.publisher = EventPublisher(
                 s.producer_config(),

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from schemas.kafka import add_arguments as kafka_arguments
+
 log = logging.getLogger(__name__)
 
 #: Flags shared by both commands: (flag, settings field, type, help).
@@ -45,6 +47,7 @@ def register(subparsers: Any) -> None:
     gw.add_argument("--no-create-topic", dest="create_topic", action="store_false", default=None,
                     help="do not create the topic at start")  # fmt: skip
     gw.add_argument("--access-log", action="store_true", help="log every request")
+    kafka_arguments(gw)
     gw.set_defaults(func=run_gateway)
 
     prod = subparsers.add_parser(
@@ -57,13 +60,20 @@ def register(subparsers: Any) -> None:
     for flag, dest, typ, text in _COMMON:
         prod.add_argument(flag, dest=dest, type=typ, default=None, help=text)
     prod.add_argument("--no-progress", action="store_true", help="no progress bar")
+    kafka_arguments(prod)
     prod.set_defaults(func=run_produce)
 
 
 def _settings(args: argparse.Namespace, fields: tuple[tuple[str, str, Any, str], ...]) -> Any:
+    from producer.exceptions import SettingsError
     from producer.settings import load_settings
+    from schemas.kafka import KafkaSettingsError, from_args
 
     overrides = {dest: getattr(args, dest, None) for _, dest, _, _ in fields}
+    try:
+        overrides["kafka"] = from_args(args)
+    except KafkaSettingsError as exc:
+        raise SettingsError(f"invalid gateway settings: {exc}") from None
     if getattr(args, "create_topic", None) is not None:
         overrides["create_topic"] = args.create_topic
     return load_settings(**overrides)

@@ -9,6 +9,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from producer.exceptions import SettingsError
 from producer.signature import parse_secret
+from schemas import kafka
+from schemas.kafka import KafkaSettingsError, client_config
 
 MIB = 1024 * 1024
 
@@ -32,6 +34,9 @@ class GatewaySettings(BaseSettings):
     linger_ms: float = Field(default=5.0, ge=0)
     compression: str = "lz4"
     create_topic: bool = True
+    #: librdkafka settings of every Kafka client (security, tuning), checked: `schemas.kafka`;
+    #: kept out of the repr (they hold passwords)
+    kafka: dict[str, str] = Field(default_factory=dict, repr=False)
 
     @field_validator("webhook_secrets", mode="before")
     @classmethod
@@ -53,15 +58,16 @@ class GatewaySettings(BaseSettings):
 
     def producer_config(self) -> dict[str, Any]:
         """librdkafka settings: durable (acks=all, idempotent), batched, bounded in time."""
-        return {
-            "bootstrap.servers": self.bootstrap_servers,
-            "acks": "all",
-            "enable.idempotence": True,
-            "linger.ms": self.linger_ms,
-            "compression.type": self.compression,
-            "message.timeout.ms": max(1, int(self.delivery_timeout * 1000)),
-            "socket.keepalive.enable": True,
-        }
+        return client_config(
+            self.bootstrap_servers,
+            self.kafka,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=self.linger_ms,
+            compression_type=self.compression,
+            message_timeout_ms=max(1, int(self.delivery_timeout * 1000)),
+            socket_keepalive_enable=True,
+        )
 
 
 def load_settings(**overrides: Any) -> GatewaySettings:
@@ -71,6 +77,12 @@ def load_settings(**overrides: Any) -> GatewaySettings:
         SettingsError: a value is invalid; the message names the setting.
     """
     given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        if "kafka" not in given:  # no flags: the environment's (and CONVMETRICS_KAFKA_CONFIG's)
+            given["kafka"] = kafka.load([])
+        given["kafka"] = dict(given["kafka"])
+    except KafkaSettingsError as exc:
+        raise SettingsError(f"invalid gateway settings: {exc}") from None
     try:
         return GatewaySettings(**given)
     except ValidationError as exc:

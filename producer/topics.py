@@ -3,25 +3,33 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from producer.exceptions import TopicError
+from schemas.kafka import client_config
 
 log = logging.getLogger(__name__)
 
 
 def ensure_topic(
-    bootstrap_servers: str, topic: str, *, partitions: int, replication_factor: int, timeout: float = 30.0
+    bootstrap_servers: str,
+    topic: str,
+    *,
+    partitions: int,
+    replication_factor: int,
+    timeout: float = 30.0,
+    kafka: Mapping[str, str] | None = None,
 ) -> bool:
     """Create ``topic`` unless it exists. Returns True when this call created it.
 
     Raises:
         TopicError: the cluster did not answer in ``timeout`` or refused the topic.
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin = AdminClient(client_config(bootstrap_servers, kafka))
     try:
         meta = admin.list_topics(timeout=timeout)
     except KafkaException as exc:

@@ -20,6 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from schemas.exceptions import SchemaError
+from schemas.kafka import client_config
 from schemas.registry import Subject
 
 SCHEMA_TOPIC = "_convmetrics-schemas"
@@ -27,10 +28,15 @@ log = logging.getLogger(__name__)
 
 
 def publish_schemas(
-    bootstrap: str, subject: Subject, *, topic: str = SCHEMA_TOPIC, timeout: float = 30
+    bootstrap: str,
+    subject: Subject,
+    *,
+    topic: str = SCHEMA_TOPIC,
+    timeout: float = 30,
+    kafka: Mapping[str, str] | None = None,
 ) -> None:
     """Create the compacted schema topic if missing and put every shipped version in it."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap, kafka))
     if topic not in admin.list_topics(timeout=timeout).topics:
         futures = admin.create_topics([NewTopic(topic, 1, 1, config={"cleanup.policy": "compact"})])
         try:
@@ -38,7 +44,7 @@ def publish_schemas(
         except KafkaException as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise SchemaError(f"cannot create schema topic {topic}: {exc}") from exc
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True})
+    producer = Producer(client_config(bootstrap, kafka, acks="all", enable_idempotence=True))
     for v in subject.versions:
         producer.produce(topic, key=f"{subject.name}:{v.fingerprint_hex}", value=json.dumps(v.raw))
     if producer.flush(timeout):
@@ -48,8 +54,15 @@ def publish_schemas(
 class TopicSchemaResolver:
     """`Codec(resolve_unknown=...)`: reads the whole schema topic on a miss, caches it."""
 
-    def __init__(self, bootstrap: str, *, topic: str = SCHEMA_TOPIC, timeout: float = 10) -> None:
-        self.bootstrap, self.topic, self.timeout = bootstrap, topic, timeout
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        topic: str = SCHEMA_TOPIC,
+        timeout: float = 10,
+        kafka: Mapping[str, str] | None = None,
+    ) -> None:
+        self.bootstrap, self.topic, self.timeout, self.kafka = bootstrap, topic, timeout, kafka
         self._cache: dict[bytes, Mapping[str, Any]] = {}
         self._lock = threading.Lock()
 
@@ -60,8 +73,11 @@ class TopicSchemaResolver:
             return self._cache.get(fp)
 
     def _refresh(self) -> None:
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"schema-reader-{uuid.uuid4()}",
-                      "enable.auto.commit": False})  # fmt: skip
+        c = Consumer(
+            client_config(
+                self.bootstrap, self.kafka, group_id=f"schema-reader-{uuid.uuid4()}", enable_auto_commit=False
+            )
+        )
         try:
             meta = c.list_topics(self.topic, timeout=self.timeout).topics.get(self.topic)
             if meta is None or meta.error is not None:

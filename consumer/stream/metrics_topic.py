@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import KafkaException, Producer
@@ -31,6 +31,7 @@ from consumer.fold.registry import Registry
 from consumer.store import MetricRow, Store
 from consumer.store.render import row_json
 from schemas import Codec, subject
+from schemas.kafka import client_config
 
 METRICS_TOPIC = "conversation-closure-metrics"
 METRIC_ROWS_TOPIC = "conversation-metric-rows"
@@ -87,8 +88,14 @@ def metrics_record(row: MetricRow, registry: Registry, now_ms: int) -> dict[str,
     }
 
 
-def ensure_compacted_topic(bootstrap: str, topic: str, partitions: int = 6, timeout: float = 30) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+def ensure_compacted_topic(
+    bootstrap: str,
+    topic: str,
+    partitions: int = 6,
+    timeout: float = 30,
+    kafka: Mapping[str, str] | None = None,
+) -> None:
+    admin = AdminClient(client_config(bootstrap, kafka))
     if topic in admin.list_topics(timeout=timeout).topics:
         return
     future = admin.create_topics([NewTopic(topic, partitions, 1, config={"cleanup.policy": "compact"})])[
@@ -117,18 +124,19 @@ class MetricsTopicPublisher:
         bootstrap: str,
         topic: str = METRICS_TOPIC,
         *,
-        kafka: dict[str, str] | None = None,
+        kafka: Mapping[str, str] | None = None,
         value_subject: str = "closure_metrics",
     ) -> None:
         self.topic = topic
         self.subject = value_subject
         self.record = FORMATS[value_subject]
-        ensure_compacted_topic(bootstrap, topic)
+        ensure_compacted_topic(bootstrap, topic, kafka=kafka)
         self.codec = Codec(subject(value_subject))
-        self.producer = Producer({
-            "bootstrap.servers": bootstrap, **(kafka or {}), "acks": "all", "enable.idempotence": True,
-            "linger.ms": 20, "compression.type": "lz4",
-        })  # fmt: skip
+        self.producer = Producer(
+            client_config(
+                bootstrap, kafka, acks="all", enable_idempotence=True, linger_ms=20, compression_type="lz4"
+            )
+        )
         self.published = 0
 
     def publish_pending(self, store: Store, partitions: list[int], *, timeout: float = 30) -> int:

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 from confluent_kafka import Consumer, Producer
 
 from consumer.exceptions import ConsumerError
 from consumer.stream.dlq import original_headers, source_of
+from schemas.kafka import client_config
 
 
 def replay_dead_letters(
-    bootstrap: str, topic: str, *, group: str, idle_timeout: float = 5.0
+    bootstrap: str,
+    topic: str,
+    *,
+    group: str,
+    idle_timeout: float = 5.0,
+    kafka: Mapping[str, str] | None = None,
 ) -> tuple[int, int]:
     """Replay `<topic>.dlq` into the source topics; returns (replayed, skipped).
 
@@ -19,14 +26,11 @@ def replay_dead_letters(
     acknowledged everything before it, so an interrupted replay resumes without loss.
     """
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": group,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
+        client_config(
+            bootstrap, kafka, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
     )
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True})
+    producer = Producer(client_config(bootstrap, kafka, acks="all", enable_idempotence=True))
     replayed = skipped = 0
     try:
         consumer.subscribe([f"{topic}.dlq"])

@@ -118,7 +118,7 @@ class MetricsConsumer:
         self.codec = Codec(
             subject(CONVERSATION_EVENT),
             reader_schema=READER_SCHEMA,
-            resolve_unknown=TopicSchemaResolver(settings.bootstrap_servers, timeout=5),
+            resolve_unknown=TopicSchemaResolver(settings.bootstrap_servers, timeout=5, kafka=settings.kafka),
         )
         self.fold_kind = choose()
         self.folds: dict[int, Fold] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from consumer.store import Retention
@@ -31,7 +32,8 @@ class ConsumerSettings:
     retention: Retention = field(default_factory=Retention)
     http_port: int | None = None
     http_host: str = "127.0.0.1"
-    kafka: dict[str, str] = field(default_factory=dict)  # extra librdkafka settings
+    #: librdkafka settings of every client (security, tuning): `schemas.kafka`
+    kafka: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def dlq_topic(self) -> str:

@@ -1,0 +1,227 @@
+"""Kafka client settings, once, for every client this project runs.
+
+Security and tuning settings (SASL, TLS, timeouts, ...) reach every client (the gateway's
+producer and admin, the consumer, its DLQ producer, the metrics-topic publishers, the
+schema-topic reader and writer, `produce`, `dlq replay`, `demo`) from three places, each
+overriding the one before:
+
+1. the environment: `CONVMETRICS_KAFKA_<SETTING>`, the librdkafka key upper-cased with
+   dots as underscores (`CONVMETRICS_KAFKA_SECURITY_PROTOCOL=SASL_SSL`);
+2. `--kafka-config FILE`: a Java properties file, as users keep for their Kafka tools
+   (read by `javaproperties`: `key=value`, `key: value`, `#`/`!` comments, continuations);
+3. `--kafka KEY=VALUE`, repeatable.
+
+Keys are checked at start: keys only Java clients understand are refused with the
+librdkafka key to use instead, the project's own durability settings (acks=all,
+idempotence, offsets kept with the metrics) cannot be changed, and librdkafka itself
+checks names and values. Secret values never reach logs, errors or reprs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import javaproperties
+from confluent_kafka import KafkaException, Producer
+
+from schemas.exceptions import SchemaError
+
+ENV_PREFIX = "CONVMETRICS_KAFKA_"
+ENV_CONFIG = "CONVMETRICS_KAFKA_CONFIG"  # a properties file, as --kafka-config
+
+#: Java client keys librdkafka does not know, and what to use instead
+JAVA_ONLY: dict[str, str] = {
+    "sasl.jaas.config": "sasl.username and sasl.password (with sasl.mechanism)",
+    "ssl.truststore.location": "ssl.ca.location (a PEM file of the CA certificates)",
+    "ssl.truststore.password": "ssl.ca.location (PEM needs no password)",
+    "ssl.truststore.type": "ssl.ca.location (PEM)",
+    "ssl.keystore.type": "ssl.keystore.location (PKCS#12) or ssl.certificate.location and ssl.key.location",
+    "ssl.enabled.protocols": "nothing: librdkafka negotiates TLS 1.2 and later",
+    "ssl.protocol": "nothing: librdkafka negotiates TLS 1.2 and later",
+    "sasl.login.callback.handler.class": "sasl.oauthbearer.method=oidc and its sasl.oauthbearer.* keys",
+    "sasl.client.callback.handler.class": "sasl.oauthbearer.method=oidc and its sasl.oauthbearer.* keys",
+    "key.serializer": "nothing: this project encodes its records itself",
+    "value.serializer": "nothing: this project encodes its records itself",
+    "key.deserializer": "nothing: this project decodes its records itself",
+    "value.deserializer": "nothing: this project decodes its records itself",
+    "ssl.keymanager.algorithm": "nothing (a Java setting)",
+    "ssl.trustmanager.algorithm": "nothing (a Java setting)",
+    "security.providers": "nothing (a Java setting)",
+}
+
+_ACKS = "every producer here waits for acks=all: a 2xx means the event is durably in Kafka"
+#: settings this project fixes itself, and why they cannot be changed
+FIXED: dict[str, str] = {
+    "bootstrap.servers": "pass --bootstrap-servers (or CONVMETRICS_BOOTSTRAP_SERVERS)",
+    "metadata.broker.list": "pass --bootstrap-servers (or CONVMETRICS_BOOTSTRAP_SERVERS)",
+    "group.id": "pass --group",
+    "acks": _ACKS,
+    "request.required.acks": _ACKS,
+    "enable.idempotence": "every producer here is idempotent: a retry never writes a record twice",
+    "enable.auto.commit": "the consumer keeps its offsets in the store, with the metrics they produced",
+    "enable.auto.offset.store": "the consumer keeps its offsets in the store, with the metrics they produced",
+}
+
+_SECRET = re.compile(r"password|secret|key\.pem|jaas|oauthbearer\.config|token", re.IGNORECASE)
+
+
+class KafkaSettingsError(SchemaError):
+    """A Kafka client setting that cannot be used; the message names it and its source."""
+
+
+def is_secret(key: str) -> bool:
+    return bool(_SECRET.search(key))
+
+
+def redacted(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """`settings` with secret values replaced, for logs and errors."""
+    return {k: ("***" if is_secret(k) else v) for k, v in settings.items()}
+
+
+class KafkaSettings(Mapping[str, str]):
+    """Checked librdkafka settings; prints without secrets."""
+
+    def __init__(self, values: Mapping[str, str] | None = None) -> None:
+        self._values = dict(values or {})
+
+    def __getitem__(self, key: str) -> str:
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"KafkaSettings({redacted(self._values)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and dict(self._values) == dict(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def client_config(bootstrap: str, kafka: Mapping[str, str] | None, **own: Any) -> dict[str, Any]:
+    """A client's librdkafka config: the bootstrap servers, the user's settings, then the
+    client's own (`own`: dots spelled as underscores, `acks="all"`), which always win."""
+    return {
+        "bootstrap.servers": bootstrap,
+        **(kafka or {}),
+        **{k.replace("_", "."): v for k, v in own.items()},
+    }
+
+
+def from_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    out = {}
+    for name, value in environ.items():
+        if name.startswith(ENV_PREFIX) and name != ENV_CONFIG and len(name) > len(ENV_PREFIX):
+            out[name[len(ENV_PREFIX) :].lower().replace("_", ".")] = value
+    return out
+
+
+def from_file(path: str) -> dict[str, str]:
+    try:
+        with Path(path).open(encoding="utf-8") as f:
+            loaded: dict[str, str] = javaproperties.load(f)
+    except OSError as exc:
+        raise KafkaSettingsError(f"--kafka-config {path}: cannot read it: {exc.strerror}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise KafkaSettingsError(f"--kafka-config {path}: not a properties file: {exc}") from None
+    return {k.strip(): v.strip() for k, v in loaded.items()}
+
+
+def from_flags(pairs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            shown = "text that names a secret (not shown)" if is_secret(pair) else repr(pair)
+            raise KafkaSettingsError(f"--kafka expects KEY=VALUE, got {shown}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def load(
+    flags: list[str] | None = None, config_file: str | None = None, environ: Mapping[str, str] | None = None
+) -> KafkaSettings:
+    """The settings of every Kafka client: flags over file over environment, checked.
+
+    Raises:
+        KafkaSettingsError: a setting is refused; the message names the key and where it came
+            from (never a secret value).
+    """
+    environ = os.environ if environ is None else environ
+    config_file = config_file or environ.get(ENV_CONFIG) or None
+    sources: dict[str, str] = {}
+    merged: dict[str, str] = {}
+    layers: list[tuple[str, dict[str, str]]] = [("environment", from_environment(environ))]
+    if config_file:
+        layers.append((f"--kafka-config {config_file}", from_file(config_file)))
+    layers.append(("--kafka", from_flags(flags or [])))
+    for source, values in layers:
+        for key, value in values.items():
+            merged[key], sources[key] = value, source
+    for key in merged:
+        where = sources[key]
+        if key in JAVA_ONLY:
+            raise KafkaSettingsError(
+                f"Kafka setting {key!r} ({where}) is a Java client setting that librdkafka does not "
+                f"understand; use {JAVA_ONLY[key]} instead"
+            )
+        if key in FIXED:
+            raise KafkaSettingsError(f"Kafka setting {key!r} ({where}) cannot be set: {FIXED[key]}")
+    check(merged, sources)
+    return KafkaSettings(merged)
+
+
+def check(settings: Mapping[str, str], sources: Mapping[str, str]) -> None:
+    """Let librdkafka judge names and values: a client made with them and no broker (it
+    connects to nothing) refuses an unknown key or a bad value with the key's name."""
+    if not settings:
+        return
+    quiet = logging.getLogger("convmetrics.kafka.check")
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False
+    try:
+        Producer({**settings, "logger": quiet}).flush(0)
+    except (KafkaException, ValueError, TypeError) as exc:
+        err = exc.args[0] if exc.args else exc
+        message = err.str() if hasattr(err, "str") else str(err)
+        for key, value in settings.items():
+            if is_secret(key) and value:
+                message = message.replace(value, "***")
+        named = [k for k in settings if k in message]
+        where = ", ".join(f"{k} ({sources.get(k, '?')})" for k in named) or "the Kafka settings"
+        raise KafkaSettingsError(f"librdkafka refuses {where}: {message}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--kafka KEY=VALUE` and `--kafka-config FILE` on a command that talks to Kafka."""
+    parser.add_argument(
+        "--kafka",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a librdkafka setting for every Kafka client of the command, repeatable "
+        "(--kafka security.protocol=SASL_SSL --kafka sasl.mechanism=SCRAM-SHA-512); "
+        f"overrides --kafka-config, which overrides {ENV_PREFIX}<KEY> variables "
+        f"({ENV_PREFIX}SASL_USERNAME=... for sasl.username)",
+    )
+    parser.add_argument(
+        "--kafka-config",
+        metavar="FILE",
+        default=None,
+        help=f"a Java-style properties file of librdkafka settings (env {ENV_CONFIG}); "
+        "Java-only keys such as sasl.jaas.config are refused with the librdkafka key to use",
+    )
+
+
+def from_args(args: argparse.Namespace) -> KafkaSettings:
+    return load(getattr(args, "kafka", None) or [], getattr(args, "kafka_config", None))

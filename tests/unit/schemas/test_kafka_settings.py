@@ -1,0 +1,121 @@
+"""Kafka client settings (`schemas.kafka`): where they come from, in which order, what is
+refused and why, and that secrets stay out of every message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from schemas.kafka import KafkaSettingsError, client_config, load, redacted
+
+SECRET = "hunter2-s3cret"
+
+
+def props(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "client.properties"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_flags_override_the_file_which_overrides_the_environment(tmp_path: Path) -> None:
+    env = {
+        "CONVMETRICS_KAFKA_CLIENT_ID": "from-env",
+        "CONVMETRICS_KAFKA_SOCKET_TIMEOUT_MS": "11000",
+        "CONVMETRICS_KAFKA_SESSION_TIMEOUT_MS": "12000",
+        "CONVMETRICS_BOOTSTRAP_SERVERS": "not-a-kafka-setting:9092",  # another prefix: not read
+    }
+    path = props(tmp_path, "client.id=from-file\nsocket.timeout.ms: 21000\n")
+    got = load(["client.id=from-flag"], path, env)
+    assert dict(got) == {
+        "client.id": "from-flag",
+        "socket.timeout.ms": "21000",
+        "session.timeout.ms": "12000",
+    }
+    assert dict(load([], None, {**env, "CONVMETRICS_KAFKA_CONFIG": path}))["client.id"] == "from-file"
+    assert dict(load([], None, {})) == {}
+
+
+def test_the_file_is_java_properties(tmp_path: Path) -> None:
+    path = props(
+        tmp_path,
+        "# a comment\n! another\nsecurity.protocol = SASL_SSL\nsasl.mechanism:SCRAM-SHA-512\n"
+        "sasl.username=svc-\\\n    metrics\n\nsasl.password=" + SECRET + "\n",
+    )
+    got = load([], path, {})
+    assert dict(got) == {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "svc-metrics",  # a continued line
+        "sasl.password": SECRET,
+    }
+    assert SECRET not in repr(got) and "sasl.password" in repr(got)
+
+
+@pytest.mark.parametrize(
+    ("where", "key", "value", "says"),
+    [
+        (
+            "file",
+            "sasl.jaas.config",
+            f'org.apache...ScramLoginModule required password="{SECRET}";',
+            "sasl.username",
+        ),
+        ("env", "ssl.truststore.location", "/etc/kafka/truststore.jks", "ssl.ca.location"),
+        ("flag", "ssl.truststore.password", SECRET, "ssl.ca.location"),
+        ("flag", "acks", "1", "acks=all"),
+        ("file", "enable.idempotence", "false", "idempotent"),
+        ("env", "enable.auto.commit", "true", "offsets in the store"),
+        ("flag", "bootstrap.servers", "elsewhere:9092", "--bootstrap-servers"),
+        ("flag", "group.id", "other", "--group"),
+        ("flag", "no.such.setting", "1", "No such configuration property"),
+        ("file", "security.protocol", "SASL_PLAINTEXTISH", "Invalid value"),
+    ],
+)
+def test_refused_keys_are_named_with_their_source_and_no_secret(
+    tmp_path: Path, where: str, key: str, value: str, says: str
+) -> None:
+    flags, path, env = [], None, {}
+    if where == "flag":
+        flags = [f"{key}={value}"]
+    elif where == "file":
+        path = props(tmp_path, f"{key}={value}\n")
+    else:
+        env = {"CONVMETRICS_KAFKA_" + key.upper().replace(".", "_"): value}
+    with pytest.raises(KafkaSettingsError) as err:
+        load(flags, path, {**env, "CONVMETRICS_KAFKA_SASL_PASSWORD": SECRET})
+    message = str(err.value)
+    assert key in message and says in message
+    assert {"flag": "--kafka", "file": "--kafka-config", "env": "environment"}[where] in message
+    assert SECRET not in message
+
+
+def test_librdkafka_judges_values_and_a_bad_secret_value_is_not_echoed() -> None:
+    with pytest.raises(KafkaSettingsError) as err:
+        load(
+            ["security.protocol=SSL", "ssl.ca.location=/nonexistent/ca.pem", f"ssl.key.password={SECRET}"],
+            None,
+            {},
+        )
+    assert "ssl.ca.location" in str(err.value) and SECRET not in str(err.value)
+    with pytest.raises(KafkaSettingsError) as err:
+        load([f"sasl.password{SECRET}"], None, {})  # no '=': the text may be a secret
+    assert "KEY=VALUE" in str(err.value) and SECRET not in str(err.value)
+
+
+def test_an_unreadable_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(KafkaSettingsError, match=r"--kafka-config .*missing\.properties: cannot read"):
+        load([], str(tmp_path / "missing.properties"), {})
+
+
+def test_a_clients_own_settings_win_over_the_users() -> None:
+    config = client_config("k:9092", {"client.id": "x", "linger.ms": "100"}, acks="all", linger_ms=5)
+    assert config == {"bootstrap.servers": "k:9092", "client.id": "x", "linger.ms": 5, "acks": "all"}
+    assert redacted(
+        {"sasl.password": "p", "ssl.key.pem": "k", "sasl.oauthbearer.client.secret": "s", "a": 1}
+    ) == {
+        "sasl.password": "***",
+        "ssl.key.pem": "***",
+        "sasl.oauthbearer.client.secret": "***",
+        "a": 1,
+    }
