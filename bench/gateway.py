@@ -27,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,6 +95,17 @@ def server(cmd: list[str], port: int, env: dict[str, str] | None = None) -> Iter
             proc.kill()
             sys.exit(f"server did not start: {' '.join(cmd)}\n{Path(log.name).read_text()}")
         time.sleep(0.1)
+    while "gateway" in cmd:  # the gateway listens at once and is ready once its topic is prepared
+        with (
+            contextlib.suppress(OSError, urllib.error.URLError),
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as answer,
+        ):
+            if answer.status == 200:
+                break
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            sys.exit(f"gateway not ready: {' '.join(cmd)}\n{Path(log.name).read_text()}")
+        time.sleep(0.2)
     try:
         yield proc
     finally:

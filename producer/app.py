@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
+from confluent_kafka import KafkaException
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -26,6 +27,7 @@ from starlette.types import ASGIApp
 from producer.batch import Item, parse_batch, parse_json
 from producer.exceptions import (
     BodyTooLargeError,
+    BrokerUnavailableError,
     DeliveryError,
     GatewayError,
     WebhookValidationError,
@@ -37,7 +39,7 @@ from producer.publisher import Delivered, EventPublisher
 from producer.settings import GatewaySettings
 from producer.signature import verify_signature
 from producer.topics import ensure_topic
-from schemas import Codec, conversation_codec
+from schemas import Codec, SchemaError, conversation_codec
 from schemas.topic_registry import publish_schemas
 
 log = logging.getLogger(__name__)
@@ -89,19 +91,15 @@ class Gateway:
         self.metrics = GatewayMetrics(ROUTES)
         self.publisher = publisher
         self._openapi = orjson.dumps(openapi_document())
+        #: the topic exists and the schemas are published: until then every write is a 503
+        self.prepared = not settings.create_topic
+        self._preparing: asyncio.Task[None] | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         s = self.settings
         if not self.keys:
             log.warning("no CONVMETRICS_WEBHOOK_SECRETS: unsigned webhooks are accepted")
-        if s.create_topic:
-            await asyncio.to_thread(
-                ensure_topic, s.bootstrap_servers, s.topic,
-                partitions=s.partitions, replication_factor=s.replication_factor, kafka=s.kafka,
-            )  # fmt: skip
-            # so that consumers older than this gateway can read what it writes
-            await asyncio.to_thread(publish_schemas, s.bootstrap_servers, self.codec.subject, kafka=s.kafka)
         if self.publisher is None:
             self.publisher = EventPublisher(
                 s.producer_config(),
@@ -111,19 +109,57 @@ class Gateway:
                 observe=self.metrics.produce_latency.observe,
             )
         self.publisher.start(asyncio.get_running_loop())
+        if not self.prepared:
+            self._preparing = asyncio.create_task(self._prepare())
         gc.freeze()  # long-lived start-up objects leave the GC's view: shorter pauses under load
         # A batch holds ~50 short-lived containers per event until it is answered; at the
         # default threshold (700) they reach the older generations and get scanned again
         # and again: 10% of the batch endpoint's CPU. Almost all of it is freed by refcount.
         thresholds = gc.get_threshold()
         gc.set_threshold(*GC_THRESHOLDS)
-        log.info("gateway ready: topic %s on %s", s.topic, s.bootstrap_servers)
         try:
             yield
         finally:
+            if self._preparing is not None:
+                self._preparing.cancel()
             left = await asyncio.to_thread(self.publisher.close, s.delivery_timeout + 5)
             log.info("gateway stopped; %d event(s) left undelivered", left)
             gc.set_threshold(*thresholds)
+
+    async def _prepare(self, first_wait: float = 1.0, longest_wait: float = 30.0) -> None:
+        """Create the topic and publish the schemas, retried until Kafka takes them: the
+        gateway runs meanwhile, not ready (503 + Retry-After), and the log says why."""
+        s, wait = self.settings, first_wait
+        while True:
+            try:
+                await asyncio.to_thread(
+                    ensure_topic, s.bootstrap_servers, s.topic, partitions=s.partitions,
+                    replication_factor=s.replication_factor, kafka=s.kafka, timeout=10,
+                )  # fmt: skip
+                # so that consumers older than this gateway can read what it writes
+                await asyncio.to_thread(
+                    publish_schemas, s.bootstrap_servers, self.codec.subject, kafka=s.kafka, timeout=10
+                )
+            except (GatewayError, SchemaError, KafkaException) as exc:
+                cause = self.publisher.errors.last if self.publisher is not None else None
+                log.error(
+                    "gateway not ready: %s%s; retrying in %g s (webhooks get 503 until then)",
+                    exc, f"; {cause}" if cause else "", wait,
+                )  # fmt: skip
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, longest_wait)
+                continue
+            self.prepared = True
+            log.info("gateway ready: topic %s on %s", s.topic, s.bootstrap_servers)
+            return
+
+    def _not_ready(self) -> BrokerUnavailableError:
+        cause = self.publisher.errors.last if self.publisher is not None else None
+        return BrokerUnavailableError(
+            f"gateway not ready: topic {self.settings.topic} not prepared on Kafka at "
+            f"{self.settings.bootstrap_servers}" + (f" ({cause})" if cause else ""),
+            retry_after=self.settings.retry_after,
+        )
 
     # -- routes ------------------------------------------------------------------------
     async def webhook(self, request: Request) -> Response:
@@ -147,6 +183,8 @@ class Gateway:
             raw = await read_body(request, self.settings.max_batch_bytes)
             self._verify(request, raw)
             items = parse_batch(raw)
+            if not self.prepared:
+                raise self._not_ready()
         except GatewayError as exc:
             return error_response(exc)
         publisher = self.publisher
@@ -209,11 +247,17 @@ class Gateway:
         return json_response({"status": "ok"}, 200)
 
     async def readyz(self, _request: Request) -> Response:
-        ok = self.publisher is not None and await asyncio.to_thread(self.publisher.broker_reachable)
+        publisher = self.publisher
+        ok = self.prepared and publisher is not None and await asyncio.to_thread(publisher.broker_reachable)
         if ok:
             return json_response({"ready": True, "topic": self.settings.topic}, 200)
+        detail = f"Kafka at {self.settings.bootstrap_servers} unreachable"
+        if not self.prepared:
+            detail = str(self._not_ready())
+        elif publisher is not None and publisher.errors.last:
+            detail += f" ({publisher.errors.last})"
         return json_response(
-            {"ready": False, "detail": f"Kafka at {self.settings.bootstrap_servers} unreachable"},
+            {"ready": False, "detail": detail},
             503,
             {"Retry-After": str(self.settings.retry_after)},
         )
@@ -231,6 +275,8 @@ class Gateway:
 
     async def _publish(self, item: Prepared) -> Delivered:
         assert self.publisher is not None
+        if not self.prepared:
+            raise self._not_ready()
         delivered = await self.publisher.publish(item.key, item.value, item.headers)
         self.metrics.produced.labels(item.event).inc()
         return delivered

@@ -20,6 +20,7 @@ from typing import Any, cast
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from producer.exceptions import BrokerUnavailableError, DeliveryError, DeliveryTimeoutError
+from schemas.kafka import ErrorReport
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,9 @@ class EventPublisher:
         self._thread: threading.Thread | None = None
         self._fatal: str | None = None
         self._closed = False
+        #: Kafka's errors, logged at most once a minute each; refused credentials and failed
+        #: TLS named as such (the readiness answer shows the latest)
+        self.errors = ErrorReport(log)
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -219,7 +223,7 @@ class EventPublisher:
             self._fatal = err.str()
             log.error("fatal Kafka producer error: %s", err.str())
         else:
-            log.warning("Kafka: %s", err.str())
+            self.errors(err)
 
 
 def _resolve(batch: list[_Report], retry_after: int, observe: Callable[[float], None] | None) -> None:

@@ -23,12 +23,13 @@ import argparse
 import logging
 import os
 import re
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import javaproperties
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from schemas.exceptions import SchemaError
 
@@ -225,3 +226,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def from_args(args: argparse.Namespace) -> KafkaSettings:
     return load(getattr(args, "kafka", None) or [], getattr(args, "kafka_config", None))
+
+
+class ErrorReport:
+    """A client's `error_cb`: errors that settings cause (refused credentials, failed TLS) are
+    logged as such, naming the settings to check; every kind of error is logged at most once
+    per `every` seconds (librdkafka reports each failed reconnect). `last` holds the latest
+    explanation, for a readiness answer."""
+
+    def __init__(self, log: logging.Logger, *, every: float = 60.0) -> None:
+        self.log = log
+        self.every = every
+        self.last: str | None = None
+        self._logged: dict[int, float] = {}
+
+    def __call__(self, err: KafkaError) -> None:
+        explained = explain(err)
+        if explained is not None:
+            self.last = explained
+        now = time.monotonic()
+        code = err.code()
+        if now - self._logged.get(code, -self.every) < self.every:
+            return
+        self._logged[code] = now
+        if explained is not None:
+            self.log.error("%s", explained)
+        else:
+            self.log.warning("Kafka: %s", err.str())
+
+
+def explain(err: KafkaError) -> str | None:
+    """What to check for a client error that the settings cause, or None."""
+    if err.code() == KafkaError._AUTHENTICATION:
+        check = "sasl.username, sasl.password and sasl.mechanism"
+        return f"Kafka refused the credentials: check {check} ({err.str()})"
+    if err.code() == KafkaError._SSL:
+        return f"TLS with Kafka failed: check security.protocol and ssl.ca.location ({err.str()})"
+    return None

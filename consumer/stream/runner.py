@@ -44,6 +44,7 @@ from consumer.stream.checkpoint import MAX_IN_FLIGHT, CommitHook, CommitReport, 
 from consumer.stream.dlq import dead_letter_headers
 from consumer.stream.settings import ConsumerSettings
 from schemas import CONVERSATION_EVENT, Codec, DecodeError, subject
+from schemas.kafka import ErrorReport
 from schemas.topic_registry import TopicSchemaResolver
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,13 @@ class MetricsConsumer:
         self._last_expire = time.monotonic()
         self._dlq_errors: list[str] = []
         self.writer = StoreWriter(self.store, settings.topic, self._stop, self._committed)
-        base = {"bootstrap.servers": settings.bootstrap_servers, **settings.kafka}
+        #: refused credentials or failed TLS say so (naming the settings), not a silent retry loop
+        self.kafka_errors = ErrorReport(log)
+        base = {
+            "bootstrap.servers": settings.bootstrap_servers,
+            **settings.kafka,
+            "error_cb": self.kafka_errors,
+        }
         self.consumer = Consumer(
             {
                 **base,

@@ -20,7 +20,7 @@ import tempfile
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
@@ -112,7 +112,10 @@ class LocalBroker:
         data_dir: Data dir, kept as is; a temp dir is created (and removed by
             :meth:`close`) when omitted.
         kafka_home: An unpacked Kafka distribution to run instead of cached jars.
-        extra_properties: Overrides merged into ``server.properties``.
+        extra_properties: Overrides merged into ``server.properties`` (more listeners, TLS,
+            SASL: the client port stays a PLAINTEXT listener, which readiness is checked on).
+        format_args: More arguments for the storage format of a new data dir (SCRAM users:
+            ``--add-scram SCRAM-SHA-512=[name=u,password=p]``).
         start_timeout: Seconds :meth:`start` waits for metadata answers.
         on_download: Called with a notice before the first, slow, jar download.
     """
@@ -124,6 +127,7 @@ class LocalBroker:
         *,
         kafka_home: Path | None = None,
         extra_properties: Mapping[str, str] | None = None,
+        format_args: Sequence[str] = (),
         start_timeout: float = 60.0,
         on_download: Callable[[str], None] | None = None,
     ) -> None:
@@ -133,6 +137,7 @@ class LocalBroker:
         self.data_dir = Path(tempfile.mkdtemp(prefix="localkafka-")) if data_dir is None else Path(data_dir)
         self.kafka_home = kafka_home
         self.extra_properties = dict(extra_properties or {})
+        self.format_args = list(format_args)
         self.start_timeout = start_timeout
         self.on_download = on_download
         self.command: list[str] = []
@@ -200,6 +205,7 @@ class LocalBroker:
 
     def _format(self, base: list[str], props: Path) -> None:
         cmd = [*base, "kafka.tools.StorageTool", "format", "-t", new_cluster_id(), "-c", str(props)]
+        cmd += self.format_args
         with open(self.log_path, "ab") as out:
             code = subprocess.run(
                 cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, check=False

@@ -21,9 +21,12 @@ def free_port() -> int:
 
 
 class GatewayProcess:
-    """``python -m convmetrics gateway`` in a child process, ready when /healthz answers."""
+    """``python -m convmetrics gateway`` in a child process, started when /readyz answers
+    200 (the topic is prepared on Kafka), or, with ``ready=False``, when /healthz does."""
 
-    def __init__(self, bootstrap: str, topic: str, *args: str, secrets: str | None = None) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, *args: str, secrets: str | None = None, ready: bool = True
+    ) -> None:
         self.topic = topic
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -49,13 +52,14 @@ class GatewayProcess:
             if self.proc.poll() is not None:
                 raise AssertionError(f"gateway exited with {self.proc.returncode}:\n{self.output()}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                probe = "/readyz" if ready else "/healthz"
+                if httpx.get(f"{self.url}{probe}", timeout=5).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
                 self.stop()
-                raise AssertionError(f"gateway did not answer /healthz in 60 s:\n{self.output()}")
+                raise AssertionError(f"gateway did not answer {probe} with 200 in 60 s:\n{self.output()}")
             time.sleep(0.1)
 
     def output(self) -> str:

@@ -109,6 +109,7 @@ class ConsumerProcess:
         http_port: int | None = None,
         group: str | None = None,
         extra: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         args = [
             sys.executable,
@@ -137,7 +138,10 @@ class ConsumerProcess:
         self.log = log
         self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            args, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+            args,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
         )
 
     def wait_log(self, text: str, timeout: float = 60) -> None:

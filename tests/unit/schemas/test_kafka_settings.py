@@ -119,3 +119,25 @@ def test_a_clients_own_settings_win_over_the_users() -> None:
         "sasl.oauthbearer.client.secret": "***",
         "a": 1,
     }
+
+
+def test_errors_the_settings_cause_name_the_settings_once_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from confluent_kafka import KafkaError
+
+    from schemas.kafka import ErrorReport
+
+    report = ErrorReport(logging.getLogger("test.kafka"), every=60)
+    auth = KafkaError(KafkaError._AUTHENTICATION, "SASL authentication error: invalid credentials")
+    with caplog.at_level(logging.WARNING, "test.kafka"):
+        for _ in range(5):  # librdkafka reports every failed reconnect
+            report(auth)
+        report(KafkaError(KafkaError._TRANSPORT, "connection refused"))
+        report(KafkaError(KafkaError._SSL, "certificate verify failed"))
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert len(lines) == 3
+    assert lines[0][0] == "ERROR" and "sasl.username, sasl.password and sasl.mechanism" in lines[0][1]
+    assert lines[1] == ("WARNING", "Kafka: connection refused")
+    assert lines[2][0] == "ERROR" and "ssl.ca.location" in lines[2][1]
+    assert report.last is not None and "TLS" in report.last
