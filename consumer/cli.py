@@ -53,6 +53,7 @@ def register(sub: Any) -> None:
     c.add_argument("--group", default="closure-metrics", help="consumer group id (default closure-metrics)")
     c.add_argument("--http-port", type=int, default=None, help="also serve the API on this port")
     c.add_argument("--http-host", default="127.0.0.1", help="API bind address (default 127.0.0.1)")
+    _label_values(c)
     c.add_argument(
         "--flush-interval",
         type=float,
@@ -123,6 +124,7 @@ def register(sub: Any) -> None:
     _common(s, kafka=False)
     s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8081, help="port (default 8081)")
+    _label_values(s)
     s.set_defaults(func=_serve)
 
     d = sub.add_parser("dlq", help="dead-letter topic tools")
@@ -148,6 +150,25 @@ def register(sub: Any) -> None:
         help="stop after this many seconds without a DLQ record (default 5)",
     )
     r.set_defaults(func=_dlq_replay)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _label_values(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-label-values",
+        type=_positive,
+        default=200,
+        metavar="N",
+        help="channel types that /metrics and /v1/summary (and the dashboard) show by name: the N "
+        'with the most closures; the rest are summed under channel_type="_other", so a sender '
+        "inventing names cannot inflate Prometheus series (default 200)",
+    )
 
 
 def _days(d: float | None) -> int | None:
@@ -218,7 +239,11 @@ def _consume(args: argparse.Namespace) -> int:
     server = None
     if settings.http_port:
         server, _ = serve_in_thread(
-            settings.store_url, settings.http_host, settings.http_port, registry=metrics.registry
+            settings.store_url,
+            settings.http_host,
+            settings.http_port,
+            registry=metrics.registry,
+            max_label_values=args.max_label_values,
         )
         base = f"http://{settings.http_host}:{settings.http_port}"
         log.info("API on %s/v1/closures, dashboard on %s/, Prometheus on %s/metrics", base, base, base)
@@ -248,7 +273,7 @@ def _serve(args: argparse.Namespace) -> int:
         f"closure metrics API on {base}/v1/closures, dashboard on {base}/, Prometheus on {base}/metrics",
         flush=True,
     )
-    api_server(args.store, args.host, args.port).run()
+    api_server(args.store, args.host, args.port, max_label_values=args.max_label_values).run()
     return 0
 
 

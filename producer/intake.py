@@ -85,8 +85,9 @@ class Intake:
         if value is None:
             try:
                 value = self.codec.encode(to_record(webhook, received_at_millis=received_at_millis))
-            except EncodeError as exc:  # defensive: validation is meant to make this impossible
-                raise WebhookValidationError([FieldProblem("", str(exc), "avro")]) from exc
+            except EncodeError as exc:  # a string UTF-8 cannot hold (a lone surrogate), say
+                loc = unencodable(body) or ""
+                raise WebhookValidationError([FieldProblem(loc, str(exc), "avro")]) from exc
         key = f"{webhook.account}:{webhook.data.id}".encode()  # `mapping.event_key`
         return Prepared(event, webhook.id, key, value, headers)
 
@@ -100,6 +101,23 @@ def prepare(body: Any, codec: Codec, *, received_at_millis: int | None = None) -
     if intake is None:
         intake = _INTAKES[codec] = Intake(codec)
     return intake.prepare(body, received_at_millis=received_at_millis)
+
+
+def unencodable(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first string in a parsed body that UTF-8 cannot hold (a lone
+    surrogate), or None; only looked for once encoding failed."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return path
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        found = unencodable(v, f"{path}.{k}" if path else str(k))
+        if found is not None:
+            return found
+    return None
 
 
 def problems_of(exc: ValidationError, body: dict[str, Any] | None = None) -> list[FieldProblem]:

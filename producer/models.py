@@ -27,6 +27,9 @@ EventTime = Annotated[
     Field(strict=True, ge=0, le=MAX_EVENT_TIME, description="unix seconds, 1970-01-01 to 9999-12-31"),
 ]
 Text = Annotated[str, Field(strict=True)]
+#: what a channel type looks like (the platform's names): a bound on what may become a
+#: metrics row, a Prometheus label value and a dashboard entry
+CHANNEL_TYPE_PATTERN = r"^[A-Z][A-Z0-9_]{0,63}$"
 OptText = Text | None
 
 #: Envelope time fields other than ``createdAt``, tried in this order after ``<verb>_at``.
@@ -94,7 +97,15 @@ class Conversation(_Model):
     """The ``data`` object: one conversation as it is after the change the event reports."""
 
     id: Long
-    channelType: Annotated[Text, Field(min_length=1)]
+    channelType: Annotated[
+        Text,
+        Field(
+            pattern=CHANNEL_TYPE_PATTERN,
+            description="the platform's channel type name: an upper-case letter, then up to 63 "
+            "upper-case letters, digits or underscores (TELEGRAM, CLOUD_WABA); names it does not "
+            "list yet travel under their own name",
+        ),
+    ]
     state: OptText = None
     snoozedUntil: Long | None = None
     messageWindowExpiresAt: Long | None = None

@@ -16,7 +16,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from consumer.exceptions import QueryError
-from consumer.serve.overview import channel_summary
+from consumer.serve.overview import MAX_LABEL_VALUES, channel_summary
 from consumer.serve.prom import ClosureCollector
 from consumer.serve.query import parse_query, response_json
 from consumer.store import Store
@@ -26,7 +26,12 @@ def _json(body: object, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-def create_app(open_store: Callable[[], Store], *, registry: CollectorRegistry | None = None) -> Starlette:
+def create_app(
+    open_store: Callable[[], Store],
+    *,
+    registry: CollectorRegistry | None = None,
+    max_label_values: int = MAX_LABEL_VALUES,
+) -> Starlette:
     """The API app.
 
     Args:
@@ -34,6 +39,8 @@ def create_app(open_store: Callable[[], Store], *, registry: CollectorRegistry |
             between threads).
         registry: more Prometheus metrics for `/metrics` (the consumer process's own health,
             when the API runs inside `consume`); closure metrics are always there.
+        max_label_values: channel types `/metrics` and `/v1/summary` show by name (the
+            busiest); the rest are summed under `_other`.
     """
     local = threading.local()
 
@@ -44,7 +51,7 @@ def create_app(open_store: Callable[[], Store], *, registry: CollectorRegistry |
         return s
 
     closure_registry = CollectorRegistry()
-    closure_registry.register(ClosureCollector(store))
+    closure_registry.register(ClosureCollector(store, max_label_values))
     page = files("consumer.serve").joinpath("static", "index.html").read_text(encoding="utf-8")
 
     def closures(request: Request) -> Response:
@@ -71,7 +78,7 @@ def create_app(open_store: Callable[[], Store], *, registry: CollectorRegistry |
     def summary(request: Request) -> Response:
         if request.query_params:
             return _json({"error": "summary takes no parameters"}, 400)
-        return _json(channel_summary(store()))
+        return _json(channel_summary(store(), max_label_values))
 
     def metrics(request: Request) -> Response:
         body = generate_latest(closure_registry)

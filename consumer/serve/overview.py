@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from consumer.fold import BY_CHANNEL
-from consumer.fold.registry import Kind
+from consumer.fold.registry import Kind, Registry
 from consumer.fold.windows import ALL, SIZED
 from consumer.serve.query import MAX_LIMIT
 from consumer.store import MetricRow, Store
+from consumer.store.base import merge_rows
 from consumer.store.render import row_json
 
 
@@ -31,8 +32,25 @@ def newest_windows(store: Store) -> dict[str, int | None]:
     return {name: store.newest_start(BY_CHANNEL, name) for name, _ in SIZED}
 
 
-def channel_summary(store: Store) -> dict[str, Any]:
-    """`GET /v1/summary`: newest windows, all-time rows by channel type and their totals."""
+#: how many channel types `/metrics`, `/v1/summary` and the dashboard show by name; the rest
+#: are summed under `OTHER` (a sender inventing names must not inflate them without bound)
+MAX_LABEL_VALUES = 200
+OTHER = "_other"
+
+
+def top_channels(rows: list[MetricRow], limit: int, registry: Registry) -> tuple[list[MetricRow], int]:
+    """The `limit` channel types with the most closures (ties by name), and the rest merged
+    into one `_other` row after them; returns them and how many names were folded."""
+    if len(rows) <= limit:
+        return rows, 0
+    ranked = sorted(rows, key=lambda r: (-(r.values["closures"] or 0), r.key))
+    rest = ranked[limit:]
+    return [*ranked[:limit], merge_rows(rest, OTHER, registry)], len(rest)
+
+
+def channel_summary(store: Store, max_label_values: int = MAX_LABEL_VALUES) -> dict[str, Any]:
+    """`GET /v1/summary`: newest windows, all-time rows by channel type (the busiest
+    `max_label_values`, the rest under `_other`) and the totals over all of them."""
     rows = all_rows(store, BY_CHANNEL, ALL)
     totals: dict[str, Any] = {}
     registry = store.registry
@@ -47,5 +65,5 @@ def channel_summary(store: Store) -> dict[str, Any]:
     return {
         "newest": newest_windows(store),
         "totals": totals,
-        "channel_types": [row_json(r, registry) for r in rows],
+        "channel_types": [row_json(r, registry) for r in top_channels(rows, max_label_values, registry)[0]],
     }

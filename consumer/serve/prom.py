@@ -14,7 +14,7 @@ from consumer.fold import BY_CHANNEL
 from consumer.fold.registry import Kind
 from consumer.fold.registry import Metric as RegistryMetric
 from consumer.fold.windows import ALL
-from consumer.serve.overview import all_rows, newest_windows
+from consumer.serve.overview import MAX_LABEL_VALUES, OTHER, all_rows, newest_windows, top_channels
 from consumer.store import MetricRow, Store
 from consumer.store.render import distribution_json
 
@@ -26,14 +26,22 @@ class ClosureCollector(Collector):
 
     Args:
         store: returns the store to read (called on the scraping thread).
+        max_label_values: channel types shown by name, the busiest; the rest under `_other`.
     """
 
-    def __init__(self, store: Callable[[], Store]) -> None:
+    def __init__(self, store: Callable[[], Store], max_label_values: int = MAX_LABEL_VALUES) -> None:
         self._store = store
+        self.max_label_values = max_label_values
 
     def collect(self) -> Iterable[Metric]:
         store = self._store()
-        rows = all_rows(store, BY_CHANNEL, ALL)
+        rows, folded = top_channels(all_rows(store, BY_CHANNEL, ALL), self.max_label_values, store.registry)
+        yield GaugeMetricFamily(
+            "convmetrics_channel_types_folded",
+            f"Channel types beyond the busiest {self.max_label_values} (--max-label-values), summed under "
+            f'channel_type="{OTHER}" in these metrics.',
+            value=folded,
+        )
         label = ["channel_type"]
         for m in store.registry.metrics:
             if not m.counts_in(BY_CHANNEL, ALL):

@@ -194,6 +194,24 @@ def rank_rows(
     return build_rows(r.by, r.window, rows, bins, registry), int(found[0][-1])
 
 
+def merge_rows(rows: Iterable[MetricRow], key: str, registry: Registry = REGISTRY) -> MetricRow:
+    """Rows of one grouping and window merged into one under `key` (counts and sums add,
+    min/max take the least and greatest, sketch bins add): exact, as across partitions."""
+    rows = list(rows)
+    values: dict[str, int | None] = {}
+    for c in registry.value_columns:
+        present = [v for r in rows if (v := r.values[c]) is not None]
+        how = sqlgen.merge_of(c, registry)
+        values[c] = (min if how == "min" else max)(present, default=None) if how != "sum" else sum(present)
+    bins: dict[int, int] = defaultdict(int)
+    for r in rows:
+        for b, n in r.bins:
+            bins[b] += n
+    first = rows[0] if rows else None
+    by, window, start = (first.by, first.window, first.window_start) if first else ("", "", 0)
+    return MetricRow(by, key, window, start, values, tuple(sorted((b, n) for b, n in bins.items() if n)))
+
+
 def build_rows(
     by: str,
     window: str,

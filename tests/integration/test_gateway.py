@@ -203,6 +203,11 @@ def test_invalid_conversation_event_is_422_naming_the_field(gateway: GatewayProc
     r = post(gateway, body)
     assert r.status_code == 422
     assert [p["loc"] for p in r.json()["problems"]] == ["data.participants.1.user.AppUser.id"]
+    for bad in ("X" * 10_000, "<script>", "TELE GRAM", "TELEGRAM\n", "telegram"):  # bounded names
+        body = seed()
+        body["data"]["channelType"] = bad
+        r = post(gateway, body)
+        assert r.status_code == 422 and [p["loc"] for p in r.json()["problems"]] == ["data.channelType"], bad
 
 
 def test_non_conversation_event_is_202_ignored_counted_not_produced(

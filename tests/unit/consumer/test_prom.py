@@ -134,4 +134,65 @@ def test_closure_metrics_of_an_empty_store(tmp_path: Path) -> None:
     registry = CollectorRegistry()
     registry.register(ClosureCollector(lambda: store))
     got, types = scrape(registry)
-    assert got == {} and "convmetrics_closures" in types
+    assert got == {("convmetrics_channel_types_folded", ()): 0} and "convmetrics_closures" in types
+
+
+@pytest.mark.parametrize("limit", [2, 4, 5])
+def test_channel_types_beyond_the_busiest_n_are_summed_under_other(tmp_path: Path, limit: int) -> None:
+    """`--max-label-values`: /metrics and /v1/summary name the N channel types with the most
+    closures (ties by name) and sum the rest, exactly, under `_other`; totals stay whole."""
+    from starlette.testclient import TestClient
+
+    from consumer.serve.api import create_app
+
+    store = SqliteStore(str(tmp_path / "m.db"))
+    store.check_topic("events")
+    fold = PartitionFold(0)
+    h = 0
+    closures = {"ABM": 1, "GBM": 3, "LINE": 1, "SMS": 5, "VBM": 2}  # ABM and LINE tie at 1
+    for ch, n in closures.items():
+        for i in range(n):
+            h += 2
+            fold.apply(Event(CREATED, h, 7, h, ch, 1_000, None, None))
+            fold.apply(Event(CLOSED, h + 1, 7, h, ch, 1_000 + 60 * (i + 1) * len(ch)))
+    delta, changed = fold.take_changes()
+    store.commit("events", [PartitionCommit(0, delta, 1, fold.watermark, changed)])
+    app = TestClient(create_app(lambda: SqliteStore(str(tmp_path / "m.db")), max_label_values=limit))
+
+    got, _ = scrape_text(app.get("/metrics").text)
+    named = {dict(k[1])["channel_type"]: v for k, v in got.items() if k[0] == "convmetrics_closures_total"}
+    ranked = ["SMS", "GBM", "VBM", "ABM", "LINE"]
+    folded = ranked[limit:]
+    want = {ch: float(closures[ch]) for ch in ranked[:limit]}
+    if folded:
+        want["_other"] = float(sum(closures[ch] for ch in folded))
+    assert named == want
+    assert got[("convmetrics_channel_types_folded", ())] == len(folded)
+    ttc_count = {
+        dict(k[1])["channel_type"]: v
+        for k, v in got.items()
+        if k[0] == "convmetrics_time_to_close_seconds_count"
+    }
+    assert sum(ttc_count.values()) == sum(closures.values())
+
+    summary = app.get("/v1/summary").json()
+    shown = [*ranked[:limit], "_other"] if folded else sorted(closures)  # unbounded: as before, by name
+    assert [r["key"] for r in summary["channel_types"]] == shown
+    assert summary["totals"]["closures"] == sum(closures.values())  # over every channel type
+    if folded:
+        other = summary["channel_types"][-1]
+        parts = [r for r in store.query("channel_type", "all") if r.key in folded]
+        ttc = other["time_to_close"]
+        assert ttc["count"] == sum(p.ttc_count for p in parts) and ttc["sum"] == sum(p.ttc_sum for p in parts)
+        assert (ttc["min"], ttc["max"]) == (min(p.ttc_min for p in parts), max(p.ttc_max for p in parts))
+        assert ttc["min"] <= ttc["p50"] <= ttc["max"]
+
+
+def scrape_text(text: str) -> tuple[Samples, dict[str, str]]:
+    samples: Samples = {}
+    types: dict[str, str] = {}
+    for fam in text_string_to_metric_families(text):
+        types[fam.name] = fam.type
+        for s in fam.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples, types

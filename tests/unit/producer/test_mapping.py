@@ -121,12 +121,14 @@ def test_event_times_from_1970_to_9999_pass() -> None:
         assert isinstance(prepare(body, CODEC), Prepared)
 
 
-def test_unknown_channel_type_travels_under_its_own_name() -> None:
+@pytest.mark.parametrize("name", ["BRAND_NEW_CHANNEL", "X", "A" + "B" * 62 + "9", "WABA_2", "A_"])
+def test_unknown_channel_type_travels_under_its_own_name(name: str) -> None:
+    """Any name shaped like the platform's (up to 64 characters) is taken as it is."""
     body = seed()
-    body["data"]["channelType"] = "BRAND_NEW_CHANNEL"
+    body["data"]["channelType"] = name
     prepared = prepare(body, CODEC)
     assert isinstance(prepared, Prepared)
-    assert CODEC.decode(prepared.value)["data"]["channelType"] == "BRAND_NEW_CHANNEL"
+    assert CODEC.decode(prepared.value)["data"]["channelType"] == name
 
 
 def test_unknown_extra_fields_are_dropped() -> None:
@@ -172,6 +174,14 @@ def test_nullable_lists_and_channel_may_be_null_or_absent() -> None:
         (lambda b: b.update(deliveryAttempts=2**31), "deliveryAttempts"),
         (lambda b: b["data"].pop("channelType"), "data.channelType"),
         (lambda b: b["data"].update(channelType=""), "data.channelType"),
+        (lambda b: b["data"].update(channelType="A" * 65), "data.channelType"),  # 64 is the most
+        (lambda b: b["data"].update(channelType="X" * 10_000), "data.channelType"),
+        (lambda b: b["data"].update(channelType="<script>alert(1)</script>"), "data.channelType"),
+        (lambda b: b["data"].update(channelType="TELE GRAM"), "data.channelType"),
+        (lambda b: b["data"].update(channelType="TELEGRAM\n"), "data.channelType"),
+        (lambda b: b["data"].update(channelType="telegram"), "data.channelType"),
+        (lambda b: b["data"].update(channelType="1TELEGRAM"), "data.channelType"),
+        (lambda b: b["data"].update(channelType="_TELEGRAM"), "data.channelType"),
         (lambda b: b.update(id=7), "id"),
         (
             lambda b: b["data"]["participants"][0]["user"].update(id="one"),
