@@ -56,4 +56,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = args.func(args)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if not expected(exc):
+            raise
+        # an expected failure (a store of another topic, a corrupt or unreachable store, bad
+        # settings, ...): one line naming the cause, not a traceback
+        print(f"convmetrics {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     return int(result or 0)
+
+
+def expected(exc: BaseException) -> bool:
+    """An error one of the packages raises on purpose (their error roots), with a message
+    written for an operator. Imported here, late, so that `--help` stays fast."""
+    from consumer.exceptions import ConsumerError
+    from convmetrics.localkafka.exceptions import LocalKafkaError
+    from producer.exceptions import GatewayError
+    from schemas.exceptions import SchemaError
+
+    return isinstance(exc, ConsumerError | GatewayError | SchemaError | LocalKafkaError)

@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from convmetrics.generate import GenerateConfig, generate_webhooks
+from convmetrics.process import ending_with_parent, signals_stop
 
 console = Console(stderr=True)
 
@@ -63,7 +64,7 @@ class Child:
         self.name, self.log = name, log
         self._out = open(log, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "convmetrics", *args],
+            ending_with_parent([sys.executable, "-m", "convmetrics", *args]),  # even if we are SIGKILLed
             stdout=self._out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -216,6 +217,13 @@ def human(seconds: float | None) -> str:
 
 
 def run_demo(opts: DemoOptions) -> int:
+    """The demo; Ctrl-C, SIGTERM and SIGHUP stop it and its children in order (and a SIGKILL
+    ends the children too: `convmetrics.process`)."""
+    with signals_stop():
+        return _run_demo(opts)
+
+
+def _run_demo(opts: DemoOptions) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     tmp = None
     if opts.data_dir is None:
@@ -264,8 +272,8 @@ def run_demo(opts: DemoOptions) -> int:
                 for child in reversed(children):
                     child.stop()
         return 0
-    except KeyboardInterrupt:
-        console.print("stopping")
+    except KeyboardInterrupt as why:
+        console.print(f"stopping ({why or 'SIGINT'})")
         return 130
     finally:
         if tmp is not None:

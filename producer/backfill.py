@@ -20,6 +20,7 @@ from producer.batch import Item, iter_ndjson, parse_batch
 from producer.exceptions import GatewayError
 from producer.intake import Ignored, prepare
 from producer.settings import GatewaySettings
+from producer.topics import ensure_topic
 from schemas import conversation_codec
 
 
@@ -80,8 +81,22 @@ def produce_file(
     """Validate, encode and produce every webhook of ``path``; return the summary.
 
     Items are produced as they are read and the call returns once every write was
-    acknowledged or failed (``settings.delivery_timeout`` bounds each one).
+    acknowledged or failed (``settings.delivery_timeout`` bounds each one). The topic is
+    created first where it is missing, with ``settings.partitions`` and
+    ``settings.replication_factor``, as the gateway does (a broker would otherwise
+    auto-create it with its own defaults: one partition).
+
+    Raises:
+        TopicError: the topic is missing and could not be created.
     """
+    if settings.create_topic:
+        ensure_topic(
+            settings.bootstrap_servers,
+            settings.topic,
+            partitions=settings.partitions,
+            replication_factor=settings.replication_factor,
+            kafka=settings.kafka,
+        )
     codec = conversation_codec()
     producer = Producer(settings.producer_config())
     summary = Summary()

@@ -1,8 +1,10 @@
-"""HTTP API over the store: `/v1/closures`, `/v1/summary`, `/metrics`, `/healthz`, and the
-dashboard page at `/` (its assets under `/static/`, shipped in the package)."""
+"""HTTP API over the store: `/v1/closures`, `/v1/summary`, `/metrics`, `/healthz`, `/readyz`,
+and the dashboard page at `/` (its assets under `/static/`, shipped in the package). A store
+that cannot be read is a 503 + Retry-After naming why (logged once), never a 500."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from importlib.resources import files
@@ -15,11 +17,15 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from consumer.exceptions import QueryError
+from consumer.exceptions import QueryError, StoreError
+from consumer.fold import BY_CHANNEL
+from consumer.fold.windows import ALL
 from consumer.serve.overview import MAX_LABEL_VALUES, channel_summary
 from consumer.serve.prom import ClosureCollector
 from consumer.serve.query import parse_query, response_json
 from consumer.store import Store
+
+log = logging.getLogger(__name__)
 
 
 def _json(body: object, status: int = 200) -> Response:
@@ -89,6 +95,22 @@ def create_app(
     def healthz(request: Request) -> Response:
         return _json({"status": "ok"})
 
+    def readyz(request: Request) -> Response:
+        """Ready when the store answers a query (a load balancer's probe)."""
+        store().newest_start(BY_CHANNEL, ALL)  # a StoreError is answered by `unavailable`
+        return _json({"ready": True})
+
+    said: list[str] = []  # the store error last logged: each one once, not per request
+
+    def unavailable(request: Request, exc: Exception) -> Response:
+        """A store that cannot be read: 503 + Retry-After naming why, logged once."""
+        message = str(exc)
+        if not said or said[-1] != message:
+            said[:] = [message]
+            log.error("store unavailable (answering 503 until it is back): %s", message)
+        body = {"ready": False, "error": f"store unavailable: {message}"}
+        return Response(orjson.dumps(body), 503, {"Retry-After": "5"}, "application/json")
+
     def dashboard(request: Request) -> Response:
         return HTMLResponse(page)
 
@@ -99,6 +121,8 @@ def create_app(
             Route("/v1/summary", summary, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
             Mount("/static", StaticFiles(packages=[("consumer.serve", "static")]), name="static"),
-        ]
+        ],
+        exception_handlers={StoreError: unavailable},
     )

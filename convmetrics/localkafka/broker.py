@@ -27,6 +27,7 @@ from types import TracebackType
 
 from convmetrics.localkafka.exceptions import BrokerStartError
 from convmetrics.localkafka.jars import find_java, kafka_libs
+from convmetrics.process import ending_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,7 @@ class LocalBroker:
         log.info("starting Kafka broker on %s (data %s)", self.bootstrap_servers, self.data_dir)
         with open(self.log_path, "ab") as out:
             self._proc = subprocess.Popen(
-                self.command,
+                ending_with_parent(self.command),  # the JVM ends with us, SIGKILL included
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,

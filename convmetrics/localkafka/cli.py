@@ -14,6 +14,9 @@ from convmetrics.localkafka.broker import LocalBroker, tail_lines
 from convmetrics.localkafka.exceptions import LocalKafkaError
 from convmetrics.localkafka.jars import KAFKA_VERSION, cache_dir
 
+#: what stops the broker cleanly; a SIGKILL ends it too, by the JVM's parent-death signal
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
 
 class _Interrupted(Exception):
     """Raised by the SIGINT/SIGTERM handler to unwind to the cleanup."""
@@ -57,8 +60,8 @@ def _notice(message: str) -> None:
 
 
 def run_broker(args: argparse.Namespace) -> int:
-    """Run the broker until SIGINT/SIGTERM; 0 on a clean stop, 1 on failure."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    """Run the broker until SIGINT, SIGTERM or SIGHUP; 0 on a clean stop, 1 on failure."""
+    for sig in STOP_SIGNALS:
         signal.signal(sig, _interrupt)
     broker = LocalBroker(args.port, args.data_dir, kafka_home=args.kafka_home, on_download=_notice)
     try:
@@ -76,8 +79,8 @@ def run_broker(args: argparse.Namespace) -> int:
         _notice(f"error: {exc}")
         return 1
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
         broker.close()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)

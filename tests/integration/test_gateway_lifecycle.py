@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 from test_gateway import CODEC, GatewayProcess, post, read_at, seed, topic_size
 
 from convmetrics.localkafka import LocalBroker
@@ -94,7 +95,7 @@ def test_sigterm_answers_in_flight_requests_then_exits(kafka_bootstrap: str) -> 
     )
 
 
-def run_produce(path: Path, bootstrap: str, topic: str) -> subprocess.CompletedProcess[str]:
+def run_produce(path: Path, bootstrap: str, topic: str, *more: str) -> subprocess.CompletedProcess[str]:
     cmd = [
         sys.executable,
         "-m",
@@ -106,7 +107,9 @@ def run_produce(path: Path, bootstrap: str, topic: str) -> subprocess.CompletedP
         "--topic",
         topic,
     ]
-    return subprocess.run([*cmd, "--no-progress"], capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [*cmd, "--no-progress", *more], capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def test_produce_file_sends_valid_items_and_lists_rejected_ones(
@@ -134,3 +137,10 @@ def test_produce_file_sends_valid_items_and_lists_rejected_ones(
     done = run_produce(clean, kafka_bootstrap, topic)
     assert done.returncode == 0, done.stdout + done.stderr
     assert topic_size(kafka_bootstrap, topic) == 303
+
+    # a topic that does not exist yet is created as the gateway creates it
+    fresh = f"produced-{uuid.uuid4().hex[:8]}"
+    done = run_produce(clean, kafka_bootstrap, fresh, "--partitions", "4")
+    assert done.returncode == 0, done.stdout + done.stderr
+    meta = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(fresh, timeout=10)
+    assert len(meta.topics[fresh].partitions) == 4 and topic_size(kafka_bootstrap, fresh) == 2

@@ -145,8 +145,10 @@ def test_serve_exposes_closure_metrics_per_channel_type(serve: str) -> None:
     newest = httpx.get(f"{serve}/v1/summary").json()["newest"]
     assert labelled(samples, "convmetrics_newest_window_start_seconds", "window") == newest
     n_accounts = len(fetch_rows(serve, "account", "all"))
-    # per channel type, not account: 3 counters and 2 summaries of up to 5 samples each
-    assert len(samples) <= 13 * len(rows) + 3 < n_accounts * len(rows)
+    # per channel type, not account: 3 counters and 2 summaries of up to 5 samples each,
+    # 3 newest-window gauges and the folded-names gauge (0: fewer than 200 channel types)
+    assert samples[("convmetrics_channel_types_folded", ())] == 0
+    assert len(samples) <= 13 * len(rows) + 4 < n_accounts * len(rows)
     assert all(label != "account" for _, ls in samples for label, _ in ls)
 
 

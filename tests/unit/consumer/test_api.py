@@ -196,3 +196,24 @@ def test_closures_ranked_searched_and_paged(db: Path) -> None:
     assert list(plain) == ["by", "window", "rows", "next"] and [r["key"] for r in plain["rows"]] == ["7"]
     bad = c.get("/v1/closures", params={**params, "sort": "p50"})
     assert bad.status_code == 400 and "sort must be" in bad.json()["error"]
+
+
+def test_a_store_that_cannot_be_read_is_503_not_ready_and_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A corrupt store: /readyz and every query answer 503 + Retry-After naming why, the log
+    says it once (not a traceback per request); /healthz still answers (the process lives)."""
+    bad = tmp_path / "corrupt.db"
+    bad.write_bytes(b"this is not a database" * 100)
+    c = TestClient(create_app(lambda: SqliteStore(str(bad))), raise_server_exceptions=False)
+    with caplog.at_level("ERROR", "consumer.serve.api"):
+        for path in ("/readyz", "/v1/closures?by=account&window=1h", "/v1/summary", "/readyz"):
+            r = c.get(path)
+            assert r.status_code == 503 and r.headers["retry-after"] == "5", path
+            assert "not a database" in r.json()["error"], path
+    assert len(caplog.records) == 1 and "store unavailable" in caplog.records[0].getMessage()
+    assert c.get("/healthz").status_code == 200
+
+
+def test_readyz_of_a_readable_store(db: Path) -> None:
+    assert client(db).get("/readyz").json() == {"ready": True}

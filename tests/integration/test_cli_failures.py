@@ -1,0 +1,73 @@
+"""Expected failures end with one line naming the cause and a nonzero exit, not a traceback;
+`serve` on a store it cannot read keeps running, not ready, and says why once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from consumer.store.sqlite import SqliteStore
+from support.gateway import free_port
+
+
+def convmetrics(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "convmetrics", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_a_corrupt_store_or_one_of_another_topic_is_one_line(tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"not a database " * 100)
+    other = tmp_path / "other.db"
+    SqliteStore(str(other)).check_topic("orders")
+    for store, says in ((corrupt, "file is not a database"), (other, "orders")):
+        run = convmetrics("consume", "--bootstrap-servers", "127.0.0.1:1", "--store", f"sqlite:///{store}")
+        assert run.returncode == 1, run.stderr
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("convmetrics consume: error:") and says in lines[0], (
+            run.stderr
+        )
+
+
+def test_serve_on_an_unreadable_store_stays_up_not_ready(tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"not a database " * 100)
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "convmetrics",
+                "serve",
+                "--store",
+                f"sqlite:///{corrupt}",
+                "--port",
+                str(port),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+        assert ready.status_code == 503 and "not a database" in ready.json()["error"]
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/summary", timeout=5).status_code == 503
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+        text = log.read_text()
+        assert text.count("store unavailable") == 1 and "Traceback" not in text, text
+    finally:
+        proc.terminate()
+        proc.wait(30)
