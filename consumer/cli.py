@@ -53,7 +53,7 @@ def register(sub: Any) -> None:
     c.add_argument("--group", default="closure-metrics", help="consumer group id (default closure-metrics)")
     c.add_argument("--http-port", type=int, default=None, help="also serve the API on this port")
     c.add_argument("--http-host", default="127.0.0.1", help="API bind address (default 127.0.0.1)")
-    _label_values(c)
+    _api_access(c)
     c.add_argument(
         "--flush-interval",
         type=float,
@@ -124,8 +124,22 @@ def register(sub: Any) -> None:
     _common(s, kafka=False)
     s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8081, help="port (default 8081)")
-    _label_values(s)
+    _api_access(s)
     s.set_defaults(func=_serve)
+
+    t = sub.add_parser("token", help="API tokens: make one for --tokens-file")
+    token_actions = t.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    new = token_actions.add_parser(
+        "new",
+        help="print a fresh random token and the tokens-file line that grants it",
+        description="Prints the token (give it to the client, once: it is stored nowhere) and the "
+        "line to add to the --tokens-file of `serve` and `consume` (the token's SHA-256 and its "
+        "scope). Without --accounts the token reads everything, across tenants.",
+    )
+    new.add_argument(
+        "--accounts", default=None, metavar="IDS", help="comma-separated account ids the token may read"
+    )
+    new.set_defaults(func=_token_new)
 
     d = sub.add_parser("dlq", help="dead-letter topic tools")
     actions = d.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
@@ -157,6 +171,25 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _api_access(p: argparse.ArgumentParser) -> None:
+    _label_values(p)
+    p.add_argument(
+        "--tokens-file",
+        default=os.environ.get("CONVMETRICS_TOKENS_FILE"),
+        metavar="FILE",
+        help="who may read the API, the dashboard's data and /metrics (env CONVMETRICS_TOKENS_FILE): "
+        "one '<sha256 hex of the token> <scope>' a line, scope * or comma-separated account ids, "
+        "# comments; `convmetrics token new` prints a token and its line; read again when it "
+        "changes. Without it the API is open",
+    )
+
+
+def _tokens(args: argparse.Namespace) -> Any:
+    from consumer.serve.tokens import Tokens
+
+    return Tokens(args.tokens_file) if args.tokens_file else None
 
 
 def _label_values(p: argparse.ArgumentParser) -> None:
@@ -218,6 +251,7 @@ def _consume(args: argparse.Namespace) -> int:
         kafka=_kafka_settings(args),
         http_host=args.http_host,
     )
+    tokens = _tokens(args)  # a bad tokens file refuses the start, before joining the group
     metrics = ConsumerMetrics()
     from consumer.stream.metrics_topic import MetricsTopicPublisher
 
@@ -244,6 +278,7 @@ def _consume(args: argparse.Namespace) -> int:
             settings.http_port,
             registry=metrics.registry,
             max_label_values=args.max_label_values,
+            tokens=tokens,
         )
         base = f"http://{settings.http_host}:{settings.http_port}"
         log.info("API on %s/v1/closures, dashboard on %s/, Prometheus on %s/metrics", base, base, base)
@@ -273,7 +308,21 @@ def _serve(args: argparse.Namespace) -> int:
         f"closure metrics API on {base}/v1/closures, dashboard on {base}/, Prometheus on {base}/metrics",
         flush=True,
     )
-    api_server(args.store, args.host, args.port, max_label_values=args.max_label_values).run()
+    tokens = _tokens(args)
+    api_server(args.store, args.host, args.port, max_label_values=args.max_label_values, tokens=tokens).run()
+    return 0
+
+
+def _token_new(args: argparse.Namespace) -> int:
+    from consumer.serve.tokens import new_token
+
+    try:
+        token, line = new_token(args.accounts)
+    except ValueError as exc:
+        print(f"error: --accounts: {exc}", file=sys.stderr)
+        return 2
+    print(f"token (give it to the client; it is stored nowhere): {token}")
+    print(f"line for the tokens file: {line}")
     return 0
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from importlib.resources import files
 
 import orjson
@@ -19,10 +20,12 @@ from starlette.staticfiles import StaticFiles
 
 from consumer.exceptions import QueryError, StoreError
 from consumer.fold import BY_CHANNEL
+from consumer.fold.registry import ACCOUNT
 from consumer.fold.windows import ALL
 from consumer.serve.overview import MAX_LABEL_VALUES, channel_summary
 from consumer.serve.prom import ClosureCollector
 from consumer.serve.query import parse_query, response_json
+from consumer.serve.tokens import GLOBAL, Scope, Tokens
 from consumer.store import Store
 
 log = logging.getLogger(__name__)
@@ -32,11 +35,17 @@ def _json(body: object, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
+def _unauthorized(why: str, error: str) -> Response:
+    body = orjson.dumps({"error": f"{why}: this API needs a token (`convmetrics token new`)"})
+    return Response(body, 401, {"WWW-Authenticate": f'Bearer realm="convmetrics"{error}'}, "application/json")
+
+
 def create_app(
     open_store: Callable[[], Store],
     *,
     registry: CollectorRegistry | None = None,
     max_label_values: int = MAX_LABEL_VALUES,
+    tokens: Tokens | None = None,
 ) -> Starlette:
     """The API app.
 
@@ -47,6 +56,8 @@ def create_app(
             when the API runs inside `consume`); closure metrics are always there.
         max_label_values: channel types `/metrics` and `/v1/summary` show by name (the
             busiest); the rest are summed under `_other`.
+        tokens: who may read what (`consumer.serve.tokens`); None: the API is open. The
+            dashboard page, its assets, `/healthz` and `/readyz` hold no data and stay open.
     """
     local = threading.local()
 
@@ -60,14 +71,47 @@ def create_app(
     closure_registry.register(ClosureCollector(store, max_label_values))
     page = files("consumer.serve").joinpath("static", "index.html").read_text(encoding="utf-8")
 
+    def authorize(request: Request) -> Scope | Response:
+        """The scope of the request's bearer token, or the 401 to answer."""
+        if tokens is None:
+            return GLOBAL
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return _unauthorized("send Authorization: Bearer <token>", "")
+        scope = tokens.scope_of(token.strip())
+        if scope is None:
+            return _unauthorized("unknown token", ', error="invalid_token"')
+        return scope
+
+    def everything(request: Request) -> Response | None:
+        """None when the request's token may read across tenants, else its 401 or 403."""
+        scope = authorize(request)
+        if isinstance(scope, Response):
+            return scope
+        if not scope.is_global:
+            return _json({"error": f"a token scoped to accounts {scope} reads their account rows only"}, 403)
+        return None
+
     def closures(request: Request) -> Response:
+        scope = authorize(request)
+        if isinstance(scope, Response):
+            return scope
         try:
             q = parse_query(dict(request.query_params))
         except QueryError as exc:
             return _json({"error": str(exc)}, 400)
         s = store()
+        keys = None
+        if scope.accounts is not None:
+            dims = s.registry.grouping(q.by).dimensions
+            if dims != (ACCOUNT,):
+                msg = f"a token scoped to accounts {scope} reads by=account only; by={q.by} is across tenants"
+                return _json({"error": msg}, 403)
+            if q.key is not None and int(q.key) not in scope.accounts:
+                return _json({"error": f"account {q.key} is not in this token's scope ({scope})"}, 403)
+            keys = tuple(str(a) for a in sorted(scope.accounts))
         if q.sort is not None:
-            ranked, total = s.rank(q.ranking())
+            ranked, total = s.rank(replace(q.ranking(), keys=keys))
             return _json(response_json(q, ranked, s.registry, total))
         rows = s.query(
             q.by,
@@ -78,15 +122,20 @@ def create_app(
             after=q.after,
             limit=q.limit + 1,
             contains=q.contains,
+            keys=keys,
         )
         return _json(response_json(q, rows, s.registry))
 
     def summary(request: Request) -> Response:
+        if (refused := everything(request)) is not None:
+            return refused
         if request.query_params:
             return _json({"error": "summary takes no parameters"}, 400)
         return _json(channel_summary(store(), max_label_values))
 
     def metrics(request: Request) -> Response:
+        if (refused := everything(request)) is not None:
+            return refused
         body = generate_latest(closure_registry)
         if registry is not None:
             body += generate_latest(registry)

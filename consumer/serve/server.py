@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import uvicorn
@@ -9,7 +10,11 @@ from prometheus_client import CollectorRegistry
 
 from consumer.serve.api import create_app
 from consumer.serve.overview import MAX_LABEL_VALUES
+from consumer.serve.tokens import Tokens
 from consumer.store import Retention, open_store
+
+log = logging.getLogger(__name__)
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def api_server(
@@ -19,12 +24,21 @@ def api_server(
     *,
     registry: CollectorRegistry | None = None,
     max_label_values: int = MAX_LABEL_VALUES,
+    tokens: Tokens | None = None,
 ) -> uvicorn.Server:
-    """`registry`: extra metrics for `/metrics` (the consumer's own, inside `consume`)."""
+    """`registry`: extra metrics for `/metrics` (the consumer's own, inside `consume`);
+    `tokens`: who may read what (None: open, with a warning beyond loopback)."""
+    if tokens is None and host not in LOOPBACK:
+        log.warning(
+            "the API listens on %s without tokens: anyone who reaches it reads every account's "
+            "numbers (pass --tokens-file, or bind 127.0.0.1)",
+            host,
+        )
     app = create_app(
         lambda: open_store(store_url, retention=Retention()),
         registry=registry,
         max_label_values=max_label_values,
+        tokens=tokens,
     )
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     return uvicorn.Server(config)
@@ -37,8 +51,11 @@ def serve_in_thread(
     *,
     registry: CollectorRegistry | None = None,
     max_label_values: int = MAX_LABEL_VALUES,
+    tokens: Tokens | None = None,
 ) -> tuple[uvicorn.Server, threading.Thread]:
-    server = api_server(store_url, host, port, registry=registry, max_label_values=max_label_values)
+    server = api_server(
+        store_url, host, port, registry=registry, max_label_values=max_label_values, tokens=tokens
+    )
     # uvicorn installs signal handlers only on the main thread: the consumer keeps them
     thread = threading.Thread(target=server.run, name="api", daemon=True)
     thread.start()

@@ -9,7 +9,7 @@ default; PostgreSQL is meant to drop in behind the same interface.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -102,6 +102,7 @@ def row_filter(
     mark: str,
     contains: str | None = None,
     position: str = "instr",
+    keys: Sequence[str] | None = None,
 ) -> tuple[str, list[Any]]:
     """The WHERE clause of a metrics query and its arguments (`mark`: the driver's
     placeholder; `position`: its function that finds a text in a text, 1-based, exact)."""
@@ -117,6 +118,9 @@ def row_filter(
         if value is not None:
             where.append(clause.format(mark))
             args.append(value)
+    if keys is not None:  # only these keys (a token scoped to some accounts); none: no row
+        where.append(f"key IN ({', '.join([mark] * len(keys))})" if keys else "0 = 1")
+        args.extend(keys)
     if after is not None:  # the page after the cursor, in (window_start, key) order
         where.append(f"(start, key) > ({mark}, {mark})")
         args.extend(after)
@@ -137,6 +141,7 @@ class Ranking:
     start_to: int | None = None
     offset: int = 0
     limit: int = 100
+    keys: tuple[str, ...] | None = None  # only rows of these keys
 
 
 def bins_filter(
@@ -178,6 +183,7 @@ def rank_rows(
         mark=mark,
         contains=r.contains,
         position=position,
+        keys=r.keys,
     )
     found = fetch(
         sqlgen.ranked(registry, r.by, where, mark, r.value, r.descending), (*args, r.limit, r.offset)
@@ -294,6 +300,7 @@ class Store(Protocol):
         after: tuple[int, str] | None = None,
         limit: int = 10_000,
         contains: str | None = None,
+        keys: Sequence[str] | None = None,
     ) -> list[MetricRow]: ...
 
     def rank(self, ranking: Ranking) -> tuple[list[MetricRow], int]:

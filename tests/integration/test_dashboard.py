@@ -286,3 +286,69 @@ def test_dashboard_follows_the_pipeline_live(
     refreshed(page)
     check_charts(page, api, "1h", 48)  # the charts moved on to the new newest hour
     page.close()
+
+
+def test_the_dashboard_asks_for_a_token_and_shows_what_it_may_read(
+    browser: BrowserContext, kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    """With a tokens file: the page asks for a token (kept for the tab only); a global token
+    sees everything; a token scoped to one account sees that account's row alone, and no
+    cross-tenant section; an unknown token is said to be refused."""
+    from consumer.serve.tokens import new_token
+
+    global_token, global_line = new_token()
+    account = 7
+    scoped_token, scoped_line = new_token(str(account))
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{global_line}\n{scoped_line}\n")
+    topic = new_topic(3, prefix="dashboard-tokens")
+    store = tmp_path / "metrics.db"
+    port = free_port()
+    proc = ConsumerProcess(
+        kafka_bootstrap,
+        topic,
+        store,
+        tmp_path / "c.log",
+        http_port=port,
+        extra=["--tokens-file", str(tokens)],
+    )
+    api = f"http://127.0.0.1:{port}"
+    try:
+        produce_webhooks(kafka_bootstrap, topic, webhooks(seed=31, events=2_000, start=1_714_000_000))
+        wait_caught_up(kafka_bootstrap, topic, store, [proc])
+        assert httpx.get(f"{api}/v1/summary").status_code == 401
+        as_global = {"Authorization": f"Bearer {global_token}"}
+        total = httpx.get(f"{api}/v1/summary", headers=as_global).json()["totals"]["closures"]
+        params = {"by": "account", "window": "all", "key": str(account)}
+        (mine,) = httpx.get(f"{api}/v1/closures", params=params, headers=as_global).json()["rows"]
+
+        def sign_in(token: str) -> Page:
+            page = browser.new_page()  # a new tab: its sessionStorage starts empty
+            page.goto(f"{api}/?refresh=1")
+            page.wait_for_selector("#token-card:not([hidden])", timeout=30_000)
+            assert page.inner_text("#status") == "This API needs a token"
+            page.fill("#token-input", token)
+            page.click("#token-form button[type=submit]")
+            return page
+
+        page = sign_in(global_token)
+        page.wait_for_function("window.convmetrics.refreshes >= 1", timeout=30_000)
+        assert page.inner_text("#kpi-closures") == f"{total:,}" and page.is_visible("#closures-chart")
+        page.close()
+
+        page = sign_in(scoped_token)
+        page.wait_for_function(
+            "window.convmetrics.refreshes >= 1 && window.convmetrics.scoped", timeout=30_000
+        )
+        rows = table(page, "#accounts")
+        assert [r[:2] for r in rows] == [[str(account), f"{mine['closures']:,}"]]
+        assert page.inner_text("#kpi-accounts") == "1"
+        assert not page.is_visible("#closures-chart") and not page.is_visible("#channels")
+        assert not page.is_visible("#kpi-closures")
+        page.close()
+
+        page = sign_in("not-a-token")
+        page.wait_for_function("document.getElementById('token-note').textContent.includes('not accepted')")
+        page.close()
+    finally:
+        proc.stop()

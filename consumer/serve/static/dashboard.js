@@ -32,7 +32,11 @@
     channels: [], // channel types, busiest first (fixes their colours)
     refreshes: 0,
     error: null,
+    scoped: false, // the token reads some accounts only: the page shows their table alone
+    needsToken: false,
   };
+  // A token (when the API asks for one) is kept for this tab only.
+  const TOKEN_KEY = "convmetrics.token";
   window.convmetrics = state;
 
   // -- formatting -------------------------------------------------------------------
@@ -69,11 +73,20 @@
     String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 
   // -- data -------------------------------------------------------------------------
+  class HttpError extends Error {
+    constructor(status, message) {
+      super(message);
+      this.status = status;
+    }
+  }
+
   async function getJSON(path, query) {
     const url = query ? path + "?" + new URLSearchParams(query) : path;
-    const r = await fetch(url, { cache: "no-store" });
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    const headers = token ? { Authorization: "Bearer " + token } : {};
+    const r = await fetch(url, { cache: "no-store", headers });
     const body = await r.json();
-    if (!r.ok) throw new Error(body.error || r.status + " " + r.statusText);
+    if (!r.ok) throw new HttpError(r.status, body.error || r.status + " " + r.statusText);
     return body;
   }
 
@@ -123,8 +136,31 @@
     }
   }
 
+  // A token scoped to some accounts may not read across tenants (/v1/summary answers 403):
+  // the page then shows those accounts' table alone.
+  async function refreshScoped() {
+    const mine = ++accountFetches;
+    const accounts = await fetchAccounts();
+    if (mine === accountFetches) Object.assign(state, accounts);
+    state.error = null;
+    drawAccounts();
+    setText("kpi-accounts", count(state.accountsTotal));
+    setText("status", "The accounts of this token · updated " + new Date().toLocaleTimeString());
+    document.getElementById("status").classList.remove("error");
+    state.refreshes += 1;
+  }
+
   async function refresh() {
-    const summary = await getJSON("/v1/summary");
+    if (state.scoped) return refreshScoped();
+    let summary;
+    try {
+      summary = await getJSON("/v1/summary");
+    } catch (err) {
+      if (!(err instanceof HttpError && err.status === 403)) throw err;
+      state.scoped = true;
+      document.body.classList.add("scoped");
+      return refreshScoped();
+    }
     const w = state.window;
     const newest = summary.newest[w];
     let labels = [];
@@ -322,6 +358,11 @@
     } catch (err) {
       state.error = String(err.message || err);
       const status = document.getElementById("status");
+      if (err instanceof HttpError && err.status === 401) {
+        askForToken(sessionStorage.getItem(TOKEN_KEY) ? "That token was not accepted." : null);
+        running = false;
+        return; // polling resumes once a token is given
+      }
       status.textContent = "Cannot load metrics: " + state.error + " (retrying)";
       status.classList.add("error");
     }
@@ -334,7 +375,26 @@
     timer = setTimeout(poll, REFRESH_MS);
   }
 
+  function askForToken(problem) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    state.needsToken = true;
+    document.getElementById("token-card").hidden = false;
+    if (problem) setText("token-note", problem + " Kept for this tab only; ask the operator for one.");
+    setText("status", "This API needs a token");
+  }
+
   function start() {
+    document.getElementById("token-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const input = document.getElementById("token-input");
+      sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+      input.value = "";
+      state.needsToken = false;
+      state.scoped = false;
+      document.body.classList.remove("scoped");
+      document.getElementById("token-card").hidden = true;
+      poll();
+    });
     Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
     Chart.defaults.color = "#3e4c59";
     charts.closures = chart("closures-chart", "bar", "closures", (v) => count(v), true);

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -262,6 +262,7 @@ class PostgresStore:
         after: tuple[int, str] | None = None,
         limit: int = 10_000,
         contains: str | None = None,
+        keys: Sequence[str] | None = None,
     ) -> list[MetricRow]:
         where, args = row_filter(
             by,
@@ -273,6 +274,7 @@ class PostgresStore:
             mark="%s",
             contains=contains,
             position="strpos",
+            keys=keys,
         )
         sql = sqlgen.query(sqlgen.POSTGRES, where, "%s", self.registry)
 

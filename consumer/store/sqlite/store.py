@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -274,6 +275,7 @@ class SqliteStore:
         after: tuple[int, str] | None = None,
         limit: int = 10_000,
         contains: str | None = None,
+        keys: Sequence[str] | None = None,
     ) -> list[MetricRow]:
         where, args = row_filter(
             by,
@@ -285,6 +287,7 @@ class SqliteStore:
             mark="?",
             contains=contains,
             position="instr",
+            keys=keys,
         )
         query = sqlgen.query(sqlgen.SQLITE, where, "?", self.registry)
         found = self.db.execute(query, [*args, limit]).fetchall()

@@ -1,0 +1,154 @@
+"""Tokens for the API, the dashboard's data and `/metrics`: who may read which accounts.
+
+A tokens file holds one token a line as `<sha256 hex of the token> <scope>`, where the scope
+is `*` (every account and the cross-tenant views) or comma-separated account ids; `#`
+starts a comment. Only hashes are stored: `convmetrics token new` prints a fresh token and
+the line to add. A presented token is hashed and compared with every stored hash in
+constant time. The file is read again when it changes (an atomic rename included), at most
+`RECHECK` seconds after; a bad line refuses the start naming the line, and at a reload keeps
+the tokens in force and logs why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from consumer.exceptions import ConfigError
+
+log = logging.getLogger(__name__)
+
+ENV_TOKENS_FILE = "CONVMETRICS_TOKENS_FILE"
+#: seconds between checks of the file for a change
+RECHECK = 2.0
+_HEX = frozenset("0123456789abcdef")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a token may read: everything (`accounts` None), or these accounts' rows only."""
+
+    accounts: frozenset[int] | None
+
+    @property
+    def is_global(self) -> bool:
+        return self.accounts is None
+
+    def __str__(self) -> str:
+        return "*" if self.accounts is None else ",".join(str(a) for a in sorted(self.accounts))
+
+
+GLOBAL = Scope(None)
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def parse_scope(text: str) -> Scope:
+    if text == "*":
+        return GLOBAL
+    accounts = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part.lstrip("-").isdigit() or not -(2**63) <= int(part) < 2**63:
+            raise ValueError(f"scope must be * or comma-separated account ids, got {text!r}")
+        accounts.add(int(part))
+    return Scope(frozenset(accounts))
+
+
+def parse_tokens(text: str, source: str) -> list[tuple[str, Scope]]:
+    """The (hash, scope) lines of a tokens file; ConfigError names the first bad line."""
+    found = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        where = f"{source} line {number}"
+        if len(parts) != 2:
+            raise ConfigError(
+                f"{where}: expected '<sha256 hex of the token> <scope>', got {len(parts)} field(s)"
+            )
+        hashed, scope = parts
+        if len(hashed) != 64 or not set(hashed) <= _HEX:
+            raise ConfigError(
+                f"{where}: the first field must be the token's SHA-256 as 64 lower-case hex digits "
+                "(`convmetrics token new` prints the line); a plaintext token is never stored"
+            )
+        try:
+            found.append((hashed, parse_scope(scope)))
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    return found
+
+
+class Tokens:
+    """The tokens of a file, re-read when it changes; `scope_of(token)` for each request."""
+
+    def __init__(self, path: str | Path, *, recheck: float = RECHECK) -> None:
+        self.path = Path(path)
+        self.recheck = recheck
+        self._lock = threading.Lock()
+        self._stamp = self._stat()
+        self._entries = self._read()  # at start a bad file is an error
+        self._checked = time.monotonic()
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _read(self) -> list[tuple[str, Scope]]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"tokens file {self.path}: cannot read it: {exc}") from None
+        return parse_tokens(text, f"tokens file {self.path}")
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < self.recheck:
+            return
+        with self._lock:
+            if now - self._checked < self.recheck:
+                return
+            self._checked = now
+            stamp = self._stat()
+            if stamp == self._stamp:
+                return
+            self._stamp = stamp
+            try:
+                entries = self._read()
+            except ConfigError as exc:
+                log.error("%s; the tokens in force stay", exc)
+                return
+            self._entries = entries
+            log.info("tokens file %s read again: %d token(s)", self.path, len(entries))
+
+    def scope_of(self, token: str) -> Scope | None:
+        """The scope of a presented token, or None for an unknown one. Every stored hash is
+        compared, in constant time each."""
+        self._refresh()
+        presented = digest(token)
+        found = None
+        for hashed, scope in self._entries:
+            if hmac.compare_digest(hashed, presented):
+                found = scope
+        return found
+
+
+def new_token(accounts: str | None = None) -> tuple[str, str]:
+    """A fresh random token and the tokens-file line that grants it `accounts` (None: all)."""
+    scope = GLOBAL if accounts is None else parse_scope(accounts)
+    token = "cmt_" + secrets.token_urlsafe(32)
+    return token, f"{digest(token)} {scope}"

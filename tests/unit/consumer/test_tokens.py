@@ -1,0 +1,146 @@
+"""API tokens: the tokens file, its reloads, and what each scope may read over HTTP."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from consumer.exceptions import ConfigError
+from consumer.serve.api import create_app
+from consumer.serve.tokens import GLOBAL, Scope, Tokens, digest, new_token
+from consumer.store.sqlite import SqliteStore
+from unit.consumer.test_api import EVENTS, fill  # accounts 7 and 8
+
+GLOBAL_TOKEN, SCOPED_TOKEN, OTHER_TOKEN = "global-token-1", "scoped-token-7", "scoped-token-99"
+
+
+def write(path: Path, text: str) -> None:
+    """Replace the file atomically (write, then rename over it), as deployments do."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@pytest.fixture
+def tokens_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tokens"
+    write(
+        path,
+        f"# who reads what\n{digest(GLOBAL_TOKEN)} *\n\n{digest(SCOPED_TOKEN)} 7  # tenant 7\n"
+        f"{digest(OTHER_TOKEN)} 99,100\n",
+    )
+    return path
+
+
+def test_the_file_maps_hashes_to_scopes(tokens_file: Path) -> None:
+    tokens = Tokens(tokens_file)
+    assert tokens.scope_of(GLOBAL_TOKEN) == GLOBAL
+    assert tokens.scope_of(SCOPED_TOKEN) == Scope(frozenset({7}))
+    assert tokens.scope_of(OTHER_TOKEN) == Scope(frozenset({99, 100}))
+    assert tokens.scope_of("nope") is None and tokens.scope_of(digest(GLOBAL_TOKEN)) is None  # not the hash
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("plaintext-token *", "64 lower-case hex"),
+        (f"{digest('x').upper()} *", "64 lower-case hex"),
+        (f"{digest('x')}", "1 field"),
+        (f"{digest('x')} 7 8", "3 field"),
+        (f"{digest('x')} 7,acme", "scope must be"),
+        (f"{digest('x')} **", "scope must be"),
+    ],
+)
+def test_a_bad_line_refuses_the_start_naming_it(tmp_path: Path, line: str, says: str) -> None:
+    path = tmp_path / "tokens"
+    path.write_text(f"# ok\n{digest('fine')} *\n{line}\n")
+    with pytest.raises(ConfigError, match=f"line 3: .*{says}"):
+        Tokens(path)
+
+
+def test_a_changed_file_takes_effect_and_a_bad_one_keeps_the_tokens_in_force(
+    tokens_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    tokens = Tokens(tokens_file, recheck=0)
+    write(tokens_file, f"{digest('fresh')} 7\n")  # the global token revoked, a new one granted
+    assert tokens.scope_of(GLOBAL_TOKEN) is None and tokens.scope_of("fresh") == Scope(frozenset({7}))
+    with caplog.at_level(logging.ERROR, "consumer.serve.tokens"):
+        write(tokens_file, f"{digest('fresh')} 7\nbroken line here\n")
+        assert tokens.scope_of("fresh") == Scope(frozenset({7}))  # kept
+    assert "line 2" in caplog.text and "stay" in caplog.text
+
+
+def test_token_new_prints_a_line_that_grants_it(tmp_path: Path) -> None:
+    token, line = new_token("42,43")
+    assert token not in line and line.endswith(" 42,43")
+    path = tmp_path / "tokens"
+    path.write_text(line + "\n")
+    assert Tokens(path).scope_of(token) == Scope(frozenset({42, 43}))
+    with pytest.raises(ValueError, match="scope must be"):
+        new_token("acme")
+
+
+@pytest.fixture
+def api(tmp_path: Path, tokens_file: Path) -> TestClient:
+    db = tmp_path / "m.db"
+    fill(db, EVENTS)
+    return TestClient(create_app(lambda: SqliteStore(str(db)), tokens=Tokens(tokens_file)))
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Basic dXNlcjpwdw=="}, {"Authorization": "Bearer"}, bearer("unknown")],
+)
+def test_no_known_bearer_token_is_a_401_with_the_challenge(api: TestClient, headers: dict[str, str]) -> None:
+    for path in ("/v1/closures?by=account&window=all", "/v1/summary", "/metrics"):
+        r = api.get(path, headers=headers)
+        assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer"), path
+
+
+def test_pages_without_data_stay_open(api: TestClient) -> None:
+    for path in ("/", "/static/dashboard.js", "/healthz", "/readyz"):
+        assert api.get(path).status_code == 200, path
+
+
+def test_a_global_token_reads_everything(api: TestClient) -> None:
+    h = bearer(GLOBAL_TOKEN)
+    rows = api.get("/v1/closures", params={"by": "account", "window": "all"}, headers=h).json()["rows"]
+    assert [r["key"] for r in rows] == ["7", "8"]
+    assert (
+        api.get("/v1/closures", params={"by": "channel_type", "window": "all"}, headers=h).status_code == 200
+    )
+    assert api.get("/v1/summary", headers=h).status_code == 200
+    assert "convmetrics_closures_total" in api.get("/metrics", headers=h).text
+
+
+def test_a_scoped_token_reads_its_accounts_rows_only(api: TestClient) -> None:
+    h = bearer(SCOPED_TOKEN)
+    for params in (
+        {"by": "account", "window": "all"},
+        {"by": "account", "window": "1h"},
+        {"by": "account", "window": "all", "sort": "-closures"},
+        {"by": "account", "window": "all", "key": "7"},
+    ):
+        r = api.get("/v1/closures", params=params, headers=h)
+        assert r.status_code == 200 and {row["key"] for row in r.json()["rows"]} == {"7"}, params
+    ranked = api.get("/v1/closures", params={"by": "account", "window": "all", "sort": "key"}, headers=h)
+    assert ranked.json()["total"] == 1
+    forbidden = (
+        ("/v1/closures", {"by": "account", "window": "all", "key": "8"}),
+        ("/v1/closures", {"by": "channel_type", "window": "all"}),
+        ("/v1/summary", {}),
+        ("/metrics", {}),
+    )
+    for path, params in forbidden:
+        r = api.get(path, params=params, headers=h)
+        assert r.status_code == 403 and "scope" in r.json()["error"], (path, params)
+    nothing = api.get("/v1/closures", params={"by": "account", "window": "all"}, headers=bearer(OTHER_TOKEN))
+    assert nothing.status_code == 200 and nothing.json()["rows"] == []  # 99 and 100 have no rows
