@@ -101,15 +101,16 @@ def create_app(
         except QueryError as exc:
             return _json({"error": str(exc)}, 400)
         s = store()
-        keys = None
+        keys = q.keys
         if scope.accounts is not None:
             dims = s.registry.grouping(q.by).dimensions
             if dims != (ACCOUNT,):
                 msg = f"a token scoped to accounts {scope} reads by=account only; by={q.by} is across tenants"
                 return _json({"error": msg}, 403)
-            if q.key is not None and int(q.key) not in scope.accounts:
-                return _json({"error": f"account {q.key} is not in this token's scope ({scope})"}, 403)
-            keys = tuple(str(a) for a in sorted(scope.accounts))
+            asked = [q.key] if q.key is not None else list(q.keys or ())
+            if outside := [k for k in asked if int(k) not in scope.accounts]:
+                return _json({"error": f"account {outside[0]} is not in this token's scope ({scope})"}, 403)
+            keys = tuple(str(a) for a in sorted(scope.accounts)) if not asked else tuple(asked)
         if q.sort is not None:
             ranked, total = s.rank(replace(q.ranking(), keys=keys))
             return _json(response_json(q, ranked, s.registry, total))

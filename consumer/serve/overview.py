@@ -50,7 +50,8 @@ def top_channels(rows: list[MetricRow], limit: int, registry: Registry) -> tuple
 
 def channel_summary(store: Store, max_label_values: int = MAX_LABEL_VALUES) -> dict[str, Any]:
     """`GET /v1/summary`: newest windows, all-time rows by channel type (the busiest
-    `max_label_values`, the rest under `_other`) and the totals over all of them."""
+    `max_label_values`, the rest under `_other`, and then `channel_types_folded`: how many
+    names `_other` holds) and the totals over all of them."""
     rows = all_rows(store, BY_CHANNEL, ALL)
     totals: dict[str, Any] = {}
     registry = store.registry
@@ -62,8 +63,12 @@ def channel_summary(store: Store, max_label_values: int = MAX_LABEL_VALUES) -> d
             total = sum(r.values[f"{m.column}_sum"] or 0 for r in rows)
             totals |= {f"{m.column}_count": count, f"{m.column}_sum": total}
             totals[f"{m.column}_mean"] = total / count if count else None
-    return {
+    shown, folded = top_channels(rows, max_label_values, registry)
+    body = {
         "newest": newest_windows(store),
         "totals": totals,
-        "channel_types": [row_json(r, registry) for r in top_channels(rows, max_label_values, registry)[0]],
+        "channel_types": [row_json(r, registry) for r in shown],
     }
+    if folded:
+        body["channel_types_folded"] = folded
+    return body

@@ -30,7 +30,9 @@ _INT_KEYED = {
     if len(g.dimensions) == 1 and REGISTRY.dimension(g.dimensions[0]).type is int
 }
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
-_KNOWN = {"by", "window", "key", "from", "to", "limit", "cursor", "sort", "contains"}
+_KNOWN = {"by", "window", "key", "keys", "from", "to", "limit", "cursor", "sort", "contains"}
+#: at most this many keys in `keys=` (the dashboard asks for the channel types it draws)
+MAX_KEYS = 1_000
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class ClosureQuery:
     descending: bool = False
     offset: int = 0
     contains: str | None = None  # only keys that contain this text
+    keys: tuple[str, ...] | None = None  # only these keys (`keys=A,B,C`)
 
     def ranking(self) -> Ranking:
         assert self.sort is not None
@@ -61,6 +64,7 @@ class ClosureQuery:
             self.start_to,
             self.offset,
             self.limit + 1,
+            self.keys,
         )
 
 
@@ -102,12 +106,15 @@ def parse_query(params: Mapping[str, str]) -> ClosureQuery:
     key = params.get("key") or None
     if key is not None and by in _INT_KEYED and not _fits(key):
         raise QueryError(f"key must be an {by} id (an integer) when by={by}, got {key!r}")
+    keys = _keys(params.get("keys"), by)
+    if keys is not None and key is not None:
+        raise QueryError("key and keys select the same thing: leave one out")
     cursor = params.get("cursor")
     contains = params.get("contains") or None
     sort = params.get("sort") or None
     if sort is None:
         after = decode_cursor(cursor) if cursor else None
-        return ClosureQuery(by, window, key, start_from, start_to, limit, after, contains=contains)
+        return ClosureQuery(by, window, key, start_from, start_to, limit, after, contains=contains, keys=keys)
     descending = sort.startswith("-")
     value = sort.removeprefix("-")
     if value not in REGISTRY.rankable:
@@ -118,8 +125,21 @@ def parse_query(params: Mapping[str, str]) -> ClosureQuery:
         raise QueryError("sort ranks many rows; with key there is one per window: leave one out")
     offset = decode_rank_cursor(cursor) if cursor else 0
     return ClosureQuery(
-        by, window, None, start_from, start_to, limit, None, value, descending, offset, contains
+        by, window, None, start_from, start_to, limit, None, value, descending, offset, contains, keys
     )
+
+
+def _keys(raw: str | None, by: str) -> tuple[str, ...] | None:
+    """`keys=A,B,C`: the keys asked for (an integer grouping's as integers), deduplicated."""
+    if raw is None or raw == "":
+        return None
+    keys = tuple(dict.fromkeys(k.strip() for k in raw.split(",") if k.strip()))
+    if len(keys) > MAX_KEYS:
+        raise QueryError(f"keys takes at most {MAX_KEYS} keys, got {len(keys)}")
+    bad = [k for k in keys if by in _INT_KEYED and not _fits(k)]
+    if bad:
+        raise QueryError(f"keys must be {by} ids (integers) when by={by}, got {bad[0]!r}")
+    return keys
 
 
 def _fits(key: str) -> bool:

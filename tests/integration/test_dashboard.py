@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from playwright.sync_api import BrowserContext, Page, sync_playwright
 
@@ -351,4 +352,57 @@ def test_the_dashboard_asks_for_a_token_and_shows_what_it_may_read(
         page.wait_for_function("document.getElementById('token-note').textContent.includes('not accepted')")
         page.close()
     finally:
+        proc.stop()
+
+
+def test_a_flood_of_channel_types_leaves_everything_usable(
+    browser: BrowserContext, kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    """50,000 distinct (valid) channel types through the gateway: the consumer counts them
+    all, the API pages through them, /metrics and /v1/summary stay bounded (the busiest 200
+    by name, the rest under _other) and the dashboard still draws, counting them all."""
+    from test_gateway import seed
+
+    from support.gateway import GatewayProcess
+
+    names = 50_000
+    topic = new_topic(3, prefix="flood")
+    gateway = GatewayProcess(kafka_bootstrap, topic)
+    store = tmp_path / "metrics.db"
+    port = free_port()
+    proc = ConsumerProcess(kafka_bootstrap, topic, store, tmp_path / "c.log", http_port=port)
+    api = f"http://127.0.0.1:{port}"
+    try:
+        bodies = []
+        for i in range(names):
+            body = seed()
+            body["data"]["id"] = i + 1
+            body["data"]["channelType"] = f"FLOOD_{i:05d}"
+            bodies.append(body)
+        with httpx.Client(base_url=gateway.url, timeout=120) as client:
+            for i in range(0, names, 2_500):
+                lines = b"\n".join(orjson.dumps(b) for b in bodies[i : i + 2_500])
+                r = client.post(
+                    "/webhooks/batch", content=lines, headers={"content-type": "application/x-ndjson"}
+                )
+                assert r.status_code == 202, r.text[:300]
+        wait_caught_up(kafka_bootstrap, topic, store, [proc])
+
+        assert len(fetch_rows(api, "channel_type", "all")) == names  # every name, paged
+        summary = httpx.get(f"{api}/v1/summary", timeout=120).json()
+        assert len(summary["channel_types"]) == 201 and summary["channel_types"][-1]["key"] == "_other"
+        assert summary["channel_types_folded"] == names - 200
+        assert summary["totals"]["closures"] == names == sum(r["closures"] for r in summary["channel_types"])
+        metrics = httpx.get(f"{api}/metrics", timeout=120).text
+        assert len(metrics) < 200_000 and f"convmetrics_channel_types_folded {float(names - 200)}" in metrics
+        assert 'channel_type="_other"' in metrics and 'channel_type="FLOOD_00199"' in metrics
+        assert 'channel_type="FLOOD_00200"' not in metrics  # ties by name: the first 200 are named
+
+        page = open_dashboard(browser, api)
+        assert page.inner_text("#kpi-channels") == f"{names:,}"
+        assert page.inner_text("#kpi-closures") == f"{names:,}"
+        assert len(table(page, "#channels")) == 201
+        page.close()
+    finally:
+        gateway.stop()
         proc.stop()

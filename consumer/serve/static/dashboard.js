@@ -163,19 +163,22 @@
     }
     const w = state.window;
     const newest = summary.newest[w];
+    const channels = summary.channel_types
+      .slice()
+      .sort((a, b) => b.closures - a.closures || (a.key < b.key ? -1 : 1))
+      .map((r) => r.key);
     let labels = [];
     let series = [];
     if (newest !== null) {
       const from = newest - (SPAN[w] - 1) * SIZE[w];
       for (let t = from; t <= newest; t += SIZE[w]) labels.push(t);
-      series = await allRows({ by: "channel_type", window: w, from: String(from) });
+      const query = { by: "channel_type", window: w, from: String(from) };
+      // more channel types than the API names (--max-label-values): draw the named ones only
+      if (summary.channel_types_folded) query.keys = channels.filter((k) => k !== "_other").join(",");
+      series = await allRows(query);
     }
     const mine = ++accountFetches;
     const accounts = await fetchAccounts();
-    const channels = summary.channel_types
-      .slice()
-      .sort((a, b) => b.closures - a.closures || (a.key < b.key ? -1 : 1))
-      .map((r) => r.key);
     if (w !== state.window) return; // switched while fetching: the next poll draws it
     Object.assign(state, { summary, labels, series, channels, error: null }, mine === accountFetches ? accounts : {});
     if (!state.ttcKey || !channels.includes(state.ttcKey)) state.ttcKey = channels[0] || null;
@@ -278,7 +281,8 @@
     setText("kpi-unread-share", pct(t.closed_unread, t.closures) + " of closures");
     setText("kpi-ttc-mean", duration(t.ttc_mean));
     setText("kpi-ttc-count", "over " + count(t.ttc_count) + " timed closures");
-    setText("kpi-channels", count(state.channels.length));
+    const folded = state.summary.channel_types_folded || 0; // names summed under _other
+    setText("kpi-channels", count(state.channels.length - (folded ? 1 : 0) + folded));
     setText("kpi-accounts", count(state.accountsTotal));
     const newest = state.summary.newest;
     const upTo = newest["1m"] ?? newest["1h"] ?? newest["1d"];

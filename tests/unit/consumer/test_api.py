@@ -217,3 +217,18 @@ def test_a_store_that_cannot_be_read_is_503_not_ready_and_logged_once(
 
 def test_readyz_of_a_readable_store(db: Path) -> None:
     assert client(db).get("/readyz").json() == {"ready": True}
+
+
+def test_keys_select_several_rows(db: Path) -> None:
+    c = client(db)
+    got = c.get("/v1/closures", params={"by": "account", "window": "all", "keys": "8, 99,8"}).json()
+    assert [r["key"] for r in got["rows"]] == ["8"]
+    got = c.get("/v1/closures", params={"by": "channel_type", "window": "all", "keys": "EMAIL,SMS"}).json()
+    assert [r["key"] for r in got["rows"]] == ["EMAIL", "SMS"]
+    for params, says in (
+        ({"keys": "7,acme"}, "keys must be account ids"),
+        ({"keys": "7", "key": "7"}, "leave one out"),
+        ({"keys": ",".join(str(i) for i in range(1001))}, "at most 1000"),
+    ):
+        r = c.get("/v1/closures", params={"by": "account", "window": "all", **params})
+        assert r.status_code == 400 and says in r.json()["error"], params
