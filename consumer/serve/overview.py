@@ -64,7 +64,7 @@ def channel_summary(store: Store, max_label_values: int = MAX_LABEL_VALUES) -> d
             totals |= {f"{m.column}_count": count, f"{m.column}_sum": total}
             totals[f"{m.column}_mean"] = total / count if count else None
     shown, folded = top_channels(rows, max_label_values, registry)
-    body = {
+    body: dict[str, Any] = {
         "newest": newest_windows(store),
         "totals": totals,
         "channel_types": [row_json(r, registry) for r in shown],
