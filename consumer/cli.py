@@ -7,13 +7,16 @@ import logging
 import os
 import signal
 import sys
-from typing import Any
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from schemas.kafka import KafkaSettings, KafkaSettingsError
 from schemas.kafka import add_arguments as kafka_arguments
 from schemas.kafka import from_args as kafka_from_args
 
 log = logging.getLogger("convmetrics.consumer")
+T = TypeVar("T")
 
 ENV_BOOTSTRAP = "CONVMETRICS_BOOTSTRAP_SERVERS"
 ENV_TOPIC = "CONVMETRICS_TOPIC"
@@ -266,12 +269,18 @@ def _consume(args: argparse.Namespace) -> int:
         for publisher in publishers:
             publisher.publish_pending(consumer.store, [p.partition for p in report.partitions])
 
-    consumer = MetricsConsumer(settings, on_commit=on_commit)
-    metrics.watch(lambda: consumer.stats)
+    stopping = threading.Event()
+    running: list[MetricsConsumer] = []
+
+    def stop(*_: object) -> None:
+        stopping.set()
+        for c in running:
+            c.stop()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: consumer.stop())
+        signal.signal(sig, stop)
     server = None
-    if settings.http_port:
+    if settings.http_port:  # first: it says "not ready" while the store is unreachable
         server, _ = serve_in_thread(
             settings.store_url,
             settings.http_host,
@@ -282,9 +291,16 @@ def _consume(args: argparse.Namespace) -> int:
         )
         base = f"http://{settings.http_host}:{settings.http_port}"
         log.info("API on %s/v1/closures, dashboard on %s/, Prometheus on %s/metrics", base, base, base)
-    log.info("consuming %s as group %s into %s", args.topic, args.group, args.store)
     try:
-        consumer.run()
+        made = _when_the_store_answers(lambda: MetricsConsumer(settings, on_commit=on_commit), stopping)
+        if made is None:
+            return 0
+        consumer = made
+        running.append(consumer)
+        metrics.watch(lambda: consumer.stats)
+        log.info("consuming %s as group %s into %s", args.topic, args.group, args.store)
+        if not stopping.is_set():
+            consumer.run()
     finally:
         if server is not None:
             server.should_exit = True
@@ -298,6 +314,25 @@ def _consume(args: argparse.Namespace) -> int:
         st.commits,
     )
     return 0
+
+
+def _when_the_store_answers(make: Callable[[], T], stopping: threading.Event) -> T | None:
+    """`make()`, retried while the store is unreachable (a database that is down or not up
+    yet): the consumer keeps running, not ready, and says why (each cause once), so that it
+    starts once the database is back. None when stopped meanwhile."""
+    from consumer.exceptions import StoreUnavailableError
+
+    wait, said = 1.0, ""
+    while not stopping.is_set():
+        try:
+            return make()
+        except StoreUnavailableError as exc:
+            if str(exc) != said:
+                said = str(exc)
+                log.error("store unavailable at start: %s; retrying until it answers", exc)
+            stopping.wait(wait)
+            wait = min(wait * 2, 30.0)
+    return None
 
 
 def _serve(args: argparse.Namespace) -> int:

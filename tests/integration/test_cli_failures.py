@@ -6,12 +6,17 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
 from consumer.store.sqlite import SqliteStore
+from convmetrics.generate import GenerateConfig, generate_webhooks
 from support.gateway import free_port
+from support.pipeline import ConsumerProcess, compare_with_truth, produce_webhooks, wait_caught_up
+from support.postgres import FaultProxy
+from support.truth import compute_truth
 
 
 def convmetrics(*args: str) -> subprocess.CompletedProcess[str]:
@@ -71,3 +76,38 @@ def test_serve_on_an_unreadable_store_stays_up_not_ready(tmp_path: Path) -> None
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_consume_started_while_its_database_is_down_waits_then_counts(
+    kafka_bootstrap: str, new_topic: Callable[..., str], postgres_url: str, tmp_path: Path
+) -> None:
+    """A long-running server keeps running, not ready, while a dependency is down at start,
+    says why once, and does its work once the dependency is back."""
+    proxy = FaultProxy.to(postgres_url)
+    proxy.cut()  # the database is unreachable before the consumer starts
+    topic = new_topic(3, prefix="db-late")
+    store = proxy.url(postgres_url)
+    port = free_port()
+    proc = ConsumerProcess(kafka_bootstrap, topic, store, tmp_path / "c.log", http_port=port)
+    api = f"http://127.0.0.1:{port}"
+    try:
+        proc.wait_log("store unavailable at start", timeout=60)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                ready = httpx.get(f"{api}/readyz", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and proc.alive(), proc.tail()
+                time.sleep(0.2)
+        assert ready.status_code == 503 and proc.alive()
+        webhooks = [dict(w) for w in generate_webhooks(GenerateConfig(seed=3, events=1_500, accounts=8))]
+        produce_webhooks(kafka_bootstrap, topic, webhooks)
+        proxy.open()  # the database is back
+        wait_caught_up(kafka_bootstrap, topic, store, [proc])
+        assert httpx.get(f"{api}/readyz", timeout=5).status_code == 200
+        compare_with_truth(api, compute_truth(webhooks))
+        assert proc.log.read_text().count("store unavailable at start") == 1, proc.tail()
+    finally:
+        proxy.close()
+        assert proc.stop() == 0, proc.tail()
