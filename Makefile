@@ -33,6 +33,10 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	@# the Rust fold: formatted, and clippy-clean with warnings as errors
+	cd consumer/native && cargo fmt --check
+	cd consumer/native && CARGO_TARGET_DIR=$(CURDIR)/build/cargo-target PYO3_PYTHON=$(CURDIR)/$(BIN)/python \
+		cargo clippy --release --locked --quiet -- -D warnings
 
 typecheck: setup
 	$(BIN)/mypy

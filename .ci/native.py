@@ -38,6 +38,8 @@ CRATES = {"consumer/native": "consumer/fold/_fold_native"}
 #: per checkout: a target dir shared by two checkouts would hand one the other's library
 #: (cargo keeps one unhashed cdylib path per target dir)
 CARGO_TARGET = ROOT / "build" / "cargo-target"
+#: CI sets it: a part that cannot be built is an error, not a warning
+REQUIRE = os.environ.get("CONVMETRICS_REQUIRE_NATIVE") == "1"
 
 
 def digest(source: Path) -> str:
@@ -100,6 +102,9 @@ def build_crate(crate_dir: str, module: str) -> bool:
         print(f"native: {target.name} is up to date")
         return True
     cargo = find_cargo()
+    if cargo is None and REQUIRE:
+        print(f"native: no cargo, and CONVMETRICS_REQUIRE_NATIVE=1: {crate_dir} is required", file=sys.stderr)
+        return False
     if cargo is None:
         for old in (target, stamp):  # a stale build must not be imported instead of the reference
             old.unlink(missing_ok=True)
@@ -126,8 +131,10 @@ def build_crate(crate_dir: str, module: str) -> bool:
 
 
 def main() -> int:
-    for module in MODULES:
-        build(module)
+    compiled = [build(module) for module in MODULES]
+    if REQUIRE and not all(compiled):
+        print("native: CONVMETRICS_REQUIRE_NATIVE=1 and a module was left interpreted", file=sys.stderr)
+        return 1
     ok = all([build_crate(crate, module) for crate, module in CRATES.items()])
     return 0 if ok else 1
 

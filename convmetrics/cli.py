@@ -27,12 +27,35 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+class _Version(argparse.Action):
+    """`--version`: the version and which fold and Avro writer run (compiled or Python),
+    worked out only when asked (the imports would slow every command down)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        print(version_text())
+        parser.exit()
+
+
+def version_text() -> str:
+    from consumer.fold.native import NATIVE
+    from producer.intake import encoder_compiled
+
+    fold = "compiled (Rust)" if NATIVE is not None else "Python reference (not compiled)"
+    encoder = "compiled (mypyc)" if encoder_compiled() else "interpreted (not compiled)"
+    return f"convmetrics {__version__}\nconsumer fold: {fold}\ngateway Avro writer: {encoder}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convmetrics",
         description="Real-time closure metrics for team-inbox conversations, on Kafka.",
     )
-    parser.add_argument("--version", action="version", version=f"convmetrics {__version__}")
+    parser.add_argument(
+        "--version",
+        action=_Version,
+        nargs=0,
+        help="the version, and whether the fold and encoder run compiled",
+    )
     parser.add_argument(
         "--log-level",
         default=os.environ.get("CONVMETRICS_LOG_LEVEL", "INFO"),

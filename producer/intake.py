@@ -6,6 +6,7 @@ that every path applies the same rules.
 
 from __future__ import annotations
 
+import os
 import weakref
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -13,7 +14,7 @@ from typing import Any, NamedTuple
 from pydantic import ValidationError
 
 from producer.encoder import body_writer
-from producer.exceptions import FieldProblem, WebhookValidationError
+from producer.exceptions import FieldProblem, SettingsError, WebhookValidationError
 from producer.mapping import CONVERSATION_EVENTS, to_record
 from producer.models import Webhook, envelope_time_key
 from schemas import Codec, EncodeError
@@ -42,10 +43,22 @@ class Prepared(NamedTuple):
     headers: list[tuple[str, bytes]]
 
 
+def encoder_compiled() -> bool:
+    """Whether the Avro body writer runs compiled (mypyc) rather than interpreted."""
+    from producer import encoder
+
+    return not str(encoder.__file__).endswith(".py")
+
+
 class Intake:
     """`prepare` for one codec, with what does not change per event worked out once."""
 
     def __init__(self, codec: Codec) -> None:
+        if os.environ.get("CONVMETRICS_REQUIRE_NATIVE") == "1" and not encoder_compiled():
+            raise SettingsError(
+                "CONVMETRICS_REQUIRE_NATIVE=1 but producer/encoder.py runs interpreted: install a "
+                "wheel built with a C compiler, or run `make setup`"
+            )
         self.codec = codec
         self._write_body = body_writer(codec)  # None: the reference path (record dict, fastavro)
         self._prefix = MAGIC + codec.writer.fingerprint

@@ -50,6 +50,8 @@ else:
     native = _built
 
 ENV = "CONVMETRICS_FOLD"
+#: set (CI does): a missing compiled part is an error, never a silent fallback
+REQUIRE_NATIVE = "CONVMETRICS_REQUIRE_NATIVE"
 
 
 @dataclass(frozen=True)
@@ -77,4 +79,9 @@ def choose(preference: str | None = None) -> FoldKind:
         return NATIVE
     if want != "auto":
         raise ConfigError(f"{ENV} must be native, python or auto, not {want!r}")
+    if NATIVE is None and os.environ.get(REQUIRE_NATIVE) == "1":
+        raise ConfigError(
+            f"{REQUIRE_NATIVE}=1 but the compiled fold is not built: install a wheel built with cargo, "
+            "or run `make setup`"
+        )
     return NATIVE or PYTHON

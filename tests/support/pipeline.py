@@ -110,9 +110,11 @@ class ConsumerProcess:
         group: str | None = None,
         extra: list[str] | None = None,
         env: dict[str, str] | None = None,
+        python: str = sys.executable,
+        cwd: Path | None = None,
     ) -> None:
         args = [
-            sys.executable,
+            python,
             "-m",
             "convmetrics",
             "consume",
@@ -142,6 +144,7 @@ class ConsumerProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
+            cwd=cwd,
         )
 
     def wait_log(self, text: str, timeout: float = 60) -> None:

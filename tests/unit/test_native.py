@@ -7,6 +7,8 @@ import hashlib
 import importlib
 from pathlib import Path
 
+import pytest
+
 from support import native_build
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,3 +53,27 @@ def test_every_built_crate_matches_its_sources() -> None:
         assert stamp.read_text().strip() == build.crate_digest(ROOT / crate), (
             f"{crate} changed since it was built: run `make setup`"
         )
+
+
+def test_required_native_parts_are_an_error_when_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CONVMETRICS_REQUIRE_NATIVE=1 (CI sets it): a missing compiled part refuses to run
+    instead of falling back in silence."""
+    from consumer.exceptions import ConfigError
+    from consumer.fold import native
+    from producer import intake
+    from producer.exceptions import SettingsError
+    from schemas import conversation_codec
+
+    mp = monkeypatch
+    mp.setenv("CONVMETRICS_REQUIRE_NATIVE", "1")
+    mp.delenv("CONVMETRICS_FOLD", raising=False)
+    mp.setattr(native, "NATIVE", None)
+    with pytest.raises(ConfigError, match="CONVMETRICS_REQUIRE_NATIVE=1 but the compiled fold"):
+        native.choose()
+    assert native.choose("python").name == "python"  # asked for by name: still fine
+    mp.setattr(intake, "encoder_compiled", lambda: False)
+    with pytest.raises(SettingsError, match="runs interpreted"):
+        intake.Intake(conversation_codec())
+    mp.setenv("CONVMETRICS_REQUIRE_NATIVE", "0")
+    assert native.choose().name == "python"
+    intake.Intake(conversation_codec())

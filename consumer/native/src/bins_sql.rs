@@ -28,6 +28,14 @@ pub(crate) type Ctx = c_void; // sqlite3_context
 pub(crate) type Val = c_void; // sqlite3_value
 type XFunc = unsafe extern "C" fn(*mut Ctx, c_int, *mut *mut Val);
 type XFinal = unsafe extern "C" fn(*mut Ctx);
+/// One SQL function to register: name, argument count, scalar, aggregate step and final.
+type SqlFunction = (
+    &'static CStr,
+    c_int,
+    Option<XFunc>,
+    Option<XFunc>,
+    Option<XFinal>,
+);
 
 pub(crate) const SQLITE_OK: c_int = 0;
 const SQLITE_INTEGER: c_int = 1;
@@ -87,6 +95,9 @@ static API: OnceLock<Result<Api, String>> = OnceLock::new();
 /// them: dlsym on that module's handle searches it and the libraries it was linked with, so
 /// these are the very functions its connections use (its own copy when SQLite is built in
 /// and exported; an error, and the Python functions, when it is not exported).
+// Each symbol becomes the function type of its `Api` field, declared once there: spelling
+// the 17 signatures again at each transmute would only give them a second place to differ.
+#[allow(clippy::missing_transmute_annotations)]
 fn load(module: &str) -> Result<&'static Api, String> {
     API.get_or_init(|| unsafe {
         let path = CString::new(module).map_err(|_| "module path with a NUL".to_string())?;
@@ -181,7 +192,7 @@ unsafe fn read_blob(api: &Api, v: *mut Val, into: &mut Vec<(i64, i64)>) -> bool 
         }
         let p = (api.value_blob)(v) as *const u8;
         let len = (api.value_bytes)(v) as usize;
-        if len % 16 != 0 {
+        if !len.is_multiple_of(16) {
             return false;
         }
         if len == 0 {
@@ -335,7 +346,7 @@ unsafe extern "C" fn merge(ctx: *mut Ctx, _n: c_int, argv: *mut *mut Val) {
 /// connection (SQLite's `sqlite3 *`, as SQLite hands it to an auto extension).
 unsafe fn register_on(api: &Api, db: *mut c_void) -> Result<(), String> {
     let flags = SQLITE_UTF8 | SQLITE_DETERMINISTIC;
-    let funcs: [(&CStr, c_int, Option<XFunc>, Option<XFunc>, Option<XFinal>); 4] = [
+    let funcs: [SqlFunction; 4] = [
         (c"bins_pack", 2, None, Some(pack_step), Some(finish)),
         (c"bins_one", 2, Some(one), None, None),
         (c"bins_union", 1, None, Some(union_step), Some(finish)),

@@ -547,7 +547,7 @@ fn check_range(e: &Ev, conv: &Conv) -> PyResult<()> {
         }
     } else if e.kind == CREATED || e.kind == OPENED {
         for c in &conv.closures {
-            if c.closed >= t && !c.start.is_some_and(|s| s >= t) {
+            if c.closed >= t && c.start.is_none_or(|s| s < t) {
                 c.closed.checked_sub(t).ok_or_else(overflow)?;
             }
         }
@@ -765,15 +765,15 @@ impl PartitionFold {
         for k in &gone {
             self.idle.remove(k);
         }
-        if let Some(most) = max_conversations {
-            if self.idle.len() > most {
-                by_age.retain(|(t, _)| *t >= horizon);
-                by_age.sort_unstable();
-                let over = by_age.len() - most;
-                for (_, k) in &by_age[..over] {
-                    self.idle.remove(k);
-                    gone.push(*k);
-                }
+        if let Some(most) = max_conversations
+            && self.idle.len() > most
+        {
+            by_age.retain(|(t, _)| *t >= horizon);
+            by_age.sort_unstable();
+            let over = by_age.len() - most;
+            for (_, k) in &by_age[..over] {
+                self.idle.remove(k);
+                gone.push(*k);
             }
         }
         Ok(gone)

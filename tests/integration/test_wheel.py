@@ -1,0 +1,73 @@
+"""The wheel carries the compiled parts: built by the build backend (setup.py:
+setuptools-rust for the Rust fold, mypyc for the encoder), installed into a fresh venv
+outside the checkout, it runs a consumer against the real broker with the compiled fold
+required, and counts exactly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+from convmetrics.generate import GenerateConfig, generate_webhooks
+from support.gateway import free_port
+from support.pipeline import ConsumerProcess, compare_with_truth, produce_webhooks, wait_caught_up
+from support.truth import compute_truth
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False, **kwargs)  # type: ignore[call-overload]
+    assert done.returncode == 0, f"{cmd}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done  # type: ignore[no-any-return]
+
+
+def test_a_wheel_carries_the_compiled_parts_and_runs_a_consumer(
+    kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env |= {"CONVMETRICS_REQUIRE_NATIVE": "1", "CARGO_TARGET_DIR": str(ROOT / "build" / "cargo-target")}
+    wheels = tmp_path / "wheels"
+    run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(ROOT)], env=env)
+    (wheel,) = wheels.glob("convmetrics-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert any(n.startswith("consumer/fold/_fold_native.") and n.endswith(".so") for n in names), names
+    assert any(n.startswith("producer/encoder.") and n.endswith(".so") for n in names), names
+
+    venv = tmp_path / "venv"
+    run([sys.executable, "-m", "venv", str(venv)])
+    python = str(venv / "bin" / "python")
+    run([python, "-m", "pip", "install", "--quiet", str(wheel)], env=env, cwd=tmp_path)
+    version = run([python, "-m", "convmetrics", "--version"], env=env, cwd=tmp_path).stdout
+    assert "consumer fold: compiled (Rust)" in version and "gateway Avro writer: compiled (mypyc)" in version
+    where = run(
+        [python, "-c", "import consumer, producer; print(consumer.__file__, producer.__file__)"], cwd=tmp_path
+    )
+    assert (
+        str(ROOT) not in where.stdout and str(venv) in where.stdout
+    )  # the installed package, not the checkout
+
+    topic = new_topic(3, prefix="wheel")
+    webhooks = [dict(w) for w in generate_webhooks(GenerateConfig(seed=5, events=2_000, accounts=10))]
+    store = tmp_path / "m.db"
+    port = free_port()
+    proc = ConsumerProcess(
+        kafka_bootstrap,
+        topic,
+        store,
+        tmp_path / "c.log",
+        http_port=port,
+        python=python,
+        cwd=tmp_path,
+        env={**env, "CONVMETRICS_FOLD": "native"},
+    )
+    try:
+        produce_webhooks(kafka_bootstrap, topic, webhooks)
+        wait_caught_up(kafka_bootstrap, topic, store, [proc])
+        compare_with_truth(f"http://127.0.0.1:{port}", compute_truth(webhooks))
+    finally:
+        assert proc.stop() == 0, proc.tail()
