@@ -141,3 +141,18 @@ def test_errors_the_settings_cause_name_the_settings_once_a_minute(caplog: pytes
     assert lines[1] == ("WARNING", "Kafka: connection refused")
     assert lines[2][0] == "ERROR" and "ssl.ca.location" in lines[2][1]
     assert report.last is not None and "TLS" in report.last
+
+
+@pytest.mark.parametrize("doc", ["docs/deployment.md", "docs/operations.md"])
+def test_the_docs_properties_examples_are_accepted(tmp_path: Path, doc: str) -> None:
+    """What the docs show is what `--kafka-config` takes (the CA file aside: not on every machine)."""
+    import re
+
+    text = (Path(__file__).resolve().parents[3] / doc).read_text()
+    blocks = re.findall(r"```properties\n(.*?)```", text, re.S)
+    assert blocks, doc
+    for block in blocks:
+        path = props(
+            tmp_path, "\n".join(line for line in block.splitlines() if "ssl.ca.location" not in line)
+        )
+        assert load([], path, {})["security.protocol"] == "SASL_SSL"
