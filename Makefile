@@ -42,6 +42,10 @@ typecheck: setup
 	$(BIN)/mypy
 
 test: setup lint typecheck
+	@# the Rust fold's own unit tests (a test binary linked against this Python's libpython)
+	cd consumer/native && LD_LIBRARY_PATH=$$($(CURDIR)/$(BIN)/python -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))') \
+		PYO3_PYTHON=$(CURDIR)/$(BIN)/python CARGO_TARGET_DIR=$(CURDIR)/build/cargo-test \
+		cargo test --no-default-features --locked --quiet
 	$(BIN)/convmetrics schemas check
 	@# pytest exits 5 when it collected no test: that is a failure, never a pass
 	$(BIN)/pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest ran no test" >&2; exit 1; fi; exit $$rc

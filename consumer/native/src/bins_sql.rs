@@ -424,3 +424,24 @@ pub fn install_sqlite_auto_extension(module: &str) -> PyResult<()> {
         .clone()
         .map_err(PyRuntimeError::new_err)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::normalize;
+
+    #[test]
+    fn normalize_sorts_sums_and_drops_zeros() {
+        let pairs = vec![(5, 1), (-3, 2), (5, 4), (9, 1), (9, -1), (-3, -2), (0, 7)];
+        assert_eq!(normalize(pairs), Some(vec![(0, 7), (5, 5)]));
+        assert_eq!(normalize(vec![]), Some(vec![]));
+    }
+
+    #[test]
+    fn normalize_refuses_a_sum_beyond_64_bits() {
+        assert_eq!(normalize(vec![(1, i64::MAX), (1, 1)]), None);
+        assert_eq!(
+            normalize(vec![(1, i64::MAX), (1, -1)]),
+            Some(vec![(1, i64::MAX - 1)])
+        );
+    }
+}

@@ -916,3 +916,64 @@ const FACT_FIELDS: (&str, &str, &str, &str, &str, &str, &str, &str, &str) = (
     "ttc",
     "ttc_bin",
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_hash_is_the_reference_digest() {
+        // consumer.fold.model.event_hash: the first 8 bytes of BLAKE2b, little-endian, signed
+        assert_eq!(event_hash("evt-1"), 5142162847298372542);
+        assert_eq!(event_hash(""), -5426141060434712860);
+    }
+
+    #[test]
+    fn every_conversation_event_has_its_kind() {
+        let names = [
+            "conversation.created",
+            "conversation.opened",
+            "conversation.closed",
+            "conversation.snoozed",
+            "conversation.assigned",
+        ];
+        let kinds: Vec<_> = names.iter().map(|n| kind_of(n)).collect();
+        assert_eq!(
+            kinds,
+            [
+                Some(CREATED),
+                Some(OPENED),
+                Some(CLOSED),
+                Some(SNOOZED),
+                Some(ASSIGNED)
+            ]
+        );
+        assert_eq!(kind_of("message.created"), None);
+        assert_eq!(kinds.len(), KINDS);
+    }
+
+    #[test]
+    fn mem_keys_pack_small_ids_into_one_integer() {
+        let key = |a, c| {
+            let mut s = String::new();
+            write_mem_key(&mut s, (a, c));
+            s
+        };
+        assert_eq!(key(7, 42), ((7i64 << 32) | 42).to_string());
+        assert_eq!(key(1 << 31, 5), "[2147483648,5]");
+        assert_eq!(key(-1, 5), "[-1,5]");
+    }
+
+    #[test]
+    fn floor_to_rounds_down_also_before_1970() {
+        assert_eq!(floor_to(3599, 3600).unwrap(), 0);
+        assert_eq!(floor_to(-1, 3600).unwrap(), -3600);
+        assert_eq!(floor_to(7200, 3600).unwrap(), 7200);
+        assert!(floor_to(i64::MIN, 3600).is_err());
+    }
+
+    #[test]
+    fn last_time_of_reads_a_stored_conversation() {
+        assert_eq!(last_time_of("[1700000000,[],[],[]]").unwrap(), 1700000000);
+    }
+}
