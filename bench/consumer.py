@@ -60,6 +60,7 @@ from consumer.stream.checkpoint import CommitReport, WriteResult  # noqa: E402
 from consumer.stream.runner import GC_THRESHOLD, MetricsConsumer  # noqa: E402
 from consumer.stream.settings import ConsumerSettings  # noqa: E402
 from convmetrics.generate import GenerateConfig  # noqa: E402
+from convmetrics.process import ending_with_parent  # noqa: E402
 from schemas import CONVERSATION_EVENT, Codec, subject  # noqa: E402
 
 RESULTS = ROOT / "bench/results/consumer.md"
@@ -326,7 +327,7 @@ def memory(bootstrap: str, topic: str, ends: dict[int, int], timeout: float = 90
                "--bootstrap-servers", bootstrap, "--topic", topic, "--store", f"sqlite:///{db}",
                "--group", f"bench-mem-{uuid.uuid4().hex[:8]}"]  # fmt: skip
         with open(Path(tmp) / "consume.log", "wb") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+            proc = subprocess.Popen(ending_with_parent(cmd), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         started, hwm_kb = time.perf_counter(), 0
         try:
             while True:

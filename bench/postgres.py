@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the tests' PostgreSQL helper: same se
 
 from convmetrics.generate import GenerateConfig, generate_webhooks  # noqa: E402
 from convmetrics.localkafka import LocalBroker  # noqa: E402
+from convmetrics.process import ending_with_parent  # noqa: E402
 from producer.intake import Prepared, prepare  # noqa: E402
 from schemas import conversation_codec  # noqa: E402
 from support.postgres import PostgresServer, postgres_server  # noqa: E402
@@ -122,7 +123,9 @@ def run(bootstrap: str, topic: str, total: int, store: str, procs: int, logdir: 
     cmd = [sys.executable, "-m", "convmetrics", "consume", "--bootstrap-servers", bootstrap, "--topic", topic,
            "--store", store, "--group", group]  # fmt: skip
     logs = [open(logdir / f"{group}-{i}.log", "wb") for i in range(procs)]  # noqa: SIM115
-    children = [subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT) for log in logs]
+    children = [
+        subprocess.Popen(ending_with_parent(cmd), stdout=log, stderr=subprocess.STDOUT) for log in logs
+    ]
     committed = offsets_reader(store)
     try:
         t0, n0 = None, 0

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from convmetrics.process import ending_with_parent
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -46,7 +48,9 @@ class GatewayProcess:
             str(self.port),
         ]
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen([*cmd, "--partitions", "3", *args], env=env, stdout=out, stderr=out)
+            self.proc = subprocess.Popen(  # it ends with the test run, even a killed one
+                ending_with_parent([*cmd, "--partitions", "3", *args]), env=env, stdout=out, stderr=out
+            )
         deadline = time.monotonic() + 60
         while True:
             if self.proc.poll() is not None:

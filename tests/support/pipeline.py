@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from convmetrics.process import ending_with_parent
 from producer.intake import Prepared, prepare
 from schemas import conversation_codec
 from support.truth import GroupKey, GroupTruth, api_row, select, within_relative_error
@@ -140,7 +141,7 @@ class ConsumerProcess:
         self.log = log
         self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            args,
+            ending_with_parent(args),  # it ends with the test run, even a killed one
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
