@@ -17,8 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from convmetrics.generate import GenerateConfig, generate_webhooks
 from convmetrics.process import ending_with_parent, signals_stop
+from schemas.kafka import client_config
 
 console = Console(stderr=True)
 
@@ -49,6 +50,11 @@ class DemoOptions:
     gateway_port: int | None = None
     api_port: int | None = None
     data_dir: Path | None = None
+    #: an external cluster (default: $CONVMETRICS_BOOTSTRAP_SERVERS, else a local broker)
+    bootstrap_servers: str | None = None
+    #: its client settings (`schemas.kafka`), and the flags that gave them, for the children
+    kafka: Mapping[str, str] = field(default_factory=dict)
+    kafka_flags: tuple[str, ...] = ()
 
 
 def free_port() -> int:
@@ -101,10 +107,10 @@ def wait_http(url: str, child: Child, timeout: float = 60) -> None:
 
 
 @contextlib.contextmanager
-def kafka(data_dir: Path) -> Iterator[str]:
-    configured = os.environ.get("CONVMETRICS_BOOTSTRAP_SERVERS")
+def kafka(data_dir: Path, given: str | None = None) -> Iterator[str]:
+    configured = given or os.environ.get("CONVMETRICS_BOOTSTRAP_SERVERS")
     if configured:
-        console.print(f"Kafka: {configured} (CONVMETRICS_BOOTSTRAP_SERVERS)")
+        console.print(f"Kafka: {configured}" + ("" if given else " (CONVMETRICS_BOOTSTRAP_SERVERS)"))
         yield configured
         return
     from convmetrics.localkafka import LocalBroker
@@ -165,9 +171,16 @@ def post_batch(client: httpx.Client, lines: list[bytes]) -> tuple[int, int, int]
     raise DemoError("the gateway kept answering 503: Kafka is not acknowledging writes")
 
 
-def wait_consumed(bootstrap: str, topic: str, store: Path, consumer: Child, timeout: float = 300) -> None:
+def wait_consumed(
+    bootstrap: str,
+    topic: str,
+    store: Path,
+    consumer: Child,
+    timeout: float = 300,
+    kafka: Mapping[str, str] | None = None,
+) -> None:
     """Until the store's committed offsets reach the end of every partition."""
-    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "convmetrics-demo-probe"})
+    probe = Consumer(client_config(bootstrap, kafka, group_id="convmetrics-demo-probe"))
     try:
         parts = probe.list_topics(topic, timeout=10).topics[topic].partitions
         ends = {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
@@ -234,18 +247,18 @@ def _run_demo(opts: DemoOptions) -> int:
         data.mkdir(parents=True, exist_ok=True)
     children: list[Child] = []
     try:
-        with kafka(data) as bootstrap:
+        with kafka(data, opts.bootstrap_servers) as bootstrap:
             try:
                 gw_port, api_port = opts.gateway_port or free_port(), opts.api_port or free_port()
                 gw_args = ["gateway", "--bootstrap-servers", bootstrap, "--topic", opts.topic,
-                           "--host", "127.0.0.1", "--port", str(gw_port)]  # fmt: skip
+                           "--host", "127.0.0.1", "--port", str(gw_port), *opts.kafka_flags]  # fmt: skip
                 gateway = Child("gateway", gw_args, data / "gateway.log")
                 children.append(gateway)
                 wait_http(f"http://127.0.0.1:{gw_port}/readyz", gateway)
                 store = data / "metrics.db"
                 consume = ["consume", "--bootstrap-servers", bootstrap, "--topic", opts.topic,
                            "--store", f"sqlite:///{store}", "--http-port", str(api_port),
-                           "--metrics-topic", "--metric-rows-topic"]  # fmt: skip
+                           "--metrics-topic", "--metric-rows-topic", *opts.kafka_flags]  # fmt: skip
                 consumer = Child("consumer", consume, data / "consumer.log")
                 children.append(consumer)
                 api = f"http://127.0.0.1:{api_port}"
@@ -255,7 +268,7 @@ def _run_demo(opts: DemoOptions) -> int:
                 accepted, ignored, rejected = stream(f"http://127.0.0.1:{gw_port}", opts)
                 console.print(f"sent: {accepted} accepted (durable in Kafka), {ignored} ignored "
                               f"(not conversation events), {rejected} rejected")  # fmt: skip
-                wait_consumed(bootstrap, opts.topic, store, consumer)
+                wait_consumed(bootstrap, opts.topic, store, consumer, kafka=opts.kafka)
                 print_table(api)
                 console.print(
                     f"API: {api}/v1/closures?by=account&window=1h   dashboard: {api}/   "

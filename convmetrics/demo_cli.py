@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from schemas.kafka import add_arguments as kafka_arguments
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
@@ -25,6 +27,12 @@ def register(sub: Any) -> None:
     p.add_argument("--gateway-port", type=int, default=None, help="gateway port (default: a free one)")
     p.add_argument("--api-port", type=int, default=None, help="API/dashboard port (default: a free one)")
     p.add_argument("--data-dir", type=Path, default=None, help="keep logs, store and broker data here")
+    p.add_argument(
+        "--bootstrap-servers",
+        default=None,
+        help="an external Kafka cluster instead of a local broker (env CONVMETRICS_BOOTSTRAP_SERVERS)",
+    )
+    kafka_arguments(p)
     p.set_defaults(func=_demo)
 
 
@@ -34,9 +42,20 @@ def _demo(args: argparse.Namespace) -> int:
     if args.events < 1 or (args.rate is not None and args.rate <= 0):
         print("error: --events and --rate must be positive", file=sys.stderr)
         return 2
+    from schemas.kafka import KafkaSettingsError, from_args
+
+    try:
+        kafka = from_args(args)  # checked here; the gateway and the consumer get the same flags
+    except KafkaSettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    flags = [f for pair in args.kafka for f in ("--kafka", pair)]
+    if args.kafka_config:
+        flags += ["--kafka-config", str(args.kafka_config)]
     opts = DemoOptions(
         events=args.events, rate=args.rate, keep_running=args.keep_running, seed=args.seed,
         gateway_port=args.gateway_port, api_port=args.api_port, data_dir=args.data_dir,
+        bootstrap_servers=args.bootstrap_servers, kafka=kafka, kafka_flags=tuple(flags),
     )  # fmt: skip
     try:
         return run_demo(opts)

@@ -4,6 +4,10 @@ gateway, the consumer and its metrics topic, read back from the API, exact."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -97,3 +101,25 @@ def test_a_wrong_password_is_said_and_never_answered_2xx(
         consumer.stop(timeout=20)
     for text in (gateway.output(), consumer.log.read_text()):
         assert wrong not in text
+
+
+def test_the_demo_runs_against_an_external_secured_cluster(
+    local_broker: Callable[..., LocalBroker], tmp_path: Path
+) -> None:
+    """`demo --bootstrap-servers --kafka-config`: no local broker; the gateway, the consumer
+    and the demo's own probe all use the settings, and the numbers come out."""
+    secured = start_secured_broker(local_broker, tmp_path)
+    config = tmp_path / "client.properties"
+    config.write_text("".join(f"{k}={v}\n" for k, v in secured.client_settings().items()))
+    run = subprocess.run(
+        [sys.executable, "-m", "convmetrics", "demo", "--events", "300", "--data-dir", str(tmp_path / "demo"),
+         "--bootstrap-servers", secured.bootstrap, "--kafka-config", str(config)],
+        capture_output=True, text=True, timeout=300, check=False, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    out = run.stdout + run.stderr
+    assert f"Kafka: {secured.bootstrap}" in out and "starting a local broker" not in out, out[-2000:]
+    sent = re.search(r"sent: (\d+) accepted .* (\d+) rejected", out)
+    assert sent and int(sent.group(1)) > 0 and sent.group(2) == "0", out[-2000:]
+    assert "Closure metrics by channel type" in out
+    assert not (tmp_path / "demo" / "kafka").exists()  # no broker of its own
