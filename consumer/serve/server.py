@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 import uvicorn
 from prometheus_client import CollectorRegistry
@@ -45,17 +46,10 @@ def api_server(
 
 
 def serve_in_thread(
-    store_url: str,
-    host: str,
-    port: int,
-    *,
-    registry: CollectorRegistry | None = None,
-    max_label_values: int = MAX_LABEL_VALUES,
-    tokens: Tokens | None = None,
+    store_url: str, host: str, port: int, **options: Any
 ) -> tuple[uvicorn.Server, threading.Thread]:
-    server = api_server(
-        store_url, host, port, registry=registry, max_label_values=max_label_values, tokens=tokens
-    )
+    """`api_server` (the same `options`) run on a thread of its own."""
+    server = api_server(store_url, host, port, **options)
     # uvicorn installs signal handlers only on the main thread: the consumer keeps them
     thread = threading.Thread(target=server.run, name="api", daemon=True)
     thread.start()

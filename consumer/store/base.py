@@ -99,13 +99,12 @@ def row_filter(
     start_from: int | None,
     start_to: int | None,
     after: tuple[int, str] | None,
-    mark: str,
+    dialect: sqlgen.Dialect,
     contains: str | None = None,
-    position: str = "instr",
     keys: Sequence[str] | None = None,
 ) -> tuple[str, list[Any]]:
-    """The WHERE clause of a metrics query and its arguments (`mark`: the driver's
-    placeholder; `position`: its function that finds a text in a text, 1-based, exact)."""
+    """The WHERE clause of a metrics query in a store's dialect, and its arguments."""
+    mark, position = dialect.mark, dialect.position
     where = [f"by = {mark}", f"win = {mark}"]
     args: list[Any] = [by, window]
     clauses = (
@@ -169,7 +168,7 @@ PageBins = Callable[[str, str, list[str], int, int], Iterable[tuple[int, str, in
 
 
 def rank_rows(
-    r: Ranking, registry: Registry, fetch: Fetch, page_bins: PageBins, mark: str, position: str
+    r: Ranking, registry: Registry, fetch: Fetch, page_bins: PageBins, dialect: sqlgen.Dialect
 ) -> tuple[list[MetricRow], int]:
     """`Store.rank` for a SQL store: one query ranks the merged rows (and counts them), then
     only the page's rows read their sketch bins."""
@@ -180,11 +179,11 @@ def rank_rows(
         start_from=r.start_from,
         start_to=r.start_to,
         after=None,
-        mark=mark,
+        dialect=dialect,
         contains=r.contains,
-        position=position,
         keys=r.keys,
     )
+    mark = dialect.mark
     found = fetch(
         sqlgen.ranked(registry, r.by, where, mark, r.value, r.descending), (*args, r.limit, r.offset)
     )

@@ -26,6 +26,9 @@ class Dialect:
     #: one INSERT ... ON CONFLICT DO UPDATE may update a row it inserted itself (SQLite; not
     #: PostgreSQL): a fine grouping's short windows can then take one upsert per fact
     per_fact_upserts: bool
+    #: the driver's placeholder, and the function that finds a text in a text (1-based)
+    mark: str = "?"
+    position: str = "instr"
 
     def floor(self, col: str, size: int | None) -> str:
         """`col` floored to its window's start (both `%` truncate towards 0); 0 for all time."""
@@ -45,7 +48,15 @@ class Dialect:
 
 
 SQLITE = Dialect("sqlite", "INTEGER", "TEXT", bins_in_rows=True, per_fact_upserts=True)
-POSTGRES = Dialect("postgresql", "BIGINT", 'TEXT COLLATE "C"', bins_in_rows=False, per_fact_upserts=False)
+POSTGRES = Dialect(
+    "postgresql",
+    "BIGINT",
+    'TEXT COLLATE "C"',
+    bins_in_rows=False,
+    per_fact_upserts=False,
+    mark="%s",
+    position="strpos",
+)
 
 ROW_KEY = ("by", "win", "start", "key", "partition")
 #: the facts are staged per grouping in rows of this many seconds (partials: their own size)

@@ -271,9 +271,8 @@ class PostgresStore:
             start_from=start_from,
             start_to=start_to,
             after=after,
-            mark="%s",
+            dialect=sqlgen.POSTGRES,
             contains=contains,
-            position="strpos",
             keys=keys,
         )
         sql = sqlgen.query(sqlgen.POSTGRES, where, "%s", self.registry)
@@ -302,7 +301,7 @@ class PostgresStore:
             def fetch(sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
                 return conn.execute(sql, args).fetchall()
 
-            return rank_rows(ranking, self.registry, fetch, page_bins, "%s", "strpos")
+            return rank_rows(ranking, self.registry, fetch, page_bins, sqlgen.POSTGRES)
 
         return self._run(work)
 

@@ -284,9 +284,8 @@ class SqliteStore:
             start_from=start_from,
             start_to=start_to,
             after=after,
-            mark="?",
+            dialect=sqlgen.SQLITE,
             contains=contains,
-            position="instr",
             keys=keys,
         )
         query = sqlgen.query(sqlgen.SQLITE, where, "?", self.registry)
@@ -311,7 +310,7 @@ class SqliteStore:
         def fetch(sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
             return self.db.execute(sql, args).fetchall()
 
-        return rank_rows(ranking, self.registry, fetch, page_bins, "?", "instr")
+        return rank_rows(ranking, self.registry, fetch, page_bins, sqlgen.SQLITE)
 
     def purge(self) -> int:
         """Delete window rows older than their retention; returns rows deleted."""
