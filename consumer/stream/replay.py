@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaException, Producer
 
 from consumer.exceptions import ConsumerError
 from consumer.stream.dlq import original_headers, source_of
@@ -19,6 +19,7 @@ def replay_dead_letters(
     group: str,
     idle_timeout: float = 5.0,
     kafka: Mapping[str, str] | None = None,
+    connect_timeout: float = 10.0,
 ) -> tuple[int, int]:
     """Replay `<topic>.dlq` into the source topics; returns (replayed, skipped).
 
@@ -33,6 +34,12 @@ def replay_dead_letters(
     producer = Producer(client_config(bootstrap, kafka, acks="all", enable_idempotence=True))
     replayed = skipped = 0
     try:
+        try:  # a one-shot command: an unreachable cluster is an error, not "0 replayed"
+            consumer.list_topics(timeout=connect_timeout)
+        except KafkaException as exc:
+            raise ConsumerError(
+                f"Kafka at {bootstrap} did not answer within {connect_timeout:g} s: {exc.args[0].str()}"
+            ) from None
         consumer.subscribe([f"{topic}.dlq"])
         last_seen = time.monotonic()
         while time.monotonic() - last_seen < idle_timeout:

@@ -111,3 +111,10 @@ def test_consume_started_while_its_database_is_down_waits_then_counts(
     finally:
         proxy.close()
         assert proc.stop() == 0, proc.tail()
+
+
+def test_a_one_shot_command_on_an_unreachable_cluster_fails_with_a_line() -> None:
+    run = convmetrics("dlq", "replay", "--bootstrap-servers", "127.0.0.1:1", "--topic", "events")
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    last = run.stderr.strip().splitlines()[-1]  # after librdkafka's own connection notices
+    assert last.startswith("convmetrics dlq: error: Kafka at 127.0.0.1:1 did not answer"), run.stderr
