@@ -69,13 +69,17 @@ def test_a_wrong_password_is_said_and_never_answered_2xx(
     wrong = "not-the-Password-42"
     config = tmp_path / "client.properties"
     config.write_text("".join(f"{k}={v}\n" for k, v in secured.client_settings(wrong).items()))
-    gateway = GatewayProcess(secured.bootstrap, "secured-events", "--kafka-config", str(config), ready=False)
+    gateway = GatewayProcess(  # logging everything: the password must not show even at DEBUG
+        secured.bootstrap, "secured-events", "--kafka-config", str(config), ready=False, log_level="DEBUG"
+    )
+    # ... and librdkafka's own debug output, its configuration dump included
+    env = {
+        **secured.environment(wrong),
+        "CONVMETRICS_LOG_LEVEL": "DEBUG",
+        "CONVMETRICS_KAFKA_DEBUG": "conf,security",
+    }
     consumer = ConsumerProcess(
-        secured.bootstrap,
-        "secured-events",
-        tmp_path / "m.db",
-        tmp_path / "c.log",
-        env=secured.environment(wrong),
+        secured.bootstrap, "secured-events", tmp_path / "m.db", tmp_path / "c.log", env=env
     )
     try:
         consumer.wait_log("Kafka refused the credentials", timeout=60)
@@ -101,6 +105,7 @@ def test_a_wrong_password_is_said_and_never_answered_2xx(
         consumer.stop(timeout=20)
     for text in (gateway.output(), consumer.log.read_text()):
         assert wrong not in text
+    assert "sasl.password" in consumer.log.read_text()  # librdkafka dumped its configuration: redacted
 
 
 def test_the_demo_runs_against_an_external_secured_cluster(

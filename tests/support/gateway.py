@@ -27,7 +27,13 @@ class GatewayProcess:
     200 (the topic is prepared on Kafka), or, with ``ready=False``, when /healthz does."""
 
     def __init__(
-        self, bootstrap: str, topic: str, *args: str, secrets: str | None = None, ready: bool = True
+        self,
+        bootstrap: str,
+        topic: str,
+        *args: str,
+        secrets: str | None = None,
+        ready: bool = True,
+        log_level: str = "INFO",
     ) -> None:
         self.topic = topic
         self.port = free_port()
@@ -41,6 +47,8 @@ class GatewayProcess:
             sys.executable,
             "-m",
             "convmetrics",
+            "--log-level",
+            log_level,
             "gateway",
             "--host",
             "127.0.0.1",
