@@ -288,6 +288,7 @@ def _consume(args: argparse.Namespace) -> int:
             registry=metrics.registry,
             max_label_values=args.max_label_values,
             tokens=tokens,
+            ready=lambda: running[0].not_ready() if running else "starting: the store does not answer yet",
         )
         base = f"http://{settings.http_host}:{settings.http_port}"
         log.info("API on %s/v1/closures, dashboard on %s/, Prometheus on %s/metrics", base, base, base)

@@ -238,13 +238,14 @@ class ErrorReport:
         self.log = log
         self.every = every
         self.last: str | None = None
+        self.last_at: float | None = None  # time.monotonic() of `last`
         self._logged: dict[int, float] = {}
 
     def __call__(self, err: KafkaError) -> None:
         explained = explain(err)
-        if explained is not None:
-            self.last = explained
         now = time.monotonic()
+        if explained is not None:
+            self.last, self.last_at = explained, now
         code = err.code()
         if now - self._logged.get(code, -self.every) < self.every:
             return

@@ -46,6 +46,7 @@ def create_app(
     registry: CollectorRegistry | None = None,
     max_label_values: int = MAX_LABEL_VALUES,
     tokens: Tokens | None = None,
+    ready: Callable[[], str | None] | None = None,
 ) -> Starlette:
     """The API app.
 
@@ -58,6 +59,8 @@ def create_app(
             busiest); the rest are summed under `_other`.
         tokens: who may read what (`consumer.serve.tokens`); None: the API is open. The
             dashboard page, its assets, `/healthz` and `/readyz` hold no data and stay open.
+        ready: more to `/readyz` than a store that answers (inside `consume`: the consumer
+            in its group): returns why it is not ready, or None.
     """
     local = threading.local()
 
@@ -148,6 +151,11 @@ def create_app(
     def readyz(request: Request) -> Response:
         """Ready when the store answers a query (a load balancer's probe)."""
         store().newest_start(BY_CHANNEL, ALL)  # a StoreError is answered by `unavailable`
+        why = ready() if ready is not None else None
+        if why is not None:
+            return Response(
+                orjson.dumps({"ready": False, "error": why}), 503, {"Retry-After": "5"}, "application/json"
+            )
         return _json({"ready": True})
 
     said: list[str] = []  # the store error last logged: each one once, not per request

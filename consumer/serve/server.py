@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -26,6 +27,7 @@ def api_server(
     registry: CollectorRegistry | None = None,
     max_label_values: int = MAX_LABEL_VALUES,
     tokens: Tokens | None = None,
+    ready: Callable[[], str | None] | None = None,
 ) -> uvicorn.Server:
     """`registry`: extra metrics for `/metrics` (the consumer's own, inside `consume`);
     `tokens`: who may read what (None: open, with a warning beyond loopback)."""
@@ -40,6 +42,7 @@ def api_server(
         registry=registry,
         max_label_values=max_label_values,
         tokens=tokens,
+        ready=ready,
     )
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     return uvicorn.Server(config)

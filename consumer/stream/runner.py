@@ -140,6 +140,7 @@ class MetricsConsumer:
         self.writer = StoreWriter(self.store, settings.topic, self._stop, self._committed)
         #: refused credentials or failed TLS say so (naming the settings), not a silent retry loop
         self.kafka_errors = ErrorReport(log)
+        self.joined_at: float | None = None  # the latest assignment (an empty one included)
         base = {
             "bootstrap.servers": settings.bootstrap_servers,
             **settings.kafka,
@@ -357,7 +358,18 @@ class MetricsConsumer:
                 self.positions.pop(p, None)
 
     # -- rebalance --------------------------------------------------------------------
+    def not_ready(self) -> str | None:
+        """Why the consumer is not ready (for `/readyz`), or None: it has joined its group,
+        and Kafka has not refused its credentials or TLS since."""
+        errors = self.kafka_errors
+        if self.joined_at is None:
+            return "not in the consumer group yet" + (f": {errors.last}" if errors.last else "")
+        if errors.last_at is not None and errors.last_at > self.joined_at:
+            return errors.last
+        return None
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.joined_at = time.monotonic()
         self.wait_for_commit()
         for tp in partitions:
             self.epochs[tp.partition] = self.store.claim(self.s.topic, tp.partition, self.owner)

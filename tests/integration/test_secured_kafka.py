@@ -78,12 +78,15 @@ def test_a_wrong_password_is_said_and_never_answered_2xx(
         "CONVMETRICS_LOG_LEVEL": "DEBUG",
         "CONVMETRICS_KAFKA_DEBUG": "conf,security",
     }
+    api = free_port()
     consumer = ConsumerProcess(
-        secured.bootstrap, "secured-events", tmp_path / "m.db", tmp_path / "c.log", env=env
+        secured.bootstrap, "secured-events", tmp_path / "m.db", tmp_path / "c.log", env=env, http_port=api
     )
     try:
         consumer.wait_log("Kafka refused the credentials", timeout=60)
         assert "sasl.username, sasl.password and sasl.mechanism" in consumer.log.read_text()
+        not_ready = httpx.get(f"http://127.0.0.1:{api}/readyz", timeout=10)  # the consumer's own API
+        assert not_ready.status_code == 503 and "refused the credentials" in not_ready.json()["error"]
         webhook = dict(next(iter(generate_webhooks(GenerateConfig(seed=1, events=1)))))
         with httpx.Client(base_url=gateway.url, timeout=60) as client:
             deadline = time.monotonic() + 60
