@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -258,11 +259,7 @@ def _consume(args: argparse.Namespace) -> int:
     metrics = ConsumerMetrics()
     from consumer.stream.metrics_topic import MetricsTopicPublisher
 
-    publishers = [
-        MetricsTopicPublisher(settings.bootstrap_servers, topic, kafka=settings.kafka, value_subject=subj)
-        for topic, subj in ((args.metrics_topic, "closure_metrics"), (args.metric_rows_topic, "metric_rows"))
-        if topic
-    ]
+    publishers: list[MetricsTopicPublisher] = []
 
     def on_commit(report: CommitReport) -> None:
         metrics.on_commit(report)
@@ -293,7 +290,20 @@ def _consume(args: argparse.Namespace) -> int:
         base = f"http://{settings.http_host}:{settings.http_port}"
         log.info("API on %s/v1/closures, dashboard on %s/, Prometheus on %s/metrics", base, base, base)
     try:
-        made = _when_the_store_answers(lambda: MetricsConsumer(settings, on_commit=on_commit), stopping)
+        topics = ((args.metrics_topic, "closure_metrics"), (args.metric_rows_topic, "metric_rows"))
+        for topic, subj in ((t, s) for t, s in topics if t):
+            make = functools.partial(
+                MetricsTopicPublisher,
+                settings.bootstrap_servers,
+                topic,
+                kafka=settings.kafka,
+                value_subject=subj,
+            )
+            made_publisher = _when_available(make, stopping)
+            if made_publisher is None:
+                return 0
+            publishers.append(made_publisher)
+        made = _when_available(lambda: MetricsConsumer(settings, on_commit=on_commit), stopping)
         if made is None:
             return 0
         consumer = made
@@ -317,20 +327,21 @@ def _consume(args: argparse.Namespace) -> int:
     return 0
 
 
-def _when_the_store_answers(make: Callable[[], T], stopping: threading.Event) -> T | None:
-    """`make()`, retried while the store is unreachable (a database that is down or not up
-    yet): the consumer keeps running, not ready, and says why (each cause once), so that it
-    starts once the database is back. None when stopped meanwhile."""
-    from consumer.exceptions import StoreUnavailableError
+def _when_available(make: Callable[[], T], stopping: threading.Event) -> T | None:
+    """`make()`, retried while the store or Kafka is unreachable (down, or not up yet): the
+    consumer keeps running, not ready, and says why (each cause once), so that it starts
+    once they are back. None when stopped meanwhile."""
+    from consumer.exceptions import KafkaUnavailableError, StoreUnavailableError
 
     wait, said = 1.0, ""
     while not stopping.is_set():
         try:
             return make()
-        except StoreUnavailableError as exc:
+        except (StoreUnavailableError, KafkaUnavailableError) as exc:
             if str(exc) != said:
                 said = str(exc)
-                log.error("store unavailable at start: %s; retrying until it answers", exc)
+                what = "store" if isinstance(exc, StoreUnavailableError) else "Kafka"
+                log.error("%s unavailable at start: %s; retrying until it answers", what, exc)
             stopping.wait(wait)
             wait = min(wait * 2, 30.0)
     return None

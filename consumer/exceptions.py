@@ -15,6 +15,10 @@ class StoreError(ConsumerError):
     """The store failed or holds something this version cannot read."""
 
 
+class KafkaUnavailableError(ConsumerError):
+    """Kafka did not answer (at start: the metrics topics cannot be checked). Transient."""
+
+
 class StoreUnavailableError(StoreError):
     """The database cannot be reached right now (refused, restarting, connection lost).
 

@@ -26,7 +26,7 @@ from typing import Any
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from consumer.exceptions import ConsumerError
+from consumer.exceptions import ConsumerError, KafkaUnavailableError
 from consumer.fold.registry import Registry
 from consumer.store import MetricRow, Store
 from consumer.store.render import row_json
@@ -96,8 +96,13 @@ def ensure_compacted_topic(
     kafka: Mapping[str, str] | None = None,
 ) -> None:
     admin = AdminClient(client_config(bootstrap, kafka))
-    if topic in admin.list_topics(timeout=timeout).topics:
-        return
+    try:
+        if topic in admin.list_topics(timeout=timeout).topics:
+            return
+    except KafkaException as exc:
+        raise KafkaUnavailableError(
+            f"Kafka at {bootstrap} did not answer within {timeout:g} s: {exc}"
+        ) from None
     future = admin.create_topics([NewTopic(topic, partitions, 1, config={"cleanup.policy": "compact"})])[
         topic
     ]
@@ -130,7 +135,7 @@ class MetricsTopicPublisher:
         self.topic = topic
         self.subject = value_subject
         self.record = FORMATS[value_subject]
-        ensure_compacted_topic(bootstrap, topic, kafka=kafka)
+        ensure_compacted_topic(bootstrap, topic, kafka=kafka, timeout=10)
         self.codec = Codec(subject(value_subject))
         self.producer = Producer(
             client_config(

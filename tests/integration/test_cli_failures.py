@@ -118,3 +118,17 @@ def test_a_one_shot_command_on_an_unreachable_cluster_fails_with_a_line() -> Non
     assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
     last = run.stderr.strip().splitlines()[-1]  # after librdkafka's own connection notices
     assert last.startswith("convmetrics dlq: error: Kafka at 127.0.0.1:1 did not answer"), run.stderr
+
+
+def test_consume_keeps_running_while_kafka_cannot_be_reached_at_start(tmp_path: Path) -> None:
+    """Its metrics topic cannot be checked: it stays up, says why once, stops cleanly."""
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
+    proc = ConsumerProcess(
+        dead, "events", tmp_path / "m.db", tmp_path / "c.log", extra=["--metric-rows-topic"]
+    )
+    try:
+        proc.wait_log("Kafka unavailable at start", timeout=60)
+        assert proc.alive() and "Traceback" not in proc.log.read_text()
+    finally:
+        assert proc.stop(timeout=60) == 0, proc.tail()
+    assert proc.log.read_text().count("Kafka unavailable at start") == 1
