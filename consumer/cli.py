@@ -278,7 +278,7 @@ def _consume(args: argparse.Namespace) -> int:
         signal.signal(sig, stop)
     server = None
     if settings.http_port:  # first: it says "not ready" while the store is unreachable
-        server, _ = serve_in_thread(
+        server, api_thread = serve_in_thread(
             settings.store_url,
             settings.http_host,
             settings.http_port,
@@ -313,8 +313,9 @@ def _consume(args: argparse.Namespace) -> int:
         if not stopping.is_set():
             consumer.run()
     finally:
-        if server is not None:
-            server.should_exit = True
+        if server is not None:  # stopped before the interpreter winds down: its threads hold
+            server.should_exit = True  # database connections (a C extension's) that must not
+            api_thread.join(10)  # be torn down under a running thread
     st = consumer.stats
     log.info(
         "stopped: %d records, %d folded, %d duplicates, %d dead-lettered, %d commits",
