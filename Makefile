@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml .ci/system-deps.sh
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
-# the gateway's Avro writer (mypyc) and the consumer's fold (Rust), built in place (.ci/native.py)
-$(NATIVE): $(STAMP) producer/encoder.py .ci/native.py consumer/native/Cargo.toml consumer/native/Cargo.lock \
-		$(wildcard consumer/native/src/*.rs)
+# the gateway's Avro writer (mypyc) and the consumer's fold (Rust), built in place through
+# the build backend (setup.py), as a wheel is; .ci/native.py drives it and stamps each part
+$(NATIVE): $(STAMP) producer/encoder.py setup.py .ci/native.py consumer/native/Cargo.toml \
+		consumer/native/Cargo.lock $(wildcard consumer/native/src/*.rs)
 	$(BIN)/python .ci/native.py
 	@touch $(NATIVE)
 

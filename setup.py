@@ -15,10 +15,16 @@ import sys
 from setuptools import setup
 
 REQUIRE = os.environ.get("CONVMETRICS_REQUIRE_NATIVE") == "1"
+#: `make setup` (.ci/native.py) sets it: an editable install then compiles both in place,
+#: with the venv's packages (a plain editable install, the first one, has none yet)
+INPLACE = os.environ.get("CONVMETRICS_BUILD_INPLACE") == "1"
 #: only a command that builds the package compiles (pip first runs `egg_info` and the like
-#: to ask for requirements); an editable install (`make setup`) builds both in place
-#: instead (.ci/native.py, with its staleness stamps)
-BUILDS = {"bdist_wheel", "build", "build_ext", "install"} & set(sys.argv) and "editable_wheel" not in sys.argv
+#: to ask for requirements)
+BUILDS = (
+    bool({"bdist_wheel", "build", "build_ext", "install"} & set(sys.argv))
+    and "editable_wheel" not in sys.argv
+)
+BUILDS = BUILDS or (INPLACE and "editable_wheel" in sys.argv)
 
 
 def _warn(what: str, why: object) -> None:
@@ -39,6 +45,7 @@ def _rust() -> list[object]:
             path="consumer/native/Cargo.toml",
             binding=Binding.PyO3,
             args=["--locked"],
+            debug=False,  # release (LTO) in editable installs too: the benchmarks measure it
             optional=not REQUIRE,  # without cargo: a warning, and the reference fold runs
         )
     ]
@@ -48,10 +55,14 @@ def _mypyc() -> list[object]:
     try:
         from mypyc.build import mypycify
 
-        # the build's own isolated environment lacks the runtime packages (pydantic, ...):
-        # type-check leniently there (no project config; missing imports as Any), which
-        # compiles the same code; `make typecheck` holds the source to mypy --strict
-        return list(mypycify(["--config-file=", "--ignore-missing-imports", "producer/encoder.py"]))
+        # a wheel's isolated build environment lacks the runtime packages (pydantic, ...):
+        # type-check leniently there (no project config; missing imports as Any); in place
+        # (`make setup`) with the project's config and the venv's packages
+        lenient = [] if INPLACE else ["--config-file=", "--ignore-missing-imports"]
+        extensions = list(mypycify([*lenient, "producer/encoder.py"]))
+        for ext in extensions:  # no C compiler: a warning, and the interpreted module runs
+            ext.optional = not REQUIRE
+        return extensions
     except Exception as exc:
         if REQUIRE:
             raise
