@@ -125,3 +125,31 @@ def test_the_demo_takes_broker_gateway_and_consumer_along(tmp_path: Path, sig: s
         wait_until(lambda: not any(listening(p) for p in ports), 30, f"ports {ports} still open")
     finally:
         reap([proc.pid, *kids])
+
+
+def test_the_test_helpers_children_end_with_a_killed_test_run(tmp_path: Path) -> None:
+    """A test run killed with SIGKILL leaves no consumer or gateway of its helpers behind
+    (`support.pipeline.ConsumerProcess`, `support.gateway.GatewayProcess` start them under
+    the parent-death signal)."""
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import sys, time\n"
+        f"sys.path[:0] = [{str(Path(__file__).resolve().parents[1])!r}]\n"
+        "from support.pipeline import ConsumerProcess\n"
+        f"p = ConsumerProcess('127.0.0.1:1', 'events', {'sqlite:///' + str(tmp_path / 'm.db')!r}, "
+        f"{str(tmp_path / 'c.log')!r})\n"
+        "print(p.proc.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    runner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert runner.stdout is not None
+    child = int(runner.stdout.readline())
+    try:
+        log = tmp_path / "c.log"  # running: it says what it consumes (no broker there: it waits)
+        wait_until(lambda: log.exists() and "consuming events" in log.read_text(), 60, "the consumer started")
+        assert alive(child)
+        runner.kill()
+        runner.wait(30)
+        wait_until(lambda: not alive(child), 60, "the helper's consumer outlived its killed test run")
+    finally:
+        reap([runner.pid, child])
