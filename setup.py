@@ -21,10 +21,10 @@ INPLACE = os.environ.get("CONVMETRICS_BUILD_INPLACE") == "1"
 #: only a command that builds the package compiles (pip first runs `egg_info` and the like
 #: to ask for requirements)
 BUILDS = (
-    bool({"bdist_wheel", "build", "build_ext", "install"} & set(sys.argv))
-    and "editable_wheel" not in sys.argv
+    INPLACE
+    if "editable_wheel" in sys.argv
+    else bool({"bdist_wheel", "build", "build_ext", "install"} & set(sys.argv))
 )
-BUILDS = BUILDS or (INPLACE and "editable_wheel" in sys.argv)
 
 
 def _warn(what: str, why: object) -> None:

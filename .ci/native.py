@@ -79,7 +79,6 @@ def stamps() -> dict[Path, str]:
 
 
 def main() -> int:
-    parts = [(ROOT / m, built) for m in MODULES]
     for source in [ROOT / m for m in MODULES]:  # a stale build must not be imported instead
         for old in built(source):
             old.unlink(missing_ok=True)
@@ -108,7 +107,7 @@ def main() -> int:
         print("native: the build failed", file=sys.stderr)
         return 1
     ok = True
-    for source, _ in parts:
+    for source in [ROOT / m for m in MODULES]:
         if built(source):
             (source.with_suffix(".native-sha256")).write_text(digest(source) + "\n")
             print(f"native: compiled {source.relative_to(ROOT)}")

@@ -72,6 +72,12 @@ FIXED: dict[str, str] = {
 _SECRET = re.compile(r"password|secret|key\.pem|jaas|oauthbearer\.config|token", re.IGNORECASE)
 
 
+#: where the settings check's own client logs (nowhere: its refusal is the exception)
+_QUIET = logging.getLogger("convmetrics.kafka.check")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
+
+
 class KafkaSettingsError(SchemaError):
     """A Kafka client setting that cannot be used; the message names it and its source."""
 
@@ -102,11 +108,6 @@ class KafkaSettings(Mapping[str, str]):
 
     def __repr__(self) -> str:
         return f"KafkaSettings({redacted(self._values)!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Mapping) and dict(self._values) == dict(other)
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 def client_config(bootstrap: str, kafka: Mapping[str, str] | None, **own: Any) -> dict[str, Any]:
@@ -187,11 +188,8 @@ def check(settings: Mapping[str, str], sources: Mapping[str, str]) -> None:
     connects to nothing) refuses an unknown key or a bad value with the key's name."""
     if not settings:
         return
-    quiet = logging.getLogger("convmetrics.kafka.check")
-    quiet.addHandler(logging.NullHandler())
-    quiet.propagate = False
     try:
-        Producer({**settings, "logger": quiet}).flush(0)
+        Producer({**settings, "logger": _QUIET}).flush(0)
     except (KafkaException, ValueError, TypeError) as exc:
         err = exc.args[0] if exc.args else exc
         message = err.str() if hasattr(err, "str") else str(err)
