@@ -39,10 +39,17 @@ def apply_batch(
     records: Sequence[object],
     offsets: dict[int, int],
 ) -> BatchResult: ...
-FACT_FIELDS: tuple[str, ...]
+DIMENSIONS: list[str]
+DISTRIBUTIONS: list[str]
+MAX_COUNTERS: int
 
 def configure(
-    multiplier: float, offset: float, zero_bin: int, lag_base: int, delta_class: type[Delta]
+    multiplier: float,
+    offset: float,
+    zero_bin: int,
+    lag_base: int,
+    delta_class: type[Delta],
+    counters: list[tuple[list[int], str | None]],
 ) -> None: ...
 def event_hash(event_id: str) -> int: ...
 def bin_of(seconds: int) -> int: ...

@@ -7,7 +7,7 @@ a `Delta`; the stores turn it into metric rows in SQL.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from typing import Any, Final
 
 import orjson
@@ -26,23 +26,26 @@ ConvKey = tuple[int, int]  # (account, conversation id)
 MemKey = int | ConvKey
 Conversation = list[Any]  # [last_time, starts, closures, seen], see the module docstring
 LAST, STARTS, CLOSURES, SEEN = 0, 1, 2, 3
-C_HASH, C_CLOSED, C_CHANNEL, C_START = 0, 1, 2, 3
+C_HASH, C_CLOSED, C_CHANNEL, C_START, C_INBOX, C_APP = 0, 1, 2, 3, 4, 5
 
 
-ClosureRow = tuple[int, int, int, int, str, int, int | None]
-# (event_hash, partition, account, conversation, channel_type, closed_at, ttc)
+ClosureRow = tuple[int, int, int, int, str, int, int | None, int | None, int | None]
+# (event_hash, partition, account, conversation, channel_type, closed_at, ttc, inbox, app)
+CLOSURE_WIDTH: Final = 9
 
-Fact = tuple[str, int, int, int, int, int, int, int | None, int | None]
+Fact = tuple[Any, ...]
 """What one event (or a late correction) adds to the rows it falls in, one value per
 `FACT_FIELDS` (laid out by the registry):
 
-    (channel_type, account, time, closures, reopens, closed_unread, ttc_n, ttc, ttc_bin)
+    (channel_type, account, inbox, app, time, closures, reopens, closed_unread, created,
+     assignments, snoozes, closed_window_expired, ttc_n, ttc, ttc_bin)
 
 the dimensions, the event time, each counter's increment (counters first, in registry
 order), and for each distribution its
 sign (`<column>_n`: +1 a value added, -1 retracted because a late event corrected it, 0
 none), value and sketch bin; a fact carries at most one distribution value. The fold only
 appends facts (cheap per event); the stores aggregate them per row in SQL."""
+
 
 @dataclass(frozen=True)
 class FactLayout:
@@ -53,6 +56,30 @@ class FactLayout:
     fact_metrics: tuple[Metric, ...]
     partial_metrics: tuple[Metric, ...]
     fields: tuple[str, ...]
+
+    def row_keys(self, fact: Fact) -> list[RowKey]:
+        """The rows a fact counts in: each grouping whose dimensions the fact has a value
+        for, x (its windows + all time); a key is the dimensions' values joined by `|`."""
+        t = fact[self.t_at]
+        starts = [(name, t - t % size) for name, size in SIZED]
+        starts.append((ALL, ALL_START))
+        keys: list[RowKey] = []
+        for g, at in self.grouping_at:
+            values = [fact[i] for i in at]
+            if None in values:
+                continue
+            key = "|".join(map(str, values))
+            keys.extend((g, key, w, start) for w, start in starts)
+        return keys
+
+    @cached_property
+    def t_at(self) -> int:
+        return self.fields.index("t")
+
+    @cached_property
+    def grouping_at(self) -> list[tuple[str, list[int]]]:
+        """(grouping, positions of its dimensions in a fact) of each grouping."""
+        return [(g.name, [self.fields.index(d) for d in g.dimensions]) for g in self.registry.groupings]
 
     def position(self, metric: str) -> int:
         """Index of a counter's value, or of a distribution's sign (value and bin follow)."""
@@ -108,29 +135,23 @@ class Delta:
         b = lag_bin_of(millis)
         bins[b] = bins.get(b, 0) + 1
 
-    def recheck(self) -> dict[RowKey, tuple[int, int]]:
+    def recheck(self, registry: Registry = REGISTRY) -> dict[RowKey, tuple[int, int]]:
         """Rows that lost durations, with the least and greatest lost: where the row's min
         (max) is not below (above) them, it must be recomputed from the closures."""
         out: dict[RowKey, tuple[int, int]] = {}
-        for ch, acc, t, *_, ttc, _ in self.retractions:
+        layout = layout_of(registry)
+        for fact in self.retractions:
+            ttc = fact[layout.position("time_to_close") + 1]
             assert ttc is not None  # a retraction always takes back a duration
-            for k in row_keys(ch, acc, t):
+            for k in layout.row_keys(fact):
                 lo, hi = out.get(k, (ttc, ttc))
                 out[k] = (min(lo, ttc), max(hi, ttc))
         return out
 
 
-def row_keys(channel_type: str, account: int, t: int) -> list[RowKey]:
-    """The 8 rows an event at time `t` counts in: 2 groupings x (3 windows + all time)."""
-    acc = str(account)
-    keys: list[RowKey] = []
-    for name, size in SIZED:
-        start = t - t % size
-        keys.append((BY_CHANNEL, channel_type, name, start))
-        keys.append((BY_ACCOUNT, acc, name, start))
-    keys.append((BY_CHANNEL, channel_type, ALL, ALL_START))
-    keys.append((BY_ACCOUNT, acc, ALL, ALL_START))
-    return keys
+def row_keys(fact: Fact, registry: Registry = REGISTRY) -> list[RowKey]:
+    """The rows a fact (of the registry's layout) counts in (`FactLayout.row_keys`)."""
+    return layout_of(registry).row_keys(fact)
 
 
 _A_LIMIT: Final = 2**31

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from consumer.fold.delta import layout_of
 from consumer.fold.model import KINDS
 from consumer.fold.registry import Kind, Registry
 from consumer.fold.sketch import bin_of
+
+#: the dimensions a fold reads from an event, in the order it hands them over (`Dims`)
+FOLD_DIMENSIONS: Final = ("channel_type", "account", "inbox", "app")
+Dims = tuple[str, int, int | None, int | None]
+"""(channel type, account, inbox, app) of the event a fact counts"""
 
 
 class FactMaker:
@@ -31,31 +36,34 @@ class FactMaker:
             for name in m.counts:
                 self.rules.setdefault(KINDS[name], []).append((layout.position(m.name), m.when))
         self.ttc = layout.position("time_to_close") if "ttc_n" in layout.fields else None
-        self.at = {name: layout.fields.index(name) for name in (*self.dims, "t")}
+        if unknown := set(self.dims) - set(FOLD_DIMENSIONS):
+            raise ValueError(f"the fold reads no dimension {sorted(unknown)} from an event")
+        #: (position in a fact, index in `Dims`) of each declared dimension
+        self.place = [(layout.fields.index(d), FOLD_DIMENSIONS.index(d)) for d in self.dims]
+        self.t_at = layout.fields.index("t")
 
-    def _new(self, ch: str, account: int, t: int) -> list[Any]:
+    def _new(self, dims: Dims, t: int) -> list[Any]:
         fact = self.blank.copy()
-        fact[self.at["channel_type"]] = ch
-        fact[self.at["account"]] = account
-        fact[self.at["t"]] = t
+        for at, i in self.place:
+            fact[at] = dims[i]
+        fact[self.t_at] = t
         return fact
 
-    def counted(self, kind: int, unread: bool, ch: str, account: int, t: int) -> list[Any] | None:
-        """The counters' increments for one event, or None when no counter counts it."""
+    def counted(self, kind: int, conditions: frozenset[str], dims: Dims, t: int) -> list[Any] | None:
+        """The counters' increments for one event (`conditions`: those of `CONDITIONS` that
+        hold for it), or None when no counter counts it."""
         fact = None
         for at, when in self.rules.get(kind, ()):
-            if when is None or (when == "unread" and unread):
+            if when is None or when in conditions:
                 if fact is None:
-                    fact = self._new(ch, account, t)
+                    fact = self._new(dims, t)
                 fact[at] += 1
         return fact
 
-    def with_ttc(
-        self, fact: list[Any] | None, ch: str, account: int, t: int, sign: int, ttc: int
-    ) -> list[Any]:
+    def with_ttc(self, fact: list[Any] | None, dims: Dims, t: int, sign: int, ttc: int) -> list[Any]:
         """`fact` (or a new one) carrying a time to close added (sign 1) or retracted (-1)."""
         if fact is None:
-            fact = self._new(ch, account, t)
+            fact = self._new(dims, t)
         assert self.ttc is not None
         fact[self.ttc : self.ttc + 3] = [sign, ttc, bin_of(ttc)]
         return fact

@@ -42,6 +42,7 @@ READER_SCHEMA: Final[dict[str, Any]] = {
         {"name": "event", "type": "string"},
         {"name": "id", "type": "string"},
         {"name": "account", "type": "long"},
+        {"name": "app", "type": "long"},
         {"name": "createdAt", "type": "long"},
         {"name": "receivedAtMillis", "type": ["null", "long"], "default": None},
         {
@@ -54,7 +55,16 @@ READER_SCHEMA: Final[dict[str, Any]] = {
                     {"name": "channelType", "type": "string"},
                     {"name": "lastReadByAppUserAt", **_NULL_LONG},
                     {"name": "lastInboundMessageAt", **_NULL_LONG},
+                    {"name": "messageWindowExpiresAt", **_NULL_LONG},
                     *({"name": f, **_NULL_LONG} for f in TIME_FIELDS.values()),
+                    {
+                        "name": "channel",
+                        "type": [
+                            "null",
+                            {"type": "record", "name": "Channel", "fields": [{"name": "id", "type": "long"}]},
+                        ],
+                        "default": None,
+                    },
                 ],
             },
         },
@@ -74,6 +84,14 @@ class Event(NamedTuple):
     last_read: int | None = None
     last_inbound: int | None = None
     received_ms: int | None = None  # when the gateway received it (v2 records), unix ms
+    inbox: int | None = None  # data.channel.id: the account's inbox (channel) it came through
+    app: int | None = None  # the envelope's app id
+    window_expires: int | None = None  # data.messageWindowExpiresAt
+
+    @property
+    def window_expired(self) -> bool:
+        """A closure after the messaging window had closed (`closed_window_expired`)."""
+        return self.window_expires is not None and self.window_expires < self.time
 
     @property
     def unread(self) -> bool:
@@ -99,6 +117,7 @@ def from_record(record: dict[str, Any]) -> Event | None:
         return None
     data = record["data"]
     t = data.get(TIME_FIELDS[kind])
+    channel = data["channel"]
     # tuple.__new__ skips Event.__new__'s Python frame (this runs for every record)
     return _new_event(
         Event,
@@ -113,5 +132,8 @@ def from_record(record: dict[str, Any]) -> Event | None:
             data["lastReadByAppUserAt"],
             data["lastInboundMessageAt"],
             record["receivedAtMillis"],
+            None if channel is None else channel["id"],
+            record["app"],
+            data["messageWindowExpiresAt"],
         ),
     )

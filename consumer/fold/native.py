@@ -20,7 +20,9 @@ from typing import Any
 from consumer.exceptions import ConfigError
 from consumer.fold import Delta, Fold, apply_batch
 from consumer.fold import PartitionFold as PythonFold
-from consumer.fold.delta import LAYOUT
+from consumer.fold.delta import LAYOUT, FactLayout
+from consumer.fold.model import KINDS
+from consumer.fold.registry import Kind
 from consumer.fold.sketch import _MULTIPLIER, _OFFSET, LAG_BASE, ZERO_BIN
 
 #: The compiled fold allocates with mimalloc, apart from the C heap that Python and
@@ -32,6 +34,28 @@ from consumer.fold.sketch import _MULTIPLIER, _OFFSET, LAG_BASE, ZERO_BIN
 for _option, _value in (("PURGE_DELAY", "0"), ("ARENA_EAGER_COMMIT", "0"), ("EAGER_COMMIT", "0")):
     os.environ.setdefault(f"MIMALLOC_{_option}", _value)
 
+
+def compiled_counters(layout: FactLayout, built: Any) -> list[tuple[list[int], str | None]]:
+    """The counters of a fact layout as the compiled fold is configured with them: (the
+    event kinds each counts, its condition). A ConfigError when the compiled fold cannot
+    emit the layout: other dimensions or distributions, or a counter with a rule of its own."""
+    counters = [m for m in layout.fact_metrics if m.kind is Kind.COUNTER]
+    expected = (
+        *built.DIMENSIONS,
+        "t",
+        *(m.column for m in counters),
+        *(f for d in built.DISTRIBUTIONS for f in (f"{d}_n", d, f"{d}_bin")),
+    )
+    ruled = [m.name for m in counters if not m.counts]
+    if layout.fields != expected or ruled or len(counters) > built.MAX_COUNTERS:
+        raise ConfigError(
+            f"the compiled fold emits facts {expected}, the metric registry lays them out as "
+            f"{layout.fields}{f' (counters with a rule of their own: {ruled})' if ruled else ''}: "
+            "give consumer/native the new metric's rule too and rebuild (make setup)"
+        )
+    return [([KINDS[k] for k in m.counts], m.when) for m in counters]
+
+
 native: ModuleType | None
 try:
     from consumer.fold import _fold_native as _built
@@ -40,13 +64,7 @@ except ImportError:
         raise  # built, but this interpreter cannot load it: say so
     native = None  # not built (no Rust toolchain): the reference fold runs
 else:
-    if tuple(_built.FACT_FIELDS) != LAYOUT.fields:
-        raise ConfigError(
-            f"the compiled fold emits facts {_built.FACT_FIELDS}, the metric registry lays them out "
-            f"as {LAYOUT.fields}: give consumer/native the new metric's rule too and rebuild "
-            "(make setup)"
-        )
-    _built.configure(_MULTIPLIER, _OFFSET, ZERO_BIN, LAG_BASE, Delta)
+    _built.configure(_MULTIPLIER, _OFFSET, ZERO_BIN, LAG_BASE, Delta, compiled_counters(LAYOUT, _built))
     native = _built
 
 ENV = "CONVMETRICS_FOLD"

@@ -7,7 +7,8 @@ touches it, which keeps hundreds of thousands of conversations in little memory:
 
     [last_time, starts, closures, seen]
     starts   = sorted created/opened event times
-    closures = [[event_hash, closed_at, channel_type, start or null], ...]
+    closures = [[event_hash, closed_at, channel_type, start or null, inbox, app], ...]
+               (inbox and app are null in a closure stored before they were kept)
     seen     = event hashes already counted (the dedupe memory, newest last)
 
 time_to_close of a closure = closedAt minus the latest start of the conversation at or
@@ -30,9 +31,11 @@ import orjson
 from consumer.fold.delta import (
     _A_LIMIT,
     _C_LIMIT,
+    C_APP,
     C_CHANNEL,
     C_CLOSED,
     C_HASH,
+    C_INBOX,
     C_START,
     CLOSURES,
     LAST,
@@ -46,9 +49,19 @@ from consumer.fold.delta import (
     conv_key,
     mem_key,
 )
-from consumer.fold.facts import FactMaker
+from consumer.fold.facts import Dims, FactMaker
 from consumer.fold.model import CLOSED, CREATED, KINDS, OPENED, Event, from_record
 from consumer.fold.registry import REGISTRY, Registry
+
+#: the conditions (`consumer.fold.registry.CONDITIONS`) that hold for a closure, by
+#: unread + 2 * window_expired
+_CONDITIONS: tuple[frozenset[str], ...] = (
+    frozenset(),
+    frozenset({"unread"}),
+    frozenset({"window_expired"}),
+    frozenset({"unread", "window_expired"}),
+)
+_NONE: frozenset[str] = frozenset()
 
 
 def last_time_of(blob: str) -> int:
@@ -116,7 +129,7 @@ class PartitionFold:
 
     def apply(self, e: Event) -> bool:
         """Fold one event; False when it was a duplicate and changed nothing."""
-        kind, h, a, c, ch, t, last_read, last_inbound, rec = e
+        kind, h, a, c, ch, t, last_read, last_inbound, rec, inbox, app, window_expires = e
         # mem_key(a, c), inlined: this runs for every event
         conv = self.conversation((a << 32) | c if 0 <= a < _A_LIMIT and 0 <= c < _C_LIMIT else (a, c))
         check_range(e, conv)
@@ -138,17 +151,21 @@ class PartitionFold:
             starts = conv[STARTS]
             i = bisect_right(starts, t)
             start = starts[i - 1] if i else None
-            unread = last_inbound is not None and (last_read is None or last_read < last_inbound)
-            fact = self._facts.counted(kind, unread, ch, a, t)
+            conditions = _CONDITIONS[
+                (last_inbound is not None and (last_read is None or last_read < last_inbound))
+                + 2 * (window_expires is not None and window_expires < t)
+            ]
+            dims: Dims = (ch, a, inbox, app)
+            fact = self._facts.counted(kind, conditions, dims, t)
             ttc = None if start is None else t - start
             if ttc is not None and self._facts.ttc is not None:
-                fact = self._facts.with_ttc(fact, ch, a, t, 1, ttc)
+                fact = self._facts.with_ttc(fact, dims, t, 1, ttc)
             if fact is not None:
                 delta.facts.append(tuple(fact))
-            conv[CLOSURES].append([h, t, ch, start])
-            delta.closures[h] = (h, self.partition, a, c, ch, t, ttc)
+            conv[CLOSURES].append([h, t, ch, start, inbox, app])
+            delta.closures[h] = (h, self.partition, a, c, ch, t, ttc, inbox, app)
         else:
-            fact = self._facts.counted(kind, False, ch, a, t)
+            fact = self._facts.counted(kind, _NONE, (ch, a, inbox, app), t)
             if fact is not None:
                 delta.facts.append(tuple(fact))
             if kind in (CREATED, OPENED):
@@ -163,18 +180,19 @@ class PartitionFold:
             closed_at, start = c[C_CLOSED], c[C_START]
             if closed_at < new_start or (start is not None and start >= new_start):
                 continue
-            ch = c[C_CHANNEL]
+            inbox, app = (c[C_INBOX], c[C_APP]) if len(c) > C_INBOX else (None, None)
+            dims: Dims = (c[C_CHANNEL], account, inbox, app)
             facts = self.delta.facts
             if start is not None:
                 old = closed_at - start
-                retraction: Fact = tuple(self._facts.with_ttc(None, ch, account, closed_at, -1, old))
+                retraction: Fact = tuple(self._facts.with_ttc(None, dims, closed_at, -1, old))
                 facts.append(retraction)
                 self.delta.retractions.append(retraction)
             c[C_START] = new_start
             ttc = closed_at - new_start
-            facts.append(tuple(self._facts.with_ttc(None, ch, account, closed_at, 1, ttc)))
+            facts.append(tuple(self._facts.with_ttc(None, dims, closed_at, 1, ttc)))
             self.delta.closures[c[C_HASH]] = (
-                c[C_HASH], self.partition, account, conversation, c[C_CHANNEL], closed_at, ttc,
+                c[C_HASH], self.partition, account, conversation, c[C_CHANNEL], closed_at, ttc, inbox, app,
             )  # fmt: skip
 
     def take_changes(self) -> tuple[Delta, dict[ConvKey, str]]:
@@ -297,5 +315,3 @@ def apply_batch(
             dead.append(i)
         offsets[p] = m.offset() + 1  # type: ignore[operator]  # set on every consumed message
     return folded, duplicates, ignored, dead
-
-

@@ -93,10 +93,14 @@ class Metric:
 
 @dataclass(frozen=True)
 class Dimension:
-    """A field of the event that metrics are grouped by."""
+    """A field of the event that metrics are grouped by. An event without a value for a
+    dimension (`inbox`: a conversation without `data.channel`) counts in no grouping that
+    names it."""
 
     name: str
     type: type[int] | type[str]
+    #: events may lack it (NULL in facts and closures)
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,11 @@ class Grouping:
     dimensions: tuple[str, ...]
     fine: bool = False
 
+    @property
+    def ident(self) -> str:
+        """The name as an SQL identifier's part (`account,channel_type` -> `account_channel_type`)."""
+        return self.name.replace(",", "_")
+
 
 @dataclass(frozen=True)
 class Registry:
@@ -119,6 +128,9 @@ class Registry:
     dimensions: tuple[Dimension, ...]
     groupings: tuple[Grouping, ...]
     windows: Mapping[str, int | None] = field(default_factory=lambda: dict(WINDOWS), hash=False)
+    #: the metrics `/v1/closures` (and the v1 `closure_metrics` records) show, None: all;
+    #: `/v1/metrics` shows every one
+    closures_view: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.metrics]
@@ -135,6 +147,12 @@ class Registry:
             unknown = set(m.groupings or ()) - {g.name for g in self.groupings}
             if unknown or set(m.windows or ()) - set(self.windows):
                 raise ValueError(f"metric {m.name!r} names an undeclared grouping or window")
+        if self.closures_view is not None and (extra := set(self.closures_view) - set(names)):
+            raise ValueError(f"closures_view names undeclared metrics {sorted(extra)}")
+
+    def view(self, names: tuple[str, ...] | None) -> tuple[Metric, ...]:
+        """The metrics named (all when None), in registry order."""
+        return self.metrics if names is None else tuple(m for m in self.metrics if m.name in names)
 
     def metric(self, name: str) -> Metric:
         for m in self.metrics:
@@ -188,10 +206,13 @@ RANK_STATS: Final = ("count", "sum", "min", "max", "mean")
 
 #: the conditions a counter may put on the events it counts (`Metric.when`); the compiled
 #: fold implements the same names
-CONDITIONS: Final = frozenset({"unread"})
+CONDITIONS: Final = frozenset({"unread", "window_expired"})
 
 CHANNEL_TYPE: Final = "channel_type"
 ACCOUNT: Final = "account"
+INBOX: Final = "inbox"
+APP: Final = "app"
+ACCOUNT_CHANNEL_TYPE: Final = "account,channel_type"
 
 REGISTRY: Final = Registry(
     metrics=(
@@ -218,6 +239,35 @@ REGISTRY: Final = Registry(
             when="unread",
         ),
         Metric(
+            "created",
+            Kind.COUNTER,
+            "1",
+            "Conversations created (distinct conversation.created events).",
+            counts=("conversation.created",),
+        ),
+        Metric(
+            "assignments",
+            Kind.COUNTER,
+            "1",
+            "Assignments (distinct conversation.assigned events).",
+            counts=("conversation.assigned",),
+        ),
+        Metric(
+            "snoozes",
+            Kind.COUNTER,
+            "1",
+            "Snoozes (distinct conversation.snoozed events).",
+            counts=("conversation.snoozed",),
+        ),
+        Metric(
+            "closed_window_expired",
+            Kind.COUNTER,
+            "1",
+            "Closures after the messaging window had expired (messageWindowExpiresAt before closedAt).",
+            counts=("conversation.closed",),
+            when="window_expired",
+        ),
+        Metric(
             "time_to_close",
             Kind.DISTRIBUTION,
             "s",
@@ -238,6 +288,18 @@ REGISTRY: Final = Registry(
             partial_size=3600,
         ),
     ),
-    dimensions=(Dimension(CHANNEL_TYPE, str), Dimension(ACCOUNT, int)),
-    groupings=(Grouping(CHANNEL_TYPE, (CHANNEL_TYPE,)), Grouping(ACCOUNT, (ACCOUNT,), fine=True)),
+    dimensions=(
+        Dimension(CHANNEL_TYPE, str),
+        Dimension(ACCOUNT, int),
+        Dimension(INBOX, int, optional=True),
+        Dimension(APP, int, optional=True),
+    ),
+    groupings=(
+        Grouping(CHANNEL_TYPE, (CHANNEL_TYPE,)),
+        Grouping(ACCOUNT, (ACCOUNT,), fine=True),
+        Grouping(ACCOUNT_CHANNEL_TYPE, (ACCOUNT, CHANNEL_TYPE), fine=True),
+        Grouping(INBOX, (ACCOUNT, INBOX), fine=True),
+        Grouping(APP, (APP,), fine=True),
+    ),
+    closures_view=("closures", "reopens", "closed_unread", "time_to_close", "ingest_lag"),
 )

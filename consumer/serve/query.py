@@ -188,5 +188,6 @@ def response_json(
         nxt = encode_rank_cursor(q.offset + q.limit) if more else None
     else:
         nxt = encode_cursor(rows[-1].window_start, rows[-1].key) if more and rows else None
-    body |= {"rows": [row_json(r, registry) for r in rows], "next": nxt}
+    shown = registry.view(registry.closures_view)
+    body |= {"rows": [row_json(r, registry, shown) for r in rows], "next": nxt}
     return body

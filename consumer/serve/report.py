@@ -93,7 +93,9 @@ class StoreSource:
         from consumer.store.render import row_json
 
         found = self.store.query(q.by, q.window, key=q.key, start_from=q.start_from, limit=q.limit + 1)
-        return [row_json(r, self.store.registry) for r in found[: q.limit]], len(found) > q.limit
+        registry = self.store.registry
+        shown = registry.view(registry.closures_view)  # what /v1/closures shows
+        return [row_json(r, registry, shown) for r in found[: q.limit]], len(found) > q.limit
 
 
 class ApiSource:

@@ -51,10 +51,13 @@ def distribution_json(row: MetricRow, m: Metric) -> dict[str, Any]:
     }
 
 
-def row_json(row: MetricRow, registry: Registry = REGISTRY) -> dict[str, Any]:
+def row_json(
+    row: MetricRow, registry: Registry = REGISTRY, metrics: tuple[Metric, ...] | None = None
+) -> dict[str, Any]:
+    """The row's key, window bounds and its metrics' values (`metrics`: these, else all)."""
     start, end = window_bounds(row.window, row.window_start)
     out: dict[str, Any] = {"key": row.key, "window_start": start, "window_end": end}
-    for m in registry.metrics:
+    for m in registry.metrics if metrics is None else metrics:
         if m.kind is Kind.COUNTER:
             out[m.name] = row.values[m.column]
         elif m.kind is Kind.DISTRIBUTION:

@@ -111,6 +111,12 @@ def _key_expr(g: Grouping, prefix: str = "") -> str:
     return parts[0] if len(parts) == 1 else " || '|' || ".join(parts)
 
 
+def _present(g: Grouping, registry: Registry) -> str:
+    """The facts a grouping counts: those with a value for each of its optional dimensions."""
+    optional = [d for d in g.dimensions if registry.dimension(d).optional]
+    return " AND ".join(f"{d} IS NOT NULL" for d in optional) or "true"
+
+
 def _type(registry: Registry, field: str, integer: str) -> str:
     """The SQL type of a fact field: a text dimension's is TEXT, the rest are integers."""
     for dim in registry.dimensions:
@@ -140,12 +146,12 @@ def staging(d: Dialect, registry: Registry = REGISTRY) -> list[str]:
     values = ", ".join(f"{c} {n}" for c in registry.value_columns)
     for g in registry.groupings:
         out.append(
-            f"CREATE TEMP TABLE IF NOT EXISTS cm_g_{g.name} (part INTEGER, seq {n}, k TEXT, m {n}, "
+            f"CREATE TEMP TABLE IF NOT EXISTS cm_g_{g.ident} (part INTEGER, seq {n}, k TEXT, m {n}, "
             f"src INTEGER, {values}{bins_col}){on_commit}"
         )
         if not d.bins_in_rows:
             out.append(
-                f"CREATE TEMP TABLE IF NOT EXISTS cm_g_{g.name}_bins (part INTEGER, k TEXT, m {n}, "
+                f"CREATE TEMP TABLE IF NOT EXISTS cm_g_{g.ident}_bins (part INTEGER, k TEXT, m {n}, "
                 f"src INTEGER, bin {n}, n {n}){on_commit}"
             )
     return out
@@ -253,14 +259,15 @@ def _fine(d: Dialect, g: Grouping, registry: Registry, cols: str) -> list[str]:
             values = _fact_row_values(g, window, registry)
             out.append(
                 f"INSERT INTO metric_rows AS r ({cols}) SELECT '{g.name}', '{window}', {s}, {key}, part, "
-                f"{values}, seq, bins_one({fbin}, {fn}) FROM cm_facts WHERE true" + _on_conflict(d, registry)
+                f"{values}, seq, bins_one({fbin}, {fn}) FROM cm_facts WHERE {_present(g, registry)}"
+                + _on_conflict(d, registry)
             )
         else:
             values = _fact_values(g, registry)
             out.append(
                 f"INSERT INTO metric_rows AS r ({cols}) SELECT '{g.name}', '{window}', {s} AS s, {key} AS k, "
-                f"part, {values}, max(seq), bins_pack({fbin}, {fn}) FROM cm_facts GROUP BY part, s, k"
-                + _on_conflict(d, registry)
+                f"part, {values}, max(seq), bins_pack({fbin}, {fn}) FROM cm_facts "
+                f"WHERE {_present(g, registry)} GROUP BY part, s, k" + _on_conflict(d, registry)
             )
     return out
 
@@ -299,13 +306,15 @@ def aggregation(d: Dialect, registry: Registry = REGISTRY) -> list[str]:
         key = _key_expr(g)
         bins = f", bins_pack({fbin}, {fn})" if d.bins_in_rows else ""
         out.append(
-            f"INSERT INTO cm_g_{g.name} SELECT part, max(seq), {key} AS k, {d.floor('t', STAGED)} AS m, 0, "
-            f"{_fact_values(g, registry)}{bins} FROM cm_facts GROUP BY part, k, m"
+            f"INSERT INTO cm_g_{g.ident} SELECT part, max(seq), {key} AS k, {d.floor('t', STAGED)} AS m, 0, "
+            f"{_fact_values(g, registry)}{bins} FROM cm_facts WHERE {_present(g, registry)} "
+            "GROUP BY part, k, m"
         )
         if not d.bins_in_rows:
             out.append(
-                f"INSERT INTO cm_g_{g.name}_bins SELECT part, {key} AS k, {d.floor('t', STAGED)} AS m, 0, "
-                f"{fbin} AS bin, sum({fn}) FROM cm_facts WHERE {fn} IS NOT NULL GROUP BY part, k, m, bin"
+                f"INSERT INTO cm_g_{g.ident}_bins SELECT part, {key} AS k, {d.floor('t', STAGED)} AS m, 0, "
+                f"{fbin} AS bin, sum({fn}) FROM cm_facts WHERE {fn} IS NOT NULL AND {_present(g, registry)} "
+                "GROUP BY part, k, m, bin"
             )
         for i, p in enumerate(layout_of(registry).partial_metrics):
             if p.groupings is not None and g.name not in p.groupings:
@@ -313,12 +322,12 @@ def aggregation(d: Dialect, registry: Registry = REGISTRY) -> list[str]:
             pkey = _key_expr(g)
             pb = ", b" if d.bins_in_rows else ""
             out.append(
-                f"INSERT INTO cm_g_{g.name} SELECT part, seq, {pkey}, h, {i + 1}, "
+                f"INSERT INTO cm_g_{g.ident} SELECT part, seq, {pkey}, h, {i + 1}, "
                 f"{_partial_values(p, registry)}{pb} FROM cm_partial_{p.column}"
             )
             if not d.bins_in_rows:
                 out.append(  # partials' bins are in the row's bin space already (lag_bin_of)
-                    f"INSERT INTO cm_g_{g.name}_bins SELECT part, {pkey}, h, {i + 1}, bin, n "
+                    f"INSERT INTO cm_g_{g.ident}_bins SELECT part, {pkey}, h, {i + 1}, bin, n "
                     f"FROM cm_partial_{p.column}_bins"
                 )
         for window, size in registry.windows.items():
@@ -336,19 +345,19 @@ def aggregation(d: Dialect, registry: Registry = REGISTRY) -> list[str]:
                 )
                 out.append(
                     f"INSERT INTO metric_rows AS r ({cols}) SELECT '{g.name}', '{window}', m, k, part, "
-                    f"{values}, seq{', b' if d.bins_in_rows else ''} FROM cm_g_{g.name} "
+                    f"{values}, seq{', b' if d.bins_in_rows else ''} FROM cm_g_{g.ident} "
                     f"WHERE {where}" + _on_conflict(d, registry)
                 )
             else:
                 out.append(
                     f"INSERT INTO metric_rows AS r ({cols}) SELECT '{g.name}', '{window}', {s} AS s, k, "
-                    f"part, {_rolled_values(g, window, registry)}, max(seq){union} FROM cm_g_{g.name} "
+                    f"part, {_rolled_values(g, window, registry)}, max(seq){union} FROM cm_g_{g.ident} "
                     f"WHERE {where} GROUP BY part, s, k ORDER BY part, s, k" + _on_conflict(d, registry)
                 )
             if not d.bins_in_rows:
                 out.append(
                     f"INSERT INTO metric_bins AS b SELECT '{g.name}', '{window}', {s} AS s, k, part, bin, "
-                    f"CAST(sum(n) AS BIGINT) FROM cm_g_{g.name}_bins WHERE {where} GROUP BY part, s, k, bin "
+                    f"CAST(sum(n) AS BIGINT) FROM cm_g_{g.ident}_bins WHERE {where} GROUP BY part, s, k, bin "
                     "HAVING sum(n) <> 0 ORDER BY part, s, k, bin "
                     "ON CONFLICT (by, win, start, key, partition, bin) DO UPDATE SET n = b.n + excluded.n"
                 )
@@ -358,7 +367,7 @@ def aggregation(d: Dialect, registry: Registry = REGISTRY) -> list[str]:
 def clear(d: Dialect, registry: Registry = REGISTRY) -> list[str]:
     """Empty the temporary tables (SQLite; PostgreSQL's empty themselves at commit)."""
     tables = ["cm_facts", *(f"cm_partial_{m.column}" for m in layout_of(registry).partial_metrics)]
-    tables += [f"cm_g_{g.name}" for g in registry.groupings]
+    tables += [f"cm_g_{g.ident}" for g in registry.groupings]
     return [f"DELETE FROM temp.{t}" for t in tables]
 
 

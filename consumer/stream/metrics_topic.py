@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -70,8 +70,16 @@ def metric_rows_record(row: MetricRow, registry: Registry, now_ms: int) -> dict[
 _STATS = ("sum", "min", "max", "mean", "p50", "p90", "p99")
 
 
-def metrics_record(row: MetricRow, registry: Registry, now_ms: int) -> dict[str, Any]:
-    """A row as a `closure_metrics` v1 record (the metrics that record names)."""
+#: the groupings a `closure_metrics` v1 record can carry (its `by`): the others are
+#: published as `metric_rows` records only
+V1_GROUPINGS: Final = ("channel_type", "account")
+
+
+def metrics_record(row: MetricRow, registry: Registry, now_ms: int) -> dict[str, Any] | None:
+    """A row as a `closure_metrics` v1 record (the metrics that record names); None for a
+    row of a grouping that record does not know."""
+    if row.by not in V1_GROUPINGS:
+        return None
     j = row_json(row, registry)
     return {
         "by": row.by,
@@ -114,7 +122,7 @@ def ensure_compacted_topic(
 
 
 #: value subject -> how a row becomes a record of it
-FORMATS: dict[str, Callable[[MetricRow, Registry, int], dict[str, Any]]] = {
+FORMATS: dict[str, Callable[[MetricRow, Registry, int], dict[str, Any] | None]] = {
     "metric_rows": metric_rows_record,
     "closure_metrics": metrics_record,
 }
@@ -157,11 +165,11 @@ class MetricsTopicPublisher:
             now_ms = time.time_ns() // 1_000_000
             headers: list[tuple[str, str | bytes | None]] = list(self.codec.headers(self.subject))
             for row in rows:
+                record = self.record(row, store.registry, now_ms)
+                if record is None:
+                    continue
                 self.producer.produce(
-                    self.topic,
-                    key=metrics_key(row),
-                    value=self.codec.encode(self.record(row, store.registry, now_ms)),
-                    headers=headers,
+                    self.topic, key=metrics_key(row), value=self.codec.encode(record), headers=headers
                 )
                 self.producer.poll(0)
             if self.producer.flush(timeout):

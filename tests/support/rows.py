@@ -4,7 +4,7 @@ apply in SQL (the store suite holds both stores to it)."""
 from __future__ import annotations
 
 from consumer.fold import BY_CHANNEL, Delta
-from consumer.fold.delta import RowKey, row_keys
+from consumer.fold.delta import LAYOUT, RowKey, row_keys
 from consumer.fold.registry import REGISTRY
 from consumer.fold.sketch import bin_of
 from consumer.fold.windows import ALL, ALL_START
@@ -15,14 +15,14 @@ class RowDelta:
     """Changes to one metric row since the last commit."""
 
     __slots__ = (
-        "bins", "closed_unread", "closures", "lag_count", "lag_max", "lag_sum", "recheck", "reopens",
-        "ttc_count", "ttc_max", "ttc_min", "ttc_sum",
+        "assignments", "bins", "closed_unread", "closed_window_expired", "closures", "created",
+        "lag_count", "lag_max", "lag_sum", "recheck", "reopens", "snoozes", "ttc_count", "ttc_max",
+        "ttc_min", "ttc_sum",
     )  # fmt: skip
 
     def __init__(self) -> None:
-        self.closures = 0
-        self.reopens = 0
-        self.closed_unread = 0
+        for m in REGISTRY.counters:  # closures, reopens, closed_unread, created, ...
+            setattr(self, m.column, 0)
         self.ttc_count = 0
         self.ttc_sum = 0
         self.ttc_min: int | None = None
@@ -58,7 +58,6 @@ class RowDelta:
         self.recheck = True
 
 
-
 def delta_rows(delta: Delta) -> dict[RowKey, RowDelta]:
     """The facts aggregated per metric row (computed on each access)."""
     rows: dict[RowKey, RowDelta] = {}
@@ -69,12 +68,15 @@ def delta_rows(delta: Delta) -> dict[RowKey, RowDelta]:
             r = rows[key] = RowDelta()
         return r
 
-    for ch, acc, t, closures, reopens, unread, ttc_n, ttc, b in delta.facts:
-        for k in row_keys(ch, acc, t):
+    layout = LAYOUT
+    counters = [(m.column, layout.position(m.name)) for m in REGISTRY.counters]
+    ttc_at = layout.position("time_to_close")
+    for fact in delta.facts:
+        ttc_n, ttc, b = fact[ttc_at : ttc_at + 3]
+        for k in row_keys(fact):
             r = row(k)
-            r.closures += closures
-            r.reopens += reopens
-            r.closed_unread += unread
+            for column, at in counters:
+                setattr(r, column, getattr(r, column) + fact[at])
             if ttc_n > 0:
                 r.add_ttc(ttc, b)  # type: ignore[arg-type]
             elif ttc_n < 0:
@@ -85,7 +87,6 @@ def delta_rows(delta: Delta) -> dict[RowKey, RowDelta]:
     return rows
 
 
-
 def lag_keys(channel_type: str, t: int) -> list[RowKey]:
     """The rows an ingest lag counts in: the channel type's 1-hour, 1-day and all-time rows."""
     return [
@@ -93,8 +94,6 @@ def lag_keys(channel_type: str, t: int) -> list[RowKey]:
         (BY_CHANNEL, channel_type, "1d", t - t % 86400),
         (BY_CHANNEL, channel_type, ALL, ALL_START),
     ]
-
-
 
 
 def make_row(

@@ -47,7 +47,27 @@ struct Config {
     zero_bin: i64,
     lag_base: i64,
     delta_class: Py<PyAny>,
+    /// the registry's counters, in fact order: each counts events of these kinds for
+    /// which these conditions (bits of `UNREAD`, `WINDOW_EXPIRED`) all hold
+    counters: Vec<Counter>,
 }
+
+/// A counter of the registry that counts events by declaration (`Metric.counts`, `when`).
+struct Counter {
+    kinds: u8, // a bit per event kind
+    when: u8,
+}
+
+/// The conditions a counter may put on the events it counts (consumer.fold.registry.CONDITIONS).
+const UNREAD: u8 = 1;
+const WINDOW_EXPIRED: u8 = 2;
+/// Counters a fact can carry.
+const MAX_COUNTERS: usize = 16;
+/// The dimensions a fact carries, in order, and its distributions' columns
+/// (consumer.fold.facts.FOLD_DIMENSIONS; consumer/fold/native.py checks the registry's
+/// fact layout against them and the counters `configure` was given).
+const DIMENSIONS: [&str; 4] = ["channel_type", "account", "inbox", "app"];
+const DISTRIBUTIONS: [&str; 1] = ["ttc"];
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
 
@@ -76,6 +96,8 @@ struct Closure {
     closed: i64,
     ch: u32,
     start: Option<i64>,
+    inbox: Option<i64>,
+    app: Option<i64>,
 }
 
 #[derive(Default)]
@@ -87,31 +109,85 @@ struct Conv {
 }
 
 #[derive(Deserialize)]
-struct ConvIn(
-    i64,
-    Vec<i64>,
-    Vec<(i64, i64, String, Option<i64>)>,
-    Vec<i64>,
-);
+struct ConvIn(i64, Vec<i64>, Vec<ClosureIn>, Vec<i64>);
+
+/// A stored closure: `[hash, closed, channel type, start, inbox, app]`, or its first four
+/// (stored before closures kept their inbox and app: those are then null).
+struct ClosureIn(i64, i64, String, Option<i64>, Option<i64>, Option<i64>);
+
+impl<'de> Deserialize<'de> for ClosureIn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = ClosureIn;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a closure: [hash, closed, channel type, start(, inbox, app)]")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ClosureIn, A::Error> {
+                use serde::de::Error;
+                let missing = |i| A::Error::invalid_length(i, &self);
+                let hash = seq.next_element()?.ok_or_else(|| missing(0))?;
+                let closed = seq.next_element()?.ok_or_else(|| missing(1))?;
+                let ch = seq.next_element()?.ok_or_else(|| missing(2))?;
+                let start = seq.next_element()?.ok_or_else(|| missing(3))?;
+                let inbox = seq.next_element()?.unwrap_or(None);
+                let app = seq.next_element()?.unwrap_or(None);
+                Ok(ClosureIn(hash, closed, ch, start, inbox, app))
+            }
+        }
+        d.deserialize_seq(Visit)
+    }
+}
+
+type ClosureOut<'a> = (i64, i64, &'a str, Option<i64>, Option<i64>, Option<i64>);
 
 #[derive(Serialize)]
-struct ConvOut<'a>(
-    i64,
-    &'a [i64],
-    Vec<(i64, i64, &'a str, Option<i64>)>,
-    &'a [i64],
-);
+struct ConvOut<'a>(i64, &'a [i64], Vec<ClosureOut<'a>>, &'a [i64]);
 
-struct Fact {
+/// The dimensions of the event a fact counts (consumer.fold.facts.Dims).
+#[derive(Clone, Copy)]
+struct Dims {
     ch: u32,
     acc: i64,
+    inbox: Option<i64>,
+    app: Option<i64>,
+}
+
+struct Fact {
+    dims: Dims,
     t: i64,
-    closures: u8,
-    reopens: u8,
-    unread: u8,
+    counts: [i8; MAX_COUNTERS],
     ttc_n: i8,
     ttc: Option<i64>,
     bin: Option<i64>,
+}
+
+impl Fact {
+    fn new(dims: Dims, t: i64) -> Self {
+        Fact {
+            dims,
+            t,
+            counts: [0; MAX_COUNTERS],
+            ttc_n: 0,
+            ttc: None,
+            bin: None,
+        }
+    }
+}
+
+/// The counters' increments for an event of `kind` for which `conditions` hold, or None
+/// when no counter counts it (consumer.fold.facts.FactMaker.counted).
+fn counted(cfg: &Config, kind: u8, conditions: u8, dims: Dims, t: i64) -> Option<Fact> {
+    let mut fact: Option<Fact> = None;
+    for (i, c) in cfg.counters.iter().enumerate() {
+        if c.kinds & (1 << kind) != 0 && c.when & conditions == c.when {
+            fact.get_or_insert_with(|| Fact::new(dims, t)).counts[i] += 1;
+        }
+    }
+    fact
 }
 
 struct ClosureRow {
@@ -120,6 +196,8 @@ struct ClosureRow {
     ch: u32,
     closed: i64,
     ttc: Option<i64>,
+    inbox: Option<i64>,
+    app: Option<i64>,
 }
 
 struct Lag {
@@ -174,6 +252,9 @@ struct Ev {
     last_read: Option<i64>,
     last_inbound: Option<i64>,
     received_ms: Option<i64>,
+    inbox: Option<i64>,
+    app: Option<i64>,
+    window_expires: Option<i64>,
 }
 
 fn event_hash(id: &str) -> i64 {
@@ -247,11 +328,13 @@ fn parse(channels: &mut Channels, py: Python<'_>, key: (i64, i64), blob: &str) -
     })?;
     let closures =
         c.2.into_iter()
-            .map(|(hash, closed, ch, start)| Closure {
+            .map(|ClosureIn(hash, closed, ch, start, inbox, app)| Closure {
                 hash,
                 closed,
                 ch: channels.id(py, &ch),
                 start,
+                inbox,
+                app,
             })
             .collect();
     Ok(Conv {
@@ -273,6 +356,8 @@ impl PartitionFold {
                     x.closed,
                     self.channels.names[x.ch as usize].as_str(),
                     x.start,
+                    x.inbox,
+                    x.app,
                 )
             })
             .collect();
@@ -339,6 +424,12 @@ impl PartitionFold {
                 .or_insert(0) += 1;
         }
         let a = e.account;
+        let dims = Dims {
+            ch: e.ch,
+            acc: a,
+            inbox: e.inbox,
+            app: e.app,
+        };
         if e.kind == CLOSED {
             let i = conv.starts.partition_point(|&s| s <= t);
             let start = if i > 0 {
@@ -347,30 +438,32 @@ impl PartitionFold {
                 None
             };
             let unread = match (e.last_inbound, e.last_read) {
-                (Some(inbound), Some(read)) => u8::from(read < inbound),
-                (Some(_), None) => 1,
-                (None, _) => 0,
+                (Some(inbound), Some(read)) => read < inbound,
+                (Some(_), None) => true,
+                (None, _) => false,
             };
+            let expired = e.window_expires.is_some_and(|w| w < t);
+            let conditions =
+                if unread { UNREAD } else { 0 } | if expired { WINDOW_EXPIRED } else { 0 };
             let ttc = match start {
                 Some(s) => Some(t.checked_sub(s).ok_or_else(overflow)?),
                 None => None,
             };
-            pending.facts.push(Fact {
-                ch: e.ch,
-                acc: a,
-                t,
-                closures: 1,
-                reopens: 0,
-                unread,
-                ttc_n: i8::from(ttc.is_some()),
-                ttc,
-                bin: ttc.map(|d| bin_of(cfg, d)),
-            });
+            let mut fact = counted(cfg, e.kind, conditions, dims, t);
+            if let Some(d) = ttc {
+                let f = fact.get_or_insert_with(|| Fact::new(dims, t));
+                f.ttc_n = 1;
+                f.ttc = Some(d);
+                f.bin = Some(bin_of(cfg, d));
+            }
+            pending.facts.extend(fact);
             conv.closures.push(Closure {
                 hash: e.hash,
                 closed: t,
                 ch: e.ch,
                 start,
+                inbox: e.inbox,
+                app: e.app,
             });
             pending.closures.insert(
                 e.hash,
@@ -380,22 +473,14 @@ impl PartitionFold {
                     ch: e.ch,
                     closed: t,
                     ttc,
+                    inbox: e.inbox,
+                    app: e.app,
                 },
             );
-        } else if e.kind == CREATED || e.kind == OPENED {
-            if e.kind == OPENED {
-                pending.facts.push(Fact {
-                    ch: e.ch,
-                    acc: a,
-                    t,
-                    closures: 0,
-                    reopens: 1,
-                    unread: 0,
-                    ttc_n: 0,
-                    ttc: None,
-                    bin: None,
-                });
-            }
+        } else {
+            pending.facts.extend(counted(cfg, e.kind, 0, dims, t));
+        }
+        if e.kind == CREATED || e.kind == OPENED {
             let i = conv.starts.partition_point(|&s| s <= t);
             conv.starts.insert(i, t);
             // a start at t: fix closures whose latest start it now is
@@ -403,34 +488,24 @@ impl PartitionFold {
                 if c.closed < t || c.start.is_some_and(|s| s >= t) {
                     continue;
                 }
+                let cdims = Dims {
+                    ch: c.ch,
+                    acc: a,
+                    inbox: c.inbox,
+                    app: c.app,
+                };
                 if let Some(s) = c.start {
                     let old = c.closed.checked_sub(s).ok_or_else(overflow)?;
                     pending.retractions.push(pending.facts.len());
-                    pending.facts.push(Fact {
-                        ch: c.ch,
-                        acc: a,
-                        t: c.closed,
-                        closures: 0,
-                        reopens: 0,
-                        unread: 0,
-                        ttc_n: -1,
-                        ttc: Some(old),
-                        bin: Some(bin_of(cfg, old)),
-                    });
+                    let mut f = Fact::new(cdims, c.closed);
+                    (f.ttc_n, f.ttc, f.bin) = (-1, Some(old), Some(bin_of(cfg, old)));
+                    pending.facts.push(f);
                 }
                 c.start = Some(t);
                 let ttc = c.closed.checked_sub(t).ok_or_else(overflow)?;
-                pending.facts.push(Fact {
-                    ch: c.ch,
-                    acc: a,
-                    t: c.closed,
-                    closures: 0,
-                    reopens: 0,
-                    unread: 0,
-                    ttc_n: 1,
-                    ttc: Some(ttc),
-                    bin: Some(bin_of(cfg, ttc)),
-                });
+                let mut f = Fact::new(cdims, c.closed);
+                (f.ttc_n, f.ttc, f.bin) = (1, Some(ttc), Some(bin_of(cfg, ttc)));
+                pending.facts.push(f);
                 pending.closures.insert(
                     c.hash,
                     ClosureRow {
@@ -439,6 +514,8 @@ impl PartitionFold {
                         ch: c.ch,
                         closed: c.closed,
                         ttc: Some(ttc),
+                        inbox: c.inbox,
+                        app: c.app,
                     },
                 );
             }
@@ -450,23 +527,26 @@ impl PartitionFold {
     fn delta_object<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let cfg = config()?;
         let ch = |i: u32| self.channels.objects[i as usize].clone_ref(py);
+        let n = cfg.counters.len();
         let facts: Vec<Bound<'py, PyTuple>> = self
             .pending
             .facts
             .iter()
             .map(|f| {
-                (
-                    ch(f.ch),
-                    f.acc,
-                    f.t,
-                    f.closures,
-                    f.reopens,
-                    f.unread,
-                    f.ttc_n,
-                    f.ttc,
-                    f.bin,
-                )
-                    .into_pyobject(py)
+                let mut items: Vec<Bound<'py, PyAny>> =
+                    Vec::with_capacity(DIMENSIONS.len() + n + 4);
+                items.push(ch(f.dims.ch).into_bound(py).into_any());
+                items.push(f.dims.acc.into_pyobject(py)?.into_any());
+                items.push(f.dims.inbox.into_pyobject(py)?.into_any());
+                items.push(f.dims.app.into_pyobject(py)?.into_any());
+                items.push(f.t.into_pyobject(py)?.into_any());
+                for c in &f.counts[..n] {
+                    items.push(c.into_pyobject(py)?.into_any());
+                }
+                items.push(f.ttc_n.into_pyobject(py)?.into_any());
+                items.push(f.ttc.into_pyobject(py)?.into_any());
+                items.push(f.bin.into_pyobject(py)?.into_any());
+                PyTuple::new(py, items)
             })
             .collect::<PyResult<_>>()?;
         let retractions = PyList::new(
@@ -485,6 +565,8 @@ impl PartitionFold {
                     ch(c.ch),
                     c.closed,
                     c.ttc,
+                    c.inbox,
+                    c.app,
                 ),
             )?;
         }
@@ -526,6 +608,9 @@ impl PartitionFold {
             last_read: t.get_item(6)?.extract()?,
             last_inbound: t.get_item(7)?.extract()?,
             received_ms: t.get_item(8)?.extract()?,
+            inbox: t.get_item(9)?.extract()?,
+            app: t.get_item(10)?.extract()?,
+            window_expires: t.get_item(11)?.extract()?,
         })
     }
 }
@@ -566,6 +651,9 @@ struct Keys<'py> {
     channel: Bound<'py, PyString>,
     last_read: Bound<'py, PyString>,
     last_inbound: Bound<'py, PyString>,
+    app: Bound<'py, PyString>,
+    inbox: Bound<'py, PyString>,
+    window_expires: Bound<'py, PyString>,
     times: Vec<Bound<'py, PyString>>,
 }
 
@@ -581,6 +669,9 @@ impl<'py> Keys<'py> {
             channel: PyString::intern(py, "channelType"),
             last_read: PyString::intern(py, "lastReadByAppUserAt"),
             last_inbound: PyString::intern(py, "lastInboundMessageAt"),
+            app: PyString::intern(py, "app"),
+            inbox: PyString::intern(py, "channel"),
+            window_expires: PyString::intern(py, "messageWindowExpiresAt"),
             times: TIME_FIELDS
                 .iter()
                 .map(|f| PyString::intern(py, f))
@@ -618,6 +709,12 @@ fn record_event(
     let id = item(rec, &keys.id)?;
     let ch_any = item(data, &keys.channel)?;
     let ch = fold.channels.id(py, ch_any.cast::<PyString>()?.to_str()?);
+    let channel = item(data, &keys.inbox)?; // data.channel: {"id": inbox} or None
+    let inbox: Option<i64> = if channel.is_none() {
+        None
+    } else {
+        Some(item(channel.cast::<PyDict>()?, &keys.id)?.extract()?)
+    };
     Ok(Some(Ev {
         kind,
         hash: event_hash(id.cast::<PyString>()?.to_str()?),
@@ -628,6 +725,9 @@ fn record_event(
         last_read: item(data, &keys.last_read)?.extract()?,
         last_inbound: item(data, &keys.last_inbound)?.extract()?,
         received_ms: item(rec, &keys.received)?.extract()?,
+        inbox,
+        app: item(rec, &keys.app)?.extract()?,
+        window_expires: item(data, &keys.window_expires)?.extract()?,
     }))
 }
 
@@ -842,7 +942,8 @@ fn apply_batch<'py>(
 }
 
 /// Given once, before any fold: the DDSketch mapping's multiplier and offset, the zero and
-/// lag bin constants of consumer.fold.sketch, and the consumer.fold.Delta class.
+/// lag bin constants of consumer.fold.sketch, the consumer.fold.Delta class, and the
+/// registry's counters in fact order, each as (the event kinds it counts, its condition).
 #[pyfunction]
 fn configure(
     multiplier: f64,
@@ -850,18 +951,54 @@ fn configure(
     zero_bin: i64,
     lag_base: i64,
     delta_class: Py<PyAny>,
+    counters: Vec<(Vec<u8>, Option<String>)>,
 ) -> PyResult<()> {
+    if counters.len() > MAX_COUNTERS {
+        return Err(PyValueError::new_err(format!(
+            "the compiled fold carries at most {MAX_COUNTERS} counters, not {}",
+            counters.len()
+        )));
+    }
+    let mut rules = Vec::with_capacity(counters.len());
+    for (kinds, when) in counters {
+        let when = match when.as_deref() {
+            None => 0,
+            Some("unread") => UNREAD,
+            Some("window_expired") => WINDOW_EXPIRED,
+            Some(other) => {
+                return Err(PyValueError::new_err(format!(
+                    "the compiled fold knows no condition {other:?}"
+                )));
+            }
+        };
+        let mut bits = 0u8;
+        for k in kinds {
+            if usize::from(k) >= KINDS {
+                return Err(PyValueError::new_err(format!("no event kind {k}")));
+            }
+            bits |= 1 << k;
+        }
+        rules.push(Counter { kinds: bits, when });
+    }
     let cfg = Config {
         multiplier,
         offset,
         zero_bin,
         lag_base,
         delta_class,
+        counters: rules,
     };
     if let Err(cfg) = CONFIG.set(cfg) {
         let was = CONFIG.get().expect("set");
+        let same_counters = was.counters.len() == cfg.counters.len()
+            && was
+                .counters
+                .iter()
+                .zip(&cfg.counters)
+                .all(|(a, b)| (a.kinds, a.when) == (b.kinds, b.when));
         if (was.multiplier, was.offset, was.zero_bin, was.lag_base)
             != (cfg.multiplier, cfg.offset, cfg.zero_bin, cfg.lag_base)
+            || !same_counters
         {
             return Err(PyRuntimeError::new_err(
                 "consumer._fold_native configured twice, differently",
@@ -898,24 +1035,14 @@ fn _fold_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(configure, m)?)?;
     m.add_function(wrap_pyfunction!(event_hash_py, m)?)?;
     m.add_function(wrap_pyfunction!(bin_of_py, m)?)?;
-    // the layout of the facts this fold emits: consumer/fold/native.py refuses to run it
-    // beside a registry whose layout (consumer.fold.delta.FACT_FIELDS) differs
-    m.add("FACT_FIELDS", FACT_FIELDS)?;
+    // the dimensions and distributions of the facts this fold emits (its counters are
+    // configured): consumer/fold/native.py refuses to run it beside a registry whose fact
+    // layout (consumer.fold.delta.FACT_FIELDS) has others
+    m.add("DIMENSIONS", DIMENSIONS.to_vec())?;
+    m.add("DISTRIBUTIONS", DISTRIBUTIONS.to_vec())?;
+    m.add("MAX_COUNTERS", MAX_COUNTERS)?;
     Ok(())
 }
-
-/// The fields of a `Fact`, in order, as `Pending::facts` are handed over (`delta_object`).
-const FACT_FIELDS: (&str, &str, &str, &str, &str, &str, &str, &str, &str) = (
-    "channel_type",
-    "account",
-    "t",
-    "closures",
-    "reopens",
-    "closed_unread",
-    "ttc_n",
-    "ttc",
-    "ttc_bin",
-);
 
 #[cfg(test)]
 mod tests {

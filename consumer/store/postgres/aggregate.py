@@ -88,7 +88,7 @@ class Batch:
     wants one value per key); the metric rows are aggregated on the server
     (`consumer.store.postgres.aggregate`)."""
 
-    def __init__(self, partitions: list[PartitionCommit]) -> None:
+    def __init__(self, partitions: list[PartitionCommit], registry: Registry = REGISTRY) -> None:
         closures: dict[int, tuple[Any, ...]] = {}
         self.recheck: set[tuple[int, str, str, str, int]] = set()
         convs: dict[tuple[int, int], tuple[Any, ...]] = {}
@@ -96,7 +96,7 @@ class Batch:
         for p in partitions:
             for closure in p.delta.closures.values():
                 closures[closure[0]] = closure
-            self.recheck.update((p.partition, *k) for k in p.delta.recheck())
+            self.recheck.update((p.partition, *k) for k in p.delta.recheck(registry))
             for (a, c), blob in p.conversations.items():
                 convs[(a, c)] = (p.partition, a, c, blob)
             expired.update((a, c) for a, c in p.expired)

@@ -13,9 +13,12 @@ CREATE TABLE IF NOT EXISTS metric_bins (
 CREATE TABLE IF NOT EXISTS closures (
     event_hash BIGINT PRIMARY KEY, partition INTEGER NOT NULL, account BIGINT NOT NULL,
     conversation BIGINT NOT NULL, channel_type TEXT NOT NULL, closed_at BIGINT NOT NULL,
-    ttc BIGINT);
+    ttc BIGINT, inbox BIGINT, app BIGINT);
+-- a database made before closures kept their inbox and app (NULL for the closures before)
+ALTER TABLE closures ADD COLUMN IF NOT EXISTS inbox BIGINT, ADD COLUMN IF NOT EXISTS app BIGINT;
 CREATE INDEX IF NOT EXISTS closures_by_channel ON closures (channel_type, closed_at);
 CREATE INDEX IF NOT EXISTS closures_by_account ON closures (account, closed_at);
+CREATE INDEX IF NOT EXISTS closures_by_app ON closures (app, closed_at);
 CREATE TABLE IF NOT EXISTS conversations (
     partition INTEGER NOT NULL, account BIGINT NOT NULL, conversation BIGINT NOT NULL,
     state TEXT NOT NULL, PRIMARY KEY (account, conversation));
@@ -44,7 +47,7 @@ SCHEMA_LOCK = 0x636F6E766D6574
 UPSERT_CLOSURES = """
 INSERT INTO closures
 SELECT * FROM unnest(%s::bigint[], %s::int[], %s::bigint[], %s::bigint[], %s::text[], %s::bigint[],
-                     %s::bigint[])
+                     %s::bigint[], %s::bigint[], %s::bigint[])
 ON CONFLICT (event_hash) DO UPDATE SET ttc = excluded.ttc
 """
 UPSERT_CONVERSATIONS = """

@@ -26,6 +26,7 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from consumer.exceptions import FencedError, StoreError, StoreUnavailableError
+from consumer.fold.delta import CLOSURE_WIDTH
 from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.windows import ALL, WINDOWS
 from consumer.store import sqlgen
@@ -203,7 +204,7 @@ class PostgresStore:
     def commit(self, topic: str, partitions: list[PartitionCommit]) -> None:
         if not partitions:
             return
-        batch = Batch(partitions)
+        batch = Batch(partitions, self.registry)
         self._run(lambda conn: self._commit(conn, partitions, batch))
 
     def _commit(self, conn: psycopg.Connection[Any], partitions: list[PartitionCommit], batch: Batch) -> None:
@@ -230,7 +231,7 @@ class PostgresStore:
             log.warning("commit up to offsets %s was already stored: skipped", batch.offsets)
             return
         if batch.closures:
-            conn.execute(UPSERT_CLOSURES, columns(batch.closures, 7))
+            conn.execute(UPSERT_CLOSURES, columns(batch.closures, CLOSURE_WIDTH))
         aggregate(conn, partitions, self.registry)
         with conn.cursor() as cur:
             for where, params in batch.rechecks(self.registry):

@@ -8,7 +8,7 @@ import sqlite3
 
 from consumer.fold.registry import Registry
 from consumer.store import sqlgen
-from consumer.store.sqlite.sql import MIGRATE_BINS, statements
+from consumer.store.sqlite.sql import APP_INDEX, MIGRATE_BINS, MIGRATE_CLOSURES, statements
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,18 @@ def migrate_bins(db: sqlite3.Connection, path: str) -> None:
         log.info("store %s: moving sketch bins into their metric rows (once)", path)
         for sql in MIGRATE_BINS:
             db.execute(sql)
+
+
+def migrate_closures(db: sqlite3.Connection, path: str) -> None:
+    """A store written before closures kept their inbox and app gets the columns (NULL for
+    the closures before: they count in no inbox or app row) and the app index."""
+    if "app" not in columns(db, "closures"):
+        with Transaction(db):
+            if "app" not in columns(db, "closures"):
+                log.info("store %s: closures keep their inbox and app from now on", path)
+                for sql in MIGRATE_CLOSURES:
+                    db.execute(sql)
+    db.execute(APP_INDEX)
 
 
 def migrate_partition(db: sqlite3.Connection, path: str, registry: Registry) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from consumer.fold.delta import layout_of
+from consumer.fold.delta import CLOSURE_WIDTH, layout_of
 from consumer.fold.registry import Registry
 from consumer.store import sqlgen
 
@@ -23,11 +23,12 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS closures (
     event_hash INTEGER NOT NULL, partition INTEGER NOT NULL, account INTEGER NOT NULL,
     conversation INTEGER NOT NULL, channel_type TEXT NOT NULL, closed_at INTEGER NOT NULL,
-    ttc INTEGER, PRIMARY KEY (account, closed_at, event_hash)) WITHOUT ROWID;
+    ttc INTEGER, inbox INTEGER, app INTEGER, PRIMARY KEY (account, closed_at, event_hash)) WITHOUT ROWID;
 DROP INDEX IF EXISTS closures_by_channel;
 DROP INDEX IF EXISTS closures_by_account;
 -- covering (ttc included): recomputing a row's min/max after a retraction reads no table rows
 CREATE INDEX IF NOT EXISTS closures_by_channel_ttc ON closures (channel_type, closed_at, ttc);
+-- (the app index is made after MIGRATE_CLOSURES: an older store's table lacks the column)
 CREATE TABLE IF NOT EXISTS conversations (
     partition INTEGER NOT NULL, account INTEGER NOT NULL, conversation INTEGER NOT NULL,
     state TEXT NOT NULL, PRIMARY KEY (account, conversation)) WITHOUT ROWID;
@@ -54,6 +55,7 @@ CREATE TABLE IF NOT EXISTS published_marks (
 OLD_CLOSURES_INDEX = (
     "CREATE INDEX IF NOT EXISTS closures_by_account_ttc ON closures (account, closed_at, ttc)"
 )
+
 
 def _rows(columns: int, packed: bool, param: str = "?") -> str:
     """SELECT of a staged payload's rows: a blob of `pack_rows` read by the compiled
@@ -102,9 +104,17 @@ FROM json_each(?3) AS l
 """
 #: a commit's closures (consumer.fold.ClosureRow), by payload kind
 STAGE_CLOSURES = {
-    packed: f"INSERT INTO closures {_rows(7, packed)} WHERE true ON CONFLICT DO UPDATE SET ttc = excluded.ttc"
+    packed: f"INSERT INTO closures {_rows(CLOSURE_WIDTH, packed)} WHERE true "
+    "ON CONFLICT DO UPDATE SET ttc = excluded.ttc"
     for packed in (False, True)
 }
+#: a store made before closures kept their inbox and app (NULL for the closures before)
+MIGRATE_CLOSURES = (
+    "ALTER TABLE closures ADD COLUMN inbox INTEGER",
+    "ALTER TABLE closures ADD COLUMN app INTEGER",
+)
+#: an app row's min/max recheck reads one range of this (the other groupings' have theirs)
+APP_INDEX = "CREATE INDEX IF NOT EXISTS closures_by_app_ttc ON closures (app, closed_at, ttc)"
 #: a store made before bins lived in their rows: its metric_bins table folded into the rows
 #: (run in one transaction, functions registered; consumer.store.sqlite does it at open)
 MIGRATE_BINS = (

@@ -11,6 +11,7 @@ import orjson
 
 from consumer.exceptions import FencedError, StoreError
 from consumer.fold import decode_snapshot
+from consumer.fold.delta import CLOSURE_WIDTH
 from consumer.fold.native import native
 from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.windows import ALL, WINDOWS
@@ -29,7 +30,7 @@ from consumer.store.base import (
     row_filter,
 )
 from consumer.store.sqlite.bins import install, register, unpack
-from consumer.store.sqlite.migrate import Transaction, migrate_bins, migrate_partition
+from consumer.store.sqlite.migrate import Transaction, migrate_bins, migrate_closures, migrate_partition
 from consumer.store.sqlite.sql import (
     ALL_TIME_END,
     OLD_CLOSURES_INDEX,
@@ -85,6 +86,7 @@ class SqliteStore:
             if "WITHOUT ROWID" not in closures.upper():  # a store made before the table was keyed by account
                 self.db.execute(OLD_CLOSURES_INDEX)
             migrate_partition(self.db, self.path, self.registry)
+            migrate_closures(self.db, self.path)
             self.db.execute("PRAGMA temp_store=MEMORY")
             for sql in self.sql.temp_tables:
                 self.db.execute(sql)
@@ -147,7 +149,7 @@ class SqliteStore:
         # re-taking it per row waits a switch interval each time.
         packed = self.bins_functions == "native"  # packed_rows is registered with them
         pack = _pack if packed else _json
-        closures = pack([c for p in partitions for c in p.delta.closures.values()], 7)
+        closures = pack([c for p in partitions for c in p.delta.closures.values()], CLOSURE_WIDTH)
         staged = [pack(p.delta.facts, self.sql.fact_width) for p in partitions if p.delta.facts]
         lags = [
             orjson.dumps([(*k, *agg) for k, agg in p.delta.lags.items()], option=orjson.OPT_NON_STR_KEYS)
@@ -156,7 +158,7 @@ class SqliteStore:
         ]
         recheck: dict[tuple[str, str, str, int], tuple[int, int]] = {}
         for p in partitions:
-            for k, (lo, hi) in p.delta.recheck().items():
+            for k, (lo, hi) in p.delta.recheck(self.registry).items():
                 was = recheck.get(k)
                 recheck[k] = (lo, hi) if was is None else (min(lo, was[0]), max(hi, was[1]))
         with self._tx():

@@ -79,12 +79,20 @@ def test_summary_gives_newest_windows_and_all_time_totals(db: Path) -> None:
         "closures": 3,
         "reopens": 1,
         "closed_unread": 1,
+        "created": 2,
+        "assignments": 0,
+        "snoozes": 0,
+        "closed_window_expired": 0,
         "ttc_count": 3,
         "ttc_sum": 300 + 60 + 60,
         "ttc_mean": 140.0,
     }
     by_channel = c.get("/v1/closures", params={"by": "channel_type", "window": "all"}).json()["rows"]
-    assert body["channel_types"] == by_channel
+    # the summary's rows carry every metric; /v1/closures the ones it always showed
+    assert [
+        {k: r[k] for k in c} for r, c in zip(body["channel_types"], by_channel, strict=True)
+    ] == by_channel
+    assert body["channel_types"][0]["created"] == 1
     assert [r["key"] for r in by_channel] == ["EMAIL", "SMS"]
 
 
@@ -149,14 +157,14 @@ def test_closures_still_work_for_existing_callers(db: Path) -> None:
     assert c.get("/healthz").json() == {"status": "ok"}
 
 
-def test_newest_minute_is_found_past_an_hour_that_holds_only_ingest_lag(tmp_path: Path) -> None:
+def test_newest_minute_and_hour_follow_a_later_creation(tmp_path: Path) -> None:
     path = tmp_path / "m.db"
     fill(path, EVENTS[:2])
-    lag_only = DAY + 5 * 3600 + 30  # a creation with a receive time: an hourly ingest-lag row, no closure
-    fill(path, [Event(CREATED, 77, 7, 77, "SMS", lag_only, None, None, lag_only * 1000 + 900)], next_offset=2)
+    later = DAY + 5 * 3600 + 30  # a creation with a receive time: counted (created) and its ingest lag
+    fill(path, [Event(CREATED, 77, 7, 77, "SMS", later, None, None, later * 1000 + 900)], next_offset=2)
     newest = newest_windows(SqliteStore(str(path)))
-    assert newest["1h"] == DAY + 5 * 3600  # the lag-only hour is the newest hour ...
-    assert newest["1m"] == DAY + 300  # ... and the newest minute with closures is still found
+    assert newest["1h"] == DAY + 5 * 3600
+    assert newest["1m"] == DAY + 5 * 3600  # the creation's minute
 
 
 @pytest.mark.parametrize(

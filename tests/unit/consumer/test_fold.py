@@ -46,13 +46,21 @@ def all_row(f: Fold, by: str = BY_CHANNEL, key: str = "TELEGRAM"):  # type: igno
     return delta_rows(f.delta)[(by, key, "all", 0)]
 
 
-def test_row_keys_cover_two_groupings_and_four_windows() -> None:
-    keys = row_keys("VIBER", 3, 3 * 86400 + 3661)
+def test_row_keys_cover_every_grouping_and_four_windows() -> None:
+    t = 3 * 86400 + 3661
+    fact = ("VIBER", 3, 55, 10_003, t) + (0,) * 10
+    keys = row_keys(fact)
     assert (BY_CHANNEL, "VIBER", "1m", 3 * 86400 + 3660) in keys
     assert (BY_ACCOUNT, "3", "1h", 3 * 86400 + 3600) in keys
     assert (BY_ACCOUNT, "3", "1d", 3 * 86400) in keys
     assert (BY_CHANNEL, "VIBER", "all", 0) in keys
-    assert len(set(keys)) == 8
+    assert ("account,channel_type", "3|VIBER", "1h", 3 * 86400 + 3600) in keys
+    assert ("inbox", "3|55", "1m", 3 * 86400 + 3660) in keys
+    assert ("app", "10003", "all", 0) in keys
+    assert len(set(keys)) == 5 * 4
+    # an event without an inbox (no data.channel) counts in no inbox row
+    no_inbox = row_keys(("VIBER", 3, None, 10_003, t) + (0,) * 10)
+    assert len(no_inbox) == 4 * 4 and not any(k[0] == "inbox" for k in no_inbox)
 
 
 def test_time_to_close_from_latest_start_at_or_before_close() -> None:
@@ -162,7 +170,9 @@ def test_take_changes_hands_over_and_restarts() -> None:
     f = fold()
     f.apply(ev(CREATED, 1, 100))
     delta, changed = f.take_changes()
-    assert not delta_rows(delta) and list(changed) == [(7, 1)]  # a creation alone changes no metric
+    # a creation counts in `created` only
+    assert {r.created for r in delta_rows(delta).values()} == {1} and list(changed) == [(7, 1)]
+    assert not any(r.closures or r.reopens or r.ttc_count for r in delta_rows(delta).values())
     assert orjson.loads(changed[(7, 1)])[1] == [100]
     assert not delta_rows(f.delta) and not f.hot_count and f.conversations() == changed
     assert last_time_of(changed[(7, 1)]) == 100
@@ -235,12 +245,15 @@ def test_from_record_hashes_the_event_id_like_event_hash() -> None:
 
     record = {
         "event": "conversation.closed", "id": "9f1c2d3e-0000-4000-8000-000000000001", "account": 7,
-        "createdAt": 100, "receivedAtMillis": None,
+        "app": 3, "createdAt": 100, "receivedAtMillis": None,
         "data": {"id": 1, "channelType": "VIBER", "lastReadByAppUserAt": None, "lastInboundMessageAt": None,
-                 "closedAt": 90},
+                 "closedAt": 90, "channel": {"id": 55}, "messageWindowExpiresAt": 80},
     }  # fmt: skip
     e = from_record(record)
     assert e is not None and e.event_hash == event_hash(record["id"]) and e.time == 90
+    assert (e.inbox, e.app, e.window_expires, e.window_expired) == (55, 3, 80, True)
+    e = from_record(record | {"data": record["data"] | {"channel": None, "messageWindowExpiresAt": 90}})
+    assert e is not None and (e.inbox, e.window_expired) == (None, False)  # expired: strictly before
 
 
 def test_snapshot_chunks_hold_every_conversation_once() -> None:

@@ -1,9 +1,9 @@
 """The metric registry: a metric declared once reaches the store, the API and Prometheus.
 
-A test-only registry adds two counters (snoozes, assignments) declared with the events
-they count; the reference fold, the SQLite store, `/v1/closures`, `/v1/summary`,
-`/metrics` and the generic metrics-topic record pick them up without a change to any of
-those modules.
+A test-only registry adds two counters (`snoozes_seen`, `assigns_seen`: copies of the
+production `snoozes` and `assignments` under other names) declared with the events they
+count; the reference fold, the SQLite store, `/v1/closures`, `/v1/summary`, `/metrics` and
+the generic metrics-topic record pick them up without a change to any of those modules.
 """
 
 from __future__ import annotations
@@ -25,11 +25,16 @@ from consumer.store.sqlite import SqliteStore
 from consumer.stream.metrics_topic import metric_rows_record
 from schemas import Codec, subject
 
-SNOOZES = Metric("snoozes", Kind.COUNTER, "1", "Conversations snoozed.", counts=("conversation.snoozed",))
-ASSIGNMENTS = Metric(
-    "assignments", Kind.COUNTER, "1", "Conversations assigned.", counts=("conversation.assigned",)
+SNOOZES = Metric(
+    "snoozes_seen", Kind.COUNTER, "1", "Conversations snoozed.", counts=("conversation.snoozed",)
 )
-EXTENDED = dataclasses.replace(REGISTRY, metrics=(*REGISTRY.metrics, SNOOZES, ASSIGNMENTS))
+ASSIGNMENTS = Metric(
+    "assigns_seen", Kind.COUNTER, "1", "Conversations assigned.", counts=("conversation.assigned",)
+)
+#: `closures_view=None`: /v1/closures shows every metric of this registry
+EXTENDED = dataclasses.replace(
+    REGISTRY, metrics=(*REGISTRY.metrics, SNOOZES, ASSIGNMENTS), closures_view=None
+)
 
 
 def ev(kind: int, h: int, t: int, conv: int, channel: str = "TELEGRAM", account: int = 7) -> Event:
@@ -56,9 +61,10 @@ def fill(store: SqliteStore, registry: Registry) -> None:
 
 def test_the_production_layout_is_the_registrys() -> None:
     assert LAYOUT.fields == (
-        "channel_type", "account", "t", "closures", "reopens", "closed_unread", "ttc_n", "ttc", "ttc_bin",
+        "channel_type", "account", "inbox", "app", "t", "closures", "reopens", "closed_unread", "created",
+        "assignments", "snoozes", "closed_window_expired", "ttc_n", "ttc", "ttc_bin",
     )  # fmt: skip
-    assert layout_of(EXTENDED).fields[3:7] == ("closures", "reopens", "closed_unread", "snoozes")
+    assert layout_of(EXTENDED).fields[11:14] == ("closed_window_expired", "snoozes_seen", "assigns_seen")
 
 
 def test_a_metric_added_to_a_registry_reaches_store_api_and_prometheus(tmp_path: Path) -> None:
@@ -67,25 +73,28 @@ def test_a_metric_added_to_a_registry_reaches_store_api_and_prometheus(tmp_path:
     fill(store, EXTENDED)
 
     by_channel = {r.key: r for r in store.query("channel_type", "all")}
-    assert by_channel["TELEGRAM"].snoozes == 1 and by_channel["VIBER"].snoozes == 1
-    assert by_channel["TELEGRAM"].assignments == 1 and by_channel["VIBER"].assignments == 0
+    assert by_channel["TELEGRAM"].snoozes_seen == 1 and by_channel["VIBER"].snoozes_seen == 1
+    assert by_channel["TELEGRAM"].assigns_seen == 1 and by_channel["VIBER"].assigns_seen == 0
     assert by_channel["TELEGRAM"].closures == 1 and by_channel["TELEGRAM"].ttc_sum == 100
     (acc7,) = store.query("account", "1h", key="7")
-    assert (acc7.snoozes, acc7.assignments, acc7.closures) == (1, 1, 1)
+    assert (acc7.snoozes_seen, acc7.assigns_seen, acc7.closures) == (1, 1, 1)
 
     app = TestClient(create_app(lambda: store))
     rows = app.get("/v1/closures", params={"by": "channel_type", "window": "1h"}).json()["rows"]
-    assert [(r["key"], r["snoozes"], r["assignments"]) for r in rows] == [("TELEGRAM", 1, 1), ("VIBER", 1, 0)]
+    assert [(r["key"], r["snoozes_seen"], r["assigns_seen"]) for r in rows] == [
+        ("TELEGRAM", 1, 1),
+        ("VIBER", 1, 0),
+    ]
     totals = app.get("/v1/summary").json()["totals"]
-    assert (totals["snoozes"], totals["assignments"], totals["closures"]) == (2, 1, 1)
+    assert (totals["snoozes_seen"], totals["assigns_seen"], totals["closures"]) == (2, 1, 1)
     # the generic metrics-topic record carries it too, under the same schema version
     codec = Codec(subject("metric_rows"))
     record = codec.decode(codec.encode(metric_rows_record(by_channel["VIBER"], EXTENDED, 1)))
-    assert record["counters"]["snoozes"] == 1 and record["key"] == {"channel_type": "VIBER"}
+    assert record["counters"]["snoozes_seen"] == 1 and record["key"] == {"channel_type": "VIBER"}
     families = {f.name: f for f in text_string_to_metric_families(app.get("/metrics").text)}
-    samples = {s.labels["channel_type"]: s.value for s in families["convmetrics_snoozes"].samples}
+    samples = {s.labels["channel_type"]: s.value for s in families["convmetrics_snoozes_seen"].samples}
     assert samples == {"TELEGRAM": 1.0, "VIBER": 1.0}
-    assert families["convmetrics_snoozes"].documentation == "Conversations snoozed."
+    assert families["convmetrics_snoozes_seen"].documentation == "Conversations snoozed."
     store.close()
 
 
@@ -100,7 +109,7 @@ def test_a_store_gains_the_columns_of_a_metric_added_later(tmp_path: Path) -> No
     new = SqliteStore(path, registry=EXTENDED)
     after = new.query("channel_type", "all")
     assert [r.closures for r in after] == [r.closures for r in before]
-    assert [r.snoozes for r in after] == [0]
+    assert [r.snoozes_seen for r in after] == [0, 0]
     new.close()
 
 
@@ -108,6 +117,6 @@ def test_a_registry_refuses_what_it_cannot_hold() -> None:
     with pytest.raises(ValueError, match="unique"):
         dataclasses.replace(REGISTRY, metrics=(*REGISTRY.metrics, REGISTRY.metrics[0]))
     with pytest.raises(ValueError, match="undeclared dimensions"):
-        dataclasses.replace(REGISTRY, groupings=(Grouping("inbox", ("inbox",)),))
+        dataclasses.replace(REGISTRY, groupings=(Grouping("team", ("team",)),))
     with pytest.raises(ValueError, match="unknown condition"):
         dataclasses.replace(REGISTRY, metrics=(dataclasses.replace(SNOOZES, when="read"),))

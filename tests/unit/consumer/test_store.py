@@ -10,6 +10,7 @@ import pytest
 
 from consumer.exceptions import ConfigError, FencedError, StoreError
 from consumer.fold import PartitionFold, row_keys
+from consumer.fold.delta import LAYOUT
 from consumer.fold.model import CLOSED, CREATED, OPENED, Event
 from consumer.fold.registry import REGISTRY
 from consumer.fold.sketch import bin_of
@@ -197,7 +198,8 @@ def test_outbox_returns_rows_changed_since_the_last_publication(store: Any) -> N
     commit(store, f, 1)
     assert set(store.published_marks([0]).values()) == {0}
     rows, marks = store.changed_since(store.published_marks([0]))
-    assert len(rows) == 8 and min(marks.values()) >= 1  # 2 groupings x 4 windows
+    # 3 groupings (an event without inbox or app counts in none of theirs) x 4 windows
+    assert len(rows) == 12 and min(marks.values()) >= 1
     store.mark_published(marks)
     assert store.changed_since(store.published_marks([0])) == ([], marks)
     f.apply(ev(CLOSED, 2, 100_000, conv=2))  # another minute, hour and day; same all-time rows
@@ -207,6 +209,7 @@ def test_outbox_returns_rows_changed_since_the_last_publication(store: Any) -> N
     assert {(r.by, r.window) for r in rows if r.window == "all"} == {
         ("channel_type", "all"),
         ("account", "all"),
+        ("account,channel_type", "all"),
     }
     assert all(r.window_start == 99_960 for r in rows if r.window == "1m")
     store.mark_published(newest)
@@ -215,18 +218,20 @@ def test_outbox_returns_rows_changed_since_the_last_publication(store: Any) -> N
     # each topic has its own marks: a second topic still has everything to publish
     assert set(store.published_marks([0], "another-topic").values()) == {0}
     rows, _ = store.changed_since(store.published_marks([0], "another-topic"))
-    assert len(rows) == 14  # both commits' rows: 8, and a new minute, hour and day per grouping
+    assert len(rows) == 21  # both commits' rows: 12, and a new minute, hour and day per grouping
 
 
 def test_outbox_skips_commits_that_changed_no_row(store: Any) -> None:
     f = PartitionFold(0)
-    for i in range(30):  # creations change no metric row
-        f.apply(ev(CREATED, 100 + i, 50, conv=100 + i))
-        commit(store, f, i + 1)
-    f.apply(ev(CLOSED, 1, 100))
+    f.apply(ev(CREATED, 100, 50))  # 12 rows: 3 groupings x 4 windows
+    commit(store, f, 1)
+    for i in range(29):  # redeliveries change no metric row
+        f.apply(ev(CREATED, 100, 50))
+        commit(store, f, i + 2)
+    f.apply(ev(CLOSED, 1, 100))  # another minute: 3 rows more
     commit(store, f, 31)
     rows, newest = store.changed_since(store.published_marks([0]))
-    assert len(rows) == 8 and min(newest.values()) > 0
+    assert len(rows) == 15 and min(newest.values()) > 0
 
 
 def test_partitions_write_their_own_rows_and_queries_merge_them(store: Any) -> None:
@@ -250,6 +255,7 @@ def test_partitions_write_their_own_rows_and_queries_merge_them(store: Any) -> N
     assert {(r.by, r.window) for r in rows if r.window == "all"} == {
         ("channel_type", "all"),
         ("account", "all"),
+        ("account,channel_type", "all"),
     }
     (merged,) = [r for r in rows if r.by == "channel_type" and r.window == "all"]
     assert merged.closures == 2  # the topic carries the merged row, not the partition's share
@@ -331,7 +337,7 @@ def test_sqlite_outbox_index_is_made_by_the_first_publication(tmp_path: Path) ->
     commit(store, f, 1)
     assert not indexed()
     rows, marks = store.changed_since(store.published_marks([0]))
-    assert indexed() and len(rows) == 8 and marks == {-1: 1}
+    assert indexed() and len(rows) == 12 and marks == {-1: 1}
     plan = " ".join(
         str(r)
         for r in store.db.execute(
@@ -362,6 +368,7 @@ def test_stored_rows_equal_the_folds_own_aggregate(store: Any) -> None:
         if isinstance(p, Prepared) and (e := from_record(reader.decode(p.value))) is not None:
             events.append(e)
     f = PartitionFold(0)
+    counters = [m.column for m in REGISTRY.counters]
     expected: dict[tuple[str, str, str, int], list[Any]] = {}
     bins: dict[tuple[str, str, str, int], dict[int, int]] = {}
     stale: set[tuple[str, str, str, int]] = set()
@@ -370,11 +377,12 @@ def test_stored_rows_equal_the_folds_own_aggregate(store: Any) -> None:
             f.apply(e)
         delta, changed = f.take_changes()
         for k, r in delta_rows(delta).items():
-            got = expected.setdefault(k, [0] * 7 + [None, None, None])
-            for i, v in enumerate((r.closures, r.reopens, r.closed_unread, r.ttc_count, r.ttc_sum,
-                                   r.lag_count, r.lag_sum)):  # fmt: skip
+            got = expected.setdefault(k, [0] * (4 + len(counters)) + [None, None, None])
+            sums = (*(getattr(r, c) for c in counters), r.ttc_count, r.ttc_sum, r.lag_count, r.lag_sum)
+            for i, v in enumerate(sums):
                 got[i] += v
-            for i, v, pick in ((7, r.lag_max, max), (8, r.ttc_min, min), (9, r.ttc_max, max)):
+            n = len(sums)
+            for i, v, pick in ((n, r.lag_max, max), (n + 1, r.ttc_min, min), (n + 2, r.ttc_max, max)):
                 got[i] = v if got[i] is None else got[i] if v is None else pick(got[i], v)
             for b, n in r.bins.items():
                 bins.setdefault(k, {})[b] = bins.get(k, {}).get(b, 0) + n
@@ -384,12 +392,15 @@ def test_stored_rows_equal_the_folds_own_aggregate(store: Any) -> None:
     # exact min/max of every row, from the closures the conversations hold at the end
     durations: dict[tuple[str, str, str, int], list[int]] = {}
     for (account, _), blob in f.conversations().items():
-        for _, closed_at, channel, start in orjson.loads(blob)[2]:
+        for _, closed_at, channel, start, inbox, app in orjson.loads(blob)[2]:
             if start is not None:
-                for k in row_keys(channel, account, closed_at):
+                fact = [None] * len(LAYOUT.fields)
+                fact[:5] = [channel, account, inbox, app, closed_at]
+                for k in row_keys(tuple(fact)):
                     durations.setdefault(k, []).append(closed_at - start)
     checked = 0
-    for by in ("channel_type", "account"):
+    assert LAYOUT.fields[:5] == ("channel_type", "account", "inbox", "app", "t")
+    for by in (g.name for g in REGISTRY.groupings):
         for window in WINDOWS:
             rows = store.query(by, window, limit=100_000)
             assert {(by, r.key, window, r.window_start) for r in rows} == {
@@ -398,17 +409,19 @@ def test_stored_rows_equal_the_folds_own_aggregate(store: Any) -> None:
             for r in rows:
                 k = (by, r.key, window, r.window_start)
                 want = expected[k]
-                got = [r.closures, r.reopens, r.closed_unread, r.ttc_count, r.ttc_sum, r.lag_count, r.lag_sum,
+                got = [*(r.values[c] for c in counters), r.ttc_count, r.ttc_sum, r.lag_count, r.lag_sum,
                        r.lag_max]  # fmt: skip
-                assert got == want[:8], k
+                n = len(got)
+                assert got == want[:n], k
                 if k not in stale:
-                    assert (r.ttc_min, r.ttc_max) == (want[8], want[9]), k
+                    assert (r.ttc_min, r.ttc_max) == (want[n], want[n + 1]), k
                 ttcs = durations.get(k)
                 assert (r.ttc_min, r.ttc_max) == ((min(ttcs), max(ttcs)) if ttcs else (None, None)), k
                 assert r.quantiles(TTC) == quantiles(bins.get(k, {})), k
                 assert r.quantiles(LAG) == quantiles(bins.get(k, {}), lag=True), k
                 checked += 1
-    assert checked > 1000 and stale  # the stream exercised corrections too
+    assert checked > 5000 and stale  # the stream exercised corrections too
+    assert {k[0] for k in stale} == {g.name for g in REGISTRY.groupings}
 
 
 def test_conversations_reload_through_logs_snapshots_and_expiry(store: Any) -> None:
