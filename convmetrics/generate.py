@@ -134,14 +134,19 @@ def _expected_events(mean_assigns: float) -> float:
     return total
 
 
+#: assignments per first cycle at least (a reopened cycle has half as many): every stream
+#: has conversations assigned once, several times and never
+_MIN_ASSIGNS = 0.6
+
+
 def plan(config: GenerateConfig) -> tuple[int, float]:
     """Number of conversations to start and mean assignments per cycle to hit ``events``."""
     originals = config.events * (1 - config.noise_rate) * (1 - config.duplicate_rate)
-    base = _expected_events(0.0)
+    base = _expected_events(_MIN_ASSIGNS)
     if originals <= config.conversations * base:
-        return max(1, round(originals / base)), 0.0
-    slope = _expected_events(1.0) - base
-    mean_assigns = min(50.0, (originals / config.conversations - base) / slope)
+        return max(1, round(originals / base)), _MIN_ASSIGNS
+    slope = _expected_events(_MIN_ASSIGNS + 1.0) - base
+    mean_assigns = min(50.0, _MIN_ASSIGNS + (originals / config.conversations - base) / slope)
     return config.conversations, mean_assigns
 
 

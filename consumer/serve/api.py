@@ -1,4 +1,4 @@
-"""HTTP API over the store: `/v1/closures`, `/v1/summary`, `/metrics`, `/healthz`, `/readyz`,
+"""HTTP API over the store: `/v1/metrics`, `/v1/closures`, `/v1/summary`, `/metrics`, `/healthz`, `/readyz`,
 and the dashboard page at `/` (its assets under `/static/`, shipped in the package). A store
 that cannot be read is a 503 + Retry-After naming why (logged once), never a 500."""
 
@@ -22,6 +22,7 @@ from consumer.exceptions import QueryError, StoreError
 from consumer.fold import BY_CHANNEL
 from consumer.fold.registry import ACCOUNT
 from consumer.fold.windows import ALL
+from consumer.serve.metrics_query import MetricsQuery, metrics_json, parse_metrics_query
 from consumer.serve.overview import MAX_LABEL_VALUES, channel_summary
 from consumer.serve.prom import ClosureCollector
 from consumer.serve.query import parse_query, response_json
@@ -38,6 +39,23 @@ def _json(body: object, status: int = 200) -> Response:
 def _unauthorized(why: str, error: str) -> Response:
     body = orjson.dumps({"error": f"{why}: this API needs a token (`convmetrics token new`)"})
     return Response(body, 401, {"WWW-Authenticate": f'Bearer realm="convmetrics"{error}'}, "application/json")
+
+
+def _scoped(scope: Scope, q: MetricsQuery) -> MetricsQuery | Response:
+    """A token scoped to some accounts reads groupings by account, one of its accounts at a
+    time (implied when it has one): the query to run, or the 403 or 400 to answer."""
+    assert scope.accounts is not None
+    if ACCOUNT not in q.group.dimensions:
+        msg = f"a token scoped to accounts {scope} reads groupings by account, not group={q.group.name}"
+        return _json({"error": msg}, 403)
+    asked = q.filters.get(ACCOUNT)
+    if asked is None:
+        if len(scope.accounts) != 1:
+            return _json({"error": f"a token scoped to accounts {scope}: name one with account="}, 400)
+        return replace(q, filters={**q.filters, ACCOUNT: str(next(iter(scope.accounts)))})
+    if int(asked) not in scope.accounts:
+        return _json({"error": f"account {asked} is not in this token's scope ({scope})"}, 403)
+    return q
 
 
 def create_app(
@@ -130,6 +148,32 @@ def create_app(
         )
         return _json(response_json(q, rows, s.registry))
 
+    def metrics_rows(request: Request) -> Response:
+        scope = authorize(request)
+        if isinstance(scope, Response):
+            return scope
+        s = store()
+        try:
+            q = parse_metrics_query(dict(request.query_params), s.registry)
+        except QueryError as exc:
+            return _json({"error": str(exc)}, 400)
+        if scope.accounts is not None:
+            allowed = _scoped(scope, q)
+            if isinstance(allowed, Response):
+                return allowed
+            q = allowed
+        rows = s.query(
+            q.group.name,
+            q.window,
+            key=q.key,
+            start_from=q.start_from,
+            start_to=q.start_to,
+            after=q.after,
+            limit=q.limit + 1,
+            parts=q.parts,
+        )
+        return _json(metrics_json(q, rows, s.registry))
+
     def summary(request: Request) -> Response:
         if (refused := everything(request)) is not None:
             return refused
@@ -175,6 +219,7 @@ def create_app(
     return Starlette(
         routes=[
             Route("/", dashboard, methods=["GET"]),
+            Route("/v1/metrics", metrics_rows, methods=["GET"]),
             Route("/v1/closures", closures, methods=["GET"]),
             Route("/v1/summary", summary, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),

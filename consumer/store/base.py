@@ -9,7 +9,7 @@ default; PostgreSQL is meant to drop in behind the same interface.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -102,8 +102,13 @@ def row_filter(
     dialect: sqlgen.Dialect,
     contains: str | None = None,
     keys: Sequence[str] | None = None,
+    parts: Mapping[int, str] | None = None,
 ) -> tuple[str, list[Any]]:
-    """The WHERE clause of a metrics query in a store's dialect, and its arguments."""
+    """The WHERE clause of a metrics query in a store's dialect, and its arguments.
+    `parts`: values of some of the key's dimensions, by position, counted from the first
+    (0, 1, ...) or from the last (-1): `{0: "42"}` selects the keys of account 42 in an
+    `account,channel_type` grouping, `{-1: "TELEGRAM"}` its Telegram keys. Values hold no
+    `|` (it joins them)."""
     mark, position = dialect.mark, dialect.position
     where = [f"by = {mark}", f"win = {mark}"]
     args: list[Any] = [by, window]
@@ -120,10 +125,31 @@ def row_filter(
     if keys is not None:  # only these keys (a token scoped to some accounts); none: no row
         where.append(f"key IN ({', '.join([mark] * len(keys))})" if keys else "0 = 1")
         args.extend(keys)
+    if parts:
+        clause, values = _parts_filter(parts, mark)
+        where.append(clause)
+        args.extend(values)
     if after is not None:  # the page after the cursor, in (window_start, key) order
         where.append(f"(start, key) > ({mark}, {mark})")
         args.extend(after)
     return " AND ".join(where), args
+
+
+def _parts_filter(parts: Mapping[int, str], mark: str) -> tuple[str, list[Any]]:
+    """Keys whose first dimension (position 0) and last (-1) have these values: the first
+    is a key range (`42|` up to `42}`: `}` follows `|`, so an index serves it), the last
+    the end of the key (`|TELEGRAM`)."""
+    if set(parts) - {0, -1}:
+        raise ValueError(f"a key part is its first (0) or last (-1) dimension, not {sorted(parts)}")
+    clauses, values = [], []
+    if 0 in parts:
+        clauses.append(f"key >= {mark} AND key < {mark}")
+        values += [parts[0] + "|", parts[0] + "}"]
+    if -1 in parts:
+        end = "|" + parts[-1]
+        clauses.append(f"substr(key, length(key) - {len(end) - 1}) = {mark}")
+        values.append(end)
+    return "(" + " AND ".join(clauses) + ")", values
 
 
 @dataclass(frozen=True)
@@ -300,6 +326,7 @@ class Store(Protocol):
         limit: int = 10_000,
         contains: str | None = None,
         keys: Sequence[str] | None = None,
+        parts: Mapping[int, str] | None = None,
     ) -> list[MetricRow]: ...
 
     def rank(self, ranking: Ranking) -> tuple[list[MetricRow], int]:

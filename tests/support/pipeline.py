@@ -20,7 +20,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from convmetrics.process import ending_with_parent
 from producer.intake import Prepared, prepare
 from schemas import conversation_codec
-from support.truth import GroupKey, GroupTruth, api_row, select, within_relative_error
+from support.truth import BY, COUNTERS, GroupKey, GroupTruth, api_row, select, within_relative_error
 
 BYS = ("channel_type", "account")
 WINDOWS = ("1m", "1h", "1d", "all")
@@ -227,12 +227,32 @@ def fetch_rows(api: str, by: str, window: str, limit: int = 5000) -> list[dict[s
                 return rows
 
 
+def fetch_metrics(api: str, group: str, window: str, limit: int = 5000) -> list[dict[str, Any]]:
+    """Every row of `/v1/metrics` for a grouping and window, page by page."""
+    rows: list[dict[str, Any]] = []
+    cursor = None
+    with httpx.Client(base_url=api, timeout=30) as client:
+        while True:
+            params: dict[str, Any] = {"group": group, "window": window, "limit": limit}
+            if cursor:
+                params["cursor"] = cursor
+            r = client.get("/v1/metrics", params=params)
+            assert r.status_code == 200, r.text
+            body = r.json()
+            rows.extend(body["rows"])
+            cursor = body["next"]
+            if not cursor:
+                return rows
+
+
 def compare_with_truth(api: str, truth: dict[GroupKey, GroupTruth]) -> None:
-    """Every (by, window) of the API equals the oracle: counts exact, quantiles within 1%."""
+    """Every grouping and window of `/v1/metrics`, and every (by, window) of `/v1/closures`,
+    equals the oracle: counts exact, quantiles within 1%."""
+    compare_metrics_with_truth(api, truth)
     for by in BYS:
         for window in WINDOWS:
-            want = select(truth, by, window)
-            # rows with neither closures nor reopens carry only ingest lag (v2 records): not in the oracle
+            # rows with neither closures nor reopens count only what /v1/closures does not show
+            want = {k: v for k, v in select(truth, by, window).items() if v.closures or v.reopens}
             got = {
                 (r["key"], r["window_start"]): r
                 for r in fetch_rows(api, by, window)
@@ -259,4 +279,30 @@ def compare_with_truth(api: str, truth: dict[GroupKey, GroupTruth]) -> None:
                     if e[q] is None:
                         assert a[q] is None, label
                     else:
+                        assert within_relative_error(a[q], e[q]), f"{label}: {q} {a[q]} vs exact {e[q]}"
+
+
+def compare_metrics_with_truth(api: str, truth: dict[GroupKey, GroupTruth]) -> None:
+    """`/v1/metrics` of every grouping and window equals the oracle: every counter exact,
+    time to close exact (count, sum, min, max) and its quantiles within 1%."""
+    for group in BY:
+        for window in WINDOWS:
+            want = select(truth, group, window)
+            got = {("|".join(str(v) for v in r["key"].values()), r["window_start"]): r
+                   for r in fetch_metrics(api, group, window)}  # fmt: skip
+            assert set(got) == set(want), (
+                f"{group}/{window}: missing {sorted(set(want) - set(got))[:5]}, "
+                f"extra {sorted(set(got) - set(want))[:5]}"
+            )
+            for k, row in want.items():
+                actual, label = got[k], f"{group}/{window}/{k}"
+                for f in COUNTERS:
+                    assert actual[f] == getattr(row, f), f"{label}: {f} {actual[f]} != {getattr(row, f)}"
+                e = api_row((group, k[0], window, k[1]), row)["time_to_close"]
+                a = actual["time_to_close"]
+                for f in ("count", "sum", "min", "max"):
+                    assert a[f] == e[f], f"{label}: time_to_close.{f} {a[f]} != {e[f]}"
+                for q in ("p50", "p90", "p99"):
+                    assert (a[q] is None) == (e[q] is None), label
+                    if e[q] is not None:
                         assert within_relative_error(a[q], e[q]), f"{label}: {q} {a[q]} vs exact {e[q]}"

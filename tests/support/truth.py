@@ -9,8 +9,12 @@ from scratch. Decisions the consumer must match:
   event name (``message.created``, ``conversation_tag.created``, ...) is ignored.
 * Event time: ``data.<verb>At`` when present and not null, else the envelope's
   ``createdAt``, else the envelope's ``<verb>_at`` (e.g. ``closed_at``).
-* A closure's group is its own envelope ``account`` and its own ``data.channelType``;
-  a reopen's group likewise comes from the ``conversation.opened`` event.
+* An event's groups come from the event itself: ``data.channelType``; the envelope's
+  ``account``; both (key ``"42|TELEGRAM"``); the inbox, ``account`` and ``data.channel.id``
+  (``"42|7"``; an event without ``data.channel`` has none); the envelope's ``app``.
+* Counters: created, assignments, snoozes count their events; closures, reopens,
+  closed_unread as before; closed_window_expired: closures whose
+  ``data.messageWindowExpiresAt`` is set and earlier than the closure's time.
 * time_to_close: closedAt minus the latest time of a created/opened event of the same
   (account, ``data.id``) with time <= closedAt, over the whole input whatever the arrival
   order; a closure with no such event counts in ``closures`` only.
@@ -34,8 +38,20 @@ import orjson
 
 #: Window name -> size in seconds (None: all time).
 WINDOWS: dict[str, int | None] = {"1m": 60, "1h": 3_600, "1d": 86_400, "all": None}
-#: Grouping dimensions.
-BY: tuple[str, ...] = ("channel_type", "account")
+#: Groupings.
+BY: tuple[str, ...] = ("channel_type", "account", "account,channel_type", "inbox", "app")
+#: Every counter of a row.
+COUNTERS: tuple[str, ...] = (
+    "closures", "reopens", "closed_unread", "created", "assignments", "snoozes", "closed_window_expired",
+)  # fmt: skip
+#: The counters of a row, by the event that counts in them.
+COUNTED: dict[str, str] = {
+    "conversation.created": "created",
+    "conversation.opened": "reopens",
+    "conversation.closed": "closures",
+    "conversation.assigned": "assignments",
+    "conversation.snoozed": "snoozes",
+}
 #: Conversation events and the data field holding each one's time.
 TIME_FIELDS: dict[str, str] = {
     "conversation.created": "createdAt",
@@ -56,6 +72,10 @@ class GroupTruth:
     closures: int = 0
     reopens: int = 0
     closed_unread: int = 0
+    created: int = 0
+    assignments: int = 0
+    snoozes: int = 0
+    closed_window_expired: int = 0
     durations: list[int] = field(default_factory=list)
 
     @property
@@ -131,8 +151,19 @@ def dedupe(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _group_keys(event: dict[str, Any], t: int) -> Iterator[GroupKey]:
-    keys = {"channel_type": str(event["data"]["channelType"]), "account": str(event["account"])}
+    data = event["data"]
+    channel, account = str(data["channelType"]), str(event["account"])
+    keys = {
+        "channel_type": channel,
+        "account": account,
+        "account,channel_type": f"{account}|{channel}",
+        "app": str(event["app"]),
+    }
+    if data.get("channel") is not None:
+        keys["inbox"] = f"{account}|{data['channel']['id']}"
     for by in BY:
+        if by not in keys:
+            continue
         for window, size in WINDOWS.items():
             yield by, keys[by], window, None if size is None else t - t % size
 
@@ -147,17 +178,20 @@ def compute_truth(events: Iterable[dict[str, Any]]) -> dict[GroupKey, GroupTruth
     rows: dict[GroupKey, GroupTruth] = defaultdict(GroupTruth)
     for event in unique:
         name, t = event["event"], event_time(event)
-        if name == "conversation.opened":
-            for key in _group_keys(event, t):
-                rows[key].reopens += 1
-        elif name == "conversation.closed":
+        counter = COUNTED[name]
+        for key in _group_keys(event, t):
+            row = rows[key]
+            setattr(row, counter, getattr(row, counter) + 1)
+        if name == "conversation.closed":
             conversation = (int(event["account"]), int(event["data"]["id"]))
             before = [s for s in starts[conversation] if s <= t]
             unread = is_unread(event["data"])
+            expires = event["data"].get("messageWindowExpiresAt")
+            expired = expires is not None and expires < t
             for key in _group_keys(event, t):
                 row = rows[key]
-                row.closures += 1
                 row.closed_unread += unread
+                row.closed_window_expired += expired
                 if before:
                     row.durations.append(t - max(before))
     return dict(rows)

@@ -201,7 +201,7 @@ def test_the_stream_is_lazy() -> None:
 
 def test_plan_uses_fewer_conversations_when_events_are_few() -> None:
     conversations, assigns = plan(GenerateConfig(events=1_000, conversations=100_000))
-    assert 300 < conversations < 500 and assigns == 0
+    assert 250 < conversations < 400 and assigns == 0.6  # every stream has assignments
     conversations, assigns = plan(GenerateConfig(events=2_000_000, conversations=500_000))
     assert conversations == 500_000 and 0.5 < assigns < 2
 

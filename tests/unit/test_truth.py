@@ -122,14 +122,16 @@ def test_conversations_are_keyed_by_account_and_id() -> None:
     truth = compute_truth(events)
     assert all_row(truth).durations == [900]
     assert all_row(truth, by="account", key="1").closures == 1
-    assert ("account", "2", "all", None) not in truth
+    assert all_row(truth, by="account", key="2").closures == 0  # account 2: a creation only
+    assert all_row(truth, by="account", key="2").created == 1
 
 
 def test_a_closure_uses_its_own_channel_type() -> None:
     events = [ev("created", "a", T0, channel="TELEGRAM"), ev("closed", "b", T0 + 9, channel="WECHAT")]
     truth = compute_truth(events)
     assert all_row(truth, key="WECHAT").durations == [9]
-    assert ("channel_type", "TELEGRAM", "all", None) not in truth  # created only: no row
+    telegram = all_row(truth, key="TELEGRAM")  # the creation's channel type: created only
+    assert (telegram.created, telegram.closures, telegram.durations) == (1, 0, [])
 
 
 @pytest.mark.parametrize(
@@ -166,7 +168,7 @@ def test_windows_are_epoch_aligned_and_late_events_update_old_windows() -> None:
     assert truth[("account", "7", "1d", 86_400 * 3)].closures == 1
     assert truth[("account", "7", "1d", 86_400 * 4)].closures == 1
     assert truth[("account", "7", "all", None)].closures == 2
-    assert len(select(truth, "account", "1m")) == 2
+    assert len(select(truth, "account", "1m")) == 3  # the creation's minute, and each closure's
     assert set(select(truth, "channel_type", "all")) == {("TELEGRAM", None)}
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -264,6 +264,7 @@ class PostgresStore:
         limit: int = 10_000,
         contains: str | None = None,
         keys: Sequence[str] | None = None,
+        parts: Mapping[int, str] | None = None,
     ) -> list[MetricRow]:
         where, args = row_filter(
             by,
@@ -275,6 +276,7 @@ class PostgresStore:
             dialect=sqlgen.POSTGRES,
             contains=contains,
             keys=keys,
+            parts=parts,
         )
         sql = sqlgen.query(sqlgen.POSTGRES, where, "%s", self.registry)
 

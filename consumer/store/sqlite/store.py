@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -278,6 +278,7 @@ class SqliteStore:
         limit: int = 10_000,
         contains: str | None = None,
         keys: Sequence[str] | None = None,
+        parts: Mapping[int, str] | None = None,
     ) -> list[MetricRow]:
         where, args = row_filter(
             by,
@@ -289,6 +290,7 @@ class SqliteStore:
             dialect=sqlgen.SQLITE,
             contains=contains,
             keys=keys,
+            parts=parts,
         )
         query = sqlgen.query(sqlgen.SQLITE, where, "?", self.registry)
         found = self.db.execute(query, [*args, limit]).fetchall()

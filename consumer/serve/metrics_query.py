@@ -1,0 +1,122 @@
+"""Parsing and shaping of `/v1/metrics` (pure: parameters in, JSON-ready dicts out).
+
+`/v1/metrics` shows every metric of the registry for any of its groupings; a row's key is
+an object of the grouping's dimensions (`{"account": 42, "channel_type": "TELEGRAM"}`).
+Filters name dimensions (`account=42`); on a grouping of several dimensions they select
+the keys with that value (a key range for the first dimension, the key's end for the last).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from consumer.exceptions import QueryError
+from consumer.fold.registry import REGISTRY, Grouping, Registry
+from consumer.fold.windows import ALL, WINDOWS
+from consumer.serve.query import DEFAULT_LIMIT, MAX_LIMIT, _fits, _int, decode_cursor, encode_cursor
+from consumer.store import MetricRow
+from consumer.store.render import row_json
+
+#: a text dimension's values (channel types: producer.models.CHANNEL_TYPE_PATTERN) hold no `|`
+_MAX_TEXT = 64
+
+
+@dataclass(frozen=True)
+class MetricsQuery:
+    group: Grouping
+    window: str
+    #: values of some of the group's dimensions, by name, as text
+    filters: Mapping[str, str]
+    start_from: int | None = None
+    start_to: int | None = None
+    limit: int = DEFAULT_LIMIT
+    after: tuple[int, str] | None = None
+
+    @property
+    def key(self) -> str | None:
+        """The one key every dimension's filter names, if they all have one."""
+        dims = self.group.dimensions
+        if all(d in self.filters for d in dims):
+            return "|".join(self.filters[d] for d in dims)
+        return None
+
+    @property
+    def parts(self) -> dict[int, str] | None:
+        """The filters as key parts (`consumer.store.base.row_filter`), when not one key."""
+        if self.key is not None or not self.filters:
+            return None
+        dims = self.group.dimensions
+        return {0 if dims.index(d) == 0 else -1: v for d, v in self.filters.items()}
+
+
+def parse_metrics_query(params: Mapping[str, str], registry: Registry = REGISTRY) -> MetricsQuery:
+    """Validate `/v1/metrics` parameters; QueryError names the bad one and why."""
+    dims = [d.name for d in registry.dimensions]
+    known = {"group", "window", "from", "to", "limit", "cursor", *dims}
+    if unknown := sorted(set(params) - known):
+        raise QueryError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    names = [g.name for g in registry.groupings]
+    try:
+        group = registry.grouping(params.get("group", ""))
+    except KeyError:
+        raise QueryError(f"group must be one of {' | '.join(names)}, got {params.get('group')!r}") from None
+    window = params.get("window", "")
+    if window not in WINDOWS:
+        raise QueryError(f"window must be one of {', '.join(WINDOWS)}, got {window!r}")
+    filters: dict[str, str] = {}
+    for d in dims:
+        value = params.get(d)
+        if value is None or value == "":
+            continue
+        if d not in group.dimensions:
+            raise QueryError(f"{d} filters a grouping that has it; group={group.name} has {group.dimensions}")
+        if registry.dimension(d).type is int:
+            if not _fits(value):
+                raise QueryError(f"{d} must be an integer id, got {value!r}")
+            value = str(int(value))
+        elif len(value) > _MAX_TEXT or "|" in value:
+            raise QueryError(
+                f"{d} must be a name of at most {_MAX_TEXT} characters without '|', got {value!r}"
+            )
+        filters[d] = value
+    if len(group.dimensions) > 2 and len(filters) not in (0, len(group.dimensions)):
+        raise QueryError(f"group={group.name}: filter on all of {group.dimensions} or none")
+    start_from, start_to = _int(params, "from"), _int(params, "to")
+    if window == ALL and (start_from is not None or start_to is not None):
+        raise QueryError("from/to select window starts; the all-time window has none")
+    if start_from is not None and start_to is not None and start_to < start_from:
+        raise QueryError(f"to ({start_to}) is before from ({start_from})")
+    limit = _int(params, "limit")
+    if limit is None:
+        limit = DEFAULT_LIMIT
+    if not 1 <= limit <= MAX_LIMIT:
+        raise QueryError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+    cursor = params.get("cursor")
+    after = decode_cursor(cursor) if cursor else None
+    return MetricsQuery(group, window, filters, start_from, start_to, limit, after)
+
+
+def key_json(group: Grouping, key: str, registry: Registry = REGISTRY) -> dict[str, Any]:
+    """A stored key as an object of its dimensions, typed as declared."""
+    values = key.split("|") if len(group.dimensions) > 1 else [key]
+    return {
+        d: int(v) if registry.dimension(d).type is int else v
+        for d, v in zip(group.dimensions, values, strict=True)
+    }
+
+
+def metrics_json(q: MetricsQuery, rows: list[MetricRow], registry: Registry = REGISTRY) -> dict[str, Any]:
+    """The response body; `rows` holds up to limit+1 rows (the extra one means: more).
+    Each row shows the metrics that count in its grouping and window."""
+    more = len(rows) > q.limit
+    rows = rows[: q.limit]
+    shown = tuple(m for m in registry.metrics if m.counts_in(q.group.name, q.window))
+    out = []
+    for r in rows:
+        j = row_json(r, registry, shown)
+        j["key"] = key_json(q.group, r.key, registry)
+        out.append(j)
+    nxt = encode_cursor(rows[-1].window_start, rows[-1].key) if more and rows else None
+    return {"group": q.group.name, "window": q.window, "next": nxt, "rows": out}
