@@ -1,0 +1,154 @@
+"""`GET /v1/metrics`: every metric for every grouping, keys as objects, filters by
+dimension, bad parameters named, tokens scoped to accounts, paging."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from consumer.fold import PartitionFold
+from consumer.fold.model import ASSIGNED, CLOSED, CREATED, SNOOZED, Event
+from consumer.serve.api import create_app
+from consumer.serve.tokens import Tokens, digest
+from consumer.store import PartitionCommit
+from consumer.store.sqlite import SqliteStore
+
+HOUR = 1_699_920_000  # a UTC midnight
+
+
+def ev(
+    kind: int, h: int, t: int, *, account: int = 7, conv: int = 1, ch: str = "SMS", inbox: int | None = 30,
+    expires: int | None = None,
+) -> Event:  # fmt: skip
+    return Event(kind, h, account, conv, ch, t, None, None, None, inbox, 1000 + account, expires)
+
+
+EVENTS = [
+    ev(CREATED, 1, HOUR),
+    ev(ASSIGNED, 2, HOUR + 10),
+    ev(ASSIGNED, 2, HOUR + 10),  # a redelivery: counted once
+    ev(SNOOZED, 3, HOUR + 20),
+    ev(CLOSED, 4, HOUR + 100, expires=HOUR + 99),  # the window expired 1 s before the close
+    ev(CREATED, 5, HOUR, conv=2, ch="VIBER", inbox=31),
+    ev(CLOSED, 6, HOUR + 60, conv=2, ch="VIBER", inbox=31, expires=HOUR + 60),  # expiring at the close: not
+    ev(CREATED, 7, HOUR + 5, account=8, conv=3, inbox=None),  # no data.channel: in no inbox row
+    ev(CLOSED, 8, HOUR + 3600 + 5, account=8, conv=3, inbox=None),
+]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "m.db"
+    store = SqliteStore(str(path))
+    store.check_topic("events")
+    fold = PartitionFold(0)
+    for e in EVENTS:
+        fold.apply(e)
+    delta, changed = fold.take_changes()
+    store.commit("events", [PartitionCommit(0, delta, 1, fold.watermark, changed)])
+    store.close()
+    return path
+
+
+def get(db: Path, tokens: Tokens | None = None, token: str | None = None, **params: Any) -> Any:
+    c = TestClient(create_app(lambda: SqliteStore(str(db)), tokens=tokens))
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    return c.get("/v1/metrics", params=params, headers=headers)
+
+
+def test_rows_carry_every_counter_and_typed_keys(db: Path) -> None:
+    body = get(db, group="account,channel_type", window="all").json()
+    assert body["group"] == "account,channel_type" and body["window"] == "all" and body["next"] is None
+    rows = {(r["key"]["account"], r["key"]["channel_type"]): r for r in body["rows"]}
+    assert list(rows) == [(7, "SMS"), (7, "VIBER"), (8, "SMS")]
+    sms = rows[(7, "SMS")]
+    assert sms["key"] == {"account": 7, "channel_type": "SMS"}
+    counts = ("created", "assignments", "snoozes", "closures", "closed_window_expired", "reopens")
+    assert [sms[c] for c in counts] == [1, 1, 1, 1, 1, 0]
+    assert sms["time_to_close"]["count"] == 1 and sms["time_to_close"]["sum"] == 100
+    assert rows[(7, "VIBER")]["closed_window_expired"] == 0  # a window expiring at closedAt had not closed
+    assert "ingest_lag" not in sms  # counts by channel type only
+
+
+def test_inbox_and_app_groupings(db: Path) -> None:
+    inbox = get(db, group="inbox", window="all").json()["rows"]
+    assert [(r["key"], r["closures"]) for r in inbox] == [
+        ({"account": 7, "inbox": 30}, 1),
+        ({"account": 7, "inbox": 31}, 1),
+    ]  # account 8's events came without data.channel
+    app = get(db, group="app", window="1h").json()["rows"]
+    assert [(r["key"], r["window_start"], r["created"], r["closures"]) for r in app] == [
+        ({"app": 1007}, HOUR, 2, 2),
+        ({"app": 1008}, HOUR, 1, 0),
+        ({"app": 1008}, HOUR + 3600, 0, 1),
+    ]
+
+
+def test_filters_select_on_the_keys_dimensions(db: Path) -> None:
+    def keys(**params: Any) -> list[dict[str, Any]]:
+        return [r["key"] for r in get(db, window="all", **params).json()["rows"]]
+
+    assert keys(group="account,channel_type", account=7) == [
+        {"account": 7, "channel_type": "SMS"},
+        {"account": 7, "channel_type": "VIBER"},
+    ]
+    assert keys(group="account,channel_type", channel_type="SMS") == [
+        {"account": 7, "channel_type": "SMS"},
+        {"account": 8, "channel_type": "SMS"},
+    ]
+    assert keys(group="account,channel_type", account=8, channel_type="SMS") == [
+        {"account": 8, "channel_type": "SMS"}
+    ]
+    assert keys(group="inbox", inbox=31) == [{"account": 7, "inbox": 31}]
+    assert keys(group="account", account=70) == []  # 7 is a prefix of 70, not a match of it
+    assert keys(group="channel_type", channel_type="SMS") == [{"channel_type": "SMS"}]
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"group": "team", "window": "1h"}, "group"),
+        ({"group": "account", "window": "2h"}, "window"),
+        ({"group": "account", "window": "1h", "channel_type": "SMS"}, "channel_type"),
+        ({"group": "account", "window": "1h", "account": "seven"}, "account"),
+        ({"group": "account", "window": "1h", "account": str(2**63)}, "account"),
+        ({"group": "channel_type", "window": "1h", "channel_type": "A|B"}, "channel_type"),
+        ({"group": "account", "window": "1h", "from": "1e9"}, "from"),
+        ({"group": "account", "window": "all", "from": "0"}, "from/to"),
+        ({"group": "account", "window": "1h", "limit": "0"}, "limit"),
+        ({"group": "account", "window": "1h", "cursor": "nope"}, "cursor"),
+        ({"group": "account", "window": "1h", "by": "account"}, "by"),
+    ],
+)
+def test_a_bad_parameter_is_a_400_naming_it(db: Path, params: dict[str, str], named: str) -> None:
+    r = get(db, **params)
+    assert r.status_code == 400 and named in r.json()["error"], r.text
+
+
+def test_pages_follow_the_cursor_to_the_end(db: Path) -> None:
+    whole = get(db, group="account,channel_type", window="1m").json()["rows"]
+    seen, cursor = [], None
+    while True:
+        extra = {"cursor": cursor} if cursor else {}
+        body = get(db, group="account,channel_type", window="1m", limit=2, **extra).json()
+        seen += body["rows"]
+        cursor = body["next"]
+        if not cursor:
+            break
+    assert seen == whole and len(whole) > 2
+
+
+def test_a_scoped_token_reads_its_accounts_groupings_only(db: Path, tmp_path: Path) -> None:
+    path = tmp_path / "tokens"
+    path.write_text(f"{digest('t-seven')} 7\n{digest('t-both')} 7,8\n")
+    tokens = Tokens(path)
+    rows = get(db, tokens, "t-seven", group="account,channel_type", window="all").json()["rows"]
+    assert {r["key"]["account"] for r in rows} == {7}  # its one account, implied
+    assert get(db, tokens, "t-seven", group="channel_type", window="all").status_code == 403
+    assert get(db, tokens, "t-seven", group="inbox", window="all", account=8).status_code == 403
+    assert get(db, tokens, "t-both", group="inbox", window="all").status_code == 400  # which account?
+    assert get(db, tokens, "t-both", group="app", window="all").status_code == 403  # no account in it
+    assert get(db, tokens, None, group="account", window="all").status_code == 401
