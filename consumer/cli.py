@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from consumer.fold.registry import DEFAULT_METRIC_SET, METRIC_SETS
 from schemas.kafka import KafkaSettings, KafkaSettingsError
 from schemas.kafka import add_arguments as kafka_arguments
 from schemas.kafka import from_args as kafka_from_args
@@ -22,6 +23,7 @@ T = TypeVar("T")
 ENV_BOOTSTRAP = "CONVMETRICS_BOOTSTRAP_SERVERS"
 ENV_TOPIC = "CONVMETRICS_TOPIC"
 ENV_STORE = "CONVMETRICS_STORE"
+ENV_METRIC_SET = "CONVMETRICS_METRIC_SET"
 
 
 def _common(p: argparse.ArgumentParser, *, kafka: bool = True) -> None:
@@ -41,6 +43,16 @@ def _common(p: argparse.ArgumentParser, *, kafka: bool = True) -> None:
         default=os.environ.get(ENV_STORE, "sqlite:///convmetrics.db"),
         help=f"store URL (env {ENV_STORE}; default sqlite:///convmetrics.db, "
         "i.e. ./convmetrics.db; sqlite:////abs/path.db for an absolute path)",
+    )
+    p.add_argument(
+        "--metric-set",
+        choices=sorted(METRIC_SETS),
+        default=os.environ.get(ENV_METRIC_SET, DEFAULT_METRIC_SET),
+        help=f"what is folded and served (env {ENV_METRIC_SET}; default {DEFAULT_METRIC_SET}): "
+        "closures = closures, reopens, closed_unread, time_to_close, ingest_lag by channel_type and "
+        "account; full = also created, assignments, snoozes, closed_window_expired and the "
+        "account,channel_type, inbox and app groupings (about 5x the store's row writes per event). "
+        "Give every process of a deployment the same one",
     )
 
 
@@ -241,6 +253,7 @@ def _consume(args: argparse.Namespace) -> int:
     from consumer.stream.settings import ConsumerSettings
 
     settings = ConsumerSettings(
+        metric_set=args.metric_set,
         bootstrap_servers=_need_bootstrap(args),
         topic=args.topic,
         group=args.group,
@@ -283,6 +296,7 @@ def _consume(args: argparse.Namespace) -> int:
             settings.http_host,
             settings.http_port,
             registry=metrics.registry,
+            metrics=settings.registry,
             max_label_values=args.max_label_values,
             tokens=tokens,
             ready=lambda: running[0].not_ready() if running else "starting: the store does not answer yet",
@@ -357,7 +371,14 @@ def _serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     tokens = _tokens(args)
-    api_server(args.store, args.host, args.port, max_label_values=args.max_label_values, tokens=tokens).run()
+    api_server(
+        args.store,
+        args.host,
+        args.port,
+        metrics=METRIC_SETS[args.metric_set],
+        max_label_values=args.max_label_values,
+        tokens=tokens,
+    ).run()
     return 0
 
 

@@ -69,7 +69,8 @@ class FactLayout:
             if None in values:
                 continue
             key = "|".join(map(str, values))
-            keys.extend((g, key, w, start) for w, start in starts)
+            keeps = self.registry.grouping(g).keeps
+            keys.extend((g, key, w, start) for w, start in starts if keeps(w))
         return keys
 
     @cached_property

@@ -14,15 +14,16 @@ import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from types import ModuleType
 from typing import Any
 
 from consumer.exceptions import ConfigError
 from consumer.fold import Delta, Fold, apply_batch
 from consumer.fold import PartitionFold as PythonFold
-from consumer.fold.delta import LAYOUT, FactLayout
+from consumer.fold.delta import LAYOUT, ConvKey, FactLayout, layout_of
 from consumer.fold.model import KINDS
-from consumer.fold.registry import Kind
+from consumer.fold.registry import REGISTRY, Kind, Registry
 from consumer.fold.sketch import _MULTIPLIER, _OFFSET, LAG_BASE, ZERO_BIN
 
 #: The compiled fold allocates with mimalloc, apart from the C heap that Python and
@@ -35,6 +36,7 @@ for _option, _value in (("PURGE_DELAY", "0"), ("ARENA_EAGER_COMMIT", "0"), ("EAG
     os.environ.setdefault(f"MIMALLOC_{_option}", _value)
 
 
+@cache
 def compiled_counters(layout: FactLayout, built: Any) -> list[tuple[list[int], str | None]]:
     """The counters of a fact layout as the compiled fold is configured with them: (the
     event kinds each counts, its condition). A ConfigError when the compiled fold cannot
@@ -64,7 +66,8 @@ except ImportError:
         raise  # built, but this interpreter cannot load it: say so
     native = None  # not built (no Rust toolchain): the reference fold runs
 else:
-    _built.configure(_MULTIPLIER, _OFFSET, ZERO_BIN, LAG_BASE, Delta, compiled_counters(LAYOUT, _built))
+    compiled_counters(LAYOUT, _built)  # the production registry: refused at import if it cannot
+    _built.configure(_MULTIPLIER, _OFFSET, ZERO_BIN, LAG_BASE, Delta)
     native = _built
 
 ENV = "CONVMETRICS_FOLD"
@@ -81,8 +84,23 @@ class FoldKind:
     apply_batch: Callable[..., Any]
 
 
+def _native_fold(
+    partition: int,
+    idle: dict[ConvKey, str] | None = None,
+    watermark: int = 0,
+    *,
+    max_seen: int = 256,
+    registry: Registry = REGISTRY,
+) -> Fold:
+    """A compiled partition fold counting `registry`'s counters (as `PythonFold` takes it)."""
+    assert native is not None
+    counters = compiled_counters(layout_of(registry), native)
+    fold: Fold = native.PartitionFold(partition, idle, watermark, max_seen=max_seen, counters=counters)
+    return fold
+
+
 PYTHON = FoldKind("python", PythonFold, apply_batch)
-NATIVE = None if native is None else FoldKind("native", native.PartitionFold, native.apply_batch)
+NATIVE = None if native is None else FoldKind("native", _native_fold, native.apply_batch)
 
 
 def choose(preference: str | None = None) -> FoldKind:

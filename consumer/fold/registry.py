@@ -13,6 +13,7 @@ distributions of a row never share a bin index.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -86,6 +87,8 @@ class Metric:
         return self.bin_base - BIN_SPAN <= b < self.bin_base + BIN_SPAN
 
     def counts_in(self, grouping: str, window: str) -> bool:
+        """Whether it counts in that grouping's rows of that window (if the grouping keeps
+        them: `Grouping.keeps`)."""
         return (self.groupings is None or grouping in self.groupings) and (
             self.windows is None or window in self.windows
         )
@@ -115,6 +118,11 @@ class Grouping:
     name: str
     dimensions: tuple[str, ...]
     fine: bool = False
+    #: the windows it keeps rows of (None: every one)
+    windows: tuple[str, ...] | None = None
+
+    def keeps(self, window: str) -> bool:
+        return self.windows is None or window in self.windows
 
     @property
     def ident(self) -> str:
@@ -140,6 +148,8 @@ class Registry:
         for g in self.groupings:
             if missing := set(g.dimensions) - dims:
                 raise ValueError(f"grouping {g.name!r} names undeclared dimensions {sorted(missing)}")
+            if set(g.windows or ()) - set(self.windows):
+                raise ValueError(f"grouping {g.name!r} names an undeclared window")
         for m in self.metrics:
             if m.when is not None and m.when not in CONDITIONS:
                 known = sorted(CONDITIONS)
@@ -213,6 +223,8 @@ ACCOUNT: Final = "account"
 INBOX: Final = "inbox"
 APP: Final = "app"
 ACCOUNT_CHANNEL_TYPE: Final = "account,channel_type"
+#: the windows of the groupings finer than an account
+LONG_WINDOWS: Final = ("1h", "1d", "all")
 
 REGISTRY: Final = Registry(
     metrics=(
@@ -297,9 +309,31 @@ REGISTRY: Final = Registry(
     groupings=(
         Grouping(CHANNEL_TYPE, (CHANNEL_TYPE,)),
         Grouping(ACCOUNT, (ACCOUNT,), fine=True),
-        Grouping(ACCOUNT_CHANNEL_TYPE, (ACCOUNT, CHANNEL_TYPE), fine=True),
-        Grouping(INBOX, (ACCOUNT, INBOX), fine=True),
-        Grouping(APP, (APP,), fine=True),
+        # no 1-minute rows: at the finest grouping a minute's row holds about one event, so
+        # they would cost a row write per event each (bench/results/consumer.md)
+        Grouping(ACCOUNT_CHANNEL_TYPE, (ACCOUNT, CHANNEL_TYPE), fine=True, windows=LONG_WINDOWS),
+        Grouping(INBOX, (ACCOUNT, INBOX), fine=True, windows=LONG_WINDOWS),
+        Grouping(APP, (APP,), fine=True, windows=LONG_WINDOWS),
     ),
     closures_view=("closures", "reopens", "closed_unread", "time_to_close", "ingest_lag"),
 )
+
+#: the metrics and groupings of `/v1/closures`: what a deployment folds by default
+CLOSURES: Final = dataclasses.replace(
+    REGISTRY,
+    metrics=REGISTRY.view(REGISTRY.closures_view),
+    groupings=tuple(g for g in REGISTRY.groupings if g.name in (CHANNEL_TYPE, ACCOUNT)),
+)
+#: what a deployment may fold (`--metric-set`): `closures`, the default, or `full`, every
+#: metric and grouping of `REGISTRY`, which costs the store about 5x the row writes per
+#: event (docs/performance.md)
+METRIC_SETS: Final[Mapping[str, Registry]] = {"closures": CLOSURES, "full": REGISTRY}
+DEFAULT_METRIC_SET: Final = "closures"
+
+
+def metric_set(name: str) -> Registry:
+    """The registry of a metric set by name (ValueError naming the known ones)."""
+    try:
+        return METRIC_SETS[name]
+    except KeyError:
+        raise ValueError(f"metric set must be one of {', '.join(METRIC_SETS)}, not {name!r}") from None

@@ -63,8 +63,9 @@ def parse_metrics_query(params: Mapping[str, str], registry: Registry = REGISTRY
     except KeyError:
         raise QueryError(f"group must be one of {' | '.join(names)}, got {params.get('group')!r}") from None
     window = params.get("window", "")
-    if window not in WINDOWS:
-        raise QueryError(f"window must be one of {', '.join(WINDOWS)}, got {window!r}")
+    kept = [w for w in WINDOWS if group.keeps(w)]
+    if window not in kept:
+        raise QueryError(f"window must be one of {', '.join(kept)} for group={group.name}, got {window!r}")
     filters: dict[str, str] = {}
     for d in dims:
         value = params.get(d)

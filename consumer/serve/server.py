@@ -10,6 +10,7 @@ from typing import Any
 import uvicorn
 from prometheus_client import CollectorRegistry
 
+from consumer.fold.registry import CLOSURES, Registry
 from consumer.serve.api import create_app
 from consumer.serve.overview import MAX_LABEL_VALUES
 from consumer.serve.tokens import Tokens
@@ -25,12 +26,14 @@ def api_server(
     port: int,
     *,
     registry: CollectorRegistry | None = None,
+    metrics: Registry = CLOSURES,
     max_label_values: int = MAX_LABEL_VALUES,
     tokens: Tokens | None = None,
     ready: Callable[[], str | None] | None = None,
 ) -> uvicorn.Server:
     """`registry`: extra metrics for `/metrics` (the consumer's own, inside `consume`);
-    `tokens`: who may read what (None: open, with a warning beyond loopback)."""
+    `metrics`: the metric set the store holds (`--metric-set`); `tokens`: who may read
+    what (None: open, with a warning beyond loopback)."""
     if tokens is None and host not in LOOPBACK:
         log.warning(
             "the API listens on %s without tokens: anyone who reaches it reads every account's "
@@ -38,7 +41,7 @@ def api_server(
             host,
         )
     app = create_app(
-        lambda: open_store(store_url, retention=Retention()),
+        lambda: open_store(store_url, retention=Retention(), registry=metrics),
         registry=registry,
         max_label_values=max_label_values,
         tokens=tokens,

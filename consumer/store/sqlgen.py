@@ -252,7 +252,9 @@ def _fine(d: Dialect, g: Grouping, registry: Registry, cols: str) -> list[str]:
     key = _key_expr(g)
     out = []
     for window, size in registry.windows.items():
-        if not any(m.counts_in(g.name, window) for m in layout_of(registry).fact_metrics):
+        if not g.keeps(window) or not any(
+            m.counts_in(g.name, window) for m in layout_of(registry).fact_metrics
+        ):
             continue
         s = d.floor("t", size)
         if window in PER_FACT_WINDOWS:
@@ -331,7 +333,7 @@ def aggregation(d: Dialect, registry: Registry = REGISTRY) -> list[str]:
                     f"FROM cm_partial_{p.column}_bins"
                 )
         for window, size in registry.windows.items():
-            srcs = _sources(g, window, registry)
+            srcs = _sources(g, window, registry) if g.keeps(window) else []
             if not srcs:
                 continue
             s = d.floor("m", size)

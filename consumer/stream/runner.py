@@ -74,7 +74,11 @@ def new_fold(
     offset to resume from."""
     state = store.load_partition(topic, partition)
     fold = (kind or choose()).new(
-        partition, state.conversations, state.watermark, max_seen=s.dedupe_per_conversation
+        partition,
+        state.conversations,
+        state.watermark,
+        max_seen=s.dedupe_per_conversation,
+        registry=store.registry,
     )
     return fold, state.next_offset
 
@@ -112,7 +116,9 @@ class MetricsConsumer:
         self, settings: ConsumerSettings, *, store: Store | None = None, on_commit: CommitHook | None = None
     ) -> None:
         self.s = settings
-        self.store = store or open_store(settings.store_url, retention=settings.retention)
+        self.store = store or open_store(
+            settings.store_url, retention=settings.retention, registry=settings.registry
+        )
         check = getattr(self.store, "check_topic", None)
         if check is not None:
             check(settings.topic)

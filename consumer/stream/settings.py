@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from consumer.fold.registry import DEFAULT_METRIC_SET, Registry, metric_set
 from consumer.store import Retention
 
 
@@ -34,6 +35,12 @@ class ConsumerSettings:
     http_host: str = "127.0.0.1"
     #: librdkafka settings of every client (security, tuning): `schemas.kafka`
     kafka: Mapping[str, str] = field(default_factory=dict)
+    #: the metrics and groupings folded (`consumer.fold.registry.METRIC_SETS`)
+    metric_set: str = DEFAULT_METRIC_SET
+
+    @property
+    def registry(self) -> Registry:
+        return metric_set(self.metric_set)
 
     @property
     def dlq_topic(self) -> str:

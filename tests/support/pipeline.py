@@ -127,6 +127,9 @@ class ConsumerProcess:
             store if isinstance(store, str) else f"sqlite:///{store}",  # a URL, or a SQLite file
             "--group",
             group or f"metrics-{topic}",
+            # every metric and grouping: the pipeline tests compare all of them with the oracle
+            "--metric-set",
+            "full",
             "--flush-interval",
             "0.5",
             # a SIGKILLed member holds its partitions until its session times out
@@ -287,6 +290,10 @@ def compare_metrics_with_truth(api: str, truth: dict[GroupKey, GroupTruth]) -> N
     time to close exact (count, sum, min, max) and its quantiles within 1%."""
     for group in BY:
         for window in WINDOWS:
+            if window == "1m" and group not in BYS:  # finer than an account: no 1-minute rows
+                r = httpx.get(f"{api}/v1/metrics", params={"group": group, "window": window}, timeout=30)
+                assert r.status_code == 400 and "window" in r.json()["error"], r.text
+                continue
             want = select(truth, group, window)
             got = {("|".join(str(v) for v in r["key"].values()), r["window_start"]): r
                    for r in fetch_metrics(api, group, window)}  # fmt: skip

@@ -47,12 +47,12 @@ struct Config {
     zero_bin: i64,
     lag_base: i64,
     delta_class: Py<PyAny>,
-    /// the registry's counters, in fact order: each counts events of these kinds for
-    /// which these conditions (bits of `UNREAD`, `WINDOW_EXPIRED`) all hold
-    counters: Vec<Counter>,
 }
 
-/// A counter of the registry that counts events by declaration (`Metric.counts`, `when`).
+/// A counter of the registry that counts events by declaration (`Metric.counts`, `when`):
+/// events of these kinds for which these conditions (bits of `UNREAD`, `WINDOW_EXPIRED`)
+/// all hold. A fold is given its registry's counters in fact order.
+#[derive(Clone, Copy, PartialEq)]
 struct Counter {
     kinds: u8, // a bit per event kind
     when: u8,
@@ -180,9 +180,9 @@ impl Fact {
 
 /// The counters' increments for an event of `kind` for which `conditions` hold, or None
 /// when no counter counts it (consumer.fold.facts.FactMaker.counted).
-fn counted(cfg: &Config, kind: u8, conditions: u8, dims: Dims, t: i64) -> Option<Fact> {
+fn counted(counters: &[Counter], kind: u8, conditions: u8, dims: Dims, t: i64) -> Option<Fact> {
     let mut fact: Option<Fact> = None;
-    for (i, c) in cfg.counters.iter().enumerate() {
+    for (i, c) in counters.iter().enumerate() {
         if c.kinds & (1 << kind) != 0 && c.when & conditions == c.when {
             fact.get_or_insert_with(|| Fact::new(dims, t)).counts[i] += 1;
         }
@@ -317,6 +317,39 @@ pub struct PartitionFold {
     hot: HashMap<(i64, i64), Conv>,
     pending: Pending,
     channels: Channels,
+    counters: Vec<Counter>,
+}
+
+/// The counters of a registry, from (the event kinds each counts, its condition).
+fn counters_of(spec: Vec<(Vec<u8>, Option<String>)>) -> PyResult<Vec<Counter>> {
+    if spec.len() > MAX_COUNTERS {
+        return Err(PyValueError::new_err(format!(
+            "the compiled fold carries at most {MAX_COUNTERS} counters, not {}",
+            spec.len()
+        )));
+    }
+    let mut rules = Vec::with_capacity(spec.len());
+    for (kinds, when) in spec {
+        let when = match when.as_deref() {
+            None => 0,
+            Some("unread") => UNREAD,
+            Some("window_expired") => WINDOW_EXPIRED,
+            Some(other) => {
+                return Err(PyValueError::new_err(format!(
+                    "the compiled fold knows no condition {other:?}"
+                )));
+            }
+        };
+        let mut bits = 0u8;
+        for k in kinds {
+            if usize::from(k) >= KINDS {
+                return Err(PyValueError::new_err(format!("no event kind {k}")));
+            }
+            bits |= 1 << k;
+        }
+        rules.push(Counter { kinds: bits, when });
+    }
+    Ok(rules)
 }
 
 /// A stored conversation's JSON text, its channel names interned in `channels`.
@@ -381,6 +414,7 @@ impl PartitionFold {
             watermark,
             duplicates,
             max_seen,
+            counters,
             ..
         } = self;
         let conv = hot.get_mut(&key).expect("inserted above");
@@ -449,7 +483,7 @@ impl PartitionFold {
                 Some(s) => Some(t.checked_sub(s).ok_or_else(overflow)?),
                 None => None,
             };
-            let mut fact = counted(cfg, e.kind, conditions, dims, t);
+            let mut fact = counted(counters, e.kind, conditions, dims, t);
             if let Some(d) = ttc {
                 let f = fact.get_or_insert_with(|| Fact::new(dims, t));
                 f.ttc_n = 1;
@@ -478,7 +512,7 @@ impl PartitionFold {
                 },
             );
         } else {
-            pending.facts.extend(counted(cfg, e.kind, 0, dims, t));
+            pending.facts.extend(counted(counters, e.kind, 0, dims, t));
         }
         if e.kind == CREATED || e.kind == OPENED {
             let i = conv.starts.partition_point(|&s| s <= t);
@@ -527,7 +561,7 @@ impl PartitionFold {
     fn delta_object<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let cfg = config()?;
         let ch = |i: u32| self.channels.objects[i as usize].clone_ref(py);
-        let n = cfg.counters.len();
+        let n = self.counters.len();
         let facts: Vec<Bound<'py, PyTuple>> = self
             .pending
             .facts
@@ -733,14 +767,18 @@ fn record_event(
 
 #[pymethods]
 impl PartitionFold {
+    /// `counters`: the registry's counters in fact order, each (the event kinds it counts,
+    /// its condition): consumer/fold/native.py derives them from the registry.
     #[new]
-    #[pyo3(signature = (partition, idle=None, watermark=0, *, max_seen=256))]
+    #[pyo3(signature = (partition, idle=None, watermark=0, *, max_seen=256, counters=Vec::new()))]
     fn new(
         partition: i64,
         idle: Option<&Bound<'_, PyDict>>,
         watermark: i64,
         max_seen: usize,
+        counters: Vec<(Vec<u8>, Option<String>)>,
     ) -> PyResult<Self> {
+        let counters = counters_of(counters)?;
         let mut map = HashMap::new();
         if let Some(idle) = idle {
             map.reserve(idle.len());
@@ -759,6 +797,7 @@ impl PartitionFold {
             hot: HashMap::new(),
             pending: Pending::default(),
             channels: Channels::default(),
+            counters,
         })
     }
 
@@ -942,8 +981,7 @@ fn apply_batch<'py>(
 }
 
 /// Given once, before any fold: the DDSketch mapping's multiplier and offset, the zero and
-/// lag bin constants of consumer.fold.sketch, the consumer.fold.Delta class, and the
-/// registry's counters in fact order, each as (the event kinds it counts, its condition).
+/// lag bin constants of consumer.fold.sketch, and the consumer.fold.Delta class.
 #[pyfunction]
 fn configure(
     multiplier: f64,
@@ -951,54 +989,18 @@ fn configure(
     zero_bin: i64,
     lag_base: i64,
     delta_class: Py<PyAny>,
-    counters: Vec<(Vec<u8>, Option<String>)>,
 ) -> PyResult<()> {
-    if counters.len() > MAX_COUNTERS {
-        return Err(PyValueError::new_err(format!(
-            "the compiled fold carries at most {MAX_COUNTERS} counters, not {}",
-            counters.len()
-        )));
-    }
-    let mut rules = Vec::with_capacity(counters.len());
-    for (kinds, when) in counters {
-        let when = match when.as_deref() {
-            None => 0,
-            Some("unread") => UNREAD,
-            Some("window_expired") => WINDOW_EXPIRED,
-            Some(other) => {
-                return Err(PyValueError::new_err(format!(
-                    "the compiled fold knows no condition {other:?}"
-                )));
-            }
-        };
-        let mut bits = 0u8;
-        for k in kinds {
-            if usize::from(k) >= KINDS {
-                return Err(PyValueError::new_err(format!("no event kind {k}")));
-            }
-            bits |= 1 << k;
-        }
-        rules.push(Counter { kinds: bits, when });
-    }
     let cfg = Config {
         multiplier,
         offset,
         zero_bin,
         lag_base,
         delta_class,
-        counters: rules,
     };
     if let Err(cfg) = CONFIG.set(cfg) {
         let was = CONFIG.get().expect("set");
-        let same_counters = was.counters.len() == cfg.counters.len()
-            && was
-                .counters
-                .iter()
-                .zip(&cfg.counters)
-                .all(|(a, b)| (a.kinds, a.when) == (b.kinds, b.when));
         if (was.multiplier, was.offset, was.zero_bin, was.lag_base)
             != (cfg.multiplier, cfg.offset, cfg.zero_bin, cfg.lag_base)
-            || !same_counters
         {
             return Err(PyRuntimeError::new_err(
                 "consumer._fold_native configured twice, differently",
