@@ -21,6 +21,7 @@ from typing import Any
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from schemas import confluent
+from schemas.compat import incompatibilities
 from schemas.exceptions import (
     BadMagicError,
     DecodeError,
@@ -217,10 +218,13 @@ class Codec:
                 if v.fingerprint == fp:
                     self._id_versions[schema_id] = v
                     return self._readers[fp]
-            try:
-                return make_reader(raw, None if raw == self._reader_raw else self._reader_raw)
-            except Exception as exc:  # fastavro/cavro: the writer cannot be resolved into our reader
-                why = f"it cannot be read as {self.subject.name}: {exc}"
+            problems: list[object] = list(incompatibilities(raw, dict(self._reader_raw)))
+            if not problems:
+                try:
+                    return make_reader(raw, None if raw == self._reader_raw else self._reader_raw)
+                except Exception as exc:  # fastavro/cavro refuse the pair after all
+                    problems = [exc]
+            why = f"it cannot be read as {self.subject.name}: {'; '.join(map(str, problems))}"
         self._foreign[schema_id] = why
         raise ForeignSchemaError(schema_id, why)
 
