@@ -61,7 +61,7 @@ def test_wire_format_names_and_refusal() -> None:
     assert WireFormat.parse(" Confluent ") is WireFormat.CONFLUENT
     assert WireFormat.parse("single-object") is WireFormat.SINGLE_OBJECT
     with pytest.raises(
-        ValueError, match="CONVMETRICS_WIRE_FORMAT: unknown wire format 'avro'.*single-object"
+        ValueError, match=r"CONVMETRICS_WIRE_FORMAT: unknown wire format 'avro'.*single-object"
     ):
         WireFormat.parse("avro", source="CONVMETRICS_WIRE_FORMAT")
     assert subject_name("conversation-events") == "conversation-events-value"
