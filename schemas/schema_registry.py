@@ -22,8 +22,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from schemas.codec import fingerprint_of, full_name
-from schemas.confluent import subject_name
+from schemas.codec import Codec, fingerprint_of, full_name
+from schemas.confluent import WireFormat, subject_name
 from schemas.exceptions import (
     RegistryError,
     RegistryMismatchError,
@@ -317,3 +317,32 @@ def raise_mismatches(
     problems = mismatches(name, subject, pins, registered, complete=complete)
     if problems:
         raise RegistryMismatchError("; ".join(problems))
+
+
+def writer_codec(
+    subject: Subject, topic: str, wire_format: WireFormat, registry: RegistrySettings | None, **codec: Any
+) -> Codec:
+    """The codec a writer of `topic` uses: single-object, or Confluent with its schema's id
+    looked up once, now (a writer never registers: `convmetrics schemas push` does).
+
+    Raises:
+        RegistryError: Confluent without a registry; SchemaNotRegisteredError or
+            RegistryUnavailableError from the lookup (each says what to do).
+    """
+    if wire_format is WireFormat.SINGLE_OBJECT:
+        return Codec(subject, **codec)
+    if registry is None:
+        raise RegistryError(
+            f"--wire-format {wire_format.value} needs a schema registry: pass --schema-registry-url "
+            f"or set {ENV_URL}"
+        )
+    client = RegistryClient(registry)
+    number = codec.get("writer_version")
+    version = subject.latest if number is None else subject.version(number)
+    schema_id = client.schema_id(topic, version)
+    return Codec(subject, schema_id=schema_id, resolve_id=client.schema_by_id, **codec)
+
+
+def reader_resolver(registry: RegistrySettings | None) -> Callable[[int], Any] | None:
+    """`Codec(resolve_id=...)` for a reader: the registry's schema of an id, or None without one."""
+    return None if registry is None else RegistryClient(registry).schema_by_id
