@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from consumer.store import Retention
+from schemas.confluent import WireFormat
+from schemas.schema_registry import RegistrySettings
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,11 @@ class ConsumerSettings:
     http_host: str = "127.0.0.1"
     #: librdkafka settings of every client (security, tuning): `schemas.kafka`
     kafka: Mapping[str, str] = field(default_factory=dict)
+    #: where Confluent-framed records' schema ids are looked up (once per id); None: such
+    #: records are dead-lettered, saying so
+    schema_registry: RegistrySettings | None = None
+    #: how the metrics-topic publishers frame their records
+    wire_format: WireFormat = WireFormat.SINGLE_OBJECT
 
     @property
     def dlq_topic(self) -> str:
