@@ -57,6 +57,10 @@ def push(registry: str, *topics: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+def conversation_webhooks(config: GenerateConfig) -> list[dict[str, Any]]:
+    return [w for w in generate_webhooks(config) if w["event"] in CONVERSATION_EVENTS]
+
+
 def names(prefix: str) -> tuple[str, str, str]:
     t = f"{prefix}-{uuid.uuid4().hex[:10]}"
     return t, f"{t}-metrics", f"{t}-rows"
@@ -134,16 +138,16 @@ def test_gateway_writes_confluent_records_that_confluent_kafka_reads_back_equal(
 ) -> None:
     topic, _, _ = names("gwconf")
     assert push(schema_registry, topic).returncode == 0
-    bodies = [w for w in generate_webhooks(GenerateConfig(seed=5, events=400, accounts=4, conversations=60, duplicate_rate=0.0))
-              if w["event"] in CONVERSATION_EVENTS]  # fmt: skip
+    bodies = conversation_webhooks(GenerateConfig(seed=5, events=400, accounts=4, conversations=60,
+                                                  duplicate_rate=0.0))  # fmt: skip
     gw = GatewayProcess(
         kafka_bootstrap, topic, "--wire-format", "confluent", "--schema-registry-url", schema_registry
     )
     try:
         for body in bodies[:50]:
             assert httpx.post(f"{gw.url}/webhooks", json=body, timeout=30).status_code == 202
-        r = httpx.post(f"{gw.url}/webhooks/batch", content=b"\n".join(json.dumps(b).encode() for b in bodies[50:]),
-                       timeout=60)  # fmt: skip
+        ndjson = b"\n".join(json.dumps(b).encode() for b in bodies[50:])
+        r = httpx.post(f"{gw.url}/webhooks/batch", content=ndjson, timeout=60)
         assert r.status_code == 202, r.text
     finally:
         assert gw.stop() in (0, -signal.SIGTERM), gw.output()
@@ -306,3 +310,44 @@ def test_gateway_refuses_to_start_without_its_schema_in_the_registry(
         assert f"schema registry at {registry} did not answer" in out.stderr
     else:
         assert "run `convmetrics schemas push`" in out.stderr and "-value" in out.stderr
+
+
+def test_produce_and_dlq_replay_write_the_confluent_format(
+    kafka_bootstrap: str, schema_registry: str, tmp_path: Path
+) -> None:
+    topic, _, _ = names("prodconf")
+    assert push(schema_registry, topic).returncode == 0
+    bodies = conversation_webhooks(GenerateConfig(seed=7, events=300, accounts=3, conversations=40,
+                                                  duplicate_rate=0.0))  # fmt: skip
+    path = tmp_path / "w.ndjson"
+    path.write_text("".join(json.dumps(b) + "\n" for b in bodies))
+    base = [sys.executable, "-m", "convmetrics"]
+    out = subprocess.run(
+        [*base, "produce", str(path), "--no-progress", "--bootstrap-servers", kafka_bootstrap,
+         "--topic", topic, "--partitions", "1", "--wire-format", "confluent",
+         "--schema-registry-url", schema_registry],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    got = read_confluent(kafka_bootstrap, topic, schema_registry, expect=len(bodies))
+    assert sorted(r["id"] for _, r in got) == sorted(b["id"] for b in bodies)
+    # a single-object record dead-lettered earlier is replayed with the Confluent head
+    single = Codec(subject(CONVERSATION_EVENT)).encode(got[0][1])
+    headers = [("convmetrics-dlq-source-topic", topic.encode()), ("convmetrics-dlq-source-partition", b"0"),
+               ("convmetrics-dlq-source-offset", b"0"), (HEADER_CONTENT_TYPE, b"x")]  # fmt: skip
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": kafka_bootstrap})
+    p.produce(f"{topic}.dlq", key=b"replayed", value=single, headers=headers)
+    assert p.flush(30) == 0
+    out = subprocess.run(
+        [*base, "dlq", "replay", "--bootstrap-servers", kafka_bootstrap, "--topic", topic,
+         "--idle-timeout", "3", "--group", f"replay-{uuid.uuid4().hex[:6]}", "--wire-format", "confluent",
+         "--schema-registry-url", schema_registry],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0 and "replayed 1 record" in out.stdout, out.stdout + out.stderr
+    again = read_confluent(kafka_bootstrap, topic, schema_registry, expect=len(bodies) + 1)
+    replayed = [(m, r) for m, r in again if m.key() == b"replayed"]
+    assert len(replayed) == 1 and (replayed[0][0].value() or b"")[:1] == b"\x00"
+    assert replayed[0][1] == got[0][1]
