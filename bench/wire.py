@@ -10,6 +10,8 @@ benchmark broker (``bench/common.py``). Alternating, ``--runs`` times each:
 2. consumer: ``MetricsConsumer`` (as ``bench/consumer.py``'s "ours") to committed SQLite
    aggregates over the same generated events, once in each framing (the Confluent topic's
    schema id is looked up in the registry once, then cached).
+3. decode only (no Kafka): `Codec.decode_many` into the consumer's projection over the
+   same 200,000 generated events framed each way, the consumer's decoding step alone.
 Medians and the confluent/single-object ratios go to the screen and bench/results/wire.md.
 """
 
@@ -22,6 +24,7 @@ import importlib.util
 import os
 import shlex
 import sys
+import time
 import uuid
 from pathlib import Path
 from types import ModuleType
@@ -51,6 +54,36 @@ def load(name: str) -> ModuleType:
     return module
 
 
+def decode_rates(
+    confluent: Codec, registry: RegistryClient, runs: int, n: int = 200_000
+) -> dict[str, list[float]]:
+    """Records/s of the consumer's `decode_many` over the same events in each framing."""
+    from consumer.fold.model import READER_SCHEMA
+    from convmetrics.generate import GenerateConfig, generate_webhooks
+    from producer.intake import Prepared, prepare
+
+    single = Codec(subject(CONVERSATION_EVENT))
+    framed: dict[str, list[bytes]] = {"single-object": [], "confluent": []}
+    config = GenerateConfig(seed=1, events=int(n * 1.05), accounts=10_000, conversations=n // 4)
+    for body in generate_webhooks(config):
+        p = prepare(body, single)
+        if isinstance(p, Prepared) and len(framed["single-object"]) < n:
+            framed["single-object"].append(p.value)
+            framed["confluent"].append(confluent.prefix + p.value[10:])
+    rates: dict[str, list[float]] = collections.defaultdict(list)
+    for _ in range(runs):
+        for fmt, values in framed.items():
+            reader = Codec(subject(CONVERSATION_EVENT), reader_schema=READER_SCHEMA,
+                           resolve_id=registry.schema_by_id)  # fmt: skip
+            reader.decode_many(values[:10])  # the Confluent id is looked up here, once
+            started = time.perf_counter()
+            for i in range(0, len(values), 10_000):  # the consumer's batches
+                reader.decode_many(values[i : i + 10_000])
+            rates[f"decode {fmt}"].append(len(values) / (time.perf_counter() - started))
+            print(f"decode, {fmt}: {rates[f'decode {fmt}'][-1]:,.0f} records/s", flush=True)
+    return rates
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=300_000, help="events per consumer topic")
@@ -71,6 +104,7 @@ def main() -> None:
         bench_topic = "bench-wire-consumer"  # its registry subject: the consumer asks by id only
         client.push(events, bench_topic, load_pins())
         confluent = Codec(events, schema_id=client.schema_id(bench_topic, events.latest))
+        r.update(decode_rates(confluent, client, args.runs))
         cfg = bench_consumer.gen_config(args.events, args.events // 4)
         topics = {}
         for fmt, codec in (("single-object", None), ("confluent", confluent)):
@@ -108,7 +142,7 @@ def main() -> None:
 
 def report(r: dict[str, list[float]], command: str, kind: str, start: Any, end: Any, args: Any) -> None:
     rows = []
-    for part in ("gateway", "consumer"):
+    for part in ("decode", "gateway", "consumer"):
         so, cf = r[f"{part} single-object"], r[f"{part} confluent"]
         ratio = median(cf) / median(so)
         runs = ", ".join(f"{c / s:.3f}" for c, s in zip(cf, so, strict=True))
@@ -123,7 +157,8 @@ def report(r: dict[str, list[float]], command: str, kind: str, start: Any, end: 
         f"{kind.split(',')[0]}; registry: Apicurio Registry, or the configured one). Gateway: POST "
         f"/webhooks/batch, 500 events a request, {BATCH_CONNECTIONS} connections, {args.seconds} s a run, "
         f"events/s from 202 answers. Consumer: MetricsConsumer to committed SQLite aggregates over "
-        f"{args.events:,} generated events, 6 partitions. Formats alternate, {args.runs} runs each.",
+        f"{args.events:,} generated events, 6 partitions. Decode: `decode_many` alone, 200,000 events in "
+        f"batches of 10,000, no Kafka. Formats alternate, {args.runs} runs each.",
         "",
         f"Machine: {m['nproc']} cores ({m['cpu']}), {m['ram']} RAM, shared; load average {start} at start, "
         f"{end} at end.",

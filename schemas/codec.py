@@ -122,11 +122,12 @@ class Codec:
         self._resolve_id = resolve_id
         #: registry id -> reader; ids never change their schema, so hits are kept for good
         self._by_id: dict[int, Reader] = {}
+        self._by_prefix: dict[bytes, Reader] = {}  # the same, keyed by the 5-byte Confluent head
         self._id_versions: dict[int, SchemaVersion] = {}
         self._foreign: dict[int, str] = {}  # id -> why it is not ours (kept for good too)
         self._id_misses: dict[int, float] = {}  # unknown id -> when to ask again
         if schema_id is not None:
-            self._by_id[schema_id] = self._readers[self.writer.fingerprint]
+            self._by_id[schema_id] = self._by_prefix[self.prefix] = self._readers[self.writer.fingerprint]
             self._id_versions[schema_id] = self.writer
 
     def encode(self, record: Mapping[str, Any]) -> bytes:
@@ -203,7 +204,7 @@ class Codec:
             self._id_misses[schema_id] = time.monotonic() + MISS_SECONDS
             raise UnknownSchemaIdError(schema_id, "the schema registry does not know it")
         read = self._reader_of(schema_id, raw)
-        self._by_id[schema_id] = read
+        self._by_id[schema_id] = self._by_prefix[confluent.prefix(schema_id)] = read
         return read
 
     def _reader_of(self, schema_id: int, raw: Any) -> Reader:
@@ -231,7 +232,7 @@ class Codec:
     def decode_many(self, values: list[bytes]) -> list[dict[str, Any] | DecodeError]:
         """Decode a batch; each item is the record or the DecodeError for that value."""
         out: list[dict[str, Any] | DecodeError] = []
-        append, decode, readers, by_id = out.append, self.decode, self._readers, self._by_id
+        append, decode, readers, by_prefix = out.append, self.decode, self._readers, self._by_prefix
         for value in values:
             # fast path: a known writer and a sound body; anything else takes `decode`,
             # which names the error (and asks the registry about an id first seen)
@@ -243,9 +244,9 @@ class Codec:
                         continue
                     except READ_ERRORS:
                         pass
-            elif value[:1] == b"\x00" and len(value) > 5:
-                read = by_id.get(int.from_bytes(value[1:5], "big"))
-                if read is not None:
+            else:  # a Confluent head (00 + id) of a known id: one slice, one dict lookup
+                read = by_prefix.get(value[:5])
+                if read is not None and len(value) > 5:
                     try:
                         append(read(value[5:]))
                         continue
