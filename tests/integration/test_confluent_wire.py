@@ -213,7 +213,7 @@ def test_metrics_topics_in_confluent_format_read_back_equal(
         }
     finally:
         assert proc.stop() == 0, proc.tail()
-    assert api and set(latest) == set(api) == set(generic)
+    assert api and set(latest) == set(api) and set(api) <= set(generic)  # generic: more groupings too
     for key, row in api.items():
         got = latest[key]
         assert (got["closures"], got["reopens"], got["closedUnread"]) == (
@@ -226,7 +226,8 @@ def test_metrics_topics_in_confluent_format_read_back_equal(
     for key, (m, record) in generic.items():  # equal to what our own reader makes of the bytes
         assert (m.value() or b"")[:5] == b"\x00" + rows_id.to_bytes(4, "big")
         assert record == untuple(reader.decode(m.value() or b"")), key
-        assert record["counters"]["closures"] == api[key]["closures"]
+        if key in api:  # the groupings /v1/closures serves
+            assert record["counters"]["closures"] == api[key]["closures"]
 
 
 def test_a_topic_holding_both_framings_gives_exact_totals_and_dead_letters_what_is_not_ours(
