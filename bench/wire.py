@@ -10,8 +10,10 @@ benchmark broker (``bench/common.py``). Alternating, ``--runs`` times each:
 2. consumer: ``MetricsConsumer`` (as ``bench/consumer.py``'s "ours") to committed SQLite
    aggregates over the same generated events, once in each framing (the Confluent topic's
    schema id is looked up in the registry once, then cached).
-3. decode only (no Kafka): `Codec.decode_many` into the consumer's projection over the
+3. encode only (no HTTP, no Kafka): the gateway's `Intake.prepare` over 100,000 events;
+4. decode only (no Kafka): `Codec.decode_many` into the consumer's projection over the
    same 200,000 generated events framed each way, the consumer's decoding step alone.
+The order of the two formats alternates from run to run.
 Medians and the confluent/single-object ratios go to the screen and bench/results/wire.md.
 """
 
@@ -71,8 +73,9 @@ def decode_rates(
             framed["single-object"].append(p.value)
             framed["confluent"].append(confluent.prefix + p.value[10:])
     rates: dict[str, list[float]] = collections.defaultdict(list)
-    for _ in range(runs):
-        for fmt, values in framed.items():
+    for i in range(runs):
+        for fmt in ("single-object", "confluent") if i % 2 == 0 else ("confluent", "single-object"):
+            values = framed[fmt]
             reader = Codec(subject(CONVERSATION_EVENT), reader_schema=READER_SCHEMA,
                            resolve_id=registry.schema_by_id)  # fmt: skip
             reader.decode_many(values[:10])  # the Confluent id is looked up here, once
@@ -84,11 +87,35 @@ def decode_rates(
     return rates
 
 
+def encode_rates(confluent: Codec, runs: int, n: int = 100_000) -> dict[str, list[float]]:
+    """Events/s of the gateway's intake (`Intake.prepare`: validate, map, encode, frame) in each
+    framing: the batch path's per-event work, without HTTP and Kafka."""
+    from convmetrics.generate import GenerateConfig, generate_webhooks
+    from producer.intake import Intake
+    from producer.mapping import CONVERSATION_EVENTS
+
+    config = GenerateConfig(seed=2, events=int(n * 1.05), accounts=10_000, conversations=n // 4)
+    bodies = [b for b in generate_webhooks(config) if b["event"] in CONVERSATION_EVENTS][:n]
+    intakes = {"single-object": Intake(Codec(subject(CONVERSATION_EVENT))), "confluent": Intake(confluent)}
+    rates: dict[str, list[float]] = collections.defaultdict(list)
+    for i in range(runs):
+        for fmt in (("single-object", "confluent") if i % 2 == 0 else ("confluent", "single-object")):
+            prepare = intakes[fmt].prepare
+            started = time.perf_counter()
+            for body in bodies:
+                prepare(body, received_at_millis=1)
+            rates[f"encode {fmt}"].append(len(bodies) / (time.perf_counter() - started))
+            print(f"encode, {fmt}: {rates[f'encode {fmt}'][-1]:,.0f} events/s", flush=True)
+    return rates
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=300_000, help="events per consumer topic")
     ap.add_argument("--runs", type=int, default=3, help="alternating runs of each format, per part")
     ap.add_argument("--seconds", type=int, default=10, help="length of each gateway run")
+    ap.add_argument("--cpu-only", action="store_true",
+                    help="only the parts without Kafka (encode, decode); prints, writes nothing")  # fmt: skip
     args = ap.parse_args()
     bench_consumer, bench_gateway = load("consumer"), load("gateway")
     command = shlex.join([".venv/bin/python", "bench/wire.py", *sys.argv[1:]])
@@ -105,6 +132,14 @@ def main() -> None:
         client.push(events, bench_topic, load_pins())
         confluent = Codec(events, schema_id=client.schema_id(bench_topic, events.latest))
         r.update(decode_rates(confluent, client, args.runs))
+        r.update(encode_rates(confluent, args.runs))
+        if args.cpu_only:
+            for key, xs in sorted(r.items()):
+                print(f"{key}: median {median(xs):,.0f} ({', '.join(f'{x:,.0f}' for x in xs)})")
+            for part in ("encode", "decode"):
+                so, cf = r[f"{part} single-object"], r[f"{part} confluent"]
+                print(f"{part}: confluent / single-object {median(cf) / median(so):.3f}")
+            return
         cfg = bench_consumer.gen_config(args.events, args.events // 4)
         topics = {}
         for fmt, codec in (("single-object", None), ("confluent", confluent)):
@@ -116,7 +151,7 @@ def main() -> None:
         batch_lua = ("wrk.method='POST'\nwrk.headers['Content-Type']='application/x-ndjson'\n"
                      f"wrk.body=[==[{body}]==]\nwrk.path='/webhooks/batch'\n")  # fmt: skip
         for i in range(args.runs):
-            for fmt in ("single-object", "confluent"):
+            for fmt in ("single-object", "confluent") if i % 2 == 0 else ("confluent", "single-object"):
                 port = bench_gateway.free_port()
                 env = {**os.environ, "CONVMETRICS_BOOTSTRAP_SERVERS": bootstrap,
                        "CONVMETRICS_TOPIC": gw_topics[fmt], "CONVMETRICS_WIRE_FORMAT": fmt,
@@ -131,7 +166,7 @@ def main() -> None:
                 eps = got["rps"] * bench_gateway.BATCH_SIZE
                 r[f"gateway {fmt}"].append(eps)
                 print(f"run {i + 1}: gateway batch, {fmt}: {eps:,.0f} events/s", flush=True)
-            for fmt in ("single-object", "confluent"):
+            for fmt in ("single-object", "confluent") if i % 2 == 0 else ("confluent", "single-object"):
                 topic, total, ends = topics[fmt]
                 seconds, info = bench_consumer.ours(bootstrap, topic, ends, registry=registry)
                 r[f"consumer {fmt}"].append(total / seconds)
@@ -142,7 +177,7 @@ def main() -> None:
 
 def report(r: dict[str, list[float]], command: str, kind: str, start: Any, end: Any, args: Any) -> None:
     rows = []
-    for part in ("decode", "gateway", "consumer"):
+    for part in ("encode", "decode", "gateway", "consumer"):
         so, cf = r[f"{part} single-object"], r[f"{part} confluent"]
         ratio = median(cf) / median(so)
         runs = ", ".join(f"{c / s:.3f}" for c, s in zip(cf, so, strict=True))
@@ -157,7 +192,8 @@ def report(r: dict[str, list[float]], command: str, kind: str, start: Any, end: 
         f"{kind.split(',')[0]}; registry: Apicurio Registry, or the configured one). Gateway: POST "
         f"/webhooks/batch, 500 events a request, {BATCH_CONNECTIONS} connections, {args.seconds} s a run, "
         f"events/s from 202 answers. Consumer: MetricsConsumer to committed SQLite aggregates over "
-        f"{args.events:,} generated events, 6 partitions. Decode: `decode_many` alone, 200,000 events in "
+        f"{args.events:,} generated events, 6 partitions. Encode: the gateway's `Intake.prepare` "
+        "alone, 100,000 events. Decode: `decode_many` alone, 200,000 events in "
         f"batches of 10,000, no Kafka. Formats alternate, {args.runs} runs each.",
         "",
         f"Machine: {m['nproc']} cores ({m['cpu']}), {m['ram']} RAM, shared; load average {start} at start, "
