@@ -129,7 +129,11 @@ def topic_name(prefix: str, cfg: GenerateConfig, partitions: int, schema_tag: st
 
 
 def ensure_events(
-    bootstrap: str, prefix: str, cfg: GenerateConfig, partitions: int = 6, limit: int | None = None,
+    bootstrap: str,
+    prefix: str,
+    cfg: GenerateConfig,
+    partitions: int = 6,
+    limit: int | None = None,
     codec: Any = None,
 ) -> tuple[str, int, float | None]:
     """A topic holding the generated events, produced by the gateway's intake unless cached.

@@ -262,7 +262,11 @@ def cpu_split(before: dict[str, float], after: dict[str, float], busy: float, se
 
 
 def ours(
-    bootstrap: str, topic: str, ends: dict[int, int], profile: bool = False, phases: Phases | None = None,
+    bootstrap: str,
+    topic: str,
+    ends: dict[int, int],
+    profile: bool = False,
+    phases: Phases | None = None,
     registry: Any = None,
 ) -> tuple[float, str]:
     """Seconds from the first batch to aggregates committed up to every partition's end

@@ -99,7 +99,7 @@ def encode_rates(confluent: Codec, runs: int, n: int = 100_000) -> dict[str, lis
     intakes = {"single-object": Intake(Codec(subject(CONVERSATION_EVENT))), "confluent": Intake(confluent)}
     rates: dict[str, list[float]] = collections.defaultdict(list)
     for i in range(runs):
-        for fmt in (("single-object", "confluent") if i % 2 == 0 else ("confluent", "single-object")):
+        for fmt in ("single-object", "confluent") if i % 2 == 0 else ("confluent", "single-object"):
             prepare = intakes[fmt].prepare
             started = time.perf_counter()
             for body in bodies:

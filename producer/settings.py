@@ -76,7 +76,6 @@ class GatewaySettings(BaseSettings):
             socket_keepalive_enable=True,
         )
 
-
     def writer_codec(self) -> Codec:
         """The events codec in the configured wire format (for Confluent: the schema id is
         looked up in the registry now, once).
