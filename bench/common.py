@@ -20,6 +20,7 @@ import statistics
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -128,20 +129,28 @@ def topic_name(prefix: str, cfg: GenerateConfig, partitions: int, schema_tag: st
 
 
 def ensure_events(
-    bootstrap: str, prefix: str, cfg: GenerateConfig, partitions: int = 6, limit: int | None = None
+    bootstrap: str,
+    prefix: str,
+    cfg: GenerateConfig,
+    partitions: int = 6,
+    limit: int | None = None,
+    codec: Any = None,
 ) -> tuple[str, int, float | None]:
     """A topic holding the generated events, produced by the gateway's intake unless cached.
 
     ``cfg.events`` is approximate; with ``limit`` the first ``limit`` records are produced
-    (ask the generator for a few percent more) and fewer is an error.
+    (ask the generator for a few percent more) and fewer is an error. ``codec``: the
+    events codec (default single-object; a Confluent one names its schema id in the topic).
 
     Returns (topic, records, seconds spent producing or None when the topic was reused).
     """
     import schemas
     from producer.intake import Prepared, prepare
 
-    codec = schemas.conversation_codec()
+    codec = codec or schemas.conversation_codec()
     tag = ",".join(f"{k}={v.decode()}" for k, v in codec.headers("conversation.closed") if "schema" in k)
+    if codec.schema_id is not None:
+        tag += f",confluent-id={codec.schema_id}"
     topic = topic_name(prefix, cfg, partitions, tag, limit)
     ends = end_offsets(bootstrap, topic)
     if ends is not None and _manifests(bootstrap).get(topic) == {str(p): n for p, n in ends.items()}:

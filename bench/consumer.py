@@ -262,14 +262,21 @@ def cpu_split(before: dict[str, float], after: dict[str, float], busy: float, se
 
 
 def ours(
-    bootstrap: str, topic: str, ends: dict[int, int], profile: bool = False, phases: Phases | None = None
+    bootstrap: str,
+    topic: str,
+    ends: dict[int, int],
+    profile: bool = False,
+    phases: Phases | None = None,
+    registry: Any = None,
 ) -> tuple[float, str]:
-    """Seconds from the first batch to aggregates committed up to every partition's end."""
+    """Seconds from the first batch to aggregates committed up to every partition's end
+    (`registry`: the schema registry's settings, for a topic in the Confluent wire format)."""
     with tempfile.TemporaryDirectory(prefix="bench-consumer-") as tmp:
         db = Path(tmp) / "metrics.db"
         group = f"bench-ours-{uuid.uuid4().hex[:8]}"
         url = f"sqlite:///{db}"
-        settings = ConsumerSettings(bootstrap, topic=topic, store_url=url, group=group, poll_batch=10_000)
+        settings = ConsumerSettings(bootstrap, topic=topic, store_url=url, group=group, poll_batch=10_000,
+                                    schema_registry=registry)  # fmt: skip
         c = TimedConsumer(settings, ends, profile, phases)
         poll_profile = cProfile.Profile() if profile else None
         started = time.perf_counter()

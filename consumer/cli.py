@@ -56,6 +56,38 @@ def _common(p: argparse.ArgumentParser, *, kafka: bool = True) -> None:
     )
 
 
+def _wire(p: argparse.ArgumentParser, what: str) -> None:
+    """`--wire-format` and `--schema-registry-url` on a command that writes `what`."""
+    from schemas.confluent import ENV_WIRE_FORMAT
+    from schemas.schema_registry import add_arguments
+
+    p.add_argument(
+        "--wire-format",
+        default=os.environ.get(ENV_WIRE_FORMAT, "single-object"),
+        metavar="{single-object,confluent}",
+        help=f"how {what} are framed (env {ENV_WIRE_FORMAT}): single-object (default) or confluent "
+        "(00 + the registry's schema id, which ClickHouse, Kafka Connect and Flink read; run "
+        "`convmetrics schemas push` first). Records of both framings are read either way",
+    )
+    add_arguments(p)
+
+
+def _wire_format(args: argparse.Namespace) -> Any:
+    from schemas.confluent import ENV_WIRE_FORMAT, WireFormat
+
+    try:
+        return WireFormat.parse(args.wire_format, source=f"--wire-format (or {ENV_WIRE_FORMAT})")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _registry(args: argparse.Namespace) -> Any:
+    from schemas.schema_registry import registry_settings
+
+    return registry_settings(args.schema_registry_url)
+
+
 def register(sub: Any) -> None:
     from consumer.stream.settings import ConsumerSettings
 
@@ -129,6 +161,7 @@ def register(sub: Any) -> None:
         "(default name when given without one: conversation-metric-rows)",
     )
     kafka_arguments(c)
+    _wire(c, "the metrics-topic records")
     c.set_defaults(func=_consume)
 
     s = sub.add_parser(
@@ -179,6 +212,7 @@ def register(sub: Any) -> None:
         default=5.0,
         help="stop after this many seconds without a DLQ record (default 5)",
     )
+    _wire(r, "replayed records")
     r.set_defaults(func=_dlq_replay)
 
 
@@ -267,6 +301,8 @@ def _consume(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         kafka=_kafka_settings(args),
         http_host=args.http_host,
+        schema_registry=_registry(args),
+        wire_format=_wire_format(args),
     )
     tokens = _tokens(args)  # a bad tokens file refuses the start, before joining the group
     metrics = ConsumerMetrics()
@@ -312,6 +348,8 @@ def _consume(args: argparse.Namespace) -> int:
                 topic,
                 kafka=settings.kafka,
                 value_subject=subj,
+                wire_format=settings.wire_format,
+                registry=settings.schema_registry,
             )
             made_publisher = _when_available(make, stopping)
             if made_publisher is None:
@@ -347,15 +385,18 @@ def _when_available(make: Callable[[], T], stopping: threading.Event) -> T | Non
     consumer keeps running, not ready, and says why (each cause once), so that it starts
     once they are back. None when stopped meanwhile."""
     from consumer.exceptions import KafkaUnavailableError, StoreUnavailableError
+    from schemas.exceptions import RegistryUnavailableError
 
     wait, said = 1.0, ""
     while not stopping.is_set():
         try:
             return make()
-        except (StoreUnavailableError, KafkaUnavailableError) as exc:
+        except (StoreUnavailableError, KafkaUnavailableError, RegistryUnavailableError) as exc:
             if str(exc) != said:
                 said = str(exc)
-                what = "store" if isinstance(exc, StoreUnavailableError) else "Kafka"
+                what = {StoreUnavailableError: "store", RegistryUnavailableError: "schema registry"}.get(
+                    type(exc), "Kafka"
+                )
                 log.error("%s unavailable at start: %s; retrying until it answers", what, exc)
             stopping.wait(wait)
             wait = min(wait * 2, 30.0)
@@ -404,6 +445,8 @@ def _dlq_replay(args: argparse.Namespace) -> int:
         group=args.group,
         idle_timeout=args.idle_timeout,
         kafka=_kafka_settings(args),
+        wire_format=_wire_format(args),
+        registry=_registry(args),
     )
     print(f"replayed {n} record(s) from {args.topic}.dlq; {skipped} without a source header skipped")
     return 0

@@ -39,7 +39,7 @@ from producer.publisher import Delivered, EventPublisher
 from producer.settings import GatewaySettings
 from producer.signature import verify_signature
 from producer.topics import ensure_topic
-from schemas import Codec, SchemaError, conversation_codec
+from schemas import Codec, SchemaError
 from schemas.topic_registry import publish_schemas
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class Gateway:
     def __init__(self, settings: GatewaySettings, publisher: EventPublisher | None = None) -> None:
         self.settings = settings
         self.keys = settings.signing_keys()
-        self.codec: Codec = conversation_codec()
+        self.codec: Codec = settings.writer_codec()  # Confluent: its schema id, looked up now
         self.intake = Intake(self.codec)
         self.metrics = GatewayMetrics(ROUTES)
         self.publisher = publisher

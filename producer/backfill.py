@@ -21,7 +21,6 @@ from producer.exceptions import GatewayError
 from producer.intake import Ignored, prepare
 from producer.settings import GatewaySettings
 from producer.topics import ensure_topic
-from schemas import conversation_codec
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +87,7 @@ def produce_file(
 
     Raises:
         TopicError: the topic is missing and could not be created.
+        SettingsError: the Confluent wire format without its schema in the registry.
     """
     if settings.create_topic:
         ensure_topic(
@@ -97,7 +97,7 @@ def produce_file(
             replication_factor=settings.replication_factor,
             kafka=settings.kafka,
         )
-    codec = conversation_codec()
+    codec = settings.writer_codec()
     producer = Producer(settings.producer_config())
     summary = Summary()
     pending: dict[int, Item] = {}

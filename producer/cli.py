@@ -24,6 +24,22 @@ _COMMON: tuple[tuple[str, str, Any, str], ...] = (
     ("--delivery-timeout", "delivery_timeout", float, "seconds to wait for acks=all (default 10)"),
     ("--partitions", "partitions", int, "partitions when creating the topic (default 6)"),
     ("--replication-factor", "replication_factor", int, "replication factor when creating it (default 1)"),
+    (
+        "--wire-format",
+        "wire_format",
+        str,
+        "how events are framed (CONVMETRICS_WIRE_FORMAT): single-object (default) or confluent "
+        "(00 + the registry's schema id, read by ClickHouse, Kafka Connect, Flink...; needs "
+        "--schema-registry-url and `convmetrics schemas push` first)",
+    ),
+    (
+        "--schema-registry-url",
+        "schema_registry_url",
+        str,
+        "Confluent-compatible schema registry (CONVMETRICS_SCHEMA_REGISTRY_URL; basic auth in "
+        "CONVMETRICS_SCHEMA_REGISTRY_USER_INFO=USER:PASSWORD, TLS in CONVMETRICS_SCHEMA_REGISTRY_CA, "
+        "_CERT, _KEY); the schema id is looked up once at start",
+    ),
 )
 _GATEWAY: tuple[tuple[str, str, Any, str], ...] = (
     ("--host", "host", str, "listen address (CONVMETRICS_HOST; default 0.0.0.0)"),
@@ -109,7 +125,7 @@ def run_produce(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from producer.backfill import Summary, count_lines, produce_file
-    from producer.exceptions import GatewayError
+    from producer.exceptions import GatewayError, SettingsError
 
     console = Console(stderr=True)
     try:
@@ -136,6 +152,9 @@ def run_produce(args: argparse.Namespace) -> int:
             progress.update(task, completed=summary.items, total=summary.items)
     except OSError as exc:
         console.print(f"[red]convmetrics produce: cannot read {args.file}: {exc}")
+        return 2
+    except SettingsError as exc:  # the Confluent wire format: no registry, or not pushed
+        console.print(f"[red]convmetrics produce: {exc}")
         return 2
     out = Console()
     out.print(

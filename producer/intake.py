@@ -18,7 +18,6 @@ from producer.exceptions import FieldProblem, SettingsError, WebhookValidationEr
 from producer.mapping import CONVERSATION_EVENTS, to_record
 from producer.models import Webhook, envelope_time_key
 from schemas import Codec, EncodeError
-from schemas.codec import MAGIC
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +60,7 @@ class Intake:
             )
         self.codec = codec
         self._write_body = body_writer(codec)  # None: the reference path (record dict, fastavro)
-        self._prefix = MAGIC + codec.writer.fingerprint
+        self._prefix = codec.prefix  # single-object or Confluent framing: the codec's
         self._headers = {event: codec.headers(event) for event in CONVERSATION_EVENTS}
         self._validate = Webhook.__pydantic_validator__.validate_python
 

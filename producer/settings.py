@@ -9,8 +9,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from producer.exceptions import SettingsError
 from producer.signature import parse_secret
-from schemas import kafka
+from schemas import CONVERSATION_EVENT, Codec, kafka, subject
+from schemas.confluent import WireFormat
+from schemas.exceptions import RegistryError
 from schemas.kafka import KafkaSettingsError, client_config
+from schemas.schema_registry import registry_settings, writer_codec
 
 MIB = 1024 * 1024
 
@@ -34,6 +37,10 @@ class GatewaySettings(BaseSettings):
     linger_ms: float = Field(default=5.0, ge=0)
     compression: str = "lz4"
     create_topic: bool = True
+    #: how events are framed (CONVMETRICS_WIRE_FORMAT): single-object, or confluent with the
+    #: schema id from the registry (CONVMETRICS_SCHEMA_REGISTRY_URL), looked up at start
+    wire_format: WireFormat = WireFormat.SINGLE_OBJECT
+    schema_registry_url: str | None = None
     #: librdkafka settings of every Kafka client (security, tuning), checked: `schemas.kafka`;
     #: kept out of the repr (they hold passwords)
     kafka: dict[str, str] = Field(default_factory=dict, repr=False)
@@ -68,6 +75,19 @@ class GatewaySettings(BaseSettings):
             message_timeout_ms=max(1, int(self.delivery_timeout * 1000)),
             socket_keepalive_enable=True,
         )
+
+    def writer_codec(self) -> Codec:
+        """The events codec in the configured wire format (for Confluent: the schema id is
+        looked up in the registry now, once).
+
+        Raises:
+            SettingsError: no registry, the registry lacks the schema, or does not answer.
+        """
+        try:
+            registry = registry_settings(self.schema_registry_url)
+            return writer_codec(subject(CONVERSATION_EVENT), self.topic, self.wire_format, registry)
+        except RegistryError as exc:
+            raise SettingsError(f"cannot write the {self.wire_format.value} wire format: {exc}") from None
 
 
 def load_settings(**overrides: Any) -> GatewaySettings:

@@ -6,9 +6,11 @@ from schemas.exceptions import (
     ContractError,
     DecodeError,
     EncodeError,
+    ForeignSchemaError,
     SchemaError,
     TruncatedRecordError,
     UnknownFingerprintError,
+    UnknownSchemaIdError,
 )
 from schemas.registry import SchemaVersion, Subject, subject
 
@@ -21,11 +23,13 @@ __all__ = [
     "ContractError",
     "DecodeError",
     "EncodeError",
+    "ForeignSchemaError",
     "SchemaError",
     "SchemaVersion",
     "Subject",
     "TruncatedRecordError",
     "UnknownFingerprintError",
+    "UnknownSchemaIdError",
     "conversation_codec",
     "subject",
 ]

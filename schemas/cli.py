@@ -29,6 +29,29 @@ def register(sub: Any) -> None:
             help="schema folder to check (default: the schemas shipped with this install)",
         )
         a.set_defaults(func=func)
+    from schemas.schema_registry import DEFAULT_TOPICS, add_arguments
+
+    push = actions.add_parser(
+        "push",
+        help="register every version of every subject in the schema registry, verified",
+        description="For the Confluent wire format: registers each subject's versions, oldest first, "
+        "under its topic's registry subject (<topic>-value), sets that subject's compatibility to "
+        "FULL_TRANSITIVE and verifies that the registry then holds exactly the pinned versions. "
+        "Idempotent: a second push registers nothing. A registry holding another schema under one "
+        "of these subjects is an error naming it (exit 1); nothing is deleted.",
+    )
+    add_arguments(push)
+    for subj, topic in DEFAULT_TOPICS.items():
+        flag = {"conversation_event": "--events-topic", "closure_metrics": "--metrics-topic",
+                "metric_rows": "--metric-rows-topic"}[subj]  # fmt: skip
+        push.add_argument(
+            flag,
+            dest=f"topic_{subj}",
+            default=topic,
+            metavar="TOPIC",
+            help=f"topic written with {subj} (default {topic}; registry subject {topic}-value)",
+        )
+    push.set_defaults(func=_push, dir=None)
 
 
 def _folder(args: argparse.Namespace) -> Path:
@@ -72,4 +95,33 @@ def _pin(args: argparse.Namespace) -> int:
 
     added = pin_new_versions(_folder(args))
     print("pinned: " + (", ".join(added) if added else "nothing new"))
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from schemas.contract import check_folder
+    from schemas.exceptions import RegistryError
+    from schemas.registry import SCHEMA_DIR, load_pins
+    from schemas.schema_registry import ENV_URL, RegistryClient, registry_settings
+
+    subjects, problems = check_folder(SCHEMA_DIR)
+    if problems:  # the repo first: never push a contract that does not check
+        for problem in problems:
+            print(f"FAIL {problem}", file=sys.stderr)
+        return 1
+    try:
+        settings = registry_settings(args.schema_registry_url)
+        if settings is None:
+            print(f"error: no schema registry: pass --schema-registry-url or set {ENV_URL}", file=sys.stderr)
+            return 2
+        client = RegistryClient(settings)
+        pins = load_pins(SCHEMA_DIR)
+        for s in subjects:
+            pushed = client.push(s, getattr(args, f"topic_{s.name}"), pins)
+            ids = ", ".join(f"v{v} id {i}" for v, i in pushed.ids)
+            print(f"{pushed.registry_subject}: {s.name} {ids} ({pushed.registered} new; FULL_TRANSITIVE)")
+    except RegistryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"schemas push: OK ({settings.url} holds exactly the pinned versions)")
     return 0

@@ -12,12 +12,13 @@ class DecodeError(SchemaError):
 
 
 class BadMagicError(DecodeError):
-    """The first two bytes are not the Avro single-object marker C3 01."""
+    """The record starts with neither the single-object marker C3 01 nor the Confluent 00."""
 
     def __init__(self, head: bytes) -> None:
         self.head = head
         super().__init__(
-            f"not an Avro single-object record: expected marker c301, got {head.hex() or 'nothing'}"
+            "not an Avro record in a known framing: expected marker c301 (single-object) or 00 "
+            f"(Confluent), got {head.hex() or 'nothing'}"
         )
 
 
@@ -36,9 +37,41 @@ class UnknownFingerprintError(DecodeError):
         )
 
 
+class UnknownSchemaIdError(DecodeError):
+    """A Confluent-framed record whose schema id cannot be looked up."""
+
+    def __init__(self, schema_id: int, why: str) -> None:
+        self.schema_id = schema_id
+        super().__init__(f"Confluent-framed record with schema id {schema_id}: {why}")
+
+
+class ForeignSchemaError(DecodeError):
+    """A Confluent-framed record written with a registry schema that is not one of ours."""
+
+    def __init__(self, schema_id: int, why: str) -> None:
+        self.schema_id = schema_id
+        super().__init__(f"Confluent-framed record with schema id {schema_id}, which is not ours: {why}")
+
+
 class EncodeError(SchemaError):
     """A record that does not fit the writer schema."""
 
 
 class ContractError(SchemaError):
     """The schema folder itself is wrong: unreadable, unpinned, changed or incompatible."""
+
+
+class RegistryError(SchemaError):
+    """The schema registry cannot be used as configured (the message says what to do)."""
+
+
+class RegistryUnavailableError(RegistryError):
+    """The schema registry did not answer (down, unreachable, refused TLS or credentials)."""
+
+
+class RegistryMismatchError(RegistryError):
+    """The registry holds, under one of our subjects, a schema that is not one of ours."""
+
+
+class SchemaNotRegisteredError(RegistryError):
+    """The registry lacks the schema a writer needs (run `convmetrics schemas push`)."""

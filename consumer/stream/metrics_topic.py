@@ -26,15 +26,18 @@ from typing import Any, Final
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from consumer.exceptions import ConsumerError, KafkaUnavailableError
+from consumer.exceptions import ConfigError, ConsumerError, KafkaUnavailableError
 from consumer.fold.registry import Registry
 from consumer.store import MetricRow, Store
 from consumer.store.render import row_json
-from schemas import Codec, subject
+from schemas import subject
+from schemas.confluent import WireFormat
+from schemas.exceptions import RegistryError, RegistryUnavailableError
 from schemas.kafka import client_config
+from schemas.schema_registry import DEFAULT_TOPICS, RegistrySettings, writer_codec
 
-METRICS_TOPIC = "conversation-closure-metrics"
-METRIC_ROWS_TOPIC = "conversation-metric-rows"
+METRICS_TOPIC = DEFAULT_TOPICS["closure_metrics"]
+METRIC_ROWS_TOPIC = DEFAULT_TOPICS["metric_rows"]
 log = logging.getLogger(__name__)
 
 
@@ -139,12 +142,19 @@ class MetricsTopicPublisher:
         *,
         kafka: Mapping[str, str] | None = None,
         value_subject: str = "closure_metrics",
+        wire_format: WireFormat = WireFormat.SINGLE_OBJECT,
+        registry: RegistrySettings | None = None,
     ) -> None:
         self.topic = topic
         self.subject = value_subject
         self.record = FORMATS[value_subject]
+        try:  # Confluent: the schema id, looked up once, now
+            self.codec = writer_codec(subject(value_subject), topic, wire_format, registry)
+        except RegistryUnavailableError:
+            raise
+        except RegistryError as exc:
+            raise ConfigError(f"metrics topic {topic}: {exc}") from None
         ensure_compacted_topic(bootstrap, topic, kafka=kafka, timeout=10)
-        self.codec = Codec(subject(value_subject))
         self.producer = Producer(
             client_config(
                 bootstrap, kafka, acks="all", enable_idempotence=True, linger_ms=20, compression_type="lz4"

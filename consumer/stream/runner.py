@@ -44,7 +44,9 @@ from consumer.stream.checkpoint import MAX_IN_FLIGHT, CommitHook, CommitReport, 
 from consumer.stream.dlq import dead_letter_headers
 from consumer.stream.settings import ConsumerSettings
 from schemas import CONVERSATION_EVENT, Codec, DecodeError, subject
+from schemas.exceptions import RegistryUnavailableError
 from schemas.kafka import ErrorReport
+from schemas.schema_registry import reader_resolver
 from schemas.topic_registry import TopicSchemaResolver
 
 log = logging.getLogger(__name__)
@@ -126,6 +128,8 @@ class MetricsConsumer:
             subject(CONVERSATION_EVENT),
             reader_schema=READER_SCHEMA,
             resolve_unknown=TopicSchemaResolver(settings.bootstrap_servers, timeout=5, kafka=settings.kafka),
+            # Confluent-framed records: their schema ids, asked of the registry once per id
+            resolve_id=reader_resolver(settings.schema_registry),
         )
         self.fold_kind = choose()
         self.folds: dict[int, Fold] = {}
@@ -235,7 +239,12 @@ class MetricsConsumer:
                     raise ConsumerError(f"fatal Kafka consumer error: {err}")
                 log.warning("Kafka consumer error: %s", err)
             ok = [m for m in msgs if m.error() is None]
-        decoded = self.codec.decode_many([m.value() or b"" for m in ok])
+        try:
+            decoded = self.codec.decode_many([m.value() or b"" for m in ok])
+        except RegistryUnavailableError as exc:  # not the record's fault: stop, never dead-letter
+            raise ConsumerError(
+                f"cannot read a Confluent-framed record: {exc}; nothing committed past it"
+            ) from None
         # messages of partitions revoked while the batch was in flight are skipped
         folded, duplicates, ignored, dead = self.fold_kind.apply_batch(
             self.folds, ok, decoded, self.next_offsets

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from consumer.fold.registry import DEFAULT_METRIC_SET, Registry, metric_set
 from consumer.store import Retention
+from schemas.confluent import WireFormat
+from schemas.schema_registry import RegistrySettings
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,11 @@ class ConsumerSettings:
     kafka: Mapping[str, str] = field(default_factory=dict)
     #: the metrics and groupings folded (`consumer.fold.registry.METRIC_SETS`)
     metric_set: str = DEFAULT_METRIC_SET
+    #: where Confluent-framed records' schema ids are looked up (once per id); None: such
+    #: records are dead-lettered, saying so
+    schema_registry: RegistrySettings | None = None
+    #: how the metrics-topic publishers frame their records
+    wire_format: WireFormat = WireFormat.SINGLE_OBJECT
 
     @property
     def registry(self) -> Registry:

@@ -1,4 +1,4 @@
-"""Integration fixtures: the session's PostgreSQL (see support/postgres.py)."""
+"""Integration fixtures: the session's PostgreSQL (see support/postgres.py) and schema registry."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from convmetrics.localregistry import schema_registry_url
 from support.postgres import PostgresServer, postgres_server
 
 
@@ -21,3 +22,12 @@ def postgres() -> Iterator[PostgresServer]:
 def postgres_url(postgres: PostgresServer) -> str:
     """A fresh, empty database on the session's server."""
     return postgres.new_database()
+
+
+@pytest.fixture(scope="session")
+def schema_registry() -> Iterator[str]:
+    """The URL of a real Confluent-compatible schema registry for the session:
+    ``$CONVMETRICS_SCHEMA_REGISTRY_URL``, else Apicurio Registry in a local JVM (started
+    once, on first use; in-memory storage). Errors, never skips, when none can be had."""
+    with schema_registry_url() as url:
+        yield url

@@ -19,16 +19,19 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from convmetrics.process import ending_with_parent
 from producer.intake import Prepared, prepare
-from schemas import conversation_codec
+from schemas import Codec, conversation_codec
 from support.truth import BY, COUNTERS, GroupKey, GroupTruth, api_row, select, within_relative_error
 
 BYS = ("channel_type", "account")
 WINDOWS = ("1m", "1h", "1d", "all")
 
 
-def produce_webhooks(bootstrap: str, topic: str, webhooks: Iterable[dict[str, Any]]) -> int:
-    """Validate, encode and produce conversation webhooks as the gateway would."""
-    codec = conversation_codec()
+def produce_webhooks(
+    bootstrap: str, topic: str, webhooks: Iterable[dict[str, Any]], codec: Codec | None = None
+) -> int:
+    """Validate, encode and produce conversation webhooks as the gateway would (with
+    `codec`: in its wire format; default single-object)."""
+    codec = codec or conversation_codec()
     producer = Producer(
         {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 20}
     )

@@ -82,7 +82,7 @@ def test_headers_name_event_subject_and_version(codec: Codec) -> None:
 def test_wrong_magic_is_a_typed_error(codec: Codec) -> None:
     data = codec.encode(SEED_RECORD)
     with pytest.raises(BadMagicError, match="c301"):
-        codec.decode(b"\x00\x01" + data[2:])
+        codec.decode(b"\x07\x01" + data[2:])
     with pytest.raises(BadMagicError):
         codec.decode(b"")
 

@@ -1,0 +1,68 @@
+"""`schemas push`'s verdict on what a registry holds (pure), and the registry settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas import subject
+from schemas.exceptions import RegistryError
+from schemas.registry import load_pins
+from schemas.schema_registry import mismatches, registry_settings
+
+EVENTS = subject("conversation_event")
+PINS = load_pins()
+V1, V2 = (v.raw for v in EVENTS.versions)
+NAME = "conversation-events-value"
+
+
+def test_a_registry_holding_our_versions_in_order_is_fine() -> None:
+    assert mismatches(NAME, EVENTS, PINS, []) == []
+    assert mismatches(NAME, EVENTS, PINS, [(1, V1)]) == []
+    assert mismatches(NAME, EVENTS, PINS, [(1, V1), (2, V2)], complete=True) == []
+
+
+def test_a_missing_version_counts_only_once_complete() -> None:
+    (problem,) = mismatches(NAME, EVENTS, PINS, [(1, V1)], complete=True)
+    assert problem.startswith(f"registry subject {NAME} lacks conversation_event v2")
+
+
+def test_a_foreign_schema_under_our_subject_is_named() -> None:
+    other = {
+        "type": "record",
+        "name": "Order",
+        "namespace": "shop",
+        "fields": [{"name": "id", "type": "long"}],
+    }
+    (problem,) = mismatches(NAME, EVENTS, PINS, [(1, V1), (2, other)])
+    assert f"registry subject {NAME} version 2 holds shop.Order" in problem
+    assert "not a version of conversation_event in this repo" in problem
+
+
+def test_a_changed_version_is_caught_by_its_pin_not_its_file() -> None:
+    changed = dict(V2, fields=V2["fields"][1:])  # same name, one field less: another fingerprint
+    (problem,) = mismatches(NAME, EVENTS, PINS, [(1, V1), (2, changed)])
+    assert "version 2 holds io.convmetrics.events.ConversationEvent with fingerprint" in problem
+    wrong_pins = {**PINS, "conversation_event/v2": "0" * 16}
+    assert any("version 2" in p for p in mismatches(NAME, EVENTS, wrong_pins, [(1, V1), (2, V2)]))
+
+
+def test_versions_out_of_order_are_refused() -> None:
+    (problem,) = mismatches(NAME, EVENTS, PINS, [(1, V2), (2, V1)])
+    assert "out of order" in problem
+
+
+def test_settings_come_from_the_flag_or_the_environment() -> None:
+    assert registry_settings(None, {}) is None
+    s = registry_settings(None, {"CONVMETRICS_SCHEMA_REGISTRY_URL": "https://r:8081/",
+                                 "CONVMETRICS_SCHEMA_REGISTRY_USER_INFO": "u:secret",
+                                 "CONVMETRICS_SCHEMA_REGISTRY_CA": "/ca.pem"})  # fmt: skip
+    assert s is not None and s.url == "https://r:8081"
+    conf = s.client_config()
+    assert conf["basic.auth.user.info"] == "u:secret" and conf["ssl.ca.location"] == "/ca.pem"
+    assert "secret" not in repr(s)
+    flag = registry_settings("http://flag:1", {"CONVMETRICS_SCHEMA_REGISTRY_URL": "http://env:2"})
+    assert flag is not None and flag.url == "http://flag:1"
+    with pytest.raises(RegistryError, match="use http"):
+        registry_settings("registry:8081", {})
+    with pytest.raises(RegistryError, match="USER:PASSWORD"):
+        registry_settings("http://r", {"CONVMETRICS_SCHEMA_REGISTRY_USER_INFO": "nocolon"})
