@@ -39,6 +39,7 @@ from peerlib import (
     minute_of,
     new_codec,
     now,
+    start_clock,
     parse_ends,
 )
 
@@ -133,7 +134,7 @@ def main() -> None:
     async def split(stream: faust.StreamT[Any]) -> None:
         async for record in stream:
             if "first" not in stamps:
-                stamps["first"] = now()
+                stamps["first"] = start_clock()
             counts["source"] += 1
             c = closure_of(record)
             if c is not None:

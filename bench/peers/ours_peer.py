@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from confluent_kafka import Message
-from peerlib import child_args, emit, now, parse_ends
+from peerlib import child_args, emit, now, parse_ends, start_clock
 
 from consumer.stream.checkpoint import CommitReport
 from consumer.stream.runner import MetricsConsumer
@@ -32,7 +32,7 @@ class TimedConsumer(MetricsConsumer):
 
     def process(self, msgs: list[Message]) -> None:
         if self.first is None:
-            self.first = now()
+            self.first = start_clock()
         super().process(msgs)
 
     def _committed(self, report: CommitReport) -> None:  # on the store-writer thread

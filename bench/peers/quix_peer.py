@@ -29,6 +29,7 @@ from peerlib import (
     emit,
     new_codec,
     now,
+    start_clock,
     parse_ends,
 )
 from quixstreams import Application, State
@@ -65,7 +66,7 @@ class Progress:
 
     def on_processed(self, topic: str, partition: int, offset: int) -> None:
         if self.first is None:
-            self.first = now()
+            self.first = start_clock()
         self.processed[topic] = self.processed.get(topic, 0) + 1
         if self.processed.get(self.source, 0) < self.total or self.done is not None:
             return

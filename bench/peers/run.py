@@ -1,4 +1,4 @@
-"""Head-to-head: our consumer against Quix Streams and Faust on the same pre-produced topic.
+"""Head-to-head: our consumer against Kafka Streams, Quix Streams and Faust on the same pre-produced topic.
 
     pip install -e ".[peers]"
     .venv/bin/python bench/peers/run.py                  # 200,000 events, 6 partitions, 2 runs each
@@ -6,10 +6,12 @@
 
 One broker (``CONVMETRICS_BOOTSTRAP_SERVERS``, else a local one, see bench/common.py), one
 topic of generated events, then each implementation in its own process, one after
-another, ``--runs`` rounds: ours (full metrics), Quix Streams and Faust (the subset:
-closures per channel type per 1-minute event-time window, closures per account). Prints
-events/s (median of the runs) and the ratios ours/quix and ours/faust, cross-checks the
+another, ``--runs`` rounds: ours (full metrics), Kafka Streams, Quix Streams and Faust (the
+subset: closures per channel type per 1-minute event-time window, closures per account;
+Kafka Streams also time to close per channel type). Prints events/s (median of the runs),
+the ratios of ours to each, CPU seconds per million events and peak RSS, cross-checks the
 peers' aggregates against a plain scan of the topic, and writes bench/results/peers.md.
+The Kafka Streams peer is built with Maven on first use (``kstreams_peer.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import importlib.metadata as md
 import json
 import platform
+import resource
 import shlex
 import subprocess
 import sys
@@ -33,15 +36,31 @@ ROOT = HERE.parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(HERE)]
 
 from common import bench_kafka, end_offsets, ensure_events, loadavg, machine, median  # noqa: E402
-from confluent_kafka import Consumer, TopicPartition, libversion  # noqa: E402
-from peerlib import RESULT_FILE, Tally, closure_of, minute_of, new_codec  # noqa: E402
+from confluent_kafka import Consumer, KafkaError, TopicPartition, libversion  # noqa: E402
+from kstreams_peer import EXPECTED_FILE, ensure_built  # noqa: E402
+from peerlib import (  # noqa: E402
+    RESULT_FILE,
+    Tally,
+    TimeToClose,
+    closure_of,
+    minute_of,
+    new_codec,
+    output_lines,
+    parse_output,
+)
 
 from convmetrics.generate import GenerateConfig  # noqa: E402
 
 RESULTS = ROOT / "bench/results/peers.md"
-PEERS = {"ours": "ours_peer.py", "quix": "quix_peer.py", "faust": "faust_peer.py"}
+PEERS = {
+    "ours": "ours_peer.py",
+    "kstreams": "kstreams_peer.py",
+    "quix": "quix_peer.py",
+    "faust": "faust_peer.py",
+}
 LABELS = {
     "ours": "convmetrics consumer (full metrics)",
+    "kstreams": "Kafka Streams (subset + time to close)",
     "quix": "Quix Streams (subset)",
     "faust": "Faust (subset)",
 }
@@ -62,8 +81,13 @@ def gen_config(events: int) -> GenerateConfig:
     )
 
 
-def expected(bootstrap: str, topic: str, ends: dict[int, int]) -> dict[str, Any]:
-    """The subset's answer from a plain scan of the topic (no dedupe, like the peers)."""
+#: The ratio targets of ours over each peer (events/s).
+TARGETS = {"kstreams": 1.5, "quix": 3.0}
+
+
+def expected(bootstrap: str, topic: str, ends: dict[int, int]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The subset's answer from a plain scan of the topic (no dedupe, like the peers), and the
+    Kafka Streams peer's expected output (subset + time to close, ``peerlib.output_lines``)."""
     c = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -72,14 +96,16 @@ def expected(bootstrap: str, topic: str, ends: dict[int, int]) -> dict[str, Any]
         }
     )
     c.assign([TopicPartition(topic, p, 0) for p in ends])
-    codec, tally, left = new_codec(), Tally(), sum(ends.values())
+    codec, tally, ttc, left = new_codec(), Tally(), TimeToClose(), sum(ends.values())
     deadline = time.monotonic() + 300
     while left > 0 and time.monotonic() < deadline:
         for m in c.consume(10_000, 1.0):
             if m.error() is not None:
                 continue
             left -= 1
-            cl = closure_of(codec.decode(m.value() or b""))
+            record = codec.decode(m.value() or b"")
+            ttc.add(m.key() or b"", record)
+            cl = closure_of(record)
             if cl is not None:
                 k = (cl.channel_type, minute_of(cl.closed_at))
                 tally.per_minute[k] = tally.per_minute.get(k, 0) + 1
@@ -87,15 +113,54 @@ def expected(bootstrap: str, topic: str, ends: dict[int, int]) -> dict[str, Any]
     c.close()
     if left:
         raise SystemExit(f"scan of {topic} stopped with {left} records unread")
-    return tally.summary()
+    return {**tally.summary(), "ttc": ttc_summary(ttc.per_channel())}, output_lines(tally, ttc.per_channel())
+
+
+def ttc_summary(ttc: dict[str, tuple[int, int]]) -> dict[str, int]:
+    return {"closures": sum(n for n, _ in ttc.values()), "seconds": sum(s for _, s in ttc.values())}
+
+
+def read_output(bootstrap: str, topic: str) -> dict[str, str]:
+    """The committed output of the Kafka Streams peer: the last value of every key."""
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"peers-readback-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+        }
+    )
+    c.assign([TopicPartition(topic, 0, 0)])
+    rows: dict[str, str] = {}
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            for m in c.consume(10_000, 1.0):
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        return rows
+                    raise SystemExit(f"reading back {topic}: {err}")
+                rows[(m.key() or b"").decode()] = (m.value() or b"").decode()
+    finally:
+        c.close()
+    raise SystemExit(f"reading back {topic} did not reach its end in 120 s")
 
 
 def run_peer(
-    name: str, bootstrap: str, topic: str, ends: dict[int, int], options: list[str], timeout: float
+    name: str,
+    bootstrap: str,
+    topic: str,
+    ends: dict[int, int],
+    options: list[str],
+    timeout: float,
+    lines: dict[str, str],
 ) -> dict[str, Any]:
     """One process of one implementation, fresh group and state; its result line as a dict."""
     with tempfile.TemporaryDirectory(prefix=f"bench-peers-{name}-") as work:
         group = f"bench-peers-{name}-{uuid.uuid4().hex[:8]}"
+        Path(work, EXPECTED_FILE).write_text("".join(f"{k}\t{v}\n" for k, v in lines.items()))
         cmd = [
             sys.executable,
             str(HERE / PEERS[name]),
@@ -112,6 +177,7 @@ def run_peer(
             *(f"--option={o}" for o in options),
         ]
         log = Path(work) / "output.log"
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         with open(log, "wb") as out:
             proc = subprocess.Popen(
@@ -128,6 +194,7 @@ def run_peer(
                     f"{name} did not finish in {timeout:.0f} s; output:\n{log.read_text()[-3000:]}"
                 ) from None
         wall = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         path = Path(work) / RESULT_FILE
         if not path.exists():
             raise SystemExit(
@@ -135,6 +202,15 @@ def run_peer(
             )
         result: dict[str, Any] = json.loads(path.read_text())
         result["process_wall_s"] = wall
+        result["process_cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        if name == "kstreams":
+            got, ttc = parse_output(read_output(bootstrap, f"{group}-output"))
+            result.update(got.summary(), ttc=ttc_summary(ttc))
+            if not result.get("output_matched"):
+                raise SystemExit(
+                    f"kstreams: its output never equalled the scan; read back {result}; "
+                    f"output:\n{log.read_text()[-3000:]}"
+                )
         return result
 
 
@@ -153,7 +229,9 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument("--runs", type=int, default=2, help="rounds; each implementation runs once per round")
-    ap.add_argument("--peers", default="ours,quix,faust", help="comma-separated subset of ours,quix,faust")
+    ap.add_argument(
+        "--peers", default="ours,kstreams,quix,faust", help="comma-separated subset of ours,kstreams,quix,faust"
+    )
     ap.add_argument("--faust-store", choices=("rocksdb", "memory"), default="rocksdb")
     ap.add_argument("--quix-changelog", choices=("on", "off"), default="on")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per process")
@@ -162,6 +240,7 @@ def main() -> None:
     names = [n for n in args.peers.split(",") if n]
     options = {
         "ours": [],
+        "kstreams": [],
         "quix": [f"changelog={args.quix_changelog}"],
         "faust": [f"store={args.faust_store}"],
     }
@@ -169,6 +248,8 @@ def main() -> None:
     load_start, date = loadavg(), datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(f"load average at start: {load_start}")
     results: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    if "kstreams" in names:
+        print(f"Kafka Streams peer built in {ensure_built()}")
     with bench_kafka() as (bootstrap, kind):
         topic, total, produced = ensure_events(
             bootstrap, "bench-peers", gen_config(args.events), args.partitions
@@ -178,11 +259,11 @@ def main() -> None:
             f"broker: {kind}; topic {topic}: {total:,} records in {len(ends)} partitions, "
             + (f"produced in {produced:.1f} s" if produced else "cached")
         )
-        want = expected(bootstrap, topic, ends)
+        want, lines = expected(bootstrap, topic, ends)
         print(f"expected subset (plain scan, no dedupe): {want}")
         for i in range(args.runs):
             for n in names:
-                r = run_peer(n, bootstrap, topic, ends, options[n], args.timeout)
+                r = run_peer(n, bootstrap, topic, ends, options[n], args.timeout, lines)
                 results[n].append(r)
                 print(
                     f"run {i + 1} {n:5}: {r['events_per_s']:>9,.0f} events/s  ({r['seconds']:.2f} s timed, "
@@ -191,26 +272,32 @@ def main() -> None:
                         {
                             k: v
                             for k, v in r.items()
-                            if k not in ("name", "events_per_s", "seconds", "process_wall_s")
+                            if k not in ("name", "events_per_s", "seconds", "process_wall_s", "digest")
                         }
                     )
                 )
     load_end = loadavg()
     eps = {n: median([r["events_per_s"] for r in rs]) for n, rs in results.items()}
     checks = {
-        n: all(r["digest"] == want["digest"] and r["closures"] == want["closures"] for r in rs)
+        n: all(
+            r["digest"] == want["digest"]
+            and r["closures"] == want["closures"]
+            and (n != "kstreams" or r["ttc"] == want["ttc"])
+            for r in rs
+        )
         for n, rs in results.items()
         if n != "ours"
     }
     print()
     for n in names:
         print(
-            f"{LABELS[n]:38} {eps[n]:>9,.0f} events/s (median of {len(results[n])})"
+            f"{LABELS[n]:40} {eps[n]:>9,.0f} events/s (median of {len(results[n])}), "
+            f"{cost(results[n]):.1f} CPU s per million events, peak RSS {peak(results[n]):,.0f} MiB"
             + (f"  aggregates match the scan: {checks[n]}" if n in checks else "")
         )
-    ratios = {p: eps["ours"] / eps[p] for p in ("quix", "faust") if "ours" in eps and p in eps}
+    ratios = {p: eps["ours"] / eps[p] for p in ("kstreams", "quix", "faust") if "ours" in eps and p in eps}
     for p, ratio in ratios.items():
-        print(f"ours/{p}: {ratio:.2f}x" + ("  (target >= 3x)" if p == "quix" else ""))
+        print(f"ours/{p}: {ratio:.2f}x" + (f"  (target >= {TARGETS[p]:g}x)" if p in TARGETS else ""))
     print(
         "ours runs its full metrics (all windows, by channel type and account, time-to-close sketches, "
         "dedupe, exactly-once store commits); the peers only the subset."
@@ -232,6 +319,16 @@ def main() -> None:
             (load_start, load_end),
         )
         print(f"wrote {RESULTS.relative_to(ROOT)}")
+
+
+def cost(rs: list[dict[str, Any]]) -> float:
+    """Median CPU seconds per million events over the timed span (the process's own CPU, all threads)."""
+    return median([r["cpu_s"] / r["records"] * 1e6 for r in rs])
+
+
+def peak(rs: list[dict[str, Any]]) -> float:
+    """Largest peak RSS (MiB) over the runs."""
+    return max(r["peak_rss_mb"] for r in rs)
 
 
 def write_results(
