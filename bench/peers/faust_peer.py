@@ -39,8 +39,8 @@ from peerlib import (
     minute_of,
     new_codec,
     now,
-    start_clock,
     parse_ends,
+    start_clock,
 )
 
 #: Faust expires windows against the wall clock (tables/base.py `_del_old_keys`), not event

@@ -55,6 +55,7 @@ def main() -> None:
     with sqlite3.connect(db) as conn:
         stored = dict(conn.execute("SELECT partition, next_offset FROM offsets").fetchall())
         closures = conn.execute("SELECT count(*) FROM closures").fetchone()[0]
+        ttc_n, ttc_s = conn.execute("SELECT count(ttc), coalesce(sum(ttc), 0) FROM closures").fetchone()
     if stored != ends:
         raise SystemExit(f"store offsets {stored} != topic ends {ends}")
     emit(
@@ -68,6 +69,8 @@ def main() -> None:
             "duplicates": c.stats.duplicates,
             "closures_folded": c.stats.by_type.get("conversation.closed", 0),
             "closure_rows": closures,
+            # the closures' times to close as stored, checked against the scan by run.py
+            "ttc": {"closures": ttc_n, "seconds": ttc_s},
             "commits": c.stats.commits,
         },
     )

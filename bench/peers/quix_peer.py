@@ -29,8 +29,8 @@ from peerlib import (
     emit,
     new_codec,
     now,
-    start_clock,
     parse_ends,
+    start_clock,
 )
 from quixstreams import Application, State
 from quixstreams.models import TimestampType
