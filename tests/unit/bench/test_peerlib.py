@@ -89,5 +89,5 @@ def test_output_lines_round_trip_including_channel_types_with_separators() -> No
 
 
 def test_an_unknown_output_key_is_an_error() -> None:
-    with pytest.raises(ValueError, match="unexpected output key 'x|1'"):
+    with pytest.raises(ValueError, match=r"unexpected output key 'x\|1'"):
         parse_output({"x|1": "1"})
