@@ -5,6 +5,9 @@
 Run by run.py like the other peers, with one more input in ``--workdir``: ``expected.tsv``,
 the final output the scan predicts (``output_line`` rows). This process becomes the JVM
 (``os.execv``), so the CPU time and peak RSS run.py sees for it are the JVM's.
+``--option ttc=off`` drops the time-to-close join (the Quix/Faust peers' job only);
+``CONVMETRICS_KSTREAMS_JVM_OPTS`` adds JVM options, e.g. to profile:
+``-XX:StartFlightRecording=filename=/tmp/ks.jfr,settings=profile``.
 
 The build goes to ``<cache>/kstreams/<kafka version>-<source hash>`` (``~/.cache/convmetrics``,
 file-locked, marked complete only after Maven succeeds): Kafka Streams at the broker's
@@ -18,6 +21,8 @@ import fcntl
 import hashlib
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -36,6 +41,16 @@ from schemas import CONVERSATION_EVENT  # noqa: E402
 PROJECT = HERE / "kstreams"
 MAIN = "convmetrics.bench.KStreamsPeer"
 EXPECTED_FILE = "expected.tsv"
+JVM_OPTS_ENV = "CONVMETRICS_KSTREAMS_JVM_OPTS"
+
+
+def _pom_property(name: str) -> str:
+    m = re.search(rf"<{name}>([^<]+)</{name}>", (PROJECT / "pom.xml").read_text())
+    return m.group(1) if m else "unknown"
+
+
+#: The Apache Avro (Java) version the peer is built with (pom.xml).
+AVRO_JAVA = _pom_property("avro.version")
 _MARKER = ".complete"
 
 
@@ -92,6 +107,7 @@ def java_command(target: Path, argv: list[str]) -> list[str]:
     return [
         find_java(),
         "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+        *shlex.split(os.environ.get(JVM_OPTS_ENV, "")),
         "-cp",
         classpath,
         MAIN,
@@ -105,6 +121,7 @@ def main() -> None:
         return
     args = child_args(__doc__ or "")
     ends = parse_ends(args.ends)
+    ttc = dict(o.split("=", 1) for o in args.option).get("ttc", "on")
     target = ensure_built(log=False)
     work = Path(args.workdir)
     reader = work / "reader.avsc"
@@ -119,6 +136,7 @@ def main() -> None:
         "--workdir", str(work),
         "--grace-seconds", str(GRACE_SECONDS),
         "--start-days", str(START_DAYS),
+        "--ttc", ttc,
         "--reader-schema", str(reader),
         "--expected", str(work / EXPECTED_FILE),
         *(x for w in writers for x in ("--writer-schema", str(w))),

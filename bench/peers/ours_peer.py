@@ -24,7 +24,7 @@ class TimedConsumer(MetricsConsumer):
     """MetricsConsumer that stamps its first received batch and the commit reaching the ends."""
 
     def __init__(self, settings: ConsumerSettings, ends: dict[int, int]) -> None:
-        super().__init__(settings, on_commit=self._committed)
+        super().__init__(settings, on_commit=self._on_commit)
         self.ends = ends
         self.committed: dict[int, int] = {}
         self.first: float | None = None
@@ -35,7 +35,7 @@ class TimedConsumer(MetricsConsumer):
             self.first = start_clock()
         super().process(msgs)
 
-    def _committed(self, report: CommitReport) -> None:  # on the store-writer thread
+    def _on_commit(self, report: CommitReport) -> None:  # on the store-writer thread
         for p in report.partitions:
             self.committed[p.partition] = p.next_offset
         if self.done is None and all(self.committed.get(p, 0) >= end for p, end in self.ends.items()):

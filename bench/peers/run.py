@@ -37,7 +37,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(HERE)]
 
 from common import bench_kafka, end_offsets, ensure_events, loadavg, machine, median  # noqa: E402
 from confluent_kafka import Consumer, KafkaError, TopicPartition, libversion  # noqa: E402
-from kstreams_peer import EXPECTED_FILE, ensure_built  # noqa: E402
+from kstreams_peer import AVRO_JAVA, EXPECTED_FILE, ensure_built  # noqa: E402
 from peerlib import (  # noqa: E402
     GRACE_SECONDS,
     RESULT_FILE,
@@ -51,6 +51,8 @@ from peerlib import (  # noqa: E402
 )
 
 from convmetrics.generate import GenerateConfig  # noqa: E402
+from convmetrics.localkafka.exceptions import JavaNotFoundError  # noqa: E402
+from convmetrics.localkafka.jars import KAFKA_VERSION, find_java  # noqa: E402
 
 RESULTS = ROOT / "bench/results/peers.md"
 PEERS = {
@@ -166,6 +168,8 @@ def run_peer(
     """One process of one implementation, fresh group and state; its result line as a dict."""
     with tempfile.TemporaryDirectory(prefix=f"bench-peers-{name}-") as work:
         group = f"bench-peers-{name}-{uuid.uuid4().hex[:8]}"
+        if "ttc=off" in options:
+            lines = {k: v for k, v in lines.items() if not k.startswith("t|")}
         Path(work, EXPECTED_FILE).write_text("".join(f"{k}\t{v}\n" for k, v in lines.items()))
         cmd = [
             sys.executable,
@@ -211,7 +215,7 @@ def run_peer(
         result["process_cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         if name == "kstreams":
             got, ttc = parse_output(read_output(bootstrap, f"{group}-output"))
-            result.update(got.summary(), ttc=ttc_summary(ttc))
+            result.update(got.summary(), ttc=ttc_summary(ttc) if "ttc=off" not in options else None)
             if not result.get("output_matched"):
                 raise SystemExit(
                     f"kstreams: its output never equalled the scan; read back {result}; "
@@ -221,13 +225,28 @@ def run_peer(
 
 
 def versions() -> dict[str, str]:
-    found = {"python": platform.python_version(), "librdkafka": libversion()[0]}
+    found = {
+        "python": platform.python_version(),
+        "librdkafka": libversion()[0],
+        "java": java_version(),
+        "kafka-streams": KAFKA_VERSION,
+        "avro (Java)": AVRO_JAVA,
+    }
     for p in PACKAGES:
         try:
             found[p] = md.version(p)
         except md.PackageNotFoundError:
             found[p] = "not installed"
     return found
+
+
+def java_version() -> str:
+    try:
+        out = subprocess.run([find_java(), "-version"], capture_output=True, text=True, check=False).stderr
+    except (OSError, JavaNotFoundError):
+        return "not found"
+    first = out.splitlines()[0] if out else ""
+    return first.split('"')[1] if first.count('"') >= 2 else first
 
 
 def main() -> None:
@@ -242,13 +261,21 @@ def main() -> None:
     )
     ap.add_argument("--faust-store", choices=("rocksdb", "memory"), default="rocksdb")
     ap.add_argument("--quix-changelog", choices=("on", "off"), default="on")
+    ap.add_argument(
+        "--kstreams-ttc",
+        choices=("on", "off"),
+        default="on",
+        help="off: Kafka Streams computes only the two counts (no time-to-close join)",
+    )
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per process")
     ap.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS.relative_to(ROOT)}")
     args = ap.parse_args()
     names = [n for n in args.peers.split(",") if n]
+    if args.kstreams_ttc == "off":
+        LABELS["kstreams"] = "Kafka Streams (subset)"
     options = {
         "ours": [],
-        "kstreams": [],
+        "kstreams": [f"ttc={args.kstreams_ttc}"],
         "quix": [f"changelog={args.quix_changelog}"],
         "faust": [f"store={args.faust_store}"],
     }
@@ -290,7 +317,7 @@ def main() -> None:
         n: all(
             r["digest"] == want["digest"]
             and r["closures"] == want["closures"]
-            and (n != "kstreams" or r["ttc"] == want["ttc"])
+            and (n != "kstreams" or r["ttc"] == (want["ttc"] if args.kstreams_ttc == "on" else None))
             for r in rs
         )
         for n, rs in results.items()
@@ -428,7 +455,8 @@ Peers' aggregates equal a plain scan of the topic ({want["closures"]:,} closures
 channel-minute windows, {want["accounts"]:,} accounts; time to close for Kafka Streams:
 {want["ttc"]["closures"]:,} closures, {want["ttc"]["seconds"]:,} s in all): {match}.
 Ours' stored times to close equal the same scan's: {"yes" if ours_ttc else "NO"}.
-Settings: Quix changelog {args.quix_changelog}, Faust store {args.faust_store}; see the README for
+Settings: Kafka Streams time to close {args.kstreams_ttc}, Quix changelog {args.quix_changelog},
+Faust store {args.faust_store}; see the README for
 what each implementation was given and what it was not.
 """
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -56,7 +56,9 @@ import org.apache.kafka.streams.processor.TimestampExtractor;
  *                                                                             --> "t|ch" = "n,sum"
  * </pre>
  *
- * processing.guarantee=exactly_once_v2, RocksDB stores (the DSL default). Event time:
+ * With --ttc off, only the two counts (the Quix Streams and Faust peers' job).
+ *
+ * <p>processing.guarantee=exactly_once_v2, RocksDB stores (the DSL default). Event time:
  * data.closedAt / data.createdAt / data.openedAt ..., else the envelope createdAt (as our
  * consumer). Timed from the first source record to the moment a read_committed consumer of
  * the output topic sees the final aggregates (the expected values come from the bench's
@@ -167,6 +169,9 @@ public final class KStreamsPeer {
                 .toStream()
                 .map((acct, n) -> KeyValue.pair("a|" + acct, n.toString()))
                 .to(a.output, Produced.with(str, str));
+        if (!a.ttc) {
+            return b;
+        }
         KStream<String, Long> starts = source
                 .filter((k, r) -> CREATED.equals(r.get("event")) || OPENED.equals(r.get("event")))
                 .mapValues(KStreamsPeer::eventSeconds);
@@ -209,6 +214,7 @@ public final class KStreamsPeer {
     static final class Args {
         String bootstrap, topic, group, output, workdir;
         long total, graceSeconds, startDays, quietSeconds = 60;
+        boolean ttc = true;
         Path readerSchema, expected;
         List<Path> writers = new ArrayList<>();
 
@@ -226,6 +232,12 @@ public final class KStreamsPeer {
                     case "--grace-seconds" -> a.graceSeconds = Long.parseLong(v);
                     case "--start-days" -> a.startDays = Long.parseLong(v);
                     case "--quiet-seconds" -> a.quietSeconds = Long.parseLong(v);
+                    case "--ttc" -> {
+                        if (!v.equals("on") && !v.equals("off")) {
+                            throw new IllegalArgumentException("--ttc takes on or off, not " + v);
+                        }
+                        a.ttc = v.equals("on");
+                    }
                     case "--reader-schema" -> a.readerSchema = Path.of(v);
                     case "--writer-schema" -> a.writers.add(Path.of(v));
                     case "--expected" -> a.expected = Path.of(v);
