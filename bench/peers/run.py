@@ -333,7 +333,9 @@ def main() -> None:
         )
     if "ours" in results:
         print(f"ours: stored times to close equal the scan's (as Kafka Streams computes them): {ours_ttc}")
-    ratios = {p: eps["ours"] / eps[p] for p in ("kstreams", "quix", "faust") if "ours" in eps and p in eps}
+    ratios: dict[str, float] = {
+        p: eps["ours"] / eps[p] for p in ("kstreams", "quix", "faust") if "ours" in eps and p in eps
+    }
     for p, ratio in ratios.items():
         print(f"ours/{p}: {ratio:.2f}x" + (f"  (target >= {TARGETS[p]:g}x)" if p in TARGETS else ""))
     print(
@@ -362,12 +364,12 @@ def main() -> None:
 
 def cost(rs: list[dict[str, Any]]) -> float:
     """Median CPU seconds per million events over the timed span (the process's own CPU, all threads)."""
-    return median([r["cpu_s"] / r["records"] * 1e6 for r in rs])
+    return float(median([r["cpu_s"] / r["records"] * 1e6 for r in rs]))
 
 
 def peak(rs: list[dict[str, Any]]) -> float:
     """Largest peak RSS (MiB) over the runs."""
-    return max(r["peak_rss_mb"] for r in rs)
+    return max(float(r["peak_rss_mb"]) for r in rs)
 
 
 def write_results(
