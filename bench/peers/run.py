@@ -414,6 +414,14 @@ def write_results(
     if "ours" in results and "kstreams" in results:
         less = peak(results["ours"]) < peak(results["kstreams"])
         memory = f"; less memory than Kafka Streams: {'**yes**' if less else '**no**'}"
+    threads = ""
+    if results.get("kstreams") and results["kstreams"][-1].get("cpu_by_thread_s"):
+        split = results["kstreams"][-1]["cpu_by_thread_s"]
+        threads = (
+            "\nKafka Streams' CPU by thread, last run, from start to the timed end (`/proc/self/task`): "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(split.items(), key=lambda kv: -kv[1]))
+            + ".\n"
+        )
     text = f"""# Peer benchmark: convmetrics consumer vs Kafka Streams, Quix Streams and Faust
 
 Measured {date} by `{command}` (`bench/peers/run.py`; see `bench/peers/README.md`).
@@ -435,7 +443,7 @@ Targets: {"; ".join(verdicts) or "n/a"}{memory}.
 CPU s / M events: the process's own CPU time (all its threads; not the broker's) over the
 timed span, and over its whole life (start-up, JIT, group join, shutdown included), per
 million source records. Peak RSS: the process's VmHWM.
-
+{threads}
 Not the same job: ours computes the full metrics (1m/1h/1d/all windows per channel type
 and per account, time-to-close sketches, reopen and unread counts, per-event dedupe, every
 closure row, exactly-once store commits to SQLite). Kafka Streams computes closures per

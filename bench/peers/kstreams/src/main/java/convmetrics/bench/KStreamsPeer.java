@@ -202,6 +202,44 @@ public final class KStreamsPeer {
                 .getProcessCpuTime();
     }
 
+    /**
+     * CPU seconds of this process's threads since they started, grouped by what they do
+     * (/proc/self/task: thread names are cut to 15 characters, so the stream thread shows as
+     * the application id's first 15 characters).
+     */
+    static Map<String, Double> cpuByThread(String appId) throws IOException {
+        Map<String, Double> out = new java.util.TreeMap<>();
+        String streamPrefix = appId.substring(0, Math.min(15, appId.length()));
+        try (var tasks = Files.list(Path.of("/proc/self/task"))) {
+            for (Path t : (Iterable<Path>) tasks::iterator) {
+                String comm;
+                String stat;
+                try {
+                    comm = Files.readString(t.resolve("comm")).strip();
+                    stat = Files.readString(t.resolve("stat"));
+                } catch (IOException gone) {
+                    continue;
+                }
+                String[] f = stat.substring(stat.lastIndexOf(')') + 2).split(" ");
+                double seconds = (Long.parseLong(f[11]) + Long.parseLong(f[12])) / 100.0; // utime, stime
+                String group;
+                if (comm.startsWith(streamPrefix)) {
+                    group = "stream and state-updater threads";
+                } else if (comm.startsWith("C1 Compiler") || comm.startsWith("C2 Compiler")) {
+                    group = "JIT compilers";
+                } else if (comm.startsWith("GC ") || comm.startsWith("G1 ")) {
+                    group = "GC";
+                } else if (comm.startsWith("kafka-producer")) {
+                    group = "producer I/O";
+                } else {
+                    group = "other (main, admin, VM)";
+                }
+                out.merge(group, seconds, Double::sum);
+            }
+        }
+        return out;
+    }
+
     static long peakRssKb() throws IOException {
         for (String line : Files.readAllLines(Path.of("/proc/self/status"))) {
             if (line.startsWith("VmHWM:")) {
@@ -353,12 +391,19 @@ public final class KStreamsPeer {
             }
         }
         boolean matched = done != 0;
+        StringBuilder threads = new StringBuilder("{");
+        for (Map.Entry<String, Double> e : cpuByThread(a.group).entrySet()) {
+            threads.append(threads.length() > 1 ? ", " : "").append('"').append(e.getKey()).append("\": ")
+                    .append(String.format(java.util.Locale.ROOT, "%.2f", e.getValue()));
+        }
+        threads.append('}');
         double seconds = matched ? (done - first[0]) / 1e9 : Double.NaN;
         String json = "{\"name\": \"kstreams\", \"records\": " + seen.get()
                 + ", \"seconds\": " + (matched ? seconds : "null")
                 + ", \"events_per_s\": " + (matched ? seen.get() / seconds : "null")
                 + ", \"cpu_s\": " + (matched ? (doneCpu - first[1]) / 1e9 : "null")
                 + ", \"peak_rss_mb\": " + peakRssKb() / 1024.0
+                + ", \"cpu_by_thread_s\": " + threads
                 + ", \"output_matched\": " + matched
                 + ", \"output_records\": " + outputRecords
                 + ", \"output_keys\": " + current.size()
