@@ -40,6 +40,7 @@ from peerlib import (
     new_codec,
     now,
     parse_ends,
+    start_clock,
 )
 
 #: Faust expires windows against the wall clock (tables/base.py `_del_old_keys`), not event
@@ -133,7 +134,7 @@ def main() -> None:
     async def split(stream: faust.StreamT[Any]) -> None:
         async for record in stream:
             if "first" not in stamps:
-                stamps["first"] = now()
+                stamps["first"] = start_clock()
             counts["source"] += 1
             c = closure_of(record)
             if c is not None:

@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from confluent_kafka import Message
-from peerlib import child_args, emit, now, parse_ends
+from peerlib import child_args, emit, now, parse_ends, start_clock
 
 from consumer.stream.checkpoint import CommitReport
 from consumer.stream.runner import MetricsConsumer
@@ -24,7 +24,7 @@ class TimedConsumer(MetricsConsumer):
     """MetricsConsumer that stamps its first received batch and the commit reaching the ends."""
 
     def __init__(self, settings: ConsumerSettings, ends: dict[int, int]) -> None:
-        super().__init__(settings, on_commit=self._committed)
+        super().__init__(settings, on_commit=self._on_commit)
         self.ends = ends
         self.committed: dict[int, int] = {}
         self.first: float | None = None
@@ -32,10 +32,10 @@ class TimedConsumer(MetricsConsumer):
 
     def process(self, msgs: list[Message]) -> None:
         if self.first is None:
-            self.first = now()
+            self.first = start_clock()
         super().process(msgs)
 
-    def _committed(self, report: CommitReport) -> None:  # on the store-writer thread
+    def _on_commit(self, report: CommitReport) -> None:  # on the store-writer thread
         for p in report.partitions:
             self.committed[p.partition] = p.next_offset
         if self.done is None and all(self.committed.get(p, 0) >= end for p, end in self.ends.items()):
@@ -55,6 +55,7 @@ def main() -> None:
     with sqlite3.connect(db) as conn:
         stored = dict(conn.execute("SELECT partition, next_offset FROM offsets").fetchall())
         closures = conn.execute("SELECT count(*) FROM closures").fetchone()[0]
+        ttc_n, ttc_s = conn.execute("SELECT count(ttc), coalesce(sum(ttc), 0) FROM closures").fetchone()
     if stored != ends:
         raise SystemExit(f"store offsets {stored} != topic ends {ends}")
     emit(
@@ -68,6 +69,8 @@ def main() -> None:
             "duplicates": c.stats.duplicates,
             "closures_folded": c.stats.by_type.get("conversation.closed", 0),
             "closure_rows": closures,
+            # the closures' times to close as stored, checked against the scan by run.py
+            "ttc": {"closures": ttc_n, "seconds": ttc_s},
             "commits": c.stats.commits,
         },
     )

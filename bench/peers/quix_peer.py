@@ -30,6 +30,7 @@ from peerlib import (
     new_codec,
     now,
     parse_ends,
+    start_clock,
 )
 from quixstreams import Application, State
 from quixstreams.models import TimestampType
@@ -65,7 +66,7 @@ class Progress:
 
     def on_processed(self, topic: str, partition: int, offset: int) -> None:
         if self.first is None:
-            self.first = now()
+            self.first = start_clock()
         self.processed[topic] = self.processed.get(topic, 0) + 1
         if self.processed.get(self.source, 0) < self.total or self.done is not None:
             return

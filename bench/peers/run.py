@@ -1,4 +1,4 @@
-"""Head-to-head: our consumer against Quix Streams and Faust on the same pre-produced topic.
+"""Head-to-head: our consumer against Kafka Streams, Quix Streams and Faust on the same pre-produced topic.
 
     pip install -e ".[peers]"
     .venv/bin/python bench/peers/run.py                  # 200,000 events, 6 partitions, 2 runs each
@@ -6,10 +6,12 @@
 
 One broker (``CONVMETRICS_BOOTSTRAP_SERVERS``, else a local one, see bench/common.py), one
 topic of generated events, then each implementation in its own process, one after
-another, ``--runs`` rounds: ours (full metrics), Quix Streams and Faust (the subset:
-closures per channel type per 1-minute event-time window, closures per account). Prints
-events/s (median of the runs) and the ratios ours/quix and ours/faust, cross-checks the
+another, ``--runs`` rounds: ours (full metrics), Kafka Streams, Quix Streams and Faust (the
+subset: closures per channel type per 1-minute event-time window, closures per account;
+Kafka Streams also time to close per channel type). Prints events/s (median of the runs),
+the ratios of ours to each, CPU seconds per million events and peak RSS, cross-checks the
 peers' aggregates against a plain scan of the topic, and writes bench/results/peers.md.
+The Kafka Streams peer is built with Maven on first use (``kstreams_peer.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import importlib.metadata as md
 import json
 import platform
+import resource
 import shlex
 import subprocess
 import sys
@@ -33,15 +36,34 @@ ROOT = HERE.parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(HERE)]
 
 from common import bench_kafka, end_offsets, ensure_events, loadavg, machine, median  # noqa: E402
-from confluent_kafka import Consumer, TopicPartition, libversion  # noqa: E402
-from peerlib import RESULT_FILE, Tally, closure_of, minute_of, new_codec  # noqa: E402
+from confluent_kafka import Consumer, KafkaError, TopicPartition, libversion  # noqa: E402
+from kstreams_peer import AVRO_JAVA, EXPECTED_FILE, ensure_built  # noqa: E402
+from peerlib import (  # noqa: E402
+    GRACE_SECONDS,
+    RESULT_FILE,
+    Tally,
+    TimeToClose,
+    closure_of,
+    minute_of,
+    new_codec,
+    output_lines,
+    parse_output,
+)
 
 from convmetrics.generate import GenerateConfig  # noqa: E402
+from convmetrics.localkafka.exceptions import JavaNotFoundError  # noqa: E402
+from convmetrics.localkafka.jars import KAFKA_VERSION, find_java  # noqa: E402
 
 RESULTS = ROOT / "bench/results/peers.md"
-PEERS = {"ours": "ours_peer.py", "quix": "quix_peer.py", "faust": "faust_peer.py"}
+PEERS = {
+    "ours": "ours_peer.py",
+    "kstreams": "kstreams_peer.py",
+    "quix": "quix_peer.py",
+    "faust": "faust_peer.py",
+}
 LABELS = {
     "ours": "convmetrics consumer (full metrics)",
+    "kstreams": "Kafka Streams (subset + time to close)",
     "quix": "Quix Streams (subset)",
     "faust": "Faust (subset)",
 }
@@ -62,8 +84,18 @@ def gen_config(events: int) -> GenerateConfig:
     )
 
 
-def expected(bootstrap: str, topic: str, ends: dict[int, int]) -> dict[str, Any]:
-    """The subset's answer from a plain scan of the topic (no dedupe, like the peers)."""
+#: The ratio targets of ours over each peer (events/s).
+TARGETS = {"kstreams": 1.5, "quix": 3.0}
+GRACE_DAYS = GRACE_SECONDS // 86_400
+HEADER = (
+    "| implementation | events/s (median) | runs | CPU s / M events (timed span) "
+    "| CPU s / M events (whole process) | peak RSS MiB | timed from the first record ... |"
+)
+
+
+def expected(bootstrap: str, topic: str, ends: dict[int, int]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The subset's answer from a plain scan of the topic (no dedupe, like the peers), and the
+    Kafka Streams peer's expected output (subset + time to close, ``peerlib.output_lines``)."""
     c = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -72,14 +104,16 @@ def expected(bootstrap: str, topic: str, ends: dict[int, int]) -> dict[str, Any]
         }
     )
     c.assign([TopicPartition(topic, p, 0) for p in ends])
-    codec, tally, left = new_codec(), Tally(), sum(ends.values())
+    codec, tally, ttc, left = new_codec(), Tally(), TimeToClose(), sum(ends.values())
     deadline = time.monotonic() + 300
     while left > 0 and time.monotonic() < deadline:
         for m in c.consume(10_000, 1.0):
             if m.error() is not None:
                 continue
             left -= 1
-            cl = closure_of(codec.decode(m.value() or b""))
+            record = codec.decode(m.value() or b"")
+            ttc.add(m.key() or b"", record)
+            cl = closure_of(record)
             if cl is not None:
                 k = (cl.channel_type, minute_of(cl.closed_at))
                 tally.per_minute[k] = tally.per_minute.get(k, 0) + 1
@@ -87,15 +121,56 @@ def expected(bootstrap: str, topic: str, ends: dict[int, int]) -> dict[str, Any]
     c.close()
     if left:
         raise SystemExit(f"scan of {topic} stopped with {left} records unread")
-    return tally.summary()
+    return {**tally.summary(), "ttc": ttc_summary(ttc.per_channel())}, output_lines(tally, ttc.per_channel())
+
+
+def ttc_summary(ttc: dict[str, tuple[int, int]]) -> dict[str, int]:
+    return {"closures": sum(n for n, _ in ttc.values()), "seconds": sum(s for _, s in ttc.values())}
+
+
+def read_output(bootstrap: str, topic: str) -> dict[str, str]:
+    """The committed output of the Kafka Streams peer: the last value of every key."""
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"peers-readback-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+        }
+    )
+    c.assign([TopicPartition(topic, 0, 0)])
+    rows: dict[str, str] = {}
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            for m in c.consume(10_000, 1.0):
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        return rows
+                    raise SystemExit(f"reading back {topic}: {err}")
+                rows[(m.key() or b"").decode()] = (m.value() or b"").decode()
+    finally:
+        c.close()
+    raise SystemExit(f"reading back {topic} did not reach its end in 120 s")
 
 
 def run_peer(
-    name: str, bootstrap: str, topic: str, ends: dict[int, int], options: list[str], timeout: float
+    name: str,
+    bootstrap: str,
+    topic: str,
+    ends: dict[int, int],
+    options: list[str],
+    timeout: float,
+    lines: dict[str, str],
 ) -> dict[str, Any]:
     """One process of one implementation, fresh group and state; its result line as a dict."""
     with tempfile.TemporaryDirectory(prefix=f"bench-peers-{name}-") as work:
         group = f"bench-peers-{name}-{uuid.uuid4().hex[:8]}"
+        if "ttc=off" in options:
+            lines = {k: v for k, v in lines.items() if not k.startswith("t|")}
+        Path(work, EXPECTED_FILE).write_text("".join(f"{k}\t{v}\n" for k, v in lines.items()))
         cmd = [
             sys.executable,
             str(HERE / PEERS[name]),
@@ -112,6 +187,7 @@ def run_peer(
             *(f"--option={o}" for o in options),
         ]
         log = Path(work) / "output.log"
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         with open(log, "wb") as out:
             proc = subprocess.Popen(
@@ -128,6 +204,7 @@ def run_peer(
                     f"{name} did not finish in {timeout:.0f} s; output:\n{log.read_text()[-3000:]}"
                 ) from None
         wall = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         path = Path(work) / RESULT_FILE
         if not path.exists():
             raise SystemExit(
@@ -135,11 +212,26 @@ def run_peer(
             )
         result: dict[str, Any] = json.loads(path.read_text())
         result["process_wall_s"] = wall
+        result["process_cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        if name == "kstreams":
+            got, ttc = parse_output(read_output(bootstrap, f"{group}-output"))
+            result.update(got.summary(), ttc=ttc_summary(ttc) if "ttc=off" not in options else None)
+            if not result.get("output_matched"):
+                raise SystemExit(
+                    f"kstreams: its output never equalled the scan; read back {result}; "
+                    f"output:\n{log.read_text()[-3000:]}"
+                )
         return result
 
 
 def versions() -> dict[str, str]:
-    found = {"python": platform.python_version(), "librdkafka": libversion()[0]}
+    found = {
+        "python": platform.python_version(),
+        "librdkafka": libversion()[0],
+        "java": java_version(),
+        "kafka-streams": KAFKA_VERSION,
+        "avro (Java)": AVRO_JAVA,
+    }
     for p in PACKAGES:
         try:
             found[p] = md.version(p)
@@ -148,20 +240,42 @@ def versions() -> dict[str, str]:
     return found
 
 
+def java_version() -> str:
+    try:
+        out = subprocess.run([find_java(), "-version"], capture_output=True, text=True, check=False).stderr
+    except (OSError, JavaNotFoundError):
+        return "not found"
+    first = out.splitlines()[0] if out else ""
+    return first.split('"')[1] if first.count('"') >= 2 else first
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument("--runs", type=int, default=2, help="rounds; each implementation runs once per round")
-    ap.add_argument("--peers", default="ours,quix,faust", help="comma-separated subset of ours,quix,faust")
+    ap.add_argument(
+        "--peers",
+        default="ours,kstreams,quix,faust",
+        help="comma-separated subset of ours,kstreams,quix,faust",
+    )
     ap.add_argument("--faust-store", choices=("rocksdb", "memory"), default="rocksdb")
     ap.add_argument("--quix-changelog", choices=("on", "off"), default="on")
+    ap.add_argument(
+        "--kstreams-ttc",
+        choices=("on", "off"),
+        default="on",
+        help="off: Kafka Streams computes only the two counts (no time-to-close join)",
+    )
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per process")
     ap.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS.relative_to(ROOT)}")
     args = ap.parse_args()
     names = [n for n in args.peers.split(",") if n]
+    if args.kstreams_ttc == "off":
+        LABELS["kstreams"] = "Kafka Streams (subset)"
     options = {
         "ours": [],
+        "kstreams": [f"ttc={args.kstreams_ttc}"],
         "quix": [f"changelog={args.quix_changelog}"],
         "faust": [f"store={args.faust_store}"],
     }
@@ -169,6 +283,8 @@ def main() -> None:
     load_start, date = loadavg(), datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(f"load average at start: {load_start}")
     results: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    if "kstreams" in names:
+        print(f"Kafka Streams peer built in {ensure_built()}")
     with bench_kafka() as (bootstrap, kind):
         topic, total, produced = ensure_events(
             bootstrap, "bench-peers", gen_config(args.events), args.partitions
@@ -178,11 +294,11 @@ def main() -> None:
             f"broker: {kind}; topic {topic}: {total:,} records in {len(ends)} partitions, "
             + (f"produced in {produced:.1f} s" if produced else "cached")
         )
-        want = expected(bootstrap, topic, ends)
+        want, lines = expected(bootstrap, topic, ends)
         print(f"expected subset (plain scan, no dedupe): {want}")
         for i in range(args.runs):
             for n in names:
-                r = run_peer(n, bootstrap, topic, ends, options[n], args.timeout)
+                r = run_peer(n, bootstrap, topic, ends, options[n], args.timeout, lines)
                 results[n].append(r)
                 print(
                     f"run {i + 1} {n:5}: {r['events_per_s']:>9,.0f} events/s  ({r['seconds']:.2f} s timed, "
@@ -191,26 +307,37 @@ def main() -> None:
                         {
                             k: v
                             for k, v in r.items()
-                            if k not in ("name", "events_per_s", "seconds", "process_wall_s")
+                            if k not in ("name", "events_per_s", "seconds", "process_wall_s", "digest")
                         }
                     )
                 )
     load_end = loadavg()
     eps = {n: median([r["events_per_s"] for r in rs]) for n, rs in results.items()}
     checks = {
-        n: all(r["digest"] == want["digest"] and r["closures"] == want["closures"] for r in rs)
+        n: all(
+            r["digest"] == want["digest"]
+            and r["closures"] == want["closures"]
+            and (n != "kstreams" or r["ttc"] == (want["ttc"] if args.kstreams_ttc == "on" else None))
+            for r in rs
+        )
         for n, rs in results.items()
         if n != "ours"
     }
+    ours_ttc = all(r["ttc"] == want["ttc"] for r in results.get("ours", []))
     print()
     for n in names:
         print(
-            f"{LABELS[n]:38} {eps[n]:>9,.0f} events/s (median of {len(results[n])})"
+            f"{LABELS[n]:40} {eps[n]:>9,.0f} events/s (median of {len(results[n])}), "
+            f"{cost(results[n]):.1f} CPU s per million events, peak RSS {peak(results[n]):,.0f} MiB"
             + (f"  aggregates match the scan: {checks[n]}" if n in checks else "")
         )
-    ratios = {p: eps["ours"] / eps[p] for p in ("quix", "faust") if "ours" in eps and p in eps}
+    if "ours" in results:
+        print(f"ours: stored times to close equal the scan's (as Kafka Streams computes them): {ours_ttc}")
+    ratios: dict[str, float] = {
+        p: eps["ours"] / eps[p] for p in ("kstreams", "quix", "faust") if "ours" in eps and p in eps
+    }
     for p, ratio in ratios.items():
-        print(f"ours/{p}: {ratio:.2f}x" + ("  (target >= 3x)" if p == "quix" else ""))
+        print(f"ours/{p}: {ratio:.2f}x" + (f"  (target >= {TARGETS[p]:g}x)" if p in TARGETS else ""))
     print(
         "ours runs its full metrics (all windows, by channel type and account, time-to-close sketches, "
         "dedupe, exactly-once store commits); the peers only the subset."
@@ -229,9 +356,20 @@ def main() -> None:
             eps,
             ratios,
             checks,
+            ours_ttc,
             (load_start, load_end),
         )
         print(f"wrote {RESULTS.relative_to(ROOT)}")
+
+
+def cost(rs: list[dict[str, Any]]) -> float:
+    """Median CPU seconds per million events over the timed span (the process's own CPU, all threads)."""
+    return float(median([r["cpu_s"] / r["records"] * 1e6 for r in rs]))
+
+
+def peak(rs: list[dict[str, Any]]) -> float:
+    """Largest peak RSS (MiB) over the runs."""
+    return max(float(r["peak_rss_mb"]) for r in rs)
 
 
 def write_results(
@@ -246,6 +384,7 @@ def write_results(
     eps: dict[str, float],
     ratios: dict[str, float],
     checks: dict[str, bool],
+    ours_ttc: bool,
     load: tuple[str, str],
 ) -> None:
     m, v = machine(), versions()
@@ -254,40 +393,80 @@ def write_results(
         runs = ", ".join(f"{r['events_per_s']:,.0f}" for r in rs)
         note = {
             "ours": "to the durable store commit of every end offset",
+            "kstreams": "to a read_committed consumer of its output topic seeing the final aggregates",
             "quix": "to the last repartitioned closure counted; final checkpoint "
             + ", ".join(f"{r['final_checkpoint_s']:.2f} s" for r in rs if r.get("final_checkpoint_s")),
             "faust": "to the last forwarded closure counted; offset commits not waited for",
         }[n]
-        rows.append(f"| {LABELS[n]} | **{eps[n]:,.0f}** | {runs} | {note} |")
+        process_cpu = median([r["process_cpu_s"] / r["records"] * 1e6 for r in rs])
+        rows.append(
+            f"| {LABELS[n]} | **{eps[n]:,.0f}** | {runs} | {cost(rs):,.1f} | {process_cpu:,.1f} "
+            f"| {peak(rs):,.0f} | {note} |"
+        )
     match = "; ".join(f"{n}: {'yes' if ok else 'NO'}" for n, ok in checks.items())
     ours = results.get("ours", [{}])[-1]
-    met = "n/a" if "quix" not in ratios else ("**met**" if ratios["quix"] >= 3 else "**not met**")
-    text = f"""# Peer benchmark: convmetrics consumer vs Quix Streams vs Faust
+    verdicts = []
+    for p, target in TARGETS.items():
+        if p in ratios:
+            met = "**met**" if ratios[p] >= target else "**not met**"
+            verdicts.append(f"ours >= {target:g}x {LABELS[p].split(' (')[0]}: {met}")
+    memory = ""
+    if "ours" in results and "kstreams" in results:
+        less = peak(results["ours"]) < peak(results["kstreams"])
+        memory = f"; less memory than Kafka Streams: {'**yes**' if less else '**no**'}"
+    threads = ""
+    if results.get("kstreams") and results["kstreams"][-1].get("cpu_by_thread_s"):
+        split = results["kstreams"][-1]["cpu_by_thread_s"]
+        threads = (
+            "\nKafka Streams' CPU by thread, last run, from start to the timed end (`/proc/self/task`): "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(split.items(), key=lambda kv: -kv[1]))
+            + ".\n"
+        )
+    text = f"""# Peer benchmark: convmetrics consumer vs Kafka Streams, Quix Streams and Faust
 
 Measured {date} by `{command}` (`bench/peers/run.py`; see `bench/peers/README.md`).
 
 - Machine: {m["nproc"]} cores ({m["cpu"]}), {m["ram"]} RAM, shared with other engineers' work;
   load average {load[0]} at start, {load[1]} at end. Broker: {kind}, on the same cores.
 - Topic `{topic}`: {total:,} records, {args.partitions} partitions (`--events {args.events}`), every
-  implementation reading all of it from offset 0 with a fresh consumer group and fresh state.
+  implementation reading all of it from offset 0 with a fresh consumer group and fresh state,
+  one after the other, {args.runs} rounds.
 - Versions: {", ".join(f"{k} {val}" for k, val in v.items())}.
 
-| implementation | events/s (median) | runs | timed from the first record ... |
-|---|---|---|---|
+{HEADER}
+|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
-{"; ".join(f"**ours/{p}: {r:.2f}x**" for p, r in ratios.items())} (target: ours >= 3x Quix Streams: {met}).
+{"; ".join(f"**ours/{p}: {r:.2f}x**" for p, r in ratios.items())}.
+Targets: {"; ".join(verdicts) or "n/a"}{memory}.
 
+CPU s / M events: the process's own CPU time (all its threads; not the broker's) over the
+timed span, and over its whole life (start-up, JIT, group join, shutdown included), per
+million source records. Peak RSS: the process's VmHWM.
+{threads}
 Not the same job: ours computes the full metrics (1m/1h/1d/all windows per channel type
 and per account, time-to-close sketches, reopen and unread counts, per-event dedupe, every
-closure row, exactly-once store commits to SQLite); Quix Streams and Faust compute only
-closures per channel type per 1-minute event-time window and closures per account, without
-dedupe. Ours, last run: {ours.get("consumed", 0):,} consumed, {ours.get("duplicates", 0):,} duplicates
+closure row, exactly-once store commits to SQLite). Kafka Streams computes closures per
+channel type per 1-minute event-time window, closures per account (both without dedupe)
+and time to close per channel type (count and sum, all time: a windowed join of each
+closure with its conversation's created/opened events, the latest start kept per closure
+event id, retracted and re-added when a later start arrives), exactly-once v2 into its
+output topic, RocksDB state. Quix Streams and Faust compute only the two counts,
+at-least-once. Ours, last run: {ours.get("consumed", 0):,} consumed, {ours.get("duplicates", 0):,} duplicates
 dropped, {ours.get("closures_folded", 0):,} closures folded, {ours.get("commits", 0)} store commits.
 
+Guarantees: ours drops nothing (a late event updates its windows whenever it comes) and
+writes every result and the offsets in one SQL transaction (exactly once into SQL). Kafka
+Streams drops a record that arrives after its window's grace period (here {GRACE_DAYS} days, to
+cover the stream's lateness of up to 30 days; with a realistic grace it would drop the late
+ones) and writes exactly once into Kafka (its output topic and offsets in one transaction).
+
 Peers' aggregates equal a plain scan of the topic ({want["closures"]:,} closures, {want["windows"]:,}
-channel-minute windows, {want["accounts"]:,} accounts): {match}.
-Settings: Quix changelog {args.quix_changelog}, Faust store {args.faust_store}; see the README for
+channel-minute windows, {want["accounts"]:,} accounts; time to close for Kafka Streams:
+{want["ttc"]["closures"]:,} closures, {want["ttc"]["seconds"]:,} s in all): {match}.
+Ours' stored times to close equal the same scan's: {"yes" if ours_ttc else "NO"}.
+Settings: Kafka Streams time to close {args.kstreams_ttc}, Quix changelog {args.quix_changelog},
+Faust store {args.faust_store}; see the README for
 what each implementation was given and what it was not.
 """
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
