@@ -1,6 +1,6 @@
 """Where a consumer's CPU goes, without Kafka: decode -> fold -> snapshot -> store commit.
 
-    .venv/bin/python bench/pipeline.py [--events 300000] [--flush 20000] [--statements]
+    .venv/bin/python bench/pipeline.py [--events 300000] [--flush 20000] [--statements] [--metric-set full]
 
 Generates webhooks (the consumer benchmark's mix: 10,000 accounts, events/4 conversations,
 redeliveries, late events, unknown channel types), encodes them through the gateway's
@@ -33,6 +33,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from consumer.fold.model import READER_SCHEMA  # noqa: E402
 from consumer.fold.native import choose  # noqa: E402
+from consumer.fold.registry import CLOSURES, DEFAULT_METRIC_SET, METRIC_SETS, Registry  # noqa: E402
 from consumer.store import PartitionCommit  # noqa: E402
 from consumer.store.sqlite import SqliteStore  # noqa: E402
 from consumer.stream.runner import GC_THRESHOLD  # noqa: E402
@@ -98,20 +99,20 @@ class Msg:
         return self._offset
 
 
-def run(values: list[tuple[int, bytes]], flush: int, statements: bool) -> None:
+def run(values: list[tuple[int, bytes]], flush: int, statements: bool, registry: Registry = CLOSURES) -> None:
     # the consumer's cyclic-GC threshold (MetricsConsumer.run): with the default one, the
     # million encoded values this bench holds are traced again and again, charged to decode
     gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
     codec = Codec(subject(CONVERSATION_EVENT), reader_schema=READER_SCHEMA)
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
-        store = SqliteStore(str(Path(tmp) / "metrics.db"))
+        store = SqliteStore(str(Path(tmp) / "metrics.db"), registry=registry)
         timed = TimedConnection(store.db) if statements else None
         if timed is not None:
             store.db = timed  # type: ignore[assignment]
         epochs = {p: store.claim("events", p, "bench") for p in range(PARTITIONS)}
         kind = choose()
         print(f"fold: {kind.name} (CONVMETRICS_FOLD=python|native picks one)")
-        folds = {p: kind.new(p) for p in range(PARTITIONS)}
+        folds = {p: kind.new(p, registry=registry) for p in range(PARTITIONS)}
         logged: collections.Counter[int] = collections.Counter()
         spent: collections.defaultdict[str, float] = collections.defaultdict(float)
         offsets: dict[int, int] = {}
@@ -172,11 +173,18 @@ def main() -> None:
         help="events per commit (the consumer's default)",
     )
     ap.add_argument("--statements", action="store_true", help="time each SQL statement of the commits")
+    ap.add_argument(
+        "--metric-set",
+        choices=sorted(METRIC_SETS),
+        default=DEFAULT_METRIC_SET,
+        help=f"the metrics and groupings folded and stored (default {DEFAULT_METRIC_SET})",
+    )
     args = ap.parse_args()
+    print(f"metric set: {args.metric_set}")
     started = time.perf_counter()
     values = make_values(args.events)
     print(f"generated and encoded {len(values):,} events in {time.perf_counter() - started:.0f} s")
-    run(values, args.flush, args.statements)
+    run(values, args.flush, args.statements, METRIC_SETS[args.metric_set])
 
 
 if __name__ == "__main__":

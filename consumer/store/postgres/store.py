@@ -27,7 +27,7 @@ from psycopg import errors as pg_errors
 
 from consumer.exceptions import FencedError, StoreError, StoreUnavailableError
 from consumer.fold.delta import CLOSURE_WIDTH
-from consumer.fold.registry import REGISTRY, Registry
+from consumer.fold.registry import APP, REGISTRY, Registry
 from consumer.fold.windows import ALL, WINDOWS
 from consumer.store import sqlgen
 from consumer.store.base import (
@@ -46,6 +46,7 @@ from consumer.store.base import (
 )
 from consumer.store.postgres.aggregate import Batch, aggregate, columns
 from consumer.store.postgres.sql import (
+    APP_INDEX,
     MIGRATE_PARTITION,
     RECHECK,
     SCHEMA,
@@ -131,6 +132,8 @@ class PostgresStore:
     def _create_schema(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
         conn.execute(SCHEMA)
+        if any(g.dimensions == (APP,) for g in self.registry.groupings):
+            conn.execute(APP_INDEX)
         conn.execute(sqlgen.row_table(sqlgen.POSTGRES, self.registry))
         have = {
             r[0]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 
-from consumer.fold.registry import Registry
+from consumer.fold.registry import APP, Registry
 from consumer.store import sqlgen
 from consumer.store.sqlite.sql import APP_INDEX, MIGRATE_BINS, MIGRATE_CLOSURES, statements
 
@@ -46,16 +46,19 @@ def migrate_bins(db: sqlite3.Connection, path: str) -> None:
             db.execute(sql)
 
 
-def migrate_closures(db: sqlite3.Connection, path: str) -> None:
+def migrate_closures(db: sqlite3.Connection, path: str, registry: Registry) -> None:
     """A store written before closures kept their inbox and app gets the columns (NULL for
-    the closures before: they count in no inbox or app row) and the app index."""
+    the closures before: they count in no inbox or app row); the app index where the
+    registry groups by app (its rows' min/max rechecks read it; each closure pays an
+    index insert for it)."""
     if "app" not in columns(db, "closures"):
         with Transaction(db):
             if "app" not in columns(db, "closures"):
                 log.info("store %s: closures keep their inbox and app from now on", path)
                 for sql in MIGRATE_CLOSURES:
                     db.execute(sql)
-    db.execute(APP_INDEX)
+    if any(g.dimensions == (APP,) for g in registry.groupings):
+        db.execute(APP_INDEX)
 
 
 def migrate_partition(db: sqlite3.Connection, path: str, registry: Registry) -> None:

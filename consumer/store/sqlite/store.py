@@ -86,7 +86,7 @@ class SqliteStore:
             if "WITHOUT ROWID" not in closures.upper():  # a store made before the table was keyed by account
                 self.db.execute(OLD_CLOSURES_INDEX)
             migrate_partition(self.db, self.path, self.registry)
-            migrate_closures(self.db, self.path)
+            migrate_closures(self.db, self.path, self.registry)
             self.db.execute("PRAGMA temp_store=MEMORY")
             for sql in self.sql.temp_tables:
                 self.db.execute(sql)
