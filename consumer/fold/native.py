@@ -95,7 +95,14 @@ def _native_fold(
     """A compiled partition fold counting `registry`'s counters (as `PythonFold` takes it)."""
     assert native is not None
     counters = compiled_counters(layout_of(registry), native)
-    fold: Fold = native.PartitionFold(partition, idle, watermark, max_seen=max_seen, counters=counters)
+    fold: Fold = native.PartitionFold(
+        partition,
+        idle,
+        watermark,
+        max_seen=max_seen,
+        counters=counters,
+        inbox_app=registry.groups_by_inbox_or_app,
+    )
     return fold
 
 

@@ -7,8 +7,10 @@ touches it, which keeps hundreds of thousands of conversations in little memory:
 
     [last_time, starts, closures, seen]
     starts   = sorted created/opened event times
-    closures = [[event_hash, closed_at, channel_type, start or null, inbox, app], ...]
-               (inbox and app are null in a closure stored before they were kept)
+    closures = [[event_hash, closed_at, channel_type, start or null(, inbox, app)], ...]
+               (inbox and app where the closure has one of them: a fold whose registry
+               groups by neither keeps neither, and closures stored before they existed
+               have neither)
     seen     = event hashes already counted (the dedupe memory, newest last)
 
 time_to_close of a closure = closedAt minus the latest start of the conversation at or
@@ -92,6 +94,7 @@ class PartitionFold:
     ) -> None:
         self.partition = partition
         self._facts = FactMaker(registry)
+        self._inbox_app = registry.groups_by_inbox_or_app
         self.delta = Delta()
         self.idle: dict[MemKey, str] = {} if idle is None else {mem_key(*k): b for k, b in idle.items()}
         self.hot: dict[MemKey, Conversation] = {}  # touched since the last commit
@@ -130,6 +133,8 @@ class PartitionFold:
     def apply(self, e: Event) -> bool:
         """Fold one event; False when it was a duplicate and changed nothing."""
         kind, h, a, c, ch, t, last_read, last_inbound, rec, inbox, app, window_expires = e
+        if not self._inbox_app:  # the registry groups by neither: keep neither
+            inbox = app = None
         # mem_key(a, c), inlined: this runs for every event
         conv = self.conversation((a << 32) | c if 0 <= a < _A_LIMIT and 0 <= c < _C_LIMIT else (a, c))
         check_range(e, conv)
@@ -162,7 +167,10 @@ class PartitionFold:
                 fact = self._facts.with_ttc(fact, dims, t, 1, ttc)
             if fact is not None:
                 delta.facts.append(tuple(fact))
-            conv[CLOSURES].append([h, t, ch, start, inbox, app])
+            # inbox and app only where the closure has one (`consumer.fold.delta.C_INBOX`)
+            conv[CLOSURES].append(
+                [h, t, ch, start] if inbox is None and app is None else [h, t, ch, start, inbox, app]
+            )
             delta.closures[h] = (h, self.partition, a, c, ch, t, ttc, inbox, app)
         else:
             fact = self._facts.counted(kind, _NONE, (ch, a, inbox, app), t)

@@ -183,6 +183,12 @@ class Registry:
         raise KeyError(name)
 
     @property
+    def groups_by_inbox_or_app(self) -> bool:
+        """Whether a grouping names `inbox` or `app`: else folds keep neither (shorter
+        conversation states, NULL in facts)."""
+        return any(d in (INBOX, APP) for g in self.groupings for d in g.dimensions)
+
+    @property
     def counters(self) -> tuple[Metric, ...]:
         return tuple(m for m in self.metrics if m.kind is Kind.COUNTER)
 

@@ -4,8 +4,8 @@ apply in SQL (the store suite holds both stores to it)."""
 from __future__ import annotations
 
 from consumer.fold import BY_CHANNEL, Delta
-from consumer.fold.delta import LAYOUT, RowKey, row_keys
-from consumer.fold.registry import REGISTRY
+from consumer.fold.delta import RowKey, layout_of, row_keys
+from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.sketch import bin_of
 from consumer.fold.windows import ALL, ALL_START
 from consumer.store import MetricRow
@@ -58,7 +58,7 @@ class RowDelta:
         self.recheck = True
 
 
-def delta_rows(delta: Delta) -> dict[RowKey, RowDelta]:
+def delta_rows(delta: Delta, registry: Registry = REGISTRY) -> dict[RowKey, RowDelta]:
     """The facts aggregated per metric row (computed on each access)."""
     rows: dict[RowKey, RowDelta] = {}
 
@@ -68,12 +68,12 @@ def delta_rows(delta: Delta) -> dict[RowKey, RowDelta]:
             r = rows[key] = RowDelta()
         return r
 
-    layout = LAYOUT
-    counters = [(m.column, layout.position(m.name)) for m in REGISTRY.counters]
+    layout = layout_of(registry)
+    counters = [(m.column, layout.position(m.name)) for m in registry.counters]
     ttc_at = layout.position("time_to_close")
     for fact in delta.facts:
         ttc_n, ttc, b = fact[ttc_at : ttc_at + 3]
-        for k in row_keys(fact):
+        for k in row_keys(fact, registry):
             r = row(k)
             for column, at in counters:
                 setattr(r, column, getattr(r, column) + fact[at])

@@ -142,7 +142,14 @@ impl<'de> Deserialize<'de> for ClosureIn {
     }
 }
 
-type ClosureOut<'a> = (i64, i64, &'a str, Option<i64>, Option<i64>, Option<i64>);
+/// A closure as stored: its inbox and app only where it has one of them (the reference's
+/// rule: a fold whose registry groups by neither keeps neither, and its states stay short).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ClosureOut<'a> {
+    Short(i64, i64, &'a str, Option<i64>),
+    Full(i64, i64, &'a str, Option<i64>, Option<i64>, Option<i64>),
+}
 
 #[derive(Serialize)]
 struct ConvOut<'a>(i64, &'a [i64], Vec<ClosureOut<'a>>, &'a [i64]);
@@ -318,6 +325,8 @@ pub struct PartitionFold {
     pending: Pending,
     channels: Channels,
     counters: Vec<Counter>,
+    /// the registry groups by inbox or app: events' and closures' are kept (else None)
+    inbox_app: bool,
 }
 
 /// The counters of a registry, from (the event kinds each counts, its condition).
@@ -384,14 +393,12 @@ impl PartitionFold {
             .closures
             .iter()
             .map(|x| {
-                (
-                    x.hash,
-                    x.closed,
-                    self.channels.names[x.ch as usize].as_str(),
-                    x.start,
-                    x.inbox,
-                    x.app,
-                )
+                let ch = self.channels.names[x.ch as usize].as_str();
+                if x.inbox.is_none() && x.app.is_none() {
+                    ClosureOut::Short(x.hash, x.closed, ch, x.start)
+                } else {
+                    ClosureOut::Full(x.hash, x.closed, ch, x.start, x.inbox, x.app)
+                }
             })
             .collect();
         serde_json::to_string(&ConvOut(c.last, &c.starts, closures, &c.seen))
@@ -458,11 +465,16 @@ impl PartitionFold {
                 .or_insert(0) += 1;
         }
         let a = e.account;
+        let (inbox, app) = if self.inbox_app {
+            (e.inbox, e.app)
+        } else {
+            (None, None)
+        };
         let dims = Dims {
             ch: e.ch,
             acc: a,
-            inbox: e.inbox,
-            app: e.app,
+            inbox,
+            app,
         };
         if e.kind == CLOSED {
             let i = conv.starts.partition_point(|&s| s <= t);
@@ -496,8 +508,8 @@ impl PartitionFold {
                 closed: t,
                 ch: e.ch,
                 start,
-                inbox: e.inbox,
-                app: e.app,
+                inbox,
+                app,
             });
             pending.closures.insert(
                 e.hash,
@@ -507,8 +519,8 @@ impl PartitionFold {
                     ch: e.ch,
                     closed: t,
                     ttc,
-                    inbox: e.inbox,
-                    app: e.app,
+                    inbox,
+                    app,
                 },
             );
         } else {
@@ -770,13 +782,14 @@ impl PartitionFold {
     /// `counters`: the registry's counters in fact order, each (the event kinds it counts,
     /// its condition): consumer/fold/native.py derives them from the registry.
     #[new]
-    #[pyo3(signature = (partition, idle=None, watermark=0, *, max_seen=256, counters=Vec::new()))]
+    #[pyo3(signature = (partition, idle=None, watermark=0, *, max_seen=256, counters=Vec::new(), inbox_app=true))]
     fn new(
         partition: i64,
         idle: Option<&Bound<'_, PyDict>>,
         watermark: i64,
         max_seen: usize,
         counters: Vec<(Vec<u8>, Option<String>)>,
+        inbox_app: bool,
     ) -> PyResult<Self> {
         let counters = counters_of(counters)?;
         let mut map = HashMap::new();
@@ -798,6 +811,7 @@ impl PartitionFold {
             pending: Pending::default(),
             channels: Channels::default(),
             counters,
+            inbox_app,
         })
     }
 
