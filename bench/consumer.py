@@ -54,7 +54,8 @@ from confluent_kafka import Consumer, Message  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from consumer.fold.model import READER_SCHEMA  # noqa: E402
+from consumer.fold.model import reader_schema  # noqa: E402
+from consumer.fold.registry import CLOSURES  # noqa: E402
 from consumer.store import PartitionCommit  # noqa: E402
 from consumer.stream.checkpoint import CommitReport, WriteResult  # noqa: E402
 from consumer.stream.runner import GC_THRESHOLD, MetricsConsumer  # noqa: E402
@@ -111,7 +112,8 @@ def baseline(bootstrap: str, topic: str, total: int, phases: Phases | None = Non
                   "enable.auto.commit": False, "auto.offset.reset": "earliest",
                   "partition.assignment.strategy": "roundrobin", "enable.partition.eof": False,
                   "fetch.max.bytes": 16 * 1024 * 1024, "queued.max.messages.kbytes": 32 * 1024})  # fmt: skip
-    codec = Codec(subject(CONVERSATION_EVENT), reader_schema=READER_SCHEMA)
+    # the projection the consumer decodes with (its default metric set's)
+    codec = Codec(subject(CONVERSATION_EVENT), reader_schema=reader_schema(CLOSURES))
     c.subscribe([topic])
     left, first = total, None
     consume, decode = c.consume, codec.decode_many

@@ -31,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from consumer.fold.model import READER_SCHEMA  # noqa: E402
+from consumer.fold.model import reader_schema  # noqa: E402
 from consumer.fold.native import choose  # noqa: E402
 from consumer.fold.registry import CLOSURES, DEFAULT_METRIC_SET, METRIC_SETS, Registry  # noqa: E402
 from consumer.store import PartitionCommit  # noqa: E402
@@ -103,7 +103,7 @@ def run(values: list[tuple[int, bytes]], flush: int, statements: bool, registry:
     # the consumer's cyclic-GC threshold (MetricsConsumer.run): with the default one, the
     # million encoded values this bench holds are traced again and again, charged to decode
     gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
-    codec = Codec(subject(CONVERSATION_EVENT), reader_schema=READER_SCHEMA)
+    codec = Codec(subject(CONVERSATION_EVENT), reader_schema=reader_schema(registry))
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         store = SqliteStore(str(Path(tmp) / "metrics.db"), registry=registry)
         timed = TimedConnection(store.db) if statements else None

@@ -1,4 +1,4 @@
-"""Our consumer (full metrics, exactly-once store commits) over the benchmark topic; run by run.py.
+"""Our consumer (default metric set, closures; exactly-once store commits) on the bench topic (run.py).
 
 Timed from the first batch received to the durable store commit that holds every
 partition's end offset (the store's ``offsets`` table is read back to confirm).

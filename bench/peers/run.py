@@ -62,7 +62,7 @@ PEERS = {
     "faust": "faust_peer.py",
 }
 LABELS = {
-    "ours": "convmetrics consumer (full metrics)",
+    "ours": "convmetrics consumer (closures metric set)",
     "kstreams": "Kafka Streams (subset + time to close)",
     "quix": "Quix Streams (subset)",
     "faust": "Faust (subset)",
@@ -339,8 +339,8 @@ def main() -> None:
     for p, ratio in ratios.items():
         print(f"ours/{p}: {ratio:.2f}x" + (f"  (target >= {TARGETS[p]:g}x)" if p in TARGETS else ""))
     print(
-        "ours runs its full metrics (all windows, by channel type and account, time-to-close sketches, "
-        "dedupe, exactly-once store commits); the peers only the subset."
+        "ours runs its default metric set, closures (all windows, by channel type and account, "
+        "time-to-close sketches, dedupe, exactly-once store commits); the peers only the subset."
     )
     print(f"load average at end: {load_end}")
     if not args.no_write:
@@ -444,7 +444,7 @@ CPU s / M events: the process's own CPU time (all its threads; not the broker's)
 timed span, and over its whole life (start-up, JIT, group join, shutdown included), per
 million source records. Peak RSS: the process's VmHWM.
 {threads}
-Not the same job: ours computes the full metrics (1m/1h/1d/all windows per channel type
+Not the same job: ours computes its default metric set, closures (1m/1h/1d/all windows per channel type
 and per account, time-to-close sketches, reopen and unread counts, per-event dedupe, every
 closure row, exactly-once store commits to SQLite). Kafka Streams computes closures per
 channel type per 1-minute event-time window, closures per account (both without dedupe)

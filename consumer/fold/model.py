@@ -7,8 +7,11 @@ resolvable from every shipped version; a unit test checks that with `schemas.com
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from typing import Any, Final, NamedTuple
+
+from consumer.fold.registry import Registry
 
 CREATED: Final = 0
 OPENED: Final = 1
@@ -72,6 +75,33 @@ READER_SCHEMA: Final[dict[str, Any]] = {
 }
 
 
+#: the fields only some metric sets read: (top-level, in data)
+_OPTIONAL_FIELDS: Final = (("app",), ("channel", "messageWindowExpiresAt"))
+
+
+def reader_schema(registry: Registry) -> dict[str, Any]:
+    """The projection a consumer of `registry` decodes with: `READER_SCHEMA` without the
+    fields its metrics never read (app and data.channel unless a grouping names inbox or
+    app; data.messageWindowExpiresAt unless a counter counts expired windows): fastavro
+    skips what the reader does not name, and the closures set decodes as it did before
+    issue 15."""
+    top, nested = _OPTIONAL_FIELDS
+    drop = set()
+    if not registry.groups_by_inbox_or_app:
+        drop |= {"app", "channel"}
+    if not any(m.when == "window_expired" for m in registry.metrics):
+        drop.add("messageWindowExpiresAt")
+    if not drop:
+        return READER_SCHEMA
+    schema = copy.deepcopy(READER_SCHEMA)
+    schema["fields"] = [f for f in schema["fields"] if f["name"] not in drop or f["name"] not in top]
+    data = next(f for f in schema["fields"] if f["name"] == "data")
+    data["type"]["fields"] = [
+        f for f in data["type"]["fields"] if f["name"] not in drop or f["name"] not in nested
+    ]
+    return schema
+
+
 class Event(NamedTuple):
     """One conversation event as the fold sees it."""
 
@@ -117,7 +147,7 @@ def from_record(record: dict[str, Any]) -> Event | None:
         return None
     data = record["data"]
     t = data.get(TIME_FIELDS[kind])
-    channel = data["channel"]
+    channel = data.get("channel")  # absent where the metric set needs no inbox (`reader_schema`)
     # tuple.__new__ skips Event.__new__'s Python frame (this runs for every record)
     return _new_event(
         Event,
@@ -133,7 +163,7 @@ def from_record(record: dict[str, Any]) -> Event | None:
             data["lastInboundMessageAt"],
             record["receivedAtMillis"],
             None if channel is None else channel["id"],
-            record["app"],
-            data["messageWindowExpiresAt"],
+            record.get("app"),
+            data.get("messageWindowExpiresAt"),
         ),
     )

@@ -37,7 +37,7 @@ from consumer.exceptions import (
     OutOfRangeEventError,
 )
 from consumer.fold import Fold
-from consumer.fold.model import KINDS, READER_SCHEMA
+from consumer.fold.model import KINDS, reader_schema
 from consumer.fold.native import FoldKind, choose
 from consumer.store import PartitionCommit, Store, open_store
 from consumer.stream.checkpoint import MAX_IN_FLIGHT, CommitHook, CommitReport, StoreWriter
@@ -126,7 +126,7 @@ class MetricsConsumer:
             check(settings.topic)
         self.codec = Codec(
             subject(CONVERSATION_EVENT),
-            reader_schema=READER_SCHEMA,
+            reader_schema=reader_schema(settings.registry),
             resolve_unknown=TopicSchemaResolver(settings.bootstrap_servers, timeout=5, kafka=settings.kafka),
             # Confluent-framed records: their schema ids, asked of the registry once per id
             resolve_id=reader_resolver(settings.schema_registry),

@@ -755,11 +755,21 @@ fn record_event(
     let id = item(rec, &keys.id)?;
     let ch_any = item(data, &keys.channel)?;
     let ch = fold.channels.id(py, ch_any.cast::<PyString>()?.to_str()?);
-    let channel = item(data, &keys.inbox)?; // data.channel: {"id": inbox} or None
-    let inbox: Option<i64> = if channel.is_none() {
-        None
-    } else {
-        Some(item(channel.cast::<PyDict>()?, &keys.id)?.extract()?)
+    // app, data.channel ({"id": inbox} or None) and data.messageWindowExpiresAt: absent
+    // where the metric set needs none of them (consumer.fold.model.reader_schema)
+    let inbox: Option<i64> = match data.get_item(&keys.inbox)? {
+        Some(channel) if !channel.is_none() => {
+            Some(item(channel.cast::<PyDict>()?, &keys.id)?.extract()?)
+        }
+        _ => None,
+    };
+    let app: Option<i64> = match rec.get_item(&keys.app)? {
+        Some(v) => v.extract()?,
+        None => None,
+    };
+    let window_expires: Option<i64> = match data.get_item(&keys.window_expires)? {
+        Some(v) => v.extract()?,
+        None => None,
     };
     Ok(Some(Ev {
         kind,
@@ -772,8 +782,8 @@ fn record_event(
         last_inbound: item(data, &keys.last_inbound)?.extract()?,
         received_ms: item(rec, &keys.received)?.extract()?,
         inbox,
-        app: item(rec, &keys.app)?.extract()?,
-        window_expires: item(data, &keys.window_expires)?.extract()?,
+        app,
+        window_expires,
     }))
 }
 

@@ -6,7 +6,8 @@ from io import BytesIO
 import fastavro
 import pytest
 
-from consumer.fold.model import READER_SCHEMA
+from consumer.fold.model import READER_SCHEMA, reader_schema
+from consumer.fold.registry import METRIC_SETS
 from convmetrics.generate import GenerateConfig, generate_webhooks
 from producer.intake import Prepared, prepare
 from schemas import CONVERSATION_EVENT, Codec, DecodeError, TruncatedRecordError, subject
@@ -26,18 +27,24 @@ def encoded(version: int, n: int = 1500) -> list[bytes]:
     return out
 
 
+@pytest.mark.parametrize("metric_set", sorted(METRIC_SETS))
 @pytest.mark.parametrize("version", [1, 2])
-def test_projection_reads_what_fastavro_reads(version: int) -> None:
+def test_projection_reads_what_fastavro_reads(version: int, metric_set: str) -> None:
+    """Each metric set's projection (the closures set's leaves out app, data.channel and
+    data.messageWindowExpiresAt), from each shipped version."""
     sub = subject(CONVERSATION_EVENT)
     writer = sub.version(version).raw
-    fast = make_reader(writer, READER_SCHEMA)
-    parsed_w, parsed_r = fastavro.parse_schema(dict(writer)), fastavro.parse_schema(dict(READER_SCHEMA))
+    projection = reader_schema(METRIC_SETS[metric_set])
+    fast = make_reader(writer, projection)
+    parsed_w, parsed_r = fastavro.parse_schema(dict(writer)), fastavro.parse_schema(dict(projection))
     values = encoded(version)
     assert len(values) > 1000
     for v in values:
         body = v[HEADER_SIZE:]
         expected = fastavro.schemaless_reader(BytesIO(body), parsed_w, parsed_r)
         assert fast(body) == expected
+        assert ("app" in expected) is (metric_set == "full")
+        assert ("channel" in expected["data"]) is (metric_set == "full")
 
 
 def test_corrupt_bodies_are_typed_errors_never_crashes() -> None:
