@@ -131,6 +131,27 @@ def test_purge_keeps_rows_by_window_retention(make_store: MakeStore) -> None:
     assert store.query("channel_type", "all")[0].closures == 2
 
 
+def test_purge_cutoff_is_the_newest_watermark_minus_retention(make_store: MakeStore) -> None:
+    """A row goes when its window starts before the cutoff; the row starting at it stays."""
+    store = make_store(retention=Retention(minute=3600, hour=7200))
+    assert store.purge() == 0  # nothing committed: no watermark, nothing to measure from
+    f = PartitionFold(0)
+    for h, t in enumerate((0, 3600, 7200)):
+        f.apply(Event(CLOSED, h + 1, 1, h + 1, "A", t))
+    commit(store, f, 3)  # newest watermark 7200: cutoffs 3600 (1m) and 0 (1h)
+
+    def starts(window: str) -> list[int]:
+        return [r.window_start for r in store.query("channel_type", window)]
+
+    assert store.purge() == 2  # the 1m rows at 0, by channel and by account
+    assert (starts("1m"), starts("1h")) == ([3600, 7200], [0, 3600, 7200])
+    f.apply(Event(CLOSED, 9, 1, 9, "A", 7201))
+    commit(store, f, 4)  # cutoffs 3601 and 1: one second further
+    assert store.purge() == 4
+    assert (starts("1m"), starts("1h"), starts("1d")) == ([7200], [3600, 7200], [0])
+    assert store.query("channel_type", "all")[0].closures == 4
+
+
 def test_store_holds_one_topic(store: Any) -> None:
     with pytest.raises(StoreError, match="one store per topic"):
         store.check_topic("other")
