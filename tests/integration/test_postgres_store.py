@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -117,8 +118,20 @@ def test_a_claim_waits_for_the_commit_holding_the_partition(make_store: MakeStor
     claimed: list[int] = []
     t = threading.Thread(target=lambda: claimed.append(make_store().claim("events", 0, "new")))
     t.start()
-    t.join(1.0)
-    assert t.is_alive() and not claimed  # blocked behind the "commit"
+
+    def waiting_on_a_lock() -> bool:  # the claim's backend, as PostgreSQL itself reports it
+        with psycopg.connect(postgres_url) as conn:
+            found = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND query LIKE '%owners%'"
+            ).fetchone()
+            return found is not None and found[0] > 0
+
+    deadline = time.monotonic() + 30
+    while not waiting_on_a_lock():
+        assert time.monotonic() < deadline and t.is_alive(), f"the claim did not wait: {claimed}"
+        time.sleep(0.05)  # polling interval of a bounded wait on the condition above
+    assert not claimed  # blocked behind the "commit"
     blocker.commit()
     t.join(30)
     assert claimed == [epoch + 1]
