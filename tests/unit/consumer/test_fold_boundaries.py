@@ -103,6 +103,17 @@ def test_a_late_start_corrects_only_the_closures_it_precedes() -> None:
     assert ttc(f) == (2, 150, None, None) and len(f.delta.retractions) == 1
 
 
+def test_the_range_check_measures_from_the_start_the_rule_takes() -> None:
+    """A closure in the second of its latest start lasts 0 s, however far an earlier start
+    lies: it is no poison record (the 64-bit check must use the same start as the rule)."""
+    far, end = -(2**62), 2**63 - 1 - 86400  # end - far leaves 64 bits; end - end does not
+    f = fold(ev(CREATED, 1, far), ev(OPENED, 2, end))
+    assert f.apply(ev(CLOSED, 3, end))
+    assert durations(f) == {3: 0}
+    with pytest.raises(OverflowError):  # and measured from the earlier start it would overflow
+        fold(ev(CREATED, 1, far)).apply(ev(CLOSED, 3, end))
+
+
 @pytest.mark.parametrize("kind", [ASSIGNED, SNOOZED, CLOSED])
 def test_other_events_are_no_start(kind: int) -> None:
     f = fold(ev(kind, 1, 100), ev(CLOSED, 2, 200))
