@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -148,6 +149,11 @@ def run_tests(tests: list[str]) -> tuple[bool, str]:
     ]
     if out.returncode == 0:
         return False, "every test passed"
+    for broken in ("NameError", "SyntaxError", "ImportError"):  # a mutant that does not run proves nothing
+        if f"E   {broken}" in out.stdout or f"E       {broken}" in out.stdout:
+            raise SystemExit(
+                f"the mutant does not run ({broken}): fix it in bench/mutants.py\n{out.stdout[-2000:]}"
+            )
     return True, failed[0] if failed else f"pytest exit {out.returncode}"
 
 
@@ -186,6 +192,7 @@ def main() -> int:
     p.add_argument("--rust", action="store_true", help="also the compiled fold's mutants (a rebuild each)")
     p.add_argument("--only", help="run the mutants whose name contains this")
     args = p.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` restores the file
     if subprocess.run(["git", "diff", "--quiet", "--", "consumer"], cwd=ROOT).returncode != 0:
         raise SystemExit(
             "consumer/ has uncommitted changes: commit or stash them first (mutants restore files)"
@@ -201,6 +208,7 @@ def main() -> int:
             verdict = "killed" if killed else ("equivalent" if m.equivalent else "SURVIVED")
             print(f"{verdict:10} {m.name}: {why}", flush=True)
             rows.append((m, verdict, why))
+            write_results(rows, args, time.monotonic() - started)  # a stopped run keeps its part
     finally:
         if original_so is not None:
             native_so().write_bytes(original_so)

@@ -142,6 +142,13 @@ def test_unread_at_its_boundaries(read: int | None, inbound: int | None, unread:
     assert (r.closures, r.closed_unread) == (1, int(unread))
 
 
+@pytest.mark.parametrize(("expires", "expired"), [(None, False), (99, True), (100, False), (101, False)])
+def test_a_window_expiring_at_the_close_had_not_expired(expires: int | None, expired: bool) -> None:
+    f = fold(Event(CLOSED, 1, 7, 1, "TELEGRAM", 100, None, None, None, None, None, expires))
+    r = delta_rows(f.delta)[(BY_CHANNEL, "TELEGRAM", "all", 0)]
+    assert (r.closures, r.closed_window_expired) == (1, int(expired))
+
+
 def test_only_closures_count_unread() -> None:
     f = fold(ev(CREATED, 1, 10, inbound=50), ev(OPENED, 2, 60, inbound=50), ev(CLOSED, 3, 100))
     r = delta_rows(f.delta)[(BY_CHANNEL, "TELEGRAM", "all", 0)]
