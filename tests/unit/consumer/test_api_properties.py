@@ -158,10 +158,10 @@ def test_the_run_reaches_answers_and_refusals(api: httpx.Client) -> None:
         api.get("/v1/closures", params={"by": "account", "window": "1h", "cursor": page["next"]}).status_code
         == 200
     )
-    assert api.get("/v1/metrics", params={"group": "inbox", "window": "all"}).status_code == 200
+    assert api.get("/v1/metrics", params={"group": "account", "window": "all"}).status_code == 200
     refused = [
         {"by": "account", "window": "1h", "from": str(I64)},
-        {"group": "app", "window": "1d", "app": str(-I64 - 1)},
+        {"group": "account", "window": "1d", "account": str(-I64 - 1)},
         {"by": "account", "window": "1m", "cursor": cursor_of([I64, "x"])},
     ]
     for query in refused:
