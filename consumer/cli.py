@@ -10,12 +10,15 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from consumer.fold.registry import DEFAULT_METRIC_SET, METRIC_SETS
 from schemas.kafka import KafkaSettings, KafkaSettingsError
 from schemas.kafka import add_arguments as kafka_arguments
 from schemas.kafka import from_args as kafka_from_args
+
+if TYPE_CHECKING:
+    from consumer.stream.settings import ConsumerSettings
 
 log = logging.getLogger("convmetrics.consumer")
 T = TypeVar("T")
@@ -278,15 +281,13 @@ def _kafka_settings(args: argparse.Namespace) -> KafkaSettings:
         raise SystemExit(2) from None
 
 
-def _consume(args: argparse.Namespace) -> int:
-    from consumer.serve.server import serve_in_thread
+def consumer_settings(args: argparse.Namespace) -> ConsumerSettings:
+    """The consumer's settings from `consume`'s flags (tests/unit/consumer/test_settings.py
+    holds the flags' defaults to the documented ones)."""
     from consumer.store import Retention
-    from consumer.stream.checkpoint import CommitReport
-    from consumer.stream.exporter import ConsumerMetrics
-    from consumer.stream.runner import MetricsConsumer
     from consumer.stream.settings import ConsumerSettings
 
-    settings = ConsumerSettings(
+    return ConsumerSettings(
         metric_set=args.metric_set,
         bootstrap_servers=_need_bootstrap(args),
         topic=args.topic,
@@ -304,6 +305,15 @@ def _consume(args: argparse.Namespace) -> int:
         schema_registry=_registry(args),
         wire_format=_wire_format(args),
     )
+
+
+def _consume(args: argparse.Namespace) -> int:
+    from consumer.serve.server import serve_in_thread
+    from consumer.stream.checkpoint import CommitReport
+    from consumer.stream.exporter import ConsumerMetrics
+    from consumer.stream.runner import MetricsConsumer
+
+    settings = consumer_settings(args)
     tokens = _tokens(args)  # a bad tokens file refuses the start, before joining the group
     metrics = ConsumerMetrics()
     from consumer.stream.metrics_topic import MetricsTopicPublisher

@@ -65,7 +65,9 @@ _D_LATE = (900.0, 1.5)
 _MAX_DELAY = 30 * 86_400
 _UUID_CLEAR = ~((0xF << 76) | (0x3 << 62))
 _UUID_SET = (0x4 << 76) | (0x2 << 62)
-_MIN_STEP = 5  # seconds between steps of one conversation (> envelope lag, keeps order)
+_MIN_STEP = 5  # seconds between steps of one conversation (> envelope lag, keeps order) ...
+# ... except an assignment or a closure in the same second as the step before it, now and then
+# (same_second_rate): the boundary of "the latest start at or before closedAt"
 
 
 class GenerateConfigError(ValueError):
@@ -94,6 +96,8 @@ class GenerateConfig:
             (``closed_at``, ``assigned_at``, ...) instead of ``createdAt``.
         missing_time_rate: share of conversation events without their ``data.<verb>At``
             (consumers must then fall back to the envelope time).
+        same_second_rate: chance that an assignment or a closure comes in the same second
+            as the conversation's step before it (its creation, reopening or assignment).
     """
 
     seed: int = 0
@@ -108,6 +112,7 @@ class GenerateConfig:
     noise_rate: float = 0.05
     alt_time_field_rate: float = 0.1
     missing_time_rate: float = 0.0
+    same_second_rate: float = 0.02
 
     def __post_init__(self) -> None:
         for name in ("events", "accounts", "conversations", "span"):
@@ -118,7 +123,7 @@ class GenerateConfig:
         for name in ("duplicate_rate", "late_rate", "noise_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise GenerateConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        for name in ("unknown_channel_rate", "alt_time_field_rate", "missing_time_rate"):
+        for name in ("unknown_channel_rate", "alt_time_field_rate", "missing_time_rate", "same_second_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise GenerateConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -211,6 +216,12 @@ class _Simulation:
         median, sigma = median_sigma
         value = self.rng.lognormvariate(math.log(median), sigma)
         return max(_MIN_STEP, min(_MAX_DELAY, int(value)))
+
+    def step(self, median_sigma: tuple[float, float]) -> int:
+        """The delay of an assignment or closure: now and then none at all."""
+        if self.rng.random() < self.c.same_second_rate:
+            return 0
+        return self.delay(median_sigma)
 
     def run(self) -> Iterator[dict[str, Any]]:
         c, n, heap, out, pop = self.c, self.n_conversations, self.heap, self.out, self.pop
@@ -306,7 +317,7 @@ class _Simulation:
         elif conv.assigns_left > 0:
             conv.assigns_left -= 1
             first = conv.agent is None
-            conv.verb, conv.t = "assigned", prev + self.delay(_D_ASSIGN if first else _D_NEXT_ASSIGN)
+            conv.verb, conv.t = "assigned", prev + self.step(_D_ASSIGN if first else _D_NEXT_ASSIGN)
             conv.agent = conv.account * 1000 + rng.randrange(1, 20)
             agent = {"id": conv.agent, "__typename": "AppUser", "fullName": None,
                      "displayName": None, "optimisedAvatarUrl": None}  # fmt: skip
@@ -324,7 +335,7 @@ class _Simulation:
             p_close = _P_CLOSE_FIRST if conv.reopens == 0 else _P_CLOSE_AGAIN
             if rng.random() >= p_close:
                 return False
-            conv.verb, conv.t = "closed", prev + self.delay(_D_CLOSE)
+            conv.verb, conv.t = "closed", prev + self.step(_D_CLOSE)
             self.customer_writes(conv, prev)
             if rng.random() < 0.85:  # the agent read everything before closing
                 conv.last_read = conv.t

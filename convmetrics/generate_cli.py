@@ -54,6 +54,7 @@ def register(subparsers: Any) -> None:
         ("--noise-rate", "noise_rate", "share of non-conversation events"),
         ("--alt-time-field-rate", "alt_time_field_rate", "share of envelopes with <verb>_at"),
         ("--missing-time-rate", "missing_time_rate", "share of events without data.<verb>At"),
+        ("--same-second-rate", "same_second_rate", "chance of a same-second assignment or closure"),
     ):
         add(flag, type=float, default=getattr(defaults, attr), help=f"{what} (default %(default)s)")
     add("--no-progress", action="store_true", help="no progress output on stderr")
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
             duplicate_rate=args.duplicate_rate, late_rate=args.late_rate,
             unknown_channel_rate=args.unknown_channel_rate, noise_rate=args.noise_rate,
             alt_time_field_rate=args.alt_time_field_rate,
-            missing_time_rate=args.missing_time_rate,
+            missing_time_rate=args.missing_time_rate, same_second_rate=args.same_second_rate,
         )  # fmt: skip
     except GenerateConfigError as exc:
         print(f"convmetrics generate: {exc}", file=sys.stderr)

@@ -89,6 +89,9 @@ _KIND_NAMES = {kind: name for name, kind in KINDS.items()}
 #: container allocations between two young-generation collections while consuming (the
 #: default is 700): a batch's decoded records are freed before a collection would trace them
 GC_THRESHOLD = 200_000
+#: seconds between two expiries of idle conversations and purges of rows past retention,
+#: each done with the next commit (tests/integration/test_consumer.py sees both happen)
+EXPIRE_EVERY = 60.0
 OUT_OF_RANGE = "event time arithmetic (ingest lag, duration or window start) outside the 64-bit range"
 
 
@@ -147,6 +150,9 @@ class MetricsConsumer:
         self._last_commit = time.monotonic()
         self._last_expire = time.monotonic()
         self._dlq_errors: list[str] = []
+        #: why the DLQ refused a record: from then on nothing is committed (the commit on
+        #: revocation, as the loop ends, included), so the store's offset stays before it
+        self._dlq_failed: str | None = None
         self.writer = StoreWriter(self.store, settings.topic, self._stop, self._committed)
         #: refused credentials or failed TLS say so (naming the settings), not a silent retry loop
         self.kafka_errors = ErrorReport(log)
@@ -308,6 +314,8 @@ class MetricsConsumer:
         writer thread runs them in order, and refuses the ones after a failed one).
         """
         self._last_commit = time.monotonic()
+        if self._dlq_failed is not None:
+            return
         self.wait_for_commit(keep=MAX_IN_FLIGHT - 1)
         if not self.next_offsets:
             if wait:
@@ -317,11 +325,12 @@ class MetricsConsumer:
         remaining = self.dlq.flush(30)
         if remaining or self._dlq_errors:
             errors, self._dlq_errors = self._dlq_errors, []
-            raise ConsumerError(
-                f"dead-letter topic {self.s.dlq_topic} did not acknowledge {remaining} "
+            self._dlq_failed = (
+                f"dead-letter topic {self.s.dlq_topic} did not acknowledge {remaining or len(errors)} "
                 f"record(s) ({'; '.join(errors[:3])}): not committing past them"
             )
-        expire = time.monotonic() - self._last_expire > 60
+            raise ConsumerError(self._dlq_failed)
+        expire = time.monotonic() - self._last_expire > EXPIRE_EVERY
         if expire:
             self._last_expire = time.monotonic()
         commits = [self._snapshot(p, off, expire) for p, off in self.next_offsets.items()]

@@ -146,8 +146,9 @@ def test_lifecycles_start_with_created_and_reopen_sometimes(
         by_conversation[(event["account"], event["data"]["id"])].append(event)
     assert len(by_conversation) <= CONFIG.conversations
     reopened = 0
+    rank = {"created": 0, "opened": 1, "assigned": 2, "snoozed": 3, "closed": 4}  # within one second
     for events in by_conversation.values():
-        events.sort(key=event_time)
+        events.sort(key=lambda e: (event_time(e), rank[e["event"].split(".")[1]]))
         verbs = [e["event"].split(".")[1] for e in events]
         assert verbs[0] == "created", verbs
         assert verbs.count("created") == 1
@@ -176,6 +177,17 @@ def test_durations_are_long_tailed_and_some_closures_unread(
     unread_data = [e["data"] for e in closures if is_unread(e["data"])]
     never_read = sum(1 for data in unread_data if data["lastReadByAppUserAt"] is None)
     assert 0 < never_read < unread  # both kinds: never read, and read before the last message
+
+
+def test_some_steps_come_in_the_same_second(conversation_events: list[dict[str, Any]]) -> None:
+    """An assignment or closure in the second of the step before it: closures of 0 s, which
+    count ("the latest start at or before closedAt"), and so reach the end-to-end tests."""
+    truth = compute_truth(conversation_events)
+    zero = sum(r.durations.count(0) for (by, _, w, _), r in truth.items() if by == "account" and w == "all")
+    closures = sum(1 for e in dedupe(conversation_events) if e["event"] == "conversation.closed")
+    assert 0.002 * closures < zero < 0.05 * closures
+    none = GenerateConfig(seed=11, events=5_000, conversations=1_000, same_second_rate=0.0)
+    assert 0 not in [d for r in compute_truth(generate_webhooks(none)).values() for d in r.durations]
 
 
 def test_missing_time_rate_drops_the_data_time() -> None:

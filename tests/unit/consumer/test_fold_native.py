@@ -23,16 +23,15 @@ from support.rows import delta_rows
 from support.streams import PARTITIONS, Msg, commit_stream, stream
 
 NATIVE = fold_native.NATIVE
-needs_native = pytest.mark.skipif(NATIVE is None, reason="compiled fold not built (no Rust toolchain)")
+needs_native = native_build.needs("the compiled fold", NATIVE is not None)
 
 
 def test_the_compiled_fold_is_built_where_rust_is() -> None:
     # `make setup` builds it wherever cargo exists: a failed build must not hide here
-    if native_build.load().find_cargo() is not None:
-        assert NATIVE is not None, (
-            "cargo is installed but consumer._fold_native is not built: run `make setup`"
-        )
-        assert fold_native.choose().name == "native"
+    if native_build.load().find_cargo() is None:
+        native_build.skip_unless_built("the compiled fold (no cargo)", NATIVE is not None)
+    assert NATIVE is not None, "cargo is installed but consumer._fold_native is not built: run `make setup`"
+    assert fold_native.choose().name == "native"
 
 
 def same_delta(a: Delta, b: Delta, registry: Registry = REGISTRY) -> None:

@@ -153,3 +153,12 @@ def test_a_scoped_token_reads_its_accounts_groupings_only(db: Path, tmp_path: Pa
     assert get(db, tokens, "t-both", group="inbox", window="all").status_code == 400  # which account?
     assert get(db, tokens, "t-both", group="app", window="all").status_code == 403  # no account in it
     assert get(db, tokens, None, group="account", window="all").status_code == 401
+
+
+def test_parameters_at_their_limits_are_accepted() -> None:
+    from consumer.fold.registry import REGISTRY
+    from consumer.serve.metrics_query import parse_metrics_query
+
+    for params in ({"from": "60", "to": "60"}, {"limit": "1"}, {"limit": "100000"}):
+        q = parse_metrics_query({"group": "account", "window": "1m", **params}, REGISTRY)
+        assert q.window == "1m", params

@@ -121,3 +121,32 @@ def test_all_time_rows_have_null_bounds_and_empty_durations() -> None:
     out = response_json(q, [r])["rows"][0]
     assert out["window_start"] is None and out["window_end"] is None
     assert out["time_to_close"]["mean"] is None and out["time_to_close"]["p50"] is None
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"from": "60", "to": "60"},  # from == to: the one window starting there
+        {"limit": "1"},
+        {"limit": "100000"},  # MAX_LIMIT itself
+        {"keys": ",".join(str(i) for i in range(1000))},  # MAX_KEYS keys
+        {"from": str(-(2**63)), "to": str(2**63 - 1)},  # the 64-bit range's own ends
+        {"cursor": encode_cursor(2**63 - 1, "7")},
+    ],
+)
+def test_parameters_at_their_limits_are_accepted(params: dict[str, str]) -> None:
+    parse_query({"by": "account", "window": "1m", **params})
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"keys": ",".join(str(i) for i in range(1001))}, "at most 1000"),
+        ({"from": str(-(2**63) - 1)}, "from must fit in 64 bits"),
+        ({"to": str(2**63)}, "to must fit in 64 bits"),
+        ({"cursor": encode_cursor(0, "7")[:-2] + "!!"}, "cursor"),
+    ],
+)
+def test_parameters_one_past_their_limits_are_refused(params: dict[str, str], message: str) -> None:
+    with pytest.raises(QueryError, match=message):
+        parse_query({"by": "account", "window": "1m", **params})

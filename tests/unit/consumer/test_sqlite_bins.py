@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import sqlite3
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from support import native_build
 from support.streams import commit_stream, stream
 
 NATIVE = fold_native.NATIVE
-needs_native = pytest.mark.skipif(NATIVE is None, reason="compiled functions not built (no Rust toolchain)")
+needs_native = native_build.needs("the compiled SQL functions", NATIVE is not None)
 
 i64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 pairs = st.lists(
@@ -41,12 +42,32 @@ def connection(kind: str) -> sqlite3.Connection:
     return db
 
 
+#: the reasons a bins function gives for refusing its arguments (both implementations)
+NOT_BINS, NOT_INTEGERS, OVERFLOW = "not a sketch-bins blob", "must be integers", "overflows 64 bits"
+
+
 def one(db: sqlite3.Connection, sql: str, args: tuple[object, ...] = ()) -> object:
-    """The value of a one-value query, or "error" when SQLite (or a Python function) refused."""
+    """The value of a one-value query, or "error: <why>" when a bins function refused it,
+    `why` being which of the reasons above its message gives: SQLite's message from the
+    compiled functions, the Python exception's from the reference ones (SQLite only says
+    "user-defined function raised exception"). Any other SQLite error ("no such function",
+    a syntax error) raises."""
+    raised: list[BaseException | None] = []
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda u: raised.append(u.exc_value)  # where sqlite3 reports a callback's
+    sqlite3.enable_callback_tracebacks(True)
     try:
         return db.execute(sql, args).fetchone()[0]
-    except sqlite3.Error:
-        return "error"
+    except sqlite3.Error as exc:
+        if not raised and not str(exc).startswith("bins"):  # the compiled ones name themselves
+            raise
+        message = str(raised[-1]) if raised else str(exc)
+        why = [w for w in (NOT_BINS, NOT_INTEGERS, OVERFLOW) if w in message]
+        assert why, f"a bins function refused with an unknown reason: {message}"
+        return f"error: {why[0]}"
+    finally:
+        sqlite3.enable_callback_tracebacks(False)
+        sys.unraisablehook = hook
 
 
 def run_functions(db: sqlite3.Connection, groups: list[list[tuple[int, int]]]) -> list[object]:
@@ -66,18 +87,19 @@ def run_functions(db: sqlite3.Connection, groups: list[list[tuple[int, int]]]) -
 def test_the_compiled_functions_are_registered_where_built() -> None:
     """SQLite itself adds them to every connection opened after `install` (any thread: the
     API's connections are opened on its worker threads); no interpreter internals read."""
-    if native_build.load().find_cargo() is not None:
-        assert NATIVE is not None
-        assert sqlite_bins.install()
-        db = sqlite3.connect(":memory:")
-        assert sqlite_bins.register(db) == "native"
-        found: list[object] = []
-        worker = threading.Thread(target=lambda: found.append(sqlite3.connect(":memory:").execute(
-            "SELECT hex(bins_one(3, 2))").fetchone()[0]))  # fmt: skip
-        worker.start()
-        worker.join()
-        assert found == ["03000000000000000200000000000000"]
-        assert "ctypes" not in Path(sqlite_bins.__file__).read_text()  # no object layout read
+    if native_build.load().find_cargo() is None:
+        native_build.skip_unless_built("the compiled SQL functions (no cargo)", NATIVE is not None)
+    assert NATIVE is not None
+    assert sqlite_bins.install()
+    db = sqlite3.connect(":memory:")
+    assert sqlite_bins.register(db) == "native"
+    found: list[object] = []
+    worker = threading.Thread(target=lambda: found.append(sqlite3.connect(":memory:").execute(
+        "SELECT hex(bins_one(3, 2))").fetchone()[0]))  # fmt: skip
+    worker.start()
+    worker.join()
+    assert found == ["03000000000000000200000000000000"]
+    assert "ctypes" not in Path(sqlite_bins.__file__).read_text()  # no object layout read
 
 
 def test_python_functions_where_the_compiled_ones_are_not_on_the_connection() -> None:
@@ -112,24 +134,34 @@ KINDS = ["python", *(["native"] if NATIVE else [])]
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(
-    "sql",
+    ("sql", "why"),
     [
-        "SELECT bins_merge(x'0102', NULL)",  # not 16-byte pairs
-        "SELECT bins_merge('0123456789abcdef', NULL)",  # text, even of the right length
-        "SELECT bins_union(1234567890123456)",
-        "SELECT bins_pack('12abc', 1)",
-        "SELECT bins_pack('x', 1)",
-        "SELECT bins_pack(1, 1.5)",
-        "SELECT bins_pack(x'01', 1)",
-        "SELECT bins_pack('99999999999999999999', 1)",  # beyond int64
-        "SELECT bins_one('x', 1)",
-        "SELECT bins_one(1, 1.5)",
-        "SELECT bins_one(x'01', 1)",
-        "SELECT bins_pack(b, n) FROM (SELECT 1 AS b, 9223372036854775807 AS n UNION ALL SELECT 1, 1)",
+        ("SELECT bins_merge(x'0102', NULL)", NOT_BINS),  # not 16-byte pairs
+        ("SELECT bins_merge('0123456789abcdef', NULL)", NOT_BINS),  # text, even of the right length
+        ("SELECT bins_union(1234567890123456)", NOT_BINS),
+        ("SELECT bins_pack('12abc', 1)", NOT_INTEGERS),
+        ("SELECT bins_pack('x', 1)", NOT_INTEGERS),
+        ("SELECT bins_pack(1, 1.5)", NOT_INTEGERS),
+        ("SELECT bins_pack(x'01', 1)", NOT_INTEGERS),
+        ("SELECT bins_pack('99999999999999999999', 1)", NOT_INTEGERS),  # beyond int64
+        ("SELECT bins_one('x', 1)", NOT_INTEGERS),
+        ("SELECT bins_one(1, 1.5)", NOT_INTEGERS),
+        ("SELECT bins_one(x'01', 1)", NOT_INTEGERS),
+        (
+            "SELECT bins_pack(b, n) FROM (SELECT 1 AS b, 9223372036854775807 AS n UNION ALL SELECT 1, 1)",
+            OVERFLOW,
+        ),
     ],
 )
-def test_what_is_not_bins_is_an_error(kind: str, sql: str) -> None:
-    assert one(connection(kind), sql) == "error"
+def test_what_is_not_bins_is_an_error(kind: str, sql: str, why: str) -> None:
+    """Refused by the function, for that reason (not "no such function" or another error)."""
+    got = one(connection(kind), sql)
+    assert got == f"error: {why}"
+
+
+def test_an_error_that_is_not_the_functions_is_not_counted_as_one() -> None:
+    with pytest.raises(sqlite3.OperationalError, match="no such function"):
+        one(connection("python"), "SELECT bins_nope('x', 1)")
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -1,0 +1,150 @@
+"""What the consumer does besides counting, run in-process against a real broker and real
+stores: the periodic expiry of idle conversations and purge of rows past retention (on
+SQLite and PostgreSQL), and the dead-letter topic's promise that the store's offset moves
+past a poison record only once the DLQ acknowledged it (with the DLQ producer failing)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from consumer.exceptions import ConsumerError
+from consumer.store import Retention, open_store
+from consumer.stream import runner
+from consumer.stream.runner import MetricsConsumer
+from consumer.stream.settings import ConsumerSettings
+from schemas import conversation_codec
+from support.pipeline import produce_raw
+
+T0 = 1_700_000_040  # a minute's first second
+DAY = 86400
+
+
+def record(verb: str, event_id: str, conversation: int, t: int) -> tuple[bytes, bytes]:
+    """A conversation event as the gateway produces it (key, Avro value)."""
+    value = conversation_codec().encode(
+        {
+            "event": f"conversation.{verb}",
+            "id": event_id,
+            "account": 7,
+            "app": 1,
+            "createdAt": t,
+            "deliveryAttempts": 1,
+            "data": {"id": conversation, "channelType": "TELEGRAM", f"{verb}At": t},
+        }
+    )
+    return str(conversation).encode(), value
+
+
+def run_until(c: MetricsConsumer, done: Callable[[], bool], timeout: float = 90) -> None:
+    """Run the consumer until `done()` (checked between polls) or `timeout`; then `done()`
+    must hold."""
+    deadline = time.monotonic() + timeout
+    c.run(until=lambda _: done() or time.monotonic() > deadline)
+    assert done(), f"not done within {timeout:.0f} s"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'm.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def test_the_runner_expires_idle_conversations_and_purges_old_rows(
+    kafka_bootstrap: str, new_topic: Callable[..., str], store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the expiry period at zero every commit expires and purges (the period itself is
+    a constant, runner.EXPIRE_EVERY): conversation 1, idle for 10 days of event time beyond
+    a 1-day TTL, is forgotten by the store, and its 1-minute rows, older than 2 hours of
+    retention, are purged; conversation 2 and the rows kept forever stay."""
+    monkeypatch.setattr(runner, "EXPIRE_EVERY", 0.0)
+    topic = new_topic(1, prefix="upkeep")
+    produce_raw(kafka_bootstrap, topic, [
+        record("created", "a1", 1, T0), record("closed", "a2", 1, T0 + 30),
+        record("created", "b1", 2, T0 + 10 * DAY), record("closed", "b2", 2, T0 + 10 * DAY + 30),
+    ])  # fmt: skip
+    settings = ConsumerSettings(
+        kafka_bootstrap, topic=topic, group=f"g-{topic}", store_url=store_url,
+        conversation_ttl=DAY, retention=Retention(minute=2 * 3600, hour=None), flush_interval=0.1,
+    )  # fmt: skip
+    reader = open_store(store_url)
+    try:
+
+        def done() -> bool:
+            state = reader.load_partition(topic, 0)
+            minutes = {r.window_start for r in reader.query("channel_type", "1m")}
+            return (
+                state.next_offset == 4 and set(state.conversations) == {(7, 2)} and minutes == {T0 + 10 * DAY}
+            )
+
+        run_until(MetricsConsumer(settings), done)
+        hours = [r.window_start for r in reader.query("channel_type", "1h")]
+        assert hours == [T0 - T0 % 3600, T0 + 10 * DAY - T0 % 3600]  # kept forever here
+        (all_time,) = reader.query("channel_type", "all")
+        assert (all_time.closures, all_time.ttc_sum) == (2, 60)
+    finally:
+        reader.close()
+
+
+def dead_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_the_store_moves_past_a_poison_record_only_once_the_dlq_acknowledged_it(
+    kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    topic = new_topic(1, prefix="dlqack")
+    poison = (b"p", b"not avro at all")
+    produce_raw(kafka_bootstrap, topic, [record("closed", "a", 1, T0), poison, record("closed", "b", 2, T0)])
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    settings = ConsumerSettings(
+        kafka_bootstrap, topic=topic, group=f"g-{topic}", store_url=url, flush_interval=0.1
+    )
+
+    failing = MetricsConsumer(settings)
+    failing.dlq = Producer(  # a DLQ producer whose records are never acknowledged
+        {"bootstrap.servers": f"127.0.0.1:{dead_port()}", "message.timeout.ms": 2000, "acks": "all"}
+    )
+    deadline = time.monotonic() + 60
+    with pytest.raises(ConsumerError, match=r"did not acknowledge .*not committing past them"):
+        failing.run(until=lambda _: time.monotonic() > deadline)
+    assert failing.stats.dead_lettered == 1
+    reader = open_store(url)
+    try:
+        state = reader.load_partition(topic, 0)
+        assert state.next_offset is None or state.next_offset <= 1  # the poison record is at offset 1
+
+        # a consumer whose DLQ works takes over from the store: the record reaches the DLQ,
+        # then the store moves past it
+        run_until(MetricsConsumer(settings), lambda: reader.load_partition(topic, 0).next_offset == 3)
+        (row,) = reader.query("channel_type", "all")
+        assert row.closures == 2
+    finally:
+        reader.close()
+    dead = read_topic(kafka_bootstrap, f"{topic}.dlq", expect=1)
+    assert [(m.key(), m.value()) for m in dead] == [poison]
+
+
+def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 30) -> list[Any]:
+    """The topic's records from the start, once `expect` of them arrived (or `timeout`)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{time.time_ns()}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
+    c.subscribe([topic])
+    got: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(got) < expect and time.monotonic() < deadline:
+            got.extend(m for m in c.consume(100, 0.5) if m.error() is None)
+    finally:
+        c.close()
+    return got
