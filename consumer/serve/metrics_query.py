@@ -14,8 +14,8 @@ from typing import Any
 
 from consumer.exceptions import QueryError
 from consumer.fold.registry import REGISTRY, Grouping, Registry
-from consumer.fold.windows import ALL, WINDOWS
-from consumer.serve.query import DEFAULT_LIMIT, MAX_LIMIT, _fits, _int, decode_cursor, encode_cursor
+from consumer.fold.windows import WINDOWS
+from consumer.serve.query import DEFAULT_LIMIT, _fits, decode_cursor, encode_cursor, parse_span
 from consumer.store import MetricRow
 from consumer.store.render import row_json
 
@@ -84,16 +84,7 @@ def parse_metrics_query(params: Mapping[str, str], registry: Registry = REGISTRY
         filters[d] = value
     if len(group.dimensions) > 2 and len(filters) not in (0, len(group.dimensions)):
         raise QueryError(f"group={group.name}: filter on all of {group.dimensions} or none")
-    start_from, start_to = _int(params, "from"), _int(params, "to")
-    if window == ALL and (start_from is not None or start_to is not None):
-        raise QueryError("from/to select window starts; the all-time window has none")
-    if start_from is not None and start_to is not None and start_to < start_from:
-        raise QueryError(f"to ({start_to}) is before from ({start_from})")
-    limit = _int(params, "limit")
-    if limit is None:
-        limit = DEFAULT_LIMIT
-    if not 1 <= limit <= MAX_LIMIT:
-        raise QueryError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+    start_from, start_to, limit = parse_span(params, window)
     cursor = params.get("cursor")
     after = decode_cursor(cursor) if cursor else None
     return MetricsQuery(group, window, filters, start_from, start_to, limit, after)

@@ -81,6 +81,21 @@ def _int(params: Mapping[str, str], name: str) -> int | None:
     return value
 
 
+def parse_span(params: Mapping[str, str], window: str) -> tuple[int | None, int | None, int]:
+    """`from`, `to` (window starts, none for all time) and `limit` of a rows query, checked."""
+    start_from, start_to = _int(params, "from"), _int(params, "to")
+    if window == ALL and (start_from is not None or start_to is not None):
+        raise QueryError("from/to select window starts; the all-time window has none")
+    if start_from is not None and start_to is not None and start_to < start_from:
+        raise QueryError(f"to ({start_to}) is before from ({start_from})")
+    limit = _int(params, "limit")
+    if limit is None:
+        limit = DEFAULT_LIMIT
+    if not 1 <= limit <= MAX_LIMIT:
+        raise QueryError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+    return start_from, start_to, limit
+
+
 def parse_query(params: Mapping[str, str]) -> ClosureQuery:
     """Validate query parameters; QueryError names the bad one and why."""
     unknown = sorted(set(params) - _KNOWN)
@@ -93,16 +108,7 @@ def parse_query(params: Mapping[str, str]) -> ClosureQuery:
     window = params.get("window", "")
     if window not in WINDOWS:
         raise QueryError(f"window must be one of {', '.join(WINDOWS)}, got {window!r}")
-    start_from, start_to = _int(params, "from"), _int(params, "to")
-    if window == ALL and (start_from is not None or start_to is not None):
-        raise QueryError("from/to select window starts; the all-time window has none")
-    if start_from is not None and start_to is not None and start_to < start_from:
-        raise QueryError(f"to ({start_to}) is before from ({start_from})")
-    limit = _int(params, "limit")
-    if limit is None:
-        limit = DEFAULT_LIMIT
-    if not 1 <= limit <= MAX_LIMIT:
-        raise QueryError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+    start_from, start_to, limit = parse_span(params, window)
     key = params.get("key") or None
     if key is not None and by in _INT_KEYED and not _fits(key):
         raise QueryError(f"key must be an {by} id (an integer) when by={by}, got {key!r}")

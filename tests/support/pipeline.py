@@ -216,39 +216,28 @@ def wait_progress(store: Path | str, at_least: int, timeout: float = 120) -> Non
     raise AssertionError(f"store never reached {at_least} committed records")
 
 
-def fetch_rows(api: str, by: str, window: str, limit: int = 5000) -> list[dict[str, Any]]:
+def _all_pages(api: str, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every row of a paged API answer, following `next`."""
     rows: list[dict[str, Any]] = []
-    cursor = None
     with httpx.Client(base_url=api, timeout=30) as client:
         while True:
-            params: dict[str, Any] = {"by": by, "window": window, "limit": limit}
-            if cursor:
-                params["cursor"] = cursor
-            r = client.get("/v1/closures", params=params)
+            r = client.get(path, params=params)
             assert r.status_code == 200, r.text
             body = r.json()
             rows.extend(body["rows"])
-            cursor = body["next"]
-            if not cursor:
+            if not body["next"]:
                 return rows
+            params = {**params, "cursor": body["next"]}
+
+
+def fetch_rows(api: str, by: str, window: str, limit: int = 5000) -> list[dict[str, Any]]:
+    """Every row of `/v1/closures` for a grouping and window, page by page."""
+    return _all_pages(api, "/v1/closures", {"by": by, "window": window, "limit": limit})
 
 
 def fetch_metrics(api: str, group: str, window: str, limit: int = 5000) -> list[dict[str, Any]]:
     """Every row of `/v1/metrics` for a grouping and window, page by page."""
-    rows: list[dict[str, Any]] = []
-    cursor = None
-    with httpx.Client(base_url=api, timeout=30) as client:
-        while True:
-            params: dict[str, Any] = {"group": group, "window": window, "limit": limit}
-            if cursor:
-                params["cursor"] = cursor
-            r = client.get("/v1/metrics", params=params)
-            assert r.status_code == 200, r.text
-            body = r.json()
-            rows.extend(body["rows"])
-            cursor = body["next"]
-            if not cursor:
-                return rows
+    return _all_pages(api, "/v1/metrics", {"group": group, "window": window, "limit": limit})
 
 
 def compare_with_truth(api: str, truth: dict[GroupKey, GroupTruth]) -> None:
