@@ -33,11 +33,9 @@ from schemas.registry import load_pins
 from schemas.schema_registry import RegistryClient, RegistrySettings, mismatches
 from support.gateway import GatewayProcess, free_port
 from support.pipeline import (
-    BYS,
-    WINDOWS,
     ConsumerProcess,
+    api_view,
     compare_with_truth,
-    fetch_rows,
     produce_raw,
     produce_webhooks,
     wait_caught_up,
@@ -170,16 +168,6 @@ def test_gateway_writes_confluent_records_that_confluent_kafka_reads_back_equal(
         expected = to_record(Webhook.model_validate(body), received_at_millis=record["receivedAtMillis"])
         assert record == untuple(expected)
         assert record["receivedAtMillis"] > 0
-
-
-def api_view(api: str) -> dict[str, dict[str, Any]]:
-    out = {}
-    for by in BYS:
-        for window in WINDOWS:
-            for r in fetch_rows(api, by, window):
-                start = "" if window == "all" else str(r["window_start"])
-                out[f"{by}|{r['key']}|{window}|{start}"] = r
-    return out
 
 
 def test_metrics_topics_in_confluent_format_read_back_equal(

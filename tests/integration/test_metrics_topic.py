@@ -13,15 +13,7 @@ from confluent_kafka import Consumer
 from convmetrics.generate import GenerateConfig, generate_webhooks
 from schemas import Codec, subject
 from support.gateway import free_port
-from support.pipeline import (
-    BYS,
-    WINDOWS,
-    ConsumerProcess,
-    fetch_metrics,
-    fetch_rows,
-    produce_webhooks,
-    wait_caught_up,
-)
+from support.pipeline import ConsumerProcess, api_view, metrics_view, produce_webhooks, wait_caught_up
 from support.truth import BY, COUNTERS
 
 
@@ -44,30 +36,6 @@ def latest_per_key(
     finally:
         c.close()
     return latest, records
-
-
-def api_view(api: str) -> dict[str, dict[str, Any]]:
-    out = {}
-    for by in BYS:
-        for window in WINDOWS:
-            for r in fetch_rows(api, by, window):
-                start = "" if window == "all" else str(r["window_start"])
-                out[f"{by}|{r['key']}|{window}|{start}"] = r
-    return out
-
-
-def metrics_view(api: str) -> dict[str, dict[str, Any]]:
-    """Every row of `/v1/metrics` (the consumer folds the full metric set), by its topic key."""
-    out = {}
-    for group in BY:
-        for window in WINDOWS:
-            if window == "1m" and group not in BYS:
-                continue  # finer than an account: no 1-minute rows
-            for r in fetch_metrics(api, group, window):
-                start = "" if window == "all" else str(r["window_start"])
-                key = "|".join(str(v) for v in r["key"].values())
-                out[f"{group}|{key}|{window}|{start}"] = r
-    return out
 
 
 def test_metrics_topic_holds_the_latest_value_of_every_row(

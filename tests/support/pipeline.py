@@ -305,3 +305,28 @@ def compare_metrics_with_truth(api: str, truth: dict[GroupKey, GroupTruth]) -> N
                     assert (a[q] is None) == (e[q] is None), label
                     if e[q] is not None:
                         assert within_relative_error(a[q], e[q]), f"{label}: {q} {a[q]} vs exact {e[q]}"
+
+
+def api_view(api: str) -> dict[str, dict[str, Any]]:
+    """Every row of `/v1/closures`, by its metrics-topic key (by|key|window|start)."""
+    out = {}
+    for by in BYS:
+        for window in WINDOWS:
+            for r in fetch_rows(api, by, window):
+                start = "" if window == "all" else str(r["window_start"])
+                out[f"{by}|{r['key']}|{window}|{start}"] = r
+    return out
+
+
+def metrics_view(api: str) -> dict[str, dict[str, Any]]:
+    """Every row of `/v1/metrics` (the consumer folds the full metric set), by its topic key."""
+    out = {}
+    for group in BY:
+        for window in WINDOWS:
+            if window == "1m" and group not in BYS:
+                continue  # finer than an account: no 1-minute rows
+            for r in fetch_metrics(api, group, window):
+                start = "" if window == "all" else str(r["window_start"])
+                key = "|".join(str(v) for v in r["key"].values())
+                out[f"{group}|{key}|{window}|{start}"] = r
+    return out
