@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from consumer.exceptions import ConsumerError, QueryError
+from consumer.fold.registry import REGISTRY
 from consumer.fold.windows import ALL, WINDOWS
 from consumer.serve.query import ClosureQuery, parse_query
 
@@ -75,6 +76,10 @@ class Source(Protocol):
         """Up to q.limit rows in API JSON shape, and whether more exist."""
         ...
 
+    def metrics_rows(self, params: dict[str, str]) -> tuple[list[dict[str, Any]], bool]:
+        """Up to `limit` rows of `/v1/metrics` for these parameters, and whether more exist."""
+        ...
+
 
 class StoreSource:
     def __init__(self, url: str) -> None:
@@ -96,6 +101,15 @@ class StoreSource:
         registry = self.store.registry
         shown = registry.view(registry.closures_view)  # what /v1/closures shows
         return [row_json(r, registry, shown) for r in found[: q.limit]], len(found) > q.limit
+
+    def metrics_rows(self, params: dict[str, str]) -> tuple[list[dict[str, Any]], bool]:
+        from consumer.serve.metrics_query import metrics_json, parse_metrics_query
+
+        q = parse_metrics_query(params, self.store.registry)  # the API's own checks and messages
+        found = self.store.query(
+            q.group.name, q.window, key=q.key, start_from=q.start_from, limit=q.limit + 1, parts=q.parts
+        )
+        return metrics_json(q, found, self.store.registry)["rows"], len(found) > q.limit
 
 
 class ApiSource:
@@ -138,6 +152,17 @@ class ApiSource:
                 return rows, bool(body["next"])
             params["cursor"] = body["next"]
 
+    def metrics_rows(self, params: dict[str, str]) -> tuple[list[dict[str, Any]], bool]:
+        rows: list[dict[str, Any]] = []
+        limit = int(params["limit"])
+        asked: dict[str, Any] = dict(params)
+        while True:
+            body = self._get("/v1/metrics", {**asked, "limit": min(10_000, limit - len(rows))})
+            rows.extend(body["rows"])
+            if not body["next"] or len(rows) >= limit:
+                return rows, bool(body["next"])
+            asked["cursor"] = body["next"]
+
 
 @dataclass(frozen=True)
 class Report:
@@ -159,6 +184,8 @@ class Report:
 
 
 def build_report(source: Source, args: argparse.Namespace) -> Report:
+    if args.group is not None:
+        return _group_report(source, args)
     by = _BY_FLAG[args.by]
     if args.last is not None and args.window == ALL:
         raise QueryError("--last needs a sized window (--window 1m, 1h or 1d), not all")
@@ -179,8 +206,68 @@ def build_report(source: Source, args: argparse.Namespace) -> Report:
     return Report(by, args.window, args.last, start_from, rows, truncated)
 
 
+def _group_report(source: Source, args: argparse.Namespace) -> Report:
+    """`--group`: the rows of `/v1/metrics` (every metric of the store's metric set)."""
+    if args.key:
+        raise QueryError("--key selects in --by; with --group filter by dimension (--account 42)")
+    params = {"group": args.group, "window": args.window, "limit": str(args.limit)}
+    params |= {d: str(v) for d, v in (args.where or {}).items()}
+    start_from = None
+    if args.last is not None:
+        if args.window == ALL:
+            raise QueryError("--last needs a sized window (--window 1m, 1h or 1d), not all")
+        newest = source.newest(args.window)
+        size = WINDOWS[args.window]
+        assert size is not None
+        if newest is None:
+            return Report(args.group, args.window, args.last, None, [], False)
+        start_from = last_windows_from(newest, size, args.last)
+        params["from"] = str(start_from)
+    rows, truncated = source.metrics_rows(params)
+    return Report(args.group, args.window, args.last, start_from, rows, truncated)
+
+
+def render_group(report: Report) -> Any:
+    """A `--group` report: the key's dimensions, each counter, time to close p50 and p90."""
+    from rich.table import Table
+
+    span = f", last {_span_text(report.last)}" if report.last else ""
+    window_label = "all time" if report.window == ALL else f"{report.window} windows"
+    table = Table(title=f"Metrics by {report.by}, {window_label}{span}", title_justify="left")
+    dims = list(report.rows[0]["key"]) if report.rows else report.by.split(",")
+    counters = (
+        [
+            k
+            for k, v in report.rows[0].items()
+            if isinstance(v, int) and k not in ("window_start", "window_end")
+        ]
+        if report.rows
+        else []
+    )
+    for d in dims:
+        table.add_column(d.replace("_", " ").capitalize(), no_wrap=True)
+    if report.window != ALL:
+        table.add_column("Window start (UTC)", no_wrap=True)
+    for c in counters:
+        table.add_column(c.replace("_", " ").capitalize(), justify="right", no_wrap=True)
+    table.add_column("TTC p50", justify="right", no_wrap=True)
+    table.add_column("TTC p90", justify="right", no_wrap=True)
+    for r in report.rows:
+        cells = [str(r["key"][d]) for d in dims]
+        if report.window != ALL:
+            cells.append(utc_text(r["window_start"]))
+        cells += [f"{r[c]:,}" for c in counters]
+        t = r["time_to_close"]
+        cells += [human_duration(t["p50"]), human_duration(t["p90"])]
+        table.add_row(*cells)
+    return table
+
+
 def render(report: Report) -> Any:
     from rich.table import Table
+
+    if report.by not in _BY_FLAG.values():
+        return render_group(report)
 
     by_label = "channel type" if report.by == "channel_type" else "account"
     span = f", last {_span_text(report.last)}" if report.last else ""
@@ -233,6 +320,22 @@ def register(sub: Any) -> None:
         "newest window in the data (not the current time)",
     )
     p.add_argument("--key", help="one channel type (e.g. EMAIL) or account id")
+    p.add_argument(
+        "--group",
+        choices=[g.name for g in REGISTRY.groupings],
+        help="every metric of the store's metric set by this grouping (GET /v1/metrics; "
+        "account,channel_type, inbox and app need --metric-set full); instead of --by",
+    )
+    for dim in REGISTRY.dimensions:
+        flag = "--" + dim.name.replace("_", "-")
+        p.add_argument(
+            flag,
+            dest="where",
+            type=_where(dim.name),
+            action=_Merge,
+            metavar=dim.name.upper(),
+            help=f"with --group: only keys whose {dim.name} is this",
+        )
     p.add_argument("--json", action="store_true", help="print JSON rows (the API's shape) instead")
     p.add_argument(
         "--limit", type=_positive, default=1000, help="at most this many rows, oldest first (default 1000)"
@@ -246,6 +349,25 @@ def register(sub: Any) -> None:
         "--api", help=f"base URL of a running API instead, e.g. http://127.0.0.1:8081 (env {ENV_API})"
     )
     p.set_defaults(func=_metrics)
+
+
+def _where(name: str) -> Any:
+    """argparse type of a dimension filter: (name, value)."""
+
+    def parse(text: str) -> tuple[str, str]:
+        return name, text
+
+    return parse
+
+
+class _Merge(argparse.Action):
+    """Collects dimension filters into one dict (`args.where`)."""
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any, option: Any = None) -> None:
+        where = dict(getattr(namespace, self.dest) or {})
+        name, value = values
+        where[name] = value
+        setattr(namespace, self.dest, where)
 
 
 def _metrics(args: argparse.Namespace) -> int:

@@ -54,7 +54,10 @@ def db(tmp_path: Path) -> Path:
 
 
 def args(**kw: object) -> argparse.Namespace:
-    base: dict[str, object] = {"by": "channel-type", "window": "1h", "last": None, "key": None, "limit": 1000}
+    base: dict[str, object] = {
+        "by": "channel-type", "window": "1h", "last": None, "key": None, "limit": 1000,
+        "group": None, "where": None,
+    }  # fmt: skip
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -170,3 +173,26 @@ def test_bad_flags_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixtu
     with pytest.raises(SystemExit) as exc:
         main(["metrics", *argv])
     assert exc.value.code == 2 and "error:" in capsys.readouterr().err
+
+
+def test_group_reports_every_metric_from_store_or_api(
+    db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = ApiSource("http://testserver")
+    app = create_app(lambda: SqliteStore(str(db)))  # the store's registry: every metric
+    api.client = TestClient(app, base_url="http://testserver")
+    store = StoreSource(f"sqlite:///{db}")
+    a = args(group="account,channel_type", window="all", where={"account": "9"})
+    report = build_report(store, a)
+    assert report == build_report(api, a)
+    assert [(r["key"], r["closures"], r["created"]) for r in report.rows] == [
+        ({"account": 9, "channel_type": "SMS"}, 15, 15)
+    ]
+    monkeypatch.setenv("COLUMNS", "200")
+    argv = ["metrics", "--store", f"sqlite:///{db}", "--group", "account,channel_type", "--window", "all"]
+    assert main([*argv, "--channel-type", "EMAIL"]) == 0
+    out = capsys.readouterr().out
+    assert "Metrics by account,channel_type, all time" in out and "Created" in out
+    assert sum("EMAIL" in line for line in out.splitlines()) == 4 and "SMS" not in out
+    assert main([*argv, "--inbox", "3"]) == 2  # account,channel_type has no inbox
+    assert "inbox" in capsys.readouterr().err
