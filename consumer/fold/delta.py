@@ -12,7 +12,7 @@ from typing import Any, Final
 
 import orjson
 
-from consumer.fold.registry import REGISTRY, Kind, Metric, Registry
+from consumer.fold.registry import REGISTRY, Grouping, Kind, Metric, Registry
 from consumer.fold.sketch import lag_bin_of
 from consumer.fold.windows import ALL, ALL_START, SIZED
 
@@ -69,8 +69,7 @@ class FactLayout:
             if None in values:
                 continue
             key = "|".join(map(str, values))
-            keeps = self.registry.grouping(g).keeps
-            keys.extend((g, key, w, start) for w, start in starts if keeps(w))
+            keys.extend((g.name, key, w, start) for w, start in starts if g.keeps(w))
         return keys
 
     @cached_property
@@ -78,9 +77,9 @@ class FactLayout:
         return self.fields.index("t")
 
     @cached_property
-    def grouping_at(self) -> list[tuple[str, list[int]]]:
+    def grouping_at(self) -> list[tuple[Grouping, list[int]]]:
         """(grouping, positions of its dimensions in a fact) of each grouping."""
-        return [(g.name, [self.fields.index(d) for d in g.dimensions]) for g in self.registry.groupings]
+        return [(g, [self.fields.index(d) for d in g.dimensions]) for g in self.registry.groupings]
 
     def position(self, metric: str) -> int:
         """Index of a counter's value, or of a distribution's sign (value and bin follow)."""

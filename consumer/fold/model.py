@@ -76,29 +76,22 @@ READER_SCHEMA: Final[dict[str, Any]] = {
 
 
 #: the fields only some metric sets read: (top-level, in data)
-_OPTIONAL_FIELDS: Final = (("app",), ("channel", "messageWindowExpiresAt"))
-
-
 def reader_schema(registry: Registry) -> dict[str, Any]:
     """The projection a consumer of `registry` decodes with: `READER_SCHEMA` without the
     fields its metrics never read (app and data.channel unless a grouping names inbox or
     app; data.messageWindowExpiresAt unless a counter counts expired windows): fastavro
     skips what the reader does not name, and the closures set decodes as it did before
     issue 15."""
-    top, nested = _OPTIONAL_FIELDS
-    drop = set()
-    if not registry.groups_by_inbox_or_app:
-        drop |= {"app", "channel"}
+    top: set[str] = set() if registry.groups_by_inbox_or_app else {"app"}
+    nested: set[str] = set() if registry.groups_by_inbox_or_app else {"channel"}
     if not any(m.when == "window_expired" for m in registry.metrics):
-        drop.add("messageWindowExpiresAt")
-    if not drop:
+        nested.add("messageWindowExpiresAt")
+    if not top and not nested:
         return READER_SCHEMA
     schema = copy.deepcopy(READER_SCHEMA)
-    schema["fields"] = [f for f in schema["fields"] if f["name"] not in drop or f["name"] not in top]
+    schema["fields"] = [f for f in schema["fields"] if f["name"] not in top]
     data = next(f for f in schema["fields"] if f["name"] == "data")
-    data["type"]["fields"] = [
-        f for f in data["type"]["fields"] if f["name"] not in drop or f["name"] not in nested
-    ]
+    data["type"]["fields"] = [f for f in data["type"]["fields"] if f["name"] not in nested]
     return schema
 
 

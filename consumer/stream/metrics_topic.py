@@ -27,7 +27,7 @@ from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from consumer.exceptions import ConfigError, ConsumerError, KafkaUnavailableError
-from consumer.fold.registry import Registry
+from consumer.fold.registry import CLOSURES, Registry
 from consumer.store import MetricRow, Store
 from consumer.store.render import row_json
 from schemas import subject
@@ -75,7 +75,7 @@ _STATS = ("sum", "min", "max", "mean", "p50", "p90", "p99")
 
 #: the groupings a `closure_metrics` v1 record can carry (its `by`): the others are
 #: published as `metric_rows` records only
-V1_GROUPINGS: Final = ("channel_type", "account")
+V1_GROUPINGS: Final = tuple(g.name for g in CLOSURES.groupings)
 
 
 def metrics_record(row: MetricRow, registry: Registry, now_ms: int) -> dict[str, Any] | None:
