@@ -13,7 +13,7 @@ from consumer.stream.dlq import original_headers, source_of
 from schemas import codec, confluent
 from schemas.confluent import WireFormat
 from schemas.exceptions import RegistryError
-from schemas.kafka import client_config
+from schemas.kafka import client_config, close_consumer
 from schemas.registry import SchemaVersion, subject, subject_names
 from schemas.schema_registry import RegistryClient, RegistrySettings
 
@@ -111,5 +111,5 @@ def replay_dead_letters(
                 )
             consumer.commit(asynchronous=False)
     finally:
-        consumer.close()
+        close_consumer(consumer)
     return replayed, skipped

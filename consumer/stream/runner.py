@@ -45,7 +45,7 @@ from consumer.stream.dlq import dead_letter_headers
 from consumer.stream.settings import ConsumerSettings
 from schemas import CONVERSATION_EVENT, Codec, DecodeError, subject
 from schemas.exceptions import RegistryUnavailableError
-from schemas.kafka import ErrorReport
+from schemas.kafka import ErrorReport, close_consumer
 from schemas.schema_registry import reader_resolver
 from schemas.topic_registry import TopicSchemaResolver
 
@@ -227,7 +227,7 @@ class MetricsConsumer:
                 self.wait_for_commit()
             finally:
                 self.writer.shutdown()
-                self.consumer.close()
+                close_consumer(self.consumer)  # bounded: librdkafka may wait forever for a gone broker
                 self.dlq.flush(10)
 
     def stop(self) -> None:

@@ -48,13 +48,25 @@ def listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def wait_until(condition: object, timeout: float, what: str) -> None:
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:200]
+    except OSError:
+        return "?"
+
+
+def wait_until(condition: object, timeout: float, what: object) -> None:
+    """Wait for `condition()`; `what` (a text, or a callable giving one) explains a timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():  # type: ignore[operator]
             return
         time.sleep(0.2)
-    raise AssertionError(f"after {timeout:g} s: {what}")
+    raise AssertionError(f"after {timeout:g} s: {what() if callable(what) else what}")
+
+
+def survivors(pids: list[int]) -> str:
+    return "; ".join(f"{p}: {cmdline(p)}" for p in pids if alive(p))
 
 
 def start(args: list[str], log: Path, ready: str, timeout: float = 180) -> subprocess.Popen[bytes]:
@@ -121,7 +133,11 @@ def test_the_demo_takes_broker_gateway_and_consumer_along(tmp_path: Path, sig: s
         assert all(listening(p) for p in ports)
         proc.send_signal(sig)
         proc.wait(90)
-        wait_until(lambda: not any(alive(p) for p in kids), 60, f"children outlived a {sig.name}ed demo")
+        wait_until(
+            lambda: not any(alive(p) for p in kids),
+            60,
+            lambda: f"children outlived a {sig.name}ed demo: {survivors(kids)}\n{log.read_text()[-3000:]}",
+        )
         wait_until(lambda: not any(listening(p) for p in ports), 30, f"ports {ports} still open")
     finally:
         reap([proc.pid, *kids])

@@ -3,10 +3,12 @@ refused and why, and that secrets stay out of every message."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 
+from schemas import kafka
 from schemas.kafka import KafkaSettingsError, client_config, load, redacted
 
 SECRET = "hunter2-s3cret"
@@ -156,3 +158,33 @@ def test_the_docs_properties_examples_are_accepted(tmp_path: Path, doc: str) -> 
             tmp_path, "\n".join(line for line in block.splitlines() if "ssl.ca.location" not in line)
         )
         assert load([], path, {})["security.protocol"] == "SASL_SSL"
+
+
+class _StuckConsumer:
+    """A consumer whose close waits for its coordinator until released (librdkafka #3740)."""
+
+    def __init__(self, stuck: bool) -> None:
+        self.release = threading.Event()
+        self.closed = threading.Event()
+        if not stuck:
+            self.release.set()
+
+    def close(self) -> None:
+        self.release.wait()
+        self.closed.set()
+
+
+def test_a_close_that_never_ends_does_not_hold_the_process(caplog: pytest.LogCaptureFixture) -> None:
+    stuck = _StuckConsumer(stuck=True)
+    try:
+        assert kafka.close_consumer(stuck, timeout=0.2) is False  # type: ignore[arg-type]
+        assert "did not leave its group within 0.2 s" in caplog.text
+    finally:
+        stuck.release.set()
+    assert stuck.closed.wait(5)
+
+
+def test_a_close_that_ends_is_waited_for() -> None:
+    fine = _StuckConsumer(stuck=False)
+    assert kafka.close_consumer(fine, timeout=5) is True  # type: ignore[arg-type]
+    assert fine.closed.is_set()
