@@ -58,7 +58,9 @@ class TimedConnection:
         try:
             return self.db.execute(sql, *args)
         finally:
-            name = " ".join(sql.split())[:100]
+            text = " ".join(sql.split())
+            select = text.find(" SELECT ")  # which grouping and window an upsert fills
+            name = text[:60] + (f" ... {text[select + 1 : select + 40]}" if select > 0 else text[60:100])
             self.seconds[name] += time.thread_time() - started
             self.calls[name] += 1
 
