@@ -84,14 +84,19 @@ class Child:
                 f"{self.name} exited with {self.proc.returncode}; last lines of {self.log}:\n{tail}"
             )
 
-    def stop(self, timeout: float = 20) -> None:
+    def terminate(self) -> None:
+        """Ask it to stop (SIGTERM); `stop` waits for it."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+
+    def stop(self, timeout: float = 20) -> None:
+        """Stop it: SIGTERM, then SIGKILL after `timeout` seconds."""
+        self.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
         self._out.close()
 
 
@@ -281,7 +286,9 @@ def _run_demo(opts: DemoOptions) -> int:
                         for child in children:
                             child.check()
                         time.sleep(1)
-            finally:  # the children before the broker: they flush and leave the group through it
+            finally:  # the children before the broker: they flush and leave the group through it;
+                for child in children:  # both at once, so a slow one does not hold the other
+                    child.terminate()
                 for child in reversed(children):
                     child.stop()
         return 0

@@ -69,7 +69,9 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
         assert listening(api) and listening(gw)
         time.sleep(5)  # mid-stream or while it keeps running: both must stop cleanly
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        # each child has 20 s to stop before it is killed, the broker 30 s: a loaded machine
+        # may need them; a demo that hangs does not end at all
+        _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
