@@ -24,8 +24,15 @@ ConvKey = tuple[int, int]  # (account, conversation id)
 #: how the fold keys a conversation in memory: (account << 32) | id where both fit (one int
 #: object instead of a tuple and two ints: ~80 bytes less per conversation), else the tuple
 MemKey = int | ConvKey
-Conversation = list[Any]  # [last_time, starts, closures, seen], see the module docstring
-LAST, STARTS, CLOSURES, SEEN = 0, 1, 2, 3
+Conversation = list[
+    Any
+]  # [last_time, starts, closures, seen(, first, created, assigns)]: consumer.fold.reference
+LAST, STARTS, CLOSURES, SEEN, FIRST, CREATED_AT, ASSIGNS = 0, 1, 2, 3, 4, 5, 6
+#: the first close of a conversation: [closed_at, event id (None: a state from before
+#: first_closes, never counted), event hash]
+F_CLOSED, F_ID, F_HASH = 0, 1, 2
+#: an assignment a conversation remembers: [assigned_at, event id, channel_type, inbox, app]
+A_TIME, A_ID, A_CHANNEL, A_INBOX, A_APP = 0, 1, 2, 3, 4
 C_HASH, C_CLOSED, C_CHANNEL, C_START, C_INBOX, C_APP = 0, 1, 2, 3, 4, 5
 
 
@@ -33,12 +40,19 @@ ClosureRow = tuple[int, int, int, int, str, int, int | None, int | None, int | N
 # (event_hash, partition, account, conversation, channel_type, closed_at, ttc, inbox, app)
 CLOSURE_WIDTH: Final = 9
 
+FirstAssignmentRow = tuple[int, int, int, str, int | None, int | None, int, int]
+# (account, conversation, partition, channel_type, inbox, app, assigned_at, ttfa): the
+# assignment counted in time_to_first_assignment, one per conversation (the store's
+# first_assignments table: a row's min/max after a retraction is recomputed from it)
+FIRST_ASSIGNMENT_WIDTH: Final = 8
+
 Fact = tuple[Any, ...]
 """What one event (or a late correction) adds to the rows it falls in, one value per
 `FACT_FIELDS` (laid out by the registry):
 
     (channel_type, account, inbox, app, time, closures, reopens, closed_unread, created,
-     assignments, snoozes, closed_window_expired, ttc_n, ttc, ttc_bin)
+     assignments, snoozes, closed_window_expired, first_closes, ttc_n, ttc, ttc_bin,
+     ttfa_n, ttfa, ttfa_bin)
 
 the dimensions, the event time, each counter's increment (counters first, in registry
 order), and for each distribution its
@@ -81,6 +95,11 @@ class FactLayout:
         """(grouping, positions of its dimensions in a fact) of each grouping."""
         return [(g, [self.fields.index(d) for d in g.dimensions]) for g in self.registry.groupings]
 
+    @cached_property
+    def fields_of(self) -> frozenset[str]:
+        """The names of the metrics facts carry."""
+        return frozenset(m.name for m in self.fact_metrics)
+
     def position(self, metric: str) -> int:
         """Index of a counter's value, or of a distribution's sign (value and bin follow)."""
         m = self.registry.metric(metric)
@@ -121,6 +140,8 @@ class Delta:
     lags: dict[LagKey, Lags] = field(default_factory=dict)
     #: the facts that retract a duration (also in `facts`): few, and all `recheck` reads
     retractions: list[Fact] = field(default_factory=list)
+    #: the conversations whose counted first assignment changed, by (account, conversation)
+    first_assignments: dict[ConvKey, FirstAssignmentRow] = field(default_factory=dict)
 
     def add_lag(self, channel_type: str, t: int, millis: int) -> None:
         key = (channel_type, t - t % 3600)
@@ -135,14 +156,21 @@ class Delta:
         b = lag_bin_of(millis)
         bins[b] = bins.get(b, 0) + 1
 
-    def recheck(self, registry: Registry = REGISTRY) -> dict[RowKey, tuple[int, int]]:
-        """Rows that lost durations, with the least and greatest lost: where the row's min
-        (max) is not below (above) them, it must be recomputed from the closures."""
+    def recheck(
+        self, registry: Registry = REGISTRY, metric: str = "time_to_close"
+    ) -> dict[RowKey, tuple[int, int]]:
+        """Rows that lost values of a distribution, with the least and greatest lost: where
+        the row's min (max) is not below (above) them, it must be recomputed from the
+        closures (time_to_close) or first assignments (time_to_first_assignment)."""
         out: dict[RowKey, tuple[int, int]] = {}
         layout = layout_of(registry)
+        if not self.retractions or metric not in layout.fields_of:
+            return out
+        at = layout.position(metric)
         for fact in self.retractions:
-            ttc = fact[layout.position("time_to_close") + 1]
-            assert ttc is not None  # a retraction always takes back a duration
+            if fact[at] >= 0:  # another distribution's retraction
+                continue
+            ttc = fact[at + 1]
             for k in layout.row_keys(fact):
                 lo, hi = out.get(k, (ttc, ttc))
                 out[k] = (min(lo, ttc), max(hi, ttc))

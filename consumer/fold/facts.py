@@ -6,7 +6,7 @@ from typing import Any, Final
 
 from consumer.fold.delta import layout_of
 from consumer.fold.model import KINDS
-from consumer.fold.registry import Kind, Registry
+from consumer.fold.registry import FIRST_CLOSE, TTFA, Kind, Registry
 from consumer.fold.sketch import bin_of
 
 #: the dimensions a fold reads from an event, in the order it hands them over (`Dims`)
@@ -36,6 +36,10 @@ class FactMaker:
             for name in m.counts:
                 self.rules.setdefault(KINDS[name], []).append((layout.position(m.name), m.when))
         self.ttc = layout.position("time_to_close") if "ttc_n" in layout.fields else None
+        #: time to first assignment's sign position, and first_closes' (None: not folded)
+        self.ttfa = layout.fields.index(f"{TTFA}_n") if f"{TTFA}_n" in layout.fields else None
+        first = [m for m in layout.fact_metrics if m.rule == FIRST_CLOSE]
+        self.first_close = layout.position(first[0].name) if first else None
         if unknown := set(self.dims) - set(FOLD_DIMENSIONS):
             raise ValueError(f"the fold reads no dimension {sorted(unknown)} from an event")
         #: (position in a fact, index in `Dims`) of each declared dimension
@@ -62,8 +66,23 @@ class FactMaker:
 
     def with_ttc(self, fact: list[Any] | None, dims: Dims, t: int, sign: int, ttc: int) -> list[Any]:
         """`fact` (or a new one) carrying a time to close added (sign 1) or retracted (-1)."""
+        assert self.ttc is not None
+        return self.with_value(self.ttc, fact, dims, t, sign, ttc)
+
+    def with_value(
+        self, at: int, fact: list[Any] | None, dims: Dims, t: int, sign: int, value: int
+    ) -> list[Any]:
+        """`fact` (or a new one) carrying a value of the distribution whose sign sits at `at`
+        added (sign 1) or retracted (-1)."""
         if fact is None:
             fact = self._new(dims, t)
-        assert self.ttc is not None
-        fact[self.ttc : self.ttc + 3] = [sign, ttc, bin_of(ttc)]
+        fact[at : at + 3] = [sign, value, bin_of(value)]
+        return fact
+
+    def first_closed(self, fact: list[Any] | None, dims: Dims, t: int, sign: int) -> list[Any]:
+        """`fact` (or a new one) counting a first close (sign 1) or taking one back (-1)."""
+        if fact is None:
+            fact = self._new(dims, t)
+        assert self.first_close is not None
+        fact[self.first_close] += sign
         return fact

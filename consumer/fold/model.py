@@ -110,6 +110,8 @@ class Event(NamedTuple):
     inbox: int | None = None  # data.channel.id: the account's inbox (channel) it came through
     app: int | None = None  # the envelope's app id
     window_expires: int | None = None  # data.messageWindowExpiresAt
+    #: the envelope's id (first_closes and time to first assignment break ties by it)
+    event_id: str = ""
 
     @property
     def window_expired(self) -> bool:
@@ -141,13 +143,14 @@ def from_record(record: dict[str, Any]) -> Event | None:
     data = record["data"]
     t = data.get(TIME_FIELDS[kind])
     channel = data.get("channel")  # absent where the metric set needs no inbox (`reader_schema`)
+    event_id = record["id"]
     # tuple.__new__ skips Event.__new__'s Python frame (this runs for every record)
     return _new_event(
         Event,
         (
             kind,
             # event_hash(), inlined
-            int.from_bytes(_blake2b(record["id"].encode(), digest_size=8).digest(), "little", signed=True),
+            int.from_bytes(_blake2b(event_id.encode(), digest_size=8).digest(), "little", signed=True),
             record["account"],
             data["id"],
             data["channelType"],
@@ -158,5 +161,6 @@ def from_record(record: dict[str, Any]) -> Event | None:
             None if channel is None else channel["id"],
             record.get("app"),
             data.get("messageWindowExpiresAt"),
+            event_id,
         ),
     )

@@ -13,6 +13,22 @@ touches it, which keeps hundreds of thousands of conversations in little memory:
                have neither)
     seen     = event hashes already counted (the dedupe memory, newest last)
 
+and, where the registry folds first_closes or time_to_first_assignment, three more:
+
+    [..., first, created, assigns]
+    first    = the first close: [closed_at, event id, event hash] or null (an event id of
+               null: a state stored before first_closes, whose first close was never counted)
+    created  = the earliest created event's time, or null
+    assigns  = [[assigned_at, event id, channel_type, inbox, app], ...] sorted: the
+               assignments that are or may become the first one (those after the counted
+               one never can: the created time and the first assignment only move earlier)
+
+A closure is the first close when it is earlier (time, then event id) than `first`: it
+counts, and the old one is taken back in its window (a fact of -1). The counted first
+assignment is the earliest assignment (time, then event id) at or after `created`; when
+a late created or assigned event changes it, the old duration is retracted and the new
+one added, in the window of the assignment.
+
 time_to_close of a closure = closedAt minus the latest start of the conversation at or
 before closedAt. A late created/opened event can change that for a closure already
 counted: the fold then retracts the old duration and adds the new one.
@@ -26,13 +42,19 @@ from __future__ import annotations
 
 from bisect import bisect_right, insort
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 
 from consumer.fold.delta import (
     _A_LIMIT,
     _C_LIMIT,
+    A_APP,
+    A_CHANNEL,
+    A_ID,
+    A_INBOX,
+    A_TIME,
+    ASSIGNS,
     C_APP,
     C_CHANNEL,
     C_CLOSED,
@@ -40,6 +62,11 @@ from consumer.fold.delta import (
     C_INBOX,
     C_START,
     CLOSURES,
+    CREATED_AT,
+    F_CLOSED,
+    F_HASH,
+    F_ID,
+    FIRST,
     LAST,
     SEEN,
     STARTS,
@@ -52,7 +79,7 @@ from consumer.fold.delta import (
     mem_key,
 )
 from consumer.fold.facts import Dims, FactMaker
-from consumer.fold.model import CLOSED, CREATED, KINDS, OPENED, Event, from_record
+from consumer.fold.model import ASSIGNED, CLOSED, CREATED, KINDS, OPENED, Event, from_record
 from consumer.fold.registry import REGISTRY, Registry
 
 #: the conditions (`consumer.fold.registry.CONDITIONS`) that hold for a closure, by
@@ -95,6 +122,9 @@ class PartitionFold:
         self.partition = partition
         self._facts = FactMaker(registry)
         self._inbox_app = registry.groups_by_inbox_or_app
+        #: first_closes or time_to_first_assignment folded: conversations keep `first`,
+        #: `created` and `assigns` (the module docstring)
+        self._firsts = self._facts.first_close is not None or self._facts.ttfa is not None
         self.delta = Delta()
         self.idle: dict[MemKey, str] = {} if idle is None else {mem_key(*k): b for k, b in idle.items()}
         self.hot: dict[MemKey, Conversation] = {}  # touched since the last commit
@@ -127,12 +157,14 @@ class PartitionFold:
         if conv is None:
             blob = self.idle.get(key)
             conv = [0, [], [], []] if blob is None else orjson.loads(blob)
+            if self._firsts and len(conv) == SEEN + 1:
+                conv.extend((legacy_first(conv), None, []))
             self.hot[key] = conv
         return conv
 
     def apply(self, e: Event) -> bool:
         """Fold one event; False when it was a duplicate and changed nothing."""
-        kind, h, a, c, ch, t, last_read, last_inbound, rec, inbox, app, window_expires = e
+        kind, h, a, c, ch, t, last_read, last_inbound, rec, inbox, app, window_expires, event_id = e
         if not self._inbox_app:  # the registry groups by neither: keep neither
             inbox = app = None
         # mem_key(a, c), inlined: this runs for every event
@@ -156,6 +188,7 @@ class PartitionFold:
             starts = conv[STARTS]
             i = bisect_right(starts, t)
             start = starts[i - 1] if i else None
+            facts = self._facts
             conditions = _CONDITIONS[
                 (last_inbound is not None and (last_read is None or last_read < last_inbound))
                 + 2 * (window_expires is not None and window_expires < t)
@@ -163,10 +196,26 @@ class PartitionFold:
             dims: Dims = (ch, a, inbox, app)
             fact = self._facts.counted(kind, conditions, dims, t)
             ttc = None if start is None else t - start
-            if ttc is not None and self._facts.ttc is not None:
-                fact = self._facts.with_ttc(fact, dims, t, 1, ttc)
+            if ttc is not None and facts.ttc is not None:
+                fact = facts.with_ttc(fact, dims, t, 1, ttc)
+            taken_back = None
+            if facts.first_close is not None:
+                first = conv[FIRST]
+                if (
+                    first is None
+                    or t < first[F_CLOSED]
+                    or (t == first[F_CLOSED] and first[F_ID] is not None and event_id < first[F_ID])
+                ):
+                    fact = facts.first_closed(fact, dims, t, 1)
+                    if first is not None and first[F_ID] is not None:
+                        taken_back = facts.first_closed(
+                            None, self._closure_dims(a, conv, first[F_HASH]), first[F_CLOSED], -1
+                        )
+                    conv[FIRST] = [t, event_id, h]
             if fact is not None:
                 delta.facts.append(tuple(fact))
+            if taken_back is not None:
+                delta.facts.append(tuple(taken_back))
             # inbox and app only where the closure has one (`consumer.fold.delta.C_INBOX`)
             conv[CLOSURES].append(
                 [h, t, ch, start] if inbox is None and app is None else [h, t, ch, start, inbox, app]
@@ -174,13 +223,89 @@ class PartitionFold:
             delta.closures[h] = (h, self.partition, a, c, ch, t, ttc, inbox, app)
         else:
             fact = self._facts.counted(kind, _NONE, (ch, a, inbox, app), t)
-            if fact is not None:
+            if kind == ASSIGNED and self._facts.ttfa is not None:
+                self._assigned(e, conv, fact, inbox, app)
+            elif fact is not None:
                 delta.facts.append(tuple(fact))
             if kind in (CREATED, OPENED):
                 insort(conv[STARTS], t)
                 if conv[CLOSURES]:
                     self._correct(a, c, conv, t)
+                if kind == CREATED and self._facts.ttfa is not None:
+                    self._created(e, conv)
         return True
+
+    def _closure_dims(self, account: int, conv: Conversation, h: int) -> Dims:
+        """The dimensions of the conversation's closure of event hash `h`."""
+        for c in conv[CLOSURES]:
+            if c[C_HASH] == h:
+                inbox, app = (c[C_INBOX], c[C_APP]) if len(c) > C_INBOX else (None, None)
+                return (c[C_CHANNEL], account, inbox, app)
+        raise AssertionError("a first close is one of its conversation's closures")
+
+    def _assigned(
+        self, e: Event, conv: Conversation, fact: list[Any] | None, inbox: int | None, app: int | None
+    ) -> None:
+        """An assignment arrived: it may be the conversation's first (time to first assignment)."""
+        old = first_assignment(conv)
+        mine = [e.time, e.event_id, e.channel_type, inbox, app]
+        insort(conv[ASSIGNS], mine, key=_by_time_and_id)
+        new = first_assignment(conv)
+        if new is mine:
+            ttfa = e.time - conv[CREATED_AT]
+            assert self._facts.ttfa is not None
+            fact = self._facts.with_value(
+                self._facts.ttfa, fact, (e.channel_type, e.account, inbox, app), e.time, 1, ttfa
+            )
+            self.delta.facts.append(tuple(fact))
+            if old is not None:
+                self._retract_assignment(e.account, old, conv[CREATED_AT])
+            self._counted_assignment(e.account, e.conversation, conv, new)
+            return
+        if fact is not None:
+            self.delta.facts.append(tuple(fact))
+        if new is not None:  # this one came after the counted one: it can never count
+            conv[ASSIGNS].remove(mine)
+
+    def _created(self, e: Event, conv: Conversation) -> None:
+        """A created event arrived: the conversation's created time may move earlier, and
+        its first assignment (or its duration) with it."""
+        was = conv[CREATED_AT]
+        if was is not None and was <= e.time:
+            return
+        old = first_assignment(conv)
+        conv[CREATED_AT] = e.time
+        new = first_assignment(conv)
+        if new is None:
+            return
+        if old is not None:
+            self._retract_assignment(e.account, old, was)
+        facts = self._facts
+        assert facts.ttfa is not None
+        dims: Dims = (new[A_CHANNEL], e.account, new[A_INBOX], new[A_APP])
+        fact = facts.with_value(facts.ttfa, None, dims, new[A_TIME], 1, new[A_TIME] - e.time)
+        self.delta.facts.append(tuple(fact))
+        self._counted_assignment(e.account, e.conversation, conv, new)
+
+    def _retract_assignment(self, account: int, old: list[Any], created: int) -> None:
+        facts = self._facts
+        assert facts.ttfa is not None
+        dims: Dims = (old[A_CHANNEL], account, old[A_INBOX], old[A_APP])
+        fact = tuple(facts.with_value(facts.ttfa, None, dims, old[A_TIME], -1, old[A_TIME] - created))
+        self.delta.facts.append(fact)
+        self.delta.retractions.append(fact)
+
+    def _counted_assignment(
+        self, account: int, conversation: int, conv: Conversation, new: list[Any]
+    ) -> None:
+        """Record the counted first assignment (the store's first_assignments row) and forget
+        the assignments after it (none of them can become the first)."""
+        assigns = conv[ASSIGNS]
+        del assigns[assigns.index(new) + 1 :]
+        self.delta.first_assignments[(account, conversation)] = (
+            account, conversation, self.partition, new[A_CHANNEL], new[A_INBOX], new[A_APP],
+            new[A_TIME], new[A_TIME] - conv[CREATED_AT],
+        )  # fmt: skip
 
     def _correct(self, account: int, conversation: int, conv: Conversation, new_start: int) -> None:
         """A start at `new_start` arrived: fix closures whose latest start it now is."""
@@ -229,6 +354,32 @@ class PartitionFold:
         return [conv_key(k) for k in gone]
 
 
+def legacy_first(conv: Conversation) -> list[Any] | None:
+    """The first close of a state stored before first_closes: its earliest closure (ties:
+    the smaller event hash, its id being unknown), marked never counted (id None)."""
+    if not conv[CLOSURES]:
+        return None
+    c = min(conv[CLOSURES], key=lambda c: (c[C_CLOSED], c[C_HASH]))
+    return [c[C_CLOSED], None, c[C_HASH]]
+
+
+def _by_time_and_id(a: list[Any]) -> tuple[int, str]:
+    return a[A_TIME], a[A_ID]
+
+
+def first_assignment(conv: Conversation) -> list[Any] | None:
+    """The assignment time to first assignment counts: the earliest (time, event id) at or
+    after the conversation's created time; None without a created event or such an
+    assignment."""
+    created = conv[CREATED_AT]
+    if created is None:
+        return None
+    for a in conv[ASSIGNS]:
+        if a[A_TIME] >= created:
+            return a  # type: ignore[no-any-return]
+    return None
+
+
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 
 
@@ -254,6 +405,13 @@ def check_range(e: Event, conv: Conversation) -> None:
         for c in conv[CLOSURES]:
             if c[C_CLOSED] >= t and not (c[C_START] is not None and c[C_START] >= t):
                 _in_i64(c[C_CLOSED] - t)
+    if len(conv) > ASSIGNS:  # time to first assignment folded
+        if e.kind == CREATED:
+            for a in conv[ASSIGNS]:
+                if a[A_TIME] >= t:
+                    _in_i64(a[A_TIME] - t)
+        elif e.kind == ASSIGNED and conv[CREATED_AT] is not None and t >= conv[CREATED_AT]:
+            _in_i64(t - conv[CREATED_AT])
 
 
 class Fold(Protocol):

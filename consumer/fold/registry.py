@@ -54,6 +54,8 @@ class Metric:
         counts: a counter that counts events of these types (distinct event ids) needs no
             rule of its own in the fold: both folds count it from this declaration.
         when: ... and only those for which this named condition of `CONDITIONS` holds.
+        rule: a counter with a rule of its own in both folds, named in `RULES` (it may
+            retract: `first_closes` takes back an old first close when an earlier one arrives).
     """
 
     name: str
@@ -69,6 +71,7 @@ class Metric:
     partial_size: int | None = None
     counts: tuple[str, ...] = ()
     when: str | None = None
+    rule: str | None = None
 
     def __post_init__(self) -> None:
         if not self.column:
@@ -154,6 +157,8 @@ class Registry:
             if m.when is not None and m.when not in CONDITIONS:
                 known = sorted(CONDITIONS)
                 raise ValueError(f"metric {m.name!r}: unknown condition {m.when!r}; known: {known}")
+            if m.rule is not None and m.rule not in RULES:
+                raise ValueError(f"metric {m.name!r}: unknown rule {m.rule!r}; known: {sorted(RULES)}")
             unknown = set(m.groupings or ()) - {g.name for g in self.groupings}
             if unknown or set(m.windows or ()) - set(self.windows):
                 raise ValueError(f"metric {m.name!r} names an undeclared grouping or window")
@@ -223,6 +228,11 @@ RANK_STATS: Final = ("count", "sum", "min", "max", "mean")
 #: the conditions a counter may put on the events it counts (`Metric.when`); the compiled
 #: fold implements the same names
 CONDITIONS: Final = frozenset({"unread", "window_expired"})
+#: the rules of counters that count by a rule of their own (`Metric.rule`), in both folds
+FIRST_CLOSE: Final = "first_close"
+RULES: Final = frozenset({FIRST_CLOSE})
+#: the fact column of time to first assignment (`consumer.fold.reference`: its own rule)
+TTFA: Final = "ttfa"
 
 CHANNEL_TYPE: Final = "channel_type"
 ACCOUNT: Final = "account"
@@ -286,11 +296,26 @@ REGISTRY: Final = Registry(
             when="window_expired",
         ),
         Metric(
+            "first_closes",
+            Kind.COUNTER,
+            "1",
+            "Closures that are the earliest closure of their conversation (ties: the smaller event id).",
+            rule=FIRST_CLOSE,
+        ),
+        Metric(
             "time_to_close",
             Kind.DISTRIBUTION,
             "s",
             "Seconds from the latest create or reopen to the close.",
             column="ttc",
+        ),
+        Metric(
+            "time_to_first_assignment",
+            Kind.DISTRIBUTION,
+            "s",
+            "Seconds from a conversation's earliest create to its earliest assignment at or after it.",
+            column=TTFA,
+            bin_base=2 * LAG_BASE,
         ),
         Metric(
             "ingest_lag",
