@@ -23,7 +23,7 @@ from consumer.fold import Delta, Fold, apply_batch
 from consumer.fold import PartitionFold as PythonFold
 from consumer.fold.delta import LAYOUT, ConvKey, FactLayout, layout_of
 from consumer.fold.model import KINDS
-from consumer.fold.registry import REGISTRY, Kind, Registry
+from consumer.fold.registry import FIRST_CLOSE, REGISTRY, TTFA, Kind, Registry
 from consumer.fold.sketch import _MULTIPLIER, _OFFSET, LAG_BASE, ZERO_BIN
 
 #: The compiled fold allocates with mimalloc, apart from the C heap that Python and
@@ -36,26 +36,45 @@ for _option, _value in (("PURGE_DELAY", "0"), ("ARENA_EAGER_COMMIT", "0"), ("EAG
     os.environ.setdefault(f"MIMALLOC_{_option}", _value)
 
 
+@dataclass(frozen=True)
+class CompiledRules:
+    """How a compiled fold is configured for a fact layout (`compiled_rules`)."""
+
+    #: (the event kinds each counter counts, its condition), in fact order
+    counters: list[tuple[list[int], str | None]]
+    #: the position of first_closes among the counters (None: not folded)
+    first_close: int | None
+    #: time to first assignment folded
+    ttfa: bool
+
+
 @cache
-def compiled_counters(layout: FactLayout, built: Any) -> list[tuple[list[int], str | None]]:
+def compiled_rules(layout: FactLayout, built: Any) -> CompiledRules:
     """The counters of a fact layout as the compiled fold is configured with them: (the
-    event kinds each counts, its condition). A ConfigError when the compiled fold cannot
-    emit the layout: other dimensions or distributions, or a counter with a rule of its own."""
+    event kinds each counts, its condition), and its rule counters and distributions. A
+    ConfigError when the compiled fold cannot emit the layout: other dimensions or
+    distributions, or a counter with a rule it does not know."""
     counters = [m for m in layout.fact_metrics if m.kind is Kind.COUNTER]
+    dists = [m.column for m in layout.fact_metrics if m.kind is Kind.DISTRIBUTION]
     expected = (
         *built.DIMENSIONS,
         "t",
         *(m.column for m in counters),
-        *(f for d in built.DISTRIBUTIONS for f in (f"{d}_n", d, f"{d}_bin")),
+        *(f for d in built.DISTRIBUTIONS if d in dists for f in (f"{d}_n", d, f"{d}_bin")),
     )
-    ruled = [m.name for m in counters if not m.counts]
-    if layout.fields != expected or ruled or len(counters) > built.MAX_COUNTERS:
+    ruled = [m.name for m in counters if not m.counts and m.rule != FIRST_CLOSE]
+    if layout.fields != expected or ruled or len(counters) > built.MAX_COUNTERS or "ttc" not in dists:
         raise ConfigError(
             f"the compiled fold emits facts {expected}, the metric registry lays them out as "
             f"{layout.fields}{f' (counters with a rule of their own: {ruled})' if ruled else ''}: "
             "give consumer/native the new metric's rule too and rebuild (make setup)"
         )
-    return [([KINDS[k] for k in m.counts], m.when) for m in counters]
+    first = [i for i, m in enumerate(counters) if m.rule == FIRST_CLOSE]
+    return CompiledRules(
+        [([KINDS[k] for k in m.counts], m.when) for m in counters],
+        first[0] if first else None,
+        TTFA in dists,
+    )
 
 
 native: ModuleType | None
@@ -66,7 +85,7 @@ except ImportError:
         raise  # built, but this interpreter cannot load it: say so
     native = None  # not built (no Rust toolchain): the reference fold runs
 else:
-    compiled_counters(LAYOUT, _built)  # the production registry: refused at import if it cannot
+    compiled_rules(LAYOUT, _built)  # the production registry: refused at import if it cannot
     _built.configure(_MULTIPLIER, _OFFSET, ZERO_BIN, LAG_BASE, Delta)
     native = _built
 
@@ -94,14 +113,16 @@ def _native_fold(
 ) -> Fold:
     """A compiled partition fold counting `registry`'s counters (as `PythonFold` takes it)."""
     assert native is not None
-    counters = compiled_counters(layout_of(registry), native)
+    rules = compiled_rules(layout_of(registry), native)
     fold: Fold = native.PartitionFold(
         partition,
         idle,
         watermark,
         max_seen=max_seen,
-        counters=counters,
+        counters=rules.counters,
         inbox_app=registry.groups_by_inbox_or_app,
+        first_close=rules.first_close,
+        ttfa=rules.ttfa,
     )
     return fold
 

@@ -264,8 +264,8 @@ class PartitionFold:
             return
         if fact is not None:
             self.delta.facts.append(tuple(fact))
-        if new is not None:  # this one came after the counted one: it can never count
-            conv[ASSIGNS].remove(mine)
+        if new is not None and _by_time_and_id(mine) > _by_time_and_id(new):
+            conv[ASSIGNS].remove(mine)  # after the counted one: it can never count
 
     def _created(self, e: Event, conv: Conversation) -> None:
         """A created event arrived: the conversation's created time may move earlier, and

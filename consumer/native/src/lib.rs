@@ -67,7 +67,7 @@ const MAX_COUNTERS: usize = 16;
 /// (consumer.fold.facts.FOLD_DIMENSIONS; consumer/fold/native.py checks the registry's
 /// fact layout against them and the counters `configure` was given).
 const DIMENSIONS: [&str; 4] = ["channel_type", "account", "inbox", "app"];
-const DISTRIBUTIONS: [&str; 1] = ["ttc"];
+const DISTRIBUTIONS: [&str; 2] = ["ttc", "ttfa"];
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
 
@@ -100,16 +100,89 @@ struct Closure {
     app: Option<i64>,
 }
 
+/// A conversation's first close: `[closed, event id, hash]`; an id of null: a state stored
+/// before first_closes, whose first close was never counted (consumer.fold.reference).
+#[derive(Deserialize, Serialize, Clone)]
+struct First(i64, Option<String>, i64);
+
+/// An assignment that is or may become the conversation's first.
+#[derive(Clone)]
+struct Assign {
+    t: i64,
+    id: String,
+    ch: u32,
+    inbox: Option<i64>,
+    app: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct AssignIn(i64, String, String, Option<i64>, Option<i64>);
+
 #[derive(Default)]
 struct Conv {
     last: i64,
     starts: Vec<i64>,
     closures: Vec<Closure>,
     seen: Vec<i64>,
+    /// the state carries `first`, `created` and `assigns` (a fold of first_closes or time
+    /// to first assignment keeps them; a state of the closures set has none)
+    firsts: bool,
+    first: Option<First>,
+    created: Option<i64>,
+    assigns: Vec<Assign>,
 }
 
-#[derive(Deserialize)]
-struct ConvIn(i64, Vec<i64>, Vec<ClosureIn>, Vec<i64>);
+impl Conv {
+    /// The index of the assignment time to first assignment counts: the earliest at or
+    /// after the created time (consumer.fold.reference.first_assignment).
+    fn first_assignment(&self) -> Option<usize> {
+        let created = self.created?;
+        self.assigns.iter().position(|a| a.t >= created)
+    }
+}
+
+/// A stored conversation: `[last, starts, closures, seen]`, or with `first, created,
+/// assigns` after them.
+struct ConvIn(
+    i64,
+    Vec<i64>,
+    Vec<ClosureIn>,
+    Vec<i64>,
+    Option<(Option<First>, Option<i64>, Vec<AssignIn>)>,
+);
+
+impl<'de> Deserialize<'de> for ConvIn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = ConvIn;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a conversation: [last, starts, closures, seen(, first, created, assigns)]")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ConvIn, A::Error> {
+                use serde::de::Error;
+                let missing = |i| A::Error::invalid_length(i, &self);
+                let last = seq.next_element()?.ok_or_else(|| missing(0))?;
+                let starts = seq.next_element()?.ok_or_else(|| missing(1))?;
+                let closures = seq.next_element()?.ok_or_else(|| missing(2))?;
+                let seen = seq.next_element()?.ok_or_else(|| missing(3))?;
+                let firsts = match seq.next_element::<Option<First>>()? {
+                    None => None,
+                    Some(first) => {
+                        let created = seq.next_element()?.ok_or_else(|| missing(5))?;
+                        let assigns = seq.next_element()?.ok_or_else(|| missing(6))?;
+                        Some((first, created, assigns))
+                    }
+                };
+                Ok(ConvIn(last, starts, closures, seen, firsts))
+            }
+        }
+        d.deserialize_seq(Visit)
+    }
+}
 
 /// A stored closure: `[hash, closed, channel type, start, inbox, app]`, or its first four
 /// (stored before closures kept their inbox and app: those are then null).
@@ -152,7 +225,19 @@ enum ClosureOut<'a> {
 }
 
 #[derive(Serialize)]
-struct ConvOut<'a>(i64, &'a [i64], Vec<ClosureOut<'a>>, &'a [i64]);
+#[serde(untagged)]
+enum ConvOut<'a> {
+    Short(i64, &'a [i64], Vec<ClosureOut<'a>>, &'a [i64]),
+    Full(
+        i64,
+        &'a [i64],
+        Vec<ClosureOut<'a>>,
+        &'a [i64],
+        &'a Option<First>,
+        Option<i64>,
+        Vec<(i64, &'a str, &'a str, Option<i64>, Option<i64>)>,
+    ),
+}
 
 /// The dimensions of the event a fact counts (consumer.fold.facts.Dims).
 #[derive(Clone, Copy)]
@@ -170,6 +255,10 @@ struct Fact {
     ttc_n: i8,
     ttc: Option<i64>,
     bin: Option<i64>,
+    /// time to first assignment: sign, value, bin
+    fa_n: i8,
+    fa: Option<i64>,
+    fa_bin: Option<i64>,
 }
 
 impl Fact {
@@ -181,7 +270,17 @@ impl Fact {
             ttc_n: 0,
             ttc: None,
             bin: None,
+            fa_n: 0,
+            fa: None,
+            fa_bin: None,
         }
+    }
+
+    /// A fact of time to first assignment added (sign 1) or retracted (-1).
+    fn assignment(cfg: &Config, dims: Dims, t: i64, sign: i8, value: i64) -> Self {
+        let mut f = Fact::new(dims, t);
+        (f.fa_n, f.fa, f.fa_bin) = (sign, Some(value), Some(bin_of(cfg, value)));
+        f
     }
 }
 
@@ -214,12 +313,22 @@ struct Lag {
     bins: HashMap<i64, i64>,
 }
 
+/// consumer.fold.delta.FirstAssignmentRow, by (account, conversation)
+struct FirstAssignmentRow {
+    ch: u32,
+    inbox: Option<i64>,
+    app: Option<i64>,
+    assigned: i64,
+    ttfa: i64,
+}
+
 #[derive(Default)]
 struct Pending {
     facts: Vec<Fact>,
     closures: HashMap<i64, ClosureRow>,
     lags: HashMap<(u32, i64), Lag>,
     retractions: Vec<usize>, // indices into facts
+    first_assignments: HashMap<(i64, i64), FirstAssignmentRow>,
 }
 
 /// Channel type names, interned per fold: facts and closures carry an index.
@@ -262,6 +371,9 @@ struct Ev {
     inbox: Option<i64>,
     app: Option<i64>,
     window_expires: Option<i64>,
+    /// the event id, where a rule breaks ties by it (closures and assignments of a fold of
+    /// first_closes or time to first assignment); else None
+    id: Option<String>,
 }
 
 fn event_hash(id: &str) -> i64 {
@@ -327,6 +439,10 @@ pub struct PartitionFold {
     counters: Vec<Counter>,
     /// the registry groups by inbox or app: events' and closures' are kept (else None)
     inbox_app: bool,
+    /// the position of first_closes among the counters (None: not folded)
+    first_close: Option<usize>,
+    /// time to first assignment folded
+    ttfa: bool,
 }
 
 /// The counters of a registry, from (the event kinds each counts, its condition).
@@ -361,8 +477,16 @@ fn counters_of(spec: Vec<(Vec<u8>, Option<String>)>) -> PyResult<Vec<Counter>> {
     Ok(rules)
 }
 
-/// A stored conversation's JSON text, its channel names interned in `channels`.
-fn parse(channels: &mut Channels, py: Python<'_>, key: (i64, i64), blob: &str) -> PyResult<Conv> {
+/// A stored conversation's JSON text, its channel names interned in `channels`; `firsts`:
+/// the fold keeps first close and assignments, so a state without them gets them
+/// (consumer.fold.reference.legacy_first).
+fn parse(
+    channels: &mut Channels,
+    py: Python<'_>,
+    key: (i64, i64),
+    blob: &str,
+    firsts: bool,
+) -> PyResult<Conv> {
     let c: ConvIn = serde_json::from_str(blob).map_err(|e| {
         PyValueError::new_err(format!(
             "stored state of conversation {key:?} is not a conversation: {e}"
@@ -378,12 +502,39 @@ fn parse(channels: &mut Channels, py: Python<'_>, key: (i64, i64), blob: &str) -
                 inbox,
                 app,
             })
-            .collect();
+            .collect::<Vec<Closure>>();
+    let (firsts, first, created, assigns) = match c.4 {
+        Some((first, created, assigns)) => {
+            let assigns = assigns
+                .into_iter()
+                .map(|AssignIn(t, id, ch, inbox, app)| Assign {
+                    t,
+                    id,
+                    ch: channels.id(py, &ch),
+                    inbox,
+                    app,
+                })
+                .collect();
+            (true, first, created, assigns)
+        }
+        None if firsts => {
+            let first = closures
+                .iter()
+                .min_by_key(|c| (c.closed, c.hash))
+                .map(|c| First(c.closed, None, c.hash));
+            (true, first, None, Vec::new())
+        }
+        None => (false, None, None, Vec::new()),
+    };
     Ok(Conv {
         last: c.0,
         starts: c.1,
         closures,
         seen: c.3,
+        firsts,
+        first,
+        created,
+        assigns,
     })
 }
 
@@ -401,17 +552,35 @@ impl PartitionFold {
                 }
             })
             .collect();
-        serde_json::to_string(&ConvOut(c.last, &c.starts, closures, &c.seen))
-            .expect("JSON of ints and strings")
+        let out = if c.firsts {
+            let assigns = c
+                .assigns
+                .iter()
+                .map(|a| {
+                    let ch = self.channels.names[a.ch as usize].as_str();
+                    (a.t, a.id.as_str(), ch, a.inbox, a.app)
+                })
+                .collect();
+            ConvOut::Full(
+                c.last, &c.starts, closures, &c.seen, &c.first, c.created, assigns,
+            )
+        } else {
+            ConvOut::Short(c.last, &c.starts, closures, &c.seen)
+        };
+        serde_json::to_string(&out).expect("JSON of ints and strings")
     }
 
     fn apply_event(&mut self, py: Python<'_>, e: &Ev) -> PyResult<bool> {
         let cfg = config()?;
         let key = (e.account, e.conversation);
+        let firsts = self.first_close.is_some() || self.ttfa;
         if !self.hot.contains_key(&key) {
             let conv = match self.idle.get(&key) {
-                Some(blob) => parse(&mut self.channels, py, key, blob)?,
-                None => Conv::default(),
+                Some(blob) => parse(&mut self.channels, py, key, blob, firsts)?,
+                None => Conv {
+                    firsts,
+                    ..Conv::default()
+                },
             };
             self.hot.insert(key, conv);
         }
@@ -422,8 +591,11 @@ impl PartitionFold {
             duplicates,
             max_seen,
             counters,
+            first_close,
+            ttfa,
             ..
         } = self;
+        let (first_close, ttfa) = (*first_close, *ttfa);
         let conv = hot.get_mut(&key).expect("inserted above");
         check_range(e, conv)?;
         if conv.seen.contains(&e.hash) {
@@ -502,7 +674,38 @@ impl PartitionFold {
                 f.ttc = Some(d);
                 f.bin = Some(bin_of(cfg, d));
             }
+            let mut taken_back = None;
+            if let Some(at) = first_close {
+                let id = e.id.as_deref().unwrap_or("");
+                let earlier = match &conv.first {
+                    None => true,
+                    Some(First(closed, old_id, _)) => {
+                        t < *closed || (t == *closed && old_id.as_deref().is_some_and(|o| id < o))
+                    }
+                };
+                if earlier {
+                    fact.get_or_insert_with(|| Fact::new(dims, t)).counts[at] += 1;
+                    if let Some(First(closed, Some(_), hash)) = &conv.first {
+                        let c = conv
+                            .closures
+                            .iter()
+                            .find(|c| c.hash == *hash)
+                            .expect("a first close is one of its conversation's closures");
+                        let cdims = Dims {
+                            ch: c.ch,
+                            acc: a,
+                            inbox: c.inbox,
+                            app: c.app,
+                        };
+                        let mut f = Fact::new(cdims, *closed);
+                        f.counts[at] = -1;
+                        taken_back = Some(f);
+                    }
+                    conv.first = Some(First(t, Some(id.to_owned()), e.hash));
+                }
+            }
             pending.facts.extend(fact);
+            pending.facts.extend(taken_back);
             conv.closures.push(Closure {
                 hash: e.hash,
                 closed: t,
@@ -523,6 +726,42 @@ impl PartitionFold {
                     app,
                 },
             );
+        } else if e.kind == ASSIGNED && ttfa {
+            let mut fact = counted(counters, e.kind, 0, dims, t);
+            let old = conv.first_assignment().map(|i| conv.assigns[i].clone());
+            let id = e.id.clone().unwrap_or_default();
+            let pos = conv
+                .assigns
+                .partition_point(|x| (x.t, x.id.as_str()) <= (t, id.as_str()));
+            conv.assigns.insert(
+                pos,
+                Assign {
+                    t,
+                    id,
+                    ch: e.ch,
+                    inbox,
+                    app,
+                },
+            );
+            match conv.first_assignment() {
+                Some(k) if k == pos => {
+                    let created = conv.created.expect("a first assignment has a created time");
+                    let value = t.checked_sub(created).ok_or_else(overflow)?;
+                    let f = fact.get_or_insert_with(|| Fact::new(dims, t));
+                    (f.fa_n, f.fa, f.fa_bin) = (1, Some(value), Some(bin_of(cfg, value)));
+                    pending.facts.extend(fact);
+                    if let Some(o) = old {
+                        retract_assignment(cfg, pending, a, &o, created)?;
+                    }
+                    counted_assignment(pending, key, conv, k)?;
+                }
+                found => {
+                    pending.facts.extend(fact);
+                    if found.is_some_and(|k| k < pos) {
+                        conv.assigns.remove(pos); // after the counted one: it can never count
+                    }
+                }
+            }
         } else {
             pending.facts.extend(counted(counters, e.kind, 0, dims, t));
         }
@@ -566,6 +805,29 @@ impl PartitionFold {
                 );
             }
         }
+        if e.kind == CREATED && ttfa && conv.created.is_none_or(|w| t < w) {
+            // the created time moves earlier: the first assignment, or its duration, may change
+            let was = conv.created;
+            let old = conv.first_assignment().map(|i| conv.assigns[i].clone());
+            conv.created = Some(t);
+            if let Some(k) = conv.first_assignment() {
+                if let (Some(o), Some(w)) = (old, was) {
+                    retract_assignment(cfg, pending, a, &o, w)?;
+                }
+                let n = &conv.assigns[k];
+                let value = n.t.checked_sub(t).ok_or_else(overflow)?;
+                let ndims = Dims {
+                    ch: n.ch,
+                    acc: a,
+                    inbox: n.inbox,
+                    app: n.app,
+                };
+                pending
+                    .facts
+                    .push(Fact::assignment(cfg, ndims, n.t, 1, value));
+                counted_assignment(pending, key, conv, k)?;
+            }
+        }
         Ok(true)
     }
 
@@ -592,6 +854,11 @@ impl PartitionFold {
                 items.push(f.ttc_n.into_pyobject(py)?.into_any());
                 items.push(f.ttc.into_pyobject(py)?.into_any());
                 items.push(f.bin.into_pyobject(py)?.into_any());
+                if self.ttfa {
+                    items.push(f.fa_n.into_pyobject(py)?.into_any());
+                    items.push(f.fa.into_pyobject(py)?.into_any());
+                    items.push(f.fa_bin.into_pyobject(py)?.into_any());
+                }
                 PyTuple::new(py, items)
             })
             .collect::<PyResult<_>>()?;
@@ -633,7 +900,24 @@ impl PartitionFold {
             )?;
             lags.set_item((ch(*c), *hour), agg)?;
         }
+        let firsts = PyDict::new(py);
+        for ((a, c), r) in &self.pending.first_assignments {
+            firsts.set_item(
+                (*a, *c),
+                (
+                    *a,
+                    *c,
+                    self.partition,
+                    ch(r.ch),
+                    r.inbox,
+                    r.app,
+                    r.assigned,
+                    r.ttfa,
+                ),
+            )?;
+        }
         let kwargs = PyDict::new(py);
+        kwargs.set_item("first_assignments", firsts)?;
         kwargs.set_item("facts", PyList::new(py, facts)?)?;
         kwargs.set_item("closures", closures)?;
         kwargs.set_item("lags", lags)?;
@@ -657,8 +941,55 @@ impl PartitionFold {
             inbox: t.get_item(9)?.extract()?,
             app: t.get_item(10)?.extract()?,
             window_expires: t.get_item(11)?.extract()?,
+            id: Some(t.get_item(12)?.extract()?),
         })
     }
+}
+
+/// The retraction of a counted first assignment `o` (its duration from `created`).
+fn retract_assignment(
+    cfg: &Config,
+    pending: &mut Pending,
+    account: i64,
+    o: &Assign,
+    created: i64,
+) -> PyResult<()> {
+    let value = o.t.checked_sub(created).ok_or_else(overflow)?;
+    let dims = Dims {
+        ch: o.ch,
+        acc: account,
+        inbox: o.inbox,
+        app: o.app,
+    };
+    pending.retractions.push(pending.facts.len());
+    pending
+        .facts
+        .push(Fact::assignment(cfg, dims, o.t, -1, value));
+    Ok(())
+}
+
+/// The counted first assignment is the k-th: its store row, and the assignments after it
+/// forgotten (none of them can become the first).
+fn counted_assignment(
+    pending: &mut Pending,
+    key: (i64, i64),
+    conv: &mut Conv,
+    k: usize,
+) -> PyResult<()> {
+    conv.assigns.truncate(k + 1);
+    let n = &conv.assigns[k];
+    let created = conv.created.expect("a first assignment has a created time");
+    pending.first_assignments.insert(
+        key,
+        FirstAssignmentRow {
+            ch: n.ch,
+            inbox: n.inbox,
+            app: n.app,
+            assigned: n.t,
+            ttfa: n.t.checked_sub(created).ok_or_else(overflow)?,
+        },
+    );
+    Ok(())
 }
 
 /// consumer.fold.check_range: an event whose time arithmetic leaves 64 bits (a lag, a
@@ -681,6 +1012,20 @@ fn check_range(e: &Ev, conv: &Conv) -> PyResult<()> {
             if c.closed >= t && c.start.is_none_or(|s| s < t) {
                 c.closed.checked_sub(t).ok_or_else(overflow)?;
             }
+        }
+    }
+    if conv.firsts {
+        if e.kind == CREATED {
+            for a in &conv.assigns {
+                if a.t >= t {
+                    a.t.checked_sub(t).ok_or_else(overflow)?;
+                }
+            }
+        } else if e.kind == ASSIGNED
+            && let Some(c) = conv.created
+            && t >= c
+        {
+            t.checked_sub(c).ok_or_else(overflow)?;
         }
     }
     Ok(())
@@ -771,9 +1116,12 @@ fn record_event(
         Some(v) => v.extract()?,
         None => None,
     };
+    let id = id.cast::<PyString>()?.to_str()?;
+    let keep_id = (kind == CLOSED && fold.first_close.is_some()) || (kind == ASSIGNED && fold.ttfa);
     Ok(Some(Ev {
         kind,
-        hash: event_hash(id.cast::<PyString>()?.to_str()?),
+        hash: event_hash(id),
+        id: keep_id.then(|| id.to_owned()),
         account: item(rec, &keys.account)?.extract()?,
         conversation: item(data, &keys.id)?.extract()?, // data.id: the conversation's id
         ch,
@@ -792,7 +1140,10 @@ impl PartitionFold {
     /// `counters`: the registry's counters in fact order, each (the event kinds it counts,
     /// its condition): consumer/fold/native.py derives them from the registry.
     #[new]
-    #[pyo3(signature = (partition, idle=None, watermark=0, *, max_seen=256, counters=Vec::new(), inbox_app=true))]
+    /// `first_close`: the position of first_closes among them (None: not folded); `ttfa`:
+    /// time to first assignment folded (its facts carry the distribution's three fields).
+    #[pyo3(signature = (partition, idle=None, watermark=0, *, max_seen=256, counters=Vec::new(), inbox_app=true, first_close=None, ttfa=false))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         partition: i64,
         idle: Option<&Bound<'_, PyDict>>,
@@ -800,8 +1151,15 @@ impl PartitionFold {
         max_seen: usize,
         counters: Vec<(Vec<u8>, Option<String>)>,
         inbox_app: bool,
+        first_close: Option<usize>,
+        ttfa: bool,
     ) -> PyResult<Self> {
         let counters = counters_of(counters)?;
+        if first_close.is_some_and(|i| i >= counters.len()) {
+            return Err(PyValueError::new_err(
+                "first_close must be the position of a counter",
+            ));
+        }
         let mut map = HashMap::new();
         if let Some(idle) = idle {
             map.reserve(idle.len());
@@ -822,6 +1180,8 @@ impl PartitionFold {
             channels: Channels::default(),
             counters,
             inbox_app,
+            first_close,
+            ttfa,
         })
     }
 
