@@ -59,6 +59,22 @@ POSTGRES = Dialect(
 )
 
 ROW_KEY = ("by", "win", "start", "key", "partition")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a distribution's values live one per event, by event time: a row's min/max
+    is recomputed from there after a retraction (the stores' RECHECK)."""
+
+    table: str
+    time: str  # the column of the event time
+
+
+#: the distributions whose values a late event retracts, by name
+RECHECKED = {
+    "time_to_close": Source("closures", "closed_at"),
+    "time_to_first_assignment": Source("first_assignments", "assigned_at"),
+}
 #: the facts are staged per grouping in rows of this many seconds (partials: their own size)
 STAGED = 60
 

@@ -8,6 +8,9 @@ from consumer.fold.delta import RowKey, layout_of, row_keys
 from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.sketch import bin_of
 from consumer.fold.windows import ALL, ALL_START
+
+#: where time to first assignment's bins lie in a row's bin space
+TTFA_BASE = REGISTRY.metric("time_to_first_assignment").bin_base
 from consumer.store import MetricRow
 
 
@@ -16,17 +19,22 @@ class RowDelta:
 
     __slots__ = (
         "assignments", "bins", "closed_unread", "closed_window_expired", "closures", "created",
-        "lag_count", "lag_max", "lag_sum", "recheck", "reopens", "snoozes", "ttc_count", "ttc_max",
-        "ttc_min", "ttc_sum",
+        "first_closes", "lag_count", "lag_max", "lag_sum", "recheck", "recheck_ttfa", "reopens",
+        "snoozes", "ttc_count", "ttc_max", "ttc_min", "ttc_sum", "ttfa_count", "ttfa_max",
+        "ttfa_min", "ttfa_sum",
     )  # fmt: skip
 
     def __init__(self) -> None:
         for m in REGISTRY.counters:  # closures, reopens, closed_unread, created, ...
             setattr(self, m.column, 0)
-        self.ttc_count = 0
-        self.ttc_sum = 0
+        self.ttc_count = self.ttfa_count = 0
+        self.ttc_sum = self.ttfa_sum = 0
         self.ttc_min: int | None = None
         self.ttc_max: int | None = None
+        self.ttfa_min: int | None = None
+        self.ttfa_max: int | None = None
+        #: a time to first assignment was retracted: min/max recomputed from first_assignments
+        self.recheck_ttfa = False
         self.bins: dict[int, int] = {}
         #: a duration was retracted: min/max must be recomputed from the closures table
         self.recheck = False
@@ -57,6 +65,23 @@ class RowDelta:
         self.bins[b] = self.bins.get(b, 0) - 1
         self.recheck = True
 
+    def add_ttfa(self, seconds: int, b: int) -> None:
+        self.ttfa_count += 1
+        self.ttfa_sum += seconds
+        if self.ttfa_min is None or seconds < self.ttfa_min:
+            self.ttfa_min = seconds
+        if self.ttfa_max is None or seconds > self.ttfa_max:
+            self.ttfa_max = seconds
+        b += TTFA_BASE
+        self.bins[b] = self.bins.get(b, 0) + 1
+
+    def retract_ttfa(self, seconds: int, b: int) -> None:
+        self.ttfa_count -= 1
+        self.ttfa_sum -= seconds
+        b += TTFA_BASE
+        self.bins[b] = self.bins.get(b, 0) - 1
+        self.recheck_ttfa = True
+
 
 def delta_rows(delta: Delta, registry: Registry = REGISTRY) -> dict[RowKey, RowDelta]:
     """The facts aggregated per metric row (computed on each access)."""
@@ -71,8 +96,10 @@ def delta_rows(delta: Delta, registry: Registry = REGISTRY) -> dict[RowKey, RowD
     layout = layout_of(registry)
     counters = [(m.column, layout.position(m.name)) for m in registry.counters]
     ttc_at = layout.position("time_to_close")
+    fa_at = layout.position("time_to_first_assignment") if "ttfa_n" in layout.fields else None
     for fact in delta.facts:
         ttc_n, ttc, b = fact[ttc_at : ttc_at + 3]
+        fa_n, fa, fb = (0, None, None) if fa_at is None else fact[fa_at : fa_at + 3]
         for k in row_keys(fact, registry):
             r = row(k)
             for column, at in counters:
@@ -81,6 +108,10 @@ def delta_rows(delta: Delta, registry: Registry = REGISTRY) -> dict[RowKey, RowD
                 r.add_ttc(ttc, b)  # type: ignore[arg-type]
             elif ttc_n < 0:
                 r.retract_ttc(ttc, b)  # type: ignore[arg-type]
+            if fa_n > 0:
+                r.add_ttfa(fa, fb)  # type: ignore[arg-type]
+            elif fa_n < 0:
+                r.retract_ttfa(fa, fb)  # type: ignore[arg-type]
     for (ch, hour), (n, total, most, bins) in delta.lags.items():
         for k in lag_keys(ch, hour):
             row(k).add_lags(n, total, most, bins)

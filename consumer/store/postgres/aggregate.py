@@ -21,7 +21,7 @@ from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.windows import WINDOWS
 from consumer.store import sqlgen
 from consumer.store.base import PartitionCommit
-from consumer.store.postgres.sql import ALL_TIME_END
+from consumer.store.postgres.sql import ALL_TIME_END, RECHECK
 
 
 @dataclass(frozen=True)
@@ -90,27 +90,34 @@ class Batch:
 
     def __init__(self, partitions: list[PartitionCommit], registry: Registry = REGISTRY) -> None:
         closures: dict[int, tuple[Any, ...]] = {}
-        self.recheck: set[tuple[int, str, str, str, int]] = set()
+        self.recheck: set[tuple[str, int, str, str, str, int]] = set()
+        firsts: dict[tuple[int, int], tuple[Any, ...]] = {}
         convs: dict[tuple[int, int], tuple[Any, ...]] = {}
         expired: set[tuple[int, int]] = set()
         for p in partitions:
             for closure in p.delta.closures.values():
                 closures[closure[0]] = closure
-            self.recheck.update((p.partition, *k) for k in p.delta.recheck(registry))
+            for metric in sqlgen.RECHECKED:
+                self.recheck.update((metric, p.partition, *k) for k in p.delta.recheck(registry, metric))
+            firsts.update(p.delta.first_assignments)
             for (a, c), blob in p.conversations.items():
                 convs[(a, c)] = (p.partition, a, c, blob)
             expired.update((a, c) for a, c in p.expired)
         self.closures = [closures[h] for h in sorted(closures)]
+        self.first_assignments = [firsts[k] for k in sorted(firsts)]
         self.conversations = [convs[k] for k in sorted(convs)]
         self.expired = sorted(expired)
         self.offsets = sorted((p.partition, p.next_offset, p.watermark) for p in partitions)
 
     def rechecks(self, registry: Registry) -> list[tuple[str, tuple[Any, ...]]]:
-        """(WHERE on the closures, arguments) of each row whose min/max must be recomputed."""
+        """(RECHECK's statement, arguments) of each row whose min/max of a distribution must
+        be recomputed from its source table."""
         out = []
-        for part, by, key, win, start in sorted(self.recheck):
+        for metric, part, by, key, win, start in sorted(self.recheck):
             size = WINDOWS[win]
             lo, hi = (start, start + size) if size else (-ALL_TIME_END, ALL_TIME_END)
             where, keys = sqlgen.key_filter(registry, by, key, "%s")
-            out.append((where, (*keys, lo, hi, part, by, win, start, key, part)))
+            src = sqlgen.RECHECKED[metric]
+            sql = RECHECK.format(where=where, c=registry.metric(metric).column, table=src.table, t=src.time)
+            out.append((sql, (*keys, lo, hi, part, by, win, start, key, part)))
         return out

@@ -18,6 +18,13 @@ CREATE TABLE IF NOT EXISTS closures (
 ALTER TABLE closures ADD COLUMN IF NOT EXISTS inbox BIGINT, ADD COLUMN IF NOT EXISTS app BIGINT;
 CREATE INDEX IF NOT EXISTS closures_by_channel ON closures (channel_type, closed_at);
 CREATE INDEX IF NOT EXISTS closures_by_account ON closures (account, closed_at);
+-- the assignment each conversation's time to first assignment counts (one row per
+-- conversation, replaced when a late event changes it): a row's min/max recheck reads it
+CREATE TABLE IF NOT EXISTS first_assignments (
+    account BIGINT NOT NULL, conversation BIGINT NOT NULL, partition INTEGER NOT NULL,
+    channel_type TEXT NOT NULL, inbox BIGINT, app BIGINT, assigned_at BIGINT NOT NULL,
+    ttfa BIGINT NOT NULL, PRIMARY KEY (account, conversation));
+CREATE INDEX IF NOT EXISTS first_assignments_by_channel ON first_assignments (channel_type, assigned_at);
 CREATE TABLE IF NOT EXISTS conversations (
     partition INTEGER NOT NULL, account BIGINT NOT NULL, conversation BIGINT NOT NULL,
     state TEXT NOT NULL, PRIMARY KEY (account, conversation));
@@ -52,15 +59,25 @@ SELECT * FROM unnest(%s::bigint[], %s::int[], %s::bigint[], %s::bigint[], %s::te
                      %s::bigint[], %s::bigint[], %s::bigint[])
 ON CONFLICT (event_hash) DO UPDATE SET ttc = excluded.ttc
 """
+UPSERT_FIRST_ASSIGNMENTS = """
+INSERT INTO first_assignments
+SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::int[], %s::text[], %s::bigint[], %s::bigint[],
+                     %s::bigint[], %s::bigint[])
+ON CONFLICT (account, conversation) DO UPDATE SET partition = excluded.partition,
+    channel_type = excluded.channel_type, inbox = excluded.inbox, app = excluded.app,
+    assigned_at = excluded.assigned_at, ttfa = excluded.ttfa
+"""
 UPSERT_CONVERSATIONS = """
 INSERT INTO conversations
 SELECT * FROM unnest(%s::int[], %s::bigint[], %s::bigint[], %s::text[])
 ON CONFLICT (account, conversation) DO UPDATE SET state = excluded.state, partition = excluded.partition
 """
+#: a row's min/max of a distribution recomputed from its source table after a retraction
+#: (`consumer.store.sqlgen.RECHECKED`: the closures, the first assignments)
 RECHECK = """
-UPDATE metric_rows SET (ttc_min, ttc_max) = (
-    SELECT min(ttc), max(ttc) FROM closures
-    WHERE {where} AND closed_at >= %s AND closed_at < %s AND partition = %s)
+UPDATE metric_rows SET ({c}_min, {c}_max) = (
+    SELECT min({c}), max({c}) FROM {table}
+    WHERE {where} AND {t} >= %s AND {t} < %s AND partition = %s)
 WHERE by = %s AND win = %s AND start = %s AND key = %s AND partition = %s
 """
 ALL_TIME_END = 2**62

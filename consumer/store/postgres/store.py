@@ -26,7 +26,7 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from consumer.exceptions import FencedError, StoreError, StoreUnavailableError
-from consumer.fold.delta import CLOSURE_WIDTH
+from consumer.fold.delta import CLOSURE_WIDTH, FIRST_ASSIGNMENT_WIDTH
 from consumer.fold.registry import APP, REGISTRY, Registry
 from consumer.fold.windows import ALL, WINDOWS
 from consumer.store import sqlgen
@@ -48,11 +48,11 @@ from consumer.store.postgres.aggregate import Batch, aggregate, columns
 from consumer.store.postgres.sql import (
     APP_INDEX,
     MIGRATE_PARTITION,
-    RECHECK,
     SCHEMA,
     SCHEMA_LOCK,
     UPSERT_CLOSURES,
     UPSERT_CONVERSATIONS,
+    UPSERT_FIRST_ASSIGNMENTS,
 )
 
 log = logging.getLogger(__name__)
@@ -235,10 +235,12 @@ class PostgresStore:
             return
         if batch.closures:
             conn.execute(UPSERT_CLOSURES, columns(batch.closures, CLOSURE_WIDTH))
+        if batch.first_assignments:
+            conn.execute(UPSERT_FIRST_ASSIGNMENTS, columns(batch.first_assignments, FIRST_ASSIGNMENT_WIDTH))
         aggregate(conn, partitions, self.registry)
         with conn.cursor() as cur:
-            for where, params in batch.rechecks(self.registry):
-                cur.execute(RECHECK.format(where=where), params)
+            for sql, params in batch.rechecks(self.registry):
+                cur.execute(sql, params)
         if batch.conversations:
             conn.execute(UPSERT_CONVERSATIONS, columns(batch.conversations, 4))
         if batch.expired:

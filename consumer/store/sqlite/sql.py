@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from consumer.fold.delta import CLOSURE_WIDTH, layout_of
+from consumer.fold.delta import CLOSURE_WIDTH, FIRST_ASSIGNMENT_WIDTH, layout_of
 from consumer.fold.registry import Registry
 from consumer.store import sqlgen
 
@@ -29,6 +29,14 @@ DROP INDEX IF EXISTS closures_by_account;
 -- covering (ttc included): recomputing a row's min/max after a retraction reads no table rows
 CREATE INDEX IF NOT EXISTS closures_by_channel_ttc ON closures (channel_type, closed_at, ttc);
 -- (the app index is made after MIGRATE_CLOSURES: an older store's table lacks the column)
+-- the assignment each conversation's time to first assignment counts (one row per
+-- conversation, replaced when a late event changes it): a row's min/max recheck reads it
+CREATE TABLE IF NOT EXISTS first_assignments (
+    account INTEGER NOT NULL, conversation INTEGER NOT NULL, partition INTEGER NOT NULL,
+    channel_type TEXT NOT NULL, inbox INTEGER, app INTEGER, assigned_at INTEGER NOT NULL,
+    ttfa INTEGER NOT NULL, PRIMARY KEY (account, conversation)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS first_assignments_by_channel
+    ON first_assignments (channel_type, assigned_at, ttfa);
 CREATE TABLE IF NOT EXISTS conversations (
     partition INTEGER NOT NULL, account INTEGER NOT NULL, conversation INTEGER NOT NULL,
     state TEXT NOT NULL, PRIMARY KEY (account, conversation)) WITHOUT ROWID;
@@ -108,6 +116,13 @@ STAGE_CLOSURES = {
     "ON CONFLICT DO UPDATE SET ttc = excluded.ttc"
     for packed in (False, True)
 }
+#: a commit's first assignments (consumer.fold.delta.FirstAssignmentRow), by payload kind
+STAGE_FIRST_ASSIGNMENTS = {
+    packed: f"INSERT INTO first_assignments {_rows(FIRST_ASSIGNMENT_WIDTH, packed)} WHERE true "
+    "ON CONFLICT DO UPDATE SET channel_type = excluded.channel_type, inbox = excluded.inbox, "
+    "app = excluded.app, assigned_at = excluded.assigned_at, ttfa = excluded.ttfa"
+    for packed in (False, True)
+}
 #: a store made before closures kept their inbox and app (NULL for the closures before)
 MIGRATE_CLOSURES = (
     "ALTER TABLE closures ADD COLUMN inbox INTEGER",
@@ -126,10 +141,11 @@ MIGRATE_BINS = (
 )
 
 
-#: a row's min/max recomputed from the closures after a retraction
+#: a row's min/max of a distribution recomputed from its source table after a retraction
+#: (`consumer.store.sqlgen.RECHECKED`: the closures, the first assignments)
 RECHECK = """
-UPDATE metric_rows SET (ttc_min, ttc_max) = (
-    SELECT min(ttc), max(ttc) FROM closures WHERE {where} AND closed_at >= ? AND closed_at < ?)
-WHERE by = ? AND win = ? AND start = ? AND key = ? AND partition = ? AND (ttc_min >= ? OR ttc_max <= ?)
+UPDATE metric_rows SET ({c}_min, {c}_max) = (
+    SELECT min({c}), max({c}) FROM {table} WHERE {where} AND {t} >= ? AND {t} < ?)
+WHERE by = ? AND win = ? AND start = ? AND key = ? AND partition = ? AND ({c}_min >= ? OR {c}_max <= ?)
 """
 ALL_TIME_END = 2**62

@@ -11,7 +11,7 @@ import orjson
 
 from consumer.exceptions import FencedError, StoreError
 from consumer.fold import decode_snapshot
-from consumer.fold.delta import CLOSURE_WIDTH
+from consumer.fold.delta import CLOSURE_WIDTH, FIRST_ASSIGNMENT_WIDTH
 from consumer.fold.native import native
 from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.windows import ALL, WINDOWS
@@ -37,6 +37,7 @@ from consumer.store.sqlite.sql import (
     RECHECK,
     SCHEMA,
     STAGE_CLOSURES,
+    STAGE_FIRST_ASSIGNMENTS,
     STAGE_LAGS,
     statements,
 )
@@ -156,15 +157,20 @@ class SqliteStore:
             for p in partitions
             if p.delta.lags
         ]
-        recheck: dict[tuple[str, str, str, int], tuple[int, int]] = {}
-        for p in partitions:
-            for k, (lo, hi) in p.delta.recheck(self.registry).items():
-                was = recheck.get(k)
-                recheck[k] = (lo, hi) if was is None else (min(lo, was[0]), max(hi, was[1]))
+        firsts = [r for p in partitions for r in p.delta.first_assignments.values()]
+        recheck: dict[tuple[str, str, str, str, int], tuple[int, int]] = {}
+        for metric in sqlgen.RECHECKED:
+            for p in partitions:
+                for (by, key, win, start), (lo, hi) in p.delta.recheck(self.registry, metric).items():
+                    k = (metric, by, key, win, start)
+                    was = recheck.get(k)
+                    recheck[k] = (lo, hi) if was is None else (min(lo, was[0]), max(hi, was[1]))
         with self._tx():
             db = self.db
             self._check_epochs(partitions)
             db.execute(STAGE_CLOSURES[packed], (closures,))
+            if firsts:
+                db.execute(STAGE_FIRST_ASSIGNMENTS[packed], (pack(firsts, FIRST_ASSIGNMENT_WIDTH),))
             if staged or lags:
                 seq = self._next_seq()
                 for sql in self.sql.clear:
@@ -175,8 +181,8 @@ class SqliteStore:
                     db.execute(STAGE_LAGS, (ONE_WRITER, seq, payload))
                 for sql in self.sql.aggregate:
                     db.execute(sql)
-            for (by, key, win, start), lost in recheck.items():
-                self._recheck(by, key, win, start, lost)
+            for (metric, by, key, win, start), lost in recheck.items():
+                self._recheck(metric, by, key, win, start, lost)
             for p in partitions:
                 self._commit_partition(p)
 
@@ -235,12 +241,14 @@ class SqliteStore:
         if fenced:
             raise FencedError(fenced)
 
-    def _recheck(self, by: str, key: str, win: str, start: int, lost: tuple[int, int]) -> None:
+    def _recheck(self, metric: str, by: str, key: str, win: str, start: int, lost: tuple[int, int]) -> None:
         size = WINDOWS[win]
         lo, hi = (start, start + size) if size else (-ALL_TIME_END, ALL_TIME_END)
         where, keys = sqlgen.key_filter(self.registry, by, key, "?")
         args = (*keys, lo, hi, by, win, start, key, ONE_WRITER, *lost)
-        self.db.execute(RECHECK.format(where=where), args)
+        src = sqlgen.RECHECKED[metric]
+        sql = RECHECK.format(where=where, c=self.registry.metric(metric).column, table=src.table, t=src.time)
+        self.db.execute(sql, args)
 
     def _commit_partition(self, p: PartitionCommit) -> None:
         db = self.db

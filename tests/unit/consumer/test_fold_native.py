@@ -39,6 +39,7 @@ def same_delta(a: Delta, b: Delta, registry: Registry = REGISTRY) -> None:
     assert a.closures == b.closures
     assert a.lags == b.lags
     assert a.retractions == b.retractions
+    assert a.first_assignments == b.first_assignments
     assert delta_rows(a, registry).keys() == delta_rows(b, registry).keys()
 
 
@@ -136,6 +137,10 @@ events = st.lists(
         st.none() | near,
         st.none() | near,
         st.none() | st.integers(-(10**6), 10**9),
+        st.none() | st.integers(0, 2),  # inbox
+        st.none() | st.integers(0, 1),  # app
+        st.none() | times,  # messageWindowExpiresAt
+        st.sampled_from(["", "a", "b", "c", "é"]),  # event id: ties of first closes and assignments
     ),
     max_size=60,
 )

@@ -62,9 +62,10 @@ def fill(store: SqliteStore, registry: Registry) -> None:
 def test_the_production_layout_is_the_registrys() -> None:
     assert LAYOUT.fields == (
         "channel_type", "account", "inbox", "app", "t", "closures", "reopens", "closed_unread", "created",
-        "assignments", "snoozes", "closed_window_expired", "ttc_n", "ttc", "ttc_bin",
+        "assignments", "snoozes", "closed_window_expired", "first_closes", "ttc_n", "ttc", "ttc_bin",
+        "ttfa_n", "ttfa", "ttfa_bin",
     )  # fmt: skip
-    assert layout_of(EXTENDED).fields[11:14] == ("closed_window_expired", "snoozes_seen", "assigns_seen")
+    assert layout_of(EXTENDED).fields[11:15] == ("closed_window_expired", "first_closes", "snoozes_seen", "assigns_seen")
 
 
 def test_a_metric_added_to_a_registry_reaches_store_api_and_prometheus(tmp_path: Path) -> None:
