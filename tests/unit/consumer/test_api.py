@@ -83,9 +83,13 @@ def test_summary_gives_newest_windows_and_all_time_totals(db: Path) -> None:
         "assignments": 0,
         "snoozes": 0,
         "closed_window_expired": 0,
+        "first_closes": 2,  # conversation 1's second closure is not its first
         "ttc_count": 3,
         "ttc_sum": 300 + 60 + 60,
         "ttc_mean": 140.0,
+        "ttfa_count": 0,
+        "ttfa_sum": 0,
+        "ttfa_mean": None,
     }
     by_channel = c.get("/v1/closures", params={"by": "channel_type", "window": "all"}).json()["rows"]
     # the summary's rows carry every metric; /v1/closures the ones it always showed
