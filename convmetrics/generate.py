@@ -55,6 +55,8 @@ _P_SNOOZE = 0.15
 _P_CLOSE_FIRST = 0.95
 _P_CLOSE_AGAIN = 0.9
 _P_REOPEN = 0.2  # divided by the number of reopens so far + 1
+#: a first assignment stamped before its conversation's creation (routed ahead of it)
+_P_EARLY_ASSIGN = 0.03
 # Lognormal delays: (median seconds, sigma). Long tails: minutes to days.
 _D_ASSIGN = (120.0, 1.2)
 _D_NEXT_ASSIGN = (1_800.0, 1.5)
@@ -157,7 +159,7 @@ def plan(config: GenerateConfig) -> tuple[int, float]:
 
 class _Conversation:
     __slots__ = (
-        "account", "agent", "assigns_left", "channel_id", "channel_type", "customer", "id",
+        "account", "agent", "assigns_left", "backdate", "channel_id", "channel_type", "customer", "id",
         "last_inbound", "last_read", "participants", "reopens", "snooze_pending",
         "snoozed_until", "t", "verb",
     )  # fmt: skip
@@ -178,6 +180,9 @@ class _Conversation:
         self.last_inbound: int | None = None
         self.last_read: int | None = None
         self.snoozed_until: int | None = None
+        #: seconds the next event's own time lies before the conversation's clock (an
+        #: assignment routed before the conversation was created)
+        self.backdate = 0
 
 
 def generate_webhooks(config: GenerateConfig) -> Iterator[dict[str, Any]]:
@@ -318,6 +323,9 @@ class _Simulation:
             conv.assigns_left -= 1
             first = conv.agent is None
             conv.verb, conv.t = "assigned", prev + self.step(_D_ASSIGN if first else _D_NEXT_ASSIGN)
+            if first and conv.reopens == 0 and rng.random() < _P_EARLY_ASSIGN:
+                # stamped before the creation: time to first assignment skips it
+                conv.backdate = conv.t - prev + self.delay(_D_ASSIGN)
             conv.agent = conv.account * 1000 + rng.randrange(1, 20)
             agent = {"id": conv.agent, "__typename": "AppUser", "fullName": None,
                      "displayName": None, "optimisedAvatarUrl": None}  # fmt: skip
@@ -357,7 +365,8 @@ class _Simulation:
         }  # fmt: skip
 
     def conversation_event(self, conv: _Conversation) -> dict[str, Any]:
-        verb, t = conv.verb, conv.t
+        verb, t = conv.verb, conv.t - conv.backdate
+        conv.backdate = 0
         envelope = self.envelope("conversation." + verb, conv.account, t, verb)
         inbound = conv.last_inbound
         waba = conv.channel_type.endswith("WABA") and inbound is not None

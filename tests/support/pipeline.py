@@ -20,7 +20,16 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from convmetrics.process import ending_with_parent
 from producer.intake import Prepared, prepare
 from schemas import Codec, conversation_codec
-from support.truth import BY, COUNTERS, GroupKey, GroupTruth, api_row, select, within_relative_error
+from support.truth import (
+    BY,
+    COUNTERS,
+    GroupKey,
+    GroupTruth,
+    api_row,
+    distribution,
+    select,
+    within_relative_error,
+)
 
 BYS = ("channel_type", "account")
 WINDOWS = ("1m", "1h", "1d", "all")
@@ -297,14 +306,19 @@ def compare_metrics_with_truth(api: str, truth: dict[GroupKey, GroupTruth]) -> N
                 actual, label = got[k], f"{group}/{window}/{k}"
                 for f in COUNTERS:
                     assert actual[f] == getattr(row, f), f"{label}: {f} {actual[f]} != {getattr(row, f)}"
-                e = api_row((group, k[0], window, k[1]), row)["time_to_close"]
-                a = actual["time_to_close"]
-                for f in ("count", "sum", "min", "max"):
-                    assert a[f] == e[f], f"{label}: time_to_close.{f} {a[f]} != {e[f]}"
-                for q in ("p50", "p90", "p99"):
-                    assert (a[q] is None) == (e[q] is None), label
-                    if e[q] is not None:
-                        assert within_relative_error(a[q], e[q]), f"{label}: {q} {a[q]} vs exact {e[q]}"
+                for name, values in (
+                    ("time_to_close", row.durations),
+                    ("time_to_first_assignment", row.assignment_waits),
+                ):
+                    e, a = distribution(values), actual[name]
+                    for f in ("count", "sum", "min", "max"):
+                        assert a[f] == e[f], f"{label}: {name}.{f} {a[f]} != {e[f]}"
+                    for q in ("p50", "p90", "p99"):
+                        assert (a[q] is None) == (e[q] is None), label
+                        if e[q] is not None:
+                            assert within_relative_error(a[q], e[q]), (
+                                f"{label}: {name}.{q} {a[q]} vs exact {e[q]}"
+                            )
 
 
 def api_view(api: str) -> dict[str, dict[str, Any]]:

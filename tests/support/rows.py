@@ -8,10 +8,10 @@ from consumer.fold.delta import RowKey, layout_of, row_keys
 from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.sketch import bin_of
 from consumer.fold.windows import ALL, ALL_START
+from consumer.store import MetricRow
 
 #: where time to first assignment's bins lie in a row's bin space
 TTFA_BASE = REGISTRY.metric("time_to_first_assignment").bin_base
-from consumer.store import MetricRow
 
 
 class RowDelta:

@@ -15,6 +15,11 @@ from scratch. Decisions the consumer must match:
 * Counters: created, assignments, snoozes count their events; closures, reopens,
   closed_unread as before; closed_window_expired: closures whose
   ``data.messageWindowExpiresAt`` is set and earlier than the closure's time.
+* first_closes: per conversation, the closure with the least (time, envelope ``id``),
+  counted in its own groups; whatever arrived before it.
+* time_to_first_assignment: per conversation with a created event, the assignment with
+  the least (time, ``id``) among those at or after the earliest created time; its time
+  minus that created time, in the assignment's own groups.
 * time_to_close: closedAt minus the latest time of a created/opened event of the same
   (account, ``data.id``) with time <= closedAt, over the whole input whatever the arrival
   order; a closure with no such event counts in ``closures`` only.
@@ -43,6 +48,7 @@ BY: tuple[str, ...] = ("channel_type", "account", "account,channel_type", "inbox
 #: Every counter of a row.
 COUNTERS: tuple[str, ...] = (
     "closures", "reopens", "closed_unread", "created", "assignments", "snoozes", "closed_window_expired",
+    "first_closes",
 )  # fmt: skip
 #: The counters of a row, by the event that counts in them.
 COUNTED: dict[str, str] = {
@@ -76,7 +82,10 @@ class GroupTruth:
     assignments: int = 0
     snoozes: int = 0
     closed_window_expired: int = 0
+    first_closes: int = 0
     durations: list[int] = field(default_factory=list)
+    #: times to first assignment counted in this row
+    assignment_waits: list[int] = field(default_factory=list)
 
     @property
     def ttc_count(self) -> int:
@@ -178,6 +187,27 @@ def compute_truth(events: Iterable[dict[str, Any]]) -> dict[GroupKey, GroupTruth
         if event["event"] in ("conversation.created", "conversation.opened"):
             starts[(int(event["account"]), int(event["data"]["id"]))].append(event_time(event))
     rows: dict[GroupKey, GroupTruth] = defaultdict(GroupTruth)
+    by_conversation: dict[tuple[int, int], list[dict[str, Any]]] = defaultdict(list)
+    for event in unique:
+        by_conversation[(int(event["account"]), int(event["data"]["id"]))].append(event)
+    for events_of in by_conversation.values():
+        closes = [(event_time(e), e["id"], e) for e in events_of if e["event"] == "conversation.closed"]
+        if closes:
+            t, _, first = min(closes, key=lambda c: (c[0], c[1]))
+            for key in _group_keys(first, t):
+                rows[key].first_closes += 1
+        created = [event_time(e) for e in events_of if e["event"] == "conversation.created"]
+        if created:
+            since = min(created)
+            assigned = [
+                (event_time(e), e["id"], e)
+                for e in events_of
+                if e["event"] == "conversation.assigned" and event_time(e) >= since
+            ]
+            if assigned:
+                t, _, first = min(assigned, key=lambda a: (a[0], a[1]))
+                for key in _group_keys(first, t):
+                    rows[key].assignment_waits.append(t - since)
     for event in unique:
         name, t = event["event"], event_time(event)
         counter = COUNTED[name]
@@ -204,6 +234,20 @@ def select(
 ) -> dict[tuple[str, int | None], GroupTruth]:
     """The rows of one (by, window), keyed by (key, window_start)."""
     return {(k[1], k[3]): v for k, v in truth.items() if k[0] == by and k[2] == window}
+
+
+def distribution(values: list[int]) -> dict[str, Any]:
+    """A distribution as `/v1/metrics` shows it, quantiles exact (compare within 1%)."""
+    return {
+        "count": len(values),
+        "sum": sum(values),
+        "min": min(values) if values else None,
+        "max": max(values) if values else None,
+        "mean": sum(values) / len(values) if values else None,
+        "p50": exact_quantile(values, 0.5),
+        "p90": exact_quantile(values, 0.9),
+        "p99": exact_quantile(values, 0.99),
+    }
 
 
 def api_row(key: GroupKey, row: GroupTruth) -> dict[str, Any]:

@@ -150,6 +150,8 @@ def test_lifecycles_start_with_created_and_reopen_sometimes(
     for events in by_conversation.values():
         events.sort(key=lambda e: (event_time(e), rank[e["event"].split(".")[1]]))
         verbs = [e["event"].split(".")[1] for e in events]
+        if verbs[0] == "assigned":  # a first assignment stamped before the creation
+            verbs = verbs[1:]
         assert verbs[0] == "created", verbs
         assert verbs.count("created") == 1
         assert len({e["data"]["channelType"] for e in events}) == 1
@@ -188,6 +190,38 @@ def test_some_steps_come_in_the_same_second(conversation_events: list[dict[str, 
     assert 0.002 * closures < zero < 0.05 * closures
     none = GenerateConfig(seed=11, events=5_000, conversations=1_000, same_second_rate=0.0)
     assert 0 not in [d for r in compute_truth(generate_webhooks(none)).values() for d in r.durations]
+
+
+def test_first_closes_and_first_assignments_meet_their_boundaries(
+    conversation_events: list[dict[str, Any]],
+) -> None:
+    """Streams hold what first_closes and time to first assignment must get right:
+    assignments before and after (and at) the creation, conversations closed several
+    times, an earlier closure delivered after a later one, a created event delivered after
+    an assignment it precedes."""
+    events = dedupe(conversation_events)
+    by_conversation: dict[tuple[int, int], list[dict[str, Any]]] = defaultdict(list)
+    for e in events:
+        by_conversation[(e["account"], e["data"]["id"])].append(e)  # arrival order
+    before = after = at = several = late_earlier_close = late_created = 0
+    for evs in by_conversation.values():
+        created = [event_time(e) for e in evs if e["event"] == "conversation.created"]
+        closes = [event_time(e) for e in evs if e["event"] == "conversation.closed"]
+        several += len(closes) > 1
+        late_earlier_close += any(b < a for a, b in itertools.pairwise(closes))
+        for i, e in enumerate(evs):
+            if e["event"] != "conversation.assigned" or not created:
+                continue
+            t = event_time(e)
+            before += t < created[0]
+            after += t > created[0]
+            at += t == created[0]
+            late_created += (
+                any(x["event"] == "conversation.created" for x in evs[i + 1 :]) and t >= created[0]
+            )
+    assert before > 10 and after > 100 and at > 0, (before, after, at)
+    assert several > 50 and late_earlier_close > 0, (several, late_earlier_close)
+    assert late_created > 0
 
 
 def test_missing_time_rate_drops_the_data_time() -> None:

@@ -65,7 +65,12 @@ def test_the_production_layout_is_the_registrys() -> None:
         "assignments", "snoozes", "closed_window_expired", "first_closes", "ttc_n", "ttc", "ttc_bin",
         "ttfa_n", "ttfa", "ttfa_bin",
     )  # fmt: skip
-    assert layout_of(EXTENDED).fields[11:15] == ("closed_window_expired", "first_closes", "snoozes_seen", "assigns_seen")
+    assert layout_of(EXTENDED).fields[11:15] == (
+        "closed_window_expired",
+        "first_closes",
+        "snoozes_seen",
+        "assigns_seen",
+    )
 
 
 def test_a_metric_added_to_a_registry_reaches_store_api_and_prometheus(tmp_path: Path) -> None:
