@@ -5,6 +5,7 @@ second, or one id, fails here (bench/mutants.py plants such mutants)."""
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 
 from consumer.fold import BY_ACCOUNT, BY_CHANNEL, Fold
@@ -253,3 +254,161 @@ def test_an_expired_conversation_forgets_its_ids() -> None:
     f.take_changes()
     f.expire(ttl=1000)
     assert f.apply(ev(CREATED, 1, 100, conv=1))  # counted again: the documented cost of expiry
+
+
+# -- first closes: the earliest closure of a conversation (time, then event id) -------------
+
+
+def closed(h: int, t: int, event_id: str, *, conv: int = 1, inbox: int | None = None) -> Event:
+    return Event(CLOSED, h, 7, conv, "TELEGRAM", t, inbox=inbox, event_id=event_id)
+
+
+def first_closes(f: Fold, window: str = "all", start: int = 0, by: str = BY_CHANNEL) -> int:
+    r = delta_rows(f.delta).get((by, "TELEGRAM" if by == BY_CHANNEL else "7", window, start))
+    return 0 if r is None else r.first_closes
+
+
+@pytest.mark.parametrize("order", [(0, 1), (1, 0)])
+def test_a_same_second_close_with_the_smaller_id_is_the_first(order: tuple[int, int]) -> None:
+    events = [closed(1, 100, "evt-b"), closed(2, 100, "evt-a")]
+    f = fold(*(events[i] for i in order))
+    assert first_closes(f) == 1
+    assert states_first(f) == [100, "evt-a"]  # whatever the arrival order
+
+
+def states_first(f: Fold) -> list[Any]:
+    f.take_changes()
+    (state,) = f.conversations().values()
+    first: list[Any] = orjson.loads(state)[4]
+    return first[:2]
+
+
+def test_a_later_close_is_not_a_first_close() -> None:
+    f = fold(closed(1, 100, "evt-b"), closed(2, 101, "evt-a"))
+    assert first_closes(f) == 1 and states_first(f) == [100, "evt-b"]
+
+
+def test_a_late_earlier_close_retracts_the_first_from_its_window() -> None:
+    f = fold(closed(1, 7200, "evt-a"))
+    f.take_changes()
+    f.apply(closed(2, 3599, "evt-z"))  # an hour earlier: a different 1-hour window
+    assert first_closes(f, "1h", 7200) == -1  # the old first close taken back from its row
+    assert first_closes(f, "1h", 0) == 1
+    assert first_closes(f) == 0  # all time: one first close, as before
+    assert first_closes(f, "1h", 7200, BY_ACCOUNT) == -1
+
+
+def test_a_duplicate_close_counts_no_first_close_again() -> None:
+    f = fold(closed(1, 100, "evt-a"), closed(1, 100, "evt-a"), closed(1, 50, "evt-a"))
+    assert first_closes(f) == 1 and f.duplicates == 2
+
+
+def test_a_retracted_first_close_keeps_its_own_inbox() -> None:
+    f = fold(closed(1, 200, "evt-a", inbox=5), closed(2, 100, "evt-b", inbox=6))
+    got = {k: r.first_closes for k, r in delta_rows(f.delta).items() if k[0] == "inbox" and k[2] == "all"}
+    assert got == {("inbox", "7|5", "all", 0): 0, ("inbox", "7|6", "all", 0): 1}
+
+
+def test_a_state_from_before_first_closes_never_retracts_its_uncounted_first() -> None:
+    """An older store's conversation (4 items: no first close kept): its earliest closure is
+    its first, never counted; a later closure is none, an earlier one counts alone."""
+    old = {(7, 1): '[300,[],[[11,300,"TELEGRAM",null]],[11]]'}
+    f: Fold = New(0, old)
+    f.apply(closed(2, 400, "evt-later"))
+    assert first_closes(f) == 0
+    f.apply(closed(3, 300, "evt-same-second"))  # the old one's id is unknown: it stays first
+    assert first_closes(f) == 0
+    f.apply(closed(4, 200, "evt-earlier"))
+    assert first_closes(f) == 1
+    assert [r.first_closes for r in delta_rows(f.delta).values() if r.first_closes < 0] == []
+
+
+# -- time to first assignment: the earliest assignment at or after the earliest created ----
+
+
+def created(h: int, t: int, *, conv: int = 1) -> Event:
+    return Event(CREATED, h, 7, conv, "TELEGRAM", t, event_id=f"c{h}")
+
+
+def assigned(h: int, t: int, event_id: str = "", *, conv: int = 1, inbox: int | None = None) -> Event:
+    return Event(ASSIGNED, h, 7, conv, "TELEGRAM", t, inbox=inbox, event_id=event_id or f"a{h}")
+
+
+def ttfa(f: Fold, window: str = "all", start: int = 0) -> tuple[int, int, int | None, int | None]:
+    """(count, sum, min, max) of time to first assignment in a channel row (min and max
+    None after a retraction: the store's to recompute)."""
+    r = delta_rows(f.delta).get((BY_CHANNEL, "TELEGRAM", window, start))
+    if r is None:
+        return 0, 0, None, None
+    if r.recheck_ttfa:
+        return r.ttfa_count, r.ttfa_sum, None, None
+    return r.ttfa_count, r.ttfa_sum, r.ttfa_min, r.ttfa_max
+
+
+@pytest.mark.parametrize("late", [False, True])
+def test_an_assignment_at_the_created_second_counts_zero(late: bool) -> None:
+    events = [created(1, 100), assigned(2, 100)]
+    f = fold(*(reversed(events) if late else events))
+    assert ttfa(f) == (1, 0, 0, 0)
+
+
+def test_an_assignment_a_second_before_creation_does_not_count() -> None:
+    f = fold(created(1, 100), assigned(2, 99))
+    assert ttfa(f) == (0, 0, None, None)
+    f.apply(assigned(3, 101))
+    assert ttfa(f) == (1, 1, 1, 1)
+
+
+def test_the_earliest_assignment_counts_in_its_own_window() -> None:
+    f = fold(created(1, 3000), assigned(2, 3700), assigned(3, 3650), assigned(4, 4000))
+    assert ttfa(f) == (1, 650, None, None)  # 3700 counted first, then taken back for 3650
+    assert ttfa(f, "1h", 3600) == (1, 650, None, None)
+    assert ttfa(f, "1h", 0) == (0, 0, None, None)
+    assert f.delta.first_assignments == {(7, 1): (7, 1, 0, "TELEGRAM", None, None, 3650, 650)}
+
+
+def test_without_a_created_event_no_assignment_counts() -> None:
+    f = fold(assigned(1, 100), assigned(2, 200))
+    assert ttfa(f) == (0, 0, None, None) and f.delta.first_assignments == {}
+
+
+def test_a_late_created_corrects_the_duration() -> None:
+    f = fold(created(1, 100), assigned(2, 3700))
+    f.take_changes()
+    f.apply(created(3, 40))  # earlier: the same assignment now waited 3660 s
+    assert ttfa(f, "1h", 3600) == (0, 3660 - 3600, None, None)  # -3600 then +3660, same row
+    assert f.delta.first_assignments == {(7, 1): (7, 1, 0, "TELEGRAM", None, None, 3700, 3660)}
+
+
+def test_a_late_created_makes_an_earlier_assignment_the_first() -> None:
+    f = fold(created(1, 100), assigned(2, 50, inbox=3), assigned(3, 3700, inbox=4))
+    f.take_changes()
+    f.apply(created(4, 50))  # the assignment at 50 is now at the created time: it counts
+    assert ttfa(f, "1h", 3600) == (-1, -3600, None, None)
+    assert ttfa(f, "1h", 0) == (1, 0, 0, 0)
+    inboxes = {
+        k[1]: r.ttfa_count for k, r in delta_rows(f.delta).items() if k[0] == "inbox" and k[2] == "all"
+    }
+    assert inboxes == {"7|3": 1, "7|4": -1}  # each counted in its own assignment's inbox
+
+
+def test_a_later_created_changes_nothing() -> None:
+    f = fold(created(1, 100), assigned(2, 150))
+    f.take_changes()
+    f.apply(created(3, 120))
+    f.apply(created(4, 100))
+    assert ttfa(f) == (0, 0, None, None) and f.delta.first_assignments == {}
+
+
+def test_same_second_assignments_count_the_smaller_id() -> None:
+    f = fold(created(1, 100), assigned(2, 150, "evt-b", inbox=1), assigned(3, 150, "evt-a", inbox=2))
+    inboxes = {
+        k[1]: r.ttfa_count for k, r in delta_rows(f.delta).items() if k[0] == "inbox" and k[2] == "all"
+    }
+    assert inboxes == {"7|1": 0, "7|2": 1}
+    assert ttfa(f) == (1, 50, None, None)
+
+
+def test_a_duplicate_assignment_counts_once() -> None:
+    f = fold(created(1, 100), assigned(2, 150), assigned(2, 150), created(1, 100))
+    assert ttfa(f) == (1, 50, 50, 50) and f.duplicates == 2
