@@ -64,6 +64,7 @@ _D_SNOOZE_FOR = (10_800.0, 1.0)
 _D_CLOSE = (2_700.0, 1.8)
 _D_REOPEN = (21_600.0, 1.5)
 _D_LATE = (900.0, 1.5)
+_D_LATE_CLOSE = (21_600.0, 1.2)
 _MAX_DELAY = 30 * 86_400
 _UUID_CLEAR = ~((0xF << 76) | (0x3 << 62))
 _UUID_SET = (0x4 << 76) | (0x2 << 62)
@@ -251,7 +252,9 @@ class _Simulation:
         conv: _Conversation = item
         event = self.conversation_event(conv)
         if self.rng.random() < self.c.late_rate:
-            self.push(at + self.delay(_D_LATE), event)
+            # a late closure waits longer (hours): it may arrive after the conversation's next
+            # closure, an earlier first close delivered late
+            self.push(at + self.delay(_D_LATE_CLOSE if conv.verb == "closed" else _D_LATE), event)
         else:
             self.deliver(at, event)
         if self.rng.random() < self.p_noise:
