@@ -18,6 +18,7 @@ from consumer.store import PartitionCommit, Retention, open_store
 from consumer.store.sqlite import SqliteStore
 from consumer.stream.runner import new_fold
 from consumer.stream.settings import ConsumerSettings
+from support.firsts import check_against_truth
 from support.rows import delta_rows
 
 MakeStore = Callable[..., Any]  # (retention=None) -> a fresh, empty SqliteStore or PostgresStore
@@ -531,3 +532,11 @@ def test_sqlite_rechecks_account_rows_on_either_closures_layout(tmp_path: Path, 
         (4, 300),
     ]
     s.close()
+
+
+def test_first_closes_and_time_to_first_assignment_equal_the_oracle(store: Any) -> None:
+    """Late earlier closes and late created events across commits: the rows' counts and
+    min/max (recomputed from first_assignments after a retraction) stay exact."""
+    from consumer.fold.native import choose
+
+    check_against_truth(store, choose())
