@@ -12,7 +12,13 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from consumer.fold.registry import DEFAULT_METRIC_SET, METRIC_SETS
+from consumer.fold.registry import (
+    DEFAULT_METRIC_SET,
+    DEFAULT_SLA_BUCKETS,
+    METRIC_SETS,
+    metric_set,
+    parse_sla_buckets,
+)
 from schemas.kafka import KafkaSettings, KafkaSettingsError
 from schemas.kafka import add_arguments as kafka_arguments
 from schemas.kafka import from_args as kafka_from_args
@@ -27,6 +33,16 @@ ENV_BOOTSTRAP = "CONVMETRICS_BOOTSTRAP_SERVERS"
 ENV_TOPIC = "CONVMETRICS_TOPIC"
 ENV_STORE = "CONVMETRICS_STORE"
 ENV_METRIC_SET = "CONVMETRICS_METRIC_SET"
+ENV_SLA_BUCKETS = "CONVMETRICS_SLA_BUCKETS"
+
+
+def _sla_buckets(text: str) -> str:
+    """`--sla-buckets`' value, checked (argparse names the flag in its error)."""
+    try:
+        parse_sla_buckets(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--sla-buckets: ")) from None
+    return text
 
 
 def _common(p: argparse.ArgumentParser, *, kafka: bool = True) -> None:
@@ -56,6 +72,16 @@ def _common(p: argparse.ArgumentParser, *, kafka: bool = True) -> None:
         "account; full = also created, assignments, snoozes, closed_window_expired and the "
         "account,channel_type, inbox and app groupings (about 5x the store's row writes per event). "
         "Give every process of a deployment the same one",
+    )
+    p.add_argument(
+        "--sla-buckets",
+        type=_sla_buckets,
+        default=os.environ.get(ENV_SLA_BUCKETS, DEFAULT_SLA_BUCKETS),
+        metavar="BOUNDS",
+        help=f"time_to_close's SLA buckets in the full metric set (env {ENV_SLA_BUCKETS}; default "
+        f"{DEFAULT_SLA_BUCKETS}): ascending upper bounds (s, m, h or d), each bucket exact and "
+        "disjoint: le_1h counts closures of at most 1 hour, le_4h those above 1 hour up to 4, ..., "
+        "gt_24h those above the last bound. Give every process of a deployment the same ones",
     )
 
 
@@ -289,6 +315,7 @@ def consumer_settings(args: argparse.Namespace) -> ConsumerSettings:
 
     return ConsumerSettings(
         metric_set=args.metric_set,
+        sla_buckets=args.sla_buckets,
         bootstrap_servers=_need_bootstrap(args),
         topic=args.topic,
         group=args.group,
@@ -426,7 +453,7 @@ def _serve(args: argparse.Namespace) -> int:
         args.store,
         args.host,
         args.port,
-        metrics=METRIC_SETS[args.metric_set],
+        metrics=metric_set(args.metric_set, args.sla_buckets),
         max_label_values=args.max_label_values,
         tokens=tokens,
     ).run()

@@ -17,6 +17,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cache, cached_property
 from typing import Final
 
 from consumer.fold.sketch import LAG_BASE
@@ -24,6 +25,35 @@ from consumer.fold.windows import WINDOWS
 
 #: half the bin space of one distribution: bin indexes lie within +-BIN_SPAN of its bin_base
 BIN_SPAN: Final = LAG_BASE // 2
+
+
+SlaBound = tuple[str, int]
+"""A bucket's upper bound: (its label as given, `1h`; seconds, 3600)"""
+
+_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+#: `--sla-buckets`' default: time_to_close's bucket bounds in the full metric set
+DEFAULT_SLA_BUCKETS: Final = "1h,4h,8h,24h"
+
+
+def parse_sla_buckets(text: str) -> tuple[SlaBound, ...]:
+    """`1h,4h,8h,24h` as bucket bounds (ValueError naming `--sla-buckets` and what is
+    wrong): durations with a unit (s, m, h, d), ascending, at least one, at most 8."""
+    bounds: list[SlaBound] = []
+    for part in text.split(","):
+        label = part.strip()
+        unit = _UNITS.get(label[-1:])
+        if unit is None or not label[:-1].isdigit() or int(label[:-1]) < 1:
+            raise ValueError(
+                f"--sla-buckets: {label!r} is not a duration such as 90s, 30m, 4h or 1d "
+                f"(give ascending bounds, comma-separated: {DEFAULT_SLA_BUCKETS})"
+            )
+        seconds = int(label[:-1]) * unit
+        if bounds and seconds <= bounds[-1][1]:
+            raise ValueError(f"--sla-buckets: bounds must ascend, {label!r} is not above {bounds[-1][0]!r}")
+        bounds.append((label, seconds))
+    if len(bounds) > 8:
+        raise ValueError(f"--sla-buckets: at most 8 bounds, not {len(bounds)}")
+    return tuple(bounds)
 
 
 class Kind(StrEnum):
@@ -56,6 +86,10 @@ class Metric:
         when: ... and only those for which this named condition of `CONDITIONS` holds.
         rule: a counter with a rule of its own in both folds, named in `RULES` (it may
             retract: `first_closes` takes back an old first close when an earlier one arrives).
+        buckets: a distribution's values also counted in disjoint, exact buckets by these
+            upper bounds (`SlaBound`s, ascending; a last bucket takes what is above them):
+            columns `<column>_le_<label>` and `<column>_gt_<last label>`, summed by the
+            stores from the facts' values (a retraction moves a value between buckets).
     """
 
     name: str
@@ -72,6 +106,7 @@ class Metric:
     counts: tuple[str, ...] = ()
     when: str | None = None
     rule: str | None = None
+    buckets: tuple[SlaBound, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.column:
@@ -82,8 +117,24 @@ class Metric:
         """The store's columns of this metric, in order."""
         if self.kind is Kind.DISTRIBUTION:
             c = self.column
-            return (f"{c}_count", f"{c}_sum", f"{c}_min", f"{c}_max")
+            return (f"{c}_count", f"{c}_sum", f"{c}_min", f"{c}_max", *(b[1] for b in self.bucket_columns))
         return (self.column,)
+
+    @property
+    def bucket_columns(self) -> tuple[tuple[str, str, int | None, int | None], ...]:
+        """(JSON name, column, lower bound exclusive, upper bound inclusive) of each bucket
+        (`buckets`): `le_1h` holds values <= 3600, `le_4h` those in (3600, 14400], ...,
+        `gt_24h` those above 86400 (bounds None: open)."""
+        if not self.buckets:
+            return ()
+        out: list[tuple[str, str, int | None, int | None]] = []
+        lower: int | None = None
+        for label, upper in self.buckets:
+            out.append((f"le_{label}", f"{self.column}_le_{label}", lower, upper))
+            lower = upper
+        last = self.buckets[-1][0]
+        out.append((f"gt_{last}", f"{self.column}_gt_{last}", lower, None))
+        return tuple(out)
 
     def owns_bin(self, b: int) -> bool:
         """Whether a bin index of a row's bin space is this distribution's."""
@@ -164,6 +215,14 @@ class Registry:
                 raise ValueError(f"metric {m.name!r} names an undeclared grouping or window")
         if self.closures_view is not None and (extra := set(self.closures_view) - set(names)):
             raise ValueError(f"closures_view names undeclared metrics {sorted(extra)}")
+
+    @cached_property
+    def closures_shown(self) -> tuple[Metric, ...]:
+        """What `/v1/closures` shows of each row: `closures_view`'s metrics as they always
+        were (time to close without its buckets, which `/v1/metrics` shows)."""
+        return tuple(
+            dataclasses.replace(m, buckets=()) if m.buckets else m for m in self.view(self.closures_view)
+        )
 
     def view(self, names: tuple[str, ...] | None) -> tuple[Metric, ...]:
         """The metrics named (all when None), in registry order."""
@@ -308,6 +367,7 @@ REGISTRY: Final = Registry(
             "s",
             "Seconds from the latest create or reopen to the close.",
             column="ttc",
+            buckets=parse_sla_buckets(DEFAULT_SLA_BUCKETS),
         ),
         Metric(
             "time_to_first_assignment",
@@ -349,10 +409,11 @@ REGISTRY: Final = Registry(
     closures_view=("closures", "reopens", "closed_unread", "time_to_close", "ingest_lag"),
 )
 
-#: the metrics and groupings of `/v1/closures`: what a deployment folds by default
+#: the metrics and groupings of `/v1/closures`: what a deployment folds by default (time
+#: to close without SLA buckets: they would cost the default set's store columns)
 CLOSURES: Final = dataclasses.replace(
     REGISTRY,
-    metrics=REGISTRY.view(REGISTRY.closures_view),
+    metrics=tuple(dataclasses.replace(m, buckets=()) for m in REGISTRY.view(REGISTRY.closures_view)),
     groupings=tuple(g for g in REGISTRY.groupings if g.name in (CHANNEL_TYPE, ACCOUNT)),
 )
 #: what a deployment may fold (`--metric-set`): `closures`, the default, or `full`, every
@@ -362,9 +423,22 @@ METRIC_SETS: Final[Mapping[str, Registry]] = {"closures": CLOSURES, "full": REGI
 DEFAULT_METRIC_SET: Final = "closures"
 
 
-def metric_set(name: str) -> Registry:
-    """The registry of a metric set by name (ValueError naming the known ones)."""
+def metric_set(name: str, sla_buckets: str | None = None) -> Registry:
+    """The registry of a metric set by name (ValueError naming the known ones), its
+    time-to-close buckets bounded by `sla_buckets` (`--sla-buckets`; None: the default)
+    where the set has them."""
     try:
-        return METRIC_SETS[name]
+        registry = METRIC_SETS[name]
     except KeyError:
         raise ValueError(f"metric set must be one of {', '.join(METRIC_SETS)}, not {name!r}") from None
+    if sla_buckets is None or sla_buckets == DEFAULT_SLA_BUCKETS:
+        return registry
+    bounds = parse_sla_buckets(sla_buckets)
+    metrics = tuple(dataclasses.replace(m, buckets=bounds) if m.buckets else m for m in registry.metrics)
+    return _with_metrics(registry, metrics)
+
+
+@cache
+def _with_metrics(registry: Registry, metrics: tuple[Metric, ...]) -> Registry:
+    """One registry object per set of metrics: folds and stores cache by registry."""
+    return dataclasses.replace(registry, metrics=metrics)

@@ -194,6 +194,6 @@ def response_json(
         nxt = encode_rank_cursor(q.offset + q.limit) if more else None
     else:
         nxt = encode_cursor(rows[-1].window_start, rows[-1].key) if more and rows else None
-    shown = registry.view(registry.closures_view)
+    shown = registry.closures_shown
     body |= {"rows": [row_json(r, registry, shown) for r in rows], "next": nxt}
     return body

@@ -99,7 +99,7 @@ class StoreSource:
 
         found = self.store.query(q.by, q.window, key=q.key, start_from=q.start_from, limit=q.limit + 1)
         registry = self.store.registry
-        shown = registry.view(registry.closures_view)  # what /v1/closures shows
+        shown = registry.closures_shown  # what /v1/closures shows
         return [row_json(r, registry, shown) for r in found[: q.limit]], len(found) > q.limit
 
     def metrics_rows(self, params: dict[str, str]) -> tuple[list[dict[str, Any]], bool]:

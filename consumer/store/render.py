@@ -21,7 +21,8 @@ def _clamp(q: float, lo: int | None, hi: int | None) -> float:
 def distribution_json(row: MetricRow, m: Metric) -> dict[str, Any]:
     """count, sum, min, max, mean (exact) and p50, p90, p99 (sketch, clamped into the exact
     range); null statistics when the count is 0. A distribution without `exact_min` shows
-    count, mean, max and quantiles (clamped to the max), divided by its `scale`."""
+    count, mean, max and quantiles (clamped to the max), divided by its `scale`. A
+    distribution with buckets (`Metric.buckets`) adds `buckets`: {"le_1h": n, ...}."""
     c = m.column
     count = row.values[f"{c}_count"] or 0
     total = row.values[f"{c}_sum"] or 0
@@ -29,7 +30,7 @@ def distribution_json(row: MetricRow, m: Metric) -> dict[str, Any]:
     qs = row.quantiles(m) if count else None
     if m.exact_min:
         p50, p90, p99 = (_clamp(q, lo, hi) for q in qs) if qs else (None, None, None)
-        return {
+        out: dict[str, Any] = {
             "count": count,
             "sum": total,
             "min": lo if count else None,
@@ -39,6 +40,9 @@ def distribution_json(row: MetricRow, m: Metric) -> dict[str, Any]:
             "p90": p90,
             "p99": p99,
         }
+        if m.buckets:  # exact counts of disjoint buckets by value (`Metric.buckets`)
+            out["buckets"] = {name: row.values[col] or 0 for name, col, _, _ in m.bucket_columns}
+        return out
     s = m.scale
     p50, p90, p99 = (min(q, hi or 0) / s for q in qs) if qs else (None, None, None)
     return {

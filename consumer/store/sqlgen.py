@@ -186,9 +186,29 @@ def _fact_values(g: Grouping, registry: Registry) -> str:
                 f"sum({cn}), coalesce(sum({cn} * {c}), 0), min(CASE WHEN {cn} > 0 THEN {c} END), "
                 f"max(CASE WHEN {cn} > 0 THEN {c} END)"
             )
+            out += [f"coalesce(sum({b}), 0)" for b in _buckets(m)]
         else:
-            out.append("0, 0, NULL, NULL")
+            out.append(_none(m))
     return ", ".join(out)
+
+
+def _none(m: Metric) -> str:
+    """A distribution's columns holding nothing."""
+    return ", ".join(("0", "0", "NULL", "NULL", *("0" for _ in m.bucket_columns)))
+
+
+def _buckets(m: Metric) -> list[str]:
+    """Each bucket's increment by one fact: its signed count where its value falls in the
+    bucket (a retraction takes it back from the bucket of its old value)."""
+    c, cn = m.column, f"{m.column}_n"
+    out = []
+    for _, _, lower, upper in m.bucket_columns:
+        within = [
+            f"{c} > {lower}" if lower is not None else "",
+            f"{c} <= {upper}" if upper is not None else "",
+        ]
+        out.append(f"CASE WHEN {' AND '.join(w for w in within if w)} THEN {cn} ELSE 0 END")
+    return out
 
 
 def _partial_values(p: Metric, registry: Registry) -> str:
@@ -197,9 +217,9 @@ def _partial_values(p: Metric, registry: Registry) -> str:
         if m.kind is Kind.COUNTER:
             out.append("0")
         elif m is p:
-            out.append("n, s, NULL, mx")
+            out.append(", ".join(("n, s, NULL, mx", *("0" for _ in m.bucket_columns))))
         else:
-            out.append("0, 0, NULL, NULL")
+            out.append(_none(m))
     return ", ".join(out)
 
 
@@ -304,8 +324,9 @@ def _fact_row_values(g: Grouping, window: str, registry: Registry) -> str:
                 f"{cn}, coalesce({cn} * {c}, 0), "
                 f"CASE WHEN {cn} > 0 THEN {c} END, CASE WHEN {cn} > 0 THEN {c} END"
             )
+            out += [f"coalesce({b}, 0)" for b in _buckets(m)]
         else:
-            out.append("0, 0, NULL, NULL")
+            out.append(_none(m))
     return ", ".join(out)
 
 

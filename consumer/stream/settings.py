@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from consumer.fold.registry import DEFAULT_METRIC_SET, Registry, metric_set
+from consumer.fold.registry import DEFAULT_METRIC_SET, DEFAULT_SLA_BUCKETS, Registry, metric_set
 from consumer.store import Retention
 from schemas.confluent import WireFormat
 from schemas.schema_registry import RegistrySettings
@@ -39,6 +39,8 @@ class ConsumerSettings:
     kafka: Mapping[str, str] = field(default_factory=dict)
     #: the metrics and groupings folded (`consumer.fold.registry.METRIC_SETS`)
     metric_set: str = DEFAULT_METRIC_SET
+    #: time_to_close's SLA bucket bounds (`--sla-buckets`), where the metric set has them
+    sla_buckets: str = DEFAULT_SLA_BUCKETS
     #: where Confluent-framed records' schema ids are looked up (once per id); None: such
     #: records are dead-lettered, saying so
     schema_registry: RegistrySettings | None = None
@@ -47,7 +49,7 @@ class ConsumerSettings:
 
     @property
     def registry(self) -> Registry:
-        return metric_set(self.metric_set)
+        return metric_set(self.metric_set, self.sla_buckets)
 
     @property
     def dlq_topic(self) -> str:

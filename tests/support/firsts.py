@@ -16,7 +16,7 @@ from consumer.store import PartitionCommit
 from convmetrics.generate import GenerateConfig, generate_webhooks
 from producer.intake import Prepared, prepare
 from schemas import CONVERSATION_EVENT, Codec, subject
-from support.truth import BY, WINDOWS, compute_truth, distribution, select, within_relative_error
+from support.truth import BY, WINDOWS, compute_truth, distribution, select, sla_buckets, within_relative_error
 
 PARTITIONS = 2
 
@@ -66,8 +66,8 @@ def fold_into(
 
 def check_against_truth(store: Any, kind: FoldKind) -> None:
     """Fold the stream into the store; every row of every grouping and window holds
-    first_closes and time to first assignment (count, sum, min, max exact, quantiles within
-    1%) as the oracle."""
+    first_closes, time to first assignment (count, sum, min, max exact, quantiles within
+    1%) and time to close's SLA buckets as the oracle."""
     hooks = webhooks()
     taken = fold_into(store, kind, hooks)
     # the stream did reach the rules' corners: late earlier closes and late corrections
@@ -80,7 +80,7 @@ def check_against_truth(store: Any, kind: FoldKind) -> None:
         for w in r.assignment_waits
     ]
     assert 0 in waits and max(waits) > 3600  # an assignment at the created second counts
-    ttfa = REGISTRY.metric("time_to_first_assignment")
+    ttfa, ttc = REGISTRY.metric("time_to_first_assignment"), REGISTRY.metric("time_to_close")
     checked = 0
     for by in BY:
         for window in WINDOWS:
@@ -92,6 +92,8 @@ def check_against_truth(store: Any, kind: FoldKind) -> None:
             for k, row in want.items():
                 r = got[k]
                 assert r.first_closes == row.first_closes, (by, window, k)
+                buckets = {name: r.values[col] for name, col, _, _ in ttc.bucket_columns}
+                assert buckets == sla_buckets(row.durations), (by, window, k)
                 e = distribution(row.assignment_waits)
                 stats = (r.ttfa_count, r.ttfa_sum, r.ttfa_min, r.ttfa_max)
                 assert stats == (e["count"], e["sum"], e["min"], e["max"]), (by, window, k)

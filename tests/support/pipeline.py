@@ -28,6 +28,7 @@ from support.truth import (
     api_row,
     distribution,
     select,
+    sla_buckets,
     within_relative_error,
 )
 
@@ -313,6 +314,8 @@ def compare_metrics_with_truth(api: str, truth: dict[GroupKey, GroupTruth]) -> N
                     e, a = distribution(values), actual[name]
                     for f in ("count", "sum", "min", "max"):
                         assert a[f] == e[f], f"{label}: {name}.{f} {a[f]} != {e[f]}"
+                    if name == "time_to_close":  # the SLA buckets: exact
+                        assert a["buckets"] == sla_buckets(values), f"{label}: {name}.buckets"
                     for q in ("p50", "p90", "p99"):
                         assert (a[q] is None) == (e[q] is None), label
                         if e[q] is not None:

@@ -236,6 +236,23 @@ def select(
     return {(k[1], k[3]): v for k, v in truth.items() if k[0] == by and k[2] == window}
 
 
+#: time_to_close's SLA buckets (upper bounds inclusive, seconds): `--sla-buckets`' default
+SLA_BUCKETS: tuple[tuple[str, int], ...] = (
+    ("le_1h", 3_600),
+    ("le_4h", 14_400),
+    ("le_8h", 28_800),
+    ("le_24h", 86_400),
+)
+
+
+def sla_buckets(durations: Iterable[int]) -> dict[str, int]:
+    """Each duration in the first bucket whose bound it does not exceed, else `gt_24h`."""
+    out = {name: 0 for name, _ in SLA_BUCKETS} | {"gt_24h": 0}
+    for d in durations:
+        out[next((name for name, bound in SLA_BUCKETS if d <= bound), "gt_24h")] += 1
+    return out
+
+
 def distribution(values: list[int]) -> dict[str, Any]:
     """A distribution as `/v1/metrics` shows it, quantiles exact (compare within 1%)."""
     return {

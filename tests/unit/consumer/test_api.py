@@ -92,7 +92,11 @@ def test_summary_gives_newest_windows_and_all_time_totals(db: Path) -> None:
         "ttfa_mean": None,
     }
     by_channel = c.get("/v1/closures", params={"by": "channel_type", "window": "all"}).json()["rows"]
-    # the summary's rows carry every metric; /v1/closures the ones it always showed
+    # the summary's rows carry every metric (time to close with its SLA buckets);
+    # /v1/closures the ones it always showed, as it always did
+    buckets = [r["time_to_close"].pop("buckets") for r in body["channel_types"]]
+    assert buckets[0] == {"le_1h": 2, "le_4h": 0, "le_8h": 0, "le_24h": 0, "gt_24h": 0}
+    assert all("buckets" not in r["time_to_close"] for r in by_channel)
     assert [
         {k: r[k] for k in c} for r, c in zip(body["channel_types"], by_channel, strict=True)
     ] == by_channel

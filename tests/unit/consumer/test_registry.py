@@ -18,7 +18,16 @@ from starlette.testclient import TestClient
 from consumer.fold import PartitionFold
 from consumer.fold.delta import LAYOUT, layout_of
 from consumer.fold.model import ASSIGNED, CLOSED, CREATED, SNOOZED, Event
-from consumer.fold.registry import REGISTRY, Grouping, Kind, Metric, Registry
+from consumer.fold.registry import (
+    DEFAULT_SLA_BUCKETS,
+    REGISTRY,
+    Grouping,
+    Kind,
+    Metric,
+    Registry,
+    metric_set,
+    parse_sla_buckets,
+)
 from consumer.serve.api import create_app
 from consumer.store import PartitionCommit
 from consumer.store.sqlite import SqliteStore
@@ -126,3 +135,40 @@ def test_a_registry_refuses_what_it_cannot_hold() -> None:
         dataclasses.replace(REGISTRY, groupings=(Grouping("team", ("team",)),))
     with pytest.raises(ValueError, match="unknown condition"):
         dataclasses.replace(REGISTRY, metrics=(dataclasses.replace(SNOOZES, when="read"),))
+
+
+def test_sla_buckets_follow_their_bounds(tmp_path: Path) -> None:
+    """`--sla-buckets 30m,2h`: time to close's buckets le_30m, le_2h, gt_2h in the store and
+    /v1/metrics; a store written with the default bounds gains the new columns at open."""
+    path = str(tmp_path / "m.db")
+    old = SqliteStore(path)
+    fill(old, REGISTRY)
+    old.close()
+    custom = metric_set("full", "30m,2h")
+    assert metric_set("full", "30m,2h") is custom  # one registry per bounds (folds cache by it)
+    assert metric_set("full", DEFAULT_SLA_BUCKETS) is REGISTRY
+    assert metric_set("closures", "30m,2h").metric("time_to_close").buckets == ()
+    store = SqliteStore(path, registry=custom)
+    f = PartitionFold(0, registry=custom)
+    for i, d in enumerate([1800, 1801, 7200, 7201]):
+        f.apply(ev(CREATED, 100 + i, 10_000, conv=10 + i))
+        f.apply(ev(CLOSED, 200 + i, 10_000 + d, conv=10 + i))
+    delta, changed = f.take_changes()
+    store.commit("events", [PartitionCommit(0, delta, 99, f.watermark, changed)])
+    app = TestClient(create_app(lambda: store))
+    rows = app.get("/v1/metrics", params={"group": "channel_type", "window": "all"}).json()["rows"]
+    (row,) = [r for r in rows if r["key"] == {"channel_type": "TELEGRAM"}]
+    # the four new closures; the 100 s one written before counts in no new bucket (0 for the
+    # rows written before), though in time_to_close's count
+    assert row["time_to_close"]["buckets"] == {"le_30m": 1, "le_2h": 2, "gt_2h": 1}
+    assert row["time_to_close"]["count"] == 5
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [("1h,4h,4h", "ascend"), ("1h,", "not a duration"), ("90", "not a duration"), ("0m", "not a duration")],
+)
+def test_sla_bucket_bounds_refuse_what_is_not_ascending_durations(text: str, says: str) -> None:
+    with pytest.raises(ValueError, match=f"--sla-buckets: .*{says}"):
+        parse_sla_buckets(text)

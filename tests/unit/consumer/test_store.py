@@ -540,3 +540,24 @@ def test_first_closes_and_time_to_first_assignment_equal_the_oracle(store: Any) 
     from consumer.fold.native import choose
 
     check_against_truth(store, choose())
+
+
+def test_sla_buckets_at_their_bounds_and_a_late_correction_moves_a_closure(store: Any) -> None:
+    """Each bound belongs to its own bucket (le_1h: at most 3600 s), the next second to the
+    next one; a late start that shortens a duration moves the closure between buckets."""
+    f = PartitionFold(0)
+    bounds = [0, 3600, 3601, 14400, 14401, 28800, 28801, 86400, 86401]
+    for i, d in enumerate(bounds):
+        f.apply(ev(CREATED, 100 + i, 1_000_000, conv=i))
+        f.apply(ev(CLOSED, 200 + i, 1_000_000 + d, conv=i))
+    commit(store, f, 1)
+
+    def buckets(by: str = "channel_type") -> dict[str, int | None]:
+        (row,) = store.query(by, "all")
+        return {name: row.values[col] for name, col, _, _ in TTC.bucket_columns}
+
+    want = {"le_1h": 2, "le_4h": 2, "le_8h": 2, "le_24h": 2, "gt_24h": 1}
+    assert buckets() == buckets("account") == want
+    f.apply(ev(OPENED, 300, 1_000_000 + 86401 - 60, conv=8))  # late: the 86401 s closure took 60 s
+    commit(store, f, 2)
+    assert buckets() == buckets("account") == want | {"le_1h": 3, "gt_24h": 0}
