@@ -69,7 +69,8 @@ def _common(p: argparse.ArgumentParser, *, kafka: bool = True) -> None:
         default=os.environ.get(ENV_METRIC_SET, DEFAULT_METRIC_SET),
         help=f"what is folded and served (env {ENV_METRIC_SET}; default {DEFAULT_METRIC_SET}): "
         "closures = closures, reopens, closed_unread, time_to_close, ingest_lag by channel_type and "
-        "account; full = also created, assignments, snoozes, closed_window_expired and the "
+        "account; full = also created, assignments, snoozes, closed_window_expired, first_closes, "
+        "time_to_first_assignment, time_to_close's SLA buckets and the "
         "account,channel_type, inbox and app groupings (about 5x the store's row writes per event). "
         "Give every process of a deployment the same one",
     )
