@@ -228,7 +228,8 @@ def _group_report(source: Source, args: argparse.Namespace) -> Report:
 
 
 def render_group(report: Report) -> Any:
-    """A `--group` report: the key's dimensions, each counter, time to close p50 and p90."""
+    """A `--group` report: the key's dimensions, each counter, time to close p50 and p90, and
+    time to first assignment's p50 where the metric set has it (the rest: `--json`)."""
     from rich.table import Table
 
     span = f", last {_span_text(report.last)}" if report.last else ""
@@ -252,6 +253,10 @@ def render_group(report: Report) -> Any:
         table.add_column(c.replace("_", " ").capitalize(), justify="right", no_wrap=True)
     table.add_column("TTC p50", justify="right", no_wrap=True)
     table.add_column("TTC p90", justify="right", no_wrap=True)
+    first = report.rows[0] if report.rows else {}
+    ttfa = "time_to_first_assignment" in first
+    if ttfa:
+        table.add_column("First assign p50", justify="right", no_wrap=True)
     for r in report.rows:
         cells = [str(r["key"][d]) for d in dims]
         if report.window != ALL:
@@ -259,6 +264,8 @@ def render_group(report: Report) -> Any:
         cells += [f"{r[c]:,}" for c in counters]
         t = r["time_to_close"]
         cells += [human_duration(t["p50"]), human_duration(t["p90"])]
+        if ttfa:
+            cells.append(human_duration(r["time_to_first_assignment"]["p50"]))
         table.add_row(*cells)
     return table
 

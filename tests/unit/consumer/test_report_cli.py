@@ -193,6 +193,7 @@ def test_group_reports_every_metric_from_store_or_api(
     assert main([*argv, "--channel-type", "EMAIL"]) == 0
     out = capsys.readouterr().out
     assert "Metrics by account,channel_type, all time" in out and "Created" in out
+    assert "First assign p50" in out and "First closes" in out
     assert sum("EMAIL" in line for line in out.splitlines()) == 4 and "SMS" not in out
     assert main([*argv, "--inbox", "3"]) == 2  # account,channel_type has no inbox
     assert "inbox" in capsys.readouterr().err
