@@ -412,3 +412,20 @@ def test_same_second_assignments_count_the_smaller_id() -> None:
 def test_a_duplicate_assignment_counts_once() -> None:
     f = fold(created(1, 100), assigned(2, 150), assigned(2, 150), created(1, 100))
     assert ttfa(f) == (1, 50, 50, 50) and f.duplicates == 2
+
+
+def test_a_fold_of_the_closures_set_keeps_a_full_state_as_it_found_it() -> None:
+    """A conversation stored by a fold of the full set, folded by one of the closures set
+    (a deployment going back): its first close and assignments are kept, not dropped."""
+    from consumer.fold.registry import CLOSURES
+
+    full = (
+        '[300,[100],[[11,300,"TELEGRAM",100,5,null]],[11],'
+        '[300,"evt-x",11],100,[[150,"a1","TELEGRAM",5,null]]]'
+    )
+    f: Fold = New(0, {(7, 1): full}, registry=CLOSURES)
+    f.apply(closed(2, 200, "evt-earlier"))
+    f.take_changes()
+    state = orjson.loads(f.conversations()[(7, 1)])
+    assert state[4:] == [[300, "evt-x", 11], 100, [[150, "a1", "TELEGRAM", 5, None]]]
+    assert len(state[2]) == 2
