@@ -157,7 +157,9 @@ impl<'de> Deserialize<'de> for ConvIn {
         impl<'de> serde::de::Visitor<'de> for Visit {
             type Value = ConvIn;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a conversation: [last, starts, closures, seen(, first, created, assigns)]")
+                f.write_str(
+                    "a conversation: [last, starts, closures, seen(, first, created, assigns)]",
+                )
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
@@ -224,6 +226,9 @@ enum ClosureOut<'a> {
     Full(i64, i64, &'a str, Option<i64>, Option<i64>, Option<i64>),
 }
 
+/// An assignment as stored: `[assigned_at, event id, channel type, inbox, app]`.
+type AssignOut<'a> = (i64, &'a str, &'a str, Option<i64>, Option<i64>);
+
 #[derive(Serialize)]
 #[serde(untagged)]
 enum ConvOut<'a> {
@@ -235,7 +240,7 @@ enum ConvOut<'a> {
         &'a [i64],
         &'a Option<First>,
         Option<i64>,
-        Vec<(i64, &'a str, &'a str, Option<i64>, Option<i64>)>,
+        Vec<AssignOut<'a>>,
     ),
 }
 
