@@ -194,7 +194,7 @@ class PartitionFold:
                 + 2 * (window_expires is not None and window_expires < t)
             ]
             dims: Dims = (ch, a, inbox, app)
-            fact = self._facts.counted(kind, conditions, dims, t)
+            fact = facts.counted(kind, conditions, dims, t)
             ttc = None if start is None else t - start
             if ttc is not None and facts.ttc is not None:
                 fact = facts.with_ttc(fact, dims, t, 1, ttc)
