@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from consumer.fold.registry import (
     DEFAULT_METRIC_SET,
     DEFAULT_SLA_BUCKETS,
+    ENV_SLA_BUCKETS,
     METRIC_SETS,
     metric_set,
-    parse_sla_buckets,
 )
+from consumer.serve.report import sla_buckets_arg
 from schemas.kafka import KafkaSettings, KafkaSettingsError
 from schemas.kafka import add_arguments as kafka_arguments
 from schemas.kafka import from_args as kafka_from_args
@@ -33,16 +34,6 @@ ENV_BOOTSTRAP = "CONVMETRICS_BOOTSTRAP_SERVERS"
 ENV_TOPIC = "CONVMETRICS_TOPIC"
 ENV_STORE = "CONVMETRICS_STORE"
 ENV_METRIC_SET = "CONVMETRICS_METRIC_SET"
-ENV_SLA_BUCKETS = "CONVMETRICS_SLA_BUCKETS"
-
-
-def _sla_buckets(text: str) -> str:
-    """`--sla-buckets`' value, checked (argparse names the flag in its error)."""
-    try:
-        parse_sla_buckets(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("--sla-buckets: ")) from None
-    return text
 
 
 def _common(p: argparse.ArgumentParser, *, kafka: bool = True) -> None:
@@ -76,7 +67,7 @@ def _common(p: argparse.ArgumentParser, *, kafka: bool = True) -> None:
     )
     p.add_argument(
         "--sla-buckets",
-        type=_sla_buckets,
+        type=sla_buckets_arg,
         default=os.environ.get(ENV_SLA_BUCKETS, DEFAULT_SLA_BUCKETS),
         metavar="BOUNDS",
         help=f"time_to_close's SLA buckets in the full metric set (env {ENV_SLA_BUCKETS}; default "

@@ -33,6 +33,8 @@ SlaBound = tuple[str, int]
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 #: `--sla-buckets`' default: time_to_close's bucket bounds in the full metric set
 DEFAULT_SLA_BUCKETS: Final = "1h,4h,8h,24h"
+#: the environment variable `--sla-buckets` defaults to (on consume, serve and metrics)
+ENV_SLA_BUCKETS: Final = "CONVMETRICS_SLA_BUCKETS"
 
 
 def parse_sla_buckets(text: str) -> tuple[SlaBound, ...]:

@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from consumer.exceptions import ConsumerError, QueryError
-from consumer.fold.registry import REGISTRY
+from consumer.fold.registry import (
+    DEFAULT_SLA_BUCKETS,
+    ENV_SLA_BUCKETS,
+    REGISTRY,
+    metric_set,
+    parse_sla_buckets,
+)
 from consumer.fold.windows import ALL, WINDOWS
 from consumer.serve.query import ClosureQuery, parse_query
 
@@ -81,13 +87,24 @@ class Source(Protocol):
         ...
 
 
+def sla_buckets_arg(text: str) -> str:
+    """argparse type of `--sla-buckets` (on consume, serve and metrics): the text, checked
+    (argparse names the flag in its error)."""
+    try:
+        parse_sla_buckets(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--sla-buckets: ")) from None
+    return text
+
+
 class StoreSource:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, sla_buckets: str = DEFAULT_SLA_BUCKETS) -> None:
         from consumer.store import open_store
 
         if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
             raise ReportError(f"no store at {url} (pass --store URL, or --api URL of a running API)")
-        self.store = open_store(url)
+        # every metric, time to close's buckets as the store's consumers count them
+        self.store = open_store(url, registry=metric_set("full", sla_buckets))
 
     def newest(self, window: str) -> int | None:
         from consumer.serve.overview import newest_windows
@@ -347,6 +364,14 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--limit", type=_positive, default=1000, help="at most this many rows, oldest first (default 1000)"
     )
+    p.add_argument(
+        "--sla-buckets",
+        type=sla_buckets_arg,
+        default=os.environ.get(ENV_SLA_BUCKETS, DEFAULT_SLA_BUCKETS),
+        metavar="BOUNDS",
+        help=f"with --store: time_to_close's SLA bucket bounds the store's consumers count (env "
+        f"{ENV_SLA_BUCKETS}; default {DEFAULT_SLA_BUCKETS})",
+    )
     source = p.add_mutually_exclusive_group()
     source.add_argument(
         "--store",
@@ -386,7 +411,9 @@ def _metrics(args: argparse.Namespace) -> int:
         source: Source = (
             ApiSource(api)
             if api
-            else StoreSource(args.store or os.environ.get(ENV_STORE, "sqlite:///convmetrics.db"))
+            else StoreSource(
+                args.store or os.environ.get(ENV_STORE, "sqlite:///convmetrics.db"), args.sla_buckets
+            )
         )
         report = build_report(source, args)
     except ConsumerError as exc:
