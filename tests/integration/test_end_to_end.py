@@ -18,7 +18,7 @@ import pytest
 from convmetrics.generate import GenerateConfig, generate_webhooks
 from support.gateway import GatewayProcess, free_port
 from support.pipeline import ConsumerProcess, compare_with_truth, fetch_rows, wait_caught_up
-from support.truth import compute_truth, dedupe
+from support.truth import compute_truth, dedupe, late_corrections
 
 
 @pytest.fixture
@@ -43,6 +43,8 @@ def test_webhooks_over_http_are_counted_exactly(
     cfg = GenerateConfig(seed=99, events=8_000, accounts=25, conversations=1_500, duplicate_rate=0.05,
                          late_rate=0.05, unknown_channel_rate=0.05, noise_rate=0.05)  # fmt: skip
     webhooks = [dict(w) for w in generate_webhooks(cfg)]
+    late_close, late_created = late_corrections(webhooks)
+    assert late_close > 0 and late_created > 0  # a first close retracted, a first assignment waiting
     retried = random.Random(5).sample(webhooks, 200)  # senders retry after a lost answer
     half = len(webhooks) // 2
     with httpx.Client(base_url=gateway.url, timeout=60) as client:

@@ -229,6 +229,27 @@ def compute_truth(events: Iterable[dict[str, Any]]) -> dict[GroupKey, GroupTruth
     return dict(rows)
 
 
+def late_corrections(events: Iterable[dict[str, Any]]) -> tuple[int, int]:
+    """In delivery order: (closures that arrive after a later closure of their conversation,
+    so retract its first close; assignments at or after their conversation's created time
+    that arrive before that created event, so count only once it comes)."""
+    closes: dict[tuple[int, int], int] = {}
+    created: dict[tuple[int, int], int] = {}
+    waiting: dict[tuple[int, int], list[int]] = defaultdict(list)
+    late_close = late_created = 0
+    for e in dedupe(events):
+        conv, t = (int(e["account"]), int(e["data"]["id"])), event_time(e)
+        if e["event"] == "conversation.closed":
+            late_close += conv in closes and t < closes[conv]
+            closes[conv] = min(t, closes.get(conv, t))
+        elif e["event"] == "conversation.assigned" and conv not in created:
+            waiting[conv].append(t)
+        elif e["event"] == "conversation.created":
+            late_created += any(a >= t for a in waiting.pop(conv, []))
+            created[conv] = t
+    return late_close, late_created
+
+
 def select(
     truth: dict[GroupKey, GroupTruth], by: str, window: str
 ) -> dict[tuple[str, int | None], GroupTruth]:
