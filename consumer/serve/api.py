@@ -1,6 +1,7 @@
-"""HTTP API over the store: `/v1/metrics`, `/v1/closures`, `/v1/summary`, `/metrics`, `/healthz`, `/readyz`,
-and the dashboard page at `/` (its assets under `/static/`, shipped in the package). A store
-that cannot be read is a 503 + Retry-After naming why (logged once), never a 500."""
+"""HTTP API over the store: `/v1/metrics`, `/v1/metric-set`, `/v1/closures`, `/v1/summary`,
+`/metrics`, `/healthz`, `/readyz`, and the dashboard page at `/` (its assets under
+`/static/`, shipped in the package). A store that cannot be read is a 503 + Retry-After
+naming why (logged once), never a 500."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from consumer.exceptions import QueryError, StoreError
 from consumer.fold import BY_CHANNEL
 from consumer.fold.registry import ACCOUNT
 from consumer.fold.windows import ALL
-from consumer.serve.metrics_query import MetricsQuery, metrics_json, parse_metrics_query
+from consumer.serve.metrics_query import MetricsQuery, metric_set_json, metrics_json, parse_metrics_query
 from consumer.serve.overview import MAX_LABEL_VALUES, channel_summary
 from consumer.serve.prom import ClosureCollector
 from consumer.serve.query import parse_query, response_json
@@ -76,7 +77,8 @@ def create_app(
         max_label_values: channel types `/metrics` and `/v1/summary` show by name (the
             busiest); the rest are summed under `_other`.
         tokens: who may read what (`consumer.serve.tokens`); None: the API is open. The
-            dashboard page, its assets, `/healthz` and `/readyz` hold no data and stay open.
+            dashboard page, its assets, `/v1/metric-set`, `/healthz` and `/readyz` hold no
+            data and stay open.
         ready: more to `/readyz` than a store that answers (inside `consume`: the consumer
             in its group): returns why it is not ready, or None.
     """
@@ -178,6 +180,13 @@ def create_app(
         )
         return _json(metrics_json(q, rows, s.registry))
 
+    def metric_set(request: Request) -> Response:
+        """What the store's metric set holds: names and where each counts, no data (so it
+        stays open, like the dashboard page that reads it)."""
+        if request.query_params:
+            return _json({"error": "metric-set takes no parameters"}, 400)
+        return _json(metric_set_json(store().registry))
+
     def summary(request: Request) -> Response:
         if (refused := everything(request)) is not None:
             return refused
@@ -224,6 +233,7 @@ def create_app(
         routes=[
             Route("/", dashboard, methods=["GET"]),
             Route("/v1/metrics", metrics_rows, methods=["GET"]),
+            Route("/v1/metric-set", metric_set, methods=["GET"]),
             Route("/v1/closures", closures, methods=["GET"]),
             Route("/v1/summary", summary, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from consumer.exceptions import QueryError
-from consumer.fold.registry import REGISTRY, Grouping, Registry
+from consumer.fold.registry import METRIC_SETS, REGISTRY, Grouping, Kind, Registry
 from consumer.fold.windows import WINDOWS
 from consumer.serve.query import DEFAULT_LIMIT, _fits, decode_cursor, encode_cursor, parse_span
 from consumer.store import MetricRow
@@ -112,3 +112,35 @@ def metrics_json(q: MetricsQuery, rows: list[MetricRow], registry: Registry = RE
         out.append(j)
     nxt = encode_cursor(rows[-1].window_start, rows[-1].key) if more and rows else None
     return {"group": q.group.name, "window": q.window, "next": nxt, "rows": out}
+
+
+def metric_set_json(registry: Registry) -> dict[str, Any]:
+    """`GET /v1/metric-set`: what the store's metric set holds, for clients that draw every
+    metric without naming one (the dashboard): its name (`--metric-set`), its groupings with
+    their dimensions and windows, and its metrics with where each counts. Windows and
+    groupings are spelled out (never null); a distribution lists the statistics its JSON
+    has, and durations are in seconds as the rows show them."""
+    windows = list(registry.windows)
+    groupings = [g.name for g in registry.groupings]
+    metrics = []
+    for m in registry.metrics:
+        item: dict[str, Any] = {
+            "name": m.name,
+            "kind": str(m.kind),
+            "unit": "s" if m.unit == "ms" and m.scale == 1000 else m.unit,
+            "description": m.description,
+            "groupings": [g for g in groupings if m.groupings is None or g in m.groupings],
+            "windows": [w for w in windows if m.windows is None or w in m.windows],
+        }
+        if m.kind is Kind.DISTRIBUTION:
+            exact = ("count", "sum", "min", "max", "mean")
+            item["stats"] = [*(exact if m.exact_min else ("count", "mean", "max")), "p50", "p90", "p99"]
+        metrics.append(item)
+    return {
+        "name": next((n for n, r in METRIC_SETS.items() if r == registry), None),
+        "groupings": [
+            {"name": g.name, "dimensions": list(g.dimensions), "windows": [w for w in windows if g.keeps(w)]}
+            for g in registry.groupings
+        ],
+        "metrics": metrics,
+    }

@@ -6,6 +6,7 @@ The screenshot goes to $CONVMETRICS_ARTIFACTS (default artifacts/ in the repo)."
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -20,7 +21,7 @@ import pytest
 from playwright.sync_api import BrowserContext, Page, sync_playwright
 
 from convmetrics.generate import GenerateConfig, generate_webhooks
-from support.pipeline import ConsumerProcess, fetch_rows, produce_webhooks, wait_caught_up
+from support.pipeline import ConsumerProcess, fetch_metrics, fetch_rows, produce_webhooks, wait_caught_up
 
 CHROMIUM = os.environ.get("CONVMETRICS_CHROMIUM", "/usr/bin/chromium")
 # The network is closed here: without these Chromium keeps dialling out (and logging refusals).
@@ -181,7 +182,7 @@ def lag_text(s: float) -> str:
     """The page's formatting of an ingest lag (dashboard.js `lag`)."""
     if s < 10:
         return f"{s:.2f}s"
-    n = round(s)
+    n = math.floor(s + 0.5)  # JavaScript's Math.round (halves up), not Python's round (to even)
     if n < 60:
         return f"{n}s"
     if n < 3600:
@@ -276,6 +277,156 @@ def test_dashboard_draws_the_pipelines_numbers(
     shot = ARTIFACTS / "dashboard.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 20_000
+    page.close()
+
+
+def shown(v: Any, seconds: bool) -> str:
+    """A value as the grouped table writes it (dashboard.js `cellOf`)."""
+    if v is None:
+        return "\u2013"  # an en dash
+    return lag_text(v) if seconds else f"{v:,}"
+
+
+def grouped_expected(api: str, group: str, filters: dict[str, str]) -> tuple[list[str], list[list[str]]]:
+    """The grouped table's header and cells for a view, from the API's first page and the
+    registry (not from the page's own code): key dimensions, then each metric of the full
+    set that counts in the grouping's all-time rows, a distribution as p50, p90, mean."""
+    from consumer.fold.registry import REGISTRY, Kind
+
+    params = {"group": group, "window": "all", "limit": "100", **filters}
+    body = httpx.get(f"{api}/v1/metrics", params=params).json()
+    dims = list(REGISTRY.grouping(group).dimensions)
+    head = [d.replace("_", " ") for d in dims]
+    metrics = [m for m in REGISTRY.metrics if m.counts_in(group, "all") and m.kind is not Kind.GAUGE]
+    for m in metrics:
+        label = m.name.replace("_", " ")
+        if m.kind is Kind.COUNTER:
+            head.append(label)
+        else:
+            head += [f"{label} {s}" for s in ("p50", "p90", "mean")]
+            if any("buckets" in r[m.name] for r in body["rows"]):
+                head.append(f"{label} buckets")
+    finer = [
+        g.name for g in REGISTRY.groupings if len(g.dimensions) > len(dims) and set(dims) <= set(g.dimensions)
+    ]
+    if finer:
+        head.append("finer")
+    rows = []
+    for r in body["rows"]:
+        cells = [str(r["key"][d]) for d in dims]
+        for m in metrics:
+            v = r[m.name]
+            if m.kind is Kind.COUNTER:
+                cells.append(shown(v, False))
+                continue
+            cells += [shown(v[s], True) for s in ("p50", "p90", "mean")]
+            if "buckets" in v:
+                cells.append(
+                    "".join(v["buckets"]) and " · ".join(f"{b} {n:,}" for b, n in v["buckets"].items())
+                )
+        if finer:
+            cells.append(" ".join(finer))
+        rows.append(cells)
+    return head, rows
+
+
+def grouped_view(page: Page, group: str, filters: dict[str, str]) -> tuple[list[str], list[list[str]]]:
+    """Wait until the grouped table shows this view, loaded; its header and cells."""
+    page.wait_for_function(
+        """([group, filters]) => { const g = window.convmetrics.grouped;
+               const same = (a, b) => Object.keys(a).length === Object.keys(b).length &&
+                                      Object.keys(a).every(k => a[k] === b[k]);
+               return g.group === group && !g.loading && same(g.filters, filters); }""",
+        arg=[group, filters],
+        timeout=30_000,
+    )
+    head: list[str] = page.eval_on_selector_all("#grouped thead th", "ths => ths.map(th => th.textContent)")
+    return head, table(page, "#grouped")
+
+
+def test_grouped_table_shows_every_metric_by_each_grouping_and_drills_down(
+    browser: BrowserContext, pipeline: Callable[[list[dict[str, Any]]], str]
+) -> None:
+    """`--metric-set full`: the grouping selector offers the store's groupings; each one's
+    table has a column per metric of the set (created, assignments, snoozes,
+    closed_window_expired too) holding the API's numbers; a row click shows that row's
+    numbers in a finer grouping, filtered to its key; back returns; the account field
+    filters; a bad account is the API's 400, said under the table."""
+    from consumer.fold.registry import REGISTRY
+
+    api = pipeline(webhooks(seed=41, events=6_000, start=1_714_000_000))
+    page = open_dashboard(browser, api)
+    options = page.eval_on_selector_all("#group option", "os => os.map(o => o.value)")
+    assert options == [g.name for g in REGISTRY.groupings]  # the running store's set: full
+
+    for g in REGISTRY.groupings:
+        page.select_option("#group", g.name)
+        head, rows = grouped_view(page, g.name, {})
+        want_head, want_rows = grouped_expected(api, g.name, {})
+        assert head == want_head, g.name
+        assert rows == want_rows and rows, g.name
+    head, _ = grouped_view(page, "app", {})
+    for name in ("created", "assignments", "snoozes", "closed window expired", "time to close p50"):
+        assert name in head
+    # the counters are not all zero: the stream has every kind of event
+    _, rows = grouped_expected(api, "channel_type", {})
+    for name in ("created", "assignments", "snoozes", "closed window expired"):
+        col = head.index(name)
+        assert sum(int(r[col].replace(",", "")) for r in rows) > 0, name
+
+    # channel type -> the accounts on it; back -> the channel types again
+    page.select_option("#group", "channel_type")
+    _, rows = grouped_view(page, "channel_type", {})
+    channel = rows[0][0]
+    page.click("#grouped tbody tr:first-child td:first-child")
+    view = {"channel_type": channel}
+    head, rows = grouped_view(page, "account,channel_type", view)
+    assert (head, rows) == grouped_expected(api, "account,channel_type", view)
+    assert {r[1] for r in rows} == {channel} and page.inner_text(
+        "#grouped-filters"
+    ) == f"Only channel_type = {channel}"
+    page.click("#grouped-back")
+    grouped_view(page, "channel_type", {})
+
+    # account -> its channel types (a row click), or its inboxes (the row's "inbox" button)
+    page.select_option("#group", "account")
+    _, rows = grouped_view(page, "account", {})
+    account = rows[1][0]
+    page.click("#grouped tbody tr:nth-child(2) td:nth-child(2)")
+    view = {"account": account}
+    head, rows = grouped_view(page, "account,channel_type", view)
+    assert (head, rows) == grouped_expected(api, "account,channel_type", view) and rows
+    assert {r[0] for r in rows} == {account}
+    assert page.input_value("#grouped-account") == account
+    page.click("#grouped-back")
+    grouped_view(page, "account", {})
+    page.click("#grouped tbody tr:nth-child(2) button[data-to=inbox]")
+    head, rows = grouped_view(page, "inbox", view)
+    assert (head, rows) == grouped_expected(api, "inbox", view) and rows
+    # the account field: another account's inboxes; a bad one is the API's 400
+    other = next(
+        r["key"]["account"]
+        for r in fetch_metrics(api, "account", "all")
+        if str(r["key"]["account"]) != account
+    )
+    page.fill("#grouped-account", str(other))
+    page.press("#grouped-account", "Enter")
+    head, rows = grouped_view(page, "inbox", {"account": str(other)})
+    assert (head, rows) == grouped_expected(api, "inbox", {"account": str(other)}) and rows
+    page.fill("#grouped-account", "acme")
+    page.press("#grouped-account", "Enter")
+    grouped_view(page, "inbox", {"account": "acme"})
+    assert page.inner_text("#grouped-note").startswith("Cannot load rows: account must be an integer id")
+    assert table(page, "#grouped") == []
+
+    # the view lives through the page's refreshes, with the pipeline's numbers
+    page.fill("#grouped-account", account)
+    page.press("#grouped-account", "Enter")
+    grouped_view(page, "inbox", view)
+    refreshed(page)
+    assert grouped_view(page, "inbox", view) == grouped_expected(api, "inbox", view)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-grouped.png"), full_page=True)
     page.close()
 
 

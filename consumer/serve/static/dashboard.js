@@ -1,4 +1,6 @@
-// Closure metrics dashboard: polls the JSON API (/v1/summary, /v1/closures) and redraws.
+// Metrics dashboard: polls the JSON API (/v1/summary, /v1/closures, /v1/metrics) and redraws.
+// The grouped table names no metric: its groupings and columns come from /v1/metric-set
+// (the store's metric set), so a metric added to the registry shows up without a change here.
 // No build step, no dependencies but the vendored Chart.js. `?refresh=N` sets the polling
 // interval in seconds (default 5). `window.convmetrics` holds what the page last fetched.
 "use strict";
@@ -34,6 +36,11 @@
     error: null,
     scoped: false, // the token reads some accounts only: the page shows their table alone
     needsToken: false,
+    metricSet: null, // /v1/metric-set: the store's groupings and metrics
+    // the grouped table: a grouping, filters on its dimensions (from a drill-down or the
+    // account field), and the /v1/metrics rows of its first pages, all time
+    grouped: { group: "channel_type", filters: {}, rows: [], next: null, error: null, loading: true },
+    groupedBack: [], // the views a drill-down left, for "back"
   };
   // A token (when the API asks for one) is kept for this tab only.
   const TOKEN_KEY = "convmetrics.token";
@@ -136,9 +143,113 @@
     }
   }
 
+  // -- the grouped table (/v1/metrics) --------------------------------------------------
+  const GROUPED_ROWS = 100; // rows per page; "more rows" fetches the next page
+  let groupedFetches = 0;
+
+  function grouping(name) {
+    return state.metricSet.groupings.find((g) => g.name === name);
+  }
+
+  // The groupings offered: the metric set's; a token scoped to accounts reads those by account.
+  function offeredGroupings() {
+    if (!state.metricSet) return [];
+    return state.metricSet.groupings.filter((g) => !state.scoped || g.dimensions.includes("account"));
+  }
+
+  // Where a row of a grouping drills to: the groupings that hold all its dimensions and more
+  // (channel_type -> account,channel_type; account -> account,channel_type and inbox).
+  function finer(name) {
+    const dims = grouping(name).dimensions;
+    return offeredGroupings().filter(
+      (g) => g.dimensions.length > dims.length && dims.every((d) => g.dimensions.includes(d)));
+  }
+
+  // The metric set's columns for a grouping's all-time rows: a counter is one column, a
+  // distribution its p50, p90 and mean (as far as its JSON has them) and its buckets, if the
+  // rows carry any.
+  function groupedColumns(name, rows) {
+    const cols = [];
+    for (const m of state.metricSet.metrics) {
+      if (!m.groupings.includes(name) || !m.windows.includes("all")) continue;
+      if (m.kind === "counter") cols.push({ metric: m, stat: null });
+      if (m.kind !== "distribution") continue;
+      for (const stat of ["p50", "p90", "mean"]) if (m.stats.includes(stat)) cols.push({ metric: m, stat });
+      const withBuckets = rows.find((r) => r[m.name] && r[m.name].buckets);
+      if (withBuckets) cols.push({ metric: m, stat: "buckets", buckets: Object.keys(withBuckets[m.name].buckets) });
+    }
+    return cols;
+  }
+
+  function groupedQuery(cursor) {
+    const g = state.grouped;
+    const q = Object.assign({ group: g.group, window: "all", limit: String(GROUPED_ROWS) }, g.filters);
+    if (cursor) q.cursor = cursor;
+    return q;
+  }
+
+  // Fetch the grouped table's first page (or the pages already shown, on a refresh); an
+  // answer a newer view overtook is dropped. An API error (a bad account) is shown in its
+  // note, not as the page's error.
+  async function fetchGrouped() {
+    const mine = ++groupedFetches;
+    const shown = Math.max(GROUPED_ROWS, state.grouped.rows.length);
+    const view = { group: state.grouped.group, filters: state.grouped.filters };
+    let rows = [];
+    let next = null;
+    let error = null;
+    try {
+      do {
+        const body = await getJSON("/v1/metrics", groupedQuery(next));
+        rows.push(...body.rows);
+        next = body.next;
+      } while (next && rows.length < shown);
+    } catch (err) {
+      if (err instanceof HttpError && err.status === 401) throw err;
+      rows = [];
+      next = null;
+      error = String(err.message || err);
+    }
+    if (mine !== groupedFetches) return;
+    state.grouped = Object.assign({}, view, { rows, next, error, loading: false });
+    drawGrouped();
+  }
+
+  async function moreGrouped() {
+    const mine = ++groupedFetches;
+    const body = await getJSON("/v1/metrics", groupedQuery(state.grouped.next));
+    if (mine !== groupedFetches) return;
+    state.grouped.rows.push(...body.rows);
+    state.grouped.next = body.next;
+    drawGrouped();
+  }
+
+  async function loadMetricSet() {
+    if (!state.metricSet) state.metricSet = await getJSON("/v1/metric-set");
+    const offered = offeredGroupings();
+    if (!offered.some((g) => g.name === state.grouped.group) && offered.length) {
+      state.grouped.group = offered[0].name;
+      state.grouped.filters = {};
+    }
+  }
+
+  // Show a view of the grouped table: a grouping and filters on its dimensions.
+  function showGrouped(group, filters, remember) {
+    if (remember) state.groupedBack.push({ group: state.grouped.group, filters: state.grouped.filters });
+    const dims = grouping(group).dimensions;
+    const kept = {};
+    for (const [d, v] of Object.entries(filters)) if (dims.includes(d)) kept[d] = String(v);
+    state.grouped = { group, filters: kept, rows: [], next: null, error: null, loading: true };
+    drawGrouped();
+    fetchGrouped().catch((err) => setText("grouped-note", "Cannot load rows: " + (err.message || err)));
+  }
+
   // A token scoped to some accounts may not read across tenants (/v1/summary answers 403):
   // the page then shows those accounts' table alone.
   async function refreshScoped() {
+    await loadMetricSet();
+    drawGroupedControls();
+    await fetchGrouped();
     const mine = ++accountFetches;
     const accounts = await fetchAccounts();
     if (mine === accountFetches) Object.assign(state, accounts);
@@ -177,6 +288,8 @@
       if (summary.channel_types_folded) query.keys = channels.filter((k) => k !== "_other").join(",");
       series = await allRows(query);
     }
+    await loadMetricSet();
+    await fetchGrouped();
     const mine = ++accountFetches;
     const accounts = await fetchAccounts();
     if (w !== state.window) return; // switched while fetching: the next poll draws it
@@ -329,6 +442,83 @@
       state.accountsMatch > shown.length ? `${matched}; showing the first ${shown.length}` : matched);
   }
 
+  const metricLabel = (name) => name.replace(/_/g, " ");
+
+  function cellOf(col, r) {
+    const v = r[col.metric.name];
+    if (col.stat === null) return `<td class="num">${v === null || v === undefined ? "–" : count(v)}</td>`;
+    if (col.stat === "buckets") {
+      const counts = col.buckets.map((b) => (v && v.buckets ? v.buckets[b] || 0 : 0));
+      const total = counts.reduce((a, b) => a + b, 0);
+      const parts = col.buckets.map((b, i) => total ? `<span class="seg" style="width:${(100 * counts[i]) / total}%;` +
+        `background:${PALETTE[i % PALETTE.length]}" title="${escape(b)}: ${count(counts[i])}"></span>` : "").join("");
+      const text = col.buckets.map((b, i) => `${b} ${count(counts[i])}`).join(" · ");
+      return `<td class="buckets" title="${escape(text)}"><span class="bar">${parts}</span>` +
+        `<span class="bucket-counts">${escape(text)}</span></td>`;
+    }
+    const x = v ? v[col.stat] : null;
+    return `<td class="num">${col.metric.unit === "s" ? lag(x) : x === null || x === undefined ? "–" : count(x)}</td>`;
+  }
+
+  function drawGroupedControls() {
+    if (!state.metricSet) return;
+    const select = document.getElementById("group");
+    const offered = offeredGroupings();
+    const have = Array.from(select.options).map((o) => o.value).join("\n");
+    if (have !== offered.map((g) => g.name).join("\n")) {
+      select.innerHTML = offered.map((g) => `<option value="${escape(g.name)}">${escape(g.name)}</option>`).join("");
+    }
+    const g = state.grouped;
+    select.value = g.group;
+    const dims = grouping(g.group).dimensions;
+    document.getElementById("grouped-account-label").hidden = !dims.includes("account");
+    const input = document.getElementById("grouped-account");
+    if (document.activeElement !== input) input.value = g.filters.account || "";
+    document.getElementById("grouped-back").hidden = state.groupedBack.length === 0;
+    const filters = Object.entries(g.filters).map(([d, v]) => `${d} = ${v}`);
+    setText("grouped-title", "By " + g.group + ", all time");
+    setText("grouped-filters", filters.length ? "Only " + filters.join(", ") : "");
+  }
+
+  function drawGrouped() {
+    if (!state.metricSet) return;
+    drawGroupedControls();
+    const g = state.grouped;
+    const dims = grouping(g.group).dimensions;
+    const cols = groupedColumns(g.group, g.rows);
+    const drills = finer(g.group);
+    const head = dims.map((d) => `<th>${escape(metricLabel(d))}</th>`).concat(cols.map((c) =>
+      `<th class="${c.stat === "buckets" ? "" : "num"}" title="${escape(c.metric.description)}">` +
+      `${escape(metricLabel(c.metric.name))}${c.stat ? " " + c.stat : ""}</th>`));
+    if (drills.length) head.push("<th>finer</th>");
+    document.querySelector("#grouped thead").innerHTML = "<tr>" + head.join("") + "</tr>";
+    document.querySelector("#grouped tbody").innerHTML = g.rows.map((r, i) => {
+      const key = dims.map((d) => `<td>${escape(r.key[d])}</td>`).join("");
+      const links = drills.map((f) => `<button type="button" class="link" data-row="${i}" data-to="${escape(f.name)}">` +
+        `${escape(f.name)}</button>`).join(" ");
+      return `<tr data-row="${i}"${drills.length ? ` class="drill" title="click: by ${escape(drills[0].name)}"` : ""}>` +
+        key + cols.map((c) => cellOf(c, r)).join("") + (drills.length ? `<td>${links}</td>` : "") + "</tr>";
+    }).join("");
+    document.getElementById("grouped-more").hidden = !g.next;
+    const n = g.rows.length;
+    setText("grouped-note", g.loading ? "Loading…" : g.error ? "Cannot load rows: " + g.error :
+      n === 0 ? "No rows" : `${count(n)} ${n === 1 ? "row" : "rows"}${g.next ? " shown; more in the API" : ""}`);
+    document.getElementById("grouped-note").classList.toggle("error", Boolean(g.error));
+  }
+
+  // A click on a row (or on one of its "finer" buttons): its numbers in a finer grouping,
+  // filtered to the row's key.
+  function drill(e) {
+    const tr = e.target.closest("tr[data-row]");
+    if (!tr) return;
+    const drills = finer(state.grouped.group);
+    const to = e.target.closest("button[data-to]") ? e.target.closest("button[data-to]").dataset.to :
+      drills.length ? drills[0].name : null;
+    if (!to) return;
+    const row = state.grouped.rows[Number(tr.dataset.row)];
+    showGrouped(to, Object.assign({}, state.grouped.filters, row.key), true);
+  }
+
   function drawTtcChoices() {
     const select = document.getElementById("ttc-key");
     const have = Array.from(select.options).map((o) => o.value).join("\n");
@@ -343,6 +533,7 @@
     drawTtcChoices();
     drawCharts();
     drawChannels();
+    drawGrouped();
     drawAccounts();
   }
 
@@ -420,6 +611,24 @@
       state.search = e.target.value;
       redrawAccounts();
     });
+    document.getElementById("group").addEventListener("change", (e) => {
+      showGrouped(e.target.value, state.grouped.filters, true);
+    });
+    document.getElementById("grouped-account").addEventListener("change", (e) => {
+      const filters = Object.assign({}, state.grouped.filters);
+      const value = e.target.value.trim();
+      if (value) filters.account = value;
+      else delete filters.account;
+      showGrouped(state.grouped.group, filters, false);
+    });
+    document.getElementById("grouped-back").addEventListener("click", () => {
+      const back = state.groupedBack.pop();
+      if (back) showGrouped(back.group, back.filters, false);
+    });
+    document.getElementById("grouped-more").addEventListener("click", () => {
+      moreGrouped().catch((err) => setText("grouped-note", "Cannot load rows: " + (err.message || err)));
+    });
+    document.querySelector("#grouped tbody").addEventListener("click", drill);
     for (const th of document.querySelectorAll("#accounts th[data-col]")) {
       th.addEventListener("click", () => {
         const col = th.dataset.col;

@@ -162,3 +162,42 @@ def test_parameters_at_their_limits_are_accepted() -> None:
     for params in ({"from": "60", "to": "60"}, {"limit": "1"}, {"limit": "100000"}):
         q = parse_metrics_query({"group": "account", "window": "1m", **params}, REGISTRY)
         assert q.window == "1m", params
+
+
+@pytest.mark.parametrize("name", ["closures", "full"])
+def test_metric_set_names_the_stores_groupings_and_metrics(tmp_path: Path, name: str) -> None:
+    """`/v1/metric-set`: what the dashboard draws from, the store's set alone: its groupings
+    (dimensions, windows) and metrics (where each counts); open without a token (it holds
+    no data); a parameter is a 400."""
+    from consumer.fold.registry import METRIC_SETS
+
+    registry = METRIC_SETS[name]
+    path = tmp_path / "tokens"
+    path.write_text(f"{digest('t')} *\n")
+    app = create_app(lambda: SqliteStore(str(tmp_path / "m.db"), registry=registry), tokens=Tokens(path))
+    c = TestClient(app)
+    body = c.get("/v1/metric-set").json()
+    assert body["name"] == name
+    assert [g["name"] for g in body["groupings"]] == [g.name for g in registry.groupings]
+    assert [m["name"] for m in body["metrics"]] == [m.name for m in registry.metrics]
+    groupings = {g["name"]: g for g in body["groupings"]}
+    assert groupings["channel_type"] == {
+        "name": "channel_type",
+        "dimensions": ["channel_type"],
+        "windows": ["1m", "1h", "1d", "all"],
+    }
+    metrics = {m["name"]: m for m in body["metrics"]}
+    assert metrics["closures"]["kind"] == "counter" and metrics["closures"]["unit"] == "1"
+    assert metrics["closures"]["groupings"] == list(groupings)
+    lag = metrics["ingest_lag"]  # in seconds as the rows show it; by channel type, 1h and longer
+    assert (lag["unit"], lag["groupings"], lag["windows"]) == ("s", ["channel_type"], ["1h", "1d", "all"])
+    assert lag["stats"] == ["count", "mean", "max", "p50", "p90", "p99"]
+    assert metrics["time_to_close"]["stats"][:5] == ["count", "sum", "min", "max", "mean"]
+    if name == "full":
+        assert groupings["inbox"]["dimensions"] == ["account", "inbox"]
+        assert groupings["inbox"]["windows"] == ["1h", "1d", "all"]  # no 1-minute rows
+        assert {"created", "assignments", "snoozes", "closed_window_expired"} <= set(metrics)
+    else:
+        assert "created" not in metrics and "inbox" not in groupings
+    assert c.get("/v1/metric-set", params={"x": "1"}).status_code == 400
+    assert c.get("/v1/metrics", params={"group": "account", "window": "all"}).status_code == 401
