@@ -18,17 +18,6 @@ from consumer.store.render import row_json
 
 DEFAULT_LIMIT = 10_000
 MAX_LIMIT = 100_000
-#: the groupings a query may name (`channel-type` spelled either way), from the registry
-_BY = {
-    **{g.name: g.name for g in REGISTRY.groupings},
-    **{g.name.replace("_", "-"): g.name for g in REGISTRY.groupings},
-}
-#: groupings whose one dimension is an integer: their keys must be integers
-_INT_KEYED = {
-    g.name
-    for g in REGISTRY.groupings
-    if len(g.dimensions) == 1 and REGISTRY.dimension(g.dimensions[0]).type is int
-}
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 _KNOWN = {"by", "window", "key", "keys", "from", "to", "limit", "cursor", "sort", "contains"}
 #: at most this many keys in `keys=` (the dashboard asks for the channel types it draws)
@@ -96,23 +85,41 @@ def parse_span(params: Mapping[str, str], window: str) -> tuple[int | None, int 
     return start_from, start_to, limit
 
 
-def parse_query(params: Mapping[str, str]) -> ClosureQuery:
-    """Validate query parameters; QueryError names the bad one and why."""
+def _by(registry: Registry) -> dict[str, str]:
+    """The groupings a query may name (`channel-type` spelled either way)."""
+    return {spelling: g.name for g in registry.groupings for spelling in (g.name, g.name.replace("_", "-"))}
+
+
+def _int_keyed(registry: Registry, by: str) -> bool:
+    """Whether a grouping's keys are integers (its one dimension is)."""
+    dims = registry.grouping(by).dimensions
+    return len(dims) == 1 and registry.dimension(dims[0]).type is int
+
+
+def parse_query(params: Mapping[str, str], registry: Registry = REGISTRY) -> ClosureQuery:
+    """Validate query parameters against the store's metric set (`registry`: what `by` and
+    `sort` may name); QueryError names the bad one and why. A grouping or value that another
+    metric set has is refused naming `--metric-set`."""
     unknown = sorted(set(params) - _KNOWN)
     if unknown:
         raise QueryError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(_KNOWN))}")
-    by = _BY.get(params.get("by", ""))
+    asked = params.get("by", "")
+    by = _by(registry).get(asked)
     if by is None:
-        names = " or ".join(g.name for g in REGISTRY.groupings)
+        if (other := _by(REGISTRY).get(asked)) is not None:
+            held = ", ".join(g.name for g in registry.groupings)
+            raise QueryError(f"by={other}: this store counts by {held} (--metric-set)")
+        names = " or ".join(g.name for g in registry.groupings)
         raise QueryError(f"by must be {names}, got {params.get('by')!r}")
     window = params.get("window", "")
     if window not in WINDOWS:
         raise QueryError(f"window must be one of {', '.join(WINDOWS)}, got {window!r}")
     start_from, start_to, limit = parse_span(params, window)
+    int_keyed = _int_keyed(registry, by)
     key = params.get("key") or None
-    if key is not None and by in _INT_KEYED and not _fits(key):
+    if key is not None and int_keyed and not _fits(key):
         raise QueryError(f"key must be an {by} id (an integer) when by={by}, got {key!r}")
-    keys = _keys(params.get("keys"), by)
+    keys = _keys(params.get("keys"), by, int_keyed)
     if keys is not None and key is not None:
         raise QueryError("key and keys select the same thing: leave one out")
     cursor = params.get("cursor")
@@ -123,9 +130,11 @@ def parse_query(params: Mapping[str, str]) -> ClosureQuery:
         return ClosureQuery(by, window, key, start_from, start_to, limit, after, contains=contains, keys=keys)
     descending = sort.startswith("-")
     value = sort.removeprefix("-")
-    if value not in REGISTRY.rankable:
+    if value not in registry.rankable:
+        if value in REGISTRY.rankable:
+            raise QueryError(f"sort={sort}: not in this store's metric set (--metric-set)")
         raise QueryError(
-            f"sort must be one of {', '.join(REGISTRY.rankable)} (- before it: descending), got {sort!r}"
+            f"sort must be one of {', '.join(registry.rankable)} (- before it: descending), got {sort!r}"
         )
     if key is not None:
         raise QueryError("sort ranks many rows; with key there is one per window: leave one out")
@@ -135,14 +144,14 @@ def parse_query(params: Mapping[str, str]) -> ClosureQuery:
     )
 
 
-def _keys(raw: str | None, by: str) -> tuple[str, ...] | None:
+def _keys(raw: str | None, by: str, int_keyed: bool) -> tuple[str, ...] | None:
     """`keys=A,B,C`: the keys asked for (an integer grouping's as integers), deduplicated."""
     if raw is None or raw == "":
         return None
     keys = tuple(dict.fromkeys(k.strip() for k in raw.split(",") if k.strip()))
     if len(keys) > MAX_KEYS:
         raise QueryError(f"keys takes at most {MAX_KEYS} keys, got {len(keys)}")
-    bad = [k for k in keys if by in _INT_KEYED and not _fits(k)]
+    bad = [k for k in keys if int_keyed and not _fits(k)]
     if bad:
         raise QueryError(f"keys must be {by} ids (integers) when by={by}, got {bad[0]!r}")
     return keys

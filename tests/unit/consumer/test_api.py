@@ -248,3 +248,23 @@ def test_keys_select_several_rows(db: Path) -> None:
     ):
         r = c.get("/v1/closures", params={"by": "account", "window": "all", **params})
         assert r.status_code == 400 and says in r.json()["error"], params
+
+
+def test_closures_of_a_closures_set_store_refuse_the_full_sets_names(tmp_path: Path) -> None:
+    """Over HTTP: the store's metric set decides what `by` and `sort` may name (400s naming
+    the parameter and --metric-set, never a 500)."""
+    from consumer.fold.registry import CLOSURES
+
+    c = TestClient(create_app(lambda: SqliteStore(str(tmp_path / "m.db"), registry=CLOSURES)))
+    r = c.get("/v1/closures", params={"by": "inbox", "window": "all"})
+    assert r.status_code == 400
+    assert r.json()["error"] == "by=inbox: this store counts by channel_type, account (--metric-set)"
+    r = c.get("/v1/closures", params={"by": "account", "window": "all", "sort": "-snoozes"})
+    assert (r.status_code, r.json()["error"]) == (
+        400,
+        "sort=-snoozes: not in this store's metric set (--metric-set)",
+    )
+    assert (
+        c.get("/v1/closures", params={"by": "account", "window": "all", "sort": "-closures"}).status_code
+        == 200
+    )

@@ -150,3 +150,42 @@ def test_parameters_at_their_limits_are_accepted(params: dict[str, str]) -> None
 def test_parameters_one_past_their_limits_are_refused(params: dict[str, str], message: str) -> None:
     with pytest.raises(QueryError, match=message):
         parse_query({"by": "account", "window": "1m", **params})
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"by": "inbox"}, r"by=inbox: this store counts by channel_type, account \(--metric-set\)"),
+        (
+            {"by": "account,channel_type"},
+            r"by=account,channel_type: this store counts by channel_type, account",
+        ),
+        ({"by": "team"}, "by must be channel_type or account, got 'team'"),
+        (
+            {"by": "account", "sort": "-created"},
+            r"sort=-created: not in this store's metric set \(--metric-set\)",
+        ),
+        ({"by": "account", "sort": "assignments/closures"}, "not in this store's metric set"),
+        ({"by": "account", "sort": "-colour"}, "sort must be one of key, closures, reopens"),
+    ],
+)
+def test_a_stores_metric_set_says_what_by_and_sort_may_name(params: dict[str, str], message: str) -> None:
+    """`parse_query(params, registry)`: the closures set refuses the groupings and values only
+    the full set has, naming --metric-set; what no set has is refused listing the store's."""
+    from consumer.fold.registry import CLOSURES
+
+    with pytest.raises(QueryError, match=message):
+        parse_query({"window": "all", **params}, CLOSURES)
+
+
+def test_what_the_full_set_has_is_accepted() -> None:
+    from consumer.fold.registry import CLOSURES, REGISTRY
+
+    q = parse_query({"by": "account", "window": "all", "sort": "-created"}, REGISTRY)
+    assert (q.sort, q.descending) == ("created", True)
+    assert parse_query({"by": "inbox", "window": "1h"}, REGISTRY).by == "inbox"
+    for spelling in ("channel-type", "channel_type"):  # both spellings, in either set
+        assert parse_query({"by": spelling, "window": "1h"}, CLOSURES).by == "channel_type"
+    assert parse_query({"by": "account", "window": "all", "sort": "closures"}, CLOSURES).sort == "closures"
+    with pytest.raises(QueryError, match="account id"):  # an integer grouping of the store's set
+        parse_query({"by": "account", "window": "all", "keys": "1,x"}, CLOSURES)
