@@ -25,7 +25,14 @@ from consumer.stream.runner import GC_THRESHOLD, MetricsConsumer
 from consumer.stream.settings import ConsumerSettings
 from convmetrics.generate import GenerateConfig, generate_webhooks
 from schemas import conversation_codec
-from support.pipeline import ConsumerProcess, fetch_rows, produce_raw, produce_webhooks, wait_caught_up
+from support.pipeline import (
+    ConsumerProcess,
+    fetch_metrics,
+    fetch_rows,
+    produce_raw,
+    produce_webhooks,
+    wait_caught_up,
+)
 from support.truth import dedupe
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -92,12 +99,13 @@ def served_store(kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: 
 
 @pytest.fixture
 def serve(served_store: Path, tmp_path: Path) -> Iterator[str]:
-    """`convmetrics serve` as a real process on the store; yields its base URL."""
+    """`convmetrics serve --metric-set full` as a real process on the store (filled with the
+    full set); yields its base URL."""
     port = free_port()
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "convmetrics", "serve", "--store", f"sqlite:///{served_store}",
-         "--port", str(port)],
+         "--port", str(port), "--metric-set", "full"],
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -119,37 +127,44 @@ def serve(served_store: Path, tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-def test_serve_exposes_closure_metrics_per_channel_type(serve: str) -> None:
+def test_serve_exposes_the_metric_sets_metrics_per_channel_type(serve: str) -> None:
+    """Every counter and distribution of the running set (the full one: created,
+    assignments, snoozes, closed_window_expired too) that counts by channel type, equal to
+    `/v1/metrics`' all-time rows, labelled by channel type only."""
+    from consumer.fold.registry import REGISTRY, Kind
+
     samples = scrape(f"{serve}/metrics")
-    rows = {r["key"]: r for r in fetch_rows(serve, "channel_type", "all")}
-    assert rows and labelled(samples, "convmetrics_closures_total", "channel_type") == {
-        k: r["closures"] for k, r in rows.items()
-    }
-    assert labelled(samples, "convmetrics_reopens_total", "channel_type") == {
-        k: r["reopens"] for k, r in rows.items()
-    }
-    assert labelled(samples, "convmetrics_closed_unread_total", "channel_type") == {
-        k: r["closed_unread"] for k, r in rows.items()
-    }
-    for k, r in rows.items():
-        ttc, ct = r["time_to_close"], ("channel_type", k)
-        assert samples[("convmetrics_time_to_close_seconds_count", (ct,))] == ttc["count"]
-        assert samples[("convmetrics_time_to_close_seconds_sum", (ct,))] == ttc["sum"]
-        if ttc["count"]:
-            assert samples[("convmetrics_time_to_close_seconds", (ct, ("quantile", "0.5")))] == ttc["p50"]
-            assert samples[("convmetrics_time_to_close_seconds", (ct, ("quantile", "0.9")))] == ttc["p90"]
-        lag = r["ingest_lag"]  # every registry distribution of the grouping, in seconds
-        assert samples[("convmetrics_ingest_lag_seconds_count", (ct,))] == lag["count"]
-        if lag["count"]:
-            assert samples[("convmetrics_ingest_lag_seconds", (ct, ("quantile", "0.99")))] == lag["p99"]
+    rows = {r["key"]["channel_type"]: r for r in fetch_metrics(serve, "channel_type", "all")}
+    assert set(rows) == {r["key"] for r in fetch_rows(serve, "channel_type", "all")}
+    shown = [m for m in REGISTRY.metrics if m.counts_in("channel_type", "all")]
+    counters = [m for m in shown if m.kind is Kind.COUNTER]
+    distributions = [m for m in shown if m.kind is Kind.DISTRIBUTION]
+    assert {"created", "assignments", "snoozes", "closed_window_expired"} <= {m.name for m in counters}
+    for m in counters:
+        want = {k: r[m.name] for k, r in rows.items()}
+        assert labelled(samples, f"convmetrics_{m.name}_total", "channel_type") == want, m.name
+    for name in ("created", "assignments", "snoozes", "closed_window_expired"):  # the stream has them
+        assert sum(labelled(samples, f"convmetrics_{name}_total", "channel_type").values()) > 0, name
+    for m in distributions:
+        family = f"convmetrics_{m.name}_seconds"
+        for k, r in rows.items():
+            d, ct = r[m.name], ("channel_type", k)
+            assert samples[(f"{family}_count", (ct,))] == d["count"], (m.name, k)
+            if m.exact_min:
+                assert samples[(f"{family}_sum", (ct,))] == d["sum"], (m.name, k)
+            elif d["count"]:
+                assert samples[(f"{family}_sum", (ct,))] == pytest.approx(d["mean"] * d["count"])
+            for q, stat in (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99")):
+                assert samples.get((family, (ct, ("quantile", q)))) == d[stat], (m.name, k, q)
     newest = httpx.get(f"{serve}/v1/summary").json()["newest"]
     assert labelled(samples, "convmetrics_newest_window_start_seconds", "window") == newest
     n_accounts = len(fetch_rows(serve, "account", "all"))
-    # per channel type, not account: 3 counters and 2 summaries of up to 5 samples each,
-    # 3 newest-window gauges and the folded-names gauge (0: fewer than 200 channel types)
+    # per channel type, not account: a sample per counter, up to 5 per summary (3 quantiles,
+    # count, sum), 3 newest-window gauges and the folded-names gauge (0: under 200 names)
     assert samples[("convmetrics_channel_types_folded", ())] == 0
-    assert len(samples) <= 13 * len(rows) + 4 < n_accounts * len(rows)
-    assert all(label != "account" for _, ls in samples for label, _ in ls)
+    per_channel = len(counters) + 5 * len(distributions)
+    assert len(samples) <= per_channel * len(rows) + 4 < n_accounts * len(rows)
+    assert all(label in ("channel_type", "quantile", "window") for _, ls in samples for label, _ in ls)
 
 
 def run_metrics(*argv: str) -> subprocess.CompletedProcess[str]:

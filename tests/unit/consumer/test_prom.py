@@ -196,3 +196,48 @@ def scrape_text(text: str) -> tuple[Samples, dict[str, str]]:
         for s in fam.samples:
             samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return samples, types
+
+
+@pytest.mark.parametrize("name", ["closures", "full"])
+def test_the_running_metric_sets_counters_and_distributions_are_exposed(tmp_path: Path, name: str) -> None:
+    """What `/metrics` shows follows the store's metric set: every counter and distribution of
+    it that counts by channel type (the full set's created, assignments, snoozes and
+    closed_window_expired too), none of another set, labelled by channel type only."""
+    from consumer.fold.model import ASSIGNED, SNOOZED
+    from consumer.fold.registry import METRIC_SETS, Kind
+
+    registry = METRIC_SETS[name]
+    store = SqliteStore(str(tmp_path / "m.db"), registry=registry)
+    store.check_topic("events")
+    fold = PartitionFold(0, registry=registry)
+    t0 = 1_700_000_000
+    for kind, h, t, expires in (
+        (CREATED, 1, t0, None),
+        (ASSIGNED, 2, t0 + 5, None),
+        (SNOOZED, 3, t0 + 9, None),
+        (CLOSED, 4, t0 + 60, t0 + 59),  # its messaging window expired a second before
+    ):
+        fold.apply(Event(kind, h, 7, 1, "SMS", t, None, None, None, 30, 1007, expires))
+    delta, changed = fold.take_changes()
+    store.commit("events", [PartitionCommit(0, delta, 4, fold.watermark, changed)])
+    prom = CollectorRegistry()
+    prom.register(ClosureCollector(lambda: store))
+    got, types = scrape(prom)
+    sms = (("channel_type", "SMS"),)
+    (row,) = [row_json(r, registry) for r in store.query("channel_type", "all")]
+    shown = [m for m in registry.metrics if m.counts_in("channel_type", "all")]
+    for m in shown:
+        if m.kind is Kind.COUNTER:
+            assert got[(f"convmetrics_{m.name}_total", sms)] == row[m.name], m.name
+        elif m.kind is Kind.DISTRIBUTION:
+            assert types[f"convmetrics_{m.name}_seconds"] == "summary"
+            assert got[(f"convmetrics_{m.name}_seconds_count", sms)] == row[m.name]["count"], m.name
+    counters = {n.removeprefix("convmetrics_") for n, t in types.items() if t == "counter"}
+    assert counters == {m.name for m in shown if m.kind is Kind.COUNTER}
+    if name == "full":
+        for counter in ("created", "assignments", "snoozes", "closed_window_expired", "closures"):
+            assert got[(f"convmetrics_{counter}_total", sms)] == 1, counter
+    else:
+        assert "convmetrics_created" not in types
+    labels = {label for _, ls in got for label, _ in ls}
+    assert labels <= {"channel_type", "quantile", "window"}
