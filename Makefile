@@ -1,5 +1,6 @@
 # The two commands of the README:
-#   make demo   set up everything, then run the pipeline on its embedded defaults
+#   make demo   set up everything, then run the pipeline live until Ctrl-C (`convmetrics demo --once`:
+#               the bounded run, which prints the table and exits)
 #   make test   set up everything, then lint, type-check, check the schemas and run all tests
 # Everything installs from the project's own files: Python packages into .venv, the
 # Apache Kafka jars (Maven Central) into ~/.cache/convmetrics on first broker start.

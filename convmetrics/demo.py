@@ -1,8 +1,11 @@
 """`convmetrics demo`: the whole pipeline on one machine, with live numbers.
 
 Starts (or reuses) a Kafka broker, the gateway, the consumer with its API, streams
-generated webhooks through HTTP, then prints the closure metrics. Every process it
-starts is stopped on the way out, Ctrl-C included.
+generated webhooks through HTTP, then prints the closure metrics. The events are timed
+around the present: the stream backfills the last two days up to now, then (unless
+`--once`) the demo keeps posting a live trickle of events timed as they are sent, with a
+live table, until Ctrl-C, so that the dashboard URL it prints stays alive. Every process
+it starts is stopped on the way out, Ctrl-C included.
 """
 
 from __future__ import annotations
@@ -39,11 +42,22 @@ class DemoError(Exception):
     """The demo could not start or finish; the message says which part and why."""
 
 
+#: the backfill's events start this long before the demo starts (the dashboard draws 48 hours)
+BACKFILL_SECONDS = 2 * 86_400
+#: the live trickle's generator spans this much event time (a day of the demo running)
+LIVE_SECONDS = 86_400
+#: conversation ids of the live trickle start above this (the backfill's are 1..conversations)
+LIVE_ID_OFFSET = 1_000_000_000
+
+
 @dataclass(frozen=True)
 class DemoOptions:
     events: int = 20_000
     rate: float | None = None  # webhooks per second; None: as fast as the gateway takes them
-    keep_running: bool = False
+    #: print the table and exit after the backfill (False: keep running with a live view)
+    once: bool = False
+    #: webhooks per second of event time in the live trickle (after the backfill)
+    live_rate: float = 5.0
     batch: int = 200
     seed: int = 1
     topic: str = "conversation-events"
@@ -127,11 +141,37 @@ def kafka(data_dir: Path, given: str | None = None) -> Iterator[str]:
         yield broker.bootstrap_servers
 
 
-def stream(gateway: str, opts: DemoOptions) -> tuple[int, int, int]:
-    """POST generated webhooks in batches with a live progress bar: (accepted, ignored, rejected)."""
-    cfg = GenerateConfig(
-        seed=opts.seed, events=opts.events, accounts=50, conversations=max(opts.events // 5, 10)
+def backfill_config(opts: DemoOptions, now: int) -> GenerateConfig:
+    """The backfill: conversations over the two days before `now` (steps after it are cut,
+    so some are still open at the end)."""
+    start = now - BACKFILL_SECONDS
+    return GenerateConfig(
+        seed=opts.seed,
+        events=opts.events,
+        accounts=50,
+        conversations=max(opts.events // 5, 10),
+        start=start,
+        span=BACKFILL_SECONDS,
     )
+
+
+def live_config(opts: DemoOptions, now: int) -> GenerateConfig:
+    """The live trickle: conversations from `now` on, as many as make `live_rate` webhooks
+    per second of event time."""
+    events = max(int(opts.live_rate * LIVE_SECONDS), 10)
+    return GenerateConfig(
+        seed=opts.seed + 1,
+        events=events,
+        accounts=50,
+        conversations=max(events // 5, 10),
+        start=now,
+        span=LIVE_SECONDS,
+    )
+
+
+def stream(gateway: str, opts: DemoOptions, now: int) -> tuple[int, int, int]:
+    """POST generated webhooks in batches with a live progress bar: (accepted, ignored, rejected)."""
+    cfg = backfill_config(opts, now)
     accepted = ignored = rejected = 0
     started = time.monotonic()
     counts = (
@@ -206,13 +246,13 @@ def wait_consumed(
     raise DemoError(f"the consumer did not catch up within {timeout:.0f}s (log: {consumer.log})")
 
 
-def print_table(api: str) -> None:
+def channel_table(api: str, title: str = "Closure metrics by channel type, all time") -> Any:
     from rich.table import Table
 
     rows = httpx.get(f"{api}/v1/closures", params={"by": "channel_type", "window": "all"}, timeout=30).json()[
         "rows"
     ]
-    table = Table(title="Closure metrics by channel type, all time")
+    table = Table(title=title)
     for col in ("channel type", "closures", "reopens", "unread at close", "ttc p50", "ttc p90", "ttc p99"):
         table.add_column(col, justify="left" if col == "channel type" else "right")
     for r in sorted(rows, key=lambda r: -r["closures"]):
@@ -220,7 +260,63 @@ def print_table(api: str) -> None:
         share = f"{100 * r['closed_unread'] / r['closures']:.0f}%" if r["closures"] else "-"
         table.add_row(r["key"], str(r["closures"]), str(r["reopens"]), share,
                       *(human(t[q]) for q in ("p50", "p90", "p99")))  # fmt: skip
-    Console().print(table)
+    return table
+
+
+def print_table(api: str) -> None:
+    Console().print(channel_table(api))
+
+
+def live_items(opts: DemoOptions, now: int) -> Iterator[dict[str, Any]]:
+    """The live trickle's webhooks, their conversations numbered apart from the backfill's."""
+    for w in generate_webhooks(live_config(opts, now)):
+        if str(w.get("event", "")).startswith("conversation.") and isinstance(w.get("data"), dict):
+            w = {**w, "data": {**w["data"], "id": w["data"]["id"] + LIVE_ID_OFFSET}}
+        yield w
+
+
+def due(webhook: Mapping[str, Any]) -> int:
+    """When the live trickle posts a webhook: its first delivery time (a late or repeated
+    delivery's is in the past: it goes at once)."""
+    t = webhook.get("firstDeliveryAttempt")
+    return t if isinstance(t, int) else 0
+
+
+def run_live(gateway: str, api: str, opts: DemoOptions, now: int, children: list[Child]) -> None:
+    """Post the live trickle as its events come due, and redraw the table every 2 s, until
+    Ctrl-C (or a child dies: DemoError)."""
+    from rich.console import Group
+    from rich.live import Live
+
+    items = live_items(opts, now)
+    pending = next(items, None)
+    sent = accepted = 0
+    redrawn = 0.0
+    with (
+        httpx.Client(base_url=gateway, timeout=60) as client,
+        Live(console=console, auto_refresh=False) as view,
+    ):
+        while True:
+            for child in children:
+                child.check()
+            chunk: list[bytes] = []
+            while pending is not None and due(pending) <= time.time() and len(chunk) < opts.batch:
+                chunk.append(orjson.dumps(pending))
+                pending = next(items, None)
+            if chunk:
+                a, _, _ = post_batch(client, chunk)
+                sent, accepted = sent + len(chunk), accepted + a
+            if time.monotonic() - redrawn >= 2:
+                redrawn = time.monotonic()
+                stamp = time.strftime("%H:%M:%S", time.gmtime())
+                line = (f"live: {sent} webhooks posted since the backfill ({accepted} accepted), "
+                        f"timed as sent; {stamp} UTC; dashboard {api}/; Ctrl-C stops everything")  # fmt: skip
+                with contextlib.suppress(httpx.HTTPError):
+                    view.update(
+                        Group(channel_table(api, "Closure metrics by channel type, all time (live)"), line)
+                    )
+                view.refresh()
+            time.sleep(0.5)
 
 
 def human(seconds: float | None) -> str:
@@ -263,29 +359,29 @@ def _run_demo(opts: DemoOptions) -> int:
                 store = data / "metrics.db"
                 consume = ["consume", "--bootstrap-servers", bootstrap, "--topic", opts.topic,
                            "--store", f"sqlite:///{store}", "--http-port", str(api_port),
-                           "--metrics-topic", "--metric-rows-topic", *opts.kafka_flags]  # fmt: skip
+                           "--metrics-topic", "--metric-rows-topic", "--metric-set", "full",
+                           *opts.kafka_flags]  # fmt: skip
                 consumer = Child("consumer", consume, data / "consumer.log")
                 children.append(consumer)
                 api = f"http://127.0.0.1:{api_port}"
                 wait_http(f"{api}/healthz", consumer)
                 console.print(f"gateway: http://127.0.0.1:{gw_port}/webhooks   API: {api}/v1/closures   "
                               f"dashboard: {api}/   logs: {data}")  # fmt: skip
-                accepted, ignored, rejected = stream(f"http://127.0.0.1:{gw_port}", opts)
+                now = int(time.time())
+                accepted, ignored, rejected = stream(f"http://127.0.0.1:{gw_port}", opts, now)
                 console.print(f"sent: {accepted} accepted (durable in Kafka), {ignored} ignored "
                               f"(not conversation events), {rejected} rejected")  # fmt: skip
                 wait_consumed(bootstrap, opts.topic, store, consumer, kafka=opts.kafka)
-                print_table(api)
+                if opts.once:
+                    print_table(api)
                 console.print(
                     f"API: {api}/v1/closures?by=account&window=1h   dashboard: {api}/   "
                     f"Prometheus: {api}/metrics   metrics topics: conversation-metric-rows, "
                     "conversation-closure-metrics"
                 )
-                if opts.keep_running:
+                if not opts.once:
                     console.print("running; Ctrl-C stops everything")
-                    while True:
-                        for child in children:
-                            child.check()
-                        time.sleep(1)
+                    run_live(f"http://127.0.0.1:{gw_port}", api, opts, now, children)
             finally:  # the children before the broker: they flush and leave the group through it;
                 for child in children:  # both at once, so a slow one does not hold the other
                     child.terminate()

@@ -15,14 +15,32 @@ def register(sub: Any) -> None:
         "demo",
         help="run the whole pipeline locally: broker, gateway, consumer, API; stream webhooks",
         description="Starts a local Kafka broker (unless CONVMETRICS_BOOTSTRAP_SERVERS is set), the "
-        "gateway, the consumer with its API and dashboard, posts generated webhooks through HTTP with "
-        "a live progress bar, then prints the closure metrics. Ctrl-C stops everything it started.",
+        "gateway, the consumer (every metric: --metric-set full) with its API and dashboard, posts "
+        "generated webhooks timed over the last two days up to now through HTTP with a live progress "
+        "bar, then keeps running: it posts a live trickle of events timed as they are sent and redraws "
+        "the closure metrics, so the dashboard it names stays up, until Ctrl-C, which stops everything "
+        "it started. --once prints the table and exits instead (for scripts and CI).",
     )
     p.add_argument("--events", type=int, default=20_000, help="webhooks to send (default 20000)")
     p.add_argument(
         "--rate", type=float, default=None, help="webhooks per second (default: as fast as accepted)"
     )
-    p.add_argument("--keep-running", action="store_true", help="keep everything running after the stream")
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="print the table after the backfill and exit (default: keep running with a live view)",
+    )
+    p.add_argument(
+        "--live-rate",
+        type=float,
+        default=5.0,
+        help="webhooks per second of the live trickle after the backfill (default 5)",
+    )
+    p.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="accepted for older scripts: keeping running is the default now (see --once)",
+    )
     p.add_argument("--seed", type=int, default=1, help="generator seed (default 1)")
     p.add_argument("--gateway-port", type=int, default=None, help="gateway port (default: a free one)")
     p.add_argument("--api-port", type=int, default=None, help="API/dashboard port (default: a free one)")
@@ -39,8 +57,11 @@ def register(sub: Any) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from convmetrics.demo import DemoError, DemoOptions, run_demo
 
-    if args.events < 1 or (args.rate is not None and args.rate <= 0):
-        print("error: --events and --rate must be positive", file=sys.stderr)
+    if args.events < 1 or (args.rate is not None and args.rate <= 0) or args.live_rate <= 0:
+        print("error: --events, --rate and --live-rate must be positive", file=sys.stderr)
+        return 2
+    if args.once and args.keep_running:
+        print("error: --once exits after the table; --keep-running keeps running: give one", file=sys.stderr)
         return 2
     from schemas.kafka import KafkaSettingsError, from_args
 
@@ -53,7 +74,7 @@ def _demo(args: argparse.Namespace) -> int:
     if args.kafka_config:
         flags += ["--kafka-config", str(args.kafka_config)]
     opts = DemoOptions(
-        events=args.events, rate=args.rate, keep_running=args.keep_running, seed=args.seed,
+        events=args.events, rate=args.rate, once=args.once, live_rate=args.live_rate, seed=args.seed,
         gateway_port=args.gateway_port, api_port=args.api_port, data_dir=args.data_dir,
         bootstrap_servers=args.bootstrap_servers, kafka=kafka, kafka_flags=tuple(flags),
     )  # fmt: skip

@@ -120,8 +120,9 @@ def test_the_demo_runs_against_an_external_secured_cluster(
     config = tmp_path / "client.properties"
     config.write_text("".join(f"{k}={v}\n" for k, v in secured.client_settings().items()))
     run = subprocess.run(
-        [sys.executable, "-m", "convmetrics", "demo", "--events", "300", "--data-dir", str(tmp_path / "demo"),
-         "--bootstrap-servers", secured.bootstrap, "--kafka-config", str(config)],
+        [sys.executable, "-m", "convmetrics", "demo", "--once", "--events", "300",
+         "--data-dir", str(tmp_path / "demo"), "--bootstrap-servers", secured.bootstrap,
+         "--kafka-config", str(config)],
         capture_output=True, text=True, timeout=300, check=False, env={**os.environ, "COLUMNS": "200"},
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
