@@ -10,7 +10,10 @@ import math
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -287,17 +290,20 @@ def shown(v: Any, seconds: bool) -> str:
     return lag_text(v) if seconds else f"{v:,}"
 
 
-def grouped_expected(api: str, group: str, filters: dict[str, str]) -> tuple[list[str], list[list[str]]]:
+def grouped_expected(
+    api: str, group: str, filters: dict[str, str], metric_set: str = "full"
+) -> tuple[list[str], list[list[str]]]:
     """The grouped table's header and cells for a view, from the API's first page and the
     registry (not from the page's own code): key dimensions, then each metric of the full
     set that counts in the grouping's all-time rows, a distribution as p50, p90, mean."""
-    from consumer.fold.registry import REGISTRY, Kind
+    from consumer.fold.registry import METRIC_SETS, Kind
 
+    registry = METRIC_SETS[metric_set]  # the set the server runs
     params = {"group": group, "window": "all", "limit": "100", **filters}
     body = httpx.get(f"{api}/v1/metrics", params=params).json()
-    dims = list(REGISTRY.grouping(group).dimensions)
+    dims = list(registry.grouping(group).dimensions)
     head = [d.replace("_", " ") for d in dims]
-    metrics = [m for m in REGISTRY.metrics if m.counts_in(group, "all") and m.kind is not Kind.GAUGE]
+    metrics = [m for m in registry.metrics if m.counts_in(group, "all") and m.kind is not Kind.GAUGE]
     for m in metrics:
         label = m.name.replace("_", " ")
         if m.kind is Kind.COUNTER:
@@ -307,7 +313,7 @@ def grouped_expected(api: str, group: str, filters: dict[str, str]) -> tuple[lis
             if any("buckets" in r[m.name] for r in body["rows"]):
                 head.append(f"{label} buckets")
     finer = [
-        g.name for g in REGISTRY.groupings if len(g.dimensions) > len(dims) and set(dims) <= set(g.dimensions)
+        g.name for g in registry.groupings if len(g.dimensions) > len(dims) and set(dims) <= set(g.dimensions)
     ]
     if finer:
         head.append("finer")
@@ -330,6 +336,13 @@ def grouped_expected(api: str, group: str, filters: dict[str, str]) -> tuple[lis
     return head, rows
 
 
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def grouped_view(page: Page, group: str, filters: dict[str, str]) -> tuple[list[str], list[list[str]]]:
     """Wait until the grouped table shows this view, loaded; its header and cells."""
     page.wait_for_function(
@@ -345,13 +358,14 @@ def grouped_view(page: Page, group: str, filters: dict[str, str]) -> tuple[list[
 
 
 def test_grouped_table_shows_every_metric_by_each_grouping_and_drills_down(
-    browser: BrowserContext, pipeline: Callable[[list[dict[str, Any]]], str]
+    browser: BrowserContext, pipeline: Callable[[list[dict[str, Any]]], str], tmp_path: Path
 ) -> None:
     """`--metric-set full`: the grouping selector offers the store's groupings; each one's
     table has a column per metric of the set (created, assignments, snoozes,
     closed_window_expired too) holding the API's numbers; a row click shows that row's
     numbers in a finer grouping, filtered to its key; back returns; the account field
-    filters; a bad account is the API's 400, said under the table."""
+    filters; a bad account is the API's 400, said under the table. `serve --metric-set
+    closures` on the same store: the closures set's groupings and columns only."""
     from consumer.fold.registry import REGISTRY
 
     api = pipeline(webhooks(seed=41, events=6_000, start=1_714_000_000))
@@ -373,6 +387,12 @@ def test_grouped_table_shows_every_metric_by_each_grouping_and_drills_down(
     for name in ("created", "assignments", "snoozes", "closed window expired"):
         col = head.index(name)
         assert sum(int(r[col].replace(",", "")) for r in rows) > 0, name
+
+    # the set's other counters have all-time tiles: the sums of the API's channel-type rows
+    channels = fetch_metrics(api, "channel_type", "all")
+    for name in ("created", "assignments", "snoozes", "closed_window_expired"):
+        assert page.inner_text(f"#kpi-m-{name}") == f"{sum(r[name] for r in channels):,}", name
+    assert page.locator("#kpi-m-closures").count() == 0  # shown by the fixed tiles already
 
     # channel type -> the accounts on it; back -> the channel types again
     page.select_option("#group", "channel_type")
@@ -428,6 +448,34 @@ def test_grouped_table_shows_every_metric_by_each_grouping_and_drills_down(
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard-grouped.png"), full_page=True)
     page.close()
+
+    # `serve --metric-set closures` on the same store: only that set's groupings and metrics
+    port = free_port()
+    store = tmp_path / "metrics.db"
+    argv = ["serve", "--store", f"sqlite:///{store}", "--port", str(port), "--metric-set", "closures"]
+    with open(tmp_path / "serve.log", "wb") as log:
+        serve = subprocess.Popen([sys.executable, "-m", "convmetrics", *argv], stdout=log, stderr=log)
+    closures_api = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while not answers(f"{closures_api}/healthz"):
+            assert serve.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.1)
+        page = open_dashboard(browser, closures_api)
+        options = page.eval_on_selector_all("#group option", "os => os.map(o => o.value)")
+        assert options == ["channel_type", "account"]
+        for group in options:
+            page.select_option("#group", group)
+            got = grouped_view(page, group, {})
+            assert got == grouped_expected(closures_api, group, {}, "closures") and got[1], group
+            assert "created" not in got[0] and "assignments" not in got[0]
+        assert not page.is_visible("#kpi-more")  # the closures set has no other counters
+        # an account's finer grouping is not in this set: its rows do not drill
+        assert page.locator("#grouped tr.drill").count() == 0
+        page.close()
+    finally:
+        serve.terminate()
+        serve.wait(30)
 
 
 def test_dashboard_follows_the_pipeline_live(

@@ -386,7 +386,28 @@
     document.getElementById(id).textContent = text;
   }
 
+  // The fixed tiles above show these counters; every other counter of the metric set that
+  // counts by channel type gets a tile of its all-time total.
+  const FIXED_KPIS = ["closures", "reopens", "closed_unread"];
+
+  function drawMoreKpis() {
+    const box = document.getElementById("kpi-more");
+    const t = state.summary.totals;
+    const more = state.metricSet ? state.metricSet.metrics.filter((m) => m.kind === "counter" &&
+      !FIXED_KPIS.includes(m.name) && m.groupings.includes("channel_type") && m.windows.includes("all") &&
+      t[m.name] !== undefined) : [];
+    const ids = more.map((m) => "kpi-m-" + m.name).join(" ");
+    if (box.dataset.ids !== ids) {
+      box.innerHTML = more.map((m) => `<div class="kpi" title="${escape(m.description)}"><span class="label">` +
+        `${escape(metricLabel(m.name))}</span><span class="value" id="kpi-m-${escape(m.name)}">–</span></div>`).join("");
+      box.dataset.ids = ids;
+    }
+    for (const m of more) setText("kpi-m-" + m.name, count(t[m.name]));
+    box.hidden = more.length === 0;
+  }
+
   function drawKpis() {
+    drawMoreKpis();
     const t = state.summary.totals;
     setText("kpi-closures", count(t.closures));
     setText("kpi-reopens", count(t.reopens));
