@@ -129,7 +129,7 @@ metrics = st.tuples(
     valid(group=groupings, window=list(WINDOWS)) | some(["group", "window"], 2),
     some(["from", "to", "limit", "cursor", *dimensions], 4),
 ).map(lambda t: {**t[0], **t[1]})
-PATHS = ["/v1/closures", "/v1/metrics", "/v1/summary", "/metrics", "/healthz", "/readyz"]
+PATHS = ["/v1/closures", "/v1/metrics", "/v1/metric-set", "/v1/summary", "/metrics", "/healthz", "/readyz"]
 requests = (
     st.tuples(st.just("/v1/closures"), closures)
     | st.tuples(st.just("/v1/metrics"), metrics)
