@@ -554,6 +554,14 @@ def test_the_dashboard_asks_for_a_token_and_shows_what_it_may_read(
         assert page.inner_text("#kpi-accounts") == "1"
         assert not page.is_visible("#closures-chart") and not page.is_visible("#channels")
         assert not page.is_visible("#kpi-closures")
+        # the grouped table: the groupings by account only, this account's rows only
+        options = page.eval_on_selector_all("#group option", "os => os.map(o => o.value)")
+        assert options == ["account", "account,channel_type", "inbox"]
+        head, rows = grouped_view(page, "account", {})
+        assert [r[: head.index("closures") + 1] for r in rows] == [[str(account), f"{mine['closures']:,}"]]
+        page.click("#grouped tbody tr:first-child td:first-child")  # its own channel types
+        _, rows = grouped_view(page, "account,channel_type", {"account": str(account)})
+        assert rows and {r[0] for r in rows} == {str(account)}
         page.close()
 
         page = sign_in("not-a-token")
