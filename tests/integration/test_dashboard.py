@@ -291,7 +291,7 @@ def shown(v: Any, seconds: bool) -> str:
 
 
 def grouped_expected(
-    api: str, group: str, filters: dict[str, str], metric_set: str = "full"
+    api: str, group: str, filters: dict[str, str], metric_set: str = "full", rows: int = 100
 ) -> tuple[list[str], list[list[str]]]:
     """The grouped table's header and cells for a view, from the API's first page and the
     registry (not from the page's own code): key dimensions, then each metric of the full
@@ -299,7 +299,7 @@ def grouped_expected(
     from consumer.fold.registry import METRIC_SETS, Kind
 
     registry = METRIC_SETS[metric_set]  # the set the server runs
-    params = {"group": group, "window": "all", "limit": "100", **filters}
+    params = {"group": group, "window": "all", "limit": str(rows), **filters}
     body = httpx.get(f"{api}/v1/metrics", params=params).json()
     dims = list(registry.grouping(group).dimensions)
     head = [d.replace("_", " ") for d in dims]
@@ -379,6 +379,23 @@ def test_grouped_table_shows_every_metric_by_each_grouping_and_drills_down(
         want_head, want_rows = grouped_expected(api, g.name, {})
         assert head == want_head, g.name
         assert rows == want_rows and rows, g.name
+    # a page is 100 rows; "more rows" appends the next page (the API's cursor), and is
+    # there exactly while the API says there is more
+    page.select_option("#group", "account,channel_type")
+    _, rows = grouped_view(page, "account,channel_type", {})
+    total = len(fetch_metrics(api, "account,channel_type", "all"))
+    assert total > 200, total  # several pages
+    assert len(rows) == 100
+    for shown_rows in range(200, total + 100, 100):
+        assert page.is_visible("#grouped-more")
+        page.click("#grouped-more")
+        n = min(shown_rows, total)
+        page.wait_for_function(f"document.querySelectorAll('#grouped tbody tr').length === {n}")
+    assert table(page, "#grouped") == grouped_expected(api, "account,channel_type", {}, rows=total)[1]
+    assert not page.is_visible("#grouped-more") and page.inner_text("#grouped-note") == f"{total} rows"
+    refreshed(page)  # a refresh keeps the pages shown
+    assert len(table(page, "#grouped")) == total
+    page.select_option("#group", "app")
     head, _ = grouped_view(page, "app", {})
     for name in ("created", "assignments", "snoozes", "closed window expired", "time to close p50"):
         assert name in head
