@@ -291,19 +291,30 @@ def shown(v: Any, seconds: bool) -> str:
 
 
 def grouped_expected(
-    api: str, group: str, filters: dict[str, str], metric_set: str = "full", rows: int = 100
+    api: str,
+    group: str,
+    filters: dict[str, str],
+    metric_set: str = "full",
+    rows: int = 100,
+    window: str = "all",
 ) -> tuple[list[str], list[list[str]]]:
     """The grouped table's header and cells for a view, from the API's first page and the
     registry (not from the page's own code): key dimensions, then each metric of the full
-    set that counts in the grouping's all-time rows, a distribution as p50, p90, mean."""
+    set that counts in the grouping's rows of that window, a distribution as p50, p90, mean.
+    A sized window shows the newest windows of the data (24 hours, 7 days, 60 minutes: from
+    /v1/summary's newest), each row with its window's start first."""
     from consumer.fold.registry import METRIC_SETS, Kind
 
     registry = METRIC_SETS[metric_set]  # the set the server runs
-    params = {"group": group, "window": "all", "limit": str(rows), **filters}
+    params = {"group": group, "window": window, "limit": str(rows), **filters}
+    if window != "all":
+        size, span = {"1m": (60, 60), "1h": (HOUR, 24), "1d": (86400, 7)}[window]
+        newest = httpx.get(f"{api}/v1/summary").json()["newest"][window]
+        params["from"] = str(newest - (span - 1) * size)
     body = httpx.get(f"{api}/v1/metrics", params=params).json()
     dims = list(registry.grouping(group).dimensions)
-    head = [d.replace("_", " ") for d in dims]
-    metrics = [m for m in registry.metrics if m.counts_in(group, "all") and m.kind is not Kind.GAUGE]
+    head = ([] if window == "all" else ["window"]) + [d.replace("_", " ") for d in dims]
+    metrics = [m for m in registry.metrics if m.counts_in(group, window) and m.kind is not Kind.GAUGE]
     for m in metrics:
         label = m.name.replace("_", " ")
         if m.kind is Kind.COUNTER:
@@ -319,7 +330,8 @@ def grouped_expected(
         head.append("finer")
     rows = []
     for r in body["rows"]:
-        cells = [str(r["key"][d]) for d in dims]
+        cells = [] if window == "all" else [window_text(r["window_start"], window)]
+        cells += [str(r["key"][d]) for d in dims]
         for m in metrics:
             v = r[m.name]
             if m.kind is Kind.COUNTER:
@@ -336,6 +348,12 @@ def grouped_expected(
     return head, rows
 
 
+def window_text(start: int, window: str) -> str:
+    """A window start as the table writes it (dashboard.js `utc`: the date too, but per minute)."""
+    t = time.gmtime(start)
+    return time.strftime("%H:%M" if window == "1m" else "%m-%d %H:%M", t)
+
+
 def answers(url: str) -> bool:
     try:
         return httpx.get(url, timeout=2).status_code == 200
@@ -343,14 +361,16 @@ def answers(url: str) -> bool:
         return False
 
 
-def grouped_view(page: Page, group: str, filters: dict[str, str]) -> tuple[list[str], list[list[str]]]:
+def grouped_view(
+    page: Page, group: str, filters: dict[str, str], window: str = "all"
+) -> tuple[list[str], list[list[str]]]:
     """Wait until the grouped table shows this view, loaded; its header and cells."""
     page.wait_for_function(
-        """([group, filters]) => { const g = window.convmetrics.grouped;
+        """([group, filters, size]) => { const g = window.convmetrics.grouped;
                const same = (a, b) => Object.keys(a).length === Object.keys(b).length &&
                                       Object.keys(a).every(k => a[k] === b[k]);
-               return g.group === group && !g.loading && same(g.filters, filters); }""",
-        arg=[group, filters],
+               return g.group === group && g.window === size && !g.loading && same(g.filters, filters); }""",
+        arg=[group, filters, window],
         timeout=30_000,
     )
     head: list[str] = page.eval_on_selector_all("#grouped thead th", "ths => ths.map(th => th.textContent)")
@@ -462,6 +482,36 @@ def test_grouped_table_shows_every_metric_by_each_grouping_and_drills_down(
     grouped_view(page, "inbox", view)
     refreshed(page)
     assert grouped_view(page, "inbox", view) == grouped_expected(api, "inbox", view)
+    # windows: an account's inboxes per hour over the newest 24 hours, per day; the channel
+    # types per minute (no ingest lag: it has no 1-minute rows) and per hour (with it)
+    assert page.eval_on_selector_all("#grouped-window option", "os => os.map(o => o.value)") == [
+        "1h",
+        "1d",
+        "all",
+    ]  # inbox rows: no minutes
+    for size in ("1h", "1d"):
+        page.select_option("#grouped-window", size)
+        got = grouped_view(page, "inbox", view, size)
+        assert got == grouped_expected(api, "inbox", view, window=size) and got[1], size
+    page.select_option("#group", "channel_type")
+    grouped_view(page, "channel_type", {}, "1d")  # the window stays where the grouping keeps it
+    page.select_option("#grouped-window", "1m")
+    head, rows = grouped_view(page, "channel_type", {}, "1m")
+    assert (head, rows) == grouped_expected(api, "channel_type", {}, window="1m") and rows
+    assert (
+        "ingest lag p50" not in head
+        and page.inner_text("#grouped-title") == "By channel_type, per minute (1 h)"
+    )
+    page.select_option("#grouped-window", "1h")
+    head, rows = grouped_view(page, "channel_type", {}, "1h")
+    assert (head, rows) == grouped_expected(api, "channel_type", {}, window="1h") and "ingest lag p50" in head
+    page.select_option("#grouped-window", "1m")
+    _, rows = grouped_view(page, "channel_type", {}, "1m")
+    page.click("#grouped tbody tr:first-child td:nth-child(2)")  # no minutes finer: all time
+    grouped_view(page, "account,channel_type", {"channel_type": rows[0][1]}, "all")
+    page.click("#grouped-back")
+    grouped_view(page, "channel_type", {}, "1m")  # back restores the window too
+
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard-grouped.png"), full_page=True)
     page.close()

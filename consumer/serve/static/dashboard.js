@@ -39,7 +39,8 @@
     metricSet: null, // /v1/metric-set: the store's groupings and metrics
     // the grouped table: a grouping, filters on its dimensions (from a drill-down or the
     // account field), and the /v1/metrics rows of its first pages, all time
-    grouped: { group: "channel_type", filters: {}, rows: [], next: null, error: null, loading: true },
+    grouped: { group: "channel_type", window: "all", filters: {}, rows: [], next: null, error: null, loading: true },
+    newest: null, // /v1/summary's newest window starts (null for a scoped token: no sized windows)
     groupedBack: [], // the views a drill-down left, for "back"
   };
   // A token (when the API asks for one) is kept for this tab only.
@@ -145,6 +146,16 @@
 
   // -- the grouped table (/v1/metrics) --------------------------------------------------
   const GROUPED_ROWS = 100; // rows per page; "more rows" fetches the next page
+  // a sized window shows the newest windows of the data: how many, and how it is named
+  const GROUPED_SPAN = { "1m": 60, "1h": 24, "1d": 7 };
+  const WINDOW_SIZE = { "1m": 60, "1h": 3600, "1d": 86400 };
+  const WINDOW_NAME = { all: "all time", "1d": "per day (7 d)", "1h": "per hour (24 h)", "1m": "per minute (1 h)" };
+
+  // The windows the table offers for a grouping: those it keeps; sized ones only where the
+  // newest window is known (not for a scoped token, which cannot read /v1/summary).
+  function offeredWindows(name) {
+    return grouping(name).windows.filter((w) => w === "all" || (state.newest && GROUPED_SPAN[w]));
+  }
   let groupedFetches = 0;
 
   function grouping(name) {
@@ -168,10 +179,10 @@
   // The metric set's columns for a grouping's all-time rows: a counter is one column, a
   // distribution its p50, p90 and mean (as far as its JSON has them) and its buckets, if the
   // rows carry any.
-  function groupedColumns(name, rows) {
+  function groupedColumns(name, window, rows) {
     const cols = [];
     for (const m of state.metricSet.metrics) {
-      if (!m.groupings.includes(name) || !m.windows.includes("all")) continue;
+      if (!m.groupings.includes(name) || !m.windows.includes(window)) continue;
       if (m.kind === "counter") cols.push({ metric: m, stat: null });
       if (m.kind !== "distribution") continue;
       for (const stat of ["p50", "p90", "mean"]) if (m.stats.includes(stat)) cols.push({ metric: m, stat });
@@ -183,7 +194,11 @@
 
   function groupedQuery(cursor) {
     const g = state.grouped;
-    const q = Object.assign({ group: g.group, window: "all", limit: String(GROUPED_ROWS) }, g.filters);
+    const q = Object.assign({ group: g.group, window: g.window, limit: String(GROUPED_ROWS) }, g.filters);
+    const newest = g.window === "all" || !state.newest ? null : state.newest[g.window];
+    if (newest !== null && newest !== undefined) {
+      q.from = String(newest - (GROUPED_SPAN[g.window] - 1) * WINDOW_SIZE[g.window]);
+    }
     if (cursor) q.cursor = cursor;
     return q;
   }
@@ -194,7 +209,7 @@
   async function fetchGrouped() {
     const mine = ++groupedFetches;
     const shown = Math.max(GROUPED_ROWS, state.grouped.rows.length);
-    const view = { group: state.grouped.group, filters: state.grouped.filters };
+    const view = { group: state.grouped.group, window: state.grouped.window, filters: state.grouped.filters };
     let rows = [];
     let next = null;
     let error = null;
@@ -229,17 +244,22 @@
     const offered = offeredGroupings();
     if (!offered.some((g) => g.name === state.grouped.group) && offered.length) {
       state.grouped.group = offered[0].name;
+      state.grouped.window = "all";
       state.grouped.filters = {};
     }
   }
 
-  // Show a view of the grouped table: a grouping and filters on its dimensions.
-  function showGrouped(group, filters, remember) {
-    if (remember) state.groupedBack.push({ group: state.grouped.group, filters: state.grouped.filters });
+  // Show a view of the grouped table: a grouping, a window (kept where the grouping keeps it,
+  // else all time) and filters on its dimensions.
+  function showGrouped(group, filters, remember, window) {
+    const old = state.grouped;
+    if (remember) state.groupedBack.push({ group: old.group, window: old.window, filters: old.filters });
+    window = window || old.window;
+    if (!offeredWindows(group).includes(window)) window = "all";
     const dims = grouping(group).dimensions;
     const kept = {};
     for (const [d, v] of Object.entries(filters)) if (dims.includes(d)) kept[d] = String(v);
-    state.grouped = { group, filters: kept, rows: [], next: null, error: null, loading: true };
+    state.grouped = { group, window, filters: kept, rows: [], next: null, error: null, loading: true };
     drawGrouped();
     fetchGrouped().catch((err) => setText("grouped-note", "Cannot load rows: " + (err.message || err)));
   }
@@ -266,6 +286,7 @@
     let summary;
     try {
       summary = await getJSON("/v1/summary");
+      state.newest = summary.newest;
     } catch (err) {
       if (!(err instanceof HttpError && err.status === 403)) throw err;
       state.scoped = true;
@@ -497,7 +518,13 @@
     if (document.activeElement !== input) input.value = g.filters.account || "";
     document.getElementById("grouped-back").hidden = state.groupedBack.length === 0;
     const filters = Object.entries(g.filters).map(([d, v]) => `${d} = ${v}`);
-    setText("grouped-title", "By " + g.group + ", all time");
+    const windows = document.getElementById("grouped-window");
+    const offeredW = offeredWindows(g.group);
+    if (Array.from(windows.options).map((o) => o.value).join("\n") !== offeredW.join("\n")) {
+      windows.innerHTML = offeredW.map((w) => `<option value="${w}">${WINDOW_NAME[w] || w}</option>`).join("");
+    }
+    windows.value = g.window;
+    setText("grouped-title", "By " + g.group + ", " + (WINDOW_NAME[g.window] || g.window));
     setText("grouped-filters", filters.length ? "Only " + filters.join(", ") : "");
   }
 
@@ -506,15 +533,17 @@
     drawGroupedControls();
     const g = state.grouped;
     const dims = grouping(g.group).dimensions;
-    const cols = groupedColumns(g.group, g.rows);
+    const cols = groupedColumns(g.group, g.window, g.rows);
+    const sized = g.window !== "all";
     const drills = finer(g.group);
-    const head = dims.map((d) => `<th>${escape(metricLabel(d))}</th>`).concat(cols.map((c) =>
+    const head = (sized ? ["<th>window</th>"] : []).concat(dims.map((d) => `<th>${escape(metricLabel(d))}</th>`)).concat(cols.map((c) =>
       `<th class="${c.stat === "buckets" ? "" : "num"}" title="${escape(c.metric.description)}">` +
       `${escape(metricLabel(c.metric.name))}${c.stat ? " " + c.stat : ""}</th>`));
     if (drills.length) head.push("<th>finer</th>");
     document.querySelector("#grouped thead").innerHTML = "<tr>" + head.join("") + "</tr>";
     document.querySelector("#grouped tbody").innerHTML = g.rows.map((r, i) => {
-      const key = dims.map((d) => `<td>${escape(r.key[d])}</td>`).join("");
+      const key = (sized ? `<td>${utc(r.window_start, g.window !== "1m")}</td>` : "") +
+        dims.map((d) => `<td>${escape(r.key[d])}</td>`).join("");
       const links = drills.map((f) => `<button type="button" class="link" data-row="${i}" data-to="${escape(f.name)}">` +
         `${escape(f.name)}</button>`).join(" ");
       return `<tr data-row="${i}"${drills.length ? ` class="drill" title="click: by ${escape(drills[0].name)}"` : ""}>` +
@@ -632,6 +661,9 @@
       state.search = e.target.value;
       redrawAccounts();
     });
+    document.getElementById("grouped-window").addEventListener("change", (e) => {
+      showGrouped(state.grouped.group, state.grouped.filters, true, e.target.value);
+    });
     document.getElementById("group").addEventListener("change", (e) => {
       showGrouped(e.target.value, state.grouped.filters, true);
     });
@@ -644,7 +676,7 @@
     });
     document.getElementById("grouped-back").addEventListener("click", () => {
       const back = state.groupedBack.pop();
-      if (back) showGrouped(back.group, back.filters, false);
+      if (back) showGrouped(back.group, back.filters, false, back.window);
     });
     document.getElementById("grouped-more").addEventListener("click", () => {
       moreGrouped().catch((err) => setText("grouped-note", "Cannot load rows: " + (err.message || err)));
