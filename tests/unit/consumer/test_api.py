@@ -61,7 +61,13 @@ def test_dashboard_page_and_its_assets_ship_in_the_package(db: Path) -> None:
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     for needle in ('id="closures-chart"', 'id="ttc-chart"', 'id="unread-chart"', 'id="account-search"'):
         assert needle in page.text
-    for asset in ("/static/dashboard.js", "/static/dashboard.css", "/static/vendor/chart.umd.min.js"):
+    assets = (
+        "/static/dashboard.js",
+        "/static/grouped.js",
+        "/static/dashboard.css",
+        "/static/vendor/chart.umd.min.js",
+    )
+    for asset in assets:
         assert asset in page.text, f"{asset} not referenced"
         r = c.get(asset)
         assert r.status_code == 200 and len(r.content) > 1000, asset
