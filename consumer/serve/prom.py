@@ -1,11 +1,13 @@
 """The store's metrics in Prometheus' exposition: `ClosureCollector`, labelled by channel
-type only (per-account labels would explode the series count), computed at scrape time
-from the all-time rows: one small query. The consumer process's own health is
+type only (per-account labels would explode the series count; a summary's quantile and a
+distribution's bucket are bounded names), computed at scrape time from the all-time rows:
+one small query. The consumer process's own health is
 `consumer.stream.exporter`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -52,7 +54,10 @@ class ClosureCollector(Collector):
                     family.add_metric([row.key], row.values[m.column] or 0)
                 yield family
             elif m.kind is Kind.DISTRIBUTION:
-                yield _summary(m, rows)
+                stats = [distribution_json(row, m) for row in rows]
+                yield _summary(m, rows, stats)
+                if any("buckets" in st for st in stats):
+                    yield _buckets(m, rows, stats)
         newest = GaugeMetricFamily(
             "convmetrics_newest_window_start_seconds",
             "Start (unix s) of the newest window holding data, per window size: how far event time has got.",
@@ -68,7 +73,23 @@ class ClosureCollector(Collector):
 _UNITS = {"s": "seconds", "ms": "seconds"}
 
 
-def _summary(m: RegistryMetric, rows: list[MetricRow]) -> Metric:
+def _buckets(m: RegistryMetric, rows: list[MetricRow], stats: list[dict[str, Any]]) -> Metric:
+    """A distribution's exact buckets (time to close's SLA buckets: `le_1h`, ..., `gt_24h`,
+    as the API shows them) as a counter per channel type and bucket: the bucket names are
+    the declared bounds, so the label stays bounded."""
+    family = CounterMetricFamily(
+        f"convmetrics_{m.name}_buckets",
+        f"{m.description} Counted in disjoint buckets by value (le_<bound>: above the bound "
+        "before it, at most this one; gt_<bound>: above the last).",
+        labels=["channel_type", "bucket"],
+    )
+    for row, st in zip(rows, stats, strict=True):
+        for bucket, n in (st.get("buckets") or {}).items():
+            family.add_metric([row.key, bucket], n)
+    return family
+
+
+def _summary(m: RegistryMetric, rows: list[MetricRow], stats: list[dict[str, Any]]) -> Metric:
     """A distribution as a Prometheus summary per channel type: its sketch quantiles (as
     the API shows them), exact count and sum, in base units."""
     unit = _UNITS.get(m.unit, m.unit)
@@ -77,12 +98,11 @@ def _summary(m: RegistryMetric, rows: list[MetricRow]) -> Metric:
         f"{m.description} Quantiles from a sketch with at most 1% relative error.",
         "summary",
     )
-    for row in rows:
-        stats = distribution_json(row, m)
+    for row, st in zip(rows, stats, strict=True):
         labels = {"channel_type": row.key}
         for q, field in QUANTILES:
-            if stats[field] is not None:
-                summary.add_sample(summary.name, {**labels, "quantile": q}, stats[field])
+            if st[field] is not None:
+                summary.add_sample(summary.name, {**labels, "quantile": q}, st[field])
         summary.add_sample(summary.name + "_count", labels, row.values[f"{m.column}_count"] or 0)
         total = row.values[f"{m.column}_sum"] or 0
         summary.add_sample(summary.name + "_sum", labels, total if m.scale == 1 else total / m.scale)

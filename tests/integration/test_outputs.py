@@ -156,15 +156,21 @@ def test_serve_exposes_the_metric_sets_metrics_per_channel_type(serve: str) -> N
                 assert samples[(f"{family}_sum", (ct,))] == pytest.approx(d["mean"] * d["count"])
             for q, stat in (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99")):
                 assert samples.get((family, (ct, ("quantile", q)))) == d[stat], (m.name, k, q)
+            for bucket, n in d.get("buckets", {}).items():  # SLA buckets, where the set has them
+                assert samples[(f"convmetrics_{m.name}_buckets_total", (("bucket", bucket), ct))] == n
     newest = httpx.get(f"{serve}/v1/summary").json()["newest"]
     assert labelled(samples, "convmetrics_newest_window_start_seconds", "window") == newest
     n_accounts = len(fetch_rows(serve, "account", "all"))
     # per channel type, not account: a sample per counter, up to 5 per summary (3 quantiles,
     # count, sum), 3 newest-window gauges and the folded-names gauge (0: under 200 names)
     assert samples[("convmetrics_channel_types_folded", ())] == 0
-    per_channel = len(counters) + 5 * len(distributions)
+    first = next(iter(rows.values()))
+    buckets = sum(len(first[m.name].get("buckets", {})) for m in distributions)
+    per_channel = len(counters) + 5 * len(distributions) + buckets
     assert len(samples) <= per_channel * len(rows) + 4 < n_accounts * len(rows)
-    assert all(label in ("channel_type", "quantile", "window") for _, ls in samples for label, _ in ls)
+    assert all(
+        label in ("channel_type", "quantile", "bucket", "window") for _, ls in samples for label, _ in ls
+    )
 
 
 def run_metrics(*argv: str) -> subprocess.CompletedProcess[str]:

@@ -4,6 +4,7 @@ prometheus_client's own parser."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -126,7 +127,7 @@ def test_closure_metrics_per_channel_type_match_the_all_time_rows(tmp_path: Path
     newest_minute = t0 + 500 - (t0 + 500) % 60
     assert got[("convmetrics_newest_window_start_seconds", (("window", "1m"),))] == newest_minute
     labels = {label for _, ls in got for label, _ in ls}
-    assert labels <= {"channel_type", "quantile", "window"}  # never an account label
+    assert labels <= {"channel_type", "quantile", "bucket", "window"}  # never an account label
 
 
 def test_closure_metrics_of_an_empty_store(tmp_path: Path) -> None:
@@ -233,11 +234,56 @@ def test_the_running_metric_sets_counters_and_distributions_are_exposed(tmp_path
             assert types[f"convmetrics_{m.name}_seconds"] == "summary"
             assert got[(f"convmetrics_{m.name}_seconds_count", sms)] == row[m.name]["count"], m.name
     counters = {n.removeprefix("convmetrics_") for n, t in types.items() if t == "counter"}
-    assert counters == {m.name for m in shown if m.kind is Kind.COUNTER}
+    bucketed = {
+        f"{m.name}_buckets" for m in shown if m.kind is Kind.DISTRIBUTION and "buckets" in row[m.name]
+    }
+    assert counters == {m.name for m in shown if m.kind is Kind.COUNTER} | bucketed
     if name == "full":
         for counter in ("created", "assignments", "snoozes", "closed_window_expired", "closures"):
             assert got[(f"convmetrics_{counter}_total", sms)] == 1, counter
     else:
         assert "convmetrics_created" not in types
     labels = {label for _, ls in got for label, _ in ls}
-    assert labels <= {"channel_type", "quantile", "window"}
+    assert labels <= {"channel_type", "quantile", "bucket", "window"}
+
+
+def test_a_distributions_buckets_are_a_counter_per_channel_type_and_bucket(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where a distribution's JSON has exact buckets (time to close's SLA buckets), `/metrics`
+    has them as `convmetrics_<name>_buckets_total{channel_type, bucket}`, the API's counts;
+    a distribution without buckets has no such family. (The buckets come from the fold's
+    rows; here the rendering is given them, to hold the exposition to its shape.)"""
+    import consumer.serve.prom as prom
+
+    store = SqliteStore(str(tmp_path / "m.db"))
+    store.check_topic("events")
+    fold = PartitionFold(0)
+    for i, ch in enumerate(("SMS", "SMS", "LINE")):
+        fold.apply(Event(CREATED, 2 * i, 7, i, ch, 1_000))
+        fold.apply(Event(CLOSED, 2 * i + 1, 7, i, ch, 1_000 + 600 * (i + 1)))
+    delta, changed = fold.take_changes()
+    store.commit("events", [PartitionCommit(0, delta, 6, fold.watermark, changed)])
+
+    plain = prom.distribution_json
+
+    def with_buckets(row: Any, m: Any) -> dict[str, Any]:
+        out = plain(row, m)
+        if m.name == "time_to_close":
+            out["buckets"] = {"le_1h": out["count"], "gt_1h": 0}
+        return out
+
+    monkeypatch.setattr(prom, "distribution_json", with_buckets)
+    registry = CollectorRegistry()
+    registry.register(ClosureCollector(lambda: store))
+    got, types = scrape(registry)
+    assert types["convmetrics_time_to_close_buckets"] == "counter"
+    for ch, n in (("SMS", 2), ("LINE", 1)):
+        assert (
+            got[("convmetrics_time_to_close_buckets_total", (("bucket", "le_1h"), ("channel_type", ch)))] == n
+        )
+        assert (
+            got[("convmetrics_time_to_close_buckets_total", (("bucket", "gt_1h"), ("channel_type", ch)))] == 0
+        )
+        assert got[("convmetrics_time_to_close_seconds_count", (("channel_type", ch),))] == n  # unchanged
+    assert "convmetrics_ingest_lag_buckets" not in types
