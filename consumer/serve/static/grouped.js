@@ -63,13 +63,14 @@ window.convmetricsGrouped = function ({ state, getJSON, HttpError, setText, esca
     return q;
   }
 
-  // Fetch the grouped table's first page (or the pages already shown, on a refresh); an
+  // Fetch the pages of the grouped table its view wants (one, or more after "more rows"); an
   // answer a newer view overtook is dropped. An API error (a bad account) is shown in its
   // note, not as the page's error.
   async function fetchGrouped() {
     const mine = ++groupedFetches;
-    const shown = Math.max(GROUPED_ROWS, state.grouped.rows.length);
-    const view = { group: state.grouped.group, window: state.grouped.window, filters: state.grouped.filters };
+    const g = state.grouped;
+    const shown = g.want || GROUPED_ROWS;
+    const view = { group: g.group, window: g.window, filters: g.filters, want: g.want };
     let rows = [];
     let next = null;
     let error = null;
@@ -90,13 +91,11 @@ window.convmetricsGrouped = function ({ state, getJSON, HttpError, setText, esca
     drawGrouped();
   }
 
-  async function moreGrouped() {
-    const mine = ++groupedFetches;
-    const body = await getJSON("/v1/metrics", groupedQuery(state.grouped.next));
-    if (mine !== groupedFetches) return;
-    state.grouped.rows.push(...body.rows);
-    state.grouped.next = body.next;
-    drawGrouped();
+  // "more rows": the view wants a page more, and the next fetch (this one, or a poll's that
+  // overtakes it) fetches that many from the start, so no click is lost to a refresh.
+  function moreGrouped() {
+    state.grouped.want = state.grouped.rows.length + GROUPED_ROWS;
+    return fetchGrouped();
   }
 
   async function loadMetricSet() {
@@ -119,7 +118,8 @@ window.convmetricsGrouped = function ({ state, getJSON, HttpError, setText, esca
     const dims = grouping(group).dimensions;
     const kept = {};
     for (const [d, v] of Object.entries(filters)) if (dims.includes(d)) kept[d] = String(v);
-    state.grouped = { group, window, filters: kept, rows: [], next: null, error: null, loading: true };
+    state.grouped = { group, window, filters: kept, want: GROUPED_ROWS, rows: [], next: null, error: null,
+      loading: true };
     drawGrouped();
     fetchGrouped().catch((err) => setText("grouped-note", "Cannot load rows: " + (err.message || err)));
   }
