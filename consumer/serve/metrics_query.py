@@ -114,12 +114,21 @@ def metrics_json(q: MetricsQuery, rows: list[MetricRow], registry: Registry = RE
     return {"group": q.group.name, "window": q.window, "next": nxt, "rows": out}
 
 
+def _set_name(registry: Registry) -> str | None:
+    """The name of the set a registry is (`--sla-buckets` changes bounds, not the set)."""
+    shape = ([m.name for m in registry.metrics], registry.groupings)
+    return next(
+        (n for n, r in METRIC_SETS.items() if ([m.name for m in r.metrics], r.groupings) == shape), None
+    )
+
+
 def metric_set_json(registry: Registry) -> dict[str, Any]:
     """`GET /v1/metric-set`: what the store's metric set holds, for clients that draw every
     metric without naming one (the dashboard): its name (`--metric-set`), its groupings with
     their dimensions and windows, and its metrics with where each counts. Windows and
     groupings are spelled out (never null); a distribution lists the statistics its JSON
-    has, and durations are in seconds as the rows show them."""
+    has (and its buckets' names, where it has buckets), and durations are in seconds as the
+    rows show them."""
     windows = list(registry.windows)
     groupings = [g.name for g in registry.groupings]
     metrics = []
@@ -135,9 +144,11 @@ def metric_set_json(registry: Registry) -> dict[str, Any]:
         if m.kind is Kind.DISTRIBUTION:
             exact = ("count", "sum", "min", "max", "mean")
             item["stats"] = [*(exact if m.exact_min else ("count", "mean", "max")), "p50", "p90", "p99"]
+            if m.buckets:
+                item["buckets"] = [name for name, *_ in m.bucket_columns]
         metrics.append(item)
     return {
-        "name": next((n for n, r in METRIC_SETS.items() if r == registry), None),
+        "name": _set_name(registry),
         "groupings": [
             {"name": g.name, "dimensions": list(g.dimensions), "windows": [w for w in windows if g.keeps(w)]}
             for g in registry.groupings

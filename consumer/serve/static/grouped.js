@@ -46,8 +46,9 @@ window.convmetricsGrouped = function ({ state, getJSON, HttpError, setText, esca
       if (m.kind === "counter") cols.push({ metric: m, stat: null });
       if (m.kind !== "distribution") continue;
       for (const stat of ["p50", "p90", "mean"]) if (m.stats.includes(stat)) cols.push({ metric: m, stat });
-      const withBuckets = rows.find((r) => r[m.name] && r[m.name].buckets);
-      if (withBuckets) cols.push({ metric: m, stat: "buckets", buckets: Object.keys(withBuckets[m.name].buckets) });
+      const withBuckets = rows.find((r) => r[m.name] && r[m.name].buckets); // the set's, or the rows'
+      const buckets = m.buckets || (withBuckets ? Object.keys(withBuckets[m.name].buckets) : null);
+      if (buckets) cols.push({ metric: m, stat: "buckets", buckets });
     }
     return cols;
   }

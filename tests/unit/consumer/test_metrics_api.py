@@ -197,7 +197,20 @@ def test_metric_set_names_the_stores_groupings_and_metrics(tmp_path: Path, name:
         assert groupings["inbox"]["dimensions"] == ["account", "inbox"]
         assert groupings["inbox"]["windows"] == ["1h", "1d", "all"]  # no 1-minute rows
         assert {"created", "assignments", "snoozes", "closed_window_expired"} <= set(metrics)
+        assert metrics["time_to_close"]["buckets"] == ["le_1h", "le_4h", "le_8h", "le_24h", "gt_24h"]
+        assert "buckets" not in metrics["ingest_lag"]
     else:
         assert "created" not in metrics and "inbox" not in groupings
     assert c.get("/v1/metric-set", params={"x": "1"}).status_code == 400
     assert c.get("/v1/metrics", params={"group": "account", "window": "all"}).status_code == 401
+
+
+def test_metric_set_of_other_sla_buckets_is_still_the_full_set(tmp_path: Path) -> None:
+    """`--sla-buckets` changes the bounds, not the set: its name stays, its buckets follow."""
+    from consumer.fold.registry import metric_set
+
+    registry = metric_set("full", "30m,2h")
+    app = create_app(lambda: SqliteStore(str(tmp_path / "m.db"), registry=registry))
+    body = TestClient(app).get("/v1/metric-set").json()
+    ttc = next(m for m in body["metrics"] if m["name"] == "time_to_close")
+    assert (body["name"], ttc["buckets"]) == ("full", ["le_30m", "le_2h", "gt_2h"])

@@ -4,7 +4,6 @@ prometheus_client's own parser."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -247,43 +246,33 @@ def test_the_running_metric_sets_counters_and_distributions_are_exposed(tmp_path
     assert labels <= {"channel_type", "quantile", "bucket", "window"}
 
 
-def test_a_distributions_buckets_are_a_counter_per_channel_type_and_bucket(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Where a distribution's JSON has exact buckets (time to close's SLA buckets), `/metrics`
-    has them as `convmetrics_<name>_buckets_total{channel_type, bucket}`, the API's counts;
-    a distribution without buckets has no such family. (The buckets come from the fold's
-    rows; here the rendering is given them, to hold the exposition to its shape.)"""
-    import consumer.serve.prom as prom
-
+def test_a_distributions_buckets_are_a_counter_per_channel_type_and_bucket(tmp_path: Path) -> None:
+    """Time to close's SLA buckets (full set) are `convmetrics_time_to_close_buckets_total
+    {channel_type, bucket}`, the API's exact counts, a closure at a bound in the bucket it
+    closes; a distribution without buckets (ingest lag) has no such family."""
     store = SqliteStore(str(tmp_path / "m.db"))
     store.check_topic("events")
     fold = PartitionFold(0)
-    for i, ch in enumerate(("SMS", "SMS", "LINE")):
-        fold.apply(Event(CREATED, 2 * i, 7, i, ch, 1_000))
-        fold.apply(Event(CLOSED, 2 * i + 1, 7, i, ch, 1_000 + 600 * (i + 1)))
+    durations = {"SMS": (600, 3600, 3601, 90_000), "LINE": (14_400,)}  # le_1h x2, le_4h x2, gt_24h
+    h = 0
+    for ch, ds in durations.items():
+        for d in ds:
+            h += 2
+            fold.apply(Event(CREATED, h, 7, h, ch, 1_000))
+            fold.apply(Event(CLOSED, h + 1, 7, h, ch, 1_000 + d))
     delta, changed = fold.take_changes()
-    store.commit("events", [PartitionCommit(0, delta, 6, fold.watermark, changed)])
-
-    plain = prom.distribution_json
-
-    def with_buckets(row: Any, m: Any) -> dict[str, Any]:
-        out = plain(row, m)
-        if m.name == "time_to_close":
-            out["buckets"] = {"le_1h": out["count"], "gt_1h": 0}
-        return out
-
-    monkeypatch.setattr(prom, "distribution_json", with_buckets)
+    store.commit("events", [PartitionCommit(0, delta, h, fold.watermark, changed)])
     registry = CollectorRegistry()
     registry.register(ClosureCollector(lambda: store))
     got, types = scrape(registry)
     assert types["convmetrics_time_to_close_buckets"] == "counter"
-    for ch, n in (("SMS", 2), ("LINE", 1)):
-        assert (
-            got[("convmetrics_time_to_close_buckets_total", (("bucket", "le_1h"), ("channel_type", ch)))] == n
-        )
-        assert (
-            got[("convmetrics_time_to_close_buckets_total", (("bucket", "gt_1h"), ("channel_type", ch)))] == 0
-        )
-        assert got[("convmetrics_time_to_close_seconds_count", (("channel_type", ch),))] == n  # unchanged
+    rows = {r.key: row_json(r)["time_to_close"]["buckets"] for r in store.query("channel_type", "all")}
+    assert rows["SMS"] == {"le_1h": 2, "le_4h": 1, "le_8h": 0, "le_24h": 0, "gt_24h": 1}
+    assert rows["LINE"]["le_4h"] == 1  # 14,400 s: at the bound, in it
+    for ch, buckets in rows.items():
+        for bucket, n in buckets.items():
+            assert (
+                got[("convmetrics_time_to_close_buckets_total", (("bucket", bucket), ("channel_type", ch)))]
+                == n
+            )
     assert "convmetrics_ingest_lag_buckets" not in types
