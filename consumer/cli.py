@@ -14,12 +14,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from consumer.fold.registry import (
     DEFAULT_METRIC_SET,
-    DEFAULT_SLA_BUCKETS,
-    ENV_SLA_BUCKETS,
     METRIC_SETS,
     metric_set,
 )
-from consumer.serve.report import sla_buckets_arg
+from consumer.serve.report import add_sla_buckets_argument
 from schemas.kafka import KafkaSettings, KafkaSettingsError
 from schemas.kafka import add_arguments as kafka_arguments
 from schemas.kafka import from_args as kafka_from_args
@@ -65,15 +63,12 @@ def _common(p: argparse.ArgumentParser, *, kafka: bool = True) -> None:
         "account,channel_type, inbox and app groupings (about 5x the store's row writes per event). "
         "Give every process of a deployment the same one",
     )
-    p.add_argument(
-        "--sla-buckets",
-        type=sla_buckets_arg,
-        default=os.environ.get(ENV_SLA_BUCKETS, DEFAULT_SLA_BUCKETS),
-        metavar="BOUNDS",
-        help=f"time_to_close's SLA buckets in the full metric set (env {ENV_SLA_BUCKETS}; default "
-        f"{DEFAULT_SLA_BUCKETS}): ascending upper bounds (s, m, h or d), each bucket exact and "
-        "disjoint: le_1h counts closures of at most 1 hour, le_4h those above 1 hour up to 4, ..., "
-        "gt_24h those above the last bound. Give every process of a deployment the same ones",
+    add_sla_buckets_argument(
+        p,
+        "time_to_close's SLA buckets in the full metric set: ascending upper bounds (s, m, h or d), "
+        "each bucket exact and disjoint: le_1h counts closures of at most 1 hour, le_4h those above "
+        "1 hour up to 4, ..., gt_24h those above the last bound. Give every process of a deployment "
+        "the same ones",
     )
 
 

@@ -97,6 +97,17 @@ def sla_buckets_arg(text: str) -> str:
     return text
 
 
+def add_sla_buckets_argument(p: argparse.ArgumentParser, what: str) -> None:
+    """`--sla-buckets BOUNDS` (env CONVMETRICS_SLA_BUCKETS), its help beginning with `what`."""
+    p.add_argument(
+        "--sla-buckets",
+        type=sla_buckets_arg,
+        default=os.environ.get(ENV_SLA_BUCKETS, DEFAULT_SLA_BUCKETS),
+        metavar="BOUNDS",
+        help=f"{what} (env {ENV_SLA_BUCKETS}; default {DEFAULT_SLA_BUCKETS})",
+    )
+
+
 class StoreSource:
     def __init__(self, url: str, sla_buckets: str = DEFAULT_SLA_BUCKETS) -> None:
         from consumer.store import open_store
@@ -364,14 +375,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--limit", type=_positive, default=1000, help="at most this many rows, oldest first (default 1000)"
     )
-    p.add_argument(
-        "--sla-buckets",
-        type=sla_buckets_arg,
-        default=os.environ.get(ENV_SLA_BUCKETS, DEFAULT_SLA_BUCKETS),
-        metavar="BOUNDS",
-        help=f"with --store: time_to_close's SLA bucket bounds the store's consumers count (env "
-        f"{ENV_SLA_BUCKETS}; default {DEFAULT_SLA_BUCKETS})",
-    )
+    add_sla_buckets_argument(p, "with --store: time_to_close's SLA bucket bounds the store's consumers count")
     source = p.add_mutually_exclusive_group()
     source.add_argument(
         "--store",
