@@ -32,6 +32,12 @@ ENV_BOOTSTRAP = "CONVMETRICS_BOOTSTRAP_SERVERS"
 ENV_TOPIC = "CONVMETRICS_TOPIC"
 ENV_STORE = "CONVMETRICS_STORE"
 ENV_METRIC_SET = "CONVMETRICS_METRIC_SET"
+ENV_GROUP = "CONVMETRICS_GROUP"
+#: consume's API (--http-port/--http-host); serve's bind address is the gateway's variables
+ENV_HTTP_PORT = "CONVMETRICS_HTTP_PORT"
+ENV_HTTP_HOST = "CONVMETRICS_HTTP_HOST"
+ENV_HOST = "CONVMETRICS_HOST"
+ENV_PORT = "CONVMETRICS_PORT"
 
 
 def _common(p: argparse.ArgumentParser, *, kafka: bool = True) -> None:
@@ -114,9 +120,22 @@ def register(sub: Any) -> None:
         "and commit them with the partition offsets in one store transaction.",
     )
     _common(c)
-    c.add_argument("--group", default="closure-metrics", help="consumer group id (default closure-metrics)")
-    c.add_argument("--http-port", type=int, default=None, help="also serve the API on this port")
-    c.add_argument("--http-host", default="127.0.0.1", help="API bind address (default 127.0.0.1)")
+    c.add_argument(
+        "--group",
+        default=os.environ.get(ENV_GROUP, "closure-metrics"),
+        help=f"consumer group id (env {ENV_GROUP}; default closure-metrics)",
+    )
+    c.add_argument(
+        "--http-port",
+        type=int,
+        default=os.environ.get(ENV_HTTP_PORT),
+        help=f"also serve the API on this port (env {ENV_HTTP_PORT})",
+    )
+    c.add_argument(
+        "--http-host",
+        default=os.environ.get(ENV_HTTP_HOST, "127.0.0.1"),
+        help=f"API bind address (env {ENV_HTTP_HOST}; default 127.0.0.1)",
+    )
     _api_access(c)
     c.add_argument(
         "--flush-interval",
@@ -187,8 +206,17 @@ def register(sub: Any) -> None:
         "[&key=K][&from=T&to=T][&limit=N][&cursor=C]",
     )
     _common(s, kafka=False)
-    s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    s.add_argument("--port", type=int, default=8081, help="port (default 8081)")
+    s.add_argument(
+        "--host",
+        default=os.environ.get(ENV_HOST, "127.0.0.1"),
+        help=f"bind address (env {ENV_HOST}; default 127.0.0.1)",
+    )
+    s.add_argument(
+        "--port",
+        type=int,
+        default=os.environ.get(ENV_PORT, 8081),
+        help=f"port (env {ENV_PORT}; default 8081)",
+    )
     _api_access(s)
     s.set_defaults(func=_serve)
 
