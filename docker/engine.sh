@@ -42,21 +42,21 @@ answers() { docker_cli version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 ours() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
 
 install() {
-  command -v dockerd >/dev/null 2>&1 && return 0
-  say "installing Debian's docker.io (dockerd, containerd, runc)"
+  command -v dockerd >/dev/null 2>&1 && command -v docker-compose >/dev/null 2>&1 && return 0
+  say "installing Debian's docker.io (dockerd, containerd, runc) and docker-compose"
   local sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends docker.io >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends docker.io docker-compose >/dev/null
 }
 
 start() {
+  install
   if answers; then
     say "an engine already answers at $DOCKER_HOST"
     return 0
   fi
   [ "$(id -u)" -eq 0 ] || { say "dockerd runs as root: run this as root (or with sudo)"; exit 1; }
-  install
   mkdir -p "$STATE/root" "$RUNDIR"
   # a stale socket or pid file of a killed engine would stop a new one starting
   rm -f "$SOCKET" "$RUNDIR/dockerd.pid"
