@@ -11,7 +11,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NATIVE := producer/encoder.native-sha256
 
-.PHONY: setup demo test lint typecheck unit integration bench clean
+.PHONY: setup demo test lint typecheck unit integration bench clean engine engine-stop image images container-test
 
 $(STAMP): pyproject.toml .ci/system-deps.sh
 	bash .ci/system-deps.sh
@@ -60,6 +60,26 @@ integration: setup
 
 bench: setup
 	$(BIN)/python bench/consumer.py
+
+# Containers (docs/containers.md). The project's own Docker engine (Debian's docker.io, on
+# its own socket; stopped by its PID), and images built offline on it: `make image` the
+# convmetrics image, `make images` also Kafka and PostgreSQL. `make container-test` starts
+# the engine, builds the images, runs the container suite (the compose stack, and the
+# end-to-end and one fault test through testcontainers) and stops everything it started.
+engine:
+	bash deploy/engine.sh start
+
+engine-stop:
+	bash deploy/engine.sh stop
+
+image: setup
+	bash deploy/images.sh convmetrics
+
+images: setup
+	bash deploy/images.sh all
+
+container-test: setup
+	bash deploy/container-test.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info build

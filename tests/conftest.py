@@ -3,11 +3,16 @@
 The session cluster comes from :func:`convmetrics.localkafka.kafka_bootstrap`
 (``$CONVMETRICS_BOOTSTRAP_SERVERS``, else Docker, else a local JVM broker). When none
 can be had the fixture errors, so integration tests fail rather than skip.
+
+``tests/containers/`` (the compose stack and the images on a real Docker engine) is
+collected only with ``CONVMETRICS_CONTAINER_TESTS=1``: ``make container-test`` sets it, after
+starting the engine and building the images; ``make test`` leaves it out.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +22,15 @@ import pytest
 
 from convmetrics.localkafka import LocalBroker, provider
 from support.pipeline import create_topic
+
+CONTAINERS = Path(__file__).parent / "containers"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Leave tests/containers/ out unless ``CONVMETRICS_CONTAINER_TESTS=1``."""
+    if os.environ.get("CONVMETRICS_CONTAINER_TESTS") == "1":
+        return None
+    return collection_path == CONTAINERS or CONTAINERS in collection_path.parents or None
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

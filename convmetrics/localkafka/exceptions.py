@@ -30,3 +30,8 @@ class BrokerStartError(LocalKafkaError):
         super().__init__(
             f"{reason}\ncommand: {' '.join(self.command)}\n--- last lines of the broker log ---\n{log_tail}"
         )
+
+
+class ContainerStartError(LocalKafkaError):
+    """A Kafka container (testcontainers) exited or did not answer in time, or a Docker
+    engine was required (``CONVMETRICS_REQUIRE_DOCKER=1``) and none answered."""

@@ -1,7 +1,10 @@
 """Pick a Kafka cluster for tests and demos: configured, Docker, or a local JVM broker.
 
-Order: ``$CONVMETRICS_BOOTSTRAP_SERVERS`` (start nothing), then testcontainers when a
-Docker engine answers within ~2 s, then :class:`~convmetrics.localkafka.broker.LocalBroker`.
+Order: ``$CONVMETRICS_BOOTSTRAP_SERVERS`` (start nothing), then a container through
+testcontainers when a Docker engine answers within ~2 s (:mod:`.container`: the project's
+image or the official one), then :class:`~convmetrics.localkafka.broker.LocalBroker`.
+``CONVMETRICS_REQUIRE_DOCKER=1`` (`make container-test`) makes a missing engine an error
+instead of the fallback.
 """
 
 from __future__ import annotations
@@ -16,11 +19,14 @@ from typing import Literal
 from urllib.parse import urlparse
 
 from convmetrics.localkafka.broker import LocalBroker
+from convmetrics.localkafka.exceptions import ContainerStartError
 
 log = logging.getLogger(__name__)
 
 BOOTSTRAP_ENV = "CONVMETRICS_BOOTSTRAP_SERVERS"
 DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock"
+#: "1": the container path or an error, never the local fallback (a container suite in CI)
+REQUIRE_DOCKER_ENV = "CONVMETRICS_REQUIRE_DOCKER"
 
 ClusterKind = Literal["external", "testcontainers", "local"]
 
@@ -51,6 +57,28 @@ def docker_available(timeout: float = 2.0) -> bool:
         return False
 
 
+def docker_required() -> bool:
+    """Whether a missing Docker engine is an error (``CONVMETRICS_REQUIRE_DOCKER=1``)."""
+    return os.environ.get(REQUIRE_DOCKER_ENV) == "1"
+
+
+def use_docker() -> bool:
+    """Whether to start containers: an engine answers; or raise when one is required.
+
+    Raises:
+        ContainerStartError: ``CONVMETRICS_REQUIRE_DOCKER=1`` and no engine answers.
+    """
+    if docker_available():
+        return True
+    if docker_required():
+        host = os.environ.get("DOCKER_HOST", f"unix://{DEFAULT_DOCKER_SOCKET}")
+        raise ContainerStartError(
+            f"{REQUIRE_DOCKER_ENV}=1 but no Docker engine answers at {host}: "
+            "`make engine` starts the project's own (docs/containers.md)"
+        )
+    return False
+
+
 def _stderr_notice(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -60,22 +88,20 @@ def kafka_bootstrap() -> Iterator[KafkaCluster]:
     """Yield a reachable Kafka cluster, stopping anything started here on exit.
 
     Raises:
-        LocalKafkaError: The local broker could not be started (no Java, no jars, ...).
+        LocalKafkaError: The local broker could not be started (no Java, no jars, ...), or
+            the Kafka container (ContainerStartError).
     """
     external = os.environ.get(BOOTSTRAP_ENV, "").strip()
     if external:
         log.info("using the Kafka cluster at %s (%s)", external, BOOTSTRAP_ENV)
         yield KafkaCluster(external, "external")
         return
-    if docker_available():
-        try:
-            from testcontainers.community.kafka import KafkaContainer
-        except ImportError:  # older testcontainers
-            from testcontainers.kafka import KafkaContainer
-        image = os.environ.get("CONVMETRICS_KAFKA_IMAGE", "confluentinc/cp-kafka:7.6.0")
-        log.info("starting Kafka in Docker (%s)", image)
-        with KafkaContainer(image).with_kraft() as container:
-            yield KafkaCluster(container.get_bootstrap_server(), "testcontainers")
+    if use_docker():
+        from convmetrics.localkafka.container import kafka_container
+
+        log.info("starting Kafka in a container (testcontainers)")
+        with kafka_container() as bootstrap:
+            yield KafkaCluster(bootstrap, "testcontainers")
         return
     log.info("no Docker engine: starting a local Kafka broker JVM")
     with LocalBroker(on_download=_stderr_notice) as broker:

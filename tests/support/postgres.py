@@ -1,7 +1,9 @@
 """A real PostgreSQL for tests: the one configured, else a container, else a local server.
 
 Order: ``$CONVMETRICS_POSTGRES_URL`` (an existing server; each test gets its own database
-on it), then testcontainers' PostgresContainer when a Docker engine answers, then a
+on it), then testcontainers' PostgresContainer when a Docker engine answers (the project's
+image, deploy/postgres, or the official one; ``CONVMETRICS_REQUIRE_DOCKER=1`` makes a missing
+engine an error instead of falling through), then a
 throwaway server from Debian's ``postgresql`` package (``.ci/system-deps.sh`` installs it):
 ``initdb`` into a temp dir, started by ``pg_ctl`` as a non-root user on a free port with its
 unix socket in that dir, stopped and removed at the end. When none can be had the
@@ -144,10 +146,18 @@ def find_bindir() -> Path:
     )
 
 
-def _docker_available() -> bool:
-    from convmetrics.localkafka.provider import docker_available
+#: the PostgreSQL image a container runs: $CONVMETRICS_POSTGRES_IMAGE, else the project's own
+#: (deploy/postgres, `make images`) when the engine has it, else the official one
+IMAGE_ENV = "CONVMETRICS_POSTGRES_IMAGE"
+PROJECT_IMAGE = "convmetrics/postgres:15"
+OFFICIAL_IMAGE = "postgres:16-alpine"
 
-    return docker_available()
+
+def _use_docker() -> bool:
+    """An engine answers (or raise, where one is required: CONVMETRICS_REQUIRE_DOCKER=1)."""
+    from convmetrics.localkafka.provider import use_docker
+
+    return use_docker()
 
 
 @contextlib.contextmanager
@@ -161,11 +171,17 @@ def postgres_server() -> Iterator[PostgresServer]:
         finally:
             server.drop_databases()
         return
-    if _docker_available():
-        from testcontainers.postgres import PostgresContainer
+    if _use_docker():
+        from testcontainers.community.postgres import PostgresContainer
 
-        with PostgresContainer("postgres:16-alpine", driver=None) as pg:
-            yield PostgresServer(pg.get_connection_url(), "docker")
+        from convmetrics.localkafka.container import choose_image
+
+        image = choose_image(PROJECT_IMAGE, OFFICIAL_IMAGE, IMAGE_ENV)
+        # both images take `postgres -c ...` as their command; the fault tests open many connections
+        with PostgresContainer(image, driver=None).with_command("postgres -c max_connections=200") as pg:
+            server = PostgresServer(pg.get_connection_url(), "docker")
+            print(f"PostgreSQL in a container ({image}) at {server.url}", file=sys.stderr)
+            yield server
         return
     local = LocalPostgres()
     started = time.monotonic()

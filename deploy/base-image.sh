@@ -4,10 +4,12 @@
 # as $BASE_IMAGE (default convmetrics/debian:bookworm), cached as a `docker save` tarball in
 # ~/.cache/convmetrics/images/ so a new engine loads it in a second instead of ~30 s.
 #
-#   bash docker/base-image.sh          make sure the engine at $DOCKER_HOST has the image
+#   bash deploy/base-image.sh          make sure the engine at $DOCKER_HOST has the image
 #
 # Where a registry is reachable, skip this and build with BASE_IMAGE=debian:bookworm-slim.
 set -euo pipefail
+# shellcheck source=deploy/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 BASE_IMAGE="${BASE_IMAGE:-convmetrics/debian:bookworm}"
 CACHE="${CONVMETRICS_CACHE_DIR:-$HOME/.cache/convmetrics}/images"
@@ -15,9 +17,6 @@ TARBALL="$CACHE/$(echo "$BASE_IMAGE" | tr '/:' '__').tar"
 SUITE=bookworm
 
 say() { echo "base-image: $*" >&2; }
-docker_cli() {
-  if [ -x /usr/bin/docker ]; then /usr/bin/docker "$@"; else docker "$@"; fi
-}
 
 if docker_cli image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
   say "$BASE_IMAGE present"

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # A Docker engine of the project's own, for the container images and tests (issue 19).
 #
-#   bash docker/engine.sh start    install Debian's docker.io if missing, start dockerd in the
+#   bash deploy/engine.sh start    install Debian's docker.io if missing, start dockerd in the
 #                                  background (its PID in $STATE/dockerd.pid), wait until it answers
-#   bash docker/engine.sh stop     stop the dockerd this script started (by that PID; its
+#   bash deploy/engine.sh stop     stop the dockerd this script started (by that PID; its
 #                                  containerd and containers go with it)
-#   bash docker/engine.sh status   say whether it answers; exit 0 when it does
-#   bash docker/engine.sh env      print `export DOCKER_HOST=...` for a shell to eval
+#   bash deploy/engine.sh status   say whether it answers; exit 0 when it does
+#   bash deploy/engine.sh env      print `export DOCKER_HOST=...` for a shell to eval
 #
-# The engine listens on its own socket ($CONVMETRICS_DOCKER_HOST, default
-# unix:///run/convmetrics-docker/docker.sock), never on /var/run/docker.sock: the test
+# The engine listens on its own socket ($CONVMETRICS_DOCKER_SOCKET, default
+# /run/convmetrics-docker/docker.sock), never on /var/run/docker.sock: the test
 # suite switches to testcontainers whenever an engine answers at DOCKER_HOST or the default
 # socket, so an engine there would change every other test run on the machine. Its images
 # live under $STATE/root (kept between runs: the warm cache).
@@ -18,24 +18,21 @@
 # rule is touched, published ports work through docker-proxy, containers reach each other
 # on a user-defined network, and nothing in a container reaches past this machine. Builds
 # use `--network host` (Debian's packages during a build); no registry is needed (see
-# docker/base-image.sh).
+# deploy/base-image.sh).
 set -euo pipefail
 
 CACHE="${CONVMETRICS_CACHE_DIR:-$HOME/.cache/convmetrics}"
 STATE="$CACHE/docker"
-RUNDIR=/run/convmetrics-docker
-SOCKET="$RUNDIR/docker.sock"
-export DOCKER_HOST="${CONVMETRICS_DOCKER_HOST:-unix://$SOCKET}"
+# shellcheck source=deploy/lib.sh
+source "$(dirname "$0")/lib.sh"
+SOCKET="$CONVMETRICS_DOCKER_SOCKET"
+RUNDIR="$(dirname "$SOCKET")"
+export DOCKER_HOST="unix://$SOCKET"
 PIDFILE="$STATE/dockerd.pid"
 LOG="$STATE/dockerd.log"
 WAIT="${CONVMETRICS_DOCKER_WAIT:-60}"
 
 say() { echo "engine: $*" >&2; }
-
-# the Debian client (the engine's own version); a newer client on PATH also works
-docker_cli() {
-  if [ -x /usr/bin/docker ]; then /usr/bin/docker "$@"; else docker "$@"; fi
-}
 
 answers() { docker_cli version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 

@@ -2,9 +2,11 @@
 # PostgreSQL from Debian's package, configured as the official postgres image is:
 # POSTGRES_USER (default postgres), POSTGRES_PASSWORD (required, unless
 # POSTGRES_HOST_AUTH_METHOD=trust), POSTGRES_DB (default: the user's name), data in
-# $PGDATA (default /var/lib/postgresql/data, a volume). Extra arguments go to `postgres`
-# (`-c max_connections=200`). Runs as the postgres user.
+# $PGDATA (default /var/lib/postgresql/data, a volume). Arguments go to the server, as the
+# official image's command does: `postgres -c max_connections=200` (or without the leading
+# `postgres`). Runs as the postgres user.
 set -euo pipefail
+[ "${1:-}" = postgres ] && shift
 
 BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
 PGDATA="${PGDATA:-/var/lib/postgresql/data}"

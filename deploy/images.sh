@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# Build the project's images offline, on the engine at $DOCKER_HOST (docker/engine.sh).
+# Build the project's images offline, on the engine at $DOCKER_HOST (deploy/engine.sh).
 #
-#   bash docker/images.sh convmetrics   the convmetrics image (`make image`)
-#   bash docker/images.sh kafka         Kafka on Debian's JRE, from the pinned jars
-#   bash docker/images.sh postgres      PostgreSQL from Debian's package
-#   bash docker/images.sh all           the three (`make images`)
-#   bash docker/images.sh lock          rewrite docker/requirements.lock (needs PyPI)
+#   bash deploy/images.sh convmetrics   the convmetrics image (`make image`)
+#   bash deploy/images.sh kafka         Kafka on Debian's JRE, from the pinned jars
+#   bash deploy/images.sh postgres      PostgreSQL from Debian's package
+#   bash deploy/images.sh all           the three (`make images`)
+#   bash deploy/images.sh lock          rewrite deploy/requirements.lock (needs PyPI)
 #
 # Each build context is laid out under build/docker/<image>/ with only what the image
 # needs: no network for Python packages or jars inside a build (HTTPS does not reach out of
 # one here); Debian's packages come over `--network host` from the mirror apt uses.
 #   BASE_IMAGE      FROM of every image (default convmetrics/debian:bookworm, made by
-#                   docker/base-image.sh when missing; debian:bookworm-slim where a registry
+#                   deploy/base-image.sh when missing; debian:bookworm-slim where a registry
 #                   is reachable; python:3.11-slim-bookworm for the convmetrics image)
 #   IMAGE_TAG       the convmetrics image's name (default convmetrics:latest)
 set -euo pipefail
+# shellcheck source=deploy/lib.sh
+source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
 
@@ -28,16 +30,13 @@ LOCK="$ROOT/docker/requirements.lock"
 CONTEXTS="$ROOT/build/docker"
 
 say() { echo "images: $*" >&2; }
-docker_cli() {
-  if [ -x /usr/bin/docker ]; then /usr/bin/docker "$@"; else docker "$@"; fi
-}
 
 engine() {
   docker_cli version --format '{{.Server.Version}}' >/dev/null 2>&1 || {
     say "no Docker engine answers at ${DOCKER_HOST:-the default socket}: \`make engine\` starts the project's own (\`make engine-stop\` stops it), or set DOCKER_HOST"
     exit 1
   }
-  if [ "$BASE_IMAGE" = convmetrics/debian:bookworm ]; then BASE_IMAGE="$BASE_IMAGE" bash docker/base-image.sh; fi
+  if [ "$BASE_IMAGE" = convmetrics/debian:bookworm ]; then BASE_IMAGE="$BASE_IMAGE" bash deploy/base-image.sh; fi
 }
 
 build() {  # build NAME TAG CONTEXT
@@ -54,8 +53,13 @@ wheels() {
   local out="$1"
   mkdir -p "$out"
   say "building the convmetrics wheel (the Rust fold and the mypyc encoder compiled)"
+  mkdir -p "$CONTEXTS"
   CONVMETRICS_REQUIRE_NATIVE=1 CARGO_TARGET_DIR="$ROOT/build/cargo-target" \
-    "$PYTHON" -m pip wheel --quiet --no-deps -w "$out" "$ROOT"
+    "$PYTHON" -m pip wheel --quiet --no-deps -w "$out" "$ROOT" >"$CONTEXTS/wheel.log" 2>&1 || {
+    tail -n 40 "$CONTEXTS/wheel.log" >&2
+    say "the wheel did not build (log: $CONTEXTS/wheel.log)"
+    exit 1
+  }
   local house="$CACHE/wheelhouse"
   local stamp
   stamp="$house/.lock-$(sha256sum "$LOCK" | cut -c1-16)"
@@ -88,7 +92,7 @@ convmetrics_image() {
   rm -rf "$ctx"
   mkdir -p "$ctx"
   wheels "$ctx/wheels"
-  cp docker/convmetrics/Dockerfile docker/convmetrics/healthcheck.py "$ctx/"
+  cp deploy/convmetrics/Dockerfile deploy/convmetrics/healthcheck.py "$ctx/"
   build convmetrics "$IMAGE_TAG" "$ctx"
 }
 
@@ -101,7 +105,7 @@ kafka_image() {
   local libs
   libs="$("$PYTHON" -c 'from convmetrics.localkafka.jars import kafka_libs; print(kafka_libs(on_download=print))' | tail -n 1)"
   cp -r "$libs" "$ctx/libs"
-  cp docker/kafka/Dockerfile docker/kafka/entrypoint.sh convmetrics/localkafka/log4j2.properties "$ctx/"
+  cp deploy/kafka/Dockerfile deploy/kafka/entrypoint.sh convmetrics/localkafka/log4j2.properties "$ctx/"
   chmod 0755 "$ctx/entrypoint.sh"
   build kafka "$KAFKA_IMAGE" "$ctx"
 }
@@ -111,7 +115,7 @@ postgres_image() {
   local ctx="$CONTEXTS/postgres"
   rm -rf "$ctx"
   mkdir -p "$ctx"
-  cp docker/postgres/Dockerfile docker/postgres/entrypoint.sh "$ctx/"
+  cp deploy/postgres/Dockerfile deploy/postgres/entrypoint.sh "$ctx/"
   chmod 0755 "$ctx/entrypoint.sh"
   build postgres "$POSTGRES_IMAGE" "$ctx"
 }
@@ -126,7 +130,7 @@ lock() {
   "$PYTHON" -m pip install --quiet --dry-run --ignore-installed --only-binary=:all: \
     --report "$tmp/report.json" "$tmp"/convmetrics-*.whl
   {
-    echo "# The convmetrics image's Python dependencies, pinned (bash docker/images.sh lock rewrites it)."
+    echo "# The convmetrics image's Python dependencies, pinned (bash deploy/images.sh lock rewrites it)."
     "$PYTHON" - "$tmp/report.json" <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1]))
