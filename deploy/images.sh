@@ -26,7 +26,7 @@ IMAGE_TAG="${IMAGE_TAG:-convmetrics:latest}"
 KAFKA_IMAGE="${CONVMETRICS_KAFKA_IMAGE:-convmetrics/kafka:4.1.1}"
 POSTGRES_IMAGE="${CONVMETRICS_POSTGRES_IMAGE:-convmetrics/postgres:15}"
 CACHE="${CONVMETRICS_CACHE_DIR:-$HOME/.cache/convmetrics}"
-LOCK="$ROOT/docker/requirements.lock"
+LOCK="$ROOT/deploy/requirements.lock"
 CONTEXTS="$ROOT/build/docker"
 
 say() { echo "images: $*" >&2; }

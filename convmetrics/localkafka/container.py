@@ -78,7 +78,10 @@ def kafka_container(image: str | None = None, *, start_timeout: float = 120.0) -
     image = image or choose_image(PROJECT_IMAGE, OFFICIAL_IMAGE, IMAGE_ENV)
     port = pick_free_port()
     container = DockerContainer(image).with_envs(**kraft_environment(port))
-    container.with_bind_ports(EXTERNAL_PORT, ("127.0.0.1", port))  # type: ignore[arg-type]
+    # published on loopback only (with_bind_ports takes a port, and would publish on every
+    # interface); docker-py reads (address, port)
+    ports: dict[str, Any] = container.ports
+    ports[f"{EXTERNAL_PORT}/tcp"] = ("127.0.0.1", port)
     with container:
         bootstrap = f"127.0.0.1:{port}"
         _wait_ready(container, image, bootstrap, start_timeout)

@@ -50,6 +50,8 @@ class ComposeStack:
             **os.environ,
             **{k: str(v) for k, v in self.ports.items()},
             "POSTGRES_PASSWORD": PASSWORD,
+            # every metric and grouping: the oracle compares all of them
+            "CONVMETRICS_METRIC_SET": "full",
         }
         self.log = log_dir / "compose.log"
         self.gateway = f"http://127.0.0.1:{self.ports['GATEWAY_PORT']}"
