@@ -39,11 +39,11 @@ engine() {
   if [ "$BASE_IMAGE" = convmetrics/debian:bookworm ]; then BASE_IMAGE="$BASE_IMAGE" bash deploy/base-image.sh; fi
 }
 
-build() {  # build NAME TAG CONTEXT
+build() {  # build NAME TAG CONTEXT [docker build options]
   local started=$SECONDS
   # the classic builder: the Debian engine's BuildKit is optional, and it needs nothing more
   DOCKER_BUILDKIT=0 docker_cli build --quiet --network host --build-arg "BASE_IMAGE=$BASE_IMAGE" \
-    -t "$2" "$3" >/dev/null
+    "${@:4}" -t "$2" "$3" >/dev/null
   say "built $2 in $((SECONDS - started))s ($(docker_cli image inspect -f '{{.Size}}' "$2" | awk '{printf "%.0f MB", $1/1e6}'))"
 }
 
@@ -86,14 +86,33 @@ wheels() {
   cp "$LOCK" "$out/requirements.lock"
 }
 
+# What the convmetrics image is built from: the tracked sources of the package, the lock, the
+# Dockerfile and the base; an image labelled with the same digest is not built again (the
+# wheel inside would differ only in its timestamps). Outside a git checkout: always built.
+source_digest() {
+  git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1 || return 0
+  {
+    echo "$BASE_IMAGE"
+    git -C "$ROOT" ls-files -z -- convmetrics producer consumer schemas setup.py pyproject.toml \
+      deploy/convmetrics deploy/requirements.lock | (cd "$ROOT" && xargs -0 sha256sum)
+  } | sha256sum | cut -c1-32
+}
+
 convmetrics_image() {
   engine
+  local digest
+  digest="$(source_digest)"
+  if [ -n "$digest" ] && [ "$(docker_cli image inspect -f '{{index .Config.Labels "org.convmetrics.source"}}' \
+    "$IMAGE_TAG" 2>/dev/null)" = "$digest" ]; then
+    say "$IMAGE_TAG is up to date (sources $digest)"
+    return 0
+  fi
   local ctx="$CONTEXTS/convmetrics"
   rm -rf "$ctx"
   mkdir -p "$ctx"
   wheels "$ctx/wheels"
   cp deploy/convmetrics/Dockerfile deploy/convmetrics/healthcheck.py "$ctx/"
-  build convmetrics "$IMAGE_TAG" "$ctx"
+  build convmetrics "$IMAGE_TAG" "$ctx" --label "org.convmetrics.source=${digest:-none}"
 }
 
 kafka_image() {
