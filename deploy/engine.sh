@@ -116,6 +116,10 @@ stop() {
     done
     say "dockerd (pid $pid) stopped"
   fi
+  # dockerd leaves the bind mount of its network namespace behind
+  if mountpoint -q "$RUNDIR/exec/netns/default" 2>/dev/null; then
+    umount "$RUNDIR/exec/netns/default" || true
+  fi
   rm -f "$PIDFILE"
 }
 
