@@ -351,6 +351,7 @@ def consumer_settings(args: argparse.Namespace) -> ConsumerSettings:
 
 def _consume(args: argparse.Namespace) -> int:
     from consumer.serve.server import serve_in_thread
+    from consumer.store.choose import redacted
     from consumer.stream.checkpoint import CommitReport
     from consumer.stream.exporter import ConsumerMetrics
     from consumer.stream.runner import MetricsConsumer
@@ -413,7 +414,7 @@ def _consume(args: argparse.Namespace) -> int:
         consumer = made
         running.append(consumer)
         metrics.watch(lambda: consumer.stats)
-        log.info("consuming %s as group %s into %s", args.topic, args.group, args.store)
+        log.info("consuming %s as group %s into %s", args.topic, args.group, redacted(args.store))
         if not stopping.is_set():
             consumer.run()
     finally:

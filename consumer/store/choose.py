@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 from consumer.exceptions import ConfigError
 from consumer.fold.registry import REGISTRY, Registry
 from consumer.store.base import Retention, Store
@@ -27,3 +29,13 @@ def open_store(url: str, *, retention: Retention | None = None, registry: Regist
         f"unsupported store URL {url!r}: use sqlite:///path/to/metrics.db "
         "or postgresql://user@host:port/database"
     )
+
+
+def redacted(url: str) -> str:
+    """The store URL as logs may show it: a password in it replaced by `***`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    user = netloc[0].partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from convmetrics.generate import GenerateConfig, generate_webhooks
-from support.compose import ComposeStack, docker
+from support.compose import PASSWORD, ComposeStack, docker
 from support.pipeline import compare_with_truth, stored_offsets, wait_caught_up, wait_progress
 from support.truth import compute_truth
 
@@ -76,3 +76,5 @@ def test_the_stack_counts_webhooks_exactly_with_a_consumer_killed(stack: Compose
     state = docker("inspect", "-f", "{{.State.Status}}", stack.container("consumer-1")).strip()
     assert state == "exited", state
     assert assignment(stack.logs("consumer-2")) == set(range(6)), stack.logs("consumer-2")[-3000:]
+    # the store's password reaches the services through CONVMETRICS_STORE, never their logs
+    assert PASSWORD not in stack.logs()

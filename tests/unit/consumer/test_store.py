@@ -561,3 +561,14 @@ def test_sla_buckets_at_their_bounds_and_a_late_correction_moves_a_closure(store
     f.apply(ev(OPENED, 300, 1_000_000 + 86401 - 60, conv=8))  # late: the 86401 s closure took 60 s
     commit(store, f, 2)
     assert buckets() == buckets("account") == want | {"le_1h": 3, "gt_24h": 0}
+
+
+def test_a_store_url_is_logged_without_its_password() -> None:
+    from consumer.store.choose import redacted
+
+    assert (
+        redacted("postgresql://cm:s3cret@db:5432/cm?sslmode=require")
+        == "postgresql://cm:***@db:5432/cm?sslmode=require"
+    )
+    assert redacted("postgresql://cm@db/cm") == "postgresql://cm@db/cm"
+    assert redacted("sqlite:////data/convmetrics.db") == "sqlite:////data/convmetrics.db"
