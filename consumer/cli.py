@@ -28,6 +28,29 @@ if TYPE_CHECKING:
 log = logging.getLogger("convmetrics.consumer")
 T = TypeVar("T")
 
+#: seconds a consumer told to stop (SIGTERM, SIGINT) may take before it exits anyway: with
+#: its brokers gone, the last commit's publishing, the group leave and the producers' flushes
+#: each wait for Kafka. Exiting then is as safe as a crash: the store's last commit stands.
+STOP_DEADLINE_S = 30.0
+
+
+def _exit_after(seconds: float) -> None:
+    """Exit the process (status 1) unless it ended within `seconds` (a daemon timer)."""
+
+    def force() -> None:
+        log.error(
+            "did not stop within %g s (Kafka or the store does not answer); exiting now: the "
+            "store keeps its last commit, as after a crash",
+            seconds,
+        )
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(seconds, force)
+    timer.daemon = True
+    timer.start()
+
+
 ENV_BOOTSTRAP = "CONVMETRICS_BOOTSTRAP_SERVERS"
 ENV_TOPIC = "CONVMETRICS_TOPIC"
 ENV_STORE = "CONVMETRICS_STORE"
@@ -372,6 +395,8 @@ def _consume(args: argparse.Namespace) -> int:
     running: list[MetricsConsumer] = []
 
     def stop(*_: object) -> None:
+        if not stopping.is_set():
+            _exit_after(STOP_DEADLINE_S)
         stopping.set()
         for c in running:
             c.stop()
