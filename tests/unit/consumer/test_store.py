@@ -563,7 +563,7 @@ def test_sla_buckets_at_their_bounds_and_a_late_correction_moves_a_closure(store
     assert buckets() == buckets("account") == want | {"le_1h": 3, "gt_24h": 0}
 
 
-def test_a_store_url_is_logged_without_its_password() -> None:
+def test_store_urls_are_logged_without_their_password() -> None:
     from consumer.store.choose import redacted
 
     assert (
