@@ -389,7 +389,9 @@ def _consume(args: argparse.Namespace) -> int:
     def on_commit(report: CommitReport) -> None:
         metrics.on_commit(report)
         for publisher in publishers:
-            publisher.publish_pending(consumer.store, [p.partition for p in report.partitions])
+            publisher.publish_pending(
+                consumer.store, [p.partition for p in report.partitions], stopping=stopping
+            )
 
     stopping = threading.Event()
     running: list[MetricsConsumer] = []

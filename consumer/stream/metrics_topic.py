@@ -19,6 +19,7 @@ Two value formats, each its own subject and topic:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -39,6 +40,11 @@ from schemas.schema_registry import DEFAULT_TOPICS, RegistrySettings, writer_cod
 METRICS_TOPIC = DEFAULT_TOPICS["closure_metrics"]
 METRIC_ROWS_TOPIC = DEFAULT_TOPICS["metric_rows"]
 log = logging.getLogger(__name__)
+#: seconds Kafka has to acknowledge a commit's rows (else the consumer stops with an error)
+PUBLISH_TIMEOUT_S: Final = 30.0
+#: seconds more once the consumer stops: then the rows wait in the store instead
+STOPPING_TIMEOUT_S: Final = 5.0
+FLUSH_SLICE_S: Final = 0.25
 
 
 def metrics_key(row: MetricRow) -> str:
@@ -162,10 +168,20 @@ class MetricsTopicPublisher:
         )
         self.published = 0
 
-    def publish_pending(self, store: Store, partitions: list[int], *, timeout: float = 30) -> int:
+    def publish_pending(
+        self, store: Store, partitions: list[int], *, stopping: threading.Event | None = None
+    ) -> int:
         """Publish the rows these partitions changed since their last publication (each
         consumer publishes its own partitions: no two write the same marks); returns the
-        number of rows."""
+        number of rows.
+
+        Kafka must acknowledge them within PUBLISH_TIMEOUT_S, else a ConsumerError. Once
+        the consumer stops (`stopping` is set, before or during the wait), it waits at most
+        STOPPING_TIMEOUT_S more and then drops what is unacknowledged with a warning: those
+        rows stay unpublished in the store (their marks do not move) and go out after the
+        partition's next commit, on this consumer or the next owner. A consumer whose
+        brokers went away with it (a killed demo, a lost cluster) so stops in seconds.
+        """
         total = 0
         while True:
             marks = store.published_marks(partitions, self.topic)
@@ -182,11 +198,33 @@ class MetricsTopicPublisher:
                     self.topic, key=metrics_key(row), value=self.codec.encode(record), headers=headers
                 )
                 self.producer.poll(0)
-            if self.producer.flush(timeout):
+            if left := self._flush(stopping):
+                if stopping is not None and stopping.is_set():
+                    self.producer.purge()
+                    self.producer.flush(0)  # serves the purged records' reports
+                    log.warning(
+                        "metrics topic %s: %d of %d rows not acknowledged while stopping; they "
+                        "stay unpublished in the store and go out after the partitions' next commit",
+                        self.topic,
+                        left,
+                        len(rows),
+                    )
+                    return total
                 raise ConsumerError(f"metrics topic {self.topic} did not acknowledge {len(rows)} rows")
             store.mark_published(newest, self.topic)
             total += len(rows)
             self.published += len(rows)
 
-    def close(self) -> None:
-        self.producer.flush(10)
+    def _flush(self, stopping: threading.Event | None) -> int:
+        """Wait for Kafka's acknowledgements (in slices, to notice a stop); the number of
+        records still unacknowledged at the deadline."""
+        deadline = time.monotonic() + PUBLISH_TIMEOUT_S
+        stopped_at: float | None = None
+        while left := self.producer.flush(FLUSH_SLICE_S):
+            now = time.monotonic()
+            if stopped_at is None and stopping is not None and stopping.is_set():
+                stopped_at = now
+                deadline = min(deadline, now + STOPPING_TIMEOUT_S)
+            if now >= deadline:
+                return int(left)
+        return 0
