@@ -38,10 +38,20 @@ def test_a_wheel_carries_the_compiled_parts_and_runs_a_consumer(
     assert any(n.startswith("consumer/fold/_fold_native.") and n.endswith(".so") for n in names), names
     assert any(n.startswith("producer/encoder.") and n.endswith(".so") for n in names), names
 
+    # A fresh venv outside the checkout; its dependencies are this run's own (a .pth to their
+    # site-packages, whose .pth files, such as the checkout's editable hook, are not read):
+    # installing them again from the package index took ~40 s of CI. `pip check` holds the
+    # wheel's declared dependencies against them; the container image (deploy/) installs the
+    # wheel with its dependencies resolved from scratch.
     venv = tmp_path / "venv"
-    run([sys.executable, "-m", "venv", str(venv)])
+    run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
     python = str(venv / "bin" / "python")
-    run([python, "-m", "pip", "install", "--quiet", str(wheel)], env=env, cwd=tmp_path)
+    purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site = Path(run([python, "-c", purelib]).stdout.strip())
+    (site / "project-deps.pth").write_text(run([sys.executable, "-c", purelib]).stdout)
+    pip = [sys.executable, "-m", "pip", "--python", python]
+    run([*pip, "install", "--quiet", "--no-deps", str(wheel)], env=env, cwd=tmp_path)
+    run([*pip, "check"], env=env, cwd=tmp_path)
     version = run([python, "-m", "convmetrics", "--version"], env=env, cwd=tmp_path).stdout
     assert "consumer fold: compiled (Rust)" in version and "gateway Avro writer: compiled (mypyc)" in version
     where = run(
