@@ -148,18 +148,7 @@ def register(sub: Any) -> None:
         default=os.environ.get(ENV_GROUP, "closure-metrics"),
         help=f"consumer group id (env {ENV_GROUP}; default closure-metrics)",
     )
-    c.add_argument(
-        "--http-port",
-        type=int,
-        default=os.environ.get(ENV_HTTP_PORT),
-        help=f"also serve the API on this port (env {ENV_HTTP_PORT})",
-    )
-    c.add_argument(
-        "--http-host",
-        default=os.environ.get(ENV_HTTP_HOST, "127.0.0.1"),
-        help=f"API bind address (env {ENV_HTTP_HOST}; default 127.0.0.1)",
-    )
-    _api_access(c)
+    _api_access(c, host=("--http-host", ENV_HTTP_HOST), port=("--http-port", ENV_HTTP_PORT, None))
     c.add_argument(
         "--flush-interval",
         type=float,
@@ -229,18 +218,7 @@ def register(sub: Any) -> None:
         "[&key=K][&from=T&to=T][&limit=N][&cursor=C]",
     )
     _common(s, kafka=False)
-    s.add_argument(
-        "--host",
-        default=os.environ.get(ENV_HOST, "127.0.0.1"),
-        help=f"bind address (env {ENV_HOST}; default 127.0.0.1)",
-    )
-    s.add_argument(
-        "--port",
-        type=int,
-        default=os.environ.get(ENV_PORT, 8081),
-        help=f"port (env {ENV_PORT}; default 8081)",
-    )
-    _api_access(s)
+    _api_access(s, host=("--host", ENV_HOST), port=("--port", ENV_PORT, 8081))
     s.set_defaults(func=_serve)
 
     t = sub.add_parser("token", help="API tokens: make one for --tokens-file")
@@ -290,7 +268,24 @@ def _positive(text: str) -> int:
     return value
 
 
-def _api_access(p: argparse.ArgumentParser) -> None:
+def _api_access(
+    p: argparse.ArgumentParser, *, host: tuple[str, str], port: tuple[str, str, int | None]
+) -> None:
+    """Where the API listens (`host`: flag and env; `port`: flag, env and default, None for
+    no API), who may read it, and how many label values /metrics shows."""
+    (host_flag, host_env), (port_flag, port_env, port_default) = host, port
+    p.add_argument(
+        port_flag,
+        type=int,
+        default=os.environ.get(port_env, port_default),
+        help=f"serve the API on this port (env {port_env}; "
+        + (f"default {port_default})" if port_default else "default: no API)"),
+    )
+    p.add_argument(
+        host_flag,
+        default=os.environ.get(host_env, "127.0.0.1"),
+        help=f"the API's bind address (env {host_env}; default 127.0.0.1)",
+    )
     _label_values(p)
     p.add_argument(
         "--tokens-file",
