@@ -8,6 +8,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+TEST_WORKERS ?= 2  # pytest-xdist workers of make test (0: one process)
 STAMP  := $(VENV)/.installed
 NATIVE := producer/encoder.native-sha256
 
@@ -49,8 +50,11 @@ test: setup lint typecheck
 		PYO3_PYTHON=$(CURDIR)/$(BIN)/python CARGO_TARGET_DIR=$(CURDIR)/build/cargo-test \
 		cargo test --no-default-features --locked --quiet
 	$(BIN)/convmetrics schemas check
-	@# pytest exits 5 when it collected no test: that is a failure, never a pass
-	$(BIN)/pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest ran no test" >&2; exit 1; fi; exit $$rc
+	@# pytest exits 5 when it collected no test: that is a failure, never a pass. Two workers
+	@# (pytest-xdist; TEST_WORKERS=0: one process): the integration tests mostly wait on Kafka,
+	@# processes and timeouts, so two overlap well on two cores; each has its own broker,
+	@# PostgreSQL and registry
+	$(BIN)/pytest -n $(TEST_WORKERS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest ran no test" >&2; exit 1; fi; exit $$rc
 
 unit: setup
 	$(BIN)/pytest tests/unit
