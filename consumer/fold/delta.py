@@ -27,7 +27,9 @@ MemKey = int | ConvKey
 Conversation = list[
     Any
 ]  # [last_time, starts, closures, seen(, first, created, assigns)]: consumer.fold.reference
-LAST, STARTS, CLOSURES, SEEN, FIRST, CREATED_AT, ASSIGNS = 0, 1, 2, 3, 4, 5, 6
+LAST, STARTS, CLOSURES, SEEN, FIRST, CREATED_AT, ASSIGNS, LATEST = 0, 1, 2, 3, 4, 5, 6, 7
+#: a conversation's latest event (the gauges' state): [time, event id, kind, channel_type, inbox, app]
+L_TIME, L_ID, L_KIND, L_CHANNEL, L_INBOX, L_APP = 0, 1, 2, 3, 4, 5
 #: the first close of a conversation: [closed_at, event id (None: a state from before
 #: first_closes, never counted), event hash]
 F_CLOSED, F_ID, F_HASH = 0, 1, 2
@@ -124,6 +126,11 @@ def layout_of(registry: Registry) -> FactLayout:
 LAYOUT: Final = layout_of(REGISTRY)
 FACT_FIELDS: Final = LAYOUT.fields
 
+GaugeKey = tuple[str, int, int | None, int | None]
+"""(channel type, account, inbox, app) of a conversation's latest event: where it counts in
+the gauges (`consumer.fold.registry.GAUGE_NAMES`)"""
+Gauges = list[int]  # [open, unassigned, snoozed]: what a commit adds to a key's gauges (+ or -)
+
 LagKey = tuple[str, int]  # (channel type, start of the event time's hour)
 Lags = list[Any]  # [count, sum, max, {lag bin: count}] of ingest lags, milliseconds
 """Ingest lag (gateway receive time - event time) counts in the channel type's 1-hour,
@@ -142,6 +149,23 @@ class Delta:
     retractions: list[Fact] = field(default_factory=list)
     #: the conversations whose counted first assignment changed, by (account, conversation)
     first_assignments: dict[ConvKey, FirstAssignmentRow] = field(default_factory=dict)
+    #: what the gauges change by, per key of the latest event (a conversation's contribution
+    #: moves from its old latest event's key to its new one; a forgotten one is taken back)
+    gauges: dict[GaugeKey, Gauges] = field(default_factory=dict)
+
+    def add_gauges(self, key: GaugeKey, values: tuple[int, int, int], sign: int) -> None:
+        """Add (sign 1) or take back (-1) one conversation's gauges `values` at `key`."""
+        g = self.gauges.get(key)
+        if g is None:
+            g = self.gauges[key] = [0, 0, 0]
+        g[0] += sign * values[0]
+        g[1] += sign * values[1]
+        g[2] += sign * values[2]
+
+    def merge_gauges(self, other: Delta) -> None:
+        """Add another delta's gauge changes to this one's (the ones `expire` makes)."""
+        for key, values in other.gauges.items():
+            self.add_gauges(key, (values[0], values[1], values[2]), 1)
 
     def add_lag(self, channel_type: str, t: int, millis: int) -> None:
         key = (channel_type, t - t % 3600)
@@ -175,6 +199,31 @@ class Delta:
                 lo, hi = out.get(k, (ttc, ttc))
                 out[k] = (min(lo, ttc), max(hi, ttc))
         return out
+
+
+def gauge_rows(
+    deltas: list[dict[GaugeKey, Gauges]], registry: Registry = REGISTRY
+) -> dict[tuple[str, str], Gauges]:
+    """The gauge changes of some deltas by (grouping, key), as the stores keep them; a
+    grouping's optional dimension without a value (no inbox) counts in no row of it, and a
+    key whose changes cancel out is left out."""
+    out: dict[tuple[str, str], Gauges] = {}
+    at = {"channel_type": 0, "account": 1, "inbox": 2, "app": 3}
+    groupings = [(g.name, [at[d] for d in g.dimensions]) for g in registry.groupings]
+    for gauges in deltas:
+        for dims, values in gauges.items():
+            for name, where in groupings:
+                parts = [dims[i] for i in where]
+                if None in parts:
+                    continue
+                k = (name, "|".join(map(str, parts)))
+                g = out.get(k)
+                if g is None:
+                    out[k] = list(values)
+                else:
+                    for i in range(3):
+                        g[i] += values[i]
+    return {k: v for k, v in out.items() if any(v)}
 
 
 def row_keys(fact: Fact, registry: Registry = REGISTRY) -> list[RowKey]:

@@ -123,6 +123,7 @@ def _native_fold(
         inbox_app=registry.groups_by_inbox_or_app,
         first_close=rules.first_close,
         ttfa=rules.ttfa,
+        gauges=bool(registry.gauges),
     )
     return fold
 

@@ -23,6 +23,20 @@ and, where the registry folds first_closes or time_to_first_assignment, three mo
                assignments that are or may become the first one (those after the counted
                one never can: the created time and the first assignment only move earlier)
 
+and, where the registry folds the gauges (which need the three above), one more:
+
+    [..., latest]
+    latest   = the latest event: [time, event id, kind, channel_type, inbox, app] or null
+               (the latest by time, ties by the larger event id; null: a state stored
+               before the gauges, which counts in them from its next event on)
+
+A conversation counts in the gauges at its latest event's channel type, account, inbox and
+app: open when that event is a created, opened or assigned one, and unassigned too when
+it has no assigned event (`assigns` is empty: it keeps at least the counted assignment,
+or all of them while none can count); snoozed when it is a snoozed one. When an event
+changes that, the fold takes the old contribution back at the old key and adds the new
+one (`Delta.gauges`); a forgotten conversation (`expire`) is taken back.
+
 A closure is the first close when it is earlier (time, then event id) than `first`: it
 counts, and the old one is taken back in its window (a fact of -1). The counted first
 assignment is the earliest assignment (time, then event id) at or after `created`; when
@@ -42,7 +56,7 @@ from __future__ import annotations
 
 from bisect import bisect_right, insort
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import orjson
 
@@ -67,7 +81,14 @@ from consumer.fold.delta import (
     F_HASH,
     F_ID,
     FIRST,
+    L_APP,
+    L_CHANNEL,
+    L_ID,
+    L_INBOX,
+    L_KIND,
+    L_TIME,
     LAST,
+    LATEST,
     SEEN,
     STARTS,
     Conversation,
@@ -79,7 +100,7 @@ from consumer.fold.delta import (
     mem_key,
 )
 from consumer.fold.facts import Dims, FactMaker
-from consumer.fold.model import ASSIGNED, CLOSED, CREATED, KINDS, OPENED, Event, from_record
+from consumer.fold.model import ASSIGNED, CLOSED, CREATED, KINDS, OPENED, SNOOZED, Event, from_record
 from consumer.fold.registry import REGISTRY, Registry
 
 #: the conditions (`consumer.fold.registry.CONDITIONS`) that hold for a closure, by
@@ -125,6 +146,8 @@ class PartitionFold:
         #: first_closes or time_to_first_assignment folded: conversations keep `first`,
         #: `created` and `assigns` (the module docstring)
         self._firsts = self._facts.first_close is not None or self._facts.ttfa is not None
+        #: the gauges folded: conversations keep their latest event too
+        self._gauges = bool(registry.gauges)
         self.delta = Delta()
         self.idle: dict[MemKey, str] = {} if idle is None else {mem_key(*k): b for k, b in idle.items()}
         self.hot: dict[MemKey, Conversation] = {}  # touched since the last commit
@@ -159,6 +182,8 @@ class PartitionFold:
             conv = [0, [], [], []] if blob is None else orjson.loads(blob)
             if self._firsts and len(conv) == SEEN + 1:
                 conv.extend((legacy_first(conv), None, []))
+            if self._gauges and len(conv) == ASSIGNS + 1:
+                conv.append(None)
             self.hot[key] = conv
         return conv
 
@@ -177,6 +202,7 @@ class PartitionFold:
         seen.append(h)
         if len(seen) > self.max_seen:
             del seen[0]
+        before = gauges_of(conv) if self._gauges else None
         if t > self.watermark:
             self.watermark = t
         if t > conv[LAST]:
@@ -233,6 +259,16 @@ class PartitionFold:
                     self._correct(a, c, conv, t)
                 if kind == CREATED and self._facts.ttfa is not None:
                     self._created(e, conv)
+        if self._gauges:
+            latest = conv[LATEST]
+            if latest is None or t > latest[L_TIME] or (t == latest[L_TIME] and event_id > latest[L_ID]):
+                conv[LATEST] = [t, event_id, kind, ch, inbox, app]
+            after = gauges_of(conv)
+            if after != before:
+                if before is not None:
+                    delta.add_gauges((before[0][0], a, before[0][1], before[0][2]), before[1], -1)
+                if after is not None:
+                    delta.add_gauges((after[0][0], a, after[0][1], after[0][2]), after[1], 1)
         return True
 
     def _closure_dims(self, account: int, conv: Conversation, h: int) -> Dims:
@@ -343,15 +379,43 @@ class PartitionFold:
         horizon = self.watermark - ttl
         gone = [k for k, b in self.idle.items() if last_time_of(b) < horizon]
         for k in gone:
-            del self.idle[k]
+            self._forget(k)
         if max_conversations is not None and len(self.idle) > max_conversations:
             # longest idle first, ties by (account, conversation id): the same in the compiled fold
             by_age = sorted(self.idle, key=lambda k: (last_time_of(self.idle[k]), conv_key(k)))
             over = by_age[: len(by_age) - max_conversations]
             for k in over:
-                del self.idle[k]
+                self._forget(k)
             gone.extend(over)
         return [conv_key(k) for k in gone]
+
+    def _forget(self, k: MemKey) -> None:
+        """Drop an idle conversation, and take its gauges back (into the pending delta)."""
+        blob = self.idle.pop(k)
+        if self._gauges:
+            conv = orjson.loads(blob)
+            g = gauges_of(conv) if len(conv) > LATEST else None
+            if g is not None:
+                self.delta.add_gauges((g[0][0], conv_key(k)[0], g[0][1], g[0][2]), g[1], -1)
+
+
+_OPEN: Final = frozenset({CREATED, OPENED, ASSIGNED})
+
+
+def gauges_of(conv: Conversation) -> tuple[tuple[str, int | None, int | None], tuple[int, int, int]] | None:
+    """Where a conversation counts in the gauges ((channel type, inbox, app) of its latest
+    event) and what it counts there ((open, unassigned, snoozed)); None: nowhere."""
+    latest = conv[LATEST]
+    if latest is None:
+        return None
+    kind = latest[L_KIND]
+    if kind in _OPEN:
+        counted = (1, 0 if conv[ASSIGNS] else 1, 0)
+    elif kind == SNOOZED:
+        counted = (0, 0, 1)
+    else:
+        return None
+    return (latest[L_CHANNEL], latest[L_INBOX], latest[L_APP]), counted
 
 
 def legacy_first(conv: Conversation) -> list[Any] | None:

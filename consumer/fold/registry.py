@@ -195,9 +195,23 @@ class Registry:
     #: the metrics `/v1/closures` (and the v1 `closure_metrics` records) show, None: all;
     #: `/v1/metrics` shows every one
     closures_view: tuple[str, ...] | None = None
+    #: the live gauges (`Kind.GAUGE`: not windowed, not in metric rows), counted over the
+    #: conversations the consumer remembers, by every grouping (`GET /v1/backlog`; the
+    #: stores' `backlog` table). Empty: the set folds none (`closures`).
+    gauges: tuple[Metric, ...] = ()
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.metrics]
+        misplaced = [m.name for m in self.metrics if m.kind is Kind.GAUGE]
+        misplaced += [g.name for g in self.gauges if g.kind is not Kind.GAUGE]
+        if misplaced:
+            raise ValueError("gauges are declared in Registry.gauges, and only gauges there")
+        if tuple(g.name for g in self.gauges) not in ((), GAUGE_NAMES):
+            raise ValueError(f"the folds count the gauges {GAUGE_NAMES}, all of them in that order, or none")
+        if self.gauges and TTFA not in {m.column for m in self.metrics}:
+            # a conversation "has an assigned event" when it keeps one (time to first
+            # assignment's state, consumer.fold.reference)
+            raise ValueError("the gauges need time_to_first_assignment folded (its conversation state)")
         if len(set(names)) != len(names):
             raise ValueError(f"metric names must be unique: {names}")
         dims = {d.name for d in self.dimensions}
@@ -292,6 +306,8 @@ CONDITIONS: Final = frozenset({"unread", "window_expired"})
 #: the rules of counters that count by a rule of their own (`Metric.rule`), in both folds
 FIRST_CLOSE: Final = "first_close"
 RULES: Final = frozenset({FIRST_CLOSE})
+#: the gauges both folds count (`Registry.gauges`), in the order a `Delta.gauges` value holds them
+GAUGE_NAMES: Final = ("open", "unassigned", "snoozed")
 #: the fact column of time to first assignment (`consumer.fold.reference`: its own rule)
 TTFA: Final = "ttfa"
 
@@ -409,6 +425,30 @@ REGISTRY: Final = Registry(
         Grouping(APP, (APP,), fine=True, windows=LONG_WINDOWS),
     ),
     closures_view=("closures", "reopens", "closed_unread", "time_to_close", "ingest_lag"),
+    gauges=(
+        Metric(
+            "open",
+            Kind.GAUGE,
+            "1",
+            "Conversations whose latest event (by event time, ties by the larger event id) is "
+            "created, opened or assigned.",
+            column="open_now",
+        ),
+        Metric(
+            "unassigned",
+            Kind.GAUGE,
+            "1",
+            "Open conversations that have no assigned event.",
+            column="unassigned_now",
+        ),
+        Metric(
+            "snoozed",
+            Kind.GAUGE,
+            "1",
+            "Conversations whose latest event is snoozed.",
+            column="snoozed_now",
+        ),
+    ),
 )
 
 #: the metrics and groupings of `/v1/closures`: what a deployment folds by default (time
@@ -417,6 +457,7 @@ CLOSURES: Final = dataclasses.replace(
     REGISTRY,
     metrics=tuple(dataclasses.replace(m, buckets=()) for m in REGISTRY.view(REGISTRY.closures_view)),
     groupings=tuple(g for g in REGISTRY.groupings if g.name in (CHANNEL_TYPE, ACCOUNT)),
+    gauges=(),
 )
 #: what a deployment may fold (`--metric-set`): `closures`, the default, or `full`, every
 #: metric and grouping of `REGISTRY`, which costs the store about 5x the row writes per

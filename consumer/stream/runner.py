@@ -345,6 +345,8 @@ class MetricsConsumer:
         fold = self.folds[p]
         delta, changed = fold.take_changes()
         expired = fold.expire(self.s.conversation_ttl, self.s.max_conversations) if expire else []
+        if expired:  # the forgotten conversations' gauges, taken back in the same commit
+            delta.merge_gauges(fold.take_changes()[0])
         snapshot = None
         if self._snapshots:
             # a store keeping a log of conversation changes gets a full snapshot once the log

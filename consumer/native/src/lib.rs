@@ -118,6 +118,24 @@ struct Assign {
 #[derive(Deserialize)]
 struct AssignIn(i64, String, String, Option<i64>, Option<i64>);
 
+/// A conversation's latest event (the gauges' state): `[time, event id, kind, channel
+/// type, inbox, app]` (consumer.fold.reference).
+#[derive(Clone)]
+struct Latest {
+    t: i64,
+    id: String,
+    kind: u8,
+    ch: u32,
+    inbox: Option<i64>,
+    app: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct LatestIn(i64, String, u8, String, Option<i64>, Option<i64>);
+
+/// (channel type, account, inbox, app): where a conversation counts in the gauges
+type GaugeKey = (u32, i64, Option<i64>, Option<i64>);
+
 #[derive(Default)]
 struct Conv {
     last: i64,
@@ -130,6 +148,9 @@ struct Conv {
     first: Option<First>,
     created: Option<i64>,
     assigns: Vec<Assign>,
+    /// the state carries `latest` (a fold of the gauges keeps it)
+    gauges: bool,
+    latest: Option<Latest>,
 }
 
 impl Conv {
@@ -138,6 +159,28 @@ impl Conv {
     fn first_assignment(&self) -> Option<usize> {
         let created = self.created?;
         self.assigns.iter().position(|a| a.t >= created)
+    }
+
+    /// Where the conversation counts in the gauges and what it counts there (open,
+    /// unassigned, snoozed): consumer.fold.reference.gauges_of.
+    fn gauges_of(&self, account: i64) -> Option<(GaugeKey, [i64; 3])> {
+        let l = self.latest.as_ref()?;
+        let counted = match l.kind {
+            CREATED | OPENED | ASSIGNED => [1, i64::from(self.assigns.is_empty()), 0],
+            SNOOZED => [0, 0, 1],
+            _ => return None,
+        };
+        Some(((l.ch, account, l.inbox, l.app), counted))
+    }
+}
+
+/// Adds (sign 1) or takes back (-1) one conversation's gauges at a key.
+fn add_gauges(pending: &mut Pending, g: Option<(GaugeKey, [i64; 3])>, sign: i64) {
+    if let Some((key, values)) = g {
+        let e = pending.gauges.entry(key).or_insert([0; 3]);
+        for i in 0..3 {
+            e[i] += sign * values[i];
+        }
     }
 }
 
@@ -149,6 +192,7 @@ struct ConvIn(
     Vec<ClosureIn>,
     Vec<i64>,
     Option<(Option<First>, Option<i64>, Vec<AssignIn>)>,
+    Option<Option<LatestIn>>,
 );
 
 impl<'de> Deserialize<'de> for ConvIn {
@@ -158,7 +202,7 @@ impl<'de> Deserialize<'de> for ConvIn {
             type Value = ConvIn;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str(
-                    "a conversation: [last, starts, closures, seen(, first, created, assigns)]",
+                    "a conversation: [last, starts, closures, seen(, first, created, assigns(, latest))]",
                 )
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
@@ -179,7 +223,12 @@ impl<'de> Deserialize<'de> for ConvIn {
                         Some((first, created, assigns))
                     }
                 };
-                Ok(ConvIn(last, starts, closures, seen, firsts))
+                let latest = if firsts.is_some() {
+                    seq.next_element::<Option<LatestIn>>()?
+                } else {
+                    None
+                };
+                Ok(ConvIn(last, starts, closures, seen, firsts, latest))
             }
         }
         d.deserialize_seq(Visit)
@@ -242,7 +291,20 @@ enum ConvOut<'a> {
         Option<i64>,
         Vec<AssignOut<'a>>,
     ),
+    WithLatest(
+        i64,
+        &'a [i64],
+        Vec<ClosureOut<'a>>,
+        &'a [i64],
+        &'a Option<First>,
+        Option<i64>,
+        Vec<AssignOut<'a>>,
+        Option<LatestOut<'a>>,
+    ),
 }
+
+/// A latest event as stored: `[time, event id, kind, channel type, inbox, app]`.
+type LatestOut<'a> = (i64, &'a str, u8, &'a str, Option<i64>, Option<i64>);
 
 /// The dimensions of the event a fact counts (consumer.fold.facts.Dims).
 #[derive(Clone, Copy)]
@@ -334,6 +396,7 @@ struct Pending {
     lags: HashMap<(u32, i64), Lag>,
     retractions: Vec<usize>, // indices into facts
     first_assignments: HashMap<(i64, i64), FirstAssignmentRow>,
+    gauges: HashMap<GaugeKey, [i64; 3]>,
 }
 
 /// Channel type names, interned per fold: facts and closures carry an index.
@@ -448,6 +511,8 @@ pub struct PartitionFold {
     first_close: Option<usize>,
     /// time to first assignment folded
     ttfa: bool,
+    /// the gauges folded (conversations keep their latest event)
+    gauges: bool,
 }
 
 /// The counters of a registry, from (the event kinds each counts, its condition).
@@ -491,6 +556,7 @@ fn parse(
     key: (i64, i64),
     blob: &str,
     firsts: bool,
+    gauges: bool,
 ) -> PyResult<Conv> {
     let c: ConvIn = serde_json::from_str(blob).map_err(|e| {
         PyValueError::new_err(format!(
@@ -531,6 +597,17 @@ fn parse(
         }
         None => (false, None, None, Vec::new()),
     };
+    let had_latest = c.5.is_some();
+    let latest =
+        c.5.flatten()
+            .map(|LatestIn(t, id, kind, ch, inbox, app)| Latest {
+                t,
+                id,
+                kind,
+                ch: channels.id(py, &ch),
+                inbox,
+                app,
+            });
     Ok(Conv {
         last: c.0,
         starts: c.1,
@@ -540,6 +617,8 @@ fn parse(
         first,
         created,
         assigns,
+        gauges: firsts && (gauges || had_latest),
+        latest,
     })
 }
 
@@ -566,9 +645,19 @@ impl PartitionFold {
                     (a.t, a.id.as_str(), ch, a.inbox, a.app)
                 })
                 .collect();
-            ConvOut::Full(
-                c.last, &c.starts, closures, &c.seen, &c.first, c.created, assigns,
-            )
+            if c.gauges {
+                let latest = c.latest.as_ref().map(|l| {
+                    let ch = self.channels.names[l.ch as usize].as_str();
+                    (l.t, l.id.as_str(), l.kind, ch, l.inbox, l.app)
+                });
+                ConvOut::WithLatest(
+                    c.last, &c.starts, closures, &c.seen, &c.first, c.created, assigns, latest,
+                )
+            } else {
+                ConvOut::Full(
+                    c.last, &c.starts, closures, &c.seen, &c.first, c.created, assigns,
+                )
+            }
         } else {
             ConvOut::Short(c.last, &c.starts, closures, &c.seen)
         };
@@ -581,9 +670,10 @@ impl PartitionFold {
         let firsts = self.first_close.is_some() || self.ttfa;
         if !self.hot.contains_key(&key) {
             let conv = match self.idle.get(&key) {
-                Some(blob) => parse(&mut self.channels, py, key, blob, firsts)?,
+                Some(blob) => parse(&mut self.channels, py, key, blob, firsts, self.gauges)?,
                 None => Conv {
                     firsts,
+                    gauges: firsts && self.gauges,
                     ..Conv::default()
                 },
             };
@@ -598,9 +688,10 @@ impl PartitionFold {
             counters,
             first_close,
             ttfa,
+            gauges,
             ..
         } = self;
-        let (first_close, ttfa) = (*first_close, *ttfa);
+        let (first_close, ttfa, gauges) = (*first_close, *ttfa, *gauges);
         let conv = hot.get_mut(&key).expect("inserted above");
         check_range(e, conv)?;
         if conv.seen.contains(&e.hash) {
@@ -611,6 +702,11 @@ impl PartitionFold {
         if conv.seen.len() > *max_seen {
             conv.seen.remove(0);
         }
+        let before = if gauges {
+            conv.gauges_of(e.account)
+        } else {
+            None
+        };
         let t = e.time;
         if t > *watermark {
             *watermark = t;
@@ -833,7 +929,40 @@ impl PartitionFold {
                 counted_assignment(pending, key, conv, k)?;
             }
         }
+        if gauges {
+            let id = e.id.as_deref().unwrap_or("");
+            let later = match &conv.latest {
+                None => true,
+                Some(l) => t > l.t || (t == l.t && id > l.id.as_str()),
+            };
+            if later {
+                conv.latest = Some(Latest {
+                    t,
+                    id: id.to_owned(),
+                    kind: e.kind,
+                    ch: e.ch,
+                    inbox,
+                    app,
+                });
+            }
+            let after = conv.gauges_of(a);
+            if after != before {
+                add_gauges(pending, before, -1);
+                add_gauges(pending, after, 1);
+            }
+        }
         Ok(true)
+    }
+
+    /// Drops an idle conversation, its gauges taken back (consumer.fold.PartitionFold._forget).
+    fn forget(&mut self, py: Python<'_>, key: (i64, i64)) -> PyResult<()> {
+        if let Some(blob) = self.idle.remove(&key)
+            && self.gauges
+        {
+            let conv = parse(&mut self.channels, py, key, &blob, true, true)?;
+            add_gauges(&mut self.pending, conv.gauges_of(key.0), -1);
+        }
+        Ok(())
     }
 
     /// The pending changes as a consumer.fold.Delta.
@@ -921,7 +1050,12 @@ impl PartitionFold {
                 ),
             )?;
         }
+        let gauges = PyDict::new(py);
+        for ((c, a, inbox, app), g) in &self.pending.gauges {
+            gauges.set_item((ch(*c), *a, *inbox, *app), PyList::new(py, g)?)?;
+        }
         let kwargs = PyDict::new(py);
+        kwargs.set_item("gauges", gauges)?;
         kwargs.set_item("first_assignments", firsts)?;
         kwargs.set_item("facts", PyList::new(py, facts)?)?;
         kwargs.set_item("closures", closures)?;
@@ -1122,7 +1256,9 @@ fn record_event(
         None => None,
     };
     let id = id.cast::<PyString>()?.to_str()?;
-    let keep_id = (kind == CLOSED && fold.first_close.is_some()) || (kind == ASSIGNED && fold.ttfa);
+    let keep_id = (kind == CLOSED && fold.first_close.is_some())
+        || (kind == ASSIGNED && fold.ttfa)
+        || fold.gauges;
     Ok(Some(Ev {
         kind,
         hash: event_hash(id),
@@ -1146,8 +1282,9 @@ impl PartitionFold {
     /// its condition): consumer/fold/native.py derives them from the registry.
     #[new]
     /// `first_close`: the position of first_closes among them (None: not folded); `ttfa`:
-    /// time to first assignment folded (its facts carry the distribution's three fields).
-    #[pyo3(signature = (partition, idle=None, watermark=0, *, max_seen=256, counters=Vec::new(), inbox_app=true, first_close=None, ttfa=false))]
+    /// time to first assignment folded (its facts carry the distribution's three fields);
+    /// `gauges`: the gauges folded (they need time to first assignment's state).
+    #[pyo3(signature = (partition, idle=None, watermark=0, *, max_seen=256, counters=Vec::new(), inbox_app=true, first_close=None, ttfa=false, gauges=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         partition: i64,
@@ -1158,8 +1295,14 @@ impl PartitionFold {
         inbox_app: bool,
         first_close: Option<usize>,
         ttfa: bool,
+        gauges: bool,
     ) -> PyResult<Self> {
         let counters = counters_of(counters)?;
+        if gauges && !ttfa {
+            return Err(PyValueError::new_err(
+                "the gauges need time to first assignment folded (its conversation state)",
+            ));
+        }
         if first_close.is_some_and(|i| i >= counters.len()) {
             return Err(PyValueError::new_err(
                 "first_close must be the position of a counter",
@@ -1187,6 +1330,7 @@ impl PartitionFold {
             inbox_app,
             first_close,
             ttfa,
+            gauges,
         })
     }
 
@@ -1277,8 +1421,14 @@ impl PartitionFold {
     }
 
     /// Longest idle first, ties by (account, conversation id): as the reference.
+    /// A forgotten conversation's gauges are taken back in the pending delta.
     #[pyo3(signature = (ttl, max_conversations=None))]
-    fn expire(&mut self, ttl: i64, max_conversations: Option<usize>) -> PyResult<Vec<(i64, i64)>> {
+    fn expire(
+        &mut self,
+        py: Python<'_>,
+        ttl: i64,
+        max_conversations: Option<usize>,
+    ) -> PyResult<Vec<(i64, i64)>> {
         let horizon = self.watermark.saturating_sub(ttl);
         let mut by_age: Vec<(i64, (i64, i64))> = Vec::with_capacity(self.idle.len());
         for (k, b) in &self.idle {
@@ -1291,7 +1441,7 @@ impl PartitionFold {
             .collect();
         gone.sort_unstable();
         for k in &gone {
-            self.idle.remove(k);
+            self.forget(py, *k)?;
         }
         if let Some(most) = max_conversations
             && self.idle.len() > most
@@ -1300,7 +1450,7 @@ impl PartitionFold {
             by_age.sort_unstable();
             let over = by_age.len() - most;
             for (_, k) in &by_age[..over] {
-                self.idle.remove(k);
+                self.forget(py, *k)?;
                 gone.push(*k);
             }
         }

@@ -40,6 +40,7 @@ def same_delta(a: Delta, b: Delta, registry: Registry = REGISTRY) -> None:
     assert a.lags == b.lags
     assert a.retractions == b.retractions
     assert a.first_assignments == b.first_assignments
+    assert a.gauges == b.gauges
     assert delta_rows(a, registry).keys() == delta_rows(b, registry).keys()
 
 
@@ -159,6 +160,11 @@ def test_both_folds_agree_event_by_event(stream: list[tuple[int, ...]], max_seen
             (d1, c1), (d2, c2) = py.take_changes(), nat.take_changes()
             same_delta(d1, d2)
             assert c1 == c2
+        if i % 13 == 12:  # forgetting conversations takes their gauges back alike
+            (d1, c1), (d2, c2) = py.take_changes(), nat.take_changes()
+            same_delta(d1, d2)
+            gone = sorted(py.expire(ttl=150, max_conversations=4))
+            assert gone == sorted(nat.expire(ttl=150, max_conversations=4))
     same_delta(py.delta, nat.delta)
     assert (py.duplicates, py.watermark) == (nat.duplicates, nat.watermark)
     py.take_changes()
