@@ -1,4 +1,4 @@
-"""HTTP API over the store: `/v1/metrics`, `/v1/metric-set`, `/v1/closures`, `/v1/summary`,
+"""HTTP API over the store: `/v1/metrics`, `/v1/backlog`, `/v1/metric-set`, `/v1/closures`, `/v1/summary`,
 `/metrics`, `/healthz`, `/readyz`, and the dashboard page at `/` (its assets under
 `/static/`, shipped in the package). A store that cannot be read is a 503 + Retry-After
 naming why (logged once), never a 500."""
@@ -23,7 +23,14 @@ from consumer.exceptions import QueryError, StoreError
 from consumer.fold import BY_CHANNEL
 from consumer.fold.registry import ACCOUNT
 from consumer.fold.windows import ALL
-from consumer.serve.metrics_query import MetricsQuery, metric_set_json, metrics_json, parse_metrics_query
+from consumer.serve.metrics_query import (
+    MetricsQuery,
+    backlog_json,
+    metric_set_json,
+    metrics_json,
+    parse_backlog_query,
+    parse_metrics_query,
+)
 from consumer.serve.overview import MAX_LABEL_VALUES, channel_summary
 from consumer.serve.prom import ClosureCollector
 from consumer.serve.query import parse_query, response_json
@@ -176,6 +183,27 @@ def create_app(
         )
         return _json(metrics_json(q, rows, s.registry))
 
+    def backlog(request: Request) -> Response:
+        """The live gauges of a grouping (the full metric set folds them)."""
+        scope = authorize(request)
+        if isinstance(scope, Response):
+            return scope
+        s = store()
+        try:
+            q = parse_backlog_query(dict(request.query_params), s.registry)
+        except QueryError as exc:
+            return _json({"error": str(exc)}, 400)
+        if not s.registry.gauges:
+            msg = "this store's metric set folds no gauges: run the consumer with --metric-set full"
+            return _json({"error": msg}, 404)
+        if scope.accounts is not None:
+            allowed = _scoped(scope, q)
+            if isinstance(allowed, Response):
+                return allowed
+            q = allowed
+        as_of, rows = s.backlog(q.group.name, key=q.key, parts=q.parts)
+        return _json(backlog_json(q, as_of, rows, s.registry))
+
     def metric_set(request: Request) -> Response:
         """What the store's metric set holds: names and where each counts, no data (so it
         stays open, like the dashboard page that reads it)."""
@@ -230,6 +258,7 @@ def create_app(
             Route("/", dashboard, methods=["GET"]),
             Route("/v1/metrics", metrics_rows, methods=["GET"]),
             Route("/v1/metric-set", metric_set, methods=["GET"]),
+            Route("/v1/backlog", backlog, methods=["GET"]),
             Route("/v1/closures", closures, methods=["GET"]),
             Route("/v1/summary", summary, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),

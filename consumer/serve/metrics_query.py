@@ -90,6 +90,29 @@ def parse_metrics_query(params: Mapping[str, str], registry: Registry = REGISTRY
     return MetricsQuery(group, window, filters, start_from, start_to, limit, after)
 
 
+def parse_backlog_query(params: Mapping[str, str], registry: Registry = REGISTRY) -> MetricsQuery:
+    """Validate `/v1/backlog` parameters (a grouping and filters on its dimensions, as
+    `/v1/metrics` takes them, without window or paging); QueryError names the bad one."""
+    dims = [d.name for d in registry.dimensions]
+    known = {"group", *dims}
+    if unknown := sorted(set(params) - known):
+        raise QueryError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return parse_metrics_query({**params, "window": "all"}, registry)
+
+
+def backlog_json(
+    q: MetricsQuery, as_of: int | None, rows: list[tuple[str, int, int, int]], registry: Registry = REGISTRY
+) -> dict[str, Any]:
+    """`/v1/backlog`'s body: each key's gauges (`Registry.gauges`) and the newest event time seen."""
+    names = [g.name for g in registry.gauges]
+    out = []
+    for key, *values in rows:
+        item: dict[str, Any] = {"key": key_json(q.group, key, registry)}
+        item.update(zip(names, values, strict=True))
+        out.append(item)
+    return {"group": q.group.name, "as_of": as_of, "rows": out}
+
+
 def key_json(group: Grouping, key: str, registry: Registry = REGISTRY) -> dict[str, Any]:
     """A stored key as an object of its dimensions, typed as declared."""
     values = key.split("|") if len(group.dimensions) > 1 else [key]
@@ -149,6 +172,7 @@ def metric_set_json(registry: Registry) -> dict[str, Any]:
         metrics.append(item)
     return {
         "name": _set_name(registry),
+        "gauges": [{"name": g.name, "description": g.description} for g in registry.gauges],
         "groupings": [
             {"name": g.name, "dimensions": list(g.dimensions), "windows": [w for w in windows if g.keeps(w)]}
             for g in registry.groupings

@@ -58,6 +58,8 @@ class ClosureCollector(Collector):
                 yield _summary(m, rows, stats)
                 if any("buckets" in st for st in stats):
                     yield _buckets(m, rows, stats)
+        if store.registry.gauges:
+            yield from _gauges(store, {row.key for row in rows})
         newest = GaugeMetricFamily(
             "convmetrics_newest_window_start_seconds",
             "Start (unix s) of the newest window holding data, per window size: how far event time has got.",
@@ -67,6 +69,24 @@ class ClosureCollector(Collector):
             if start is not None:
                 newest.add_metric([window], start)
         yield newest
+
+
+def _gauges(store: Store, named: set[str]) -> Iterable[Metric]:
+    """The live gauges (`GET /v1/backlog?group=channel_type`) per channel type: those shown
+    by name in the other metrics keep it (0 included), the rest are summed under `_other`."""
+    _, found = store.backlog(BY_CHANNEL)
+    by_label: dict[str, list[int]] = {key: [0, 0, 0] for key in named}
+    for key, *values in found:
+        sums = by_label.setdefault(key if key in named or not named else OTHER, [0, 0, 0])
+        for i, v in enumerate(values):
+            sums[i] += v
+    for i, g in enumerate(store.registry.gauges):
+        family = GaugeMetricFamily(
+            f"convmetrics_{g.name}_conversations", f"{g.description} Live, now.", labels=["channel_type"]
+        )
+        for label, sums in sorted(by_label.items()):
+            family.add_metric([label], sums[i])
+        yield family
 
 
 #: a distribution's unit as Prometheus names it (base units: milliseconds are shown in seconds)

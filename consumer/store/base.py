@@ -135,6 +135,29 @@ def row_filter(
     return " AND ".join(where), args
 
 
+def backlog_filter(
+    by: str, key: str | None, parts: Mapping[int, str] | None, keys: Sequence[str] | None, mark: str
+) -> tuple[str, list[Any]]:
+    """The WHERE clause of a backlog query (`consumer.store.sqlgen.backlog_query`): a
+    grouping, one key or some key parts (`row_filter`), only some keys (a scoped token)."""
+    where, args = [f"by = {mark}"], [by]
+    if key is not None:
+        where.append(f"key = {mark}")
+        args.append(key)
+    if keys is not None:
+        where.append(f"key IN ({', '.join([mark] * len(keys))})" if keys else "0 = 1")
+        args.extend(keys)
+    if parts:
+        clause, values = _parts_filter(parts, mark)
+        where.append(clause)
+        args.extend(values)
+    return " AND ".join(where), args
+
+
+BacklogRow = tuple[str, int, int, int]
+"""(key, open, unassigned, snoozed): a grouping's gauges summed over partitions"""
+
+
 def _parts_filter(parts: Mapping[int, str], mark: str) -> tuple[str, list[Any]]:
     """Keys whose first dimension (position 0) and last (-1) have these values: the first
     is a key range (`42|` up to `42}`: `}` follows `|`, so an index serves it), the last
@@ -335,6 +358,13 @@ class Store(Protocol):
 
     def newest_start(self, by: str, window: str) -> int | None:
         """The newest window start of (grouping, window) in the store (None: no row)."""
+        ...
+
+    def backlog(
+        self, by: str, *, key: str | None = None, parts: Mapping[int, str] | None = None
+    ) -> tuple[int | None, list[BacklogRow]]:
+        """The gauges of a grouping's keys (those not all 0; one key, or the keys with these
+        parts: `row_filter`), and the newest event time the store has seen (None: none)."""
         ...
 
     def purge(self) -> int: ...

@@ -16,7 +16,16 @@ from consumer.store import PartitionCommit
 from convmetrics.generate import GenerateConfig, generate_webhooks
 from producer.intake import Prepared, prepare
 from schemas import CONVERSATION_EVENT, Codec, subject
-from support.truth import BY, WINDOWS, compute_truth, distribution, select, sla_buckets, within_relative_error
+from support.truth import (
+    BY,
+    WINDOWS,
+    Truth,
+    compute_truth,
+    distribution,
+    select,
+    sla_buckets,
+    within_relative_error,
+)
 
 PARTITIONS = 2
 
@@ -110,3 +119,17 @@ def check_against_truth(store: Any, kind: FoldKind) -> None:
                         )
                 checked += 1
     assert checked > 1000
+    check_backlog(store, truth)
+
+
+def check_backlog(store: Any, truth: Truth) -> None:
+    """The store's gauges of every grouping equal the oracle's backlog, and its newest
+    event time the oracle's; the stream has open, unassigned and snoozed conversations."""
+    for by in BY:
+        as_of, rows = store.backlog(by)
+        assert as_of == truth.as_of
+        got = {key: (o, u, s) for key, o, u, s in rows}
+        want = {key: v for (b, key), v in truth.backlog.items() if b == by}
+        assert got == want, (by, sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))[:5])
+    totals = [sum(v[i] for (b, _), v in truth.backlog.items() if b == "channel_type") for i in range(3)]
+    assert all(n > 0 for n in totals), totals

@@ -23,8 +23,10 @@ from schemas import Codec, conversation_codec
 from support.truth import (
     BY,
     COUNTERS,
+    GAUGES,
     GroupKey,
     GroupTruth,
+    Truth,
     api_row,
     distribution,
     select,
@@ -287,9 +289,34 @@ def compare_with_truth(api: str, truth: dict[GroupKey, GroupTruth]) -> None:
                         assert within_relative_error(a[q], e[q]), f"{label}: {q} {a[q]} vs exact {e[q]}"
 
 
+def compare_backlog_with_truth(api: str, truth: Truth) -> int:
+    """`/v1/backlog` of every grouping equals the oracle's (`compute_backlog`), and its
+    `as_of` the newest event time; how many rows it compared (0: the store folds no gauges)."""
+    if not httpx.get(f"{api}/v1/metric-set", timeout=30).json().get("gauges"):
+        return 0
+    compared = 0
+    for group in BY:
+        r = httpx.get(f"{api}/v1/backlog", params={"group": group}, timeout=30)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["group"] == group and body["as_of"] == truth.as_of, (group, body["as_of"], truth.as_of)
+        got = {
+            "|".join(str(v) for v in row["key"].values()): tuple(row[g] for g in GAUGES)
+            for row in body["rows"]
+        }
+        want = {key: v for (by, key), v in truth.backlog.items() if by == group}
+        differ = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
+        assert got == want, f"backlog {group}: differ at {[(k, got.get(k), want.get(k)) for k in differ[:5]]}"
+        compared += len(got)
+    return compared
+
+
 def compare_metrics_with_truth(api: str, truth: dict[GroupKey, GroupTruth]) -> None:
     """`/v1/metrics` of every grouping and window equals the oracle: every counter exact,
-    time to close exact (count, sum, min, max) and its quantiles within 1%."""
+    time to close exact (count, sum, min, max) and its quantiles within 1%; and where the
+    oracle holds the backlog (`Truth`), `/v1/backlog` equals it."""
+    if isinstance(truth, Truth):
+        compare_backlog_with_truth(api, truth)
     for group in BY:
         for window in WINDOWS:
             if window == "1m" and group not in BYS:  # finer than an account: no 1-minute rows

@@ -179,8 +179,10 @@ def _group_keys(event: dict[str, Any], t: int) -> Iterator[GroupKey]:
             yield by, keys[by], window, None if size is None else t - t % size
 
 
-def compute_truth(events: Iterable[dict[str, Any]]) -> dict[GroupKey, GroupTruth]:
-    """Every metric row the contract defines for ``events`` (webhook dicts, any order)."""
+def compute_truth(events: Iterable[dict[str, Any]]) -> Truth:
+    """Every metric row the contract defines for ``events`` (webhook dicts, any order),
+    and the live backlog (`compute_backlog`)."""
+    events = list(events)
     unique = dedupe(events)
     starts: dict[tuple[int, int], list[int]] = defaultdict(list)
     for event in unique:
@@ -226,7 +228,56 @@ def compute_truth(events: Iterable[dict[str, Any]]) -> dict[GroupKey, GroupTruth
                 row.closed_window_expired += expired
                 if before:
                     row.durations.append(t - max(before))
-    return dict(rows)
+    truth = Truth(rows)
+    truth.backlog = compute_backlog(unique)
+    truth.as_of = newest_event_time(unique)
+    return truth
+
+
+#: the gauges of `GET /v1/backlog`, in its order
+GAUGES: tuple[str, ...] = ("open", "unassigned", "snoozed")
+#: (by, key) of a backlog row
+BacklogKey = tuple[str, str]
+
+
+def compute_backlog(events: Iterable[dict[str, Any]]) -> dict[BacklogKey, tuple[int, int, int]]:
+    """The live gauges over every conversation of ``events`` (none forgotten), by
+    (grouping, key), those all 0 left out. Per conversation (account, ``data.id``), over
+    its distinct events: the latest is the one with the greatest (time, envelope ``id``);
+    open when it is created, opened or assigned, unassigned too when the conversation has
+    no assigned event at all; snoozed when it is snoozed. Counted in the groups of that
+    latest event (its channel type, account, inbox, app)."""
+    by_conversation: dict[tuple[int, int], list[dict[str, Any]]] = defaultdict(list)
+    for event in dedupe(events):
+        by_conversation[(int(event["account"]), int(event["data"]["id"]))].append(event)
+    out: dict[BacklogKey, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for events_of in by_conversation.values():
+        latest = max(events_of, key=lambda e: (event_time(e), e["id"]))
+        name = latest["event"]
+        if name in ("conversation.created", "conversation.opened", "conversation.assigned"):
+            assigned = any(e["event"] == "conversation.assigned" for e in events_of)
+            counted = (1, 0 if assigned else 1, 0)
+        elif name == "conversation.snoozed":
+            counted = (0, 0, 1)
+        else:
+            continue
+        for by, key, window, _ in _group_keys(latest, 0):
+            if window == "all":
+                for i, n in enumerate(counted):
+                    out[(by, key)][i] += n
+    return {k: (v[0], v[1], v[2]) for k, v in out.items() if any(v)}
+
+
+def newest_event_time(events: Iterable[dict[str, Any]]) -> int | None:
+    """The newest event time of the conversation events (`/v1/backlog`'s ``as_of``)."""
+    return max((event_time(e) for e in dedupe(events)), default=None)
+
+
+class Truth(dict[GroupKey, GroupTruth]):
+    """`compute_truth`'s rows, with the backlog (`compute_backlog`) and its ``as_of``."""
+
+    backlog: dict[BacklogKey, tuple[int, int, int]]
+    as_of: int | None
 
 
 def late_corrections(events: Iterable[dict[str, Any]]) -> tuple[int, int]:

@@ -26,18 +26,20 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from consumer.exceptions import FencedError, StoreError, StoreUnavailableError
-from consumer.fold.delta import CLOSURE_WIDTH, FIRST_ASSIGNMENT_WIDTH
+from consumer.fold.delta import CLOSURE_WIDTH, FIRST_ASSIGNMENT_WIDTH, gauge_rows
 from consumer.fold.registry import APP, REGISTRY, Registry
 from consumer.fold.windows import ALL, WINDOWS
 from consumer.store import sqlgen
 from consumer.store.base import (
     NEWEST_START,
     OUTBOX_INDEX,
+    BacklogRow,
     MetricRow,
     PartitionCommit,
     PartitionState,
     Ranking,
     Retention,
+    backlog_filter,
     bins_filter,
     build_rows,
     outbox_keys,
@@ -135,6 +137,8 @@ class PostgresStore:
         if any(g.dimensions == (APP,) for g in self.registry.groupings):
             conn.execute(APP_INDEX)
         conn.execute(sqlgen.row_table(sqlgen.POSTGRES, self.registry))
+        if (backlog := sqlgen.backlog_table(sqlgen.POSTGRES, self.registry)) is not None:
+            conn.execute(backlog)
         have = {
             r[0]
             for r in conn.execute(
@@ -238,6 +242,7 @@ class PostgresStore:
         if batch.first_assignments:
             conn.execute(UPSERT_FIRST_ASSIGNMENTS, columns(batch.first_assignments, FIRST_ASSIGNMENT_WIDTH))
         aggregate(conn, partitions, self.registry)
+        self._gauges(conn, partitions)
         with conn.cursor() as cur:
             for sql, params in batch.rechecks(self.registry):
                 cur.execute(sql, params)
@@ -255,6 +260,19 @@ class PostgresStore:
             "watermark = excluded.watermark",
             columns(batch.offsets, 3),
         )
+
+    def _gauges(self, conn: psycopg.Connection[Any], partitions: list[PartitionCommit]) -> None:
+        """Each partition's gauge changes into its own backlog rows (only its owner writes them)."""
+        rows = [
+            (by, key, p.partition, *values)
+            for p in sorted(partitions, key=lambda p: p.partition)
+            for (by, key), values in sorted(gauge_rows([p.delta.gauges], self.registry).items())
+        ]
+        if not rows:
+            return
+        add, drop = sqlgen.backlog_upsert(sqlgen.POSTGRES, self.registry)
+        conn.execute(add, columns(rows, 3 + len(self.registry.gauges)))
+        conn.execute(drop, columns([r[:3] for r in rows], 3))
 
     # -- reading ----------------------------------------------------------------------
     def query(
@@ -291,6 +309,19 @@ class PostgresStore:
                 return []
             bin_sql, bin_args = bins_filter(by, window, key, found[0][1], found[-1][1], "%s")
             return build_rows(by, window, found, conn.execute(bin_sql, bin_args), self.registry)
+
+        return self._run(work)
+
+    def backlog(
+        self, by: str, *, key: str | None = None, parts: Mapping[int, str] | None = None
+    ) -> tuple[int | None, list[BacklogRow]]:
+        where, args = backlog_filter(by, key, parts, None, "%s")
+        sql = sqlgen.backlog_query(sqlgen.POSTGRES, where, self.registry)
+
+        def work(conn: psycopg.Connection[Any]) -> tuple[int | None, list[BacklogRow]]:
+            newest = conn.execute("SELECT max(watermark) FROM offsets").fetchone()
+            found = conn.execute(sql, args).fetchall() if self.registry.gauges else []
+            return (None if newest is None else newest[0]), [tuple(r) for r in found]
 
         return self._run(work)
 

@@ -11,7 +11,7 @@ import orjson
 
 from consumer.exceptions import FencedError, StoreError
 from consumer.fold import decode_snapshot
-from consumer.fold.delta import CLOSURE_WIDTH, FIRST_ASSIGNMENT_WIDTH
+from consumer.fold.delta import CLOSURE_WIDTH, FIRST_ASSIGNMENT_WIDTH, gauge_rows
 from consumer.fold.native import native
 from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.windows import ALL, WINDOWS
@@ -19,11 +19,13 @@ from consumer.store import sqlgen
 from consumer.store.base import (
     NEWEST_START,
     OUTBOX_INDEX,
+    BacklogRow,
     MetricRow,
     PartitionCommit,
     PartitionState,
     Ranking,
     Retention,
+    backlog_filter,
     metric_row,
     outbox_keys,
     rank_rows,
@@ -82,6 +84,8 @@ class SqliteStore:
             self.bins_functions = register(self.db)
             self.db.executescript(SCHEMA)
             self.db.execute(self.sql.rows)
+            if (backlog := sqlgen.backlog_table(sqlgen.SQLITE, self.registry)) is not None:
+                self.db.execute(backlog + " WITHOUT ROWID")
             migrate_bins(self.db, self.path)
             closures = self.db.execute("SELECT sql FROM sqlite_master WHERE name = 'closures'").fetchone()[0]
             if "WITHOUT ROWID" not in closures.upper():  # a store made before the table was keyed by account
@@ -158,6 +162,8 @@ class SqliteStore:
             if p.delta.lags
         ]
         firsts = [r for p in partitions for r in p.delta.first_assignments.values()]
+        # the gauges: one writer slot, like the metric rows
+        gauges = gauge_rows([p.delta.gauges for p in partitions], self.registry)
         recheck: dict[tuple[str, str, str, str, int], tuple[int, int]] = {}
         for metric in sqlgen.RECHECKED:
             for p in partitions:
@@ -181,6 +187,10 @@ class SqliteStore:
                     db.execute(STAGE_LAGS, (ONE_WRITER, seq, payload))
                 for sql in self.sql.aggregate:
                     db.execute(sql)
+            if gauges:
+                payload = orjson.dumps([(*k, *v) for k, v in sorted(gauges.items())])
+                for sql in sqlgen.backlog_upsert(sqlgen.SQLITE, self.registry):
+                    db.execute(sql, (payload, ONE_WRITER))
             for (metric, by, key, win, start), lost in recheck.items():
                 self._recheck(metric, by, key, win, start, lost)
             for p in partitions:
@@ -303,6 +313,16 @@ class SqliteStore:
         query = sqlgen.query(sqlgen.SQLITE, where, "?", self.registry)
         found = self.db.execute(query, [*args, limit]).fetchall()
         return [metric_row(by, window, r[:-1], unpack(r[-1]), self.registry) for r in found]
+
+    def backlog(
+        self, by: str, *, key: str | None = None, parts: Mapping[int, str] | None = None
+    ) -> tuple[int | None, list[BacklogRow]]:
+        newest: int | None = self.db.execute("SELECT max(watermark) FROM offsets").fetchone()[0]
+        if not self.registry.gauges:
+            return newest, []
+        where, args = backlog_filter(by, key, parts, None, "?")
+        found = self.db.execute(sqlgen.backlog_query(sqlgen.SQLITE, where, self.registry), args).fetchall()
+        return newest, [tuple(r) for r in found]
 
     def newest_start(self, by: str, window: str) -> int | None:
         found: int | None = self.db.execute(NEWEST_START.format(mark="?"), (by, window)).fetchone()[0]
