@@ -36,7 +36,7 @@ from consumer.exceptions import (
     ConsumerError,
     OutOfRangeEventError,
 )
-from consumer.fold import Fold
+from consumer.fold import ConvKey, Delta, Fold
 from consumer.fold.model import KINDS, reader_schema
 from consumer.fold.native import FoldKind, choose
 from consumer.store import PartitionCommit, Store, open_store
@@ -67,6 +67,19 @@ class Stats:
     by_type: dict[str, int] = field(default_factory=dict)
     #: records behind the partition's high watermark, per assigned partition (refreshed every few s)
     lag: dict[int, int] = field(default_factory=dict)
+
+
+def take_changes(
+    fold: Fold, expire: tuple[int, int | None] | None
+) -> tuple[Delta, dict[ConvKey, str], list[ConvKey]]:
+    """A partition's pending delta and changed conversations, and, when `expire` is given
+    (ttl, max conversations), the conversations it forgets now: their gauges are taken
+    back in the same delta, so the commit that drops them drops their counts."""
+    delta, changed = fold.take_changes()
+    expired = fold.expire(*expire) if expire is not None else []
+    if expired:
+        delta.merge_gauges(fold.take_changes()[0])
+    return delta, changed, expired
 
 
 def new_fold(
@@ -343,10 +356,9 @@ class MetricsConsumer:
     def _snapshot(self, p: int, next_offset: int, expire: bool) -> PartitionCommit:
         """Take partition p's pending work; the fold goes on with a fresh delta."""
         fold = self.folds[p]
-        delta, changed = fold.take_changes()
-        expired = fold.expire(self.s.conversation_ttl, self.s.max_conversations) if expire else []
-        if expired:  # the forgotten conversations' gauges, taken back in the same commit
-            delta.merge_gauges(fold.take_changes()[0])
+        delta, changed, expired = take_changes(
+            fold, (self.s.conversation_ttl, self.s.max_conversations) if expire else None
+        )
         snapshot = None
         if self._snapshots:
             # a store keeping a log of conversation changes gets a full snapshot once the log

@@ -80,3 +80,26 @@ def event(name: str, event_id: str, conversation: int, t: int) -> Any:
             },
         }
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", IMPLEMENTATIONS, ids=lambda k: k.name)
+def test_states_stored_before_the_gauges_count_from_their_next_event(kind: fold_native.FoldKind) -> None:
+    """A conversation state of 7 items (the full set before the gauges) or 4 (the closures
+    set) loads; it counts in no gauge until its next event, then at that event's key (with
+    a kept assignment: not unassigned), and its state gains `latest`."""
+    from consumer.fold.model import KINDS, Event, event_hash
+
+    old = {
+        (7, 1): '[100,[100],[],[1],null,100,[[105,"x","TELEGRAM",3,9]]]',  # created, assigned
+        (7, 2): "[100,[100],[],[2]]",
+    }
+    fold = kind.new(0, old, 100, registry=REGISTRY)
+    for conv in (1, 2):
+        opened = f"o{conv}"
+        e = Event(KINDS["conversation.opened"], event_hash(opened), 7, conv, "SMS", 200, inbox=3, app=9)
+        fold.apply(e._replace(event_id=opened))
+    delta, changed = fold.take_changes()
+    assert delta.gauges == {("SMS", 7, 3, 9): [2, 1, 0]}
+    assert {k: orjson.loads(blob)[7] for k, blob in changed.items()} == {
+        (7, c): [200, f"o{c}", KINDS["conversation.opened"], "SMS", 3, 9] for c in (1, 2)
+    }

@@ -572,3 +572,65 @@ def test_store_urls_are_logged_without_their_password() -> None:
     )
     assert redacted("postgresql://cm@db/cm") == "postgresql://cm@db/cm"
     assert redacted("sqlite:////data/convmetrics.db") == "sqlite:////data/convmetrics.db"
+
+
+def test_the_backlog_follows_each_conversations_latest_event(store: Any) -> None:
+    """The gauges over the conversations remembered: a conversation counts at its latest
+    event (time, then the larger event id; late and duplicate events included), moves
+    between keys when that changes, and leaves them when it is forgotten (the commit that
+    drops it drops its counts)."""
+    from consumer.fold.model import KINDS, event_hash
+    from consumer.fold.native import choose
+    from consumer.stream.runner import take_changes
+
+    fold = choose().new(0, registry=store.registry)
+    offset = 0
+
+    def fold_and_commit(
+        events: list[tuple[str, int, int, str, str, int | None]], expire: int | None = None
+    ) -> None:
+        nonlocal offset
+        for kind, conv, t, event_id, channel, inbox in events:
+            fold.apply(
+                Event(KINDS[f"conversation.{kind}"], event_hash(event_id), 7, conv, channel, t,
+                      inbox=inbox, app=9, event_id=event_id)
+            )  # fmt: skip
+            offset += 1
+        offset += 1  # a commit always advances (PostgreSQL skips one it already holds)
+        delta, changed, expired = take_changes(fold, None if expire is None else (expire, None))
+        store.commit("events", [PartitionCommit(0, delta, offset, fold.watermark, changed, expired)])
+
+    def backlog(by: str) -> dict[str, tuple[int, int, int]]:
+        return {key: (o, u, s) for key, o, u, s in store.backlog(by)[1]}
+
+    fold_and_commit([
+        ("created", 1, 100, "a1", "TELEGRAM", 3),  # open, unassigned
+        ("created", 2, 100, "b1", "TELEGRAM", 3),
+        ("assigned", 2, 110, "b2", "TELEGRAM", 3),  # open, assigned
+        ("created", 3, 100, "c1", "TELEGRAM", 3),
+        ("snoozed", 3, 120, "c2", "TELEGRAM", 3),  # snoozed
+        ("created", 4, 100, "d1", "TELEGRAM", 3),
+        ("closed", 4, 130, "d2", "TELEGRAM", 3),  # none
+        ("closed", 5, 200, "e2", "TELEGRAM", 4),  # the same second as a later-arriving opened
+        ("created", 6, 150, "f1", "WHATSAPP", None),  # no inbox: in no inbox row
+    ])  # fmt: skip
+    assert backlog("channel_type") == {"TELEGRAM": (2, 1, 1), "WHATSAPP": (1, 1, 0)}
+    assert backlog("inbox") == {"7|3": (2, 1, 1)}
+    assert backlog("account,channel_type") == {"7|TELEGRAM": (2, 1, 1), "7|WHATSAPP": (1, 1, 0)}
+    assert store.backlog("app") == (200, [("9", 3, 2, 1)])
+    fold_and_commit([
+        ("opened", 5, 200, "e1", "TELEGRAM", 4),  # tie: "e2" > "e1", the close stays latest
+        ("assigned", 1, 50, "a0", "TELEGRAM", 3),  # late, before its creation: assigned now
+        ("snoozed", 3, 120, "c2", "TELEGRAM", 3),  # a duplicate
+        ("opened", 3, 119, "c0", "TELEGRAM", 3),  # late, before the snooze: no change
+        ("opened", 6, 160, "f2", "TELEGRAM", 5),  # moves to another channel type and inbox
+    ])  # fmt: skip
+    assert backlog("channel_type") == {"TELEGRAM": (3, 1, 1)}
+    assert backlog("inbox") == {"7|3": (2, 0, 1), "7|5": (1, 1, 0)}
+    fold_and_commit([("opened", 5, 200, "e3", "TELEGRAM", 4)])  # the tie the other way: open
+    assert backlog("inbox") == {"7|3": (2, 0, 1), "7|4": (1, 1, 0), "7|5": (1, 1, 0)}
+    fold_and_commit([], expire=45)  # forgets the conversations idle since before 155
+    assert backlog("channel_type") == {"TELEGRAM": (2, 2, 0)}
+    assert backlog("inbox") == {"7|4": (1, 1, 0), "7|5": (1, 1, 0)}
+    fold_and_commit([], expire=-1)  # forgets every one
+    assert store.backlog("account") == (200, [])
