@@ -691,3 +691,37 @@ def test_a_flood_of_channel_types_leaves_everything_usable(
     finally:
         gateway.stop()
         proc.stop()
+
+
+def test_live_backlog_shows_the_apis_gauges_by_each_grouping(
+    browser: BrowserContext, pipeline: Callable[[list[dict[str, Any]]], str]
+) -> None:
+    """`--metric-set full`: the live backlog card offers the set's groupings; each one's table
+    holds `/v1/backlog`'s rows (which equal the oracle's, brute force over the webhooks) and
+    its tiles their totals."""
+    from consumer.fold.registry import REGISTRY
+    from support.truth import GAUGES, compute_backlog
+
+    hooks = webhooks(seed=43, events=3_000, start=1_714_000_000)
+    api = pipeline(hooks)
+    truth = compute_backlog(hooks)
+    page = open_dashboard(browser, api)
+    assert page.is_visible("#backlog-card")
+    options = page.eval_on_selector_all("#backlog-group option", "os => os.map(o => o.value)")
+    assert options == [g.name for g in REGISTRY.groupings]
+    for g in REGISTRY.groupings:
+        page.select_option("#backlog-group", g.name)
+        page.wait_for_function(
+            "g => window.convmetrics.backlogShown && window.convmetrics.backlogShown.group === g",
+            arg=g.name,
+            timeout=30_000,
+        )
+        body = httpx.get(f"{api}/v1/backlog", params={"group": g.name}, timeout=30).json()
+        got = {"|".join(str(v) for v in r["key"].values()): tuple(r[n] for n in GAUGES) for r in body["rows"]}
+        assert got == {k: v for (by, k), v in truth.items() if by == g.name} and got, g.name
+        want = [[*(str(v) for v in r["key"].values()), *(f"{r[n]:,}" for n in GAUGES)] for r in body["rows"]]
+        assert table(page, "#backlog") == want, g.name
+        totals = [page.inner_text(f"#backlog-{n}") for n in GAUGES]
+        assert totals == [f"{sum(r[n] for r in body['rows']):,}" for n in GAUGES], g.name
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.locator("#backlog-card").screenshot(path=str(ARTIFACTS / "dashboard-backlog.png"))

@@ -147,6 +147,8 @@
 
   // The grouped table (/v1/metrics, its groupings and columns from /v1/metric-set): grouped.js.
   const grouped = window.convmetricsGrouped({ state, getJSON, HttpError, setText, escape, count, lag, utc, PALETTE });
+  // The live backlog (/v1/backlog, where the metric set folds the gauges): backlog.js.
+  const backlog = window.convmetricsBacklog({ state, getJSON, setText, escape, count, utcFull });
 
   // A token scoped to some accounts may not read across tenants (/v1/summary answers 403):
   // the page then shows those accounts' table alone.
@@ -154,6 +156,7 @@
     await grouped.loadMetricSet();
     grouped.drawControls();
     await grouped.fetch();
+    await backlog.refresh();
     const mine = ++accountFetches;
     const accounts = await fetchAccounts();
     if (mine === accountFetches) Object.assign(state, accounts);
@@ -195,6 +198,7 @@
     }
     await grouped.loadMetricSet();
     await grouped.fetch();
+    await backlog.refresh();
     const mine = ++accountFetches;
     const accounts = await fetchAccounts();
     if (w !== state.window) return; // switched while fetching: the next poll draws it
@@ -461,6 +465,7 @@
       redrawAccounts();
     });
     grouped.wire();
+    backlog.wire();
     for (const th of document.querySelectorAll("#accounts th[data-col]")) {
       th.addEventListener("click", () => {
         const col = th.dataset.col;

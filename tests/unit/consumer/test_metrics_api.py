@@ -214,3 +214,95 @@ def test_metric_set_of_other_sla_buckets_is_still_the_full_set(tmp_path: Path) -
     body = TestClient(app).get("/v1/metric-set").json()
     ttc = next(m for m in body["metrics"] if m["name"] == "time_to_close")
     assert (body["name"], ttc["buckets"]) == ("full", ["le_30m", "le_2h", "gt_2h"])
+
+
+@pytest.fixture
+def backlog_db(tmp_path: Path) -> Path:
+    """Account 7: an open unassigned SMS conversation in inbox 30, an open assigned one, a
+    snoozed VIBER one in inbox 31; account 8: an open unassigned one without an inbox, and
+    a closed one."""
+    path = tmp_path / "b.db"
+    store = SqliteStore(str(path))
+    store.check_topic("events")
+    fold = PartitionFold(0)
+    events = [
+        ev(CREATED, 1, HOUR),
+        ev(CREATED, 2, HOUR, conv=2),
+        ev(ASSIGNED, 3, HOUR + 5, conv=2),
+        ev(CREATED, 4, HOUR, conv=3, ch="VIBER", inbox=31),
+        ev(SNOOZED, 5, HOUR + 9, conv=3, ch="VIBER", inbox=31),
+        ev(CREATED, 6, HOUR, account=8, conv=4, inbox=None),
+        ev(CREATED, 7, HOUR, account=8, conv=5),
+        ev(CLOSED, 8, HOUR + 30, account=8, conv=5),
+    ]
+    for e in events:
+        fold.apply(e._replace(event_id=str(e.event_hash)))
+    delta, changed = fold.take_changes()
+    store.commit("events", [PartitionCommit(0, delta, 1, fold.watermark, changed)])
+    store.close()
+    return path
+
+
+def backlog(db: Path, tokens: Tokens | None = None, token: str | None = None, **params: Any) -> Any:
+    c = TestClient(create_app(lambda: SqliteStore(str(db)), tokens=tokens))
+    return c.get("/v1/backlog", params=params, headers={"authorization": f"Bearer {token}"} if token else {})
+
+
+def test_backlog_rows_by_each_grouping_and_filter(backlog_db: Path) -> None:
+    def rows(**params: Any) -> list[tuple[Any, ...]]:
+        body = backlog(backlog_db, **params).json()
+        assert body["as_of"] == HOUR + 30 and body["group"] == params["group"]
+        return [(r["key"], r["open"], r["unassigned"], r["snoozed"]) for r in body["rows"]]
+
+    assert rows(group="channel_type") == [
+        ({"channel_type": "SMS"}, 3, 2, 0),
+        ({"channel_type": "VIBER"}, 0, 0, 1),
+    ]
+    assert rows(group="account") == [({"account": 7}, 2, 1, 1), ({"account": 8}, 1, 1, 0)]
+    assert rows(group="inbox") == [
+        ({"account": 7, "inbox": 30}, 2, 1, 0),
+        ({"account": 7, "inbox": 31}, 0, 0, 1),
+    ]
+    assert rows(group="app") == [({"app": 1007}, 2, 1, 1), ({"app": 1008}, 1, 1, 0)]
+    assert rows(group="account,channel_type", channel_type="VIBER") == [
+        ({"account": 7, "channel_type": "VIBER"}, 0, 0, 1)
+    ]
+    assert rows(group="account,channel_type", account=8) == [({"account": 8, "channel_type": "SMS"}, 1, 1, 0)]
+    assert rows(group="inbox", account=8) == []  # its open conversation has no inbox; the other is closed
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({}, "group"),
+        ({"group": "nope"}, "group"),
+        ({"group": "account", "window": "1h"}, "window"),
+        ({"group": "account", "limit": "5"}, "limit"),
+        ({"group": "channel_type", "account": "7"}, "account"),
+        ({"group": "account", "account": "x"}, "account"),
+    ],
+)
+def test_a_bad_backlog_parameter_is_a_400_naming_it(
+    backlog_db: Path, params: dict[str, str], named: str
+) -> None:
+    r = backlog(backlog_db, **params)
+    assert r.status_code == 400 and named in r.json()["error"], r.text
+
+
+def test_backlog_tokens_and_a_set_without_gauges(backlog_db: Path, tmp_path: Path) -> None:
+    path = tmp_path / "tokens"
+    path.write_text(f"{digest('t-seven')} 7\n{digest('t-both')} 7,8\n")
+    tokens = Tokens(path)
+    body = backlog(backlog_db, tokens, "t-seven", group="account,channel_type").json()
+    assert {r["key"]["account"] for r in body["rows"]} == {7}  # its one account, implied
+    assert backlog(backlog_db, tokens, "t-seven", group="channel_type").status_code == 403
+    assert backlog(backlog_db, tokens, "t-seven", group="inbox", account=8).status_code == 403
+    assert backlog(backlog_db, tokens, "t-both", group="inbox").status_code == 400  # which account?
+    assert backlog(backlog_db, tokens, None, group="account").status_code == 401
+    from consumer.fold.registry import CLOSURES
+
+    closures = tmp_path / "c.db"
+    SqliteStore(str(closures), registry=CLOSURES).close()
+    c = TestClient(create_app(lambda: SqliteStore(str(closures), registry=CLOSURES)))
+    r = c.get("/v1/backlog", params={"group": "account"})
+    assert r.status_code == 404 and "--metric-set full" in r.json()["error"]

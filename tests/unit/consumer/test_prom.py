@@ -276,3 +276,47 @@ def test_a_distributions_buckets_are_a_counter_per_channel_type_and_bucket(tmp_p
                 == n
             )
     assert "convmetrics_ingest_lag_buckets" not in types
+
+
+def test_the_gauges_are_labelled_by_channel_type_only(tmp_path: Path) -> None:
+    """`/v1/backlog?group=channel_type` as gauges; a channel type named by the other
+    metrics without an open conversation shows 0; the rest beyond the busiest are `_other`."""
+    from consumer.fold.model import ASSIGNED, SNOOZED
+
+    store = SqliteStore(str(tmp_path / "m.db"))
+    store.check_topic("events")
+    fold = PartitionFold(0)
+    t0 = 1_700_000_000
+    steps = [
+        (CREATED, "EMAIL"),
+        (ASSIGNED, "EMAIL"),
+        (CREATED, "EMAIL"),
+        (SNOOZED, "EMAIL"),
+        (CREATED, "SMS"),
+    ]
+    for i, (kind, ch) in enumerate(steps):
+        fold.apply(Event(kind, i, 1, i // 2, ch, t0 + i, event_id=str(i)))
+    for c in range(3):  # FAX: the busiest by closures, none open
+        fold.apply(Event(CLOSED, 100 + c, 2, 100 + c, "FAX", t0, event_id=f"f{c}"))
+    delta, changed = fold.take_changes()
+    store.commit("events", [PartitionCommit(0, delta, 9, fold.watermark, changed)])
+    for limit, sms in ((10, "SMS"), (1, "_other")):
+        registry = CollectorRegistry()
+        registry.register(ClosureCollector(lambda: store, max_label_values=limit))
+        got, types = scrape(registry)
+        assert types["convmetrics_open_conversations"] == "gauge"
+        gauges = {
+            (
+                name.removeprefix("convmetrics_").removesuffix("_conversations"),
+                dict(labels)["channel_type"],
+            ): v
+            for (name, labels), v in got.items()
+            if name.endswith("_conversations")
+        }
+        want = {("open", "EMAIL"): 1, ("unassigned", "EMAIL"): 0, ("snoozed", "EMAIL"): 1}
+        want |= {("open", sms): 1, ("unassigned", sms): 1, ("snoozed", sms): 0}
+        want |= {(g, "FAX"): 0 for g in ("open", "unassigned", "snoozed")}
+        if limit == 1:  # EMAIL is folded into _other with SMS
+            want = {(g, ch): v for (g, ch), v in want.items() if ch != "EMAIL"}
+            want |= {("open", "_other"): 2, ("unassigned", "_other"): 1, ("snoozed", "_other"): 1}
+        assert gauges == want, limit
