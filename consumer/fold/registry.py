@@ -202,16 +202,6 @@ class Registry:
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.metrics]
-        misplaced = [m.name for m in self.metrics if m.kind is Kind.GAUGE]
-        misplaced += [g.name for g in self.gauges if g.kind is not Kind.GAUGE]
-        if misplaced:
-            raise ValueError("gauges are declared in Registry.gauges, and only gauges there")
-        if tuple(g.name for g in self.gauges) not in ((), GAUGE_NAMES):
-            raise ValueError(f"the folds count the gauges {GAUGE_NAMES}, all of them in that order, or none")
-        if self.gauges and TTFA not in {m.column for m in self.metrics}:
-            # a conversation "has an assigned event" when it keeps one (time to first
-            # assignment's state, consumer.fold.reference)
-            raise ValueError("the gauges need time_to_first_assignment folded (its conversation state)")
         if len(set(names)) != len(names):
             raise ValueError(f"metric names must be unique: {names}")
         dims = {d.name for d in self.dimensions}
@@ -231,6 +221,16 @@ class Registry:
                 raise ValueError(f"metric {m.name!r} names an undeclared grouping or window")
         if self.closures_view is not None and (extra := set(self.closures_view) - set(names)):
             raise ValueError(f"closures_view names undeclared metrics {sorted(extra)}")
+        misplaced = [m.name for m in self.metrics if m.kind is Kind.GAUGE]
+        misplaced += [g.name for g in self.gauges if g.kind is not Kind.GAUGE]
+        if misplaced:
+            raise ValueError("gauges are declared in Registry.gauges, and only gauges there")
+        if tuple(g.name for g in self.gauges) not in ((), GAUGE_NAMES):
+            raise ValueError(f"the folds count the gauges {GAUGE_NAMES}, all of them in that order, or none")
+        if self.gauges and TTFA not in {m.column for m in self.metrics}:
+            # a conversation "has an assigned event" when it keeps one (time to first
+            # assignment's state, consumer.fold.reference)
+            raise ValueError("the gauges need time_to_first_assignment folded (its conversation state)")
 
     @cached_property
     def closures_shown(self) -> tuple[Metric, ...]:

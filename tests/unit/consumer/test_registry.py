@@ -135,6 +135,12 @@ def test_a_registry_refuses_what_it_cannot_hold() -> None:
         dataclasses.replace(REGISTRY, groupings=(Grouping("team", ("team",)),))
     with pytest.raises(ValueError, match="unknown condition"):
         dataclasses.replace(REGISTRY, metrics=(dataclasses.replace(SNOOZES, when="read"),))
+    with pytest.raises(ValueError, match="need time_to_first_assignment"):
+        dataclasses.replace(REGISTRY, metrics=(SNOOZES,), closures_view=None)
+    with pytest.raises(ValueError, match="all of them in that order, or none"):
+        dataclasses.replace(REGISTRY, gauges=REGISTRY.gauges[:2])
+    with pytest.raises(ValueError, match="only gauges there"):
+        dataclasses.replace(REGISTRY, gauges=(), metrics=(*REGISTRY.metrics, REGISTRY.gauges[0]))
 
 
 def test_sla_buckets_follow_their_bounds(tmp_path: Path) -> None:
