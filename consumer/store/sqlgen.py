@@ -521,6 +521,5 @@ def backlog_query(d: Dialect, where: str, registry: Registry = REGISTRY) -> str:
     sums = [f"CAST(sum({g.column}) AS BIGINT)" for g in registry.gauges]
     nonzero = " OR ".join(f"sum({g.column}) <> 0" for g in registry.gauges)
     return (
-        f"SELECT key, {', '.join(sums)} FROM backlog WHERE {where} "
-        f"GROUP BY key HAVING {nonzero} ORDER BY key"
+        f"SELECT key, {', '.join(sums)} FROM backlog WHERE {where} GROUP BY key HAVING {nonzero} ORDER BY key"
     )
