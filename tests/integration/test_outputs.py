@@ -166,8 +166,18 @@ def test_serve_exposes_the_metric_sets_metrics_per_channel_type(serve: str) -> N
     assert samples[("convmetrics_channel_types_folded", ())] == 0
     first = next(iter(rows.values()))
     buckets = sum(len(first[m.name].get("buckets", {})) for m in distributions)
-    per_channel = len(counters) + 5 * len(distributions) + buckets
-    assert len(samples) <= per_channel * len(rows) + 4 < n_accounts * len(rows)
+    # and the live gauges, a sample each per channel type: /v1/backlog's (0 where it has none)
+    backlog = {
+        r["key"]["channel_type"]: r
+        for r in httpx.get(f"{serve}/v1/backlog", params={"group": "channel_type"}).json()["rows"]
+    }
+    for g in REGISTRY.gauges:
+        want = {k: backlog[k][g.name] if k in backlog else 0 for k in rows}
+        assert labelled(samples, f"convmetrics_{g.name}_conversations", "channel_type") == want, g.name
+    assert sum(r["open"] for r in backlog.values()) > 0
+    per_channel = len(counters) + 5 * len(distributions) + buckets + len(REGISTRY.gauges)
+    # (labelled by account instead, they would be per_channel per account)
+    assert len(samples) <= per_channel * len(rows) + 4 < per_channel * n_accounts
     assert all(
         label in ("channel_type", "quantile", "bucket", "window") for _, ls in samples for label, _ in ls
     )
