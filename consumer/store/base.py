@@ -136,17 +136,14 @@ def row_filter(
 
 
 def backlog_filter(
-    by: str, key: str | None, parts: Mapping[int, str] | None, keys: Sequence[str] | None, mark: str
+    by: str, key: str | None, parts: Mapping[int, str] | None, mark: str
 ) -> tuple[str, list[Any]]:
     """The WHERE clause of a backlog query (`consumer.store.sqlgen.backlog_query`): a
-    grouping, one key or some key parts (`row_filter`), only some keys (a scoped token)."""
+    grouping, and one key or some key parts (`row_filter`)."""
     where, args = [f"by = {mark}"], [by]
     if key is not None:
         where.append(f"key = {mark}")
         args.append(key)
-    if keys is not None:
-        where.append(f"key IN ({', '.join([mark] * len(keys))})" if keys else "0 = 1")
-        args.extend(keys)
     if parts:
         clause, values = _parts_filter(parts, mark)
         where.append(clause)
