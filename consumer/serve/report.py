@@ -26,6 +26,7 @@ from consumer.serve.query import ClosureQuery, parse_query
 ENV_STORE = "CONVMETRICS_STORE"
 ENV_API = "CONVMETRICS_API"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+NOW = "now"  # the window of a --backlog report: the live gauges
 _BY_FLAG = {"channel-type": "channel_type", "channel_type": "channel_type", "account": "account"}
 
 
@@ -86,6 +87,10 @@ class Source(Protocol):
         """Up to `limit` rows of `/v1/metrics` for these parameters, and whether more exist."""
         ...
 
+    def backlog(self, params: dict[str, str]) -> dict[str, Any]:
+        """The body of `/v1/backlog` for these parameters."""
+        ...
+
 
 def sla_buckets_arg(text: str) -> str:
     """argparse type of `--sla-buckets` (on consume, serve and metrics): the text, checked
@@ -139,6 +144,13 @@ class StoreSource:
         )
         return metrics_json(q, found, self.store.registry)["rows"], len(found) > q.limit
 
+    def backlog(self, params: dict[str, str]) -> dict[str, Any]:
+        from consumer.serve.metrics_query import backlog_json, parse_backlog_query
+
+        q = parse_backlog_query(params, self.store.registry)  # the API's own checks and messages
+        as_of, rows = self.store.backlog(q.group.name, key=q.key, parts=q.parts)
+        return backlog_json(q, as_of, rows, self.store.registry)
+
 
 class ApiSource:
     def __init__(self, base: str) -> None:
@@ -191,6 +203,10 @@ class ApiSource:
                 return rows, bool(body["next"])
             asked["cursor"] = body["next"]
 
+    def backlog(self, params: dict[str, str]) -> dict[str, Any]:
+        body: dict[str, Any] = self._get("/v1/backlog", params)
+        return body
+
 
 @dataclass(frozen=True)
 class Report:
@@ -200,8 +216,12 @@ class Report:
     start_from: int | None
     rows: list[dict[str, Any]]
     truncated: bool
+    #: `--backlog`: the live gauges now (window "now"), as of the newest event time seen
+    as_of: int | None = None
 
     def as_json(self) -> dict[str, Any]:
+        if self.window == NOW:  # the API's body (GET /v1/backlog)
+            return {"group": self.by, "as_of": self.as_of, "rows": self.rows, "truncated": self.truncated}
         return {
             "by": self.by,
             "window": self.window,
@@ -212,6 +232,8 @@ class Report:
 
 
 def build_report(source: Source, args: argparse.Namespace) -> Report:
+    if args.backlog:
+        return _backlog_report(source, args)
     if args.group is not None:
         return _group_report(source, args)
     by = _BY_FLAG[args.by]
@@ -253,6 +275,37 @@ def _group_report(source: Source, args: argparse.Namespace) -> Report:
         params["from"] = str(start_from)
     rows, truncated = source.metrics_rows(params)
     return Report(args.group, args.window, args.last, start_from, rows, truncated)
+
+
+def _backlog_report(source: Source, args: argparse.Namespace) -> Report:
+    """`--backlog`: the rows of `/v1/backlog` (open, unassigned, snoozed now)."""
+    if args.key:
+        raise QueryError("--key selects in --by; with --backlog filter by dimension (--account 42)")
+    if args.last is not None or args.window != "1h":
+        raise QueryError("--backlog counts conversations now: it takes no --last or --window")
+    group = args.group or "channel_type"
+    body = source.backlog({"group": group} | {d: str(v) for d, v in (args.where or {}).items()})
+    rows = body["rows"][: args.limit]
+    return Report(group, NOW, None, None, rows, len(body["rows"]) > args.limit, body["as_of"])
+
+
+def render_backlog(report: Report) -> Any:
+    """A `--backlog` report: the key's dimensions and each gauge."""
+    from rich.table import Table
+
+    table = Table(
+        title=f"Live backlog by {report.by}, as of {utc_text(report.as_of)} (newest event time)",
+        title_justify="left",
+    )
+    dims = report.by.split(",")
+    gauges = [k for k in (report.rows[0] if report.rows else {}) if k != "key"]
+    for d in dims:
+        table.add_column(d.replace("_", " ").capitalize(), no_wrap=True)
+    for g in gauges:
+        table.add_column(g.capitalize(), justify="right", no_wrap=True)
+    for r in report.rows:
+        table.add_row(*[str(r["key"][d]) for d in dims], *[f"{r[g]:,}" for g in gauges])
+    return table
 
 
 def render_group(report: Report) -> Any:
@@ -301,6 +354,8 @@ def render_group(report: Report) -> Any:
 def render(report: Report) -> Any:
     from rich.table import Table
 
+    if report.window == NOW:
+        return render_backlog(report)
     if report.by not in _BY_FLAG.values():
         return render_group(report)
 
@@ -361,6 +416,13 @@ def register(sub: Any) -> None:
         help="every metric of the store's metric set by this grouping (GET /v1/metrics; "
         "account,channel_type, inbox and app need --metric-set full); instead of --by",
     )
+    p.add_argument(
+        "--backlog",
+        action="store_true",
+        help="the live backlog instead of windowed metrics: open, unassigned and snoozed "
+        "conversations now, by --group (default channel_type) (GET /v1/backlog; the consumers "
+        "fold it with --metric-set full)",
+    )
     for dim in REGISTRY.dimensions:
         flag = "--" + dim.name.replace("_", "-")
         p.add_argument(
@@ -369,7 +431,7 @@ def register(sub: Any) -> None:
             type=_where(dim.name),
             action=_Merge,
             metavar=dim.name.upper(),
-            help=f"with --group: only keys whose {dim.name} is this",
+            help=f"with --group or --backlog: only keys whose {dim.name} is this",
         )
     p.add_argument("--json", action="store_true", help="print JSON rows (the API's shape) instead")
     p.add_argument(
@@ -428,7 +490,8 @@ def _metrics(args: argparse.Namespace) -> int:
     else:
         Console().print(render(report))
         if not report.rows:
-            print("no rows (the store holds no data for this query yet)", file=sys.stderr)
+            why = "; the live backlog needs consumers with --metric-set full" if args.backlog else ""
+            print(f"no rows (the store holds no data for this query yet{why})", file=sys.stderr)
     if report.truncated:
         print(
             f"note: only the first {len(report.rows)} rows; narrow with --last or --key, or raise --limit",

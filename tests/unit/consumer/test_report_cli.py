@@ -19,10 +19,13 @@ from consumer.serve.report import (
     human_duration,
     last_windows_from,
     parse_duration,
+    utc_text,
 )
 from consumer.store import PartitionCommit
 from consumer.store.sqlite import SqliteStore
 from convmetrics.cli import main
+
+from .test_metrics_api import HOUR, backlog_db  # noqa: F401 - a fixture: the backlog's store
 
 H = 3600
 T0 = 1_699_920_000  # a UTC midnight: 2023-11-14 00:00
@@ -56,7 +59,7 @@ def db(tmp_path: Path) -> Path:
 def args(**kw: object) -> argparse.Namespace:
     base: dict[str, object] = {
         "by": "channel-type", "window": "1h", "last": None, "key": None, "limit": 1000,
-        "group": None, "where": None,
+        "group": None, "where": None, "backlog": False,
     }  # fmt: skip
     return argparse.Namespace(**{**base, **kw})
 
@@ -197,3 +200,49 @@ def test_group_reports_every_metric_from_store_or_api(
     assert sum("EMAIL" in line for line in out.splitlines()) == 4 and "SMS" not in out
     assert main([*argv, "--inbox", "3"]) == 2  # account,channel_type has no inbox
     assert "inbox" in capsys.readouterr().err
+
+
+def test_backlog_reports_the_live_gauges_from_store_or_api(
+    backlog_db: Path,  # noqa: F811 - the imported fixture
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`--backlog`: `/v1/backlog`'s rows (store and API equal), as a table and as JSON."""
+    api = ApiSource("http://testserver")
+    api.client = TestClient(create_app(lambda: SqliteStore(str(backlog_db))), base_url="http://testserver")
+    store = StoreSource(f"sqlite:///{backlog_db}")
+    for a in (
+        args(backlog=True),
+        args(backlog=True, group="inbox", where={"account": "7"}),
+        args(backlog=True, group="account", limit=1),
+    ):
+        assert build_report(store, a) == build_report(api, a), a
+    report = build_report(store, args(backlog=True))
+    assert report.as_of == HOUR + 30 and not report.truncated
+    assert [(r["key"], r["open"], r["unassigned"], r["snoozed"]) for r in report.rows] == [
+        ({"channel_type": "SMS"}, 3, 2, 0),
+        ({"channel_type": "VIBER"}, 0, 0, 1),
+    ]
+    assert build_report(store, args(backlog=True, group="account", limit=1)).truncated
+
+    monkeypatch.setenv("COLUMNS", "160")
+    argv = ["metrics", "--store", f"sqlite:///{backlog_db}", "--backlog"]
+    assert main([*argv, "--group", "account,channel_type", "--account", "7"]) == 0
+    out = capsys.readouterr().out
+    title = f"Live backlog by account,channel_type, as of {utc_text(HOUR + 30)} (newest event time)"
+    assert title in " ".join(out.split())  # the title wraps at the table's width
+    assert "Open" in out and "Unassigned" in out and "Snoozed" in out
+    sms = next(line for line in out.splitlines() if "SMS" in line)
+    assert sms.replace("│", " ").split()[-3:] == ["2", "1", "0"]  # account 7's SMS: 2 open, 1 unassigned
+    assert main([*argv, "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["group"] == "channel_type" and body["as_of"] == HOUR + 30 and len(body["rows"]) == 2
+
+    for bad, message in (
+        (["--window", "1d"], "takes no --last or --window"),
+        (["--last", "2h"], "takes no --last or --window"),
+        (["--key", "SMS"], "with --backlog filter by dimension"),
+        (["--inbox", "30"], "inbox"),  # channel_type keys have no inbox: the API's own 400
+    ):
+        assert main([*argv, *bad]) == 2, bad
+        assert message in capsys.readouterr().err, bad
