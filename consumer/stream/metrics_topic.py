@@ -53,7 +53,8 @@ def metrics_key(row: MetricRow) -> str:
 
 
 def metric_rows_record(row: MetricRow, registry: Registry, now_ms: int) -> dict[str, Any]:
-    """A row as a `metric_rows` record: every counter and distribution by metric name."""
+    """A row as a `metric_rows` record (v2): every counter and distribution by metric name,
+    a distribution's SLA buckets with it."""
     j = row_json(row, registry)
     dims = registry.grouping(row.by).dimensions
     values = row.key.split("|") if len(dims) > 1 else [row.key]
@@ -63,6 +64,7 @@ def metric_rows_record(row: MetricRow, registry: Registry, now_ms: int) -> dict[
         distributions[m.name] = {
             "count": d["count"],
             **{f: None if d.get(f) is None else float(d[f]) for f in _STATS},
+            "buckets": d.get("buckets"),  # v2: time to close's SLA buckets (full set)
         }
     return {
         "grouping": row.by,
