@@ -38,9 +38,13 @@ A_TIME, A_ID, A_CHANNEL, A_INBOX, A_APP = 0, 1, 2, 3, 4
 C_HASH, C_CLOSED, C_CHANNEL, C_START, C_INBOX, C_APP = 0, 1, 2, 3, 4, 5
 
 
-ClosureRow = tuple[int, int, int, int, str, int, int | None, int | None, int | None]
-# (event_hash, partition, account, conversation, channel_type, closed_at, ttc, inbox, app)
-CLOSURE_WIDTH: Final = 9
+ClosureRow = tuple[int, int, int, int, str, int, int | None, int | None, int | None, str | None]
+# (event_hash, partition, account, conversation, channel_type, closed_at, ttc, inbox, app,
+# event_id): event_id None where a fold re-sends a closure it folded in an earlier commit
+# (a late start corrected its ttc; the state keeps no ids): the store keeps the id it has
+CLOSURE_WIDTH: Final = 10
+#: where a `ClosureRow` holds the event id
+CLOSURE_EVENT_ID: Final = 9
 
 FirstAssignmentRow = tuple[int, int, int, str, int | None, int | None, int, int]
 # (account, conversation, partition, channel_type, inbox, app, assigned_at, ttfa): the

@@ -75,6 +75,7 @@ from consumer.fold.delta import (
     C_HASH,
     C_INBOX,
     C_START,
+    CLOSURE_EVENT_ID,
     CLOSURES,
     CREATED_AT,
     F_CLOSED,
@@ -246,7 +247,7 @@ class PartitionFold:
             conv[CLOSURES].append(
                 [h, t, ch, start] if inbox is None and app is None else [h, t, ch, start, inbox, app]
             )
-            delta.closures[h] = (h, self.partition, a, c, ch, t, ttc, inbox, app)
+            delta.closures[h] = (h, self.partition, a, c, ch, t, ttc, inbox, app, event_id)
         else:
             fact = self._facts.counted(kind, _NONE, (ch, a, inbox, app), t)
             if kind == ASSIGNED and self._facts.ttfa is not None:
@@ -360,8 +361,11 @@ class PartitionFold:
             c[C_START] = new_start
             ttc = closed_at - new_start
             facts.append(tuple(self._facts.with_ttc(None, dims, closed_at, 1, ttc)))
+            # the event id where this commit folded the closure (the state keeps none)
+            was = self.delta.closures.get(c[C_HASH])
             self.delta.closures[c[C_HASH]] = (
                 c[C_HASH], self.partition, account, conversation, c[C_CHANNEL], closed_at, ttc, inbox, app,
+                None if was is None else was[CLOSURE_EVENT_ID],
             )  # fmt: skip
 
     def take_changes(self) -> tuple[Delta, dict[ConvKey, str]]:

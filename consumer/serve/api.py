@@ -1,4 +1,5 @@
-"""HTTP API over the store: `/v1/metrics`, `/v1/backlog`, `/v1/metric-set`, `/v1/closures`, `/v1/summary`,
+"""HTTP API over the store: `/v1/metrics`, `/v1/backlog`, `/v1/metric-set`, `/v1/closures`,
+`/v1/closures/conversations`, `/v1/summary`,
 `/metrics`, `/healthz`, `/readyz`, and the dashboard page at `/` (its assets under
 `/static/`, shipped in the package). A store that cannot be read is a 503 + Retry-After
 naming why (logged once), never a 500."""
@@ -23,6 +24,7 @@ from consumer.exceptions import QueryError, StoreError
 from consumer.fold import BY_CHANNEL
 from consumer.fold.registry import ACCOUNT
 from consumer.fold.windows import ALL
+from consumer.serve.conversations import conversations_json, parse_conversations_query
 from consumer.serve.metrics_query import (
     MetricsQuery,
     backlog_json,
@@ -204,6 +206,22 @@ def create_app(
         as_of, rows = s.backlog(q.group.name, key=q.key, parts=q.parts)
         return _json(backlog_json(q, as_of, rows, s.registry))
 
+    def conversations(request: Request) -> Response:
+        """The closures behind a number: one account's, the account named (a token scoped
+        to accounts: one of its own)."""
+        scope = authorize(request)
+        if isinstance(scope, Response):
+            return scope
+        s = store()
+        try:
+            q = parse_conversations_query(dict(request.query_params), s.registry)
+        except QueryError as exc:
+            return _json({"error": str(exc)}, 400)
+        if scope.accounts is not None and q.account not in scope.accounts:
+            return _json({"error": f"account {q.account} is not in this token's scope ({scope})"}, 403)
+        rows = s.closure_list(replace(q, limit=q.limit + 1))
+        return _json(conversations_json(q, rows))
+
     def metric_set(request: Request) -> Response:
         """What the store's metric set holds: names and where each counts, no data (so it
         stays open, like the dashboard page that reads it)."""
@@ -260,6 +278,7 @@ def create_app(
             Route("/v1/metric-set", metric_set, methods=["GET"]),
             Route("/v1/backlog", backlog, methods=["GET"]),
             Route("/v1/closures", closures, methods=["GET"]),
+            Route("/v1/closures/conversations", conversations, methods=["GET"]),
             Route("/v1/summary", summary, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),

@@ -17,6 +17,7 @@ from consumer.fold import ConvKey, Delta
 from consumer.fold.registry import REGISTRY, Metric, Registry
 from consumer.fold.sketch import quantiles
 from consumer.store import sqlgen
+from consumer.store.closure_list import ClosureListing, ListedClosure
 
 Fetch = Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
 
@@ -362,6 +363,10 @@ class Store(Protocol):
     ) -> tuple[int | None, list[BacklogRow]]:
         """The gauges of a grouping's keys (those not all 0; one key, or the keys with these
         parts: `row_filter`), and the newest event time the store has seen (None: none)."""
+        ...
+
+    def closure_list(self, listing: ClosureListing) -> list[ListedClosure]:
+        """An account's closures in a span, a page of them (`consumer.store.closure_list`)."""
         ...
 
     def purge(self) -> int: ...

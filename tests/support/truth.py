@@ -367,3 +367,35 @@ def load_ndjson(path: str | Path) -> list[dict[str, Any]]:
     """Read an NDJSON file of webhooks (as written by ``convmetrics generate``)."""
     with open(path, "rb") as handle:
         return [orjson.loads(line) for line in handle if line.strip()]
+
+
+def closure_list_truth(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every closure as `/v1/closures/conversations` lists it, over ``events`` (any order,
+    duplicates by ``id`` counted once), sorted by (closed_at, event id): time_to_close from
+    the latest created/opened at or before it, first_close for the least (time, id) of its
+    conversation."""
+    unique = dedupe(events)
+    starts: dict[tuple[int, int], list[int]] = defaultdict(list)
+    closes: dict[tuple[int, int], list[tuple[int, str]]] = defaultdict(list)
+    for event in unique:
+        conversation = (int(event["account"]), int(event["data"]["id"]))
+        if event["event"] in ("conversation.created", "conversation.opened"):
+            starts[conversation].append(event_time(event))
+        elif event["event"] == "conversation.closed":
+            closes[conversation].append((event_time(event), event["id"]))
+    out = []
+    for event in unique:
+        if event["event"] != "conversation.closed":
+            continue
+        conversation = (int(event["account"]), int(event["data"]["id"]))
+        t = event_time(event)
+        before = [s for s in starts[conversation] if s <= t]
+        channel = event["data"].get("channel")
+        out.append({
+            "account": conversation[0], "conversation": conversation[1], "event_id": event["id"],
+            "channel_type": str(event["data"]["channelType"]),
+            "inbox": None if channel is None else int(channel["id"]), "closed_at": t,
+            "time_to_close": t - max(before) if before else None,
+            "first_close": (t, event["id"]) == min(closes[conversation]),
+        })  # fmt: skip
+    return sorted(out, key=lambda c: (c["closed_at"], c["event_id"]))

@@ -371,6 +371,9 @@ struct ClosureRow {
     ttc: Option<i64>,
     inbox: Option<i64>,
     app: Option<i64>,
+    /// the event id; None where a later commit re-sends the closure (the state keeps no
+    /// ids: the store keeps the one it has)
+    id: Option<String>,
 }
 
 struct Lag {
@@ -439,8 +442,8 @@ struct Ev {
     inbox: Option<i64>,
     app: Option<i64>,
     window_expires: Option<i64>,
-    /// the event id, where a rule breaks ties by it (closures and assignments of a fold of
-    /// first_closes or time to first assignment); else None
+    /// the event id of a closure (its store row keeps it) or, where time to first
+    /// assignment breaks ties by it, of an assignment; else None
     id: Option<String>,
 }
 
@@ -825,6 +828,7 @@ impl PartitionFold {
                     ttc,
                     inbox,
                     app,
+                    id: e.id.clone(),
                 },
             );
         } else if e.kind == ASSIGNED && ttfa {
@@ -892,6 +896,8 @@ impl PartitionFold {
                 let mut f = Fact::new(cdims, c.closed);
                 (f.ttc_n, f.ttc, f.bin) = (1, Some(ttc), Some(bin_of(cfg, ttc)));
                 pending.facts.push(f);
+                // the event id where this commit folded the closure (the state keeps none)
+                let id = pending.closures.remove(&c.hash).and_then(|r| r.id);
                 pending.closures.insert(
                     c.hash,
                     ClosureRow {
@@ -902,6 +908,7 @@ impl PartitionFold {
                         ttc: Some(ttc),
                         inbox: c.inbox,
                         app: c.app,
+                        id,
                     },
                 );
             }
@@ -1014,6 +1021,7 @@ impl PartitionFold {
                     c.ttc,
                     c.inbox,
                     c.app,
+                    c.id.as_deref(),
                 ),
             )?;
         }
@@ -1256,9 +1264,7 @@ fn record_event(
         None => None,
     };
     let id = id.cast::<PyString>()?.to_str()?;
-    let keep_id = (kind == CLOSED && fold.first_close.is_some())
-        || (kind == ASSIGNED && fold.ttfa)
-        || fold.gauges;
+    let keep_id = kind == CLOSED || (kind == ASSIGNED && fold.ttfa) || fold.gauges;
     Ok(Some(Ev {
         kind,
         hash: event_hash(id),

@@ -13,11 +13,15 @@ CREATE TABLE IF NOT EXISTS metric_bins (
 CREATE TABLE IF NOT EXISTS closures (
     event_hash BIGINT PRIMARY KEY, partition INTEGER NOT NULL, account BIGINT NOT NULL,
     conversation BIGINT NOT NULL, channel_type TEXT NOT NULL, closed_at BIGINT NOT NULL,
-    ttc BIGINT, inbox BIGINT, app BIGINT);
+    ttc BIGINT, inbox BIGINT, app BIGINT, event_id TEXT COLLATE "C");
 -- a database made before closures kept their inbox and app (NULL for the closures before)
 ALTER TABLE closures ADD COLUMN IF NOT EXISTS inbox BIGINT, ADD COLUMN IF NOT EXISTS app BIGINT;
+-- ... or their event id (NULL before; "C": ordered by bytes, as the folds compare ids)
+ALTER TABLE closures ADD COLUMN IF NOT EXISTS event_id TEXT COLLATE "C";
 CREATE INDEX IF NOT EXISTS closures_by_channel ON closures (channel_type, closed_at);
 CREATE INDEX IF NOT EXISTS closures_by_account ON closures (account, closed_at);
+-- a conversation's closures: /v1/closures/conversations' first_close reads its earliest
+CREATE INDEX IF NOT EXISTS closures_by_conversation ON closures (account, conversation, closed_at);
 -- the assignment each conversation's time to first assignment counts (one row per
 -- conversation, replaced when a late event changes it): a row's min/max recheck reads it
 CREATE TABLE IF NOT EXISTS first_assignments (
@@ -56,8 +60,9 @@ SCHEMA_LOCK = 0x636F6E766D6574
 UPSERT_CLOSURES = """
 INSERT INTO closures
 SELECT * FROM unnest(%s::bigint[], %s::int[], %s::bigint[], %s::bigint[], %s::text[], %s::bigint[],
-                     %s::bigint[], %s::bigint[], %s::bigint[])
-ON CONFLICT (event_hash) DO UPDATE SET ttc = excluded.ttc
+                     %s::bigint[], %s::bigint[], %s::bigint[], %s::text[])
+ON CONFLICT (event_hash) DO UPDATE SET ttc = excluded.ttc,
+    event_id = coalesce(excluded.event_id, closures.event_id)
 """
 UPSERT_FIRST_ASSIGNMENTS = """
 INSERT INTO first_assignments

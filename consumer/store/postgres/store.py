@@ -46,6 +46,7 @@ from consumer.store.base import (
     rank_rows,
     row_filter,
 )
+from consumer.store.closure_list import ClosureListing, ListedClosure, list_closures
 from consumer.store.postgres.aggregate import Batch, aggregate, columns
 from consumer.store.postgres.sql import (
     APP_INDEX,
@@ -322,6 +323,14 @@ class PostgresStore:
             newest = conn.execute("SELECT max(watermark) FROM offsets").fetchone()
             found = conn.execute(sql, args).fetchall() if self.registry.gauges else []
             return (None if newest is None else newest[0]), [tuple(r) for r in found]
+
+        return self._run(work)
+
+    def closure_list(self, listing: ClosureListing) -> list[ListedClosure]:
+        def work(conn: psycopg.Connection[Any]) -> list[ListedClosure]:
+            return list_closures(
+                listing, sqlgen.POSTGRES, lambda sql, args: conn.execute(sql, args).fetchall()
+            )
 
         return self._run(work)
 

@@ -8,7 +8,13 @@ import sqlite3
 
 from consumer.fold.registry import APP, Registry
 from consumer.store import sqlgen
-from consumer.store.sqlite.sql import APP_INDEX, MIGRATE_BINS, MIGRATE_CLOSURES, statements
+from consumer.store.sqlite.sql import (
+    APP_INDEX,
+    MIGRATE_BINS,
+    MIGRATE_CLOSURE_IDS,
+    MIGRATE_CLOSURES,
+    statements,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +54,8 @@ def migrate_bins(db: sqlite3.Connection, path: str) -> None:
 
 def migrate_closures(db: sqlite3.Connection, path: str, registry: Registry) -> None:
     """A store written before closures kept their inbox and app gets the columns (NULL for
-    the closures before: they count in no inbox or app row); the app index where the
+    the closures before: they count in no inbox or app row), and one written before they
+    kept their event id gets that column (NULL before: `consumer.store.closure_list`); the app index where the
     registry groups by app (its rows' min/max rechecks read it; each closure pays an
     index insert for it)."""
     if "app" not in columns(db, "closures"):
@@ -57,6 +64,11 @@ def migrate_closures(db: sqlite3.Connection, path: str, registry: Registry) -> N
                 log.info("store %s: closures keep their inbox and app from now on", path)
                 for sql in MIGRATE_CLOSURES:
                     db.execute(sql)
+    if "event_id" not in columns(db, "closures"):
+        with Transaction(db):
+            if "event_id" not in columns(db, "closures"):
+                log.info("store %s: closures keep their event id from now on", path)
+                db.execute(MIGRATE_CLOSURE_IDS)
     if any(g.dimensions == (APP,) for g in registry.groupings):
         db.execute(APP_INDEX)
 

@@ -23,11 +23,15 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS closures (
     event_hash INTEGER NOT NULL, partition INTEGER NOT NULL, account INTEGER NOT NULL,
     conversation INTEGER NOT NULL, channel_type TEXT NOT NULL, closed_at INTEGER NOT NULL,
-    ttc INTEGER, inbox INTEGER, app INTEGER, PRIMARY KEY (account, closed_at, event_hash)) WITHOUT ROWID;
+    ttc INTEGER, inbox INTEGER, app INTEGER, event_id TEXT,
+    PRIMARY KEY (account, closed_at, event_hash)) WITHOUT ROWID;
 DROP INDEX IF EXISTS closures_by_channel;
 DROP INDEX IF EXISTS closures_by_account;
 -- covering (ttc included): recomputing a row's min/max after a retraction reads no table rows
 CREATE INDEX IF NOT EXISTS closures_by_channel_ttc ON closures (channel_type, closed_at, ttc);
+-- a conversation's closures: /v1/closures/conversations' first_close reads its earliest
+-- (consumer.store.closure_list; one more B-tree insert per closure, docs/api.md)
+CREATE INDEX IF NOT EXISTS closures_by_conversation ON closures (account, conversation, closed_at);
 -- (the app index is made after MIGRATE_CLOSURES: an older store's table lacks the column)
 -- the assignment each conversation's time to first assignment counts (one row per
 -- conversation, replaced when a late event changes it): a row's min/max recheck reads it
@@ -113,7 +117,7 @@ FROM json_each(?3) AS l
 #: a commit's closures (consumer.fold.ClosureRow), by payload kind
 STAGE_CLOSURES = {
     packed: f"INSERT INTO closures {_rows(CLOSURE_WIDTH, packed)} WHERE true "
-    "ON CONFLICT DO UPDATE SET ttc = excluded.ttc"
+    "ON CONFLICT DO UPDATE SET ttc = excluded.ttc, event_id = coalesce(excluded.event_id, event_id)"
     for packed in (False, True)
 }
 #: a commit's first assignments (consumer.fold.delta.FirstAssignmentRow), by payload kind
@@ -128,6 +132,8 @@ MIGRATE_CLOSURES = (
     "ALTER TABLE closures ADD COLUMN inbox INTEGER",
     "ALTER TABLE closures ADD COLUMN app INTEGER",
 )
+#: a store made before closures kept their event id (NULL for the closures before)
+MIGRATE_CLOSURE_IDS = "ALTER TABLE closures ADD COLUMN event_id TEXT"
 #: an app row's min/max recheck reads one range of this (the other groupings' have theirs)
 APP_INDEX = "CREATE INDEX IF NOT EXISTS closures_by_app_ttc ON closures (app, closed_at, ttc)"
 #: a store made before bins lived in their rows: its metric_bins table folded into the rows

@@ -31,6 +31,7 @@ from consumer.store.base import (
     rank_rows,
     row_filter,
 )
+from consumer.store.closure_list import ClosureListing, ListedClosure, list_closures
 from consumer.store.sqlite.bins import install, register, unpack
 from consumer.store.sqlite.migrate import Transaction, migrate_bins, migrate_closures, migrate_partition
 from consumer.store.sqlite.sql import (
@@ -323,6 +324,9 @@ class SqliteStore:
         where, args = backlog_filter(by, key, parts, "?")
         found = self.db.execute(sqlgen.backlog_query(sqlgen.SQLITE, where, self.registry), args).fetchall()
         return newest, [tuple(r) for r in found]
+
+    def closure_list(self, listing: ClosureListing) -> list[ListedClosure]:
+        return list_closures(listing, sqlgen.SQLITE, lambda sql, args: self.db.execute(sql, args).fetchall())
 
     def newest_start(self, by: str, window: str) -> int | None:
         found: int | None = self.db.execute(NEWEST_START.format(mark="?"), (by, window)).fetchone()[0]
