@@ -95,4 +95,6 @@ def list_closures(
     """The page `q` asks for (up to `q.limit` closures), `fetch(sql, args)` running a query
     in the store's dialect."""
     sql, args = _sql(q, dialect)
-    return [ListedClosure(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8])) for r in fetch(sql, args)]
+    return [
+        ListedClosure(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8])) for r in fetch(sql, args)
+    ]

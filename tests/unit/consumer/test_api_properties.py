@@ -129,10 +129,25 @@ metrics = st.tuples(
     valid(group=groupings, window=list(WINDOWS)) | some(["group", "window"], 2),
     some(["from", "to", "limit", "cursor", *dimensions], 4),
 ).map(lambda t: {**t[0], **t[1]})
-PATHS = ["/v1/closures", "/v1/metrics", "/v1/metric-set", "/v1/summary", "/metrics", "/healthz", "/readyz"]
+conversations = st.tuples(
+    valid(account=["1", "2", "4"], **{"from": [str(DAY - 86400)], "to": [str(DAY + 86400)]})
+    | some(["account", "from", "to"], 3),
+    some(["channel_type", "inbox", "limit", "cursor"], 3),
+).map(lambda t: {**t[0], **t[1]})
+PATHS = [
+    "/v1/closures",
+    "/v1/closures/conversations",
+    "/v1/metrics",
+    "/v1/metric-set",
+    "/v1/summary",
+    "/metrics",
+    "/healthz",
+    "/readyz",
+]
 requests = (
     st.tuples(st.just("/v1/closures"), closures)
     | st.tuples(st.just("/v1/metrics"), metrics)
+    | st.tuples(st.just("/v1/closures/conversations"), conversations)
     | st.tuples(st.sampled_from(PATHS), some([*values, "x", "page"], 3))  # anything anywhere
 )
 
@@ -159,6 +174,20 @@ def test_the_run_reaches_answers_and_refusals(api: httpx.Client) -> None:
         == 200
     )
     assert api.get("/v1/metrics", params={"group": "account", "window": "all"}).status_code == 200
+    span = {"account": "1", "from": str(DAY), "to": str(DAY + 86400)}
+    listed = api.get("/v1/closures/conversations", params={**span, "limit": "2"}).json()
+    assert len(listed["rows"]) == 2 and listed["next"]
+    after = api.get("/v1/closures/conversations", params={**span, "limit": "2", "cursor": listed["next"]})
+    assert after.status_code == 200 and after.json()["rows"]
+    for query in (
+        {**span, "account": str(I64)},
+        {**span, "to": str(DAY - 1)},
+        {**span, "limit": "10001"},
+        {**span, "cursor": cursor_of([DAY, "x", I64])},
+        {"from": str(DAY), "to": str(DAY + 1)},
+    ):
+        r = api.get("/v1/closures/conversations", params=query)
+        assert r.status_code == 400, (query, r.text)
     refused = [
         {"by": "account", "window": "1h", "from": str(I64)},
         {"group": "account", "window": "1d", "account": str(-I64 - 1)},

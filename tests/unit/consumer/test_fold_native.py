@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from consumer.fold import Delta, Fold, decode_snapshot
 from consumer.fold import native as fold_native
-from consumer.fold.model import KINDS, Event
+from consumer.fold.delta import CLOSURE_EVENT_ID
+from consumer.fold.model import KINDS, Event, event_hash
 from consumer.fold.registry import CLOSURES, REGISTRY, Registry
 from consumer.fold.sketch import bin_of
 from consumer.store.sqlite import SqliteStore
@@ -86,10 +87,17 @@ def test_both_folds_see_the_same_on_a_generated_stream(seed: int, registry: Regi
         assert closures and all(len(c) == 4 for c in closures)
     assert len(python) == len(native)
     folded = 0
+    closed: set[int] = set()  # the closures handed to the store so far
     for a, b in zip(python, native, strict=True):
         if isinstance(a, tuple) and len(a) == 6 and isinstance(a[1], Delta):
             assert isinstance(b, tuple) and isinstance(b[1], Delta)
             same_delta(a[1], b[1], registry)
+            # a closure's row carries its event id where the commit folded it; only a row
+            # re-sent by a later commit (a late start corrected its ttc) may have none
+            for h, row in a[1].closures.items():
+                assert row[CLOSURE_EVENT_ID] is not None or h in closed, row
+                assert row[CLOSURE_EVENT_ID] is None or event_hash(row[CLOSURE_EVENT_ID]) == h
+            closed.update(a[1].closures)
             assert (a[0], a[2:]) == (b[0], b[2:])
             folded += len(a[1].facts)
         else:

@@ -21,6 +21,7 @@ from consumer.fold import native as fold_native
 from consumer.fold.registry import REGISTRY
 from consumer.fold.windows import WINDOWS
 from consumer.store import MetricRow
+from consumer.store.closure_list import ClosureListing
 from consumer.store.sqlite import SqliteStore
 from consumer.store.sqlite import bins as sqlite_bins
 from support import native_build
@@ -250,6 +251,15 @@ def test_a_store_written_by_the_previous_release_answers_the_same(
     got = {k: json.loads(v) for k, v in as_json}
     assert got == expected
     assert sum(len(v) for v in got.values()) > 1000
+    # its closures kept no event id: /v1/closures/conversations lists them with none, one
+    # first close per conversation (ties of a second by event hash)
+    (account,) = store.db.execute(
+        "SELECT account FROM closures GROUP BY account ORDER BY count(*) DESC LIMIT 1"
+    ).fetchone()
+    listed = store.closure_list(ClosureListing(account, -(2**62), 2**62, limit=100_000))
+    assert len(listed) > 10 and all(c.event_id is None for c in listed)
+    assert sorted(c.conversation for c in listed if c.first_close) == sorted({c.conversation for c in listed})
+    assert [c.position for c in listed] == sorted(c.position for c in listed)
     store.check_topic("t")
     fill(store, seed=8)
     store.close()
