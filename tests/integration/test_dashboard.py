@@ -328,6 +328,8 @@ def grouped_expected(
     ]
     if finer:
         head.append("finer")
+    if "account" in dims:  # an account-scoped key: its closures (/v1/closures/conversations)
+        head.append("conversations")
     rows = []
     for r in body["rows"]:
         cells = [] if window == "all" else [window_text(r["window_start"], window)]
@@ -344,6 +346,8 @@ def grouped_expected(
                 )
         if finer:
             cells.append(" ".join(finer))
+        if "account" in dims:
+            cells.append("list")
         rows.append(cells)
     return head, rows
 
@@ -375,6 +379,96 @@ def grouped_view(
     )
     head: list[str] = page.eval_on_selector_all("#grouped thead th", "ths => ths.map(th => th.textContent)")
     return head, table(page, "#grouped")
+
+
+def closure_list_shown(page: Page) -> list[list[str]]:
+    """Wait until the closure list is loaded; its cells."""
+    page.wait_for_function(
+        "window.convmetrics.closures && !window.convmetrics.closures.loading", timeout=30_000
+    )
+    return table(page, "#closures-of-row")
+
+
+def closure_list_all(page: Page) -> list[list[str]]:
+    """The closure list's cells, "more closures" clicked while it shows."""
+    got = closure_list_shown(page)
+    while page.is_visible("#closure-list-more"):
+        page.click("#closure-list-more")
+        page.wait_for_function(
+            f"document.querySelectorAll('#closures-of-row tbody tr').length > {len(got)}", timeout=30_000
+        )
+        got = closure_list_shown(page)
+    return got
+
+
+def closures_expected(api: str, params: dict[str, Any]) -> list[list[str]]:
+    """The closure list's cells, from every page of /v1/closures/conversations."""
+    rows: list[dict[str, Any]] = []
+    query = dict(params)
+    while True:
+        body = httpx.get(f"{api}/v1/closures/conversations", params=query).json()
+        rows += body["rows"]
+        if not body["next"]:
+            break
+        query["cursor"] = body["next"]
+    dash = "\u2013"
+    return [
+        [
+            str(r["conversation"]), r["event_id"] or dash, r["channel_type"],
+            dash if r["inbox"] is None else str(r["inbox"]),
+            time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(r["closed_at"])),
+            shown(r["time_to_close"], True), "first" if r["first_close"] else "",
+        ]
+        for r in rows
+    ]  # fmt: skip
+
+
+def check_closure_lists(page: Page, api: str) -> None:
+    """A row of an account-scoped key lists its closures in the row's window, as the API
+    does, page by page ("more closures"): an inbox's hour (a click on a row with no finer
+    grouping), an account's all time (its "list" button), and the closures add up to the
+    row's closures count."""
+    page.evaluate("window.convmetrics.closurePage = 1")  # pages of 1: "more closures" is crossed
+    page.select_option("#group", "inbox")
+    page.fill("#grouped-account", "")
+    page.press("#grouped-account", "Enter")
+    page.select_option("#grouped-window", "1h")
+    _, rows = grouped_view(page, "inbox", {}, "1h")
+    since = httpx.get(f"{api}/v1/summary").json()["newest"]["1h"] - 23 * HOUR
+    query = {"group": "inbox", "window": "1h", "limit": "100", "from": str(since)}
+    metrics = httpx.get(f"{api}/v1/metrics", params=query).json()["rows"]
+    busiest = max(range(len(metrics)), key=lambda i: metrics[i]["closures"])
+    row = metrics[busiest]
+    assert row["closures"] > 1, row  # more than a page
+    page.click(f"#grouped tbody tr:nth-child({busiest + 1}) td:nth-child(2)")
+    params = {"account": row["key"]["account"], "inbox": row["key"]["inbox"],
+              "from": row["window_start"], "to": row["window_end"]}  # fmt: skip
+    want = closures_expected(api, params)
+    assert len(want) == row["closures"]
+    while len(closure_list_shown(page)) < len(want):
+        assert page.is_visible("#closure-list-more")
+        page.click("#closure-list-more")
+        page.wait_for_function("window.convmetrics.closures.loading === false", timeout=30_000)
+    assert closure_list_shown(page) == want and not page.is_visible("#closure-list-more")
+    assert page.inner_text("#closure-list-note") == f"{len(want)} closures"
+    assert page.inner_text("#closure-list-title").startswith(
+        f"Closures of account {row['key']['account']}, inbox {row['key']['inbox']}, closed "
+    )
+    # an account's all time, from its "list" button (a row click would drill down)
+    page.evaluate("window.convmetrics.closurePage = 100")
+    page.select_option("#group", "account")
+    page.select_option("#grouped-window", "all")
+    _, rows = grouped_view(page, "account", {})
+    page.click("#grouped tbody tr:first-child button[data-closures]")
+    account = rows[0][0]
+    want = closures_expected(api, {"account": account, "from": -(2**53) + 1, "to": 2**53 - 1})
+    got = closure_list_all(page)
+    assert got == want and len(want) > 100  # more than a page
+    closures_col = grouped_expected(api, "account", {})[0].index("closures")
+    assert len(want) == int(rows[0][closures_col].replace(",", ""))
+    assert sum(r[-1] == "first" for r in got) == len({r[0] for r in got})  # one first close each
+    page.click("#closure-list-close")
+    assert not page.is_visible("#closure-list")
 
 
 def test_grouped_table_shows_every_metric_by_each_grouping_and_drills_down(
@@ -512,6 +606,8 @@ def test_grouped_table_shows_every_metric_by_each_grouping_and_drills_down(
     page.click("#grouped-back")
     grouped_view(page, "channel_type", {}, "1m")  # back restores the window too
 
+    check_closure_lists(page, api)
+
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard-grouped.png"), full_page=True)
     page.close()
@@ -537,8 +633,12 @@ def test_grouped_table_shows_every_metric_by_each_grouping_and_drills_down(
             assert got == grouped_expected(closures_api, group, {}, "closures") and got[1], group
             assert "created" not in got[0] and "assignments" not in got[0]
         assert not page.is_visible("#kpi-more")  # the closures set has no other counters
-        # an account's finer grouping is not in this set: its rows do not drill
-        assert page.locator("#grouped tr.drill").count() == 0
+        # an account's finer grouping is not in this set: a row click lists its closures
+        got = grouped_view(page, "account", {})
+        page.click("#grouped tbody tr:first-child td:first-child")
+        params = {"account": got[1][0][0], "from": -(2**53) + 1, "to": 2**53 - 1}
+        assert closure_list_all(page) == closures_expected(closures_api, params)
+        grouped_view(page, "account", {})  # still the accounts: no drill
         page.close()
     finally:
         serve.terminate()

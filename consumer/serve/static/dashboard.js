@@ -146,7 +146,10 @@
   }
 
   // The grouped table (/v1/metrics, its groupings and columns from /v1/metric-set): grouped.js.
-  const grouped = window.convmetricsGrouped({ state, getJSON, HttpError, setText, escape, count, lag, utc, PALETTE });
+  // The closures behind a grouped row (/v1/closures/conversations): closures.js.
+  const closures = window.convmetricsClosures({ state, getJSON, HttpError, setText, escape, count, lag, utcFull });
+  const grouped = window.convmetricsGrouped({ state, getJSON, HttpError, setText, escape, count, lag, utc, PALETTE,
+    openClosures: closures.open });
   // The live backlog (/v1/backlog, where the metric set folds the gauges): backlog.js.
   const backlog = window.convmetricsBacklog({ state, getJSON, setText, escape, count, utcFull });
 
@@ -466,6 +469,7 @@
     });
     grouped.wire();
     backlog.wire();
+    closures.wire();
     for (const th of document.querySelectorAll("#accounts th[data-col]")) {
       th.addEventListener("click", () => {
         const col = th.dataset.col;

@@ -4,7 +4,8 @@
 // change here. dashboard.js calls it with the page's state and helpers.
 "use strict";
 
-window.convmetricsGrouped = function ({ state, getJSON, HttpError, setText, escape, count, lag, utc, PALETTE }) {
+window.convmetricsGrouped = function ({ state, getJSON, HttpError, setText, escape, count, lag, utc, PALETTE,
+  openClosures }) {
   const GROUPED_ROWS = 100; // rows per page; "more rows" fetches the next page
   // a sized window shows the newest windows of the data: how many, and how it is named
   const GROUPED_SPAN = { "1m": 60, "1h": 24, "1d": 7 };
@@ -181,14 +182,18 @@ window.convmetricsGrouped = function ({ state, getJSON, HttpError, setText, esca
       `<th class="${c.stat === "buckets" ? "" : "num"}" title="${escape(c.metric.description)}">` +
       `${escape(metricLabel(c.metric.name))}${c.stat ? " " + c.stat : ""}</th>`));
     if (drills.length) head.push("<th>finer</th>");
+    const listed = dims.includes("account"); // an account-scoped key: its closures are a click away
+    if (listed) head.push("<th>conversations</th>");
     document.querySelector("#grouped thead").innerHTML = "<tr>" + head.join("") + "</tr>";
     document.querySelector("#grouped tbody").innerHTML = g.rows.map((r, i) => {
       const key = (sized ? `<td>${utc(r.window_start, g.window !== "1m")}</td>` : "") +
         dims.map((d) => `<td>${escape(r.key[d])}</td>`).join("");
       const links = drills.map((f) => `<button type="button" class="link" data-row="${i}" data-to="${escape(f.name)}">` +
         `${escape(f.name)}</button>`).join(" ");
-      return `<tr data-row="${i}"${drills.length ? ` class="drill" title="click: by ${escape(drills[0].name)}"` : ""}>` +
-        key + cols.map((c) => cellOf(c, r)).join("") + (drills.length ? `<td>${links}</td>` : "") + "</tr>";
+      const title = drills.length ? `click: by ${escape(drills[0].name)}` : listed ? "click: its closures" : "";
+      return `<tr data-row="${i}"${title ? ` class="drill" title="${title}"` : ""}>` +
+        key + cols.map((c) => cellOf(c, r)).join("") + (drills.length ? `<td>${links}</td>` : "") +
+        (listed ? `<td><button type="button" class="link" data-closures="${i}">list</button></td>` : "") + "</tr>";
     }).join("");
     document.getElementById("grouped-more").hidden = !g.next;
     const n = g.rows.length;
@@ -197,16 +202,31 @@ window.convmetricsGrouped = function ({ state, getJSON, HttpError, setText, esca
     document.getElementById("grouped-note").classList.toggle("error", Boolean(g.error));
   }
 
+  // The closures behind a row (an account-scoped key), closed in the row's window.
+  function listClosures(row) {
+    const g = state.grouped;
+    const label = g.window === "all" ? "all time" :
+      `closed ${utc(row.window_start, true)} to ${utc(row.window_end, true)} UTC`;
+    openClosures(row.key, g.window === "all" ? null : row.window_start, row.window_end, label)
+      .catch((err) => setText("closure-list-note", "Cannot load closures: " + (err.message || err)));
+  }
+
   // A click on a row (or on one of its "finer" buttons): its numbers in a finer grouping,
-  // filtered to the row's key.
+  // filtered to the row's key; on its "list" button, or on a row of an account-scoped key
+  // with no finer grouping: its closures.
   function drill(e) {
     const tr = e.target.closest("tr[data-row]");
     if (!tr) return;
+    const row = state.grouped.rows[Number(tr.dataset.row)];
+    const listed = grouping(state.grouped.group).dimensions.includes("account");
     const drills = finer(state.grouped.group);
+    if (listed && (e.target.closest("button[data-closures]") || (!drills.length && !e.target.closest("button")))) {
+      listClosures(row);
+      return;
+    }
     const to = e.target.closest("button[data-to]") ? e.target.closest("button[data-to]").dataset.to :
       drills.length ? drills[0].name : null;
     if (!to) return;
-    const row = state.grouped.rows[Number(tr.dataset.row)];
     showGrouped(to, Object.assign({}, state.grouped.filters, row.key), true);
   }
 
