@@ -634,3 +634,59 @@ def test_the_backlog_follows_each_conversations_latest_event(store: Any) -> None
     assert backlog("inbox") == {"7|4": (1, 1, 0), "7|5": (1, 1, 0)}
     fold_and_commit([], expire=-1)  # forgets every one
     assert store.backlog("account") == (200, [])
+
+
+def test_closure_list_orders_by_time_then_id_bytes_and_finds_first_closes(store: Any) -> None:
+    """`Store.closure_list` (`/v1/closures/conversations`) on each store: [start, end),
+    ordered by closed_at then event id in byte order (PostgreSQL's "C", as SQLite and the
+    folds compare), paged by its position; first_close from the stored closures, taken
+    over by a late earlier closure committed later; a re-sent closure keeps its id."""
+    from consumer.fold.model import event_hash
+    from consumer.store.closure_list import ClosureListing
+
+    def closed(event_id: str, t: int, conv: int = 1) -> Event:
+        return Event(CLOSED, event_hash(event_id), 7, conv, "TELEGRAM", t, None, None, None, None, None, None,
+                     event_id)  # fmt: skip
+
+    f = PartitionFold(0)
+    for e in (
+        closed("a", 200),
+        closed("é", 200),
+        closed("Z", 200),
+        closed("B", 200),
+        closed("x", 300, conv=2),
+    ):
+        f.apply(e)
+    commit(store, f, 1)
+
+    def listed(**kw: Any) -> list[tuple[str | None, bool, int | None]]:
+        q = ClosureListing(**{"account": 7, "start": 200, "end": 301, **kw})
+        return [(c.event_id, c.first_close, c.time_to_close) for c in store.closure_list(q)]
+
+    everything = [
+        ("B", True, None),
+        ("Z", False, None),
+        ("a", False, None),
+        ("é", False, None),
+        ("x", True, None),
+    ]
+    assert listed() == everything
+    assert listed(end=300) == everything[:4] and listed(start=201) == everything[4:]
+    pages, after = [], None
+    while True:
+        page = store.closure_list(ClosureListing(7, 200, 301, after=after, limit=2))
+        pages += [c.event_id for c in page]
+        if len(page) < 2:
+            break
+        after = page[-1].position
+    assert pages == [e[0] for e in everything]
+    # a late earlier closure takes first_close over; a late start re-sends the closures it
+    # corrects (without their ids: the store keeps them)
+    f.apply(closed("zz", 150))
+    f.apply(Event(CREATED, event_hash("c"), 7, 1, "TELEGRAM", 100, None, None, None, None, None, None, "c"))
+    commit(store, f, 2)
+    assert listed(start=0) == [
+        ("zz", True, 50), ("B", False, 100), ("Z", False, 100), ("a", False, 100), ("é", False, 100),
+        ("x", True, None),
+    ]  # fmt: skip
+    assert listed(account=8) == []
