@@ -195,3 +195,30 @@ def test_each_partition_writes_only_its_own_rows(store: Any, postgres_url: str) 
     assert parts == [(0, 1, 3), (1, 1, 4)]  # seq: each partition's offset after its commit
     (row,) = store.query("channel_type", "all")
     assert row.closures == 2
+
+
+def test_a_database_made_before_closures_kept_their_event_id(store: Any, postgres_url: str) -> None:
+    """Opened by this release, a database whose closures table has no event_id column gets
+    it (NULL for the closures before, listed with none) and new closures keep theirs."""
+    from consumer.fold.model import event_hash
+    from consumer.store.closure_list import ClosureListing
+
+    f = PartitionFold(0)
+    f.apply(ev(CLOSED, 1, 100))
+    delta, changed = f.take_changes()
+    store.commit("events", [PartitionCommit(0, delta, 1, f.watermark, changed)])
+    with psycopg.connect(postgres_url) as conn:
+        conn.execute("ALTER TABLE closures DROP COLUMN event_id")
+        conn.execute("DROP INDEX closures_by_conversation")
+    again = PostgresStore(postgres_url)
+    try:
+        f.apply(Event(CLOSED, event_hash("k"), 7, 2, "TELEGRAM", 50, None, None, None, None, None, None, "k"))
+        delta, changed = f.take_changes()
+        again.commit("events", [PartitionCommit(0, delta, 2, f.watermark, changed)])
+        listed = again.closure_list(ClosureListing(7, 0, 200))
+        assert [(c.event_id, c.closed_at, c.first_close) for c in listed] == [
+            ("k", 50, True),
+            (None, 100, True),
+        ]
+    finally:
+        again.close()
