@@ -64,6 +64,7 @@ def test_dashboard_page_and_its_assets_ship_in_the_package(db: Path) -> None:
     assets = (
         "/static/dashboard.js",
         "/static/grouped.js",
+        "/static/closures.js",
         "/static/dashboard.css",
         "/static/vendor/chart.umd.min.js",
     )
