@@ -60,6 +60,9 @@ def _sql(q: ClosureListing, dialect: sqlgen.Dialect) -> tuple[str, list[Any]]:
     m = dialect.mark
     # PostgreSQL: ids compared by bytes as SQLite and the folds do (the column is "C" too)
     collate = ' COLLATE "C"' if dialect.name == "postgresql" else ""
+    # SQLite's planner, without statistics, would read the account's earlier closures by
+    # the primary key (all of them) instead of the conversation's by its index
+    indexed = "" if dialect.name == "postgresql" else " INDEXED BY closures_by_conversation"
 
     def order(alias: str) -> str:
         return f"{alias}.closed_at, coalesce({alias}.event_id, ''){collate}, {alias}.event_hash"
@@ -78,7 +81,7 @@ def _sql(q: ClosureListing, dialect: sqlgen.Dialect) -> tuple[str, list[Any]]:
         args.extend([q.after[0], *q.after])
     sql = (
         "SELECT c.account, c.conversation, c.event_id, c.channel_type, c.inbox, c.closed_at, "
-        "c.ttc, c.event_hash, NOT EXISTS (SELECT 1 FROM closures AS e WHERE e.account = c.account "
+        f"c.ttc, c.event_hash, NOT EXISTS (SELECT 1 FROM closures AS e{indexed} WHERE e.account = c.account "
         "AND e.conversation = c.conversation AND e.closed_at <= c.closed_at "
         f"AND ({order('e')}) < ({order('c')})) "
         f"FROM closures AS c WHERE {' AND '.join(where)} ORDER BY {order('c')} LIMIT {m}"
