@@ -9,7 +9,9 @@ each created and closed within the day. Then serves it with `convmetrics serve`'
 a real port (uvicorn, in a thread) and times, over HTTP, each request one dashboard
 refresh makes: `/v1/summary`, the channel types' rows of the shown hour (1-minute
 window) and of the shown day (1-hour window), the account table's 100 busiest accounts
-(ranked in the API) and a search in it; and, for comparison, an export of every
+(ranked in the API) and a search in it; one account's channel types with every metric
+(`/v1/metrics`, the grouped table), the live backlog and an account's closure list (the
+drill-down); and, for comparison, an export of every
 account's all-time row (paged 10,000 at a time), which the dashboard no longer makes.
 Prints p50/p99 per request; writes bench/results/query.md.
 """
@@ -35,6 +37,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the project before bench/ (it
 from consumer.fold import PartitionFold  # noqa: E402
 from consumer.fold.model import CLOSED, CREATED, Event  # noqa: E402
 from consumer.fold.native import choose  # noqa: E402
+from consumer.fold.registry import REGISTRY  # noqa: E402
 from consumer.serve.server import serve_in_thread  # noqa: E402
 from consumer.store import PartitionCommit  # noqa: E402
 from consumer.store.sqlite import SqliteStore  # noqa: E402
@@ -109,7 +112,8 @@ def main() -> None:
     t0 = time.perf_counter()
     n = build(db, args.accounts, args.closures_per_account)
     print(f"built: {n:,} events in {time.perf_counter() - t0:.0f} s", flush=True)
-    server, _ = serve_in_thread(f"sqlite:///{db}", "127.0.0.1", 0)
+    # the store holds the full metric set (the folds' and the store's default registry)
+    server, _ = serve_in_thread(f"sqlite:///{db}", "127.0.0.1", 0, metrics=REGISTRY)
     while not server.started:
         time.sleep(0.05)
     port = server.servers[0].sockets[0].getsockname()[1]
@@ -137,6 +141,22 @@ def main() -> None:
                 "contains": "42",
                 "limit": "100",
             },
+        ),
+        "/v1/metrics one account's channel types, 1h, the day (every metric)": (
+            "/v1/metrics",
+            {
+                "group": "account,channel_type",
+                "window": "1h",
+                "account": "4242",
+                "from": str(DAY),
+                "to": str(DAY + 86_400),
+                "limit": "10000",
+            },
+        ),
+        "/v1/backlog channel types": ("/v1/backlog", {"group": "channel_type"}),
+        "/v1/closures/conversations one account's day (its drill-down list)": (
+            "/v1/closures/conversations",
+            {"account": "4242", "from": str(DAY), "to": str(DAY + 86_400), "limit": "100"},
         ),
         EXPORT: ("/v1/closures", {"by": "account", "window": "all", "limit": "10000"}),
     }
