@@ -2,6 +2,7 @@
 to a consume+decode-only loop in the same run, and peak RSS over a bigger stream.
 
     .venv/bin/python bench/consumer.py [--events 1000000] [--memory-events 2000000] [--runs 3] [--profile]
+                                       [--metric-set closures|full]
 
 1. Pre-produces ``--events`` generated webhooks (10,000 accounts, events/4 conversations,
    redeliveries, late events and unknown channel types; no noise) through the gateway's
@@ -55,7 +56,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from consumer.fold.model import reader_schema  # noqa: E402
-from consumer.fold.registry import CLOSURES  # noqa: E402
+from consumer.fold.registry import DEFAULT_METRIC_SET, METRIC_SETS  # noqa: E402
 from consumer.store import PartitionCommit  # noqa: E402
 from consumer.stream.checkpoint import CommitReport, WriteResult  # noqa: E402
 from consumer.stream.runner import GC_THRESHOLD, MetricsConsumer  # noqa: E402
@@ -101,7 +102,9 @@ class Phases(collections.defaultdict[str, float]):
         return "thread CPU per event: " + ", ".join(f"{k} {v / total * 1e6:.2f} µs" for k, v in steps)
 
 
-def baseline(bootstrap: str, topic: str, total: int, phases: Phases | None = None) -> float:
+def baseline(
+    bootstrap: str, topic: str, total: int, phases: Phases | None = None, metric_set: str = DEFAULT_METRIC_SET
+) -> float:
     """Seconds to consume and decode every record, from the first batch received."""
     # Kafka client settings like MetricsConsumer's (consumer/runner.py) minus its callbacks,
     # with a bigger prefetch (it favours the baseline); the cyclic GC threshold the consumer
@@ -112,8 +115,8 @@ def baseline(bootstrap: str, topic: str, total: int, phases: Phases | None = Non
                   "enable.auto.commit": False, "auto.offset.reset": "earliest",
                   "partition.assignment.strategy": "roundrobin", "enable.partition.eof": False,
                   "fetch.max.bytes": 16 * 1024 * 1024, "queued.max.messages.kbytes": 32 * 1024})  # fmt: skip
-    # the projection the consumer decodes with (its default metric set's)
-    codec = Codec(subject(CONVERSATION_EVENT), reader_schema=reader_schema(CLOSURES))
+    # the projection the consumer decodes with (its metric set's)
+    codec = Codec(subject(CONVERSATION_EVENT), reader_schema=reader_schema(METRIC_SETS[metric_set]))
     c.subscribe([topic])
     left, first = total, None
     consume, decode = c.consume, codec.decode_many
@@ -270,6 +273,7 @@ def ours(
     profile: bool = False,
     phases: Phases | None = None,
     registry: Any = None,
+    metric_set: str = DEFAULT_METRIC_SET,
 ) -> tuple[float, str]:
     """Seconds from the first batch to aggregates committed up to every partition's end
     (`registry`: the schema registry's settings, for a topic in the Confluent wire format)."""
@@ -278,7 +282,7 @@ def ours(
         group = f"bench-ours-{uuid.uuid4().hex[:8]}"
         url = f"sqlite:///{db}"
         settings = ConsumerSettings(bootstrap, topic=topic, store_url=url, group=group, poll_batch=10_000,
-                                    schema_registry=registry)  # fmt: skip
+                                    schema_registry=registry, metric_set=metric_set)  # fmt: skip
         c = TimedConsumer(settings, ends, profile, phases)
         poll_profile = cProfile.Profile() if profile else None
         started = time.perf_counter()
@@ -328,13 +332,19 @@ def top(prof: cProfile.Profile, title: str, n: int = 15) -> str:
     return out.getvalue()
 
 
-def memory(bootstrap: str, topic: str, ends: dict[int, int], timeout: float = 900) -> tuple[float, float]:
+def memory(
+    bootstrap: str,
+    topic: str,
+    ends: dict[int, int],
+    timeout: float = 900,
+    metric_set: str = DEFAULT_METRIC_SET,
+) -> tuple[float, float]:
     """`convmetrics consume` as a child until its store is caught up: (peak RSS MB, seconds)."""
     with tempfile.TemporaryDirectory(prefix="bench-consumer-mem-") as tmp:
         db = Path(tmp) / "metrics.db"
         cmd = [sys.executable, "-m", "convmetrics", "--log-level", "WARNING", "consume",
                "--bootstrap-servers", bootstrap, "--topic", topic, "--store", f"sqlite:///{db}",
-               "--group", f"bench-mem-{uuid.uuid4().hex[:8]}"]  # fmt: skip
+               "--group", f"bench-mem-{uuid.uuid4().hex[:8]}", "--metric-set", metric_set]  # fmt: skip
         with open(Path(tmp) / "consume.log", "wb") as log:
             proc = subprocess.Popen(ending_with_parent(cmd), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         started, hwm_kb = time.perf_counter(), 0
@@ -373,6 +383,13 @@ def main() -> None:
     ap.add_argument(
         "--phases", action="store_true", help="print the polling thread's CPU per step in every run of both"
     )
+    ap.add_argument(
+        "--metric-set",
+        choices=sorted(METRIC_SETS),
+        default=DEFAULT_METRIC_SET,
+        help="the consumer's metric set (default: the consumer's own default, closures); full "
+        "writes bench/results/consumer-full.md instead of consumer.md",
+    )
     args = ap.parse_args()
     command = shlex.join([".venv/bin/python", "bench/consumer.py", *sys.argv[1:]])
     load_start, started = loadavg(), time.perf_counter()
@@ -387,9 +404,13 @@ def main() -> None:
         console.print(f"{topic}: {total:,} records, {how}")
         ends = end_offsets(bootstrap, topic) or {}
         for i in range(args.runs):
-            base_s.append(baseline(bootstrap, topic, total, Phases() if args.phases else None))
+            base_s.append(
+                baseline(bootstrap, topic, total, Phases() if args.phases else None, args.metric_set)
+            )
             console.print(f"run {i + 1}: baseline {total / base_s[-1]:,.0f} events/s ({base_s[-1]:.2f} s)")
-            seconds, info = ours(bootstrap, topic, ends, phases=Phases() if args.phases else None)
+            seconds, info = ours(
+                bootstrap, topic, ends, phases=Phases() if args.phases else None, metric_set=args.metric_set
+            )
             ours_s.append(seconds)
             console.print(f"run {i + 1}: ours {total / seconds:,.0f} events/s ({seconds:.2f} s; {info})")
         if args.profile:
@@ -400,7 +421,7 @@ def main() -> None:
             mtopic, mtotal, mprod = ensure_events(bootstrap, PREFIX, mcfg, PARTITIONS, args.memory_events)
             how = f"produced in {mprod:.1f} s ({mtotal / mprod:,.0f}/s)" if mprod else "cached"
             console.print(f"{mtopic}: {mtotal:,} records, {how}")
-            mem = memory(bootstrap, mtopic, end_offsets(bootstrap, mtopic) or {})
+            mem = memory(bootstrap, mtopic, end_offsets(bootstrap, mtopic) or {}, metric_set=args.metric_set)
             console.print(f"memory run: peak RSS {mem[0]:,.0f} MB, caught up in {mem[1]:.1f} s "
                           f"({mtotal / mem[1]:,.0f} events/s incl. start-up)")  # fmt: skip
     load_end = loadavg()
@@ -444,7 +465,7 @@ def report(args: argparse.Namespace, command: str, kind: str, total: int, base_s
         f"Measured by `bench/consumer.py` on {datetime.date.today().isoformat()}: "
         f"`{command}` (broker: {kind.split(',')[0]}; {total:,} pre-produced events on {PARTITIONS} "
         f"partitions, 10,000 accounts, {args.events // 4:,} conversations, ~2% redeliveries, ~2% late, "
-        "~1% unknown channel types).",
+        f"~1% unknown channel types); metric set `{args.metric_set}`.",
         "",
         f"Machine: {m['nproc']} cores ({m['cpu']}), {m['ram']} RAM, shared with other engineers; "
         f"load average (1, 5, 15 min) {load[0]} at start, {load[1]} at end. "
@@ -459,10 +480,15 @@ def report(args: argparse.Namespace, command: str, kind: str, total: int, base_s
         "Peak RSS is the child's VmHWM (and wait4 ru_maxrss), MB = 10^6 bytes.",
     ]
     if not (base_s and ours_s and mem):  # a partial run (--runs 0, --memory-events 0) is not a result
-        console.print(f"partial run: {RESULTS.relative_to(ROOT)} left as it was")
+        console.print("partial run: bench/results left as they were")
         return
-    RESULTS.write_text("\n".join(md) + "\n")
-    console.print(f"wrote {RESULTS.relative_to(ROOT)}")
+    out = (
+        RESULTS
+        if args.metric_set == DEFAULT_METRIC_SET
+        else RESULTS.with_name(f"consumer-{args.metric_set}.md")
+    )
+    out.write_text("\n".join(md) + "\n")
+    console.print(f"wrote {out.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
