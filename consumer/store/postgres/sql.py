@@ -29,6 +29,9 @@ CREATE TABLE IF NOT EXISTS first_assignments (
     channel_type TEXT NOT NULL, inbox BIGINT, app BIGINT, assigned_at BIGINT NOT NULL,
     ttfa BIGINT NOT NULL, PRIMARY KEY (account, conversation));
 CREATE INDEX IF NOT EXISTS first_assignments_by_channel ON first_assignments (channel_type, assigned_at);
+CREATE INDEX IF NOT EXISTS first_assignments_by_app ON first_assignments (app, assigned_at);
+CREATE INDEX IF NOT EXISTS first_assignments_by_account_channel
+    ON first_assignments (account, channel_type, assigned_at);
 CREATE TABLE IF NOT EXISTS conversations (
     partition INTEGER NOT NULL, account BIGINT NOT NULL, conversation BIGINT NOT NULL,
     state TEXT NOT NULL, PRIMARY KEY (account, conversation));
