@@ -389,7 +389,7 @@ def _run_demo(opts: DemoOptions) -> int:
                     child.stop()
         return 0
     except KeyboardInterrupt as why:
-        console.print(f"stopping ({why or 'SIGINT'})")
+        console.print(f"\nstopping ({str(why) or 'SIGINT'})")  # Ctrl-C's KeyboardInterrupt has no text
         return 130
     finally:
         if tmp is not None:

@@ -159,13 +159,17 @@ def create_app(
         )
         return _json(response_json(q, rows, s.registry))
 
-    def metrics_rows(request: Request) -> Response:
+    def grouped_query(
+        request: Request, parse: Callable[..., MetricsQuery]
+    ) -> tuple[Store, MetricsQuery] | Response:
+        """The store and a grouping's query (`/v1/metrics`, `/v1/backlog`), narrowed to the
+        token's accounts; or the answer that refuses it (401/403, a 400 naming the parameter)."""
         scope = authorize(request)
         if isinstance(scope, Response):
             return scope
         s = store()
         try:
-            q = parse_metrics_query(dict(request.query_params), s.registry)
+            q = parse(dict(request.query_params), s.registry)
         except QueryError as exc:
             return _json({"error": str(exc)}, 400)
         if scope.accounts is not None:
@@ -173,6 +177,13 @@ def create_app(
             if isinstance(allowed, Response):
                 return allowed
             q = allowed
+        return s, q
+
+    def metrics_rows(request: Request) -> Response:
+        found = grouped_query(request, parse_metrics_query)
+        if isinstance(found, Response):
+            return found
+        s, q = found
         rows = s.query(
             q.group.name,
             q.window,
@@ -187,22 +198,13 @@ def create_app(
 
     def backlog(request: Request) -> Response:
         """The live gauges of a grouping (the full metric set folds them)."""
-        scope = authorize(request)
-        if isinstance(scope, Response):
-            return scope
-        s = store()
-        try:
-            q = parse_backlog_query(dict(request.query_params), s.registry)
-        except QueryError as exc:
-            return _json({"error": str(exc)}, 400)
+        found = grouped_query(request, parse_backlog_query)
+        if isinstance(found, Response):
+            return found
+        s, q = found
         if not s.registry.gauges:
             msg = "this store's metric set folds no gauges: run the consumer with --metric-set full"
             return _json({"error": msg}, 404)
-        if scope.accounts is not None:
-            allowed = _scoped(scope, q)
-            if isinstance(allowed, Response):
-                return allowed
-            q = allowed
         as_of, rows = s.backlog(q.group.name, key=q.key, parts=q.parts)
         return _json(backlog_json(q, as_of, rows, s.registry))
 
