@@ -9,12 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from convmetrics.generate import GenerateConfig, generate_webhooks
 from support.gateway import free_port
-from support.pipeline import ConsumerProcess, produce_webhooks, wait_caught_up
+from support.pipeline import ConsumerProcess, all_pages, produce_webhooks, wait_caught_up
 from support.truth import closure_list_truth
 
 
@@ -29,16 +28,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
 def listed(api: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     """Every closure the endpoint lists for `params`, following `next` (small pages: the
     cursor is crossed many times, same-second ties included)."""
-    rows: list[dict[str, Any]] = []
-    with httpx.Client(base_url=api, timeout=30) as client:
-        while True:
-            r = client.get("/v1/closures/conversations", params=params)
-            assert r.status_code == 200, r.text
-            body = r.json()
-            rows.extend(body["rows"])
-            if not body["next"]:
-                return rows
-            params = {**params, "cursor": body["next"]}
+    return all_pages(api, "/v1/closures/conversations", params)
 
 
 def check(api: str, truth: list[dict[str, Any]]) -> None:

@@ -228,7 +228,7 @@ def wait_progress(store: Path | str, at_least: int, timeout: float = 120) -> Non
     raise AssertionError(f"store never reached {at_least} committed records")
 
 
-def _all_pages(api: str, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+def all_pages(api: str, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     """Every row of a paged API answer, following `next`."""
     rows: list[dict[str, Any]] = []
     with httpx.Client(base_url=api, timeout=30) as client:
@@ -244,12 +244,12 @@ def _all_pages(api: str, path: str, params: dict[str, Any]) -> list[dict[str, An
 
 def fetch_rows(api: str, by: str, window: str, limit: int = 5000) -> list[dict[str, Any]]:
     """Every row of `/v1/closures` for a grouping and window, page by page."""
-    return _all_pages(api, "/v1/closures", {"by": by, "window": window, "limit": limit})
+    return all_pages(api, "/v1/closures", {"by": by, "window": window, "limit": limit})
 
 
 def fetch_metrics(api: str, group: str, window: str, limit: int = 5000) -> list[dict[str, Any]]:
     """Every row of `/v1/metrics` for a grouping and window, page by page."""
-    return _all_pages(api, "/v1/metrics", {"group": group, "window": window, "limit": limit})
+    return all_pages(api, "/v1/metrics", {"group": group, "window": window, "limit": limit})
 
 
 def compare_with_truth(api: str, truth: dict[GroupKey, GroupTruth]) -> None:
