@@ -12,7 +12,7 @@ TEST_WORKERS ?= 2  # pytest-xdist workers of make test (0: one process)
 STAMP  := $(VENV)/.installed
 NATIVE := producer/encoder.native-sha256
 
-.PHONY: setup demo test lint typecheck unit integration bench clean engine engine-stop image images container-test
+.PHONY: setup demo test lint typecheck rust-test schemas-check unit integration bench clean engine engine-stop image images container-test
 
 $(STAMP): pyproject.toml .ci/system-deps.sh
 	bash .ci/system-deps.sh
@@ -44,17 +44,24 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-test: setup lint typecheck
-	@# the Rust fold's own unit tests (a test binary linked against this Python's libpython)
-	cd consumer/native && LD_LIBRARY_PATH=$$($(CURDIR)/$(BIN)/python -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))') \
-		PYO3_PYTHON=$(CURDIR)/$(BIN)/python CARGO_TARGET_DIR=$(CURDIR)/build/cargo-test \
-		cargo test --no-default-features --locked --quiet
-	$(BIN)/convmetrics schemas check
+test: setup
+	@# the checks before pytest, two at a time (mypy keeps one core, the cargo builds of
+	@# clippy and the crate's tests have their own target dirs); each one's output in one piece
+	$(MAKE) --no-print-directory --output-sync=target -j2 lint typecheck rust-test schemas-check
 	@# pytest exits 5 when it collected no test: that is a failure, never a pass. Two workers
 	@# (pytest-xdist; TEST_WORKERS=0: one process): the integration tests mostly wait on Kafka,
 	@# processes and timeouts, so two overlap well on two cores; each has its own broker,
 	@# PostgreSQL and registry
 	$(BIN)/pytest -n $(TEST_WORKERS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest ran no test" >&2; exit 1; fi; exit $$rc
+
+# the Rust fold's own unit tests (a test binary linked against this Python's libpython)
+rust-test: setup
+	cd consumer/native && LD_LIBRARY_PATH=$$($(CURDIR)/$(BIN)/python -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))') \
+		PYO3_PYTHON=$(CURDIR)/$(BIN)/python CARGO_TARGET_DIR=$(CURDIR)/build/cargo-test \
+		cargo test --no-default-features --locked --quiet
+
+schemas-check: setup
+	$(BIN)/convmetrics schemas check
 
 unit: setup
 	$(BIN)/pytest tests/unit
