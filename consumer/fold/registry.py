@@ -14,7 +14,7 @@ distributions of a row never share a bin index.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cache, cached_property
@@ -295,6 +295,13 @@ class Registry:
     def value_columns(self) -> tuple[str, ...]:
         """Every metric's columns, in registry order."""
         return tuple(c for m in self.metrics for c in m.columns)
+
+    def columns_of(self, metrics: Collection[str] | None) -> tuple[str, ...]:
+        """The columns of the named metrics, in registry order (None: `value_columns`): what a
+        query reads when it shows only some metrics (`/v1/closures` of a full-set store)."""
+        if metrics is None:
+            return self.value_columns
+        return tuple(c for m in self.metrics if m.name in metrics for c in m.columns)
 
 
 #: the exact statistics of a distribution that rows can be ranked by (`Registry.rankable`)

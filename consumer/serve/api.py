@@ -143,8 +143,10 @@ def create_app(
             if outside := [k for k in asked if int(k) not in scope.accounts]:
                 return _json({"error": f"account {outside[0]} is not in this token's scope ({scope})"}, 403)
             keys = tuple(str(a) for a in sorted(scope.accounts)) if not asked else tuple(asked)
+        # only the columns /v1/closures shows (a full-set store holds twice as many)
+        shown = tuple(m.name for m in s.registry.closures_shown)
         if q.sort is not None:
-            ranked, total = s.rank(replace(q.ranking(), keys=keys))
+            ranked, total = s.rank(replace(q.ranking(), keys=keys, metrics=shown))
             return _json(response_json(q, ranked, s.registry, total))
         rows = s.query(
             q.by,
@@ -156,6 +158,7 @@ def create_app(
             limit=q.limit + 1,
             contains=q.contains,
             keys=keys,
+            metrics=shown,
         )
         return _json(response_json(q, rows, s.registry))
 

@@ -9,7 +9,7 @@ default; PostgreSQL is meant to drop in behind the same interface.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -188,6 +188,8 @@ class Ranking:
     offset: int = 0
     limit: int = 100
     keys: tuple[str, ...] | None = None  # only rows of these keys
+    #: the metrics the rows carry (`Registry.columns_of`; None: all the store holds)
+    metrics: tuple[str, ...] | None = None
 
 
 def bins_filter(
@@ -232,7 +234,8 @@ def rank_rows(
     )
     mark = dialect.mark
     found = fetch(
-        sqlgen.ranked(registry, r.by, where, mark, r.value, r.descending), (*args, r.limit, r.offset)
+        sqlgen.ranked(registry, r.by, where, mark, r.value, r.descending, r.metrics),
+        (*args, r.limit, r.offset),
     )
     if not found:  # past the end (or nothing at all): count what there is
         counted = fetch(
@@ -243,7 +246,7 @@ def rank_rows(
     rows = [f[:-1] for f in found]
     starts = [f[1] for f in rows]
     bins = page_bins(r.by, r.window, sorted({f[0] for f in rows}), min(starts), max(starts))
-    return build_rows(r.by, r.window, rows, bins, registry), int(found[0][-1])
+    return build_rows(r.by, r.window, rows, bins, registry, r.metrics), int(found[0][-1])
 
 
 def merge_rows(rows: Iterable[MetricRow], key: str, registry: Registry = REGISTRY) -> MetricRow:
@@ -270,15 +273,16 @@ def build_rows(
     found: list[tuple[Any, ...]],
     bins: Iterable[tuple[int, str, int, int]],
     registry: Registry = REGISTRY,
+    metrics: Collection[str] | None = None,
 ) -> list[MetricRow]:
-    """MetricRows from merged `query` tuples (key, start, values...) and the (start, key, bin,
-    n) of their bins."""
+    """MetricRows from merged `query` tuples (key, start, values...: the columns of
+    `metrics`) and the (start, key, bin, n) of their bins."""
     wanted = {(r[1], r[0]) for r in found}
     sketches: dict[tuple[int, str], list[tuple[int, int]]] = defaultdict(list)
     for start, k, b, n in bins:
         if (start, k) in wanted:
             sketches[(start, k)].append((b, n))
-    return [metric_row(by, window, r, sketches.get((r[1], r[0]), []), registry) for r in found]
+    return [metric_row(by, window, r, sketches.get((r[1], r[0]), []), registry, metrics) for r in found]
 
 
 def metric_row(
@@ -287,9 +291,11 @@ def metric_row(
     columns: tuple[Any, ...],
     bins: Iterable[tuple[int, int]],
     registry: Registry = REGISTRY,
+    metrics: Collection[str] | None = None,
 ) -> MetricRow:
-    """A MetricRow from a merged `query` tuple (key, start, values...) and its (bin, n) pairs."""
-    values = dict(zip(registry.value_columns, columns[2:], strict=True))
+    """A MetricRow from a merged `query` tuple (key, start, values...: the columns of
+    `metrics`, None: all) and its (bin, n) pairs."""
+    values = dict(zip(registry.columns_of(metrics), columns[2:], strict=True))
     return MetricRow(by, columns[0], window, columns[1], values, tuple(bins))
 
 
@@ -348,7 +354,11 @@ class Store(Protocol):
         contains: str | None = None,
         keys: Sequence[str] | None = None,
         parts: Mapping[int, str] | None = None,
-    ) -> list[MetricRow]: ...
+        metrics: Collection[str] | None = None,
+    ) -> list[MetricRow]:
+        """Rows merged over their partitions, in (start, key) order, with the values of
+        `metrics` (None: every metric the store holds)."""
+        ...
 
     def rank(self, ranking: Ranking) -> tuple[list[MetricRow], int]:
         """A page of ranked rows and how many rows match in all."""

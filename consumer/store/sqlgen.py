@@ -10,6 +10,7 @@ per-minute (partials: per-hour) rows of each grouping, and rolled up into each w
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from consumer.fold.delta import layout_of
@@ -113,10 +114,11 @@ def missing_columns(d: Dialect, have: set[str], registry: Registry = REGISTRY) -
     ]
 
 
-def merged_columns(registry: Registry = REGISTRY) -> str:
-    """The value columns of a row merged over its partitions (query side)."""
+def merged_columns(registry: Registry = REGISTRY, metrics: Collection[str] | None = None) -> str:
+    """The value columns of a row merged over its partitions (query side): those of
+    `metrics` (None: every metric's)."""
     out = []
-    for c in registry.value_columns:
+    for c in registry.columns_of(metrics):
         how = merge_of(c, registry)
         out.append(f"CAST(sum({c}) AS BIGINT)" if how == "sum" else f"{how}({c})")
     return ", ".join(out)
@@ -410,11 +412,14 @@ def clear(d: Dialect, registry: Registry = REGISTRY) -> list[str]:
     return [f"DELETE FROM temp.{t}" for t in tables]
 
 
-def query(d: Dialect, where: str, mark: str, registry: Registry = REGISTRY) -> str:
-    """A metrics query: rows merged over their partitions, in (start, key) order."""
+def query(
+    d: Dialect, where: str, mark: str, registry: Registry = REGISTRY, metrics: Collection[str] | None = None
+) -> str:
+    """A metrics query: rows merged over their partitions, in (start, key) order, with the
+    columns of `metrics` (None: all)."""
     bins = ", bins_union(bins)" if d.bins_in_rows else ""
     return (
-        f"SELECT key, start, {merged_columns(registry)}{bins} FROM metric_rows WHERE {where} "
+        f"SELECT key, start, {merged_columns(registry, metrics)}{bins} FROM metric_rows WHERE {where} "
         f"GROUP BY start, key ORDER BY start, key LIMIT {mark}"
     )
 
@@ -448,7 +453,15 @@ def key_order(registry: Registry, grouping: str) -> str:
     return "key"
 
 
-def ranked(registry: Registry, grouping: str, where: str, mark: str, value: str, descending: bool) -> str:
+def ranked(
+    registry: Registry,
+    grouping: str,
+    where: str,
+    mark: str,
+    value: str,
+    descending: bool,
+    metrics: Collection[str] | None = None,
+) -> str:
     """A page of rows ranked by a `Registry.rankable` value (ties: start, then key), without
     their bins, each with the count of all rows that match (the last column). NULL values
     (a share of nothing) rank below every number, as in the dashboard."""
@@ -459,7 +472,7 @@ def ranked(registry: Registry, grouping: str, where: str, mark: str, value: str,
         nulls = "NULLS LAST" if descending else "NULLS FIRST"
         order = f"{rank_value(registry, value)} {'DESC' if descending else 'ASC'} {nulls}, start, {keys}"
     return (
-        f"SELECT key, start, {merged_columns(registry)}, count(*) OVER () FROM metric_rows "
+        f"SELECT key, start, {merged_columns(registry, metrics)}, count(*) OVER () FROM metric_rows "
         f"WHERE {where} GROUP BY start, key ORDER BY {order} LIMIT {mark} OFFSET {mark}"
     )
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -289,6 +289,7 @@ class PostgresStore:
         contains: str | None = None,
         keys: Sequence[str] | None = None,
         parts: Mapping[int, str] | None = None,
+        metrics: Collection[str] | None = None,
     ) -> list[MetricRow]:
         where, args = row_filter(
             by,
@@ -302,14 +303,14 @@ class PostgresStore:
             keys=keys,
             parts=parts,
         )
-        sql = sqlgen.query(sqlgen.POSTGRES, where, "%s", self.registry)
+        sql = sqlgen.query(sqlgen.POSTGRES, where, "%s", self.registry, metrics)
 
         def work(conn: psycopg.Connection[Any]) -> list[MetricRow]:
             found = conn.execute(sql, [*args, limit]).fetchall()
             if not found:
                 return []
             bin_sql, bin_args = bins_filter(by, window, key, found[0][1], found[-1][1], "%s")
-            return build_rows(by, window, found, conn.execute(bin_sql, bin_args), self.registry)
+            return build_rows(by, window, found, conn.execute(bin_sql, bin_args), self.registry, metrics)
 
         return self._run(work)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -298,6 +298,7 @@ class SqliteStore:
         contains: str | None = None,
         keys: Sequence[str] | None = None,
         parts: Mapping[int, str] | None = None,
+        metrics: Collection[str] | None = None,
     ) -> list[MetricRow]:
         where, args = row_filter(
             by,
@@ -311,9 +312,9 @@ class SqliteStore:
             keys=keys,
             parts=parts,
         )
-        query = sqlgen.query(sqlgen.SQLITE, where, "?", self.registry)
+        query = sqlgen.query(sqlgen.SQLITE, where, "?", self.registry, metrics)
         found = self.db.execute(query, [*args, limit]).fetchall()
-        return [metric_row(by, window, r[:-1], unpack(r[-1]), self.registry) for r in found]
+        return [metric_row(by, window, r[:-1], unpack(r[-1]), self.registry, metrics) for r in found]
 
     def backlog(
         self, by: str, *, key: str | None = None, parts: Mapping[int, str] | None = None

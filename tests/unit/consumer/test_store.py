@@ -352,6 +352,38 @@ def test_rank_orders_searches_pages_and_counts_merged_rows(store: Any) -> None:
     assert store.newest_start("inbox", "1m") is None
 
 
+def test_a_query_of_some_metrics_reads_them_as_the_whole_row_holds_them(store: Any) -> None:
+    """`metrics=` (what `/v1/closures` shows of a full-set store) reads only those metrics'
+    columns, with the same values and bins as the whole row, in `query` and in `rank`."""
+    from dataclasses import replace
+
+    from consumer.fold import native as fold_native
+    from consumer.store.base import Ranking
+    from support.streams import commit_stream, stream
+
+    msgs, records = stream(2000, 5)
+    commit_stream(store, fold_native.PYTHON, msgs, records, 500)
+    shown = tuple(m.name for m in store.registry.closures_shown)
+    cols = store.registry.columns_of(shown)
+    assert 0 < len(cols) < len(store.registry.value_columns)
+
+    def picked(rows: list[Any]) -> list[Any]:
+        return [(r.key, r.window_start, {c: r.values[c] for c in cols}, r.bins) for r in rows]
+
+    def whole(rows: list[Any]) -> list[Any]:
+        return [(r.key, r.window_start, r.values, r.bins) for r in rows]
+
+    for by in ("channel_type", "account"):
+        for win in ("1h", "all"):
+            rows = store.query(by, win, limit=100_000)
+            assert rows and any(r.bins for r in rows)
+            assert picked(rows) == whole(store.query(by, win, limit=100_000, metrics=shown))
+    ranking = Ranking("account", "all", "closures", limit=20)
+    (rows, total), (some, counted) = store.rank(ranking), store.rank(replace(ranking, metrics=shown))
+    assert len(rows) == 20 and total == counted
+    assert picked(rows) == whole(some)
+
+
 def test_sqlite_outbox_index_is_made_by_the_first_publication(tmp_path: Path) -> None:
     """A store nobody publishes from keeps no seq index (it costs every upsert); the first
     publication makes it and still finds the rows changed before it existed."""
