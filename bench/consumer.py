@@ -16,6 +16,7 @@ to a consume+decode-only loop in the same run, and peak RSS over a bigger stream
    alternate, ``--runs`` times each, and the medians are reported.
 4. Memory: ``convmetrics consume`` as a child process over ``--memory-events`` events
    (500,000 conversations, 10,000 accounts) until caught up; peak RSS from VmHWM and wait4.
+   ``--runs 0`` runs this step alone (partial: bench/results is left as it was).
 Prints a table and writes bench/results/consumer.md. ``--profile`` adds one cProfile'd
 "ours" run (polling thread and store-writer thread separately) and prints its top functions.
 ``--phases`` prints, for each run of both loops, the polling thread's CPU time per event
@@ -378,7 +379,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--memory-events", type=int, default=2_000_000, help="0 skips the memory run")
-    ap.add_argument("--runs", type=int, default=3, help="runs of baseline and ours each, alternating")
+    ap.add_argument(
+        "--runs",
+        type=int,
+        default=3,
+        help="runs of baseline and ours each, alternating; 0 skips them (and their topic): "
+        "`--runs 0` measures the memory run alone",
+    )
     ap.add_argument("--profile", action="store_true", help="one extra cProfile'd run of ours")
     ap.add_argument(
         "--phases", action="store_true", help="print the polling thread's CPU per step in every run of both"
@@ -398,24 +405,32 @@ def main() -> None:
     ours_s: list[float] = []
     mem: tuple[float, float] | None = None
     with bench_kafka() as (bootstrap, kind):
-        cfg = gen_config(args.events, args.events // 4)
-        topic, total, produced = ensure_events(bootstrap, PREFIX, cfg, PARTITIONS, args.events)
-        how = f"produced in {produced:.1f} s ({total / produced:,.0f}/s)" if produced else "cached"
-        console.print(f"{topic}: {total:,} records, {how}")
-        ends = end_offsets(bootstrap, topic) or {}
-        for i in range(args.runs):
-            base_s.append(
-                baseline(bootstrap, topic, total, Phases() if args.phases else None, args.metric_set)
-            )
-            console.print(f"run {i + 1}: baseline {total / base_s[-1]:,.0f} events/s ({base_s[-1]:.2f} s)")
-            seconds, info = ours(
-                bootstrap, topic, ends, phases=Phases() if args.phases else None, metric_set=args.metric_set
-            )
-            ours_s.append(seconds)
-            console.print(f"run {i + 1}: ours {total / seconds:,.0f} events/s ({seconds:.2f} s; {info})")
-        if args.profile:
-            seconds, info = ours(bootstrap, topic, ends, profile=True)
-            console.print(f"profiled run: ours {total / seconds:,.0f} events/s (under cProfile)\n{info}")
+        total = 0
+        if args.runs or args.profile:
+            cfg = gen_config(args.events, args.events // 4)
+            topic, total, produced = ensure_events(bootstrap, PREFIX, cfg, PARTITIONS, args.events)
+            how = f"produced in {produced:.1f} s ({total / produced:,.0f}/s)" if produced else "cached"
+            console.print(f"{topic}: {total:,} records, {how}")
+            ends = end_offsets(bootstrap, topic) or {}
+            for i in range(args.runs):
+                base_s.append(
+                    baseline(bootstrap, topic, total, Phases() if args.phases else None, args.metric_set)
+                )
+                console.print(
+                    f"run {i + 1}: baseline {total / base_s[-1]:,.0f} events/s ({base_s[-1]:.2f} s)"
+                )
+                seconds, info = ours(
+                    bootstrap,
+                    topic,
+                    ends,
+                    phases=Phases() if args.phases else None,
+                    metric_set=args.metric_set,
+                )
+                ours_s.append(seconds)
+                console.print(f"run {i + 1}: ours {total / seconds:,.0f} events/s ({seconds:.2f} s; {info})")
+            if args.profile:
+                seconds, info = ours(bootstrap, topic, ends, profile=True)
+                console.print(f"profiled run: ours {total / seconds:,.0f} events/s (under cProfile)\n{info}")
         if args.memory_events:
             mcfg = gen_config(args.memory_events, 500_000)
             mtopic, mtotal, mprod = ensure_events(bootstrap, PREFIX, mcfg, PARTITIONS, args.memory_events)

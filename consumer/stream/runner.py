@@ -184,8 +184,10 @@ class MetricsConsumer:
                 "partition.assignment.strategy": "roundrobin",
                 "enable.partition.eof": False,
                 # prefetch enough to keep the fold busy, but bounded: this memory counts too
-                # (librdkafka's defaults hold far more fetched records than the fold needs)
-                "fetch.max.bytes": 8 * 1024 * 1024,
+                # (librdkafka's defaults hold far more fetched records than the fold needs).
+                # Each fetch response stays in memory, decompressed, while any of its records
+                # is queued: a smaller response holds less (bench/results/consumer.md)
+                "fetch.max.bytes": 2 * 1024 * 1024,
                 "queued.max.messages.kbytes": 4 * 1024,
                 "queued.min.messages": 20_000,
                 # ... and refilled at once: once the queue is full librdkafka waits this long
