@@ -176,7 +176,8 @@ def build_rust() -> None:
     target = ROOT / "build" / "mutants-target"
     env = {**os.environ, "CARGO_TARGET_DIR": str(target), "PYO3_PYTHON": sys.executable,
            "CARGO_PROFILE_RELEASE_LTO": "false"}  # fmt: skip
-    subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=ROOT / "consumer" / "native",
+    lock = ["flock", "-s", LOCK] if shutil.which("flock") else []  # a build is CPU work like a test run
+    subprocess.run([*lock, "cargo", "build", "--release", "--locked", "--quiet"], cwd=ROOT / "consumer" / "native",
                    env=env, check=True)  # fmt: skip
     shutil.copyfile(target / "release" / "lib_fold_native.so", native_so())
 
@@ -231,6 +232,8 @@ def main() -> int:
 
 
 def write_results(rows: list[tuple[Mutant, str, str]], args: argparse.Namespace, seconds: float) -> None:
+    """The table of this run; with --only, the other mutants' rows of the last results stay
+    (marked as earlier), and so do the notes under the table."""
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     lines = [
         "# Mutants planted in the counting rules (bench/mutants.py)",
@@ -242,9 +245,28 @@ def write_results(rows: list[tuple[Mutant, str, str]], args: argparse.Namespace,
         "| mutant | file | rule it breaks | result | failing test, or why equivalent |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for m, verdict, why in rows:
-        lines.append(f"| {m.name} | `{m.path}` | {m.rule} | {verdict} | {m.equivalent or f'`{why}`'} |")
-    RESULTS.write_text("\n".join(lines) + "\n")
+    earlier, notes = _last_results() if args.only else ({}, [])
+    if earlier:
+        lines[2] += " Rows marked (earlier) are from the run before, not this one."
+    ran = {m.name: (m, verdict, why) for m, verdict, why in rows}
+    for m in [*PYTHON, *RUST]:
+        if m.name in ran:
+            _, verdict, why = ran[m.name]
+            lines.append(f"| {m.name} | `{m.path}` | {m.rule} | {verdict} | {m.equivalent or f'`{why}`'} |")
+        elif m.name in earlier:
+            lines.append(earlier[m.name].replace(" |", " (earlier) |", 1))
+    RESULTS.write_text("\n".join([*lines, *notes]) + "\n")
+
+
+def _last_results() -> tuple[dict[str, str], list[str]]:
+    """The last results' table rows by mutant name (unmarked), and the lines after the table."""
+    text = RESULTS.read_text().splitlines() if RESULTS.exists() else []
+    table = [i for i, line in enumerate(text) if line.startswith("| ")]
+    rows = {}
+    for i in table[2:]:  # past the header and its rule
+        line = text[i].replace(" (earlier) |", " |", 1)
+        rows[line.split(" | ")[0].removeprefix("| ")] = line
+    return rows, text[table[-1] + 1 :] if table else []
 
 
 if __name__ == "__main__":
