@@ -83,6 +83,8 @@ PYTHON = [
     Mutant("window-floor-division", "consumer/fold/delta.py", "starts = [(name, t - t % size)",
            "starts = [(name, t // size * size)", "windows floor to their size", FOLD,
            equivalent="Python's // floors and % takes the divisor's sign: t // s * s == t - t % s for every int"),
+    Mutant("lag-hour-floor-negative", "consumer/fold/delta.py", "key = (channel_type, t - t % 3600)",
+           "key = (channel_type, t - abs(t) % 3600)", "the ingest lag's hour floors before the epoch too", FOLD),
     Mutant("window-end", "consumer/fold/windows.py", "return start, start + size",
            "return start, start + size - 1", "a window ends where the next starts", QUERY),
     Mutant("sqlite-purge-cutoff", "consumer/store/sqlite/store.py", "AND start<?\", (win, newest - keep)",
@@ -135,8 +137,19 @@ RUST = [
            "is_some_and(|o| id > o)", "of same-second closures the smaller event id is the first", NATIVE_FOLD),
     Mutant("rust-first-assignment-at-created", "consumer/native/src/lib.rs", "position(|a| a.t >= created)",
            "position(|a| a.t > created)", "an assignment in the created second counts (0 s)", NATIVE_FOLD),
+    Mutant("rust-window-expired-at-close", "consumer/native/src/lib.rs", "e.window_expires.is_some_and(|w| w < t)",
+           "e.window_expires.is_some_and(|w| w <= t)", "a window expiring at closedAt is not expired", NATIVE_FOLD),
+    Mutant("rust-correct-equal-start", "consumer/native/src/lib.rs", "c.start.is_some_and(|s| s >= t)",
+           "c.start.is_some_and(|s| s > t)", "a late start at the current start changes nothing", NATIVE_FOLD),
+    Mutant("rust-range-check-start", "consumer/native/src/lib.rs",
+           "let i = conv.starts.partition_point(|&s| s <= t);\n        if i > 0",
+           "let i = conv.starts.partition_point(|&s| s < t);\n        if i > 0",
+           "the range check measures from the start apply uses", NATIVE_FOLD),
+    Mutant("rust-cap-at-max", "consumer/native/src/lib.rs", "&& self.idle.len() > most",
+           "&& self.idle.len() >= most", "exactly max_conversations kept", NATIVE_FOLD,
+           equivalent="at len == most the expired are gone already, so by_age keeps len == most and over = 0: nothing removed, as without entering"),
     Mutant("rust-window-floor-negative", "consumer/native/src/lib.rs", "t.checked_sub(t.rem_euclid(size))",
-           "t.checked_sub(t % size)", "windows floor before the epoch too", NATIVE_FOLD),
+           "t.checked_sub(t % size)", "the ingest lag's hour floors before the epoch too", NATIVE_FOLD),
 ]  # fmt: skip
 
 
@@ -201,7 +214,9 @@ def plant(m: Mutant, *, rust: bool) -> tuple[bool, str]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rust", action="store_true", help="also the compiled fold's mutants (a rebuild each)")
-    p.add_argument("--only", help="run the mutants whose name contains this")
+    p.add_argument(
+        "--only", help="run the mutants whose name contains this (or one of these, comma-separated)"
+    )
     args = p.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` restores the file
     if subprocess.run(["git", "diff", "--quiet", "--", "consumer"], cwd=ROOT).returncode != 0:
@@ -209,7 +224,7 @@ def main() -> int:
             "consumer/ has uncommitted changes: commit or stash them first (mutants restore files)"
         )
     mutants = [(m, False) for m in PYTHON] + ([(m, True) for m in RUST] if args.rust else [])
-    mutants = [(m, r) for m, r in mutants if not args.only or args.only in m.name]
+    mutants = [(m, r) for m, r in mutants if not args.only or any(o in m.name for o in args.only.split(","))]
     original_so = native_so().read_bytes() if args.rust else None
     rows = []
     started = time.monotonic()
