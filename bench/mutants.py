@@ -10,7 +10,8 @@ mutmut or cosmic-ray: see docs/development.md ("Mutation testing").
     .venv/bin/python bench/mutants.py           # the Python mutants (a few minutes)
     .venv/bin/python bench/mutants.py --rust    # and the compiled fold's (a rebuild each)
 
-Each test run takes the machine's shared CPU lock (/tmp/convmetrics-cpu.lock) itself.
+Each test run and build takes the machine's CPU lock (/tmp/convmetrics-cpu.lock) shared
+itself: run the script without an outer `flock -x` on it (that would wait forever).
 
 A mutant is applied to the checkout, the tests run, and the file is restored (also on
 Ctrl-C); --rust rebuilds the compiled fold per mutant into build/mutants-target (without
