@@ -98,7 +98,8 @@ PYTHON = [
     Mutant("query-64-bits", "consumer/serve/query.py", "if not _I64_MIN <= value <= _I64_MAX:",
            "if not _I64_MIN <= value <= _I64_MAX + 1:", "integers beyond 64 bits are a 400", [*QUERY, *PROPERTIES]),
     Mutant("query-from-equals-to", "consumer/serve/query.py", "start_to is not None and start_to < start_from:",
-           "start_to is not None and start_to <= start_from:", "from == to selects one window", QUERY),
+           "start_to is not None and start_to <= start_from:", "from == to selects one window (/v1/closures, /v1/metrics)",
+           [*QUERY, "tests/unit/consumer/test_metrics_api.py"]),
     Mutant("query-limit-one", "consumer/serve/query.py", "if not 1 <= limit <= MAX_LIMIT:",
            "if not 1 < limit <= MAX_LIMIT:", "limit=1 is a page of one", QUERY),
     Mutant("query-limit-max", "consumer/serve/query.py", "if not 1 <= limit <= MAX_LIMIT:",
@@ -114,9 +115,6 @@ PYTHON = [
            "if a[A_TIME] > created:", "an assignment in the created second counts (0 s)", FOLD),
     Mutant("sla-bucket-bound", "consumer/store/sqlgen.py", 'f"{c} <= {upper}" if upper is not None',
            'f"{c} < {upper}" if upper is not None', "a duration equal to a bucket's bound is in that bucket", STORE),
-    Mutant("metrics-from-equals-to", "consumer/serve/metrics_query.py", "start_to is not None and start_to < start_from:",
-           "start_to is not None and start_to <= start_from:", "from == to selects one window (/v1/metrics)",
-           [*QUERY, "tests/unit/consumer/test_metrics_api.py"]),
 ]  # fmt: skip
 
 NATIVE_FOLD = [*FOLD, "tests/unit/consumer/test_fold_native.py"]
