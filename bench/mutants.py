@@ -10,7 +10,8 @@ mutmut or cosmic-ray: see docs/development.md ("Mutation testing").
     .venv/bin/python bench/mutants.py           # the Python mutants (a few minutes)
     .venv/bin/python bench/mutants.py --rust    # and the compiled fold's (a rebuild each)
 
-Each test run takes the machine's shared CPU lock (/tmp/convmetrics-cpu.lock) itself.
+Each test run and build takes the machine's CPU lock (/tmp/convmetrics-cpu.lock) shared
+itself: run the script without an outer `flock -x` on it (that would wait forever).
 
 A mutant is applied to the checkout, the tests run, and the file is restored (also on
 Ctrl-C); --rust rebuilds the compiled fold per mutant into build/mutants-target (without
@@ -83,6 +84,8 @@ PYTHON = [
     Mutant("window-floor-division", "consumer/fold/delta.py", "starts = [(name, t - t % size)",
            "starts = [(name, t // size * size)", "windows floor to their size", FOLD,
            equivalent="Python's // floors and % takes the divisor's sign: t // s * s == t - t % s for every int"),
+    Mutant("lag-hour-floor-negative", "consumer/fold/delta.py", "key = (channel_type, t - t % 3600)",
+           "key = (channel_type, t - abs(t) % 3600)", "the ingest lag's hour floors before the epoch too", FOLD),
     Mutant("window-end", "consumer/fold/windows.py", "return start, start + size",
            "return start, start + size - 1", "a window ends where the next starts", QUERY),
     Mutant("sqlite-purge-cutoff", "consumer/store/sqlite/store.py", "AND start<?\", (win, newest - keep)",
@@ -95,7 +98,8 @@ PYTHON = [
     Mutant("query-64-bits", "consumer/serve/query.py", "if not _I64_MIN <= value <= _I64_MAX:",
            "if not _I64_MIN <= value <= _I64_MAX + 1:", "integers beyond 64 bits are a 400", [*QUERY, *PROPERTIES]),
     Mutant("query-from-equals-to", "consumer/serve/query.py", "start_to is not None and start_to < start_from:",
-           "start_to is not None and start_to <= start_from:", "from == to selects one window", QUERY),
+           "start_to is not None and start_to <= start_from:", "from == to selects one window (/v1/closures, /v1/metrics)",
+           [*QUERY, "tests/unit/consumer/test_metrics_api.py"]),
     Mutant("query-limit-one", "consumer/serve/query.py", "if not 1 <= limit <= MAX_LIMIT:",
            "if not 1 < limit <= MAX_LIMIT:", "limit=1 is a page of one", QUERY),
     Mutant("query-limit-max", "consumer/serve/query.py", "if not 1 <= limit <= MAX_LIMIT:",
@@ -111,9 +115,6 @@ PYTHON = [
            "if a[A_TIME] > created:", "an assignment in the created second counts (0 s)", FOLD),
     Mutant("sla-bucket-bound", "consumer/store/sqlgen.py", 'f"{c} <= {upper}" if upper is not None',
            'f"{c} < {upper}" if upper is not None', "a duration equal to a bucket's bound is in that bucket", STORE),
-    Mutant("metrics-from-equals-to", "consumer/serve/metrics_query.py", "start_to is not None and start_to < start_from:",
-           "start_to is not None and start_to <= start_from:", "from == to selects one window (/v1/metrics)",
-           [*QUERY, "tests/unit/consumer/test_metrics_api.py"]),
 ]  # fmt: skip
 
 NATIVE_FOLD = [*FOLD, "tests/unit/consumer/test_fold_native.py"]
@@ -135,8 +136,19 @@ RUST = [
            "is_some_and(|o| id > o)", "of same-second closures the smaller event id is the first", NATIVE_FOLD),
     Mutant("rust-first-assignment-at-created", "consumer/native/src/lib.rs", "position(|a| a.t >= created)",
            "position(|a| a.t > created)", "an assignment in the created second counts (0 s)", NATIVE_FOLD),
+    Mutant("rust-window-expired-at-close", "consumer/native/src/lib.rs", "e.window_expires.is_some_and(|w| w < t)",
+           "e.window_expires.is_some_and(|w| w <= t)", "a window expiring at closedAt is not expired", NATIVE_FOLD),
+    Mutant("rust-correct-equal-start", "consumer/native/src/lib.rs", "c.start.is_some_and(|s| s >= t)",
+           "c.start.is_some_and(|s| s > t)", "a late start at the current start changes nothing", NATIVE_FOLD),
+    Mutant("rust-range-check-start", "consumer/native/src/lib.rs",
+           "let i = conv.starts.partition_point(|&s| s <= t);\n        if i > 0",
+           "let i = conv.starts.partition_point(|&s| s < t);\n        if i > 0",
+           "the range check measures from the start apply uses", NATIVE_FOLD),
+    Mutant("rust-cap-at-max", "consumer/native/src/lib.rs", "&& self.idle.len() > most",
+           "&& self.idle.len() >= most", "exactly max_conversations kept", NATIVE_FOLD,
+           equivalent="at len == most the expired are gone already, so by_age keeps len == most and over = 0: nothing removed, as without entering"),
     Mutant("rust-window-floor-negative", "consumer/native/src/lib.rs", "t.checked_sub(t.rem_euclid(size))",
-           "t.checked_sub(t % size)", "windows floor before the epoch too", NATIVE_FOLD),
+           "t.checked_sub(t % size)", "the ingest lag's hour floors before the epoch too", NATIVE_FOLD),
 ]  # fmt: skip
 
 
@@ -176,7 +188,8 @@ def build_rust() -> None:
     target = ROOT / "build" / "mutants-target"
     env = {**os.environ, "CARGO_TARGET_DIR": str(target), "PYO3_PYTHON": sys.executable,
            "CARGO_PROFILE_RELEASE_LTO": "false"}  # fmt: skip
-    subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=ROOT / "consumer" / "native",
+    lock = ["flock", "-s", LOCK] if shutil.which("flock") else []  # a build is CPU work like a test run
+    subprocess.run([*lock, "cargo", "build", "--release", "--locked", "--quiet"], cwd=ROOT / "consumer" / "native",
                    env=env, check=True)  # fmt: skip
     shutil.copyfile(target / "release" / "lib_fold_native.so", native_so())
 
@@ -200,7 +213,9 @@ def plant(m: Mutant, *, rust: bool) -> tuple[bool, str]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rust", action="store_true", help="also the compiled fold's mutants (a rebuild each)")
-    p.add_argument("--only", help="run the mutants whose name contains this")
+    p.add_argument(
+        "--only", help="run the mutants whose name contains this (or one of these, comma-separated)"
+    )
     args = p.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` restores the file
     if subprocess.run(["git", "diff", "--quiet", "--", "consumer"], cwd=ROOT).returncode != 0:
@@ -208,7 +223,7 @@ def main() -> int:
             "consumer/ has uncommitted changes: commit or stash them first (mutants restore files)"
         )
     mutants = [(m, False) for m in PYTHON] + ([(m, True) for m in RUST] if args.rust else [])
-    mutants = [(m, r) for m, r in mutants if not args.only or args.only in m.name]
+    mutants = [(m, r) for m, r in mutants if not args.only or any(o in m.name for o in args.only.split(","))]
     original_so = native_so().read_bytes() if args.rust else None
     rows = []
     started = time.monotonic()
@@ -231,6 +246,8 @@ def main() -> int:
 
 
 def write_results(rows: list[tuple[Mutant, str, str]], args: argparse.Namespace, seconds: float) -> None:
+    """The table of this run; with --only, the other mutants' rows of the last results stay
+    (marked as earlier), and so do the notes under the table."""
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     lines = [
         "# Mutants planted in the counting rules (bench/mutants.py)",
@@ -242,9 +259,28 @@ def write_results(rows: list[tuple[Mutant, str, str]], args: argparse.Namespace,
         "| mutant | file | rule it breaks | result | failing test, or why equivalent |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for m, verdict, why in rows:
-        lines.append(f"| {m.name} | `{m.path}` | {m.rule} | {verdict} | {m.equivalent or f'`{why}`'} |")
-    RESULTS.write_text("\n".join(lines) + "\n")
+    earlier, notes = _last_results() if args.only else ({}, [])
+    if earlier:
+        lines[2] += " Rows marked (earlier) are from the run before, not this one."
+    ran = {m.name: (m, verdict, why) for m, verdict, why in rows}
+    for m in [*PYTHON, *RUST]:
+        if m.name in ran:
+            _, verdict, why = ran[m.name]
+            lines.append(f"| {m.name} | `{m.path}` | {m.rule} | {verdict} | {m.equivalent or f'`{why}`'} |")
+        elif m.name in earlier:
+            lines.append(earlier[m.name].replace(" |", " (earlier) |", 1))
+    RESULTS.write_text("\n".join([*lines, *notes]) + "\n")
+
+
+def _last_results() -> tuple[dict[str, str], list[str]]:
+    """The last results' table rows by mutant name (unmarked), and the lines after the table."""
+    text = RESULTS.read_text().splitlines() if RESULTS.exists() else []
+    table = [i for i, line in enumerate(text) if line.startswith("| ")]
+    rows = {}
+    for i in table[2:]:  # past the header and its rule
+        line = text[i].replace(" (earlier) |", " |", 1)
+        rows[line.split(" | ")[0].removeprefix("| ")] = line
+    return rows, text[table[-1] + 1 :] if table else []
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ Two value formats, each its own subject and topic:
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -45,6 +47,11 @@ PUBLISH_TIMEOUT_S: Final = 30.0
 #: seconds more once the consumer stops: then the rows wait in the store instead
 STOPPING_TIMEOUT_S: Final = 5.0
 FLUSH_SLICE_S: Final = 0.25
+#: Test-only hook (tests/integration/test_metrics_topic.py), inert unless set to a number N:
+#: a publication pass that has produced N records with more to go has Kafka acknowledge
+#: those N, then SIGKILLs this process before the pass's mark moves: a crash certainly in
+#: the middle of a publication.
+KILL_MID_PUBLICATION_ENV: Final = "CONVMETRICS_TEST_KILL_MID_PUBLICATION"
 
 
 def metrics_key(row: MetricRow) -> str:
@@ -169,6 +176,7 @@ class MetricsTopicPublisher:
             )
         )
         self.published = 0
+        self._kill_after = _kill_mid_publication_after()  # None: the hook is off
 
     def publish_pending(
         self, store: Store, partitions: list[int], *, stopping: threading.Event | None = None
@@ -192,10 +200,14 @@ class MetricsTopicPublisher:
                 return total
             now_ms = time.time_ns() // 1_000_000
             headers: list[tuple[str, str | bytes | None]] = list(self.codec.headers(self.subject))
+            produced = 0
             for row in rows:
                 record = self.record(row, store.registry, now_ms)
                 if record is None:
                     continue
+                if produced == self._kill_after:  # never while the test-only hook is off
+                    self._kill_mid_publication(produced, len(rows))
+                produced += 1
                 self.producer.produce(
                     self.topic, key=metrics_key(row), value=self.codec.encode(record), headers=headers
                 )
@@ -217,6 +229,18 @@ class MetricsTopicPublisher:
             total += len(rows)
             self.published += len(rows)
 
+    def _kill_mid_publication(self, produced: int, rows: int) -> None:
+        """The test-only hook (KILL_MID_PUBLICATION_ENV): these rows on the broker, the
+        rest not, the mark not moved, the process gone."""
+        self.producer.flush(PUBLISH_TIMEOUT_S)
+        log.warning(
+            "%s: killing this process after %d records, before the next of this pass's %d rows",
+            KILL_MID_PUBLICATION_ENV,
+            produced,
+            rows,
+        )
+        os.kill(os.getpid(), signal.SIGKILL)
+
     def _flush(self, stopping: threading.Event | None) -> int:
         """Wait for Kafka's acknowledgements (in slices, to notice a stop); the number of
         records still unacknowledged at the deadline."""
@@ -230,3 +254,13 @@ class MetricsTopicPublisher:
             if now >= deadline:
                 return int(left)
         return 0
+
+
+def _kill_mid_publication_after() -> int | None:
+    """The test-only hook's row count (KILL_MID_PUBLICATION_ENV), None when it is unset."""
+    value = os.environ.get(KILL_MID_PUBLICATION_ENV)
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"{KILL_MID_PUBLICATION_ENV}={value!r}: give a number of rows >= 1, or unset it")
+    return int(value)

@@ -183,6 +183,16 @@ def test_window_edges(t: int, minute: int, hour: int, day: int) -> None:
         )  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("t", "hour"), [(0, 0), (3599, 0), (3600, 3600), (-1, -3600), (-3600, -3600), (-3601, -7200)]
+)
+def test_an_ingest_lag_counts_in_the_hour_of_its_event(t: int, hour: int) -> None:
+    """The lag's hour floors as the windows do, before the epoch too (the compiled fold
+    floors it in its own code: the windows' test does not reach it)."""
+    f = fold(Event(CREATED, 1, 7, 1, "TELEGRAM", t, received_ms=t * 1000 + 250))
+    assert {k: list(v[:3]) for k, v in f.delta.lags.items()} == {("TELEGRAM", hour): [1, 250, 250]}
+
+
 def test_a_closure_counts_in_its_own_window_not_its_starts() -> None:
     f = fold(ev(CREATED, 1, 59), ev(CLOSED, 2, 60))
     rows = delta_rows(f.delta)

@@ -8,12 +8,13 @@ in tests/integration/test_metrics_topic.py."""
 
 from __future__ import annotations
 
+import signal
 import threading
 from typing import Any
 
 import pytest
 
-from consumer.exceptions import ConsumerError
+from consumer.exceptions import ConfigError, ConsumerError
 from consumer.fold.registry import REGISTRY
 from consumer.stream import metrics_topic
 from consumer.stream.metrics_topic import MetricsTopicPublisher
@@ -97,6 +98,7 @@ def publisher(producer: FakeProducer, monkeypatch: pytest.MonkeyPatch) -> Metric
     pub.record = lambda row, registry, now_ms: {"row": row}
     pub.codec = FakeCodec()  # type: ignore[assignment]
     pub.producer = producer  # type: ignore[assignment]
+    pub._kill_after = None
     return pub
 
 
@@ -142,3 +144,48 @@ def test_the_stopping_wait_fits_the_stop_deadline_with_the_group_leave() -> None
     from schemas.kafka import CLOSE_TIMEOUT_S
 
     assert metrics_topic.STOPPING_TIMEOUT_S + CLOSE_TIMEOUT_S < STOP_DEADLINE_S
+
+
+# -- the test-only hook that kills the process mid-publication (KILL_MID_PUBLICATION_ENV) --
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("after", [1, 2], ids=["before-the-last-row", "after-the-last-row"])
+def test_the_kill_hook_lands_only_in_the_middle_of_a_pass(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, after: int
+) -> None:
+    """With rows left it flushes those produced and kills before the mark moves; with
+    none left (N = the pass's rows) it does nothing, so a kill is always mid-publication."""
+    kills: list[int] = []
+
+    def kill(pid: int, sig: int) -> None:
+        kills.append(sig)
+        raise Killed
+
+    monkeypatch.setattr(metrics_topic.os, "kill", kill)
+    producer, store = FakeProducer(Clock(), acknowledges=True), FakeStore()
+    pub = publisher(producer, monkeypatch)
+    pub._kill_after = after
+    if after < len(store.rows):
+        with pytest.raises(Killed):
+            pub.publish_pending(store, [0])  # type: ignore[arg-type]
+        assert kills == [signal.SIGKILL] and store.marked == [] and producer.queued == 0  # flushed
+        assert "killing this process after 1 records, before the next of this pass's 2 rows" in caplog.text
+    else:
+        assert pub.publish_pending(store, [0]) == 2  # type: ignore[arg-type]
+        assert kills == [] and store.marked == [{0: 7}]
+
+
+def test_the_kill_hook_is_off_unless_set_and_refuses_a_bad_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = metrics_topic.KILL_MID_PUBLICATION_ENV
+    monkeypatch.delenv(env, raising=False)
+    assert metrics_topic._kill_mid_publication_after() is None
+    monkeypatch.setenv(env, "3")
+    assert metrics_topic._kill_mid_publication_after() == 3
+    for bad in ("0", "-1", "x"):
+        monkeypatch.setenv(env, bad)
+        with pytest.raises(ConfigError, match=env):
+            metrics_topic._kill_mid_publication_after()
