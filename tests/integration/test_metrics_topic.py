@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
 from consumer.stream.metrics_topic import KILL_MID_PUBLICATION_ENV
 from convmetrics.generate import GenerateConfig, generate_webhooks
@@ -78,6 +79,13 @@ def wait_published(store: Path, topics: list[str], proc: ConsumerProcess, timeou
         time.sleep(0.1)
 
 
+def cleanup_policies(bootstrap: str, topics: list[str]) -> dict[str, str]:
+    """Each topic's cleanup.policy, as the broker describes it."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    found = admin.describe_configs([ConfigResource(ResourceType.TOPIC, t) for t in topics])
+    return {r.name: f.result(30)["cleanup.policy"].value for r, f in found.items()}
+
+
 def records_in(bootstrap: str, topic: str) -> int:
     return sum(end_offsets(bootstrap, topic).values())  # no transactions: one offset a record
 
@@ -118,6 +126,10 @@ def test_metrics_topic_holds_the_latest_value_of_every_row(
     assert sum(stored_offsets(store).values()) > 0 and newest > 0  # it had committed,
     assert mark == 0  # its publication had not moved the mark,
     assert records_in(kafka_bootstrap, metrics_topic) == KILL_AFTER  # and KILL_AFTER rows went out
+    # the consumer made both topics compacted: Kafka keeps the latest value of each key
+    assert cleanup_policies(kafka_bootstrap, [metrics_topic, rows_topic]) == dict.fromkeys(
+        [metrics_topic, rows_topic], "compact"
+    )
 
     # the killed pass's rows go out after the next commit (docs/api.md): news for it
     produce_webhooks(kafka_bootstrap, topic, webhooks[half:])
