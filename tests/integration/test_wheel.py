@@ -12,7 +12,9 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+from consumer.fold import native as fold_native
 from convmetrics.generate import GenerateConfig, generate_webhooks
+from support import native_build
 from support.gateway import free_port
 from support.pipeline import ConsumerProcess, compare_with_truth, produce_webhooks, wait_caught_up
 from support.truth import compute_truth
@@ -26,6 +28,9 @@ def run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     return done  # type: ignore[no-any-return]
 
 
+# the wheel must carry the compiled fold: without cargo there is none to carry (skipped,
+# saying so); CI (CONVMETRICS_REQUIRE_NATIVE=1) always runs it
+@native_build.needs("the compiled fold a wheel carries", fold_native.NATIVE is not None)
 def test_a_wheel_carries_the_compiled_parts_and_runs_a_consumer(
     kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
 ) -> None:
