@@ -77,7 +77,6 @@ def replay_dead_letters(
             bootstrap, kafka, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest"
         )
     )
-    producer = Producer(client_config(bootstrap, kafka, acks="all", enable_idempotence=True))
     replayed = skipped = 0
     try:
         try:  # a one-shot command: an unreachable cluster is an error, not "0 replayed"
@@ -86,6 +85,9 @@ def replay_dead_letters(
             raise ConsumerError(
                 f"Kafka at {bootstrap} did not answer within {connect_timeout:g} s: {exc.args[0].str()}"
             ) from None
+        # made only now: a producer made before the check would still be logging its own
+        # connection failures after the error line above
+        producer = Producer(client_config(bootstrap, kafka, acks="all", enable_idempotence=True))
         consumer.subscribe([f"{topic}.dlq"])
         last_seen = time.monotonic()
         while time.monotonic() - last_seen < idle_timeout:
