@@ -388,6 +388,12 @@ def _consume(args: argparse.Namespace) -> int:
                 consumer.store, [p.partition for p in report.partitions], stopping=stopping
             )
 
+    def on_assign(partitions: list[int]) -> None:
+        # a predecessor killed mid-publication left rows unpublished: they go out now, not
+        # only after these partitions' next commit (which a quiet topic may never bring)
+        for publisher in publishers:
+            publisher.publish_pending(consumer.store, partitions, stopping=stopping)
+
     stopping = threading.Event()
     running: list[MetricsConsumer] = []
 
@@ -430,7 +436,9 @@ def _consume(args: argparse.Namespace) -> int:
             if made_publisher is None:
                 return 0
             publishers.append(made_publisher)
-        made = _when_available(lambda: MetricsConsumer(settings, on_commit=on_commit), stopping)
+        made = _when_available(
+            lambda: MetricsConsumer(settings, on_commit=on_commit, on_assign=on_assign), stopping
+        )
         if made is None:
             return 0
         consumer = made

@@ -2,8 +2,9 @@
 
 After each durable commit the consumer publishes every row its partitions changed since
 their last publication (the store keeps, per row and partition, the partition's offset
-after the commit that last changed it: an outbox), then records how far it got. A crash
-between the two republishes some rows: harmless, since the topic has upsert semantics
+after the commit that last changed it: an outbox), then records how far it got; a member
+given a partition publishes what is pending there at once. A crash between the two
+republishes some rows: harmless, since the topic has upsert semantics
 (compacted; key = grouping|key|window|window_start; the latest value per key is the
 current one).
 
@@ -189,7 +190,7 @@ class MetricsTopicPublisher:
         the consumer stops (`stopping` is set, before or during the wait), it waits at most
         STOPPING_TIMEOUT_S more and then drops what is unacknowledged with a warning: those
         rows stay unpublished in the store (their marks do not move) and go out after the
-        partition's next commit, on this consumer or the next owner. A consumer whose
+        partition's next commit here, or when its next owner is assigned it. A consumer whose
         brokers went away with it (a killed demo, a lost cluster) so stops in seconds.
         """
         total = 0

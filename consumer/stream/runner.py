@@ -128,10 +128,19 @@ class MetricsConsumer:
         store: the store (default: opened from `settings.store_url`).
         on_commit: called on the writer thread after each durable commit (metrics exporters,
             the metrics topic); exceptions are logged, never propagated.
+        on_assign: called with the partitions this member was just given, once it has claimed
+            them and before it fetches their records (the writer is idle then, so the hook may
+            use the store): the metrics topic publishes what a crashed owner left unpublished.
+            Exceptions are logged, never propagated.
     """
 
     def __init__(
-        self, settings: ConsumerSettings, *, store: Store | None = None, on_commit: CommitHook | None = None
+        self,
+        settings: ConsumerSettings,
+        *,
+        store: Store | None = None,
+        on_commit: CommitHook | None = None,
+        on_assign: Callable[[list[int]], None] | None = None,
     ) -> None:
         self.s = settings
         self.store = store or open_store(
@@ -156,6 +165,7 @@ class MetricsConsumer:
         self.next_offsets: dict[int, int] = {}  # ... of records not committed to the store yet
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.on_commit = on_commit
+        self.on_assign = on_assign
         self._last_lag = 0.0
         self.stats = Stats()
         self._stop = threading.Event()
@@ -420,6 +430,11 @@ class MetricsConsumer:
                 self.positions[tp.partition] = offset
             tp.offset = OFFSET_BEGINNING if offset is None else offset
         log.info("assigned %s", sorted((tp.partition, tp.offset) for tp in partitions))
+        if self.on_assign is not None and partitions:
+            try:
+                self.on_assign([tp.partition for tp in partitions])
+            except Exception:
+                log.exception("on assignment of %s", sorted(tp.partition for tp in partitions))
         consumer.assign(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
