@@ -302,6 +302,7 @@ class PostgresStore:
             contains=contains,
             keys=keys,
             parts=parts,
+            size=self.registry.windows.get(window),
         )
         sql = sqlgen.query(sqlgen.POSTGRES, where, "%s", self.registry, metrics)
 

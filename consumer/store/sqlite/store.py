@@ -311,6 +311,7 @@ class SqliteStore:
             contains=contains,
             keys=keys,
             parts=parts,
+            size=self.registry.windows.get(window),
         )
         query = sqlgen.query(sqlgen.SQLITE, where, "?", self.registry, metrics)
         found = self.db.execute(query, [*args, limit]).fetchall()

@@ -384,6 +384,53 @@ def test_a_query_of_some_metrics_reads_them_as_the_whole_row_holds_them(store: A
     assert picked(rows) == whole(some)
 
 
+def test_a_span_of_some_keys_finds_what_a_filter_of_every_row_finds(store: Any) -> None:
+    """A query of one key, or of one account's keys, over a bounded span lists the span's
+    window starts (`listed_starts`) instead of a range: the same rows as filtering every
+    row by key and start, at the span's edges (a start exactly at `start_from` is in, at
+    `start_to` out), unaligned, empty, and past MAX_LISTED_STARTS (the range again)."""
+    from consumer.fold import native as fold_native
+    from consumer.store.base import MAX_LISTED_STARTS
+    from support.streams import commit_stream, stream
+
+    msgs, records = stream(3000, 5)
+    commit_stream(store, fold_native.PYTHON, msgs, records, 500)
+
+    def view(rows: list[Any]) -> list[Any]:
+        return [(r.key, r.window_start, r.values, r.bins) for r in rows]
+
+    for by, win, size in (("account,channel_type", "1h", 3600), ("account", "1m", 60)):
+        every = store.query(by, win, limit=1_000_000)
+        account = every[len(every) // 2].key.split("|")[0]
+        key = every[len(every) // 3].key
+        # the edges are the chosen key's first and last starts: a query that took one
+        # window too many or too few at either end would show it
+        starts = sorted(r.window_start for r in every if r.key == key)
+        lo, hi = starts[0], starts[-1]
+        assert lo < hi
+        spans = [(lo, hi), (lo, hi + 1), (lo + 1, hi + size), (lo - 1, lo), (lo, lo + 1), (hi, hi)]
+        spans += [(lo + 1, lo + size - 1), (lo - size * MAX_LISTED_STARTS, hi + 1)]  # empty; too many
+        for a, b in spans:
+            inside = [r for r in every if a <= r.window_start < b]
+            if "," in by:  # parts of a key of several dimensions
+                got = store.query(by, win, parts={0: account}, start_from=a, start_to=b, limit=1_000_000)
+                assert view(got) == view([r for r in inside if r.key.split("|")[0] == account]), (a, b)
+            got = store.query(by, win, key=key, start_from=a, start_to=b, limit=1_000_000)
+            assert view(got) == view([r for r in inside if r.key == key]), (by, key, a, b)
+        assert store.query(by, win, key=key, start_from=lo, start_to=hi + 1, limit=1_000_000)  # not vacuous
+
+
+def test_listed_starts_at_their_bounds() -> None:
+    from consumer.store.base import MAX_LISTED_STARTS, listed_starts
+
+    assert listed_starts(3600, 3 * 3600, 3600) == [3600, 7200]  # from in, to out
+    assert listed_starts(3601, 3 * 3600 + 1, 3600) == [7200, 10800]
+    assert listed_starts(-3601, 0, 3600) == [-3600]
+    assert listed_starts(3601, 7200, 3600) == [] == listed_starts(10, 10, 60)
+    assert listed_starts(None, 60, 60) is listed_starts(0, None, 60) is listed_starts(0, 60, None) is None
+    assert len(listed_starts(0, 60 * MAX_LISTED_STARTS, 60) or []) == MAX_LISTED_STARTS
+    assert listed_starts(0, 60 * MAX_LISTED_STARTS + 1, 60) is None  # one more: the range
+
 def test_sqlite_outbox_index_is_made_by_the_first_publication(tmp_path: Path) -> None:
     """A store nobody publishes from keeps no seq index (it costs every upsert); the first
     publication makes it and still finds the rows changed before it existed."""
