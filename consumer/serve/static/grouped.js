@@ -60,6 +60,9 @@ window.convmetricsGrouped = function ({ state, getJSON, HttpError, setText, esca
     const newest = g.window === "all" || !state.newest ? null : state.newest[g.window];
     if (newest !== null && newest !== undefined) {
       q.from = String(newest - (GROUPED_SPAN[g.window] - 1) * WINDOW_SIZE[g.window]);
+      // a bounded span: the store reads an account's rows start by start, not every key's
+      // rows of the span (consumer.store.base.listed_starts)
+      q.to = String(newest + WINDOW_SIZE[g.window]);
     }
     if (cursor) q.cursor = cursor;
     return q;
