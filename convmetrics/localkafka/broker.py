@@ -52,11 +52,20 @@ def new_cluster_id() -> str:
             return cid
 
 
+def pick_free_ports(count: int, host: str = HOST) -> list[int]:
+    """`count` distinct TCP ports that were free a moment ago: all bound to port 0 at once,
+    then released (ports picked one at a time may repeat: the kernel hands a port just
+    released out again)."""
+    with contextlib.ExitStack() as held:
+        socks = [held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for sock in socks:
+            sock.bind((host, 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+
+
 def pick_free_port(host: str = HOST) -> int:
     """Return a TCP port that was free a moment ago (bound to port 0, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    return pick_free_ports(1, host)[0]
 
 
 def render_server_properties(
@@ -132,8 +141,9 @@ class LocalBroker:
         start_timeout: float = 60.0,
         on_download: Callable[[str], None] | None = None,
     ) -> None:
-        self.port = port or pick_free_port()
-        self.controller_port = pick_free_port()
+        picked = pick_free_ports(2)  # the controller's port never equals the broker's
+        self.port = port or picked[0]
+        self.controller_port = picked[1] if picked[1] != self.port else picked[0]
         self._owns_data = data_dir is None
         self.data_dir = Path(tempfile.mkdtemp(prefix="localkafka-")) if data_dir is None else Path(data_dir)
         self.kafka_home = kafka_home

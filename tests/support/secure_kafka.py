@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from convmetrics.localkafka import LocalBroker
-from convmetrics.localkafka.broker import HOST, pick_free_port
+from convmetrics.localkafka.broker import HOST, pick_free_ports
 
 USER = "convmetrics"
 PASSWORD = "s3cret-Scram-pw"  # the test's own credential; a wrong one must be refused
@@ -119,7 +119,7 @@ def make_certificates(folder: Path) -> tuple[Path, Path]:
 def start_secured_broker(local_broker: Callable[..., LocalBroker], folder: Path) -> SecuredBroker:
     """A broker (from the `local_broker` fixture) with a SASL_SSL listener and one SCRAM user."""
     ca, keystore = make_certificates(folder / "tls")
-    plain, secured, controller = pick_free_port(), pick_free_port(), pick_free_port()
+    plain, secured, controller = pick_free_ports(3)  # distinct: two listeners on one port fail
     props: dict[str, Any] = {
         "listeners": f"PLAINTEXT://{HOST}:{plain},SASL_SSL://{HOST}:{secured},CONTROLLER://{HOST}:{controller}",
         "advertised.listeners": f"PLAINTEXT://{HOST}:{plain},SASL_SSL://{HOST}:{secured}",
