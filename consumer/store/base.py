@@ -266,19 +266,21 @@ def rank_rows(
         size=registry.windows.get(r.window),
     )
     mark = dialect.mark
-    found = fetch(
-        sqlgen.ranked(registry, r.by, where, mark, r.value, r.descending, r.metrics),
-        (*args, r.limit, r.offset),
-    )
+    ranking = sqlgen.ranked(registry, r.by, where, mark, r.value, r.descending)
+    found = fetch(ranking, (*args, r.limit, r.offset))
     if not found:  # past the end (or nothing at all): count what there is
         counted = fetch(
             f"SELECT count(*) FROM (SELECT 1 FROM metric_rows WHERE {where} GROUP BY start, key) g",
             tuple(args),
         )
         return [], int(counted[0][0])
-    rows = [f[:-1] for f in found]
-    starts = [f[1] for f in rows]
-    bins = page_bins(r.by, r.window, sorted({f[0] for f in rows}), min(starts), max(starts))
+    keys, starts = sorted({f[0] for f in found}), {f[1] for f in found}
+    page = sqlgen.page(dialect, registry, starts, r.metrics)
+    merged = fetch(page, (r.by, r.window, dialect.list_arg(keys)))
+    values = {(m[1], m[0]): m for m in merged}
+    # in rank order; a row purged between the two reads is left out
+    rows = [values[(f[1], f[0])] for f in found if (f[1], f[0]) in values]
+    bins = page_bins(r.by, r.window, keys, min(starts), max(starts))
     return build_rows(r.by, r.window, rows, bins, registry, r.metrics), int(found[0][-1])
 
 
@@ -315,21 +317,17 @@ def build_rows(
     for start, k, b, n in bins:
         if (start, k) in wanted:
             sketches[(start, k)].append((b, n))
-    return [metric_row(by, window, r, sketches.get((r[1], r[0]), []), registry, metrics) for r in found]
+    names = registry.columns_of(metrics)
+    return [metric_row(by, window, r, sketches.get((r[1], r[0]), []), names) for r in found]
 
 
 def metric_row(
-    by: str,
-    window: str,
-    columns: tuple[Any, ...],
-    bins: Iterable[tuple[int, int]],
-    registry: Registry = REGISTRY,
-    metrics: Collection[str] | None = None,
+    by: str, window: str, found: tuple[Any, ...], bins: Iterable[tuple[int, int]], names: Sequence[str]
 ) -> MetricRow:
-    """A MetricRow from a merged `query` tuple (key, start, values...: the columns of
-    `metrics`, None: all) and its (bin, n) pairs."""
-    values = dict(zip(registry.columns_of(metrics), columns[2:], strict=True))
-    return MetricRow(by, columns[0], window, columns[1], values, tuple(bins))
+    """A MetricRow from a merged `query` tuple (key, start, values...) whose values are the
+    columns `names` (`Registry.columns_of`, worked out once per query), and its (bin, n) pairs."""
+    values = dict(zip(names, found[2:], strict=True))
+    return MetricRow(by, found[0], window, found[1], values, tuple(bins))
 
 
 def outbox_keys(

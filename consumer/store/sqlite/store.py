@@ -315,7 +315,8 @@ class SqliteStore:
         )
         query = sqlgen.query(sqlgen.SQLITE, where, "?", self.registry, metrics)
         found = self.db.execute(query, [*args, limit]).fetchall()
-        return [metric_row(by, window, r[:-1], unpack(r[-1]), self.registry, metrics) for r in found]
+        names = self.registry.columns_of(metrics)
+        return [metric_row(by, window, r[:-1], unpack(r[-1]), names) for r in found]
 
     def backlog(
         self, by: str, *, key: str | None = None, parts: Mapping[int, str] | None = None

@@ -189,3 +189,15 @@ def test_what_the_full_set_has_is_accepted() -> None:
     assert parse_query({"by": "account", "window": "all", "sort": "closures"}, CLOSURES).sort == "closures"
     with pytest.raises(QueryError, match="account id"):  # an integer grouping of the store's set
         parse_query({"by": "account", "window": "all", "keys": "1,x"}, CLOSURES)
+
+
+def test_listed_starts_at_their_bounds() -> None:
+    from consumer.store.base import MAX_LISTED_STARTS, listed_starts
+
+    assert listed_starts(3600, 3 * 3600, 3600) == [3600, 7200]  # from in, to out
+    assert listed_starts(3601, 3 * 3600 + 1, 3600) == [7200, 10800]
+    assert listed_starts(-3601, 0, 3600) == [-3600]
+    assert listed_starts(3601, 7200, 3600) == [] == listed_starts(10, 10, 60)
+    assert listed_starts(None, 60, 60) is listed_starts(0, None, 60) is listed_starts(0, 60, None) is None
+    assert len(listed_starts(0, 60 * MAX_LISTED_STARTS, 60) or []) == MAX_LISTED_STARTS
+    assert listed_starts(0, 60 * MAX_LISTED_STARTS + 1, 60) is None  # one more: the range

@@ -382,6 +382,13 @@ def test_a_query_of_some_metrics_reads_them_as_the_whole_row_holds_them(store: A
     (rows, total), (some, counted) = store.rank(ranking), store.rank(replace(ranking, metrics=shown))
     assert len(rows) == 20 and total == counted
     assert picked(rows) == whole(some)
+    # a ranked page of many starts and keys: each row as a query of it finds it (the page's
+    # values are read after the ranking, by start and key)
+    page, _ = store.rank(Ranking("account", "1h", "closures", limit=60))
+    assert len(page) == 60 and len({r.window_start for r in page}) > 1
+    for r in page:
+        one = store.query("account", "1h", key=r.key, start_from=r.window_start, start_to=r.window_start + 1)
+        assert [r] == one
 
 
 def test_a_span_of_some_keys_finds_what_a_filter_of_every_row_finds(store: Any) -> None:
@@ -419,17 +426,6 @@ def test_a_span_of_some_keys_finds_what_a_filter_of_every_row_finds(store: Any) 
             assert view(got) == view([r for r in inside if r.key == key]), (by, key, a, b)
         assert store.query(by, win, key=key, start_from=lo, start_to=hi + 1, limit=1_000_000)  # not vacuous
 
-
-def test_listed_starts_at_their_bounds() -> None:
-    from consumer.store.base import MAX_LISTED_STARTS, listed_starts
-
-    assert listed_starts(3600, 3 * 3600, 3600) == [3600, 7200]  # from in, to out
-    assert listed_starts(3601, 3 * 3600 + 1, 3600) == [7200, 10800]
-    assert listed_starts(-3601, 0, 3600) == [-3600]
-    assert listed_starts(3601, 7200, 3600) == [] == listed_starts(10, 10, 60)
-    assert listed_starts(None, 60, 60) is listed_starts(0, None, 60) is listed_starts(0, 60, None) is None
-    assert len(listed_starts(0, 60 * MAX_LISTED_STARTS, 60) or []) == MAX_LISTED_STARTS
-    assert listed_starts(0, 60 * MAX_LISTED_STARTS + 1, 60) is None  # one more: the range
 
 def test_sqlite_outbox_index_is_made_by_the_first_publication(tmp_path: Path) -> None:
     """A store nobody publishes from keeps no seq index (it costs every upsert); the first
