@@ -4,7 +4,6 @@ SIGKILL, rebalances and poison records (issue: consumer group)."""
 from __future__ import annotations
 
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from consumer.stream.dlq import H_ERROR_TYPE, H_OFFSET, H_PARTITION, H_TOPIC
 from convmetrics.generate import GenerateConfig, generate_webhooks
 from schemas import conversation_codec
+from support.gateway import free_port
 from support.pipeline import (
     ConsumerProcess,
     compare_with_truth,
@@ -29,12 +29,6 @@ from support.pipeline import (
     wait_progress,
 )
 from support.truth import compute_truth
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def stream(seed: int, events: int) -> list[dict[str, Any]]:

@@ -9,7 +9,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import pytest
 from playwright.sync_api import BrowserContext, Page, sync_playwright
 
 from convmetrics.generate import GenerateConfig, generate_webhooks
+from support.gateway import free_port
 from support.pipeline import ConsumerProcess, fetch_metrics, fetch_rows, produce_webhooks, wait_caught_up
 
 CHROMIUM = os.environ.get("CONVMETRICS_CHROMIUM", "/usr/bin/chromium")
@@ -41,11 +41,6 @@ CHROMIUM_ARGS = [
 ARTIFACTS = Path(os.environ.get("CONVMETRICS_ARTIFACTS", Path(__file__).resolve().parents[2] / "artifacts"))
 HOUR = 3600
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def webhooks(seed: int, events: int, start: int) -> list[dict[str, Any]]:

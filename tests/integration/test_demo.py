@@ -13,11 +13,7 @@ from pathlib import Path
 
 import httpx
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from support.gateway import free_ports
 
 
 def listening(port: int) -> bool:
@@ -44,7 +40,7 @@ def demo_env() -> dict[str, str]:
 
 
 def test_demo_streams_counts_and_cleans_up(tmp_path: Path) -> None:
-    gw, api = free_port(), free_port()
+    gw, api = free_ports(2)
     out = subprocess.run(
         [sys.executable, "-m", "convmetrics", "demo", "--once", "--events", "3000",
          "--data-dir", str(tmp_path), "--gateway-port", str(gw), "--api-port", str(api)],
@@ -59,7 +55,7 @@ def test_demo_streams_counts_and_cleans_up(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
-    gw, api = free_port(), free_port()
+    gw, api = free_ports(2)
     proc = subprocess.Popen(
         [sys.executable, "-m", "convmetrics", "demo", "--events", "500", "--keep-running",
          "--data-dir", str(tmp_path), "--gateway-port", str(gw), "--api-port", str(api)],
@@ -88,7 +84,7 @@ def test_the_demo_runs_live_on_events_timed_around_now_until_ctrl_c(tmp_path: Pa
     with data is now's, not 2023's), a live trickle keeps adding events timed as they are
     sent (the totals grow while it runs), its consumer folds every metric (the dashboard's
     grouped table has them all), and Ctrl-C stops it and everything it started."""
-    gw, api = free_port(), free_port()
+    gw, api = free_ports(2)
     log = tmp_path / "demo.err"
     with open(log, "w") as err:
         proc = subprocess.Popen(

@@ -25,6 +25,7 @@ from consumer.stream.runner import GC_THRESHOLD, MetricsConsumer
 from consumer.stream.settings import ConsumerSettings
 from convmetrics.generate import GenerateConfig, generate_webhooks
 from schemas import conversation_codec
+from support.gateway import free_port
 from support.pipeline import (
     ConsumerProcess,
     fetch_metrics,
@@ -37,13 +38,6 @@ from support.truth import dedupe
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def scrape(url: str) -> Samples:

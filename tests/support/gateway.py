@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -13,13 +12,9 @@ from pathlib import Path
 
 import httpx
 
+from convmetrics.localkafka.broker import pick_free_port as free_port
+from convmetrics.localkafka.broker import pick_free_ports as free_ports  # noqa: F401
 from convmetrics.process import ending_with_parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class GatewayProcess:

@@ -34,15 +34,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
+from convmetrics.localkafka.broker import pick_free_port as free_port
+
 ENV_URL = "CONVMETRICS_POSTGRES_URL"
 #: the non-root account a local server runs as when the tests run as root
 SERVER_USER = "nobody"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def with_database(url: str, database: str) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,14 +24,10 @@ from consumer.fold.windows import WINDOWS
 from consumer.serve.server import serve_in_thread
 from consumer.store import PartitionCommit
 from consumer.store.sqlite import SqliteStore
+from support.gateway import free_port
 
 DAY = 1_699_920_000
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
