@@ -5,7 +5,9 @@
 //! `Delta` handed to the stores, so either implementation reads what the other wrote.
 //! What differs is where the work happens: the records' fields are read straight from the
 //! decoded dicts, the event id digest, the dedupe lookup, the bisection and the facts are
-//! native, and a whole consumed batch is folded by one call (`apply_batch`).
+//! native, and a whole consumed batch is folded by one call (`apply_batch`). In memory, the
+//! idle conversations of the closures set are kept in a compact binary form (`compact`),
+//! turned into that JSON text wherever they leave the fold.
 //! `tests/unit/consumer/test_fold_native.py` holds both implementations equal.
 
 use foldhash::{HashMap, HashMapExt};
@@ -476,6 +478,26 @@ fn last_time_of(blob: &str) -> PyResult<i64> {
         .ok_or_else(|| PyValueError::new_err(format!("not a stored conversation: {:.40}", blob)))
 }
 
+/// The newest event time of an idle conversation, JSON or compact.
+fn idle_last_time(blob: &[u8]) -> PyResult<i64> {
+    if blob.first() == Some(&compact::TAG) {
+        return compact::last_time(blob).map_err(PyValueError::new_err);
+    }
+    last_time_of(&String::from_utf8_lossy(blob))
+}
+
+/// An idle conversation as the JSON text the store keeps.
+fn idle_json(blob: &[u8]) -> PyResult<std::borrow::Cow<'_, str>> {
+    if blob.first() == Some(&compact::TAG) {
+        return compact::to_json(blob)
+            .map(Into::into)
+            .map_err(PyValueError::new_err);
+    }
+    std::str::from_utf8(blob)
+        .map(Into::into)
+        .map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
 /// Event-time arithmetic beyond 64 bits fails loudly, as the reference's does when the
 /// value reaches the store (Python ints do not wrap; the store's integers are 64-bit).
 fn overflow() -> PyErr {
@@ -503,7 +525,9 @@ pub struct PartitionFold {
     max_seen: usize,
     #[pyo3(get)]
     duplicates: i64,
-    idle: HashMap<(i64, i64), Box<str>>,
+    /// idle conversations: their JSON text as stored, or compact (`compact`: the closures
+    /// set's, once the fold has written them)
+    idle: HashMap<(i64, i64), Box<[u8]>>,
     hot: HashMap<(i64, i64), Conv>,
     pending: Pending,
     channels: Channels,
@@ -557,11 +581,16 @@ fn parse(
     channels: &mut Channels,
     py: Python<'_>,
     key: (i64, i64),
-    blob: &str,
+    blob: &[u8],
     firsts: bool,
     gauges: bool,
 ) -> PyResult<Conv> {
-    let c: ConvIn = serde_json::from_str(blob).map_err(|e| {
+    let read = if blob.first() == Some(&compact::TAG) {
+        compact::decode(blob)
+    } else {
+        serde_json::from_slice::<ConvIn>(blob).map_err(|e| e.to_string())
+    };
+    let c = read.map_err(|e| {
         PyValueError::new_err(format!(
             "stored state of conversation {key:?} is not a conversation: {e}"
         ))
@@ -626,6 +655,18 @@ fn parse(
 }
 
 impl PartitionFold {
+    /// The compact form of a closures-set conversation (`compact`); None for the others.
+    fn compact(&self, c: &Conv) -> Option<Box<[u8]>> {
+        if c.firsts {
+            return None;
+        }
+        let closures = c.closures.iter().map(|x| {
+            let ch = self.channels.names[x.ch as usize].as_str();
+            (x.hash, x.closed, ch, x.start, x.inbox, x.app)
+        });
+        compact::encode(c.last, &c.starts, closures, &c.seen)
+    }
+
     fn encode(&self, c: &Conv) -> String {
         let closures = c
             .closures
@@ -1320,7 +1361,7 @@ impl PartitionFold {
             for (k, v) in idle.iter() {
                 let key: (i64, i64) = k.extract()?;
                 let blob: String = v.extract()?;
-                map.insert(key, blob.into_boxed_str());
+                map.insert(key, blob.into_bytes().into_boxed_slice());
             }
         }
         Ok(PartitionFold {
@@ -1371,7 +1412,7 @@ impl PartitionFold {
     fn conversations<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let out = PyDict::new(py);
         for (k, b) in &self.idle {
-            out.set_item(*k, &**b)?;
+            out.set_item(*k, &*idle_json(b)?)?;
         }
         Ok(out)
     }
@@ -1387,7 +1428,7 @@ impl PartitionFold {
             text.push('[');
             write_mem_key(&mut text, *k);
             text.push(',');
-            text.push_str(&serde_json::to_string(&**b).expect("JSON of a str"));
+            text.push_str(&serde_json::to_string(&*idle_json(b)?).expect("JSON of a str"));
             text.push(']');
             n += 1;
             if n == chunk {
@@ -1418,7 +1459,10 @@ impl PartitionFold {
         for (k, conv) in hot {
             let text = self.encode(&conv);
             changed.set_item(k, PyString::new(py, &text))?;
-            self.idle.insert(k, text.into_boxed_str());
+            let kept = self
+                .compact(&conv)
+                .unwrap_or_else(|| text.into_bytes().into_boxed_slice());
+            self.idle.insert(k, kept);
         }
         if self.channels.names.len() > MAX_CHANNEL_NAMES {
             self.channels = Channels::default(); // pending and hot are empty: no index is left
@@ -1438,7 +1482,7 @@ impl PartitionFold {
         let horizon = self.watermark.saturating_sub(ttl);
         let mut by_age: Vec<(i64, (i64, i64))> = Vec::with_capacity(self.idle.len());
         for (k, b) in &self.idle {
-            by_age.push((last_time_of(b)?, *k));
+            by_age.push((idle_last_time(b)?, *k));
         }
         let mut gone: Vec<(i64, i64)> = by_age
             .iter()
@@ -1568,6 +1612,7 @@ fn bin_of_py(seconds: i64) -> PyResult<i64> {
 }
 
 mod bins_sql;
+mod compact;
 mod packed_rows;
 
 #[pymodule]
