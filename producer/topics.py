@@ -10,7 +10,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from producer.exceptions import TopicError
-from schemas.kafka import client_config
+from schemas.kafka import client_config, unreachable
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def ensure_topic(
     try:
         meta = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
-        raise TopicError(f"Kafka at {bootstrap_servers} did not answer within {timeout:g} s: {exc}") from None
+        raise TopicError(unreachable(bootstrap_servers, timeout, exc)) from None
     if topic in meta.topics and meta.topics[topic].error is None:
         return False
     future = admin.create_topics([NewTopic(topic, partitions, replication_factor)])[topic]

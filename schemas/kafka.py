@@ -124,6 +124,14 @@ def client_config(bootstrap: str, kafka: Mapping[str, str] | None, **own: Any) -
     }
 
 
+def unreachable(bootstrap: str, timeout: float, exc: KafkaException) -> str:
+    """The line a one-shot step says when the cluster did not answer: librdkafka's own
+    reason (`Failed to get metadata: Local: Broker transport failure`), not the error's repr."""
+    err = exc.args[0] if exc.args else None
+    reason = err.str() if isinstance(err, KafkaError) else str(exc)
+    return f"Kafka at {bootstrap} did not answer within {timeout:g} s: {reason}"
+
+
 def from_environment(environ: Mapping[str, str]) -> dict[str, str]:
     out = {}
     for name, value in environ.items():

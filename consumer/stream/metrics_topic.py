@@ -37,7 +37,7 @@ from consumer.store.render import row_json
 from schemas import subject
 from schemas.confluent import WireFormat
 from schemas.exceptions import RegistryError, RegistryUnavailableError
-from schemas.kafka import client_config
+from schemas.kafka import client_config, unreachable
 from schemas.schema_registry import DEFAULT_TOPICS, RegistrySettings, writer_codec
 
 METRICS_TOPIC = DEFAULT_TOPICS["closure_metrics"]
@@ -127,9 +127,7 @@ def ensure_compacted_topic(
         if topic in admin.list_topics(timeout=timeout).topics:
             return
     except KafkaException as exc:
-        raise KafkaUnavailableError(
-            f"Kafka at {bootstrap} did not answer within {timeout:g} s: {exc}"
-        ) from None
+        raise KafkaUnavailableError(unreachable(bootstrap, timeout, exc)) from None
     future = admin.create_topics([NewTopic(topic, partitions, 1, config={"cleanup.policy": "compact"})])[
         topic
     ]

@@ -13,7 +13,7 @@ from consumer.stream.dlq import original_headers, source_of
 from schemas import codec, confluent
 from schemas.confluent import WireFormat
 from schemas.exceptions import RegistryError
-from schemas.kafka import client_config, close_consumer
+from schemas.kafka import client_config, close_consumer, unreachable
 from schemas.registry import SchemaVersion, subject, subject_names
 from schemas.schema_registry import RegistryClient, RegistrySettings
 
@@ -82,9 +82,7 @@ def replay_dead_letters(
         try:  # a one-shot command: an unreachable cluster is an error, not "0 replayed"
             consumer.list_topics(timeout=connect_timeout)
         except KafkaException as exc:
-            raise ConsumerError(
-                f"Kafka at {bootstrap} did not answer within {connect_timeout:g} s: {exc.args[0].str()}"
-            ) from None
+            raise ConsumerError(unreachable(bootstrap, connect_timeout, exc)) from None
         # made only now: a producer made before the check would still be logging its own
         # connection failures after the error line above
         producer = Producer(client_config(bootstrap, kafka, acks="all", enable_idempotence=True))

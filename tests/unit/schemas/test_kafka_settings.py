@@ -188,3 +188,15 @@ def test_a_close_that_ends_is_waited_for() -> None:
     fine = _StuckConsumer(stuck=False)
     assert kafka.close_consumer(fine, timeout=5) is True  # type: ignore[arg-type]
     assert fine.closed.is_set()
+
+
+def test_an_unreachable_cluster_is_said_with_librdkafkas_reason_not_a_repr() -> None:
+    from confluent_kafka import KafkaError, KafkaException
+
+    from schemas.kafka import unreachable
+
+    reason = "Failed to get metadata: Local: Broker transport failure"
+    exc = KafkaException(KafkaError(KafkaError._TRANSPORT, reason))
+    assert unreachable("h:1", 10, exc) == f"Kafka at h:1 did not answer within 10 s: {reason}"
+    plain = unreachable("h:1", 2.5, KafkaException("plain"))
+    assert plain == "Kafka at h:1 did not answer within 2.5 s: plain"
