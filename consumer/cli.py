@@ -381,18 +381,16 @@ def _consume(args: argparse.Namespace) -> int:
 
     publishers: list[MetricsTopicPublisher] = []
 
-    def on_commit(report: CommitReport) -> None:
-        metrics.on_commit(report)
-        for publisher in publishers:
-            publisher.publish_pending(
-                consumer.store, [p.partition for p in report.partitions], stopping=stopping
-            )
-
-    def on_assign(partitions: list[int]) -> None:
-        # a predecessor killed mid-publication left rows unpublished: they go out now, not
-        # only after these partitions' next commit (which a quiet topic may never bring)
+    def publish(partitions: list[int]) -> None:
+        """What these partitions left unpublished, to every metrics topic: after each commit,
+        and on assignment (a predecessor killed mid-publication left rows that a quiet
+        topic's next commit may never bring)."""
         for publisher in publishers:
             publisher.publish_pending(consumer.store, partitions, stopping=stopping)
+
+    def on_commit(report: CommitReport) -> None:
+        metrics.on_commit(report)
+        publish([p.partition for p in report.partitions])
 
     stopping = threading.Event()
     running: list[MetricsConsumer] = []
@@ -437,7 +435,7 @@ def _consume(args: argparse.Namespace) -> int:
                 return 0
             publishers.append(made_publisher)
         made = _when_available(
-            lambda: MetricsConsumer(settings, on_commit=on_commit, on_assign=on_assign), stopping
+            lambda: MetricsConsumer(settings, on_commit=on_commit, on_assign=publish), stopping
         )
         if made is None:
             return 0

@@ -118,8 +118,8 @@ def row_filter(
     args: list[Any] = [by, window]
     narrowed = key is not None or keys is not None or (parts is not None and 0 in parts)
     starts = listed_starts(start_from, start_to, size) if narrowed else None
-    if starts is not None:  # integers this function made: safe to write into the SQL
-        where.append(f"start IN ({', '.join(map(str, starts))})" if starts else "0 = 1")
+    if starts is not None:
+        where.append(sqlgen.starts_in(starts))
         start_from = start_to = None
     clauses = (
         ("key = {}", key),

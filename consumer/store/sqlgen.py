@@ -492,11 +492,18 @@ def page(
     (integers, written into the SQL); its arguments: the grouping, the window and the keys
     (`Dialect.list_arg`). The primary key (by, win, start, key, ...) is a point per start
     and key."""
-    listed = ", ".join(str(int(s)) for s in sorted(starts))
     return (
         f"SELECT key, start, {merged_columns(registry, metrics)} FROM metric_rows WHERE by = {d.mark} "
-        f"AND win = {d.mark} AND start IN ({listed}) AND {d.one_of('key')} GROUP BY start, key"
+        f"AND win = {d.mark} AND {starts_in(starts)} AND {d.one_of('key')} GROUP BY start, key"
     )
+
+
+def starts_in(starts: Collection[int]) -> str:
+    """`start` one of these window starts, written into the SQL (integers: nothing to
+    escape; a list the primary key seeks start by start); none: no row."""
+    if not starts:
+        return "0 = 1"
+    return f"start IN ({', '.join(str(int(s)) for s in sorted(starts))})"
 
 
 def key_filter(registry: Registry, grouping: str, key: str, mark: str) -> tuple[str, list[object]]:

@@ -169,11 +169,7 @@ pub fn to_json(blob: &[u8]) -> Result<String, String> {
     let closures =
         c.2.iter()
             .map(|ClosureIn(hash, closed, ch, start, inbox, app)| {
-                if inbox.is_none() && app.is_none() {
-                    ClosureOut::Short(*hash, *closed, ch, *start)
-                } else {
-                    ClosureOut::Full(*hash, *closed, ch, *start, *inbox, *app)
-                }
+                ClosureOut::of(*hash, *closed, ch, *start, *inbox, *app)
             })
             .collect();
     serde_json::to_string(&ConvOut::Short(c.0, &c.1, closures, &c.3)).map_err(|e| e.to_string())

@@ -277,6 +277,25 @@ enum ClosureOut<'a> {
     Full(i64, i64, &'a str, Option<i64>, Option<i64>, Option<i64>),
 }
 
+impl<'a> ClosureOut<'a> {
+    /// A closure as stored: `[hash, closed, channel type, start]`, with inbox and app
+    /// after them only where it has one of them.
+    fn of(
+        hash: i64,
+        closed: i64,
+        ch: &'a str,
+        start: Option<i64>,
+        inbox: Option<i64>,
+        app: Option<i64>,
+    ) -> Self {
+        if inbox.is_none() && app.is_none() {
+            ClosureOut::Short(hash, closed, ch, start)
+        } else {
+            ClosureOut::Full(hash, closed, ch, start, inbox, app)
+        }
+    }
+}
+
 /// An assignment as stored: `[assigned_at, event id, channel type, inbox, app]`.
 type AssignOut<'a> = (i64, &'a str, &'a str, Option<i64>, Option<i64>);
 
@@ -673,11 +692,7 @@ impl PartitionFold {
             .iter()
             .map(|x| {
                 let ch = self.channels.names[x.ch as usize].as_str();
-                if x.inbox.is_none() && x.app.is_none() {
-                    ClosureOut::Short(x.hash, x.closed, ch, x.start)
-                } else {
-                    ClosureOut::Full(x.hash, x.closed, ch, x.start, x.inbox, x.app)
-                }
+                ClosureOut::of(x.hash, x.closed, ch, x.start, x.inbox, x.app)
             })
             .collect();
         let out = if c.firsts {

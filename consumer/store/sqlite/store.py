@@ -339,10 +339,11 @@ class SqliteStore:
         def page_bins(
             by: str, window: str, keys: list[str], lo: int, hi: int
         ) -> list[tuple[int, str, int, int]]:
+            d = sqlgen.SQLITE
             found = self.db.execute(
                 "SELECT start, key, bins_union(bins) FROM metric_rows WHERE by=? AND win=? AND start "
-                "BETWEEN ? AND ? AND key IN (SELECT value FROM json_each(?)) GROUP BY start, key",
-                (by, window, lo, hi, orjson.dumps(keys)),
+                f"BETWEEN ? AND ? AND {d.one_of('key')} GROUP BY start, key",
+                (by, window, lo, hi, d.list_arg(keys)),
             )
             return [(start, k, b, n) for start, k, blob in found for b, n in unpack(blob)]
 
