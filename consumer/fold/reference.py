@@ -301,8 +301,10 @@ class PartitionFold:
             return
         if fact is not None:
             self.delta.facts.append(tuple(fact))
-        if new is not None and _by_time_and_id(mine) > _by_time_and_id(new):
-            conv[ASSIGNS].remove(mine)  # after the counted one: it can never count
+        if new is not None and _by_time_and_id(mine) >= _by_time_and_id(new):
+            # after the counted one (or its equal: a redelivery the dedupe memory had
+            # forgotten, kept after it by insort): it can never count
+            conv[ASSIGNS].remove(mine)
 
     def _created(self, e: Event, conv: Conversation) -> None:
         """A created event arrived: the conversation's created time may move earlier, and
