@@ -20,8 +20,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import itertools
 import os
 import platform
+import re
 import sqlite3
 import subprocess
 import sys
@@ -29,6 +31,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -117,8 +120,9 @@ def offsets_reader(store: str) -> Callable[[], int]:
     return read_pg
 
 
-def run(bootstrap: str, topic: str, total: int, store: str, procs: int, logdir: Path) -> float:
-    """Events/s from the first commit to every partition committed to its end."""
+def run(bootstrap: str, topic: str, total: int, store: str, procs: int, logdir: Path) -> tuple[float, float]:
+    """Events/s from the first commit to every partition committed to its end, and the time
+    (epoch seconds) of that first commit."""
     group = f"bench-{uuid.uuid4().hex[:8]}"
     cmd = [sys.executable, "-m", "convmetrics", "consume", "--bootstrap-servers", bootstrap, "--topic", topic,
            "--store", store, "--group", group]  # fmt: skip
@@ -128,15 +132,15 @@ def run(bootstrap: str, topic: str, total: int, store: str, procs: int, logdir: 
     ]
     committed = offsets_reader(store)
     try:
-        t0, n0 = None, 0
+        t0, n0, first = None, 0, 0.0
         deadline = time.monotonic() + 1800
         while time.monotonic() < deadline:
             n = committed()
             now = time.perf_counter()
             if t0 is None and n > 0:
-                t0, n0 = now, n
+                t0, n0, first = now, n, time.time()
             if n >= total and t0 is not None:
-                return (total - n0) / (now - t0) if now > t0 else float("nan")
+                return ((total - n0) / (now - t0) if now > t0 else float("nan")), first
             for c in children:
                 if c.poll() is not None:
                     raise SystemExit(f"consumer exited {c.returncode}: see {logdir}")
@@ -151,9 +155,15 @@ def run(bootstrap: str, topic: str, total: int, store: str, procs: int, logdir: 
             log.close()
 
 
-def log_lock_waits(pg: PostgresServer) -> Callable[[], int | None]:
-    """Turn on lock-wait logging (20 ms); returns a counter of "still waiting for" lines
-    logged since the call (None where the server's log cannot be read)."""
+@dataclass(frozen=True)
+class LockWait:
+    at: float  # epoch seconds, from the log line's prefix (%m: milliseconds, UTC)
+    text: str  # the "still waiting for" line and the DETAIL/CONTEXT/STATEMENT lines after it
+
+
+def log_lock_waits(pg: PostgresServer) -> Callable[[], list[LockWait] | None]:
+    """Turn on lock-wait logging (20 ms); returns a reader of the waits logged since the
+    call (None where the server's log cannot be read)."""
     with psycopg.connect(pg.url, autocommit=True) as conn:
         conn.execute("ALTER SYSTEM SET log_lock_waits = on")
         conn.execute("ALTER SYSTEM SET deadlock_timeout = '20ms'")
@@ -163,12 +173,21 @@ def log_lock_waits(pg: PostgresServer) -> Callable[[], int | None]:
     log = pg.local.log
     start = log.stat().st_size
 
-    def count() -> int:
+    def waits() -> list[LockWait]:
         with open(log, "rb") as f:
             f.seek(start)
-            return f.read().count(b"still waiting for")
+            lines = f.read().decode(errors="replace").splitlines()
+        found = []
+        for i, line in enumerate(lines):
+            if "still waiting for" in line:
+                after = itertools.takewhile(
+                    lambda t: re.search(r"(DETAIL|CONTEXT|STATEMENT):", t) is not None, lines[i + 1 : i + 6]
+                )
+                at = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S.%f")
+                found.append(LockWait(at.replace(tzinfo=datetime.UTC).timestamp(), "\n".join([line, *after])))
+        return found
 
-    return count
+    return waits
 
 
 def main() -> None:
@@ -181,22 +200,27 @@ def main() -> None:
         topic, total = produce(bootstrap, args.events)
         assert sum(end_offsets(bootstrap, topic).values()) == total
         figures: dict[tuple[str, int], float] = {}
-        waits: dict[int, int | None] = {}
+        # the waits logged from each run's first commit on (while the events were consumed),
+        # and the ones before it (processes starting together on a fresh database make its
+        # tables one at a time)
+        waits: dict[int, list[LockWait] | None] = {}
+        startup: dict[int, list[LockWait]] = {}
         for procs in (1, 2, 3):
             waited = log_lock_waits(pg)
-            figures[("postgresql", procs)] = run(
-                bootstrap, topic, total, pg.new_database("bench"), procs, logdir
-            )
-            waits[procs] = waited()
+            rate, first = run(bootstrap, topic, total, pg.new_database("bench"), procs, logdir)
+            figures[("postgresql", procs)] = rate
+            logged = waited()
+            waits[procs] = None if logged is None else [w for w in logged if w.at >= first]
+            startup[procs] = [w for w in logged or [] if w.at < first]
             print(
-                f"postgresql x{procs}: {figures[('postgresql', procs)]:,.0f} events/s, "
-                f"lock waits logged: {waits[procs] if waits[procs] is not None else 'n/a'}",
+                f"postgresql x{procs}: {rate:,.0f} events/s, lock waits logged while consuming: "
+                f"{'n/a' if logged is None else len(waits[procs] or [])}, at start-up: {len(startup[procs])}",
                 flush=True,
             )
             if procs == 3:
                 break
             sqlite = f"sqlite:///{logdir}/bench-{procs}.db"
-            figures[("sqlite", procs)] = run(bootstrap, topic, total, sqlite, procs, logdir)
+            figures[("sqlite", procs)] = run(bootstrap, topic, total, sqlite, procs, logdir)[0]
             print(f"sqlite x{procs}: {figures[('sqlite', procs)]:,.0f} events/s", flush=True)
         server = pg.kind
     lines = [
@@ -216,14 +240,19 @@ def main() -> None:
         shown3 = "-" if three is None else f"{three:,.0f}"
         lines.append(f"| {store} | {one:,.0f} | {two:,.0f} | {shown3} | {two / one:.2f} |")
     pg1, sq1 = figures[("postgresql", 1)], figures[("sqlite", 1)]
-    shown = {p: "n/a" if w is None else str(w) for p, w in waits.items()}
+    shown = {p: "n/a" if w is None else str(len(w)) for p, w in waits.items()}
+    at_start = ", ".join(str(len(startup[p])) for p in (1, 2, 3))
+    listed = [(p, "while consuming", w) for p, ws in waits.items() for w in ws or []]
+    listed += [(p, "at start-up", w) for p, ws in startup.items() for w in ws]
     lines += [
         "",
         f"PostgreSQL / SQLite, 1 process: {pg1 / sq1:.2f}",
         "",
-        "Lock waits PostgreSQL logged (log_lock_waits=on, deadlock_timeout=20ms, \"still waiting for\" "
-        f"lines) while 1, 2 and 3 processes consumed: {shown[1]}, {shown[2]}, {shown[3]}.",
+        'Lock waits PostgreSQL logged (log_lock_waits=on, deadlock_timeout=20ms, "still waiting for" '
+        f"lines) while 1, 2 and 3 processes consumed (from the first commit on): {shown[1]}, {shown[2]}, "
+        f"{shown[3]}; before the first commit, at start-up: {at_start}.",
         "",
+        *(f"- {p} processes, {when}:\n\n```\n{w.text}\n```\n" for p, when, w in listed),
         f"Load average (1 min) before / after the run: {load_before:.1f} / {os.getloadavg()[0]:.1f}: "
         "figures taken on a busy machine are lower bounds; compare the ratios.",
         "",

@@ -26,7 +26,8 @@ Fetch = Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
 #: commit an index update per changed row, which a store nobody publishes from skips; `seq`
 #: (the partition's offset after the commit) is written either way, so the index finds
 #: every row a partition changed since its last publication.
-OUTBOX_INDEX = "CREATE INDEX IF NOT EXISTS metric_rows_by_partition_seq ON metric_rows (partition, seq)"
+OUTBOX_INDEX_NAME = "metric_rows_by_partition_seq"
+OUTBOX_INDEX = f"CREATE INDEX IF NOT EXISTS {OUTBOX_INDEX_NAME} ON metric_rows (partition, seq)"
 
 
 @dataclass(frozen=True)

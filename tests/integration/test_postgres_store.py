@@ -210,6 +210,7 @@ def test_a_database_made_before_closures_kept_their_event_id(store: Any, postgre
     with psycopg.connect(postgres_url) as conn:
         conn.execute("ALTER TABLE closures DROP COLUMN event_id")
         conn.execute("DROP INDEX closures_by_conversation")
+        conn.execute("DELETE FROM meta WHERE name LIKE 'schema %'")  # a release before stamps
     again = PostgresStore(postgres_url)
     try:
         f.apply(Event(CLOSED, event_hash("k"), 7, 2, "TELEGRAM", 50, None, None, None, None, None, None, "k"))
@@ -222,3 +223,43 @@ def test_a_database_made_before_closures_kept_their_event_id(store: Any, postgre
         ]
     finally:
         again.close()
+
+
+def test_opening_an_up_to_date_store_never_waits_for_commits_in_flight(postgres_url: str) -> None:
+    """A commit holds the schema lock shared; making the tables takes it exclusively. A
+    consumer, `serve` or writer thread opening a store whose tables are up to date (the stamp
+    in `meta` says so) takes no lock: it neither waits for that commit nor holds back the
+    next ones; nor does the first publication to the metrics topic where its index exists.
+    Where the stamp is stale (another registry, an older release) it does make
+    the tables, after the commit."""
+    from consumer.fold.registry import CLOSURES
+    from consumer.store.postgres.sql import SCHEMA_LOCK
+
+    first = PostgresStore(postgres_url)
+    first.changed_since({0: 0})  # the metrics topic's first publication makes its index
+    first.close()
+    opened: list[PostgresStore] = []
+
+    def open_and_publish(**kw: Any) -> None:
+        opened.append(PostgresStore(postgres_url, **kw))
+        opened[-1].changed_since({0: 0})  # its index is there: no lock either
+
+    def open_in_thread(**kw: Any) -> threading.Thread:
+        t = threading.Thread(target=open_and_publish, kwargs=kw, daemon=True)
+        t.start()
+        return t
+
+    with psycopg.connect(postgres_url) as commit_in_flight:
+        commit_in_flight.execute("SELECT pg_advisory_xact_lock_shared(%s)", (SCHEMA_LOCK,))
+        up_to_date = open_in_thread()
+        up_to_date.join(10)
+        assert not up_to_date.is_alive(), "opening an up-to-date store waited for a commit in flight"
+        stale = open_in_thread(registry=CLOSURES)  # another registry: no stamp of its own yet
+        stale.join(1)
+        assert stale.is_alive(), "a stale schema was made without the schema lock"
+        commit_in_flight.rollback()  # the commit ends
+        stale.join(10)
+        assert not stale.is_alive()
+    for s in opened:
+        s.close()
+    assert len(opened) == 2

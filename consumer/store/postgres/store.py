@@ -17,6 +17,7 @@ Same tables and semantics as the SQLite store. What sharing adds:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -33,6 +34,7 @@ from consumer.store import sqlgen
 from consumer.store.base import (
     NEWEST_START,
     OUTBOX_INDEX,
+    OUTBOX_INDEX_NAME,
     BacklogRow,
     MetricRow,
     PartitionCommit,
@@ -132,14 +134,34 @@ class PostgresStore:
                 raise StoreError(f"PostgreSQL store failed: {exc}") from exc
         raise AssertionError("unreachable")
 
-    def _create_schema(self, conn: psycopg.Connection[Any]) -> None:
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-        conn.execute(SCHEMA)
+    def _schema_ddl(self) -> list[str]:
+        """The DDL this store's registry needs (each statement idempotent)."""
+        ddl = [SCHEMA]
         if any(g.dimensions == (APP,) for g in self.registry.groupings):
-            conn.execute(APP_INDEX)
-        conn.execute(sqlgen.row_table(sqlgen.POSTGRES, self.registry))
+            ddl.append(APP_INDEX)
+        ddl.append(sqlgen.row_table(sqlgen.POSTGRES, self.registry))
         if (backlog := sqlgen.backlog_table(sqlgen.POSTGRES, self.registry)) is not None:
-            conn.execute(backlog)
+            ddl.append(backlog)
+        return ddl
+
+    def _create_schema(self, conn: psycopg.Connection[Any]) -> None:
+        """Make the tables, once per database and registry.
+
+        The DDL runs under the schema lock taken exclusively, which waits for every commit in
+        flight and holds back every commit after it (see `_commit`). So it runs only where
+        `meta` lacks the registry's stamp (a digest of its DDL): a consumer, `serve` or a
+        writer thread opening a store that is up to date reads one row and takes no lock,
+        and never makes the other consumers' commits wait.
+        """
+        ddl = self._schema_ddl()
+        stamp = "schema " + hashlib.sha256("\n".join([*ddl, MIGRATE_PARTITION]).encode()).hexdigest()[:16]
+        if self._stamped(conn, stamp):
+            return
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+        if self._stamped(conn, stamp):  # made by another process while this one waited
+            return
+        for sql in ddl:
+            conn.execute(sql)
         have = {
             r[0]
             for r in conn.execute(
@@ -152,6 +174,17 @@ class PostgresStore:
             conn.execute(MIGRATE_PARTITION)
         for sql in sqlgen.missing_columns(sqlgen.POSTGRES, have | {"partition"}, self.registry):
             conn.execute(sql)
+        # one stamp per registry: DDL only ever adds, so a stamp stays true when another
+        # registry's tables or columns are added after it
+        conn.execute("INSERT INTO meta VALUES (%s, '') ON CONFLICT (name) DO NOTHING", (stamp,))
+
+    @staticmethod
+    def _stamped(conn: psycopg.Connection[Any], stamp: str) -> bool:
+        """Whether `meta` holds the stamp (False before there is a `meta` table)."""
+        row = conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()
+        if row is None or not row[0]:
+            return False
+        return conn.execute("SELECT 1 FROM meta WHERE name = %s", (stamp,)).fetchone() is not None
 
     # -- ownership --------------------------------------------------------------------
     def check_topic(self, topic: str) -> None:
@@ -383,9 +416,13 @@ class PostgresStore:
         """Rows the partitions of `marks` changed after their marks (whole commits, up to
         `commits` of each), merged over partitions, and the marks that covers."""
         if not self._outbox_indexed:
-            # see OUTBOX_INDEX; DDL under the schema lock, like the schema itself
+            # see OUTBOX_INDEX; DDL under the schema lock, like the schema itself, and only
+            # where the index is missing (the lock holds back every other commit)
 
             def index(conn: psycopg.Connection[Any]) -> None:
+                exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (OUTBOX_INDEX_NAME,)).fetchone()
+                if exists is not None and exists[0]:
+                    return
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
                 conn.execute(OUTBOX_INDEX)
 
