@@ -7,9 +7,19 @@
 #      and through testcontainers tests/integration's end-to-end test and one fault test
 # CONVMETRICS_REQUIRE_DOCKER=1: a container that cannot start fails the run, never a skip or
 # a fallback to the local broker. Prints how long each step took.
+#
+#   bash deploy/container-test.sh            the three steps
+#   bash deploy/container-test.sh prepare    steps 1 and 2 only, the engine left running
+#   bash deploy/container-test.sh tests      step 3 only, on the engine that answers
+# .ci/run prepares while `make test` runs, then runs the tests, then stops the engine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTEST=(.venv/bin/pytest)
+STEPS="${1:-all}"
+case "$STEPS" in
+  all | prepare | tests) ;;
+  *) echo "usage: $0 [prepare|tests]" >&2; exit 2 ;;
+esac
 
 started_engine=0
 cleanup() {
@@ -28,17 +38,26 @@ trap cleanup EXIT
 
 # shellcheck source=deploy/lib.sh
 source deploy/lib.sh
-if ! docker_cli version >/dev/null 2>&1; then
-  started_engine=1
-fi
-t=$SECONDS
-bash deploy/engine.sh start
-export DOCKER_HOST="${DOCKER_HOST:-unix://$CONVMETRICS_DOCKER_SOCKET}"
-echo "container-test: engine in $((SECONDS - t))s" >&2
+if [ "$STEPS" != tests ]; then
+  if [ "$STEPS" = all ] && ! docker_cli version >/dev/null 2>&1; then
+    started_engine=1
+  fi
+  t=$SECONDS
+  bash deploy/engine.sh start
+  export DOCKER_HOST="${DOCKER_HOST:-unix://$CONVMETRICS_DOCKER_SOCKET}"
+  echo "container-test: engine in $((SECONDS - t))s" >&2
 
-t=$SECONDS
-bash deploy/images.sh all
-echo "container-test: images in $((SECONDS - t))s" >&2
+  t=$SECONDS
+  bash deploy/images.sh all
+  echo "container-test: images in $((SECONDS - t))s" >&2
+  [ "$STEPS" = all ] || exit 0
+else
+  export DOCKER_HOST="${DOCKER_HOST:-unix://$CONVMETRICS_DOCKER_SOCKET}"
+  docker_cli version >/dev/null 2>&1 || {
+    echo "container-test: no Docker engine answers at $DOCKER_HOST: run \`$0 prepare\` first" >&2
+    exit 1
+  }
+fi
 
 t=$SECONDS
 export CONVMETRICS_CONTAINER_TESTS=1 CONVMETRICS_REQUIRE_DOCKER=1 TESTCONTAINERS_RYUK_DISABLED=true

@@ -54,7 +54,10 @@ wheels() {
   mkdir -p "$out"
   say "building the convmetrics wheel (the Rust fold and the mypyc encoder compiled)"
   mkdir -p "$CONTEXTS"
-  CONVMETRICS_REQUIRE_NATIVE=1 CARGO_TARGET_DIR="$ROOT/build/cargo-target" \
+  # build/wheel.lock: one wheel build at a time in this checkout (the build backend writes
+  # build/ in place; tests/integration/test_wheel.py builds one too, and .ci/run builds the
+  # images while the tests run)
+  CONVMETRICS_REQUIRE_NATIVE=1 CARGO_TARGET_DIR="$ROOT/build/cargo-target" flock "$ROOT/build/wheel.lock" \
     "$PYTHON" -m pip wheel --quiet --no-deps -w "$out" "$ROOT" >"$CONTEXTS/wheel.log" 2>&1 || {
     tail -n 40 "$CONTEXTS/wheel.log" >&2
     say "the wheel did not build (log: $CONTEXTS/wheel.log)"

@@ -5,6 +5,7 @@ required, and counts exactly."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -37,7 +38,12 @@ def test_a_wheel_carries_the_compiled_parts_and_runs_a_consumer(
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env |= {"CONVMETRICS_REQUIRE_NATIVE": "1", "CARGO_TARGET_DIR": str(ROOT / "build" / "cargo-target")}
     wheels = tmp_path / "wheels"
-    run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(ROOT)], env=env)
+    # one wheel build at a time in this checkout (deploy/images.sh takes the same lock: .ci/run
+    # builds the images while the tests run, and the build backend writes build/ in place)
+    (ROOT / "build").mkdir(exist_ok=True)
+    with open(ROOT / "build" / "wheel.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(ROOT)], env=env)
     (wheel,) = wheels.glob("convmetrics-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.startswith("consumer/fold/_fold_native.") and n.endswith(".so") for n in names), names
