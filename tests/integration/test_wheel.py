@@ -43,7 +43,10 @@ def test_a_wheel_carries_the_compiled_parts_and_runs_a_consumer(
     (ROOT / "build").mkdir(exist_ok=True)
     with open(ROOT / "build" / "wheel.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(ROOT)], env=env)
+        run(
+            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(ROOT)],
+            env=env,
+        )
     (wheel,) = wheels.glob("convmetrics-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.startswith("consumer/fold/_fold_native.") and n.endswith(".so") for n in names), names
