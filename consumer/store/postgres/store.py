@@ -17,7 +17,6 @@ Same tables and semantics as the SQLite store. What sharing adds:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -28,7 +27,7 @@ from psycopg import errors as pg_errors
 
 from consumer.exceptions import FencedError, StoreError, StoreUnavailableError
 from consumer.fold.delta import CLOSURE_WIDTH, FIRST_ASSIGNMENT_WIDTH, gauge_rows
-from consumer.fold.registry import APP, REGISTRY, Registry
+from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.windows import ALL, WINDOWS
 from consumer.store import sqlgen
 from consumer.store.base import (
@@ -50,10 +49,8 @@ from consumer.store.base import (
 )
 from consumer.store.closure_list import ClosureListing, ListedClosure, list_closures
 from consumer.store.postgres.aggregate import Batch, aggregate, columns
+from consumer.store.postgres.schema import ensure_schema
 from consumer.store.postgres.sql import (
-    APP_INDEX,
-    MIGRATE_PARTITION,
-    SCHEMA,
     SCHEMA_LOCK,
     UPSERT_CLOSURES,
     UPSERT_CONVERSATIONS,
@@ -89,7 +86,7 @@ class PostgresStore:
         self.race_retries = race_retries
         self._conn: psycopg.Connection[Any] | None = None
         self._outbox_indexed = False
-        self._run(self._create_schema)
+        self._run(lambda conn: ensure_schema(conn, self.registry, self._where()))
 
     # -- connection -------------------------------------------------------------------
     def connection(self) -> psycopg.Connection[Any]:
@@ -133,58 +130,6 @@ class PostgresStore:
                     raise StoreUnavailableError(f"PostgreSQL store connection lost: {exc}") from exc
                 raise StoreError(f"PostgreSQL store failed: {exc}") from exc
         raise AssertionError("unreachable")
-
-    def _schema_ddl(self) -> list[str]:
-        """The DDL this store's registry needs (each statement idempotent)."""
-        ddl = [SCHEMA]
-        if any(g.dimensions == (APP,) for g in self.registry.groupings):
-            ddl.append(APP_INDEX)
-        ddl.append(sqlgen.row_table(sqlgen.POSTGRES, self.registry))
-        if (backlog := sqlgen.backlog_table(sqlgen.POSTGRES, self.registry)) is not None:
-            ddl.append(backlog)
-        return ddl
-
-    def _create_schema(self, conn: psycopg.Connection[Any]) -> None:
-        """Make the tables, once per database and registry.
-
-        The DDL runs under the schema lock taken exclusively, which waits for every commit in
-        flight and holds back every commit after it (see `_commit`). So it runs only where
-        `meta` lacks the registry's stamp (a digest of its DDL): a consumer, `serve` or a
-        writer thread opening a store that is up to date reads one row and takes no lock,
-        and never makes the other consumers' commits wait.
-        """
-        ddl = self._schema_ddl()
-        stamp = "schema " + hashlib.sha256("\n".join([*ddl, MIGRATE_PARTITION]).encode()).hexdigest()[:16]
-        if self._stamped(conn, stamp):
-            return
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-        if self._stamped(conn, stamp):  # made by another process while this one waited
-            return
-        for sql in ddl:
-            conn.execute(sql)
-        have = {
-            r[0]
-            for r in conn.execute(
-                "SELECT column_name FROM information_schema.columns "
-                "WHERE table_name = 'metric_rows' AND table_schema = current_schema()"
-            )
-        }
-        if "partition" not in have:
-            log.info("store %s: keying metric rows by partition (once)", self._where())
-            conn.execute(MIGRATE_PARTITION)
-        for sql in sqlgen.missing_columns(sqlgen.POSTGRES, have | {"partition"}, self.registry):
-            conn.execute(sql)
-        # one stamp per registry: DDL only ever adds, so a stamp stays true when another
-        # registry's tables or columns are added after it
-        conn.execute("INSERT INTO meta VALUES (%s, '') ON CONFLICT (name) DO NOTHING", (stamp,))
-
-    @staticmethod
-    def _stamped(conn: psycopg.Connection[Any], stamp: str) -> bool:
-        """Whether `meta` holds the stamp (False before there is a `meta` table)."""
-        row = conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()
-        if row is None or not row[0]:
-            return False
-        return conn.execute("SELECT 1 FROM meta WHERE name = %s", (stamp,)).fetchone() is not None
 
     # -- ownership --------------------------------------------------------------------
     def check_topic(self, topic: str) -> None:

@@ -1,0 +1,70 @@
+"""The PostgreSQL store's tables: made, widened and migrated once per database and registry.
+
+The DDL runs under the schema lock taken exclusively, which waits for every commit in
+flight and holds back every commit after it (commits take it shared, so that DDL never
+deadlocks with their row and table locks). So it runs only where `meta` lacks the
+registry's stamp (a digest of its DDL): a consumer, `serve` or a writer thread opening a
+store that is up to date reads one row and takes no lock, and never makes the other
+consumers' commits wait.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+import psycopg
+
+from consumer.fold.registry import APP, Registry
+from consumer.store import sqlgen
+from consumer.store.postgres.sql import APP_INDEX, MIGRATE_PARTITION, SCHEMA, SCHEMA_LOCK
+
+log = logging.getLogger(__name__)
+
+
+def ensure_schema(conn: psycopg.Connection[Any], registry: Registry, where: str) -> None:
+    """Make the tables `registry` needs in `conn`'s transaction, unless stamped as made."""
+    ddl = _ddl(registry)
+    stamp = "schema " + hashlib.sha256("\n".join([*ddl, MIGRATE_PARTITION]).encode()).hexdigest()[:16]
+    if _stamped(conn, stamp):
+        return
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+    if _stamped(conn, stamp):  # made by another process while this one waited
+        return
+    for sql in ddl:
+        conn.execute(sql)
+    have = {
+        r[0]
+        for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = 'metric_rows' AND table_schema = current_schema()"
+        )
+    }
+    if "partition" not in have:
+        log.info("store %s: keying metric rows by partition (once)", where)
+        conn.execute(MIGRATE_PARTITION)
+    for sql in sqlgen.missing_columns(sqlgen.POSTGRES, have | {"partition"}, registry):
+        conn.execute(sql)
+    # one stamp per registry: DDL only ever adds, so a stamp stays true when another
+    # registry's tables or columns are added after it
+    conn.execute("INSERT INTO meta VALUES (%s, '') ON CONFLICT (name) DO NOTHING", (stamp,))
+
+
+def _ddl(registry: Registry) -> list[str]:
+    """The DDL `registry` needs (each statement idempotent)."""
+    ddl = [SCHEMA]
+    if any(g.dimensions == (APP,) for g in registry.groupings):
+        ddl.append(APP_INDEX)
+    ddl.append(sqlgen.row_table(sqlgen.POSTGRES, registry))
+    if (backlog := sqlgen.backlog_table(sqlgen.POSTGRES, registry)) is not None:
+        ddl.append(backlog)
+    return ddl
+
+
+def _stamped(conn: psycopg.Connection[Any], stamp: str) -> bool:
+    """Whether `meta` holds the stamp (False before there is a `meta` table)."""
+    row = conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()
+    if row is None or not row[0]:
+        return False
+    return conn.execute("SELECT 1 FROM meta WHERE name = %s", (stamp,)).fetchone() is not None

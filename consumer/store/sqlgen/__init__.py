@@ -1,0 +1,59 @@
+"""SQL generated from the metric registry, for both stores (one dialect object each).
+
+The metric rows are keyed by (grouping, window, start, key, partition): only the owner of
+a partition writes its rows, so the commits of different consumers never touch the same
+row, and queries merge a row's partitions (counts and sums add, min/max take the least and
+greatest, sketch bins add). A commit's facts (`consumer.fold.delta.FACT_FIELDS`) and
+pre-aggregated partials (`Delta.lags`) are staged in temporary tables, folded into
+per-minute (partials: per-hour) rows of each grouping, and rolled up into each window.
+"""
+
+from consumer.store.sqlgen.aggregation import (
+    PER_FACT_WINDOWS,
+    RECHECKED,
+    STAGED,
+    Source,
+    aggregation,
+    clear,
+    staging,
+)
+from consumer.store.sqlgen.backlog import backlog_query, backlog_table, backlog_upsert
+from consumer.store.sqlgen.dialect import (
+    POSTGRES,
+    ROW_KEY,
+    SQLITE,
+    Dialect,
+    merge_of,
+    merged_columns,
+    missing_columns,
+    row_table,
+)
+from consumer.store.sqlgen.reads import key_filter, key_order, page, query, rank_value, ranked, starts_in
+
+__all__ = [
+    "PER_FACT_WINDOWS",
+    "POSTGRES",
+    "RECHECKED",
+    "ROW_KEY",
+    "SQLITE",
+    "STAGED",
+    "Dialect",
+    "Source",
+    "aggregation",
+    "backlog_query",
+    "backlog_table",
+    "backlog_upsert",
+    "clear",
+    "key_filter",
+    "key_order",
+    "merge_of",
+    "merged_columns",
+    "missing_columns",
+    "page",
+    "query",
+    "rank_value",
+    "ranked",
+    "row_table",
+    "staging",
+    "starts_in",
+]

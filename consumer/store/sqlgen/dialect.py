@@ -1,0 +1,111 @@
+"""The two SQL dialects, and the metric rows' table: its columns, how each merges over
+partitions and commits."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+import orjson
+
+from consumer.fold.registry import REGISTRY, Registry
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+    integer: str  # the column type of a 64-bit integer
+    text: str  # of a key (PostgreSQL: byte order, as SQLite compares)
+    #: the sketch bins live in the row as one blob (SQLite), else in the metric_bins table
+    bins_in_rows: bool
+    #: one INSERT ... ON CONFLICT DO UPDATE may update a row it inserted itself (SQLite; not
+    #: PostgreSQL): a fine grouping's short windows can then take one upsert per fact
+    per_fact_upserts: bool
+    #: the driver's placeholder, and the function that finds a text in a text (1-based)
+    mark: str = "?"
+    position: str = "instr"
+
+    def floor(self, col: str, size: int | None) -> str:
+        """`col` floored to its window's start (both `%` truncate towards 0); 0 for all time."""
+        if size is None:
+            return "0"
+        return f"({col} - (({col} % {size}) + {size}) % {size})"
+
+    def one_of(self, col: str) -> str:
+        """`col` equal to one of a list given as one argument (`list_arg`): any length, where
+        a mark per value meets the driver's limit on arguments."""
+        if self.name == "postgresql":
+            return f"{col} = ANY({self.mark})"
+        return f"{col} IN (SELECT value FROM json_each({self.mark}))"
+
+    def list_arg(self, values: Sequence[str]) -> object:
+        """The argument of `one_of`."""
+        return list(values) if self.name == "postgresql" else orjson.dumps(list(values)).decode()
+
+    def least(self, a: str, b: str) -> str:
+        if self.name == "postgresql":
+            return f"least({a}, {b})"
+        return f"min(coalesce({a}, {b}), coalesce({b}, {a}))"
+
+    def greatest(self, a: str, b: str) -> str:
+        if self.name == "postgresql":
+            return f"greatest({a}, {b})"
+        return f"max(coalesce({a}, {b}), coalesce({b}, {a}))"
+
+
+SQLITE = Dialect("sqlite", "INTEGER", "TEXT", bins_in_rows=True, per_fact_upserts=True)
+POSTGRES = Dialect(
+    "postgresql",
+    "BIGINT",
+    'TEXT COLLATE "C"',
+    bins_in_rows=False,
+    per_fact_upserts=False,
+    mark="%s",
+    position="strpos",
+)
+
+ROW_KEY = ("by", "win", "start", "key", "partition")
+
+
+def merge_of(column: str, registry: Registry = REGISTRY) -> str:
+    """How a column merges across partitions and commits: sum, min or max."""
+    for m in registry.distributions:
+        if column == f"{m.column}_min":
+            return "min"
+        if column == f"{m.column}_max":
+            return "max"
+    return "sum"
+
+
+def row_table(d: Dialect, registry: Registry = REGISTRY) -> str:
+    cols = ",\n    ".join(
+        f"{c} {d.integer}" + ("" if merge_of(c, registry) != "sum" else " NOT NULL DEFAULT 0")
+        for c in registry.value_columns
+    )
+    bins = "bins BLOB,  -- the row's sketch bins (consumer.store.sqlite.bins)\n    " if d.bins_in_rows else ""
+    return f"""CREATE TABLE IF NOT EXISTS metric_rows (
+    by TEXT NOT NULL, win TEXT NOT NULL, start {d.integer} NOT NULL, key {d.text} NOT NULL,
+    partition INTEGER NOT NULL,  -- the Kafka partition whose events the row holds (-1: an older store's)
+    {cols},
+    seq {d.integer} NOT NULL,  -- the partition's offset after the commit that last changed the row
+    {bins}PRIMARY KEY (by, win, start, key, partition))"""
+
+
+def missing_columns(d: Dialect, have: set[str], registry: Registry = REGISTRY) -> list[str]:
+    """ALTER TABLE statements for registry columns a store made before them lacks."""
+    return [
+        f"ALTER TABLE metric_rows ADD COLUMN {c} {d.integer}"
+        + ("" if merge_of(c, registry) != "sum" else " NOT NULL DEFAULT 0")
+        for c in registry.value_columns
+        if c not in have
+    ]
+
+
+def merged_columns(registry: Registry = REGISTRY, metrics: Collection[str] | None = None) -> str:
+    """The value columns of a row merged over its partitions (query side): those of
+    `metrics` (None: every metric's)."""
+    out = []
+    for c in registry.columns_of(metrics):
+        how = merge_of(c, registry)
+        out.append(f"CAST(sum({c}) AS BIGINT)" if how == "sum" else f"{how}({c})")
+    return ", ".join(out)

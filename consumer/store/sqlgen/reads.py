@@ -1,0 +1,100 @@
+"""The queries of metric rows: merged over partitions, listed, ranked, paged."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from consumer.fold.registry import REGISTRY, Registry
+from consumer.store.sqlgen.dialect import Dialect, merged_columns
+
+
+def query(
+    d: Dialect, where: str, mark: str, registry: Registry = REGISTRY, metrics: Collection[str] | None = None
+) -> str:
+    """A metrics query: rows merged over their partitions, in (start, key) order, with the
+    columns of `metrics` (None: all)."""
+    bins = ", bins_union(bins)" if d.bins_in_rows else ""
+    return (
+        f"SELECT key, start, {merged_columns(registry, metrics)}{bins} FROM metric_rows WHERE {where} "
+        f"GROUP BY start, key ORDER BY start, key LIMIT {mark}"
+    )
+
+
+def rank_value(registry: Registry, name: str) -> str:
+    """The SQL of a `Registry.rankable` value over a row's partitions (a KeyError for
+    anything else); shares and means are NULL where their divisor is 0."""
+
+    def per(num: str, den: str) -> str:
+        return f"CAST(sum({num}) AS DOUBLE PRECISION) / NULLIF(sum({den}), 0)"
+
+    if name not in registry.rankable or name == "key":
+        raise KeyError(name)
+    if "/" in name:
+        a, b = name.split("/")
+        return per(registry.metric(a).column, registry.metric(b).column)
+    if "." in name:
+        metric, stat = name.split(".")
+        c = registry.metric(metric).column
+        if stat == "mean":
+            return per(f"{c}_sum", f"{c}_count")
+        return f"{'sum' if stat in ('count', 'sum') else stat}({c}_{stat})"
+    return f"sum({registry.metric(name).column})"
+
+
+def key_order(registry: Registry, grouping: str) -> str:
+    """A grouping's keys in their natural order: numerically for one integer dimension."""
+    g = registry.grouping(grouping)
+    if len(g.dimensions) == 1 and registry.dimension(g.dimensions[0]).type is int:
+        return "CAST(key AS BIGINT)"
+    return "key"
+
+
+def ranked(registry: Registry, grouping: str, where: str, mark: str, value: str, descending: bool) -> str:
+    """A page of rows ranked by a `Registry.rankable` value (ties: start, then key): their
+    (key, start) in rank order, each with the count of all rows that match. NULL values
+    (a share of nothing) rank below every number, as in the dashboard. Only the ranked value
+    is merged over every matching row; the page's own values are read by `page` after it
+    (a ranking of 10,000 accounts merged every metric's columns of all 10,000 before:
+    ~4x the time, bench/results/query.md)."""
+    keys = key_order(registry, grouping)
+    if value == "key":
+        order = f"{keys} {'DESC' if descending else 'ASC'}, start"
+    else:
+        nulls = "NULLS LAST" if descending else "NULLS FIRST"
+        order = f"{rank_value(registry, value)} {'DESC' if descending else 'ASC'} {nulls}, start, {keys}"
+    return (
+        f"SELECT key, start, count(*) OVER () FROM metric_rows "
+        f"WHERE {where} GROUP BY start, key ORDER BY {order} LIMIT {mark} OFFSET {mark}"
+    )
+
+
+def page(
+    d: Dialect, registry: Registry, starts: Collection[int], metrics: Collection[str] | None = None
+) -> str:
+    """The merged values of a page of rows (a `ranked` page) at these window starts
+    (integers, written into the SQL); its arguments: the grouping, the window and the keys
+    (`Dialect.list_arg`). The primary key (by, win, start, key, ...) is a point per start
+    and key."""
+    return (
+        f"SELECT key, start, {merged_columns(registry, metrics)} FROM metric_rows WHERE by = {d.mark} "
+        f"AND win = {d.mark} AND {starts_in(starts)} AND {d.one_of('key')} GROUP BY start, key"
+    )
+
+
+def starts_in(starts: Collection[int]) -> str:
+    """`start` one of these window starts, written into the SQL (integers: nothing to
+    escape; a list the primary key seeks start by start); none: no row."""
+    if not starts:
+        return "0 = 1"
+    return f"start IN ({', '.join(str(int(s)) for s in sorted(starts))})"
+
+
+def key_filter(registry: Registry, grouping: str, key: str, mark: str) -> tuple[str, list[object]]:
+    """The closures matching a row's key: one `dimension = value` per dimension of its
+    grouping (the closures table has a column per dimension), values typed as declared."""
+    g = registry.grouping(grouping)
+    values = key.split("|") if len(g.dimensions) > 1 else [key]
+    args: list[object] = [
+        int(v) if registry.dimension(d).type is int else v for d, v in zip(g.dimensions, values, strict=True)
+    ]
+    return " AND ".join(f"{d} = {mark}" for d in g.dimensions), args
