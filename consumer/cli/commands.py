@@ -1,0 +1,290 @@
+"""What `convmetrics consume`, `serve`, `token new` and `dlq replay` do, from their parsed
+flags (`consumer.cli.parsers`)."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from consumer.fold.registry import (
+    metric_set,
+)
+from schemas.kafka import KafkaSettings, KafkaSettingsError
+from schemas.kafka import from_args as kafka_from_args
+
+if TYPE_CHECKING:
+    from consumer.stream.settings import ConsumerSettings
+
+log = logging.getLogger("convmetrics.consumer")
+T = TypeVar("T")
+
+#: the one variable a command's own error names (the others: `consumer.cli.parsers`)
+ENV_BOOTSTRAP = "CONVMETRICS_BOOTSTRAP_SERVERS"
+
+#: seconds a consumer told to stop (SIGTERM, SIGINT) may take before it exits anyway: with
+#: its brokers gone, the last commit's publishing, the group leave and the producers' flushes
+#: each wait for Kafka. Exiting then is as safe as a crash: the store's last commit stands.
+STOP_DEADLINE_S = 30.0
+
+
+def _exit_after(seconds: float) -> None:
+    """Exit the process (status 1) unless it ended within `seconds` (a daemon timer)."""
+
+    def force() -> None:
+        log.error(
+            "did not stop within %g s (Kafka or the store does not answer); exiting now: the "
+            "store keeps its last commit, as after a crash",
+            seconds,
+        )
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(seconds, force)
+    timer.daemon = True
+    timer.start()
+
+
+def _wire_format(args: argparse.Namespace) -> Any:
+    from schemas.confluent import ENV_WIRE_FORMAT, WireFormat
+
+    try:
+        return WireFormat.parse(args.wire_format, source=f"--wire-format (or {ENV_WIRE_FORMAT})")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _registry(args: argparse.Namespace) -> Any:
+    from schemas.schema_registry import registry_settings
+
+    return registry_settings(args.schema_registry_url)
+
+
+def _tokens(args: argparse.Namespace) -> Any:
+    from consumer.serve.tokens import Tokens
+
+    return Tokens(args.tokens_file) if args.tokens_file else None
+
+
+def _days(d: float | None) -> int | None:
+    return None if d is None else int(d * 86400)
+
+
+def _need_bootstrap(args: argparse.Namespace) -> str:
+    if not args.bootstrap_servers:
+        print(
+            f"error: no Kafka: pass --bootstrap-servers or set {ENV_BOOTSTRAP} "
+            "(`convmetrics broker` starts a local one)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    return str(args.bootstrap_servers)
+
+
+def _kafka_settings(args: argparse.Namespace) -> KafkaSettings:
+    """The Kafka client settings (flags, file, environment), or exit 2 naming the bad one."""
+    try:
+        return kafka_from_args(args)
+    except KafkaSettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def consumer_settings(args: argparse.Namespace) -> ConsumerSettings:
+    """The consumer's settings from `consume`'s flags (tests/unit/consumer/test_settings.py
+    holds the flags' defaults to the documented ones)."""
+    from consumer.store import Retention
+    from consumer.stream.settings import ConsumerSettings
+
+    return ConsumerSettings(
+        metric_set=args.metric_set,
+        sla_buckets=args.sla_buckets,
+        bootstrap_servers=_need_bootstrap(args),
+        topic=args.topic,
+        group=args.group,
+        store_url=args.store,
+        flush_events=args.flush_events,
+        flush_interval=args.flush_interval,
+        dedupe_per_conversation=args.dedupe_per_conversation,
+        conversation_ttl=int(args.conversation_ttl_days * 86400),
+        max_conversations=args.max_conversations,
+        retention=Retention(_days(args.retention_1m), _days(args.retention_1h), _days(args.retention_1d)),
+        http_port=args.http_port,
+        kafka=_kafka_settings(args),
+        http_host=args.http_host,
+        schema_registry=_registry(args),
+        wire_format=_wire_format(args),
+    )
+
+
+def _consume(args: argparse.Namespace) -> int:
+    from consumer.serve.server import serve_in_thread
+    from consumer.store.choose import redacted
+    from consumer.stream.checkpoint import CommitReport
+    from consumer.stream.exporter import ConsumerMetrics
+    from consumer.stream.runner import MetricsConsumer
+
+    settings = consumer_settings(args)
+    tokens = _tokens(args)  # a bad tokens file refuses the start, before joining the group
+    metrics = ConsumerMetrics()
+    from consumer.stream.metrics_topic import MetricsTopicPublisher
+
+    publishers: list[MetricsTopicPublisher] = []
+
+    def publish(partitions: list[int]) -> None:
+        """What these partitions left unpublished, to every metrics topic: after each commit,
+        and on assignment (a predecessor killed mid-publication left rows that a quiet
+        topic's next commit may never bring)."""
+        for publisher in publishers:
+            publisher.publish_pending(consumer.store, partitions, stopping=stopping)
+
+    def on_commit(report: CommitReport) -> None:
+        metrics.on_commit(report)
+        publish([p.partition for p in report.partitions])
+
+    stopping = threading.Event()
+    running: list[MetricsConsumer] = []
+
+    def stop(*_: object) -> None:
+        if not stopping.is_set():
+            _exit_after(STOP_DEADLINE_S)
+        stopping.set()
+        for c in running:
+            c.stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+    server = None
+    if settings.http_port:  # first: it says "not ready" while the store is unreachable
+        server, api_thread = serve_in_thread(
+            settings.store_url,
+            settings.http_host,
+            settings.http_port,
+            registry=metrics.registry,
+            metrics=settings.registry,
+            max_label_values=args.max_label_values,
+            tokens=tokens,
+            ready=lambda: running[0].not_ready() if running else "starting: the store does not answer yet",
+        )
+        base = f"http://{settings.http_host}:{settings.http_port}"
+        log.info("API on %s/v1/closures, dashboard on %s/, Prometheus on %s/metrics", base, base, base)
+    try:
+        topics = ((args.metrics_topic, "closure_metrics"), (args.metric_rows_topic, "metric_rows"))
+        for topic, subj in ((t, s) for t, s in topics if t):
+            make = functools.partial(
+                MetricsTopicPublisher,
+                settings.bootstrap_servers,
+                topic,
+                kafka=settings.kafka,
+                value_subject=subj,
+                wire_format=settings.wire_format,
+                registry=settings.schema_registry,
+            )
+            made_publisher = _when_available(make, stopping)
+            if made_publisher is None:
+                return 0
+            publishers.append(made_publisher)
+        made = _when_available(
+            lambda: MetricsConsumer(settings, on_commit=on_commit, on_assign=publish), stopping
+        )
+        if made is None:
+            return 0
+        consumer = made
+        running.append(consumer)
+        metrics.watch(lambda: consumer.stats)
+        log.info("consuming %s as group %s into %s", args.topic, args.group, redacted(args.store))
+        if not stopping.is_set():
+            consumer.run()
+    finally:
+        if server is not None:  # stopped before the interpreter winds down: its threads hold
+            server.should_exit = True  # database connections (a C extension's) that must not
+            api_thread.join(10)  # be torn down under a running thread
+    st = consumer.stats
+    log.info(
+        "stopped: %d records, %d folded, %d duplicates, %d dead-lettered, %d commits",
+        st.consumed,
+        st.folded,
+        st.duplicates,
+        st.dead_lettered,
+        st.commits,
+    )
+    return 0
+
+
+def _when_available(make: Callable[[], T], stopping: threading.Event) -> T | None:
+    """`make()`, retried while the store or Kafka is unreachable (down, or not up yet): the
+    consumer keeps running, not ready, and says why (each cause once), so that it starts
+    once they are back. None when stopped meanwhile."""
+    from consumer.exceptions import KafkaUnavailableError, StoreUnavailableError
+    from schemas.exceptions import RegistryUnavailableError
+
+    wait, said = 1.0, ""
+    while not stopping.is_set():
+        try:
+            return make()
+        except (StoreUnavailableError, KafkaUnavailableError, RegistryUnavailableError) as exc:
+            if str(exc) != said:
+                said = str(exc)
+                what = {StoreUnavailableError: "store", RegistryUnavailableError: "schema registry"}.get(
+                    type(exc), "Kafka"
+                )
+                log.error("%s unavailable at start: %s; retrying until it answers", what, exc)
+            stopping.wait(wait)
+            wait = min(wait * 2, 30.0)
+    return None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from consumer.serve.server import api_server
+
+    base = f"http://{args.host}:{args.port}"
+    print(
+        f"closure metrics API on {base}/v1/closures, dashboard on {base}/, Prometheus on {base}/metrics",
+        flush=True,
+    )
+    tokens = _tokens(args)
+    api_server(
+        args.store,
+        args.host,
+        args.port,
+        metrics=metric_set(args.metric_set, args.sla_buckets),
+        max_label_values=args.max_label_values,
+        tokens=tokens,
+    ).run()
+    return 0
+
+
+def _token_new(args: argparse.Namespace) -> int:
+    from consumer.serve.tokens import new_token
+
+    try:
+        token, line = new_token(args.accounts)
+    except ValueError as exc:
+        print(f"error: --accounts: {exc}", file=sys.stderr)
+        return 2
+    print(f"token (give it to the client; it is stored nowhere): {token}")
+    print(f"line for the tokens file: {line}")
+    return 0
+
+
+def _dlq_replay(args: argparse.Namespace) -> int:
+    from consumer.stream.replay import replay_dead_letters
+
+    n, skipped = replay_dead_letters(
+        _need_bootstrap(args),
+        args.topic,
+        group=args.group,
+        idle_timeout=args.idle_timeout,
+        kafka=_kafka_settings(args),
+        wire_format=_wire_format(args),
+        registry=_registry(args),
+    )
+    print(f"replayed {n} record(s) from {args.topic}.dlq; {skipped} without a source header skipped")
+    return 0
