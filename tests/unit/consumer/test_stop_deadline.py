@@ -33,7 +33,11 @@ def test_a_stop_that_hangs_ends_at_the_deadline() -> None:
 
 def test_a_process_that_ends_in_time_is_not_touched() -> None:
     done = subprocess.run(
-        [sys.executable, "-c", "from consumer.cli.commands import _exit_after; _exit_after(5); print('done')"],
+        [
+            sys.executable,
+            "-c",
+            "from consumer.cli.commands import _exit_after; _exit_after(5); print('done')",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -1,0 +1,28 @@
+"""`convmetrics metrics`: closure metrics as a terminal table (rich) or JSON, read from the
+store or from a running API: the rows (`sources`), the table (`render`), the command
+(`command`)."""
+
+from consumer.serve.report.command import add_sla_buckets_argument, register
+from consumer.serve.report.sources import (
+    ApiSource,
+    ReportError,
+    StoreSource,
+    build_report,
+    human_duration,
+    last_windows_from,
+    parse_duration,
+    utc_text,
+)
+
+__all__ = [
+    "ApiSource",
+    "ReportError",
+    "StoreSource",
+    "add_sla_buckets_argument",
+    "build_report",
+    "human_duration",
+    "last_windows_from",
+    "parse_duration",
+    "register",
+    "utc_text",
+]
