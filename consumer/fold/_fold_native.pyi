@@ -43,6 +43,7 @@ def apply_batch(
     records: Sequence[object],
     offsets: dict[int, int],
 ) -> BatchResult: ...
+
 DIMENSIONS: list[str]
 DISTRIBUTIONS: list[str]
 MAX_COUNTERS: int

@@ -10,8 +10,8 @@ from consumer.fold.registry import Kind, Registry
 from consumer.fold.windows import ALL, SIZED
 from consumer.serve.query import MAX_LIMIT
 from consumer.store import MetricRow, Store
-from consumer.store.base import merge_rows
 from consumer.store.render import row_json
+from consumer.store.rows import merge_rows
 
 
 def all_rows(store: Store, by: str, window: str, *, start_from: int | None = None) -> list[MetricRow]:

@@ -8,18 +8,14 @@ default; PostgreSQL is meant to drop in behind the same interface.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from consumer.fold import ConvKey, Delta
-from consumer.fold.registry import REGISTRY, Metric, Registry
+from consumer.fold.registry import Metric, Registry
 from consumer.fold.sketch import quantiles
-from consumer.store import sqlgen
 from consumer.store.closure_list import ClosureListing, ListedClosure
-
-Fetch = Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
 
 #: What the metrics-topic publisher reads rows by (the same SQL on both stores). Each store
 #: makes it at its first publication, not with its schema: kept up to date it costs every
@@ -93,117 +89,8 @@ class MetricRow:
         return quantiles(self.bins, base=metric.bin_base)
 
 
-def row_filter(
-    by: str,
-    window: str,
-    *,
-    key: str | None,
-    start_from: int | None,
-    start_to: int | None,
-    after: tuple[int, str] | None,
-    dialect: sqlgen.Dialect,
-    contains: str | None = None,
-    keys: Sequence[str] | None = None,
-    parts: Mapping[int, str] | None = None,
-    size: int | None = None,
-) -> tuple[str, list[Any]]:
-    """The WHERE clause of a metrics query in a store's dialect, and its arguments.
-    `parts`: values of some of the key's dimensions, by position, counted from the first
-    (0, 1, ...) or from the last (-1): `{0: "42"}` selects the keys of account 42 in an
-    `account,channel_type` grouping, `{-1: "TELEGRAM"}` its Telegram keys. Values hold no
-    `|` (it joins them). `size`: the window's length in seconds (its starts are multiples
-    of it), which lets a query of some keys over a span list the span's starts
-    (`listed_starts`)."""
-    mark, position = dialect.mark, dialect.position
-    where = [f"by = {mark}", f"win = {mark}"]
-    args: list[Any] = [by, window]
-    narrowed = key is not None or keys is not None or (parts is not None and 0 in parts)
-    starts = listed_starts(start_from, start_to, size) if narrowed else None
-    if starts is not None:
-        where.append(sqlgen.starts_in(starts))
-        start_from = start_to = None
-    clauses = (
-        ("key = {}", key),
-        (f"{position}(key, {{}}) > 0", contains),
-        ("start >= {}", start_from),
-        ("start < {}", start_to),
-    )
-    for clause, value in clauses:
-        if value is not None:
-            where.append(clause.format(mark))
-            args.append(value)
-    if keys is not None:  # only these keys (a token scoped to some accounts); none: no row
-        where.append(f"key IN ({', '.join([mark] * len(keys))})" if keys else "0 = 1")
-        args.extend(keys)
-    if parts:
-        clause, values = _parts_filter(parts, mark)
-        where.append(clause)
-        args.extend(values)
-    if after is not None:  # the page after the cursor, in (window_start, key) order
-        where.append(f"(start, key) > ({mark}, {mark})")
-        args.extend(after)
-    return " AND ".join(where), args
-
-
-#: at most this many window starts are listed in a query instead of its span (a day of
-#: 1-minute windows is 1,440)
-MAX_LISTED_STARTS = 1_500
-
-
-def listed_starts(start_from: int | None, start_to: int | None, size: int | None) -> list[int] | None:
-    """The window starts in [start_from, start_to) of a window of `size` seconds, when the
-    span is bounded and holds at most MAX_LISTED_STARTS of them; else None.
-
-    Why: the rows' primary key is (by, win, start, key, partition), so a span of starts
-    is one range in it and a key condition after it only filters: a query of one account's
-    rows over a day of 1-hour windows read every account's rows of that day. A list of
-    starts is a point per start instead, and the key condition a range under each
-    (`bench/query.py`: `/v1/metrics` of one account)."""
-    if start_from is None or start_to is None or not size:
-        return None
-    first = -(-start_from // size) * size  # the first multiple of size at or after start_from
-    if first >= start_to:
-        return []
-    if (start_to - first - 1) // size + 1 > MAX_LISTED_STARTS:
-        return None
-    return list(range(first, start_to, size))
-
-
-def backlog_filter(
-    by: str, key: str | None, parts: Mapping[int, str] | None, mark: str
-) -> tuple[str, list[Any]]:
-    """The WHERE clause of a backlog query (`consumer.store.sqlgen.backlog_query`): a
-    grouping, and one key or some key parts (`row_filter`)."""
-    where, args = [f"by = {mark}"], [by]
-    if key is not None:
-        where.append(f"key = {mark}")
-        args.append(key)
-    if parts:
-        clause, values = _parts_filter(parts, mark)
-        where.append(clause)
-        args.extend(values)
-    return " AND ".join(where), args
-
-
 BacklogRow = tuple[str, int, int, int]
 """(key, open, unassigned, snoozed): a grouping's gauges summed over partitions"""
-
-
-def _parts_filter(parts: Mapping[int, str], mark: str) -> tuple[str, list[Any]]:
-    """Keys whose first dimension (position 0) and last (-1) have these values: the first
-    is a key range (`42|` up to `42}`: `}` follows `|`, so an index serves it), the last
-    the end of the key (`|TELEGRAM`)."""
-    if set(parts) - {0, -1}:
-        raise ValueError(f"a key part is its first (0) or last (-1) dimension, not {sorted(parts)}")
-    clauses, values = [], []
-    if 0 in parts:
-        clauses.append(f"key >= {mark} AND key < {mark}")
-        values += [parts[0] + "|", parts[0] + "}"]
-    if -1 in parts:
-        end = "|" + parts[-1]
-        clauses.append(f"substr(key, length(key) - {len(end) - 1}) = {mark}")
-        values.append(end)
-    return "(" + " AND ".join(clauses) + ")", values
 
 
 @dataclass(frozen=True)
@@ -223,138 +110,6 @@ class Ranking:
     keys: tuple[str, ...] | None = None  # only rows of these keys
     #: the metrics the rows carry (`Registry.columns_of`; None: all the store holds)
     metrics: tuple[str, ...] | None = None
-
-
-def bins_filter(
-    by: str, window: str, key: str | None, lo: int, hi: int, mark: str, keys: list[str] | None = None
-) -> tuple[str, list[Any]]:
-    """The query for the sketch bins of rows with window starts in [lo, hi], of one key or
-    of a list of `keys` (a store with a bins table: PostgreSQL; SQLite keeps them in the rows)."""
-    sql = (
-        f"SELECT start, key, bin, CAST(sum(n) AS BIGINT) FROM metric_bins WHERE by={mark} AND win={mark} "
-        f"AND start>={mark} AND start<={mark}"
-        + (f" AND key={mark}" if key is not None else "")
-        + (f" AND key = ANY({mark})" if keys is not None else "")
-        + " GROUP BY start, key, bin"
-    )
-    return sql, [by, window, lo, hi] + ([key] if key is not None else []) + (
-        [keys] if keys is not None else []
-    )
-
-
-#: the newest window start of (grouping, window): the primary key's order answers it at once
-NEWEST_START = "SELECT max(start) FROM metric_rows WHERE by = {mark} AND win = {mark}"
-
-#: the (start, key, bin, n) of the rows of (grouping, window, keys, starts lo..hi)
-PageBins = Callable[[str, str, list[str], int, int], Iterable[tuple[int, str, int, int]]]
-
-
-def rank_rows(
-    r: Ranking, registry: Registry, fetch: Fetch, page_bins: PageBins, dialect: sqlgen.Dialect
-) -> tuple[list[MetricRow], int]:
-    """`Store.rank` for a SQL store: one query ranks the merged rows (and counts them), then
-    only the page's rows read their sketch bins."""
-    where, args = row_filter(
-        r.by,
-        r.window,
-        key=None,
-        start_from=r.start_from,
-        start_to=r.start_to,
-        after=None,
-        dialect=dialect,
-        contains=r.contains,
-        keys=r.keys,
-        size=registry.windows.get(r.window),
-    )
-    mark = dialect.mark
-    ranking = sqlgen.ranked(registry, r.by, where, mark, r.value, r.descending)
-    found = fetch(ranking, (*args, r.limit, r.offset))
-    if not found:  # past the end (or nothing at all): count what there is
-        counted = fetch(
-            f"SELECT count(*) FROM (SELECT 1 FROM metric_rows WHERE {where} GROUP BY start, key) g",
-            tuple(args),
-        )
-        return [], int(counted[0][0])
-    keys, starts = sorted({f[0] for f in found}), {f[1] for f in found}
-    page = sqlgen.page(dialect, registry, starts, r.metrics)
-    merged = fetch(page, (r.by, r.window, dialect.list_arg(keys)))
-    values = {(m[1], m[0]): m for m in merged}
-    # in rank order; a row purged between the two reads is left out
-    rows = [values[(f[1], f[0])] for f in found if (f[1], f[0]) in values]
-    bins = page_bins(r.by, r.window, keys, min(starts), max(starts))
-    return build_rows(r.by, r.window, rows, bins, registry, r.metrics), int(found[0][-1])
-
-
-def merge_rows(rows: Iterable[MetricRow], key: str, registry: Registry = REGISTRY) -> MetricRow:
-    """Rows of one grouping and window merged into one under `key` (counts and sums add,
-    min/max take the least and greatest, sketch bins add): exact, as across partitions."""
-    rows = list(rows)
-    values: dict[str, int | None] = {}
-    for c in registry.value_columns:
-        present = [v for r in rows if (v := r.values[c]) is not None]
-        how = sqlgen.merge_of(c, registry)
-        values[c] = (min if how == "min" else max)(present, default=None) if how != "sum" else sum(present)
-    bins: dict[int, int] = defaultdict(int)
-    for r in rows:
-        for b, n in r.bins:
-            bins[b] += n
-    first = rows[0] if rows else None
-    by, window, start = (first.by, first.window, first.window_start) if first else ("", "", 0)
-    return MetricRow(by, key, window, start, values, tuple(sorted((b, n) for b, n in bins.items() if n)))
-
-
-def build_rows(
-    by: str,
-    window: str,
-    found: list[tuple[Any, ...]],
-    bins: Iterable[tuple[int, str, int, int]],
-    registry: Registry = REGISTRY,
-    metrics: Collection[str] | None = None,
-) -> list[MetricRow]:
-    """MetricRows from merged `query` tuples (key, start, values...: the columns of
-    `metrics`) and the (start, key, bin, n) of their bins."""
-    wanted = {(r[1], r[0]) for r in found}
-    sketches: dict[tuple[int, str], list[tuple[int, int]]] = defaultdict(list)
-    for start, k, b, n in bins:
-        if (start, k) in wanted:
-            sketches[(start, k)].append((b, n))
-    names = registry.columns_of(metrics)
-    return [metric_row(by, window, r, sketches.get((r[1], r[0]), []), names) for r in found]
-
-
-def metric_row(
-    by: str, window: str, found: tuple[Any, ...], bins: Iterable[tuple[int, int]], names: Sequence[str]
-) -> MetricRow:
-    """A MetricRow from a merged `query` tuple (key, start, values...) whose values are the
-    columns `names` (`Registry.columns_of`, worked out once per query), and its (bin, n) pairs."""
-    values = dict(zip(names, found[2:], strict=True))
-    return MetricRow(by, found[0], window, found[1], values, tuple(bins))
-
-
-def outbox_keys(
-    marks: dict[int, int], commits: int, fetch: Fetch, mark: str
-) -> tuple[set[tuple[str, str, int, str]], dict[int, int]]:
-    """The (grouping, window, start, key) of the rows the partitions of `marks` changed
-    after their marks, in whole commits (up to `commits` of each), and the marks that
-    covers. `fetch(sql, args)` runs a query in the store's dialect (`mark`: its placeholder)."""
-    changed: set[tuple[str, str, int, str]] = set()
-    newest = dict(marks)
-    for p, since in marks.items():
-        seqs = fetch(
-            f"SELECT DISTINCT seq FROM metric_rows WHERE partition = {mark} AND seq > {mark} "
-            f"ORDER BY seq LIMIT {mark}",
-            (p, since, commits),
-        )
-        if not seqs:
-            continue
-        upto = newest[p] = seqs[-1][0]
-        found = fetch(
-            f"SELECT by, win, start, key FROM metric_rows WHERE partition = {mark} AND seq > {mark} "
-            f"AND seq <= {mark}",
-            (p, since, upto),
-        )
-        changed.update((by, win, start, key) for by, win, start, key in found)
-    return changed, newest
 
 
 class Store(Protocol):

@@ -173,4 +173,3 @@ class StoreWriter:
             except Exception:  # an exporter must never break the commit path
                 log.exception("commit hook failed")
         return [TopicPartition(self.topic, c.partition, c.next_offset) for c in commits], fenced
-

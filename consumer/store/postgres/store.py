@@ -31,7 +31,6 @@ from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.windows import ALL, WINDOWS
 from consumer.store import sqlgen
 from consumer.store.base import (
-    NEWEST_START,
     OUTBOX_INDEX,
     OUTBOX_INDEX_NAME,
     BacklogRow,
@@ -40,12 +39,6 @@ from consumer.store.base import (
     PartitionState,
     Ranking,
     Retention,
-    backlog_filter,
-    bins_filter,
-    build_rows,
-    outbox_keys,
-    rank_rows,
-    row_filter,
 )
 from consumer.store.closure_list import ClosureListing, ListedClosure, list_closures
 from consumer.store.postgres.aggregate import Batch, aggregate, columns
@@ -55,6 +48,15 @@ from consumer.store.postgres.sql import (
     UPSERT_CLOSURES,
     UPSERT_CONVERSATIONS,
     UPSERT_FIRST_ASSIGNMENTS,
+)
+from consumer.store.rows import (
+    NEWEST_START,
+    backlog_filter,
+    bins_filter,
+    build_rows,
+    outbox_keys,
+    rank_rows,
+    row_filter,
 )
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,6 @@ from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.windows import ALL, WINDOWS
 from consumer.store import sqlgen
 from consumer.store.base import (
-    NEWEST_START,
     OUTBOX_INDEX,
     BacklogRow,
     MetricRow,
@@ -25,13 +24,9 @@ from consumer.store.base import (
     PartitionState,
     Ranking,
     Retention,
-    backlog_filter,
-    metric_row,
-    outbox_keys,
-    rank_rows,
-    row_filter,
 )
 from consumer.store.closure_list import ClosureListing, ListedClosure, list_closures
+from consumer.store.rows import NEWEST_START, backlog_filter, metric_row, outbox_keys, rank_rows, row_filter
 from consumer.store.sqlite.bins import install, register, unpack
 from consumer.store.sqlite.migrate import Transaction, migrate_bins, migrate_closures, migrate_partition
 from consumer.store.sqlite.sql import (

@@ -192,7 +192,7 @@ def test_what_the_full_set_has_is_accepted() -> None:
 
 
 def test_listed_starts_at_their_bounds() -> None:
-    from consumer.store.base import MAX_LISTED_STARTS, listed_starts
+    from consumer.store.rows import MAX_LISTED_STARTS, listed_starts
 
     assert listed_starts(3600, 3 * 3600, 3600) == [3600, 7200]  # from in, to out
     assert listed_starts(3601, 3 * 3600 + 1, 3600) == [7200, 10800]

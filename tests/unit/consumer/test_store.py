@@ -397,7 +397,7 @@ def test_a_span_of_some_keys_finds_what_a_filter_of_every_row_finds(store: Any) 
     row by key and start, at the span's edges (a start exactly at `start_from` is in, at
     `start_to` out), unaligned, empty, and past MAX_LISTED_STARTS (the range again)."""
     from consumer.fold import native as fold_native
-    from consumer.store.base import MAX_LISTED_STARTS
+    from consumer.store.rows import MAX_LISTED_STARTS
     from support.streams import commit_stream, stream
 
     msgs, records = stream(3000, 5)
