@@ -1,8 +1,16 @@
-"""Dead-letter records: the original key, value and headers, plus why and where from."""
+"""Dead-letter records: the original key, value and headers, plus why and where from; and
+the consumer's side of the dead-letter topic (`DeadLetters`)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from consumer.exceptions import ConsumerError
+
+log = logging.getLogger(__name__)
 
 H_ERROR = "convmetrics-dlq-error"
 H_ERROR_TYPE = "convmetrics-dlq-error-type"
@@ -40,3 +48,46 @@ def source_of(headers: Any) -> tuple[str, int, int] | None:
         )
     except (KeyError, ValueError):
         return None
+
+
+class DeadLetters:
+    """The consumer's producer to its dead-letter topic, and whether Kafka acknowledged every
+    record sent to it: the store's offsets never move past a record that is in neither the
+    metrics nor the dead-letter topic."""
+
+    def __init__(self, producer: Producer, topic: str) -> None:
+        self.producer = producer
+        self.topic = topic
+        self._errors: list[str] = []
+        #: why the topic refused a record: from then on nothing is committed (the commit on
+        #: revocation, as the loop ends, included), so the store's offset stays before it
+        self.failed: str | None = None
+
+    def send(self, m: Message, error: Exception, topic: str, partition: int, offset: int) -> None:
+        """Produce `m` (its key, value and headers, and why) to the dead-letter topic."""
+        log.warning("dead-lettering %s[%d]@%d: %s", topic, partition, offset, error)
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                self._errors.append(str(err))
+
+        self.producer.produce(
+            self.topic,
+            key=m.key(),
+            value=m.value(),
+            headers=dead_letter_headers(m.headers(), error, topic, partition, offset),
+            on_delivery=delivered,
+        )
+        self.producer.poll(0)
+
+    def confirm(self, timeout: float = 30) -> None:
+        """Wait until Kafka acknowledged every record sent; else remember why (`failed`)
+        and raise ConsumerError."""
+        remaining = self.producer.flush(timeout)
+        if remaining or self._errors:
+            errors, self._errors = self._errors, []
+            self.failed = (
+                f"dead-letter topic {self.topic} did not acknowledge {remaining or len(errors)} "
+                f"record(s) ({'; '.join(errors[:3])}): not committing past them"
+            )
+            raise ConsumerError(self.failed)

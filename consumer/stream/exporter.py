@@ -13,7 +13,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from consumer.stream.checkpoint import CommitReport
-    from consumer.stream.runner import Stats
+    from consumer.stream.partitions import Stats
 
 #: Commits take milliseconds to a few seconds (a 50,000-event flush on a slow disk).
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

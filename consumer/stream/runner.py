@@ -20,7 +20,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -36,12 +35,13 @@ from consumer.exceptions import (
     ConsumerError,
     OutOfRangeEventError,
 )
-from consumer.fold import ConvKey, Delta, Fold
+from consumer.fold import Fold
 from consumer.fold.model import KINDS, reader_schema
-from consumer.fold.native import FoldKind, choose
+from consumer.fold.native import choose
 from consumer.store import PartitionCommit, Store, open_store
 from consumer.stream.checkpoint import MAX_IN_FLIGHT, CommitHook, CommitReport, StoreWriter
-from consumer.stream.dlq import dead_letter_headers
+from consumer.stream.dlq import DeadLetters
+from consumer.stream.partitions import Stats, new_fold, take_changes
 from consumer.stream.settings import ConsumerSettings
 from schemas import CONVERSATION_EVENT, Codec, DecodeError, subject
 from schemas.exceptions import RegistryUnavailableError
@@ -50,52 +50,6 @@ from schemas.schema_registry import reader_resolver
 from schemas.topic_registry import TopicSchemaResolver
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Stats:
-    """Counters since start, for logs, progress and the Prometheus exporter."""
-
-    consumed: int = 0
-    folded: int = 0
-    duplicates: int = 0
-    ignored: int = 0
-    dead_lettered: int = 0
-    fenced: int = 0
-    commits: int = 0
-    #: folded events by type (conversation.closed, ...); duplicates not included
-    by_type: dict[str, int] = field(default_factory=dict)
-    #: records behind the partition's high watermark, per assigned partition (refreshed every few s)
-    lag: dict[int, int] = field(default_factory=dict)
-
-
-def take_changes(
-    fold: Fold, expire: tuple[int, int | None] | None
-) -> tuple[Delta, dict[ConvKey, str], list[ConvKey]]:
-    """A partition's pending delta and changed conversations, and, when `expire` is given
-    (ttl, max conversations), the conversations it forgets now: their gauges are taken
-    back in the same delta, so the commit that drops them drops their counts."""
-    delta, changed = fold.take_changes()
-    expired = fold.expire(*expire) if expire is not None else []
-    if expired:
-        delta.merge_gauges(fold.take_changes()[0])
-    return delta, changed, expired
-
-
-def new_fold(
-    store: Store, topic: str, partition: int, s: ConsumerSettings, kind: FoldKind | None = None
-) -> tuple[Fold, int | None]:
-    """A partition's fold (`kind`, default `choose()`) restored from the store, and the
-    offset to resume from."""
-    state = store.load_partition(topic, partition)
-    fold = (kind or choose()).new(
-        partition,
-        state.conversations,
-        state.watermark,
-        max_seen=s.dedupe_per_conversation,
-        registry=store.registry,
-    )
-    return fold, state.next_offset
 
 
 _KIND_NAMES = {kind: name for name, kind in KINDS.items()}
@@ -172,10 +126,6 @@ class MetricsConsumer:
         self._pending = 0
         self._last_commit = time.monotonic()
         self._last_expire = time.monotonic()
-        self._dlq_errors: list[str] = []
-        #: why the DLQ refused a record: from then on nothing is committed (the commit on
-        #: revocation, as the loop ends, included), so the store's offset stays before it
-        self._dlq_failed: str | None = None
         self.writer = StoreWriter(self.store, settings.topic, self._stop, self._committed)
         #: refused credentials or failed TLS say so (naming the settings), not a silent retry loop
         self.kafka_errors = ErrorReport(log)
@@ -206,7 +156,9 @@ class MetricsConsumer:
                 "fetch.queue.backoff.ms": 10,
             }
         )
-        self.dlq = Producer({**base, "acks": "all", "enable.idempotence": True, "linger.ms": 5})
+        self.dlq = DeadLetters(
+            Producer({**base, "acks": "all", "enable.idempotence": True, "linger.ms": 5}), settings.dlq_topic
+        )
 
     # -- loop -------------------------------------------------------------------------
     def run(self, *, until: Callable[[MetricsConsumer], bool] | None = None) -> None:
@@ -253,7 +205,7 @@ class MetricsConsumer:
             finally:
                 self.writer.shutdown()
                 close_consumer(self.consumer)  # bounded: librdkafka may wait forever for a gone broker
-                self.dlq.flush(10)
+                self.dlq.producer.flush(10)
 
     def stop(self) -> None:
         self._stop.set()
@@ -311,21 +263,7 @@ class MetricsConsumer:
         self.stats.lag = lag
 
     def _dead_letter(self, m: Message, error: Exception) -> None:
-        topic, p, off = m.topic() or self.s.topic, _partition(m), _offset(m)
-        log.warning("dead-lettering %s[%d]@%d: %s", topic, p, off, error)
-
-        def delivered(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                self._dlq_errors.append(str(err))
-
-        self.dlq.produce(
-            self.s.dlq_topic,
-            key=m.key(),
-            value=m.value(),
-            headers=dead_letter_headers(m.headers(), error, topic, p, off),
-            on_delivery=delivered,
-        )
-        self.dlq.poll(0)
+        self.dlq.send(m, error, m.topic() or self.s.topic, _partition(m), _offset(m))
         self.stats.dead_lettered += 1
 
     # -- commit -----------------------------------------------------------------------
@@ -339,7 +277,7 @@ class MetricsConsumer:
         writer thread runs them in order, and refuses the ones after a failed one).
         """
         self._last_commit = time.monotonic()
-        if self._dlq_failed is not None:
+        if self.dlq.failed is not None:
             return
         self.wait_for_commit(keep=MAX_IN_FLIGHT - 1)
         if not self.next_offsets:
@@ -347,14 +285,7 @@ class MetricsConsumer:
                 self.wait_for_commit()
             return
         started = time.perf_counter()
-        remaining = self.dlq.flush(30)
-        if remaining or self._dlq_errors:
-            errors, self._dlq_errors = self._dlq_errors, []
-            self._dlq_failed = (
-                f"dead-letter topic {self.s.dlq_topic} did not acknowledge {remaining or len(errors)} "
-                f"record(s) ({'; '.join(errors[:3])}): not committing past them"
-            )
-            raise ConsumerError(self._dlq_failed)
+        self.dlq.confirm(30)
         expire = time.monotonic() - self._last_expire > EXPIRE_EVERY
         if expire:
             self._last_expire = time.monotonic()

@@ -112,7 +112,7 @@ def test_the_store_moves_past_a_poison_record_only_once_the_dlq_acknowledged_it(
     )
 
     failing = MetricsConsumer(settings)
-    failing.dlq = Producer(  # a DLQ producer whose records are never acknowledged
+    failing.dlq.producer = Producer(  # a DLQ producer whose records are never acknowledged
         {"bootstrap.servers": f"127.0.0.1:{dead_port()}", "message.timeout.ms": 2000, "acks": "all"}
     )
     deadline = time.monotonic() + 60

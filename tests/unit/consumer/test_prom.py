@@ -17,7 +17,7 @@ from consumer.store.render import row_json
 from consumer.store.sqlite import SqliteStore
 from consumer.stream.checkpoint import CommitReport
 from consumer.stream.exporter import ConsumerMetrics
-from consumer.stream.runner import Stats
+from consumer.stream.partitions import Stats
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

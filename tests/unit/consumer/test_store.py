@@ -16,7 +16,7 @@ from consumer.fold.registry import REGISTRY
 from consumer.fold.sketch import bin_of
 from consumer.store import PartitionCommit, Retention, open_store
 from consumer.store.sqlite import SqliteStore
-from consumer.stream.runner import new_fold
+from consumer.stream.partitions import new_fold
 from consumer.stream.settings import ConsumerSettings
 from support.firsts import check_against_truth
 from support.rows import delta_rows
@@ -656,7 +656,7 @@ def test_the_backlog_follows_each_conversations_latest_event(store: Any) -> None
     drops it drops its counts)."""
     from consumer.fold.model import KINDS, event_hash
     from consumer.fold.native import choose
-    from consumer.stream.runner import take_changes
+    from consumer.stream.partitions import take_changes
 
     fold = choose().new(0, registry=store.registry)
     offset = 0
