@@ -1,11 +1,13 @@
 """The pure core: conversation events in, metric facts out. No I/O, no clock.
 
-`reference` is the fold in Python (the one to read), `native` chooses between it and the
+`reference` is the fold in Python (the one to read; `state` is a conversation's state in
+it, `batch` a consumed batch folded into either fold), `native` chooses between it and the
 compiled twin (`consumer/native`, Rust), `delta` is what a fold hands to the store, and
 `model`, `windows` and `sketch` are the event, the windows and the distributions. This
 package imports nothing else of the consumer but its errors.
 """
 
+from consumer.fold.batch import BatchResult, Fold, apply_batch
 from consumer.fold.delta import (
     BY_ACCOUNT,
     BY_CHANNEL,
@@ -18,7 +20,8 @@ from consumer.fold.delta import (
     mem_key,
     row_keys,
 )
-from consumer.fold.reference import BatchResult, Fold, PartitionFold, apply_batch, last_time_of
+from consumer.fold.reference import PartitionFold
+from consumer.fold.state import last_time_of
 
 __all__ = [
     "BY_ACCOUNT",

@@ -1,41 +1,10 @@
 """The aggregation fold: conversation events in, metric facts out. Pure: no I/O, no clock.
 
 `PartitionFold` owns one Kafka partition's conversations (the gateway keys events by
-conversation, so all of a conversation's events share a partition). A conversation's
-state is a small JSON list, kept encoded (a compact str) while idle and decoded while a batch
-touches it, which keeps hundreds of thousands of conversations in little memory:
-
-    [last_time, starts, closures, seen]
-    starts   = sorted created/opened event times
-    closures = [[event_hash, closed_at, channel_type, start or null(, inbox, app)], ...]
-               (inbox and app where the closure has one of them: a fold whose registry
-               groups by neither keeps neither, and closures stored before they existed
-               have neither)
-    seen     = event hashes already counted (the dedupe memory, newest last)
-
-and, where the registry folds first_closes or time_to_first_assignment, three more:
-
-    [..., first, created, assigns]
-    first    = the first close: [closed_at, event id, event hash] or null (an event id of
-               null: a state stored before first_closes, whose first close was never counted)
-    created  = the earliest created event's time, or null
-    assigns  = [[assigned_at, event id, channel_type, inbox, app], ...] sorted: the
-               assignments that are or may become the first one (those after the counted
-               one never can: the created time and the first assignment only move earlier)
-
-and, where the registry folds the gauges (which need the three above), one more:
-
-    [..., latest]
-    latest   = the latest event: [time, event id, kind, channel_type, inbox, app] or null
-               (the latest by time, ties by the larger event id; null: a state stored
-               before the gauges, which counts in them from its next event on)
-
-A conversation counts in the gauges at its latest event's channel type, account, inbox and
-app: open when that event is a created, opened or assigned one, and unassigned too when
-it has no assigned event (`assigns` is empty: it keeps at least the counted assignment,
-or all of them while none can count); snoozed when it is a snoozed one. When an event
-changes that, the fold takes the old contribution back at the old key and adds the new
-one (`Delta.gauges`); a forgotten conversation (`expire`) is taken back.
+conversation, so all of a conversation's events share a partition). A conversation's state
+(its layout and what it means: `consumer.fold.state`) is kept encoded (a compact str) while
+idle and decoded while a batch touches it, which keeps hundreds of thousands of
+conversations in little memory.
 
 A closure is the first close when it is earlier (time, then event id) than `first`: it
 counts, and the old one is taken back in its window (a fact of -1). The counted first
@@ -55,8 +24,7 @@ closures themselves. The stores turn facts into metric rows in SQL.
 from __future__ import annotations
 
 from bisect import bisect_right, insort
-from collections.abc import Sequence
-from typing import Any, Final, Protocol
+from typing import Any
 
 import orjson
 
@@ -65,7 +33,6 @@ from consumer.fold.delta import (
     _C_LIMIT,
     A_APP,
     A_CHANNEL,
-    A_ID,
     A_INBOX,
     A_TIME,
     ASSIGNS,
@@ -82,11 +49,7 @@ from consumer.fold.delta import (
     F_HASH,
     F_ID,
     FIRST,
-    L_APP,
-    L_CHANNEL,
     L_ID,
-    L_INBOX,
-    L_KIND,
     L_TIME,
     LAST,
     LATEST,
@@ -101,8 +64,16 @@ from consumer.fold.delta import (
     mem_key,
 )
 from consumer.fold.facts import Dims, FactMaker
-from consumer.fold.model import ASSIGNED, CLOSED, CREATED, KINDS, OPENED, SNOOZED, Event, from_record
+from consumer.fold.model import ASSIGNED, CLOSED, CREATED, OPENED, Event
 from consumer.fold.registry import REGISTRY, Registry
+from consumer.fold.state import (
+    by_time_and_id,
+    check_range,
+    first_assignment,
+    gauges_of,
+    last_time_of,
+    legacy_first,
+)
 
 #: the conditions (`consumer.fold.registry.CONDITIONS`) that hold for a closure, by
 #: unread + 2 * window_expired
@@ -113,11 +84,6 @@ _CONDITIONS: tuple[frozenset[str], ...] = (
     frozenset({"unread", "window_expired"}),
 )
 _NONE: frozenset[str] = frozenset()
-
-
-def last_time_of(blob: str) -> int:
-    """A stored conversation's newest event time, without decoding all of it."""
-    return int(blob[1 : blob.index(",")])
 
 
 class PartitionFold:
@@ -286,7 +252,7 @@ class PartitionFold:
         """An assignment arrived: it may be the conversation's first (time to first assignment)."""
         old = first_assignment(conv)
         mine = [e.time, e.event_id, e.channel_type, inbox, app]
-        insort(conv[ASSIGNS], mine, key=_by_time_and_id)
+        insort(conv[ASSIGNS], mine, key=by_time_and_id)
         new = first_assignment(conv)
         if new is mine:
             ttfa = e.time - conv[CREATED_AT]
@@ -301,7 +267,7 @@ class PartitionFold:
             return
         if fact is not None:
             self.delta.facts.append(tuple(fact))
-        if new is not None and _by_time_and_id(mine) >= _by_time_and_id(new):
+        if new is not None and by_time_and_id(mine) >= by_time_and_id(new):
             # after the counted one (or its equal: a redelivery the dedupe memory had
             # forgotten, kept after it by insort): it can never count
             conv[ASSIGNS].remove(mine)
@@ -403,151 +369,3 @@ class PartitionFold:
             g = gauges_of(conv) if len(conv) > LATEST else None
             if g is not None:
                 self.delta.add_gauges((g[0][0], conv_key(k)[0], g[0][1], g[0][2]), g[1], -1)
-
-
-_OPEN: Final = frozenset({CREATED, OPENED, ASSIGNED})
-
-
-def gauges_of(conv: Conversation) -> tuple[tuple[str, int | None, int | None], tuple[int, int, int]] | None:
-    """Where a conversation counts in the gauges ((channel type, inbox, app) of its latest
-    event) and what it counts there ((open, unassigned, snoozed)); None: nowhere."""
-    latest = conv[LATEST]
-    if latest is None:
-        return None
-    kind = latest[L_KIND]
-    if kind in _OPEN:
-        counted = (1, 0 if conv[ASSIGNS] else 1, 0)
-    elif kind == SNOOZED:
-        counted = (0, 0, 1)
-    else:
-        return None
-    return (latest[L_CHANNEL], latest[L_INBOX], latest[L_APP]), counted
-
-
-def legacy_first(conv: Conversation) -> list[Any] | None:
-    """The first close of a state stored before first_closes: its earliest closure (ties:
-    the smaller event hash, its id being unknown), marked never counted (id None)."""
-    if not conv[CLOSURES]:
-        return None
-    c = min(conv[CLOSURES], key=lambda c: (c[C_CLOSED], c[C_HASH]))
-    return [c[C_CLOSED], None, c[C_HASH]]
-
-
-def _by_time_and_id(a: list[Any]) -> tuple[int, str]:
-    return a[A_TIME], a[A_ID]
-
-
-def first_assignment(conv: Conversation) -> list[Any] | None:
-    """The assignment time to first assignment counts: the earliest (time, event id) at or
-    after the conversation's created time; None without a created event or such an
-    assignment."""
-    created = conv[CREATED_AT]
-    if created is None:
-        return None
-    for a in conv[ASSIGNS]:
-        if a[A_TIME] >= created:
-            return a  # type: ignore[no-any-return]
-    return None
-
-
-_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
-
-
-def _in_i64(*values: int) -> None:
-    if any(not _I64_MIN <= v <= _I64_MAX for v in values):
-        raise OverflowError("event time arithmetic outside the 64-bit range")
-
-
-def check_range(e: Event, conv: Conversation) -> None:
-    """Refuse (OverflowError), before it changes anything, an event whose time arithmetic
-    leaves 64 bits: an ingest lag, a duration, a window start. The store's integers are
-    64-bit; such a record (nanoseconds sent as seconds, say) goes to the dead-letter topic."""
-    t = e.time
-    _in_i64(t - t % 86400)
-    if e.received_ms is not None:
-        _in_i64(t * 1000, e.received_ms - t * 1000)
-    if e.kind == CLOSED:
-        starts = conv[STARTS]
-        i = bisect_right(starts, t)
-        if i:
-            _in_i64(t - starts[i - 1])
-    elif e.kind in (CREATED, OPENED):
-        for c in conv[CLOSURES]:
-            if c[C_CLOSED] >= t and not (c[C_START] is not None and c[C_START] >= t):
-                _in_i64(c[C_CLOSED] - t)
-    if len(conv) > ASSIGNS:  # time to first assignment folded
-        if e.kind == CREATED:
-            for a in conv[ASSIGNS]:
-                if a[A_TIME] >= t:
-                    _in_i64(a[A_TIME] - t)
-        elif e.kind == ASSIGNED and conv[CREATED_AT] is not None and t >= conv[CREATED_AT]:
-            _in_i64(t - conv[CREATED_AT])
-
-
-class Fold(Protocol):
-    """What the consumer needs of a partition's fold: `PartitionFold` here, or the same
-    compiled (`consumer.fold.native`)."""
-
-    @property
-    def partition(self) -> int: ...
-    @property
-    def delta(self) -> Delta: ...
-    @property
-    def duplicates(self) -> int: ...
-    @property
-    def hot_count(self) -> int: ...
-
-    watermark: int
-
-    def __len__(self) -> int: ...
-    def apply(self, e: Event, /) -> bool: ...
-    def take_changes(self) -> tuple[Delta, dict[ConvKey, str]]: ...
-    def expire(self, ttl: int, max_conversations: int | None = None) -> list[ConvKey]: ...
-    def snapshot(self, chunk: int = 100_000) -> list[bytes]: ...
-    def conversations(self) -> dict[ConvKey, str]: ...
-
-
-class _Message(Protocol):  # what apply_batch reads of a confluent_kafka.Message
-    def partition(self) -> int | None: ...
-    def offset(self) -> int | None: ...
-
-
-BatchResult = tuple[list[int], int, int, list[int]]
-"""(events folded per kind, duplicates, ignored records, indices of undecodable records)"""
-
-
-def apply_batch(
-    folds: dict[int, Fold], msgs: Sequence[_Message], records: Sequence[object], offsets: dict[int, int]
-) -> BatchResult:
-    """Fold a consumed batch: `msgs[i]` decoded as `records[i]` (a dict, or the DecodeError
-    of a poison record). Messages of a partition without a fold (revoked meanwhile) are
-    skipped; `offsets[p]` becomes the offset after partition p's last message. Poison
-    records (undecodable, or refused by `check_range`) come back as indices."""
-    if len(msgs) != len(records):
-        raise ValueError("apply_batch: as many records as messages, please")
-    folded = [0] * len(KINDS)
-    duplicates = ignored = 0
-    dead: list[int] = []
-    for i, (m, rec) in enumerate(zip(msgs, records, strict=True)):
-        p: int = m.partition()  # type: ignore[assignment]  # set on every consumed message
-        fold = folds.get(p)
-        if fold is None:
-            continue
-        if isinstance(rec, dict):
-            ev = from_record(rec)
-            if ev is None:
-                ignored += 1
-            else:
-                try:
-                    applied = fold.apply(ev)
-                except OverflowError:  # out of range: a poison record, like an undecodable one
-                    dead.append(i)
-                else:
-                    if applied:
-                        folded[ev.kind] += 1
-                    else:
-                        duplicates += 1
-        else:
-            dead.append(i)
-        offsets[p] = m.offset() + 1  # type: ignore[operator]  # set on every consumed message
-    return folded, duplicates, ignored, dead

@@ -157,14 +157,14 @@ struct Conv {
 
 impl Conv {
     /// The index of the assignment time to first assignment counts: the earliest at or
-    /// after the created time (consumer.fold.reference.first_assignment).
+    /// after the created time (consumer.fold.state.first_assignment).
     fn first_assignment(&self) -> Option<usize> {
         let created = self.created?;
         self.assigns.iter().position(|a| a.t >= created)
     }
 
     /// Where the conversation counts in the gauges and what it counts there (open,
-    /// unassigned, snoozed): consumer.fold.reference.gauges_of.
+    /// unassigned, snoozed): consumer.fold.state.gauges_of.
     fn gauges_of(&self, account: i64) -> Option<(GaugeKey, [i64; 3])> {
         let l = self.latest.as_ref()?;
         let counted = match l.kind {
@@ -595,7 +595,7 @@ fn counters_of(spec: Vec<(Vec<u8>, Option<String>)>) -> PyResult<Vec<Counter>> {
 
 /// A stored conversation's JSON text, its channel names interned in `channels`; `firsts`:
 /// the fold keeps first close and assignments, so a state without them gets them
-/// (consumer.fold.reference.legacy_first).
+/// (consumer.fold.state.legacy_first).
 fn parse(
     channels: &mut Channels,
     py: Python<'_>,
