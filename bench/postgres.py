@@ -10,9 +10,12 @@ partition: PostgreSQL with 1, 2 and 3 processes (``$CONVMETRICS_POSTGRES_URL``, 
 server as in the tests), SQLite with 1 and 2. Events/s are counted from the first commit
 (group join and start-up excluded) to caught up. PostgreSQL runs with ``log_lock_waits=on``
 and ``deadlock_timeout=20ms`` (set by ``ALTER SYSTEM``): every transaction that waited more
-than 20 ms for a lock another consumer held logs a "still waiting for" line, counted per
-run from the local server's log (an external server's log is not read: "n/a"). Prints a
-table, the ratios and the counts; writes bench/results/postgres.md.
+than 20 ms for a lock another consumer held logs a "still waiting for" line, read per run
+from the local server's log (an external server's log is not read: "n/a"): counted from
+the run's first commit on (while the events are consumed), the ones before it (processes
+starting together on a fresh database make its tables one at a time) counted apart, and
+each listed with its DETAIL and STATEMENT lines. Prints a table, the ratios and the
+counts; writes bench/results/postgres.md.
 """
 
 from __future__ import annotations
