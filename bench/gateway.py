@@ -76,12 +76,6 @@ def serve_bare(kind: str, port: int) -> None:
                 access_log=False, log_level="warning", backlog=4096)  # fmt: skip
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def server(cmd: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
     from convmetrics.process import ending_with_parent  # the project is on sys.path by now
@@ -265,6 +259,7 @@ def topic_records(bootstrap: str, topic: str) -> int:
 # -- the run -----------------------------------------------------------------------------
 def bench(seconds: int, rounds: int) -> None:
     from convmetrics.localkafka import kafka_bootstrap
+    from convmetrics.localkafka.broker import pick_free_port as free_port
 
     wrk = ensure_wrk()
     load_start, started = os.getloadavg(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

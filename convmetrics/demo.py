@@ -14,7 +14,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from convmetrics.generate import GenerateConfig, generate_webhooks
+from convmetrics.localkafka.broker import pick_free_ports
 from convmetrics.process import ending_with_parent, signals_stop
 from schemas.kafka import client_config
 
@@ -69,12 +69,6 @@ class DemoOptions:
     #: its client settings (`schemas.kafka`), and the flags that gave them, for the children
     kafka: Mapping[str, str] = field(default_factory=dict)
     kafka_flags: tuple[str, ...] = ()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Child:
@@ -350,7 +344,9 @@ def _run_demo(opts: DemoOptions) -> int:
     try:
         with kafka(data, opts.bootstrap_servers) as bootstrap:
             try:
-                gw_port, api_port = opts.gateway_port or free_port(), opts.api_port or free_port()
+                # picked at once, so the two never repeat each other (nor a port given)
+                picked = [p for p in pick_free_ports(3) if p not in (opts.gateway_port, opts.api_port)]
+                gw_port, api_port = opts.gateway_port or picked[0], opts.api_port or picked[1]
                 gw_args = ["gateway", "--bootstrap-servers", bootstrap, "--topic", opts.topic,
                            "--host", "127.0.0.1", "--port", str(gw_port), *opts.kafka_flags]  # fmt: skip
                 gateway = Child("gateway", gw_args, data / "gateway.log")

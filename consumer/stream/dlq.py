@@ -80,10 +80,14 @@ class DeadLetters:
         )
         self.producer.poll(0)
 
+    def flush(self, timeout: float) -> int:
+        """Deliver what is queued, for up to `timeout` s; how many records are left."""
+        return self.producer.flush(timeout)
+
     def confirm(self, timeout: float = 30) -> None:
         """Wait until Kafka acknowledged every record sent; else remember why (`failed`)
         and raise ConsumerError."""
-        remaining = self.producer.flush(timeout)
+        remaining = self.flush(timeout)
         if remaining or self._errors:
             errors, self._errors = self._errors, []
             self.failed = (

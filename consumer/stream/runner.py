@@ -205,7 +205,7 @@ class MetricsConsumer:
             finally:
                 self.writer.shutdown()
                 close_consumer(self.consumer)  # bounded: librdkafka may wait forever for a gone broker
-                self.dlq.producer.flush(10)
+                self.dlq.flush(10)
 
     def stop(self) -> None:
         self._stop.set()

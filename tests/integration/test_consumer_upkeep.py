@@ -5,7 +5,6 @@ past a poison record only once the DLQ acknowledged it (with the DLQ producer fa
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from consumer.stream import runner
 from consumer.stream.runner import MetricsConsumer
 from consumer.stream.settings import ConsumerSettings
 from schemas import conversation_codec
+from support.gateway import free_port
 from support.pipeline import produce_raw
 
 T0 = 1_700_000_040  # a minute's first second
@@ -93,13 +93,6 @@ def test_the_runner_expires_idle_conversations_and_purges_old_rows(
         reader.close()
 
 
-def dead_port() -> int:
-    """A loopback port nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_the_store_moves_past_a_poison_record_only_once_the_dlq_acknowledged_it(
     kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
 ) -> None:
@@ -113,7 +106,7 @@ def test_the_store_moves_past_a_poison_record_only_once_the_dlq_acknowledged_it(
 
     failing = MetricsConsumer(settings)
     failing.dlq.producer = Producer(  # a DLQ producer whose records are never acknowledged
-        {"bootstrap.servers": f"127.0.0.1:{dead_port()}", "message.timeout.ms": 2000, "acks": "all"}
+        {"bootstrap.servers": f"127.0.0.1:{free_port()}", "message.timeout.ms": 2000, "acks": "all"}
     )
     deadline = time.monotonic() + 60
     with pytest.raises(ConsumerError, match=r"did not acknowledge .*not committing past them"):
