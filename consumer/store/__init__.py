@@ -5,6 +5,7 @@ the backends, and `choose.open_store` picks one from a URL.
 """
 
 from consumer.store.base import (
+    LIVE,
     MetricRow,
     PartitionCommit,
     PartitionState,
@@ -13,4 +14,4 @@ from consumer.store.base import (
 )
 from consumer.store.choose import open_store
 
-__all__ = ["MetricRow", "PartitionCommit", "PartitionState", "Retention", "Store", "open_store"]
+__all__ = ["LIVE", "MetricRow", "PartitionCommit", "PartitionState", "Retention", "Store", "open_store"]

@@ -24,6 +24,9 @@ from consumer.store.closure_list import ClosureListing, ListedClosure
 #: every row a partition changed since its last publication.
 OUTBOX_INDEX_NAME = "metric_rows_by_partition_seq"
 OUTBOX_INDEX = f"CREATE INDEX IF NOT EXISTS {OUTBOX_INDEX_NAME} ON metric_rows (partition, seq)"
+#: the window of a gauge row in the outbox (`Store.changed_since`): the gauges are live
+#: counts, not windowed; the metrics topic publishes them under this window
+LIVE = "live"
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,8 @@ class Store(Protocol):
     ) -> tuple[list[MetricRow], dict[int, int]]:
         """The outbox of the metrics topic: the rows (merged over partitions) that the
         partitions of `marks` changed in up to `commits` commits each after their mark,
-        and the marks that covers."""
+        then the gauges of the backlog keys they changed (rows of the window LIVE, zeros
+        included), and the marks that covers."""
         ...
 
     def published_marks(self, partitions: list[int], topic: str = "") -> dict[int, int]:

@@ -11,7 +11,8 @@ current one).
 Two value formats, each its own subject and topic:
 - `metric_rows` (`--metric-rows-topic`, default `conversation-metric-rows`): generic over
   the registry (maps of counters and distributions keyed by metric name), so a metric
-  added to the registry needs no new schema version;
+  added to the registry needs no new schema version; the live gauges (full set) go out
+  as records of the window `live` (key grouping|key|live|), their 0 included;
 - `closure_metrics` (`--metrics-topic`, default `conversation-closure-metrics`): the
   earlier fixed record, kept for the readers that have it; it carries the metrics it was
   made with and no others.
@@ -32,7 +33,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from consumer.exceptions import ConfigError, ConsumerError, KafkaUnavailableError
 from consumer.fold.registry import CLOSURES, Registry
-from consumer.store import MetricRow, Store
+from consumer.store import LIVE, MetricRow, Store
 from consumer.store.render import row_json
 from schemas import subject
 from schemas.confluent import WireFormat
@@ -56,16 +57,28 @@ KILL_MID_PUBLICATION_ENV: Final = "CONVMETRICS_TEST_KILL_MID_PUBLICATION"
 
 
 def metrics_key(row: MetricRow) -> str:
-    start = "" if row.window == "all" else str(row.window_start)
+    start = "" if row.window in ("all", LIVE) else str(row.window_start)
     return f"{row.by}|{row.key}|{row.window}|{start}"
 
 
 def metric_rows_record(row: MetricRow, registry: Registry, now_ms: int) -> dict[str, Any]:
-    """A row as a `metric_rows` record (v2): every counter and distribution by metric name,
-    a distribution's SLA buckets with it."""
-    j = row_json(row, registry)
+    """A row as a `metric_rows` record (v3): every counter and distribution by metric name,
+    a distribution's SLA buckets with it; a gauge row (window LIVE) its gauges by name."""
     dims = registry.grouping(row.by).dimensions
     values = row.key.split("|") if len(dims) > 1 else [row.key]
+    if row.window == LIVE:
+        return {
+            "grouping": row.by,
+            "key": dict(zip(dims, values, strict=True)),
+            "window": LIVE,
+            "windowStart": None,
+            "windowEnd": None,
+            "counters": {},
+            "distributions": {},
+            "publishedAtMillis": now_ms,
+            "gauges": {g.name: row.values[g.column] for g in registry.gauges},
+        }
+    j = row_json(row, registry)
     distributions = {}
     for m in registry.distributions:
         d = j[m.name]
@@ -83,6 +96,7 @@ def metric_rows_record(row: MetricRow, registry: Registry, now_ms: int) -> dict[
         "counters": {m.name: j[m.name] for m in registry.counters},
         "distributions": distributions,
         "publishedAtMillis": now_ms,
+        "gauges": {},
     }
 
 
@@ -97,7 +111,7 @@ V1_GROUPINGS: Final = tuple(g.name for g in CLOSURES.groupings)
 def metrics_record(row: MetricRow, registry: Registry, now_ms: int) -> dict[str, Any] | None:
     """A row as a `closure_metrics` v1 record (the metrics that record names); None for a
     row of a grouping that record does not know."""
-    if row.by not in V1_GROUPINGS:
+    if row.by not in V1_GROUPINGS or row.window == LIVE:
         return None
     j = row_json(row, registry)
     return {

@@ -7,6 +7,7 @@ checks what we wrote is confluent-kafka's own `AvroDeserializer` with its own
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -108,9 +109,8 @@ def test_schemas_push_registers_every_version_once_and_verifies(schema_registry:
     again = push(schema_registry, events, metrics, rows)
     assert again.returncode == 0, again.stderr
     # idempotent: the same ids, nothing new
-    assert again.stdout.replace("(0 new", "(N new") == first.stdout.replace("(2 new", "(N new").replace(
-        "(1 new", "(N new"
-    )
+    assert "(0 new" in again.stdout and not re.search(r"\(\d*[1-9]\d* new", again.stdout)
+    assert re.sub(r"\(\d+ new", "(N new", again.stdout) == re.sub(r"\(\d+ new", "(N new", first.stdout)
     client = SchemaRegistryClient({"url": schema_registry})
     ours = RegistryClient(RegistrySettings(schema_registry))
     for topic, subj in ((events, "conversation_event"), (metrics, "closure_metrics"), (rows, "metric_rows")):

@@ -22,6 +22,7 @@ from support.gateway import free_port
 from support.pipeline import (
     ConsumerProcess,
     api_view,
+    backlog_view,
     end_offsets,
     metrics_view,
     produce_webhooks,
@@ -144,6 +145,7 @@ def test_metrics_topic_holds_the_latest_value_of_every_row(
         wait_published(store, [metrics_topic, rows_topic], second)
         api = api_view(f"http://127.0.0.1:{port}")
         every = metrics_view(f"http://127.0.0.1:{port}")
+        backlog = backlog_view(f"http://127.0.0.1:{port}")
         latest, records = latest_per_key(kafka_bootstrap, metrics_topic)
         generic, _ = latest_per_key(kafka_bootstrap, rows_topic, "metric_rows")
     finally:
@@ -159,8 +161,16 @@ def test_metrics_topic_holds_the_latest_value_of_every_row(
             assert got["timeToClose"][f] == row["time_to_close"][f], (key, f)
     # the generic records: every grouping, counter and distribution by name, the same numbers
     # as /v1/metrics (closure_metrics records: by channel_type and account only, above)
-    assert set(generic) == set(every) and {k.split("|")[0] for k in every} == set(BY)
+    live = {k: r for k, r in generic.items() if r["window"] == "live"}
+    assert set(generic) - set(live) == set(every) and {k.split("|")[0] for k in every} == set(BY)
+    # the live gauges (v3): every backlog key with /v1/backlog's numbers, and the keys that
+    # went back to 0 (which /v1/backlog leaves out) published as 0, not left at an old value
+    assert {k: r["gauges"] for k, r in live.items() if any(r["gauges"].values())} == backlog
+    assert {k.split("|")[0] for k in backlog} == set(BY)
+    assert any(not any(r["gauges"].values()) for r in live.values())
+    assert all(not r["counters"] and not r["distributions"] for r in live.values())
     for key, row in every.items():
+        assert generic[key]["gauges"] == {}, key
         got = generic[key]
         assert got["grouping"] == key.split("|")[0]
         assert got["key"] == {d: str(v) for d, v in row["key"].items()}

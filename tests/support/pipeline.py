@@ -362,6 +362,19 @@ def api_view(api: str) -> dict[str, dict[str, Any]]:
     return out
 
 
+def backlog_view(api: str) -> dict[str, dict[str, int]]:
+    """Every key of `/v1/backlog` (every grouping; the keys whose gauges are all 0 are left
+    out), by its metrics-topic key (grouping|key|live|): its gauges by name."""
+    out = {}
+    for group in BY:
+        r = httpx.get(f"{api}/v1/backlog", params={"group": group}, timeout=30)
+        assert r.status_code == 200, r.text
+        for row in r.json()["rows"]:
+            key = "|".join(str(v) for v in row["key"].values())
+            out[f"{group}|{key}|live|"] = {g: row[g] for g in GAUGES}
+    return out
+
+
 def metrics_view(api: str) -> dict[str, dict[str, Any]]:
     """Every row of `/v1/metrics` (the consumer folds the full metric set), by its topic key."""
     out = {}

@@ -58,7 +58,7 @@ def _ddl(registry: Registry) -> list[str]:
         ddl.append(APP_INDEX)
     ddl.append(sqlgen.row_table(sqlgen.POSTGRES, registry))
     if (backlog := sqlgen.backlog_table(sqlgen.POSTGRES, registry)) is not None:
-        ddl.append(backlog)
+        ddl += [backlog, sqlgen.backlog_seq(sqlgen.POSTGRES)]
     return ddl
 
 

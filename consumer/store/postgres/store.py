@@ -54,6 +54,7 @@ from consumer.store.rows import (
     backlog_filter,
     bins_filter,
     build_rows,
+    live_rows,
     outbox_keys,
     rank_rows,
     row_filter,
@@ -245,15 +246,13 @@ class PostgresStore:
     def _gauges(self, conn: psycopg.Connection[Any], partitions: list[PartitionCommit]) -> None:
         """Each partition's gauge changes into its own backlog rows (only its owner writes them)."""
         rows = [
-            (by, key, p.partition, *values)
+            (by, key, p.partition, *values, p.next_offset)  # seq: as the partition's metric rows'
             for p in sorted(partitions, key=lambda p: p.partition)
             for (by, key), values in sorted(gauge_rows([p.delta.gauges], self.registry).items())
         ]
-        if not rows:
-            return
-        add, drop = sqlgen.backlog_upsert(sqlgen.POSTGRES, self.registry)
-        conn.execute(add, columns(rows, 3 + len(self.registry.gauges)))
-        conn.execute(drop, columns([r[:3] for r in rows], 3))
+        if rows:
+            sql = sqlgen.backlog_upsert(sqlgen.POSTGRES, self.registry)
+            conn.execute(sql, columns(rows, 4 + len(self.registry.gauges)))
 
     # -- reading ----------------------------------------------------------------------
     def query(
@@ -362,30 +361,42 @@ class PostgresStore:
     ) -> tuple[list[MetricRow], dict[int, int]]:
         """Rows the partitions of `marks` changed after their marks (whole commits, up to
         `commits` of each), merged over partitions, and the marks that covers."""
+        gauges = bool(self.registry.gauges)
         if not self._outbox_indexed:
             # see OUTBOX_INDEX; DDL under the schema lock, like the schema itself, and only
             # where the index is missing (the lock holds back every other commit)
 
+            indexes = {OUTBOX_INDEX_NAME: OUTBOX_INDEX}
+            if gauges:
+                indexes[sqlgen.BACKLOG_OUTBOX_INDEX_NAME] = sqlgen.BACKLOG_OUTBOX_INDEX
+
             def index(conn: psycopg.Connection[Any]) -> None:
-                exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (OUTBOX_INDEX_NAME,)).fetchone()
-                if exists is not None and exists[0]:
-                    return
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-                conn.execute(OUTBOX_INDEX)
+                for name, ddl in indexes.items():
+                    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
+                    if exists is not None and exists[0]:
+                        continue
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+                    conn.execute(ddl)
 
             self._run(index)
             self._outbox_indexed = True
 
-        def work(conn: psycopg.Connection[Any]) -> tuple[set[tuple[str, str, int, str]], dict[int, int]]:
-            return outbox_keys(marks, commits, lambda sql, args: conn.execute(sql, args).fetchall(), "%s")
+        Keys = set[tuple[str, str, int, str]]
 
-        found, newest = self._run(work)
+        def work(conn: psycopg.Connection[Any]) -> tuple[Keys, list[MetricRow], dict[int, int]]:
+            def fetch(sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+                return conn.execute(sql, args).fetchall()
+
+            found, live, newest = outbox_keys(marks, commits, fetch, "%s", gauges=gauges)
+            return found, live_rows(live, fetch, sqlgen.POSTGRES, self.registry), newest
+
+        found, live, newest = self._run(work)
         rows = [
             r
             for by, win, start, key in sorted(found)
             for r in self.query(by, win, key=key, start_from=start, start_to=start + 1)
         ]
-        return rows, newest
+        return rows + live, newest
 
     def published_marks(self, partitions: list[int], topic: str = "") -> dict[int, int]:
         def work(conn: psycopg.Connection[Any]) -> dict[int, int]:

@@ -17,7 +17,15 @@ from consumer.store.sqlgen.aggregation import (
     clear,
     staging,
 )
-from consumer.store.sqlgen.backlog import backlog_query, backlog_table, backlog_upsert
+from consumer.store.sqlgen.backlog import (
+    BACKLOG_OUTBOX_INDEX,
+    BACKLOG_OUTBOX_INDEX_NAME,
+    backlog_of_key,
+    backlog_query,
+    backlog_seq,
+    backlog_table,
+    backlog_upsert,
+)
 from consumer.store.sqlgen.dialect import (
     POSTGRES,
     ROW_KEY,
@@ -31,6 +39,8 @@ from consumer.store.sqlgen.dialect import (
 from consumer.store.sqlgen.reads import key_filter, key_order, page, query, rank_value, ranked, starts_in
 
 __all__ = [
+    "BACKLOG_OUTBOX_INDEX",
+    "BACKLOG_OUTBOX_INDEX_NAME",
     "PER_FACT_WINDOWS",
     "POSTGRES",
     "RECHECKED",
@@ -40,7 +50,9 @@ __all__ = [
     "Dialect",
     "Source",
     "aggregation",
+    "backlog_of_key",
     "backlog_query",
+    "backlog_seq",
     "backlog_table",
     "backlog_upsert",
     "clear",

@@ -3,12 +3,20 @@
 One row per (grouping, key, partition) in the `backlog` table, which commits add to
 (a conversation's contribution moves between keys, `consumer.fold.delta.gauge_rows`);
 only a partition's owner writes its rows, queries sum them. SQLite keeps one writer slot.
+A row keeps the seq of the commit that last changed it (the metrics topic's outbox, like
+`metric_rows.seq`), and stays when its gauges reach 0: the topic then publishes the 0.
+Queries leave the keys whose gauges are all 0 out. The rows are bounded by the keys ever
+seen, not by time.
 """
 
 from __future__ import annotations
 
 from consumer.fold.registry import REGISTRY, Registry
 from consumer.store.sqlgen.dialect import SQLITE, Dialect
+
+#: the backlog's outbox index, made with `OUTBOX_INDEX` (`consumer.store.base`)
+BACKLOG_OUTBOX_INDEX_NAME = "backlog_by_partition_seq"
+BACKLOG_OUTBOX_INDEX = f"CREATE INDEX IF NOT EXISTS {BACKLOG_OUTBOX_INDEX_NAME} ON backlog (partition, seq)"
 
 
 def backlog_table(d: Dialect, registry: Registry = REGISTRY) -> str | None:
@@ -18,31 +26,34 @@ def backlog_table(d: Dialect, registry: Registry = REGISTRY) -> str | None:
     cols = "".join(f"{g.column} {d.integer} NOT NULL, " for g in registry.gauges)
     return (
         f"CREATE TABLE IF NOT EXISTS backlog (by TEXT NOT NULL, key {d.text} NOT NULL, "
-        f"partition INTEGER NOT NULL, {cols}PRIMARY KEY (by, key, partition))"
+        f"partition INTEGER NOT NULL, {cols}seq {d.integer} NOT NULL DEFAULT 0, "
+        "PRIMARY KEY (by, key, partition))"
     )
 
 
-def backlog_upsert(d: Dialect, registry: Registry = REGISTRY) -> tuple[str, str]:
-    """The statements that add one partition's gauge changes to its rows and drop the rows
-    left at 0. SQLite: ?1 a JSON array of [by, key, gauges...], ?2 the partition; PostgreSQL:
-    arrays of by, key, partition and each gauge, then by, key and partition again."""
+def backlog_seq(d: Dialect) -> str:
+    """A backlog table made before its rows kept their commit's seq gets the column (0:
+    published once a commit changes the row again)."""
+    exists = "" if d is SQLITE else "IF NOT EXISTS "
+    return f"ALTER TABLE backlog ADD COLUMN {exists}seq {d.integer} NOT NULL DEFAULT 0"
+
+
+def backlog_upsert(d: Dialect, registry: Registry = REGISTRY) -> str:
+    """The statement that adds one partition's gauge changes to its rows. SQLite: ?1 a
+    JSON array of [by, key, gauges...], ?2 the partition, ?3 the commit's seq; PostgreSQL:
+    arrays of by, key, partition, each gauge and seq."""
     cols = [g.column for g in registry.gauges]
-    add = ", ".join(f"{c} = backlog.{c} + excluded.{c}" for c in cols)
-    zero = " AND ".join(f"{c} = 0" for c in cols)
+    add = ", ".join([*(f"{c} = backlog.{c} + excluded.{c}" for c in cols), "seq = excluded.seq"])
     if d is SQLITE:
         values = ", ".join(f"value->>{i + 2}" for i in range(len(cols)))
         return (
-            f"INSERT INTO backlog SELECT value->>0, value->>1, ?2, {values} FROM json_each(?1) WHERE true "
-            f"ON CONFLICT (by, key, partition) DO UPDATE SET {add}",
-            f"DELETE FROM backlog WHERE partition = ?2 AND (by, key) IN "
-            f"(SELECT value->>0, value->>1 FROM json_each(?1)) AND {zero}",
+            f"INSERT INTO backlog SELECT value->>0, value->>1, ?2, {values}, ?3 FROM json_each(?1) "
+            f"WHERE true ON CONFLICT (by, key, partition) DO UPDATE SET {add}"
         )
-    arrays = ", ".join(["%s::text[]", "%s::text[]", "%s::int[]", *(["%s::bigint[]"] * len(cols))])
+    arrays = ", ".join(["%s::text[]", "%s::text[]", "%s::int[]", *(["%s::bigint[]"] * (len(cols) + 1))])
     return (
         f"INSERT INTO backlog SELECT * FROM unnest({arrays}) "
-        f"ON CONFLICT (by, key, partition) DO UPDATE SET {add}",
-        "DELETE FROM backlog WHERE (by, key, partition) IN "
-        f"(SELECT * FROM unnest(%s::text[], %s::text[], %s::int[])) AND {zero}",
+        f"ON CONFLICT (by, key, partition) DO UPDATE SET {add}"
     )
 
 
@@ -53,3 +64,11 @@ def backlog_query(d: Dialect, where: str, registry: Registry = REGISTRY) -> str:
     return (
         f"SELECT key, {', '.join(sums)} FROM backlog WHERE {where} GROUP BY key HAVING {nonzero} ORDER BY key"
     )
+
+
+def backlog_of_key(d: Dialect, registry: Registry = REGISTRY) -> str:
+    """One key's gauges summed over partitions, zeros included (the metrics topic's value
+    of a key whose gauges changed); parameters: by, key."""
+    sums = ", ".join(f"CAST(coalesce(sum({g.column}), 0) AS BIGINT)" for g in registry.gauges)
+    mark = "?" if d is SQLITE else "%s"
+    return f"SELECT {sums} FROM backlog WHERE by = {mark} AND key = {mark}"

@@ -98,3 +98,14 @@ def migrate_partition(db: sqlite3.Connection, path: str, registry: Registry) -> 
             f"SELECT by, win, start, key, -1, {cols}, 0, bins FROM metric_rows_unpartitioned"
         )
         db.execute("DROP TABLE metric_rows_unpartitioned")
+
+
+def migrate_backlog(db: sqlite3.Connection, path: str, registry: Registry) -> None:
+    """A backlog table made before its rows kept their commit's seq (the metrics topic's
+    outbox) gets the column."""
+    if not registry.gauges or "seq" in columns(db, "backlog"):
+        return
+    with Transaction(db):
+        if "seq" not in columns(db, "backlog"):
+            log.info("store %s: backlog rows keep their commit's seq from now on", path)
+            db.execute(sqlgen.backlog_seq(sqlgen.SQLITE))

@@ -26,9 +26,23 @@ from consumer.store.base import (
     Retention,
 )
 from consumer.store.closure_list import ClosureListing, ListedClosure, list_closures
-from consumer.store.rows import NEWEST_START, backlog_filter, metric_row, outbox_keys, rank_rows, row_filter
+from consumer.store.rows import (
+    NEWEST_START,
+    backlog_filter,
+    live_rows,
+    metric_row,
+    outbox_keys,
+    rank_rows,
+    row_filter,
+)
 from consumer.store.sqlite.bins import install, register, unpack
-from consumer.store.sqlite.migrate import Transaction, migrate_bins, migrate_closures, migrate_partition
+from consumer.store.sqlite.migrate import (
+    Transaction,
+    migrate_backlog,
+    migrate_bins,
+    migrate_closures,
+    migrate_partition,
+)
 from consumer.store.sqlite.sql import (
     ALL_TIME_END,
     OLD_CLOSURES_INDEX,
@@ -88,6 +102,7 @@ class SqliteStore:
                 self.db.execute(OLD_CLOSURES_INDEX)
             migrate_partition(self.db, self.path, self.registry)
             migrate_closures(self.db, self.path, self.registry)
+            migrate_backlog(self.db, self.path, self.registry)
             self.db.execute("PRAGMA temp_store=MEMORY")
             for sql in self.sql.temp_tables:
                 self.db.execute(sql)
@@ -173,8 +188,8 @@ class SqliteStore:
             db.execute(STAGE_CLOSURES[packed], (closures,))
             if firsts:
                 db.execute(STAGE_FIRST_ASSIGNMENTS[packed], (pack(firsts, FIRST_ASSIGNMENT_WIDTH),))
+            seq = self._next_seq() if staged or lags or gauges else 0
             if staged or lags:
-                seq = self._next_seq()
                 for sql in self.sql.clear:
                     db.execute(sql)
                 for payload in staged:
@@ -185,8 +200,7 @@ class SqliteStore:
                     db.execute(sql)
             if gauges:
                 payload = orjson.dumps([(*k, *v) for k, v in sorted(gauges.items())])
-                for sql in sqlgen.backlog_upsert(sqlgen.SQLITE, self.registry):
-                    db.execute(sql, (payload, ONE_WRITER))
+                db.execute(sqlgen.backlog_upsert(sqlgen.SQLITE, self.registry), (payload, ONE_WRITER, seq))
             for (metric, by, key, win, start), lost in recheck.items():
                 self._recheck(metric, by, key, win, start, lost)
             for p in partitions:
@@ -197,18 +211,23 @@ class SqliteStore:
     ) -> tuple[list[MetricRow], dict[int, int]]:
         """Rows the partitions of `marks` changed after their marks (whole commits, up to
         `commits` of each), merged over partitions, and the marks that covers."""
+        gauges = bool(self.registry.gauges)
         if not self._outbox_indexed:
             self.db.execute(OUTBOX_INDEX)
+            if gauges:
+                self.db.execute(sqlgen.BACKLOG_OUTBOX_INDEX)
             self._outbox_indexed = True
-        changed, newest = outbox_keys(
-            marks, commits, lambda sql, args: self.db.execute(sql, args).fetchall(), "?"
-        )
+
+        def fetch(sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+            return self.db.execute(sql, args).fetchall()
+
+        changed, live, newest = outbox_keys(marks, commits, fetch, "?", gauges=gauges)
         rows = [
             r
             for by, win, start, key in sorted(changed)
             for r in self.query(by, win, key=key, start_from=start, start_to=start + 1)
         ]
-        return rows, newest
+        return rows + live_rows(live, fetch, sqlgen.SQLITE, self.registry), newest
 
     def _next_seq(self) -> int:
         """The store-wide commit counter (SQLite has one writer at a time anyway)."""

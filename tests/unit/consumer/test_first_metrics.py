@@ -6,6 +6,7 @@ min/max rechecks (first_assignments) run. And a store written before these metri
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,11 @@ import orjson
 import pytest
 
 from consumer.fold import native as fold_native
+from consumer.fold.delta import Delta
 from consumer.fold.model import from_record
 from consumer.fold.registry import CLOSURES, REGISTRY
 from consumer.fold.windows import ALL_START
-from consumer.store import PartitionCommit
+from consumer.store import LIVE, PartitionCommit
 from consumer.store.sqlite import SqliteStore
 from support.firsts import check_against_truth
 
@@ -121,3 +123,31 @@ def test_an_assignment_redelivered_after_its_id_was_forgotten_is_not_kept_twice(
     _, changed = fold.take_changes()
     assigns = orjson.loads(changed[(7, 1)])[6]
     assert [(a[0], a[1]) for a in assigns] == [(160, "a")]
+
+
+def test_a_backlog_written_before_its_rows_kept_their_seq_gains_it(tmp_path: Path) -> None:
+    """A store whose backlog rows have no seq (a release before the metrics topic carried
+    the gauges): opened, its rows read as before, and a key a commit changes is published
+    with its whole value (the old rows' seq is 0: published once changed)."""
+    path = str(tmp_path / "m.db")
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE backlog (by TEXT NOT NULL, key TEXT NOT NULL, partition INTEGER NOT NULL, "
+        "open_now INTEGER NOT NULL, unassigned_now INTEGER NOT NULL, snoozed_now INTEGER NOT NULL, "
+        "PRIMARY KEY (by, key, partition)) WITHOUT ROWID"
+    )
+    db.execute("INSERT INTO backlog VALUES ('account', '7', 0, 2, 1, 0)")
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    assert store.backlog("account")[1] == [("7", 2, 1, 0)]
+    assert store.changed_since(store.published_marks([0]))[0] == []
+    delta = Delta()
+    delta.add_gauges(("TELEGRAM", 7, None, None), (1, 0, 0), 1)
+    store.commit("t", [PartitionCommit(0, delta, 1, 0, {})])
+    assert store.backlog("account")[1] == [("7", 3, 1, 0)]
+    rows, _ = store.changed_since(store.published_marks([0]))
+    assert {(r.by, r.key, r.window, r.open_now, r.unassigned_now) for r in rows if r.by == "account"} == {
+        ("account", "7", LIVE, 3, 1)
+    }
+    store.close()

@@ -10,11 +10,11 @@ import pytest
 
 from consumer.exceptions import ConfigError, FencedError, StoreError
 from consumer.fold import PartitionFold, row_keys
-from consumer.fold.delta import LAYOUT
+from consumer.fold.delta import LAYOUT, Delta
 from consumer.fold.model import CLOSED, CREATED, OPENED, Event
 from consumer.fold.registry import REGISTRY
 from consumer.fold.sketch import bin_of
-from consumer.store import PartitionCommit, Retention, open_store
+from consumer.store import LIVE, PartitionCommit, Retention, open_store
 from consumer.store.sqlite import SqliteStore
 from consumer.stream.partitions import new_fold
 from consumer.stream.settings import ConsumerSettings
@@ -260,7 +260,37 @@ def test_outbox_skips_commits_that_changed_no_row(store: Any) -> None:
     f.apply(ev(CLOSED, 1, 100))  # another minute: 2 rows more
     commit(store, f, 31)
     rows, newest = store.changed_since(store.published_marks([0]))
-    assert len(rows) == 13 and min(newest.values()) > 0
+    assert len([r for r in rows if r.window != LIVE]) == 13 and min(newest.values()) > 0
+    # and the gauges of the keys the close changed: back to 0, and named, so the topic learns it
+    live = {(r.by, r.key): tuple(r.values.values()) for r in rows if r.window == LIVE}
+    assert ("channel_type", "TELEGRAM") in live and ("account", "7") in live
+    assert set(live.values()) == {(0, 0, 0)}
+
+
+def test_outbox_names_changed_gauges_and_moves_past_a_commit_of_gauges_only(store: Any) -> None:
+    """The outbox names each backlog key a commit changed, with its gauges summed over
+    partitions; a commit that changed gauges and no metric row (as one that only forgets
+    conversations does) is published too, and the mark moves past it."""
+    f = PartitionFold(0)
+    f.apply(ev(CREATED, 1, 100))
+    delta, changed = f.take_changes()
+    (where,) = delta.gauges  # the conversation's (channel type, account, inbox, app)
+    store.commit("events", [PartitionCommit(0, delta, 1, f.watermark, changed)])
+    rows, newest = store.changed_since(store.published_marks([0]))
+    live = {(r.by, r.key): (r.open_now, r.unassigned_now, r.snoozed_now) for r in rows if r.window == LIVE}
+    assert live[("channel_type", "TELEGRAM")] == live[("account", "7")] == (1, 1, 0)
+    store.mark_published(newest)
+    assert store.changed_since(store.published_marks([0]))[0] == []
+    gone = Delta()
+    gone.add_gauges(where, (1, 1, 0), -1)  # forgotten: its gauges taken back, no metric row
+    store.commit("events", [PartitionCommit(0, gone, 2, f.watermark, {})])
+    rows, newest = store.changed_since(store.published_marks([0]))
+    assert rows and {r.window for r in rows} == {LIVE}
+    assert {(r.by, r.key) for r in rows} == set(live)
+    assert {(r.open_now, r.unassigned_now, r.snoozed_now) for r in rows} == {(0, 0, 0)}
+    store.mark_published(newest)
+    assert store.changed_since(store.published_marks([0]))[0] == []  # the mark moved past it
+    assert store.backlog("account")[1] == []  # /v1/backlog leaves keys at 0 out
 
 
 def test_partitions_write_their_own_rows_and_queries_merge_them(store: Any) -> None:
