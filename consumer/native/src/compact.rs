@@ -1,26 +1,54 @@
-//! A compact in-memory form of an idle conversation of the closures set (`[last, starts,
-//! closures, seen]`): the fold keeps hundreds of thousands of them between events, and
-//! their JSON text spent ~20 bytes on each 8-byte event hash in `seen` (a mean of 173
-//! bytes per conversation on the memory benchmark, 85 MB of its RSS).
+//! A compact in-memory form of an idle conversation: the fold keeps hundreds of thousands
+//! of them between events, and their JSON text spent ~20 bytes on each 8-byte event hash
+//! in `seen` and ~11 on each time (a mean of 173 bytes per conversation of the closures
+//! set on the memory benchmark, 85 MB of its RSS; 394 for the full set).
 //!
 //! It lives in memory only: the store, snapshots and `conversations()` get the JSON text,
 //! made from it on the way out (`to_json`, byte for byte what `PartitionFold::encode`
-//! writes). A blob is compact when its first byte is TAG (JSON starts with `[`).
+//! writes). A blob is compact when its first byte is one of the tags (JSON starts with `[`):
+//! TAG for `[last, starts, closures, seen]` (the closures set), TAG_FIRSTS with first
+//! close, created and assignments after them, TAG_LATEST with the latest event too.
 //!
-//! Layout after TAG: last; the starts (a count, then each); the closures (a count, then
-//! each: its 8 hash bytes, closed, a flags byte (start, inbox, app present), the channel
-//! type (length byte, UTF-8), then those present); the seen hashes (a count, then 8 bytes
-//! each). Integers other than hashes are zigzag LEB128 varints, counts plain LEB128.
+//! Layout after the tag: last; the starts (a count, then each); the closures (a count,
+//! then each: its 8 hash bytes, closed, a flags byte (start, inbox, app present), the
+//! channel type (length byte, UTF-8), then those present); the seen hashes (a count, then
+//! 8 bytes each). Then, for TAG_FIRSTS and TAG_LATEST: the first close (a byte: 0 none, 1
+//! without an event id, 2 with one; then closed, the id, the 8 hash bytes), created (a
+//! byte 0/1, then the time), the assignments (a count, then each: time, id, channel type,
+//! a flags byte (inbox, app present), those present); for TAG_LATEST the latest event (a
+//! byte 0/1, then time, id, kind byte, channel type, flags, inbox and app present). An
+//! event id is a byte 1 and 16 bytes where it is a lowercase hyphenated UUID, else a byte
+//! 0, its length and its UTF-8. Integers other than hashes are zigzag LEB128 varints,
+//! counts plain LEB128.
 
-use super::{ClosureIn, ClosureOut, ConvIn, ConvOut};
+use super::{
+    AssignIn, AssignOut, ClosureIn, ClosureOut, ConvIn, ConvOut, First, LatestIn, LatestOut,
+};
 
 pub const TAG: u8 = 0;
+pub const TAG_FIRSTS: u8 = 1;
+pub const TAG_LATEST: u8 = 2;
 const START: u8 = 1;
 const INBOX: u8 = 2;
 const APP: u8 = 4;
 
 /// A closure to write: (hash, closed, channel type, start, inbox, app).
 pub type ClosureRef<'a> = (i64, i64, &'a str, Option<i64>, Option<i64>, Option<i64>);
+
+/// Whether a kept blob is compact (else it is JSON text).
+pub fn is_compact(blob: &[u8]) -> bool {
+    matches!(blob.first(), Some(&(TAG | TAG_FIRSTS | TAG_LATEST)))
+}
+
+/// What a full-set conversation keeps beyond the closures set's: its first close, created
+/// time, assignments and, where the gauges are folded, its latest event.
+pub struct Firsts<'a> {
+    pub first: &'a Option<First>,
+    pub created: Option<i64>,
+    pub assigns: Vec<AssignOut<'a>>,
+    /// None: the state keeps no latest event (no gauges); Some(None): none yet
+    pub latest: Option<Option<LatestOut<'a>>>,
+}
 
 fn put_count(out: &mut Vec<u8>, mut n: u64) {
     while n >= 0x80 {
@@ -44,30 +72,167 @@ pub fn encode<'a>(
 ) -> Option<Box<[u8]>> {
     let mut out = Vec::with_capacity(16 + 8 * seen.len() + 32 * closures.len());
     out.push(TAG);
-    put_int(&mut out, last);
-    put_count(&mut out, starts.len() as u64);
-    for &s in starts {
-        put_int(&mut out, s);
+    put_core(&mut out, last, starts, closures, seen)?;
+    Some(out.into_boxed_slice())
+}
+
+/// The compact blob of a full-set conversation (TAG_FIRSTS, or TAG_LATEST with a latest
+/// event kept). None when a channel type name is longer than a length byte holds.
+pub fn encode_full<'a>(
+    last: i64,
+    starts: &[i64],
+    closures: impl ExactSizeIterator<Item = ClosureRef<'a>>,
+    seen: &[i64],
+    firsts: &Firsts<'_>,
+) -> Option<Box<[u8]>> {
+    let mut out = Vec::with_capacity(64 + 8 * seen.len() + 32 * closures.len());
+    out.push(if firsts.latest.is_some() {
+        TAG_LATEST
+    } else {
+        TAG_FIRSTS
+    });
+    put_core(&mut out, last, starts, closures, seen)?;
+    match firsts.first {
+        None => out.push(0),
+        Some(First(closed, id, hash)) => {
+            out.push(if id.is_some() { 2 } else { 1 });
+            put_int(&mut out, *closed);
+            if let Some(id) = id {
+                put_id(&mut out, id);
+            }
+            out.extend_from_slice(&hash.to_le_bytes());
+        }
     }
-    put_count(&mut out, closures.len() as u64);
+    put_opt(&mut out, firsts.created);
+    put_count(&mut out, firsts.assigns.len() as u64);
+    for &(t, id, ch, inbox, app) in &firsts.assigns {
+        put_int(&mut out, t);
+        put_id(&mut out, id);
+        put_name(&mut out, ch)?;
+        put_flagged(&mut out, &[inbox, app]);
+    }
+    if let Some(latest) = firsts.latest {
+        match latest {
+            None => out.push(0),
+            Some((t, id, kind, ch, inbox, app)) => {
+                out.push(1);
+                put_int(&mut out, t);
+                put_id(&mut out, id);
+                out.push(kind);
+                put_name(&mut out, ch)?;
+                put_flagged(&mut out, &[inbox, app]);
+            }
+        }
+    }
+    Some(out.into_boxed_slice())
+}
+
+fn put_core<'a>(
+    out: &mut Vec<u8>,
+    last: i64,
+    starts: &[i64],
+    closures: impl ExactSizeIterator<Item = ClosureRef<'a>>,
+    seen: &[i64],
+) -> Option<()> {
+    put_int(out, last);
+    put_count(out, starts.len() as u64);
+    for &s in starts {
+        put_int(out, s);
+    }
+    put_count(out, closures.len() as u64);
     for (hash, closed, ch, start, inbox, app) in closures {
         out.extend_from_slice(&hash.to_le_bytes());
-        put_int(&mut out, closed);
+        put_int(out, closed);
         let bit = |present: bool, b: u8| if present { b } else { 0 };
         let flags =
             bit(start.is_some(), START) | bit(inbox.is_some(), INBOX) | bit(app.is_some(), APP);
         out.push(flags);
-        out.push(u8::try_from(ch.len()).ok()?);
-        out.extend_from_slice(ch.as_bytes());
+        put_name(out, ch)?;
         for v in [start, inbox, app].into_iter().flatten() {
-            put_int(&mut out, v);
+            put_int(out, v);
         }
     }
-    put_count(&mut out, seen.len() as u64);
+    put_count(out, seen.len() as u64);
     for &h in seen {
         out.extend_from_slice(&h.to_le_bytes());
     }
-    Some(out.into_boxed_slice())
+    Some(())
+}
+
+/// A channel type: a length byte and its UTF-8 (None when longer than 255 bytes).
+fn put_name(out: &mut Vec<u8>, name: &str) -> Option<()> {
+    out.push(u8::try_from(name.len()).ok()?);
+    out.extend_from_slice(name.as_bytes());
+    Some(())
+}
+
+/// A byte 0 (None) or 1 and the value.
+fn put_opt(out: &mut Vec<u8>, v: Option<i64>) {
+    match v {
+        None => out.push(0),
+        Some(v) => {
+            out.push(1);
+            put_int(out, v);
+        }
+    }
+}
+
+/// A flags byte (bit i: the i-th value present), then those present.
+fn put_flagged(out: &mut Vec<u8>, values: &[Option<i64>]) {
+    let flags = values
+        .iter()
+        .enumerate()
+        .fold(0u8, |f, (i, v)| if v.is_some() { f | (1 << i) } else { f });
+    out.push(flags);
+    for v in values.iter().flatten() {
+        put_int(out, *v);
+    }
+}
+
+const HYPHENS: [usize; 4] = [8, 13, 18, 23];
+
+/// An event id: 16 bytes where it is a lowercase hyphenated UUID (what it reads back as
+/// exactly), else its text.
+fn put_id(out: &mut Vec<u8>, id: &str) {
+    if let Some(raw) = uuid_bytes(id) {
+        out.push(1);
+        out.extend_from_slice(&raw);
+    } else {
+        out.push(0);
+        put_count(out, id.len() as u64);
+        out.extend_from_slice(id.as_bytes());
+    }
+}
+
+fn uuid_bytes(id: &str) -> Option<[u8; 16]> {
+    let b = id.as_bytes();
+    if b.len() != 36 || HYPHENS.iter().any(|&i| b[i] != b'-') {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 16];
+    let mut digits = b.iter().enumerate().filter(|(i, _)| !HYPHENS.contains(i));
+    for byte in &mut out {
+        let hi = nibble(*digits.next()?.1)?;
+        let lo = nibble(*digits.next()?.1)?;
+        *byte = hi << 4 | lo;
+    }
+    Some(out)
+}
+
+fn uuid_text(raw: &[u8]) -> String {
+    let mut s = String::with_capacity(36);
+    for (i, byte) in raw.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        s.push_str(&format!("{byte:02x}"));
+    }
+    s
 }
 
 struct Reader<'a> {
@@ -122,6 +287,49 @@ impl Reader<'_> {
         let raw = self.bytes(8)?;
         Ok(i64::from_le_bytes(raw.try_into().expect("8 bytes")))
     }
+
+    fn name(&mut self) -> Result<String, String> {
+        let len = usize::from(self.byte()?);
+        self.text(len)
+    }
+
+    fn text(&mut self, len: usize) -> Result<String, String> {
+        Ok(std::str::from_utf8(self.bytes(len)?)
+            .map_err(|e| e.to_string())?
+            .to_owned())
+    }
+
+    fn id(&mut self) -> Result<String, String> {
+        match self.byte()? {
+            1 => Ok(uuid_text(self.bytes(16)?)),
+            0 => {
+                let n = self.len()?;
+                self.text(n)
+            }
+            other => Err(format!(
+                "a compact conversation has an event id marked {other}"
+            )),
+        }
+    }
+
+    fn opt(&mut self) -> Result<Option<i64>, String> {
+        match self.byte()? {
+            0 => Ok(None),
+            _ => self.int().map(Some),
+        }
+    }
+
+    /// A flags byte and the values it marks present (`n` of them at most).
+    fn flagged<const N: usize>(&mut self) -> Result<[Option<i64>; N], String> {
+        let flags = self.byte()?;
+        let mut out = [None; N];
+        for (i, v) in out.iter_mut().enumerate() {
+            if flags & (1 << i) != 0 {
+                *v = Some(self.int()?);
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// The last event time of a compact blob (the first field after TAG).
@@ -131,6 +339,7 @@ pub fn last_time(blob: &[u8]) -> Result<i64, String> {
 
 /// A compact blob read back as a stored conversation.
 pub fn decode(blob: &[u8]) -> Result<ConvIn, String> {
+    let tag = *blob.first().ok_or("a compact conversation is empty")?;
     let mut r = Reader { b: blob, at: 1 };
     let last = r.int()?;
     let n = r.len()?;
@@ -141,10 +350,7 @@ pub fn decode(blob: &[u8]) -> Result<ConvIn, String> {
         let hash = r.hash()?;
         let closed = r.int()?;
         let flags = r.byte()?;
-        let len = usize::from(r.byte()?);
-        let ch = std::str::from_utf8(r.bytes(len)?)
-            .map_err(|e| e.to_string())?
-            .to_owned();
+        let ch = r.name()?;
         let mut opt = |bit: u8| -> Result<Option<i64>, String> {
             if flags & bit != 0 {
                 r.int().map(Some)
@@ -157,10 +363,43 @@ pub fn decode(blob: &[u8]) -> Result<ConvIn, String> {
     }
     let n = r.len()?;
     let seen = (0..n).map(|_| r.hash()).collect::<Result<Vec<_>, _>>()?;
+    let (firsts, latest) = if tag == TAG {
+        (None, None)
+    } else {
+        let first = match r.byte()? {
+            0 => None,
+            marker => {
+                let closed = r.int()?;
+                let id = if marker == 2 { Some(r.id()?) } else { None };
+                Some(First(closed, id, r.hash()?))
+            }
+        };
+        let created = r.opt()?;
+        let n = r.len()?;
+        let mut assigns = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (t, id, ch) = (r.int()?, r.id()?, r.name()?);
+            let [inbox, app] = r.flagged::<2>()?;
+            assigns.push(AssignIn(t, id, ch, inbox, app));
+        }
+        let latest = if tag == TAG_LATEST {
+            Some(match r.byte()? {
+                0 => None,
+                _ => {
+                    let (t, id, kind, ch) = (r.int()?, r.id()?, r.byte()?, r.name()?);
+                    let [inbox, app] = r.flagged::<2>()?;
+                    Some(LatestIn(t, id, kind, ch, inbox, app))
+                }
+            })
+        } else {
+            None
+        };
+        (Some((first, created, assigns)), latest)
+    };
     if r.at != blob.len() {
         return Err("a compact conversation has bytes after its end".into());
     }
-    Ok(ConvIn(last, starts, closures, seen, None, None))
+    Ok(ConvIn(last, starts, closures, seen, firsts, latest))
 }
 
 /// The JSON text of a compact blob: what `PartitionFold::encode` writes for the same state.
@@ -172,7 +411,27 @@ pub fn to_json(blob: &[u8]) -> Result<String, String> {
                 ClosureOut::of(*hash, *closed, ch, *start, *inbox, *app)
             })
             .collect();
-    serde_json::to_string(&ConvOut::Short(c.0, &c.1, closures, &c.3)).map_err(|e| e.to_string())
+    let out = match &c.4 {
+        None => ConvOut::Short(c.0, &c.1, closures, &c.3),
+        Some((first, created, assigns)) => {
+            let assigns = assigns
+                .iter()
+                .map(|AssignIn(t, id, ch, inbox, app)| (*t, id.as_str(), ch.as_str(), *inbox, *app))
+                .collect();
+            match &c.5 {
+                None => ConvOut::Full(c.0, &c.1, closures, &c.3, first, *created, assigns),
+                Some(latest) => {
+                    let latest = latest
+                        .as_ref()
+                        .map(|LatestIn(t, id, kind, ch, inbox, app)| {
+                            (*t, id.as_str(), *kind, ch.as_str(), *inbox, *app)
+                        });
+                    ConvOut::WithLatest(c.0, &c.1, closures, &c.3, first, *created, assigns, latest)
+                }
+            }
+        }
+    };
+    serde_json::to_string(&out).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -217,5 +476,116 @@ mod tests {
         let long_name = "x".repeat(256);
         let one = [(1, 2, long_name.as_str(), None, None, None)];
         assert!(encode(0, &[], one.into_iter(), &[]).is_none());
+    }
+
+    fn full_json(firsts: &Firsts<'_>, closures: &[ClosureRef<'_>], seen: &[i64]) -> String {
+        let out: Vec<ClosureOut<'_>> = closures
+            .iter()
+            .map(|&(h, c, ch, s, i, a)| ClosureOut::of(h, c, ch, s, i, a))
+            .collect();
+        let conv = match firsts.latest {
+            None => ConvOut::Full(
+                -3,
+                &[1, 2],
+                out,
+                seen,
+                firsts.first,
+                firsts.created,
+                firsts.assigns.clone(),
+            ),
+            Some(latest) => ConvOut::WithLatest(
+                -3,
+                &[1, 2],
+                out,
+                seen,
+                firsts.first,
+                firsts.created,
+                firsts.assigns.clone(),
+                latest,
+            ),
+        };
+        serde_json::to_string(&conv).unwrap()
+    }
+
+    #[test]
+    fn a_compact_full_conversation_reads_back_as_its_json() {
+        let uuid = "00603a60-04d5-4fef-97dc-646a5d935cb3";
+        let upper = "00603A60-04D5-4FEF-97DC-646A5D935CB3"; // not what it would read back as
+        let odd = "evt-\u{e9}\"quoted\"";
+        let not_hex = "00603a60-04d5-4fef-97dc-646a5d935cbz";
+        let firsts_of = [
+            Some(First(1_700_000_000, Some(uuid.to_owned()), i64::MIN)),
+            Some(First(-1, None, 5)),
+            Some(First(7, Some(odd.to_owned()), -1)),
+            Some(First(7, Some(String::new()), 0)),
+            None,
+        ];
+        let closures = [
+            (i64::MAX, 1 << 40, "TELEGRAM", Some(-1), Some(3), None),
+            (-1, 0, "", None, None, Some(i64::MIN)),
+        ];
+        for (i, first) in firsts_of.iter().enumerate() {
+            let assigns = vec![
+                (5, uuid, "VIBER", Some(1), Some(2)),
+                (-5, upper, "", None, None),
+                (i64::MAX, not_hex, "X", None, Some(i64::MAX)),
+                (0, odd, "TELEGRAM", Some(i64::MIN), None),
+            ];
+            let latests = [
+                None,
+                Some(None),
+                Some(Some((9, uuid, 2u8, "VIBER", None, Some(4)))),
+                Some(Some((i64::MIN, upper, 255u8, "", Some(0), None))),
+            ];
+            for latest in latests {
+                let firsts = Firsts {
+                    first,
+                    created: if i % 2 == 0 { Some(-(i as i64)) } else { None },
+                    assigns: assigns[..i.min(assigns.len())].to_vec(),
+                    latest,
+                };
+                let blob = encode_full(-3, &[1, 2], closures.into_iter(), &[0, -1], &firsts)
+                    .expect("short names");
+                assert_eq!(
+                    blob[0],
+                    if latest.is_some() {
+                        TAG_LATEST
+                    } else {
+                        TAG_FIRSTS
+                    }
+                );
+                assert!(is_compact(&blob));
+                assert_eq!(last_time(&blob).unwrap(), -3);
+                assert_eq!(
+                    to_json(&blob).unwrap(),
+                    full_json(&firsts, &closures, &[0, -1])
+                );
+                assert!(decode(&blob[..blob.len() - 1]).is_err()); // cut short
+                let mut longer = blob.to_vec();
+                longer.push(0);
+                assert!(decode(&longer).is_err()); // trailing bytes
+            }
+        }
+        // a UUID takes 17 bytes, other ids their text
+        let with = |id: &str| {
+            let f = Firsts {
+                first: &None,
+                created: None,
+                assigns: vec![(0, id, "", None, None)],
+                latest: None,
+            };
+            encode_full(0, &[], std::iter::empty(), &[], &f)
+                .unwrap()
+                .len()
+        };
+        assert_eq!(with(upper) - with(uuid), 36 + 1 - 16);
+        let long_name = "x".repeat(256);
+        let f = Firsts {
+            first: &None,
+            created: None,
+            assigns: vec![(0, uuid, long_name.as_str(), None, None)],
+            latest: None,
+        };
+        assert!(encode_full(0, &[], std::iter::empty(), &[], &f).is_none());
     }
 }

@@ -6,7 +6,7 @@
 //! What differs is where the work happens: the records' fields are read straight from the
 //! decoded dicts, the event id digest, the dedupe lookup, the bisection and the facts are
 //! native, and a whole consumed batch is folded by one call (`apply_batch`). In memory, the
-//! idle conversations of the closures set are kept in a compact binary form (`compact`),
+//! idle conversations are kept in a compact binary form (`compact`),
 //! turned into that JSON text wherever they leave the fold.
 //! `tests/unit/consumer/test_fold_native.py` holds both implementations equal.
 
@@ -499,7 +499,7 @@ fn last_time_of(blob: &str) -> PyResult<i64> {
 
 /// The newest event time of an idle conversation, JSON or compact.
 fn idle_last_time(blob: &[u8]) -> PyResult<i64> {
-    if blob.first() == Some(&compact::TAG) {
+    if compact::is_compact(blob) {
         return compact::last_time(blob).map_err(PyValueError::new_err);
     }
     last_time_of(&String::from_utf8_lossy(blob))
@@ -507,7 +507,7 @@ fn idle_last_time(blob: &[u8]) -> PyResult<i64> {
 
 /// An idle conversation as the JSON text the store keeps.
 fn idle_json(blob: &[u8]) -> PyResult<std::borrow::Cow<'_, str>> {
-    if blob.first() == Some(&compact::TAG) {
+    if compact::is_compact(blob) {
         return compact::to_json(blob)
             .map(Into::into)
             .map_err(PyValueError::new_err);
@@ -604,7 +604,7 @@ fn parse(
     firsts: bool,
     gauges: bool,
 ) -> PyResult<Conv> {
-    let read = if blob.first() == Some(&compact::TAG) {
+    let read = if compact::is_compact(blob) {
         compact::decode(blob)
     } else {
         serde_json::from_slice::<ConvIn>(blob).map_err(|e| e.to_string())
@@ -674,16 +674,32 @@ fn parse(
 }
 
 impl PartitionFold {
-    /// The compact form of a closures-set conversation (`compact`); None for the others.
+    /// The compact form of a conversation (`compact`); None where a channel type name is
+    /// too long for it (the JSON is kept then).
     fn compact(&self, c: &Conv) -> Option<Box<[u8]>> {
-        if c.firsts {
-            return None;
+        let name = |ch: u32| self.channels.names[ch as usize].as_str();
+        let closures = c
+            .closures
+            .iter()
+            .map(|x| (x.hash, x.closed, name(x.ch), x.start, x.inbox, x.app));
+        if !c.firsts {
+            return compact::encode(c.last, &c.starts, closures, &c.seen);
         }
-        let closures = c.closures.iter().map(|x| {
-            let ch = self.channels.names[x.ch as usize].as_str();
-            (x.hash, x.closed, ch, x.start, x.inbox, x.app)
-        });
-        compact::encode(c.last, &c.starts, closures, &c.seen)
+        let firsts = compact::Firsts {
+            first: &c.first,
+            created: c.created,
+            assigns: c
+                .assigns
+                .iter()
+                .map(|a| (a.t, a.id.as_str(), name(a.ch), a.inbox, a.app))
+                .collect(),
+            latest: c.gauges.then(|| {
+                c.latest
+                    .as_ref()
+                    .map(|l| (l.t, l.id.as_str(), l.kind, name(l.ch), l.inbox, l.app))
+            }),
+        };
+        compact::encode_full(c.last, &c.starts, closures, &c.seen, &firsts)
     }
 
     fn encode(&self, c: &Conv) -> String {
