@@ -14,7 +14,7 @@ import pytest
 from unit.consumer import test_store as shared
 from unit.consumer.test_store import MakeStore, ev, store
 
-from consumer.exceptions import ConfigError, StoreError, StoreUnavailableError
+from consumer.exceptions import ConfigError, FencedError, StoreError, StoreUnavailableError
 from consumer.fold import PartitionFold
 from consumer.fold.model import CLOSED, CREATED, Event
 from consumer.store import PartitionCommit, Retention, open_store
@@ -134,6 +134,50 @@ def test_a_claim_waits_for_the_commit_holding_the_partition(make_store: MakeStor
     t.join(30)
     assert claimed == [epoch + 1]
     blocker.close()
+
+
+def test_a_member_frozen_mid_commit_holds_its_partitions_only_briefly(postgres_url: str) -> None:
+    """A commit frozen after it locked its owners row (its process paused, its network hung
+    without closing the connection): PostgreSQL ends the session after the idle-in-
+    transaction timeout, so the member taking the partition over claims it instead of
+    waiting (with the whole group's rebalance) until TCP gives up. The frozen store finds
+    its connection gone (transient), and its commit is then fenced."""
+    frozen = PostgresStore(postgres_url, idle_in_transaction_timeout=1)
+    frozen.check_topic("events")
+    epoch = frozen.claim("events", 0, "old")
+    conn = frozen.session.connection()
+    conn.execute("BEGIN")
+    conn.execute("SELECT * FROM owners WHERE partition = 0 FOR UPDATE")  # a commit's first lock
+    claimed: list[int] = []
+    t = threading.Thread(
+        target=lambda: claimed.append(PostgresStore(postgres_url).claim("events", 0, "new")), daemon=True
+    )
+    t.start()
+    t.join(20)
+    assert claimed == [epoch + 1], "the claim still waits behind the frozen commit"
+    f = PartitionFold(0)
+    f.apply(ev(CLOSED, 2, 400))
+    delta, changed = f.take_changes()
+    c = PartitionCommit(0, delta, 1, f.watermark, changed, epoch=epoch)
+    with pytest.raises(StoreUnavailableError, match="connection lost"):
+        frozen.commit("events", [c])
+    with pytest.raises(FencedError):
+        frozen.commit("events", [c])
+    frozen.close()
+
+
+def test_the_idle_in_transaction_timeout_keeps_one_set_for_the_connection(postgres_url: str) -> None:
+    """The store sets its timeout only where none is set: a value in the URL's options is kept."""
+
+    def setting(store: PostgresStore) -> str:
+        row = store.session.connection().execute("SHOW idle_in_transaction_session_timeout").fetchone()
+        store.close()
+        return str(row[0]) if row else ""
+
+    assert setting(PostgresStore(postgres_url)) == "30s"
+    sep = "&" if "?" in postgres_url else "?"
+    url = f"{postgres_url}{sep}options=-c%20idle_in_transaction_session_timeout%3D7s"
+    assert setting(PostgresStore(url)) == "7s"
 
 
 def test_lost_connection_is_transient_and_the_store_reconnects(

@@ -9,15 +9,12 @@ from typing import Any
 
 import orjson
 
-from consumer.exceptions import FencedError, StoreError
+from consumer.exceptions import StoreError
 from consumer.fold import decode_snapshot
-from consumer.fold.delta import CLOSURE_WIDTH, FIRST_ASSIGNMENT_WIDTH, gauge_rows
-from consumer.fold.native import native
 from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.windows import ALL, WINDOWS
 from consumer.store import sqlgen
 from consumer.store.base import (
-    OUTBOX_INDEX,
     BacklogRow,
     MetricRow,
     PartitionCommit,
@@ -26,16 +23,10 @@ from consumer.store.base import (
     Retention,
 )
 from consumer.store.closure_list import ClosureListing, ListedClosure, list_closures
-from consumer.store.rows import (
-    NEWEST_START,
-    backlog_filter,
-    live_rows,
-    metric_row,
-    outbox_keys,
-    rank_rows,
-    row_filter,
-)
+from consumer.store.outbox import changed_rows, outbox_indexes
+from consumer.store.rows import NEWEST_START, backlog_filter, metric_row, rank_rows, row_filter
 from consumer.store.sqlite.bins import install, register, unpack
+from consumer.store.sqlite.commit import ONE_WRITER, prepare, write
 from consumer.store.sqlite.migrate import (
     Transaction,
     migrate_backlog,
@@ -44,24 +35,12 @@ from consumer.store.sqlite.migrate import (
     migrate_partition,
 )
 from consumer.store.sqlite.sql import (
-    ALL_TIME_END,
     OLD_CLOSURES_INDEX,
-    RECHECK,
     SCHEMA,
-    STAGE_CLOSURES,
-    STAGE_FIRST_ASSIGNMENTS,
-    STAGE_LAGS,
     statements,
 )
 
 log = logging.getLogger(__name__)
-
-
-#: SQLite has one writer at a time (a commit holds the database's write lock), so keying
-#: rows by partition would only multiply them: every row sits under this one writer slot
-#: (as do the rows of stores written before rows had a partition), and its seq is the
-#: store-wide commit counter. PostgreSQL keys them by partition (consumer.store.sqlgen).
-ONE_WRITER = -1
 
 
 class SqliteStore:
@@ -159,83 +138,26 @@ class SqliteStore:
         return PartitionState(None if off is None else off[0], 0 if off is None else off[1], convs)
 
     def commit(self, topic: str, partitions: list[PartitionCommit]) -> None:
-        # Big batches go in as one payload per statement (packed rows, or JSON where the
-        # compiled functions are not registered), not executemany: sqlite3 releases the GIL
-        # once per statement, so the polling thread keeps it between rows, and a writer
-        # re-taking it per row waits a switch interval each time.
+        # the payloads are made before the write lock is taken (`commit.prepare`)
         packed = self.bins_functions == "native"  # packed_rows is registered with them
-        pack = _pack if packed else _json
-        closures = pack([c for p in partitions for c in p.delta.closures.values()], CLOSURE_WIDTH)
-        staged = [pack(p.delta.facts, self.sql.fact_width) for p in partitions if p.delta.facts]
-        lags = [
-            orjson.dumps([(*k, *agg) for k, agg in p.delta.lags.items()], option=orjson.OPT_NON_STR_KEYS)
-            for p in partitions
-            if p.delta.lags
-        ]
-        firsts = [r for p in partitions for r in p.delta.first_assignments.values()]
-        # the gauges: one writer slot, like the metric rows
-        gauges = gauge_rows([p.delta.gauges for p in partitions], self.registry)
-        recheck: dict[tuple[str, str, str, str, int], tuple[int, int]] = {}
-        for metric in sqlgen.RECHECKED:
-            for p in partitions:
-                for (by, key, win, start), (lo, hi) in p.delta.recheck(self.registry, metric).items():
-                    k = (metric, by, key, win, start)
-                    was = recheck.get(k)
-                    recheck[k] = (lo, hi) if was is None else (min(lo, was[0]), max(hi, was[1]))
+        prepared = prepare(partitions, self.registry, self.sql, packed)
         with self._tx():
-            db = self.db
-            self._check_epochs(partitions)
-            db.execute(STAGE_CLOSURES[packed], (closures,))
-            if firsts:
-                db.execute(STAGE_FIRST_ASSIGNMENTS[packed], (pack(firsts, FIRST_ASSIGNMENT_WIDTH),))
-            seq = self._next_seq() if staged or lags or gauges else 0
-            if staged or lags:
-                for sql in self.sql.clear:
-                    db.execute(sql)
-                for payload in staged:
-                    db.execute(self.sql.stage[packed], (ONE_WRITER, seq, payload))
-                for payload in lags:
-                    db.execute(STAGE_LAGS, (ONE_WRITER, seq, payload))
-                for sql in self.sql.aggregate:
-                    db.execute(sql)
-            if gauges:
-                payload = orjson.dumps([(*k, *v) for k, v in sorted(gauges.items())])
-                db.execute(sqlgen.backlog_upsert(sqlgen.SQLITE, self.registry), (payload, ONE_WRITER, seq))
-            for (metric, by, key, win, start), lost in recheck.items():
-                self._recheck(metric, by, key, win, start, lost)
-            for p in partitions:
-                self._commit_partition(p)
+            write(self.db, partitions, prepared, self.registry, self.sql)
 
     def changed_since(
         self, marks: dict[int, int], commits: int = 20
     ) -> tuple[list[MetricRow], dict[int, int]]:
         """Rows the partitions of `marks` changed after their marks (whole commits, up to
         `commits` of each), merged over partitions, and the marks that covers."""
-        gauges = bool(self.registry.gauges)
         if not self._outbox_indexed:
-            self.db.execute(OUTBOX_INDEX)
-            if gauges:
-                self.db.execute(sqlgen.BACKLOG_OUTBOX_INDEX)
+            for ddl in outbox_indexes(self.registry).values():
+                self.db.execute(ddl)
             self._outbox_indexed = True
 
         def fetch(sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
             return self.db.execute(sql, args).fetchall()
 
-        changed, live, newest = outbox_keys(marks, commits, fetch, "?", gauges=gauges)
-        rows = [
-            r
-            for by, win, start, key in sorted(changed)
-            for r in self.query(by, win, key=key, start_from=start, start_to=start + 1)
-        ]
-        return rows + live_rows(live, fetch, sqlgen.SQLITE, self.registry), newest
-
-    def _next_seq(self) -> int:
-        """The store-wide commit counter (SQLite has one writer at a time anyway)."""
-        row = self.db.execute(
-            "INSERT INTO meta VALUES ('commit_seq', '1') ON CONFLICT DO UPDATE "
-            "SET value = CAST(value AS INTEGER) + 1 RETURNING CAST(value AS INTEGER)"
-        ).fetchone()
-        return int(row[0])
+        return changed_rows(marks, commits, fetch, self.query, sqlgen.SQLITE, self.registry)
 
     def published_marks(self, partitions: list[int], topic: str = "") -> dict[int, int]:
         """One mark per topic for the whole store: its rows are all the one writer's."""
@@ -251,53 +173,6 @@ class SqliteStore:
                 "ON CONFLICT DO UPDATE SET seq = max(seq, excluded.seq)",
                 [(topic, p, seq) for p, seq in marks.items()],
             )
-
-    def _check_epochs(self, partitions: list[PartitionCommit]) -> None:
-        if not partitions:
-            return
-        marks = ",".join("?" * len(partitions))
-        current = dict(
-            self.db.execute(
-                f"SELECT partition, epoch FROM owners WHERE partition IN ({marks})",
-                [p.partition for p in partitions],
-            ).fetchall()
-        )
-        fenced = [p.partition for p in partitions if current.get(p.partition, 0) > p.epoch]
-        if fenced:
-            raise FencedError(fenced)
-
-    def _recheck(self, metric: str, by: str, key: str, win: str, start: int, lost: tuple[int, int]) -> None:
-        size = WINDOWS[win]
-        lo, hi = (start, start + size) if size else (-ALL_TIME_END, ALL_TIME_END)
-        where, keys = sqlgen.key_filter(self.registry, by, key, "?")
-        args = (*keys, lo, hi, by, win, start, key, ONE_WRITER, *lost)
-        src = sqlgen.RECHECKED[metric]
-        sql = RECHECK.format(where=where, c=self.registry.metric(metric).column, table=src.table, t=src.time)
-        self.db.execute(sql, args)
-
-    def _commit_partition(self, p: PartitionCommit) -> None:
-        db = self.db
-        if p.snapshot is not None:  # it holds every change so far: the log starts afresh
-            db.execute("DELETE FROM conversation_snapshot_chunks WHERE partition=?", (p.partition,))
-            db.executemany(
-                "INSERT INTO conversation_snapshot_chunks VALUES (?,?,?)",
-                [(p.partition, i, chunk) for i, chunk in enumerate(p.snapshot)],
-            )
-            db.execute("DELETE FROM conversation_log WHERE partition=?", (p.partition,))
-            db.execute("DELETE FROM conversations WHERE partition=?", (p.partition,))
-        elif p.conversations or p.expired:
-            db.execute(
-                "INSERT INTO conversation_log (partition, changed, expired) VALUES (?,?,?)",
-                (
-                    p.partition,
-                    orjson.dumps([(a, c, blob) for (a, c), blob in p.conversations.items()]),
-                    orjson.dumps(p.expired),
-                ),
-            )
-        db.execute(
-            "INSERT OR REPLACE INTO offsets VALUES (?,?,?)",
-            (p.partition, p.next_offset, p.watermark),
-        )
 
     def query(
         self,
@@ -386,13 +261,3 @@ class SqliteStore:
 
     def _tx(self) -> Transaction:
         return Transaction(self.db)
-
-
-def _json(rows: list[Any], columns: int) -> bytes:
-    return orjson.dumps(rows)
-
-
-def _pack(rows: list[Any], columns: int) -> bytes:
-    assert native is not None  # the compiled bins functions are registered: it is built
-    packed: bytes = native.pack_rows(rows, columns)
-    return packed

@@ -1,0 +1,100 @@
+"""The metrics topic's outbox, the same on both stores: the metric rows and backlog keys
+a store's partitions changed since their marks (each row keeps the seq of the commit that
+last changed it), read back merged over partitions (`Store.changed_since`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from consumer.fold.registry import Registry
+from consumer.store import sqlgen
+from consumer.store.base import LIVE, OUTBOX_INDEX, OUTBOX_INDEX_NAME, MetricRow
+from consumer.store.rows import Fetch
+
+#: a store's `query(by, window, key=..., start_from=..., start_to=...)`
+Query = Callable[..., list[MetricRow]]
+
+
+def outbox_indexes(registry: Registry) -> dict[str, str]:
+    """The indexes the outbox reads by, name -> DDL (`OUTBOX_INDEX`: made by a store's first
+    publication, not with its schema)."""
+    out = {OUTBOX_INDEX_NAME: OUTBOX_INDEX}
+    if registry.gauges:
+        out[sqlgen.BACKLOG_OUTBOX_INDEX_NAME] = sqlgen.BACKLOG_OUTBOX_INDEX
+    return out
+
+
+def changed_rows(
+    marks: dict[int, int],
+    commits: int,
+    fetch: Fetch,
+    query: Query,
+    dialect: sqlgen.Dialect,
+    registry: Registry,
+) -> tuple[list[MetricRow], dict[int, int]]:
+    """The rows the partitions of `marks` changed after their marks (whole commits, up to
+    `commits` of each), merged over partitions, then the gauges of the backlog keys they
+    changed (rows of the window LIVE), and the marks that covers."""
+    found, live, newest = outbox_keys(marks, commits, fetch, dialect.mark, gauges=bool(registry.gauges))
+    rows = [
+        r
+        for by, win, start, key in sorted(found)
+        for r in query(by, win, key=key, start_from=start, start_to=start + 1)
+    ]
+    return rows + live_rows(live, fetch, dialect, registry), newest
+
+
+def outbox_keys(
+    marks: dict[int, int], commits: int, fetch: Fetch, mark: str, *, gauges: bool = False
+) -> tuple[set[tuple[str, str, int, str]], set[tuple[str, str]], dict[int, int]]:
+    """The (grouping, window, start, key) of the rows the partitions of `marks` changed
+    after their marks, in whole commits (up to `commits` of each), the (grouping, key) of
+    the backlog rows they changed (`gauges`: the store has a backlog table), and the marks
+    that covers. `fetch(sql, args)` runs a query in the store's dialect (`mark`: its placeholder)."""
+    changed: set[tuple[str, str, int, str]] = set()
+    live: set[tuple[str, str]] = set()
+    newest = dict(marks)
+    tables = ("metric_rows", "backlog") if gauges else ("metric_rows",)
+    for p, since in marks.items():
+        # the first `commits` seqs of each table: the first of both are among them (a commit
+        # may change gauges and no metric row, such as one that only forgets conversations)
+        seqs = sorted(
+            {
+                seq
+                for table in tables
+                for (seq,) in fetch(
+                    f"SELECT DISTINCT seq FROM {table} WHERE partition = {mark} AND seq > {mark} "
+                    f"ORDER BY seq LIMIT {mark}",
+                    (p, since, commits),
+                )
+            }
+        )[:commits]
+        if not seqs:
+            continue
+        upto = newest[p] = seqs[-1]
+        found = fetch(
+            f"SELECT by, win, start, key FROM metric_rows WHERE partition = {mark} AND seq > {mark} "
+            f"AND seq <= {mark}",
+            (p, since, upto),
+        )
+        changed.update((by, win, start, key) for by, win, start, key in found)
+        if gauges:
+            keys = fetch(
+                f"SELECT by, key FROM backlog WHERE partition = {mark} AND seq > {mark} AND seq <= {mark}",
+                (p, since, upto),
+            )
+            live.update((by, key) for by, key in keys)
+    return changed, live, newest
+
+
+def live_rows(
+    live: Iterable[tuple[str, str]], fetch: Fetch, dialect: sqlgen.Dialect, registry: Registry
+) -> list[MetricRow]:
+    """The gauges of these (grouping, key)s summed over partitions, zeros included, as
+    rows of the window LIVE (what the metrics topic publishes for a changed backlog key)."""
+    sql = sqlgen.backlog_of_key(dialect, registry)
+    cols = [g.column for g in registry.gauges]
+    return [
+        MetricRow(by, key, LIVE, 0, dict(zip(cols, fetch(sql, (by, key))[0], strict=True)))
+        for by, key in sorted(live)
+    ]

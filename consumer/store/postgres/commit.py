@@ -1,0 +1,89 @@
+"""A PostgreSQL store's commit: what one transaction writes (`PostgresStore.commit` runs
+it through `_run`, which retries lock races and reports lost connections)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import psycopg
+
+from consumer.exceptions import FencedError
+from consumer.fold.delta import CLOSURE_WIDTH, FIRST_ASSIGNMENT_WIDTH, gauge_rows
+from consumer.fold.registry import Registry
+from consumer.store import sqlgen
+from consumer.store.base import PartitionCommit
+from consumer.store.postgres.aggregate import Batch, aggregate, columns
+from consumer.store.postgres.sql import (
+    SCHEMA_LOCK,
+    UPSERT_CLOSURES,
+    UPSERT_CONVERSATIONS,
+    UPSERT_FIRST_ASSIGNMENTS,
+)
+
+log = logging.getLogger(__name__)
+
+
+def write(
+    conn: psycopg.Connection[Any], partitions: list[PartitionCommit], batch: Batch, registry: Registry
+) -> None:
+    """One commit of some partitions, in the caller's transaction: fenced (a newer owner's
+    claim wins), skipped when its offsets are already stored (a retried commit that had
+    landed), else every table and the offsets."""
+    # the schema's DDL (CREATE INDEX IF NOT EXISTS locks its table even when the index
+    # exists) takes this lock exclusively: a consumer starting up waits for commits in
+    # flight instead of deadlocking with them over table locks taken in another order
+    conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (SCHEMA_LOCK,))
+    ids = sorted({p.partition for p in partitions})
+    epochs = dict(
+        conn.execute(
+            "SELECT partition, epoch FROM owners WHERE partition = ANY(%s) ORDER BY partition FOR UPDATE",
+            (ids,),
+        ).fetchall()
+    )
+    fenced = [p.partition for p in partitions if epochs.get(p.partition, 0) > p.epoch]
+    if fenced:
+        raise FencedError(fenced)
+    stored = dict(
+        conn.execute(
+            "SELECT partition, next_offset FROM offsets WHERE partition = ANY(%s)", (ids,)
+        ).fetchall()
+    )
+    if all(stored.get(p.partition, -1) >= p.next_offset for p in partitions):
+        log.warning("commit up to offsets %s was already stored: skipped", batch.offsets)
+        return
+    if batch.closures:
+        conn.execute(UPSERT_CLOSURES, columns(batch.closures, CLOSURE_WIDTH))
+    if batch.first_assignments:
+        conn.execute(UPSERT_FIRST_ASSIGNMENTS, columns(batch.first_assignments, FIRST_ASSIGNMENT_WIDTH))
+    aggregate(conn, partitions, registry)
+    _gauges(conn, partitions, registry)
+    with conn.cursor() as cur:
+        for sql, params in batch.rechecks(registry):
+            cur.execute(sql, params)
+    if batch.conversations:
+        conn.execute(UPSERT_CONVERSATIONS, columns(batch.conversations, 4))
+    if batch.expired:
+        conn.execute(
+            "DELETE FROM conversations WHERE (account, conversation) IN "
+            "(SELECT * FROM unnest(%s::bigint[], %s::bigint[]))",
+            columns(batch.expired, 2),
+        )
+    conn.execute(
+        "INSERT INTO offsets SELECT * FROM unnest(%s::int[], %s::bigint[], %s::bigint[]) "
+        "ON CONFLICT (partition) DO UPDATE SET next_offset = excluded.next_offset, "
+        "watermark = excluded.watermark",
+        columns(batch.offsets, 3),
+    )
+
+
+def _gauges(conn: psycopg.Connection[Any], partitions: list[PartitionCommit], registry: Registry) -> None:
+    """Each partition's gauge changes into its own backlog rows (only its owner writes them)."""
+    rows = [
+        (by, key, p.partition, *values, p.next_offset)  # seq: as the partition's metric rows'
+        for p in sorted(partitions, key=lambda p: p.partition)
+        for (by, key), values in sorted(gauge_rows([p.delta.gauges], registry).items())
+    ]
+    if rows:
+        sql = sqlgen.backlog_upsert(sqlgen.POSTGRES, registry)
+        conn.execute(sql, columns(rows, 4 + len(registry.gauges)))

@@ -1,0 +1,116 @@
+"""The PostgreSQL store's connection: one psycopg connection, opened again after it broke,
+transactions retried on lock races, and lost connections reported as transient
+(`StoreUnavailableError`: the caller retries the same call)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from consumer.exceptions import StoreError, StoreUnavailableError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: retried inside the store: another transaction won a lock race
+_RACES = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+#: a server that answered but is going down, starting up or full: try again later
+_TRANSIENT_FATAL = ("starting up", "shutting down", "recovery mode", "too many clients", "not yet accepting")
+#: PostgreSQL ends a session whose transaction waits this long for its client's next
+#: statement, and so releases its locks. A commit locks its partitions' `owners` rows
+#: first; a consumer frozen mid-commit (a VM paused, a network that hangs without closing)
+#: would otherwise hold them until its TCP connection dies, maybe hours, and the members
+#: that take its partitions over would wait in `claim` all that time, the whole group's
+#: rebalance with them. The frozen one's commit rolls back; on waking it finds its
+#: connection gone, retries, and is fenced. Our transactions send their statements back
+#: to back: no healthy one waits seconds between two. A value set for the server, the
+#: database or in the URL's options is kept.
+IDLE_IN_TRANSACTION_TIMEOUT_S = 30
+_IDLE_TIMEOUT = (
+    "SELECT set_config('idle_in_transaction_session_timeout', %s, false) "
+    "WHERE current_setting('idle_in_transaction_session_timeout') = '0'"
+)
+
+
+class Session:
+    """One connection to the store's database (one per thread, as the store)."""
+
+    def __init__(
+        self,
+        url: str,
+        connect_timeout: float = 5,
+        race_retries: int = 5,
+        idle_in_transaction_timeout: float = IDLE_IN_TRANSACTION_TIMEOUT_S,
+    ) -> None:
+        self.url = url
+        self.connect_timeout = connect_timeout
+        self.race_retries = race_retries
+        self.idle_in_transaction_timeout = idle_in_transaction_timeout
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def connection(self) -> psycopg.Connection[Any]:
+        """The live connection, reconnecting first when the last one broke."""
+        if self._conn is None or self._conn.closed:
+            try:
+                self._conn = psycopg.connect(
+                    self.url,
+                    autocommit=True,
+                    connect_timeout=max(1, int(self.connect_timeout)),
+                    application_name="convmetrics",
+                )
+            except psycopg.OperationalError as exc:
+                msg = str(exc)
+                if "FATAL:" in msg and not any(t in msg for t in _TRANSIENT_FATAL):
+                    raise StoreError(f"PostgreSQL store refused the connection: {msg}") from exc
+                raise StoreUnavailableError(f"PostgreSQL store unreachable: {msg}") from exc
+            try:
+                ms = max(1, round(self.idle_in_transaction_timeout * 1000))
+                self._conn.execute(_IDLE_TIMEOUT, (f"{ms}ms",))
+            except psycopg.Error as exc:
+                self.reconnect()
+                raise StoreUnavailableError(f"PostgreSQL store connection lost: {exc}") from exc
+        return self._conn
+
+    def reconnect(self) -> None:
+        """Drop the connection; the next call opens a new one."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """`work` in one transaction; lock races retried, lost connections made transient."""
+        for attempt in range(self.race_retries + 1):
+            conn = self.connection()
+            try:
+                with conn.transaction():
+                    return work(conn)
+            except _RACES as exc:
+                if attempt == self.race_retries:
+                    raise StoreUnavailableError(f"PostgreSQL store: {exc} (after {attempt} retries)") from exc
+                log.info("PostgreSQL store: %s; retrying the transaction", exc)
+                time.sleep(0.05 * (attempt + 1))
+            except psycopg.Error as exc:
+                if conn.broken or conn.closed or isinstance(exc, psycopg.OperationalError):
+                    self.reconnect()
+                    raise StoreUnavailableError(f"PostgreSQL store connection lost: {exc}") from exc
+                raise StoreError(f"PostgreSQL store failed: {exc}") from exc
+        raise AssertionError("unreachable")
+
+
+def retrying(call: Callable[[], T], what: str, patience: float = 120) -> T:
+    """Ownership calls run inside Kafka's rebalance callback: ride out a short outage."""
+    deadline, delay = time.monotonic() + patience, 0.2
+    while True:
+        try:
+            return call()
+        except StoreUnavailableError as exc:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("%s: %s; retrying in %.1fs", what, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)

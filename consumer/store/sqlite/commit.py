@@ -1,0 +1,189 @@
+"""A SQLite store's commit: the partitions' deltas, conversations and offsets in one
+transaction (`SqliteStore.commit` holds the write lock around `write`)."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from consumer.exceptions import FencedError
+from consumer.fold.delta import CLOSURE_WIDTH, FIRST_ASSIGNMENT_WIDTH, gauge_rows
+from consumer.fold.native import native
+from consumer.fold.registry import Registry
+from consumer.fold.windows import WINDOWS
+from consumer.store import sqlgen
+from consumer.store.base import PartitionCommit
+from consumer.store.sqlite.sql import (
+    ALL_TIME_END,
+    RECHECK,
+    STAGE_CLOSURES,
+    STAGE_FIRST_ASSIGNMENTS,
+    STAGE_LAGS,
+    Statements,
+)
+
+#: SQLite has one writer at a time (a commit holds the database's write lock), so keying
+#: rows by partition would only multiply them: every row sits under this one writer slot
+#: (as do the rows of stores written before rows had a partition), and its seq is the
+#: store-wide commit counter. PostgreSQL keys them by partition (consumer.store.sqlgen).
+ONE_WRITER = -1
+
+Recheck = dict[tuple[str, str, str, str, int], tuple[int, int]]
+
+
+@dataclass
+class Prepared:
+    """A commit's payloads, made before the write lock is taken."""
+
+    packed: bool
+    closures: bytes
+    staged: list[bytes]
+    lags: list[bytes]
+    firsts: bytes | None
+    gauges: bytes | None
+    recheck: Recheck
+
+
+def prepare(partitions: list[PartitionCommit], registry: Registry, sql: Statements, packed: bool) -> Prepared:
+    """Big batches go in as one payload per statement (packed rows, or JSON where the
+    compiled functions are not registered), not executemany: sqlite3 releases the GIL
+    once per statement, so the polling thread keeps it between rows, and a writer
+    re-taking it per row waits a switch interval each time."""
+    pack = _pack if packed else _json
+    closures = pack([c for p in partitions for c in p.delta.closures.values()], CLOSURE_WIDTH)
+    staged = [pack(p.delta.facts, sql.fact_width) for p in partitions if p.delta.facts]
+    lags = [
+        orjson.dumps([(*k, *agg) for k, agg in p.delta.lags.items()], option=orjson.OPT_NON_STR_KEYS)
+        for p in partitions
+        if p.delta.lags
+    ]
+    firsts = [r for p in partitions for r in p.delta.first_assignments.values()]
+    # the gauges: one writer slot, like the metric rows
+    gauges = gauge_rows([p.delta.gauges for p in partitions], registry)
+    recheck: Recheck = {}
+    for metric in sqlgen.RECHECKED:
+        for p in partitions:
+            for (by, key, win, start), (lo, hi) in p.delta.recheck(registry, metric).items():
+                k = (metric, by, key, win, start)
+                was = recheck.get(k)
+                recheck[k] = (lo, hi) if was is None else (min(lo, was[0]), max(hi, was[1]))
+    return Prepared(
+        packed,
+        closures,
+        staged,
+        lags,
+        pack(firsts, FIRST_ASSIGNMENT_WIDTH) if firsts else None,
+        orjson.dumps([(*k, *v) for k, v in sorted(gauges.items())]) if gauges else None,
+        recheck,
+    )
+
+
+def write(
+    db: sqlite3.Connection,
+    partitions: list[PartitionCommit],
+    w: Prepared,
+    registry: Registry,
+    sql: Statements,
+) -> None:
+    """The commit's statements, inside the caller's write transaction."""
+    check_epochs(db, partitions)
+    db.execute(STAGE_CLOSURES[w.packed], (w.closures,))
+    if w.firsts is not None:
+        db.execute(STAGE_FIRST_ASSIGNMENTS[w.packed], (w.firsts,))
+    seq = _next_seq(db) if w.staged or w.lags or w.gauges is not None else 0
+    if w.staged or w.lags:
+        for statement in sql.clear:
+            db.execute(statement)
+        for payload in w.staged:
+            db.execute(sql.stage[w.packed], (ONE_WRITER, seq, payload))
+        for payload in w.lags:
+            db.execute(STAGE_LAGS, (ONE_WRITER, seq, payload))
+        for statement in sql.aggregate:
+            db.execute(statement)
+    if w.gauges is not None:
+        db.execute(sqlgen.backlog_upsert(sqlgen.SQLITE, registry), (w.gauges, ONE_WRITER, seq))
+    for (metric, by, key, win, start), lost in w.recheck.items():
+        _recheck(db, registry, metric, by, key, win, start, lost)
+    for p in partitions:
+        _commit_partition(db, p)
+
+
+def check_epochs(db: sqlite3.Connection, partitions: list[PartitionCommit]) -> None:
+    """FencedError naming the partitions a newer owner claimed since these commits' epochs."""
+    if not partitions:
+        return
+    marks = ",".join("?" * len(partitions))
+    current = dict(
+        db.execute(
+            f"SELECT partition, epoch FROM owners WHERE partition IN ({marks})",
+            [p.partition for p in partitions],
+        ).fetchall()
+    )
+    fenced = [p.partition for p in partitions if current.get(p.partition, 0) > p.epoch]
+    if fenced:
+        raise FencedError(fenced)
+
+
+def _next_seq(db: sqlite3.Connection) -> int:
+    """The store-wide commit counter (SQLite has one writer at a time anyway)."""
+    row = db.execute(
+        "INSERT INTO meta VALUES ('commit_seq', '1') ON CONFLICT DO UPDATE "
+        "SET value = CAST(value AS INTEGER) + 1 RETURNING CAST(value AS INTEGER)"
+    ).fetchone()
+    return int(row[0])
+
+
+def _recheck(
+    db: sqlite3.Connection,
+    registry: Registry,
+    metric: str,
+    by: str,
+    key: str,
+    win: str,
+    start: int,
+    lost: tuple[int, int],
+) -> None:
+    size = WINDOWS[win]
+    lo, hi = (start, start + size) if size else (-ALL_TIME_END, ALL_TIME_END)
+    where, keys = sqlgen.key_filter(registry, by, key, "?")
+    args = (*keys, lo, hi, by, win, start, key, ONE_WRITER, *lost)
+    src = sqlgen.RECHECKED[metric]
+    sql = RECHECK.format(where=where, c=registry.metric(metric).column, table=src.table, t=src.time)
+    db.execute(sql, args)
+
+
+def _commit_partition(db: sqlite3.Connection, p: PartitionCommit) -> None:
+    if p.snapshot is not None:  # it holds every change so far: the log starts afresh
+        db.execute("DELETE FROM conversation_snapshot_chunks WHERE partition=?", (p.partition,))
+        db.executemany(
+            "INSERT INTO conversation_snapshot_chunks VALUES (?,?,?)",
+            [(p.partition, i, chunk) for i, chunk in enumerate(p.snapshot)],
+        )
+        db.execute("DELETE FROM conversation_log WHERE partition=?", (p.partition,))
+        db.execute("DELETE FROM conversations WHERE partition=?", (p.partition,))
+    elif p.conversations or p.expired:
+        db.execute(
+            "INSERT INTO conversation_log (partition, changed, expired) VALUES (?,?,?)",
+            (
+                p.partition,
+                orjson.dumps([(a, c, blob) for (a, c), blob in p.conversations.items()]),
+                orjson.dumps(p.expired),
+            ),
+        )
+    db.execute(
+        "INSERT OR REPLACE INTO offsets VALUES (?,?,?)",
+        (p.partition, p.next_offset, p.watermark),
+    )
+
+
+def _json(rows: list[Any], columns: int) -> bytes:
+    return orjson.dumps(rows)
+
+
+def _pack(rows: list[Any], columns: int) -> bytes:
+    assert native is not None  # the compiled bins functions are registered: it is built
+    packed: bytes = native.pack_rows(rows, columns)
+    return packed
