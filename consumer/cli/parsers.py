@@ -154,7 +154,8 @@ def register(sub: Any) -> None:
         default=None,
         metavar="TOPIC",
         help="after each commit, publish the changed metric rows (Avro, metric_rows: every counter "
-        "and distribution by metric name, so new metrics need no new schema) to this compacted topic "
+        "and distribution by metric name, so new metrics need no new schema; with --metric-set full "
+        "also the live gauges, as records of the window 'live') to this compacted topic "
         "(default name when given without one: conversation-metric-rows)",
     )
     kafka_arguments(c)

@@ -9,7 +9,6 @@ per-minute (partials: per-hour) rows of each grouping, and rolled up into each w
 """
 
 from consumer.store.sqlgen.aggregation import (
-    PER_FACT_WINDOWS,
     RECHECKED,
     STAGED,
     Source,
@@ -36,6 +35,7 @@ from consumer.store.sqlgen.dialect import (
     missing_columns,
     row_table,
 )
+from consumer.store.sqlgen.fine import PER_FACT_WINDOWS
 from consumer.store.sqlgen.reads import key_filter, key_order, page, query, rank_value, ranked, starts_in
 
 __all__ = [

@@ -8,6 +8,15 @@ from dataclasses import dataclass
 from consumer.fold.delta import layout_of
 from consumer.fold.registry import REGISTRY, Grouping, Kind, Metric, Registry
 from consumer.store.sqlgen.dialect import ROW_KEY, Dialect, merge_of
+from consumer.store.sqlgen.fine import fine_upserts
+from consumer.store.sqlgen.values import (
+    fact_bins,
+    fact_values,
+    key_expr,
+    no_values,
+    on_conflict,
+    present,
+)
 
 
 @dataclass(frozen=True)
@@ -26,17 +35,6 @@ RECHECKED = {
 }
 #: the facts are staged per grouping in rows of this many seconds (partials: their own size)
 STAGED = 60
-
-
-def _key_expr(g: Grouping, prefix: str = "") -> str:
-    parts = [f"CAST({prefix}{dim} AS TEXT)" for dim in g.dimensions]
-    return parts[0] if len(parts) == 1 else " || '|' || ".join(parts)
-
-
-def _present(g: Grouping, registry: Registry) -> str:
-    """The facts a grouping counts: those with a value for each of its optional dimensions."""
-    optional = [d for d in g.dimensions if registry.dimension(d).optional]
-    return " AND ".join(f"{d} IS NOT NULL" for d in optional) or "true"
 
 
 def _type(registry: Registry, field: str, integer: str) -> str:
@@ -79,44 +77,6 @@ def staging(d: Dialect, registry: Registry = REGISTRY) -> list[str]:
     return out
 
 
-def _fact_values(g: Grouping, registry: Registry) -> str:
-    """A grouping's minute-row values from the staged facts."""
-    out = []
-    for m in registry.metrics:
-        fact = m in layout_of(registry).fact_metrics and (m.groupings is None or g.name in m.groupings)
-        if m.kind is Kind.COUNTER:
-            out.append(f"sum({m.column})" if fact else "0")
-        elif fact:
-            c, cn = m.column, f"{m.column}_n"
-            out.append(
-                f"sum({cn}), coalesce(sum({cn} * {c}), 0), min(CASE WHEN {cn} > 0 THEN {c} END), "
-                f"max(CASE WHEN {cn} > 0 THEN {c} END)"
-            )
-            out += [f"coalesce(sum({b}), 0)" for b in _buckets(m)]
-        else:
-            out.append(_none(m))
-    return ", ".join(out)
-
-
-def _none(m: Metric) -> str:
-    """A distribution's columns holding nothing."""
-    return ", ".join(("0", "0", "NULL", "NULL", *("0" for _ in m.bucket_columns)))
-
-
-def _buckets(m: Metric) -> list[str]:
-    """Each bucket's increment by one fact: its signed count where its value falls in the
-    bucket (a retraction takes it back from the bucket of its old value)."""
-    c, cn = m.column, f"{m.column}_n"
-    out = []
-    for _, _, lower, upper in m.bucket_columns:
-        within = [
-            f"{c} > {lower}" if lower is not None else "",
-            f"{c} <= {upper}" if upper is not None else "",
-        ]
-        out.append(f"CASE WHEN {' AND '.join(w for w in within if w)} THEN {cn} ELSE 0 END")
-    return out
-
-
 def _partial_values(p: Metric, registry: Registry) -> str:
     out = []
     for m in registry.metrics:
@@ -125,19 +85,8 @@ def _partial_values(p: Metric, registry: Registry) -> str:
         elif m is p:
             out.append(", ".join(("n, s, NULL, mx", *("0" for _ in m.bucket_columns))))
         else:
-            out.append(_none(m))
+            out.append(no_values(m))
     return ", ".join(out)
-
-
-def _fact_bins(registry: Registry) -> tuple[str, str]:
-    """(bin, n) of a fact's distribution value (a fact carries at most one), in the row's
-    bin space (shifted by the metric's bin_base)."""
-    dists = [m for m in layout_of(registry).fact_metrics if m.kind is Kind.DISTRIBUTION]
-    bins = [f"CASE WHEN {m.column}_n <> 0 THEN {m.column}_bin + {m.bin_base} END" for m in dists]
-    ns = [f"CASE WHEN {m.column}_n <> 0 THEN {m.column}_n END" for m in dists]
-    if len(dists) == 1:
-        return bins[0], ns[0]
-    return f"coalesce({', '.join(bins)})", f"coalesce({', '.join(ns)})"
 
 
 def _sources(g: Grouping, window: str, registry: Registry) -> list[int]:
@@ -166,105 +115,35 @@ def _rolled_values(g: Grouping, window: str, registry: Registry) -> str:
     return ", ".join(out)
 
 
-def _on_conflict(d: Dialect, registry: Registry) -> str:
-    sets = ["seq = excluded.seq"]
-    for c in registry.value_columns:
-        how = merge_of(c, registry)
-        if how == "sum":
-            sets.append(f"{c} = r.{c} + excluded.{c}")
-        elif how == "min":
-            sets.append(f"{c} = {d.least(f'r.{c}', f'excluded.{c}')}")
-        else:
-            sets.append(f"{c} = {d.greatest(f'r.{c}', f'excluded.{c}')}")
-    if d.bins_in_rows:
-        sets.append("bins = bins_merge(r.bins, excluded.bins)")
-    return f" ON CONFLICT ({', '.join(ROW_KEY)}) DO UPDATE SET " + ", ".join(sets)
-
-
-#: windows whose rows a fine-grained grouping's facts each have to themselves, nearly
-PER_FACT_WINDOWS = ("1m", "1h")
-
-
-def _fine(d: Dialect, g: Grouping, registry: Registry, cols: str) -> list[str]:
-    """A fine-grained grouping (`Grouping.fine`, no partials, `Dialect.per_fact_upserts`):
-    its short windows' rows take one upsert per fact straight from the facts, its longer
-    ones are grouped from the facts: no per-minute staging, which would sort every fact
-    for little merging."""
-    fbin, fn = _fact_bins(registry)
-    key = _key_expr(g)
-    out = []
-    for window, size in registry.windows.items():
-        if not g.keeps(window) or not any(
-            m.counts_in(g.name, window) for m in layout_of(registry).fact_metrics
-        ):
-            continue
-        s = d.floor("t", size)
-        if window in PER_FACT_WINDOWS:
-            values = _fact_row_values(g, window, registry)
-            out.append(
-                f"INSERT INTO metric_rows AS r ({cols}) SELECT '{g.name}', '{window}', {s}, {key}, part, "
-                f"{values}, seq, bins_one({fbin}, {fn}) FROM cm_facts WHERE {_present(g, registry)}"
-                + _on_conflict(d, registry)
-            )
-        else:
-            values = _fact_values(g, registry)
-            out.append(
-                f"INSERT INTO metric_rows AS r ({cols}) SELECT '{g.name}', '{window}', {s} AS s, {key} AS k, "
-                f"part, {values}, max(seq), bins_pack({fbin}, {fn}) FROM cm_facts "
-                f"WHERE {_present(g, registry)} GROUP BY part, s, k" + _on_conflict(d, registry)
-            )
-    return out
-
-
-def _fact_row_values(g: Grouping, window: str, registry: Registry) -> str:
-    """One fact's values as a row's (the upsert adds up the facts of a row)."""
-    out = []
-    facts = layout_of(registry).fact_metrics
-    for m in registry.metrics:
-        counts = m in facts and m.counts_in(g.name, window)
-        if m.kind is Kind.COUNTER:
-            out.append(m.column if counts else "0")
-        elif counts:
-            c, cn = m.column, f"{m.column}_n"
-            out.append(
-                f"{cn}, coalesce({cn} * {c}, 0), "
-                f"CASE WHEN {cn} > 0 THEN {c} END, CASE WHEN {cn} > 0 THEN {c} END"
-            )
-            out += [f"coalesce({b}, 0)" for b in _buckets(m)]
-        else:
-            out.append(_none(m))
-    return ", ".join(out)
-
-
 def aggregation(d: Dialect, registry: Registry = REGISTRY) -> list[str]:
     """The statements that add the staged facts and partials to metric_rows (and, without
     bins in the rows, metric_bins)."""
     out: list[str] = []
     cols = ", ".join((*ROW_KEY, *registry.value_columns, "seq", *(("bins",) if d.bins_in_rows else ())))
-    fbin, fn = _fact_bins(registry)
+    fbin, fn = fact_bins(registry)
     for g in registry.groupings:
         partials = layout_of(registry).partial_metrics
         has_partials = any(p.groupings is None or g.name in p.groupings for p in partials)
         if d.per_fact_upserts and g.fine and not has_partials:
-            out += _fine(d, g, registry, cols)
+            out += fine_upserts(d, g, registry, cols)
             continue
-        key = _key_expr(g)
+        key = key_expr(g)
         bins = f", bins_pack({fbin}, {fn})" if d.bins_in_rows else ""
         out.append(
             f"INSERT INTO cm_g_{g.ident} SELECT part, max(seq), {key} AS k, {d.floor('t', STAGED)} AS m, 0, "
-            f"{_fact_values(g, registry)}{bins} FROM cm_facts WHERE {_present(g, registry)} "
+            f"{fact_values(g, registry)}{bins} FROM cm_facts WHERE {present(g, registry)} "
             "GROUP BY part, k, m"
         )
         if not d.bins_in_rows:
             out.append(
                 f"INSERT INTO cm_g_{g.ident}_bins SELECT part, {key} AS k, {d.floor('t', STAGED)} AS m, 0, "
-                f"{fbin} AS bin, sum({fn}) FROM cm_facts WHERE {fn} IS NOT NULL AND {_present(g, registry)} "
+                f"{fbin} AS bin, sum({fn}) FROM cm_facts WHERE {fn} IS NOT NULL AND {present(g, registry)} "
                 "GROUP BY part, k, m, bin"
             )
         for i, p in enumerate(layout_of(registry).partial_metrics):
             if p.groupings is not None and g.name not in p.groupings:
                 continue
-            pkey = _key_expr(g)
+            pkey = key_expr(g)
             pb = ", b" if d.bins_in_rows else ""
             out.append(
                 f"INSERT INTO cm_g_{g.ident} SELECT part, seq, {pkey}, h, {i + 1}, "
@@ -291,13 +170,13 @@ def aggregation(d: Dialect, registry: Registry = REGISTRY) -> list[str]:
                 out.append(
                     f"INSERT INTO metric_rows AS r ({cols}) SELECT '{g.name}', '{window}', m, k, part, "
                     f"{values}, seq{', b' if d.bins_in_rows else ''} FROM cm_g_{g.ident} "
-                    f"WHERE {where}" + _on_conflict(d, registry)
+                    f"WHERE {where}" + on_conflict(d, registry)
                 )
             else:
                 out.append(
                     f"INSERT INTO metric_rows AS r ({cols}) SELECT '{g.name}', '{window}', {s} AS s, k, "
                     f"part, {_rolled_values(g, window, registry)}, max(seq){union} FROM cm_g_{g.ident} "
-                    f"WHERE {where} GROUP BY part, s, k ORDER BY part, s, k" + _on_conflict(d, registry)
+                    f"WHERE {where} GROUP BY part, s, k ORDER BY part, s, k" + on_conflict(d, registry)
                 )
             if not d.bins_in_rows:
                 out.append(

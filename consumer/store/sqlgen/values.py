@@ -1,0 +1,83 @@
+"""SQL expressions of a metric row's values, shared by the statements that aggregate a
+commit's facts (`aggregation`: staged and rolled up; `fine`: one upsert per fact)."""
+
+from __future__ import annotations
+
+from consumer.fold.delta import layout_of
+from consumer.fold.registry import Grouping, Kind, Metric, Registry
+from consumer.store.sqlgen.dialect import ROW_KEY, Dialect, merge_of
+
+
+def key_expr(g: Grouping, prefix: str = "") -> str:
+    parts = [f"CAST({prefix}{dim} AS TEXT)" for dim in g.dimensions]
+    return parts[0] if len(parts) == 1 else " || '|' || ".join(parts)
+
+
+def present(g: Grouping, registry: Registry) -> str:
+    """The facts a grouping counts: those with a value for each of its optional dimensions."""
+    optional = [d for d in g.dimensions if registry.dimension(d).optional]
+    return " AND ".join(f"{d} IS NOT NULL" for d in optional) or "true"
+
+
+def fact_values(g: Grouping, registry: Registry) -> str:
+    """A grouping's minute-row values from the staged facts."""
+    out = []
+    for m in registry.metrics:
+        fact = m in layout_of(registry).fact_metrics and (m.groupings is None or g.name in m.groupings)
+        if m.kind is Kind.COUNTER:
+            out.append(f"sum({m.column})" if fact else "0")
+        elif fact:
+            c, cn = m.column, f"{m.column}_n"
+            out.append(
+                f"sum({cn}), coalesce(sum({cn} * {c}), 0), min(CASE WHEN {cn} > 0 THEN {c} END), "
+                f"max(CASE WHEN {cn} > 0 THEN {c} END)"
+            )
+            out += [f"coalesce(sum({b}), 0)" for b in bucket_increments(m)]
+        else:
+            out.append(no_values(m))
+    return ", ".join(out)
+
+
+def no_values(m: Metric) -> str:
+    """A distribution's columns holding nothing."""
+    return ", ".join(("0", "0", "NULL", "NULL", *("0" for _ in m.bucket_columns)))
+
+
+def bucket_increments(m: Metric) -> list[str]:
+    """Each bucket's increment by one fact: its signed count where its value falls in the
+    bucket (a retraction takes it back from the bucket of its old value)."""
+    c, cn = m.column, f"{m.column}_n"
+    out = []
+    for _, _, lower, upper in m.bucket_columns:
+        within = [
+            f"{c} > {lower}" if lower is not None else "",
+            f"{c} <= {upper}" if upper is not None else "",
+        ]
+        out.append(f"CASE WHEN {' AND '.join(w for w in within if w)} THEN {cn} ELSE 0 END")
+    return out
+
+
+def fact_bins(registry: Registry) -> tuple[str, str]:
+    """(bin, n) of a fact's distribution value (a fact carries at most one), in the row's
+    bin space (shifted by the metric's bin_base)."""
+    dists = [m for m in layout_of(registry).fact_metrics if m.kind is Kind.DISTRIBUTION]
+    bins = [f"CASE WHEN {m.column}_n <> 0 THEN {m.column}_bin + {m.bin_base} END" for m in dists]
+    ns = [f"CASE WHEN {m.column}_n <> 0 THEN {m.column}_n END" for m in dists]
+    if len(dists) == 1:
+        return bins[0], ns[0]
+    return f"coalesce({', '.join(bins)})", f"coalesce({', '.join(ns)})"
+
+
+def on_conflict(d: Dialect, registry: Registry) -> str:
+    sets = ["seq = excluded.seq"]
+    for c in registry.value_columns:
+        how = merge_of(c, registry)
+        if how == "sum":
+            sets.append(f"{c} = r.{c} + excluded.{c}")
+        elif how == "min":
+            sets.append(f"{c} = {d.least(f'r.{c}', f'excluded.{c}')}")
+        else:
+            sets.append(f"{c} = {d.greatest(f'r.{c}', f'excluded.{c}')}")
+    if d.bins_in_rows:
+        sets.append("bins = bins_merge(r.bins, excluded.bins)")
+    return f" ON CONFLICT ({', '.join(ROW_KEY)}) DO UPDATE SET " + ", ".join(sets)
