@@ -4,14 +4,12 @@ windows take one upsert per fact, its longer ones are grouped from the facts."""
 from __future__ import annotations
 
 from consumer.fold.delta import layout_of
-from consumer.fold.registry import Grouping, Kind, Registry
+from consumer.fold.registry import Grouping, Registry
 from consumer.store.sqlgen.dialect import Dialect
 from consumer.store.sqlgen.values import (
-    bucket_increments,
     fact_bins,
     fact_values,
     key_expr,
-    no_values,
     on_conflict,
     present,
 )
@@ -35,7 +33,7 @@ def fine_upserts(d: Dialect, g: Grouping, registry: Registry, cols: str) -> list
             continue
         s = d.floor("t", size)
         if window in PER_FACT_WINDOWS:
-            values = _fact_row_values(g, window, registry)
+            values = fact_values(g, registry, window)
             out.append(
                 f"INSERT INTO metric_rows AS r ({cols}) SELECT '{g.name}', '{window}', {s}, {key}, part, "
                 f"{values}, seq, bins_one({fbin}, {fn}) FROM cm_facts WHERE {present(g, registry)}"
@@ -49,23 +47,3 @@ def fine_upserts(d: Dialect, g: Grouping, registry: Registry, cols: str) -> list
                 f"WHERE {present(g, registry)} GROUP BY part, s, k" + on_conflict(d, registry)
             )
     return out
-
-
-def _fact_row_values(g: Grouping, window: str, registry: Registry) -> str:
-    """One fact's values as a row's (the upsert adds up the facts of a row)."""
-    out = []
-    facts = layout_of(registry).fact_metrics
-    for m in registry.metrics:
-        counts = m in facts and m.counts_in(g.name, window)
-        if m.kind is Kind.COUNTER:
-            out.append(m.column if counts else "0")
-        elif counts:
-            c, cn = m.column, f"{m.column}_n"
-            out.append(
-                f"{cn}, coalesce({cn} * {c}, 0), "
-                f"CASE WHEN {cn} > 0 THEN {c} END, CASE WHEN {cn} > 0 THEN {c} END"
-            )
-            out += [f"coalesce({b}, 0)" for b in bucket_increments(m)]
-        else:
-            out.append(no_values(m))
-    return ", ".join(out)

@@ -19,20 +19,34 @@ def present(g: Grouping, registry: Registry) -> str:
     return " AND ".join(f"{d} IS NOT NULL" for d in optional) or "true"
 
 
-def fact_values(g: Grouping, registry: Registry) -> str:
-    """A grouping's minute-row values from the staged facts."""
+def fact_values(g: Grouping, registry: Registry, window: str | None = None) -> str:
+    """A grouping's row values from the staged facts, summed over a GROUP BY; with a
+    `window`, one fact's own values as a row's (its upsert adds up the facts of a row),
+    of the metrics that count in that window."""
+    facts = layout_of(registry).fact_metrics
+
+    def agg(expr: str, how: str) -> str:
+        return expr if window is not None else f"{how}({expr})"
+
     out = []
     for m in registry.metrics:
-        fact = m in layout_of(registry).fact_metrics and (m.groupings is None or g.name in m.groupings)
+        counts = m in facts and (
+            m.counts_in(g.name, window)
+            if window is not None
+            else m.groupings is None or g.name in m.groupings
+        )
         if m.kind is Kind.COUNTER:
-            out.append(f"sum({m.column})" if fact else "0")
-        elif fact:
+            out.append(agg(m.column, "sum") if counts else "0")
+        elif counts:
             c, cn = m.column, f"{m.column}_n"
-            out.append(
-                f"sum({cn}), coalesce(sum({cn} * {c}), 0), min(CASE WHEN {cn} > 0 THEN {c} END), "
-                f"max(CASE WHEN {cn} > 0 THEN {c} END)"
-            )
-            out += [f"coalesce(sum({b}), 0)" for b in bucket_increments(m)]
+            value = f"CASE WHEN {cn} > 0 THEN {c} END"
+            out += [
+                agg(cn, "sum"),
+                f"coalesce({agg(f'{cn} * {c}', 'sum')}, 0)",
+                agg(value, "min"),
+                agg(value, "max"),
+            ]
+            out += [f"coalesce({agg(b, 'sum')}, 0)" for b in bucket_increments(m)]
         else:
             out.append(no_values(m))
     return ", ".join(out)
