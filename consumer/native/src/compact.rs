@@ -411,26 +411,22 @@ pub fn to_json(blob: &[u8]) -> Result<String, String> {
                 ClosureOut::of(*hash, *closed, ch, *start, *inbox, *app)
             })
             .collect();
-    let out = match &c.4 {
-        None => ConvOut::Short(c.0, &c.1, closures, &c.3),
-        Some((first, created, assigns)) => {
-            let assigns = assigns
-                .iter()
-                .map(|AssignIn(t, id, ch, inbox, app)| (*t, id.as_str(), ch.as_str(), *inbox, *app))
-                .collect();
-            match &c.5 {
-                None => ConvOut::Full(c.0, &c.1, closures, &c.3, first, *created, assigns),
-                Some(latest) => {
-                    let latest = latest
-                        .as_ref()
-                        .map(|LatestIn(t, id, kind, ch, inbox, app)| {
-                            (*t, id.as_str(), *kind, ch.as_str(), *inbox, *app)
-                        });
-                    ConvOut::WithLatest(c.0, &c.1, closures, &c.3, first, *created, assigns, latest)
-                }
-            }
-        }
-    };
+    let firsts = c.4.as_ref().map(|(first, created, assigns)| Firsts {
+        first,
+        created: *created,
+        assigns: assigns
+            .iter()
+            .map(|AssignIn(t, id, ch, inbox, app)| (*t, id.as_str(), ch.as_str(), *inbox, *app))
+            .collect(),
+        latest: c.5.as_ref().map(|latest| {
+            latest
+                .as_ref()
+                .map(|LatestIn(t, id, kind, ch, inbox, app)| {
+                    (*t, id.as_str(), *kind, ch.as_str(), *inbox, *app)
+                })
+        }),
+    });
+    let out = ConvOut::of(c.0, &c.1, closures, &c.3, firsts);
     serde_json::to_string(&out).map_err(|e| e.to_string())
 }
 
@@ -483,27 +479,13 @@ mod tests {
             .iter()
             .map(|&(h, c, ch, s, i, a)| ClosureOut::of(h, c, ch, s, i, a))
             .collect();
-        let conv = match firsts.latest {
-            None => ConvOut::Full(
-                -3,
-                &[1, 2],
-                out,
-                seen,
-                firsts.first,
-                firsts.created,
-                firsts.assigns.clone(),
-            ),
-            Some(latest) => ConvOut::WithLatest(
-                -3,
-                &[1, 2],
-                out,
-                seen,
-                firsts.first,
-                firsts.created,
-                firsts.assigns.clone(),
-                latest,
-            ),
+        let f = Firsts {
+            first: firsts.first,
+            created: firsts.created,
+            assigns: firsts.assigns.clone(),
+            latest: firsts.latest,
         };
+        let conv = ConvOut::of(-3, &[1, 2], out, seen, Some(f));
         serde_json::to_string(&conv).unwrap()
     }
 

@@ -324,6 +324,29 @@ enum ConvOut<'a> {
     ),
 }
 
+impl<'a> ConvOut<'a> {
+    /// A conversation as stored: the closures set's four fields, and with `firsts` (a fold
+    /// of first closes or time to first assignment) its first close, created time and
+    /// assignments, then its latest event where the gauges are folded.
+    fn of(
+        last: i64,
+        starts: &'a [i64],
+        closures: Vec<ClosureOut<'a>>,
+        seen: &'a [i64],
+        firsts: Option<compact::Firsts<'a>>,
+    ) -> Self {
+        let Some(f) = firsts else {
+            return ConvOut::Short(last, starts, closures, seen);
+        };
+        match f.latest {
+            None => ConvOut::Full(last, starts, closures, seen, f.first, f.created, f.assigns),
+            Some(latest) => ConvOut::WithLatest(
+                last, starts, closures, seen, f.first, f.created, f.assigns, latest,
+            ),
+        }
+    }
+}
+
 /// A latest event as stored: `[time, event id, kind, channel type, inbox, app]`.
 type LatestOut<'a> = (i64, &'a str, u8, &'a str, Option<i64>, Option<i64>);
 
@@ -674,18 +697,14 @@ fn parse(
 }
 
 impl PartitionFold {
-    /// The compact form of a conversation (`compact`); None where a channel type name is
-    /// too long for it (the JSON is kept then).
-    fn compact(&self, c: &Conv) -> Option<Box<[u8]>> {
-        let name = |ch: u32| self.channels.names[ch as usize].as_str();
-        let closures = c
-            .closures
-            .iter()
-            .map(|x| (x.hash, x.closed, name(x.ch), x.start, x.inbox, x.app));
+    /// What a full-set conversation keeps beyond the closures set's (None for the closures
+    /// set's), its channel types by name.
+    fn firsts<'a>(&'a self, c: &'a Conv) -> Option<compact::Firsts<'a>> {
         if !c.firsts {
-            return compact::encode(c.last, &c.starts, closures, &c.seen);
+            return None;
         }
-        let firsts = compact::Firsts {
+        let name = |ch: u32| self.channels.names[ch as usize].as_str();
+        Some(compact::Firsts {
             first: &c.first,
             created: c.created,
             assigns: c
@@ -698,8 +717,21 @@ impl PartitionFold {
                     .as_ref()
                     .map(|l| (l.t, l.id.as_str(), l.kind, name(l.ch), l.inbox, l.app))
             }),
-        };
-        compact::encode_full(c.last, &c.starts, closures, &c.seen, &firsts)
+        })
+    }
+
+    /// The compact form of a conversation (`compact`); None where a channel type name is
+    /// too long for it (the JSON is kept then).
+    fn compact(&self, c: &Conv) -> Option<Box<[u8]>> {
+        let name = |ch: u32| self.channels.names[ch as usize].as_str();
+        let closures = c
+            .closures
+            .iter()
+            .map(|x| (x.hash, x.closed, name(x.ch), x.start, x.inbox, x.app));
+        match self.firsts(c) {
+            None => compact::encode(c.last, &c.starts, closures, &c.seen),
+            Some(firsts) => compact::encode_full(c.last, &c.starts, closures, &c.seen, &firsts),
+        }
     }
 
     fn encode(&self, c: &Conv) -> String {
@@ -711,31 +743,7 @@ impl PartitionFold {
                 ClosureOut::of(x.hash, x.closed, ch, x.start, x.inbox, x.app)
             })
             .collect();
-        let out = if c.firsts {
-            let assigns = c
-                .assigns
-                .iter()
-                .map(|a| {
-                    let ch = self.channels.names[a.ch as usize].as_str();
-                    (a.t, a.id.as_str(), ch, a.inbox, a.app)
-                })
-                .collect();
-            if c.gauges {
-                let latest = c.latest.as_ref().map(|l| {
-                    let ch = self.channels.names[l.ch as usize].as_str();
-                    (l.t, l.id.as_str(), l.kind, ch, l.inbox, l.app)
-                });
-                ConvOut::WithLatest(
-                    c.last, &c.starts, closures, &c.seen, &c.first, c.created, assigns, latest,
-                )
-            } else {
-                ConvOut::Full(
-                    c.last, &c.starts, closures, &c.seen, &c.first, c.created, assigns,
-                )
-            }
-        } else {
-            ConvOut::Short(c.last, &c.starts, closures, &c.seen)
-        };
+        let out = ConvOut::of(c.last, &c.starts, closures, &c.seen, self.firsts(c));
         serde_json::to_string(&out).expect("JSON of ints and strings")
     }
 
