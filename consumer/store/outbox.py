@@ -5,6 +5,9 @@ last changed it), read back merged over partitions (`Store.changed_since`)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
+
+import orjson
 
 from consumer.fold.registry import Registry
 from consumer.store import sqlgen
@@ -91,10 +94,20 @@ def live_rows(
     live: Iterable[tuple[str, str]], fetch: Fetch, dialect: sqlgen.Dialect, registry: Registry
 ) -> list[MetricRow]:
     """The gauges of these (grouping, key)s summed over partitions, zeros included, as
-    rows of the window LIVE (what the metrics topic publishes for a changed backlog key)."""
-    sql = sqlgen.backlog_of_key(dialect, registry)
+    rows of the window LIVE (what the metrics topic publishes for a changed backlog key),
+    read in one query."""
+    keys = sorted(live)
+    if not keys:
+        return []
+    sql = sqlgen.backlog_of_keys(dialect, registry)
+    if dialect is sqlgen.SQLITE:
+        args: tuple[Any, ...] = (orjson.dumps(keys),)
+    else:
+        args = ([by for by, _ in keys], [key for _, key in keys])
+    found = {(by, key): values for by, key, *values in fetch(sql, args)}
     cols = [g.column for g in registry.gauges]
+    zeros = [0] * len(cols)
     return [
-        MetricRow(by, key, LIVE, 0, dict(zip(cols, fetch(sql, (by, key))[0], strict=True)))
-        for by, key in sorted(live)
+        MetricRow(by, key, LIVE, 0, dict(zip(cols, found.get((by, key), zeros), strict=True)))
+        for by, key in keys
     ]

@@ -19,7 +19,7 @@ from consumer.store.sqlgen.aggregation import (
 from consumer.store.sqlgen.backlog import (
     BACKLOG_OUTBOX_INDEX,
     BACKLOG_OUTBOX_INDEX_NAME,
-    backlog_of_key,
+    backlog_of_keys,
     backlog_query,
     backlog_seq,
     backlog_table,
@@ -50,7 +50,7 @@ __all__ = [
     "Dialect",
     "Source",
     "aggregation",
-    "backlog_of_key",
+    "backlog_of_keys",
     "backlog_query",
     "backlog_seq",
     "backlog_table",

@@ -66,9 +66,16 @@ def backlog_query(d: Dialect, where: str, registry: Registry = REGISTRY) -> str:
     )
 
 
-def backlog_of_key(d: Dialect, registry: Registry = REGISTRY) -> str:
-    """One key's gauges summed over partitions, zeros included (the metrics topic's value
-    of a key whose gauges changed); parameters: by, key."""
-    sums = ", ".join(f"CAST(coalesce(sum({g.column}), 0) AS BIGINT)" for g in registry.gauges)
-    mark = "?" if d is SQLITE else "%s"
-    return f"SELECT {sums} FROM backlog WHERE by = {mark} AND key = {mark}"
+def backlog_of_keys(d: Dialect, registry: Registry = REGISTRY) -> str:
+    """Some keys' gauges summed over partitions, zeros included (the metrics topic's values
+    of the keys whose gauges changed), in one query: (grouping, key, gauges...) of each key
+    that has rows. SQLite: ?1 a JSON array of [grouping, key]; PostgreSQL: two text arrays."""
+    sums = ", ".join(f"CAST(sum(b.{g.column}) AS BIGINT)" for g in registry.gauges)
+    if d is SQLITE:
+        keys = "(SELECT value->>0 AS kb, value->>1 AS kk FROM json_each(?1)) AS k"
+    else:
+        keys = "unnest(%s::text[], %s::text[]) AS k(kb, kk)"
+    return (
+        f"SELECT k.kb, k.kk, {sums} FROM {keys} JOIN backlog AS b ON b.by = k.kb AND b.key = k.kk "
+        "GROUP BY k.kb, k.kk"
+    )
