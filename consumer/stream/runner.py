@@ -59,6 +59,9 @@ GC_THRESHOLD = 200_000
 #: seconds between two expiries of idle conversations and purges of rows past retention,
 #: each done with the next commit (tests/integration/test_consumer.py sees both happen)
 EXPIRE_EVERY = 60.0
+#: conversations per snapshot chunk (a row of its own in the store): the fold builds each
+#: chunk's text before copying it out, so small chunks keep that transient copy small
+SNAPSHOT_CHUNK = 10_000
 OUT_OF_RANGE = "event time arithmetic (ingest lag, duration or window start) outside the 64-bit range"
 
 
@@ -289,15 +292,21 @@ class MetricsConsumer:
         expire = time.monotonic() - self._last_expire > EXPIRE_EVERY
         if expire:
             self._last_expire = time.monotonic()
-        commits = [self._snapshot(p, off, expire) for p, off in self.next_offsets.items()]
+        commits: list[PartitionCommit] = []
+        for p, off in self.next_offsets.items():
+            # at most one snapshot per commit: partitions that grow alike come due together,
+            # and every partition's snapshot held at once was the consumer's peak memory
+            due = all(c.snapshot is None for c in commits)
+            commits.append(self._snapshot(p, off, expire, snapshot_due=due))
         self.next_offsets = {}
         self._pending = 0
         self.writer.submit(commits, expire, started)
         if wait:
             self.wait_for_commit()
 
-    def _snapshot(self, p: int, next_offset: int, expire: bool) -> PartitionCommit:
-        """Take partition p's pending work; the fold goes on with a fresh delta."""
+    def _snapshot(self, p: int, next_offset: int, expire: bool, *, snapshot_due: bool) -> PartitionCommit:
+        """Take partition p's pending work; the fold goes on with a fresh delta. Its
+        snapshot, when one is due, waits for a later commit unless `snapshot_due`."""
         fold = self.folds[p]
         delta, changed, expired = take_changes(
             fold, (self.s.conversation_ttl, self.s.max_conversations) if expire else None
@@ -308,8 +317,8 @@ class MetricsConsumer:
             # since the last one holds as many conversation records as the partition has
             # (so a restart replays at most twice the state, and each state is written ~twice)
             logged = self._logged.get(p, 0) + len(changed) + len(expired)
-            if logged >= max(len(fold), 10_000):
-                snapshot, logged = fold.snapshot(), 0
+            if snapshot_due and logged >= max(len(fold), 10_000):
+                snapshot, logged = fold.snapshot(SNAPSHOT_CHUNK), 0
             self._logged[p] = logged
         return PartitionCommit(
             p, delta, next_offset, fold.watermark, changed, expired, self.epochs[p], snapshot

@@ -12,8 +12,11 @@ from confluent_kafka import KafkaError
 
 from consumer.exceptions import ConsumerError
 from consumer.fold import Delta
+from consumer.fold import native as fold_native
+from consumer.fold.model import CREATED, Event
 from consumer.store import PartitionCommit
 from consumer.store.sqlite import SqliteStore
+from consumer.stream import runner
 from consumer.stream.checkpoint import MAX_IN_FLIGHT
 from consumer.stream.runner import MetricsConsumer
 from consumer.stream.settings import ConsumerSettings
@@ -105,3 +108,53 @@ def test_error_messages_are_skipped_and_a_fatal_one_stops(tmp_path: Path) -> Non
         c.writer.shutdown()
         c.consumer.close()
         store.close()
+
+
+class SnapshotStore:
+    """Keeps a log of conversation changes plus snapshots; records each commit's snapshots."""
+
+    wants_snapshots = True
+
+    def __init__(self) -> None:
+        self.snapshots: list[dict[int, int]] = []  # per commit: partition -> its snapshot's chunks
+
+    def commit(self, topic: str, partitions: list[PartitionCommit]) -> None:
+        self.snapshots.append({p.partition: len(p.snapshot) for p in partitions if p.snapshot is not None})
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(name)
+
+
+class NoBroker:
+    def commit(self, **_: Any) -> None:
+        pass
+
+
+def test_a_commit_carries_one_snapshot_and_the_others_wait_their_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Partitions that grow alike come due for a snapshot together; one commit holding
+    all their snapshots was the consumer's peak memory, so each waits for its own commit.
+    Snapshots come in chunks of SNAPSHOT_CHUNK conversations."""
+    monkeypatch.setattr(runner, "SNAPSHOT_CHUNK", 2)
+    store = SnapshotStore()
+    c = MetricsConsumer(ConsumerSettings("127.0.0.1:1", topic="t"), store=store)  # type: ignore[arg-type]
+    c.consumer.close()  # no broker: the commits' offsets go nowhere
+    c.consumer = NoBroker()  # type: ignore[assignment]
+    try:
+        for p in range(3):
+            c.folds[p] = fold = fold_native.choose().new(p)
+            for conv in range(5):  # 5 conversations: 3 chunks of at most 2
+                fold.apply(Event(CREATED, conv + 1, 7, conv, "TELEGRAM", 100, None, None))
+            c.epochs[p] = 1
+        c._logged = {0: 10_000, 1: 9_999, 2: 10_000}  # 0 and 2 due; 1 one record short of it
+        for offset in (10, 20, 30):
+            c.next_offsets = dict.fromkeys(range(3), offset)
+            c.commit()
+        # 1 came due with the first commit's records, then had its turn before 2 (due earlier)
+        assert store.snapshots == [{0: 3}, {1: 3}, {2: 3}]
+        c.next_offsets = dict.fromkeys(range(3), 40)
+        c.commit()
+        assert store.snapshots[-1] == {}  # each log starts afresh after its snapshot
+    finally:
+        c.writer.shutdown()
