@@ -4,7 +4,8 @@ last changed it), read back merged over partitions (`Store.changed_since`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -12,10 +13,7 @@ import orjson
 from consumer.fold.registry import Registry
 from consumer.store import sqlgen
 from consumer.store.base import LIVE, OUTBOX_INDEX, OUTBOX_INDEX_NAME, MetricRow
-from consumer.store.rows import Fetch
-
-#: a store's `query(by, window, key=..., start_from=..., start_to=...)`
-Query = Callable[..., list[MetricRow]]
+from consumer.store.rows import Fetch, PageBins, build_rows
 
 
 def outbox_indexes(registry: Registry) -> dict[str, str]:
@@ -31,19 +29,23 @@ def changed_rows(
     marks: dict[int, int],
     commits: int,
     fetch: Fetch,
-    query: Query,
+    page_bins: PageBins,
     dialect: sqlgen.Dialect,
     registry: Registry,
 ) -> tuple[list[MetricRow], dict[int, int]]:
     """The rows the partitions of `marks` changed after their marks (whole commits, up to
     `commits` of each), merged over partitions, then the gauges of the backlog keys they
-    changed (rows of the window LIVE), and the marks that covers."""
+    changed (rows of the window LIVE), and the marks that covers. The rows of a grouping,
+    window and start are read in one query (and their bins in one more), as a ranked page's
+    are: a full-set commit changes tens of thousands of rows, which were a query each."""
     found, live, newest = outbox_keys(marks, commits, fetch, dialect.mark, gauges=bool(registry.gauges))
-    rows = [
-        r
-        for by, win, start, key in sorted(found)
-        for r in query(by, win, key=key, start_from=start, start_to=start + 1)
-    ]
+    keys_at: defaultdict[tuple[str, str, int], list[str]] = defaultdict(list)
+    for by, win, start, key in sorted(found):
+        keys_at[(by, win, start)].append(key)
+    rows: list[MetricRow] = []
+    for (by, win, start), keys in keys_at.items():
+        merged = sorted(fetch(sqlgen.page(dialect, registry, [start]), (by, win, dialect.list_arg(keys))))
+        rows += build_rows(by, win, merged, page_bins(by, win, keys, start, start), registry)
     return rows + live_rows(live, fetch, dialect, registry), newest
 
 

@@ -187,7 +187,7 @@ class PostgresStore:
     def rank(self, ranking: Ranking) -> tuple[list[MetricRow], int]:
         def work(conn: psycopg.Connection[Any]) -> tuple[list[MetricRow], int]:
             def page_bins(by: str, window: str, keys: list[str], lo: int, hi: int) -> list[Any]:
-                return conn.execute(*bins_filter(by, window, None, lo, hi, "%s", keys=keys)).fetchall()
+                return _page_bins(conn, by, window, keys, lo, hi)
 
             def fetch(sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
                 return conn.execute(sql, args).fetchall()
@@ -242,7 +242,10 @@ class PostgresStore:
         def fetch(sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
             return self.session.run(lambda conn: conn.execute(sql, args).fetchall())
 
-        return changed_rows(marks, commits, fetch, self.query, sqlgen.POSTGRES, self.registry)
+        def page_bins(by: str, window: str, keys: list[str], lo: int, hi: int) -> list[Any]:
+            return self.session.run(lambda conn: _page_bins(conn, by, window, keys, lo, hi))
+
+        return changed_rows(marks, commits, fetch, page_bins, sqlgen.POSTGRES, self.registry)
 
     def published_marks(self, partitions: list[int], topic: str = "") -> dict[int, int]:
         def work(conn: psycopg.Connection[Any]) -> dict[int, int]:
@@ -269,3 +272,10 @@ class PostgresStore:
     def _where(self) -> str:
         info = psycopg.conninfo.conninfo_to_dict(self.url)
         return f"postgresql://{info.get('host', '')}:{info.get('port', '')}/{info.get('dbname', '')}"
+
+
+def _page_bins(
+    conn: psycopg.Connection[Any], by: str, window: str, keys: list[str], lo: int, hi: int
+) -> list[Any]:
+    """The sketch bins of some keys' rows at the starts lo..hi (`rows.PageBins`)."""
+    return conn.execute(*bins_filter(by, window, None, lo, hi, "%s", keys=keys)).fetchall()

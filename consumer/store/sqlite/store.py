@@ -160,7 +160,7 @@ class SqliteStore:
         def fetch(sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
             return self.db.execute(sql, args).fetchall()
 
-        return changed_rows(marks, commits, fetch, self.query, sqlgen.SQLITE, self.registry)
+        return changed_rows(marks, commits, fetch, self._page_bins, sqlgen.SQLITE, self.registry)
 
     def published_marks(self, partitions: list[int], topic: str = "") -> dict[int, int]:
         """One mark per topic for the whole store: its rows are all the one writer's."""
@@ -228,21 +228,22 @@ class SqliteStore:
         return found
 
     def rank(self, ranking: Ranking) -> tuple[list[MetricRow], int]:
-        def page_bins(
-            by: str, window: str, keys: list[str], lo: int, hi: int
-        ) -> list[tuple[int, str, int, int]]:
-            d = sqlgen.SQLITE
-            found = self.db.execute(
-                "SELECT start, key, bins_union(bins) FROM metric_rows WHERE by=? AND win=? AND start "
-                f"BETWEEN ? AND ? AND {d.one_of('key')} GROUP BY start, key",
-                (by, window, lo, hi, d.list_arg(keys)),
-            )
-            return [(start, k, b, n) for start, k, blob in found for b, n in unpack(blob)]
-
         def fetch(sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
             return self.db.execute(sql, args).fetchall()
 
-        return rank_rows(ranking, self.registry, fetch, page_bins, sqlgen.SQLITE)
+        return rank_rows(ranking, self.registry, fetch, self._page_bins, sqlgen.SQLITE)
+
+    def _page_bins(
+        self, by: str, window: str, keys: list[str], lo: int, hi: int
+    ) -> list[tuple[int, str, int, int]]:
+        """The sketch bins of some keys' rows at the starts lo..hi (`rows.PageBins`)."""
+        d = sqlgen.SQLITE
+        found = self.db.execute(
+            "SELECT start, key, bins_union(bins) FROM metric_rows WHERE by=? AND win=? AND start "
+            f"BETWEEN ? AND ? AND {d.one_of('key')} GROUP BY start, key",
+            (by, window, lo, hi, d.list_arg(keys)),
+        )
+        return [(start, k, b, n) for start, k, blob in found for b, n in unpack(blob)]
 
     def purge(self) -> int:
         """Delete window rows older than their retention; returns rows deleted."""

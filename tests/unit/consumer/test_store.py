@@ -293,6 +293,31 @@ def test_outbox_names_changed_gauges_and_moves_past_a_commit_of_gauges_only(stor
     assert store.backlog("account")[1] == []  # /v1/backlog leaves keys at 0 out
 
 
+def test_outbox_rows_equal_the_queried_rows_key_for_key(store: Any) -> None:
+    """The outbox reads the keys a commit changed in one grouping, window and start
+    together: each row it gives equals a query of that key alone, values and sketch bins,
+    merged over partitions (account 0 closes conversations in both)."""
+    f0, f1 = PartitionFold(0), PartitionFold(1)
+    for a in range(5):
+        f = (f0, f1)[a % 2]
+        f.apply(Event(CREATED, 10 * a + 1, a, a, "TELEGRAM", 100, None, None))
+        f.apply(Event(CLOSED, 10 * a + 2, a, a, ("TELEGRAM", "WHATSAPP")[a % 2], 160 + 60 * a, None, None))
+    f1.apply(Event(CREATED, 91, 0, 9, "TELEGRAM", 100, None, None))
+    f1.apply(Event(CLOSED, 92, 0, 9, "TELEGRAM", 3_700, None, None))
+    commit(store, f0, 5)
+    commit(store, f1, 7)
+    rows, _ = store.changed_since({p: 0 for p in store.published_marks([0, 1])})
+    rows = [r for r in rows if r.window != LIVE]
+    assert {r.key for r in rows if r.by == "account" and r.window == "all"} == {str(a) for a in range(5)}
+    for r in rows:
+        (alone,) = store.query(
+            r.by, r.window, key=r.key, start_from=r.window_start, start_to=r.window_start + 1
+        )
+        assert r == alone
+    (zero,) = [r for r in rows if r.by == "account" and r.key == "0" and r.window == "all"]
+    assert zero.closures == 2 and len(zero.bins) == 2  # both partitions' closures and bins
+
+
 def test_partitions_write_their_own_rows_and_queries_merge_them(store: Any) -> None:
     """Two partitions' events in the same rows: a query merges them exactly, and the outbox
     names the merged rows. On PostgreSQL each commit writes rows keyed by its own partition
