@@ -63,8 +63,11 @@ class DeadLetters:
         #: revocation, as the loop ends, included), so the store's offset stays before it
         self.failed: str | None = None
 
-    def send(self, m: Message, error: Exception, topic: str, partition: int, offset: int) -> None:
-        """Produce `m` (its key, value and headers, and why) to the dead-letter topic."""
+    def send(self, m: Message, error: Exception, topic: str) -> None:
+        """Produce `m` (its key, value and headers, and why) to the dead-letter topic; `topic`:
+        the topic it came from, where the message does not say."""
+        topic, partition, offset = m.topic() or topic, m.partition(), m.offset()
+        assert partition is not None and offset is not None  # set on every consumed message
         log.warning("dead-lettering %s[%d]@%d: %s", topic, partition, offset, error)
 
         def delivered(err: KafkaError | None, _msg: Message) -> None:

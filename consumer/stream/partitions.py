@@ -1,14 +1,17 @@
 """A member's partitions: a partition's fold restored from the store, its pending changes
-taken for a commit, and the member's counters."""
+taken for a commit, when its conversations are snapshotted, and the member's counters."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from consumer.fold import ConvKey, Delta, Fold
+from consumer.fold.model import KINDS
 from consumer.fold.native import FoldKind, choose
 from consumer.store import Store
 from consumer.stream.settings import ConsumerSettings
+
+_KIND_NAMES = {kind: name for name, kind in KINDS.items()}
 
 
 @dataclass
@@ -27,6 +30,18 @@ class Stats:
     #: records behind the partition's high watermark, per assigned partition (refreshed every few s)
     lag: dict[int, int] = field(default_factory=dict)
 
+    def count(self, folded: list[int], duplicates: int, ignored: int, consumed: int) -> None:
+        """Count a batch: its events folded per kind (`KINDS`' numbers), duplicates, ignored
+        records and records consumed."""
+        for kind, n in enumerate(folded):
+            if n:
+                name = _KIND_NAMES[kind]
+                self.by_type[name] = self.by_type.get(name, 0) + n
+        self.folded += sum(folded)
+        self.duplicates += duplicates
+        self.ignored += ignored
+        self.consumed += consumed
+
 
 def take_changes(
     fold: Fold, expire: tuple[int, int | None] | None
@@ -39,6 +54,36 @@ def take_changes(
     if expired:
         delta.merge_gauges(fold.take_changes()[0])
     return delta, changed, expired
+
+
+#: conversations per snapshot chunk (a row of its own in the store): the fold builds each
+#: chunk's text before copying it out, so small chunks keep that transient copy small
+SNAPSHOT_CHUNK = 10_000
+
+
+class Snapshots:
+    """When a partition's conversations are snapshotted, for a store that keeps them as a log
+    of each commit's changes plus snapshots (`Store.wants_snapshots`; `enabled`)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        #: conversation records logged since the partition's last snapshot
+        self.logged: dict[int, int] = {}
+
+    def take(self, p: int, fold: Fold, records: int, first: bool) -> list[bytes] | None:
+        """Partition p's snapshot if one is due once its commit logs `records` more, else
+        None. One is due once the log since the last holds as many records as the partition
+        has conversations (so a restart replays at most twice the state, and each state is
+        written ~twice); it waits for a later commit unless it is the commit's `first`:
+        partitions that grow alike come due together, and all their snapshots held at once
+        were the consumer's peak memory."""
+        if not self.enabled:
+            return None
+        logged = self.logged[p] = self.logged.get(p, 0) + records
+        if not first or logged < max(len(fold), 10_000):
+            return None
+        self.logged[p] = 0
+        return fold.snapshot(SNAPSHOT_CHUNK)
 
 
 def new_fold(

@@ -25,9 +25,7 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
     KafkaError,
-    KafkaException,
     Message,
-    Producer,
     TopicPartition,
 )
 
@@ -36,12 +34,13 @@ from consumer.exceptions import (
     OutOfRangeEventError,
 )
 from consumer.fold import Fold
-from consumer.fold.model import KINDS, reader_schema
+from consumer.fold.model import reader_schema
 from consumer.fold.native import choose
 from consumer.store import PartitionCommit, Store, open_store
 from consumer.stream.checkpoint import MAX_IN_FLIGHT, CommitHook, CommitReport, StoreWriter
+from consumer.stream.clients import dlq_producer, group_consumer, lag_of
 from consumer.stream.dlq import DeadLetters
-from consumer.stream.partitions import Stats, new_fold, take_changes
+from consumer.stream.partitions import Snapshots, Stats, new_fold, take_changes
 from consumer.stream.settings import ConsumerSettings
 from schemas import CONVERSATION_EVENT, Codec, DecodeError, subject
 from schemas.exceptions import RegistryUnavailableError
@@ -52,29 +51,13 @@ from schemas.topic_registry import TopicSchemaResolver
 log = logging.getLogger(__name__)
 
 
-_KIND_NAMES = {kind: name for name, kind in KINDS.items()}
 #: container allocations between two young-generation collections while consuming (the
 #: default is 700): a batch's decoded records are freed before a collection would trace them
 GC_THRESHOLD = 200_000
 #: seconds between two expiries of idle conversations and purges of rows past retention,
 #: each done with the next commit (tests/integration/test_consumer.py sees both happen)
 EXPIRE_EVERY = 60.0
-#: conversations per snapshot chunk (a row of its own in the store): the fold builds each
-#: chunk's text before copying it out, so small chunks keep that transient copy small
-SNAPSHOT_CHUNK = 10_000
 OUT_OF_RANGE = "event time arithmetic (ingest lag, duration or window start) outside the 64-bit range"
-
-
-def _partition(m: Message) -> int:
-    p = m.partition()
-    assert p is not None  # set on every consumed message
-    return p
-
-
-def _offset(m: Message) -> int:
-    o = m.offset()
-    assert o is not None
-    return o
 
 
 class MetricsConsumer:
@@ -115,8 +98,7 @@ class MetricsConsumer:
         )
         self.fold_kind = choose()
         self.folds: dict[int, Fold] = {}
-        self._snapshots = bool(getattr(self.store, "wants_snapshots", False))
-        self._logged: dict[int, int] = {}  # conversation records logged since the last snapshot
+        self.snapshots = Snapshots(bool(getattr(self.store, "wants_snapshots", False)))
         self.epochs: dict[int, int] = {}
         self.positions: dict[int, int] = {}  # next offset to process, per assigned partition
         self.next_offsets: dict[int, int] = {}  # ... of records not committed to the store yet
@@ -133,35 +115,8 @@ class MetricsConsumer:
         #: refused credentials or failed TLS say so (naming the settings), not a silent retry loop
         self.kafka_errors = ErrorReport(log)
         self.joined_at: float | None = None  # the latest assignment (an empty one included)
-        base = {
-            "bootstrap.servers": settings.bootstrap_servers,
-            **settings.kafka,
-            "error_cb": self.kafka_errors,
-        }
-        self.consumer = Consumer(
-            {
-                **base,
-                "group.id": settings.group,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "partition.assignment.strategy": "roundrobin",
-                "enable.partition.eof": False,
-                # prefetch enough to keep the fold busy, but bounded: this memory counts too
-                # (librdkafka's defaults hold far more fetched records than the fold needs).
-                # Each fetch response stays in memory, decompressed, while any of its records
-                # is queued: a smaller response holds less (bench/results/consumer.md)
-                "fetch.max.bytes": 2 * 1024 * 1024,
-                "queued.max.messages.kbytes": 4 * 1024,
-                "queued.min.messages": 20_000,
-                # ... and refilled at once: once the queue is full librdkafka waits this long
-                # before the next fetch (default 1000 ms), which starved the fold of records
-                # (bench/results/history.md has the measurement)
-                "fetch.queue.backoff.ms": 10,
-            }
-        )
-        self.dlq = DeadLetters(
-            Producer({**base, "acks": "all", "enable.idempotence": True, "linger.ms": 5}), settings.dlq_topic
-        )
+        self.consumer = group_consumer(settings, self.kafka_errors)
+        self.dlq = DeadLetters(dlq_producer(settings, self.kafka_errors), settings.dlq_topic)
 
     # -- loop -------------------------------------------------------------------------
     def run(self, *, until: Callable[[MetricsConsumer], bool] | None = None) -> None:
@@ -240,33 +195,16 @@ class MetricsConsumer:
             self._dead_letter(
                 ok[i], rec if isinstance(rec, DecodeError) else OutOfRangeEventError(OUT_OF_RANGE)
             )
-        st = self.stats
-        for kind, n in enumerate(folded):
-            if n:
-                name = _KIND_NAMES[kind]
-                st.by_type[name] = st.by_type.get(name, 0) + n
-        st.folded += sum(folded)
-        st.duplicates += duplicates
-        st.ignored += ignored
-        st.consumed += len(ok)
+        self.stats.count(folded, duplicates, ignored, len(ok))
         self._pending += len(ok)
         self.positions.update(self.next_offsets)
 
     def _refresh_lag(self) -> None:
-        """Lag per partition from the client's cached high watermarks (no broker round trip)."""
         self._last_lag = time.monotonic()
-        lag: dict[int, int] = {}
-        for p, pos in self.positions.items():
-            try:
-                _, high = self.consumer.get_watermark_offsets(TopicPartition(self.s.topic, p), cached=True)
-            except KafkaException:
-                continue
-            if high >= 0:
-                lag[p] = max(0, high - pos)
-        self.stats.lag = lag
+        self.stats.lag = lag_of(self.consumer, self.s.topic, self.positions)
 
     def _dead_letter(self, m: Message, error: Exception) -> None:
-        self.dlq.send(m, error, m.topic() or self.s.topic, _partition(m), _offset(m))
+        self.dlq.send(m, error, self.s.topic)
         self.stats.dead_lettered += 1
 
     # -- commit -----------------------------------------------------------------------
@@ -292,37 +230,22 @@ class MetricsConsumer:
         expire = time.monotonic() - self._last_expire > EXPIRE_EVERY
         if expire:
             self._last_expire = time.monotonic()
+        ttl = (self.s.conversation_ttl, self.s.max_conversations) if expire else None
         commits: list[PartitionCommit] = []
-        for p, off in self.next_offsets.items():
-            # at most one snapshot per commit: partitions that grow alike come due together,
-            # and every partition's snapshot held at once was the consumer's peak memory
-            due = all(c.snapshot is None for c in commits)
-            commits.append(self._snapshot(p, off, expire, snapshot_due=due))
+        for p, offset in self.next_offsets.items():
+            fold = self.folds[p]
+            delta, changed, expired = take_changes(fold, ttl)
+            # at most one snapshot per commit (Snapshots.take)
+            first = all(c.snapshot is None for c in commits)
+            snapshot = self.snapshots.take(p, fold, len(changed) + len(expired), first)
+            commits.append(
+                PartitionCommit(p, delta, offset, fold.watermark, changed, expired, self.epochs[p], snapshot)
+            )
         self.next_offsets = {}
         self._pending = 0
         self.writer.submit(commits, expire, started)
         if wait:
             self.wait_for_commit()
-
-    def _snapshot(self, p: int, next_offset: int, expire: bool, *, snapshot_due: bool) -> PartitionCommit:
-        """Take partition p's pending work; the fold goes on with a fresh delta. Its
-        snapshot, when one is due, waits for a later commit unless `snapshot_due`."""
-        fold = self.folds[p]
-        delta, changed, expired = take_changes(
-            fold, (self.s.conversation_ttl, self.s.max_conversations) if expire else None
-        )
-        snapshot = None
-        if self._snapshots:
-            # a store keeping a log of conversation changes gets a full snapshot once the log
-            # since the last one holds as many conversation records as the partition has
-            # (so a restart replays at most twice the state, and each state is written ~twice)
-            logged = self._logged.get(p, 0) + len(changed) + len(expired)
-            if snapshot_due and logged >= max(len(fold), 10_000):
-                snapshot, logged = fold.snapshot(SNAPSHOT_CHUNK), 0
-            self._logged[p] = logged
-        return PartitionCommit(
-            p, delta, next_offset, fold.watermark, changed, expired, self.epochs[p], snapshot
-        )
 
     def _committed(self, report: CommitReport) -> None:
         """Writer thread, after each durable commit: count it, then the caller's hook."""
@@ -365,7 +288,7 @@ class MetricsConsumer:
             self.epochs[tp.partition] = self.store.claim(self.s.topic, tp.partition, self.owner)
             fold, offset = new_fold(self.store, self.s.topic, tp.partition, self.s, self.fold_kind)
             self.folds[tp.partition] = fold
-            self._logged[tp.partition] = 0
+            self.snapshots.logged[tp.partition] = 0
             if offset is not None:
                 self.positions[tp.partition] = offset
             tp.offset = OFFSET_BEGINNING if offset is None else offset

@@ -16,7 +16,7 @@ from consumer.fold import native as fold_native
 from consumer.fold.model import CREATED, Event
 from consumer.store import PartitionCommit
 from consumer.store.sqlite import SqliteStore
-from consumer.stream import runner
+from consumer.stream import partitions
 from consumer.stream.checkpoint import MAX_IN_FLIGHT
 from consumer.stream.runner import MetricsConsumer
 from consumer.stream.settings import ConsumerSettings
@@ -136,7 +136,7 @@ def test_a_commit_carries_one_snapshot_and_the_others_wait_their_turn(
     """Partitions that grow alike come due for a snapshot together; one commit holding
     all their snapshots was the consumer's peak memory, so each waits for its own commit.
     Snapshots come in chunks of SNAPSHOT_CHUNK conversations."""
-    monkeypatch.setattr(runner, "SNAPSHOT_CHUNK", 2)
+    monkeypatch.setattr(partitions, "SNAPSHOT_CHUNK", 2)
     store = SnapshotStore()
     c = MetricsConsumer(ConsumerSettings("127.0.0.1:1", topic="t"), store=store)  # type: ignore[arg-type]
     c.consumer.close()  # no broker: the commits' offsets go nowhere
@@ -147,7 +147,7 @@ def test_a_commit_carries_one_snapshot_and_the_others_wait_their_turn(
             for conv in range(5):  # 5 conversations: 3 chunks of at most 2
                 fold.apply(Event(CREATED, conv + 1, 7, conv, "TELEGRAM", 100, None, None))
             c.epochs[p] = 1
-        c._logged = {0: 10_000, 1: 9_999, 2: 10_000}  # 0 and 2 due; 1 one record short of it
+        c.snapshots.logged = {0: 10_000, 1: 9_999, 2: 10_000}  # 0 and 2 due; 1 one record short of it
         for offset in (10, 20, 30):
             c.next_offsets = dict.fromkeys(range(3), offset)
             c.commit()

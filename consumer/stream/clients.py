@@ -1,0 +1,60 @@
+"""The Kafka clients of a group member: its consumer and its dead-letter producer, with the
+settings this workload wants and the user's own (`ConsumerSettings.kafka`: security, ...)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+
+from consumer.stream.settings import ConsumerSettings
+from schemas.kafka import ErrorReport
+
+
+def _base(settings: ConsumerSettings, errors: ErrorReport) -> dict[str, Any]:
+    # refused credentials or failed TLS are reported (naming the settings), not retried silently
+    return {"bootstrap.servers": settings.bootstrap_servers, **settings.kafka, "error_cb": errors}
+
+
+def group_consumer(settings: ConsumerSettings, errors: ErrorReport) -> Consumer:
+    """The member's consumer: offsets from the store (Kafka's are for lag monitoring only)."""
+    return Consumer(
+        {
+            **_base(settings, errors),
+            "group.id": settings.group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "roundrobin",
+            "enable.partition.eof": False,
+            # prefetch enough to keep the fold busy, but bounded: this memory counts too
+            # (librdkafka's defaults hold far more fetched records than the fold needs).
+            # Each fetch response stays in memory, decompressed, while any of its records
+            # is queued: a smaller response holds less (bench/results/consumer.md)
+            "fetch.max.bytes": 2 * 1024 * 1024,
+            "queued.max.messages.kbytes": 4 * 1024,
+            "queued.min.messages": 20_000,
+            # ... and refilled at once: once the queue is full librdkafka waits this long
+            # before the next fetch (default 1000 ms), which starved the fold of records
+            # (bench/results/history.md has the measurement)
+            "fetch.queue.backoff.ms": 10,
+        }
+    )
+
+
+def dlq_producer(settings: ConsumerSettings, errors: ErrorReport) -> Producer:
+    """The dead-letter topic's producer: idempotent, every record acknowledged by all replicas."""
+    return Producer({**_base(settings, errors), "acks": "all", "enable.idempotence": True, "linger.ms": 5})
+
+
+def lag_of(consumer: Consumer, topic: str, positions: dict[int, int]) -> dict[int, int]:
+    """Records behind the high watermark per partition, from `positions` (the next offset to
+    process) and the client's cached high watermarks (no broker round trip)."""
+    lag: dict[int, int] = {}
+    for p, pos in positions.items():
+        try:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
+        except KafkaException:
+            continue
+        if high >= 0:
+            lag[p] = max(0, high - pos)
+    return lag
