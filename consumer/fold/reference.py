@@ -7,10 +7,8 @@ idle and decoded while a batch touches it, which keeps hundreds of thousands of
 conversations in little memory.
 
 A closure is the first close when it is earlier (time, then event id) than `first`: it
-counts, and the old one is taken back in its window (a fact of -1). The counted first
-assignment is the earliest assignment (time, then event id) at or after `created`; when
-a late created or assigned event changes it, the old duration is retracted and the new
-one added, in the window of the assignment.
+counts, and the old one is taken back in its window (a fact of -1). Time to first
+assignment has its rules in `consumer.fold.assignments`.
 
 time_to_close of a closure = closedAt minus the latest start of the conversation at or
 before closedAt. A late created/opened event can change that for a closure already
@@ -24,17 +22,13 @@ closures themselves. The stores turn facts into metric rows in SQL.
 from __future__ import annotations
 
 from bisect import bisect_right, insort
-from typing import Any
 
 import orjson
 
+from consumer.fold.assignments import FirstAssignments
 from consumer.fold.delta import (
     _A_LIMIT,
     _C_LIMIT,
-    A_APP,
-    A_CHANNEL,
-    A_INBOX,
-    A_TIME,
     ASSIGNS,
     C_APP,
     C_CHANNEL,
@@ -44,7 +38,6 @@ from consumer.fold.delta import (
     C_START,
     CLOSURE_EVENT_ID,
     CLOSURES,
-    CREATED_AT,
     F_CLOSED,
     F_HASH,
     F_ID,
@@ -67,9 +60,7 @@ from consumer.fold.facts import Dims, FactMaker
 from consumer.fold.model import ASSIGNED, CLOSED, CREATED, OPENED, Event
 from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.state import (
-    by_time_and_id,
     check_range,
-    first_assignment,
     gauges_of,
     last_time_of,
     legacy_first,
@@ -109,6 +100,7 @@ class PartitionFold:
     ) -> None:
         self.partition = partition
         self._facts = FactMaker(registry)
+        self._assignments = FirstAssignments(self._facts, partition)
         self._inbox_app = registry.groups_by_inbox_or_app
         #: first_closes or time_to_first_assignment folded: conversations keep `first`,
         #: `created` and `assigns` (the module docstring)
@@ -217,7 +209,7 @@ class PartitionFold:
         else:
             fact = self._facts.counted(kind, _NONE, (ch, a, inbox, app), t)
             if kind == ASSIGNED and self._facts.ttfa is not None:
-                self._assigned(e, conv, fact, inbox, app)
+                self._assignments.assigned(self.delta, e, conv, fact, inbox, app)
             elif fact is not None:
                 delta.facts.append(tuple(fact))
             if kind in (CREATED, OPENED):
@@ -225,7 +217,7 @@ class PartitionFold:
                 if conv[CLOSURES]:
                     self._correct(a, c, conv, t)
                 if kind == CREATED and self._facts.ttfa is not None:
-                    self._created(e, conv)
+                    self._assignments.created(self.delta, e, conv)
         if self._gauges:
             latest = conv[LATEST]
             if latest is None or t > latest[L_TIME] or (t == latest[L_TIME] and event_id > latest[L_ID]):
@@ -245,72 +237,6 @@ class PartitionFold:
                 inbox, app = (c[C_INBOX], c[C_APP]) if len(c) > C_INBOX else (None, None)
                 return (c[C_CHANNEL], account, inbox, app)
         raise AssertionError("a first close is one of its conversation's closures")
-
-    def _assigned(
-        self, e: Event, conv: Conversation, fact: list[Any] | None, inbox: int | None, app: int | None
-    ) -> None:
-        """An assignment arrived: it may be the conversation's first (time to first assignment)."""
-        old = first_assignment(conv)
-        mine = [e.time, e.event_id, e.channel_type, inbox, app]
-        insort(conv[ASSIGNS], mine, key=by_time_and_id)
-        new = first_assignment(conv)
-        if new is mine:
-            ttfa = e.time - conv[CREATED_AT]
-            assert self._facts.ttfa is not None
-            fact = self._facts.with_value(
-                self._facts.ttfa, fact, (e.channel_type, e.account, inbox, app), e.time, 1, ttfa
-            )
-            self.delta.facts.append(tuple(fact))
-            if old is not None:
-                self._retract_assignment(e.account, old, conv[CREATED_AT])
-            self._counted_assignment(e.account, e.conversation, conv, new)
-            return
-        if fact is not None:
-            self.delta.facts.append(tuple(fact))
-        if new is not None and by_time_and_id(mine) >= by_time_and_id(new):
-            # after the counted one (or its equal: a redelivery the dedupe memory had
-            # forgotten, kept after it by insort): it can never count
-            conv[ASSIGNS].remove(mine)
-
-    def _created(self, e: Event, conv: Conversation) -> None:
-        """A created event arrived: the conversation's created time may move earlier, and
-        its first assignment (or its duration) with it."""
-        was = conv[CREATED_AT]
-        if was is not None and was <= e.time:
-            return
-        old = first_assignment(conv)
-        conv[CREATED_AT] = e.time
-        new = first_assignment(conv)
-        if new is None:
-            return
-        if old is not None:
-            self._retract_assignment(e.account, old, was)
-        facts = self._facts
-        assert facts.ttfa is not None
-        dims: Dims = (new[A_CHANNEL], e.account, new[A_INBOX], new[A_APP])
-        fact = facts.with_value(facts.ttfa, None, dims, new[A_TIME], 1, new[A_TIME] - e.time)
-        self.delta.facts.append(tuple(fact))
-        self._counted_assignment(e.account, e.conversation, conv, new)
-
-    def _retract_assignment(self, account: int, old: list[Any], created: int) -> None:
-        facts = self._facts
-        assert facts.ttfa is not None
-        dims: Dims = (old[A_CHANNEL], account, old[A_INBOX], old[A_APP])
-        fact = tuple(facts.with_value(facts.ttfa, None, dims, old[A_TIME], -1, old[A_TIME] - created))
-        self.delta.facts.append(fact)
-        self.delta.retractions.append(fact)
-
-    def _counted_assignment(
-        self, account: int, conversation: int, conv: Conversation, new: list[Any]
-    ) -> None:
-        """Record the counted first assignment (the store's first_assignments row) and forget
-        the assignments after it (none of them can become the first)."""
-        assigns = conv[ASSIGNS]
-        del assigns[assigns.index(new) + 1 :]
-        self.delta.first_assignments[(account, conversation)] = (
-            account, conversation, self.partition, new[A_CHANNEL], new[A_INBOX], new[A_APP],
-            new[A_TIME], new[A_TIME] - conv[CREATED_AT],
-        )  # fmt: skip
 
     def _correct(self, account: int, conversation: int, conv: Conversation, new_start: int) -> None:
         """A start at `new_start` arrived: fix closures whose latest start it now is."""
