@@ -2,11 +2,11 @@
 
 The polling thread takes each partition's changes (`MetricsConsumer.commit`) and hands
 them here; the writer thread runs the store transaction while the next batch is decoded
-and folded (SQLite and PostgreSQL release the GIL while they work). Up to
-`MAX_IN_FLIGHT` commits are queued, so the writer starts the next as soon as the last is
-durable. Its cadence: a commit is never landed after one that failed (it builds on the
-failed one's deltas and offsets); while the store is unreachable the same commit is
-retried with backoff; partitions fenced off by a newer owner are left out.
+and folded (SQLite and PostgreSQL release the GIL while they work). At most
+`MAX_IN_FLIGHT` commits are handed over at once. Its cadence: a commit is never landed
+after one that failed (it builds on the failed one's deltas and offsets); while the
+store is unreachable the same commit is retried with backoff; partitions fenced off by a
+newer owner are left out.
 """
 
 from __future__ import annotations
@@ -26,9 +26,12 @@ from consumer.store import PartitionCommit, Store
 
 log = logging.getLogger(__name__)
 
-#: commits queued for the writer thread at once: with two, the writer goes from one to the
-#: next without waiting for the polling thread to take the changes
-MAX_IN_FLIGHT = 2
+#: commits handed to the writer thread at once. One: the polling thread folds the next
+#: commit's events while the writer lands the last. A second one queued behind it let the
+#: writer go on without waiting for the polling thread, but where the writer is the limit
+#: (the full metric set) it kept one more commit's changes in memory (~50 MB of the peak
+#: RSS, bench/results/consumer.md) for no measured throughput (either set)
+MAX_IN_FLIGHT = 1
 #: what a commit on the writer thread hands back: offsets for Kafka, partitions fenced off
 WriteResult = tuple[list[TopicPartition], list[int]]
 

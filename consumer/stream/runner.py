@@ -213,9 +213,9 @@ class MetricsConsumer:
 
         The snapshot is taken here, on the polling thread; the store transaction and the
         Kafka offset commit run on the writer thread while the next batch is decoded and
-        folded (SQLite releases the GIL while it works). Up to MAX_IN_FLIGHT commits are
-        queued, so the writer starts the next one as soon as it is done with the last (the
-        writer thread runs them in order, and refuses the ones after a failed one).
+        folded (SQLite releases the GIL while it works). At most MAX_IN_FLIGHT commits are
+        handed over at once: past that, this waits for the oldest (the writer thread runs
+        them in order, and refuses the ones after a failed one).
         """
         self._last_commit = time.monotonic()
         if self.dlq.failed is not None:

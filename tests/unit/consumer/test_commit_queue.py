@@ -46,7 +46,9 @@ def commit(offset: int) -> list[PartitionCommit]:
 
 
 def test_a_commit_queued_after_a_failed_one_does_not_land() -> None:
-    assert MAX_IN_FLIGHT >= 2
+    """The polling thread hands over MAX_IN_FLIGHT commits at once (one today: it waits for
+    the last before the next); the writer still refuses any handed over behind a failure."""
+    assert MAX_IN_FLIGHT >= 1
     store = FlakyStore()
     c = MetricsConsumer(ConsumerSettings("127.0.0.1:1", topic="t"), store=store)  # type: ignore[arg-type]
     try:
