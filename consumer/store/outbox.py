@@ -13,7 +13,7 @@ import orjson
 from consumer.fold.registry import Registry
 from consumer.store import sqlgen
 from consumer.store.base import LIVE, OUTBOX_INDEX, OUTBOX_INDEX_NAME, MetricRow
-from consumer.store.rows import Fetch, PageBins, build_rows
+from consumer.store.rows import Fetch, Page
 
 
 def outbox_indexes(registry: Registry) -> dict[str, str]:
@@ -29,23 +29,22 @@ def changed_rows(
     marks: dict[int, int],
     commits: int,
     fetch: Fetch,
-    page_bins: PageBins,
+    page: Page,
     dialect: sqlgen.Dialect,
     registry: Registry,
 ) -> tuple[list[MetricRow], dict[int, int]]:
     """The rows the partitions of `marks` changed after their marks (whole commits, up to
     `commits` of each), merged over partitions, then the gauges of the backlog keys they
     changed (rows of the window LIVE), and the marks that covers. The rows of a grouping,
-    window and start are read in one query (and their bins in one more), as a ranked page's
-    are: a full-set commit changes tens of thousands of rows, which were a query each."""
+    window and start are read together, as a ranked page's are (`page`): a full-set
+    commit changes tens of thousands of rows, which were a query each."""
     found, live, newest = outbox_keys(marks, commits, fetch, dialect.mark, gauges=bool(registry.gauges))
     keys_at: defaultdict[tuple[str, str, int], list[str]] = defaultdict(list)
     for by, win, start, key in sorted(found):
         keys_at[(by, win, start)].append(key)
     rows: list[MetricRow] = []
     for (by, win, start), keys in keys_at.items():
-        merged = sorted(fetch(sqlgen.page(dialect, registry, [start]), (by, win, dialect.list_arg(keys))))
-        rows += build_rows(by, win, merged, page_bins(by, win, keys, start, start), registry)
+        rows += sorted(page(by, win, keys, [start], None), key=lambda r: r.key)
     return rows + live_rows(live, fetch, dialect, registry), newest
 
 

@@ -143,15 +143,16 @@ def bins_filter(
 #: the newest window start of (grouping, window): the primary key's order answers it at once
 NEWEST_START = "SELECT max(start) FROM metric_rows WHERE by = {mark} AND win = {mark}"
 
-#: the (start, key, bin, n) of the rows of (grouping, window, keys, starts lo..hi)
-PageBins = Callable[[str, str, list[str], int, int], Iterable[tuple[int, str, int, int]]]
+#: a store's merged rows of (grouping, window) at some starts for a list of keys, with
+#: their sketch bins, of the columns of some metrics (None: all), in no particular order
+Page = Callable[[str, str, list[str], Collection[int], Collection[str] | None], list[MetricRow]]
 
 
 def rank_rows(
-    r: Ranking, registry: Registry, fetch: Fetch, page_bins: PageBins, dialect: sqlgen.Dialect
+    r: Ranking, registry: Registry, fetch: Fetch, page: Page, dialect: sqlgen.Dialect
 ) -> tuple[list[MetricRow], int]:
     """`Store.rank` for a SQL store: one query ranks the merged rows (and counts them), then
-    only the page's rows read their sketch bins."""
+    only the page's rows are read, with their sketch bins."""
     where, args = row_filter(
         r.by,
         r.window,
@@ -174,13 +175,10 @@ def rank_rows(
         )
         return [], int(counted[0][0])
     keys, starts = sorted({f[0] for f in found}), {f[1] for f in found}
-    page = sqlgen.page(dialect, registry, starts, r.metrics)
-    merged = fetch(page, (r.by, r.window, dialect.list_arg(keys)))
-    values = {(m[1], m[0]): m for m in merged}
+    values = {(m.window_start, m.key): m for m in page(r.by, r.window, keys, starts, r.metrics)}
     # in rank order; a row purged between the two reads is left out
     rows = [values[(f[1], f[0])] for f in found if (f[1], f[0]) in values]
-    bins = page_bins(r.by, r.window, keys, min(starts), max(starts))
-    return build_rows(r.by, r.window, rows, bins, registry, r.metrics), int(found[0][-1])
+    return rows, int(found[0][-1])
 
 
 def merge_rows(rows: Iterable[MetricRow], key: str, registry: Registry = REGISTRY) -> MetricRow:

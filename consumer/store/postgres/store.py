@@ -186,13 +186,19 @@ class PostgresStore:
 
     def rank(self, ranking: Ranking) -> tuple[list[MetricRow], int]:
         def work(conn: psycopg.Connection[Any]) -> tuple[list[MetricRow], int]:
-            def page_bins(by: str, window: str, keys: list[str], lo: int, hi: int) -> list[Any]:
-                return _page_bins(conn, by, window, keys, lo, hi)
+            def page(
+                by: str,
+                window: str,
+                keys: list[str],
+                starts: Collection[int],
+                metrics: Collection[str] | None,
+            ) -> list[MetricRow]:
+                return _page(conn, self.registry, by, window, keys, starts, metrics)
 
             def fetch(sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
                 return conn.execute(sql, args).fetchall()
 
-            return rank_rows(ranking, self.registry, fetch, page_bins, sqlgen.POSTGRES)
+            return rank_rows(ranking, self.registry, fetch, page, sqlgen.POSTGRES)
 
         return self.session.run(work)
 
@@ -242,10 +248,14 @@ class PostgresStore:
         def fetch(sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
             return self.session.run(lambda conn: conn.execute(sql, args).fetchall())
 
-        def page_bins(by: str, window: str, keys: list[str], lo: int, hi: int) -> list[Any]:
-            return self.session.run(lambda conn: _page_bins(conn, by, window, keys, lo, hi))
+        def page(
+            by: str, window: str, keys: list[str], starts: Collection[int], metrics: Collection[str] | None
+        ) -> list[MetricRow]:
+            return self.session.run(
+                lambda conn: _page(conn, self.registry, by, window, keys, starts, metrics)
+            )
 
-        return changed_rows(marks, commits, fetch, page_bins, sqlgen.POSTGRES, self.registry)
+        return changed_rows(marks, commits, fetch, page, sqlgen.POSTGRES, self.registry)
 
     def published_marks(self, partitions: list[int], topic: str = "") -> dict[int, int]:
         def work(conn: psycopg.Connection[Any]) -> dict[int, int]:
@@ -274,8 +284,17 @@ class PostgresStore:
         return f"postgresql://{info.get('host', '')}:{info.get('port', '')}/{info.get('dbname', '')}"
 
 
-def _page_bins(
-    conn: psycopg.Connection[Any], by: str, window: str, keys: list[str], lo: int, hi: int
-) -> list[Any]:
-    """The sketch bins of some keys' rows at the starts lo..hi (`rows.PageBins`)."""
-    return conn.execute(*bins_filter(by, window, None, lo, hi, "%s", keys=keys)).fetchall()
+def _page(
+    conn: psycopg.Connection[Any],
+    registry: Registry,
+    by: str,
+    window: str,
+    keys: list[str],
+    starts: Collection[int],
+    metrics: Collection[str] | None,
+) -> list[MetricRow]:
+    """`rows.Page`: the merged rows, then their bins from metric_bins."""
+    d = sqlgen.POSTGRES
+    found = conn.execute(sqlgen.page(d, registry, starts, metrics), (by, window, d.list_arg(keys))).fetchall()
+    bins = conn.execute(*bins_filter(by, window, None, min(starts), max(starts), "%s", keys=keys))
+    return build_rows(by, window, found, bins, registry, metrics)

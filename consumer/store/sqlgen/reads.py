@@ -73,10 +73,12 @@ def page(
 ) -> str:
     """The merged values of a page of rows (a `ranked` page) at these window starts
     (integers, written into the SQL); its arguments: the grouping, the window and the keys
-    (`Dialect.list_arg`). The primary key (by, win, start, key, ...) is a point per start
-    and key."""
+    (`Dialect.list_arg`). A store keeping bins in its rows reads their union too (as
+    `query`); the other reads them from metric_bins. The primary key (by, win, start, key,
+    ...) is a point per start and key."""
+    bins = ", bins_union(bins)" if d.bins_in_rows else ""
     return (
-        f"SELECT key, start, {merged_columns(registry, metrics)} FROM metric_rows WHERE by = {d.mark} "
+        f"SELECT key, start, {merged_columns(registry, metrics)}{bins} FROM metric_rows WHERE by = {d.mark} "
         f"AND win = {d.mark} AND {starts_in(starts)} AND {d.one_of('key')} GROUP BY start, key"
     )
 

@@ -160,7 +160,7 @@ class SqliteStore:
         def fetch(sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
             return self.db.execute(sql, args).fetchall()
 
-        return changed_rows(marks, commits, fetch, self._page_bins, sqlgen.SQLITE, self.registry)
+        return changed_rows(marks, commits, fetch, self._page, sqlgen.SQLITE, self.registry)
 
     def published_marks(self, partitions: list[int], topic: str = "") -> dict[int, int]:
         """One mark per topic for the whole store: its rows are all the one writer's."""
@@ -231,19 +231,18 @@ class SqliteStore:
         def fetch(sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
             return self.db.execute(sql, args).fetchall()
 
-        return rank_rows(ranking, self.registry, fetch, self._page_bins, sqlgen.SQLITE)
+        return rank_rows(ranking, self.registry, fetch, self._page, sqlgen.SQLITE)
 
-    def _page_bins(
-        self, by: str, window: str, keys: list[str], lo: int, hi: int
-    ) -> list[tuple[int, str, int, int]]:
-        """The sketch bins of some keys' rows at the starts lo..hi (`rows.PageBins`)."""
+    def _page(
+        self, by: str, window: str, keys: list[str], starts: Collection[int], metrics: Collection[str] | None
+    ) -> list[MetricRow]:
+        """`rows.Page`: one query, the bins are in the rows."""
         d = sqlgen.SQLITE
         found = self.db.execute(
-            "SELECT start, key, bins_union(bins) FROM metric_rows WHERE by=? AND win=? AND start "
-            f"BETWEEN ? AND ? AND {d.one_of('key')} GROUP BY start, key",
-            (by, window, lo, hi, d.list_arg(keys)),
+            sqlgen.page(d, self.registry, starts, metrics), (by, window, d.list_arg(keys))
         )
-        return [(start, k, b, n) for start, k, blob in found for b, n in unpack(blob)]
+        names = self.registry.columns_of(metrics)
+        return [metric_row(by, window, r[:-1], unpack(r[-1]), names) for r in found]
 
     def purge(self) -> int:
         """Delete window rows older than their retention; returns rows deleted."""
