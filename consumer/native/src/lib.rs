@@ -720,21 +720,22 @@ impl PartitionFold {
         })
     }
 
-    /// The compact form of a conversation (`compact`); None where a channel type name is
-    /// too long for it (the JSON is kept then).
-    fn compact(&self, c: &Conv) -> Option<Box<[u8]>> {
+    /// The compact form of a conversation (`compact`; `firsts`: `self.firsts(c)`); None
+    /// where a channel type name is too long for it (the JSON is kept then).
+    fn compact(&self, c: &Conv, firsts: Option<&compact::Firsts<'_>>) -> Option<Box<[u8]>> {
         let name = |ch: u32| self.channels.names[ch as usize].as_str();
         let closures = c
             .closures
             .iter()
             .map(|x| (x.hash, x.closed, name(x.ch), x.start, x.inbox, x.app));
-        match self.firsts(c) {
+        match firsts {
             None => compact::encode(c.last, &c.starts, closures, &c.seen),
-            Some(firsts) => compact::encode_full(c.last, &c.starts, closures, &c.seen, &firsts),
+            Some(firsts) => compact::encode_full(c.last, &c.starts, closures, &c.seen, firsts),
         }
     }
 
-    fn encode(&self, c: &Conv) -> String {
+    /// A conversation's JSON text as stored (`firsts`: `self.firsts(c)`).
+    fn encode(&self, c: &Conv, firsts: Option<compact::Firsts<'_>>) -> String {
         let closures = c
             .closures
             .iter()
@@ -743,7 +744,7 @@ impl PartitionFold {
                 ClosureOut::of(x.hash, x.closed, ch, x.start, x.inbox, x.app)
             })
             .collect();
-        let out = ConvOut::of(c.last, &c.starts, closures, &c.seen, self.firsts(c));
+        let out = ConvOut::of(c.last, &c.starts, closures, &c.seen, firsts);
         serde_json::to_string(&out).expect("JSON of ints and strings")
     }
 
@@ -1496,11 +1497,12 @@ impl PartitionFold {
         let changed = PyDict::new(py);
         let hot = std::mem::take(&mut self.hot);
         for (k, conv) in hot {
-            let text = self.encode(&conv);
+            // the full set's fields, gathered once for both forms
+            let firsts = self.firsts(&conv);
+            let kept = self.compact(&conv, firsts.as_ref());
+            let text = self.encode(&conv, firsts);
             changed.set_item(k, PyString::new(py, &text))?;
-            let kept = self
-                .compact(&conv)
-                .unwrap_or_else(|| text.into_bytes().into_boxed_slice());
+            let kept = kept.unwrap_or_else(|| text.into_bytes().into_boxed_slice());
             self.idle.insert(k, kept);
         }
         if self.channels.names.len() > MAX_CHANNEL_NAMES {
