@@ -18,6 +18,7 @@ Same tables and semantics as the SQLite store. What sharing adds:
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -186,19 +187,12 @@ class PostgresStore:
 
     def rank(self, ranking: Ranking) -> tuple[list[MetricRow], int]:
         def work(conn: psycopg.Connection[Any]) -> tuple[list[MetricRow], int]:
-            def page(
-                by: str,
-                window: str,
-                keys: list[str],
-                starts: Collection[int],
-                metrics: Collection[str] | None,
-            ) -> list[MetricRow]:
-                return _page(conn, self.registry, by, window, keys, starts, metrics)
-
             def fetch(sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
                 return conn.execute(sql, args).fetchall()
 
-            return rank_rows(ranking, self.registry, fetch, page, sqlgen.POSTGRES)
+            return rank_rows(
+                ranking, self.registry, fetch, partial(_page, conn, self.registry), sqlgen.POSTGRES
+            )
 
         return self.session.run(work)
 
@@ -248,12 +242,8 @@ class PostgresStore:
         def fetch(sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
             return self.session.run(lambda conn: conn.execute(sql, args).fetchall())
 
-        def page(
-            by: str, window: str, keys: list[str], starts: Collection[int], metrics: Collection[str] | None
-        ) -> list[MetricRow]:
-            return self.session.run(
-                lambda conn: _page(conn, self.registry, by, window, keys, starts, metrics)
-            )
+        def page(*args: Any) -> list[MetricRow]:  # rows.Page, each in a transaction of its own
+            return self.session.run(lambda conn: _page(conn, self.registry, *args))
 
         return changed_rows(marks, commits, fetch, page, sqlgen.POSTGRES, self.registry)
 
