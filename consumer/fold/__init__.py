@@ -11,6 +11,8 @@ from consumer.fold.batch import BatchResult, Fold, apply_batch
 from consumer.fold.delta import (
     BY_ACCOUNT,
     BY_CHANNEL,
+    CHUNK,
+    Changes,
     ClosureRow,
     ConvKey,
     Delta,
@@ -26,7 +28,9 @@ from consumer.fold.state import last_time_of
 __all__ = [
     "BY_ACCOUNT",
     "BY_CHANNEL",
+    "CHUNK",
     "BatchResult",
+    "Changes",
     "ClosureRow",
     "ConvKey",
     "Delta",

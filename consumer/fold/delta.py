@@ -246,6 +246,36 @@ def mem_key(account: int, conversation: int) -> MemKey:
     return (account, conversation)
 
 
+#: conversations per chunk of `Changes` and of a snapshot (`PartitionFold.snapshot`): a
+#: fold builds each chunk's text before copying it out, so small chunks keep that transient
+#: copy small
+CHUNK: Final = 10_000
+
+
+@dataclass(frozen=True)
+class Changes:
+    """The conversations a fold changed since its last `take_changes`, encoded as a store
+    keeps them: JSON arrays of `[account, conversation id, state text]`, at most `CHUNK` to
+    a chunk, `count` in all. Texts rather than a str per conversation: a commit's changed
+    states as Python objects were a large part of a full-set consumer's peak memory."""
+
+    chunks: tuple[bytes, ...] = ()
+    count: int = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def states(self) -> dict[ConvKey, str]:
+        """The changed conversations' state texts by (account, conversation id)."""
+        return {(a, c): s for chunk in self.chunks for a, c, s in orjson.loads(chunk)}
+
+    @classmethod
+    def of(cls, states: dict[ConvKey, str], chunk: int = CHUNK) -> Changes:
+        """The changes of these conversations' states."""
+        items = [(a, c, s) for (a, c), s in states.items()]
+        return cls(tuple(orjson.dumps(items[i : i + chunk]) for i in range(0, len(items), chunk)), len(items))
+
+
 def decode_snapshot(data: bytes | str) -> dict[ConvKey, str]:
     """The conversations of one chunk of a `PartitionFold.snapshot`."""
     return {conv_key(k if isinstance(k, int) else tuple(k)): b for k, b in orjson.loads(data)}

@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Any
 
 from consumer.exceptions import ConfigError
-from consumer.fold import Delta, Fold, apply_batch
+from consumer.fold import Changes, Delta, Fold, apply_batch
 from consumer.fold import PartitionFold as PythonFold
 from consumer.fold.delta import LAYOUT, ConvKey, FactLayout, layout_of
 from consumer.fold.model import KINDS
@@ -86,7 +86,7 @@ except ImportError:
     native = None  # not built (no Rust toolchain): the reference fold runs
 else:
     compiled_rules(LAYOUT, _built)  # the production registry: refused at import if it cannot
-    _built.configure(_MULTIPLIER, _OFFSET, ZERO_BIN, LAG_BASE, Delta)
+    _built.configure(_MULTIPLIER, _OFFSET, ZERO_BIN, LAG_BASE, Delta, Changes)
     native = _built
 
 ENV = "CONVMETRICS_FOLD"

@@ -36,6 +36,7 @@ from consumer.fold.delta import (
     C_HASH,
     C_INBOX,
     C_START,
+    CHUNK,
     CLOSURE_EVENT_ID,
     CLOSURES,
     F_CLOSED,
@@ -48,6 +49,7 @@ from consumer.fold.delta import (
     LATEST,
     SEEN,
     STARTS,
+    Changes,
     Conversation,
     ConvKey,
     Delta,
@@ -262,14 +264,15 @@ class PartitionFold:
                 None if was is None else was[CLOSURE_EVENT_ID],
             )  # fmt: skip
 
-    def take_changes(self) -> tuple[Delta, dict[ConvKey, str]]:
-        """Hand over the pending delta and the touched conversations, encoded; start afresh."""
+    def take_changes(self, chunk: int = CHUNK) -> tuple[Delta, Changes]:
+        """Hand over the pending delta and the touched conversations, encoded (in chunks of
+        at most `chunk`); start afresh."""
         delta, self.delta = self.delta, Delta()
         # .decode(): orjson's bytes keep a 4 KiB buffer; the str is exactly as long as the JSON
         changed = {k: orjson.dumps(c).decode() for k, c in self.hot.items()}
         self.idle.update(changed)
         self.hot = {}
-        return delta, {conv_key(k): b for k, b in changed.items()}
+        return delta, Changes.of({conv_key(k): b for k, b in changed.items()}, chunk)
 
     def expire(self, ttl: int, max_conversations: int | None = None) -> list[ConvKey]:
         """Forget idle conversations: older than `ttl` seconds of event time, and the

@@ -12,7 +12,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from consumer.fold import ConvKey, Delta
+from consumer.fold import Changes, ConvKey, Delta
 from consumer.fold.registry import Metric, Registry
 from consumer.fold.sketch import quantiles
 from consumer.store.closure_list import ClosureListing, ListedClosure
@@ -50,7 +50,7 @@ class PartitionCommit:
     delta: Delta
     next_offset: int
     watermark: int
-    conversations: dict[ConvKey, str]  # changed ones, encoded (they carry the dedupe memory)
+    conversations: Changes  # the changed ones, encoded (they carry the dedupe memory)
     expired: list[ConvKey] = field(default_factory=list)
     epoch: int = 0  # the ownership epoch this consumer claimed; a commit under an older one is refused
     #: every conversation of the partition (`PartitionFold.snapshot`), sent now and then to a

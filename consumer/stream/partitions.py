@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from consumer.fold import ConvKey, Delta, Fold
+from consumer.fold import CHUNK, Changes, ConvKey, Delta, Fold
 from consumer.fold.model import KINDS
 from consumer.fold.native import FoldKind, choose
 from consumer.store import Store
@@ -45,7 +45,7 @@ class Stats:
 
 def take_changes(
     fold: Fold, expire: tuple[int, int | None] | None
-) -> tuple[Delta, dict[ConvKey, str], list[ConvKey]]:
+) -> tuple[Delta, Changes, list[ConvKey]]:
     """A partition's pending delta and changed conversations, and, when `expire` is given
     (ttl, max conversations), the conversations it forgets now: their gauges are taken
     back in the same delta, so the commit that drops them drops their counts."""
@@ -54,11 +54,6 @@ def take_changes(
     if expired:
         delta.merge_gauges(fold.take_changes()[0])
     return delta, changed, expired
-
-
-#: conversations per snapshot chunk (a row of its own in the store): the fold builds each
-#: chunk's text before copying it out, so small chunks keep that transient copy small
-SNAPSHOT_CHUNK = 10_000
 
 
 class Snapshots:
@@ -83,7 +78,7 @@ class Snapshots:
         if not first or logged < max(len(fold), 10_000):
             return None
         self.logged[p] = 0
-        return fold.snapshot(SNAPSHOT_CHUNK)
+        return fold.snapshot(CHUNK)  # a row of its own per chunk in the store
 
 
 def new_fold(

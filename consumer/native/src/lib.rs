@@ -16,6 +16,7 @@ use foldhash::{HashMap, HashMapExt};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::collections::hash_map::Entry;
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::sync::OnceLock;
 
 use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PyValueError};
@@ -42,13 +43,14 @@ const A_LIMIT: i64 = 1 << 31;
 const C_LIMIT: i64 = 1 << 32;
 
 /// What `configure` is given once by consumer/fold_native.py: the sketch mapping's
-/// constants (so bins are the Python arithmetic's, bit for bit) and the Delta class.
+/// constants (so bins are the Python arithmetic's, bit for bit), the Delta and Changes classes.
 struct Config {
     multiplier: f64,
     offset: f64,
     zero_bin: i64,
     lag_base: i64,
     delta_class: Py<PyAny>,
+    changes_class: Py<PyAny>,
 }
 
 /// A counter of the registry that counts events by declaration (`Metric.counts`, `when`):
@@ -1488,27 +1490,53 @@ impl PartitionFold {
         Ok(out)
     }
 
+    /// The pending delta and a consumer.fold.Changes of the touched conversations: JSON
+    /// arrays of `[account, conversation id, state text]`, `chunk` to a text.
+    #[pyo3(signature = (chunk=10_000))]
     fn take_changes<'py>(
         &mut self,
         py: Python<'py>,
-    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyDict>)> {
+        chunk: usize,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        let chunk = chunk.max(1);
         let delta = self.delta_object(py)?;
         self.pending = Pending::default();
-        let changed = PyDict::new(py);
         let hot = std::mem::take(&mut self.hot);
+        let count = hot.len();
+        let mut chunks: Vec<Bound<'py, PyBytes>> = Vec::with_capacity(count.div_ceil(chunk));
+        let mut text: Vec<u8> = Vec::new();
+        let mut n = 0;
         for (k, conv) in hot {
             // the full set's fields, gathered once for both forms
             let firsts = self.firsts(&conv);
             let kept = self.compact(&conv, firsts.as_ref());
-            let text = self.encode(&conv, firsts);
-            changed.set_item(k, PyString::new(py, &text))?;
-            let kept = kept.unwrap_or_else(|| text.into_bytes().into_boxed_slice());
+            let state = self.encode(&conv, firsts);
+            text.push(if n == 0 { b'[' } else { b',' });
+            write!(text, "[{},{},", k.0, k.1).expect("write to a Vec");
+            serde_json::to_writer(&mut text, &state).expect("JSON of a str");
+            text.push(b']');
+            n += 1;
+            if n == chunk {
+                text.push(b']');
+                chunks.push(PyBytes::new(py, &text));
+                text.clear();
+                n = 0;
+            }
+            let kept = kept.unwrap_or_else(|| state.into_bytes().into_boxed_slice());
             self.idle.insert(k, kept);
+        }
+        if n > 0 {
+            text.push(b']');
+            chunks.push(PyBytes::new(py, &text));
         }
         if self.channels.names.len() > MAX_CHANNEL_NAMES {
             self.channels = Channels::default(); // pending and hot are empty: no index is left
         }
-        Ok((delta, changed))
+        let changes = config()?
+            .changes_class
+            .bind(py)
+            .call1((PyTuple::new(py, chunks)?, count))?;
+        Ok((delta, changes))
     }
 
     /// Longest idle first, ties by (account, conversation id): as the reference.
@@ -1619,6 +1647,7 @@ fn configure(
     zero_bin: i64,
     lag_base: i64,
     delta_class: Py<PyAny>,
+    changes_class: Py<PyAny>,
 ) -> PyResult<()> {
     let cfg = Config {
         multiplier,
@@ -1626,6 +1655,7 @@ fn configure(
         zero_bin,
         lag_base,
         delta_class,
+        changes_class,
     };
     if let Err(cfg) = CONFIG.set(cfg) {
         let was = CONFIG.get().expect("set");

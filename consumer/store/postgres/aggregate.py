@@ -100,7 +100,7 @@ class Batch:
             for metric in sqlgen.RECHECKED:
                 self.recheck.update((metric, p.partition, *k) for k in p.delta.recheck(registry, metric))
             firsts.update(p.delta.first_assignments)
-            for (a, c), blob in p.conversations.items():
+            for (a, c), blob in p.conversations.states().items():
                 convs[(a, c)] = (p.partition, a, c, blob)
             expired.update((a, c) for a, c in p.expired)
         self.closures = [closures[h] for h in sorted(closures)]

@@ -165,13 +165,15 @@ def _commit_partition(db: sqlite3.Connection, p: PartitionCommit) -> None:
         db.execute("DELETE FROM conversation_log WHERE partition=?", (p.partition,))
         db.execute("DELETE FROM conversations WHERE partition=?", (p.partition,))
     elif p.conversations or p.expired:
-        db.execute(
+        # a row per chunk of the changes, in order; the expired go with the last (a
+        # conversation changed and then forgotten in one commit is forgotten on load)
+        chunks = p.conversations.chunks or (b"[]",)
+        db.executemany(
             "INSERT INTO conversation_log (partition, changed, expired) VALUES (?,?,?)",
-            (
-                p.partition,
-                orjson.dumps([(a, c, blob) for (a, c), blob in p.conversations.items()]),
-                orjson.dumps(p.expired),
-            ),
+            [
+                (p.partition, chunk, orjson.dumps(p.expired) if i == len(chunks) - 1 else b"[]")
+                for i, chunk in enumerate(chunks)
+            ],
         )
     db.execute(
         "INSERT OR REPLACE INTO offsets VALUES (?,?,?)",

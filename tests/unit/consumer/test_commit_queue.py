@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import KafkaError
 
 from consumer.exceptions import ConsumerError
-from consumer.fold import Delta
+from consumer.fold import Changes, Delta
 from consumer.fold import native as fold_native
 from consumer.fold.model import CREATED, Event
 from consumer.store import PartitionCommit
@@ -42,7 +42,7 @@ class FlakyStore:
 
 
 def commit(offset: int) -> list[PartitionCommit]:
-    return [PartitionCommit(0, Delta(), offset, 0, {})]
+    return [PartitionCommit(0, Delta(), offset, 0, Changes())]
 
 
 def test_a_commit_queued_after_a_failed_one_does_not_land() -> None:
@@ -137,8 +137,8 @@ def test_a_commit_carries_one_snapshot_and_the_others_wait_their_turn(
 ) -> None:
     """Partitions that grow alike come due for a snapshot together; one commit holding
     all their snapshots was the consumer's peak memory, so each waits for its own commit.
-    Snapshots come in chunks of SNAPSHOT_CHUNK conversations."""
-    monkeypatch.setattr(partitions, "SNAPSHOT_CHUNK", 2)
+    Snapshots come in chunks of CHUNK conversations."""
+    monkeypatch.setattr(partitions, "CHUNK", 2)
     store = SnapshotStore()
     c = MetricsConsumer(ConsumerSettings("127.0.0.1:1", topic="t"), store=store)  # type: ignore[arg-type]
     c.consumer.close()  # no broker: the commits' offsets go nowhere

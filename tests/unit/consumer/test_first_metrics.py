@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
+from consumer.fold import Changes
 from consumer.fold import native as fold_native
 from consumer.fold.delta import Delta
 from consumer.fold.model import from_record
@@ -102,7 +103,7 @@ def test_states_stored_before_the_gauges_count_from_their_next_event(kind: fold_
         fold.apply(e._replace(event_id=opened))
     delta, changed = fold.take_changes()
     assert delta.gauges == {("SMS", 7, 3, 9): [2, 1, 0]}
-    assert {k: orjson.loads(blob)[7] for k, blob in changed.items()} == {
+    assert {k: orjson.loads(blob)[7] for k, blob in changed.states().items()} == {
         (7, c): [200, f"o{c}", KINDS["conversation.opened"], "SMS", 3, 9] for c in (1, 2)
     }
 
@@ -121,7 +122,7 @@ def test_an_assignment_redelivered_after_its_id_was_forgotten_is_not_kept_twice(
     fold.apply(event("conversation.opened", "o", 1, 170))  # the memory now holds "o" only
     assert fold.apply(event("conversation.assigned", "a", 1, 160))  # taken as new
     _, changed = fold.take_changes()
-    assigns = orjson.loads(changed[(7, 1)])[6]
+    assigns = orjson.loads(changed.states()[(7, 1)])[6]
     assert [(a[0], a[1]) for a in assigns] == [(160, "a")]
 
 
@@ -144,7 +145,7 @@ def test_a_backlog_written_before_its_rows_kept_their_seq_gains_it(tmp_path: Pat
     assert store.changed_since(store.published_marks([0]))[0] == []
     delta = Delta()
     delta.add_gauges(("TELEGRAM", 7, None, None), (1, 0, 0), 1)
-    store.commit("t", [PartitionCommit(0, delta, 1, 0, {})])
+    store.commit("t", [PartitionCommit(0, delta, 1, 0, Changes())])
     assert store.backlog("account")[1] == [("7", 3, 1, 0)]
     rows, _ = store.changed_since(store.published_marks([0]))
     assert {(r.by, r.key, r.window, r.open_now, r.unassigned_now) for r in rows if r.by == "account"} == {

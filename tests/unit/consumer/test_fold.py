@@ -163,15 +163,32 @@ def test_dedupe_memory_survives_encoding() -> None:
     f = fold()
     f.apply(ev(CLOSED, 9, 400))
     _, changed = f.take_changes()
-    g = PartitionFold(0, dict(changed), f.watermark)
+    g = PartitionFold(0, changed.states(), f.watermark)
     assert not g.apply(ev(CLOSED, 9, 400))
     assert delta_rows(g.delta) == {}
+
+
+@pytest.mark.parametrize(("conversations", "chunks"), [(0, 0), (1, 1), (2, 1), (3, 2), (5, 3)])
+def test_changes_come_in_chunks_of_at_most_the_size_asked(conversations: int, chunks: int) -> None:
+    """Each chunk is a JSON array of [account, conversation, state] (a store logs it as is);
+    no conversation is lost or repeated at a chunk's edge (chunks of 2 here)."""
+    f = fold()
+    for conv in range(conversations):
+        f.apply(ev(CREATED, conv + 1, 100, conv=conv))
+    _, changes = f.take_changes(2)
+    assert len(changes.chunks) == chunks and changes.count == conversations
+    rows = [row for chunk in changes.chunks for row in orjson.loads(chunk)]
+    assert all(len(orjson.loads(c)) <= 2 for c in changes.chunks)
+    assert sorted((a, c) for a, c, _ in rows) == [(7, conv) for conv in range(conversations)]
+    assert changes.states() == f.conversations()
+    assert not f.take_changes()[1]  # handed over: nothing changed since
 
 
 def test_take_changes_hands_over_and_restarts() -> None:
     f = fold()
     f.apply(ev(CREATED, 1, 100))
-    delta, changed = f.take_changes()
+    delta, changes = f.take_changes()
+    changed = changes.states()
     # a creation counts in `created` only
     assert {r.created for r in delta_rows(delta).values()} == {1} and list(changed) == [(7, 1)]
     assert not any(r.closures or r.reopens or r.ttc_count for r in delta_rows(delta).values())
@@ -222,7 +239,8 @@ def test_conversation_keys_round_trip_small_and_huge_ids() -> None:
     f.apply(ev(CLOSED, 2, 160, conv=2**40, account=2**33))
     f.apply(ev(CLOSED, 3, 170, conv=2**32 - 1, account=2**31 - 1))
     assert all_row(f, BY_ACCOUNT, str(2**33)).ttc_sum == 60
-    _, changed = f.take_changes()
+    _, changes = f.take_changes()
+    changed = changes.states()
     assert set(changed) == {(2**33, 2**40), (2**31 - 1, 2**32 - 1)}
     assert f.conversations().keys() == changed.keys()
 

@@ -62,7 +62,7 @@ def run(
         seen.append((result, dict(offsets)))
         for p, f in sorted(folds.items()):
             delta, changed = f.take_changes()
-            seen.append((p, delta, changed, f.watermark, f.duplicates, len(f)))
+            seen.append((p, delta, changed.states(), f.watermark, f.duplicates, len(f)))
             if i % (batch * 3) == 0:
                 seen.append(sorted(f.expire(ttl=3 * 86400, max_conversations=30)))
     for p, f in sorted(folds.items()):
@@ -167,7 +167,7 @@ def test_both_folds_agree_event_by_event(stream: list[tuple[int, ...]], max_seen
         if i % 7 == 6:
             (d1, c1), (d2, c2) = py.take_changes(), nat.take_changes()
             same_delta(d1, d2)
-            assert c1 == c2
+            assert c1.states() == c2.states() and len(c1) == len(c2)
         if i % 13 == 12:  # forgetting conversations takes their gauges back alike
             (d1, c1), (d2, c2) = py.take_changes(), nat.take_changes()
             same_delta(d1, d2)
@@ -299,7 +299,7 @@ def test_ever_new_channel_types_do_not_grow_the_compiled_fold_without_bound() ->
                 assert py.apply(ev) == nat.apply(ev)
         (d1, c1), (d2, c2) = py.take_changes(), nat.take_changes()
         same_delta(d1, d2)
-        assert c1 == c2
+        assert c1.states() == c2.states() and len(c1) == len(c2)
         interned.append(nat.channel_names)
     # past the cap (4096) at a take it starts afresh (conversations read back from their
     # state intern their old closures' names again: round 3 passes it too)

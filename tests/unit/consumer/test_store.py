@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from consumer.exceptions import ConfigError, FencedError, StoreError
-from consumer.fold import PartitionFold, row_keys
+from consumer.fold import Changes, PartitionFold, row_keys
 from consumer.fold.delta import LAYOUT, Delta
 from consumer.fold.model import CLOSED, CREATED, OPENED, Event
 from consumer.fold.registry import REGISTRY
@@ -283,7 +283,7 @@ def test_outbox_names_changed_gauges_and_moves_past_a_commit_of_gauges_only(stor
     assert store.changed_since(store.published_marks([0]))[0] == []
     gone = Delta()
     gone.add_gauges(where, (1, 1, 0), -1)  # forgotten: its gauges taken back, no metric row
-    store.commit("events", [PartitionCommit(0, gone, 2, f.watermark, {})])
+    store.commit("events", [PartitionCommit(0, gone, 2, f.watermark, Changes())])
     rows, newest = store.changed_since(store.published_marks([0]))
     assert rows and {r.window for r in rows} == {LIVE}
     assert {(r.by, r.key) for r in rows} == set(live)
@@ -702,6 +702,23 @@ def test_store_urls_are_logged_without_their_password() -> None:
     )
     assert redacted("postgresql://cm@db/cm") == "postgresql://cm@db/cm"
     assert redacted("sqlite:////data/convmetrics.db") == "sqlite:////data/convmetrics.db"
+
+
+def test_changes_of_several_chunks_load_back_with_the_forgotten_gone(store: Any) -> None:
+    """A commit's changed conversations come in chunks (`Changes`); a store keeps every
+    chunk, and forgets the conversations the same commit expired, even those it changed."""
+    from consumer.fold.native import choose
+
+    fold = choose().new(0, registry=store.registry)
+    for conv in range(5):  # one a day: the first three are 4, 3 and 2 days behind the last
+        fold.apply(Event(CREATED, conv + 1, 7, conv, "TELEGRAM", 100 + conv * 86_400, None, None))
+    delta, changes = fold.take_changes(2)
+    expired = fold.expire(ttl=2 * 86_400 - 1)
+    delta.merge_gauges(fold.take_changes()[0])
+    assert len(changes.chunks) == 3 and sorted(expired) == [(7, 0), (7, 1), (7, 2)]
+    store.commit("events", [PartitionCommit(0, delta, 1, fold.watermark, changes, expired)])
+    loaded = store.load_partition("events", 0).conversations
+    assert loaded == fold.conversations() and sorted(loaded) == [(7, 3), (7, 4)]
 
 
 def test_the_backlog_follows_each_conversations_latest_event(store: Any) -> None:
