@@ -50,8 +50,9 @@ CREATE TABLE IF NOT EXISTS conversations (
     partition INTEGER NOT NULL, account INTEGER NOT NULL, conversation INTEGER NOT NULL,
     state TEXT NOT NULL, PRIMARY KEY (account, conversation)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS conversations_by_partition ON conversations (partition);
--- conversations live as a log of each commit's changes plus a snapshot per partition (one
--- sequential insert per commit instead of a random B-tree upsert per conversation);
+-- conversations live as a log of each commit's changes plus a snapshot per partition
+-- (sequential inserts, a row per `Changes` chunk, instead of a random B-tree upsert per
+-- conversation);
 -- the table above holds what stores written before the log still have (read under it)
 CREATE TABLE IF NOT EXISTS conversation_snapshot_chunks (
     partition INTEGER NOT NULL, chunk INTEGER NOT NULL, state BLOB NOT NULL, PRIMARY KEY (partition, chunk));
