@@ -43,9 +43,7 @@ class Stats:
         self.consumed += consumed
 
 
-def take_changes(
-    fold: Fold, expire: tuple[int, int | None] | None
-) -> tuple[Delta, Changes, list[ConvKey]]:
+def take_changes(fold: Fold, expire: tuple[int, int | None] | None) -> tuple[Delta, Changes, list[ConvKey]]:
     """A partition's pending delta and changed conversations, and, when `expire` is given
     (ttl, max conversations), the conversations it forgets now: their gauges are taken
     back in the same delta, so the commit that drops them drops their counts."""
