@@ -269,11 +269,10 @@ class Changes:
         """The changed conversations' state texts by (account, conversation id)."""
         return {(a, c): s for chunk in self.chunks for a, c, s in orjson.loads(chunk)}
 
-    @classmethod
-    def of(cls, states: dict[ConvKey, str], chunk: int = CHUNK) -> Changes:
-        """The changes of these conversations' states."""
-        items = [(a, c, s) for (a, c), s in states.items()]
-        return cls(tuple(orjson.dumps(items[i : i + chunk]) for i in range(0, len(items), chunk)), len(items))
+
+def json_chunks(items: list[Any], chunk: int) -> list[bytes]:
+    """`items` as JSON arrays of at most `chunk` each (a snapshot's chunks, a `Changes`')."""
+    return [orjson.dumps(items[i : i + chunk]) for i in range(0, len(items), chunk)]
 
 
 def decode_snapshot(data: bytes | str) -> dict[ConvKey, str]:

@@ -56,6 +56,7 @@ from consumer.fold.delta import (
     Fact,
     MemKey,
     conv_key,
+    json_chunks,
     mem_key,
 )
 from consumer.fold.facts import Dims, FactMaker
@@ -133,8 +134,7 @@ class PartitionFold:
         """Every idle conversation, encoded as JSON texts of at most `chunk` conversations
         each (see `decode_snapshot`; a store's values have size limits: SQLite's is 1 GB).
         Call between commits (no hot state)."""
-        items = list(self.idle.items())
-        return [orjson.dumps(items[i : i + chunk]) for i in range(0, len(items), chunk)] or [b"[]"]
+        return json_chunks(list(self.idle.items()), chunk) or [b"[]"]
 
     def conversation(self, key: MemKey) -> Conversation:
         conv = self.hot.get(key)
@@ -272,7 +272,8 @@ class PartitionFold:
         changed = {k: orjson.dumps(c).decode() for k, c in self.hot.items()}
         self.idle.update(changed)
         self.hot = {}
-        return delta, Changes.of({conv_key(k): b for k, b in changed.items()}, chunk)
+        items = [(*conv_key(k), b) for k, b in changed.items()]
+        return delta, Changes(tuple(json_chunks(items, chunk)), len(items))
 
     def expire(self, ttl: int, max_conversations: int | None = None) -> list[ConvKey]:
         """Forget idle conversations: older than `ttl` seconds of event time, and the

@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 #: commits handed to the writer thread at once. One: the polling thread folds the next
 #: commit's events while the writer lands the last. A second one queued behind it let the
 #: writer go on without waiting for the polling thread, but where the writer is the limit
-#: (the full metric set) it kept one more commit's changes in memory (~50 MB of the peak
-#: RSS, bench/results/consumer.md) for no measured throughput (either set)
+#: (the full metric set) it kept one more commit's changes in memory (bench/results/consumer.md)
+#: for no measured throughput (either set)
 MAX_IN_FLIGHT = 1
 #: what a commit on the writer thread hands back: offsets for Kafka, partitions fenced off
 WriteResult = tuple[list[TopicPartition], list[int]]

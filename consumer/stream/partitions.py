@@ -47,7 +47,7 @@ def take_changes(fold: Fold, expire: tuple[int, int | None] | None) -> tuple[Del
     """A partition's pending delta and changed conversations, and, when `expire` is given
     (ttl, max conversations), the conversations it forgets now: their gauges are taken
     back in the same delta, so the commit that drops them drops their counts."""
-    delta, changed = fold.take_changes()
+    delta, changed = fold.take_changes(CHUNK)
     expired = fold.expire(*expire) if expire is not None else []
     if expired:
         delta.merge_gauges(fold.take_changes()[0])

@@ -15,7 +15,6 @@ use foldhash::{HashMap, HashMapExt};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::collections::hash_map::Entry;
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::OnceLock;
 
@@ -549,11 +548,61 @@ fn overflow() -> PyErr {
 }
 
 /// The snapshot key of a conversation (consumer.fold.mem_key): one int where it fits.
-fn write_mem_key(out: &mut String, (a, c): (i64, i64)) {
+fn write_mem_key(out: &mut Vec<u8>, (a, c): (i64, i64)) {
     if (0..A_LIMIT).contains(&a) && (0..C_LIMIT).contains(&c) {
         let _ = write!(out, "{}", (a << 32) | c);
     } else {
         let _ = write!(out, "[{a},{c}]");
+    }
+}
+
+/// JSON arrays of at most `size` items each, every array a bytes object: a snapshot's
+/// chunks and a consumer.fold.Changes' (each built whole before it is copied out, so the
+/// size bounds that transient copy).
+struct JsonChunks<'py> {
+    py: Python<'py>,
+    size: usize,
+    n: usize,
+    text: Vec<u8>,
+    out: Vec<Bound<'py, PyBytes>>,
+}
+
+impl<'py> JsonChunks<'py> {
+    fn new(py: Python<'py>, size: usize) -> Self {
+        let size = size.max(1);
+        Self {
+            py,
+            size,
+            n: 0,
+            text: Vec::new(),
+            out: Vec::new(),
+        }
+    }
+
+    /// One more item: an array of what `write` writes.
+    fn push(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        self.text.push(if self.n == 0 { b'[' } else { b',' });
+        self.text.push(b'[');
+        write(&mut self.text);
+        self.text.push(b']');
+        self.n += 1;
+        if self.n == self.size {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        self.text.push(b']');
+        self.out.push(PyBytes::new(self.py, &self.text));
+        self.text.clear();
+        self.n = 0;
+    }
+
+    fn finish(mut self) -> Vec<Bound<'py, PyBytes>> {
+        if self.n > 0 {
+            self.flush();
+        }
+        self.out
     }
 }
 
@@ -1461,29 +1510,16 @@ impl PartitionFold {
 
     #[pyo3(signature = (chunk=100_000))]
     fn snapshot<'py>(&self, py: Python<'py>, chunk: usize) -> PyResult<Vec<Bound<'py, PyBytes>>> {
-        let chunk = chunk.max(1);
-        let mut out = Vec::new();
-        let mut text = String::new();
-        let mut n = 0;
+        let mut chunks = JsonChunks::new(py, chunk);
         for (k, b) in &self.idle {
-            text.push(if n == 0 { '[' } else { ',' });
-            text.push('[');
-            write_mem_key(&mut text, *k);
-            text.push(',');
-            text.push_str(&serde_json::to_string(&*idle_json(b)?).expect("JSON of a str"));
-            text.push(']');
-            n += 1;
-            if n == chunk {
-                text.push(']');
-                out.push(PyBytes::new(py, text.as_bytes()));
-                text.clear();
-                n = 0;
-            }
+            let state = idle_json(b)?;
+            chunks.push(|text| {
+                write_mem_key(text, *k);
+                text.push(b',');
+                serde_json::to_writer(text, &*state).expect("JSON of a str");
+            });
         }
-        if n > 0 {
-            text.push(']');
-            out.push(PyBytes::new(py, text.as_bytes()));
-        }
+        let mut out = chunks.finish();
         if out.is_empty() {
             out.push(PyBytes::new(py, b"[]"));
         }
@@ -1498,36 +1534,22 @@ impl PartitionFold {
         py: Python<'py>,
         chunk: usize,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-        let chunk = chunk.max(1);
         let delta = self.delta_object(py)?;
         self.pending = Pending::default();
         let hot = std::mem::take(&mut self.hot);
         let count = hot.len();
-        let mut chunks: Vec<Bound<'py, PyBytes>> = Vec::with_capacity(count.div_ceil(chunk));
-        let mut text: Vec<u8> = Vec::new();
-        let mut n = 0;
+        let mut chunks = JsonChunks::new(py, chunk);
         for (k, conv) in hot {
             // the full set's fields, gathered once for both forms
             let firsts = self.firsts(&conv);
             let kept = self.compact(&conv, firsts.as_ref());
             let state = self.encode(&conv, firsts);
-            text.push(if n == 0 { b'[' } else { b',' });
-            write!(text, "[{},{},", k.0, k.1).expect("write to a Vec");
-            serde_json::to_writer(&mut text, &state).expect("JSON of a str");
-            text.push(b']');
-            n += 1;
-            if n == chunk {
-                text.push(b']');
-                chunks.push(PyBytes::new(py, &text));
-                text.clear();
-                n = 0;
-            }
+            chunks.push(|text| {
+                let _ = write!(text, "{},{},", k.0, k.1);
+                serde_json::to_writer(text, &state).expect("JSON of a str");
+            });
             let kept = kept.unwrap_or_else(|| state.into_bytes().into_boxed_slice());
             self.idle.insert(k, kept);
-        }
-        if n > 0 {
-            text.push(b']');
-            chunks.push(PyBytes::new(py, &text));
         }
         if self.channels.names.len() > MAX_CHANNEL_NAMES {
             self.channels = Channels::default(); // pending and hot are empty: no index is left
@@ -1535,7 +1557,7 @@ impl PartitionFold {
         let changes = config()?
             .changes_class
             .bind(py)
-            .call1((PyTuple::new(py, chunks)?, count))?;
+            .call1((PyTuple::new(py, chunks.finish())?, count))?;
         Ok((delta, changes))
     }
 
@@ -1745,9 +1767,9 @@ mod tests {
     #[test]
     fn mem_keys_pack_small_ids_into_one_integer() {
         let key = |a, c| {
-            let mut s = String::new();
+            let mut s = Vec::new();
             write_mem_key(&mut s, (a, c));
-            s
+            String::from_utf8(s).expect("ASCII")
         };
         assert_eq!(key(7, 42), ((7i64 << 32) | 42).to_string());
         assert_eq!(key(1 << 31, 5), "[2147483648,5]");
