@@ -1,15 +1,21 @@
 """Where a consumer's CPU goes, without Kafka: decode -> fold -> snapshot -> store commit.
 
     .venv/bin/python bench/pipeline.py [--events 300000] [--flush 20000] [--statements] [--metric-set full]
+                                       [--store sqlite|postgres]
 
 Generates webhooks (the consumer benchmark's mix: 10,000 accounts, events/4 conversations,
 redeliveries, late events, unknown channel types), encodes them through the gateway's
 intake, then runs the consumer's own steps on one thread, serially, on a fresh SQLite
 store: `Codec.decode_many` in batches of 10,000, the fold's `apply_batch` (the compiled
 fold where built; CONVMETRICS_FOLD=python for the reference one),
-`take_changes`/snapshots every ``--flush`` events, `SqliteStore.commit`. It prints the
+`take_changes`/snapshots every ``--flush`` events, the store's `commit`. It prints the
 CPU time (thread time, so other work on the machine counts less) of each step per event,
 and with ``--statements`` the SQL statements of the commit that cost the most.
+
+``--store postgres`` commits to a fresh database on PostgreSQL instead
+(``$CONVMETRICS_POSTGRES_URL``, else a local server as in the tests). The server works in
+its own processes, so the commit and its statements are wall-clock time there, not the
+thread's CPU time.
 
 In the real consumer the store commit runs on a second thread while the polling thread
 decodes and folds, and consuming from Kafka adds ~3 µs per record: compare the steps here
@@ -20,11 +26,14 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import gc
 import sys
 import tempfile
 import time
 import zlib
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +43,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from consumer.fold.model import reader_schema  # noqa: E402
 from consumer.fold.native import choose  # noqa: E402
 from consumer.fold.registry import CLOSURES, DEFAULT_METRIC_SET, METRIC_SETS, Registry  # noqa: E402
-from consumer.store import PartitionCommit  # noqa: E402
+from consumer.store import PartitionCommit, Store  # noqa: E402
 from consumer.store.sqlite import SqliteStore  # noqa: E402
 from consumer.stream.runner import GC_THRESHOLD  # noqa: E402
 from consumer.stream.settings import ConsumerSettings  # noqa: E402
@@ -45,27 +54,84 @@ from schemas import CONVERSATION_EVENT, Codec, subject  # noqa: E402
 PARTITIONS = 6
 
 
-class TimedConnection:
-    """Stands in for the store's sqlite3 connection and adds up the time of each statement."""
+class StatementTimes:
+    """The time spent in each SQL statement, by a short name for it."""
 
-    def __init__(self, db: Any) -> None:
-        self.db = db
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
         self.seconds: collections.defaultdict[str, float] = collections.defaultdict(float)
         self.calls: collections.Counter[str] = collections.Counter()
 
-    def execute(self, sql: str, *args: Any) -> Any:
-        started = time.thread_time()
+    def timed(self, execute: Callable[..., Any], sql: Any, *args: Any, **kwargs: Any) -> Any:
+        started = self.clock()
         try:
-            return self.db.execute(sql, *args)
+            return execute(sql, *args, **kwargs)
         finally:
-            text = " ".join(sql.split())
+            text = " ".join(str(sql).split())
             select = text.find(" SELECT ")  # which grouping and window an upsert fills
             name = text[:60] + (f" ... {text[select + 1 : select + 40]}" if select > 0 else text[60:100])
-            self.seconds[name] += time.thread_time() - started
+            self.seconds[name] += self.clock() - started
             self.calls[name] += 1
+
+    def print(self) -> None:
+        print("costliest SQL statements of the commits (s, calls):")
+        for sql, seconds in sorted(self.seconds.items(), key=lambda kv: -kv[1])[:20]:
+            print(f"  {seconds:6.2f} s {self.calls[sql]:5d}  {sql}")
+
+
+class TimedConnection:
+    """Stands in for the SQLite store's connection and times each statement (CPU time)."""
+
+    def __init__(self, db: Any, times: StatementTimes) -> None:
+        self.db, self.times = db, times
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        return self.times.timed(self.db.execute, sql, *args)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.db, name)
+
+
+@contextlib.contextmanager
+def timed_psycopg(times: StatementTimes) -> Iterator[None]:
+    """Times every statement psycopg runs meanwhile (wall clock: the server does the work).
+    `Connection.execute` runs its statement through `Cursor.execute`, so this is timed once."""
+    import psycopg
+
+    original = psycopg.Cursor.execute
+
+    def timed(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        return times.timed(partial(original, self), query, *args, **kwargs)
+
+    psycopg.Cursor.execute = timed  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        psycopg.Cursor.execute = original  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def fresh_store(kind: str, tmp: str, registry: Registry, times: StatementTimes | None) -> Iterator[Store]:
+    """A fresh store of `kind`, its statements timed into `times` where given."""
+    if kind == "sqlite":
+        store = SqliteStore(str(Path(tmp) / "metrics.db"), registry=registry)
+        if times is not None:
+            store.db = TimedConnection(store.db, times)  # type: ignore[assignment]
+        try:
+            yield store
+        finally:
+            store.close()
+        return
+    sys.path.insert(0, str(ROOT / "tests"))  # the tests' PostgreSQL helper: same server, same way
+    from consumer.store.postgres import PostgresStore
+    from support.postgres import postgres_server
+
+    with postgres_server() as server, contextlib.ExitStack() as stack:
+        pg = PostgresStore(server.new_database("bench_pipeline"), registry=registry)
+        stack.callback(pg.close)
+        if times is not None:
+            stack.enter_context(timed_psycopg(times))
+        yield pg
 
 
 def make_values(events: int) -> list[tuple[int, bytes]]:
@@ -101,16 +167,25 @@ class Msg:
         return self._offset
 
 
-def run(values: list[tuple[int, bytes]], flush: int, statements: bool, registry: Registry = CLOSURES) -> None:
+def run(
+    values: list[tuple[int, bytes]],
+    flush: int,
+    statements: bool,
+    registry: Registry = CLOSURES,
+    store_kind: str = "sqlite",
+) -> None:
     # the consumer's cyclic-GC threshold (MetricsConsumer.run): with the default one, the
     # million encoded values this bench holds are traced again and again, charged to decode
     gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
     codec = Codec(subject(CONVERSATION_EVENT), reader_schema=reader_schema(registry))
-    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
-        store = SqliteStore(str(Path(tmp) / "metrics.db"), registry=registry)
-        timed = TimedConnection(store.db) if statements else None
-        if timed is not None:
-            store.db = timed  # type: ignore[assignment]
+    # SQLite works in this thread (its CPU time); PostgreSQL in the server's processes
+    clock = time.thread_time if store_kind == "sqlite" else time.perf_counter
+    times = StatementTimes(clock) if statements else None
+    commit_step = f"store commit ({store_kind})"
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp,
+        fresh_store(store_kind, tmp, registry, times) as store,
+    ):
         epochs = {p: store.claim("events", p, "bench") for p in range(PARTITIONS)}
         kind = choose()
         print(f"fold: {kind.name} (CONVMETRICS_FOLD=python|native picks one)")
@@ -134,9 +209,10 @@ def run(values: list[tuple[int, bytes]], flush: int, statements: bool, registry:
                 )
             offsets.clear()
             mid = time.thread_time()
+            commit_started = clock()
             store.commit("events", commits)
             spent["take_changes + snapshots"] += mid - started
-            spent["store commit (SQLite)"] += time.thread_time() - mid
+            spent[commit_step] += clock() - commit_started
 
         pending = 0
         for i in range(0, len(values), 10_000):
@@ -158,11 +234,8 @@ def run(values: list[tuple[int, bytes]], flush: int, statements: bool, registry:
         for step, seconds in spent.items():
             print(f"  {step:28} {seconds / n * 1e6:6.2f} µs  ({seconds / total:4.0%})")
         print(f"  {'all':28} {total / n * 1e6:6.2f} µs")
-        if timed is not None:
-            print("costliest SQL statements of the commits (CPU s, calls):")
-            for sql, seconds in sorted(timed.seconds.items(), key=lambda kv: -kv[1])[:12]:
-                print(f"  {seconds:6.2f} s {timed.calls[sql]:5d}  {sql}")
-        store.close()
+        if times is not None:
+            times.print()
 
 
 def main() -> None:
@@ -181,12 +254,18 @@ def main() -> None:
         default=DEFAULT_METRIC_SET,
         help=f"the metrics and groupings folded and stored (default {DEFAULT_METRIC_SET})",
     )
+    ap.add_argument(
+        "--store",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="the store committed to (postgres: $CONVMETRICS_POSTGRES_URL, else a local server)",
+    )
     args = ap.parse_args()
-    print(f"metric set: {args.metric_set}")
+    print(f"metric set: {args.metric_set}, store: {args.store}")
     started = time.perf_counter()
     values = make_values(args.events)
     print(f"generated and encoded {len(values):,} events in {time.perf_counter() - started:.0f} s")
-    run(values, args.flush, args.statements, METRIC_SETS[args.metric_set])
+    run(values, args.flush, args.statements, METRIC_SETS[args.metric_set], args.store)
 
 
 if __name__ == "__main__":

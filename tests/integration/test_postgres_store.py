@@ -269,6 +269,40 @@ def test_a_database_made_before_closures_kept_their_event_id(store: Any, postgre
         again.close()
 
 
+def test_a_database_whose_closures_were_keyed_by_event_hash_is_rekeyed(store: Any, postgres_url: str) -> None:
+    """Opened by this release, a database whose closures table is keyed by event hash (with
+    an index by account) is keyed by (account, closed_at, event_hash) instead, its closures
+    kept: a correction of one of them (a late created event) updates it, not a second row."""
+    f = PartitionFold(0)
+    f.apply(ev(CLOSED, 1, 100))
+    f.apply(ev(CLOSED, 2, 200, conv=2))
+    delta, changed = f.take_changes()
+    store.commit("events", [PartitionCommit(0, delta, 2, f.watermark, changed)])
+    with psycopg.connect(postgres_url) as conn:  # as releases before 2026-12-05 made it
+        conn.execute("ALTER TABLE closures DROP CONSTRAINT closures_pkey, ADD PRIMARY KEY (event_hash)")
+        conn.execute("CREATE INDEX closures_by_account ON closures (account, closed_at)")
+        conn.execute("DELETE FROM meta WHERE name LIKE 'schema %'")
+    again = PostgresStore(postgres_url)
+    try:
+        with psycopg.connect(postgres_url) as conn:
+            key = conn.execute(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE conrelid = 'closures'::regclass AND contype = 'p'"
+            ).fetchone()
+            assert key == ("PRIMARY KEY (account, closed_at, event_hash)",)
+            assert conn.execute("SELECT to_regclass('closures_by_account')").fetchone() == (None,)
+        f.apply(ev(CREATED, 3, 40))  # the first closure's time to close is now 60
+        delta, changed = f.take_changes()
+        again.commit("events", [PartitionCommit(0, delta, 3, f.watermark, changed)])
+        with psycopg.connect(postgres_url) as conn:
+            rows = conn.execute("SELECT closed_at, ttc FROM closures ORDER BY closed_at").fetchall()
+        assert rows == [(100, 60), (200, None)]
+        (row,) = again.query("channel_type", "all")
+        assert (row.closures, row.ttc_count, row.ttc_min, row.ttc_max) == (2, 1, 60, 60)
+    finally:
+        again.close()
+
+
 def test_opening_an_up_to_date_store_never_waits_for_commits_in_flight(postgres_url: str) -> None:
     """A commit holds the schema lock shared; making the tables takes it exclusively. A
     consumer, `serve` or writer thread opening a store whose tables are up to date (the stamp

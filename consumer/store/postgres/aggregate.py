@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
+from operator import itemgetter
 from typing import Any
 
 import psycopg
@@ -103,7 +104,8 @@ class Batch:
             for (a, c), blob in p.conversations.states().items():
                 convs[(a, c)] = (p.partition, a, c, blob)
             expired.update((a, c) for a, c in p.expired)
-        self.closures = [closures[h] for h in sorted(closures)]
+        # in the key's order (account, closed_at, event_hash): each insert lands beside the last
+        self.closures = sorted(closures.values(), key=itemgetter(2, 5, 0))
         self.first_assignments = [firsts[k] for k in sorted(firsts)]
         self.conversations = [convs[k] for k in sorted(convs)]
         self.expired = sorted(expired)

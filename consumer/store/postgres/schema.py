@@ -15,10 +15,17 @@ import logging
 from typing import Any
 
 import psycopg
+from psycopg.sql import Identifier
 
 from consumer.fold.registry import APP, Registry
 from consumer.store import sqlgen
-from consumer.store.postgres.sql import APP_INDEX, MIGRATE_PARTITION, SCHEMA, SCHEMA_LOCK
+from consumer.store.postgres.sql import (
+    APP_INDEX,
+    MIGRATE_CLOSURES_KEY,
+    MIGRATE_PARTITION,
+    SCHEMA,
+    SCHEMA_LOCK,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +33,8 @@ log = logging.getLogger(__name__)
 def ensure_schema(conn: psycopg.Connection[Any], registry: Registry, where: str) -> None:
     """Make the tables `registry` needs in `conn`'s transaction, unless stamped as made."""
     ddl = _ddl(registry)
-    stamp = "schema " + hashlib.sha256("\n".join([*ddl, MIGRATE_PARTITION]).encode()).hexdigest()[:16]
+    migrations = [MIGRATE_PARTITION, MIGRATE_CLOSURES_KEY]
+    stamp = "schema " + hashlib.sha256("\n".join([*ddl, *migrations]).encode()).hexdigest()[:16]
     if _stamped(conn, stamp):
         return
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
@@ -44,6 +52,14 @@ def ensure_schema(conn: psycopg.Connection[Any], registry: Registry, where: str)
     if "partition" not in have:
         log.info("store %s: keying metric rows by partition (once)", where)
         conn.execute(MIGRATE_PARTITION)
+    key = conn.execute(
+        "SELECT c.conname, array_agg(a.attname::text ORDER BY a.attnum) FROM pg_constraint AS c "
+        "JOIN pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey) "
+        "WHERE c.conrelid = to_regclass('closures') AND c.contype = 'p' GROUP BY c.conname"
+    ).fetchone()
+    if key is not None and key[1] == ["event_hash"]:
+        log.info("store %s: keying closures by account and time (once)", where)
+        conn.execute(MIGRATE_CLOSURES_KEY.format(constraint=Identifier(key[0]).as_string(conn)))
     for sql in sqlgen.missing_columns(sqlgen.POSTGRES, have | {"partition"}, registry):
         conn.execute(sql)
     # one stamp per registry: DDL only ever adds, so a stamp stays true when another

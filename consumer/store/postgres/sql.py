@@ -10,16 +10,20 @@ CREATE TABLE IF NOT EXISTS metric_bins (
     by TEXT NOT NULL, win TEXT NOT NULL, start BIGINT NOT NULL, key TEXT COLLATE "C" NOT NULL,
     partition INTEGER NOT NULL, bin BIGINT NOT NULL, n BIGINT NOT NULL,
     PRIMARY KEY (by, win, start, key, partition, bin));
+-- keyed by account and time (as on SQLite): an account row's min/max recheck reads one
+-- range of the key, and each closure costs one B-tree insert less than with a key of its
+-- event hash plus an account index (an event's account and closedAt never change, so the
+-- key names one closure as the event hash did)
 CREATE TABLE IF NOT EXISTS closures (
-    event_hash BIGINT PRIMARY KEY, partition INTEGER NOT NULL, account BIGINT NOT NULL,
+    event_hash BIGINT NOT NULL, partition INTEGER NOT NULL, account BIGINT NOT NULL,
     conversation BIGINT NOT NULL, channel_type TEXT NOT NULL, closed_at BIGINT NOT NULL,
-    ttc BIGINT, inbox BIGINT, app BIGINT, event_id TEXT COLLATE "C");
+    ttc BIGINT, inbox BIGINT, app BIGINT, event_id TEXT COLLATE "C",
+    PRIMARY KEY (account, closed_at, event_hash));
 -- a database made before closures kept their inbox and app (NULL for the closures before)
 ALTER TABLE closures ADD COLUMN IF NOT EXISTS inbox BIGINT, ADD COLUMN IF NOT EXISTS app BIGINT;
 -- ... or their event id (NULL before; "C": ordered by bytes, as the folds compare ids)
 ALTER TABLE closures ADD COLUMN IF NOT EXISTS event_id TEXT COLLATE "C";
 CREATE INDEX IF NOT EXISTS closures_by_channel ON closures (channel_type, closed_at);
-CREATE INDEX IF NOT EXISTS closures_by_account ON closures (account, closed_at);
 -- a conversation's closures: /v1/closures/conversations' first_close reads its earliest
 CREATE INDEX IF NOT EXISTS closures_by_conversation ON closures (account, conversation, closed_at);
 -- the assignment each conversation's time to first assignment counts (one row per
@@ -54,6 +58,12 @@ ALTER TABLE metric_bins DROP CONSTRAINT metric_bins_pkey,
 UPDATE metric_rows SET seq = 0;
 DROP INDEX IF EXISTS metric_rows_by_seq;
 """
+#: a database made before closures were keyed by account and time (keyed by event hash,
+#: with an index by account): the same rows under the new key, the index it replaces dropped
+MIGRATE_CLOSURES_KEY = """
+ALTER TABLE closures DROP CONSTRAINT {constraint}, ADD PRIMARY KEY (account, closed_at, event_hash);
+DROP INDEX IF EXISTS closures_by_account;
+"""
 #: where the registry groups by app: its rows' min/max rechecks read it (each closure pays an
 #: index insert for it)
 APP_INDEX = "CREATE INDEX IF NOT EXISTS closures_by_app ON closures (app, closed_at)"
@@ -64,7 +74,7 @@ UPSERT_CLOSURES = """
 INSERT INTO closures
 SELECT * FROM unnest(%s::bigint[], %s::int[], %s::bigint[], %s::bigint[], %s::text[], %s::bigint[],
                      %s::bigint[], %s::bigint[], %s::bigint[], %s::text[])
-ON CONFLICT (event_hash) DO UPDATE SET ttc = excluded.ttc,
+ON CONFLICT (account, closed_at, event_hash) DO UPDATE SET ttc = excluded.ttc,
     event_id = coalesce(excluded.event_id, closures.event_id)
 """
 UPSERT_FIRST_ASSIGNMENTS = """
