@@ -303,6 +303,33 @@ def test_a_database_whose_closures_were_keyed_by_event_hash_is_rekeyed(store: An
         again.close()
 
 
+def test_conversations_written_before_the_log_are_read_under_it(store: Any, postgres_url: str) -> None:
+    """A database written before conversations had a log keeps them a row each: they load
+    with the log's changes over them, and the partition's first snapshot replaces them."""
+    from consumer.stream.partitions import new_fold
+    from consumer.stream.settings import ConsumerSettings
+
+    with psycopg.connect(postgres_url) as conn:  # what an earlier release wrote
+        conn.execute("INSERT INTO conversations VALUES (4, 7, 1, '[100,[100],[],[11]]')")
+        conn.execute("INSERT INTO conversations VALUES (4, 7, 2, '[200,[200],[],[12]]')")
+        conn.execute("INSERT INTO conversations VALUES (5, 7, 3, '[300,[300],[],[13]]')")
+    f = new_fold(store, "events", 4, ConsumerSettings("unused:9092"))[0]
+    assert set(f.conversations()) == {(7, 1), (7, 2)}
+    f.apply(ev(CLOSED, 14, 300, conv=2))
+    delta, changed = f.take_changes()
+    store.commit("events", [PartitionCommit(4, delta, 5, f.watermark, changed)])
+    assert store.load_partition("events", 4).conversations == f.conversations()
+    delta, changed = f.take_changes()
+    store.commit("events", [PartitionCommit(4, delta, 6, f.watermark, changed, snapshot=f.snapshot())])
+    assert store.load_partition("events", 4).conversations == f.conversations()
+    with psycopg.connect(postgres_url) as conn:
+        left = conn.execute("SELECT partition, conversation FROM conversations ORDER BY 1, 2").fetchall()
+        logged = conn.execute("SELECT count(*) FROM conversation_log WHERE partition = 4").fetchone()
+    assert left == [(5, 3)]  # the snapshot holds partition 4's; another partition's stay
+    assert logged == (0,)
+    assert set(store.load_partition("events", 5).conversations) == {(7, 3)}
+
+
 def test_opening_an_up_to_date_store_never_waits_for_commits_in_flight(postgres_url: str) -> None:
     """A commit holds the schema lock shared; making the tables takes it exclusively. A
     consumer, `serve` or writer thread opening a store whose tables are up to date (the stamp

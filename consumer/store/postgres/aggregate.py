@@ -85,7 +85,7 @@ def aggregate(
 
 
 class Batch:
-    """One commit's closures, conversations and offsets as sorted, merged columns (unnest
+    """One commit's closures, first assignments and offsets as sorted, merged columns (unnest
     wants one value per key); the metric rows are aggregated on the server
     (`consumer.store.postgres.aggregate`)."""
 
@@ -93,22 +93,15 @@ class Batch:
         closures: dict[int, tuple[Any, ...]] = {}
         self.recheck: set[tuple[str, int, str, str, str, int]] = set()
         firsts: dict[tuple[int, int], tuple[Any, ...]] = {}
-        convs: dict[tuple[int, int], tuple[Any, ...]] = {}
-        expired: set[tuple[int, int]] = set()
         for p in partitions:
             for closure in p.delta.closures.values():
                 closures[closure[0]] = closure
             for metric in sqlgen.RECHECKED:
                 self.recheck.update((metric, p.partition, *k) for k in p.delta.recheck(registry, metric))
             firsts.update(p.delta.first_assignments)
-            for (a, c), blob in p.conversations.states().items():
-                convs[(a, c)] = (p.partition, a, c, blob)
-            expired.update((a, c) for a, c in p.expired)
         # in the key's order (account, closed_at, event_hash): each insert lands beside the last
         self.closures = sorted(closures.values(), key=itemgetter(2, 5, 0))
         self.first_assignments = [firsts[k] for k in sorted(firsts)]
-        self.conversations = [convs[k] for k in sorted(convs)]
-        self.expired = sorted(expired)
         self.offsets = sorted((p.partition, p.next_offset, p.watermark) for p in partitions)
 
     def rechecks(self, registry: Registry) -> list[tuple[str, tuple[Any, ...]]]:

@@ -13,11 +13,12 @@ from consumer.fold.delta import CLOSURE_WIDTH, FIRST_ASSIGNMENT_WIDTH, gauge_row
 from consumer.fold.registry import Registry
 from consumer.store import sqlgen
 from consumer.store.base import PartitionCommit
+from consumer.store.conversation_log import log_rows
 from consumer.store.postgres.aggregate import Batch, aggregate, columns
 from consumer.store.postgres.sql import (
+    APPEND_CONVERSATION_LOG,
     SCHEMA_LOCK,
     UPSERT_CLOSURES,
-    UPSERT_CONVERSATIONS,
     UPSERT_FIRST_ASSIGNMENTS,
 )
 
@@ -61,20 +62,31 @@ def write(
     with conn.cursor() as cur:
         for sql, params in batch.rechecks(registry):
             cur.execute(sql, params)
-    if batch.conversations:
-        conn.execute(UPSERT_CONVERSATIONS, columns(batch.conversations, 4))
-    if batch.expired:
-        conn.execute(
-            "DELETE FROM conversations WHERE (account, conversation) IN "
-            "(SELECT * FROM unnest(%s::bigint[], %s::bigint[]))",
-            columns(batch.expired, 2),
-        )
+    for p in sorted(partitions, key=lambda p: p.partition):
+        _conversations(conn, p)
     conn.execute(
         "INSERT INTO offsets SELECT * FROM unnest(%s::int[], %s::bigint[], %s::bigint[]) "
         "ON CONFLICT (partition) DO UPDATE SET next_offset = excluded.next_offset, "
         "watermark = excluded.watermark",
         columns(batch.offsets, 3),
     )
+
+
+def _conversations(conn: psycopg.Connection[Any], p: PartitionCommit) -> None:
+    """The partition's changed conversations into its log, or its snapshot in place of
+    its log (consumer.store.conversation_log)."""
+    if p.snapshot is not None:  # it holds every change so far: the log starts afresh
+        conn.execute("DELETE FROM conversation_snapshot_chunks WHERE partition = %s", (p.partition,))
+        conn.execute(
+            "INSERT INTO conversation_snapshot_chunks SELECT %s, i - 1, state "
+            "FROM unnest(%s::bytea[]) WITH ORDINALITY AS s(state, i)",
+            (p.partition, p.snapshot),
+        )
+        conn.execute("DELETE FROM conversation_log WHERE partition = %s", (p.partition,))
+        conn.execute("DELETE FROM conversations WHERE partition = %s", (p.partition,))
+    elif p.conversations or p.expired:
+        rows = log_rows(p.conversations.chunks, p.expired)
+        conn.execute(APPEND_CONVERSATION_LOG, (p.partition, *columns(rows, 2)))
 
 
 def _gauges(conn: psycopg.Connection[Any], partitions: list[PartitionCommit], registry: Registry) -> None:

@@ -40,6 +40,19 @@ CREATE TABLE IF NOT EXISTS conversations (
     partition INTEGER NOT NULL, account BIGINT NOT NULL, conversation BIGINT NOT NULL,
     state TEXT NOT NULL, PRIMARY KEY (account, conversation));
 CREATE INDEX IF NOT EXISTS conversations_by_partition ON conversations (partition);
+-- conversations live as a log of each commit's changes plus a snapshot per partition
+-- (consumer.store.conversation_log): appended rows instead of an upsert, and a dead row
+-- version, per changed conversation; the table above holds what databases written before
+-- the log still have (read under it). The id orders a partition's log: one owner appends
+-- to it at a time, and a sequence never makes a transaction wait.
+CREATE TABLE IF NOT EXISTS conversation_snapshot_chunks (
+    partition INTEGER NOT NULL, chunk INTEGER NOT NULL, state BYTEA NOT NULL, PRIMARY KEY (partition, chunk));
+CREATE TABLE IF NOT EXISTS conversation_log (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, partition INTEGER NOT NULL,
+    changed BYTEA NOT NULL, expired BYTEA NOT NULL);
+ALTER TABLE conversation_snapshot_chunks ALTER COLUMN state SET STORAGE EXTERNAL;
+ALTER TABLE conversation_log ALTER COLUMN changed SET STORAGE EXTERNAL;
+CREATE INDEX IF NOT EXISTS conversation_log_by_partition ON conversation_log (partition, id);
 CREATE TABLE IF NOT EXISTS owners (
     partition INTEGER PRIMARY KEY, epoch BIGINT NOT NULL, owner TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS offsets (
@@ -85,10 +98,11 @@ ON CONFLICT (account, conversation) DO UPDATE SET partition = excluded.partition
     channel_type = excluded.channel_type, inbox = excluded.inbox, app = excluded.app,
     assigned_at = excluded.assigned_at, ttfa = excluded.ttfa
 """
-UPSERT_CONVERSATIONS = """
-INSERT INTO conversations
-SELECT * FROM unnest(%s::int[], %s::bigint[], %s::bigint[], %s::text[])
-ON CONFLICT (account, conversation) DO UPDATE SET state = excluded.state, partition = excluded.partition
+#: a commit's log rows of one partition, in order (consumer.store.conversation_log)
+APPEND_CONVERSATION_LOG = """
+INSERT INTO conversation_log (partition, changed, expired)
+SELECT %s, changed, expired FROM unnest(%s::bytea[], %s::bytea[]) WITH ORDINALITY AS l(changed, expired, i)
+ORDER BY i
 """
 #: a row's min/max of a distribution recomputed from its source table after a retraction
 #: (`consumer.store.sqlgen.RECHECKED`: the closures, the first assignments)

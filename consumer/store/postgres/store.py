@@ -36,6 +36,7 @@ from consumer.store.base import (
     Retention,
 )
 from consumer.store.closure_list import ClosureListing, ListedClosure, list_closures
+from consumer.store.conversation_log import load_conversations
 from consumer.store.outbox import changed_rows, outbox_indexes
 from consumer.store.postgres.aggregate import Batch
 from consumer.store.postgres.commit import write
@@ -49,6 +50,9 @@ from consumer.store.rows import NEWEST_START, backlog_filter, bins_filter, build
 
 class PostgresStore:
     """The `Store` on PostgreSQL (psycopg 3, one connection). One per thread."""
+
+    #: conversations are kept as a log plus snapshots: send `PartitionCommit.snapshot` now and then
+    wants_snapshots = True
 
     def __init__(
         self,
@@ -100,12 +104,7 @@ class PostgresStore:
             off = conn.execute(
                 "SELECT next_offset, watermark FROM offsets WHERE partition=%s", (partition,)
             ).fetchone()
-            convs = {
-                (a, c): blob
-                for a, c, blob in conn.execute(
-                    "SELECT account, conversation, state FROM conversations WHERE partition=%s", (partition,)
-                )
-            }
+            convs = load_conversations(conn.execute, partition, "%s")
             return PartitionState(None if off is None else off[0], 0 if off is None else off[1], convs)
 
         return retrying(lambda: self.session.run(work), f"load partition {partition}")

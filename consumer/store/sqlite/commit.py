@@ -17,6 +17,7 @@ from consumer.fold.registry import Registry
 from consumer.fold.windows import WINDOWS
 from consumer.store import sqlgen
 from consumer.store.base import PartitionCommit
+from consumer.store.conversation_log import log_rows
 from consumer.store.sqlite.sql import (
     ALL_TIME_END,
     RECHECK,
@@ -175,15 +176,9 @@ def _commit_partition(db: sqlite3.Connection, p: PartitionCommit) -> None:
         db.execute("DELETE FROM conversation_log WHERE partition=?", (p.partition,))
         db.execute("DELETE FROM conversations WHERE partition=?", (p.partition,))
     elif p.conversations or p.expired:
-        # a row per chunk of the changes, in order; the expired go with the last (a
-        # conversation changed and then forgotten in one commit is forgotten on load)
-        chunks = p.conversations.chunks or (b"[]",)
         db.executemany(
             "INSERT INTO conversation_log (partition, changed, expired) VALUES (?,?,?)",
-            [
-                (p.partition, chunk, orjson.dumps(p.expired) if i == len(chunks) - 1 else b"[]")
-                for i, chunk in enumerate(chunks)
-            ],
+            [(p.partition, *row) for row in log_rows(p.conversations.chunks, p.expired)],
         )
     db.execute(
         "INSERT OR REPLACE INTO offsets VALUES (?,?,?)",

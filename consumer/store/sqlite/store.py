@@ -7,10 +7,7 @@ import sqlite3
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-import orjson
-
 from consumer.exceptions import StoreError
-from consumer.fold import decode_snapshot
 from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.windows import ALL, WINDOWS
 from consumer.store import sqlgen
@@ -23,6 +20,7 @@ from consumer.store.base import (
     Retention,
 )
 from consumer.store.closure_list import ClosureListing, ListedClosure, list_closures
+from consumer.store.conversation_log import load_conversations
 from consumer.store.outbox import changed_rows, outbox_indexes
 from consumer.store.rows import NEWEST_START, backlog_filter, metric_row, rank_rows, row_filter
 from consumer.store.sqlite.bins import install, register, unpack
@@ -117,27 +115,7 @@ class SqliteStore:
         off = db.execute(
             "SELECT next_offset, watermark FROM offsets WHERE partition=?", (partition,)
         ).fetchone()
-        chunks = db.execute(
-            "SELECT state FROM conversation_snapshot_chunks WHERE partition=? ORDER BY chunk", (partition,)
-        ).fetchall()
-        if chunks:
-            convs = {}
-            for (chunk,) in chunks:
-                convs.update(decode_snapshot(chunk))
-        else:
-            convs = {
-                (a, c): blob
-                for a, c, blob in db.execute(
-                    "SELECT account, conversation, state FROM conversations WHERE partition=?",
-                    (partition,),
-                )
-            }
-        for changed, expired in db.execute(
-            "SELECT changed, expired FROM conversation_log WHERE partition=? ORDER BY id", (partition,)
-        ):
-            convs.update(((a, c), blob) for a, c, blob in orjson.loads(changed))
-            for a, c in orjson.loads(expired):
-                convs.pop((a, c), None)
+        convs = load_conversations(db.execute, partition, "?")
         return PartitionState(None if off is None else off[0], 0 if off is None else off[1], convs)
 
     def commit(self, topic: str, partitions: list[PartitionCommit]) -> None:

@@ -584,7 +584,7 @@ def test_stored_rows_equal_the_folds_own_aggregate(store: Any) -> None:
 
 
 def test_conversations_reload_through_logs_snapshots_and_expiry(store: Any) -> None:
-    """SQLite keeps conversations as a log of changes plus snapshots; any store must reload
+    """Both stores keep conversations as a log of changes plus snapshots: they must reload
     exactly the fold's conversations, whatever mix of logged commits, snapshots and expiry."""
     f = PartitionFold(2)
     h = 0
