@@ -58,17 +58,20 @@ def _demo(args: argparse.Namespace) -> int:
     from convmetrics.demo import DemoError, DemoOptions, run_demo
 
     if args.events < 1 or (args.rate is not None and args.rate <= 0) or args.live_rate <= 0:
-        print("error: --events, --rate and --live-rate must be positive", file=sys.stderr)
+        print("convmetrics demo: error: --events, --rate and --live-rate must be positive", file=sys.stderr)
         return 2
     if args.once and args.keep_running:
-        print("error: --once exits after the table; --keep-running keeps running: give one", file=sys.stderr)
+        print(
+            "convmetrics demo: error: --once exits after the table; --keep-running keeps running: give one",
+            file=sys.stderr,
+        )
         return 2
     from schemas.kafka import KafkaSettingsError, from_args
 
     try:
         kafka = from_args(args)  # checked here; the gateway and the consumer get the same flags
     except KafkaSettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"convmetrics demo: error: {exc}", file=sys.stderr)
         return 2
     flags = [f for pair in args.kafka for f in ("--kafka", pair)]
     if args.kafka_config:
@@ -81,5 +84,5 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         return run_demo(opts)
     except DemoError as exc:
-        print(f"demo failed: {exc}", file=sys.stderr)
+        print(f"convmetrics demo: error: {exc}", file=sys.stderr)
         return 1

@@ -39,7 +39,7 @@ def register(subparsers: Any) -> None:
     add("--seed", type=int, default=defaults.seed, help="RNG seed (default %(default)s)")
     add("--events", type=int, default=defaults.events,
         help="approximate number of lines (default %(default)s)")  # fmt: skip
-    add("--accounts", type=int, default=defaults.accounts, help="default %(default)s")
+    add("--accounts", type=int, default=defaults.accounts, help="number of accounts (default %(default)s)")
     add("--conversations", type=int, default=defaults.conversations,
         help="at most this many conversations (default %(default)s)")  # fmt: skip
     add("--start", type=int, default=DEFAULT_START,
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
             missing_time_rate=args.missing_time_rate, same_second_rate=args.same_second_rate,
         )  # fmt: skip
     except GenerateConfigError as exc:
-        print(f"convmetrics generate: {exc}", file=sys.stderr)
+        print(f"convmetrics generate: error: {exc}", file=sys.stderr)
         return 2
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:

@@ -12,13 +12,14 @@ from schemas.kafka import add_arguments as kafka_arguments
 
 log = logging.getLogger(__name__)
 
-#: Flags shared by both commands: (flag, settings field, type, help).
+#: Flags shared by both commands: (flag, settings field, type, help). Each field is also read
+#: from CONVMETRICS_<FIELD> (`producer.settings`), which `_help` names where the text does not.
 _COMMON: tuple[tuple[str, str, Any, str], ...] = (
     (
         "--bootstrap-servers",
         "bootstrap_servers",
         str,
-        "Kafka bootstrap servers (CONVMETRICS_BOOTSTRAP_SERVERS)",
+        "Kafka bootstrap servers (CONVMETRICS_BOOTSTRAP_SERVERS; default 127.0.0.1:9092)",
     ),
     ("--topic", "topic", str, "events topic (CONVMETRICS_TOPIC; default conversation-events)"),
     ("--delivery-timeout", "delivery_timeout", float, "seconds to wait for acks=all (default 10)"),
@@ -44,7 +45,13 @@ _COMMON: tuple[tuple[str, str, Any, str], ...] = (
 _GATEWAY: tuple[tuple[str, str, Any, str], ...] = (
     ("--host", "host", str, "listen address (CONVMETRICS_HOST; default 0.0.0.0)"),
     ("--port", "port", int, "listen port (CONVMETRICS_PORT; default 8080)"),
-    ("--webhook-secrets", "webhook_secrets", str, "comma-separated whsec_ secrets (prefer the env variable)"),
+    (
+        "--webhook-secrets",
+        "webhook_secrets",
+        str,
+        "comma-separated whsec_ secrets (prefer the variable CONVMETRICS_WEBHOOK_SECRETS: "
+        "a flag shows in ps)",
+    ),
     ("--max-body-bytes", "max_body_bytes", int, "body limit of POST /webhooks (default 1 MiB)"),
     ("--max-batch-bytes", "max_batch_bytes", int, "body limit of POST /webhooks/batch (default 16 MiB)"),
     ("--retry-after", "retry_after", int, "Retry-After seconds on 503 (default 5)"),
@@ -59,7 +66,7 @@ def register(subparsers: Any) -> None:
         description="Serve POST /webhooks and /webhooks/batch; answer 202 only once Kafka acknowledged.",
     )
     for flag, dest, typ, text in (*_COMMON, *_GATEWAY):
-        gw.add_argument(flag, dest=dest, type=typ, default=None, help=text)
+        gw.add_argument(flag, dest=dest, type=typ, default=None, help=_help(dest, text))
     gw.add_argument("--no-create-topic", dest="create_topic", action="store_false", default=None,
                     help="do not create the topic at start")  # fmt: skip
     gw.add_argument("--access-log", action="store_true", help="log every request")
@@ -74,10 +81,20 @@ def register(subparsers: Any) -> None:
     )
     prod.add_argument("file", help="JSON array or NDJSON file of webhooks, or -")
     for flag, dest, typ, text in _COMMON:
-        prod.add_argument(flag, dest=dest, type=typ, default=None, help=text)
+        prod.add_argument(flag, dest=dest, type=typ, default=None, help=_help(dest, text))
     prod.add_argument("--no-progress", action="store_true", help="no progress bar")
     kafka_arguments(prod)
     prod.set_defaults(func=run_produce)
+
+
+def _help(dest: str, text: str) -> str:
+    """A flag's help naming the variable its settings field is also read from."""
+    env = f"CONVMETRICS_{dest.upper()}"
+    if env in text:
+        return text
+    if "(default " in text:
+        return text.replace("(default ", f"(env {env}; default ", 1)
+    return f"{text} (env {env})"
 
 
 def _settings(args: argparse.Namespace, fields: tuple[tuple[str, str, Any, str], ...]) -> Any:
@@ -106,7 +123,7 @@ def run_gateway(args: argparse.Namespace) -> int:
         settings = _settings(args, (*_COMMON, *_GATEWAY))
         app = create_app(settings)
     except GatewayError as exc:
-        print(f"convmetrics gateway: {exc}", file=sys.stderr)
+        print(f"convmetrics gateway: error: {exc}", file=sys.stderr)
         return 2
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
@@ -132,7 +149,7 @@ def run_produce(args: argparse.Namespace) -> int:
         settings = _settings(args, _COMMON)
         total = None if args.file == "-" else count_lines(Path(args.file))
     except (GatewayError, OSError) as exc:
-        console.print(f"[red]convmetrics produce: {exc}")
+        console.print(f"convmetrics produce: error: {exc}", style="red", markup=False)
         return 2
     progress = Progress(
         TextColumn("[bold]producing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
@@ -151,10 +168,12 @@ def run_produce(args: argparse.Namespace) -> int:
             summary = produce_file(Path(args.file) if args.file != "-" else "-", settings, on_item=on_item)
             progress.update(task, completed=summary.items, total=summary.items)
     except OSError as exc:
-        console.print(f"[red]convmetrics produce: cannot read {args.file}: {exc}")
+        console.print(
+            f"convmetrics produce: error: cannot read {args.file}: {exc}", style="red", markup=False
+        )
         return 2
     except SettingsError as exc:  # the Confluent wire format: no registry, or not pushed
-        console.print(f"[red]convmetrics produce: {exc}")
+        console.print(f"convmetrics produce: error: {exc}", style="red", markup=False)
         return 2
     out = Console()
     out.print(

@@ -1,4 +1,4 @@
-"""`convmetrics schemas ...`: list, check and pin the Avro contract."""
+"""`convmetrics schemas ...`: list, check, pin and push the Avro contract."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "schemas",
-        help="list, check and pin the versioned Avro schemas",
+        help="list, check, pin and push the versioned Avro schemas",
         description="The Avro contract lives in schemas/<subject>/v<N>.avsc; a published "
         "version never changes (its fingerprint is pinned in schemas/fingerprints.json).",
     )
@@ -26,7 +26,7 @@ def register(sub: Any) -> None:
             "--dir",
             type=Path,
             default=None,
-            help="schema folder to check (default: the schemas shipped with this install)",
+            help="schema folder to read (default: the schemas shipped with this install)",
         )
         a.set_defaults(func=func)
     from schemas.schema_registry import DEFAULT_TOPICS, add_arguments
@@ -59,7 +59,7 @@ def _folder(args: argparse.Namespace) -> Path:
 
     folder: Path = args.dir or SCHEMA_DIR
     if not folder.is_dir():
-        print(f"error: schema folder {folder} does not exist", file=sys.stderr)
+        print(f"convmetrics schemas: error: schema folder {folder} does not exist", file=sys.stderr)
         raise SystemExit(2)
     return folder
 
@@ -112,7 +112,11 @@ def _push(args: argparse.Namespace) -> int:
     try:
         settings = registry_settings(args.schema_registry_url)
         if settings is None:
-            print(f"error: no schema registry: pass --schema-registry-url or set {ENV_URL}", file=sys.stderr)
+            print(
+                "convmetrics schemas: error: no schema registry: "
+                f"pass --schema-registry-url or set {ENV_URL}",
+                file=sys.stderr,
+            )
             return 2
         client = RegistryClient(settings)
         pins = load_pins(SCHEMA_DIR)
@@ -121,7 +125,7 @@ def _push(args: argparse.Namespace) -> int:
             ids = ", ".join(f"v{v} id {i}" for v, i in pushed.ids)
             print(f"{pushed.registry_subject}: {s.name} {ids} ({pushed.registered} new; FULL_TRANSITIVE)")
     except RegistryError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"convmetrics schemas: error: {exc}", file=sys.stderr)
         return 1
     print(f"schemas push: OK ({settings.url} holds exactly the pinned versions)")
     return 0

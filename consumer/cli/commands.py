@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from consumer.fold.registry import (
     metric_set,
@@ -57,8 +57,13 @@ def _wire_format(args: argparse.Namespace) -> Any:
     try:
         return WireFormat.parse(args.wire_format, source=f"--wire-format (or {ENV_WIRE_FORMAT})")
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _refuse(args, str(exc))
+
+
+def _refuse(args: argparse.Namespace, cause: str) -> NoReturn:
+    """Exit 2 (bad flags or settings) with the one line every command's failure is."""
+    print(f"convmetrics {args.command}: error: {cause}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def _registry(args: argparse.Namespace) -> Any:
@@ -79,12 +84,11 @@ def _days(d: float | None) -> int | None:
 
 def _need_bootstrap(args: argparse.Namespace) -> str:
     if not args.bootstrap_servers:
-        print(
-            f"error: no Kafka: pass --bootstrap-servers or set {ENV_BOOTSTRAP} "
+        _refuse(
+            args,
+            f"no Kafka: pass --bootstrap-servers or set {ENV_BOOTSTRAP} "
             "(`convmetrics broker` starts a local one)",
-            file=sys.stderr,
         )
-        raise SystemExit(2)
     return str(args.bootstrap_servers)
 
 
@@ -93,8 +97,7 @@ def _kafka_settings(args: argparse.Namespace) -> KafkaSettings:
     try:
         return kafka_from_args(args)
     except KafkaSettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _refuse(args, str(exc))
 
 
 def consumer_settings(args: argparse.Namespace) -> ConsumerSettings:
@@ -267,8 +270,7 @@ def _token_new(args: argparse.Namespace) -> int:
     try:
         token, line = new_token(args.accounts)
     except ValueError as exc:
-        print(f"error: --accounts: {exc}", file=sys.stderr)
-        return 2
+        _refuse(args, f"--accounts: {exc}")
     print(f"token (give it to the client; it is stored nowhere): {token}")
     print(f"line for the tokens file: {line}")
     return 0

@@ -26,6 +26,7 @@ from consumer.fold.registry import ACCOUNT
 from consumer.fold.windows import ALL
 from consumer.serve.conversations import conversations_json, parse_conversations_query
 from consumer.serve.metrics_query import (
+    NO_GAUGES,
     MetricsQuery,
     backlog_json,
     metric_set_json,
@@ -206,8 +207,7 @@ def create_app(
             return found
         s, q = found
         if not s.registry.gauges:
-            msg = "this store's metric set folds no gauges: run the consumer with --metric-set full"
-            return _json({"error": msg}, 404)
+            return _json({"error": NO_GAUGES}, 404)
         as_of, rows = s.backlog(q.group.name, key=q.key, parts=q.parts)
         return _json(backlog_json(q, as_of, rows, s.registry))
 

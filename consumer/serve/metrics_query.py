@@ -58,9 +58,14 @@ def parse_metrics_query(params: Mapping[str, str], registry: Registry = REGISTRY
     if unknown := sorted(set(params) - known):
         raise QueryError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     names = [g.name for g in registry.groupings]
+    asked = params.get("group", "")
     try:
-        group = registry.grouping(params.get("group", ""))
+        group = registry.grouping(asked)
     except KeyError:
+        if asked in {g.name for g in REGISTRY.groupings}:  # another metric set's
+            raise QueryError(
+                f"group={asked}: this store counts by {', '.join(names)} (--metric-set)"
+            ) from None
         raise QueryError(f"group must be one of {' | '.join(names)}, got {params.get('group')!r}") from None
     window = params.get("window", "")
     kept = [w for w in WINDOWS if group.keeps(w)]
@@ -88,6 +93,10 @@ def parse_metrics_query(params: Mapping[str, str], registry: Registry = REGISTRY
     cursor = params.get("cursor")
     after = decode_cursor(cursor) if cursor else None
     return MetricsQuery(group, window, filters, start_from, start_to, limit, after)
+
+
+#: why a store without gauges has no backlog (`GET /v1/backlog` answers 404 with it)
+NO_GAUGES = "this store's metric set folds no gauges: run the consumer with --metric-set full"
 
 
 def parse_backlog_query(params: Mapping[str, str], registry: Registry = REGISTRY) -> MetricsQuery:

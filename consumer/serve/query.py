@@ -112,8 +112,9 @@ def parse_query(params: Mapping[str, str], registry: Registry = REGISTRY) -> Clo
         names = " or ".join(g.name for g in registry.groupings)
         raise QueryError(f"by must be {names}, got {params.get('by')!r}")
     window = params.get("window", "")
-    if window not in WINDOWS:
-        raise QueryError(f"window must be one of {', '.join(WINDOWS)}, got {window!r}")
+    kept = [w for w in WINDOWS if registry.grouping(by).keeps(w)]  # as /v1/metrics checks it
+    if window not in kept:
+        raise QueryError(f"window must be one of {', '.join(kept)} for by={by}, got {window!r}")
     start_from, start_to, limit = parse_span(params, window)
     int_keyed = _int_keyed(registry, by)
     key = params.get("key") or None

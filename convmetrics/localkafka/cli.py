@@ -19,7 +19,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class _Interrupted(Exception):
-    """Raised by the SIGINT/SIGTERM handler to unwind to the cleanup."""
+    """Raised by the stop signals' handler to unwind to the cleanup."""
 
 
 def register(subparsers: Any) -> None:
@@ -29,7 +29,7 @@ def register(subparsers: Any) -> None:
         help="run a local single-node Kafka broker (no Docker needed)",
         description=(
             f"Run a real Apache Kafka {KAFKA_VERSION} broker (KRaft, broker+controller in "
-            "one JVM) on 127.0.0.1 until Ctrl-C or SIGTERM. Needs Java 17+. The jars come "
+            "one JVM) on 127.0.0.1 until Ctrl-C, SIGTERM or SIGHUP. Needs Java 17+. The jars come "
             "from $KAFKA_HOME/libs, or are downloaded once with Maven into "
             f"{cache_dir()} ($CONVMETRICS_CACHE_DIR). Prints 'bootstrap servers: HOST:PORT' "
             "when ready."
@@ -76,7 +76,7 @@ def run_broker(args: argparse.Namespace) -> int:
         _notice("stopping the Kafka broker")
         return 0
     except LocalKafkaError as exc:
-        _notice(f"error: {exc}")
+        _notice(f"convmetrics broker: error: {exc}")
         return 1
     finally:
         for sig in STOP_SIGNALS:

@@ -2,7 +2,7 @@
 store or from a running API: the rows (`sources`), the table (`render`), the command
 (`command`)."""
 
-from consumer.serve.report.command import add_sla_buckets_argument, register
+from consumer.serve.report.command import add_metric_set_argument, add_sla_buckets_argument, register
 from consumer.serve.report.sources import (
     ApiSource,
     ReportError,
@@ -18,6 +18,7 @@ __all__ = [
     "ApiSource",
     "ReportError",
     "StoreSource",
+    "add_metric_set_argument",
     "add_sla_buckets_argument",
     "build_report",
     "human_duration",

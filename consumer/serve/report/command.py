@@ -9,8 +9,11 @@ from typing import Any
 
 from consumer.exceptions import ConsumerError, QueryError
 from consumer.fold.registry import (
+    DEFAULT_METRIC_SET,
     DEFAULT_SLA_BUCKETS,
+    ENV_METRIC_SET,
     ENV_SLA_BUCKETS,
+    METRIC_SETS,
     REGISTRY,
     parse_sla_buckets,
 )
@@ -18,6 +21,7 @@ from consumer.fold.windows import WINDOWS
 from consumer.serve.report.render import render
 from consumer.serve.report.sources import (
     ENV_API,
+    ENV_API_TOKEN,
     ENV_STORE,
     ApiSource,
     Source,
@@ -58,6 +62,16 @@ def add_sla_buckets_argument(p: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def add_metric_set_argument(p: argparse.ArgumentParser, what: str) -> None:
+    """`--metric-set NAME` (env CONVMETRICS_METRIC_SET), its help beginning with `what`."""
+    p.add_argument(
+        "--metric-set",
+        choices=sorted(METRIC_SETS),
+        default=os.environ.get(ENV_METRIC_SET, DEFAULT_METRIC_SET),
+        help=f"{what} (env {ENV_METRIC_SET}; default {DEFAULT_METRIC_SET})",
+    )
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "metrics",
@@ -66,7 +80,12 @@ def register(sub: Any) -> None:
         "(default) or a running API. --last counts back from the NEWEST WINDOW IN THE DATA, not "
         "from the clock, so replayed or historical data shows the same way.",
     )
-    p.add_argument("--by", choices=["channel-type", "account"], default="channel-type", help="grouping")
+    p.add_argument(
+        "--by",
+        choices=["channel-type", "account"],
+        default="channel-type",
+        help="grouping of the closure metrics (default channel-type); --group for the others",
+    )
     p.add_argument("--window", choices=list(WINDOWS), default="1h", help="window size (default 1h)")
     p.add_argument(
         "--last",
@@ -76,11 +95,14 @@ def register(sub: Any) -> None:
         "newest window in the data (not the current time)",
     )
     p.add_argument("--key", help="one channel type (e.g. EMAIL) or account id")
+    groups = [g.name for g in REGISTRY.groupings]
     p.add_argument(
         "--group",
-        choices=[g.name for g in REGISTRY.groupings],
-        help="every metric of the store's metric set by this grouping (GET /v1/metrics; "
-        "account,channel_type, inbox and app need --metric-set full); instead of --by",
+        choices=groups,
+        metavar="GROUP",
+        help="every metric of the store's metric set by this grouping, one of "
+        + ", ".join(groups)
+        + " (GET /v1/metrics; account,channel_type, inbox and app need --metric-set full); instead of --by",
     )
     p.add_argument(
         "--backlog",
@@ -103,14 +125,25 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--limit", type=_positive, default=1000, help="at most this many rows, oldest first (default 1000)"
     )
+    add_metric_set_argument(
+        p, "with --store: the metric set the store's consumers fold (as their --metric-set), read as it is"
+    )
     add_sla_buckets_argument(p, "with --store: time_to_close's SLA bucket bounds the store's consumers count")
     source = p.add_mutually_exclusive_group()
     source.add_argument(
         "--store",
-        help=f"store URL to read (env {ENV_STORE}; default sqlite:///convmetrics.db)",
+        help=f"store URL to read (env {ENV_STORE}; default sqlite:///convmetrics.db). Without --store "
+        f"and --api, {ENV_API} is read first, then {ENV_STORE}",
     )
     source.add_argument(
         "--api", help=f"base URL of a running API instead, e.g. http://127.0.0.1:8081 (env {ENV_API})"
+    )
+    p.add_argument(
+        "--token-env",
+        default=ENV_API_TOKEN,
+        metavar="NAME",
+        help="with --api: the environment variable holding the API token sent as "
+        f"'Authorization: Bearer <token>' (default {ENV_API_TOKEN}; unset: none sent)",
     )
     p.set_defaults(func=_metrics)
 
@@ -141,15 +174,17 @@ def _metrics(args: argparse.Namespace) -> int:
     api = args.api or (None if args.store else os.environ.get(ENV_API))
     try:
         source: Source = (
-            ApiSource(api)
+            ApiSource(api, os.environ.get(args.token_env) or None)
             if api
             else StoreSource(
-                args.store or os.environ.get(ENV_STORE, "sqlite:///convmetrics.db"), args.sla_buckets
+                args.store or os.environ.get(ENV_STORE, "sqlite:///convmetrics.db"),
+                args.sla_buckets,
+                args.metric_set,
             )
         )
         report = build_report(source, args)
     except ConsumerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"convmetrics metrics: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, QueryError) else 1
     if args.json:
         sys.stdout.write(orjson.dumps(report.as_json()).decode() + "\n")

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from consumer.exceptions import ConsumerError, QueryError
 from consumer.fold.registry import (
+    DEFAULT_METRIC_SET,
     DEFAULT_SLA_BUCKETS,
     metric_set,
 )
@@ -19,6 +20,7 @@ from consumer.serve.query import ClosureQuery, parse_query
 
 ENV_STORE = "CONVMETRICS_STORE"
 ENV_API = "CONVMETRICS_API"
+ENV_API_TOKEN = "CONVMETRICS_API_TOKEN"
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 NOW = "now"  # the window of a --backlog report: the live gauges
 BY_FLAG = {"channel-type": "channel_type", "channel_type": "channel_type", "account": "account"}
@@ -77,13 +79,16 @@ class Source(Protocol):
 
 
 class StoreSource:
-    def __init__(self, url: str, sla_buckets: str = DEFAULT_SLA_BUCKETS) -> None:
+    def __init__(
+        self, url: str, sla_buckets: str = DEFAULT_SLA_BUCKETS, metrics: str = DEFAULT_METRIC_SET
+    ) -> None:
         from consumer.store import open_store
 
         if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
             raise ReportError(f"no store at {url} (pass --store URL, or --api URL of a running API)")
-        # every metric, time to close's buckets as the store's consumers count them
-        self.store = open_store(url, registry=metric_set("full", sla_buckets))
+        # the store's own metric set (as `serve` reads it): a wider one would add its tables
+        # and columns to the store, a write (and on PostgreSQL the schema lock) for a report
+        self.store = open_store(url, registry=metric_set(metrics, sla_buckets))
 
     def newest(self, window: str) -> int | None:
         from consumer.serve.overview import newest_windows
@@ -110,17 +115,22 @@ class StoreSource:
     def backlog(self, params: dict[str, str]) -> dict[str, Any]:
         from consumer.serve.metrics_query import backlog_json, parse_backlog_query
 
+        if not self.store.registry.gauges:  # as the API answers (404)
+            raise ReportError(
+                "this store's metric set folds no gauges: run the consumer with --metric-set full"
+            )
         q = parse_backlog_query(params, self.store.registry)  # the API's own checks and messages
         as_of, rows = self.store.backlog(q.group.name, key=q.key, parts=q.parts)
         return backlog_json(q, as_of, rows, self.store.registry)
 
 
 class ApiSource:
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, token: str | None = None) -> None:
         import httpx
 
         self.base = base.rstrip("/")
-        self.client = httpx.Client(base_url=self.base, timeout=30)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.client = httpx.Client(base_url=self.base, timeout=30, headers=headers)
 
     def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
         import httpx

@@ -184,7 +184,7 @@ def test_group_reports_every_metric_from_store_or_api(
     api = ApiSource("http://testserver")
     app = create_app(lambda: SqliteStore(str(db)))  # the store's registry: every metric
     api.client = TestClient(app, base_url="http://testserver")
-    store = StoreSource(f"sqlite:///{db}")
+    store = StoreSource(f"sqlite:///{db}", metrics="full")
     a = args(group="account,channel_type", window="all", where={"account": "9"})
     report = build_report(store, a)
     assert report == build_report(api, a)
@@ -193,6 +193,11 @@ def test_group_reports_every_metric_from_store_or_api(
     ]
     monkeypatch.setenv("COLUMNS", "200")
     argv = ["metrics", "--store", f"sqlite:///{db}", "--group", "account,channel_type", "--window", "all"]
+    assert main([*argv, "--channel-type", "EMAIL"]) == 2  # the store's consumers' set is not the default
+    assert "group=account,channel_type: this store counts by channel_type, account (--metric-set)" in (
+        capsys.readouterr().err
+    )
+    argv += ["--metric-set", "full"]
     assert main([*argv, "--channel-type", "EMAIL"]) == 0
     out = capsys.readouterr().out
     assert "Metrics by account,channel_type, all time" in out and "Created" in out
@@ -210,7 +215,7 @@ def test_backlog_reports_the_live_gauges_from_store_or_api(
     """`--backlog`: `/v1/backlog`'s rows (store and API equal), as a table and as JSON."""
     api = ApiSource("http://testserver")
     api.client = TestClient(create_app(lambda: SqliteStore(str(backlog_db))), base_url="http://testserver")
-    store = StoreSource(f"sqlite:///{backlog_db}")
+    store = StoreSource(f"sqlite:///{backlog_db}", metrics="full")
     for a in (
         args(backlog=True),
         args(backlog=True, group="inbox", where={"account": "7"}),
@@ -226,7 +231,7 @@ def test_backlog_reports_the_live_gauges_from_store_or_api(
     assert build_report(store, args(backlog=True, group="account", limit=1)).truncated
 
     monkeypatch.setenv("COLUMNS", "160")
-    argv = ["metrics", "--store", f"sqlite:///{backlog_db}", "--backlog"]
+    argv = ["metrics", "--store", f"sqlite:///{backlog_db}", "--backlog", "--metric-set", "full"]
     assert main([*argv, "--group", "account,channel_type", "--account", "7"]) == 0
     out = capsys.readouterr().out
     title = f"Live backlog by account,channel_type, as of {utc_text(HOUR + 30)} (newest event time)"
@@ -246,3 +251,72 @@ def test_backlog_reports_the_live_gauges_from_store_or_api(
     ):
         assert main([*argv, *bad]) == 2, bad
         assert message in capsys.readouterr().err, bad
+
+
+def test_reading_a_store_leaves_its_tables_as_its_consumers_made_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`metrics --store` opens the store with its consumers' metric set (`--metric-set`, as
+    `serve` does): a report on a store of the default set adds none of the full set's
+    tables or columns to it, and asks for the backlog the way the API answers (no gauges)."""
+    import sqlite3
+
+    from consumer.fold.registry import CLOSURES
+
+    path = tmp_path / "closures.db"
+    store = SqliteStore(str(path), registry=CLOSURES)
+    store.check_topic("events")
+    fold = PartitionFold(0, registry=CLOSURES)
+    fold.apply(Event(CREATED, 1, 7, 1, "EMAIL", T0))
+    fold.apply(Event(CLOSED, 2, 7, 1, "EMAIL", T0 + 60))
+    delta, changed = fold.take_changes()
+    store.commit("events", [PartitionCommit(0, delta, 1, fold.watermark, changed)])
+    store.close()
+
+    def layout() -> list[tuple[str, str]]:
+        with sqlite3.connect(path) as db:
+            return db.execute("SELECT m.name, p.name FROM sqlite_master AS m, pragma_table_info(m.name) AS p "
+                              "WHERE m.type = 'table' ORDER BY 1, 2").fetchall()  # fmt: skip
+
+    before = layout()
+    assert main(["metrics", "--store", f"sqlite:///{path}", "--by", "account", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"][0]["closures"] == 1
+    assert main(["metrics", "--store", f"sqlite:///{path}", "--backlog"]) == 1
+    assert "this store's metric set folds no gauges: run the consumer with --metric-set full" in (
+        capsys.readouterr().err
+    )
+    assert layout() == before
+
+
+def test_api_source_sends_the_token_from_the_environment(
+    db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`metrics --api` against a token-protected API: the token named by `--token-env`
+    (default CONVMETRICS_API_TOKEN) is sent; without it the API's 401 is the error."""
+    import hashlib
+
+    from consumer.serve.tokens import Tokens
+
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{hashlib.sha256(b'sesame').hexdigest()} *\n")
+    app = create_app(lambda: SqliteStore(str(db)), tokens=Tokens(tokens))
+    sources: list[ApiSource] = []
+
+    class Local(ApiSource):  # the CLI's ApiSource, talking to the app in-process
+        def __init__(self, base: str, token: str | None = None) -> None:
+            super().__init__(base, token)
+            self.client = TestClient(app, base_url="http://testserver", headers=dict(self.client.headers))
+            sources.append(self)
+
+    monkeypatch.setattr("consumer.serve.report.command.ApiSource", Local)
+    argv = ["metrics", "--api", "http://testserver", "--json"]
+    monkeypatch.delenv("CONVMETRICS_API_TOKEN", raising=False)
+    assert main(argv) == 1
+    assert "answered 401" in capsys.readouterr().err
+    monkeypatch.setenv("CONVMETRICS_API_TOKEN", "sesame")
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["rows"]
+    monkeypatch.setenv("OTHER_TOKEN", "wrong")
+    assert main([*argv, "--token-env", "OTHER_TOKEN"]) == 1
+    assert "answered 401" in capsys.readouterr().err
+    assert [s.client.headers.get("authorization") for s in sources] == [None, "Bearer sesame", "Bearer wrong"]
