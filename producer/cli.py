@@ -149,7 +149,7 @@ def run_produce(args: argparse.Namespace) -> int:
         settings = _settings(args, _COMMON)
         total = None if args.file == "-" else count_lines(Path(args.file))
     except (GatewayError, OSError) as exc:
-        console.print(f"convmetrics produce: error: {exc}", style="red", markup=False)
+        console.print(f"convmetrics produce: error: {exc}", style="red", markup=False, soft_wrap=True)
         return 2
     progress = Progress(
         TextColumn("[bold]producing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
@@ -168,12 +168,11 @@ def run_produce(args: argparse.Namespace) -> int:
             summary = produce_file(Path(args.file) if args.file != "-" else "-", settings, on_item=on_item)
             progress.update(task, completed=summary.items, total=summary.items)
     except OSError as exc:
-        console.print(
-            f"convmetrics produce: error: cannot read {args.file}: {exc}", style="red", markup=False
-        )
+        cause = f"cannot read {args.file}: {exc}"
+        console.print(f"convmetrics produce: error: {cause}", style="red", markup=False, soft_wrap=True)
         return 2
     except SettingsError as exc:  # the Confluent wire format: no registry, or not pushed
-        console.print(f"convmetrics produce: error: {exc}", style="red", markup=False)
+        console.print(f"convmetrics produce: error: {exc}", style="red", markup=False, soft_wrap=True)
         return 2
     out = Console()
     out.print(

@@ -1,0 +1,45 @@
+"""Every command's expected failure is one line, `convmetrics <command>: error: <cause>`, on
+stderr, with exit status 2 where the cause is the command line or the settings, else 1
+(docs/operations.md). Each case fails before any broker, server or store is needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from convmetrics.cli import main
+
+
+@pytest.mark.parametrize(
+    ("argv", "status", "says"),
+    [
+        (["consume"], 2, "convmetrics consume: error: no Kafka: pass --bootstrap-servers"),
+        (["consume", "--bootstrap-servers", "h:1", "--kafka", "acks=1"], 2, "convmetrics consume: error: "),
+        (["dlq", "replay"], 2, "convmetrics dlq: error: no Kafka"),
+        (["gateway", "--kafka", "acks=1"], 2, "convmetrics gateway: error: invalid gateway settings"),
+        (["produce", "{tmp}/missing.ndjson", "--no-progress"], 2, "convmetrics produce: error: "),
+        (["token", "new", "--accounts", "7,acme"], 2, "convmetrics token: error: --accounts: "),
+        (["demo", "--events", "0"], 2, "convmetrics demo: error: --events, --rate and --live-rate"),
+        (["schemas", "check", "--dir", "{tmp}/none"], 2, "convmetrics schemas: error: schema folder"),
+        (["metrics", "--store", "sqlite:///{tmp}/none.db"], 1, "convmetrics metrics: error: no store at"),
+        (["generate", "--events", "-5"], 2, "convmetrics generate: error: "),
+    ],
+)
+def test_a_failure_is_one_line_naming_the_command(
+    argv: list[str],
+    status: int,
+    says: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CONVMETRICS_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    try:
+        got = main([a.replace("{tmp}", str(tmp_path)) for a in argv])
+    except SystemExit as exc:  # what `convmetrics` exits with (argparse's way, too)
+        got = exc.code
+    assert got == status
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith(says.replace("{tmp}", str(tmp_path))), err
