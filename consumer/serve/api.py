@@ -69,6 +69,22 @@ def _scoped(scope: Scope, q: MetricsQuery) -> MetricsQuery | Response:
     return q
 
 
+def _params(request: Request) -> dict[str, str]:
+    """The query's parameters by name; QueryError naming one given more than once (which of
+    its values was meant is not for the API to guess)."""
+    params: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        if name in params:
+            raise QueryError(f"{name} is given more than once: give each parameter once")
+        params[name] = value
+    return params
+
+
+def _no_parameters(endpoint: str, request: Request) -> str:
+    names = ", ".join(sorted(set(request.query_params)))
+    return f"{endpoint} takes no parameters, got {names}"
+
+
 def create_app(
     open_store: Callable[[], Store],
     *,
@@ -131,7 +147,7 @@ def create_app(
             return scope
         s = store()
         try:
-            q = parse_query(dict(request.query_params), s.registry)  # the store's metric set
+            q = parse_query(_params(request), s.registry)  # the store's metric set
         except QueryError as exc:
             return _json({"error": str(exc)}, 400)
         keys = q.keys
@@ -173,7 +189,7 @@ def create_app(
             return scope
         s = store()
         try:
-            q = parse(dict(request.query_params), s.registry)
+            q = parse(_params(request), s.registry)
         except QueryError as exc:
             return _json({"error": str(exc)}, 400)
         if scope.accounts is not None:
@@ -219,7 +235,7 @@ def create_app(
             return scope
         s = store()
         try:
-            q = parse_conversations_query(dict(request.query_params), s.registry)
+            q = parse_conversations_query(_params(request), s.registry)
         except QueryError as exc:
             return _json({"error": str(exc)}, 400)
         if scope.accounts is not None and q.account not in scope.accounts:
@@ -231,14 +247,14 @@ def create_app(
         """What the store's metric set holds: names and where each counts, no data (so it
         stays open, like the dashboard page that reads it)."""
         if request.query_params:
-            return _json({"error": "metric-set takes no parameters"}, 400)
+            return _json({"error": _no_parameters("metric-set", request)}, 400)
         return _json(metric_set_json(store().registry))
 
     def summary(request: Request) -> Response:
         if (refused := everything(request)) is not None:
             return refused
         if request.query_params:
-            return _json({"error": "summary takes no parameters"}, 400)
+            return _json({"error": _no_parameters("summary", request)}, 400)
         return _json(channel_summary(store(), max_label_values))
 
     def metrics(request: Request) -> Response:

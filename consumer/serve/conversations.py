@@ -11,11 +11,11 @@ import orjson
 
 from consumer.exceptions import QueryError
 from consumer.fold.registry import REGISTRY, Registry
+from consumer.serve.query import I64_MAX, I64_MIN, parse_int
 from consumer.store.closure_list import After, ClosureListing, ListedClosure
 
 DEFAULT_LIMIT = 1_000
 MAX_LIMIT = 10_000
-_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 #: a channel type is a name of at most this many characters (producer.models.CHANNEL_TYPE_PATTERN)
 _MAX_TEXT = 64
 KNOWN = ("account", "channel_type", "inbox", "from", "to", "limit", "cursor")
@@ -27,12 +27,7 @@ def _int(params: Mapping[str, str], name: str, what: str, required: bool = False
         if required:
             raise QueryError(f"{name} is required ({what})")
         return None
-    if not raw.lstrip("-").isdigit():
-        raise QueryError(f"{name} must be an integer ({what}), got {raw!r}")
-    value = int(raw)
-    if not _I64_MIN <= value <= _I64_MAX:
-        raise QueryError(f"{name} must fit in 64 bits, got {raw!r}")
-    return value
+    return parse_int(raw, name, what)
 
 
 def parse_conversations_query(params: Mapping[str, str], registry: Registry = REGISTRY) -> ClosureListing:
@@ -73,7 +68,7 @@ def decode_cursor(cursor: str) -> After:
         closed, event_id, event_hash = orjson.loads(
             base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         )
-        if not all(isinstance(v, int) and _I64_MIN <= v <= _I64_MAX for v in (closed, event_hash)):
+        if not all(isinstance(v, int) and I64_MIN <= v <= I64_MAX for v in (closed, event_hash)):
             raise ValueError("out of range")
         if not isinstance(event_id, str):
             raise ValueError("not an event id")

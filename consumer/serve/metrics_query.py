@@ -15,7 +15,7 @@ from typing import Any
 from consumer.exceptions import QueryError
 from consumer.fold.registry import METRIC_SETS, REGISTRY, Grouping, Kind, Registry
 from consumer.fold.windows import WINDOWS
-from consumer.serve.query import DEFAULT_LIMIT, _fits, decode_cursor, encode_cursor, parse_span
+from consumer.serve.query import DEFAULT_LIMIT, decode_cursor, encode_cursor, fits, parse_span
 from consumer.store import MetricRow
 from consumer.store.render import row_json
 
@@ -79,7 +79,7 @@ def parse_metrics_query(params: Mapping[str, str], registry: Registry = REGISTRY
         if d not in group.dimensions:
             raise QueryError(f"{d} filters a grouping that has it; group={group.name} has {group.dimensions}")
         if registry.dimension(d).type is int:
-            if not _fits(value):
+            if not fits(value):
                 raise QueryError(f"{d} must be an integer id, got {value!r}")
             value = str(int(value))
         elif len(value) > _MAX_TEXT or "|" in value:
@@ -124,11 +124,7 @@ def backlog_json(
 
 def key_json(group: Grouping, key: str, registry: Registry = REGISTRY) -> dict[str, Any]:
     """A stored key as an object of its dimensions, typed as declared."""
-    values = key.split("|") if len(group.dimensions) > 1 else [key]
-    return {
-        d: int(v) if registry.dimension(d).type is int else v
-        for d, v in zip(group.dimensions, values, strict=True)
-    }
+    return dict(zip(group.dimensions, registry.key_values(group.name, key), strict=True))
 
 
 def metrics_json(q: MetricsQuery, rows: list[MetricRow], registry: Registry = REGISTRY) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,10 @@ from consumer.store.render import row_json
 
 DEFAULT_LIMIT = 10_000
 MAX_LIMIT = 100_000
-_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+I64_MIN, I64_MAX = -(2**63), 2**63 - 1
+#: how every integer parameter is written: ASCII digits, an optional minus (no spaces, '+',
+#: '_' or other scripts' digits, which Python's int() would take)
+_DECIMAL = re.compile(r"-?[0-9]+")
 _KNOWN = {"by", "window", "key", "keys", "from", "to", "limit", "cursor", "sort", "contains"}
 #: at most this many keys in `keys=` (the dashboard asks for the channel types it draws)
 MAX_KEYS = 1_000
@@ -57,17 +61,30 @@ class ClosureQuery:
         )
 
 
+def parse_int(raw: str, name: str, what: str) -> int:
+    """An integer parameter's value; QueryError naming it unless it is a decimal integer
+    (`what` says of what) within 64 bits."""
+    if not _DECIMAL.fullmatch(raw):
+        raise QueryError(f"{name} must be an integer ({what}), got {raw!r}")
+    if len(raw) > 20 or not I64_MIN <= int(raw) <= I64_MAX:  # 20: a minus and 19 digits
+        raise QueryError(f"{name} must fit in 64 bits, got {raw!r}")
+    return int(raw)
+
+
+def fits(raw: str) -> bool:
+    """Whether a key is an integer id as `parse_int` takes one."""
+    try:
+        parse_int(raw, "", "")
+    except QueryError:
+        return False
+    return True
+
+
 def _int(params: Mapping[str, str], name: str) -> int | None:
     raw = params.get(name)
     if raw is None or raw == "":
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise QueryError(f"{name} must be an integer (unix seconds for from/to), got {raw!r}") from None
-    if not _I64_MIN <= value <= _I64_MAX:
-        raise QueryError(f"{name} must fit in 64 bits, got {raw!r}")
-    return value
+    return parse_int(raw, name, "unix seconds" if name in ("from", "to") else "a count")
 
 
 def parse_span(params: Mapping[str, str], window: str) -> tuple[int | None, int | None, int]:
@@ -118,8 +135,10 @@ def parse_query(params: Mapping[str, str], registry: Registry = REGISTRY) -> Clo
     start_from, start_to, limit = parse_span(params, window)
     int_keyed = _int_keyed(registry, by)
     key = params.get("key") or None
-    if key is not None and int_keyed and not _fits(key):
-        raise QueryError(f"key must be an {by} id (an integer) when by={by}, got {key!r}")
+    if key is not None and int_keyed:
+        if not fits(key):
+            raise QueryError(f"key must be an {by} id (an integer) when by={by}, got {key!r}")
+        key = str(int(key))  # as stored: 007 and 7 name one account
     keys = _keys(params.get("keys"), by, int_keyed)
     if keys is not None and key is not None:
         raise QueryError("key and keys select the same thing: leave one out")
@@ -150,17 +169,14 @@ def _keys(raw: str | None, by: str, int_keyed: bool) -> tuple[str, ...] | None:
     if raw is None or raw == "":
         return None
     keys = tuple(dict.fromkeys(k.strip() for k in raw.split(",") if k.strip()))
+    if not keys:
+        raise QueryError(f"keys lists no key, got {raw!r}")
     if len(keys) > MAX_KEYS:
         raise QueryError(f"keys takes at most {MAX_KEYS} keys, got {len(keys)}")
-    bad = [k for k in keys if int_keyed and not _fits(k)]
+    bad = [k for k in keys if int_keyed and not fits(k)]
     if bad:
         raise QueryError(f"keys must be {by} ids (integers) when by={by}, got {bad[0]!r}")
-    return keys
-
-
-def _fits(key: str) -> bool:
-    """An integer key within 64 bits."""
-    return key.lstrip("-").isdigit() and _I64_MIN <= int(key) <= _I64_MAX
+    return tuple(dict.fromkeys(str(int(k)) for k in keys)) if int_keyed else keys
 
 
 def encode_cursor(start: int, key: str) -> str:
@@ -170,7 +186,7 @@ def encode_cursor(start: int, key: str) -> str:
 def decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         start, key = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(start, int) or not _I64_MIN <= start <= _I64_MAX:
+        if not isinstance(start, int) or not I64_MIN <= start <= I64_MAX:
             raise ValueError("window start out of range")
         return start, str(key)
     except (ValueError, TypeError) as exc:
@@ -184,7 +200,7 @@ def encode_rank_cursor(offset: int) -> str:
 def decode_rank_cursor(cursor: str) -> int:
     try:
         offset = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))["offset"]
-        if not isinstance(offset, int) or not 0 <= offset <= _I64_MAX:
+        if not isinstance(offset, int) or not 0 <= offset <= I64_MAX:
             raise ValueError("offset out of range")
         return offset
     except (ValueError, TypeError, KeyError) as exc:

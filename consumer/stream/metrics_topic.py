@@ -65,7 +65,7 @@ def metric_rows_record(row: MetricRow, registry: Registry, now_ms: int) -> dict[
     """A row as a `metric_rows` record (v3): every counter and distribution by metric name,
     a distribution's SLA buckets with it; a gauge row (window LIVE) its gauges by name."""
     dims = registry.grouping(row.by).dimensions
-    values = row.key.split("|") if len(dims) > 1 else [row.key]
+    values = registry.key_parts(row.by, row.key)
     if row.window == LIVE:
         return {
             "grouping": row.by,

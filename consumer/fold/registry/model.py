@@ -173,6 +173,9 @@ class Registry:
                 raise ValueError(f"grouping {g.name!r} names undeclared dimensions {sorted(missing)}")
             if set(g.windows or ()) - set(self.windows):
                 raise ValueError(f"grouping {g.name!r} names an undeclared window")
+            texts = [d.name for d in self.dimensions if d.name in g.dimensions and d.type is str]
+            if len(texts) > 1:  # `key_parts` could not tell where one ends when they hold a '|'
+                raise ValueError(f"grouping {g.name!r}: at most one text dimension, not {texts}")
         for m in self.metrics:
             if m.when is not None and m.when not in CONDITIONS:
                 known = sorted(CONDITIONS)
@@ -224,6 +227,35 @@ class Registry:
             if g.name == name:
                 return g
         raise KeyError(name)
+
+    def key_parts(self, grouping: str, key: str) -> list[str]:
+        """A stored row key's values, one per dimension of its grouping, as text: the
+        inverse of joining them with '|'. An integer holds no '|' and a grouping has at most
+        one text dimension, so a text value (a channel type another producer named
+        `WEB|CHAT`) keeps every '|' it has: the integers before it are split off the left,
+        those after it off the right."""
+        dims = self.grouping(grouping).dimensions
+        if len(dims) == 1:
+            return [key]
+        text = [i for i, d in enumerate(dims) if self.dimension(d).type is str]
+        if not text:
+            parts = key.split("|")
+        else:
+            t = text[0]
+            *left, rest = key.split("|", t) if t else [key]
+            right = rest.rsplit("|", len(dims) - t - 1) if len(dims) - t - 1 else [rest]
+            parts = [*left, *right]
+        if len(parts) != len(dims):
+            raise ValueError(f"key {key!r} of grouping {grouping!r} does not have {len(dims)} parts")
+        return parts
+
+    def key_values(self, grouping: str, key: str) -> list[int | str]:
+        """`key_parts`, each typed as its dimension is declared."""
+        dims = self.grouping(grouping).dimensions
+        return [
+            int(v) if self.dimension(d).type is int else v
+            for d, v in zip(dims, self.key_parts(grouping, key), strict=True)
+        ]
 
     @property
     def groups_by_inbox_or_app(self) -> bool:

@@ -95,8 +95,5 @@ def key_filter(registry: Registry, grouping: str, key: str, mark: str) -> tuple[
     """The closures matching a row's key: one `dimension = value` per dimension of its
     grouping (the closures table has a column per dimension), values typed as declared."""
     g = registry.grouping(grouping)
-    values = key.split("|") if len(g.dimensions) > 1 else [key]
-    args: list[object] = [
-        int(v) if registry.dimension(d).type is int else v for d, v in zip(g.dimensions, values, strict=True)
-    ]
+    args: list[object] = list(registry.key_values(grouping, key))
     return " AND ".join(f"{d} = {mark}" for d in g.dimensions), args

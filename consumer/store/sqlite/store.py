@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
-from collections.abc import Collection, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from consumer.exceptions import StoreError
 from consumer.fold.registry import REGISTRY, Registry
@@ -39,6 +40,28 @@ from consumer.store.sqlite.sql import (
 )
 
 log = logging.getLogger(__name__)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _reading(method: Callable[Concatenate[SqliteStore, P], R]) -> Callable[Concatenate[SqliteStore, P], R]:
+    """A read of the store: a database it cannot read any more (a file corrupted or replaced
+    under a running `serve`, an I/O error) is a StoreError naming it, which the API answers
+    with a 503 and `/readyz` with not ready, as when the store cannot be opened. Misuse of
+    the driver (`ProgrammingError`) is a bug and stays one."""
+
+    def read(self: SqliteStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.ProgrammingError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot read SQLite store {self.path!r}: {exc}") from exc
+
+    functools.update_wrapper(read, method)  # its name and docstring
+    return read
 
 
 class SqliteStore:
@@ -125,6 +148,7 @@ class SqliteStore:
         with self._tx():
             write(self.db, partitions, prepared, self.registry, self.sql)
 
+    @_reading
     def changed_since(
         self, marks: dict[int, int], commits: int = 20
     ) -> tuple[list[MetricRow], dict[int, int]]:
@@ -140,6 +164,7 @@ class SqliteStore:
 
         return changed_rows(marks, commits, fetch, self._page, sqlgen.SQLITE, self.registry)
 
+    @_reading
     def published_marks(self, partitions: list[int], topic: str = "") -> dict[int, int]:
         """One mark per topic for the whole store: its rows are all the one writer's."""
         found = self.db.execute(
@@ -155,6 +180,7 @@ class SqliteStore:
                 [(topic, p, seq) for p, seq in marks.items()],
             )
 
+    @_reading
     def query(
         self,
         by: str,
@@ -188,6 +214,7 @@ class SqliteStore:
         names = self.registry.columns_of(metrics)
         return [metric_row(by, window, r[:-1], unpack(r[-1]), names) for r in found]
 
+    @_reading
     def backlog(
         self, by: str, *, key: str | None = None, parts: Mapping[int, str] | None = None
     ) -> tuple[int | None, list[BacklogRow]]:
@@ -198,13 +225,16 @@ class SqliteStore:
         found = self.db.execute(sqlgen.backlog_query(sqlgen.SQLITE, where, self.registry), args).fetchall()
         return newest, [tuple(r) for r in found]
 
+    @_reading
     def closure_list(self, listing: ClosureListing) -> list[ListedClosure]:
         return list_closures(listing, sqlgen.SQLITE, lambda sql, args: self.db.execute(sql, args).fetchall())
 
+    @_reading
     def newest_start(self, by: str, window: str) -> int | None:
         found: int | None = self.db.execute(NEWEST_START.format(mark="?"), (by, window)).fetchone()[0]
         return found
 
+    @_reading
     def rank(self, ranking: Ranking) -> tuple[list[MetricRow], int]:
         def fetch(sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
             return self.db.execute(sql, args).fetchall()

@@ -238,6 +238,43 @@ def test_a_store_that_cannot_be_read_is_503_not_ready_and_logged_once(
     assert c.get("/healthz").status_code == 200
 
 
+def test_a_store_corrupted_while_served_is_503_and_not_ready(tmp_path: Path) -> None:
+    """The store opened fine and answered; then its file is overwritten under the running
+    API (its worker threads keep their connections): /readyz and the queries answer 503
+    naming the cause, not a 500 with a traceback, and /healthz still answers."""
+    path = tmp_path / "m.db"
+    store = SqliteStore(str(path))
+    store.check_topic("events")
+    f = PartitionFold(0)
+    for h in range(1, 200):
+        f.apply(ev(CLOSED, h, 1_700_000_000 + 60 * h, account=h % 20, conv=h, channel="EMAIL"))
+    delta, changed = f.take_changes()
+    store.commit("events", [PartitionCommit(0, delta, 1, f.watermark, changed)])
+    store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every page in the file, none in the WAL
+    store.close()
+    opened = SqliteStore(str(path))  # one connection, kept, as a worker thread's is
+    opened.db.execute("PRAGMA cache_size=1")  # its next reads go to the file, not its page cache
+    c = TestClient(create_app(lambda: opened), raise_server_exceptions=False)
+    paths = (
+        "/readyz",
+        "/v1/metrics?group=account&window=1h",
+        "/v1/summary",
+        "/metrics",
+        "/v1/backlog?group=account",
+        f"/v1/closures/conversations?account=7&from=0&to={2**40}",
+    )
+    assert [c.get(p).status_code for p in paths[:4]] == [200, 200, 200, 200]
+    size = path.stat().st_size
+    with path.open("r+b") as file:  # all but the magic string: garbage (its change counter too)
+        file.seek(16)
+        file.write(bytes(range(256)) * (size // 256 + 1))
+    for p in paths:
+        r = c.get(p)
+        assert r.status_code == 503 and r.headers["retry-after"] == "5", (p, r.status_code, r.text[:200])
+        assert "cannot read SQLite store" in r.json()["error"], p
+    assert c.get("/healthz").status_code == 200
+
+
 def test_readyz_of_a_readable_store(db: Path) -> None:
     assert client(db).get("/readyz").json() == {"ready": True}
 

@@ -122,6 +122,12 @@ def test_filters_select_on_the_keys_dimensions(db: Path) -> None:
         ({"group": "account", "window": "1h", "limit": "0"}, "limit"),
         ({"group": "account", "window": "1h", "cursor": "nope"}, "cursor"),
         ({"group": "account", "window": "1h", "by": "account"}, "by"),
+        # integers are ASCII digits with an optional minus, within 64 bits, nothing else
+        ({"group": "account", "window": "1h", "account": "--1"}, "account"),
+        ({"group": "app", "window": "1h", "app": "\u00b2"}, "app"),  # a superscript two
+        ({"group": "inbox", "window": "1h", "inbox": "1_0"}, "inbox"),
+        ({"group": "account", "window": "1h", "account": "9" * 5000}, "account"),
+        ({"group": "account", "window": "1h", "limit": "+5"}, "limit"),
     ],
 )
 def test_a_bad_parameter_is_a_400_naming_it(db: Path, params: dict[str, str], named: str) -> None:
@@ -306,3 +312,49 @@ def test_backlog_tokens_and_a_set_without_gauges(backlog_db: Path, tmp_path: Pat
     c = TestClient(create_app(lambda: SqliteStore(str(closures), registry=CLOSURES)))
     r = c.get("/v1/backlog", params={"group": "account"})
     assert r.status_code == 404 and "--metric-set full" in r.json()["error"]
+
+
+def test_a_parameter_given_twice_is_a_400_naming_it(db: Path) -> None:
+    """Which of two values was meant is not for the API to guess (the last one won)."""
+    c = TestClient(create_app(lambda: SqliteStore(str(db))))
+    for path in ("/v1/metrics?group=account&group=channel_type&window=1h",
+                 "/v1/closures?by=account&window=all&key=7&key=8",
+                 "/v1/backlog?group=account&account=7&account=8",
+                 "/v1/closures/conversations?account=7&account=8&from=0&to=99999999"):  # fmt: skip
+        r = c.get(path)
+        assert r.status_code == 400, (path, r.text)
+        assert "is given more than once" in r.json()["error"], path
+    r = c.get("/v1/summary?account=7")
+    assert r.status_code == 400 and r.json()["error"] == "summary takes no parameters, got account"
+
+
+def test_a_channel_type_holding_a_pipe_keeps_it_in_every_grouping(tmp_path: Path) -> None:
+    """Another producer may name a channel type `WEB|CHAT` (the consumer counts whatever name
+    it gets): the account,channel_type rows, its backlog and its metrics-topic records key it
+    whole, though the stored key joins the dimensions with '|' too."""
+    from consumer.fold.registry import REGISTRY
+    from consumer.store import MetricRow
+    from consumer.stream.metrics_topic import metric_rows_record
+
+    path = tmp_path / "m.db"
+    store = SqliteStore(str(path))
+    store.check_topic("events")
+    fold = PartitionFold(0)
+    fold.apply(ev(CREATED, 1, HOUR, ch="WEB|CHAT"))
+    fold.apply(ev(CLOSED, 2, HOUR + 60, ch="WEB|CHAT"))
+    delta, changed = fold.take_changes()
+    store.commit("events", [PartitionCommit(0, delta, 1, fold.watermark, changed)])
+    c = TestClient(create_app(lambda: SqliteStore(str(path))))
+    rows = c.get("/v1/metrics", params={"group": "account,channel_type", "window": "all", "account": "7"})
+    assert rows.status_code == 200, rows.text
+    assert [(r["key"], r["closures"]) for r in rows.json()["rows"]] == [
+        ({"account": 7, "channel_type": "WEB|CHAT"}, 1)
+    ]
+    backlog = c.get("/v1/backlog", params={"group": "account,channel_type"})
+    assert backlog.status_code == 200, backlog.text
+    (stored,) = store.query("account,channel_type", "all")
+    assert stored.key == "7|WEB|CHAT"
+    record = metric_rows_record(stored, REGISTRY, 0)
+    assert record["key"] == {"account": "7", "channel_type": "WEB|CHAT"}
+    assert isinstance(stored, MetricRow)
+    store.close()

@@ -203,3 +203,37 @@ def test_listed_starts_at_their_bounds() -> None:
     assert listed_starts(None, 60, 60) is listed_starts(0, None, 60) is listed_starts(0, 60, None) is None
     assert len(listed_starts(0, 60 * MAX_LISTED_STARTS, 60) or []) == MAX_LISTED_STARTS
     assert listed_starts(0, 60 * MAX_LISTED_STARTS + 1, 60) is None  # one more: the range
+
+
+def test_integer_keys_are_read_as_stored() -> None:
+    """An account id however written (007, -0) names the stored key; a list of them too."""
+    assert parse_query({"by": "account", "window": "all", "key": "007"}).key == "7"
+    assert parse_query({"by": "account", "window": "all", "key": "-0"}).key == "0"
+    assert parse_query({"by": "account", "window": "all", "keys": "007, 8,7"}).keys == ("7", "8")
+    assert parse_query({"by": "channel_type", "window": "all", "keys": "SMS,007"}).keys == ("SMS", "007")
+    with pytest.raises(QueryError, match="keys lists no key"):
+        parse_query({"by": "account", "window": "all", "keys": ","})
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("9223372036854775807", None),
+        ("-9223372036854775808", None),
+        ("9223372036854775808", "must fit in 64 bits"),
+        ("-9223372036854775809", "must fit in 64 bits"),
+        ("0" * 30 + "1", "must fit in 64 bits"),
+        ("--1", "must be an integer"),
+        ("\u00b2", "must be an integer"),
+        (" 7", "must be an integer"),
+        ("1_0", "must be an integer"),
+        ("\u0663", "must be an integer"),  # ARABIC-INDIC DIGIT THREE: int() would take it
+    ],
+)
+def test_integer_parameters_at_their_bounds(value: str, message: str | None) -> None:
+    params = {"by": "account", "window": "1h", "from": value}
+    if message is None:
+        assert parse_query(params).start_from is not None
+    else:
+        with pytest.raises(QueryError, match=f"from {message}"):
+            parse_query(params)

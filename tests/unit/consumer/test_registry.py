@@ -21,6 +21,7 @@ from consumer.fold.model import ASSIGNED, CLOSED, CREATED, SNOOZED, Event
 from consumer.fold.registry import (
     DEFAULT_SLA_BUCKETS,
     REGISTRY,
+    Dimension,
     Grouping,
     Kind,
     Metric,
@@ -141,6 +142,36 @@ def test_a_registry_refuses_what_it_cannot_hold() -> None:
         dataclasses.replace(REGISTRY, gauges=REGISTRY.gauges[:2])
     with pytest.raises(ValueError, match="only gauges there"):
         dataclasses.replace(REGISTRY, gauges=(), metrics=(*REGISTRY.metrics, REGISTRY.gauges[0]))
+    team = Dimension("team", str)  # two text dimensions: their joined key could not be split
+    with pytest.raises(ValueError, match="at most one text dimension"):
+        dataclasses.replace(
+            REGISTRY,
+            dimensions=(*REGISTRY.dimensions, team),
+            groupings=(Grouping("team,channel_type", ("team", "channel_type")),),
+        )
+
+
+@pytest.mark.parametrize(
+    ("grouping", "key", "parts"),
+    [
+        ("channel_type", "WEB|CHAT", ["WEB|CHAT"]),
+        ("account", "42", ["42"]),
+        ("account,channel_type", "42|TELEGRAM", ["42", "TELEGRAM"]),
+        ("account,channel_type", "42|WEB|CHAT|", ["42", "WEB|CHAT|"]),
+        ("account,channel_type", "42|", ["42", ""]),
+        ("inbox", "42|7", ["42", "7"]),
+    ],
+)
+def test_a_key_splits_into_its_dimensions_values(grouping: str, key: str, parts: list[str]) -> None:
+    assert REGISTRY.key_parts(grouping, key) == parts
+    assert "|".join(parts) == key  # the inverse of joining them
+
+
+def test_a_key_of_the_wrong_shape_is_refused() -> None:
+    with pytest.raises(ValueError, match="does not have 2 parts"):
+        REGISTRY.key_parts("inbox", "42|7|9")
+    with pytest.raises(ValueError, match="does not have 2 parts"):
+        REGISTRY.key_parts("account,channel_type", "42")
 
 
 def test_sla_buckets_follow_their_bounds(tmp_path: Path) -> None:
