@@ -11,13 +11,12 @@ import orjson
 
 from consumer.exceptions import QueryError
 from consumer.fold.registry import REGISTRY, Registry
-from consumer.serve.query import I64_MAX, I64_MIN, parse_int
+from consumer.serve.query import I64_MAX, I64_MIN, MAX_NAME, parse_int
 from consumer.store.closure_list import After, ClosureListing, ListedClosure
 
 DEFAULT_LIMIT = 1_000
 MAX_LIMIT = 10_000
 #: a channel type is a name of at most this many characters (producer.models.CHANNEL_TYPE_PATTERN)
-_MAX_TEXT = 64
 KNOWN = ("account", "channel_type", "inbox", "from", "to", "limit", "cursor")
 
 
@@ -42,9 +41,9 @@ def parse_conversations_query(params: Mapping[str, str], registry: Registry = RE
     if end < start:
         raise QueryError(f"to ({end}) is before from ({start})")
     channel_type = params.get("channel_type") or None
-    if channel_type is not None and len(channel_type) > _MAX_TEXT:
+    if channel_type is not None and len(channel_type) > MAX_NAME:
         raise QueryError(
-            f"channel_type must be a name of at most {_MAX_TEXT} characters, got {channel_type!r}"
+            f"channel_type must be a name of at most {MAX_NAME} characters, got {channel_type!r}"
         )
     inbox = _int(params, "inbox", "an inbox id: data.channel.id")
     if inbox is not None and not registry.groups_by_inbox_or_app:

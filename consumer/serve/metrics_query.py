@@ -15,12 +15,11 @@ from typing import Any
 from consumer.exceptions import QueryError
 from consumer.fold.registry import METRIC_SETS, REGISTRY, Grouping, Kind, Registry
 from consumer.fold.windows import WINDOWS
-from consumer.serve.query import DEFAULT_LIMIT, decode_cursor, encode_cursor, fits, parse_span
+from consumer.serve.query import DEFAULT_LIMIT, MAX_NAME, decode_cursor, encode_cursor, fits, parse_span
 from consumer.store import MetricRow
 from consumer.store.render import row_json
 
 #: a text dimension's values (channel types: producer.models.CHANNEL_TYPE_PATTERN) hold no `|`
-_MAX_TEXT = 64
 
 
 @dataclass(frozen=True)
@@ -82,9 +81,9 @@ def parse_metrics_query(params: Mapping[str, str], registry: Registry = REGISTRY
             if not fits(value):
                 raise QueryError(f"{d} must be an integer id, got {value!r}")
             value = str(int(value))
-        elif len(value) > _MAX_TEXT or "|" in value:
+        elif len(value) > MAX_NAME or "|" in value:
             raise QueryError(
-                f"{d} must be a name of at most {_MAX_TEXT} characters without '|', got {value!r}"
+                f"{d} must be a name of at most {MAX_NAME} characters without '|', got {value!r}"
             )
         filters[d] = value
     if len(group.dimensions) > 2 and len(filters) not in (0, len(group.dimensions)):

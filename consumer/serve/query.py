@@ -26,6 +26,8 @@ _DECIMAL = re.compile(r"-?[0-9]+")
 _KNOWN = {"by", "window", "key", "keys", "from", "to", "limit", "cursor", "sort", "contains"}
 #: at most this many keys in `keys=` (the dashboard asks for the channel types it draws)
 MAX_KEYS = 1_000
+#: the longest name a filter takes (a channel type): the gateway bounds none, so generously
+MAX_NAME = 1_000
 
 
 @dataclass(frozen=True)

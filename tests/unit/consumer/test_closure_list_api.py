@@ -119,7 +119,7 @@ def test_a_late_earlier_closure_takes_first_close_over(db: Path) -> None:
         ({"account": 7, "from": T, "to": T + 1, "limit": 0}, "limit must be between"),
         ({"account": 7, "from": T, "to": T + 1, "limit": 10_001}, "limit must be between"),
         ({"account": 7, "from": T, "to": T + 1, "inbox": "a"}, "inbox must be an integer"),
-        ({"account": 7, "from": T, "to": T + 1, "channel_type": "X" * 65}, "channel_type must be"),
+        ({"account": 7, "from": T, "to": T + 1, "channel_type": "X" * 1001}, "channel_type must be"),
         ({"account": 7, "from": T, "to": T + 1, "cursor": "nope"}, "cursor"),
         ({"account": 7, "from": T, "to": T + 1, "window": "1h"}, "unknown parameter(s) window"),
     ],

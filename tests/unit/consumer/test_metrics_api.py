@@ -117,6 +117,7 @@ def test_filters_select_on_the_keys_dimensions(db: Path) -> None:
         ({"group": "account", "window": "1h", "account": "seven"}, "account"),
         ({"group": "account", "window": "1h", "account": str(2**63)}, "account"),
         ({"group": "channel_type", "window": "1h", "channel_type": "A|B"}, "channel_type"),
+        ({"group": "channel_type", "window": "1h", "channel_type": "A" * 1001}, "channel_type"),
         ({"group": "account", "window": "1h", "from": "1e9"}, "from"),
         ({"group": "account", "window": "all", "from": "0"}, "from/to"),
         ({"group": "account", "window": "1h", "limit": "0"}, "limit"),
@@ -168,6 +169,9 @@ def test_parameters_at_their_limits_are_accepted() -> None:
     for params in ({"from": "60", "to": "60"}, {"limit": "1"}, {"limit": "100000"}):
         q = parse_metrics_query({"group": "account", "window": "1m", **params}, REGISTRY)
         assert q.window == "1m", params
+    long = "W" * 1000  # another producer's name: the gateway takes up to 64 characters
+    q = parse_metrics_query({"group": "channel_type", "window": "1h", "channel_type": long}, REGISTRY)
+    assert q.filters == {"channel_type": long}
 
 
 @pytest.mark.parametrize("name", ["closures", "full"])
