@@ -85,8 +85,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         # an expected failure (a store of another topic, a corrupt or unreachable store, bad
         # settings, ...): one line naming the cause, not a traceback
         print(f"convmetrics {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if settings_error(exc) else 1
     return int(result or 0)
+
+
+def settings_error(exc: BaseException) -> bool:
+    """A failure of what the command was given (a store URL, a tokens file, a setting): exit
+    status 2, as for a bad flag; 1 is for what happened while it ran."""
+    from consumer.exceptions import ConfigError
+
+    return isinstance(exc, ConfigError)
 
 
 def expected(exc: BaseException) -> bool:

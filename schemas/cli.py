@@ -103,6 +103,7 @@ def _push(args: argparse.Namespace) -> int:
     from schemas.exceptions import RegistryError
     from schemas.registry import SCHEMA_DIR, load_pins
     from schemas.schema_registry import ENV_URL, RegistryClient, registry_settings
+    from schemas.urls import redacted
 
     subjects, problems = check_folder(SCHEMA_DIR)
     if problems:  # the repo first: never push a contract that does not check
@@ -127,5 +128,5 @@ def _push(args: argparse.Namespace) -> int:
     except RegistryError as exc:
         print(f"convmetrics schemas: error: {exc}", file=sys.stderr)
         return 1
-    print(f"schemas push: OK ({settings.url} holds exactly the pinned versions)")
+    print(f"schemas push: OK ({redacted(settings.url)} holds exactly the pinned versions)")
     return 0

@@ -72,7 +72,9 @@ FIXED: dict[str, str] = {
     "enable.auto.offset.store": "the consumer keeps its offsets in the store, with the metrics they produced",
 }
 
-_SECRET = re.compile(r"password|secret|key\.pem|jaas|oauthbearer\.config|token", re.IGNORECASE)
+_SECRET = re.compile(
+    r"password|passphrase|secret|credential|key\.pem|jaas|oauthbearer\.config|token", re.IGNORECASE
+)
 
 
 #: where the settings check's own client logs (nowhere: its refusal is the exception)

@@ -31,6 +31,7 @@ from schemas.exceptions import (
     SchemaNotRegisteredError,
 )
 from schemas.registry import SchemaVersion, Subject, pin_key
+from schemas.urls import redacted
 
 ENV_URL = "CONVMETRICS_SCHEMA_REGISTRY_URL"
 ENV_USER_INFO = "CONVMETRICS_SCHEMA_REGISTRY_USER_INFO"  # user:password (basic auth)
@@ -85,7 +86,7 @@ def registry_settings(
         return None
     if not url.startswith(("http://", "https://")):
         raise RegistryError(
-            f"schema registry URL {url!r} ({ENV_URL} or --schema-registry-url): use http(s)://"
+            f"schema registry URL {redacted(url)!r} ({ENV_URL} or --schema-registry-url): use http(s)://"
         )
     user_info = env.get(ENV_USER_INFO) or None
     if user_info is not None and ":" not in user_info:
@@ -129,12 +130,14 @@ class RegistryClient:
 
         self.settings = settings
         self.url = settings.url
+        #: the URL as errors show it (credentials in it replaced by ***)
+        self.shown = redacted(settings.url)
         for name in ("httpx", "httpx2"):  # the HTTP client logs every request at INFO
             logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(name).level))
         try:
             self._client = SchemaRegistryClient(settings.client_config())
         except (ValueError, TypeError, OSError) as exc:
-            raise RegistryError(f"schema registry settings for {self.url}: {exc}") from None
+            raise RegistryError(f"schema registry settings for {self.shown}: {exc}") from None
 
     def _call(self, what: str, call: Callable[[], T]) -> T:
         from confluent_kafka.schema_registry.error import SchemaRegistryError
@@ -145,7 +148,7 @@ class RegistryClient:
             raise
         except Exception as exc:  # httpx transport errors, TLS, timeouts: all "did not answer"
             raise RegistryUnavailableError(
-                f"schema registry at {self.url} did not answer ({what}): {type(exc).__name__}: {exc}"
+                f"schema registry at {self.shown} did not answer ({what}): {type(exc).__name__}: {exc}"
             ) from None
 
     def schema_id(self, topic: str, version: SchemaVersion) -> int:
@@ -167,14 +170,16 @@ class RegistryClient:
         except SchemaRegistryError as exc:
             if exc.http_status_code == 404:
                 raise SchemaNotRegisteredError(
-                    f"the schema registry at {self.url} has no {version.subject} v{version.version} under "
+                    f"the schema registry at {self.shown} has no {version.subject} v{version.version} under "
                     f"subject {name}: run `convmetrics schemas push` (with --events-topic/--metrics-topic "
                     f"naming {topic}) before writing the Confluent wire format ({exc})"
                 ) from None
-            raise RegistryError(f"schema registry at {self.url}: looking up {name}: {exc}") from None
+            raise RegistryError(f"schema registry at {self.shown}: looking up {name}: {exc}") from None
         schema_id = found.schema_id
         if schema_id is None:
-            raise RegistryError(f"schema registry at {self.url} answered the lookup of {name} without an id")
+            raise RegistryError(
+                f"schema registry at {self.shown} answered the lookup of {name} without an id"
+            )
         return int(schema_id)
 
     def schema_by_id(self, schema_id: int) -> Any | None:
@@ -190,7 +195,7 @@ class RegistryClient:
         except SchemaRegistryError as exc:
             if exc.http_status_code == 404:
                 return None
-            raise RegistryError(f"schema registry at {self.url}: schema id {schema_id}: {exc}") from None
+            raise RegistryError(f"schema registry at {self.shown}: schema id {schema_id}: {exc}") from None
         if (schema.schema_type or "AVRO") != "AVRO" or schema.schema_str is None:
             return {"type": schema.schema_type}  # not Avro: foreign by its (missing) name
         return json.loads(schema.schema_str)
@@ -204,7 +209,7 @@ class RegistryClient:
         except SchemaRegistryError as exc:
             if exc.http_status_code == 404:
                 return []
-            raise RegistryError(f"schema registry at {self.url}: versions of {name}: {exc}") from None
+            raise RegistryError(f"schema registry at {self.shown}: versions of {name}: {exc}") from None
         out = []
         for n in sorted(versions):
             got = self._call(f"{name} version {n}", lambda n=n: self._client.get_version(name, n))  # type: ignore[misc]
@@ -239,7 +244,7 @@ class RegistryClient:
                     )
         except SchemaRegistryError as exc:
             raise RegistryError(
-                f"schema registry at {self.url} refused {subject.name} under {name}: {exc}"
+                f"schema registry at {self.shown} refused {subject.name} under {name}: {exc}"
             ) from None
         after = self.registered(name)
         raise_mismatches(name, subject, pins, after, complete=True)

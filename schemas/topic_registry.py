@@ -38,7 +38,9 @@ def publish_schemas(
     """Create the compacted schema topic if missing and put every shipped version in it."""
     admin = AdminClient(client_config(bootstrap, kafka))
     if topic not in admin.list_topics(timeout=timeout).topics:
-        futures = admin.create_topics([NewTopic(topic, 1, 1, config={"cleanup.policy": "compact"})])
+        # the broker's replication factor: a cluster with min.insync.replicas above 1 refuses
+        # acks=all writes to a topic of one replica (and a secured one its creation)
+        futures = admin.create_topics([NewTopic(topic, 1, -1, config={"cleanup.policy": "compact"})])
         try:
             futures[topic].result(timeout)
         except KafkaException as exc:

@@ -98,39 +98,39 @@ def register(sub: Any) -> None:
     _api_access(c, host=("--http-host", ENV_HTTP_HOST), port=("--http-port", ENV_HTTP_PORT, None))
     c.add_argument(
         "--flush-interval",
-        type=float,
+        type=_seconds,
         default=0.25,
         help="seconds between commits when caught up: bounds webhook-to-API latency (default 0.25); "
         "while behind, commits come every 2 s or --flush-events records",
     )
     c.add_argument(
         "--flush-events",
-        type=int,
+        type=_positive,
         default=ConsumerSettings.flush_events,
         help=f"commit after this many records (default {ConsumerSettings.flush_events}; more: fewer, "
         "bigger commits, more memory)",
     )
-    c.add_argument("--retention-1m", type=float, default=2, help="days to keep 1-minute rows (default 2)")
-    c.add_argument("--retention-1h", type=float, default=90, help="days to keep 1-hour rows (default 90)")
+    c.add_argument("--retention-1m", type=_days, default=2, help="days to keep 1-minute rows (default 2)")
+    c.add_argument("--retention-1h", type=_days, default=90, help="days to keep 1-hour rows (default 90)")
     c.add_argument(
-        "--retention-1d", type=float, default=None, help="days to keep 1-day rows (default: forever)"
+        "--retention-1d", type=_days, default=None, help="days to keep 1-day rows (default: forever)"
     )
     c.add_argument(
         "--conversation-ttl-days",
-        type=float,
+        type=_days,
         default=30,
         help="forget a conversation, and the event ids it remembers, after this many days of "
         "event time without events (default 30)",
     )
     c.add_argument(
         "--dedupe-per-conversation",
-        type=int,
+        type=_positive,
         default=256,
         help="event ids remembered per conversation, newest kept (default 256)",
     )
     c.add_argument(
         "--max-conversations",
-        type=int,
+        type=_positive,
         default=5_000_000,
         help="conversations kept per partition; beyond, the longest idle are forgotten (default 5,000,000)",
     )
@@ -211,7 +211,7 @@ def register(sub: Any) -> None:
     )
     r.add_argument(
         "--idle-timeout",
-        type=float,
+        type=_seconds,
         default=5.0,
         help="stop after this many seconds without a DLQ record (default 5)",
     )
@@ -226,6 +226,40 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    """A duration in seconds above 0 (a negative or zero interval or timeout is a typo)."""
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text}")
+    return value
+
+
+def _days(text: str) -> float:
+    """Days above 0: a retention or TTL of 0 or less would delete rows, or forget every
+    conversation, at once."""
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of days above 0, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, got {value}")
+    return value
+
+
+def _label_count(text: str) -> int:
+    """At most what the dashboard can ask for by name (`/v1/closures?keys=`: MAX_KEYS)."""
+    from consumer.serve.query import MAX_KEYS
+
+    value = _positive(text)
+    if value > MAX_KEYS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_KEYS}, got {value}")
+    return value
+
+
 def _api_access(
     p: argparse.ArgumentParser, *, host: tuple[str, str], port: tuple[str, str, int | None]
 ) -> None:
@@ -234,7 +268,7 @@ def _api_access(
     (host_flag, host_env), (port_flag, port_env, port_default) = host, port
     p.add_argument(
         port_flag,
-        type=int,
+        type=_port,
         default=os.environ.get(port_env, port_default),
         help=f"serve the API on this port (env {port_env}; "
         + (f"default {port_default})" if port_default else "default: no API)"),
@@ -259,10 +293,10 @@ def _api_access(
 def _label_values(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-label-values",
-        type=_positive,
+        type=_label_count,
         default=200,
         metavar="N",
         help="channel types that /metrics and /v1/summary (and the dashboard) show by name: the N "
         'with the most closures; the rest are summed under channel_type="_other", so a sender '
-        "inventing names cannot inflate Prometheus series (default 200)",
+        "inventing names cannot inflate Prometheus series (default 200, at most 1000)",
     )

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
-
 from consumer.exceptions import ConfigError
 from consumer.fold.registry import REGISTRY, Registry
 from consumer.store.base import Retention, Store
+from schemas.urls import redacted as redacted_url
 
 
 def open_store(url: str, *, retention: Retention | None = None, registry: Registry = REGISTRY) -> Store:
@@ -26,16 +25,11 @@ def open_store(url: str, *, retention: Retention | None = None, registry: Regist
 
         return PostgresStore(url, retention=retention or Retention(), registry=registry)
     raise ConfigError(
-        f"unsupported store URL {url!r}: use sqlite:///path/to/metrics.db "
+        f"unsupported store URL {redacted(url)!r}: use sqlite:///path/to/metrics.db "
         "or postgresql://user@host:port/database"
     )
 
 
 def redacted(url: str) -> str:
-    """The store URL as logs may show it: a password in it replaced by `***`."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")
-    user = netloc[0].partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
+    """The store URL as logs may show it: its passwords replaced by `***` (`schemas.urls`)."""
+    return redacted_url(url)

@@ -3,12 +3,15 @@ settings this workload wants and the user's own (`ConsumerSettings.kafka`: secur
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from consumer.exceptions import ConsumerError, KafkaUnavailableError
 from consumer.stream.settings import ConsumerSettings
-from schemas.kafka import ErrorReport
+from schemas.kafka import ErrorReport, client_config, unreachable
 
 
 def _base(settings: ConsumerSettings, errors: ErrorReport) -> dict[str, Any]:
@@ -58,3 +61,34 @@ def lag_of(consumer: Consumer, topic: str, positions: dict[int, int]) -> dict[in
         if high >= 0:
             lag[p] = max(0, high - pos)
     return lag
+
+
+def ensure_topic(
+    bootstrap: str,
+    topic: str,
+    *,
+    what: str,
+    partitions: int = -1,
+    compacted: bool = False,
+    kafka: Mapping[str, str] | None = None,
+    timeout: float = 30,
+) -> None:
+    """Create `topic` unless it exists, as the broker makes topics by default (its replication
+    factor, and its partition count unless `partitions` is given): a secured or managed
+    cluster creates none on first use and refuses a replication factor below its minimum.
+    `what` names it in the error when it cannot be made."""
+    admin = AdminClient(client_config(bootstrap, kafka))
+    try:
+        if topic in admin.list_topics(timeout=timeout).topics:
+            return
+    except KafkaException as exc:
+        raise KafkaUnavailableError(unreachable(bootstrap, timeout, exc)) from None
+    config = {"cleanup.policy": "compact"} if compacted else {}
+    future = admin.create_topics([NewTopic(topic, partitions, -1, config=config)])[topic]
+    try:
+        future.result(timeout)
+    except KafkaException as exc:
+        if "TOPIC_ALREADY_EXISTS" not in str(exc):
+            raise ConsumerError(
+                f"cannot create {what} {topic} (create it, or allow this client to): {exc}"
+            ) from exc

@@ -4,6 +4,7 @@ the consumer's side of the dead-letter topic (`DeadLetters`)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -55,9 +56,12 @@ class DeadLetters:
     record sent to it: the store's offsets never move past a record that is in neither the
     metrics nor the dead-letter topic."""
 
-    def __init__(self, producer: Producer, topic: str) -> None:
+    def __init__(self, producer: Producer, topic: str, ensure: Callable[[], None] | None = None) -> None:
         self.producer = producer
         self.topic = topic
+        #: makes the topic where it is missing (a cluster that creates none on first use),
+        #: once, before the first record: most consumers never dead-letter one
+        self._ensure = ensure
         self._errors: list[str] = []
         #: why the topic refused a record: from then on nothing is committed (the commit on
         #: revocation, as the loop ends, included), so the store's offset stays before it
@@ -69,6 +73,13 @@ class DeadLetters:
         topic, partition, offset = m.topic() or topic, m.partition(), m.offset()
         assert partition is not None and offset is not None  # set on every consumed message
         log.warning("dead-lettering %s[%d]@%d: %s", topic, partition, offset, error)
+        if self._ensure is not None:
+            try:
+                self._ensure()
+            except ConsumerError as exc:  # nothing is committed past this record
+                self.failed = str(exc)
+                raise
+            self._ensure = None
 
         def delivered(err: KafkaError | None, _msg: Message) -> None:
             if err is not None:

@@ -28,17 +28,17 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from confluent_kafka import KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka import Producer
 
-from consumer.exceptions import ConfigError, ConsumerError, KafkaUnavailableError
+from consumer.exceptions import ConfigError, ConsumerError
 from consumer.fold.registry import CLOSURES, Registry
 from consumer.store import LIVE, MetricRow, Store
 from consumer.store.render import row_json
+from consumer.stream.clients import ensure_topic
 from schemas import subject
 from schemas.confluent import WireFormat
 from schemas.exceptions import RegistryError, RegistryUnavailableError
-from schemas.kafka import client_config, unreachable
+from schemas.kafka import client_config
 from schemas.schema_registry import DEFAULT_TOPICS, RegistrySettings, writer_codec
 
 METRICS_TOPIC = DEFAULT_TOPICS["closure_metrics"]
@@ -129,29 +129,6 @@ def metrics_record(row: MetricRow, registry: Registry, now_ms: int) -> dict[str,
     }
 
 
-def ensure_compacted_topic(
-    bootstrap: str,
-    topic: str,
-    partitions: int = 6,
-    timeout: float = 30,
-    kafka: Mapping[str, str] | None = None,
-) -> None:
-    admin = AdminClient(client_config(bootstrap, kafka))
-    try:
-        if topic in admin.list_topics(timeout=timeout).topics:
-            return
-    except KafkaException as exc:
-        raise KafkaUnavailableError(unreachable(bootstrap, timeout, exc)) from None
-    future = admin.create_topics([NewTopic(topic, partitions, 1, config={"cleanup.policy": "compact"})])[
-        topic
-    ]
-    try:
-        future.result(timeout)
-    except KafkaException as exc:
-        if "TOPIC_ALREADY_EXISTS" not in str(exc):
-            raise ConsumerError(f"cannot create the metrics topic {topic}: {exc}") from exc
-
-
 #: value subject -> how a row becomes a record of it
 FORMATS: dict[str, Callable[[MetricRow, Registry, int], dict[str, Any] | None]] = {
     "metric_rows": metric_rows_record,
@@ -182,7 +159,9 @@ class MetricsTopicPublisher:
             raise
         except RegistryError as exc:
             raise ConfigError(f"metrics topic {topic}: {exc}") from None
-        ensure_compacted_topic(bootstrap, topic, kafka=kafka, timeout=10)
+        ensure_topic(
+            bootstrap, topic, what="the metrics topic", partitions=6, compacted=True, kafka=kafka, timeout=10
+        )
         self.producer = Producer(
             client_config(
                 bootstrap, kafka, acks="all", enable_idempotence=True, linger_ms=20, compression_type="lz4"

@@ -12,6 +12,7 @@ on revocation everything pending is committed before the partition is let go.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -38,7 +39,7 @@ from consumer.fold.model import reader_schema
 from consumer.fold.native import choose
 from consumer.store import PartitionCommit, Store, open_store
 from consumer.stream.checkpoint import MAX_IN_FLIGHT, CommitHook, CommitReport, StoreWriter
-from consumer.stream.clients import dlq_producer, group_consumer, lag_of
+from consumer.stream.clients import dlq_producer, ensure_topic, group_consumer, lag_of
 from consumer.stream.dlq import DeadLetters
 from consumer.stream.partitions import Snapshots, Stats, new_fold, take_changes
 from consumer.stream.settings import ConsumerSettings
@@ -116,7 +117,18 @@ class MetricsConsumer:
         self.kafka_errors = ErrorReport(log)
         self.joined_at: float | None = None  # the latest assignment (an empty one included)
         self.consumer = group_consumer(settings, self.kafka_errors)
-        self.dlq = DeadLetters(dlq_producer(settings, self.kafka_errors), settings.dlq_topic)
+        self.dlq = DeadLetters(
+            dlq_producer(settings, self.kafka_errors),
+            settings.dlq_topic,
+            ensure=functools.partial(
+                ensure_topic,
+                settings.bootstrap_servers,
+                settings.dlq_topic,
+                what="the dead-letter topic",
+                kafka=settings.kafka,
+                timeout=10,
+            ),
+        )
 
     # -- loop -------------------------------------------------------------------------
     def run(self, *, until: Callable[[MetricsConsumer], bool] | None = None) -> None:

@@ -128,6 +128,34 @@ def test_the_store_moves_past_a_poison_record_only_once_the_dlq_acknowledged_it(
     assert [(m.key(), m.value()) for m in dead] == [poison]
 
 
+def test_the_dead_letter_topic_is_made_on_a_cluster_that_makes_none_on_first_use(
+    local_broker: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A secured or managed cluster creates no topic on first use
+    (auto.create.topics.enable=false): the consumer makes its dead-letter topic before the
+    first dead letter, instead of failing to deliver it and stopping at that record."""
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+    broker = local_broker(extra_properties={"auto.create.topics.enable": "false"})
+    bootstrap = broker.bootstrap_servers
+    topic = "events"
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept: its futures die with it
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    poison = (b"p", b"not avro at all")
+    produce_raw(bootstrap, topic, [record("closed", "a", 1, T0), poison, record("closed", "b", 2, T0)])
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    settings = ConsumerSettings(bootstrap, topic=topic, group="g", store_url=url, flush_interval=0.1)
+    reader = open_store(url)
+    try:
+        run_until(MetricsConsumer(settings), lambda: reader.load_partition(topic, 0).next_offset == 3)
+        (row,) = reader.query("channel_type", "all")
+        assert row.closures == 2
+    finally:
+        reader.close()
+    dead = read_topic(bootstrap, f"{topic}.dlq", expect=1)
+    assert [(m.key(), m.value()) for m in dead] == [poison]
+
+
 def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 30) -> list[Any]:
     """The topic's records from the start, once `expect` of them arrived (or `timeout`)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{time.time_ns()}",

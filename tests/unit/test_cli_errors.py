@@ -24,6 +24,23 @@ from convmetrics.cli import main
         (["schemas", "check", "--dir", "{tmp}/none"], 2, "convmetrics schemas: error: schema folder"),
         (["metrics", "--store", "sqlite:///{tmp}/none.db"], 1, "convmetrics metrics: error: no store at"),
         (["generate", "--events", "-5"], 2, "convmetrics generate: error: "),
+        # a store URL that is not one: a setting (2), shown without its password
+        (
+            ["consume", "--bootstrap-servers", "h:1", "--store", "postgresql+psycopg://u:S3cret@db/m"],
+            2,
+            "convmetrics consume: error: unsupported store URL 'postgresql+psycopg://u:***@db/m'",
+        ),
+        (
+            ["consume", "--bootstrap-servers", "h:1", "--store", "mysql://db/m?password=S3cret"],
+            2,
+            "convmetrics consume: error: unsupported store URL 'mysql://db/m?password=***'",
+        ),
+        (["consume", "--retention-1h", "-1"], 2, "usage: "),  # would delete every 1-hour row
+        (["consume", "--conversation-ttl-days", "0"], 2, "usage: "),
+        (["consume", "--max-conversations", "0"], 2, "usage: "),
+        (["consume", "--http-port", "70000"], 2, "usage: "),
+        (["serve", "--max-label-values", "1001"], 2, "usage: "),
+        (["dlq", "replay", "--idle-timeout", "0"], 2, "usage: "),
     ],
 )
 def test_a_failure_is_one_line_naming_the_command(
@@ -42,4 +59,5 @@ def test_a_failure_is_one_line_naming_the_command(
         got = exc.code
     assert got == status
     err = capsys.readouterr().err.strip().splitlines()
-    assert err and err[-1].startswith(says.replace("{tmp}", str(tmp_path))), err
+    assert err and err[-1 if says != "usage: " else 0].startswith(says.replace("{tmp}", str(tmp_path))), err
+    assert not any("S3cret" in line for line in err), err

@@ -8,7 +8,9 @@
 
 (function () {
   const params = new URLSearchParams(location.search);
-  const REFRESH_MS = Math.max(1, Number(params.get("refresh")) || 5) * 1000;
+  // at most a day: setTimeout takes up to 2^31-1 ms and fires at once above it
+  const REFRESH_MS = Math.min(86400, Math.max(1, Number(params.get("refresh")) || 5)) * 1000;
+  const REQUEST_TIMEOUT_MS = 30000; // a request that never answers must not stop the polling
   const SIZE = { "1m": 60, "1h": 3600 };
   const SPAN = { "1m": 120, "1h": 48 }; // windows shown, ending with the newest one
   const TABLE_ROWS = 100;
@@ -68,14 +70,19 @@
     return s < 10 ? s.toFixed(2) + "s" : duration(s);
   }
 
+  // event times come from any producer: one beyond what a Date holds shows as "–", it
+  // does not stop the page (toISOString throws on an invalid date)
   function utc(t, withDate) {
     const d = new Date(t * 1000);
+    if (Number.isNaN(d.getTime())) return "–";
     const hm = pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes());
     return withDate ? pad(d.getUTCMonth() + 1) + "-" + pad(d.getUTCDate()) + " " + hm : hm;
   }
 
   function utcFull(t) {
-    return new Date(t * 1000).toISOString().slice(0, 16).replace("T", " ") + " UTC";
+    const d = new Date(t * 1000);
+    if (Number.isNaN(d.getTime())) return "–";
+    return d.toISOString().slice(0, 16).replace("T", " ") + " UTC";
   }
 
   const escape = (s) =>
@@ -93,7 +100,7 @@
     const url = query ? path + "?" + new URLSearchParams(query) : path;
     const token = sessionStorage.getItem(TOKEN_KEY);
     const headers = token ? { Authorization: "Bearer " + token } : {};
-    const r = await fetch(url, { cache: "no-store", headers });
+    const r = await fetch(url, { cache: "no-store", headers, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
     const body = await r.json();
     if (!r.ok) throw new HttpError(r.status, body.error || r.status + " " + r.statusText);
     return body;
@@ -180,6 +187,7 @@
     } catch (err) {
       if (!(err instanceof HttpError && err.status === 403)) throw err;
       state.scoped = true;
+      state.newest = null; // a global token's time bounds: a scoped one reads all time only
       document.body.classList.add("scoped");
       return refreshScoped();
     }
@@ -379,7 +387,8 @@
     const select = document.getElementById("ttc-key");
     const have = Array.from(select.options).map((o) => o.value).join("\n");
     if (have !== state.channels.join("\n")) {
-      select.innerHTML = state.channels.map((k) => `<option>${escape(k)}</option>`).join("");
+      // an explicit value: an option's text loses leading and repeated spaces
+      select.innerHTML = state.channels.map((k) => `<option value="${escape(k)}">${escape(k)}</option>`).join("");
     }
     select.value = state.ttcKey || "";
   }
@@ -438,7 +447,12 @@
     document.getElementById("token-form").addEventListener("submit", (e) => {
       e.preventDefault();
       const input = document.getElementById("token-input");
-      sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+      const token = input.value.trim();
+      if (!/^[\x21-\x7e]+$/.test(token)) { // a header carries printable ASCII only
+        setText("token-note", "A token is printable ASCII without spaces: check what was pasted.");
+        return;
+      }
+      sessionStorage.setItem(TOKEN_KEY, token);
       input.value = "";
       state.needsToken = false;
       state.scoped = false;

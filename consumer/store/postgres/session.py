@@ -68,6 +68,11 @@ class Session:
                 if "FATAL:" in msg and not any(t in msg for t in _TRANSIENT_FATAL):
                     raise StoreError(f"PostgreSQL store refused the connection: {msg}") from exc
                 raise StoreUnavailableError(f"PostgreSQL store unreachable: {msg}") from exc
+            except psycopg.Error:  # a URL libpq cannot parse: its text may hold the password
+                raise StoreError(
+                    "the PostgreSQL store URL is not one libpq can parse (a password with '%' or "
+                    "spaces must be percent-encoded); the URL is not shown, it may hold a password"
+                ) from None
             try:
                 ms = max(1, round(self.idle_in_transaction_timeout * 1000))
                 self._conn.execute(_IDLE_TIMEOUT, (f"{ms}ms",))
