@@ -36,6 +36,11 @@ from schemas.exceptions import SchemaError
 
 ENV_PREFIX = "CONVMETRICS_KAFKA_"
 ENV_CONFIG = "CONVMETRICS_KAFKA_CONFIG"  # a properties file, as --kafka-config
+#: variables under ENV_PREFIX that are not librdkafka settings, left alone: the tests' and
+#: compose's Kafka image (CONVMETRICS_KAFKA_IMAGE), and what Kubernetes injects for a Service
+#: named convmetrics-kafka (CONVMETRICS_KAFKA_SERVICE_HOST, _PORT, _PORT_9092_TCP, ...);
+#: librdkafka has no setting named image, port or service
+_NOT_SETTINGS = re.compile(r"(image|port|service)(\.|$)")
 #: how long a consumer's close may wait for its group coordinator (see close_consumer)
 CLOSE_TIMEOUT_S = 10.0
 
@@ -135,10 +140,14 @@ def unreachable(bootstrap: str, timeout: float, exc: KafkaException) -> str:
 
 
 def from_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The CONVMETRICS_KAFKA_<KEY> variables as librdkafka settings (`_` for `.`), but for
+    the ones that are something else (`_NOT_SETTINGS`)."""
     out = {}
     for name, value in environ.items():
         if name.startswith(ENV_PREFIX) and name != ENV_CONFIG and len(name) > len(ENV_PREFIX):
-            out[name[len(ENV_PREFIX) :].lower().replace("_", ".")] = value
+            key = name[len(ENV_PREFIX) :].lower().replace("_", ".")
+            if not _NOT_SETTINGS.match(key):
+                out[key] = value
     return out
 
 

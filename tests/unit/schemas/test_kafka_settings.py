@@ -38,6 +38,23 @@ def test_flags_override_the_file_which_overrides_the_environment(tmp_path: Path)
     assert dict(load([], None, {})) == {}
 
 
+def test_variables_that_are_not_settings_are_left_alone() -> None:
+    """Under the prefix but no librdkafka setting: the Kafka image of the tests and compose,
+    and what Kubernetes injects for a Service named convmetrics-kafka. A refusal of them
+    stopped every command before it started."""
+    env = {
+        "CONVMETRICS_KAFKA_IMAGE": "apache/kafka:4.1.1",
+        "CONVMETRICS_KAFKA_PORT": "tcp://10.96.0.12:9092",
+        "CONVMETRICS_KAFKA_PORT_9092_TCP_ADDR": "10.96.0.12",
+        "CONVMETRICS_KAFKA_SERVICE_HOST": "10.96.0.12",
+        "CONVMETRICS_KAFKA_SERVICE_PORT": "9092",
+        "CONVMETRICS_KAFKA_CLIENT_ID": "kept",
+    }
+    assert dict(load([], None, env)) == {"client.id": "kept"}
+    with pytest.raises(KafkaSettingsError, match="portal"):  # a near name is still judged
+        load([], None, {"CONVMETRICS_KAFKA_PORTAL": "x"})
+
+
 def test_the_file_is_java_properties(tmp_path: Path) -> None:
     path = props(
         tmp_path,
