@@ -91,7 +91,9 @@ class Gateway:
         self.metrics = GatewayMetrics(ROUTES)
         self.publisher = publisher
         self._openapi = orjson.dumps(openapi_document())
-        #: the topic exists and the schemas are published: until then every write is a 503
+        #: the topic exists and the schemas are published: until then every write is a 503.
+        #: With --no-create-topic the topic is someone else's to make: ready at once, and the
+        #: schemas are published meanwhile (older consumers read what this gateway writes)
         self.prepared = not settings.create_topic
         self._preparing: asyncio.Task[None] | None = None
 
@@ -109,8 +111,7 @@ class Gateway:
                 observe=self.metrics.produce_latency.observe,
             )
         self.publisher.start(asyncio.get_running_loop())
-        if not self.prepared:
-            self._preparing = asyncio.create_task(self._prepare())
+        self._preparing = asyncio.create_task(self._prepare())
         gc.freeze()  # long-lived start-up objects leave the GC's view: shorter pauses under load
         # A batch holds ~50 short-lived containers per event until it is answered; at the
         # default threshold (700) they reach the older generations and get scanned again
@@ -127,25 +128,34 @@ class Gateway:
             gc.set_threshold(*thresholds)
 
     async def _prepare(self, first_wait: float = 1.0, longest_wait: float = 30.0) -> None:
-        """Create the topic and publish the schemas, retried until Kafka takes them: the
-        gateway runs meanwhile, not ready (503 + Retry-After), and the log says why."""
+        """Create the topic (unless --no-create-topic) and publish the schemas, retried until
+        Kafka takes them: the gateway runs meanwhile, not ready (503 + Retry-After) until the
+        topic is there, and the log says why."""
         s, wait = self.settings, first_wait
         while True:
             try:
-                await asyncio.to_thread(
-                    ensure_topic, s.bootstrap_servers, s.topic, partitions=s.partitions,
-                    replication_factor=s.replication_factor, kafka=s.kafka, timeout=10,
-                )  # fmt: skip
+                if s.create_topic:
+                    await asyncio.to_thread(
+                        ensure_topic, s.bootstrap_servers, s.topic, partitions=s.partitions,
+                        replication_factor=s.replication_factor, kafka=s.kafka, timeout=10,
+                    )  # fmt: skip
                 # so that consumers older than this gateway can read what it writes
                 await asyncio.to_thread(
                     publish_schemas, s.bootstrap_servers, self.codec.subject, kafka=s.kafka, timeout=10
                 )
             except (GatewayError, SchemaError, KafkaException) as exc:
                 cause = self.publisher.errors.last if self.publisher is not None else None
-                log.error(
-                    "gateway not ready: %s%s; retrying in %g s (webhooks get 503 until then)",
-                    exc, f"; {cause}" if cause else "", wait,
-                )  # fmt: skip
+                if self.prepared:  # --no-create-topic: serving; only the schemas are missing
+                    log.warning(
+                        "schemas not published yet: %s%s; retrying in %g s (consumers older than "
+                        "this gateway cannot read its events until then)",
+                        exc, f"; {cause}" if cause else "", wait,
+                    )  # fmt: skip
+                else:
+                    log.error(
+                        "gateway not ready: %s%s; retrying in %g s (webhooks get 503 until then)",
+                        exc, f"; {cause}" if cause else "", wait,
+                    )  # fmt: skip
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, longest_wait)
                 continue

@@ -145,3 +145,24 @@ def test_produce_file_sends_valid_items_and_lists_rejected_ones(
     assert done.returncode == 0, done.stdout + done.stderr
     meta = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(fresh, timeout=10)
     assert len(meta.topics[fresh].partitions) == 4 and topic_size(kafka_bootstrap, fresh) == 2
+
+
+def test_no_create_topic_still_publishes_the_schemas(local_broker: Callable[..., LocalBroker]) -> None:
+    """`--no-create-topic` (the topic is made by whoever runs the cluster): the gateway is
+    ready at once and still publishes its schemas, so that consumers older than it read
+    what it writes (docs/schemas.md)."""
+    from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
+
+    from schemas.topic_registry import SCHEMA_TOPIC
+
+    broker = local_broker()  # a fresh cluster: no schema topic yet
+    topic = f"made-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
+    admin.create_topics([NewTopic(topic, 3, 1)])[topic].result(30)
+    gw = GatewayProcess(broker.bootstrap_servers, topic, "--no-create-topic")
+    try:
+        assert post(gw, seed()).status_code == 202
+        published = read_at(broker.bootstrap_servers, SCHEMA_TOPIC, 0, 0)
+        assert published.key().decode().startswith("conversation_event:")
+    finally:
+        gw.stop()
