@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -35,7 +35,7 @@ class GatewaySettings(BaseSettings):
     partitions: int = Field(default=6, ge=1)
     replication_factor: int = Field(default=1, ge=1)
     linger_ms: float = Field(default=5.0, ge=0)
-    compression: str = "lz4"
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
     create_topic: bool = True
     #: how events are framed (CONVMETRICS_WIRE_FORMAT): single-object, or confluent with the
     #: schema id from the registry (CONVMETRICS_SCHEMA_REGISTRY_URL), looked up at start
@@ -44,6 +44,14 @@ class GatewaySettings(BaseSettings):
     #: librdkafka settings of every Kafka client (security, tuning), checked: `schemas.kafka`;
     #: kept out of the repr (they hold passwords)
     kafka: dict[str, str] = Field(default_factory=dict, repr=False)
+
+    @field_validator("kafka")
+    @classmethod
+    def _own_timeout(cls, value: dict[str, str]) -> dict[str, str]:
+        # the gateway's answer waits for this long (503 after it): its own setting, not librdkafka's
+        if "message.timeout.ms" in value:
+            raise ValueError("message.timeout.ms is set by --delivery-timeout (CONVMETRICS_DELIVERY_TIMEOUT)")
+        return value
 
     @field_validator("webhook_secrets", mode="before")
     @classmethod
@@ -68,10 +76,9 @@ class GatewaySettings(BaseSettings):
         return client_config(
             self.bootstrap_servers,
             self.kafka,
+            tuning={"linger_ms": self.linger_ms, "compression_type": self.compression},
             acks="all",
             enable_idempotence=True,
-            linger_ms=self.linger_ms,
-            compression_type=self.compression,
             message_timeout_ms=max(1, int(self.delivery_timeout * 1000)),
             socket_keepalive_enable=True,
         )

@@ -121,11 +121,16 @@ class KafkaSettings(Mapping[str, str]):
         return f"KafkaSettings({redacted(self._values)!r})"
 
 
-def client_config(bootstrap: str, kafka: Mapping[str, str] | None, **own: Any) -> dict[str, Any]:
-    """A client's librdkafka config: the bootstrap servers, the user's settings, then the
-    client's own (`own`: dots spelled as underscores, `acks="all"`), which always win."""
+def client_config(
+    bootstrap: str, kafka: Mapping[str, str] | None, *, tuning: Mapping[str, Any] | None = None, **own: Any
+) -> dict[str, Any]:
+    """A client's librdkafka config: the bootstrap servers, the client's `tuning` defaults
+    (`linger_ms`, `compression_type`: a user's setting of the same key wins), the user's
+    settings, then the client's own (`own`: `acks="all"`, ...), which always win. Keys are
+    spelled with underscores for dots."""
     return {
         "bootstrap.servers": bootstrap,
+        **{k.replace("_", "."): v for k, v in (tuning or {}).items()},
         **(kafka or {}),
         **{k.replace("_", "."): v for k, v in own.items()},
     }

@@ -164,7 +164,11 @@ class MetricsTopicPublisher:
         )
         self.producer = Producer(
             client_config(
-                bootstrap, kafka, acks="all", enable_idempotence=True, linger_ms=20, compression_type="lz4"
+                bootstrap,
+                kafka,
+                tuning={"linger_ms": 20, "compression_type": "lz4"},
+                acks="all",
+                enable_idempotence=True,
             )
         )
         self.published = 0

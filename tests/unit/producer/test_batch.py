@@ -64,3 +64,19 @@ def test_defaults_match_the_issue() -> None:
 def test_invalid_setting_names_the_setting() -> None:
     with pytest.raises(SettingsError, match="max_body_bytes"):
         load_settings(max_body_bytes=0)
+
+
+def test_a_users_tuning_wins_and_the_gateways_own_settings_are_refused() -> None:
+    """`--kafka compression.type=zstd linger.ms=100` take effect (they were accepted, then
+    silently replaced by the gateway's defaults); the delivery timeout is the gateway's own
+    (its 503), so librdkafka's key for it is refused naming the flag; an unknown codec is
+    refused when the settings load, not by librdkafka at start."""
+    kafka = {"compression.type": "zstd", "linger.ms": "100"}
+    config = load_settings(kafka=kafka, delivery_timeout=3).producer_config()
+    assert (config["compression.type"], config["linger.ms"]) == ("zstd", "100")
+    assert (config["acks"], config["message.timeout.ms"]) == ("all", 3000)
+    assert load_settings().producer_config()["compression.type"] == "lz4"  # the default
+    with pytest.raises(SettingsError, match=r"message\.timeout\.ms is set by --delivery-timeout"):
+        load_settings(kafka={"message.timeout.ms": "120000"})
+    with pytest.raises(SettingsError, match="compression"):
+        load_settings(compression="zstdx")

@@ -130,6 +130,9 @@ def test_an_unreadable_file_is_named(tmp_path: Path) -> None:
 def test_a_clients_own_settings_win_over_the_users() -> None:
     config = client_config("k:9092", {"client.id": "x", "linger.ms": "100"}, acks="all", linger_ms=5)
     assert config == {"bootstrap.servers": "k:9092", "client.id": "x", "linger.ms": 5, "acks": "all"}
+    # tuning defaults are the other way round: the user's value wins, the default fills in
+    tuned = client_config("k:9092", {"linger.ms": "100"}, tuning={"linger_ms": 5, "compression_type": "lz4"})
+    assert tuned == {"bootstrap.servers": "k:9092", "linger.ms": "100", "compression.type": "lz4"}
     assert redacted(
         {"sasl.password": "p", "ssl.key.pem": "k", "sasl.oauthbearer.client.secret": "s", "a": 1}
     ) == {

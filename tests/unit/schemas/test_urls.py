@@ -12,7 +12,10 @@ from schemas.urls import redacted
     [
         ("postgresql://u:S3cret@db:5432/m", "postgresql://u:***@db:5432/m"),
         ("postgresql://u@db/m", "postgresql://u@db/m"),
-        ("postgresql://db/m?password=S3cret&sslmode=require", "postgresql://db/m?password=***&sslmode=require"),
+        (
+            "postgresql://db/m?password=S3cret&sslmode=require",
+            "postgresql://db/m?password=***&sslmode=require",
+        ),
         ("postgresql://db/m?sslpassword=S3cret", "postgresql://db/m?sslpassword=***"),
         ("https://svc:S3cret@registry:8081", "https://svc:***@registry:8081"),
         ("https://registry:8081", "https://registry:8081"),
