@@ -75,3 +75,12 @@ class RegistryMismatchError(RegistryError):
 
 class SchemaNotRegisteredError(RegistryError):
     """The registry lacks the schema a writer needs (run `convmetrics schemas push`)."""
+
+
+class TopicNotMadeError(SchemaError):
+    """A topic that is missing and could not be made (`schemas.kafka.create_topic`);
+    `unreachable`: the cluster did not answer, rather than refused it."""
+
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable

@@ -26,13 +26,15 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
 import javaproperties
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from schemas.exceptions import SchemaError
+from schemas.exceptions import SchemaError, TopicNotMadeError
 
 ENV_PREFIX = "CONVMETRICS_KAFKA_"
 ENV_CONFIG = "CONVMETRICS_KAFKA_CONFIG"  # a properties file, as --kafka-config
@@ -142,6 +144,47 @@ def unreachable(bootstrap: str, timeout: float, exc: KafkaException) -> str:
     err = exc.args[0] if exc.args else None
     reason = err.str() if isinstance(err, KafkaError) else str(exc)
     return f"Kafka at {bootstrap} did not answer within {timeout:g} s: {reason}"
+
+
+def create_topic(
+    bootstrap: str,
+    topic: str,
+    *,
+    what: str,
+    partitions: int = -1,
+    replication_factor: int = -1,
+    config: Mapping[str, str] | None = None,
+    kafka: Mapping[str, str] | None = None,
+    timeout: float = 30.0,
+) -> bool:
+    """Create `topic` unless it exists; True when this call made it. -1: the broker's
+    default partition count or replication factor (a secured or managed cluster creates no
+    topic on first use and refuses fewer replicas than its minimum). Another client making it
+    meanwhile is no error.
+
+    Raises:
+        TopicNotMadeError: naming it as `what`; `unreachable` when the cluster did not answer.
+    """
+    admin = AdminClient(client_config(bootstrap, kafka))
+    try:
+        meta = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise TopicNotMadeError(unreachable(bootstrap, timeout, exc), unreachable=True) from None
+    if topic in meta.topics and meta.topics[topic].error is None:
+        return False
+    future = admin.create_topics([NewTopic(topic, partitions, replication_factor, config=dict(config or {}))])
+    try:
+        future[topic].result(timeout=timeout)
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args else None
+        if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+            return False  # another client made it meanwhile
+        raise TopicNotMadeError(
+            f"cannot create {what} {topic} on {bootstrap} (create it, or allow this client to): {exc}"
+        ) from None
+    except FutureTimeout:
+        raise TopicNotMadeError(f"creating {what} {topic} took longer than {timeout:g} s") from None
+    return True
 
 
 def from_environment(environ: Mapping[str, str]) -> dict[str, str]:

@@ -17,10 +17,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from schemas.exceptions import SchemaError
-from schemas.kafka import client_config
+from schemas.kafka import client_config, create_topic
 from schemas.registry import Subject
 
 SCHEMA_TOPIC = "_convmetrics-schemas"
@@ -36,16 +35,12 @@ def publish_schemas(
     kafka: Mapping[str, str] | None = None,
 ) -> None:
     """Create the compacted schema topic if missing and put every shipped version in it."""
-    admin = AdminClient(client_config(bootstrap, kafka))
-    if topic not in admin.list_topics(timeout=timeout).topics:
-        # the broker's replication factor: a cluster with min.insync.replicas above 1 refuses
-        # acks=all writes to a topic of one replica (and a secured one its creation)
-        futures = admin.create_topics([NewTopic(topic, 1, -1, config={"cleanup.policy": "compact"})])
-        try:
-            futures[topic].result(timeout)
-        except KafkaException as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise SchemaError(f"cannot create schema topic {topic}: {exc}") from exc
+    # the broker's replication factor: a cluster with min.insync.replicas above 1 refuses
+    # acks=all writes to a topic of one replica (and a secured one its creation)
+    create_topic(
+        bootstrap, topic, what="the schema topic", partitions=1,
+        config={"cleanup.policy": "compact"}, kafka=kafka, timeout=timeout,
+    )  # fmt: skip
     producer = Producer(client_config(bootstrap, kafka, acks="all", enable_idempotence=True))
     for v in subject.versions:
         producer.produce(topic, key=f"{subject.name}:{v.fingerprint_hex}", value=json.dumps(v.raw))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from consumer.serve.report import add_metric_set_argument, add_sla_buckets_argument
@@ -226,21 +227,21 @@ def _positive(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
-    """A duration in seconds above 0 (a negative or zero interval or timeout is a typo)."""
-    value = float(text)
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text}")
-    return value
+def _above_zero(unit: str) -> Callable[[str], float]:
+    """argparse type of a finite duration in `unit` above 0: a zero or negative interval or
+    timeout is a typo, and a retention or TTL of 0 or less would delete rows, or forget
+    every conversation, at once."""
+
+    def parse(text: str) -> float:
+        value = float(text)
+        if not 0 < value < float("inf"):
+            raise argparse.ArgumentTypeError(f"must be a number of {unit} above 0, got {text}")
+        return value
+
+    return parse
 
 
-def _days(text: str) -> float:
-    """Days above 0: a retention or TTL of 0 or less would delete rows, or forget every
-    conversation, at once."""
-    value = float(text)
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number of days above 0, got {text}")
-    return value
+_seconds, _days = _above_zero("seconds"), _above_zero("days")
 
 
 def _port(text: str) -> int:

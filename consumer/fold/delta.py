@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cache, cached_property
+from operator import itemgetter
 from typing import Any, Final
 
 import orjson
@@ -45,6 +46,9 @@ ClosureRow = tuple[int, int, int, int, str, int, int | None, int | None, int | N
 CLOSURE_WIDTH: Final = 10
 #: where a `ClosureRow` holds the event id
 CLOSURE_EVENT_ID: Final = 9
+#: a `ClosureRow`'s (account, closed_at, event_hash): the closures table's key in both
+#: stores, the order a commit inserts them in (each lands beside the last)
+CLOSURE_KEY: Final = itemgetter(2, 5, 0)
 
 FirstAssignmentRow = tuple[int, int, int, str, int | None, int | None, int, int]
 # (account, conversation, partition, channel_type, inbox, app, assigned_at, ttfa): the

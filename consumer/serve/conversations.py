@@ -11,22 +11,12 @@ import orjson
 
 from consumer.exceptions import QueryError
 from consumer.fold.registry import REGISTRY, Registry
-from consumer.serve.query import I64_MAX, I64_MIN, MAX_NAME, parse_int
+from consumer.serve.query import I64_MAX, I64_MIN, MAX_NAME, int_param
 from consumer.store.closure_list import After, ClosureListing, ListedClosure
 
 DEFAULT_LIMIT = 1_000
 MAX_LIMIT = 10_000
-#: a channel type is a name of at most this many characters (producer.models.CHANNEL_TYPE_PATTERN)
 KNOWN = ("account", "channel_type", "inbox", "from", "to", "limit", "cursor")
-
-
-def _int(params: Mapping[str, str], name: str, what: str, required: bool = False) -> int | None:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        if required:
-            raise QueryError(f"{name} is required ({what})")
-        return None
-    return parse_int(raw, name, what)
 
 
 def parse_conversations_query(params: Mapping[str, str], registry: Registry = REGISTRY) -> ClosureListing:
@@ -34,9 +24,9 @@ def parse_conversations_query(params: Mapping[str, str], registry: Registry = RE
     `inbox` needs a store whose metric set keeps closures' inboxes (`--metric-set full`)."""
     if unknown := sorted(set(params) - set(KNOWN)):
         raise QueryError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(KNOWN)}")
-    account = _int(params, "account", "an account id", required=True)
-    start = _int(params, "from", "unix seconds: closures closed at or after it", required=True)
-    end = _int(params, "to", "unix seconds: closures closed before it", required=True)
+    account = int_param(params, "account", "an account id", required=True)
+    start = int_param(params, "from", "unix seconds: closures closed at or after it", required=True)
+    end = int_param(params, "to", "unix seconds: closures closed before it", required=True)
     assert account is not None and start is not None and end is not None
     if end < start:
         raise QueryError(f"to ({end}) is before from ({start})")
@@ -45,10 +35,10 @@ def parse_conversations_query(params: Mapping[str, str], registry: Registry = RE
         raise QueryError(
             f"channel_type must be a name of at most {MAX_NAME} characters, got {channel_type!r}"
         )
-    inbox = _int(params, "inbox", "an inbox id: data.channel.id")
+    inbox = int_param(params, "inbox", "an inbox id: data.channel.id")
     if inbox is not None and not registry.groups_by_inbox_or_app:
         raise QueryError("inbox: this store keeps no closure's inbox (--metric-set full does)")
-    limit = _int(params, "limit", f"1 to {MAX_LIMIT}")
+    limit = int_param(params, "limit", f"1 to {MAX_LIMIT}")
     if limit is None:
         limit = DEFAULT_LIMIT
     if not 1 <= limit <= MAX_LIMIT:

@@ -15,11 +15,9 @@ from typing import Any
 from consumer.exceptions import QueryError
 from consumer.fold.registry import METRIC_SETS, REGISTRY, Grouping, Kind, Registry
 from consumer.fold.windows import WINDOWS
-from consumer.serve.query import DEFAULT_LIMIT, MAX_NAME, decode_cursor, encode_cursor, fits, parse_span
+from consumer.serve.query import DEFAULT_LIMIT, MAX_NAME, as_id, decode_cursor, encode_cursor, parse_span
 from consumer.store import MetricRow
 from consumer.store.render import row_json
-
-#: a text dimension's values (channel types: producer.models.CHANNEL_TYPE_PATTERN) hold no `|`
 
 
 @dataclass(frozen=True)
@@ -78,9 +76,10 @@ def parse_metrics_query(params: Mapping[str, str], registry: Registry = REGISTRY
         if d not in group.dimensions:
             raise QueryError(f"{d} filters a grouping that has it; group={group.name} has {group.dimensions}")
         if registry.dimension(d).type is int:
-            if not fits(value):
+            stored = as_id(value)
+            if stored is None:
                 raise QueryError(f"{d} must be an integer id, got {value!r}")
-            value = str(int(value))
+            value = stored
         elif len(value) > MAX_NAME or "|" in value:
             raise QueryError(
                 f"{d} must be a name of at most {MAX_NAME} characters without '|', got {value!r}"

@@ -73,20 +73,26 @@ def parse_int(raw: str, name: str, what: str) -> int:
     return int(raw)
 
 
-def fits(raw: str) -> bool:
-    """Whether a key is an integer id as `parse_int` takes one."""
+def as_id(raw: str) -> str | None:
+    """An integer id as its key is stored (`007` is `7`), None unless `parse_int` takes it."""
     try:
-        parse_int(raw, "", "")
+        return str(parse_int(raw, "", ""))
     except QueryError:
-        return False
-    return True
+        return None
+
+
+def int_param(params: Mapping[str, str], name: str, what: str, *, required: bool = False) -> int | None:
+    """An optional (or `required`) integer parameter, checked by `parse_int`."""
+    raw = params.get(name)
+    if raw is None or raw == "":
+        if required:
+            raise QueryError(f"{name} is required ({what})")
+        return None
+    return parse_int(raw, name, what)
 
 
 def _int(params: Mapping[str, str], name: str) -> int | None:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return None
-    return parse_int(raw, name, "unix seconds" if name in ("from", "to") else "a count")
+    return int_param(params, name, "unix seconds" if name in ("from", "to") else "a count")
 
 
 def parse_span(params: Mapping[str, str], window: str) -> tuple[int | None, int | None, int]:
@@ -138,9 +144,10 @@ def parse_query(params: Mapping[str, str], registry: Registry = REGISTRY) -> Clo
     int_keyed = _int_keyed(registry, by)
     key = params.get("key") or None
     if key is not None and int_keyed:
-        if not fits(key):
+        stored = as_id(key)  # 007 and 7 name one account
+        if stored is None:
             raise QueryError(f"key must be an {by} id (an integer) when by={by}, got {key!r}")
-        key = str(int(key))  # as stored: 007 and 7 name one account
+        key = stored
     keys = _keys(params.get("keys"), by, int_keyed)
     if keys is not None and key is not None:
         raise QueryError("key and keys select the same thing: leave one out")
@@ -175,10 +182,12 @@ def _keys(raw: str | None, by: str, int_keyed: bool) -> tuple[str, ...] | None:
         raise QueryError(f"keys lists no key, got {raw!r}")
     if len(keys) > MAX_KEYS:
         raise QueryError(f"keys takes at most {MAX_KEYS} keys, got {len(keys)}")
-    bad = [k for k in keys if int_keyed and not fits(k)]
-    if bad:
-        raise QueryError(f"keys must be {by} ids (integers) when by={by}, got {bad[0]!r}")
-    return tuple(dict.fromkeys(str(int(k)) for k in keys)) if int_keyed else keys
+    if not int_keyed:
+        return keys
+    ids = [as_id(k) for k in keys]
+    if None in ids:
+        raise QueryError(f"keys must be {by} ids (integers) when by={by}, got {keys[ids.index(None)]!r}")
+    return tuple(dict.fromkeys(k for k in ids if k is not None))
 
 
 def encode_cursor(start: int, key: str) -> str:

@@ -7,11 +7,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from consumer.exceptions import ConsumerError, KafkaUnavailableError
 from consumer.stream.settings import ConsumerSettings
-from schemas.kafka import ErrorReport, client_config, unreachable
+from schemas.exceptions import TopicNotMadeError
+from schemas.kafka import ErrorReport, create_topic
 
 
 def _base(settings: ConsumerSettings, errors: ErrorReport) -> dict[str, Any]:
@@ -73,22 +73,12 @@ def ensure_topic(
     kafka: Mapping[str, str] | None = None,
     timeout: float = 30,
 ) -> None:
-    """Create `topic` unless it exists, as the broker makes topics by default (its replication
-    factor, and its partition count unless `partitions` is given): a secured or managed
-    cluster creates none on first use and refuses a replication factor below its minimum.
-    `what` names it in the error when it cannot be made."""
-    admin = AdminClient(client_config(bootstrap, kafka))
+    """Create `topic` unless it exists (`schemas.kafka.create_topic`: the broker's defaults
+    but for `partitions`), naming it `what` when it cannot be made."""
     try:
-        if topic in admin.list_topics(timeout=timeout).topics:
-            return
-    except KafkaException as exc:
-        raise KafkaUnavailableError(unreachable(bootstrap, timeout, exc)) from None
-    config = {"cleanup.policy": "compact"} if compacted else {}
-    future = admin.create_topics([NewTopic(topic, partitions, -1, config=config)])[topic]
-    try:
-        future.result(timeout)
-    except KafkaException as exc:
-        if "TOPIC_ALREADY_EXISTS" not in str(exc):
-            raise ConsumerError(
-                f"cannot create {what} {topic} (create it, or allow this client to): {exc}"
-            ) from exc
+        create_topic(
+            bootstrap, topic, what=what, partitions=partitions,
+            config={"cleanup.policy": "compact"} if compacted else None, kafka=kafka, timeout=timeout,
+        )  # fmt: skip
+    except TopicNotMadeError as exc:
+        raise (KafkaUnavailableError if exc.unreachable else ConsumerError)(str(exc)) from None

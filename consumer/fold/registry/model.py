@@ -242,9 +242,8 @@ class Registry:
             parts = key.split("|")
         else:
             t = text[0]
-            *left, rest = key.split("|", t) if t else [key]
-            right = rest.rsplit("|", len(dims) - t - 1) if len(dims) - t - 1 else [rest]
-            parts = [*left, *right]
+            *left, rest = key.split("|", t)
+            parts = [*left, *rest.rsplit("|", len(dims) - t - 1)]
         if len(parts) != len(dims):
             raise ValueError(f"key {key!r} of grouping {grouping!r} does not have {len(dims)} parts")
         return parts

@@ -113,12 +113,10 @@ class StoreSource:
         return metrics_json(q, found, self.store.registry)["rows"], len(found) > q.limit
 
     def backlog(self, params: dict[str, str]) -> dict[str, Any]:
-        from consumer.serve.metrics_query import backlog_json, parse_backlog_query
+        from consumer.serve.metrics_query import NO_GAUGES, backlog_json, parse_backlog_query
 
         if not self.store.registry.gauges:  # as the API answers (404)
-            raise ReportError(
-                "this store's metric set folds no gauges: run the consumer with --metric-set full"
-            )
+            raise ReportError(NO_GAUGES)
         q = parse_backlog_query(params, self.store.registry)  # the API's own checks and messages
         as_of, rows = self.store.backlog(q.group.name, key=q.key, parts=q.parts)
         return backlog_json(q, as_of, rows, self.store.registry)

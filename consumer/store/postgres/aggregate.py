@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from operator import itemgetter
 from typing import Any
 
 import psycopg
 
-from consumer.fold.delta import layout_of
+from consumer.fold.delta import CLOSURE_KEY, layout_of
 from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.windows import WINDOWS
 from consumer.store import sqlgen
@@ -99,8 +98,7 @@ class Batch:
             for metric in sqlgen.RECHECKED:
                 self.recheck.update((metric, p.partition, *k) for k in p.delta.recheck(registry, metric))
             firsts.update(p.delta.first_assignments)
-        # in the key's order (account, closed_at, event_hash): each insert lands beside the last
-        self.closures = sorted(closures.values(), key=itemgetter(2, 5, 0))
+        self.closures = sorted(closures.values(), key=CLOSURE_KEY)
         self.first_assignments = [firsts[k] for k in sorted(firsts)]
         self.offsets = sorted((p.partition, p.next_offset, p.watermark) for p in partitions)
 

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from consumer.exceptions import FencedError
-from consumer.fold.delta import CLOSURE_WIDTH, FIRST_ASSIGNMENT_WIDTH, gauge_rows
+from consumer.fold.delta import CLOSURE_KEY, CLOSURE_WIDTH, FIRST_ASSIGNMENT_WIDTH, gauge_rows
 from consumer.fold.native import native
 from consumer.fold.registry import Registry
 from consumer.fold.windows import WINDOWS
@@ -32,8 +32,7 @@ from consumer.store.sqlite.sql import (
 #: (as do the rows of stores written before rows had a partition), and its seq is the
 #: store-wide commit counter. PostgreSQL keys them by partition (consumer.store.sqlgen).
 ONE_WRITER = -1
-#: the closures' and first assignments' primary keys (consumer.store.sqlite.sql.SCHEMA)
-_CLOSURE_KEY = operator.itemgetter(2, 5, 0)  # account, closed_at, event_hash
+#: the first assignments' primary key (consumer.store.sqlite.sql.SCHEMA; the closures': CLOSURE_KEY)
 _FIRST_ASSIGNMENT_KEY = operator.itemgetter(0, 1)  # account, conversation
 
 Recheck = dict[tuple[str, str, str, str, int], tuple[int, int]]
@@ -61,7 +60,7 @@ def prepare(partitions: list[PartitionCommit], registry: Registry, sql: Statemen
     # in the tables' key order: each insert lands beside the last one instead of at a random
     # page of a B-tree bigger than the page cache (bench/results/consumer.md)
     closures = pack(
-        sorted((c for p in partitions for c in p.delta.closures.values()), key=_CLOSURE_KEY), CLOSURE_WIDTH
+        sorted((c for p in partitions for c in p.delta.closures.values()), key=CLOSURE_KEY), CLOSURE_WIDTH
     )
     staged = [pack(p.delta.facts, sql.fact_width) for p in partitions if p.delta.facts]
     lags = [
