@@ -152,12 +152,12 @@ REGISTRY: Final = Registry(
     ),
     groupings=(
         Grouping(CHANNEL_TYPE, (CHANNEL_TYPE,)),
-        Grouping(ACCOUNT, (ACCOUNT,), fine=True),
+        Grouping(ACCOUNT, (ACCOUNT,)),
         # no 1-minute rows: at the finest grouping a minute's row holds about one event, so
         # they would cost a row write per event each (bench/results/consumer.md)
-        Grouping(ACCOUNT_CHANNEL_TYPE, (ACCOUNT, CHANNEL_TYPE), fine=True, windows=LONG_WINDOWS),
-        Grouping(INBOX, (ACCOUNT, INBOX), fine=True, windows=LONG_WINDOWS),
-        Grouping(APP, (APP,), fine=True, windows=LONG_WINDOWS),
+        Grouping(ACCOUNT_CHANNEL_TYPE, (ACCOUNT, CHANNEL_TYPE), windows=LONG_WINDOWS),
+        Grouping(INBOX, (ACCOUNT, INBOX), windows=LONG_WINDOWS),
+        Grouping(APP, (APP,), windows=LONG_WINDOWS),
     ),
     closures_view=("closures", "reopens", "closed_unread", "time_to_close", "ingest_lag"),
     gauges=(

@@ -128,15 +128,10 @@ class Dimension:
 @dataclass(frozen=True)
 class Grouping:
     """A declared tuple of dimensions; a row's key is its values, as text (one dimension:
-    the value itself, `42` or `TELEGRAM`, several: joined by `|`).
-
-    `fine`: a storage hint: its keys are many (accounts), so the rows of its short windows
-    hold about one fact each; the SQLite store then upserts them per fact instead of
-    sorting the facts into per-minute rows first (`consumer.store.sqlgen`)."""
+    the value itself, `42` or `TELEGRAM`, several: joined by `|`)."""
 
     name: str
     dimensions: tuple[str, ...]
-    fine: bool = False
     #: the windows it keeps rows of (None: every one)
     windows: tuple[str, ...] | None = None
 

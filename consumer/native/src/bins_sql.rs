@@ -71,7 +71,7 @@ pub(crate) struct Api {
     value_text: unsafe extern "C" fn(*mut Val) -> *const u8,
     pub(crate) value_blob: unsafe extern "C" fn(*mut Val) -> *const c_void,
     pub(crate) value_bytes: unsafe extern "C" fn(*mut Val) -> c_int,
-    result_blob64: unsafe extern "C" fn(*mut Ctx, *const c_void, u64, isize),
+    pub(crate) result_blob64: unsafe extern "C" fn(*mut Ctx, *const c_void, u64, isize),
     pub(crate) result_null: unsafe extern "C" fn(*mut Ctx),
     result_error: unsafe extern "C" fn(*mut Ctx, *const c_char, c_int),
     create_module_v2: unsafe extern "C" fn(

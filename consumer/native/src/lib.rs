@@ -1707,6 +1707,7 @@ fn bin_of_py(seconds: i64) -> PyResult<i64> {
 mod bins_sql;
 mod compact;
 mod packed_rows;
+mod rollup;
 
 #[pymodule]
 fn _fold_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -1715,6 +1716,7 @@ fn _fold_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m
     )?)?;
     m.add_function(wrap_pyfunction!(packed_rows::pack_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(rollup::rollup_rows, m)?)?;
     m.add_class::<PartitionFold>()?;
     m.add_function(wrap_pyfunction!(apply_batch, m)?)?;
     m.add_function(wrap_pyfunction!(configure, m)?)?;

@@ -1,37 +1,42 @@
 //! Rows handed to the SQLite store in a binary blob instead of JSON: `pack_rows(rows, n)`
 //! packs a list of n-tuples (None, int or str each; a bool is its int), and the table-valued function
 //! `packed_rows(blob)` (an eponymous virtual table, registered with the bins functions on
-//! the store's connection) yields them as columns c0..c23. SQLite 3.40's `value->>i` parses
+//! the store's connection) yields them as columns c0..c63. SQLite 3.40's `value->>i` parses
 //! a JSON row's text again for each of its fields: staging a commit's facts and closures
 //! that way cost more than inserting them (bench/pipeline.py).
 //!
-//! Blob: u32 column count (1-24), then per row and column a tag byte: 0 NULL; 1 an int64
-//! (8 bytes); 2 a text (u32 byte length, UTF-8 bytes). All little-endian. Only `pack_rows`
-//! writes it; the reader checks every length and refuses a malformed blob (an SQL error,
-//! never a read out of bounds).
+//! Blob: u32 column count (1-64), then per row and column a tag byte: 0 NULL; 1 an int64
+//! (8 bytes); 2 a text (u32 byte length, UTF-8 bytes); 3 a blob (u32 byte length, bytes);
+//! 4 the integer 0 (no bytes: most of a metric row's values are 0).
+//! All little-endian. Only `pack_rows` and `rollup_rows` (crate::rollup) write it; the
+//! reader checks every length and refuses a malformed blob (an SQL error, never a read out
+//! of bounds).
 
 use std::ffi::{c_char, c_int, c_void};
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyInt, PyList, PySequence, PyString, PyTuple};
+use std::ffi::CString;
 
 use crate::bins_sql::{Api, Ctx, SQLITE_BLOB, SQLITE_NULL, SQLITE_OK, SQLITE_UTF8, Val, loaded};
 
-/// Columns a packed row may have (c0..c23 of the virtual table): room for the registry's
-/// fact fields to grow (a fact is dimensions, time, counters and distribution triples).
-pub const MAX_COLUMNS: usize = 24;
+/// Columns a packed row may have (c0..c63 of the virtual table): room for the registry's
+/// fact fields and metric rows' value columns to grow.
+pub const MAX_COLUMNS: usize = 64;
 const DATA_COLUMN: c_int = MAX_COLUMNS as c_int; // the hidden `data` argument
-const TAG_NULL: u8 = 0;
-const TAG_INT: u8 = 1;
-const TAG_TEXT: u8 = 2;
+pub(crate) const TAG_NULL: u8 = 0;
+pub(crate) const TAG_INT: u8 = 1;
+pub(crate) const TAG_TEXT: u8 = 2;
+pub(crate) const TAG_BLOB: u8 = 3;
+pub(crate) const TAG_ZERO: u8 = 4;
 const SQLITE_ERROR: c_int = 1;
 const SQLITE_CONSTRAINT: c_int = 19;
 const SQLITE_INDEX_CONSTRAINT_EQ: u8 = 2;
 const SQLITE_TRANSIENT: isize = -1;
 
 /// Packs `rows` (a list of tuples or lists of `columns` items each: None, int within 64
-/// bits, str).
+/// bits, str, bytes).
 #[pyfunction]
 pub fn pack_rows<'py>(
     py: Python<'py>,
@@ -70,13 +75,25 @@ pub fn pack_rows<'py>(
                 out.push(TAG_TEXT);
                 out.extend_from_slice(&len.to_le_bytes());
                 out.extend_from_slice(text.as_bytes());
+            } else if let Ok(b) = item.cast::<PyBytes>() {
+                let bytes = b.as_bytes();
+                let len = u32::try_from(bytes.len())
+                    .map_err(|_| PyValueError::new_err("pack_rows: a blob over 4 GiB"))?;
+                out.push(TAG_BLOB);
+                out.extend_from_slice(&len.to_le_bytes());
+                out.extend_from_slice(bytes);
             } else if item.is_instance_of::<PyInt>() {
                 // bool too: 1 or 0, as JSON's true reads
-                out.push(TAG_INT);
-                out.extend_from_slice(&item.extract::<i64>()?.to_le_bytes());
+                match item.extract::<i64>()? {
+                    0 => out.push(TAG_ZERO),
+                    n => {
+                        out.push(TAG_INT);
+                        out.extend_from_slice(&n.to_le_bytes());
+                    }
+                }
             } else {
                 return Err(PyTypeError::new_err(format!(
-                    "pack_rows: a row holds None, int or str, not {}",
+                    "pack_rows: a row holds None, int, str or bytes, not {}",
                     item.get_type().name()?
                 )));
             }
@@ -86,10 +103,11 @@ pub fn pack_rows<'py>(
 }
 
 #[derive(Clone, Copy)]
-enum Cell {
+pub(crate) enum Cell {
     Null,
     Int(i64),
     Text(usize, usize), // start and length in the cursor's data
+    Blob(usize, usize),
 }
 
 #[repr(C)]
@@ -212,7 +230,13 @@ unsafe extern "C" fn connect(
 ) -> c_int {
     let api = loaded();
     unsafe {
-        let rc = (api.declare_vtab)(db, c"CREATE TABLE x(c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, c20, c21, c22, c23, data HIDDEN)".as_ptr());
+        let columns: Vec<String> = (0..MAX_COLUMNS).map(|i| format!("c{i}")).collect();
+        let schema = CString::new(format!(
+            "CREATE TABLE x({}, data HIDDEN)",
+            columns.join(", ")
+        ))
+        .expect("no NUL in the schema");
+        let rc = (api.declare_vtab)(db, schema.as_ptr());
         if rc != SQLITE_OK {
             return rc;
         }
@@ -352,7 +376,7 @@ unsafe extern "C" fn filter(
 }
 
 /// The cells of the row at `data[pos..]` and where the next one starts (None: malformed).
-fn read_row(data: &[u8], mut pos: usize, cells: &mut [Cell]) -> Option<usize> {
+pub(crate) fn read_row(data: &[u8], mut pos: usize, cells: &mut [Cell]) -> Option<usize> {
     for cell in cells.iter_mut() {
         let tag = *data.get(pos)?;
         pos += 1;
@@ -371,6 +395,15 @@ fn read_row(data: &[u8], mut pos: usize, cells: &mut [Cell]) -> Option<usize> {
                 let start = pos;
                 pos += len;
                 Cell::Text(start, len)
+            }
+            TAG_ZERO => Cell::Int(0),
+            TAG_BLOB => {
+                let len = u32::from_le_bytes(data.get(pos..pos + 4)?.try_into().ok()?) as usize;
+                pos += 4;
+                data.get(pos..pos.checked_add(len)?)?;
+                let start = pos;
+                pos += len;
+                Cell::Blob(start, len)
             }
             _ => return None,
         };
@@ -426,6 +459,12 @@ unsafe extern "C" fn column(cursor: *mut Cursor, ctx: *mut Ctx, i: c_int) -> c_i
                 len as u64,
                 SQLITE_TRANSIENT,
                 SQLITE_UTF8 as u8,
+            ),
+            Cell::Blob(start, len) => (api.result_blob64)(
+                ctx,
+                cursor.data.as_ptr().add(start) as *const c_void,
+                len as u64,
+                SQLITE_TRANSIENT,
             ),
         }
     }

@@ -5,7 +5,8 @@ a partition writes its rows, so the commits of different consumers never touch t
 row, and queries merge a row's partitions (counts and sums add, min/max take the least and
 greatest, sketch bins add). A commit's facts (`consumer.fold.delta.FACT_FIELDS`) and
 pre-aggregated partials (`Delta.lags`) are staged in temporary tables, folded into
-per-minute (partials: per-hour) rows of each grouping, and rolled up into each window.
+per-minute (partials: per-hour) rows of each grouping, and rolled up into each window
+(the SQLite store rolls the facts up on the client instead: consumer.store.sqlite.rollup).
 """
 
 from consumer.store.sqlgen.aggregation import (
@@ -35,13 +36,12 @@ from consumer.store.sqlgen.dialect import (
     missing_columns,
     row_table,
 )
-from consumer.store.sqlgen.fine import PER_FACT_WINDOWS
 from consumer.store.sqlgen.reads import key_filter, key_order, page, query, rank_value, ranked, starts_in
+from consumer.store.sqlgen.values import on_conflict
 
 __all__ = [
     "BACKLOG_OUTBOX_INDEX",
     "BACKLOG_OUTBOX_INDEX_NAME",
-    "PER_FACT_WINDOWS",
     "POSTGRES",
     "RECHECKED",
     "ROW_KEY",
@@ -61,6 +61,7 @@ __all__ = [
     "merge_of",
     "merged_columns",
     "missing_columns",
+    "on_conflict",
     "page",
     "query",
     "rank_value",

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from consumer.fold.delta import layout_of
 from consumer.fold.registry import REGISTRY, Grouping, Kind, Metric, Registry
 from consumer.store.sqlgen.dialect import ROW_KEY, Dialect, merge_of
-from consumer.store.sqlgen.fine import fine_upserts
 from consumer.store.sqlgen.values import (
     fact_bins,
     fact_values,
@@ -45,13 +44,18 @@ def _type(registry: Registry, field: str, integer: str) -> str:
     return integer
 
 
-def staging(d: Dialect, registry: Registry = REGISTRY) -> list[str]:
-    """Temporary tables: the commit's facts, partials, and per-grouping minute rows."""
+def staging(d: Dialect, registry: Registry = REGISTRY, *, facts: bool = True) -> list[str]:
+    """Temporary tables: the commit's facts (`facts`: unless the store rolls them up
+    itself), partials, and per-grouping minute rows."""
     n = d.integer
     on_commit = " ON COMMIT DELETE ROWS" if d.name == "postgresql" else ""
     layout = layout_of(registry)
     fact_cols = ", ".join(f"{f} {_type(registry, f, n)}" for f in layout.fields)
-    out = [f"CREATE TEMP TABLE IF NOT EXISTS cm_facts (part INTEGER, seq {n}, {fact_cols}){on_commit}"]
+    out = (
+        [f"CREATE TEMP TABLE IF NOT EXISTS cm_facts (part INTEGER, seq {n}, {fact_cols}){on_commit}"]
+        if facts
+        else []
+    )
     bins_col = ", b BLOB" if d.bins_in_rows else ""
     for m in layout.partial_metrics:
         out.append(
@@ -89,12 +93,12 @@ def _partial_values(p: Metric, registry: Registry) -> str:
     return ", ".join(out)
 
 
-def _sources(g: Grouping, window: str, registry: Registry) -> list[int]:
-    """Which staged sources hold metrics that count in (grouping, window): 0 the facts,
-    i + 1 the i-th partial metric."""
+def _sources(g: Grouping, window: str, registry: Registry, facts: bool) -> list[int]:
+    """Which staged sources hold metrics that count in (grouping, window): 0 the facts
+    (unless they are not staged), i + 1 the i-th partial metric."""
     layout = layout_of(registry)
     srcs = []
-    if any(m.counts_in(g.name, window) for m in layout.fact_metrics):
+    if facts and any(m.counts_in(g.name, window) for m in layout.fact_metrics):
         srcs.append(0)
     srcs += [i + 1 for i, m in enumerate(layout.partial_metrics) if m.counts_in(g.name, window)]
     return srcs
@@ -115,26 +119,23 @@ def _rolled_values(g: Grouping, window: str, registry: Registry) -> str:
     return ", ".join(out)
 
 
-def aggregation(d: Dialect, registry: Registry = REGISTRY) -> list[str]:
+def aggregation(d: Dialect, registry: Registry = REGISTRY, *, facts: bool = True) -> list[str]:
     """The statements that add the staged facts and partials to metric_rows (and, without
-    bins in the rows, metric_bins)."""
+    bins in the rows, metric_bins). `facts` False: only the partials' (the store rolls the
+    facts up itself: consumer.store.sqlite.rollup)."""
     out: list[str] = []
     cols = ", ".join((*ROW_KEY, *registry.value_columns, "seq", *(("bins",) if d.bins_in_rows else ())))
     fbin, fn = fact_bins(registry)
     for g in registry.groupings:
-        partials = layout_of(registry).partial_metrics
-        has_partials = any(p.groupings is None or g.name in p.groupings for p in partials)
-        if d.per_fact_upserts and g.fine and not has_partials:
-            out += fine_upserts(d, g, registry, cols)
-            continue
         key = key_expr(g)
-        bins = f", bins_pack({fbin}, {fn})" if d.bins_in_rows else ""
-        out.append(
-            f"INSERT INTO cm_g_{g.ident} SELECT part, max(seq), {key} AS k, {d.floor('t', STAGED)} AS m, 0, "
-            f"{fact_values(g, registry)}{bins} FROM cm_facts WHERE {present(g, registry)} "
-            "GROUP BY part, k, m"
-        )
-        if not d.bins_in_rows:
+        if facts:
+            bins = f", bins_pack({fbin}, {fn})" if d.bins_in_rows else ""
+            out.append(
+                f"INSERT INTO cm_g_{g.ident} SELECT part, max(seq), {key} AS k, "
+                f"{d.floor('t', STAGED)} AS m, 0, {fact_values(g, registry)}{bins} FROM cm_facts "
+                f"WHERE {present(g, registry)} GROUP BY part, k, m"
+            )
+        if facts and not d.bins_in_rows:
             out.append(
                 f"INSERT INTO cm_g_{g.ident}_bins SELECT part, {key} AS k, {d.floor('t', STAGED)} AS m, 0, "
                 f"{fbin} AS bin, sum({fn}) FROM cm_facts WHERE {fn} IS NOT NULL AND {present(g, registry)} "
@@ -155,7 +156,7 @@ def aggregation(d: Dialect, registry: Registry = REGISTRY) -> list[str]:
                     f"FROM cm_partial_{p.column}_bins"
                 )
         for window, size in registry.windows.items():
-            srcs = _sources(g, window, registry) if g.keeps(window) else []
+            srcs = _sources(g, window, registry, facts) if g.keeps(window) else []
             if not srcs:
                 continue
             s = d.floor("m", size)
@@ -188,8 +189,11 @@ def aggregation(d: Dialect, registry: Registry = REGISTRY) -> list[str]:
     return out
 
 
-def clear(d: Dialect, registry: Registry = REGISTRY) -> list[str]:
+def clear(d: Dialect, registry: Registry = REGISTRY, *, facts: bool = True) -> list[str]:
     """Empty the temporary tables (SQLite; PostgreSQL's empty themselves at commit)."""
-    tables = ["cm_facts", *(f"cm_partial_{m.column}" for m in layout_of(registry).partial_metrics)]
+    tables = [
+        *(["cm_facts"] if facts else []),
+        *(f"cm_partial_{m.column}" for m in layout_of(registry).partial_metrics),
+    ]
     tables += [f"cm_g_{g.ident}" for g in registry.groupings]
     return [f"DELETE FROM temp.{t}" for t in tables]

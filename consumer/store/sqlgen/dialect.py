@@ -18,9 +18,6 @@ class Dialect:
     text: str  # of a key (PostgreSQL: byte order, as SQLite compares)
     #: the sketch bins live in the row as one blob (SQLite), else in the metric_bins table
     bins_in_rows: bool
-    #: one INSERT ... ON CONFLICT DO UPDATE may update a row it inserted itself (SQLite; not
-    #: PostgreSQL): a fine grouping's short windows can then take one upsert per fact
-    per_fact_upserts: bool
     #: the driver's placeholder, and the function that finds a text in a text (1-based)
     mark: str = "?"
     position: str = "instr"
@@ -53,13 +50,12 @@ class Dialect:
         return f"max(coalesce({a}, {b}), coalesce({b}, {a}))"
 
 
-SQLITE = Dialect("sqlite", "INTEGER", "TEXT", bins_in_rows=True, per_fact_upserts=True)
+SQLITE = Dialect("sqlite", "INTEGER", "TEXT", bins_in_rows=True)
 POSTGRES = Dialect(
     "postgresql",
     "BIGINT",
     'TEXT COLLATE "C"',
     bins_in_rows=False,
-    per_fact_upserts=False,
     mark="%s",
     position="strpos",
 )

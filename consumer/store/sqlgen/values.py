@@ -1,5 +1,5 @@
-"""SQL expressions of a metric row's values, shared by the statements that aggregate a
-commit's facts (`aggregation`: staged and rolled up; `fine`: one upsert per fact)."""
+"""SQL expressions of a metric row's values, for the statements that aggregate a commit's
+staged facts (`aggregation`)."""
 
 from __future__ import annotations
 
@@ -19,34 +19,19 @@ def present(g: Grouping, registry: Registry) -> str:
     return " AND ".join(f"{d} IS NOT NULL" for d in optional) or "true"
 
 
-def fact_values(g: Grouping, registry: Registry, window: str | None = None) -> str:
-    """A grouping's row values from the staged facts, summed over a GROUP BY; with a
-    `window`, one fact's own values as a row's (its upsert adds up the facts of a row),
-    of the metrics that count in that window."""
+def fact_values(g: Grouping, registry: Registry) -> str:
+    """A grouping's row values from the staged facts, summed over a GROUP BY."""
     facts = layout_of(registry).fact_metrics
-
-    def agg(expr: str, how: str) -> str:
-        return expr if window is not None else f"{how}({expr})"
-
     out = []
     for m in registry.metrics:
-        counts = m in facts and (
-            m.counts_in(g.name, window)
-            if window is not None
-            else m.groupings is None or g.name in m.groupings
-        )
+        counts = m in facts and (m.groupings is None or g.name in m.groupings)
         if m.kind is Kind.COUNTER:
-            out.append(agg(m.column, "sum") if counts else "0")
+            out.append(f"sum({m.column})" if counts else "0")
         elif counts:
             c, cn = m.column, f"{m.column}_n"
             value = f"CASE WHEN {cn} > 0 THEN {c} END"
-            out += [
-                agg(cn, "sum"),
-                f"coalesce({agg(f'{cn} * {c}', 'sum')}, 0)",
-                agg(value, "min"),
-                agg(value, "max"),
-            ]
-            out += [f"coalesce({agg(b, 'sum')}, 0)" for b in bucket_increments(m)]
+            out += [f"sum({cn})", f"coalesce(sum({cn} * {c}), 0)", f"min({value})", f"max({value})"]
+            out += [f"coalesce(sum({b}), 0)" for b in bucket_increments(m)]
         else:
             out.append(no_values(m))
     return ", ".join(out)

@@ -18,6 +18,7 @@ from consumer.fold.windows import WINDOWS
 from consumer.store import sqlgen
 from consumer.store.base import PartitionCommit
 from consumer.store.conversation_log import log_rows
+from consumer.store.sqlite.rollup import plan_of, rollup, rollup_packed
 from consumer.store.sqlite.sql import (
     ALL_TIME_END,
     RECHECK,
@@ -44,7 +45,8 @@ class Prepared:
 
     packed: bool
     closures: bytes
-    staged: list[bytes]
+    #: the facts' metric rows (consumer.store.sqlite.rollup): packed, or a list of rows
+    rows: bytes | list[tuple[Any, ...]] | None
     lags: list[bytes]
     firsts: bytes | None
     gauges: bytes | None
@@ -62,7 +64,14 @@ def prepare(partitions: list[PartitionCommit], registry: Registry, sql: Statemen
     closures = pack(
         sorted((c for p in partitions for c in p.delta.closures.values()), key=CLOSURE_KEY), CLOSURE_WIDTH
     )
-    staged = [pack(p.delta.facts, sql.fact_width) for p in partitions if p.delta.facts]
+    facts = [f for p in partitions for f in p.delta.facts]  # every partition's, under ONE_WRITER
+    rows: bytes | list[tuple[Any, ...]] | None = None
+    if facts:
+        rows = (
+            rollup_packed(_pack(facts, sql.fact_width), registry)
+            if packed
+            else rollup(facts, plan_of(registry))
+        )
     lags = [
         orjson.dumps([(*k, *agg) for k, agg in p.delta.lags.items()], option=orjson.OPT_NON_STR_KEYS)
         for p in partitions
@@ -83,7 +92,7 @@ def prepare(partitions: list[PartitionCommit], registry: Registry, sql: Statemen
     return Prepared(
         packed,
         closures,
-        staged,
+        rows,
         lags,
         pack(firsts, FIRST_ASSIGNMENT_WIDTH) if firsts else None,
         orjson.dumps([(*k, *v) for k, v in sorted(gauges.items())]) if gauges else None,
@@ -103,12 +112,14 @@ def write(
     db.execute(STAGE_CLOSURES[w.packed], (w.closures,))
     if w.firsts is not None:
         db.execute(STAGE_FIRST_ASSIGNMENTS[w.packed], (w.firsts,))
-    seq = _next_seq(db) if w.staged or w.lags or w.gauges is not None else 0
-    if w.staged or w.lags:
+    seq = _next_seq(db) if w.rows or w.lags or w.gauges is not None else 0
+    if isinstance(w.rows, bytes):
+        db.execute(sql.upsert_rolled[True], (w.rows, ONE_WRITER, seq))
+    elif w.rows:
+        db.executemany(sql.upsert_rolled[False], [(*r[:4], ONE_WRITER, *r[4:-1], seq, r[-1]) for r in w.rows])
+    if w.lags:
         for statement in sql.clear:
             db.execute(statement)
-        for payload in w.staged:
-            db.execute(sql.stage[w.packed], (ONE_WRITER, seq, payload))
         for payload in w.lags:
             db.execute(STAGE_LAGS, (ONE_WRITER, seq, payload))
         for statement in sql.aggregate:

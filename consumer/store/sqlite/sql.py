@@ -90,27 +90,33 @@ class Statements:
     rows: str  # the metric_rows table
     temp_tables: list[str]  # what a commit stages into (made once per connection)
     clear: list[str]  # empties them
-    #: one partition's facts into cm_facts (?1 partition, ?2 its seq, ?3 the payload), by payload kind
-    stage: dict[bool, str]
-    #: the statements that add the staged facts and partials to metric_rows
+    #: a commit's rows rolled up from its facts (consumer.store.sqlite.rollup) into
+    #: metric_rows: packed (?1 the payload, ?2 the partition, ?3 the seq) or one row each
+    #: (executemany, every column bound), by payload kind
+    upsert_rolled: dict[bool, str]
+    #: the statements that add the staged partials to metric_rows
     aggregate: list[str]
     fact_width: int
 
 
 @cache
 def statements(registry: Registry) -> Statements:
-    width = len(layout_of(registry).fields)
+    values = len(registry.value_columns)
+    cols = ", ".join((*sqlgen.ROW_KEY, *registry.value_columns, "seq", "bins"))
+    # a rolled-up row is (by, win, start, key, *values, bins): the commit's partition and seq go between
+    packed = ["c0", "c1", "c2", "c3", "?2", *(f"c{4 + i}" for i in range(values)), "?3", f"c{4 + values}"]
+    upsert = f"INSERT INTO metric_rows AS r ({cols}) "
+    conflict = sqlgen.on_conflict(sqlgen.SQLITE, registry)
     return Statements(
         rows=sqlgen.row_table(sqlgen.SQLITE, registry) + " WITHOUT ROWID",
-        temp_tables=sqlgen.staging(sqlgen.SQLITE, registry),
-        clear=sqlgen.clear(sqlgen.SQLITE, registry),
-        stage={
-            packed: "INSERT INTO temp.cm_facts "
-            + _rows(width, packed, "?3").replace("SELECT ", "SELECT ?1, ?2, ", 1)
-            for packed in (False, True)
+        temp_tables=sqlgen.staging(sqlgen.SQLITE, registry, facts=False),
+        clear=sqlgen.clear(sqlgen.SQLITE, registry, facts=False),
+        upsert_rolled={
+            True: f"{upsert}SELECT {', '.join(packed)} FROM packed_rows(?1) WHERE true{conflict}",
+            False: f"{upsert}VALUES ({', '.join('?' * (len(packed)))}){conflict}",
         },
-        aggregate=sqlgen.aggregation(sqlgen.SQLITE, registry),
-        fact_width=width,
+        aggregate=sqlgen.aggregation(sqlgen.SQLITE, registry, facts=False),
+        fact_width=len(layout_of(registry).fields),
     )
 
 

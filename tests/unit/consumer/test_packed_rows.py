@@ -18,7 +18,7 @@ from support import native_build
 NATIVE = fold_native.NATIVE
 pytestmark = native_build.needs("the compiled packed_rows functions", NATIVE is not None)
 
-cell = st.none() | st.integers(min_value=-(2**63), max_value=2**63 - 1) | st.text()
+cell = st.none() | st.integers(min_value=-(2**63), max_value=2**63 - 1) | st.text() | st.binary()
 tables = st.integers(1, 10).flatmap(
     lambda n: st.tuples(st.just(n), st.lists(st.tuples(*[cell] * n), max_size=40))
 )
@@ -58,6 +58,11 @@ def test_lists_and_bools_pack_as_json_would_give_them() -> None:
     assert got == [(1, 0, "x")]
 
 
+def test_the_widest_row_and_a_blob_cell_come_back() -> None:
+    row = (*range(63), b"\x00\xff")
+    assert read(connection(), pack([row], 64), 64) == [row]
+
+
 def test_columns_beyond_the_rows_are_null_and_no_blob_is_no_rows() -> None:
     db = connection()
     assert db.execute("SELECT c1, c9 FROM packed_rows(?)", (pack([(5,)], 1),)).fetchall() == [(None, None)]
@@ -77,12 +82,13 @@ def good() -> bytes:
         b"",
         b"\x03\x00\x00",  # a short header
         b"\x00\x00\x00\x00",  # no columns
-        b"\x19\x00\x00\x00",  # 25 columns
+        b"\x41\x00\x00\x00",  # 65 columns
         lambda: good()[:-1],  # truncated
         lambda: good()[:6],  # inside a text's length
         lambda: good() + b"\x07",  # a bad tag
         b"\x01\x00\x00\x00\x02\xff\xff\xff\x7f",  # a text longer than the blob
         b"\x01\x00\x00\x00\x02\x01\x00\x00\x00\xff",  # not UTF-8
+        b"\x01\x00\x00\x00\x03\x02\x00\x00\x00\xff",  # a blob longer than the blob
         "text",
         42,
     ],
@@ -98,12 +104,12 @@ def test_what_is_not_a_packed_blob_is_an_error(blob: object) -> None:
     ("rows", "columns", "error"),
     [
         ([(1.5,)], 1, TypeError),
-        ([(b"x",)], 1, TypeError),
+        ([(bytearray(b"x"),)], 1, TypeError),
         ([(1, 2)], 1, ValueError),
         (["x"], 1, TypeError),
         ([(2**63,)], 1, OverflowError),
         ([()], 0, ValueError),
-        ([(1,) * 25], 25, ValueError),
+        ([(1,) * 65], 65, ValueError),
     ],
 )
 def test_pack_rows_refuses_what_it_cannot_pack(rows: list[Any], columns: int, error: type[Exception]) -> None:

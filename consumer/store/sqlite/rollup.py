@@ -1,0 +1,186 @@
+"""A commit's facts rolled up into metric rows on the client (the SQLite store): one row
+per (grouping, window, start, key) however many facts fall in it, so that the store makes
+one upsert per changed row with nothing left to compute, where SQL evaluated every
+metric's expression and grouped the facts once per grouping and window (the full metric
+set's 17 statements over every fact were ~85% of its commit: docs/performance.md).
+
+The plan (`plan_of`) is data made from the registry: per grouping and window, where the
+key's dimensions sit in a fact and what each value column takes from a fact (`Op`). This
+module's `rollup` is the reference; the compiled twin (`native.rollup_rows`, in
+consumer/native/src/rollup.rs) reads the facts packed (`pack_rows`) and writes the rows
+packed, without the GIL. tests/unit/consumer/test_rollup.py holds the two equal, and both
+equal to the SQL that aggregates the facts on PostgreSQL.
+
+A row: (by, win, start, key, *values, bins), sorted, so that inserts walk the table's key
+order; its partition and seq are the commit's, bound by the statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from functools import cache
+from typing import Any
+
+from consumer.fold.delta import Fact, layout_of
+from consumer.fold.native import native
+from consumer.fold.registry import Kind, Registry
+from consumer.store.sqlite import bins
+
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+
+
+class Op(IntEnum):
+    """What a value column takes from the facts of its row (`a`, `b`: fact positions of a
+    distribution's sign and value, or `a` a counter's)."""
+
+    ZERO = 0  # a metric that does not count in this grouping or window
+    NULL = 1  # its min or max
+    SUM = 2  # sum of fact[a]
+    SUM_PRODUCT = 3  # sum of fact[a] * fact[b]: a distribution's sum (sign x value)
+    MIN = 4  # min of fact[b] over facts with fact[a] > 0 (a retraction leaves min/max alone)
+    MAX = 5
+    BUCKET = 6  # sum of fact[a] where lo < fact[b] <= hi (None: unbounded)
+
+
+Column = tuple[int, int, int, int | None, int | None]  # (op, a, b, lo, hi)
+
+
+@dataclass(frozen=True)
+class Target:
+    """The rows of one grouping and window."""
+
+    by: str
+    win: str
+    size: int  # the window's length in seconds; 0: all time (start 0)
+    key: tuple[int, ...]  # fact positions of the key's dimensions, joined by '|'
+    present: tuple[int, ...]  # fact positions that must hold a value (optional dimensions)
+    columns: tuple[Column, ...]  # one per value column, in registry order
+    bins: tuple[tuple[int, int, int], ...]  # (sign, bin, bin_base) positions of the distributions
+
+
+@dataclass(frozen=True)
+class Plan:
+    width: int  # a fact's fields
+    t: int  # where a fact's event time is
+    targets: tuple[Target, ...]
+
+
+@cache
+def plan_of(registry: Registry) -> Plan:
+    """Every grouping's windows, their values from the metrics the facts carry (partial
+    metrics, such as ingest lag, are rolled up from their own partials in SQL)."""
+    layout = layout_of(registry)
+    at = layout.fields.index
+    facts = set(layout.fact_metrics)
+    targets = []
+    for g in registry.groupings:
+        key = tuple(at(d) for d in g.dimensions)
+        present = tuple(at(d) for d in g.dimensions if registry.dimension(d).optional)
+        for win, size in registry.windows.items():
+            counting = [m for m in registry.metrics if m in facts and m.counts_in(g.name, win)]
+            if not g.keeps(win) or not counting:
+                continue
+            columns: list[Column] = []
+            for m in registry.metrics:
+                if m not in counting:  # as sqlgen's no_values: a distribution's min and max NULL
+                    nothing = [Op.ZERO] * len(m.columns)
+                    if m.kind is Kind.DISTRIBUTION:
+                        nothing[2:4] = [Op.NULL, Op.NULL]
+                    columns += [(op, 0, 0, None, None) for op in nothing]
+                elif m.kind is Kind.COUNTER:
+                    columns.append((Op.SUM, at(m.column), 0, None, None))
+                else:
+                    n, v = at(f"{m.column}_n"), at(m.column)
+                    columns += [
+                        (Op.SUM, n, 0, None, None),
+                        (Op.SUM_PRODUCT, n, v, None, None),
+                        (Op.MIN, n, v, None, None),
+                        (Op.MAX, n, v, None, None),
+                    ]
+                    columns += [(Op.BUCKET, n, v, lo, hi) for _, _, lo, hi in m.bucket_columns]
+            dists = tuple(
+                (at(f"{m.column}_n"), at(f"{m.column}_bin"), m.bin_base)
+                for m in counting
+                if m.kind is Kind.DISTRIBUTION
+            )
+            targets.append(Target(g.name, win, size or 0, key, present, tuple(columns), dists))
+    return Plan(len(layout.fields), layout.fields.index("t"), tuple(targets))
+
+
+@cache
+def _native_plan(plan: Plan) -> list[tuple[Any, ...]]:
+    return [
+        (
+            tg.by,
+            tg.win,
+            tg.size,
+            list(tg.key),
+            list(tg.present),
+            [(int(op), *rest) for op, *rest in tg.columns],
+            list(tg.bins),
+        )
+        for tg in plan.targets
+    ]
+
+
+def rollup_packed(facts: bytes, registry: Registry) -> bytes:
+    """The rows of packed facts (`pack_rows`), packed, by the compiled rollup."""
+    assert native is not None  # the store packs only where the compiled part is built
+    plan = plan_of(registry)
+    rows: bytes = native.rollup_rows(facts, plan.width, plan.t, _native_plan(plan))
+    return rows
+
+
+def _start(t: int, size: int) -> int:
+    return t - t % size if size else 0  # Python's % floors, as the windows do
+
+
+def _checked(total: int) -> int:
+    if not _I64_MIN <= total <= _I64_MAX:
+        raise OverflowError("rollup: a metric row's value overflows 64 bits")
+    return total
+
+
+def rollup(facts: Iterable[Fact], plan: Plan) -> list[tuple[Any, ...]]:
+    """The rows of `facts` (the reference of `native.rollup_rows`), sorted by key."""
+    rows: dict[tuple[str, str, int, str], tuple[list[Any], list[tuple[int, int]]]] = {}
+    for fact in facts:
+        t = fact[plan.t]
+        for tg in plan.targets:
+            if any(fact[i] is None for i in tg.present):
+                continue
+            parts = [fact[i] for i in tg.key]
+            if None in parts:
+                raise ValueError(f"rollup: a fact without its key field {tg.key[parts.index(None)]}")
+            k = (tg.by, tg.win, _start(t, tg.size), "|".join(map(str, parts)))
+            row = rows.get(k)
+            if row is None:
+                row = rows[k] = (
+                    [None if op == Op.NULL or op in (Op.MIN, Op.MAX) else 0 for op, *_ in tg.columns],
+                    [],
+                )
+            _add(row[0], tg.columns, fact)
+            for n, b, base in tg.bins:
+                if fact[n]:  # the first distribution the fact carries a value of
+                    row[1].append((fact[b] + base, fact[n]))
+                    break
+    return [(*k, *values, bins.pack(pairs)) for k, (values, pairs) in sorted(rows.items())]
+
+
+def _add(values: list[Any], columns: Sequence[Column], fact: Fact) -> None:
+    for i, (op, a, b, lo, hi) in enumerate(columns):
+        if op == Op.SUM:
+            values[i] = _checked(values[i] + (fact[a] or 0))
+        elif op == Op.SUM_PRODUCT:
+            if fact[a] and fact[b] is not None:
+                values[i] = _checked(values[i] + _checked(fact[a] * fact[b]))
+        elif op in (Op.MIN, Op.MAX):
+            if fact[a] is not None and fact[a] > 0 and (v := fact[b]) is not None:
+                old = values[i]
+                values[i] = v if old is None else (min(old, v) if op == Op.MIN else max(old, v))
+        elif op == Op.BUCKET:
+            v = fact[b]
+            if fact[a] and v is not None and (lo is None or v > lo) and (hi is None or v <= hi):
+                values[i] = _checked(values[i] + fact[a])

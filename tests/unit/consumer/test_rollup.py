@@ -1,0 +1,192 @@
+"""A commit's facts rolled up on the client (consumer/store/sqlite/rollup.py, and its
+compiled twin consumer/native/src/rollup.rs) make the rows that the SQL aggregation of the
+same facts makes (`sqlgen.aggregation` with the facts staged, as PostgreSQL runs it), and
+the SQLite store's upsert of them puts those rows in `metric_rows`."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consumer.fold import native as fold_native
+from consumer.fold.delta import layout_of
+from consumer.fold.registry import CLOSURES, REGISTRY, Kind, Registry
+from consumer.store import sqlgen
+from consumer.store.sqlite import bins as sqlite_bins
+from consumer.store.sqlite.rollup import plan_of, rollup, rollup_packed
+from consumer.store.sqlite.sql import statements
+from support import native_build
+
+NATIVE = fold_native.native
+needs_native = native_build.needs("the compiled rollup", NATIVE is not None)
+REGISTRIES = {"closures": CLOSURES, "full": REGISTRY}
+I64 = 2**63
+
+
+def facts_of(registry: Registry) -> st.SearchStrategy[list[tuple[Any, ...]]]:
+    """Facts as a fold makes them: dimensions (optional ones sometimes None), a time
+    (negative too), counter increments (retractions -1), and at most one distribution value
+    (its sign, value and bin). Few distinct keys and times, so that rows gather facts."""
+    layout = layout_of(registry)
+    dists = [m for m in layout.fact_metrics if m.kind is Kind.DISTRIBUTION]
+    counters = [m for m in layout.fact_metrics if m.kind is Kind.COUNTER]
+    dims = {
+        "channel_type": st.sampled_from(["WHATSAPP", "TELEGRAM", "A|B", "ÜBER"]),
+        "account": st.sampled_from([1, 7, -3, 10**12]),
+        "inbox": st.sampled_from([None, 5, 6]),
+        "app": st.sampled_from([None, 1, 2]),
+    }
+    time = st.sampled_from([0, 59, 60, 3599, 3600, 86_399, 86_400, -1, -61, 1_700_000_000])
+
+    @st.composite
+    def fact(draw: st.DrawFn) -> tuple[Any, ...]:
+        values: dict[str, Any] = {d.name: draw(dims[d.name]) for d in registry.dimensions}
+        values["t"] = draw(time)
+        for m in counters:
+            values[m.column] = draw(st.sampled_from([0, 0, 1, -1]))
+        carried = draw(st.sampled_from([None, *dists]))
+        for m in dists:
+            sign = draw(st.sampled_from([1, -1, 0])) if m is carried else 0
+            value = draw(st.sampled_from([0, 1, 3600, 3601, 14_400, 90_000])) if sign else None
+            values[f"{m.column}_n"] = sign
+            values[m.column] = value
+            values[f"{m.column}_bin"] = None if value is None else draw(st.integers(0, 5))
+        return tuple(values[f] for f in layout.fields)
+
+    return st.lists(fact(), max_size=40)
+
+
+def connection(kind: str = "python") -> sqlite3.Connection:
+    sqlite_bins.install()
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    sqlite_bins.register(db, prefer=kind)
+    return db
+
+
+def by_sql(facts: list[tuple[Any, ...]], registry: Registry) -> list[tuple[Any, ...]]:
+    """The rows the SQL aggregation makes of `facts` (the facts staged, SQLite's dialect)."""
+    db = connection()
+    db.execute(sqlgen.row_table(sqlgen.SQLITE, registry))
+    for ddl in sqlgen.staging(sqlgen.SQLITE, registry):
+        db.execute(ddl)
+    width = len(layout_of(registry).fields)
+    cols = ", ".join(f"value->>{i}" for i in range(width))
+    db.execute(f"INSERT INTO temp.cm_facts SELECT -1, 1, {cols} FROM json_each(?)", (orjson.dumps(facts),))
+    for statement in sqlgen.aggregation(sqlgen.SQLITE, registry):
+        db.execute(statement)
+    return stored(db, registry)
+
+
+def stored(db: sqlite3.Connection, registry: Registry) -> list[tuple[Any, ...]]:
+    cols = ", ".join(("by", "win", "start", "key", *registry.value_columns, "bins"))
+    return db.execute(f"SELECT {cols} FROM metric_rows ORDER BY by, win, start, key").fetchall()
+
+
+def unpacked(payload: bytes, registry: Registry) -> list[tuple[Any, ...]]:
+    db = connection("native")
+    width = 5 + len(registry.value_columns)
+    cols = ", ".join(f"c{i}" for i in range(width))
+    return db.execute(f"SELECT {cols} FROM packed_rows(?)", (payload,)).fetchall()
+
+
+@pytest.mark.parametrize("name", REGISTRIES)
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_the_reference_rollup_makes_the_rows_the_sql_makes(name: str, data: st.DataObject) -> None:
+    registry = REGISTRIES[name]
+    facts = data.draw(facts_of(registry))
+    assert rollup(facts, plan_of(registry)) == by_sql(facts, registry)
+
+
+@needs_native
+@pytest.mark.parametrize("name", REGISTRIES)
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_the_compiled_rollup_equals_the_reference(name: str, data: st.DataObject) -> None:
+    registry = REGISTRIES[name]
+    facts = data.draw(facts_of(registry))
+    assert NATIVE is not None
+    packed = NATIVE.pack_rows(facts, len(layout_of(registry).fields))
+    assert unpacked(rollup_packed(packed, registry), registry) == rollup(facts, plan_of(registry))
+
+
+@pytest.mark.parametrize("kind", ["python", *(["native"] if NATIVE is not None else [])])
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_the_stores_upsert_adds_rolled_up_rows_to_the_stored_ones(kind: str, data: st.DataObject) -> None:
+    """Both payload kinds of `upsert_rolled` (packed rows, or a row per execute): a second
+    commit of the same facts doubles the sums and keeps min and max."""
+    registry = REGISTRY
+    facts = data.draw(facts_of(registry))
+    facts += [("SMS", 9, 4, 2, 100, *([0] * (len(layout_of(registry).fields) - 5)))]
+    sql = statements(registry)
+    db = connection(kind)
+    db.execute(sql.rows)
+    rows = rollup(facts, plan_of(registry))
+    for _ in range(2):
+        if kind == "native":
+            assert NATIVE is not None
+            payload = rollup_packed(NATIVE.pack_rows(facts, sql.fact_width), registry)
+            db.execute(sql.upsert_rolled[True], (payload, -1, 3))
+        else:
+            db.executemany(sql.upsert_rolled[False], [(*r[:4], -1, *r[4:-1], 3, r[-1]) for r in rows])
+    twice = by_sql(facts + facts, registry)
+    assert stored(db, registry) == twice
+    assert db.execute("SELECT DISTINCT partition, seq FROM metric_rows").fetchall() == [(-1, 3)]
+
+
+def overflowing(registry: Registry) -> list[tuple[Any, ...]]:
+    layout = layout_of(registry)
+    at = layout.fields.index("closures")
+    fact = [0] * len(layout.fields)
+    fact[:5] = ["SMS", 1, None, None, 0]
+    fact[at] = I64 - 1
+    return [tuple(fact), tuple(fact)]
+
+
+def test_a_sum_beyond_64_bits_is_an_error_as_in_sql() -> None:
+    facts = overflowing(CLOSURES)
+    with pytest.raises(OverflowError, match="64 bits"):
+        rollup(facts, plan_of(CLOSURES))
+    with pytest.raises(sqlite3.OperationalError, match="integer overflow"):
+        by_sql(facts, CLOSURES)
+    if NATIVE is not None:
+        with pytest.raises(OverflowError, match="64 bits"):
+            rollup_packed(NATIVE.pack_rows(facts, len(layout_of(CLOSURES).fields)), CLOSURES)
+
+
+GOOD = ("SMS", 1, None, None, 0, 1, 0, 0, 1, 60, 3)  # a closure of 60 s (CLOSURES' fact fields)
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("payload", "why"),
+    [
+        (lambda pack: b"", "fields expected"),
+        (lambda pack: pack([GOOD[:2]], 2), "fields expected"),  # facts of another width
+        (lambda pack: pack([GOOD], 11)[:-1], "malformed"),
+        (lambda pack: pack([(*GOOD[:5], "1", *GOOD[6:])], 11), "field 5 is not an integer"),
+        (lambda pack: pack([(*GOOD[:4], None, *GOOD[5:])], 11), "without a time"),
+        (lambda pack: pack([(*GOOD[:10], None)], 11), "without a bin"),
+        (lambda pack: pack([(b"SMS", *GOOD[1:])], 11), "is a blob"),
+    ],
+)
+def test_what_is_not_a_commits_facts_is_an_error(payload: Any, why: str) -> None:
+    assert NATIVE is not None
+    rollup_packed(NATIVE.pack_rows([GOOD], 11), CLOSURES)  # the good one rolls up
+    with pytest.raises(ValueError, match=why):
+        rollup_packed(payload(NATIVE.pack_rows), CLOSURES)
+
+
+def test_a_fact_without_its_key_is_an_error() -> None:
+    fact = ("SMS", None, None, None, 0, *([0] * (len(layout_of(CLOSURES).fields) - 5)))
+    with pytest.raises(ValueError, match="key field 1"):
+        rollup([fact], plan_of(CLOSURES))
+    if NATIVE is not None:
+        with pytest.raises(ValueError, match="key field 1"):
+            rollup_packed(NATIVE.pack_rows([fact], len(fact)), CLOSURES)
