@@ -68,19 +68,20 @@ impl Rows {
     }
 }
 
-/// The rows of the packed `facts` (`width` fields each, the event time at `t`) by the
-/// `targets` of a plan: a `pack_rows` blob of (by, win, start, key, *values, bins) rows,
-/// sorted by key.
+/// The rows of the packed `facts` (`count` of them, `width` fields each, the event time at
+/// `t`) by the `targets` of a plan: a `pack_rows` blob of (by, win, start, key, *values,
+/// bins) rows, sorted by key.
 #[pyfunction]
 pub fn rollup_rows<'py>(
     py: Python<'py>,
     facts: &Bound<'py, PyBytes>,
+    count: usize,
     width: usize,
     t: usize,
     targets: Vec<Target>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let data = facts.as_bytes();
-    let out = py.detach(|| rollup(data, width, t, &targets));
+    let out = py.detach(|| rollup(data, count, width, t, &targets));
     match out {
         Ok(bytes) => Ok(PyBytes::new(py, &bytes)),
         Err(Fail::Value(msg)) => Err(PyValueError::new_err(msg)),
@@ -120,20 +121,6 @@ fn check(data: &[u8], width: usize, t: usize, targets: &[Target]) -> Result<(), 
     Ok(())
 }
 
-/// How many facts a blob holds, counted by a first read of it (an upper bound on rows per target).
-fn facts_in(data: &[u8], width: usize) -> usize {
-    let mut cells = vec![Cell::Null; width];
-    let (mut pos, mut n) = (4, 0);
-    while let Some(next) = (pos < data.len())
-        .then(|| read_row(data, pos, &mut cells))
-        .flatten()
-    {
-        pos = next;
-        n += 1;
-    }
-    n
-}
-
 fn int(cell: Cell, field: usize) -> Result<Option<i64>, Fail> {
     match cell {
         Cell::Null => Ok(None),
@@ -144,7 +131,13 @@ fn int(cell: Cell, field: usize) -> Result<Option<i64>, Fail> {
     }
 }
 
-fn rollup(data: &[u8], width: usize, t: usize, targets: &[Target]) -> Result<Vec<u8>, Fail> {
+fn rollup(
+    data: &[u8],
+    count: usize,
+    width: usize,
+    t: usize,
+    targets: &[Target],
+) -> Result<Vec<u8>, Fail> {
     check(data, width, t, targets)?;
     let columns = targets.first().map_or(0, |tg| tg.5.len());
     if targets.iter().any(|tg| tg.5.len() != columns) {
@@ -180,8 +173,11 @@ fn rollup(data: &[u8], width: usize, t: usize, targets: &[Target]) -> Result<Vec
     let mut cells = vec![Cell::Null; width];
     let mut ints: Vec<Option<i64>> = vec![None; width];
     let mut rows = Rows {
-        // room for a row per fact and target, reserved, not touched (no copy as it grows)
-        data: Vec::with_capacity(facts_in(data, width) * targets.len() * (HEADER + columns)),
+        // room for a row per fact and target, reserved, not touched (no copy as it grows):
+        // `count` is a hint (`data` holds at most one fact per byte and field)
+        data: Vec::with_capacity(
+            count.min(data.len() / width) * targets.len() * (HEADER + columns),
+        ),
         keys: Vec::new(),
         width: columns,
     };

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import operator
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,12 +42,14 @@ Recheck = dict[tuple[str, str, str, str, int], tuple[int, int]]
 
 @dataclass
 class Prepared:
-    """A commit's payloads, made before the write lock is taken."""
+    """A commit's payloads, made before the write lock is taken (the metric rows' as the
+    commit writes them: one grouping's at a time, `rollup_packed`)."""
 
     packed: bool
     closures: bytes
-    #: the facts' metric rows (consumer.store.sqlite.rollup): packed, or a list of rows
-    rows: bytes | list[tuple[Any, ...]] | None
+    #: the facts' metric rows (consumer.store.sqlite.rollup), None without facts: packed
+    #: payloads, or (the reference) one list of rows
+    rows: Iterable[bytes] | Iterable[list[tuple[Any, ...]]] | None
     lags: list[bytes]
     firsts: bytes | None
     gauges: bytes | None
@@ -65,13 +68,11 @@ def prepare(partitions: list[PartitionCommit], registry: Registry, sql: Statemen
         sorted((c for p in partitions for c in p.delta.closures.values()), key=CLOSURE_KEY), CLOSURE_WIDTH
     )
     facts = [f for p in partitions for f in p.delta.facts]  # every partition's, under ONE_WRITER
-    rows: bytes | list[tuple[Any, ...]] | None = None
-    if facts:
-        rows = (
-            rollup_packed(_pack(facts, sql.fact_width), registry)
-            if packed
-            else rollup(facts, plan_of(registry))
-        )
+    rows: Iterable[bytes] | Iterable[list[tuple[Any, ...]]] | None = None
+    if facts and packed:
+        rows = rollup_packed(_pack(facts, sql.fact_width), len(facts), registry)
+    elif facts:
+        rows = [rollup(facts, plan_of(registry))]
     lags = [
         orjson.dumps([(*k, *agg) for k, agg in p.delta.lags.items()], option=orjson.OPT_NON_STR_KEYS)
         for p in partitions
@@ -113,10 +114,13 @@ def write(
     if w.firsts is not None:
         db.execute(STAGE_FIRST_ASSIGNMENTS[w.packed], (w.firsts,))
     seq = _next_seq(db) if w.rows or w.lags or w.gauges is not None else 0
-    if isinstance(w.rows, bytes):
-        db.execute(sql.upsert_rolled[True], (w.rows, ONE_WRITER, seq))
-    elif w.rows:
-        db.executemany(sql.upsert_rolled[False], [(*r[:4], ONE_WRITER, *r[4:-1], seq, r[-1]) for r in w.rows])
+    for payload in w.rows or ():
+        if isinstance(payload, bytes):
+            db.execute(sql.upsert_rolled[True], (payload, ONE_WRITER, seq))
+        else:
+            db.executemany(
+                sql.upsert_rolled[False], [(*r[:4], ONE_WRITER, *r[4:-1], seq, r[-1]) for r in payload]
+            )
     if w.lags:
         for statement in sql.clear:
             db.execute(statement)
