@@ -1,7 +1,8 @@
 """What a fold hands to the store at a commit: facts, closures and ingest-lag partials.
 
 Pure data: the reference fold (`consumer.fold.reference`) and the compiled one both fill
-a `Delta`; the stores turn it into metric rows in SQL.
+a `Delta`; the stores turn it into metric rows (PostgreSQL in SQL, SQLite by rolling the
+facts up before its upserts: consumer.store.sqlite.rollup).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ the dimensions, the event time, each counter's increment (counters first, in reg
 order), and for each distribution its
 sign (`<column>_n`: +1 a value added, -1 retracted because a late event corrected it, 0
 none), value and sketch bin; a fact carries at most one distribution value. The fold only
-appends facts (cheap per event); the stores aggregate them per row in SQL."""
+appends facts (cheap per event); the stores aggregate them per row."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The SQLite store's SQL: its tables, and the statements that aggregate a commit's facts.
+"""The SQLite store's SQL: its tables, the upsert of a commit's rolled-up rows, and the
+statements that aggregate its partials.
 
 Kept apart from `consumer.store.sqlite` (the Python around them) so each reads on its own.
 """
