@@ -85,6 +85,14 @@ except ImportError:
         raise  # built, but this interpreter cannot load it: say so
     native = None  # not built (no Rust toolchain): the reference fold runs
 else:
+    _lacking = [
+        f for f in ("pack_rows", "rollup_rows", "install_sqlite_auto_extension") if not hasattr(_built, f)
+    ]
+    if _lacking:  # a module built from an older source: its first commit would fail, say so now
+        raise ImportError(
+            f"consumer/fold/_fold_native lacks {_lacking}: it is older than its source, "
+            "rebuild it (make setup)"
+        )
     compiled_rules(LAYOUT, _built)  # the production registry: refused at import if it cannot
     _built.configure(_MULTIPLIER, _OFFSET, ZERO_BIN, LAG_BASE, Delta, Changes)
     native = _built

@@ -1,5 +1,5 @@
 //! Rows handed to the SQLite store in a binary blob instead of JSON: `pack_rows(rows, n)`
-//! packs a list of n-tuples (None, int or str each; a bool is its int), and the table-valued function
+//! packs a list of n-tuples (None, int, str or bytes each; a bool is its int), and the table-valued function
 //! `packed_rows(blob)` (an eponymous virtual table, registered with the bins functions on
 //! the store's connection) yields them as columns c0..c63. SQLite 3.40's `value->>i` parses
 //! a JSON row's text again for each of its fields: staging a commit's facts and closures

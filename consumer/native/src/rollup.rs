@@ -169,6 +169,19 @@ fn rollup(
     let drivers: Vec<usize> = (0..width)
         .filter(|&f| driven.iter().any(|by_field| !by_field[f].is_empty()))
         .collect();
+    // the fields read as integers (NULL or an integer; a text or blob there is refused)
+    let mut numeric = vec![false; width];
+    numeric[t] = true;
+    for (_, _, _, _, _, cols, dists) in targets {
+        for c in cols.iter().filter(|c| !matches!(c.0, ZERO | NULL)) {
+            numeric[c.1] = true;
+            numeric[c.2] |= c.0 != SUM;
+        }
+        for d in dists {
+            numeric[d.0] = true;
+            numeric[d.1] = true;
+        }
+    }
     let mut active: Vec<usize> = Vec::with_capacity(width);
     let mut cells = vec![Cell::Null; width];
     let mut ints: Vec<Option<i64>> = vec![None; width];
@@ -202,13 +215,15 @@ fn rollup(
         for (i, cell) in cells.iter().enumerate() {
             ints[i] = match *cell {
                 Cell::Int(n) => Some(n),
-                _ => None, // NULL; a text or blob where an integer belongs is refused when read (`int`)
+                Cell::Null => None,
+                _ if numeric[i] => int(*cell, i)?, // refused: "not an integer"
+                _ => None,                         // a text dimension
             };
         }
         // the fields that drive a value with something to add: a zero or NULL one adds nothing
         active.clear();
         for &f in &drivers {
-            if int(cells[f], f)?.is_some_and(|n| n != 0) {
+            if ints[f].is_some_and(|n| n != 0) {
                 active.push(f);
             }
         }
@@ -219,7 +234,8 @@ fn rollup(
                 continue;
             }
             let start = if *size > 0 {
-                time - time.rem_euclid(*size)
+                time.checked_sub(time.rem_euclid(*size))
+                    .ok_or(Fail::Overflow)?
             } else {
                 0
             };

@@ -125,8 +125,8 @@ def aggregation(d: Dialect, registry: Registry = REGISTRY, *, facts: bool = True
     facts up itself: consumer.store.sqlite.rollup)."""
     out: list[str] = []
     cols = ", ".join((*ROW_KEY, *registry.value_columns, "seq", *(("bins",) if d.bins_in_rows else ())))
-    fbin, fn = fact_bins(registry)
     for g in registry.groupings:
+        fbin, fn = fact_bins(registry, g)
         key = key_expr(g)
         if facts:
             bins = f", bins_pack({fbin}, {fn})" if d.bins_in_rows else ""

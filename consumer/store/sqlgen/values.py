@@ -56,10 +56,17 @@ def bucket_increments(m: Metric) -> list[str]:
     return out
 
 
-def fact_bins(registry: Registry) -> tuple[str, str]:
+def fact_bins(registry: Registry, g: Grouping) -> tuple[str, str]:
     """(bin, n) of a fact's distribution value (a fact carries at most one), in the row's
-    bin space (shifted by the metric's bin_base)."""
-    dists = [m for m in layout_of(registry).fact_metrics if m.kind is Kind.DISTRIBUTION]
+    bin space (shifted by the metric's bin_base), of the distributions that count in the
+    grouping `g` (NULL, NULL: none does)."""
+    dists = [
+        m
+        for m in layout_of(registry).fact_metrics
+        if m.kind is Kind.DISTRIBUTION and (m.groupings is None or g.name in m.groupings)
+    ]
+    if not dists:
+        return "NULL", "NULL"
     bins = [f"CASE WHEN {m.column}_n <> 0 THEN {m.column}_bin + {m.bin_base} END" for m in dists]
     ns = [f"CASE WHEN {m.column}_n <> 0 THEN {m.column}_n END" for m in dists]
     if len(dists) == 1:

@@ -19,7 +19,7 @@ from consumer.fold.windows import WINDOWS
 from consumer.store import sqlgen
 from consumer.store.base import PartitionCommit
 from consumer.store.conversation_log import log_rows
-from consumer.store.sqlite.rollup import plan_of, rollup, rollup_packed
+from consumer.store.sqlite.rollup import RolledUp, plan_of, rollup
 from consumer.store.sqlite.sql import (
     ALL_TIME_END,
     RECHECK,
@@ -42,13 +42,14 @@ Recheck = dict[tuple[str, str, str, str, int], tuple[int, int]]
 
 @dataclass
 class Prepared:
-    """A commit's payloads, made before the write lock is taken (the metric rows' as the
-    commit writes them: one grouping's at a time, `rollup_packed`)."""
+    """A commit's payloads, made before the write lock is taken, but for the compiled
+    rollup's metric rows: those are made as the commit writes them, one grouping and
+    window's at a time (`RolledUp`), to hold less memory."""
 
     packed: bool
     closures: bytes
     #: the facts' metric rows (consumer.store.sqlite.rollup), None without facts: packed
-    #: payloads, or (the reference) one list of rows
+    #: payloads, or (the reference) one list of rows; either can be iterated over again
     rows: Iterable[bytes] | Iterable[list[tuple[Any, ...]]] | None
     lags: list[bytes]
     firsts: bytes | None
@@ -60,7 +61,8 @@ def prepare(partitions: list[PartitionCommit], registry: Registry, sql: Statemen
     """Big batches go in as one payload per statement (packed rows, or JSON where the
     compiled functions are not registered), not executemany: sqlite3 releases the GIL
     once per statement, so the polling thread keeps it between rows, and a writer
-    re-taking it per row waits a switch interval each time."""
+    re-taking it per row waits a switch interval each time. The reference rollup's rows
+    (where the compiled part is not there) are the exception: executemany, as slow paths go."""
     pack = _pack if packed else _json
     # in the tables' key order: each insert lands beside the last one instead of at a random
     # page of a B-tree bigger than the page cache (bench/results/consumer.md)
@@ -70,7 +72,7 @@ def prepare(partitions: list[PartitionCommit], registry: Registry, sql: Statemen
     facts = [f for p in partitions for f in p.delta.facts]  # every partition's, under ONE_WRITER
     rows: Iterable[bytes] | Iterable[list[tuple[Any, ...]]] | None = None
     if facts and packed:
-        rows = rollup_packed(_pack(facts, sql.fact_width), len(facts), registry)
+        rows = RolledUp(_pack(facts, sql.fact_width), len(facts), registry)
     elif facts:
         rows = [rollup(facts, plan_of(registry))]
     lags = [

@@ -100,10 +100,12 @@ def plan_of(registry: Registry) -> Plan:
                         (Op.MAX, n, v, None, None),
                     ]
                     columns += [(Op.BUCKET, n, v, lo, hi) for _, _, lo, hi in m.bucket_columns]
+            # the bins of the distributions that count in the grouping, in any window (as the
+            # SQL's `fact_bins`: a row's bins are merged across the sources of its window)
             dists = tuple(
                 (at(f"{m.column}_n"), at(f"{m.column}_bin"), m.bin_base)
-                for m in counting
-                if m.kind is Kind.DISTRIBUTION
+                for m in layout.fact_metrics
+                if m.kind is Kind.DISTRIBUTION and (m.groupings is None or g.name in m.groupings)
             )
             targets.append(Target(g.name, win, size or 0, key, present, tuple(columns), dists))
     return Plan(len(layout.fields), layout.fields.index("t"), tuple(targets))
@@ -119,21 +121,29 @@ def _native_plan(plan: Plan) -> list[tuple[Any, ...]]:
     ]  # fmt: skip
 
 
-def rollup_packed(facts: bytes, count: int, registry: Registry) -> Iterator[bytes]:
+@dataclass(frozen=True)
+class RolledUp:
     """The rows of `count` packed facts (`pack_rows`), packed, by the compiled rollup: a
-    payload per grouping and window, made as the caller asks for it. Rows of different
-    targets never merge, so a commit holds one target's rows at a time, not all of them
-    (the full metric set's were ~125 MB at a commit of 50,000 events, one target's at most
-    ~20: docs/performance.md), and a smaller hash table is quicker too."""
-    assert native is not None  # the store packs only where the compiled part is built
-    plan = plan_of(registry)
-    for target in _native_plan(plan):
-        rows: bytes = native.rollup_rows(facts, count, plan.width, plan.t, [target])
-        yield rows
+    payload per grouping and window, made as they are iterated over (each iteration makes
+    them afresh, so a retried write finds them all). Rows of different targets never
+    merge, so a commit holds one target's rows at a time, not all of them (the full metric
+    set's were ~125 MB at a commit of 50,000 events, one target's at most ~20:
+    docs/performance.md), and a smaller hash table is quicker too."""
+
+    facts: bytes
+    count: int
+    registry: Registry
+
+    def __iter__(self) -> Iterator[bytes]:
+        assert native is not None  # the store packs only where the compiled part is built
+        plan = plan_of(self.registry)
+        for target in _native_plan(plan):
+            rows: bytes = native.rollup_rows(self.facts, self.count, plan.width, plan.t, [target])
+            yield rows
 
 
 def _start(t: int, size: int) -> int:
-    return t - t % size if size else 0  # Python's % floors, as the windows do
+    return _checked(t - t % size) if size else 0  # Python's % floors, as the windows do
 
 
 def _checked(total: int) -> int:
@@ -163,7 +173,7 @@ def rollup(facts: Iterable[Fact], plan: Plan) -> list[tuple[Any, ...]]:
             _add(row[0], tg.columns, fact)
             for n, b, base in tg.bins:
                 if fact[n]:  # the first distribution the fact carries a value of
-                    row[1].append((fact[b] + base, fact[n]))
+                    row[1].append((_checked(fact[b] + base), fact[n]))
                     break
     return [(*k, *values, bins.pack(pairs)) for k, (values, pairs) in sorted(rows.items())]
 

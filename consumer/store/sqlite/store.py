@@ -103,9 +103,10 @@ class SqliteStore:
             migrate_partition(self.db, self.path, self.registry)
             migrate_closures(self.db, self.path, self.registry)
             migrate_backlog(self.db, self.path, self.registry)
-            # the commits' staging tables and sorts go to a temporary file (its pages live in
-            # the OS cache, not the heap): in memory they were ~100 MB of the full metric
-            # set's peak RSS, for ~2% more commit CPU (docs/performance.md)
+            # the commits' staging tables (the ingest-lag partials' since the facts are rolled
+            # up on the client) and sorts go to a temporary file (its pages live in the OS
+            # cache, not the heap): in memory they were ~100 MB of the full metric set's
+            # peak RSS, for ~2% more commit CPU (docs/performance.md)
             self.db.execute("PRAGMA temp_store=FILE")
             for sql in self.sql.temp_tables:
                 self.db.execute(sql)
@@ -142,7 +143,8 @@ class SqliteStore:
         return PartitionState(None if off is None else off[0], 0 if off is None else off[1], convs)
 
     def commit(self, topic: str, partitions: list[PartitionCommit]) -> None:
-        # the payloads are made before the write lock is taken (`commit.prepare`)
+        # the payloads are made before the write lock is taken (`commit.prepare`; the
+        # compiled rollup's rows as they are written, to hold one target's at a time)
         packed = self.bins_functions == "native"  # packed_rows is registered with them
         prepared = prepare(partitions, self.registry, self.sql, packed)
         with self._tx():

@@ -5,6 +5,7 @@ the SQLite store's upsert of them puts those rows in `metric_rows`."""
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from typing import Any
 
@@ -18,7 +19,7 @@ from consumer.fold.delta import layout_of
 from consumer.fold.registry import CLOSURES, REGISTRY, Kind, Registry
 from consumer.store import sqlgen
 from consumer.store.sqlite import bins as sqlite_bins
-from consumer.store.sqlite.rollup import plan_of, rollup, rollup_packed
+from consumer.store.sqlite.rollup import RolledUp, plan_of, rollup
 from consumer.store.sqlite.sql import statements
 from support import native_build
 
@@ -112,8 +113,12 @@ def test_the_compiled_rollup_equals_the_reference(name: str, data: st.DataObject
     facts = data.draw(facts_of(registry))
     assert NATIVE is not None
     packed = NATIVE.pack_rows(facts, len(layout_of(registry).fields))
-    rows = [r for payload in rollup_packed(packed, len(facts), registry) for r in unpacked(payload, registry)]
-    assert sorted(rows) == rollup(facts, plan_of(registry))
+    reference = rollup(facts, plan_of(registry))
+    payloads = list(RolledUp(packed, len(facts), registry))
+    assert payloads == list(RolledUp(packed, len(facts), registry))  # made afresh each time
+    for payload, target in zip(payloads, plan_of(registry).targets, strict=True):
+        # a target's rows, in the reference's (key) order
+        assert unpacked(payload, registry) == [r for r in reference if r[:2] == (target.by, target.win)]
 
 
 @pytest.mark.parametrize("kind", ["python", *(["native"] if NATIVE is not None else [])])
@@ -132,13 +137,34 @@ def test_the_stores_upsert_adds_rolled_up_rows_to_the_stored_ones(kind: str, dat
     for _ in range(2):
         if kind == "native":
             assert NATIVE is not None
-            for payload in rollup_packed(NATIVE.pack_rows(facts, sql.fact_width), len(facts), registry):
+            for payload in RolledUp(NATIVE.pack_rows(facts, sql.fact_width), len(facts), registry):
                 db.execute(sql.upsert_rolled[True], (payload, -1, 3))
         else:
             db.executemany(sql.upsert_rolled[False], [(*r[:4], -1, *r[4:-1], 3, r[-1]) for r in rows])
     twice = by_sql(facts + facts, registry)
     assert stored(db, registry) == twice
     assert db.execute("SELECT DISTINCT partition, seq FROM metric_rows").fetchall() == [(-1, 3)]
+
+
+#: time to close counted in the channel types' rows only: its bins stay out of the others'
+LIMITED = dataclasses.replace(
+    REGISTRY,
+    metrics=tuple(
+        dataclasses.replace(m, groupings=("channel_type",)) if m.name == "time_to_close" else m
+        for m in REGISTRY.metrics
+    ),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_a_distribution_of_some_groupings_makes_the_same_rows_both_ways(data: st.DataObject) -> None:
+    facts = data.draw(facts_of(LIMITED))
+    rows = rollup(facts, plan_of(LIMITED))
+    assert rows == by_sql(facts, LIMITED)
+    if NATIVE is not None:
+        packed = NATIVE.pack_rows(facts, len(layout_of(LIMITED).fields))
+        assert sorted(r for p in RolledUp(packed, len(facts), LIMITED) for r in unpacked(p, LIMITED)) == rows
 
 
 def overflowing(registry: Registry) -> list[tuple[Any, ...]]:
@@ -158,7 +184,7 @@ def test_a_sum_beyond_64_bits_is_an_error_as_in_sql() -> None:
         by_sql(facts, CLOSURES)
     if NATIVE is not None:
         with pytest.raises(OverflowError, match="64 bits"):
-            list(rollup_packed(NATIVE.pack_rows(facts, len(layout_of(CLOSURES).fields)), 2, CLOSURES))
+            list(RolledUp(NATIVE.pack_rows(facts, len(layout_of(CLOSURES).fields)), 2, CLOSURES))
 
 
 GOOD = ("SMS", 1, None, None, 0, 1, 0, 0, 1, 60, 3)  # a closure of 60 s (CLOSURES' fact fields)
@@ -175,13 +201,24 @@ GOOD = ("SMS", 1, None, None, 0, 1, 0, 0, 1, 60, 3)  # a closure of 60 s (CLOSUR
         (lambda pack: pack([(*GOOD[:4], None, *GOOD[5:])], 11), "without a time"),
         (lambda pack: pack([(*GOOD[:10], None)], 11), "without a bin"),
         (lambda pack: pack([(b"SMS", *GOOD[1:])], 11), "is a blob"),
+        (lambda pack: pack([(*GOOD[:9], "60", GOOD[10])], 11), "field 9 is not an integer"),  # a value
+        (lambda pack: pack([(*GOOD[:10], "3")], 11), "field 10 is not an integer"),  # a bin
     ],
 )
 def test_what_is_not_a_commits_facts_is_an_error(payload: Any, why: str) -> None:
     assert NATIVE is not None
-    list(rollup_packed(NATIVE.pack_rows([GOOD], 11), 1, CLOSURES))  # the good one rolls up
+    list(RolledUp(NATIVE.pack_rows([GOOD], 11), 1, CLOSURES))  # the good one rolls up
     with pytest.raises(ValueError, match=why):
-        list(rollup_packed(payload(NATIVE.pack_rows), 1, CLOSURES))
+        list(RolledUp(payload(NATIVE.pack_rows), 1, CLOSURES))
+
+
+def test_a_window_start_beyond_64_bits_is_an_error() -> None:
+    fact = ("SMS", 1, None, None, -(2**63), *GOOD[5:])
+    with pytest.raises(OverflowError):
+        rollup([fact], plan_of(CLOSURES))
+    if NATIVE is not None:
+        with pytest.raises(OverflowError):
+            list(RolledUp(NATIVE.pack_rows([fact], 11), 1, CLOSURES))
 
 
 def test_a_fact_without_its_key_is_an_error() -> None:
@@ -190,4 +227,4 @@ def test_a_fact_without_its_key_is_an_error() -> None:
         rollup([fact], plan_of(CLOSURES))
     if NATIVE is not None:
         with pytest.raises(ValueError, match="key field 1"):
-            list(rollup_packed(NATIVE.pack_rows([fact], len(fact)), 1, CLOSURES))
+            list(RolledUp(NATIVE.pack_rows([fact], len(fact)), 1, CLOSURES))
