@@ -132,8 +132,7 @@ def write(
             db.execute(statement)
     if w.gauges is not None:
         db.execute(sqlgen.backlog_upsert(sqlgen.SQLITE, registry), (w.gauges, ONE_WRITER, seq))
-    for (metric, by, key, win, start), lost in w.recheck.items():
-        _recheck(db, registry, metric, by, key, win, start, lost)
+    _recheck(db, registry, w.recheck)
     for p in partitions:
         _commit_partition(db, p)
 
@@ -163,23 +162,26 @@ def _next_seq(db: sqlite3.Connection) -> int:
     return int(row[0])
 
 
-def _recheck(
-    db: sqlite3.Connection,
-    registry: Registry,
-    metric: str,
-    by: str,
-    key: str,
-    win: str,
-    start: int,
-    lost: tuple[int, int],
-) -> None:
-    size = WINDOWS[win]
-    lo, hi = (start, start + size) if size else (-ALL_TIME_END, ALL_TIME_END)
-    where, keys = sqlgen.key_filter(registry, by, key, "?")
-    args = (*keys, lo, hi, by, win, start, key, ONE_WRITER, *lost)
-    src = sqlgen.RECHECKED[metric]
-    sql = RECHECK.format(where=where, c=registry.metric(metric).column, table=src.table, t=src.time)
-    db.execute(sql, args)
+def _recheck(db: sqlite3.Connection, registry: Registry, recheck: Recheck) -> None:
+    """Recompute the min/max of the rows that lost values, one statement per distribution
+    and grouping."""
+    rows: dict[tuple[str, str], list[list[object]]] = {}
+    for (metric, by, key, win, start), lost in recheck.items():
+        size = WINDOWS[win]
+        lo, hi = (start, start + size) if size else (-ALL_TIME_END, ALL_TIME_END)
+        row: list[object] = [by, win, start, key, ONE_WRITER, lo, hi, *lost, *registry.key_values(by, key)]
+        rows.setdefault((metric, by), []).append(row)
+    for (metric, by), batch in rows.items():
+        dims = registry.grouping(by).dimensions
+        src = sqlgen.RECHECKED[metric]
+        sql = RECHECK.format(
+            where=" AND ".join(f"{d} = r.d{i}" for i, d in enumerate(dims)),
+            dims="".join(f", value->>{9 + i} AS d{i}" for i in range(len(dims))),
+            c=registry.metric(metric).column,
+            table=src.table,
+            t=src.time,
+        )
+        db.execute(sql, (orjson.dumps(batch),))
 
 
 def _commit_partition(db: sqlite3.Connection, p: PartitionCommit) -> None:

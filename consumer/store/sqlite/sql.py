@@ -162,9 +162,19 @@ MIGRATE_BINS = (
 
 #: a row's min/max of a distribution recomputed from its source table after a retraction
 #: (`consumer.store.sqlgen.RECHECKED`: the closures, the first assignments)
+#: the rows of one grouping whose min/max of a distribution must be recomputed, all in one
+#: statement (one GIL hand-over, not one per row): a JSON array of [by, win, start, key,
+#: partition, lo, hi, least lost, greatest lost, *the key's dimension values]. Every key
+#: column comes from the array, so that SQLite looks each row up by its primary key (with
+#: `m.by` bound as a parameter it scanned the grouping's rows once per array row)
 RECHECK = """
-UPDATE metric_rows SET ({c}_min, {c}_max) = (
-    SELECT min({c}), max({c}) FROM {table} WHERE {where} AND {t} >= ? AND {t} < ?)
-WHERE by = ? AND win = ? AND start = ? AND key = ? AND partition = ? AND ({c}_min >= ? OR {c}_max <= ?)
+UPDATE metric_rows AS m SET ({c}_min, {c}_max) = (
+    SELECT min({c}), max({c}) FROM {table} WHERE {where} AND {t} >= r.lo AND {t} < r.hi)
+FROM (SELECT value->>0 AS by, value->>1 AS win, value->>2 AS start, value->>3 AS key,
+             value->>4 AS part, value->>5 AS lo, value->>6 AS hi, value->>7 AS least,
+             value->>8 AS greatest{dims}
+      FROM json_each(?)) AS r
+WHERE m.by = r.by AND m.win = r.win AND m.start = r.start AND m.key = r.key AND m.partition = r.part
+  AND (m.{c}_min >= r.least OR m.{c}_max <= r.greatest)
 """
 ALL_TIME_END = 2**62
