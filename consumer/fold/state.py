@@ -110,11 +110,12 @@ def first_assignment(conv: Conversation) -> list[Any] | None:
     return None
 
 
-_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+#: the range of the stores' integers (SQLite's and PostgreSQL's BIGINT): times, counts, sums, ids
+I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 
 
 def _in_i64(*values: int) -> None:
-    if any(not _I64_MIN <= v <= _I64_MAX for v in values):
+    if any(not I64_MIN <= v <= I64_MAX for v in values):
         raise OverflowError("event time arithmetic outside the 64-bit range")
 
 

@@ -11,7 +11,8 @@ import orjson
 
 from consumer.exceptions import QueryError
 from consumer.fold.registry import REGISTRY, Registry
-from consumer.serve.query import I64_MAX, I64_MIN, MAX_NAME, int_param
+from consumer.fold.state import I64_MAX, I64_MIN
+from consumer.serve.query import MAX_NAME, int_param
 from consumer.store.closure_list import After, ClosureListing, ListedClosure
 
 DEFAULT_LIMIT = 1_000

@@ -12,6 +12,7 @@ import orjson
 
 from consumer.exceptions import QueryError
 from consumer.fold.registry import REGISTRY, Registry
+from consumer.fold.state import I64_MAX, I64_MIN
 from consumer.fold.windows import ALL, WINDOWS
 from consumer.store import MetricRow
 from consumer.store.base import Ranking
@@ -19,7 +20,6 @@ from consumer.store.render import row_json
 
 DEFAULT_LIMIT = 10_000
 MAX_LIMIT = 100_000
-I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 #: how every integer parameter is written: ASCII digits, an optional minus (no spaces, '+',
 #: '_' or other scripts' digits, which Python's int() would take)
 _DECIMAL = re.compile(r"-?[0-9]+")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from consumer.exceptions import ConfigError
+from consumer.fold.state import I64_MAX, I64_MIN
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def parse_scope(text: str) -> Scope:
     accounts = set()
     for part in text.split(","):
         part = part.strip()
-        if not part.lstrip("-").isdigit() or not -(2**63) <= int(part) < 2**63:
+        if not part.lstrip("-").isdigit() or not I64_MIN <= int(part) <= I64_MAX:
             raise ValueError(f"scope must be * or comma-separated account ids, got {text!r}")
         accounts.add(int(part))
     return Scope(frozenset(accounts))

@@ -41,17 +41,16 @@ enum Fail {
     Overflow,
 }
 
-/// Every row of a commit in one flat vector, a record of `HEADER + width` integers each
-/// (its header beside its values: one place in memory per row touched):
-/// [rank << 32 | target, start, null bits (bit c: value c is NULL), key offset, key length,
-/// values...]; the keys' texts in `keys`.
+/// Every row of one target in one flat vector, a record of `HEADER + width` integers each
+/// (its header beside its values: one place in memory per row touched): [start, null bits
+/// (bit c: value c is NULL), key offset, key length, values...]; the keys' texts in `keys`.
 struct Rows {
     data: Vec<i64>,
     keys: Vec<u8>,
     width: usize,
 }
 
-const HEADER: usize = 5;
+const HEADER: usize = 4;
 
 impl Rows {
     fn len(&self) -> usize {
@@ -64,13 +63,13 @@ impl Rows {
     }
 
     fn key(&self, record: &[i64]) -> &[u8] {
-        &self.keys[record[3] as usize..(record[3] + record[4]) as usize]
+        &self.keys[record[2] as usize..(record[2] + record[3]) as usize]
     }
 }
 
 /// The rows of the packed `facts` (`count` of them, `width` fields each, the event time at
-/// `t`) by the `targets` of a plan: a `pack_rows` blob of (by, win, start, key, *values,
-/// bins) rows, sorted by key.
+/// `t`) in one `target` of a plan (a grouping and window): a `pack_rows` blob of (by, win,
+/// start, key, *values, bins) rows, sorted by key.
 #[pyfunction]
 pub fn rollup_rows<'py>(
     py: Python<'py>,
@@ -78,10 +77,10 @@ pub fn rollup_rows<'py>(
     count: usize,
     width: usize,
     t: usize,
-    targets: Vec<Target>,
+    target: Target,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let data = facts.as_bytes();
-    let out = py.detach(|| rollup(data, count, width, t, &targets));
+    let out = py.detach(|| rollup(data, count, width, t, &target));
     match out {
         Ok(bytes) => Ok(PyBytes::new(py, &bytes)),
         Err(Fail::Value(msg)) => Err(PyValueError::new_err(msg)),
@@ -91,7 +90,7 @@ pub fn rollup_rows<'py>(
     }
 }
 
-fn check(data: &[u8], width: usize, t: usize, targets: &[Target]) -> Result<(), Fail> {
+fn check(data: &[u8], width: usize, t: usize, target: &Target) -> Result<(), Fail> {
     let columns = data
         .get(..4)
         .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
@@ -100,23 +99,22 @@ fn check(data: &[u8], width: usize, t: usize, targets: &[Target]) -> Result<(), 
             "rollup_rows: facts of {width} fields expected (time at {t})"
         )));
     }
-    for (_, _, _, key, present, cols, dists) in targets {
-        let mut fields = key
-            .iter()
-            .chain(present)
-            .copied()
-            .chain(cols.iter().flat_map(|c| [c.1, c.2]))
-            .chain(dists.iter().flat_map(|d| [d.0, d.1]));
-        if cols.iter().any(|c| c.0 > BUCKET) {
-            return Err(Fail::Value(
-                "rollup_rows: a plan with an unknown operation".into(),
-            ));
-        }
-        if fields.any(|i| i >= width) || 5 + cols.len() > MAX_COLUMNS {
-            return Err(Fail::Value(
-                "rollup_rows: a plan beyond the facts' fields".into(),
-            ));
-        }
+    let (_, _, _, key, present, cols, dists) = target;
+    if cols.iter().any(|c| c.0 > BUCKET) {
+        return Err(Fail::Value(
+            "rollup_rows: a plan with an unknown operation".into(),
+        ));
+    }
+    let mut fields = key
+        .iter()
+        .chain(present)
+        .copied()
+        .chain(cols.iter().flat_map(|c| [c.1, c.2]))
+        .chain(dists.iter().flat_map(|d| [d.0, d.1]));
+    if fields.any(|i| i >= width) || 5 + cols.len() > MAX_COLUMNS {
+        return Err(Fail::Value(
+            "rollup_rows: a plan beyond the facts' fields".into(),
+        ));
     }
     Ok(())
 }
@@ -136,82 +134,62 @@ fn rollup(
     count: usize,
     width: usize,
     t: usize,
-    targets: &[Target],
+    target: &Target,
 ) -> Result<Vec<u8>, Fail> {
-    check(data, width, t, targets)?;
-    let columns = targets.first().map_or(0, |tg| tg.5.len());
-    if targets.iter().any(|tg| tg.5.len() != columns) {
-        return Err(Fail::Value(
-            "rollup_rows: targets of different widths".into(),
-        ));
+    check(data, width, t, target)?;
+    let (_, _, size, key_at, present, cols, dists) = target;
+    let columns = cols.len();
+    // the value columns each fact field drives (the `a` of their op): a fact's zero or
+    // NULL fields add nothing, and a fact has a few non-zero ones
+    let mut driven: Vec<Vec<(usize, Column)>> = vec![Vec::new(); width];
+    for (c, col) in cols.iter().enumerate() {
+        if !matches!(col.0, ZERO | NULL) {
+            driven[col.1].push((c, *col));
+        }
     }
-    // rows sort by (by, win, start, key): the targets' (by, win) order once, as a rank
-    let mut order: Vec<usize> = (0..targets.len()).collect();
-    order.sort_by(|&a, &b| (&targets[a].0, &targets[a].1).cmp(&(&targets[b].0, &targets[b].1)));
-    let mut rank = vec![0u32; targets.len()];
-    for (r, &ti) in order.iter().enumerate() {
-        rank[ti] = r as u32;
-    }
-    let hasher = foldhash::fast::FixedState::with_seed(0x5eed);
-    // per target, the value columns each fact field drives (the `a` of their op)
-    let driven: Vec<Vec<Vec<(usize, Column)>>> = targets
-        .iter()
-        .map(|tg| {
-            let mut by_field = vec![Vec::new(); width];
-            for (c, col) in tg.5.iter().enumerate() {
-                if !matches!(col.0, ZERO | NULL) {
-                    by_field[col.1].push((c, *col));
-                }
-            }
-            by_field
-        })
-        .collect();
-    let drivers: Vec<usize> = (0..width)
-        .filter(|&f| driven.iter().any(|by_field| !by_field[f].is_empty()))
-        .collect();
+    let drivers: Vec<usize> = (0..width).filter(|&f| !driven[f].is_empty()).collect();
     // the fields read as integers (NULL or an integer; a text or blob there is refused)
     let mut numeric = vec![false; width];
     numeric[t] = true;
-    for (_, _, _, _, _, cols, dists) in targets {
-        for c in cols.iter().filter(|c| !matches!(c.0, ZERO | NULL)) {
-            numeric[c.1] = true;
-            numeric[c.2] |= c.0 != SUM;
-        }
-        for d in dists {
-            numeric[d.0] = true;
-            numeric[d.1] = true;
-        }
+    for c in cols.iter().filter(|c| !matches!(c.0, ZERO | NULL)) {
+        numeric[c.1] = true;
+        numeric[c.2] |= c.0 != SUM;
     }
+    for d in dists {
+        numeric[d.0] = true;
+        numeric[d.1] = true;
+    }
+    let fresh_nulls: u64 = cols
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| matches!(c.0, NULL | MIN | MAX))
+        .fold(0, |m, (i, _)| m | 1 << i);
     let mut active: Vec<usize> = Vec::with_capacity(width);
     let mut cells = vec![Cell::Null; width];
     let mut ints: Vec<Option<i64>> = vec![None; width];
+    let stride = HEADER + columns;
     let mut rows = Rows {
-        // room for a row per fact and target, reserved, not touched (no copy as it grows):
-        // `count` is a hint (`data` holds at most one fact per byte and field)
-        data: Vec::with_capacity(
-            count.min(data.len() / width) * targets.len() * (HEADER + columns),
-        ),
+        // room for a row per fact, reserved, not touched (no copy as it grows): `count` is
+        // a hint (`data` holds at most one fact per byte and field)
+        data: Vec::with_capacity(count.min(data.len() / width) * stride),
         keys: Vec::new(),
         width: columns,
     };
-    // a row by the hash of (rank, start, key); the rare key whose hash another row holds
-    // is found by its bytes in `collided`
+    // a row by the hash of (start, key); the rare key whose hash another row holds is
+    // found by its bytes in `collided`
+    let hasher = foldhash::fast::FixedState::with_seed(0x5eed);
     let mut by_hash: HashMap<u64, usize> = HashMap::new();
     let mut collided: HashMap<Vec<u8>, usize> = HashMap::new();
     let mut bins: Vec<(usize, i64, i64)> = Vec::new(); // (row, bin, n)
     let mut pos = 4;
     let mut key = String::new();
     let mut lookup: Vec<u8> = Vec::new();
-    let fresh: Vec<i64> = vec![0; columns];
-    let fresh_nulls: u64 = targets.first().map_or(0, |tg| {
-        tg.5.iter()
-            .enumerate()
-            .filter(|(_, c)| matches!(c.0, NULL | MIN | MAX))
-            .fold(0, |m, (i, _)| m | 1 << i)
-    });
     while pos < data.len() {
         pos = read_row(data, pos, &mut cells)
             .ok_or_else(|| Fail::Value("rollup_rows: malformed facts".into()))?;
+        if present.iter().any(|&i| matches!(cells[i], Cell::Null)) {
+            continue;
+        }
         for (i, cell) in cells.iter().enumerate() {
             ints[i] = match *cell {
                 Cell::Int(n) => Some(n),
@@ -220,147 +198,131 @@ fn rollup(
                 _ => None,                         // a text dimension
             };
         }
-        // the fields that drive a value with something to add: a zero or NULL one adds nothing
-        active.clear();
-        for &f in &drivers {
-            if ints[f].is_some_and(|n| n != 0) {
-                active.push(f);
+        let time =
+            ints[t].ok_or_else(|| Fail::Value("rollup_rows: a fact without a time".into()))?;
+        let start = if *size > 0 {
+            time.checked_sub(time.rem_euclid(*size))
+                .ok_or(Fail::Overflow)?
+        } else {
+            0
+        };
+        key.clear();
+        for (j, &i) in key_at.iter().enumerate() {
+            if j > 0 {
+                key.push('|');
+            }
+            match cells[i] {
+                Cell::Int(n) => {
+                    use std::fmt::Write as _;
+                    write!(key, "{n}").expect("a String takes any write");
+                }
+                Cell::Text(s, len) => key.push_str(
+                    std::str::from_utf8(&data[s..s + len]).expect("read_row checked UTF-8"),
+                ),
+                Cell::Null => {
+                    return Err(Fail::Value(format!(
+                        "rollup_rows: a fact without its key field {i}"
+                    )));
+                }
+                Cell::Blob(..) => {
+                    return Err(Fail::Value(format!(
+                        "rollup_rows: a fact's field {i} is a blob"
+                    )));
+                }
             }
         }
-        let time = int(cells[t], t)?
-            .ok_or_else(|| Fail::Value("rollup_rows: a fact without a time".into()))?;
-        for (ti, (_, _, size, key_at, present, _, dists)) in targets.iter().enumerate() {
-            if present.iter().any(|&i| matches!(cells[i], Cell::Null)) {
-                continue;
-            }
-            let start = if *size > 0 {
-                time.checked_sub(time.rem_euclid(*size))
-                    .ok_or(Fail::Overflow)?
-            } else {
-                0
-            };
-            // the windows of one grouping come one after another, with the same key
-            let same_key = ti > 0 && targets[ti - 1].3 == *key_at && targets[ti - 1].4 == *present;
-            if !same_key {
-                key.clear();
-            }
-            for (j, &i) in key_at.iter().enumerate().filter(|_| !same_key) {
-                if j > 0 {
-                    key.push('|');
-                }
-                match cells[i] {
-                    Cell::Int(n) => {
-                        use std::fmt::Write as _;
-                        write!(key, "{n}").expect("a String takes any write");
+        lookup.clear();
+        lookup.extend_from_slice(&start.to_le_bytes());
+        lookup.extend_from_slice(key.as_bytes());
+        let h = hasher.hash_one(lookup.as_slice());
+        let same = |rows: &Rows, at: usize| {
+            let r = rows.record(at);
+            r[0] == start && rows.key(r) == key.as_bytes()
+        };
+        let found = match by_hash.get(&h) {
+            Some(&at) if same(&rows, at) => Some(at),
+            Some(_) => collided.get(lookup.as_slice()).copied(),
+            None => None,
+        };
+        let at = match found {
+            Some(at) => at,
+            None => {
+                let at = rows.len();
+                let header = [
+                    start,
+                    fresh_nulls as i64,
+                    rows.keys.len() as i64,
+                    key.len() as i64,
+                ];
+                rows.data.extend_from_slice(&header);
+                rows.data.resize(rows.data.len() + columns, 0);
+                rows.keys.extend_from_slice(key.as_bytes());
+                match by_hash.entry(h) {
+                    std::collections::hash_map::Entry::Occupied(_) => {
+                        collided.insert(lookup.clone(), at);
                     }
-                    Cell::Text(s, len) => key.push_str(
-                        std::str::from_utf8(&data[s..s + len]).expect("read_row checked UTF-8"),
-                    ),
-                    Cell::Null => {
-                        return Err(Fail::Value(format!(
-                            "rollup_rows: a fact without its key field {i}"
-                        )));
-                    }
-                    Cell::Blob(..) => {
-                        return Err(Fail::Value(format!(
-                            "rollup_rows: a fact's field {i} is a blob"
-                        )));
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(at);
                     }
                 }
+                at
             }
-            lookup.clear();
-            lookup.extend_from_slice(&rank[ti].to_le_bytes());
-            lookup.extend_from_slice(&start.to_le_bytes());
-            lookup.extend_from_slice(key.as_bytes());
-            let h = hasher.hash_one(lookup.as_slice());
-            let stride = HEADER + columns;
-            let same = |rows: &Rows, at: usize| {
-                let r = rows.record(at);
-                r[0] >> 32 == rank[ti] as i64 && r[1] == start && rows.key(r) == key.as_bytes()
-            };
-            let found = match by_hash.get(&h) {
-                Some(&at) if same(&rows, at) => Some(at),
-                Some(_) => collided.get(lookup.as_slice()).copied(),
-                None => None,
-            };
-            let at = match found {
-                Some(at) => at,
-                None => {
-                    let at = rows.len();
-                    rows.data.extend_from_slice(&[
-                        (rank[ti] as i64) << 32 | ti as i64,
-                        start,
-                        fresh_nulls as i64,
-                        rows.keys.len() as i64,
-                        key.len() as i64,
-                    ]);
-                    rows.data.extend_from_slice(&fresh);
-                    rows.keys.extend_from_slice(key.as_bytes());
-                    match by_hash.entry(h) {
-                        std::collections::hash_map::Entry::Occupied(_) => {
-                            collided.insert(lookup.clone(), at);
-                        }
-                        std::collections::hash_map::Entry::Vacant(slot) => {
-                            slot.insert(at);
+        };
+        let (header, values) = rows.data[at * stride..(at + 1) * stride].split_at_mut(HEADER);
+        let mut nulls = header[1] as u64;
+        // the fields that drive a value with something to add
+        active.clear();
+        active.extend(drivers.iter().filter(|&&f| ints[f].is_some_and(|n| n != 0)));
+        for &f in &active {
+            let n = ints[f].expect("an active field holds an integer");
+            for &(c, (op, _, b, lo, hi)) in &driven[f] {
+                let v = &mut values[c];
+                match op {
+                    SUM => *v = v.checked_add(n).ok_or(Fail::Overflow)?,
+                    SUM_PRODUCT => {
+                        if let Some(x) = ints[b] {
+                            let p = n.checked_mul(x).ok_or(Fail::Overflow)?;
+                            *v = v.checked_add(p).ok_or(Fail::Overflow)?;
                         }
                     }
-                    at
-                }
-            };
-            let (header, values) = rows.data[at * stride..(at + 1) * stride].split_at_mut(HEADER);
-            let mut null_bits = header[2] as u64;
-            let nulls = &mut null_bits;
-            for &f in &active {
-                let n = ints[f].expect("an active field holds an integer");
-                for &(c, (op, _, b, lo, hi)) in &driven[ti][f] {
-                    let v = &mut values[c];
-                    match op {
-                        SUM => *v = v.checked_add(n).ok_or(Fail::Overflow)?,
-                        SUM_PRODUCT => {
-                            if let Some(x) = ints[b] {
-                                let p = n.checked_mul(x).ok_or(Fail::Overflow)?;
-                                *v = v.checked_add(p).ok_or(Fail::Overflow)?;
-                            }
+                    MIN | MAX => {
+                        if let (true, Some(x)) = (n > 0, ints[b]) {
+                            let bit = 1u64 << c;
+                            *v = if nulls & bit != 0 {
+                                x
+                            } else if op == MIN {
+                                (*v).min(x)
+                            } else {
+                                (*v).max(x)
+                            };
+                            nulls &= !bit;
                         }
-                        MIN | MAX => {
-                            if let (true, Some(x)) = (n > 0, ints[b]) {
-                                let bit = 1u64 << c;
-                                *v = if *nulls & bit != 0 {
-                                    x
-                                } else if op == MIN {
-                                    (*v).min(x)
-                                } else {
-                                    (*v).max(x)
-                                };
-                                *nulls &= !bit;
-                            }
-                        }
-                        _ => {
-                            // BUCKET
-                            if let Some(x) = ints[b]
-                                && lo.is_none_or(|lo| x > lo)
-                                && hi.is_none_or(|hi| x <= hi)
-                            {
-                                *v = v.checked_add(n).ok_or(Fail::Overflow)?;
-                            }
+                    }
+                    _ => {
+                        // BUCKET
+                        if let Some(x) = ints[b]
+                            && lo.is_none_or(|lo| x > lo)
+                            && hi.is_none_or(|hi| x <= hi)
+                        {
+                            *v = v.checked_add(n).ok_or(Fail::Overflow)?;
                         }
                     }
                 }
             }
-            header[2] = null_bits as i64;
-            for &(n, b, base) in dists {
-                if let Some(n) = ints[n].filter(|&n| n != 0) {
-                    let bin = ints[b]
-                        .ok_or_else(|| Fail::Value("rollup_rows: a value without a bin".into()))?;
-                    bins.push((at, bin.checked_add(base).ok_or(Fail::Overflow)?, n));
-                    break;
-                }
+        }
+        header[1] = nulls as i64;
+        for &(n, b, base) in dists {
+            if let Some(n) = ints[n].filter(|&n| n != 0) {
+                let bin = ints[b]
+                    .ok_or_else(|| Fail::Value("rollup_rows: a value without a bin".into()))?;
+                bins.push((at, bin.checked_add(base).ok_or(Fail::Overflow)?, n));
+                break;
             }
         }
     }
     drop(by_hash);
     drop(collided);
-    write_rows(rows, bins, targets)
+    write_rows(rows, bins, target)
 }
 
 /// The rows packed in key order, each with its bins (sorted by bin, equal bins summed, zero
@@ -368,31 +330,31 @@ fn rollup(
 fn write_rows(
     rows: Rows,
     mut bins: Vec<(usize, i64, i64)>,
-    targets: &[Target],
+    target: &Target,
 ) -> Result<Vec<u8>, Fail> {
     let width = rows.width;
     let n = rows.len();
-    // sorted by (rank, start, the key's first 8 bytes, zero-padded), the whole key breaking
-    // ties: the comparisons read this vector, not the rows
-    let mut order: Vec<(i64, i64, u64, usize)> = (0..n)
+    // sorted by (start, the key's first 8 bytes, zero-padded), the whole key breaking ties:
+    // the comparisons read this vector, not the rows
+    let mut order: Vec<(i64, u64, usize)> = (0..n)
         .map(|i| {
             let r = rows.record(i);
             let mut prefix = [0u8; 8];
             let key = rows.key(r);
             let m = key.len().min(8);
             prefix[..m].copy_from_slice(&key[..m]);
-            (r[0] >> 32, r[1], u64::from_be_bytes(prefix), i)
+            (r[0], u64::from_be_bytes(prefix), i)
         })
         .collect();
     order.sort_unstable_by(|a, b| {
-        (a.0, a.1, a.2)
-            .cmp(&(b.0, b.1, b.2))
-            .then_with(|| rows.key(rows.record(a.3)).cmp(rows.key(rows.record(b.3))))
+        (a.0, a.1)
+            .cmp(&(b.0, b.1))
+            .then_with(|| rows.key(rows.record(a.2)).cmp(rows.key(rows.record(b.2))))
     });
     // the bins by their row's place in that order, so that they are read front to back
     let mut place = vec![0usize; n];
     for (p, o) in order.iter().enumerate() {
-        place[o.3] = p;
+        place[o.2] = p;
     }
     for bin in bins.iter_mut() {
         bin.0 = place[bin.0];
@@ -403,14 +365,13 @@ fn write_rows(
     let mut out = Vec::with_capacity(4 + n * (width * 9 + 64));
     out.extend_from_slice(&((5 + width) as u32).to_le_bytes());
     let mut blob: Vec<u8> = Vec::new();
-    for (p, (_, _, _, i)) in order.into_iter().enumerate() {
+    for (p, (_, _, i)) in order.into_iter().enumerate() {
         let r = rows.record(i);
-        let tg = &targets[(r[0] & 0xffff_ffff) as usize];
-        text(&mut out, TAG_TEXT, tg.0.as_bytes());
-        text(&mut out, TAG_TEXT, tg.1.as_bytes());
-        integer(&mut out, Some(r[1]));
+        text(&mut out, TAG_TEXT, target.0.as_bytes());
+        text(&mut out, TAG_TEXT, target.1.as_bytes());
+        integer(&mut out, Some(r[0]));
         text(&mut out, TAG_TEXT, rows.key(r));
-        let nulls = r[2] as u64;
+        let nulls = r[1] as u64;
         for (c, &v) in r[HEADER..].iter().enumerate() {
             integer(&mut out, (nulls & (1 << c) == 0).then_some(v));
         }

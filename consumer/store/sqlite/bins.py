@@ -31,11 +31,11 @@ from collections.abc import Iterable
 
 from consumer.exceptions import StoreError
 from consumer.fold.native import ENV, choose, native
+from consumer.fold.state import I64_MAX, I64_MIN
 
 log = logging.getLogger(__name__)
 
 _PAIR = struct.Struct("<qq")
-_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
 
 
@@ -45,7 +45,7 @@ def normalize(pairs: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     sums: dict[int, int] = {}
     for b, n in sorted(pairs):  # in bin order, as the compiled functions add
         total = sums.get(b, 0) + n
-        if not _I64_MIN <= total <= _I64_MAX:
+        if not I64_MIN <= total <= I64_MAX:
             raise OverflowError("bins: a bin's count overflows 64 bits")
         sums[b] = total
     return [(b, n) for b, n in sums.items() if n != 0]
@@ -53,9 +53,9 @@ def normalize(pairs: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
 
 def _integer(v: object) -> int:
     """An integer argument: an int, or a text that is one (json_each's object keys are text)."""
-    if isinstance(v, int) and _I64_MIN <= v <= _I64_MAX:
+    if isinstance(v, int) and I64_MIN <= v <= I64_MAX:
         return v
-    if isinstance(v, str) and _INTEGER_TEXT.fullmatch(v) and _I64_MIN <= int(v) <= _I64_MAX:
+    if isinstance(v, str) and _INTEGER_TEXT.fullmatch(v) and I64_MIN <= int(v) <= I64_MAX:
         return int(v)
     raise TypeError("bins_pack: bin and n must be integers")
 

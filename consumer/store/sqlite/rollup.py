@@ -26,9 +26,8 @@ from typing import Any
 from consumer.fold.delta import Fact, layout_of
 from consumer.fold.native import native
 from consumer.fold.registry import Kind, Registry
+from consumer.fold.state import I64_MAX, I64_MIN
 from consumer.store.sqlite import bins
-
-_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 
 
 class Op(IntEnum):
@@ -138,7 +137,7 @@ class RolledUp:
         assert native is not None  # the store packs only where the compiled part is built
         plan = plan_of(self.registry)
         for target in _native_plan(plan):
-            rows: bytes = native.rollup_rows(self.facts, self.count, plan.width, plan.t, [target])
+            rows: bytes = native.rollup_rows(self.facts, self.count, plan.width, plan.t, target)
             yield rows
 
 
@@ -147,7 +146,7 @@ def _start(t: int, size: int) -> int:
 
 
 def _checked(total: int) -> int:
-    if not _I64_MIN <= total <= _I64_MAX:
+    if not I64_MIN <= total <= I64_MAX:
         raise OverflowError("rollup: a metric row's value overflows 64 bits")
     return total
 
@@ -167,7 +166,7 @@ def rollup(facts: Iterable[Fact], plan: Plan) -> list[tuple[Any, ...]]:
             row = rows.get(k)
             if row is None:
                 row = rows[k] = (
-                    [None if op == Op.NULL or op in (Op.MIN, Op.MAX) else 0 for op, *_ in tg.columns],
+                    [None if op in (Op.NULL, Op.MIN, Op.MAX) else 0 for op, *_ in tg.columns],
                     [],
                 )
             _add(row[0], tg.columns, fact)
