@@ -138,6 +138,8 @@ FACT_FIELDS: Final = LAYOUT.fields
 GaugeKey = tuple[str, int, int | None, int | None]
 """(channel type, account, inbox, app) of a conversation's latest event: where it counts in
 the gauges (`consumer.fold.registry.GAUGE_NAMES`)"""
+#: the dimensions of a `GaugeKey`, in its order
+GAUGE_KEY: Final = ("channel_type", "account", "inbox", "app")
 Gauges = list[int]  # [open, unassigned, snoozed]: what a commit adds to a key's gauges (+ or -)
 
 LagKey = tuple[str, int]  # (channel type, start of the event time's hour)
@@ -215,10 +217,10 @@ def gauge_rows(
 ) -> dict[tuple[str, str], Gauges]:
     """The gauge changes of some deltas by (grouping, key), as the stores keep them; a
     grouping's optional dimension without a value (no inbox) counts in no row of it, and a
-    key whose changes cancel out is left out."""
+    key whose changes cancel out is left out. The reference: the SQLite store rolls the
+    changes up in the compiled rollup (consumer.store.sqlite.rollup.gauge_plan)."""
     out: dict[tuple[str, str], Gauges] = {}
-    at = {"channel_type": 0, "account": 1, "inbox": 2, "app": 3}
-    groupings = [(g.name, [at[d] for d in g.dimensions]) for g in registry.groupings]
+    groupings = [(g.name, [GAUGE_KEY.index(d) for d in g.dimensions]) for g in registry.groupings]
     for gauges in deltas:
         for dims, values in gauges.items():
             for name, where in groupings:

@@ -38,12 +38,20 @@ def backlog_seq(d: Dialect) -> str:
     return f"ALTER TABLE backlog ADD COLUMN {exists}seq {d.integer} NOT NULL DEFAULT 0"
 
 
-def backlog_upsert(d: Dialect, registry: Registry = REGISTRY) -> str:
+def backlog_upsert(d: Dialect, registry: Registry = REGISTRY, packed: bool = False) -> str:
     """The statement that adds one partition's gauge changes to its rows. SQLite: ?1 a
-    JSON array of [by, key, gauges...], ?2 the partition, ?3 the commit's seq; PostgreSQL:
-    arrays of by, key, partition, each gauge and seq."""
+    JSON array of [by, key, gauges...] (`packed`: one grouping's rows of the compiled
+    rollup, `packed_rows`, whose keys with no change are left out here), ?2 the partition,
+    ?3 the commit's seq; PostgreSQL: arrays of by, key, partition, each gauge and seq."""
     cols = [g.column for g in registry.gauges]
     add = ", ".join([*(f"{c} = backlog.{c} + excluded.{c}" for c in cols), "seq = excluded.seq"])
+    if d is SQLITE and packed:  # a rolled-up row: (by, win, start, key, *gauges, bins)
+        rolled = [f"c{4 + i}" for i in range(len(cols))]
+        changed = " OR ".join(f"{v} <> 0" for v in rolled)
+        return (
+            f"INSERT INTO backlog SELECT c0, c3, ?2, {', '.join(rolled)}, ?3 FROM packed_rows(?1) "
+            f"WHERE {changed} ON CONFLICT (by, key, partition) DO UPDATE SET {add}"
+        )
     if d is SQLITE:
         values = ", ".join(f"value->>{i + 2}" for i in range(len(cols)))
         return (

@@ -19,7 +19,7 @@ from consumer.fold.windows import WINDOWS
 from consumer.store import sqlgen
 from consumer.store.base import PartitionCommit
 from consumer.store.conversation_log import log_rows
-from consumer.store.sqlite.rollup import RolledUp, plan_of, rollup
+from consumer.store.sqlite.rollup import RolledUp, gauge_changes, gauge_plan, plan_of, rollup
 from consumer.store.sqlite.sql import (
     ALL_TIME_END,
     RECHECK,
@@ -53,7 +53,9 @@ class Prepared:
     rows: Iterable[bytes] | Iterable[list[tuple[Any, ...]]] | None
     lags: list[bytes]
     firsts: bytes | None
-    gauges: bytes | None
+    #: the gauges' changes: rolled up as `rows` are (packed), or one JSON array (the
+    #: reference, `gauge_rows`); None without changes
+    gauges: Iterable[bytes] | bytes | None
     recheck: Recheck
 
 
@@ -72,7 +74,7 @@ def prepare(partitions: list[PartitionCommit], registry: Registry, sql: Statemen
     facts = [f for p in partitions for f in p.delta.facts]  # every partition's, under ONE_WRITER
     rows: Iterable[bytes] | Iterable[list[tuple[Any, ...]]] | None = None
     if facts and packed:
-        rows = RolledUp(_pack(facts, sql.fact_width), len(facts), registry)
+        rows = RolledUp(_pack(facts, sql.fact_width), len(facts), plan_of(registry))
     elif facts:
         rows = [rollup(facts, plan_of(registry))]
     lags = [
@@ -84,7 +86,13 @@ def prepare(partitions: list[PartitionCommit], registry: Registry, sql: Statemen
         (r for p in partitions for r in p.delta.first_assignments.values()), key=_FIRST_ASSIGNMENT_KEY
     )
     # the gauges: one writer slot, like the metric rows
-    gauges = gauge_rows([p.delta.gauges for p in partitions], registry)
+    gauges: Iterable[bytes] | bytes | None = None
+    if packed:
+        if changes := gauge_changes(p.delta.gauges for p in partitions):
+            plan = gauge_plan(registry)
+            gauges = RolledUp(_pack(changes, plan.width), len(changes), plan)
+    elif summed := gauge_rows([p.delta.gauges for p in partitions], registry):
+        gauges = orjson.dumps([(*k, *v) for k, v in sorted(summed.items())])
     recheck: Recheck = {}
     for metric in sqlgen.RECHECKED:
         for p in partitions:
@@ -98,7 +106,7 @@ def prepare(partitions: list[PartitionCommit], registry: Registry, sql: Statemen
         rows,
         lags,
         pack(firsts, FIRST_ASSIGNMENT_WIDTH) if firsts else None,
-        orjson.dumps([(*k, *v) for k, v in sorted(gauges.items())]) if gauges else None,
+        gauges,
         recheck,
     )
 
@@ -130,8 +138,12 @@ def write(
             db.execute(STAGE_LAGS, (ONE_WRITER, seq, payload))
         for statement in sql.aggregate:
             db.execute(statement)
-    if w.gauges is not None:
+    if isinstance(w.gauges, bytes):
         db.execute(sqlgen.backlog_upsert(sqlgen.SQLITE, registry), (w.gauges, ONE_WRITER, seq))
+    elif w.gauges is not None:
+        upsert = sqlgen.backlog_upsert(sqlgen.SQLITE, registry, packed=True)
+        for payload in w.gauges:
+            db.execute(upsert, (payload, ONE_WRITER, seq))
     _recheck(db, registry, w.recheck)
     for p in partitions:
         _commit_partition(db, p)

@@ -23,10 +23,11 @@ from enum import IntEnum
 from functools import cache
 from typing import Any
 
-from consumer.fold.delta import Fact, layout_of
+from consumer.fold.delta import GAUGE_KEY, Fact, GaugeKey, Gauges, layout_of
 from consumer.fold.native import native
 from consumer.fold.registry import Kind, Registry
 from consumer.fold.state import I64_MAX, I64_MIN
+from consumer.fold.windows import ALL
 from consumer.store.sqlite import bins
 
 
@@ -111,6 +112,26 @@ def plan_of(registry: Registry) -> Plan:
 
 
 @cache
+def gauge_plan(registry: Registry) -> Plan:
+    """The gauges' changes (`gauge_changes`) rolled up as the backlog keeps them: one
+    all-time row per (grouping, key), each gauge summed, as `consumer.fold.delta.gauge_rows`
+    (the reference) keys them: a change whose key lacks one of a grouping's dimensions (no
+    inbox) counts in no row of that grouping."""
+    t = len(GAUGE_KEY)  # a change's "time": 0, all its rows are all-time rows
+    values = tuple((Op.SUM, t + 1 + i, 0, None, None) for i in range(len(registry.gauges)))
+    targets = []
+    for g in registry.groupings:
+        key = tuple(GAUGE_KEY.index(d) for d in g.dimensions)
+        targets.append(Target(g.name, ALL, 0, key, key, values, ()))
+    return Plan(t + 1 + len(registry.gauges), t, tuple(targets))
+
+
+def gauge_changes(deltas: Iterable[dict[GaugeKey, Gauges]]) -> list[tuple[Any, ...]]:
+    """Some deltas' gauge changes as facts of `gauge_plan`: (*key, 0, *changes)."""
+    return [(*key, 0, *changes) for gauges in deltas for key, changes in gauges.items()]
+
+
+@cache
 def _native_plan(plan: Plan) -> list[tuple[Any, ...]]:
     """The plan's targets as the compiled rollup reads them."""
     return [
@@ -122,8 +143,8 @@ def _native_plan(plan: Plan) -> list[tuple[Any, ...]]:
 
 @dataclass(frozen=True)
 class RolledUp:
-    """The rows of `count` packed facts (`pack_rows`), packed, by the compiled rollup: a
-    payload per grouping and window, made as they are iterated over (each iteration makes
+    """The rows of `count` packed facts (`pack_rows`) in a plan's targets, packed, by the
+    compiled rollup: a payload per grouping and window, made as they are iterated over (each iteration makes
     them afresh, so a retried write finds them all). Rows of different targets never
     merge, so a commit holds one target's rows at a time, not all of them (the full metric
     set's were ~125 MB at a commit of 50,000 events, one target's at most ~20:
@@ -131,11 +152,11 @@ class RolledUp:
 
     facts: bytes
     count: int
-    registry: Registry
+    plan: Plan
 
     def __iter__(self) -> Iterator[bytes]:
         assert native is not None  # the store packs only where the compiled part is built
-        plan = plan_of(self.registry)
+        plan = self.plan
         for target in _native_plan(plan):
             rows: bytes = native.rollup_rows(self.facts, self.count, plan.width, plan.t, target)
             yield rows

@@ -15,11 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumer.fold import native as fold_native
-from consumer.fold.delta import layout_of
+from consumer.fold.delta import gauge_rows, layout_of
 from consumer.fold.registry import CLOSURES, REGISTRY, Kind, Registry
 from consumer.store import sqlgen
 from consumer.store.sqlite import bins as sqlite_bins
-from consumer.store.sqlite.rollup import RolledUp, plan_of, rollup
+from consumer.store.sqlite.rollup import RolledUp, gauge_changes, gauge_plan, plan_of, rollup
 from consumer.store.sqlite.sql import statements
 from support import native_build
 
@@ -114,8 +114,8 @@ def test_the_compiled_rollup_equals_the_reference(name: str, data: st.DataObject
     assert NATIVE is not None
     packed = NATIVE.pack_rows(facts, len(layout_of(registry).fields))
     reference = rollup(facts, plan_of(registry))
-    payloads = list(RolledUp(packed, len(facts), registry))
-    assert payloads == list(RolledUp(packed, len(facts), registry))  # made afresh each time
+    payloads = list(RolledUp(packed, len(facts), plan_of(registry)))
+    assert payloads == list(RolledUp(packed, len(facts), plan_of(registry)))  # made afresh each time
     for payload, target in zip(payloads, plan_of(registry).targets, strict=True):
         # a target's rows, in the reference's (key) order
         assert unpacked(payload, registry) == [r for r in reference if r[:2] == (target.by, target.win)]
@@ -137,7 +137,7 @@ def test_the_stores_upsert_adds_rolled_up_rows_to_the_stored_ones(kind: str, dat
     for _ in range(2):
         if kind == "native":
             assert NATIVE is not None
-            for payload in RolledUp(NATIVE.pack_rows(facts, sql.fact_width), len(facts), registry):
+            for payload in RolledUp(NATIVE.pack_rows(facts, sql.fact_width), len(facts), plan_of(registry)):
                 db.execute(sql.upsert_rolled[True], (payload, -1, 3))
         else:
             db.executemany(sql.upsert_rolled[False], [(*r[:4], -1, *r[4:-1], 3, r[-1]) for r in rows])
@@ -164,7 +164,10 @@ def test_a_distribution_of_some_groupings_makes_the_same_rows_both_ways(data: st
     assert rows == by_sql(facts, LIMITED)
     if NATIVE is not None:
         packed = NATIVE.pack_rows(facts, len(layout_of(LIMITED).fields))
-        assert sorted(r for p in RolledUp(packed, len(facts), LIMITED) for r in unpacked(p, LIMITED)) == rows
+        assert (
+            sorted(r for p in RolledUp(packed, len(facts), plan_of(LIMITED)) for r in unpacked(p, LIMITED))
+            == rows
+        )
 
 
 def overflowing(registry: Registry) -> list[tuple[Any, ...]]:
@@ -184,7 +187,7 @@ def test_a_sum_beyond_64_bits_is_an_error_as_in_sql() -> None:
         by_sql(facts, CLOSURES)
     if NATIVE is not None:
         with pytest.raises(OverflowError, match="64 bits"):
-            list(RolledUp(NATIVE.pack_rows(facts, len(layout_of(CLOSURES).fields)), 2, CLOSURES))
+            list(RolledUp(NATIVE.pack_rows(facts, len(layout_of(CLOSURES).fields)), 2, plan_of(CLOSURES)))
 
 
 GOOD = ("SMS", 1, None, None, 0, 1, 0, 0, 1, 60, 3)  # a closure of 60 s (CLOSURES' fact fields)
@@ -207,9 +210,9 @@ GOOD = ("SMS", 1, None, None, 0, 1, 0, 0, 1, 60, 3)  # a closure of 60 s (CLOSUR
 )
 def test_what_is_not_a_commits_facts_is_an_error(payload: Any, why: str) -> None:
     assert NATIVE is not None
-    list(RolledUp(NATIVE.pack_rows([GOOD], 11), 1, CLOSURES))  # the good one rolls up
+    list(RolledUp(NATIVE.pack_rows([GOOD], 11), 1, plan_of(CLOSURES)))  # the good one rolls up
     with pytest.raises(ValueError, match=why):
-        list(RolledUp(payload(NATIVE.pack_rows), 1, CLOSURES))
+        list(RolledUp(payload(NATIVE.pack_rows), 1, plan_of(CLOSURES)))
 
 
 def test_a_window_start_beyond_64_bits_is_an_error() -> None:
@@ -218,7 +221,7 @@ def test_a_window_start_beyond_64_bits_is_an_error() -> None:
         rollup([fact], plan_of(CLOSURES))
     if NATIVE is not None:
         with pytest.raises(OverflowError):
-            list(RolledUp(NATIVE.pack_rows([fact], 11), 1, CLOSURES))
+            list(RolledUp(NATIVE.pack_rows([fact], 11), 1, plan_of(CLOSURES)))
 
 
 def test_a_fact_without_its_key_is_an_error() -> None:
@@ -227,4 +230,70 @@ def test_a_fact_without_its_key_is_an_error() -> None:
         rollup([fact], plan_of(CLOSURES))
     if NATIVE is not None:
         with pytest.raises(ValueError, match="key field 1"):
-            list(RolledUp(NATIVE.pack_rows([fact], len(fact)), 1, CLOSURES))
+            list(RolledUp(NATIVE.pack_rows([fact], len(fact)), 1, plan_of(CLOSURES)))
+
+
+def gauge_deltas() -> st.SearchStrategy[list[dict[Any, list[int]]]]:
+    """Some partitions' gauge changes (`Delta.gauges`): keys of few values, optional
+    dimensions sometimes None, changes that cancel out across partitions too."""
+    key = st.tuples(
+        st.sampled_from(["WHATSAPP", "A|B", "ÜBER"]),
+        st.sampled_from([1, -3, 10**12]),
+        st.sampled_from([None, 5, 6]),
+        st.sampled_from([None, 1, 2]),
+    )
+    change = st.lists(st.sampled_from([0, 1, -1, 2, -(2**40)]), min_size=3, max_size=3)
+    return st.lists(st.dictionaries(key, change, max_size=12), max_size=3)
+
+
+def gauge_payload_rows(payload: bytes) -> list[tuple[Any, ...]]:
+    cols = ", ".join(f"c{i}" for i in range(5 + len(REGISTRY.gauges)))
+    return connection("native").execute(f"SELECT {cols} FROM packed_rows(?)", (payload,)).fetchall()
+
+
+@needs_native
+@settings(max_examples=300, deadline=None)
+@given(deltas=gauge_deltas())
+def test_the_compiled_gauge_rollup_sums_as_gauge_rows_does(deltas: list[dict[Any, list[int]]]) -> None:
+    """Each grouping's payload holds its keys' summed changes in key order: those that do
+    not cancel out are `gauge_rows` (the reference, which PostgreSQL runs)."""
+    assert NATIVE is not None
+    plan = gauge_plan(REGISTRY)
+    changes = gauge_changes(deltas)
+    rows = [
+        r
+        for payload in RolledUp(NATIVE.pack_rows(changes, plan.width), len(changes), plan)
+        for r in gauge_payload_rows(payload)
+    ]
+    for g in REGISTRY.groupings:
+        mine = [r for r in rows if r[0] == g.name]
+        assert [r[3] for r in mine] == sorted(r[3] for r in mine)  # in the backlog's key order
+        assert all(r[1:3] == ("all", 0) and r[-1] is None for r in mine)
+    assert {(r[0], r[3]): list(r[4:-1]) for r in rows if any(r[4:-1])} == gauge_rows(deltas, REGISTRY)
+
+
+@pytest.mark.parametrize("kind", ["python", *(["native"] if NATIVE is not None else [])])
+@settings(max_examples=60, deadline=None)
+@given(deltas=gauge_deltas())
+def test_the_stores_backlog_upsert_adds_the_changes_that_do_not_cancel_out(
+    kind: str, deltas: list[dict[Any, list[int]]]
+) -> None:
+    """Both payload kinds of the backlog upsert, applied twice: each key's gauges are its
+    changes doubled; a key whose changes cancel out gets no row."""
+    db = connection(kind)
+    db.execute(sqlgen.backlog_table(sqlgen.SQLITE, REGISTRY))
+    for _ in range(2):
+        if kind == "native":
+            assert NATIVE is not None
+            plan = gauge_plan(REGISTRY)
+            changes = gauge_changes(deltas)
+            upsert = sqlgen.backlog_upsert(sqlgen.SQLITE, REGISTRY, packed=True)
+            for payload in RolledUp(NATIVE.pack_rows(changes, plan.width), len(changes), plan):
+                db.execute(upsert, (payload, -1, 3))
+        else:
+            rows = [(*k, *v) for k, v in sorted(gauge_rows(deltas, REGISTRY).items())]
+            db.execute(sqlgen.backlog_upsert(sqlgen.SQLITE, REGISTRY), (orjson.dumps(rows), -1, 3))
+    cols = ", ".join(g.column for g in REGISTRY.gauges)
+    stored = {(by, key): list(v) for by, key, *v in db.execute(f"SELECT by, key, {cols} FROM backlog")}
+    assert stored == {k: [2 * x for x in v] for k, v in gauge_rows(deltas, REGISTRY).items()}
+    assert db.execute("SELECT DISTINCT partition, seq FROM backlog").fetchall() in ([], [(-1, 3)])
