@@ -86,7 +86,9 @@ except ImportError:
     native = None  # not built (no Rust toolchain): the reference fold runs
 else:
     _lacking = [
-        f for f in ("pack_rows", "rollup_rows", "install_sqlite_auto_extension") if not hasattr(_built, f)
+        f
+        for f in ("pack_rows", "unpack_facts", "rollup_rows", "install_sqlite_auto_extension")
+        if not hasattr(_built, f)
     ]
     if _lacking:  # a module built from an older source: its first commit would fail, say so now
         raise ImportError(

@@ -1717,6 +1717,8 @@ fn _fold_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?)?;
     m.add_function(wrap_pyfunction!(packed_rows::pack_rows, m)?)?;
     m.add_function(wrap_pyfunction!(rollup::rollup_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(rollup::unpack_facts, m)?)?;
+    m.add_class::<rollup::Facts>()?;
     m.add_class::<PartitionFold>()?;
     m.add_function(wrap_pyfunction!(apply_batch, m)?)?;
     m.add_function(wrap_pyfunction!(configure, m)?)?;

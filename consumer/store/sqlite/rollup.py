@@ -157,8 +157,9 @@ class RolledUp:
     def __iter__(self) -> Iterator[bytes]:
         assert native is not None  # the store packs only where the compiled part is built
         plan = self.plan
+        facts = native.unpack_facts(self.facts, self.count, plan.width)  # once for all targets
         for target in _native_plan(plan):
-            rows: bytes = native.rollup_rows(self.facts, self.count, plan.width, plan.t, target)
+            rows: bytes = native.rollup_rows(facts, plan.t, target)
             yield rows
 
 
