@@ -429,7 +429,7 @@ def main() -> None:
                 ours_s.append(seconds)
                 console.print(f"run {i + 1}: ours {total / seconds:,.0f} events/s ({seconds:.2f} s; {info})")
             if args.profile:
-                seconds, info = ours(bootstrap, topic, ends, profile=True)
+                seconds, info = ours(bootstrap, topic, ends, profile=True, metric_set=args.metric_set)
                 console.print(f"profiled run: ours {total / seconds:,.0f} events/s (under cProfile)\n{info}")
         if args.memory_events:
             mcfg = gen_config(args.memory_events, 500_000)
