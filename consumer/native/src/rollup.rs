@@ -5,9 +5,9 @@
 //! tests/unit/consumer/test_rollup.py holds the two equal.
 
 use foldhash::{HashMap, HashMapExt};
-use pyo3::exceptions::{PyOverflowError, PyValueError};
+use pyo3::exceptions::{PyIndexError, PyOverflowError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyString, PyTuple};
 use std::hash::BuildHasher as _;
 
 use crate::packed_rows::{
@@ -80,10 +80,56 @@ pub struct Facts {
     texts: Vec<Box<str>>,
 }
 
-const K_NULL: u8 = 0;
-const K_INT: u8 = 1;
-const K_TEXT: u8 = 2;
+pub(crate) const K_NULL: u8 = 0;
+pub(crate) const K_INT: u8 = 1;
+pub(crate) const K_TEXT: u8 = 2;
 const K_BLOB: u8 = 3;
+
+impl Facts {
+    /// Facts made by the compiled fold (`PartitionFold.take_changes`): `kinds` and `ints`
+    /// hold `width` cells per fact, a text cell the index of its text in `texts`.
+    pub(crate) fn new(width: usize, ints: Vec<i64>, kinds: Vec<u8>, texts: Vec<Box<str>>) -> Self {
+        debug_assert!(width > 0 && kinds.len() == ints.len() && kinds.len().is_multiple_of(width));
+        Facts {
+            width,
+            ints,
+            kinds,
+            texts,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.kinds.len() / self.width
+    }
+}
+
+/// A read-only sequence of the facts as tuples (`consumer.fold.delta.Fact`), for the stores
+/// that read them one by one (PostgreSQL stages them) and for tests.
+#[pymethods]
+impl Facts {
+    fn __len__(&self) -> usize {
+        self.len()
+    }
+
+    fn __getitem__<'py>(&self, py: Python<'py>, index: isize) -> PyResult<Bound<'py, PyTuple>> {
+        let n = self.len() as isize;
+        let i = if index < 0 { index + n } else { index };
+        if !(0..n).contains(&i) {
+            return Err(PyIndexError::new_err("fact index out of range"));
+        }
+        let cells = i as usize * self.width..(i as usize + 1) * self.width;
+        let mut items: Vec<Bound<'py, PyAny>> = Vec::with_capacity(self.width);
+        for c in cells {
+            items.push(match self.kinds[c] {
+                K_NULL => py.None().into_bound(py),
+                K_INT => self.ints[c].into_pyobject(py)?.into_any(),
+                K_TEXT => PyString::new(py, &self.texts[self.ints[c] as usize]).into_any(),
+                _ => return Err(PyValueError::new_err("a fact holds a blob")),
+            });
+        }
+        PyTuple::new(py, items)
+    }
+}
 
 /// The packed `facts` (`pack_rows`: `count` of them, `width` fields each), decoded.
 #[pyfunction]
@@ -97,18 +143,18 @@ pub fn unpack_facts<'py>(
     py.detach(|| decode(data, count, width)).map_err(to_py)
 }
 
-/// The rows of the decoded `facts` (the event time at field `t`) in one `target` of a plan
-/// (a grouping and window): a `pack_rows` blob of (by, win, start, key, *values, bins)
-/// rows, sorted by key.
+/// The rows of some `Facts` (partitions' facts, of one width; the event time at field
+/// `t`) in one `target` of a plan (a grouping and window): a `pack_rows` blob of (by, win,
+/// start, key, *values, bins) rows, sorted by key.
 #[pyfunction]
 pub fn rollup_rows<'py>(
     py: Python<'py>,
-    facts: &Bound<'py, Facts>,
+    facts: Vec<Bound<'py, Facts>>,
     t: usize,
     target: Target,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let facts = facts.get();
-    let out = py.detach(|| rollup(facts, t, &target));
+    let facts: Vec<&Facts> = facts.iter().map(|f| f.get()).collect();
+    let out = py.detach(|| rollup(&facts, t, &target));
     match out {
         Ok(bytes) => Ok(PyBytes::new(py, &bytes)),
         Err(fail) => Err(to_py(fail)),
@@ -197,8 +243,11 @@ fn check(width: usize, t: usize, target: &Target) -> Result<(), Fail> {
     Ok(())
 }
 
-fn rollup(facts: &Facts, t: usize, target: &Target) -> Result<Vec<u8>, Fail> {
-    let width = facts.width;
+fn rollup(facts: &[&Facts], t: usize, target: &Target) -> Result<Vec<u8>, Fail> {
+    let width = facts.first().map_or(t + 1, |f| f.width);
+    if facts.iter().any(|f| f.width != width) {
+        return Err(Fail::Value("rollup_rows: facts of different widths".into()));
+    }
     check(width, t, target)?;
     let (_, _, size, key_at, present, cols, dists) = target;
     let columns = cols.len();
@@ -229,7 +278,7 @@ fn rollup(facts: &Facts, t: usize, target: &Target) -> Result<Vec<u8>, Fail> {
         .filter(|(_, c)| matches!(c.0, NULL | MIN | MAX))
         .fold(0, |m, (i, _)| m | 1 << i);
     let mut active: Vec<usize> = Vec::with_capacity(width);
-    let count = facts.kinds.len() / width;
+    let count: usize = facts.iter().map(|f| f.len()).sum();
     let stride = HEADER + columns;
     let mut rows = Rows {
         // room for a row per fact, reserved, not touched (no copy as it grows)
@@ -245,7 +294,10 @@ fn rollup(facts: &Facts, t: usize, target: &Target) -> Result<Vec<u8>, Fail> {
     let mut bins: Vec<(usize, i64, i64)> = Vec::new(); // (row, bin, n)
     let mut key = String::new();
     let mut lookup: Vec<u8> = Vec::new();
-    for f in 0..count {
+    for (facts, f) in facts
+        .iter()
+        .flat_map(|&fs| (0..fs.len()).map(move |f| (fs, f)))
+    {
         let kinds = &facts.kinds[f * width..(f + 1) * width];
         let ints = &facts.ints[f * width..(f + 1) * width];
         if present.iter().any(|&i| kinds[i] == K_NULL) {

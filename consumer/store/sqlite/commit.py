@@ -19,7 +19,7 @@ from consumer.fold.windows import WINDOWS
 from consumer.store import sqlgen
 from consumer.store.base import PartitionCommit
 from consumer.store.conversation_log import log_rows
-from consumer.store.sqlite.rollup import RolledUp, gauge_changes, gauge_plan, plan_of, rollup
+from consumer.store.sqlite.rollup import RolledUp, compiled_facts, gauge_changes, gauge_plan, plan_of, rollup
 from consumer.store.sqlite.sql import (
     ALL_TIME_END,
     RECHECK,
@@ -71,11 +71,12 @@ def prepare(partitions: list[PartitionCommit], registry: Registry, sql: Statemen
     closures = pack(
         sorted((c for p in partitions for c in p.delta.closures.values()), key=CLOSURE_KEY), CLOSURE_WIDTH
     )
-    facts = [f for p in partitions for f in p.delta.facts]  # every partition's, under ONE_WRITER
+    # every partition's facts, rolled up together under ONE_WRITER
     rows: Iterable[bytes] | Iterable[list[tuple[Any, ...]]] | None = None
-    if facts and packed:
-        rows = RolledUp(_pack(facts, sql.fact_width), len(facts), plan_of(registry))
-    elif facts:
+    if packed:
+        compiled = [compiled_facts(p.delta.facts, sql.fact_width) for p in partitions if p.delta.facts]
+        rows = RolledUp(compiled, plan_of(registry)) if compiled else None
+    elif facts := [f for p in partitions for f in p.delta.facts]:
         rows = [rollup(facts, plan_of(registry))]
     lags = [
         orjson.dumps([(*k, *agg) for k, agg in p.delta.lags.items()], option=orjson.OPT_NON_STR_KEYS)
@@ -90,7 +91,7 @@ def prepare(partitions: list[PartitionCommit], registry: Registry, sql: Statemen
     if packed:
         if changes := gauge_changes(p.delta.gauges for p in partitions):
             plan = gauge_plan(registry)
-            gauges = RolledUp(_pack(changes, plan.width), len(changes), plan)
+            gauges = RolledUp([compiled_facts(changes, plan.width)], plan)
     elif summed := gauge_rows([p.delta.gauges for p in partitions], registry):
         gauges = orjson.dumps([(*k, *v) for k, v in sorted(summed.items())])
     recheck: Recheck = {}

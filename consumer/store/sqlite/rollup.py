@@ -141,25 +141,32 @@ def _native_plan(plan: Plan) -> list[tuple[Any, ...]]:
     ]  # fmt: skip
 
 
+def compiled_facts(facts: Sequence[Fact], width: int) -> Any:
+    """Facts as the compiled rollup reads them (`native.Facts`): the compiled fold's as they
+    are, a list of tuples (the reference fold's, gauge changes) packed and decoded."""
+    assert native is not None  # the store rolls up in the compiled part only where it is built
+    if isinstance(facts, list):
+        return native.unpack_facts(native.pack_rows(facts, width), len(facts), width)
+    return facts
+
+
 @dataclass(frozen=True)
 class RolledUp:
-    """The rows of `count` packed facts (`pack_rows`) in a plan's targets, packed, by the
-    compiled rollup: a payload per grouping and window, made as they are iterated over (each iteration makes
-    them afresh, so a retried write finds them all). Rows of different targets never
-    merge, so a commit holds one target's rows at a time, not all of them (the full metric
-    set's were ~125 MB at a commit of 50,000 events, one target's at most ~20:
-    docs/performance.md), and a smaller hash table is quicker too."""
+    """The rows of some partitions' facts (`native.Facts`, `compiled_facts`) in a plan's
+    targets, packed, by the compiled rollup: a payload per grouping and window, made as
+    they are iterated over (each iteration makes them afresh, so a retried write finds them
+    all). Rows of different targets never merge, so a commit holds one target's rows at a
+    time, not all of them (the full metric set's were ~125 MB at a commit of 50,000 events,
+    one target's at most ~20: docs/performance.md), and a smaller hash table is quicker
+    too."""
 
-    facts: bytes
-    count: int
+    facts: list[Any]
     plan: Plan
 
     def __iter__(self) -> Iterator[bytes]:
-        assert native is not None  # the store packs only where the compiled part is built
-        plan = self.plan
-        facts = native.unpack_facts(self.facts, self.count, plan.width)  # once for all targets
-        for target in _native_plan(plan):
-            rows: bytes = native.rollup_rows(facts, plan.t, target)
+        assert native is not None  # the store rolls up in the compiled part only where it is built
+        for target in _native_plan(self.plan):
+            rows: bytes = native.rollup_rows(self.facts, self.plan.t, target)
             yield rows
 
 

@@ -19,7 +19,7 @@ from consumer.fold.delta import gauge_rows, layout_of
 from consumer.fold.registry import CLOSURES, REGISTRY, Kind, Registry
 from consumer.store import sqlgen
 from consumer.store.sqlite import bins as sqlite_bins
-from consumer.store.sqlite.rollup import RolledUp, gauge_changes, gauge_plan, plan_of, rollup
+from consumer.store.sqlite.rollup import RolledUp, compiled_facts, gauge_changes, gauge_plan, plan_of, rollup
 from consumer.store.sqlite.sql import statements
 from support import native_build
 
@@ -112,10 +112,14 @@ def test_the_compiled_rollup_equals_the_reference(name: str, data: st.DataObject
     registry = REGISTRIES[name]
     facts = data.draw(facts_of(registry))
     assert NATIVE is not None
-    packed = NATIVE.pack_rows(facts, len(layout_of(registry).fields))
+    compiled = [compiled_facts(facts, len(layout_of(registry).fields))]
     reference = rollup(facts, plan_of(registry))
-    payloads = list(RolledUp(packed, len(facts), plan_of(registry)))
-    assert payloads == list(RolledUp(packed, len(facts), plan_of(registry)))  # made afresh each time
+    payloads = list(RolledUp(compiled, plan_of(registry)))
+    assert payloads == list(RolledUp(compiled, plan_of(registry)))  # made afresh each time
+    # split over partitions' Facts, the same rows
+    halves = [compiled_facts(facts[: len(facts) // 2], len(layout_of(registry).fields)),
+              compiled_facts(facts[len(facts) // 2 :], len(layout_of(registry).fields))]  # fmt: skip
+    assert list(RolledUp(halves, plan_of(registry))) == payloads
     for payload, target in zip(payloads, plan_of(registry).targets, strict=True):
         # a target's rows, in the reference's (key) order
         assert unpacked(payload, registry) == [r for r in reference if r[:2] == (target.by, target.win)]
@@ -137,7 +141,7 @@ def test_the_stores_upsert_adds_rolled_up_rows_to_the_stored_ones(kind: str, dat
     for _ in range(2):
         if kind == "native":
             assert NATIVE is not None
-            for payload in RolledUp(NATIVE.pack_rows(facts, sql.fact_width), len(facts), plan_of(registry)):
+            for payload in RolledUp([compiled_facts(facts, sql.fact_width)], plan_of(registry)):
                 db.execute(sql.upsert_rolled[True], (payload, -1, 3))
         else:
             db.executemany(sql.upsert_rolled[False], [(*r[:4], -1, *r[4:-1], 3, r[-1]) for r in rows])
@@ -163,11 +167,8 @@ def test_a_distribution_of_some_groupings_makes_the_same_rows_both_ways(data: st
     rows = rollup(facts, plan_of(LIMITED))
     assert rows == by_sql(facts, LIMITED)
     if NATIVE is not None:
-        packed = NATIVE.pack_rows(facts, len(layout_of(LIMITED).fields))
-        assert (
-            sorted(r for p in RolledUp(packed, len(facts), plan_of(LIMITED)) for r in unpacked(p, LIMITED))
-            == rows
-        )
+        compiled = [compiled_facts(facts, len(layout_of(LIMITED).fields))]
+        assert sorted(r for p in RolledUp(compiled, plan_of(LIMITED)) for r in unpacked(p, LIMITED)) == rows
 
 
 def overflowing(registry: Registry) -> list[tuple[Any, ...]]:
@@ -187,7 +188,7 @@ def test_a_sum_beyond_64_bits_is_an_error_as_in_sql() -> None:
         by_sql(facts, CLOSURES)
     if NATIVE is not None:
         with pytest.raises(OverflowError, match="64 bits"):
-            list(RolledUp(NATIVE.pack_rows(facts, len(layout_of(CLOSURES).fields)), 2, plan_of(CLOSURES)))
+            list(RolledUp([compiled_facts(facts, len(layout_of(CLOSURES).fields))], plan_of(CLOSURES)))
 
 
 GOOD = ("SMS", 1, None, None, 0, 1, 0, 0, 1, 60, 3)  # a closure of 60 s (CLOSURES' fact fields)
@@ -210,9 +211,9 @@ GOOD = ("SMS", 1, None, None, 0, 1, 0, 0, 1, 60, 3)  # a closure of 60 s (CLOSUR
 )
 def test_what_is_not_a_commits_facts_is_an_error(payload: Any, why: str) -> None:
     assert NATIVE is not None
-    list(RolledUp(NATIVE.pack_rows([GOOD], 11), 1, plan_of(CLOSURES)))  # the good one rolls up
+    list(RolledUp([compiled_facts([GOOD], 11)], plan_of(CLOSURES)))  # the good one rolls up
     with pytest.raises(ValueError, match=why):
-        list(RolledUp(payload(NATIVE.pack_rows), 1, plan_of(CLOSURES)))
+        list(RolledUp([NATIVE.unpack_facts(payload(NATIVE.pack_rows), 1, 11)], plan_of(CLOSURES)))
 
 
 def test_a_window_start_beyond_64_bits_is_an_error() -> None:
@@ -221,7 +222,7 @@ def test_a_window_start_beyond_64_bits_is_an_error() -> None:
         rollup([fact], plan_of(CLOSURES))
     if NATIVE is not None:
         with pytest.raises(OverflowError):
-            list(RolledUp(NATIVE.pack_rows([fact], 11), 1, plan_of(CLOSURES)))
+            list(RolledUp([compiled_facts([fact], 11)], plan_of(CLOSURES)))
 
 
 def test_a_fact_without_its_key_is_an_error() -> None:
@@ -230,7 +231,7 @@ def test_a_fact_without_its_key_is_an_error() -> None:
         rollup([fact], plan_of(CLOSURES))
     if NATIVE is not None:
         with pytest.raises(ValueError, match="key field 1"):
-            list(RolledUp(NATIVE.pack_rows([fact], len(fact)), 1, plan_of(CLOSURES)))
+            list(RolledUp([compiled_facts([fact], len(fact))], plan_of(CLOSURES)))
 
 
 def gauge_deltas() -> st.SearchStrategy[list[dict[Any, list[int]]]]:
@@ -262,7 +263,7 @@ def test_the_compiled_gauge_rollup_sums_as_gauge_rows_does(deltas: list[dict[Any
     changes = gauge_changes(deltas)
     rows = [
         r
-        for payload in RolledUp(NATIVE.pack_rows(changes, plan.width), len(changes), plan)
+        for payload in RolledUp([compiled_facts(changes, plan.width)], plan)
         for r in gauge_payload_rows(payload)
     ]
     for g in REGISTRY.groupings:
@@ -288,7 +289,7 @@ def test_the_stores_backlog_upsert_adds_the_changes_that_do_not_cancel_out(
             plan = gauge_plan(REGISTRY)
             changes = gauge_changes(deltas)
             upsert = sqlgen.backlog_upsert(sqlgen.SQLITE, REGISTRY, packed=True)
-            for payload in RolledUp(NATIVE.pack_rows(changes, plan.width), len(changes), plan):
+            for payload in RolledUp([compiled_facts(changes, plan.width)], plan):
                 db.execute(upsert, (payload, -1, 3))
         else:
             rows = [(*k, *v) for k, v in sorted(gauge_rows(deltas, REGISTRY).items())]
@@ -297,3 +298,20 @@ def test_the_stores_backlog_upsert_adds_the_changes_that_do_not_cancel_out(
     stored = {(by, key): list(v) for by, key, *v in db.execute(f"SELECT by, key, {cols} FROM backlog")}
     assert stored == {k: [2 * x for x in v] for k, v in gauge_rows(deltas, REGISTRY).items()}
     assert db.execute("SELECT DISTINCT partition, seq FROM backlog").fetchall() in ([], [(-1, 3)])
+
+
+@needs_native
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_compiled_facts_read_back_as_the_tuples_they_were(data: st.DataObject) -> None:
+    """`Facts` (the compiled fold's `Delta.facts`) is a sequence of the fact tuples: the
+    PostgreSQL store and the tests read it so."""
+    facts = data.draw(facts_of(REGISTRY))
+    compiled = compiled_facts(facts, len(layout_of(REGISTRY).fields))
+    assert len(compiled) == len(facts) and list(compiled) == facts
+    if facts:
+        assert compiled[-1] == facts[-1] and compiled[-len(facts)] == facts[0]
+    with pytest.raises(IndexError):
+        compiled[len(facts)]
+    with pytest.raises(IndexError):
+        compiled[-len(facts) - 1]
