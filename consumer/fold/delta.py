@@ -154,8 +154,8 @@ class Delta:
     """Metric changes of one partition since its last commit."""
 
     #: the compiled fold hands a `_fold_native.Facts` instead: a read-only sequence of the
-    #: same tuples that the SQLite store rolls up without making them (a full-set commit's
-    #: facts were ~25 MB of tuples)
+    #: same tuples (indexes, iteration and len; no slices, no pickling) that the SQLite
+    #: store rolls up without making them (a full-set commit's facts were ~25 MB of tuples)
     facts: list[Fact] = field(default_factory=list)
     closures: dict[int, ClosureRow] = field(default_factory=dict)
     lags: dict[LagKey, Lags] = field(default_factory=dict)

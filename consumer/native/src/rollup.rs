@@ -1,6 +1,7 @@
-//! The compiled twin of consumer/store/sqlite/rollup.py: a commit's facts, packed by
-//! `pack_rows` and decoded once (`unpack_facts`), rolled up into metric rows, packed for
-//! `packed_rows` (crate::packed_rows), without the GIL. The plan (which rows, which values) comes from the registry through
+//! The compiled twin of consumer/store/sqlite/rollup.py: a commit's facts (`Facts`: the
+//! compiled fold's own, or tuples packed by `pack_rows` and decoded by `unpack_facts`),
+//! rolled up into metric rows, packed for `packed_rows` (crate::packed_rows), without the
+//! GIL. The plan (which rows, which values) comes from the registry through
 //! `consumer.store.sqlite.rollup.plan_of`; the module's docstring has the contract, and
 //! tests/unit/consumer/test_rollup.py holds the two equal.
 
@@ -71,7 +72,7 @@ impl Rows {
 /// cell per field of each fact, its integer (a text: its index in `texts`; NULL and a blob:
 /// 0) in `ints` and its kind in `kinds`. Decoding the packed facts again for each of the
 /// full metric set's 17 targets was ~40% of the rollup.
-#[pyclass(module = "consumer.fold._fold_native", frozen)]
+#[pyclass(module = "consumer.fold._fold_native", frozen, sequence)]
 pub struct Facts {
     width: usize,
     ints: Vec<i64>,
@@ -104,9 +105,16 @@ impl Facts {
 }
 
 /// A read-only sequence of the facts as tuples (`consumer.fold.delta.Fact`), for the stores
-/// that read them one by one (PostgreSQL stages them) and for tests.
+/// that read them one by one (PostgreSQL stages them) and for tests: indexes and iteration,
+/// no slices, no pickling.
 #[pymethods]
 impl Facts {
+    /// the fields of a fact
+    #[getter]
+    fn width(&self) -> usize {
+        self.width
+    }
+
     fn __len__(&self) -> usize {
         self.len()
     }
@@ -176,7 +184,7 @@ fn decode(data: &[u8], count: usize, width: usize) -> Result<Facts, Fail> {
         .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
     if columns != Some(width) || !(1..=MAX_COLUMNS).contains(&width) {
         return Err(Fail::Value(format!(
-            "rollup_rows: facts of {width} fields expected"
+            "unpack_facts: facts of {width} fields expected"
         )));
     }
     // `count` is a hint: `data` holds at most one fact per byte and field
@@ -189,7 +197,7 @@ fn decode(data: &[u8], count: usize, width: usize) -> Result<Facts, Fail> {
     let mut pos = 4;
     while pos < data.len() {
         pos = read_row(data, pos, &mut cells)
-            .ok_or_else(|| Fail::Value("rollup_rows: malformed facts".into()))?;
+            .ok_or_else(|| Fail::Value("unpack_facts: malformed facts".into()))?;
         for cell in &cells {
             let (kind, v) = match *cell {
                 Cell::Null => (K_NULL, 0),
@@ -244,7 +252,14 @@ fn check(width: usize, t: usize, target: &Target) -> Result<(), Fail> {
 }
 
 fn rollup(facts: &[&Facts], t: usize, target: &Target) -> Result<Vec<u8>, Fail> {
-    let width = facts.first().map_or(t + 1, |f| f.width);
+    let Some(width) = facts.first().map(|f| f.width) else {
+        let none = Rows {
+            data: Vec::new(),
+            keys: Vec::new(),
+            width: target.5.len(),
+        };
+        return write_rows(none, Vec::new(), target); // no facts, no rows
+    };
     if facts.iter().any(|f| f.width != width) {
         return Err(Fail::Value("rollup_rows: facts of different widths".into()));
     }

@@ -43,8 +43,8 @@ Recheck = dict[tuple[str, str, str, str, int], tuple[int, int]]
 @dataclass
 class Prepared:
     """A commit's payloads, made before the write lock is taken, but for the compiled
-    rollup's metric rows: those are made as the commit writes them, one grouping and
-    window's at a time (`RolledUp`), to hold less memory."""
+    rollup's rows (metric rows and gauges): those are made as the commit writes them, one
+    grouping and window's at a time (`RolledUp`), to hold less memory."""
 
     packed: bool
     closures: bytes
@@ -54,7 +54,8 @@ class Prepared:
     lags: list[bytes]
     firsts: bytes | None
     #: the gauges' changes: rolled up as `rows` are (packed), or one JSON array (the
-    #: reference, `gauge_rows`); None without changes
+    #: reference, `gauge_rows`); None without changes (packed: changes that cancel out
+    #: across partitions still take the commit a seq, which the outbox never misses)
     gauges: Iterable[bytes] | bytes | None
     recheck: Recheck
 

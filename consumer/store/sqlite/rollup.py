@@ -7,9 +7,10 @@ set's 17 statements over every fact were ~85% of its commit: docs/performance.md
 The plan (`plan_of`) is data made from the registry: per grouping and window, where the
 key's dimensions sit in a fact and what each value column takes from a fact (`Op`). This
 module's `rollup` is the reference; the compiled twin (`native.rollup_rows`, in
-consumer/native/src/rollup.rs) reads the facts packed (`pack_rows`) and writes the rows
-packed, without the GIL. tests/unit/consumer/test_rollup.py holds the two equal, and both
-equal to the SQL that aggregates the facts on PostgreSQL.
+consumer/native/src/rollup.rs) reads the facts as a `native.Facts` (`compiled_facts`: the
+compiled fold hands its facts so) and writes the rows packed, without the GIL.
+tests/unit/consumer/test_rollup.py holds the two equal, and both equal to the SQL that
+aggregates the facts on PostgreSQL.
 
 A row: (by, win, start, key, *values, bins), sorted, so that inserts walk the table's key
 order; its partition and seq are the commit's, bound by the statement.
@@ -127,8 +128,9 @@ def gauge_plan(registry: Registry) -> Plan:
 
 
 def gauge_changes(deltas: Iterable[dict[GaugeKey, Gauges]]) -> list[tuple[Any, ...]]:
-    """Some deltas' gauge changes as facts of `gauge_plan`: (*key, 0, *changes)."""
-    return [(*key, 0, *changes) for gauges in deltas for key, changes in gauges.items()]
+    """Some deltas' gauge changes as facts of `gauge_plan`: (*key, 0, *changes), those that
+    change nothing (an event that kept a conversation at its key) left out."""
+    return [(*key, 0, *changes) for gauges in deltas for key, changes in gauges.items() if any(changes)]
 
 
 @cache
@@ -145,9 +147,11 @@ def compiled_facts(facts: Sequence[Fact], width: int) -> Any:
     """Facts as the compiled rollup reads them (`native.Facts`): the compiled fold's as they
     are, a list of tuples (the reference fold's, gauge changes) packed and decoded."""
     assert native is not None  # the store rolls up in the compiled part only where it is built
-    if isinstance(facts, list):
-        return native.unpack_facts(native.pack_rows(facts, width), len(facts), width)
-    return facts
+    if isinstance(facts, native.Facts):
+        if facts.width != width:
+            raise ValueError(f"facts of {facts.width} fields, where the registry lays out {width}")
+        return facts
+    return native.unpack_facts(native.pack_rows(list(facts), width), len(facts), width)
 
 
 @dataclass(frozen=True)

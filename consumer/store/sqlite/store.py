@@ -144,7 +144,8 @@ class SqliteStore:
 
     def commit(self, topic: str, partitions: list[PartitionCommit]) -> None:
         # the payloads are made before the write lock is taken (`commit.prepare`; the
-        # compiled rollup's rows as they are written, to hold one target's at a time)
+        # compiled rollup's rows, metric rows and gauges, as they are written, to hold one
+        # target's at a time)
         packed = self.bins_functions == "native"  # packed_rows is registered with them
         prepared = prepare(partitions, self.registry, self.sql, packed)
         with self._tx():

@@ -19,7 +19,15 @@ from consumer.fold.delta import gauge_rows, layout_of
 from consumer.fold.registry import CLOSURES, REGISTRY, Kind, Registry
 from consumer.store import sqlgen
 from consumer.store.sqlite import bins as sqlite_bins
-from consumer.store.sqlite.rollup import RolledUp, compiled_facts, gauge_changes, gauge_plan, plan_of, rollup
+from consumer.store.sqlite.rollup import (
+    RolledUp,
+    _native_plan,
+    compiled_facts,
+    gauge_changes,
+    gauge_plan,
+    plan_of,
+    rollup,
+)
 from consumer.store.sqlite.sql import statements
 from support import native_build
 
@@ -114,8 +122,9 @@ def test_the_compiled_rollup_equals_the_reference(name: str, data: st.DataObject
     assert NATIVE is not None
     compiled = [compiled_facts(facts, len(layout_of(registry).fields))]
     reference = rollup(facts, plan_of(registry))
-    payloads = list(RolledUp(compiled, plan_of(registry)))
-    assert payloads == list(RolledUp(compiled, plan_of(registry)))  # made afresh each time
+    rolled = RolledUp(compiled, plan_of(registry))
+    payloads = list(rolled)
+    assert list(rolled) == payloads  # made afresh each time it is iterated (a retried write)
     # split over partitions' Facts, the same rows
     halves = [compiled_facts(facts[: len(facts) // 2], len(layout_of(registry).fields)),
               compiled_facts(facts[len(facts) // 2 :], len(layout_of(registry).fields))]  # fmt: skip
@@ -261,11 +270,9 @@ def test_the_compiled_gauge_rollup_sums_as_gauge_rows_does(deltas: list[dict[Any
     assert NATIVE is not None
     plan = gauge_plan(REGISTRY)
     changes = gauge_changes(deltas)
-    rows = [
-        r
-        for payload in RolledUp([compiled_facts(changes, plan.width)], plan)
-        for r in gauge_payload_rows(payload)
-    ]
+    rolled = RolledUp([compiled_facts(changes, plan.width)], plan)
+    rows = [r for payload in rolled for r in gauge_payload_rows(payload)]
+    assert [r for payload in rolled for r in gauge_payload_rows(payload)] == rows  # again, alike
     for g in REGISTRY.groupings:
         mine = [r for r in rows if r[0] == g.name]
         assert [r[3] for r in mine] == sorted(r[3] for r in mine)  # in the backlog's key order
@@ -315,3 +322,17 @@ def test_compiled_facts_read_back_as_the_tuples_they_were(data: st.DataObject) -
         compiled[len(facts)]
     with pytest.raises(IndexError):
         compiled[-len(facts) - 1]
+
+
+@needs_native
+def test_facts_of_another_width_are_refused_and_no_facts_make_no_rows() -> None:
+    assert NATIVE is not None
+    closures, full = len(layout_of(CLOSURES).fields), len(layout_of(REGISTRY).fields)
+    wide = compiled_facts([("SMS", 1, None, None, 0, *([0] * (full - 5)))], full)
+    with pytest.raises(ValueError, match=f"facts of {full} fields, where the registry lays out {closures}"):
+        compiled_facts(wide, closures)
+    narrow = compiled_facts([GOOD], closures)
+    with pytest.raises(ValueError, match="different widths"):
+        NATIVE.rollup_rows([narrow, wide], 4, _native_plan(plan_of(CLOSURES))[0])
+    for payload in RolledUp([], plan_of(CLOSURES)):
+        assert unpacked(payload, CLOSURES) == []
