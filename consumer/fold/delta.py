@@ -82,6 +82,11 @@ class FactLayout:
     partial_metrics: tuple[Metric, ...]
     fields: tuple[str, ...]
 
+    def distributions_in(self, grouping: str) -> list[Metric]:
+        """The distributions facts carry that count in a grouping's rows: their values'
+        bins go in its rows, in every window (a row's bins merge across its sources)."""
+        return [m for m in self.fact_metrics if m.kind is Kind.DISTRIBUTION and m.in_grouping(grouping)]
+
     def row_keys(self, fact: Fact) -> list[RowKey]:
         """The rows a fact counts in: each grouping whose dimensions the fact has a value
         for, x (its windows + all time); a key is the dimensions' values joined by `|`."""

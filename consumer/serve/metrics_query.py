@@ -164,7 +164,7 @@ def metric_set_json(registry: Registry) -> dict[str, Any]:
             "kind": str(m.kind),
             "unit": "s" if m.unit == "ms" and m.scale == 1000 else m.unit,
             "description": m.description,
-            "groupings": [g for g in groupings if m.groupings is None or g in m.groupings],
+            "groupings": [g for g in groupings if m.in_grouping(g)],
             "windows": [w for w in windows if m.windows is None or w in m.windows],
         }
         if m.kind is Kind.DISTRIBUTION:

@@ -105,12 +105,14 @@ class Metric:
         """Whether a bin index of a row's bin space is this distribution's."""
         return self.bin_base - BIN_SPAN <= b < self.bin_base + BIN_SPAN
 
+    def in_grouping(self, grouping: str) -> bool:
+        """Whether it counts in that grouping's rows (of some window)."""
+        return self.groupings is None or grouping in self.groupings
+
     def counts_in(self, grouping: str, window: str) -> bool:
         """Whether it counts in that grouping's rows of that window (if the grouping keeps
         them: `Grouping.keeps`)."""
-        return (self.groupings is None or grouping in self.groupings) and (
-            self.windows is None or window in self.windows
-        )
+        return self.in_grouping(grouping) and (self.windows is None or window in self.windows)
 
 
 @dataclass(frozen=True)

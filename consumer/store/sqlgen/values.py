@@ -24,7 +24,7 @@ def fact_values(g: Grouping, registry: Registry) -> str:
     facts = layout_of(registry).fact_metrics
     out = []
     for m in registry.metrics:
-        counts = m in facts and (m.groupings is None or g.name in m.groupings)
+        counts = m in facts and m.in_grouping(g.name)
         if m.kind is Kind.COUNTER:
             out.append(f"sum({m.column})" if counts else "0")
         elif counts:
@@ -60,11 +60,7 @@ def fact_bins(registry: Registry, g: Grouping) -> tuple[str, str]:
     """(bin, n) of a fact's distribution value (a fact carries at most one), in the row's
     bin space (shifted by the metric's bin_base), of the distributions that count in the
     grouping `g` (NULL, NULL: none does)."""
-    dists = [
-        m
-        for m in layout_of(registry).fact_metrics
-        if m.kind is Kind.DISTRIBUTION and (m.groupings is None or g.name in m.groupings)
-    ]
+    dists = layout_of(registry).distributions_in(g.name)
     if not dists:
         return "NULL", "NULL"
     bins = [f"CASE WHEN {m.column}_n <> 0 THEN {m.column}_bin + {m.bin_base} END" for m in dists]

@@ -101,12 +101,9 @@ def plan_of(registry: Registry) -> Plan:
                         (Op.MAX, n, v, None, None),
                     ]
                     columns += [(Op.BUCKET, n, v, lo, hi) for _, _, lo, hi in m.bucket_columns]
-            # the bins of the distributions that count in the grouping, in any window (as the
-            # SQL's `fact_bins`: a row's bins are merged across the sources of its window)
             dists = tuple(
                 (at(f"{m.column}_n"), at(f"{m.column}_bin"), m.bin_base)
-                for m in layout.fact_metrics
-                if m.kind is Kind.DISTRIBUTION and (m.groupings is None or g.name in m.groupings)
+                for m in layout.distributions_in(g.name)
             )
             targets.append(Target(g.name, win, size or 0, key, present, tuple(columns), dists))
     return Plan(len(layout.fields), layout.fields.index("t"), tuple(targets))

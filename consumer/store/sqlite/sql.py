@@ -161,12 +161,12 @@ MIGRATE_BINS = (
 
 
 #: a row's min/max of a distribution recomputed from its source table after a retraction
-#: (`consumer.store.sqlgen.RECHECKED`: the closures, the first assignments)
-#: the rows of one grouping whose min/max of a distribution must be recomputed, all in one
-#: statement (one GIL hand-over, not one per row): a JSON array of [by, win, start, key,
-#: partition, lo, hi, least lost, greatest lost, *the key's dimension values]. Every key
-#: column comes from the array, so that SQLite looks each row up by its primary key (with
-#: `m.by` bound as a parameter it scanned the grouping's rows once per array row)
+#: (`consumer.store.sqlgen.RECHECKED`: the closures, the first assignments), for all the
+#: rows of one grouping that lost values in one statement (one GIL hand-over, not one per
+#: row): ? is a JSON array of [by, win, start, key, partition, lo, hi, least lost,
+#: greatest lost, *the key's dimension values]. Every key column comes from the array, so
+#: that SQLite looks each row up by its primary key (with `m.by` bound as a parameter it
+#: scanned the grouping's rows once per array row)
 RECHECK = """
 UPDATE metric_rows AS m SET ({c}_min, {c}_max) = (
     SELECT min({c}), max({c}) FROM {table} WHERE {where} AND {t} >= r.lo AND {t} < r.hi)
