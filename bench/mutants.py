@@ -113,8 +113,8 @@ PYTHON = [
            "first[F_ID] is not None and event_id > first[F_ID]", "of same-second closures the smaller event id is the first", FOLD),
     Mutant("first-assignment-at-created", "consumer/fold/state.py", "if a[A_TIME] >= created:",
            "if a[A_TIME] > created:", "an assignment in the created second counts (0 s)", FOLD),
-    Mutant("sla-bucket-bound", "consumer/store/sqlgen/values.py", 'f"{c} <= {upper}" if upper is not None',
-           'f"{c} < {upper}" if upper is not None', "a duration equal to a bucket's bound is in that bucket", STORE),
+    Mutant("sla-bucket-bound", "consumer/store/rollup.py", "(hi is None or v <= hi)", "(hi is None or v < hi)",
+           "a duration equal to a bucket's bound is in that bucket", [*STORE, "tests/unit/consumer/test_rollup.py"]),
 ]  # fmt: skip
 
 NATIVE_FOLD = [*FOLD, "tests/unit/consumer/test_fold_native.py"]

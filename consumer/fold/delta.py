@@ -2,7 +2,7 @@
 
 Pure data: the reference fold (`consumer.fold.reference`) and the compiled one both fill
 a `Delta`; the stores turn it into metric rows (PostgreSQL in SQL, SQLite by rolling the
-facts up before its upserts: consumer.store.sqlite.rollup).
+facts up before its upserts: consumer.store.rollup).
 """
 
 from __future__ import annotations
@@ -226,7 +226,7 @@ def gauge_rows(
     """The gauge changes of some deltas by (grouping, key), as the stores keep them; a
     grouping's optional dimension without a value (no inbox) counts in no row of it, and a
     key whose changes cancel out is left out. The reference: the SQLite store rolls the
-    changes up in the compiled rollup (consumer.store.sqlite.rollup.gauge_plan)."""
+    changes up in the compiled rollup (consumer.store.rollup.gauge_plan)."""
     out: dict[tuple[str, str], Gauges] = {}
     groupings = [(g.name, [GAUGE_KEY.index(d) for d in g.dimensions]) for g in registry.groupings]
     for gauges in deltas:

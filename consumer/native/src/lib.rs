@@ -1739,6 +1739,7 @@ fn _fold_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?)?;
     m.add_function(wrap_pyfunction!(packed_rows::pack_rows, m)?)?;
     m.add_function(wrap_pyfunction!(rollup::rollup_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(rollup::rollup_copy, m)?)?;
     m.add_function(wrap_pyfunction!(rollup::unpack_facts, m)?)?;
     m.add_class::<rollup::Facts>()?;
     m.add_class::<PartitionFold>()?;

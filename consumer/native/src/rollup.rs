@@ -1,8 +1,8 @@
-//! The compiled twin of consumer/store/sqlite/rollup.py: a commit's facts (`Facts`: the
+//! The compiled twin of consumer/store/rollup.py: a commit's facts (`Facts`: the
 //! compiled fold's own, or tuples packed by `pack_rows` and decoded by `unpack_facts`),
 //! rolled up into metric rows, packed for `packed_rows` (crate::packed_rows), without the
 //! GIL. The plan (which rows, which values) comes from the registry through
-//! `consumer.store.sqlite.rollup.plan_of`; the module's docstring has the contract, and
+//! `consumer.store.rollup.plan_of`; the module's docstring has the contract, and
 //! tests/unit/consumer/test_rollup.py holds the two equal.
 
 use foldhash::{HashMap, HashMapExt};
@@ -15,7 +15,7 @@ use crate::packed_rows::{
     Cell, MAX_COLUMNS, TAG_BLOB, TAG_INT, TAG_NULL, TAG_TEXT, TAG_ZERO, read_row,
 };
 
-// consumer.store.sqlite.rollup.Op
+// consumer.store.rollup.Op
 const ZERO: u8 = 0;
 const NULL: u8 = 1;
 const SUM: u8 = 2;
@@ -162,11 +162,41 @@ pub fn rollup_rows<'py>(
     target: Target,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let facts: Vec<&Facts> = facts.iter().map(|f| f.get()).collect();
-    let out = py.detach(|| rollup(&facts, t, &target));
+    let out = py.detach(|| rollup(&facts, t, &target, Format::Packed));
     match out {
-        Ok(bytes) => Ok(PyBytes::new(py, &bytes)),
+        Ok((rows, _)) => Ok(PyBytes::new(py, &rows)),
         Err(fail) => Err(to_py(fail)),
     }
+}
+
+/// The rows of some `Facts` in one `target`, as `rollup_rows` makes them, in PostgreSQL's
+/// binary COPY format (tuples only: the caller writes the signature and the trailer, so
+/// that several targets' and partitions' tuples go in one COPY): the rows as (by, win,
+/// start, key, partition, *values, seq), and their bins as (by, win, start, key,
+/// partition, bin, n), of one partition's commit.
+#[pyfunction]
+pub fn rollup_copy<'py>(
+    py: Python<'py>,
+    facts: Vec<Bound<'py, Facts>>,
+    t: usize,
+    target: Target,
+    partition: i32,
+    seq: i64,
+) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+    let facts: Vec<&Facts> = facts.iter().map(|f| f.get()).collect();
+    let out = py.detach(|| rollup(&facts, t, &target, Format::Copy { partition, seq }));
+    match out {
+        Ok((rows, bins)) => Ok((PyBytes::new(py, &rows), PyBytes::new(py, &bins))),
+        Err(fail) => Err(to_py(fail)),
+    }
+}
+
+/// How the rows are written: packed for `packed_rows` (bins as a blob in the row), or as
+/// PostgreSQL's binary COPY tuples of a partition's commit (bins as rows of their own).
+#[derive(Clone, Copy)]
+enum Format {
+    Packed,
+    Copy { partition: i32, seq: i64 },
 }
 
 fn to_py(fail: Fail) -> PyErr {
@@ -251,14 +281,19 @@ fn check(width: usize, t: usize, target: &Target) -> Result<(), Fail> {
     Ok(())
 }
 
-fn rollup(facts: &[&Facts], t: usize, target: &Target) -> Result<Vec<u8>, Fail> {
+fn rollup(
+    facts: &[&Facts],
+    t: usize,
+    target: &Target,
+    format: Format,
+) -> Result<(Vec<u8>, Vec<u8>), Fail> {
     let Some(width) = facts.first().map(|f| f.width) else {
         let none = Rows {
             data: Vec::new(),
             keys: Vec::new(),
             width: target.5.len(),
         };
-        return write_rows(none, Vec::new(), target); // no facts, no rows
+        return write_rows(none, Vec::new(), target, format); // no facts, no rows
     };
     if facts.iter().any(|f| f.width != width) {
         return Err(Fail::Value("rollup_rows: facts of different widths".into()));
@@ -446,16 +481,19 @@ fn rollup(facts: &[&Facts], t: usize, target: &Target) -> Result<Vec<u8>, Fail> 
     }
     drop(by_hash);
     drop(collided);
-    write_rows(rows, bins, target)
+    write_rows(rows, bins, target, format)
 }
 
-/// The rows packed in key order, each with its bins (sorted by bin, equal bins summed, zero
-/// counts dropped, as consumer.store.sqlite.bins.normalize; NULL when none are left).
+/// The rows in key order, each with its bins (sorted by bin, equal bins summed, zero
+/// counts dropped, as consumer.store.rollup.normalize), in `format`: packed (the bins
+/// a blob in the row, NULL when none are left; the second vector empty), or COPY tuples of
+/// the rows and of their bins.
 fn write_rows(
     rows: Rows,
     mut bins: Vec<(usize, i64, i64)>,
     target: &Target,
-) -> Result<Vec<u8>, Fail> {
+    format: Format,
+) -> Result<(Vec<u8>, Vec<u8>), Fail> {
     let width = rows.width;
     let n = rows.len();
     // sorted by (start, the key's first 8 bytes, zero-padded), the whole key breaking ties:
@@ -487,51 +525,82 @@ fn write_rows(
     bins.sort_unstable();
     let mut next_bin = 0;
     let mut out = Vec::with_capacity(4 + n * (width * 9 + 64));
-    out.extend_from_slice(&((5 + width) as u32).to_le_bytes());
-    let mut blob: Vec<u8> = Vec::new();
+    let mut bin_rows: Vec<u8> = Vec::new();
+    if let Format::Packed = format {
+        out.extend_from_slice(&((5 + width) as u32).to_le_bytes());
+    }
+    let mut pairs: Vec<(i64, i64)> = Vec::new();
     for (p, (_, _, i)) in order.into_iter().enumerate() {
         let r = rows.record(i);
-        text(&mut out, TAG_TEXT, target.0.as_bytes());
-        text(&mut out, TAG_TEXT, target.1.as_bytes());
-        integer(&mut out, Some(r[0]));
-        text(&mut out, TAG_TEXT, rows.key(r));
-        let nulls = r[1] as u64;
-        for (c, &v) in r[HEADER..].iter().enumerate() {
-            integer(&mut out, (nulls & (1 << c) == 0).then_some(v));
-        }
-        blob.clear();
-        let mut pending: Option<(i64, i64)> = None;
+        pairs.clear();
         let first = next_bin;
         while next_bin < bins.len() && bins[next_bin].0 == p {
             next_bin += 1;
         }
         for &(_, b, n) in &bins[first..next_bin] {
-            pending = match pending {
-                Some((pb, pn)) if pb == b => Some((b, pn.checked_add(n).ok_or(Fail::Overflow)?)),
-                Some((pb, pn)) => {
-                    push_pair(&mut blob, pb, pn);
-                    Some((b, n))
+            match pairs.last_mut() {
+                Some((pb, pn)) if *pb == b => *pn = pn.checked_add(n).ok_or(Fail::Overflow)?,
+                _ => pairs.push((b, n)),
+            }
+        }
+        pairs.retain(|&(_, n)| n != 0);
+        let nulls = r[1] as u64;
+        let values = r[HEADER..]
+            .iter()
+            .enumerate()
+            .map(|(c, &v)| (nulls & (1 << c) == 0).then_some(v));
+        match format {
+            Format::Packed => {
+                text(&mut out, TAG_TEXT, target.0.as_bytes());
+                text(&mut out, TAG_TEXT, target.1.as_bytes());
+                integer(&mut out, Some(r[0]));
+                text(&mut out, TAG_TEXT, rows.key(r));
+                for v in values {
+                    integer(&mut out, v);
                 }
-                None => Some((b, n)),
-            };
-        }
-        if let Some((pb, pn)) = pending {
-            push_pair(&mut blob, pb, pn);
-        }
-        if blob.is_empty() {
-            out.push(TAG_NULL);
-        } else {
-            text(&mut out, TAG_BLOB, &blob);
+                if pairs.is_empty() {
+                    out.push(TAG_NULL);
+                } else {
+                    out.push(TAG_BLOB);
+                    out.extend_from_slice(&((pairs.len() * 16) as u32).to_le_bytes());
+                    for &(b, n) in &pairs {
+                        out.extend_from_slice(&b.to_le_bytes());
+                        out.extend_from_slice(&n.to_le_bytes());
+                    }
+                }
+            }
+            Format::Copy { partition, seq } => {
+                let head = |out: &mut Vec<u8>, fields: usize| {
+                    out.extend_from_slice(&(fields as i16).to_be_bytes());
+                    copy_field(out, target.0.as_bytes());
+                    copy_field(out, target.1.as_bytes());
+                    copy_field(out, &r[0].to_be_bytes());
+                    copy_field(out, rows.key(r));
+                    copy_field(out, &partition.to_be_bytes());
+                };
+                head(&mut out, 6 + width);
+                for v in values {
+                    match v {
+                        Some(v) => copy_field(&mut out, &v.to_be_bytes()),
+                        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+                    }
+                }
+                copy_field(&mut out, &seq.to_be_bytes());
+                for &(b, n) in &pairs {
+                    head(&mut bin_rows, 7);
+                    copy_field(&mut bin_rows, &b.to_be_bytes());
+                    copy_field(&mut bin_rows, &n.to_be_bytes());
+                }
+            }
         }
     }
-    Ok(out)
+    Ok((out, bin_rows))
 }
 
-fn push_pair(blob: &mut Vec<u8>, b: i64, n: i64) {
-    if n != 0 {
-        blob.extend_from_slice(&b.to_le_bytes());
-        blob.extend_from_slice(&n.to_le_bytes());
-    }
+/// A non-NULL field of a binary COPY tuple: its length, then its bytes (an integer's big-endian).
+fn copy_field(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+    out.extend_from_slice(bytes);
 }
 
 fn text(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {

@@ -1,58 +1,68 @@
-"""The PostgreSQL store's aggregation of a commit's facts, in SQL (as the SQLite store does).
+"""The PostgreSQL store's metric rows of a commit: its facts and ingest-lag partials rolled
+up on the client (`consumer.store.rollup`: one row per grouping, window, start and key),
+copied into temporary tables (binary COPY tuples, made by the compiled rollup; the
+reference rollup's rows one by one where it is not built), and added to `metric_rows` and
+`metric_bins` by one upsert each. Each row is keyed by its partition, which one consumer
+owns: concurrent commits never write the same row.
 
-A commit's facts (`consumer.fold.delta.Fact`) and ingest-lag partials
-(`consumer.fold.delta.Lags`) go into temporary tables (one `unnest` per partition), and
-the statements `consumer.store.sqlgen` generates from the registry add them to
-`metric_rows` and `metric_bins` on the server. Each row is keyed by its partition, which
-one consumer owns: concurrent commits never write the same row. The Python side only
-reshapes lists into columns.
+Aggregating the facts on the server instead (one statement per grouping and window over
+the staged facts) cost as much as these upserts: docs/performance.md.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 import psycopg
 
-from consumer.fold.delta import CLOSURE_KEY, layout_of
+from consumer.fold.delta import CLOSURE_KEY
+from consumer.fold.native import native
 from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.windows import WINDOWS
 from consumer.store import sqlgen
 from consumer.store.base import PartitionCommit
 from consumer.store.postgres.sql import ALL_TIME_END, RECHECK
+from consumer.store.rollup import (
+    COPY_SIGNATURE,
+    COPY_TRAILER,
+    Plan,
+    compiled_facts,
+    copy_tuples,
+    lag_facts,
+    lag_plan,
+    plan_of,
+    rollup,
+)
 
 
 @dataclass(frozen=True)
 class _Statements:
     temp: str
-    stage_facts: str
-    aggregate: list[str]
-    fact_width: int
+    upsert_rows: str
+    upsert_bins: str
 
 
 @cache
 def _statements(registry: Registry) -> _Statements:
-    fields = layout_of(registry).fields
-    text = {d.name for d in registry.dimensions if d.type is str}
-    types = ", ".join(f"%s::{'text' if f in text else 'bigint'}[]" for f in fields)
-    return _Statements(
-        ";\n".join(sqlgen.staging(sqlgen.POSTGRES, registry)),
-        f"INSERT INTO cm_facts SELECT %s, %s, * FROM unnest({types})",
-        sqlgen.aggregation(sqlgen.POSTGRES, registry),
-        len(fields),
+    n = sqlgen.POSTGRES.integer
+    values = ", ".join(f"{c} {n}" for c in registry.value_columns)
+    temp = (
+        "CREATE TEMP TABLE IF NOT EXISTS cm_rolled (by TEXT, win TEXT, start BIGINT, key TEXT, "
+        f"partition INTEGER, {values}, seq BIGINT) ON COMMIT DELETE ROWS;\n"
+        "CREATE TEMP TABLE IF NOT EXISTS cm_rolled_bins (by TEXT, win TEXT, start BIGINT, key TEXT, "
+        "partition INTEGER, bin BIGINT, n BIGINT) ON COMMIT DELETE ROWS"
     )
-
-
-_STAGE_LAGS = (
-    "INSERT INTO cm_partial_lag SELECT %s, %s, * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], "
-    "%s::bigint[], %s::bigint[])"
-)
-_STAGE_LAG_BINS = (
-    "INSERT INTO cm_partial_lag_bins SELECT %s, * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], "
-    "%s::bigint[])"
-)
+    cols = ", ".join((*sqlgen.ROW_KEY, *registry.value_columns, "seq"))
+    return _Statements(
+        temp,
+        f"INSERT INTO metric_rows AS r ({cols}) SELECT {cols} FROM cm_rolled"
+        + sqlgen.on_conflict(sqlgen.POSTGRES, registry),
+        "INSERT INTO metric_bins AS b SELECT * FROM cm_rolled_bins "
+        "ON CONFLICT (by, win, start, key, partition, bin) DO UPDATE SET n = b.n + excluded.n",
+    )
 
 
 def columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
@@ -60,27 +70,68 @@ def columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
     return [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
+#: (partition, seq, facts) of the partitions with something to roll up in a plan
+_Parts = list[tuple[int, int, Sequence[Any]]]
+
+
 def aggregate(
     conn: psycopg.Connection[Any], partitions: list[PartitionCommit], registry: Registry = REGISTRY
 ) -> bool:
     """Add the partitions' facts and lags to the metric tables; False when there were none.
     A partition's rows take its offset after this commit as their seq (the outbox's order)."""
-    if not any(p.delta.facts or p.delta.lags for p in partitions):
+    ordered = sorted(partitions, key=lambda p: p.partition)
+    rounds: list[tuple[Plan, _Parts]] = [
+        (plan_of(registry), [(p.partition, p.next_offset, p.delta.facts) for p in ordered if p.delta.facts])
+    ]
+    if (lags := lag_plan(registry)) is not None:
+        rounds.append(
+            (lags, [(p.partition, p.next_offset, lag_facts(p.delta.lags)) for p in ordered if p.delta.lags])
+        )
+    rounds = [(plan, parts) for plan, parts in rounds if parts]
+    if not rounds:
         return False
     sql = _statements(registry)
     conn.execute(sql.temp)
-    for p in partitions:
-        seq = p.next_offset
-        if p.delta.facts:
-            conn.execute(sql.stage_facts, [p.partition, seq, *columns(p.delta.facts, sql.fact_width)])
-        if p.delta.lags:
-            lags = [(ch, h, n, s, mx) for (ch, h), (n, s, mx, _) in p.delta.lags.items()]
-            conn.execute(_STAGE_LAGS, [p.partition, seq, *columns(lags, 5)])
-            bins = [(ch, h, b, n) for (ch, h), (*_, bs) in p.delta.lags.items() for b, n in bs.items()]
-            conn.execute(_STAGE_LAG_BINS, [p.partition, *columns(bins, 4)])
-    for statement in sql.aggregate:
-        conn.execute(statement)
+    for i, (plan, parts) in enumerate(rounds):
+        if i:  # a lag row may be a fact row too: one upsert must not change a row twice
+            conn.execute("TRUNCATE cm_rolled, cm_rolled_bins")
+        (_copy_compiled if native is not None else _copy_reference)(conn, plan, parts)
+        conn.execute(sql.upsert_rows)
+        conn.execute(sql.upsert_bins)
     return True
+
+
+def _copy_compiled(conn: psycopg.Connection[Any], plan: Plan, parts: _Parts) -> None:
+    """The partitions' rows into cm_rolled and their bins into cm_rolled_bins, as binary
+    COPY tuples from the compiled rollup (each partition's apart: rows are keyed by it)."""
+    bins: list[bytes] = []
+    with conn.cursor() as cur, cur.copy("COPY cm_rolled FROM STDIN (FORMAT BINARY)") as copy:
+        copy.write(COPY_SIGNATURE)
+        for partition, seq, facts in parts:
+            for rows, b in copy_tuples(compiled_facts(facts, plan.width), plan, partition, seq):
+                copy.write(rows)
+                bins.append(b)
+        copy.write(COPY_TRAILER)
+    if any(bins):
+        with conn.cursor() as cur, cur.copy("COPY cm_rolled_bins FROM STDIN (FORMAT BINARY)") as copy:
+            copy.write(COPY_SIGNATURE)
+            for b in bins:
+                copy.write(b)
+            copy.write(COPY_TRAILER)
+
+
+def _copy_reference(conn: psycopg.Connection[Any], plan: Plan, parts: _Parts) -> None:
+    """As `_copy_compiled`, of the reference rollup's rows, a row at a time."""
+    bins: list[tuple[Any, ...]] = []
+    with conn.cursor() as cur, cur.copy("COPY cm_rolled FROM STDIN") as copy:
+        for partition, seq, facts in parts:
+            for by, win, start, key, *values, pairs in rollup(facts, plan):
+                copy.write_row((by, win, start, key, partition, *values, seq))
+                bins += [(by, win, start, key, partition, b, n) for b, n in pairs]
+    if bins:
+        with conn.cursor() as cur, cur.copy("COPY cm_rolled_bins FROM STDIN") as copy:
+            for row in bins:
+                copy.write_row(row)
 
 
 class Batch:

@@ -3,20 +3,11 @@
 The metric rows are keyed by (grouping, window, start, key, partition): only the owner of
 a partition writes its rows, so the commits of different consumers never touch the same
 row, and queries merge a row's partitions (counts and sums add, min/max take the least and
-greatest, sketch bins add). A commit's facts (`consumer.fold.delta.FACT_FIELDS`) and
-pre-aggregated partials (`Delta.lags`) are staged in temporary tables, folded into
-per-minute (partials: per-hour) rows of each grouping, and rolled up into each window
-(the SQLite store rolls the facts up on the client instead: consumer.store.sqlite.rollup).
+greatest, sketch bins add). A commit's facts and partials are rolled up into rows on the
+client (consumer.store.rollup); the SQL here makes the tables, upserts the rows
+(`on_conflict`), and reads them.
 """
 
-from consumer.store.sqlgen.aggregation import (
-    RECHECKED,
-    STAGED,
-    Source,
-    aggregation,
-    clear,
-    staging,
-)
 from consumer.store.sqlgen.backlog import (
     BACKLOG_OUTBOX_INDEX,
     BACKLOG_OUTBOX_INDEX_NAME,
@@ -34,10 +25,11 @@ from consumer.store.sqlgen.dialect import (
     merge_of,
     merged_columns,
     missing_columns,
+    on_conflict,
     row_table,
 )
 from consumer.store.sqlgen.reads import key_filter, key_order, page, query, rank_value, ranked, starts_in
-from consumer.store.sqlgen.values import on_conflict
+from consumer.store.sqlgen.recheck import RECHECKED, Source
 
 __all__ = [
     "BACKLOG_OUTBOX_INDEX",
@@ -46,16 +38,13 @@ __all__ = [
     "RECHECKED",
     "ROW_KEY",
     "SQLITE",
-    "STAGED",
     "Dialect",
     "Source",
-    "aggregation",
     "backlog_of_keys",
     "backlog_query",
     "backlog_seq",
     "backlog_table",
     "backlog_upsert",
-    "clear",
     "key_filter",
     "key_order",
     "merge_of",
@@ -67,6 +56,5 @@ __all__ = [
     "rank_value",
     "ranked",
     "row_table",
-    "staging",
     "starts_in",
 ]

@@ -105,3 +105,20 @@ def merged_columns(registry: Registry = REGISTRY, metrics: Collection[str] | Non
         how = merge_of(c, registry)
         out.append(f"CAST(sum({c}) AS BIGINT)" if how == "sum" else f"{how}({c})")
     return ", ".join(out)
+
+
+def on_conflict(d: Dialect, registry: Registry) -> str:
+    """The upsert of a metric row: its values merged into the stored row's (`merge_of`),
+    its seq the commit's."""
+    sets = ["seq = excluded.seq"]
+    for c in registry.value_columns:
+        how = merge_of(c, registry)
+        if how == "sum":
+            sets.append(f"{c} = r.{c} + excluded.{c}")
+        elif how == "min":
+            sets.append(f"{c} = {d.least(f'r.{c}', f'excluded.{c}')}")
+        else:
+            sets.append(f"{c} = {d.greatest(f'r.{c}', f'excluded.{c}')}")
+    if d.bins_in_rows:
+        sets.append("bins = bins_merge(r.bins, excluded.bins)")
+    return f" ON CONFLICT ({', '.join(ROW_KEY)}) DO UPDATE SET " + ", ".join(sets)

@@ -32,23 +32,12 @@ from collections.abc import Iterable
 from consumer.exceptions import StoreError
 from consumer.fold.native import ENV, choose, native
 from consumer.fold.state import I64_MAX, I64_MIN
+from consumer.store.rollup import normalize
 
 log = logging.getLogger(__name__)
 
 _PAIR = struct.Struct("<qq")
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
-
-
-def normalize(pairs: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Sorted by bin, equal bins summed, zero counts dropped. A sum beyond 64 bits is an
-    error, as SQLite's own sum() makes it (the compiled functions do the same)."""
-    sums: dict[int, int] = {}
-    for b, n in sorted(pairs):  # in bin order, as the compiled functions add
-        total = sums.get(b, 0) + n
-        if not I64_MIN <= total <= I64_MAX:
-            raise OverflowError("bins: a bin's count overflows 64 bits")
-        sums[b] = total
-    return [(b, n) for b, n in sums.items() if n != 0]
 
 
 def _integer(v: object) -> int:

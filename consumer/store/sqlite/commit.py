@@ -19,13 +19,22 @@ from consumer.fold.windows import WINDOWS
 from consumer.store import sqlgen
 from consumer.store.base import PartitionCommit
 from consumer.store.conversation_log import log_rows
-from consumer.store.sqlite.rollup import RolledUp, compiled_facts, gauge_changes, gauge_plan, plan_of, rollup
+from consumer.store.rollup import (
+    RolledUp,
+    compiled_facts,
+    gauge_changes,
+    gauge_plan,
+    lag_facts,
+    lag_plan,
+    plan_of,
+    rollup,
+)
+from consumer.store.sqlite import bins
 from consumer.store.sqlite.sql import (
     ALL_TIME_END,
     RECHECK,
     STAGE_CLOSURES,
     STAGE_FIRST_ASSIGNMENTS,
-    STAGE_LAGS,
     Statements,
 )
 
@@ -48,10 +57,10 @@ class Prepared:
 
     packed: bool
     closures: bytes
-    #: the facts' metric rows (consumer.store.sqlite.rollup), None without facts: packed
-    #: payloads, or (the reference) one list of rows; either can be iterated over again
-    rows: Iterable[bytes] | Iterable[list[tuple[Any, ...]]] | None
-    lags: list[bytes]
+    #: the metric rows of the facts and of the ingest-lag partials (consumer.store.rollup),
+    #: each as packed payloads or (the reference) one list of rows; each can be iterated
+    #: over again (a retried write)
+    rows: list[Iterable[bytes] | Iterable[list[tuple[Any, ...]]]]
     firsts: bytes | None
     #: the gauges' changes: rolled up as `rows` are (packed), or one JSON array (the
     #: reference, `gauge_rows`); None without changes (packed: changes that cancel out
@@ -72,18 +81,18 @@ def prepare(partitions: list[PartitionCommit], registry: Registry, sql: Statemen
     closures = pack(
         sorted((c for p in partitions for c in p.delta.closures.values()), key=CLOSURE_KEY), CLOSURE_WIDTH
     )
-    # every partition's facts, rolled up together under ONE_WRITER
-    rows: Iterable[bytes] | Iterable[list[tuple[Any, ...]]] | None = None
-    if packed:
-        compiled = [compiled_facts(p.delta.facts, sql.fact_width) for p in partitions if p.delta.facts]
-        rows = RolledUp(compiled, plan_of(registry)) if compiled else None
-    elif facts := [f for p in partitions for f in p.delta.facts]:
-        rows = [rollup(facts, plan_of(registry))]
-    lags = [
-        orjson.dumps([(*k, *agg) for k, agg in p.delta.lags.items()], option=orjson.OPT_NON_STR_KEYS)
-        for p in partitions
-        if p.delta.lags
-    ]
+    # every partition's facts and lags, rolled up together under ONE_WRITER
+    sources = [(plan_of(registry), [p.delta.facts for p in partitions if p.delta.facts])]
+    if (lags := lag_plan(registry)) is not None:
+        sources.append((lags, [lag_facts(p.delta.lags) for p in partitions if p.delta.lags]))
+    rows: list[Iterable[bytes] | Iterable[list[tuple[Any, ...]]]] = []
+    for plan, facts in sources:
+        if not facts:
+            continue
+        if packed:
+            rows.append(RolledUp([compiled_facts(f, plan.width) for f in facts], plan))
+        else:
+            rows.append([rollup((fact for f in facts for fact in f), plan)])
     firsts = sorted(
         (r for p in partitions for r in p.delta.first_assignments.values()), key=_FIRST_ASSIGNMENT_KEY
     )
@@ -106,7 +115,6 @@ def prepare(partitions: list[PartitionCommit], registry: Registry, sql: Statemen
         packed,
         closures,
         rows,
-        lags,
         pack(firsts, FIRST_ASSIGNMENT_WIDTH) if firsts else None,
         gauges,
         recheck,
@@ -125,21 +133,16 @@ def write(
     db.execute(STAGE_CLOSURES[w.packed], (w.closures,))
     if w.firsts is not None:
         db.execute(STAGE_FIRST_ASSIGNMENTS[w.packed], (w.firsts,))
-    seq = _next_seq(db) if w.rows or w.lags or w.gauges is not None else 0
-    for payload in w.rows or ():
+    seq = _next_seq(db) if w.rows or w.gauges is not None else 0
+    # a row of the facts' and of the lags' payloads alike is added by a statement of its own
+    for payload in (payload for rows in w.rows for payload in rows):
         if isinstance(payload, bytes):
             db.execute(sql.upsert_rolled[True], (payload, ONE_WRITER, seq))
         else:
             db.executemany(
-                sql.upsert_rolled[False], [(*r[:4], ONE_WRITER, *r[4:-1], seq, r[-1]) for r in payload]
+                sql.upsert_rolled[False],
+                [(*r[:4], ONE_WRITER, *r[4:-1], seq, bins.pack(r[-1])) for r in payload],
             )
-    if w.lags:
-        for statement in sql.clear:
-            db.execute(statement)
-        for payload in w.lags:
-            db.execute(STAGE_LAGS, (ONE_WRITER, seq, payload))
-        for statement in sql.aggregate:
-            db.execute(statement)
     if isinstance(w.gauges, bytes):
         db.execute(sqlgen.backlog_upsert(sqlgen.SQLITE, registry), (w.gauges, ONE_WRITER, seq))
     elif w.gauges is not None:

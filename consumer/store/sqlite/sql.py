@@ -89,14 +89,10 @@ class Statements:
     """The SQL that depends on the metric registry."""
 
     rows: str  # the metric_rows table
-    temp_tables: list[str]  # what a commit stages into (made once per connection)
-    clear: list[str]  # empties them
-    #: a commit's rows rolled up from its facts (consumer.store.sqlite.rollup) into
+    #: a commit's rows rolled up from its facts (consumer.store.rollup) into
     #: metric_rows: packed (?1 the payload, ?2 the partition, ?3 the seq) or one row each
     #: (executemany, every column bound), by payload kind
     upsert_rolled: dict[bool, str]
-    #: the statements that add the staged partials to metric_rows
-    aggregate: list[str]
     fact_width: int
 
 
@@ -110,23 +106,14 @@ def statements(registry: Registry) -> Statements:
     conflict = sqlgen.on_conflict(sqlgen.SQLITE, registry)
     return Statements(
         rows=sqlgen.row_table(sqlgen.SQLITE, registry) + " WITHOUT ROWID",
-        temp_tables=sqlgen.staging(sqlgen.SQLITE, registry, facts=False),
-        clear=sqlgen.clear(sqlgen.SQLITE, registry, facts=False),
         upsert_rolled={
             True: f"{upsert}SELECT {', '.join(packed)} FROM packed_rows(?1) WHERE true{conflict}",
             False: f"{upsert}VALUES ({', '.join('?' * (len(packed)))}){conflict}",
         },
-        aggregate=sqlgen.aggregation(sqlgen.SQLITE, registry, facts=False),
         fact_width=len(layout_of(registry).fields),
     )
 
 
-#: one partition's ingest-lag partials (consumer.fold.Lags): [channel type, hour, count, sum, max, {bin: n}]
-STAGE_LAGS = """
-INSERT INTO temp.cm_partial_lag SELECT ?1, ?2, l.value->>0, l.value->>1, l.value->>2, l.value->>3,
-    l.value->>4, (SELECT bins_pack(b.key, b.value) FROM json_each(l.value->5) AS b)
-FROM json_each(?3) AS l
-"""
 #: a commit's closures (consumer.fold.ClosureRow), by payload kind
 STAGE_CLOSURES = {
     packed: f"INSERT INTO closures {_rows(CLOSURE_WIDTH, packed)} WHERE true "

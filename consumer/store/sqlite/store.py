@@ -103,13 +103,10 @@ class SqliteStore:
             migrate_partition(self.db, self.path, self.registry)
             migrate_closures(self.db, self.path, self.registry)
             migrate_backlog(self.db, self.path, self.registry)
-            # the commits' staging tables (the ingest-lag partials' since the facts are rolled
-            # up on the client) and sorts go to a temporary file (its pages live in the OS
-            # cache, not the heap): in memory they were ~100 MB of the full metric set's
-            # peak RSS, for ~2% more commit CPU (docs/performance.md)
+            # temporary B-trees (sorts) go to a temporary file (its pages live in the OS
+            # cache, not the heap): the commits' staging tables in memory were ~100 MB of
+            # the full metric set's peak RSS, for ~2% more commit CPU (docs/performance.md)
             self.db.execute("PRAGMA temp_store=FILE")
-            for sql in self.sql.temp_tables:
-                self.db.execute(sql)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {path!r}: {exc}") from exc
 

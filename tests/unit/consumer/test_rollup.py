@@ -1,12 +1,15 @@
-"""A commit's facts rolled up on the client (consumer/store/sqlite/rollup.py, and its
-compiled twin consumer/native/src/rollup.rs) make the rows that the SQL aggregation of the
-same facts makes (`sqlgen.aggregation` with the facts staged, as PostgreSQL runs it), and
-the SQLite store's upsert of them puts those rows in `metric_rows`."""
+"""A commit's facts rolled up on the client (consumer/store/rollup.py, and its
+compiled twin consumer/native/src/rollup.rs, packed for SQLite or as PostgreSQL's binary
+COPY tuples) make the rows that the SQL aggregation of the same facts makes (the oracle in
+tests/support/sql_aggregation.py), the ingest-lag partials roll up as their definition
+says, and the SQLite store's upsert of them puts those rows in `metric_rows`."""
 
 from __future__ import annotations
 
 import dataclasses
+import operator
 import sqlite3
+import struct
 from typing import Any
 
 import orjson
@@ -18,18 +21,23 @@ from consumer.fold import native as fold_native
 from consumer.fold.delta import gauge_rows, layout_of
 from consumer.fold.registry import CLOSURES, REGISTRY, Kind, Registry
 from consumer.store import sqlgen
-from consumer.store.sqlite import bins as sqlite_bins
-from consumer.store.sqlite.rollup import (
+from consumer.store.rollup import (
+    COPY_SIGNATURE,
+    COPY_TRAILER,
     RolledUp,
     _native_plan,
     compiled_facts,
+    copy_tuples,
     gauge_changes,
     gauge_plan,
+    lag_facts,
+    lag_plan,
     plan_of,
     rollup,
 )
+from consumer.store.sqlite import bins as sqlite_bins
 from consumer.store.sqlite.sql import statements
-from support import native_build
+from support import native_build, sql_aggregation
 
 NATIVE = fold_native.native
 needs_native = native_build.needs("the compiled rollup", NATIVE is not None)
@@ -81,12 +89,12 @@ def by_sql(facts: list[tuple[Any, ...]], registry: Registry) -> list[tuple[Any, 
     """The rows the SQL aggregation makes of `facts` (the facts staged, SQLite's dialect)."""
     db = connection()
     db.execute(sqlgen.row_table(sqlgen.SQLITE, registry))
-    for ddl in sqlgen.staging(sqlgen.SQLITE, registry):
+    for ddl in sql_aggregation.staging(registry):
         db.execute(ddl)
     width = len(layout_of(registry).fields)
     cols = ", ".join(f"value->>{i}" for i in range(width))
     db.execute(f"INSERT INTO temp.cm_facts SELECT -1, 1, {cols} FROM json_each(?)", (orjson.dumps(facts),))
-    for statement in sqlgen.aggregation(sqlgen.SQLITE, registry):
+    for statement in sql_aggregation.aggregation(registry):
         db.execute(statement)
     return stored(db, registry)
 
@@ -94,6 +102,11 @@ def by_sql(facts: list[tuple[Any, ...]], registry: Registry) -> list[tuple[Any, 
 def stored(db: sqlite3.Connection, registry: Registry) -> list[tuple[Any, ...]]:
     cols = ", ".join(("by", "win", "start", "key", *registry.value_columns, "bins"))
     return db.execute(f"SELECT {cols} FROM metric_rows ORDER BY by, win, start, key").fetchall()
+
+
+def packed(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Reference rows with their bins as SQLite keeps them (a blob, or NULL)."""
+    return [(*r[:-1], sqlite_bins.pack(r[-1])) for r in rows]
 
 
 def unpacked(payload: bytes, registry: Registry) -> list[tuple[Any, ...]]:
@@ -109,7 +122,7 @@ def unpacked(payload: bytes, registry: Registry) -> list[tuple[Any, ...]]:
 def test_the_reference_rollup_makes_the_rows_the_sql_makes(name: str, data: st.DataObject) -> None:
     registry = REGISTRIES[name]
     facts = data.draw(facts_of(registry))
-    assert rollup(facts, plan_of(registry)) == by_sql(facts, registry)
+    assert packed(rollup(facts, plan_of(registry))) == by_sql(facts, registry)
 
 
 @needs_native
@@ -121,7 +134,7 @@ def test_the_compiled_rollup_equals_the_reference(name: str, data: st.DataObject
     facts = data.draw(facts_of(registry))
     assert NATIVE is not None
     compiled = [compiled_facts(facts, len(layout_of(registry).fields))]
-    reference = rollup(facts, plan_of(registry))
+    reference = packed(rollup(facts, plan_of(registry)))
     rolled = RolledUp(compiled, plan_of(registry))
     payloads = list(rolled)
     assert list(rolled) == payloads  # made afresh each time it is iterated (a retried write)
@@ -153,7 +166,9 @@ def test_the_stores_upsert_adds_rolled_up_rows_to_the_stored_ones(kind: str, dat
             for payload in RolledUp([compiled_facts(facts, sql.fact_width)], plan_of(registry)):
                 db.execute(sql.upsert_rolled[True], (payload, -1, 3))
         else:
-            db.executemany(sql.upsert_rolled[False], [(*r[:4], -1, *r[4:-1], 3, r[-1]) for r in rows])
+            db.executemany(
+                sql.upsert_rolled[False], [(*r[:4], -1, *r[4:-1], 3, sqlite_bins.pack(r[-1])) for r in rows]
+            )
     twice = by_sql(facts + facts, registry)
     assert stored(db, registry) == twice
     assert db.execute("SELECT DISTINCT partition, seq FROM metric_rows").fetchall() == [(-1, 3)]
@@ -173,7 +188,7 @@ LIMITED = dataclasses.replace(
 @given(data=st.data())
 def test_a_distribution_of_some_groupings_makes_the_same_rows_both_ways(data: st.DataObject) -> None:
     facts = data.draw(facts_of(LIMITED))
-    rows = rollup(facts, plan_of(LIMITED))
+    rows = packed(rollup(facts, plan_of(LIMITED)))
     assert rows == by_sql(facts, LIMITED)
     if NATIVE is not None:
         compiled = [compiled_facts(facts, len(layout_of(LIMITED).fields))]
@@ -336,3 +351,123 @@ def test_facts_of_another_width_are_refused_and_no_facts_make_no_rows() -> None:
         NATIVE.rollup_rows([narrow, wide], 4, _native_plan(plan_of(CLOSURES))[0])
     for payload in RolledUp([], plan_of(CLOSURES)):
         assert unpacked(payload, CLOSURES) == []
+
+
+def copy_tuples_read(payload: bytes, types: str) -> list[tuple[Any, ...]]:
+    """PostgreSQL binary COPY tuples read back (`types`: t text, i int4, q int8 per field)."""
+    out, at = [], 0
+    while at < len(payload):
+        (fields,) = struct.unpack_from(">h", payload, at)
+        at += 2
+        assert fields == len(types)
+        row: list[Any] = []
+        for kind in types:
+            (size,) = struct.unpack_from(">i", payload, at)
+            at += 4
+            if size == -1:
+                row.append(None)
+                continue
+            raw = payload[at : at + size]
+            at += size
+            if kind == "t":
+                row.append(raw.decode())
+            else:
+                assert size == (4 if kind == "i" else 8)
+                row.append(int.from_bytes(raw, "big", signed=True))
+        out.append(tuple(row))
+    return out
+
+
+@needs_native
+@pytest.mark.parametrize("name", REGISTRIES)
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_the_compiled_copy_tuples_are_the_reference_rows_of_a_partition(
+    name: str, data: st.DataObject
+) -> None:
+    """`copy_tuples`: the rows as (by, win, start, key, partition, *values, seq) and their
+    bins as (by, win, start, key, partition, bin, n), as the reference makes them."""
+    registry = REGISTRIES[name]
+    facts = data.draw(facts_of(registry))
+    partition, seq = data.draw(st.sampled_from([(0, 1), (5, 2**40), (2**31 - 1, -1)]))
+    plan = plan_of(registry)
+    values = len(registry.value_columns)
+    rows, bins = [], []
+    for r, b in copy_tuples(compiled_facts(facts, plan.width), plan, partition, seq):
+        rows += copy_tuples_read(r, "ttqti" + "q" * values + "q")
+        bins += copy_tuples_read(b, "ttqtiqq")
+    reference = rollup(facts, plan)
+    key = operator.itemgetter(0, 1, 2, 3)
+    assert sorted(rows, key=key) == [(*r[:4], partition, *r[4:-1], seq) for r in reference]
+    assert sorted(bins) == sorted((*r[:4], partition, b, n) for r in reference for b, n in r[-1])
+    # the signature and trailer around them make a stream PostgreSQL's format reads
+    assert COPY_SIGNATURE.startswith(b"PGCOPY\n\xff\r\n\x00") and len(COPY_SIGNATURE) == 19
+    assert struct.pack(">h", -1) == COPY_TRAILER
+
+
+def lag_deltas() -> st.SearchStrategy[list[dict[Any, list[Any]]]]:
+    """Some partitions' ingest-lag partials (`Delta.lags`): (channel type, hour) ->
+    [count, sum, max, {bin: n}], in hours of one day and the next."""
+    key = st.tuples(st.sampled_from(["WHATSAPP", "A|B"]), st.sampled_from([0, 3600, 82_800, 86_400, -3600]))
+    partial = st.tuples(
+        st.integers(1, 5), st.integers(0, 10**9), st.integers(0, 10**6),
+        st.dictionaries(st.integers(0, 6), st.integers(1, 3), min_size=1, max_size=3),
+    ).map(list)  # fmt: skip
+    return st.lists(st.dictionaries(key, partial, max_size=6), min_size=1, max_size=3)
+
+
+def lag_expected(deltas: list[dict[Any, list[Any]]], registry: Registry) -> list[tuple[Any, ...]]:
+    """By the definition: per window the ingest lag counts in (the channel types' 1h, 1d and
+    all-time rows), count and sum summed, min unknown, max the greatest, bins summed;
+    every other column holds nothing."""
+    lag = registry.metric("ingest_lag")
+    out: dict[tuple[Any, ...], list[Any]] = {}
+    for lags in deltas:
+        for (ch, h), (n, total, mx, bins) in lags.items():
+            for win, size in registry.windows.items():
+                if not lag.counts_in("channel_type", win):
+                    continue
+                k = ("channel_type", win, h - h % size if size else 0, ch)
+                row = out.setdefault(k, [0, 0, None, {}])
+                row[0] += n
+                row[1] += total
+                row[2] = mx if row[2] is None else max(row[2], mx)
+                for b, c in bins.items():
+                    row[3][b] = row[3].get(b, 0) + c
+    rows = []
+    for k, (n, total, mx, bins) in sorted(out.items()):
+        values: list[Any] = []
+        for m in registry.metrics:
+            if m is lag:
+                values += [n, total, None, mx, *([0] * len(m.bucket_columns))]
+            elif m.kind is Kind.DISTRIBUTION:
+                values += [0, 0, None, None, *([0] * len(m.bucket_columns))]
+            else:
+                values.append(0)
+        rows.append((*k, *values, sorted(bins.items())))
+    return rows
+
+
+@pytest.mark.parametrize("name", REGISTRIES)
+@settings(max_examples=60, deadline=None)
+@given(deltas=lag_deltas())
+def test_the_ingest_lag_partials_roll_up_as_defined(name: str, deltas: list[dict[Any, list[Any]]]) -> None:
+    registry = REGISTRIES[name]
+    plan = lag_plan(registry)
+    assert plan is not None
+    facts = [f for lags in deltas for f in lag_facts(lags)]
+    expected = lag_expected(deltas, registry)
+    assert rollup(facts, plan) == expected
+    if NATIVE is not None:
+        compiled = [compiled_facts(lag_facts(lags), plan.width) for lags in deltas]
+        got = sorted(r for p in RolledUp(compiled, plan) for r in unpacked(p, registry))
+        assert got == packed(expected)
+
+
+def test_a_registry_without_partial_metrics_has_no_lag_plan() -> None:
+    without = dataclasses.replace(
+        CLOSURES,
+        metrics=tuple(m for m in CLOSURES.metrics if m.name != "ingest_lag"),
+        closures_view=tuple(n for n in CLOSURES.closures_view or () if n != "ingest_lag"),
+    )
+    assert lag_plan(without) is None

@@ -1,35 +1,41 @@
-"""A commit's facts rolled up into metric rows on the client (the SQLite store): one row
-per (grouping, window, start, key) however many facts fall in it, so that the store makes
-one upsert per changed row with nothing left to compute, where SQL evaluated every
-metric's expression and grouped the facts once per grouping and window (the full metric
-set's 17 statements over every fact were ~85% of its commit: docs/performance.md).
+"""A commit's facts rolled up into metric rows on the client, for both stores: one row per
+(grouping, window, start, key) however many facts fall in it, so that the store makes one
+upsert per changed row with nothing left to compute, where SQL evaluated every metric's
+expression and grouped the facts once per grouping and window (the full metric set's 17
+statements over every fact were ~85% of the SQLite store's commit, and the aggregation of
+the facts ~half of the PostgreSQL store's: docs/performance.md).
 
 The plan (`plan_of`) is data made from the registry: per grouping and window, where the
 key's dimensions sit in a fact and what each value column takes from a fact (`Op`). This
-module's `rollup` is the reference; the compiled twin (`native.rollup_rows`, in
-consumer/native/src/rollup.rs) reads the facts as a `native.Facts` (`compiled_facts`: the
-compiled fold hands its facts so) and writes the rows packed, without the GIL.
-tests/unit/consumer/test_rollup.py holds the two equal, and both equal to the SQL that
-aggregates the facts on PostgreSQL.
+module's `rollup` is the reference; the compiled twin (consumer/native/src/rollup.rs) reads
+the facts as a `native.Facts` (`compiled_facts`: the compiled fold hands its facts so) and
+writes the rows without the GIL: packed for SQLite's `packed_rows` (`RolledUp`), or as
+PostgreSQL's binary COPY tuples (`copy_tuples`). tests/unit/consumer/test_rollup.py holds
+them equal, and equal to the SQL aggregation of the same facts (`sqlgen.aggregation`).
 
 A row: (by, win, start, key, *values, bins), sorted, so that inserts walk the table's key
-order; its partition and seq are the commit's, bound by the statement.
+order; its bins (bin, n) pairs as `normalize` leaves them; its partition and seq are the
+commit's, bound by the store.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import cache
 from typing import Any
 
-from consumer.fold.delta import GAUGE_KEY, Fact, GaugeKey, Gauges, layout_of
+from consumer.fold.delta import GAUGE_KEY, Fact, GaugeKey, Gauges, LagKey, Lags, layout_of
 from consumer.fold.native import native
-from consumer.fold.registry import Kind, Registry
+from consumer.fold.registry import Kind, Metric, Registry
 from consumer.fold.state import I64_MAX, I64_MIN
 from consumer.fold.windows import ALL
-from consumer.store.sqlite import bins
+
+#: the signature and header of a binary COPY (no flags, no extension) and its trailer: the
+#: payloads of `copy_tuples` go between them (PostgreSQL's COPY reference, "Binary Format")
+COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+COPY_TRAILER = b"\xff\xff"
 
 
 class Op(IntEnum):
@@ -85,11 +91,8 @@ def plan_of(registry: Registry) -> Plan:
                 continue
             columns: list[Column] = []
             for m in registry.metrics:
-                if m not in counting:  # as sqlgen's no_values: a distribution's min and max NULL
-                    nothing = [Op.ZERO] * len(m.columns)
-                    if m.kind is Kind.DISTRIBUTION:
-                        nothing[2:4] = [Op.NULL, Op.NULL]
-                    columns += [(op, 0, 0, None, None) for op in nothing]
+                if m not in counting:
+                    columns += _nothing(m)
                 elif m.kind is Kind.COUNTER:
                     columns.append((Op.SUM, at(m.column), 0, None, None))
                 else:
@@ -109,6 +112,15 @@ def plan_of(registry: Registry) -> Plan:
     return Plan(len(layout.fields), layout.fields.index("t"), tuple(targets))
 
 
+def _nothing(m: Metric) -> list[Column]:
+    """The columns of a metric that does not count in a row: zero, a distribution's min and
+    max NULL."""
+    nothing = [Op.ZERO] * len(m.columns)
+    if m.kind is Kind.DISTRIBUTION:
+        nothing[2:4] = [Op.NULL, Op.NULL]
+    return [(op, 0, 0, None, None) for op in nothing]
+
+
 @cache
 def gauge_plan(registry: Registry) -> Plan:
     """The gauges' changes (`gauge_changes`) rolled up as the backlog keeps them: one
@@ -122,6 +134,60 @@ def gauge_plan(registry: Registry) -> Plan:
         key = tuple(GAUGE_KEY.index(d) for d in g.dimensions)
         targets.append(Target(g.name, ALL, 0, key, key, values, ()))
     return Plan(t + 1 + len(registry.gauges), t, tuple(targets))
+
+
+#: a lag fact's fields (`lag_facts`): its channel type and hour, then (count, sum, max) of a
+#: partial, or one of its bins as (n, bin)
+LAG_FIELDS = ("channel_type", "t", "n", "sum", "max", "bin_n", "bin")
+
+
+@cache
+def lag_plan(registry: Registry) -> Plan | None:
+    """The ingest-lag partials (`consumer.fold.delta.Lags`, the registry's one partial
+    metric) rolled up as `lag_facts` lays them out: count and sum summed, max the greatest
+    (min is not kept: the metric's `exact_min` is False), bins summed (already in the row's
+    bin space), in each grouping and window it counts in; None where the registry has no
+    partial metric."""
+    partial = layout_of(registry).partial_metrics
+    if not partial:
+        return None
+    (lag,) = partial  # the fold keeps one partial metric (Delta.lags)
+    at = LAG_FIELDS.index
+    targets = []
+    for g in registry.groupings:
+        if not lag.in_grouping(g.name):
+            continue
+        if set(g.dimensions) - {"channel_type"}:
+            raise ValueError(f"ingest lag is kept per channel type: it cannot count in grouping {g.name}")
+        for win, size in registry.windows.items():
+            if not (g.keeps(win) and lag.counts_in(g.name, win)):
+                continue
+            columns: list[Column] = []
+            for m in registry.metrics:
+                if m is lag:
+                    columns += [
+                        (Op.SUM, at("n"), 0, None, None),
+                        (Op.SUM, at("sum"), 0, None, None),
+                        (Op.NULL, 0, 0, None, None),
+                        (Op.MAX, at("n"), at("max"), None, None),
+                    ]
+                    columns += [(Op.ZERO, 0, 0, None, None)] * len(m.bucket_columns)
+                else:
+                    columns += _nothing(m)
+            key = (at("channel_type"),)
+            bins = ((at("bin_n"), at("bin"), 0),)
+            targets.append(Target(g.name, win, size or 0, key, (), tuple(columns), bins))
+    return Plan(len(LAG_FIELDS), at("t"), tuple(targets))
+
+
+def lag_facts(lags: Mapping[LagKey, Lags]) -> list[tuple[Any, ...]]:
+    """A partition's ingest-lag partials as facts of `lag_plan`: one per (channel type,
+    hour) with its count, sum and max, and one per bin."""
+    out: list[tuple[Any, ...]] = []
+    for (ch, h), (n, total, mx, bins) in lags.items():
+        out.append((ch, h, n, total, mx, 0, None))
+        out += [(ch, h, 0, 0, None, count, b) for b, count in bins.items()]
+    return out
 
 
 def gauge_changes(deltas: Iterable[dict[GaugeKey, Gauges]]) -> list[tuple[Any, ...]]:
@@ -171,6 +237,30 @@ class RolledUp:
             yield rows
 
 
+def copy_tuples(facts: Any, plan: Plan, partition: int, seq: int) -> Iterator[tuple[bytes, bytes]]:
+    """One partition's facts (a `native.Facts`) rolled up by the compiled rollup as binary
+    COPY tuples: (rows, bins) per grouping and window, the rows as (by, win, start, key,
+    partition, *values, seq), the bins as (by, win, start, key, partition, bin, n); made as
+    they are iterated over, one target's at a time."""
+    assert native is not None  # the store rolls up in the compiled part only where it is built
+    for target in _native_plan(plan):
+        rows, bins = native.rollup_copy([facts], plan.t, target, partition, seq)
+        yield rows, bins
+
+
+def normalize(pairs: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sketch bins (bin, n) sorted by bin, equal bins summed, zero counts dropped. A sum
+    beyond 64 bits is an error, as SQLite's own sum() makes it (the compiled rollup and
+    SQLite functions do the same)."""
+    sums: dict[int, int] = {}
+    for b, n in sorted(pairs):  # in bin order, as the compiled functions add
+        total = sums.get(b, 0) + n
+        if not I64_MIN <= total <= I64_MAX:
+            raise OverflowError("bins: a bin's count overflows 64 bits")
+        sums[b] = total
+    return [(b, n) for b, n in sums.items() if n != 0]
+
+
 def _start(t: int, size: int) -> int:
     return _checked(t - t % size) if size else 0  # Python's % floors, as the windows do
 
@@ -182,7 +272,8 @@ def _checked(total: int) -> int:
 
 
 def rollup(facts: Iterable[Fact], plan: Plan) -> list[tuple[Any, ...]]:
-    """The rows of `facts` (the reference of `native.rollup_rows`), sorted by key."""
+    """The rows of `facts` (the reference of `native.rollup_rows`), sorted by key, their
+    bins normalized (bin, n) pairs."""
     rows: dict[tuple[str, str, int, str], tuple[list[Any], list[tuple[int, int]]]] = {}
     for fact in facts:
         t = fact[plan.t]
@@ -204,7 +295,7 @@ def rollup(facts: Iterable[Fact], plan: Plan) -> list[tuple[Any, ...]]:
                 if fact[n]:  # the first distribution the fact carries a value of
                     row[1].append((_checked(fact[b] + base), fact[n]))
                     break
-    return [(*k, *values, bins.pack(pairs)) for k, (values, pairs) in sorted(rows.items())]
+    return [(*k, *values, normalize(pairs)) for k, (values, pairs) in sorted(rows.items())]
 
 
 def _add(values: list[Any], columns: Sequence[Column], fact: Fact) -> None:
