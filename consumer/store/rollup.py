@@ -237,15 +237,15 @@ class RolledUp:
             yield rows
 
 
-def copy_tuples(facts: Any, plan: Plan, partition: int, seq: int) -> Iterator[tuple[bytes, bytes]]:
+def copy_tuples(facts: Any, plan: Plan, partition: int, seq: int) -> Iterator[bytes]:
     """One partition's facts (a `native.Facts`) rolled up by the compiled rollup as binary
-    COPY tuples: (rows, bins) per grouping and window, the rows as (by, win, start, key,
-    partition, *values, seq), the bins as (by, win, start, key, partition, bin, n); made as
-    they are iterated over, one target's at a time."""
+    COPY tuples, one payload per grouping and window: (by, win, start, key, partition,
+    *values, seq, bin_ids, bin_ns), the bins as two int8 arrays; made as they are iterated
+    over, one target's at a time."""
     assert native is not None  # the store rolls up in the compiled part only where it is built
     for target in _native_plan(plan):
-        rows, bins = native.rollup_copy([facts], plan.t, target, partition, seq)
-        yield rows, bins
+        rows: bytes = native.rollup_copy([facts], plan.t, target, partition, seq)
+        yield rows
 
 
 def normalize(pairs: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -127,13 +127,15 @@ def bins_filter(
     by: str, window: str, key: str | None, lo: int, hi: int, mark: str, keys: list[str] | None = None
 ) -> tuple[str, list[Any]]:
     """The query for the sketch bins of rows with window starts in [lo, hi], of one key or
-    of a list of `keys` (a store with a bins table: PostgreSQL; SQLite keeps them in the rows)."""
+    of a list of `keys`, summed over the rows' partitions (a store keeping them as arrays:
+    PostgreSQL; SQLite merges its blobs in the rows' own query)."""
     sql = (
-        f"SELECT start, key, bin, CAST(sum(n) AS BIGINT) FROM metric_bins WHERE by={mark} AND win={mark} "
-        f"AND start>={mark} AND start<={mark}"
+        "SELECT start, key, u.bin, CAST(sum(u.n) AS BIGINT) FROM metric_rows, "
+        f"unnest(bin_ids, bin_ns) AS u(bin, n) WHERE by={mark} AND win={mark} "
+        f"AND start>={mark} AND start<={mark} AND bin_ids IS NOT NULL"
         + (f" AND key={mark}" if key is not None else "")
         + (f" AND key = ANY({mark})" if keys is not None else "")
-        + " GROUP BY start, key, bin"
+        + " GROUP BY start, key, u.bin ORDER BY start, key, u.bin"
     )
     return sql, [by, window, lo, hi] + ([key] if key is not None else []) + (
         [keys] if keys is not None else []

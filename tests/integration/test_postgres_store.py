@@ -315,6 +315,54 @@ def test_a_database_whose_closures_were_keyed_by_event_hash_is_rekeyed(store: An
         again.close()
 
 
+def test_a_database_whose_bins_had_a_table_keeps_them_in_its_rows(store: Any, postgres_url: str) -> None:
+    """Opened by this release, a database whose sketch bins are rows of a metric_bins table
+    (as releases before 2026-12-06 made it; a bin that cancelled out left at n = 0) has
+    them in its rows' arrays instead, the table gone: quantiles read the same, and the next
+    commit's bins merge with them."""
+    f = PartitionFold(0)
+    f.apply(ev(CREATED, 1, 0))
+    f.apply(ev(CLOSED, 2, 100))
+    f.apply(ev(CREATED, 3, 0, conv=2))
+    f.apply(ev(CLOSED, 4, 5000, conv=2))
+    delta, changed = f.take_changes()
+    store.commit("events", [PartitionCommit(0, delta, 4, f.watermark, changed)])
+    (before,) = store.query("channel_type", "all")
+    assert before.ttc_count == 2 and len(before.bins) == 2
+    with psycopg.connect(postgres_url) as conn:  # the old layout, its bins moved back out
+        conn.execute(
+            "CREATE TABLE metric_bins (by TEXT NOT NULL, win TEXT NOT NULL, start BIGINT NOT NULL, "
+            'key TEXT COLLATE "C" NOT NULL, partition INTEGER NOT NULL, bin BIGINT NOT NULL, '
+            "n BIGINT NOT NULL, PRIMARY KEY (by, win, start, key, partition, bin))"
+        )
+        conn.execute(
+            "INSERT INTO metric_bins SELECT by, win, start, key, partition, u.b, u.n "
+            "FROM metric_rows, unnest(bin_ids, bin_ns) AS u(b, n)"
+        )
+        conn.execute(
+            "INSERT INTO metric_bins SELECT by, win, start, key, partition, 7, 0 FROM metric_rows "
+            "WHERE bin_ids IS NOT NULL"
+        )
+        conn.execute("ALTER TABLE metric_rows DROP COLUMN bin_ids, DROP COLUMN bin_ns")
+        conn.execute("DELETE FROM meta WHERE name LIKE 'schema %'")
+    again = PostgresStore(postgres_url)
+    try:
+        with psycopg.connect(postgres_url) as conn:
+            assert conn.execute("SELECT to_regclass('metric_bins')").fetchone() == (None,)
+            assert conn.execute("SELECT count(*) FROM metric_rows WHERE 7 = ANY(bin_ids)").fetchone() == (0,)
+        (row,) = again.query("channel_type", "all")
+        assert row == before
+        f.apply(ev(CREATED, 5, 0, conv=3))
+        f.apply(ev(CLOSED, 6, 100, conv=3))  # the same bin as the first closure's
+        delta, changed = f.take_changes()
+        again.commit("events", [PartitionCommit(0, delta, 6, f.watermark, changed)])
+        (row,) = again.query("channel_type", "all")
+        assert row.ttc_count == 3
+        assert sorted(row.bins) == sorted((b, n + (b == min(before.bins)[0])) for b, n in before.bins)
+    finally:
+        again.close()
+
+
 def test_conversations_written_before_the_log_are_read_under_it(store: Any, postgres_url: str) -> None:
     """A database written before conversations had a log keeps them a row each: they load
     with the log's changes over them, and the partition's first snapshot replaces them."""

@@ -164,16 +164,16 @@ pub fn rollup_rows<'py>(
     let facts: Vec<&Facts> = facts.iter().map(|f| f.get()).collect();
     let out = py.detach(|| rollup(&facts, t, &target, Format::Packed));
     match out {
-        Ok((rows, _)) => Ok(PyBytes::new(py, &rows)),
+        Ok(rows) => Ok(PyBytes::new(py, &rows)),
         Err(fail) => Err(to_py(fail)),
     }
 }
 
 /// The rows of some `Facts` in one `target`, as `rollup_rows` makes them, in PostgreSQL's
 /// binary COPY format (tuples only: the caller writes the signature and the trailer, so
-/// that several targets' and partitions' tuples go in one COPY): the rows as (by, win,
-/// start, key, partition, *values, seq), and their bins as (by, win, start, key,
-/// partition, bin, n), of one partition's commit.
+/// that several targets' and partitions' tuples go in one COPY), as rows of one
+/// partition's commit: (by, win, start, key, partition, *values, seq, bin_ids, bin_ns),
+/// the bins two int8 arrays (NULL when none are left).
 #[pyfunction]
 pub fn rollup_copy<'py>(
     py: Python<'py>,
@@ -182,17 +182,17 @@ pub fn rollup_copy<'py>(
     target: Target,
     partition: i32,
     seq: i64,
-) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+) -> PyResult<Bound<'py, PyBytes>> {
     let facts: Vec<&Facts> = facts.iter().map(|f| f.get()).collect();
     let out = py.detach(|| rollup(&facts, t, &target, Format::Copy { partition, seq }));
     match out {
-        Ok((rows, bins)) => Ok((PyBytes::new(py, &rows), PyBytes::new(py, &bins))),
+        Ok(rows) => Ok(PyBytes::new(py, &rows)),
         Err(fail) => Err(to_py(fail)),
     }
 }
 
 /// How the rows are written: packed for `packed_rows` (bins as a blob in the row), or as
-/// PostgreSQL's binary COPY tuples of a partition's commit (bins as rows of their own).
+/// PostgreSQL's binary COPY tuples of a partition's commit (bins as two arrays in the row).
 #[derive(Clone, Copy)]
 enum Format {
     Packed,
@@ -281,12 +281,7 @@ fn check(width: usize, t: usize, target: &Target) -> Result<(), Fail> {
     Ok(())
 }
 
-fn rollup(
-    facts: &[&Facts],
-    t: usize,
-    target: &Target,
-    format: Format,
-) -> Result<(Vec<u8>, Vec<u8>), Fail> {
+fn rollup(facts: &[&Facts], t: usize, target: &Target, format: Format) -> Result<Vec<u8>, Fail> {
     let Some(width) = facts.first().map(|f| f.width) else {
         let none = Rows {
             data: Vec::new(),
@@ -485,15 +480,14 @@ fn rollup(
 }
 
 /// The rows in key order, each with its bins (sorted by bin, equal bins summed, zero
-/// counts dropped, as consumer.store.rollup.normalize), in `format`: packed (the bins
-/// a blob in the row, NULL when none are left; the second vector empty), or COPY tuples of
-/// the rows and of their bins.
+/// counts dropped, as consumer.store.rollup.normalize), in `format`: packed (the bins a
+/// blob in the row), or COPY tuples (the bins two arrays); NULL when none are left.
 fn write_rows(
     rows: Rows,
     mut bins: Vec<(usize, i64, i64)>,
     target: &Target,
     format: Format,
-) -> Result<(Vec<u8>, Vec<u8>), Fail> {
+) -> Result<Vec<u8>, Fail> {
     let width = rows.width;
     let n = rows.len();
     // sorted by (start, the key's first 8 bytes, zero-padded), the whole key breaking ties:
@@ -525,7 +519,6 @@ fn write_rows(
     bins.sort_unstable();
     let mut next_bin = 0;
     let mut out = Vec::with_capacity(4 + n * (width * 9 + 64));
-    let mut bin_rows: Vec<u8> = Vec::new();
     if let Format::Packed = format {
         out.extend_from_slice(&((5 + width) as u32).to_le_bytes());
     }
@@ -570,37 +563,53 @@ fn write_rows(
                 }
             }
             Format::Copy { partition, seq } => {
-                let head = |out: &mut Vec<u8>, fields: usize| {
-                    out.extend_from_slice(&(fields as i16).to_be_bytes());
-                    copy_field(out, target.0.as_bytes());
-                    copy_field(out, target.1.as_bytes());
-                    copy_field(out, &r[0].to_be_bytes());
-                    copy_field(out, rows.key(r));
-                    copy_field(out, &partition.to_be_bytes());
-                };
-                head(&mut out, 6 + width);
+                out.extend_from_slice(&((8 + width) as i16).to_be_bytes());
+                copy_field(&mut out, target.0.as_bytes());
+                copy_field(&mut out, target.1.as_bytes());
+                copy_field(&mut out, &r[0].to_be_bytes());
+                copy_field(&mut out, rows.key(r));
+                copy_field(&mut out, &partition.to_be_bytes());
                 for v in values {
                     match v {
                         Some(v) => copy_field(&mut out, &v.to_be_bytes()),
-                        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+                        None => out.extend_from_slice(&COPY_NULL),
                     }
                 }
                 copy_field(&mut out, &seq.to_be_bytes());
-                for &(b, n) in &pairs {
-                    head(&mut bin_rows, 7);
-                    copy_field(&mut bin_rows, &b.to_be_bytes());
-                    copy_field(&mut bin_rows, &n.to_be_bytes());
-                }
+                copy_array(&mut out, pairs.iter().map(|p| p.0), pairs.len());
+                copy_array(&mut out, pairs.iter().map(|p| p.1), pairs.len());
             }
         }
     }
-    Ok((out, bin_rows))
+    Ok(out)
 }
+
+/// A NULL field of a binary COPY tuple (its length -1).
+const COPY_NULL: [u8; 4] = (-1i32).to_be_bytes();
+/// The type of an int8 array's elements (`int8`'s oid)
+const INT8_OID: i32 = 20;
 
 /// A non-NULL field of a binary COPY tuple: its length, then its bytes (an integer's big-endian).
 fn copy_field(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
     out.extend_from_slice(bytes);
+}
+
+/// An int8[] field of a binary COPY tuple (`array_send`'s format: dimensions, no NULLs, the
+/// element type, the length and lower bound 1, each element with its length), NULL when empty.
+fn copy_array(out: &mut Vec<u8>, items: impl Iterator<Item = i64>, len: usize) {
+    if len == 0 {
+        out.extend_from_slice(&COPY_NULL);
+        return;
+    }
+    out.extend_from_slice(&((20 + 12 * len) as i32).to_be_bytes());
+    for word in [1, 0, INT8_OID, len as i32, 1] {
+        out.extend_from_slice(&word.to_be_bytes());
+    }
+    for v in items {
+        out.extend_from_slice(&8i32.to_be_bytes());
+        out.extend_from_slice(&v.to_be_bytes());
+    }
 }
 
 fn text(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {

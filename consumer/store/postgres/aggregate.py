@@ -1,12 +1,14 @@
 """The PostgreSQL store's metric rows of a commit: its facts and ingest-lag partials rolled
 up on the client (`consumer.store.rollup`: one row per grouping, window, start and key),
-copied into temporary tables (binary COPY tuples, made by the compiled rollup; the
-reference rollup's rows one by one where it is not built), and added to `metric_rows` and
-`metric_bins` by one upsert each. Each row is keyed by its partition, which one consumer
-owns: concurrent commits never write the same row.
+copied into a temporary table (binary COPY tuples, made by the compiled rollup; the
+reference rollup's rows one by one where it is not built), and added to `metric_rows` by
+one upsert, their sketch bins in them (two arrays, merged by `sqlgen.BINS_MERGE`). Each row
+is keyed by its partition, which one consumer owns: concurrent commits never write the
+same row.
 
 Aggregating the facts on the server instead (one statement per grouping and window over
-the staged facts) cost as much as these upserts: docs/performance.md.
+the staged facts) cost as much as these upserts, and a table of bins (one row per row and
+bin) ~40% of the commit: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -41,27 +43,19 @@ from consumer.store.rollup import (
 @dataclass(frozen=True)
 class _Statements:
     temp: str
-    upsert_rows: str
-    upsert_bins: str
+    upsert: str
 
 
 @cache
 def _statements(registry: Registry) -> _Statements:
     n = sqlgen.POSTGRES.integer
     values = ", ".join(f"{c} {n}" for c in registry.value_columns)
-    temp = (
-        "CREATE TEMP TABLE IF NOT EXISTS cm_rolled (by TEXT, win TEXT, start BIGINT, key TEXT, "
-        f"partition INTEGER, {values}, seq BIGINT) ON COMMIT DELETE ROWS;\n"
-        "CREATE TEMP TABLE IF NOT EXISTS cm_rolled_bins (by TEXT, win TEXT, start BIGINT, key TEXT, "
-        "partition INTEGER, bin BIGINT, n BIGINT) ON COMMIT DELETE ROWS"
-    )
-    cols = ", ".join((*sqlgen.ROW_KEY, *registry.value_columns, "seq"))
+    cols = ", ".join((*sqlgen.ROW_KEY, *registry.value_columns, "seq", "bin_ids", "bin_ns"))
     return _Statements(
-        temp,
+        "CREATE TEMP TABLE IF NOT EXISTS cm_rolled (by TEXT, win TEXT, start BIGINT, key TEXT, "
+        f"partition INTEGER, {values}, seq BIGINT, bin_ids BIGINT[], bin_ns BIGINT[]) ON COMMIT DELETE ROWS",
         f"INSERT INTO metric_rows AS r ({cols}) SELECT {cols} FROM cm_rolled"
         + sqlgen.on_conflict(sqlgen.POSTGRES, registry),
-        "INSERT INTO metric_bins AS b SELECT * FROM cm_rolled_bins "
-        "ON CONFLICT (by, win, start, key, partition, bin) DO UPDATE SET n = b.n + excluded.n",
     )
 
 
@@ -94,44 +88,31 @@ def aggregate(
     conn.execute(sql.temp)
     for i, (plan, parts) in enumerate(rounds):
         if i:  # a lag row may be a fact row too: one upsert must not change a row twice
-            conn.execute("TRUNCATE cm_rolled, cm_rolled_bins")
+            conn.execute("TRUNCATE cm_rolled")
         (_copy_compiled if native is not None else _copy_reference)(conn, plan, parts)
-        conn.execute(sql.upsert_rows)
-        conn.execute(sql.upsert_bins)
+        conn.execute(sql.upsert)
     return True
 
 
 def _copy_compiled(conn: psycopg.Connection[Any], plan: Plan, parts: _Parts) -> None:
-    """The partitions' rows into cm_rolled and their bins into cm_rolled_bins, as binary
-    COPY tuples from the compiled rollup (each partition's apart: rows are keyed by it)."""
-    bins: list[bytes] = []
+    """The partitions' rows into cm_rolled, as binary COPY tuples from the compiled rollup
+    (each partition's apart: rows are keyed by it)."""
     with conn.cursor() as cur, cur.copy("COPY cm_rolled FROM STDIN (FORMAT BINARY)") as copy:
         copy.write(COPY_SIGNATURE)
         for partition, seq, facts in parts:
-            for rows, b in copy_tuples(compiled_facts(facts, plan.width), plan, partition, seq):
+            for rows in copy_tuples(compiled_facts(facts, plan.width), plan, partition, seq):
                 copy.write(rows)
-                bins.append(b)
         copy.write(COPY_TRAILER)
-    if any(bins):
-        with conn.cursor() as cur, cur.copy("COPY cm_rolled_bins FROM STDIN (FORMAT BINARY)") as copy:
-            copy.write(COPY_SIGNATURE)
-            for b in bins:
-                copy.write(b)
-            copy.write(COPY_TRAILER)
 
 
 def _copy_reference(conn: psycopg.Connection[Any], plan: Plan, parts: _Parts) -> None:
     """As `_copy_compiled`, of the reference rollup's rows, a row at a time."""
-    bins: list[tuple[Any, ...]] = []
     with conn.cursor() as cur, cur.copy("COPY cm_rolled FROM STDIN") as copy:
         for partition, seq, facts in parts:
             for by, win, start, key, *values, pairs in rollup(facts, plan):
-                copy.write_row((by, win, start, key, partition, *values, seq))
-                bins += [(by, win, start, key, partition, b, n) for b, n in pairs]
-    if bins:
-        with conn.cursor() as cur, cur.copy("COPY cm_rolled_bins FROM STDIN") as copy:
-            for row in bins:
-                copy.write_row(row)
+                ids = [b for b, _ in pairs] or None
+                ns = [n for _, n in pairs] or None
+                copy.write_row((by, win, start, key, partition, *values, seq, ids, ns))
 
 
 class Batch:

@@ -21,6 +21,7 @@ from consumer.fold.registry import APP, Registry
 from consumer.store import sqlgen
 from consumer.store.postgres.sql import (
     APP_INDEX,
+    MIGRATE_BINS,
     MIGRATE_CLOSURES_KEY,
     MIGRATE_PARTITION,
     SCHEMA,
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 def ensure_schema(conn: psycopg.Connection[Any], registry: Registry, where: str) -> None:
     """Make the tables `registry` needs in `conn`'s transaction, unless stamped as made."""
     ddl = _ddl(registry)
-    migrations = [MIGRATE_PARTITION, MIGRATE_CLOSURES_KEY]
+    migrations = [MIGRATE_PARTITION, MIGRATE_CLOSURES_KEY, MIGRATE_BINS]
     stamp = "schema " + hashlib.sha256("\n".join([*ddl, *migrations]).encode()).hexdigest()[:16]
     if _stamped(conn, stamp):
         return
@@ -52,6 +53,9 @@ def ensure_schema(conn: psycopg.Connection[Any], registry: Registry, where: str)
     if "partition" not in have:
         log.info("store %s: keying metric rows by partition (once)", where)
         conn.execute(MIGRATE_PARTITION)
+    if "bin_ids" not in have:
+        log.info("store %s: moving the sketch bins into their rows (once)", where)
+        conn.execute(MIGRATE_BINS)
     key = conn.execute(
         "SELECT c.conname, array_agg(a.attname::text ORDER BY a.attnum) FROM pg_constraint AS c "
         "JOIN pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey) "

@@ -6,10 +6,6 @@ from __future__ import annotations
 #: the tables beside the metric rows (`sqlgen.row_table` makes those, by the registry)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS metric_bins (
-    by TEXT NOT NULL, win TEXT NOT NULL, start BIGINT NOT NULL, key TEXT COLLATE "C" NOT NULL,
-    partition INTEGER NOT NULL, bin BIGINT NOT NULL, n BIGINT NOT NULL,
-    PRIMARY KEY (by, win, start, key, partition, bin));
 -- keyed by account and time (as on SQLite): an account row's min/max recheck reads one
 -- range of the key, and each closure costs one B-tree insert less than with a key of its
 -- event hash plus an account index (an event's account and closedAt never change, so the
@@ -70,6 +66,17 @@ ALTER TABLE metric_bins DROP CONSTRAINT metric_bins_pkey,
     ADD PRIMARY KEY (by, win, start, key, partition, bin);
 UPDATE metric_rows SET seq = 0;
 DROP INDEX IF EXISTS metric_rows_by_seq;
+"""
+#: a database made before the bins lived in their rows (a metric_bins table, one row per
+#: row and bin): each row's bins become its arrays, and the table goes (after
+#: MIGRATE_PARTITION: the table has its partition column by then)
+MIGRATE_BINS = """
+ALTER TABLE metric_rows ADD COLUMN IF NOT EXISTS bin_ids BIGINT[], ADD COLUMN IF NOT EXISTS bin_ns BIGINT[];
+UPDATE metric_rows AS r SET bin_ids = m.ids, bin_ns = m.ns FROM (
+    SELECT by, win, start, key, partition, array_agg(bin ORDER BY bin) AS ids, array_agg(n ORDER BY bin) AS ns
+    FROM metric_bins WHERE n <> 0 GROUP BY by, win, start, key, partition) AS m
+WHERE r.by = m.by AND r.win = m.win AND r.start = m.start AND r.key = m.key AND r.partition = m.partition;
+DROP TABLE metric_bins;
 """
 #: a database made before closures were keyed by account and time (keyed by event hash,
 #: with an index by account): the same rows under the new key, the index it replaces dropped

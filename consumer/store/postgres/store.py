@@ -208,7 +208,6 @@ class PostgresStore:
                 if keep is None or win == ALL:
                     continue
                 horizon = newest[0] - keep
-                conn.execute("DELETE FROM metric_bins WHERE win=%s AND start<%s", (win, horizon))
                 deleted += conn.execute(
                     "DELETE FROM metric_rows WHERE win=%s AND start<%s", (win, horizon)
                 ).rowcount
@@ -282,7 +281,7 @@ def _page(
     starts: Collection[int],
     metrics: Collection[str] | None,
 ) -> list[MetricRow]:
-    """`rows.Page`: the merged rows, then their bins from metric_bins."""
+    """`rows.Page`: the merged rows, then their bins (`rows.bins_filter`)."""
     d = sqlgen.POSTGRES
     found = conn.execute(sqlgen.page(d, registry, starts, metrics), (by, window, d.list_arg(keys))).fetchall()
     bins = conn.execute(*bins_filter(by, window, None, min(starts), max(starts), "%s", keys=keys))

@@ -18,6 +18,7 @@ from consumer.store.sqlgen.backlog import (
     backlog_upsert,
 )
 from consumer.store.sqlgen.dialect import (
+    BINS_MERGE,
     POSTGRES,
     ROW_KEY,
     SQLITE,
@@ -34,6 +35,7 @@ from consumer.store.sqlgen.recheck import RECHECKED, Source
 __all__ = [
     "BACKLOG_OUTBOX_INDEX",
     "BACKLOG_OUTBOX_INDEX_NAME",
+    "BINS_MERGE",
     "POSTGRES",
     "RECHECKED",
     "ROW_KEY",

@@ -16,8 +16,10 @@ class Dialect:
     name: str
     integer: str  # the column type of a 64-bit integer
     text: str  # of a key (PostgreSQL: byte order, as SQLite compares)
-    #: the sketch bins live in the row as one blob (SQLite), else in the metric_bins table
-    bins_in_rows: bool
+    #: a row's sketch bins: one blob (SQLite, merged by the store's own SQL functions:
+    #: consumer.store.sqlite.bins), else two arrays, `bin_ids` and `bin_ns` (PostgreSQL, merged
+    #: by `BINS_MERGE`)
+    bins_blob: bool
     #: the driver's placeholder, and the function that finds a text in a text (1-based)
     mark: str = "?"
     position: str = "instr"
@@ -50,17 +52,24 @@ class Dialect:
         return f"max(coalesce({a}, {b}), coalesce({b}, {a}))"
 
 
-SQLITE = Dialect("sqlite", "INTEGER", "TEXT", bins_in_rows=True)
+SQLITE = Dialect("sqlite", "INTEGER", "TEXT", bins_blob=True)
 POSTGRES = Dialect(
     "postgresql",
     "BIGINT",
     'TEXT COLLATE "C"',
-    bins_in_rows=False,
+    bins_blob=False,
     mark="%s",
     position="strpos",
 )
 
 ROW_KEY = ("by", "win", "start", "key", "partition")
+#: PostgreSQL's upsert of a row's bins: the stored and the new (bin, n) pairs summed by bin,
+#: those that cancel out left out, in bin order (both arrays NULL when none is left)
+BINS_MERGE = (
+    "(bin_ids, bin_ns) = (SELECT array_agg(b ORDER BY b), array_agg(n ORDER BY b) FROM ("
+    "SELECT b, CAST(sum(n) AS BIGINT) AS n FROM unnest(r.bin_ids || excluded.bin_ids, "
+    "r.bin_ns || excluded.bin_ns) AS u(b, n) GROUP BY b HAVING sum(n) <> 0) AS m)"
+)
 
 
 def merge_of(column: str, registry: Registry = REGISTRY) -> str:
@@ -78,7 +87,10 @@ def row_table(d: Dialect, registry: Registry = REGISTRY) -> str:
         f"{c} {d.integer}" + ("" if merge_of(c, registry) != "sum" else " NOT NULL DEFAULT 0")
         for c in registry.value_columns
     )
-    bins = "bins BLOB,  -- the row's sketch bins (consumer.store.sqlite.bins)\n    " if d.bins_in_rows else ""
+    if d.bins_blob:
+        bins = "bins BLOB,  -- the row's sketch bins (consumer.store.sqlite.bins)\n    "
+    else:
+        bins = f"bin_ids {d.integer}[], bin_ns {d.integer}[],  -- the row's sketch bins, by bin\n    "
     return f"""CREATE TABLE IF NOT EXISTS metric_rows (
     by TEXT NOT NULL, win TEXT NOT NULL, start {d.integer} NOT NULL, key {d.text} NOT NULL,
     partition INTEGER NOT NULL,  -- the Kafka partition whose events the row holds (-1: an older store's)
@@ -119,6 +131,5 @@ def on_conflict(d: Dialect, registry: Registry) -> str:
             sets.append(f"{c} = {d.least(f'r.{c}', f'excluded.{c}')}")
         else:
             sets.append(f"{c} = {d.greatest(f'r.{c}', f'excluded.{c}')}")
-    if d.bins_in_rows:
-        sets.append("bins = bins_merge(r.bins, excluded.bins)")
+    sets.append("bins = bins_merge(r.bins, excluded.bins)" if d.bins_blob else BINS_MERGE)
     return f" ON CONFLICT ({', '.join(ROW_KEY)}) DO UPDATE SET " + ", ".join(sets)

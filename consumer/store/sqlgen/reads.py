@@ -13,7 +13,7 @@ def query(
 ) -> str:
     """A metrics query: rows merged over their partitions, in (start, key) order, with the
     columns of `metrics` (None: all)."""
-    bins = ", bins_union(bins)" if d.bins_in_rows else ""
+    bins = ", bins_union(bins)" if d.bins_blob else ""
     return (
         f"SELECT key, start, {merged_columns(registry, metrics)}{bins} FROM metric_rows WHERE {where} "
         f"GROUP BY start, key ORDER BY start, key LIMIT {mark}"
@@ -73,10 +73,10 @@ def page(
 ) -> str:
     """The merged values of a page of rows (a `ranked` page) at these window starts
     (integers, written into the SQL); its arguments: the grouping, the window and the keys
-    (`Dialect.list_arg`). A store keeping bins in its rows reads their union too (as
-    `query`); the other reads them from metric_bins. The primary key (by, win, start, key,
+    (`Dialect.list_arg`). A store keeping its bins as a blob reads their union too (as
+    `query`); the other reads them with `rows.bins_filter`. The primary key (by, win, start, key,
     ...) is a point per start and key."""
-    bins = ", bins_union(bins)" if d.bins_in_rows else ""
+    bins = ", bins_union(bins)" if d.bins_blob else ""
     return (
         f"SELECT key, start, {merged_columns(registry, metrics)}{bins} FROM metric_rows WHERE by = {d.mark} "
         f"AND win = {d.mark} AND {starts_in(starts)} AND {d.one_of('key')} GROUP BY start, key"

@@ -354,7 +354,8 @@ def test_facts_of_another_width_are_refused_and_no_facts_make_no_rows() -> None:
 
 
 def copy_tuples_read(payload: bytes, types: str) -> list[tuple[Any, ...]]:
-    """PostgreSQL binary COPY tuples read back (`types`: t text, i int4, q int8 per field)."""
+    """PostgreSQL binary COPY tuples read back (`types`: t text, i int4, q int8, a int8[]
+    per field), as `array_send` and the COPY reference lay them out."""
     out, at = [], 0
     while at < len(payload):
         (fields,) = struct.unpack_from(">h", payload, at)
@@ -371,6 +372,12 @@ def copy_tuples_read(payload: bytes, types: str) -> list[tuple[Any, ...]]:
             at += size
             if kind == "t":
                 row.append(raw.decode())
+            elif kind == "a":
+                ndim, nulls, oid, length, lower = struct.unpack_from(">5i", raw)
+                assert (ndim, nulls, oid, lower) == (1, 0, 20, 1) and length > 0
+                items = struct.unpack_from(">" + "iq" * length, raw, 20)
+                assert items[::2] == (8,) * length and len(raw) == 20 + 12 * length
+                row.append(list(items[1::2]))
             else:
                 assert size == (4 if kind == "i" else 8)
                 row.append(int.from_bytes(raw, "big", signed=True))
@@ -385,21 +392,21 @@ def copy_tuples_read(payload: bytes, types: str) -> list[tuple[Any, ...]]:
 def test_the_compiled_copy_tuples_are_the_reference_rows_of_a_partition(
     name: str, data: st.DataObject
 ) -> None:
-    """`copy_tuples`: the rows as (by, win, start, key, partition, *values, seq) and their
-    bins as (by, win, start, key, partition, bin, n), as the reference makes them."""
+    """`copy_tuples`: the rows as (by, win, start, key, partition, *values, seq, bin_ids,
+    bin_ns), as the reference makes them (no bins: both NULL)."""
     registry = REGISTRIES[name]
     facts = data.draw(facts_of(registry))
     partition, seq = data.draw(st.sampled_from([(0, 1), (5, 2**40), (2**31 - 1, -1)]))
     plan = plan_of(registry)
     values = len(registry.value_columns)
-    rows, bins = [], []
-    for r, b in copy_tuples(compiled_facts(facts, plan.width), plan, partition, seq):
-        rows += copy_tuples_read(r, "ttqti" + "q" * values + "q")
-        bins += copy_tuples_read(b, "ttqtiqq")
-    reference = rollup(facts, plan)
-    key = operator.itemgetter(0, 1, 2, 3)
-    assert sorted(rows, key=key) == [(*r[:4], partition, *r[4:-1], seq) for r in reference]
-    assert sorted(bins) == sorted((*r[:4], partition, b, n) for r in reference for b, n in r[-1])
+    rows = []
+    for payload in copy_tuples(compiled_facts(facts, plan.width), plan, partition, seq):
+        rows += copy_tuples_read(payload, "ttqti" + "q" * values + "qaa")
+    expected = [
+        (*r[:4], partition, *r[4:-1], seq, [b for b, _ in r[-1]] or None, [n for _, n in r[-1]] or None)
+        for r in rollup(facts, plan)
+    ]
+    assert sorted(rows, key=operator.itemgetter(0, 1, 2, 3)) == expected
     # the signature and trailer around them make a stream PostgreSQL's format reads
     assert COPY_SIGNATURE.startswith(b"PGCOPY\n\xff\r\n\x00") and len(COPY_SIGNATURE) == 19
     assert struct.pack(">h", -1) == COPY_TRAILER
