@@ -1,8 +1,8 @@
 """What a fold hands to the store at a commit: facts, closures and ingest-lag partials.
 
 Pure data: the reference fold (`consumer.fold.reference`) and the compiled one both fill
-a `Delta`; the stores turn it into metric rows (PostgreSQL in SQL, SQLite by rolling the
-facts up before its upserts: consumer.store.rollup).
+a `Delta`; the stores turn it into metric rows by rolling its facts and partials up
+before their upserts (consumer.store.rollup).
 """
 
 from __future__ import annotations

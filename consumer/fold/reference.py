@@ -16,7 +16,7 @@ counted: the fold then retracts the old duration and adds the new one.
 
 What a commit hands to the store is a `Delta` (`consumer.fold.delta`): one `Fact` per
 closure, reopen or correction, ingest lag summed per channel type and hour, and the
-closures themselves. The stores turn facts into metric rows in SQL.
+closures themselves. The stores roll facts up into metric rows (consumer.store.rollup).
 """
 
 from __future__ import annotations

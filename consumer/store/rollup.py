@@ -77,7 +77,7 @@ class Plan:
 @cache
 def plan_of(registry: Registry) -> Plan:
     """Every grouping's windows, their values from the metrics the facts carry (partial
-    metrics, such as ingest lag, are rolled up from their own partials in SQL)."""
+    metrics, such as ingest lag, are rolled up from their own partials: `lag_plan`)."""
     layout = layout_of(registry)
     at = layout.fields.index
     facts = set(layout.fact_metrics)

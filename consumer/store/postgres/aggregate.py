@@ -117,8 +117,7 @@ def _copy_reference(conn: psycopg.Connection[Any], plan: Plan, parts: _Parts) ->
 
 class Batch:
     """One commit's closures, first assignments and offsets as sorted, merged columns (unnest
-    wants one value per key); the metric rows are aggregated on the server
-    (`consumer.store.postgres.aggregate`)."""
+    wants one value per key); the metric rows are rolled up by `aggregate`."""
 
     def __init__(self, partitions: list[PartitionCommit], registry: Registry = REGISTRY) -> None:
         closures: dict[int, tuple[Any, ...]] = {}

@@ -6,9 +6,9 @@ Same tables and semantics as the SQLite store. What sharing adds:
   commit lands first and the new owner loads it, or the claim lands first and the commit
   is refused with `FencedError`;
 - metric rows are upserted additively (INSERT ... ON CONFLICT DO UPDATE is atomic), the
-  commit's facts aggregated on the server, one statement per grouping and window in a
-  fixed order, each in key order (`consumer.store.postgres.aggregate`), so two commits lock
-  shared rows in the same order; a deadlock or serialization failure is retried anyway;
+  commit's facts rolled up on the client and copied in (`consumer.store.postgres.aggregate`);
+  rows are keyed by partition, so two consumers' commits never write the same row; a
+  deadlock or serialization failure is retried anyway;
 - a lost connection surfaces as `StoreUnavailableError` (transient: the caller retries
   the same commit; the store reconnects by itself on the next call). A retried commit
   whose offsets are already stored landed before the connection broke (its COMMIT was
