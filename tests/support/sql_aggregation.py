@@ -16,6 +16,13 @@ SQLITE = sqlgen.SQLITE
 STAGED = 60
 
 
+def _floor(col: str, size: int | None) -> str:
+    """`col` floored to its window's start (SQLite's `%` truncates towards 0); 0 for all time."""
+    if size is None:
+        return "0"
+    return f"({col} - (({col} % {size}) + {size}) % {size})"
+
+
 def staging(registry: Registry) -> list[str]:
     """Temporary tables: the facts, and per-grouping minute rows."""
     fields = ", ".join(
@@ -41,7 +48,7 @@ def aggregation(registry: Registry) -> list[str]:
         fbin, fn = _fact_bins(registry, g)
         out.append(
             f"INSERT INTO cm_g_{g.ident} SELECT part, max(seq), {_key(g)} AS k, "
-            f"{SQLITE.floor('t', STAGED)} AS m, {_fact_values(g, registry)}, bins_pack({fbin}, {fn}) "
+            f"{_floor('t', STAGED)} AS m, {_fact_values(g, registry)}, bins_pack({fbin}, {fn}) "
             f"FROM cm_facts WHERE {_present(g, registry)} GROUP BY part, k, m"
         )
         for window, size in registry.windows.items():
@@ -49,7 +56,7 @@ def aggregation(registry: Registry) -> list[str]:
                 continue
             out.append(
                 f"INSERT INTO metric_rows AS r ({cols}) SELECT '{g.name}', '{window}', "
-                f"{SQLITE.floor('m', size)} AS s, k, part, {_rolled_values(g, window, registry)}, "
+                f"{_floor('m', size)} AS s, k, part, {_rolled_values(g, window, registry)}, "
                 f"max(seq), bins_union(b) FROM cm_g_{g.ident} GROUP BY part, s, k ORDER BY part, s, k"
                 + sqlgen.on_conflict(SQLITE, registry)
             )

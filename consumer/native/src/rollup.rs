@@ -1,8 +1,9 @@
 //! The compiled twin of consumer/store/rollup.py: a commit's facts (`Facts`: the
 //! compiled fold's own, or tuples packed by `pack_rows` and decoded by `unpack_facts`),
-//! rolled up into metric rows, packed for `packed_rows` (crate::packed_rows), without the
-//! GIL. The plan (which rows, which values) comes from the registry through
-//! `consumer.store.rollup.plan_of`; the module's docstring has the contract, and
+//! rolled up into metric rows, packed for `packed_rows` (crate::packed_rows) or as
+//! PostgreSQL's binary COPY tuples, without the GIL. The plan (which rows, which values)
+//! comes from the registry through consumer/store/rollup_plan.py; the Python module's
+//! docstring has the contract, and
 //! tests/unit/consumer/test_rollup.py holds the two equal.
 
 use foldhash::{HashMap, HashMapExt};

@@ -24,12 +24,6 @@ class Dialect:
     mark: str = "?"
     position: str = "instr"
 
-    def floor(self, col: str, size: int | None) -> str:
-        """`col` floored to its window's start (both `%` truncate towards 0); 0 for all time."""
-        if size is None:
-            return "0"
-        return f"({col} - (({col} % {size}) + {size}) % {size})"
-
     def one_of(self, col: str) -> str:
         """`col` equal to one of a list given as one argument (`list_arg`): any length, where
         a mark per value meets the driver's limit on arguments."""
