@@ -1,7 +1,7 @@
 """A commit's facts rolled up into metric rows on the client, for both stores: one row per
 (grouping, window, start, key) however many facts fall in it, so that the store makes one
-upsert per changed row with nothing left to compute (in SQL, the full metric set's 17
-statements over every fact were ~85% of the SQLite store's commit: docs/performance.md).
+upsert per changed row with nothing left to compute, where SQL evaluated every metric's
+expression and grouped the facts once per grouping and window (docs/performance.md).
 
 The plans (consumer.store.rollup_plan) are data made from the registry. This module's
 `rollup` is the reference; the compiled twin (consumer/native/src/rollup.rs) reads the
@@ -104,9 +104,8 @@ class RolledUp:
     targets, packed, by the compiled rollup: a payload per grouping and window, made as
     they are iterated over (each iteration makes them afresh, so a retried write finds them
     all). Rows of different targets never merge, so a commit holds one target's rows at a
-    time, not all of them (the full metric set's were ~125 MB at a commit of 50,000 events,
-    one target's at most ~20: docs/performance.md), and a smaller hash table is quicker
-    too."""
+    time, not all of them (a commit's peak memory: docs/performance.md), and a smaller
+    hash table is quicker too."""
 
     facts: list[Any]
     plan: Plan

@@ -6,9 +6,8 @@ one upsert, their sketch bins in them (two arrays, merged by `sqlgen.BINS_MERGE`
 is keyed by its partition, which one consumer owns: concurrent commits never write the
 same row.
 
-Aggregating the facts on the server instead (one statement per grouping and window over
-the staged facts) cost as much as these upserts, and a table of bins (one row per row and
-bin) ~40% of the commit: docs/performance.md.
+The upserts are the commit's cost, so the rows they write are as few as can be: a table of
+bins (one row per row and bin) more than doubled them (docs/performance.md).
 """
 
 from __future__ import annotations

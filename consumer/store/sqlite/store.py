@@ -104,8 +104,8 @@ class SqliteStore:
             migrate_closures(self.db, self.path, self.registry)
             migrate_backlog(self.db, self.path, self.registry)
             # temporary B-trees (sorts) go to a temporary file (its pages live in the OS
-            # cache, not the heap): the commits' staging tables in memory were ~100 MB of
-            # the full metric set's peak RSS, for ~2% more commit CPU (docs/performance.md)
+            # cache, not the heap): in memory they held the peak RSS up, for little commit
+            # CPU saved (docs/performance.md)
             self.db.execute("PRAGMA temp_store=FILE")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {path!r}: {exc}") from exc
