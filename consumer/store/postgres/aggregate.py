@@ -120,27 +120,42 @@ class Batch:
 
     def __init__(self, partitions: list[PartitionCommit], registry: Registry = REGISTRY) -> None:
         closures: dict[int, tuple[Any, ...]] = {}
-        self.recheck: set[tuple[str, int, str, str, str, int]] = set()
+        #: (metric, partition, grouping, key, window, start) -> the least and greatest lost value
+        self.recheck: dict[tuple[str, int, str, str, str, int], tuple[int, int]] = {}
         firsts: dict[tuple[int, int], tuple[Any, ...]] = {}
         for p in partitions:
             for closure in p.delta.closures.values():
                 closures[closure[0]] = closure
             for metric in sqlgen.RECHECKED:
-                self.recheck.update((metric, p.partition, *k) for k in p.delta.recheck(registry, metric))
+                for (by, key, win, start), (lo, hi) in p.delta.recheck(registry, metric).items():
+                    self.recheck[(metric, p.partition, by, key, win, start)] = (lo, hi)
             firsts.update(p.delta.first_assignments)
         self.closures = sorted(closures.values(), key=CLOSURE_KEY)
         self.first_assignments = [firsts[k] for k in sorted(firsts)]
         self.offsets = sorted((p.partition, p.next_offset, p.watermark) for p in partitions)
 
-    def rechecks(self, registry: Registry) -> list[tuple[str, tuple[Any, ...]]]:
-        """(RECHECK's statement, arguments) of each row whose min/max of a distribution must
-        be recomputed from its source table."""
-        out = []
-        for metric, part, by, key, win, start in sorted(self.recheck):
+    def rechecks(self, registry: Registry) -> list[tuple[str, list[Any]]]:
+        """(RECHECK's statement, arguments) per distribution and grouping with rows whose
+        min/max must be recomputed from its source table."""
+        rows: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+        for (metric, part, by, key, win, start), (least, greatest) in sorted(self.recheck.items()):
             size = WINDOWS[win]
             lo, hi = (start, start + size) if size else (-ALL_TIME_END, ALL_TIME_END)
-            where, keys = sqlgen.key_filter(registry, by, key, "%s")
+            row = (win, start, key, part, lo, hi, least, greatest, *registry.key_values(by, key))
+            rows.setdefault((metric, by), []).append(row)
+        out = []
+        for (metric, by), batch in rows.items():
+            dims = registry.grouping(by).dimensions
             src = sqlgen.RECHECKED[metric]
-            sql = RECHECK.format(where=where, c=registry.metric(metric).column, table=src.table, t=src.time)
-            out.append((sql, (*keys, lo, hi, part, by, win, start, key, part)))
+            sql = RECHECK.format(
+                c=registry.metric(metric).column,
+                table=src.table,
+                t=src.time,
+                where=" AND ".join(f"s.{d} = r.d{i}" for i, d in enumerate(dims)),
+                types="".join(
+                    f", %s::{'text' if registry.dimension(d).type is str else 'bigint'}[]" for d in dims
+                ),
+                dims="".join(f", d{i}" for i in range(len(dims))),
+            )
+            out.append((sql, [*columns(batch, 8 + len(dims)), by]))
         return out

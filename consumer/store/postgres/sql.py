@@ -111,12 +111,18 @@ INSERT INTO conversation_log (partition, changed, expired)
 SELECT %s, changed, expired FROM unnest(%s::bytea[], %s::bytea[]) WITH ORDINALITY AS l(changed, expired, i)
 ORDER BY i
 """
-#: a row's min/max of a distribution recomputed from its source table after a retraction
-#: (`consumer.store.sqlgen.RECHECKED`: the closures, the first assignments)
+#: the min/max of a distribution recomputed from its source table after a retraction
+#: (`consumer.store.sqlgen.RECHECKED`: the closures, the first assignments), for all the rows
+#: of one grouping that lost values in one statement: the arrays are each row's window,
+#: start, key, partition, time range, least and greatest lost value, and its key's dimension
+#: values; a row whose min (max) is below (above) every lost value keeps it
 RECHECK = """
-UPDATE metric_rows SET ({c}_min, {c}_max) = (
-    SELECT min({c}), max({c}) FROM {table}
-    WHERE {where} AND {t} >= %s AND {t} < %s AND partition = %s)
-WHERE by = %s AND win = %s AND start = %s AND key = %s AND partition = %s
+UPDATE metric_rows AS m SET ({c}_min, {c}_max) = (
+    SELECT min(s.{c}), max(s.{c}) FROM {table} AS s
+    WHERE {where} AND s.{t} >= r.lo AND s.{t} < r.hi AND s.partition = r.part)
+FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::int[], %s::bigint[], %s::bigint[], %s::bigint[],
+            %s::bigint[]{types}) AS r(win, start, key, part, lo, hi, least, greatest{dims})
+WHERE m.by = %s AND m.win = r.win AND m.start = r.start AND m.key = r.key AND m.partition = r.part
+  AND (m.{c}_min >= r.least OR m.{c}_max <= r.greatest)
 """
 ALL_TIME_END = 2**62
