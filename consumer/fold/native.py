@@ -87,7 +87,7 @@ except ImportError:
 else:
     _lacking = [
         f
-        for f in ("pack_rows", "unpack_facts", "rollup_rows", "install_sqlite_auto_extension")
+        for f in ("pack_rows", "unpack_facts", "rollup_rows", "rollup_copy", "install_sqlite_auto_extension")
         if not hasattr(_built, f)
     ]
     if _lacking:  # a module built from an older source: its first commit would fail, say so now

@@ -135,7 +135,7 @@ def lag_plan(registry: Registry) -> Plan | None:
     for g in registry.groupings:
         if not lag.in_grouping(g.name):
             continue
-        if set(g.dimensions) - {"channel_type"}:
+        if g.dimensions != ("channel_type",):
             raise ValueError(f"ingest lag is kept per channel type: it cannot count in grouping {g.name}")
         for win, size in registry.windows.items():
             if not (g.keeps(win) and lag.counts_in(g.name, win)):

@@ -363,6 +363,45 @@ def test_a_database_whose_bins_had_a_table_keeps_them_in_its_rows(store: Any, po
         again.close()
 
 
+def test_a_database_made_before_rows_had_a_partition_is_migrated_whole(store: Any, postgres_url: str) -> None:
+    """The oldest layout (rows keyed without partition, their bins in metric_bins keyed so
+    too) opened by this release: keyed by partition (the old rows partition -1's), the bins
+    in the rows, the table gone; every row reads as it did."""
+    f = PartitionFold(0)
+    f.apply(ev(CREATED, 1, 0))
+    f.apply(ev(CLOSED, 2, 100))
+    f.apply(ev(CREATED, 3, 0, conv=2))
+    f.apply(ev(CLOSED, 4, 7000, conv=2))
+    delta, changed = f.take_changes()
+    store.commit("events", [PartitionCommit(0, delta, 4, f.watermark, changed)])
+    before = {(w, r.key): r for w in ("1m", "1h", "all") for r in store.query("account", w)}
+    assert before and all(r.bins for r in before.values())
+    with psycopg.connect(postgres_url) as conn:  # as releases before 2026-12-02 made it
+        conn.execute(
+            "CREATE TABLE metric_bins (by TEXT NOT NULL, win TEXT NOT NULL, start BIGINT NOT NULL, "
+            'key TEXT COLLATE "C" NOT NULL, bin BIGINT NOT NULL, n BIGINT NOT NULL, '
+            "PRIMARY KEY (by, win, start, key, bin))"
+        )
+        conn.execute(
+            "INSERT INTO metric_bins SELECT by, win, start, key, u.b, u.n "
+            "FROM metric_rows, unnest(bin_ids, bin_ns) AS u(b, n)"
+        )
+        conn.execute("ALTER TABLE metric_rows DROP COLUMN bin_ids, DROP COLUMN bin_ns")
+        conn.execute("ALTER TABLE metric_rows DROP CONSTRAINT metric_rows_pkey, DROP COLUMN partition")
+        conn.execute("ALTER TABLE metric_rows ADD PRIMARY KEY (by, win, start, key)")
+        conn.execute("DELETE FROM meta WHERE name LIKE 'schema %'")
+    again = PostgresStore(postgres_url)
+    try:
+        with psycopg.connect(postgres_url) as conn:
+            assert conn.execute("SELECT to_regclass('metric_bins')").fetchone() == (None,)
+            parts = conn.execute("SELECT DISTINCT partition FROM metric_rows").fetchall()
+            assert parts == [(-1,)]
+        after = {(w, r.key): r for w in ("1m", "1h", "all") for r in again.query("account", w)}
+        assert after == before
+    finally:
+        again.close()
+
+
 def test_conversations_written_before_the_log_are_read_under_it(store: Any, postgres_url: str) -> None:
     """A database written before conversations had a log keeps them a row each: they load
     with the log's changes over them, and the partition's first snapshot replaces them."""

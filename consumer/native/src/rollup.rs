@@ -259,13 +259,13 @@ fn decode(data: &[u8], count: usize, width: usize) -> Result<Facts, Fail> {
 fn check(width: usize, t: usize, target: &Target) -> Result<(), Fail> {
     if t >= width {
         return Err(Fail::Value(format!(
-            "rollup_rows: facts of {width} fields have no time at {t}"
+            "rollup: facts of {width} fields have no time at {t}"
         )));
     }
     let (_, _, _, key, present, cols, dists) = target;
     if cols.iter().any(|c| c.0 > BUCKET) {
         return Err(Fail::Value(
-            "rollup_rows: a plan with an unknown operation".into(),
+            "rollup: a plan with an unknown operation".into(),
         ));
     }
     let mut fields = key
@@ -276,7 +276,7 @@ fn check(width: usize, t: usize, target: &Target) -> Result<(), Fail> {
         .chain(dists.iter().flat_map(|d| [d.0, d.1]));
     if fields.any(|i| i >= width) || 5 + cols.len() > MAX_COLUMNS {
         return Err(Fail::Value(
-            "rollup_rows: a plan beyond the facts' fields".into(),
+            "rollup: a plan beyond the facts' fields".into(),
         ));
     }
     Ok(())
@@ -292,7 +292,7 @@ fn rollup(facts: &[&Facts], t: usize, target: &Target, format: Format) -> Result
         return write_rows(none, Vec::new(), target, format); // no facts, no rows
     };
     if facts.iter().any(|f| f.width != width) {
-        return Err(Fail::Value("rollup_rows: facts of different widths".into()));
+        return Err(Fail::Value("rollup: facts of different widths".into()));
     }
     check(width, t, target)?;
     let (_, _, size, key_at, present, cols, dists) = target;
@@ -351,12 +351,11 @@ fn rollup(facts: &[&Facts], t: usize, target: &Target, format: Format) -> Result
         }
         if let Some(&i) = numeric.iter().find(|&&i| kinds[i] > K_INT) {
             return Err(Fail::Value(format!(
-                "rollup_rows: a fact's field {i} is not an integer"
+                "rollup: a fact's field {i} is not an integer"
             )));
         }
         let int = |i: usize| (kinds[i] == K_INT).then_some(ints[i]);
-        let time =
-            int(t).ok_or_else(|| Fail::Value("rollup_rows: a fact without a time".into()))?;
+        let time = int(t).ok_or_else(|| Fail::Value("rollup: a fact without a time".into()))?;
         let start = if *size > 0 {
             time.checked_sub(time.rem_euclid(*size))
                 .ok_or(Fail::Overflow)?
@@ -376,13 +375,11 @@ fn rollup(facts: &[&Facts], t: usize, target: &Target, format: Format) -> Result
                 K_TEXT => key.push_str(&facts.texts[ints[i] as usize]),
                 K_NULL => {
                     return Err(Fail::Value(format!(
-                        "rollup_rows: a fact without its key field {i}"
+                        "rollup: a fact without its key field {i}"
                     )));
                 }
                 _ => {
-                    return Err(Fail::Value(format!(
-                        "rollup_rows: a fact's field {i} is a blob"
-                    )));
+                    return Err(Fail::Value(format!("rollup: a fact's field {i} is a blob")));
                 }
             }
         }
@@ -468,8 +465,8 @@ fn rollup(facts: &[&Facts], t: usize, target: &Target, format: Format) -> Result
         header[1] = nulls as i64;
         for &(n, b, base) in dists {
             if let Some(n) = int(n).filter(|&n| n != 0) {
-                let bin = int(b)
-                    .ok_or_else(|| Fail::Value("rollup_rows: a value without a bin".into()))?;
+                let bin =
+                    int(b).ok_or_else(|| Fail::Value("rollup: a value without a bin".into()))?;
                 bins.push((at, bin.checked_add(base).ok_or(Fail::Overflow)?, n));
                 break;
             }

@@ -2,9 +2,9 @@
 up on the client (`consumer.store.rollup`: one row per grouping, window, start and key),
 copied into a temporary table (binary COPY tuples, made by the compiled rollup; the
 reference rollup's rows one by one where it is not built), and added to `metric_rows` by
-one upsert, their sketch bins in them (two arrays, merged by `sqlgen.BINS_MERGE`). Each row
-is keyed by its partition, which one consumer owns: concurrent commits never write the
-same row.
+one upsert (the facts' rows, then the lags' in a second round), their sketch bins in them
+(two arrays, merged by `sqlgen.BINS_MERGE`). Each row is keyed by its partition, which one
+consumer owns: concurrent commits never write the same row.
 
 The upserts are the commit's cost, so the rows they write are as few as can be: a table of
 bins (one row per row and bin) more than doubled them (docs/performance.md).
@@ -69,9 +69,9 @@ _Parts = list[tuple[int, int, Sequence[Any]]]
 
 def aggregate(
     conn: psycopg.Connection[Any], partitions: list[PartitionCommit], registry: Registry = REGISTRY
-) -> bool:
-    """Add the partitions' facts and lags to the metric tables; False when there were none.
-    A partition's rows take its offset after this commit as their seq (the outbox's order)."""
+) -> None:
+    """Add the partitions' facts and lags to the metric rows. A partition's rows take its
+    offset after this commit as their seq (the outbox's order)."""
     ordered = sorted(partitions, key=lambda p: p.partition)
     rounds: list[tuple[Plan, _Parts]] = [
         (plan_of(registry), [(p.partition, p.next_offset, p.delta.facts) for p in ordered if p.delta.facts])
@@ -82,7 +82,7 @@ def aggregate(
         )
     rounds = [(plan, parts) for plan, parts in rounds if parts]
     if not rounds:
-        return False
+        return
     sql = _statements(registry)
     conn.execute(sql.temp)
     for i, (plan, parts) in enumerate(rounds):
@@ -90,7 +90,6 @@ def aggregate(
             conn.execute("TRUNCATE cm_rolled")
         (_copy_compiled if native is not None else _copy_reference)(conn, plan, parts)
         conn.execute(sql.upsert)
-    return True
 
 
 def _copy_compiled(conn: psycopg.Connection[Any], plan: Plan, parts: _Parts) -> None:

@@ -36,10 +36,10 @@ def ensure_schema(conn: psycopg.Connection[Any], registry: Registry, where: str)
     ddl = _ddl(registry)
     migrations = [MIGRATE_PARTITION, MIGRATE_CLOSURES_KEY, MIGRATE_BINS]
     stamp = "schema " + hashlib.sha256("\n".join([*ddl, *migrations]).encode()).hexdigest()[:16]
-    if _stamped(conn, stamp):
+    if _stamped(conn, stamp) and not _bins_table(conn):
         return
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-    if _stamped(conn, stamp):  # made by another process while this one waited
+    if _stamped(conn, stamp) and not _bins_table(conn):  # made by another process while this one waited
         return
     for sql in ddl:
         conn.execute(sql)
@@ -53,8 +53,8 @@ def ensure_schema(conn: psycopg.Connection[Any], registry: Registry, where: str)
     if "partition" not in have:
         log.info("store %s: keying metric rows by partition (once)", where)
         conn.execute(MIGRATE_PARTITION)
-    if "bin_ids" not in have:
-        log.info("store %s: moving the sketch bins into their rows (once)", where)
+    if _bins_table(conn):  # also one that a process of an older release made again
+        log.info("store %s: moving the sketch bins of metric_bins into their rows", where)
         conn.execute(MIGRATE_BINS)
     key = conn.execute(
         "SELECT c.conname, array_agg(a.attname::text ORDER BY a.attnum) FROM pg_constraint AS c "
@@ -80,6 +80,13 @@ def _ddl(registry: Registry) -> list[str]:
     if (backlog := sqlgen.backlog_table(sqlgen.POSTGRES, registry)) is not None:
         ddl += [backlog, sqlgen.backlog_seq(sqlgen.POSTGRES)]
     return ddl
+
+
+def _bins_table(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the database has a metric_bins table (made before the bins lived in their
+    rows, or again by a process of such a release)."""
+    row = conn.execute("SELECT to_regclass('metric_bins') IS NOT NULL").fetchone()
+    return row is not None and bool(row[0])
 
 
 def _stamped(conn: psycopg.Connection[Any], stamp: str) -> bool:

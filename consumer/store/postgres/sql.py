@@ -68,15 +68,20 @@ UPDATE metric_rows SET seq = 0;
 DROP INDEX IF EXISTS metric_rows_by_seq;
 """
 #: a database made before the bins lived in their rows (a metric_bins table, one row per
-#: row and bin): each row's bins become its arrays, and the table goes (after
-#: MIGRATE_PARTITION: the table has its partition column by then)
+#: row and bin): each row's bins merged into its arrays (they are empty at the first
+#: migration; not where a process of an older release made the table again and wrote to
+#: it), and the table goes (after MIGRATE_PARTITION: the table has its partition column)
 MIGRATE_BINS = """
 ALTER TABLE metric_rows ADD COLUMN IF NOT EXISTS bin_ids BIGINT[], ADD COLUMN IF NOT EXISTS bin_ns BIGINT[];
-UPDATE metric_rows AS r SET bin_ids = m.ids, bin_ns = m.ns FROM (
+UPDATE metric_rows AS r SET (bin_ids, bin_ns) = (
+    SELECT array_agg(b ORDER BY b), array_agg(n ORDER BY b) FROM (
+        SELECT b, CAST(sum(n) AS BIGINT) AS n FROM unnest(r.bin_ids || m.ids, r.bin_ns || m.ns) AS u(b, n)
+        GROUP BY b HAVING sum(n) <> 0) AS merged)
+FROM (
     SELECT by, win, start, key, partition, array_agg(bin ORDER BY bin) AS ids, array_agg(n ORDER BY bin) AS ns
     FROM metric_bins WHERE n <> 0 GROUP BY by, win, start, key, partition) AS m
 WHERE r.by = m.by AND r.win = m.win AND r.start = m.start AND r.key = m.key AND r.partition = m.partition;
-DROP TABLE metric_bins;
+DROP TABLE IF EXISTS metric_bins;
 """
 #: a database made before closures were keyed by account and time (keyed by event hash,
 #: with an index by account): the same rows under the new key, the index it replaces dropped

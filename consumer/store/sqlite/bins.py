@@ -41,7 +41,8 @@ _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
 
 
 def _integer(v: object) -> int:
-    """An integer argument: an int, or a text that is one (json_each's object keys are text)."""
+    """An integer argument: an int, or a text that is one (as JSON object keys are, which
+    SQL may pass straight from json_each)."""
     if isinstance(v, int) and I64_MIN <= v <= I64_MAX:
         return v
     if isinstance(v, str) and _INTEGER_TEXT.fullmatch(v) and I64_MIN <= int(v) <= I64_MAX:

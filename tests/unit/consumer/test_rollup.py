@@ -469,6 +469,17 @@ def test_the_ingest_lag_partials_roll_up_as_defined(name: str, deltas: list[dict
         compiled = [compiled_facts(lag_facts(lags), plan.width) for lags in deltas]
         got = sorted(r for p in RolledUp(compiled, plan) for r in unpacked(p, registry))
         assert got == packed(expected)
+        # as PostgreSQL's COPY tuples too (a text key, a NULL min, bins as arrays)
+        values = len(registry.value_columns)
+        copied = [
+            row
+            for payload in copy_tuples(compiled_facts(facts, plan.width), plan, 3, 9)
+            for row in copy_tuples_read(payload, "ttqti" + "q" * values + "qaa")
+        ]
+        assert sorted(copied, key=operator.itemgetter(0, 1, 2, 3)) == [
+            (*r[:4], 3, *r[4:-1], 9, [b for b, _ in r[-1]] or None, [n for _, n in r[-1]] or None)
+            for r in expected
+        ]
 
 
 def test_a_registry_without_partial_metrics_has_no_lag_plan() -> None:

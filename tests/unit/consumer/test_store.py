@@ -508,7 +508,8 @@ def test_sqlite_outbox_index_is_made_by_the_first_publication(tmp_path: Path) ->
 
 
 def test_stored_rows_equal_the_folds_own_aggregate(store: Any) -> None:
-    """Whatever way a store aggregates the fold's facts (SQLite: in SQL), every row equals
+    """Whatever way a store aggregates the fold's facts (both roll them up on the client, the
+    compiled rollup or the reference), every row equals
     `Delta.rows` summed over the commits: a generated stream with duplicates, late events,
     corrections, unknown channel types and ingest lag, committed in several pieces."""
     from consumer.fold.model import READER_SCHEMA, from_record
