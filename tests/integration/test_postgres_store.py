@@ -315,35 +315,46 @@ def test_a_database_whose_closures_were_keyed_by_event_hash_is_rekeyed(store: An
         again.close()
 
 
-def test_a_database_whose_bins_had_a_table_keeps_them_in_its_rows(store: Any, postgres_url: str) -> None:
-    """Opened by this release, a database whose sketch bins are rows of a metric_bins table
-    (as releases before 2026-12-06 made it; a bin that cancelled out left at n = 0) has
-    them in its rows' arrays instead, the table gone: quantiles read the same, and the next
-    commit's bins merge with them."""
-    f = PartitionFold(0)
+def _two_closures(store: Any, f: PartitionFold, second: int) -> None:
+    """Two closures committed: of 100 s and of `second` s (different bins)."""
     f.apply(ev(CREATED, 1, 0))
     f.apply(ev(CLOSED, 2, 100))
     f.apply(ev(CREATED, 3, 0, conv=2))
-    f.apply(ev(CLOSED, 4, 5000, conv=2))
+    f.apply(ev(CLOSED, 4, second, conv=2))
     delta, changed = f.take_changes()
     store.commit("events", [PartitionCommit(0, delta, 4, f.watermark, changed)])
+
+
+def _bins_back_in_a_table(conn: psycopg.Connection[Any], partition: bool) -> None:
+    """The rows' bins moved back out into a metric_bins table, as releases before
+    2026-12-06 kept them (keyed by partition, or, before 2026-12-02, not)."""
+    part = ("partition INTEGER NOT NULL, ", "partition, ") if partition else ("", "")
+    conn.execute(
+        "CREATE TABLE metric_bins (by TEXT NOT NULL, win TEXT NOT NULL, start BIGINT NOT NULL, "
+        f'key TEXT COLLATE "C" NOT NULL, {part[0]}bin BIGINT NOT NULL, n BIGINT NOT NULL, '
+        f"PRIMARY KEY (by, win, start, key, {part[1]}bin))"
+    )
+    conn.execute(
+        f"INSERT INTO metric_bins SELECT by, win, start, key, {part[1]}u.b, u.n "
+        "FROM metric_rows, unnest(bin_ids, bin_ns) AS u(b, n)"
+    )
+    conn.execute("ALTER TABLE metric_rows DROP COLUMN bin_ids, DROP COLUMN bin_ns")
+
+
+def test_a_database_whose_bins_had_a_table_keeps_them_in_its_rows(store: Any, postgres_url: str) -> None:
+    """Opened by this release, a database whose sketch bins are rows of a metric_bins table
+    (a bin that cancelled out left at n = 0) has them in its rows' arrays instead, the
+    table gone: quantiles read the same, and the next commit's bins merge with them."""
+    f = PartitionFold(0)
+    _two_closures(store, f, 5000)
     (before,) = store.query("channel_type", "all")
     assert before.ttc_count == 2 and len(before.bins) == 2
-    with psycopg.connect(postgres_url) as conn:  # the old layout, its bins moved back out
-        conn.execute(
-            "CREATE TABLE metric_bins (by TEXT NOT NULL, win TEXT NOT NULL, start BIGINT NOT NULL, "
-            'key TEXT COLLATE "C" NOT NULL, partition INTEGER NOT NULL, bin BIGINT NOT NULL, '
-            "n BIGINT NOT NULL, PRIMARY KEY (by, win, start, key, partition, bin))"
-        )
-        conn.execute(
-            "INSERT INTO metric_bins SELECT by, win, start, key, partition, u.b, u.n "
-            "FROM metric_rows, unnest(bin_ids, bin_ns) AS u(b, n)"
-        )
+    with psycopg.connect(postgres_url) as conn:
+        _bins_back_in_a_table(conn, partition=True)
         conn.execute(
             "INSERT INTO metric_bins SELECT by, win, start, key, partition, 7, 0 FROM metric_rows "
-            "WHERE bin_ids IS NOT NULL"
+            "WHERE ttc_count > 0"
         )
-        conn.execute("ALTER TABLE metric_rows DROP COLUMN bin_ids, DROP COLUMN bin_ns")
         conn.execute("DELETE FROM meta WHERE name LIKE 'schema %'")
     again = PostgresStore(postgres_url)
     try:
@@ -367,26 +378,11 @@ def test_a_database_made_before_rows_had_a_partition_is_migrated_whole(store: An
     """The oldest layout (rows keyed without partition, their bins in metric_bins keyed so
     too) opened by this release: keyed by partition (the old rows partition -1's), the bins
     in the rows, the table gone; every row reads as it did."""
-    f = PartitionFold(0)
-    f.apply(ev(CREATED, 1, 0))
-    f.apply(ev(CLOSED, 2, 100))
-    f.apply(ev(CREATED, 3, 0, conv=2))
-    f.apply(ev(CLOSED, 4, 7000, conv=2))
-    delta, changed = f.take_changes()
-    store.commit("events", [PartitionCommit(0, delta, 4, f.watermark, changed)])
+    _two_closures(store, PartitionFold(0), 7000)
     before = {(w, r.key): r for w in ("1m", "1h", "all") for r in store.query("account", w)}
     assert before and all(r.bins for r in before.values())
-    with psycopg.connect(postgres_url) as conn:  # as releases before 2026-12-02 made it
-        conn.execute(
-            "CREATE TABLE metric_bins (by TEXT NOT NULL, win TEXT NOT NULL, start BIGINT NOT NULL, "
-            'key TEXT COLLATE "C" NOT NULL, bin BIGINT NOT NULL, n BIGINT NOT NULL, '
-            "PRIMARY KEY (by, win, start, key, bin))"
-        )
-        conn.execute(
-            "INSERT INTO metric_bins SELECT by, win, start, key, u.b, u.n "
-            "FROM metric_rows, unnest(bin_ids, bin_ns) AS u(b, n)"
-        )
-        conn.execute("ALTER TABLE metric_rows DROP COLUMN bin_ids, DROP COLUMN bin_ns")
+    with psycopg.connect(postgres_url) as conn:
+        _bins_back_in_a_table(conn, partition=False)
         conn.execute("ALTER TABLE metric_rows DROP CONSTRAINT metric_rows_pkey, DROP COLUMN partition")
         conn.execute("ALTER TABLE metric_rows ADD PRIMARY KEY (by, win, start, key)")
         conn.execute("DELETE FROM meta WHERE name LIKE 'schema %'")

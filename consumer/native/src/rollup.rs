@@ -162,12 +162,7 @@ pub fn rollup_rows<'py>(
     t: usize,
     target: Target,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let facts: Vec<&Facts> = facts.iter().map(|f| f.get()).collect();
-    let out = py.detach(|| rollup(&facts, t, &target, Format::Packed));
-    match out {
-        Ok(rows) => Ok(PyBytes::new(py, &rows)),
-        Err(fail) => Err(to_py(fail)),
-    }
+    rolled(py, facts, t, target, Format::Packed)
 }
 
 /// The rows of some `Facts` in one `target`, as `rollup_rows` makes them, in PostgreSQL's
@@ -184,9 +179,19 @@ pub fn rollup_copy<'py>(
     partition: i32,
     seq: i64,
 ) -> PyResult<Bound<'py, PyBytes>> {
+    rolled(py, facts, t, target, Format::Copy { partition, seq })
+}
+
+/// The rollup of `facts` in `target`, written in `format`, without the GIL.
+fn rolled<'py>(
+    py: Python<'py>,
+    facts: Vec<Bound<'py, Facts>>,
+    t: usize,
+    target: Target,
+    format: Format,
+) -> PyResult<Bound<'py, PyBytes>> {
     let facts: Vec<&Facts> = facts.iter().map(|f| f.get()).collect();
-    let out = py.detach(|| rollup(&facts, t, &target, Format::Copy { partition, seq }));
-    match out {
+    match py.detach(|| rollup(&facts, t, &target, format)) {
         Ok(rows) => Ok(PyBytes::new(py, &rows)),
         Err(fail) => Err(to_py(fail)),
     }
