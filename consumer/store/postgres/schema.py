@@ -24,6 +24,7 @@ from consumer.store.postgres.sql import (
     MIGRATE_BINS,
     MIGRATE_CLOSURES_KEY,
     MIGRATE_PARTITION,
+    ROWS_FILLFACTOR,
     SCHEMA,
     SCHEMA_LOCK,
 )
@@ -77,6 +78,7 @@ def _ddl(registry: Registry) -> list[str]:
     if any(g.dimensions == (APP,) for g in registry.groupings):
         ddl.append(APP_INDEX)
     ddl.append(sqlgen.row_table(sqlgen.POSTGRES, registry))
+    ddl.append(ROWS_FILLFACTOR)
     if (backlog := sqlgen.backlog_table(sqlgen.POSTGRES, registry)) is not None:
         ddl += [backlog, sqlgen.backlog_seq(sqlgen.POSTGRES)]
     return ddl

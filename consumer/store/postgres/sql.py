@@ -92,6 +92,11 @@ DROP INDEX IF EXISTS closures_by_account;
 #: where the registry groups by app: its rows' min/max rechecks read it (each closure pays an
 #: index insert for it)
 APP_INDEX = "CREATE INDEX IF NOT EXISTS closures_by_app ON closures (app, closed_at)"
+#: room left in each page of the metric rows (new pages; a table made before gets it for
+#: its pages to come): a commit's update of a row whose page has room is a HOT update, no
+#: new primary-key entry, and the 1-day and all-time rows are updated at almost every
+#: commit (docs/performance.md)
+ROWS_FILLFACTOR = "ALTER TABLE metric_rows SET (fillfactor = 85)"
 #: pg_advisory_xact_lock key: processes starting together create the schema one at a time
 SCHEMA_LOCK = 0x636F6E766D6574
 
