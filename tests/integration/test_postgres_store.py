@@ -385,6 +385,7 @@ def test_a_database_made_before_rows_had_a_partition_is_migrated_whole(store: An
         _bins_back_in_a_table(conn, partition=False)
         conn.execute("ALTER TABLE metric_rows DROP CONSTRAINT metric_rows_pkey, DROP COLUMN partition")
         conn.execute("ALTER TABLE metric_rows ADD PRIMARY KEY (by, win, start, key)")
+        conn.execute("ALTER TABLE metric_rows RESET (fillfactor)")
         conn.execute("DELETE FROM meta WHERE name LIKE 'schema %'")
     again = PostgresStore(postgres_url)
     try:
@@ -392,6 +393,9 @@ def test_a_database_made_before_rows_had_a_partition_is_migrated_whole(store: An
             assert conn.execute("SELECT to_regclass('metric_bins')").fetchone() == (None,)
             parts = conn.execute("SELECT DISTINCT partition FROM metric_rows").fetchall()
             assert parts == [(-1,)]
+            # its new pages keep room for HOT updates, as a new database's do
+            options = conn.execute("SELECT reloptions FROM pg_class WHERE relname = 'metric_rows'").fetchone()
+            assert options == (["fillfactor=85"],)
         after = {(w, r.key): r for w in ("1m", "1h", "all") for r in again.query("account", w)}
         assert after == before
     finally:
