@@ -123,23 +123,33 @@ def _parts_filter(parts: Mapping[int, str], mark: str) -> tuple[str, list[Any]]:
     return "(" + " AND ".join(clauses) + ")", values
 
 
+#: at most this many (start, key) points in a bins query of listed starts and keys; past
+#: it, the rows' span of starts is read as a range of the primary key
+LISTED_BIN_POINTS = 10_000
+
+
 def bins_filter(
-    by: str, window: str, key: str | None, lo: int, hi: int, mark: str, keys: list[str] | None = None
+    by: str, window: str, starts: Collection[int], keys: Collection[str], mark: str
 ) -> tuple[str, list[Any]]:
-    """The query for the sketch bins of rows with window starts in [lo, hi], of one key or
-    of a list of `keys`, summed over the rows' partitions (a store keeping them as arrays:
-    PostgreSQL; SQLite merges its blobs in the rows' own query)."""
+    """The query for the sketch bins of some rows, given by their window starts and keys,
+    summed over the rows' partitions (a store keeping them as arrays: PostgreSQL; SQLite
+    merges its blobs in the rows' own query). The starts are listed, so that the primary
+    key (by, win, start, key, ...) is a point per start and key, as the rows' own query
+    reads them (`listed_starts`); a range of starts read every key's rows in it (all the
+    accounts' rows of a day for one account's)."""
+    args: list[Any] = [by, window]
+    if len(starts) * len(keys) <= LISTED_BIN_POINTS:
+        span = sqlgen.starts_in(starts)
+    else:
+        span = f"start>={mark} AND start<={mark}"
+        args += [min(starts), max(starts)]
+    args.append(list(keys))
     sql = (
         "SELECT start, key, u.bin, CAST(sum(u.n) AS BIGINT) FROM metric_rows, "
-        f"unnest(bin_ids, bin_ns) AS u(bin, n) WHERE by={mark} AND win={mark} "
-        f"AND start>={mark} AND start<={mark} AND bin_ids IS NOT NULL"
-        + (f" AND key={mark}" if key is not None else "")
-        + (f" AND key = ANY({mark})" if keys is not None else "")
-        + " GROUP BY start, key, u.bin ORDER BY start, key, u.bin"
+        f"unnest(bin_ids, bin_ns) AS u(bin, n) WHERE by={mark} AND win={mark} AND {span} "
+        f"AND key = ANY({mark}) AND bin_ids IS NOT NULL GROUP BY start, key, u.bin ORDER BY start, key, u.bin"
     )
-    return sql, [by, window, lo, hi] + ([key] if key is not None else []) + (
-        [keys] if keys is not None else []
-    )
+    return sql, args
 
 
 #: the newest window start of (grouping, window): the primary key's order answers it at once

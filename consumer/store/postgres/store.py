@@ -151,7 +151,9 @@ class PostgresStore:
             found = conn.execute(sql, [*args, limit]).fetchall()
             if not found:
                 return []
-            bin_sql, bin_args = bins_filter(by, window, key, found[0][1], found[-1][1], "%s")
+            bin_sql, bin_args = bins_filter(
+                by, window, {r[1] for r in found}, sorted({r[0] for r in found}), "%s"
+            )
             return build_rows(by, window, found, conn.execute(bin_sql, bin_args), self.registry, metrics)
 
         return self.session.run(work)
@@ -284,5 +286,5 @@ def _page(
     """`rows.Page`: the merged rows, then their bins (`rows.bins_filter`)."""
     d = sqlgen.POSTGRES
     found = conn.execute(sqlgen.page(d, registry, starts, metrics), (by, window, d.list_arg(keys))).fetchall()
-    bins = conn.execute(*bins_filter(by, window, None, min(starts), max(starts), "%s", keys=keys))
+    bins = conn.execute(*bins_filter(by, window, starts, keys, "%s"))
     return build_rows(by, window, found, bins, registry, metrics)
