@@ -29,7 +29,7 @@ from consumer.store.sqlgen.dialect import (
     on_conflict,
     row_table,
 )
-from consumer.store.sqlgen.reads import key_filter, key_order, page, query, rank_value, ranked, starts_in
+from consumer.store.sqlgen.reads import key_order, page, query, rank_value, ranked, starts_in
 from consumer.store.sqlgen.recheck import RECHECKED, Source
 
 __all__ = [
@@ -47,7 +47,6 @@ __all__ = [
     "backlog_seq",
     "backlog_table",
     "backlog_upsert",
-    "key_filter",
     "key_order",
     "merge_of",
     "merged_columns",

@@ -89,11 +89,3 @@ def starts_in(starts: Collection[int]) -> str:
     if not starts:
         return "0 = 1"
     return f"start IN ({', '.join(str(int(s)) for s in sorted(starts))})"
-
-
-def key_filter(registry: Registry, grouping: str, key: str, mark: str) -> tuple[str, list[object]]:
-    """The closures matching a row's key: one `dimension = value` per dimension of its
-    grouping (the closures table has a column per dimension), values typed as declared."""
-    g = registry.grouping(grouping)
-    args: list[object] = list(registry.key_values(grouping, key))
-    return " AND ".join(f"{d} = {mark}" for d in g.dimensions), args
