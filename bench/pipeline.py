@@ -67,11 +67,16 @@ class StatementTimes:
         try:
             return execute(sql, *args, **kwargs)
         finally:
-            text = " ".join(str(sql).split())
-            select = text.find(" SELECT ")  # which grouping and window an upsert fills
-            name = text[:60] + (f" ... {text[select + 1 : select + 40]}" if select > 0 else text[60:100])
-            self.seconds[name] += self.clock() - started
-            self.calls[name] += 1
+            self.add(sql, self.clock() - started)
+
+    def add(self, sql: Any, seconds: float) -> None:
+        """A call of a statement that took `seconds`, under the statement's short name: its
+        start, and which grouping and window an upsert fills."""
+        text = " ".join(str(sql).split())
+        select = text.find(" SELECT ")
+        name = text[:60] + (f" ... {text[select + 1 : select + 40]}" if select > 0 else text[60:100])
+        self.seconds[name] += seconds
+        self.calls[name] += 1
 
     def print(self) -> None:
         print("costliest SQL statements of the commits (s, calls):")
@@ -98,16 +103,26 @@ def timed_psycopg(times: StatementTimes) -> Iterator[None]:
     `Connection.execute` runs its statement through `Cursor.execute`, so this is timed once."""
     import psycopg
 
-    original = psycopg.Cursor.execute
+    original, original_copy = psycopg.Cursor.execute, psycopg.Cursor.copy
 
     def timed(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
         return times.timed(partial(original, self), query, *args, **kwargs)
 
+    @contextlib.contextmanager
+    def timed_copy(self: Any, statement: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        """A COPY, timed from its start to its end (the rows written in between)."""
+        started = times.clock()
+        with original_copy(self, statement, *args, **kwargs) as copy:
+            yield copy
+        times.add(statement, times.clock() - started)
+
     psycopg.Cursor.execute = timed  # type: ignore[method-assign]
+    psycopg.Cursor.copy = timed_copy  # type: ignore[method-assign,assignment]
     try:
         yield
     finally:
         psycopg.Cursor.execute = original  # type: ignore[method-assign]
+        psycopg.Cursor.copy = original_copy  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager

@@ -4,12 +4,13 @@ it through `_run`, which retries lock races and reports lost connections)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
 
 from consumer.exceptions import FencedError
-from consumer.fold.delta import CLOSURE_WIDTH, FIRST_ASSIGNMENT_WIDTH, gauge_rows
+from consumer.fold.delta import gauge_rows
 from consumer.fold.registry import Registry
 from consumer.store import sqlgen
 from consumer.store.base import PartitionCommit
@@ -17,7 +18,11 @@ from consumer.store.conversation_log import log_rows
 from consumer.store.postgres.aggregate import Batch, aggregate, columns
 from consumer.store.postgres.sql import (
     APPEND_CONVERSATION_LOG,
+    APPEND_SNAPSHOT_CHUNKS,
     SCHEMA_LOCK,
+    STAGE_CLOSURES,
+    STAGE_FIRST_ASSIGNMENTS,
+    STAGING,
     UPSERT_CLOSURES,
     UPSERT_FIRST_ASSIGNMENTS,
 )
@@ -53,10 +58,14 @@ def write(
     if all(stored.get(p.partition, -1) >= p.next_offset for p in partitions):
         log.warning("commit up to offsets %s was already stored: skipped", batch.offsets)
         return
+    if batch.closures or batch.first_assignments:
+        conn.execute(STAGING)
     if batch.closures:
-        conn.execute(UPSERT_CLOSURES, columns(batch.closures, CLOSURE_WIDTH))
+        copy_in(conn, STAGE_CLOSURES, batch.closures)
+        conn.execute(UPSERT_CLOSURES)
     if batch.first_assignments:
-        conn.execute(UPSERT_FIRST_ASSIGNMENTS, columns(batch.first_assignments, FIRST_ASSIGNMENT_WIDTH))
+        copy_in(conn, STAGE_FIRST_ASSIGNMENTS, batch.first_assignments)
+        conn.execute(UPSERT_FIRST_ASSIGNMENTS)
     aggregate(conn, partitions, registry)
     _gauges(conn, partitions, registry)
     with conn.cursor() as cur:
@@ -77,16 +86,24 @@ def _conversations(conn: psycopg.Connection[Any], p: PartitionCommit) -> None:
     its log (consumer.store.conversation_log)."""
     if p.snapshot is not None:  # it holds every change so far: the log starts afresh
         conn.execute("DELETE FROM conversation_snapshot_chunks WHERE partition = %s", (p.partition,))
-        conn.execute(
-            "INSERT INTO conversation_snapshot_chunks SELECT %s, i - 1, state "
-            "FROM unnest(%s::bytea[]) WITH ORDINALITY AS s(state, i)",
-            (p.partition, p.snapshot),
-        )
+        chunks = ((p.partition, i, state) for i, state in enumerate(p.snapshot))
+        copy_in(conn, APPEND_SNAPSHOT_CHUNKS, chunks, ("int4", "int4", "bytea"))
         conn.execute("DELETE FROM conversation_log WHERE partition = %s", (p.partition,))
         conn.execute("DELETE FROM conversations WHERE partition = %s", (p.partition,))
     elif p.conversations or p.expired:
-        rows = log_rows(p.conversations.chunks, p.expired)
-        conn.execute(APPEND_CONVERSATION_LOG, (p.partition, *columns(rows, 2)))
+        rows = ((p.partition, *row) for row in log_rows(p.conversations.chunks, p.expired))
+        copy_in(conn, APPEND_CONVERSATION_LOG, rows, ("int4", "bytea", "bytea"))
+
+
+def copy_in(
+    conn: psycopg.Connection[Any], copy: str, rows: Iterable[Sequence[Any]], binary: Sequence[str] = ()
+) -> None:
+    """Rows in by `copy` (a COPY ... FROM STDIN): as text, or binary of these types."""
+    with conn.cursor() as cur, cur.copy(copy) as out:
+        if binary:
+            out.set_types(binary)
+        for row in rows:
+            out.write_row(row)
 
 
 def _gauges(conn: psycopg.Connection[Any], partitions: list[PartitionCommit], registry: Registry) -> None:

@@ -784,6 +784,26 @@ def test_the_backlog_follows_each_conversations_latest_event(store: Any) -> None
     assert store.backlog("account") == (200, [])
 
 
+def test_texts_with_copys_special_characters_are_stored_as_they_are(store: Any) -> None:
+    """Event ids and channel types holding what a text COPY escapes (tab, newline, carriage
+    return, backslash, the text `\\N` that stands for NULL) come back from the closure list,
+    the conversation log and the metric rows exactly as they went in."""
+    from consumer.fold.model import event_hash
+    from consumer.store.closure_list import ClosureListing
+
+    odd = ["tab\there", "line\nbreak", "cr\rx", "back\\slash", "\\N", "", "end\\"]
+    f = PartitionFold(0)
+    for i, text in enumerate(odd):
+        f.apply(Event(CLOSED, event_hash(f"id{i}"), 7, i + 1, f"CT{text}", 100 + i, None, None, None, None,
+                      None, None, text))  # fmt: skip
+    commit(store, f, len(odd))
+    listed = store.closure_list(ClosureListing(7, 0, 1000))
+    assert [(c.event_id, c.channel_type) for c in listed] == [(t, f"CT{t}") for t in odd]
+    assert store.load_partition("events", 0).conversations == f.conversations()
+    rows = store.query("channel_type", "all")
+    assert sorted((r.key, r.closures) for r in rows) == sorted((f"CT{t}", 1) for t in odd)
+
+
 def test_closure_list_orders_by_time_then_id_bytes_and_finds_first_closes(store: Any) -> None:
     """`Store.closure_list` (`/v1/closures/conversations`) on each store: [start, end),
     ordered by closed_at then event id in byte order (PostgreSQL's "C", as SQLite and the
