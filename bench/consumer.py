@@ -88,10 +88,10 @@ class Phases(collections.defaultdict[str, float]):
         super().__init__(float)
 
     def timed(self, step: str, fn: Any) -> Any:
-        def run(*args: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
             started = time.thread_time()
             try:
-                return fn(*args)
+                return fn(*args, **kwargs)
             finally:
                 self[step] += time.thread_time() - started
 
@@ -187,7 +187,8 @@ class TimedConsumer(MetricsConsumer):
             self.fold_kind = dataclasses.replace(
                 self.fold_kind, apply_batch=phases.timed("fold", self.fold_kind.apply_batch)
             )
-            self._snapshot = phases.timed("take", self._snapshot)  # type: ignore[method-assign]
+            # take_changes, the snapshot and the hand-over to the writer (its waits cost no CPU)
+            self.commit = phases.timed("take", self.commit)  # type: ignore[method-assign]
 
     def wait_for_commit(self, keep: int = 0) -> None:
         started = time.perf_counter()

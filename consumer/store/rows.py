@@ -131,23 +131,29 @@ LISTED_BIN_POINTS = 10_000
 def bins_filter(
     by: str, window: str, starts: Collection[int], keys: Collection[str], mark: str
 ) -> tuple[str, list[Any]]:
-    """The query for the sketch bins of some rows, given by their window starts and keys,
-    summed over the rows' partitions (a store keeping them as arrays: PostgreSQL; SQLite
-    merges its blobs in the rows' own query). The starts are listed, so that the primary
-    key (by, win, start, key, ...) is a point per start and key, as the rows' own query
-    reads them (`listed_starts`); a range of starts read every key's rows in it (all the
-    accounts' rows of a day for one account's)."""
+    """The query for the sketch bins of some rows, given by their window starts and keys
+    (a store keeping them as arrays: PostgreSQL; SQLite merges its blobs in the rows' own
+    query): a row (start, key, bins, counts) per start and key, its bins summed over the
+    rows' partitions, sorted by bin. The starts are listed, so that the primary key (by,
+    win, start, key, ...) is a point per start and key, as the rows' own query reads them
+    (`listed_starts`); a range of starts read every key's rows in it (all the accounts' rows
+    of a day for one account's). Each start and key's bins are summed apart (a small sort
+    each): one sort of every bin of the page spilled to disk and cost more than the rest of
+    the call (docs/performance.md)."""
     args: list[Any] = [by, window]
     if len(starts) * len(keys) <= LISTED_BIN_POINTS:
         span = sqlgen.starts_in(starts)
     else:
         span = f"start>={mark} AND start<={mark}"
         args += [min(starts), max(starts)]
-    args.append(list(keys))
+    args += [list(keys), by, window]
     sql = (
-        "SELECT start, key, u.bin, CAST(sum(u.n) AS BIGINT) FROM metric_rows, "
-        f"unnest(bin_ids, bin_ns) AS u(bin, n) WHERE by={mark} AND win={mark} AND {span} "
-        f"AND key = ANY({mark}) AND bin_ids IS NOT NULL GROUP BY start, key, u.bin ORDER BY start, key, u.bin"
+        "SELECT g.start, g.key, m.ids, m.ns FROM (SELECT DISTINCT start, key FROM metric_rows "
+        f"WHERE by={mark} AND win={mark} AND {span} AND key = ANY({mark}) AND bin_ids IS NOT NULL) AS g, "
+        "LATERAL (SELECT array_agg(b ORDER BY b) AS ids, array_agg(n ORDER BY b) AS ns FROM ("
+        "SELECT u.b, CAST(sum(u.n) AS BIGINT) AS n "
+        "FROM metric_rows AS r, unnest(r.bin_ids, r.bin_ns) AS u(b, n) "
+        f"WHERE r.by={mark} AND r.win={mark} AND r.start=g.start AND r.key=g.key GROUP BY u.b) AS s) AS m"
     )
     return sql, args
 
@@ -215,17 +221,13 @@ def build_rows(
     by: str,
     window: str,
     found: list[tuple[Any, ...]],
-    bins: Iterable[tuple[int, str, int, int]],
+    bins: Iterable[tuple[int, str, list[int], list[int]]],
     registry: Registry = REGISTRY,
     metrics: Collection[str] | None = None,
 ) -> list[MetricRow]:
     """MetricRows from merged `query` tuples (key, start, values...: the columns of
-    `metrics`) and the (start, key, bin, n) of their bins."""
-    wanted = {(r[1], r[0]) for r in found}
-    sketches: dict[tuple[int, str], list[tuple[int, int]]] = defaultdict(list)
-    for start, k, b, n in bins:
-        if (start, k) in wanted:
-            sketches[(start, k)].append((b, n))
+    `metrics`) and their bins (`bins_filter`: start, key, bins, counts)."""
+    sketches = {(start, k): list(zip(ids, ns, strict=True)) for start, k, ids, ns in bins}
     names = registry.columns_of(metrics)
     return [metric_row(by, window, r, sketches.get((r[1], r[0]), []), names) for r in found]
 
