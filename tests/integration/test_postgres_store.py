@@ -253,6 +253,16 @@ def test_the_reference_rollup_stores_the_rows_the_compiled_one_does(
     shared.test_stored_rows_equal_the_folds_own_aggregate(store)
 
 
+def test_the_reference_rollup_keeps_the_backlog_the_compiled_one_does(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """... and its gauge changes: the shared suite's backlog test passes that way too."""
+    from consumer.store.postgres import aggregate
+
+    monkeypatch.setattr(aggregate, "native", None)
+    shared.test_the_backlog_follows_each_conversations_latest_event(store)
+
+
 def test_a_database_made_before_closures_kept_their_event_id(store: Any, postgres_url: str) -> None:
     """Opened by this release, a database whose closures table has no event_id column gets
     it (NULL for the closures before, listed with none) and new closures keep theirs."""

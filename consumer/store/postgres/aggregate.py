@@ -1,10 +1,11 @@
-"""The PostgreSQL store's metric rows of a commit: its facts and ingest-lag partials rolled
-up on the client (`consumer.store.rollup`: one row per grouping, window, start and key),
-copied into a temporary table (binary COPY tuples, made by the compiled rollup; the
-reference rollup's rows one by one where it is not built), and added to `metric_rows` by
-one upsert (the facts' rows, then the lags' in a second round), their sketch bins in them
-(two arrays, merged by `sqlgen.BINS_MERGE`). Each row is keyed by its partition, which one
-consumer owns: concurrent commits never write the same row.
+"""The PostgreSQL store's metric rows and gauges of a commit: its facts, ingest-lag partials
+and gauge changes rolled up on the client (`consumer.store.rollup`: one row per grouping,
+window, start and key), copied into a temporary table (binary COPY tuples, made by the
+compiled rollup; the reference rollup's rows one by one where it is not built), and added
+to `metric_rows` by one upsert (the facts' rows, then the lags' in a second round), their
+sketch bins in them (two arrays, merged by `sqlgen.BINS_MERGE`), and to `backlog` by
+another. Each row is keyed by its partition, which one consumer owns: concurrent commits
+never write the same row.
 
 The upserts are the commit's cost, so the rows they write are as few as can be: a table of
 bins (one row per row and bin) more than doubled them (docs/performance.md).
@@ -32,6 +33,8 @@ from consumer.store.rollup import (
     Plan,
     compiled_facts,
     copy_tuples,
+    gauge_changes,
+    gauge_plan,
     lag_facts,
     lag_plan,
     plan_of,
@@ -43,18 +46,30 @@ from consumer.store.rollup import (
 class _Statements:
     temp: str
     upsert: str
+    #: the gauges' (None: the registry has none)
+    gauges_temp: str | None
+    gauges_upsert: str | None
+
+
+def _temp(table: str, columns: Sequence[str]) -> str:
+    """A temporary table of a plan's rolled-up rows, as `copy_tuples` lays them out."""
+    values = "".join(f"{c} BIGINT, " for c in columns)
+    return (
+        f"CREATE TEMP TABLE IF NOT EXISTS {table} (by TEXT, win TEXT, start BIGINT, key TEXT, "
+        f"partition INTEGER, {values}seq BIGINT, bin_ids BIGINT[], bin_ns BIGINT[]) ON COMMIT DELETE ROWS"
+    )
 
 
 @cache
 def _statements(registry: Registry) -> _Statements:
-    n = sqlgen.POSTGRES.integer
-    values = ", ".join(f"{c} {n}" for c in registry.value_columns)
     cols = ", ".join((*sqlgen.ROW_KEY, *registry.value_columns, "seq", "bin_ids", "bin_ns"))
+    gauges = [g.column for g in registry.gauges]
     return _Statements(
-        "CREATE TEMP TABLE IF NOT EXISTS cm_rolled (by TEXT, win TEXT, start BIGINT, key TEXT, "
-        f"partition INTEGER, {values}, seq BIGINT, bin_ids BIGINT[], bin_ns BIGINT[]) ON COMMIT DELETE ROWS",
+        _temp("cm_rolled", registry.value_columns),
         f"INSERT INTO metric_rows AS r ({cols}) SELECT {cols} FROM cm_rolled"
         + sqlgen.on_conflict(sqlgen.POSTGRES, registry),
+        _temp("cm_gauges", gauges) if gauges else None,
+        sqlgen.backlog_upsert(sqlgen.POSTGRES, registry) if gauges else None,
     )
 
 
@@ -70,9 +85,17 @@ _Parts = list[tuple[int, int, Sequence[Any]]]
 def aggregate(
     conn: psycopg.Connection[Any], partitions: list[PartitionCommit], registry: Registry = REGISTRY
 ) -> None:
-    """Add the partitions' facts and lags to the metric rows. A partition's rows take its
-    offset after this commit as their seq (the outbox's order)."""
+    """Add the partitions' facts and lags to the metric rows, and their gauge changes to the
+    backlog. A partition's rows take its offset after this commit as their seq (the
+    outbox's order)."""
     ordered = sorted(partitions, key=lambda p: p.partition)
+    sql = _statements(registry)
+    if sql.gauges_temp is not None and sql.gauges_upsert is not None:
+        changed: _Parts = [(p.partition, p.next_offset, gauge_changes([p.delta.gauges])) for p in ordered]
+        if gauges := [part for part in changed if part[2]]:
+            conn.execute(sql.gauges_temp)
+            _copy(conn, "cm_gauges", gauge_plan(registry), gauges)
+            conn.execute(sql.gauges_upsert)
     rounds: list[tuple[Plan, _Parts]] = [
         (plan_of(registry), [(p.partition, p.next_offset, p.delta.facts) for p in ordered if p.delta.facts])
     ]
@@ -83,19 +106,22 @@ def aggregate(
     rounds = [(plan, parts) for plan, parts in rounds if parts]
     if not rounds:
         return
-    sql = _statements(registry)
     conn.execute(sql.temp)
     for i, (plan, parts) in enumerate(rounds):
         if i:  # a lag row may be a fact row too: one upsert must not change a row twice
             conn.execute("TRUNCATE cm_rolled")
-        (_copy_compiled if native is not None else _copy_reference)(conn, plan, parts)
+        _copy(conn, "cm_rolled", plan, parts)
         conn.execute(sql.upsert)
 
 
-def _copy_compiled(conn: psycopg.Connection[Any], plan: Plan, parts: _Parts) -> None:
-    """The partitions' rows into cm_rolled, as binary COPY tuples from the compiled rollup
-    (each partition's apart: rows are keyed by it)."""
-    with conn.cursor() as cur, cur.copy("COPY cm_rolled FROM STDIN (FORMAT BINARY)") as copy:
+def _copy(conn: psycopg.Connection[Any], table: str, plan: Plan, parts: _Parts) -> None:
+    """The partitions' rows into `table` (each partition's apart: rows are keyed by it), as
+    binary COPY tuples from the compiled rollup, or the reference's rows one at a time."""
+    (_copy_compiled if native is not None else _copy_reference)(conn, table, plan, parts)
+
+
+def _copy_compiled(conn: psycopg.Connection[Any], table: str, plan: Plan, parts: _Parts) -> None:
+    with conn.cursor() as cur, cur.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:
         copy.write(COPY_SIGNATURE)
         for partition, seq, facts in parts:
             for rows in copy_tuples(compiled_facts(facts, plan.width), plan, partition, seq):
@@ -103,9 +129,8 @@ def _copy_compiled(conn: psycopg.Connection[Any], plan: Plan, parts: _Parts) -> 
         copy.write(COPY_TRAILER)
 
 
-def _copy_reference(conn: psycopg.Connection[Any], plan: Plan, parts: _Parts) -> None:
-    """As `_copy_compiled`, of the reference rollup's rows, a row at a time."""
-    with conn.cursor() as cur, cur.copy("COPY cm_rolled FROM STDIN") as copy:
+def _copy_reference(conn: psycopg.Connection[Any], table: str, plan: Plan, parts: _Parts) -> None:
+    with conn.cursor() as cur, cur.copy(f"COPY {table} FROM STDIN") as copy:
         for partition, seq, facts in parts:
             for by, win, start, key, *values, pairs in rollup(facts, plan):
                 ids = [b for b, _ in pairs] or None

@@ -10,9 +10,7 @@ from typing import Any
 import psycopg
 
 from consumer.exceptions import FencedError
-from consumer.fold.delta import gauge_rows
 from consumer.fold.registry import Registry
-from consumer.store import sqlgen
 from consumer.store.base import PartitionCommit
 from consumer.store.conversation_log import log_rows
 from consumer.store.postgres.aggregate import Batch, aggregate, columns
@@ -67,7 +65,6 @@ def write(
         copy_in(conn, STAGE_FIRST_ASSIGNMENTS, batch.first_assignments)
         conn.execute(UPSERT_FIRST_ASSIGNMENTS)
     aggregate(conn, partitions, registry)
-    _gauges(conn, partitions, registry)
     with conn.cursor() as cur:
         for sql, params in batch.rechecks(registry):
             cur.execute(sql, params)
@@ -104,15 +101,3 @@ def copy_in(
             out.set_types(binary)
         for row in rows:
             out.write_row(row)
-
-
-def _gauges(conn: psycopg.Connection[Any], partitions: list[PartitionCommit], registry: Registry) -> None:
-    """Each partition's gauge changes into its own backlog rows (only its owner writes them)."""
-    rows = [
-        (by, key, p.partition, *values, p.next_offset)  # seq: as the partition's metric rows'
-        for p in sorted(partitions, key=lambda p: p.partition)
-        for (by, key), values in sorted(gauge_rows([p.delta.gauges], registry).items())
-    ]
-    if rows:
-        sql = sqlgen.backlog_upsert(sqlgen.POSTGRES, registry)
-        conn.execute(sql, columns(rows, 4 + len(registry.gauges)))

@@ -42,7 +42,8 @@ def backlog_upsert(d: Dialect, registry: Registry = REGISTRY, packed: bool = Fal
     """The statement that adds one partition's gauge changes to its rows. SQLite: ?1 a
     JSON array of [by, key, gauges...] (`packed`: one grouping's rows of the compiled
     rollup, `packed_rows`, whose keys with no change are left out here), ?2 the partition,
-    ?3 the commit's seq; PostgreSQL: arrays of by, key, partition, each gauge and seq."""
+    ?3 the commit's seq; PostgreSQL: the temporary table `cm_gauges` of the compiled
+    rollup's rows (`consumer.store.postgres.aggregate`), keys with no change left out."""
     cols = [g.column for g in registry.gauges]
     add = ", ".join([*(f"{c} = backlog.{c} + excluded.{c}" for c in cols), "seq = excluded.seq"])
     if d is SQLITE and packed:  # a rolled-up row: (by, win, start, key, *gauges, bins)
@@ -58,9 +59,10 @@ def backlog_upsert(d: Dialect, registry: Registry = REGISTRY, packed: bool = Fal
             f"INSERT INTO backlog SELECT value->>0, value->>1, ?2, {values}, ?3 FROM json_each(?1) "
             f"WHERE true ON CONFLICT (by, key, partition) DO UPDATE SET {add}"
         )
-    arrays = ", ".join(["%s::text[]", "%s::text[]", "%s::int[]", *(["%s::bigint[]"] * (len(cols) + 1))])
+    changed = " OR ".join(f"{c} <> 0" for c in cols)
+    listed = ", ".join(["by", "key", "partition", *cols, "seq"])
     return (
-        f"INSERT INTO backlog SELECT * FROM unnest({arrays}) "
+        f"INSERT INTO backlog ({listed}) SELECT {listed} FROM cm_gauges WHERE {changed} "
         f"ON CONFLICT (by, key, partition) DO UPDATE SET {add}"
     )
 

@@ -281,7 +281,7 @@ def gauge_payload_rows(payload: bytes) -> list[tuple[Any, ...]]:
 @given(deltas=gauge_deltas())
 def test_the_compiled_gauge_rollup_sums_as_gauge_rows_does(deltas: list[dict[Any, list[int]]]) -> None:
     """Each grouping's payload holds its keys' summed changes in key order: those that do
-    not cancel out are `gauge_rows` (the reference, which PostgreSQL runs)."""
+    not cancel out are `gauge_rows` (the reference, which SQLite's slow path runs)."""
     assert NATIVE is not None
     plan = gauge_plan(REGISTRY)
     changes = gauge_changes(deltas)

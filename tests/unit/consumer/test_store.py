@@ -293,6 +293,26 @@ def test_outbox_names_changed_gauges_and_moves_past_a_commit_of_gauges_only(stor
     assert store.backlog("account")[1] == []  # /v1/backlog leaves keys at 0 out
 
 
+def test_outbox_leaves_out_a_backlog_key_whose_changes_cancel_out(store: Any) -> None:
+    """A conversation moving from one inbox of an account to another changes the two inbox
+    rows and no other: its channel type's, account's and app's rows lose it and gain it
+    back in the same commit, so the outbox names only the inboxes."""
+    before, after = ("TELEGRAM", 7, 3, 9), ("TELEGRAM", 7, 4, 9)
+    opened = Delta()
+    opened.add_gauges(before, (1, 1, 0), 1)
+    store.commit("events", [PartitionCommit(0, opened, 1, 100, Changes())])
+    store.mark_published(store.changed_since(store.published_marks([0]))[1])
+    moved = Delta()
+    moved.add_gauges(before, (1, 1, 0), -1)
+    moved.add_gauges(after, (1, 1, 0), 1)
+    store.commit("events", [PartitionCommit(0, moved, 2, 100, Changes())])
+    rows, _ = store.changed_since(store.published_marks([0]))
+    assert {(r.by, r.key, r.open_now) for r in rows if r.window == LIVE} == {
+        ("inbox", "7|3", 0),
+        ("inbox", "7|4", 1),
+    }
+
+
 def test_outbox_rows_equal_the_queried_rows_key_for_key(store: Any) -> None:
     """The outbox reads the keys a commit changed in one grouping, window and start
     together: each row it gives equals a query of that key alone, values and sketch bins,
