@@ -227,7 +227,8 @@ def build_rows(
 ) -> list[MetricRow]:
     """MetricRows from merged `query` tuples (key, start, values...: the columns of
     `metrics`) and their bins (`bins_filter`: start, key, bins, counts)."""
-    sketches = {(start, k): list(zip(ids, ns, strict=True)) for start, k, ids, ns in bins}
+    # no bins at all (arrays stored empty, which the stores never write) sum to NULL
+    sketches = {(start, k): list(zip(ids, ns, strict=True)) for start, k, ids, ns in bins if ids is not None}
     names = registry.columns_of(metrics)
     return [metric_row(by, window, r, sketches.get((r[1], r[0]), []), names) for r in found]
 

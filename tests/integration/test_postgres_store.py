@@ -263,6 +263,20 @@ def test_the_reference_rollup_keeps_the_backlog_the_compiled_one_does(
     shared.test_the_backlog_follows_each_conversations_latest_event(store)
 
 
+def test_rows_whose_bins_are_stored_empty_read_as_rows_without_bins(store: Any, postgres_url: str) -> None:
+    """The stores write a row without bins as NULL arrays; a row whose arrays are empty
+    (written by hand, or by another tool) reads the same, instead of failing the query."""
+    f = PartitionFold(0)
+    f.apply(ev(CREATED, 1, 100))
+    f.apply(ev(CLOSED, 2, 160))
+    delta, changed = f.take_changes()
+    store.commit("events", [PartitionCommit(0, delta, 2, f.watermark, changed)])
+    with psycopg.connect(postgres_url) as conn:
+        conn.execute("UPDATE metric_rows SET bin_ids = '{}', bin_ns = '{}' WHERE by = 'channel_type'")
+    (row,) = store.query("channel_type", "all")
+    assert (row.closures, row.bins) == (1, ())
+
+
 def test_a_database_made_before_closures_kept_their_event_id(store: Any, postgres_url: str) -> None:
     """Opened by this release, a database whose closures table has no event_id column gets
     it (NULL for the closures before, listed with none) and new closures keep theirs."""

@@ -139,8 +139,9 @@ def _copy_reference(conn: psycopg.Connection[Any], table: str, plan: Plan, parts
 
 
 class Batch:
-    """One commit's closures, first assignments and offsets as sorted, merged columns (unnest
-    wants one value per key); the metric rows are rolled up by `aggregate`."""
+    """One commit's closures, first assignments and offsets, sorted, one per key (an upsert
+    must not change a row twice), and its min/max rechecks; the metric rows and gauges are
+    rolled up by `aggregate`."""
 
     def __init__(self, partitions: list[PartitionCommit], registry: Registry = REGISTRY) -> None:
         closures: dict[int, tuple[Any, ...]] = {}
