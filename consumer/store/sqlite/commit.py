@@ -3,7 +3,6 @@ transaction (`SqliteStore.commit` holds the write lock around `write`)."""
 
 from __future__ import annotations
 
-import operator
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from typing import Any
 import orjson
 
 from consumer.exceptions import FencedError
-from consumer.fold.delta import CLOSURE_KEY, CLOSURE_WIDTH, FIRST_ASSIGNMENT_WIDTH, gauge_rows
+from consumer.fold.delta import CLOSURE_WIDTH, FIRST_ASSIGNMENT_WIDTH, gauge_rows
 from consumer.fold.native import native
 from consumer.fold.registry import Registry
 from consumer.fold.windows import WINDOWS
@@ -43,8 +42,6 @@ from consumer.store.sqlite.sql import (
 #: (as do the rows of stores written before rows had a partition), and its seq is the
 #: store-wide commit counter. PostgreSQL keys them by partition (consumer.store.sqlgen).
 ONE_WRITER = -1
-#: the first assignments' primary key (consumer.store.sqlite.sql.SCHEMA; the closures': CLOSURE_KEY)
-_FIRST_ASSIGNMENT_KEY = operator.itemgetter(0, 1)  # account, conversation
 
 Recheck = dict[tuple[str, str, str, str, int], tuple[int, int]]
 
@@ -76,11 +73,8 @@ def prepare(partitions: list[PartitionCommit], registry: Registry, sql: Statemen
     re-taking it per row waits a switch interval each time. The reference rollup's rows
     (where the compiled part is not there) are the exception: executemany, as slow paths go."""
     pack = _pack if packed else _json
-    # in the tables' key order: each insert lands beside the last one instead of at a random
-    # page of a B-tree bigger than the page cache (bench/results/consumer.md)
-    closures = pack(
-        sorted((c for p in partitions for c in p.delta.closures.values()), key=CLOSURE_KEY), CLOSURE_WIDTH
-    )
+    # SQLite puts them in their tables' key order (sql.STAGE_CLOSURES)
+    closures = pack([c for p in partitions for c in p.delta.closures.values()], CLOSURE_WIDTH)
     # every partition's facts and lags, rolled up together under ONE_WRITER
     sources = [(plan_of(registry), [p.delta.facts for p in partitions if p.delta.facts])]
     if (lags := lag_plan(registry)) is not None:
@@ -93,9 +87,7 @@ def prepare(partitions: list[PartitionCommit], registry: Registry, sql: Statemen
             rows.append(RolledUp([compiled_facts(f, plan.width) for f in facts], plan))
         else:
             rows.append([rollup((fact for f in facts for fact in f), plan)])
-    firsts = sorted(
-        (r for p in partitions for r in p.delta.first_assignments.values()), key=_FIRST_ASSIGNMENT_KEY
-    )
+    firsts = [r for p in partitions for r in p.delta.first_assignments.values()]
     # the gauges: one writer slot, like the metric rows
     gauges: Iterable[bytes] | bytes | None = None
     if packed:

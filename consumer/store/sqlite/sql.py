@@ -114,15 +114,26 @@ def statements(registry: Registry) -> Statements:
     )
 
 
-#: a commit's closures (consumer.fold.ClosureRow), by payload kind
+def _key_order(columns: tuple[int, ...], packed: bool) -> str:
+    """ORDER BY a staged payload's columns: SQLite sorts a commit's rows into their table's
+    key order, so that each insert lands beside the last one instead of at a random page of
+    a B-tree bigger than the page cache, and sorts them without the GIL (sorted in Python on
+    the store writer's thread, they held the polling thread up: docs/performance.md)."""
+    return "ORDER BY " + ", ".join((f"c{i}" if packed else f"value->>{i}") for i in columns)
+
+
+#: a commit's closures (consumer.fold.ClosureRow), by payload kind, in the table's key
+#: order (account, closed_at, event_hash: consumer.fold.delta.CLOSURE_KEY)
 STAGE_CLOSURES = {
-    packed: f"INSERT INTO closures {_rows(CLOSURE_WIDTH, packed)} WHERE true "
+    packed: f"INSERT INTO closures {_rows(CLOSURE_WIDTH, packed)} WHERE true {_key_order((2, 5, 0), packed)} "
     "ON CONFLICT DO UPDATE SET ttc = excluded.ttc, event_id = coalesce(excluded.event_id, event_id)"
     for packed in (False, True)
 }
-#: a commit's first assignments (consumer.fold.delta.FirstAssignmentRow), by payload kind
+#: a commit's first assignments (consumer.fold.delta.FirstAssignmentRow), by payload kind,
+#: in the table's key order (account, conversation)
 STAGE_FIRST_ASSIGNMENTS = {
     packed: f"INSERT INTO first_assignments {_rows(FIRST_ASSIGNMENT_WIDTH, packed)} WHERE true "
+    f"{_key_order((0, 1), packed)} "
     "ON CONFLICT DO UPDATE SET channel_type = excluded.channel_type, inbox = excluded.inbox, "
     "app = excluded.app, assigned_at = excluded.assigned_at, ttfa = excluded.ttfa"
     for packed in (False, True)
