@@ -38,6 +38,7 @@ from consumer.store.sqlite.sql import (
     SCHEMA,
     statements,
 )
+from consumer.store.sqlite.wal import WRITER_AUTOCHECKPOINT, WalCheckpointer
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +86,12 @@ class SqliteStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA cache_size=-8192")  # 8 MiB of pages (it counts in the RSS budget)
-            # checkpoint every ~64 MiB of WAL, not 4: pages rewritten by several commits in
-            # between (all-time rows, busy conversations) are copied back once
-            self.db.execute("PRAGMA wal_autocheckpoint=16384")
+            # the WAL is copied back by a thread of its own (`wal`), every few commits, so
+            # that pages rewritten by several commits in between (all-time rows, busy
+            # conversations) are copied back once and not on the writer's thread; the
+            # writer's own autocheckpoint is the backstop
+            self.db.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT}")
+            self.checkpointer = WalCheckpointer(path)
             self.db.execute("PRAGMA busy_timeout=60000")
             #: which bins functions the connection runs: "native" (compiled, and commits stage
             #: packed rows for their packed_rows table) or "python" (commits stage JSON)
@@ -147,6 +151,7 @@ class SqliteStore:
         prepared = prepare(partitions, self.registry, self.sql, packed)
         with self._tx():
             write(self.db, partitions, prepared, self.registry, self.sql)
+        self.checkpointer.committed()
 
     @_reading
     def changed_since(
@@ -268,6 +273,7 @@ class SqliteStore:
         return deleted
 
     def close(self) -> None:
+        self.checkpointer.close()  # first: the last connection to close checkpoints the rest
         self.db.close()
 
     def _tx(self) -> Transaction:
