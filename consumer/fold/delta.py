@@ -49,7 +49,8 @@ CLOSURE_WIDTH: Final = 10
 CLOSURE_EVENT_ID: Final = 9
 #: a `ClosureRow`'s (account, closed_at, event_hash): the closures table's key in both
 #: stores, the order a commit inserts them in (each lands beside the last)
-CLOSURE_KEY: Final = itemgetter(2, 5, 0)
+CLOSURE_KEY_FIELDS: Final = (2, 5, 0)
+CLOSURE_KEY: Final = itemgetter(*CLOSURE_KEY_FIELDS)
 
 FirstAssignmentRow = tuple[int, int, int, str, int | None, int | None, int, int]
 # (account, conversation, partition, channel_type, inbox, app, assigned_at, ttfa): the

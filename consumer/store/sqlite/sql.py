@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from consumer.fold.delta import CLOSURE_WIDTH, FIRST_ASSIGNMENT_WIDTH, layout_of
+from consumer.fold.delta import CLOSURE_KEY_FIELDS, CLOSURE_WIDTH, FIRST_ASSIGNMENT_WIDTH, layout_of
 from consumer.fold.registry import Registry
 from consumer.store import sqlgen
 
@@ -123,9 +123,10 @@ def _key_order(columns: tuple[int, ...], packed: bool) -> str:
 
 
 #: a commit's closures (consumer.fold.ClosureRow), by payload kind, in the table's key
-#: order (account, closed_at, event_hash: consumer.fold.delta.CLOSURE_KEY)
+#: order (account, closed_at, event_hash: consumer.fold.delta.CLOSURE_KEY_FIELDS)
 STAGE_CLOSURES = {
-    packed: f"INSERT INTO closures {_rows(CLOSURE_WIDTH, packed)} WHERE true {_key_order((2, 5, 0), packed)} "
+    packed: f"INSERT INTO closures {_rows(CLOSURE_WIDTH, packed)} WHERE true "
+    f"{_key_order(CLOSURE_KEY_FIELDS, packed)} "
     "ON CONFLICT DO UPDATE SET ttc = excluded.ttc, event_id = coalesce(excluded.event_id, event_id)"
     for packed in (False, True)
 }
