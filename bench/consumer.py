@@ -58,9 +58,10 @@ from rich.table import Table  # noqa: E402
 
 from consumer.fold.model import reader_schema  # noqa: E402
 from consumer.fold.registry import DEFAULT_METRIC_SET, METRIC_SETS  # noqa: E402
+from consumer.heap import rare_collections  # noqa: E402
 from consumer.store import PartitionCommit  # noqa: E402
 from consumer.stream.checkpoint import CommitReport, WriteResult  # noqa: E402
-from consumer.stream.runner import GC_THRESHOLD, MetricsConsumer  # noqa: E402
+from consumer.stream.runner import MetricsConsumer  # noqa: E402
 from consumer.stream.settings import ConsumerSettings  # noqa: E402
 from convmetrics.generate import GenerateConfig  # noqa: E402
 from convmetrics.process import ending_with_parent  # noqa: E402
@@ -108,10 +109,13 @@ def baseline(
 ) -> float:
     """Seconds to consume and decode every record, from the first batch received."""
     # Kafka client settings like MetricsConsumer's (consumer/runner.py) minus its callbacks,
-    # with a bigger prefetch (it favours the baseline); the cyclic GC threshold the consumer
+    # with a bigger prefetch (it favours the baseline); the cyclic GC thresholds the consumer
     # sets while it runs, so the ratio does not count that setting as the consumer's gain.
-    gc_threshold = gc.get_threshold()
-    gc.set_threshold(max(gc_threshold[0], GC_THRESHOLD), *gc_threshold[1:])
+    with rare_collections():
+        return _baseline(bootstrap, topic, total, phases, metric_set)
+
+
+def _baseline(bootstrap: str, topic: str, total: int, phases: Phases | None, metric_set: str) -> float:
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-base-{uuid.uuid4().hex[:8]}",
                   "enable.auto.commit": False, "auto.offset.reset": "earliest",
                   "partition.assignment.strategy": "roundrobin", "enable.partition.eof": False,
@@ -138,7 +142,6 @@ def baseline(
     seconds = time.perf_counter() - (first or 0.0)
     if phases is not None:
         console.print("  baseline " + phases.line(total, time.thread_time() - cpu))
-    gc.set_threshold(*gc_threshold)
     c.close()
     return seconds
 

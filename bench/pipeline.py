@@ -43,9 +43,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from consumer.fold.model import reader_schema  # noqa: E402
 from consumer.fold.native import choose  # noqa: E402
 from consumer.fold.registry import CLOSURES, DEFAULT_METRIC_SET, METRIC_SETS, Registry  # noqa: E402
+from consumer.heap import GEN0_THRESHOLD  # noqa: E402
 from consumer.store import PartitionCommit, Store  # noqa: E402
 from consumer.store.sqlite import SqliteStore  # noqa: E402
-from consumer.stream.runner import GC_THRESHOLD  # noqa: E402
 from consumer.stream.settings import ConsumerSettings  # noqa: E402
 from convmetrics.generate import GenerateConfig, generate_webhooks  # noqa: E402
 from producer.intake import Prepared, prepare  # noqa: E402
@@ -191,7 +191,7 @@ def run(
 ) -> None:
     # the consumer's cyclic-GC threshold (MetricsConsumer.run): with the default one, the
     # million encoded values this bench holds are traced again and again, charged to decode
-    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
+    gc.set_threshold(GEN0_THRESHOLD, *gc.get_threshold()[1:])
     codec = Codec(subject(CONVERSATION_EVENT), reader_schema=reader_schema(registry))
     # SQLite works in this thread (its CPU time); PostgreSQL in the server's processes
     clock = time.thread_time if store_kind == "sqlite" else time.perf_counter

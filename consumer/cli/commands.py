@@ -245,6 +245,7 @@ def _when_available(make: Callable[[], T], stopping: threading.Event) -> T | Non
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from consumer.heap import rare_collections
     from consumer.serve.server import api_server
 
     base = f"http://{args.host}:{args.port}"
@@ -253,14 +254,16 @@ def _serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     tokens = _tokens(args)
-    api_server(
+    server = api_server(
         args.store,
         args.host,
         args.port,
         metrics=metric_set(args.metric_set, args.sla_buckets),
         max_label_values=args.max_label_values,
         tokens=tokens,
-    ).run()
+    )
+    with rare_collections():  # a query's rows and JSON die by refcount (consumer/heap.py)
+        server.run()
     return 0
 
 

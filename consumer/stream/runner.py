@@ -13,7 +13,6 @@ on revocation everything pending is committed before the partition is let go.
 from __future__ import annotations
 
 import functools
-import gc
 import logging
 import os
 import socket
@@ -37,6 +36,7 @@ from consumer.exceptions import (
 from consumer.fold import Fold
 from consumer.fold.model import reader_schema
 from consumer.fold.native import choose
+from consumer.heap import rare_collections
 from consumer.store import PartitionCommit, Store, open_store
 from consumer.stream.checkpoint import MAX_IN_FLIGHT, CommitHook, CommitReport, StoreWriter
 from consumer.stream.clients import dlq_producer, ensure_topic, group_consumer, lag_of
@@ -52,9 +52,6 @@ from schemas.topic_registry import TopicSchemaResolver
 log = logging.getLogger(__name__)
 
 
-#: container allocations between two young-generation collections while consuming (the
-#: default is 700): a batch's decoded records are freed before a collection would trace them
-GC_THRESHOLD = 200_000
 #: seconds between two expiries of idle conversations and purges of rows past retention,
 #: each done with the next commit (tests/integration/test_consumer.py sees both happen)
 EXPIRE_EVERY = 60.0
@@ -134,19 +131,16 @@ class MetricsConsumer:
     def run(self, *, until: Callable[[MetricsConsumer], bool] | None = None) -> None:
         # The store writer needs the GIL between its statements while this thread folds:
         # a short switch interval hands it over in 0.5 ms instead of 5 (bench/results/history.md).
-        switch, gc_threshold = sys.getswitchinterval(), gc.get_threshold()
+        switch = sys.getswitchinterval()
         try:
             sys.setswitchinterval(min(switch, 0.0005))
-            # Each batch allocates ~10,000 decoded dicts and Messages that die by refcount,
-            # never in cycles; with the default threshold (700) the cyclic GC traced them (and
-            # the pending deltas) dozens of times per batch: ~10% of the polling thread
-            # (py-spy). A threshold of 0 (the program turned collection off) is left alone.
-            if gc_threshold[0]:
-                gc.set_threshold(max(gc_threshold[0], GC_THRESHOLD), *gc_threshold[1:])
-            self._run(until)
+            # a batch's ~10,000 decoded dicts and Messages die by refcount, never in cycles:
+            # at the default thresholds the cyclic GC traced them (and the pending deltas)
+            # dozens of times per batch, ~10% of the polling thread (py-spy)
+            with rare_collections():
+                self._run(until)
         finally:  # the interpreter's settings go back even when the loop or its cleanup fails
             sys.setswitchinterval(switch)
-            gc.set_threshold(*gc_threshold)
 
     def _run(self, until: Callable[[MetricsConsumer], bool] | None) -> None:
         log.info("folding with the %s fold", self.fold_kind.name)

@@ -19,9 +19,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from consumer.heap import GEN0_THRESHOLD
 from consumer.serve.server import serve_in_thread
 from consumer.stream.exporter import ConsumerMetrics
-from consumer.stream.runner import GC_THRESHOLD, MetricsConsumer
+from consumer.stream.runner import MetricsConsumer
 from consumer.stream.settings import ConsumerSettings
 from convmetrics.generate import GenerateConfig, generate_webhooks
 from schemas import conversation_codec
@@ -245,7 +246,7 @@ def test_consumer_process_health_metrics(
     runner.start()
     try:
         wait_caught_up(kafka_bootstrap, topic, store, [])
-        assert gc.get_threshold()[0] == GC_THRESHOLD  # the process-wide tuning, while it runs
+        assert gc.get_threshold()[0] == GEN0_THRESHOLD  # the process-wide tuning, while it runs
         url = f"http://127.0.0.1:{port}/metrics"
         deadline = time.monotonic() + 30  # lag is refreshed every 5 s
         while True:
