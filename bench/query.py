@@ -2,6 +2,7 @@
 of 1-minute rows on 6 partitions.
 
     .venv/bin/python bench/query.py [--accounts 10000] [--closures-per-account 20] [--calls 40]
+                                    [--store sqlite|postgres]
 
 Builds a SQLite store (the fold and the store, no Kafka: the store's contents are what
 matter) from a generated day: every account has conversations on several partitions,
@@ -17,16 +18,20 @@ The store holds the full metric set and is served as that; `/v1/summary` and `/v
 are also timed against it served as the closures set (the default), alternately in the
 same run, which separates the cost of serving the full set from the machine's day.
 The calls run with the cyclic GC's thresholds `convmetrics serve` sets (consumer/heap.py).
-Prints p50/p99 per request; writes bench/results/query.md.
+`--store postgres` builds and serves the same on a local PostgreSQL (analyzed after the
+build, as autovacuum would). Prints p50/p99 per request; writes bench/results/query.md
+(query-postgres.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import platform
 import random
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -34,6 +39,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the project before bench/ (its consumer.py)
@@ -44,8 +50,8 @@ from consumer.fold.native import choose  # noqa: E402
 from consumer.fold.registry import METRIC_SETS  # noqa: E402
 from consumer.heap import rare_collections  # noqa: E402
 from consumer.serve.server import serve_in_thread  # noqa: E402
-from consumer.store import PartitionCommit  # noqa: E402
-from consumer.store.sqlite import SqliteStore  # noqa: E402
+from consumer.store import PartitionCommit, open_store  # noqa: E402
+from support.postgres import postgres_server  # noqa: E402
 
 DAY = 1_700_006_400  # a UTC midnight
 CHANNELS = ["TELEGRAM", "VIBER", "LINE", "CLOUD_WABA", "TWILIO_SMS", "GBM", "VBM", "ABM"]
@@ -62,8 +68,8 @@ LISTED = "/v1/metrics one account's channel types, 1h, the day (every metric)"
 RANGED = "/v1/metrics the same, from only (no to: the span read as a range)"
 
 
-def build(path: str, accounts: int, per_account: int, seed: int = 7) -> int:
-    """A day of conversations: returns the events folded."""
+def build(url: str, accounts: int, per_account: int, seed: int = 7) -> int:
+    """A day of conversations into the store at `url`: returns the events folded."""
     rnd = random.Random(seed)
     kind = choose()
     folds = {p: kind.new(p) if kind.name == "native" else PartitionFold(p) for p in range(PARTITIONS)}
@@ -80,7 +86,7 @@ def build(path: str, accounts: int, per_account: int, seed: int = 7) -> int:
             closed = min(start + rnd.randrange(1, 7200), DAY + 86_399)
             events.append((p, Event(CLOSED, h + 1, a, conv, ch, closed)))
     events.sort(key=lambda pe: pe[1].time)
-    store = SqliteStore(path)
+    store = open_store(url)
     store.check_topic("bench")
     offsets = dict.fromkeys(range(PARTITIONS), 0)
     for i in range(0, len(events), 50_000):
@@ -92,9 +98,18 @@ def build(path: str, accounts: int, per_account: int, seed: int = 7) -> int:
             delta, changed = f.take_changes()
             commits.append(PartitionCommit(p, delta, offsets[p], f.watermark, changed))
         store.commit("bench", commits)
-    rows = store.db.execute("SELECT win, count(*) FROM metric_rows GROUP BY win").fetchall()
-    print("stored rows per window (with their partitions):", dict(rows), flush=True)
     store.close()
+    count = "SELECT win, count(*) FROM metric_rows GROUP BY win"
+    if url.startswith("sqlite:///"):
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db:
+            rows = db.execute(count).fetchall()
+    else:
+        # what autovacuum does within about a minute of a table's first rows
+        # (docs/operations.md): the reads are planned with statistics, as on a live database
+        with psycopg.connect(url, autocommit=True) as pg:
+            pg.execute("ANALYZE")
+            rows = pg.execute(count).fetchall()
+    print("stored rows per window (with their partitions):", dict(rows), flush=True)
     return len(events)
 
 
@@ -118,19 +133,30 @@ def main() -> None:
     ap.add_argument("--accounts", type=int, default=10_000)
     ap.add_argument("--closures-per-account", type=int, default=20)
     ap.add_argument("--calls", type=int, default=40)
+    ap.add_argument(
+        "--store",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="sqlite (the default; bench/results/query.md) or a local PostgreSQL "
+        "(tests/support/postgres.py; bench/results/query-postgres.md)",
+    )
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-query-"))
-    db = str(tmp / "m.db")
+    if args.store == "sqlite":
+        measure(f"sqlite:///{Path(tempfile.mkdtemp(prefix='bench-query-')) / 'm.db'}", args)
+        return
+    with postgres_server() as pg:
+        measure(pg.new_database("query"), args)
+
+
+def measure(url: str, args: argparse.Namespace) -> None:
+    """Build the store at `url`, serve it, time the calls, write the results."""
     t0 = time.perf_counter()
-    n = build(db, args.accounts, args.closures_per_account)
+    n = build(url, args.accounts, args.closures_per_account)
     print(f"built: {n:,} events in {time.perf_counter() - t0:.0f} s", flush=True)
     # the store holds the full metric set (the folds' and the store's default registry);
     # served as that, and (the calls the closures set answers too) as the closures set,
     # alternately in the same run: what serving the full set costs, apart from the machine
-    servers = {
-        name: serve_in_thread(f"sqlite:///{db}", "127.0.0.1", 0, metrics=METRIC_SETS[name])[0]
-        for name in SETS
-    }
+    servers = {name: serve_in_thread(url, "127.0.0.1", 0, metrics=METRIC_SETS[name])[0] for name in SETS}
     while not all(s.started for s in servers.values()):
         time.sleep(0.05)
     ports = {name: s.servers[0].sockets[0].getsockname()[1] for name, s in servers.items()}
@@ -207,6 +233,8 @@ def main() -> None:
     for server in servers.values():
         server.should_exit = True
 
+    kind = "SQLite" if url.startswith("sqlite:") else "PostgreSQL (local, after `ANALYZE`)"
+
     def p(xs: list[float], q: float) -> float:
         return statistics.quantiles(xs, n=100, method="inclusive")[int(q) - 1] * 1000
 
@@ -214,8 +242,8 @@ def main() -> None:
         "# API query cost as the dashboard calls it",
         "",
         f"`.venv/bin/python bench/query.py --accounts {args.accounts} --closures-per-account "
-        f"{args.closures_per_account} --calls {args.calls}` on {datetime.date.today()}, "
-        f"{platform.machine()}, {os.cpu_count()} CPUs; SQLite store of {n:,} events over one day, "
+        f"{args.closures_per_account} --calls {args.calls} --store {args.store}` on {datetime.date.today()}, "
+        f"{platform.machine()}, {os.cpu_count()} CPUs; {kind} store of {n:,} events over one day, "
         f"{args.accounts:,} accounts, {len(CHANNELS)} channel types, {PARTITIONS} partitions; over HTTP "
         "(uvicorn), one client, requests in sequence, with the cyclic GC's thresholds `convmetrics serve`",
         "runs the API with (`consumer/heap.py`).",
@@ -241,7 +269,7 @@ def main() -> None:
     lines += ["", f"Load average (1 min) at the end: {os.getloadavg()[0]:.1f}.", ""]
     text = "\n".join(lines)
     print(text)
-    out = ROOT / "bench" / "results" / "query.md"
+    out = ROOT / "bench" / "results" / ("query.md" if kind == "SQLite" else "query-postgres.md")
     out.write_text(text)
 
 
