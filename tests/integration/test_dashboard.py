@@ -42,7 +42,6 @@ ARTIFACTS = Path(os.environ.get("CONVMETRICS_ARTIFACTS", Path(__file__).resolve(
 HOUR = 3600
 
 
-
 def webhooks(seed: int, events: int, start: int) -> list[dict[str, Any]]:
     cfg = GenerateConfig(
         seed=seed,
@@ -638,6 +637,39 @@ def test_grouped_table_shows_every_metric_by_each_grouping_and_drills_down(
     finally:
         serve.terminate()
         serve.wait(30)
+
+
+#: 64-bit ids beyond 2^53, where a JavaScript number loses digits (2^62 + 1 reads as 2^62)
+BIG_IDS = {"account": 2**62 + 1, "app": 2**61 + 3, "inbox": 2**60 + 5, "conversation": 2**59 + 7}
+
+
+def test_ids_beyond_2_53_keep_every_digit(
+    browser: BrowserContext, pipeline: Callable[[list[dict[str, Any]]], str]
+) -> None:
+    """Accounts, apps, inboxes and conversations are 64-bit ids. The page shows every digit
+    of ids beyond 2^53 (the inbox table's keys, the closure list's conversations) and asks
+    for a row's closures with its exact account and inbox: what it shows equals the API's."""
+    hooks = webhooks(seed=43, events=600, start=1_714_000_000)
+    for w in hooks:  # every id moved beyond 2^53, distinct ids kept distinct
+        w["account"] += BIG_IDS["account"]
+        w["app"] += BIG_IDS["app"]
+        w["data"]["id"] += BIG_IDS["conversation"]
+        w["data"]["channel"]["id"] += BIG_IDS["inbox"]
+    api = pipeline(hooks)
+    page = open_dashboard(browser, api)
+    page.select_option("#group", "inbox")
+    head, rows = grouped_view(page, "inbox", {})
+    assert (head, rows) == grouped_expected(api, "inbox", {})
+    assert rows and all(int(r[0]) > 2**53 and int(r[1]) > 2**53 for r in rows)
+    busiest = max(range(len(rows)), key=lambda i: int(rows[i][head.index("closures")].replace(",", "")))
+    account, inbox = rows[busiest][0], rows[busiest][1]
+    page.evaluate("window.convmetrics.closurePage = 100")
+    page.click(f"#grouped tbody tr:nth-child({busiest + 1}) td:nth-child(2)")
+    got = closure_list_all(page)
+    want = closures_expected(api, {"account": account, "inbox": inbox, "from": -(2**53) + 1, "to": 2**53 - 1})
+    assert got == want and want, (got[:3], want[:3])
+    assert all(int(r[0]) > 2**53 for r in got)
+    assert page.inner_text("#closure-list-title").startswith(f"Closures of account {account}, inbox {inbox}")
 
 
 def test_dashboard_follows_the_pipeline_live(

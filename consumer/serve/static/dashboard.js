@@ -96,12 +96,22 @@
     }
   }
 
+  // Ids (accounts, apps, inboxes, conversations) are 64-bit: beyond 2^53 a JS number
+  // loses digits, so such an integer is kept as its text, which the page shows and sends
+  // back as it is. JSON.parse hands a reviver the number's source text in Chromium 114+,
+  // Firefox 135+ and Safari 18.4+; an older browser gets the number, as before.
+  const INTEGER_TEXT = /^-?[0-9]+$/;
+  const keepBigIntegers = (key, value, context) =>
+    typeof value === "number" && !Number.isSafeInteger(value) && context && INTEGER_TEXT.test(context.source)
+      ? context.source
+      : value;
+
   async function getJSON(path, query) {
     const url = query ? path + "?" + new URLSearchParams(query) : path;
     const token = sessionStorage.getItem(TOKEN_KEY);
     const headers = token ? { Authorization: "Bearer " + token } : {};
     const r = await fetch(url, { cache: "no-store", headers, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
-    const body = await r.json();
+    const body = JSON.parse(await r.text(), keepBigIntegers);
     if (!r.ok) throw new HttpError(r.status, body.error || r.status + " " + r.statusText);
     return body;
   }
