@@ -13,7 +13,7 @@ bins (one row per row and bin) more than doubled them (docs/performance.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -130,12 +130,33 @@ def _copy_compiled(conn: psycopg.Connection[Any], table: str, plan: Plan, parts:
 
 
 def _copy_reference(conn: psycopg.Connection[Any], table: str, plan: Plan, parts: _Parts) -> None:
-    with conn.cursor() as cur, cur.copy(f"COPY {table} FROM STDIN") as copy:
-        for partition, seq, facts in parts:
-            for by, win, start, key, *values, pairs in rollup(facts, plan):
-                ids = [b for b, _ in pairs] or None
-                ns = [n for _, n in pairs] or None
-                copy.write_row((by, win, start, key, partition, *values, seq, ids, ns))
+    rows = (
+        (
+            by,
+            win,
+            start,
+            key,
+            partition,
+            *values,
+            seq,
+            [b for b, _ in pairs] or None,
+            [n for _, n in pairs] or None,
+        )
+        for partition, seq, facts in parts
+        for by, win, start, key, *values, pairs in rollup(facts, plan)
+    )
+    copy_in(conn, f"COPY {table} FROM STDIN", rows)
+
+
+def copy_in(
+    conn: psycopg.Connection[Any], copy: str, rows: Iterable[Sequence[Any]], binary: Sequence[str] = ()
+) -> None:
+    """Rows in by `copy` (a COPY ... FROM STDIN): as text, or binary of these types."""
+    with conn.cursor() as cur, cur.copy(copy) as out:
+        if binary:
+            out.set_types(binary)
+        for row in rows:
+            out.write_row(row)
 
 
 class Batch:

@@ -4,7 +4,6 @@ it through `_run`, which retries lock races and reports lost connections)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -13,7 +12,7 @@ from consumer.exceptions import FencedError
 from consumer.fold.registry import Registry
 from consumer.store.base import PartitionCommit
 from consumer.store.conversation_log import log_rows
-from consumer.store.postgres.aggregate import Batch, aggregate, columns
+from consumer.store.postgres.aggregate import Batch, aggregate, columns, copy_in
 from consumer.store.postgres.sql import (
     APPEND_CONVERSATION_LOG,
     APPEND_SNAPSHOT_CHUNKS,
@@ -90,14 +89,3 @@ def _conversations(conn: psycopg.Connection[Any], p: PartitionCommit) -> None:
     elif p.conversations or p.expired:
         rows = ((p.partition, *row) for row in log_rows(p.conversations.chunks, p.expired))
         copy_in(conn, APPEND_CONVERSATION_LOG, rows, ("int4", "bytea", "bytea"))
-
-
-def copy_in(
-    conn: psycopg.Connection[Any], copy: str, rows: Iterable[Sequence[Any]], binary: Sequence[str] = ()
-) -> None:
-    """Rows in by `copy` (a COPY ... FROM STDIN): as text, or binary of these types."""
-    with conn.cursor() as cur, cur.copy(copy) as out:
-        if binary:
-            out.set_types(binary)
-        for row in rows:
-            out.write_row(row)

@@ -102,14 +102,10 @@ SCHEMA_LOCK = 0x636F6E766D6574
 
 #: a commit's closures and first assignments are copied into these, then upserted from
 #: them: COPY and `INSERT ... SELECT` took half the time of one `INSERT ... SELECT FROM
-#: unnest(...)` of the rows as arrays (docs/performance.md)
+#: unnest(...)` of the rows as arrays (docs/performance.md); made `LIKE` the tables they fill
 STAGING = """
-CREATE TEMP TABLE IF NOT EXISTS cm_closures (
-    event_hash BIGINT, partition INTEGER, account BIGINT, conversation BIGINT, channel_type TEXT,
-    closed_at BIGINT, ttc BIGINT, inbox BIGINT, app BIGINT, event_id TEXT) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS cm_first_assignments (
-    account BIGINT, conversation BIGINT, partition INTEGER, channel_type TEXT, inbox BIGINT,
-    app BIGINT, assigned_at BIGINT, ttfa BIGINT) ON COMMIT DELETE ROWS
+CREATE TEMP TABLE IF NOT EXISTS cm_closures (LIKE closures) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS cm_first_assignments (LIKE first_assignments) ON COMMIT DELETE ROWS
 """
 CLOSURE_COLUMNS = (
     "event_hash, partition, account, conversation, channel_type, closed_at, ttc, inbox, app, event_id"
