@@ -661,6 +661,12 @@ def test_ids_beyond_2_53_keep_every_digit(
     head, rows = grouped_view(page, "inbox", {})
     assert (head, rows) == grouped_expected(api, "inbox", {})
     assert rows and all(int(r[0]) > 2**53 and int(r[1]) > 2**53 for r in rows)
+    page.select_option("#group", "app")
+    head_app, rows_app = grouped_view(page, "app", {})
+    assert (head_app, rows_app) == grouped_expected(api, "app", {})
+    assert rows_app and all(int(r[0]) > 2**53 for r in rows_app)
+    page.select_option("#group", "inbox")
+    grouped_view(page, "inbox", {})
     busiest = max(range(len(rows)), key=lambda i: int(rows[i][head.index("closures")].replace(",", "")))
     account, inbox = rows[busiest][0], rows[busiest][1]
     page.evaluate("window.convmetrics.closurePage = 100")

@@ -97,12 +97,15 @@
   }
 
   // Ids (accounts, apps, inboxes, conversations) are 64-bit: beyond 2^53 a JS number
-  // loses digits, so such an integer is kept as its text, which the page shows and sends
-  // back as it is. JSON.parse hands a reviver the number's source text in Chromium 114+,
-  // Firefox 135+ and Safari 18.4+; an older browser gets the number, as before.
+  // loses digits, so such an id is kept as its text, which the page shows and sends back
+  // as it is. Only ids: times and counts stay numbers, which the page adds to. JSON.parse
+  // hands a reviver the number's source text in Chromium 114+, Firefox 135+ and Safari
+  // 18.4+; an older browser gets the number, as before.
+  const ID_FIELDS = new Set(["account", "app", "inbox", "conversation"]);
   const INTEGER_TEXT = /^-?[0-9]+$/;
-  const keepBigIntegers = (key, value, context) =>
-    typeof value === "number" && !Number.isSafeInteger(value) && context && INTEGER_TEXT.test(context.source)
+  const keepBigIds = (key, value, context) =>
+    ID_FIELDS.has(key) && typeof value === "number" && !Number.isSafeInteger(value) &&
+    context && INTEGER_TEXT.test(context.source)
       ? context.source
       : value;
 
@@ -111,7 +114,7 @@
     const token = sessionStorage.getItem(TOKEN_KEY);
     const headers = token ? { Authorization: "Bearer " + token } : {};
     const r = await fetch(url, { cache: "no-store", headers, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
-    const body = JSON.parse(await r.text(), keepBigIntegers);
+    const body = JSON.parse(await r.text(), keepBigIds);
     if (!r.ok) throw new HttpError(r.status, body.error || r.status + " " + r.statusText);
     return body;
   }
