@@ -104,18 +104,13 @@ class Phases(collections.defaultdict[str, float]):
         return "thread CPU per event: " + ", ".join(f"{k} {v / total * 1e6:.2f} µs" for k, v in steps)
 
 
+@rare_collections()  # the consumer's GC thresholds: the ratio does not count them as its gain
 def baseline(
     bootstrap: str, topic: str, total: int, phases: Phases | None = None, metric_set: str = DEFAULT_METRIC_SET
 ) -> float:
     """Seconds to consume and decode every record, from the first batch received."""
     # Kafka client settings like MetricsConsumer's (consumer/runner.py) minus its callbacks,
-    # with a bigger prefetch (it favours the baseline); the cyclic GC thresholds the consumer
-    # sets while it runs, so the ratio does not count that setting as the consumer's gain.
-    with rare_collections():
-        return _baseline(bootstrap, topic, total, phases, metric_set)
-
-
-def _baseline(bootstrap: str, topic: str, total: int, phases: Phases | None, metric_set: str) -> float:
+    # with a bigger prefetch (it favours the baseline)
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-base-{uuid.uuid4().hex[:8]}",
                   "enable.auto.commit": False, "auto.offset.reset": "earliest",
                   "partition.assignment.strategy": "roundrobin", "enable.partition.eof": False,

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import gc
 import sys
 import tempfile
 import time
@@ -43,7 +42,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from consumer.fold.model import reader_schema  # noqa: E402
 from consumer.fold.native import choose  # noqa: E402
 from consumer.fold.registry import CLOSURES, DEFAULT_METRIC_SET, METRIC_SETS, Registry  # noqa: E402
-from consumer.heap import GEN0_THRESHOLD  # noqa: E402
+from consumer.heap import rare_collections  # noqa: E402
 from consumer.store import PartitionCommit, Store  # noqa: E402
 from consumer.store.sqlite import SqliteStore  # noqa: E402
 from consumer.stream.settings import ConsumerSettings  # noqa: E402
@@ -182,6 +181,9 @@ class Msg:
         return self._offset
 
 
+# the consumer's cyclic-GC thresholds (MetricsConsumer.run): with the default ones, the
+# million encoded values this bench holds are traced again and again, charged to decode
+@rare_collections()
 def run(
     values: list[tuple[int, bytes]],
     flush: int,
@@ -189,9 +191,6 @@ def run(
     registry: Registry = CLOSURES,
     store_kind: str = "sqlite",
 ) -> None:
-    # the consumer's cyclic-GC threshold (MetricsConsumer.run): with the default one, the
-    # million encoded values this bench holds are traced again and again, charged to decode
-    gc.set_threshold(GEN0_THRESHOLD, *gc.get_threshold()[1:])
     codec = Codec(subject(CONVERSATION_EVENT), reader_schema=reader_schema(registry))
     # SQLite works in this thread (its CPU time); PostgreSQL in the server's processes
     clock = time.thread_time if store_kind == "sqlite" else time.perf_counter

@@ -233,7 +233,7 @@ def measure(url: str, args: argparse.Namespace) -> None:
     for server in servers.values():
         server.should_exit = True
 
-    kind = "SQLite" if url.startswith("sqlite:") else "PostgreSQL (local, after `ANALYZE`)"
+    kind = "SQLite" if args.store == "sqlite" else "PostgreSQL (local, after `ANALYZE`)"
 
     def p(xs: list[float], q: float) -> float:
         return statistics.quantiles(xs, n=100, method="inclusive")[int(q) - 1] * 1000
@@ -269,7 +269,7 @@ def measure(url: str, args: argparse.Namespace) -> None:
     lines += ["", f"Load average (1 min) at the end: {os.getloadavg()[0]:.1f}.", ""]
     text = "\n".join(lines)
     print(text)
-    out = ROOT / "bench" / "results" / ("query.md" if kind == "SQLite" else "query-postgres.md")
+    out = ROOT / "bench" / "results" / ("query.md" if args.store == "sqlite" else "query-postgres.md")
     out.write_text(text)
 
 
