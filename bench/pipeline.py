@@ -45,7 +45,7 @@ from consumer.fold.registry import CLOSURES, DEFAULT_METRIC_SET, METRIC_SETS, Re
 from consumer.heap import rare_collections  # noqa: E402
 from consumer.store import PartitionCommit, Store  # noqa: E402
 from consumer.store.sqlite import SqliteStore  # noqa: E402
-from consumer.stream.settings import ConsumerSettings  # noqa: E402
+from consumer.stream.settings import FLUSH_EVENTS  # noqa: E402
 from convmetrics.generate import GenerateConfig, generate_webhooks  # noqa: E402
 from producer.intake import Prepared, prepare  # noqa: E402
 from schemas import CONVERSATION_EVENT, Codec, subject  # noqa: E402
@@ -258,8 +258,8 @@ def main() -> None:
     ap.add_argument(
         "--flush",
         type=int,
-        default=ConsumerSettings.flush_events,
-        help="events per commit (the consumer's default)",
+        default=None,
+        help="events per commit (default: the consumer's for the metric set, FLUSH_EVENTS)",
     )
     ap.add_argument("--statements", action="store_true", help="time each SQL statement of the commits")
     ap.add_argument(
@@ -279,7 +279,13 @@ def main() -> None:
     started = time.perf_counter()
     values = make_values(args.events)
     print(f"generated and encoded {len(values):,} events in {time.perf_counter() - started:.0f} s")
-    run(values, args.flush, args.statements, METRIC_SETS[args.metric_set], args.store)
+    run(
+        values,
+        args.flush or FLUSH_EVENTS[args.metric_set],
+        args.statements,
+        METRIC_SETS[args.metric_set],
+        args.store,
+    )
 
 
 if __name__ == "__main__":

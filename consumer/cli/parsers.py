@@ -6,14 +6,11 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from consumer.cli.commands import ENV_BOOTSTRAP, _consume, _dlq_replay, _serve, _token_new
 from consumer.serve.report import add_metric_set_argument, add_sla_buckets_argument
 from schemas.kafka import add_arguments as kafka_arguments
-
-if TYPE_CHECKING:
-    pass
-from consumer.cli.commands import ENV_BOOTSTRAP, _consume, _dlq_replay, _serve, _token_new
 
 ENV_TOPIC = "CONVMETRICS_TOPIC"
 ENV_STORE = "CONVMETRICS_STORE"
@@ -82,7 +79,7 @@ def _wire(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def register(sub: Any) -> None:
-    from consumer.stream.settings import ConsumerSettings
+    from consumer.stream.settings import FLUSH_EVENTS
 
     c = sub.add_parser(
         "consume",
@@ -107,9 +104,10 @@ def register(sub: Any) -> None:
     c.add_argument(
         "--flush-events",
         type=_positive,
-        default=ConsumerSettings.flush_events,
-        help=f"commit after this many records (default {ConsumerSettings.flush_events}; more: fewer, "
-        "bigger commits, more memory)",
+        default=None,
+        help="commit after this many records while behind (default: "
+        + ", ".join(f"{n:,} with --metric-set {m}" for m, n in FLUSH_EVENTS.items())
+        + "; more: fewer, bigger commits, more memory)",
     )
     c.add_argument("--retention-1m", type=_days, default=2, help="days to keep 1-minute rows (default 2)")
     c.add_argument("--retention-1h", type=_days, default=90, help="days to keep 1-hour rows (default 90)")

@@ -156,7 +156,7 @@ class MetricsConsumer:
                     self.wait_for_commit(keep=len(self.writer.in_flight) - 1)
                 behind = len(msgs) >= self.s.poll_batch
                 interval = self.s.backlog_flush_interval if behind else self.s.flush_interval
-                if self._pending >= self.s.flush_events or time.monotonic() - self._last_commit >= interval:
+                if self._pending >= self.s.commit_events or time.monotonic() - self._last_commit >= interval:
                     self.commit(wait=False)
                 if time.monotonic() - self._last_lag >= 5:
                     self._refresh_lag()

@@ -5,10 +5,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from consumer.fold.registry import DEFAULT_METRIC_SET, DEFAULT_SLA_BUCKETS, Registry, metric_set
+from consumer.fold.registry import DEFAULT_METRIC_SET, DEFAULT_SLA_BUCKETS, METRIC_SETS, Registry, metric_set
 from consumer.store import Retention
 from schemas.confluent import WireFormat
 from schemas.schema_registry import RegistrySettings
+
+#: records per commit while behind, by metric set, where `--flush-events` is not given.
+#: Much of a SQLite commit's cost is per commit, not per event: the pages of the account
+#: rows (1d, all) and of the closures' account-keyed B-trees that it touches, about one per
+#: active account whatever the commit's size. 100,000 instead of 50,000 took the closures
+#: set's consumer from 0.66 to 0.74-0.77 of consume+decode. The full set is bound by its
+#: rows per event instead (no faster at 100,000) and its memory grew 417 -> 526 MB: 50,000.
+#: (docs/performance.md, "Commit size")
+FLUSH_EVENTS: Mapping[str, int] = {"closures": 100_000, "full": 50_000}
+assert FLUSH_EVENTS.keys() == METRIC_SETS.keys(), "a commit size for each metric set"
 
 
 @dataclass(frozen=True)
@@ -17,10 +27,9 @@ class ConsumerSettings:
     topic: str = "conversation-events"
     group: str = "closure-metrics"
     store_url: str = "sqlite:///convmetrics.db"
-    #: commit to the store after this many events or seconds, whichever comes first (a
-    #: bigger commit costs the store less per event, and 50,000 still holds the RSS budget:
-    #: bench/results/history.md)
-    flush_events: int = 50_000
+    #: commit to the store after this many events or seconds, whichever comes first;
+    #: None: the metric set's (`FLUSH_EVENTS`, read as `commit_events`)
+    flush_events: int | None = None
     #: when caught up: a short interval keeps webhook-to-API latency low (p99 < 1 s)
     flush_interval: float = 0.25
     #: while behind (polls return full batches): fewer, bigger commits catch up faster
@@ -46,6 +55,11 @@ class ConsumerSettings:
     schema_registry: RegistrySettings | None = None
     #: how the metrics-topic publishers frame their records
     wire_format: WireFormat = WireFormat.SINGLE_OBJECT
+
+    @property
+    def commit_events(self) -> int:
+        """Records per commit while behind: `flush_events`, else the metric set's."""
+        return self.flush_events or FLUSH_EVENTS[self.metric_set]
 
     @property
     def registry(self) -> Registry:

@@ -7,7 +7,8 @@ import pytest
 
 from consumer.cli import consumer_settings
 from consumer.store import Retention
-from consumer.stream.settings import ConsumerSettings
+from consumer.fold.registry import METRIC_SETS
+from consumer.stream.settings import FLUSH_EVENTS, ConsumerSettings
 from convmetrics.cli import build_parser
 
 DAY = 86400
@@ -45,5 +46,20 @@ def test_the_help_states_the_defaults(capsys: pytest.CaptureFixture[str]) -> Non
         build_parser().parse_args(["consume", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     for said in ("(default 2)", "(default 90)", "(default: forever)", "(default 30)", "(default 256)",
-                 "(default 5,000,000)"):  # fmt: skip
+                 "(default 5,000,000)", "100,000 with --metric-set closures, 50,000 with --metric-set full"):  # fmt: skip
         assert said in text, said
+
+
+@pytest.mark.parametrize(("flags", "events"), [
+    ((), 100_000),  # the default metric set (closures): its commits cost the store per commit
+    (("--metric-set", "full"), 50_000),  # the full set: its memory budget
+    (("--flush-events", "7"), 7),  # the flag wins over either
+    (("--metric-set", "full", "--flush-events", "200000"), 200_000),
+])  # fmt: skip
+def test_the_commit_size_is_the_metric_sets_unless_given(flags: tuple[str, ...], events: int) -> None:
+    assert settings(*flags).commit_events == events
+
+
+def test_every_metric_set_has_a_commit_size() -> None:
+    assert ConsumerSettings("k:9092", metric_set="full").commit_events == FLUSH_EVENTS["full"]
+    assert set(FLUSH_EVENTS) == set(METRIC_SETS)
