@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from consumer.cli import consumer_settings
-from consumer.store import Retention
 from consumer.fold.registry import METRIC_SETS
+from consumer.store import Retention
 from consumer.stream.settings import FLUSH_EVENTS, ConsumerSettings
 from convmetrics.cli import build_parser
 
@@ -45,8 +45,9 @@ def test_the_help_states_the_defaults(capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit):
         build_parser().parse_args(["consume", "--help"])
     text = " ".join(capsys.readouterr().out.split())
+    commits = "100,000 with --metric-set closures, 50,000 with --metric-set full"
     for said in ("(default 2)", "(default 90)", "(default: forever)", "(default 30)", "(default 256)",
-                 "(default 5,000,000)", "100,000 with --metric-set closures, 50,000 with --metric-set full"):  # fmt: skip
+                 "(default 5,000,000)", commits):  # fmt: skip
         assert said in text, said
 
 
