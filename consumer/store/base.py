@@ -119,6 +119,11 @@ class Store(Protocol):
     #: the metrics the store holds: its columns, and what readers render
     registry: Registry
 
+    def check_topic(self, topic: str) -> None:
+        """Note the events topic the store's metrics come from, or raise StoreError if it
+        already holds another's (a store holds one topic's metrics)."""
+        ...
+
     def claim(self, topic: str, partition: int, owner: str) -> int:
         """Become the partition's owner: bump and return its ownership epoch. Claim first,
         then load: from then on the previous owner's commits for it are refused."""

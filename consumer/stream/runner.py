@@ -84,9 +84,7 @@ class MetricsConsumer:
         self.store = store or open_store(
             settings.store_url, retention=settings.retention, registry=settings.registry
         )
-        check = getattr(self.store, "check_topic", None)
-        if check is not None:
-            check(settings.topic)
+        self.store.check_topic(settings.topic)
         self.codec = Codec(
             subject(CONVERSATION_EVENT),
             reader_schema=reader_schema(settings.registry),

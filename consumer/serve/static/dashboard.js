@@ -214,7 +214,9 @@
     let series = [];
     if (newest !== null) {
       const from = newest - (SPAN[w] - 1) * SIZE[w];
-      for (let t = from; t <= newest; t += SIZE[w]) labels.push(t);
+      // by index: past 2^53 a number + SIZE[w] can round back to itself (times written
+      // to the topic past the gateway are not bounded to year 9999)
+      for (let i = 0; i < SPAN[w]; i++) labels.push(from + i * SIZE[w]);
       const query = { by: "channel_type", window: w, from: String(from) };
       // more channel types than the API names (--max-label-values): draw the named ones only
       if (summary.channel_types_folded) query.keys = channels.filter((k) => k !== "_other").join(",");

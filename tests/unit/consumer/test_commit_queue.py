@@ -37,6 +37,9 @@ class FlakyStore:
             raise RuntimeError("disk on fire")
         self.landed.extend(p.next_offset for p in partitions)
 
+    def check_topic(self, topic: str) -> None:
+        pass
+
     def __getattr__(self, name: str) -> Any:
         raise AttributeError(name)
 
@@ -122,6 +125,9 @@ class SnapshotStore:
 
     def commit(self, topic: str, partitions: list[PartitionCommit]) -> None:
         self.snapshots.append({p.partition: len(p.snapshot) for p in partitions if p.snapshot is not None})
+
+    def check_topic(self, topic: str) -> None:
+        pass
 
     def __getattr__(self, name: str) -> Any:
         raise AttributeError(name)
