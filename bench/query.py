@@ -9,11 +9,14 @@ matter) from a generated day: every account has conversations on several partiti
 each created and closed within the day. Then serves it with `convmetrics serve`'s app on
 a real port (uvicorn, in a thread) and times, over HTTP, each request one dashboard
 refresh makes: `/v1/summary`, the channel types' rows of the shown hour (1-minute
-window) and of the shown day (1-hour window), the account table's 100 busiest accounts
-(ranked in the API) and a search in it; one account's channel types with every metric
-(`/v1/metrics`, the grouped table), the live backlog and an account's closure list (the
-drill-down); and, for comparison, an export of every
-account's all-time row (paged 10,000 at a time), which the dashboard no longer makes.
+window) and of the shown day (1-hour window), each as the page asks for it (every channel
+type's counters, and one channel type's time to close: `fields`) and, for comparison,
+whole (every metric of every channel type, as the page asked before `fields`); the
+account table's 100 busiest accounts (ranked in the API) and a search in it; one
+account's channel types with every metric (`/v1/metrics`, the grouped table), the live
+backlog and an account's closure list (the drill-down); and, for comparison, an export
+of every account's all-time row (paged 10,000 at a time), which the dashboard no longer
+makes.
 The store holds the full metric set and is served as that; `/v1/summary` and `/v1/closures`
 are also timed against it served as the closures set (the default), alternately in the
 same run, which separates the cost of serving the full set from the machine's day.
@@ -61,6 +64,19 @@ SETS = ("full", "closures")
 #: not a dashboard call (the page ranks and cuts the account table in the API): what an
 #: export of every account costs, for comparison
 EXPORT = "/v1/closures accounts, all time, every page (an export)"
+HOUR_WHOLE = "/v1/closures channel types, 1m, the shown hour, every metric (the page before `fields`)"
+DAY_WHOLE = "/v1/closures channel types, 1h, the shown day, every metric (the page before `fields`)"
+#: each chart's calls as the page makes them (in parallel), and the whole call they replace
+CHART_CALLS = {
+    HOUR_WHOLE: (
+        "/v1/closures channel types, 1m, the shown hour: counters",
+        "/v1/closures channel types, 1m, the shown hour: one's time to close",
+    ),
+    DAY_WHOLE: (
+        "/v1/closures channel types, 1h, the shown day: counters",
+        "/v1/closures channel types, 1h, the shown day: one's time to close",
+    ),
+}
 #: one account's rows of a day with a bounded span (its starts listed), and the same rows
 #: asked for from a start on only (the span read as a range of every key's rows): the
 #: baseline of the first, in the same run
@@ -161,16 +177,20 @@ def measure(url: str, args: argparse.Namespace) -> None:
         time.sleep(0.05)
     ports = {name: s.servers[0].sockets[0].getsockname()[1] for name, s in servers.items()}
     newest_minute = DAY + 86_340
+    hour = {"by": "channel_type", "window": "1m", "from": str(newest_minute - 59 * 60), "limit": "10000"}
+    day = {"by": "channel_type", "window": "1h", "from": str(DAY), "limit": "10000"}
+    # each chart's rows, as the dashboard asks for them: every channel type's counters, and
+    # the charted one's time to close (the page's `fields`)
+    counters, charted = {"fields": "closures,closed_unread"}, {"key": CHANNELS[0], "fields": "time_to_close"}
     calls = {
         "/v1/summary": ("/v1/summary", {}),
-        "/v1/closures channel types, 1m, the shown hour": (
-            "/v1/closures",
-            {"by": "channel_type", "window": "1m", "from": str(newest_minute - 59 * 60), "limit": "10000"},
-        ),
-        "/v1/closures channel types, 1h, the shown day": (
-            "/v1/closures",
-            {"by": "channel_type", "window": "1h", "from": str(DAY), "limit": "10000"},
-        ),
+        CHART_CALLS[HOUR_WHOLE][0]: ("/v1/closures", hour | counters),
+        CHART_CALLS[HOUR_WHOLE][1]: ("/v1/closures", hour | charted),
+        CHART_CALLS[DAY_WHOLE][0]: ("/v1/closures", day | counters),
+        CHART_CALLS[DAY_WHOLE][1]: ("/v1/closures", day | charted),
+        # for comparison: every metric of every channel type, as the page asked before `fields`
+        HOUR_WHOLE: ("/v1/closures", hour),
+        DAY_WHOLE: ("/v1/closures", day),
         "/v1/closures accounts, all time, the table's 100 busiest (sort=-closures)": (
             "/v1/closures",
             {"by": "account", "window": "all", "sort": "-closures", "limit": "100"},
@@ -257,7 +277,7 @@ def measure(url: str, args: argparse.Namespace) -> None:
     ]
     for name in calls:
         xs, base = results[(SETS[0], name)], results.get((SETS[1], name))
-        target = "none" if name in (EXPORT, RANGED) else "50"
+        target = "none" if name in (EXPORT, RANGED, HOUR_WHOLE, DAY_WHOLE) else "50"
         other = f"{p(base, 50):.1f}, {p(base, 99):.1f}" if base else "-"
         lines.append(f"| {name} | {p(xs, 50):.1f} | {p(xs, 99):.1f} | {other} | {target} |")
     listed, ranged = results[(SETS[0], LISTED)], results[(SETS[0], RANGED)]
@@ -266,6 +286,12 @@ def measure(url: str, args: argparse.Namespace) -> None:
         f"One account's day, its starts listed against the span read as a range: p50 "
         f"{p(ranged, 50) / p(listed, 50):.1f}x, p99 {p(ranged, 99) / p(listed, 99):.1f}x faster.",
     ]
+    for whole, parts in CHART_CALLS.items():
+        asked, once = sum(p(results[(SETS[0], name)], 50) for name in parts), p(results[(SETS[0], whole)], 50)
+        lines.append(
+            f"{whole.split(', every')[0]}, as the page asks for it ({len(parts)} calls, in parallel on "
+            f"the page): p50 {asked:.1f} ms one after the other, against {once:.1f} ms whole."
+        )
     lines += ["", f"Load average (1 min) at the end: {os.getloadavg()[0]:.1f}.", ""]
     text = "\n".join(lines)
     print(text)

@@ -160,8 +160,9 @@ def create_app(
             if outside := [k for k in asked if int(k) not in scope.accounts]:
                 return _json({"error": f"account {outside[0]} is not in this token's scope ({scope})"}, 403)
             keys = tuple(str(a) for a in sorted(scope.accounts)) if not asked else tuple(asked)
-        # only the columns /v1/closures shows (a full-set store holds twice as many)
-        shown = tuple(m.name for m in s.registry.closures_shown)
+        # only the columns /v1/closures shows (a full-set store holds twice as many), or
+        # those of `fields`
+        shown = q.shown(s.registry)
         if q.sort is not None:
             ranked, total = s.rank(replace(q.ranking(), keys=keys, metrics=shown))
             return _json(response_json(q, ranked, s.registry, total))

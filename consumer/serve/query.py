@@ -23,7 +23,7 @@ MAX_LIMIT = 100_000
 #: how every integer parameter is written: ASCII digits, an optional minus (no spaces, '+',
 #: '_' or other scripts' digits, which Python's int() would take)
 _DECIMAL = re.compile(r"-?[0-9]+")
-_KNOWN = {"by", "window", "key", "keys", "from", "to", "limit", "cursor", "sort", "contains"}
+_KNOWN = {"by", "window", "key", "keys", "from", "to", "limit", "cursor", "sort", "contains", "fields"}
 #: at most this many keys in `keys=` (the dashboard asks for the channel types it draws)
 MAX_KEYS = 1_000
 #: the longest name a filter takes (a channel type): the gateway bounds none, so generously
@@ -46,6 +46,13 @@ class ClosureQuery:
     offset: int = 0
     contains: str | None = None  # only keys that contain this text
     keys: tuple[str, ...] | None = None  # only these keys (`keys=A,B,C`)
+    #: only these metrics of each row (`fields=closures,closed_unread`), in registry order;
+    #: None: every metric `/v1/closures` shows
+    fields: tuple[str, ...] | None = None
+
+    def shown(self, registry: Registry) -> tuple[str, ...]:
+        """The names of the metrics each row shows."""
+        return self.fields or tuple(m.name for m in registry.closures_shown)
 
     def ranking(self) -> Ranking:
         assert self.sort is not None
@@ -153,10 +160,13 @@ def parse_query(params: Mapping[str, str], registry: Registry = REGISTRY) -> Clo
         raise QueryError("key and keys select the same thing: leave one out")
     cursor = params.get("cursor")
     contains = params.get("contains") or None
+    fields = _fields(params.get("fields"), registry)
     sort = params.get("sort") or None
     if sort is None:
         after = decode_cursor(cursor) if cursor else None
-        return ClosureQuery(by, window, key, start_from, start_to, limit, after, contains=contains, keys=keys)
+        return ClosureQuery(
+            by, window, key, start_from, start_to, limit, after, contains=contains, keys=keys, fields=fields
+        )
     descending = sort.startswith("-")
     value = sort.removeprefix("-")
     if value not in registry.rankable:
@@ -169,8 +179,24 @@ def parse_query(params: Mapping[str, str], registry: Registry = REGISTRY) -> Clo
         raise QueryError("sort ranks many rows; with key there is one per window: leave one out")
     offset = decode_rank_cursor(cursor) if cursor else 0
     return ClosureQuery(
-        by, window, None, start_from, start_to, limit, None, value, descending, offset, contains, keys
+        by, window, None, start_from, start_to, limit, None, value, descending, offset, contains, keys, fields
     )
+
+
+def _fields(raw: str | None, registry: Registry) -> tuple[str, ...] | None:
+    """`fields=closures,time_to_close`: the metrics each row shows, in registry order; a
+    name a row does not show is refused naming it. A row's counters alone are read without
+    its sketch bins, the bulk of a row (the dashboard's charts ask for them apart)."""
+    if raw is None:
+        return None
+    shown = [m.name for m in registry.closures_shown]
+    asked = {f.strip() for f in raw.split(",") if f.strip()}
+    if not asked:
+        raise QueryError(f"fields lists no metric, got {raw!r}; a row shows {', '.join(shown)}")
+    if unknown := sorted(asked - set(shown)):
+        named = ", ".join(map(repr, unknown))
+        raise QueryError(f"fields: {named} not shown by /v1/closures; it shows {', '.join(shown)}")
+    return tuple(name for name in shown if name in asked)
 
 
 def _keys(raw: str | None, by: str, int_keyed: bool) -> tuple[str, ...] | None:
@@ -231,6 +257,7 @@ def response_json(
         nxt = encode_rank_cursor(q.offset + q.limit) if more else None
     else:
         nxt = encode_cursor(rows[-1].window_start, rows[-1].key) if more and rows else None
-    shown = registry.closures_shown
+    names = q.shown(registry)
+    shown = tuple(m for m in registry.closures_shown if m.name in names)
     body |= {"rows": [row_json(r, registry, shown) for r in rows], "next": nxt}
     return body

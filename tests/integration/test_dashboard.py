@@ -220,6 +220,14 @@ def test_dashboard_draws_the_pipelines_numbers(
         assert r[-2] == lag_text(lag_p50[r[0]]), r
 
     check_charts(page, api, "1h", 48)
+    # another channel type's time to close: the page fetches it (the counters' rows carry
+    # no quantiles) and charts it, equal to the API's
+    first = page.evaluate("window.convmetrics.ttcKey")
+    other = next(r["key"] for r in sorted(channels, key=lambda r: -r["closures"]) if r["key"] != first)
+    page.select_option("#ttc-key", other)
+    page.wait_for_function(f"window.convmetrics.ttcKey === {json.dumps(other)}", timeout=30_000)
+    refreshed(page)
+    check_charts(page, api, "1h", 48)
 
     # the account table: busiest first; search filters it, a header click sorts it (the API
     # ranks, searches and cuts the table: each change is a fetch, so wait for its drawing)

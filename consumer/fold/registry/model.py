@@ -287,6 +287,12 @@ class Registry:
         """Every metric's columns, in registry order."""
         return tuple(c for m in self.metrics for c in m.columns)
 
+    def sketched(self, metrics: Collection[str] | None) -> bool:
+        """Whether the named metrics (None: all) need a row's sketch bins: a distribution's
+        quantiles do; a read of counters only leaves the bins unread."""
+        names = None if metrics is None else tuple(metrics)
+        return any(m.kind is Kind.DISTRIBUTION for m in self.view(names))
+
     def columns_of(self, metrics: Collection[str] | None) -> tuple[str, ...]:
         """The columns of the named metrics, in registry order (None: `value_columns`): what a
         query reads when it shows only some metrics (`/v1/closures` of a full-set store)."""

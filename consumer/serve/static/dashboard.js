@@ -29,7 +29,8 @@
     search: "",
     sort: { col: "closures", desc: true },
     summary: null,
-    series: [], // /v1/closures rows by channel type for the shown windows
+    series: [], // /v1/closures rows by channel type for the shown windows: their counters
+    ttcSeries: [], // the same windows' time to close, of the chosen channel type (ttcKey)
     labels: [], // window starts shown on the time charts
     accounts: [], // the account table's page: /v1/closures by account, all time, ranked by the API
     accountsMatch: 0, // accounts that match the search
@@ -210,26 +211,35 @@
       .slice()
       .sort((a, b) => b.closures - a.closures || (a.key < b.key ? -1 : 1))
       .map((r) => r.key);
+    const charting = () => (state.ttcKey && channels.includes(state.ttcKey) ? state.ttcKey : channels[0] || null);
+    const ttcKey = charting();
     let labels = [];
     let series = [];
+    let ttcSeries = [];
     if (newest !== null) {
       const from = newest - (SPAN[w] - 1) * SIZE[w];
       // by index: past 2^53 a number + SIZE[w] can round back to itself (times written
       // to the topic past the gateway are not bounded to year 9999)
       for (let i = 0; i < SPAN[w]; i++) labels.push(from + i * SIZE[w]);
-      const query = { by: "channel_type", window: w, from: String(from) };
+      // the counters of every channel type, without their sketches (the bulk of a row, and
+      // most of the call's time), and the quantiles of the one channel type charted
+      const query = { by: "channel_type", window: w, from: String(from), fields: "closures,closed_unread" };
       // more channel types than the API names (--max-label-values): draw the named ones only
-      if (summary.channel_types_folded) query.keys = channels.filter((k) => k !== "_other").join(",");
-      series = await allRows(query);
+      const folded = summary.channel_types_folded;
+      if (folded) query.keys = channels.filter((k) => k !== "_other").join(",");
+      const charted = ttcKey !== null && !(folded && ttcKey === "_other");
+      const ttcQuery = { by: "channel_type", window: w, from: String(from), key: ttcKey, fields: "time_to_close" };
+      [series, ttcSeries] = await Promise.all([allRows(query), charted ? allRows(ttcQuery) : []]);
     }
     await grouped.loadMetricSet();
     await grouped.fetch();
     await backlog.refresh();
     const mine = ++accountFetches;
     const accounts = await fetchAccounts();
-    if (w !== state.window) return; // switched while fetching: the next poll draws it
-    Object.assign(state, { summary, labels, series, channels, error: null }, mine === accountFetches ? accounts : {});
-    if (!state.ttcKey || !channels.includes(state.ttcKey)) state.ttcKey = channels[0] || null;
+    // the window or the charted channel type switched while fetching: the next poll draws it
+    if (w !== state.window || ttcKey !== charting()) return;
+    Object.assign(state, { summary, labels, series, ttcSeries, ttcKey, channels, error: null },
+      mine === accountFetches ? accounts : {});
     render();
     state.refreshes += 1;
   }
@@ -286,7 +296,9 @@
     charts.closures.update("none");
 
     const key = state.ttcKey;
-    const ttc = (q) => state.labels.map((t) => (at(t, key) ? at(t, key).time_to_close[q] : null));
+    const ttcCells = byWindow(state.ttcSeries);
+    const ttcAt = (t) => (ttcCells.get(t) || new Map()).get(key);
+    const ttc = (q) => state.labels.map((t) => (ttcAt(t) ? ttcAt(t).time_to_close[q] : null));
     charts.ttc.data = {
       labels,
       datasets: [
@@ -490,7 +502,7 @@
     }
     document.getElementById("ttc-key").addEventListener("change", (e) => {
       state.ttcKey = e.target.value;
-      drawCharts();
+      poll(); // its time to close is fetched for it
     });
     document.getElementById("account-search").addEventListener("input", (e) => {
       state.search = e.target.value;

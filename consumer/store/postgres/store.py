@@ -151,6 +151,8 @@ class PostgresStore:
             found = conn.execute(sql, [*args, limit]).fetchall()
             if not found:
                 return []
+            if not self.registry.sketched(metrics):
+                return build_rows(by, window, found, (), self.registry, metrics)
             bin_sql, bin_args = bins_filter(
                 by, window, {r[1] for r in found}, sorted({r[0] for r in found}), "%s"
             )
@@ -286,5 +288,5 @@ def _page(
     """`rows.Page`: the merged rows, then their bins (`rows.bins_filter`)."""
     d = sqlgen.POSTGRES
     found = conn.execute(sqlgen.page(d, registry, starts, metrics), (by, window, d.list_arg(keys))).fetchall()
-    bins = conn.execute(*bins_filter(by, window, starts, keys, "%s"))
+    bins = conn.execute(*bins_filter(by, window, starts, keys, "%s")) if registry.sketched(metrics) else ()
     return build_rows(by, window, found, bins, registry, metrics)

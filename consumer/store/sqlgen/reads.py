@@ -13,7 +13,7 @@ def query(
 ) -> str:
     """A metrics query: rows merged over their partitions, in (start, key) order, with the
     columns of `metrics` (None: all)."""
-    bins = ", bins_union(bins)" if d.bins_blob else ""
+    bins = _bins_union(d, registry, metrics)
     return (
         f"SELECT key, start, {merged_columns(registry, metrics)}{bins} FROM metric_rows WHERE {where} "
         f"GROUP BY start, key ORDER BY start, key LIMIT {mark}"
@@ -76,11 +76,19 @@ def page(
     (`Dialect.list_arg`). A store keeping its bins as a blob reads their union too (as
     `query`); the other reads them with `rows.bins_filter`. The primary key (by, win, start, key,
     ...) is a point per start and key."""
-    bins = ", bins_union(bins)" if d.bins_blob else ""
+    bins = _bins_union(d, registry, metrics)
     return (
         f"SELECT key, start, {merged_columns(registry, metrics)}{bins} FROM metric_rows WHERE by = {d.mark} "
         f"AND win = {d.mark} AND {starts_in(starts)} AND {d.one_of('key')} GROUP BY start, key"
     )
+
+
+def _bins_union(d: Dialect, registry: Registry, metrics: Collection[str] | None) -> str:
+    """The last column of a store keeping its bins as a blob: their union, or NULL where the
+    metrics read have no distribution (merging the blobs is most of such a query's work)."""
+    if not d.bins_blob:
+        return ""
+    return ", bins_union(bins)" if registry.sketched(metrics) else ", NULL"
 
 
 def starts_in(starts: Collection[int]) -> str:

@@ -294,6 +294,39 @@ def test_keys_select_several_rows(db: Path) -> None:
         assert r.status_code == 400 and says in r.json()["error"], params
 
 
+@pytest.mark.parametrize("extra", [{}, {"sort": "-closures"}, {"key": "EMAIL"}])
+def test_fields_show_only_the_metrics_named(db: Path, extra: dict[str, str]) -> None:
+    """`fields` cuts each row to the metrics named (in the row's own order, whatever the
+    order asked), values equal to the full row's; counters alone are read without the
+    rows' sketches, a distribution with them."""
+    c = client(db)
+    base = {"by": "channel_type", "window": "1h", **extra}
+    full = c.get("/v1/closures", params=base).json()
+    assert full["rows"] and "fields" not in full
+    assert all(r["time_to_close"]["p50"] is not None for r in full["rows"])  # quantiles from the bins
+    for fields, shown in (
+        ("closed_unread, closures", ["closures", "closed_unread"]),
+        ("time_to_close", ["time_to_close"]),
+        ("reopens,ingest_lag,closures", ["closures", "reopens", "ingest_lag"]),
+    ):
+        got = c.get("/v1/closures", params={**base, "fields": fields}).json()
+        assert [k for k in got if k != "rows"] == [k for k in full if k != "rows"]
+        cut = [{k: v for k, v in r.items() if k not in ALL_SHOWN or k in shown} for r in full["rows"]]
+        assert got["rows"] == cut, fields
+        assert all(list(r)[-len(shown) :] == shown for r in got["rows"])
+    for fields, says in (
+        ("closures,time_to_close_buckets", "'time_to_close_buckets' not shown by /v1/closures"),
+        (" , ", "fields lists no metric"),
+        ("created", "'created' not shown"),
+    ):
+        r = c.get("/v1/closures", params={**base, "fields": fields})
+        assert r.status_code == 400 and says in r.json()["error"], fields
+
+
+#: the metrics a /v1/closures row shows (the rest of a row: key, window, its start and end)
+ALL_SHOWN = ("closures", "reopens", "closed_unread", "time_to_close", "ingest_lag")
+
+
 def test_closures_of_a_closures_set_store_refuse_the_full_sets_names(tmp_path: Path) -> None:
     """Over HTTP: the store's metric set decides what `by` and `sort` may name (400s naming
     the parameter and --metric-set, never a 500)."""

@@ -457,6 +457,15 @@ def test_a_query_of_some_metrics_reads_them_as_the_whole_row_holds_them(store: A
     (rows, total), (some, counted) = store.rank(ranking), store.rank(replace(ranking, metrics=shown))
     assert len(rows) == 20 and total == counted
     assert picked(rows) == whole(some)
+    # counters alone: the same values, and no bins read (no distribution asked for)
+    counters = ("closures", "closed_unread")
+    cut = store.registry.columns_of(counters)
+    for by in ("channel_type", "account"):
+        every = store.query(by, "1h", limit=100_000)
+        got = store.query(by, "1h", limit=100_000, metrics=counters)
+        assert [(r.key, r.window_start, {c: r.values[c] for c in cut}, ()) for r in every] == whole(got)
+    ranked, _ = store.rank(replace(ranking, metrics=counters))
+    assert [(r.key, r.window_start, {c: r.values[c] for c in cut}, ()) for r in rows] == whole(ranked)
     # a ranked page of many starts and keys: each row as a query of it finds it (the page's
     # values are read after the ranking, by start and key)
     page, _ = store.rank(Ranking("account", "1h", "closures", limit=60))
