@@ -281,7 +281,7 @@ def main() -> None:
     print(f"generated and encoded {len(values):,} events in {time.perf_counter() - started:.0f} s")
     run(
         values,
-        args.flush or FLUSH_EVENTS[args.metric_set],
+        args.flush if args.flush is not None else FLUSH_EVENTS[args.metric_set],
         args.statements,
         METRIC_SETS[args.metric_set],
         args.store,

@@ -111,7 +111,8 @@ class Ranking:
     offset: int = 0
     limit: int = 100
     keys: tuple[str, ...] | None = None  # only rows of these keys
-    #: the metrics the rows carry (`Registry.columns_of`; None: all the store holds)
+    #: the metrics the rows carry (`Registry.columns_of`; None: all the store holds); their
+    #: sketch bins are read only if one of them is a distribution (`Registry.sketched`)
     metrics: tuple[str, ...] | None = None
 
 
@@ -152,7 +153,8 @@ class Store(Protocol):
         metrics: Collection[str] | None = None,
     ) -> list[MetricRow]:
         """Rows merged over their partitions, in (start, key) order, with the values of
-        `metrics` (None: every metric the store holds)."""
+        `metrics` (None: every metric the store holds), and their sketch bins where one of
+        those is a distribution (`Registry.sketched`; else `bins` is empty)."""
         ...
 
     def rank(self, ranking: Ranking) -> tuple[list[MetricRow], int]:

@@ -59,7 +59,7 @@ class ConsumerSettings:
     @property
     def commit_events(self) -> int:
         """Records per commit while behind: `flush_events`, else the metric set's."""
-        return self.flush_events or FLUSH_EVENTS[self.metric_set]
+        return self.flush_events if self.flush_events is not None else FLUSH_EVENTS[self.metric_set]
 
     @property
     def registry(self) -> Registry:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import orjson
@@ -146,7 +147,28 @@ def expected_series(api: str, window: str, span: int) -> tuple[list[int], dict[t
     return starts, {(r["window_start"], r["key"]): r for r in rows}
 
 
-def check_charts(page: Page, api: str, window: str, span: int) -> None:
+#: choose a channel type for the time-to-close chart as the selector does, returning the
+#: URLs its change handler fetched before yielding (fetch is called synchronously there)
+CHOOSE_TTC = """key => {
+    const urls = [], real = window.fetch;
+    window.fetch = (url, options) => {
+        urls.push(new URL(url, location.href).href);
+        return real(url, options);
+    };
+    try {
+        const select = document.getElementById("ttc-key");
+        select.value = key;
+        select.dispatchEvent(new Event("change"));
+    } finally {
+        window.fetch = real;
+    }
+    return urls;
+}"""
+
+
+def check_charts(page: Page, api: str, window: str, span: int, ttc_key: str | None = None) -> None:
+    """The charts equal the API's rows; the time-to-close chart is `ttc_key`'s (None: the
+    channel type the page says it charts)."""
     starts, rows = expected_series(api, window, span)
     assert page.evaluate("window.convmetrics.labels") == starts
     closures = chart_data(page, "closures-chart")
@@ -159,7 +181,7 @@ def check_charts(page: Page, api: str, window: str, span: int) -> None:
         drawn += sum(want)
     assert drawn == sum(r["closures"] for r in rows.values()) > 0
 
-    key = page.evaluate("window.convmetrics.ttcKey")
+    key = ttc_key if ttc_key is not None else page.evaluate("window.convmetrics.ttcKey")
     ttc = {d["label"]: d["data"] for d in chart_data(page, "ttc-chart")["datasets"]}
     for q in ("p50", "p90"):
         want_q = [rows[(t, key)]["time_to_close"][q] if (t, key) in rows else None for t in starts]
@@ -220,14 +242,26 @@ def test_dashboard_draws_the_pipelines_numbers(
         assert r[-2] == lag_text(lag_p50[r[0]]), r
 
     check_charts(page, api, "1h", 48)
-    # another channel type's time to close: the page fetches it (the counters' rows carry
-    # no quantiles) and charts it, equal to the API's
+    # another channel type's time to close: the page fetches its rows alone at once (the
+    # counters' rows carry no quantiles; a whole refresh would begin with /v1/summary) and
+    # charts them, equal to the API's
     first = page.evaluate("window.convmetrics.ttcKey")
     other = next(r["key"] for r in sorted(channels, key=lambda r: -r["closures"]) if r["key"] != first)
-    page.select_option("#ttc-key", other)
-    page.wait_for_function(f"window.convmetrics.ttcKey === {json.dumps(other)}", timeout=30_000)
-    refreshed(page)
-    check_charts(page, api, "1h", 48)
+    # the URLs the choice's own handler fetches (a whole refresh, later, would begin with /v1/summary)
+    shown_from = str(page.evaluate("window.convmetrics.labels[0]"))
+    asked = page.evaluate(CHOOSE_TTC, other)
+    assert [parse_qs(urlsplit(u).query) for u in asked] == [
+        {"by": ["channel_type"], "window": ["1h"], "from": [shown_from], "key": [other],
+         "fields": ["time_to_close"], "limit": ["10000"]}
+    ], asked  # fmt: skip
+    page.wait_for_function(
+        "window.convmetrics.ttcSeries.length > 0 && window.convmetrics.ttcSeries.every(r => r.key === "
+        f"{json.dumps(other)})",
+        timeout=30_000,
+    )
+    refreshed(page)  # and a whole refresh keeps the choice
+    assert page.evaluate("window.convmetrics.ttcKey") == page.input_value("#ttc-key") == other
+    check_charts(page, api, "1h", 48, ttc_key=other)
 
     # the account table: busiest first; search filters it, a header click sorts it (the API
     # ranks, searches and cuts the table: each change is a fetch, so wait for its drawing)

@@ -192,6 +192,32 @@
     state.refreshes += 1;
   }
 
+  // The time-to-close chart's rows: one channel type's (`key`), its time to close only.
+  // No rows for a key the API does not name (channel types folded into `_other`).
+  function ttcRows(w, from, key, folded) {
+    if (key === null || (folded && key === "_other")) return Promise.resolve([]);
+    return allRows({ by: "channel_type", window: w, from: String(from), key, fields: "time_to_close" });
+  }
+
+  // Another channel type chosen for the time-to-close chart: the old line goes at once, and
+  // the new one's rows are fetched alone (not a whole refresh) and drawn unless overtaken.
+  let ttcFetches = 0;
+  async function chooseTtc(key) {
+    const mine = ++ttcFetches;
+    const w = state.window;
+    Object.assign(state, { ttcKey: key, ttcSeries: [] });
+    drawCharts();
+    if (!state.labels.length) return;
+    try {
+      const rows = await ttcRows(w, state.labels[0], key, state.summary.channel_types_folded);
+      if (mine !== ttcFetches || w !== state.window || key !== state.ttcKey) return;
+      state.ttcSeries = rows;
+      drawCharts();
+    } catch (err) {
+      setText("status", "Cannot load the time to close of " + key + ": " + (err.message || err));
+    }
+  }
+
   async function refresh() {
     if (state.scoped) return refreshScoped();
     let summary;
@@ -227,19 +253,18 @@
       // more channel types than the API names (--max-label-values): draw the named ones only
       const folded = summary.channel_types_folded;
       if (folded) query.keys = channels.filter((k) => k !== "_other").join(",");
-      const charted = ttcKey !== null && !(folded && ttcKey === "_other");
-      const ttcQuery = { by: "channel_type", window: w, from: String(from), key: ttcKey, fields: "time_to_close" };
-      [series, ttcSeries] = await Promise.all([allRows(query), charted ? allRows(ttcQuery) : []]);
+      [series, ttcSeries] = await Promise.all([allRows(query), ttcRows(w, from, ttcKey, folded)]);
     }
     await grouped.loadMetricSet();
     await grouped.fetch();
     await backlog.refresh();
     const mine = ++accountFetches;
     const accounts = await fetchAccounts();
-    // the window or the charted channel type switched while fetching: the next poll draws it
-    if (w !== state.window || ttcKey !== charting()) return;
-    Object.assign(state, { summary, labels, series, ttcSeries, ttcKey, channels, error: null },
-      mine === accountFetches ? accounts : {});
+    if (w !== state.window) return; // switched while fetching: the next poll draws it
+    const fresh = { summary, labels, series, channels, error: null };
+    // another channel type chosen while fetching: its own fetch (chooseTtc) charts it
+    if (ttcKey === charting()) Object.assign(fresh, { ttcSeries, ttcKey });
+    Object.assign(state, fresh, mine === accountFetches ? accounts : {});
     render();
     state.refreshes += 1;
   }
@@ -501,8 +526,7 @@
       });
     }
     document.getElementById("ttc-key").addEventListener("change", (e) => {
-      state.ttcKey = e.target.value;
-      poll(); // its time to close is fetched for it
+      chooseTtc(e.target.value);
     });
     document.getElementById("account-search").addEventListener("input", (e) => {
       state.search = e.target.value;

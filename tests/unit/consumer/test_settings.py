@@ -64,3 +64,4 @@ def test_the_commit_size_is_the_metric_sets_unless_given(flags: tuple[str, ...],
 def test_every_metric_set_has_a_commit_size() -> None:
     assert ConsumerSettings("k:9092", metric_set="full").commit_events == FLUSH_EVENTS["full"]
     assert set(FLUSH_EVENTS) == set(METRIC_SETS)
+    assert ConsumerSettings("k:9092", flush_events=0).commit_events == 0  # given, though falsy
