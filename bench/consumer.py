@@ -176,6 +176,7 @@ class TimedConsumer(MetricsConsumer):
         self.writer_profile = cProfile.Profile() if profile else None
         self.threads: dict[int, str] = {threading.get_native_id(): "polling"}
         self.waited = 0.0  # polling thread: seconds waiting for the commit in flight
+        self.writes: list[float] = []  # seconds of each store commit on the writer thread
         super().__init__(settings, on_commit=self._on_commit)
         self._inner_write = self.writer.write
         self.writer.write = self._timed_write  # type: ignore[method-assign]
@@ -211,13 +212,15 @@ class TimedConsumer(MetricsConsumer):
     def _timed_write(self, commits: list[PartitionCommit], purge: bool, started: float) -> WriteResult:
         """The store writer's `write`, noting its thread and profiling it when asked."""
         self.threads[threading.get_native_id()] = "store-writer"
-        if self.writer_profile is None:
-            return self._inner_write(commits, purge, started)
-        self.writer_profile.enable()
+        began = time.perf_counter()
+        if self.writer_profile is not None:
+            self.writer_profile.enable()
         try:
             return self._inner_write(commits, purge, started)
         finally:
-            self.writer_profile.disable()
+            if self.writer_profile is not None:
+                self.writer_profile.disable()
+            self.writes.append(time.perf_counter() - began)
 
 
 def store_offsets(db: Path) -> dict[int, int]:
@@ -316,6 +319,10 @@ def ours(
         info += (
             f"; polling thread waited {c.waited:.1f} s for commits, {c.consumer.seconds:.1f} s in consume()"
         )
+        # a commit's cost grows with the store (docs/performance.md, "Commit size"): the first
+        # and the last ones (the last is often partial) show by how much
+        if len(c.writes) >= 3:
+            info += f"; store commits {c.writes[0]:.2f} s first, {c.writes[-2]:.2f} s last but one"
         if poll_profile and c.writer_profile:
             info += "\n" + top(poll_profile, "polling thread") + top(c.writer_profile, "store-writer thread")
         seconds = c.done - c.first
