@@ -289,8 +289,8 @@ def measure(url: str, args: argparse.Namespace) -> None:
     for whole, parts in CHART_CALLS.items():
         asked, once = sum(p(results[(SETS[0], name)], 50) for name in parts), p(results[(SETS[0], whole)], 50)
         lines.append(
-            f"{whole.split(', every')[0]}, as the page asks for it ({len(parts)} calls, in parallel on "
-            f"the page): p50 {asked:.1f} ms one after the other, against {once:.1f} ms whole."
+            f"{whole}: as the page asks for it ({len(parts)} calls, in parallel on the page) p50 "
+            f"{asked:.1f} ms one after the other, against {once:.1f} ms whole."
         )
     lines += ["", f"Load average (1 min) at the end: {os.getloadavg()[0]:.1f}.", ""]
     text = "\n".join(lines)

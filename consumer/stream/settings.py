@@ -5,20 +5,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from consumer.fold.registry import DEFAULT_METRIC_SET, DEFAULT_SLA_BUCKETS, METRIC_SETS, Registry, metric_set
+from consumer.fold.registry import DEFAULT_METRIC_SET, DEFAULT_SLA_BUCKETS, Registry, metric_set
 from consumer.store import Retention
 from schemas.confluent import WireFormat
 from schemas.schema_registry import RegistrySettings
 
 #: records per commit while behind, by metric set, where `--flush-events` is not given.
-#: Much of a SQLite commit's cost is per commit, not per event: the pages of the account
-#: rows (1d, all) and of the closures' account-keyed B-trees that it touches, about one per
-#: active account whatever the commit's size. 100,000 instead of 50,000 took the closures
-#: set's consumer from 0.66 to 0.74-0.77 of consume+decode. The full set is bound by its
-#: rows per event instead (no faster at 100,000) and its memory grew 417 -> 526 MB: 50,000.
-#: (docs/performance.md, "Commit size")
+#: Much of a SQLite commit's cost is per commit, not per event (the pages of the account
+#: rows and of the closures' account-keyed B-trees it touches, about one per active account
+#: whatever the commit's size), so bigger commits cost less per event. The full set is
+#: bound by its rows per event instead, and its bigger commits only cost memory
+#: (docs/performance.md, "Commit size").
 FLUSH_EVENTS: Mapping[str, int] = {"closures": 100_000, "full": 50_000}
-assert FLUSH_EVENTS.keys() == METRIC_SETS.keys(), "a commit size for each metric set"
 
 
 @dataclass(frozen=True)

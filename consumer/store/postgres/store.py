@@ -17,7 +17,7 @@ Same tables and semantics as the SQLite store. What sharing adds:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -151,12 +151,9 @@ class PostgresStore:
             found = conn.execute(sql, [*args, limit]).fetchall()
             if not found:
                 return []
-            if not self.registry.sketched(metrics):
-                return build_rows(by, window, found, (), self.registry, metrics)
-            bin_sql, bin_args = bins_filter(
-                by, window, {r[1] for r in found}, sorted({r[0] for r in found}), "%s"
-            )
-            return build_rows(by, window, found, conn.execute(bin_sql, bin_args), self.registry, metrics)
+            starts, keys = {r[1] for r in found}, sorted({r[0] for r in found})
+            bins = _bins(conn, self.registry, by, window, starts, keys, metrics)
+            return build_rows(by, window, found, bins, self.registry, metrics)
 
         return self.session.run(work)
 
@@ -288,5 +285,21 @@ def _page(
     """`rows.Page`: the merged rows, then their bins (`rows.bins_filter`)."""
     d = sqlgen.POSTGRES
     found = conn.execute(sqlgen.page(d, registry, starts, metrics), (by, window, d.list_arg(keys))).fetchall()
-    bins = conn.execute(*bins_filter(by, window, starts, keys, "%s")) if registry.sketched(metrics) else ()
+    bins = _bins(conn, registry, by, window, starts, keys, metrics)
     return build_rows(by, window, found, bins, registry, metrics)
+
+
+def _bins(
+    conn: psycopg.Connection[Any],
+    registry: Registry,
+    by: str,
+    window: str,
+    starts: Collection[int],
+    keys: Collection[str],
+    metrics: Collection[str] | None,
+) -> Iterable[Any]:
+    """The bins of some rows (`rows.bins_filter`), or none where the metrics read have no
+    distribution (`Registry.sketched`)."""
+    if not registry.sketched(metrics):
+        return ()
+    return conn.execute(*bins_filter(by, window, starts, keys, "%s"))
