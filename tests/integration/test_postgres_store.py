@@ -180,6 +180,46 @@ def test_the_idle_in_transaction_timeout_keeps_one_set_for_the_connection(postgr
     assert setting(PostgresStore(url)) == "7s"
 
 
+def test_jit_is_turned_off_unless_set_for_the_connection(postgres_url: str) -> None:
+    """The store's sessions do not JIT-compile their queries, unless JIT was asked for."""
+
+    def setting(store: PostgresStore) -> str:
+        row = store.session.connection().execute("SHOW jit").fetchone()
+        store.close()
+        return str(row[0]) if row else ""
+
+    assert setting(PostgresStore(postgres_url)) == "off"
+    sep = "&" if "?" in postgres_url else "?"
+    assert setting(PostgresStore(f"{postgres_url}{sep}options=-c%20jit%3Don")) == "on"
+
+
+def test_the_planner_knows_each_grouping_and_windows_share_of_the_rows(postgres_url: str) -> None:
+    """Reads select a grouping's rows of one window: the planner's estimate of how many
+    there are must hold (a wrong one made it read the whole table instead of the key's range).
+    Here the shares are far from independent, as in any store: every account has a row in
+    every window, the four channel types one in each all-time window and one per minute."""
+    store = PostgresStore(postgres_url)
+    store.check_topic("events")
+    f = PartitionFold(0)
+    channels = ("TELEGRAM", "VIBER", "LINE", "GBM")
+    for a in range(300):  # one closure per account, each in a minute of its own
+        f.apply(Event(CLOSED, a + 1, a + 1, a + 1, channels[a % 4], 1_700_000_000 + 60 * a))
+    delta, changed = f.take_changes()
+    store.commit("events", [PartitionCommit(0, delta, 300, f.watermark, changed)])
+    store.close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("ANALYZE metric_rows")
+        counts = conn.execute("SELECT by, win, count(*) FROM metric_rows GROUP BY by, win").fetchall()
+        assert {(by, win) for by, win, _ in counts} >= {("account", "all"), ("channel_type", "all")}
+        for by, win, n in counts:
+            plan = conn.execute(
+                "EXPLAIN (FORMAT JSON) SELECT * FROM metric_rows WHERE by = %s AND win = %s", (by, win)
+            ).fetchone()
+            assert plan is not None
+            estimate = plan[0][0]["Plan"]["Plan Rows"]
+            assert abs(estimate - n) <= 0.1 * n + 1, (by, win, n, estimate)
+
+
 def test_lost_connection_is_transient_and_the_store_reconnects(
     postgres: PostgresServer, postgres_url: str
 ) -> None:

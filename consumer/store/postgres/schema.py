@@ -25,6 +25,7 @@ from consumer.store.postgres.sql import (
     MIGRATE_CLOSURES_KEY,
     MIGRATE_PARTITION,
     ROWS_FILLFACTOR,
+    ROWS_STATISTICS,
     SCHEMA,
     SCHEMA_LOCK,
 )
@@ -78,7 +79,7 @@ def _ddl(registry: Registry) -> list[str]:
     if any(g.dimensions == (APP,) for g in registry.groupings):
         ddl.append(APP_INDEX)
     ddl.append(sqlgen.row_table(sqlgen.POSTGRES, registry))
-    ddl.append(ROWS_FILLFACTOR)
+    ddl += [ROWS_FILLFACTOR, ROWS_STATISTICS]
     if (backlog := sqlgen.backlog_table(sqlgen.POSTGRES, registry)) is not None:
         ddl += [backlog, sqlgen.backlog_seq(sqlgen.POSTGRES)]
     return ddl

@@ -31,9 +31,15 @@ _TRANSIENT_FATAL = ("starting up", "shutting down", "recovery mode", "too many c
 #: to back: no healthy one waits seconds between two. A value set for the server, the
 #: database or in the URL's options is kept.
 IDLE_IN_TRANSACTION_TIMEOUT_S = 30
-_IDLE_TIMEOUT = (
-    "SELECT set_config('idle_in_transaction_session_timeout', %s, false) "
-    "WHERE current_setting('idle_in_transaction_session_timeout') = '0'"
+#: ... and JIT compilation is turned off: PostgreSQL compiles a query whose plan costs more
+#: than `jit_above_cost`, and the store's queries (short aggregations over indexed rows)
+#: spend more in compiling than they gain; the ranking of 10,000 accounts' rows sits just
+#: under the threshold, so a larger store would cross it (docs/operations.md). Each is set
+#: only where the server, the database, the role and the URL's options left it at its default.
+_SESSION_DEFAULTS = (
+    "SELECT set_config(name, CASE name WHEN 'jit' THEN 'off' ELSE %s END, false) FROM pg_settings "
+    "WHERE (name = 'idle_in_transaction_session_timeout' AND setting = '0') "
+    "OR (name = 'jit' AND source = 'default')"
 )
 
 
@@ -75,7 +81,7 @@ class Session:
                 ) from None
             try:
                 ms = max(1, round(self.idle_in_transaction_timeout * 1000))
-                self._conn.execute(_IDLE_TIMEOUT, (f"{ms}ms",))
+                self._conn.execute(_SESSION_DEFAULTS, (f"{ms}ms",))
             except psycopg.Error as exc:
                 self.reconnect()
                 raise StoreUnavailableError(f"PostgreSQL store connection lost: {exc}") from exc

@@ -97,6 +97,11 @@ APP_INDEX = "CREATE INDEX IF NOT EXISTS closures_by_app ON closures (app, closed
 #: new primary-key entry, and the 1-day and all-time rows are updated at almost every
 #: commit (docs/performance.md)
 ROWS_FILLFACTOR = "ALTER TABLE metric_rows SET (fillfactor = 85)"
+#: the share of rows each grouping and window holds: the planner multiplies the shares of
+#: `by` and of `win` as if unrelated (twice the account table's all-time rows, say), and
+#: past some size it then reads the whole table instead of the key's range; statistics of
+#: the pair (kept by ANALYZE and autovacuum) give it their real shares (docs/operations.md)
+ROWS_STATISTICS = "CREATE STATISTICS IF NOT EXISTS metric_rows_by_window (mcv) ON by, win FROM metric_rows"
 #: pg_advisory_xact_lock key: processes starting together create the schema one at a time
 SCHEMA_LOCK = 0x636F6E766D6574
 
