@@ -18,6 +18,7 @@ from consumer.exceptions import ConfigError, FencedError, StoreError, StoreUnava
 from consumer.fold import PartitionFold
 from consumer.fold.model import CLOSED, CREATED, Event
 from consumer.store import PartitionCommit, Retention, open_store
+from consumer.store.base import Ranking
 from consumer.store.postgres import PostgresStore
 from support.postgres import FaultProxy, PostgresServer
 
@@ -191,6 +192,19 @@ def test_jit_is_turned_off_unless_set_for_the_connection(postgres_url: str) -> N
     assert setting(PostgresStore(postgres_url)) == "off"
     sep = "&" if "?" in postgres_url else "?"
     assert setting(PostgresStore(f"{postgres_url}{sep}options=-c%20jit%3Don")) == "on"
+
+
+def test_the_store_never_prepares_statements(postgres_url: str) -> None:
+    """A read run again and again is planned for its own parameters each time: a prepared
+    statement may fall back to one generic plan after five runs (one took 100x as long)."""
+    store = PostgresStore(postgres_url)
+    store.check_topic("events")
+    for _ in range(8):
+        store.rank(Ranking("account", "all", "closures"))
+        store.newest_start("channel_type", "1m")
+    conn = store.session.connection()
+    assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone() == (0,)
+    store.close()
 
 
 def test_the_planner_knows_each_grouping_and_windows_share_of_the_rows(postgres_url: str) -> None:

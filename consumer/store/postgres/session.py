@@ -68,6 +68,13 @@ class Session:
                     autocommit=True,
                     connect_timeout=max(1, int(self.connect_timeout)),
                     application_name="convmetrics",
+                    # no server-side prepared statements (psycopg prepares a query run 5
+                    # times): after 5 runs of a prepared statement PostgreSQL may plan it
+                    # once for any parameters, and that generic plan of a read whose keys
+                    # and span come as parameters took 215 s instead of 2.2 s (a page of
+                    # 10,000 accounts' bins, 30,000 accounts: docs/operations.md). Each run
+                    # is planned for its own parameters.
+                    prepare_threshold=None,
                 )
             except psycopg.OperationalError as exc:
                 msg = str(exc)
