@@ -167,31 +167,27 @@ def test_a_member_frozen_mid_commit_holds_its_partitions_only_briefly(postgres_u
     frozen.close()
 
 
-def test_the_idle_in_transaction_timeout_keeps_one_set_for_the_connection(postgres_url: str) -> None:
-    """The store sets its timeout only where none is set: a value in the URL's options is kept."""
+@pytest.mark.parametrize(
+    ("setting", "ours", "option", "kept"),
+    [
+        ("idle_in_transaction_session_timeout", "30s", "idle_in_transaction_session_timeout%3D7s", "7s"),
+        ("jit", "off", "jit%3Don", "on"),
+    ],
+)
+def test_a_session_setting_of_the_store_keeps_one_set_for_the_connection(
+    postgres_url: str, setting: str, ours: str, option: str, kept: str
+) -> None:
+    """The store sets its idle-in-transaction timeout and turns JIT off only where nothing
+    else set them: a value in the URL's options is kept."""
 
-    def setting(store: PostgresStore) -> str:
-        row = store.session.connection().execute("SHOW idle_in_transaction_session_timeout").fetchone()
+    def shown(store: PostgresStore) -> str:
+        row = store.session.connection().execute(f"SHOW {setting}").fetchone()
         store.close()
         return str(row[0]) if row else ""
 
-    assert setting(PostgresStore(postgres_url)) == "30s"
+    assert shown(PostgresStore(postgres_url)) == ours
     sep = "&" if "?" in postgres_url else "?"
-    url = f"{postgres_url}{sep}options=-c%20idle_in_transaction_session_timeout%3D7s"
-    assert setting(PostgresStore(url)) == "7s"
-
-
-def test_jit_is_turned_off_unless_set_for_the_connection(postgres_url: str) -> None:
-    """The store's sessions do not JIT-compile their queries, unless JIT was asked for."""
-
-    def setting(store: PostgresStore) -> str:
-        row = store.session.connection().execute("SHOW jit").fetchone()
-        store.close()
-        return str(row[0]) if row else ""
-
-    assert setting(PostgresStore(postgres_url)) == "off"
-    sep = "&" if "?" in postgres_url else "?"
-    assert setting(PostgresStore(f"{postgres_url}{sep}options=-c%20jit%3Don")) == "on"
+    assert shown(PostgresStore(f"{postgres_url}{sep}options=-c%20{option}")) == kept
 
 
 def test_the_store_never_prepares_statements(postgres_url: str) -> None:
