@@ -190,6 +190,24 @@ def test_a_session_setting_of_the_store_keeps_one_set_for_the_connection(
     assert shown(PostgresStore(f"{postgres_url}{sep}options=-c%20{option}")) == kept
 
 
+def test_jit_set_for_the_database_is_kept(postgres_url: str) -> None:
+    """JIT is turned off only where nothing else set it: not where the database sets it."""
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        row = conn.execute("SELECT source FROM pg_settings WHERE name = 'jit'").fetchone()
+        assert row == ("default",), "the test server's own configuration sets jit"
+        conn.execute(f'ALTER DATABASE "{conn.info.dbname}" SET jit = on')
+    store = PostgresStore(postgres_url)
+    try:
+        row = (
+            store.session.connection()
+            .execute("SELECT setting, source FROM pg_settings WHERE name = 'jit'")
+            .fetchone()
+        )
+        assert row == ("on", "database")
+    finally:
+        store.close()
+
+
 def test_the_store_never_prepares_statements(postgres_url: str) -> None:
     """A read run again and again is planned for its own parameters each time: a prepared
     statement may fall back to one generic plan after five runs (one took 100x as long)."""

@@ -44,6 +44,8 @@ def ensure_schema(conn: psycopg.Connection[Any], registry: Registry, where: str)
     if _stamped(conn, stamp) and not _bins_table(conn):  # made by another process while this one waited
         return
     for sql in ddl:
+        if sql is ROWS_STATISTICS and conn.info.server_version < 120000:
+            continue  # `mcv` statistics came with PostgreSQL 12: older servers plan without them
         conn.execute(sql)
     have = {
         r[0]

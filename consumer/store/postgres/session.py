@@ -28,14 +28,14 @@ _TRANSIENT_FATAL = ("starting up", "shutting down", "recovery mode", "too many c
 #: that take its partitions over would wait in `claim` all that time, the whole group's
 #: rebalance with them. The frozen one's commit rolls back; on waking it finds its
 #: connection gone, retries, and is fenced. Our transactions send their statements back
-#: to back: no healthy one waits seconds between two. A value set for the server, the
-#: database or in the URL's options is kept.
+#: to back: no healthy one waits seconds between two. It is set where it is 0 (off): a
+#: non-zero value set for the server, the database, the role or in the URL's options is kept.
 IDLE_IN_TRANSACTION_TIMEOUT_S = 30
 #: ... and JIT compilation is turned off: PostgreSQL compiles a query whose plan costs more
 #: than `jit_above_cost`, and the store's queries (short aggregations over indexed rows)
 #: spend more in compiling than they gain; the ranking of 10,000 accounts' rows sits just
-#: under the threshold, so a larger store would cross it (docs/operations.md). Each is set
-#: only where the server, the database, the role and the URL's options left it at its default.
+#: under the threshold, so a larger store would cross it (docs/operations.md). JIT is turned
+#: off only where the server, the database, the role and the URL's options left it at its default.
 _SESSION_DEFAULTS = (
     "SELECT set_config(name, CASE name WHEN 'jit' THEN 'off' ELSE %s END, false) FROM pg_settings "
     "WHERE (name = 'idle_in_transaction_session_timeout' AND setting = '0') "
