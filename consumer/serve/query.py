@@ -187,7 +187,7 @@ def _fields(raw: str | None, registry: Registry) -> tuple[str, ...] | None:
     """`fields=closures,time_to_close`: the metrics each row shows, in registry order; a
     name a row does not show is refused naming it. A row's counters alone are read without
     its sketch bins, the bulk of a row (the dashboard's charts ask for them apart)."""
-    if raw is None or raw == "":  # as an empty keys= or sort=: not given
+    if not raw:  # absent, or empty as an empty keys= or sort=: not given
         return None
     shown = [m.name for m in registry.closures_shown]
     asked = {f.strip() for f in raw.split(",") if f.strip()}

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 def ensure_schema(conn: psycopg.Connection[Any], registry: Registry, where: str) -> None:
     """Make the tables `registry` needs in `conn`'s transaction, unless stamped as made."""
-    ddl = _ddl(registry)
+    ddl = _ddl(registry, conn.info.server_version)
     migrations = [MIGRATE_PARTITION, MIGRATE_CLOSURES_KEY, MIGRATE_BINS]
     stamp = "schema " + hashlib.sha256("\n".join([*ddl, *migrations]).encode()).hexdigest()[:16]
     if _stamped(conn, stamp) and not _bins_table(conn):
@@ -44,8 +44,6 @@ def ensure_schema(conn: psycopg.Connection[Any], registry: Registry, where: str)
     if _stamped(conn, stamp) and not _bins_table(conn):  # made by another process while this one waited
         return
     for sql in ddl:
-        if sql is ROWS_STATISTICS and conn.info.server_version < 120000:
-            continue  # `mcv` statistics came with PostgreSQL 12: older servers plan without them
         conn.execute(sql)
     have = {
         r[0]
@@ -75,13 +73,15 @@ def ensure_schema(conn: psycopg.Connection[Any], registry: Registry, where: str)
     conn.execute("INSERT INTO meta VALUES (%s, '') ON CONFLICT (name) DO NOTHING", (stamp,))
 
 
-def _ddl(registry: Registry) -> list[str]:
-    """The DDL `registry` needs (each statement idempotent)."""
+def _ddl(registry: Registry, server_version: int) -> list[str]:
+    """The DDL `registry` needs on a server of this version (each statement idempotent)."""
     ddl = [SCHEMA]
     if any(g.dimensions == (APP,) for g in registry.groupings):
         ddl.append(APP_INDEX)
     ddl.append(sqlgen.row_table(sqlgen.POSTGRES, registry))
-    ddl += [ROWS_FILLFACTOR, ROWS_STATISTICS]
+    ddl.append(ROWS_FILLFACTOR)
+    if server_version >= 120000:  # `mcv` statistics came with PostgreSQL 12: older servers plan without them
+        ddl.append(ROWS_STATISTICS)
     if (backlog := sqlgen.backlog_table(sqlgen.POSTGRES, registry)) is not None:
         ddl += [backlog, sqlgen.backlog_seq(sqlgen.POSTGRES)]
     return ddl
