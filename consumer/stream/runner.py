@@ -55,6 +55,10 @@ log = logging.getLogger(__name__)
 #: seconds between two expiries of idle conversations and purges of rows past retention,
 #: each done with the next commit (tests/integration/test_consumer.py sees both happen)
 EXPIRE_EVERY = 60.0
+#: a poll batch is decoded and folded this many records at a time: the decoded dicts
+#: (~1.4 KB each with the full metric set) of one slice are alive at once, not a whole
+#: batch's (10,000: ~14 MB), which the consumer's peak RSS carried (docs/performance.md)
+FOLD_SLICE = 2_000
 OUT_OF_RANGE = "event time arithmetic (ingest lag, duration or window start) outside the 64-bit range"
 
 
@@ -184,24 +188,29 @@ class MetricsConsumer:
                     raise ConsumerError(f"fatal Kafka consumer error: {err}")
                 log.warning("Kafka consumer error: %s", err)
             ok = [m for m in msgs if m.error() is None]
+        for i in range(0, len(ok), FOLD_SLICE):
+            self._fold(ok[i : i + FOLD_SLICE])
+        self.positions.update(self.next_offsets)
+
+    def _fold(self, msgs: list[Message]) -> None:
+        """Decode and fold one slice of a poll batch (its decoded records die with it)."""
         try:
-            decoded = self.codec.decode_many([m.value() or b"" for m in ok])
+            decoded = self.codec.decode_many([m.value() or b"" for m in msgs])
         except RegistryUnavailableError as exc:  # not the record's fault: stop, never dead-letter
             raise ConsumerError(
                 f"cannot read a Confluent-framed record: {exc}; nothing committed past it"
             ) from None
         # messages of partitions revoked while the batch was in flight are skipped
         folded, duplicates, ignored, dead = self.fold_kind.apply_batch(
-            self.folds, ok, decoded, self.next_offsets
+            self.folds, msgs, decoded, self.next_offsets
         )
         for i in dead:
             rec = decoded[i]
             self._dead_letter(
-                ok[i], rec if isinstance(rec, DecodeError) else OutOfRangeEventError(OUT_OF_RANGE)
+                msgs[i], rec if isinstance(rec, DecodeError) else OutOfRangeEventError(OUT_OF_RANGE)
             )
-        self.stats.count(folded, duplicates, ignored, len(ok))
-        self._pending += len(ok)
-        self.positions.update(self.next_offsets)
+        self.stats.count(folded, duplicates, ignored, len(msgs))
+        self._pending += len(msgs)
 
     def _refresh_lag(self) -> None:
         self._last_lag = time.monotonic()

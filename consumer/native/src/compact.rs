@@ -9,17 +9,22 @@
 //! TAG for `[last, starts, closures, seen]` (the closures set), TAG_FIRSTS with first
 //! close, created and assignments after them, TAG_LATEST with the latest event too.
 //!
-//! Layout after the tag: last; the starts (a count, then each); the closures (a count,
-//! then each: its 8 hash bytes, closed, a flags byte (start, inbox, app present), the
-//! channel type (length byte, UTF-8), then those present); the seen hashes (a count, then
-//! 8 bytes each). Then, for TAG_FIRSTS and TAG_LATEST: the first close (a byte: 0 none, 1
-//! without an event id, 2 with one; then closed, the id, the 8 hash bytes), created (a
-//! byte 0/1, then the time), the assignments (a count, then each: time, id, channel type,
-//! a flags byte (inbox, app present), those present); for TAG_LATEST the latest event (a
-//! byte 0/1, then time, id, kind byte, channel type, flags, inbox and app present). An
-//! event id is a byte 1 and 16 bytes where it is a lowercase hyphenated UUID, else a byte
-//! 0, its length and its UTF-8. Integers other than hashes are zigzag LEB128 varints,
-//! counts plain LEB128.
+//! Layout after the tag: last; the starts (a count, then each); the seen hashes (a count,
+//! then 8 bytes each); the closures (a count, then each: its hash, closed, a flags byte
+//! (start, inbox, app present), the channel type, then those present). Then, for
+//! TAG_FIRSTS and TAG_LATEST: the first close (a byte: 0 none, 1 without an event id, 2
+//! with one; then closed, the id, the hash), created (a byte 0/1, then the time), the
+//! assignments (a count, then each: time, id, channel type, a flags byte (inbox, app
+//! present), those present); for TAG_LATEST the latest event (a byte 0/1, then time, id,
+//! kind byte, channel type, flags, inbox and app present).
+//!
+//! A closure's or first close's hash is its event's, which `seen` holds unless it was
+//! forgotten: a count i + 1 where it is the i-th seen hash, else a 0 and its 8 bytes. A
+//! channel type is a length byte (at most MAX_NAME) and its UTF-8 the first time the blob
+//! holds it, then a byte NAME_REF + k for the blob's k-th name (a conversation's events
+//! share one channel type, so most names are one byte). An event id is a byte 1 and 16
+//! bytes where it is a lowercase hyphenated UUID, else a byte 0, its length and its UTF-8.
+//! Integers other than hashes are zigzag LEB128 varints, counts plain LEB128.
 
 use super::{
     AssignIn, AssignOut, ClosureIn, ClosureOut, ConvIn, ConvOut, First, LatestIn, LatestOut,
@@ -31,6 +36,10 @@ pub const TAG_LATEST: u8 = 2;
 const START: u8 = 1;
 const INBOX: u8 = 2;
 const APP: u8 = 4;
+/// The longest channel type name written (longer: the caller keeps the JSON); a byte
+/// above it refers to a name written before (`put_name`).
+const MAX_NAME: usize = 239;
+const NAME_REF: u8 = MAX_NAME as u8 + 1;
 
 /// A closure to write: (hash, closed, channel type, start, inbox, app).
 pub type ClosureRef<'a> = (i64, i64, &'a str, Option<i64>, Option<i64>, Option<i64>);
@@ -72,7 +81,7 @@ pub fn encode<'a>(
 ) -> Option<Box<[u8]>> {
     let mut out = Vec::with_capacity(16 + 8 * seen.len() + 32 * closures.len());
     out.push(TAG);
-    put_core(&mut out, last, starts, closures, seen)?;
+    put_core(&mut out, &mut Vec::new(), last, starts, closures, seen)?;
     Some(out.into_boxed_slice())
 }
 
@@ -91,7 +100,8 @@ pub fn encode_full<'a>(
     } else {
         TAG_FIRSTS
     });
-    put_core(&mut out, last, starts, closures, seen)?;
+    let mut names = Vec::new();
+    put_core(&mut out, &mut names, last, starts, closures, seen)?;
     match firsts.first {
         None => out.push(0),
         Some(First(closed, id, hash)) => {
@@ -100,7 +110,7 @@ pub fn encode_full<'a>(
             if let Some(id) = id {
                 put_id(&mut out, id);
             }
-            out.extend_from_slice(&hash.to_le_bytes());
+            put_hash(&mut out, seen, *hash);
         }
     }
     put_opt(&mut out, firsts.created);
@@ -108,7 +118,7 @@ pub fn encode_full<'a>(
     for &(t, id, ch, inbox, app) in &firsts.assigns {
         put_int(&mut out, t);
         put_id(&mut out, id);
-        put_name(&mut out, ch)?;
+        put_name(&mut out, &mut names, ch)?;
         put_flagged(&mut out, &[inbox, app]);
     }
     if let Some(latest) = firsts.latest {
@@ -119,7 +129,7 @@ pub fn encode_full<'a>(
                 put_int(&mut out, t);
                 put_id(&mut out, id);
                 out.push(kind);
-                put_name(&mut out, ch)?;
+                put_name(&mut out, &mut names, ch)?;
                 put_flagged(&mut out, &[inbox, app]);
             }
         }
@@ -127,8 +137,9 @@ pub fn encode_full<'a>(
     Some(out.into_boxed_slice())
 }
 
-fn put_core<'a>(
+fn put_core<'n, 'a: 'n>(
     out: &mut Vec<u8>,
+    names: &mut Vec<&'n str>,
     last: i64,
     starts: &[i64],
     closures: impl ExactSizeIterator<Item = ClosureRef<'a>>,
@@ -139,30 +150,51 @@ fn put_core<'a>(
     for &s in starts {
         put_int(out, s);
     }
+    put_count(out, seen.len() as u64);
+    for &h in seen {
+        out.extend_from_slice(&h.to_le_bytes());
+    }
     put_count(out, closures.len() as u64);
     for (hash, closed, ch, start, inbox, app) in closures {
-        out.extend_from_slice(&hash.to_le_bytes());
+        put_hash(out, seen, hash);
         put_int(out, closed);
         let bit = |present: bool, b: u8| if present { b } else { 0 };
         let flags =
             bit(start.is_some(), START) | bit(inbox.is_some(), INBOX) | bit(app.is_some(), APP);
         out.push(flags);
-        put_name(out, ch)?;
+        put_name(out, names, ch)?;
         for v in [start, inbox, app].into_iter().flatten() {
             put_int(out, v);
         }
     }
-    put_count(out, seen.len() as u64);
-    for &h in seen {
-        out.extend_from_slice(&h.to_le_bytes());
-    }
     Some(())
 }
 
-/// A channel type: a length byte and its UTF-8 (None when longer than 255 bytes).
-fn put_name(out: &mut Vec<u8>, name: &str) -> Option<()> {
-    out.push(u8::try_from(name.len()).ok()?);
+/// An event hash: its place among the seen hashes (i + 1), else 0 and its 8 bytes.
+fn put_hash(out: &mut Vec<u8>, seen: &[i64], hash: i64) {
+    match seen.iter().position(|&h| h == hash) {
+        Some(i) => put_count(out, i as u64 + 1),
+        None => {
+            out.push(0);
+            out.extend_from_slice(&hash.to_le_bytes());
+        }
+    }
+}
+
+/// A channel type: NAME_REF + k where it is the k-th name the blob holds (`names`), else
+/// a length byte and its UTF-8 (None when longer than MAX_NAME bytes).
+fn put_name<'a>(out: &mut Vec<u8>, names: &mut Vec<&'a str>, name: &'a str) -> Option<()> {
+    let refs = usize::from(u8::MAX - NAME_REF) + 1;
+    if let Some(k) = names.iter().take(refs).position(|n| *n == name) {
+        out.push(NAME_REF + k as u8);
+        return Some(());
+    }
+    if name.len() > MAX_NAME {
+        return None;
+    }
+    out.push(name.len() as u8);
     out.extend_from_slice(name.as_bytes());
+    names.push(name);
     Some(())
 }
 
@@ -238,9 +270,19 @@ fn uuid_text(raw: &[u8]) -> String {
 struct Reader<'a> {
     b: &'a [u8],
     at: usize,
+    /// the channel type names read so far (`put_name`'s references)
+    names: Vec<&'a str>,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    fn new(b: &'a [u8]) -> Self {
+        Reader {
+            b,
+            at: 1,
+            names: Vec::new(),
+        }
+    }
+
     fn byte(&mut self) -> Result<u8, String> {
         let v = *self
             .b
@@ -275,7 +317,7 @@ impl Reader<'_> {
         Ok(n)
     }
 
-    fn bytes(&mut self, n: usize) -> Result<&[u8], String> {
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], String> {
         let end = self.at.checked_add(n).filter(|&e| e <= self.b.len());
         let end = end.ok_or("a compact conversation ends early")?;
         let out = &self.b[self.at..end];
@@ -288,9 +330,29 @@ impl Reader<'_> {
         Ok(i64::from_le_bytes(raw.try_into().expect("8 bytes")))
     }
 
+    /// An event hash (`put_hash`), given the seen hashes read before it.
+    fn hash_in(&mut self, seen: &[i64]) -> Result<i64, String> {
+        match usize::try_from(self.count()?).map_err(|e| e.to_string())? {
+            0 => self.hash(),
+            i => seen
+                .get(i - 1)
+                .copied()
+                .ok_or_else(|| "a compact conversation's hash refers past its seen ones".into()),
+        }
+    }
+
     fn name(&mut self) -> Result<String, String> {
-        let len = usize::from(self.byte()?);
-        self.text(len)
+        let b = self.byte()?;
+        if b >= NAME_REF {
+            let k = usize::from(b - NAME_REF);
+            return self.names.get(k).map(|n| (*n).to_owned()).ok_or_else(|| {
+                format!("a compact conversation refers to channel type {k} before it")
+            });
+        }
+        let raw = self.bytes(usize::from(b))?;
+        let name = std::str::from_utf8(raw).map_err(|e| e.to_string())?;
+        self.names.push(name);
+        Ok(name.to_owned())
     }
 
     fn text(&mut self, len: usize) -> Result<String, String> {
@@ -334,20 +396,22 @@ impl Reader<'_> {
 
 /// The last event time of a compact blob (the first field after TAG).
 pub fn last_time(blob: &[u8]) -> Result<i64, String> {
-    Reader { b: blob, at: 1 }.int()
+    Reader::new(blob).int()
 }
 
 /// A compact blob read back as a stored conversation.
 pub fn decode(blob: &[u8]) -> Result<ConvIn, String> {
     let tag = *blob.first().ok_or("a compact conversation is empty")?;
-    let mut r = Reader { b: blob, at: 1 };
+    let mut r = Reader::new(blob);
     let last = r.int()?;
     let n = r.len()?;
     let starts = (0..n).map(|_| r.int()).collect::<Result<Vec<_>, _>>()?;
     let n = r.len()?;
+    let seen = (0..n).map(|_| r.hash()).collect::<Result<Vec<_>, _>>()?;
+    let n = r.len()?;
     let mut closures = Vec::with_capacity(n);
     for _ in 0..n {
-        let hash = r.hash()?;
+        let hash = r.hash_in(&seen)?;
         let closed = r.int()?;
         let flags = r.byte()?;
         let ch = r.name()?;
@@ -361,8 +425,6 @@ pub fn decode(blob: &[u8]) -> Result<ConvIn, String> {
         let (start, inbox, app) = (opt(START)?, opt(INBOX)?, opt(APP)?);
         closures.push(ClosureIn(hash, closed, ch, start, inbox, app));
     }
-    let n = r.len()?;
-    let seen = (0..n).map(|_| r.hash()).collect::<Result<Vec<_>, _>>()?;
     let (firsts, latest) = if tag == TAG {
         (None, None)
     } else {
@@ -371,7 +433,7 @@ pub fn decode(blob: &[u8]) -> Result<ConvIn, String> {
             marker => {
                 let closed = r.int()?;
                 let id = if marker == 2 { Some(r.id()?) } else { None };
-                Some(First(closed, id, r.hash()?))
+                Some(First(closed, id, r.hash_in(&seen)?))
             }
         };
         let created = r.opt()?;
@@ -472,6 +534,56 @@ mod tests {
         let long_name = "x".repeat(256);
         let one = [(1, 2, long_name.as_str(), None, None, None)];
         assert!(encode(0, &[], one.into_iter(), &[]).is_none());
+    }
+
+    #[test]
+    fn names_and_hashes_are_written_once() {
+        let round_trip = |closures: &[ClosureRef<'_>], seen: &[i64]| {
+            let blob = encode(9, &[], closures.iter().copied(), seen).expect("short names");
+            let out: Vec<ClosureOut<'_>> = closures
+                .iter()
+                .map(|&(h, c, ch, s, i, a)| ClosureOut::of(h, c, ch, s, i, a))
+                .collect();
+            let json = serde_json::to_string(&ConvOut::of(9, &[], out, seen, None)).unwrap();
+            assert_eq!(to_json(&blob).unwrap(), json);
+            blob.len()
+        };
+        // a seen hash is a count, another one 9 bytes; a repeated name one byte
+        let one = round_trip(&[(7, 1, "VIBER", None, None, None)], &[7]);
+        assert_eq!(
+            round_trip(&[(8, 1, "VIBER", None, None, None)], &[7]),
+            one + 8
+        );
+        let two = round_trip(
+            &[
+                (7, 1, "VIBER", None, None, None),
+                (7, 1, "VIBER", None, None, None),
+            ],
+            &[7],
+        );
+        assert_eq!(two, one + 1 + 1 + 1 + 1); // hash ref, closed, flags, name ref
+        // the boundaries: MAX_NAME bytes written, one more keeps the JSON; more names
+        // than a byte refers to are written out again, and every one reads back
+        let longest = "x".repeat(MAX_NAME);
+        round_trip(&[(1, 2, longest.as_str(), None, None, None)], &[]);
+        let longer = "x".repeat(MAX_NAME + 1);
+        let too_long = [(1, 2, longer.as_str(), None, None, None)];
+        assert!(encode(0, &[], too_long.into_iter(), &[]).is_none());
+        let names: Vec<String> = (0..40).map(|i| format!("C{i}")).collect();
+        let many: Vec<ClosureRef<'_>> = names
+            .iter()
+            .chain(names.iter())
+            .map(|n| (1, 2, n.as_str(), None, None, None))
+            .collect();
+        round_trip(&many, &[1]);
+        // a reference to a name or hash the blob does not hold is an error, not a guess
+        let mut valid = vec![TAG, 0, 0, 1, 7, 0, 0, 0, 0, 0, 0, 0, 1, 1, 2, 0, 1, b'V'];
+        assert_eq!(to_json(&valid).unwrap(), "[0,[],[[7,1,\"V\",null]],[7]]");
+        valid.truncate(valid.len() - 2);
+        valid.push(NAME_REF); // the closure's channel type refers to a name never written
+        assert!(decode(&valid).is_err());
+        assert!(decode(&[TAG, 0, 0, 0, 1, 2, 2, 0, 0]).is_err());
+        assert!(decode(&[TAG, 0, 0, 0, 1, 0, 2, 0, 0]).is_err()); // hash 0: 8 bytes follow
     }
 
     fn full_json(firsts: &Firsts<'_>, closures: &[ClosureRef<'_>], seen: &[i64]) -> String {

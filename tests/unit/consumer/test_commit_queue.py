@@ -16,10 +16,13 @@ from consumer.fold import native as fold_native
 from consumer.fold.model import CREATED, Event
 from consumer.store import PartitionCommit
 from consumer.store.sqlite import SqliteStore
-from consumer.stream import partitions
+from consumer.stream import partitions, runner
 from consumer.stream.checkpoint import MAX_IN_FLIGHT
 from consumer.stream.runner import MetricsConsumer
 from consumer.stream.settings import ConsumerSettings
+from schemas import conversation_codec
+
+from ..schemas.samples import record
 
 
 class FlakyStore:
@@ -109,6 +112,47 @@ def test_error_messages_are_skipped_and_a_fatal_one_stops(tmp_path: Path) -> Non
         with pytest.raises(ConsumerError, match="fatal Kafka consumer error"):
             c.process([ErrMsg(b"x"), ErrMsg(error=KafkaError(KafkaError._FATAL, fatal=True))])  # type: ignore[list-item]
         assert c.stats.consumed == 3  # nothing of the failed batch counted
+    finally:
+        c.writer.shutdown()
+        c.consumer.close()
+        store.close()
+
+
+class OffsetMsg(ErrMsg):
+    def __init__(self, value: bytes, offset: int) -> None:
+        super().__init__(value)
+        self._offset = offset
+
+    def offset(self) -> int:
+        return self._offset
+
+
+def test_a_batch_folded_in_slices_dead_letters_exactly_its_bad_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poll batch is decoded and folded FOLD_SLICE records at a time: every record is
+    counted once, and the records that do not decode are dead-lettered, themselves (their
+    place within a slice is not their place in the batch)."""
+    monkeypatch.setattr(runner, "FOLD_SLICE", 3)
+    codec = conversation_codec()
+    bad = {2, 3, 7}  # the last of the first slice, the first of the second, one in the third
+
+    def value(i: int) -> bytes:
+        r = record("conversation.created", t=1_700_000_000 + i)
+        r["id"] = f"00000000-0000-4000-8000-{i:012d}"  # each its own event
+        return b"not avro" if i in bad else codec.encode(r)
+
+    msgs = [OffsetMsg(value(i), i) for i in range(8)]
+    store = SqliteStore(str(tmp_path / "m.db"))
+    c = MetricsConsumer(ConsumerSettings("127.0.0.1:1", topic="t"), store=store)
+    dead: list[int] = []
+    monkeypatch.setattr(c, "_dead_letter", lambda m, error: dead.append(m.offset()))
+    try:
+        c.folds[0] = fold_native.choose().new(0)
+        c.process(msgs)  # type: ignore[arg-type]
+        assert sorted(dead) == sorted(bad)
+        assert (c.stats.consumed, c.stats.folded, c.stats.duplicates) == (8, 5, 0)
+        assert c.next_offsets == {0: 8}
     finally:
         c.writer.shutdown()
         c.consumer.close()
