@@ -289,4 +289,31 @@ def test_snapshot_chunks_hold_every_conversation_once() -> None:
     for c in chunks:
         merged.update(decode_snapshot(c))
     assert merged == f.conversations()
-    assert fold().snapshot() == [b"[]"]
+    assert list(fold().snapshot()) == [b"[]"]
+
+
+def test_a_snapshot_holds_the_conversations_as_they_were_when_taken() -> None:
+    """The store writes a snapshot on the writer thread while the polling thread goes on
+    folding: its chunks hold the state of the commit it was taken for, and read the same
+    again (a retried commit reads it twice)."""
+    from consumer.fold import decode_snapshot
+
+    f = fold()
+    for conv in range(5):
+        f.apply(ev(CREATED, conv, 100, conv=conv))
+    f.take_changes()
+    then = f.conversations()
+    snapshot = f.snapshot(chunk=2)
+    for conv in range(3, 8):  # changed and new conversations after it
+        f.apply(ev(OPENED, 10 + conv, 200, conv=conv))
+    f.take_changes()
+    assert f.conversations() != then
+    first = [bytes(c) for c in snapshot]
+    assert first == list(snapshot) and len(first) == len(snapshot) == 3
+    assert snapshot[-1] == first[2]
+    merged: dict[tuple[int, int], str] = {}
+    for c in first:
+        merged.update(decode_snapshot(c))
+    assert merged == then
+    with pytest.raises(IndexError):
+        snapshot[3]
