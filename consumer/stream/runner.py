@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 EXPIRE_EVERY = 60.0
 #: a poll batch is decoded and folded this many records at a time: the decoded dicts
 #: (~1.4 KB each with the full metric set) of one slice are alive at once, not a whole
-#: batch's (10,000: ~14 MB), which the consumer's peak RSS carried (docs/performance.md)
+#: batch's (10,000: ~14 MB), which the consumer's resident memory carried (docs/performance.md)
 FOLD_SLICE = 2_000
 OUT_OF_RANGE = "event time arithmetic (ingest lag, duration or window start) outside the 64-bit range"
 

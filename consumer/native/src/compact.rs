@@ -72,7 +72,7 @@ fn put_int(out: &mut Vec<u8>, v: i64) {
 }
 
 /// The compact blob of a conversation of the closures set. None when a channel type name
-/// is longer than a length byte holds (the caller keeps the JSON then).
+/// is longer than MAX_NAME bytes (the caller keeps the JSON then).
 pub fn encode<'a>(
     last: i64,
     starts: &[i64],
@@ -86,7 +86,7 @@ pub fn encode<'a>(
 }
 
 /// The compact blob of a full-set conversation (TAG_FIRSTS, or TAG_LATEST with a latest
-/// event kept). None when a channel type name is longer than a length byte holds.
+/// event kept). None when a channel type name is longer than MAX_NAME bytes.
 pub fn encode_full<'a>(
     last: i64,
     starts: &[i64],

@@ -5,7 +5,7 @@
 //! `Delta` handed to the stores, so either implementation reads what the other wrote.
 //! What differs is where the work happens: the records' fields are read straight from the
 //! decoded dicts, the event id digest, the dedupe lookup, the bisection and the facts are
-//! native, and a whole consumed batch is folded by one call (`apply_batch`). In memory, the
+//! native, and a slice of a consumed batch is folded by one call (`apply_batch`). In memory, the
 //! idle conversations are kept in a compact binary form (`compact`),
 //! turned into that JSON text wherever they leave the fold.
 //! `tests/unit/consumer/test_fold_native.py` holds both implementations equal.
