@@ -40,6 +40,8 @@ const APP: u8 = 4;
 /// above it refers to a name written before (`put_name`).
 const MAX_NAME: usize = 239;
 const NAME_REF: u8 = MAX_NAME as u8 + 1;
+/// The names a byte refers to (NAME_REF..=255)
+const NAME_REFS: usize = 256 - NAME_REF as usize;
 
 /// A closure to write: (hash, closed, channel type, start, inbox, app).
 pub type ClosureRef<'a> = (i64, i64, &'a str, Option<i64>, Option<i64>, Option<i64>);
@@ -184,8 +186,7 @@ fn put_hash(out: &mut Vec<u8>, seen: &[i64], hash: i64) {
 /// A channel type: NAME_REF + k where it is the k-th name the blob holds (`names`), else
 /// a length byte and its UTF-8 (None when longer than MAX_NAME bytes).
 fn put_name<'a>(out: &mut Vec<u8>, names: &mut Vec<&'a str>, name: &'a str) -> Option<()> {
-    let refs = usize::from(u8::MAX - NAME_REF) + 1;
-    if let Some(k) = names.iter().take(refs).position(|n| *n == name) {
+    if let Some(k) = names.iter().take(NAME_REFS).position(|n| *n == name) {
         out.push(NAME_REF + k as u8);
         return Some(());
     }
@@ -349,16 +350,17 @@ impl<'a> Reader<'a> {
                 format!("a compact conversation refers to channel type {k} before it")
             });
         }
-        let raw = self.bytes(usize::from(b))?;
-        let name = std::str::from_utf8(raw).map_err(|e| e.to_string())?;
+        let name = self.str(usize::from(b))?;
         self.names.push(name);
         Ok(name.to_owned())
     }
 
+    fn str(&mut self, len: usize) -> Result<&'a str, String> {
+        std::str::from_utf8(self.bytes(len)?).map_err(|e| e.to_string())
+    }
+
     fn text(&mut self, len: usize) -> Result<String, String> {
-        Ok(std::str::from_utf8(self.bytes(len)?)
-            .map_err(|e| e.to_string())?
-            .to_owned())
+        self.str(len).map(str::to_owned)
     }
 
     fn id(&mut self) -> Result<String, String> {
