@@ -28,6 +28,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from convmetrics.generate import GenerateConfig, generate_webhooks
 from convmetrics.localkafka import LocalBroker
 from convmetrics.localkafka.jars import cache_dir
+from producer.mapping import KeyBy
 
 MANIFEST_TOPIC = "bench-manifest"
 BOOTSTRAP_ENV = "CONVMETRICS_BOOTSTRAP_SERVERS"
@@ -123,8 +124,18 @@ def _manifests(bootstrap: str) -> dict[str, dict[str, int]]:
     return found
 
 
-def topic_name(prefix: str, cfg: GenerateConfig, partitions: int, schema_tag: str, limit: int | None) -> str:
-    digest = hashlib.sha256(f"{cfg!r}|{partitions}|{schema_tag}|{limit}".encode()).hexdigest()[:8]
+def topic_name(
+    prefix: str,
+    cfg: GenerateConfig,
+    partitions: int,
+    schema_tag: str,
+    limit: int | None,
+    key_by: str = "account",
+) -> str:
+    # the key decides each record's partition: a topic keyed otherwise is another topic (the
+    # names of before, without it, are those of topics keyed by conversation)
+    keyed = "" if key_by == "conversation" else f"|key={key_by}"
+    digest = hashlib.sha256(f"{cfg!r}|{partitions}|{schema_tag}|{limit}{keyed}".encode()).hexdigest()[:8]
     return f"{prefix}-{limit or cfg.events}ev-{cfg.conversations}conv-{cfg.accounts}acc-{digest}"
 
 
@@ -135,12 +146,14 @@ def ensure_events(
     partitions: int = 6,
     limit: int | None = None,
     codec: Any = None,
+    key_by: KeyBy = "account",
 ) -> tuple[str, int, float | None]:
     """A topic holding the generated events, produced by the gateway's intake unless cached.
 
     ``cfg.events`` is approximate; with ``limit`` the first ``limit`` records are produced
     (ask the generator for a few percent more) and fewer is an error. ``codec``: the
     events codec (default single-object; a Confluent one names its schema id in the topic).
+    ``key_by``: the records' Kafka key (`producer.mapping.KEY_BY`), so their partitions.
 
     Returns (topic, records, seconds spent producing or None when the topic was reused).
     """
@@ -151,7 +164,7 @@ def ensure_events(
     tag = ",".join(f"{k}={v.decode()}" for k, v in codec.headers("conversation.closed") if "schema" in k)
     if codec.schema_id is not None:
         tag += f",confluent-id={codec.schema_id}"
-    topic = topic_name(prefix, cfg, partitions, tag, limit)
+    topic = topic_name(prefix, cfg, partitions, tag, limit, key_by)
     ends = end_offsets(bootstrap, topic)
     if ends is not None and _manifests(bootstrap).get(topic) == {str(p): n for p, n in ends.items()}:
         return topic, sum(ends.values()), None
@@ -171,7 +184,7 @@ def ensure_events(
 
     started, sent = time.perf_counter(), 0
     for body in generate_webhooks(cfg):
-        p = prepare(body, codec)
+        p = prepare(body, codec, key_by=key_by)
         if not isinstance(p, Prepared):
             continue
         while True:

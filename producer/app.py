@@ -87,7 +87,7 @@ class Gateway:
         self.settings = settings
         self.keys = settings.signing_keys()
         self.codec: Codec = settings.writer_codec()  # Confluent: its schema id, looked up now
-        self.intake = Intake(self.codec)
+        self.intake = Intake(self.codec, settings.key_by)
         self.metrics = GatewayMetrics(ROUTES)
         self.publisher = publisher
         self._openapi = orjson.dumps(openapi_document())

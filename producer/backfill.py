@@ -121,7 +121,9 @@ def produce_file(
         try:
             if item.error is not None:
                 raise item.error
-            prepared = prepare(item.body, codec, received_at_millis=time.time_ns() // 1_000_000)
+            prepared = prepare(
+                item.body, codec, received_at_millis=time.time_ns() // 1_000_000, key_by=settings.key_by
+            )
         except GatewayError as exc:
             summary.rejected.append(Rejection(item.index, item.line, _id_of(item.body), exc.status, str(exc)))
             if on_item:

@@ -24,6 +24,15 @@ _COMMON: tuple[tuple[str, str, Any, str], ...] = (
     ("--topic", "topic", str, "events topic (CONVMETRICS_TOPIC; default conversation-events)"),
     ("--delivery-timeout", "delivery_timeout", float, "seconds to wait for acks=all (default 10)"),
     ("--partitions", "partitions", int, "partitions when creating the topic (default 6)"),
+    (
+        "--key-by",
+        "key_by",
+        str,
+        "what each event's Kafka key holds (CONVMETRICS_KEY_BY): account (default: an account's "
+        "events, and its metric rows, on one partition) or conversation (account:id, the key "
+        "before 2026-12-06: keep it for a topic that already holds events keyed so; "
+        "docs/operations.md)",
+    ),
     ("--replication-factor", "replication_factor", int, "replication factor when creating it (default 1)"),
     (
         "--wire-format",

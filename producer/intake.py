@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from producer.encoder import body_writer
 from producer.exceptions import FieldProblem, SettingsError, WebhookValidationError
-from producer.mapping import CONVERSATION_EVENTS, to_record
+from producer.mapping import CONVERSATION_EVENTS, KEY_BY, KeyBy, event_key, to_record
 from producer.models import Webhook, envelope_time_key
 from schemas import Codec, EncodeError
 
@@ -50,15 +50,19 @@ def encoder_compiled() -> bool:
 
 
 class Intake:
-    """`prepare` for one codec, with what does not change per event worked out once."""
+    """`prepare` for one codec and key (`mapping.KEY_BY`), with what does not change per
+    event worked out once."""
 
-    def __init__(self, codec: Codec) -> None:
+    def __init__(self, codec: Codec, key_by: KeyBy = "account") -> None:
+        if key_by not in KEY_BY:
+            raise SettingsError(f"key_by: {key_by!r} is not one of {', '.join(KEY_BY)}")
         if os.environ.get("CONVMETRICS_REQUIRE_NATIVE") == "1" and not encoder_compiled():
             raise SettingsError(
                 "CONVMETRICS_REQUIRE_NATIVE=1 but producer/encoder.py runs interpreted: install a "
                 "wheel built with a C compiler, or run `make setup`"
             )
         self.codec = codec
+        self.key_by = key_by
         self._write_body = body_writer(codec)  # None: the reference path (record dict, fastavro)
         self._prefix = codec.prefix  # single-object or Confluent framing: the codec's
         self._headers = {event: codec.headers(event) for event in CONVERSATION_EVENTS}
@@ -100,18 +104,20 @@ class Intake:
             except EncodeError as exc:  # a string UTF-8 cannot hold (a lone surrogate), say
                 loc = unencodable(body) or ""
                 raise WebhookValidationError([FieldProblem(loc, str(exc), "avro")]) from exc
-        key = f"{webhook.account}:{webhook.data.id}".encode()  # `mapping.event_key`
-        return Prepared(event, webhook.id, key, value, headers)
+        return Prepared(event, webhook.id, event_key(webhook, self.key_by), value, headers)
 
 
-_INTAKES: weakref.WeakKeyDictionary[Codec, Intake] = weakref.WeakKeyDictionary()
+_INTAKES: weakref.WeakKeyDictionary[Codec, dict[str, Intake]] = weakref.WeakKeyDictionary()
 
 
-def prepare(body: Any, codec: Codec, *, received_at_millis: int | None = None) -> Prepared | Ignored:
-    """`Intake.prepare` with ``codec`` (see there)."""
-    intake = _INTAKES.get(codec)
+def prepare(
+    body: Any, codec: Codec, *, received_at_millis: int | None = None, key_by: KeyBy = "account"
+) -> Prepared | Ignored:
+    """`Intake.prepare` with ``codec`` and ``key_by`` (see there)."""
+    intakes = _INTAKES.setdefault(codec, {})
+    intake = intakes.get(key_by)
     if intake is None:
-        intake = _INTAKES[codec] = Intake(codec)
+        intake = intakes[key_by] = Intake(codec, key_by)
     return intake.prepare(body, received_at_millis=received_at_millis)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from producer.models import AppUser, ChannelUser, Conversation, Webhook
 
@@ -30,8 +30,20 @@ def is_conversation_event(event: str) -> bool:
     return event in CONVERSATION_EVENTS
 
 
-def event_key(webhook: Webhook) -> bytes:
-    """Kafka key ``"<account>:<conversation id>"``: one conversation, one partition."""
+#: what an event's Kafka key holds (`--key-by`, the first the default). ``account``: the
+#: account id, so all of an account's events are one partition's, and so are its metric
+#: rows (a store keeps one row per key and partition: fewer rows to write, and an account's
+#: numbers read from one partition's rows). ``conversation``: ``"<account>:<conversation
+#: id>"``, the key before 2026-12-06, for a topic that already holds events keyed so (a
+#: conversation's events must all be one partition's: docs/operations.md).
+KEY_BY = ("account", "conversation")
+KeyBy = Literal["account", "conversation"]
+
+
+def event_key(webhook: Webhook, key_by: KeyBy = "account") -> bytes:
+    """The Kafka key of an event (see `KEY_BY`): its partition is the key's."""
+    if key_by == "account":
+        return str(webhook.account).encode()
     return f"{webhook.account}:{webhook.data.id}".encode()
 
 

@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from producer.exceptions import SettingsError
+from producer.mapping import KeyBy
 from producer.signature import parse_secret
 from schemas import CONVERSATION_EVENT, Codec, kafka, subject
 from schemas.confluent import WireFormat
@@ -37,6 +38,8 @@ class GatewaySettings(BaseSettings):
     linger_ms: float = Field(default=5.0, ge=0)
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
     create_topic: bool = True
+    #: what an event's Kafka key holds (`producer.mapping.KEY_BY`)
+    key_by: KeyBy = "account"
     #: how events are framed (CONVMETRICS_WIRE_FORMAT): single-object, or confluent with the
     #: schema id from the registry (CONVMETRICS_SCHEMA_REGISTRY_URL), looked up at start
     wire_format: WireFormat = WireFormat.SINGLE_OBJECT

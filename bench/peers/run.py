@@ -286,8 +286,9 @@ def main() -> None:
     if "kstreams" in names:
         print(f"Kafka Streams peer built in {ensure_built()}")
     with bench_kafka() as (bootstrap, kind):
+        # keyed by conversation: the peers' topologies join a conversation's events on the key
         topic, total, produced = ensure_events(
-            bootstrap, "bench-peers", gen_config(args.events), args.partitions
+            bootstrap, "bench-peers", gen_config(args.events), args.partitions, key_by="conversation"
         )
         ends = end_offsets(bootstrap, topic) or {}
         print(

@@ -127,17 +127,26 @@ def test_posted_webhook_is_acknowledged_durable_and_reads_back_equal(
     assert ack["id"] == body["id"] and ack["topic"] == gateway.topic and ack["event"] == "conversation.closed"
     msg = read_at(kafka_bootstrap, gateway.topic, ack["partition"], ack["offset"])
     assert as_json(CODEC.decode(msg.value())) == expected_for(body)
-    assert msg.key() == b"7:1"
+    assert msg.key() == b"7"  # keyed by account (`--key-by`, producer.mapping.KEY_BY)
     assert dict(msg.headers())["convmetrics-event-type"] == b"conversation.closed"
 
 
-def test_one_conversation_stays_on_one_partition_in_order(gateway: GatewayProcess) -> None:
+def with_conversation(body: dict[str, Any], conversation: int) -> dict[str, Any]:
+    body["data"] = {**body["data"], "id": conversation}
+    return body
+
+
+def test_one_accounts_conversations_stay_on_one_partition_in_order(gateway: GatewayProcess) -> None:
     acks = [
-        post(gateway, seed(account=99, event=e)).json()
+        post(gateway, with_conversation(seed(account=99, event=e), conversation)).json()
+        for conversation in (1, 2, 3)
         for e in ("conversation.created", "conversation.assigned", "conversation.closed")
     ]
     assert len({a["partition"] for a in acks}) == 1
     assert [a["offset"] for a in acks] == sorted(a["offset"] for a in acks)
+    # and accounts are spread over the topic's partitions (6 here)
+    spread = {post(gateway, seed(account=a)).json()["partition"] for a in range(1000, 1030)}
+    assert len(spread) > 1
 
 
 @pytest.mark.parametrize("field", ["closed_at", "createdAt"])
@@ -282,7 +291,7 @@ def test_every_batch_answer_names_its_own_record(gateway: GatewayProcess, kafka_
             assert (record["id"], record["account"], record["data"]["id"]) == (
                 sent["id"], sent["account"], sent["data"]["id"],
             )  # fmt: skip
-            assert msg.key() == f"{sent['account']}:{sent['data']['id']}".encode()
+            assert msg.key() == str(sent["account"]).encode()
         assert seen == len(wanted)
     finally:
         consumer.close()

@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from producer.exceptions import WebhookValidationError
-from producer.intake import Ignored, Prepared, prepare
+from producer.exceptions import SettingsError, WebhookValidationError
+from producer.intake import Ignored, Intake, Prepared, prepare
 from producer.mapping import CONVERSATION_EVENTS, event_key, is_conversation_event, to_record
 from producer.models import MAX_EVENT_TIME, Webhook
+from producer.settings import GatewaySettings
 from schemas import conversation_codec
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
@@ -43,7 +45,7 @@ def test_seed_example_encodes_and_decodes_to_the_same_record() -> None:
     prepared = prepare(seed(), CODEC)
     assert isinstance(prepared, Prepared)
     assert as_json(CODEC.decode(prepared.value)) == EXPECTED
-    assert prepared.key == b"1:1"
+    assert prepared.key == b"1"
     assert ("convmetrics-event-type", b"conversation.closed") in prepared.headers
 
 
@@ -221,10 +223,20 @@ def test_not_a_webhook_object_is_a_422(body: Any) -> None:
     assert err.value.problems[0].loc in {"", "event"}
 
 
-def test_every_conversation_event_is_produced_with_account_and_conversation_key() -> None:
+def test_every_conversation_event_is_keyed_by_account_or_by_conversation() -> None:
     for event in sorted(CONVERSATION_EVENTS):
         body = {**seed(), "event": event, "account": 42}
         body["data"]["id"] = 9
         prepared = prepare(body, CODEC)
         assert isinstance(prepared, Prepared) and prepared.event == event
-        assert prepared.key == event_key(Webhook.model_validate(body)) == b"42:9"
+        assert prepared.key == event_key(Webhook.model_validate(body)) == b"42"
+        by_conversation = prepare(body, CODEC, key_by="conversation")
+        assert isinstance(by_conversation, Prepared) and by_conversation.value == prepared.value
+        assert by_conversation.key == event_key(Webhook.model_validate(body), "conversation") == b"42:9"
+
+
+def test_a_key_that_is_not_known_is_refused_naming_the_setting() -> None:
+    with pytest.raises(SettingsError, match="key_by: 'inbox' is not one of account, conversation"):
+        Intake(CODEC, "inbox")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="key_by"):
+        GatewaySettings(key_by="inbox")  # type: ignore[arg-type]
