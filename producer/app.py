@@ -30,6 +30,7 @@ from producer.exceptions import (
     BrokerUnavailableError,
     DeliveryError,
     GatewayError,
+    KeyMismatchError,
     WebhookValidationError,
 )
 from producer.intake import Ignored, Intake, Prepared
@@ -38,7 +39,7 @@ from producer.openapi import openapi_document
 from producer.publisher import Delivered, EventPublisher
 from producer.settings import GatewaySettings
 from producer.signature import verify_signature
-from producer.topics import ensure_topic
+from producer.topics import check_key, ensure_topic
 from schemas import Codec, SchemaError
 from schemas.topic_registry import publish_schemas
 
@@ -90,6 +91,8 @@ class Gateway:
         self.intake = Intake(self.codec, settings.key_by)
         self.metrics = GatewayMetrics(ROUTES)
         self.publisher = publisher
+        #: why the topic was refused (`topics.check_key`): said in every 503 until a restart
+        self.refused: str | None = None
         self._openapi = orjson.dumps(openapi_document())
         #: the topic exists and the schemas are published: until then every write is a 503.
         #: With --no-create-topic the topic is someone else's to make: ready at once, and the
@@ -128,9 +131,10 @@ class Gateway:
             gc.set_threshold(*thresholds)
 
     async def _prepare(self, first_wait: float = 1.0, longest_wait: float = 30.0) -> None:
-        """Create the topic (unless --no-create-topic) and publish the schemas, retried until
+        """Create the topic (unless --no-create-topic), check that its events are keyed as
+        this gateway keys them (`topics.check_key`) and publish the schemas, retried until
         Kafka takes them: the gateway runs meanwhile, not ready (503 + Retry-After) until the
-        topic is there, and the log says why."""
+        topic is there, and the log says why. A topic keyed otherwise keeps it not ready."""
         s, wait = self.settings, first_wait
         while True:
             try:
@@ -139,10 +143,19 @@ class Gateway:
                         ensure_topic, s.bootstrap_servers, s.topic, partitions=s.partitions,
                         replication_factor=s.replication_factor, kafka=s.kafka, timeout=10,
                     )  # fmt: skip
+                await asyncio.to_thread(
+                    check_key, s.bootstrap_servers, s.topic, s.key_by, kafka=s.kafka, timeout=10
+                )
                 # so that consumers older than this gateway can read what it writes
                 await asyncio.to_thread(
                     publish_schemas, s.bootstrap_servers, self.codec.subject, kafka=s.kafka, timeout=10
                 )
+            except KeyMismatchError as exc:  # not a passing state: not ready until restarted right
+                self.prepared = False  # with --no-create-topic too: nothing is produced to it
+                self.refused = str(exc)
+                log.error("gateway not ready: %s; checked again in %g s", exc, longest_wait)
+                await asyncio.sleep(longest_wait)
+                continue
             except (GatewayError, SchemaError, KafkaException) as exc:
                 cause = self.publisher.errors.last if self.publisher is not None else None
                 if self.prepared:  # --no-create-topic: serving; only the schemas are missing
@@ -164,6 +177,10 @@ class Gateway:
             return
 
     def _not_ready(self) -> BrokerUnavailableError:
+        if self.refused is not None:
+            return BrokerUnavailableError(
+                f"gateway not ready: {self.refused}", retry_after=self.settings.retry_after
+            )
         cause = self.publisher.errors.last if self.publisher is not None else None
         return BrokerUnavailableError(
             f"gateway not ready: topic {self.settings.topic} not prepared on Kafka at "

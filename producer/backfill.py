@@ -20,7 +20,7 @@ from producer.batch import Item, iter_ndjson, parse_batch
 from producer.exceptions import GatewayError
 from producer.intake import Ignored, prepare
 from producer.settings import GatewaySettings
-from producer.topics import ensure_topic
+from producer.topics import check_key, ensure_topic
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +87,7 @@ def produce_file(
 
     Raises:
         TopicError: the topic is missing and could not be created.
+        KeyMismatchError: the topic holds events keyed otherwise than ``settings.key_by``.
         SettingsError: the Confluent wire format without its schema in the registry.
     """
     if settings.create_topic:
@@ -97,6 +98,7 @@ def produce_file(
             replication_factor=settings.replication_factor,
             kafka=settings.kafka,
         )
+    check_key(settings.bootstrap_servers, settings.topic, settings.key_by, kafka=settings.kafka)
     codec = settings.writer_codec()
     producer = Producer(settings.producer_config())
     summary = Summary()

@@ -151,7 +151,7 @@ def run_produce(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from producer.backfill import Summary, count_lines, produce_file
-    from producer.exceptions import GatewayError, SettingsError
+    from producer.exceptions import GatewayError, KeyMismatchError, SettingsError
 
     console = Console(stderr=True)
     try:
@@ -180,7 +180,7 @@ def run_produce(args: argparse.Namespace) -> int:
         cause = f"cannot read {args.file}: {exc}"
         console.print(f"convmetrics produce: error: {cause}", style="red", markup=False, soft_wrap=True)
         return 2
-    except SettingsError as exc:  # the Confluent wire format: no registry, or not pushed
+    except (SettingsError, KeyMismatchError) as exc:  # no registry or not pushed; a topic keyed otherwise
         console.print(f"convmetrics produce: error: {exc}", style="red", markup=False, soft_wrap=True)
         return 2
     out = Console()

@@ -24,6 +24,11 @@ class TopicError(GatewayError):
     """The events topic is missing and could not be created (or the cluster is unreachable)."""
 
 
+class KeyMismatchError(TopicError):
+    """The events topic holds events keyed otherwise than `--key-by` says: producing to it
+    would split conversations between partitions."""
+
+
 class InputError(GatewayError):
     """Something wrong with what the sender sent; retrying the same bytes will not help."""
 

@@ -1,13 +1,18 @@
-"""Create the events topic at start when it is missing (blocking admin calls)."""
+"""The events topic at start: created when missing, and refused when its events are keyed
+otherwise than this producer keys them (blocking Kafka calls)."""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 
-from producer.exceptions import TopicError
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from producer.exceptions import KeyMismatchError, TopicError
+from producer.mapping import KeyBy
 from schemas.exceptions import TopicNotMadeError
-from schemas.kafka import create_topic
+from schemas.kafka import client_config, create_topic, unreachable
 
 log = logging.getLogger(__name__)
 
@@ -36,3 +41,75 @@ def ensure_topic(
     if made:
         log.info("created topic %s (%d partitions, replication %d)", topic, partitions, replication_factor)
     return made
+
+
+def key_shape(key: bytes | None) -> KeyBy | None:
+    """How an event's Kafka key was made (`producer.mapping.KEY_BY`): ``conversation`` keys
+    are ``account:conversation``, ``account`` keys have no colon; None: no key."""
+    if key is None:
+        return None
+    return "conversation" if b":" in key else "account"
+
+
+def check_key(
+    bootstrap_servers: str,
+    topic: str,
+    key_by: KeyBy,
+    *,
+    timeout: float = 10.0,
+    kafka: Mapping[str, str] | None = None,
+) -> None:
+    """Read the newest record of each partition of ``topic`` and refuse the topic if one was
+    keyed otherwise than ``key_by``: the fold keeps a conversation on the partition its
+    events arrive on, so a change of key on a topic that holds events would split open
+    conversations between two partitions. An empty (or missing) topic passes.
+
+    Raises:
+        KeyMismatchError: a partition's newest record has the other key.
+        TopicError: the cluster did not answer in ``timeout``.
+    """
+    consumer = Consumer(
+        client_config(
+            bootstrap_servers, kafka, group_id="convmetrics-key-check", enable_auto_commit=False,
+            enable_partition_eof=True,  # a partition read to its end (past a transaction marker) says so
+        )
+    )  # fmt: skip
+    try:
+        for partition, key in _newest_keys(consumer, topic, timeout):
+            shape = key_shape(key)
+            if shape is not None and shape != key_by:
+                raise KeyMismatchError(
+                    f"topic {topic} holds events keyed by {shape} (partition {partition}'s newest "
+                    f"key is {(key or b'').decode(errors='replace')!r}) and this producer keys them "
+                    f"by {key_by}: a conversation's events would be split between partitions. Run "
+                    f"with --key-by {shape} (CONVMETRICS_KEY_BY={shape}), or produce to a new topic "
+                    '(docs/operations.md, "Why the account")'
+                )
+    except KafkaException as exc:
+        raise TopicError(unreachable(bootstrap_servers, timeout, exc)) from None
+    finally:
+        consumer.close()
+
+
+def _newest_keys(consumer: Consumer, topic: str, timeout: float) -> list[tuple[int, bytes | None]]:
+    """(partition, key) of each partition's newest record, where there is one to read."""
+    found = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+    if found is None or found.error is not None:
+        return []
+    newest = []
+    for p in sorted(found.partitions):
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+        if high > low:
+            newest.append(TopicPartition(topic, p, high - 1))
+    consumer.assign(newest)
+    keys: list[tuple[int, bytes | None]] = []
+    left, deadline = {tp.partition for tp in newest}, time.monotonic() + timeout
+    while left and time.monotonic() < deadline:
+        for m in consumer.consume(len(left), 0.5):
+            err, partition = m.error(), m.partition()
+            if partition not in left or (err is not None and err.code() != KafkaError._PARTITION_EOF):
+                continue
+            left.discard(partition)
+            if err is None:  # else its newest offset was a transaction marker: nothing to read
+                keys.append((partition, m.key()))
+    return keys

@@ -1,7 +1,8 @@
 """The aggregation fold: conversation events in, metric facts out. Pure: no I/O, no clock.
 
 `PartitionFold` owns one Kafka partition's conversations (the gateway keys events by
-conversation, so all of a conversation's events share a partition). A conversation's state
+account, or by conversation with `--key-by conversation`: either way all of a
+conversation's events share a partition). A conversation's state
 (its layout and what it means: `consumer.fold.state`) is kept encoded (a compact str) while
 idle and decoded while a batch touches it, which keeps hundreds of thousands of
 conversations in little memory.
