@@ -123,13 +123,22 @@ def ensure_wrk() -> str:
     return found
 
 
+#: the accounts the load's events come from, in turn: the gateway keys events by account, so
+#: a load of one account's would all go to one partition (a 20% slower single POST here on
+#: 2026-12-06: bench/results/gateway.md)
+ACCOUNTS = 1000
+
+
 def event_template() -> str:
-    """One webhook as a Lua format string: %d for the event id and the conversation id."""
+    """One webhook as a Lua format string: %d for the event id, the account and the
+    conversation id, in that order."""
     body = copy.deepcopy(SEED)
     body["id"] = "00000000-0000-4000-8000-EVENTNUMBER"
+    body["account"] = 4343434343
     body["data"]["id"] = 4242424242
     text = json.dumps(body, separators=(",", ":"))
-    return text.replace("EVENTNUMBER", "%012d").replace("4242424242", "%d")
+    assert text.index("EVENTNUMBER") < text.index("4343434343") < text.index("4242424242")
+    return text.replace("EVENTNUMBER", "%012d").replace("4343434343", "%d").replace("4242424242", "%d")
 
 
 def lua_single(path: str) -> str:
@@ -139,14 +148,14 @@ local fmt = [==[{event_template()}]==]
 local headers = {{["Content-Type"] = "application/json"}}
 request = function()
   n = n + 1
-  return wrk.format("POST", "{path}", headers, string.format(fmt, n, n % 10000))
+  return wrk.format("POST", "{path}", headers, string.format(fmt, n, 1 + n % {ACCOUNTS}, n % 10000))
 end
 """
 
 
 def batch_body() -> bytes:
     fmt = event_template()
-    return "\n".join(fmt % (i, i % 1000) for i in range(BATCH_SIZE)).encode()
+    return "\n".join(fmt % (i, 1 + i % ACCOUNTS, i % 1000) for i in range(BATCH_SIZE)).encode()
 
 
 def run_wrk(
@@ -188,7 +197,7 @@ async def _open_loop(port: int, rate: float, seconds: float, connections: int) -
             i, scheduled = await queue.get()
             if i < 0:
                 break
-            body = (fmt % (10**9 + i, i % 10000)).encode()
+            body = (fmt % (10**9 + i, 1 + i % ACCOUNTS, i % 10000)).encode()
             writer.write(b"POST /webhooks HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
                          b"Content-Length: %d\r\n\r\n%b" % (len(body), body))  # fmt: skip
             head = await reader.readuntil(b"\r\n\r\n")
