@@ -94,10 +94,11 @@ class Gateway:
         #: why the topic was refused (`topics.check_key`): said in every 503 until a restart
         self.refused: str | None = None
         self._openapi = orjson.dumps(openapi_document())
-        #: the topic exists and the schemas are published: until then every write is a 503.
-        #: With --no-create-topic the topic is someone else's to make: ready at once, and the
+        #: the topic exists, its events are keyed as this gateway keys them, and the schemas
+        #: are published: until then every write is a 503. With --no-create-topic the topic is
+        #: someone else's to make: ready once its key is checked (`topics.check_key`), and the
         #: schemas are published meanwhile (older consumers read what this gateway writes)
-        self.prepared = not settings.create_topic
+        self.prepared = False
         self._preparing: asyncio.Task[None] | None = None
 
     @contextlib.asynccontextmanager
@@ -146,6 +147,8 @@ class Gateway:
                 await asyncio.to_thread(
                     check_key, s.bootstrap_servers, s.topic, s.key_by, kafka=s.kafka, timeout=10
                 )
+                if not s.create_topic:  # someone else's topic: served while the schemas go out
+                    self.prepared = True
                 # so that consumers older than this gateway can read what it writes
                 await asyncio.to_thread(
                     publish_schemas, s.bootstrap_servers, self.codec.subject, kafka=s.kafka, timeout=10
@@ -172,7 +175,7 @@ class Gateway:
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, longest_wait)
                 continue
-            self.prepared = True
+            self.prepared, self.refused = True, None
             log.info("gateway ready: topic %s on %s", s.topic, s.bootstrap_servers)
             return
 

@@ -149,8 +149,8 @@ def test_produce_file_sends_valid_items_and_lists_rejected_ones(
 
 def test_no_create_topic_still_publishes_the_schemas(local_broker: Callable[..., LocalBroker]) -> None:
     """`--no-create-topic` (the topic is made by whoever runs the cluster): the gateway is
-    ready at once and still publishes its schemas, so that consumers older than it read
-    what it writes (docs/schemas.md)."""
+    ready once the topic's key is checked and still publishes its schemas, so that
+    consumers older than it read what it writes (docs/schemas.md)."""
     from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
     from schemas.topic_registry import SCHEMA_TOPIC

@@ -1,0 +1,40 @@
+"""When the gateway starts serving: after the topic's key is checked, with or without
+`--no-create-topic` (Kafka faked: the order of the steps is what is tested here; the check
+itself runs against a real broker in tests/integration/test_key_check.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from producer import app
+from producer.exceptions import KeyMismatchError
+from producer.settings import GatewaySettings
+
+
+@pytest.mark.parametrize("create_topic", [True, False])
+def test_the_gateway_serves_only_once_the_topics_key_is_checked(
+    monkeypatch: pytest.MonkeyPatch, create_topic: bool
+) -> None:
+    gw = app.Gateway(GatewaySettings(create_topic=create_topic))
+    seen: list[tuple[str, bool]] = []
+    answers: list[Exception | None] = [KeyMismatchError("topic t holds events keyed by conversation"), None]
+
+    def check(*_: Any, **__: Any) -> None:
+        seen.append(("check", gw.prepared))
+        answer = answers.pop(0)
+        if answer is not None:
+            raise answer
+
+    monkeypatch.setattr(app, "ensure_topic", lambda *_, **__: seen.append(("ensure", gw.prepared)))
+    monkeypatch.setattr(app, "check_key", check)
+    monkeypatch.setattr(app, "publish_schemas", lambda *_, **__: seen.append(("schemas", gw.prepared)))
+    assert not gw.prepared and gw.refused is None
+    asyncio.run(gw._prepare(first_wait=0, longest_wait=0))
+    # someone else's topic (--no-create-topic) is served while the schemas go out, not before
+    # its key is checked; a topic the gateway makes, once everything is done
+    made = [("ensure", False)] if create_topic else []
+    assert seen == [*made, ("check", False), *made, ("check", False), ("schemas", not create_topic)]
+    assert gw.prepared and gw.refused is None
