@@ -130,7 +130,7 @@ def topic_name(
     partitions: int,
     schema_tag: str,
     limit: int | None,
-    key_by: str = "account",
+    key_by: KeyBy = "account",
 ) -> str:
     # the key decides each record's partition: a topic keyed otherwise is another topic (the
     # names of before, without it, are those of topics keyed by conversation)

@@ -114,7 +114,9 @@ def prepare(
     body: Any, codec: Codec, *, received_at_millis: int | None = None, key_by: KeyBy = "account"
 ) -> Prepared | Ignored:
     """`Intake.prepare` with ``codec`` and ``key_by`` (see there)."""
-    intakes = _INTAKES.setdefault(codec, {})
+    intakes = _INTAKES.get(codec)
+    if intakes is None:
+        intakes = _INTAKES[codec] = {}
     intake = intakes.get(key_by)
     if intake is None:
         intake = intakes[key_by] = Intake(codec, key_by)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from producer.models import AppUser, ChannelUser, Conversation, Webhook
 
@@ -36,8 +36,8 @@ def is_conversation_event(event: str) -> bool:
 #: numbers read from one partition's rows). ``conversation``: ``"<account>:<conversation
 #: id>"``, the key before 2026-12-06, for a topic that already holds events keyed so (a
 #: conversation's events must all be one partition's: docs/operations.md).
-KEY_BY = ("account", "conversation")
 KeyBy = Literal["account", "conversation"]
+KEY_BY: tuple[KeyBy, ...] = get_args(KeyBy)
 
 
 def event_key(webhook: Webhook, key_by: KeyBy = "account") -> bytes:
@@ -45,6 +45,14 @@ def event_key(webhook: Webhook, key_by: KeyBy = "account") -> bytes:
     if key_by == "account":
         return str(webhook.account).encode()
     return f"{webhook.account}:{webhook.data.id}".encode()
+
+
+def key_shape(key: bytes | None) -> KeyBy | None:
+    """Which `event_key` made ``key``: ``conversation`` keys hold a colon, ``account`` keys
+    do not; None: no key."""
+    if key is None:
+        return None
+    return "conversation" if b":" in key else "account"
 
 
 def to_record(webhook: Webhook, *, received_at_millis: int | None = None) -> dict[str, Any]:

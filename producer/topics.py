@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from producer.exceptions import KeyMismatchError, TopicError
-from producer.mapping import KeyBy
+from producer.mapping import KeyBy, key_shape
 from schemas.exceptions import TopicNotMadeError
 from schemas.kafka import client_config, create_topic, unreachable
 
@@ -41,14 +41,6 @@ def ensure_topic(
     if made:
         log.info("created topic %s (%d partitions, replication %d)", topic, partitions, replication_factor)
     return made
-
-
-def key_shape(key: bytes | None) -> KeyBy | None:
-    """How an event's Kafka key was made (`producer.mapping.KEY_BY`): ``conversation`` keys
-    are ``account:conversation``, ``account`` keys have no colon; None: no key."""
-    if key is None:
-        return None
-    return "conversation" if b":" in key else "account"
 
 
 def check_key(
