@@ -16,6 +16,17 @@ from schemas.kafka import client_config, create_topic, unreachable
 
 log = logging.getLogger(__name__)
 
+#: what a partition answers while its leader is not yet elected (a topic created a moment
+#: ago, a broker restarting): asked again until the check's time is up
+_SETTLING = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_PARTITION,
+    }
+)
+
 
 def ensure_topic(
     bootstrap_servers: str,
@@ -85,12 +96,13 @@ def check_key(
 
 def _newest_keys(consumer: Consumer, topic: str, timeout: float) -> list[tuple[int, bytes | None]]:
     """(partition, key) of each partition's newest record, where there is one to read."""
+    deadline = time.monotonic() + timeout
     found = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
     if found is None or found.error is not None:
         return []
     newest = []
     for p in sorted(found.partitions):
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+        low, high = _watermarks(consumer, TopicPartition(topic, p), deadline)
         if high > low:
             newest.append(TopicPartition(topic, p, high - 1))
     consumer.assign(newest)
@@ -105,3 +117,17 @@ def _newest_keys(consumer: Consumer, topic: str, timeout: float) -> list[tuple[i
             if err is None:  # else its newest offset was a transaction marker: nothing to read
                 keys.append((partition, m.key()))
     return keys
+
+
+def _watermarks(consumer: Consumer, tp: TopicPartition, deadline: float) -> tuple[int, int]:
+    """A partition's (low, high) offsets, asked again while its leader settles (a topic made a
+    moment ago answers "not leader" for a while) until ``deadline``."""
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=max(deadline - time.monotonic(), 0.5))
+            return low, high
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if not isinstance(err, KafkaError) or err.code() not in _SETTLING or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.1)
