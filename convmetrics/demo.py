@@ -33,6 +33,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from convmetrics.generate import GenerateConfig, generate_webhooks
 from convmetrics.localkafka.broker import pick_free_ports
 from convmetrics.process import ending_with_parent, signals_stop
+from producer.exceptions import KeyMismatchError
+from producer.topics import check_key
 from schemas.kafka import client_config
 
 console = Console(stderr=True)
@@ -109,14 +111,32 @@ class Child:
 
 
 def wait_http(url: str, child: Child, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
+    """Wait until ``url`` answers 200; the error names the last reason the child gave for not
+    being ready (a 503's ``detail``), such as a kept --data-dir whose topic is keyed otherwise."""
+    deadline, why = time.monotonic() + timeout, ""
     while time.monotonic() < deadline:
         child.check()
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code == 200:
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            answer = httpx.get(url, timeout=2)
+            if answer.status_code == 200:
                 return
+            detail = answer.json().get("detail")
+            why = f": {detail}" if isinstance(detail, str) else why
         time.sleep(0.2)
-    raise DemoError(f"{child.name} did not answer {url} within {timeout:.0f}s (log: {child.log})")
+    raise DemoError(f"{child.name} did not answer {url} within {timeout:.0f}s{why} (log: {child.log})")
+
+
+def _check_key(bootstrap: str, opts: DemoOptions, data: Path) -> None:
+    """Refuse at once, saying what to do, a topic whose events are keyed otherwise than the
+    gateway keys them (a --data-dir kept from a release that keyed them by conversation):
+    the gateway would stay not ready on it (`producer.topics.check_key`)."""
+    try:
+        check_key(bootstrap, opts.topic, "account", kafka=opts.kafka)
+    except KeyMismatchError as exc:
+        raise DemoError(
+            f"{exc}.\nThe demo's gateway keys events by account: run it with a new --data-dir "
+            f"(or none; {data} holds the broker's data), or with another --topic than {opts.topic}"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -347,6 +367,7 @@ def _run_demo(opts: DemoOptions) -> int:
                 # picked at once, so the two never repeat each other (nor a port given)
                 picked = [p for p in pick_free_ports(3) if p not in (opts.gateway_port, opts.api_port)]
                 gw_port, api_port = opts.gateway_port or picked[0], opts.api_port or picked[1]
+                _check_key(bootstrap, opts, data)
                 gw_args = ["gateway", "--bootstrap-servers", bootstrap, "--topic", opts.topic,
                            "--host", "127.0.0.1", "--port", str(gw_port), *opts.kafka_flags]  # fmt: skip
                 gateway = Child("gateway", gw_args, data / "gateway.log")

@@ -50,6 +50,11 @@ def register(sub: Any) -> None:
         default=None,
         help="an external Kafka cluster instead of a local broker (env CONVMETRICS_BOOTSTRAP_SERVERS)",
     )
+    p.add_argument(
+        "--topic",
+        default="conversation-events",
+        help="the events topic (default conversation-events; another one where a cluster's is taken)",
+    )
     kafka_arguments(p)
     p.set_defaults(func=_demo)
 
@@ -79,7 +84,7 @@ def _demo(args: argparse.Namespace) -> int:
     opts = DemoOptions(
         events=args.events, rate=args.rate, once=args.once, live_rate=args.live_rate, seed=args.seed,
         gateway_port=args.gateway_port, api_port=args.api_port, data_dir=args.data_dir,
-        bootstrap_servers=args.bootstrap_servers, kafka=kafka, kafka_flags=tuple(flags),
+        bootstrap_servers=args.bootstrap_servers, topic=args.topic, kafka=kafka, kafka_flags=tuple(flags),
     )  # fmt: skip
     try:
         return run_demo(opts)

@@ -5,6 +5,8 @@ check itself, the gateway and `convmetrics produce`, against a real broker."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -83,3 +85,22 @@ def test_produce_refuses_a_topic_keyed_otherwise(
     assert "Run with --key-by conversation" in done.stdout + done.stderr
     done = run_produce(path, kafka_bootstrap, topic, "--key-by", "conversation")
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_demo_refuses_a_topic_keyed_otherwise_at_once_and_says_what_to_do(
+    kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    """A --data-dir (or a cluster) holding a topic from a release that keyed events by
+    conversation: the demo says so before starting anything, instead of waiting for a
+    gateway that stays not ready."""
+    topic = new_topic(3)
+    put(kafka_bootstrap, topic, (2, b"5:1"))
+    run = subprocess.run(
+        [sys.executable, "-m", "convmetrics", "demo", "--once", "--events", "10", "--topic", topic,
+         "--data-dir", str(tmp_path / "demo"), "--bootstrap-servers", kafka_bootstrap],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]
+    assert f"topic {topic} holds events keyed by conversation" in run.stderr
+    assert "run it with a new --data-dir" in run.stderr and f"another --topic than {topic}" in run.stderr
+    assert not (tmp_path / "demo" / "gateway.log").exists()  # refused before the gateway started

@@ -70,3 +70,40 @@ def test_bad_demo_flags_are_refused_before_anything_starts(
 ) -> None:
     assert main(["demo", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+class Running:
+    """A child that keeps running (`wait_http` asks it to `check` itself between tries)."""
+
+    name, log = "gateway", "gateway.log"
+
+    def check(self) -> None:
+        pass
+
+
+def test_a_child_that_stays_not_ready_is_given_up_on_with_its_reason() -> None:
+    """The last 503's `detail` (the gateway's /readyz says why it is not ready) is in the
+    error, so the user does not have to open the log to learn it."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from convmetrics.demo import DemoError, wait_http
+
+    class NotReady(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"ready": False, "detail": "topic t holds events keyed by conversation"})
+            self.send_response(503)
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), NotReady)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(DemoError, match=r"within 1s: topic t holds events keyed by conversation \(log"):
+            wait_http(f"http://127.0.0.1:{server.server_port}/readyz", Running(), timeout=1)  # type: ignore[arg-type]
+    finally:
+        server.shutdown()
