@@ -6,12 +6,13 @@
 Per flush interval: a fresh topic, gateway and consumer (SQLite store) on one broker
 (``CONVMETRICS_BOOTSTRAP_SERVERS`` or a local one). A child process posts single webhooks
 open loop on a fixed schedule; every ``--probe-every``-th is a ``conversation.closed`` of
-a new conversation of one probe account, the rest generated background events. A thread
-polls the probe account's all-time closures every ``--poll-ms``: probe k is visible at the
-end of the first poll showing ``closures >= k``, its latency counts from its *scheduled*
-send time (sender lag and poll delay only make it larger). Probes are matched in send
-order; probes on different partitions seen out of order would swap latencies. Baseline
-in the same run: the gateway's POST -> 202 latency (acks=all) over all events.
+a new conversation of one probe account, the rest generated background events (50
+accounts, skewed: `GenerateConfig`'s default). A thread polls the probe account's
+all-time closures every ``--poll-ms``: probe k is visible at the end of the first poll
+showing ``closures >= k``, its latency counts from its *scheduled* send time (sender lag
+and poll delay only make it larger). Probes are matched in send order: the gateway keys
+events by account, so the probes share one partition and are consumed in that order.
+Baseline in the same run: the gateway's POST -> 202 latency (acks=all) over all events.
 """
 
 from __future__ import annotations

@@ -80,7 +80,8 @@ def parse_metrics_query(params: Mapping[str, str], registry: Registry = REGISTRY
             if stored is None:
                 raise QueryError(f"{d} must be an integer id, got {value!r}")
             value = stored
-        elif len(value) > MAX_NAME or "|" in value:
+        elif len(value) > MAX_NAME or ("|" in value and d != group.dimensions[-1]):
+            # the key's last dimension is all that follows its first '|': it may hold one
             raise QueryError(
                 f"{d} must be a name of at most {MAX_NAME} characters without '|', got {value!r}"
             )

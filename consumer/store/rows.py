@@ -109,7 +109,9 @@ def backlog_filter(
 def _parts_filter(parts: Mapping[int, str], mark: str) -> tuple[str, list[Any]]:
     """Keys whose first dimension (position 0) and last (-1) have these values: the first
     is a key range (`42|` up to `42}`: `}` follows `|`, so an index serves it), the last
-    the end of the key (`|TELEGRAM`)."""
+    the end of the key (`|TELEGRAM`) with no `|` before it: a last dimension may hold a `|`
+    itself (a channel type `WEB|CHAT`, key `7|WEB|CHAT`), which `|CHAT` must not match.
+    The first dimension never holds one (an id: `consumer.fold.registry`)."""
     if set(parts) - {0, -1}:
         raise ValueError(f"a key part is its first (0) or last (-1) dimension, not {sorted(parts)}")
     clauses, values = [], []
@@ -118,8 +120,13 @@ def _parts_filter(parts: Mapping[int, str], mark: str) -> tuple[str, list[Any]]:
         values += [parts[0] + "|", parts[0] + "}"]
     if -1 in parts:
         end = "|" + parts[-1]
-        clauses.append(f"substr(key, length(key) - {len(end) - 1}) = {mark}")
-        values.append(end)
+        clauses.append(
+            f"substr(key, length(key) - {len(end) - 1}) = {mark}"
+            # (PostgreSQL refuses a negative length: a key shorter than `end` has no prefix)
+            f" AND substr(key, 1, CASE WHEN length(key) > {len(end)} THEN length(key) - {len(end)}"
+            f" ELSE 0 END) NOT LIKE {mark}"
+        )
+        values += [end, "%|%"]  # bound: psycopg reads a '%' in the SQL as a placeholder
     return "(" + " AND ".join(clauses) + ")", values
 
 

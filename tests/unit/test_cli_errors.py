@@ -38,6 +38,9 @@ from convmetrics.cli import main
         (["consume", "--retention-1h", "-1"], 2, "usage: "),  # would delete every 1-hour row
         (["consume", "--conversation-ttl-days", "0"], 2, "usage: "),
         (["consume", "--max-conversations", "0"], 2, "usage: "),
+        # a bound past what a duration holds failed the first commit (an OverflowError)
+        (["consume", "--sla-buckets", "1d,99999999999999999999d"], 2, "usage: "),
+        (["serve", "--sla-buckets", "\u00b2h"], 2, "usage: "),
         (["consume", "--http-port", "70000"], 2, "usage: "),
         (["serve", "--max-label-values", "1001"], 2, "usage: "),
         (["dlq", "replay", "--idle-timeout", "0"], 2, "usage: "),

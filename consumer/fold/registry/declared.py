@@ -15,7 +15,6 @@ from consumer.fold.registry.model import (
     CHANNEL_TYPE,
     FIRST_CLOSE,
     INBOX,
-    LONG_WINDOWS,
     TTFA,
     Dimension,
     Grouping,
@@ -31,6 +30,8 @@ _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 DEFAULT_SLA_BUCKETS: Final = "1h,4h,8h,24h"
 #: the environment variable `--sla-buckets` defaults to (on consume, serve and metrics)
 ENV_SLA_BUCKETS: Final = "CONVMETRICS_SLA_BUCKETS"
+#: the longest bucket bound: ten years
+MAX_SLA_SECONDS: Final = 3650 * 86400
 
 
 def parse_sla_buckets(text: str) -> tuple[SlaBound, ...]:
@@ -39,13 +40,15 @@ def parse_sla_buckets(text: str) -> tuple[SlaBound, ...]:
     bounds: list[SlaBound] = []
     for part in text.split(","):
         label = part.strip()
-        unit = _UNITS.get(label[-1:])
-        if unit is None or not label[:-1].isdigit() or int(label[:-1]) < 1:
+        unit, digits = _UNITS.get(label[-1:]), label[:-1]
+        if unit is None or not (digits.isascii() and digits.isdigit()) or int(digits) < 1:
             raise ValueError(
                 f"--sla-buckets: {label!r} is not a duration such as 90s, 30m, 4h or 1d "
                 f"(give ascending bounds, comma-separated: {DEFAULT_SLA_BUCKETS})"
             )
-        seconds = int(label[:-1]) * unit
+        seconds = int(digits) * unit
+        if seconds > MAX_SLA_SECONDS:  # the folds hold a duration in 64 bits; no SLA is longer
+            raise ValueError(f"--sla-buckets: {label!r} is longer than {MAX_SLA_SECONDS // 86400}d")
         if bounds and seconds <= bounds[-1][1]:
             raise ValueError(f"--sla-buckets: bounds must ascend, {label!r} is not above {bounds[-1][0]!r}")
         bounds.append((label, seconds))
@@ -153,11 +156,12 @@ REGISTRY: Final = Registry(
     groupings=(
         Grouping(CHANNEL_TYPE, (CHANNEL_TYPE,)),
         Grouping(ACCOUNT, (ACCOUNT,)),
-        # no 1-minute rows: at the finest grouping a minute's row holds about one event, so
-        # they would cost a row write per event each (bench/results/consumer.md)
-        Grouping(ACCOUNT_CHANNEL_TYPE, (ACCOUNT, CHANNEL_TYPE), windows=LONG_WINDOWS),
-        Grouping(INBOX, (ACCOUNT, INBOX), windows=LONG_WINDOWS),
-        Grouping(APP, (APP,), windows=LONG_WINDOWS),
+        # every window, as the contract says (docs/metrics.md): at these groupings a
+        # minute's row holds about one event, so each costs about a row written per event
+        # (docs/performance.md, "Metric sets")
+        Grouping(ACCOUNT_CHANNEL_TYPE, (ACCOUNT, CHANNEL_TYPE)),
+        Grouping(INBOX, (ACCOUNT, INBOX)),
+        Grouping(APP, (APP,)),
     ),
     closures_view=("closures", "reopens", "closed_unread", "time_to_close", "ingest_lag"),
     gauges=(

@@ -173,6 +173,8 @@ class Registry:
             texts = [d.name for d in self.dimensions if d.name in g.dimensions and d.type is str]
             if len(texts) > 1:  # `key_parts` could not tell where one ends when they hold a '|'
                 raise ValueError(f"grouping {g.name!r}: at most one text dimension, not {texts}")
+            if texts and g.dimensions[-1] != texts[0]:  # the stores' key filters read it so
+                raise ValueError(f"grouping {g.name!r}: its text dimension {texts[0]!r} comes last")
         for m in self.metrics:
             if m.when is not None and m.when not in CONDITIONS:
                 known = sorted(CONDITIONS)
@@ -320,5 +322,3 @@ ACCOUNT: Final = "account"
 INBOX: Final = "inbox"
 APP: Final = "app"
 ACCOUNT_CHANNEL_TYPE: Final = "account,channel_type"
-#: the windows of the groupings finer than an account
-LONG_WINDOWS: Final = ("1h", "1d", "all")

@@ -149,6 +149,10 @@ def test_a_registry_refuses_what_it_cannot_hold() -> None:
             dimensions=(*REGISTRY.dimensions, team),
             groupings=(Grouping("team,channel_type", ("team", "channel_type")),),
         )
+    with pytest.raises(ValueError, match="its text dimension 'channel_type' comes last"):
+        dataclasses.replace(
+            REGISTRY, groupings=(Grouping("channel_type,account", ("channel_type", "account")),)
+        )
 
 
 @pytest.mark.parametrize(
@@ -204,8 +208,21 @@ def test_sla_buckets_follow_their_bounds(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "says"),
-    [("1h,4h,4h", "ascend"), ("1h,", "not a duration"), ("90", "not a duration"), ("0m", "not a duration")],
+    [
+        ("1h,4h,4h", "ascend"),
+        ("1h,", "not a duration"),
+        ("90", "not a duration"),
+        ("0m", "not a duration"),
+        ("\u00b2h", "not a duration"),  # a superscript two: a digit to str.isdigit, not a number
+        ("\u0661h", "not a duration"),  # an Arabic-Indic one
+        ("1d,3651d", "longer than 3650d"),
+        ("1d,99999999999999999999d", "longer than 3650d"),
+    ],
 )
 def test_sla_bucket_bounds_refuse_what_is_not_ascending_durations(text: str, says: str) -> None:
     with pytest.raises(ValueError, match=f"--sla-buckets: .*{says}"):
         parse_sla_buckets(text)
+
+
+def test_sla_bucket_bounds_take_ten_years_at_most() -> None:
+    assert parse_sla_buckets("1d,3650d") == (("1d", 86400), ("3650d", 3650 * 86400))
