@@ -174,6 +174,8 @@ def _group_keys(event: dict[str, Any], t: int) -> Iterator[GroupKey]:
         if by not in keys:
             continue
         for window, size in WINDOWS.items():
+            if window == "1m" and by not in ("channel_type", "account"):
+                continue  # the groupings finer than an account keep no 1-minute rows
             yield by, keys[by], window, None if size is None else t - t % size
 
 

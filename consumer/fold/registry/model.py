@@ -322,3 +322,5 @@ ACCOUNT: Final = "account"
 INBOX: Final = "inbox"
 APP: Final = "app"
 ACCOUNT_CHANNEL_TYPE: Final = "account,channel_type"
+#: the windows of the groupings finer than an account
+LONG_WINDOWS: Final = ("1h", "1d", "all")
