@@ -176,10 +176,11 @@ class Poller(threading.Thread):
 
 
 def measure(bootstrap: str, args: argparse.Namespace, flush: float, work: Path) -> dict[str, Any]:
-    from convmetrics.demo import Child, free_port, wait_http
+    from convmetrics.demo import Child, wait_http
+    from convmetrics.localkafka.broker import pick_free_ports
 
     run_id = uuid.uuid4().hex[:8]
-    topic, gw_port, api_port = f"bench-latency-{run_id}", free_port(), free_port()
+    topic, (gw_port, api_port) = f"bench-latency-{run_id}", pick_free_ports(2)
     children: list[Child] = []
     try:
         gw = Child("gateway", ["--log-level", "WARNING", "gateway", "--bootstrap-servers", bootstrap,
