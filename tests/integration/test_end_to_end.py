@@ -1,5 +1,5 @@
 """From HTTP to the metrics API: webhooks posted to a real gateway, counted exactly by a
-real consumer, read back through /v1/closures."""
+real consumer on each store (SQLite, PostgreSQL), read back through the API."""
 
 from __future__ import annotations
 
@@ -37,8 +37,13 @@ def post_one(client: httpx.Client, body: dict[str, Any]) -> None:
     raise AssertionError("gateway kept answering 503")
 
 
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgresql"])
 def test_webhooks_over_http_are_counted_exactly(
-    kafka_bootstrap: str, gateway: GatewayProcess, tmp_path: Path
+    kafka_bootstrap: str,
+    gateway: GatewayProcess,
+    tmp_path: Path,
+    store_kind: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     cfg = GenerateConfig(seed=99, events=8_000, accounts=25, conversations=1_500, duplicate_rate=0.05,
                          late_rate=0.05, unknown_channel_rate=0.05, noise_rate=0.05)  # fmt: skip
@@ -56,7 +61,9 @@ def test_webhooks_over_http_are_counted_exactly(
             r = client.post("/webhooks/batch", content=body, headers={"content-type": "application/x-ndjson"})
             assert r.status_code == 202, r.text[:500]
     api_port = free_port()
-    store = tmp_path / "m.db"
+    store: Path | str = tmp_path / "m.db"
+    if store_kind == "postgresql":  # the server only where it is asked for
+        store = request.getfixturevalue("postgres").new_database("e2e")
     consumer = ConsumerProcess(kafka_bootstrap, gateway.topic, store, tmp_path / "c.log", http_port=api_port)
     try:
         wait_caught_up(kafka_bootstrap, gateway.topic, store, [consumer])

@@ -312,9 +312,10 @@ def compare_backlog_with_truth(api: str, truth: Truth) -> int:
 
 
 def compare_metrics_with_truth(api: str, truth: dict[GroupKey, GroupTruth]) -> None:
-    """`/v1/metrics` of every grouping and window equals the oracle: every counter exact,
-    time to close exact (count, sum, min, max) and its quantiles within 1%; and where the
-    oracle holds the backlog (`Truth`), `/v1/backlog` equals it."""
+    """`/v1/metrics` of every grouping and window equals the oracle: every row's window end,
+    every counter exact, each distribution exact (count, sum, min, max, mean; the SLA
+    buckets) and its quantiles within 1% and inside [min, max]; and where the oracle holds
+    the backlog (`Truth`), `/v1/backlog` equals it."""
     if isinstance(truth, Truth):  # the pipeline folds the full set: the gauges with it
         assert compare_backlog_with_truth(api, truth) > 0 or not truth.backlog
     for group in BY:
@@ -330,8 +331,11 @@ def compare_metrics_with_truth(api: str, truth: dict[GroupKey, GroupTruth]) -> N
                 f"{group}/{window}: missing {sorted(set(want) - set(got))[:5]}, "
                 f"extra {sorted(set(got) - set(want))[:5]}"
             )
+            size = {"1m": 60, "1h": 3600, "1d": 86400}.get(window)
             for k, row in want.items():
                 actual, label = got[k], f"{group}/{window}/{k}"
+                end = None if size is None else actual["window_start"] + size
+                assert actual["window_end"] == end, f"{label}: window_end {actual['window_end']}"
                 for f in COUNTERS:
                     assert actual[f] == getattr(row, f), f"{label}: {f} {actual[f]} != {getattr(row, f)}"
                 for name, values in (
@@ -341,6 +345,9 @@ def compare_metrics_with_truth(api: str, truth: dict[GroupKey, GroupTruth]) -> N
                     e, a = distribution(values), actual[name]
                     for f in ("count", "sum", "min", "max"):
                         assert a[f] == e[f], f"{label}: {name}.{f} {a[f]} != {e[f]}"
+                    assert (a["mean"] is None) == (e["mean"] is None), label
+                    if e["mean"] is not None:  # exact: sum / count, as a float
+                        assert math.isclose(a["mean"], e["mean"], rel_tol=1e-12), f"{label}: {name}.mean"
                     if name == "time_to_close":  # the SLA buckets: exact
                         assert a["buckets"] == sla_buckets(values), f"{label}: {name}.buckets"
                     for q in ("p50", "p90", "p99"):
@@ -349,6 +356,7 @@ def compare_metrics_with_truth(api: str, truth: dict[GroupKey, GroupTruth]) -> N
                             assert within_relative_error(a[q], e[q]), (
                                 f"{label}: {name}.{q} {a[q]} vs exact {e[q]}"
                             )
+                            assert e["min"] <= a[q] <= e["max"], f"{label}: {name}.{q} outside [min, max]"
 
 
 def api_view(api: str) -> dict[str, dict[str, Any]]:
