@@ -224,6 +224,19 @@ def test_first_closes_and_first_assignments_meet_their_boundaries(
     assert late_created > 0
 
 
+def test_streams_hold_snoozes_and_closures_after_the_messaging_window(
+    conversation_events: list[dict[str, Any]],
+) -> None:
+    """closed_window_expired and snoozes (and the snoozed gauge) have something to count:
+    closures whose messaging window had expired before the close, others whose window was
+    still open or unset, and snoozed events."""
+    events = dedupe(conversation_events)
+    closes = [e["data"] for e in events if e["event"] == "conversation.closed"]
+    expired = sum(1 for d in closes if (d.get("messageWindowExpiresAt") or 2**62) < d.get("closedAt", 0))
+    assert 10 < expired < len(closes) - 10, (expired, len(closes))
+    assert sum(1 for e in events if e["event"] == "conversation.snoozed") > 10
+
+
 def test_missing_time_rate_drops_the_data_time() -> None:
     config = GenerateConfig(seed=2, events=2_000, conversations=400, missing_time_rate=0.5)
     events = [e for e in generate_webhooks(config) if e["event"] in TIME_FIELDS]
