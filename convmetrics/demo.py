@@ -33,7 +33,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from convmetrics.generate import GenerateConfig, generate_webhooks
 from convmetrics.localkafka.broker import pick_free_ports
 from convmetrics.process import ending_with_parent, signals_stop
-from producer.exceptions import KeyMismatchError
+from producer.exceptions import KeyMismatchError, TopicError
+from producer.mapping import KEY_BY
 from producer.topics import check_key
 from schemas.kafka import client_config
 
@@ -112,7 +113,7 @@ class Child:
 
 def wait_http(url: str, child: Child, timeout: float = 60) -> None:
     """Wait until ``url`` answers 200; the error names the last reason the child gave for not
-    being ready (a 503's ``detail``), such as a kept --data-dir whose topic is keyed otherwise."""
+    being ready (the gateway's 503 ``detail``)."""
     deadline, why = time.monotonic() + timeout, ""
     while time.monotonic() < deadline:
         child.check()
@@ -120,7 +121,8 @@ def wait_http(url: str, child: Child, timeout: float = 60) -> None:
             answer = httpx.get(url, timeout=2)
             if answer.status_code == 200:
                 return
-            detail = answer.json().get("detail")
+            body = answer.json()
+            detail = body.get("detail") if isinstance(body, dict) else None
             why = f": {detail}" if isinstance(detail, str) else why
         time.sleep(0.2)
     raise DemoError(f"{child.name} did not answer {url} within {timeout:.0f}s{why} (log: {child.log})")
@@ -128,15 +130,28 @@ def wait_http(url: str, child: Child, timeout: float = 60) -> None:
 
 def _check_key(bootstrap: str, opts: DemoOptions, data: Path) -> None:
     """Refuse at once, saying what to do, a topic whose events are keyed otherwise than the
-    gateway keys them (a --data-dir kept from a release that keyed them by conversation):
-    the gateway would stay not ready on it (`producer.topics.check_key`)."""
+    demo's gateway keys them (a --data-dir kept from a release that keyed them by
+    conversation): the gateway would stay not ready on it (`producer.topics.check_key`)."""
+    key_by = os.environ.get("CONVMETRICS_KEY_BY", "account")  # the gateway's: the same environment
+    if key_by not in KEY_BY:
+        return  # the gateway says what is wrong with it
+    topics_log = logging.getLogger("producer.topics")
+    level = topics_log.level
+    topics_log.setLevel(logging.CRITICAL)  # librdkafka's lines: the outcome is said below
     try:
-        check_key(bootstrap, opts.topic, "account", kafka=opts.kafka)
+        check_key(bootstrap, opts.topic, key_by, kafka=opts.kafka)
     except KeyMismatchError as exc:
+        external = opts.bootstrap_servers or os.environ.get("CONVMETRICS_BOOTSTRAP_SERVERS")
+        instead = "" if external else f"a new --data-dir (or none: {data} holds its broker's data), "
         raise DemoError(
-            f"{exc}.\nThe demo's gateway keys events by account: run it with a new --data-dir "
-            f"(or none; {data} holds the broker's data), or with another --topic than {opts.topic}"
+            f"topic {opts.topic} holds events keyed by {exc.found} and the demo's gateway keys them "
+            f"by {key_by}: run the demo with {instead}another --topic, or with "
+            f"CONVMETRICS_KEY_BY={exc.found}"
         ) from None
+    except TopicError as exc:
+        raise DemoError(str(exc)) from None
+    finally:
+        topics_log.setLevel(level)
 
 
 @contextlib.contextmanager
@@ -374,7 +389,9 @@ def _run_demo(opts: DemoOptions) -> int:
                 children.append(gateway)
                 wait_http(f"http://127.0.0.1:{gw_port}/readyz", gateway)
                 store = data / "metrics.db"
+                # a group of its own: on a shared cluster, never a deployment's (closure-metrics)
                 consume = ["consume", "--bootstrap-servers", bootstrap, "--topic", opts.topic,
+                           "--group", f"convmetrics-demo-{opts.topic}",
                            "--store", f"sqlite:///{store}", "--http-port", str(api_port),
                            "--metrics-topic", "--metric-rows-topic", "--metric-set", "full",
                            *opts.kafka_flags]  # fmt: skip

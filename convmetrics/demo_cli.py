@@ -53,7 +53,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--topic",
         default="conversation-events",
-        help="the events topic (default conversation-events; another one where a cluster's is taken)",
+        help="the events topic (default conversation-events)",
     )
     kafka_arguments(p)
     p.set_defaults(func=_demo)

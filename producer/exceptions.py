@@ -26,7 +26,11 @@ class TopicError(GatewayError):
 
 class KeyMismatchError(TopicError):
     """The events topic holds events keyed otherwise than `--key-by` says: producing to it
-    would split conversations between partitions."""
+    would split conversations between partitions. ``found`` is the topic's key."""
+
+    def __init__(self, message: str, found: str) -> None:
+        super().__init__(message)
+        self.found = found
 
 
 class InputError(GatewayError):

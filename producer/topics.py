@@ -75,7 +75,8 @@ def check_key(
         client_config(
             bootstrap_servers, kafka, group_id="convmetrics-key-check", enable_auto_commit=False,
             enable_partition_eof=True,  # a partition read to its end (past a transaction marker) says so
-        )
+        ),
+        logger=log,  # librdkafka's lines through logging: an unreachable cluster is one error, raised
     )  # fmt: skip
     try:
         for partition, key in _newest_keys(consumer, topic, timeout):
@@ -86,7 +87,8 @@ def check_key(
                     f"key is {(key or b'').decode(errors='replace')!r}) and this producer keys them "
                     f"by {key_by}: a conversation's events would be split between partitions. Run "
                     f"with --key-by {shape} (CONVMETRICS_KEY_BY={shape}), or produce to a new topic "
-                    '(docs/operations.md, "Why the account")'
+                    '(docs/operations.md, "Why the account")',
+                    found=shape,
                 )
     except KafkaException as exc:
         raise TopicError(unreachable(bootstrap_servers, timeout, exc)) from None

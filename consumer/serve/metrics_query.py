@@ -80,11 +80,8 @@ def parse_metrics_query(params: Mapping[str, str], registry: Registry = REGISTRY
             if stored is None:
                 raise QueryError(f"{d} must be an integer id, got {value!r}")
             value = stored
-        elif len(value) > MAX_NAME or ("|" in value and d != group.dimensions[-1]):
-            # the key's last dimension is all that follows its first '|': it may hold one
-            raise QueryError(
-                f"{d} must be a name of at most {MAX_NAME} characters without '|', got {value!r}"
-            )
+        elif len(value) > MAX_NAME:  # a text dimension comes last in its key: it may hold a '|'
+            raise QueryError(f"{d} must be a name of at most {MAX_NAME} characters, got {value!r}")
         filters[d] = value
     if len(group.dimensions) > 2 and len(filters) not in (0, len(group.dimensions)):
         raise QueryError(f"group={group.name}: filter on all of {group.dimensions} or none")

@@ -31,8 +31,8 @@ def row_filter(
     """The WHERE clause of a metrics query in a store's dialect, and its arguments.
     `parts`: values of some of the key's dimensions, by position, counted from the first
     (0, 1, ...) or from the last (-1): `{0: "42"}` selects the keys of account 42 in an
-    `account,channel_type` grouping, `{-1: "TELEGRAM"}` its Telegram keys. Values hold no
-    `|` (it joins them). `size`: the window's length in seconds (its starts are multiples
+    `account,channel_type` grouping, `{-1: "TELEGRAM"}` its Telegram keys (a last value may
+    hold a `|`: `_parts_filter`). `size`: the window's length in seconds (its starts are multiples
     of it), which lets a query of some keys over a span list the span's starts
     (`listed_starts`)."""
     mark, position = dialect.mark, dialect.position

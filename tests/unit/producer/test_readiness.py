@@ -20,7 +20,8 @@ def test_the_gateway_serves_only_once_the_topics_key_is_checked(
 ) -> None:
     gw = app.Gateway(GatewaySettings(create_topic=create_topic))
     seen: list[tuple[str, bool]] = []
-    answers: list[Exception | None] = [KeyMismatchError("topic t holds events keyed by conversation"), None]
+    keyed_otherwise = KeyMismatchError("topic t holds events keyed by conversation", found="conversation")
+    answers: list[Exception | None] = [keyed_otherwise, None]
 
     def check(*_: Any, **__: Any) -> None:
         seen.append(("check", gw.prepared))

@@ -33,7 +33,12 @@ def ask(consumer: Any, within: float) -> tuple[int, int]:
 
 @pytest.mark.parametrize(
     "settling",
-    [KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART],
+    [
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_PARTITION,
+    ],
 )
 def test_a_partition_whose_leader_settles_is_asked_again(settling: int) -> None:
     consumer = Answers(settling, settling, (0, 7))
