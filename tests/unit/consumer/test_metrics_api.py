@@ -365,3 +365,15 @@ def test_a_channel_type_holding_a_pipe_keeps_it_in_every_grouping(tmp_path: Path
     assert record["key"] == {"account": "7", "channel_type": "WEB|CHAT"}
     assert isinstance(stored, MetricRow)
     store.close()
+
+
+def test_an_empty_parameter_is_read_as_not_given(db: Path) -> None:
+    """As an HTML form sends an unfilled field (docs/api.md); a required one stays required."""
+    every = get(db, group="account,channel_type", window="all").json()["rows"]
+    assert every
+    empty = get(
+        db, group="account,channel_type", window="all", account="", channel_type="", limit="", cursor=""
+    )
+    assert empty.status_code == 200 and empty.json()["rows"] == every
+    missing = get(db, group="", window="all")
+    assert missing.status_code == 400 and "group" in missing.json()["error"]
