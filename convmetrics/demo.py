@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import orjson
 from confluent_kafka import Consumer, TopicPartition
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -34,7 +35,7 @@ from convmetrics.generate import GenerateConfig, generate_webhooks
 from convmetrics.localkafka.broker import pick_free_ports
 from convmetrics.process import ending_with_parent, signals_stop
 from producer.exceptions import KeyMismatchError, TopicError
-from producer.mapping import KEY_BY
+from producer.settings import GatewaySettings
 from producer.topics import check_key
 from schemas.kafka import client_config
 
@@ -132,9 +133,10 @@ def _check_key(bootstrap: str, opts: DemoOptions, data: Path) -> None:
     """Refuse at once, saying what to do, a topic whose events are keyed otherwise than the
     demo's gateway keys them (a --data-dir kept from a release that keyed them by
     conversation): the gateway would stay not ready on it (`producer.topics.check_key`)."""
-    key_by = os.environ.get("CONVMETRICS_KEY_BY", "account")  # the gateway's: the same environment
-    if key_by not in KEY_BY:
-        return  # the gateway says what is wrong with it
+    try:  # the gateway child's settings: it reads the same environment
+        key_by = GatewaySettings().key_by
+    except ValidationError:
+        return  # the gateway says what is wrong with them
     topics_log = logging.getLogger("producer.topics")
     level = topics_log.level
     topics_log.setLevel(logging.CRITICAL)  # librdkafka's lines: the outcome is said below

@@ -126,8 +126,7 @@ def _watermarks(consumer: Consumer, tp: TopicPartition, deadline: float) -> tupl
     moment ago answers "not leader" for a while) until ``deadline``."""
     while True:
         try:
-            low, high = consumer.get_watermark_offsets(tp, timeout=max(deadline - time.monotonic(), 0.5))
-            return low, high
+            return consumer.get_watermark_offsets(tp, timeout=max(deadline - time.monotonic(), 0.5))
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
             if not isinstance(err, KafkaError) or err.code() not in _SETTLING or time.monotonic() >= deadline:

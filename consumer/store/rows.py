@@ -57,7 +57,7 @@ def row_filter(
         where.append(f"key IN ({', '.join([mark] * len(keys))})" if keys else "0 = 1")
         args.extend(keys)
     if parts:
-        clause, values = _parts_filter(parts, mark)
+        clause, values = _parts_filter(parts, dialect)
         where.append(clause)
         args.extend(values)
     if after is not None:  # the page after the cursor, in (window_start, key) order
@@ -91,27 +91,29 @@ def listed_starts(start_from: int | None, start_to: int | None, size: int | None
 
 
 def backlog_filter(
-    by: str, key: str | None, parts: Mapping[int, str] | None, mark: str
+    by: str, key: str | None, parts: Mapping[int, str] | None, dialect: sqlgen.Dialect
 ) -> tuple[str, list[Any]]:
     """The WHERE clause of a backlog query (`consumer.store.sqlgen.backlog_query`): a
     grouping, and one key or some key parts (`row_filter`)."""
+    mark = dialect.mark
     where, args = [f"by = {mark}"], [by]
     if key is not None:
         where.append(f"key = {mark}")
         args.append(key)
     if parts:
-        clause, values = _parts_filter(parts, mark)
+        clause, values = _parts_filter(parts, dialect)
         where.append(clause)
         args.extend(values)
     return " AND ".join(where), args
 
 
-def _parts_filter(parts: Mapping[int, str], mark: str) -> tuple[str, list[Any]]:
+def _parts_filter(parts: Mapping[int, str], dialect: sqlgen.Dialect) -> tuple[str, list[Any]]:
     """Keys whose first dimension (position 0) and last (-1) have these values: the first
     is a key range (`42|` up to `42}`: `}` follows `|`, so an index serves it), the last
-    the end of the key (`|TELEGRAM`) with no `|` before it: a last dimension may hold a `|`
-    itself (a channel type `WEB|CHAT`, key `7|WEB|CHAT`), which `|CHAT` must not match.
-    The first dimension never holds one (an id: `consumer.fold.registry`)."""
+    the end of the key (`|TELEGRAM`) whose `|` is the key's first: a last dimension may hold
+    a `|` itself (a channel type `WEB|CHAT`, key `7|WEB|CHAT`), which `|CHAT` must not
+    match. The first dimension never holds one (an id: `consumer.fold.registry`)."""
+    mark, position = dialect.mark, dialect.position
     if set(parts) - {0, -1}:
         raise ValueError(f"a key part is its first (0) or last (-1) dimension, not {sorted(parts)}")
     clauses, values = [], []
@@ -120,13 +122,9 @@ def _parts_filter(parts: Mapping[int, str], mark: str) -> tuple[str, list[Any]]:
         values += [parts[0] + "|", parts[0] + "}"]
     if -1 in parts:
         end = "|" + parts[-1]
-        clauses.append(
-            f"substr(key, length(key) - {len(end) - 1}) = {mark}"
-            # (PostgreSQL refuses a negative length: a key shorter than `end` has no prefix)
-            f" AND substr(key, 1, CASE WHEN length(key) > {len(end)} THEN length(key) - {len(end)}"
-            f" ELSE 0 END) NOT LIKE {mark}"
-        )
-        values += [end, "%|%"]  # bound: psycopg reads a '%' in the SQL as a placeholder
+        start = f"length(key) - {len(end) - 1}"  # where `end` starts in a key ending with it
+        clauses.append(f"substr(key, {start}) = {mark} AND {position}(key, '|') = {start}")
+        values.append(end)
     return "(" + " AND ".join(clauses) + ")", values
 
 

@@ -160,7 +160,7 @@ class PostgresStore:
     def backlog(
         self, by: str, *, key: str | None = None, parts: Mapping[int, str] | None = None
     ) -> tuple[int | None, list[BacklogRow]]:
-        where, args = backlog_filter(by, key, parts, "%s")
+        where, args = backlog_filter(by, key, parts, sqlgen.POSTGRES)
         sql = sqlgen.backlog_query(sqlgen.POSTGRES, where, self.registry)
 
         def work(conn: psycopg.Connection[Any]) -> tuple[int | None, list[BacklogRow]]:

@@ -226,7 +226,7 @@ class SqliteStore:
         newest: int | None = self.db.execute("SELECT max(watermark) FROM offsets").fetchone()[0]
         if not self.registry.gauges:
             return newest, []
-        where, args = backlog_filter(by, key, parts, "?")
+        where, args = backlog_filter(by, key, parts, sqlgen.SQLITE)
         found = self.db.execute(sqlgen.backlog_query(sqlgen.SQLITE, where, self.registry), args).fetchall()
         return newest, [tuple(r) for r in found]
 
