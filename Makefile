@@ -41,6 +41,7 @@ NO_CARGO = if ! command -v cargo >/dev/null; then \
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	@# the Rust fold: formatted, and clippy-clean with warnings as errors
 	@$(NO_CARGO) cd consumer/native && cargo fmt --check && \

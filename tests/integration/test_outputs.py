@@ -40,7 +40,6 @@ from support.truth import dedupe
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-
 def scrape(url: str) -> Samples:
     r = httpx.get(url, timeout=10)
     assert r.status_code == 200, r.text

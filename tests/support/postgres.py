@@ -41,7 +41,6 @@ ENV_URL = "CONVMETRICS_POSTGRES_URL"
 SERVER_USER = "nobody"
 
 
-
 def with_database(url: str, database: str) -> str:
     """The same postgresql:// URL naming another database (query string kept)."""
     return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))

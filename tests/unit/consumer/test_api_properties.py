@@ -29,7 +29,6 @@ from support.gateway import free_port
 DAY = 1_699_920_000
 
 
-
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     path: Path = tmp_path_factory.mktemp("api") / "m.db"

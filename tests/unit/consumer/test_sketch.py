@@ -12,7 +12,9 @@ weights = st.integers(min_value=-2, max_value=50)  # retractions can leave 0 or 
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.lists(st.tuples(durations, weights), max_size=60), st.lists(st.tuples(durations, weights), max_size=20))  # noqa: E501
+@given(
+    st.lists(st.tuples(durations, weights), max_size=60), st.lists(st.tuples(durations, weights), max_size=20)
+)
 def test_quantiles_equal_the_librarys_sketch(
     ttcs: list[tuple[int, int]], lags: list[tuple[int, int]]
 ) -> None:
