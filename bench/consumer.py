@@ -323,6 +323,10 @@ def ours(
         # and the last ones (the last is often partial) show by how much
         if len(c.writes) >= 3:
             info += f"; store commits {c.writes[0]:.2f} s first, {c.writes[-2]:.2f} s last but one"
+        if len(c.writes) >= 20:  # and whether it still grows at the end: each fifth's median
+            n = len(c.writes)
+            fifths = [median(c.writes[i * n // 5 : (i + 1) * n // 5]) for i in range(5)]
+            info += " (medians by fifth of the run: " + ", ".join(f"{m:.2f}" for m in fifths) + " s)"
         if poll_profile and c.writer_profile:
             info += "\n" + top(poll_profile, "polling thread") + top(c.writer_profile, "store-writer thread")
         seconds = c.done - c.first
