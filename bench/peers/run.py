@@ -6,11 +6,12 @@
 
 One broker (``CONVMETRICS_BOOTSTRAP_SERVERS``, else a local one, see bench/common.py), one
 topic of generated events, then each implementation in its own process, one after
-another, ``--runs`` rounds: ours (full metrics), Kafka Streams, Quix Streams and Faust (the
-subset: closures per channel type per 1-minute event-time window, closures per account;
-Kafka Streams also time to close per channel type). Prints events/s (median of the runs),
-the ratios of ours to each, CPU seconds per million events and peak RSS, cross-checks the
-peers' aggregates against a plain scan of the topic, and writes bench/results/peers.md.
+another, ``--runs`` rounds: ours (its default metric set, closures), Kafka Streams, Quix
+Streams and Faust (the subset: closures per channel type per 1-minute event-time window,
+closures per account; Kafka Streams also time to close per channel type). Prints
+events/s (median of the runs), the ratios of ours to each, CPU seconds per million events
+and peak RSS, cross-checks the peers' aggregates against a plain scan of the topic, and
+writes bench/results/peers.md.
 The Kafka Streams peer is built with Maven on first use (``kstreams_peer.py``).
 """
 
