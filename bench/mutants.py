@@ -2,7 +2,8 @@
 and write which were killed to bench/results/mutants.md.
 
 Scope (issue 20): the fold's rules (reference consumer/fold and the compiled consumer/native),
-the window arithmetic, the stores' retention and the API's query parsing. Each mutant is one
+the window arithmetic, the stores' retention, the API's query parsing, the metrics queries'
+key filters, the SLA bucket bounds and the gateway's key check. Each mutant is one
 small textual change at a rule's boundary (`<` for `<=`, bisect_right for bisect_left, ...),
 listed below with the rule it breaks and the tests that must fail. Why a list and not
 mutmut or cosmic-ray: see docs/development.md ("Mutation testing").
@@ -180,8 +181,11 @@ def run_tests(tests: list[str]) -> tuple[bool, str]:
         [*lock, sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", "-p", "no:cacheprovider", *tests],
         cwd=ROOT, capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
+    # a node id may hold spaces (a parametrized id); pytest puts " - " before the reason
     failed = [
-        line.split(" ")[1] for line in out.stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))
+        line.split(" ", 1)[1].split(" - ")[0]
+        for line in out.stdout.splitlines()
+        if line.startswith(("FAILED ", "ERROR "))
     ]
     if out.returncode == 0:
         return False, "every test passed"
@@ -232,9 +236,11 @@ def main() -> int:
     )
     args = p.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` restores the file
-    if subprocess.run(["git", "diff", "--quiet", "--", "consumer"], cwd=ROOT).returncode != 0:
+    mutated = sorted({m.path for m in (*PYTHON, *RUST)})
+    if subprocess.run(["git", "diff", "--quiet", "--", *mutated], cwd=ROOT).returncode != 0:
         raise SystemExit(
-            "consumer/ has uncommitted changes: commit or stash them first (mutants restore files)"
+            "a file the mutants change has uncommitted changes: commit or stash them first "
+            "(mutants restore files)"
         )
     mutants = [(m, False) for m in PYTHON] + ([(m, True) for m in RUST] if args.rust else [])
     mutants = [(m, r) for m, r in mutants if not args.only or any(o in m.name for o in args.only.split(","))]
@@ -280,7 +286,8 @@ def write_results(rows: list[tuple[Mutant, str, str]], args: argparse.Namespace,
     for m in [*PYTHON, *RUST]:
         if m.name in ran:
             _, verdict, why = ran[m.name]
-            lines.append(f"| {m.name} | `{m.path}` | {m.rule} | {verdict} | {m.equivalent or f'`{why}`'} |")
+            cells = (m.name, f"`{m.path}`", m.rule, verdict, m.equivalent or f"`{why}`")
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         elif m.name in earlier:
             lines.append(earlier[m.name].replace(" |", " (earlier) |", 1))
     RESULTS.write_text("\n".join([*lines, *notes]) + "\n")

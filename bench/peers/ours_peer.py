@@ -1,4 +1,5 @@
-"""Our consumer (default metric set, closures; exactly-once store commits) on the bench topic (run.py).
+"""Our consumer (exactly-once store commits; the default metric set, closures, or ``--option
+metric_set=full``) on the bench topic (run.py).
 
 Timed from the first batch received to the durable store commit that holds every
 partition's end offset (the store's ``offsets`` table is read back to confirm).
@@ -46,8 +47,13 @@ def main() -> None:
     args = child_args(__doc__ or "")
     ends = parse_ends(args.ends)
     db = Path(args.workdir) / "ours.db"
+    options = dict(o.split("=", 1) for o in args.option)
     settings = ConsumerSettings(
-        bootstrap_servers=args.bootstrap, topic=args.topic, group=args.group, store_url=f"sqlite:///{db}"
+        bootstrap_servers=args.bootstrap,
+        topic=args.topic,
+        group=args.group,
+        store_url=f"sqlite:///{db}",
+        metric_set=options.get("metric_set", "closures"),
     )
     c = TimedConsumer(settings, ends)
     c.run(until=lambda c: c.done is not None)  # type: ignore[attr-defined]

@@ -3,6 +3,7 @@ occurs exactly once there (the code moved on) is found here, not minutes into a 
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import subprocess
 import sys
@@ -32,6 +33,8 @@ def test_every_mutant_changes_one_place_and_names_tests_that_exist(mutant: Any) 
     text = (ROOT / mutant.path).read_text()
     assert text.count(mutant.old) == 1, f"{mutant.name}: its text is not found once in {mutant.path}"
     assert mutant.old != mutant.new
+    if mutant.path.endswith(".py"):  # a mutant that does not parse proves nothing
+        ast.parse(text.replace(mutant.old, mutant.new), mutant.path)
     for test in mutant.tests:
         file = test.partition("::")[0]
         assert (ROOT / file).is_file(), f"{mutant.name}: no test file {file}"
