@@ -34,6 +34,7 @@ from common import loadavg, machine, median  # noqa: E402
 from consumer.fold.registry import REGISTRY  # noqa: E402
 from consumer.store import sqlgen  # noqa: E402
 from consumer.store.sqlite.sql import statements  # noqa: E402
+from consumer.store.sqlite.store import CONNECTION_PRAGMAS  # noqa: E402
 from consumer.store.sqlite.wal import WRITER_AUTOCHECKPOINT  # noqa: E402
 
 #: a generated series of row numbers [?, ?)
@@ -87,13 +88,7 @@ def forms() -> dict[str, tuple[list[str], str]]:
 def run(path: Path, ddl: list[str], insert: str, rows: int, commit: int) -> float:
     """µs per row of `rows` inserted in commits of `commit` into a fresh database."""
     db = sqlite3.connect(path, isolation_level=None)
-    for pragma in (
-        "journal_mode=WAL",
-        "synchronous=NORMAL",
-        "cache_size=-8192",
-        f"wal_autocheckpoint={WRITER_AUTOCHECKPOINT}",
-        "temp_store=FILE",
-    ):
+    for pragma in (*CONNECTION_PRAGMAS, f"wal_autocheckpoint={WRITER_AUTOCHECKPOINT}", "temp_store=FILE"):
         db.execute(f"PRAGMA {pragma}")
     for statement in ddl:
         db.execute(statement)

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from confluent_kafka import Message
 from peerlib import child_args, emit, now, parse_ends, start_clock
 
+from consumer.fold.registry import DEFAULT_METRIC_SET
 from consumer.stream.checkpoint import CommitReport
 from consumer.stream.runner import MetricsConsumer
 from consumer.stream.settings import ConsumerSettings
@@ -53,7 +54,7 @@ def main() -> None:
         topic=args.topic,
         group=args.group,
         store_url=f"sqlite:///{db}",
-        metric_set=options.get("metric_set", "closures"),
+        metric_set=options.get("metric_set", DEFAULT_METRIC_SET),
     )
     c = TimedConsumer(settings, ends)
     c.run(until=lambda c: c.done is not None)  # type: ignore[attr-defined]

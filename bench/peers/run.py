@@ -51,12 +51,12 @@ from peerlib import (  # noqa: E402
     parse_output,
 )
 
+from consumer.fold.registry import DEFAULT_METRIC_SET  # noqa: E402
 from convmetrics.generate import GenerateConfig  # noqa: E402
 from convmetrics.localkafka.exceptions import JavaNotFoundError  # noqa: E402
 from convmetrics.localkafka.jars import KAFKA_VERSION, find_java  # noqa: E402
 
 RESULTS = ROOT / "bench/results/peers.md"
-RESULTS_FULL = ROOT / "bench/results/peers-full.md"  # --metric-set full
 #: what ours computes with each metric set (`--metric-set`)
 WHAT_OURS = {
     "closures": "its default metric set, closures (1m/1h/1d/all windows per channel type and per "
@@ -281,10 +281,10 @@ def main() -> None:
     )
     ap.add_argument(
         "--metric-set",
-        choices=("closures", "full"),
-        default="closures",
-        help="ours' metric set (default closures); full: every metric and grouping, results to "
-        f"{RESULTS_FULL.relative_to(ROOT)}",
+        choices=sorted(WHAT_OURS),
+        default=DEFAULT_METRIC_SET,
+        help=f"ours' metric set (default {DEFAULT_METRIC_SET}); full: every metric and grouping; "
+        "a set other than the default writes bench/results/peers-<set>.md",
     )
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per process")
     ap.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS.relative_to(ROOT)}")
@@ -493,11 +493,15 @@ what each implementation was given and what it was not.
 
 def targets(args: argparse.Namespace) -> dict[str, float]:
     """The ratios ours must reach: set for the default metric set against the peers' subset."""
-    return TARGETS if args.metric_set == "closures" else {}
+    return TARGETS if args.metric_set == DEFAULT_METRIC_SET else {}
 
 
 def results_file(args: argparse.Namespace) -> Path:
-    return RESULTS_FULL if args.metric_set == "full" else RESULTS
+    """bench/results/peers.md for the default metric set, peers-<set>.md for another (as
+    bench/consumer.py names its results)."""
+    if args.metric_set == DEFAULT_METRIC_SET:
+        return RESULTS
+    return RESULTS.with_name(f"peers-{args.metric_set}.md")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,11 @@ from consumer.store.sqlite.wal import WRITER_AUTOCHECKPOINT, WalCheckpointer
 log = logging.getLogger(__name__)
 
 
+#: the connection's settings, before its tables are made: a write-ahead log, synced at its
+#: checkpoints, and 8 MiB of page cache (it counts in the RSS budget); bench/facts_table.py
+#: opens its databases with them too
+CONNECTION_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "cache_size=-8192")
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -83,9 +88,8 @@ class SqliteStore:
         try:
             install()  # before connecting: SQLite adds the compiled bins functions to new connections
             self.db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA cache_size=-8192")  # 8 MiB of pages (it counts in the RSS budget)
+            for pragma in CONNECTION_PRAGMAS:
+                self.db.execute(f"PRAGMA {pragma}")
             # the WAL is copied back by a thread of its own (`wal`), every few commits, so
             # that pages rewritten by several commits in between (all-time rows, busy
             # conversations) are copied back once and not on the writer's thread; the
