@@ -89,17 +89,18 @@ class FactLayout:
         return [m for m in self.fact_metrics if m.kind is Kind.DISTRIBUTION and m.in_grouping(grouping)]
 
     def row_keys(self, fact: Fact) -> list[RowKey]:
-        """The rows a fact counts in: each grouping whose dimensions the fact has a value
-        for, x (its windows + all time); a key is the dimensions' values joined by `|`."""
+        """The rows a fact counts in: each stored grouping whose dimensions the fact has a
+        value for (a source's: every one, a missing value empty), x (its windows + all
+        time); a key is the dimensions' values joined by `|`."""
         t = fact[self.t_at]
         starts = [(name, t - t % size) for name, size in SIZED]
         starts.append((ALL, ALL_START))
         keys: list[RowKey] = []
         for g, at in self.grouping_at:
             values = [fact[i] for i in at]
-            if None in values:
+            if None in values and not self.registry.is_source(g.name):
                 continue
-            key = "|".join(map(str, values))
+            key = "|".join("" if v is None else str(v) for v in values)
             keys.extend((g.name, key, w, start) for w, start in starts if g.keeps(w))
         return keys
 
@@ -109,8 +110,8 @@ class FactLayout:
 
     @cached_property
     def grouping_at(self) -> list[tuple[Grouping, list[int]]]:
-        """(grouping, positions of its dimensions in a fact) of each grouping."""
-        return [(g, [self.fields.index(d) for d in g.dimensions]) for g in self.registry.groupings]
+        """(grouping, positions of its dimensions in a fact) of each stored grouping."""
+        return [(g, [self.fields.index(d) for d in g.dimensions]) for g in self.registry.stored]
 
     @cached_property
     def fields_of(self) -> frozenset[str]:

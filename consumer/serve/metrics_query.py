@@ -57,6 +57,8 @@ def parse_metrics_query(params: Mapping[str, str], registry: Registry = REGISTRY
     names = [g.name for g in registry.groupings]
     asked = params.get("group", "")
     try:
+        if asked not in names:  # a source (`Registry.sources`) is stored, not served
+            raise KeyError(asked)
         group = registry.grouping(asked)
     except KeyError:
         if asked in {g.name for g in REGISTRY.groupings}:  # another metric set's

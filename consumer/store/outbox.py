@@ -40,12 +40,29 @@ def changed_rows(
     commit changes tens of thousands of rows, which were a query each."""
     found, live, newest = outbox_keys(marks, commits, fetch, dialect.mark, gauges=bool(registry.gauges))
     keys_at: defaultdict[tuple[str, str, int], list[str]] = defaultdict(list)
-    for by, win, start, key in sorted(found):
+    for by, win, start, key in sorted(served_keys(found, registry)):
         keys_at[(by, win, start)].append(key)
     rows: list[MetricRow] = []
     for (by, win, start), keys in keys_at.items():
         rows += sorted(page(by, win, keys, [start], None), key=lambda r: r.key)
     return rows + live_rows(live, fetch, dialect, registry), newest
+
+
+def served_keys(
+    found: Iterable[tuple[str, str, int, str]], registry: Registry
+) -> set[tuple[str, str, int, str]]:
+    """Changed rows as the rows the topic publishes: a source's row (`Registry.sources`,
+    never published itself) as the row of each grouping derived from it that keeps the
+    window and counts it (a source row without an inbox changes no inbox row)."""
+    out: set[tuple[str, str, int, str]] = set()
+    for by, win, start, key in found:
+        if not registry.is_source(by):
+            out.add((by, win, start, key))
+            continue
+        for g in registry.derived(by):
+            if g.keeps(win) and (projected := registry.project(g.name, key)) is not None:
+                out.add((g.name, win, start, projected))
+    return out
 
 
 def outbox_keys(

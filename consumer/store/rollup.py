@@ -82,7 +82,7 @@ def _native_plan(plan: Plan) -> list[tuple[Any, ...]]:
     """The plan's targets as the compiled rollup reads them."""
     return [
         (tg.by, tg.win, tg.size, list(tg.key), list(tg.present), [(int(op), *c) for op, *c in tg.columns],
-         list(tg.bins))
+         list(tg.bins), list(tg.may_miss))
         for tg in plan.targets
     ]  # fmt: skip
 
@@ -161,9 +161,12 @@ def rollup(facts: Iterable[Fact], plan: Plan) -> list[tuple[Any, ...]]:
             if any(fact[i] is None for i in tg.present):
                 continue
             parts = [fact[i] for i in tg.key]
-            if None in parts:
-                raise ValueError(f"rollup: a fact without its key field {tg.key[parts.index(None)]}")
-            k = (tg.by, tg.win, _start(t, tg.size), "|".join(map(str, parts)))
+            if missing := [
+                i for i, v in zip(tg.key, parts, strict=True) if v is None and i not in tg.may_miss
+            ]:
+                raise ValueError(f"rollup: a fact without its key field {missing[0]}")
+            # a source's missing inbox or app is empty text
+            k = (tg.by, tg.win, _start(t, tg.size), "|".join("" if v is None else str(v) for v in parts))
             row = rows.get(k)
             if row is None:
                 row = rows[k] = (

@@ -43,6 +43,7 @@ class Target:
     present: tuple[int, ...]  # fact positions that must hold a value (optional dimensions)
     columns: tuple[Column, ...]  # one per value column, in registry order
     bins: tuple[tuple[int, int, int], ...]  # (sign, bin, bin_base) positions of the distributions
+    may_miss: tuple[int, ...] = ()  # key positions whose missing value is empty text (a source's)
 
 
 @dataclass(frozen=True)
@@ -60,9 +61,13 @@ def plan_of(registry: Registry) -> Plan:
     at = layout.fields.index
     facts = set(layout.fact_metrics)
     targets = []
-    for g in registry.groupings:
+    for g in registry.stored:
         key = tuple(at(d) for d in g.dimensions)
-        present = tuple(at(d) for d in g.dimensions if registry.dimension(d).optional)
+        optional = tuple(at(d) for d in g.dimensions if registry.dimension(d).optional)
+        # a source keeps a fact without an optional value (empty in its key): the groupings
+        # derived from it leave out what lacks theirs (`Registry.sources`)
+        source = registry.is_source(g.name)
+        present, may_miss = ((), optional) if source else (optional, ())
         for win, size in registry.windows.items():
             counting = [m for m in registry.metrics if m in facts and m.counts_in(g.name, win)]
             if not g.keeps(win) or not counting:
@@ -86,7 +91,7 @@ def plan_of(registry: Registry) -> Plan:
                 (at(f"{m.column}_n"), at(f"{m.column}_bin"), m.bin_base)
                 for m in layout.distributions_in(g.name)
             )
-            targets.append(Target(g.name, win, size or 0, key, present, tuple(columns), dists))
+            targets.append(Target(g.name, win, size or 0, key, present, tuple(columns), dists, may_miss))
     return Plan(len(layout.fields), layout.fields.index("t"), tuple(targets))
 
 
@@ -132,7 +137,7 @@ def lag_plan(registry: Registry) -> Plan | None:
     (lag,) = partial  # the fold keeps one partial metric (Delta.lags)
     at = LAG_FIELDS.index
     targets = []
-    for g in registry.groupings:
+    for g in registry.stored:
         if not lag.in_grouping(g.name):
             continue
         if g.dimensions != ("channel_type",):

@@ -23,19 +23,22 @@ def row_filter(
     start_to: int | None,
     after: tuple[int, str] | None,
     dialect: sqlgen.Dialect,
+    registry: Registry,
     contains: str | None = None,
     keys: Sequence[str] | None = None,
     parts: Mapping[int, str] | None = None,
-    size: int | None = None,
 ) -> tuple[str, list[Any]]:
     """The WHERE clause of a metrics query in a store's dialect, and its arguments.
     `parts`: values of some of the key's dimensions, by position, counted from the first
     (0, 1, ...) or from the last (-1): `{0: "42"}` selects the keys of account 42 in an
     `account,channel_type` grouping, `{-1: "TELEGRAM"}` its Telegram keys (a last value may
-    hold a `|`: `_parts_filter`). `size`: the window's length in seconds (its starts are multiples
-    of it), which lets a query of some keys over a span list the span's starts
-    (`listed_starts`)."""
+    hold a `|`: `_parts_filter`). The window's length (its starts are multiples of it) lets
+    a query of some keys over a span list the span's starts (`listed_starts`). A derived
+    grouping's rows (`sqlgen.rows_of`) whose first dimension leads its source's key too have
+    a filter on it also bound the source's key (`fkey`), which the primary key orders: one
+    account's rows are a range of its source rows, not a scan of them."""
     mark, position = dialect.mark, dialect.position
+    size = registry.windows.get(window)
     where = [f"by = {mark}", f"win = {mark}"]
     args: list[Any] = [by, window]
     narrowed = key is not None or keys is not None or (parts is not None and 0 in parts)
@@ -56,10 +59,15 @@ def row_filter(
     if keys is not None:  # only these keys (a token scoped to some accounts); none: no row
         where.append(f"key IN ({', '.join([mark] * len(keys))})" if keys else "0 = 1")
         args.extend(keys)
+    if key is not None and sqlgen.bounds_source(registry, by):
+        parts = {**(parts or {}), 0: registry.key_parts(by, key)[0]}
     if parts:
         clause, values = _parts_filter(parts, dialect)
         where.append(clause)
         args.extend(values)
+        if 0 in parts and sqlgen.bounds_source(registry, by):
+            where.append(f"fkey >= {mark} AND fkey < {mark}")
+            args.extend(values[:2])
     if after is not None:  # the page after the cursor, in (window_start, key) order
         where.append(f"(start, key) > ({mark}, {mark})")
         args.extend(after)
@@ -134,7 +142,7 @@ LISTED_BIN_POINTS = 10_000
 
 
 def bins_filter(
-    by: str, window: str, starts: Collection[int], keys: Collection[str], mark: str
+    registry: Registry, by: str, window: str, starts: Collection[int], keys: Collection[str]
 ) -> tuple[str, list[Any]]:
     """The query for the sketch bins of some rows, given by their window starts and keys
     (a store keeping them as arrays: PostgreSQL; SQLite merges its blobs in the rows' own
@@ -145,6 +153,8 @@ def bins_filter(
     of a day for one account's). Each start and key's bins are summed apart (a small sort
     each): one sort of every bin of the page spilled to disk and cost more than the rest of
     the call (docs/performance.md)."""
+    mark = sqlgen.POSTGRES.mark
+    rows = sqlgen.rows_of(sqlgen.POSTGRES, registry, by)
     args: list[Any] = [by, window]
     if len(starts) * len(keys) <= LISTED_BIN_POINTS:
         span = sqlgen.starts_in(starts)
@@ -152,19 +162,27 @@ def bins_filter(
         span = f"start>={mark} AND start<={mark}"
         args += [min(starts), max(starts)]
     args += [list(keys), by, window]
+    bound = ""
+    if sqlgen.bounds_source(registry, by):  # the source rows of the key's first value, a range
+        first = "split_part(g.key, '|', 1)"
+        bound = f" AND r.fkey >= {first} || '|' AND r.fkey < {first} || '}}'"
     sql = (
-        "SELECT g.start, g.key, m.ids, m.ns FROM (SELECT DISTINCT start, key FROM metric_rows "
+        f"SELECT g.start, g.key, m.ids, m.ns FROM (SELECT DISTINCT start, key FROM {rows} "
         f"WHERE by={mark} AND win={mark} AND {span} AND key = ANY({mark}) AND bin_ids IS NOT NULL) AS g, "
         "LATERAL (SELECT array_agg(b ORDER BY b) AS ids, array_agg(n ORDER BY b) AS ns FROM ("
         "SELECT u.b, CAST(sum(u.n) AS BIGINT) AS n "
-        "FROM metric_rows AS r, unnest(r.bin_ids, r.bin_ns) AS u(b, n) "
-        f"WHERE r.by={mark} AND r.win={mark} AND r.start=g.start AND r.key=g.key GROUP BY u.b) AS s) AS m"
+        f"FROM {sqlgen.rows_of(sqlgen.POSTGRES, registry, by, 'r')}, unnest(r.bin_ids, r.bin_ns) AS u(b, n) "
+        f"WHERE r.by={mark} AND r.win={mark} AND r.start=g.start AND r.key=g.key{bound} "
+        "GROUP BY u.b) AS s) AS m"
     )
     return sql, args
 
 
-#: the newest window start of (grouping, window): the primary key's order answers it at once
-NEWEST_START = "SELECT max(start) FROM metric_rows WHERE by = {mark} AND win = {mark}"
+def newest_start(d: sqlgen.Dialect, registry: Registry, by: str) -> str:
+    """The newest window start of (grouping, window): the primary key's order answers it at
+    once (a derived grouping's: its source's, in the rows it counts in)."""
+    return f"SELECT max(start) FROM {sqlgen.rows_of(d, registry, by)} WHERE by = {d.mark} AND win = {d.mark}"
+
 
 #: a store's merged rows of (grouping, window) at some starts for a list of keys, with
 #: their sketch bins, of the columns of some metrics (None: all), in no particular order
@@ -184,16 +202,16 @@ def rank_rows(
         start_to=r.start_to,
         after=None,
         dialect=dialect,
+        registry=registry,
         contains=r.contains,
         keys=r.keys,
-        size=registry.windows.get(r.window),
     )
-    mark = dialect.mark
-    ranking = sqlgen.ranked(registry, r.by, where, mark, r.value, r.descending)
+    ranking = sqlgen.ranked(dialect, registry, r.by, where, r.value, r.descending)
     found = fetch(ranking, (*args, r.limit, r.offset))
     if not found:  # past the end (or nothing at all): count what there is
         counted = fetch(
-            f"SELECT count(*) FROM (SELECT 1 FROM metric_rows WHERE {where} GROUP BY start, key) g",
+            f"SELECT count(*) FROM (SELECT 1 FROM {sqlgen.rows_of(dialect, registry, r.by)} "
+            f"WHERE {where} GROUP BY start, key) g",
             tuple(args),
         )
         return [], int(counted[0][0])

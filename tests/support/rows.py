@@ -83,8 +83,22 @@ class RowDelta:
         self.recheck_ttfa = True
 
 
+def served_keys(fact: tuple[object, ...], registry: Registry = REGISTRY) -> list[RowKey]:
+    """The rows a fact counts in as the API serves them: a source's row (`Registry.sources`)
+    as the row of each grouping derived from it that keeps the window and counts it."""
+    out: list[RowKey] = []
+    for by, key, win, start in row_keys(fact, registry):
+        if not registry.is_source(by):
+            out.append((by, key, win, start))
+            continue
+        for g in registry.derived(by):
+            if g.keeps(win) and (projected := registry.project(g.name, key)) is not None:
+                out.append((g.name, projected, win, start))
+    return out
+
+
 def delta_rows(delta: Delta, registry: Registry = REGISTRY) -> dict[RowKey, RowDelta]:
-    """The facts aggregated per metric row (computed on each access)."""
+    """The facts aggregated per metric row as the API serves them (computed on each access)."""
     rows: dict[RowKey, RowDelta] = {}
 
     def row(key: RowKey) -> RowDelta:
@@ -100,7 +114,7 @@ def delta_rows(delta: Delta, registry: Registry = REGISTRY) -> dict[RowKey, RowD
     for fact in delta.facts:
         ttc_n, ttc, b = fact[ttc_at : ttc_at + 3]
         fa_n, fa, fb = (0, None, None) if fa_at is None else fact[fa_at : fa_at + 3]
-        for k in row_keys(fact, registry):
+        for k in served_keys(fact, registry):
             r = row(k)
             for column, at in counters:
                 setattr(r, column, getattr(r, column) + fact[at])

@@ -31,7 +31,7 @@ def staging(registry: Registry) -> list[str]:
     )
     out = [f"CREATE TEMP TABLE IF NOT EXISTS cm_facts (part INTEGER, seq INTEGER, {fields})"]
     values = ", ".join(f"{c} INTEGER" for c in registry.value_columns)
-    for g in registry.groupings:
+    for g in registry.stored:
         out.append(
             f"CREATE TEMP TABLE IF NOT EXISTS cm_g_{g.ident} (part INTEGER, seq INTEGER, k TEXT, "
             f"m INTEGER, {values}, b BLOB)"
@@ -44,7 +44,7 @@ def aggregation(registry: Registry) -> list[str]:
     out: list[str] = []
     cols = ", ".join((*sqlgen.ROW_KEY, *registry.value_columns, "seq", "bins"))
     facts = layout_of(registry).fact_metrics
-    for g in registry.groupings:
+    for g in registry.stored:
         fbin, fn = _fact_bins(registry, g)
         out.append(
             f"INSERT INTO cm_g_{g.ident} SELECT part, max(seq), {_key(g)} AS k, "
@@ -64,11 +64,15 @@ def aggregation(registry: Registry) -> list[str]:
 
 
 def _key(g: Grouping) -> str:
-    return " || '|' || ".join(f"CAST({dim} AS TEXT)" for dim in g.dimensions)
+    """A row's key: the dimensions' values joined by `|` (a source's missing one empty)."""
+    return " || '|' || ".join(f"coalesce(CAST({dim} AS TEXT), '')" for dim in g.dimensions)
 
 
 def _present(g: Grouping, registry: Registry) -> str:
-    """The facts a grouping counts: those with a value for each of its optional dimensions."""
+    """The facts a grouping counts: those with a value for each of its optional dimensions
+    (a source's: all of them, `Registry.sources`)."""
+    if registry.is_source(g.name):
+        return "true"
     optional = [d for d in g.dimensions if registry.dimension(d).optional]
     return " AND ".join(f"{d} IS NOT NULL" for d in optional) or "true"
 

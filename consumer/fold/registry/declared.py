@@ -15,7 +15,6 @@ from consumer.fold.registry.model import (
     CHANNEL_TYPE,
     FIRST_CLOSE,
     INBOX,
-    LONG_WINDOWS,
     TTFA,
     Dimension,
     Grouping,
@@ -60,6 +59,9 @@ def parse_sla_buckets(text: str) -> tuple[SlaBound, ...]:
         raise ValueError(f"--sla-buckets: at most 8 bounds, not {len(bounds)}")
     return tuple(bounds)
 
+
+#: the rows the groupings finer than an account are read from (`Grouping.derived_from`)
+FINEST: Final = Grouping("account,inbox,app,channel_type", (ACCOUNT, INBOX, APP, CHANNEL_TYPE))
 
 REGISTRY: Final = Registry(
     metrics=(
@@ -160,13 +162,14 @@ REGISTRY: Final = Registry(
     groupings=(
         Grouping(CHANNEL_TYPE, (CHANNEL_TYPE,)),
         Grouping(ACCOUNT, (ACCOUNT,)),
-        # no 1-minute rows: at these groupings a minute's row holds about one event, so each
-        # would cost about a row written per event (with them, 2026-12-06: the full set's
-        # consumer 20,782 against 29,316 events/s in the same half hour: docs/metrics.md)
-        Grouping(ACCOUNT_CHANNEL_TYPE, (ACCOUNT, CHANNEL_TYPE), windows=LONG_WINDOWS),
-        Grouping(INBOX, (ACCOUNT, INBOX), windows=LONG_WINDOWS),
-        Grouping(APP, (APP,), windows=LONG_WINDOWS),
+        # stored once, as the rows of their common source (`FINEST`): a commit writes one
+        # row per (account, inbox, app, channel type) and window where it wrote one per
+        # grouping, and a minute's row of these holds about one event (docs/performance.md)
+        Grouping(ACCOUNT_CHANNEL_TYPE, (ACCOUNT, CHANNEL_TYPE), derived_from=FINEST.name),
+        Grouping(INBOX, (ACCOUNT, INBOX), derived_from=FINEST.name),
+        Grouping(APP, (APP,), derived_from=FINEST.name),
     ),
+    sources=(FINEST,),
     closures_view=("closures", "reopens", "closed_unread", "time_to_close", "ingest_lag"),
     gauges=(
         Metric(
@@ -201,6 +204,7 @@ CLOSURES: Final = dataclasses.replace(
     metrics=tuple(dataclasses.replace(m, buckets=()) for m in REGISTRY.view(REGISTRY.closures_view)),
     groupings=tuple(g for g in REGISTRY.groupings if g.name in (CHANNEL_TYPE, ACCOUNT)),
     gauges=(),
+    sources=(),
 )
 #: what a deployment may fold (`--metric-set`): `closures`, the default, or `full`, every
 #: metric and grouping of `REGISTRY`: about 0.98 facts per event instead of 0.32, each

@@ -136,6 +136,11 @@ class Grouping:
     dimensions: tuple[str, ...]
     #: the windows it keeps rows of (None: every one)
     windows: tuple[str, ...] | None = None
+    #: stored as the rows of this finer grouping (`Registry.sources`), read by projecting
+    #: their keys onto its dimensions and merging them (as rows merge over partitions):
+    #: exact, and a commit writes one finer row where it wrote one per derived grouping
+    #: (docs/performance.md). None: it has rows of its own.
+    derived_from: str | None = None
 
     def keeps(self, window: str) -> bool:
         return self.windows is None or window in self.windows
@@ -159,13 +164,17 @@ class Registry:
     #: conversations the consumer remembers, by every grouping (`GET /v1/backlog`; the
     #: stores' `backlog` table). Empty: the set folds none (`closures`).
     gauges: tuple[Metric, ...] = ()
+    #: groupings stored and never served: the rows derived groupings (`Grouping.derived_from`)
+    #: are read from. Their keys keep an optional dimension's missing value as empty text
+    #: (`42||7|TELEGRAM`: no inbox), so that they hold every event the derived ones count.
+    sources: tuple[Grouping, ...] = ()
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.metrics]
         if len(set(names)) != len(names):
             raise ValueError(f"metric names must be unique: {names}")
         dims = {d.name for d in self.dimensions}
-        for g in self.groupings:
+        for g in (*self.groupings, *self.sources):
             if missing := set(g.dimensions) - dims:
                 raise ValueError(f"grouping {g.name!r} names undeclared dimensions {sorted(missing)}")
             if set(g.windows or ()) - set(self.windows):
@@ -175,6 +184,7 @@ class Registry:
                 raise ValueError(f"grouping {g.name!r}: at most one text dimension, not {texts}")
             if texts and g.dimensions[-1] != texts[0]:  # the stores' key filters read it so
                 raise ValueError(f"grouping {g.name!r}: its text dimension {texts[0]!r} comes last")
+        self._check_derived()
         for m in self.metrics:
             if m.when is not None and m.when not in CONDITIONS:
                 known = sorted(CONDITIONS)
@@ -196,6 +206,39 @@ class Registry:
             # a conversation "has an assigned event" when it keeps one (time to first
             # assignment's state, consumer.fold.reference)
             raise ValueError("the gauges need time_to_first_assignment folded (its conversation state)")
+
+    def _check_derived(self) -> None:
+        """A derived grouping's source is one of `sources`, with all its dimensions (the
+        first one first: a filter on it bounds the source's keys), the text one last, and
+        every window it keeps; a metric counts in both or in neither."""
+        if len({g.name for g in (*self.groupings, *self.sources)}) != len(self.groupings) + len(self.sources):
+            raise ValueError("grouping names must be unique")
+        served = {g.name: g for g in self.sources}
+        for g in self.groupings:
+            if g.derived_from is None:
+                continue
+            src = served.get(g.derived_from)
+            if src is None:
+                raise ValueError(
+                    f"grouping {g.name!r}: its source {g.derived_from!r} is not one of `sources`"
+                )
+            if set(g.dimensions) - set(src.dimensions):
+                raise ValueError(f"grouping {g.name!r} has dimensions its source {src.name!r} lacks")
+            if src.windows is not None and not set(g.windows or self.windows) <= set(src.windows):
+                raise ValueError(f"grouping {g.name!r} keeps windows its source {src.name!r} does not")
+            for m in self.metrics:
+                if m.in_grouping(g.name) != m.in_grouping(src.name):
+                    raise ValueError(f"metric {m.name!r} counts in {g.name!r} or its source, not both")
+        if unused := {s.name for s in self.sources} - {g.derived_from for g in self.groupings}:
+            raise ValueError(f"sources no grouping is derived from: {sorted(unused)}")
+
+    @property
+    def stored(self) -> tuple[Grouping, ...]:
+        """The groupings with rows in the stores: those not derived, and the sources."""
+        return (*(g for g in self.groupings if g.derived_from is None), *self.sources)
+
+    def is_source(self, grouping: str) -> bool:
+        return any(s.name == grouping for s in self.sources)
 
     @cached_property
     def closures_shown(self) -> tuple[Metric, ...]:
@@ -222,7 +265,8 @@ class Registry:
         raise KeyError(name)
 
     def grouping(self, name: str) -> Grouping:
-        for g in self.groupings:
+        """A grouping by name, served or a source."""
+        for g in (*self.groupings, *self.sources):
             if g.name == name:
                 return g
         raise KeyError(name)
@@ -247,13 +291,30 @@ class Registry:
             raise ValueError(f"key {key!r} of grouping {grouping!r} does not have {len(dims)} parts")
         return parts
 
-    def key_values(self, grouping: str, key: str) -> list[int | str]:
-        """`key_parts`, each typed as its dimension is declared."""
+    def key_values(self, grouping: str, key: str) -> list[int | str | None]:
+        """`key_parts`, each typed as its dimension is declared (a source's missing value:
+        None)."""
         dims = self.grouping(grouping).dimensions
         return [
-            int(v) if self.dimension(d).type is int else v
+            None if not v and self.dimension(d).optional else int(v) if self.dimension(d).type is int else v
             for d, v in zip(dims, self.key_parts(grouping, key), strict=True)
         ]
+
+    def project(self, grouping: str, key: str) -> str | None:
+        """A source's row key (`sources`) as the key of a grouping derived from it, None
+        where the row counts in none of its rows (its inbox or app missing)."""
+        g = self.grouping(grouping)
+        assert g.derived_from is not None
+        src = self.grouping(g.derived_from)
+        parts = dict(zip(src.dimensions, self.key_parts(src.name, key), strict=True))
+        values = [parts[d] for d in g.dimensions]
+        if any(not v and self.dimension(d).optional for d, v in zip(g.dimensions, values, strict=True)):
+            return None
+        return "|".join(values)
+
+    def derived(self, source: str) -> tuple[Grouping, ...]:
+        """The groupings derived from a source."""
+        return tuple(g for g in self.groupings if g.derived_from == source)
 
     @property
     def groups_by_inbox_or_app(self) -> bool:
@@ -322,5 +383,3 @@ ACCOUNT: Final = "account"
 INBOX: Final = "inbox"
 APP: Final = "app"
 ACCOUNT_CHANNEL_TYPE: Final = "account,channel_type"
-#: the windows of the groupings finer than an account
-LONG_WINDOWS: Final = ("1h", "1d", "all")

@@ -27,7 +27,8 @@ const BUCKET: u8 = 6;
 
 /// (op, a, b, lo, hi) of a value column
 type Column = (u8, usize, usize, Option<i64>, Option<i64>);
-/// (by, win, size, key positions, present positions, columns, (sign, bin, bin_base) of the distributions)
+/// (by, win, size, key positions, present positions, columns, (sign, bin, bin_base) of the
+/// distributions, key positions whose missing value is empty text)
 type Target = (
     String,
     String,
@@ -36,6 +37,7 @@ type Target = (
     Vec<usize>,
     Vec<Column>,
     Vec<(usize, usize, i64)>,
+    Vec<usize>,
 );
 
 enum Fail {
@@ -267,7 +269,7 @@ fn check(width: usize, t: usize, target: &Target) -> Result<(), Fail> {
             "rollup: facts of {width} fields have no time at {t}"
         )));
     }
-    let (_, _, _, key, present, cols, dists) = target;
+    let (_, _, _, key, present, cols, dists, may_miss) = target;
     if cols.iter().any(|c| c.0 > BUCKET) {
         return Err(Fail::Value(
             "rollup: a plan with an unknown operation".into(),
@@ -276,6 +278,7 @@ fn check(width: usize, t: usize, target: &Target) -> Result<(), Fail> {
     let mut fields = key
         .iter()
         .chain(present)
+        .chain(may_miss)
         .copied()
         .chain(cols.iter().flat_map(|c| [c.1, c.2]))
         .chain(dists.iter().flat_map(|d| [d.0, d.1]));
@@ -300,7 +303,7 @@ fn rollup(facts: &[&Facts], t: usize, target: &Target, format: Format) -> Result
         return Err(Fail::Value("rollup: facts of different widths".into()));
     }
     check(width, t, target)?;
-    let (_, _, size, key_at, present, cols, dists) = target;
+    let (_, _, size, key_at, present, cols, dists, may_miss) = target;
     let columns = cols.len();
     // the value columns each fact field drives (the `a` of their op): a fact's zero or
     // NULL fields add nothing, and a fact has a few non-zero ones
@@ -378,6 +381,8 @@ fn rollup(facts: &[&Facts], t: usize, target: &Target, format: Format) -> Result
                     write!(key, "{}", ints[i]).expect("a String takes any write");
                 }
                 K_TEXT => key.push_str(&facts.texts[ints[i] as usize]),
+                // a source's missing inbox or app: empty text
+                K_NULL if may_miss.contains(&i) => {}
                 K_NULL => {
                     return Err(Fail::Value(format!(
                         "rollup: a fact without its key field {i}"

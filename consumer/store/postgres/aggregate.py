@@ -197,7 +197,11 @@ class Batch:
                 c=registry.metric(metric).column,
                 table=src.table,
                 t=src.time,
-                where=" AND ".join(f"s.{d} = r.d{i}" for i, d in enumerate(dims)),
+                # a source's key may lack an optional value (NULL: `Registry.sources`)
+                where=" AND ".join(
+                    f"s.{d} {'IS NOT DISTINCT FROM' if registry.dimension(d).optional else '='} r.d{i}"
+                    for i, d in enumerate(dims)
+                ),
                 types="".join(
                     f", %s::{'text' if registry.dimension(d).type is str else 'bigint'}[]" for d in dims
                 ),

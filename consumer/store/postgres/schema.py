@@ -76,7 +76,7 @@ def ensure_schema(conn: psycopg.Connection[Any], registry: Registry, where: str)
 def _ddl(registry: Registry, server_version: int) -> list[str]:
     """The DDL `registry` needs on a server of this version (each statement idempotent)."""
     ddl = [SCHEMA]
-    if any(g.dimensions == (APP,) for g in registry.groupings):
+    if any(g.dimensions == (APP,) for g in registry.stored):
         ddl.append(APP_INDEX)
     ddl.append(sqlgen.row_table(sqlgen.POSTGRES, registry))
     ddl.append(ROWS_FILLFACTOR)

@@ -45,7 +45,7 @@ from consumer.store.postgres.session import IDLE_IN_TRANSACTION_TIMEOUT_S, Sessi
 from consumer.store.postgres.sql import (
     SCHEMA_LOCK,
 )
-from consumer.store.rows import NEWEST_START, backlog_filter, bins_filter, build_rows, rank_rows, row_filter
+from consumer.store.rows import backlog_filter, bins_filter, build_rows, newest_start, rank_rows, row_filter
 
 
 class PostgresStore:
@@ -140,12 +140,12 @@ class PostgresStore:
             start_to=start_to,
             after=after,
             dialect=sqlgen.POSTGRES,
+            registry=self.registry,
             contains=contains,
             keys=keys,
             parts=parts,
-            size=self.registry.windows.get(window),
         )
-        sql = sqlgen.query(sqlgen.POSTGRES, where, "%s", self.registry, metrics)
+        sql = sqlgen.query(sqlgen.POSTGRES, by, where, self.registry, metrics)
 
         def work(conn: psycopg.Connection[Any]) -> list[MetricRow]:
             found = conn.execute(sql, [*args, limit]).fetchall()
@@ -180,7 +180,7 @@ class PostgresStore:
 
     def newest_start(self, by: str, window: str) -> int | None:
         def work(conn: psycopg.Connection[Any]) -> int | None:
-            row = conn.execute(NEWEST_START.format(mark="%s"), (by, window)).fetchone()
+            row = conn.execute(newest_start(sqlgen.POSTGRES, self.registry, by), (by, window)).fetchone()
             return None if row is None else row[0]
 
         return self.session.run(work)
@@ -284,7 +284,8 @@ def _page(
 ) -> list[MetricRow]:
     """`rows.Page`: the merged rows, then their bins (`rows.bins_filter`)."""
     d = sqlgen.POSTGRES
-    found = conn.execute(sqlgen.page(d, registry, starts, metrics), (by, window, d.list_arg(keys))).fetchall()
+    sql = sqlgen.page(d, registry, by, starts, metrics)
+    found = conn.execute(sql, (by, window, d.list_arg(keys))).fetchall()
     bins = _bins(conn, registry, by, window, starts, keys, metrics)
     return build_rows(by, window, found, bins, registry, metrics)
 
@@ -302,4 +303,4 @@ def _bins(
     distribution (`Registry.sketched`)."""
     if not registry.sketched(metrics):
         return ()
-    return conn.execute(*bins_filter(by, window, starts, keys, "%s"))
+    return conn.execute(*bins_filter(registry, by, window, starts, keys))

@@ -17,6 +17,7 @@ from consumer.store.sqlgen.backlog import (
     backlog_table,
     backlog_upsert,
 )
+from consumer.store.sqlgen.derived import ROWS, bounds_source, rows_of
 from consumer.store.sqlgen.dialect import (
     BINS_MERGE,
     POSTGRES,
@@ -38,6 +39,7 @@ __all__ = [
     "BINS_MERGE",
     "POSTGRES",
     "RECHECKED",
+    "ROWS",
     "ROW_KEY",
     "SQLITE",
     "Dialect",
@@ -47,6 +49,7 @@ __all__ = [
     "backlog_seq",
     "backlog_table",
     "backlog_upsert",
+    "bounds_source",
     "key_order",
     "merge_of",
     "merged_columns",
@@ -57,5 +60,6 @@ __all__ = [
     "rank_value",
     "ranked",
     "row_table",
+    "rows_of",
     "starts_in",
 ]

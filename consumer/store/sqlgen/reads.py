@@ -5,18 +5,24 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from consumer.fold.registry import REGISTRY, Registry
+from consumer.store.sqlgen.derived import rows_of
 from consumer.store.sqlgen.dialect import Dialect, merged_columns
 
 
 def query(
-    d: Dialect, where: str, mark: str, registry: Registry = REGISTRY, metrics: Collection[str] | None = None
+    d: Dialect,
+    by: str,
+    where: str,
+    registry: Registry = REGISTRY,
+    metrics: Collection[str] | None = None,
 ) -> str:
-    """A metrics query: rows merged over their partitions, in (start, key) order, with the
-    columns of `metrics` (None: all)."""
+    """A metrics query of a grouping's rows (`rows_of`): merged over their partitions (and
+    a derived grouping's over its source rows), in (start, key) order, with the columns of
+    `metrics` (None: all)."""
     bins = _bins_union(d, registry, metrics)
     return (
-        f"SELECT key, start, {merged_columns(registry, metrics)}{bins} FROM metric_rows WHERE {where} "
-        f"GROUP BY start, key ORDER BY start, key LIMIT {mark}"
+        f"SELECT key, start, {merged_columns(registry, metrics)}{bins} FROM {rows_of(d, registry, by)} "
+        f"WHERE {where} GROUP BY start, key ORDER BY start, key LIMIT {d.mark}"
     )
 
 
@@ -49,7 +55,7 @@ def key_order(registry: Registry, grouping: str) -> str:
     return "key"
 
 
-def ranked(registry: Registry, grouping: str, where: str, mark: str, value: str, descending: bool) -> str:
+def ranked(d: Dialect, registry: Registry, grouping: str, where: str, value: str, descending: bool) -> str:
     """A page of rows ranked by a `Registry.rankable` value (ties: start, then key): their
     (key, start) in rank order, each with the count of all rows that match. NULL values
     (a share of nothing) rank below every number, as in the dashboard. Only the ranked value
@@ -63,13 +69,13 @@ def ranked(registry: Registry, grouping: str, where: str, mark: str, value: str,
         nulls = "NULLS LAST" if descending else "NULLS FIRST"
         order = f"{rank_value(registry, value)} {'DESC' if descending else 'ASC'} {nulls}, start, {keys}"
     return (
-        f"SELECT key, start, count(*) OVER () FROM metric_rows "
-        f"WHERE {where} GROUP BY start, key ORDER BY {order} LIMIT {mark} OFFSET {mark}"
+        f"SELECT key, start, count(*) OVER () FROM {rows_of(d, registry, grouping)} "
+        f"WHERE {where} GROUP BY start, key ORDER BY {order} LIMIT {d.mark} OFFSET {d.mark}"
     )
 
 
 def page(
-    d: Dialect, registry: Registry, starts: Collection[int], metrics: Collection[str] | None = None
+    d: Dialect, registry: Registry, by: str, starts: Collection[int], metrics: Collection[str] | None = None
 ) -> str:
     """The merged values of a page of rows (a `ranked` page) at these window starts
     (integers, written into the SQL); its arguments: the grouping, the window and the keys
@@ -78,8 +84,9 @@ def page(
     ...) is a point per start and key."""
     bins = _bins_union(d, registry, metrics)
     return (
-        f"SELECT key, start, {merged_columns(registry, metrics)}{bins} FROM metric_rows WHERE by = {d.mark} "
-        f"AND win = {d.mark} AND {starts_in(starts)} AND {d.one_of('key')} GROUP BY start, key"
+        f"SELECT key, start, {merged_columns(registry, metrics)}{bins} FROM {rows_of(d, registry, by)} "
+        f"WHERE by = {d.mark} AND win = {d.mark} AND {starts_in(starts)} AND {d.one_of('key')} "
+        "GROUP BY start, key"
     )
 
 

@@ -184,7 +184,10 @@ def _recheck(db: sqlite3.Connection, registry: Registry, recheck: Recheck) -> No
         dims = registry.grouping(by).dimensions
         src = sqlgen.RECHECKED[metric]
         sql = RECHECK.format(
-            where=" AND ".join(f"{d} = r.d{i}" for i, d in enumerate(dims)),
+            # a source's key may lack an optional value (NULL: `Registry.sources`)
+            where=" AND ".join(
+                f"{d} {'IS' if registry.dimension(d).optional else '='} r.d{i}" for i, d in enumerate(dims)
+            ),
             dims="".join(f", value->>{9 + i} AS d{i}" for i in range(len(dims))),
             c=registry.metric(metric).column,
             table=src.table,

@@ -69,7 +69,7 @@ def migrate_closures(db: sqlite3.Connection, path: str, registry: Registry) -> N
             if "event_id" not in columns(db, "closures"):
                 log.info("store %s: closures keep their event id from now on", path)
                 db.execute(MIGRATE_CLOSURE_IDS)
-    if any(g.dimensions == (APP,) for g in registry.groupings):
+    if any(g.dimensions == (APP,) for g in registry.stored):
         db.execute(APP_INDEX)
 
 

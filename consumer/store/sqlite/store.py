@@ -23,7 +23,7 @@ from consumer.store.base import (
 from consumer.store.closure_list import ClosureListing, ListedClosure, list_closures
 from consumer.store.conversation_log import load_conversations
 from consumer.store.outbox import changed_rows, outbox_indexes
-from consumer.store.rows import NEWEST_START, backlog_filter, metric_row, rank_rows, row_filter
+from consumer.store.rows import backlog_filter, metric_row, newest_start, rank_rows, row_filter
 from consumer.store.sqlite.bins import install, register, unpack
 from consumer.store.sqlite.commit import ONE_WRITER, prepare, write
 from consumer.store.sqlite.migrate import (
@@ -213,12 +213,12 @@ class SqliteStore:
             start_to=start_to,
             after=after,
             dialect=sqlgen.SQLITE,
+            registry=self.registry,
             contains=contains,
             keys=keys,
             parts=parts,
-            size=self.registry.windows.get(window),
         )
-        query = sqlgen.query(sqlgen.SQLITE, where, "?", self.registry, metrics)
+        query = sqlgen.query(sqlgen.SQLITE, by, where, self.registry, metrics)
         found = self.db.execute(query, [*args, limit]).fetchall()
         names = self.registry.columns_of(metrics)
         return [metric_row(by, window, r[:-1], unpack(r[-1]), names) for r in found]
@@ -240,7 +240,8 @@ class SqliteStore:
 
     @_reading
     def newest_start(self, by: str, window: str) -> int | None:
-        found: int | None = self.db.execute(NEWEST_START.format(mark="?"), (by, window)).fetchone()[0]
+        sql = newest_start(sqlgen.SQLITE, self.registry, by)
+        found: int | None = self.db.execute(sql, (by, window)).fetchone()[0]
         return found
 
     @_reading
@@ -256,7 +257,7 @@ class SqliteStore:
         """`rows.Page`: one query, the bins are in the rows."""
         d = sqlgen.SQLITE
         found = self.db.execute(
-            sqlgen.page(d, self.registry, starts, metrics), (by, window, d.list_arg(keys))
+            sqlgen.page(d, self.registry, by, starts, metrics), (by, window, d.list_arg(keys))
         )
         names = self.registry.columns_of(metrics)
         return [metric_row(by, window, r[:-1], unpack(r[-1]), names) for r in found]

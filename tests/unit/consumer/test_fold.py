@@ -10,6 +10,7 @@ import pytest
 from consumer.fold import BY_ACCOUNT, BY_CHANNEL, Fold, last_time_of, row_keys
 from consumer.fold import native as fold_native
 from consumer.fold.model import ASSIGNED, CLOSED, CREATED, OPENED, Event
+from consumer.fold.registry import REGISTRY
 from support.rows import delta_rows
 
 IMPLEMENTATIONS = [k for k in (fold_native.PYTHON, fold_native.NATIVE) if k is not None]
@@ -46,23 +47,30 @@ def all_row(f: Fold, by: str = BY_CHANNEL, key: str = "TELEGRAM"):  # type: igno
     return delta_rows(f.delta)[(by, key, "all", 0)]
 
 
-def test_row_keys_cover_every_grouping_and_four_windows() -> None:
+def test_row_keys_cover_every_stored_grouping_and_four_windows() -> None:
     t = 3 * 86400 + 3661
     fact = ("VIBER", 3, 55, 10_003, t) + (0,) * 10
     keys = row_keys(fact)
+    finest = "account,inbox,app,channel_type"
     assert (BY_CHANNEL, "VIBER", "1m", 3 * 86400 + 3660) in keys
     assert (BY_ACCOUNT, "3", "1h", 3 * 86400 + 3600) in keys
     assert (BY_ACCOUNT, "3", "1d", 3 * 86400) in keys
     assert (BY_CHANNEL, "VIBER", "all", 0) in keys
-    assert ("account,channel_type", "3|VIBER", "1h", 3 * 86400 + 3600) in keys
-    assert ("inbox", "3|55", "1h", 3 * 86400 + 3600) in keys
-    assert ("app", "10003", "all", 0) in keys
-    # the groupings finer than an account keep no 1-minute rows
-    assert not any(k[2] == "1m" and k[0] in ("account,channel_type", "inbox", "app") for k in keys)
-    assert len(set(keys)) == 2 * 4 + 3 * 3
-    # an event without an inbox (no data.channel) counts in no inbox row
+    # the groupings finer than an account are stored as one source's rows, in every window
+    assert (finest, "3|55|10003|VIBER", "1m", 3 * 86400 + 3660) in keys
+    assert (finest, "3|55|10003|VIBER", "all", 0) in keys
+    assert not any(k[0] in ("account,channel_type", "inbox", "app") for k in keys)
+    assert len(set(keys)) == 3 * 4
+    # an event without an inbox (no data.channel) keeps its source row, its inbox empty:
+    # it counts in the account,channel_type and app rows derived from it, in no inbox row
     no_inbox = row_keys(("VIBER", 3, None, 10_003, t) + (0,) * 10)
-    assert len(no_inbox) == 2 * 4 + 2 * 3 and not any(k[0] == "inbox" for k in no_inbox)
+    assert (finest, "3||10003|VIBER", "1h", 3 * 86400 + 3600) in no_inbox and len(no_inbox) == 3 * 4
+    assert REGISTRY.project("inbox", "3||10003|VIBER") is None
+    assert REGISTRY.project("account,channel_type", "3||10003|VIBER") == "3|VIBER"
+    assert REGISTRY.project("app", "3||10003|VIBER") == "10003"
+    assert REGISTRY.project("inbox", "3|55||WEB|CHAT") == "3|55"
+    assert REGISTRY.project("account,channel_type", "3|55||WEB|CHAT") == "3|WEB|CHAT"
+    assert REGISTRY.project("app", "3|55||WEB|CHAT") is None
 
 
 def test_time_to_close_from_latest_start_at_or_before_close() -> None:

@@ -133,7 +133,7 @@ def test_a_registry_refuses_what_it_cannot_hold() -> None:
     with pytest.raises(ValueError, match="unique"):
         dataclasses.replace(REGISTRY, metrics=(*REGISTRY.metrics, REGISTRY.metrics[0]))
     with pytest.raises(ValueError, match="undeclared dimensions"):
-        dataclasses.replace(REGISTRY, groupings=(Grouping("team", ("team",)),))
+        dataclasses.replace(REGISTRY, groupings=(Grouping("team", ("team",)),), sources=())
     with pytest.raises(ValueError, match="unknown condition"):
         dataclasses.replace(REGISTRY, metrics=(dataclasses.replace(SNOOZES, when="read"),))
     with pytest.raises(ValueError, match="need time_to_first_assignment"):
@@ -151,8 +151,34 @@ def test_a_registry_refuses_what_it_cannot_hold() -> None:
         )
     with pytest.raises(ValueError, match="its text dimension 'channel_type' comes last"):
         dataclasses.replace(
-            REGISTRY, groupings=(Grouping("channel_type,account", ("channel_type", "account")),)
+            REGISTRY, groupings=(Grouping("channel_type,account", ("channel_type", "account")),), sources=()
         )
+
+
+def test_a_registry_refuses_a_derived_grouping_its_source_cannot_give() -> None:
+    finest = REGISTRY.sources[0]
+    served = [g for g in REGISTRY.groupings if g.derived_from is None]
+    with pytest.raises(ValueError, match="source 'nowhere' is not one of `sources`"):
+        dataclasses.replace(REGISTRY, groupings=(*served, Grouping("app", ("app",), derived_from="nowhere")))
+    with pytest.raises(ValueError, match="sources no grouping is derived from"):
+        dataclasses.replace(REGISTRY, groupings=tuple(served))
+    narrow = Grouping("narrow", ("account", "channel_type"))
+    with pytest.raises(ValueError, match="has dimensions its source 'narrow' lacks"):
+        dataclasses.replace(
+            REGISTRY,
+            groupings=(*served, Grouping("inbox", ("account", "inbox"), derived_from="narrow")),
+            sources=(narrow,),
+        )
+    hourly = dataclasses.replace(finest, windows=("1h", "all"))
+    with pytest.raises(ValueError, match="keeps windows its source"):
+        dataclasses.replace(REGISTRY, sources=(hourly,))
+    lag = REGISTRY.metric("ingest_lag")
+    one = dataclasses.replace(lag, groupings=("channel_type", "app"))
+    with pytest.raises(ValueError, match="counts in 'app' or its source, not both"):
+        dataclasses.replace(REGISTRY, metrics=tuple(one if m is lag else m for m in REGISTRY.metrics))
+    # the full set stores three groupings: channel type, account and the source
+    assert [g.name for g in REGISTRY.stored] == ["channel_type", "account", finest.name]
+    assert [g.name for g in REGISTRY.derived(finest.name)] == ["account,channel_type", "inbox", "app"]
 
 
 @pytest.mark.parametrize(

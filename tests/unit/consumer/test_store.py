@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from consumer.exceptions import ConfigError, FencedError, StoreError
-from consumer.fold import Changes, PartitionFold, row_keys
+from consumer.fold import Changes, PartitionFold
 from consumer.fold.delta import LAYOUT, Delta
 from consumer.fold.model import CLOSED, CREATED, OPENED, Event
 from consumer.fold.registry import REGISTRY
@@ -19,7 +19,7 @@ from consumer.store.sqlite import SqliteStore
 from consumer.stream.partitions import new_fold
 from consumer.stream.settings import ConsumerSettings
 from support.firsts import check_against_truth
-from support.rows import delta_rows
+from support.rows import delta_rows, served_keys
 
 MakeStore = Callable[..., Any]  # (retention=None) -> a fresh, empty SqliteStore or PostgresStore
 
@@ -226,9 +226,11 @@ def test_outbox_returns_rows_changed_since_the_last_publication(store: Any) -> N
     commit(store, f, 1)
     assert set(store.published_marks([0]).values()) == {0}
     rows, marks = store.changed_since(store.published_marks([0]))
-    # 2 groupings x 4 windows and account,channel_type's 3 (an event without inbox or app
-    # counts in none of theirs)
-    assert len(rows) == 11 and min(marks.values()) >= 1
+    # 3 groupings x 4 windows: channel type, account and account,channel_type (derived from
+    # its source's rows, never published itself; an event without inbox or app counts in
+    # none of theirs)
+    assert len(rows) == 12 and min(marks.values()) >= 1
+    assert {r.by for r in rows} == {"channel_type", "account", "account,channel_type"}
     store.mark_published(marks)
     assert store.changed_since(store.published_marks([0])) == ([], marks)
     f.apply(ev(CLOSED, 2, 100_000, conv=2))  # another minute, hour and day; same all-time rows
@@ -247,20 +249,20 @@ def test_outbox_returns_rows_changed_since_the_last_publication(store: Any) -> N
     # each topic has its own marks: a second topic still has everything to publish
     assert set(store.published_marks([0], "another-topic").values()) == {0}
     rows, _ = store.changed_since(store.published_marks([0], "another-topic"))
-    assert len(rows) == 19  # both commits' rows: 11, and each grouping's new minute, hour and day
+    assert len(rows) == 21  # both commits' rows: 12, and each grouping's new minute, hour and day
 
 
 def test_outbox_skips_commits_that_changed_no_row(store: Any) -> None:
     f = PartitionFold(0)
-    f.apply(ev(CREATED, 100, 50))  # 11 rows: 2 groupings x 4 windows, account,channel_type's 3
+    f.apply(ev(CREATED, 100, 50))  # 12 rows: 3 groupings x 4 windows
     commit(store, f, 1)
     for i in range(29):  # redeliveries change no metric row
         f.apply(ev(CREATED, 100, 50))
         commit(store, f, i + 2)
-    f.apply(ev(CLOSED, 1, 100))  # another minute: 2 rows more
+    f.apply(ev(CLOSED, 1, 100))  # another minute: 3 rows more
     commit(store, f, 31)
     rows, newest = store.changed_since(store.published_marks([0]))
-    assert len([r for r in rows if r.window != LIVE]) == 13 and min(newest.values()) > 0
+    assert len([r for r in rows if r.window != LIVE]) == 15 and min(newest.values()) > 0
     # and the gauges of the keys the close changed: back to 0, and named, so the topic learns it
     live = {(r.by, r.key): tuple(r.values.values()) for r in rows if r.window == LIVE}
     assert ("channel_type", "TELEGRAM") in live and ("account", "7") in live
@@ -525,7 +527,7 @@ def test_sqlite_outbox_index_is_made_by_the_first_publication(tmp_path: Path) ->
     commit(store, f, 1)
     assert not indexed()
     rows, marks = store.changed_since(store.published_marks([0]))
-    assert indexed() and len(rows) == 11 and marks == {-1: 1}
+    assert indexed() and len(rows) == 12 and marks == {-1: 1}
     plan = " ".join(
         str(r)
         for r in store.db.execute(
@@ -585,7 +587,7 @@ def test_stored_rows_equal_the_folds_own_aggregate(store: Any) -> None:
             if start is not None:
                 fact = [None] * len(LAYOUT.fields)
                 fact[:5] = [channel, account, inbox, app, closed_at]
-                for k in row_keys(tuple(fact)):
+                for k in served_keys(tuple(fact)):
                     durations.setdefault(k, []).append(closed_at - start)
     checked = 0
     assert LAYOUT.fields[:5] == ("channel_type", "account", "inbox", "app", "t")

@@ -1,0 +1,56 @@
+"""The rows of a derived grouping (`Grouping.derived_from`), read from its source's: each
+source row's key projected onto the grouping's dimensions, in SQL both dialects run, as a
+FROM item the queries of stored rows read unchanged (their `GROUP BY start, key` merges
+the source rows of one projected key as it merges a row's partitions: exact)."""
+
+from __future__ import annotations
+
+from consumer.fold.registry import Registry
+from consumer.store.sqlgen.dialect import Dialect
+
+#: the table of stored metric rows
+ROWS = "metric_rows"
+
+
+def rows_of(d: Dialect, registry: Registry, by: str, alias: str = ROWS) -> str:
+    """A grouping's metric rows as a FROM item named `alias`: the table itself, or a
+    derived grouping's source rows as its rows (`by` its name, `key` projected; `fkey` the
+    source's key, which the primary key orders: `rows.row_filter` bounds it)."""
+    g = registry.grouping(by)
+    if g.derived_from is None:
+        return ROWS if alias == ROWS else f"{ROWS} AS {alias}"
+    src = registry.grouping(g.derived_from)
+    parts = {dim: _part(d, src.dimensions, i) for i, dim in enumerate(src.dimensions)}
+    key = " || '|' || ".join(parts[dim] for dim in g.dimensions)
+    present = "".join(f" AND {parts[dim]} <> ''" for dim in g.dimensions if registry.dimension(dim).optional)
+    bins = "bins" if d.bins_blob else "bin_ids, bin_ns"
+    values = ", ".join(registry.value_columns)
+    return (
+        f"(SELECT {_quote(by)} AS by, win, start, {key} AS key, key AS fkey, partition, seq, {values}, "
+        f"{bins} FROM {ROWS} WHERE by = {_quote(src.name)}{present}) AS {alias}"
+    )
+
+
+def _part(d: Dialect, dims: tuple[str, ...], i: int) -> str:
+    """The SQL of a source key's i-th value: the text after its i-th `|`, up to the next
+    one; the last dimension's (the text one, which may hold a `|`) all that follows."""
+    rest = "key"
+    for _ in range(i):
+        rest = f"substr({rest}, {d.position}({rest}, '|') + 1)"
+    if i == len(dims) - 1:
+        return rest
+    return f"substr({rest}, 1, {d.position}({rest}, '|') - 1)"
+
+
+def _quote(name: str) -> str:
+    return "'" + name.replace("'", "''") + "'"
+
+
+def bounds_source(registry: Registry, by: str) -> bool:
+    """Whether a grouping is derived from a source whose key its first dimension leads too
+    (`account,channel_type` and `inbox` from `account,inbox,app,channel_type`): a filter on
+    its first value then bounds the source's key (`fkey`), a range of the primary key."""
+    g = registry.grouping(by)
+    if g.derived_from is None:
+        return False
+    return registry.grouping(g.derived_from).dimensions[0] == g.dimensions[0]
