@@ -173,9 +173,7 @@ def _group_keys(event: dict[str, Any], t: int) -> Iterator[GroupKey]:
     for by in BY:
         if by not in keys:
             continue
-        for window, size in WINDOWS.items():
-            if window == "1m" and by not in ("channel_type", "account"):
-                continue  # the groupings finer than an account keep no 1-minute rows
+        for window, size in WINDOWS.items():  # every grouping in every window (the contract)
             yield by, keys[by], window, None if size is None else t - t % size
 
 
