@@ -127,6 +127,13 @@ PYTHON = [
            "a bucket bound takes ASCII digits only", ["tests/unit/consumer/test_registry.py"]),
     Mutant("key-check-not-leader", "producer/topics.py", "        KafkaError.NOT_LEADER_FOR_PARTITION,\n", "",
            "the key check asks a partition again while its leader settles", ["tests/unit/producer/test_topics.py"]),
+    Mutant("derived-text-last-whole", "consumer/store/sqlgen/derived.py", "if i == len(dims) - 1:",
+           "if i == len(dims) - 1 and False:", "a derived key keeps a channel type holding `|` whole", STORE),
+    Mutant("derived-optional-present", "consumer/store/sqlgen/derived.py", "f\" AND {parts[dim]} <> ''\"",
+           "f\"\"", "a source row without an inbox is in no inbox row", STORE),
+    Mutant("derived-bounds-source", "consumer/store/sqlgen/derived.py",
+           "return registry.grouping(g.derived_from).dimensions[0] == g.dimensions[0]", "return False",
+           "one account's derived rows are a range of their source's key", STORE),
 ]  # fmt: skip
 
 NATIVE_FOLD = [*FOLD, "tests/unit/consumer/test_fold_native.py"]

@@ -50,7 +50,7 @@ def _common(p: argparse.ArgumentParser, *, kafka: bool = True, store: bool = Tru
         "ingest_lag by channel_type and account; full = also created, assignments, snoozes, "
         "closed_window_expired, first_closes, time_to_first_assignment, time_to_close's SLA buckets, "
         "the live backlog and the account,channel_type, inbox and app groupings (about 0.98 facts per "
-        "event instead of 0.32, each written to 5 groupings' rows: docs/performance.md). Give every "
+        "event instead of 0.32, each written to 3 stored groupings' rows: docs/performance.md). Give every "
         "process of a deployment the same one",
     )
     add_sla_buckets_argument(

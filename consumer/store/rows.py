@@ -59,15 +59,21 @@ def row_filter(
     if keys is not None:  # only these keys (a token scoped to some accounts); none: no row
         where.append(f"key IN ({', '.join([mark] * len(keys))})" if keys else "0 = 1")
         args.extend(keys)
+        bound, bounds = sqlgen.source_bounds(dialect, registry, by, keys)
+        if bound:
+            where.append(bound.removeprefix(" AND "))
+            args.extend(bounds)
     if key is not None and sqlgen.bounds_source(registry, by):
         parts = {**(parts or {}), 0: registry.key_parts(by, key)[0]}
     if parts:
         clause, values = _parts_filter(parts, dialect)
-        where.append(clause)
-        args.extend(values)
         if 0 in parts and sqlgen.bounds_source(registry, by):
+            # first: SQLite tests the terms no index serves in the order written, and this
+            # one leaves out the other accounts' source rows before their keys are projected
             where.append(f"fkey >= {mark} AND fkey < {mark}")
             args.extend(values[:2])
+        where.append(clause)
+        args.extend(values)
     if after is not None:  # the page after the cursor, in (window_start, key) order
         where.append(f"(start, key) > ({mark}, {mark})")
         args.extend(after)
@@ -161,14 +167,17 @@ def bins_filter(
     else:
         span = f"start>={mark} AND start<={mark}"
         args += [min(starts), max(starts)]
-    args += [list(keys), by, window]
+    # the keys' source rows, ranges of their accounts' (`sqlgen.source_bounds`)
+    keys_bound, bounds = sqlgen.source_bounds(sqlgen.POSTGRES, registry, by, keys)
+    args += [list(keys), *bounds, by, window]
     bound = ""
-    if sqlgen.bounds_source(registry, by):  # the source rows of the key's first value, a range
+    if bounds:  # each key's bins: the source rows of its first value, a range
         first = "split_part(g.key, '|', 1)"
         bound = f" AND r.fkey >= {first} || '|' AND r.fkey < {first} || '}}'"
     sql = (
         f"SELECT g.start, g.key, m.ids, m.ns FROM (SELECT DISTINCT start, key FROM {rows} "
-        f"WHERE by={mark} AND win={mark} AND {span} AND key = ANY({mark}) AND bin_ids IS NOT NULL) AS g, "
+        f"WHERE by={mark} AND win={mark} AND {span} AND key = ANY({mark}){keys_bound} "
+        "AND bin_ids IS NOT NULL) AS g, "
         "LATERAL (SELECT array_agg(b ORDER BY b) AS ids, array_agg(n ORDER BY b) AS ns FROM ("
         "SELECT u.b, CAST(sum(u.n) AS BIGINT) AS n "
         f"FROM {sqlgen.rows_of(sqlgen.POSTGRES, registry, by, 'r')}, unnest(r.bin_ids, r.bin_ns) AS u(b, n) "

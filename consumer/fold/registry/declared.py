@@ -208,7 +208,7 @@ CLOSURES: Final = dataclasses.replace(
 )
 #: what a deployment may fold (`--metric-set`): `closures`, the default, or `full`, every
 #: metric and grouping of `REGISTRY`: about 0.98 facts per event instead of 0.32, each
-#: written to the rows of 5 groupings (docs/performance.md)
+#: written to the rows of 3 stored groupings (docs/performance.md)
 METRIC_SETS: Final[Mapping[str, Registry]] = {"closures": CLOSURES, "full": REGISTRY}
 DEFAULT_METRIC_SET: Final = "closures"
 #: the environment variable naming the metric set (`--metric-set`) of every command

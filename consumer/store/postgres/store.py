@@ -284,8 +284,8 @@ def _page(
 ) -> list[MetricRow]:
     """`rows.Page`: the merged rows, then their bins (`rows.bins_filter`)."""
     d = sqlgen.POSTGRES
-    sql = sqlgen.page(d, registry, by, starts, metrics)
-    found = conn.execute(sql, (by, window, d.list_arg(keys))).fetchall()
+    sql, bounds = sqlgen.page(d, registry, by, starts, keys, metrics)
+    found = conn.execute(sql, (by, window, d.list_arg(keys), *bounds)).fetchall()
     bins = _bins(conn, registry, by, window, starts, keys, metrics)
     return build_rows(by, window, found, bins, registry, metrics)
 

@@ -17,7 +17,7 @@ from consumer.store.sqlgen.backlog import (
     backlog_table,
     backlog_upsert,
 )
-from consumer.store.sqlgen.derived import ROWS, bounds_source, rows_of
+from consumer.store.sqlgen.derived import ROWS, bounds_source, rows_of, source_bounds
 from consumer.store.sqlgen.dialect import (
     BINS_MERGE,
     POSTGRES,
@@ -61,5 +61,6 @@ __all__ = [
     "ranked",
     "row_table",
     "rows_of",
+    "source_bounds",
     "starts_in",
 ]

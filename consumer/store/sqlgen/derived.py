@@ -5,6 +5,8 @@ the source rows of one projected key as it merges a row's partitions: exact)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from consumer.fold.registry import Registry
 from consumer.store.sqlgen.dialect import Dialect
 
@@ -54,3 +56,15 @@ def bounds_source(registry: Registry, by: str) -> bool:
     if g.derived_from is None:
         return False
     return registry.grouping(g.derived_from).dimensions[0] == g.dimensions[0]
+
+
+def source_bounds(d: Dialect, registry: Registry, by: str, keys: Collection[str]) -> tuple[str, list[str]]:
+    """A condition (` AND ...`, or nothing) that a derived grouping's source rows lie in the
+    ranges of these keys' first values (`bounds_source`), and its arguments: a list of a
+    derived grouping's keys is a test of each source row's projected key, which no index
+    serves, and the ranges of their accounts are (one range each, joined by OR)."""
+    if not keys or not bounds_source(registry, by):
+        return "", []
+    firsts = sorted({registry.key_parts(by, k)[0] for k in keys})
+    ranges = " OR ".join([f"(fkey >= {d.mark} AND fkey < {d.mark})"] * len(firsts))
+    return f" AND ({ranges})", [bound for first in firsts for bound in (first + "|", first + "}")]

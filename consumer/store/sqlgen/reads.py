@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from typing import Any
 
 from consumer.fold.registry import REGISTRY, Registry
-from consumer.store.sqlgen.derived import rows_of
+from consumer.store.sqlgen.derived import rows_of, source_bounds
 from consumer.store.sqlgen.dialect import Dialect, merged_columns
 
 
@@ -75,19 +76,27 @@ def ranked(d: Dialect, registry: Registry, grouping: str, where: str, value: str
 
 
 def page(
-    d: Dialect, registry: Registry, by: str, starts: Collection[int], metrics: Collection[str] | None = None
-) -> str:
+    d: Dialect,
+    registry: Registry,
+    by: str,
+    starts: Collection[int],
+    keys: Sequence[str],
+    metrics: Collection[str] | None = None,
+) -> tuple[str, list[Any]]:
     """The merged values of a page of rows (a `ranked` page) at these window starts
-    (integers, written into the SQL); its arguments: the grouping, the window and the keys
-    (`Dialect.list_arg`). A store keeping its bins as a blob reads their union too (as
-    `query`); the other reads them with `rows.bins_filter`. The primary key (by, win, start, key,
-    ...) is a point per start and key."""
+    (integers, written into the SQL) and keys, and the query's arguments. A store keeping
+    its bins as a blob reads their union too (as `query`); the other reads them with
+    `rows.bins_filter`. The primary key (by, win, start, key, ...) is a point per start and
+    key (a derived grouping's: a range of its source's per start and account,
+    `source_bounds`)."""
     bins = _bins_union(d, registry, metrics)
-    return (
+    bound, bound_args = source_bounds(d, registry, by, keys)
+    sql = (
         f"SELECT key, start, {merged_columns(registry, metrics)}{bins} FROM {rows_of(d, registry, by)} "
-        f"WHERE by = {d.mark} AND win = {d.mark} AND {starts_in(starts)} AND {d.one_of('key')} "
+        f"WHERE by = {d.mark} AND win = {d.mark} AND {starts_in(starts)} AND {d.one_of('key')}{bound} "
         "GROUP BY start, key"
     )
+    return sql, bound_args
 
 
 def _bins_union(d: Dialect, registry: Registry, metrics: Collection[str] | None) -> str:

@@ -256,9 +256,8 @@ class SqliteStore:
     ) -> list[MetricRow]:
         """`rows.Page`: one query, the bins are in the rows."""
         d = sqlgen.SQLITE
-        found = self.db.execute(
-            sqlgen.page(d, self.registry, by, starts, metrics), (by, window, d.list_arg(keys))
-        )
+        sql, bounds = sqlgen.page(d, self.registry, by, starts, keys, metrics)
+        found = self.db.execute(sql, (by, window, d.list_arg(keys), *bounds))
         names = self.registry.columns_of(metrics)
         return [metric_row(by, window, r[:-1], unpack(r[-1]), names) for r in found]
 

@@ -915,3 +915,83 @@ def test_a_channel_type_filter_matches_the_whole_name_even_one_holding_a_pipe(st
         assert [r.key for r in store.query(by, "all", parts={-1: channel})] == keys, channel
         assert [k for k, *_ in store.backlog(by, parts={-1: channel})[1]] == keys, channel
     assert [r.key for r in store.query(by, "all", parts={0: "7"})] == ["7|WEB|CHAT"]
+
+
+def test_derived_groupings_merge_their_sources_rows_by_projected_key(store: Any) -> None:
+    """`account,channel_type`, `inbox` and `app` are read from the rows of their source,
+    (account, inbox, app, channel type): keys projected in SQL, a channel type holding `|`
+    kept whole, a missing inbox or app left out of that grouping only, filters, cursor,
+    ranking, newest start and the distributions' min, max and bins on the merged rows."""
+    from consumer.store.base import Ranking
+
+    def closed(h: int, account: int, channel: str, t: int, inbox: int | None, app: int | None) -> Event:
+        return Event(CLOSED, h, account, h, channel, t, inbox=inbox, app=app, event_id=f"e{h}")
+
+    f = PartitionFold(0)
+    for e in (
+        Event(CREATED, 100, 42, 1, "WEB|CHAT", 40, inbox=5, app=7, event_id="c1"),
+        closed(1, 42, "WEB|CHAT", 100, 5, 7),  # its conversation created at 40: 60 s
+        closed(2, 42, "TELEGRAM", 200, None, 7),  # no inbox: no inbox row
+        closed(3, 42, "WEB|CHAT", 300, 6, None),  # no app: no app row
+        closed(4, 420, "SMS", 400, 5, 8),  # 42 is a prefix of 420's key, not its account
+        closed(5, 42, "WEB|CHAT", 3700, 5, 7),  # the next hour
+    ):
+        f.apply(e)
+    commit(store, f, 6)
+
+    def got(by: str, window: str = "1h", **kw: Any) -> dict[tuple[int, str], int]:
+        return {(r.window_start, r.key): r.values["closures"] for r in store.query(by, window, **kw)}
+
+    assert got("account,channel_type") == {
+        (0, "42|TELEGRAM"): 1, (0, "42|WEB|CHAT"): 2, (0, "420|SMS"): 1, (3600, "42|WEB|CHAT"): 1
+    }  # fmt: skip
+    assert got("inbox") == {(0, "42|5"): 1, (0, "42|6"): 1, (0, "420|5"): 1, (3600, "42|5"): 1}
+    assert got("app") == {(0, "7"): 2, (0, "8"): 1, (3600, "7"): 1}
+    minutes = {(0, "7"): 0, (60, "7"): 1, (180, "7"): 1, (360, "8"): 1, (3660, "7"): 1}  # 0: the create
+    assert got("app", "1m") == minutes
+    assert set(got("account,channel_type", parts={0: "42"})) == {
+        (0, "42|TELEGRAM"), (0, "42|WEB|CHAT"), (3600, "42|WEB|CHAT")
+    }  # fmt: skip
+    assert set(got("account,channel_type", key="42|WEB|CHAT")) == {(0, "42|WEB|CHAT"), (3600, "42|WEB|CHAT")}
+    assert got("account,channel_type", parts={-1: "CHAT"}) == {}  # `WEB|CHAT` is one channel type
+    assert set(got("account,channel_type", parts={-1: "WEB|CHAT"})) == {
+        (0, "42|WEB|CHAT"),
+        (3600, "42|WEB|CHAT"),
+    }
+    # keys in text order (`420|5` before `42|5`: "0" sorts before "|"), as stored rows' are
+    assert list(got("inbox", after=(0, "420|5"))) == [(0, "42|5"), (0, "42|6"), (3600, "42|5")]
+    assert got("inbox", "all", parts={0: "42"}, start_from=0, start_to=1) == {(0, "42|5"): 2, (0, "42|6"): 1}
+    row = store.query("account,channel_type", "all", key="42|WEB|CHAT")[0]
+    assert (row.values["ttc_count"], row.values["ttc_min"], row.values["ttc_max"]) == (1, 60, 60)
+    assert sum(n for b, n in row.bins if REGISTRY.metric("time_to_close").owns_bin(b)) == 1
+    ranked, total = store.rank(Ranking("inbox", "all", "closures"))
+    assert [(r.key, r.values["closures"]) for r in ranked][:1] == [("42|5", 2)] and total == 3
+    assert store.newest_start("app", "1h") == 3600 and store.newest_start("inbox", "1d") == 0
+    # the source is stored, never served: no query of it is asked for by name, but its
+    # rows are there, one per (account, inbox, app, channel type), a missing value empty
+    source = {r.key for r in store.query("account,inbox,app,channel_type", "all")}
+    assert source == {"42|5|7|WEB|CHAT", "42||7|TELEGRAM", "42|6||WEB|CHAT", "420|5|8|SMS"}
+
+
+def test_one_accounts_derived_rows_are_a_range_of_their_sources_key(tmp_path: Path) -> None:
+    """A derived grouping led by the account (`sqlgen.bounds_source`): a filter on the
+    account bounds the source's key too, so SQLite seeks it in the primary key instead of
+    reading every account's source rows of each start."""
+    from consumer.store import sqlgen
+    from consumer.store.rows import row_filter
+
+    store = SqliteStore(str(tmp_path / "m.db"))
+    for by in ("account,channel_type", "inbox"):
+        where, args = row_filter(
+            by, "1h", key=None, start_from=0, start_to=7200, after=None, dialect=sqlgen.SQLITE,
+            registry=REGISTRY, parts={0: "42"},
+        )  # fmt: skip
+        plan = " ".join(
+            str(r[-1])
+            for r in store.db.execute(
+                "EXPLAIN QUERY PLAN " + sqlgen.query(sqlgen.SQLITE, by, where, REGISTRY), [*args, 100]
+            )
+        )
+        assert "PRIMARY KEY (by=? AND win=? AND start=? AND key>? AND key<?)" in plan, plan
+    assert not sqlgen.bounds_source(REGISTRY, "app") and not sqlgen.bounds_source(REGISTRY, "account")
+    store.close()
