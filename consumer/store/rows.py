@@ -61,7 +61,7 @@ def row_filter(
         args.extend(keys)
         bound, bounds = sqlgen.source_bounds(dialect, registry, by, keys)
         if bound:
-            where.append(bound.removeprefix(" AND "))
+            where.append(bound)
             args.extend(bounds)
     if key is not None and sqlgen.bounds_source(registry, by):
         parts = {**(parts or {}), 0: registry.key_parts(by, key)[0]}
@@ -176,8 +176,8 @@ def bins_filter(
         bound = f" AND r.fkey >= {first} || '|' AND r.fkey < {first} || '}}'"
     sql = (
         f"SELECT g.start, g.key, m.ids, m.ns FROM (SELECT DISTINCT start, key FROM {rows} "
-        f"WHERE by={mark} AND win={mark} AND {span} AND key = ANY({mark}){keys_bound} "
-        "AND bin_ids IS NOT NULL) AS g, "
+        f"WHERE by={mark} AND win={mark} AND {span} AND key = ANY({mark}) AND "
+        f"{keys_bound + ' AND ' if bounds else ''}bin_ids IS NOT NULL) AS g, "
         "LATERAL (SELECT array_agg(b ORDER BY b) AS ids, array_agg(n ORDER BY b) AS ns FROM ("
         "SELECT u.b, CAST(sum(u.n) AS BIGINT) AS n "
         f"FROM {sqlgen.rows_of(sqlgen.POSTGRES, registry, by, 'r')}, unnest(r.bin_ids, r.bin_ns) AS u(b, n) "

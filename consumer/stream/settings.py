@@ -14,9 +14,10 @@ from schemas.schema_registry import RegistrySettings
 #: Much of a SQLite commit's cost is per commit, not per event (the pages of the account
 #: rows and of the closures' account-keyed B-trees it touches, about one per active account
 #: whatever the commit's size), so bigger commits cost less per event. The full set is
-#: bound by its rows per event instead, and its bigger commits only cost memory
-#: (docs/performance.md, "Commit size").
-FLUSH_EVENTS: Mapping[str, int] = {"closures": 100_000, "full": 50_000}
+#: bound by its rows per event instead, and its bigger commits cost memory: 35,000 against
+#: 50,000 peaked at 397 and 388 MB against 409 and 408, for 8-12% of its events/s
+#: (2026-12-07, alternating; docs/performance.md, "Commit size").
+FLUSH_EVENTS: Mapping[str, int] = {"closures": 100_000, "full": 35_000}
 
 
 @dataclass(frozen=True)

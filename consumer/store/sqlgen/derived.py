@@ -59,7 +59,7 @@ def bounds_source(registry: Registry, by: str) -> bool:
 
 
 def source_bounds(d: Dialect, registry: Registry, by: str, keys: Collection[str]) -> tuple[str, list[str]]:
-    """A condition (` AND ...`, or nothing) that a derived grouping's source rows lie in the
+    """A condition (or "": none needed) that a derived grouping's source rows lie in the
     ranges of these keys' first values (`bounds_source`), and its arguments: a list of a
     derived grouping's keys is a test of each source row's projected key, which no index
     serves, and the ranges of their accounts are (one range each, joined by OR)."""
@@ -67,4 +67,4 @@ def source_bounds(d: Dialect, registry: Registry, by: str, keys: Collection[str]
         return "", []
     firsts = sorted({registry.key_parts(by, k)[0] for k in keys})
     ranges = " OR ".join([f"(fkey >= {d.mark} AND fkey < {d.mark})"] * len(firsts))
-    return f" AND ({ranges})", [bound for first in firsts for bound in (first + "|", first + "}")]
+    return f"({ranges})", [bound for first in firsts for bound in (first + "|", first + "}")]

@@ -93,7 +93,8 @@ def page(
     bound, bound_args = source_bounds(d, registry, by, keys)
     sql = (
         f"SELECT key, start, {merged_columns(registry, metrics)}{bins} FROM {rows_of(d, registry, by)} "
-        f"WHERE by = {d.mark} AND win = {d.mark} AND {starts_in(starts)} AND {d.one_of('key')}{bound} "
+        f"WHERE by = {d.mark} AND win = {d.mark} AND {starts_in(starts)} AND {d.one_of('key')}"
+        f"{' AND ' + bound if bound else ''} "
         "GROUP BY start, key"
     )
     return sql, bound_args

@@ -973,7 +973,7 @@ def test_derived_groupings_merge_their_sources_rows_by_projected_key(store: Any)
     assert source == {"42|5|7|WEB|CHAT", "42||7|TELEGRAM", "42|6||WEB|CHAT", "420|5|8|SMS"}
 
 
-def test_one_accounts_derived_rows_are_a_range_of_their_sources_key(tmp_path: Path) -> None:
+def test_sqlite_one_accounts_derived_rows_are_a_range_of_their_sources_key(tmp_path: Path) -> None:
     """A derived grouping led by the account (`sqlgen.bounds_source`): a filter on the
     account bounds the source's key too, so SQLite seeks it in the primary key instead of
     reading every account's source rows of each start."""
