@@ -51,18 +51,13 @@ def changed_rows(
 def served_keys(
     found: Iterable[tuple[str, str, int, str]], registry: Registry
 ) -> set[tuple[str, str, int, str]]:
-    """Changed rows as the rows the topic publishes: a source's row (`Registry.sources`,
-    never published itself) as the row of each grouping derived from it that keeps the
-    window and counts it (a source row without an inbox changes no inbox row)."""
-    out: set[tuple[str, str, int, str]] = set()
-    for by, win, start, key in found:
-        if not registry.is_source(by):
-            out.add((by, win, start, key))
-            continue
-        for g in registry.derived(by):
-            if g.keeps(win) and (projected := registry.project(g.name, key)) is not None:
-                out.add((g.name, win, start, projected))
-    return out
+    """Changed rows as the rows the topic publishes (`Registry.served`: a source's row as
+    the rows derived from it)."""
+    return {
+        (served, win, start, served_key)
+        for by, win, start, key in found
+        for served, served_key in registry.served(by, win, key)
+    }
 
 
 def outbox_keys(

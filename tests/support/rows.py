@@ -84,17 +84,13 @@ class RowDelta:
 
 
 def served_keys(fact: tuple[object, ...], registry: Registry = REGISTRY) -> list[RowKey]:
-    """The rows a fact counts in as the API serves them: a source's row (`Registry.sources`)
-    as the row of each grouping derived from it that keeps the window and counts it."""
-    out: list[RowKey] = []
-    for by, key, win, start in row_keys(fact, registry):
-        if not registry.is_source(by):
-            out.append((by, key, win, start))
-            continue
-        for g in registry.derived(by):
-            if g.keeps(win) and (projected := registry.project(g.name, key)) is not None:
-                out.append((g.name, projected, win, start))
-    return out
+    """The rows a fact counts in as the API serves them (`Registry.served`: a source's row
+    as the rows derived from it)."""
+    return [
+        (served, served_key, win, start)
+        for by, key, win, start in row_keys(fact, registry)
+        for served, served_key in registry.served(by, win, key)
+    ]
 
 
 def delta_rows(delta: Delta, registry: Registry = REGISTRY) -> dict[RowKey, RowDelta]:

@@ -312,6 +312,18 @@ class Registry:
             return None
         return "|".join(values)
 
+    def served(self, grouping: str, window: str, key: str) -> list[tuple[str, str]]:
+        """A stored row's (grouping, key) as the API serves it: itself, or a source's row
+        (`sources`, never served) as the row of each grouping derived from it that keeps
+        the window and counts it (a source row without an inbox is in no inbox row)."""
+        if not self.is_source(grouping):
+            return [(grouping, key)]
+        return [
+            (g.name, projected)
+            for g in self.derived(grouping)
+            if g.keeps(window) and (projected := self.project(g.name, key)) is not None
+        ]
+
     def derived(self, source: str) -> tuple[Grouping, ...]:
         """The groupings derived from a source."""
         return tuple(g for g in self.groupings if g.derived_from == source)

@@ -45,7 +45,7 @@ def test_the_help_states_the_defaults(capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit):
         build_parser().parse_args(["consume", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    commits = "100,000 with --metric-set closures, 50,000 with --metric-set full"
+    commits = "100,000 with --metric-set closures, 35,000 with --metric-set full"
     for said in ("(default 2)", "(default 90)", "(default: forever)", "(default 30)", "(default 256)",
                  "(default 5,000,000)", commits):  # fmt: skip
         assert said in text, said
@@ -53,7 +53,7 @@ def test_the_help_states_the_defaults(capsys: pytest.CaptureFixture[str]) -> Non
 
 @pytest.mark.parametrize(("flags", "events"), [
     ((), 100_000),  # the default metric set (closures): its commits cost the store per commit
-    (("--metric-set", "full"), 50_000),  # the full set: its memory budget
+    (("--metric-set", "full"), 35_000),  # the full set: its memory budget
     (("--flush-events", "7"), 7),  # the flag wins over either
     (("--metric-set", "full", "--flush-events", "200000"), 200_000),
 ])  # fmt: skip
