@@ -53,7 +53,12 @@ def test_the_pipeline_runs_over_sasl_ssl(local_broker: Callable[..., LocalBroker
             assert client.get("/readyz").status_code == 200
         wait_caught_up(harness, topic, store, [consumer])
         compare_with_truth(f"http://127.0.0.1:{api_port}", compute_truth(webhooks))
-        assert sum(end_offsets(harness, "secured-metric-rows").values()) > 0  # published over SASL_SSL too
+        # published over SASL_SSL too: after the commit, all of a commit's rows in one flush
+        # (~21,000 rows of the full set, a few seconds), so the topic may fill after the API does
+        deadline = time.monotonic() + 60
+        while not sum(end_offsets(harness, "secured-metric-rows").values()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert sum(end_offsets(harness, "secured-metric-rows").values()) > 0
     finally:
         gateway.stop()
         assert consumer.stop() == 0, consumer.tail()

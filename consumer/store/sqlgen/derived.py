@@ -6,6 +6,7 @@ the source rows of one projected key as it merges a row's partitions: exact)."""
 from __future__ import annotations
 
 from collections.abc import Collection
+from functools import cache
 
 from consumer.fold.registry import Registry
 from consumer.store.sqlgen.dialect import Dialect
@@ -14,6 +15,7 @@ from consumer.store.sqlgen.dialect import Dialect
 ROWS = "metric_rows"
 
 
+@cache
 def rows_of(d: Dialect, registry: Registry, by: str, alias: str = ROWS) -> str:
     """A grouping's metric rows as a FROM item named `alias`: the table itself, or a
     derived grouping's source rows as its rows (`by` its name, `key` projected; `fkey` the

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from functools import cache
 
 import orjson
 
@@ -105,7 +106,13 @@ def missing_columns(d: Dialect, have: set[str], registry: Registry = REGISTRY) -
 
 def merged_columns(registry: Registry = REGISTRY, metrics: Collection[str] | None = None) -> str:
     """The value columns of a row merged over its partitions (query side): those of
-    `metrics` (None: every metric's)."""
+    `metrics` (None: every metric's). Made once per registry and metrics: the metrics
+    topic reads a page per grouping, window and start of a commit (thousands)."""
+    return _merged_columns(registry, None if metrics is None else tuple(metrics))
+
+
+@cache
+def _merged_columns(registry: Registry, metrics: tuple[str, ...] | None) -> str:
     out = []
     for c in registry.columns_of(metrics):
         how = merge_of(c, registry)
