@@ -96,9 +96,9 @@ class FactLayout:
         starts = [(name, t - t % size) for name, size in SIZED]
         starts.append((ALL, ALL_START))
         keys: list[RowKey] = []
-        for g, at in self.grouping_at:
+        for g, at, source in self.grouping_at:
             values = [fact[i] for i in at]
-            if None in values and not self.registry.is_source(g.name):
+            if None in values and not source:
                 continue
             key = "|".join("" if v is None else str(v) for v in values)
             keys.extend((g.name, key, w, start) for w, start in starts if g.keeps(w))
@@ -109,9 +109,11 @@ class FactLayout:
         return self.fields.index("t")
 
     @cached_property
-    def grouping_at(self) -> list[tuple[Grouping, list[int]]]:
-        """(grouping, positions of its dimensions in a fact) of each stored grouping."""
-        return [(g, [self.fields.index(d) for d in g.dimensions]) for g in self.registry.stored]
+    def grouping_at(self) -> list[tuple[Grouping, list[int], bool]]:
+        """(grouping, positions of its dimensions in a fact, whether it is a source) of each
+        stored grouping."""
+        r = self.registry
+        return [(g, [self.fields.index(d) for d in g.dimensions], r.is_source(g.name)) for g in r.stored]
 
     @cached_property
     def fields_of(self) -> frozenset[str]:

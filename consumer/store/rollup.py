@@ -161,10 +161,10 @@ def rollup(facts: Iterable[Fact], plan: Plan) -> list[tuple[Any, ...]]:
             if any(fact[i] is None for i in tg.present):
                 continue
             parts = [fact[i] for i in tg.key]
-            if missing := [
-                i for i, v in zip(tg.key, parts, strict=True) if v is None and i not in tg.may_miss
-            ]:
-                raise ValueError(f"rollup: a fact without its key field {missing[0]}")
+            if None in parts:  # a source's missing inbox or app only
+                at = [i for i, v in zip(tg.key, parts, strict=True) if v is None and i not in tg.may_miss]
+                if at:
+                    raise ValueError(f"rollup: a fact without its key field {at[0]}")
             # a source's missing inbox or app is empty text
             k = (tg.by, tg.win, _start(t, tg.size), "|".join("" if v is None else str(v) for v in parts))
             row = rows.get(k)

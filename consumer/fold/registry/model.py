@@ -208,16 +208,16 @@ class Registry:
             raise ValueError("the gauges need time_to_first_assignment folded (its conversation state)")
 
     def _check_derived(self) -> None:
-        """A derived grouping's source is one of `sources`, with all its dimensions (the
-        first one first: a filter on it bounds the source's keys), the text one last, and
-        every window it keeps; a metric counts in both or in neither."""
+        """A derived grouping's source is one of `sources`, with all its dimensions and
+        every window it keeps; a metric counts in both or in neither; every source has a
+        grouping derived from it."""
         if len({g.name for g in (*self.groupings, *self.sources)}) != len(self.groupings) + len(self.sources):
             raise ValueError("grouping names must be unique")
-        served = {g.name: g for g in self.sources}
+        sources = {s.name: s for s in self.sources}
         for g in self.groupings:
             if g.derived_from is None:
                 continue
-            src = served.get(g.derived_from)
+            src = sources.get(g.derived_from)
             if src is None:
                 raise ValueError(
                     f"grouping {g.name!r}: its source {g.derived_from!r} is not one of `sources`"
