@@ -10,7 +10,8 @@ store: `Codec.decode_many` in batches of 10,000, the fold's `apply_batch` (the c
 fold where built; CONVMETRICS_FOLD=python for the reference one),
 `take_changes`/snapshots every ``--flush`` events, the store's `commit`. It prints the
 CPU time (thread time, so other work on the machine counts less) of each step per event,
-and with ``--statements`` the SQL statements of the commit that cost the most.
+and with ``--statements`` the SQL statements of the commit that cost the most (SQLite's
+upserts of metric rows by grouping and window).
 
 ``--store postgres`` commits to a fresh database on PostgreSQL instead
 (``$CONVMETRICS_POSTGRES_URL``, else a local server as in the tests). The server works in
@@ -44,6 +45,7 @@ from consumer.fold.native import choose  # noqa: E402
 from consumer.fold.registry import CLOSURES, DEFAULT_METRIC_SET, METRIC_SETS, Registry  # noqa: E402
 from consumer.heap import rare_collections  # noqa: E402
 from consumer.store import PartitionCommit, Store  # noqa: E402
+from consumer.store.rollup import RolledUp  # noqa: E402
 from consumer.store.sqlite import SqliteStore  # noqa: E402
 from consumer.stream.settings import FLUSH_EVENTS  # noqa: E402
 from convmetrics.generate import GenerateConfig, generate_webhooks  # noqa: E402
@@ -60,6 +62,9 @@ class StatementTimes:
         self.clock = clock
         self.seconds: collections.defaultdict[str, float] = collections.defaultdict(float)
         self.calls: collections.Counter[str] = collections.Counter()
+        #: the grouping and window whose rolled-up rows the next metric-row upsert writes
+        #: (`rolled_up_by_target`), None where not known
+        self.target: tuple[str, str] | None = None
 
     def timed(self, execute: Callable[..., Any], sql: Any, *args: Any, **kwargs: Any) -> Any:
         started = self.clock()
@@ -70,16 +75,20 @@ class StatementTimes:
 
     def add(self, sql: Any, seconds: float) -> None:
         """A call of a statement that took `seconds`, under the statement's short name: its
-        start, and which grouping and window an upsert fills."""
+        start, and (a metric-row upsert of SQLite's) which grouping and window it fills."""
         text = " ".join(str(sql).split())
-        select = text.find(" SELECT ")
-        name = text[:60] + (f" ... {text[select + 1 : select + 40]}" if select > 0 else text[60:100])
+        if text.startswith("INSERT INTO metric_rows") and self.target is not None:
+            name = f"INSERT INTO metric_rows: {self.target[0]} {self.target[1]}"
+            self.target = None
+        else:
+            select = text.find(" SELECT ")
+            name = text[:60] + (f" ... {text[select + 1 : select + 40]}" if select > 0 else text[60:100])
         self.seconds[name] += seconds
         self.calls[name] += 1
 
     def print(self) -> None:
         print("costliest SQL statements of the commits (s, calls):")
-        for sql, seconds in sorted(self.seconds.items(), key=lambda kv: -kv[1])[:20]:
+        for sql, seconds in sorted(self.seconds.items(), key=lambda kv: -kv[1])[:30]:
             print(f"  {seconds:6.2f} s {self.calls[sql]:5d}  {sql}")
 
 
@@ -125,16 +134,37 @@ def timed_psycopg(times: StatementTimes) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def rolled_up_by_target(times: StatementTimes) -> Iterator[None]:
+    """Names the grouping and window of each payload the SQLite commit upserts (its
+    `RolledUp` makes one per target, as it is iterated over), so that `times` splits the
+    metric-row upserts by target."""
+    from consumer.store.sqlite import commit as sqlite_commit
+
+    class Named(RolledUp):
+        def __iter__(self) -> Iterator[bytes]:
+            for target, payload in zip(self.plan.targets, super().__iter__(), strict=True):
+                times.target = (target.by, target.win)
+                yield payload
+
+    original = sqlite_commit.RolledUp
+    sqlite_commit.RolledUp = Named  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        sqlite_commit.RolledUp = original  # type: ignore[misc]
+
+
+@contextlib.contextmanager
 def fresh_store(kind: str, tmp: str, registry: Registry, times: StatementTimes | None) -> Iterator[Store]:
     """A fresh store of `kind`, its statements timed into `times` where given."""
     if kind == "sqlite":
         store = SqliteStore(str(Path(tmp) / "metrics.db"), registry=registry)
-        if times is not None:
-            store.db = TimedConnection(store.db, times)  # type: ignore[assignment]
-        try:
+        with contextlib.ExitStack() as stack:
+            stack.callback(store.close)
+            if times is not None:
+                store.db = TimedConnection(store.db, times)  # type: ignore[assignment]
+                stack.enter_context(rolled_up_by_target(times))
             yield store
-        finally:
-            store.close()
         return
     sys.path.insert(0, str(ROOT / "tests"))  # the tests' PostgreSQL helper: same server, same way
     from consumer.store.postgres import PostgresStore
