@@ -1,1 +1,1 @@
-"""The consumer group: closure metrics folded from conversation events, exactly once in effect."""
+"""The consumer group: conversation metrics folded from conversation events, exactly once in effect."""

@@ -1,3 +1,3 @@
-"""convmetrics: real-time closure metrics for team-inbox conversations, on Kafka."""
+"""convmetrics: real-time conversation metrics for team inboxes, on Kafka."""
 
 __version__ = "0.1.0"

@@ -48,7 +48,7 @@ def version_text() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convmetrics",
-        description="Real-time closure metrics for team-inbox conversations, on Kafka.",
+        description="Real-time conversation metrics for team inboxes, on Kafka.",
     )
     parser.add_argument(
         "--version",

@@ -250,7 +250,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     base = f"http://{args.host}:{args.port}"
     print(
-        f"closure metrics API on {base}/v1/closures, dashboard on {base}/, Prometheus on {base}/metrics",
+        f"metrics API on {base}/v1/closures and {base}/v1/metrics, dashboard on {base}/, "
+        f"Prometheus on {base}/metrics",
         flush=True,
     )
     tokens = _tokens(args)

@@ -83,8 +83,8 @@ def register(sub: Any) -> None:
 
     c = sub.add_parser(
         "consume",
-        help="aggregate closure metrics from the events topic (consumer group)",
-        description="Join the consumer group, fold conversation events into closure metrics "
+        help="fold the events topic into metrics in a store (consumer group)",
+        description="Join the consumer group, fold conversation events into the metric set's metrics "
         "and commit them with the partition offsets in one store transaction.",
     )
     _common(c)

@@ -1,4 +1,4 @@
-"""`convmetrics metrics`: closure metrics as a terminal table (rich) or JSON, read from the
+"""`convmetrics metrics`: the metrics as a terminal table (rich) or JSON, read from the
 store or from a running API: the rows (`sources`), the table (`render`), the command
 (`command`)."""
 

@@ -75,10 +75,11 @@ def add_metric_set_argument(p: argparse.ArgumentParser, what: str) -> None:
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "metrics",
-        help="print closure metrics as a table or JSON",
-        description="Print closure metrics per channel type or account and window, from the store "
-        "(default) or a running API. --last counts back from the NEWEST WINDOW IN THE DATA, not "
-        "from the clock, so replayed or historical data shows the same way.",
+        help="print the metrics (or the live backlog) as a table or JSON",
+        description="Print metrics per window, from the store (default) or a running API: the closure "
+        "metrics per channel type or account (--by), every metric of the metric set by a grouping "
+        "(--group), or the live backlog (--backlog). --last counts back from the NEWEST WINDOW IN "
+        "THE DATA, not from the clock, so replayed or historical data shows the same way.",
     )
     p.add_argument(
         "--by",
