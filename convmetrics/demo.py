@@ -277,25 +277,29 @@ def wait_consumed(
     raise DemoError(f"the consumer did not catch up within {timeout:.0f}s (log: {consumer.log})")
 
 
-def channel_table(api: str, title: str = "Closure metrics by channel type, all time") -> Any:
-    from rich.table import Table
+def channel_table(api: str, out: Console, title: str = "Closure metrics by channel type, all time") -> Any:
+    """The channel types' all-time closure metrics, busiest first, laid out for `out`'s width
+    (consumer.serve.report.render: every cell whole at any width)."""
+    from consumer.serve.report import Grid, fitted, human_duration
 
     rows = httpx.get(f"{api}/v1/closures", params={"by": "channel_type", "window": "all"}, timeout=30).json()[
         "rows"
     ]
-    table = Table(title=title)
-    for col in ("channel type", "closures", "reopens", "unread at close", "ttc p50", "ttc p90", "ttc p99"):
-        table.add_column(col, justify="left" if col == "channel type" else "right")
+    grid = Grid(title)
+    grid.column("channel type", right=False)
+    for col in ("closures", "reopens", "unread at close", "ttc p50", "ttc p90", "ttc p99"):
+        grid.column(col)
     for r in sorted(rows, key=lambda r: -r["closures"]):
         t = r["time_to_close"]
         share = f"{100 * r['closed_unread'] / r['closures']:.0f}%" if r["closures"] else "-"
-        table.add_row(r["key"], str(r["closures"]), str(r["reopens"]), share,
-                      *(human(t[q]) for q in ("p50", "p90", "p99")))  # fmt: skip
-    return table
+        grid.rows.append([r["key"], str(r["closures"]), str(r["reopens"]), share,
+                          *(human_duration(t[q]) for q in ("p50", "p90", "p99"))])  # fmt: skip
+    return fitted(out, grid)
 
 
 def print_table(api: str) -> None:
-    Console().print(channel_table(api))
+    out = Console()
+    out.print(channel_table(api, out))
 
 
 def live_items(opts: DemoOptions, now: int) -> Iterator[dict[str, Any]]:
@@ -344,21 +348,13 @@ def run_live(gateway: str, api: str, opts: DemoOptions, now: int, children: list
                         f"timed as sent; {stamp} UTC; dashboard {api}/; Ctrl-C stops everything")  # fmt: skip
                 with contextlib.suppress(httpx.HTTPError):
                     view.update(
-                        Group(channel_table(api, "Closure metrics by channel type, all time (live)"), line)
+                        Group(
+                            channel_table(api, console, "Closure metrics by channel type, all time (live)"),
+                            line,
+                        )
                     )
                 view.refresh()
             time.sleep(0.5)
-
-
-def human(seconds: float | None) -> str:
-    """A duration in its two largest units: 45s, 4m12s, 3h05m, 2d07h."""
-    if seconds is None:
-        return "-"
-    s = round(seconds)
-    for unit, size, sub, subsize in (("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1)):
-        if s >= size:
-            return f"{s // size}{unit}{(s % size) // subsize:02d}{sub}"
-    return f"{s}s"
 
 
 def run_demo(opts: DemoOptions) -> int:

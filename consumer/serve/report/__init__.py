@@ -3,6 +3,7 @@ store or from a running API: the rows (`sources`), the table (`render`), the com
 (`command`)."""
 
 from consumer.serve.report.command import add_metric_set_argument, add_sla_buckets_argument, register
+from consumer.serve.report.render import Grid, fitted, show
 from consumer.serve.report.sources import (
     ApiSource,
     ReportError,
@@ -16,14 +17,17 @@ from consumer.serve.report.sources import (
 
 __all__ = [
     "ApiSource",
+    "Grid",
     "ReportError",
     "StoreSource",
     "add_metric_set_argument",
     "add_sla_buckets_argument",
     "build_report",
+    "fitted",
     "human_duration",
     "last_windows_from",
     "parse_duration",
     "register",
+    "show",
     "utc_text",
 ]

@@ -18,7 +18,7 @@ from consumer.fold.registry import (
     parse_sla_buckets,
 )
 from consumer.fold.windows import WINDOWS
-from consumer.serve.report.render import render
+from consumer.serve.report.render import render, show
 from consumer.serve.report.sources import (
     ENV_API,
     ENV_API_TOKEN,
@@ -190,7 +190,7 @@ def _metrics(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(orjson.dumps(report.as_json()).decode() + "\n")
     else:
-        Console().print(render(report))
+        show(Console(), render(report))
         if not report.rows:
             why = "; the live backlog needs consumers with --metric-set full" if args.backlog else ""
             print(f"no rows (the store holds no data for this query yet{why})", file=sys.stderr)

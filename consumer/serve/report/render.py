@@ -1,40 +1,123 @@
-"""A `convmetrics metrics` report as a terminal table (rich)."""
+"""A `convmetrics metrics` report for the terminal (rich): its cells as a `Grid` (the
+report's title, columns and rows as text), shown as a table where the terminal is wide
+enough for every cell whole, else as one block per row (`show`). No cell is ever cut: a
+table squeezed into 80 columns had shrunk some columns to nothing."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from consumer.fold.windows import ALL
 from consumer.serve.report.sources import BY_FLAG, NOW, UNITS, Report, human_duration, utc_text
 
 
-def render_backlog(report: Report) -> Any:
-    """A `--backlog` report: the key's dimensions and each gauge."""
+@dataclass
+class Grid:
+    """A report's cells: its title, its columns (header, right-justified) and rows of text."""
+
+    title: str
+    columns: list[tuple[str, bool]] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+
+    def column(self, header: str, right: bool = True) -> None:
+        self.columns.append((header, right))
+
+
+#: the narrowest a text column (a key, a window start) folds to before rows become blocks
+FOLD_FLOOR = 8
+
+
+def show(console: Any, grid: Grid) -> None:
+    """`grid` printed on `console` (`fitted`)."""
+    console.print(fitted(console, grid))
+
+
+def fitted(console: Any, grid: Grid) -> Any:
+    """`grid` laid out for `console`, every cell whole: a table where it fits the console's
+    width (its headers wrapped at their spaces, then its text columns folded down to
+    `FOLD_FLOOR` where it would not), else each row as a block of `header  value` lines."""
+    cells = [max((len(row[i]) for row in grid.rows), default=0) for i in range(len(grid.columns))]
+    headers = [header for header, _ in grid.columns]
+    widths = [max(len(h), c) for h, c in zip(headers, cells, strict=True)]
+    if _table_width(widths) <= console.width:
+        return _table(grid)
+    excess = _table_width(widths) - console.width
+
+    def shrink(i: int, floor: int) -> None:
+        nonlocal excess
+        cut = min(excess, widths[i] - floor)
+        if cut > 0:
+            widths[i], excess = widths[i] - cut, excess - cut
+
+    # first the headers wrap at their spaces (the one that saves most first), then the text
+    # columns fold (the widest first)
+    words = [max(max(len(w) for w in h.split()), c) for h, c in zip(headers, cells, strict=True)]
+    for i in sorted(range(len(widths)), key=lambda i: words[i] - widths[i]):
+        shrink(i, words[i])
+    text = [i for i, (_, right) in enumerate(grid.columns) if not right]
+    for i in sorted(text, key=lambda i: -widths[i]):
+        shrink(i, max(FOLD_FLOOR, *(len(w) for w in headers[i].split())))
+    return _table(grid, widths) if excess <= 0 else _blocks(grid)
+
+
+def _table_width(widths: list[int]) -> int:
+    """A table's width: its columns, a space of padding each side, a border around and between."""
+    return sum(w + 2 for w in widths) + len(widths) + 1
+
+
+def _table(grid: Grid, widths: list[int] | None = None) -> Any:
+    """The grid as a table: each column as wide as its header and cells, or `widths` (the
+    headers wrap to them, longer cells fold)."""
+    from rich.console import JustifyMethod
     from rich.table import Table
 
-    table = Table(
-        title=f"Live backlog by {report.by}, as of {utc_text(report.as_of)} (newest event time)",
-        title_justify="left",
-    )
-    dims = report.by.split(",")
-    gauges = [k for k in (report.rows[0] if report.rows else {}) if k != "key"]
-    for d in dims:
-        table.add_column(d.replace("_", " ").capitalize(), no_wrap=True)
-    for g in gauges:
-        table.add_column(g.capitalize(), justify="right", no_wrap=True)
-    for r in report.rows:
-        table.add_row(*[str(r["key"][d]) for d in dims], *[f"{r[g]:,}" for g in gauges])
+    table = Table(title=grid.title, title_justify="left")
+    for i, (header, right) in enumerate(grid.columns):
+        justify: JustifyMethod = "right" if right else "left"
+        if widths is None:
+            table.add_column(header, justify=justify, no_wrap=True)
+        else:
+            table.add_column(header, justify=justify, width=widths[i], overflow="fold")
+    for row in grid.rows:
+        table.add_row(*row)
     return table
 
 
-def render_group(report: Report) -> Any:
-    """A `--group` report: the key's dimensions, each counter, time to close p50 and p90, and
-    time to first assignment's p50 where the metric set has it (the rest: `--json`)."""
+def _blocks(grid: Grid) -> Any:
+    from rich.console import Group
+    from rich.rule import Rule
     from rich.table import Table
 
-    span = f", last {_span_text(report.last)}" if report.last else ""
-    window_label = "all time" if report.window == ALL else f"{report.window} windows"
-    table = Table(title=f"Metrics by {report.by}, {window_label}{span}", title_justify="left")
+    parts: list[Any] = [grid.title]
+    for n, row in enumerate(grid.rows, 1):
+        block = Table.grid(padding=(0, 2))
+        block.add_column(style="bold")
+        block.add_column()
+        for (header, _), cell in zip(grid.columns, row, strict=True):
+            block.add_row(header, cell)
+        parts += [Rule(f"{n} of {len(grid.rows)}", align="left"), block]
+    return Group(*parts)
+
+
+def render_backlog(report: Report) -> Grid:
+    """A `--backlog` report: the key's dimensions and each gauge."""
+    grid = Grid(f"Live backlog by {report.by}, as of {utc_text(report.as_of)} (newest event time)")
+    dims = list(report.rows[0]["key"]) if report.rows else report.by.split(",")
+    gauges = [k for k in (report.rows[0] if report.rows else {}) if k != "key"]
+    for d in dims:
+        grid.column(d.replace("_", " ").capitalize(), right=False)
+    for g in gauges:
+        grid.column(g.capitalize())
+    for r in report.rows:
+        grid.rows.append([*[str(r["key"][d]) for d in dims], *[f"{r[g]:,}" for g in gauges]])
+    return grid
+
+
+def render_group(report: Report) -> Grid:
+    """A `--group` report: the key's dimensions, each counter, time to close p50 and p90, and
+    time to first assignment's p50 where the metric set has it (the rest: `--json`)."""
+    grid = Grid(f"Metrics by {report.by}, {_windows_text(report)}")
     dims = list(report.rows[0]["key"]) if report.rows else report.by.split(",")
     counters = (
         [
@@ -46,17 +129,17 @@ def render_group(report: Report) -> Any:
         else []
     )
     for d in dims:
-        table.add_column(d.replace("_", " ").capitalize(), no_wrap=True)
+        grid.column(d.replace("_", " ").capitalize(), right=False)
     if report.window != ALL:
-        table.add_column("Window start (UTC)", no_wrap=True)
+        grid.column("Window start (UTC)", right=False)
     for c in counters:
-        table.add_column(c.replace("_", " ").capitalize(), justify="right", no_wrap=True)
-    table.add_column("TTC p50", justify="right", no_wrap=True)
-    table.add_column("TTC p90", justify="right", no_wrap=True)
+        grid.column(c.replace("_", " ").capitalize())
+    grid.column("TTC p50")
+    grid.column("TTC p90")
     first = report.rows[0] if report.rows else {}
     ttfa = "time_to_first_assignment" in first
     if ttfa:
-        table.add_column("First assign p50", justify="right", no_wrap=True)
+        grid.column("First assign p50")
     for r in report.rows:
         cells = [str(r["key"][d]) for d in dims]
         if report.window != ALL:
@@ -66,27 +149,23 @@ def render_group(report: Report) -> Any:
         cells += [human_duration(t["p50"]), human_duration(t["p90"])]
         if ttfa:
             cells.append(human_duration(r["time_to_first_assignment"]["p50"]))
-        table.add_row(*cells)
-    return table
+        grid.rows.append(cells)
+    return grid
 
 
-def render(report: Report) -> Any:
-    from rich.table import Table
-
+def render(report: Report) -> Grid:
     if report.window == NOW:
         return render_backlog(report)
     if report.by not in BY_FLAG.values():
         return render_group(report)
 
     by_label = "channel type" if report.by == "channel_type" else "account"
-    span = f", last {_span_text(report.last)}" if report.last else ""
-    window_label = "all time" if report.window == ALL else f"{report.window} windows"
-    table = Table(title=f"Closures by {by_label}, {window_label}{span}", title_justify="left")
-    table.add_column(by_label.capitalize(), no_wrap=True)
+    grid = Grid(f"Closures by {by_label}, {_windows_text(report)}")
+    grid.column(by_label.capitalize(), right=False)
     if report.window != ALL:
-        table.add_column("Window start (UTC)", no_wrap=True)
+        grid.column("Window start (UTC)", right=False)
     for name in ("Closures", "Reopens", "Unread", "TTC p50", "TTC p90"):
-        table.add_column(name, justify="right", no_wrap=True)
+        grid.column(name)
     for r in report.rows:
         t = r["time_to_close"]
         unread = f"{100 * r['closed_unread'] / r['closures']:.1f}%" if r["closures"] else "-"
@@ -100,8 +179,13 @@ def render(report: Report) -> Any:
             human_duration(t["p50"]),
             human_duration(t["p90"]),
         ]
-        table.add_row(*cells)
-    return table
+        grid.rows.append(cells)
+    return grid
+
+
+def _windows_text(report: Report) -> str:
+    span = f", last {_span_text(report.last)}" if report.last else ""
+    return ("all time" if report.window == ALL else f"{report.window} windows") + span
 
 
 def _span_text(seconds: int) -> str:
