@@ -1,7 +1,8 @@
 """A `convmetrics metrics` report for the terminal (rich): its cells as a `Grid` (the
 report's title, columns and rows as text), shown as a table where the terminal is wide
-enough for every cell whole, else as one block per row (`show`). No cell is ever cut: a
-table squeezed into 80 columns had shrunk some columns to nothing."""
+enough for every cell whole, else as one block per row (`fitted`). No cell is ever cut: a
+table squeezed into 80 columns had shrunk some columns to nothing. Cells are text, never
+rich markup (a key from the data may hold brackets)."""
 
 from __future__ import annotations
 
@@ -37,9 +38,11 @@ def fitted(console: Any, grid: Grid) -> Any:
     """`grid` laid out for `console`, every cell whole: a table where it fits the console's
     width (its headers wrapped at their spaces, then its text columns folded down to
     `FOLD_FLOOR` where it would not), else each row as a block of `header  value` lines."""
-    cells = [max((len(row[i]) for row in grid.rows), default=0) for i in range(len(grid.columns))]
+    from rich.cells import cell_len
+
+    cells = [max((cell_len(row[i]) for row in grid.rows), default=0) for i in range(len(grid.columns))]
     headers = [header for header, _ in grid.columns]
-    widths = [max(len(h), c) for h, c in zip(headers, cells, strict=True)]
+    widths = [max(cell_len(h), c) for h, c in zip(headers, cells, strict=True)]
     if _table_width(widths) <= console.width:
         return _table(grid)
     excess = _table_width(widths) - console.width
@@ -52,13 +55,19 @@ def fitted(console: Any, grid: Grid) -> Any:
 
     # first the headers wrap at their spaces (the one that saves most first), then the text
     # columns fold (the widest first)
-    words = [max(max(len(w) for w in h.split()), c) for h, c in zip(headers, cells, strict=True)]
+    words = [max(_longest_word(h), c) for h, c in zip(headers, cells, strict=True)]
     for i in sorted(range(len(widths)), key=lambda i: words[i] - widths[i]):
         shrink(i, words[i])
     text = [i for i, (_, right) in enumerate(grid.columns) if not right]
     for i in sorted(text, key=lambda i: -widths[i]):
-        shrink(i, max(FOLD_FLOOR, *(len(w) for w in headers[i].split())))
+        shrink(i, max(FOLD_FLOOR, _longest_word(headers[i])))
     return _table(grid, widths) if excess <= 0 else _blocks(grid)
+
+
+def _longest_word(header: str) -> int:
+    from rich.cells import cell_len
+
+    return max((cell_len(w) for w in header.split()), default=0)
 
 
 def _table_width(widths: list[int]) -> int:
@@ -71,6 +80,7 @@ def _table(grid: Grid, widths: list[int] | None = None) -> Any:
     headers wrap to them, longer cells fold)."""
     from rich.console import JustifyMethod
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=grid.title, title_justify="left")
     for i, (header, right) in enumerate(grid.columns):
@@ -80,7 +90,7 @@ def _table(grid: Grid, widths: list[int] | None = None) -> Any:
         else:
             table.add_column(header, justify=justify, width=widths[i], overflow="fold")
     for row in grid.rows:
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))
     return table
 
 
@@ -88,14 +98,15 @@ def _blocks(grid: Grid) -> Any:
     from rich.console import Group
     from rich.rule import Rule
     from rich.table import Table
+    from rich.text import Text
 
-    parts: list[Any] = [grid.title]
+    parts: list[Any] = [Text(grid.title)]
     for n, row in enumerate(grid.rows, 1):
         block = Table.grid(padding=(0, 2))
         block.add_column(style="bold")
         block.add_column()
         for (header, _), cell in zip(grid.columns, row, strict=True):
-            block.add_row(header, cell)
+            block.add_row(header, Text(cell))
         parts += [Rule(f"{n} of {len(grid.rows)}", align="left"), block]
     return Group(*parts)
 

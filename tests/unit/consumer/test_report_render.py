@@ -83,6 +83,14 @@ def test_the_layout_changes_at_its_boundaries() -> None:
     assert any(line.split() == ["Closed", "window", "expired", "12"] for line in blocks.splitlines())
 
 
+@pytest.mark.parametrize("width", [200, 60])
+def test_cells_are_text_not_markup(width: int) -> None:
+    """A key from the data is printed as it is, brackets and all, in a table or in blocks."""
+    g = grid()
+    g.rows[0][1] = "[/bold]X[red]"
+    assert "[/bold]X[red]" in shown(width, g)
+
+
 def test_an_empty_report_is_a_table_of_headers() -> None:
     g = grid()
     g.rows = []
