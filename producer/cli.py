@@ -149,6 +149,7 @@ def run_produce(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
+    from rich.text import Text
 
     from producer.backfill import Summary, count_lines, produce_file
     from producer.exceptions import GatewayError, KeyMismatchError, SettingsError
@@ -191,7 +192,8 @@ def run_produce(args: argparse.Namespace) -> int:
     )
     if summary.rejected:
         table = Table("item", "line", "event id", "status", "reason", title="rejected")
-        for r in summary.rejected:
-            table.add_row(str(r.index), str(r.line), r.id or "-", str(r.status), r.reason)
+        for r in summary.rejected:  # text, not rich markup: an id or reason may hold brackets
+            cells = (str(r.index), str(r.line), r.id or "-", str(r.status), r.reason)
+            table.add_row(*(Text(c) for c in cells))
         out.print(table)
     return 0 if summary.ok else 1

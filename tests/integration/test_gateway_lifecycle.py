@@ -119,6 +119,7 @@ def test_produce_file_sends_valid_items_and_lists_rejected_ones(
     topic = new_topic(3)
     bad: dict[str, Any] = seed()
     bad["data"]["id"] = "not-a-number"
+    bad["id"] = "[/evt-1]"  # listed as it is, not read as rich markup (it raised MarkupError)
     lines = [json.dumps(seed()), json.dumps(bad), "{truncated", "", json.dumps({"event": "message.created"})]
     lines += [json.dumps(seed(closed_at=1)) for _ in range(300)]
     path = tmp_path / "export.ndjson"
@@ -130,7 +131,7 @@ def test_produce_file_sends_valid_items_and_lists_rejected_ones(
         and "1 ignored" in done.stdout
         and "2 rejected" in done.stdout
     )
-    assert "data.id" in done.stdout and "malformed JSON" in done.stdout
+    assert "data.id" in done.stdout and "malformed JSON" in done.stdout and "[/evt-1]" in done.stdout
     assert topic_size(kafka_bootstrap, topic) == 301
 
     clean = tmp_path / "clean.json"
