@@ -3,7 +3,7 @@ settings this workload wants and the user's own (`ConsumerSettings.kafka`: secur
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
@@ -49,17 +49,35 @@ def dlq_producer(settings: ConsumerSettings, errors: ErrorReport) -> Producer:
     return Producer({**_base(settings, errors), "acks": "all", "enable.idempotence": True, "linger.ms": 5})
 
 
-def lag_of(consumer: Consumer, topic: str, positions: dict[int, int]) -> dict[int, int]:
-    """Records behind the high watermark per partition, from `positions` (the next offset to
-    process) and the client's cached high watermarks (no broker round trip)."""
+#: seconds a lag refresh waits for the broker's watermarks of a partition not fetched from yet
+WATERMARK_TIMEOUT = 0.5
+
+
+def lag_of(
+    consumer: Consumer, topic: str, positions: Mapping[int, int], assigned: Iterable[int]
+) -> dict[int, int]:
+    """Records behind the high watermark per assigned partition, from `positions` (the next
+    offset to process; a partition without one starts at its low watermark). The client's
+    cached watermarks serve once a partition has been fetched from (no broker round trip);
+    before that, or for a partition's low watermark, the broker is asked, for at most
+    `WATERMARK_TIMEOUT` in all: a partition it does not answer for is left out (a fresh
+    consumer's lag had left out every partition not reached yet)."""
     lag: dict[int, int] = {}
-    for p, pos in positions.items():
+    ask = True
+    for p in assigned:
+        tp, pos = TopicPartition(topic, p), positions.get(p)
         try:
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
+            low, high = consumer.get_watermark_offsets(tp, cached=True)
         except KafkaException:
-            continue
-        if high >= 0:
-            lag[p] = max(0, high - pos)
+            low, high = -1, -1
+        if (high < 0 or pos is None) and ask:
+            try:
+                low, high = consumer.get_watermark_offsets(tp, timeout=WATERMARK_TIMEOUT, cached=False)
+            except KafkaException:
+                ask = False  # the broker is not answering: not again in this refresh
+                continue
+        if high >= 0 and (pos is not None or low >= 0):
+            lag[p] = max(0, high - (low if pos is None else pos))
     return lag
 
 

@@ -42,6 +42,7 @@ from consumer.stream.checkpoint import MAX_IN_FLIGHT, CommitHook, CommitReport, 
 from consumer.stream.clients import dlq_producer, ensure_topic, group_consumer, lag_of
 from consumer.stream.dlq import DeadLetters
 from consumer.stream.partitions import Snapshots, Stats, new_fold, take_changes
+from consumer.stream.progress import Progress
 from consumer.stream.settings import ConsumerSettings
 from schemas import CONVERSATION_EVENT, Codec, DecodeError, subject
 from schemas.exceptions import RegistryUnavailableError
@@ -107,6 +108,7 @@ class MetricsConsumer:
         self.on_assign = on_assign
         self._last_lag = 0.0
         self.stats = Stats()
+        self.progress = Progress(behind=self.s.poll_batch)
         self._stop = threading.Event()
         self._pending = 0
         self._last_commit = time.monotonic()
@@ -214,7 +216,12 @@ class MetricsConsumer:
 
     def _refresh_lag(self) -> None:
         self._last_lag = time.monotonic()
-        self.stats.lag = lag_of(self.consumer, self.s.topic, self.positions)
+        self.stats.lag = lag_of(self.consumer, self.s.topic, self.positions, list(self.folds))
+        # progress only from a whole lag (a partition the broker did not answer for is missing)
+        if self.folds and len(self.stats.lag) == len(self.folds):
+            lag = sum(self.stats.lag.values())
+            if line := self.progress.update(self._last_lag, self.stats.consumed, lag):
+                log.info("%s", line)
 
     def _dead_letter(self, m: Message, error: Exception) -> None:
         self.dlq.send(m, error, self.s.topic)
