@@ -3,7 +3,7 @@ settings this workload wants and the user's own (`ConsumerSettings.kafka`: secur
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
@@ -54,14 +54,16 @@ WATERMARK_TIMEOUT = 0.5
 
 
 def lag_of(
-    consumer: Consumer, topic: str, positions: Mapping[int, int], assigned: Iterable[int]
+    consumer: Consumer, topic: str, positions: MutableMapping[int, int], assigned: Iterable[int]
 ) -> dict[int, int]:
     """Records behind the high watermark per assigned partition, from `positions` (the next
-    offset to process; a partition without one starts at its low watermark). The client's
-    cached watermarks serve once a partition has been fetched from (no broker round trip);
-    before that, or for a partition's low watermark, the broker is asked, for at most
-    `WATERMARK_TIMEOUT` in all: a partition it does not answer for is left out (a fresh
-    consumer's lag had left out every partition not reached yet)."""
+    offset to process). The client's cached watermarks serve once a partition has been
+    fetched from (no broker round trip). Before that the broker is asked, as it is for the
+    low watermark of a partition without a position (no record processed yet: it starts
+    there), which is then kept in `positions` (an empty partition is not asked again). Each
+    call waits at most `WATERMARK_TIMEOUT`; after one unanswered, the broker is not asked
+    again in this refresh, and a partition that needed it is left out. (A fresh consumer's
+    lag had left out every partition not reached yet.)"""
     lag: dict[int, int] = {}
     ask = True
     for p in assigned:
@@ -76,8 +78,10 @@ def lag_of(
             except KafkaException:
                 ask = False  # the broker is not answering: not again in this refresh
                 continue
-        if high >= 0 and (pos is not None or low >= 0):
-            lag[p] = max(0, high - (low if pos is None else pos))
+        if pos is None and low >= 0:
+            pos = positions[p] = low
+        if high >= 0 and pos is not None:
+            lag[p] = max(0, high - pos)
     return lag
 
 

@@ -41,8 +41,14 @@ def test_partitions_not_reached_yet_count_from_their_low_watermark() -> None:
     """A fresh consumer: partition 1 has no record processed (no position) and nothing
     fetched (no cached watermark); partition 2 has its store offset but no fetch yet."""
     c = FakeConsumer({0: (0, 500)}, broker={1: (20, 900), 2: (0, 300)})
-    assert lag_of(c, "t", {0: 100, 2: 250}, [0, 1, 2]) == {0: 400, 1: 880, 2: 50}
+    positions = {0: 100, 2: 250}
+    assert lag_of(c, "t", positions, [0, 1, 2]) == {0: 400, 1: 880, 2: 50}
     assert c.asked == [1, 2]
+    # partition 1's start is kept: once fetched from (cached), no broker round trip for it
+    assert positions == {0: 100, 1: 20, 2: 250}
+    c.cached.update({1: (20, 900), 2: (0, 300)})
+    c.asked.clear()
+    assert lag_of(c, "t", positions, [0, 1, 2]) == {0: 400, 1: 880, 2: 50} and c.asked == []
 
 
 def test_a_silent_broker_is_asked_once_per_refresh() -> None:
