@@ -42,12 +42,14 @@ class Progress:
             return None
         self._last = (now, consumed, lag)
         self._logged = True
+        if consumed == c:  # stalled (a store or broker retried): no pace to speak of
+            return f"catching up: {lag:,} records behind, none consumed in the last {_span(now - t)}"
         rate = (consumed - c) / (now - t)
         gain = (was - lag) / (now - t)  # the lag's fall per second: consumed minus arrived
         when = (
             f"caught up in ~{_span(lag / gain)} at this pace"
             if gain > 0
-            else "not gaining on the topic: records arrive as fast as they are folded"
+            else "not gaining on the topic: records arrive as fast as they are consumed"
         )
         return f"catching up: {lag:,} records behind, {rate:,.0f} records/s; {when}"
 
