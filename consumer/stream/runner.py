@@ -312,7 +312,11 @@ class MetricsConsumer:
             if offset is not None:
                 self.positions[tp.partition] = offset
             tp.offset = OFFSET_BEGINNING if offset is None else offset
-        log.info("assigned %s", sorted((tp.partition, tp.offset) for tp in partitions))
+        log.info(
+            "assigned %s (partition, offset it starts from; %d: the beginning)",
+            sorted((tp.partition, tp.offset) for tp in partitions),
+            OFFSET_BEGINNING,
+        )
         if self.on_assign is not None and partitions:
             try:
                 self.on_assign([tp.partition for tp in partitions])
