@@ -18,17 +18,16 @@ class Progress:
 
     behind: int
     every: float = PROGRESS_EVERY
-    #: (time, records consumed, lag) when it fell behind, and at the last line since
+    #: (time, records consumed, lag) when it fell behind, and at the last line since (the
+    #: same until a line is logged)
     _fell: tuple[float, int, int] | None = None
     _last: tuple[float, int, int] | None = None
-    _logged: bool = False
 
     def update(self, now: float, consumed: int, lag: int) -> str | None:
         if lag < self.behind:
-            fell, logged = self._fell, self._logged
+            fell, last = self._fell, self._last
             self._fell = self._last = None
-            self._logged = False
-            if fell is None or not logged:  # a short lag is not worth a line
+            if fell is None or last == fell:  # a short lag, no line logged: not worth one now
                 return None
             took = now - fell[0]
             rate = (consumed - fell[1]) / took if took > 0 else 0.0
@@ -41,7 +40,6 @@ class Progress:
         if now - t < self.every:
             return None
         self._last = (now, consumed, lag)
-        self._logged = True
         if consumed == c:  # stalled (a store or broker retried): no pace to speak of
             return f"catching up: {lag:,} records behind, none consumed in the last {_span(now - t)}"
         rate = (consumed - c) / (now - t)

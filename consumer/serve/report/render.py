@@ -114,8 +114,8 @@ def _blocks(grid: Grid) -> Any:
 def render_backlog(report: Report) -> Grid:
     """A `--backlog` report: the key's dimensions and each gauge."""
     grid = Grid(f"Live backlog by {report.by}, as of {utc_text(report.as_of)} (newest event time)")
-    dims = list(report.rows[0]["key"]) if report.rows else report.by.split(",")
-    gauges = [k for k in (report.rows[0] if report.rows else {}) if k != "key"]
+    first, dims = _first_and_dims(report)
+    gauges = [k for k in first if k != "key"]
     for d in dims:
         grid.column(d.replace("_", " ").capitalize(), right=False)
     for g in gauges:
@@ -129,16 +129,8 @@ def render_group(report: Report) -> Grid:
     """A `--group` report: the key's dimensions, each counter, time to close p50 and p90, and
     time to first assignment's p50 where the metric set has it (the rest: `--json`)."""
     grid = Grid(f"Metrics by {report.by}, {_windows_text(report)}")
-    dims = list(report.rows[0]["key"]) if report.rows else report.by.split(",")
-    counters = (
-        [
-            k
-            for k, v in report.rows[0].items()
-            if isinstance(v, int) and k not in ("window_start", "window_end")
-        ]
-        if report.rows
-        else []
-    )
+    first, dims = _first_and_dims(report)
+    counters = [k for k, v in first.items() if isinstance(v, int) and k not in ("window_start", "window_end")]
     for d in dims:
         grid.column(d.replace("_", " ").capitalize(), right=False)
     if report.window != ALL:
@@ -147,7 +139,6 @@ def render_group(report: Report) -> Grid:
         grid.column(c.replace("_", " ").capitalize())
     grid.column("TTC p50")
     grid.column("TTC p90")
-    first = report.rows[0] if report.rows else {}
     ttfa = "time_to_first_assignment" in first
     if ttfa:
         grid.column("First assign p50")
@@ -162,6 +153,14 @@ def render_group(report: Report) -> Grid:
             cells.append(human_duration(r["time_to_first_assignment"]["p50"]))
         grid.rows.append(cells)
     return grid
+
+
+def _first_and_dims(report: Report) -> tuple[dict[str, Any], list[str]]:
+    """A report's first row ({} without rows: its columns are then the key's alone) and its
+    key's dimensions, in the rows' order."""
+    if not report.rows:
+        return {}, report.by.split(",")
+    return report.rows[0], list(report.rows[0]["key"])
 
 
 def render(report: Report) -> Grid:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from consumer.stream.progress import Progress
 
+NOT_GAINING = "not gaining on the topic: records arrive as fast as they are consumed"
+
 
 def test_a_lag_under_the_poll_batch_is_never_logged() -> None:
     p = Progress(behind=10_000)
@@ -14,8 +16,7 @@ def test_a_lag_of_exactly_the_poll_batch_is_behind() -> None:
     p = Progress(behind=10_000, every=30)
     assert p.update(0.0, 0, 10_000) is None  # fell behind: the first line comes after `every`
     assert p.update(30.0, 30_000, 10_000) == (
-        "catching up: 10,000 records behind, 1,000 records/s; "
-        "not gaining on the topic: records arrive as fast as they are consumed"
+        "catching up: 10,000 records behind, 1,000 records/s; " + NOT_GAINING
     )
 
 
@@ -28,8 +29,7 @@ def test_a_line_every_interval_with_its_pace() -> None:
     )
     assert p.update(159.9, 100_000, 50_000) is None  # `every` from the last line, not the first
     assert p.update(160.0, 120_000, 40_000) == (
-        "catching up: 40,000 records behind, 2,000 records/s; "
-        "not gaining on the topic: records arrive as fast as they are consumed"
+        "catching up: 40,000 records behind, 2,000 records/s; " + NOT_GAINING
     )
     assert p.update(190.0, 180_000, 10_000) == (
         "catching up: 10,000 records behind, 2,000 records/s; caught up in ~10 s at this pace"
@@ -54,10 +54,7 @@ def test_a_stalled_consumer_says_so() -> None:
     p = Progress(behind=10_000, every=30)
     p.update(0.0, 500, 80_000)
     assert p.update(30.0, 500, 90_000) == "catching up: 90,000 records behind, none consumed in the last 30 s"
-    assert p.update(60.0, 501, 90_000) == (
-        "catching up: 90,000 records behind, 0 records/s; "
-        "not gaining on the topic: records arrive as fast as they are consumed"
-    )
+    assert p.update(60.0, 501, 90_000) == ("catching up: 90,000 records behind, 0 records/s; " + NOT_GAINING)
 
 
 def test_a_short_lag_caught_up_before_any_line_is_not_logged() -> None:
