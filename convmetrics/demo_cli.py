@@ -21,7 +21,13 @@ def register(sub: Any) -> None:
         "the closure metrics, so the dashboard it names stays up, until Ctrl-C, which stops everything "
         "it started. --once prints the table and exits instead (for scripts and CI).",
     )
-    p.add_argument("--events", type=int, default=20_000, help="webhooks to send (default 20000)")
+    p.add_argument(
+        "--events",
+        type=int,
+        default=20_000,
+        help="webhooks to generate over the two days before now (default 20000); those that would "
+        "fall after now are cut, so somewhat fewer are sent and some conversations stay open",
+    )
     p.add_argument(
         "--rate", type=float, default=None, help="webhooks per second (default: as fast as accepted)"
     )
@@ -62,9 +68,10 @@ def register(sub: Any) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from convmetrics.demo import DemoError, DemoOptions, run_demo
 
-    if args.events < 1 or (args.rate is not None and args.rate <= 0) or args.live_rate <= 0:
-        print("convmetrics demo: error: --events, --rate and --live-rate must be positive", file=sys.stderr)
-        return 2
+    for flag, value in (("--events", args.events), ("--rate", args.rate), ("--live-rate", args.live_rate)):
+        if value is not None and value <= 0:
+            print(f"convmetrics demo: error: {flag} must be positive, got {value:g}", file=sys.stderr)
+            return 2
     if args.once and args.keep_running:
         print(
             "convmetrics demo: error: --once exits after the table; --keep-running keeps running: give one",

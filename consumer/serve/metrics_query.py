@@ -76,7 +76,8 @@ def parse_metrics_query(params: Mapping[str, str], registry: Registry = REGISTRY
         if value is None or value == "":
             continue
         if d not in group.dimensions:
-            raise QueryError(f"{d} filters a grouping that has it; group={group.name} has {group.dimensions}")
+            has = ", ".join(group.dimensions)
+            raise QueryError(f"{d} filters only a grouping that has it: group={group.name} has {has}")
         if registry.dimension(d).type is int:
             stored = as_id(value)
             if stored is None:
@@ -86,7 +87,7 @@ def parse_metrics_query(params: Mapping[str, str], registry: Registry = REGISTRY
             raise QueryError(f"{d} must be a name of at most {MAX_NAME} characters, got {value!r}")
         filters[d] = value
     if len(group.dimensions) > 2 and len(filters) not in (0, len(group.dimensions)):
-        raise QueryError(f"group={group.name}: filter on all of {group.dimensions} or none")
+        raise QueryError(f"group={group.name}: filter on all of {', '.join(group.dimensions)} or none")
     start_from, start_to, limit = parse_span(params, window)
     cursor = params.get("cursor")
     after = decode_cursor(cursor) if cursor else None

@@ -61,8 +61,9 @@ def test_the_live_trickle_starts_now_at_its_rate_apart_from_the_backfills_conver
     ("argv", "message"),
     [
         (["--once", "--keep-running"], "give one"),
-        (["--live-rate", "0"], "must be positive"),
-        (["--events", "0"], "must be positive"),
+        (["--live-rate", "0"], "--live-rate must be positive, got 0"),
+        (["--events", "0"], "--events must be positive, got 0"),
+        (["--rate", "-2.5"], "--rate must be positive, got -2.5"),
     ],
 )
 def test_bad_demo_flags_are_refused_before_anything_starts(

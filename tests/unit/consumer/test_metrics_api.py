@@ -135,6 +135,14 @@ def test_a_bad_parameter_is_a_400_naming_it(db: Path, params: dict[str, str], na
     assert r.status_code == 400 and named in r.json()["error"], r.text
 
 
+def test_a_filter_the_grouping_lacks_names_the_groupings_dimensions(db: Path) -> None:
+    r = get(db, group="account,channel_type", window="1h", inbox="3")
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == (
+        "inbox filters only a grouping that has it: group=account,channel_type has account, channel_type"
+    )
+
+
 def test_pages_follow_the_cursor_to_the_end(db: Path) -> None:
     whole = get(db, group="account,channel_type", window="1h").json()["rows"]
     seen, cursor = [], None
