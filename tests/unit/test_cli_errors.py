@@ -20,7 +20,7 @@ from convmetrics.cli import main
         (["gateway", "--kafka", "acks=1"], 2, "convmetrics gateway: error: invalid gateway settings"),
         (["produce", "{tmp}/missing.ndjson", "--no-progress"], 2, "convmetrics produce: error: "),
         (["token", "new", "--accounts", "7,acme"], 2, "convmetrics token: error: --accounts: "),
-        (["demo", "--events", "0"], 2, "convmetrics demo: error: --events, --rate and --live-rate"),
+        (["demo", "--events", "0"], 2, "convmetrics demo: error: --events must be positive, got 0"),
         (["schemas", "check", "--dir", "{tmp}/none"], 2, "convmetrics schemas: error: schema folder"),
         (["metrics", "--store", "sqlite:///{tmp}/none.db"], 1, "convmetrics metrics: error: no store at"),
         (["generate", "--events", "-5"], 2, "convmetrics generate: error: "),
