@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from consumer import argtypes
 from convmetrics import __version__
 
 #: Modules that contribute subcommands, in the order `--help` lists them.
@@ -45,6 +46,10 @@ def version_text() -> str:
     return f"convmetrics {__version__}\nconsumer fold: {fold}\ngateway Avro writer: {encoder}"
 
 
+#: what --log-level takes (logging's own level names), in any case
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convmetrics",
@@ -58,8 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--log-level",
+        type=argtypes.or_env(argtypes.one_of(LOG_LEVELS, fold_case=True), "CONVMETRICS_LOG_LEVEL"),
         default=os.environ.get("CONVMETRICS_LOG_LEVEL", "INFO"),
-        help="logging level (env CONVMETRICS_LOG_LEVEL; default INFO)",
+        metavar="LEVEL",
+        help=f"logging level, one of {', '.join(LOG_LEVELS)} (env CONVMETRICS_LOG_LEVEL; default INFO)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
@@ -71,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=str(args.log_level).upper(),
+        level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -79,12 +86,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = args.func(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `convmetrics generate | head`: the reader stopped; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor at exit's flush
+        return 1
     except Exception as exc:
         if not expected(exc):
             raise
         # an expected failure (a store of another topic, a corrupt or unreachable store, bad
         # settings, ...): one line naming the cause, not a traceback
-        print(f"convmetrics {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{argtypes.command_name(args)}: error: {exc}", file=sys.stderr)
         return 2 if settings_error(exc) else 1
     return int(result or 0)
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from consumer import argtypes
 from schemas.kafka import add_arguments as kafka_arguments
 
 
@@ -48,9 +49,18 @@ def register(sub: Any) -> None:
         help="accepted for older scripts: keeping running is the default now (see --once)",
     )
     p.add_argument("--seed", type=int, default=1, help="generator seed (default 1)")
-    p.add_argument("--gateway-port", type=int, default=None, help="gateway port (default: a free one)")
-    p.add_argument("--api-port", type=int, default=None, help="API/dashboard port (default: a free one)")
-    p.add_argument("--data-dir", type=Path, default=None, help="keep logs, store and broker data here")
+    p.add_argument(
+        "--gateway-port", type=argtypes.port, default=None, help="gateway port (default: a free one)"
+    )
+    p.add_argument(
+        "--api-port", type=argtypes.port, default=None, help="API/dashboard port (default: a free one)"
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="keep logs, store and broker data here (default: a temporary directory removed on exit)",
+    )
     p.add_argument(
         "--bootstrap-servers",
         default=None,
@@ -59,7 +69,8 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--topic",
         default="conversation-events",
-        help="the events topic (default conversation-events)",
+        help="the events topic (default conversation-events; unlike the other commands the demo "
+        "does not read CONVMETRICS_TOPIC, so a deployment's setting never sends it demo events)",
     )
     kafka_arguments(p)
     p.set_defaults(func=_demo)

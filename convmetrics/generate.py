@@ -74,7 +74,11 @@ _MIN_STEP = 5  # seconds between steps of one conversation (> envelope lag, keep
 
 
 class GenerateConfigError(ValueError):
-    """A generator setting is out of range; the message names the setting."""
+    """A generator setting is out of range; the message names the setting (`field`)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field} {problem}")
+        self.field, self.problem = field, problem
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,15 +124,15 @@ class GenerateConfig:
     def __post_init__(self) -> None:
         for name in ("events", "accounts", "conversations", "span"):
             if getattr(self, name) < 1:
-                raise GenerateConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise GenerateConfigError(name, f"must be at least 1, got {getattr(self, name)}")
         if self.start < 0:
-            raise GenerateConfigError(f"start must be unix seconds >= 0, got {self.start}")
+            raise GenerateConfigError("start", f"must be unix seconds >= 0, got {self.start}")
         for name in ("duplicate_rate", "late_rate", "noise_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
-                raise GenerateConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+                raise GenerateConfigError(name, f"must be in [0, 1), got {getattr(self, name)}")
         for name in ("unknown_channel_rate", "alt_time_field_rate", "missing_time_rate", "same_second_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise GenerateConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+                raise GenerateConfigError(name, f"must be in [0, 1], got {getattr(self, name)}")
 
 
 def _expected_events(mean_assigns: float) -> float:

@@ -73,16 +73,27 @@ def run(args: argparse.Namespace) -> int:
             missing_time_rate=args.missing_time_rate, same_second_rate=args.same_second_rate,
         )  # fmt: skip
     except GenerateConfigError as exc:
-        print(f"convmetrics generate: error: {exc}", file=sys.stderr)
+        flag = "--" + exc.field.replace("_", "-")
+        print(f"convmetrics generate: error: {flag} {exc.problem}", file=sys.stderr)
         return 2
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        out: IO[bytes] = (
-            sys.stdout.buffer if args.output == "-" else stack.enter_context(open(args.output, "wb"))
-        )
+        try:
+            out: IO[bytes] = (
+                sys.stdout.buffer if args.output == "-" else stack.enter_context(open(args.output, "wb"))
+            )
+        except OSError as exc:
+            print(f"convmetrics generate: error: --output {args.output}: {exc.strerror}", file=sys.stderr)
+            return 2
         lines = _with_progress(generate_ndjson(config), config.events, quiet=args.no_progress)
-        written = write_batched(lines, out)
-        out.flush()
+        try:
+            written = write_batched(lines, out)
+            out.flush()
+        except BrokenPipeError:
+            raise  # the reader stopped (`| head`): convmetrics.cli ends quietly
+        except OSError as exc:
+            print(f"convmetrics generate: error: writing {args.output}: {exc.strerror}", file=sys.stderr)
+            return 1
     elapsed = time.perf_counter() - started
     logger.info("generated %d events in %.1f s (%.0f/s)", written, elapsed, written / elapsed)
     return 0

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+from consumer import argtypes
 from consumer.fold.registry import (
     metric_set,
 )
@@ -62,7 +63,7 @@ def _wire_format(args: argparse.Namespace) -> Any:
 
 def _refuse(args: argparse.Namespace, cause: str) -> NoReturn:
     """Exit 2 (bad flags or settings) with the one line every command's failure is."""
-    print(f"convmetrics {args.command}: error: {cause}", file=sys.stderr)
+    print(f"{argtypes.command_name(args)}: error: {cause}", file=sys.stderr)
     raise SystemExit(2)
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
 from typing import Any
 
+from consumer import argtypes
 from consumer.cli.commands import ENV_BOOTSTRAP, _consume, _dlq_replay, _serve, _token_new
 from consumer.serve.report import add_metric_set_argument, add_sla_buckets_argument
 from schemas.kafka import add_arguments as kafka_arguments
@@ -103,7 +103,7 @@ def register(sub: Any) -> None:
     )
     c.add_argument(
         "--flush-events",
-        type=_positive,
+        type=argtypes.positive_int,
         default=None,
         help="commit after this many records while behind (default: "
         + ", ".join(f"{n:,} with --metric-set {m}" for m, n in FLUSH_EVENTS.items())
@@ -123,13 +123,13 @@ def register(sub: Any) -> None:
     )
     c.add_argument(
         "--dedupe-per-conversation",
-        type=_positive,
+        type=argtypes.positive_int,
         default=256,
         help="event ids remembered per conversation, newest kept (default 256)",
     )
     c.add_argument(
         "--max-conversations",
-        type=_positive,
+        type=argtypes.positive_int,
         default=5_000_000,
         help="conversations kept per partition; beyond, the longest idle are forgotten (default 5,000,000)",
     )
@@ -218,42 +218,14 @@ def register(sub: Any) -> None:
     r.set_defaults(func=_dlq_replay)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _above_zero(unit: str) -> Callable[[str], float]:
-    """argparse type of a finite duration in `unit` above 0: a zero or negative interval or
-    timeout is a typo, and a retention or TTL of 0 or less would delete rows, or forget
-    every conversation, at once."""
-
-    def parse(text: str) -> float:
-        value = float(text)
-        if not 0 < value < float("inf"):
-            raise argparse.ArgumentTypeError(f"must be a number of {unit} above 0, got {text}")
-        return value
-
-    return parse
-
-
-_seconds, _days = _above_zero("seconds"), _above_zero("days")
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, got {value}")
-    return value
+_seconds, _days = argtypes.above_zero("seconds"), argtypes.above_zero("days")
 
 
 def _label_count(text: str) -> int:
     """At most what the dashboard can ask for by name (`/v1/closures?keys=`: MAX_KEYS)."""
     from consumer.serve.query import MAX_KEYS
 
-    value = _positive(text)
+    value = argtypes.positive_int(text)
     if value > MAX_KEYS:
         raise argparse.ArgumentTypeError(f"must be at most {MAX_KEYS}, got {value}")
     return value
@@ -267,7 +239,7 @@ def _api_access(
     (host_flag, host_env), (port_flag, port_env, port_default) = host, port
     p.add_argument(
         port_flag,
-        type=_port,
+        type=argtypes.or_env(argtypes.port, port_env),
         default=os.environ.get(port_env, port_default),
         help=f"serve the API on this port (env {port_env}; "
         + (f"default {port_default})" if port_default else "default: no API)"),

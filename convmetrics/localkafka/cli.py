@@ -10,6 +10,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from consumer import argtypes
 from convmetrics.localkafka.broker import LocalBroker, tail_lines
 from convmetrics.localkafka.exceptions import LocalKafkaError
 from convmetrics.localkafka.jars import KAFKA_VERSION, cache_dir
@@ -35,7 +36,7 @@ def register(subparsers: Any) -> None:
             "when ready."
         ),
     )
-    parser.add_argument("--port", type=int, default=None, help="client port (default: a free port)")
+    parser.add_argument("--port", type=argtypes.port, default=None, help="client port (default: a free port)")
     parser.add_argument(
         "--data-dir",
         type=Path,

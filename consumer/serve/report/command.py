@@ -7,6 +7,7 @@ import os
 import sys
 from typing import Any
 
+from consumer import argtypes
 from consumer.exceptions import ConsumerError, QueryError
 from consumer.fold.registry import (
     DEFAULT_METRIC_SET,
@@ -31,16 +32,6 @@ from consumer.serve.report.sources import (
 )
 
 
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return n
-
-
 def sla_buckets_arg(text: str) -> str:
     """argparse type of `--sla-buckets` (on consume, serve and metrics): the text, checked
     (argparse names the flag in its error)."""
@@ -55,7 +46,7 @@ def add_sla_buckets_argument(p: argparse.ArgumentParser, what: str) -> None:
     """`--sla-buckets BOUNDS` (env CONVMETRICS_SLA_BUCKETS), its help beginning with `what`."""
     p.add_argument(
         "--sla-buckets",
-        type=sla_buckets_arg,
+        type=argtypes.or_env(sla_buckets_arg, ENV_SLA_BUCKETS),
         default=os.environ.get(ENV_SLA_BUCKETS, DEFAULT_SLA_BUCKETS),
         metavar="BOUNDS",
         help=f"{what} (env {ENV_SLA_BUCKETS}; default {DEFAULT_SLA_BUCKETS})",
@@ -66,7 +57,8 @@ def add_metric_set_argument(p: argparse.ArgumentParser, what: str) -> None:
     """`--metric-set NAME` (env CONVMETRICS_METRIC_SET), its help beginning with `what`."""
     p.add_argument(
         "--metric-set",
-        choices=sorted(METRIC_SETS),
+        type=argtypes.or_env(argtypes.one_of(sorted(METRIC_SETS)), ENV_METRIC_SET),
+        metavar="{" + ",".join(sorted(METRIC_SETS)) + "}",
         default=os.environ.get(ENV_METRIC_SET, DEFAULT_METRIC_SET),
         help=f"{what} (env {ENV_METRIC_SET}; default {DEFAULT_METRIC_SET})",
     )
@@ -124,7 +116,10 @@ def register(sub: Any) -> None:
         )
     p.add_argument("--json", action="store_true", help="print JSON rows (the API's shape) instead")
     p.add_argument(
-        "--limit", type=_positive, default=1000, help="at most this many rows, oldest first (default 1000)"
+        "--limit",
+        type=argtypes.positive_int,
+        default=1000,
+        help="at most this many rows, oldest first (default 1000)",
     )
     add_metric_set_argument(
         p, "with --store: the metric set the store's consumers fold (as their --metric-set), read as it is"

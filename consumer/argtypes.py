@@ -1,0 +1,92 @@
+"""argparse types shared by every `convmetrics` command: each refuses a bad value with a
+message argparse prints after the flag's name (`argument --port: must be a port from 1 to
+65535, got 'abc'`), never the name of a Python function, and each also checks a default
+taken from an environment variable (argparse passes a string default through `type`).
+
+Imports nothing of the packages, so the gateway's, the broker's and the demo's flags use
+them as the consumer's do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def positive_int(text: str) -> int:
+    """A count of at least 1."""
+    value = _int(text, "a whole number of at least 1")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
+def port(text: str) -> int:
+    """A TCP port."""
+    value = _int(text, "a port from 1 to 65535")
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, got {text!r}")
+    return value
+
+
+def above_zero(unit: str) -> Callable[[str], float]:
+    """A finite number of `unit` above 0 (a zero or negative interval or timeout is a typo;
+    a retention or TTL of 0 or less would delete rows, or forget every conversation, at once)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not 0 < value < math.inf:
+            raise argparse.ArgumentTypeError(f"must be a number of {unit} above 0, got {text!r}")
+        return value
+
+    return parse
+
+
+def one_of(choices: Iterable[str], *, fold_case: bool = False) -> Callable[[str], str]:
+    """One of `choices` (instead of argparse's `choices=`, which never checks a default, so a
+    bad environment value would reach the code); `fold_case`: any case, returned as in `choices`."""
+    names = list(choices)
+    by_key = {(n.upper() if fold_case else n): n for n in names}
+
+    def parse(text: str) -> str:
+        found = by_key.get(text.upper() if fold_case else text)
+        if found is None:
+            raise argparse.ArgumentTypeError(f"must be one of {', '.join(names)}, got {text!r}")
+        return found
+
+    return parse
+
+
+def or_env(parse: Callable[[str], T], env: str) -> Callable[[str], T]:
+    """`parse` for a flag whose default comes from `env`: its refusal says the value may be
+    the variable's (Kubernetes, for one, sets `CONVMETRICS_PORT=tcp://...` for a Service
+    named convmetrics)."""
+
+    def checked(text: str) -> T:
+        try:
+            return parse(text)
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentTypeError(f"{exc} (from the flag, or else {env})") from None
+
+    return checked
+
+
+def command_name(args: argparse.Namespace) -> str:
+    """`convmetrics dlq replay`, as argparse names it in its own errors: the command and the
+    action of a command that has them (their subparsers' dest is `<command>_command`)."""
+    action = getattr(args, f"{args.command}_command", None)
+    return " ".join(("convmetrics", args.command, *([action] if action else [])))
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
