@@ -103,8 +103,11 @@ def settings_error(exc: BaseException) -> bool:
     """A failure of what the command was given (a store URL, a tokens file, a setting): exit
     status 2, as for a bad flag; 1 is for what happened while it ran."""
     from consumer.exceptions import ConfigError
+    from producer.exceptions import SettingsError
+    from schemas.exceptions import RegistrySettingsError
+    from schemas.kafka import KafkaSettingsError
 
-    return isinstance(exc, ConfigError)
+    return isinstance(exc, ConfigError | SettingsError | RegistrySettingsError | KafkaSettingsError)
 
 
 def expected(exc: BaseException) -> bool:

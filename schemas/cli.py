@@ -55,13 +55,17 @@ def register(sub: Any) -> None:
 
 
 def _folder(args: argparse.Namespace) -> Path:
-    from schemas.registry import SCHEMA_DIR
+    from schemas.registry import SCHEMA_DIR, subject_names
 
     folder: Path = args.dir or SCHEMA_DIR
     if not folder.is_dir():
-        print(f"convmetrics schemas: error: schema folder {folder} does not exist", file=sys.stderr)
-        raise SystemExit(2)
-    return folder
+        why = "does not exist"
+    elif not subject_names(folder):
+        why = "holds no schemas (a folder per subject, with v1.avsc, v2.avsc, ...)"
+    else:
+        return folder
+    print(f"convmetrics schemas {args.schemas_command}: error: schema folder {folder} {why}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -100,7 +104,7 @@ def _pin(args: argparse.Namespace) -> int:
 
 def _push(args: argparse.Namespace) -> int:
     from schemas.contract import check_folder
-    from schemas.exceptions import RegistryError
+    from schemas.exceptions import RegistryError, RegistrySettingsError
     from schemas.registry import SCHEMA_DIR, load_pins
     from schemas.schema_registry import ENV_URL, RegistryClient, registry_settings
     from schemas.urls import redacted
@@ -114,7 +118,7 @@ def _push(args: argparse.Namespace) -> int:
         settings = registry_settings(args.schema_registry_url)
         if settings is None:
             print(
-                "convmetrics schemas: error: no schema registry: "
+                "convmetrics schemas push: error: no schema registry: "
                 f"pass --schema-registry-url or set {ENV_URL}",
                 file=sys.stderr,
             )
@@ -126,7 +130,7 @@ def _push(args: argparse.Namespace) -> int:
             ids = ", ".join(f"v{v} id {i}" for v, i in pushed.ids)
             print(f"{pushed.registry_subject}: {s.name} {ids} ({pushed.registered} new; FULL_TRANSITIVE)")
     except RegistryError as exc:
-        print(f"convmetrics schemas: error: {exc}", file=sys.stderr)
-        return 1
+        print(f"convmetrics schemas push: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, RegistrySettingsError) else 1
     print(f"schemas push: OK ({redacted(settings.url)} holds exactly the pinned versions)")
     return 0

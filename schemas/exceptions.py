@@ -65,6 +65,10 @@ class RegistryError(SchemaError):
     """The schema registry cannot be used as configured (the message says what to do)."""
 
 
+class RegistrySettingsError(RegistryError):
+    """A schema registry setting (its URL, its user info) that cannot be used."""
+
+
 class RegistryUnavailableError(RegistryError):
     """The schema registry did not answer (down, unreachable, refused TLS or credentials)."""
 

@@ -27,6 +27,7 @@ from schemas.confluent import WireFormat, subject_name
 from schemas.exceptions import (
     RegistryError,
     RegistryMismatchError,
+    RegistrySettingsError,
     RegistryUnavailableError,
     SchemaNotRegisteredError,
 )
@@ -85,12 +86,12 @@ def registry_settings(
     if not url:
         return None
     if not url.startswith(("http://", "https://")):
-        raise RegistryError(
+        raise RegistrySettingsError(
             f"schema registry URL {redacted(url)!r} ({ENV_URL} or --schema-registry-url): use http(s)://"
         )
     user_info = env.get(ENV_USER_INFO) or None
     if user_info is not None and ":" not in user_info:
-        raise RegistryError(f"{ENV_USER_INFO} must be USER:PASSWORD")
+        raise RegistrySettingsError(f"{ENV_USER_INFO} must be USER:PASSWORD")
     return RegistrySettings(
         url.rstrip("/"),
         user_info,

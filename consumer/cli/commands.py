@@ -248,7 +248,9 @@ def _when_available(make: Callable[[], T], stopping: threading.Event) -> T | Non
 def _serve(args: argparse.Namespace) -> int:
     from consumer.heap import rare_collections
     from consumer.serve.server import api_server
+    from consumer.store.choose import check_store_url
 
+    check_store_url(args.store)  # before the banner: its first request would be the first to know
     base = f"http://{args.host}:{args.port}"
     print(
         f"metrics API on {base}/v1/closures and {base}/v1/metrics, dashboard on {base}/, "

@@ -12,18 +12,28 @@ def open_store(url: str, *, retention: Retention | None = None, registry: Regist
     """Open a store from a URL: `sqlite:///relative.db`, `sqlite:////absolute/path.db` or
     `postgresql://user[:password]@host[:port]/database` (libpq's URL syntax), holding the
     metrics of `registry`."""
-    if url.startswith("sqlite:///"):
+    if check_store_url(url) == "sqlite":
         from consumer.store.sqlite import SqliteStore
 
         # SQLAlchemy's convention: sqlite:///relative.db, sqlite:////absolute/path.db
-        path = url.removeprefix("sqlite:///")
-        if not path:
-            raise ConfigError(f"store URL {url!r} names no file: use sqlite:///metrics.db")
-        return SqliteStore(path, retention=retention or Retention(), registry=registry)
-    if url.startswith(("postgresql://", "postgres://")):
-        from consumer.store.postgres import PostgresStore
+        return SqliteStore(
+            url.removeprefix("sqlite:///"), retention=retention or Retention(), registry=registry
+        )
+    from consumer.store.postgres import PostgresStore
 
-        return PostgresStore(url, retention=retention or Retention(), registry=registry)
+    return PostgresStore(url, retention=retention or Retention(), registry=registry)
+
+
+def check_store_url(url: str) -> str:
+    """The backend a store URL names ("sqlite" or "postgres"), or ConfigError saying what a
+    store URL looks like: checked without opening anything (`serve` opens its store at the
+    first request, so that it may start before the database does)."""
+    if url.startswith("sqlite:///"):
+        if not url.removeprefix("sqlite:///"):
+            raise ConfigError(f"store URL {url!r} names no file: use sqlite:///metrics.db")
+        return "sqlite"
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgres"
     raise ConfigError(
         f"unsupported store URL {redacted(url)!r}: use sqlite:///path/to/metrics.db "
         "or postgresql://user@host:port/database"

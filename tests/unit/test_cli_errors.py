@@ -16,12 +16,67 @@ from convmetrics.cli import main
     [
         (["consume"], 2, "convmetrics consume: error: no Kafka: pass --bootstrap-servers"),
         (["consume", "--bootstrap-servers", "h:1", "--kafka", "acks=1"], 2, "convmetrics consume: error: "),
-        (["dlq", "replay"], 2, "convmetrics dlq: error: no Kafka"),
+        (["dlq", "replay"], 2, "convmetrics dlq replay: error: no Kafka"),
         (["gateway", "--kafka", "acks=1"], 2, "convmetrics gateway: error: invalid gateway settings"),
         (["produce", "{tmp}/missing.ndjson", "--no-progress"], 2, "convmetrics produce: error: "),
-        (["token", "new", "--accounts", "7,acme"], 2, "convmetrics token: error: --accounts: "),
+        (["token", "new", "--accounts", "7,acme"], 2, "convmetrics token new: error: --accounts: "),
         (["demo", "--events", "0"], 2, "convmetrics demo: error: --events must be positive, got 0"),
-        (["schemas", "check", "--dir", "{tmp}/none"], 2, "convmetrics schemas: error: schema folder"),
+        (["schemas", "check", "--dir", "{tmp}/none"], 2, "convmetrics schemas check: error: schema folder"),
+        # an empty folder is no contract that checks (it said OK)
+        (
+            ["schemas", "check", "--dir", "{tmp}"],
+            2,
+            "convmetrics schemas check: error: schema folder {tmp} holds no",
+        ),
+        (
+            ["schemas", "push", "--schema-registry-url", "notaurl"],
+            2,
+            "convmetrics schemas push: error: schema registry URL 'notaurl'",
+        ),
+        # argparse's refusals name the flag and the value, never a Python function (`_port`)
+        (
+            ["serve", "--port", "abc"],
+            2,
+            "convmetrics serve: error: argument --port: must be a port from 1 to",
+        ),
+        (
+            ["consume", "--flush-interval", "abc"],
+            2,
+            "convmetrics consume: error: argument --flush-interval: must be a number of seconds above 0",
+        ),
+        (
+            ["consume", "--flush-events", "x"],
+            2,
+            "convmetrics consume: error: argument --flush-events: must be a",
+        ),
+        (
+            ["broker", "--port", "70000"],
+            2,
+            "convmetrics broker: error: argument --port: must be a port from 1",
+        ),
+        (["demo", "--api-port", "70000"], 2, "convmetrics demo: error: argument --api-port: must be a port"),
+        (
+            ["--log-level", "loud", "schemas", "list"],
+            2,
+            "convmetrics: error: argument --log-level: must be one of",
+        ),
+        # serve opens its store at the first request: the URL's form is checked at once
+        (["serve", "--store", "bogus://x"], 2, "convmetrics serve: error: unsupported store URL 'bogus://x'"),
+        (
+            ["metrics", "--store", "bogus://x"],
+            2,
+            "convmetrics metrics: error: unsupported store URL 'bogus://x'",
+        ),
+        (
+            ["generate", "--duplicate-rate", "2"],
+            2,
+            "convmetrics generate: error: --duplicate-rate must be in [0, 1)",
+        ),
+        (
+            ["generate", "--events", "10", "-o", "{tmp}/no/x.ndjson"],
+            2,
+            "convmetrics generate: error: --output {tmp}/no/x.ndjson: No such file or directory",
+        ),
         (["metrics", "--store", "sqlite:///{tmp}/none.db"], 1, "convmetrics metrics: error: no store at"),
         (["generate", "--events", "-5"], 2, "convmetrics generate: error: "),
         # a store URL that is not one: a setting (2), shown without its password
@@ -64,3 +119,53 @@ def test_a_failure_is_one_line_naming_the_command(
     err = capsys.readouterr().err.strip().splitlines()
     assert err and err[-1 if says != "usage: " else 0].startswith(says.replace("{tmp}", str(tmp_path))), err
     assert not any("S3cret" in line for line in err), err
+
+
+@pytest.mark.parametrize(
+    ("env", "argv", "says"),
+    [
+        (
+            {"CONVMETRICS_METRIC_SET": "big"},
+            ["metrics"],
+            "argument --metric-set: must be one of closures, full, got 'big' (from the flag, or else "
+            "CONVMETRICS_METRIC_SET)",
+        ),
+        # Kubernetes sets <SERVICE>_PORT=tcp://... for a Service named convmetrics
+        ({"CONVMETRICS_PORT": "tcp://10.0.0.1:8080"}, ["serve"], "(from the flag, or else CONVMETRICS_PORT)"),
+        ({"CONVMETRICS_LOG_LEVEL": "LOUD"}, ["schemas", "list"], "or else CONVMETRICS_LOG_LEVEL)"),
+        ({"CONVMETRICS_LOG_LEVEL": "warning"}, ["schemas", "list"], ""),  # any case
+    ],
+)
+def test_a_bad_value_from_the_environment_names_the_variable(
+    env: dict[str, str],
+    argv: list[str],
+    says: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    try:
+        got = main(argv)
+    except SystemExit as exc:
+        got = exc.code
+    err = capsys.readouterr().err.strip().splitlines()
+    if not says:
+        assert got == 0 and not err, err
+        return
+    assert got == 2 and err and err[-1].endswith(says), err
+
+
+def test_a_reader_that_stops_early_ends_the_writer_quietly() -> None:
+    """`convmetrics generate | head -1`: a broken pipe, not a traceback."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "convmetrics", "generate", "--events", "50000", "--no-progress"]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as child:
+        assert child.stdout is not None and child.stderr is not None
+        assert child.stdout.readline().startswith(b'{"event"')
+        child.stdout.close()
+        err = child.stderr.read().decode()
+        assert child.wait(timeout=60) == 1
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

@@ -285,4 +285,4 @@ def test_cli_writes_the_api_stream(tmp_path: Path, capsys: pytest.CaptureFixture
     assert out.read_bytes() == b"".join(generate_ndjson(config))
     assert all(orjson.loads(line) for line in out.read_bytes().splitlines())
     assert main(["generate", "--late-rate", "2"]) == 2
-    assert "late_rate" in capsys.readouterr().err
+    assert "error: --late-rate must be in [0, 1), got 2.0" in capsys.readouterr().err  # the flag

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from consumer import argtypes
-from consumer.exceptions import ConsumerError, QueryError
+from consumer.exceptions import ConfigError, ConsumerError, QueryError
 from consumer.fold.registry import (
     DEFAULT_METRIC_SET,
     DEFAULT_SLA_BUCKETS,
@@ -181,7 +181,7 @@ def _metrics(args: argparse.Namespace) -> int:
         report = build_report(source, args)
     except ConsumerError as exc:
         print(f"convmetrics metrics: error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, QueryError) else 1
+        return 2 if isinstance(exc, QueryError | ConfigError) else 1
     if args.json:
         sys.stdout.write(orjson.dumps(report.as_json()).decode() + "\n")
     else:
