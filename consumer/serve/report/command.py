@@ -21,6 +21,7 @@ from consumer.fold.registry import (
 from consumer.fold.windows import WINDOWS
 from consumer.serve.report.render import render, show
 from consumer.serve.report.sources import (
+    DEFAULT_WINDOW,
     ENV_API,
     ENV_API_TOKEN,
     ENV_STORE,
@@ -76,10 +77,12 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--by",
         choices=["channel-type", "account"],
-        default="channel-type",
+        default=None,
         help="grouping of the closure metrics (default channel-type); --group for the others",
     )
-    p.add_argument("--window", choices=list(WINDOWS), default="1h", help="window size (default 1h)")
+    p.add_argument(
+        "--window", choices=list(WINDOWS), default=None, help=f"window size (default {DEFAULT_WINDOW})"
+    )
     p.add_argument(
         "--last",
         type=parse_duration,

@@ -23,6 +23,8 @@ ENV_API = "CONVMETRICS_API"
 ENV_API_TOKEN = "CONVMETRICS_API_TOKEN"
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 NOW = "now"  # the window of a --backlog report: the live gauges
+#: `convmetrics metrics --window` when not given (the backlog takes none)
+DEFAULT_WINDOW = "1h"
 BY_FLAG = {"channel-type": "channel_type", "channel_type": "channel_type", "account": "account"}
 
 
@@ -205,9 +207,13 @@ class Report:
 def build_report(source: Source, args: argparse.Namespace) -> Report:
     if args.backlog:
         return _backlog_report(source, args)
+    args = argparse.Namespace(**{**vars(args), "window": args.window or DEFAULT_WINDOW})
     if args.group is not None:
         return _group_report(source, args)
-    by = BY_FLAG[args.by]
+    if args.where:
+        flags = ", ".join("--" + d.replace("_", "-") for d in args.where)
+        raise QueryError(f"{flags} filter(s) --group or --backlog; --by selects one key with --key")
+    by = BY_FLAG[args.by or "channel-type"]
     if args.last is not None and args.window == ALL:
         raise QueryError("--last needs a sized window (--window 1m, 1h or 1d), not all")
     params = {"by": by, "window": args.window, "limit": str(args.limit)}
@@ -229,8 +235,10 @@ def build_report(source: Source, args: argparse.Namespace) -> Report:
 
 def _group_report(source: Source, args: argparse.Namespace) -> Report:
     """`--group`: the rows of `/v1/metrics` (every metric of the store's metric set)."""
-    if args.key:
-        raise QueryError("--key selects in --by; with --group filter by dimension (--account 42)")
+    if args.key or args.by:
+        raise QueryError(
+            "--by and --key choose closure metrics; --group takes filters by dimension (--account 42)"
+        )
     params = {"group": args.group, "window": args.window, "limit": str(args.limit)}
     params |= {d: str(v) for d, v in (args.where or {}).items()}
     start_from = None
@@ -250,9 +258,11 @@ def _group_report(source: Source, args: argparse.Namespace) -> Report:
 
 def _backlog_report(source: Source, args: argparse.Namespace) -> Report:
     """`--backlog`: the rows of `/v1/backlog` (open, unassigned, snoozed now)."""
-    if args.key:
-        raise QueryError("--key selects in --by; with --backlog filter by dimension (--account 42)")
-    if args.last is not None or args.window != "1h":
+    if args.key or args.by:
+        raise QueryError(
+            "--by and --key choose closure metrics; --backlog takes --group and filters (--account 42)"
+        )
+    if args.last is not None or args.window is not None:
         raise QueryError("--backlog counts conversations now: it takes no --last or --window")
     group = args.group or "channel_type"
     body = source.backlog({"group": group} | {d: str(v) for d, v in (args.where or {}).items()})

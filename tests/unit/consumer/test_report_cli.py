@@ -58,7 +58,7 @@ def db(tmp_path: Path) -> Path:
 
 def args(**kw: object) -> argparse.Namespace:
     base: dict[str, object] = {
-        "by": "channel-type", "window": "1h", "last": None, "key": None, "limit": 1000,
+        "by": None, "window": None, "last": None, "key": None, "limit": 1000,
         "group": None, "where": None, "backlog": False,
     }  # fmt: skip
     return argparse.Namespace(**{**base, **kw})
@@ -156,6 +156,10 @@ def test_json_output_is_the_api_row_shape(db: Path, capsys: pytest.CaptureFixtur
     [
         (["--window", "all", "--last", "1h"], "--last needs a sized window", 2),
         (["--by", "account", "--key", "acme"], "account id", 2),
+        # a flag that the asked-for report would ignore is refused, not dropped silently
+        (["--channel-type", "EMAIL"], "--channel-type filter(s) --group or --backlog", 2),
+        (["--group", "account", "--by", "account"], "--by and --key choose closure metrics", 2),
+        (["--backlog", "--key", "EMAIL"], "--backlog takes --group and filters", 2),
         (["--store", "sqlite:////no/such/dir/m.db"], "no store at", 1),
         (["--api", "http://127.0.0.1:9"], "cannot reach the API", 1),
     ],
@@ -245,8 +249,10 @@ def test_backlog_reports_the_live_gauges_from_store_or_api(
 
     for bad, message in (
         (["--window", "1d"], "takes no --last or --window"),
+        (["--window", "1h"], "takes no --last or --window"),  # the default, given: refused too
+        (["--by", "account"], "--backlog takes --group and filters"),
         (["--last", "2h"], "takes no --last or --window"),
-        (["--key", "SMS"], "with --backlog filter by dimension"),
+        (["--key", "SMS"], "--backlog takes --group and filters"),
         (["--inbox", "30"], "inbox"),  # channel_type keys have no inbox: the API's own 400
     ):
         assert main([*argv, *bad]) == 2, bad
