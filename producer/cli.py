@@ -19,16 +19,16 @@ _COMMON: tuple[tuple[str, str, Any, str], ...] = (
         "--bootstrap-servers",
         "bootstrap_servers",
         str,
-        "Kafka bootstrap servers (CONVMETRICS_BOOTSTRAP_SERVERS; default 127.0.0.1:9092)",
+        "Kafka bootstrap servers (env CONVMETRICS_BOOTSTRAP_SERVERS; default 127.0.0.1:9092)",
     ),
-    ("--topic", "topic", str, "events topic (CONVMETRICS_TOPIC; default conversation-events)"),
+    ("--topic", "topic", str, "events topic (env CONVMETRICS_TOPIC; default conversation-events)"),
     ("--delivery-timeout", "delivery_timeout", float, "seconds to wait for acks=all (default 10)"),
     ("--partitions", "partitions", int, "partitions when creating the topic (default 6)"),
     (
         "--key-by",
         "key_by",
         str,
-        "what each event's Kafka key holds (CONVMETRICS_KEY_BY): account (default: an account's "
+        "what each event's Kafka key holds (env CONVMETRICS_KEY_BY): account (default: an account's "
         "events, and its metric rows, on one partition) or conversation (account:id, the key "
         "before 2026-12-06: keep it for a topic that already holds events keyed so; "
         "docs/operations.md)",
@@ -38,7 +38,7 @@ _COMMON: tuple[tuple[str, str, Any, str], ...] = (
         "--wire-format",
         "wire_format",
         str,
-        "how events are framed (CONVMETRICS_WIRE_FORMAT): single-object (default) or confluent "
+        "how events are framed (env CONVMETRICS_WIRE_FORMAT): single-object (default) or confluent "
         "(00 + the registry's schema id, read by ClickHouse, Kafka Connect, Flink...; needs "
         "--schema-registry-url and `convmetrics schemas push` first)",
     ),
@@ -46,19 +46,20 @@ _COMMON: tuple[tuple[str, str, Any, str], ...] = (
         "--schema-registry-url",
         "schema_registry_url",
         str,
-        "Confluent-compatible schema registry (CONVMETRICS_SCHEMA_REGISTRY_URL; basic auth in "
+        "Confluent-compatible schema registry (env CONVMETRICS_SCHEMA_REGISTRY_URL; basic auth in "
         "CONVMETRICS_SCHEMA_REGISTRY_USER_INFO=USER:PASSWORD, TLS in CONVMETRICS_SCHEMA_REGISTRY_CA, "
         "_CERT, _KEY); the schema id is looked up once at start",
     ),
 )
 _GATEWAY: tuple[tuple[str, str, Any, str], ...] = (
-    ("--host", "host", str, "listen address (CONVMETRICS_HOST; default 0.0.0.0)"),
-    ("--port", "port", int, "listen port (CONVMETRICS_PORT; default 8080)"),
+    ("--host", "host", str, "listen address (env CONVMETRICS_HOST; default 0.0.0.0)"),
+    ("--port", "port", int, "listen port (env CONVMETRICS_PORT; default 8080)"),
     (
         "--webhook-secrets",
         "webhook_secrets",
         str,
-        "comma-separated whsec_ secrets (prefer the variable CONVMETRICS_WEBHOOK_SECRETS: "
+        "comma-separated whsec_ secrets checking each webhook's Standard Webhooks signature "
+        "(default: none, signatures are not checked; prefer the variable CONVMETRICS_WEBHOOK_SECRETS: "
         "a flag shows in ps)",
     ),
     ("--max-body-bytes", "max_body_bytes", int, "body limit of POST /webhooks (default 1 MiB)"),
@@ -115,7 +116,7 @@ def _settings(args: argparse.Namespace, fields: tuple[tuple[str, str, Any, str],
     try:
         overrides["kafka"] = from_args(args)
     except KafkaSettingsError as exc:
-        raise SettingsError(f"invalid gateway settings: {exc}") from None
+        raise SettingsError(f"invalid settings: {exc}") from None
     if getattr(args, "create_topic", None) is not None:
         overrides["create_topic"] = args.create_topic
     return load_settings(**overrides)

@@ -67,7 +67,10 @@ class GatewaySettings(BaseSettings):
     @classmethod
     def _check(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
         for secret in value:
-            parse_secret(secret.get_secret_value())
+            try:
+                parse_secret(secret.get_secret_value())
+            except SettingsError as exc:  # named by its field, as every refused setting is
+                raise ValueError(str(exc)) from None
         return value
 
     def signing_keys(self) -> list[bytes]:
@@ -112,11 +115,22 @@ def load_settings(**overrides: Any) -> GatewaySettings:
             given["kafka"] = kafka.load([])
         given["kafka"] = dict(given["kafka"])
     except KafkaSettingsError as exc:
-        raise SettingsError(f"invalid gateway settings: {exc}") from None
+        raise SettingsError(f"invalid settings: {exc}") from None
     try:
         return GatewaySettings(**given)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
-        )
-        raise SettingsError(f"invalid gateway settings: {problems}") from None
+        problems = "; ".join(_problem(e) for e in exc.errors(include_url=False))
+        raise SettingsError(f"invalid settings: {problems}") from None
+
+
+#: fields whose value an error never shows (passwords, secrets)
+_SECRET_FIELDS = frozenset({"webhook_secrets", "kafka"})
+
+
+def _problem(error: Any) -> str:
+    """One refused setting, named as the user gave it: its flag and its variable, and the value."""
+    field = str(error["loc"][0]) if error["loc"] else "?"
+    env = "CONVMETRICS_KAFKA_<KEY>" if field == "kafka" else f"CONVMETRICS_{field.upper()}"
+    shown = "" if field in _SECRET_FIELDS else f", got {error['input']!r}"
+    msg = str(error["msg"]).removeprefix("Value error, ")  # a validator's own words
+    return f"--{field.replace('_', '-')} (or {env}): {msg}{shown}"

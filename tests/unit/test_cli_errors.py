@@ -17,7 +17,7 @@ from convmetrics.cli import main
         (["consume"], 2, "convmetrics consume: error: no Kafka: pass --bootstrap-servers"),
         (["consume", "--bootstrap-servers", "h:1", "--kafka", "acks=1"], 2, "convmetrics consume: error: "),
         (["dlq", "replay"], 2, "convmetrics dlq replay: error: no Kafka"),
-        (["gateway", "--kafka", "acks=1"], 2, "convmetrics gateway: error: invalid gateway settings"),
+        (["gateway", "--kafka", "acks=1"], 2, "convmetrics gateway: error: invalid settings"),
         (["produce", "{tmp}/missing.ndjson", "--no-progress"], 2, "convmetrics produce: error: "),
         (["token", "new", "--accounts", "7,acme"], 2, "convmetrics token new: error: --accounts: "),
         (["demo", "--events", "0"], 2, "convmetrics demo: error: --events must be positive, got 0"),

@@ -62,8 +62,14 @@ def test_defaults_match_the_issue() -> None:
 
 
 def test_invalid_setting_names_the_setting() -> None:
-    with pytest.raises(SettingsError, match="max_body_bytes"):
+    """As the user gives it: the flag and the variable, and the value refused (never a secret's)."""
+    with pytest.raises(
+        SettingsError, match=r"--max-body-bytes \(or CONVMETRICS_MAX_BODY_BYTES\): .*, got 0$"
+    ):
         load_settings(max_body_bytes=0)
+    with pytest.raises(SettingsError, match=r"--webhook-secrets \(or CONVMETRICS_WEBHOOK_SECRETS\)") as err:
+        load_settings(webhook_secrets="whsec_S3cret!,")
+    assert "S3cret" not in str(err.value)
 
 
 def test_a_users_tuning_wins_and_the_gateways_own_settings_are_refused() -> None:
