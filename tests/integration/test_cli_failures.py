@@ -117,7 +117,7 @@ def test_a_one_shot_command_on_an_unreachable_cluster_fails_with_a_line() -> Non
     run = convmetrics("dlq", "replay", "--bootstrap-servers", "127.0.0.1:1", "--topic", "events")
     assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
     last = run.stderr.strip().splitlines()[-1]  # after librdkafka's own connection notices
-    assert last.startswith("convmetrics dlq: error: Kafka at 127.0.0.1:1 did not answer"), run.stderr
+    assert last.startswith("convmetrics dlq replay: error: Kafka at 127.0.0.1:1 did not answer"), run.stderr
 
 
 def test_consume_keeps_running_while_kafka_cannot_be_reached_at_start(tmp_path: Path) -> None:

@@ -187,6 +187,26 @@ def run_metrics(*argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+#: how long anyio keeps an idle worker thread (`anyio._backends._asyncio.WorkerThread`):
+#: the API's blocking handlers run on those threads, so a pause longer than this ends them
+WORKER_IDLE_SECONDS = 10
+
+
+def test_serve_outlives_its_request_threads(serve: str) -> None:
+    """Bursts of parallel requests with pauses between them longer than a worker thread
+    stays idle: each burst runs on new threads, which open their own store connections.
+    With the compiled part's allocator at mimalloc 3.3, the first allocation of such a
+    thread (in SQLite's bins_one, compiled) crashed the process at the second burst."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = f"{serve}/v1/metrics?group=inbox&window=1h&limit=5"
+    with ThreadPoolExecutor(6) as pool:
+        for burst in range(3):
+            time.sleep(WORKER_IDLE_SECONDS + 3)  # the threads before (the fixture's too) end
+            codes = list(pool.map(lambda _: httpx.get(url, timeout=10).status_code, range(6)))
+            assert codes == [200] * 6, (burst, codes)
+
+
 def test_metrics_command_equals_the_api_from_both_sources(serve: str, served_store: Path) -> None:
     for by, window in (("channel-type", "1h"), ("account", "1d"), ("channel-type", "all")):
         api_rows = fetch_rows(serve, by.replace("-", "_"), window)

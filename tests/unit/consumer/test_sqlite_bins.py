@@ -103,6 +103,43 @@ def test_the_compiled_functions_are_registered_where_built() -> None:
     assert "ctypes" not in Path(sqlite_bins.__file__).read_text()  # no object layout read
 
 
+#: a store opened on each of a series of threads, one after the other ended, as the API's
+#: request threads come and go (`serve`, `consume --http-port`)
+THREAD_CHURN = """
+import sys, threading
+from consumer.store.choose import open_store
+from consumer.fold.registry import metric_set
+kept, kinds = [], []
+def open_one():
+    store = open_store("sqlite:///" + sys.argv[1], registry=metric_set("full"))
+    kept.append(store)
+    kinds.append(store.bins_functions)
+for _ in range(12):
+    t = threading.Thread(target=open_one)
+    t.start()
+    t.join()
+print(",".join(kinds))
+"""
+
+
+@needs_native
+def test_the_compiled_functions_survive_threads_that_come_and_go(tmp_path: Path) -> None:
+    """The compiled part's allocator (mimalloc 3.3) crashed a thread's first allocation after
+    other threads had ended (`serve` died within seconds of its second burst of requests, in
+    bins_one); mimalloc 2.x, the crate's `v2` feature, does not. In a child process: a
+    crash is a failed test, not a dead test worker."""
+    import subprocess
+
+    run = subprocess.run(
+        [sys.executable, "-c", THREAD_CHURN, str(tmp_path / "m.db")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, (run.returncode, run.stderr[-2000:])
+    assert run.stdout.strip() == ",".join(["native"] * 12), run.stdout
+
+
 def test_python_functions_where_the_compiled_ones_are_not_on_the_connection() -> None:
     """CONVMETRICS_FOLD=python replaces the compiled functions by the reference ones."""
     db = sqlite3.connect(":memory:")
