@@ -305,3 +305,48 @@ def test_ever_new_channel_types_do_not_grow_the_compiled_fold_without_bound() ->
     # state intern their old closures' names again: round 3 passes it too)
     assert interned[:2] == [2501, 0] and max(interned) <= 4096
     assert py.conversations() == nat.conversations()
+
+
+#: the production registry with a distribution the compiled fold does not emit (a metric
+#: added to the registry before its rule is in consumer/native), then the fold module
+#: imported, as `consume` would
+MISMATCHED = """
+import dataclasses, sys
+import consumer.fold.delta as delta
+delta.LAYOUT = dataclasses.replace(delta.LAYOUT, fields=(*delta.LAYOUT.fields, "ttx_n", "ttx", "ttx_bin"))
+try:
+    from consumer.fold import native
+except Exception as exc:
+    print(type(exc).__name__, exc)
+else:
+    from consumer.store.sqlite import SqliteStore
+    print("native" if native.native else "reference", SqliteStore(sys.argv[1]).bins_functions)
+"""
+
+
+@needs_native
+@pytest.mark.parametrize(("fold", "says"), [("", "ConfigError"), ("python", "reference python")])
+def test_a_registry_the_compiled_fold_cannot_fold_runs_the_reference_when_asked(
+    fold: str, says: str, tmp_path: Path
+) -> None:
+    """docs/metrics.md, adding a metric: until the compiled fold emits the registry's facts it
+    is refused (naming CONVMETRICS_FOLD=python), and CONVMETRICS_FOLD=python runs the
+    reference for all of it (the import refused that too, so nothing ran)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != fold_native.ENV} | (
+        {fold_native.ENV: fold} if fold else {}
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", MISMATCHED, str(tmp_path / "m.db")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.startswith(says), run.stdout
+    if not fold:
+        assert "CONVMETRICS_FOLD=python runs the reference fold meanwhile" in run.stdout
