@@ -13,8 +13,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from consumer import argtypes
 from convmetrics import __version__
+from schemas import argtypes
 
 #: Modules that contribute subcommands, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -47,7 +47,7 @@ def version_text() -> str:
 
 
 #: what --log-level takes (logging's own level names), in any case
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,12 +102,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def settings_error(exc: BaseException) -> bool:
     """A failure of what the command was given (a store URL, a tokens file, a setting): exit
     status 2, as for a bad flag; 1 is for what happened while it ran."""
-    from consumer.exceptions import ConfigError
+    from consumer.exceptions import ConfigError, QueryError
     from producer.exceptions import SettingsError
     from schemas.exceptions import RegistrySettingsError
     from schemas.kafka import KafkaSettingsError
 
-    return isinstance(exc, ConfigError | SettingsError | RegistrySettingsError | KafkaSettingsError)
+    return isinstance(
+        exc, ConfigError | QueryError | SettingsError | RegistrySettingsError | KafkaSettingsError
+    )
 
 
 def expected(exc: BaseException) -> bool:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from consumer import argtypes
+from schemas import argtypes
 from schemas.kafka import add_arguments as kafka_arguments
 
 
@@ -24,13 +24,16 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--events",
-        type=int,
+        type=argtypes.positive_int,
         default=20_000,
         help="webhooks to generate over the two days before now (default 20000); those that would "
         "fall after now are cut, so somewhat fewer are sent and some conversations stay open",
     )
     p.add_argument(
-        "--rate", type=float, default=None, help="webhooks per second (default: as fast as accepted)"
+        "--rate",
+        type=argtypes.above_zero("webhooks per second"),
+        default=None,
+        help="webhooks per second (default: as fast as accepted)",
     )
     p.add_argument(
         "--once",
@@ -39,7 +42,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--live-rate",
-        type=float,
+        type=argtypes.above_zero("webhooks per second"),
         default=5.0,
         help="webhooks per second of the live trickle after the backfill (default 5)",
     )
@@ -79,10 +82,6 @@ def register(sub: Any) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from convmetrics.demo import DemoError, DemoOptions, run_demo
 
-    for flag, value in (("--events", args.events), ("--rate", args.rate), ("--live-rate", args.live_rate)):
-        if value is not None and value <= 0:
-            print(f"convmetrics demo: error: {flag} must be positive, got {value:g}", file=sys.stderr)
-            return 2
     if args.once and args.keep_running:
         print(
             "convmetrics demo: error: --once exits after the table; --keep-running keeps running: give one",

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from schemas import argtypes
 from schemas.kafka import add_arguments as kafka_arguments
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ _COMMON: tuple[tuple[str, str, Any, str], ...] = (
 )
 _GATEWAY: tuple[tuple[str, str, Any, str], ...] = (
     ("--host", "host", str, "listen address (env CONVMETRICS_HOST; default 0.0.0.0)"),
-    ("--port", "port", int, "listen port (env CONVMETRICS_PORT; default 8080)"),
+    ("--port", "port", argtypes.port, "listen port (env CONVMETRICS_PORT; default 8080)"),
     (
         "--webhook-secrets",
         "webhook_secrets",
@@ -109,17 +110,25 @@ def _help(dest: str, text: str) -> str:
 
 def _settings(args: argparse.Namespace, fields: tuple[tuple[str, str, Any, str], ...]) -> Any:
     from producer.exceptions import SettingsError
-    from producer.settings import load_settings
+    from producer.settings import GatewaySettings, load_settings
     from schemas.kafka import KafkaSettingsError, from_args
 
     overrides = {dest: getattr(args, dest, None) for _, dest, _, _ in fields}
+    # the HTTP settings of a command that serves none (produce): their defaults, whatever
+    # the environment says (Kubernetes sets CONVMETRICS_PORT=tcp://... for a Service so named)
+    for _, dest, _, _ in _GATEWAY:
+        if dest not in overrides:
+            overrides[dest] = GatewaySettings.model_fields[dest].get_default()
     try:
         overrides["kafka"] = from_args(args)
     except KafkaSettingsError as exc:
         raise SettingsError(f"invalid settings: {exc}") from None
     if getattr(args, "create_topic", None) is not None:
         overrides["create_topic"] = args.create_topic
-    return load_settings(**overrides)
+    flags = {dest: flag for flag, dest, _, _ in fields} | {"kafka": "--kafka"}
+    if hasattr(args, "create_topic"):
+        flags["create_topic"] = "--no-create-topic"
+    return load_settings(flags=flags, **overrides)
 
 
 def run_gateway(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -103,8 +104,10 @@ class GatewaySettings(BaseSettings):
             raise SettingsError(f"cannot write the {self.wire_format.value} wire format: {exc}") from None
 
 
-def load_settings(**overrides: Any) -> GatewaySettings:
-    """Settings from the environment with ``overrides`` (flags; None means not given).
+def load_settings(*, flags: Mapping[str, str] | None = None, **overrides: Any) -> GatewaySettings:
+    """Settings from the environment with ``overrides`` (flags; None means not given);
+    ``flags``: the command's flag of each field it has one for (a refusal names the flag
+    and the variable, or the variable alone).
 
     Raises:
         SettingsError: a value is invalid; the message names the setting.
@@ -119,7 +122,7 @@ def load_settings(**overrides: Any) -> GatewaySettings:
     try:
         return GatewaySettings(**given)
     except ValidationError as exc:
-        problems = "; ".join(_problem(e) for e in exc.errors(include_url=False))
+        problems = "; ".join(_problem(e, flags or {}) for e in exc.errors(include_url=False))
         raise SettingsError(f"invalid settings: {problems}") from None
 
 
@@ -127,10 +130,12 @@ def load_settings(**overrides: Any) -> GatewaySettings:
 _SECRET_FIELDS = frozenset({"webhook_secrets", "kafka"})
 
 
-def _problem(error: Any) -> str:
-    """One refused setting, named as the user gave it: its flag and its variable, and the value."""
+def _problem(error: Any, flags: Mapping[str, str]) -> str:
+    """One refused setting, named as the user gave it (its flag, where the command has one,
+    and its variable), with the value."""
     field = str(error["loc"][0]) if error["loc"] else "?"
     env = "CONVMETRICS_KAFKA_<KEY>" if field == "kafka" else f"CONVMETRICS_{field.upper()}"
+    named = f"{flags[field]} (or {env})" if field in flags else env
     shown = "" if field in _SECRET_FIELDS else f", got {error['input']!r}"
     msg = str(error["msg"]).removeprefix("Value error, ")  # a validator's own words
-    return f"--{field.replace('_', '-')} (or {env}): {msg}{shown}"
+    return f"{named}: {msg}{shown}"

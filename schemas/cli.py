@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from schemas import argtypes
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
@@ -64,7 +66,7 @@ def _folder(args: argparse.Namespace) -> Path:
         why = "holds no schemas (a folder per subject, with v1.avsc, v2.avsc, ...)"
     else:
         return folder
-    print(f"convmetrics schemas {args.schemas_command}: error: schema folder {folder} {why}", file=sys.stderr)
+    print(f"{argtypes.command_name(args)}: error: schema folder {folder} {why}", file=sys.stderr)
     raise SystemExit(2)
 
 
@@ -104,7 +106,6 @@ def _pin(args: argparse.Namespace) -> int:
 
 def _push(args: argparse.Namespace) -> int:
     from schemas.contract import check_folder
-    from schemas.exceptions import RegistryError, RegistrySettingsError
     from schemas.registry import SCHEMA_DIR, load_pins
     from schemas.schema_registry import ENV_URL, RegistryClient, registry_settings
     from schemas.urls import redacted
@@ -114,23 +115,20 @@ def _push(args: argparse.Namespace) -> int:
         for problem in problems:
             print(f"FAIL {problem}", file=sys.stderr)
         return 1
-    try:
-        settings = registry_settings(args.schema_registry_url)
-        if settings is None:
-            print(
-                "convmetrics schemas push: error: no schema registry: "
-                f"pass --schema-registry-url or set {ENV_URL}",
-                file=sys.stderr,
-            )
-            return 2
-        client = RegistryClient(settings)
-        pins = load_pins(SCHEMA_DIR)
-        for s in subjects:
-            pushed = client.push(s, getattr(args, f"topic_{s.name}"), pins)
-            ids = ", ".join(f"v{v} id {i}" for v, i in pushed.ids)
-            print(f"{pushed.registry_subject}: {s.name} {ids} ({pushed.registered} new; FULL_TRANSITIVE)")
-    except RegistryError as exc:
-        print(f"convmetrics schemas push: error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, RegistrySettingsError) else 1
+    # a registry that refuses or cannot be reached raises: `convmetrics` prints its one line
+    settings = registry_settings(args.schema_registry_url)
+    if settings is None:
+        print(
+            "convmetrics schemas push: error: no schema registry: "
+            f"pass --schema-registry-url or set {ENV_URL}",
+            file=sys.stderr,
+        )
+        return 2
+    client = RegistryClient(settings)
+    pins = load_pins(SCHEMA_DIR)
+    for s in subjects:
+        pushed = client.push(s, getattr(args, f"topic_{s.name}"), pins)
+        ids = ", ".join(f"v{v} id {i}" for v, i in pushed.ids)
+        print(f"{pushed.registry_subject}: {s.name} {ids} ({pushed.registered} new; FULL_TRANSITIVE)")
     print(f"schemas push: OK ({redacted(settings.url)} holds exactly the pinned versions)")
     return 0

@@ -138,7 +138,7 @@ class RegistryClient:
         try:
             self._client = SchemaRegistryClient(settings.client_config())
         except (ValueError, TypeError, OSError) as exc:
-            raise RegistryError(f"schema registry settings for {self.shown}: {exc}") from None
+            raise RegistrySettingsError(f"schema registry settings for {self.shown}: {exc}") from None
 
     def _call(self, what: str, call: Callable[[], T]) -> T:
         from confluent_kafka.schema_registry.error import SchemaRegistryError

@@ -13,10 +13,10 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from consumer import argtypes
 from consumer.fold.registry import (
     metric_set,
 )
+from schemas import argtypes
 from schemas.kafka import KafkaSettings, KafkaSettingsError
 from schemas.kafka import from_args as kafka_from_args
 

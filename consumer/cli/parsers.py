@@ -7,9 +7,9 @@ import argparse
 import os
 from typing import Any
 
-from consumer import argtypes
 from consumer.cli.commands import ENV_BOOTSTRAP, _consume, _dlq_replay, _serve, _token_new
 from consumer.serve.report import add_metric_set_argument, add_sla_buckets_argument
+from schemas import argtypes
 from schemas.kafka import add_arguments as kafka_arguments
 
 ENV_TOPIC = "CONVMETRICS_TOPIC"

@@ -71,7 +71,7 @@ def replay_dead_letters(
         try:
             reframe = Reframer(RegistryClient(registry))
         except RegistryError as exc:
-            raise ConfigError(f"dlq replay: {exc}") from None
+            raise ConfigError(str(exc)) from None
     consumer = Consumer(
         client_config(
             bootstrap, kafka, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest"

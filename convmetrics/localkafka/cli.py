@@ -10,10 +10,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from consumer import argtypes
 from convmetrics.localkafka.broker import LocalBroker, tail_lines
 from convmetrics.localkafka.exceptions import LocalKafkaError
 from convmetrics.localkafka.jars import KAFKA_VERSION, cache_dir
+from schemas import argtypes
 
 #: what stops the broker cleanly; a SIGKILL ends it too, by the JVM's parent-death signal
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from anyio._backends._asyncio import WorkerThread  # its idle timeout: WORKER_IDLE_SECONDS
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.heap import GEN0_THRESHOLD
@@ -187,9 +188,10 @@ def run_metrics(*argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-#: how long anyio keeps an idle worker thread (`anyio._backends._asyncio.WorkerThread`):
-#: the API's blocking handlers run on those threads, so a pause longer than this ends them
-WORKER_IDLE_SECONDS = 10
+#: how long anyio keeps an idle worker thread: the API's blocking handlers run on those
+#: threads, so a pause longer than this ends them. Read from anyio (a private attribute:
+#: if it moves, this fails loudly rather than pausing too briefly to end any thread)
+WORKER_IDLE_SECONDS: float = WorkerThread.MAX_IDLE_TIME
 
 
 def test_serve_outlives_its_request_threads(serve: str) -> None:

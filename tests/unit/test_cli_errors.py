@@ -11,6 +11,10 @@ import pytest
 from convmetrics.cli import main
 
 
+def _never_serve(*_: object) -> None:
+    raise AssertionError("the command started serving instead of refusing")
+
+
 @pytest.mark.parametrize(
     ("argv", "status", "says"),
     [
@@ -20,7 +24,11 @@ from convmetrics.cli import main
         (["gateway", "--kafka", "acks=1"], 2, "convmetrics gateway: error: invalid settings"),
         (["produce", "{tmp}/missing.ndjson", "--no-progress"], 2, "convmetrics produce: error: "),
         (["token", "new", "--accounts", "7,acme"], 2, "convmetrics token new: error: --accounts: "),
-        (["demo", "--events", "0"], 2, "convmetrics demo: error: --events must be positive, got 0"),
+        (
+            ["demo", "--events", "0"],
+            2,
+            "convmetrics demo: error: argument --events: must be at least 1, got '0'",
+        ),
         (["schemas", "check", "--dir", "{tmp}/none"], 2, "convmetrics schemas check: error: schema folder"),
         # an empty folder is no contract that checks (it said OK)
         (
@@ -111,6 +119,7 @@ def test_a_failure_is_one_line_naming_the_command(
 ) -> None:
     monkeypatch.delenv("CONVMETRICS_BOOTSTRAP_SERVERS", raising=False)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("uvicorn.Server.run", _never_serve)  # a check that let serve start: fail
     try:
         got = main([a.replace("{tmp}", str(tmp_path)) for a in argv])
     except SystemExit as exc:  # what `convmetrics` exits with (argparse's way, too)
@@ -143,6 +152,7 @@ def test_a_bad_value_from_the_environment_names_the_variable(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr("uvicorn.Server.run", _never_serve)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     try:

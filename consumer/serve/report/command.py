@@ -7,8 +7,6 @@ import os
 import sys
 from typing import Any
 
-from consumer import argtypes
-from consumer.exceptions import ConfigError, ConsumerError, QueryError
 from consumer.fold.registry import (
     DEFAULT_METRIC_SET,
     DEFAULT_SLA_BUCKETS,
@@ -21,6 +19,7 @@ from consumer.fold.registry import (
 from consumer.fold.windows import WINDOWS
 from consumer.serve.report.render import render, show
 from consumer.serve.report.sources import (
+    DEFAULT_BY,
     DEFAULT_WINDOW,
     ENV_API,
     ENV_API_TOKEN,
@@ -31,6 +30,7 @@ from consumer.serve.report.sources import (
     build_report,
     parse_duration,
 )
+from schemas import argtypes
 
 
 def sla_buckets_arg(text: str) -> str:
@@ -78,7 +78,7 @@ def register(sub: Any) -> None:
         "--by",
         choices=["channel-type", "account"],
         default=None,
-        help="grouping of the closure metrics (default channel-type); --group for the others",
+        help=f"grouping of the closure metrics (default {DEFAULT_BY}); --group for the others",
     )
     p.add_argument(
         "--window", choices=list(WINDOWS), default=None, help=f"window size (default {DEFAULT_WINDOW})"
@@ -171,20 +171,17 @@ def _metrics(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     api = args.api or (None if args.store else os.environ.get(ENV_API))
-    try:
-        source: Source = (
-            ApiSource(api, os.environ.get(args.token_env) or None)
-            if api
-            else StoreSource(
-                args.store or os.environ.get(ENV_STORE, "sqlite:///convmetrics.db"),
-                args.sla_buckets,
-                args.metric_set,
-            )
+    # a refused query (2) or an unreadable store or API (1) raises: `convmetrics` prints its line
+    source: Source = (
+        ApiSource(api, os.environ.get(args.token_env) or None)
+        if api
+        else StoreSource(
+            args.store or os.environ.get(ENV_STORE, "sqlite:///convmetrics.db"),
+            args.sla_buckets,
+            args.metric_set,
         )
-        report = build_report(source, args)
-    except ConsumerError as exc:
-        print(f"convmetrics metrics: error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, QueryError | ConfigError) else 1
+    )
+    report = build_report(source, args)
     if args.json:
         sys.stdout.write(orjson.dumps(report.as_json()).decode() + "\n")
     else:

@@ -23,8 +23,9 @@ ENV_API = "CONVMETRICS_API"
 ENV_API_TOKEN = "CONVMETRICS_API_TOKEN"
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 NOW = "now"  # the window of a --backlog report: the live gauges
-#: `convmetrics metrics --window` when not given (the backlog takes none)
+#: `convmetrics metrics --window` and `--by` when not given (the backlog takes neither)
 DEFAULT_WINDOW = "1h"
+DEFAULT_BY = "channel-type"
 BY_FLAG = {"channel-type": "channel_type", "channel_type": "channel_type", "account": "account"}
 
 
@@ -213,7 +214,7 @@ def build_report(source: Source, args: argparse.Namespace) -> Report:
     if args.where:
         flags = ", ".join("--" + d.replace("_", "-") for d in args.where)
         raise QueryError(f"{flags} filter(s) --group or --backlog; --by selects one key with --key")
-    by = BY_FLAG[args.by or "channel-type"]
+    by = BY_FLAG[args.by or DEFAULT_BY]
     if args.last is not None and args.window == ALL:
         raise QueryError("--last needs a sized window (--window 1m, 1h or 1d), not all")
     params = {"by": by, "window": args.window, "limit": str(args.limit)}

@@ -63,12 +63,16 @@ def test_defaults_match_the_issue() -> None:
 
 def test_invalid_setting_names_the_setting() -> None:
     """As the user gives it: the flag and the variable, and the value refused (never a secret's)."""
+    flags = {"max_body_bytes": "--max-body-bytes", "webhook_secrets": "--webhook-secrets"}
     with pytest.raises(
         SettingsError, match=r"--max-body-bytes \(or CONVMETRICS_MAX_BODY_BYTES\): .*, got 0$"
     ):
-        load_settings(max_body_bytes=0)
+        load_settings(flags=flags, max_body_bytes=0)
+    # a setting the command has no flag for (produce has no --port): the variable alone
+    with pytest.raises(SettingsError, match=r"settings: CONVMETRICS_PORT: .*, got 'tcp://10.0.0.1:8080'$"):
+        load_settings(flags=flags, port="tcp://10.0.0.1:8080")
     with pytest.raises(SettingsError, match=r"--webhook-secrets \(or CONVMETRICS_WEBHOOK_SECRETS\)") as err:
-        load_settings(webhook_secrets="whsec_S3cret!,")
+        load_settings(flags=flags, webhook_secrets="whsec_S3cret!,")
     assert "S3cret" not in str(err.value)
 
 
@@ -84,5 +88,21 @@ def test_a_users_tuning_wins_and_the_gateways_own_settings_are_refused() -> None
     assert load_settings().producer_config()["compression.type"] == "lz4"  # the default
     with pytest.raises(SettingsError, match=r"message\.timeout\.ms is set by --delivery-timeout"):
         load_settings(kafka={"message.timeout.ms": "120000"})
-    with pytest.raises(SettingsError, match="compression"):
+    with pytest.raises(SettingsError, match=r"CONVMETRICS_COMPRESSION: .*, got 'zstdx'"):
         load_settings(compression="zstdx")
+
+
+def test_produce_ignores_the_gateways_http_settings_and_the_gateway_names_its_flag(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Kubernetes sets CONVMETRICS_PORT=tcp://10.0.0.1:8080 for a Service named convmetrics:
+    produce serves no HTTP and reads no port; the gateway refuses it naming flag and variable."""
+    from convmetrics.cli import build_parser
+    from producer import cli
+
+    monkeypatch.setenv("CONVMETRICS_PORT", "tcp://10.0.0.1:8080")
+    produce = build_parser().parse_args(["produce", "events.ndjson"])
+    assert cli._settings(produce, cli._COMMON).port == 8080
+    gateway = build_parser().parse_args(["gateway"])
+    with pytest.raises(SettingsError, match=r"--port \(or CONVMETRICS_PORT\): .*, got 'tcp://10.0.0.1:8080'"):
+        cli._settings(gateway, (*cli._COMMON, *cli._GATEWAY))

@@ -3,8 +3,8 @@ message argparse prints after the flag's name (`argument --port: must be a port 
 65535, got 'abc'`), never the name of a Python function, and each also checks a default
 taken from an environment variable (argparse passes a string default through `type`).
 
-Imports nothing of the packages, so the gateway's, the broker's and the demo's flags use
-them as the consumer's do.
+In `schemas`, beside the other flags every package shares (`schemas.kafka`), so the
+gateway's, the consumer's, the broker's and the demo's flags are checked alike.
 """
 
 from __future__ import annotations
