@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from schemas import argtypes
 from schemas.kafka import add_arguments as kafka_arguments
 
 log = logging.getLogger(__name__)
@@ -54,7 +53,7 @@ _COMMON: tuple[tuple[str, str, Any, str], ...] = (
 )
 _GATEWAY: tuple[tuple[str, str, Any, str], ...] = (
     ("--host", "host", str, "listen address (env CONVMETRICS_HOST; default 0.0.0.0)"),
-    ("--port", "port", argtypes.port, "listen port (env CONVMETRICS_PORT; default 8080)"),
+    ("--port", "port", int, "listen port (env CONVMETRICS_PORT; default 8080)"),
     (
         "--webhook-secrets",
         "webhook_secrets",

@@ -3,8 +3,9 @@ message argparse prints after the flag's name (`argument --port: must be a port 
 65535, got 'abc'`), never the name of a Python function, and each also checks a default
 taken from an environment variable (argparse passes a string default through `type`).
 
-In `schemas`, beside the other flags every package shares (`schemas.kafka`), so the
-gateway's, the consumer's, the broker's and the demo's flags are checked alike.
+In `schemas`, beside the other flags every package shares (`schemas.kafka`): the
+consumer's, the broker's, the demo's and the `schemas` commands use them (the gateway's
+flags are checked by its settings model).
 """
 
 from __future__ import annotations
