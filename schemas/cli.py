@@ -106,6 +106,7 @@ def _pin(args: argparse.Namespace) -> int:
 
 def _push(args: argparse.Namespace) -> int:
     from schemas.contract import check_folder
+    from schemas.exceptions import RegistrySettingsError
     from schemas.registry import SCHEMA_DIR, load_pins
     from schemas.schema_registry import ENV_URL, RegistryClient, registry_settings
     from schemas.urls import redacted
@@ -115,15 +116,10 @@ def _push(args: argparse.Namespace) -> int:
         for problem in problems:
             print(f"FAIL {problem}", file=sys.stderr)
         return 1
-    # a registry that refuses or cannot be reached raises: `convmetrics` prints its one line
+    # no registry, or one that refuses or cannot be reached, raises: `convmetrics` prints its line
     settings = registry_settings(args.schema_registry_url)
     if settings is None:
-        print(
-            "convmetrics schemas push: error: no schema registry: "
-            f"pass --schema-registry-url or set {ENV_URL}",
-            file=sys.stderr,
-        )
-        return 2
+        raise RegistrySettingsError(f"no schema registry: pass --schema-registry-url or set {ENV_URL}")
     client = RegistryClient(settings)
     pins = load_pins(SCHEMA_DIR)
     for s in subjects:

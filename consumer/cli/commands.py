@@ -8,15 +8,14 @@ import functools
 import logging
 import os
 import signal
-import sys
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+from consumer.exceptions import ConfigError
 from consumer.fold.registry import (
     metric_set,
 )
-from schemas import argtypes
 from schemas.kafka import KafkaSettings, KafkaSettingsError
 from schemas.kafka import from_args as kafka_from_args
 
@@ -62,9 +61,9 @@ def _wire_format(args: argparse.Namespace) -> Any:
 
 
 def _refuse(args: argparse.Namespace, cause: str) -> NoReturn:
-    """Exit 2 (bad flags or settings) with the one line every command's failure is."""
-    print(f"{argtypes.command_name(args)}: error: {cause}", file=sys.stderr)
-    raise SystemExit(2)
+    """Bad flags or settings: a ConfigError, which `convmetrics` prints as the one line every
+    command's failure is, exiting 2."""
+    raise ConfigError(cause)
 
 
 def _registry(args: argparse.Namespace) -> Any:
