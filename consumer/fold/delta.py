@@ -101,7 +101,7 @@ class FactLayout:
             if None in values and not source:
                 continue
             key = "|".join("" if v is None else str(v) for v in values)
-            keys.extend((g.name, key, w, start) for w, start in starts if g.keeps(w))
+            keys.extend((g.name, key, w, start) for w, start in starts if self.registry.stores(g, w))
         return keys
 
     @cached_property

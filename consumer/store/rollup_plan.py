@@ -70,7 +70,7 @@ def plan_of(registry: Registry) -> Plan:
         present, may_miss = ((), optional) if source else (optional, ())
         for win, size in registry.windows.items():
             counting = [m for m in registry.metrics if m in facts and m.counts_in(g.name, win)]
-            if not g.keeps(win) or not counting:
+            if not registry.stores(g, win) or not counting:
                 continue
             columns: list[Column] = []
             for m in registry.metrics:
@@ -143,7 +143,7 @@ def lag_plan(registry: Registry) -> Plan | None:
         if g.dimensions != ("channel_type",):
             raise ValueError(f"ingest lag is kept per channel type: it cannot count in grouping {g.name}")
         for win, size in registry.windows.items():
-            if not (g.keeps(win) and lag.counts_in(g.name, win)):
+            if not (registry.stores(g, win) and lag.counts_in(g.name, win)):
                 continue
             columns: list[Column] = []
             for m in registry.metrics:

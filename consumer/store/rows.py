@@ -59,19 +59,20 @@ def row_filter(
     if keys is not None:  # only these keys (a token scoped to some accounts); none: no row
         where.append(f"key IN ({', '.join([mark] * len(keys))})" if keys else "0 = 1")
         args.extend(keys)
-        bound, bounds = sqlgen.source_bounds(dialect, registry, by, keys)
+        bound, bounds = sqlgen.source_bounds(dialect, registry, by, window, keys)
         if bound:
             where.append(bound)
             args.extend(bounds)
-    if key is not None and sqlgen.bounds_source(registry, by):
-        parts = {**(parts or {}), 0: registry.key_parts(by, key)[0]}
+    first = parts[0] if parts and 0 in parts else registry.key_parts(by, key)[0] if key is not None else None
+    if first is not None and sqlgen.bounds_source(registry, by, window):
+        # before the key's own terms: SQLite tests the terms no index serves in the order
+        # written, and this one leaves out the other accounts' source rows before their
+        # keys are projected
+        bound, bounds = sqlgen.first_bounds(dialect, first)
+        where.append(bound)
+        args.extend(bounds)
     if parts:
         clause, values = _parts_filter(parts, dialect)
-        if 0 in parts and sqlgen.bounds_source(registry, by):
-            # first: SQLite tests the terms no index serves in the order written, and this
-            # one leaves out the other accounts' source rows before their keys are projected
-            where.append(f"fkey >= {mark} AND fkey < {mark}")
-            args.extend(values[:2])
         where.append(clause)
         args.extend(values)
     if after is not None:  # the page after the cursor, in (window_start, key) order
@@ -160,7 +161,7 @@ def bins_filter(
     each): one sort of every bin of the page spilled to disk and cost more than the rest of
     the call (docs/performance.md)."""
     mark = sqlgen.POSTGRES.mark
-    rows = sqlgen.rows_of(sqlgen.POSTGRES, registry, by)
+    rows = sqlgen.rows_of(sqlgen.POSTGRES, registry, by, window)
     args: list[Any] = [by, window]
     if len(starts) * len(keys) <= LISTED_BIN_POINTS:
         span = sqlgen.starts_in(starts)
@@ -168,7 +169,7 @@ def bins_filter(
         span = f"start>={mark} AND start<={mark}"
         args += [min(starts), max(starts)]
     # the keys' source rows, ranges of their accounts' (`sqlgen.source_bounds`)
-    keys_bound, bounds = sqlgen.source_bounds(sqlgen.POSTGRES, registry, by, keys)
+    keys_bound, bounds = sqlgen.source_bounds(sqlgen.POSTGRES, registry, by, window, keys)
     args += [list(keys), *bounds, by, window]
     bound = ""
     if bounds:  # each key's bins: the source rows of its first value, a range
@@ -180,17 +181,19 @@ def bins_filter(
         f"{keys_bound + ' AND ' if bounds else ''}bin_ids IS NOT NULL) AS g, "
         "LATERAL (SELECT array_agg(b ORDER BY b) AS ids, array_agg(n ORDER BY b) AS ns FROM ("
         "SELECT u.b, CAST(sum(u.n) AS BIGINT) AS n "
-        f"FROM {sqlgen.rows_of(sqlgen.POSTGRES, registry, by, 'r')}, unnest(r.bin_ids, r.bin_ns) AS u(b, n) "
+        f"FROM {sqlgen.rows_of(sqlgen.POSTGRES, registry, by, window, 'r')}, "
+        "unnest(r.bin_ids, r.bin_ns) AS u(b, n) "
         f"WHERE r.by={mark} AND r.win={mark} AND r.start=g.start AND r.key=g.key{bound} "
         "GROUP BY u.b) AS s) AS m"
     )
     return sql, args
 
 
-def newest_start(d: sqlgen.Dialect, registry: Registry, by: str) -> str:
+def newest_start(d: sqlgen.Dialect, registry: Registry, by: str, window: str) -> str:
     """The newest window start of (grouping, window): the primary key's order answers it at
     once (a derived grouping's: its source's, in the rows it counts in)."""
-    return f"SELECT max(start) FROM {sqlgen.rows_of(d, registry, by)} WHERE by = {d.mark} AND win = {d.mark}"
+    rows = sqlgen.rows_of(d, registry, by, window)
+    return f"SELECT max(start) FROM {rows} WHERE by = {d.mark} AND win = {d.mark}"
 
 
 #: a store's merged rows of (grouping, window) at some starts for a list of keys, with
@@ -215,11 +218,11 @@ def rank_rows(
         contains=r.contains,
         keys=r.keys,
     )
-    ranking = sqlgen.ranked(dialect, registry, r.by, where, r.value, r.descending)
+    ranking = sqlgen.ranked(dialect, registry, r.by, r.window, where, r.value, r.descending)
     found = fetch(ranking, (*args, r.limit, r.offset))
     if not found:  # past the end (or nothing at all): count what there is
         counted = fetch(
-            f"SELECT count(*) FROM (SELECT 1 FROM {sqlgen.rows_of(dialect, registry, r.by)} "
+            f"SELECT count(*) FROM (SELECT 1 FROM {sqlgen.rows_of(dialect, registry, r.by, r.window)} "
             f"WHERE {where} GROUP BY start, key) g",
             tuple(args),
         )

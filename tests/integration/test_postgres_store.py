@@ -17,6 +17,7 @@ from unit.consumer.test_store import MakeStore, ev, store
 from consumer.exceptions import ConfigError, FencedError, StoreError, StoreUnavailableError
 from consumer.fold import PartitionFold
 from consumer.fold.model import CLOSED, CREATED, Event
+from consumer.fold.registry import REGISTRY, Registry
 from consumer.store import PartitionCommit, Retention, open_store
 from consumer.store.base import Ranking
 from consumer.store.postgres import PostgresStore
@@ -49,8 +50,10 @@ def test_the_shared_suite_runs_here_whole() -> None:
 def make_store(postgres_url: str) -> Iterator[MakeStore]:
     made: list[PostgresStore] = []
 
-    def make(retention: Retention | None = None) -> PostgresStore:
-        made.append(PostgresStore(postgres_url, retention=retention))
+    def make(
+        retention: Retention | None = None, *, registry: Registry = REGISTRY, again: bool = False
+    ) -> PostgresStore:
+        made.append(PostgresStore(postgres_url, retention=retention, registry=registry))
         return made[-1]
 
     yield make

@@ -52,7 +52,7 @@ def aggregation(registry: Registry) -> list[str]:
             f"FROM cm_facts WHERE {_present(g, registry)} GROUP BY part, k, m"
         )
         for window, size in registry.windows.items():
-            if not g.keeps(window) or not any(m.counts_in(g.name, window) for m in facts):
+            if not registry.stores(g, window) or not any(m.counts_in(g.name, window) for m in facts):
                 continue
             out.append(
                 f"INSERT INTO metric_rows AS r ({cols}) SELECT '{g.name}', '{window}', "

@@ -141,9 +141,19 @@ class Grouping:
     #: exact, and a commit writes one finer row where it wrote one per derived grouping
     #: (docs/performance.md). None: it has rows of its own.
     derived_from: str | None = None
+    #: the windows read from `derived_from` (None: every one it keeps); in the others it
+    #: has rows of its own (`account` keeps its all-time rows, which a ranking of every
+    #: account reads, and derives the rest)
+    derived_windows: tuple[str, ...] | None = None
 
     def keeps(self, window: str) -> bool:
         return self.windows is None or window in self.windows
+
+    def derives(self, window: str) -> bool:
+        """Whether its rows of this window are read from its source's (`derived_from`)."""
+        return self.derived_from is not None and (
+            self.derived_windows is None or window in self.derived_windows
+        )
 
     @property
     def ident(self) -> str:
@@ -168,6 +178,11 @@ class Registry:
     #: are read from. Their keys keep an optional dimension's missing value as empty text
     #: (`42||7|TELEGRAM`: no inbox), so that they hold every event the derived ones count.
     sources: tuple[Grouping, ...] = ()
+    #: whether this set's folds write the sources' rows. False: a set whose folds keep no
+    #: inbox or app (`closures`) writes its derived groupings' rows as their own in every
+    #: window, and reads the sources' rows beside them, which a set that folds them (`full`)
+    #: wrote into the same store (a store switched between the sets loses no rows)
+    folds_sources: bool = True
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.metrics]
@@ -216,7 +231,11 @@ class Registry:
         sources = {s.name: s for s in self.sources}
         for g in self.groupings:
             if g.derived_from is None:
+                if g.derived_windows is not None:
+                    raise ValueError(f"grouping {g.name!r}: derived_windows without derived_from")
                 continue
+            if set(g.derived_windows or ()) - set(self.windows):
+                raise ValueError(f"grouping {g.name!r}: derived_windows names an undeclared window")
             src = sources.get(g.derived_from)
             if src is None:
                 raise ValueError(
@@ -224,7 +243,8 @@ class Registry:
                 )
             if set(g.dimensions) - set(src.dimensions):
                 raise ValueError(f"grouping {g.name!r} has dimensions its source {src.name!r} lacks")
-            if src.windows is not None and not set(g.windows or self.windows) <= set(src.windows):
+            derived = {w for w in self.windows if g.keeps(w) and g.derives(w)}
+            if src.windows is not None and not derived <= set(src.windows):
                 raise ValueError(f"grouping {g.name!r} keeps windows its source {src.name!r} does not")
             for m in self.metrics:
                 if m.in_grouping(g.name) != m.in_grouping(src.name):
@@ -234,8 +254,15 @@ class Registry:
 
     @property
     def stored(self) -> tuple[Grouping, ...]:
-        """The groupings with rows in the stores: those not derived, and the sources."""
-        return (*(g for g in self.groupings if g.derived_from is None), *self.sources)
+        """The groupings this set's commits write rows of: those with rows of their own in
+        some window (`stores`), and the sources where it folds them."""
+        own = (g for g in self.groupings if any(self.stores(g, w) for w in self.windows))
+        return (*own, *(self.sources if self.folds_sources else ()))
+
+    def stores(self, g: Grouping, window: str) -> bool:
+        """Whether commits write rows of a grouping's own in this window: it keeps the
+        window and does not derive it from a source this set folds."""
+        return g.keeps(window) and not (g.derives(window) and self.folds_sources)
 
     def is_source(self, grouping: str) -> bool:
         return any(s.name == grouping for s in self.sources)
@@ -321,7 +348,7 @@ class Registry:
         return [
             (g.name, projected)
             for g in self.derived(grouping)
-            if g.keeps(window) and (projected := self.project(g.name, key)) is not None
+            if g.keeps(window) and g.derives(window) and (projected := self.project(g.name, key)) is not None
         ]
 
     def derived(self, source: str) -> tuple[Grouping, ...]:

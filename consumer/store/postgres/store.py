@@ -145,7 +145,7 @@ class PostgresStore:
             keys=keys,
             parts=parts,
         )
-        sql = sqlgen.query(sqlgen.POSTGRES, by, where, self.registry, metrics)
+        sql = sqlgen.query(sqlgen.POSTGRES, by, window, where, self.registry, metrics)
 
         def work(conn: psycopg.Connection[Any]) -> list[MetricRow]:
             found = conn.execute(sql, [*args, limit]).fetchall()
@@ -180,7 +180,9 @@ class PostgresStore:
 
     def newest_start(self, by: str, window: str) -> int | None:
         def work(conn: psycopg.Connection[Any]) -> int | None:
-            row = conn.execute(newest_start(sqlgen.POSTGRES, self.registry, by), (by, window)).fetchone()
+            row = conn.execute(
+                newest_start(sqlgen.POSTGRES, self.registry, by, window), (by, window)
+            ).fetchone()
             return None if row is None else row[0]
 
         return self.session.run(work)
@@ -284,7 +286,7 @@ def _page(
 ) -> list[MetricRow]:
     """`rows.Page`: the merged rows, then their bins (`rows.bins_filter`)."""
     d = sqlgen.POSTGRES
-    sql, bounds = sqlgen.page(d, registry, by, starts, keys, metrics)
+    sql, bounds = sqlgen.page(d, registry, by, window, starts, keys, metrics)
     found = conn.execute(sql, (by, window, d.list_arg(keys), *bounds)).fetchall()
     bins = _bins(conn, registry, by, window, starts, keys, metrics)
     return build_rows(by, window, found, bins, registry, metrics)

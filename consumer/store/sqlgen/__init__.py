@@ -17,7 +17,14 @@ from consumer.store.sqlgen.backlog import (
     backlog_table,
     backlog_upsert,
 )
-from consumer.store.sqlgen.derived import ROWS, bounds_source, rows_of, source_bounds
+from consumer.store.sqlgen.derived import (
+    ROWS,
+    bounds_source,
+    first_bounds,
+    has_own_rows,
+    rows_of,
+    source_bounds,
+)
 from consumer.store.sqlgen.dialect import (
     BINS_MERGE,
     POSTGRES,
@@ -50,6 +57,8 @@ __all__ = [
     "backlog_table",
     "backlog_upsert",
     "bounds_source",
+    "first_bounds",
+    "has_own_rows",
     "key_order",
     "merge_of",
     "merged_columns",

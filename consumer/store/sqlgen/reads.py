@@ -13,16 +13,18 @@ from consumer.store.sqlgen.dialect import Dialect, merged_columns
 def query(
     d: Dialect,
     by: str,
+    window: str,
     where: str,
     registry: Registry = REGISTRY,
     metrics: Collection[str] | None = None,
 ) -> str:
-    """A metrics query of a grouping's rows (`rows_of`): merged over their partitions (and
+    """A metrics query of a grouping's rows of a window (`rows_of`): merged over their partitions (and
     a derived grouping's over its source rows), in (start, key) order, with the columns of
     `metrics` (None: all)."""
     bins = _bins_union(d, registry, metrics)
+    rows = rows_of(d, registry, by, window)
     return (
-        f"SELECT key, start, {merged_columns(registry, metrics)}{bins} FROM {rows_of(d, registry, by)} "
+        f"SELECT key, start, {merged_columns(registry, metrics)}{bins} FROM {rows} "
         f"WHERE {where} GROUP BY start, key ORDER BY start, key LIMIT {d.mark}"
     )
 
@@ -56,7 +58,9 @@ def key_order(registry: Registry, grouping: str) -> str:
     return "key"
 
 
-def ranked(d: Dialect, registry: Registry, grouping: str, where: str, value: str, descending: bool) -> str:
+def ranked(
+    d: Dialect, registry: Registry, grouping: str, window: str, where: str, value: str, descending: bool
+) -> str:
     """A page of rows ranked by a `Registry.rankable` value (ties: start, then key): their
     (key, start) in rank order, each with the count of all rows that match. NULL values
     (a share of nothing) rank below every number, as in the dashboard. Only the ranked value
@@ -70,7 +74,7 @@ def ranked(d: Dialect, registry: Registry, grouping: str, where: str, value: str
         nulls = "NULLS LAST" if descending else "NULLS FIRST"
         order = f"{rank_value(registry, value)} {'DESC' if descending else 'ASC'} {nulls}, start, {keys}"
     return (
-        f"SELECT key, start, count(*) OVER () FROM {rows_of(d, registry, grouping)} "
+        f"SELECT key, start, count(*) OVER () FROM {rows_of(d, registry, grouping, window)} "
         f"WHERE {where} GROUP BY start, key ORDER BY {order} LIMIT {d.mark} OFFSET {d.mark}"
     )
 
@@ -79,6 +83,7 @@ def page(
     d: Dialect,
     registry: Registry,
     by: str,
+    window: str,
     starts: Collection[int],
     keys: Sequence[str],
     metrics: Collection[str] | None = None,
@@ -90,9 +95,10 @@ def page(
     key (a derived grouping's: a range of its source's per start and account,
     `source_bounds`)."""
     bins = _bins_union(d, registry, metrics)
-    bound, bound_args = source_bounds(d, registry, by, keys)
+    bound, bound_args = source_bounds(d, registry, by, window, keys)
+    rows = rows_of(d, registry, by, window)
     sql = (
-        f"SELECT key, start, {merged_columns(registry, metrics)}{bins} FROM {rows_of(d, registry, by)} "
+        f"SELECT key, start, {merged_columns(registry, metrics)}{bins} FROM {rows} "
         f"WHERE by = {d.mark} AND win = {d.mark} AND {starts_in(starts)} AND {d.one_of('key')}"
         f"{' AND ' + bound if bound else ''} "
         "GROUP BY start, key"

@@ -218,7 +218,7 @@ class SqliteStore:
             keys=keys,
             parts=parts,
         )
-        query = sqlgen.query(sqlgen.SQLITE, by, where, self.registry, metrics)
+        query = sqlgen.query(sqlgen.SQLITE, by, window, where, self.registry, metrics)
         found = self.db.execute(query, [*args, limit]).fetchall()
         names = self.registry.columns_of(metrics)
         return [metric_row(by, window, r[:-1], unpack(r[-1]), names) for r in found]
@@ -240,7 +240,7 @@ class SqliteStore:
 
     @_reading
     def newest_start(self, by: str, window: str) -> int | None:
-        sql = newest_start(sqlgen.SQLITE, self.registry, by)
+        sql = newest_start(sqlgen.SQLITE, self.registry, by, window)
         found: int | None = self.db.execute(sql, (by, window)).fetchone()[0]
         return found
 
@@ -256,7 +256,7 @@ class SqliteStore:
     ) -> list[MetricRow]:
         """`rows.Page`: one query, the bins are in the rows."""
         d = sqlgen.SQLITE
-        sql, bounds = sqlgen.page(d, self.registry, by, starts, keys, metrics)
+        sql, bounds = sqlgen.page(d, self.registry, by, window, starts, keys, metrics)
         found = self.db.execute(sql, (by, window, d.list_arg(keys), *bounds))
         names = self.registry.columns_of(metrics)
         return [metric_row(by, window, r[:-1], unpack(r[-1]), names) for r in found]

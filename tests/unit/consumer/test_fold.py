@@ -10,7 +10,7 @@ import pytest
 from consumer.fold import BY_ACCOUNT, BY_CHANNEL, Fold, last_time_of, row_keys
 from consumer.fold import native as fold_native
 from consumer.fold.model import ASSIGNED, CLOSED, CREATED, OPENED, Event
-from consumer.fold.registry import REGISTRY
+from consumer.fold.registry import CLOSURES, REGISTRY
 from support.rows import delta_rows
 
 IMPLEMENTATIONS = [k for k in (fold_native.PYTHON, fold_native.NATIVE) if k is not None]
@@ -53,18 +53,22 @@ def test_row_keys_cover_every_stored_grouping_and_four_windows() -> None:
     keys = row_keys(fact)
     finest = "account,inbox,app,channel_type"
     assert (BY_CHANNEL, "VIBER", "1m", 3 * 86400 + 3660) in keys
-    assert (BY_ACCOUNT, "3", "1h", 3 * 86400 + 3600) in keys
-    assert (BY_ACCOUNT, "3", "1d", 3 * 86400) in keys
     assert (BY_CHANNEL, "VIBER", "all", 0) in keys
+    # the account's own rows: all time only (its 1m, 1h and 1d rows are the source's)
+    assert (BY_ACCOUNT, "3", "all", 0) in keys
+    assert not any(k[0] == BY_ACCOUNT and k[2] != "all" for k in keys)
     # the groupings finer than an account are stored as one source's rows, in every window
     assert (finest, "3|55|10003|VIBER", "1m", 3 * 86400 + 3660) in keys
     assert (finest, "3|55|10003|VIBER", "all", 0) in keys
     assert not any(k[0] in ("account,channel_type", "inbox", "app") for k in keys)
-    assert len(set(keys)) == 3 * 4
+    assert len(set(keys)) == 4 + 1 + 4
+    # the closures set folds no source: its account rows are its own in every window
+    closures = row_keys(("VIBER", 3, None, None, t) + (0,) * 6, CLOSURES)
+    assert (BY_ACCOUNT, "3", "1h", 3 * 86400 + 3600) in closures and len(set(closures)) == 2 * 4
     # an event without an inbox (no data.channel) keeps its source row, its inbox empty:
     # it counts in the account,channel_type and app rows derived from it, in no inbox row
     no_inbox = row_keys(("VIBER", 3, None, 10_003, t) + (0,) * 10)
-    assert (finest, "3||10003|VIBER", "1h", 3 * 86400 + 3600) in no_inbox and len(no_inbox) == 3 * 4
+    assert (finest, "3||10003|VIBER", "1h", 3 * 86400 + 3600) in no_inbox and len(no_inbox) == 4 + 1 + 4
     assert REGISTRY.project("inbox", "3||10003|VIBER") is None
     assert REGISTRY.project("account,channel_type", "3||10003|VIBER") == "3|VIBER"
     assert REGISTRY.project("app", "3||10003|VIBER") == "10003"

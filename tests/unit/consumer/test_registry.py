@@ -19,6 +19,7 @@ from consumer.fold import PartitionFold
 from consumer.fold.delta import LAYOUT, layout_of
 from consumer.fold.model import ASSIGNED, CLOSED, CREATED, SNOOZED, Event
 from consumer.fold.registry import (
+    CLOSURES,
     DEFAULT_SLA_BUCKETS,
     REGISTRY,
     Dimension,
@@ -176,9 +177,29 @@ def test_a_registry_refuses_a_derived_grouping_its_source_cannot_give() -> None:
     one = dataclasses.replace(lag, groupings=("channel_type", "app"))
     with pytest.raises(ValueError, match="counts in 'app' or its source, not both"):
         dataclasses.replace(REGISTRY, metrics=tuple(one if m is lag else m for m in REGISTRY.metrics))
-    # the full set stores three groupings: channel type, account and the source
+    # the full set stores three groupings: channel type, account (all time only) and the source
     assert [g.name for g in REGISTRY.stored] == ["channel_type", "account", finest.name]
-    assert [g.name for g in REGISTRY.derived(finest.name)] == ["account,channel_type", "inbox", "app"]
+    assert [g.name for g in REGISTRY.derived(finest.name)] == [
+        "account",
+        "account,channel_type",
+        "inbox",
+        "app",
+    ]
+    account = REGISTRY.grouping("account")
+    assert [w for w in REGISTRY.windows if REGISTRY.stores(account, w)] == ["all"]
+    assert [w for w in REGISTRY.windows if account.derives(w)] == ["1m", "1h", "1d"]
+    assert not any(REGISTRY.stores(REGISTRY.grouping("inbox"), w) for w in REGISTRY.windows)
+    # the closures set folds no source: it stores the account in every window (and reads
+    # the source's rows a full-set consumer wrote beside its own)
+    assert [g.name for g in CLOSURES.stored] == ["channel_type", "account"]
+    assert all(CLOSURES.stores(CLOSURES.grouping("account"), w) for w in CLOSURES.windows)
+    with pytest.raises(ValueError, match="derived_windows without derived_from"):
+        dataclasses.replace(
+            REGISTRY, groupings=(*served, Grouping("x", ("account",), derived_windows=("1m",)))
+        )
+    with pytest.raises(ValueError, match="derived_windows names an undeclared window"):
+        bad = dataclasses.replace(account, derived_windows=("1w",))
+        dataclasses.replace(REGISTRY, groupings=tuple(bad if g is account else g for g in REGISTRY.groupings))
 
 
 @pytest.mark.parametrize(

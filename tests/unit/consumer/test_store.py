@@ -1,6 +1,7 @@
 """The store suite. Every test taking `store` or `make_store` runs on each store: here on
 SQLite; tests/integration/test_postgres_store.py runs the same functions on PostgreSQL."""
 
+import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from consumer.exceptions import ConfigError, FencedError, StoreError
 from consumer.fold import Changes, PartitionFold
 from consumer.fold.delta import LAYOUT, Delta
 from consumer.fold.model import CLOSED, CREATED, OPENED, Event
-from consumer.fold.registry import REGISTRY
+from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.sketch import bin_of
 from consumer.store import LIVE, PartitionCommit, Retention, open_store
 from consumer.store.sqlite import SqliteStore
@@ -21,7 +22,9 @@ from consumer.stream.settings import ConsumerSettings
 from support.firsts import check_against_truth
 from support.rows import delta_rows, served_keys
 
-MakeStore = Callable[..., Any]  # (retention=None) -> a fresh, empty SqliteStore or PostgresStore
+#: (retention=None, *, registry=REGISTRY, again=False) -> a fresh, empty SqliteStore or
+#: PostgresStore; `again`: the store made last, opened again (PostgreSQL: one database a test)
+MakeStore = Callable[..., Any]
 
 TTC, LAG = REGISTRY.metric("time_to_close"), REGISTRY.metric("ingest_lag")
 
@@ -38,9 +41,14 @@ def ev(kind: int, h: int, t: int, conv: int = 1) -> Event:
 @pytest.fixture
 def make_store(tmp_path: Path) -> Iterator[MakeStore]:
     made: list[SqliteStore] = []
+    paths: list[Path] = []
 
-    def make(retention: Retention | None = None) -> SqliteStore:
-        made.append(SqliteStore(str(tmp_path / f"m{len(made)}.db"), retention=retention))
+    def make(
+        retention: Retention | None = None, *, registry: Registry = REGISTRY, again: bool = False
+    ) -> SqliteStore:
+        if not again:
+            paths.append(tmp_path / f"m{len(paths)}.db")
+        made.append(SqliteStore(str(paths[-1]), retention=retention, registry=registry))
         return made[-1]
 
     yield make
@@ -145,8 +153,9 @@ def test_purge_cutoff_is_the_newest_watermark_minus_retention(make_store: MakeSt
     def starts(window: str) -> list[int]:
         return [r.window_start for r in store.query("channel_type", window)]
 
-    def rows_at(window: str, start: int) -> int:  # in every grouping the closures count in
-        return sum(r.window_start == start for g in REGISTRY.groupings for r in store.query(g.name, window))
+    def rows_at(window: str, start: int) -> int:  # the rows stored: each stored grouping's own
+        stored = [g for g in REGISTRY.stored if REGISTRY.is_source(g.name) or REGISTRY.stores(g, window)]
+        return sum(r.window_start == start for g in stored for r in store.query(g.name, window))
 
     doomed = rows_at("1m", 0)
     assert doomed >= 2 and store.purge() == doomed
@@ -976,22 +985,72 @@ def test_derived_groupings_merge_their_sources_rows_by_projected_key(store: Any)
 def test_sqlite_one_accounts_derived_rows_are_a_range_of_their_sources_key(tmp_path: Path) -> None:
     """A derived grouping led by the account (`sqlgen.bounds_source`): a filter on the
     account bounds the source's key too, so SQLite seeks it in the primary key instead of
-    reading every account's source rows of each start."""
+    reading every account's source rows of each start; the account's own rows of a
+    derived window (a closures-set store's) are a point of it."""
     from consumer.store import sqlgen
     from consumer.store.rows import row_filter
 
     store = SqliteStore(str(tmp_path / "m.db"))
-    for by in ("account,channel_type", "inbox"):
+    for by, key, parts in (
+        ("account,channel_type", None, {0: "42"}),
+        ("inbox", None, {0: "42"}),
+        ("account", "42", None),
+    ):
         where, args = row_filter(
-            by, "1h", key=None, start_from=0, start_to=7200, after=None, dialect=sqlgen.SQLITE,
-            registry=REGISTRY, parts={0: "42"},
+            by, "1h", key=key, start_from=0, start_to=7200, after=None, dialect=sqlgen.SQLITE,
+            registry=REGISTRY, parts=parts,
         )  # fmt: skip
         plan = " ".join(
             str(r[-1])
             for r in store.db.execute(
-                "EXPLAIN QUERY PLAN " + sqlgen.query(sqlgen.SQLITE, by, where, REGISTRY), [*args, 100]
+                "EXPLAIN QUERY PLAN " + sqlgen.query(sqlgen.SQLITE, by, "1h", where, REGISTRY), [*args, 100]
             )
         )
-        assert "PRIMARY KEY (by=? AND win=? AND start=? AND key>? AND key<?)" in plan, plan
-    assert not sqlgen.bounds_source(REGISTRY, "app") and not sqlgen.bounds_source(REGISTRY, "account")
+        assert "PRIMARY KEY (by=? AND win=? AND start=? AND key>? AND key<?)" in plan, (by, plan)
+    assert not sqlgen.bounds_source(REGISTRY, "app", "1h")
+    assert sqlgen.bounds_source(REGISTRY, "account", "1h") and not sqlgen.bounds_source(
+        REGISTRY, "account", "all"
+    )
     store.close()
+
+
+def test_a_store_switched_between_metric_sets_reads_every_accounts_rows(make_store: MakeStore) -> None:
+    """The full set stores an account's 1m, 1h and 1d rows as its source's rows and its
+    all-time rows as its own; the closures set stores them all as its own. A store folded
+    by one set and then the other (either way) reads the account's rows of both, whichever
+    set serves it: each event was written once, by one of them."""
+    from consumer.fold.registry import CLOSURES
+    from consumer.store.base import Ranking
+
+    def fold_into(
+        registry: Registry, events: list[tuple[int, int, int]], next_offset: int, again: bool
+    ) -> None:
+        store = make_store(registry=registry, again=again)
+        store.check_topic("events")
+        f = PartitionFold(0, registry=registry)
+        for h, account, t in events:
+            f.apply(Event(CLOSED, h, account, h, "SMS", t, None, 5, inbox=3, app=9))
+        commit(store, f, next_offset)
+        store.close()
+
+    fold_into(CLOSURES, [(1, 42, 100), (2, 420, 200)], 2, again=False)  # the account's own rows
+    fold_into(REGISTRY, [(3, 42, 300), (4, 420, 3700)], 4, again=True)  # 1m-1d: the source's rows
+    fold_into(CLOSURES, [(5, 42, 3800)], 5, again=True)
+
+    def closures_of(store: Any, window: str, **kw: Any) -> dict[tuple[int, str], int]:
+        return {(r.window_start, r.key): r.values["closures"] for r in store.query("account", window, **kw)}
+
+    for registry in (REGISTRY, CLOSURES):
+        store = make_store(registry=registry, again=True)
+        got = functools.partial(closures_of, store)
+
+        hours = {(0, "42"): 2, (0, "420"): 1, (3600, "42"): 1, (3600, "420"): 1}
+        assert got("1h") == hours, registry
+        assert got("1d") == {(0, "42"): 3, (0, "420"): 2}
+        assert got("all") == {(0, "42"): 3, (0, "420"): 2}
+        assert got("1m", key="42") == {(60, "42"): 1, (300, "42"): 1, (3780, "42"): 1}  # not 420's
+        assert got("1h", keys=["420"]) == {(0, "420"): 1, (3600, "420"): 1}
+        assert got("1h", start_from=0, start_to=3600, key="42") == {(0, "42"): 2}
+        ranked, total = store.rank(Ranking("account", "1d", "closures"))
+        assert [(r.key, r.values["closures"]) for r in ranked] == [("42", 3), ("420", 2)] and total == 2
+        assert store.newest_start("account", "1m") == 3780
