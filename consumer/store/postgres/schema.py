@@ -18,7 +18,7 @@ import psycopg
 from psycopg.sql import Identifier
 
 from consumer.fold.registry import APP, Registry
-from consumer.store import sqlgen
+from consumer.store import sqlgen, upgrade
 from consumer.store.postgres.sql import (
     APP_INDEX,
     MIGRATE_BINS,
@@ -38,10 +38,18 @@ def ensure_schema(conn: psycopg.Connection[Any], registry: Registry, where: str)
     ddl = _ddl(registry, conn.info.server_version)
     migrations = [MIGRATE_PARTITION, MIGRATE_CLOSURES_KEY, MIGRATE_BINS]
     stamp = "schema " + hashlib.sha256("\n".join([*ddl, *migrations]).encode()).hexdigest()[:16]
-    if _stamped(conn, stamp) and not _bins_table(conn):
+
+    def run(sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        cur = conn.execute(sql, args)
+        return cur.fetchall() if cur.description else []
+
+    def done() -> bool:
+        return _stamped(conn, stamp) and not _bins_table(conn) and not upgrade.pending(registry, run, "%s")
+
+    if done():
         return
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-    if _stamped(conn, stamp) and not _bins_table(conn):  # made by another process while this one waited
+    if done():  # made by another process while this one waited
         return
     for sql in ddl:
         conn.execute(sql)
@@ -68,6 +76,7 @@ def ensure_schema(conn: psycopg.Connection[Any], registry: Registry, where: str)
         conn.execute(MIGRATE_CLOSURES_KEY.format(constraint=Identifier(key[0]).as_string(conn)))
     for sql in sqlgen.missing_columns(sqlgen.POSTGRES, have | {"partition"}, registry):
         conn.execute(sql)
+    upgrade.drop_doubled_rows(registry, run, "%s", where)
     # one stamp per registry: DDL only ever adds, so a stamp stays true when another
     # registry's tables or columns are added after it
     conn.execute("INSERT INTO meta VALUES (%s, '') ON CONFLICT (name) DO NOTHING", (stamp,))

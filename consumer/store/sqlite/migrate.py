@@ -7,7 +7,7 @@ import logging
 import sqlite3
 
 from consumer.fold.registry import APP, Registry
-from consumer.store import sqlgen
+from consumer.store import sqlgen, upgrade
 from consumer.store.sqlite.sql import (
     APP_INDEX,
     MIGRATE_BINS,
@@ -109,3 +109,16 @@ def migrate_backlog(db: sqlite3.Connection, path: str, registry: Registry) -> No
         if "seq" not in columns(db, "backlog"):
             log.info("store %s: backlog rows keep their commit's seq from now on", path)
             db.execute(sqlgen.backlog_seq(sqlgen.SQLITE))
+
+
+def migrate_derived(db: sqlite3.Connection, path: str, registry: Registry) -> None:
+    """A grouping's own rows of the windows now read from its source, where a release
+    before stored both (`consumer.store.upgrade.drop_doubled_rows`), once."""
+
+    def run(sql: str, args: tuple[object, ...]) -> list[tuple[object, ...]]:
+        return db.execute(sql, args).fetchall()
+
+    if not upgrade.pending(registry, run, "?"):
+        return
+    with Transaction(db):
+        upgrade.drop_doubled_rows(registry, run, "?", path)

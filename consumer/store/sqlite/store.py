@@ -31,6 +31,7 @@ from consumer.store.sqlite.migrate import (
     migrate_backlog,
     migrate_bins,
     migrate_closures,
+    migrate_derived,
     migrate_partition,
 )
 from consumer.store.sqlite.sql import (
@@ -111,6 +112,7 @@ class SqliteStore:
             migrate_partition(self.db, self.path, self.registry)
             migrate_closures(self.db, self.path, self.registry)
             migrate_backlog(self.db, self.path, self.registry)
+            migrate_derived(self.db, self.path, self.registry)
             # temporary B-trees (sorts) go to a temporary file (its pages live in the OS
             # cache, not the heap): in memory they held the peak RSS up, for little commit
             # CPU saved (docs/performance.md)

@@ -1054,3 +1054,40 @@ def test_a_store_switched_between_metric_sets_reads_every_accounts_rows(make_sto
         ranked, total = store.rank(Ranking("account", "1d", "closures"))
         assert [(r.key, r.values["closures"]) for r in ranked] == [("42", 3), ("420", 2)] and total == 2
         assert store.newest_start("account", "1m") == 3780
+
+
+def test_an_upgraded_full_set_store_counts_each_event_once_in_the_account_rows(make_store: MakeStore) -> None:
+    """A full-set store of the release before stored the account's 1m, 1h and 1d rows and
+    its source's rows for the same events: opened by this release, once, the account's
+    own rows of those windows go (its all-time rows stay), so that each event counts once
+    where both are read; the rows a closures-set fold writes after that are kept."""
+    import dataclasses
+
+    from consumer.fold.registry import CLOSURES
+
+    def own(g: Any) -> Any:
+        return dataclasses.replace(g, derived_from=None, derived_windows=None) if g.name == "account" else g
+
+    before = dataclasses.replace(REGISTRY, groupings=tuple(own(g) for g in REGISTRY.groupings))
+
+    def fold_into(registry: Registry, events: list[tuple[int, int]], next_offset: int, again: bool) -> None:
+        store = make_store(registry=registry, again=again)
+        store.check_topic("events")
+        f = PartitionFold(0, registry=registry)
+        for h, t in events:
+            f.apply(Event(CLOSED, h, 42, h, "SMS", t, None, 5, inbox=3, app=9))
+        commit(store, f, next_offset)
+        store.close()
+
+    fold_into(before, [(1, 100), (2, 3700)], 2, again=False)  # both: its own rows and the source's
+    store = make_store(registry=REGISTRY, again=True)
+    hours = {(r.window_start, r.key): r.values["closures"] for r in store.query("account", "1h")}
+    assert hours == {(0, "42"): 1, (3600, "42"): 1}
+    assert [r.values["closures"] for r in store.query("account", "all")] == [2]
+    store.close()
+    fold_into(CLOSURES, [(3, 200)], 3, again=True)  # the account's own rows again: kept
+    for registry in (REGISTRY, CLOSURES):
+        store = make_store(registry=registry, again=True)
+        hours = {(r.window_start, r.key): r.values["closures"] for r in store.query("account", "1h")}
+        assert hours == {(0, "42"): 2, (3600, "42"): 1}, registry
+        assert [r.values["closures"] for r in store.query("account", "all")] == [3]

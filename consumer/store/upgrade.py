@@ -1,0 +1,72 @@
+"""Upgrading a store's rows when a grouping's window comes to be derived: both stores run
+it once, at open, in the transaction of their other migrations."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from consumer.fold.registry import Registry
+from consumer.store import sqlgen
+
+log = logging.getLogger(__name__)
+
+#: runs one statement with its arguments, returning its rows (none for a statement without)
+Run = Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
+
+
+def meta_name(grouping: str) -> str:
+    """The `meta` row naming the windows a grouping's rows were last read from its source in."""
+    return f"derived windows of {grouping}"
+
+
+def pending(registry: Registry, run: Run, mark: str) -> list[tuple[str, list[str], str]]:
+    """The (grouping, windows, source) of each grouping whose rows of some windows this
+    store did not yet read from its source: those it keeps rows of its own in others too
+    (`sqlgen.has_own_rows`, `account`), its meta row not naming them."""
+    out = []
+    for g in registry.groupings:
+        if g.derived_from is None or not sqlgen.has_own_rows(registry, g.name):
+            continue
+        windows = _derived(registry, g.name)
+        found = run(f"SELECT value FROM meta WHERE name = {mark}", (meta_name(g.name),))
+        if found and found[0][0] == ",".join(windows):
+            continue
+        before = set(found[0][0].split(",")) if found and found[0][0] else set()
+        out.append((g.name, [w for w in windows if w not in before], g.derived_from))
+    return out
+
+
+def drop_doubled_rows(registry: Registry, run: Run, mark: str, where: str) -> None:
+    """A store written by a release that stored a grouping's rows of a window that is now
+    derived (`account`'s 1m, 1h and 1d rows, before 2026-12-07) AND its source's rows
+    (the full set, since 2026-12-06) holds every event of those windows twice once the
+    two are read together (`sqlgen.rows_of`): the grouping's own rows of the windows go,
+    the source's rows (every event folded since the source was stored) stay. A store
+    without source rows (the closures set's, or a new one) keeps its rows: they are read
+    beside what a full-set fold adds. Recorded in `meta`, so it runs once per store."""
+    for grouping, windows, source in pending(registry, run, mark):
+        has_source = run(f"SELECT 1 FROM metric_rows WHERE by = {mark} LIMIT 1", (source,))
+        if has_source and windows:
+            log.info(
+                "store %s: %s's rows of %s are read from %s's from now on; its own rows of "
+                "them, which a release before counted the same events in, are dropped (once)",
+                where,
+                grouping,
+                ", ".join(windows),
+                source,
+            )
+            marks = ", ".join([mark] * len(windows))
+            run(f"DELETE FROM metric_rows WHERE by = {mark} AND win IN ({marks})", (grouping, *windows))
+        run(
+            f"INSERT INTO meta VALUES ({mark}, {mark}) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (meta_name(grouping), ",".join(_derived(registry, grouping))),
+        )
+
+
+def _derived(registry: Registry, grouping: str) -> list[str]:
+    """The windows a grouping keeps and reads from its source."""
+    g = registry.grouping(grouping)
+    return [w for w in registry.windows if g.keeps(w) and g.derives(w)]
