@@ -228,6 +228,19 @@ def measure(url: str, args: argparse.Namespace) -> None:
                 "limit": "10000",
             },
         ),
+        # the account's own hourly rows: in the full set, read from its source grouping's
+        # rows (its channel types', as the line above), not stored
+        "/v1/metrics one account, 1h, the day (derived from the source rows)": (
+            "/v1/metrics",
+            {
+                "group": "account",
+                "window": "1h",
+                "account": "4242",
+                "from": str(DAY),
+                "to": str(DAY + 86_400),
+                "limit": "10000",
+            },
+        ),
         "/v1/backlog channel types": ("/v1/backlog", {"group": "channel_type"}),
         "/v1/closures/conversations one account's day (its drill-down list)": (
             "/v1/closures/conversations",

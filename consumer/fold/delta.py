@@ -90,8 +90,9 @@ class FactLayout:
 
     def row_keys(self, fact: Fact) -> list[RowKey]:
         """The rows a fact counts in: each stored grouping whose dimensions the fact has a
-        value for (a source's: every one, a missing value empty), x (its windows + all
-        time); a key is the dimensions' values joined by `|`."""
+        value for (a source's: every one, a missing value empty), x the windows it stores
+        (`Registry.stores`: the 1m, 1h and 1d windows and all time, less those it derives);
+        a key is the dimensions' values joined by `|`."""
         t = fact[self.t_at]
         starts = [(name, t - t % size) for name, size in SIZED]
         starts.append((ALL, ALL_START))

@@ -33,10 +33,11 @@ def row_filter(
     (0, 1, ...) or from the last (-1): `{0: "42"}` selects the keys of account 42 in an
     `account,channel_type` grouping, `{-1: "TELEGRAM"}` its Telegram keys (a last value may
     hold a `|`: `_parts_filter`). The window's length (its starts are multiples of it) lets
-    a query of some keys over a span list the span's starts (`listed_starts`). A derived
-    grouping's rows (`sqlgen.rows_of`) whose first dimension leads its source's key too have
-    a filter on it also bound the source's key (`fkey`), which the primary key orders: one
-    account's rows are a range of its source rows, not a scan of them."""
+    a query of some keys over a span list the span's starts (`listed_starts`). The rows of
+    a window a grouping derives (`sqlgen.rows_of`), where its first dimension leads its
+    source's key too, have a filter on it also bound the source's key (`fkey`), which the
+    primary key orders: one account's rows are a range of its source rows, not a scan of
+    them."""
     mark, position = dialect.mark, dialect.position
     size = registry.windows.get(window)
     where = [f"by = {mark}", f"win = {mark}"]
@@ -191,7 +192,7 @@ def bins_filter(
 
 def newest_start(d: sqlgen.Dialect, registry: Registry, by: str, window: str) -> str:
     """The newest window start of (grouping, window): the primary key's order answers it at
-    once (a derived grouping's: its source's, in the rows it counts in)."""
+    once (a derived window's: its source's rows it counts in, and its own rows of it)."""
     rows = sqlgen.rows_of(d, registry, by, window)
     return f"SELECT max(start) FROM {rows} WHERE by = {d.mark} AND win = {d.mark}"
 

@@ -41,11 +41,13 @@ def pending(registry: Registry, run: Run, mark: str) -> list[tuple[str, list[str
 def drop_doubled_rows(registry: Registry, run: Run, mark: str, where: str) -> None:
     """A store written by a release that stored a grouping's rows of a window that is now
     derived (`account`'s 1m, 1h and 1d rows, before 2026-12-07) AND its source's rows
-    (the full set, since 2026-12-06) holds every event of those windows twice once the
-    two are read together (`sqlgen.rows_of`): the grouping's own rows of the windows go,
-    the source's rows (every event folded since the source was stored) stay. A store
-    without source rows (the closures set's, or a new one) keeps its rows: they are read
-    beside what a full-set fold adds. Recorded in `meta`, so it runs once per store."""
+    (the full set, since 2026-12-06) holds the events of those windows twice once the two
+    are read together (`sqlgen.rows_of`): the grouping's own rows of a window start the
+    source has rows of too go, the source's rows stay. Own rows the source has no copy of
+    (folded before the source was stored, or by the closures set) stay, so only a window
+    that holds both kinds of event (the one the source began in) loses the older ones. A
+    store without source rows (the closures set's, or a new one) keeps its rows: they are
+    read beside what a full-set fold adds. Recorded in `meta`, so it runs once per store."""
     for grouping, windows, source in pending(registry, run, mark):
         has_source = run(f"SELECT 1 FROM metric_rows WHERE by = {mark} LIMIT 1", (source,))
         if has_source and windows:
@@ -58,7 +60,15 @@ def drop_doubled_rows(registry: Registry, run: Run, mark: str, where: str) -> No
                 source,
             )
             marks = ", ".join([mark] * len(windows))
-            run(f"DELETE FROM metric_rows WHERE by = {mark} AND win IN ({marks})", (grouping, *windows))
+            # only the rows the source holds the same window of (an account's source keys
+            # are `42|...`): older rows, and a closures-set fold's, have no copy there
+            run(
+                f"DELETE FROM metric_rows WHERE by = {mark} AND win IN ({marks}) AND EXISTS ("
+                f"SELECT 1 FROM metric_rows AS s WHERE s.by = {mark} AND s.win = metric_rows.win "
+                "AND s.start = metric_rows.start AND s.key >= metric_rows.key || '|' "
+                "AND s.key < metric_rows.key || '}')",
+                (grouping, *windows, source),
+            )
         run(
             f"INSERT INTO meta VALUES ({mark}, {mark}) "
             "ON CONFLICT (name) DO UPDATE SET value = excluded.value",

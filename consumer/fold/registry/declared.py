@@ -60,7 +60,8 @@ def parse_sla_buckets(text: str) -> tuple[SlaBound, ...]:
     return tuple(bounds)
 
 
-#: the rows the groupings finer than an account are read from (`Grouping.derived_from`)
+#: the rows the groupings finer than an account, and the account's 1m, 1h and 1d rows, are
+#: read from (`Grouping.derived_from`)
 FINEST: Final = Grouping("account,inbox,app,channel_type", (ACCOUNT, INBOX, APP, CHANNEL_TYPE))
 
 REGISTRY: Final = Registry(

@@ -341,8 +341,8 @@ class Registry:
 
     def served(self, grouping: str, window: str, key: str) -> list[tuple[str, str]]:
         """A stored row's (grouping, key) as the API serves it: itself, or a source's row
-        (`sources`, never served) as the row of each grouping derived from it that keeps
-        the window and counts it (a source row without an inbox is in no inbox row)."""
+        (`sources`, never served) as the row of each grouping that derives the window from
+        it and counts it (a source row without an inbox is in no inbox row)."""
         if not self.is_source(grouping):
             return [(grouping, key)]
         return [

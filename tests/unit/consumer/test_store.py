@@ -1069,6 +1069,8 @@ def test_an_upgraded_full_set_store_counts_each_event_once_in_the_account_rows(m
         return dataclasses.replace(g, derived_from=None, derived_windows=None) if g.name == "account" else g
 
     before = dataclasses.replace(REGISTRY, groupings=tuple(own(g) for g in REGISTRY.groupings))
+    # a release before the source grouping: the account's own rows only
+    oldest = dataclasses.replace(CLOSURES, groupings=tuple(own(g) for g in CLOSURES.groupings), sources=())
 
     def fold_into(registry: Registry, events: list[tuple[int, int]], next_offset: int, again: bool) -> None:
         store = make_store(registry=registry, again=again)
@@ -1079,15 +1081,19 @@ def test_an_upgraded_full_set_store_counts_each_event_once_in_the_account_rows(m
         commit(store, f, next_offset)
         store.close()
 
-    fold_into(before, [(1, 100), (2, 3700)], 2, again=False)  # both: its own rows and the source's
+    day = 86_400
+    fold_into(oldest, [(1, day + 100)], 1, again=False)  # before the source: no copy of it there
+    fold_into(before, [(2, 100), (3, 3700)], 3, again=True)  # both: its own rows and the source's
     store = make_store(registry=REGISTRY, again=True)
     hours = {(r.window_start, r.key): r.values["closures"] for r in store.query("account", "1h")}
-    assert hours == {(0, "42"): 1, (3600, "42"): 1}
-    assert [r.values["closures"] for r in store.query("account", "all")] == [2]
+    assert hours == {(0, "42"): 1, (3600, "42"): 1, (day, "42"): 1}
+    days = {(r.window_start, r.key): r.values["closures"] for r in store.query("account", "1d")}
+    assert days == {(0, "42"): 2, (day, "42"): 1}
+    assert [r.values["closures"] for r in store.query("account", "all")] == [3]
     store.close()
-    fold_into(CLOSURES, [(3, 200)], 3, again=True)  # the account's own rows again: kept
+    fold_into(CLOSURES, [(4, 200)], 4, again=True)  # the account's own rows again: kept
     for registry in (REGISTRY, CLOSURES):
         store = make_store(registry=registry, again=True)
         hours = {(r.window_start, r.key): r.values["closures"] for r in store.query("account", "1h")}
-        assert hours == {(0, "42"): 2, (3600, "42"): 1}, registry
-        assert [r.values["closures"] for r in store.query("account", "all")] == [3]
+        assert hours == {(0, "42"): 2, (3600, "42"): 1, (day, "42"): 1}, registry
+        assert [r.values["closures"] for r in store.query("account", "all")] == [4]
