@@ -64,7 +64,9 @@ def row_filter(
         if bound:
             where.append(bound)
             args.extend(bounds)
-    first = parts[0] if parts and 0 in parts else registry.key_parts(by, key)[0] if key is not None else None
+    first = (parts or {}).get(0)
+    if first is None and key is not None:
+        first = registry.key_parts(by, key)[0]
     if first is not None and sqlgen.bounds_source(registry, by, window):
         # before the key's own terms: SQLite tests the terms no index serves in the order
         # written, and this one leaves out the other accounts' source rows before their

@@ -29,7 +29,7 @@ def pending(registry: Registry, run: Run, mark: str) -> list[tuple[str, list[str
     for g in registry.groupings:
         if g.derived_from is None or not sqlgen.has_own_rows(registry, g.name):
             continue
-        windows = _derived(registry, g.name)
+        windows = list(registry.derived_in(g))
         found = run(f"SELECT value FROM meta WHERE name = {mark}", (meta_name(g.name),))
         if found and found[0][0] == ",".join(windows):
             continue
@@ -72,11 +72,5 @@ def drop_doubled_rows(registry: Registry, run: Run, mark: str, where: str) -> No
         run(
             f"INSERT INTO meta VALUES ({mark}, {mark}) "
             "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            (meta_name(grouping), ",".join(_derived(registry, grouping))),
+            (meta_name(grouping), ",".join(registry.derived_in(registry.grouping(grouping)))),
         )
-
-
-def _derived(registry: Registry, grouping: str) -> list[str]:
-    """The windows a grouping keeps and reads from its source."""
-    g = registry.grouping(grouping)
-    return [w for w in registry.windows if g.keeps(w) and g.derives(w)]

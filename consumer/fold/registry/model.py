@@ -243,8 +243,7 @@ class Registry:
                 )
             if set(g.dimensions) - set(src.dimensions):
                 raise ValueError(f"grouping {g.name!r} has dimensions its source {src.name!r} lacks")
-            derived = {w for w in self.windows if g.keeps(w) and g.derives(w)}
-            if src.windows is not None and not derived <= set(src.windows):
+            if src.windows is not None and not set(self.derived_in(g)) <= set(src.windows):
                 raise ValueError(f"grouping {g.name!r} keeps windows its source {src.name!r} does not")
             for m in self.metrics:
                 if m.in_grouping(g.name) != m.in_grouping(src.name):
@@ -258,6 +257,10 @@ class Registry:
         some window (`stores`), and the sources where it folds them."""
         own = (g for g in self.groupings if any(self.stores(g, w) for w in self.windows))
         return (*own, *(self.sources if self.folds_sources else ()))
+
+    def derived_in(self, g: Grouping) -> tuple[str, ...]:
+        """The windows a grouping keeps and reads from its source (`Grouping.derives`)."""
+        return tuple(w for w in self.windows if g.keeps(w) and g.derives(w))
 
     def stores(self, g: Grouping, window: str) -> bool:
         """Whether commits write rows of a grouping's own in this window: it keeps the

@@ -72,8 +72,9 @@ def bounds_source(registry: Registry, by: str, window: str) -> bool:
     `account,inbox,app,channel_type`): a filter on its first value then bounds the source's
     key (`fkey`), a range of the primary key."""
     g = registry.grouping(by)
-    if g.derived_from is None or not g.derives(window):
+    if not g.derives(window):
         return False
+    assert g.derived_from is not None
     return registry.grouping(g.derived_from).dimensions[0] == g.dimensions[0]
 
 

@@ -1022,16 +1022,7 @@ def test_a_store_switched_between_metric_sets_reads_every_accounts_rows(make_sto
     from consumer.fold.registry import CLOSURES
     from consumer.store.base import Ranking
 
-    def fold_into(
-        registry: Registry, events: list[tuple[int, int, int]], next_offset: int, again: bool
-    ) -> None:
-        store = make_store(registry=registry, again=again)
-        store.check_topic("events")
-        f = PartitionFold(0, registry=registry)
-        for h, account, t in events:
-            f.apply(Event(CLOSED, h, account, h, "SMS", t, None, 5, inbox=3, app=9))
-        commit(store, f, next_offset)
-        store.close()
+    fold_into = functools.partial(_closed_into, make_store)
 
     fold_into(CLOSURES, [(1, 42, 100), (2, 420, 200)], 2, again=False)  # the account's own rows
     fold_into(REGISTRY, [(3, 42, 300), (4, 420, 3700)], 4, again=True)  # 1m-1d: the source's rows
@@ -1073,13 +1064,7 @@ def test_an_upgraded_full_set_store_counts_each_event_once_in_the_account_rows(m
     oldest = dataclasses.replace(CLOSURES, groupings=tuple(own(g) for g in CLOSURES.groupings), sources=())
 
     def fold_into(registry: Registry, events: list[tuple[int, int]], next_offset: int, again: bool) -> None:
-        store = make_store(registry=registry, again=again)
-        store.check_topic("events")
-        f = PartitionFold(0, registry=registry)
-        for h, t in events:
-            f.apply(Event(CLOSED, h, 42, h, "SMS", t, None, 5, inbox=3, app=9))
-        commit(store, f, next_offset)
-        store.close()
+        _closed_into(make_store, registry, [(h, 42, t) for h, t in events], next_offset, again)
 
     day = 86_400
     fold_into(oldest, [(1, day + 100)], 1, again=False)  # before the source: no copy of it there
@@ -1097,3 +1082,21 @@ def test_an_upgraded_full_set_store_counts_each_event_once_in_the_account_rows(m
         hours = {(r.window_start, r.key): r.values["closures"] for r in store.query("account", "1h")}
         assert hours == {(0, "42"): 2, (3600, "42"): 1, (day, "42"): 1}, registry
         assert [r.values["closures"] for r in store.query("account", "all")] == [4]
+
+
+def _closed_into(
+    make_store: MakeStore,
+    registry: Registry,
+    events: list[tuple[int, int, int]],
+    next_offset: int,
+    again: bool,
+) -> None:
+    """Closures (event hash, account, time) folded by one metric set into the store made
+    last (`again`) or a new one, committed at `next_offset`."""
+    store = make_store(registry=registry, again=again)
+    store.check_topic("events")
+    f = PartitionFold(0, registry=registry)
+    for h, account, t in events:
+        f.apply(Event(CLOSED, h, account, h, "SMS", t, None, 5, inbox=3, app=9))
+    commit(store, f, next_offset)
+    store.close()
