@@ -168,7 +168,8 @@ def run_produce(args: argparse.Namespace) -> int:
         settings = _settings(args, _COMMON)
         total = None if args.file == "-" else count_lines(Path(args.file))
     except (GatewayError, OSError) as exc:
-        console.print(f"convmetrics produce: error: {exc}", style="red", markup=False, soft_wrap=True)
+        cause = f"FILE {args.file}: {exc.strerror}" if isinstance(exc, OSError) and exc.strerror else exc
+        console.print(f"convmetrics produce: error: {cause}", style="red", markup=False, soft_wrap=True)
         return 2
     progress = Progress(
         TextColumn("[bold]producing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),

@@ -250,13 +250,13 @@ def _serve(args: argparse.Namespace) -> int:
     from consumer.store.choose import check_store_url
 
     check_store_url(args.store)  # before the banner: its first request would be the first to know
+    tokens = _tokens(args)  # a tokens file that cannot be read stops it before the banner too
     base = f"http://{args.host}:{args.port}"
     print(
         f"metrics API on {base}/v1/closures and {base}/v1/metrics, dashboard on {base}/, "
         f"Prometheus on {base}/metrics",
         flush=True,
     )
-    tokens = _tokens(args)
     server = api_server(
         args.store,
         args.host,

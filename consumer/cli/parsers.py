@@ -29,7 +29,8 @@ def _common(p: argparse.ArgumentParser, *, kafka: bool = True, store: bool = Tru
         p.add_argument(
             "--bootstrap-servers",
             default=os.environ.get(ENV_BOOTSTRAP),
-            help=f"Kafka bootstrap servers (env {ENV_BOOTSTRAP})",
+            help=f"Kafka bootstrap servers, required: here or in env {ENV_BOOTSTRAP} "
+            "(`convmetrics broker` starts a local one)",
         )
         p.add_argument(
             "--topic",
@@ -165,7 +166,8 @@ def register(sub: Any) -> None:
         "  /                            the dashboard\n"
         "  /v1/metrics                  every metric by group and window (?group=...&window=...)\n"
         "  /v1/backlog                  live open, unassigned and snoozed (--metric-set full)\n"
-        "  /v1/closures                 closure metrics (?by=channel_type|account&window=1m|1h|1d|all)\n"
+        "  /v1/closures                 closure metrics (?by=channel_type|account&window=1m|1h|1d|all;\n"
+        "                               full set: by=account,channel_type|inbox|app too)\n"
         "  /v1/closures/conversations   the closures behind a number (?account=A&from=T&to=T)\n"
         "  /v1/summary, /v1/metric-set  what the dashboard reads first\n"
         "  /metrics                     Prometheus, by channel type\n"

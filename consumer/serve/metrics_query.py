@@ -65,11 +65,13 @@ def parse_metrics_query(params: Mapping[str, str], registry: Registry = REGISTRY
             raise QueryError(
                 f"group={asked}: this store counts by {', '.join(names)} (--metric-set)"
             ) from None
-        raise QueryError(f"group must be one of {' | '.join(names)}, got {params.get('group')!r}") from None
+        got = f"got {asked!r}" if "group" in params else "it is missing"
+        raise QueryError(f"group must be one of {' | '.join(names)}: {got}") from None
     window = params.get("window", "")
     kept = [w for w in WINDOWS if group.keeps(w)]
     if window not in kept:
-        raise QueryError(f"window must be one of {', '.join(kept)} for group={group.name}, got {window!r}")
+        got = f"got {window!r}" if "window" in params else "it is missing"
+        raise QueryError(f"window must be one of {', '.join(kept)} for group={group.name}: {got}")
     filters: dict[str, str] = {}
     for d in dims:
         value = params.get(d)

@@ -142,11 +142,13 @@ def parse_query(params: Mapping[str, str], registry: Registry = REGISTRY) -> Clo
             held = ", ".join(g.name for g in registry.groupings)
             raise QueryError(f"by={other}: this store counts by {held} (--metric-set)")
         names = " or ".join(g.name for g in registry.groupings)
-        raise QueryError(f"by must be {names}, got {params.get('by')!r}")
+        got = f"got {asked!r}" if "by" in params else "it is missing"
+        raise QueryError(f"by must be {names}: {got}")
     window = params.get("window", "")
     kept = [w for w in WINDOWS if registry.grouping(by).keeps(w)]  # as /v1/metrics checks it
     if window not in kept:
-        raise QueryError(f"window must be one of {', '.join(kept)} for by={by}, got {window!r}")
+        got = f"got {window!r}" if "window" in params else "it is missing"
+        raise QueryError(f"window must be one of {', '.join(kept)} for by={by}: {got}")
     start_from, start_to, limit = parse_span(params, window)
     int_keyed = _int_keyed(registry, by)
     key = params.get("key") or None

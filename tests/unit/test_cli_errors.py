@@ -22,7 +22,11 @@ def _never_serve(*_: object) -> None:
         (["consume", "--bootstrap-servers", "h:1", "--kafka", "acks=1"], 2, "convmetrics consume: error: "),
         (["dlq", "replay"], 2, "convmetrics dlq replay: error: no Kafka"),
         (["gateway", "--kafka", "acks=1"], 2, "convmetrics gateway: error: invalid settings"),
-        (["produce", "{tmp}/missing.ndjson", "--no-progress"], 2, "convmetrics produce: error: "),
+        (
+            ["produce", "{tmp}/missing.ndjson", "--no-progress"],
+            2,
+            "convmetrics produce: error: FILE {tmp}/missing.ndjson: No such file or directory",
+        ),
         (["token", "new", "--accounts", "7,acme"], 2, "convmetrics token new: error: --accounts: "),
         (
             ["demo", "--events", "0"],
@@ -70,6 +74,8 @@ def _never_serve(*_: object) -> None:
         ),
         # serve opens its store at the first request: the URL's form is checked at once
         (["serve", "--store", "bogus://x"], 2, "convmetrics serve: error: unsupported store URL 'bogus://x'"),
+        # a tokens file it cannot read: refused before the banner that names its URLs
+        (["serve", "--tokens-file", "{tmp}/no-tokens"], 2, "convmetrics serve: error: "),
         (
             ["metrics", "--store", "bogus://x"],
             2,
@@ -125,9 +131,11 @@ def test_a_failure_is_one_line_naming_the_command(
     except SystemExit as exc:  # what `convmetrics` exits with (argparse's way, too)
         got = exc.code
     assert got == status
-    err = capsys.readouterr().err.strip().splitlines()
+    out, text = capsys.readouterr()
+    err = text.strip().splitlines()
     assert err and err[-1 if says != "usage: " else 0].startswith(says.replace("{tmp}", str(tmp_path))), err
     assert not any("S3cret" in line for line in err), err
+    assert "metrics API on" not in out  # no banner of a server that never ran
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from consumer.fold.registry import (
 from consumer.fold.windows import WINDOWS
 from consumer.serve.report.render import render, show
 from consumer.serve.report.sources import (
+    BY_FLAG,
     DEFAULT_BY,
     DEFAULT_WINDOW,
     ENV_API,
@@ -76,9 +77,10 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--by",
-        choices=["channel-type", "account"],
+        choices=list(BY_FLAG),
         default=None,
-        help=f"grouping of the closure metrics (default {DEFAULT_BY}); --group for the others",
+        help=f"grouping of the closure metrics (default {DEFAULT_BY}; channel_type as the API "
+        "spells it works too); --group for the others",
     )
     p.add_argument(
         "--window", choices=list(WINDOWS), default=None, help=f"window size (default {DEFAULT_WINDOW})"
@@ -186,9 +188,8 @@ def _metrics(args: argparse.Namespace) -> int:
         sys.stdout.write(orjson.dumps(report.as_json()).decode() + "\n")
     else:
         show(Console(), render(report))
-        if not report.rows:
-            why = "; the live backlog needs consumers with --metric-set full" if args.backlog else ""
-            print(f"no rows (the store holds no data for this query yet{why})", file=sys.stderr)
+        if not report.rows:  # a store without the backlog was refused before (exit 2)
+            print("no rows (the store holds no data for this query yet)", file=sys.stderr)
     if report.truncated:
         print(
             f"note: only the first {len(report.rows)} rows; narrow with --last or --key, or raise --limit",

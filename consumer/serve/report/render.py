@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from consumer.fold.registry import REGISTRY
 from consumer.fold.windows import ALL
 from consumer.serve.report.sources import BY_FLAG, NOW, UNITS, Report, human_duration, utc_text
 
@@ -113,7 +114,8 @@ def _blocks(grid: Grid) -> Any:
 
 def render_backlog(report: Report) -> Grid:
     """A `--backlog` report: the key's dimensions and each gauge."""
-    grid = Grid(f"Live backlog by {report.by}, as of {utc_text(report.as_of)} (newest event time)")
+    seen = "no events yet" if report.as_of is None else f"as of {utc_text(report.as_of)} (newest event time)"
+    grid = Grid(f"Live backlog by {report.by}, {seen}")
     first, dims = _first_and_dims(report)
     gauges = [k for k in first if k != "key"]
     for d in dims:
@@ -157,9 +159,9 @@ def render_group(report: Report) -> Grid:
 
 def _first_and_dims(report: Report) -> tuple[dict[str, Any], list[str]]:
     """A report's first row ({} without rows: its columns are then the key's alone) and its
-    key's dimensions, in the rows' order."""
+    key's dimensions, in the rows' order (without rows: as the grouping declares them)."""
     if not report.rows:
-        return {}, report.by.split(",")
+        return {}, list(REGISTRY.grouping(report.by).dimensions)
     return report.rows[0], list(report.rows[0]["key"])
 
 

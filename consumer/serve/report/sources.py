@@ -118,8 +118,8 @@ class StoreSource:
     def backlog(self, params: dict[str, str]) -> dict[str, Any]:
         from consumer.serve.metrics_query import NO_GAUGES, backlog_json, parse_backlog_query
 
-        if not self.store.registry.gauges:  # as the API answers (404)
-            raise ReportError(NO_GAUGES)
+        if not self.store.registry.gauges:  # as the API answers (404); the query's fault: exit 2
+            raise QueryError(NO_GAUGES)
         q = parse_backlog_query(params, self.store.registry)  # the API's own checks and messages
         as_of, rows = self.store.backlog(q.group.name, key=q.key, parts=q.parts)
         return backlog_json(q, as_of, rows, self.store.registry)
@@ -145,7 +145,10 @@ class ApiSource:
                 reason = r.json().get("error", r.text)
             except ValueError:
                 reason = r.text.strip()[:200]
-            raise ReportError(f"{self.base}{path} answered {r.status_code}: {reason}")
+            # a query the API refuses (400), or its store's metric set lacks (404), is the
+            # command line's fault (exit 2), as the store source finds it; the rest, 1
+            failed = QueryError if r.status_code in (400, 404) else ReportError
+            raise failed(f"{self.base}{path} answered {r.status_code}: {reason}")
         return r.json()
 
     def newest(self, window: str) -> int | None:
@@ -192,12 +195,14 @@ class Report:
     truncated: bool
     #: `--backlog`: the live gauges now (window "now"), as of the newest event time seen
     as_of: int | None = None
+    #: `--group` (GET /v1/metrics, whose body names it `group`), else `--by` (/v1/closures)
+    grouped: bool = False
 
     def as_json(self) -> dict[str, Any]:
         if self.window == NOW:  # the API's body (GET /v1/backlog)
             return {"group": self.by, "as_of": self.as_of, "rows": self.rows, "truncated": self.truncated}
         return {
-            "by": self.by,
+            "group" if self.grouped else "by": self.by,
             "window": self.window,
             "from": self.start_from,
             "rows": self.rows,
@@ -250,11 +255,11 @@ def _group_report(source: Source, args: argparse.Namespace) -> Report:
         size = WINDOWS[args.window]
         assert size is not None
         if newest is None:
-            return Report(args.group, args.window, args.last, None, [], False)
+            return Report(args.group, args.window, args.last, None, [], False, grouped=True)
         start_from = last_windows_from(newest, size, args.last)
         params["from"] = str(start_from)
     rows, truncated = source.metrics_rows(params)
-    return Report(args.group, args.window, args.last, start_from, rows, truncated)
+    return Report(args.group, args.window, args.last, start_from, rows, truncated, grouped=True)
 
 
 def _backlog_report(source: Source, args: argparse.Namespace) -> Report:

@@ -111,7 +111,10 @@ def test_filters_select_on_the_keys_dimensions(db: Path) -> None:
     ("params", "named"),
     [
         ({"group": "team", "window": "1h"}, "group"),
+        ({"window": "1h"}, "group must be one of channel_type | account"),
+        ({"window": "1h"}, "it is missing"),
         ({"group": "account", "window": "2h"}, "window"),
+        ({"group": "account"}, "window must be one of 1m, 1h, 1d, all for group=account: it is missing"),
         ({"group": "account,inbox,app,channel_type", "window": "1h"}, "group"),  # stored, not served
         ({"group": "account", "window": "1h", "channel_type": "SMS"}, "channel_type"),
         ({"group": "account", "window": "1h", "account": "seven"}, "account"),
@@ -292,8 +295,12 @@ def test_backlog_rows_by_each_grouping_and_filter(backlog_db: Path) -> None:
 @pytest.mark.parametrize(
     ("params", "named"),
     [
-        ({}, "group"),
-        ({"group": "nope"}, "group"),
+        ({}, "group must be one of channel_type | account"),
+        ({}, "it is missing"),
+        (
+            {"group": "nope"},
+            "group must be one of channel_type | account | account,channel_type | inbox | app: got 'nope'",
+        ),
         ({"group": "account", "window": "1h"}, "window"),
         ({"group": "account", "limit": "5"}, "limit"),
         ({"group": "channel_type", "account": "7"}, "account"),

@@ -138,6 +138,9 @@ def test_json_output_is_the_api_row_shape(db: Path, capsys: pytest.CaptureFixtur
     )
     body = json.loads(capsys.readouterr().out)
     assert body["by"] == "account" and body["window"] == "all" and body["truncated"] is False
+    # the API's spelling of a grouping works as the flag's does
+    assert main(["metrics", "--store", f"sqlite:///{db}", "--by", "channel_type", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["by"] == "channel_type"
     assert {r["key"]: r["closures"] for r in body["rows"]} == {"1": 8, "2": 8, "3": 7, "4": 7, "9": 15}
     assert set(body["rows"][0]["time_to_close"]) == {
         "count",
@@ -209,6 +212,13 @@ def test_group_reports_every_metric_from_store_or_api(
     assert sum("EMAIL" in line for line in out.splitlines()) == 4 and "SMS" not in out
     assert main([*argv, "--inbox", "3"]) == 2  # account,channel_type has no inbox
     assert "inbox" in capsys.readouterr().err
+    assert main([*argv, "--json"]) == 0  # /v1/metrics's body names its grouping `group`
+    body = json.loads(capsys.readouterr().out)
+    assert body["group"] == "account,channel_type" and "by" not in body and body["rows"]
+    # no rows: the grouping's own dimensions head the table, as with rows
+    assert main([*argv[:3], "--group", "inbox", "--account", "12345", "--metric-set", "full"]) == 0
+    out = capsys.readouterr().out
+    assert "Account" in out and "Inbox" in out
 
 
 def test_backlog_reports_the_live_gauges_from_store_or_api(
@@ -246,6 +256,10 @@ def test_backlog_reports_the_live_gauges_from_store_or_api(
     assert main([*argv, "--json"]) == 0
     body = json.loads(capsys.readouterr().out)
     assert body["group"] == "channel_type" and body["as_of"] == HOUR + 30 and len(body["rows"]) == 2
+    assert main([*argv, "--group", "inbox", "--account", "12345"]) == 0  # a full set's store, no rows
+    out, err = capsys.readouterr()
+    assert "Live backlog by inbox, as of" in " ".join(out.split())
+    assert err == "no rows (the store holds no data for this query yet)\n"  # no word of --metric-set
 
     for bad, message in (
         (["--window", "1d"], "takes no --last or --window"),
@@ -287,7 +301,7 @@ def test_reading_a_store_leaves_its_tables_as_its_consumers_made_them(
     before = layout()
     assert main(["metrics", "--store", f"sqlite:///{path}", "--by", "account", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["rows"][0]["closures"] == 1
-    assert main(["metrics", "--store", f"sqlite:///{path}", "--backlog"]) == 1
+    assert main(["metrics", "--store", f"sqlite:///{path}", "--backlog"]) == 2  # as --group inbox is
     assert "this store's metric set folds no gauges: run the consumer with --metric-set full" in (
         capsys.readouterr().err
     )
@@ -326,3 +340,20 @@ def test_api_source_sends_the_token_from_the_environment(
     assert main([*argv, "--token-env", "OTHER_TOKEN"]) == 1
     assert "answered 401" in capsys.readouterr().err
     assert [s.client.headers.get("authorization") for s in sources] == [None, "Bearer sesame", "Bearer wrong"]
+
+
+def test_a_full_sets_store_without_events_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store its consumers made and have not yet written to: the backlog's title says
+    there is no event yet (not "as of all time"), and nothing blames the metric set."""
+    from consumer.fold.registry import metric_set
+
+    path = tmp_path / "empty.db"
+    SqliteStore(str(path), registry=metric_set("full")).close()
+    monkeypatch.setenv("COLUMNS", "160")
+    assert main(["metrics", "--store", f"sqlite:///{path}", "--metric-set", "full", "--backlog"]) == 0
+    out, err = capsys.readouterr()
+    title = " ".join(out.split())  # it wraps at the table's width
+    assert "Live backlog by channel_type, no events yet" in title and "all time" not in title
+    assert err == "no rows (the store holds no data for this query yet)\n"
