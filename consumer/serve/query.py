@@ -174,8 +174,11 @@ def parse_query(params: Mapping[str, str], registry: Registry = REGISTRY) -> Clo
     if value not in registry.rankable:
         if value in REGISTRY.rankable:
             raise QueryError(f"sort={sort}: not in this store's metric set (--metric-set)")
+        counters = [m.name for m in registry.counters]
+        stats = [r for r in registry.rankable if "." in r]
         raise QueryError(
-            f"sort must be one of {', '.join(registry.rankable)} (- before it: descending), got {sort!r}"
+            f"sort must be one of key, {', '.join(counters)}, a share of two of those "
+            f"({counters[1]}/{counters[0]}), {', '.join(stats)} (- before it: descending), got {sort!r}"
         )
     if key is not None:
         raise QueryError("sort ranks many rows; with key there is one per window: leave one out")
