@@ -22,7 +22,7 @@ from support.rows import make_row
         ({"by": "account", "window": "1h", "cursor": "!!"}, "cursor"),
         ({"by": "account", "window": "1h", "colour": "red"}, "unknown parameter"),
         ({"by": "account", "window": "all", "sort": "-colour"}, "sort must be one of key, closures"),
-        ({"by": "account", "window": "all", "sort": "-colour"}, r"a share of two of those \(reopens/closures\)"),
+        ({"by": "account", "window": "all", "sort": "-colour"}, r"two of those \(reopens/closures\)"),
         ({"by": "account", "window": "all", "sort": "time_to_close.p50"}, "sort must be"),
         ({"by": "account", "window": "all", "sort": "closures/closures"}, "sort must be"),
         ({"by": "account", "window": "all", "sort": "closures", "key": "7"}, "leave one out"),
