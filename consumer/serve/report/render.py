@@ -11,7 +11,7 @@ from typing import Any
 
 from consumer.fold.registry import REGISTRY
 from consumer.fold.windows import ALL
-from consumer.serve.report.sources import BY_FLAG, NOW, UNITS, Report, human_duration, utc_text
+from consumer.serve.report.sources import NOW, UNITS, Report, human_duration, utc_text
 
 
 @dataclass
@@ -168,7 +168,7 @@ def _first_and_dims(report: Report) -> tuple[dict[str, Any], list[str]]:
 def render(report: Report) -> Grid:
     if report.window == NOW:
         return render_backlog(report)
-    if report.by not in BY_FLAG.values():
+    if report.grouped:  # `--group`: /v1/metrics rows, whatever the grouping (account too)
         return render_group(report)
 
     by_label = "channel type" if report.by == "channel_type" else "account"

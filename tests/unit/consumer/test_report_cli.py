@@ -215,6 +215,10 @@ def test_group_reports_every_metric_from_store_or_api(
     assert main([*argv, "--json"]) == 0  # /v1/metrics's body names its grouping `group`
     body = json.loads(capsys.readouterr().out)
     assert body["group"] == "account,channel_type" and "by" not in body and body["rows"]
+    # a grouping --by also names is still every metric's table, keyed by its dimensions
+    assert main([*argv[:3], "--group", "account", "--window", "all", "--metric-set", "full"]) == 0
+    out = capsys.readouterr().out
+    assert "Metrics by account, all time" in out and "Created" in out and "{'account'" not in out
     # no rows: the grouping's own dimensions head the table, as with rows
     assert main([*argv[:3], "--group", "inbox", "--account", "12345", "--metric-set", "full"]) == 0
     out = capsys.readouterr().out
