@@ -15,7 +15,15 @@ from typing import Any
 from consumer.exceptions import QueryError
 from consumer.fold.registry import METRIC_SETS, REGISTRY, Grouping, Kind, Registry
 from consumer.fold.windows import WINDOWS
-from consumer.serve.query import DEFAULT_LIMIT, MAX_NAME, as_id, decode_cursor, encode_cursor, parse_span
+from consumer.serve.query import (
+    DEFAULT_LIMIT,
+    MAX_NAME,
+    as_id,
+    decode_cursor,
+    encode_cursor,
+    given,
+    parse_span,
+)
 from consumer.store import MetricRow
 from consumer.store.render import row_json
 
@@ -65,13 +73,13 @@ def parse_metrics_query(params: Mapping[str, str], registry: Registry = REGISTRY
             raise QueryError(
                 f"group={asked}: this store counts by {', '.join(names)} (--metric-set)"
             ) from None
-        got = f"got {asked!r}" if "group" in params else "it is missing"
-        raise QueryError(f"group must be one of {' | '.join(names)}: {got}") from None
+        raise QueryError(f"group must be one of {' | '.join(names)}: {given(params, 'group')}") from None
     window = params.get("window", "")
     kept = [w for w in WINDOWS if group.keeps(w)]
     if window not in kept:
-        got = f"got {window!r}" if "window" in params else "it is missing"
-        raise QueryError(f"window must be one of {', '.join(kept)} for group={group.name}: {got}")
+        raise QueryError(
+            f"window must be one of {', '.join(kept)} for group={group.name}: {given(params, 'window')}"
+        )
     filters: dict[str, str] = {}
     for d in dims:
         value = params.get(d)

@@ -102,6 +102,11 @@ def _int(params: Mapping[str, str], name: str) -> int | None:
     return int_param(params, name, "unix seconds" if name in ("from", "to") else "a count")
 
 
+def given(params: Mapping[str, str], name: str) -> str:
+    """How a refused parameter was given, for its error: its value, or that it is missing."""
+    return f"got {params[name]!r}" if name in params else "it is missing"
+
+
 def parse_span(params: Mapping[str, str], window: str) -> tuple[int | None, int | None, int]:
     """`from`, `to` (window starts, none for all time) and `limit` of a rows query, checked."""
     start_from, start_to = _int(params, "from"), _int(params, "to")
@@ -142,13 +147,11 @@ def parse_query(params: Mapping[str, str], registry: Registry = REGISTRY) -> Clo
             held = ", ".join(g.name for g in registry.groupings)
             raise QueryError(f"by={other}: this store counts by {held} (--metric-set)")
         names = " or ".join(g.name for g in registry.groupings)
-        got = f"got {asked!r}" if "by" in params else "it is missing"
-        raise QueryError(f"by must be {names}: {got}")
+        raise QueryError(f"by must be {names}: {given(params, 'by')}")
     window = params.get("window", "")
     kept = [w for w in WINDOWS if registry.grouping(by).keeps(w)]  # as /v1/metrics checks it
     if window not in kept:
-        got = f"got {window!r}" if "window" in params else "it is missing"
-        raise QueryError(f"window must be one of {', '.join(kept)} for by={by}: {got}")
+        raise QueryError(f"window must be one of {', '.join(kept)} for by={by}: {given(params, 'window')}")
     start_from, start_to, limit = parse_span(params, window)
     int_keyed = _int_keyed(registry, by)
     key = params.get("key") or None
