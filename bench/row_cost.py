@@ -10,7 +10,10 @@ times each: a payload of `--rows` new rows (the next minutes, in key order, as a
 1-minute rows arrive) upserted into the registry's metric-row table as the store's commit
 does; the same rows inserted without the ON CONFLICT clause; into a table of the same
 5-column key with 2 values (the baseline: a narrow row); into an unindexed table of the
-full width (reading `packed_rows` and making the record, without the key's B-tree).
+full width (reading `packed_rows` and making the record, without the key's B-tree); a
+row of the same key whose values are one blob (a stand-in for values packed by the
+compiled part: the merge is SQLite's `max`, not a sum per value). Then the same, upserted
+a second time into rows that exist (merged, as a commit's 1h, 1d and all-time rows are).
 Prints µs per row (median of the rounds) and the ratio to the narrow row. Wall-clock: run
 it alone. Figures: bench/results/consumer-full.md.
 """
@@ -40,12 +43,19 @@ NARROW = (
     "partition INTEGER NOT NULL, a INTEGER, b INTEGER, seq INTEGER, bins BLOB, "
     "PRIMARY KEY (by, win, start, key, partition)) WITHOUT ROWID"
 )
+PACKED = NARROW.replace("narrow", "packed").replace("a INTEGER, b INTEGER", "vals BLOB")
+PACKED_UPSERT = (
+    "INSERT INTO packed AS r SELECT c0, c1, c2, c3, ?2, c4, ?3, c5 FROM packed_rows(?1) WHERE true "
+    "ON CONFLICT (by, win, start, key, partition) DO UPDATE SET seq = excluded.seq, "
+    "vals = max(r.vals, excluded.vals), bins = bins_merge(r.bins, excluded.bins)"
+)
 
 
-def rows(registry: Registry, by: str, start: int, n: int, keys: int, wide: bool) -> bytes:
+def rows(registry: Registry, by: str, start: int, n: int, keys: int, wide: bool | None) -> bytes:
     """`n` rows of `keys` keys a minute from `start`, in key order, packed for packed_rows:
-    small counts, a distribution's statistics and one SLA bucket set (as a closure makes)."""
-    out = []
+    small counts, a distribution's statistics and one SLA bucket set (as a closure makes);
+    narrow (False): 2 values; None: the values as one blob of a byte each."""
+    out: list[tuple[object, ...]] = []
     for i in range(n):
         key = (by, "1m", start + 60 * (i // keys), f"{i % keys:05d}")
         if wide:  # the ingest lag's columns as an account's row has them: 0 and NULL
@@ -54,6 +64,8 @@ def rows(registry: Registry, by: str, start: int, n: int, keys: int, wide: bool)
                 for j, c in enumerate(registry.value_columns)
             ]
             out.append((*key, *vals, None))
+        elif wide is None:
+            out.append((*key, bytes(1 + (i + j) % 3 for j in range(len(registry.value_columns))), None))
         else:
             out.append((*key, 1, 100, None))
     return bytes(native.pack_rows(out, len(out[0])))
@@ -78,12 +90,14 @@ def main() -> None:
     values = len(registry.value_columns)
     plain = st.upsert_rolled[True].split(" WHERE true")[0]
     narrow = "INSERT INTO narrow SELECT c0, c1, c2, c3, ?2, c4, c5, ?3, c6 FROM packed_rows(?1)"
-    kinds: dict[str, tuple[str, bool]] = {
+    kinds: dict[str, tuple[str, bool | None]] = {
         "upsert, full row (the commit's)": (st.upsert_rolled[True], True),
         "insert, full row": (plain, True),
         "insert, narrow row (baseline)": (narrow, False),
         "insert, full row, no key (rowid table)": (plain.replace("metric_rows AS r", "sink", 1), True),
+        "upsert, values as one blob (stand-in)": (PACKED_UPSERT, None),
     }  # fmt: skip
+    merged = ("upsert, full row (the commit's)", "upsert, values as one blob (stand-in)")
     with tempfile.TemporaryDirectory(prefix="bench-row-cost-") as tmp:
         db = sqlite3.connect(str(Path(tmp) / "rows.db"), isolation_level=None)
         for pragma in CONNECTION_PRAGMAS:
@@ -91,6 +105,7 @@ def main() -> None:
         register(db, prefer="native")
         db.execute(st.rows)
         db.execute(NARROW)
+        db.execute(PACKED)
         db.execute("CREATE TABLE sink AS SELECT * FROM metric_rows WHERE 0")
 
         def timed(statement: str, payload: bytes) -> float:
@@ -103,19 +118,23 @@ def main() -> None:
         for k in range(args.fill):  # both tables as deep as a store that has run a while
             timed(st.upsert_rolled[True], rows(registry, "account,inbox", minute(k), args.rows, 350, True))
             timed(narrow, rows(registry, "account,inbox", minute(k), args.rows, 350, False))
+            timed(PACKED_UPSERT, rows(registry, "account,inbox", minute(k), args.rows, 350, None))
         print(
             f"{args.fill * args.rows:,} rows in each table; {args.rows:,} rows a payload, "
             f"{values} value columns"
         )
-        seconds: dict[str, list[float]] = {name: [] for name in kinds}
+        seconds: dict[str, list[float]] = {name: [] for name in (*kinds, *(f"{m}, merged" for m in merged))}
         for r in range(args.rounds):
             for i, (name, (statement, wide)) in enumerate(kinds.items()):
                 at = minute(args.fill + 1 + r * len(kinds) + i)  # new minutes each time
-                seconds[name].append(timed(statement, rows(registry, "account", at, args.rows, 350, wide)))
+                payload = rows(registry, "account", at, args.rows, 350, wide)
+                seconds[name].append(timed(statement, payload))
+                if name in merged:  # the same rows again: every one exists
+                    seconds[f"{name}, merged"].append(timed(statement, payload))
         base = statistics.median(seconds["insert, narrow row (baseline)"])
         for name, s in seconds.items():
             med = statistics.median(s)
-            print(f"  {name:42} {med / args.rows * 1e6:6.2f} µs/row  {med / base:5.2f}x the narrow row")
+            print(f"  {name:50} {med / args.rows * 1e6:6.2f} µs/row  {med / base:5.2f}x the narrow row")
 
 
 if __name__ == "__main__":
