@@ -13,7 +13,7 @@ bins (one row per row and bin) more than doubled them (docs/performance.md).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -83,11 +83,14 @@ _Parts = list[tuple[int, int, Sequence[Any]]]
 
 
 def aggregate(
-    conn: psycopg.Connection[Any], partitions: list[PartitionCommit], registry: Registry = REGISTRY
+    conn: psycopg.Connection[Any],
+    partitions: list[PartitionCommit],
+    registry: Registry = REGISTRY,
+    purged: Mapping[str, int] | None = None,
 ) -> None:
     """Add the partitions' facts and lags to the metric rows, and their gauge changes to the
     backlog. A partition's rows take its offset after this commit as their seq (the
-    outbox's order)."""
+    outbox's order). No row of a window below `purged` is written (`sqlgen.purged`)."""
     ordered = sorted(partitions, key=lambda p: p.partition)
     sql = _statements(registry)
     if sql.gauges_temp is not None and sql.gauges_upsert is not None:
@@ -106,12 +109,15 @@ def aggregate(
     rounds = [(plan, parts) for plan, parts in rounds if parts]
     if not rounds:
         return
+    # no row of a window a purge deleted is made again
+    retained = sqlgen.retained(purged or {})
+    upsert = sql.upsert.replace(" FROM cm_rolled", f" FROM cm_rolled WHERE {retained}", 1)
     conn.execute(sql.temp)
     for i, (plan, parts) in enumerate(rounds):
         if i:  # a lag row may be a fact row too: one upsert must not change a row twice
             conn.execute("TRUNCATE cm_rolled")
         _copy(conn, "cm_rolled", plan, parts)
-        conn.execute(sql.upsert)
+        conn.execute(upsert)
 
 
 def _copy(conn: psycopg.Connection[Any], table: str, plan: Plan, parts: _Parts) -> None:

@@ -10,6 +10,7 @@ import psycopg
 
 from consumer.exceptions import FencedError
 from consumer.fold.registry import Registry
+from consumer.store import sqlgen
 from consumer.store.base import PartitionCommit
 from consumer.store.conversation_log import log_rows
 from consumer.store.postgres.aggregate import Batch, aggregate, columns, copy_in
@@ -63,7 +64,7 @@ def write(
     if batch.first_assignments:
         copy_in(conn, STAGE_FIRST_ASSIGNMENTS, batch.first_assignments)
         conn.execute(UPSERT_FIRST_ASSIGNMENTS)
-    aggregate(conn, partitions, registry)
+    aggregate(conn, partitions, registry, purged_horizons(conn))
     with conn.cursor() as cur:
         for sql, params in batch.rechecks(registry):
             cur.execute(sql, params)
@@ -75,6 +76,14 @@ def write(
         "watermark = excluded.watermark",
         columns(batch.offsets, 3),
     )
+
+
+def purged_horizons(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """Where the last purge left each window (`sqlgen.purged`). A commit that overlaps a
+    purge may still write below the horizon that purge sets (it read the one before): the
+    next purge deletes that row again (docs/operations.md)."""
+    row = conn.execute("SELECT value FROM meta WHERE name = %s", (sqlgen.PURGED_BEFORE,)).fetchone()
+    return sqlgen.horizons(None if row is None else row[0])
 
 
 def _conversations(conn: psycopg.Connection[Any], p: PartitionCommit) -> None:

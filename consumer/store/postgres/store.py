@@ -39,7 +39,7 @@ from consumer.store.closure_list import ClosureListing, ListedClosure, list_clos
 from consumer.store.conversation_log import load_conversations
 from consumer.store.outbox import changed_rows, outbox_indexes
 from consumer.store.postgres.aggregate import Batch
-from consumer.store.postgres.commit import write
+from consumer.store.postgres.commit import purged_horizons, write
 from consumer.store.postgres.schema import ensure_schema
 from consumer.store.postgres.session import IDLE_IN_TRANSACTION_TIMEOUT_S, Session, retrying
 from consumer.store.postgres.sql import (
@@ -206,14 +206,21 @@ class PostgresStore:
             if newest is None or newest[0] is None:
                 return 0
             deleted = 0
+            now: dict[str, int] = {}
             for win in WINDOWS:
                 keep = self.retention.for_window(win)
                 if keep is None or win == ALL:
                     continue
-                horizon = newest[0] - keep
+                now[win] = newest[0] - keep
                 deleted += conn.execute(
-                    "DELETE FROM metric_rows WHERE win=%s AND start<%s", (win, horizon)
+                    "DELETE FROM metric_rows WHERE win=%s AND start<%s", (win, now[win])
                 ).rowcount
+            if now:  # commits write no row below these (sqlgen.purged)
+                conn.execute(
+                    "INSERT INTO meta VALUES (%(name)s, %(value)s) "
+                    "ON CONFLICT (name) DO UPDATE SET value = %(value)s",
+                    {"name": sqlgen.PURGED_BEFORE, "value": sqlgen.advanced(purged_horizons(conn), now)},
+                )
             return deleted
 
         return self.session.run(work)

@@ -37,6 +37,7 @@ from consumer.store.sqlgen.dialect import (
     on_conflict,
     row_table,
 )
+from consumer.store.sqlgen.purged import PURGED_BEFORE, advanced, horizons, kept, retained
 from consumer.store.sqlgen.reads import key_order, page, query, rank_value, ranked, starts_in
 from consumer.store.sqlgen.recheck import RECHECKED, Source
 
@@ -45,12 +46,14 @@ __all__ = [
     "BACKLOG_OUTBOX_INDEX_NAME",
     "BINS_MERGE",
     "POSTGRES",
+    "PURGED_BEFORE",
     "RECHECKED",
     "ROWS",
     "ROW_KEY",
     "SQLITE",
     "Dialect",
     "Source",
+    "advanced",
     "backlog_of_keys",
     "backlog_query",
     "backlog_seq",
@@ -59,6 +62,8 @@ __all__ = [
     "bounds_source",
     "first_bounds",
     "has_own_rows",
+    "horizons",
+    "kept",
     "key_order",
     "merge_of",
     "merged_columns",
@@ -68,6 +73,7 @@ __all__ = [
     "query",
     "rank_value",
     "ranked",
+    "retained",
     "row_table",
     "rows_of",
     "source_bounds",

@@ -126,14 +126,22 @@ def write(
     if w.firsts is not None:
         db.execute(STAGE_FIRST_ASSIGNMENTS[w.packed], (w.firsts,))
     seq = _next_seq(db) if w.rows or w.gauges is not None else 0
+    # no row of a window a purge deleted is made again (sqlgen.purged)
+    hz = purged_horizons(db) if w.rows else {}
+    retained = sqlgen.retained(hz, "c1", "c2")
+    rows_upsert = sql.upsert_rolled[True].replace(" WHERE true", f" WHERE {retained}", 1)
     # a row of the facts' and of the lags' payloads alike is added by a statement of its own
     for payload in (payload for rows in w.rows for payload in rows):
         if isinstance(payload, bytes):
-            db.execute(sql.upsert_rolled[True], (payload, ONE_WRITER, seq))
+            db.execute(rows_upsert, (payload, ONE_WRITER, seq))
         else:
             db.executemany(
                 sql.upsert_rolled[False],
-                [(*r[:4], ONE_WRITER, *r[4:-1], seq, bins.pack(r[-1])) for r in payload],
+                [
+                    (*r[:4], ONE_WRITER, *r[4:-1], seq, bins.pack(r[-1]))
+                    for r in payload
+                    if sqlgen.kept(hz, r[1], r[2])
+                ],
             )
     if isinstance(w.gauges, bytes):
         db.execute(sqlgen.backlog_upsert(sqlgen.SQLITE, registry), (w.gauges, ONE_WRITER, seq))
@@ -160,6 +168,12 @@ def check_epochs(db: sqlite3.Connection, partitions: list[PartitionCommit]) -> N
     fenced = [p.partition for p in partitions if current.get(p.partition, 0) > p.epoch]
     if fenced:
         raise FencedError(fenced)
+
+
+def purged_horizons(db: sqlite3.Connection) -> dict[str, int]:
+    """Where the last purge left each window (`sqlgen.purged`)."""
+    row = db.execute("SELECT value FROM meta WHERE name = ?", (sqlgen.PURGED_BEFORE,)).fetchone()
+    return sqlgen.horizons(None if row is None else row[0])
 
 
 def _next_seq(db: sqlite3.Connection) -> int:

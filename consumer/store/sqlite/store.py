@@ -25,7 +25,7 @@ from consumer.store.conversation_log import load_conversations
 from consumer.store.outbox import changed_rows, outbox_indexes
 from consumer.store.rows import backlog_filter, metric_row, newest_start, rank_rows, row_filter
 from consumer.store.sqlite.bins import install, register, unpack
-from consumer.store.sqlite.commit import ONE_WRITER, prepare, write
+from consumer.store.sqlite.commit import ONE_WRITER, prepare, purged_horizons, write
 from consumer.store.sqlite.migrate import (
     Transaction,
     migrate_backlog,
@@ -270,12 +270,19 @@ class SqliteStore:
             return 0
         deleted = 0
         with self._tx():
+            now: dict[str, int] = {}
             for win in WINDOWS:
                 keep = self.retention.for_window(win)
                 if keep is None or win == ALL:
                     continue
-                cur = self.db.execute("DELETE FROM metric_rows WHERE win=? AND start<?", (win, newest - keep))
+                now[win] = newest - keep
+                cur = self.db.execute("DELETE FROM metric_rows WHERE win=? AND start<?", (win, now[win]))
                 deleted += cur.rowcount
+            if now:  # commits write no row below these (sqlgen.purged)
+                self.db.execute(
+                    "INSERT INTO meta VALUES (?1, ?2) ON CONFLICT DO UPDATE SET value = ?2",
+                    (sqlgen.PURGED_BEFORE, sqlgen.advanced(purged_horizons(self.db), now)),
+                )
         return deleted
 
     def close(self) -> None:

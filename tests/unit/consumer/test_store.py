@@ -168,6 +168,29 @@ def test_purge_cutoff_is_the_newest_watermark_minus_retention(make_store: MakeSt
     assert store.query("channel_type", "all")[0].closures == 4
 
 
+def test_a_late_event_makes_no_purged_row_again(make_store: MakeStore) -> None:
+    """A window a purge deleted takes no late event (its row would hold that event alone);
+    the row starting at the purge's cutoff still does, and the windows kept (1h, all) count
+    every event."""
+    store = make_store(retention=Retention(minute=3600, hour=None))
+    f = PartitionFold(0)
+    f.apply(Event(CLOSED, 1, 1, 1, "A", 0))
+    f.apply(Event(CLOSED, 2, 1, 2, "A", 10_020))
+    commit(store, f, 2)  # newest watermark 10,020: the 1m cutoff is 6,420
+    assert store.purge() > 0
+    for h, t in ((3, 30), (4, 6419), (5, 6420)):  # minutes 0 and 6,360 were purged
+        f.apply(Event(CLOSED, h, 1, h, "A", t))
+    commit(store, f, 5)
+
+    def closures(window: str) -> dict[int, int | None]:
+        return {r.window_start: r.closures for r in store.query("channel_type", window)}
+
+    assert closures("1m") == {6420: 1, 10_020: 1}
+    assert closures("1h") == {0: 2, 3600: 2, 7200: 1}
+    assert [r.closures for r in store.query("channel_type", "all")] == [5]
+    assert store.purge() == 0  # nothing below the cutoff was written again
+
+
 def test_store_holds_one_topic(store: Any) -> None:
     with pytest.raises(StoreError, match="one store per topic"):
         store.check_topic("other")
