@@ -66,6 +66,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--bootstrap-servers",
+        type=argtypes.bootstrap_servers,
         default=None,
         help="an external Kafka cluster instead of a local broker (env CONVMETRICS_BOOTSTRAP_SERVERS)",
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -11,7 +12,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from producer.exceptions import SettingsError
 from producer.mapping import KeyBy
 from producer.signature import parse_secret
-from schemas import CONVERSATION_EVENT, Codec, kafka, subject
+from schemas import CONVERSATION_EVENT, Codec, argtypes, kafka, subject
 from schemas.confluent import WireFormat
 from schemas.exceptions import RegistryError
 from schemas.kafka import KafkaSettingsError, client_config
@@ -33,7 +34,7 @@ class GatewaySettings(BaseSettings):
     delivery_timeout: float = Field(default=10.0, gt=0, description="seconds to wait for acks=all")
     retry_after: int = Field(default=5, ge=1, description="Retry-After seconds on 503")
     host: str = "0.0.0.0"
-    port: int = Field(default=8080, ge=0, le=65535)
+    port: int = Field(default=8080, ge=1, le=65535)
     partitions: int = Field(default=6, ge=1)
     replication_factor: int = Field(default=1, ge=1)
     linger_ms: float = Field(default=5.0, ge=0)
@@ -48,6 +49,15 @@ class GatewaySettings(BaseSettings):
     #: librdkafka settings of every Kafka client (security, tuning), checked: `schemas.kafka`;
     #: kept out of the repr (they hold passwords)
     kafka: dict[str, str] = Field(default_factory=dict, repr=False)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _bootstrap(cls, value: str) -> str:
+        # librdkafka reads a port it cannot parse as 0 and retries host:0 forever
+        try:
+            return argtypes.bootstrap_servers(value)
+        except argparse.ArgumentTypeError as exc:
+            raise ValueError(str(exc).split(", got ", 1)[0]) from None  # the caller adds the value
 
     @field_validator("kafka")
     @classmethod

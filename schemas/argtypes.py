@@ -34,6 +34,43 @@ def port(text: str) -> int:
     return value
 
 
+def bootstrap_servers(text: str) -> str:
+    """Kafka's bootstrap servers: a comma-separated list of `host[:port]` (an optional
+    `SCHEME://` before each, `[v6]:port` for IPv6). librdkafka reads a port it cannot parse
+    as 0 and retries `host:0` forever, so a typo (`kafka:9o92`) is refused here."""
+    entries = [e.strip() for e in text.split(",")]
+    if not text.strip() or not all(entries):
+        raise argparse.ArgumentTypeError(f"must be host:port[,host:port...], got {text!r}")
+    for entry in entries:
+        hostport = entry.split("://", 1)[-1]
+        port_text: str | None
+        if hostport.startswith("[") and "]" in hostport:  # [v6] or [v6]:port
+            host, _, rest = hostport.partition("]")
+            port_text = rest[1:] if rest.startswith(":") else None if not rest else "?"
+        else:
+            host, sep, port_text = hostport.rpartition(":")
+            if not sep:  # no port: librdkafka's default, 9092
+                host, port_text = hostport, None
+        at = f" (at {entry!r})" if entry != text.strip() else ""
+        digits = port_text is None or (port_text.isascii() and port_text.isdigit())
+        if not host.strip("[") or not digits:
+            raise argparse.ArgumentTypeError(f"must be host:port[,host:port...], got {text!r}{at}")
+        if port_text is not None and not 1 <= int(port_text) <= 65535:
+            raise argparse.ArgumentTypeError(f"must name ports from 1 to 65535, got {text!r}{at}")
+    return text.strip()
+
+
+def non_blank(what: str) -> Callable[[str], str]:
+    """A name that is not empty nor only spaces (`what` it names), as given."""
+
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"must be a {what}, got {text!r}")
+        return text
+
+    return parse
+
+
 def above_zero(unit: str) -> Callable[[str], float]:
     """A finite number of `unit` above 0 (a zero or negative interval or timeout is a typo;
     a retention or TTL of 0 or less would delete rows, or forget every conversation, at once)."""

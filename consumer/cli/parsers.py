@@ -28,6 +28,7 @@ def _common(p: argparse.ArgumentParser, *, kafka: bool = True, store: bool = Tru
     if kafka:
         p.add_argument(
             "--bootstrap-servers",
+            type=argtypes.or_env(argtypes.bootstrap_servers, ENV_BOOTSTRAP),
             default=os.environ.get(ENV_BOOTSTRAP),
             help=f"Kafka bootstrap servers, required: here or in env {ENV_BOOTSTRAP} "
             "(`convmetrics broker` starts a local one)",
@@ -91,6 +92,7 @@ def register(sub: Any) -> None:
     _common(c)
     c.add_argument(
         "--group",
+        type=argtypes.or_env(argtypes.non_blank("consumer group id"), ENV_GROUP),
         default=os.environ.get(ENV_GROUP, "closure-metrics"),
         help=f"consumer group id (env {ENV_GROUP}; default closure-metrics)",
     )
@@ -207,6 +209,7 @@ def register(sub: Any) -> None:
     kafka_arguments(r)
     r.add_argument(
         "--group",
+        type=argtypes.non_blank("consumer group id"),
         default="convmetrics-dlq-replay",
         help="consumer group that remembers what was replayed (default convmetrics-dlq-replay)",
     )

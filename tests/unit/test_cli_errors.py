@@ -113,6 +113,18 @@ def _never_serve(*_: object) -> None:
         (["consume", "--http-port", "70000"], 2, "usage: "),
         (["serve", "--max-label-values", "1001"], 2, "usage: "),
         (["dlq", "replay", "--idle-timeout", "0"], 2, "usage: "),
+        # librdkafka read the port as 0 and retried kafka:0 forever; an empty group aborted
+        # the process in the client's C code (SIGABRT)
+        (["consume", "--bootstrap-servers", "kafka:9o92"], 2, "usage: "),
+        (["dlq", "replay", "--bootstrap-servers", "h:1", "--group", " "], 2, "usage: "),
+        (["demo", "--bootstrap-servers", "h:0", "--once"], 2, "usage: "),
+        (
+            ["gateway", "--bootstrap-servers", "kafka:9o92"],
+            2,
+            "convmetrics gateway: error: invalid settings: --bootstrap-servers (or "
+            "CONVMETRICS_BOOTSTRAP_SERVERS): must be host:port[,host:port...], got 'kafka:9o92'",
+        ),
+        (["gateway", "--port", "0"], 2, "convmetrics gateway: error: invalid settings: --port (or "),
     ],
 )
 def test_a_failure_is_one_line_naming_the_command(
@@ -151,6 +163,9 @@ def test_a_failure_is_one_line_naming_the_command(
         ({"CONVMETRICS_PORT": "tcp://10.0.0.1:8080"}, ["serve"], "(from the flag, or else CONVMETRICS_PORT)"),
         ({"CONVMETRICS_LOG_LEVEL": "LOUD"}, ["schemas", "list"], "or else CONVMETRICS_LOG_LEVEL)"),
         ({"CONVMETRICS_LOG_LEVEL": "warning"}, ["schemas", "list"], ""),  # any case
+        # an empty variable, as a template leaves it
+        ({"CONVMETRICS_GROUP": ""}, ["consume", "--bootstrap-servers", "h:1"], "or else CONVMETRICS_GROUP)"),
+        ({"CONVMETRICS_BOOTSTRAP_SERVERS": "kafka:"}, ["consume"], "or else CONVMETRICS_BOOTSTRAP_SERVERS)"),
     ],
 )
 def test_a_bad_value_from_the_environment_names_the_variable(
