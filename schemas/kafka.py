@@ -265,11 +265,21 @@ def check(settings: Mapping[str, str], sources: Mapping[str, str]) -> None:
         err = exc.args[0] if exc.args else exc
         message = err.str() if hasattr(err, "str") else str(err)
         for key, value in settings.items():
-            if is_secret(key) and value:
-                message = message.replace(value, "***")
-        named = [k for k in settings if k in message]
-        where = ", ".join(f"{k} ({sources.get(k, '?')})" for k in named) or "the Kafka settings"
-        raise KafkaSettingsError(f"librdkafka refuses {where}: {message}") from None
+            if is_secret(key) and value:  # as a whole word: a password "p" leaves "Producer" be
+                message = re.sub(_word(value), "***", message)
+        # the keys the message names, else those whose value it quotes, else all of them
+        named = [k for k in settings if k in message] or [
+            k for k, v in settings.items() if not is_secret(k) and v and re.search(_word(v), message)
+        ]
+        where = ", ".join(f"{k} ({sources.get(k, '?')})" for k in named or settings)
+        raise KafkaSettingsError(
+            f"librdkafka refuses {where if named else f'the Kafka settings ({where})'}: {message}"
+        ) from None
+
+
+def _word(value: str) -> str:
+    """A regex of `value` where no letter or digit goes on either side of it."""
+    return rf"(?<![A-Za-z0-9]){re.escape(value)}(?![A-Za-z0-9])"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -122,6 +122,24 @@ def test_librdkafka_judges_values_and_a_bad_secret_value_is_not_echoed() -> None
     assert "KEY=VALUE" in str(err.value) and SECRET not in str(err.value)
 
 
+def test_a_refusal_names_the_setting_by_its_value_or_else_all_and_masks_whole_words() -> None:
+    """librdkafka's message may name no key: the setting whose value it quotes is named,
+    else every setting given; a secret is masked where it stands as a word, not inside
+    others (a password "p" turned "producer" into "***roducer")."""
+    with pytest.raises(KafkaSettingsError) as err:
+        load(["security.protocol=SASL_PLAINTEXT", "sasl.username=u", "sasl.password=p"],
+             None, {"CONVMETRICS_KAFKA_SASL_MECHANISM": "BOGUS"})  # fmt: skip
+    assert str(err.value) == (
+        "librdkafka refuses sasl.mechanism (environment): Failed to create producer: "
+        "Unsupported SASL mechanism: BOGUS"
+    )
+    with pytest.raises(KafkaSettingsError) as err:
+        load(["security.protocol=SASL_PLAINTEXT", "sasl.mechanism=PLAIN"], None, {})
+    assert str(err.value).startswith(
+        "librdkafka refuses the Kafka settings (security.protocol (--kafka), sasl.mechanism (--kafka)): "
+    )
+
+
 def test_an_unreadable_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(KafkaSettingsError, match=r"--kafka-config .*missing\.properties: cannot read"):
         load([], str(tmp_path / "missing.properties"), {})
