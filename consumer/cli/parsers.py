@@ -202,8 +202,10 @@ def register(sub: Any) -> None:
         "replay",
         help="send dead-lettered records back to their source topic",
         description="Reads <topic>.dlq from the beginning (or the group's "
-        "committed position) and produces each record, with its original "
-        "key, value and headers, to the topic it came from.",
+        "committed position) up to its end as it is at the start, and produces each record, "
+        "with its original key, value and headers, to the topic it came from. Records "
+        "dead-lettered meanwhile (a consumer that still refuses them) wait for the next replay; "
+        "progress is logged every 5 s.",
     )
     _common(r, store=False)  # it only moves records between topics
     kafka_arguments(r)
@@ -217,7 +219,7 @@ def register(sub: Any) -> None:
         "--idle-timeout",
         type=_seconds,
         default=5.0,
-        help="stop after this many seconds without a DLQ record (default 5)",
+        help="stop after this many seconds without a DLQ record before that end (default 5)",
     )
     _wire(r, "replayed records")
     r.set_defaults(func=_dlq_replay)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from consumer.exceptions import ConfigError, ConsumerError
 from consumer.stream.dlq import original_headers, source_of
@@ -16,6 +17,8 @@ from schemas.exceptions import RegistryError
 from schemas.kafka import client_config, close_consumer, unreachable
 from schemas.registry import SchemaVersion, subject, subject_names
 from schemas.schema_registry import RegistryClient, RegistrySettings
+
+log = logging.getLogger(__name__)
 
 
 class Reframer:
@@ -57,12 +60,18 @@ def replay_dead_letters(
     connect_timeout: float = 10.0,
     wire_format: WireFormat = WireFormat.SINGLE_OBJECT,
     registry: RegistrySettings | None = None,
+    progress_every: float = 5.0,
 ) -> tuple[int, int]:
-    """Replay `<topic>.dlq` into the source topics; returns (replayed, skipped).
+    """Replay `<topic>.dlq` into the source topics, up to its end as it is at the start;
+    returns (replayed, skipped).
 
-    Progress is the replay group's committed offset, committed only after the producer
-    acknowledged everything before it, so an interrupted replay resumes without loss.
-    With the Confluent `wire_format`, single-object records are reframed (`Reframer`).
+    Records dead-lettered after the start are left for the next replay: while the cause is
+    still there (a consumer that refuses them again), replaying them too would never end and
+    copy them over and over. `idle_timeout` ends it earlier when records before that end do
+    not come. Progress is the replay group's committed offset, committed only after the
+    producer acknowledged everything before it, so an interrupted replay resumes without
+    loss; a line is logged every `progress_every` seconds. With the Confluent
+    `wire_format`, single-object records are reframed (`Reframer`).
     """
     reframe = None
     if wire_format is WireFormat.CONFLUENT:
@@ -72,6 +81,7 @@ def replay_dead_letters(
             reframe = Reframer(RegistryClient(registry))
         except RegistryError as exc:
             raise ConfigError(str(exc)) from None
+    dlq = f"{topic}.dlq"
     consumer = Consumer(
         client_config(
             bootstrap, kafka, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest"
@@ -80,22 +90,33 @@ def replay_dead_letters(
     replayed = skipped = 0
     try:
         try:  # a one-shot command: an unreachable cluster is an error, not "0 replayed"
-            consumer.list_topics(timeout=connect_timeout)
+            ends = _ends(consumer, dlq, connect_timeout)
         except KafkaException as exc:
             raise ConsumerError(unreachable(bootstrap, connect_timeout, exc)) from None
+        total = sum(end - start for start, end in ends.values())
+        left = {p for p, (start, end) in ends.items() if start < end}
+        if not left:
+            return 0, 0
+        log.info("replaying %s record(s) of %s (its end at the start)", f"{total:,}", dlq)
         # made only now: a producer made before the check would still be logging its own
         # connection failures after the error line above
         producer = Producer(client_config(bootstrap, kafka, acks="all", enable_idempotence=True))
-        consumer.subscribe([f"{topic}.dlq"])
-        last_seen = time.monotonic()
-        while time.monotonic() - last_seen < idle_timeout:
+        consumer.subscribe([dlq])
+        last_seen = last_said = time.monotonic()
+        while left and time.monotonic() - last_seen < idle_timeout:
             msgs = consumer.consume(1000, 0.5)
             if not msgs:
                 continue
             last_seen = time.monotonic()
+            done: dict[int, int] = {}  # partition -> the next offset, of what this batch replayed
             for m in msgs:
                 if m.error():
+                    log.warning("%s: %s", dlq, m.error())
                     continue
+                p, offset = m.partition(), m.offset()
+                if p is None or offset is None or p not in left or offset >= ends[p][1]:
+                    continue  # dead-lettered after the start
+                done[p] = offset + 1
                 src = source_of(m.headers())
                 if src is None:
                     skipped += 1
@@ -109,7 +130,38 @@ def replay_dead_letters(
                 raise ConsumerError(
                     "the source topic did not acknowledge replayed records; nothing committed"
                 )
-            consumer.commit(asynchronous=False)
+            if done:
+                consumer.commit(
+                    offsets=[TopicPartition(dlq, p, n) for p, n in done.items()], asynchronous=False
+                )
+            for p, n in done.items():
+                if n >= ends[p][1]:
+                    left.discard(p)
+                    consumer.pause([TopicPartition(dlq, p)])
+            if time.monotonic() - last_said >= progress_every:
+                last_said = time.monotonic()
+                log.info("replayed %s of %s record(s)", f"{replayed + skipped:,}", f"{total:,}")
+        if left:
+            log.warning(
+                "%s: no record for %g s before its end at the start; stopped (partitions %s)",
+                dlq, idle_timeout, sorted(left),
+            )  # fmt: skip
     finally:
         close_consumer(consumer)
     return replayed, skipped
+
+
+def _ends(consumer: Consumer, dlq: str, timeout: float) -> dict[int, tuple[int, int]]:
+    """Each partition of `dlq`: (where the replay group starts, its end now); none when the
+    topic is not there (nothing was ever dead-lettered)."""
+    meta = consumer.list_topics(dlq, timeout=timeout).topics.get(dlq)
+    if meta is None or meta.error is not None or not meta.partitions:
+        return {}
+    parts = [TopicPartition(dlq, p) for p in sorted(meta.partitions)]
+    committed = {tp.partition: tp.offset for tp in consumer.committed(parts, timeout=timeout)}
+    out: dict[int, tuple[int, int]] = {}
+    for tp in parts:
+        low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+        start = committed.get(tp.partition, -1)
+        out[tp.partition] = (max(start, low) if start >= 0 else low, high)
+    return out

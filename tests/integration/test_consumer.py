@@ -209,40 +209,33 @@ def test_poison_records_go_to_the_dlq_and_the_rest_still_counts(
     try:
         wait_caught_up(kafka_bootstrap, topic, store, [proc])
         compare_with_truth(f"http://127.0.0.1:{api_port}", truth)
+
+        dead = read_all(kafka_bootstrap, f"{topic}.dlq", expect=3)
+        assert sorted((m.key(), m.value()) for m in dead) == sorted(poison)
+        kinds = set()
+        for m in dead:
+            h = dict(m.headers() or [])
+            assert h[H_TOPIC] == topic.encode()
+            assert int(h[H_PARTITION]) in range(3) and int(h[H_OFFSET]) >= 0
+            kinds.add(h[H_ERROR_TYPE])
+        assert kinds == {b"BadMagicError", b"TruncatedRecordError", b"UnknownFingerprintError"}
+
+        # `convmetrics dlq replay` sends them back where they came from, original headers
+        # only, while the consumer still refuses them: it dead-letters them again, and the
+        # replay stops at the DLQ's end as it was at the start (it chased them, copying
+        # them over and over, until its idle timeout that never came)
+        out = subprocess.run(
+            [sys.executable, "-m", "convmetrics", "dlq", "replay", "--bootstrap-servers", kafka_bootstrap,
+             "--topic", topic, "--idle-timeout", "600"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert "replayed 3 record(s)" in out.stdout
+        assert "replaying 3 record(s)" in out.stderr
+        again = read_all(kafka_bootstrap, f"{topic}.dlq", expect=6)
+        assert sorted((m.key(), m.value()) for m in again) == sorted(poison + poison)
     finally:
         proc.stop()
-
-    dead = read_all(kafka_bootstrap, f"{topic}.dlq", expect=3)
-    assert sorted((m.key(), m.value()) for m in dead) == sorted(poison)
-    kinds = set()
-    for m in dead:
-        h = dict(m.headers() or [])
-        assert h[H_TOPIC] == topic.encode()
-        assert int(h[H_PARTITION]) in range(3) and int(h[H_OFFSET]) >= 0
-        kinds.add(h[H_ERROR_TYPE])
-    assert kinds == {b"BadMagicError", b"TruncatedRecordError", b"UnknownFingerprintError"}
-
-    # `convmetrics dlq replay` sends them back where they came from, original headers only
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "convmetrics",
-            "dlq",
-            "replay",
-            "--bootstrap-servers",
-            kafka_bootstrap,
-            "--topic",
-            topic,
-            "--idle-timeout",
-            "3",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    assert "replayed 3 record(s)" in out.stdout
     tail = read_all(kafka_bootstrap, topic, expect=None)
     replayed = [(m.key(), m.value()) for m in tail if (m.key(), m.value()) in poison]
     assert sorted(replayed) == sorted(poison + poison)  # the originals and the replayed copies
