@@ -31,7 +31,7 @@ def register(sub: Any) -> None:
             help="schema folder to read (default: the schemas shipped with this install)",
         )
         a.set_defaults(func=func)
-    from schemas.schema_registry import DEFAULT_TOPICS, add_arguments
+    from schemas.schema_registry import DEFAULT_TOPICS, PUSH_TOPIC_FLAGS, add_arguments
 
     push = actions.add_parser(
         "push",
@@ -44,10 +44,8 @@ def register(sub: Any) -> None:
     )
     add_arguments(push)
     for subj, topic in DEFAULT_TOPICS.items():
-        flag = {"conversation_event": "--events-topic", "closure_metrics": "--metrics-topic",
-                "metric_rows": "--metric-rows-topic"}[subj]  # fmt: skip
         push.add_argument(
-            flag,
+            PUSH_TOPIC_FLAGS[subj],
             dest=f"topic_{subj}",
             default=topic,
             metavar="TOPIC",

@@ -47,6 +47,12 @@ DEFAULT_TOPICS: dict[str, str] = {
     "closure_metrics": "conversation-closure-metrics",
     "metric_rows": "conversation-metric-rows",
 }
+#: the `schemas push` flag naming each subject's topic
+PUSH_TOPIC_FLAGS: dict[str, str] = {
+    "conversation_event": "--events-topic",
+    "closure_metrics": "--metrics-topic",
+    "metric_rows": "--metric-rows-topic",
+}
 
 T = TypeVar("T")
 
@@ -172,8 +178,9 @@ class RegistryClient:
             if exc.http_status_code == 404:
                 raise SchemaNotRegisteredError(
                     f"the schema registry at {self.shown} has no {version.subject} v{version.version} under "
-                    f"subject {name}: run `convmetrics schemas push` (with --events-topic/--metrics-topic "
-                    f"naming {topic}) before writing the Confluent wire format ({exc})"
+                    f"subject {name}: run `convmetrics schemas push` (with "
+                    f"{PUSH_TOPIC_FLAGS.get(version.subject, '--events-topic')} {topic}) before writing "
+                    f"the Confluent wire format ({exc})"
                 ) from None
             raise RegistryError(f"schema registry at {self.shown}: looking up {name}: {exc}") from None
         schema_id = found.schema_id

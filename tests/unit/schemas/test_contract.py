@@ -93,6 +93,17 @@ def test_unpinned_version_is_rejected(folder: Path, capsys: pytest.CaptureFixtur
     assert "not pinned" in capsys.readouterr().err
 
 
+def test_a_version_that_does_not_load_is_named_and_its_subjects_pins_are_not_called_gone(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    n = len(list(folder.glob("metric_rows/v*.avsc")))
+    bad = {"type": "record", "name": "MetricRow", "fields": [{"name": "y", "type": "long", "default": "abc"}]}
+    (folder / "metric_rows" / f"v{n + 1}.avsc").write_text(json.dumps(bad))
+    assert main(["schemas", "check", "--dir", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert f"v{n + 1}" in err and "file is gone" not in err, err
+
+
 def test_compat_rules() -> None:
     rec = {"type": "record", "name": "R", "fields": [{"name": "a", "type": "int"}]}
     promoted = {"type": "record", "name": "R", "fields": [{"name": "a", "type": "long"}]}
