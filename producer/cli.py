@@ -136,6 +136,7 @@ def run_gateway(args: argparse.Namespace) -> int:
 
     from producer.app import create_app
     from producer.exceptions import GatewayError
+    from schemas.listen import listening
 
     try:
         settings = _settings(args, (*_COMMON, *_GATEWAY))
@@ -148,8 +149,9 @@ def run_gateway(args: argparse.Namespace) -> int:
         lifespan="on", access_log=args.access_log, log_level=logging.getLogger().level,
         backlog=4096, timeout_keep_alive=30,
     )  # fmt: skip
+    sock = listening(settings.host, settings.port)  # before start-up: no topic made for nothing
     server = uvicorn.Server(config)
-    server.run()
+    server.run(sockets=[sock])
     return 0 if server.started else 1
 
 

@@ -88,3 +88,7 @@ class TopicNotMadeError(SchemaError):
     def __init__(self, message: str, *, unreachable: bool = False) -> None:
         super().__init__(message)
         self.unreachable = unreachable
+
+
+class ListenError(SchemaError):
+    """A server's address cannot be listened on (a port in use, an address not this host's)."""

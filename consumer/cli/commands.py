@@ -251,19 +251,19 @@ def _serve(args: argparse.Namespace) -> int:
 
     check_store_url(args.store)  # before the banner: its first request would be the first to know
     tokens = _tokens(args)  # a tokens file that cannot be read stops it before the banner too
-    base = f"http://{args.host}:{args.port}"
-    print(
-        f"metrics API on {base}/v1/closures and {base}/v1/metrics, dashboard on {base}/, "
-        f"Prometheus on {base}/metrics",
-        flush=True,
-    )
-    server = api_server(
+    server = api_server(  # binds its port: one in use stops it before the banner as well
         args.store,
         args.host,
         args.port,
         metrics=metric_set(args.metric_set, args.sla_buckets),
         max_label_values=args.max_label_values,
         tokens=tokens,
+    )
+    base = f"http://{args.host}:{args.port}"
+    print(
+        f"metrics API on {base}/v1/closures and {base}/v1/metrics, dashboard on {base}/, "
+        f"Prometheus on {base}/metrics",
+        flush=True,
     )
     with rare_collections():  # a query's rows and JSON die by refcount (consumer/heap.py)
         server.run()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +16,7 @@ from consumer.serve.api import create_app
 from consumer.serve.overview import MAX_LABEL_VALUES
 from consumer.serve.tokens import Tokens
 from consumer.store import Retention, open_store
+from schemas.listen import listening
 
 log = logging.getLogger(__name__)
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -48,7 +50,19 @@ def api_server(
         ready=ready,
     )
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
-    return uvicorn.Server(config)
+    return _Bound(config, listening(host, port))
+
+
+class _Bound(uvicorn.Server):
+    """A uvicorn server on a socket bound when it was made (`schemas.listen`): a port in use
+    is an error where the command starts, not on the server's thread later."""
+
+    def __init__(self, config: uvicorn.Config, sock: socket.socket) -> None:
+        super().__init__(config)
+        self.sock = sock
+
+    def run(self, sockets: list[socket.socket] | None = None) -> None:
+        super().run(sockets=sockets or [self.sock])
 
 
 def serve_in_thread(

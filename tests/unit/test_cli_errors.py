@@ -4,6 +4,7 @@ stderr, with exit status 2 where the cause is the command line or the settings, 
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -148,6 +149,43 @@ def test_a_failure_is_one_line_naming_the_command(
     assert err and err[-1 if says != "usage: " else 0].startswith(says.replace("{tmp}", str(tmp_path))), err
     assert not any("S3cret" in line for line in err), err
     assert "metrics API on" not in out  # no banner of a server that never ran
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve", "--host", "127.0.0.1", "--store", "sqlite:///{tmp}/m.db"],
+        ["gateway", "--host", "127.0.0.1", "--bootstrap-servers", "h:1"],
+        [
+            "consume",
+            "--http-host",
+            "127.0.0.1",
+            "--bootstrap-servers",
+            "h:1",
+            "--store",
+            "sqlite:///{tmp}/m.db",
+        ],
+    ],
+    ids=["serve", "gateway", "consume"],
+)
+def test_a_port_in_use_is_one_line_and_status_1_before_anything_starts(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn exited 3 once the gateway's start-up had begun (its topic was made after it
+    said it stopped), and on `consume`'s API thread left the consumer running without it."""
+    monkeypatch.setattr("uvicorn.Server.run", _never_serve)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        flag = "--http-port" if argv[0] == "consume" else "--port"
+        got = main([a.replace("{tmp}", str(tmp_path)) for a in argv] + [flag, str(port)])
+    out, err = capsys.readouterr()
+    assert got == 1
+    assert err.strip().splitlines()[-1] == (
+        f"convmetrics {argv[0]}: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+    assert "metrics API on" not in out
 
 
 @pytest.mark.parametrize(
