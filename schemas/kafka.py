@@ -86,6 +86,33 @@ _SECRET = re.compile(
 
 #: where the settings check's own client logs (nowhere: its refusal is the exception)
 log = logging.getLogger(__name__)
+
+
+class OncePerMinute(logging.Filter):
+    """librdkafka logs a line per failed reconnect, each with its own timing (`after 313ms`):
+    a line is let through once per `every` seconds, its numbers left out of the comparison
+    (216 lines in 45 s from a gateway with a wrong password, on stderr, past logging)."""
+
+    def __init__(self, every: float = 60.0) -> None:
+        super().__init__()
+        self.every = every
+        self._seen: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = re.sub(r"\d+", "#", record.getMessage())
+        now = time.monotonic()
+        if now - self._seen.get(key, -self.every) < self.every:
+            return False
+        if len(self._seen) > 1000:  # bounded: a long run's distinct lines
+            self._seen.clear()
+        self._seen[key] = now
+        return True
+
+
+#: the logger of librdkafka's own lines, of every client `client_config` makes
+KAFKA_LOG = logging.getLogger("librdkafka")
+KAFKA_LOG.addFilter(OncePerMinute())
+
 _QUIET = logging.getLogger("convmetrics.kafka.check")
 _QUIET.addHandler(logging.NullHandler())
 _QUIET.propagate = False
@@ -131,6 +158,7 @@ def client_config(
     settings, then the client's own (`own`: `acks="all"`, ...), which always win. Keys are
     spelled with underscores for dots."""
     return {
+        "logger": KAFKA_LOG,  # librdkafka's own lines through logging, once a minute each
         "bootstrap.servers": bootstrap,
         **{k.replace("_", "."): v for k, v in (tuning or {}).items()},
         **(kafka or {}),

@@ -11,12 +11,12 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from consumer.exceptions import ConsumerError, KafkaUnavailableError
 from consumer.stream.settings import ConsumerSettings
 from schemas.exceptions import TopicNotMadeError
-from schemas.kafka import ErrorReport, create_topic
+from schemas.kafka import ErrorReport, client_config, create_topic
 
 
 def _base(settings: ConsumerSettings, errors: ErrorReport) -> dict[str, Any]:
     # refused credentials or failed TLS are reported (naming the settings), not retried silently
-    return {"bootstrap.servers": settings.bootstrap_servers, **settings.kafka, "error_cb": errors}
+    return {**client_config(settings.bootstrap_servers, settings.kafka), "error_cb": errors}
 
 
 def group_consumer(settings: ConsumerSettings, errors: ErrorReport) -> Consumer:

@@ -3,13 +3,14 @@ refused and why, and that secrets stay out of every message."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
 import pytest
 
 from schemas import kafka
-from schemas.kafka import KafkaSettingsError, client_config, load, redacted
+from schemas.kafka import KAFKA_LOG, KafkaSettingsError, OncePerMinute, client_config, load, redacted
 
 SECRET = "hunter2-s3cret"
 
@@ -147,10 +148,21 @@ def test_an_unreadable_file_is_named(tmp_path: Path) -> None:
 
 def test_a_clients_own_settings_win_over_the_users() -> None:
     config = client_config("k:9092", {"client.id": "x", "linger.ms": "100"}, acks="all", linger_ms=5)
-    assert config == {"bootstrap.servers": "k:9092", "client.id": "x", "linger.ms": 5, "acks": "all"}
+    assert config == {
+        "logger": KAFKA_LOG,
+        "bootstrap.servers": "k:9092",
+        "client.id": "x",
+        "linger.ms": 5,
+        "acks": "all",
+    }
     # tuning defaults are the other way round: the user's value wins, the default fills in
     tuned = client_config("k:9092", {"linger.ms": "100"}, tuning={"linger_ms": 5, "compression_type": "lz4"})
-    assert tuned == {"bootstrap.servers": "k:9092", "linger.ms": "100", "compression.type": "lz4"}
+    assert tuned == {
+        "logger": KAFKA_LOG,
+        "bootstrap.servers": "k:9092",
+        "linger.ms": "100",
+        "compression.type": "lz4",
+    }
     assert redacted(
         {"sasl.password": "p", "ssl.key.pem": "k", "sasl.oauthbearer.client.secret": "s", "a": 1}
     ) == {
@@ -238,3 +250,24 @@ def test_an_unreachable_cluster_is_said_with_librdkafkas_reason_not_a_repr() -> 
     assert unreachable("h:1", 10, exc) == f"Kafka at h:1 did not answer within 10 s: {reason}"
     plain = unreachable("h:1", 2.5, KafkaException("plain"))
     assert plain == "Kafka at h:1 did not answer within 2.5 s: plain"
+
+
+def test_librdkafkas_lines_go_through_logging_once_a_minute_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every client `client_config` makes logs through `KAFKA_LOG` (not raw `%3|...` lines on
+    stderr), whose filter lets a line through once a minute, its numbers ignored."""
+    assert client_config("k:9092", {})["logger"] is KAFKA_LOG
+    assert any(isinstance(f, OncePerMinute) for f in KAFKA_LOG.filters)
+    now = [1000.0]
+    monkeypatch.setattr("schemas.kafka.time.monotonic", lambda: now[0])
+    once = OncePerMinute()
+
+    def passes(text: str) -> bool:
+        return once.filter(logging.LogRecord("librdkafka", logging.ERROR, __file__, 1, text, None, None))
+
+    assert passes("FAIL Connect to k:1 failed (after 0ms in state CONNECT)")
+    assert not passes("FAIL Connect to k:1 failed (after 313ms in state CONNECT)")  # the same line
+    assert passes("FAIL SASL authentication error")  # another line
+    now[0] += 59.999
+    assert not passes("FAIL Connect to k:2 failed (after 5ms in state CONNECT)")
+    now[0] += 0.001  # a minute after it first went through
+    assert passes("FAIL Connect to k:2 failed (after 5ms in state CONNECT)")
