@@ -11,6 +11,7 @@ from schemas.registry import (
     PINS_FILE,
     SCHEMA_DIR,
     Subject,
+    file_pin_key,
     load_pins,
     load_subject,
     pin_key,
@@ -32,6 +33,17 @@ def check_subject(subject: Subject, pins: dict[str, str]) -> list[str]:
             problems.append(
                 f"{subject.name} v{v.version}: published schema changed: fingerprint "
                 f"{v.fingerprint_hex} != pinned {pinned}; add a new version instead"
+            )
+        elif (whole := pins.get(file_pin_key(subject.name, v.version))) is None:
+            problems.append(
+                f"{subject.name} v{v.version}: its file is not pinned in {PINS_FILE} "
+                f"(run `convmetrics schemas pin`)"
+            )
+        elif whole != v.digest:
+            problems.append(
+                f"{subject.name} v{v.version}: published schema file changed (a doc, default or "
+                f"alias: the fingerprint leaves them out, but readers fill in defaults and a "
+                f"registry takes the text as a new version); add a new version instead"
             )
     for w in subject.versions:
         for r in subject.versions:
@@ -60,7 +72,7 @@ def check_folder(schema_dir: Path = SCHEMA_DIR) -> tuple[list[Subject], list[str
             continue
         subjects.append(subj)
         problems.extend(check_subject(subj, pins))
-    known = {pin_key(s.name, v.version) for s in subjects for v in s.versions}
+    known = {key(s.name, v.version) for s in subjects for v in s.versions for key in (pin_key, file_pin_key)}
     problems.extend(
         f"{key}: pinned in {PINS_FILE} but its file is gone; published versions stay"
         for key in sorted(set(pins) - known)
@@ -75,10 +87,13 @@ def pin_new_versions(schema_dir: Path = SCHEMA_DIR) -> list[str]:
     added: list[str] = []
     for name in subject_names(schema_dir):
         for v in load_subject(name, schema_dir).versions:
-            key = pin_key(name, v.version)
-            if key not in pins:
-                pins[key] = v.fingerprint_hex
-                added.append(key)
+            for key, value in (
+                (pin_key(name, v.version), v.fingerprint_hex),
+                (file_pin_key(name, v.version), v.digest),
+            ):
+                if key not in pins:
+                    pins[key] = value
+                    added.append(key)
     if added:
         text = json.dumps(dict(sorted(pins.items())), indent=2) + "\n"
         (schema_dir / PINS_FILE).write_text(text, encoding="utf-8")

@@ -7,6 +7,7 @@ Every schema is parsed once, when its subject is first loaded.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -39,6 +40,13 @@ class SchemaVersion:
     @property
     def fingerprint_hex(self) -> str:
         return self.fingerprint.hex()
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the whole schema (its JSON, keys sorted): what the fingerprint leaves
+        out too, docs, defaults and aliases, which readers and registries see."""
+        text = json.dumps(self.raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,11 @@ def load_pins(schema_dir: Path = SCHEMA_DIR) -> dict[str, str]:
 
 def pin_key(subject: str, version: int) -> str:
     return f"{subject}/v{version}"
+
+
+def file_pin_key(subject: str, version: int) -> str:
+    """The pin of a version's whole file (`SchemaVersion.digest`), beside its fingerprint's."""
+    return f"{subject}/v{version}.avsc"
 
 
 @cache

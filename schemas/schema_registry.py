@@ -298,6 +298,11 @@ def mismatches(
                 f"fingerprint {fp}, which is not a version of {subject.name} in this repo "
                 f"(pinned: {', '.join(map(str, pinned))})"
             )
+        elif order[fp] == last:  # the same version again, as another text (docs, defaults)
+            problems.append(
+                f"registry subject {name} version {n} holds {subject.name} "
+                f"v{subject.versions[order[fp]].version} again, registered from another text of it"
+            )
         elif order[fp] < last:
             problems.append(f"registry subject {name} version {n} holds {subject.name} out of order")
         else:

@@ -51,6 +51,17 @@ def test_versions_out_of_order_are_refused() -> None:
     assert "out of order" in problem
 
 
+def test_a_version_registered_twice_is_refused() -> None:
+    """Another text of one version (a doc changed) is the same fingerprint, and a registry
+    keeps it as a version of its own: writers of either build then use different ids."""
+    redoc = dict(V1, doc="another text of v1")
+    (problem,) = mismatches(NAME, EVENTS, PINS, [(1, V1), (2, redoc), (3, V2)])
+    assert problem == (
+        f"registry subject {NAME} version 2 holds conversation_event v1 again, "
+        "registered from another text of it"
+    )
+
+
 def test_settings_come_from_the_flag_or_the_environment() -> None:
     assert registry_settings(None, {}) is None
     s = registry_settings(None, {"CONVMETRICS_SCHEMA_REGISTRY_URL": "https://r:8081/",
