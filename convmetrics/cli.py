@@ -82,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if logging.getLogger().level >= logging.INFO:  # a line per request of `metrics --api`: at DEBUG only
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         result = args.func(args)
     except KeyboardInterrupt:

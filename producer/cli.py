@@ -62,8 +62,18 @@ _GATEWAY: tuple[tuple[str, str, Any, str], ...] = (
         "(default: none, signatures are not checked; prefer the variable CONVMETRICS_WEBHOOK_SECRETS: "
         "a flag shows in ps)",
     ),
-    ("--max-body-bytes", "max_body_bytes", int, "body limit of POST /webhooks (default 1 MiB)"),
-    ("--max-batch-bytes", "max_batch_bytes", int, "body limit of POST /webhooks/batch (default 16 MiB)"),
+    (
+        "--max-body-bytes",
+        "max_body_bytes",
+        int,
+        "body limit of POST /webhooks in bytes (default 1048576: 1 MiB)",
+    ),
+    (
+        "--max-batch-bytes",
+        "max_batch_bytes",
+        int,
+        "body limit of /webhooks/batch in bytes (default 16777216)",
+    ),
     ("--retry-after", "retry_after", int, "Retry-After seconds on 503 (default 5)"),
 )
 

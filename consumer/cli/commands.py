@@ -60,6 +60,10 @@ def _wire_format(args: argparse.Namespace) -> Any:
         _refuse(args, str(exc))
 
 
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
 def _refuse(args: argparse.Namespace, cause: str) -> NoReturn:
     """Bad flags or settings: a ConfigError, which `convmetrics` prints as the one line every
     command's failure is, exiting 2."""
@@ -135,6 +139,10 @@ def _consume(args: argparse.Namespace) -> int:
     from consumer.stream.runner import MetricsConsumer
 
     settings = consumer_settings(args)
+    if not settings.http_port:  # a flag the command would ignore is refused, not dropped
+        ignored = [f for f, default in args.api_flag_defaults.items() if getattr(args, _dest(f)) != default]
+        if ignored:
+            _refuse(args, f"{', '.join(ignored)} without --http-port: there is no API to apply it to")
     tokens = _tokens(args)  # a bad tokens file refuses the start, before joining the group
     metrics = ConsumerMetrics()
     from consumer.stream.metrics_topic import MetricsTopicPublisher

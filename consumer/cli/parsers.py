@@ -266,6 +266,14 @@ def _api_access(
         "# comments; `convmetrics token new` prints a token and its line; read again when it "
         "changes. Without it the API is open",
     )
+    # what each of these flags is when not given: `consume` refuses them without an API
+    p.set_defaults(
+        api_flag_defaults={
+            host_flag: p.get_default(host_flag.lstrip("-").replace("-", "_")),
+            "--tokens-file": p.get_default("tokens_file"),
+            "--max-label-values": p.get_default("max_label_values"),
+        }
+    )
 
 
 def _label_values(p: argparse.ArgumentParser) -> None:

@@ -101,6 +101,10 @@ class Tokens:
         self._stamp = self._stat()
         self._entries = self._read()  # at start a bad file is an error
         self._checked = time.monotonic()
+        if not self._entries:  # allowed (tokens may be added while it runs), but said
+            log.warning(
+                "tokens file %s holds no token: every request is refused (401) until one is added", self.path
+            )
 
     def _stat(self) -> tuple[int, int, int] | None:
         try:

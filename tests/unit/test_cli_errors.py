@@ -125,6 +125,12 @@ def _never_serve(*_: object) -> None:
             "convmetrics gateway: error: invalid settings: --bootstrap-servers (or "
             "CONVMETRICS_BOOTSTRAP_SERVERS): must be host:port[,host:port...], got 'kafka:9o92'",
         ),
+        # a flag the command would ignore is refused (docs/operations.md), not dropped
+        (
+            ["consume", "--bootstrap-servers", "h:1", "--tokens-file", "t", "--max-label-values", "5"],
+            2,
+            "convmetrics consume: error: --tokens-file, --max-label-values without --http-port",
+        ),
         (["gateway", "--port", "0"], 2, "convmetrics gateway: error: invalid settings: --port (or "),
     ],
 )

@@ -144,3 +144,19 @@ def test_a_scoped_token_reads_its_accounts_rows_only(api: TestClient) -> None:
         assert r.status_code == 403 and "scope" in r.json()["error"], (path, params)
     nothing = api.get("/v1/closures", params={"by": "account", "window": "all"}, headers=bearer(OTHER_TOKEN))
     assert nothing.status_code == 200 and nothing.json()["rows"] == []  # 99 and 100 have no rows
+
+
+def test_a_file_without_tokens_starts_and_says_every_request_is_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    empty = tmp_path / "tokens"
+    empty.write_text("# no token yet\n")
+    with caplog.at_level(logging.WARNING, logger="consumer.serve.tokens"):
+        tokens = Tokens(empty)
+    assert tokens.scope_of("anything") is None
+    assert f"tokens file {empty} holds no token: every request is refused (401)" in caplog.text
+    caplog.clear()
+    empty.write_text(f"{new_token('*')[1]}\n")
+    with caplog.at_level(logging.WARNING, logger="consumer.serve.tokens"):
+        Tokens(empty)
+    assert "holds no token" not in caplog.text
