@@ -4,6 +4,8 @@ the consumer's side of the dead-letter topic (`DeadLetters`)."""
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +14,8 @@ from confluent_kafka import KafkaError, Message, Producer
 from consumer.exceptions import ConsumerError
 
 log = logging.getLogger(__name__)
+#: dead letters said a line each per minute (`DeadLetters.send`)
+SAID_PER_MINUTE = 20
 
 H_ERROR = "convmetrics-dlq-error"
 H_ERROR_TYPE = "convmetrics-dlq-error-type"
@@ -66,13 +70,23 @@ class DeadLetters:
         #: why the topic refused a record: from then on nothing is committed (the commit on
         #: revocation, as the loop ends, included), so the store's offset stays before it
         self.failed: str | None = None
+        #: a line per dead letter, the first SAID_PER_MINUTE of each minute; the rest counted
+        #: by error and said in one line (a flood of bad records was a line each: 36,000)
+        self._minute = time.monotonic()
+        self._said = 0
+        self._unsaid: Counter[str] = Counter()
 
     def send(self, m: Message, error: Exception, topic: str) -> None:
         """Produce `m` (its key, value and headers, and why) to the dead-letter topic; `topic`:
         the topic it came from, where the message does not say."""
         topic, partition, offset = m.topic() or topic, m.partition(), m.offset()
         assert partition is not None and offset is not None  # set on every consumed message
-        log.warning("dead-lettering %s[%d]@%d: %s", topic, partition, offset, error)
+        self._say_unsaid()
+        if self._said < SAID_PER_MINUTE:
+            self._said += 1
+            log.warning("dead-lettering %s[%d]@%d: %s", topic, partition, offset, error)
+        else:
+            self._unsaid[type(error).__name__] += 1
         if self._ensure is not None:
             try:
                 self._ensure()
@@ -96,7 +110,20 @@ class DeadLetters:
 
     def flush(self, timeout: float) -> int:
         """Deliver what is queued, for up to `timeout` s; how many records are left."""
+        self._say_unsaid()
         return self.producer.flush(timeout)
+
+    def _say_unsaid(self, every: float = 60.0) -> None:
+        """Once a minute: the dead letters of the minute before that had no line of their own."""
+        now = time.monotonic()
+        if now - self._minute < every:
+            return
+        if self._unsaid:
+            kinds = ", ".join(f"{n:,} {kind}" for kind, n in self._unsaid.most_common())
+            log.warning(
+                "dead-lettered %s more record(s) in the last minute: %s", f"{self._unsaid.total():,}", kinds
+            )
+        self._minute, self._said, self._unsaid = now, 0, Counter()
 
     def confirm(self, timeout: float = 30) -> None:
         """Wait until Kafka acknowledged every record sent; else remember why (`failed`)
