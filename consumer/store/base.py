@@ -194,4 +194,13 @@ class Store(Protocol):
 
     def mark_published(self, marks: dict[int, int], topic: str = "") -> None: ...
 
+    def purged_since(self, topic: str) -> tuple[list[tuple[str, str, int, str]], int]:
+        """The (grouping, window, start, key) of rows purged past retention that `topic` has
+        not tombstoned yet (a batch of them, `outbox.purged_keys`), and its mark after them."""
+        ...
+
+    def mark_purged_published(self, topic: str, mark: int) -> None:
+        """`topic` tombstoned the purged rows up to `mark`."""
+        ...
+
     def close(self) -> None: ...

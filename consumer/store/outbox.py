@@ -124,3 +124,42 @@ def live_rows(
         MetricRow(by, key, LIVE, 0, dict(zip(cols, found.get((by, key), zeros), strict=True)))
         for by, key in keys
     ]
+
+
+# -- rows purged past retention: tombstones on the metrics topics --------------------------
+#: the `published_marks` partition under which each topic keeps the last purged row it
+#: tombstoned (partitions are >= 0; SQLite's one writer is -1)
+PURGED = -2
+#: a purge of a store that publishes keeps the keys it deletes, in its transaction; `?`s are
+#: the window and the cutoff (a dialect's mark replaces them)
+KEEP_PURGED = (
+    "INSERT INTO purged_rows (by, win, start, key) "
+    "SELECT DISTINCT by, win, start, key FROM metric_rows WHERE win = ? AND start < ?"
+)
+#: whether any metrics topic publishes from the store (else a purge keeps no key)
+PUBLISHED = "SELECT 1 FROM published_marks LIMIT 1"
+#: the purged keys every topic has tombstoned (a topic that never did counts as none)
+FORGET_PURGED = f"""
+DELETE FROM purged_rows WHERE id <= (
+    SELECT min(coalesce(
+        (SELECT q.seq FROM published_marks AS q WHERE q.topic = t.topic AND q.partition = {PURGED}), 0))
+    FROM (SELECT DISTINCT topic FROM published_marks) AS t)
+"""
+PURGED_SINCE = "SELECT id, by, win, start, key FROM purged_rows WHERE id > ? ORDER BY id LIMIT ?"
+
+
+def with_marks(sql: str, dialect: sqlgen.Dialect) -> str:
+    """`sql`'s `?`s as `dialect`'s marks."""
+    return sql.replace("?", dialect.mark)
+
+
+def purged_keys(
+    mark: int, fetch: Fetch, dialect: sqlgen.Dialect, registry: Registry, limit: int = 10_000
+) -> tuple[list[tuple[str, str, int, str]], int]:
+    """The keys of the rows purged after `mark` (as the topics publish them: a source's row
+    as the rows derived from it, `served_keys`), in purge order, and the mark that covers."""
+    found = fetch(with_marks(PURGED_SINCE, dialect), (mark, limit))
+    if not found:
+        return [], mark
+    keys = served_keys(((by, win, int(start), key) for _, by, win, start, key in found), registry)
+    return sorted(keys), int(found[-1][0])

@@ -57,8 +57,13 @@ KILL_MID_PUBLICATION_ENV: Final = "CONVMETRICS_TEST_KILL_MID_PUBLICATION"
 
 
 def metrics_key(row: MetricRow) -> str:
-    start = "" if row.window in ("all", LIVE) else str(row.window_start)
-    return f"{row.by}|{row.key}|{row.window}|{start}"
+    return topic_key(row.by, row.key, row.window, row.window_start)
+
+
+def topic_key(by: str, key: str, window: str, start: int | None) -> str:
+    """A row's record key on the metrics topics: `grouping|key|window|start` (no start for
+    the all-time and live rows)."""
+    return f"{by}|{key}|{window}|{'' if window in ('all', LIVE) else start}"
 
 
 def metric_rows_record(row: MetricRow, registry: Registry, now_ms: int) -> dict[str, Any]:
@@ -193,7 +198,7 @@ class MetricsTopicPublisher:
             marks = store.published_marks(partitions, self.topic)
             rows, newest = store.changed_since(marks)
             if not rows:
-                return total
+                return total + self._tombstones(store, stopping)
             now_ms = time.time_ns() // 1_000_000
             headers: list[tuple[str, str | bytes | None]] = list(self.codec.headers(self.subject))
             produced = 0
@@ -224,6 +229,29 @@ class MetricsTopicPublisher:
             store.mark_published(newest, self.topic)
             total += len(rows)
             self.published += len(rows)
+
+    def _tombstones(self, store: Store, stopping: threading.Event | None) -> int:
+        """A tombstone (the key, no value) for each row purged past retention that this topic
+        has published or may have: compacted, the topic then forgets it, as the store did.
+        Several consumers may send the same ones (PostgreSQL): a tombstone twice is one."""
+        total = 0
+        while True:
+            keys, mark = store.purged_since(self.topic)
+            if not keys:
+                return total
+            for by, win, start, key in keys:
+                if self.subject == "closure_metrics" and by not in V1_GROUPINGS:
+                    continue  # never published here
+                self.producer.produce(self.topic, key=topic_key(by, key, win, start), value=None)
+                self.producer.poll(0)
+            if left := self._flush(stopping):
+                if stopping is not None and stopping.is_set():  # as rows are: sent again later
+                    self.producer.purge()
+                    self.producer.flush(0)
+                    return total
+                raise ConsumerError(f"metrics topic {self.topic} did not acknowledge {left} tombstones")
+            store.mark_purged_published(self.topic, mark)
+            total += len(keys)
 
     def _kill_mid_publication(self, produced: int, rows: int) -> None:
         """The test-only hook (KILL_MID_PUBLICATION_ENV): these rows on the broker, the

@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, Producer
 from consumer.exceptions import ConsumerError
 from consumer.store import Retention, open_store
 from consumer.stream import runner
+from consumer.stream.metrics_topic import MetricsTopicPublisher
 from consumer.stream.runner import MetricsConsumer
 from consumer.stream.settings import ConsumerSettings
 from schemas import conversation_codec
@@ -93,6 +94,55 @@ def test_the_runner_expires_idle_conversations_and_purges_old_rows(
         reader.close()
 
 
+def test_rows_purged_past_retention_are_tombstoned_on_the_metrics_topics(
+    kafka_bootstrap: str, new_topic: Callable[..., str], store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 1-minute row published to the compacted metrics topics, then purged past its
+    retention, gets a tombstone on each topic that carries it (its key, no value), so the
+    topic forgets it as the store did; the rows kept (1h, all time) get none."""
+    monkeypatch.setattr(runner, "EXPIRE_EVERY", 0.0)  # every commit purges
+    topic = new_topic(1, prefix="tombstones")
+    settings = ConsumerSettings(
+        kafka_bootstrap, topic=topic, group=f"g-{topic}", store_url=store_url,
+        retention=Retention(minute=2 * 3600, hour=None), flush_interval=0.1,
+    )  # fmt: skip
+    publishers = {
+        subj: MetricsTopicPublisher(kafka_bootstrap, f"{topic}-{subj}", value_subject=subj)
+        for subj in ("metric_rows", "closure_metrics")
+    }
+    reader = open_store(store_url)
+
+    def consumer() -> MetricsConsumer:
+        def publish(report: Any) -> None:
+            for p in publishers.values():
+                p.publish_pending(made.store, [c.partition for c in report.partitions])
+
+        made = MetricsConsumer(settings, on_commit=publish)
+        return made
+
+    def tombstoned() -> bool:  # every topic's mark past the purged rows
+        return all(reader.purged_since(p.topic) == ([], reader.purged_since(p.topic)[1]) and
+                   reader.purged_since(p.topic)[1] > 0 for p in publishers.values())  # fmt: skip
+
+    try:
+        produce_raw(
+            kafka_bootstrap, topic, [record("created", "a1", 1, T0), record("closed", "a2", 1, T0 + 30)]
+        )
+        run_until(consumer(), lambda: reader.load_partition(topic, 0).next_offset == 2)
+        produce_raw(kafka_bootstrap, topic, [record("closed", "b2", 2, T0 + 10 * DAY)])
+        run_until(consumer(), tombstoned)
+    finally:
+        reader.close()
+    minute = f"|1m|{T0}"
+    for subj, p in publishers.items():
+        records = [((m.key() or b"").decode(), m.value()) for m in read_topic(kafka_bootstrap, p.topic)]
+        gone = {key for key, value in records if value is None}
+        published = {key for key, value in records if value is not None}
+        assert gone == {key for key in published if key.endswith(minute)}, subj
+        assert {key.split("|")[0] for key in gone} == {"channel_type", "account"}, subj  # closures set
+        assert f"channel_type|TELEGRAM|1h|{T0 - T0 % 3600}" in published - gone
+
+
 def test_the_store_moves_past_a_poison_record_only_once_the_dlq_acknowledged_it(
     kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
 ) -> None:
@@ -159,16 +209,20 @@ def consume_past_the_poison(settings: ConsumerSettings, reader: Any, poison: tup
     assert [(m.key(), m.value()) for m in dead] == [poison]
 
 
-def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 30) -> list[Any]:
-    """The topic's records from the start, once `expect` of them arrived (or `timeout`)."""
+def read_topic(bootstrap: str, topic: str, expect: int | None = None, timeout: float = 30) -> list[Any]:
+    """The topic's records from the start, once `expect` of them arrived (None: once none
+    came for 5 s), or at `timeout`."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{time.time_ns()}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
     c.subscribe([topic])
     got: list[Any] = []
-    deadline = time.monotonic() + timeout
+    deadline = idle = time.monotonic() + timeout
     try:
-        while len(got) < expect and time.monotonic() < deadline:
-            got.extend(m for m in c.consume(100, 0.5) if m.error() is None)
+        while (expect is None or len(got) < expect) and time.monotonic() < min(deadline, idle):
+            if msgs := [m for m in c.consume(100, 0.5) if m.error() is None]:
+                got.extend(msgs)
+                if expect is None:
+                    idle = time.monotonic() + 5
     finally:
         c.close()
     return got

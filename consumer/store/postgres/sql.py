@@ -53,6 +53,10 @@ CREATE TABLE IF NOT EXISTS owners (
     partition INTEGER PRIMARY KEY, epoch BIGINT NOT NULL, owner TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS offsets (
     partition INTEGER PRIMARY KEY, next_offset BIGINT NOT NULL, watermark BIGINT NOT NULL);
+-- the keys of rows purged past retention, while a metrics topic publishes: each topic
+-- tombstones them (consumer.store.outbox.PURGED)
+CREATE TABLE IF NOT EXISTS purged_rows (
+    id BIGSERIAL PRIMARY KEY, by TEXT NOT NULL, win TEXT NOT NULL, start BIGINT NOT NULL, key TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS published_marks (
     topic TEXT NOT NULL, partition INTEGER NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (topic, partition));
 """

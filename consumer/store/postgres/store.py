@@ -26,7 +26,7 @@ import psycopg
 from consumer.exceptions import StoreError
 from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.windows import ALL, WINDOWS
-from consumer.store import sqlgen
+from consumer.store import outbox, sqlgen
 from consumer.store.base import (
     BacklogRow,
     MetricRow,
@@ -206,15 +206,19 @@ class PostgresStore:
             if newest is None or newest[0] is None:
                 return 0
             deleted = 0
+            published = conn.execute(outbox.PUBLISHED).fetchone() is not None
             now: dict[str, int] = {}
             for win in WINDOWS:
                 keep = self.retention.for_window(win)
                 if keep is None or win == ALL:
                     continue
                 now[win] = newest[0] - keep
+                if published:  # the metrics topics tombstone them (outbox.PURGED)
+                    conn.execute(outbox.with_marks(outbox.KEEP_PURGED, sqlgen.POSTGRES), (win, now[win]))
                 deleted += conn.execute(
                     "DELETE FROM metric_rows WHERE win=%s AND start<%s", (win, now[win])
                 ).rowcount
+            conn.execute(outbox.FORGET_PURGED)
             if now:  # commits write no row below these (sqlgen.purged)
                 conn.execute(
                     "INSERT INTO meta VALUES (%(name)s, %(value)s) "
@@ -262,6 +266,23 @@ class PostgresStore:
             return {p: int(found.get(p, 0)) for p in partitions}
 
         return self.session.run(work)
+
+    def purged_since(self, topic: str) -> tuple[list[tuple[str, str, int, str]], int]:
+        def work(conn: psycopg.Connection[Any]) -> tuple[list[tuple[str, str, int, str]], int]:
+            found = conn.execute(
+                "SELECT seq FROM published_marks WHERE topic = %s AND partition = %s", (topic, outbox.PURGED)
+            ).fetchone()
+
+            def fetch(sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+                return conn.execute(sql, args).fetchall()
+
+            mark = 0 if found is None else int(found[0])
+            return outbox.purged_keys(mark, fetch, sqlgen.POSTGRES, self.registry)
+
+        return self.session.run(work)
+
+    def mark_purged_published(self, topic: str, mark: int) -> None:
+        self.mark_published({outbox.PURGED: mark}, topic)
 
     def mark_published(self, marks: dict[int, int], topic: str = "") -> None:
         def work(conn: psycopg.Connection[Any]) -> None:

@@ -64,6 +64,10 @@ CREATE TABLE IF NOT EXISTS owners (
     partition INTEGER PRIMARY KEY, epoch INTEGER NOT NULL, owner TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS offsets (
     partition INTEGER PRIMARY KEY, next_offset INTEGER NOT NULL, watermark INTEGER NOT NULL);
+-- the keys of rows purged past retention, while a metrics topic publishes: each topic
+-- tombstones them (consumer.store.outbox.PURGED)
+CREATE TABLE IF NOT EXISTS purged_rows (
+    id INTEGER PRIMARY KEY, by TEXT NOT NULL, win TEXT NOT NULL, start INTEGER NOT NULL, key TEXT NOT NULL);
 -- how far each metrics topic got, per partition (the seq of the rows published last)
 CREATE TABLE IF NOT EXISTS published_marks (
     topic TEXT NOT NULL, partition INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (topic, partition));

@@ -11,7 +11,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from consumer.exceptions import StoreError
 from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.windows import ALL, WINDOWS
-from consumer.store import sqlgen
+from consumer.store import outbox, sqlgen
 from consumer.store.base import (
     BacklogRow,
     MetricRow,
@@ -183,6 +183,20 @@ class SqliteStore:
         ).fetchone()
         return {ONE_WRITER: 0 if found is None else int(found[0])}
 
+    @_reading
+    def purged_since(self, topic: str) -> tuple[list[tuple[str, str, int, str]], int]:
+        found = self.db.execute(
+            "SELECT seq FROM published_marks WHERE topic = ? AND partition = ?", (topic, outbox.PURGED)
+        ).fetchone()
+
+        def fetch(sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+            return self.db.execute(sql, args).fetchall()
+
+        return outbox.purged_keys(0 if found is None else int(found[0]), fetch, sqlgen.SQLITE, self.registry)
+
+    def mark_purged_published(self, topic: str, mark: int) -> None:
+        self.mark_published({outbox.PURGED: mark}, topic)
+
     def mark_published(self, marks: dict[int, int], topic: str = "") -> None:
         with self._tx():
             self.db.executemany(
@@ -270,14 +284,18 @@ class SqliteStore:
             return 0
         deleted = 0
         with self._tx():
+            published = self.db.execute(outbox.PUBLISHED).fetchone() is not None
             now: dict[str, int] = {}
             for win in WINDOWS:
                 keep = self.retention.for_window(win)
                 if keep is None or win == ALL:
                     continue
                 now[win] = newest - keep
+                if published:  # the metrics topics tombstone them (outbox.PURGED)
+                    self.db.execute(outbox.KEEP_PURGED, (win, now[win]))
                 cur = self.db.execute("DELETE FROM metric_rows WHERE win=? AND start<?", (win, now[win]))
                 deleted += cur.rowcount
+            self.db.execute(outbox.FORGET_PURGED)
             if now:  # commits write no row below these (sqlgen.purged)
                 self.db.execute(
                     "INSERT INTO meta VALUES (?1, ?2) ON CONFLICT DO UPDATE SET value = ?2",

@@ -81,6 +81,9 @@ class FakeStore:
     def mark_published(self, newest: dict[int, int], topic: str) -> None:
         self.marked.append(newest)
 
+    def purged_since(self, topic: str) -> tuple[list[tuple[str, str, int, str]], int]:
+        return [], 0
+
 
 class FakeCodec:
     def headers(self, subject: str) -> list[tuple[str, bytes]]:

@@ -191,6 +191,43 @@ def test_a_late_event_makes_no_purged_row_again(make_store: MakeStore) -> None:
     assert store.purge() == 0  # nothing below the cutoff was written again
 
 
+def test_a_purge_keeps_the_keys_it_deletes_for_the_topics_to_tombstone(make_store: MakeStore) -> None:
+    """While a metrics topic publishes from the store, a purge keeps the keys of the rows it
+    deletes (as the topics publish them) until every topic has tombstoned them; a store
+    nobody publishes keeps none."""
+    store = make_store(retention=Retention(minute=3600, hour=None))
+    f = PartitionFold(0)
+    f.apply(Event(CLOSED, 1, 1, 1, "A", 0))
+    commit(store, f, 1)
+    f.apply(Event(CLOSED, 2, 1, 2, "A", 10_020))
+    commit(store, f, 2)
+    assert store.purge() > 0
+    assert store.purged_since("rows") == ([], 0)  # nobody publishes: nothing kept
+    store.mark_published({0: 1}, "rows")  # two topics publish from here on
+    store.mark_published({0: 1}, "v1")
+    f.apply(Event(CLOSED, 3, 1, 3, "A", 20_000))  # cutoff 16,400: the minute of 10,020 goes
+    commit(store, f, 3)
+    assert store.purge() > 0
+    keys, mark = store.purged_since("rows")
+    # the minute of 10,020 as every grouping the topics publish it by
+    assert keys == [
+        ("account", "1m", 10_020, "1"),
+        ("account,channel_type", "1m", 10_020, "1|A"),
+        ("channel_type", "1m", 10_020, "A"),
+    ]
+    assert mark > 0 and store.purged_since("v1") == (keys, mark)
+    store.mark_purged_published("rows", mark)
+    assert store.purged_since("rows") == ([], mark)
+    assert store.purge() == 0  # nothing new; "v1" has not tombstoned them: they stay
+    assert store.purged_since("v1") == (keys, mark)
+    store.mark_purged_published("v1", mark)
+    assert store.purged_since("new") == (keys, mark)  # a topic with no mark yet reads them all
+    store.purge()  # every topic that publishes has tombstoned them: forgotten
+    assert store.purged_since("new") == ([], 0)
+    store.mark_purged_published("rows", 0)  # a mark never goes back
+    assert store.purged_since("rows") == ([], mark)
+
+
 def test_store_holds_one_topic(store: Any) -> None:
     with pytest.raises(StoreError, match="one store per topic"):
         store.check_topic("other")
