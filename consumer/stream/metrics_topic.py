@@ -31,7 +31,7 @@ from typing import Any, Final
 from confluent_kafka import Producer
 
 from consumer.exceptions import ConfigError, ConsumerError
-from consumer.fold.registry import CLOSURES, Registry
+from consumer.fold.registry import CLOSURES, Kind, Registry
 from consumer.store import LIVE, MetricRow, Store
 from consumer.store.render import row_json
 from consumer.stream.clients import ensure_topic
@@ -84,8 +84,11 @@ def metric_rows_record(row: MetricRow, registry: Registry, now_ms: int) -> dict[
             "gauges": {g.name: row.values[g.column] for g in registry.gauges},
         }
     j = row_json(row, registry)
+    # the metrics that count in this grouping and window, as /v1/metrics shows them (the
+    # ingest lag counts by channel type in 1h, 1d and all time only)
+    counted = [m for m in registry.metrics if m.counts_in(row.by, row.window)]
     distributions = {}
-    for m in registry.distributions:
+    for m in (m for m in counted if m.kind is Kind.DISTRIBUTION):
         d = j[m.name]
         distributions[m.name] = {
             "count": d["count"],
@@ -98,7 +101,7 @@ def metric_rows_record(row: MetricRow, registry: Registry, now_ms: int) -> dict[
         "window": row.window,
         "windowStart": j["window_start"],
         "windowEnd": j["window_end"],
-        "counters": {m.name: j[m.name] for m in registry.counters},
+        "counters": {m.name: j[m.name] for m in counted if m.kind is Kind.COUNTER},
         "distributions": distributions,
         "publishedAtMillis": now_ms,
         "gauges": {},

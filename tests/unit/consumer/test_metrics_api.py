@@ -393,3 +393,31 @@ def test_an_empty_parameter_is_read_as_not_given(db: Path) -> None:
     assert empty.status_code == 200 and empty.json()["rows"] == every
     missing = get(db, group="", window="all")
     assert missing.status_code == 400 and "group" in missing.json()["error"]
+
+
+def test_a_metric_rows_record_carries_the_metrics_its_row_counts_as_v1_metrics_shows_them(
+    tmp_path: Path,
+) -> None:
+    """The ingest lag counts by channel type in 1h, 1d and all time: an account's record
+    leaves it out (as /v1/metrics does) instead of a count of 0 that reads as "no lag"; a
+    distribution of count 0 has its statistics null and its sum 0, as /v1/metrics has."""
+    from consumer.fold.registry import REGISTRY
+    from consumer.stream.metrics_topic import metric_rows_record
+
+    store = SqliteStore(str(tmp_path / "m.db"))
+    store.check_topic("events")
+    fold = PartitionFold(0)
+    fold.apply(ev(CREATED, 1, HOUR))
+    fold.apply(ev(CLOSED, 2, HOUR + 60))
+    delta, changed = fold.take_changes()
+    store.commit("events", [PartitionCommit(0, delta, 1, fold.watermark, changed)])
+    (by_channel,) = store.query("channel_type", "1h")
+    (by_account,) = store.query("account", "1h")
+    channel, account = (metric_rows_record(r, REGISTRY, 0) for r in (by_channel, by_account))
+    assert "ingest_lag" in channel["distributions"] and "ingest_lag" not in account["distributions"]
+    assert set(account["counters"]) == {m.name for m in REGISTRY.counters}
+    assert channel["distributions"]["time_to_close"]["sum"] == 60.0
+    ttfa = account["distributions"]["time_to_first_assignment"]
+    stats = ("min", "max", "mean", "p50", "p90", "p99")
+    assert (ttfa["count"], ttfa["sum"]) == (0, 0.0) and all(ttfa[f] is None for f in stats), ttfa
+    store.close()
