@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from schemas.compat import incompatibilities
 from schemas.exceptions import ContractError
@@ -45,6 +46,8 @@ def check_subject(subject: Subject, pins: dict[str, str]) -> list[str]:
                 f"alias: the fingerprint leaves them out, but readers fill in defaults and a "
                 f"registry takes the text as a new version); add a new version instead"
             )
+    for v in subject.versions:
+        problems.extend(f"{subject.name} v{v.version}: {issue}" for issue in union_defaults(v.raw))
     for w in subject.versions:
         for r in subject.versions:
             if w.version == r.version:
@@ -98,3 +101,31 @@ def pin_new_versions(schema_dir: Path = SCHEMA_DIR) -> list[str]:
         text = json.dumps(dict(sorted(pins.items())), indent=2) + "\n"
         (schema_dir / PINS_FILE).write_text(text, encoding="utf-8")
     return added
+
+
+def union_defaults(schema: Any, where: str = "") -> list[str]:
+    """Fields of a union type whose default is not of the union's first branch (the Avro
+    spec's rule, which fastavro does not hold but Java readers such as Kafka Connect's and
+    Flink's do: `["long", "null"]` with default null is refused there)."""
+    issues: list[str] = []
+    if isinstance(schema, list):
+        for branch in schema:
+            issues += union_defaults(branch, where)
+    elif isinstance(schema, dict):
+        if schema.get("type") == "record":
+            name = f"{where}{schema.get('name', '?')}"
+            for f in schema.get("fields", []):
+                t = f.get("type")
+                if isinstance(t, list) and t and "default" in f:
+                    first = t[0] if isinstance(t[0], str) else t[0].get("type")
+                    if (f["default"] is None) != (first == "null"):
+                        issues.append(
+                            f"{name}.{f['name']}: default {f['default']!r} is not of the union's first "
+                            f"branch ({first}); put that branch first"
+                        )
+                issues += union_defaults(t, f"{name}.")
+        else:
+            for key in ("items", "values"):
+                if key in schema:
+                    issues += union_defaults(schema[key], where)
+    return issues

@@ -109,6 +109,24 @@ def test_a_version_that_does_not_load_is_named_and_its_subjects_pins_are_not_cal
     assert f"v{n + 1}" in err and "file is gone" not in err, err
 
 
+@pytest.mark.parametrize(("branches", "default"), [(["long", "null"], None), (["null", "long"], 5)])
+def test_a_union_default_not_of_its_first_branch_is_refused(
+    folder: Path, capsys: pytest.CaptureFixture[str], branches: list[str], default: Any
+) -> None:
+    """The Avro spec's rule, which fastavro lets pass and Java readers (Kafka Connect,
+    Flink) hold: a pipeline's reader would refuse the schema."""
+    _, schema = _latest(folder)
+    candidate = copy.deepcopy(schema)
+    candidate["fields"].append({"name": "priority", "type": branches, "default": default})
+    new = _add_version(folder, candidate)
+    assert main(["schemas", "check", "--dir", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"conversation_event v{new}: ConversationEvent.priority: default {default!r} is not of the union's "
+        in err
+    )
+
+
 def test_compat_rules() -> None:
     rec = {"type": "record", "name": "R", "fields": [{"name": "a", "type": "int"}]}
     promoted = {"type": "record", "name": "R", "fields": [{"name": "a", "type": "long"}]}
