@@ -26,6 +26,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 from confluent_kafka import Producer
@@ -116,11 +117,9 @@ _STATS = ("sum", "min", "max", "mean", "p50", "p90", "p99")
 V1_GROUPINGS: Final = tuple(g.name for g in CLOSURES.groupings)
 
 
-def metrics_record(row: MetricRow, registry: Registry, now_ms: int) -> dict[str, Any] | None:
-    """A row as a `closure_metrics` v1 record (the metrics that record names); None for a
-    row of a grouping that record does not know."""
-    if row.by not in V1_GROUPINGS or row.window == LIVE:
-        return None
+def metrics_record(row: MetricRow, registry: Registry, now_ms: int) -> dict[str, Any]:
+    """A row as a `closure_metrics` v1 record (the metrics that record names); only for the
+    rows `FORMATS["closure_metrics"].carries`."""
     j = row_json(row, registry)
     return {
         "by": row.by,
@@ -137,10 +136,19 @@ def metrics_record(row: MetricRow, registry: Registry, now_ms: int) -> dict[str,
     }
 
 
-#: value subject -> how a row becomes a record of it
-FORMATS: dict[str, Callable[[MetricRow, Registry, int], dict[str, Any] | None]] = {
-    "metric_rows": metric_rows_record,
-    "closure_metrics": metrics_record,
+@dataclass(frozen=True)
+class Format:
+    """A value subject's records: which rows (grouping, window) it carries, and how a row
+    becomes one. Rows it does not carry are never published there, nor their tombstones."""
+
+    record: Callable[[MetricRow, Registry, int], dict[str, Any]]
+    carries: Callable[[str, str], bool]
+
+
+#: value subject -> its records
+FORMATS: Final[dict[str, Format]] = {
+    "metric_rows": Format(metric_rows_record, lambda by, window: True),
+    "closure_metrics": Format(metrics_record, lambda by, window: by in V1_GROUPINGS and window != LIVE),
 }
 
 
@@ -160,7 +168,7 @@ class MetricsTopicPublisher:
     ) -> None:
         self.topic = topic
         self.subject = value_subject
-        self.record = FORMATS[value_subject]
+        self.format = FORMATS[value_subject]
         try:  # Confluent: the schema id, looked up once, now
             self.codec = writer_codec(subject(value_subject), topic, wire_format, registry)
         except RegistryUnavailableError:
@@ -206,9 +214,9 @@ class MetricsTopicPublisher:
             headers: list[tuple[str, str | bytes | None]] = list(self.codec.headers(self.subject))
             produced = 0
             for row in rows:
-                record = self.record(row, store.registry, now_ms)
-                if record is None:
+                if not self.format.carries(row.by, row.window):
                     continue
+                record = self.format.record(row, store.registry, now_ms)
                 if produced == self._kill_after:  # never while the test-only hook is off
                     self._kill_mid_publication(produced, len(rows))
                 produced += 1
@@ -243,7 +251,7 @@ class MetricsTopicPublisher:
             if not keys:
                 return total
             for by, win, start, key in keys:
-                if self.subject == "closure_metrics" and by not in V1_GROUPINGS:
+                if not self.format.carries(by, win):
                     continue  # never published here
                 self.producer.produce(self.topic, key=topic_key(by, key, win, start), value=None)
                 self.producer.poll(0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -68,13 +69,13 @@ class FakeStore:
     registry = REGISTRY
 
     def __init__(self) -> None:
-        self.rows = ["row-a", "row-b"]
+        self.rows = [SimpleNamespace(by="channel_type", window="1h", key=k) for k in ("a", "b")]
         self.marked: list[Any] = []
 
     def published_marks(self, partitions: list[int], topic: str) -> dict[int, int]:
         return {}
 
-    def changed_since(self, marks: dict[int, int]) -> tuple[list[str], dict[int, int]]:
+    def changed_since(self, marks: dict[int, int]) -> tuple[list[SimpleNamespace], dict[int, int]]:
         rows, self.rows = self.rows, []
         return rows, {0: 7}
 
@@ -98,7 +99,7 @@ def publisher(producer: FakeProducer, monkeypatch: pytest.MonkeyPatch) -> Metric
     monkeypatch.setattr(metrics_topic, "metrics_key", lambda row: str(row))
     pub = MetricsTopicPublisher.__new__(MetricsTopicPublisher)  # no broker: fields by hand
     pub.topic, pub.subject, pub.published = "metrics", "metric_rows", 0
-    pub.record = lambda row, registry, now_ms: {"row": row}
+    pub.format = metrics_topic.Format(lambda row, registry, now_ms: {"row": row}, lambda by, window: True)
     pub.codec = FakeCodec()  # type: ignore[assignment]
     pub.producer = producer  # type: ignore[assignment]
     pub._kill_after = None
@@ -192,3 +193,34 @@ def test_the_kill_hook_is_off_unless_set_and_refuses_a_bad_count(monkeypatch: py
         monkeypatch.setenv(env, bad)
         with pytest.raises(ConfigError, match=env):
             metrics_topic._kill_mid_publication_after()
+
+
+@pytest.mark.parametrize(
+    ("subject", "carried"),
+    [
+        ("closure_metrics", {"channel_type|1h", "account|1m"}),  # v1: its own groupings, no live rows
+        ("metric_rows", {"channel_type|1h", "account|1m", "inbox|1h", "channel_type|live"}),
+    ],
+)
+def test_a_format_publishes_and_tombstones_the_same_rows(
+    monkeypatch: pytest.MonkeyPatch, subject: str, carried: set[str]
+) -> None:
+    """Rows and tombstones go by one predicate per format: a row the format does not carry
+    is never published on its topic, nor its tombstone."""
+    rows = [("channel_type", "1h"), ("account", "1m"), ("inbox", "1h"), ("channel_type", "live")]
+    store = FakeStore()
+    store.rows = [SimpleNamespace(by=by, window=win, key="k") for by, win in rows]
+    purged = [(by, win, 0, "k") for by, win in rows if win != "live"]
+    store.purged_since = lambda topic: (purged.copy(), 1) if purged else ([], 0)  # type: ignore[method-assign]
+    store.mark_purged_published = lambda topic, mark: purged.clear()  # type: ignore[attr-defined]
+    produced: list[tuple[str, bool]] = []
+    producer = FakeProducer(Clock(), acknowledges=True)
+    producer.produce = lambda topic, key, value, **_: produced.append((key, value is None))  # type: ignore[method-assign]
+    pub = publisher(producer, monkeypatch)
+    pub.format = metrics_topic.FORMATS[subject]
+    monkeypatch.setattr(metrics_topic, "metrics_key", lambda row: f"{row.by}|{row.window}")
+    monkeypatch.setattr(metrics_topic, "topic_key", lambda by, key, win, start: f"{by}|{win}")
+    pub.format = metrics_topic.Format(lambda row, registry, now_ms: {}, pub.format.carries)
+    pub.publish_pending(store, [0])  # type: ignore[arg-type]
+    assert {key for key, tomb in produced if not tomb} == carried
+    assert {key for key, tomb in produced if tomb} == carried - {"channel_type|live"}
