@@ -3,7 +3,8 @@
 The shipped `schemas/` folder is the registry of this build. A record from a newer
 producer carries a fingerprint this build lacks; the gateway therefore publishes every
 schema it ships (key `<subject>:<fingerprint>`, value the schema JSON) to
-`_convmetrics-schemas` at start, and readers look unknown fingerprints up there. Values
+`_convmetrics-schemas` at start (the consumer's metrics-topic publishers theirs), and
+readers look unknown fingerprints up there. Values
 are trusted only when their own fingerprint matches the key's.
 """
 

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from confluent_kafka import Producer
+from confluent_kafka import KafkaException, Producer
 
 from consumer.exceptions import ConfigError, ConsumerError
 from consumer.fold.registry import CLOSURES, Kind, Registry
@@ -38,9 +38,10 @@ from consumer.store.render import row_json
 from consumer.stream.clients import ensure_topic
 from schemas import subject
 from schemas.confluent import WireFormat
-from schemas.exceptions import RegistryError, RegistryUnavailableError
+from schemas.exceptions import RegistryError, RegistryUnavailableError, SchemaError
 from schemas.kafka import client_config
 from schemas.schema_registry import DEFAULT_TOPICS, RegistrySettings, writer_codec
+from schemas.topic_registry import SCHEMA_TOPIC, publish_schemas
 
 METRICS_TOPIC = DEFAULT_TOPICS["closure_metrics"]
 METRIC_ROWS_TOPIC = DEFAULT_TOPICS["metric_rows"]
@@ -178,6 +179,8 @@ class MetricsTopicPublisher:
         ensure_topic(
             bootstrap, topic, what="the metrics topic", partitions=6, compacted=True, kafka=kafka, timeout=10
         )
+        if wire_format is WireFormat.SINGLE_OBJECT:
+            _publish_schemas(bootstrap, value_subject, kafka)
         self.producer = Producer(
             client_config(
                 bootstrap,
@@ -289,6 +292,22 @@ class MetricsTopicPublisher:
             if now >= deadline:
                 return int(left)
         return 0
+
+
+def _publish_schemas(bootstrap: str, value_subject: str, kafka: Mapping[str, str] | None) -> None:
+    """Every shipped version of the topic's value subject to the schema topic, as the gateway
+    does the events': a reader older than this build resolves the records' fingerprints
+    from Kafka. Not a reason to stop (the schemas ship with every build): a warning."""
+    try:
+        publish_schemas(bootstrap, subject(value_subject), kafka=kafka, timeout=10)
+    except (SchemaError, KafkaException) as exc:
+        log.warning(
+            "the %s schemas are not in the schema topic %s: %s; readers of the metrics topic "
+            "that lack them cannot resolve its records from Kafka",
+            value_subject,
+            SCHEMA_TOPIC,
+            exc,
+        )
 
 
 def _kill_mid_publication_after() -> int | None:

@@ -180,3 +180,44 @@ def test_metrics_topic_holds_the_latest_value_of_every_row(
             for f, v in row.get(name, {}).items():  # buckets (time to close's) included: v2
                 assert got["distributions"][name][f] == v, (key, name, f)
     assert any(r["distributions"]["time_to_close"]["buckets"] for r in generic.values())  # compared
+
+
+def test_a_metrics_topic_publisher_puts_its_schemas_in_the_schema_topic(
+    kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    """As the gateway does for the events: a reader older than this build (here one that
+    ships only v1 of each metrics subject) resolves a record's fingerprint from Kafka."""
+    from consumer.stream.metrics_topic import FORMATS, MetricsTopicPublisher
+    from schemas import Subject
+    from schemas.topic_registry import TopicSchemaResolver
+
+    for value_subject in FORMATS:
+        publisher = MetricsTopicPublisher(
+            kafka_bootstrap, new_topic(1, prefix=f"schemas-{value_subject}"), value_subject=value_subject
+        )
+        publisher.producer.flush(10)
+        shipped = subject(value_subject)
+        resolver = TopicSchemaResolver(kafka_bootstrap)
+        for version in shipped.versions:
+            assert resolver(version.fingerprint) == version.raw, (value_subject, version.version)
+        if len(shipped.versions) > 1:  # an old reader decodes what this build writes
+            old = Codec(Subject(shipped.name, shipped.versions[:1]), resolve_unknown=resolver)
+            decoded = old.decode(Codec(shipped).encode(example_record(value_subject)))
+            assert decoded["counters"] == {"closures": 2} and "gauges" not in decoded
+
+
+def example_record(value_subject: str) -> dict[str, Any]:
+    """A metric_rows record of the latest version (buckets: v2, gauges: v3)."""
+    assert value_subject == "metric_rows"
+    stats = {"sum": 30.0, "min": 10.0, "max": 20.0, "mean": 15.0, "p50": 10.0, "p90": 20.0, "p99": 20.0}
+    return {
+        "grouping": "channel_type",
+        "key": {"channel_type": "TELEGRAM"},
+        "window": "1h",
+        "windowStart": 1_700_000_000,
+        "windowEnd": 1_700_003_600,
+        "counters": {"closures": 2},
+        "distributions": {"time_to_close": {"count": 2, **stats, "buckets": {"le_1h": 2}}},
+        "publishedAtMillis": 1,
+        "gauges": {},
+    }
