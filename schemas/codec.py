@@ -21,7 +21,7 @@ from typing import Any
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from schemas import confluent
-from schemas.compat import incompatibilities
+from schemas.compat import full_name, incompatibilities
 from schemas.exceptions import (
     BadMagicError,
     DecodeError,
@@ -46,15 +46,6 @@ CONTENT_TYPE = b"application/vnd.apache.avro+binary; framing=single-object"
 
 #: how long an id the registry did not know (or a fingerprint nobody knew) is not asked again
 MISS_SECONDS = 30.0
-
-
-def full_name(raw: Any) -> str | None:
-    """The full name of a named schema (JSON), or None."""
-    if not isinstance(raw, Mapping) or not isinstance(raw.get("name"), str):
-        return None
-    name: str = raw["name"]
-    namespace = raw.get("namespace")
-    return name if "." in name or not namespace else f"{namespace}.{name}"
 
 
 def fingerprint_of(raw: Mapping[str, Any]) -> bytes:

@@ -7,6 +7,7 @@ this check in both directions for every pair of its versions.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,12 +30,42 @@ class Incompatibility:
         return f"{self.path}: {self.reason}"
 
 
-def _full_name(schema: dict[str, Any], namespace: str | None) -> str:
-    name = str(schema["name"])
+def full_name(schema: Any, namespace: str | None = None) -> str | None:
+    """The full name of a named schema (JSON; `namespace`: the enclosing one), or None."""
+    if not isinstance(schema, Mapping) or not isinstance(schema.get("name"), str):
+        return None
+    name: str = schema["name"]
     if "." in name:
         return name
     ns = schema.get("namespace", namespace)
     return f"{ns}.{name}" if ns else name
+
+
+def aliases(full: str, schema: Mapping[str, Any]) -> set[str]:
+    """A named type's aliases as full names (relative ones in the type's own namespace)."""
+    ns = full.rsplit(".", 1)[0] if "." in full else None
+    return {a if "." in a or not ns else f"{ns}.{a}" for a in map(str, schema.get("aliases", []))}
+
+
+def named_types(schema: Any, namespace: str | None = None) -> dict[str, Mapping[str, Any]]:
+    """Every named type (record, enum, fixed) defined in a schema (JSON), by full name."""
+    found: dict[str, Mapping[str, Any]] = {}
+    if isinstance(schema, list):
+        for branch in schema:
+            found.update(named_types(branch, namespace))
+    elif isinstance(schema, Mapping):
+        full = full_name(schema, namespace)
+        if full is not None and schema.get("type") in ("record", "error", "enum", "fixed"):
+            found[full] = schema
+            namespace = full.rsplit(".", 1)[0] if "." in full else None
+        for f in schema.get("fields", []) if schema.get("type") in ("record", "error") else []:
+            found.update(named_types(f.get("type"), namespace))
+        for key in ("items", "values"):
+            if key in schema:
+                found.update(named_types(schema[key], namespace))
+        if isinstance(schema.get("type"), (Mapping, list)):
+            found.update(named_types(schema["type"], namespace))
+    return found
 
 
 class _Resolver:
@@ -61,7 +92,7 @@ class _Resolver:
         if isinstance(schema.get("type"), (dict, list)):
             return self._norm(side, schema["type"], ns)
         if schema.get("type") in ("record", "error", "enum", "fixed"):
-            full = _full_name(schema, ns)
+            full = full_name(schema, ns) or str(schema.get("name"))
             own_ns = full.rsplit(".", 1)[0] if "." in full else None
             schema = {**schema, "__full": full, "__ns": own_ns}
             self.names[side][full] = schema
@@ -115,8 +146,11 @@ class _Resolver:
         self, w: dict[str, Any], wns: str | None, r: dict[str, Any], rns: str | None, path: str
     ) -> bool:
         wname, rname = w["__full"], r["__full"]
-        aliases = {rname, *(str(a) for a in r.get("aliases", []))}
-        if wname not in aliases and wname.rsplit(".", 1)[-1] != rname.rsplit(".", 1)[-1]:
+        if (
+            wname != rname
+            and wname not in aliases(rname, r)
+            and wname.rsplit(".", 1)[-1] != rname.rsplit(".", 1)[-1]
+        ):
             return self._fail(path, f"record {wname} cannot be read as {rname}")
         if (wname, rname) in self._seen:
             return True

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from schemas.compat import incompatibilities
+from schemas.compat import aliases, full_name, incompatibilities, named_types
 from schemas.exceptions import ContractError
 from schemas.registry import (
     PINS_FILE,
@@ -48,6 +48,10 @@ def check_subject(subject: Subject, pins: dict[str, str]) -> list[str]:
             )
     for v in subject.versions:
         problems.extend(f"{subject.name} v{v.version}: {issue}" for issue in union_defaults(v.raw))
+    for old, new in zip(subject.versions, subject.versions[1:], strict=False):
+        problems.extend(
+            f"{subject.name} v{new.version}: {issue}" for issue in renamed_types(old.raw, new.raw)
+        )
     for w in subject.versions:
         for r in subject.versions:
             if w.version == r.version:
@@ -101,6 +105,28 @@ def pin_new_versions(schema_dir: Path = SCHEMA_DIR) -> list[str]:
         text = json.dumps(dict(sorted(pins.items())), indent=2) + "\n"
         (schema_dir / PINS_FILE).write_text(text, encoding="utf-8")
     return added
+
+
+def renamed_types(old: Any, new: Any) -> list[str]:
+    """Named types whose full name changed from one version to the next without an alias of
+    the old name: schema resolution compares unqualified names, so a new namespace passes
+    `incompatibilities`, but code generated from the schema, and a registry that names its
+    subjects by record (RecordNameStrategy), know a type by its full name."""
+    before, after = named_types(old), named_types(new)
+    issues = []
+    root_before, root_after = full_name(old), full_name(new)
+    for full in before:
+        if full in after:
+            continue
+        short = full.rsplit(".", 1)[-1]
+        for now, schema in after.items():
+            same_type = now.rsplit(".", 1)[-1] == short or (full == root_before and now == root_after)
+            if same_type and full not in aliases(now, schema):
+                issues.append(
+                    f"{short}: its full name changed from {full} to {now}; keep it, or give the "
+                    f"new one the alias {full!r}"
+                )
+    return issues
 
 
 def union_defaults(schema: Any, where: str = "") -> list[str]:

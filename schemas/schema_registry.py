@@ -22,7 +22,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from schemas.codec import Codec, fingerprint_of, full_name
+from schemas.codec import Codec, fingerprint_of
+from schemas.compat import full_name
 from schemas.confluent import WireFormat, subject_name
 from schemas.exceptions import (
     RegistryError,

@@ -127,6 +127,63 @@ def test_a_union_default_not_of_its_first_branch_is_refused(
     )
 
 
+def _channel_record(schema: dict[str, Any]) -> dict[str, Any]:
+    """The Channel record inside a conversation_event schema (defined once, in data)."""
+    data = next(f for f in schema["fields"] if f["name"] == "data")
+    channel = next(f for f in data["type"]["fields"] if f["name"] == "channel")
+    found: dict[str, Any] = next(t for t in channel["type"] if isinstance(t, dict))
+    assert found["name"] == "Channel"
+    return found
+
+
+@pytest.mark.parametrize("where", ["root", "nested"])
+@pytest.mark.parametrize("alias", [None, "full", "relative"])
+def test_a_named_types_new_namespace_is_refused_unless_its_old_name_is_an_alias(
+    folder: Path, capsys: pytest.CaptureFixture[str], where: str, alias: str | None
+) -> None:
+    """Resolution compares unqualified names (the spec; Java too), so a new namespace is
+    compatible data-wise; generated code and RecordNameStrategy registries know a type by
+    its full name: the check asks for the old one as an alias. A relative alias is in the
+    type's new namespace: not the old name."""
+    _, schema = _latest(folder)
+    candidate = copy.deepcopy(schema)
+    named = candidate if where == "root" else _channel_record(candidate)
+    old_full = f"io.convmetrics.events.{named['name']}"
+    named["namespace"] = "io.convmetrics.moved"
+    if alias is not None:
+        named["aliases"] = [old_full if alias == "full" else named["name"]]
+    new = _add_version(folder, candidate)
+    code = main(["schemas", "check", "--dir", str(folder)])
+    err = capsys.readouterr().err
+    said = (
+        f"conversation_event v{new}: {named['name']}: its full name changed from {old_full} to "
+        f"io.convmetrics.moved.{named['name']}; keep it, or give the new one the alias '{old_full}'"
+    )
+    assert (said in err) == (alias != "full"), err
+    # the root's namespace is its nested types' too: they moved with it, each named
+    nested_moved = "Conversation: its full name changed from io.convmetrics.events.Conversation" in err
+    assert nested_moved == (where == "root")
+    assert code == (0 if alias == "full" and where == "nested" else 1)
+
+
+@pytest.mark.parametrize("alias", ["io.convmetrics.events.ConversationEvent", "ConversationEvent", None])
+def test_a_renamed_record_reads_its_old_name_by_an_alias_full_or_relative(alias: str | None) -> None:
+    """A relative alias is in the type's namespace (the spec): here the old full name. (One
+    direction: an old reader never reads the new name, so no subject may rename.)"""
+    _, schema = _latest(SCHEMA_DIR)
+    renamed = {**copy.deepcopy(schema), "name": "InboxEvent"}
+    if alias is not None:
+        renamed["aliases"] = [alias]
+    problems = [str(p) for p in incompatibilities(schema, renamed)]
+    if alias is None:
+        assert problems == [
+            "ConversationEvent: record io.convmetrics.events.ConversationEvent cannot be read as "
+            "io.convmetrics.events.InboxEvent"
+        ]
+    else:
+        assert problems == []
+
+
 def test_compat_rules() -> None:
     rec = {"type": "record", "name": "R", "fields": [{"name": "a", "type": "int"}]}
     promoted = {"type": "record", "name": "R", "fields": [{"name": "a", "type": "long"}]}
