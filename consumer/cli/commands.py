@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import logging
 import os
 import signal
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from consumer.exceptions import ConfigError
@@ -279,14 +281,29 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _token_new(args: argparse.Namespace) -> int:
-    from consumer.serve.tokens import new_token
+    from consumer.serve.tokens import add_line, new_token
 
+    if args.note is not None and (args.add_to is None or "\n" in args.note):
+        _refuse(args, "--note: a one-line comment for the line --add-to writes; give --add-to FILE")
     try:
         token, line = new_token(args.accounts)
     except ValueError as exc:
         _refuse(args, f"--accounts: {exc}")
+    if args.add_to is not None:
+        add_line(Path(args.add_to), f"{line}  # {args.note}" if args.note else line)
+    if args.json:
+        hashed, scope = line.split(" ", 1)
+        print(
+            json.dumps(
+                {"token": token, "sha256": hashed, "scope": scope, "line": line, "added_to": args.add_to}
+            )
+        )
+        return 0
     print(f"token (give it to the client; it is stored nowhere): {token}")
-    print(f"line for the tokens file: {line}")
+    if args.add_to is not None:
+        print(f"added to {args.add_to}: {line} (serve and consume read it again within 2 s)")
+    else:
+        print(f"line for the tokens file: {line}")
     return 0
 
 

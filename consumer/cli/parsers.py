@@ -187,12 +187,31 @@ def register(sub: Any) -> None:
     new = token_actions.add_parser(
         "new",
         help="print a fresh random token and the tokens-file line that grants it",
-        description="Prints the token (give it to the client, once: it is stored nowhere) and the "
-        "line to add to the --tokens-file of `serve` and `consume` (the token's SHA-256 and its "
-        "scope). Without --accounts the token reads everything, across tenants.",
+        description="Prints the token (give it to the client, once: it is stored nowhere) and the\n"
+        "line to add to the --tokens-file of `serve` and `consume` (the token's SHA-256 and\n"
+        "its scope), or with --add-to FILE appends that line to the file. Without --accounts\n"
+        "the token reads everything, across tenants.\n\n"
+        "  convmetrics token new --accounts 42 --add-to /etc/convmetrics/tokens --note 'tenant 42'\n"
+        "  convmetrics token new --accounts 42 --json | jq -r .token",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     new.add_argument(
         "--accounts", default=None, metavar="IDS", help="comma-separated account ids the token may read"
+    )
+    new.add_argument(
+        "--add-to",
+        default=None,
+        metavar="FILE",
+        help="append the line to this tokens file (made 0600 when missing; an atomic rename, which "
+        "a running serve or consume picks up within 2 s) instead of printing it",
+    )
+    new.add_argument(
+        "--note", default=None, metavar="TEXT", help="a comment on the added line (with --add-to)"
+    )
+    new.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object instead: token, sha256, scope, line, added_to",
     )
     new.set_defaults(func=_token_new)
 

@@ -157,3 +157,27 @@ def new_token(accounts: str | None = None) -> tuple[str, str]:
     scope = GLOBAL if accounts is None else parse_scope(accounts)
     token = "cmt_" + secrets.token_urlsafe(32)
     return token, f"{digest(token)} {scope}"
+
+
+def add_line(path: Path, line: str) -> None:
+    """Append a line to a tokens file by an atomic rename (a reader never sees half a line;
+    `Tokens` notices the rename): the file's mode kept, 0600 for a new one. ConfigError
+    names the file when it cannot be read or written, or would no longer parse."""
+    try:
+        old = path.read_text(encoding="utf-8") if path.exists() else ""
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"tokens file {path}: cannot read it: {exc}") from None
+    text = old + ("\n" if old and not old.endswith("\n") else "") + line + "\n"
+    parse_tokens(text, f"tokens file {path}")  # a file that is already bad is not made worse
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"tokens file {path}: cannot write it: {exc}") from None

@@ -29,6 +29,7 @@ def _never_serve(*_: object) -> None:
             "convmetrics produce: error: FILE {tmp}/missing.ndjson: No such file or directory",
         ),
         (["token", "new", "--accounts", "7,acme"], 2, "convmetrics token new: error: --accounts: "),
+        (["token", "new", "--note", "x"], 2, "convmetrics token new: error: --note: "),
         (
             ["demo", "--events", "0"],
             2,

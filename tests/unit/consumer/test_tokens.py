@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -82,6 +83,41 @@ def test_token_new_prints_a_line_that_grants_it(tmp_path: Path) -> None:
     assert Tokens(path).scope_of(token) == Scope(frozenset({42, 43}))
     with pytest.raises(ValueError, match="scope must be"):
         new_token("acme")
+
+
+def test_token_new_add_to_appends_a_line_that_grants_it_and_json_says_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`token new --add-to FILE`: a new file is made 0600, an existing one keeps its mode and
+    lines (one without a final newline too); `--json` is one object a script reads."""
+    from convmetrics.cli import main
+
+    path = tmp_path / "tokens"
+    assert main(["token", "new", "--accounts", "42", "--add-to", str(path), "--note", "tenant 42"]) == 0
+    first = capsys.readouterr().out.split("stored nowhere): ")[1].split()[0]
+    assert path.stat().st_mode & 0o777 == 0o600 and path.read_text().endswith("  # tenant 42\n")
+    path.write_text(path.read_text().rstrip("\n"))  # edited by hand: no final newline
+    path.chmod(0o640)
+    assert main(["token", "new", "--json", "--add-to", str(path)]) == 0
+    made = json.loads(capsys.readouterr().out)
+    assert made["scope"] == "*" and made["line"] == f"{made['sha256']} *" and made["added_to"] == str(path)
+    assert made["sha256"] == digest(made["token"])
+    tokens = Tokens(path)
+    assert tokens.scope_of(first) == Scope(frozenset({42})) and tokens.scope_of(made["token"]) == GLOBAL
+    assert path.stat().st_mode & 0o777 == 0o640 and len(path.read_text().splitlines()) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["tokens"]  # no temporary file left
+
+
+def test_token_new_add_to_refuses_a_file_that_is_already_bad(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from convmetrics.cli import main
+
+    path = tmp_path / "tokens"
+    path.write_text("plaintext-token *\n")
+    assert main(["token", "new", "--add-to", str(path)]) == 2
+    assert f"tokens file {path} line 1: the first field must be" in capsys.readouterr().err
+    assert path.read_text() == "plaintext-token *\n"
 
 
 @pytest.fixture
