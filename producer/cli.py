@@ -6,9 +6,14 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schemas.kafka import add_arguments as kafka_arguments
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from producer.backfill import Rejection
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +174,6 @@ def run_produce(args: argparse.Namespace) -> int:
     """Produce the file; print a summary and every rejected item; 1 if any was rejected."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
-    from rich.text import Text
 
     from producer.backfill import Summary, count_lines, produce_file
     from producer.exceptions import GatewayError, KeyMismatchError, SettingsError
@@ -213,9 +216,26 @@ def run_produce(args: argparse.Namespace) -> int:
         soft_wrap=True,
     )
     if summary.rejected:
-        table = Table("item", "line", "event id", "status", "reason", title="rejected")
-        for r in summary.rejected:  # text, not rich markup: an id or reason may hold brackets
-            cells = (str(r.index), str(r.line), r.id or "-", str(r.status), r.reason)
-            table.add_row(*(Text(c) for c in cells))
-        out.print(table)
+        print_rejected(out, summary.rejected)
     return 0 if summary.ok else 1
+
+
+def print_rejected(out: Console, rejected: list[Rejection]) -> None:
+    """A table on a terminal (every cell whole: long ids fold, never cut); elsewhere (a
+    pipe, a file, CI's log) tab-separated lines under a header, one a rejection."""
+    from rich.table import Table
+    from rich.text import Text
+
+    header = ("item", "line", "event id", "status", "reason")
+    rows = [(str(r.index), str(r.line), r.id or "-", str(r.status), r.reason) for r in rejected]
+    if not out.is_terminal:
+        for row in (header, *rows):
+            line = "\t".join(" ".join(cell.split()) for cell in row)  # a tab or newline in a reason
+            out.file.write(line + "\n")  # as it is: rich would expand the tabs
+        return
+    table = Table(title="rejected")
+    for name in header:
+        table.add_column(name, overflow="fold")
+    for row in rows:  # text, not rich markup: an id or reason may hold brackets
+        table.add_row(*(Text(c) for c in row))
+    out.print(table)
