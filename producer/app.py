@@ -137,6 +137,13 @@ class Gateway:
         Kafka takes them: the gateway runs meanwhile, not ready (503 + Retry-After) until the
         topic is there, and the log says why. A topic keyed otherwise keeps it not ready."""
         s, wait = self.settings, first_wait
+        said: str | None = None  # the cause last logged: each once, the retries at DEBUG
+
+        def say(level: int, cause: str, retry: str) -> None:
+            nonlocal said
+            log.log(level if cause != said else logging.DEBUG, "%s; %s", cause, retry)
+            said = cause
+
         while True:
             try:
                 if s.create_topic:
@@ -156,21 +163,22 @@ class Gateway:
             except KeyMismatchError as exc:  # not a passing state: not ready until restarted right
                 self.prepared = False  # with --no-create-topic too: nothing is produced to it
                 self.refused = str(exc)
-                log.error("gateway not ready: %s; checked again in %g s", exc, longest_wait)
+                say(logging.ERROR, f"gateway not ready: {exc}", f"checked again every {longest_wait:g} s")
                 await asyncio.sleep(longest_wait)
                 continue
             except (GatewayError, SchemaError, KafkaException) as exc:
                 cause = self.publisher.errors.last if self.publisher is not None else None
+                why = f"{exc}{f'; {cause}' if cause else ''}"
                 if self.prepared:  # --no-create-topic: serving; only the schemas are missing
-                    log.warning(
-                        "schemas not published yet: %s%s; retrying in %g s (consumers older than "
-                        "this gateway cannot read its events until then)",
-                        exc, f"; {cause}" if cause else "", wait,
+                    say(
+                        logging.WARNING, f"schemas not published yet: {why}",
+                        f"retrying up to every {longest_wait:g} s (consumers older than this gateway "
+                        "cannot read its events until then)",
                     )  # fmt: skip
                 else:
-                    log.error(
-                        "gateway not ready: %s%s; retrying in %g s (webhooks get 503 until then)",
-                        exc, f"; {cause}" if cause else "", wait,
+                    say(
+                        logging.ERROR, f"gateway not ready: {why}",
+                        f"retrying up to every {longest_wait:g} s (webhooks get 503 until then)",
                     )  # fmt: skip
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, longest_wait)

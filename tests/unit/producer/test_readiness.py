@@ -39,3 +39,35 @@ def test_the_gateway_serves_only_once_the_topics_key_is_checked(
     made = [("ensure", False)] if create_topic else []
     assert seen == [*made, ("check", False), *made, ("check", False), ("schemas", not create_topic)]
     assert gw.prepared and gw.refused is None
+
+
+def test_each_cause_of_not_ready_is_logged_once_and_its_retries_at_debug(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broker that stays away for many retries is one line, a new cause another, the
+    cause of before again a third; then ready."""
+    from producer.exceptions import GatewayError
+
+    gw = app.Gateway(GatewaySettings())
+    causes = ["broker away"] * 5 + ["topic not allowed"] * 3 + ["broker away"] * 2 + [None]
+
+    def ensure(*_: Any, **__: Any) -> None:
+        cause = causes.pop(0)
+        if cause is not None:
+            raise GatewayError(cause)
+
+    monkeypatch.setattr(app, "ensure_topic", ensure)
+    monkeypatch.setattr(app, "check_key", lambda *_, **__: None)
+    monkeypatch.setattr(app, "publish_schemas", lambda *_, **__: None)
+    with caplog.at_level("DEBUG", logger=app.log.name):
+        asyncio.run(gw._prepare(first_wait=0, longest_wait=0))
+    said = [
+        (r.levelname, r.getMessage().split(";")[0]) for r in caplog.records if "not ready" in r.getMessage()
+    ]
+    errors = [m for level, m in said if level == "ERROR"]
+    assert errors == [
+        "gateway not ready: broker away",
+        "gateway not ready: topic not allowed",
+        "gateway not ready: broker away",
+    ]
+    assert len(said) == 10 and gw.prepared  # every retry still in the DEBUG log
