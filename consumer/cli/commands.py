@@ -79,8 +79,13 @@ def _registry(args: argparse.Namespace) -> Any:
 
 
 def _tokens(args: argparse.Namespace) -> Any:
-    from consumer.serve.tokens import Tokens
+    from consumer.serve.tokens import ENV_TOKENS_FILE, Tokens
 
+    if args.tokens_file is not None and not args.tokens_file.strip():  # a manifest's unset variable
+        _refuse(
+            args,
+            f"--tokens-file ({ENV_TOKENS_FILE}) is empty: name the file, or leave both unset for an open API",
+        )
     return Tokens(args.tokens_file) if args.tokens_file else None
 
 
@@ -145,7 +150,7 @@ def _consume(args: argparse.Namespace) -> int:
         ignored = [f for f, default in args.api_flag_defaults.items() if getattr(args, _dest(f)) != default]
         if ignored:
             _refuse(args, f"{', '.join(ignored)} without --http-port: there is no API to apply it to")
-    tokens = _tokens(args)  # a bad tokens file refuses the start, before joining the group
+    tokens = _tokens(args) if settings.http_port else None  # a bad file refuses the start, before joining
     metrics = ConsumerMetrics()
     from consumer.stream.metrics_topic import MetricsTopicPublisher
 

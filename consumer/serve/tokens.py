@@ -66,8 +66,10 @@ def parse_scope(text: str) -> Scope:
 
 
 def parse_tokens(text: str, source: str) -> list[tuple[str, Scope]]:
-    """The (hash, scope) lines of a tokens file; ConfigError names the first bad line."""
+    """The (hash, scope) lines of a tokens file; ConfigError names the first bad line (a
+    token on two lines included)."""
     found = []
+    lines: dict[str, int] = {}  # hash -> its line number
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
@@ -84,6 +86,11 @@ def parse_tokens(text: str, source: str) -> list[tuple[str, Scope]]:
                 f"{where}: the first field must be the token's SHA-256 as 64 lower-case hex digits "
                 "(`convmetrics token new` prints the line); a plaintext token is never stored"
             )
+        if hashed in lines:  # which scope would hold? (a line added to narrow one kept the wider)
+            raise ConfigError(
+                f"{where}: the same token as line {lines[hashed]}; a token has one scope: keep one line"
+            )
+        lines[hashed] = number
         try:
             found.append((hashed, parse_scope(scope)))
         except ValueError as exc:
@@ -160,24 +167,23 @@ def new_token(accounts: str | None = None) -> tuple[str, str]:
 
 
 def add_line(path: Path, line: str) -> None:
-    """Append a line to a tokens file by an atomic rename (a reader never sees half a line;
-    `Tokens` notices the rename): the file's mode kept, 0600 for a new one. ConfigError
+    """Append a line to a tokens file, in place: its owner, mode, links and a symlink's
+    target stay as they are (a service user keeps reading it); a new file is made 0600.
+    One write (a missing final newline first): a reload that catches it half-written keeps
+    the tokens in force and reads the file again once the write changed it. ConfigError
     names the file when it cannot be read or written, or would no longer parse."""
     try:
         old = path.read_text(encoding="utf-8") if path.exists() else ""
-        mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"tokens file {path}: cannot read it: {exc}") from None
-    text = old + ("\n" if old and not old.endswith("\n") else "") + line + "\n"
-    parse_tokens(text, f"tokens file {path}")  # a file that is already bad is not made worse
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    added = ("\n" if old and not old.endswith("\n") else "") + line + "\n"
+    parse_tokens(old + added, f"tokens file {path}")  # a bad file is not made worse
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, added.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise ConfigError(f"tokens file {path}: cannot write it: {exc}") from None

@@ -31,6 +31,11 @@ def _never_serve(*_: object) -> None:
         (["token", "new", "--accounts", "7,acme"], 2, "convmetrics token new: error: --accounts: "),
         (["token", "new", "--note", "x"], 2, "convmetrics token new: error: --note: "),
         (
+            ["serve", "--store", "sqlite:///{tmp}/m.db", "--tokens-file", ""],
+            2,
+            "convmetrics serve: error: --tokens-file (CONVMETRICS_TOKENS_FILE) is empty",
+        ),
+        (
             ["demo", "--events", "0"],
             2,
             "convmetrics demo: error: argument --events: must be at least 1, got '0'",

@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 
 from consumer.exceptions import ConfigError
 from consumer.serve.api import create_app
-from consumer.serve.tokens import GLOBAL, Scope, Tokens, digest, new_token
+from consumer.serve.tokens import GLOBAL, Scope, Tokens, digest, new_token, parse_tokens
 from consumer.store.sqlite import SqliteStore
 from unit.consumer.test_api import EVENTS, fill  # accounts 7 and 8
 
@@ -106,6 +106,32 @@ def test_token_new_add_to_appends_a_line_that_grants_it_and_json_says_it(
     assert tokens.scope_of(first) == Scope(frozenset({42})) and tokens.scope_of(made["token"]) == GLOBAL
     assert path.stat().st_mode & 0o777 == 0o640 and len(path.read_text().splitlines()) == 2
     assert [p.name for p in tmp_path.iterdir()] == ["tokens"]  # no temporary file left
+
+
+def test_token_new_add_to_writes_the_file_in_place_through_a_symlink(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same inode (so its owner, a service user's, and its mode stay), and a symlink's
+    target is the file written, the link left a link."""
+    from convmetrics.cli import main
+
+    real = tmp_path / "real"
+    real.write_text(f"{digest(GLOBAL_TOKEN)} *\n")
+    link = tmp_path / "tokens"
+    link.symlink_to(real)
+    inode = real.stat().st_ino
+    assert main(["token", "new", "--accounts", "7", "--add-to", str(link)]) == 0
+    assert link.is_symlink() and real.stat().st_ino == inode
+    assert len(real.read_text().splitlines()) == 2
+    token = capsys.readouterr().out.split("stored nowhere): ")[1].split()[0]
+    assert Tokens(link).scope_of(token) == Scope(frozenset({7}))
+
+
+def test_a_token_on_two_lines_is_refused_naming_both() -> None:
+    """Which scope would hold? A line added to narrow a token kept its wider one."""
+    text = f"{digest('t')} *\n# narrowed\n{digest('t')} 3\n"
+    with pytest.raises(ConfigError, match="tokens line 3: the same token as line 1; a token has one scope"):
+        parse_tokens(text, "tokens")
 
 
 def test_token_new_add_to_refuses_a_file_that_is_already_bad(
