@@ -48,7 +48,9 @@ def _json(body: object, status: int = 200) -> Response:
 
 
 def _unauthorized(why: str, error: str) -> Response:
-    body = orjson.dumps({"error": f"{why}: this API needs a token (`convmetrics token new`)"})
+    body = orjson.dumps(
+        {"error": f"{why}: this API needs a token; its operator gives them (`convmetrics token new`)"}
+    )
     return Response(body, 401, {"WWW-Authenticate": f'Bearer realm="convmetrics"{error}'}, "application/json")
 
 
@@ -154,7 +156,11 @@ def create_app(
         if scope.accounts is not None:
             dims = s.registry.grouping(q.by).dimensions
             if dims != (ACCOUNT,):
-                msg = f"a token scoped to accounts {scope} reads by=account only; by={q.by} is across tenants"
+                msg = f"a token scoped to accounts {scope} reads by=account only here; " + (
+                    f"/v1/metrics?group={q.by}&account=<id> serves its rows of by={q.by}"
+                    if ACCOUNT in dims
+                    else f"by={q.by} is across tenants"
+                )
                 return _json({"error": msg}, 403)
             asked = [q.key] if q.key is not None else list(q.keys or ())
             if outside := [k for k in asked if int(k) not in scope.accounts]:
@@ -182,9 +188,10 @@ def create_app(
 
     def grouped_query(
         request: Request, parse: Callable[..., MetricsQuery]
-    ) -> tuple[Store, MetricsQuery] | Response:
-        """The store and a grouping's query (`/v1/metrics`, `/v1/backlog`), narrowed to the
-        token's accounts; or the answer that refuses it (401/403, a 400 naming the parameter)."""
+    ) -> tuple[Store, MetricsQuery, Scope] | Response:
+        """The store, a grouping's query (`/v1/metrics`, `/v1/backlog`) narrowed to the
+        token's accounts, and the token's scope; or the answer that refuses it (401/403, a
+        400 naming the parameter)."""
         scope = authorize(request)
         if isinstance(scope, Response):
             return scope
@@ -198,13 +205,13 @@ def create_app(
             if isinstance(allowed, Response):
                 return allowed
             q = allowed
-        return s, q
+        return s, q, scope
 
     def metrics_rows(request: Request) -> Response:
         found = grouped_query(request, parse_metrics_query)
         if isinstance(found, Response):
             return found
-        s, q = found
+        s, q, _ = found
         rows = s.query(
             q.group.name,
             q.window,
@@ -218,14 +225,18 @@ def create_app(
         return _json(metrics_json(q, rows, s.registry))
 
     def backlog(request: Request) -> Response:
-        """The live gauges of a grouping (the full metric set folds them)."""
+        """The live gauges of a grouping (the full metric set folds them). `as_of`, the
+        newest event time of the whole store, is another tenant's time for a token scoped to
+        accounts: null for it."""
         found = grouped_query(request, parse_backlog_query)
         if isinstance(found, Response):
             return found
-        s, q = found
+        s, q, scope = found
         if not s.registry.gauges:
             return _json({"error": NO_GAUGES}, 404)
         as_of, rows = s.backlog(q.group.name, key=q.key, parts=q.parts)
+        if not scope.is_global:
+            as_of = None
         return _json(backlog_json(q, as_of, rows, s.registry))
 
     def conversations(request: Request) -> Response:

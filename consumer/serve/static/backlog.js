@@ -35,8 +35,10 @@ window.convmetricsBacklog = function ({ state, getJSON, setText, escape, count, 
     });
     document.querySelector("#backlog tbody").innerHTML = rows.join("");
     gauges.forEach((g, i) => setText(`backlog-${g.name}`, count(totals[i])));
-    const asOf = body.as_of === null ? "no events yet" : "as of " + utcFull(body.as_of);
-    setText("backlog-note", `${body.rows.length} ${body.group} rows with a non-zero gauge · ${asOf} (newest event time seen)`);
+    // a token scoped to accounts gets no as_of (the store's newest event may be another tenant's)
+    const asOf = state.scoped ? "" : body.as_of === null ? " · no events yet"
+      : " · as of " + utcFull(body.as_of) + " (newest event time seen)";
+    setText("backlog-note", `${body.rows.length} ${body.group} rows with a non-zero gauge${asOf}`);
   }
 
   async function refresh() {

@@ -176,14 +176,18 @@
 
   // A token scoped to some accounts may not read across tenants (/v1/summary answers 403):
   // the page then shows those accounts' table alone.
+  // A token of several accounts reads one at a time (the API asks for account=): the
+  // grouped table and the backlog start on the first of its accounts, until one is typed.
   async function refreshScoped() {
     await grouped.loadMetricSet();
-    grouped.drawControls();
-    await grouped.fetch();
-    await backlog.refresh();
     const mine = ++accountFetches;
     const accounts = await fetchAccounts();
     if (mine === accountFetches) Object.assign(state, accounts);
+    const first = state.accounts.length ? String(state.accounts[0].key) : null;
+    if (first !== null && !state.grouped.filters.account) state.grouped.filters.account = first;
+    grouped.drawControls();
+    await grouped.fetch();
+    await backlog.refresh();
     state.error = null;
     drawAccounts();
     setText("kpi-accounts", count(state.accountsTotal));
