@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,6 +32,10 @@ BY_FLAG = {"channel-type": "channel_type", "channel_type": "channel_type", "acco
 
 class ReportError(ConsumerError):
     """The metrics could not be read (no store, API unreachable or refusing the query)."""
+
+
+class AcrossTenantsError(ReportError):
+    """The API refused a view across tenants (403): the token is scoped to accounts."""
 
 
 def parse_duration(text: str) -> int:
@@ -148,6 +153,8 @@ class ApiSource:
             # a query the API refuses (400), or its store's metric set lacks (404), is the
             # command line's fault (exit 2), as the store source finds it; the rest, 1
             failed = QueryError if r.status_code in (400, 404) else ReportError
+            if r.status_code == 403:
+                failed = AcrossTenantsError
             raise failed(f"{self.base}{path} answered {r.status_code}: {reason}")
         return r.json()
 
@@ -226,16 +233,15 @@ def build_report(source: Source, args: argparse.Namespace) -> Report:
     if args.key:
         params["key"] = args.key
     q = parse_query(params)  # the API's own validation and messages
-    start_from = None
-    if args.last is not None:
-        newest = source.newest(args.window)
-        size = WINDOWS[args.window]
-        assert size is not None
-        if newest is None:
-            return Report(by, args.window, args.last, None, [], False)
-        start_from = last_windows_from(newest, size, args.last)
-        q = parse_query({**params, "from": str(start_from)})
-    rows, truncated = source.rows(q)
+    if args.last is None:
+        rows, truncated = source.rows(q)
+        return Report(by, args.window, None, None, rows, truncated)
+
+    def closures(start: int | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        asked = parse_query({**params, "from": str(start)}) if start is not None else q
+        return source.rows(replace(asked, limit=limit))
+
+    start_from, rows, truncated = _last_span(source, args.window, args.last, args.limit, closures)
     return Report(by, args.window, args.last, start_from, rows, truncated)
 
 
@@ -247,19 +253,50 @@ def _group_report(source: Source, args: argparse.Namespace) -> Report:
         )
     params = {"group": args.group, "window": args.window, "limit": str(args.limit)}
     params |= {d: str(v) for d, v in (args.where or {}).items()}
-    start_from = None
-    if args.last is not None:
-        if args.window == ALL:
-            raise QueryError("--last needs a sized window (--window 1m, 1h or 1d), not all")
-        newest = source.newest(args.window)
-        size = WINDOWS[args.window]
-        assert size is not None
-        if newest is None:
-            return Report(args.group, args.window, args.last, None, [], False, grouped=True)
-        start_from = last_windows_from(newest, size, args.last)
-        params["from"] = str(start_from)
-    rows, truncated = source.metrics_rows(params)
+    if args.last is None:
+        rows, truncated = source.metrics_rows(params)
+        return Report(args.group, args.window, None, None, rows, truncated, grouped=True)
+    if args.window == ALL:
+        raise QueryError("--last needs a sized window (--window 1m, 1h or 1d), not all")
+
+    def grouped(start: int | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        since = {"from": str(start)} if start is not None else {}
+        return source.metrics_rows({**params, **since, "limit": str(limit)})
+
+    start_from, rows, truncated = _last_span(source, args.window, args.last, args.limit, grouped)
     return Report(args.group, args.window, args.last, start_from, rows, truncated, grouped=True)
+
+
+#: rows of a tenant's whole history asked at once (`_last_span`), in pages of the API's
+EVERY_ROW = 1 << 62
+#: a report's rows from a window start (None: every window), at most so many: more or not
+Fetch = Callable[[int | None, int], tuple[list[dict[str, Any]], bool]]
+
+
+def _last_span(
+    source: Source, window: str, last: int, limit: int, fetch: Fetch
+) -> tuple[int | None, list[dict[str, Any]], bool]:
+    """`--last`: the rows of the windows overlapping the last `last` seconds up to the
+    newest window of the data (`Source.newest`), their first start, and whether more were
+    left out. A token scoped to accounts may not read the data's newest window (it is
+    across tenants): then every row it may read is fetched and the span counted back from
+    the newest of those, its own."""
+    size = WINDOWS[window]
+    assert size is not None
+    try:
+        newest = source.newest(window)
+    except AcrossTenantsError:
+        every, _ = fetch(None, EVERY_ROW)
+        if not every:
+            return None, [], False
+        start = last_windows_from(max(int(r["window_start"]) for r in every), size, last)
+        kept = [r for r in every if int(r["window_start"]) >= start]
+        return start, kept[:limit], len(kept) > limit
+    if newest is None:
+        return None, [], False
+    start = last_windows_from(newest, size, last)
+    rows, truncated = fetch(start, limit)
+    return start, rows, truncated
 
 
 def _backlog_report(source: Source, args: argparse.Namespace) -> Report:

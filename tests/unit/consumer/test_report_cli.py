@@ -361,3 +361,37 @@ def test_a_full_sets_store_without_events_says_so(
     title = " ".join(out.split())  # it wraps at the table's width
     assert "Live backlog by channel_type, no events yet" in title and "all time" not in title
     assert err == "no rows (the store holds no data for this query yet)\n"
+
+
+def test_last_for_a_token_scoped_to_accounts_counts_back_from_its_own_newest_window(
+    db: Path, tmp_path: Path
+) -> None:
+    """/v1/summary (the data's newest window) is across tenants: a tenant's `--last` counts
+    back from the newest of its own rows instead (account 9 closes in even hours, the
+    newest 28, where the store's newest is 29)."""
+    from consumer.serve.report.sources import AcrossTenantsError
+    from consumer.serve.tokens import Tokens, digest
+
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{digest('nine')} 9\n")
+    api = ApiSource("http://testserver", "nine")
+    app = create_app(lambda: SqliteStore(str(db)), tokens=Tokens(tokens))
+    api.client = TestClient(app, base_url="http://testserver", headers=dict(api.client.headers))
+    store = StoreSource(f"sqlite:///{db}", metrics="full")  # the app reads the store's own set
+    six_hours = parse_duration("6h")
+    for tenant, everything in [
+        (args(by="account", window="1h", last=six_hours), args(by="account", window="1h", key="9")),
+        (
+            args(group="account", window="1h", last=six_hours),
+            args(group="account", window="1h", where={"account": "9"}),
+        ),
+    ]:
+        report = build_report(api, tenant)
+        assert report.start_from == T0 + 23 * H  # 6 hours back from hour 28, its newest
+        own = [r for r in build_report(store, everything).rows if r["window_start"] >= T0 + 23 * H]
+        assert report.rows == own and [r["window_start"] for r in own] == [T0 + h * H for h in (24, 26, 28)]
+        assert not report.truncated
+    cut = build_report(api, args(by="account", window="1h", last=six_hours, limit=2))
+    assert len(cut.rows) == 2 and cut.truncated
+    with pytest.raises(AcrossTenantsError, match="answered 403"):  # channel types span tenants
+        build_report(api, args(window="1h", last=six_hours))
