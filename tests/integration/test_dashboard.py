@@ -831,6 +831,25 @@ def test_the_dashboard_asks_for_a_token_and_shows_what_it_may_read(
         page = sign_in("not-a-token")
         page.wait_for_function("document.getElementById('token-note').textContent.includes('not accepted')")
         page.close()
+
+        # "Change token" forgets this tab's token and asks again, on a fresh page
+        page = sign_in(global_token)
+        page.wait_for_function("window.convmetrics.refreshes >= 1", timeout=30_000)
+        page.click("#forget-token")
+        page.wait_for_selector("#token-card:not([hidden])", timeout=30_000)
+        assert page.evaluate("sessionStorage.length") == 0 and not page.is_visible("#accounts")
+        page.close()
+
+        # a token revoked while its page is open: asked again, and what it read goes out of sight
+        page = sign_in(scoped_token)
+        page.wait_for_function(
+            "window.convmetrics.refreshes >= 1 && window.convmetrics.scoped", timeout=30_000
+        )
+        assert page.is_visible("#accounts")
+        tokens.write_text(f"{global_line}\n{pair_line}\n")
+        page.wait_for_selector("#token-card:not([hidden])", timeout=30_000)
+        assert not page.is_visible("#accounts") and not page.is_visible("#grouped")
+        page.close()
     finally:
         proc.stop()
 

@@ -494,6 +494,8 @@
   function askForToken(problem) {
     sessionStorage.removeItem(TOKEN_KEY);
     state.needsToken = true;
+    document.body.classList.add("locked"); // what an earlier token read goes out of sight
+    document.getElementById("forget-token").hidden = true;
     document.getElementById("token-card").hidden = false;
     if (problem) setText("token-note", problem + " Kept for this tab only; ask the operator for one.");
     setText("status", "This API needs a token");
@@ -512,10 +514,17 @@
       input.value = "";
       state.needsToken = false;
       state.scoped = false;
-      document.body.classList.remove("scoped");
+      document.body.classList.remove("scoped", "locked");
       document.getElementById("token-card").hidden = true;
+      document.getElementById("forget-token").hidden = false;
       poll();
     });
+    // another token (a tenant with two, an operator checking a tenant's view): a fresh page
+    document.getElementById("forget-token").addEventListener("click", () => {
+      sessionStorage.removeItem(TOKEN_KEY);
+      location.reload();
+    });
+    document.getElementById("forget-token").hidden = !sessionStorage.getItem(TOKEN_KEY);
     Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
     Chart.defaults.color = "#3e4c59";
     charts.closures = chart("closures-chart", "bar", "closures", (v) => count(v), true);
