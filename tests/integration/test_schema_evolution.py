@@ -87,3 +87,25 @@ def test_a_v1_only_build_reads_what_the_new_gateway_writes(
     assert "receivedAtMillis" not in old_view and new_view["receivedAtMillis"] > 0
     assert old_view == {k: v for k, v in new_view.items() if k != "receivedAtMillis"}
     assert old_view["data"]["closedAt"] == body["data"]["closedAt"]
+
+
+def test_schemas_the_schema_topic_refuses_are_an_error_not_a_silent_pass(kafka_bootstrap: str) -> None:
+    """A write the broker refuses (here: records larger than the topic takes; in a secured
+    cluster, a topic this client may not write) comes back as a delivery error, not as
+    an unacknowledged record: publish_schemas says so (the gateway then retries and says
+    why; a metrics-topic publisher warns) instead of passing."""
+    import uuid
+
+    import pytest
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+    from schemas.exceptions import SchemaError
+    from schemas.topic_registry import publish_schemas
+
+    topic = f"small-schemas-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1, config={"max.message.bytes": "200"})])[topic].result(30)
+    with pytest.raises(
+        SchemaError, match=f"schema topic {topic} refused the schemas of conversation_event: "
+    ):
+        publish_schemas(kafka_bootstrap, subject("conversation_event"), topic=topic, timeout=30)
