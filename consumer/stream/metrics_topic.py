@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from consumer.exceptions import ConfigError, ConsumerError
 from consumer.fold.registry import CLOSURES, Kind, Registry
@@ -191,6 +191,7 @@ class MetricsTopicPublisher:
             )
         )
         self.published = 0
+        self._refused: list[str] = []  # this pass's delivery errors
         self._kill_after = _kill_mid_publication_after()  # None: the hook is off
 
     def publish_pending(
@@ -216,6 +217,7 @@ class MetricsTopicPublisher:
             now_ms = time.time_ns() // 1_000_000
             headers: list[tuple[str, str | bytes | None]] = list(self.codec.headers(self.subject))
             produced = 0
+            self._refused.clear()
             for row in rows:
                 if not self.format.carries(row.by, row.window):
                     continue
@@ -224,7 +226,11 @@ class MetricsTopicPublisher:
                     self._kill_mid_publication(produced, len(rows))
                 produced += 1
                 self.producer.produce(
-                    self.topic, key=metrics_key(row), value=self.codec.encode(record), headers=headers
+                    self.topic,
+                    key=metrics_key(row),
+                    value=self.codec.encode(record),
+                    headers=headers,
+                    on_delivery=self._delivered,
                 )
                 self.producer.poll(0)
             if left := self._flush(stopping):
@@ -240,6 +246,7 @@ class MetricsTopicPublisher:
                     )
                     return total
                 raise ConsumerError(f"metrics topic {self.topic} did not acknowledge {len(rows)} rows")
+            self._check_delivered("rows")
             store.mark_published(newest, self.topic)
             total += len(rows)
             self.published += len(rows)
@@ -253,10 +260,12 @@ class MetricsTopicPublisher:
             keys, mark = store.purged_since(self.topic)
             if not keys:
                 return total
+            self._refused.clear()
             for by, win, start, key in keys:
                 if not self.format.carries(by, win):
                     continue  # never published here
-                self.producer.produce(self.topic, key=topic_key(by, key, win, start), value=None)
+                tombstone = topic_key(by, key, win, start)
+                self.producer.produce(self.topic, key=tombstone, value=None, on_delivery=self._delivered)
                 self.producer.poll(0)
             if left := self._flush(stopping):
                 if stopping is not None and stopping.is_set():  # as rows are: sent again later
@@ -264,8 +273,24 @@ class MetricsTopicPublisher:
                     self.producer.flush(0)
                     return total
                 raise ConsumerError(f"metrics topic {self.topic} did not acknowledge {left} tombstones")
+            self._check_delivered("tombstones")
             store.mark_purged_published(self.topic, mark)
             total += len(keys)
+
+    def _delivered(self, err: KafkaError | None, _: object) -> None:
+        """A record's delivery report: an error (a topic this client may not write, a
+        record larger than it takes) is no acknowledgement."""
+        if err is not None:
+            self._refused.append(str(err.str()))
+
+    def _check_delivered(self, what: str) -> None:
+        """After a flush that left nothing unacknowledged: a ConsumerError if Kafka refused
+        any of the pass's records (its marks do not move: nothing is lost, it is said)."""
+        if self._refused:
+            raise ConsumerError(
+                f"metrics topic {self.topic} refused {len(self._refused)} {what} ({self._refused[0]}); "
+                "they stay unpublished in the store"
+            )
 
     def _kill_mid_publication(self, produced: int, rows: int) -> None:
         """The test-only hook (KILL_MID_PUBLICATION_ENV): these rows on the broker, the

@@ -221,3 +221,37 @@ def example_record(value_subject: str) -> dict[str, Any]:
         "publishedAtMillis": 1,
         "gauges": {},
     }
+
+
+def test_rows_the_topic_refuses_stay_unpublished_and_stop_the_publisher_saying_why(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A record the broker refuses (larger than the topic takes; under ACLs, a topic this
+    client may not write) comes back as a delivery error: the pass fails naming it and
+    the marks do not move, so nothing is counted published that is not on the topic."""
+    import uuid
+
+    import pytest
+    from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
+    from unit.consumer.test_api import EVENTS, fill
+
+    from consumer.exceptions import ConsumerError
+    from consumer.store.sqlite import SqliteStore
+    from consumer.stream.metrics_topic import MetricsTopicPublisher
+
+    db = tmp_path / "m.db"
+    fill(db, EVENTS)
+    topic = f"small-rows-{uuid.uuid4().hex[:8]}"
+    config = {"cleanup.policy": "compact", "max.message.bytes": "64"}
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1, config=config)])[topic].result(30)
+    publisher = MetricsTopicPublisher(kafka_bootstrap, topic, value_subject="metric_rows")
+    store = SqliteStore(str(db))
+    try:
+        before = store.published_marks([0], topic)
+        with pytest.raises(ConsumerError, match=f"metrics topic {topic} refused .* rows .*unpublished"):
+            publisher.publish_pending(store, [0])
+        assert store.published_marks([0], topic) == before
+        assert store.changed_since(before)[0]  # the rows are still to publish
+    finally:
+        store.close()
