@@ -7,7 +7,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from consumer.exceptions import ConfigError, ConsumerError
 from consumer.stream.dlq import original_headers, source_of
@@ -102,6 +102,12 @@ def replay_dead_letters(
         # connection failures after the error line above
         producer = Producer(client_config(bootstrap, kafka, acks="all", enable_idempotence=True))
         consumer.subscribe([dlq])
+        refused: list[str] = []
+
+        def delivered(err: KafkaError | None, _: object) -> None:
+            if err is not None:
+                refused.append(str(err.str()))
+
         last_seen = last_said = time.monotonic()
         while left and time.monotonic() - last_seen < idle_timeout:
             msgs = consumer.consume(1000, 0.5)
@@ -124,11 +130,16 @@ def replay_dead_letters(
                 value, headers = m.value() or b"", original_headers(m.headers())
                 if reframe is not None:
                     value, headers = reframe(src[0], value, headers)
-                producer.produce(src[0], key=m.key(), value=value, headers=headers)
+                producer.produce(src[0], key=m.key(), value=value, headers=headers, on_delivery=delivered)
                 replayed += 1
             if producer.flush(30):
                 raise ConsumerError(
                     "the source topic did not acknowledge replayed records; nothing committed"
+                )
+            if refused:  # a delivery error is no acknowledgement: the DLQ keeps the records
+                raise ConsumerError(
+                    f"the source topic refused {len(refused)} replayed record(s) ({refused[0]}); "
+                    "nothing committed: they stay in the DLQ for the next replay"
                 )
             if done:
                 consumer.commit(
@@ -151,6 +162,16 @@ def replay_dead_letters(
     return replayed, skipped
 
 
+#: a group coordinator a cluster has not elected or loaded yet (a cluster just started)
+_COORDINATOR_NOT_YET = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    }
+)
+
+
 def _ends(consumer: Consumer, dlq: str, timeout: float) -> dict[int, tuple[int, int]]:
     """Each partition of `dlq`: (where the replay group starts, its end now); none when the
     topic is not there (nothing was ever dead-lettered)."""
@@ -158,7 +179,18 @@ def _ends(consumer: Consumer, dlq: str, timeout: float) -> dict[int, tuple[int, 
     if meta is None or meta.error is not None or not meta.partitions:
         return {}
     parts = [TopicPartition(dlq, p) for p in sorted(meta.partitions)]
-    committed = {tp.partition: tp.offset for tp in consumer.committed(parts, timeout=timeout)}
+    deadline = time.monotonic() + timeout
+    while True:  # a cluster just started has no group coordinator yet (NOT_COORDINATOR: retriable)
+        try:
+            found = consumer.committed(parts, timeout=max(0.1, deadline - time.monotonic()))
+            break
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            again = isinstance(err, KafkaError) and (err.retriable() or err.code() in _COORDINATOR_NOT_YET)
+            if not again or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
+    committed = {tp.partition: tp.offset for tp in found}
     out: dict[int, tuple[int, int]] = {}
     for tp in parts:
         low, high = consumer.get_watermark_offsets(tp, timeout=timeout)

@@ -264,3 +264,29 @@ def read_all(bootstrap: str, topic: str, expect: int | None) -> list[Any]:
     finally:
         c.close()
     return got
+
+
+def test_dlq_replay_keeps_what_the_source_topic_refuses(kafka_bootstrap: str) -> None:
+    """A replayed record the source topic refuses (here: larger than it takes; under ACLs,
+    a topic the replayer may not write) is a delivery error, not an acknowledgement: the
+    replay fails naming it and commits nothing, so the next replay still has the record."""
+    import uuid
+
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+    from consumer.exceptions import ConsumerError
+    from consumer.stream.replay import replay_dead_letters
+
+    source = f"small-source-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    topics = [NewTopic(source, 1, 1, config={"max.message.bytes": "64"}), NewTopic(f"{source}.dlq", 1, 1)]
+    for future in admin.create_topics(topics).values():
+        future.result(30)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    headers = [(H_TOPIC, source.encode()), (H_PARTITION, b"0"), (H_OFFSET, b"7")]
+    producer.produce(f"{source}.dlq", key=b"42", value=b"x" * 500, headers=headers)
+    assert producer.flush(30) == 0
+    for _ in range(2):  # nothing committed: the second replay meets the record again
+        with pytest.raises(ConsumerError, match=r"the source topic refused 1 replayed record\(s\)"):
+            replay_dead_letters(kafka_bootstrap, source, group=f"replay-{source}", idle_timeout=10)
