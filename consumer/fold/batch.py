@@ -28,6 +28,9 @@ class Fold(Protocol):
     def hot_count(self) -> int: ...
 
     watermark: int
+    #: events later than this (unix s) are refused as out of range, as `check_range` refuses
+    #: times it cannot count: the consumer sets its clock plus MAX_AHEAD_S before each batch
+    ceiling: int
 
     def __len__(self) -> int: ...
     def apply(self, e: Event, /) -> bool: ...

@@ -64,6 +64,7 @@ from consumer.fold.facts import Dims, FactMaker
 from consumer.fold.model import ASSIGNED, CLOSED, CREATED, OPENED, Event
 from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.state import (
+    I64_MAX,
     check_range,
     gauges_of,
     last_time_of,
@@ -115,6 +116,8 @@ class PartitionFold:
         self.idle: dict[MemKey, str] = {} if idle is None else {mem_key(*k): b for k, b in idle.items()}
         self.hot: dict[MemKey, Conversation] = {}  # touched since the last commit
         self.watermark = watermark
+        #: events later than this are refused as out of range (`Fold.ceiling`)
+        self.ceiling = I64_MAX
         self.max_seen = max_seen
         self.duplicates = 0
 
@@ -157,6 +160,8 @@ class PartitionFold:
         # mem_key(a, c), inlined: this runs for every event
         conv = self.conversation((a << 32) | c if 0 <= a < _A_LIMIT and 0 <= c < _C_LIMIT else (a, c))
         check_range(e, conv)
+        if t > self.ceiling:
+            raise OverflowError("event time after the consumer's clock plus MAX_AHEAD_S")
         seen = conv[SEEN]
         if h in seen:
             self.duplicates += 1

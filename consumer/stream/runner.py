@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -34,7 +35,7 @@ from consumer.exceptions import (
     OutOfRangeEventError,
 )
 from consumer.fold import Fold
-from consumer.fold.model import reader_schema
+from consumer.fold.model import from_record, reader_schema
 from consumer.fold.native import choose
 from consumer.heap import rare_collections
 from consumer.store import PartitionCommit, Store, open_store
@@ -61,6 +62,11 @@ EXPIRE_EVERY = 60.0
 #: batch's (10,000: ~14 MB), which the consumer's resident memory carried (docs/performance.md)
 FOLD_SLICE = 2_000
 OUT_OF_RANGE = "event time arithmetic (ingest lag, duration or window start) outside the 64-bit range"
+#: seconds an event's time may be ahead of the consumer's clock (a sender's clock a little
+#: off); later ones are dead-lettered: one event dated years ahead would move the watermark,
+#: which retention purges and idle conversations expire by, and empty every window below
+MAX_AHEAD_S = 86_400
+AHEAD = "event time {when} is more than 1 day after the consumer's clock (a sender's clock wrong?)"
 
 
 class MetricsConsumer:
@@ -202,15 +208,15 @@ class MetricsConsumer:
             raise ConsumerError(
                 f"cannot read a Confluent-framed record: {exc}; nothing committed past it"
             ) from None
+        ceiling = int(time.time()) + MAX_AHEAD_S
+        for fold in self.folds.values():
+            fold.ceiling = ceiling
         # messages of partitions revoked while the batch was in flight are skipped
         folded, duplicates, ignored, dead = self.fold_kind.apply_batch(
             self.folds, msgs, decoded, self.next_offsets
         )
         for i in dead:
-            rec = decoded[i]
-            self._dead_letter(
-                msgs[i], rec if isinstance(rec, DecodeError) else OutOfRangeEventError(OUT_OF_RANGE)
-            )
+            self._dead_letter(msgs[i], _poison(decoded[i], ceiling))
         self.stats.count(folded, duplicates, ignored, len(msgs))
         self._pending += len(msgs)
 
@@ -341,3 +347,18 @@ class MetricsConsumer:
             self.next_offsets.pop(tp.partition, None)
             self.positions.pop(tp.partition, None)
             self.stats.lag.pop(tp.partition, None)
+
+
+def _poison(record: object, ceiling: int) -> Exception:
+    """Why a record of a batch was refused: undecodable (its DecodeError), dated after the
+    consumer's clock plus MAX_AHEAD_S, or times the metrics cannot count."""
+    if isinstance(record, DecodeError):
+        return record
+    ev = from_record(record) if isinstance(record, dict) else None
+    if ev is not None and ev.time > ceiling:
+        try:
+            when = datetime.fromtimestamp(ev.time, UTC).isoformat()
+        except (ValueError, OverflowError, OSError):  # past year 9999
+            when = str(ev.time)
+        return OutOfRangeEventError(AHEAD.format(when=when))
+    return OutOfRangeEventError(OUT_OF_RANGE)

@@ -16,7 +16,7 @@ import pytest
 from confluent_kafka import Consumer
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumer.stream.dlq import H_ERROR_TYPE, H_OFFSET, H_PARTITION, H_TOPIC
+from consumer.stream.dlq import H_ERROR, H_ERROR_TYPE, H_OFFSET, H_PARTITION, H_TOPIC
 from convmetrics.generate import GenerateConfig, generate_webhooks
 from schemas import conversation_codec
 from support.gateway import free_port
@@ -239,6 +239,50 @@ def test_poison_records_go_to_the_dlq_and_the_rest_still_counts(
     tail = read_all(kafka_bootstrap, topic, expect=None)
     replayed = [(m.key(), m.value()) for m in tail if (m.key(), m.value()) in poison]
     assert sorted(replayed) == sorted(poison + poison)  # the originals and the replayed copies
+
+
+def test_an_event_dated_years_ahead_is_dead_lettered_and_moves_no_watermark(
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    tmp_path: Path,
+    api_port: int,
+    spawn: Callable[..., ConsumerProcess],
+) -> None:
+    """One event from a sender whose clock is years ahead: had it counted, the watermark
+    (which retention purges and idle conversations expire by) would jump there and empty
+    every window below it. It goes to the DLQ saying why; the rest counts exactly."""
+    import sqlite3
+
+    webhooks = stream(seed=43, events=3_000)
+    topic = new_topic(3, prefix="ahead")
+    ahead = int(time.time()) + 7 * 86_400
+    value = conversation_codec().encode(
+        {
+            "event": "conversation.closed",
+            "id": "from-the-future",
+            "account": 1,
+            "app": 1,
+            "createdAt": ahead,
+            "deliveryAttempts": 1,
+            "data": {"id": 1, "channelType": "TELEGRAM", "closedAt": ahead},
+        }
+    )
+    produce_webhooks(kafka_bootstrap, topic, webhooks[:1_500])
+    produce_raw(kafka_bootstrap, topic, [(b"1", value)])
+    produce_webhooks(kafka_bootstrap, topic, webhooks[1_500:])
+    store = tmp_path / "m.db"
+    proc = spawn(topic, store, tmp_path / "c.log", http_port=api_port)
+    try:
+        wait_caught_up(kafka_bootstrap, topic, store, [proc])
+        compare_with_truth(f"http://127.0.0.1:{api_port}", compute_truth(webhooks))
+        (dead,) = read_all(kafka_bootstrap, f"{topic}.dlq", expect=1)
+        error = dict(dead.headers() or [])[H_ERROR].decode()
+        assert "is more than 1 day after the consumer's clock" in error, error
+        with sqlite3.connect(store) as db:
+            (newest,) = db.execute("SELECT max(watermark) FROM offsets").fetchone()
+        assert newest < time.time()  # the stream's own times (2023), not the future event's
+    finally:
+        proc.stop()
 
 
 def read_all(bootstrap: str, topic: str, expect: int | None) -> list[Any]:

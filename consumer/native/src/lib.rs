@@ -614,6 +614,11 @@ pub struct PartitionFold {
     partition: i64,
     #[pyo3(get, set)]
     watermark: i64,
+    /// events later than this (unix s) are refused as out of range: the consumer sets it
+    /// to its clock plus `MAX_AHEAD_S` before each batch (one wrong clock must not move
+    /// the watermark, which retention and the conversations' expiry count from)
+    #[pyo3(get, set)]
+    ceiling: i64,
     #[pyo3(get, set)]
     max_seen: usize,
     #[pyo3(get)]
@@ -813,6 +818,11 @@ impl PartitionFold {
                 },
             };
             self.hot.insert(key, conv);
+        }
+        if e.time > self.ceiling {
+            return Err(PyOverflowError::new_err(
+                "event time after the consumer's clock plus MAX_AHEAD_S",
+            ));
         }
         let Self {
             hot,
@@ -1480,6 +1490,7 @@ impl PartitionFold {
         Ok(PartitionFold {
             partition,
             watermark,
+            ceiling: i64::MAX,
             max_seen,
             duplicates: 0,
             idle: map,

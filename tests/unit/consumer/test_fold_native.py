@@ -350,3 +350,29 @@ def test_a_registry_the_compiled_fold_cannot_fold_runs_the_reference_when_asked(
     assert run.stdout.startswith(says), run.stdout
     if not fold:
         assert "CONVMETRICS_FOLD=python runs the reference fold meanwhile" in run.stdout
+
+
+@pytest.mark.parametrize(
+    "kind", [k for k in (fold_native.PYTHON, NATIVE) if k is not None], ids=lambda k: k.name
+)
+def test_an_event_after_the_ceiling_is_a_poison_record_that_changes_nothing(
+    kind: fold_native.FoldKind,
+) -> None:
+    """The consumer sets `ceiling` to its clock plus a day: an event dated later (a sender's
+    wrong clock) is refused before it moves the watermark or is remembered as seen; at the
+    ceiling it counts. Both folds alike."""
+    f = kind.new(0)
+    assert f.ceiling == 2**63 - 1  # off unless set
+    f.ceiling = 1_000
+    assert f.apply(Event(KINDS["conversation.created"], 1, 1, 1, "VIBER", 500))
+    late = Event(KINDS["conversation.closed"], 2, 1, 1, "VIBER", 1_001)
+    with pytest.raises(OverflowError):
+        f.apply(late)
+    assert f.watermark == 500 and len(f.delta.facts) == 1
+    assert f.apply(Event(KINDS["conversation.closed"], 3, 1, 1, "VIBER", 1_000))  # at the ceiling
+    f.ceiling = 2_000
+    assert f.apply(late)  # not remembered as seen: it counts once its time has come
+    assert f.watermark == 1_001
+    records = [record("conversation.closed", "a", 5_000), record("conversation.closed", "b", 1_500)]
+    result = kind.apply_batch({0: f}, [Msg(0, i) for i in range(2)], records, {})
+    assert result == ([0, 0, 1, 0, 0], 0, 0, [0]) and f.watermark == 1_500
