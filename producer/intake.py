@@ -7,8 +7,10 @@ that every path applies the same rules.
 from __future__ import annotations
 
 import os
+import time
 import weakref
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from pydantic import ValidationError
@@ -18,6 +20,7 @@ from producer.exceptions import FieldProblem, SettingsError, WebhookValidationEr
 from producer.mapping import CONVERSATION_EVENTS, KEY_BY, KeyBy, event_key, to_record
 from producer.models import Webhook, envelope_time_key
 from schemas import Codec, EncodeError
+from schemas.event_time import MAX_AHEAD_S, MAX_AHEAD_TEXT
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +95,8 @@ class Intake:
             webhook: Webhook = self._validate(body)
         except ValidationError as exc:
             raise WebhookValidationError(problems_of(exc, body)) from None
+        if ahead := times_ahead(webhook, body, time.time()):
+            raise WebhookValidationError(ahead)
         value = None
         if self._write_body is not None:
             try:
@@ -164,3 +169,30 @@ def _json_type(value: Any) -> str:
         list: "array",
         dict: "object",
     }.get(type(value), type(value).__name__)
+
+
+#: the conversation's event times (`data.<name>`), each the counted time of its event kind
+DATA_TIMES = ("createdAt", "openedAt", "closedAt", "assignedAt", "snoozedAt")
+
+
+def times_ahead(webhook: Webhook, body: dict[str, Any], now: float) -> list[FieldProblem]:
+    """The event times more than MAX_AHEAD_S after `now` (this process's clock), each
+    named: a sender's clock years ahead (the consumer would dead-letter the event; refused
+    here, the sender hears why)."""
+    limit = int(now) + MAX_AHEAD_S
+    d = webhook.data
+    times = {
+        envelope_time_key(body) or "createdAt": webhook.createdAt,
+        **{f"data.{name}": getattr(d, name) for name in DATA_TIMES},
+    }
+    clock = datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds")
+    return [
+        FieldProblem(
+            loc,
+            f"{datetime.fromtimestamp(t, UTC).isoformat()} is more than {MAX_AHEAD_TEXT} after this "
+            f"gateway's clock ({clock}): is the sender's clock right?",
+            "time_ahead",
+        )
+        for loc, t in times.items()
+        if t is not None and t > limit
+    ]

@@ -24,7 +24,12 @@ MAX_EVENT_TIME = 253_402_300_799
 #: an event time: what the metrics count by (the consumer dead-letters ones that overflow)
 EventTime = Annotated[
     int,
-    Field(strict=True, ge=0, le=MAX_EVENT_TIME, description="unix seconds, 1970-01-01 to 9999-12-31"),
+    Field(
+        strict=True,
+        ge=0,
+        le=MAX_EVENT_TIME,
+        description="unix seconds, 1970-01-01 to 9999-12-31, and at most a day after the gateway's clock",
+    ),
 ]
 Text = Annotated[str, Field(strict=True)]
 #: what a channel type looks like (the platform's names): a bound on what may become a

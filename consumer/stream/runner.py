@@ -46,6 +46,7 @@ from consumer.stream.partitions import Snapshots, Stats, new_fold, take_changes
 from consumer.stream.progress import Progress
 from consumer.stream.settings import ConsumerSettings
 from schemas import CONVERSATION_EVENT, Codec, DecodeError, subject
+from schemas.event_time import MAX_AHEAD_S, MAX_AHEAD_TEXT
 from schemas.exceptions import RegistryUnavailableError
 from schemas.kafka import ErrorReport, close_consumer
 from schemas.schema_registry import reader_resolver
@@ -62,11 +63,10 @@ EXPIRE_EVERY = 60.0
 #: batch's (10,000: ~14 MB), which the consumer's resident memory carried (docs/performance.md)
 FOLD_SLICE = 2_000
 OUT_OF_RANGE = "event time arithmetic (ingest lag, duration or window start) outside the 64-bit range"
-#: seconds an event's time may be ahead of the consumer's clock (a sender's clock a little
-#: off); later ones are dead-lettered: one event dated years ahead would move the watermark,
-#: which retention purges and idle conversations expire by, and empty every window below
-MAX_AHEAD_S = 86_400
-AHEAD = "event time {when} is more than 1 day after the consumer's clock (a sender's clock wrong?)"
+#: an event dated more than MAX_AHEAD_S after the consumer's clock is dead-lettered saying
+AHEAD = (
+    f"event time {{when}} is more than {MAX_AHEAD_TEXT} after the consumer's clock (a sender's clock wrong?)"
+)
 
 
 class MetricsConsumer:

@@ -16,6 +16,7 @@ from producer.mapping import CONVERSATION_EVENTS, event_key, is_conversation_eve
 from producer.models import MAX_EVENT_TIME, Webhook
 from producer.settings import GatewaySettings
 from schemas import conversation_codec
+from schemas.event_time import MAX_AHEAD_S
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 SEED: dict[str, Any] = json.loads((FIXTURES / "seed_conversation_closed.json").read_text())
@@ -116,11 +117,37 @@ def test_an_event_time_that_is_not_unix_seconds_is_a_422(field: str, value: int)
     assert [p.loc for p in err.value.problems] == [field], err.value.problems  # as the sender named it
 
 
-def test_event_times_from_1970_to_9999_pass() -> None:
-    for t in (0, 1_652_968_658, MAX_EVENT_TIME):
+def test_event_times_from_1970_to_a_day_after_the_gateways_clock_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = 1_800_000_000
+    monkeypatch.setattr("producer.intake.time.time", lambda: now + 0.9)
+    for t in (0, 1_652_968_658, now + MAX_AHEAD_S):
         body = seed()
         body["createdAt"] = body["data"]["closedAt"] = t
         assert isinstance(prepare(body, CODEC), Prepared)
+
+
+@pytest.mark.parametrize("field", ["createdAt", "data.closedAt", "data.createdAt", "closed_at"])
+def test_an_event_time_more_than_a_day_ahead_is_a_422_naming_it(
+    monkeypatch: pytest.MonkeyPatch, field: str
+) -> None:
+    """A sender's clock years (or a day and a second) ahead: the consumer would dead-letter
+    the event (its time would move the watermark retention counts from); 9999 is still a
+    time, but not one any clock sends now."""
+    now = 1_800_000_000
+    monkeypatch.setattr("producer.intake.time.time", lambda: now)
+    for ahead in (now + MAX_AHEAD_S + 1, MAX_EVENT_TIME):
+        body = seed()
+        if field == "closed_at":
+            del body["createdAt"]
+        target, name = (body["data"], field[5:]) if field.startswith("data.") else (body, field)
+        target[name] = ahead
+        with pytest.raises(WebhookValidationError) as err:
+            prepare(body, CODEC)
+        assert err.value.status == 422
+        (problem,) = err.value.problems
+        assert problem.loc == field and "is more than 1 day after this gateway's clock" in problem.msg
 
 
 @pytest.mark.parametrize("name", ["BRAND_NEW_CHANNEL", "X", "A" + "B" * 62 + "9", "WABA_2", "A_"])
