@@ -120,6 +120,7 @@ def consumer_settings(args: argparse.Namespace) -> ConsumerSettings:
     return ConsumerSettings(
         metric_set=args.metric_set,
         sla_buckets=args.sla_buckets,
+        switch_metric_set=args.switch_metric_set,
         bootstrap_servers=_need_bootstrap(args),
         topic=args.topic,
         group=args.group,

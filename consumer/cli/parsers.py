@@ -112,6 +112,13 @@ def register(sub: Any) -> None:
         + ", ".join(f"{n:,} with --metric-set {m}" for m, n in FLUSH_EVENTS.items())
         + "; more: fewer, bigger commits, more memory)",
     )
+    c.add_argument(
+        "--switch-metric-set",
+        action="store_true",
+        help="the store notes the metric set (and SLA buckets) its consumers fold, and refuses a "
+        "consumer of another; with this flag this consumer's set becomes the store's (run every "
+        "consumer of the group with it: what is folded from now on counts in the new set)",
+    )
     c.add_argument("--retention-1m", type=_days, default=2, help="days to keep 1-minute rows (default 2)")
     c.add_argument("--retention-1h", type=_days, default=90, help="days to keep 1-hour rows (default 90)")
     c.add_argument(

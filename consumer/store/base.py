@@ -125,6 +125,12 @@ class Store(Protocol):
         already holds another's (a store holds one topic's metrics)."""
         ...
 
+    def check_metric_set(self, name: str, *, switch: bool = False) -> None:
+        """Note the metric set (by name; its SLA buckets from `registry`) the store's
+        consumers fold, or raise ConfigError if it notes another (`consumer.store.folded_set`);
+        `switch`: note this one instead."""
+        ...
+
     def claim(self, topic: str, partition: int, owner: str) -> int:
         """Become the partition's owner: bump and return its ownership epoch. Claim first,
         then load: from then on the previous owner's commits for it are refused."""

@@ -96,6 +96,7 @@ class MetricsConsumer:
             settings.store_url, retention=settings.retention, registry=settings.registry
         )
         self.store.check_topic(settings.topic)
+        self.store.check_metric_set(settings.metric_set, switch=settings.switch_metric_set)
         self.codec = Codec(
             subject(CONVERSATION_EVENT),
             reader_schema=reader_schema(settings.registry),

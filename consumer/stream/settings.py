@@ -49,6 +49,9 @@ class ConsumerSettings:
     metric_set: str = DEFAULT_METRIC_SET
     #: time_to_close's SLA bucket bounds (`--sla-buckets`), where the metric set has them
     sla_buckets: str = DEFAULT_SLA_BUCKETS
+    #: note this set as the store's where it notes another (`consumer.store.folded_set`),
+    #: instead of refusing to start
+    switch_metric_set: bool = False
     #: where Confluent-framed records' schema ids are looked up (once per id); None: such
     #: records are dead-lettered, saying so
     schema_registry: RegistrySettings | None = None

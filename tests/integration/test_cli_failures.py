@@ -39,6 +39,25 @@ def test_a_corrupt_store_or_one_of_another_topic_is_one_line(tmp_path: Path) -> 
         )
 
 
+def test_a_consumer_of_another_metric_set_than_its_stores_is_refused_in_one_line(tmp_path: Path) -> None:
+    """A consumer restarted without `--metric-set full` beside full-set ones would undercount
+    what only they fold: refused before it joins the group (exit 2, the settings' fault)."""
+    from consumer.fold.registry import metric_set
+
+    path = tmp_path / "m.db"
+    full = SqliteStore(str(path), registry=metric_set("full"))
+    full.check_topic("conversation-events")
+    full.check_metric_set("full")
+    full.close()
+    run = convmetrics("consume", "--bootstrap-servers", "127.0.0.1:1", "--store", f"sqlite:///{path}")
+    assert run.returncode == 2, run.stderr
+    (line,) = run.stderr.strip().splitlines()
+    assert (
+        line.startswith("convmetrics consume: error: store ") and "is folded with metric set 'full; " in line
+    )
+    assert "this consumer folds 'closures'" in line and "--switch-metric-set" in line
+
+
 def test_serve_on_an_unreadable_store_stays_up_not_ready(tmp_path: Path) -> None:
     corrupt = tmp_path / "corrupt.db"
     corrupt.write_bytes(b"not a database " * 100)

@@ -26,7 +26,7 @@ import psycopg
 from consumer.exceptions import StoreError
 from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.windows import ALL, WINDOWS
-from consumer.store import outbox, sqlgen
+from consumer.store import folded_set, outbox, sqlgen
 from consumer.store.base import (
     BacklogRow,
     MetricRow,
@@ -84,6 +84,18 @@ class PostgresStore:
                     f"store {self._where()} holds metrics of topic {row[0]!r}, not {topic!r}: "
                     "use one store per topic (a database each)"
                 )
+
+        self.session.run(work)
+
+    def check_metric_set(self, name: str, *, switch: bool = False) -> None:
+        folds = folded_set.identity(name, self.registry)
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            def run(sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+                cur = conn.execute(sql, args)
+                return cur.fetchall() if cur.description is not None else []
+
+            folded_set.check(run, "%s", folds, switch=switch, where=self._where())
 
         self.session.run(work)
 

@@ -11,7 +11,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from consumer.exceptions import StoreError
 from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.windows import ALL, WINDOWS
-from consumer.store import outbox, sqlgen
+from consumer.store import folded_set, outbox, sqlgen
 from consumer.store.base import (
     BacklogRow,
     MetricRow,
@@ -131,6 +131,14 @@ class SqliteStore:
                     f"store {self.path} holds metrics of topic {row[0]!r}, not {topic!r}: "
                     "use one store per topic"
                 )
+
+    def check_metric_set(self, name: str, *, switch: bool = False) -> None:
+        with self._tx():
+            folds = folded_set.identity(name, self.registry)
+            folded_set.check(self._run, "?", folds, switch=switch, where=str(self.path))
+
+    def _run(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return self.db.execute(sql, args).fetchall()
 
     def claim(self, topic: str, partition: int, owner: str) -> int:
         with self._tx():

@@ -40,6 +40,9 @@ class FlakyStore:
             raise RuntimeError("disk on fire")
         self.landed.extend(p.next_offset for p in partitions)
 
+    def check_metric_set(self, name: str, *, switch: bool = False) -> None:
+        pass
+
     def check_topic(self, topic: str) -> None:
         pass
 
@@ -169,6 +172,9 @@ class SnapshotStore:
 
     def commit(self, topic: str, partitions: list[PartitionCommit]) -> None:
         self.snapshots.append({p.partition: len(p.snapshot) for p in partitions if p.snapshot is not None})
+
+    def check_metric_set(self, name: str, *, switch: bool = False) -> None:
+        pass
 
     def check_topic(self, topic: str) -> None:
         pass

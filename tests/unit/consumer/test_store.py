@@ -1160,3 +1160,25 @@ def _closed_into(
         f.apply(Event(CLOSED, h, account, h, "SMS", t, None, 5, inbox=3, app=9))
     commit(store, f, next_offset)
     store.close()
+
+
+def test_a_store_notes_its_metric_set_and_refuses_a_consumer_of_another(make_store: MakeStore) -> None:
+    """Two consumers of one store folding different sets undercount what only one folds:
+    the first notes its set (and SLA buckets); another is refused naming both, the same
+    one passes, and `switch` makes the new one the store's."""
+    from consumer.exceptions import ConfigError
+    from consumer.fold.registry import metric_set
+
+    full = make_store(registry=metric_set("full"))
+    full.check_metric_set("full")
+    full.check_metric_set("full")  # the same set again: fine
+    closures = make_store(registry=metric_set("closures"), again=True)
+    with pytest.raises(ConfigError, match=r"folded with metric set 'full; time_to_close buckets 3600,14400,"):
+        closures.check_metric_set("closures")
+    other_buckets = make_store(registry=metric_set("full", "2h,1d"), again=True)
+    with pytest.raises(ConfigError, match=r"this consumer folds 'full; time_to_close buckets 7200,86400 s'"):
+        other_buckets.check_metric_set("full")
+    closures.check_metric_set("closures", switch=True)
+    closures.check_metric_set("closures")  # the store's now
+    with pytest.raises(ConfigError, match="--switch-metric-set"):
+        full.check_metric_set("full")
