@@ -562,3 +562,21 @@ def test_opening_an_up_to_date_store_never_waits_for_commits_in_flight(postgres_
     for s in opened:
         s.close()
     assert len(opened) == 2
+
+
+def test_a_kept_connection_the_server_dropped_is_opened_again_for_the_same_call(postgres_url: str) -> None:
+    """After a server restart every kept connection is gone: the first call on one opens
+    another and answers, instead of reporting the store down (readiness probes flapped,
+    and a dashboard's first requests after a restart got 503s). A server still away is
+    still reported so (`StoreUnavailableError`, the test above)."""
+    store = PostgresStore(postgres_url)
+    try:
+        store.check_topic("events")
+        (pid,) = store.session.run(lambda conn: conn.execute("SELECT pg_backend_pid()").fetchone())
+        with psycopg.connect(postgres_url, autocommit=True) as admin:  # what a restart does to it
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        assert store.newest_start("channel_type", "1h") is None  # answered, on a new connection
+        (again,) = store.session.run(lambda conn: conn.execute("SELECT pg_backend_pid()").fetchone())
+        assert again != pid
+    finally:
+        store.close()

@@ -101,8 +101,16 @@ class Session:
             self._conn = None
 
     def run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
-        """`work` in one transaction; lock races retried, lost connections made transient."""
-        for attempt in range(self.race_retries + 1):
+        """`work` in one transaction; lock races retried, lost connections made transient.
+
+        A connection kept from an earlier call that turns out lost (the server restarted
+        meanwhile: every kept connection is) is opened again and `work` tried once more at
+        once, so the first call after a restart answers instead of reporting the store down
+        (a transaction on a lost connection did not happen; one whose commit may have
+        landed is retried by its caller in any case, as every commit can be)."""
+        reused = self._conn is not None and not self._conn.closed
+        attempt = 0
+        while True:
             conn = self.connection()
             try:
                 with conn.transaction():
@@ -112,12 +120,17 @@ class Session:
                     raise StoreUnavailableError(f"PostgreSQL store: {exc} (after {attempt} retries)") from exc
                 log.info("PostgreSQL store: %s; retrying the transaction", exc)
                 time.sleep(0.05 * (attempt + 1))
+                attempt += 1
             except psycopg.Error as exc:
-                if conn.broken or conn.closed or isinstance(exc, psycopg.OperationalError):
+                lost = conn.broken or conn.closed
+                if lost or isinstance(exc, psycopg.OperationalError):
                     self.reconnect()
+                    if lost and reused:  # a kept connection the server dropped: once more, on a new one
+                        reused = False
+                        log.debug("PostgreSQL store: a kept connection was lost (%s); opening another", exc)
+                        continue
                     raise StoreUnavailableError(f"PostgreSQL store connection lost: {exc}") from exc
                 raise StoreError(f"PostgreSQL store failed: {exc}") from exc
-        raise AssertionError("unreachable")
 
 
 def retrying(call: Callable[[], T], what: str, patience: float = 120) -> T:
