@@ -135,7 +135,7 @@ class StoreWriter:
 
         started = time.perf_counter()
         fenced: list[int] = []
-        attempt, delay = 0, 0.2
+        attempt, delay, said = 0, 0.2, ""
         while commits:
             try:
                 self.store.commit(self.topic, commits)
@@ -152,16 +152,21 @@ class StoreWriter:
                         "(its records are replayed from the store's offsets on restart)"
                     )
                     raise
-                log.warning(
-                    "store unavailable, commit attempt %d failed (%s): retrying the same commit in %.1fs",
+                cause = " ".join(str(exc).split())  # libpq's messages hold newlines
+                # each cause once (an outage retries every 5 s), the retries at DEBUG
+                log.log(
+                    logging.WARNING if cause != said else logging.DEBUG,
+                    "store unavailable, commit attempt %d failed (%s): retrying the same commit "
+                    "until it lands (every %.1fs at most)",
                     attempt,
-                    exc,
-                    delay,
+                    cause,
+                    5.0,
                 )
+                said = cause
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
         if attempt:
-            log.warning("store available again: commit landed after %d retries", attempt)
+            log.info("store available again: commit landed after %d retries", attempt)
         store_seconds = time.perf_counter() - started
         if purge:
             try:
