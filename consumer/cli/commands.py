@@ -218,7 +218,13 @@ def _consume(args: argparse.Namespace) -> int:
         consumer = made
         running.append(consumer)
         metrics.watch(lambda: consumer.stats)
-        log.info("consuming %s as group %s into %s", args.topic, args.group, redacted(args.store))
+        log.info(
+            "consuming %s as group %s into %s (metric set %s)",
+            args.topic,
+            args.group,
+            redacted(args.store),
+            args.metric_set,
+        )
         if not stopping.is_set():
             consumer.run()
     finally:
@@ -263,27 +269,43 @@ def _when_available(make: Callable[[], T], stopping: threading.Event) -> T | Non
 def _serve(args: argparse.Namespace) -> int:
     from consumer.heap import rare_collections
     from consumer.serve.server import api_server
-    from consumer.store.choose import check_store_url
+    from consumer.store.choose import check_store_url, redacted
 
-    check_store_url(args.store)  # before the banner: its first request would be the first to know
+    metrics = metric_set(args.metric_set, args.sla_buckets)
+    # before the banner: its first request would be the first to know
+    if check_store_url(args.store) == "postgres":
+        _probe_store(args.store, metrics)
     tokens = _tokens(args)  # a tokens file that cannot be read stops it before the banner too
     server = api_server(  # binds its port: one in use stops it before the banner as well
         args.store,
         args.host,
         args.port,
-        metrics=metric_set(args.metric_set, args.sla_buckets),
+        metrics=metrics,
         max_label_values=args.max_label_values,
         tokens=tokens,
     )
     base = f"http://{args.host}:{args.port}"
     print(
         f"metrics API on {base}/v1/closures and {base}/v1/metrics, dashboard on {base}/, "
-        f"Prometheus on {base}/metrics",
+        f"Prometheus on {base}/metrics; store {redacted(args.store)}, metric set {args.metric_set}",
         flush=True,
     )
     with rare_collections():  # a query's rows and JSON die by refcount (consumer/heap.py)
         server.run()
     return 0
+
+
+def _probe_store(url: str, metrics: Any) -> None:
+    """`serve` on PostgreSQL opens its store once at start, as `consume` does: a URL libpq
+    refuses or a database that refuses the credentials stops it (one line; it would answer
+    503 forever), a database that is down only says so (it serves, not ready, until then)."""
+    from consumer.exceptions import StoreUnavailableError
+    from consumer.store import open_store
+
+    try:
+        open_store(url, registry=metrics).close()
+    except StoreUnavailableError as exc:
+        log.error("store unavailable at start: %s; serving, not ready, until it answers", exc)
 
 
 def _token_new(args: argparse.Namespace) -> int:

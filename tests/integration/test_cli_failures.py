@@ -58,6 +58,22 @@ def test_a_consumer_of_another_metric_set_than_its_stores_is_refused_in_one_line
     assert "this consumer folds 'closures'" in line and "--switch-metric-set" in line
 
 
+def test_serve_on_postgresql_stops_where_the_database_refuses_it_as_consume_does(postgres_url: str) -> None:
+    """A database that does not exist (or refuses the credentials) and a URL setting libpq
+    refuses are one line at start (exit 1 and 2), as for `consume`: not a server answering
+    503 forever."""
+    base = postgres_url.rsplit("/", 1)[0]
+    port = str(free_port())
+    for url, status, says in (
+        (f"{base}/no_such_database", 1, "refused the connection"),
+        (f"{postgres_url}?sslmode=requir", 2, 'invalid sslmode value: "requir"'),
+    ):
+        run = convmetrics("serve", "--store", url, "--port", port)
+        assert run.returncode == status, run.stderr
+        (line,) = run.stderr.strip().splitlines()
+        assert line.startswith("convmetrics serve: error: ") and says in line, line
+
+
 def test_serve_on_an_unreadable_store_stays_up_not_ready(tmp_path: Path) -> None:
     corrupt = tmp_path / "corrupt.db"
     corrupt.write_bytes(b"not a database " * 100)

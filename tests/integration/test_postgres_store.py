@@ -71,6 +71,15 @@ def test_open_store_takes_postgresql_urls(postgres_url: str, postgres: PostgresS
     assert not isinstance(info.value, StoreUnavailableError)  # a real mistake: not retried
     with pytest.raises(ConfigError):
         open_store("mysql://x")
+    # a setting libpq refuses before it connects is the settings' fault, never an outage
+    host_port = postgres_url.split("@", 1)[1].split("/", 1)[0]
+    for wrong, says in (
+        (postgres_url.replace(host_port, host_port.split(":")[0] + ":54x2"), 'invalid integer value "54x2"'),
+        (postgres_url + "?sslmode=requir", 'invalid sslmode value: "requir"'),
+        (postgres_url + "?no_such_option=1", "not one libpq can parse"),
+    ):
+        with pytest.raises(ConfigError, match=says):
+            open_store(wrong)
 
 
 def test_concurrent_writers_lose_no_update(make_store: MakeStore) -> None:

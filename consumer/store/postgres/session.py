@@ -5,6 +5,7 @@ transactions retried on lock races, and lost connections reported as transient
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -12,7 +13,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 
-from consumer.exceptions import StoreError, StoreUnavailableError
+from consumer.exceptions import ConfigError, StoreError, StoreUnavailableError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -41,6 +42,11 @@ _SESSION_DEFAULTS = (
     "WHERE (name = 'idle_in_transaction_session_timeout' AND setting = '0') "
     "OR (name = 'jit' AND source = 'default')"
 )
+
+
+#: libpq's refusals of a URL's setting, before any connection (`port=554x2`,
+#: `sslmode=requir`): the store will never answer, so it is the settings' fault (exit 2)
+_BAD_SETTING = re.compile(r"invalid (?:integer |sslmode |\w+ )?value|invalid connection option|invalid URI")
 
 
 class Session:
@@ -77,12 +83,16 @@ class Session:
                     prepare_threshold=None,
                 )
             except psycopg.OperationalError as exc:
-                msg = str(exc)
+                msg = " ".join(str(exc).split())
+                if _BAD_SETTING.search(msg):  # libpq refuses a value before it connects: never answers
+                    raise ConfigError(
+                        f"the PostgreSQL store URL has a setting libpq refuses: {msg}"
+                    ) from None
                 if "FATAL:" in msg and not any(t in msg for t in _TRANSIENT_FATAL):
                     raise StoreError(f"PostgreSQL store refused the connection: {msg}") from exc
                 raise StoreUnavailableError(f"PostgreSQL store unreachable: {msg}") from exc
             except psycopg.Error:  # a URL libpq cannot parse: its text may hold the password
-                raise StoreError(
+                raise ConfigError(
                     "the PostgreSQL store URL is not one libpq can parse (a password with '%' or "
                     "spaces must be percent-encoded); the URL is not shown, it may hold a password"
                 ) from None
