@@ -88,7 +88,8 @@ class Session:
                     raise ConfigError(
                         f"the PostgreSQL store URL has a setting libpq refuses: {msg}"
                     ) from None
-                if "FATAL:" in msg and not any(t in msg for t in _TRANSIENT_FATAL):
+                refused = "FATAL:" in msg or "no password supplied" in msg  # the server asked for one
+                if refused and not any(t in msg for t in _TRANSIENT_FATAL):
                     raise StoreError(f"PostgreSQL store refused the connection: {msg}") from exc
                 raise StoreUnavailableError(f"PostgreSQL store unreachable: {msg}") from exc
             except psycopg.Error:  # a URL libpq cannot parse: its text may hold the password
