@@ -94,17 +94,6 @@ def test_missing_envelope_time_is_a_422_naming_created_at() -> None:
     assert err.value.status == 422
 
 
-@pytest.mark.parametrize(
-    ("field", "value"),
-    [
-        ("createdAt", 1_652_968_658_000),  # milliseconds
-        ("createdAt", -1),
-        ("closed_at", 1_652_968_658_000_000_000),  # nanoseconds, under its snake_case name
-        ("data.closedAt", 1_652_968_658_123),
-        ("data.openedAt", 2**63 - 1),
-        ("data.createdAt", MAX_EVENT_TIME + 1),
-    ],
-)
 def with_time(field: str, value: int) -> dict[str, Any]:
     """The seed webhook with one event time set, the field named as the sender would
     (`closed_at`: the envelope time under its verb's name, without `createdAt`)."""
@@ -116,6 +105,17 @@ def with_time(field: str, value: int) -> dict[str, Any]:
     return body
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("createdAt", 1_652_968_658_000),  # milliseconds
+        ("createdAt", -1),
+        ("closed_at", 1_652_968_658_000_000_000),  # nanoseconds, under its snake_case name
+        ("data.closedAt", 1_652_968_658_123),
+        ("data.openedAt", 2**63 - 1),
+        ("data.createdAt", MAX_EVENT_TIME + 1),
+    ],
+)
 def test_an_event_time_that_is_not_unix_seconds_is_a_422(field: str, value: int) -> None:
     with pytest.raises(WebhookValidationError) as err:
         prepare(with_time(field, value), CODEC)
