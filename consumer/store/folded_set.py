@@ -32,7 +32,7 @@ def identity(name: str, registry: Registry) -> str:
 
 
 def check(run: Run, mark: str, folds: str, *, switch: bool, where: str) -> None:
-    """Note `folds` (an `identity`) as the store's set, or refuse it (StoreError) where the
+    """Note `folds` (an `identity`) as the store's set, or refuse it (ConfigError) where the
     store notes another; `switch`: note it instead, saying so."""
     run(f"INSERT INTO meta VALUES ({mark}, {mark}) ON CONFLICT (name) DO NOTHING", (META_NAME, folds))
     (found,) = run(f"SELECT value FROM meta WHERE name = {mark}", (META_NAME,))[0]

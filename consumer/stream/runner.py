@@ -63,7 +63,7 @@ EXPIRE_EVERY = 60.0
 #: batch's (10,000: ~14 MB), which the consumer's resident memory carried (docs/performance.md)
 FOLD_SLICE = 2_000
 OUT_OF_RANGE = "event time arithmetic (ingest lag, duration or window start) outside the 64-bit range"
-#: an event dated more than MAX_AHEAD_S after the consumer's clock is dead-lettered saying
+#: why an event dated more than MAX_AHEAD_S after the consumer's clock is dead-lettered
 AHEAD = (
     f"event time {{when}} is more than {MAX_AHEAD_TEXT} after the consumer's clock (a sender's clock wrong?)"
 )
