@@ -335,6 +335,19 @@ def from_args(args: argparse.Namespace) -> KafkaSettings:
     return load(getattr(args, "kafka", None) or [], getattr(args, "kafka_config", None))
 
 
+class DeliveryErrors:
+    """An `on_delivery` callback keeping the errors of the records Kafka refused (a topic
+    this client may not write, a record larger than the topic takes): librdkafka reports
+    those as delivered, with an error, and `flush()` counts them done."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def __call__(self, err: KafkaError | None, _msg: object) -> None:
+        if err is not None:
+            self.errors.append(str(err.str()))
+
+
 class ErrorReport:
     """A client's `error_cb`: errors that settings cause (refused credentials, failed TLS) are
     logged as such, naming the settings to check; every kind of error is logged at most once

@@ -17,10 +17,10 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
 from schemas.exceptions import SchemaError
-from schemas.kafka import client_config, create_topic
+from schemas.kafka import DeliveryErrors, client_config, create_topic
 from schemas.registry import Subject
 
 SCHEMA_TOPIC = "_convmetrics-schemas"
@@ -43,19 +43,14 @@ def publish_schemas(
         config={"cleanup.policy": "compact"}, kafka=kafka, timeout=timeout,
     )  # fmt: skip
     producer = Producer(client_config(bootstrap, kafka, acks="all", enable_idempotence=True))
-    refused: list[str] = []  # a delivery error (a topic this client may not write) is no ack
-
-    def delivered(err: KafkaError | None, _: object) -> None:
-        if err is not None:
-            refused.append(str(err.str()))
-
+    refused = DeliveryErrors()  # a delivery error is no acknowledgement
     for v in subject.versions:
         key = f"{subject.name}:{v.fingerprint_hex}"
-        producer.produce(topic, key=key, value=json.dumps(v.raw), on_delivery=delivered)
+        producer.produce(topic, key=key, value=json.dumps(v.raw), on_delivery=refused)
     if producer.flush(timeout):
         raise SchemaError(f"schema topic {topic} did not acknowledge the schemas of {subject.name}")
-    if refused:
-        raise SchemaError(f"schema topic {topic} refused the schemas of {subject.name}: {refused[0]}")
+    if refused.errors:
+        raise SchemaError(f"schema topic {topic} refused the schemas of {subject.name}: {refused.errors[0]}")
 
 
 class TopicSchemaResolver:

@@ -8,17 +8,14 @@ again. Both stores run `check` in a transaction of their own."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
 
 from consumer.exceptions import ConfigError
 from consumer.fold.registry import Registry
+from consumer.store.upgrade import Run
 
 log = logging.getLogger(__name__)
 
 META_NAME = "metric set"
-#: runs one statement with its arguments, returning its rows (none for a statement without)
-Run = Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
 
 
 def identity(name: str, registry: Registry) -> str:

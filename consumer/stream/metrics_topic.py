@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaException, Producer
 
 from consumer.exceptions import ConfigError, ConsumerError
 from consumer.fold.registry import CLOSURES, Kind, Registry
@@ -39,7 +39,7 @@ from consumer.stream.clients import ensure_topic
 from schemas import subject
 from schemas.confluent import WireFormat
 from schemas.exceptions import RegistryError, RegistryUnavailableError, SchemaError
-from schemas.kafka import client_config
+from schemas.kafka import DeliveryErrors, client_config
 from schemas.schema_registry import DEFAULT_TOPICS, RegistrySettings, writer_codec
 from schemas.topic_registry import SCHEMA_TOPIC, publish_schemas
 
@@ -191,7 +191,7 @@ class MetricsTopicPublisher:
             )
         )
         self.published = 0
-        self._refused: list[str] = []  # this pass's delivery errors
+        self._refused = DeliveryErrors()  # this pass's
         self._kill_after = _kill_mid_publication_after()  # None: the hook is off
 
     def publish_pending(
@@ -217,7 +217,7 @@ class MetricsTopicPublisher:
             now_ms = time.time_ns() // 1_000_000
             headers: list[tuple[str, str | bytes | None]] = list(self.codec.headers(self.subject))
             produced = 0
-            self._refused.clear()
+            self._refused.errors.clear()
             for row in rows:
                 if not self.format.carries(row.by, row.window):
                     continue
@@ -230,7 +230,7 @@ class MetricsTopicPublisher:
                     key=metrics_key(row),
                     value=self.codec.encode(record),
                     headers=headers,
-                    on_delivery=self._delivered,
+                    on_delivery=self._refused,
                 )
                 self.producer.poll(0)
             if left := self._flush(stopping):
@@ -260,12 +260,12 @@ class MetricsTopicPublisher:
             keys, mark = store.purged_since(self.topic)
             if not keys:
                 return total
-            self._refused.clear()
+            self._refused.errors.clear()
             for by, win, start, key in keys:
                 if not self.format.carries(by, win):
                     continue  # never published here
                 tombstone = topic_key(by, key, win, start)
-                self.producer.produce(self.topic, key=tombstone, value=None, on_delivery=self._delivered)
+                self.producer.produce(self.topic, key=tombstone, value=None, on_delivery=self._refused)
                 self.producer.poll(0)
             if left := self._flush(stopping):
                 if stopping is not None and stopping.is_set():  # as rows are: sent again later
@@ -277,18 +277,12 @@ class MetricsTopicPublisher:
             store.mark_purged_published(self.topic, mark)
             total += len(keys)
 
-    def _delivered(self, err: KafkaError | None, _: object) -> None:
-        """A record's delivery report: an error (a topic this client may not write, a
-        record larger than it takes) is no acknowledgement."""
-        if err is not None:
-            self._refused.append(str(err.str()))
-
     def _check_delivered(self, what: str) -> None:
         """After a flush that left nothing unacknowledged: a ConsumerError if Kafka refused
         any of the pass's records (its marks do not move: nothing is lost, it is said)."""
-        if self._refused:
+        if refused := self._refused.errors:
             raise ConsumerError(
-                f"metrics topic {self.topic} refused {len(self._refused)} {what} ({self._refused[0]}); "
+                f"metrics topic {self.topic} refused {len(refused)} {what} ({refused[0]}); "
                 "they stay unpublished in the store"
             )
 

@@ -14,7 +14,7 @@ from consumer.stream.dlq import original_headers, source_of
 from schemas import codec, confluent
 from schemas.confluent import WireFormat
 from schemas.exceptions import RegistryError
-from schemas.kafka import client_config, close_consumer, unreachable
+from schemas.kafka import DeliveryErrors, client_config, close_consumer, unreachable
 from schemas.registry import SchemaVersion, subject, subject_names
 from schemas.schema_registry import RegistryClient, RegistrySettings
 
@@ -102,12 +102,7 @@ def replay_dead_letters(
         # connection failures after the error line above
         producer = Producer(client_config(bootstrap, kafka, acks="all", enable_idempotence=True))
         consumer.subscribe([dlq])
-        refused: list[str] = []
-
-        def delivered(err: KafkaError | None, _: object) -> None:
-            if err is not None:
-                refused.append(str(err.str()))
-
+        refused = DeliveryErrors()
         last_seen = last_said = time.monotonic()
         while left and time.monotonic() - last_seen < idle_timeout:
             msgs = consumer.consume(1000, 0.5)
@@ -130,15 +125,15 @@ def replay_dead_letters(
                 value, headers = m.value() or b"", original_headers(m.headers())
                 if reframe is not None:
                     value, headers = reframe(src[0], value, headers)
-                producer.produce(src[0], key=m.key(), value=value, headers=headers, on_delivery=delivered)
+                producer.produce(src[0], key=m.key(), value=value, headers=headers, on_delivery=refused)
                 replayed += 1
             if producer.flush(30):
                 raise ConsumerError(
                     "the source topic did not acknowledge replayed records; nothing committed"
                 )
-            if refused:  # a delivery error is no acknowledgement: the DLQ keeps the records
+            if errors := refused.errors:  # a delivery error is no acknowledgement: the DLQ keeps them
                 raise ConsumerError(
-                    f"the source topic refused {len(refused)} replayed record(s) ({refused[0]}); "
+                    f"the source topic refused {len(errors)} replayed record(s) ({errors[0]}); "
                     "nothing committed: they stay in the DLQ for the next replay"
                 )
             if done:

@@ -33,15 +33,23 @@ from consumer.store.postgres.sql import (
 log = logging.getLogger(__name__)
 
 
+def runner(conn: psycopg.Connection[Any]) -> upgrade.Run:
+    """`upgrade.Run` over a connection: a statement's rows, none for one without."""
+
+    def run(sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        cur = conn.execute(sql, args)
+        return cur.fetchall() if cur.description else []
+
+    return run
+
+
 def ensure_schema(conn: psycopg.Connection[Any], registry: Registry, where: str) -> None:
     """Make the tables `registry` needs in `conn`'s transaction, unless stamped as made."""
     ddl = _ddl(registry, conn.info.server_version)
     migrations = [MIGRATE_PARTITION, MIGRATE_CLOSURES_KEY, MIGRATE_BINS]
     stamp = "schema " + hashlib.sha256("\n".join([*ddl, *migrations]).encode()).hexdigest()[:16]
 
-    def run(sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        cur = conn.execute(sql, args)
-        return cur.fetchall() if cur.description else []
+    run = runner(conn)
 
     def done() -> bool:
         return _stamped(conn, stamp) and not _bins_table(conn) and not upgrade.pending(registry, run, "%s")

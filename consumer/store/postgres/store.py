@@ -40,7 +40,7 @@ from consumer.store.conversation_log import load_conversations
 from consumer.store.outbox import changed_rows, outbox_indexes
 from consumer.store.postgres.aggregate import Batch
 from consumer.store.postgres.commit import purged_horizons, write
-from consumer.store.postgres.schema import ensure_schema
+from consumer.store.postgres.schema import ensure_schema, runner
 from consumer.store.postgres.session import IDLE_IN_TRANSACTION_TIMEOUT_S, Session, retrying
 from consumer.store.postgres.sql import (
     SCHEMA_LOCK,
@@ -91,11 +91,7 @@ class PostgresStore:
         folds = folded_set.identity(name, self.registry)
 
         def work(conn: psycopg.Connection[Any]) -> None:
-            def run(sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-                cur = conn.execute(sql, args)
-                return cur.fetchall() if cur.description is not None else []
-
-            folded_set.check(run, "%s", folds, switch=switch, where=self._where())
+            folded_set.check(runner(conn), "%s", folds, switch=switch, where=self._where())
 
         self.session.run(work)
 

@@ -111,13 +111,16 @@ def migrate_backlog(db: sqlite3.Connection, path: str, registry: Registry) -> No
             db.execute(sqlgen.backlog_seq(sqlgen.SQLITE))
 
 
+def runner(db: sqlite3.Connection) -> upgrade.Run:
+    """`upgrade.Run` over a connection."""
+    return lambda sql, args: db.execute(sql, args).fetchall()
+
+
 def migrate_derived(db: sqlite3.Connection, path: str, registry: Registry) -> None:
     """A grouping's own rows of the windows now read from its source, where a release
     before stored both (`consumer.store.upgrade.drop_doubled_rows`), once."""
 
-    def run(sql: str, args: tuple[object, ...]) -> list[tuple[object, ...]]:
-        return db.execute(sql, args).fetchall()
-
+    run = runner(db)
     if not upgrade.pending(registry, run, "?"):
         return
     with Transaction(db):

@@ -33,6 +33,7 @@ from consumer.store.sqlite.migrate import (
     migrate_closures,
     migrate_derived,
     migrate_partition,
+    runner,
 )
 from consumer.store.sqlite.sql import (
     OLD_CLOSURES_INDEX,
@@ -135,10 +136,7 @@ class SqliteStore:
     def check_metric_set(self, name: str, *, switch: bool = False) -> None:
         with self._tx():
             folds = folded_set.identity(name, self.registry)
-            folded_set.check(self._run, "?", folds, switch=switch, where=str(self.path))
-
-    def _run(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        return self.db.execute(sql, args).fetchall()
+            folded_set.check(runner(self.db), "?", folds, switch=switch, where=str(self.path))
 
     def claim(self, topic: str, partition: int, owner: str) -> int:
         with self._tx():

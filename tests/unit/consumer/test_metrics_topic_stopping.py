@@ -103,7 +103,7 @@ def publisher(producer: FakeProducer, monkeypatch: pytest.MonkeyPatch) -> Metric
     pub.codec = FakeCodec()  # type: ignore[assignment]
     pub.producer = producer  # type: ignore[assignment]
     pub._kill_after = None
-    pub._refused = []
+    pub._refused = metrics_topic.DeliveryErrors()
     return pub
 
 
