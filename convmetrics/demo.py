@@ -68,7 +68,8 @@ class DemoOptions:
     gateway_port: int | None = None
     api_port: int | None = None
     data_dir: Path | None = None
-    #: an external cluster (default: $CONVMETRICS_BOOTSTRAP_SERVERS, else a local broker)
+    #: an external cluster (None: a local broker; never $CONVMETRICS_BOOTSTRAP_SERVERS, which
+    #: an operator's shell may point at production)
     bootstrap_servers: str | None = None
     #: its client settings (`schemas.kafka`), and the flags that gave them, for the children
     kafka: Mapping[str, str] = field(default_factory=dict)
@@ -143,8 +144,9 @@ def _check_key(bootstrap: str, opts: DemoOptions, data: Path) -> None:
     try:
         check_key(bootstrap, opts.topic, key_by, kafka=opts.kafka)
     except KeyMismatchError as exc:
-        external = opts.bootstrap_servers or os.environ.get("CONVMETRICS_BOOTSTRAP_SERVERS")
-        instead = "" if external else f"a new --data-dir (or none: {data} holds its broker's data), "
+        instead = (
+            "" if opts.bootstrap_servers else f"a new --data-dir (or none: {data} holds its broker's data), "
+        )
         raise DemoError(
             f"topic {opts.topic} holds events keyed by {exc.found} and the demo's gateway keys them "
             f"by {key_by}: run the demo with {instead}another --topic, or with "
@@ -158,14 +160,20 @@ def _check_key(bootstrap: str, opts: DemoOptions, data: Path) -> None:
 
 @contextlib.contextmanager
 def kafka(data_dir: Path, given: str | None = None) -> Iterator[str]:
-    configured = given or os.environ.get("CONVMETRICS_BOOTSTRAP_SERVERS")
-    if configured:
-        console.print(f"Kafka: {configured}" + ("" if given else " (CONVMETRICS_BOOTSTRAP_SERVERS)"))
-        yield configured
+    """The demo's Kafka: the cluster `given` (its --bootstrap-servers), else a local broker.
+    CONVMETRICS_BOOTSTRAP_SERVERS is not read: set in an operator's shell for the real
+    services, it would have the demo write generated events to their topics."""
+    if given:
+        console.print(f"Kafka: {given} (the demo writes its generated events to that cluster)")
+        yield given
         return
     from convmetrics.localkafka import LocalBroker
 
-    console.print("Kafka: starting a local broker (the first run downloads the Apache Kafka jars)")
+    ignored = " (CONVMETRICS_BOOTSTRAP_SERVERS is not used: --bootstrap-servers runs it on a cluster)"
+    console.print(
+        "Kafka: starting a local broker (the first run downloads the Apache Kafka jars)"
+        + (ignored if os.environ.get("CONVMETRICS_BOOTSTRAP_SERVERS") else "")
+    )
     with LocalBroker(data_dir=data_dir / "kafka", on_download=lambda m: console.print(m)) as broker:
         broker.start()
         console.print(f"Kafka: {broker.bootstrap_servers}")

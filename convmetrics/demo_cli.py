@@ -15,7 +15,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "demo",
         help="run the whole pipeline locally: broker, gateway, consumer, API; stream webhooks",
-        description="Starts a local Kafka broker (unless CONVMETRICS_BOOTSTRAP_SERVERS is set), the "
+        description="Starts a local Kafka broker (unless --bootstrap-servers names a cluster), the "
         "gateway, the consumer (every metric: --metric-set full) with its API and dashboard, posts "
         "generated webhooks timed over the last two days up to now through HTTP with a live progress "
         "bar, then keeps running: it posts a live trickle of events timed as they are sent and redraws "
@@ -68,7 +68,8 @@ def register(sub: Any) -> None:
         "--bootstrap-servers",
         type=argtypes.bootstrap_servers,
         default=None,
-        help="an external Kafka cluster instead of a local broker (env CONVMETRICS_BOOTSTRAP_SERVERS)",
+        help="an external Kafka cluster instead of a local broker: the demo writes generated events "
+        "to its --topic there. CONVMETRICS_BOOTSTRAP_SERVERS is not read (it may point at production)",
     )
     p.add_argument(
         "--topic",

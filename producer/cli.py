@@ -38,7 +38,12 @@ _COMMON: tuple[tuple[str, str, Any, str], ...] = (
         "before 2026-12-06: keep it for a topic that already holds events keyed so; "
         "docs/operations.md)",
     ),
-    ("--replication-factor", "replication_factor", int, "replication factor when creating it (default 1)"),
+    (
+        "--replication-factor",
+        "replication_factor",
+        int,
+        "replication factor when creating it (default: the broker's default.replication.factor)",
+    ),
     (
         "--wire-format",
         "wire_format",
@@ -89,6 +94,9 @@ def register(subparsers: Any) -> None:
         "gateway",
         help="HTTP webhook gateway: conversation webhooks in, Avro events out to Kafka",
         description="Serve POST /webhooks and /webhooks/batch; answer 202 only once Kafka acknowledged.",
+        epilog="Also read from the environment, without a flag: CONVMETRICS_LINGER_MS (the producer's "
+        "linger, default 5), CONVMETRICS_COMPRESSION (none, gzip, snappy, lz4 (default), zstd), "
+        "CONVMETRICS_CREATE_TOPIC=false (as --no-create-topic). docs/operations.md",
     )
     for flag, dest, typ, text in (*_COMMON, *_GATEWAY):
         gw.add_argument(flag, dest=dest, type=typ, default=None, help=_help(dest, text))
@@ -103,6 +111,8 @@ def register(subparsers: Any) -> None:
         help="send a JSON or NDJSON file of webhooks to Kafka (no HTTP)",
         description="Backfill: validate, encode and produce every webhook of FILE ('-' for stdin); "
         "exit 1 listing the rejected items when any was rejected.",
+        epilog="Also read from the environment: CONVMETRICS_LINGER_MS, CONVMETRICS_COMPRESSION and "
+        "CONVMETRICS_CREATE_TOPIC=false (do not create the topic), as for the gateway.",
     )
     prod.add_argument("file", help="JSON array or NDJSON file of webhooks, or -")
     for flag, dest, typ, text in _COMMON:

@@ -36,7 +36,8 @@ class GatewaySettings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=1, le=65535)
     partitions: int = Field(default=6, ge=1)
-    replication_factor: int = Field(default=1, ge=1)
+    #: None: the broker's default.replication.factor (a managed cluster's 3, a local broker's 1)
+    replication_factor: int | None = Field(default=None, ge=1)
     linger_ms: float = Field(default=5.0, ge=0)
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
     create_topic: bool = True

@@ -33,11 +33,12 @@ def ensure_topic(
     topic: str,
     *,
     partitions: int,
-    replication_factor: int,
+    replication_factor: int | None,
     timeout: float = 30.0,
     kafka: Mapping[str, str] | None = None,
 ) -> bool:
-    """Create ``topic`` unless it exists. Returns True when this call created it.
+    """Create ``topic`` unless it exists (``replication_factor`` None: the broker's
+    default.replication.factor). Returns True when this call created it.
 
     Raises:
         TopicError: the cluster did not answer in ``timeout`` or refused the topic.
@@ -45,12 +46,14 @@ def ensure_topic(
     try:
         made = create_topic(
             bootstrap_servers, topic, what="the events topic", partitions=partitions,
-            replication_factor=replication_factor, kafka=kafka, timeout=timeout,
+            replication_factor=-1 if replication_factor is None else replication_factor,
+            kafka=kafka, timeout=timeout,
         )  # fmt: skip
     except TopicNotMadeError as exc:
         raise TopicError(str(exc)) from None
     if made:
-        log.info("created topic %s (%d partitions, replication %d)", topic, partitions, replication_factor)
+        replication = "the broker's default" if replication_factor is None else replication_factor
+        log.info("created topic %s (%d partitions, replication %s)", topic, partitions, replication)
     return made
 
 

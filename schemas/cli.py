@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,12 +45,16 @@ def register(sub: Any) -> None:
     )
     add_arguments(push)
     for subj, topic in DEFAULT_TOPICS.items():
+        # the events topic's name as the gateway, produce and consume read it
+        env = "CONVMETRICS_TOPIC" if subj == "conversation_event" else None
         push.add_argument(
             PUSH_TOPIC_FLAGS[subj],
             dest=f"topic_{subj}",
-            default=topic,
+            default=(os.environ.get(env) if env else None) or topic,
             metavar="TOPIC",
-            help=f"topic written with {subj} (default {topic}; registry subject {topic}-value)",
+            help=f"topic written with {subj} ("
+            + (f"env {env}; " if env else "")
+            + f"default {topic}; registry subject <topic>-value)",
         )
     push.set_defaults(func=_push, dir=None)
 

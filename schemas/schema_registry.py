@@ -18,6 +18,7 @@ import functools
 import json
 import logging
 import os
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -102,10 +103,23 @@ def registry_settings(
     return RegistrySettings(
         url.rstrip("/"),
         user_info,
-        env.get(ENV_CA) or None,
+        env.get(ENV_CA) or system_cas(env),
         env.get(ENV_CERT) or None,
         env.get(ENV_KEY) or None,
     )
+
+
+def system_cas(env: Mapping[str, str]) -> str | None:
+    """The system's CA certificates (an internal CA added to the OS or the image's store is
+    trusted, as by Kafka's TLS): the default CA file, else directory, of this Python's
+    OpenSSL. None where the client would choose itself: `SSL_CERT_FILE` or `SSL_CERT_DIR`
+    set (it reads them), or no system store (it falls back to certifi's bundle)."""
+    if env.get("SSL_CERT_FILE") or env.get("SSL_CERT_DIR"):
+        return None
+    paths = ssl.get_default_verify_paths()
+    if paths.cafile and os.path.isfile(paths.cafile):
+        return paths.cafile
+    return paths.capath if paths.capath and os.path.isdir(paths.capath) else None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -309,21 +310,34 @@ def _probe_store(url: str, metrics: Any) -> None:
 
 
 def _token_new(args: argparse.Namespace) -> int:
-    from consumer.serve.tokens import add_line, new_token
+    from consumer.serve.tokens import add_line, expiry_from, new_token, utc_text
 
     if args.note is not None and (args.add_to is None or "\n" in args.note):
         _refuse(args, "--note: a one-line comment for the line --add-to writes; give --add-to FILE")
+    expires = None
+    if args.expires is not None:
+        try:
+            expires = expiry_from(args.expires, time.time())
+        except ValueError as exc:
+            _refuse(args, f"--expires: {exc}")
     try:
-        token, line = new_token(args.accounts)
+        token, line = new_token(args.accounts, expires)
     except ValueError as exc:
         _refuse(args, f"--accounts: {exc}")
     if args.add_to is not None:
         add_line(Path(args.add_to), f"{line}  # {args.note}" if args.note else line)
     if args.json:
-        hashed, scope = line.split(" ", 1)
+        hashed, scope = line.split(" ")[:2]
         print(
             json.dumps(
-                {"token": token, "sha256": hashed, "scope": scope, "line": line, "added_to": args.add_to}
+                {
+                    "token": token,
+                    "sha256": hashed,
+                    "scope": scope,
+                    "expires": None if expires is None else utc_text(expires),
+                    "line": line,
+                    "added_to": args.add_to,
+                }
             )
         )
         return 0

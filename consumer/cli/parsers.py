@@ -197,8 +197,9 @@ def register(sub: Any) -> None:
         description="Prints the token (give it to the client, once: it is stored nowhere) and the\n"
         "line to add to the --tokens-file of `serve` and `consume` (the token's SHA-256 and\n"
         "its scope), or with --add-to FILE appends that line to the file. Without --accounts\n"
-        "the token reads everything, across tenants.\n\n"
+        "the token reads everything, across tenants; without --expires it never expires.\n\n"
         "  convmetrics token new --accounts 42 --add-to /etc/convmetrics/tokens --note 'tenant 42'\n"
+        "  convmetrics token new --accounts 42 --expires 90d --add-to /etc/convmetrics/tokens\n"
         "  convmetrics token new --accounts 42 --json | jq -r .token",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -209,8 +210,16 @@ def register(sub: Any) -> None:
         "--add-to",
         default=None,
         metavar="FILE",
-        help="append the line to this tokens file (made 0600 when missing; an atomic rename, which "
-        "a running serve or consume picks up within 2 s) instead of printing it",
+        help="append the line to this tokens file, in place (its owner, mode and a symlink's target "
+        "stay; made 0600 when missing), which a running serve or consume picks up within 2 s, "
+        "instead of printing it",
+    )
+    new.add_argument(
+        "--expires",
+        default=None,
+        metavar="WHEN",
+        help="when the token stops being accepted (401 'token expired at ...'): a lifetime (90d, 12h) "
+        "or a UTC date or time (2027-03-01, 2027-03-01T12:00:00Z); written on its line as expires=",
     )
     new.add_argument(
         "--note", default=None, metavar="TEXT", help="a comment on the added line (with --add-to)"
@@ -218,7 +227,7 @@ def register(sub: Any) -> None:
     new.add_argument(
         "--json",
         action="store_true",
-        help="print one JSON object instead: token, sha256, scope, line, added_to",
+        help="print one JSON object instead: token, sha256, scope, expires, line, added_to",
     )
     new.set_defaults(func=_token_new)
 
@@ -288,9 +297,9 @@ def _api_access(
         default=os.environ.get("CONVMETRICS_TOKENS_FILE"),
         metavar="FILE",
         help="who may read the API, the dashboard's data and /metrics (env CONVMETRICS_TOKENS_FILE): "
-        "one '<sha256 hex of the token> <scope>' a line, scope * or comma-separated account ids, "
-        "# comments; `convmetrics token new` prints a token and its line; read again when it "
-        "changes. Without it the API is open",
+        "one '<sha256 hex of the token> <scope> [expires=<UTC time>]' a line, scope * or "
+        "comma-separated account ids, # comments; `convmetrics token new` prints a token and "
+        "its line; read again when it changes. Without it the API is open",
     )
     # what each of these flags is when not given: `consume` refuses them without an API
     p.set_defaults(

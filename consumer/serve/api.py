@@ -37,7 +37,7 @@ from consumer.serve.metrics_query import (
 from consumer.serve.overview import MAX_LABEL_VALUES, channel_summary
 from consumer.serve.prom import ClosureCollector
 from consumer.serve.query import parse_query, response_json
-from consumer.serve.tokens import GLOBAL, Scope, Tokens
+from consumer.serve.tokens import GLOBAL, Expired, Scope, Tokens
 from consumer.store import Store
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,10 @@ def _json(body: object, status: int = 200) -> Response:
 
 def _unauthorized(why: str, error: str) -> Response:
     body = orjson.dumps(
-        {"error": f"{why}: this API needs a token; its operator gives them (`convmetrics token new`)"}
+        {
+            "error": f"{why}: this API needs a token; its operator gives them (`convmetrics token new`)",
+            "reason": why,
+        }
     )
     return Response(body, 401, {"WWW-Authenticate": f'Bearer realm="convmetrics"{error}'}, "application/json")
 
@@ -130,8 +133,9 @@ def create_app(
         if scheme.lower() != "bearer" or not token.strip():
             return _unauthorized("send Authorization: Bearer <token>", "")
         scope = tokens.scope_of(token.strip())
-        if scope is None:
-            return _unauthorized("unknown token", ', error="invalid_token"')
+        if scope is None or isinstance(scope, Expired):
+            why = "unknown token" if scope is None else str(scope)
+            return _unauthorized(why, f', error="invalid_token", error_description="{why}"')
         return scope
 
     def everything(request: Request) -> Response | None:

@@ -1,12 +1,13 @@
 """Tokens for the API, the dashboard's data and `/metrics`: who may read which accounts.
 
-A tokens file holds one token a line as `<sha256 hex of the token> <scope>`, where the scope
-is `*` (every account and the cross-tenant views) or comma-separated account ids; `#`
-starts a comment. Only hashes are stored: `convmetrics token new` prints a fresh token and
-the line to add. A presented token is hashed and compared with every stored hash in
-constant time. The file is read again when it changes (an atomic rename included), at most
-`RECHECK` seconds after; a bad line refuses the start naming the line, and at a reload keeps
-the tokens in force and logs why.
+A tokens file holds one token a line as `<sha256 hex of the token> <scope> [expires=<time>]`,
+where the scope is `*` (every account and the cross-tenant views) or comma-separated
+account ids, and the time (UTC: `2027-03-01`, its 00:00, or `2027-03-01T12:00:00Z`) is
+when the token stops being accepted; `#` starts a comment. Only hashes are stored:
+`convmetrics token new` prints a fresh token and the line to add. A presented token is
+hashed and compared with every stored hash in constant time. The file is read again when
+it changes (an atomic rename included), at most `RECHECK` seconds after; a bad line
+refuses the start naming the line, and at a reload keeps the tokens in force and logs why.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from consumer.exceptions import ConfigError
@@ -49,6 +51,47 @@ class Scope:
 GLOBAL = Scope(None)
 
 
+@dataclass(frozen=True)
+class Expired:
+    """A known token past its expiry time (epoch seconds): refused, and told so."""
+
+    at: int
+
+    def __str__(self) -> str:
+        return f"token expired at {utc_text(self.at)}"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One line of a tokens file: a token's hash, its scope and its expiry (None: never)."""
+
+    hashed: str
+    scope: Scope
+    expires: int | None = None
+
+
+def utc_text(t: int) -> str:
+    """Epoch seconds as the tokens file writes them: `2027-03-01T00:00:00Z`."""
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_expiry(text: str) -> int:
+    """A UTC date (its 00:00) or time with `Z` or an offset, as epoch seconds; ValueError
+    says what is accepted."""
+    try:
+        if len(text) == 10:
+            return int(datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC).timestamp())
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise ValueError(
+            f"expires must be a UTC date (2027-03-01) or a time with Z or an offset "
+            f"(2027-03-01T12:00:00Z), got {text!r}"
+        )
+    return int(when.timestamp())
+
+
 def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -65,9 +108,28 @@ def parse_scope(text: str) -> Scope:
     return Scope(frozenset(accounts))
 
 
-def parse_tokens(text: str, source: str) -> list[tuple[str, Scope]]:
-    """The (hash, scope) lines of a tokens file; ConfigError names the first bad line (a
-    token on two lines included)."""
+def expiry_from(text: str, now: float) -> int:
+    """`--expires`: a lifetime (`90d`, `12h`) from `now`, or a UTC time as the file takes it;
+    ValueError for anything else or a time not after `now`."""
+    unit = {"d": 86400, "h": 3600}.get(text[-1:])
+    if unit is not None and text[:-1].isdigit():
+        at = int(now) + int(text[:-1]) * unit
+    else:
+        try:
+            at = parse_expiry(text)
+        except ValueError:
+            raise ValueError(
+                f"expected a lifetime (90d, 12h), a UTC date (2027-03-01) or a time with Z "
+                f"(2027-03-01T12:00:00Z), got {text!r}"
+            ) from None
+    if at <= now:
+        raise ValueError(f"{text!r} is not in the future ({utc_text(at)})")
+    return at
+
+
+def parse_tokens(text: str, source: str) -> list[Entry]:
+    """The lines of a tokens file; ConfigError names the first bad line (a token on two
+    lines included)."""
     found = []
     lines: dict[str, int] = {}  # hash -> its line number
     for number, raw in enumerate(text.splitlines(), 1):
@@ -76,11 +138,12 @@ def parse_tokens(text: str, source: str) -> list[tuple[str, Scope]]:
             continue
         parts = line.split()
         where = f"{source} line {number}"
-        if len(parts) != 2:
+        if len(parts) not in (2, 3):
             raise ConfigError(
-                f"{where}: expected '<sha256 hex of the token> <scope>', got {len(parts)} field(s)"
+                f"{where}: expected '<sha256 hex of the token> <scope> [expires=<UTC time>]', "
+                f"got {len(parts)} field(s)"
             )
-        hashed, scope = parts
+        hashed, scope = parts[:2]
         if len(hashed) != 64 or not set(hashed) <= _HEX:
             raise ConfigError(
                 f"{where}: the first field must be the token's SHA-256 as 64 lower-case hex digits "
@@ -91,8 +154,14 @@ def parse_tokens(text: str, source: str) -> list[tuple[str, Scope]]:
                 f"{where}: the same token as line {lines[hashed]}; a token has one scope: keep one line"
             )
         lines[hashed] = number
+        expires = None
         try:
-            found.append((hashed, parse_scope(scope)))
+            if len(parts) == 3:
+                name, _, value = parts[2].partition("=")
+                if name != "expires":
+                    raise ValueError(f"the third field must be expires=<UTC time>, got {parts[2]!r}")
+                expires = parse_expiry(value)
+            found.append(Entry(hashed, parse_scope(scope), expires))
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
     return found
@@ -120,7 +189,7 @@ class Tokens:
             return None
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
-    def _read(self) -> list[tuple[str, Scope]]:
+    def _read(self) -> list[Entry]:
         try:
             text = self.path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -147,23 +216,30 @@ class Tokens:
             self._entries = entries
             log.info("tokens file %s read again: %d token(s)", self.path, len(entries))
 
-    def scope_of(self, token: str) -> Scope | None:
-        """The scope of a presented token, or None for an unknown one. Every stored hash is
+    def scope_of(self, token: str, now: float | None = None) -> Scope | Expired | None:
+        """The scope of a presented token, `Expired` for one past its expiry at `now` (epoch
+        seconds; default the clock), or None for an unknown one. Every stored hash is
         compared, in constant time each."""
         self._refresh()
         presented = digest(token)
-        found = None
-        for hashed, scope in self._entries:
-            if hmac.compare_digest(hashed, presented):
-                found = scope
-        return found
+        found: Entry | None = None
+        for entry in self._entries:
+            if hmac.compare_digest(entry.hashed, presented):
+                found = entry
+        if found is None:
+            return None
+        if found.expires is not None and found.expires <= (time.time() if now is None else now):
+            return Expired(found.expires)
+        return found.scope
 
 
-def new_token(accounts: str | None = None) -> tuple[str, str]:
-    """A fresh random token and the tokens-file line that grants it `accounts` (None: all)."""
+def new_token(accounts: str | None = None, expires: int | None = None) -> tuple[str, str]:
+    """A fresh random token and the tokens-file line that grants it `accounts` (None: all)
+    until `expires` (epoch seconds; None: never)."""
     scope = GLOBAL if accounts is None else parse_scope(accounts)
     token = "cmt_" + secrets.token_urlsafe(32)
-    return token, f"{digest(token)} {scope}"
+    line = f"{digest(token)} {scope}"
+    return token, line if expires is None else f"{line} expires={utc_text(expires)}"
 
 
 def add_line(path: Path, line: str) -> None:

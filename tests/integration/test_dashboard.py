@@ -747,15 +747,16 @@ def test_the_dashboard_asks_for_a_token_and_shows_what_it_may_read(
 ) -> None:
     """With a tokens file: the page asks for a token (kept for the tab only); a global token
     sees everything; a token scoped to one account sees that account's row alone, and no
-    cross-tenant section; an unknown token is said to be refused."""
+    cross-tenant section; an unknown or an expired token is said to be refused, and why."""
     from consumer.serve.tokens import new_token
 
     global_token, global_line = new_token()
     account = 7
     scoped_token, scoped_line = new_token(str(account))
     pair_token, pair_line = new_token(f"{account},8")  # a tenant of two accounts
+    expired_token, expired_line = new_token(str(account), expires=1_700_000_000)  # 2023-11-14T22:13:20Z
     tokens = tmp_path / "tokens"
-    tokens.write_text(f"{global_line}\n{scoped_line}\n{pair_line}\n")
+    tokens.write_text(f"{global_line}\n{scoped_line}\n{pair_line}\n{expired_line}\n")
     topic = new_topic(3, prefix="dashboard-tokens")
     store = tmp_path / "metrics.db"
     port = free_port()
@@ -772,6 +773,12 @@ def test_the_dashboard_asks_for_a_token_and_shows_what_it_may_read(
         produce_webhooks(kafka_bootstrap, topic, webhooks(seed=31, events=2_000, start=1_714_000_000))
         wait_caught_up(kafka_bootstrap, topic, store, [proc])
         assert httpx.get(f"{api}/v1/summary").status_code == 401
+        r = httpx.get(
+            f"{api}/v1/closures",
+            params={"by": "account"},
+            headers={"Authorization": f"Bearer {expired_token}"},
+        )
+        assert r.status_code == 401 and r.json()["reason"] == "token expired at 2023-11-14T22:13:20Z", r.text
         as_global = {"Authorization": f"Bearer {global_token}"}
         total = httpx.get(f"{api}/v1/summary", headers=as_global).json()["totals"]["closures"]
         params = {"by": "account", "window": "all", "key": str(account)}
@@ -829,7 +836,16 @@ def test_the_dashboard_asks_for_a_token_and_shows_what_it_may_read(
         page.close()
 
         page = sign_in("not-a-token")
-        page.wait_for_function("document.getElementById('token-note').textContent.includes('not accepted')")
+        page.wait_for_function(
+            "document.getElementById('token-note').textContent.includes('not accepted (unknown token).')"
+        )
+        page.close()
+        page = sign_in(expired_token)
+        page.wait_for_function(
+            "document.getElementById('token-note').textContent"
+            ".includes('not accepted (token expired at 2023-11-14T22:13:20Z).')"
+        )
+        assert not page.is_visible("#accounts")
         page.close()
 
         # "Change token" forgets this tab's token and asks again, on a fresh page

@@ -40,13 +40,18 @@ def demo_env() -> dict[str, str]:
 
 
 def test_demo_streams_counts_and_cleans_up(tmp_path: Path) -> None:
-    gw, api = free_ports(2)
+    """Also in a shell whose CONVMETRICS_BOOTSTRAP_SERVERS points at the real services' Kafka
+    (here a port nothing listens on): the demo never writes its generated events there; it
+    runs on its own broker and says it did not use the variable."""
+    gw, api, production = free_ports(3)
     out = subprocess.run(
         [sys.executable, "-m", "convmetrics", "demo", "--once", "--events", "3000",
          "--data-dir", str(tmp_path), "--gateway-port", str(gw), "--api-port", str(api)],
-        capture_output=True, text=True, timeout=300, env=demo_env(),
+        capture_output=True, text=True, timeout=300,
+        env={**demo_env(), "CONVMETRICS_BOOTSTRAP_SERVERS": f"127.0.0.1:{production}"},
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
+    assert "CONVMETRICS_BOOTSTRAP_SERVERS is not used" in out.stdout + out.stderr
     assert "Closure metrics by channel type" in out.stdout
     assert "CLOUD_WABA" in out.stdout
     assert "accepted" in out.stderr and "rejected 0" in out.stderr

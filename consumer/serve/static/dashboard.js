@@ -91,9 +91,10 @@
 
   // -- data -------------------------------------------------------------------------
   class HttpError extends Error {
-    constructor(status, message) {
+    constructor(status, message, reason) {
       super(message);
       this.status = status;
+      this.reason = reason; // a 401's short reason (the API's `reason`)
     }
   }
 
@@ -116,7 +117,7 @@
     const headers = token ? { Authorization: "Bearer " + token } : {};
     const r = await fetch(url, { cache: "no-store", headers, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
     const body = JSON.parse(await r.text(), keepBigIds);
-    if (!r.ok) throw new HttpError(r.status, body.error || r.status + " " + r.statusText);
+    if (!r.ok) throw new HttpError(r.status, body.error || r.status + " " + r.statusText, body.reason);
     return body;
   }
 
@@ -475,7 +476,9 @@
       state.error = String(err.message || err);
       const status = document.getElementById("status");
       if (err instanceof HttpError && err.status === 401) {
-        askForToken(sessionStorage.getItem(TOKEN_KEY) ? "That token was not accepted." : null);
+        // the API's reason: "unknown token", "token expired at ..."
+        const why = err.reason ? " (" + err.reason + ")" : "";
+        askForToken(sessionStorage.getItem(TOKEN_KEY) ? "That token was not accepted" + why + "." : null);
         running = false;
         return; // polling resumes once a token is given
       }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,16 @@ from starlette.testclient import TestClient
 
 from consumer.exceptions import ConfigError
 from consumer.serve.api import create_app
-from consumer.serve.tokens import GLOBAL, Scope, Tokens, digest, new_token, parse_tokens
+from consumer.serve.tokens import (
+    GLOBAL,
+    Expired,
+    Scope,
+    Tokens,
+    digest,
+    expiry_from,
+    new_token,
+    parse_tokens,
+)
 from consumer.store.sqlite import SqliteStore
 from unit.consumer.test_api import EVENTS, fill  # accounts 7 and 8
 
@@ -51,7 +61,10 @@ def test_the_file_maps_hashes_to_scopes(tokens_file: Path) -> None:
         ("plaintext-token *", "64 lower-case hex"),
         (f"{digest('x').upper()} *", "64 lower-case hex"),
         (f"{digest('x')}", "1 field"),
-        (f"{digest('x')} 7 8", "3 field"),
+        (f"{digest('x')} 7 8", "third field must be expires="),
+        (f"{digest('x')} 7 expires=2027-03-01 8", "4 field"),
+        (f"{digest('x')} 7 expires=2027-03-01T12:00", "a time with Z or an offset"),  # no zone: whose noon?
+        (f"{digest('x')} 7 expires=next-week", "expires must be a UTC date"),
         (f"{digest('x')} 7,acme", "scope must be"),
         (f"{digest('x')} **", "scope must be"),
     ],
@@ -127,6 +140,65 @@ def test_token_new_add_to_writes_the_file_in_place_through_a_symlink(
     assert Tokens(link).scope_of(token) == Scope(frozenset({7}))
 
 
+MARCH = 1_803_859_200  # 2027-03-01T00:00:00Z
+
+
+def test_a_token_is_accepted_until_its_expiry_and_refused_from_it_on(tmp_path: Path) -> None:
+    """`expires=` a date is its 00:00 UTC, a time with Z or an offset that instant; at the
+    instant itself the token is refused, saying when it expired."""
+    path = tmp_path / "tokens"
+    path.write_text(
+        f"{digest('dated')} 7 expires=2027-03-01  # tenant 7, a quarter\n"
+        f"{digest('timed')} * expires=2027-03-01T01:00:00+01:00\n"
+        f"{digest('forever')} 8\n"
+    )
+    tokens = Tokens(path)
+    for token in ("dated", "timed"):  # the same instant, written two ways
+        assert tokens.scope_of(token, now=MARCH - 1) in (Scope(frozenset({7})), GLOBAL)
+        assert tokens.scope_of(token, now=MARCH) == Expired(MARCH)
+    assert str(Expired(MARCH)) == "token expired at 2027-03-01T00:00:00Z"
+    assert tokens.scope_of("forever", now=MARCH * 10) == Scope(frozenset({8}))
+    assert tokens.scope_of("unknown", now=0) is None
+
+
+def test_expires_takes_a_lifetime_or_a_utc_time_in_the_future() -> None:
+    now = MARCH - 86400
+    assert expiry_from("1d", now) == MARCH and expiry_from("24h", now) == MARCH
+    assert expiry_from("2027-03-01", now) == MARCH and expiry_from("2027-03-01T00:00:00Z", now) == MARCH
+    for bad, says in (
+        ("2027-02-28", "not in the future"),
+        ("2027-02-28T00:00:00Z", "not in the future"),  # now itself
+        ("0d", "not in the future"),
+        ("90", "a lifetime (90d, 12h)"),
+        ("2w", "a lifetime (90d, 12h)"),
+        ("2027-03-01T12:00", "a lifetime (90d, 12h)"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            expiry_from(bad, now)
+
+
+def test_token_new_expires_writes_the_time_on_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from convmetrics.cli import main
+
+    path = tmp_path / "tokens"
+    assert (
+        main(["token", "new", "--accounts", "42", "--expires", "2099-01-01", "--json", "--add-to", str(path)])
+        == 0
+    )
+    made = json.loads(capsys.readouterr().out)
+    assert made["expires"] == "2099-01-01T00:00:00Z" and made["scope"] == "42"
+    assert made["line"] == f"{made['sha256']} 42 expires=2099-01-01T00:00:00Z"
+    tokens = Tokens(path)
+    assert tokens.scope_of(made["token"]) == Scope(frozenset({42}))
+    assert tokens.scope_of(made["token"], now=4_070_908_800) == Expired(4_070_908_800)  # 2099-01-01
+    assert main(["token", "new", "--expires", "2020-01-01"]) == 2
+    assert "--expires: '2020-01-01' is not in the future" in capsys.readouterr().err
+    assert main(["token", "new", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["expires"] is None
+
+
 def test_a_token_on_two_lines_is_refused_naming_both() -> None:
     """Which scope would hold? A line added to narrow a token kept its wider one."""
     text = f"{digest('t')} *\n# narrowed\n{digest('t')} 3\n"
@@ -165,6 +237,23 @@ def test_no_known_bearer_token_is_a_401_with_the_challenge(api: TestClient, head
     for path in ("/v1/closures?by=account&window=all", "/v1/summary", "/metrics"):
         r = api.get(path, headers=headers)
         assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer"), path
+
+
+def test_an_expired_token_is_a_401_that_says_so(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    fill(db, EVENTS)
+    path = tmp_path / "tokens"
+    path.write_text(f"{digest('old')} * expires=2020-01-01\n{digest('new')} * expires=2099-01-01\n")
+    api = TestClient(create_app(lambda: SqliteStore(str(db)), tokens=Tokens(path)))
+    r = api.get("/v1/summary", headers=bearer("old"))
+    assert r.status_code == 401 and r.json()["reason"] == "token expired at 2020-01-01T00:00:00Z"
+    assert r.json()["error"].startswith("token expired at 2020-01-01T00:00:00Z: this API needs a token")
+    assert (
+        'error="invalid_token", error_description="token expired at 2020-01-01T00:00:00Z"'
+        in (r.headers["www-authenticate"])
+    )
+    assert api.get("/v1/summary", headers=bearer("new")).status_code == 200
+    assert api.get("/v1/summary", headers=bearer("nope")).json()["reason"] == "unknown token"
 
 
 def test_pages_without_data_stay_open(api: TestClient) -> None:

@@ -59,3 +59,22 @@ def test_a_leader_that_never_settles_is_raised_once_the_time_is_up() -> None:
         ask(consumer, within=0.35)
     assert raised.value.args[0].code() == KafkaError.NOT_LEADER_FOR_PARTITION
     assert consumer.asked >= 2  # asked again until the time was up, then raised
+
+
+@pytest.mark.parametrize(("given", "asked"), [(None, -1), (3, 3)])
+def test_the_events_topic_takes_the_brokers_replication_factor_unless_given(
+    monkeypatch: pytest.MonkeyPatch, given: int | None, asked: int
+) -> None:
+    """Not given: -1, the broker's default.replication.factor (KIP-464: a managed cluster's 3;
+    a replication factor of 1 there is refused or leaves the events on one disk)."""
+    made: dict[str, Any] = {}
+    monkeypatch.setattr(topics, "create_topic", lambda *a, **kw: made.update(kw) or True)
+    assert topics.ensure_topic("k:9092", "events", partitions=6, replication_factor=given)
+    assert made["replication_factor"] == asked and made["partitions"] == 6
+
+
+def test_the_gateway_and_produce_leave_the_replication_factor_to_the_broker_by_default() -> None:
+    from producer.settings import load_settings
+
+    assert load_settings().replication_factor is None
+    assert load_settings(replication_factor=3).replication_factor == 3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from schemas import subject
@@ -75,5 +77,51 @@ def test_settings_come_from_the_flag_or_the_environment() -> None:
     assert flag is not None and flag.url == "http://flag:1"
     with pytest.raises(RegistryError, match="use http"):
         registry_settings("registry:8081", {})
+
+
+def test_tls_trusts_the_system_cas_unless_told_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No CONVMETRICS_SCHEMA_REGISTRY_CA: the system store (an internal CA added to it is
+    trusted), not the client's own default (certifi's bundle); SSL_CERT_FILE / SSL_CERT_DIR
+    are left to the client, which reads them."""
+    import ssl
+
+    url = {"CONVMETRICS_SCHEMA_REGISTRY_URL": "https://r:8081"}
+    bundle, folder = tmp_path / "ca-certificates.crt", tmp_path / "certs"
+    bundle.write_text("")
+    folder.mkdir()
+
+    def paths(cafile: Path | None) -> ssl.DefaultVerifyPaths:
+        return ssl.DefaultVerifyPaths(str(cafile) if cafile else None, str(folder), "", "", "", "")  # type: ignore[call-arg]
+
+    monkeypatch.setattr(ssl, "get_default_verify_paths", lambda: paths(bundle))
+    assert registry_settings(None, url).client_config()["ssl.ca.location"] == str(bundle)  # type: ignore[union-attr]
+    monkeypatch.setattr(ssl, "get_default_verify_paths", lambda: paths(None))  # a store of hashed files only
+    assert registry_settings(None, url).client_config()["ssl.ca.location"] == str(folder)  # type: ignore[union-attr]
+    for told in (
+        {"CONVMETRICS_SCHEMA_REGISTRY_CA": "/ca.pem"},
+        {"SSL_CERT_FILE": "/x.pem"},
+        {"SSL_CERT_DIR": "/d"},
+    ):
+        conf = registry_settings(None, {**url, **told}).client_config()  # type: ignore[union-attr]
+        assert conf.get("ssl.ca.location") == told.get("CONVMETRICS_SCHEMA_REGISTRY_CA"), told
     with pytest.raises(RegistryError, match="USER:PASSWORD"):
         registry_settings("http://r", {"CONVMETRICS_SCHEMA_REGISTRY_USER_INFO": "nocolon"})
+
+
+def test_push_takes_the_events_topic_from_convmetrics_topic_as_the_writers_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A deployment that names its events topic in CONVMETRICS_TOPIC pushes that topic's
+    subject (the gateway would otherwise refuse to start: "not pushed")."""
+    from convmetrics.cli import build_parser
+
+    monkeypatch.delenv("CONVMETRICS_TOPIC", raising=False)
+    assert build_parser().parse_args(["schemas", "push"]).topic_conversation_event == "conversation-events"
+    monkeypatch.setenv("CONVMETRICS_TOPIC", "acme-events")
+    args = build_parser().parse_args(["schemas", "push"])
+    assert args.topic_conversation_event == "acme-events"
+    assert args.topic_metric_rows == "conversation-metric-rows"  # no variable for the others
+    flag = build_parser().parse_args(["schemas", "push", "--events-topic", "given"])
+    assert flag.topic_conversation_event == "given"
