@@ -156,7 +156,7 @@ def make_run(store_kind: str, postgres: PostgresServer, tmp_path: Path) -> Itera
     proxies: list[FaultProxy] = []
 
     def make(
-        bootstrap: str, topic: str, seed: int, events: int = 24_000, proxy: FaultProxy | None = None
+        bootstrap: str, topic: str, seed: int, events: int = 12_000, proxy: FaultProxy | None = None
     ) -> Run:
         if proxy is not None:
             proxies.append(proxy)  # closed after the consumers stopped: no outage at teardown
