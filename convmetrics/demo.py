@@ -135,7 +135,7 @@ def _check_key(bootstrap: str, opts: DemoOptions, data: Path) -> None:
     demo's gateway keys them (a --data-dir kept from a release that keyed them by
     conversation): the gateway would stay not ready on it (`producer.topics.check_key`)."""
     try:  # the gateway child's settings: it reads the same environment
-        key_by = GatewaySettings().key_by
+        key_by = GatewaySettings(bootstrap_servers=bootstrap).key_by
     except ValidationError:
         return  # the gateway says what is wrong with them
     topics_log = logging.getLogger("producer.topics")

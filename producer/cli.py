@@ -24,7 +24,8 @@ _COMMON: tuple[tuple[str, str, Any, str], ...] = (
         "--bootstrap-servers",
         "bootstrap_servers",
         str,
-        "Kafka bootstrap servers (env CONVMETRICS_BOOTSTRAP_SERVERS; default 127.0.0.1:9092)",
+        "Kafka bootstrap servers, required: here or in env CONVMETRICS_BOOTSTRAP_SERVERS "
+        "(`convmetrics broker` starts a local one)",
     ),
     ("--topic", "topic", str, "events topic (env CONVMETRICS_TOPIC; default conversation-events)"),
     ("--delivery-timeout", "delivery_timeout", float, "seconds to wait for acks=all (default 10)"),

@@ -26,7 +26,9 @@ class GatewaySettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CONVMETRICS_", frozen=True, extra="ignore")
 
-    bootstrap_servers: str = "127.0.0.1:9092"
+    #: required, as for `consume`: a default broker address would have a forgotten setting
+    #: run a gateway that is never ready (or write to whatever listens on this machine)
+    bootstrap_servers: str
     topic: str = "conversation-events"
     webhook_secrets: Annotated[tuple[SecretStr, ...], NoDecode] = ()
     max_body_bytes: int = Field(default=MIB, gt=0)
@@ -147,6 +149,9 @@ def _problem(error: Any, flags: Mapping[str, str]) -> str:
     field = str(error["loc"][0]) if error["loc"] else "?"
     env = "CONVMETRICS_KAFKA_<KEY>" if field == "kafka" else f"CONVMETRICS_{field.upper()}"
     named = f"{flags[field]} (or {env})" if field in flags else env
+    if error["type"] == "missing":  # its input is every other setting: never shown
+        local = " (`convmetrics broker` starts a local Kafka)" if field == "bootstrap_servers" else ""
+        return f"{named}: required{local}"
     shown = "" if field in _SECRET_FIELDS else f", got {error['input']!r}"
     msg = str(error["msg"]).removeprefix("Value error, ")  # a validator's own words
     return f"{named}: {msg}{shown}"

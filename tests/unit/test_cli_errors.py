@@ -24,7 +24,7 @@ def _never_serve(*_: object) -> None:
         (["dlq", "replay"], 2, "convmetrics dlq replay: error: no Kafka"),
         (["gateway", "--kafka", "acks=1"], 2, "convmetrics gateway: error: invalid settings"),
         (
-            ["produce", "{tmp}/missing.ndjson", "--no-progress"],
+            ["produce", "{tmp}/missing.ndjson", "--no-progress", "--bootstrap-servers", "h:1"],
             2,
             "convmetrics produce: error: FILE {tmp}/missing.ndjson: No such file or directory",
         ),
@@ -137,7 +137,24 @@ def _never_serve(*_: object) -> None:
             2,
             "convmetrics consume: error: --tokens-file, --max-label-values without --http-port",
         ),
-        (["gateway", "--port", "0"], 2, "convmetrics gateway: error: invalid settings: --port (or "),
+        (
+            ["gateway", "--bootstrap-servers", "h:1", "--port", "0"],
+            2,
+            "convmetrics gateway: error: invalid settings: --port (or ",
+        ),
+        # no Kafka named: refused as by consume (it ran a gateway never ready on 127.0.0.1:9092)
+        (
+            ["gateway"],
+            2,
+            "convmetrics gateway: error: invalid settings: --bootstrap-servers (or "
+            "CONVMETRICS_BOOTSTRAP_SERVERS): required (`convmetrics broker` starts a local Kafka)",
+        ),
+        (
+            ["produce", "-"],
+            2,
+            "convmetrics produce: error: invalid settings: --bootstrap-servers (or "
+            "CONVMETRICS_BOOTSTRAP_SERVERS): required",
+        ),
     ],
 )
 def test_a_failure_is_one_line_naming_the_command(

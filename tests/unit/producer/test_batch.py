@@ -45,7 +45,7 @@ def test_settings_from_environment_with_comma_separated_secrets(monkeypatch: pyt
     monkeypatch.setenv("CONVMETRICS_WEBHOOK_SECRETS", "whsec_c2VjcmV0MQ==, whsec_c2VjcmV0Mg==")
     monkeypatch.setenv("CONVMETRICS_TOPIC", "t1")
     monkeypatch.setenv("CONVMETRICS_DELIVERY_TIMEOUT", "2.5")
-    s = load_settings(port=9999, topic=None)
+    s = load_settings(bootstrap_servers="k:9092", port=9999, topic=None)
     assert s.topic == "t1" and s.port == 9999 and s.delivery_timeout == 2.5
     assert s.signing_keys() == [b"secret1", b"secret2"]
     assert "secret1" not in repr(s)
@@ -56,8 +56,23 @@ def test_settings_from_environment_with_comma_separated_secrets(monkeypatch: pyt
         s.port = 1  # type: ignore[misc]
 
 
+def test_kafka_is_required_as_for_consume_and_the_refusal_shows_no_other_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CONVMETRICS_BOOTSTRAP_SERVERS", raising=False)
+    flags = {"bootstrap_servers": "--bootstrap-servers"}
+    with pytest.raises(SettingsError) as err:
+        load_settings(flags=flags, webhook_secrets="whsec_c2VjcmV0MQ==", kafka={"sasl.password": "S3cret"})
+    assert str(err.value) == (
+        "invalid settings: --bootstrap-servers (or CONVMETRICS_BOOTSTRAP_SERVERS): required "
+        "(`convmetrics broker` starts a local Kafka)"
+    )
+    monkeypatch.setenv("CONVMETRICS_BOOTSTRAP_SERVERS", "k:9092")
+    assert load_settings(flags=flags).bootstrap_servers == "k:9092"
+
+
 def test_defaults_match_the_issue() -> None:
-    s = GatewaySettings()
+    s = GatewaySettings(bootstrap_servers="k:9092")
     assert (s.topic, s.max_body_bytes, s.partitions) == ("conversation-events", 1024 * 1024, 6)
 
 
@@ -67,12 +82,12 @@ def test_invalid_setting_names_the_setting() -> None:
     with pytest.raises(
         SettingsError, match=r"--max-body-bytes \(or CONVMETRICS_MAX_BODY_BYTES\): .*, got 0$"
     ):
-        load_settings(flags=flags, max_body_bytes=0)
+        load_settings(bootstrap_servers="k:9092", flags=flags, max_body_bytes=0)
     # a setting the command has no flag for (produce has no --port): the variable alone
     with pytest.raises(SettingsError, match=r"settings: CONVMETRICS_PORT: .*, got 'tcp://10.0.0.1:8080'$"):
-        load_settings(flags=flags, port="tcp://10.0.0.1:8080")
+        load_settings(bootstrap_servers="k:9092", flags=flags, port="tcp://10.0.0.1:8080")
     with pytest.raises(SettingsError, match=r"--webhook-secrets \(or CONVMETRICS_WEBHOOK_SECRETS\)") as err:
-        load_settings(flags=flags, webhook_secrets="whsec_S3cret!,")
+        load_settings(bootstrap_servers="k:9092", flags=flags, webhook_secrets="whsec_S3cret!,")
     assert "S3cret" not in str(err.value)
 
 
@@ -82,14 +97,16 @@ def test_a_users_tuning_wins_and_the_gateways_own_settings_are_refused() -> None
     (its 503), so librdkafka's key for it is refused naming the flag; an unknown codec is
     refused when the settings load, not by librdkafka at start."""
     kafka = {"compression.type": "zstd", "linger.ms": "100"}
-    config = load_settings(kafka=kafka, delivery_timeout=3).producer_config()
+    config = load_settings(bootstrap_servers="k:9092", kafka=kafka, delivery_timeout=3).producer_config()
     assert (config["compression.type"], config["linger.ms"]) == ("zstd", "100")
     assert (config["acks"], config["message.timeout.ms"]) == ("all", 3000)
-    assert load_settings().producer_config()["compression.type"] == "lz4"  # the default
+    assert (
+        load_settings(bootstrap_servers="k:9092").producer_config()["compression.type"] == "lz4"
+    )  # the default
     with pytest.raises(SettingsError, match=r"message\.timeout\.ms is set by --delivery-timeout"):
-        load_settings(kafka={"message.timeout.ms": "120000"})
+        load_settings(bootstrap_servers="k:9092", kafka={"message.timeout.ms": "120000"})
     with pytest.raises(SettingsError, match=r"CONVMETRICS_COMPRESSION: .*, got 'zstdx'"):
-        load_settings(compression="zstdx")
+        load_settings(bootstrap_servers="k:9092", compression="zstdx")
 
 
 def test_produce_ignores_the_gateways_http_settings_and_the_gateway_names_its_flag(
@@ -101,6 +118,7 @@ def test_produce_ignores_the_gateways_http_settings_and_the_gateway_names_its_fl
     from producer import cli
 
     monkeypatch.setenv("CONVMETRICS_PORT", "tcp://10.0.0.1:8080")
+    monkeypatch.setenv("CONVMETRICS_BOOTSTRAP_SERVERS", "k:9092")
     produce = build_parser().parse_args(["produce", "events.ndjson"])
     assert cli._settings(produce, cli._COMMON).port == 8080
     gateway = build_parser().parse_args(["gateway"])

@@ -267,4 +267,4 @@ def test_a_key_that_is_not_known_is_refused_naming_the_setting() -> None:
     with pytest.raises(SettingsError, match="key_by: 'inbox' is not one of account, conversation"):
         Intake(CODEC, "inbox")  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="key_by"):
-        GatewaySettings(key_by="inbox")  # type: ignore[arg-type]
+        GatewaySettings(bootstrap_servers="k:9092", key_by="inbox")  # type: ignore[arg-type]

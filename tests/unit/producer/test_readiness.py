@@ -18,7 +18,7 @@ from producer.settings import GatewaySettings
 def test_the_gateway_serves_only_once_the_topics_key_is_checked(
     monkeypatch: pytest.MonkeyPatch, create_topic: bool
 ) -> None:
-    gw = app.Gateway(GatewaySettings(create_topic=create_topic))
+    gw = app.Gateway(GatewaySettings(bootstrap_servers="127.0.0.1:9092", create_topic=create_topic))
     seen: list[tuple[str, bool]] = []
     keyed_otherwise = KeyMismatchError("topic t holds events keyed by conversation", found="conversation")
     answers: list[Exception | None] = [keyed_otherwise, None]
@@ -48,7 +48,7 @@ def test_each_cause_of_not_ready_is_logged_once_and_its_retries_at_debug(
     cause of before again a third; then ready."""
     from producer.exceptions import GatewayError
 
-    gw = app.Gateway(GatewaySettings())
+    gw = app.Gateway(GatewaySettings(bootstrap_servers="127.0.0.1:9092"))
     causes = ["broker away"] * 5 + ["topic not allowed"] * 3 + ["broker away"] * 2 + [None]
 
     def ensure(*_: Any, **__: Any) -> None:

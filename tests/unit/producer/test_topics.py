@@ -76,5 +76,5 @@ def test_the_events_topic_takes_the_brokers_replication_factor_unless_given(
 def test_the_gateway_and_produce_leave_the_replication_factor_to_the_broker_by_default() -> None:
     from producer.settings import load_settings
 
-    assert load_settings().replication_factor is None
-    assert load_settings(replication_factor=3).replication_factor == 3
+    assert load_settings(bootstrap_servers="k:9092").replication_factor is None
+    assert load_settings(bootstrap_servers="k:9092", replication_factor=3).replication_factor == 3
