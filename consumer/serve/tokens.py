@@ -175,6 +175,7 @@ class Tokens:
         self.recheck = recheck
         self._lock = threading.Lock()
         self._stamp = self._stat()
+        self._refused: tuple[int, int, int, int] | None = None  # the stamp of a file that did not read
         self._entries = self._read()  # at start a bad file is an error
         self._checked = time.monotonic()
         if not self._entries:  # allowed (tokens may be added while it runs), but said
@@ -182,12 +183,14 @@ class Tokens:
                 "tokens file %s holds no token: every request is refused (401) until one is added", self.path
             )
 
-    def _stat(self) -> tuple[int, int, int] | None:
+    def _stat(self) -> tuple[int, int, int, int] | None:
+        """What changes with the file: a rename over it, a write, and (ctime) a chmod or
+        chown, which can make an unreadable file readable."""
         try:
             st = os.stat(self.path)
         except OSError:
             return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
+        return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
     def _read(self) -> list[Entry]:
         try:
@@ -207,12 +210,14 @@ class Tokens:
             stamp = self._stat()
             if stamp == self._stamp:
                 return
-            self._stamp = stamp
             try:
                 entries = self._read()
             except ConfigError as exc:
-                log.error("%s; the tokens in force stay", exc)
+                if stamp != self._refused:  # read again every check until it reads; said once
+                    log.error("%s; the tokens in force stay", exc)
+                    self._refused = stamp
                 return
+            self._stamp, self._refused = stamp, None
             self._entries = entries
             log.info("tokens file %s read again: %d token(s)", self.path, len(entries))
 

@@ -333,21 +333,25 @@ def grouped_expected(
     metric_set: str = "full",
     rows: int = 100,
     window: str = "all",
+    headers: dict[str, str] | None = None,
+    newest: int | None = None,
 ) -> tuple[list[str], list[list[str]]]:
     """The grouped table's header and cells for a view, from the API's first page and the
     registry (not from the page's own code): key dimensions, then each metric of the full
     set that counts in the grouping's rows of that window, a distribution as p50, p90, mean.
     A sized window shows the newest windows of the data (24 hours, 7 days, 60 minutes: from
-    /v1/summary's newest), each row with its window's start first."""
+    /v1/summary's newest, or `newest`), each row with its window's start first."""
     from consumer.fold.registry import METRIC_SETS, Kind
 
     registry = METRIC_SETS[metric_set]  # the set the server runs
     params = {"group": group, "window": window, "limit": str(rows), **filters}
     if window != "all":
         size, span = {"1m": (60, 60), "1h": (HOUR, 24), "1d": (86400, 7)}[window]
-        newest = httpx.get(f"{api}/v1/summary").json()["newest"][window]
+        if newest is None:
+            newest = httpx.get(f"{api}/v1/summary", headers=headers).json()["newest"][window]
+        assert newest is not None
         params["from"] = str(newest - (span - 1) * size)
-    body = httpx.get(f"{api}/v1/metrics", params=params).json()
+    body = httpx.get(f"{api}/v1/metrics", params=params, headers=headers).json()
     dims = list(registry.grouping(group).dimensions)
     head = ([] if window == "all" else ["window"]) + [d.replace("_", " ") for d in dims]
     metrics = [m for m in registry.metrics if m.counts_in(group, window) and m.kind is not Kind.GAUGE]
@@ -815,6 +819,36 @@ def test_the_dashboard_asks_for_a_token_and_shows_what_it_may_read(
         page.click("#grouped tbody tr:first-child td:first-child")  # its own channel types
         _, rows = grouped_view(page, "account,channel_type", {"account": str(account)})
         assert rows and {r[0] for r in rows} == {str(account)}
+        # sized windows too, ending with the account's own newest (it may not read the data's)
+        newest = {}
+        for size in ("1d", "1h", "1m"):
+            mine_rows = httpx.get(
+                f"{api}/v1/metrics",
+                params={"group": "account", "window": size, "account": str(account), "limit": "100000"},
+                headers=as_global,
+            ).json()["rows"]
+            newest[size] = max(r["window_start"] for r in mine_rows)
+        summary_newest = httpx.get(f"{api}/v1/summary", headers=as_global).json()["newest"]
+        assert newest["1m"] != summary_newest["1m"]  # the account's newest is not the data's
+        as_scoped = {"Authorization": f"Bearer {scoped_token}"}
+        assert page.eval_on_selector_all("#grouped-window option", "os => os.map(o => o.value)") == [
+            "1m",
+            "1h",
+            "1d",
+            "all",
+        ]
+        for size in ("1m", "1h", "1d"):
+            page.select_option("#grouped-window", size)
+            got = grouped_view(page, "account,channel_type", {"account": str(account)}, size)
+            want = grouped_expected(
+                api,
+                "account,channel_type",
+                {"account": str(account)},
+                window=size,
+                headers=as_scoped,
+                newest=newest[size],
+            )
+            assert got == want and got[1], size
         page.close()
 
         # a token of two accounts: the API wants account= (one at a time), so the grouped table

@@ -44,7 +44,7 @@
     // the grouped table: a grouping, filters on its dimensions (from a drill-down or the
     // account field), and the /v1/metrics rows of its first pages, all time
     grouped: { group: "channel_type", window: "all", filters: {}, rows: [], next: null, error: null, loading: true },
-    newest: null, // /v1/summary's newest window starts (null for a scoped token: no sized windows)
+    newest: null, // the newest window starts: /v1/summary's; a scoped token's account's own
     groupedBack: [], // the views a drill-down left, for "back"
   };
   // A token (when the API asks for one) is kept for this tab only.
@@ -186,6 +186,7 @@
     if (mine === accountFetches) Object.assign(state, accounts);
     const first = state.accounts.length ? String(state.accounts[0].key) : null;
     if (first !== null && !state.grouped.filters.account) state.grouped.filters.account = first;
+    state.newest = await tenantNewest(state.grouped.filters.account);
     grouped.drawControls();
     await grouped.fetch();
     await backlog.refresh();
@@ -195,6 +196,33 @@
     setText("status", "The accounts of this token · updated " + new Date().toLocaleTimeString());
     document.getElementById("status").classList.remove("error");
     state.refreshes += 1;
+  }
+
+  // A scoped token may not read the data's newest windows (/v1/summary is across tenants):
+  // its account's own are found from that account's rows, coarse to fine (its newest day,
+  // that day's newest hour, that hour's newest minute: three small reads), so the grouped
+  // table offers the sized windows too, ending with the account's newest. Null where the
+  // account has no rows of a window (or is not the token's: the table says why).
+  async function tenantNewest(account) {
+    const newest = { "1d": null, "1h": null, "1m": null };
+    const kept = (state.metricSet.groupings.find((g) => g.name === "account") || { windows: [] }).windows;
+    if (account === undefined || account === null || account === "") return newest;
+    let from = null;
+    for (const w of ["1d", "1h", "1m"]) {
+      if (!kept.includes(w)) break;
+      const q = { group: "account", window: w, account: String(account), limit: "100000" };
+      if (from !== null) Object.assign(q, { from: String(from), to: String(from + (w === "1h" ? 86400 : 3600)) });
+      let body;
+      try {
+        body = await getJSON("/v1/metrics", q);
+      } catch (err) {
+        if (err instanceof HttpError && err.status === 401) throw err;
+        break;
+      }
+      if (!body.rows.length) break;
+      from = newest[w] = Math.max(...body.rows.map((r) => r.window_start));
+    }
+    return newest;
   }
 
   // The time-to-close chart's rows: one channel type's (`key`), its time to close only.
@@ -232,7 +260,7 @@
     } catch (err) {
       if (!(err instanceof HttpError && err.status === 403)) throw err;
       state.scoped = true;
-      state.newest = null; // a global token's time bounds: a scoped one reads all time only
+      state.newest = null; // a global token's time bounds: a scoped one's are its account's
       document.body.classList.add("scoped");
       return refreshScoped();
     }

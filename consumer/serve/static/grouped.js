@@ -13,9 +13,10 @@ window.convmetricsGrouped = function ({ state, getJSON, HttpError, setText, esca
   const WINDOW_NAME = { all: "all time", "1d": "per day (7 d)", "1h": "per hour (24 h)", "1m": "per minute (1 h)" };
 
   // The windows the table offers for a grouping: those it keeps; sized ones only where the
-  // newest window is known (not for a scoped token, which cannot read /v1/summary).
+  // newest window is known (/v1/summary's; for a scoped token, its account's own).
   function offeredWindows(name) {
-    return grouping(name).windows.filter((w) => w === "all" || (state.newest && GROUPED_SPAN[w]));
+    return grouping(name).windows.filter(
+      (w) => w === "all" || (state.newest && GROUPED_SPAN[w] && state.newest[w] !== null && state.newest[w] !== undefined));
   }
   let groupedFetches = 0;
 

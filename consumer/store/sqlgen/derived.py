@@ -5,7 +5,7 @@ the source rows of one projected key as it merges a row's partitions: exact)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from functools import cache
 
 from consumer.fold.registry import Registry
@@ -96,4 +96,14 @@ def source_bounds(
         return "", []
     firsts = sorted({registry.key_parts(by, k)[0] for k in keys})
     each = [first_bounds(d, first) for first in firsts]
-    return "(" + " OR ".join(f"({cond})" for cond, _ in each) + ")", [a for _, args in each for a in args]
+    return any_of([cond for cond, _ in each]), [a for _, args in each for a in args]
+
+
+def any_of(conditions: Sequence[str]) -> str:
+    """The conditions joined by OR as a balanced tree, in their order (their placeholders'
+    arguments keep theirs): SQLite refuses an expression more than 1,000 deep, and a chain
+    of n ORs is n deep (a token of 1,000 accounts asks for 1,000 ranges)."""
+    if len(conditions) == 1:
+        return f"({conditions[0]})"
+    half = len(conditions) // 2
+    return f"({any_of(conditions[:half])} OR {any_of(conditions[half:])})"

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -86,6 +87,35 @@ def test_a_changed_file_takes_effect_and_a_bad_one_keeps_the_tokens_in_force(
         write(tokens_file, f"{digest('fresh')} 7\nbroken line here\n")
         assert tokens.scope_of("fresh") == Scope(frozenset({7}))  # kept
     assert "line 2" in caplog.text and "stay" in caplog.text
+
+
+def test_a_reload_that_failed_is_tried_again_until_it_reads(
+    tokens_file: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A revocation installed as a file the service cannot read yet (root's, 0600): once it
+    can (a chown changes no content), the revocation takes effect; the refusal is said once."""
+    tokens = Tokens(tokens_file, recheck=0)
+    read = Tokens._read
+    refusals = iter([True, True, True])
+
+    def unreadable_for_a_while(self: Tokens) -> list[Any]:
+        if next(refusals, False):
+            raise ConfigError(f"tokens file {self.path}: cannot read it: [Errno 13] Permission denied")
+        return read(self)
+
+    monkeypatch.setattr(Tokens, "_read", unreadable_for_a_while)
+    with caplog.at_level(logging.ERROR, "consumer.serve.tokens"):
+        write(tokens_file, f"{digest(SCOPED_TOKEN)} 7\n")  # the global token revoked
+        for _ in range(3):
+            assert tokens.scope_of(GLOBAL_TOKEN) == GLOBAL  # kept while it cannot be read
+    assert caplog.text.count("Permission denied") == 1
+    assert tokens.scope_of(GLOBAL_TOKEN) is None and tokens.scope_of(SCOPED_TOKEN) == Scope(frozenset({7}))
+
+
+def test_a_chmod_or_chown_is_a_change_to_read_again(tokens_file: Path) -> None:
+    before = Tokens(tokens_file)._stat()
+    tokens_file.chmod(0o640)
+    assert Tokens(tokens_file)._stat() != before
 
 
 def test_token_new_prints_a_line_that_grants_it(tmp_path: Path) -> None:
