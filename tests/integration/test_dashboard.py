@@ -421,6 +421,34 @@ def grouped_view(
     return head, table(page, "#grouped")
 
 
+def check_sized_windows(
+    page: Page,
+    api: str,
+    group: str,
+    filters: dict[str, str],
+    *,
+    headers: dict[str, str] | None = None,
+    newest: dict[str, int] | None = None,
+    may_be_empty: tuple[str, ...] = (),
+) -> None:
+    """The window selector offers every window, and the table in each sized one equals
+    `grouped_expected` (the newest windows: /v1/summary's, or `newest`'s); rows in each,
+    but in the windows that `may_be_empty`."""
+    assert page.eval_on_selector_all("#grouped-window option", "os => os.map(o => o.value)") == [
+        "1m",
+        "1h",
+        "1d",
+        "all",
+    ]
+    for size in ("1m", "1h", "1d"):
+        page.select_option("#grouped-window", size)
+        got = grouped_view(page, group, filters, size)
+        want = grouped_expected(
+            api, group, filters, window=size, headers=headers, newest=None if newest is None else newest[size]
+        )
+        assert got == want and (got[1] or size in may_be_empty), size
+
+
 def closure_list_shown(page: Page) -> list[list[str]]:
     """Wait until the closure list is loaded; its cells."""
     page.wait_for_function(
@@ -619,17 +647,8 @@ def test_grouped_table_shows_every_metric_by_each_grouping_and_drills_down(
     # windows: an account's inboxes per minute over the newest hour, per hour over the newest
     # 24, per day (every grouping keeps every window); the channel types per minute (no
     # ingest lag: it has no 1-minute rows) and per hour (with it)
-    assert page.eval_on_selector_all("#grouped-window option", "os => os.map(o => o.value)") == [
-        "1m",
-        "1h",
-        "1d",
-        "all",
-    ]
-    for size in ("1m", "1h", "1d"):
-        page.select_option("#grouped-window", size)
-        got = grouped_view(page, "inbox", view, size)
-        # the account's minutes of the newest hour may hold none of its events: equal, maybe empty
-        assert got == grouped_expected(api, "inbox", view, window=size) and (got[1] or size == "1m"), size
+    # (the account's minutes of the newest hour may hold none of its events: equal, maybe empty)
+    check_sized_windows(page, api, "inbox", view, may_be_empty=("1m",))
     page.select_option("#group", "channel_type")
     grouped_view(page, "channel_type", {}, "1d")  # the window stays where the grouping keeps it
     page.select_option("#grouped-window", "1m")
@@ -831,24 +850,9 @@ def test_the_dashboard_asks_for_a_token_and_shows_what_it_may_read(
         summary_newest = httpx.get(f"{api}/v1/summary", headers=as_global).json()["newest"]
         assert newest["1m"] != summary_newest["1m"]  # the account's newest is not the data's
         as_scoped = {"Authorization": f"Bearer {scoped_token}"}
-        assert page.eval_on_selector_all("#grouped-window option", "os => os.map(o => o.value)") == [
-            "1m",
-            "1h",
-            "1d",
-            "all",
-        ]
-        for size in ("1m", "1h", "1d"):
-            page.select_option("#grouped-window", size)
-            got = grouped_view(page, "account,channel_type", {"account": str(account)}, size)
-            want = grouped_expected(
-                api,
-                "account,channel_type",
-                {"account": str(account)},
-                window=size,
-                headers=as_scoped,
-                newest=newest[size],
-            )
-            assert got == want and got[1], size
+        check_sized_windows(
+            page, api, "account,channel_type", {"account": str(account)}, headers=as_scoped, newest=newest
+        )
         page.close()
 
         # a token of two accounts: the API wants account= (one at a time), so the grouped table
