@@ -343,7 +343,7 @@ def _token_new(args: argparse.Namespace) -> int:
         return 0
     print(f"token (give it to the client; it is stored nowhere): {token}")
     if args.add_to is not None:
-        print(f"added to {args.add_to}: {line} (serve and consume read it again within 2 s)")
+        print(f"added to {args.add_to}: {line} (serve and consume read it again within 4 s)")
     else:
         print(f"line for the tokens file: {line}")
     return 0

@@ -211,7 +211,7 @@ def register(sub: Any) -> None:
         default=None,
         metavar="FILE",
         help="append the line to this tokens file, in place (its owner, mode and a symlink's target "
-        "stay; made 0600 when missing), which a running serve or consume picks up within 2 s, "
+        "stay; made 0600 when missing), which a running serve or consume picks up within 4 s, "
         "instead of printing it",
     )
     new.add_argument(

@@ -6,8 +6,9 @@ account ids, and the time (UTC: `2027-03-01`, its 00:00, or `2027-03-01T12:00:00
 when the token stops being accepted; `#` starts a comment. Only hashes are stored:
 `convmetrics token new` prints a fresh token and the line to add. A presented token is
 hashed and compared with every stored hash in constant time. The file is read again when
-it changes (an atomic rename included), at most `RECHECK` seconds after; a bad line
-refuses the start naming the line, and at a reload keeps the tokens in force and logs why.
+it changes (an atomic rename, a chmod included) once the change has held for `RECHECK`
+seconds (a file caught half-written is not taken); a bad line refuses the start naming
+the line, and at a reload keeps the tokens in force, logs why and tries again.
 """
 
 from __future__ import annotations
@@ -176,6 +177,10 @@ class Tokens:
         self._lock = threading.Lock()
         self._stamp = self._stat()
         self._refused: tuple[int, int, int, int] | None = None  # the stamp of a file that did not read
+        #: a changed file's stamp, read once it holds for a whole check: a file rewritten in
+        #: place (`>`: emptied, then written) and caught between is never taken (no token,
+        #: or an account id cut short, for a moment)
+        self._settling: tuple[int, int, int, int] | None = None
         self._entries = self._read()  # at start a bad file is an error
         self._checked = time.monotonic()
         if not self._entries:  # allowed (tokens may be added while it runs), but said
@@ -209,6 +214,9 @@ class Tokens:
             self._checked = now
             stamp = self._stat()
             if stamp == self._stamp:
+                return
+            if stamp != self._settling:  # changed since the last check: maybe mid-write
+                self._settling = stamp
                 return
             try:
                 entries = self._read()

@@ -82,11 +82,26 @@ def test_a_changed_file_takes_effect_and_a_bad_one_keeps_the_tokens_in_force(
 ) -> None:
     tokens = Tokens(tokens_file, recheck=0)
     write(tokens_file, f"{digest('fresh')} 7\n")  # the global token revoked, a new one granted
-    assert tokens.scope_of(GLOBAL_TOKEN) is None and tokens.scope_of("fresh") == Scope(frozenset({7}))
+    assert tokens.scope_of(GLOBAL_TOKEN) == GLOBAL  # the first check sees the change, ...
+    assert tokens.scope_of(GLOBAL_TOKEN) is None  # ... the next, with the file as it was, takes it
+    assert tokens.scope_of("fresh") == Scope(frozenset({7}))
     with caplog.at_level(logging.ERROR, "consumer.serve.tokens"):
         write(tokens_file, f"{digest('fresh')} 7\nbroken line here\n")
-        assert tokens.scope_of("fresh") == Scope(frozenset({7}))  # kept
+        for _ in range(3):
+            assert tokens.scope_of("fresh") == Scope(frozenset({7}))  # kept
     assert "line 2" in caplog.text and "stay" in caplog.text
+
+
+def test_a_file_caught_half_written_is_not_taken(tokens_file: Path) -> None:
+    """Rewritten in place (`>`: emptied, then written), a check between the two sees no
+    token, or an account id cut short: a change is taken once it held for a whole check."""
+    tokens = Tokens(tokens_file, recheck=0)
+    final = f"{digest(SCOPED_TOKEN)} 1234\n"
+    tokens_file.write_text(final[:-3])  # "<hash> 12": cut short
+    assert tokens.scope_of(SCOPED_TOKEN) == Scope(frozenset({7}))  # not taken: still changing?
+    tokens_file.write_text(final)  # the rest written (another size)
+    assert tokens.scope_of(SCOPED_TOKEN) == Scope(frozenset({7}))  # changed again: waits again
+    assert tokens.scope_of(SCOPED_TOKEN) == Scope(frozenset({1234}))  # held: taken, whole
 
 
 def test_a_reload_that_failed_is_tried_again_until_it_reads(
@@ -96,7 +111,7 @@ def test_a_reload_that_failed_is_tried_again_until_it_reads(
     can (a chown changes no content), the revocation takes effect; the refusal is said once."""
     tokens = Tokens(tokens_file, recheck=0)
     read = Tokens._read
-    refusals = iter([True, True, True])
+    refusals = iter([True, True])
 
     def unreadable_for_a_while(self: Tokens) -> list[Any]:
         if next(refusals, False):
@@ -106,7 +121,7 @@ def test_a_reload_that_failed_is_tried_again_until_it_reads(
     monkeypatch.setattr(Tokens, "_read", unreadable_for_a_while)
     with caplog.at_level(logging.ERROR, "consumer.serve.tokens"):
         write(tokens_file, f"{digest(SCOPED_TOKEN)} 7\n")  # the global token revoked
-        for _ in range(3):
+        for _ in range(3):  # the change seen, then two reads refused
             assert tokens.scope_of(GLOBAL_TOKEN) == GLOBAL  # kept while it cannot be read
     assert caplog.text.count("Permission denied") == 1
     assert tokens.scope_of(GLOBAL_TOKEN) is None and tokens.scope_of(SCOPED_TOKEN) == Scope(frozenset({7}))
