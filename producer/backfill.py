@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,10 @@ from producer.exceptions import GatewayError
 from producer.intake import Ignored, prepare
 from producer.settings import GatewaySettings
 from producer.topics import check_key, ensure_topic
+from schemas.exceptions import SchemaError
+from schemas.topic_registry import SCHEMA_TOPIC, publish_schemas
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +105,11 @@ def produce_file(
         )
     check_key(settings.bootstrap_servers, settings.topic, settings.key_by, kafka=settings.kafka)
     codec = settings.writer_codec()
+    # as the gateway does: a reader older than this build resolves the records from Kafka
+    try:
+        publish_schemas(settings.bootstrap_servers, codec.subject, kafka=settings.kafka, timeout=10)
+    except SchemaError as exc:  # the events still count; only older readers dead-letter them
+        log.warning("%s: readers older than this build cannot look its schemas up in %s", exc, SCHEMA_TOPIC)
     producer = Producer(settings.producer_config())
     summary = Summary()
     pending: dict[int, Item] = {}

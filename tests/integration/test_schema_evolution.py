@@ -4,6 +4,8 @@ knows only v1 still reads what the new gateway writes (forward compatibility).""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +15,7 @@ import httpx
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from convmetrics.generate import GenerateConfig, generate_webhooks
+from convmetrics.localkafka import LocalBroker
 from producer.intake import Prepared, prepare
 from schemas import Codec, Subject, subject
 from schemas.topic_registry import TopicSchemaResolver
@@ -68,10 +71,34 @@ def test_a_v1_only_build_reads_what_the_new_gateway_writes(
         ack = r.json()
     finally:
         gateway.stop()
-    c = Consumer(
-        {"bootstrap.servers": kafka_bootstrap, "group.id": "fwd-reader", "enable.auto.commit": False}
+    a_v1_only_build_reads(
+        kafka_bootstrap, TopicPartition(ack["topic"], ack["partition"], ack["offset"]), body
     )
-    c.assign([TopicPartition(ack["topic"], ack["partition"], ack["offset"])])
+
+
+def test_a_v1_only_build_reads_what_produce_alone_wrote(
+    local_broker: Callable[..., LocalBroker], tmp_path: Path
+) -> None:
+    """A backfill-only deployment (no gateway ever ran on the cluster: a broker of its own):
+    `produce` puts the event schemas in the schema topic as the gateway does."""
+    bootstrap = local_broker().bootstrap_servers
+    body = json.loads((FIXTURES / "seed_conversation_closed.json").read_text())
+    topic, ndjson = "backfilled", tmp_path / "backfill.ndjson"
+    ndjson.write_text(json.dumps(body) + "\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "convmetrics", "produce", str(ndjson),
+         "--bootstrap-servers", bootstrap, "--topic", topic, "--partitions", "1", "--no-progress"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    a_v1_only_build_reads(bootstrap, TopicPartition(topic, 0, 0), body)
+
+
+def a_v1_only_build_reads(bootstrap: str, where: TopicPartition, body: dict[str, Any]) -> None:
+    """The record at `where` (written by this build: v2) decodes in a build that ships only
+    v1, which looks v2 up in the schema topic: the same view but the field v2 added."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "fwd-reader", "enable.auto.commit": False})
+    c.assign([where])
     msg = c.poll(30)
     c.close()
     assert msg is not None and msg.error() is None
@@ -81,7 +108,7 @@ def test_a_v1_only_build_reads_what_the_new_gateway_writes(
     full = subject("conversation_event")
     assert full.latest.version >= 2 and value[2:10] == full.latest.fingerprint
     previous_release = Subject(full.name, full.versions[:1])  # a build that ships only v1
-    reader = Codec(previous_release, resolve_unknown=TopicSchemaResolver(kafka_bootstrap))
+    reader = Codec(previous_release, resolve_unknown=TopicSchemaResolver(bootstrap))
     old_view = reader.decode(value)
     new_view = Codec(full).decode(value)
     assert "receivedAtMillis" not in old_view and new_view["receivedAtMillis"] > 0
