@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "consumer.serve.report",
     "convmetrics.generate_cli",
     "convmetrics.localkafka.cli",
+    "convmetrics.localregistry.cli",
     "schemas.cli",
 )
 

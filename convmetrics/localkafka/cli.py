@@ -6,21 +6,74 @@ import argparse
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from convmetrics.localkafka.broker import LocalBroker, tail_lines
 from convmetrics.localkafka.exceptions import LocalKafkaError
 from convmetrics.localkafka.jars import KAFKA_VERSION, cache_dir
 from schemas import argtypes
 
-#: what stops the broker cleanly; a SIGKILL ends it too, by the JVM's parent-death signal
+#: what stops a server run in the foreground cleanly; a SIGKILL ends its JVM too, by the
+#: JVM's parent-death signal
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class _Interrupted(Exception):
     """Raised by the stop signals' handler to unwind to the cleanup."""
+
+
+class Server(Protocol):
+    """A local JVM server (`LocalBroker`, `LocalRegistry`)."""
+
+    @property
+    def log_path(self) -> Path: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    def start(self) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise _Interrupted(signum)
+
+
+def notice(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_in_foreground(command: str, name: str, server: Server, ready: Callable[[], tuple[str, str]]) -> int:
+    """`convmetrics broker` and `registry`: start `server`, print `ready()`'s first line on
+    stdout (what a script reads) and its second on stderr, and run until SIGINT, SIGTERM or
+    SIGHUP; 0 on a clean stop, 1 when it fails to start or exits by itself."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _interrupt)
+    try:
+        server.start()
+        address, more = ready()
+        print(address, flush=True)
+        notice(f"{more}; Ctrl-C to stop")
+        while server.running:
+            time.sleep(0.5)
+        notice(f"{name} exited unexpectedly:\n{tail_lines(server.log_path)}")
+        return 1
+    except _Interrupted:
+        notice(f"stopping the {name}")
+        return 0
+    except LocalKafkaError as exc:
+        notice(f"convmetrics {command}: error: {exc}")
+        return 1
+    finally:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
+        server.close()
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
 
 
 def register(subparsers: Any) -> None:
@@ -52,36 +105,15 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run_broker)
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise _Interrupted(signum)
-
-
-def _notice(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def run_broker(args: argparse.Namespace) -> int:
     """Run the broker until SIGINT, SIGTERM or SIGHUP; 0 on a clean stop, 1 on failure."""
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, _interrupt)
-    broker = LocalBroker(args.port, args.data_dir, kafka_home=args.kafka_home, on_download=_notice)
-    try:
-        broker.start()
-        print(f"bootstrap servers: {broker.bootstrap_servers}", flush=True)
-        _notice(f"data dir {broker.data_dir}, log {broker.log_path}; Ctrl-C to stop")
-        while broker.running:
-            time.sleep(0.5)
-        _notice(f"Kafka broker exited unexpectedly:\n{tail_lines(broker.log_path)}")
-        return 1
-    except _Interrupted:
-        _notice("stopping the Kafka broker")
-        return 0
-    except LocalKafkaError as exc:
-        _notice(f"convmetrics broker: error: {exc}")
-        return 1
-    finally:
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
-        broker.close()
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)
+    broker = LocalBroker(args.port, args.data_dir, kafka_home=args.kafka_home, on_download=notice)
+    return run_in_foreground(
+        "broker",
+        "Kafka broker",
+        broker,
+        lambda: (
+            f"bootstrap servers: {broker.bootstrap_servers}",
+            f"data dir {broker.data_dir}, log {broker.log_path}",
+        ),
+    )
