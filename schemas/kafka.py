@@ -88,6 +88,11 @@ _SECRET = re.compile(
 log = logging.getLogger(__name__)
 
 
+#: librdkafka's warnings about a group or transaction coordinator still loading, which it
+#: retries by itself (a cluster just started): INFO, not WARNING (they read as failures)
+SETTLING = re.compile(r"Coordinator load in progress: retrying|Coordinator not available: retrying")
+
+
 class OncePerMinute(logging.Filter):
     """librdkafka logs a line per failed reconnect, each with its own timing (`after 313ms`):
     a line is let through once per `every` seconds, its numbers left out of the comparison
@@ -99,6 +104,10 @@ class OncePerMinute(logging.Filter):
         self._seen: dict[str, float] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO and SETTLING.search(record.getMessage()):
+            record.levelno, record.levelname = logging.INFO, "INFO"  # a cluster just started
+            if not logging.getLogger(record.name).isEnabledFor(logging.INFO):
+                return False
         key = re.sub(r"\d+", "#", record.getMessage())
         now = time.monotonic()
         if now - self._seen.get(key, -self.every) < self.every:

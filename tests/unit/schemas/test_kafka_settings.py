@@ -271,3 +271,27 @@ def test_librdkafkas_lines_go_through_logging_once_a_minute_each(monkeypatch: py
     assert not passes("FAIL Connect to k:2 failed (after 5ms in state CONNECT)")
     now[0] += 0.001  # a minute after it first went through
     assert passes("FAIL Connect to k:2 failed (after 5ms in state CONNECT)")
+
+
+def test_a_coordinator_still_loading_is_info_not_a_warning() -> None:
+    """librdkafka retries it by itself on a cluster just started: said at INFO (dropped where
+    INFO is off), not as a WARNING that reads as a failure; other warnings stay warnings."""
+    once = OncePerMinute()
+    line = (
+        "GETPID [rdkafka#producer-8] [thrd:main]: Failed to acquire idempotence PID from broker "
+        "127.0.0.1:33087/1: Broker: Coordinator load in progress: retrying"
+    )
+    record = logging.LogRecord("librdkafka", logging.WARNING, __file__, 1, line, None, None)
+    before = KAFKA_LOG.level
+    try:
+        KAFKA_LOG.setLevel(logging.INFO)  # setLevel: the logger's enabled cache is cleared
+        assert once.filter(record) and (record.levelno, record.levelname) == (logging.INFO, "INFO")
+        KAFKA_LOG.setLevel(logging.WARNING)
+        quiet = logging.LogRecord(
+            "librdkafka", logging.WARNING, __file__, 1, line.replace("8", "9"), None, None
+        )
+        assert not once.filter(quiet)
+    finally:
+        KAFKA_LOG.setLevel(before)
+    other = logging.LogRecord("librdkafka", logging.WARNING, __file__, 1, "REQTMOUT Timed out", None, None)
+    assert once.filter(other) and other.levelno == logging.WARNING
