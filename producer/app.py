@@ -135,7 +135,8 @@ class Gateway:
         """Create the topic (unless --no-create-topic), check that its events are keyed as
         this gateway keys them (`topics.check_key`) and publish the schemas, retried until
         Kafka takes them: the gateway runs meanwhile, not ready (503 + Retry-After) until the
-        topic is there, and the log says why. A topic keyed otherwise keeps it not ready."""
+        topic is there, and the log says why; where the schema topic refuses them (ACLs) it
+        serves while they are retried (a warning). A topic keyed otherwise keeps it not ready."""
         s, wait = self.settings, first_wait
         said: str | None = None  # the cause last logged: each once, the retries at DEBUG
 
@@ -145,6 +146,7 @@ class Gateway:
             said = cause
 
         while True:
+            checked = False  # the events topic is there and keyed as this gateway keys
             try:
                 if s.create_topic:
                     await asyncio.to_thread(
@@ -154,6 +156,7 @@ class Gateway:
                 await asyncio.to_thread(
                     check_key, s.bootstrap_servers, s.topic, s.key_by, kafka=s.kafka, timeout=10
                 )
+                checked = True
                 if not s.create_topic:  # someone else's topic: served while the schemas go out
                     self.prepared = True
                 # so that consumers older than this gateway can read what it writes
@@ -169,7 +172,11 @@ class Gateway:
             except (GatewayError, SchemaError, KafkaException) as exc:
                 cause = self.publisher.errors.last if self.publisher is not None else None
                 why = f"{exc}{f'; {cause}' if cause else ''}"
-                if self.prepared:  # --no-create-topic: serving; only the schemas are missing
+                if checked and isinstance(exc, SchemaError):
+                    # the schema topic refused (ACLs): the events count for every consumer of
+                    # this build; a gateway held not ready for it would be for good
+                    self.prepared = True
+                if self.prepared:  # serving; only the schemas are missing
                     say(
                         logging.WARNING, f"schemas not published yet: {why}",
                         f"retrying up to every {longest_wait:g} s (consumers older than this gateway "
@@ -282,10 +289,19 @@ class Gateway:
         return json_response(body, status, {"Retry-After": str(self.settings.retry_after)} if retry else None)
 
     async def healthz(self, _request: Request) -> Response:
+        """Alive, unless the producer failed fatally (every webhook would be a 503 forever):
+        then a 503, so that a liveness probe restarts the gateway."""
+        fatal = self.publisher.fatal if self.publisher is not None else None
+        if fatal is not None:
+            detail = f"Kafka producer failed fatally ({fatal}): restart the gateway"
+            return json_response({"status": "failed", "detail": detail}, 503)
         return json_response({"status": "ok"}, 200)
 
     async def readyz(self, _request: Request) -> Response:
         publisher = self.publisher
+        if publisher is not None and publisher.fatal is not None:
+            detail = f"Kafka producer failed fatally ({publisher.fatal}): restart the gateway"
+            return json_response({"ready": False, "detail": detail}, 503)
         ok = self.prepared and publisher is not None and await asyncio.to_thread(publisher.broker_reachable)
         if ok:
             return json_response({"ready": True, "topic": self.settings.topic}, 200)

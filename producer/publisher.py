@@ -196,6 +196,12 @@ class EventPublisher:
         return outcome
 
     # -- health ----------------------------------------------------------------------
+    @property
+    def fatal(self) -> str | None:
+        """librdkafka's fatal error, if one came: this producer writes nothing again (an
+        idempotent producer fenced or out of sequence); only a new process recovers."""
+        return self._fatal
+
     def broker_reachable(self, timeout: float = 2.0) -> bool:
         """Whether the cluster answers a metadata request for the topic (blocking)."""
         try:

@@ -40,9 +40,14 @@ ENV_PREFIX = "CONVMETRICS_KAFKA_"
 ENV_CONFIG = "CONVMETRICS_KAFKA_CONFIG"  # a properties file, as --kafka-config
 #: variables under ENV_PREFIX that are not librdkafka settings, left alone: the tests' and
 #: compose's Kafka image (CONVMETRICS_KAFKA_IMAGE), and what Kubernetes injects for a Service
-#: named convmetrics-kafka (CONVMETRICS_KAFKA_SERVICE_HOST, _PORT, _PORT_9092_TCP, ...);
-#: librdkafka has no setting named image, port or service
-_NOT_SETTINGS = re.compile(r"(image|port|service)(\.|$)")
+#: named convmetrics-kafka (CONVMETRICS_KAFKA_SERVICE_HOST, _PORT, _PORT_9092_TCP, ...) or
+#: convmetrics-kafka-<more> (Strimzi's convmetrics-kafka-bootstrap: ..._BOOTSTRAP_SERVICE_HOST,
+#: ..._BOOTSTRAP_PORT_9092_TCP_ADDR); librdkafka has no setting named image, port or service,
+#: nor one ending so
+_NOT_SETTINGS = re.compile(
+    r"(image|port|service)(\.|$)"
+    r"|.*\.(service\.(host|port)(\..*)?|port(\.\d+\.(tcp|udp|sctp)(\..*)?)?)$"
+)
 #: how long a consumer's close may wait for its group coordinator (see close_consumer)
 CLOSE_TIMEOUT_S = 10.0
 

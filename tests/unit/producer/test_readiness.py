@@ -71,3 +71,61 @@ def test_each_cause_of_not_ready_is_logged_once_and_its_retries_at_debug(
         "gateway not ready: broker away",
     ]
     assert len(said) == 10 and gw.prepared  # every retry still in the DEBUG log
+
+
+class _Failed:
+    """A publisher after librdkafka's fatal error (every submit is a 503 from then on)."""
+
+    fatal = "Broker: Producer attempted an operation with an old epoch"
+    errors = None
+
+    def broker_reachable(self) -> bool:
+        return True
+
+
+def test_a_producer_failed_for_good_fails_both_probes() -> None:
+    """Not ready and not alive: a liveness probe restarts the gateway (a new producer),
+    which would otherwise stay in the load balancer answering 503 to every webhook."""
+    import json
+
+    gw = app.Gateway(GatewaySettings(bootstrap_servers="127.0.0.1:9092"), publisher=_Failed())  # type: ignore[arg-type]
+    gw.prepared = True
+    for probe in (gw.healthz, gw.readyz):
+        r = asyncio.run(probe(None))  # type: ignore[arg-type]
+        assert r.status_code == 503, probe
+        assert (
+            "failed fatally (Broker: Producer attempted an operation with an old epoch): restart"
+            in (json.loads(bytes(r.body))["detail"])
+        )
+    gw.publisher.fatal = None  # type: ignore[union-attr]
+    assert asyncio.run(gw.healthz(None)).status_code == 200  # type: ignore[arg-type]
+    assert asyncio.run(gw.readyz(None)).status_code == 200  # type: ignore[arg-type]
+
+
+def test_a_schema_topic_the_acls_deny_leaves_the_gateway_serving_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from schemas.exceptions import TopicNotMadeError
+
+    gw = app.Gateway(GatewaySettings(bootstrap_servers="127.0.0.1:9092"))
+    tries = [
+        TopicNotMadeError("cannot create the schema topic _convmetrics-schemas: TOPIC_AUTHORIZATION_FAILED")
+    ] * 3
+
+    serving: list[bool] = []
+
+    def publish(*_: Any, **__: Any) -> None:
+        serving.append(gw.prepared)
+        if tries:
+            raise tries.pop()
+
+    monkeypatch.setattr(app, "ensure_topic", lambda *_, **__: None)
+    monkeypatch.setattr(app, "check_key", lambda *_, **__: None)
+    monkeypatch.setattr(app, "publish_schemas", publish)
+    with caplog.at_level("WARNING", logger=app.log.name):
+        asyncio.run(gw._prepare(first_wait=0, longest_wait=0))
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and warned[0].startswith(
+        "schemas not published yet: cannot create the schema topic"
+    )
+    assert serving == [False, True, True, True] and gw.prepared and not tries  # served from the refusal on

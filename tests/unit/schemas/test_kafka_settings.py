@@ -49,11 +49,20 @@ def test_variables_that_are_not_settings_are_left_alone() -> None:
         "CONVMETRICS_KAFKA_PORT_9092_TCP_ADDR": "10.96.0.12",
         "CONVMETRICS_KAFKA_SERVICE_HOST": "10.96.0.12",
         "CONVMETRICS_KAFKA_SERVICE_PORT": "9092",
+        # a Service named convmetrics-kafka-bootstrap (Strimzi's, for a cluster "convmetrics")
+        "CONVMETRICS_KAFKA_BOOTSTRAP_SERVICE_HOST": "10.96.0.13",
+        "CONVMETRICS_KAFKA_BOOTSTRAP_SERVICE_PORT": "9092",
+        "CONVMETRICS_KAFKA_BOOTSTRAP_SERVICE_PORT_TCP_REPLICATION": "9091",
+        "CONVMETRICS_KAFKA_BOOTSTRAP_PORT": "tcp://10.96.0.13:9092",
+        "CONVMETRICS_KAFKA_BOOTSTRAP_PORT_9092_TCP": "tcp://10.96.0.13:9092",
+        "CONVMETRICS_KAFKA_BOOTSTRAP_PORT_9092_TCP_PROTO": "tcp",
         "CONVMETRICS_KAFKA_CLIENT_ID": "kept",
     }
     assert dict(load([], None, env)) == {"client.id": "kept"}
     with pytest.raises(KafkaSettingsError, match="portal"):  # a near name is still judged
         load([], None, {"CONVMETRICS_KAFKA_PORTAL": "x"})
+    with pytest.raises(KafkaSettingsError, match=r"bootstrap\.servicex"):
+        load([], None, {"CONVMETRICS_KAFKA_BOOTSTRAP_SERVICEX": "x"})
 
 
 def test_the_file_is_java_properties(tmp_path: Path) -> None:
