@@ -70,8 +70,15 @@ _GATEWAY: tuple[tuple[str, str, Any, str], ...] = (
         "webhook_secrets",
         str,
         "comma-separated whsec_ secrets checking each webhook's Standard Webhooks signature "
-        "(default: none, signatures are not checked; prefer the variable CONVMETRICS_WEBHOOK_SECRETS: "
-        "a flag shows in ps)",
+        "(default: none, signatures are not checked; prefer the variable CONVMETRICS_WEBHOOK_SECRETS "
+        "or --webhook-secrets-file: a flag shows in ps)",
+    ),
+    (
+        "--webhook-secrets-file",
+        "webhook_secrets_file",
+        str,
+        "a file of the whsec_ secrets (comma-, space- or line-separated, # comments), as a mounted "
+        "Secret: kept out of the environment, ps and docker inspect (env CONVMETRICS_WEBHOOK_SECRETS_FILE)",
     ),
     (
         "--max-body-bytes",
@@ -143,7 +150,8 @@ def _settings(args: argparse.Namespace, fields: tuple[tuple[str, str, Any, str],
     # the environment says (Kubernetes sets CONVMETRICS_PORT=tcp://... for a Service so named)
     for _, dest, _, _ in _GATEWAY:
         if dest not in overrides:
-            overrides[dest] = GatewaySettings.model_fields[dest].get_default()
+            field = GatewaySettings.model_fields.get(dest)
+            overrides[dest] = field.get_default() if field is not None else ""  # "": no file read
     try:
         overrides["kafka"] = from_args(args)
     except KafkaSettingsError as exc:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -126,6 +128,11 @@ def load_settings(*, flags: Mapping[str, str] | None = None, **overrides: Any) -
         SettingsError: a value is invalid; the message names the setting.
     """
     given = {k: v for k, v in overrides.items() if v is not None}
+    secrets_file = given.pop("webhook_secrets_file", None)  # "": not read (produce)
+    if secrets_file is None:
+        secrets_file = os.environ.get(ENV_SECRETS_FILE)
+    if secrets_file:
+        given["webhook_secrets"] = _secrets_from(secrets_file, given, flags or {})
     try:
         if "kafka" not in given:  # no flags: the environment's (and CONVMETRICS_KAFKA_CONFIG's)
             given["kafka"] = kafka.load([])
@@ -137,6 +144,32 @@ def load_settings(*, flags: Mapping[str, str] | None = None, **overrides: Any) -
     except ValidationError as exc:
         problems = "; ".join(_problem(e, flags or {}) for e in exc.errors(include_url=False))
         raise SettingsError(f"invalid settings: {problems}") from None
+
+
+#: a file of the webhook secrets (a Secret volume): not in the environment, `ps` or `docker inspect`
+ENV_SECRETS_FILE = "CONVMETRICS_WEBHOOK_SECRETS_FILE"
+
+
+def _secrets_from(path: str, given: Mapping[str, Any], flags: Mapping[str, str]) -> str:
+    """The webhook secrets of a file (comma-, space- or line-separated; `#` comments), as the
+    variable takes them; SettingsError names the file, never a secret."""
+    named = f"{flags.get('webhook_secrets_file', '--webhook-secrets-file')} (or {ENV_SECRETS_FILE}) {path}"
+    if given.get("webhook_secrets") or os.environ.get("CONVMETRICS_WEBHOOK_SECRETS"):
+        raise SettingsError(f"invalid settings: {named}: give the secrets or a file of them, not both")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise SettingsError(f"invalid settings: {named}: cannot read it: {reason}") from None
+    secrets = [s for line in text.splitlines() for s in line.split("#", 1)[0].replace(",", " ").split()]
+    if not secrets:
+        raise SettingsError(f"invalid settings: {named}: holds no secret")
+    for number, secret in enumerate(secrets, 1):
+        try:
+            parse_secret(secret)
+        except SettingsError as exc:
+            raise SettingsError(f"invalid settings: {named}: secret {number}: {exc}") from None
+    return ",".join(secrets)
 
 
 #: fields whose value an error never shows (passwords, secrets)

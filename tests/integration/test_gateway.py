@@ -103,9 +103,19 @@ def gateway(kafka_bootstrap: str) -> Iterator[GatewayProcess]:
     assert "Application shutdown complete" in gw.output()
 
 
-@pytest.fixture(scope="module")
-def signed_gateway(kafka_bootstrap: str) -> Iterator[GatewayProcess]:
-    gw = GatewayProcess(kafka_bootstrap, f"gws-{uuid.uuid4().hex[:10]}", secrets=f"{ROTATED},{SECRET}")
+@pytest.fixture(scope="module", params=["variable", "file"])
+def signed_gateway(
+    kafka_bootstrap: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    """The secrets in CONVMETRICS_WEBHOOK_SECRETS, or in a file (a mounted Secret: one a
+    line, a comment), `--webhook-secrets-file`."""
+    topic = f"gws-{uuid.uuid4().hex[:10]}"
+    if request.param == "variable":
+        gw = GatewayProcess(kafka_bootstrap, topic, secrets=f"{ROTATED},{SECRET}")
+    else:
+        path = tmp_path_factory.mktemp("secrets") / "webhook-secrets"
+        path.write_text(f"# the new one first, the old one until every sender has it\n{ROTATED}\n{SECRET}\n")
+        gw = GatewayProcess(kafka_bootstrap, topic, "--webhook-secrets-file", str(path))
     yield gw
     gw.stop()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from producer.backfill import count_lines, read_items
@@ -124,3 +126,39 @@ def test_produce_ignores_the_gateways_http_settings_and_the_gateway_names_its_fl
     gateway = build_parser().parse_args(["gateway"])
     with pytest.raises(SettingsError, match=r"--port \(or CONVMETRICS_PORT\): .*, got 'tcp://10.0.0.1:8080'"):
         cli._settings(gateway, (*cli._COMMON, *cli._GATEWAY))
+
+
+def test_webhook_secrets_from_a_file_and_its_refusals(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mounted Secret: one a line (or comma- or space-separated), `#` comments; refused
+    beside the secrets given otherwise, unreadable, empty or with a bad secret, naming the
+    file (and the secret's place), never a secret."""
+    monkeypatch.delenv("CONVMETRICS_WEBHOOK_SECRETS", raising=False)
+    monkeypatch.delenv("CONVMETRICS_WEBHOOK_SECRETS_FILE", raising=False)
+    path = tmp_path / "secrets"
+    path.write_text("# rotated in\nwhsec_c2VjcmV0MQ==\nwhsec_c2VjcmV0Mg==, # the old one\n")
+    kafka = {"bootstrap_servers": "k:9092"}
+    assert load_settings(**kafka, webhook_secrets_file=str(path)).signing_keys() == [b"secret1", b"secret2"]
+    monkeypatch.setenv("CONVMETRICS_WEBHOOK_SECRETS_FILE", str(path))
+    assert load_settings(**kafka).signing_keys() == [b"secret1", b"secret2"]
+    assert load_settings(**kafka, webhook_secrets_file="").signing_keys() == []  # produce: not read
+    monkeypatch.delenv("CONVMETRICS_WEBHOOK_SECRETS_FILE")
+    flags = {"webhook_secrets_file": "--webhook-secrets-file"}
+    named = f"--webhook-secrets-file (or CONVMETRICS_WEBHOOK_SECRETS_FILE) {path}"
+    bad = tmp_path / "bad"
+    bad.write_text("whsec_c2VjcmV0MQ==\nwhsec_S3cret!\n")
+    empty = tmp_path / "empty"
+    empty.write_text("# none yet\n")
+    for given, says in (
+        (
+            {"webhook_secrets_file": str(path), "webhook_secrets": "whsec_c2VjcmV0MQ=="},
+            f"{named}: give the secrets or a file",
+        ),
+        ({"webhook_secrets_file": str(tmp_path / "none")}, "cannot read it: No such file or directory"),
+        ({"webhook_secrets_file": str(empty)}, f"{empty}: holds no secret"),
+        ({"webhook_secrets_file": str(bad)}, f"{bad}: secret 2: a webhook secret is not base64"),
+    ):
+        with pytest.raises(SettingsError) as err:
+            load_settings(**kafka, flags=flags, **given)
+        assert says in str(err.value) and "S3cret" not in str(err.value), str(err.value)
