@@ -170,7 +170,7 @@ def run_gateway(args: argparse.Namespace) -> int:
 
     from producer.app import create_app
     from producer.exceptions import GatewayError
-    from schemas.listen import listening
+    from schemas.listen import KEEP_ALIVE_S, listening
 
     try:
         settings = _settings(args, (*_COMMON, *_GATEWAY))
@@ -181,7 +181,7 @@ def run_gateway(args: argparse.Namespace) -> int:
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
         lifespan="on", access_log=args.access_log, log_level=logging.getLogger().level,
-        backlog=4096, timeout_keep_alive=30,
+        backlog=4096, timeout_keep_alive=KEEP_ALIVE_S, log_config=None,  # as serve's (schemas.listen)
     )  # fmt: skip
     sock = listening(settings.host, settings.port)  # before start-up: no topic made for nothing
     server = uvicorn.Server(config)

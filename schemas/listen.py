@@ -9,6 +9,11 @@ import socket
 
 from schemas.exceptions import ListenError
 
+#: seconds an idle HTTP connection is kept (gateway and API): past a load balancer's idle
+#: timeout (60 s on many), so the balancer, not the server, closes it first (else a request
+#: sent on a connection the server is closing is a 502)
+KEEP_ALIVE_S = 75
+
 
 def listening(host: str, port: int) -> socket.socket:
     """A TCP socket bound to `host`:`port` (uvicorn listens on it)."""

@@ -16,7 +16,7 @@ from consumer.serve.api import create_app
 from consumer.serve.overview import MAX_LABEL_VALUES
 from consumer.serve.tokens import Tokens
 from consumer.store import Retention, open_store
-from schemas.listen import listening
+from schemas.listen import KEEP_ALIVE_S, listening
 
 log = logging.getLogger(__name__)
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -49,7 +49,11 @@ def api_server(
         tokens=tokens,
         ready=ready,
     )
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    # log_config None: uvicorn's lines through the process's logging (one format, timestamped)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, log_config=None,
+        timeout_keep_alive=KEEP_ALIVE_S,
+    )  # fmt: skip
     return _Bound(config, listening(host, port))
 
 
