@@ -291,17 +291,19 @@ class Gateway:
     async def healthz(self, _request: Request) -> Response:
         """Alive, unless the producer failed fatally (every webhook would be a 503 forever):
         then a 503, so that a liveness probe restarts the gateway."""
-        fatal = self.publisher.fatal if self.publisher is not None else None
-        if fatal is not None:
-            detail = f"Kafka producer failed fatally ({fatal}): restart the gateway"
-            return json_response({"status": "failed", "detail": detail}, 503)
+        if failed := self._failed():
+            return json_response({"status": "failed", "detail": failed}, 503)
         return json_response({"status": "ok"}, 200)
+
+    def _failed(self) -> str | None:
+        """Why the gateway cannot recover by itself (its producer's fatal error), or None."""
+        fatal = self.publisher.fatal if self.publisher is not None else None
+        return None if fatal is None else f"Kafka producer failed fatally ({fatal}): restart the gateway"
 
     async def readyz(self, _request: Request) -> Response:
         publisher = self.publisher
-        if publisher is not None and publisher.fatal is not None:
-            detail = f"Kafka producer failed fatally ({publisher.fatal}): restart the gateway"
-            return json_response({"ready": False, "detail": detail}, 503)
+        if failed := self._failed():
+            return json_response({"ready": False, "detail": failed}, 503)
         ok = self.prepared and publisher is not None and await asyncio.to_thread(publisher.broker_reachable)
         if ok:
             return json_response({"ready": True, "topic": self.settings.topic}, 200)

@@ -149,9 +149,9 @@ def _settings(args: argparse.Namespace, fields: tuple[tuple[str, str, Any, str],
     # the HTTP settings of a command that serves none (produce): their defaults, whatever
     # the environment says (Kubernetes sets CONVMETRICS_PORT=tcp://... for a Service so named)
     for _, dest, _, _ in _GATEWAY:
-        if dest not in overrides:
-            field = GatewaySettings.model_fields.get(dest)
-            overrides[dest] = field.get_default() if field is not None else ""  # "": no file read
+        if dest not in overrides and dest in GatewaySettings.model_fields:
+            overrides[dest] = GatewaySettings.model_fields[dest].get_default()
+    overrides.setdefault("webhook_secrets_file", "")  # "": not read (produce checks no signature)
     try:
         overrides["kafka"] = from_args(args)
     except KafkaSettingsError as exc:

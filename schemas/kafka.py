@@ -98,6 +98,16 @@ log = logging.getLogger(__name__)
 SETTLING = re.compile(r"Coordinator load in progress: retrying|Coordinator not available: retrying")
 
 
+class Settling(logging.Filter):
+    """librdkafka's `SETTLING` warnings said at INFO (dropped where INFO is off)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO and SETTLING.search(record.getMessage()):
+            record.levelno, record.levelname = logging.INFO, "INFO"  # a cluster just started
+            return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+        return True
+
+
 class OncePerMinute(logging.Filter):
     """librdkafka logs a line per failed reconnect, each with its own timing (`after 313ms`):
     a line is let through once per `every` seconds, its numbers left out of the comparison
@@ -109,10 +119,6 @@ class OncePerMinute(logging.Filter):
         self._seen: dict[str, float] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno > logging.INFO and SETTLING.search(record.getMessage()):
-            record.levelno, record.levelname = logging.INFO, "INFO"  # a cluster just started
-            if not logging.getLogger(record.name).isEnabledFor(logging.INFO):
-                return False
         key = re.sub(r"\d+", "#", record.getMessage())
         now = time.monotonic()
         if now - self._seen.get(key, -self.every) < self.every:
@@ -125,6 +131,7 @@ class OncePerMinute(logging.Filter):
 
 #: the logger of librdkafka's own lines, of every client `client_config` makes
 KAFKA_LOG = logging.getLogger("librdkafka")
+KAFKA_LOG.addFilter(Settling())
 KAFKA_LOG.addFilter(OncePerMinute())
 
 _QUIET = logging.getLogger("convmetrics.kafka.check")

@@ -8,21 +8,17 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import Any, Protocol
 
 from convmetrics.localkafka.broker import LocalBroker, tail_lines
 from convmetrics.localkafka.exceptions import LocalKafkaError
 from convmetrics.localkafka.jars import KAFKA_VERSION, cache_dir
+from convmetrics.process import signals_stop
 from schemas import argtypes
 
-#: what stops a server run in the foreground cleanly; a SIGKILL ends its JVM too, by the
-#: JVM's parent-death signal
+#: what stops a server run in the foreground cleanly (`convmetrics.process.signals_stop`);
+#: ignored while it closes. A SIGKILL ends its JVM too, by the JVM's parent-death signal
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class _Interrupted(Exception):
-    """Raised by the stop signals' handler to unwind to the cleanup."""
 
 
 class Server(Protocol):
@@ -39,10 +35,6 @@ class Server(Protocol):
     def close(self) -> None: ...
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise _Interrupted(signum)
-
-
 def notice(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -51,29 +43,29 @@ def run_in_foreground(command: str, name: str, server: Server, ready: Callable[[
     """`convmetrics broker` and `registry`: start `server`, print `ready()`'s first line on
     stdout (what a script reads) and its second on stderr, and run until SIGINT, SIGTERM or
     SIGHUP; 0 on a clean stop, 1 when it fails to start or exits by itself."""
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, _interrupt)
     try:
-        server.start()
-        address, more = ready()
-        print(address, flush=True)
-        notice(f"{more}; Ctrl-C to stop")
-        while server.running:
-            time.sleep(0.5)
+        with signals_stop():  # SIGTERM and SIGHUP stop it as Ctrl-C does
+            server.start()
+            address, more = ready()
+            print(address, flush=True)
+            notice(f"{more}; Ctrl-C to stop")
+            while server.running:
+                time.sleep(0.5)
         notice(f"{name} exited unexpectedly:\n{tail_lines(server.log_path)}")
         return 1
-    except _Interrupted:
+    except KeyboardInterrupt:
         notice(f"stopping the {name}")
         return 0
     except LocalKafkaError as exc:
         notice(f"convmetrics {command}: error: {exc}")
         return 1
     finally:
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
-        server.close()
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)
+        before = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}  # a second Ctrl-C
+        try:  # must not skip the cleanup
+            server.close()
+        finally:
+            for sig, handler in before.items():
+                signal.signal(sig, handler)
 
 
 def register(subparsers: Any) -> None:
