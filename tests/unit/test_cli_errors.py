@@ -269,3 +269,22 @@ def test_a_reader_that_stops_early_ends_the_writer_quietly() -> None:
         err = child.stderr.read().decode()
         assert child.wait(timeout=60) == 1
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_a_store_of_a_newer_release_is_one_line_and_status_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store a newer release upgraded (`consumer.store.store_format`) is refused by the
+    commands that open it, naming both formats, before they read or write anything."""
+    from consumer.store import store_format
+    from consumer.store.sqlite import SqliteStore
+
+    monkeypatch.setattr(store_format, "FORMAT", 2)
+    SqliteStore(str(tmp_path / "m.db")).close()
+    monkeypatch.setattr(store_format, "FORMAT", 1)
+    assert main(["metrics", "--store", f"sqlite:///{tmp_path}/m.db"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(
+        f"convmetrics metrics: error: store {tmp_path}/m.db is in format 2, made by a newer "
+        "convmetrics release; this release reads and writes format 1 only"
+    ), err

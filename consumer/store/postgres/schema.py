@@ -18,7 +18,7 @@ import psycopg
 from psycopg.sql import Identifier
 
 from consumer.fold.registry import APP, Registry
-from consumer.store import sqlgen, upgrade
+from consumer.store import sqlgen, store_format, upgrade
 from consumer.store.postgres.sql import (
     APP_INDEX,
     MIGRATE_BINS,
@@ -47,9 +47,12 @@ def ensure_schema(conn: psycopg.Connection[Any], registry: Registry, where: str)
     """Make the tables `registry` needs in `conn`'s transaction, unless stamped as made."""
     ddl = _ddl(registry, conn.info.server_version)
     migrations = [MIGRATE_PARTITION, MIGRATE_CLOSURES_KEY, MIGRATE_BINS]
-    stamp = "schema " + hashlib.sha256("\n".join([*ddl, *migrations]).encode()).hexdigest()[:16]
+    made = [*ddl, *migrations, f"format {store_format.FORMAT}"]
+    stamp = "schema " + hashlib.sha256("\n".join(made).encode()).hexdigest()[:16]
 
     run = runner(conn)
+    if _has_meta(conn):  # refused before anything of this release is made or migrated
+        store_format.check(run, "%s", where)
 
     def done() -> bool:
         return _stamped(conn, stamp) and not _bins_table(conn) and not upgrade.pending(registry, run, "%s")
@@ -85,6 +88,7 @@ def ensure_schema(conn: psycopg.Connection[Any], registry: Registry, where: str)
     for sql in sqlgen.missing_columns(sqlgen.POSTGRES, have | {"partition"}, registry):
         conn.execute(sql)
     upgrade.drop_doubled_rows(registry, run, "%s", where)
+    store_format.stamp(run, "%s")
     # one stamp per registry: DDL only ever adds, so a stamp stays true when another
     # registry's tables or columns are added after it
     conn.execute("INSERT INTO meta VALUES (%s, '') ON CONFLICT (name) DO NOTHING", (stamp,))
@@ -111,9 +115,13 @@ def _bins_table(conn: psycopg.Connection[Any]) -> bool:
     return row is not None and bool(row[0])
 
 
+def _has_meta(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()
+    return row is not None and bool(row[0])
+
+
 def _stamped(conn: psycopg.Connection[Any], stamp: str) -> bool:
     """Whether `meta` holds the stamp (False before there is a `meta` table)."""
-    row = conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()
-    if row is None or not row[0]:
+    if not _has_meta(conn):
         return False
     return conn.execute("SELECT 1 FROM meta WHERE name = %s", (stamp,)).fetchone() is not None

@@ -11,7 +11,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from consumer.exceptions import StoreError
 from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.windows import ALL, WINDOWS
-from consumer.store import folded_set, outbox, sqlgen
+from consumer.store import folded_set, outbox, sqlgen, store_format
 from consumer.store.base import (
     BacklogRow,
     MetricRow,
@@ -103,6 +103,8 @@ class SqliteStore:
             #: packed rows for their packed_rows table) or "python" (commits stage JSON)
             self.bins_functions = register(self.db)
             self.db.executescript(SCHEMA)
+            # refused before anything of this release is made or migrated
+            store_format.check(runner(self.db), "?", self.path)
             self.db.execute(self.sql.rows)
             if (backlog := sqlgen.backlog_table(sqlgen.SQLITE, self.registry)) is not None:
                 self.db.execute(backlog + " WITHOUT ROWID")
@@ -114,6 +116,7 @@ class SqliteStore:
             migrate_closures(self.db, self.path, self.registry)
             migrate_backlog(self.db, self.path, self.registry)
             migrate_derived(self.db, self.path, self.registry)
+            store_format.stamp(runner(self.db), "?")
             # temporary B-trees (sorts) go to a temporary file (its pages live in the OS
             # cache, not the heap): in memory they held the peak RSS up, for little commit
             # CPU saved (docs/performance.md)
@@ -162,6 +165,7 @@ class SqliteStore:
         packed = self.bins_functions == "native"  # packed_rows is registered with them
         prepared = prepare(partitions, self.registry, self.sql, packed)
         with self._tx():
+            store_format.check(runner(self.db), "?", self.path, committing=True)
             write(self.db, partitions, prepared, self.registry, self.sql)
         self.checkpointer.committed()
 

@@ -15,7 +15,7 @@ from consumer.fold.delta import LAYOUT, Delta
 from consumer.fold.model import CLOSED, CREATED, OPENED, Event
 from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.sketch import bin_of
-from consumer.store import LIVE, PartitionCommit, Retention, open_store
+from consumer.store import LIVE, PartitionCommit, Retention, open_store, store_format
 from consumer.store.sqlite import SqliteStore
 from consumer.stream.partitions import new_fold
 from consumer.stream.settings import ConsumerSettings
@@ -255,6 +255,41 @@ def test_a_newer_claim_fences_the_old_owner(store: Any) -> None:
     assert store.load_partition("events", 0).next_offset is None
     store.commit("events", [PartitionCommit(0, delta, 1, f.watermark, changed, epoch=new_epoch)])
     assert store.query("channel_type", "all")[0].closures == 1
+
+
+def test_a_store_a_newer_release_upgraded_is_refused_at_open_and_at_commit(
+    make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A newer release's format (`store_format`) is refused where a release reads or writes
+    the store: opened by this release after the upgrade, or committed to by a consumer of
+    this release that opened it before (a rolling upgrade), nothing of that commit landing.
+    The store's own format and a store noting none open as ever."""
+    older = make_store()
+    older.check_topic("events")
+    f = PartitionFold(0)
+    f.apply(ev(CLOSED, 1, 100))
+    commit(older, f, 1)  # format 1, noted by the store's first open
+    monkeypatch.setattr(store_format, "FORMAT", 2)
+    newer = make_store(again=True)  # a release of format 2 opens (and stamps) it
+    assert newer.query("channel_type", "all")[0].closures == 1
+    monkeypatch.setattr(store_format, "FORMAT", 1)
+    with pytest.raises(
+        StoreError,
+        match=r"is in format 2, made by a newer convmetrics release; this release reads and writes format 1",
+    ):
+        make_store(again=True)
+    f.apply(ev(CLOSED, 2, 200, conv=2))
+    with pytest.raises(
+        StoreError, match=r"upgraded to format 2 by a newer convmetrics release while this consumer ran"
+    ):
+        commit(older, f, 2)
+    assert newer.load_partition("events", 0).next_offset == 1  # nothing of it landed
+    assert newer.query("channel_type", "all")[0].closures == 1
+    monkeypatch.setattr(store_format, "FORMAT", 3)
+    make_store(again=True)  # a release newer still opens it, and notes its own
+    monkeypatch.setattr(store_format, "FORMAT", 2)
+    with pytest.raises(StoreError, match="is in format 3"):
+        make_store(again=True)
 
 
 def test_fencing_one_partition_refuses_the_whole_transaction(store: Any) -> None:
