@@ -76,15 +76,32 @@ def above_zero(unit: str) -> Callable[[str], float]:
     a retention or TTL of 0 or less would delete rows, or forget every conversation, at once)."""
 
     def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not 0 < value < math.inf:
+        if not 0 < (value := _float(text)) < math.inf:
             raise argparse.ArgumentTypeError(f"must be a number of {unit} above 0, got {text!r}")
         return value
 
     return parse
+
+
+def at_least(minimum: float, unit: str, why: str) -> Callable[[str], float]:
+    """A finite number of `unit` of at least `minimum` (`why`: what a smaller one breaks)."""
+
+    def parse(text: str) -> float:
+        if not minimum <= (value := _float(text)) < math.inf:
+            raise argparse.ArgumentTypeError(
+                f"must be a number of {unit} of at least {minimum:g} ({why}), got {text!r}"
+            )
+        return value
+
+    return parse
+
+
+def _float(text: str) -> float:
+    """`text` as a float, NaN when it is not a number (refused as out of every range)."""
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
 
 
 def one_of(choices: Iterable[str], *, fold_case: bool = False) -> Callable[[str], str]:

@@ -137,6 +137,7 @@ def consumer_settings(args: argparse.Namespace) -> ConsumerSettings:
         http_host=args.http_host,
         schema_registry=_registry(args),
         wire_format=_wire_format(args),
+        stall_timeout=args.stall_timeout,
     )
 
 
@@ -192,6 +193,7 @@ def _consume(args: argparse.Namespace) -> int:
             max_label_values=args.max_label_values,
             tokens=tokens,
             ready=lambda: running[0].not_ready() if running else "starting: the store does not answer yet",
+            alive=lambda: running[0].watchdog.stalled() if running else None,
         )
         base = f"http://{settings.http_host}:{settings.http_port}"
         log.info("API on %s/v1/closures, dashboard on %s/, Prometheus on %s/metrics", base, base, base)

@@ -20,6 +20,7 @@ ENV_HTTP_PORT = "CONVMETRICS_HTTP_PORT"
 ENV_HTTP_HOST = "CONVMETRICS_HTTP_HOST"
 ENV_HOST = "CONVMETRICS_HOST"
 ENV_PORT = "CONVMETRICS_PORT"
+ENV_STALL_TIMEOUT = "CONVMETRICS_STALL_TIMEOUT"
 
 
 def _common(p: argparse.ArgumentParser, *, kafka: bool = True, store: bool = True) -> None:
@@ -82,6 +83,7 @@ def _wire(p: argparse.ArgumentParser, what: str) -> None:
 
 def register(sub: Any) -> None:
     from consumer.stream.settings import FLUSH_EVENTS
+    from consumer.stream.watchdog import MIN_STALL_S, STALL_S
 
     c = sub.add_parser(
         "consume",
@@ -111,6 +113,19 @@ def register(sub: Any) -> None:
         help="commit after this many records while behind (default: "
         + ", ".join(f"{n:,} with --metric-set {m}" for m, n in FLUSH_EVENTS.items())
         + "; more: fewer, bigger commits, more memory)",
+    )
+    c.add_argument(
+        "--stall-timeout",
+        type=argtypes.or_env(
+            argtypes.at_least(MIN_STALL_S, "seconds", "a store being retried is quiet for up to 5 s"),
+            ENV_STALL_TIMEOUT,
+        ),
+        default=os.environ.get(ENV_STALL_TIMEOUT, STALL_S),
+        metavar="SECONDS",
+        help=f"seconds without progress (the polling loop not coming round, no commit attempted, "
+        f"no partition loaded) after which the consumer counts as stalled: it logs its threads' "
+        f"stacks once and /healthz answers 503, for a liveness probe to restart it (env "
+        f"{ENV_STALL_TIMEOUT}; default {STALL_S:g}). A store that is down and retried is not a stall",
     )
     c.add_argument(
         "--switch-metric-set",

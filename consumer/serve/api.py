@@ -97,6 +97,7 @@ def create_app(
     max_label_values: int = MAX_LABEL_VALUES,
     tokens: Tokens | None = None,
     ready: Callable[[], str | None] | None = None,
+    alive: Callable[[], str | None] | None = None,
 ) -> Starlette:
     """The API app.
 
@@ -112,6 +113,8 @@ def create_app(
             data and stay open.
         ready: more to `/readyz` than a store that answers (inside `consume`: the consumer
             in its group): returns why it is not ready, or None.
+        alive: what `/healthz` asks beyond the process answering (inside `consume`: the
+            consumer making progress, `consumer.stream.watchdog`): why it is not, or None.
     """
     local = threading.local()
 
@@ -282,6 +285,13 @@ def create_app(
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     def healthz(request: Request) -> Response:
+        """Alive: the process answers and, inside `consume`, the consumer makes progress
+        (an orchestrator's liveness probe restarts it otherwise)."""
+        why = alive() if alive is not None else None
+        if why is not None:
+            return Response(
+                orjson.dumps({"status": "stalled", "error": why}), 503, media_type="application/json"
+            )
         return _json({"status": "ok"})
 
     def readyz(request: Request) -> Response:

@@ -32,6 +32,7 @@ def api_server(
     max_label_values: int = MAX_LABEL_VALUES,
     tokens: Tokens | None = None,
     ready: Callable[[], str | None] | None = None,
+    alive: Callable[[], str | None] | None = None,
 ) -> uvicorn.Server:
     """`registry`: extra metrics for `/metrics` (the consumer's own, inside `consume`);
     `metrics`: the metric set the store holds (`--metric-set`); `tokens`: who may read
@@ -48,6 +49,7 @@ def api_server(
         max_label_values=max_label_values,
         tokens=tokens,
         ready=ready,
+        alive=alive,
     )
     # log_config None: uvicorn's lines through the process's logging (one format, timestamped)
     config = uvicorn.Config(

@@ -72,15 +72,24 @@ class StoreWriter:
             store then gives up after a few attempts).
         on_commit: called on the writer thread after each durable commit; exceptions are
             logged, never propagated.
+        beat: called with what the writer starts next (`Watchdog.beat`): a commit attempt,
+            a purge, the commit hook.
     """
 
     def __init__(
-        self, store: Store, topic: str, stopping: threading.Event, on_commit: CommitHook | None = None
+        self,
+        store: Store,
+        topic: str,
+        stopping: threading.Event,
+        on_commit: CommitHook | None = None,
+        *,
+        beat: Callable[[str], None] = lambda doing: None,
     ) -> None:
         self.store = store
         self.topic = topic
         self.stopping = stopping
         self.on_commit = on_commit
+        self.beat = beat
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
         #: commits handed to the writer thread, oldest first (at most MAX_IN_FLIGHT)
         self.in_flight: deque[Future[WriteResult]] = deque()
@@ -137,6 +146,7 @@ class StoreWriter:
         fenced: list[int] = []
         attempt, delay, said = 0, 0.2, ""
         while commits:
+            self.beat(f"writing a commit to the store (attempt {attempt + 1})")
             try:
                 self.store.commit(self.topic, commits)
                 break
@@ -163,18 +173,21 @@ class StoreWriter:
                     5.0,
                 )
                 said = cause
+                self.beat(f"waiting {delay:.1f} s to retry a commit (the store unavailable)")
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
         if attempt:
             log.info("store available again: commit landed after %d retries", attempt)
         store_seconds = time.perf_counter() - started
         if purge:
+            self.beat("purging the rows past their retention")
             try:
                 self.store.purge()
             except StoreUnavailableError as exc:  # retention catches up at the next purge
                 log.warning("purge skipped, store unavailable: %s", exc)
         _trim()
         if self.on_commit is not None:
+            self.beat("publishing a commit's changes (the metrics topics)")
             report = CommitReport(commits, time.perf_counter() - flush_started, store_seconds, fenced)
             try:
                 self.on_commit(report)

@@ -45,6 +45,7 @@ from consumer.stream.dlq import DeadLetters
 from consumer.stream.partitions import Snapshots, Stats, new_fold, take_changes
 from consumer.stream.progress import Progress
 from consumer.stream.settings import ConsumerSettings
+from consumer.stream.watchdog import LOOP, WRITER, Watchdog
 from schemas import CONVERSATION_EVENT, Codec, DecodeError, subject
 from schemas.event_time import MAX_AHEAD_S, MAX_AHEAD_TEXT
 from schemas.exceptions import RegistryUnavailableError
@@ -120,7 +121,15 @@ class MetricsConsumer:
         self._pending = 0
         self._last_commit = time.monotonic()
         self._last_expire = time.monotonic()
-        self.writer = StoreWriter(self.store, settings.topic, self._stop, self._committed)
+        #: progress, beaten by the polling loop and the writer: `/healthz` and a stall's log line
+        self.watchdog = Watchdog(settings.stall_timeout)
+        self.writer = StoreWriter(
+            self.store,
+            settings.topic,
+            self._stop,
+            self._committed,
+            beat=functools.partial(self.watchdog.beat, WRITER),
+        )
         #: refused credentials or failed TLS say so (naming the settings), not a silent retry loop
         self.kafka_errors = ErrorReport(log)
         self.joined_at: float | None = None  # the latest assignment (an empty one included)
@@ -158,8 +167,11 @@ class MetricsConsumer:
         self.consumer.subscribe(
             [self.s.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
+        watched = threading.Event()
+        self.watchdog.watch(watched)
         try:
             while not self._stop.is_set():
+                self.watchdog.beat(LOOP, "polling Kafka and folding")
                 msgs = self.consumer.consume(self.s.poll_batch, 0.1)
                 if msgs:
                     self.process(msgs)
@@ -175,6 +187,7 @@ class MetricsConsumer:
                     break
             self.commit()
         finally:
+            watched.set()
             try:
                 self.wait_for_commit()
             finally:
@@ -288,6 +301,8 @@ class MetricsConsumer:
         thread: the Kafka consumer must not be called from the writer thread while the
         polling thread sits in a rebalance callback.
         """
+        if len(self.writer.in_flight) > keep:
+            self.watchdog.beat(LOOP, "waiting for the store writer's commit")
         for offsets, fenced in self.writer.results(keep):
             if offsets:
                 self.consumer.commit(offsets=offsets, asynchronous=True)
@@ -312,6 +327,7 @@ class MetricsConsumer:
         self.joined_at = time.monotonic()
         self.wait_for_commit()
         for tp in partitions:
+            self.watchdog.beat(LOOP, f"claiming and loading partition {tp.partition}")
             self.epochs[tp.partition] = self.store.claim(self.s.topic, tp.partition, self.owner)
             fold, offset = new_fold(self.store, self.s.topic, tp.partition, self.s, self.fold_kind)
             self.folds[tp.partition] = fold

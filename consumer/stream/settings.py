@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from consumer.fold.registry import DEFAULT_METRIC_SET, DEFAULT_SLA_BUCKETS, Registry, metric_set
 from consumer.store import Retention
+from consumer.stream.watchdog import STALL_S
 from schemas.confluent import WireFormat
 from schemas.schema_registry import RegistrySettings
 
@@ -57,6 +58,8 @@ class ConsumerSettings:
     schema_registry: RegistrySettings | None = None
     #: how the metrics-topic publishers frame their records
     wire_format: WireFormat = WireFormat.SINGLE_OBJECT
+    #: seconds without progress after which the consumer counts as stalled (`/healthz` 503)
+    stall_timeout: float = STALL_S
 
     @property
     def commit_events(self) -> int:

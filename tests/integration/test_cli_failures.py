@@ -167,3 +167,65 @@ def test_consume_keeps_running_while_kafka_cannot_be_reached_at_start(tmp_path: 
     finally:
         assert proc.stop(timeout=60) == 0, proc.tail()
     assert proc.log.read_text().count("Kafka unavailable at start") == 1
+
+
+def test_a_consumer_whose_commit_hangs_answers_healthz_with_503_until_it_moves_again(
+    kafka_bootstrap: str, new_topic: Callable[..., str], postgres_url: str, tmp_path: Path
+) -> None:
+    """A hung store connection (PostgreSQL through a proxy that holds every byte) stalls the
+    commit in flight: past --stall-timeout `/healthz` answers 503 naming the commit, and
+    the log says so once with the threads' stacks. A store that refuses connections is
+    retried, and retrying is progress: alive. Once the network flows again the consumer
+    moves on, alive, and its numbers are exact."""
+    proxy = FaultProxy.to(postgres_url)
+    topic = new_topic(3, prefix="stall")
+    port = free_port()
+    store = proxy.url(postgres_url)
+    proc = ConsumerProcess(
+        kafka_bootstrap, topic, store, tmp_path / "c.log", http_port=port, extra=["--stall-timeout", "10"]
+    )
+    api = f"http://127.0.0.1:{port}"
+
+    def health() -> httpx.Response:
+        return httpx.get(f"{api}/healthz", timeout=5)
+
+    webhooks = [dict(w) for w in generate_webhooks(GenerateConfig(seed=5, events=3_000, accounts=8))]
+    try:
+        produce_webhooks(kafka_bootstrap, topic, webhooks[:1_000])
+        wait_caught_up(kafka_bootstrap, topic, postgres_url, [proc])
+        assert health().json() == {"status": "ok"}
+        proxy.cut()  # refused: the commit is retried every few seconds, which is progress
+        produce_webhooks(kafka_bootstrap, topic, webhooks[1_000:2_000])
+        proc.wait_log("store unavailable, commit attempt")
+        until = time.monotonic() + 15  # longer than the stall timeout: alive throughout
+        while time.monotonic() < until:
+            assert (answer := health()).status_code == 200, answer.text
+            time.sleep(1)
+        proxy.open()
+        wait_caught_up(kafka_bootstrap, topic, postgres_url, [proc])
+        proxy.stall()  # now a commit hangs on its open connection
+        produce_webhooks(kafka_bootstrap, topic, webhooks[2_000:])
+        deadline = time.monotonic() + 30
+        while (answer := health()).status_code == 200:
+            assert time.monotonic() < deadline and proc.alive(), proc.tail()
+            time.sleep(0.2)
+        assert answer.status_code == 503, answer.text
+        body = answer.json()
+        assert body["status"] == "stalled", body
+        assert body["error"].startswith("no progress for more than --stall-timeout 10 s: "), body
+        assert "the store writer: writing a commit to the store (attempt " in body["error"], body
+        assert "the polling loop: waiting for the store writer's commit for " in body["error"], body
+        proc.wait_log("consumer stalled: no progress for more than --stall-timeout 10 s")
+        assert "thread store-writer_0:" in proc.log.read_text(errors="replace"), proc.tail()
+        proxy.resume()
+        proc.wait_log("consumer moving again")
+        assert health().json() == {"status": "ok"}
+        wait_caught_up(kafka_bootstrap, topic, postgres_url, [proc])
+        compare_with_truth(api, compute_truth(webhooks))
+        assert (
+            proc.log.read_text(errors="replace").count("ERROR consumer.stream.watchdog: consumer stalled")
+            == 1
+        ), proc.tail()
+    finally:
+        proxy.close()
+        assert proc.stop() == 0, proc.tail()
