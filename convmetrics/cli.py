@@ -49,6 +49,8 @@ def version_text() -> str:
 
 #: what --log-level takes (logging's own level names), in any case
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL")
+#: what --log-format takes
+LOG_FORMATS = ("text", "json")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LEVEL",
         help=f"logging level, one of {', '.join(LOG_LEVELS)} (env CONVMETRICS_LOG_LEVEL; default INFO)",
     )
+    parser.add_argument(
+        "--log-format",
+        type=argtypes.or_env(argtypes.one_of(LOG_FORMATS, fold_case=True), "CONVMETRICS_LOG_FORMAT"),
+        default=os.environ.get("CONVMETRICS_LOG_FORMAT", "text"),
+        metavar="FORMAT",
+        help="text (default: time, level, logger, message) or json: one JSON object a line, "
+        '{"time": ISO 8601 UTC, "level", "logger", "message", "exc_info": the traceback if any}, '
+        "for a log pipeline (Loki, Elasticsearch, Cloud Logging); the line a failing command "
+        "ends with too (env CONVMETRICS_LOG_FORMAT)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -78,11 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    json_lines = args.log_format.lower() == "json"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_json_formatter() if json_lines else logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=args.log_level, handlers=[handler])
     if logging.getLogger().level >= logging.INFO:  # a line per request of `metrics --api`: at DEBUG only
         logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
@@ -97,9 +108,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         # an expected failure (a store of another topic, a corrupt or unreachable store, bad
         # settings, ...): one line naming the cause, not a traceback
-        print(f"{argtypes.command_name(args)}: error: {exc}", file=sys.stderr)
+        line = f"{argtypes.command_name(args)}: error: {exc}"
+        if json_lines:
+            logging.getLogger("convmetrics").error("%s", line)
+        else:
+            print(line, file=sys.stderr)
         return 2 if settings_error(exc) else 1
     return int(result or 0)
+
+
+#: --log-format text's lines
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _json_formatter() -> logging.Formatter:
+    """--log-format json: python-json-logger's orjson formatter (orjson is a dependency
+    already), fields named as log pipelines expect them."""
+    from pythonjsonlogger.orjson import OrjsonFormatter
+
+    return OrjsonFormatter(
+        "{levelname}{name}{message}",
+        style="{",
+        rename_fields={"levelname": "level", "name": "logger"},
+        timestamp="time",
+    )
 
 
 def settings_error(exc: BaseException) -> bool:

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -167,6 +169,36 @@ def test_consume_keeps_running_while_kafka_cannot_be_reached_at_start(tmp_path: 
     finally:
         assert proc.stop(timeout=60) == 0, proc.tail()
     assert proc.log.read_text().count("Kafka unavailable at start") == 1
+
+
+def test_json_logs_are_one_object_a_line_from_every_logger(tmp_path: Path) -> None:
+    """`CONVMETRICS_LOG_FORMAT=json`: every line the consumer writes, its own and
+    librdkafka's, is one JSON object with time, level, logger and message; so is the line
+    a failing command ends with (`--log-format json`)."""
+    failed = convmetrics("--log-format", "json", "metrics", "--store", f"sqlite:///{tmp_path}/none.db")
+    assert failed.returncode == 1
+    (line,) = [json.loads(text) for text in failed.stderr.splitlines()]
+    assert (line["level"], line["logger"]) == ("ERROR", "convmetrics")
+    assert line["message"].startswith("convmetrics metrics: error: no store at "), line
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there: Kafka's complaints, and ours
+    proc = ConsumerProcess(
+        dead,
+        "events",
+        tmp_path / "m.db",
+        tmp_path / "c.log",
+        http_port=free_port(),
+        env={"CONVMETRICS_LOG_FORMAT": "json"},
+    )
+    try:
+        proc.wait_log("brokers are down", timeout=60)
+    finally:
+        assert proc.stop(timeout=60) == 0, proc.tail()
+    lines = [json.loads(line) for line in proc.log.read_text().splitlines()]
+    assert all(set(line) == {"time", "level", "logger", "message"} for line in lines), lines
+    assert all(datetime.fromisoformat(line["time"]).utcoffset() == timedelta(0) for line in lines)
+    loggers = {line["logger"] for line in lines}
+    assert {"convmetrics.consumer", "consumer.stream.runner", "librdkafka"} <= loggers, loggers
+    assert any(line["level"] == "WARNING" and line["message"].startswith("Kafka: ") for line in lines)
 
 
 def test_a_consumer_whose_commit_hangs_answers_healthz_with_503_until_it_moves_again(
