@@ -93,3 +93,26 @@ def new_fold(
         registry=store.registry,
     )
     return fold, state.next_offset
+
+
+def ahead_of_the_store(starts: dict[int, int | None], group: dict[int, int]) -> str | None:
+    """What to warn of where the group's committed offsets in Kafka are past the store's
+    (`starts`: the store's next offset per assigned partition, None for none; `group`: the
+    group's committed offsets, only the partitions that have one). Kafka's offsets are
+    committed after the store's, so they never pass them while every member of a group
+    writes one store: past it, another store holds those events (members of one group on
+    SQLite files of their own) or this one was replaced or restored from a backup."""
+    ahead = [
+        f"{p} (group {group[p]:,}, store {'none' if start is None else f'{start:,}'})"
+        for p, start in sorted(starts.items())
+        if p in group and group[p] > (start or 0)
+    ]
+    if not ahead:
+        return None
+    return (
+        f"partition(s) {', '.join(ahead)}: the consumer group's committed offset in Kafka is "
+        "past this store's, so another store holds what this one lacks: every consumer of a "
+        "group must write the same store (several machines or containers: PostgreSQL, not a "
+        "SQLite file each), or this store was replaced or restored. This consumer folds from "
+        "the store's offsets: its metrics lack what the other store folded"
+    )

@@ -26,6 +26,7 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
     KafkaError,
+    KafkaException,
     Message,
     TopicPartition,
 )
@@ -42,7 +43,7 @@ from consumer.store import PartitionCommit, Store, open_store
 from consumer.stream.checkpoint import MAX_IN_FLIGHT, CommitHook, CommitReport, StoreWriter
 from consumer.stream.clients import dlq_producer, ensure_topic, group_consumer, lag_of
 from consumer.stream.dlq import DeadLetters
-from consumer.stream.partitions import Snapshots, Stats, new_fold, take_changes
+from consumer.stream.partitions import Snapshots, Stats, ahead_of_the_store, new_fold, take_changes
 from consumer.stream.progress import Progress
 from consumer.stream.settings import ConsumerSettings
 from consumer.stream.watchdog import LOOP, WRITER, Watchdog
@@ -326,6 +327,7 @@ class MetricsConsumer:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.joined_at = time.monotonic()
         self.wait_for_commit()
+        starts: dict[int, int | None] = {}
         for tp in partitions:
             self.watchdog.beat(LOOP, f"claiming and loading partition {tp.partition}")
             self.epochs[tp.partition] = self.store.claim(self.s.topic, tp.partition, self.owner)
@@ -334,7 +336,10 @@ class MetricsConsumer:
             self.snapshots.logged[tp.partition] = 0
             if offset is not None:
                 self.positions[tp.partition] = offset
+            starts[tp.partition] = offset
             tp.offset = OFFSET_BEGINNING if offset is None else offset
+        if (ahead := ahead_of_the_store(starts, self._group_offsets(consumer, list(starts)))) is not None:
+            log.warning("%s", ahead)
         log.info(
             "assigned %s (partition, offset it starts from; %d: the beginning)",
             sorted((tp.partition, tp.offset) for tp in partitions),
@@ -346,6 +351,18 @@ class MetricsConsumer:
             except Exception:
                 log.exception("on assignment of %s", sorted(tp.partition for tp in partitions))
         consumer.assign(partitions)
+
+    def _group_offsets(self, consumer: Consumer, partitions: list[int]) -> dict[int, int]:
+        """The group's committed offsets of these partitions in Kafka (those that have one);
+        none when the coordinator does not answer within a few seconds (the check is advice)."""
+        if not partitions:
+            return {}
+        try:
+            found = consumer.committed([TopicPartition(self.s.topic, p) for p in partitions], timeout=5)
+        except KafkaException as exc:
+            log.debug("the group's committed offsets not read: %s", exc)
+            return {}
+        return {tp.partition: tp.offset for tp in found if tp.error is None and tp.offset >= 0}
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.commit()

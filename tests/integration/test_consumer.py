@@ -334,3 +334,30 @@ def test_dlq_replay_keeps_what_the_source_topic_refuses(kafka_bootstrap: str) ->
     for _ in range(2):  # nothing committed: the second replay meets the record again
         with pytest.raises(ConsumerError, match=r"the source topic refused 1 replayed record\(s\)"):
             replay_dead_letters(kafka_bootstrap, source, group=f"replay-{source}", idle_timeout=10)
+
+
+def test_a_member_on_another_store_than_its_groups_says_so_at_assignment(
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    tmp_path: Path,
+    spawn: Callable[..., ConsumerProcess],
+) -> None:
+    """A consumer of the group restarted on its own store takes its partitions back quietly;
+    one of the same group on another SQLite file (a container each, no shared store) is
+    told, for each partition the group committed past its store, that its metrics miss
+    what the other store folded."""
+    topic = new_topic(3, prefix="two-stores")
+    produce_webhooks(kafka_bootstrap, topic, stream(seed=31, events=3_000))
+    first, other = tmp_path / "first.db", tmp_path / "other.db"
+    for store, log in ((first, tmp_path / "a.log"), (first, tmp_path / "b.log"), (other, tmp_path / "c.log")):
+        proc = spawn(topic, store, log, group=f"one-group-{topic}", extra=["--flush-events", "500"])
+        try:
+            wait_caught_up(kafka_bootstrap, topic, store, [proc])
+            proc.wait_log("assigned [(")
+        finally:
+            assert proc.stop() == 0, proc.tail()
+    said = [(tmp_path / name).read_text(errors="replace") for name in ("a.log", "b.log", "c.log")]
+    assert "past this store's" not in said[0] and "past this store's" not in said[1], said[1]
+    (line,) = [line for line in said[2].splitlines() if "past this store's" in line]
+    assert " WARNING consumer.stream.runner: partition(s) 0 (group " in line, line
+    assert all(f"{p} (group " in line and ", store none)" in line for p in range(3)), line
