@@ -220,7 +220,7 @@ def _consume(args: argparse.Namespace) -> int:
             return 0
         consumer = made
         running.append(consumer)
-        metrics.watch(lambda: consumer.stats)
+        metrics.watch(lambda: consumer.stats, consumer.watchdog.idle)
         log.info(
             "consuming %s as group %s into %s (metric set %s)",
             args.topic,

@@ -20,13 +20,21 @@ DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 
 
 class _StatsCollector(Collector):
-    def __init__(self, stats: Callable[[], Stats | None]) -> None:
+    def __init__(self, stats: Callable[[], Stats | None], idle: Callable[[], float | None]) -> None:
         self._stats = stats
+        self._idle = idle
 
     def collect(self) -> Iterable[Metric]:
         st = self._stats()
         if st is None:
             return
+        if (idle := self._idle()) is not None:
+            yield GaugeMetricFamily(
+                "convmetrics_consumer_progress_age_seconds",
+                "Seconds since the polling loop or the store writer last made progress "
+                "(past --stall-timeout the consumer is stalled: /healthz answers 503).",
+                value=idle,
+            )
         by_type = dict(st.by_type)  # copied: the polling thread keeps adding to it
         lag = st.lag  # replaced whole by the polling thread, never changed in place
         yield _counter("convmetrics_consumer_records", "Records consumed (all outcomes).", st.consumed)
@@ -77,6 +85,7 @@ class ConsumerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self._stats: Callable[[], Stats] | None = None
+        self._idle: Callable[[], float] | None = None
         self.flush_seconds = Histogram(
             "convmetrics_consumer_flush_seconds",
             "Seconds from a commit's snapshot until it is durable in the store.",
@@ -89,11 +98,18 @@ class ConsumerMetrics:
             buckets=DURATION_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_StatsCollector(lambda: self._stats() if self._stats else None))
+        self.registry.register(
+            _StatsCollector(
+                lambda: self._stats() if self._stats else None,
+                lambda: self._idle() if self._idle else None,
+            )
+        )
 
-    def watch(self, stats: Callable[[], Stats]) -> None:
-        """Read counters from `stats()` at each scrape."""
+    def watch(self, stats: Callable[[], Stats], idle: Callable[[], float] | None = None) -> None:
+        """Read counters from `stats()` at each scrape, and the seconds since the consumer's
+        last progress from `idle()` (`Watchdog.idle`)."""
         self._stats = stats
+        self._idle = idle
 
     def on_commit(self, report: CommitReport) -> None:
         """The consumer's commit hook (runs on its writer thread)."""

@@ -40,6 +40,10 @@ class Watchdog:
         """`who` made progress, and goes on to `doing` (named if that is where it stalls)."""
         self._beats[who] = (self.clock(), doing)
 
+    def idle(self) -> float:
+        """Seconds since any thread last beat."""
+        return self.clock() - max(at for at, _ in self._beats.values())
+
     def stalled(self) -> str | None:
         """Why the consumer is not alive (no thread beat for more than `stall_s`), or None."""
         now = self.clock()

@@ -58,6 +58,24 @@ def test_consumer_health_is_read_from_stats_at_scrape_time() -> None:
     got, _ = scrape(m.registry)
     assert got[("convmetrics_consumer_duplicates_total", ())] == 10
     assert ("convmetrics_consumer_lag_records", (("partition", "2"),)) not in got
+    assert not any(name == "convmetrics_consumer_progress_age_seconds" for name, _ in got)
+
+
+def test_the_seconds_since_the_consumers_last_progress_are_a_gauge() -> None:
+    """`Watchdog.idle` at each scrape: what an alert on a consumer about to stall reads."""
+    from consumer.stream.watchdog import WRITER, Watchdog
+
+    now = [100.0]
+    dog = Watchdog(60, lambda: now[0])
+    m = ConsumerMetrics()
+    m.watch(Stats, dog.idle)
+    now[0] += 42.5
+    got, types = scrape(m.registry)
+    assert got[("convmetrics_consumer_progress_age_seconds", ())] == 42.5
+    assert types["convmetrics_consumer_progress_age_seconds"] == "gauge"
+    dog.beat(WRITER, "writing a commit to the store (attempt 1)")
+    now[0] += 1
+    assert scrape(m.registry)[0][("convmetrics_consumer_progress_age_seconds", ())] == 1
 
 
 def test_commit_hook_observes_flush_and_store_durations() -> None:
