@@ -7,6 +7,7 @@ handlers import their heavy dependencies lazily so that `--help` stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -14,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from convmetrics import __version__
+from convmetrics.process import signals_stop
 from schemas import argtypes
 
 #: Modules that contribute subcommands, in the order `--help` lists them.
@@ -97,7 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if logging.getLogger().level >= logging.INFO:  # a line per request of `metrics --api`: at DEBUG only
         logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
-        result = args.func(args)
+        # SIGTERM and SIGHUP stop a command as Ctrl-C does, unless it handles them itself
+        # (`own_signals`; a handler a command installs inside comes first anyway): as a
+        # container's PID 1 they would otherwise be ignored
+        with contextlib.nullcontext() if getattr(args, "own_signals", False) else signals_stop():
+            result = args.func(args)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `convmetrics generate | head`: the reader stopped; no traceback

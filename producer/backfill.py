@@ -47,10 +47,12 @@ class Summary:
     produced: int = 0
     ignored: int = 0
     rejected: list[Rejection] = field(default_factory=list)
+    #: stopped (Ctrl-C, SIGTERM) before the end of the file: what was read is accounted for
+    interrupted: str | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.rejected
+        return not self.rejected and self.interrupted is None
 
 
 def read_items(path: Path | str) -> Iterator[Item]:
@@ -128,29 +130,37 @@ def produce_file(
 
         return report
 
-    for item in read_items(path):
-        summary.items += 1
-        try:
-            if item.error is not None:
-                raise item.error
-            prepared = prepare(
-                item.body, codec, received_at_millis=time.time_ns() // 1_000_000, key_by=settings.key_by
-            )
-        except GatewayError as exc:
-            summary.rejected.append(Rejection(item.index, item.line, _id_of(item.body), exc.status, str(exc)))
-            if on_item:
-                on_item(summary)
-            continue
-        if isinstance(prepared, Ignored):
-            summary.ignored += 1
-            if on_item:
-                on_item(summary)
-            continue
-        pending[item.index] = item
-        _produce(producer, settings.topic, prepared.key, prepared.value, list(prepared.headers),
-                 delivered(item, prepared.id))  # fmt: skip
-        if summary.items % poll_every == 0:
-            producer.poll(0)
+    try:
+        for item in read_items(path):
+            summary.items += 1
+            try:
+                if item.error is not None:
+                    raise item.error
+                prepared = prepare(
+                    item.body, codec, received_at_millis=time.time_ns() // 1_000_000, key_by=settings.key_by
+                )
+            except GatewayError as exc:
+                summary.rejected.append(
+                    Rejection(item.index, item.line, _id_of(item.body), exc.status, str(exc))
+                )
+                if on_item:
+                    on_item(summary)
+                continue
+            if isinstance(prepared, Ignored):
+                summary.ignored += 1
+                if on_item:
+                    on_item(summary)
+                continue
+            pending[item.index] = item
+            _produce(producer, settings.topic, prepared.key, prepared.value, list(prepared.headers),
+                     delivered(item, prepared.id))  # fmt: skip
+            if summary.items % poll_every == 0:
+                producer.poll(0)
+    except KeyboardInterrupt as why:  # Ctrl-C, or SIGTERM (`convmetrics.cli`): what was read still lands
+        summary.interrupted = str(why) or "SIGINT"
+        # an item stopped half-way (neither handed to Kafka nor refused) counts as not read
+        # (no delivery report runs outside poll and flush, on this thread)
+        summary.items = len(pending) + summary.produced + summary.ignored + len(summary.rejected)
     producer.flush(settings.delivery_timeout + 5)
     for item in pending.values():  # never reported: count as failed, so the exit code says so
         body_id = _id_of(item.body)

@@ -112,7 +112,8 @@ def register(subparsers: Any) -> None:
                     help="do not create the topic at start")  # fmt: skip
     gw.add_argument("--access-log", action="store_true", help="log every request")
     kafka_arguments(gw)
-    gw.set_defaults(func=run_gateway)
+    # uvicorn handles SIGTERM itself (a graceful stop), then raises it again: not Ctrl-C's
+    gw.set_defaults(func=run_gateway, own_signals=True)
 
     prod = subparsers.add_parser(
         "produce",
@@ -190,7 +191,8 @@ def run_gateway(args: argparse.Namespace) -> int:
 
 
 def run_produce(args: argparse.Namespace) -> int:
-    """Produce the file; print a summary and every rejected item; 1 if any was rejected."""
+    """Produce the file; print a summary and every rejected item; 1 if any was rejected, 130
+    if stopped (Ctrl-C, SIGTERM) before its end, what was read being produced first."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -236,6 +238,14 @@ def run_produce(args: argparse.Namespace) -> int:
     )
     if summary.rejected:
         print_rejected(out, summary.rejected)
+    if summary.interrupted is not None:
+        console.print(
+            f"convmetrics produce: stopped by {summary.interrupted} after {summary.items} items, each "
+            "accounted for above; the rest of the file was not read. Produce the file again to send "
+            "it: the consumers count an event id once",
+            style="yellow", markup=False, soft_wrap=True,
+        )  # fmt: skip
+        return 130
     return 0 if summary.ok else 1
 
 

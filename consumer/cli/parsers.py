@@ -202,7 +202,8 @@ def register(sub: Any) -> None:
     )
     _common(s, kafka=False)
     _api_access(s, host=("--host", ENV_HOST), port=("--port", ENV_PORT, 8081))
-    s.set_defaults(func=_serve)
+    # uvicorn handles SIGTERM itself (a graceful stop), then raises it again: not Ctrl-C's
+    s.set_defaults(func=_serve, own_signals=True)
 
     t = sub.add_parser("token", help="API tokens: make one for --tokens-file")
     token_actions = t.add_subparsers(dest="token_command", metavar="ACTION", required=True)

@@ -148,6 +148,33 @@ def test_produce_file_sends_valid_items_and_lists_rejected_ones(
     assert len(meta.topics[fresh].partitions) == 4 and topic_size(kafka_bootstrap, fresh) == 2
 
 
+def test_produce_stopped_mid_file_lands_what_it_read_and_says_so(
+    kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    """SIGTERM (as Ctrl-C, and as a container's PID 1 gets it) stops `produce` reading; what
+    it read is produced and reported, the exit status 130 says it did not finish."""
+    topic = new_topic(3)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "convmetrics", "produce", "-", "--bootstrap-servers", kafka_bootstrap,
+         "--topic", topic, "--no-progress"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdin is not None
+    proc.stdin.write("".join(json.dumps(seed(closed_at=1)) + "\n" for _ in range(400)) + "{truncated\n")
+    proc.stdin.flush()  # and kept open: produce waits for more
+    deadline = time.monotonic() + 60
+    while topic_size(kafka_bootstrap, topic) < 400:
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert "401 items: 400 produced to " in out and "1 rejected" in out and "malformed JSON" in out, out
+    assert "convmetrics produce: stopped by SIGTERM after 401 items" in " ".join(err.split()), err
+    assert "Traceback" not in err
+    assert topic_size(kafka_bootstrap, topic) == 400
+
+
 def test_no_create_topic_still_publishes_the_schemas(local_broker: Callable[..., LocalBroker]) -> None:
     """`--no-create-topic` (the topic is made by whoever runs the cluster): the gateway is
     ready once the topic's key is checked and still publishes its schemas, so that
