@@ -589,3 +589,54 @@ def test_a_kept_connection_the_server_dropped_is_opened_again_for_the_same_call(
         assert again != pid
     finally:
         store.close()
+
+
+def test_a_commit_or_open_waiting_on_a_newer_releases_migration_is_refused_after_it(
+    postgres_url: str,
+) -> None:
+    """A newer release migrating the store holds the schema lock exclusively. A commit of
+    this release that came in meanwhile waits for it, and a store opened meanwhile (its
+    stamp stale) too; once the migration commits its format, both are refused: neither
+    checks the format before the lock alone (READ COMMITTED would show it the old one)."""
+    from consumer.fold.registry import CLOSURES
+    from consumer.store.postgres.sql import SCHEMA_LOCK
+
+    older = PostgresStore(postgres_url)
+    older.check_topic("events")
+    f = PartitionFold(0)
+    f.apply(ev(CLOSED, 1, 100))
+    delta, changed = f.take_changes()
+    failures: dict[str, BaseException] = {}
+
+    def attempt(name: str, call: Any) -> threading.Thread:
+        def run() -> None:
+            try:
+                call()
+            except BaseException as exc:  # the test reads it
+                failures[name] = exc
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        return t
+
+    with psycopg.connect(postgres_url) as migration:
+        migration.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+        committing = attempt(
+            "commit", lambda: older.commit("events", [PartitionCommit(0, delta, 1, f.watermark, changed)])
+        )
+        opening = attempt("open", lambda: PostgresStore(postgres_url, registry=CLOSURES))  # stale stamp
+        committing.join(1)
+        opening.join(1)
+        assert committing.is_alive() and opening.is_alive(), failures  # both wait for the lock
+        migration.execute(
+            "INSERT INTO meta VALUES ('store format', '2') ON CONFLICT (name) DO UPDATE SET value = '2'"
+        )
+        migration.commit()
+    committing.join(30)
+    opening.join(30)
+    assert "was upgraded to format 2 by a newer convmetrics release while this consumer ran" in str(
+        failures["commit"]
+    ), failures
+    assert "is in format 2, made by a newer convmetrics release" in str(failures["open"]), failures
+    assert older.load_partition("events", 0).next_offset is None  # nothing of the commit landed
+    older.close()

@@ -10,10 +10,11 @@ import psycopg
 
 from consumer.exceptions import FencedError
 from consumer.fold.registry import Registry
-from consumer.store import sqlgen
+from consumer.store import sqlgen, store_format
 from consumer.store.base import PartitionCommit
 from consumer.store.conversation_log import log_rows
 from consumer.store.postgres.aggregate import Batch, aggregate, columns, copy_in
+from consumer.store.postgres.schema import runner
 from consumer.store.postgres.sql import (
     APPEND_CONVERSATION_LOG,
     APPEND_SNAPSHOT_CHUNKS,
@@ -29,15 +30,23 @@ log = logging.getLogger(__name__)
 
 
 def write(
-    conn: psycopg.Connection[Any], partitions: list[PartitionCommit], batch: Batch, registry: Registry
+    conn: psycopg.Connection[Any],
+    partitions: list[PartitionCommit],
+    batch: Batch,
+    registry: Registry,
+    where: str,
 ) -> None:
-    """One commit of some partitions, in the caller's transaction: fenced (a newer owner's
-    claim wins), skipped when its offsets are already stored (a retried commit that had
-    landed), else every table and the offsets."""
+    """One commit of some partitions, in the caller's transaction: refused where a newer
+    release upgraded the store (`store_format`), fenced (a newer owner's claim wins),
+    skipped when its offsets are already stored (a retried commit that had landed), else
+    every table and the offsets."""
     # the schema's DDL (CREATE INDEX IF NOT EXISTS locks its table even when the index
     # exists) takes this lock exclusively: a consumer starting up waits for commits in
     # flight instead of deadlocking with them over table locks taken in another order
     conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (SCHEMA_LOCK,))
+    # after the lock: a migration holding it has committed its format by now (READ
+    # COMMITTED: this statement sees it), so no commit of an older release lands after it
+    store_format.check(runner(conn), "%s", where, committing=True)
     ids = sorted({p.partition for p in partitions})
     epochs = dict(
         conn.execute(

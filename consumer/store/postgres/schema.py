@@ -51,8 +51,13 @@ def ensure_schema(conn: psycopg.Connection[Any], registry: Registry, where: str)
     stamp = "schema " + hashlib.sha256("\n".join(made).encode()).hexdigest()[:16]
 
     run = runner(conn)
-    if _has_meta(conn):  # refused before anything of this release is made or migrated
-        store_format.check(run, "%s", where)
+
+    def refuse_newer() -> None:
+        """Before anything of this release is made or migrated (a new database: no `meta`)."""
+        if _has_meta(conn):
+            store_format.check(run, "%s", where)
+
+    refuse_newer()
 
     def done() -> bool:
         return _stamped(conn, stamp) and not _bins_table(conn) and not upgrade.pending(registry, run, "%s")
@@ -60,6 +65,7 @@ def ensure_schema(conn: psycopg.Connection[Any], registry: Registry, where: str)
     if done():
         return
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+    refuse_newer()  # again: a newer release may have migrated while this one waited
     if done():  # made by another process while this one waited
         return
     for sql in ddl:

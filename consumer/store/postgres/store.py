@@ -26,7 +26,7 @@ import psycopg
 from consumer.exceptions import StoreError
 from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.windows import ALL, WINDOWS
-from consumer.store import folded_set, outbox, sqlgen, store_format
+from consumer.store import folded_set, outbox, sqlgen
 from consumer.store.base import (
     BacklogRow,
     MetricRow,
@@ -122,12 +122,7 @@ class PostgresStore:
         if not partitions:
             return
         batch = Batch(partitions, self.registry)
-
-        def work(conn: psycopg.Connection[Any]) -> None:
-            store_format.check(runner(conn), "%s", self._where(), committing=True)
-            write(conn, partitions, batch, self.registry)
-
-        self.session.run(work)
+        self.session.run(lambda conn: write(conn, partitions, batch, self.registry, self._where()))
 
     # -- reading ----------------------------------------------------------------------
     def query(
