@@ -111,6 +111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except Exception as exc:
         if not expected(exc):
+            if json_lines:  # a bug's traceback too, as one line a log pipeline keeps whole
+                logging.getLogger("convmetrics").critical(
+                    "%s: crashed", argtypes.command_name(args), exc_info=exc
+                )
+                return 1
             raise
         # an expected failure (a store of another topic, a corrupt or unreachable store, bad
         # settings, ...): one line naming the cause, not a traceback

@@ -147,6 +147,7 @@ def _consume(args: argparse.Namespace) -> int:
     from consumer.stream.checkpoint import CommitReport
     from consumer.stream.exporter import ConsumerMetrics
     from consumer.stream.runner import MetricsConsumer
+    from consumer.stream.watchdog import PUBLISHER
 
     settings = consumer_settings(args)
     if not settings.http_port:  # a flag the command would ignore is refused, not dropped
@@ -163,8 +164,9 @@ def _consume(args: argparse.Namespace) -> int:
         """What these partitions left unpublished, to every metrics topic: after each commit,
         and on assignment (a predecessor killed mid-publication left rows that a quiet
         topic's next commit may never bring)."""
+        beat = functools.partial(consumer.watchdog.beat, PUBLISHER)
         for publisher in publishers:
-            publisher.publish_pending(consumer.store, partitions, stopping=stopping)
+            publisher.publish_pending(consumer.store, partitions, stopping=stopping, beat=beat)
 
     def on_commit(report: CommitReport) -> None:
         metrics.on_commit(report)

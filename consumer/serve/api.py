@@ -295,8 +295,10 @@ def create_app(
         return _json({"status": "ok"})
 
     def readyz(request: Request) -> Response:
-        """Ready when the store answers a query (a load balancer's probe)."""
+        """Ready when the store answers a query and no newer release upgraded it since (a
+        load balancer's probe)."""
         store().newest_start(BY_CHANNEL, ALL)  # a StoreError is answered by `unavailable`
+        store().check_format()
         why = ready() if ready is not None else None
         if why is not None:
             return Response(

@@ -131,6 +131,12 @@ class Store(Protocol):
         `switch`: note this one instead."""
         ...
 
+    def check_format(self) -> None:
+        """Raise StoreError if a newer release upgraded the store since it was opened
+        (`consumer.store.store_format`): `/readyz` asks, so an older `serve` left running
+        is taken out of its load balancer."""
+        ...
+
     def claim(self, topic: str, partition: int, owner: str) -> int:
         """Become the partition's owner: bump and return its ownership epoch. Claim first,
         then load: from then on the previous owner's commits for it are refused."""

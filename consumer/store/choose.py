@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from consumer.exceptions import ConfigError
 from consumer.fold.registry import REGISTRY, Registry
 from consumer.store.base import Retention, Store
 from schemas.urls import redacted as redacted_url
 
 
-def open_store(url: str, *, retention: Retention | None = None, registry: Registry = REGISTRY) -> Store:
+def open_store(
+    url: str,
+    *,
+    retention: Retention | None = None,
+    registry: Registry = REGISTRY,
+    on_retry: Callable[[str], None] | None = None,
+) -> Store:
     """Open a store from a URL: `sqlite:///relative.db`, `sqlite:////absolute/path.db` or
     `postgresql://user[:password]@host[:port]/database` (libpq's URL syntax), holding the
-    metrics of `registry`."""
+    metrics of `registry`. `on_retry(what)`: at each retry of a call the store rides an
+    outage out on (PostgreSQL's claim and load, in a rebalance; SQLite waits for its lock
+    instead, and has no such retries)."""
     if check_store_url(url) == "sqlite":
         from consumer.store.sqlite import SqliteStore
 
@@ -21,7 +31,7 @@ def open_store(url: str, *, retention: Retention | None = None, registry: Regist
         )
     from consumer.store.postgres import PostgresStore
 
-    return PostgresStore(url, retention=retention or Retention(), registry=registry)
+    return PostgresStore(url, retention=retention or Retention(), registry=registry, on_retry=on_retry)
 
 
 def check_store_url(url: str) -> str:

@@ -128,6 +128,8 @@ class StoreWriter:
         except BaseException:
             self._failed = True
             raise
+        finally:
+            self.beat("idle")
 
     def _write_one(self, commits: list[PartitionCommit], purge: bool, flush_started: float) -> WriteResult:
         """Writer thread: the store transaction. Partitions fenced off by a newer owner are
@@ -187,7 +189,7 @@ class StoreWriter:
                 log.warning("purge skipped, store unavailable: %s", exc)
         _trim()
         if self.on_commit is not None:
-            self.beat("publishing a commit's changes (the metrics topics)")
+            self.beat("running the commit hook (the exporter, the metrics topics)")
             report = CommitReport(commits, time.perf_counter() - flush_started, store_seconds, fenced)
             try:
                 self.on_commit(report)

@@ -3,6 +3,7 @@ settings this workload wants and the user's own (`ConsumerSettings.kafka`: secur
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
@@ -12,6 +13,8 @@ from consumer.exceptions import ConsumerError, KafkaUnavailableError
 from consumer.stream.settings import ConsumerSettings
 from schemas.exceptions import TopicNotMadeError
 from schemas.kafka import ErrorReport, client_config, create_topic
+
+log = logging.getLogger(__name__)
 
 
 def _base(settings: ConsumerSettings, errors: ErrorReport) -> dict[str, Any]:
@@ -104,3 +107,17 @@ def ensure_topic(
         )  # fmt: skip
     except TopicNotMadeError as exc:
         raise (KafkaUnavailableError if exc.unreachable else ConsumerError)(str(exc)) from None
+
+
+def group_offsets(consumer: Consumer, topic: str, partitions: list[int]) -> dict[int, int]:
+    """The group's committed offsets of these partitions in Kafka (those that have one):
+    none when the coordinator does not answer within a few seconds (the caller's check,
+    `partitions.ahead_of_the_store`, is advice, and runs inside a rebalance callback)."""
+    if not partitions:
+        return {}
+    try:
+        found = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=5)
+    except KafkaException as exc:
+        log.debug("the group's committed offsets not read: %s", exc)
+        return {}
+    return {tp.partition: tp.offset for tp in found if tp.error is None and tp.offset >= 0}

@@ -195,7 +195,12 @@ class MetricsTopicPublisher:
         self._kill_after = _kill_mid_publication_after()  # None: the hook is off
 
     def publish_pending(
-        self, store: Store, partitions: list[int], *, stopping: threading.Event | None = None
+        self,
+        store: Store,
+        partitions: list[int],
+        *,
+        stopping: threading.Event | None = None,
+        beat: Callable[[str], None] | None = None,
     ) -> int:
         """Publish the rows these partitions changed since their last publication (each
         consumer publishes its own partitions: no two write the same marks); returns the
@@ -207,9 +212,12 @@ class MetricsTopicPublisher:
         rows stay unpublished in the store (their marks do not move) and go out after the
         partition's next commit here, or when its next owner is assigned it. A consumer whose
         brokers went away with it (a killed demo, a lost cluster) so stops in seconds.
+        `beat(doing)` at each batch of commits' rows (`consumer.stream.watchdog`).
         """
         total = 0
         while True:
+            if beat is not None:
+                beat(f"publishing the changed rows of partitions {partitions} to {self.topic}")
             marks = store.published_marks(partitions, self.topic)
             rows, newest = store.changed_since(marks)
             if not rows:

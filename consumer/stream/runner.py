@@ -26,7 +26,6 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
     KafkaError,
-    KafkaException,
     Message,
     TopicPartition,
 )
@@ -41,7 +40,7 @@ from consumer.fold.native import choose
 from consumer.heap import rare_collections
 from consumer.store import PartitionCommit, Store, open_store
 from consumer.stream.checkpoint import MAX_IN_FLIGHT, CommitHook, CommitReport, StoreWriter
-from consumer.stream.clients import dlq_producer, ensure_topic, group_consumer, lag_of
+from consumer.stream.clients import dlq_producer, ensure_topic, group_consumer, group_offsets, lag_of
 from consumer.stream.dlq import DeadLetters
 from consumer.stream.partitions import Snapshots, Stats, ahead_of_the_store, new_fold, take_changes
 from consumer.stream.progress import Progress
@@ -94,8 +93,14 @@ class MetricsConsumer:
         on_assign: Callable[[list[int]], None] | None = None,
     ) -> None:
         self.s = settings
+        #: progress, beaten by the polling loop and the writer: `/healthz` and a stall's log line
+        self.watchdog = Watchdog(settings.stall_timeout)
         self.store = store or open_store(
-            settings.store_url, retention=settings.retention, registry=settings.registry
+            settings.store_url,
+            retention=settings.retention,
+            registry=settings.registry,
+            # an outage ridden out in a rebalance (claim, load) is progress, not a stall
+            on_retry=lambda what: self.watchdog.beat(LOOP, f"{what}: the store unavailable, retrying"),
         )
         self.store.check_topic(settings.topic)
         self.store.check_metric_set(settings.metric_set, switch=settings.switch_metric_set)
@@ -122,8 +127,6 @@ class MetricsConsumer:
         self._pending = 0
         self._last_commit = time.monotonic()
         self._last_expire = time.monotonic()
-        #: progress, beaten by the polling loop and the writer: `/healthz` and a stall's log line
-        self.watchdog = Watchdog(settings.stall_timeout)
         self.writer = StoreWriter(
             self.store,
             settings.topic,
@@ -338,7 +341,9 @@ class MetricsConsumer:
                 self.positions[tp.partition] = offset
             starts[tp.partition] = offset
             tp.offset = OFFSET_BEGINNING if offset is None else offset
-        if (ahead := ahead_of_the_store(starts, self._group_offsets(consumer, list(starts)))) is not None:
+        if (
+            ahead := ahead_of_the_store(starts, group_offsets(consumer, self.s.topic, list(starts)))
+        ) is not None:
             log.warning("%s", ahead)
         log.info(
             "assigned %s (partition, offset it starts from; %d: the beginning)",
@@ -351,18 +356,6 @@ class MetricsConsumer:
             except Exception:
                 log.exception("on assignment of %s", sorted(tp.partition for tp in partitions))
         consumer.assign(partitions)
-
-    def _group_offsets(self, consumer: Consumer, partitions: list[int]) -> dict[int, int]:
-        """The group's committed offsets of these partitions in Kafka (those that have one);
-        none when the coordinator does not answer within a few seconds (the check is advice)."""
-        if not partitions:
-            return {}
-        try:
-            found = consumer.committed([TopicPartition(self.s.topic, p) for p in partitions], timeout=5)
-        except KafkaException as exc:
-            log.debug("the group's committed offsets not read: %s", exc)
-            return {}
-        return {tp.partition: tp.offset for tp in found if tp.error is None and tp.offset >= 0}
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.commit()

@@ -25,8 +25,9 @@ STALL_S = 300.0
 #: its least: a store retried beats before and after each wait (at most 5 s) and each
 #: attempt (a connection refused at once, or given up after the store's 5 s connect timeout)
 MIN_STALL_S = 10.0
-#: the threads that beat, as `stalled` names them
-LOOP, WRITER = "the polling loop:", "the store writer:"
+#: what beats, as `stalled` names it: the polling thread, the store writer's thread, and
+#: the metrics-topic publication (on either)
+LOOP, WRITER, PUBLISHER = "the polling loop:", "the store writer:", "the metrics-topic publisher:"
 
 
 class Watchdog:
@@ -34,20 +35,28 @@ class Watchdog:
         self.stall_s = stall_s
         self.clock = clock
         #: per thread that beats: when it last did, and what it went on to do
-        self._beats: dict[str, tuple[float, str]] = {LOOP: (clock(), "starting")}
+        # every key there from the start: the dict never changes size while another
+        # thread reads it
+        self._beats: dict[str, tuple[float, str]] = {
+            who: (clock(), doing)
+            for who, doing in ((LOOP, "starting"), (WRITER, "idle"), (PUBLISHER, "idle"))
+        }
 
     def beat(self, who: str, doing: str) -> None:
-        """`who` made progress, and goes on to `doing` (named if that is where it stalls)."""
+        """`who` (`LOOP`, `WRITER` or `PUBLISHER`) made progress, and goes on to `doing`
+        (named if that is where it stalls)."""
+        if who not in self._beats:
+            raise ValueError(f"unknown beat {who!r}")
         self._beats[who] = (self.clock(), doing)
 
     def idle(self) -> float:
         """Seconds since any thread last beat."""
-        return self.clock() - max(at for at, _ in self._beats.values())
+        return self.clock() - max(at for at, _ in tuple(self._beats.values()))
 
     def stalled(self) -> str | None:
         """Why the consumer is not alive (no thread beat for more than `stall_s`), or None."""
         now = self.clock()
-        beats = sorted(self._beats.items(), key=lambda item: item[1][0], reverse=True)
+        beats = sorted(tuple(self._beats.items()), key=lambda item: item[1][0], reverse=True)
         if now - beats[0][1][0] <= self.stall_s:
             return None
         doing = "; ".join(f"{who} {what} for {now - at:.0f} s" for who, (at, what) in beats)

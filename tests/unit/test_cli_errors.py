@@ -288,3 +288,22 @@ def test_a_store_of_a_newer_release_is_one_line_and_status_1(
         f"convmetrics metrics: error: store {tmp_path}/m.db is in format 2, made by a newer "
         "convmetrics release; this release reads and writes format 1 only"
     ), err
+
+
+def test_a_bug_in_json_mode_is_one_logged_record_with_its_traceback(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`--log-format json`: an unexpected exception (a bug) is logged, traceback and all,
+    as one record a log pipeline keeps whole, exit 1; in text mode it is raised as ever."""
+
+    def broken(_args: object) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("consumer.cli.parsers._token_new", broken)
+    with caplog.at_level("CRITICAL", logger="convmetrics"):
+        assert main(["--log-format", "json", "token", "new"]) == 1
+    (record,) = caplog.records
+    assert record.getMessage() == "convmetrics token new: crashed"
+    assert record.exc_info is not None and str(record.exc_info[1]) == "a bug"
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["token", "new"])

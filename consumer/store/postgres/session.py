@@ -144,8 +144,14 @@ class Session:
                 raise StoreError(f"PostgreSQL store failed: {exc}") from exc
 
 
-def retrying(call: Callable[[], T], what: str, patience: float = 120) -> T:
-    """Ownership calls run inside Kafka's rebalance callback: ride out a short outage."""
+def retrying(
+    call: Callable[[], T],
+    what: str,
+    patience: float = 120,
+    on_retry: Callable[[str], None] | None = None,
+) -> T:
+    """Ownership calls run inside Kafka's rebalance callback: ride out a short outage
+    (`on_retry(what)` at each retry: the consumer's watchdog counts it as progress)."""
     deadline, delay = time.monotonic() + patience, 0.2
     while True:
         try:
@@ -153,6 +159,8 @@ def retrying(call: Callable[[], T], what: str, patience: float = 120) -> T:
         except StoreUnavailableError as exc:
             if time.monotonic() >= deadline:
                 raise
+            if on_retry is not None:
+                on_retry(what)
             log.warning("%s: %s; retrying in %.1fs", what, exc, delay)
             time.sleep(delay)
             delay = min(delay * 2, 5.0)

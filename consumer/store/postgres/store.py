@@ -17,7 +17,7 @@ Same tables and semantics as the SQLite store. What sharing adds:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -26,7 +26,7 @@ import psycopg
 from consumer.exceptions import StoreError
 from consumer.fold.registry import REGISTRY, Registry
 from consumer.fold.windows import ALL, WINDOWS
-from consumer.store import folded_set, outbox, sqlgen
+from consumer.store import folded_set, outbox, sqlgen, store_format
 from consumer.store.base import (
     BacklogRow,
     MetricRow,
@@ -63,8 +63,11 @@ class PostgresStore:
         race_retries: int = 5,
         registry: Registry = REGISTRY,
         idle_in_transaction_timeout: float = IDLE_IN_TRANSACTION_TIMEOUT_S,
+        on_retry: Callable[[str], None] | None = None,
     ) -> None:
         self.url = url
+        #: called with what is retried, at each retry of a claim or load (`retrying`)
+        self.on_retry = on_retry
         #: the metrics this store holds (its columns and SQL follow from it)
         self.registry = registry
         self.retention = retention or Retention()
@@ -95,6 +98,9 @@ class PostgresStore:
 
         self.session.run(work)
 
+    def check_format(self) -> None:
+        self.session.run(lambda conn: store_format.check(runner(conn), "%s", self._where()))
+
     def claim(self, topic: str, partition: int, owner: str) -> int:
         def work(conn: psycopg.Connection[Any]) -> int:
             row = conn.execute(
@@ -105,7 +111,9 @@ class PostgresStore:
             assert row is not None
             return int(row[0])
 
-        return retrying(lambda: self.session.run(work), f"claim partition {partition}")
+        return retrying(
+            lambda: self.session.run(work), f"claim partition {partition}", on_retry=self.on_retry
+        )
 
     def load_partition(self, topic: str, partition: int) -> PartitionState:
         def work(conn: psycopg.Connection[Any]) -> PartitionState:
@@ -115,7 +123,7 @@ class PostgresStore:
             convs = load_conversations(conn.execute, partition, "%s")
             return PartitionState(None if off is None else off[0], 0 if off is None else off[1], convs)
 
-        return retrying(lambda: self.session.run(work), f"load partition {partition}")
+        return retrying(lambda: self.session.run(work), f"load partition {partition}", on_retry=self.on_retry)
 
     # -- commit -----------------------------------------------------------------------
     def commit(self, topic: str, partitions: list[PartitionCommit]) -> None:

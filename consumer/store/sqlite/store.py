@@ -141,6 +141,10 @@ class SqliteStore:
             folds = folded_set.identity(name, self.registry)
             folded_set.check(runner(self.db), "?", folds, switch=switch, where=str(self.path))
 
+    @_reading
+    def check_format(self) -> None:
+        store_format.check(runner(self.db), "?", self.path)
+
     def claim(self, topic: str, partition: int, owner: str) -> int:
         with self._tx():
             row = self.db.execute(

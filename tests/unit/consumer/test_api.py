@@ -358,3 +358,20 @@ def test_closures_of_a_closures_set_store_refuse_the_full_sets_names(tmp_path: P
         c.get("/v1/closures", params={"by": "account", "window": "all", "sort": "-closures"}).status_code
         == 200
     )
+
+
+def test_a_store_a_newer_release_upgrades_under_a_running_api_makes_it_not_ready(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An older `serve` left running through an upgrade (`store_format`): its `/readyz`
+    turns 503 naming both formats, so that its load balancer stops sending it readers."""
+    from consumer.store import store_format
+
+    c = TestClient(create_app(lambda: SqliteStore(str(db))), raise_server_exceptions=False)
+    assert c.get("/readyz").json() == {"ready": True}
+    monkeypatch.setattr(store_format, "FORMAT", 2)
+    SqliteStore(str(db)).close()  # the newer release opens and stamps it
+    monkeypatch.setattr(store_format, "FORMAT", 1)
+    answer = c.get("/readyz")
+    assert answer.status_code == 503, answer.text
+    assert "is in format 2, made by a newer convmetrics release" in answer.json()["error"]

@@ -5,6 +5,9 @@ The rule at its boundaries here; two real consumers on two files: tests/integrat
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+
 import pytest
 
 from consumer.stream.partitions import ahead_of_the_store
@@ -34,3 +37,40 @@ def test_the_partitions_whose_group_offset_is_past_the_stores(
         f"partition(s) {ahead}: the consumer group's committed offset"
     )
     assert "PostgreSQL, not a SQLite file each" in said
+
+
+class Committed:
+    """A consumer whose `committed` answers these TopicPartitions, or raises."""
+
+    def __init__(self, answer: list[Any] | Exception) -> None:
+        self.answer = answer
+        self.asked: list[Any] = []
+
+    def committed(self, partitions: list[Any], timeout: float) -> list[Any]:
+        self.asked.append(([tp.partition for tp in partitions], timeout))
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+def test_the_groups_offsets_leave_out_partitions_without_one_and_a_coordinator_that_does_not_answer() -> None:
+    from confluent_kafka import OFFSET_INVALID, KafkaError, KafkaException, TopicPartition
+
+    from consumer.stream.clients import group_offsets
+
+    failed = SimpleNamespace(
+        partition=2, offset=9, error=KafkaError(KafkaError._TIMED_OUT)
+    )  # its error is read-only
+    answer = [
+        TopicPartition("t", 0, 120),
+        TopicPartition("t", 1, OFFSET_INVALID),
+        failed,
+        TopicPartition("t", 3, 0),
+    ]
+    consumer = Committed(answer)
+    assert group_offsets(consumer, "t", [0, 1, 2, 3]) == {0: 120, 3: 0}  # type: ignore[arg-type]
+    assert consumer.asked == [([0, 1, 2, 3], 5)]  # bounded: it runs inside a rebalance callback
+    timed_out = Committed(KafkaException(KafkaError(KafkaError._TIMED_OUT)))
+    assert group_offsets(timed_out, "t", [0]) == {}  # type: ignore[arg-type]
+    nothing = Committed([])
+    assert group_offsets(nothing, "t", []) == {} and nothing.asked == []  # type: ignore[arg-type]

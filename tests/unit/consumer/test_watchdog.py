@@ -39,8 +39,9 @@ def test_stalled_only_past_the_timeout_since_the_latest_beat_of_any_thread() -> 
     clock.now += 60
     assert dog.stalled() is None  # at the timeout: not yet
     clock.now += 0.001
-    assert (
-        dog.stalled() == "no progress for more than --stall-timeout 60 s: the polling loop: starting for 60 s"
+    assert dog.stalled() == (
+        "no progress for more than --stall-timeout 60 s: the polling loop: starting for 60 s; "
+        "the store writer: idle for 60 s; the metrics-topic publisher: idle for 60 s"
     )
     dog.beat(WRITER, "writing a commit to the store (attempt 1)")
     assert dog.stalled() is None  # any thread's progress counts
@@ -49,8 +50,11 @@ def test_stalled_only_past_the_timeout_since_the_latest_beat_of_any_thread() -> 
     clock.now += 61
     assert dog.stalled() == (
         "no progress for more than --stall-timeout 60 s: the polling loop: waiting for the store "
-        "writer's commit for 61 s; the store writer: writing a commit to the store (attempt 1) for 91 s"
+        "writer's commit for 61 s; the store writer: writing a commit to the store (attempt 1) for 91 s; "
+        "the metrics-topic publisher: idle for 151 s"
     )
+    with pytest.raises(ValueError, match="unknown beat"):
+        dog.beat("the gateway:", "x")  # a name of its own would never be read
 
 
 def test_a_store_being_retried_beats_at_each_attempt_and_wait(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,6 +68,9 @@ def test_a_store_being_retried_beats_at_each_attempt_and_wait(monkeypatch: pytes
         pass
     finally:
         writer.shutdown()
+    writer._failed = False
+    writer.write([], False, 0.0)  # nothing to write: the writer is idle again after it
+    assert beats.pop() == "idle"
     assert beats == [
         "writing a commit to the store (attempt 1)",
         "waiting 0.2 s to retry a commit (the store unavailable)",
@@ -94,7 +101,11 @@ def test_the_watch_logs_a_stall_once_with_the_threads_then_the_recovery(
     stop = threading.Event()
     with caplog.at_level(logging.WARNING, logger="consumer.stream.watchdog"):
         thread = dog.watch(stop)
-        time.sleep(0.6)  # stalled for two checks and more: said once
+        deadline = time.monotonic() + 5
+        while not any("consumer stalled" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.02)
+        time.sleep(0.3)  # stalled for more checks: still said once
         dog.beat(LOOP, "polling Kafka and folding")
         deadline = time.monotonic() + 5
         while not any("moving again" in r.getMessage() for r in caplog.records):
