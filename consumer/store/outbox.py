@@ -134,7 +134,7 @@ PURGED = -2
 #: the window and the cutoff (a dialect's mark replaces them)
 KEEP_PURGED = (
     "INSERT INTO purged_rows (by, win, start, key) "
-    "SELECT DISTINCT by, win, start, key FROM metric_rows WHERE win = ? AND start < ?"
+    "SELECT DISTINCT by, win, start, key FROM metric_rows WHERE by = ? AND win = ? AND start < ?"
 )
 #: whether any metrics topic publishes from the store (else a purge keeps no key)
 PUBLISHED = "SELECT 1 FROM published_marks LIMIT 1"

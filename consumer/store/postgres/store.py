@@ -223,17 +223,19 @@ class PostgresStore:
                 return 0
             deleted = 0
             published = conn.execute(outbox.PUBLISHED).fetchone() is not None
+            bys = [r[0] for r in conn.execute(sqlgen.STORED_GROUPINGS)]
+            keep_purged = outbox.with_marks(outbox.KEEP_PURGED, sqlgen.POSTGRES)
+            purge_rows = outbox.with_marks(sqlgen.PURGE_ROWS, sqlgen.POSTGRES)
             now: dict[str, int] = {}
             for win in WINDOWS:
                 keep = self.retention.for_window(win)
                 if keep is None or win == ALL:
                     continue
                 now[win] = newest[0] - keep
-                if published:  # the metrics topics tombstone them (outbox.PURGED)
-                    conn.execute(outbox.with_marks(outbox.KEEP_PURGED, sqlgen.POSTGRES), (win, now[win]))
-                deleted += conn.execute(
-                    "DELETE FROM metric_rows WHERE win=%s AND start<%s", (win, now[win])
-                ).rowcount
+                for by in bys:  # a range of the primary key each (sqlgen.PURGE_ROWS)
+                    if published:  # the metrics topics tombstone them (outbox.PURGED)
+                        conn.execute(keep_purged, (by, win, now[win]))
+                    deleted += conn.execute(purge_rows, (by, win, now[win])).rowcount
             conn.execute(outbox.FORGET_PURGED)
             if now:  # commits write no row below these (sqlgen.purged)
                 conn.execute(

@@ -37,7 +37,15 @@ from consumer.store.sqlgen.dialect import (
     on_conflict,
     row_table,
 )
-from consumer.store.sqlgen.purged import PURGED_BEFORE, advanced, horizons, kept, retained
+from consumer.store.sqlgen.purged import (
+    PURGE_ROWS,
+    PURGED_BEFORE,
+    STORED_GROUPINGS,
+    advanced,
+    horizons,
+    kept,
+    retained,
+)
 from consumer.store.sqlgen.reads import key_order, page, query, rank_value, ranked, starts_in
 from consumer.store.sqlgen.recheck import RECHECKED, Source
 
@@ -47,10 +55,12 @@ __all__ = [
     "BINS_MERGE",
     "POSTGRES",
     "PURGED_BEFORE",
+    "PURGE_ROWS",
     "RECHECKED",
     "ROWS",
     "ROW_KEY",
     "SQLITE",
+    "STORED_GROUPINGS",
     "Dialect",
     "Source",
     "advanced",

@@ -14,6 +14,18 @@ from consumer.fold.windows import WINDOWS
 #: the `meta` row holding the horizons, a JSON object {window: start}
 PURGED_BEFORE = "purged_before"
 
+#: the groupings metric_rows holds rows of, each found by one seek of its primary key
+#: (by, win, start, ...): a purge deletes grouping by grouping, each a range of that key.
+#: `DELETE ... WHERE win = ? AND start < ?` alone read the whole table, once per window,
+#: every minute on the writer's thread (SQLite: ~180 ms per window for 2,000,000 rows)
+STORED_GROUPINGS = """
+WITH RECURSIVE b(by) AS (
+    SELECT min(by) FROM metric_rows
+    UNION ALL SELECT (SELECT min(by) FROM metric_rows WHERE by > b.by) FROM b WHERE b.by IS NOT NULL
+) SELECT by FROM b WHERE by IS NOT NULL"""
+#: one grouping's rows of a window below a start (? marks: `outbox.with_marks` for PostgreSQL)
+PURGE_ROWS = "DELETE FROM metric_rows WHERE by = ? AND win = ? AND start < ?"
+
 
 def horizons(value: str | bytes | None) -> dict[str, int]:
     """The horizons of a `meta` value (none before the first purge); windows it does not

@@ -299,16 +299,17 @@ class SqliteStore:
         deleted = 0
         with self._tx():
             published = self.db.execute(outbox.PUBLISHED).fetchone() is not None
+            bys = [r[0] for r in self.db.execute(sqlgen.STORED_GROUPINGS)]
             now: dict[str, int] = {}
             for win in WINDOWS:
                 keep = self.retention.for_window(win)
                 if keep is None or win == ALL:
                     continue
                 now[win] = newest - keep
-                if published:  # the metrics topics tombstone them (outbox.PURGED)
-                    self.db.execute(outbox.KEEP_PURGED, (win, now[win]))
-                cur = self.db.execute("DELETE FROM metric_rows WHERE win=? AND start<?", (win, now[win]))
-                deleted += cur.rowcount
+                for by in bys:  # a range of the primary key each (sqlgen.PURGE_ROWS)
+                    if published:  # the metrics topics tombstone them (outbox.PURGED)
+                        self.db.execute(outbox.KEEP_PURGED, (by, win, now[win]))
+                    deleted += self.db.execute(sqlgen.PURGE_ROWS, (by, win, now[win])).rowcount
             self.db.execute(outbox.FORGET_PURGED)
             if now:  # commits write no row below these (sqlgen.purged)
                 self.db.execute(

@@ -168,6 +168,24 @@ def test_purge_cutoff_is_the_newest_watermark_minus_retention(make_store: MakeSt
     assert store.query("channel_type", "all")[0].closures == 4
 
 
+def test_sqlite_purges_each_grouping_as_a_range_of_the_primary_key(tmp_path: Path) -> None:
+    """A purge runs every minute on the writer's thread: its statements seek the primary key
+    (by, win, start, ...), never read the whole table (a window's DELETE without `by` did:
+    ~180 ms per window for 2,000,000 rows)."""
+    from consumer.store import outbox, sqlgen
+
+    store = SqliteStore(str(tmp_path / "m.db"))
+    for sql, args in (
+        (sqlgen.STORED_GROUPINGS, ()),
+        (sqlgen.PURGE_ROWS, ("account", "1h", 5)),
+        (outbox.KEEP_PURGED, ("account", "1h", 5)),
+    ):
+        plan = [r[3] for r in store.db.execute("EXPLAIN QUERY PLAN " + sql, args)]
+        reads = [step for step in plan if "metric_rows" in step]
+        assert reads and all(step.startswith("SEARCH metric_rows USING PRIMARY KEY") for step in reads), plan
+    store.close()
+
+
 def test_a_late_event_makes_no_purged_row_again(make_store: MakeStore) -> None:
     """A window a purge deleted takes no late event (its row would hold that event alone);
     the row starting at the purge's cutoff still does, and the windows kept (1h, all) count
