@@ -18,7 +18,7 @@ Same tables and semantics as the SQLite store. What sharing adds:
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from functools import partial
+from functools import cached_property, partial
 from typing import Any
 
 import psycopg
@@ -73,7 +73,7 @@ class PostgresStore:
         self.retention = retention or Retention()
         self.session = Session(url, connect_timeout, race_retries, idle_in_transaction_timeout)
         self._outbox_indexed = False
-        self.session.run(lambda conn: ensure_schema(conn, self.registry, self._where()))
+        self.session.run(lambda conn: ensure_schema(conn, self.registry, self._where))
 
     # -- ownership --------------------------------------------------------------------
     def check_topic(self, topic: str) -> None:
@@ -84,7 +84,7 @@ class PostgresStore:
             row = conn.execute("SELECT value FROM meta WHERE name='topic'").fetchone()
             if row is not None and row[0] != topic:
                 raise StoreError(
-                    f"store {self._where()} holds metrics of topic {row[0]!r}, not {topic!r}: "
+                    f"store {self._where} holds metrics of topic {row[0]!r}, not {topic!r}: "
                     "use one store per topic (a database each)"
                 )
 
@@ -94,12 +94,12 @@ class PostgresStore:
         folds = folded_set.identity(name, self.registry)
 
         def work(conn: psycopg.Connection[Any]) -> None:
-            folded_set.check(runner(conn), "%s", folds, switch=switch, where=self._where())
+            folded_set.check(runner(conn), "%s", folds, switch=switch, where=self._where)
 
         self.session.run(work)
 
     def check_format(self) -> None:
-        self.session.run(lambda conn: store_format.check(runner(conn), "%s", self._where()))
+        self.session.run(lambda conn: store_format.check(runner(conn), "%s", self._where))
 
     def claim(self, topic: str, partition: int, owner: str) -> int:
         def work(conn: psycopg.Connection[Any]) -> int:
@@ -130,7 +130,7 @@ class PostgresStore:
         if not partitions:
             return
         batch = Batch(partitions, self.registry)
-        self.session.run(lambda conn: write(conn, partitions, batch, self.registry, self._where()))
+        self.session.run(lambda conn: write(conn, partitions, batch, self.registry, self._where))
 
     # -- reading ----------------------------------------------------------------------
     def query(
@@ -316,7 +316,9 @@ class PostgresStore:
     def close(self) -> None:
         self.session.reconnect()
 
+    @cached_property
     def _where(self) -> str:
+        """The store as its messages name it (no password): parsed once, at the first."""
         info = psycopg.conninfo.conninfo_to_dict(self.url)
         return f"postgresql://{info.get('host', '')}:{info.get('port', '')}/{info.get('dbname', '')}"
 

@@ -90,6 +90,8 @@ class SqliteStore:
         try:
             install()  # before connecting: SQLite adds the compiled bins functions to new connections
             self.db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+            #: `upgrade.Run` over the connection (the checks and migrations shared with PostgreSQL)
+            self.run = runner(self.db)
             for pragma in CONNECTION_PRAGMAS:
                 self.db.execute(f"PRAGMA {pragma}")
             # the WAL is copied back by a thread of its own (`wal`), every few commits, so
@@ -104,7 +106,7 @@ class SqliteStore:
             self.bins_functions = register(self.db)
             self.db.executescript(SCHEMA)
             # refused before anything of this release is made or migrated
-            store_format.check(runner(self.db), "?", self.path)
+            store_format.check(self.run, "?", self.path)
             self.db.execute(self.sql.rows)
             if (backlog := sqlgen.backlog_table(sqlgen.SQLITE, self.registry)) is not None:
                 self.db.execute(backlog + " WITHOUT ROWID")
@@ -116,7 +118,7 @@ class SqliteStore:
             migrate_closures(self.db, self.path, self.registry)
             migrate_backlog(self.db, self.path, self.registry)
             migrate_derived(self.db, self.path, self.registry)
-            store_format.stamp(runner(self.db), "?")
+            store_format.stamp(self.run, "?")
             # temporary B-trees (sorts) go to a temporary file (its pages live in the OS
             # cache, not the heap): in memory they held the peak RSS up, for little commit
             # CPU saved (docs/performance.md)
@@ -139,11 +141,11 @@ class SqliteStore:
     def check_metric_set(self, name: str, *, switch: bool = False) -> None:
         with self._tx():
             folds = folded_set.identity(name, self.registry)
-            folded_set.check(runner(self.db), "?", folds, switch=switch, where=str(self.path))
+            folded_set.check(self.run, "?", folds, switch=switch, where=str(self.path))
 
     @_reading
     def check_format(self) -> None:
-        store_format.check(runner(self.db), "?", self.path)
+        store_format.check(self.run, "?", self.path)
 
     def claim(self, topic: str, partition: int, owner: str) -> int:
         with self._tx():
@@ -169,7 +171,7 @@ class SqliteStore:
         packed = self.bins_functions == "native"  # packed_rows is registered with them
         prepared = prepare(partitions, self.registry, self.sql, packed)
         with self._tx():
-            store_format.check(runner(self.db), "?", self.path, committing=True)
+            store_format.check(self.run, "?", self.path, committing=True)
             write(self.db, partitions, prepared, self.registry, self.sql)
         self.checkpointer.committed()
 
