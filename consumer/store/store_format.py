@@ -9,7 +9,9 @@ still running while a newer one upgraded the store under it (a rolling upgrade):
 before its commit lands, and the newer release folds its records again from the store's
 offsets. A store without the row (made before formats were noted) is format 1.
 
-Formats: 1, every store so far."""
+Formats: 1, the stores before 2026-12-08; 2, the source grouping's rows under its short
+name (`source`, not `account,inbox,app,channel_type`: `consumer.store.upgrade.rename`
+renames them in a store of format 1 at open, once)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,10 @@ from consumer.exceptions import StoreError
 from consumer.store.upgrade import Run
 
 #: the format this release reads and writes
-FORMAT = 1
+FORMAT = 2
+#: the format from which groupings' rows are under their names of today: a store below it
+#: has `consumer.store.upgrade.rename` run at open
+RENAMED = 2
 META_NAME = "store format"
 
 

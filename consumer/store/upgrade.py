@@ -1,5 +1,5 @@
-"""Upgrading a store's rows when a grouping's window comes to be derived: both stores run
-it once, at open, in the transaction of their other migrations."""
+"""Upgrading a store's rows when a grouping's window comes to be derived, or a grouping is
+renamed: both stores run it once, at open, in the transaction of their other migrations."""
 
 from __future__ import annotations
 
@@ -74,3 +74,32 @@ def drop_doubled_rows(registry: Registry, run: Run, mark: str, where: str) -> No
             "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
             (meta_name(grouping), ",".join(registry.derived_in(registry.grouping(grouping)))),
         )
+
+
+def rename(registry: Registry, run: Run, mark: str, where: str) -> None:
+    """Store format 2: the rows a release before stored under a grouping's former name
+    (`Grouping.formerly`: the source grouping's `account,inbox,app,channel_type`) go under
+    its name, window by window, each logged with its count (a large store's rename takes a
+    while, once); the keys of purged rows waiting for the metrics topics' tombstones too.
+    The caller runs it where the store's format is below 2, before stamping it 2."""
+    for g in (*registry.groupings, *registry.sources):
+        for old in g.formerly:
+            for win in registry.windows:
+                found = run(
+                    f"SELECT count(*) FROM metric_rows WHERE by = {mark} AND win = {mark}", (old, win)
+                )
+                if not found[0][0]:
+                    continue
+                log.info(
+                    "store %s: renaming %s's %s rows of %s to %s (once, store format 2)",
+                    where,
+                    old,
+                    f"{found[0][0]:,}",
+                    win,
+                    g.name,
+                )
+                run(
+                    f"UPDATE metric_rows SET by = {mark} WHERE by = {mark} AND win = {mark}",
+                    (g.name, old, win),
+                )
+            run(f"UPDATE purged_rows SET by = {mark} WHERE by = {mark}", (g.name, old))

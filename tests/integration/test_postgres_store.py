@@ -599,6 +599,7 @@ def test_a_commit_or_open_waiting_on_a_newer_releases_migration_is_refused_after
     stamp stale) too; once the migration commits its format, both are refused: neither
     checks the format before the lock alone (READ COMMITTED would show it the old one)."""
     from consumer.fold.registry import CLOSURES
+    from consumer.store import store_format
     from consumer.store.postgres.sql import SCHEMA_LOCK
 
     older = PostgresStore(postgres_url)
@@ -628,15 +629,17 @@ def test_a_commit_or_open_waiting_on_a_newer_releases_migration_is_refused_after
         committing.join(1)
         opening.join(1)
         assert committing.is_alive() and opening.is_alive(), failures  # both wait for the lock
+        newer = str(store_format.FORMAT + 1)
         migration.execute(
-            "INSERT INTO meta VALUES ('store format', '2') ON CONFLICT (name) DO UPDATE SET value = '2'"
+            "INSERT INTO meta VALUES ('store format', %s) ON CONFLICT (name) DO UPDATE SET value = %s",
+            (newer, newer),
         )
         migration.commit()
     committing.join(30)
     opening.join(30)
-    assert "was upgraded to format 2 by a newer convmetrics release while this consumer ran" in str(
+    assert f"was upgraded to format {newer} by a newer convmetrics release while this consumer ran" in str(
         failures["commit"]
     ), failures
-    assert "is in format 2, made by a newer convmetrics release" in str(failures["open"]), failures
+    assert f"is in format {newer}, made by a newer convmetrics release" in str(failures["open"]), failures
     assert older.load_partition("events", 0).next_offset is None  # nothing of the commit landed
     older.close()

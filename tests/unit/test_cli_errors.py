@@ -279,14 +279,15 @@ def test_a_store_of_a_newer_release_is_one_line_and_status_1(
     from consumer.store import store_format
     from consumer.store.sqlite import SqliteStore
 
-    monkeypatch.setattr(store_format, "FORMAT", 2)
+    ours = store_format.FORMAT
+    monkeypatch.setattr(store_format, "FORMAT", ours + 1)
     SqliteStore(str(tmp_path / "m.db")).close()
-    monkeypatch.setattr(store_format, "FORMAT", 1)
+    monkeypatch.setattr(store_format, "FORMAT", ours)
     assert main(["metrics", "--store", f"sqlite:///{tmp_path}/m.db"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(
-        f"convmetrics metrics: error: store {tmp_path}/m.db is in format 2, made by a newer "
-        "convmetrics release; this release reads and writes format 1 only"
+        f"convmetrics metrics: error: store {tmp_path}/m.db is in format {ours + 1}, made by a newer "
+        f"convmetrics release; this release reads and writes format {ours} only"
     ), err
 
 

@@ -145,6 +145,9 @@ class Grouping:
     #: has rows of its own (`account` keeps its all-time rows, which a ranking of every
     #: account reads, and derives the rest)
     derived_windows: tuple[str, ...] | None = None
+    #: the names its rows were stored under by releases before (a store's `by` column):
+    #: a store of an older format has them renamed at open (`consumer.store.upgrade.rename`)
+    formerly: tuple[str, ...] = ()
 
     def keeps(self, window: str) -> bool:
         return self.windows is None or window in self.windows
@@ -228,6 +231,10 @@ class Registry:
         grouping derived from it."""
         if len({g.name for g in (*self.groupings, *self.sources)}) != len(self.groupings) + len(self.sources):
             raise ValueError("grouping names must be unique")
+        names = {g.name for g in (*self.groupings, *self.sources)}
+        for g in (*self.groupings, *self.sources):
+            if reused := names.intersection(g.formerly):  # its rows would be renamed into another's
+                raise ValueError(f"grouping {g.name!r}: formerly {sorted(reused)}, a grouping's name today")
         sources = {s.name: s for s in self.sources}
         for g in self.groupings:
             if g.derived_from is None:

@@ -93,6 +93,9 @@ def ensure_schema(conn: psycopg.Connection[Any], registry: Registry, where: str)
         conn.execute(MIGRATE_CLOSURES_KEY.format(constraint=Identifier(key[0]).as_string(conn)))
     for sql in sqlgen.missing_columns(sqlgen.POSTGRES, have | {"partition"}, registry):
         conn.execute(sql)
+    # before drop_doubled_rows: it reads the source's rows
+    if store_format.found(run, "%s") < store_format.RENAMED:
+        upgrade.rename(registry, run, "%s", where)
     upgrade.drop_doubled_rows(registry, run, "%s", where)
     store_format.stamp(run, "%s")
     # one stamp per registry: DDL only ever adds, so a stamp stays true when another

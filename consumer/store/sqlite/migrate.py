@@ -7,7 +7,7 @@ import logging
 import sqlite3
 
 from consumer.fold.registry import APP, Registry
-from consumer.store import sqlgen, upgrade
+from consumer.store import sqlgen, store_format, upgrade
 from consumer.store.sqlite.sql import (
     APP_INDEX,
     MIGRATE_BINS,
@@ -114,6 +114,18 @@ def migrate_backlog(db: sqlite3.Connection, path: str, registry: Registry) -> No
 def runner(db: sqlite3.Connection) -> upgrade.Run:
     """`upgrade.Run` over a connection."""
     return lambda sql, args: db.execute(sql, args).fetchall()
+
+
+def migrate_renamed(db: sqlite3.Connection, path: str, registry: Registry) -> None:
+    """A store of format 1 gets its groupings' rows under their names of today
+    (`consumer.store.upgrade.rename`) and is stamped format 2 in the same transaction, once."""
+    run = runner(db)
+    if store_format.found(run, "?") >= store_format.RENAMED:
+        return
+    with Transaction(db):
+        if store_format.found(run, "?") < store_format.RENAMED:
+            upgrade.rename(registry, run, "?", path)
+            store_format.stamp(run, "?")
 
 
 def migrate_derived(db: sqlite3.Connection, path: str, registry: Registry) -> None:

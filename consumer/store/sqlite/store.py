@@ -33,6 +33,7 @@ from consumer.store.sqlite.migrate import (
     migrate_closures,
     migrate_derived,
     migrate_partition,
+    migrate_renamed,
     runner,
 )
 from consumer.store.sqlite.sql import (
@@ -117,6 +118,7 @@ class SqliteStore:
             migrate_partition(self.db, self.path, self.registry)
             migrate_closures(self.db, self.path, self.registry)
             migrate_backlog(self.db, self.path, self.registry)
+            migrate_renamed(self.db, self.path, self.registry)  # before: it reads the source's rows
             migrate_derived(self.db, self.path, self.registry)
             store_format.stamp(self.run, "?")
             # temporary B-trees (sorts) go to a temporary file (its pages live in the OS

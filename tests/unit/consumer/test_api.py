@@ -369,9 +369,10 @@ def test_a_store_a_newer_release_upgrades_under_a_running_api_makes_it_not_ready
 
     c = TestClient(create_app(lambda: SqliteStore(str(db))), raise_server_exceptions=False)
     assert c.get("/readyz").json() == {"ready": True}
-    monkeypatch.setattr(store_format, "FORMAT", 2)
+    ours = store_format.FORMAT
+    monkeypatch.setattr(store_format, "FORMAT", ours + 1)
     SqliteStore(str(db)).close()  # the newer release opens and stamps it
-    monkeypatch.setattr(store_format, "FORMAT", 1)
+    monkeypatch.setattr(store_format, "FORMAT", ours)
     answer = c.get("/readyz")
     assert answer.status_code == 503, answer.text
-    assert "is in format 2, made by a newer convmetrics release" in answer.json()["error"]
+    assert f"is in format {ours + 1}, made by a newer convmetrics release" in answer.json()["error"]

@@ -51,7 +51,7 @@ def test_row_keys_cover_every_stored_grouping_and_four_windows() -> None:
     t = 3 * 86400 + 3661
     fact = ("VIBER", 3, 55, 10_003, t) + (0,) * 10
     keys = row_keys(fact)
-    finest = "account,inbox,app,channel_type"
+    finest = "source"
     assert (BY_CHANNEL, "VIBER", "1m", 3 * 86400 + 3660) in keys
     assert (BY_CHANNEL, "VIBER", "all", 0) in keys
     # the account's own rows: all time only (its 1m, 1h and 1d rows are the source's)

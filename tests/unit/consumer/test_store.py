@@ -2,6 +2,7 @@
 SQLite; tests/integration/test_postgres_store.py runs the same functions on PostgreSQL."""
 
 import functools
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -282,31 +283,34 @@ def test_a_store_a_newer_release_upgraded_is_refused_at_open_and_at_commit(
     the store: opened by this release after the upgrade, or committed to by a consumer of
     this release that opened it before (a rolling upgrade), nothing of that commit landing.
     The store's own format and a store noting none open as ever."""
+    ours = store_format.FORMAT
     older = make_store()
     older.check_topic("events")
     f = PartitionFold(0)
     f.apply(ev(CLOSED, 1, 100))
-    commit(older, f, 1)  # format 1, noted by the store's first open
-    monkeypatch.setattr(store_format, "FORMAT", 2)
-    newer = make_store(again=True)  # a release of format 2 opens (and stamps) it
+    commit(older, f, 1)  # this release's format, noted by the store's first open
+    monkeypatch.setattr(store_format, "FORMAT", ours + 1)
+    newer = make_store(again=True)  # a newer release opens (and stamps) it
     assert newer.query("channel_type", "all")[0].closures == 1
-    monkeypatch.setattr(store_format, "FORMAT", 1)
+    monkeypatch.setattr(store_format, "FORMAT", ours)
     with pytest.raises(
         StoreError,
-        match=r"is in format 2, made by a newer convmetrics release; this release reads and writes format 1",
+        match=rf"is in format {ours + 1}, made by a newer convmetrics release; this release reads and "
+        rf"writes format {ours}",
     ):
         make_store(again=True)
     f.apply(ev(CLOSED, 2, 200, conv=2))
     with pytest.raises(
-        StoreError, match=r"upgraded to format 2 by a newer convmetrics release while this consumer ran"
+        StoreError,
+        match=rf"upgraded to format {ours + 1} by a newer convmetrics release while this consumer ran",
     ):
         commit(older, f, 2)
     assert newer.load_partition("events", 0).next_offset == 1  # nothing of it landed
     assert newer.query("channel_type", "all")[0].closures == 1
-    monkeypatch.setattr(store_format, "FORMAT", 3)
+    monkeypatch.setattr(store_format, "FORMAT", ours + 2)
     make_store(again=True)  # a release newer still opens it, and notes its own
-    monkeypatch.setattr(store_format, "FORMAT", 2)
-    with pytest.raises(StoreError, match="is in format 3"):
+    monkeypatch.setattr(store_format, "FORMAT", ours + 1)
+    with pytest.raises(StoreError, match=f"is in format {ours + 2}"):
         make_store(again=True)
 
 
@@ -1091,7 +1095,7 @@ def test_derived_groupings_merge_their_sources_rows_by_projected_key(store: Any)
     assert store.newest_start("app", "1h") == 3600 and store.newest_start("inbox", "1d") == 0
     # the source is stored, never served: no query of it is asked for by name, but its
     # rows are there, one per (account, inbox, app, channel type), a missing value empty
-    source = {r.key for r in store.query("account,inbox,app,channel_type", "all")}
+    source = {r.key for r in store.query("source", "all")}
     assert source == {"42|5|7|WEB|CHAT", "42||7|TELEGRAM", "42|6||WEB|CHAT", "420|5|8|SMS"}
 
 
@@ -1195,6 +1199,84 @@ def test_an_upgraded_full_set_store_counts_each_event_once_in_the_account_rows(m
         hours = {(r.window_start, r.key): r.values["closures"] for r in store.query("account", "1h")}
         assert hours == {(0, "42"): 2, (3600, "42"): 1, (day, "42"): 1}, registry
         assert [r.values["closures"] for r in store.query("account", "all")] == [4]
+
+
+def test_a_store_of_format_1_has_its_source_rows_renamed_once_at_open(
+    make_store: MakeStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Store format 2 (`store_format.RENAMED`): the source grouping's rows, which releases
+    before stored under its former name, are renamed at open, window by window, each
+    logged with its count, and the keys of its purged rows waiting for the metrics topics'
+    tombstones too; every grouping read from them answers as before; stamped 2, a store
+    opens again with nothing left to rename."""
+    import dataclasses
+
+    from consumer.fold.registry.declared import FINEST
+
+    old = FINEST.formerly[0]
+
+    def named(g: Any) -> Any:
+        return dataclasses.replace(g, derived_from=old) if g.derived_from else g
+
+    # a release before: the same registry, its source under the former name
+    before = dataclasses.replace(
+        REGISTRY,
+        groupings=tuple(named(g) for g in REGISTRY.groupings),
+        sources=(dataclasses.replace(FINEST, name=old, formerly=()),),
+    )
+    day = 86_400
+    store = make_store(registry=before)
+    store.check_topic("events")
+    f = PartitionFold(0, registry=before)
+    for h, account, t in [(1, 42, 100), (2, 42, 3700), (3, 43, day + 50)]:
+        f.apply(Event(CLOSED, h, account, h, "SMS", t, None, 5, inbox=3, app=9))
+    commit(store, f, 3)
+    # as that release left it: format 1 (its stamps, on PostgreSQL, of format 1 too)
+    _sql(store, "UPDATE meta SET value = '1' WHERE name = 'store format'")
+    _sql(store, "DELETE FROM meta WHERE name LIKE 'schema %'")
+    _sql(store, "INSERT INTO purged_rows (by, win, start, key) VALUES (?, '1m', 0, '42|3|9|SMS')", (old,))
+    assert _sql(store, "SELECT count(*) FROM metric_rows WHERE by = ?", (old,)) == [
+        (10,)
+    ]  # 3, 3, 2, 2 in 1m, 1h, 1d, all
+    store.close()
+    with caplog.at_level(logging.INFO, logger="consumer.store.upgrade"):
+        store = make_store(registry=REGISTRY, again=True)
+    renamed = [r.getMessage() for r in caplog.records if "renaming" in r.getMessage()]
+    assert len(renamed) == 4 and f"renaming {old}'s 3 rows of 1m to source" in renamed[0], renamed
+    assert _sql(store, "SELECT count(*) FROM metric_rows WHERE by = ?", (old,)) == [(0,)]
+    assert _sql(store, "SELECT count(*) FROM metric_rows WHERE by = 'source'") == [(10,)]
+    assert _sql(store, "SELECT by FROM purged_rows") == [("source",)]
+    assert _sql(store, "SELECT value FROM meta WHERE name = 'store format'") == [(str(store_format.FORMAT),)]
+
+    def closures(by: str, win: str) -> dict[tuple[int, str], int]:
+        return {(r.window_start, r.key): r.values["closures"] for r in store.query(by, win)}
+
+    assert closures("inbox", "1h") == {(0, "42|3"): 1, (3600, "42|3"): 1, (day, "43|3"): 1}
+    assert closures("app", "all") == {(0, "9"): 3}
+    assert closures("account", "1d") == {(0, "42"): 2, (day, "43"): 1}
+    assert closures("account,channel_type", "1m") == {
+        (60, "42|SMS"): 1,
+        (3660, "42|SMS"): 1,
+        (day, "43|SMS"): 1,
+    }
+    store.close()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="consumer.store.upgrade"):
+        store = make_store(registry=REGISTRY, again=True)
+    assert not [r for r in caplog.records if "renaming" in r.getMessage()]
+    assert closures("app", "all") == {(0, "9"): 3}
+
+
+def _sql(store: Any, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """A statement on the store's own database, committed (`?` marks, PostgreSQL's too)."""
+    if isinstance(store, SqliteStore):
+        return [tuple(r) for r in store.run(sql, args)]
+
+    def run(conn: Any) -> list[tuple[Any, ...]]:
+        cur = conn.execute(sql.replace("?", "%s"), args) if args else conn.execute(sql)
+        return [tuple(r) for r in cur.fetchall()] if cur.description else []
+
+    return list(store.session.run(run))
 
 
 def _closed_into(
