@@ -229,9 +229,9 @@ class Registry:
         """A derived grouping's source is one of `sources`, with all its dimensions and
         every window it keeps; a metric counts in both or in neither; every source has a
         grouping derived from it."""
-        if len({g.name for g in (*self.groupings, *self.sources)}) != len(self.groupings) + len(self.sources):
-            raise ValueError("grouping names must be unique")
         names = {g.name for g in (*self.groupings, *self.sources)}
+        if len(names) != len(self.groupings) + len(self.sources):
+            raise ValueError("grouping names must be unique")
         for g in (*self.groupings, *self.sources):
             if reused := names.intersection(g.formerly):  # its rows would be renamed into another's
                 raise ValueError(f"grouping {g.name!r}: formerly {sorted(reused)}, a grouping's name today")

@@ -173,6 +173,11 @@ def test_a_registry_refuses_a_derived_grouping_its_source_cannot_give() -> None:
     hourly = dataclasses.replace(finest, windows=("1h", "all"))
     with pytest.raises(ValueError, match="keeps windows its source"):
         dataclasses.replace(REGISTRY, sources=(hourly,))
+    # a former name (store format 2 renames its rows at open) is nobody's name today
+    renamed = dataclasses.replace(finest, formerly=("inbox",))
+    with pytest.raises(ValueError, match=r"grouping 'source': formerly \['inbox'\], a grouping's name today"):
+        dataclasses.replace(REGISTRY, sources=(renamed,))
+    dataclasses.replace(REGISTRY, sources=(dataclasses.replace(finest, formerly=("inboxes",)),))
     lag = REGISTRY.metric("ingest_lag")
     one = dataclasses.replace(lag, groupings=("channel_type", "app"))
     with pytest.raises(ValueError, match="counts in 'app' or its source, not both"):
