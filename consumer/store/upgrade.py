@@ -1,5 +1,6 @@
 """Upgrading a store's rows when a grouping's window comes to be derived, or a grouping is
-renamed: both stores run it once, at open, in the transaction of their other migrations."""
+renamed: both stores run it at open, once (PostgreSQL in the transaction of its other
+migrations, SQLite in one of its own), under the lock that serializes migrations."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from consumer.fold.registry import Registry
+from consumer.fold.registry import METRIC_SETS, Grouping, Registry
 from consumer.store import sqlgen
 
 log = logging.getLogger(__name__)
@@ -76,30 +77,48 @@ def drop_doubled_rows(registry: Registry, run: Run, mark: str, where: str) -> No
         )
 
 
+def renamed(registry: Registry) -> list[tuple[str, Grouping]]:
+    """(former name, grouping) of every grouping renamed since a store could hold its rows:
+    this registry's and every metric set's (whichever set's process opens a store first
+    renames all of its rows)."""
+    out: dict[str, Grouping] = {}
+    for r in (registry, *METRIC_SETS.values()):
+        for g in (*r.groupings, *r.sources):
+            out.update((old, g) for old in g.formerly)
+    return sorted(out.items(), key=lambda item: item[0])
+
+
+def renames_pending(registry: Registry, run: Run, mark: str) -> bool:
+    """Whether metric rows are stored under a former name (a key seek each): in a store of
+    format 1, or one a release before format 2 (or before formats were noted) wrote into
+    after the rename."""
+    return any(
+        run(f"SELECT 1 FROM metric_rows WHERE by = {mark} LIMIT 1", (old,)) for old, _ in renamed(registry)
+    )
+
+
 def rename(registry: Registry, run: Run, mark: str, where: str) -> None:
     """Store format 2: the rows a release before stored under a grouping's former name
     (`Grouping.formerly`: the source grouping's `account,inbox,app,channel_type`) go under
     its name, window by window, each logged with its count (a large store's rename takes a
     while, once); the keys of purged rows waiting for the metrics topics' tombstones too.
-    The caller runs it where the store's format is below 2, before stamping it 2."""
-    for g in (*registry.groupings, *registry.sources):
-        for old in g.formerly:
-            for win in registry.windows:
-                found = run(
-                    f"SELECT count(*) FROM metric_rows WHERE by = {mark} AND win = {mark}", (old, win)
-                )
-                if not found[0][0]:
-                    continue
-                log.info(
-                    "store %s: renaming %s's %s rows of %s to %s (once, store format 2)",
-                    where,
-                    old,
-                    f"{found[0][0]:,}",
-                    win,
-                    g.name,
-                )
-                run(
-                    f"UPDATE metric_rows SET by = {mark} WHERE by = {mark} AND win = {mark}",
-                    (g.name, old, win),
-                )
-            run(f"UPDATE purged_rows SET by = {mark} WHERE by = {mark}", (g.name, old))
+    The caller runs it where the store's format is below 2 or `renames_pending`, before
+    stamping it 2."""
+    for old, g in renamed(registry):
+        for win in registry.windows:
+            found = run(f"SELECT count(*) FROM metric_rows WHERE by = {mark} AND win = {mark}", (old, win))
+            if not found[0][0]:
+                continue
+            log.info(
+                "store %s: renaming %s's %s rows of %s to %s (once, store format 2)",
+                where,
+                old,
+                f"{found[0][0]:,}",
+                win,
+                g.name,
+            )
+            run(
+                f"UPDATE metric_rows SET by = {mark} WHERE by = {mark} AND win = {mark}",
+                (g.name, old, win),
+            )
+        run(f"UPDATE purged_rows SET by = {mark} WHERE by = {mark}", (g.name, old))

@@ -232,9 +232,15 @@ class Registry:
         names = {g.name for g in (*self.groupings, *self.sources)}
         if len(names) != len(self.groupings) + len(self.sources):
             raise ValueError("grouping names must be unique")
+        formerly: set[str] = set()
         for g in (*self.groupings, *self.sources):
             if reused := names.intersection(g.formerly):  # its rows would be renamed into another's
                 raise ValueError(f"grouping {g.name!r}: formerly {sorted(reused)}, a grouping's name today")
+            if twice := formerly.intersection(g.formerly):
+                raise ValueError(
+                    f"grouping {g.name!r}: formerly {sorted(twice)}, another grouping's former name"
+                )
+            formerly.update(g.formerly)
         sources = {s.name: s for s in self.sources}
         for g in self.groupings:
             if g.derived_from is None:
@@ -353,6 +359,7 @@ class Registry:
         """A stored row's (grouping, key) as the API serves it: itself, or a source's row
         (`sources`, never served) as the row of each grouping that derives the window from
         it and counts it (a source row without an inbox is in no inbox row)."""
+        grouping = self.current(grouping)
         if not self.is_source(grouping):
             return [(grouping, key)]
         return [
@@ -360,6 +367,14 @@ class Registry:
             for g in self.derived(grouping)
             if g.keeps(window) and g.derives(window) and (projected := self.project(g.name, key)) is not None
         ]
+
+    def current(self, name: str) -> str:
+        """A grouping's name today, given it or a former one (`Grouping.formerly`: a row a
+        release before wrote, such as a purged row's key waiting for its tombstone)."""
+        for g in (*self.groupings, *self.sources):
+            if name in g.formerly:
+                return g.name
+        return name
 
     def derived(self, source: str) -> tuple[Grouping, ...]:
         """The groupings derived from a source."""

@@ -68,8 +68,8 @@ def _quote(name: str) -> str:
 
 def bounds_source(registry: Registry, by: str, window: str) -> bool:
     """Whether a grouping derives this window from a source whose key its first dimension
-    leads too (`account,channel_type`, `inbox` and `account` from
-    `account,inbox,app,channel_type`): a filter on its first value then bounds the source's
+    leads too (`account,channel_type`, `inbox` and `account` from `source`, keyed by
+    account, inbox, app and channel type): a filter on its first value then bounds the source's
     key (`fkey`), a range of the primary key."""
     g = registry.grouping(by)
     if not g.derives(window):

@@ -117,13 +117,20 @@ def runner(db: sqlite3.Connection) -> upgrade.Run:
 
 
 def migrate_renamed(db: sqlite3.Connection, path: str, registry: Registry) -> None:
-    """A store of format 1 gets its groupings' rows under their names of today
-    (`consumer.store.upgrade.rename`) and is stamped format 2 in the same transaction, once."""
+    """A store of format 1 (or with rows under a former name all the same) gets its
+    groupings' rows under their names of today (`consumer.store.upgrade.rename`) and is
+    stamped format 2 in the same transaction, once."""
     run = runner(db)
-    if store_format.found(run, "?") >= store_format.RENAMED:
+
+    def pending() -> bool:
+        return store_format.found(run, "?") < store_format.RENAMED or upgrade.renames_pending(
+            registry, run, "?"
+        )
+
+    if not pending():
         return
     with Transaction(db):
-        if store_format.found(run, "?") < store_format.RENAMED:
+        if pending():
             upgrade.rename(registry, run, "?", path)
             store_format.stamp(run, "?")
 

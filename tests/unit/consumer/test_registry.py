@@ -178,6 +178,18 @@ def test_a_registry_refuses_a_derived_grouping_its_source_cannot_give() -> None:
     with pytest.raises(ValueError, match=r"grouping 'source': formerly \['inbox'\], a grouping's name today"):
         dataclasses.replace(REGISTRY, sources=(renamed,))
     dataclasses.replace(REGISTRY, sources=(dataclasses.replace(finest, formerly=("inboxes",)),))
+    inbox = next(g for g in REGISTRY.groupings if g.name == "inbox")
+    twice = tuple(
+        dataclasses.replace(g, formerly=("inboxes",)) if g is inbox else g for g in REGISTRY.groupings
+    )
+    with pytest.raises(ValueError, match=r"formerly \['inboxes'\], another grouping's former name"):
+        dataclasses.replace(
+            REGISTRY, groupings=twice, sources=(dataclasses.replace(finest, formerly=("inboxes",)),)
+        )
+    # a row under the former name (a purged row's key from a release before) is served as the source's
+    old, key = finest.formerly[0], "42|3|9|SMS"
+    assert REGISTRY.served(old, "1h", key) == REGISTRY.served("source", "1h", key) != [(old, key)]
+    assert REGISTRY.current(old) == "source" and REGISTRY.current("inbox") == "inbox"
     lag = REGISTRY.metric("ingest_lag")
     one = dataclasses.replace(lag, groupings=("channel_type", "app"))
     with pytest.raises(ValueError, match="counts in 'app' or its source, not both"):

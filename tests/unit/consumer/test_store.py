@@ -1207,37 +1207,46 @@ def test_a_store_of_format_1_has_its_source_rows_renamed_once_at_open(
     """Store format 2 (`store_format.RENAMED`): the source grouping's rows, which releases
     before stored under its former name, are renamed at open, window by window, each
     logged with its count, and the keys of its purged rows waiting for the metrics topics'
-    tombstones too; every grouping read from them answers as before; stamped 2, a store
-    opens again with nothing left to rename."""
+    tombstones too, before the account's doubled rows are dropped (a store of 2026-12-06
+    kept both: `upgrade.drop_doubled_rows` reads the source's rows by its name); every
+    grouping read from them answers as before; stamped 2, a store opens again with nothing
+    left to rename, unless a release before wrote under the former name since."""
     import dataclasses
 
     from consumer.fold.registry.declared import FINEST
 
     old = FINEST.formerly[0]
 
-    def named(g: Any) -> Any:
+    def as_before(g: Any) -> Any:  # the account's rows its own, the others from the old name
+        if g.name == "account":
+            return dataclasses.replace(g, derived_from=None, derived_windows=None)
         return dataclasses.replace(g, derived_from=old) if g.derived_from else g
 
-    # a release before: the same registry, its source under the former name
+    # the release of 2026-12-06: its source under the former name, the account's own rows
     before = dataclasses.replace(
         REGISTRY,
-        groupings=tuple(named(g) for g in REGISTRY.groupings),
+        groupings=tuple(as_before(g) for g in REGISTRY.groupings),
         sources=(dataclasses.replace(FINEST, name=old, formerly=()),),
     )
     day = 86_400
-    store = make_store(registry=before)
-    store.check_topic("events")
-    f = PartitionFold(0, registry=before)
-    for h, account, t in [(1, 42, 100), (2, 42, 3700), (3, 43, day + 50)]:
-        f.apply(Event(CLOSED, h, account, h, "SMS", t, None, 5, inbox=3, app=9))
-    commit(store, f, 3)
+
+    def closed_by_before(events: list[tuple[int, int, int]], next_offset: int, again: bool) -> Any:
+        """The store, open, after a commit of that release's (its next open renames)."""
+        store = make_store(registry=before, again=again)
+        store.check_topic("events")
+        f = PartitionFold(0, registry=before)
+        for h, account, t in events:
+            f.apply(Event(CLOSED, h, account, h, "SMS", t, None, 5, inbox=3, app=9))
+        commit(store, f, next_offset)
+        return store
+
+    store = closed_by_before([(1, 42, 100), (2, 42, 3700), (3, 43, day + 50)], 3, again=False)
     # as that release left it: format 1 (its stamps, on PostgreSQL, of format 1 too)
     _sql(store, "UPDATE meta SET value = '1' WHERE name = 'store format'")
     _sql(store, "DELETE FROM meta WHERE name LIKE 'schema %'")
     _sql(store, "INSERT INTO purged_rows (by, win, start, key) VALUES (?, '1m', 0, '42|3|9|SMS')", (old,))
-    assert _sql(store, "SELECT count(*) FROM metric_rows WHERE by = ?", (old,)) == [
-        (10,)
-    ]  # 3, 3, 2, 2 in 1m, 1h, 1d, all
+    # 3, 3, 2, 2 in 1m, 1h, 1d, all
+    assert _sql(store, "SELECT count(*) FROM metric_rows WHERE by = ?", (old,)) == [(10,)]
     store.close()
     with caplog.at_level(logging.INFO, logger="consumer.store.upgrade"):
         store = make_store(registry=REGISTRY, again=True)
@@ -1253,18 +1262,26 @@ def test_a_store_of_format_1_has_its_source_rows_renamed_once_at_open(
 
     assert closures("inbox", "1h") == {(0, "42|3"): 1, (3600, "42|3"): 1, (day, "43|3"): 1}
     assert closures("app", "all") == {(0, "9"): 3}
-    assert closures("account", "1d") == {(0, "42"): 2, (day, "43"): 1}
-    assert closures("account,channel_type", "1m") == {
-        (60, "42|SMS"): 1,
-        (3660, "42|SMS"): 1,
-        (day, "43|SMS"): 1,
-    }
+    assert closures("account", "1d") == {(0, "42"): 2, (day, "43"): 1}  # each event once
+    assert closures("account", "all") == {(0, "42"): 2, (0, "43"): 1}
+    minutes = {(60, "42|SMS"): 1, (3660, "42|SMS"): 1, (day, "43|SMS"): 1}
+    assert closures("account,channel_type", "1m") == minutes
     store.close()
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="consumer.store.upgrade"):
         store = make_store(registry=REGISTRY, again=True)
     assert not [r for r in caplog.records if "renaming" in r.getMessage()]
     assert closures("app", "all") == {(0, "9"): 3}
+    store.close()
+    # a process of the release before, in a store stamped 2: its rows are renamed at the next open
+    closed_by_before([(4, 44, 2 * day)], 4, again=True).close()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="consumer.store.upgrade"):
+        store = make_store(registry=REGISTRY, again=True)
+    assert [r.getMessage() for r in caplog.records if "renaming" in r.getMessage()]
+    assert _sql(store, "SELECT count(*) FROM metric_rows WHERE by = ?", (old,)) == [(0,)]
+    assert closures("app", "all") == {(0, "9"): 4}
+    assert closures("inbox", "1d") == {(0, "42|3"): 2, (day, "43|3"): 1, (2 * day, "44|3"): 1}
 
 
 def _sql(store: Any, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
