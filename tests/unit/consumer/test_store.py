@@ -1232,13 +1232,7 @@ def test_a_store_of_format_1_has_its_source_rows_renamed_once_at_open(
 
     def closed_by_before(events: list[tuple[int, int, int]], next_offset: int, again: bool) -> Any:
         """The store, open, after a commit of that release's (its next open renames)."""
-        store = make_store(registry=before, again=again)
-        store.check_topic("events")
-        f = PartitionFold(0, registry=before)
-        for h, account, t in events:
-            f.apply(Event(CLOSED, h, account, h, "SMS", t, None, 5, inbox=3, app=9))
-        commit(store, f, next_offset)
-        return store
+        return _closed_into(make_store, before, events, next_offset, again, keep_open=True)
 
     store = closed_by_before([(1, 42, 100), (2, 42, 3700), (3, 43, day + 50)], 3, again=False)
     # as that release left it: format 1 (its stamps, on PostgreSQL, of format 1 too)
@@ -1302,16 +1296,22 @@ def _closed_into(
     events: list[tuple[int, int, int]],
     next_offset: int,
     again: bool,
-) -> None:
+    *,
+    keep_open: bool = False,
+) -> Any:
     """Closures (event hash, account, time) folded by one metric set into the store made
-    last (`again`) or a new one, committed at `next_offset`."""
+    last (`again`) or a new one, committed at `next_offset`; the store closed, or
+    (`keep_open`) returned open."""
     store = make_store(registry=registry, again=again)
     store.check_topic("events")
     f = PartitionFold(0, registry=registry)
     for h, account, t in events:
         f.apply(Event(CLOSED, h, account, h, "SMS", t, None, 5, inbox=3, app=9))
     commit(store, f, next_offset)
+    if keep_open:
+        return store
     store.close()
+    return None
 
 
 def test_a_store_notes_its_metric_set_and_refuses_a_consumer_of_another(make_store: MakeStore) -> None:
