@@ -11,7 +11,7 @@ offsets. A store without the row (made before formats were noted) is format 1.
 
 Formats: 1, the stores before 2026-12-08; 2, the source grouping's rows under its short
 name (`source`, not `account,inbox,app,channel_type`: `consumer.store.upgrade.rename`
-renames them in a store of format 1 at open, once)."""
+renames the rows a store holds under the former name at open)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,6 @@ from consumer.store.upgrade import Run
 
 #: the format this release reads and writes
 FORMAT = 2
-#: the format from which groupings' rows are under their names of today: a store below it
-#: has `consumer.store.upgrade.rename` run at open
-RENAMED = 2
 META_NAME = "store format"
 
 

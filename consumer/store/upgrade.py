@@ -102,8 +102,7 @@ def rename(registry: Registry, run: Run, mark: str, where: str) -> None:
     (`Grouping.formerly`: the source grouping's `account,inbox,app,channel_type`) go under
     its name, window by window, each logged with its count (a large store's rename takes a
     while, once); the keys of purged rows waiting for the metrics topics' tombstones too.
-    The caller runs it where the store's format is below 2 or `renames_pending`, before
-    stamping it 2."""
+    The caller runs it where `renames_pending`, before stamping the store 2."""
     for old, g in renamed(registry):
         for win in registry.windows:
             found = run(f"SELECT count(*) FROM metric_rows WHERE by = {mark} AND win = {mark}", (old, win))

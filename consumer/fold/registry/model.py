@@ -371,10 +371,12 @@ class Registry:
     def current(self, name: str) -> str:
         """A grouping's name today, given it or a former one (`Grouping.formerly`: a row a
         release before wrote, such as a purged row's key waiting for its tombstone)."""
-        for g in (*self.groupings, *self.sources):
-            if name in g.formerly:
-                return g.name
-        return name
+        return self._names_today.get(name, name)
+
+    @cached_property
+    def _names_today(self) -> dict[str, str]:
+        """Former name -> name today (`served` asks for every row a metrics topic publishes)."""
+        return {old: g.name for g in (*self.groupings, *self.sources) for old in g.formerly}
 
     def derived(self, source: str) -> tuple[Grouping, ...]:
         """The groupings derived from a source."""

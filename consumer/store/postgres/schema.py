@@ -99,7 +99,7 @@ def ensure_schema(conn: psycopg.Connection[Any], registry: Registry, where: str)
     for sql in sqlgen.missing_columns(sqlgen.POSTGRES, have | {"partition"}, registry):
         conn.execute(sql)
     # before drop_doubled_rows: it reads the source's rows
-    if store_format.found(run, "%s") < store_format.RENAMED or upgrade.renames_pending(registry, run, "%s"):
+    if upgrade.renames_pending(registry, run, "%s"):
         upgrade.rename(registry, run, "%s", where)
     upgrade.drop_doubled_rows(registry, run, "%s", where)
     store_format.stamp(run, "%s")

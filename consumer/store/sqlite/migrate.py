@@ -117,20 +117,14 @@ def runner(db: sqlite3.Connection) -> upgrade.Run:
 
 
 def migrate_renamed(db: sqlite3.Connection, path: str, registry: Registry) -> None:
-    """A store of format 1 (or with rows under a former name all the same) gets its
-    groupings' rows under their names of today (`consumer.store.upgrade.rename`) and is
-    stamped format 2 in the same transaction, once."""
+    """A store with rows under a former name (format 1's, or a release before's written
+    since) gets them under their names of today (`consumer.store.upgrade.rename`) and is
+    stamped format 2 in the same transaction."""
     run = runner(db)
-
-    def pending() -> bool:
-        return store_format.found(run, "?") < store_format.RENAMED or upgrade.renames_pending(
-            registry, run, "?"
-        )
-
-    if not pending():
+    if not upgrade.renames_pending(registry, run, "?"):
         return
     with Transaction(db):
-        if pending():
+        if upgrade.renames_pending(registry, run, "?"):
             upgrade.rename(registry, run, "?", path)
             store_format.stamp(run, "?")
 

@@ -1204,7 +1204,7 @@ def test_an_upgraded_full_set_store_counts_each_event_once_in_the_account_rows(m
 def test_a_store_of_format_1_has_its_source_rows_renamed_once_at_open(
     make_store: MakeStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Store format 2 (`store_format.RENAMED`): the source grouping's rows, which releases
+    """Store format 2 (`upgrade.rename`): the source grouping's rows, which releases
     before stored under its former name, are renamed at open, window by window, each
     logged with its count, and the keys of its purged rows waiting for the metrics topics'
     tombstones too, before the account's doubled rows are dropped (a store of 2026-12-06
